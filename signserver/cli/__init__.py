@@ -1,0 +1,1 @@
+"""The ``signserver`` command line."""

@@ -1,0 +1,259 @@
+"""``signserver hsm ...``: the HSM administrator's commands, on any PKCS#11 module and token."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from signserver.cli.output import print_fields, print_json, print_table
+from signserver.cli.pins import read_pin
+from signserver.config import USER_PIN_ENV, Config
+from signserver.errors import InvalidArgument
+from signserver.hsm.admin import TokenAdministrator
+from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
+from signserver.hsm.keystore import KeyInfo
+from signserver.hsm.module import use_softhsm_config
+from signserver.service import SignService
+
+SO_PIN_ENV = "SIGNSERVER_HSM_SO_PIN"
+NEW_PIN_ENV = "SIGNSERVER_HSM_NEW_PIN"
+
+
+def add_parser(subparsers) -> None:
+    hsm = subparsers.add_parser("hsm", help="administer the HSM: tokens, PINs, keys")
+    commands = hsm.add_subparsers(dest="hsm_command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--module", type=Path, help="PKCS#11 module (default: hsm.module, SoftHSM's)")
+    common.add_argument("--token", help="token label (default: hsm.token_label)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    user = argparse.ArgumentParser(add_help=False)
+    user.add_argument("--pin-file", type=Path,
+                      help=f"file holding the user PIN (else ${USER_PIN_ENV}, hsm.user_pin_file, or a prompt)")
+
+    def command(name, handler, help, parents=(common, user)):
+        parser = commands.add_parser(name, help=help, parents=list(parents))
+        parser.set_defaults(handler=handler)
+        return parser
+
+    p = command("init", cmd_init, "initialise a token: label, SO PIN, user PIN", parents=(common,))
+    p.add_argument("--label", help="token label (default: hsm.token_label)")
+    p.add_argument("--slot", type=int, help="slot id (default: the first uninitialised token)")
+    p.add_argument("--so-pin-file", type=Path, help=f"file holding the SO PIN (else ${SO_PIN_ENV} or a prompt)")
+    p.add_argument("--user-pin-file", type=Path, help=f"file holding the user PIN (else ${USER_PIN_ENV} or a prompt)")
+
+    command("slots", cmd_slots, "list slots and tokens with their flags", parents=(common,))
+
+    p = command("keygen", cmd_keygen, "generate a key pair inside the HSM")
+    p.add_argument("--algorithm", required=True, type=KeyAlgorithm.parse,
+                   help="one of " + ", ".join(a.value for a in KeyAlgorithm))
+    p.add_argument("--label", required=True, help="a label unique on the token")
+
+    command("list", cmd_list, "list the private keys on the token")
+
+    p = command("delete", cmd_delete, "delete a key pair and its certificate")
+    p.add_argument("key", help="key label or id")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    command("health", cmd_health, "check that the module, token, login and keys answer")
+
+    p = command("public-key", cmd_public_key, "export a public key (SubjectPublicKeyInfo)")
+    p.add_argument("key", help="key label or id")
+    p.add_argument("--der", action="store_true", help="DER instead of PEM")
+    p.add_argument("--out", type=Path, help="write to this file instead of standard output")
+
+    p = command("change-pin", cmd_change_pin, "change the user PIN (asks for the current one)")
+    p.add_argument("--new-pin-file", type=Path, help=f"file holding the new PIN (else ${NEW_PIN_ENV} or a prompt)")
+
+    p = command("unblock-pin", cmd_unblock_pin, "security officer: set a new user PIN, unblocking a locked one",
+                parents=(common,))
+    p.add_argument("--so-pin-file", type=Path, help=f"file holding the SO PIN (else ${SO_PIN_ENV} or a prompt)")
+    p.add_argument("--new-pin-file", type=Path, help=f"file holding the new user PIN (else ${NEW_PIN_ENV} or a prompt)")
+
+    p = command("csr", cmd_csr, "make a PKCS#10 request signed by a key on the token")
+    p.add_argument("key", help="key label or id")
+    p.add_argument("--subject", required=True, help='RFC 4514 subject, e.g. "CN=Chan Tai Man,O=Example,C=MO"')
+    p.add_argument("--signature-algorithm", type=SignatureAlgorithm.parse,
+                   help="e.g. rsa-pkcs1v15-sha256 (default: SHA-256, SHA-384 for P-384 keys)")
+    p.add_argument("--out", type=Path, help="write the PEM request here instead of standard output")
+
+    p = command("import-cert", cmd_import_cert, "store a certificate on the token beside its key")
+    p.add_argument("key", help="key label or id")
+    p.add_argument("certificate", type=Path, help="the certificate, PEM or DER")
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _module(args, config: Config) -> Path | None:
+    use_softhsm_config(config.hsm.softhsm2_conf)
+    return args.module or config.hsm.module
+
+
+def _service(args, config: Config) -> SignService:
+    pin = read_pin("user PIN", USER_PIN_ENV, args.pin_file, fallback_file=config.hsm.user_pin_file)
+    return SignService.from_config(config, user_pin=pin, module=args.module, token_label=args.token)
+
+
+def _key_row(key: KeyInfo) -> list:
+    a = key.attributes
+    return [key.label, key.key_id, key.algorithm.value if key.algorithm else "other",
+            "yes" if a.sensitive else "NO", "yes" if a.extractable else "no",
+            "yes" if a.never_extractable else "NO"]
+
+
+_KEY_HEADERS = ["LABEL", "ID", "ALGORITHM", "SENSITIVE", "EXTRACTABLE", "NEVER EXTRACTABLE"]
+
+
+def _write(data: bytes, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        out.write_bytes(data)
+        print(f"wrote {out}", file=sys.stderr)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def cmd_init(args, config: Config) -> int:
+    label = args.label or args.token or config.hsm.token_label
+    so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file, confirm=True)
+    user_pin = read_pin("user PIN", USER_PIN_ENV, args.user_pin_file, confirm=True)
+    status = TokenAdministrator(_module(args, config)).init_token(label, so_pin, user_pin, args.slot)
+    if args.json:
+        print_json(status)
+    else:
+        print(f"initialised token {status.token_label!r} in slot {status.slot_id}")
+    return 0
+
+
+def cmd_slots(args, config: Config) -> int:
+    slots = TokenAdministrator(_module(args, config)).slots()
+    if args.json:
+        print_json(slots)
+        return 0
+    print_table(["SLOT", "LABEL", "MODEL", "SERIAL", "FLAGS"],
+                [[s.slot_id, s.token_label if s.token_present else "(no token)", s.token_model,
+                  s.token_serial, ", ".join(s.flags)] for s in slots])
+    return 0
+
+
+def cmd_keygen(args, config: Config) -> int:
+    key = _service(args, config).generate_key(args.algorithm, args.label)
+    if args.json:
+        print_json(key)
+    else:
+        print_table(_KEY_HEADERS, [_key_row(key)])
+    return 0
+
+
+def cmd_list(args, config: Config) -> int:
+    keys = _service(args, config).list_keys()
+    if args.json:
+        print_json(keys)
+    else:
+        print_table(_KEY_HEADERS, [_key_row(k) for k in keys], empty="no keys on the token")
+    return 0
+
+
+def cmd_delete(args, config: Config) -> int:
+    service = _service(args, config)
+    key = service.find_key(args.key)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidArgument("deleting a key cannot be undone: pass --yes to confirm")
+        answer = input(f"Delete key {key.label!r} ({key.key_id}) for ever? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    service.delete_key(key.key_id)
+    if args.json:
+        print_json({"deleted": key})
+    else:
+        print(f"deleted key {key.label!r} ({key.key_id})")
+    return 0
+
+
+def cmd_health(args, config: Config) -> int:
+    service = _service(args, config)
+    health = service.health()
+    info = service.server_info() if health.serving else None
+    keys = service.list_keys() if health.serving else []
+    result = {
+        "serving": health.serving,
+        "detail": health.detail,
+        "token": info.token_label if info else None,
+        "model": info.token_model if info else None,
+        "key_algorithms": [a.value for a in info.key_algorithms] if info else [],
+        "keys": len(keys),
+    }
+    if args.json:
+        print_json(result)
+    else:
+        print_fields([
+            ("status", "SERVING" if health.serving else "NOT SERVING"),
+            ("detail", health.detail),
+            ("token", f"{info.token_label} ({info.token_manufacturer} {info.token_model})" if info else "-"),
+            ("key algorithms", ", ".join(result["key_algorithms"]) or "-"),
+            ("keys", result["keys"]),
+        ])
+    return 0 if health.serving else 1
+
+
+def cmd_public_key(args, config: Config) -> int:
+    service = _service(args, config)
+    key = service.find_key(args.key)
+    public = service.keys.public_key(key.key_id)
+    encoding = Encoding.DER if args.der else Encoding.PEM
+    _write(public.public_bytes(encoding, PublicFormat.SubjectPublicKeyInfo), args.out)
+    return 0
+
+
+def cmd_change_pin(args, config: Config) -> int:
+    old = read_pin("current user PIN", USER_PIN_ENV, args.pin_file, fallback_file=config.hsm.user_pin_file)
+    new = read_pin("new user PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
+    label = args.token or config.hsm.token_label
+    TokenAdministrator(_module(args, config)).change_user_pin(label, old, new)
+    print(f"changed the user PIN of token {label!r}")
+    return 0
+
+
+def cmd_unblock_pin(args, config: Config) -> int:
+    so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file)
+    new = read_pin("new user PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
+    label = args.token or config.hsm.token_label
+    TokenAdministrator(_module(args, config)).unblock_user_pin(label, so_pin, new)
+    print(f"set a new user PIN on token {label!r}")
+    return 0
+
+
+def cmd_csr(args, config: Config) -> int:
+    try:
+        subject = x509.Name.from_rfc4514_string(args.subject)
+    except ValueError as exc:
+        raise InvalidArgument(f"cannot read the subject {args.subject!r}: {exc}") from None
+    request = _service(args, config).certificate_request(args.key, subject, args.signature_algorithm)
+    _write(request.public_bytes(Encoding.PEM), args.out)
+    return 0
+
+
+def cmd_import_cert(args, config: Config) -> int:
+    try:
+        data = args.certificate.read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {args.certificate}: {exc.strerror}") from None
+    try:
+        certificate = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                       else x509.load_der_x509_certificate(data))
+    except ValueError:
+        raise InvalidArgument(f"{args.certificate} is not an X.509 certificate (PEM or DER)") from None
+    key = _service(args, config).import_certificate(args.key, certificate)
+    if args.json:
+        print_json({"key": key, "certificate_serial": format(certificate.serial_number, "x")})
+    else:
+        print(f"stored certificate {certificate.serial_number:x} beside key {key.label!r}")
+    return 0

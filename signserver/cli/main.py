@@ -1,0 +1,63 @@
+"""Entry point of the ``signserver`` command; maps errors to messages and exit codes in one place."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from signserver import __version__
+from signserver.cli import hsm
+from signserver.config import load_config
+from signserver.errors import ConfigurationError, SignServerError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signserver", description="HSM-backed remote signing server")
+    parser.add_argument("--version", action="version", version=f"signserver {__version__}")
+    parser.add_argument("--config", type=Path, help="configuration file (default: $SIGNSERVER_CONFIG or ./signserver.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    serve.set_defaults(handler=cmd_serve)
+
+    hsm.add_parser(commands)
+    return parser
+
+
+def cmd_serve(args, config) -> int:
+    from signserver.grpc_api.server import serve  # imported here: only this command needs gRPC
+
+    serve(config)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(args.config)
+        return args.handler(args, config)
+    except ConfigurationError as exc:
+        print(f"signserver: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SignServerError as exc:
+        print(f"signserver: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("signserver: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

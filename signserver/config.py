@@ -1,0 +1,303 @@
+"""Configuration: one TOML file plus ``SIGNSERVER_*`` environment overrides.
+
+Every key has an embedded default, so a checkout runs with no file at all: a SoftHSM token and
+the server's files under ``./var``. The environment overrides the file: ``SIGNSERVER_STATE_DIR``
+for the top-level ``state_dir`` and ``SIGNSERVER_<SECTION>_<KEY>`` for the others (for example
+``SIGNSERVER_SERVER_LISTEN``). Secrets never live in the file: the token's user PIN comes from
+``SIGNSERVER_HSM_USER_PIN`` or from the file named by ``hsm.user_pin_file``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from signserver.errors import ConfigurationError
+from signserver.secret import Secret
+
+CONFIG_ENV = "SIGNSERVER_CONFIG"
+USER_PIN_ENV = "SIGNSERVER_HSM_USER_PIN"
+DEFAULT_CONFIG_FILE = Path("signserver.toml")
+
+# Where distributions put SoftHSM's module; the first that exists is the default.
+SOFTHSM_MODULE_CANDIDATES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+    "/opt/homebrew/lib/softhsm/libsofthsm2.so",
+)
+
+
+@dataclass(frozen=True)
+class HsmConfig:
+    """Which PKCS#11 module and token the server uses, and how it logs in."""
+
+    module: Path | None  # None: no SoftHSM module found and none configured
+    token_label: str
+    user_pin_file: Path
+    softhsm2_conf: Path
+
+    def user_pin(self, environ: Mapping[str, str] | None = None) -> Secret:
+        """Return the token's user PIN from the environment, else from ``user_pin_file``.
+
+        Raises:
+            ConfigurationError: neither source holds a PIN.
+        """
+        environ = os.environ if environ is None else environ
+        if environ.get(USER_PIN_ENV):
+            return Secret(environ[USER_PIN_ENV])
+        return read_secret_file(self.user_pin_file, "hsm.user_pin_file")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the gRPC server listens and whether it may go without TLS."""
+
+    listen: str
+    plaintext: bool
+
+    @property
+    def host(self) -> str:
+        return split_address(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_address(self.listen)[1]
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """The server's certificate and key, and the CA whose client certificates it accepts."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None
+    explicit: bool  # False: the paths are defaults under the state directory
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, immutable once loaded."""
+
+    state_dir: Path
+    hsm: HsmConfig
+    server: ServerConfig
+    tls: TlsConfig
+    source: Path | None  # the file it was read from, if any
+
+
+def read_secret_file(path: Path, key: str) -> Secret:
+    """Read a secret kept alone in a file (surrounding whitespace stripped).
+
+    Raises:
+        ConfigurationError: the file is missing, unreadable, empty, or readable by others.
+    """
+    try:
+        mode = path.stat().st_mode
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigurationError(key, f"no file at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(key, f"cannot read {path}: {exc}") from None
+    if mode & 0o077:
+        raise ConfigurationError(key, f"{path} is readable by other users; chmod 600 it")
+    if not value:
+        raise ConfigurationError(key, f"{path} is empty")
+    return Secret(value)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) into host and port.
+
+    Raises:
+        ValueError: the address is not of that form or the port is out of range.
+    """
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError("expected HOST:PORT, for example 127.0.0.1:50051 or [::1]:50051")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+def _as_str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(key, "must be a non-empty string")
+    return value.strip()
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(key, f"must be true or false, not {value!r}")
+
+
+_KEYS: dict[str, Callable[[str, Any], Any]] = {
+    "state_dir": _as_str,
+    "hsm.module": _as_str,
+    "hsm.token_label": _as_str,
+    "hsm.user_pin_file": _as_str,
+    "hsm.softhsm2_conf": _as_str,
+    "server.listen": _as_str,
+    "server.plaintext": _as_bool,
+    "tls.cert_file": _as_str,
+    "tls.key_file": _as_str,
+    "tls.client_ca_file": _as_str,
+}
+
+# Keys that must never be written in the file, with where they belong instead.
+_SECRET_KEYS = {
+    "hsm.user_pin": f"put the PIN in the file named by hsm.user_pin_file or in {USER_PIN_ENV}",
+    "hsm.so_pin": "the SO PIN is only needed by `signserver hsm` commands, which prompt for it",
+}
+
+
+def env_name(key: str) -> str:
+    """The environment variable that overrides a configuration key."""
+    return "SIGNSERVER_" + key.replace(".", "_").upper()
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigurationError(CONFIG_ENV, f"no configuration file at {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(str(path), f"not valid TOML: {exc}") from None
+    flat = _flatten(raw)
+    for key in flat:
+        if key in _SECRET_KEYS:
+            raise ConfigurationError(key, f"secrets do not belong in {path}: {_SECRET_KEYS[key]}")
+        if key not in _KEYS:
+            raise ConfigurationError(key, f"unknown key in {path}")
+    return flat
+
+
+def _default_module() -> str | None:
+    return next((c for c in SOFTHSM_MODULE_CANDIDATES if Path(c).is_file()), None)
+
+
+def load_config(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load the configuration from ``path`` (else ``$SIGNSERVER_CONFIG``, else
+    ``./signserver.toml`` when it exists), then apply environment overrides.
+
+    Raises:
+        ConfigurationError: a value is invalid; the error names the key and the reason.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+    if path is None and DEFAULT_CONFIG_FILE.is_file():
+        path = DEFAULT_CONFIG_FILE
+    values = _read_file(path) if path is not None else {}
+    for key in _KEYS:
+        if env_name(key) in environ:
+            values[key] = environ[env_name(key)]
+    values = {key: _KEYS[key](key, value) for key, value in values.items()}
+
+    # Relative paths in a file are relative to that file; from the environment, to the cwd.
+    base = path.parent if path is not None else Path(".")
+
+    def path_of(key: str, default: Path) -> Path:
+        if key not in values:
+            return default
+        given = Path(values[key]).expanduser()
+        from_env = env_name(key) in environ
+        return given if given.is_absolute() or from_env else base / given
+
+    state_dir = path_of("state_dir", Path("var"))
+    return Config(
+        state_dir=state_dir,
+        hsm=_hsm_config(values, state_dir, path_of),
+        server=_server_config(values),
+        tls=_tls_config(values, state_dir, path_of),
+        source=path,
+    )
+
+
+def _hsm_config(values: dict[str, Any], state_dir: Path, path_of) -> HsmConfig:
+    if "hsm.module" in values:
+        module: Path | None = path_of("hsm.module", Path())
+        if not module.is_file():
+            raise ConfigurationError("hsm.module", f"no PKCS#11 module at {module}")
+    else:
+        default = _default_module()
+        module = Path(default) if default else None
+    label = values.get("hsm.token_label", "signserver")
+    if len(label.encode("utf-8")) > 32:
+        raise ConfigurationError("hsm.token_label", "a PKCS#11 token label has at most 32 bytes")
+    return HsmConfig(
+        module=module,
+        token_label=label,
+        user_pin_file=path_of("hsm.user_pin_file", state_dir / "hsm" / "user-pin"),
+        softhsm2_conf=path_of("hsm.softhsm2_conf", state_dir / "softhsm" / "softhsm2.conf"),
+    )
+
+
+def _server_config(values: dict[str, Any]) -> ServerConfig:
+    listen = values.get("server.listen", "127.0.0.1:50051")
+    try:
+        host, _ = split_address(listen)
+    except ValueError as exc:
+        raise ConfigurationError("server.listen", str(exc)) from None
+    plaintext = values.get("server.plaintext", False)
+    if plaintext and not is_loopback(host):
+        raise ConfigurationError(
+            "server.plaintext",
+            f"plaintext is allowed only on a loopback address, not on {host}; "
+            "configure TLS for other addresses",
+        )
+    return ServerConfig(listen=listen, plaintext=plaintext)
+
+
+def _tls_config(values: dict[str, Any], state_dir: Path, path_of) -> TlsConfig:
+    explicit = "tls.cert_file" in values or "tls.key_file" in values
+    if ("tls.cert_file" in values) != ("tls.key_file" in values):
+        missing = "tls.key_file" if "tls.cert_file" in values else "tls.cert_file"
+        raise ConfigurationError(missing, "tls.cert_file and tls.key_file go together")
+    cert = path_of("tls.cert_file", state_dir / "tls" / "server.pem")
+    key = path_of("tls.key_file", state_dir / "tls" / "server-key.pem")
+    client_ca = path_of("tls.client_ca_file", Path()) if "tls.client_ca_file" in values else None
+    for name, file in (("tls.cert_file", cert), ("tls.key_file", key), ("tls.client_ca_file", client_ca)):
+        if file is not None and (explicit or name == "tls.client_ca_file") and not file.is_file():
+            raise ConfigurationError(name, f"no file at {file}")
+    return TlsConfig(cert_file=cert, key_file=key, client_ca_file=client_ca, explicit=explicit)

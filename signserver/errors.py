@@ -1,0 +1,67 @@
+"""The one exception hierarchy of signserver.
+
+Every error the product raises on purpose is a :class:`SignServerError`. Third-party errors
+(python-pkcs11, cryptography, ...) are translated into these where they enter, so each adapter
+(gRPC, CLI) maps this hierarchy to its own status codes in a single place.
+
+Messages are written for the person who reads them: they say what went wrong and, where it
+helps, what to do. They never contain a secret.
+"""
+
+
+class SignServerError(Exception):
+    """Base of every error signserver raises on purpose."""
+
+
+class ConfigurationError(SignServerError):
+    """A configuration value is missing or invalid; the message names the key and the reason."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"configuration {key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class InvalidArgument(SignServerError):
+    """The caller's input is malformed or out of range."""
+
+
+class UnsupportedAlgorithm(InvalidArgument):
+    """The algorithm is unknown to signserver or not offered by the token."""
+
+
+class NotFound(SignServerError):
+    """The thing asked for does not exist."""
+
+
+class KeyNotFound(NotFound):
+    """No key with that identifier or label is on the token."""
+
+
+class TokenNotFound(NotFound):
+    """No token with that label (or no free slot) is present in the PKCS#11 module."""
+
+
+class AlreadyExists(SignServerError):
+    """Creating the thing would duplicate an existing one."""
+
+
+class HsmError(SignServerError):
+    """The HSM refused or failed an operation."""
+
+
+class HsmUnavailable(HsmError):
+    """The PKCS#11 module cannot be loaded or the token does not answer."""
+
+
+class HsmLoginFailed(HsmError):
+    """The token refused the PIN. Never retried automatically, so that the token's own PIN
+    lockout is not triggered by the server."""
+
+
+class HsmPinLocked(HsmError):
+    """The token's PIN is locked after too many wrong tries; the security officer must unblock it."""
+
+
+class HsmOperationFailed(HsmError):
+    """The token failed an operation for a reason that is neither the caller's nor transient."""

@@ -1,0 +1,23 @@
+"""InfoService: what the server is and what it offers."""
+
+from __future__ import annotations
+
+from signserver.grpc_api.executor import HsmExecutor
+from signserver.service import SignService
+from signserver.v1 import info_pb2, info_pb2_grpc
+
+
+class InfoServicer(info_pb2_grpc.InfoServiceServicer):
+    def __init__(self, service: SignService, hsm: HsmExecutor):
+        self._service = service
+        self._hsm = hsm
+
+    async def ServerInfo(self, request, context):
+        info = await self._hsm.run(self._service.server_info)
+        return info_pb2.ServerInfoResponse(
+            version=info.version,
+            token=info_pb2.TokenInfo(label=info.token_label, model=info.token_model,
+                                     manufacturer=info.token_manufacturer),
+            key_algorithms=[a.value for a in info.key_algorithms],
+            signature_algorithms=[a.value for a in info.signature_algorithms],
+        )

@@ -1,0 +1,183 @@
+"""Token administration on any PKCS#11 module: slots, token initialisation, PIN change and unblock.
+
+These are the operations of HSM and smart-card administrators. Each opens its own short-lived
+session under the process-wide PKCS#11 lock; none of them needs the server to be running.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pkcs11
+import pkcs11.exceptions as p11
+from pkcs11 import TokenFlag
+
+from signserver.errors import AlreadyExists, HsmError, InvalidArgument, TokenNotFound
+from signserver.hsm.module import load_module, pkcs11_lock, raw_module
+from signserver.hsm.session import find_token
+from signserver.hsm.translate import translate
+from signserver.secret import Secret
+
+log = logging.getLogger(__name__)
+
+# Flags shown to administrators, in the order they are listed.
+_SHOWN_FLAGS = (
+    ("TOKEN_INITIALIZED", "initialised"),
+    ("USER_PIN_INITIALIZED", "user PIN set"),
+    ("LOGIN_REQUIRED", "login required"),
+    ("WRITE_PROTECTED", "write-protected"),
+    ("USER_PIN_COUNT_LOW", "user PIN count low"),
+    ("USER_PIN_FINAL_TRY", "user PIN final try"),
+    ("USER_PIN_LOCKED", "user PIN locked"),
+    ("USER_PIN_TO_BE_CHANGED", "user PIN to be changed"),
+    ("SO_PIN_COUNT_LOW", "SO PIN count low"),
+    ("SO_PIN_FINAL_TRY", "SO PIN final try"),
+    ("SO_PIN_LOCKED", "SO PIN locked"),
+    ("SO_PIN_TO_BE_CHANGED", "SO PIN to be changed"),
+)
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    """A slot and the token in it, with the token's flags in words."""
+
+    slot_id: int
+    slot_description: str
+    token_present: bool
+    token_label: str
+    token_model: str
+    token_manufacturer: str
+    token_serial: str
+    flags: tuple[str, ...]
+
+    @property
+    def initialised(self) -> bool:
+        return "initialised" in self.flags
+
+    @property
+    def user_pin_locked(self) -> bool:
+        return "user PIN locked" in self.flags
+
+
+def _flag_words(flags: TokenFlag) -> tuple[str, ...]:
+    return tuple(word for name, word in _SHOWN_FLAGS if flags & TokenFlag[name])
+
+
+class TokenAdministrator:
+    """Administers the tokens of one PKCS#11 module (SoftHSM, OpenSC for smart cards, ...)."""
+
+    def __init__(self, module: Path | None):
+        self.module = module
+
+    def slots(self) -> list[SlotStatus]:
+        """Every slot of the module, with its token if one is present.
+
+        Raises: ConfigurationError, HsmUnavailable, HsmError.
+        """
+        with pkcs11_lock():
+            lib = load_module(self.module)
+            try:
+                return [self._status(slot) for slot in lib.get_slots()]
+            except p11.PKCS11Error as exc:
+                raise translate(exc, "list the slots") from exc
+
+    def init_token(self, label: str, so_pin: Secret, user_pin: Secret, slot_id: int | None = None) -> SlotStatus:
+        """Initialise a token in ``slot_id`` (default: the first slot whose token is not
+        initialised), set its SO PIN and label, then set the user PIN.
+
+        Raises:
+            InvalidArgument: empty PIN or label too long.
+            AlreadyExists: a token already has that label.
+            TokenNotFound: no uninitialised token (or no such slot).
+            HsmError: the token refused.
+        """
+        if not so_pin or not user_pin:
+            raise InvalidArgument("the SO PIN and the user PIN must not be empty")
+        if not label or len(label.encode("utf-8")) > 32:
+            raise InvalidArgument("a token label has 1 to 32 bytes")
+        with pkcs11_lock():
+            lib = load_module(self.module)
+            try:
+                slot = self._free_slot(lib, label, slot_id)
+                rv = raw_module(self.module).init_token(slot.slot_id, so_pin.reveal(), label)
+                if rv != 0:
+                    raise HsmError(f"C_InitToken failed on slot {slot.slot_id} (CKR 0x{rv:x})")
+                token = find_token(lib, label, self.module)
+                with token.open(rw=True, so_pin=so_pin.reveal()) as session:
+                    session.init_pin(user_pin.reveal())
+                log.info("initialised token %r in slot %s", label, slot.slot_id)
+                return self._status(token.slot)
+            except p11.PKCS11Error as exc:
+                raise translate(exc, f"initialise token {label!r}") from exc
+
+    def change_user_pin(self, token_label: str, old_pin: Secret, new_pin: Secret) -> None:
+        """Change the user PIN with the current one (C_SetPIN as the user).
+
+        Raises: TokenNotFound, HsmLoginFailed (wrong old PIN), HsmPinLocked, InvalidArgument, HsmError.
+        """
+        if not new_pin:
+            raise InvalidArgument("the new PIN must not be empty")
+        self._with_session(token_label, old_pin, None,
+                           lambda s: s.set_pin(old_pin.reveal(), new_pin.reveal()), "change the user PIN")
+        log.info("changed the user PIN of token %r", token_label)
+
+    def unblock_user_pin(self, token_label: str, so_pin: Secret, new_user_pin: Secret) -> None:
+        """The security officer sets a new user PIN, which also unblocks a locked one (C_InitPIN).
+
+        Raises: TokenNotFound, HsmLoginFailed (wrong SO PIN), HsmPinLocked (SO PIN locked),
+        InvalidArgument, HsmError.
+        """
+        if not new_user_pin:
+            raise InvalidArgument("the new PIN must not be empty")
+        self._with_session(token_label, None, so_pin,
+                           lambda s: s.init_pin(new_user_pin.reveal()), "unblock the user PIN")
+        log.info("security officer set a new user PIN on token %r", token_label)
+
+    def _with_session(self, token_label, user_pin: Secret | None, so_pin: Secret | None, operation, doing):
+        with pkcs11_lock():
+            lib = load_module(self.module)
+            token = find_token(lib, token_label, self.module)
+            try:
+                with token.open(
+                    rw=True,
+                    user_pin=user_pin.reveal() if user_pin else None,
+                    so_pin=so_pin.reveal() if so_pin else None,
+                ) as session:
+                    operation(session)
+            except p11.PKCS11Error as exc:
+                raise translate(exc, doing) from exc
+
+    def _free_slot(self, lib: pkcs11.lib, label: str, slot_id: int | None) -> pkcs11.Slot:
+        free = None
+        for slot in lib.get_slots(token_present=True):
+            token = slot.get_token()
+            initialised = bool(token.flags & TokenFlag.TOKEN_INITIALIZED)
+            if initialised and token.label == label:
+                raise AlreadyExists(f"a token labelled {label!r} already exists in slot {slot.slot_id}")
+            if slot_id is not None and slot.slot_id == slot_id:
+                free = slot
+            elif slot_id is None and not initialised and free is None:
+                free = slot
+        if free is None:
+            raise TokenNotFound(
+                f"no slot {slot_id} with a token" if slot_id is not None
+                else f"no uninitialised token in {self.module}"
+            )
+        return free
+
+    @staticmethod
+    def _status(slot: pkcs11.Slot) -> SlotStatus:
+        present = bool(slot.flags & pkcs11.SlotFlag.TOKEN_PRESENT)
+        token = slot.get_token() if present else None
+        return SlotStatus(
+            slot_id=slot.slot_id,
+            slot_description=slot.slot_description,
+            token_present=present,
+            token_label=token.label if token else "",
+            token_model=token.model if token else "",
+            token_manufacturer=token.manufacturer_id if token else "",
+            token_serial=token.serial.decode("ascii", "replace").strip() if token else "",
+            flags=_flag_words(token.flags) if token else (),
+        )

@@ -1,0 +1,397 @@
+"""HsmKeyStore: key pairs generated, kept and used inside the HSM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+import pkcs11
+from asn1crypto.core import Integer, OctetString, PrintableString
+from asn1crypto.keys import ECDomainParameters
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from pkcs11 import Attribute, KeyType, ObjectClass
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from signserver.errors import AlreadyExists, InvalidArgument, KeyNotFound, UnsupportedAlgorithm
+from signserver.hsm.algorithms import KeyAlgorithm, KeyAttributes, SignatureAlgorithm
+from signserver.hsm.session import TokenDescription, TokenSession
+
+log = logging.getLogger(__name__)
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+_LABEL_MAX = 64
+_KEY_ID_RE = re.compile(r"^[0-9a-f]{2,128}$")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A private key on the token and what the token says about it."""
+
+    key_id: str  # CKA_ID in lowercase hex
+    label: str
+    algorithm: KeyAlgorithm | None  # None: a key type signserver does not use
+    attributes: KeyAttributes
+
+    @property
+    def size(self) -> int | None:
+        return self.algorithm.size if self.algorithm else None
+
+
+def check_label(label: str) -> str:
+    """Raises: InvalidArgument: the label is empty, too long or has control characters."""
+    if not label or not label.strip():
+        raise InvalidArgument("a key label must not be empty")
+    if len(label) > _LABEL_MAX:
+        raise InvalidArgument(f"a key label has at most {_LABEL_MAX} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in label):
+        raise InvalidArgument("a key label must not contain control characters")
+    return label
+
+
+def check_key_id(key_id: str) -> bytes:
+    """Raises: InvalidArgument: not an even-length hex string of 1 to 64 bytes."""
+    normalised = key_id.strip().lower()
+    if not _KEY_ID_RE.match(normalised) or len(normalised) % 2:
+        raise InvalidArgument(f"a key id is 1 to 64 bytes in hex, not {key_id[:80]!r}")
+    return bytes.fromhex(normalised)
+
+
+class HsmKeyStore:
+    """Generates key pairs in the HSM, finds, lists and deletes them, and signs with them.
+
+    Private keys are created with CKA_TOKEN, CKA_PRIVATE and CKA_SENSITIVE true and
+    CKA_EXTRACTABLE false, so the token marks them never extractable. Each key has a random
+    16-byte CKA_ID and a label unique on the token. Key handles are cached per session.
+    All calls are thread-safe: they go through the token session's process-wide lock.
+    """
+
+    def __init__(self, session: TokenSession):
+        self._session = session
+
+    def close(self) -> None:
+        """Log out and close the session; the next call opens a new one."""
+        self._session.close()
+
+    # --- token ------------------------------------------------------------------------
+
+    def describe_token(self) -> TokenDescription:
+        """The token's label, model and mechanisms. Raises: HsmError, TokenNotFound."""
+        return self._session.describe()
+
+    def supported_algorithms(self) -> list[KeyAlgorithm]:
+        """The key algorithms whose generation mechanism the token offers.
+
+        Raises: HsmError, TokenNotFound.
+        """
+        mechanisms = self.describe_token().mechanisms
+        return [a for a in KeyAlgorithm if a.generation_mechanism in mechanisms]
+
+    def ping(self) -> None:
+        """Ask the token for random bytes through the logged-in session.
+
+        Raises: HsmError: the token does not answer. TokenNotFound: it is gone.
+        """
+        self._session.run(lambda s: s.generate_random(64), "reach the token")
+
+    # --- keys -------------------------------------------------------------------------
+
+    def generate(self, algorithm: KeyAlgorithm, label: str) -> KeyInfo:
+        """Generate a key pair inside the HSM and return its description.
+
+        Raises:
+            InvalidArgument: the label is invalid.
+            AlreadyExists: a key with that label exists.
+            UnsupportedAlgorithm: the token cannot generate that kind of key.
+            HsmError: the token failed.
+        """
+        check_label(label)
+        key_id = os.urandom(16)
+
+        def generate(session: pkcs11.Session) -> KeyInfo:
+            if self._find_private(session, label=label) is not None:
+                raise AlreadyExists(f"a key labelled {label!r} already exists on the token")
+            _, private = _generate_pair(session, algorithm, key_id, label)
+            return _describe(private)
+
+        info = self._session.run(generate, f"generate a {algorithm.value} key {label!r}")
+        log.info("generated %s key %s (%r) in the HSM", algorithm.value, info.key_id, label)
+        return info
+
+    def get(self, key_id: str) -> KeyInfo:
+        """Raises: InvalidArgument, KeyNotFound, HsmError."""
+        raw_id = check_key_id(key_id)
+        return self._session.run(lambda s: _describe(self._private(s, raw_id)), f"read key {key_id}")
+
+    def find_by_label(self, label: str) -> KeyInfo:
+        """Raises: KeyNotFound: no key has that label. HsmError."""
+        def find(session: pkcs11.Session) -> KeyInfo:
+            key = self._find_private(session, label=label)
+            if key is None:
+                raise KeyNotFound(f"no key labelled {label!r} on the token")
+            return _describe(key)
+        return self._session.run(find, f"find key {label!r}")
+
+    def resolve(self, reference: str) -> KeyInfo:
+        """Find a key by label, or by id when no label matches (for people typing commands).
+
+        Raises: KeyNotFound, HsmError.
+        """
+        try:
+            return self.find_by_label(reference)
+        except KeyNotFound:
+            try:
+                return self.get(reference)
+            except InvalidArgument:
+                raise KeyNotFound(f"no key labelled {reference!r} on the token") from None
+
+    def list(self) -> list[KeyInfo]:
+        """All private keys on the token, sorted by label. Raises: HsmError."""
+        def list_keys(session: pkcs11.Session) -> list[KeyInfo]:
+            keys = session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+            return sorted((_describe(k) for k in keys), key=lambda k: (k.label, k.key_id))
+        return self._session.run(list_keys, "list the keys")
+
+    def delete(self, key_id: str) -> None:
+        """Destroy the key pair (and any certificate stored with the same CKA_ID).
+
+        Raises: InvalidArgument, KeyNotFound, HsmError.
+        """
+        raw_id = check_key_id(key_id)
+
+        def delete(session: pkcs11.Session) -> None:
+            self._private(session, raw_id)  # raises KeyNotFound
+            for obj in list(session.get_objects({Attribute.ID: raw_id})):
+                obj.destroy()
+            self._session.cache.clear()
+
+        self._session.run(delete, f"delete key {key_id}")
+        log.info("deleted key %s from the HSM", key_id)
+
+    def public_key(self, key_id: str) -> PublicKey:
+        """The public key as a ``cryptography`` object (``public_bytes`` gives SPKI DER/PEM).
+
+        Raises: InvalidArgument, KeyNotFound, HsmError.
+        """
+        raw_id = check_key_id(key_id)
+
+        def read(session: pkcs11.Session) -> PublicKey:
+            cache_key = ("public", raw_id)
+            if cache_key not in self._session.cache:
+                private = self._private(session, raw_id)
+                algorithm = _algorithm_of(private)
+                public = self._find(session, ObjectClass.PUBLIC_KEY, raw_id)
+                if public is None:
+                    raise KeyNotFound(f"the public half of key {key_id} is not on the token")
+                self._session.cache[cache_key] = _public_key(public, algorithm)
+            return self._session.cache[cache_key]
+
+        return self._session.run(read, f"read the public key of {key_id}")
+
+    def store_certificate(self, key_id: str, certificate: x509.Certificate) -> None:
+        """Store ``certificate`` on the token beside its key (same CKA_ID and label),
+        replacing a certificate stored there before.
+
+        Raises:
+            InvalidArgument: the certificate's public key is not the key's.
+            KeyNotFound, HsmError.
+        """
+        raw_id = check_key_id(key_id)
+        public = self.public_key(key_id)
+        if certificate.public_key() != public:
+            raise InvalidArgument(f"the certificate's public key is not the public key of key {key_id}")
+        label = self.get(key_id).label
+
+        def store(session: pkcs11.Session) -> None:
+            for old in list(session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: raw_id})):
+                old.destroy()
+            session.create_object(_certificate_template(raw_id, label, certificate))
+
+        self._session.run(store, f"store a certificate for key {key_id}")
+        log.info("stored certificate serial %x beside key %s", certificate.serial_number, key_id)
+
+    def certificate(self, key_id: str) -> x509.Certificate | None:
+        """The certificate stored beside the key, if any. Raises: InvalidArgument, HsmError."""
+        raw_id = check_key_id(key_id)
+
+        def read(session: pkcs11.Session) -> x509.Certificate | None:
+            found = list(session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: raw_id}))
+            return x509.load_der_x509_certificate(found[0][Attribute.VALUE]) if found else None
+
+        return self._session.run(read, f"read the certificate of key {key_id}")
+
+    # --- signing ----------------------------------------------------------------------
+
+    def sign_digest(self, key_id: str, digest: bytes, algorithm: SignatureAlgorithm) -> bytes:
+        """Sign a precomputed digest (or, for Ed25519, the message itself) inside the HSM.
+
+        Returns the signature in its standard encoding: PKCS#1 or PSS bytes for RSA, DER
+        ``(r, s)`` for ECDSA, 64 bytes for Ed25519.
+
+        Raises:
+            InvalidArgument: the digest's length does not match the algorithm.
+            UnsupportedAlgorithm: the algorithm does not fit the key.
+            KeyNotFound, HsmError.
+        """
+        raw_id = check_key_id(key_id)
+        token_input = algorithm.token_input(digest)
+        mechanism, parameter = algorithm.mechanism()
+
+        def sign(session: pkcs11.Session) -> bytes:
+            private = self._private(session, raw_id)
+            key_algorithm = self._algorithm_cached(private, raw_id)
+            if key_algorithm is None:
+                raise UnsupportedAlgorithm(f"key {key_id} is of a type signserver does not use")
+            algorithm.check_key(key_algorithm)
+            return private.sign(token_input, mechanism=mechanism, mechanism_param=parameter)
+
+        raw = self._session.run(sign, f"sign with key {key_id}")
+        return algorithm.encode_token_output(raw)
+
+    def sign_data(self, key_id: str, data: bytes, algorithm: SignatureAlgorithm) -> bytes:
+        """Hash ``data`` here (Ed25519: pass it whole) and sign inside the HSM.
+
+        Raises: as :meth:`sign_digest`.
+        """
+        digest = algorithm.hash.digest(data) if algorithm.hash else data
+        return self.sign_digest(key_id, digest, algorithm)
+
+    # --- lookups (run inside a session operation) -------------------------------------
+
+    def _private(self, session: pkcs11.Session, raw_id: bytes) -> pkcs11.PrivateKey:
+        key = self._find(session, ObjectClass.PRIVATE_KEY, raw_id)
+        if key is None:
+            raise KeyNotFound(f"no key with id {raw_id.hex()} on the token")
+        return key
+
+    def _find(self, session: pkcs11.Session, object_class: ObjectClass, raw_id: bytes):
+        cache_key = (object_class, raw_id)
+        cached = self._session.cache.get(cache_key)
+        if cached is None:
+            found = list(session.get_objects({Attribute.CLASS: object_class, Attribute.ID: raw_id}))
+            if not found:
+                return None
+            cached = self._session.cache[cache_key] = found[0]
+        return cached
+
+    def _find_private(self, session: pkcs11.Session, label: str) -> pkcs11.PrivateKey | None:
+        found = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}))
+        return found[0] if found else None
+
+    def _algorithm_cached(self, private: pkcs11.PrivateKey, raw_id: bytes) -> KeyAlgorithm | None:
+        cache_key = ("algorithm", raw_id)
+        if cache_key not in self._session.cache:
+            self._session.cache[cache_key] = _algorithm_of(private)
+        return self._session.cache[cache_key]
+
+
+# --- PKCS#11 details -----------------------------------------------------------------------
+
+_PRIVATE_TEMPLATE = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.SIGN: True,
+    Attribute.DECRYPT: False,
+    Attribute.UNWRAP: False,
+    Attribute.DERIVE: False,
+}
+_PUBLIC_TEMPLATE = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: False,
+    Attribute.VERIFY: True,
+    Attribute.ENCRYPT: False,
+    Attribute.WRAP: False,
+}
+
+
+def _generate_pair(session: pkcs11.Session, algorithm: KeyAlgorithm, key_id: bytes, label: str):
+    common = dict(id=key_id, label=label, store=True, mechanism=algorithm.generation_mechanism,
+                  public_template=dict(_PUBLIC_TEMPLATE), private_template=dict(_PRIVATE_TEMPLATE))
+    if algorithm.family == "rsa":
+        common["public_template"][Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
+        return session.generate_keypair(KeyType.RSA, algorithm.size, **common)
+    parameters = session.create_domain_parameters(
+        algorithm.key_type,
+        {Attribute.EC_PARAMS: encode_named_curve_parameters(algorithm.curve_oid)},
+        local=True,
+    )
+    return parameters.generate_keypair(**common)
+
+
+def _algorithm_of(key: pkcs11.Key) -> KeyAlgorithm | None:
+    if key.key_type == KeyType.RSA:
+        return KeyAlgorithm.from_rsa_bits(len(key[Attribute.MODULUS]) * 8)
+    if key.key_type not in (KeyType.EC, KeyType.EC_EDWARDS):
+        return None
+    params = key[Attribute.EC_PARAMS]
+    if params[:1] == b"\x13":
+        # SoftHSM stores Edwards curves by name, as a PrintableString ("edwards25519").
+        name = PrintableString.load(params).native
+        return KeyAlgorithm.ED25519 if name == "edwards25519" else None
+    parsed = ECDomainParameters.load(params)
+    return KeyAlgorithm.from_curve_oid(parsed.chosen.dotted) if parsed.name == "named" else None
+
+
+def _describe(key: pkcs11.PrivateKey) -> KeyInfo:
+    attrs = key.get_attributes([
+        Attribute.ID, Attribute.LABEL, Attribute.TOKEN, Attribute.PRIVATE, Attribute.SENSITIVE,
+        Attribute.EXTRACTABLE, Attribute.ALWAYS_SENSITIVE, Attribute.NEVER_EXTRACTABLE,
+    ])
+    return KeyInfo(
+        key_id=(attrs.get(Attribute.ID) or b"").hex(),
+        label=attrs.get(Attribute.LABEL) or "",
+        algorithm=_algorithm_of(key),
+        attributes=KeyAttributes(
+            token=bool(attrs.get(Attribute.TOKEN)),
+            private=bool(attrs.get(Attribute.PRIVATE)),
+            sensitive=bool(attrs.get(Attribute.SENSITIVE)),
+            extractable=bool(attrs.get(Attribute.EXTRACTABLE)),
+            always_sensitive=bool(attrs.get(Attribute.ALWAYS_SENSITIVE)),
+            never_extractable=bool(attrs.get(Attribute.NEVER_EXTRACTABLE)),
+        ),
+    )
+
+
+def _public_key(key: pkcs11.PublicKey, algorithm: KeyAlgorithm | None) -> PublicKey:
+    if algorithm is None:
+        raise UnsupportedAlgorithm("the key is of a type signserver does not use")
+    if algorithm.family == "rsa":
+        numbers = rsa.RSAPublicNumbers(
+            int.from_bytes(key[Attribute.PUBLIC_EXPONENT], "big"),
+            int.from_bytes(key[Attribute.MODULUS], "big"),
+        )
+        return numbers.public_key()
+    point = key[Attribute.EC_POINT]
+    # CKA_EC_POINT is a DER OCTET STRING; a few tokens store the raw point instead.
+    try:
+        point = OctetString.load(point).native
+    except ValueError:
+        pass
+    if algorithm.family == "ec":
+        return ec.EllipticCurvePublicKey.from_encoded_point(algorithm.ec_curve, point)
+    return ed25519.Ed25519PublicKey.from_public_bytes(point)
+
+
+def _certificate_template(key_id: bytes, label: str, certificate) -> dict:
+    return {
+        Attribute.CLASS: ObjectClass.CERTIFICATE,
+        Attribute.CERTIFICATE_TYPE: pkcs11.CertificateType.X_509,
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: False,
+        Attribute.ID: key_id,
+        Attribute.LABEL: label,
+        Attribute.SUBJECT: certificate.subject.public_bytes(),
+        Attribute.ISSUER: certificate.issuer.public_bytes(),
+        Attribute.SERIAL_NUMBER: _der_integer(certificate.serial_number),
+        Attribute.VALUE: certificate.public_bytes(Encoding.DER),
+    }
+
+
+def _der_integer(value: int) -> bytes:
+    return Integer(value).dump()

@@ -1,0 +1,140 @@
+"""Loading a PKCS#11 module once per process, and the one lock that guards every call into it.
+
+python-pkcs11 initialises modules with ``C_Initialize(NULL)`` and releases the GIL during calls,
+so SoftHSM runs without internal locking: two threads inside PKCS#11 at once crash the process.
+Every call into a module therefore goes through :func:`pkcs11_lock`. The lock is held across
+``fork()`` so that a child never inherits a module caught in the middle of a call, and a child
+re-initialises the module before its first use (PKCS#11 state does not survive a fork).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+import pkcs11
+
+from signserver.errors import ConfigurationError, HsmUnavailable
+
+_lock = threading.RLock()
+_initialised_in: dict[str, int] = {}  # module path -> pid that initialised it
+
+
+def pkcs11_lock() -> threading.RLock:
+    """The process-wide lock to hold around every PKCS#11 call, key lookups included."""
+    return _lock
+
+
+def _before_fork() -> None:
+    _lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
+
+
+def use_softhsm_config(conf: Path) -> None:
+    """Point SoftHSM at ``conf`` unless ``SOFTHSM2_CONF`` is already set.
+
+    SoftHSM reads the variable when the module is initialised, so this must run first.
+    """
+    if "SOFTHSM2_CONF" not in os.environ and conf.is_file():
+        os.environ["SOFTHSM2_CONF"] = str(conf)
+
+
+def load_module(path: Path | None) -> pkcs11.lib:
+    """Return the initialised module at ``path``; call with :func:`pkcs11_lock` held.
+
+    In a forked child the module is finalised and initialised again on first use.
+
+    Raises:
+        ConfigurationError: no module path is configured.
+        HsmUnavailable: the module cannot be loaded or initialised.
+    """
+    if path is None:
+        raise ConfigurationError(
+            "hsm.module",
+            "no PKCS#11 module configured and SoftHSM's was not found; "
+            "install softhsm2 (make installs it) or set hsm.module",
+        )
+    if not Path(path).is_file():
+        raise HsmUnavailable(f"no PKCS#11 module at {path}; check hsm.module or --module")
+    key = str(path)
+    try:
+        lib = pkcs11.lib(key)
+        if _initialised_in.get(key, os.getpid()) != os.getpid():
+            _reinitialise(lib)
+    except pkcs11.PKCS11Error as exc:
+        raise HsmUnavailable(f"cannot initialise the PKCS#11 module {path}: {exc!r}") from exc
+    _initialised_in[key] = os.getpid()
+    return lib
+
+
+def _reinitialise(lib: pkcs11.lib) -> None:
+    try:
+        lib.finalize()
+    except pkcs11.PKCS11Error:
+        pass  # the inherited state may already be unusable: initialising again is what matters
+    lib.initialize()
+
+
+def reinitialise_module(path: Path) -> None:
+    """Finalise and initialise the module again; every session of this process is lost.
+
+    Used after the module reports that it is not initialised.
+
+    Raises:
+        HsmUnavailable: the module cannot be initialised again.
+    """
+    with pkcs11_lock():
+        try:
+            _reinitialise(pkcs11.lib(str(path)))
+        except pkcs11.PKCS11Error as exc:
+            raise HsmUnavailable(f"cannot re-initialise the PKCS#11 module {path}: {exc!r}") from exc
+
+
+class _RawModule:
+    """Direct calls for the few functions python-pkcs11 does not wrap.
+
+    The module is already loaded and initialised by python-pkcs11 in this process; ``dlopen``
+    returns the same instance, so these calls share its state.
+    """
+
+    CKR_OK = 0
+
+    def __init__(self, path: Path):
+        self._dll = ctypes.CDLL(str(path))
+
+    def init_token(self, slot_id: int, so_pin: str, label: str) -> int:
+        fn = self._dll.C_InitToken
+        fn.argtypes = [ctypes.c_ulong, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        fn.restype = ctypes.c_ulong
+        pin = so_pin.encode("utf-8")
+        padded_label = label.encode("utf-8").ljust(32, b" ")
+        return fn(slot_id, pin, len(pin), padded_label)
+
+    def close_all_sessions(self, slot_id: int) -> int:
+        fn = self._dll.C_CloseAllSessions
+        fn.argtypes = [ctypes.c_ulong]
+        fn.restype = ctypes.c_ulong
+        return fn(slot_id)
+
+
+def raw_module(path: Path) -> _RawModule:
+    """Calls that python-pkcs11 lacks (``C_InitToken``, ``C_CloseAllSessions``); call them with
+    :func:`pkcs11_lock` held, after :func:`load_module`."""
+    return _RawModule(path)

@@ -1,0 +1,157 @@
+"""The process's one logged-in session to a token: opened lazily, reopened once when lost."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import pkcs11
+import pkcs11.exceptions as p11
+
+from signserver.errors import HsmLoginFailed, TokenNotFound
+from signserver.hsm.module import load_module, pkcs11_lock, reinitialise_module
+from signserver.hsm.translate import is_session_lost, translate
+from signserver.secret import Secret
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TokenDescription:
+    """What the token says about itself."""
+
+    label: str
+    model: str
+    manufacturer: str
+    serial: str
+    mechanisms: frozenset[pkcs11.Mechanism]
+
+
+def find_token(lib: pkcs11.lib, label: str, module: Path) -> pkcs11.Token:
+    """Return the token labelled ``label``; call with the PKCS#11 lock held.
+
+    Raises:
+        TokenNotFound: no initialised token has that label.
+    """
+    tokens = []
+    for slot in lib.get_slots(token_present=True):
+        token = slot.get_token()
+        if token.label == label:
+            return token
+        if token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED:
+            tokens.append(token.label)
+    present = ", ".join(repr(t) for t in tokens) or "none"
+    raise TokenNotFound(
+        f"no token labelled {label!r} in {module} (tokens present: {present}); "
+        "check hsm.token_label, or create it with `signserver hsm init`"
+    )
+
+
+class TokenSession:
+    """One read-write session, logged in as the user, shared by every thread of the process.
+
+    Every PKCS#11 call goes through :meth:`run`, which holds the process-wide PKCS#11 lock. When
+    the session, the login or a cached handle is lost (sessions closed under the server, module
+    re-initialised, process forked), the session is opened again and the operation retried
+    once. A PIN the token refused is never tried again by this object.
+    """
+
+    def __init__(self, module: Path | None, token_label: str, user_pin: Secret):
+        self.module = module
+        self.token_label = token_label
+        self._user_pin = user_pin
+        self._session: pkcs11.Session | None = None
+        self._token: pkcs11.Token | None = None
+        self._pid = os.getpid()
+        self._pin_refused = False
+        # Objects found through the current session, by whatever key their user chooses;
+        # emptied whenever the session is opened again, since handles may then be stale.
+        self.cache: dict[Any, Any] = {}
+
+    def run(self, operation: Callable[[pkcs11.Session], T], doing: str) -> T:
+        """Run ``operation(session)`` under the PKCS#11 lock, reopening the session once if lost.
+
+        ``doing`` completes "cannot ..." in error messages.
+
+        Raises:
+            HsmLoginFailed: the token refused the PIN (now or earlier in this process).
+            HsmUnavailable: the module or token does not answer, even after reopening.
+            TokenNotFound: the configured token is not present.
+            SignServerError: the operation's own errors, translated.
+        """
+        with pkcs11_lock():
+            try:
+                return operation(self._open())
+            except p11.PKCS11Error as exc:
+                if not is_session_lost(exc):
+                    raise translate(exc, doing) from exc
+                log.warning("HSM session lost (%s) while trying to %s; opening it again",
+                            type(exc).__name__, doing)
+                self._drop(reinitialise="not initialized" in str(exc))
+            try:
+                return operation(self._open())
+            except p11.PKCS11Error as exc:
+                raise translate(exc, doing) from exc
+
+    def describe(self) -> TokenDescription:
+        """Return the token's label, model, manufacturer, serial and mechanisms.
+
+        Raises: as :meth:`run`.
+        """
+        def read(_session: pkcs11.Session) -> TokenDescription:
+            token = self._token.slot.get_token()  # fresh C_GetTokenInfo: proves the token answers
+            return TokenDescription(
+                label=token.label,
+                model=token.model,
+                manufacturer=token.manufacturer_id,
+                serial=token.serial.decode("ascii", "replace").strip(),
+                mechanisms=frozenset(m for m in self._token.slot.get_mechanisms()
+                                     if isinstance(m, pkcs11.Mechanism)),
+            )
+        return self.run(read, "read the token's description")
+
+    def close(self) -> None:
+        """Log out and close the session (a later :meth:`run` opens a new one)."""
+        with pkcs11_lock():
+            self._drop(reinitialise=False)
+
+    def _open(self) -> pkcs11.Session:
+        if self._pid != os.getpid():
+            # A forked child: the inherited session belongs to the parent's module state.
+            self._session, self._token, self._pid = None, None, os.getpid()
+            self.cache.clear()
+        if self._session is not None:
+            return self._session
+        if self._pin_refused:
+            raise HsmLoginFailed(
+                f"the token {self.token_label!r} refused the configured PIN earlier; it is not "
+                "tried again: correct the PIN and restart"
+            )
+        lib = load_module(self.module)
+        token = find_token(lib, self.token_label, self.module)
+        try:
+            session = token.open(rw=True, user_pin=self._user_pin.reveal())
+        except p11.PinIncorrect:
+            self._pin_refused = True
+            raise
+        except p11.UserAlreadyLoggedIn:
+            # PKCS#11 logins belong to the application: another session of ours is logged in.
+            session = token.open(rw=True)
+        self._session, self._token = session, token
+        self.cache.clear()
+        return session
+
+    def _drop(self, reinitialise: bool) -> None:
+        session, self._session = self._session, None
+        self.cache.clear()
+        if session is not None and self._pid == os.getpid():
+            try:
+                session.close()
+            except p11.PKCS11Error:
+                pass  # already gone: that is why it is being dropped
+        if reinitialise and self.module is not None:
+            reinitialise_module(self.module)

@@ -1,0 +1,147 @@
+"""SignService: the one plain-Python facade that every adapter (gRPC, CLI) calls.
+
+It speaks dataclasses and the signserver error hierarchy; nothing here knows about gRPC.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from signserver import __version__
+from signserver.config import Config
+from signserver.errors import HsmError, SignServerError
+from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
+from signserver.hsm.crypto_keys import hsm_private_key
+from signserver.hsm.keystore import HsmKeyStore, KeyInfo
+from signserver.hsm.module import use_softhsm_config
+from signserver.hsm.session import TokenSession
+from signserver.secret import Secret
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a client may ask about the server."""
+
+    version: str
+    token_label: str
+    token_model: str
+    token_manufacturer: str
+    key_algorithms: tuple[KeyAlgorithm, ...]
+    signature_algorithms: tuple[SignatureAlgorithm, ...]
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the HSM answers, and why not when it does not."""
+
+    serving: bool
+    detail: str
+
+
+class SignService:
+    """Facade over the domain: keys in the HSM now; accounts, CA and PAdES as they arrive."""
+
+    def __init__(self, keys: HsmKeyStore):
+        self.keys = keys
+
+    @classmethod
+    def from_config(cls, config: Config, user_pin: Secret | None = None,
+                    module: Path | None = None, token_label: str | None = None) -> "SignService":
+        """Build the service for the configured token; nothing touches the HSM until first use.
+
+        ``module`` and ``token_label`` override the configuration (the CLI's ``--module`` and
+        ``--token``); ``user_pin`` overrides ``SIGNSERVER_HSM_USER_PIN`` and the PIN file.
+
+        Raises: ConfigurationError: no PIN is available.
+        """
+        use_softhsm_config(config.hsm.softhsm2_conf)
+        session = TokenSession(
+            module or config.hsm.module,
+            token_label or config.hsm.token_label,
+            user_pin if user_pin is not None else config.hsm.user_pin(),
+        )
+        return cls(HsmKeyStore(session))
+
+    def close(self) -> None:
+        """Release the HSM session."""
+        self.keys.close()
+
+    # --- server -----------------------------------------------------------------------
+
+    def server_info(self) -> ServerInfo:
+        """Raises: HsmError, TokenNotFound."""
+        token = self.keys.describe_token()
+        key_algorithms = tuple(a for a in KeyAlgorithm if a.generation_mechanism in token.mechanisms)
+        families = {a.family for a in key_algorithms}
+        return ServerInfo(
+            version=__version__,
+            token_label=token.label,
+            token_model=token.model,
+            token_manufacturer=token.manufacturer,
+            key_algorithms=key_algorithms,
+            signature_algorithms=tuple(s for s in SignatureAlgorithm if s.family in families),
+        )
+
+    def health(self) -> Health:
+        """Probe the HSM through the logged-in session. Never raises for an HSM fault."""
+        try:
+            self.keys.ping()
+        except SignServerError as exc:
+            return Health(serving=False, detail=str(exc))
+        return Health(serving=True, detail="the HSM answers")
+
+    # --- keys -------------------------------------------------------------------------
+
+    def generate_key(self, algorithm: KeyAlgorithm, label: str) -> KeyInfo:
+        """Raises: InvalidArgument, AlreadyExists, UnsupportedAlgorithm, HsmError."""
+        return self.keys.generate(algorithm, label)
+
+    def list_keys(self) -> list[KeyInfo]:
+        """Raises: HsmError."""
+        return self.keys.list()
+
+    def find_key(self, reference: str) -> KeyInfo:
+        """A key by label, else by id. Raises: KeyNotFound, HsmError."""
+        return self.keys.resolve(reference)
+
+    def delete_key(self, reference: str) -> KeyInfo:
+        """Raises: KeyNotFound, HsmError."""
+        key = self.keys.resolve(reference)
+        self.keys.delete(key.key_id)
+        return key
+
+    def certificate_request(self, reference: str, subject: x509.Name,
+                            signature_algorithm: SignatureAlgorithm | None = None) -> x509.CertificateSigningRequest:
+        """A PKCS#10 request for the key, signed inside the HSM.
+
+        Raises: KeyNotFound, UnsupportedAlgorithm, HsmError.
+        """
+        key = self.keys.resolve(reference)
+        private_key = hsm_private_key(self.keys, key.key_id)
+        digest = None
+        if key.algorithm is not KeyAlgorithm.ED25519:
+            hash_algorithm = signature_algorithm.hash if signature_algorithm else None
+            digest = (hash_algorithm or _default_hash(key.algorithm)).cryptography_hash
+        builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+        try:
+            return builder.sign(private_key, digest)
+        except SignServerError:
+            raise
+        except Exception as exc:  # cryptography's own refusal, e.g. an unusable subject
+            raise HsmError(f"cannot build the certificate request: {exc}") from exc
+
+    def import_certificate(self, reference: str, certificate: x509.Certificate) -> KeyInfo:
+        """Store the certificate beside its key. Raises: InvalidArgument, KeyNotFound, HsmError."""
+        key = self.keys.resolve(reference)
+        self.keys.store_certificate(key.key_id, certificate)
+        return key
+
+
+def _default_hash(algorithm: KeyAlgorithm | None) -> HashAlgorithm:
+    return HashAlgorithm.SHA384 if algorithm is KeyAlgorithm.EC_P384 else HashAlgorithm.SHA256

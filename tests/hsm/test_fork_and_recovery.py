@@ -1,0 +1,91 @@
+"""A forked child signs on its own; lost sessions and a re-initialised module are recovered."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+import pkcs11
+import pytest
+
+from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
+from signserver.hsm.module import load_module, pkcs11_lock, raw_module
+from signserver.hsm.session import find_token
+from tests.hsm.test_keystore import verify
+
+SCHEME = SignatureAlgorithm.ECDSA_SHA256
+
+
+@pytest.fixture
+def key(keystore, label):
+    return keystore.generate(KeyAlgorithm.EC_P256, label)
+
+
+def sign_and_check(keystore, key, message: bytes) -> None:
+    signature = keystore.sign_digest(key.key_id, hashlib.sha256(message).digest(), SCHEME)
+    verify(keystore.public_key(key.key_id), signature, SCHEME, message)
+
+
+def test_forked_child_signs_and_parent_goes_on(keystore, key):
+    sign_and_check(keystore, key, b"before the fork")  # parent's session is open and logged in
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the signature or the error through the pipe, then leave
+        try:
+            os.close(read_end)
+            signature = keystore.sign_digest(key.key_id, hashlib.sha256(b"in the child").digest(), SCHEME)
+            os.write(write_end, b"ok:" + signature)
+        except BaseException as exc:
+            os.write(write_end, b"error:" + repr(exc).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the child crashed"
+    assert report.startswith(b"ok:"), report
+    verify(keystore.public_key(key.key_id), report[3:], SCHEME, b"in the child")
+    sign_and_check(keystore, key, b"after the fork, in the parent")
+
+
+def test_sessions_closed_under_the_server_are_reopened(keystore, key, config, caplog):
+    sign_and_check(keystore, key, b"before")
+    with pkcs11_lock():
+        lib = load_module(config.hsm.module)
+        slot_id = find_token(lib, config.hsm.token_label, config.hsm.module).slot.slot_id
+        assert raw_module(config.hsm.module).close_all_sessions(slot_id) == 0
+    with caplog.at_level(logging.WARNING, logger="signserver.hsm.session"):
+        sign_and_check(keystore, key, b"after C_CloseAllSessions")
+    assert "HSM session lost" in caplog.text
+
+
+def test_module_reinitialised_under_the_server_is_recovered(keystore, key, config, caplog):
+    sign_and_check(keystore, key, b"before")
+    with pkcs11_lock():
+        pkcs11.lib(str(config.hsm.module)).reinitialize()
+    with caplog.at_level(logging.WARNING, logger="signserver.hsm.session"):
+        sign_and_check(keystore, key, b"after C_Finalize and C_Initialize")
+    assert "HSM session lost" in caplog.text
+
+
+def test_module_finalised_under_the_server_is_initialised_again(keystore, key, config):
+    sign_and_check(keystore, key, b"before")
+    with pkcs11_lock():
+        pkcs11.lib(str(config.hsm.module)).finalize()
+    sign_and_check(keystore, key, b"after C_Finalize")
+
+
+def test_key_deleted_by_another_session_is_not_found(keystore, key, config):
+    from signserver.errors import KeyNotFound
+
+    sign_and_check(keystore, key, b"handle now cached")
+    with pkcs11_lock():
+        lib = load_module(config.hsm.module)
+        token = find_token(lib, config.hsm.token_label, config.hsm.module)
+        with token.open(rw=True) as other:
+            for obj in list(other.get_objects({pkcs11.Attribute.ID: bytes.fromhex(key.key_id)})):
+                obj.destroy()
+    with pytest.raises(KeyNotFound):
+        keystore.sign_digest(key.key_id, bytes(32), SCHEME)
