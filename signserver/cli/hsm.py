@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.cli.pins import read_pin
 from signserver.config import USER_PIN_ENV, Config
-from signserver.errors import InvalidArgument
+from signserver.errors import InvalidArgument, SignServerError
 from signserver.hsm.admin import TokenAdministrator
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import KeyInfo
@@ -23,20 +23,30 @@ SO_PIN_ENV = "SIGNSERVER_HSM_SO_PIN"
 NEW_PIN_ENV = "SIGNSERVER_HSM_NEW_PIN"
 
 
+def _argument(parse):
+    """An argparse ``type`` from a parser that raises signserver errors."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except SignServerError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
+
+
 def add_parser(subparsers) -> None:
-    hsm = subparsers.add_parser("hsm", help="administer the HSM: tokens, PINs, keys")
+    hsm = subparsers.add_parser("hsm", help="administer the HSM: tokens, PINs, keys", allow_abbrev=False)
     commands = hsm.add_subparsers(dest="hsm_command", required=True, metavar="COMMAND")
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--module", type=Path, help="PKCS#11 module (default: hsm.module, SoftHSM's)")
     common.add_argument("--token", help="token label (default: hsm.token_label)")
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    user = argparse.ArgumentParser(add_help=False)
+    user = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     user.add_argument("--pin-file", type=Path,
                       help=f"file holding the user PIN (else ${USER_PIN_ENV}, hsm.user_pin_file, or a prompt)")
 
     def command(name, handler, help, parents=(common, user)):
-        parser = commands.add_parser(name, help=help, parents=list(parents))
+        parser = commands.add_parser(name, help=help, parents=list(parents), allow_abbrev=False)
         parser.set_defaults(handler=handler)
         return parser
 
@@ -49,7 +59,7 @@ def add_parser(subparsers) -> None:
     command("slots", cmd_slots, "list slots and tokens with their flags", parents=(common,))
 
     p = command("keygen", cmd_keygen, "generate a key pair inside the HSM")
-    p.add_argument("--algorithm", required=True, type=KeyAlgorithm.parse,
+    p.add_argument("--algorithm", required=True, type=_argument(KeyAlgorithm.parse),
                    help="one of " + ", ".join(a.value for a in KeyAlgorithm))
     p.add_argument("--label", required=True, help="a label unique on the token")
 
@@ -77,7 +87,7 @@ def add_parser(subparsers) -> None:
     p = command("csr", cmd_csr, "make a PKCS#10 request signed by a key on the token")
     p.add_argument("key", help="key label or id")
     p.add_argument("--subject", required=True, help='RFC 4514 subject, e.g. "CN=Chan Tai Man,O=Example,C=MO"')
-    p.add_argument("--signature-algorithm", type=SignatureAlgorithm.parse,
+    p.add_argument("--signature-algorithm", type=_argument(SignatureAlgorithm.parse),
                    help="e.g. rsa-pkcs1v15-sha256 (default: SHA-256, SHA-384 for P-384 keys)")
     p.add_argument("--out", type=Path, help="write the PEM request here instead of standard output")
 
@@ -100,12 +110,12 @@ def _service(args, config: Config) -> SignService:
 
 def _key_row(key: KeyInfo) -> list:
     a = key.attributes
-    return [key.label, key.key_id, key.algorithm.value if key.algorithm else "other",
+    return [key.label, key.key_id, key.algorithm.value if key.algorithm else "other", key.size or "",
             "yes" if a.sensitive else "NO", "yes" if a.extractable else "no",
             "yes" if a.never_extractable else "NO"]
 
 
-_KEY_HEADERS = ["LABEL", "ID", "ALGORITHM", "SENSITIVE", "EXTRACTABLE", "NEVER EXTRACTABLE"]
+_KEY_HEADERS = ["LABEL", "ID", "ALGORITHM", "BITS", "SENSITIVE", "EXTRACTABLE", "NEVER EXTRACTABLE"]
 
 
 def _write(data: bytes, out: Path | None) -> None:

@@ -18,13 +18,14 @@ EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="signserver", description="HSM-backed remote signing server")
+    parser = argparse.ArgumentParser(prog="signserver", description="HSM-backed remote signing server",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"signserver {__version__}")
     parser.add_argument("--config", type=Path, help="configuration file (default: $SIGNSERVER_CONFIG or ./signserver.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the gRPC server")
+    serve = commands.add_parser("serve", help="run the gRPC server", allow_abbrev=False)
     serve.set_defaults(handler=cmd_serve)
 
     hsm.add_parser(commands)
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except SignServerError as exc:
         print(f"signserver: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("signserver: interrupted", file=sys.stderr)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from signserver.config import read_secret_file
-from signserver.errors import InvalidArgument
+from signserver.errors import ConfigurationError, InvalidArgument
 from signserver.secret import Secret
 
 
@@ -18,15 +18,19 @@ def read_pin(what: str, env: str | None, file: Path | None, confirm: bool = Fals
     prompt on the terminal (asked twice when ``confirm``).
 
     Raises:
-        ConfigurationError: a named file is missing, empty or readable by others.
-        InvalidArgument: no source and no terminal to prompt on, or the two entries differ.
+        ConfigurationError: the configured fallback file is unreadable, empty or readable by others.
+        InvalidArgument: so is ``file``; or no source and no terminal to prompt on, or the two
+            entries differ.
     """
     if env and os.environ.get(env):
         return Secret(os.environ[env])
     if file is not None:
-        return read_secret_file(file, f"the {what} file")
+        try:
+            return read_secret_file(file, "")
+        except ConfigurationError as exc:
+            raise InvalidArgument(f"cannot read the {what}: {exc.reason}") from None
     if fallback_file is not None and fallback_file.is_file():
-        return read_secret_file(fallback_file, f"the {what} file")
+        return read_secret_file(fallback_file, "hsm.user_pin_file")
     if not sys.stdin.isatty():
         hint = f"set {env} or " if env else ""
         raise InvalidArgument(f"no {what} given: {hint}pass a file with the PIN, or run on a terminal")

@@ -35,11 +35,8 @@ class KeyInfo:
     key_id: str  # CKA_ID in lowercase hex
     label: str
     algorithm: KeyAlgorithm | None  # None: a key type signserver does not use
+    size: int | None  # bits (the curve's size for EC keys)
     attributes: KeyAttributes
-
-    @property
-    def size(self) -> int | None:
-        return self.algorithm.size if self.algorithm else None
 
 
 def check_label(label: str) -> str:
@@ -343,10 +340,12 @@ def _describe(key: pkcs11.PrivateKey) -> KeyInfo:
         Attribute.ID, Attribute.LABEL, Attribute.TOKEN, Attribute.PRIVATE, Attribute.SENSITIVE,
         Attribute.EXTRACTABLE, Attribute.ALWAYS_SENSITIVE, Attribute.NEVER_EXTRACTABLE,
     ])
+    algorithm = _algorithm_of(key)
     return KeyInfo(
         key_id=(attrs.get(Attribute.ID) or b"").hex(),
         label=attrs.get(Attribute.LABEL) or "",
-        algorithm=_algorithm_of(key),
+        algorithm=algorithm,
+        size=algorithm.size if algorithm else None,
         attributes=KeyAttributes(
             token=bool(attrs.get(Attribute.TOKEN)),
             private=bool(attrs.get(Attribute.PRIVATE)),

@@ -1,0 +1,51 @@
+"""A real gRPC server on a free loopback port, in a thread of the test process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+
+import grpc
+import pytest
+
+from signserver.config import ServerConfig
+from signserver.grpc_api.server import GrpcServer
+
+
+class ServerThread:
+    """Runs a GrpcServer on its own event loop in a background thread."""
+
+    def __init__(self, config, service, health_interval: float = 0.2):
+        self.config = replace(config, server=ServerConfig(listen="127.0.0.1:0", plaintext=config.server.plaintext))
+        self._server = GrpcServer(self.config, service, health_interval=health_interval)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> "ServerThread":
+        self._thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result(30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self._server.stop(grace=1), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def channel(self) -> grpc.Channel:
+        if self.config.server.plaintext:
+            return grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        root = self.config.tls.cert_file.read_bytes()
+        return grpc.secure_channel(f"127.0.0.1:{self.port}", grpc.ssl_channel_credentials(root))
+
+
+@pytest.fixture(scope="module")
+def server(config, service):
+    with ServerThread(config, service) as running:
+        yield running
+
+
+@pytest.fixture
+def channel(server):
+    with server.channel() as channel:
+        yield channel

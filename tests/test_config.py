@@ -1,0 +1,107 @@
+"""Configuration: embedded defaults, the TOML file, environment overrides, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from signserver.config import load_config
+from signserver.errors import ConfigurationError
+from signserver.secret import Secret
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "signserver.toml"
+    path.write_text(text)
+    return path
+
+
+def test_embedded_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./signserver.toml here
+    config = load_config(environ={})
+    assert config.state_dir == Path("var")
+    assert config.hsm.token_label == "signserver"
+    assert config.hsm.module is not None and config.hsm.module.name == "libsofthsm2.so"
+    assert config.hsm.user_pin_file == Path("var/hsm/user-pin")
+    assert config.server.listen == "127.0.0.1:50051" and config.server.plaintext is False
+    assert config.tls.cert_file == Path("var/tls/server.pem") and not config.tls.explicit
+    assert config.source is None
+
+
+def test_file_values_relative_to_the_file(tmp_path):
+    path = write(tmp_path, 'state_dir = "state"\n[hsm]\ntoken_label = "prod"\n'
+                           '[server]\nlisten = "[::1]:7000"\nplaintext = true\n')
+    config = load_config(path, environ={})
+    assert config.state_dir == tmp_path / "state"
+    assert config.hsm.user_pin_file == tmp_path / "state" / "hsm" / "user-pin"
+    assert config.hsm.token_label == "prod"
+    assert (config.server.host, config.server.port, config.server.plaintext) == ("::1", 7000, True)
+
+
+def test_environment_overrides_the_file(tmp_path):
+    path = write(tmp_path, '[hsm]\ntoken_label = "from-file"\n')
+    config = load_config(path, environ={"SIGNSERVER_HSM_TOKEN_LABEL": "from-env",
+                                        "SIGNSERVER_STATE_DIR": "/srv/signserver"})
+    assert config.hsm.token_label == "from-env"
+    assert config.state_dir == Path("/srv/signserver")
+
+
+def test_config_file_from_environment(tmp_path):
+    path = write(tmp_path, '[hsm]\ntoken_label = "named"\n')
+    assert load_config(environ={"SIGNSERVER_CONFIG": str(path)}).hsm.token_label == "named"
+
+
+@pytest.mark.parametrize("text,key,reason", [
+    ('[server]\nlisten = "nonsense"\n', "server.listen", "HOST:PORT"),
+    ('[server]\nlisten = "127.0.0.1:99999"\n', "server.listen", "out of range"),
+    ('[server]\nlisten = "0.0.0.0:50051"\nplaintext = true\n', "server.plaintext", "loopback"),
+    ('[server]\nplaintext = "maybe"\n', "server.plaintext", "true or false"),
+    ('[hsm]\nmodule = "/nowhere/libpkcs11.so"\n', "hsm.module", "no PKCS#11 module"),
+    ('[hsm]\ntoken_label = ""\n', "hsm.token_label", "non-empty"),
+    ('[hsm]\ntoken_label = "' + "x" * 33 + '"\n', "hsm.token_label", "32 bytes"),
+    ('[hsm]\nuser_pin = "1234"\n', "hsm.user_pin", "secrets do not belong"),
+    ('[hsm]\ntoken_lable = "typo"\n', "hsm.token_lable", "unknown key"),
+    ('[tls]\ncert_file = "/nowhere/cert.pem"\n', "tls.key_file", "go together"),
+    ('[tls]\ncert_file = "c.pem"\nkey_file = "k.pem"\n', "tls.cert_file", "no file"),
+    ('[tls]\nclient_ca_file = "ca.pem"\n', "tls.client_ca_file", "no file"),
+    ('state_dir = [1, 2]\n', "state_dir", "string"),
+])
+def test_invalid_values_name_the_key_and_reason(tmp_path, text, key, reason):
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    assert caught.value.key == key
+    assert reason in str(caught.value)
+
+
+def test_invalid_toml_is_reported(tmp_path):
+    with pytest.raises(ConfigurationError, match="not valid TOML"):
+        load_config(write(tmp_path, "[server\n"), environ={})
+
+
+def test_invalid_environment_value_names_the_key():
+    with pytest.raises(ConfigurationError, match="server.plaintext"):
+        load_config(environ={"SIGNSERVER_SERVER_LISTEN": "10.1.2.3:50051",
+                             "SIGNSERVER_SERVER_PLAINTEXT": "true"})
+
+
+def test_user_pin_from_environment_or_private_file(tmp_path):
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("s3cret\n")
+    pin_file.chmod(0o600)
+    config = load_config(write(tmp_path, f'[hsm]\nuser_pin_file = "{pin_file}"\n'), environ={})
+    assert config.hsm.user_pin(environ={}) == Secret("s3cret")
+    assert config.hsm.user_pin(environ={"SIGNSERVER_HSM_USER_PIN": "other"}) == Secret("other")
+
+    pin_file.chmod(0o644)
+    with pytest.raises(ConfigurationError, match="readable by other users"):
+        config.hsm.user_pin(environ={})
+    pin_file.unlink()
+    with pytest.raises(ConfigurationError, match="hsm.user_pin_file: no file"):
+        config.hsm.user_pin(environ={})
+
+
+def test_secrets_never_show_in_repr():
+    secret = Secret("1234-pin")
+    assert "1234" not in repr(secret) and "1234" not in str(secret) and "1234" not in f"{secret}"
+    assert secret.reveal() == "1234-pin"
