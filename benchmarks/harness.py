@@ -1,0 +1,60 @@
+"""What every benchmark needs: a throwaway SoftHSM token, a timer, and a table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fresh_state_dir() -> Path:
+    """A temporary state directory with a new SoftHSM token; SOFTHSM2_CONF points at it."""
+    state = Path(tempfile.mkdtemp(prefix="signserver-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
+    env["SIGNSERVER"] = str(Path(sys.executable).parent / "signserver")
+    subprocess.run([str(ROOT / "softhsm-setup" / "softhsm-setup"), str(state)], env=env, check=True,
+                   capture_output=True)
+    os.environ["SOFTHSM2_CONF"] = str(state / "softhsm" / "softhsm2.conf")
+    return state
+
+
+@dataclass
+class Rate:
+    """Operations per second measured over a fixed duration."""
+
+    name: str
+    operations: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.operations / self.seconds
+
+
+def measure(name: str, operation: Callable[[], object], seconds: float, warmup: int = 20) -> Rate:
+    """Call ``operation`` repeatedly for about ``seconds`` and count the calls."""
+    for _ in range(warmup):
+        operation()
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(10):
+            operation()
+        count += 10
+        now = time.perf_counter()
+        if now >= deadline:
+            return Rate(name, count, now - start)
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
