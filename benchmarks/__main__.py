@@ -36,7 +36,7 @@ def main() -> None:
     finally:
         service.close()
         shutil.rmtree(state, ignore_errors=True)
-    for algorithm, raw, store in measured:
+    for _algorithm, raw, store in measured:
         for rate in (raw, store):
             rows.append([rate.name, f"{rate.per_second:,.0f}", f"{rate.per_second / raw.per_second:.2f}"])
             figures.append({"name": rate.name, "per_second": rate.per_second,

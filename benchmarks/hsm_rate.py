@@ -24,23 +24,25 @@ CASES = [
 
 def run(service: SignService, seconds: float) -> list[tuple[KeyAlgorithm, Rate, Rate]]:
     """Measure raw and key-store rates for each case; returns (algorithm, raw, key store)."""
-    results = []
+    return [(algorithm, *_measure_case(service, algorithm, scheme, seconds)) for algorithm, scheme in CASES]
+
+
+def _measure_case(service: SignService, algorithm: KeyAlgorithm, scheme: SignatureAlgorithm,
+                  seconds: float) -> tuple[Rate, Rate]:
     digest = hashlib.sha256(b"benchmark").digest()
-    for algorithm, scheme in CASES:
-        key = service.generate_key(algorithm, f"bench-{algorithm.value}")
-        session = service.keys._session  # the benchmark measures beneath the key store on purpose
-        raw_id = bytes.fromhex(key.key_id)
-        mechanism, parameter = scheme.mechanism()
-        token_input = scheme.token_input(digest)
-        handle = session.run(lambda s: next(s.get_objects({pkcs11.Attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY,
-                                                           pkcs11.Attribute.ID: raw_id})), "find")
+    key = service.generate_key(algorithm, f"bench-{algorithm.value}")
+    raw_id = bytes.fromhex(key.key_id)
+    mechanism, parameter = scheme.mechanism()
+    token_input = scheme.token_input(digest)
+    session = service.keys._session  # the raw figure is measured beneath the key store on purpose
+    template = {pkcs11.Attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY, pkcs11.Attribute.ID: raw_id}
+    handle = session.run(lambda s: next(s.get_objects(template)), "find the key")
 
-        def raw_sign() -> bytes:
-            with pkcs11_lock():
-                return handle.sign(token_input, mechanism=mechanism, mechanism_param=parameter)
+    def raw_sign() -> bytes:
+        with pkcs11_lock():
+            return handle.sign(token_input, mechanism=mechanism, mechanism_param=parameter)
 
-        raw = measure(f"raw {algorithm.value}", raw_sign, seconds)
-        store = measure(f"key store {algorithm.value}",
-                        lambda: service.keys.sign_digest(key.key_id, digest, scheme), seconds)
-        results.append((algorithm, raw, store))
-    return results
+    raw = measure(f"raw {algorithm.value}", raw_sign, seconds)
+    store = measure(f"key store {algorithm.value}",
+                    lambda: service.keys.sign_digest(key.key_id, digest, scheme), seconds)
+    return raw, store

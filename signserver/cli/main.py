@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signserver", description="HSM-backed remote signing server",
                                      allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"signserver {__version__}")
-    parser.add_argument("--config", type=Path, help="configuration file (default: $SIGNSERVER_CONFIG or ./signserver.toml)")
+    parser.add_argument("--config", type=Path,
+                        help="configuration file (default: $SIGNSERVER_CONFIG or ./signserver.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

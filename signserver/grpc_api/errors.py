@@ -44,31 +44,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        for kind, make_handler, wrap in _HANDLER_KINDS:
+            behaviour = getattr(handler, kind)
+            if behaviour:
+                return make_handler(
+                    wrap(behaviour, handler_call_details.method),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
         return handler
 
 
@@ -106,3 +89,12 @@ def _wrap_stream(behaviour, method: str):
             await _abort(context, method, exc)
     return wrapper
 
+
+
+# Each kind of RPC handler, how to rebuild it, and which wrapper fits its response side.
+_HANDLER_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, _wrap_stream),
+)

@@ -15,6 +15,14 @@ from pkcs11.mechanisms import MGF
 from signserver.errors import InvalidArgument, UnsupportedAlgorithm
 
 
+def _parse(cls, name: str, what: str):
+    try:
+        return cls(name.strip().lower())
+    except ValueError:
+        choices = ", ".join(member.value for member in cls)
+        raise UnsupportedAlgorithm(f"unknown {what} {name!r}; choose one of {choices}") from None
+
+
 class KeyAlgorithm(enum.Enum):
     """A key pair type and size the HSM can generate."""
 
@@ -32,11 +40,7 @@ class KeyAlgorithm(enum.Enum):
         Raises:
             UnsupportedAlgorithm: no such algorithm.
         """
-        try:
-            return cls(name.strip().lower())
-        except ValueError:
-            choices = ", ".join(a.value for a in cls)
-            raise UnsupportedAlgorithm(f"unknown key algorithm {name!r}; choose one of {choices}") from None
+        return _parse(cls, name, "key algorithm")
 
     @property
     def family(self) -> str:
@@ -140,11 +144,7 @@ class SignatureAlgorithm(enum.Enum):
     @classmethod
     def parse(cls, name: str) -> "SignatureAlgorithm":
         """Raises: UnsupportedAlgorithm: no such signature algorithm."""
-        try:
-            return cls(name.strip().lower())
-        except ValueError:
-            choices = ", ".join(a.value for a in cls)
-            raise UnsupportedAlgorithm(f"unknown signature algorithm {name!r}; choose one of {choices}") from None
+        return _parse(cls, name, "signature algorithm")
 
     @property
     def family(self) -> str:
