@@ -34,7 +34,7 @@ def _measure_case(service: SignService, algorithm: KeyAlgorithm, scheme: Signatu
     raw_id = bytes.fromhex(key.key_id)
     mechanism, parameter = scheme.mechanism()
     token_input = scheme.token_input(digest)
-    session = service.keys._session  # the raw figure is measured beneath the key store on purpose
+    session = service.keys.session  # the raw figure is measured beneath the key store on purpose
     template = {pkcs11.Attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY, pkcs11.Attribute.ID: raw_id}
     handle = session.run(lambda s: next(s.get_objects(template)), "find the key")
 

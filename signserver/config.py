@@ -82,6 +82,49 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class AccountsConfig:
+    """Lockout and password hashing."""
+
+    lock_threshold: int  # consecutive failed authentications that lock an account
+    lock_minutes: int
+    argon2_memory_kib: int
+    argon2_time_cost: int
+    argon2_parallelism: int
+
+
+@dataclass(frozen=True)
+class AuthorizationConfig:
+    """Signature activation tokens (SAD)."""
+
+    token_lifetime_seconds: int
+    max_signatures: int
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Where e-mail goes. ``security`` is ``none``, ``starttls`` or ``tls``."""
+
+    host: str
+    port: int
+    security: str
+    username: str
+    password_file: Path | None
+    sender: str
+
+    def password(self) -> Secret | None:
+        """Raises: ConfigurationError: the password file is unreadable or open to others."""
+        return read_secret_file(self.password_file, "smtp.password_file") if self.password_file else None
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """How often the head of the audit chain is sealed with the HSM's audit key."""
+
+    seal_every_records: int
+    seal_interval_seconds: int
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, immutable once loaded."""
 
@@ -89,6 +132,11 @@ class Config:
     hsm: HsmConfig
     server: ServerConfig
     tls: TlsConfig
+    database_url: str
+    accounts: AccountsConfig
+    authorization: AuthorizationConfig
+    smtp: SmtpConfig
+    audit: AuditConfig
     source: Path | None  # the file it was read from, if any
 
 
@@ -157,6 +205,28 @@ def _as_bool(key: str, value: Any) -> bool:
     raise ConfigurationError(key, f"must be true or false, not {value!r}")
 
 
+def _as_int(low: int, high: int) -> Callable[[str, Any], int]:
+    def parse(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigurationError(key, f"must be a whole number, not {value!r}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigurationError(key, f"must be a whole number, not {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigurationError(key, f"must be between {low} and {high}, not {number}")
+        return number
+    return parse
+
+
+def _as_choice(*choices: str) -> Callable[[str, Any], str]:
+    def parse(key: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigurationError(key, f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+    return parse
+
+
 _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "state_dir": _as_str,
     "hsm.module": _as_str,
@@ -168,12 +238,29 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "tls.cert_file": _as_str,
     "tls.key_file": _as_str,
     "tls.client_ca_file": _as_str,
+    "database.url": _as_str,
+    "accounts.lock_threshold": _as_int(1, 100),
+    "accounts.lock_minutes": _as_int(1, 525_600),
+    "accounts.argon2_memory_kib": _as_int(8, 4_194_304),
+    "accounts.argon2_time_cost": _as_int(1, 100),
+    "accounts.argon2_parallelism": _as_int(1, 64),
+    "authorization.token_lifetime_seconds": _as_int(10, 3600),
+    "authorization.max_signatures": _as_int(1, 10_000),
+    "smtp.host": _as_str,
+    "smtp.port": _as_int(1, 65535),
+    "smtp.security": _as_choice("none", "starttls", "tls"),
+    "smtp.username": _as_str,
+    "smtp.password_file": _as_str,
+    "smtp.sender": _as_str,
+    "audit.seal_every_records": _as_int(1, 1_000_000),
+    "audit.seal_interval_seconds": _as_int(1, 86_400),
 }
 
 # Keys that must never be written in the file, with where they belong instead.
 _SECRET_KEYS = {
     "hsm.user_pin": f"put the PIN in the file named by hsm.user_pin_file or in {USER_PIN_ENV}",
     "hsm.so_pin": "the SO PIN is only needed by `signserver hsm` commands, which prompt for it",
+    "smtp.password": "put it in the file named by smtp.password_file",
 }
 
 
@@ -250,6 +337,30 @@ def load_config(
         hsm=_hsm_config(values, state_dir, path_of),
         server=_server_config(values),
         tls=_tls_config(values, state_dir, path_of),
+        database_url=values.get("database.url", f"sqlite:///{state_dir / 'signserver.db'}"),
+        accounts=AccountsConfig(
+            lock_threshold=values.get("accounts.lock_threshold", 5),
+            lock_minutes=values.get("accounts.lock_minutes", 30),
+            argon2_memory_kib=values.get("accounts.argon2_memory_kib", 19_456),
+            argon2_time_cost=values.get("accounts.argon2_time_cost", 2),
+            argon2_parallelism=values.get("accounts.argon2_parallelism", 1),
+        ),
+        authorization=AuthorizationConfig(
+            token_lifetime_seconds=values.get("authorization.token_lifetime_seconds", 300),
+            max_signatures=values.get("authorization.max_signatures", 100),
+        ),
+        smtp=SmtpConfig(
+            host=values.get("smtp.host", "localhost"),
+            port=values.get("smtp.port", 25),
+            security=values.get("smtp.security", "none"),
+            username=values.get("smtp.username", ""),
+            password_file=path_of("smtp.password_file", Path()) if "smtp.password_file" in values else None,
+            sender=values.get("smtp.sender", "signserver@localhost"),
+        ),
+        audit=AuditConfig(
+            seal_every_records=values.get("audit.seal_every_records", 100),
+            seal_interval_seconds=values.get("audit.seal_interval_seconds", 60),
+        ),
         source=path,
     )
 

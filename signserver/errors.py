@@ -65,3 +65,47 @@ class HsmPinLocked(HsmError):
 
 class HsmOperationFailed(HsmError):
     """The token failed an operation for a reason that is neither the caller's nor transient."""
+
+
+class StoreUnavailable(SignServerError):
+    """The database cannot be reached or stays busy."""
+
+
+class DataCorrupted(SignServerError):
+    """Stored data failed its integrity check (a sealed secret, an audit record)."""
+
+
+class Unauthenticated(SignServerError):
+    """The calling application did not prove who it is (no or unknown API key or certificate)."""
+
+
+class PermissionDenied(SignServerError):
+    """The caller is known but may not do this (another application's account, a role it lacks)."""
+
+
+class AuthenticationFailed(SignServerError):
+    """The account's factors were refused. The message never says which factor was wrong."""
+
+    GENERIC = "authentication failed: the account, password or one-time password is not right"
+
+    def __init__(self, message: str = GENERIC):
+        super().__init__(message)
+
+
+class AccountLocked(SignServerError):
+    """Too many failed authentications: the account refuses every attempt until ``until``."""
+
+    def __init__(self, until):
+        super().__init__(
+            f"the account is locked until {until.isoformat(timespec='seconds')} after too many "
+            "failed attempts; try again then, or have it unlocked with the recovery code"
+        )
+        self.until = until
+
+
+class AccountDisabled(SignServerError):
+    """The account was disabled by an operator."""
+
+
+class ActivationRefused(SignServerError):
+    """A signature activation token (SAD) does not authorise this request."""

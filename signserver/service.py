@@ -5,6 +5,7 @@ It speaks dataclasses and the signserver error hierarchy; nothing here knows abo
 
 from __future__ import annotations
 
+import datetime
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +13,26 @@ from pathlib import Path
 from cryptography import x509
 
 from signserver import __version__
+from signserver.accounts.applications import ApplicationRegistry
+from signserver.accounts.authentication import Authenticator
+from signserver.accounts.lockout import LockoutPolicy
+from signserver.accounts.manager import AccountManager
+from signserver.accounts.passwords import SecretHasher
+from signserver.audit.log import AuditLog
+from signserver.audit.seal import AuditSealer
+from signserver.clock import Clock, SystemClock
 from signserver.config import Config
 from signserver.errors import HsmError, SignServerError
 from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.crypto_keys import hsm_private_key
 from signserver.hsm.keystore import HsmKeyStore, KeyInfo
 from signserver.hsm.module import use_softhsm_config
+from signserver.hsm.sealing import SealingKey
 from signserver.hsm.session import TokenSession
+from signserver.notify.sender import OutboxSender
 from signserver.secret import Secret
+from signserver.signing.hash_signer import HashSigner
+from signserver.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +58,32 @@ class Health:
 
 
 class SignService:
-    """Facade over the domain: keys in the HSM now; accounts, CA and PAdES as they arrive."""
+    """Facade over the domain: keys in the HSM, accounts, applications, signing, audit, e-mail."""
 
-    def __init__(self, keys: HsmKeyStore):
+    def __init__(self, config: Config, keys: HsmKeyStore, clock: Clock | None = None):
+        self.config = config
         self.keys = keys
+        self.clock = clock or SystemClock()
+        self.database = Database(config.database_url)
+        self.audit = AuditLog()
+        sealing = SealingKey(keys.session)
+        hasher = SecretHasher(config.accounts)
+        lockout = LockoutPolicy(config.accounts)
+        authenticator = Authenticator(self.database, hasher, lockout, sealing, self.audit, self.clock)
+        self.accounts = AccountManager(self.database, keys, sealing, hasher, lockout, authenticator,
+                                       self.audit, self.clock)
+        self.applications = ApplicationRegistry(self.database, self.clock)
+        self.signer = HashSigner(self.database, keys, self.applications, authenticator, self.audit, self.clock,
+                                 datetime.timedelta(seconds=config.authorization.token_lifetime_seconds),
+                                 config.authorization.max_signatures)
+        self.sealer = AuditSealer(self.database, keys, self.clock, config.audit.seal_every_records,
+                                  config.audit.seal_interval_seconds)
+        self.outbox = OutboxSender(self.database, config.smtp, self.clock)
 
     @classmethod
-    def from_config(cls, config: Config, user_pin: Secret | None = None,
-                    module: Path | None = None, token_label: str | None = None) -> "SignService":
-        """Build the service for the configured token; nothing touches the HSM until first use.
+    def from_config(cls, config: Config, user_pin: Secret | None = None, module: Path | None = None,
+                    token_label: str | None = None, clock: Clock | None = None) -> "SignService":
+        """Build the service for the configured token and database; nothing is opened until used.
 
         ``module`` and ``token_label`` override the configuration (the CLI's ``--module`` and
         ``--token``); ``user_pin`` overrides ``SIGNSERVER_HSM_USER_PIN`` and the PIN file.
@@ -66,11 +96,16 @@ class SignService:
             token_label or config.hsm.token_label,
             user_pin if user_pin is not None else config.hsm.user_pin(),
         )
-        return cls(HsmKeyStore(session))
+        return cls(config, HsmKeyStore(session), clock)
+
+    def prepare_database(self) -> None:
+        """Create or upgrade the database schema. Raises: ConfigurationError."""
+        self.database.migrate()
 
     def close(self) -> None:
-        """Release the HSM session."""
+        """Release the HSM session and the database connections."""
         self.keys.close()
+        self.database.dispose()
 
     # --- server -----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.cli.pins import read_pin
 from signserver.config import USER_PIN_ENV, Config
@@ -17,7 +18,6 @@ from signserver.hsm.admin import TokenAdministrator
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import KeyInfo
 from signserver.hsm.module import use_softhsm_config
-from signserver.service import SignService
 
 SO_PIN_ENV = "SIGNSERVER_HSM_SO_PIN"
 NEW_PIN_ENV = "SIGNSERVER_HSM_NEW_PIN"
@@ -103,11 +103,6 @@ def _module(args, config: Config) -> Path | None:
     return args.module or config.hsm.module
 
 
-def _service(args, config: Config) -> SignService:
-    pin = read_pin("user PIN", USER_PIN_ENV, args.pin_file, fallback_file=config.hsm.user_pin_file)
-    return SignService.from_config(config, user_pin=pin, module=args.module, token_label=args.token)
-
-
 def _key_row(key: KeyInfo) -> list:
     a = key.attributes
     return [key.label, key.key_id, key.algorithm.value if key.algorithm else "other", key.size or "",
@@ -153,7 +148,7 @@ def cmd_slots(args, config: Config) -> int:
 
 
 def cmd_keygen(args, config: Config) -> int:
-    key = _service(args, config).generate_key(args.algorithm, args.label)
+    key = open_service(args, config).generate_key(args.algorithm, args.label)
     if args.json:
         print_json(key)
     else:
@@ -162,7 +157,7 @@ def cmd_keygen(args, config: Config) -> int:
 
 
 def cmd_list(args, config: Config) -> int:
-    keys = _service(args, config).list_keys()
+    keys = open_service(args, config).list_keys()
     if args.json:
         print_json(keys)
     else:
@@ -171,7 +166,7 @@ def cmd_list(args, config: Config) -> int:
 
 
 def cmd_delete(args, config: Config) -> int:
-    service = _service(args, config)
+    service = open_service(args, config)
     key = service.find_key(args.key)
     if not args.yes:
         if not sys.stdin.isatty():
@@ -189,7 +184,7 @@ def cmd_delete(args, config: Config) -> int:
 
 
 def cmd_health(args, config: Config) -> int:
-    service = _service(args, config)
+    service = open_service(args, config)
     health = service.health()
     info = service.server_info() if health.serving else None
     keys = service.list_keys() if health.serving else []
@@ -215,7 +210,7 @@ def cmd_health(args, config: Config) -> int:
 
 
 def cmd_public_key(args, config: Config) -> int:
-    service = _service(args, config)
+    service = open_service(args, config)
     key = service.find_key(args.key)
     public = service.keys.public_key(key.key_id)
     encoding = Encoding.DER if args.der else Encoding.PEM
@@ -246,7 +241,7 @@ def cmd_csr(args, config: Config) -> int:
         subject = x509.Name.from_rfc4514_string(args.subject)
     except ValueError as exc:
         raise InvalidArgument(f"cannot read the subject {args.subject!r}: {exc}") from None
-    request = _service(args, config).certificate_request(args.key, subject, args.signature_algorithm)
+    request = open_service(args, config).certificate_request(args.key, subject, args.signature_algorithm)
     _write(request.public_bytes(Encoding.PEM), args.out)
     return 0
 
@@ -261,7 +256,7 @@ def cmd_import_cert(args, config: Config) -> int:
                        else x509.load_der_x509_certificate(data))
     except ValueError:
         raise InvalidArgument(f"{args.certificate} is not an X.509 certificate (PEM or DER)") from None
-    key = _service(args, config).import_certificate(args.key, certificate)
+    key = open_service(args, config).import_certificate(args.key, certificate)
     if args.json:
         print_json({"key": key, "certificate_serial": format(certificate.serial_number, "x")})
     else:

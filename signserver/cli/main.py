@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from signserver import __version__
-from signserver.cli import hsm
+from signserver.cli import accounts, audit, hsm
 from signserver.config import load_config
 from signserver.errors import ConfigurationError, SignServerError
 
@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     hsm.add_parser(commands)
+    accounts.add_parsers(commands)
+    audit.add_parser(commands)
     return parser
 
 
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
         return args.handler(args, config)

@@ -13,6 +13,14 @@ log = logging.getLogger(__name__)
 
 # Looked up along each error's class hierarchy: the most specific entry wins.
 STATUS_BY_ERROR: dict[type[errors.SignServerError], grpc.StatusCode] = {
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.AuthenticationFailed: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ActivationRefused: grpc.StatusCode.PERMISSION_DENIED,
+    errors.AccountLocked: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.AccountDisabled: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DataCorrupted: grpc.StatusCode.DATA_LOSS,
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
@@ -47,9 +55,12 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         for kind, make_handler, wrap in _HANDLER_KINDS:
             behaviour = getattr(handler, kind)
             if behaviour:
+                # Requests reach the wrapper as bytes and are parsed there, so that a malformed
+                # one (a string that is not UTF-8, say) becomes INVALID_ARGUMENT, not INTERNAL.
                 return make_handler(
-                    wrap(behaviour, handler_call_details.method),
-                    request_deserializer=handler.request_deserializer,
+                    wrap(behaviour, handler_call_details.method, handler.request_deserializer,
+                         streaming_request=kind.startswith("stream")),
+                    request_deserializer=None,
                     response_serializer=handler.response_serializer,
                 )
         return handler
@@ -67,10 +78,33 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception)
     await context.abort(grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE)
 
 
-def _wrap_unary(behaviour: Callable[..., Awaitable[Any]], method: str):
-    async def wrapper(request, context):
+def _decoder(deserializer):
+    def decode(raw):
+        if deserializer is None:
+            return raw
         try:
-            return await behaviour(request, context)
+            return deserializer(raw)
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise errors.InvalidArgument(f"the request is not a valid message ({exc}); "
+                                         "strings must be UTF-8") from None
+    return decode
+
+
+async def _decoded_stream(requests, decode):
+    async for raw in requests:
+        yield decode(raw)
+
+
+def _request(raw, decode, streaming: bool):
+    return _decoded_stream(raw, decode) if streaming else decode(raw)
+
+
+def _wrap_unary(behaviour: Callable[..., Awaitable[Any]], method: str, deserializer, streaming_request: bool):
+    decode = _decoder(deserializer)
+
+    async def wrapper(raw, context):
+        try:
+            return await behaviour(_request(raw, decode, streaming_request), context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
@@ -78,10 +112,12 @@ def _wrap_unary(behaviour: Callable[..., Awaitable[Any]], method: str):
     return wrapper
 
 
-def _wrap_stream(behaviour, method: str):
-    async def wrapper(request, context):
+def _wrap_stream(behaviour, method: str, deserializer, streaming_request: bool):
+    decode = _decoder(deserializer)
+
+    async def wrapper(raw, context):
         try:
-            async for response in behaviour(request, context):
+            async for response in behaviour(_request(raw, decode, streaming_request), context):
                 yield response
         except grpc.aio.AbortError:
             raise

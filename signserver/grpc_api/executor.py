@@ -10,15 +10,17 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 
-class HsmExecutor:
-    """A small thread pool for calls into the service that reach the HSM.
+class BlockingCalls:
+    """A small thread pool where blocking calls into the service run.
 
-    PKCS#11 calls are serialised by the process-wide lock anyway; the pool is small so that a
-    burst of requests queues here, in order, instead of piling up threads.
+    The server keeps two: one for calls that only reach the HSM (PKCS#11 calls are serialised by
+    the process-wide lock anyway, so a burst queues here in order instead of piling up threads),
+    and one for calls that check passwords (argon2 is slow on purpose and memory-hungry, so a
+    flood of logins is bounded by this pool and cannot starve signing).
     """
 
-    def __init__(self, threads: int = 2):
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hsm")
+    def __init__(self, name: str, threads: int):
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
 
     async def run(self, function: Callable[..., T], *args, **kwargs) -> T:
         loop = asyncio.get_running_loop()

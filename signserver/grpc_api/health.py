@@ -8,7 +8,7 @@ import logging
 from grpc_health.v1 import health
 from grpc_health.v1 import health_pb2
 
-from signserver.grpc_api.executor import HsmExecutor
+from signserver.grpc_api.executor import BlockingCalls
 from signserver.service import SignService
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class HsmHealthReporter:
     """Probes the HSM at an interval and sets the status of the server ("") and of each service."""
 
-    def __init__(self, service: SignService, hsm: HsmExecutor, service_names: list[str],
+    def __init__(self, service: SignService, hsm: BlockingCalls, service_names: list[str],
                  interval: float = 5.0):
         self.servicer = health.aio.HealthServicer()
         self._service = service

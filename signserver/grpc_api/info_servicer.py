@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from signserver.grpc_api.executor import HsmExecutor
+from signserver.grpc_api.executor import BlockingCalls
 from signserver.service import SignService
 from signserver.v1 import info_pb2, info_pb2_grpc
 
 
 class InfoServicer(info_pb2_grpc.InfoServiceServicer):
-    def __init__(self, service: SignService, hsm: HsmExecutor):
+    def __init__(self, service: SignService, hsm: BlockingCalls):
         self._service = service
         self._hsm = hsm
 

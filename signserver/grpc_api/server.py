@@ -5,24 +5,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from signserver.config import Config, is_loopback
-from signserver.errors import ConfigurationError
+from signserver.errors import ConfigurationError, SignServerError
 from signserver.grpc_api.errors import ErrorMappingInterceptor
-from signserver.grpc_api.executor import HsmExecutor
+from signserver.grpc_api.account_servicer import AccountServicer
+from signserver.grpc_api.executor import BlockingCalls
 from signserver.grpc_api.health import HsmHealthReporter
 from signserver.grpc_api.info_servicer import InfoServicer
+from signserver.grpc_api.signing_servicer import SigningServicer
 from signserver.grpc_api.tls import ensure_server_certificate, server_credentials
 from signserver.service import SignService
-from signserver.v1 import info_pb2, info_pb2_grpc
+from signserver.v1 import account_pb2, account_pb2_grpc, info_pb2, info_pb2_grpc, signing_pb2, signing_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = [info_pb2.DESCRIPTOR.services_by_name["InfoService"].full_name]
+SERVICE_NAMES = [
+    info_pb2.DESCRIPTOR.services_by_name["InfoService"].full_name,
+    signing_pb2.DESCRIPTOR.services_by_name["SigningService"].full_name,
+    account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+]
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 
@@ -32,8 +39,10 @@ class GrpcServer:
     def __init__(self, config: Config, service: SignService, health_interval: float = 5.0):
         self._config = config
         self._service = service
-        self._hsm = HsmExecutor()
+        self._hsm = BlockingCalls("hsm", threads=2)
+        self._accounts = BlockingCalls("accounts", threads=4)
         self._health = HsmHealthReporter(service, self._hsm, SERVICE_NAMES, health_interval)
+        self._background = BackgroundWork(service)
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
 
@@ -44,6 +53,9 @@ class GrpcServer:
         """
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
         info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(self._service, self._hsm), server)
+        signing_pb2_grpc.add_SigningServiceServicer_to_server(
+            SigningServicer(self._service, self._hsm, self._accounts), server)
+        account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(self._service, self._accounts), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -63,6 +75,7 @@ class GrpcServer:
         if not bound:
             raise ConfigurationError("server.listen", f"cannot bind {listen}")
         await self._health.start()
+        self._background.start()
         await server.start()
         self._server, self.port = server, bound
         log.info("serving on %s:%d (%s)", self._config.server.host, bound, transport)
@@ -76,7 +89,39 @@ class GrpcServer:
         await self._health.stop()
         if self._server is not None:
             await self._server.stop(grace)
+        self._background.stop()
         self._hsm.shutdown()
+        self._accounts.shutdown()
+
+
+class BackgroundWork:
+    """The server's background thread: sends queued e-mail and seals the audit log when due."""
+
+    def __init__(self, service: SignService, poll_seconds: float = 1.0):
+        self._service = service
+        self._poll = poll_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="background", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        try:
+            self._service.sealer.seal()  # leave the log sealed up to its last record
+        except SignServerError as exc:
+            log.warning("could not seal the audit log on the way out: %s", exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due):
+                try:
+                    task()
+                except Exception:  # background work must outlive one failure
+                    log.exception("background task %s failed", task.__qualname__)
+            self._stop.wait(self._poll)
 
 
 def serve(config: Config) -> None:
@@ -85,6 +130,7 @@ def serve(config: Config) -> None:
     Raises: ConfigurationError, and the HSM errors of building the service.
     """
     service = SignService.from_config(config)
+    service.prepare_database()
 
     async def main() -> None:
         server = GrpcServer(config, service)

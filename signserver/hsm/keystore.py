@@ -70,6 +70,11 @@ class HsmKeyStore:
     def __init__(self, session: TokenSession):
         self._session = session
 
+    @property
+    def session(self) -> TokenSession:
+        """The token session, shared with the other users of this token (sealing key, ...)."""
+        return self._session
+
     def close(self) -> None:
         """Log out and close the session; the next call opens a new one."""
         self._session.close()

@@ -53,7 +53,7 @@ def test_reflection_lists_the_services(channel):
 
 
 def test_a_missing_token_is_not_serving_and_maps_to_unavailable(config):
-    service = SignService(HsmKeyStore(TokenSession(config.hsm.module, "no-such-token",
+    service = SignService(config, HsmKeyStore(TokenSession(config.hsm.module, "no-such-token",
                                                    config.hsm.user_pin(environ={}))))
     with ServerThread(config, service) as server, server.channel() as channel:
         assert health_of(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -69,7 +69,7 @@ class _BrokenService(SignService):
 
 
 def test_unexpected_errors_become_a_generic_internal(config, service, caplog):
-    broken = _BrokenService(service.keys)
+    broken = _BrokenService(config, service.keys)
     with ServerThread(config, broken) as server, server.channel() as channel:
         with caplog.at_level(logging.ERROR, logger="signserver.grpc_api.errors"):
             with pytest.raises(grpc.RpcError) as caught:

@@ -1,0 +1,1 @@
+"""Accounts of signers: identity, password, OTP, lockout, recovery, and the applications that serve them."""

@@ -1,0 +1,107 @@
+"""ApplicationRegistry: the application service providers that may call the signing API.
+
+An application proves who it is with an API key (sent over TLS) or a client certificate; only
+SHA-256 digests of either are stored. Its policy says whether it must send an OTP and which
+accounts it may serve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from sqlalchemy import Connection, delete, insert, select
+
+from signserver.accounts.model import Application
+from signserver.clock import Clock, epoch_seconds
+from signserver.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from signserver.store.database import Database
+from signserver.store.schema import accounts, application_accounts, applications
+
+API_KEY_PREFIX = "ssk_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,99}$")
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+class ApplicationRegistry:
+    def __init__(self, database: Database, clock: Clock):
+        self._database = database
+        self._clock = clock
+
+    def create(self, name: str, otp_required: bool = True, accounts_served: tuple[str, ...] | None = None,
+               client_certificate_sha256: str | None = None, with_api_key: bool = True) -> tuple[Application, str | None]:
+        """Register an application; returns it and its API key (shown once, stored hashed).
+
+        ``accounts_served`` None means every account.
+
+        Raises: InvalidArgument, AlreadyExists, NotFound (an account to serve does not exist).
+        """
+        if not _NAME.match(name):
+            raise InvalidArgument("an application name has 2 to 100 letters, digits, '.', '_' or '-'")
+        fingerprint = client_certificate_sha256.lower().replace(":", "") if client_certificate_sha256 else None
+        if fingerprint is not None and not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
+            raise InvalidArgument("a certificate fingerprint is 64 hex digits (SHA-256)")
+        if not with_api_key and fingerprint is None:
+            raise InvalidArgument("an application needs an API key or a client certificate")
+        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32) if with_api_key else None
+        with self._database.transaction() as conn:
+            if conn.execute(select(applications.c.id).where(applications.c.name == name)).first():
+                raise AlreadyExists(f"an application {name!r} already exists")
+            app_id = conn.execute(insert(applications).values(
+                name=name, api_key_hash=_digest(api_key) if api_key else None,
+                client_certificate_sha256=fingerprint, otp_required=otp_required,
+                all_accounts=accounts_served is None, status="active",
+                created_at=epoch_seconds(self._clock.now()))).inserted_primary_key[0]
+            for username in accounts_served or ():
+                self._serve(conn, app_id, username)
+            return self._get(conn, app_id), api_key
+
+    def authenticate(self, api_key: str | None = None, certificate_sha256: str | None = None) -> Application:
+        """The application behind an API key or a client certificate fingerprint.
+
+        Raises: Unauthenticated: neither is given, or neither is known.
+        """
+        with self._database.transaction() as conn:
+            row = None
+            if api_key:
+                row = conn.execute(select(applications).where(applications.c.api_key_hash == _digest(api_key))).first()
+            if row is None and certificate_sha256:
+                row = conn.execute(select(applications).where(
+                    applications.c.client_certificate_sha256 == certificate_sha256.lower())).first()
+            if row is None or row.status != "active":
+                raise Unauthenticated("the application is not known: send a valid API key in the "
+                                      "x-api-key header, or a registered client certificate")
+            return self._get(conn, row.id)
+
+    def check_may_serve(self, application: Application, username: str) -> None:
+        """Raises: PermissionDenied: the application's policy does not cover this account."""
+        if not application.all_accounts and username not in application.accounts:
+            raise PermissionDenied(f"application {application.name!r} may not serve account {username!r}")
+
+    def list(self) -> list[Application]:
+        with self._database.transaction() as conn:
+            ids = conn.execute(select(applications.c.id).order_by(applications.c.name)).scalars().all()
+            return [self._get(conn, i) for i in ids]
+
+    def _serve(self, conn: Connection, app_id: int, username: str) -> None:
+        account_id = conn.execute(select(accounts.c.id).where(accounts.c.username == username)).scalar()
+        if account_id is None:
+            raise NotFound(f"no account {username!r}")
+        conn.execute(delete(application_accounts).where(application_accounts.c.application_id == app_id,
+                                                        application_accounts.c.account_id == account_id))
+        conn.execute(insert(application_accounts).values(application_id=app_id, account_id=account_id))
+
+    @staticmethod
+    def _get(conn: Connection, app_id: int) -> Application:
+        row = conn.execute(select(applications).where(applications.c.id == app_id)).one()
+        served = conn.execute(select(accounts.c.username).join(application_accounts)
+                              .where(application_accounts.c.application_id == app_id)
+                              .order_by(accounts.c.username)).scalars().all()
+        return Application(id=row.id, name=row.name, otp_required=row.otp_required,
+                           all_accounts=row.all_accounts, accounts=tuple(served),
+                           has_api_key=row.api_key_hash is not None,
+                           client_certificate_sha256=row.client_certificate_sha256, status=row.status)

@@ -1,0 +1,271 @@
+"""AccountManager: enrolment, password change, recovery, OTP reset, disable and enable."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, update
+
+from signserver.accounts import otp
+from signserver.accounts.authentication import Authenticator
+from signserver.accounts.lockout import LockoutPolicy
+from signserver.accounts.model import Account, AccountKind, NewAccount
+from signserver.accounts.passwords import (
+    PasswordRejected,
+    SecretHasher,
+    check_password_rules,
+    check_revocation_phrase,
+    new_recovery_code,
+    normalise_recovery_code,
+)
+from signserver.accounts.repository import (
+    account_row,
+    get_account,
+    get_credential,
+    insert_account,
+    insert_credential,
+    list_accounts,
+    update_account,
+)
+from signserver.audit.log import AuditLog
+from signserver.clock import Clock, epoch_seconds
+from signserver.errors import AlreadyExists, AuthenticationFailed, InvalidArgument, NotFound
+from signserver.hsm.algorithms import KeyAlgorithm
+from signserver.hsm.keystore import HsmKeyStore
+from signserver.hsm.sealing import SealingKey
+from signserver.notify.outbox import format_time, queue_email
+from signserver.secret import Secret
+from signserver.store.database import Database
+from signserver.store.schema import accounts, activation_tokens
+
+log = logging.getLogger(__name__)
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{2,63}$")
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+MAX_EMAILS = 10
+MAX_TEXT = 200
+
+
+def check_username(username: str) -> None:
+    """Raises: InvalidArgument: not 3 to 64 letters, digits, '.', '_', '@', '-', starting alphanumeric."""
+    if not USERNAME.match(username):
+        raise InvalidArgument("an account name has 3 to 64 characters: letters, digits, '.', '_', '@', '-'")
+
+
+def check_text(field: str, value: str, required: bool = False) -> str:
+    """Raises: InvalidArgument: empty when required, too long, or with control characters."""
+    value = value.strip()
+    if required and not value:
+        raise InvalidArgument(f"{field} is required")
+    if len(value) > MAX_TEXT:
+        raise InvalidArgument(f"{field} has at most {MAX_TEXT} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidArgument(f"{field} must not contain control characters")
+    return value
+
+
+def check_emails(emails: tuple[str, ...]) -> tuple[str, ...]:
+    """Raises: InvalidArgument: none, too many, or one that is not an address."""
+    if not emails:
+        raise InvalidArgument("an account needs at least one e-mail address")
+    if len(emails) > MAX_EMAILS:
+        raise InvalidArgument(f"an account has at most {MAX_EMAILS} e-mail addresses")
+    for address in emails:
+        if len(address) > 254 or not EMAIL.match(address):
+            raise InvalidArgument(f"{address[:80]!r} is not an e-mail address")
+    return tuple(dict.fromkeys(a.strip() for a in emails))
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """What an operator enters to create an account."""
+
+    username: str
+    holder_name: str
+    emails: tuple[str, ...]
+    kind: AccountKind = AccountKind.PERSONAL
+    organisation: str = ""
+    department: str = ""
+    title: str = ""
+    key_algorithm: KeyAlgorithm = KeyAlgorithm.RSA_2048
+    revocation_phrase: Secret | None = None
+
+
+class AccountManager:
+    def __init__(self, database: Database, keys: HsmKeyStore, sealing: SealingKey, hasher: SecretHasher,
+                 lockout: LockoutPolicy, authenticator: Authenticator, audit: AuditLog, clock: Clock):
+        self._database = database
+        self._keys = keys
+        self._sealing = sealing
+        self._hasher = hasher
+        self._lockout = lockout
+        self._authenticator = authenticator
+        self._audit = audit
+        self._clock = clock
+
+    def create(self, enrolment: Enrolment, password: Secret, operator: str) -> NewAccount:
+        """Create an account with a signing key in the HSM, an OTP seed and a recovery code.
+
+        The OTP URI and the recovery code are returned once and stored only sealed or hashed.
+
+        Raises:
+            InvalidArgument (PasswordRejected among them): a field breaks its rule.
+            AlreadyExists: the username is taken.
+            HsmError: the key could not be generated.
+        """
+        check_username(enrolment.username)
+        holder = check_text("the holder's name", enrolment.holder_name, required=True)
+        emails = check_emails(enrolment.emails)
+        fields = {name: check_text(name, getattr(enrolment, name))
+                  for name in ("organisation", "department", "title")}
+        if enrolment.kind is not AccountKind.PERSONAL and not fields["organisation"]:
+            raise InvalidArgument(f"a {enrolment.kind.value} account needs its organisation")
+        check_password_rules(password.reveal(), enrolment.username)
+        if enrolment.revocation_phrase is not None:
+            check_revocation_phrase(enrolment.revocation_phrase.reveal())
+        with self._database.transaction() as conn:
+            if account_row(conn, enrolment.username) is not None:
+                raise AlreadyExists(f"an account {enrolment.username!r} already exists")
+
+        now = self._clock.now()
+        seed = otp.new_seed()
+        recovery_code = new_recovery_code()
+        hashes = {
+            "password_hash": self._hasher.hash(password.reveal()),
+            "recovery_code_hash": self._hasher.hash(normalise_recovery_code(recovery_code)),
+            "revocation_phrase_hash": (self._hasher.hash(enrolment.revocation_phrase.reveal())
+                                       if enrolment.revocation_phrase else None),
+        }
+        sealed_seed = self._sealing.seal(seed.encode("ascii"), enrolment.username.encode("utf-8"))
+        key = self._keys.generate(enrolment.key_algorithm, f"credential-{enrolment.username}-{now:%Y%m%d%H%M%S}")
+        try:
+            with self._database.transaction() as conn:
+                account_id = insert_account(conn, username=enrolment.username, holder_name=holder, emails=emails,
+                                            kind=enrolment.kind, otp_seed_sealed=sealed_seed, now=now,
+                                            **fields, **hashes)
+                credential_id = insert_credential(conn, account_id, key.key_id, enrolment.key_algorithm,
+                                                  "cloud signature key", now)
+                self._audit.append(conn, now, "account.created", operator, enrolment.username, kind=enrolment.kind.value)
+                self._audit.append(conn, now, "key.generated", operator, enrolment.username,
+                                   credential=credential_id, key_id=key.key_id, algorithm=key.algorithm.value)
+                account = get_account(conn, enrolment.username, now)
+                credential = get_credential(conn, credential_id)
+        except BaseException:
+            self._keys.delete(key.key_id)  # no account, no key: nothing half-made stays behind
+            raise
+        log.info("created account %s with credential %s", enrolment.username, credential.id)
+        return NewAccount(account=account, credential=credential,
+                          otp_uri=otp.provisioning_uri(seed, enrolment.username), recovery_code=recovery_code)
+
+    def get(self, username: str) -> Account:
+        """Raises: NotFound."""
+        with self._database.transaction() as conn:
+            return get_account(conn, username, self._clock.now())
+
+    def list(self) -> list[Account]:
+        with self._database.transaction() as conn:
+            return list_accounts(conn, self._clock.now())
+
+    def change_password(self, username: str, old: Secret, new: Secret, confirmation: Secret,
+                        otp_code: str | None, otp_required: bool, actor: str) -> None:
+        """Change the password after checking the current one (which counts toward the lockout).
+
+        Outstanding activation tokens are revoked and the holder is e-mailed.
+
+        Raises:
+            InvalidArgument: confirmation differs; PasswordRejected: the new password breaks a rule.
+            AuthenticationFailed, AccountLocked, AccountDisabled: as Authenticator.authenticate.
+        """
+        if new.reveal() != confirmation.reveal():
+            raise InvalidArgument("the new password and its confirmation differ")
+        check_password_rules(new.reveal(), username)
+        if new.reveal() == old.reveal():
+            raise PasswordRejected("the new password must differ from the current one")
+        account = self._authenticator.authenticate(username, old, otp_code, otp_required, actor)
+        new_hash = self._hasher.hash(new.reveal())
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            update_account(conn, account.id, password_hash=new_hash, password_changed_at=epoch_seconds(now))
+            revoke_activation_tokens(conn, account.id)
+            self._audit.append(conn, now, "password.changed", actor, username)
+            queue_email(conn, now, account.emails, "password_changed", holder_name=account.holder_name,
+                        username=username, time=format_time(now))
+
+    def unlock_with_recovery_code(self, username: str, recovery_code: Secret, new_password: Secret,
+                                  operator: str) -> str:
+        """An operator's unlock: the holder's recovery code clears the lock and sets a new password.
+
+        The code is single-use: a new one is returned (show it to the holder once).
+
+        Raises:
+            NotFound: no such account.
+            AuthenticationFailed: the recovery code is not right (nothing changes).
+            PasswordRejected: the new password breaks a rule.
+        """
+        check_password_rules(new_password.reveal(), username)
+        with self._database.transaction() as conn:
+            row = account_row(conn, username)
+        if row is None:
+            raise NotFound(f"no account {username!r}")
+        now = self._clock.now()
+        if not self._hasher.verify(row.recovery_code_hash, normalise_recovery_code(recovery_code.reveal())):
+            with self._database.transaction() as conn:
+                self._audit.append(conn, now, "account.unlock_refused", operator, username)
+            raise AuthenticationFailed("the recovery code is not right; nothing was changed")
+        new_code = new_recovery_code()
+        values = {"password_hash": self._hasher.hash(new_password.reveal()),
+                  "recovery_code_hash": self._hasher.hash(normalise_recovery_code(new_code)),
+                  "password_changed_at": epoch_seconds(now)}
+        with self._database.transaction() as conn:
+            # Single use: only the hash that was checked may be replaced.
+            changed = conn.execute(update(accounts).where(
+                accounts.c.id == row.id, accounts.c.recovery_code_hash == row.recovery_code_hash)
+                .values(**values)).rowcount
+            if not changed:
+                raise AuthenticationFailed("the recovery code was used meanwhile; nothing was changed")
+            self._lockout.unlock(conn, row.id)
+            revoke_activation_tokens(conn, row.id)
+            self._audit.append(conn, now, "account.unlocked", operator, username)
+            account = get_account(conn, username, now)
+            queue_email(conn, now, account.emails, "account_unlocked", holder_name=account.holder_name,
+                        username=username, time=format_time(now))
+        return new_code
+
+    def set_status(self, username: str, enabled: bool, operator: str) -> Account:
+        """Disable (revoking activation tokens) or enable an account. Raises: NotFound."""
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            account = get_account(conn, username, now)
+            update_account(conn, account.id, status="active" if enabled else "disabled")
+            if not enabled:
+                revoke_activation_tokens(conn, account.id)
+            self._audit.append(conn, now, "account.enabled" if enabled else "account.disabled", operator, username)
+            return get_account(conn, username, now)
+
+    def reset_otp(self, username: str, operator: str) -> str:
+        """Give the account a new OTP seed; returns the new otpauth URI (show it once). Raises: NotFound."""
+        seed = otp.new_seed()
+        sealed = self._sealing.seal(seed.encode("ascii"), username.encode("utf-8"))
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            account = get_account(conn, username, now)
+            update_account(conn, account.id, otp_seed_sealed=sealed, otp_last_step=None)
+            revoke_activation_tokens(conn, account.id)
+            self._audit.append(conn, now, "otp.reset", operator, username)
+        return otp.provisioning_uri(seed, username)
+
+    def check_revocation_phrase(self, username: str, phrase: Secret) -> bool:
+        """True when ``phrase`` is the account's revocation phrase (used by the CA). Raises: NotFound."""
+        with self._database.transaction() as conn:
+            row = account_row(conn, username)
+        if row is None:
+            raise NotFound(f"no account {username!r}")
+        return bool(row.revocation_phrase_hash) and self._hasher.verify(row.revocation_phrase_hash, phrase.reveal())
+
+
+def revoke_activation_tokens(conn: Connection, account_id: int) -> None:
+    """Revoke every outstanding activation token of the account."""
+    conn.execute(update(activation_tokens).where(activation_tokens.c.account_id == account_id)
+                  .values(revoked=True))

@@ -1,0 +1,76 @@
+"""What the accounts domain speaks: plain dataclasses."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from dataclasses import dataclass
+
+from signserver.hsm.algorithms import KeyAlgorithm
+
+
+class AccountKind(enum.Enum):
+    PERSONAL = "personal"
+    CORPORATE = "corporate"
+    GOVERNMENT = "government"
+
+
+class AccountStatus(enum.Enum):
+    ACTIVE = "active"
+    LOCKED = "locked"  # shown when locked_until is in the future; stored status stays active
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    username: str
+    holder_name: str
+    emails: tuple[str, ...]
+    kind: AccountKind
+    organisation: str
+    department: str
+    title: str
+    status: AccountStatus
+    locked_until: datetime.datetime | None
+    failed_attempts: int
+    password_changed_at: datetime.datetime
+    created_at: datetime.datetime
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A signing key in the HSM that belongs to one account."""
+
+    id: str
+    account_id: int
+    username: str
+    key_id: str
+    key_algorithm: KeyAlgorithm
+    status: str
+    description: str
+    created_at: datetime.datetime
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """What enrolment hands back once, and never again: the OTP seed and the recovery code."""
+
+    account: Account
+    credential: Credential
+    otp_uri: str
+    recovery_code: str
+
+
+@dataclass(frozen=True)
+class Application:
+    """An application service provider allowed to call the signing API."""
+
+    id: int
+    name: str
+    otp_required: bool
+    all_accounts: bool
+    accounts: tuple[str, ...]  # usernames it may serve when not all_accounts
+    has_api_key: bool
+    client_certificate_sha256: str | None
+    status: str

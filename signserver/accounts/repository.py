@@ -1,0 +1,116 @@
+"""SQL for accounts, their e-mail addresses and credentials; every function takes a connection,
+so callers put several of them in one transaction."""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from signserver.accounts.model import Account, AccountKind, AccountStatus, Credential
+from signserver.clock import epoch_seconds, from_epoch
+from signserver.errors import AlreadyExists, NotFound
+from signserver.hsm.algorithms import KeyAlgorithm
+from signserver.store.schema import account_emails, accounts, credentials
+
+
+def _account(row, emails: tuple[str, ...], now: datetime.datetime) -> Account:
+    locked_until = from_epoch(row.locked_until) if row.locked_until else None
+    if row.status == AccountStatus.DISABLED.value:
+        status = AccountStatus.DISABLED
+    elif locked_until and locked_until > now:
+        status = AccountStatus.LOCKED
+    else:
+        status, locked_until = AccountStatus.ACTIVE, None
+    return Account(
+        id=row.id, username=row.username, holder_name=row.holder_name, emails=emails,
+        kind=AccountKind(row.kind), organisation=row.organisation, department=row.department,
+        title=row.title, status=status, locked_until=locked_until,
+        failed_attempts=row.failed_attempts,
+        password_changed_at=from_epoch(row.password_changed_at), created_at=from_epoch(row.created_at),
+    )
+
+
+def _emails(conn: Connection, account_id: int) -> tuple[str, ...]:
+    rows = conn.execute(select(account_emails.c.address).where(account_emails.c.account_id == account_id)
+                        .order_by(account_emails.c.position))
+    return tuple(r.address for r in rows)
+
+
+def account_row(conn: Connection, username: str):
+    """The raw row (with hashes and the sealed seed), or None."""
+    return conn.execute(select(accounts).where(accounts.c.username == username)).first()
+
+
+def get_account(conn: Connection, username: str, now: datetime.datetime) -> Account:
+    """Raises: NotFound: no such account."""
+    row = account_row(conn, username)
+    if row is None:
+        raise NotFound(f"no account {username!r}")
+    return _account(row, _emails(conn, row.id), now)
+
+
+def list_accounts(conn: Connection, now: datetime.datetime) -> list[Account]:
+    rows = conn.execute(select(accounts).order_by(accounts.c.username)).all()
+    return [_account(r, _emails(conn, r.id), now) for r in rows]
+
+
+def insert_account(conn: Connection, *, username: str, holder_name: str, emails: tuple[str, ...],
+                   kind: AccountKind, organisation: str, department: str, title: str, password_hash: str,
+                   otp_seed_sealed: bytes, recovery_code_hash: str, revocation_phrase_hash: str | None,
+                   now: datetime.datetime) -> int:
+    """Raises: AlreadyExists: the username is taken."""
+    if account_row(conn, username) is not None:
+        raise AlreadyExists(f"an account {username!r} already exists")
+    result = conn.execute(insert(accounts).values(
+        username=username, holder_name=holder_name, kind=kind.value, organisation=organisation,
+        department=department, title=title, status=AccountStatus.ACTIVE.value, password_hash=password_hash,
+        password_changed_at=epoch_seconds(now), failed_attempts=0, otp_seed_sealed=otp_seed_sealed,
+        recovery_code_hash=recovery_code_hash, revocation_phrase_hash=revocation_phrase_hash,
+        created_at=epoch_seconds(now)))
+    account_id = result.inserted_primary_key[0]
+    conn.execute(insert(account_emails), [{"account_id": account_id, "position": i, "address": a}
+                                          for i, a in enumerate(emails)])
+    return account_id
+
+
+def update_account(conn: Connection, account_id: int, **values) -> None:
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
+
+
+def _credential(row) -> Credential:
+    return Credential(id=row.id, account_id=row.account_id, username=row.username, key_id=row.key_id,
+                      key_algorithm=KeyAlgorithm(row.key_algorithm), status=row.status,
+                      description=row.description, created_at=from_epoch(row.created_at))
+
+
+_CREDENTIAL_COLUMNS = (credentials, accounts.c.username)
+
+
+def insert_credential(conn: Connection, account_id: int, key_id: str, algorithm: KeyAlgorithm,
+                      description: str, now: datetime.datetime) -> str:
+    credential_id = secrets.token_hex(8)
+    conn.execute(insert(credentials).values(id=credential_id, account_id=account_id, key_id=key_id,
+                                            key_algorithm=algorithm.value, status="active",
+                                            description=description, created_at=epoch_seconds(now)))
+    return credential_id
+
+
+def get_credential(conn: Connection, credential_id: str) -> Credential:
+    """Raises: NotFound: no such credential."""
+    row = conn.execute(select(*_CREDENTIAL_COLUMNS).join(accounts)
+                       .where(credentials.c.id == credential_id)).first()
+    if row is None:
+        raise NotFound(f"no credential {credential_id!r}")
+    return _credential(row)
+
+
+def credentials_of(conn: Connection, account_id: int) -> list[Credential]:
+    rows = conn.execute(select(*_CREDENTIAL_COLUMNS).join(accounts)
+                        .where(credentials.c.account_id == account_id).order_by(credentials.c.created_at))
+    return [_credential(r) for r in rows]
+
+
+def delete_account_emails(conn: Connection, account_id: int) -> None:
+    conn.execute(delete(account_emails).where(account_emails.c.account_id == account_id))

@@ -1,0 +1,248 @@
+"""``signserver account ...`` and ``signserver app ...``: signers' accounts and the applications
+that serve them."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from signserver.accounts import otp
+from signserver.accounts.manager import Enrolment
+from signserver.accounts.model import Account, AccountKind, Application
+from signserver.cli.common import open_service
+from signserver.cli.output import print_fields, print_json, print_table, to_plain
+from signserver.cli.pins import read_pin
+from signserver.config import Config
+from signserver.errors import InvalidArgument, SignServerError
+from signserver.hsm.algorithms import KeyAlgorithm
+from signserver.notify.outbox import format_time
+
+PASSWORD_ENV = "SIGNSERVER_ACCOUNT_PASSWORD"
+RECOVERY_ENV = "SIGNSERVER_ACCOUNT_RECOVERY_CODE"
+PHRASE_ENV = "SIGNSERVER_ACCOUNT_REVOCATION_PHRASE"
+OPERATOR = "operator:cli"
+
+
+def _key_algorithm(text: str) -> KeyAlgorithm:
+    try:
+        return KeyAlgorithm.parse(text)
+    except SignServerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_parsers(subparsers) -> None:
+    account = subparsers.add_parser("account", help="signers' accounts", allow_abbrev=False)
+    commands = account.add_subparsers(dest="account_command", required=True, metavar="COMMAND")
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    json_flag.add_argument("--pin-file", type=Path, help="file holding the token's user PIN")
+
+    def command(name, handler, help):
+        parser = commands.add_parser(name, help=help, parents=[json_flag], allow_abbrev=False)
+        parser.set_defaults(handler=handler)
+        return parser
+
+    p = command("create", cmd_create, "create an account with a signing key, OTP seed and recovery code")
+    p.add_argument("username")
+    p.add_argument("--name", required=True, help="the holder's name, as on the signature stamp")
+    p.add_argument("--email", required=True, action="append", help="an e-mail address (repeat for more)")
+    p.add_argument("--kind", choices=[k.value for k in AccountKind], default="personal")
+    p.add_argument("--organisation", default="")
+    p.add_argument("--department", default="")
+    p.add_argument("--title", default="")
+    p.add_argument("--key-algorithm", type=_key_algorithm, default=KeyAlgorithm.RSA_2048,
+                   help="the signing key's algorithm (default rsa-2048)")
+    p.add_argument("--qr-png", type=Path, help="also write the OTP QR code to this PNG file")
+    p.add_argument("--revocation-phrase", action="store_true",
+                   help=f"also set a revocation phrase (from ${PHRASE_ENV} or a prompt)")
+
+    p = command("show", cmd_show, "show an account")
+    p.add_argument("username")
+    command("list", cmd_list, "list the accounts")
+
+    p = command("unlock", cmd_unlock, "unlock with the holder's recovery code and set a new password")
+    p.add_argument("username")
+    p = command("disable", cmd_disable, "disable an account (its activation tokens are revoked)")
+    p.add_argument("username")
+    p = command("enable", cmd_enable, "enable a disabled account")
+    p.add_argument("username")
+    p = command("reset-otp", cmd_reset_otp, "give the account a new OTP seed")
+    p.add_argument("username")
+    p.add_argument("--qr-png", type=Path, help="also write the OTP QR code to this PNG file")
+
+    app = subparsers.add_parser("app", help="applications allowed to call the signing API", allow_abbrev=False)
+    app_commands = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
+    p = app_commands.add_parser("create", help="register an application; prints its API key once",
+                                parents=[json_flag], allow_abbrev=False)
+    p.set_defaults(handler=cmd_app_create)
+    p.add_argument("name")
+    p.add_argument("--no-otp", action="store_true", help="its users authorise without an OTP")
+    p.add_argument("--account", action="append", dest="accounts",
+                   help="an account it may serve (repeat; default: every account)")
+    p.add_argument("--client-cert", type=Path, help="a client certificate (PEM) it authenticates with")
+    p.add_argument("--no-api-key", action="store_true", help="authenticate with the client certificate only")
+    p = app_commands.add_parser("list", help="list the applications", parents=[json_flag], allow_abbrev=False)
+    p.set_defaults(handler=cmd_app_list)
+
+
+# --- output --------------------------------------------------------------------------------
+
+def _account_rows(accounts: list[Account]) -> list[list]:
+    return [[a.username, a.holder_name, a.kind.value, a.status.value,
+             format_time(a.locked_until) if a.locked_until else "", ", ".join(a.emails)] for a in accounts]
+
+
+_ACCOUNT_HEADERS = ["ACCOUNT", "HOLDER", "KIND", "STATUS", "LOCKED UNTIL", "E-MAIL"]
+
+
+def _show_otp(uri: str, qr_png: Path | None) -> None:
+    print("\nOTP: scan this with an authenticator app (shown once):\n")
+    print(otp.qr_terminal(uri))
+    print(uri)
+    if qr_png:
+        qr_png.write_bytes(otp.qr_png(uri))
+        print(f"(QR code also written to {qr_png})")
+
+
+# --- account commands ----------------------------------------------------------------------
+
+def cmd_create(args, config: Config) -> int:
+    password = read_pin("password for the account", PASSWORD_ENV, None, confirm=True)
+    phrase = read_pin("revocation phrase", PHRASE_ENV, None, confirm=True) if args.revocation_phrase else None
+    service = open_service(args, config, with_database=True)
+    enrolment = Enrolment(username=args.username, holder_name=args.name, emails=tuple(args.email),
+                          kind=AccountKind(args.kind), organisation=args.organisation,
+                          department=args.department, title=args.title, key_algorithm=args.key_algorithm,
+                          revocation_phrase=phrase)
+    created = service.accounts.create(enrolment, password, operator=OPERATOR)
+    if args.json:
+        print_json({"account": created.account, "credential": created.credential, "otp_uri": created.otp_uri,
+                    "recovery_code": created.recovery_code})
+        return 0
+    print_table(_ACCOUNT_HEADERS, _account_rows([created.account]))
+    print(f"\ncredential {created.credential.id} ({created.credential.key_algorithm.value}, key in the HSM)")
+    print(f"\nRecovery code (give it to the holder; it is shown once): {created.recovery_code}")
+    _show_otp(created.otp_uri, args.qr_png)
+    return 0
+
+
+def cmd_show(args, config: Config) -> int:
+    service = open_service(args, config, with_database=True)
+    account = service.accounts.get(args.username)
+    credentials = service.signer.list_credentials(_OPERATOR_VIEW, args.username)
+    if args.json:
+        print_json({"account": account, "credentials": credentials})
+        return 0
+    print_fields([
+        ("account", account.username), ("holder", account.holder_name), ("kind", account.kind.value),
+        ("organisation", account.organisation or "-"), ("department", account.department or "-"),
+        ("title", account.title or "-"), ("e-mail", ", ".join(account.emails)), ("status", account.status.value),
+        ("locked until", format_time(account.locked_until) if account.locked_until else "-"),
+        ("failed attempts", account.failed_attempts),
+        ("password changed", format_time(account.password_changed_at)),
+        ("created", format_time(account.created_at)),
+    ])
+    print()
+    print_table(["CREDENTIAL", "ALGORITHM", "STATUS", "KEY ID"],
+                [[c.id, c.key_algorithm.value, c.status, c.key_id] for c in credentials])
+    return 0
+
+
+def cmd_list(args, config: Config) -> int:
+    accounts = open_service(args, config, with_database=True).accounts.list()
+    if args.json:
+        print_json(accounts)
+    else:
+        print_table(_ACCOUNT_HEADERS, _account_rows(accounts), empty="no accounts")
+    return 0
+
+
+def cmd_unlock(args, config: Config) -> int:
+    code = read_pin("holder's recovery code", RECOVERY_ENV, None)
+    password = read_pin("new password for the account", PASSWORD_ENV, None, confirm=True)
+    service = open_service(args, config, with_database=True)
+    new_code = service.accounts.unlock_with_recovery_code(args.username, code, password, operator=OPERATOR)
+    if args.json:
+        print_json({"account": args.username, "recovery_code": new_code})
+    else:
+        print(f"unlocked {args.username} and set the new password")
+        print(f"New recovery code (the old one no longer works; shown once): {new_code}")
+    return 0
+
+
+def _set_status(args, config: Config, enabled: bool) -> int:
+    account = open_service(args, config, with_database=True).accounts.set_status(args.username, enabled, OPERATOR)
+    if args.json:
+        print_json(account)
+    else:
+        print(f"{account.username} is {account.status.value}")
+    return 0
+
+
+def cmd_disable(args, config: Config) -> int:
+    return _set_status(args, config, enabled=False)
+
+
+def cmd_enable(args, config: Config) -> int:
+    return _set_status(args, config, enabled=True)
+
+
+def cmd_reset_otp(args, config: Config) -> int:
+    uri = open_service(args, config, with_database=True).accounts.reset_otp(args.username, OPERATOR)
+    if args.json:
+        print_json({"account": args.username, "otp_uri": uri})
+    else:
+        print(f"new OTP seed for {args.username}; the old codes no longer work")
+        _show_otp(uri, args.qr_png)
+    return 0
+
+
+# --- application commands ------------------------------------------------------------------
+
+def _fingerprint(path: Path) -> str:
+    try:
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"cannot read a PEM certificate from {path}: {exc}") from None
+    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+
+
+def cmd_app_create(args, config: Config) -> int:
+    service = open_service(args, config, with_database=True)
+    fingerprint = _fingerprint(args.client_cert) if args.client_cert else None
+    app, api_key = service.applications.create(
+        args.name, otp_required=not args.no_otp,
+        accounts_served=tuple(args.accounts) if args.accounts else None,
+        client_certificate_sha256=fingerprint, with_api_key=not args.no_api_key)
+    if args.json:
+        print_json({"application": app, "api_key": api_key})
+        return 0
+    _print_apps([app])
+    if api_key:
+        print(f"\nAPI key (send it in the x-api-key header over TLS; shown once):\n{api_key}")
+    return 0
+
+
+def _print_apps(apps: list[Application]) -> None:
+    print_table(["APPLICATION", "OTP", "ACCOUNTS", "API KEY", "CLIENT CERTIFICATE SHA-256", "STATUS"],
+                [[a.name, "required" if a.otp_required else "not required",
+                  "all" if a.all_accounts else ", ".join(a.accounts), "yes" if a.has_api_key else "no",
+                  a.client_certificate_sha256 or "-", a.status] for a in apps], empty="no applications")
+
+
+def cmd_app_list(args, config: Config) -> int:
+    apps = open_service(args, config, with_database=True).applications.list()
+    if args.json:
+        print_json([to_plain(a) for a in apps])
+    else:
+        _print_apps(apps)
+    return 0
+
+
+# Operators see every account's credentials.
+_OPERATOR_VIEW = Application(id=0, name="operator", otp_required=True, all_accounts=True, accounts=(),
+                             has_api_key=False, client_certificate_sha256=None, status="active")

@@ -1,0 +1,38 @@
+"""AccountService: password change and account status, for an application's users."""
+
+from __future__ import annotations
+
+from signserver.grpc_api import convert
+from signserver.grpc_api.caller import calling_application
+from signserver.grpc_api.executor import BlockingCalls
+from signserver.service import SignService
+from signserver.v1 import account_pb2, account_pb2_grpc
+
+
+class AccountServicer(account_pb2_grpc.AccountServiceServicer):
+    def __init__(self, service: SignService, accounts: BlockingCalls):
+        self._service = service
+        self._accounts = accounts
+
+    async def ChangePassword(self, request, context):
+        app = await calling_application(context, self._service, self._accounts)
+        account = convert.text("account", request.account, limit=64)
+        self._service.applications.check_may_serve(app, account)
+        await self._accounts.run(
+            self._service.accounts.change_password, account,
+            old=convert.secret("current_password", request.current_password),
+            new=convert.secret("new_password", request.new_password),
+            confirmation=convert.secret("confirm_new_password", request.confirm_new_password),
+            otp_code=convert.text("otp", request.otp, required=False, limit=16) or None,
+            otp_required=app.otp_required, actor=f"application:{app.name}")
+        return account_pb2.ChangePasswordResponse()
+
+    async def GetAccountStatus(self, request, context):
+        app = await calling_application(context, self._service, self._accounts)
+        username = convert.text("account", request.account, limit=64)
+        self._service.applications.check_may_serve(app, username)
+        account = await self._accounts.run(self._service.accounts.get, username)
+        return account_pb2.AccountStatus(
+            account=account.username, holder_name=account.holder_name, status=account.status.value,
+            locked_until=convert.timestamp(account.locked_until),
+            password_changed_at=convert.timestamp(account.password_changed_at))

@@ -1,0 +1,33 @@
+"""Who is calling: the application behind the API key or the client certificate of a call."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from signserver.accounts.model import Application
+from signserver.grpc_api.executor import BlockingCalls
+from signserver.service import SignService
+
+API_KEY_HEADER = "x-api-key"
+
+
+def client_certificate_sha256(context: grpc.aio.ServicerContext) -> str | None:
+    """SHA-256 (hex) of the verified client certificate's DER, when the call came with one."""
+    pem = context.auth_context().get("x509_pem_cert")
+    if not pem:
+        return None
+    certificate = x509.load_pem_x509_certificate(pem[0])
+    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+
+
+async def calling_application(context: grpc.aio.ServicerContext, service: SignService,
+                              calls: BlockingCalls) -> Application:
+    """Raises: Unauthenticated: no API key or certificate, or an unknown one."""
+    metadata = dict(context.invocation_metadata() or ())
+    api_key = metadata.get(API_KEY_HEADER)
+    fingerprint = client_certificate_sha256(context)
+    return await calls.run(service.applications.authenticate, api_key=api_key, certificate_sha256=fingerprint)

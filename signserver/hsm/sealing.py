@@ -1,0 +1,81 @@
+"""SealingKey: an AES-256 key inside the HSM that encrypts small secrets stored outside it.
+
+Used for OTP seeds: the database holds only AES-GCM ciphertext, and the key that opens it never
+leaves the token. Each sealed value is bound to a context (for example the account's username),
+so a value copied to another row does not open there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pkcs11
+import pkcs11.exceptions as p11
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.mechanisms import GCMParams
+
+from signserver.errors import DataCorrupted
+from signserver.hsm.session import TokenSession
+
+log = logging.getLogger(__name__)
+
+_VERSION = b"\x01"
+_NONCE_BYTES = 12
+_TAG_BITS = 128
+
+
+class SealingKey:
+    """Encrypts and decrypts with AES-256-GCM inside the HSM, creating the key on first use."""
+
+    def __init__(self, session: TokenSession, label: str = "signserver-sealing"):
+        self._session = session
+        self.label = label
+
+    def seal(self, plaintext: bytes, context: bytes) -> bytes:
+        """Encrypt ``plaintext`` bound to ``context``. Raises: HsmError."""
+        nonce = os.urandom(_NONCE_BYTES)
+        parameter = GCMParams(nonce, context, _TAG_BITS)
+        ciphertext = self._session.run(
+            lambda s: self._key(s).encrypt(plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=parameter),
+            "seal a secret")
+        return _VERSION + nonce + ciphertext
+
+    def unseal(self, sealed: bytes, context: bytes) -> bytes:
+        """Decrypt what :meth:`seal` made with the same ``context``.
+
+        Raises:
+            DataCorrupted: the value was altered, or belongs to another context.
+            HsmError: the token failed.
+        """
+        if len(sealed) < 1 + _NONCE_BYTES + _TAG_BITS // 8 or sealed[:1] != _VERSION:
+            raise DataCorrupted("a sealed secret is damaged")
+        nonce, ciphertext = sealed[1:1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES:]
+        parameter = GCMParams(nonce, context, _TAG_BITS)
+
+        def decrypt(session: pkcs11.Session) -> bytes:
+            try:
+                return self._key(session).decrypt(ciphertext, mechanism=Mechanism.AES_GCM,
+                                                  mechanism_param=parameter)
+            except (p11.GeneralError, p11.EncryptedDataInvalid, p11.FunctionFailed):
+                # SoftHSM reports a failed GCM tag check as a general error.
+                raise DataCorrupted("a sealed secret failed its integrity check") from None
+
+        return self._session.run(decrypt, "open a sealed secret")
+
+    def _key(self, session: pkcs11.Session) -> pkcs11.SecretKey:
+        cache_key = ("sealing", self.label)
+        key = self._session.cache.get(cache_key)
+        if key is None:
+            found = list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: self.label}))
+            if found:
+                key = found[0]
+            else:
+                key = session.generate_key(KeyType.AES, 256, label=self.label, id=os.urandom(16), store=True,
+                                           template={Attribute.TOKEN: True, Attribute.PRIVATE: True,
+                                                     Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                                                     Attribute.ENCRYPT: True, Attribute.DECRYPT: True,
+                                                     Attribute.WRAP: False, Attribute.UNWRAP: False})
+                log.info("generated the AES-256 sealing key %r in the HSM", self.label)
+            self._session.cache[cache_key] = key
+        return key

@@ -1,0 +1,1 @@
+"""E-mail through a transactional outbox: queued with the event, sent in the background."""

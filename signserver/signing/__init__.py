@@ -1,0 +1,1 @@
+"""Signature authorisation (activation tokens) and hash signing with credentials."""

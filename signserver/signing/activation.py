@@ -1,0 +1,103 @@
+"""Signature activation tokens (SAD), as in the remote-signing standards (CSC API, SCAL2).
+
+``issue`` follows a successful authentication: the token is bound to one credential, one calling
+application, one digest algorithm and an explicit list of digests, each signable once, and it
+expires after a few minutes. Only its SHA-256 is stored. ``consume`` marks the requested digests
+used in one transaction, so a token can never authorise more than it was issued for, even under
+concurrent calls.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, select, update
+
+from signserver.clock import epoch_seconds, from_epoch
+from signserver.errors import ActivationRefused, InvalidArgument
+from signserver.hsm.algorithms import HashAlgorithm
+from signserver.store.schema import activation_token_digests, activation_tokens
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str  # shown to the caller once
+    expires_at: datetime.datetime
+    digests: int
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_digests(digests: list[bytes], algorithm: HashAlgorithm, maximum: int) -> None:
+    """Raises: InvalidArgument: none, too many, duplicated, or of the wrong length."""
+    if not digests:
+        raise InvalidArgument("at least one digest is needed")
+    if len(digests) > maximum:
+        raise InvalidArgument(f"at most {maximum} digests per authorisation, not {len(digests)}")
+    for index, digest in enumerate(digests):
+        if len(digest) != algorithm.digest_size:
+            raise InvalidArgument(f"digest {index} has {len(digest)} bytes; a {algorithm.value.upper()} "
+                                  f"digest has {algorithm.digest_size}")
+    if len(set(digests)) != len(digests):
+        raise InvalidArgument("the same digest appears twice")
+
+
+def issue(conn: Connection, *, credential_id: str, account_id: int, application_id: int,
+          algorithm: HashAlgorithm, digests: list[bytes], now: datetime.datetime,
+          lifetime: datetime.timedelta) -> IssuedToken:
+    """Store a new token for these digests (already checked) and return it."""
+    token = secrets.token_urlsafe(32)
+    token_hash = _token_hash(token)
+    expires = now + lifetime
+    conn.execute(insert(activation_tokens).values(
+        token_hash=token_hash, credential_id=credential_id, account_id=account_id,
+        application_id=application_id, hash_algorithm=algorithm.value, expires_at=epoch_seconds(expires),
+        revoked=False, created_at=epoch_seconds(now)))
+    conn.execute(insert(activation_token_digests),
+                 [{"token_hash": token_hash, "digest": d.hex(), "used": False} for d in digests])
+    return IssuedToken(token=token, expires_at=from_epoch(epoch_seconds(expires)), digests=len(digests))
+
+
+def consume(conn: Connection, *, token: str, credential_id: str, application_id: int,
+            algorithm: HashAlgorithm, digests: list[bytes], now: datetime.datetime) -> int:
+    """Mark ``digests`` used under ``token``; return the account the token belongs to.
+
+    Raises:
+        ActivationRefused: unknown, expired or revoked token; another credential, application or
+            digest algorithm; a digest not authorised, already signed, or beyond the token's count.
+    """
+    row = conn.execute(select(activation_tokens).where(activation_tokens.c.token_hash == _token_hash(token))).first()
+    if row is None:
+        raise ActivationRefused("the activation token is not valid")
+    if row.revoked:
+        raise ActivationRefused("the activation token was revoked")
+    if epoch_seconds(now) >= row.expires_at:
+        raise ActivationRefused("the activation token has expired; authorise again")
+    if row.credential_id != credential_id:
+        raise ActivationRefused("the activation token was issued for another credential")
+    if row.application_id != application_id:
+        raise ActivationRefused("the activation token was issued to another application")
+    if row.hash_algorithm != algorithm.value:
+        raise ActivationRefused(f"the activation token is for {row.hash_algorithm} digests")
+    authorised = {r.digest: r.used for r in conn.execute(
+        select(activation_token_digests).where(activation_token_digests.c.token_hash == row.token_hash))}
+    remaining = sum(1 for used in authorised.values() if not used)
+    if len(digests) > remaining:
+        raise ActivationRefused(f"the activation token allows {remaining} more signature(s), not {len(digests)}"
+                                if remaining else "the activation token has been used")
+    for digest in digests:
+        hex_digest = digest.hex()
+        if hex_digest not in authorised:
+            raise ActivationRefused("a digest was not authorised by this activation token")
+        taken = conn.execute(update(activation_token_digests).where(
+            activation_token_digests.c.token_hash == row.token_hash,
+            activation_token_digests.c.digest == hex_digest,
+            activation_token_digests.c.used.is_(False)).values(used=True)).rowcount
+        if not taken:
+            raise ActivationRefused("a digest was already signed with this activation token")
+    return row.account_id

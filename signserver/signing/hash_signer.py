@@ -1,0 +1,129 @@
+"""HashSigner: authorise signatures for a holder's credential, then sign digests with it.
+
+The two steps of the remote-signing standards: ``authorize`` checks the holder's factors once
+and returns an activation token bound to the credential and the digests; ``sign_hashes`` spends
+the token and signs in the HSM. A holder's credential is reachable only through that holder's
+factors, and only by an application whose policy covers the holder's account.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from signserver.accounts.applications import ApplicationRegistry
+from signserver.accounts.authentication import Authenticator
+from signserver.accounts.model import Application, Credential
+from signserver.accounts.repository import credentials_of, get_account, get_credential
+from signserver.audit.log import AuditLog
+from signserver.clock import Clock
+from signserver.errors import InvalidArgument, NotFound, UnsupportedAlgorithm
+from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
+from signserver.hsm.keystore import HsmKeyStore
+from signserver.secret import Secret
+from signserver.signing import activation
+from signserver.signing.activation import IssuedToken
+from signserver.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    credential: Credential
+    public_key_der: bytes  # SubjectPublicKeyInfo
+    signature_algorithms: tuple[SignatureAlgorithm, ...]
+
+
+class HashSigner:
+    def __init__(self, database: Database, keys: HsmKeyStore, applications: ApplicationRegistry,
+                 authenticator: Authenticator, audit: AuditLog, clock: Clock,
+                 token_lifetime: datetime.timedelta, max_signatures: int):
+        self._database = database
+        self._keys = keys
+        self._applications = applications
+        self._authenticator = authenticator
+        self._audit = audit
+        self._clock = clock
+        self._lifetime = token_lifetime
+        self.max_signatures = max_signatures
+
+    def list_credentials(self, application: Application, username: str) -> list[Credential]:
+        """Raises: PermissionDenied, NotFound."""
+        self._applications.check_may_serve(application, username)
+        with self._database.transaction() as conn:
+            account = get_account(conn, username, self._clock.now())
+            return credentials_of(conn, account.id)
+
+    def credential_info(self, application: Application, credential_id: str) -> CredentialInfo:
+        """Raises: NotFound (also for a credential of an account the application may not serve)."""
+        credential = self._credential_for(application, credential_id)
+        public = self._keys.public_key(credential.key_id)
+        return CredentialInfo(
+            credential=credential,
+            public_key_der=public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+            signature_algorithms=tuple(s for s in SignatureAlgorithm if s.family == credential.key_algorithm.family),
+        )
+
+    def authorize(self, application: Application, username: str, password: Secret, otp_code: str | None,
+                  credential_id: str, hash_algorithm: HashAlgorithm, digests: list[bytes]) -> IssuedToken:
+        """Check the holder's factors once and issue an activation token for these digests.
+
+        Raises:
+            InvalidArgument: bad digests. PermissionDenied: the application may not serve the account.
+            AuthenticationFailed, AccountLocked, AccountDisabled: the factors.
+            NotFound: the credential is not the account's (or not active).
+        """
+        activation.check_digests(digests, hash_algorithm, self.max_signatures)
+        self._applications.check_may_serve(application, username)
+        account = self._authenticator.authenticate(username, password, otp_code, application.otp_required,
+                                                   actor=f"application:{application.name}")
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            credential = get_credential(conn, credential_id) if credential_id else None
+            if credential is None or credential.account_id != account.id or credential.status != "active":
+                raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
+            issued = activation.issue(conn, credential_id=credential.id, account_id=account.id,
+                                      application_id=application.id, algorithm=hash_algorithm,
+                                      digests=digests, now=now, lifetime=self._lifetime)
+            self._audit.append(conn, now, "authorization.issued", f"application:{application.name}", username,
+                               credential=credential.id, digests=[d.hex() for d in digests])
+        return issued
+
+    def sign_hashes(self, application: Application, credential_id: str, token: Secret,
+                    algorithm: SignatureAlgorithm, digests: list[bytes]) -> list[bytes]:
+        """Spend the activation token and sign each digest in the HSM, in order.
+
+        Raises:
+            InvalidArgument: bad digests; UnsupportedAlgorithm: the algorithm does not fit the key.
+            ActivationRefused: the token does not authorise this (see activation.consume).
+            NotFound: the credential is unknown to this application.
+            HsmError: the HSM failed (the token's digests stay spent).
+        """
+        if algorithm.hash is None:
+            raise UnsupportedAlgorithm("signing digests needs a hash-based algorithm (Ed25519 signs data)")
+        activation.check_digests(digests, algorithm.hash, self.max_signatures)
+        credential = self._credential_for(application, credential_id)
+        algorithm.check_key(credential.key_algorithm)
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            activation.consume(conn, token=token.reveal(), credential_id=credential.id,
+                               application_id=application.id, algorithm=algorithm.hash, digests=digests, now=now)
+        signatures = [self._keys.sign_digest(credential.key_id, d, algorithm) for d in digests]
+        with self._database.transaction() as conn:
+            for digest in digests:
+                self._audit.append(conn, now, "signature", f"application:{application.name}", credential.username,
+                                   credential=credential.id, digest=digest.hex(), algorithm=algorithm.value)
+        return signatures
+
+    def _credential_for(self, application: Application, credential_id: str) -> Credential:
+        if not credential_id or len(credential_id) > 64:
+            raise InvalidArgument("a credential id is 1 to 64 characters")
+        with self._database.transaction() as conn:
+            credential = get_credential(conn, credential_id)
+        if not application.all_accounts and credential.username not in application.accounts:
+            raise NotFound(f"no credential {credential_id!r}")  # others' credentials do not exist for it
+        return credential

@@ -1,0 +1,145 @@
+"""The tables, in SQLAlchemy Core. Instants are whole seconds since 1970 (portable and exact).
+
+Changing a table means adding an Alembic migration in ``migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("holder_name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # personal | corporate | government
+    Column("organisation", String(200), nullable=False, server_default=""),
+    Column("department", String(200), nullable=False, server_default=""),
+    Column("title", String(200), nullable=False, server_default=""),
+    Column("status", String(16), nullable=False),  # active | disabled
+    Column("password_hash", String(255), nullable=False),
+    Column("password_changed_at", BigInteger, nullable=False),
+    Column("failed_attempts", Integer, nullable=False, server_default="0"),
+    Column("locked_until", BigInteger, nullable=True),
+    Column("otp_seed_sealed", LargeBinary, nullable=False),
+    Column("otp_last_step", BigInteger, nullable=True),
+    Column("recovery_code_hash", String(255), nullable=False),
+    Column("revocation_phrase_hash", String(255), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+account_emails = Table(
+    "account_emails", metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("address", String(254), nullable=False),
+)
+
+credentials = Table(
+    "credentials", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("key_id", String(128), nullable=False, unique=True),  # CKA_ID in hex
+    Column("key_algorithm", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # active | disabled
+    Column("description", String(200), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+applications = Table(
+    "applications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("api_key_hash", String(64), nullable=True, unique=True),  # SHA-256 hex of a 256-bit key
+    Column("client_certificate_sha256", String(64), nullable=True, unique=True),
+    Column("otp_required", Boolean, nullable=False),
+    Column("all_accounts", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),  # active | disabled
+    Column("created_at", BigInteger, nullable=False),
+)
+
+application_accounts = Table(
+    "application_accounts", metadata,
+    Column("application_id", Integer, ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+)
+
+activation_tokens = Table(
+    "activation_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 hex of a 256-bit random token
+    Column("credential_id", String(64), ForeignKey("credentials.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("application_id", Integer, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False),
+    Column("hash_algorithm", String(16), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+activation_token_digests = Table(
+    "activation_token_digests", metadata,
+    Column("token_hash", String(64), ForeignKey("activation_tokens.token_hash", ondelete="CASCADE"),
+           primary_key=True),
+    Column("digest", String(128), primary_key=True),  # hex
+    Column("used", Boolean, nullable=False, server_default="0"),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", BigInteger, nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("actor", String(200), nullable=False),  # who acted: application, operator, holder
+    Column("subject", String(200), nullable=False),  # what it concerns: account, credential
+    Column("detail", Text, nullable=False),  # canonical JSON
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row: the newest record's seq and hash. Appenders lock it, which orders the chain.
+audit_head = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_seals = Table(
+    "audit_seals", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("key_id", String(128), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("recipient", String(254), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=False, index=True),
+    Column("claimed_until", BigInteger, nullable=True),
+    Column("sent_at", BigInteger, nullable=True),
+    Column("last_error", String(500), nullable=True),
+)
+
+__all__ = ["metadata", "accounts", "account_emails", "credentials", "applications", "application_accounts",
+           "activation_tokens", "activation_token_digests", "audit_log", "audit_head", "audit_seals",
+           "outbox"]

@@ -1,0 +1,171 @@
+"""Password, OTP and lockout, on a real token and a real database, with a clock the test moves."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import pytest
+
+from signserver.accounts import otp
+from signserver.accounts.model import AccountStatus
+from signserver.audit.log import AuditLog
+from signserver.errors import AccountDisabled, AccountLocked, AuthenticationFailed
+from signserver.secret import Secret
+from tests.conftest import PASSWORD, enrol
+
+
+def auth(service, username, password=PASSWORD, code=None, otp_required=True):
+    return service.accounts._authenticator.authenticate(username, Secret(password), code, otp_required, "test")
+
+
+def events(service, subject):
+    with service.database.transaction() as conn:
+        return [r.event for r in AuditLog.records(conn) if r.subject == subject]
+
+
+def test_password_and_otp_authenticate(fresh_service, clock):
+    created, seed = enrol(fresh_service)
+    account = auth(fresh_service, created.account.username, code=otp.code_at(seed, clock.now()))
+    assert account.username == created.account.username
+    assert "auth.success" in events(fresh_service, account.username)
+
+
+@pytest.mark.parametrize("wrong", ["password", "otp", "account"])
+def test_every_wrong_factor_gives_the_same_error(fresh_service, clock, wrong):
+    created, seed = enrol(fresh_service)
+    username, password, code = created.account.username, PASSWORD, otp.code_at(seed, clock.now())
+    if wrong == "password":
+        password = "Wrong-password-1"
+    elif wrong == "otp":
+        code = "000000" if code != "000000" else "111111"
+    else:
+        username = "nobody-here"
+    with pytest.raises(AuthenticationFailed) as caught:
+        auth(fresh_service, username, password, code)
+    assert str(caught.value) == AuthenticationFailed.GENERIC
+
+
+def test_otp_code_is_accepted_once(fresh_service, clock):
+    created, seed = enrol(fresh_service)
+    code = otp.code_at(seed, clock.now())
+    auth(fresh_service, created.account.username, code=code)
+    with pytest.raises(AuthenticationFailed):
+        auth(fresh_service, created.account.username, code=code)
+
+
+def test_one_step_of_drift_either_way_but_not_two(fresh_service, clock):
+    created, seed = enrol(fresh_service)
+    name, now = created.account.username, clock.now()
+    step = datetime.timedelta(seconds=otp.STEP_SECONDS)
+    auth(fresh_service, name, code=otp.code_at(seed, now - step))
+    auth(fresh_service, name, code=otp.code_at(seed, now + step))  # a later step is still new
+    for offset in (-2, 2):
+        clock.advance(seconds=otp.STEP_SECONDS * 4)  # a fresh window each time
+        with pytest.raises(AuthenticationFailed):
+            auth(fresh_service, name, code=otp.code_at(seed, clock.now() + offset * step))
+
+
+def test_older_code_after_a_newer_one_is_refused(fresh_service, clock):
+    created, seed = enrol(fresh_service)
+    step = datetime.timedelta(seconds=otp.STEP_SECONDS)
+    auth(fresh_service, created.account.username, code=otp.code_at(seed, clock.now() + step))
+    with pytest.raises(AuthenticationFailed):
+        auth(fresh_service, created.account.username, code=otp.code_at(seed, clock.now()))
+
+
+def test_no_otp_when_the_application_does_not_require_it(fresh_service):
+    created, _ = enrol(fresh_service)
+    assert auth(fresh_service, created.account.username, otp_required=False).username == created.account.username
+
+
+def test_five_failures_lock_for_thirty_minutes(fresh_service, clock):
+    created, seed = enrol(fresh_service)
+    name = created.account.username
+    for _ in range(4):
+        with pytest.raises(AuthenticationFailed):
+            auth(fresh_service, name, "Wrong-password-1", otp_required=False)
+    assert fresh_service.accounts.get(name).status is AccountStatus.ACTIVE
+    with pytest.raises(AuthenticationFailed):
+        auth(fresh_service, name, "Wrong-password-1", otp_required=False)
+    account = fresh_service.accounts.get(name)
+    assert account.status is AccountStatus.LOCKED
+    assert account.locked_until == clock.now() + datetime.timedelta(minutes=30)
+
+    with pytest.raises(AccountLocked) as caught:
+        auth(fresh_service, name, code=otp.code_at(seed, clock.now()))  # right factors, still refused
+    assert caught.value.until == account.locked_until
+    assert "locked until" in str(caught.value) and "password" not in str(caught.value)
+
+    clock.advance(minutes=29, seconds=59)
+    with pytest.raises(AccountLocked):
+        auth(fresh_service, name, otp_required=False)
+    clock.advance(seconds=1)
+    assert auth(fresh_service, name, code=otp.code_at(seed, clock.now())).status is AccountStatus.ACTIVE
+    assert "account.locked" in events(fresh_service, name)
+
+
+def test_success_resets_the_count(fresh_service):
+    created, _ = enrol(fresh_service)
+    name = created.account.username
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed):
+            auth(fresh_service, name, "Wrong-password-1", otp_required=False)
+    auth(fresh_service, name, otp_required=False)
+    assert fresh_service.accounts.get(name).failed_attempts == 0
+    for _ in range(4):
+        with pytest.raises(AuthenticationFailed):
+            auth(fresh_service, name, "Wrong-password-1", otp_required=False)
+    assert fresh_service.accounts.get(name).status is AccountStatus.ACTIVE
+
+
+def test_wrong_otp_counts_toward_the_lock(fresh_service):
+    created, _ = enrol(fresh_service)
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            auth(fresh_service, created.account.username, code="123456" if _ % 2 else "654321")
+    assert fresh_service.accounts.get(created.account.username).status is AccountStatus.LOCKED
+
+
+def test_parallel_wrong_attempts_evaluate_at_most_five(fresh_service):
+    created, _ = enrol(fresh_service)
+    name = created.account.username
+    outcomes: list[str] = []
+    barrier = threading.Barrier(20)
+
+    def attempt():
+        barrier.wait()
+        try:
+            auth(fresh_service, name, "Wrong-password-1", otp_required=False)
+            outcomes.append("ok")
+        except AuthenticationFailed:
+            outcomes.append("wrong")
+        except AccountLocked:
+            outcomes.append("locked")
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("wrong") == 5 and outcomes.count("locked") == 15
+    assert events(fresh_service, name).count("auth.failure") == 5
+
+
+def test_disabled_accounts_are_refused(fresh_service):
+    created, _ = enrol(fresh_service)
+    fresh_service.accounts.set_status(created.account.username, enabled=False, operator="test")
+    with pytest.raises(AccountDisabled):
+        auth(fresh_service, created.account.username, otp_required=False)
+    fresh_service.accounts.set_status(created.account.username, enabled=True, operator="test")
+    auth(fresh_service, created.account.username, otp_required=False)
+
+
+def test_otp_seed_is_sealed_in_the_database(fresh_service):
+    created, seed = enrol(fresh_service)
+    with fresh_service.database.transaction() as conn:
+        row = conn.exec_driver_sql("SELECT otp_seed_sealed, password_hash, recovery_code_hash FROM accounts "
+                                   "WHERE username = ?", (created.account.username,)).one()
+    assert seed.encode() not in row.otp_seed_sealed
+    assert row.password_hash.startswith("$argon2id$") and PASSWORD not in row.password_hash
+    assert row.recovery_code_hash.startswith("$argon2id$")

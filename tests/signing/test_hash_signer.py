@@ -1,0 +1,151 @@
+"""Authorize and SignHash: every activation-token rule, and one holder never reaching another's key."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from signserver.accounts import otp
+from signserver.errors import ActivationRefused, AuthenticationFailed, InvalidArgument, NotFound, PermissionDenied
+from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
+from signserver.secret import Secret
+from tests.conftest import PASSWORD, enrol
+from tests.hsm.test_keystore import verify
+
+ECDSA = SignatureAlgorithm.ECDSA_SHA256
+
+
+def digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+@pytest.fixture
+def setup(fresh_service, clock):
+    alice, alice_seed = enrol(fresh_service)
+    bob, bob_seed = enrol(fresh_service)
+    app, _ = fresh_service.applications.create("test-app")
+    return fresh_service, app, (alice, alice_seed), (bob, bob_seed)
+
+
+def authorize(service, app, holder, clock, digests, credential=None):
+    created, seed = holder
+    return service.signer.authorize(app, created.account.username, Secret(PASSWORD), otp.code_at(seed, clock.now()),
+                                    credential or created.credential.id, HashAlgorithm.SHA256, digests)
+
+
+def test_authorize_then_sign_a_batch(setup, clock):
+    service, app, alice, _ = setup
+    digests = [digest(f"page {i}") for i in range(50)]
+    token = authorize(service, app, alice, clock, digests)
+    signatures = service.signer.sign_hashes(app, alice[0].credential.id, Secret(token.token), ECDSA, digests)
+    public = service.keys.public_key(alice[0].credential.key_id)
+    for i, signature in enumerate(signatures):
+        verify(public, signature, ECDSA, f"page {i}".encode())
+
+
+def test_token_is_single_use(setup, clock):
+    service, app, alice, _ = setup
+    token = authorize(service, app, alice, clock, [digest("a")])
+    sign = service.signer.sign_hashes
+    sign(app, alice[0].credential.id, Secret(token.token), ECDSA, [digest("a")])
+    with pytest.raises(ActivationRefused, match="has been used"):
+        sign(app, alice[0].credential.id, Secret(token.token), ECDSA, [digest("a")])
+
+
+def test_token_expires(setup, clock):
+    service, app, alice, _ = setup
+    token = authorize(service, app, alice, clock, [digest("a")])
+    clock.advance(minutes=5)
+    with pytest.raises(ActivationRefused, match="expired"):
+        service.signer.sign_hashes(app, alice[0].credential.id, Secret(token.token), ECDSA, [digest("a")])
+
+
+def test_token_is_bound_to_its_digests_and_count(setup, clock):
+    service, app, alice, _ = setup
+    token = authorize(service, app, alice, clock, [digest("a"), digest("b")])
+    sign = service.signer.sign_hashes
+    credential = alice[0].credential.id
+    with pytest.raises(ActivationRefused, match="not authorised"):
+        sign(app, credential, Secret(token.token), ECDSA, [digest("c")])
+    with pytest.raises(ActivationRefused, match="allows 2 more"):
+        sign(app, credential, Secret(token.token), ECDSA, [digest("a"), digest("b"), digest("c")])
+    sign(app, credential, Secret(token.token), ECDSA, [digest("a")])  # nothing was spent by the refusals
+    with pytest.raises(ActivationRefused, match="already signed"):
+        sign(app, credential, Secret(token.token), ECDSA, [digest("a")])
+    sign(app, credential, Secret(token.token), ECDSA, [digest("b")])
+
+
+def test_token_is_bound_to_its_credential(setup, clock):
+    service, app, alice, _ = setup
+    second = service.keys.generate(alice[0].credential.key_algorithm, f"second-{alice[0].account.username}")
+    from signserver.accounts.repository import insert_credential
+
+    with service.database.transaction() as conn:
+        other = insert_credential(conn, alice[0].account.id, second.key_id, second.algorithm, "second", clock.now())
+    token = authorize(service, app, alice, clock, [digest("a")])
+    with pytest.raises(ActivationRefused, match="another credential"):
+        service.signer.sign_hashes(app, other, Secret(token.token), ECDSA, [digest("a")])
+
+
+def test_unknown_token_is_refused(setup):
+    service, app, alice, _ = setup
+    with pytest.raises(ActivationRefused, match="not valid"):
+        service.signer.sign_hashes(app, alice[0].credential.id, Secret("made-up"), ECDSA, [digest("a")])
+
+
+def test_password_change_revokes_outstanding_tokens(setup, clock):
+    service, app, alice, _ = setup
+    token = authorize(service, app, alice, clock, [digest("a")])
+    clock.advance(seconds=otp.STEP_SECONDS)
+    service.accounts.change_password(alice[0].account.username, Secret(PASSWORD), Secret("Another-pass-1"),
+                                     Secret("Another-pass-1"), otp.code_at(alice[1], clock.now()), True, "t")
+    with pytest.raises(ActivationRefused, match="revoked"):
+        service.signer.sign_hashes(app, alice[0].credential.id, Secret(token.token), ECDSA, [digest("a")])
+
+
+def test_alice_cannot_sign_with_bobs_credential(setup, clock):
+    service, app, alice, bob = setup
+    # Alice's factors with Bob's credential: no token.
+    with pytest.raises(NotFound):
+        authorize(service, app, alice, clock, [digest("a")], credential=bob[0].credential.id)
+    # Alice's token presented for Bob's credential: refused.
+    clock.advance(seconds=otp.STEP_SECONDS)
+    token = authorize(service, app, alice, clock, [digest("a")])
+    with pytest.raises(ActivationRefused):
+        service.signer.sign_hashes(app, bob[0].credential.id, Secret(token.token), ECDSA, [digest("a")])
+    # Bob's factors are needed for Bob's key.
+    with pytest.raises(AuthenticationFailed):
+        service.signer.authorize(app, bob[0].account.username, Secret(PASSWORD), otp.code_at(alice[1], clock.now()),
+                                 bob[0].credential.id, HashAlgorithm.SHA256, [digest("a")])
+
+
+def test_application_policy_limits_accounts(setup, clock):
+    service, _, alice, bob = setup
+    narrow, _ = service.applications.create("narrow-app", accounts_served=(bob[0].account.username,))
+    with pytest.raises(PermissionDenied):
+        authorize(service, narrow, alice, clock, [digest("a")])
+    with pytest.raises(NotFound):
+        service.signer.credential_info(narrow, alice[0].credential.id)
+    assert service.signer.credential_info(narrow, bob[0].credential.id).credential.username == bob[0].account.username
+
+
+def test_token_is_bound_to_the_application(setup, clock):
+    service, app, alice, _ = setup
+    other, _ = service.applications.create("other-app")
+    token = authorize(service, app, alice, clock, [digest("a")])
+    with pytest.raises(ActivationRefused, match="another application"):
+        service.signer.sign_hashes(other, alice[0].credential.id, Secret(token.token), ECDSA, [digest("a")])
+
+
+@pytest.mark.parametrize("digests,message", [
+    ([], "at least one digest"),
+    ([b"short"], "has 5 bytes"),
+    ([bytes(32)] * 2, "appears twice"),
+    ([hashlib.sha256(bytes([i % 256, i // 256])).digest() for i in range(101)], "at most 100"),
+])
+def test_bad_digests_are_invalid(setup, clock, digests, message):
+    service, app, alice, _ = setup
+    with pytest.raises(InvalidArgument, match=message):
+        authorize(service, app, alice, clock, digests)
+    assert service.accounts.get(alice[0].account.username).failed_attempts == 0  # nothing was counted
