@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from signserver.accounts.applications import ApplicationRegistry
 from signserver.accounts.authentication import Authenticator
 from signserver.accounts.model import Application, Credential
-from signserver.accounts.repository import credentials_of, get_account, get_credential
+from signserver.accounts.repository import account_row, credentials_of, get_account, get_credential
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock
 from signserver.errors import InvalidArgument, NotFound, UnsupportedAlgorithm
@@ -79,13 +79,15 @@ class HashSigner:
         """
         activation.check_digests(digests, hash_algorithm, self.max_signatures)
         self._applications.check_may_serve(application, username)
+        # The credential is checked before the factors, so a request that cannot succeed spends
+        # neither an attempt nor a one-time password.
+        credential = self._owned_credential(username, credential_id)
         account = self._authenticator.authenticate(username, password, otp_code, application.otp_required,
                                                    actor=f"application:{application.name}")
+        if credential is None:  # the account appeared meanwhile; its factors were right, ask again
+            raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
         now = self._clock.now()
         with self._database.transaction() as conn:
-            credential = get_credential(conn, credential_id) if credential_id else None
-            if credential is None or credential.account_id != account.id or credential.status != "active":
-                raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
             issued = activation.issue(conn, credential_id=credential.id, account_id=account.id,
                                       application_id=application.id, algorithm=hash_algorithm,
                                       digests=digests, now=now, lifetime=self._lifetime)
@@ -118,6 +120,20 @@ class HashSigner:
                 self._audit.append(conn, now, "signature", f"application:{application.name}", credential.username,
                                    credential=credential.id, digest=digest.hex(), algorithm=algorithm.value)
         return signatures
+
+    def _owned_credential(self, username: str, credential_id: str) -> Credential | None:
+        """The account's active credential; None when the account itself is unknown (so that
+        authentication fails with its one message); NotFound when the account has no such one."""
+        with self._database.transaction() as conn:
+            if account_row(conn, username) is None:
+                return None
+            try:
+                credential = get_credential(conn, credential_id) if 0 < len(credential_id) <= 64 else None
+            except NotFound:
+                credential = None
+        if credential is None or credential.username != username or credential.status != "active":
+            raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
+        return credential
 
     def _credential_for(self, application: Application, credential_id: str) -> Credential:
         if not credential_id or len(credential_id) > 64:

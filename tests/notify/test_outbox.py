@@ -1,0 +1,99 @@
+"""E-mail through the outbox to a real SMTP server on loopback (aiosmtpd)."""
+
+from __future__ import annotations
+
+import email
+import socket
+from email import policy
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select
+
+from signserver.accounts import otp
+from signserver.config import SmtpConfig
+from signserver.errors import AuthenticationFailed
+from signserver.secret import Secret
+from signserver.store.schema import outbox
+from tests.conftest import PASSWORD, enrol, service_with
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps what it receives."""
+
+    def __init__(self):
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def smtp_server(smtp_port):
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    yield inbox
+    controller.stop()
+
+
+@pytest.fixture
+def mailing_service(config, tmp_path, clock, smtp_port):
+    smtp = SmtpConfig(host="127.0.0.1", port=smtp_port, security="none", username="", password_file=None,
+                      sender="signserver@example.mo")
+    return service_with(config, tmp_path / "signserver.db", clock, smtp=smtp)
+
+
+def change_password(service, created, seed, clock):
+    service.accounts.change_password(created.account.username, Secret(PASSWORD), Secret("Changed-pass-1"),
+                                     Secret("Changed-pass-1"), otp.code_at(seed, clock.now()), True, "test")
+
+
+def test_password_change_and_lock_emails_arrive(mailing_service, smtp_server, clock):
+    created, seed = enrol(mailing_service, emails=("one@example.mo", "two@example.mo"))
+    change_password(mailing_service, created, seed, clock)
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            mailing_service.accounts._authenticator.authenticate(created.account.username, Secret("Wrong-pass-1"),
+                                                                 None, False, "test")
+    assert mailing_service.outbox.send_due() == 4
+    received = [(m["To"], m["Subject"]) for m in smtp_server.messages]
+    assert ("one@example.mo", "簽署服務密碼已更改 / Palavra-passe alterada / Password changed") in received
+    assert ("two@example.mo", "簽署服務帳戶已鎖定 / Conta bloqueada / Account locked") in received
+    body = smtp_server.messages[0].get_content()
+    assert "Weng Sam LUZIA KUAN" in body and "palavra-passe" in body and "2026.11.21 10:26:06 +0800" in body
+    assert mailing_service.outbox.send_due() == 0  # each message once
+
+
+def test_smtp_down_commits_the_change_and_mails_later(mailing_service, smtp_port, clock):
+    created, seed = enrol(mailing_service)
+    change_password(mailing_service, created, seed, clock)  # no SMTP server is listening
+    assert mailing_service.outbox.send_due() == 0
+    with mailing_service.database.transaction() as conn:
+        row = conn.execute(select(outbox)).one()
+    assert row.sent_at is None and row.attempts == 1 and row.last_error
+    mailing_service.accounts._authenticator.authenticate(created.account.username, Secret("Changed-pass-1"),
+                                                         None, False, "test")  # the change is committed
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    try:
+        assert mailing_service.outbox.send_due() == 0  # not due yet: backing off
+        clock.advance(seconds=10)
+        assert mailing_service.outbox.send_due() == 1
+    finally:
+        controller.stop()
+    assert [m["To"] for m in inbox.messages] == [f"{created.account.username}@example.mo"]
