@@ -65,7 +65,7 @@ class ApplicationRegistry:
 
         Raises: Unauthenticated: neither is given, or neither is known.
         """
-        with self._database.transaction() as conn:
+        with self._database.read() as conn:
             row = None
             if api_key:
                 row = conn.execute(select(applications).where(applications.c.api_key_hash == _digest(api_key))).first()
@@ -83,7 +83,7 @@ class ApplicationRegistry:
             raise PermissionDenied(f"application {application.name!r} may not serve account {username!r}")
 
     def list(self) -> list[Application]:
-        with self._database.transaction() as conn:
+        with self._database.read() as conn:
             ids = conn.execute(select(applications.c.id).order_by(applications.c.name)).scalars().all()
             return [self._get(conn, i) for i in ids]
 

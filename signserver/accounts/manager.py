@@ -161,11 +161,11 @@ class AccountManager:
 
     def get(self, username: str) -> Account:
         """Raises: NotFound."""
-        with self._database.transaction() as conn:
+        with self._database.read() as conn:
             return get_account(conn, username, self._clock.now())
 
     def list(self) -> list[Account]:
-        with self._database.transaction() as conn:
+        with self._database.read() as conn:
             return list_accounts(conn, self._clock.now())
 
     def change_password(self, username: str, old: Secret, new: Secret, confirmation: Secret,

@@ -50,13 +50,24 @@ class AuditLog:
     def append(self, conn: Connection, now: datetime.datetime, event: str, actor: str, subject: str,
                **detail: Any) -> int:
         """Append one record in the caller's transaction and return its sequence number."""
+        return self.append_many(conn, now, event, actor, subject, [detail])
+
+    def append_many(self, conn: Connection, now: datetime.datetime, event: str, actor: str, subject: str,
+                    details: list[dict[str, Any]]) -> int:
+        """Append one record per ``details`` entry (same event, actor and subject), in order, with
+        one lock of the head; returns the last sequence number."""
         head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
                             .with_for_update()).one()
-        seq, at, text = head.seq + 1, epoch_seconds(now), canonical_detail(detail)
-        digest = record_hash(head.hash, seq, at, event, actor, subject, text)
-        conn.execute(insert(audit_log).values(seq=seq, at=at, event=event, actor=actor, subject=subject,
-                                              detail=text, prev_hash=head.hash, hash=digest))
-        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+        seq, prev, at, rows = head.seq, head.hash, epoch_seconds(now), []
+        for detail in details:
+            seq, text = seq + 1, canonical_detail(detail)
+            digest = record_hash(prev, seq, at, event, actor, subject, text)
+            rows.append({"seq": seq, "at": at, "event": event, "actor": actor, "subject": subject,
+                         "detail": text, "prev_hash": prev, "hash": digest})
+            prev = digest
+        if rows:
+            conn.execute(insert(audit_log), rows)
+            conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
         return seq
 
     @staticmethod

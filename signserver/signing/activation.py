@@ -14,7 +14,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import ActivationRefused, InvalidArgument
@@ -84,20 +84,18 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
         raise ActivationRefused("the activation token was issued to another application")
     if row.hash_algorithm != algorithm.value:
         raise ActivationRefused(f"the activation token is for {row.hash_algorithm} digests")
-    authorised = {r.digest: r.used for r in conn.execute(
-        select(activation_token_digests).where(activation_token_digests.c.token_hash == row.token_hash))}
-    remaining = sum(1 for used in authorised.values() if not used)
+    digest_rows = activation_token_digests.c
+    of_token = digest_rows.token_hash == row.token_hash
+    remaining = conn.execute(select(func.count()).where(of_token, digest_rows.used.is_(False))).scalar()
     if len(digests) > remaining:
         raise ActivationRefused(f"the activation token allows {remaining} more signature(s), not {len(digests)}"
                                 if remaining else "the activation token has been used")
     for digest in digests:
         hex_digest = digest.hex()
-        if hex_digest not in authorised:
-            raise ActivationRefused("a digest was not authorised by this activation token")
         taken = conn.execute(update(activation_token_digests).where(
-            activation_token_digests.c.token_hash == row.token_hash,
-            activation_token_digests.c.digest == hex_digest,
-            activation_token_digests.c.used.is_(False)).values(used=True)).rowcount
+            of_token, digest_rows.digest == hex_digest, digest_rows.used.is_(False)).values(used=True)).rowcount
         if not taken:
-            raise ActivationRefused("a digest was already signed with this activation token")
+            known = conn.execute(select(digest_rows.used).where(of_token, digest_rows.digest == hex_digest)).first()
+            raise ActivationRefused("a digest was already signed with this activation token" if known
+                                    else "a digest was not authorised by this activation token")
     return row.account_id

@@ -9,6 +9,7 @@ factors, and only by an application whose policy covers the holder's account.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -54,7 +55,7 @@ class HashSigner:
     def list_credentials(self, application: Application, username: str) -> list[Credential]:
         """Raises: PermissionDenied, NotFound."""
         self._applications.check_may_serve(application, username)
-        with self._database.transaction() as conn:
+        with self._database.read() as conn:
             account = get_account(conn, username, self._clock.now())
             return credentials_of(conn, account.id)
 
@@ -92,7 +93,8 @@ class HashSigner:
                                       application_id=application.id, algorithm=hash_algorithm,
                                       digests=digests, now=now, lifetime=self._lifetime)
             self._audit.append(conn, now, "authorization.issued", f"application:{application.name}", username,
-                               credential=credential.id, digests=[d.hex() for d in digests])
+                               credential=credential.id, digests=len(digests),
+                               digests_sha256=hashlib.sha256(b"".join(digests)).hexdigest())
         return issued
 
     def sign_hashes(self, application: Application, credential_id: str, token: Secret,
@@ -108,23 +110,23 @@ class HashSigner:
         if algorithm.hash is None:
             raise UnsupportedAlgorithm("signing digests needs a hash-based algorithm (Ed25519 signs data)")
         activation.check_digests(digests, algorithm.hash, self.max_signatures)
-        credential = self._credential_for(application, credential_id)
-        algorithm.check_key(credential.key_algorithm)
         now = self._clock.now()
         with self._database.transaction() as conn:
+            credential = self._credential_for(application, credential_id, conn)
+            algorithm.check_key(credential.key_algorithm)
             activation.consume(conn, token=token.reveal(), credential_id=credential.id,
                                application_id=application.id, algorithm=algorithm.hash, digests=digests, now=now)
         signatures = [self._keys.sign_digest(credential.key_id, d, algorithm) for d in digests]
         with self._database.transaction() as conn:
-            for digest in digests:
-                self._audit.append(conn, now, "signature", f"application:{application.name}", credential.username,
-                                   credential=credential.id, digest=digest.hex(), algorithm=algorithm.value)
+            self._audit.append_many(conn, now, "signature", f"application:{application.name}", credential.username,
+                                    [{"credential": credential.id, "digest": d.hex(), "algorithm": algorithm.value}
+                                     for d in digests])
         return signatures
 
     def _owned_credential(self, username: str, credential_id: str) -> Credential | None:
         """The account's active credential; None when the account itself is unknown (so that
         authentication fails with its one message); NotFound when the account has no such one."""
-        with self._database.transaction() as conn:
+        with self._database.read() as conn:
             if account_row(conn, username) is None:
                 return None
             try:
@@ -135,11 +137,13 @@ class HashSigner:
             raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
         return credential
 
-    def _credential_for(self, application: Application, credential_id: str) -> Credential:
+    def _credential_for(self, application: Application, credential_id: str, conn=None) -> Credential:
         if not credential_id or len(credential_id) > 64:
             raise InvalidArgument("a credential id is 1 to 64 characters")
-        with self._database.transaction() as conn:
-            credential = get_credential(conn, credential_id)
+        if conn is None:
+            with self._database.read() as conn:
+                return self._credential_for(application, credential_id, conn)
+        credential = get_credential(conn, credential_id)
         if not application.all_accounts and credential.username not in application.accounts:
             raise NotFound(f"no credential {credential_id!r}")  # others' credentials do not exist for it
         return credential

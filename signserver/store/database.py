@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -12,7 +13,6 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 
 from signserver.errors import ConfigurationError, StoreUnavailable
 
@@ -34,10 +34,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection: Connection) -> None:
-    # Take the write lock when the transaction starts: read-then-write transactions (lockout
-    # counters, the audit chain) then never race another process, and never fail on upgrade.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(connection: Connection) -> None:
+    # A writing transaction takes the write lock when it starts: read-then-write transactions
+    # (lockout counters, the audit chain) then never race another process, and never fail on
+    # upgrading a read lock. Reads begin deferred and run beside writers (WAL).
+    connection.exec_driver_sql("BEGIN" if connection.info.get("read_only") else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -50,12 +51,13 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # One connection per use: SQLite connections are cheap, and this stays fork-safe.
-            self.engine: Engine = create_engine(url, poolclass=NullPool)
+            self.engine: Engine = create_engine(url, pool_size=8, max_overflow=8)
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin_immediate)
+            event.listen(self.engine, "begin", _sqlite_begin)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        # A forked child must not share its parent's connections.
+        os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -66,6 +68,23 @@ class Database:
         try:
             with self.engine.begin() as connection:
                 yield connection
+        except OperationalError as exc:
+            raise StoreUnavailable(f"the database does not answer: {exc.orig}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection in a read-only transaction (it runs beside writers).
+
+        Raises: StoreUnavailable: the database cannot be reached.
+        """
+        try:
+            with self.engine.connect() as connection:
+                connection.info["read_only"] = True
+                try:
+                    with connection.begin():
+                        yield connection
+                finally:
+                    connection.info.pop("read_only", None)
         except OperationalError as exc:
             raise StoreUnavailable(f"the database does not answer: {exc.orig}") from exc
 

@@ -1,0 +1,102 @@
+"""`signserver account`, `signserver app` and `signserver audit` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import pytest
+
+from signserver.accounts.model import AccountStatus
+from signserver.errors import AuthenticationFailed
+from signserver.secret import Secret
+from tests.conftest import SIGNSERVER, cli_env
+
+PASSWORD = "Cli-pass-2026"
+
+
+def run(state_dir, *args, **env):
+    return subprocess.run([str(SIGNSERVER), *args], env=cli_env(state_dir, **env), capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def created(state_dir, tmp_path):
+    name = f"cli{uuid.uuid4().hex[:8]}"
+    png = tmp_path / "otp.png"
+    result = run(state_dir, "account", "create", name, "--name", "陳大文 Chan Tai Man", "--email", f"{name}@example.mo",
+                 "--kind", "corporate", "--organisation", "Example Lda", "--key-algorithm", "ec-p256",
+                 "--qr-png", str(png), SIGNSERVER_ACCOUNT_PASSWORD=PASSWORD)
+    assert result.returncode == 0, result.stderr
+    assert png.read_bytes().startswith(b"\x89PNG")
+    return name, result.stdout
+
+
+def test_create_prints_the_one_time_material(created):
+    name, out = created
+    assert "Recovery code" in out and f"otpauth://totp/signserver:{name}?secret=" in out
+    assert "▀" in out or "█" in out  # the terminal QR code
+    assert PASSWORD not in out
+
+
+def test_list_and_show(state_dir, created):
+    name, _ = created
+    accounts = json.loads(run(state_dir, "account", "list", "--json").stdout)
+    mine = next(a for a in accounts if a["username"] == name)
+    assert mine["holder_name"] == "陳大文 Chan Tai Man" and mine["kind"] == "corporate"
+    shown = run(state_dir, "account", "show", name)
+    assert shown.returncode == 0 and "Example Lda" in shown.stdout and "ec-p256" in shown.stdout
+    missing = run(state_dir, "account", "show", "nobody-here")
+    assert missing.returncode == 1 and "no account 'nobody-here'" in missing.stderr
+
+
+def test_unlock_with_the_recovery_code(state_dir, created, service):
+    name, out = created
+    code = out.split("shown once): ")[1].split()[0]
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            service.accounts._authenticator.authenticate(name, Secret("Wrong-pass-1"), None, False, "test")
+    assert service.accounts.get(name).status is AccountStatus.LOCKED
+    wrong = run(state_dir, "account", "unlock", name, SIGNSERVER_ACCOUNT_RECOVERY_CODE="AAAAA-BBBBB-CCCCC-DDDDD-EEEEE",
+                SIGNSERVER_ACCOUNT_PASSWORD="Unlocked-pass-1")
+    assert wrong.returncode == 1 and "recovery code is not right" in wrong.stderr
+    unlocked = run(state_dir, "account", "unlock", name, "--json", SIGNSERVER_ACCOUNT_RECOVERY_CODE=code,
+                   SIGNSERVER_ACCOUNT_PASSWORD="Unlocked-pass-1")
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert json.loads(unlocked.stdout)["recovery_code"] != code
+    assert service.accounts.get(name).status is AccountStatus.ACTIVE
+    service.accounts._authenticator.authenticate(name, Secret("Unlocked-pass-1"), None, False, "test")
+
+
+def test_disable_enable_and_reset_otp(state_dir, created):
+    name, _ = created
+    assert "disabled" in run(state_dir, "account", "disable", name).stdout
+    assert "active" in run(state_dir, "account", "enable", name).stdout
+    reset = json.loads(run(state_dir, "account", "reset-otp", name, "--json").stdout)
+    assert reset["otp_uri"].startswith(f"otpauth://totp/signserver:{name}")
+
+
+def test_bad_account_input(state_dir):
+    result = run(state_dir, "account", "create", "x", "--name", "X", "--email", "x@example.mo",
+                 SIGNSERVER_ACCOUNT_PASSWORD=PASSWORD)
+    assert result.returncode == 1 and "account name" in result.stderr
+    weak = run(state_dir, "account", "create", "weakling", "--name", "X", "--email", "x@example.mo",
+               SIGNSERVER_ACCOUNT_PASSWORD="password1")
+    assert weak.returncode == 1 and "most common" in weak.stderr
+
+
+def test_app_create_and_list(state_dir, created):
+    name, _ = created
+    app_name = f"app-{uuid.uuid4().hex[:6]}"
+    made = json.loads(run(state_dir, "app", "create", app_name, "--account", name, "--no-otp", "--json").stdout)
+    assert made["api_key"].startswith("ssk_") and made["application"]["accounts"] == [name]
+    listed = run(state_dir, "app", "list")
+    assert app_name in listed.stdout and "not required" in listed.stdout
+    assert made["api_key"] not in listed.stdout
+
+
+def test_audit_verify_on_the_shared_log(state_dir, created):
+    result = run(state_dir, "audit", "verify", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["intact"] and report["records"] >= 2
