@@ -75,8 +75,10 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
-    """gRPC credentials from the configured files; client certificates are required when a
-    client CA is configured.
+    """gRPC credentials from the configured files. With a client CA configured, every client must
+    present a certificate from that CA (gRPC Python can require client certificates or not ask
+    for them, nothing between); the application is then identified by its certificate, or by
+    its API key when it sends one.
 
     Raises: ConfigurationError: a file is missing or unreadable.
     """

@@ -207,3 +207,18 @@ def test_fifty_parallel_wrong_attempts_from_several_processes(world, clock):
 
     clock.advance(minutes=30)
     assert authorize(client, alice, clock, [bytes(32)]).activation_token
+
+
+def test_no_secret_reaches_the_log(world, clock, caplog, config):
+    service, _, client, api_key, alice, _, _ = world
+    created, seed = alice
+    with caplog.at_level("DEBUG"):
+        token = authorize(client, alice, clock, [bytes(32)])
+        client.call(client.signing, "SignHash", credential_id=created.credential.id,
+                    activation_token=token.activation_token, signature_algorithm="rsa-pkcs1v15-sha256",
+                    digests=[bytes(32)])
+        code_of(lambda: authorize(client, alice, clock, [bytes(32)], password="Wrong-but-secret-9"))
+    text = caplog.text
+    for secret in (PASSWORD, "Wrong-but-secret-9", api_key, token.activation_token, seed, created.recovery_code,
+                   config.hsm.user_pin(environ={}).reveal()):
+        assert secret not in text
