@@ -125,6 +125,24 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class CaConfig:
+    """The certification authority: names, key algorithms, and the addresses put in certificates."""
+
+    name: str  # prefix of the CA certificates' common names
+    organisation: str
+    country: str
+    base_url: str  # where the HTTP endpoints (CRL, OCSP, CA certificates) are reached
+    cps_uri: str
+    validity_days: int  # end-entity certificates
+    root_key_algorithm: str
+    issuing_key_algorithm: str
+    crl_hours: int  # nextUpdate - thisUpdate
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, immutable once loaded."""
 
@@ -137,6 +155,8 @@ class Config:
     authorization: AuthorizationConfig
     smtp: SmtpConfig
     audit: AuditConfig
+    ca: CaConfig
+    http_listen: str  # CRL, OCSP and CA certificates over HTTP
     source: Path | None  # the file it was read from, if any
 
 
@@ -253,6 +273,16 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "smtp.password_file": _as_str,
     "smtp.sender": _as_str,
     "audit.seal_every_records": _as_int(1, 1_000_000),
+    "ca.name": _as_str,
+    "ca.organisation": _as_str,
+    "ca.country": _as_str,
+    "ca.base_url": _as_str,
+    "ca.cps_uri": _as_str,
+    "ca.validity_days": _as_int(1, 36_500),
+    "ca.root_key_algorithm": _as_str,
+    "ca.issuing_key_algorithm": _as_str,
+    "ca.crl_hours": _as_int(1, 8_760),
+    "http.listen": _as_str,
     "audit.seal_interval_seconds": _as_int(1, 86_400),
 }
 
@@ -361,6 +391,8 @@ def load_config(
             seal_every_records=values.get("audit.seal_every_records", 100),
             seal_interval_seconds=values.get("audit.seal_interval_seconds", 60),
         ),
+        ca=_ca_config(values),
+        http_listen=_address(values, "http.listen", "127.0.0.1:8080"),
         source=path,
     )
 
@@ -381,6 +413,38 @@ def _hsm_config(values: dict[str, Any], state_dir: Path, path_of) -> HsmConfig:
         token_label=label,
         user_pin_file=path_of("hsm.user_pin_file", state_dir / "hsm" / "user-pin"),
         softhsm2_conf=path_of("hsm.softhsm2_conf", state_dir / "softhsm" / "softhsm2.conf"),
+    )
+
+
+def _address(values: dict[str, Any], key: str, default: str) -> str:
+    address = values.get(key, default)
+    try:
+        split_address(address)
+    except ValueError as exc:
+        raise ConfigurationError(key, str(exc)) from None
+    return address
+
+
+def _ca_config(values: dict[str, Any]) -> CaConfig:
+    base_url = values.get("ca.base_url", "http://127.0.0.1:8080")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigurationError("ca.base_url", "must be an http:// or https:// address")
+    country = values.get("ca.country", "MO")
+    if len(country) != 2 or not country.isalpha() or not country.isupper():
+        raise ConfigurationError("ca.country", "must be a two-letter country code such as MO")
+    for key, default in (("ca.root_key_algorithm", "rsa-3072"), ("ca.issuing_key_algorithm", "rsa-3072")):
+        if values.get(key, default) not in ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"):
+            raise ConfigurationError(key, "must be rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384")
+    return CaConfig(
+        name=values.get("ca.name", "signserver"),
+        organisation=values.get("ca.organisation", "signserver"),
+        country=country,
+        base_url=base_url,
+        cps_uri=values.get("ca.cps_uri", base_url.rstrip("/") + "/cps"),
+        validity_days=values.get("ca.validity_days", 1095),
+        root_key_algorithm=values.get("ca.root_key_algorithm", "rsa-3072"),
+        issuing_key_algorithm=values.get("ca.issuing_key_algorithm", "rsa-3072"),
+        crl_hours=values.get("ca.crl_hours", 24),
     )
 
 

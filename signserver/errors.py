@@ -109,3 +109,16 @@ class AccountDisabled(SignServerError):
 
 class ActivationRefused(SignServerError):
     """A signature activation token (SAD) does not authorise this request."""
+
+
+class CertificateRefused(SignServerError):
+    """The CA refuses a certificate operation for a rule of the documents; ``help_code`` is the
+    documents' help code (for example AC-AB-0015) when one applies."""
+
+    def __init__(self, message: str, help_code: str | None = None):
+        super().__init__(f"{help_code}: {message}" if help_code else message)
+        self.help_code = help_code
+
+
+class CredentialUnusable(SignServerError):
+    """The credential's certificate is revoked or expired: it can no longer authorise or sign."""

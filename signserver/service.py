@@ -20,6 +20,7 @@ from signserver.accounts.manager import AccountManager
 from signserver.accounts.passwords import SecretHasher
 from signserver.audit.log import AuditLog
 from signserver.audit.seal import AuditSealer
+from signserver.ca.authority import CertificateAuthority
 from signserver.clock import Clock, SystemClock
 from signserver.config import Config
 from signserver.errors import HsmError, SignServerError
@@ -79,6 +80,7 @@ class SignService:
         self.sealer = AuditSealer(self.database, keys, self.clock, config.audit.seal_every_records,
                                   config.audit.seal_interval_seconds)
         self.outbox = OutboxSender(self.database, config.smtp, self.clock)
+        self.ca = CertificateAuthority(self.database, keys, self.accounts, self.audit, self.clock, config.ca)
 
     @classmethod
     def from_config(cls, config: Config, user_pin: Secret | None = None, module: Path | None = None,

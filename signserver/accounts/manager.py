@@ -6,7 +6,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, insert, update
 
 from signserver.accounts import otp
 from signserver.accounts.authentication import Authenticator
@@ -22,6 +22,7 @@ from signserver.accounts.passwords import (
 )
 from signserver.accounts.repository import (
     account_row,
+    delete_account_emails,
     get_account,
     get_credential,
     insert_account,
@@ -38,7 +39,7 @@ from signserver.hsm.sealing import SealingKey
 from signserver.notify.outbox import format_time, queue_email
 from signserver.secret import Secret
 from signserver.store.database import Database
-from signserver.store.schema import accounts, activation_tokens
+from signserver.store.schema import account_emails, accounts, activation_tokens
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,33 @@ class AccountManager:
             queue_email(conn, now, account.emails, "account_unlocked", holder_name=account.holder_name,
                         username=username, time=format_time(now))
         return new_code
+
+    def update_holder(self, username: str, operator: str, holder_name: str | None = None,
+                      emails: tuple[str, ...] | None = None, organisation: str | None = None,
+                      department: str | None = None, title: str | None = None) -> Account:
+        """Change the holder's data (certificates issued later carry it; the username never changes).
+
+        Raises: NotFound, InvalidArgument.
+        """
+        values = {}
+        if holder_name is not None:
+            values["holder_name"] = check_text("the holder's name", holder_name, required=True)
+        for name, value in (("organisation", organisation), ("department", department), ("title", title)):
+            if value is not None:
+                values[name] = check_text(name, value)
+        new_emails = check_emails(emails) if emails is not None else None
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            account = get_account(conn, username, now)
+            if values:
+                update_account(conn, account.id, **values)
+            if new_emails is not None:
+                delete_account_emails(conn, account.id)
+                conn.execute(insert(account_emails), [{"account_id": account.id, "position": i, "address": a}
+                                                      for i, a in enumerate(new_emails)])
+            self._audit.append(conn, now, "account.updated", operator, username,
+                               fields=sorted([*values, *(["emails"] if new_emails is not None else [])]))
+            return get_account(conn, username, now)
 
     def set_status(self, username: str, enabled: bool, operator: str) -> Account:
         """Disable (revoking activation tokens) or enable an account. Raises: NotFound."""

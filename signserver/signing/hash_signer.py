@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import select
 
 from signserver.accounts.applications import ApplicationRegistry
 from signserver.accounts.authentication import Authenticator
@@ -21,13 +22,15 @@ from signserver.accounts.model import Application, Credential
 from signserver.accounts.repository import account_row, credentials_of, get_account, get_credential
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock
-from signserver.errors import InvalidArgument, NotFound, UnsupportedAlgorithm
+from signserver.clock import epoch_seconds
+from signserver.errors import CredentialUnusable, InvalidArgument, NotFound, UnsupportedAlgorithm
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.signing.activation import IssuedToken
 from signserver.store.database import Database
+from signserver.store.schema import certificates
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,7 @@ class HashSigner:
         now = self._clock.now()
         with self._database.transaction() as conn:
             credential = self._credential_for(application, credential_id, conn)
+            check_usable(conn, credential, now)
             algorithm.check_key(credential.key_algorithm)
             activation.consume(conn, token=token.reveal(), credential_id=credential.id,
                                application_id=application.id, algorithm=algorithm.hash, digests=digests, now=now)
@@ -133,8 +137,10 @@ class HashSigner:
                 credential = get_credential(conn, credential_id) if 0 < len(credential_id) <= 64 else None
             except NotFound:
                 credential = None
-        if credential is None or credential.username != username or credential.status != "active":
+        if credential is None or credential.username != username:
             raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
+        with self._database.read() as conn:
+            check_usable(conn, credential, self._clock.now())
         return credential
 
     def _credential_for(self, application: Application, credential_id: str, conn=None) -> Credential:
@@ -147,3 +153,22 @@ class HashSigner:
         if not application.all_accounts and credential.username not in application.accounts:
             raise NotFound(f"no credential {credential_id!r}")  # others' credentials do not exist for it
         return credential
+
+
+def check_usable(conn, credential: Credential, now: datetime.datetime) -> None:
+    """A credential signs only while active and, once certified, while its newest certificate is
+    valid and unexpired.
+
+    Raises: CredentialUnusable.
+    """
+    if credential.status != "active":
+        raise CredentialUnusable(f"credential {credential.id} is {credential.status}; it can no longer sign")
+    newest = conn.execute(select(certificates.c.serial, certificates.c.status, certificates.c.not_after)
+                          .where(certificates.c.credential_id == credential.id)
+                          .order_by(certificates.c.issued_at.desc()).limit(1)).first()
+    if newest is None:
+        return
+    if newest.status != "valid":
+        raise CredentialUnusable(f"the certificate {newest.serial} of credential {credential.id} is revoked")
+    if newest.not_after <= epoch_seconds(now):
+        raise CredentialUnusable(f"the certificate {newest.serial} of credential {credential.id} has expired")

@@ -140,6 +140,42 @@ outbox = Table(
     Column("last_error", String(500), nullable=True),
 )
 
+authorities = Table(
+    "authorities", metadata,
+    Column("name", String(32), primary_key=True),  # root | issuing | ocsp-responder
+    Column("key_id", String(128), nullable=False),  # the key in the HSM (CKA_ID, hex)
+    Column("certificate", LargeBinary, nullable=True),  # None while an external root is awaited
+    Column("created_at", BigInteger, nullable=False),
+)
+
+certificates = Table(
+    "certificates", metadata,
+    Column("serial", String(64), primary_key=True),  # hex
+    Column("profile", String(64), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True, index=True),
+    Column("credential_id", String(64), ForeignKey("credentials.id", ondelete="SET NULL"), nullable=True,
+           index=True),
+    Column("subject", String(1000), nullable=False),  # RFC 4514
+    Column("not_before", BigInteger, nullable=False),
+    Column("not_after", BigInteger, nullable=False, index=True),
+    Column("status", String(16), nullable=False),  # valid | revoked
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("revocation_reason", String(32), nullable=True),
+    Column("predecessor_serial", String(64), nullable=True),
+    Column("expiry_notice_at", BigInteger, nullable=True),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+)
+
+crls = Table(
+    "crls", metadata,
+    Column("authority", String(32), primary_key=True),
+    Column("number", BigInteger, nullable=False),
+    Column("this_update", BigInteger, nullable=False),
+    Column("next_update", BigInteger, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+)
+
 __all__ = ["metadata", "accounts", "account_emails", "credentials", "applications", "application_accounts",
            "activation_tokens", "activation_token_digests", "audit_log", "audit_head", "audit_seals",
-           "outbox"]
+           "outbox", "authorities", "certificates", "crls"]

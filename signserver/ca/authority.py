@@ -1,0 +1,478 @@
+"""CertificateAuthority: a root and an issuing CA whose keys are in the HSM, and the lifecycle of
+the certificates they issue: issue, renew, revoke, query, expiry notices, CRLs and OCSP."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select, update
+
+from signserver.accounts.manager import AccountManager, revoke_activation_tokens
+from signserver.accounts.model import Account, AccountKind
+from signserver.accounts.repository import account_row, credentials_of, get_account, insert_credential
+from signserver.audit.log import AuditLog
+from signserver.ca import repository as repo
+from signserver.ca.builder import SubjectData, ca_certificate, end_entity_certificate, load_csr, signature_hash
+from signserver.ca.profiles import KeySource, Profile, profile as find_profile
+from signserver.ca.repository import IssuedCertificate
+from signserver.ca.revocation import build_crl, ocsp_response, parse_reason, stored_crl
+from signserver.clock import Clock
+from signserver.config import CaConfig
+from signserver.errors import (
+    AlreadyExists,
+    CertificateRefused,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from signserver.hsm.algorithms import KeyAlgorithm
+from signserver.hsm.crypto_keys import hsm_private_key
+from signserver.hsm.keystore import HsmKeyStore
+from signserver.notify.outbox import format_time, queue_email
+from signserver.secret import Secret
+from signserver.store.database import Database
+from signserver.store.schema import certificates, credentials
+
+log = logging.getLogger(__name__)
+
+ROOT, ISSUING, OCSP = "root", "issuing", "ocsp-responder"
+ROOT_DAYS, ISSUING_DAYS, OCSP_DAYS = 20 * 365, 10 * 365, 365
+EXPIRY_NOTICE = datetime.timedelta(days=30)
+CLOCK_SKEW = datetime.timedelta(minutes=5)  # certificates start a little in the past
+
+
+@dataclass(frozen=True)
+class CaStatus:
+    root: x509.Certificate | None
+    issuing: x509.Certificate | None
+    ocsp_responder: x509.Certificate | None
+    awaiting_external_root: bool
+
+    @property
+    def ready(self) -> bool:
+        return self.issuing is not None and self.ocsp_responder is not None
+
+
+@dataclass(frozen=True)
+class CertificateRequest:
+    """What an RA asks for: a holder profile for an account, with a CSR for CSR profiles."""
+
+    profile: str
+    username: str
+    csr: bytes | None = None
+    transaction_limit: int | None = None  # qualified certificates, in MOP
+    agent_qualification: str = ""  # qualified certificates
+
+
+class CertificateAuthority:
+    def __init__(self, database: Database, keys: HsmKeyStore, accounts: AccountManager, audit: AuditLog,
+                 clock: Clock, config: CaConfig):
+        self._database = database
+        self._keys = keys
+        self._accounts = accounts
+        self._audit = audit
+        self._clock = clock
+        self.config = config
+
+    # --- setting up ---------------------------------------------------------------------
+
+    def status(self) -> CaStatus:
+        with self._database.read() as conn:
+            root, issuing, responder = (repo.get_authority(conn, n) for n in (ROOT, ISSUING, OCSP))
+        return CaStatus(root=root.certificate if root else None,
+                        issuing=issuing.certificate if issuing else None,
+                        ocsp_responder=responder.certificate if responder else None,
+                        awaiting_external_root=issuing is not None and issuing.certificate is None)
+
+    def initialise(self, operator: str) -> CaStatus:
+        """Create the root and the issuing CA (keys generated in the HSM), the OCSP responder and
+        the first CRLs.
+
+        Raises: AlreadyExists: the CA exists. HsmError.
+        """
+        self._refuse_if_initialised()
+        now = self._clock.now() - CLOCK_SKEW
+        root_key = self._new_key(KeyAlgorithm(self.config.root_key_algorithm), "ca-root")
+        root_private = hsm_private_key(self._keys, root_key)
+        root_name = self._ca_name("Root CA")
+        root = ca_certificate(subject=root_name, public_key=root_private.public_key(), issuer_name=root_name,
+                              issuer_key=root_private, issuer_public_key=root_private.public_key(),
+                              serial=x509.random_serial_number(), not_before=now, days=ROOT_DAYS,
+                              path_length=1, crl_url=None, ca=self.config)
+        issuing_key = self._new_key(KeyAlgorithm(self.config.issuing_key_algorithm), "ca-issuing")
+        issuing_public = self._keys.public_key(issuing_key)
+        issuing = ca_certificate(subject=self._ca_name("Issuing CA"), public_key=issuing_public,
+                                 issuer_name=root.subject, issuer_key=root_private,
+                                 issuer_public_key=root.public_key(), serial=x509.random_serial_number(),
+                                 not_before=now, days=ISSUING_DAYS, path_length=0,
+                                 crl_url=self.config.url("crl/root.crl"), ca=self.config)
+        with self._database.transaction() as conn:
+            repo.put_authority(conn, ROOT, root_key, root.public_bytes(Encoding.DER), now)
+            repo.put_authority(conn, ISSUING, issuing_key, issuing.public_bytes(Encoding.DER), now)
+            self._audit.append(conn, self._clock.now(), "ca.initialised", operator, "ca",
+                               root=format(root.serial_number, "x"), issuing=format(issuing.serial_number, "x"))
+        self._finish_setup(operator)
+        return self.status()
+
+    def begin_external_root(self, operator: str) -> x509.CertificateSigningRequest:
+        """Generate the issuing CA's key in the HSM and return its CSR for an external root.
+
+        Raises: AlreadyExists. HsmError.
+        """
+        self._refuse_if_initialised()
+        key_id = self._new_key(KeyAlgorithm(self.config.issuing_key_algorithm), "ca-issuing")
+        private = hsm_private_key(self._keys, key_id)
+        request = (x509.CertificateSigningRequestBuilder().subject_name(self._ca_name("Issuing CA"))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                   .sign(private, signature_hash(private)))
+        with self._database.transaction() as conn:
+            repo.put_authority(conn, ISSUING, key_id, None, self._clock.now())
+            self._audit.append(conn, self._clock.now(), "ca.external_root_requested", operator, "ca")
+        return request
+
+    def complete_external_root(self, issuing_der: bytes, root_der: bytes, operator: str) -> CaStatus:
+        """Install the issuing CA certificate signed by an external root.
+
+        Raises:
+            InvalidArgument: not certificates, not for our key, not signed by that root, not a CA.
+            NotFound: no external-root request is pending.
+        """
+        with self._database.read() as conn:
+            issuing_authority = repo.get_authority(conn, ISSUING)
+        if issuing_authority is None or issuing_authority.certificate is not None:
+            raise NotFound("no issuing CA key is waiting for an external certificate; run `ca init --external-root`")
+        try:
+            issuing, root = (x509.load_pem_x509_certificate(d) if b"-----BEGIN" in d else x509.load_der_x509_certificate(d)
+                             for d in (issuing_der, root_der))
+        except ValueError:
+            raise InvalidArgument("the issuing and root certificates must be X.509 (PEM or DER)") from None
+        if issuing.public_key() != self._keys.public_key(issuing_authority.key_id):
+            raise InvalidArgument("the issuing certificate is not for the key this CA generated")
+        try:
+            issuing.verify_directly_issued_by(root)
+        except Exception as exc:  # cryptography raises several kinds here
+            raise InvalidArgument(f"the issuing certificate is not signed by that root: {exc}") from None
+        if not issuing.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            raise InvalidArgument("the issuing certificate is not a CA certificate")
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            repo.put_authority(conn, ROOT, "", root.public_bytes(Encoding.DER), now)  # key outside
+            repo.put_authority(conn, ISSUING, issuing_authority.key_id, issuing.public_bytes(Encoding.DER), now)
+            self._audit.append(conn, now, "ca.external_root_installed", operator, "ca",
+                               issuing=format(issuing.serial_number, "x"))
+        self._finish_setup(operator)
+        return self.status()
+
+    def _finish_setup(self, operator: str) -> None:
+        self.renew_ocsp_responder(operator)
+        self.publish_crls()
+
+    def renew_ocsp_responder(self, operator: str) -> x509.Certificate:
+        """A new delegated OCSP responder certificate (key in the HSM). Raises: NotFound, HsmError."""
+        issuer, issuer_key = self._issuing()
+        key_id = self._new_key(KeyAlgorithm.EC_P256, "ca-ocsp")
+        now = self._clock.now()
+        certificate = end_entity_certificate(
+            profile=find_profile(OCSP), subject=self._ca_name("OCSP Responder"),
+            public_key=self._keys.public_key(key_id), issuer=issuer, issuer_key=issuer_key,
+            serial=self._new_serial(), not_before=now - CLOCK_SKEW, days=OCSP_DAYS, ca=self.config)
+        with self._database.transaction() as conn:
+            repo.insert_certificate(conn, certificate, OCSP, None, None, None, now)
+            repo.put_authority(conn, OCSP, key_id, certificate.public_bytes(Encoding.DER), now)
+            self._audit.append(conn, now, "certificate.issued", operator, "ocsp-responder",
+                               serial=format(certificate.serial_number, "x"), profile=OCSP)
+        return certificate
+
+    # --- issuing ------------------------------------------------------------------------
+
+    def issue(self, request: CertificateRequest, operator: str, predecessor: str | None = None) -> IssuedCertificate:
+        """Issue a holder certificate for an account.
+
+        Cloud-signature profiles get a new key generated in the HSM (and a credential for it);
+        CSR profiles take the holder's key from the CSR, whose signature, key and subject are
+        checked against the account.
+
+        Raises:
+            InvalidArgument: unknown or non-holder profile, bad or mismatching CSR, bad options.
+            NotFound: no such account, or the CA is not initialised.
+            HsmError.
+        """
+        chosen = find_profile(request.profile)
+        if not chosen.holder:
+            raise InvalidArgument(f"profile {chosen.name!r} is not issued to holders")
+        if (request.transaction_limit is not None or request.agent_qualification) and not chosen.qualified:
+            raise InvalidArgument("a transaction limit and an agent qualification belong to qualified certificates")
+        if request.transaction_limit is not None and request.transaction_limit < 0:
+            raise InvalidArgument("a transaction limit is not negative")
+        account = self._accounts.get(request.username)
+        subject = self.subject_for(account, request.agent_qualification)
+        issuer, issuer_key = self._issuing()
+        now = self._clock.now()
+        reused_credential = None
+        if chosen.key_source is KeySource.HSM:
+            if request.csr:
+                raise InvalidArgument(f"profile {chosen.name!r} has its key generated in the HSM; send no CSR")
+            # The key made at enrolment serves the first certificate; a renewal gets a new one.
+            reused_credential = None if predecessor else self._uncertified_credential(account)
+            key_id = (reused_credential.key_id if reused_credential
+                      else self._new_key(KeyAlgorithm.RSA_2048, f"credential-{account.username}"))
+            public_key = self._keys.public_key(key_id)
+        else:
+            key_id = None
+            public_key = self._public_key_from_csr(request.csr, subject, chosen)
+        certificate = end_entity_certificate(
+            profile=chosen, subject=subject.name(), public_key=public_key, issuer=issuer, issuer_key=issuer_key,
+            serial=self._new_serial(), not_before=now - CLOCK_SKEW, days=self.config.validity_days, ca=self.config,
+            email=subject.email, transaction_limit=request.transaction_limit)
+        new_key = key_id is not None and reused_credential is None
+        try:
+            with self._database.transaction() as conn:
+                if reused_credential:
+                    credential_id = reused_credential.id
+                else:
+                    credential_id = (insert_credential(conn, account.id, key_id, KeyAlgorithm.RSA_2048,
+                                                       chosen.title, now) if key_id else None)
+                serial = repo.insert_certificate(conn, certificate, chosen.name, account.id, credential_id,
+                                                 predecessor, now)
+                if new_key:
+                    self._audit.append(conn, now, "key.generated", operator, account.username,
+                                       credential=credential_id, key_id=key_id, algorithm="rsa-2048")
+                self._audit.append(conn, now, "certificate.issued", operator, account.username, serial=serial,
+                                   profile=chosen.name, predecessor=predecessor)
+                issued = repo.get_certificate(conn, serial, now)
+        except BaseException:
+            if new_key:
+                self._keys.delete(key_id)
+            raise
+        if key_id:
+            self._keys.store_certificate(key_id, certificate)
+        log.info("issued %s certificate %s for %s", chosen.name, issued.serial, account.username)
+        return issued
+
+    def renew(self, serial: str, operator: str, csr: bytes | None = None, transaction_limit: int | None = None,
+              agent_qualification: str = "") -> IssuedCertificate:
+        """A successor with a new key pair and serial, linked to its predecessor, which may be valid,
+        expired or revoked.
+
+        Raises:
+            CertificateRefused: AC-AB-0015 when the subject data changed while the predecessor is
+                still valid (revoke it first); a CSR that reuses the predecessor's key.
+            NotFound, InvalidArgument, HsmError: as :meth:`issue`.
+        """
+        now = self._clock.now()
+        with self._database.read() as conn:
+            old = repo.get_certificate(conn, serial, now)
+        if old.account is None:
+            raise InvalidArgument(f"certificate {old.serial} was not issued to a holder")
+        account = self._accounts.get(old.account)
+        wanted = self.subject_for(account, agent_qualification).name()
+        if old.status == "valid" and wanted != old.certificate.subject:
+            raise CertificateRefused(
+                f"the subject data changed while certificate {old.serial} is still valid; revoke it first",
+                help_code="AC-AB-0015")
+        if csr is not None and load_csr(csr).public_key() == old.certificate.public_key():
+            raise CertificateRefused("a renewal needs a new key pair; the request reuses the old key")
+        return self.issue(CertificateRequest(old.profile, old.account, csr, transaction_limit, agent_qualification),
+                          operator, predecessor=old.serial)
+
+    # --- revoking -----------------------------------------------------------------------
+
+    def revoke(self, serial: str, reason: str, operator: str) -> IssuedCertificate:
+        """Revoke a certificate (RFC 5280 reason); its credential can no longer authorise or sign.
+
+        Raises: InvalidArgument (reason), NotFound, CertificateRefused (already revoked).
+        """
+        try:
+            parse_reason(reason)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            issued = repo.get_certificate(conn, serial, now)
+            if not repo.mark_revoked(conn, issued.serial, reason, now):
+                raise CertificateRefused(f"certificate {issued.serial} is already revoked")
+            if issued.credential_id:
+                conn.execute(update(credentials).where(credentials.c.id == issued.credential_id)
+                             .values(status="revoked"))
+                row = account_row(conn, issued.account) if issued.account else None
+                if row is not None:
+                    revoke_activation_tokens(conn, row.id)
+            self._audit.append(conn, now, "certificate.revoked", operator, issued.account or "ca",
+                               serial=issued.serial, reason=reason)
+            issued = repo.get_certificate(conn, issued.serial, now)
+        self.publish_crls(root=False)
+        log.info("revoked certificate %s (%s)", issued.serial, reason)
+        return issued
+
+    def revoke_by_holder(self, serial: str, username: str, phrase: Secret, reason: str = "unspecified") -> IssuedCertificate:
+        """The holder revokes their own certificate with the revocation phrase. A wrong phrase is
+        refused and counts toward nothing else (no lockout).
+
+        Raises: PermissionDenied (not theirs, or wrong phrase), NotFound, InvalidArgument.
+        """
+        with self._database.read() as conn:
+            issued = repo.get_certificate(conn, serial, self._clock.now())
+        if issued.account != username or not self._accounts.check_revocation_phrase(username, phrase):
+            with self._database.transaction() as conn:
+                self._audit.append(conn, self._clock.now(), "certificate.revocation_refused", f"holder:{username}",
+                                   username, serial=issued.serial)
+            raise PermissionDenied("the revocation phrase is not right for this certificate")
+        return self.revoke(serial, reason, operator=f"holder:{username}")
+
+    # --- queries ------------------------------------------------------------------------
+
+    def get(self, serial: str) -> IssuedCertificate:
+        """Raises: NotFound."""
+        with self._database.read() as conn:
+            return repo.get_certificate(conn, serial, self._clock.now())
+
+    def list(self, username: str | None = None, expiring_within_days: int | None = None) -> list[IssuedCertificate]:
+        """Certificates of an account (or all), optionally only valid ones expiring within N days.
+
+        Raises: NotFound (account).
+        """
+        now = self._clock.now()
+        with self._database.read() as conn:
+            account_id = get_account(conn, username, now).id if username else None
+            before = now + datetime.timedelta(days=expiring_within_days) if expiring_within_days is not None else None
+            return repo.list_certificates(conn, now, account_id=account_id, expiring_before=before)
+
+    def send_expiry_notices(self) -> int:
+        """E-mail each holder once, 30 days before a valid certificate expires; returns how many."""
+        now = self._clock.now()
+        sent = 0
+        with self._database.transaction() as conn:
+            for issued in repo.list_certificates(conn, now, expiring_before=now + EXPIRY_NOTICE):
+                if issued.account is None:
+                    continue
+                marked = conn.execute(update(certificates).where(
+                    certificates.c.serial == issued.serial, certificates.c.expiry_notice_at.is_(None))
+                    .values(expiry_notice_at=int(now.timestamp()))).rowcount
+                if not marked:
+                    continue
+                account = get_account(conn, issued.account, now)
+                queue_email(conn, now, account.emails, "certificate_expiring", holder_name=account.holder_name,
+                            serial=issued.serial, expiry=format_time(issued.not_after))
+                self._audit.append(conn, now, "certificate.expiry_notice", "ca", account.username, serial=issued.serial)
+                sent += 1
+        return sent
+
+    def chain(self) -> list[x509.Certificate]:
+        """Issuing CA certificate, then the root. Raises: NotFound (not initialised)."""
+        status = self.status()
+        if not status.issuing or not status.root:
+            raise NotFound("the CA is not initialised; run `signserver ca init`")
+        return [status.issuing, status.root]
+
+    # --- revocation status --------------------------------------------------------------
+
+    def publish_crls(self, root: bool = True) -> None:
+        """Sign new CRLs: the issuing CA's, and the root's when its key is ours."""
+        now = self._clock.now()
+        validity = datetime.timedelta(hours=self.config.crl_hours)
+        issuer, issuer_key = self._issuing()
+        with self._database.transaction() as conn:
+            build_crl(conn, ISSUING, issuer, issuer_key, now, validity, include_revoked=True)
+            root_authority = repo.get_authority(conn, ROOT)
+        if root and root_authority and root_authority.key_id:
+            root_key = hsm_private_key(self._keys, root_authority.key_id)
+            with self._database.transaction() as conn:
+                build_crl(conn, ROOT, root_authority.certificate, root_key, now, validity, include_revoked=False)
+
+    def refresh_crls_if_due(self) -> bool:
+        """Re-sign CRLs whose next update is less than a quarter of their validity away."""
+        now = int(self._clock.now().timestamp())
+        margin = self.config.crl_hours * 900
+        with self._database.read() as conn:
+            due = [name for name in (ISSUING, ROOT)
+                   if (row := stored_crl(conn, name)) is not None and row.next_update - now < margin]
+        if due:
+            self.publish_crls(root=ROOT in due)
+        return bool(due)
+
+    def crl(self, authority: str) -> bytes:
+        """The latest CRL (DER). Raises: NotFound."""
+        with self._database.read() as conn:
+            row = stored_crl(conn, authority)
+        if row is None:
+            raise NotFound(f"no CRL for {authority!r}")
+        return row.der
+
+    def ocsp(self, request_der: bytes) -> bytes:
+        """An OCSP response (DER) for a DER request. Raises: NotFound (not initialised), HsmError."""
+        with self._database.read() as conn:
+            issuing, responder = repo.get_authority(conn, ISSUING), repo.get_authority(conn, OCSP)
+        if not issuing or not issuing.certificate or not responder:
+            raise NotFound("the CA is not initialised")
+        responder_key = hsm_private_key(self._keys, responder.key_id)
+        with self._database.read() as conn:
+            return ocsp_response(conn, request_der, issuing.certificate, responder.certificate, responder_key,
+                                 self._clock.now(), datetime.timedelta(hours=self.config.crl_hours))
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def subject_for(self, account: Account, agent_qualification: str = "") -> SubjectData:
+        return SubjectData(
+            common_name=account.holder_name, email=account.emails[0] if account.emails else "",
+            organisation=account.organisation if account.kind is not AccountKind.PERSONAL else "",
+            department=account.department, title=account.title, serial_number=account.username,
+            country=self.config.country, agent_qualification=agent_qualification)
+
+    def _public_key_from_csr(self, csr: bytes | None, subject: SubjectData, chosen: Profile):
+        if not csr:
+            raise InvalidArgument(f"profile {chosen.name!r} needs a certificate request (CSR) with the holder's key")
+        request = load_csr(csr)
+        names = request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not names or names[0].value != subject.common_name:
+            raise InvalidArgument(
+                f"the request's subject {request.subject.rfc4514_string()!r} does not name the account's holder "
+                f"{subject.common_name!r}")
+        emails = request.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
+        if emails and emails[0].value != subject.email:
+            raise InvalidArgument("the request's e-mail address is not the account's")
+        return request.public_key()
+
+    def _uncertified_credential(self, account: Account):
+        with self._database.read() as conn:
+            for credential in credentials_of(conn, account.id):
+                has_certificate = conn.execute(select(certificates.c.serial).where(
+                    certificates.c.credential_id == credential.id)).first()
+                if credential.status == "active" and not has_certificate:
+                    return credential
+        return None
+
+    def _issuing(self):
+        with self._database.read() as conn:
+            authority = repo.get_authority(conn, ISSUING)
+        if authority is None or authority.certificate is None:
+            raise NotFound("the CA is not initialised; run `signserver ca init`")
+        return authority.certificate, hsm_private_key(self._keys, authority.key_id)
+
+    def _refuse_if_initialised(self) -> None:
+        with self._database.read() as conn:
+            if repo.get_authority(conn, ISSUING) is not None:
+                raise AlreadyExists("the CA is already initialised")
+
+    def _new_key(self, algorithm: KeyAlgorithm, purpose: str) -> str:
+        label = f"{purpose}-{self._clock.now():%Y%m%d%H%M%S}-{x509.random_serial_number() % 10**6:06d}"
+        return self._keys.generate(algorithm, label).key_id
+
+    def _new_serial(self) -> int:
+        """At least 64 random bits (159 in fact), positive, unique among what this CA issued."""
+        while True:
+            serial = x509.random_serial_number()
+            with self._database.read() as conn:
+                if not repo.serial_exists(conn, serial):
+                    return serial
+
+    def _ca_name(self, role: str) -> x509.Name:
+        return x509.Name([
+            x509.NameAttribute(NameOID.COUNTRY_NAME, self.config.country),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.config.organisation),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{self.config.name} {role}"),
+        ])

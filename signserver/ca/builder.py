@@ -1,0 +1,186 @@
+"""Building X.509 certificates, CRLs' and CSRs' checks from profiles: the parts with no state."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from asn1crypto import core
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+from signserver.ca.profiles import Profile
+from signserver.config import CaConfig
+from signserver.errors import InvalidArgument
+
+ROLE = ObjectIdentifier("2.5.4.72")  # X.520 id-at-role: the agent's qualification
+QC_STATEMENTS = ObjectIdentifier("1.3.6.1.5.5.7.1.3")
+QC_COMPLIANCE = "0.4.0.1862.1.1"
+QC_LIMIT_VALUE = "0.4.0.1862.1.2"
+QC_SSCD = "0.4.0.1862.1.4"
+MIN_RSA_BITS = 2048
+ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+
+
+@dataclass(frozen=True)
+class SubjectData:
+    """Who a certificate names, as the documents list it."""
+
+    common_name: str
+    email: str = ""
+    organisation: str = ""
+    department: str = ""
+    title: str = ""
+    serial_number: str = ""
+    country: str = ""
+    agent_qualification: str = ""  # qualified certificates
+
+    def name(self) -> x509.Name:
+        attributes = [(NameOID.COUNTRY_NAME, self.country), (NameOID.ORGANIZATION_NAME, self.organisation),
+                      (NameOID.ORGANIZATIONAL_UNIT_NAME, self.department), (NameOID.TITLE, self.title),
+                      (ROLE, self.agent_qualification), (NameOID.COMMON_NAME, self.common_name),
+                      (NameOID.SERIAL_NUMBER, self.serial_number), (NameOID.EMAIL_ADDRESS, self.email)]
+        try:
+            return x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes if value])
+        except ValueError as exc:
+            raise InvalidArgument(f"the subject is not valid: {exc}") from None
+
+
+class _MonetaryValue(core.Sequence):
+    _fields = [("currency", core.PrintableString), ("amount", core.Integer), ("exponent", core.Integer)]
+
+
+class _QcStatement(core.Sequence):
+    _fields = [("statement_id", core.ObjectIdentifier), ("statement_info", core.Any, {"optional": True})]
+
+
+class _QcStatements(core.SequenceOf):
+    _child_spec = _QcStatement
+
+
+def qc_statements(transaction_limit: int | None, currency: str = "MOP") -> x509.UnrecognizedExtension:
+    """ETSI EN 319 412-5 statements: compliance, key in a secure device, and the transaction limit."""
+    statements = [_QcStatement({"statement_id": QC_COMPLIANCE}), _QcStatement({"statement_id": QC_SSCD})]
+    if transaction_limit is not None:
+        limit = _MonetaryValue({"currency": currency, "amount": transaction_limit, "exponent": 0})
+        statements.append(_QcStatement({"statement_id": QC_LIMIT_VALUE, "statement_info": limit}))
+    return x509.UnrecognizedExtension(QC_STATEMENTS, _QcStatements(statements).dump())
+
+
+def transaction_limit_of(certificate: x509.Certificate) -> int | None:
+    """The QcLimitValue amount of a certificate, if it has one."""
+    try:
+        extension = certificate.extensions.get_extension_for_oid(QC_STATEMENTS)
+    except x509.ExtensionNotFound:
+        return None
+    for statement in _QcStatements.load(extension.value.value):
+        if statement["statement_id"].dotted == QC_LIMIT_VALUE:
+            return _MonetaryValue.load(statement["statement_info"].dump())["amount"].native
+    return None
+
+
+def check_public_key(key) -> None:
+    """Raises: InvalidArgument: a weak or unsupported key."""
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise InvalidArgument(f"an RSA key of {key.key_size} bits is too weak; at least {MIN_RSA_BITS}")
+        if key.public_numbers().e < 65537:
+            raise InvalidArgument("the RSA public exponent is too small")
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ALLOWED_CURVES):
+            raise InvalidArgument(f"the curve {key.curve.name} is not accepted; use P-256, P-384 or P-521")
+    elif not isinstance(key, ed25519.Ed25519PublicKey):
+        raise InvalidArgument("the key type is not accepted; use RSA, EC P-256/P-384/P-521 or Ed25519")
+
+
+def load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    """Parse a PEM or DER request and check its signature and key.
+
+    Raises: InvalidArgument: not a request, a bad signature, or a weak key.
+    """
+    try:
+        request = (x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----BEGIN")
+                   else x509.load_der_x509_csr(data))
+    except ValueError:
+        raise InvalidArgument("the certificate request is not a PKCS#10 request (PEM or DER)") from None
+    if not request.is_signature_valid:
+        raise InvalidArgument("the certificate request's signature does not verify")
+    check_public_key(request.public_key())
+    return request
+
+
+def signature_hash(key) -> hashes.HashAlgorithm | None:
+    """The digest a CA key signs with: SHA-384 for P-384, none for Ed25519, SHA-256 otherwise."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def end_entity_certificate(*, profile: Profile, subject: x509.Name, public_key, issuer: x509.Certificate,
+                           issuer_key, serial: int, not_before: datetime.datetime, days: int, ca: CaConfig,
+                           email: str = "", dns_names: tuple[str, ...] = (), transaction_limit: int | None = None,
+                           ) -> x509.Certificate:
+    """Build and sign (in the HSM, through ``issuer_key``) a certificate of ``profile``."""
+    usage = set(profile.key_usage)
+    if "encipherment" in usage:
+        usage.discard("encipherment")
+        usage.add("key_agreement" if isinstance(public_key, ec.EllipticCurvePublicKey) else "key_encipherment")
+    flags = {name: name in usage for name in ("digital_signature", "content_commitment", "key_encipherment",
+                                              "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign")}
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(issuer.subject).public_key(public_key).serial_number(serial)
+        .not_valid_before(not_before).not_valid_after(not_before + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(**flags, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()), critical=False)
+        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(profile.policy, [ca.cps_uri])]),
+                       critical=False)
+        .add_extension(x509.AuthorityInformationAccess([
+            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                   x509.UniformResourceIdentifier(ca.url("ocsp"))),
+            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                                   x509.UniformResourceIdentifier(ca.url("ca/issuing.crt")))]), critical=False)
+        .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(ca.url("crl/issuing.crl"))], None, None, None)]), critical=False)
+    )
+    if profile.extended_key_usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usage)), critical=False)
+    alternative = [x509.RFC822Name(email)] if email else []
+    alternative += [x509.DNSName(n) for n in dns_names]
+    if alternative:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alternative), critical=False)
+    if profile.qualified:
+        builder = builder.add_extension(qc_statements(transaction_limit), critical=False)
+    if profile.name == "ocsp-responder":
+        builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
+    return builder.sign(issuer_key, signature_hash(issuer_key))
+
+
+def ca_certificate(*, subject: x509.Name, public_key, issuer_name: x509.Name, issuer_key, issuer_public_key,
+                   serial: int, not_before: datetime.datetime, days: int, path_length: int | None,
+                   crl_url: str | None, ca: CaConfig) -> x509.Certificate:
+    """A root (self-signed) or issuing CA certificate."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(issuer_name).public_key(public_key).serial_number(serial)
+        .not_valid_before(not_before).not_valid_after(not_before + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public_key), critical=False)
+    )
+    if crl_url:
+        builder = (builder
+                   .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                       [x509.UniformResourceIdentifier(crl_url)], None, None, None)]), critical=False)
+                   .add_extension(x509.CertificatePolicies([x509.PolicyInformation(
+                       ObjectIdentifier("2.5.29.32.0"), [ca.cps_uri])]), critical=False))
+    return builder.sign(issuer_key, signature_hash(issuer_key))

@@ -1,0 +1,133 @@
+"""SQL for the CA: its own keys and certificates, the certificates it issued, its CRLs."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import Connection, insert, select, update
+
+from signserver.clock import epoch_seconds, from_epoch
+from signserver.errors import NotFound
+from signserver.store.schema import accounts, authorities, certificates
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    serial: str  # hex, lowercase
+    profile: str
+    account: str | None
+    credential_id: str | None
+    subject: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    status: str  # valid | revoked | expired (computed)
+    revoked_at: datetime.datetime | None
+    revocation_reason: str | None
+    predecessor_serial: str | None
+    der: bytes
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+
+@dataclass(frozen=True)
+class Authority:
+    name: str
+    key_id: str
+    certificate: x509.Certificate | None
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def normalise_serial(serial: str) -> str:
+    """Lowercase hex without leading zeros or separators, as stored."""
+    return serial.strip().lower().replace(":", "").lstrip("0") or "0"
+
+
+def _issued(row, now: datetime.datetime) -> IssuedCertificate:
+    status = row.status
+    if status == "valid" and row.not_after <= epoch_seconds(now):
+        status = "expired"
+    return IssuedCertificate(
+        serial=row.serial, profile=row.profile, account=row.username, credential_id=row.credential_id,
+        subject=row.subject, not_before=from_epoch(row.not_before), not_after=from_epoch(row.not_after),
+        status=status, revoked_at=from_epoch(row.revoked_at) if row.revoked_at else None,
+        revocation_reason=row.revocation_reason, predecessor_serial=row.predecessor_serial, der=row.der)
+
+
+_COLUMNS = (certificates, accounts.c.username)
+
+
+def _query():
+    return select(*_COLUMNS).outerjoin(accounts, certificates.c.account_id == accounts.c.id)
+
+
+def get_certificate(conn: Connection, serial: str, now: datetime.datetime) -> IssuedCertificate:
+    """Raises: NotFound."""
+    row = conn.execute(_query().where(certificates.c.serial == normalise_serial(serial))).first()
+    if row is None:
+        raise NotFound(f"no certificate with serial {serial}")
+    return _issued(row, now)
+
+
+def list_certificates(conn: Connection, now: datetime.datetime, account_id: int | None = None,
+                      expiring_before: datetime.datetime | None = None) -> list[IssuedCertificate]:
+    query = _query().order_by(certificates.c.issued_at, certificates.c.serial)
+    if account_id is not None:
+        query = query.where(certificates.c.account_id == account_id)
+    if expiring_before is not None:
+        query = query.where(certificates.c.status == "valid", certificates.c.not_after > epoch_seconds(now),
+                            certificates.c.not_after <= epoch_seconds(expiring_before))
+    return [_issued(r, now) for r in conn.execute(query)]
+
+
+def insert_certificate(conn: Connection, certificate: x509.Certificate, profile: str, account_id: int | None,
+                       credential_id: str | None, predecessor: str | None, now: datetime.datetime) -> str:
+    serial = serial_hex(certificate.serial_number)
+    conn.execute(insert(certificates).values(
+        serial=serial, profile=profile, account_id=account_id, credential_id=credential_id,
+        subject=certificate.subject.rfc4514_string(),
+        not_before=epoch_seconds(certificate.not_valid_before_utc),
+        not_after=epoch_seconds(certificate.not_valid_after_utc), status="valid",
+        predecessor_serial=predecessor, issued_at=epoch_seconds(now), der=certificate.public_bytes(Encoding.DER)))
+    return serial
+
+
+def serial_exists(conn: Connection, serial: int) -> bool:
+    return conn.execute(select(certificates.c.serial).where(certificates.c.serial == serial_hex(serial))).first() \
+        is not None
+
+
+def mark_revoked(conn: Connection, serial: str, reason: str, now: datetime.datetime) -> bool:
+    """True when this call revoked it (False: it was revoked already)."""
+    return conn.execute(update(certificates).where(certificates.c.serial == serial, certificates.c.status == "valid")
+                        .values(status="revoked", revoked_at=epoch_seconds(now), revocation_reason=reason)).rowcount == 1
+
+
+def revoked_entries(conn: Connection) -> list:
+    return conn.execute(select(certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason)
+                        .where(certificates.c.status == "revoked").order_by(certificates.c.revoked_at)).all()
+
+
+def get_authority(conn: Connection, name: str) -> Authority | None:
+    row = conn.execute(select(authorities).where(authorities.c.name == name)).first()
+    if row is None:
+        return None
+    certificate = x509.load_der_x509_certificate(row.certificate) if row.certificate else None
+    return Authority(name=row.name, key_id=row.key_id, certificate=certificate)
+
+
+def put_authority(conn: Connection, name: str, key_id: str, certificate_der: bytes | None,
+                  now: datetime.datetime) -> None:
+    if conn.execute(select(authorities.c.name).where(authorities.c.name == name)).first():
+        conn.execute(update(authorities).where(authorities.c.name == name)
+                     .values(key_id=key_id, certificate=certificate_der))
+    else:
+        conn.execute(insert(authorities).values(name=name, key_id=key_id, certificate=certificate_der,
+                                                created_at=epoch_seconds(now)))
