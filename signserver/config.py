@@ -79,6 +79,7 @@ class TlsConfig:
     key_file: Path
     client_ca_file: Path | None
     explicit: bool  # False: the paths are defaults under the state directory
+    mutual: bool = True  # on the defaults: clients need a certificate from this server's CA
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "tls.cert_file": _as_str,
     "tls.key_file": _as_str,
     "tls.client_ca_file": _as_str,
+    "tls.mutual": _as_bool,
     "database.url": _as_str,
     "accounts.lock_threshold": _as_int(1, 100),
     "accounts.lock_minutes": _as_int(1, 525_600),
@@ -475,4 +477,5 @@ def _tls_config(values: dict[str, Any], state_dir: Path, path_of) -> TlsConfig:
     for name, file in (("tls.cert_file", cert), ("tls.key_file", key), ("tls.client_ca_file", client_ca)):
         if file is not None and (explicit or name == "tls.client_ca_file") and not file.is_file():
             raise ConfigurationError(name, f"no file at {file}")
-    return TlsConfig(cert_file=cert, key_file=key, client_ca_file=client_ca, explicit=explicit)
+    return TlsConfig(cert_file=cert, key_file=key, client_ca_file=client_ca, explicit=explicit,
+                     mutual=values.get("tls.mutual", True))

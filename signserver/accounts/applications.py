@@ -11,7 +11,7 @@ import hashlib
 import re
 import secrets
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 
 from signserver.accounts.model import Application
 from signserver.clock import Clock, epoch_seconds
@@ -59,6 +59,21 @@ class ApplicationRegistry:
             for username in accounts_served or ():
                 self._serve(conn, app_id, username)
             return self._get(conn, app_id), api_key
+
+    def set_client_certificate(self, name: str, certificate_sha256: str) -> Application:
+        """Register (or replace) the client certificate an application authenticates with,
+        creating the application (OTP required, every account) when it does not exist.
+
+        Raises: InvalidArgument.
+        """
+        fingerprint = certificate_sha256.lower()
+        with self._database.transaction() as conn:
+            app_id = conn.execute(select(applications.c.id).where(applications.c.name == name)).scalar()
+            if app_id is not None:
+                conn.execute(update(applications).where(applications.c.id == app_id)
+                             .values(client_certificate_sha256=fingerprint))
+                return self._get(conn, app_id)
+        return self.create(name, client_certificate_sha256=fingerprint, with_api_key=False)[0]
 
     def authenticate(self, api_key: str | None = None, certificate_sha256: str | None = None) -> Application:
         """The application behind an API key or a client certificate fingerprint.

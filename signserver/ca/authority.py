@@ -17,8 +17,16 @@ from signserver.accounts.model import Account, AccountKind
 from signserver.accounts.repository import account_row, credentials_of, get_account, insert_credential
 from signserver.audit.log import AuditLog
 from signserver.ca import repository as repo
-from signserver.ca.builder import SubjectData, ca_certificate, end_entity_certificate, load_csr, signature_hash
-from signserver.ca.profiles import KeySource, Profile, profile as find_profile
+from signserver.ca.builder import (
+    SubjectData,
+    ca_certificate,
+    check_public_key,
+    end_entity_certificate,
+    load_csr,
+    signature_hash,
+)
+from signserver.ca.profiles import RA_POLICY, KeySource, Profile
+from signserver.ca.profiles import profile as find_profile
 from signserver.ca.repository import IssuedCertificate
 from signserver.ca.revocation import build_crl, ocsp_response, parse_reason, stored_crl
 from signserver.clock import Clock
@@ -280,6 +288,36 @@ class CertificateAuthority:
         return self.issue(CertificateRequest(old.profile, old.account, csr, transaction_limit, agent_qualification),
                           operator, predecessor=old.serial)
 
+    def issue_service_certificate(self, profile_name: str, common_name: str, public_key, operator: str,
+                                  dns_names: tuple[str, ...] = (), ip_addresses: tuple[str, ...] = (),
+                                  days: int = 825) -> IssuedCertificate:
+        """A certificate for the server itself (``tls-server``) or for a client application or RA
+        (``client-asp``, ``client-ra``), whose key the caller holds.
+
+        Raises: InvalidArgument (profile, name, key), NotFound (CA not initialised), HsmError.
+        """
+        chosen = find_profile(profile_name)
+        if chosen.holder or chosen.name == OCSP:
+            raise InvalidArgument(f"profile {chosen.name!r} is not a service profile")
+        check_public_key(public_key)
+        try:
+            subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, self.config.country),
+                                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.config.organisation),
+                                 x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        except ValueError as exc:
+            raise InvalidArgument(f"the name {common_name!r} is not valid: {exc}") from None
+        issuer, issuer_key = self._issuing()
+        now = self._clock.now()
+        certificate = end_entity_certificate(
+            profile=chosen, subject=subject, public_key=public_key, issuer=issuer, issuer_key=issuer_key,
+            serial=self._new_serial(), not_before=now - CLOCK_SKEW, days=days, ca=self.config,
+            dns_names=dns_names, ip_addresses=ip_addresses)
+        with self._database.transaction() as conn:
+            serial = repo.insert_certificate(conn, certificate, chosen.name, None, None, None, now)
+            self._audit.append(conn, now, "certificate.issued", operator, common_name, serial=serial,
+                               profile=chosen.name)
+            return repo.get_certificate(conn, serial, now)
+
     # --- revoking -----------------------------------------------------------------------
 
     def revoke(self, serial: str, reason: str, operator: str) -> IssuedCertificate:
@@ -323,6 +361,37 @@ class CertificateAuthority:
                                    username, serial=issued.serial)
             raise PermissionDenied("the revocation phrase is not right for this certificate")
         return self.revoke(serial, reason, operator=f"holder:{username}")
+
+    def identify_ra(self, certificate_pem: bytes | None) -> str:
+        """The RA operator named by a client certificate: one this CA issued with the RA profile,
+        valid now.
+
+        Raises: PermissionDenied: no certificate, another profile, another issuer, or not valid.
+        """
+        refusal = PermissionDenied("only registration authorities may call this service: present a client "
+                                   "certificate issued with `signserver ca issue-client --role ra`")
+        if not certificate_pem:
+            raise refusal
+        try:
+            certificate = x509.load_pem_x509_certificate(certificate_pem)
+            policies = certificate.extensions.get_extension_for_class(x509.CertificatePolicies).value
+        except (ValueError, x509.ExtensionNotFound):
+            raise refusal from None
+        if RA_POLICY not in [p.policy_identifier for p in policies]:
+            raise refusal
+        issuing = self.status().issuing
+        try:
+            certificate.verify_directly_issued_by(issuing)
+        except Exception:  # another CA, or a forged signature
+            raise refusal from None
+        with self._database.read() as conn:
+            try:
+                issued = repo.get_certificate(conn, format(certificate.serial_number, "x"), self._clock.now())
+            except NotFound:
+                raise refusal from None
+        if issued.status != "valid":
+            raise PermissionDenied(f"the RA certificate {issued.serial} is {issued.status}")
+        return certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
 
     # --- queries ------------------------------------------------------------------------
 

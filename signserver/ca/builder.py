@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 
 from asn1crypto import core
@@ -122,8 +123,8 @@ def signature_hash(key) -> hashes.HashAlgorithm | None:
 
 def end_entity_certificate(*, profile: Profile, subject: x509.Name, public_key, issuer: x509.Certificate,
                            issuer_key, serial: int, not_before: datetime.datetime, days: int, ca: CaConfig,
-                           email: str = "", dns_names: tuple[str, ...] = (), transaction_limit: int | None = None,
-                           ) -> x509.Certificate:
+                           email: str = "", dns_names: tuple[str, ...] = (), ip_addresses: tuple[str, ...] = (),
+                           transaction_limit: int | None = None) -> x509.Certificate:
     """Build and sign (in the HSM, through ``issuer_key``) a certificate of ``profile``."""
     usage = set(profile.key_usage)
     if "encipherment" in usage:
@@ -153,6 +154,7 @@ def end_entity_certificate(*, profile: Profile, subject: x509.Name, public_key, 
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usage)), critical=False)
     alternative = [x509.RFC822Name(email)] if email else []
     alternative += [x509.DNSName(n) for n in dns_names]
+    alternative += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     if alternative:
         builder = builder.add_extension(x509.SubjectAlternativeName(alternative), critical=False)
     if profile.qualified:

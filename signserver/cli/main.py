@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from signserver import __version__
-from signserver.cli import accounts, audit, hsm
+from signserver.cli import accounts, audit, ca, hsm
 from signserver.config import load_config
 from signserver.errors import ConfigurationError, SignServerError
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     hsm.add_parser(commands)
     accounts.add_parsers(commands)
     audit.add_parser(commands)
+    ca.add_parser(commands)
     return parser
 
 

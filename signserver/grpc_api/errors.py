@@ -75,6 +75,9 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception)
             log.error("%s failed: %s", method, exc, exc_info=exc)
         else:
             log.info("%s refused with %s: %s", method, code.name, exc)
+        help_code = getattr(exc, "help_code", None)
+        if help_code:
+            context.set_trailing_metadata((("help-code", help_code),))
         await context.abort(code, str(exc))
     log.error("%s failed unexpectedly", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE)

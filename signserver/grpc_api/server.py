@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
+from dataclasses import replace
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,13 +16,24 @@ from signserver.config import Config, is_loopback
 from signserver.errors import ConfigurationError, SignServerError
 from signserver.grpc_api.errors import ErrorMappingInterceptor
 from signserver.grpc_api.account_servicer import AccountServicer
+from signserver.grpc_api.certificate_servicer import CertificateServicer
 from signserver.grpc_api.executor import BlockingCalls
 from signserver.grpc_api.health import HsmHealthReporter
 from signserver.grpc_api.info_servicer import InfoServicer
 from signserver.grpc_api.signing_servicer import SigningServicer
-from signserver.grpc_api.tls import ensure_server_certificate, server_credentials
+from signserver.grpc_api.tls import ensure_server_certificate, server_credentials, with_client_ca
+from signserver.http.server import CaHttpServer
 from signserver.service import SignService
-from signserver.v1 import account_pb2, account_pb2_grpc, info_pb2, info_pb2_grpc, signing_pb2, signing_pb2_grpc
+from signserver.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    certificate_pb2,
+    certificate_pb2_grpc,
+    info_pb2,
+    info_pb2_grpc,
+    signing_pb2,
+    signing_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +41,7 @@ SERVICE_NAMES = [
     info_pb2.DESCRIPTOR.services_by_name["InfoService"].full_name,
     signing_pb2.DESCRIPTOR.services_by_name["SigningService"].full_name,
     account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+    certificate_pb2.DESCRIPTOR.services_by_name["CertificateService"].full_name,
 ]
 SHUTDOWN_GRACE_SECONDS = 10.0
 
@@ -56,6 +69,8 @@ class GrpcServer:
         signing_pb2_grpc.add_SigningServiceServicer_to_server(
             SigningServicer(self._service, self._hsm, self._accounts), server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(self._service, self._accounts), server)
+        certificate_pb2_grpc.add_CertificateServiceServicer_to_server(
+            CertificateServicer(self._service, self._hsm, self._accounts), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -69,7 +84,6 @@ class GrpcServer:
             bound = server.add_insecure_port(listen)
             transport = "PLAINTEXT"
         else:
-            ensure_server_certificate(self._config.tls, self._config.server.host)
             bound = server.add_secure_port(listen, server_credentials(self._config.tls))
             transport = "TLS" + (" with client certificates" if self._config.tls.client_ca_file else "")
         if not bound:
@@ -116,12 +130,32 @@ class BackgroundWork:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due):
+            for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due,
+                         self._service.ca.refresh_crls_if_due, self._service.ca.send_expiry_notices):
                 try:
                     task()
                 except Exception:  # background work must outlive one failure
                     log.exception("background task %s failed", task.__qualname__)
             self._stop.wait(self._poll)
+
+
+def bootstrap(config: Config, service: SignService) -> Config:
+    """First start on the embedded defaults: create the CA, have it issue the server's TLS
+    certificate, and trust client certificates from it. Returns the configuration to serve with.
+
+    Raises: HsmError, ConfigurationError.
+    """
+    status = service.ca.status()
+    if not status.ready and not status.awaiting_external_root:
+        log.info("no CA yet: creating the root and issuing CA in the HSM")
+        service.ca.initialise("server:bootstrap")
+    if config.server.plaintext:
+        return config
+    ready = service.ca.status().ready
+    ensure_server_certificate(config.tls, config.server.host, service.ca if ready else None)
+    if ready:
+        config = replace(config, tls=with_client_ca(config.tls, service.ca, config.state_dir))
+    return config
 
 
 def serve(config: Config) -> None:
@@ -131,16 +165,20 @@ def serve(config: Config) -> None:
     """
     service = SignService.from_config(config)
     service.prepare_database()
+    config = bootstrap(config, service)
+    http = CaHttpServer(service, config.http_listen)
 
     async def main() -> None:
         server = GrpcServer(config, service)
         await server.start()
+        http.start()
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
         await stopping.wait()
         log.info("stopping: draining calls in flight")
+        http.stop()
         await server.stop()
 
     asyncio.run(main())

@@ -1,9 +1,9 @@
 """TLS material for the gRPC server.
 
-With no TLS files configured, the server makes its own certificate on first start: a P-256
-key and a self-signed certificate for localhost, 127.0.0.1 and ::1 (plus the configured listen
-host) under ``STATE_DIR/tls``. gRPC needs the TLS key as PEM bytes, so unlike signing keys it
-lives in a file, with mode 0600.
+On the embedded defaults the server's certificate is issued by this server's own CA on first
+start (a P-256 key under ``STATE_DIR/tls``, mode 0600: gRPC needs the TLS key as PEM bytes, so
+unlike signing keys it lives in a file), and clients present certificates from the same CA
+(``signserver ca issue-client``): mutual TLS out of the box. Configured files are used as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import datetime
 import ipaddress
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -20,65 +21,95 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from signserver.ca.authority import CertificateAuthority
 from signserver.config import TlsConfig
 from signserver.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
 SELF_SIGNED_VALIDITY = datetime.timedelta(days=825)
+LOOPBACK_NAMES = ("localhost",)
+LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
 
 
-def ensure_server_certificate(tls: TlsConfig, host: str, now: datetime.datetime | None = None) -> None:
-    """Create a self-signed server certificate at the default paths when none exists.
-
-    Configured (explicit) paths are never written to.
-    """
-    if tls.explicit or (tls.cert_file.exists() and tls.key_file.exists()):
-        return
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                     x509.IPAddress(ipaddress.ip_address("::1"))]
+def _names_for(host: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    dns, addresses = list(LOOPBACK_NAMES), list(LOOPBACK_ADDRESSES)
     try:
         address = ipaddress.ip_address(host)
-        if not address.is_unspecified and x509.IPAddress(address) not in names:
-            names.append(x509.IPAddress(address))
+        if not address.is_unspecified and str(address) not in addresses:
+            addresses.append(str(address))
     except ValueError:
-        if host != "localhost":
-            names.append(x509.DNSName(host))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signserver (self-signed)")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + SELF_SIGNED_VALIDITY)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    tls.key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(tls.key_file, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    tls.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    log.info("made a self-signed TLS certificate %s for %s", tls.cert_file,
-             ", ".join(str(n.value) for n in names))
+        if host not in dns:
+            dns.append(host)
+    return tuple(dns), tuple(addresses)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private_key(path: Path, key) -> None:
+    """A PEM private key in a file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+
+
+def _issued_by(path: Path, issuer: x509.Certificate) -> bool:
+    try:
+        x509.load_pem_x509_certificate(path.read_bytes()).verify_directly_issued_by(issuer)
+        return True
+    except Exception:  # missing, unreadable, or signed by someone else: make a new one
+        return False
+
+
+def ensure_server_certificate(tls: TlsConfig, host: str, ca: CertificateAuthority | None = None) -> None:
+    """Make the server's certificate at the default paths when needed: issued by ``ca`` when it is
+    ready, else self-signed. Configured (explicit) paths are never written to.
+    """
+    if tls.explicit:
+        return
+    issuing = ca.status().issuing if ca is not None else None
+    if tls.cert_file.exists() and tls.key_file.exists() and (issuing is None or _issued_by(tls.cert_file, issuing)):
+        return
+    key = ec.generate_private_key(ec.SECP256R1())
+    dns, addresses = _names_for(host)
+    if issuing is not None:
+        issued = ca.issue_service_certificate("tls-server", "signserver", key.public_key(), "server:bootstrap",
+                                              dns_names=dns, ip_addresses=addresses)
+        chain = [issued.certificate, *ca.chain()[:1]]
+    else:
+        chain = [_self_signed(key, dns, addresses)]
+    write_private_key(tls.key_file, key)
+    tls.cert_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
+    log.info("made the server's TLS certificate %s (%s) for %s", tls.cert_file,
+             "issued by this CA" if issuing is not None else "self-signed", ", ".join(dns + addresses))
+
+
+def _self_signed(key, dns: tuple[str, ...], addresses: tuple[str, ...]) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names = [x509.DNSName(n) for n in dns] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signserver (self-signed)")])
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + SELF_SIGNED_VALIDITY)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+
+
+def with_client_ca(tls: TlsConfig, ca: CertificateAuthority, state_dir: Path) -> TlsConfig:
+    """On the defaults with ``tls.mutual``, trust client certificates from this server's CA."""
+    if tls.explicit or not tls.mutual or tls.client_ca_file is not None:
+        return tls
+    path = state_dir / "tls" / "client-ca.pem"
+    path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in ca.chain()))
+    return replace(tls, client_ca_file=path)
 
 
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
-    """gRPC credentials from the configured files. With a client CA configured, every client must
-    present a certificate from that CA (gRPC Python can require client certificates or not ask
-    for them, nothing between); the application is then identified by its certificate, or by
-    its API key when it sends one.
+    """gRPC credentials from the configured files. With a client CA, every client must present a
+    certificate from it (gRPC Python can require client certificates or not ask for them,
+    nothing between); the application is then identified by its certificate, or by its API key.
 
     Raises: ConfigurationError: a file is missing or unreadable.
     """

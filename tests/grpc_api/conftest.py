@@ -11,6 +11,7 @@ import pytest
 
 from signserver.config import ServerConfig
 from signserver.grpc_api.server import GrpcServer
+from signserver.grpc_api.tls import ensure_server_certificate
 
 
 class ServerThread:
@@ -23,6 +24,8 @@ class ServerThread:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def __enter__(self) -> "ServerThread":
+        if not self.config.server.plaintext:
+            ensure_server_certificate(self.config.tls, "127.0.0.1")
         self._thread.start()
         self.port = asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result(30)
         return self

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from dataclasses import replace
 
 import grpc
@@ -107,22 +108,35 @@ def test_tls_refuses_a_plaintext_client(server):
 
 
 def test_signserver_serve_starts_answers_and_stops_on_sigterm(state_dir, tmp_path):
-    env = cli_env(state_dir, SIGNSERVER_SERVER_LISTEN="127.0.0.1:0")
+    """The embedded defaults: the CA is created, issues the server's certificate, and clients
+    need a certificate from it (mutual TLS); the CA's HTTP endpoints answer."""
+    env = cli_env(state_dir, SIGNSERVER_SERVER_LISTEN="127.0.0.1:0", SIGNSERVER_HTTP_LISTEN="127.0.0.1:0")
     process = subprocess.Popen([str(SIGNSERVER), "serve"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        port = None
-        deadline = time.monotonic() + 60
+        ports: dict[str, int] = {}
+        deadline = time.monotonic() + 120
         lines = []
-        while port is None and time.monotonic() < deadline:
+        while len(ports) < 2 and time.monotonic() < deadline:
             line = process.stderr.readline()
             lines.append(line)
-            match = re.search(r"serving on 127\.0\.0\.1:(\d+) \(TLS\)", line)
-            port = int(match.group(1)) if match else None
             assert line or process.poll() is None, "".join(lines)
-        assert port, "".join(lines)
-        root = (state_dir / "tls" / "server.pem").read_bytes()
-        with grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(root)) as channel:
+            if match := re.search(r"serving on 127\.0\.0\.1:(\d+) \(TLS with client certificates\)", line):
+                ports["grpc"] = int(match.group(1))
+            if match := re.search(r"on http://127\.0\.0\.1:(\d+)", line):
+                ports["http"] = int(match.group(1))
+        assert len(ports) == 2, "".join(lines)
+
+        issued = subprocess.run([str(SIGNSERVER), "ca", "issue-client", "--role", "asp", "health-probe",
+                                 "--out-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+        assert issued.returncode == 0, issued.stderr
+        credentials = grpc.ssl_channel_credentials(
+            (tmp_path / "ca.pem").read_bytes(), private_key=(tmp_path / "health-probe-key.pem").read_bytes(),
+            certificate_chain=(tmp_path / "health-probe.pem").read_bytes())
+        with grpc.secure_channel(f"localhost:{ports['grpc']}", credentials) as channel:
             assert health_of(channel) == health_pb2.HealthCheckResponse.SERVING
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/crl/issuing.crl", timeout=30) as response:
+            assert response.headers["Content-Type"] == "application/pkix-crl"
+
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
         assert "draining" in process.stderr.read()

@@ -1,0 +1,204 @@
+"""``signserver ca ...``: the certification authority, for CA and RA operators."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from signserver.ca.authority import CertificateRequest
+from signserver.ca.profiles import HOLDER_PROFILES
+from signserver.ca.repository import IssuedCertificate
+from signserver.ca.revocation import REASONS
+from signserver.cli.common import open_service
+from signserver.cli.output import print_fields, print_json, print_table
+from signserver.config import Config
+from signserver.errors import InvalidArgument
+from signserver.grpc_api.tls import write_private_key
+from signserver.notify.outbox import format_time
+
+OPERATOR = "operator:cli"
+
+
+def add_parser(subparsers) -> None:
+    ca = subparsers.add_parser("ca", help="the certification authority", allow_abbrev=False)
+    commands = ca.add_subparsers(dest="ca_command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument("--pin-file", type=Path, help="file holding the token's user PIN")
+
+    def command(name, handler, help):
+        parser = commands.add_parser(name, help=help, parents=[common], allow_abbrev=False)
+        parser.set_defaults(handler=handler)
+        return parser
+
+    p = command("init", cmd_init, "create the root and issuing CA (keys in the HSM), or use an external root")
+    p.add_argument("--external-root", action="store_true", help="write the issuing CA's CSR for an external root")
+    p.add_argument("--csr-out", type=Path, default=Path("issuing-ca.csr"), help="where --external-root writes it")
+    p.add_argument("--issuing-cert", type=Path, help="with --root-cert: install the externally signed issuing CA")
+    p.add_argument("--root-cert", type=Path, help="the external root's certificate")
+
+    command("show", cmd_show, "the CA's certificates and state")
+
+    p = command("issue", cmd_issue, "issue a holder certificate for an account")
+    p.add_argument("account")
+    p.add_argument("--profile", required=True, choices=[p.name for p in HOLDER_PROFILES])
+    p.add_argument("--csr", type=Path, help="the holder's PKCS#10 request (profiles with the key outside)")
+    p.add_argument("--transaction-limit", type=int, help="qualified certificates: limit in MOP")
+    p.add_argument("--agent-qualification", default="", help="qualified certificates: the agent's qualification")
+    p.add_argument("--out", type=Path, help="write the certificate (PEM) here")
+
+    p = command("renew", cmd_renew, "issue a successor with a new key pair")
+    p.add_argument("serial")
+    p.add_argument("--csr", type=Path, help="a request with the new key (profiles with the key outside)")
+    p.add_argument("--out", type=Path, help="write the certificate (PEM) here")
+
+    p = command("revoke", cmd_revoke, "revoke a certificate")
+    p.add_argument("serial")
+    p.add_argument("--reason", default="unspecified", choices=sorted(REASONS))
+
+    p = command("list", cmd_list, "list certificates")
+    p.add_argument("--account", help="only this account's")
+    p.add_argument("--expiring-within", type=int, metavar="DAYS", help="only valid ones expiring within DAYS")
+
+    p = command("crl", cmd_crl, "write the current CRL (or sign a new one with --refresh)")
+    p.add_argument("--authority", choices=["issuing", "root"], default="issuing")
+    p.add_argument("--refresh", action="store_true", help="sign a new CRL now")
+    p.add_argument("--out", type=Path, help="write DER here (default: PEM on standard output)")
+
+    p = command("issue-client", cmd_issue_client, "a client certificate for an application (asp) or an RA")
+    p.add_argument("name", help="the application's or RA operator's name (the certificate's CN)")
+    p.add_argument("--role", required=True, choices=["asp", "ra"])
+    p.add_argument("--out-dir", type=Path, help="where to write NAME.pem, NAME-key.pem, ca.pem (default STATE_DIR/clients)")
+
+
+def _rows(certificates: list[IssuedCertificate]) -> list[list]:
+    return [[c.serial, c.profile, c.account or "-", c.status, format_time(c.not_after), c.predecessor_serial or ""]
+            for c in certificates]
+
+
+_HEADERS = ["SERIAL", "PROFILE", "ACCOUNT", "STATUS", "EXPIRES", "PREDECESSOR"]
+
+
+def _output(issued: IssuedCertificate, args) -> int:
+    if args.out:
+        args.out.write_bytes(issued.certificate.public_bytes(Encoding.PEM))
+    if args.json:
+        print_json({k: v for k, v in issued.__dict__.items() if k != "der"})
+    else:
+        print_table(_HEADERS, _rows([issued]))
+    return 0
+
+
+def _read(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+
+
+def cmd_init(args, config: Config) -> int:
+    service = open_service(args, config, with_database=True)
+    if args.issuing_cert or args.root_cert:
+        if not (args.issuing_cert and args.root_cert):
+            raise InvalidArgument("--issuing-cert and --root-cert go together")
+        service.ca.complete_external_root(_read(args.issuing_cert), _read(args.root_cert), OPERATOR)
+    elif args.external_root:
+        request = service.ca.begin_external_root(OPERATOR)
+        args.csr_out.write_bytes(request.public_bytes(Encoding.PEM))
+        print(f"wrote the issuing CA's request to {args.csr_out}; have the root sign it, then run\n"
+              f"  signserver ca init --issuing-cert ISSUING.pem --root-cert ROOT.pem")
+        return 0
+    else:
+        service.ca.initialise(OPERATOR)
+    return cmd_show(args, config)
+
+
+def cmd_show(args, config: Config) -> int:
+    status = open_service(args, config, with_database=True).ca.status()
+
+    def describe(certificate):
+        if certificate is None:
+            return "-"
+        return (f"{certificate.subject.rfc4514_string()} (serial {certificate.serial_number:x}, "
+                f"until {format_time(certificate.not_valid_after_utc)})")
+
+    if args.json:
+        print_json({"ready": status.ready, "awaiting_external_root": status.awaiting_external_root,
+                    **{name: (c.public_bytes(Encoding.PEM).decode() if c else None) for name, c in
+                       (("root", status.root), ("issuing", status.issuing), ("ocsp_responder", status.ocsp_responder))}})
+    else:
+        print_fields([("state", "ready" if status.ready else
+                       "awaiting the external root's certificate" if status.awaiting_external_root else "not initialised"),
+                      ("root", describe(status.root)), ("issuing", describe(status.issuing)),
+                      ("OCSP responder", describe(status.ocsp_responder)),
+                      ("CRL", config.ca.url("crl/issuing.crl")), ("OCSP", config.ca.url("ocsp"))])
+    return 0
+
+
+def cmd_issue(args, config: Config) -> int:
+    service = open_service(args, config, with_database=True)
+    request = CertificateRequest(args.profile, args.account, _read(args.csr), args.transaction_limit,
+                                 args.agent_qualification)
+    return _output(service.ca.issue(request, OPERATOR), args)
+
+
+def cmd_renew(args, config: Config) -> int:
+    service = open_service(args, config, with_database=True)
+    return _output(service.ca.renew(args.serial, OPERATOR, csr=_read(args.csr)), args)
+
+
+def cmd_revoke(args, config: Config) -> int:
+    return _output(open_service(args, config, with_database=True).ca.revoke(args.serial, args.reason, OPERATOR),
+                   argparse.Namespace(out=None, json=args.json))
+
+
+def cmd_list(args, config: Config) -> int:
+    certificates = open_service(args, config, with_database=True).ca.list(args.account, args.expiring_within)
+    if args.json:
+        print_json([{k: v for k, v in c.__dict__.items() if k != "der"} for c in certificates])
+    else:
+        print_table(_HEADERS, _rows(certificates), empty="no certificates")
+    return 0
+
+
+def cmd_crl(args, config: Config) -> int:
+    service = open_service(args, config, with_database=True)
+    if args.refresh:
+        service.ca.publish_crls(root=args.authority == "root")
+    der = service.ca.crl(args.authority)
+    if args.out:
+        args.out.write_bytes(der)
+        print(f"wrote {args.out}")
+    else:
+        print(x509.load_der_x509_crl(der).public_bytes(Encoding.PEM).decode(), end="")
+    return 0
+
+
+def cmd_issue_client(args, config: Config) -> int:
+    service = open_service(args, config, with_database=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = service.ca.issue_service_certificate(f"client-{args.role}", args.name, key.public_key(), OPERATOR)
+    certificate = issued.certificate
+    out = args.out_dir or config.state_dir / "clients"
+    out.mkdir(parents=True, exist_ok=True)
+    write_private_key(out / f"{args.name}-key.pem", key)
+    (out / f"{args.name}.pem").write_bytes(certificate.public_bytes(Encoding.PEM))
+    (out / "ca.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()))
+    fingerprint = hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+    if args.role == "asp":
+        service.applications.set_client_certificate(args.name, fingerprint)
+    if args.json:
+        print_json({"serial": issued.serial, "certificate": str(out / f"{args.name}.pem"),
+                    "key": str(out / f"{args.name}-key.pem"), "ca": str(out / "ca.pem"), "sha256": fingerprint})
+    else:
+        print(f"{args.role.upper()} client certificate {issued.serial} for {args.name!r}:")
+        print(f"  certificate {out / f'{args.name}.pem'}\n  key         {out / f'{args.name}-key.pem'} (mode 0600)")
+        print(f"  CA chain    {out / 'ca.pem'} (also trust it for the server's certificate)")
+    return 0

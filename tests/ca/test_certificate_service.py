@@ -1,0 +1,147 @@
+"""CertificateService over mutual TLS set up the way `serve` sets it up: RA certificates only."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+
+from signserver.config import ServerConfig, TlsConfig
+from signserver.grpc_api.server import bootstrap
+from signserver.store.schema import audit_log
+from signserver.v1 import certificate_pb2, certificate_pb2_grpc, signing_pb2, signing_pb2_grpc
+from tests.grpc_api.conftest import ServerThread
+
+PEM = serialization.Encoding.PEM
+
+
+@pytest.fixture(scope="module")
+def served(ca_service, config, tmp_path_factory):
+    state = tmp_path_factory.mktemp("served")
+    tls = TlsConfig(cert_file=state / "tls" / "server.pem", key_file=state / "tls" / "server-key.pem",
+                    client_ca_file=None, explicit=False, mutual=True)
+    served_config = bootstrap(replace(config, state_dir=state, tls=tls,
+                                      server=ServerConfig("127.0.0.1:0", False)), ca_service)
+    assert served_config.tls.client_ca_file is not None
+    with ServerThread(served_config, ca_service) as server:
+        yield server
+
+
+def client_pair(service, profile: str, name: str):
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = service.ca.issue_service_certificate(profile, name, key.public_key(), "operator:test")
+    key_pem = key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return issued, issued.certificate.public_bytes(PEM), key_pem
+
+
+def channel_for(server, certificate: bytes, key: bytes) -> grpc.Channel:
+    root = server.config.tls.cert_file.read_bytes() + server.config.tls.client_ca_file.read_bytes()
+    credentials = grpc.ssl_channel_credentials(root, private_key=key, certificate_chain=certificate)
+    return grpc.secure_channel(f"localhost:{server.port}", credentials)
+
+
+@pytest.fixture(scope="module")
+def ra(served, ca_service):
+    _, certificate, key = client_pair(ca_service, "client-ra", "ra-operator-1")
+    with channel_for(served, certificate, key) as channel:
+        yield certificate_pb2_grpc.CertificateServiceStub(channel)
+
+
+def create(ra, name: str):
+    return ra.CreateAccount(certificate_pb2.CreateAccountRequest(
+        account=name, holder_name="Lei Ka Io", emails=[f"{name}@example.mo"], kind="government",
+        organisation="DSAJ", department="Legal", title="Técnico", password="Ra-created-1",
+        revocation_phrase="Phrase2026ok"), timeout=60)
+
+
+def test_ra_lifecycle(ra, ca_service):
+    created = create(ra, "ra-holder-1")
+    assert created.recovery_code and created.otp_uri.startswith("otpauth://")
+    issued = ra.IssueCertificate(certificate_pb2.IssueCertificateRequest(
+        account="ra-holder-1", profile="cloud-signature-government"), timeout=60)
+    assert issued.status == "valid" and issued.credential_id == created.credential_id
+    assert ra.GetCertificate(certificate_pb2.GetCertificateRequest(serial=issued.serial), timeout=30).serial == \
+        issued.serial
+    renewed = ra.RenewCertificate(certificate_pb2.RenewCertificateRequest(serial=issued.serial), timeout=60)
+    assert renewed.predecessor_serial == issued.serial
+
+    ca_service.accounts.update_holder("ra-holder-1", "test", title="Chefe")
+    with pytest.raises(grpc.RpcError) as refused:
+        ra.RenewCertificate(certificate_pb2.RenewCertificateRequest(serial=renewed.serial), timeout=60)
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.details().startswith("AC-AB-0015")
+    assert ("help-code", "AC-AB-0015") in tuple(refused.value.trailing_metadata())
+
+    with pytest.raises(grpc.RpcError) as wrong:
+        ra.RevokeCertificate(certificate_pb2.RevokeCertificateRequest(
+            serial=renewed.serial, account="ra-holder-1", revocation_phrase="NotThePhrase1"), timeout=30)
+    assert wrong.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    revoked = ra.RevokeCertificate(certificate_pb2.RevokeCertificateRequest(
+        serial=renewed.serial, reason="affiliationChanged"), timeout=30)
+    assert revoked.status == "revoked" and revoked.revocation_reason == "affiliationChanged"
+    listed = ra.ListCertificates(certificate_pb2.ListCertificatesRequest(account="ra-holder-1"), timeout=30)
+    assert {c.serial: c.status for c in listed.certificates} == {issued.serial: "valid", renewed.serial: "revoked"}
+
+    with ca_service.database.read() as conn:
+        actors = {r.actor for r in conn.execute(select(audit_log.c.actor).where(audit_log.c.subject == "ra-holder-1"))}
+    assert "ra:ra-operator-1" in actors
+
+
+def test_unlock_account(ra, ca_service):
+    from signserver.errors import AuthenticationFailed
+    from signserver.secret import Secret
+
+    created = create(ra, "ra-holder-2")
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            ca_service.accounts._authenticator.authenticate("ra-holder-2", Secret("Wrong-pass-1"), None, False, "t")
+    unlocked = ra.UnlockAccount(certificate_pb2.UnlockAccountRequest(
+        account="ra-holder-2", recovery_code=created.recovery_code, new_password="After-unlock-1"), timeout=60)
+    assert unlocked.recovery_code != created.recovery_code
+    assert ca_service.accounts.get("ra-holder-2").status.value == "active"
+
+
+def test_an_application_certificate_is_refused(served, ca_service):
+    issued, certificate, key = client_pair(ca_service, "client-asp", "portal-1")
+    ca_service.applications.set_client_certificate(
+        "portal-1", hashlib.sha256(issued.certificate.public_bytes(serialization.Encoding.DER)).hexdigest())
+    with channel_for(served, certificate, key) as channel:
+        stub = certificate_pb2_grpc.CertificateServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListCertificates(certificate_pb2.ListCertificatesRequest(), timeout=30)
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        # ... while the same certificate is what the application signs with
+        signing = signing_pb2_grpc.SigningServiceStub(channel)
+        assert signing.ListCredentials(signing_pb2.ListCredentialsRequest(account="ra-holder-1"), timeout=30)
+
+
+def test_a_revoked_ra_certificate_is_refused(served, ca_service):
+    issued, certificate, key = client_pair(ca_service, "client-ra", "ra-operator-2")
+    ca_service.ca.revoke(issued.serial, "privilegeWithdrawn", "operator:test")
+    with channel_for(served, certificate, key) as channel:
+        stub = certificate_pb2_grpc.CertificateServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListCertificates(certificate_pb2.ListCertificatesRequest(), timeout=30)
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED and "revoked" in refused.value.details()
+
+
+def test_a_client_without_a_certificate_cannot_connect(served):
+    root = served.config.tls.cert_file.read_bytes() + served.config.tls.client_ca_file.read_bytes()
+    with grpc.secure_channel(f"localhost:{served.port}", grpc.ssl_channel_credentials(root)) as channel:
+        stub = certificate_pb2_grpc.CertificateServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListCertificates(certificate_pb2.ListCertificatesRequest(), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_server_certificate_is_issued_by_the_ca(served, ca_service):
+    from cryptography import x509
+
+    leaf = x509.load_pem_x509_certificate(served.config.tls.cert_file.read_bytes())
+    leaf.verify_directly_issued_by(ca_service.ca.chain()[0])
+
