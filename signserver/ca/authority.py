@@ -206,7 +206,8 @@ class CertificateAuthority:
         checked against the account.
 
         Raises:
-            InvalidArgument: unknown or non-holder profile, bad or mismatching CSR, bad options.
+            InvalidArgument: unknown or non-holder profile, a variant not the account's kind, bad or
+                mismatching CSR, bad options.
             NotFound: no such account, or the CA is not initialised.
             HsmError.
         """
@@ -218,6 +219,9 @@ class CertificateAuthority:
         if request.transaction_limit is not None and request.transaction_limit < 0:
             raise InvalidArgument("a transaction limit is not negative")
         account = self._accounts.get(request.username)
+        if account.kind.value != chosen.variant:
+            raise InvalidArgument(f"profile {chosen.name!r} is for {chosen.variant} accounts; "
+                                  f"{account.username!r} is {account.kind.value}")
         subject = self.subject_for(account, request.agent_qualification)
         issuer, issuer_key = self._issuing()
         now = self._clock.now()

@@ -77,8 +77,8 @@ def test_initialise_once(ca_service):
 
 @pytest.mark.parametrize("profile", [p.name for p in HOLDER_PROFILES])
 def test_every_profile_chain_verifies_and_matches(ca_service, ca_clock, tmp_path, profile):
-    created, _ = holder(ca_service)
     chosen = next(p for p in HOLDER_PROFILES if p.name == profile)
+    created, _ = holder(ca_service, kind=AccountKind(chosen.variant))
     csr = None
     if chosen.key_source is KeySource.CSR:
         csr, _ = csr_for(created.account.holder_name, created.account.emails[0])
@@ -154,6 +154,12 @@ def test_bad_csrs_are_refused_and_issue_nothing(ca_service, case):
     with pytest.raises(InvalidArgument, match=message):
         ca_service.ca.issue(CertificateRequest("standard-corporate", created.account.username, csr), "ra:test")
     assert issued_count(ca_service) == before
+
+
+def test_profile_variant_must_match_the_account(ca_service):
+    created, _ = holder(ca_service)  # corporate
+    with pytest.raises(InvalidArgument, match="is for government accounts"):
+        ca_service.ca.issue(CertificateRequest("cloud-signature-government", created.account.username), "ra")
 
 
 def test_renewal_rules(ca_service, ca_clock, tmp_path):
