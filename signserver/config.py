@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -138,6 +139,8 @@ class CaConfig:
     root_key_algorithm: str
     issuing_key_algorithm: str
     crl_hours: int  # nextUpdate - thisUpdate
+    # Per-profile settings from [ca.profiles.NAME] tables: validity_days, policy_oid, cps_uri.
+    profile_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
@@ -324,9 +327,30 @@ def _read_file(path: Path) -> dict[str, Any]:
     for key in flat:
         if key in _SECRET_KEYS:
             raise ConfigurationError(key, f"secrets do not belong in {path}: {_SECRET_KEYS[key]}")
-        if key not in _KEYS:
+        if key not in _KEYS and not key.startswith(_PROFILE_PREFIX):
             raise ConfigurationError(key, f"unknown key in {path}")
     return flat
+
+
+_PROFILE_PREFIX = "ca.profiles."
+_PROFILE_FIELDS = {"validity_days": _as_int(1, 36_500), "policy_oid": _as_str, "cps_uri": _as_str}
+
+
+def _profile_settings(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``ca.profiles.NAME.FIELD`` keys as {NAME: {FIELD: value}}; the profile names are checked
+    by the CA, which knows them."""
+    settings: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if not key.startswith(_PROFILE_PREFIX):
+            continue
+        name, _, field_name = key[len(_PROFILE_PREFIX):].rpartition(".")
+        if not name or field_name not in _PROFILE_FIELDS:
+            raise ConfigurationError(key, f"a profile setting is one of {', '.join(_PROFILE_FIELDS)}")
+        parsed = _PROFILE_FIELDS[field_name](key, value)
+        if field_name == "policy_oid" and not re.fullmatch(r"[0-2](\.\d+)+", parsed):
+            raise ConfigurationError(key, "must be a dotted object identifier such as 1.3.6.1.4.1.99999.1")
+        settings.setdefault(name, {})[field_name] = parsed
+    return settings
 
 
 def _default_module() -> str | None:
@@ -351,7 +375,8 @@ def load_config(
     for key in _KEYS:
         if env_name(key) in environ:
             values[key] = environ[env_name(key)]
-    values = {key: _KEYS[key](key, value) for key, value in values.items()}
+    profile_settings = _profile_settings(values)
+    values = {key: _KEYS[key](key, value) for key, value in values.items() if key in _KEYS}
 
     # Relative paths in a file are relative to that file; from the environment, to the cwd.
     base = path.parent if path is not None else Path(".")
@@ -393,7 +418,7 @@ def load_config(
             seal_every_records=values.get("audit.seal_every_records", 100),
             seal_interval_seconds=values.get("audit.seal_interval_seconds", 60),
         ),
-        ca=_ca_config(values),
+        ca=_ca_config(values, profile_settings),
         http_listen=_address(values, "http.listen", "127.0.0.1:8080"),
         source=path,
     )
@@ -427,7 +452,7 @@ def _address(values: dict[str, Any], key: str, default: str) -> str:
     return address
 
 
-def _ca_config(values: dict[str, Any]) -> CaConfig:
+def _ca_config(values: dict[str, Any], profile_settings: dict[str, dict[str, Any]]) -> CaConfig:
     base_url = values.get("ca.base_url", "http://127.0.0.1:8080")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigurationError("ca.base_url", "must be an http:// or https:// address")
@@ -447,6 +472,7 @@ def _ca_config(values: dict[str, Any]) -> CaConfig:
         root_key_algorithm=values.get("ca.root_key_algorithm", "rsa-3072"),
         issuing_key_algorithm=values.get("ca.issuing_key_algorithm", "rsa-3072"),
         crl_hours=values.get("ca.crl_hours", 24),
+        profile_settings=profile_settings,
     )
 
 

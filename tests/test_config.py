@@ -105,3 +105,14 @@ def test_secrets_never_show_in_repr():
     secret = Secret("1234-pin")
     assert "1234" not in repr(secret) and "1234" not in str(secret) and "1234" not in f"{secret}"
     assert secret.reveal() == "1234-pin"
+
+
+def test_profile_settings(tmp_path):
+    path = write(tmp_path, '[ca.profiles.cloud-signature-government]\nvalidity_days = 730\n'
+                           'policy_oid = "1.3.6.1.4.1.99999.1.2"\n')
+    settings = load_config(path, environ={}).ca.profile_settings
+    assert settings == {"cloud-signature-government": {"validity_days": 730, "policy_oid": "1.3.6.1.4.1.99999.1.2"}}
+    with pytest.raises(ConfigurationError, match="dotted object identifier"):
+        load_config(write(tmp_path, '[ca.profiles.standard-corporate]\npolicy_oid = "not-an-oid"\n'), environ={})
+    with pytest.raises(ConfigurationError, match="a profile setting is one of"):
+        load_config(write(tmp_path, '[ca.profiles.standard-corporate]\ncolour = "blue"\n'), environ={})

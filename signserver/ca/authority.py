@@ -25,7 +25,7 @@ from signserver.ca.builder import (
     load_csr,
     signature_hash,
 )
-from signserver.ca.profiles import RA_POLICY, KeySource, Profile
+from signserver.ca.profiles import RA_POLICY, KeySource, Profile, check_settings
 from signserver.ca.profiles import profile as find_profile
 from signserver.ca.repository import IssuedCertificate
 from signserver.ca.revocation import build_crl, ocsp_response, parse_reason, stored_crl
@@ -86,6 +86,11 @@ class CertificateAuthority:
         self._audit = audit
         self._clock = clock
         self.config = config
+        check_settings(config.profile_settings)
+
+    def profile(self, name: str) -> Profile:
+        """A profile with this CA's settings applied. Raises: InvalidArgument."""
+        return find_profile(name, self.config.profile_settings)
 
     # --- setting up ---------------------------------------------------------------------
 
@@ -186,7 +191,7 @@ class CertificateAuthority:
         key_id = self._new_key(KeyAlgorithm.EC_P256, "ca-ocsp")
         now = self._clock.now()
         certificate = end_entity_certificate(
-            profile=find_profile(OCSP), subject=self._ca_name("OCSP Responder"),
+            profile=self.profile(OCSP), subject=self._ca_name("OCSP Responder"),
             public_key=self._keys.public_key(key_id), issuer=issuer, issuer_key=issuer_key,
             serial=self._new_serial(), not_before=now - CLOCK_SKEW, days=OCSP_DAYS, ca=self.config)
         with self._database.transaction() as conn:
@@ -211,7 +216,7 @@ class CertificateAuthority:
             NotFound: no such account, or the CA is not initialised.
             HsmError.
         """
-        chosen = find_profile(request.profile)
+        chosen = self.profile(request.profile)
         if not chosen.holder:
             raise InvalidArgument(f"profile {chosen.name!r} is not issued to holders")
         if (request.transaction_limit is not None or request.agent_qualification) and not chosen.qualified:
@@ -239,7 +244,8 @@ class CertificateAuthority:
             public_key = self._public_key_from_csr(request.csr, subject, chosen)
         certificate = end_entity_certificate(
             profile=chosen, subject=subject.name(), public_key=public_key, issuer=issuer, issuer_key=issuer_key,
-            serial=self._new_serial(), not_before=now - CLOCK_SKEW, days=self.config.validity_days, ca=self.config,
+            serial=self._new_serial(), not_before=now - CLOCK_SKEW,
+            days=chosen.validity_days or self.config.validity_days, ca=self.config,
             email=subject.email, transaction_limit=request.transaction_limit)
         new_key = key_id is not None and reused_credential is None
         try:
@@ -300,7 +306,7 @@ class CertificateAuthority:
 
         Raises: InvalidArgument (profile, name, key), NotFound (CA not initialised), HsmError.
         """
-        chosen = find_profile(profile_name)
+        chosen = self.profile(profile_name)
         if chosen.holder or chosen.name == OCSP:
             raise InvalidArgument(f"profile {chosen.name!r} is not a service profile")
         check_public_key(public_key)

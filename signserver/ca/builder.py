@@ -140,7 +140,8 @@ def end_entity_certificate(*, profile: Profile, subject: x509.Name, public_key, 
         .add_extension(x509.KeyUsage(**flags, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()), critical=False)
-        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(profile.policy, [ca.cps_uri])]),
+        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(profile.policy,
+                                                                        [profile.cps_uri or ca.cps_uri])]),
                        critical=False)
         .add_extension(x509.AuthorityInformationAccess([
             x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,

@@ -12,11 +12,12 @@ registration.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
 
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
-from signserver.errors import InvalidArgument
+from signserver.errors import ConfigurationError, InvalidArgument
 
 BASE_POLICY = "2.25.109816206335228886879044430219771524734"
 
@@ -37,6 +38,8 @@ class Profile:
     holder: bool = True  # issued for an account's holder
     qualified: bool = False  # QCStatements; transaction limit and agent qualification allowed
     variant: str = ""  # government | corporate
+    validity_days: int | None = None  # None: the CA's default (ca.validity_days)
+    cps_uri: str | None = None  # None: the CA's (ca.cps_uri)
 
     @property
     def policy(self) -> ObjectIdentifier:
@@ -91,13 +94,24 @@ RA_POLICY = _PROFILES["client-ra"].policy
 ASP_POLICY = _PROFILES["client-asp"].policy
 
 
-def profile(name: str) -> Profile:
-    """Raises: InvalidArgument: no such profile."""
+def profile(name: str, settings: Mapping[str, Mapping[str, Any]] | None = None) -> Profile:
+    """The profile called ``name``, with its configured settings (``[ca.profiles.NAME]``) applied.
+
+    Raises: InvalidArgument: no such profile.
+    """
     try:
-        return _PROFILES[name]
+        chosen = _PROFILES[name]
     except KeyError:
         choices = ", ".join(_PROFILES)
         raise InvalidArgument(f"unknown certificate profile {name!r}; choose one of {choices}") from None
+    return replace(chosen, **(settings or {}).get(name, {}))
+
+
+def check_settings(settings: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raises: ConfigurationError: a [ca.profiles.NAME] table names no profile."""
+    for name in settings:
+        if name not in _PROFILES:
+            raise ConfigurationError(f"ca.profiles.{name}", f"no such profile; one of {', '.join(_PROFILES)}")
 
 
 def all_profiles() -> list[Profile]:

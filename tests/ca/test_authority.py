@@ -313,3 +313,43 @@ def test_expiry_notice_is_sent_once(ca_service, ca_clock, config, tmp_path):
     with service.database.read() as conn:
         subjects = [r.subject for r in conn.execute(select(outbox))]
     assert subjects.count("證書即將到期 / Certificado a expirar / Certificate expiring") == 1
+
+
+def test_configured_profile_settings(config, tmp_path):
+    from dataclasses import replace
+
+    from signserver.clock import ManualClock
+    from signserver.errors import ConfigurationError
+    from tests.conftest import service_with
+
+    ca = replace(config.ca, profile_settings={"cloud-signature-corporate": {
+        "validity_days": 730, "policy_oid": "1.3.6.1.4.1.99999.1.2", "cps_uri": "https://example.mo/cps"}})
+    clock = ManualClock(datetime.datetime(2026, 11, 21, tzinfo=datetime.timezone.utc))
+    service = service_with(config, tmp_path / "settings.db", clock, ca=ca)
+    service.ca.initialise("operator:test")
+    created, _ = holder(service)
+    certificate = service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username),
+                                   "ra").certificate
+    assert certificate.not_valid_after_utc - certificate.not_valid_before_utc == datetime.timedelta(days=730)
+    policy = certificate.extensions.get_extension_for_class(x509.CertificatePolicies).value[0]
+    assert policy.policy_identifier.dotted_string == "1.3.6.1.4.1.99999.1.2"
+    assert policy.policy_qualifiers == ["https://example.mo/cps"]
+    with pytest.raises(ConfigurationError, match="no such profile"):
+        service_with(config, tmp_path / "bad.db", clock, ca=replace(config.ca, profile_settings={"nope": {}}))
+
+
+def test_an_expired_certificate_stops_its_credential(config, tmp_path):
+    from signserver.accounts import otp
+    from signserver.clock import ManualClock
+    from tests.conftest import service_with
+
+    clock = ManualClock(datetime.datetime(2026, 11, 21, tzinfo=datetime.timezone.utc))
+    service = service_with(config, tmp_path / "expired.db", clock)
+    service.ca.initialise("operator:test")
+    created, seed = holder(service)
+    issued = service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "ra")
+    app, _ = service.applications.create("expiry-app")
+    clock.advance(days=1096)
+    with pytest.raises(CredentialUnusable, match="has expired"):
+        service.signer.authorize(app, created.account.username, Secret(PASSWORD), otp.code_at(seed, clock.now()),
+                                 issued.credential_id, HashAlgorithm.SHA256, [bytes(32)])
