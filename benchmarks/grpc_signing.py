@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from benchmarks.harness import Rate, measure
 from signserver.accounts.manager import Enrolment
@@ -33,10 +35,10 @@ TOKEN_DIGESTS = 5000
 class ServerProcess:
     """`signserver serve` on a free loopback port, for the benchmark's state directory."""
 
-    def __init__(self, state: Path):
+    def __init__(self, state: Path, service: SignService):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
         env.update(SIGNSERVER_STATE_DIR=str(state), SIGNSERVER_SERVER_LISTEN="127.0.0.1:0",
-                   SIGNSERVER_AUTHORIZATION_MAX_SIGNATURES=str(TOKEN_DIGESTS))
+                   SIGNSERVER_HTTP_LISTEN="127.0.0.1:0", SIGNSERVER_AUTHORIZATION_MAX_SIGNATURES=str(TOKEN_DIGESTS))
         self.process = subprocess.Popen([str(Path(sys.executable).parent / "signserver"), "serve"], env=env,
                                         stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
@@ -47,10 +49,18 @@ class ServerProcess:
                 raise RuntimeError("the server did not start")
             match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
             self.port = int(match.group(1)) if match else None
-        self.certificate = (state / "tls" / "server.pem").read_bytes()
+        # Mutual TLS, as on the defaults: a client certificate for the benchmark's application.
+        key = ec.generate_private_key(ec.SECP256R1())
+        issued = service.ca.issue_service_certificate("client-asp", "bench-app", key.public_key(), "benchmark")
+        service.applications.set_client_certificate(
+            "bench-app", hashlib.sha256(issued.certificate.public_bytes(Encoding.DER)).hexdigest())
+        self.credentials = grpc.ssl_channel_credentials(
+            b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()),
+            private_key=key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
+            certificate_chain=issued.certificate.public_bytes(Encoding.PEM))
 
     def channel(self) -> grpc.Channel:
-        return grpc.secure_channel(f"localhost:{self.port}", grpc.ssl_channel_credentials(self.certificate))
+        return grpc.secure_channel(f"localhost:{self.port}", self.credentials)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -61,11 +71,11 @@ def run(service: SignService, state: Path, seconds: float) -> list[Rate]:
     created = service.accounts.create(
         Enrolment("bench-holder", "Bench Holder", ("bench@example.mo",), key_algorithm=KeyAlgorithm.RSA_2048),
         Secret(PASSWORD), operator="benchmark")
-    _, api_key = service.applications.create("bench-app", otp_required=False)
-    server = ServerProcess(state)
+    service.applications.create("bench-app", otp_required=False)  # its certificate comes with the server
+    server = ServerProcess(state, service)
     try:
         with server.channel() as channel:
-            return _measure(signing_pb2_grpc.SigningServiceStub(channel), [("x-api-key", api_key)],
+            return _measure(signing_pb2_grpc.SigningServiceStub(channel), [],
                             created.account.username, created.credential.id, seconds)
     finally:
         server.stop()
