@@ -3,7 +3,7 @@
 # Used by `make`; safe to run again (it does nothing when all are present).
 set -eu
 
-PACKAGES="softhsm2 opensc openssl"
+PACKAGES="softhsm2 opensc openssl fonts-noto-cjk poppler-utils"
 
 missing=""
 for pkg in $PACKAGES; do

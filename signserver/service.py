@@ -21,6 +21,7 @@ from signserver.accounts.passwords import SecretHasher
 from signserver.audit.log import AuditLog
 from signserver.audit.seal import AuditSealer
 from signserver.ca.authority import CertificateAuthority
+from signserver.pades.service import PadesService
 from signserver.clock import Clock, SystemClock
 from signserver.config import Config
 from signserver.errors import HsmError, SignServerError
@@ -81,6 +82,7 @@ class SignService:
                                   config.audit.seal_interval_seconds)
         self.outbox = OutboxSender(self.database, config.smtp, self.clock)
         self.ca = CertificateAuthority(self.database, keys, self.accounts, self.audit, self.clock, config.ca)
+        self.pades = PadesService(self.database, keys, self.ca, self.signer, self.audit, self.clock, config.state_dir)
 
     @classmethod
     def from_config(cls, config: Config, user_pin: Secret | None = None, module: Path | None = None,

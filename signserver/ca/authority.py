@@ -48,7 +48,7 @@ from signserver.store.schema import certificates, credentials
 
 log = logging.getLogger(__name__)
 
-ROOT, ISSUING, OCSP = "root", "issuing", "ocsp-responder"
+ROOT, ISSUING, OCSP, TSA = "root", "issuing", "ocsp-responder", "tsa"
 ROOT_DAYS, ISSUING_DAYS, OCSP_DAYS = 20 * 365, 10 * 365, 365
 EXPIRY_NOTICE = datetime.timedelta(days=30)
 CLOCK_SKEW = datetime.timedelta(minutes=5)  # certificates start a little in the past
@@ -182,24 +182,40 @@ class CertificateAuthority:
         return self.status()
 
     def _finish_setup(self, operator: str) -> None:
-        self.renew_ocsp_responder(operator)
+        self.renew_service_key(OCSP, operator)
+        self.renew_service_key(TSA, operator)
         self.publish_crls()
 
-    def renew_ocsp_responder(self, operator: str) -> x509.Certificate:
-        """A new delegated OCSP responder certificate (key in the HSM). Raises: NotFound, HsmError."""
+    def renew_service_key(self, role: str, operator: str) -> x509.Certificate:
+        """A new key in the HSM and certificate for the delegated OCSP responder (``ocsp-responder``)
+        or the time-stamping authority (``tsa``). Raises: NotFound, HsmError."""
+        profile_name, title = {OCSP: (OCSP, "OCSP Responder"), TSA: ("timestamping", "Time-Stamping Authority")}[role]
         issuer, issuer_key = self._issuing()
-        key_id = self._new_key(KeyAlgorithm.EC_P256, "ca-ocsp")
+        key_id = self._new_key(KeyAlgorithm.EC_P256, f"ca-{role}")
         now = self._clock.now()
         certificate = end_entity_certificate(
-            profile=self.profile(OCSP), subject=self._ca_name("OCSP Responder"),
+            profile=self.profile(profile_name), subject=self._ca_name(title),
             public_key=self._keys.public_key(key_id), issuer=issuer, issuer_key=issuer_key,
             serial=self._new_serial(), not_before=now - CLOCK_SKEW, days=OCSP_DAYS, ca=self.config)
         with self._database.transaction() as conn:
-            repo.insert_certificate(conn, certificate, OCSP, None, None, None, now)
-            repo.put_authority(conn, OCSP, key_id, certificate.public_bytes(Encoding.DER), now)
-            self._audit.append(conn, now, "certificate.issued", operator, "ocsp-responder",
-                               serial=format(certificate.serial_number, "x"), profile=OCSP)
+            repo.insert_certificate(conn, certificate, profile_name, None, None, None, now)
+            repo.put_authority(conn, role, key_id, certificate.public_bytes(Encoding.DER), now)
+            self._audit.append(conn, now, "certificate.issued", operator, role,
+                               serial=format(certificate.serial_number, "x"), profile=profile_name)
         return certificate
+
+    def service_key(self, role: str, operator: str = "ca") -> tuple[str, x509.Certificate]:
+        """The HSM key id and certificate of ``ocsp-responder`` or ``tsa``, made when missing.
+
+        Raises: NotFound (CA not initialised), HsmError.
+        """
+        with self._database.read() as conn:
+            authority = repo.get_authority(conn, role)
+        if authority is None or authority.certificate is None:
+            self.renew_service_key(role, operator)
+            with self._database.read() as conn:
+                authority = repo.get_authority(conn, role)
+        return authority.key_id, authority.certificate
 
     # --- issuing ------------------------------------------------------------------------
 
@@ -307,7 +323,7 @@ class CertificateAuthority:
         Raises: InvalidArgument (profile, name, key), NotFound (CA not initialised), HsmError.
         """
         chosen = self.profile(profile_name)
-        if chosen.holder or chosen.name == OCSP:
+        if chosen.holder or chosen.key_source is KeySource.HSM:
             raise InvalidArgument(f"profile {chosen.name!r} is not a service profile")
         check_public_key(public_key)
         try:

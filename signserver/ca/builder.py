@@ -152,7 +152,9 @@ def end_entity_certificate(*, profile: Profile, subject: x509.Name, public_key, 
             [x509.UniformResourceIdentifier(ca.url("crl/issuing.crl"))], None, None, None)]), critical=False)
     )
     if profile.extended_key_usage:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usage)), critical=False)
+        # RFC 3161 wants the time-stamping usage alone and critical.
+        critical = profile.extended_key_usage == (x509.oid.ExtendedKeyUsageOID.TIME_STAMPING,)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usage)), critical=critical)
     alternative = [x509.RFC822Name(email)] if email else []
     alternative += [x509.DNSName(n) for n in dns_names]
     alternative += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]

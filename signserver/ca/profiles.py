@@ -86,6 +86,8 @@ for _profile in (
             KeySource.CSR, frozenset({"digital_signature"}), (ExtendedKeyUsageOID.SERVER_AUTH,), holder=False),
     Profile("ocsp-responder", "OCSP responder", "2.25.236000349715114635335292433768943432940",
             KeySource.HSM, frozenset({"digital_signature"}), (ExtendedKeyUsageOID.OCSP_SIGNING,), holder=False),
+    Profile("timestamping", "time-stamping authority", "2.25.230573564848503410408242717923190811157",
+            KeySource.HSM, frozenset({"digital_signature"}), (ExtendedKeyUsageOID.TIME_STAMPING,), holder=False),
 ):
     _PROFILES[_profile.name] = _profile
 

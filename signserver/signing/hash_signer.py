@@ -113,19 +113,42 @@ class HashSigner:
         if algorithm.hash is None:
             raise UnsupportedAlgorithm("signing digests needs a hash-based algorithm (Ed25519 signs data)")
         activation.check_digests(digests, algorithm.hash, self.max_signatures)
+        credential = self.spend(application, credential_id, token, algorithm.hash, digests,
+                                key_check=algorithm.check_key)
         now = self._clock.now()
-        with self._database.transaction() as conn:
-            credential = self._credential_for(application, credential_id, conn)
-            check_usable(conn, credential, now)
-            algorithm.check_key(credential.key_algorithm)
-            activation.consume(conn, token=token.reveal(), credential_id=credential.id,
-                               application_id=application.id, algorithm=algorithm.hash, digests=digests, now=now)
         signatures = [self._keys.sign_digest(credential.key_id, d, algorithm) for d in digests]
         with self._database.transaction() as conn:
             self._audit.append_many(conn, now, "signature", f"application:{application.name}", credential.username,
                                     [{"credential": credential.id, "digest": d.hex(), "algorithm": algorithm.value}
                                      for d in digests])
         return signatures
+
+    def spend(self, application: Application, credential_id: str, token: Secret, hash_algorithm: HashAlgorithm,
+              digests: list[bytes], key_check=None) -> Credential:
+        """Spend ``digests`` of an activation token for the credential, atomically.
+
+        Raises: ActivationRefused, NotFound, CredentialUnusable, UnsupportedAlgorithm (key_check).
+        """
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            credential = self._credential_for(application, credential_id, conn)
+            check_usable(conn, credential, now)
+            if key_check is not None:
+                key_check(credential.key_algorithm)
+            activation.consume(conn, token=token.reveal(), credential_id=credential.id,
+                               application_id=application.id, algorithm=hash_algorithm, digests=digests, now=now)
+        return credential
+
+    def credential(self, application: Application, credential_id: str) -> Credential:
+        """A credential the application may use, checked usable. Raises: NotFound, CredentialUnusable."""
+        with self._database.read() as conn:
+            credential = self._credential_for(application, credential_id, conn)
+            check_usable(conn, credential, self._clock.now())
+            return credential
+
+    def holder_name(self, credential: Credential) -> str:
+        with self._database.read() as conn:
+            return get_account(conn, credential.username, self._clock.now()).holder_name
 
     def _owned_credential(self, username: str, credential_id: str) -> Credential | None:
         """The account's active credential; None when the account itself is unknown (so that

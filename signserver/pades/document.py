@@ -1,0 +1,131 @@
+"""Signing a PDF with PAdES baseline levels B-B, B-T, B-LT and B-LTA, and a visible stamp."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.misc import PdfError
+from pyhanko.sign import fields, signers
+from pyhanko.sign.general import SigningError
+from pyhanko_certvalidator import ValidationContext
+
+from signserver.errors import InvalidArgument
+from signserver.pades.cms_signer import HsmCmsSigner
+from signserver.pades.stamp import StampOptions, check_text, stamp_lines, stamp_style
+
+
+class PadesLevel(enum.Enum):
+    B_B = "B-B"
+    B_T = "B-T"
+    B_LT = "B-LT"
+    B_LTA = "B-LTA"
+
+    @classmethod
+    def parse(cls, name: str) -> "PadesLevel":
+        """Raises: InvalidArgument."""
+        normalised = name.strip().upper().replace("_", "-")
+        normalised = normalised if normalised.startswith("B-") else f"B-{normalised}"
+        try:
+            return cls(normalised)
+        except ValueError:
+            raise InvalidArgument(f"unknown PAdES level {name!r}; one of B-B, B-T, B-LT, B-LTA") from None
+
+    @property
+    def timestamped(self) -> bool:
+        return self is not PadesLevel.B_B
+
+    @property
+    def long_term(self) -> bool:
+        return self in (PadesLevel.B_LT, PadesLevel.B_LTA)
+
+
+@dataclass(frozen=True)
+class SigningJob:
+    """Everything needed to sign one document, apart from the bytes."""
+
+    signer: HsmCmsSigner
+    holder_name: str
+    level: PadesLevel
+    stamp: StampOptions
+    font: Path
+    timestamper: object | None  # pyHanko TimeStamper, for B-T and above
+    validation_context: ValidationContext | None  # our CA's revocation data, for B-LT and above
+    now: datetime.datetime
+
+
+def open_for_signing(source: BinaryIO) -> IncrementalPdfFileWriter:
+    """Raises: InvalidArgument: not a PDF, damaged, or encrypted."""
+    try:
+        writer = IncrementalPdfFileWriter(source, strict=False)
+    except (PdfError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise InvalidArgument(f"the document is not a readable PDF ({exc})") from None
+    if writer.prev.encrypted:
+        raise InvalidArgument("the document is encrypted; remove the password first")
+    return writer
+
+
+def _field_spec(writer: IncrementalPdfFileWriter, options: StampOptions) -> tuple[str, fields.SigFieldSpec | None]:
+    """The field to sign: an existing empty one by name, or a new one on a page and rectangle."""
+    existing = {name: value for name, value, _ in fields.enumerate_sig_fields(writer.prev)}
+    if options.field_name and options.field_name in existing:
+        if existing[options.field_name] is not None:
+            raise InvalidArgument(f"the signature field {options.field_name!r} is already signed")
+        return options.field_name, None
+    pages = int(writer.root["/Pages"]["/Count"])
+    page = options.page if options.page >= 0 else pages + options.page
+    if not 0 <= page < pages:
+        raise InvalidArgument(f"page {options.page} is out of range: the document has {pages} page(s)")
+    name = options.field_name or f"Signature{len(existing) + 1}"
+    if not options.visible:
+        return name, fields.SigFieldSpec(sig_field_name=name)
+    x1, y1, x2, y2 = options.box
+    page_box = _media_box(writer, page) or [0.0, 0.0, 612.0, 792.0]
+    if not (x1 < x2 and y1 < y2):
+        raise InvalidArgument("the stamp rectangle needs x1 < x2 and y1 < y2")
+    if x1 < page_box[0] or y1 < page_box[1] or x2 > page_box[2] or y2 > page_box[3]:
+        raise InvalidArgument(f"the stamp rectangle {options.box} is off the page {tuple(page_box)}")
+    return name, fields.SigFieldSpec(sig_field_name=name, on_page=page, box=(x1, y1, x2, y2))
+
+
+def _media_box(writer: IncrementalPdfFileWriter, page: int) -> list[float] | None:
+    try:
+        page_obj, _ = writer.find_page_for_modification(page)
+        return [float(v) for v in page_obj.get_object()["/MediaBox"]]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def sign_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -> None:
+    """Sign ``source`` into ``destination`` (an incremental update; earlier signatures stay valid).
+
+    Raises:
+        InvalidArgument: not a PDF, encrypted, field or page not found, rectangle off the page,
+            text the font cannot draw, or a certification that forbids further signing.
+        HsmError: the HSM failed.
+    """
+    writer = open_for_signing(source)
+    field_name, new_field = _field_spec(writer, job.stamp)
+    lines = stamp_lines(job.holder_name, job.stamp, job.now)
+    style = None
+    if job.stamp.visible:
+        check_text(lines, job.font)
+        style = stamp_style(lines, job.stamp, job.font)
+    metadata = signers.PdfSignatureMetadata(
+        field_name=field_name, md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
+        reason=job.stamp.reason or None, location=job.stamp.location or None, name=job.holder_name,
+        embed_validation_info=job.level.long_term, use_pades_lta=job.level is PadesLevel.B_LTA,
+        validation_context=job.validation_context if job.level.long_term else None)
+    pdf_signer = signers.PdfSigner(metadata, job.signer, timestamper=job.timestamper if job.level.timestamped else None,
+                                   stamp_style=style, new_field_spec=new_field)
+    params = {"url": job.stamp.verification_url} if job.stamp.verification_url else None
+    try:
+        pdf_signer.sign_pdf(writer, output=destination, appearance_text_params=params)
+    except SigningError as exc:
+        raise InvalidArgument(f"the document cannot be signed: {exc}") from None
+    except PdfError as exc:
+        raise InvalidArgument(f"the document is damaged: {exc}") from None

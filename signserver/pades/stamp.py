@@ -1,0 +1,88 @@
+"""The visible stamp, like the documents' sample: holder name, caption, and the signing time as
+``2017.05.23 10:26:06 +0800``; optionally a reason, a location, a QR code, a seal image."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
+from pyhanko.pdf_utils.images import PdfImage
+from pyhanko.pdf_utils.text import TextBoxStyle
+from pyhanko.stamp import QRStampStyle, TextStampStyle
+
+from signserver.errors import InvalidArgument
+from signserver.pades.font import characters
+
+CAPTIONS = {"pt": "Assinatura digital", "zh": "數碼簽署", "en": "Digital signature"}
+DEFAULT_BOX = (36.0, 36.0, 276.0, 108.0)  # bottom-left, in points
+MAX_TEXT = 200
+
+
+@dataclass(frozen=True)
+class StampOptions:
+    visible: bool = True
+    caption: str = CAPTIONS["pt"]
+    time_zone: str = "Asia/Macau"
+    reason: str = ""
+    location: str = ""
+    verification_url: str = ""  # adds a QR code to this address
+    seal_png: bytes | None = None  # an image behind the text
+    field_name: str = ""  # an existing empty signature field, or a new field's name
+    page: int = -1  # 0-based; -1 is the last page
+    box: tuple[float, float, float, float] = DEFAULT_BOX
+    font_size: int = 10
+
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """Raises: InvalidArgument: unknown time zone."""
+        try:
+            return zoneinfo.ZoneInfo(self.time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise InvalidArgument(f"unknown time zone {self.time_zone!r}") from None
+
+
+def format_time(moment: datetime.datetime, zone: zoneinfo.ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y.%m.%d %H:%M:%S %z")
+
+
+def stamp_lines(holder: str, options: StampOptions, moment: datetime.datetime) -> list[str]:
+    lines = [holder, options.caption, format_time(moment, options.zone())]
+    if options.reason:
+        lines.append(options.reason)
+    if options.location:
+        lines.append(options.location)
+    return lines
+
+
+def check_text(lines: list[str], font: Path) -> None:
+    """Raises: InvalidArgument: too long, or with a character the font cannot draw."""
+    drawable = characters(font)
+    for line in lines:
+        if len(line) > MAX_TEXT:
+            raise InvalidArgument(f"a stamp line has at most {MAX_TEXT} characters")
+        missing = sorted({c for c in line if ord(c) not in drawable and not c.isspace()})
+        if missing:
+            shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:5])
+            raise InvalidArgument(f"the stamp font cannot draw {shown}")
+
+
+def stamp_style(lines: list[str], options: StampOptions, font: Path) -> TextStampStyle:
+    """A pyHanko style whose text is already final (no placeholders left to interpret)."""
+    text = "\n".join(line.replace("%", "%%") for line in lines)
+    box_style = TextBoxStyle(font=GlyphAccumulatorFactory(str(font), font_size=options.font_size))
+    background = None
+    if options.seal_png:
+        try:
+            from PIL import Image
+
+            background = PdfImage(Image.open(io.BytesIO(options.seal_png)))
+        except Exception:  # Pillow raises several kinds for a bad image
+            raise InvalidArgument("the seal image is not a readable PNG or JPEG") from None
+    if options.verification_url:
+        return QRStampStyle(stamp_text=text, text_box_style=box_style, background=background,
+                            border_width=1, background_opacity=0.3)
+    return TextStampStyle(stamp_text=text, text_box_style=box_style, background=background, border_width=1,
+                          background_opacity=0.3)

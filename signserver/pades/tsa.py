@@ -1,0 +1,84 @@
+"""TimeStampAuthority: RFC 3161 time-stamp tokens signed by a key in the HSM.
+
+Served over HTTP (``application/timestamp-query``) and used in-process for PAdES B-T and above
+through :class:`InProcessTimeStamper`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from asn1crypto import cms, tsp
+from asn1crypto import x509 as asn1_x509
+from pyhanko.sign.timestamps.api import TimeStamper
+
+from signserver.clock import Clock
+from signserver.hsm.algorithms import KeyAlgorithm
+from signserver.hsm.keystore import HsmKeyStore
+from signserver.pades.cms_signer import HsmCmsSigner, to_asn1
+
+TSA_POLICY = "2.25.201587617087394208425939216924211183661"  # this TSA's policy identifier
+DIGESTS = {"sha256": 32, "sha384": 48, "sha512": 64}
+
+
+def _rejection(text: str, failure: str) -> tsp.TimeStampResp:
+    return tsp.TimeStampResp({"status": tsp.PKIStatusInfo({
+        "status": "rejection", "status_string": [text], "fail_info": tsp.PKIFailureInfo({failure})})})
+
+
+class TimeStampAuthority:
+    def __init__(self, keys: HsmKeyStore, ca, clock: Clock):
+        self._keys = keys
+        self._ca = ca
+        self._clock = clock
+
+    def _signer(self) -> HsmCmsSigner:
+        key_id, certificate = self._ca.service_key("tsa")
+        return HsmCmsSigner(self._keys, key_id, KeyAlgorithm.EC_P256, certificate, self._ca.chain())
+
+    def respond(self, request_der: bytes) -> bytes:
+        """A DER TimeStampResp for a DER TimeStampReq; malformed or unsupported requests are
+        answered with a rejection, as RFC 3161 asks."""
+        return self.respond_to(self._parse(request_der)).dump()
+
+    def respond_to(self, request: tsp.TimeStampReq | tsp.TimeStampResp) -> tsp.TimeStampResp:
+        if isinstance(request, tsp.TimeStampResp):  # a rejection from parsing
+            return request
+        imprint = request["message_imprint"]
+        algorithm = imprint["hash_algorithm"]["algorithm"].native
+        if algorithm not in DIGESTS or len(imprint["hashed_message"].native) != DIGESTS[algorithm]:
+            return _rejection("unsupported or malformed message imprint", "bad_alg")
+        signer = self._signer()
+        info = {
+            "version": "v1", "policy": TSA_POLICY, "message_imprint": imprint,
+            "serial_number": secrets.randbits(127), "gen_time": self._clock.now(), "accuracy": {"seconds": 1},
+            "tsa": asn1_x509.GeneralName(name="directory_name", value=signer.signing_cert.subject),
+        }
+        if request["nonce"].native is not None:
+            info["nonce"] = request["nonce"]
+        content = cms.EncapsulatedContentInfo({"content_type": "tst_info",
+                                               "content": cms.ParsableOctetString(tsp.TSTInfo(info).dump())})
+        # Called from a worker thread (or the HTTP server's), which has no event loop of its own.
+        token = asyncio.run(signer.async_sign_general_data(content, "sha256", detached=False, use_cades=True))
+        return tsp.TimeStampResp({"status": tsp.PKIStatusInfo({"status": "granted"}), "time_stamp_token": token})
+
+    @staticmethod
+    def _parse(request_der: bytes):
+        try:
+            request = tsp.TimeStampReq.load(request_der)
+            request.native  # force a full parse
+            return request
+        except (ValueError, TypeError, KeyError):
+            return _rejection("not a TimeStampReq", "bad_data_format")
+
+
+class InProcessTimeStamper(TimeStamper):
+    """pyHanko's TimeStamper talking to our TSA without a network hop."""
+
+    def __init__(self, authority: TimeStampAuthority):
+        super().__init__(include_nonce=True)
+        self._authority = authority
+
+    async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
+        return await asyncio.to_thread(self._authority.respond_to, req)
