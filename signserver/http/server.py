@@ -3,6 +3,7 @@
     GET  /crl/issuing.crl, /crl/root.crl        application/pkix-crl
     GET  /ca/issuing.crt, /ca/root.crt          application/pkix-cert
     POST /ocsp                                  application/ocsp-request -> ocsp-response
+    POST /tsa                                   application/timestamp-query -> timestamp-reply (RFC 3161)
     GET  /ocsp/<base64 of the DER request>      (RFC 6960 appendix A.1)
     GET  /cps                                   the certificate policies, as text
 
@@ -63,7 +64,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
 
     def do_POST(self) -> None:  # noqa: N802
-        if urllib.parse.urlsplit(self.path).path not in ("/ocsp", "/ocsp/"):
+        path = urllib.parse.urlsplit(self.path).path
+        if path in ("/ocsp", "/ocsp/"):
+            answer, content_type = self.service.ca.ocsp, "application/ocsp-response"
+        elif path in ("/tsa", "/tsa/"):
+            answer, content_type = self.service.pades.tsa.respond, "application/timestamp-reply"
+        else:
             self.send_error(HTTPStatus.NOT_FOUND)
             return
         length = int(self.headers.get("Content-Length") or 0)
@@ -71,11 +77,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length else HTTPStatus.LENGTH_REQUIRED)
             return
         try:
-            self._send(self.service.ca.ocsp(self.rfile.read(length)), "application/ocsp-response")
+            self._send(answer(self.rfile.read(length)), content_type)
         except NotFound as exc:
             self.send_error(HTTPStatus.NOT_FOUND, str(exc))
         except SignServerError as exc:
-            log.error("OCSP failed: %s", exc)
+            log.error("%s failed: %s", path, exc)
             self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
 
     def _send(self, body: bytes, content_type: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from asn1crypto import cms, tsp
+from asn1crypto import cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from pyhanko.sign.timestamps.api import TimeStamper
 
@@ -22,8 +22,14 @@ TSA_POLICY = "2.25.201587617087394208425939216924211183661"  # this TSA's policy
 DIGESTS = {"sha256": 32, "sha384": 48, "sha512": 64}
 
 
-def _rejection(text: str, failure: str) -> tsp.TimeStampResp:
-    return tsp.TimeStampResp({"status": tsp.PKIStatusInfo({
+class _Rejection(core.Sequence):
+    """A TimeStampResp without a token (asn1crypto's class insists on one)."""
+
+    _fields = [("status", tsp.PKIStatusInfo)]
+
+
+def _rejection(text: str, failure: str) -> _Rejection:
+    return _Rejection({"status": tsp.PKIStatusInfo({
         "status": "rejection", "status_string": [text], "fail_info": tsp.PKIFailureInfo({failure})})})
 
 
@@ -42,8 +48,8 @@ class TimeStampAuthority:
         answered with a rejection, as RFC 3161 asks."""
         return self.respond_to(self._parse(request_der)).dump()
 
-    def respond_to(self, request: tsp.TimeStampReq | tsp.TimeStampResp) -> tsp.TimeStampResp:
-        if isinstance(request, tsp.TimeStampResp):  # a rejection from parsing
+    def respond_to(self, request: tsp.TimeStampReq | _Rejection) -> tsp.TimeStampResp | _Rejection:
+        if isinstance(request, _Rejection):  # from parsing
             return request
         imprint = request["message_imprint"]
         algorithm = imprint["hash_algorithm"]["algorithm"].native

@@ -85,3 +85,29 @@ def test_crl_parses_with_openssl(http, tmp_path):
     result = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", str(tmp_path / "issuing.crl"), "-noout",
                              "-crlnumber", "-nextupdate"], capture_output=True, text=True)
     assert result.returncode == 0 and "crlNumber=" in result.stdout and "nextUpdate=" in result.stdout
+
+
+def test_timestamps_verify_with_openssl_ts(http, ca_service, tmp_path):
+    document = tmp_path / "document.txt"
+    document.write_bytes(b"a document to time-stamp")
+    query = tmp_path / "query.tsq"
+    subprocess.run(["openssl", "ts", "-query", "-data", str(document), "-sha256", "-cert", "-out", str(query)],
+                   check=True, capture_output=True)
+    kind, reply = fetch(f"{http}/tsa", query.read_bytes(), "application/timestamp-query")
+    assert kind == "application/timestamp-reply"
+    (tmp_path / "reply.tsr").write_bytes(reply)
+    issuing, root = ca_service.ca.chain()
+    (tmp_path / "root.pem").write_bytes(root.public_bytes(PEM))
+    (tmp_path / "issuing.pem").write_bytes(issuing.public_bytes(PEM))
+    result = subprocess.run(["openssl", "ts", "-verify", "-queryfile", str(query), "-in", str(tmp_path / "reply.tsr"),
+                             "-CAfile", str(tmp_path / "root.pem"), "-untrusted", str(tmp_path / "issuing.pem")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "Verification: OK" in result.stdout, result.stdout + result.stderr
+    tsa_certificate = ca_service.ca.service_key("tsa")[1]
+    usage = tsa_certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert usage.critical and list(usage.value) == [x509.oid.ExtendedKeyUsageOID.TIME_STAMPING]
+
+    _, rejected = fetch(f"{http}/tsa", b"not a query", "application/timestamp-query")
+    from asn1crypto import core, tsp
+
+    assert tsp.PKIStatusInfo.load(core.Sequence.load(rejected)[0].dump())["status"].native == "rejection"
