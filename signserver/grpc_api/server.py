@@ -17,6 +17,7 @@ from signserver.errors import ConfigurationError, SignServerError
 from signserver.grpc_api.errors import ErrorMappingInterceptor
 from signserver.grpc_api.account_servicer import AccountServicer
 from signserver.grpc_api.certificate_servicer import CertificateServicer
+from signserver.grpc_api.document_servicer import DocumentServicer
 from signserver.grpc_api.executor import BlockingCalls
 from signserver.grpc_api.health import HsmHealthReporter
 from signserver.grpc_api.info_servicer import InfoServicer
@@ -29,6 +30,8 @@ from signserver.v1 import (
     account_pb2_grpc,
     certificate_pb2,
     certificate_pb2_grpc,
+    document_pb2,
+    document_pb2_grpc,
     info_pb2,
     info_pb2_grpc,
     signing_pb2,
@@ -42,6 +45,7 @@ SERVICE_NAMES = [
     signing_pb2.DESCRIPTOR.services_by_name["SigningService"].full_name,
     account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
     certificate_pb2.DESCRIPTOR.services_by_name["CertificateService"].full_name,
+    document_pb2.DESCRIPTOR.services_by_name["DocumentService"].full_name,
 ]
 SHUTDOWN_GRACE_SECONDS = 10.0
 
@@ -64,13 +68,16 @@ class GrpcServer:
 
         Raises: ConfigurationError: TLS material is unusable or the address cannot be bound.
         """
-        server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+        server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()],
+                                 options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)])
         info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(self._service, self._hsm), server)
         signing_pb2_grpc.add_SigningServiceServicer_to_server(
             SigningServicer(self._service, self._hsm, self._accounts), server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(self._service, self._accounts), server)
         certificate_pb2_grpc.add_CertificateServiceServicer_to_server(
             CertificateServicer(self._service, self._hsm, self._accounts), server)
+        document_pb2_grpc.add_DocumentServiceServicer_to_server(
+            DocumentServicer(self._service, self._hsm, self._accounts, self._config.state_dir / "spool"), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -66,8 +66,8 @@ def verify_document(source: BinaryIO, validation_context_factory) -> list[Signat
         modification = status.modification_level
         coverage = status.coverage.name.replace("_", " ").lower() if status.coverage else "unknown"
         reports.append(SignatureReport(
-            field=signature.field_name,
-            signer=status.signing_cert.subject.human_friendly,
+            field=str(signature.field_name),
+            signer=str(status.signing_cert.subject.human_friendly),
             intact=status.intact, valid=status.valid, trusted=status.trusted,
             signing_time=status.signer_reported_dt.isoformat() if status.signer_reported_dt else None,
             timestamp=timestamp.timestamp.isoformat() if timestamp else None,
@@ -77,6 +77,6 @@ def verify_document(source: BinaryIO, validation_context_factory) -> list[Signat
             coverage=coverage,
             modified_after_signing=coverage != "entire file",
             modification_allowed=status.docmdp_ok is not False,
-            summary=status.summary(),
+            summary=str(status.summary()),
         ))
     return reports
