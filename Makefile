@@ -8,11 +8,14 @@ STATE_DIR ?= var
 PROTOS := $(wildcard proto/signserver/v1/*.proto)
 GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: run test bench system-packages install proto clean
+.PHONY: run test bench demo system-packages install proto clean
 
 run: install
 	./softhsm-setup/softhsm-setup "$(STATE_DIR)"
-	SIGNSERVER_STATE_DIR="$(STATE_DIR)" $(VENV)/bin/signserver serve
+	SIGNSERVER_STATE_DIR="$(STATE_DIR)" $(VENV)/bin/signserver serve --demo
+
+demo: install
+	STATE_DIR="$(STATE_DIR)" ./examples/demo.sh
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

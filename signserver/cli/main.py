@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from signserver import __version__
-from signserver.cli import accounts, audit, ca, hsm
+from signserver.cli import accounts, audit, ca, documents, hsm
 from signserver.config import load_config
 from signserver.errors import ConfigurationError, SignServerError
 
@@ -27,19 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the gRPC server", allow_abbrev=False)
+    serve.add_argument("--demo", action="store_true", help="on the first start, create a demonstration holder")
     serve.set_defaults(handler=cmd_serve)
 
     hsm.add_parser(commands)
     accounts.add_parsers(commands)
     audit.add_parser(commands)
     ca.add_parser(commands)
+    documents.add_parsers(commands)
     return parser
 
 
 def cmd_serve(args, config) -> int:
     from signserver.grpc_api.server import serve  # imported here: only this command needs gRPC
 
-    serve(config)
+    serve(config, demo=args.demo)
     return 0
 
 

@@ -165,7 +165,7 @@ def bootstrap(config: Config, service: SignService) -> Config:
     return config
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, demo: bool = False) -> None:
     """Run the server until SIGTERM or SIGINT, then drain calls in flight and stop.
 
     Raises: ConfigurationError, and the HSM errors of building the service.
@@ -173,6 +173,10 @@ def serve(config: Config) -> None:
     service = SignService.from_config(config)
     service.prepare_database()
     config = bootstrap(config, service)
+    if demo:
+        from signserver.cli.demo import ensure_demo  # the demonstration is the command line's business
+
+        ensure_demo(service, config.state_dir)
     http = CaHttpServer(service, config.http_listen)
 
     async def main() -> None:

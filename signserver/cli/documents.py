@@ -1,0 +1,139 @@
+"""``signserver sign-pdf`` (a client of a running server) and ``signserver verify-pdf``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from signserver.cli.common import open_service
+from signserver.cli.output import print_json, print_table
+from signserver.config import Config
+from signserver.errors import InvalidArgument
+
+PASSWORD_ENV = "SIGNSERVER_ACCOUNT_PASSWORD"
+OTP_ENV = "SIGNSERVER_ACCOUNT_OTP"
+API_KEY_ENV = "SIGNSERVER_API_KEY"
+CHUNK = 1 << 20
+
+
+def add_parsers(subparsers) -> None:
+    sign = subparsers.add_parser("sign-pdf", help="sign a PDF through a running server", allow_abbrev=False)
+    sign.set_defaults(handler=cmd_sign_pdf)
+    sign.add_argument("input", type=Path)
+    sign.add_argument("output", type=Path)
+    sign.add_argument("--address", default="localhost:50051")
+    sign.add_argument("--ca", type=Path, help="CA certificates to trust for the server (default: STATE_DIR/clients/ca.pem)")
+    sign.add_argument("--cert", type=Path, help="the application's client certificate (PEM)")
+    sign.add_argument("--key", type=Path, help="its private key (PEM)")
+    sign.add_argument("--account", required=True)
+    sign.add_argument("--credential", required=True)
+    sign.add_argument("--level", default="B-LT", help="B-B, B-T, B-LT (default) or B-LTA")
+    sign.add_argument("--caption", default="", help='e.g. "數碼簽署" (default "Assinatura digital")')
+    sign.add_argument("--time-zone", default="")
+    sign.add_argument("--reason", default="")
+    sign.add_argument("--location", default="")
+    sign.add_argument("--qr-url", default="", help="add a QR code to this verification address")
+    sign.add_argument("--seal", type=Path, help="a seal image (PNG/JPEG) behind the stamp text")
+    sign.add_argument("--field", default="", help="an existing empty signature field, or the new field's name")
+    sign.add_argument("--page", type=int, default=0, help="1-based; 0 or -1: the last page")
+    sign.add_argument("--rect", default="", help="x1,y1,x2,y2 in points from the bottom-left corner")
+    sign.add_argument("--invisible", action="store_true")
+    sign.add_argument("--no-otp", action="store_true", help="do not ask for an OTP (the application does not require one)")
+
+    verify = subparsers.add_parser("verify-pdf", help="report every signature of a PDF", allow_abbrev=False)
+    verify.set_defaults(handler=cmd_verify_pdf)
+    verify.add_argument("file", type=Path)
+    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--pin-file", type=Path, help="file holding the token's user PIN")
+
+
+def _secret(env: str, prompt: str) -> str:
+    if os.environ.get(env):
+        return os.environ[env]
+    if not sys.stdin.isatty():
+        raise InvalidArgument(f"set {env} or run on a terminal to be asked for the {prompt}")
+    return getpass.getpass(f"{prompt}: ")
+
+
+def cmd_sign_pdf(args, config: Config) -> int:
+    import grpc  # only this command is a network client
+
+    from signserver.v1 import document_pb2, document_pb2_grpc
+
+    if not args.input.is_file():
+        raise InvalidArgument(f"no file at {args.input}")
+    box = [0.0] * 4
+    if args.rect:
+        try:
+            box = [float(v) for v in args.rect.split(",")]
+            assert len(box) == 4
+        except (ValueError, AssertionError):
+            raise InvalidArgument("--rect takes four numbers: x1,y1,x2,y2") from None
+    password = _secret(PASSWORD_ENV, "password")
+    otp = "" if args.no_otp else _secret(OTP_ENV, "one-time password")
+    clients = config.state_dir / "clients"
+    ca = (args.ca or clients / "ca.pem").read_bytes()
+    key = args.key.read_bytes() if args.key else None
+    cert = args.cert.read_bytes() if args.cert else None
+    metadata = [("x-api-key", os.environ[API_KEY_ENV])] if os.environ.get(API_KEY_ENV) else []
+    stamp = document_pb2.Stamp(invisible=args.invisible, caption=args.caption, time_zone=args.time_zone,
+                               reason=args.reason, location=args.location, verification_url=args.qr_url,
+                               seal_image=args.seal.read_bytes() if args.seal else b"", field_name=args.field,
+                               page=args.page, x1=box[0], y1=box[1], x2=box[2], y2=box[3])
+
+    def requests():
+        yield document_pb2.SignPdfRequest(header=document_pb2.SignPdfHeader(
+            account=args.account, password=password, otp=otp, credential_id=args.credential, level=args.level,
+            stamp=stamp))
+        with args.input.open("rb") as source:
+            while chunk := source.read(CHUNK):
+                yield document_pb2.SignPdfRequest(chunk=chunk)
+
+    credentials = grpc.ssl_channel_credentials(ca, private_key=key, certificate_chain=cert)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed at the end: never a half-written output.
+    with tempfile.NamedTemporaryFile(dir=args.output.parent, delete=False, suffix=".part") as partial:
+        try:
+            with grpc.secure_channel(args.address, credentials) as channel:
+                stub = document_pb2_grpc.DocumentServiceStub(channel)
+                for response in stub.SignPdf(requests(), metadata=metadata, timeout=600):
+                    if response.WhichOneof("part") == "chunk":
+                        partial.write(response.chunk)
+            partial.close()
+            os.replace(partial.name, args.output)
+        except grpc.RpcError as error:
+            os.unlink(partial.name)
+            print(f"signserver: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+        except BaseException:
+            os.unlink(partial.name)
+            raise
+    print(f"signed {args.input} -> {args.output}")
+    return 0
+
+
+def cmd_verify_pdf(args, config: Config) -> int:
+    service = open_service(args, config, with_database=True)
+    try:
+        source = args.file.open("rb")
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {args.file}: {exc.strerror}") from None
+    with source:
+        reports = service.pades.verify_pdf(source)
+    if args.json:
+        print_json(reports)
+    else:
+        print_table(["FIELD", "SIGNER", "INTACT", "VALID", "TRUSTED", "LEVEL", "SIGNED AT", "TIMESTAMP", "CHANGED AFTER"],
+                    [[r.field, r.signer, _yes(r.intact), _yes(r.valid), _yes(r.trusted), r.level,
+                      r.signing_time or "-", r.timestamp or "-",
+                      ("yes, allowed" if r.modification_allowed else "yes, NOT allowed") if r.modified_after_signing
+                      else "no"] for r in reports], empty="no signatures")
+    return 0 if reports and all(r.intact and r.valid and r.trusted for r in reports) else 1
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "NO"
