@@ -3,14 +3,22 @@
 pyHanko's glyph accumulator cannot open a font collection (.ttc), which is how fonts-noto-cjk
 ships; the Traditional Chinese face (which also covers Latin and Portuguese accents) is saved as a
 single OpenType font under the state directory the first time it is needed.
+
+That face has 65,000 glyphs and pyHanko parses the font it is given for every document (about
+0.35 s here). So each stamp gets a font cut down to the characters it can contain (its text plus
+every digit and sign a time can show), made once per character set and kept on disk: signing
+again for the same holder and caption parses a font of a few dozen glyphs.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import os
 from pathlib import Path
 
+from fontTools import subset
 from fontTools.ttLib import TTCollection, TTFont
 
 from signserver.errors import ConfigurationError
@@ -47,6 +55,38 @@ def stamp_font(state_dir: Path) -> Path:
     partial.rename(target)  # never leave a half-written font behind
     log.info("extracted the stamp font %r to %s", FACE, target)
     return target
+
+
+ALWAYS = frozenset(" 0123456789.:+-/()年月日")  # whatever a formatted time can contain
+
+
+def font_for_text(font: Path, lines: list[str]) -> Path:
+    """A subset of ``font`` with the characters of ``lines`` (and every time character), made once
+    per character set under ``fonts/subsets`` beside the face."""
+    wanted = sorted(ALWAYS.union(*map(set, lines)))
+    key = hashlib.sha256("".join(wanted).encode("utf-8")).hexdigest()[:32]
+    target = font.parent / "subsets" / f"{key}.otf"
+    if not target.is_file():
+        _make_subset(font, wanted, target)
+    return target
+
+
+def _make_subset(font: Path, wanted: list[str], target: Path) -> None:
+    options = subset.Options()
+    # Horizontal Chinese and Latin text needs no OpenType layout; without GSUB/GPOS the subset
+    # is small, and parsing it again for every document is cheap.
+    options.layout_features = []
+    options.hinting = False
+    options.desubroutinize = True
+    options.notdef_outline = True
+    subsetter = subset.Subsetter(options)
+    with TTFont(str(font)) as parsed:
+        subsetter.populate(unicodes=[ord(c) for c in wanted])
+        subsetter.subset(parsed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.part")
+        parsed.save(str(partial))
+    partial.rename(target)  # atomic: concurrent workers may race to make the same subset
 
 
 @functools.lru_cache(maxsize=4)

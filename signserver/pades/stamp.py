@@ -15,7 +15,7 @@ from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.stamp import QRStampStyle, TextStampStyle
 
 from signserver.errors import InvalidArgument
-from signserver.pades.font import characters
+from signserver.pades.font import characters, font_for_text
 
 CAPTIONS = {"pt": "Assinatura digital", "zh": "數碼簽署", "en": "Digital signature"}
 DEFAULT_BOX = (36.0, 36.0, 276.0, 108.0)  # bottom-left, in points
@@ -72,7 +72,8 @@ def check_text(lines: list[str], font: Path) -> None:
 def stamp_style(lines: list[str], options: StampOptions, font: Path) -> TextStampStyle:
     """A pyHanko style whose text is already final (no placeholders left to interpret)."""
     text = "\n".join(line.replace("%", "%%") for line in lines)
-    box_style = TextBoxStyle(font=GlyphAccumulatorFactory(str(font), font_size=options.font_size))
+    box_style = TextBoxStyle(font=GlyphAccumulatorFactory(str(font_for_text(font, lines)),
+                                                          font_size=options.font_size))
     background = None
     if options.seal_png:
         try:
