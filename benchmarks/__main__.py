@@ -13,10 +13,11 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks import grpc_signing, hsm_rate
+from benchmarks import grpc_signing, hsm_rate, pdf_signing
 from benchmarks.harness import fresh_state_dir, markdown_table
 from signserver.config import load_config
 from signserver.hsm.algorithms import KeyAlgorithm
+from signserver.pades.sample import sample_pdf
 from signserver.service import SignService
 
 
@@ -36,7 +37,8 @@ def main() -> None:
         service.prepare_database()
         measured = hsm_rate.run(service, args.seconds)
         rsa_raw = next(raw for algorithm, raw, _ in measured if algorithm is KeyAlgorithm.RSA_2048)
-        over_grpc = grpc_signing.run(service, state, args.seconds)
+        over_grpc, documents = grpc_signing.run(service, state, args.seconds)
+        baseline = pdf_signing.software_baseline(sample_pdf(1), args.seconds)
     finally:
         service.close()
         shutil.rmtree(state, ignore_errors=True)
@@ -52,6 +54,25 @@ def main() -> None:
     for rate in over_grpc:
         add(rate, rsa_raw, "calls/s" if rate.name.startswith("Authorize") else "signatures/s")
     print(markdown_table(["figure", "rate", "ratio to raw (same algorithm; RSA-2048 for gRPC)"], rows))
+
+    pdf_rows = []
+    for latencies in [baseline, *documents]:
+        pdf_rows.append([latencies.name, f"{latencies.per_second:,.1f}",
+                         f"{latencies.per_second / baseline.per_second:.2f}",
+                         " / ".join(f"{latencies.percentile(p):,.0f}" for p in (50, 95, 99))])
+        figures.append({"name": latencies.name, "per_second": latencies.per_second, "unit": "documents/s",
+                        "ratio_to_software_pyhanko": latencies.per_second / baseline.per_second,
+                        "p50_ms": latencies.percentile(50), "p95_ms": latencies.percentile(95),
+                        "p99_ms": latencies.percentile(99)})
+    print()
+    print(markdown_table(["document figure", "documents/s", "ratio to pyHanko + software key",
+                          "p50 / p95 / p99 ms"], pdf_rows))
+    invisible = {d.name.replace("invisible", "X"): d for d in documents if "invisible" in d.name}
+    for visible in (d for d in documents if "visible CJK" in d.name):
+        match = invisible.get(visible.name.replace("visible CJK stamp", "X"))
+        if match:
+            print(f"visible CJK stamp vs invisible, {visible.name.split(', ', 2)[2]}: "
+                  f"{(match.per_second / visible.per_second - 1) * 100:+.0f} % time per document")
 
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

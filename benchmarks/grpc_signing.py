@@ -21,7 +21,10 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from benchmarks import pdf_signing
 from benchmarks.harness import Rate, measure
+from signserver.accounts.model import AccountKind
+from signserver.ca.authority import CertificateRequest
 from signserver.accounts.manager import Enrolment
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.secret import Secret
@@ -39,16 +42,17 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
         env.update(SIGNSERVER_STATE_DIR=str(state), SIGNSERVER_SERVER_LISTEN="127.0.0.1:0",
                    SIGNSERVER_HTTP_LISTEN="127.0.0.1:0", SIGNSERVER_AUTHORIZATION_MAX_SIGNATURES=str(TOKEN_DIGESTS))
+        self.log = open(state / "server.log", "w+")  # a file, not a pipe: the server never blocks on it
         self.process = subprocess.Popen([str(Path(sys.executable).parent / "signserver"), "serve"], env=env,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=self.log, text=True)
         deadline = time.monotonic() + 60
         self.port = None
         while self.port is None and time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line and self.process.poll() is not None:
-                raise RuntimeError("the server did not start")
-            match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
+            if self.process.poll() is not None:
+                raise RuntimeError("the server did not start: " + (state / "server.log").read_text()[-2000:])
+            match = re.search(r"serving on 127\.0\.0\.1:(\d+)", (state / "server.log").read_text())
             self.port = int(match.group(1)) if match else None
+            time.sleep(0.1)
         # Mutual TLS, as on the defaults: a client certificate for the benchmark's application.
         key = ec.generate_private_key(ec.SECP256R1())
         issued = service.ca.issue_service_certificate("client-asp", "bench-app", key.public_key(), "benchmark")
@@ -65,18 +69,25 @@ class ServerProcess:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
+        self.log.close()
 
 
-def run(service: SignService, state: Path, seconds: float) -> list[Rate]:
+def run(service: SignService, state: Path, seconds: float) -> tuple[list[Rate], list]:
+    """SignHash and Authorize figures, and SignPdf latencies, against one server process."""
     created = service.accounts.create(
-        Enrolment("bench-holder", "Bench Holder", ("bench@example.mo",), key_algorithm=KeyAlgorithm.RSA_2048),
+        Enrolment("bench-holder", "翁心 Bench Holder", ("bench@example.mo",), kind=AccountKind.CORPORATE,
+                  organisation="Bench Lda", key_algorithm=KeyAlgorithm.RSA_2048),
         Secret(PASSWORD), operator="benchmark")
     service.applications.create("bench-app", otp_required=False)  # its certificate comes with the server
     server = ServerProcess(state, service)
     try:
+        service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "benchmark")
         with server.channel() as channel:
-            return _measure(signing_pb2_grpc.SigningServiceStub(channel), [],
-                            created.account.username, created.credential.id, seconds)
+            rates = _measure(signing_pb2_grpc.SigningServiceStub(channel), [],
+                             created.account.username, created.credential.id, seconds)
+            documents = pdf_signing.sign_pdf_rates(channel, created.account.username, PASSWORD,
+                                                   created.credential.id, seconds)
+        return rates, documents
     finally:
         server.stop()
 

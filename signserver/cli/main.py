@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for chatty in ("alembic", "fontTools"):  # INFO from these is a line per table or glyph
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
         return args.handler(args, config)

@@ -1,0 +1,110 @@
+"""SignPdf over gRPC beside pyHanko's plain `sign_pdf` with a software key, in one run.
+
+Documents of 1 and 50 pages, invisible and with the default visible stamp in Chinese, at
+concurrency 1 and 4 (threads of one client process), with latency percentiles.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import threading
+import time
+from dataclasses import dataclass
+
+from asn1crypto import keys as asn1_keys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.sign import signers
+
+from signserver.pades.cms_signer import to_asn1
+from signserver.pades.sample import sample_pdf
+from signserver.v1 import document_pb2, document_pb2_grpc
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class Latencies:
+    name: str
+    seconds: list[float]
+    wall: float
+
+    @property
+    def per_second(self) -> float:
+        return len(self.seconds) / self.wall
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000
+
+
+def software_baseline(pdf: bytes, seconds: float) -> Latencies:
+    """pyHanko's plain sign_pdf, invisible, with an RSA-2048 key in memory."""
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "software key")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .sign(key, hashes.SHA256()))
+    signer = signers.SimpleSigner(
+        signing_cert=to_asn1(certificate),
+        signing_key=asn1_keys.PrivateKeyInfo.load(key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
+        cert_registry=None)
+
+    def once():
+        signers.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(pdf)),
+                         signers.PdfSignatureMetadata(field_name="Signature1"), signer=signer, output=io.BytesIO())
+
+    return _timed("pyHanko sign_pdf, software key, invisible, 1 page", once, seconds, 1)
+
+
+def _timed(name: str, operation, seconds: float, concurrency: int) -> Latencies:
+    operation()  # warm up
+    durations: list[float] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker():
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            operation()
+            with lock:
+                durations.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Latencies(name, durations, time.perf_counter() - start)
+
+
+def sign_pdf_rates(channel, account: str, password: str, credential: str, seconds: float) -> list[Latencies]:
+    stub = document_pb2_grpc.DocumentServiceStub(channel)
+    results = []
+    for pages in (1, 50):
+        pdf = sample_pdf(pages)
+        for visible in (False, True):
+            def once(pdf=pdf, visible=visible):
+                def requests():
+                    yield document_pb2.SignPdfRequest(header=document_pb2.SignPdfHeader(
+                        account=account, password=password, credential_id=credential, level="B-LT",
+                        stamp=document_pb2.Stamp(invisible=not visible, caption="數碼簽署")))
+                    for start in range(0, len(pdf), CHUNK):
+                        yield document_pb2.SignPdfRequest(chunk=pdf[start:start + CHUNK])
+                for _ in stub.SignPdf(requests(), timeout=120):
+                    pass
+            for concurrency in (1, 4):
+                label = "visible CJK stamp" if visible else "invisible"
+                results.append(_timed(f"SignPdf B-LT, {label}, {pages} page(s), concurrency {concurrency}",
+                                      once, seconds, concurrency))
+    return results
+
+
+
