@@ -60,30 +60,63 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
 
     async def SignPdf(self, request_iterator, context):
         app = await calling_application(context, self._service, self._accounts)
-        first = await anext(request_iterator, None)
-        if first is None or first.WhichOneof("part") != "header":
-            raise InvalidArgument("the first message must carry the header")
-        header = first.header
+        header, chunks = await self._header_and_chunks(request_iterator)
         options = stamp_options(header.stamp)
         level = PadesLevel.parse(header.level or "B-LT")
         self._spool.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=self._spool) as source, tempfile.TemporaryFile(dir=self._spool) as output:
-            async def chunks():
-                async for message in request_iterator:
-                    if message.WhichOneof("part") != "chunk":
-                        raise InvalidArgument("only the first message carries a header")
-                    yield message.chunk
-            await self._receive(chunks(), source)
+            await self._receive(chunks, source)
             digest = await self._accounts.run(
                 self._service.pades.sign_pdf, app, convert.text("account", header.account, limit=64),
                 convert.secret("password", header.password),
                 convert.text("otp", header.otp, required=False, limit=16) or None,
                 convert.text("credential_id", header.credential_id, limit=64), source, output, level, options)
-            size = output.seek(0, 2)
-            output.seek(0)
-            yield document_pb2.SignPdfResponse(result=document_pb2.SignPdfResult(size=size, sha256=digest))
-            while chunk := output.read(CHUNK):
-                yield document_pb2.SignPdfResponse(chunk=chunk)
+            async for response in self._send(output, digest):
+                yield response
+
+    async def PrepareSignature(self, request_iterator, context):
+        app = await calling_application(context, self._service, self._accounts)
+        header, chunks = await self._header_and_chunks(request_iterator)
+        self._spool.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self._spool) as source:
+            await self._receive(chunks, source)
+            pending = await self._hsm.run(
+                self._service.pades.prepare_pdf, app,
+                convert.text("credential_id", header.credential_id, limit=64), source,
+                PadesLevel.parse(header.level or "B-LT"), stamp_options(header.stamp))
+        return document_pb2.PrepareSignatureResponse(document_id=pending.id, digest=pending.digest,
+                                                     expires_at=convert.timestamp(pending.expires_at))
+
+    async def CompleteSignature(self, request, context):
+        app = await calling_application(context, self._service, self._accounts)
+        self._spool.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self._spool) as output:
+            digest = await self._hsm.run(
+                self._service.pades.complete_pdf, app, convert.text("document_id", request.document_id, limit=64),
+                convert.secret("activation_token", request.activation_token), output)
+            async for response in self._send(output, digest):
+                yield response
+
+    async def _header_and_chunks(self, request_iterator):
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("the first message must carry the header")
+
+        async def chunks():
+            async for message in request_iterator:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("only the first message carries a header")
+                yield message.chunk
+
+        return first.header, chunks()
+
+    @staticmethod
+    async def _send(output, digest: bytes):
+        size = output.seek(0, 2)
+        output.seek(0)
+        yield document_pb2.SignPdfResponse(result=document_pb2.SignPdfResult(size=size, sha256=digest))
+        while chunk := output.read(CHUNK):
+            yield document_pb2.SignPdfResponse(chunk=chunk)
 
     async def VerifyPdf(self, request_iterator, context):
         await calling_application(context, self._service, self._accounts)

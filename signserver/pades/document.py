@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import enum
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
+from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 from pyhanko_certvalidator import ValidationContext
 
 from signserver.errors import InvalidArgument
@@ -100,13 +102,49 @@ def _media_box(writer: IncrementalPdfFileWriter, page: int) -> list[float] | Non
         return None
 
 
-def sign_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -> None:
-    """Sign ``source`` into ``destination`` (an incremental update; earlier signatures stay valid).
+@dataclass
+class PreparedDocument:
+    """A document with its signature placeholder written and its /ByteRange digest computed:
+    what the holder authorises in the two-step flow. ``finish`` may be called once."""
+
+    digest: bytes  # SHA-256 over the signed byte ranges
+    _tbs: object
+    _prepared: object
+    _output: BinaryIO
+    _signing_time: datetime.datetime
+    _revinfo: object
+
+    def finish(self) -> None:
+        """Sign in the HSM, embed the CMS, then time-stamp and add validation data as the level asks.
+
+        Raises: InvalidArgument (a pyHanko refusal), HsmError.
+        """
+        async def complete() -> None:
+            post = await self._tbs.perform_signature(
+                document_digest=self._prepared.document_digest,
+                pdf_cms_signed_attrs=PdfCMSSignedAttributes(signing_time=self._signing_time,
+                                                            adobe_revinfo_attr=self._revinfo))
+            await post.post_signature_processing(self._output)
+
+        _run(complete())
+
+
+def _run(coroutine):
+    try:
+        return asyncio.run(coroutine)
+    except SigningError as exc:
+        raise InvalidArgument(f"the document cannot be signed: {exc}") from None
+    except PdfError as exc:
+        raise InvalidArgument(f"the document is damaged: {exc}") from None
+
+
+def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -> PreparedDocument:
+    """Write ``source`` with a signature placeholder (and the stamp) to ``destination`` and
+    compute the digest to sign; :meth:`PreparedDocument.finish` completes it.
 
     Raises:
         InvalidArgument: not a PDF, encrypted, field or page not found, rectangle off the page,
             text the font cannot draw, or a certification that forbids further signing.
-        HsmError: the HSM failed.
     """
     writer = open_for_signing(source)
     field_name, new_field = _field_spec(writer, job.stamp)
@@ -123,9 +161,25 @@ def sign_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -> N
     pdf_signer = signers.PdfSigner(metadata, job.signer, timestamper=job.timestamper if job.level.timestamped else None,
                                    stamp_style=style, new_field_spec=new_field)
     params = {"url": job.stamp.verification_url} if job.stamp.verification_url else None
-    try:
-        pdf_signer.sign_pdf(writer, output=destination, appearance_text_params=params)
-    except SigningError as exc:
-        raise InvalidArgument(f"the document cannot be signed: {exc}") from None
-    except PdfError as exc:
-        raise InvalidArgument(f"the document is damaged: {exc}") from None
+
+    async def prepare() -> PreparedDocument:
+        session = pdf_signer.init_signing_session(writer)
+        validation = await session.perform_presign_validation(writer)
+        reserved = await session.estimate_signature_container_size(validation_info=validation, tight=False)
+        tbs = session.prepare_tbs_document(validation_info=validation, bytes_reserved=reserved,
+                                           appearance_text_params=params)
+        prepared, output = tbs.digest_tbs_document(output=destination)
+        return PreparedDocument(digest=prepared.document_digest, _tbs=tbs, _prepared=prepared, _output=output,
+                                _signing_time=session.system_time,
+                                _revinfo=validation.adobe_revinfo_attr if validation else None)
+
+    return _run(prepare())
+
+
+def sign_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -> None:
+    """Sign ``source`` into ``destination`` in one go (an incremental update; earlier signatures
+    stay valid).
+
+    Raises: as :func:`prepare_document` and :meth:`PreparedDocument.finish`.
+    """
+    prepare_document(source, destination, job).finish()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,7 +20,8 @@ from signserver.errors import CredentialUnusable
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.pades.cms_signer import HsmCmsSigner, to_asn1
-from signserver.pades.document import PadesLevel, SigningJob, sign_document
+from signserver.pades.document import PadesLevel, SigningJob, prepare_document, sign_document
+from signserver.pades.pending import PendingDocument, PendingDocuments
 from signserver.pades.font import stamp_font
 from signserver.pades.stamp import StampOptions
 from signserver.pades.tsa import InProcessTimeStamper, TimeStampAuthority
@@ -40,6 +43,9 @@ class PadesService:
         self._audit = audit
         self._clock = clock
         self._state_dir = state_dir
+        self._spool = state_dir / "spool"
+        self._pending = PendingDocuments()
+        self._pending_lifetime = signer.token_lifetime
         self.tsa = TimeStampAuthority(keys, ca, clock)
 
     def font(self) -> Path:
@@ -75,20 +81,67 @@ class PadesService:
                              destination: BinaryIO, level: PadesLevel, stamp: StampOptions,
                              document_digest: bytes) -> bytes:
         """Sign after authorisation. Raises: CredentialUnusable, InvalidArgument, HsmError."""
+        credential, job = self._job(application, credential_id, level, stamp)
+        source.seek(0)
+        start = destination.tell()
+        sign_document(source, destination, job)
+        return self._finish_audit(application, credential, destination, start, document_digest, level)
+
+    # --- the two-step flow: prepare, the holder authorises the digest, complete ---------------
+
+    def prepare_pdf(self, application: Application, credential_id: str, source: BinaryIO,
+                    level: PadesLevel = PadesLevel.B_LT, stamp: StampOptions = StampOptions()) -> PendingDocument:
+        """Place the signature (and stamp) and return the digest the holder must authorise with
+        SigningService.Authorize; :meth:`complete_pdf` finishes within the token's lifetime.
+
+        Raises: NotFound, CredentialUnusable, InvalidArgument.
+        """
+        credential, job = self._job(application, credential_id, level, stamp)
+        self._spool.mkdir(parents=True, exist_ok=True)
+        output = tempfile.TemporaryFile(dir=self._spool)
+        try:
+            source.seek(0)
+            prepared = prepare_document(source, output, job)
+        except BaseException:
+            output.close()
+            raise
+        return self._pending.add(application.id, credential.id, level, prepared, output,
+                                 self._clock.now() + self._pending_lifetime)
+
+    def complete_pdf(self, application: Application, document_id: str, token: Secret,
+                     destination: BinaryIO) -> bytes:
+        """Spend the activation token on the prepared document's digest and sign it.
+
+        Raises: NotFound (unknown or expired document), ActivationRefused, HsmError.
+        """
+        pending = self._pending.take(document_id, application.id, self._clock.now())
+        try:
+            credential = self._hash_signer.spend(application, pending.credential_id, token, HashAlgorithm.SHA256,
+                                                 [pending.prepared.digest])
+            pending.prepared.finish()
+            pending.output.seek(0)
+            start = destination.tell()
+            shutil.copyfileobj(pending.output, destination, 1 << 20)
+            return self._finish_audit(application, credential, destination, start, pending.prepared.digest,
+                                      pending.level)
+        finally:
+            pending.output.close()
+
+    def _job(self, application: Application, credential_id: str, level: PadesLevel, stamp: StampOptions):
         credential = self._hash_signer.credential(application, credential_id)
         certificate = self._keys.certificate(credential.key_id)
         if certificate is None:
             raise CredentialUnusable(f"credential {credential_id} has no certificate yet; the RA must issue one")
-        holder = self._hash_signer.holder_name(credential)
         job = SigningJob(
             signer=HsmCmsSigner(self._keys, credential.key_id, credential.key_algorithm, certificate, self._ca.chain()),
-            holder_name=holder, level=level, stamp=stamp, font=self.font(),
+            holder_name=self._hash_signer.holder_name(credential), level=level, stamp=stamp, font=self.font(),
             timestamper=InProcessTimeStamper(self.tsa) if level.timestamped else None,
             validation_context=self.validation_context() if level.long_term else None,
             now=self._clock.now())
-        source.seek(0)
-        start = destination.tell()
-        sign_document(source, destination, job)
+        return credential, job
+
+    def _finish_audit(self, application, credential, destination: BinaryIO, start: int, document_digest: bytes,
+                      level: PadesLevel) -> bytes:
         destination.seek(start)
         signed_digest = _sha256_of(destination)
         with self._database.transaction() as conn:

@@ -55,6 +55,10 @@ class HashSigner:
         self._lifetime = token_lifetime
         self.max_signatures = max_signatures
 
+    @property
+    def token_lifetime(self) -> datetime.timedelta:
+        return self._lifetime
+
     def list_credentials(self, application: Application, username: str) -> list[Credential]:
         """Raises: PermissionDenied, NotFound."""
         self._applications.check_may_serve(application, username)

@@ -8,7 +8,9 @@ import io
 import grpc
 import pytest
 
+from signserver.hsm.algorithms import HashAlgorithm
 from signserver.pades.sample import sample_pdf
+from signserver.secret import Secret
 from signserver.v1 import document_pb2, document_pb2_grpc
 from tests.conftest import PASSWORD
 from tests.grpc_api.conftest import ServerThread
@@ -84,3 +86,42 @@ def test_wrong_password_is_unauthenticated(api):
     with pytest.raises(grpc.RpcError) as refused:
         collect(stub.SignPdf(requests(), metadata=metadata, timeout=60))
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_two_step_flow(api, pades_world):
+    """Prepare (no factors), the holder authorises exactly the returned digest, complete."""
+    stub, metadata, created = api
+    service = pades_world[0]
+    app = service.applications.authenticate(api_key=metadata[0][1])
+    data = sample_pdf(2)
+
+    def prepare():
+        def requests():
+            yield document_pb2.PrepareSignatureRequest(header=document_pb2.SignPdfHeader(
+                credential_id=created.credential.id, level="B-T"))
+            yield document_pb2.PrepareSignatureRequest(chunk=data)
+        return stub.PrepareSignature(requests(), metadata=metadata, timeout=60)
+
+    def authorize(digest: bytes) -> str:
+        return service.signer.authorize(app, created.account.username, Secret(PASSWORD), None, created.credential.id,
+                                        HashAlgorithm.SHA256, [digest]).token
+
+    def complete(document_id: str, token: str):
+        return collect(stub.CompleteSignature(document_pb2.CompleteSignatureRequest(
+            document_id=document_id, activation_token=token), metadata=metadata, timeout=60))
+
+    prepared = prepare()
+    assert len(prepared.digest) == 32 and prepared.document_id
+    with pytest.raises(grpc.RpcError) as refused:  # a token for another digest
+        complete(prepared.document_id, authorize(bytes(32)))
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+    prepared = prepare()  # the refusal used up the prepared document
+    token = authorize(prepared.digest)
+    result, signed = complete(prepared.document_id, token)
+    assert result.sha256 == hashlib.sha256(signed).digest()
+    report = service.pades.verify_pdf(io.BytesIO(signed))[0]
+    assert report.valid and report.trusted and report.level == "B-T"
+    with pytest.raises(grpc.RpcError) as again:
+        complete(prepared.document_id, token)
+    assert again.value.code() is grpc.StatusCode.NOT_FOUND
