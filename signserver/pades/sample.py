@@ -3,6 +3,37 @@
 from __future__ import annotations
 
 
+def write_large_pdf(path, megabytes: int) -> None:
+    """A one-page PDF of about ``megabytes`` MB (an attached file of random bytes), written in
+    pieces so that it never sits whole in memory."""
+    import os
+
+    head = sample_pdf(1)
+    body_end = head.rindex(b"xref")
+    objects = head[:body_end]
+    count = int(head[head.index(b"/Size ") + 6:].split(b" ")[0].split(b">")[0]) - 1
+    size = megabytes * 1024 * 1024
+    number = count + 1
+    with open(path, "wb") as out:
+        out.write(objects)
+        offset = len(objects)
+        out.write(f"{number} 0 obj\n<< /Type /EmbeddedFile /Length {size} >>\nstream\n".encode())
+        for _ in range(megabytes):
+            out.write(os.urandom(1024 * 1024))
+        out.write(b"\nendstream\nendobj\n")
+        xref = out.tell()
+        offsets = _offsets(objects) + [offset]
+        out.write(f"xref\n0 {number + 1}\n0000000000 65535 f \n".encode())
+        out.write(b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets))
+        out.write(f"trailer\n<< /Size {number + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+
+
+def _offsets(body: bytes) -> list[int]:
+    import re
+
+    return [m.start() for m in re.finditer(rb"(?m)^\d+ 0 obj\n", body)]
+
+
 def sample_pdf(pages: int = 1, title: str = "signserver sample document") -> bytes:
     """A valid PDF with ``pages`` A4 pages of Helvetica text."""
     objects: list[bytes] = []
