@@ -37,7 +37,7 @@ def main() -> None:
         service.prepare_database()
         measured = hsm_rate.run(service, args.seconds)
         rsa_raw = next(raw for algorithm, raw, _ in measured if algorithm is KeyAlgorithm.RSA_2048)
-        over_grpc, documents = grpc_signing.run(service, state, args.seconds)
+        over_grpc, documents, large = grpc_signing.run(service, state, args.seconds)
         baseline = pdf_signing.software_baseline(sample_pdf(1), args.seconds)
     finally:
         service.close()
@@ -73,6 +73,12 @@ def main() -> None:
         if match:
             print(f"visible CJK stamp vs invisible, {visible.name.split(', ', 2)[2]}: "
                   f"{(match.per_second / visible.per_second - 1) * 100:+.0f} % time per document")
+
+    seconds, before, after = large
+    print(f"\nA 100 MB PDF over SignPdf (B-LT): {seconds:.1f} s; server peak RSS {before:.0f} MB before, "
+          f"{after:.0f} MB after")
+    figures.append({"name": "SignPdf 100 MB", "seconds": seconds, "server_peak_rss_mb_before": before,
+                    "server_peak_rss_mb_after": after})
 
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

@@ -72,7 +72,7 @@ class ServerProcess:
         self.log.close()
 
 
-def run(service: SignService, state: Path, seconds: float) -> tuple[list[Rate], list]:
+def run(service: SignService, state: Path, seconds: float) -> tuple[list[Rate], list, tuple]:
     """SignHash and Authorize figures, and SignPdf latencies, against one server process."""
     created = service.accounts.create(
         Enrolment("bench-holder", "翁心 Bench Holder", ("bench@example.mo",), kind=AccountKind.CORPORATE,
@@ -87,7 +87,9 @@ def run(service: SignService, state: Path, seconds: float) -> tuple[list[Rate], 
                              created.account.username, created.credential.id, seconds)
             documents = pdf_signing.sign_pdf_rates(channel, created.account.username, PASSWORD,
                                                    created.credential.id, seconds)
-        return rates, documents
+            large = pdf_signing.large_document_memory(channel, created.account.username, PASSWORD,
+                                                      created.credential.id, server.process.pid)
+        return rates, documents, large
     finally:
         server.stop()
 

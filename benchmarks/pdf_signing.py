@@ -108,3 +108,37 @@ def sign_pdf_rates(channel, account: str, password: str, credential: str, second
 
 
 
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def large_document_memory(channel, account: str, password: str, credential: str, server_pid: int,
+                          megabytes: int = 100) -> tuple[float, float, float]:
+    """Sign a ``megabytes`` MB document once; return (seconds, server peak RSS before, after) in MB."""
+    import tempfile
+    from pathlib import Path
+
+    from signserver.pades.sample import write_large_pdf
+
+    stub = document_pb2_grpc.DocumentServiceStub(channel)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "large.pdf"
+        write_large_pdf(path, megabytes)
+
+        def requests():
+            yield document_pb2.SignPdfRequest(header=document_pb2.SignPdfHeader(
+                account=account, password=password, credential_id=credential, level="B-LT"))
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    yield document_pb2.SignPdfRequest(chunk=chunk)
+
+        before = _peak_rss_mb(server_pid)
+        start = time.perf_counter()
+        for _ in stub.SignPdf(requests(), timeout=600):
+            pass
+        return time.perf_counter() - start, before, _peak_rss_mb(server_pid)

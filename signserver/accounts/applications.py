@@ -33,7 +33,8 @@ class ApplicationRegistry:
         self._clock = clock
 
     def create(self, name: str, otp_required: bool = True, accounts_served: tuple[str, ...] | None = None,
-               client_certificate_sha256: str | None = None, with_api_key: bool = True) -> tuple[Application, str | None]:
+               client_certificate_sha256: str | None = None, with_api_key: bool = True,
+               one_call_signing: bool = True) -> tuple[Application, str | None]:
         """Register an application; returns it and its API key (shown once, stored hashed).
 
         ``accounts_served`` None means every account.
@@ -54,7 +55,7 @@ class ApplicationRegistry:
             app_id = conn.execute(insert(applications).values(
                 name=name, api_key_hash=_digest(api_key) if api_key else None,
                 client_certificate_sha256=fingerprint, otp_required=otp_required,
-                all_accounts=accounts_served is None, status="active",
+                all_accounts=accounts_served is None, status="active", one_call_signing=one_call_signing,
                 created_at=epoch_seconds(self._clock.now()))).inserted_primary_key[0]
             for username in accounts_served or ():
                 self._serve(conn, app_id, username)
@@ -119,4 +120,5 @@ class ApplicationRegistry:
         return Application(id=row.id, name=row.name, otp_required=row.otp_required,
                            all_accounts=row.all_accounts, accounts=tuple(served),
                            has_api_key=row.api_key_hash is not None,
-                           client_certificate_sha256=row.client_certificate_sha256, status=row.status)
+                           client_certificate_sha256=row.client_certificate_sha256, status=row.status,
+                           one_call_signing=row.one_call_signing)

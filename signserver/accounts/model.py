@@ -74,3 +74,4 @@ class Application:
     has_api_key: bool
     client_certificate_sha256: str | None
     status: str
+    one_call_signing: bool = True  # may send the holder's factors with the document

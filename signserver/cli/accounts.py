@@ -85,6 +85,8 @@ def add_parsers(subparsers) -> None:
                    help="an account it may serve (repeat; default: every account)")
     p.add_argument("--client-cert", type=Path, help="a client certificate (PEM) it authenticates with")
     p.add_argument("--no-api-key", action="store_true", help="authenticate with the client certificate only")
+    p.add_argument("--two-step-only", action="store_true",
+                   help="sign documents only in two steps (prepare, authorise the digest, complete)")
     p = app_commands.add_parser("list", help="list the applications", parents=[json_flag], allow_abbrev=False)
     p.set_defaults(handler=cmd_app_list)
 
@@ -217,7 +219,8 @@ def cmd_app_create(args, config: Config) -> int:
     app, api_key = service.applications.create(
         args.name, otp_required=not args.no_otp,
         accounts_served=tuple(args.accounts) if args.accounts else None,
-        client_certificate_sha256=fingerprint, with_api_key=not args.no_api_key)
+        client_certificate_sha256=fingerprint, with_api_key=not args.no_api_key,
+        one_call_signing=not args.two_step_only)
     if args.json:
         print_json({"application": app, "api_key": api_key})
         return 0

@@ -16,7 +16,7 @@ from signserver.audit.log import AuditLog
 from signserver.ca.authority import CertificateAuthority
 from signserver.ca.revocation import stored_crl
 from signserver.clock import Clock
-from signserver.errors import CredentialUnusable
+from signserver.errors import CredentialUnusable, PermissionDenied
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.pades.cms_signer import HsmCmsSigner, to_asn1
@@ -68,6 +68,9 @@ class PadesService:
 
         Raises: as HashSigner.authorize and sign_document; CredentialUnusable (no certificate).
         """
+        if not application.one_call_signing:
+            raise PermissionDenied(f"application {application.name!r} may only use the two-step flow "
+                                   "(PrepareSignature, Authorize, CompleteSignature)")
         digest = _sha256_of(source)
         # The same checks as the two-step flow: factors, lockout, credential ownership, then the
         # activation token for this document is spent at once.

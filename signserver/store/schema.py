@@ -69,6 +69,9 @@ applications = Table(
     Column("all_accounts", Boolean, nullable=False),
     Column("status", String(16), nullable=False),  # active | disabled
     Column("created_at", BigInteger, nullable=False),
+    # May send the holder's factors together with the document (SignPdf), or only use the
+    # two-step flow (PrepareSignature, Authorize, CompleteSignature).
+    Column("one_call_signing", Boolean, nullable=False, server_default="1"),
 )
 
 application_accounts = Table(

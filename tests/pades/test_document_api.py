@@ -125,3 +125,15 @@ def test_two_step_flow(api, pades_world):
     with pytest.raises(grpc.RpcError) as again:
         complete(prepared.document_id, token)
     assert again.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_policy_can_require_the_two_step_flow(pades_world, config):
+    service, _, created, _ = pades_world
+    _, api_key = service.applications.create("two-step-app", otp_required=False, one_call_signing=False)
+    with ServerThread(config, service) as server, server.channel() as channel:
+        stub = document_pb2_grpc.DocumentServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            collect(stub.SignPdf(sign_request(created, sample_pdf(1)), metadata=[("x-api-key", api_key)],
+                                 timeout=60))
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED and "two-step" in refused.value.details()
+    assert service.accounts.get(created.account.username).failed_attempts == 0
