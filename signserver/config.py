@@ -147,6 +147,18 @@ class CaConfig:
 
 
 @dataclass(frozen=True)
+class PadesConfig:
+    """Defaults of document signing; a request may choose otherwise."""
+
+    level: str
+    caption: str
+    time_zone: str
+    max_document_mb: int
+    tsa_url: str | None  # an external RFC 3161 TSA instead of the built-in one
+    trust_roots: Path | None  # more roots (PEM bundle) that verification trusts besides this CA
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, immutable once loaded."""
 
@@ -160,6 +172,7 @@ class Config:
     smtp: SmtpConfig
     audit: AuditConfig
     ca: CaConfig
+    pades: PadesConfig
     http_listen: str  # CRL, OCSP and CA certificates over HTTP
     source: Path | None  # the file it was read from, if any
 
@@ -288,6 +301,12 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "ca.issuing_key_algorithm": _as_str,
     "ca.crl_hours": _as_int(1, 8_760),
     "http.listen": _as_str,
+    "pades.level": _as_choice("B-B", "B-T", "B-LT", "B-LTA"),
+    "pades.caption": _as_str,
+    "pades.time_zone": _as_str,
+    "pades.max_document_mb": _as_int(1, 4096),
+    "pades.tsa_url": _as_str,
+    "pades.trust_roots": _as_str,
     "audit.seal_interval_seconds": _as_int(1, 86_400),
 }
 
@@ -419,6 +438,7 @@ def load_config(
             seal_interval_seconds=values.get("audit.seal_interval_seconds", 60),
         ),
         ca=_ca_config(values, profile_settings),
+        pades=_pades_config(values, path_of),
         http_listen=_address(values, "http.listen", "127.0.0.1:8080"),
         source=path,
     )
@@ -474,6 +494,25 @@ def _ca_config(values: dict[str, Any], profile_settings: dict[str, dict[str, Any
         crl_hours=values.get("ca.crl_hours", 24),
         profile_settings=profile_settings,
     )
+
+
+def _pades_config(values: dict[str, Any], path_of) -> PadesConfig:
+    zone = values.get("pades.time_zone", "Asia/Macau")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError("pades.time_zone", f"unknown time zone {zone!r}") from None
+    tsa_url = values.get("pades.tsa_url")
+    if tsa_url and not tsa_url.startswith(("http://", "https://")):
+        raise ConfigurationError("pades.tsa_url", "must be an http:// or https:// address")
+    roots = path_of("pades.trust_roots", Path()) if "pades.trust_roots" in values else None
+    if roots is not None and not roots.is_file():
+        raise ConfigurationError("pades.trust_roots", f"no file at {roots}")
+    return PadesConfig(level=values.get("pades.level", "B-LT"), caption=values.get("pades.caption", "Assinatura digital"),
+                       time_zone=zone, max_document_mb=values.get("pades.max_document_mb", 200),
+                       tsa_url=tsa_url, trust_roots=roots)
 
 
 def _server_config(values: dict[str, Any]) -> ServerConfig:

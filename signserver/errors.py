@@ -122,3 +122,7 @@ class CertificateRefused(SignServerError):
 
 class CredentialUnusable(SignServerError):
     """The credential's certificate is revoked or expired: it can no longer authorise or sign."""
+
+
+class UpstreamUnavailable(SignServerError):
+    """A service signserver relies on (an external time-stamping authority, ...) does not answer."""

@@ -82,7 +82,8 @@ class SignService:
                                   config.audit.seal_interval_seconds)
         self.outbox = OutboxSender(self.database, config.smtp, self.clock)
         self.ca = CertificateAuthority(self.database, keys, self.accounts, self.audit, self.clock, config.ca)
-        self.pades = PadesService(self.database, keys, self.ca, self.signer, self.audit, self.clock, config.state_dir)
+        self.pades = PadesService(self.database, keys, self.ca, self.signer, self.audit, self.clock, config.state_dir,
+                                  config.pades)
 
     @classmethod
     def from_config(cls, config: Config, user_pin: Secret | None = None, module: Path | None = None,

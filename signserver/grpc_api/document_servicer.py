@@ -20,13 +20,11 @@ from signserver.service import SignService
 from signserver.v1 import document_pb2, document_pb2_grpc
 
 CHUNK = 1 << 20
-DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 
 
-def stamp_options(stamp: document_pb2.Stamp) -> StampOptions:
+def stamp_options(stamp: document_pb2.Stamp, defaults: StampOptions) -> StampOptions:
     box = (stamp.x1, stamp.y1, stamp.x2, stamp.y2)
     page = stamp.page - 1 if stamp.page > 0 else (stamp.page if stamp.page < 0 else -1)
-    defaults = StampOptions()
     return dataclasses.replace(
         defaults, visible=not stamp.invisible, caption=stamp.caption or defaults.caption,
         time_zone=stamp.time_zone or defaults.time_zone,
@@ -38,13 +36,12 @@ def stamp_options(stamp: document_pb2.Stamp) -> StampOptions:
 
 
 class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
-    def __init__(self, service: SignService, hsm: BlockingCalls, accounts: BlockingCalls, spool: Path,
-                 max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, service: SignService, hsm: BlockingCalls, accounts: BlockingCalls, spool: Path):
         self._service = service
         self._hsm = hsm
         self._accounts = accounts
         self._spool = spool
-        self._max = max_bytes
+        self._max = service.config.pades.max_document_mb * 1024 * 1024
 
     async def _receive(self, chunks, target) -> int:
         size = 0
@@ -61,8 +58,8 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
     async def SignPdf(self, request_iterator, context):
         app = await calling_application(context, self._service, self._accounts)
         header, chunks = await self._header_and_chunks(request_iterator)
-        options = stamp_options(header.stamp)
-        level = PadesLevel.parse(header.level or "B-LT")
+        options = stamp_options(header.stamp, self._service.pades.default_stamp())
+        level = PadesLevel.parse(header.level) if header.level else self._service.pades.default_level()
         self._spool.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=self._spool) as source, tempfile.TemporaryFile(dir=self._spool) as output:
             await self._receive(chunks, source)
@@ -83,7 +80,7 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
             pending = await self._hsm.run(
                 self._service.pades.prepare_pdf, app,
                 convert.text("credential_id", header.credential_id, limit=64), source,
-                PadesLevel.parse(header.level or "B-LT"), stamp_options(header.stamp))
+                PadesLevel.parse(header.level) if header.level else self._service.pades.default_level(), stamp_options(header.stamp, self._service.pades.default_stamp()))
         return document_pb2.PrepareSignatureResponse(document_id=pending.id, digest=pending.digest,
                                                      expires_at=convert.timestamp(pending.expires_at))
 

@@ -22,6 +22,7 @@ STATUS_BY_ERROR: dict[type[errors.SignServerError], grpc.StatusCode] = {
     errors.CredentialUnusable: grpc.StatusCode.FAILED_PRECONDITION,
     errors.CertificateRefused: grpc.StatusCode.FAILED_PRECONDITION,
     errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.UpstreamUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DataCorrupted: grpc.StatusCode.DATA_LOSS,
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from cryptography import x509
 from pyhanko_certvalidator import ValidationContext
 
 from signserver.accounts.model import Application
@@ -16,6 +17,7 @@ from signserver.audit.log import AuditLog
 from signserver.ca.authority import CertificateAuthority
 from signserver.ca.revocation import stored_crl
 from signserver.clock import Clock
+from signserver.config import PadesConfig
 from signserver.errors import CredentialUnusable, PermissionDenied
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
@@ -24,7 +26,7 @@ from signserver.pades.document import PadesLevel, SigningJob, prepare_document, 
 from signserver.pades.pending import PendingDocument, PendingDocuments
 from signserver.pades.font import stamp_font
 from signserver.pades.stamp import StampOptions
-from signserver.pades.tsa import InProcessTimeStamper, TimeStampAuthority
+from signserver.pades.tsa import InProcessTimeStamper, RemoteTimeStamper, TimeStampAuthority
 from signserver.pades.verification import SignatureReport, verify_document
 from signserver.secret import Secret
 from signserver.signing.hash_signer import HashSigner
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 class PadesService:
     def __init__(self, database: Database, keys: HsmKeyStore, ca: CertificateAuthority, signer: HashSigner,
-                 audit: AuditLog, clock: Clock, state_dir: Path):
+                 audit: AuditLog, clock: Clock, state_dir: Path, config: PadesConfig):
         self._database = database
         self._keys = keys
         self._ca = ca
@@ -47,6 +49,20 @@ class PadesService:
         self._pending = PendingDocuments()
         self._pending_lifetime = signer.token_lifetime
         self.tsa = TimeStampAuthority(keys, ca, clock)
+        self.config = config
+
+    def default_stamp(self) -> StampOptions:
+        """The configured caption and time zone, the rest as StampOptions has them."""
+        return StampOptions(caption=self.config.caption, time_zone=self.config.time_zone)
+
+    def default_level(self) -> PadesLevel:
+        return PadesLevel.parse(self.config.level)
+
+    def timestamper(self):
+        """The configured external TSA, else the built-in one."""
+        if self.config.tsa_url:
+            return RemoteTimeStamper(self.config.tsa_url)
+        return InProcessTimeStamper(self.tsa)
 
     def font(self) -> Path:
         """Raises: ConfigurationError: the CJK fonts are not installed."""
@@ -57,8 +73,13 @@ class PadesService:
         issuing, root = self._ca.chain()
         with self._database.read() as conn:
             crls = [row.der for name in ("issuing", "root") if (row := stored_crl(conn, name)) is not None]
-        return ValidationContext(trust_roots=[to_asn1(root)], other_certs=[to_asn1(issuing)], crls=crls,
-                                 allow_fetching=False)
+        roots = [to_asn1(root), *self._extra_roots()]
+        return ValidationContext(trust_roots=roots, other_certs=[to_asn1(issuing)], crls=crls, allow_fetching=False)
+
+    def _extra_roots(self) -> list:
+        if self.config.trust_roots is None:
+            return []
+        return [to_asn1(c) for c in x509.load_pem_x509_certificates(self.config.trust_roots.read_bytes())]
 
     def sign_pdf(self, application: Application, username: str, password: Secret, otp_code: str | None,
                  credential_id: str, source: BinaryIO, destination: BinaryIO,
@@ -138,7 +159,7 @@ class PadesService:
         job = SigningJob(
             signer=HsmCmsSigner(self._keys, credential.key_id, credential.key_algorithm, certificate, self._ca.chain()),
             holder_name=self._hash_signer.holder_name(credential), level=level, stamp=stamp, font=self.font(),
-            timestamper=InProcessTimeStamper(self.tsa) if level.timestamped else None,
+            timestamper=self.timestamper() if level.timestamped else None,
             validation_context=self.validation_context() if level.long_term else None,
             now=self._clock.now())
         return credential, job

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import urllib.request
 
 from asn1crypto import cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from pyhanko.sign.timestamps.api import TimeStamper
 
 from signserver.clock import Clock
+from signserver.errors import UpstreamUnavailable
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.pades.cms_signer import HsmCmsSigner, to_asn1
@@ -88,3 +90,27 @@ class InProcessTimeStamper(TimeStamper):
 
     async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
         return await asyncio.to_thread(self._authority.respond_to, req)
+
+
+class RemoteTimeStamper(TimeStamper):
+    """An external RFC 3161 TSA over HTTP (``pades.tsa_url``)."""
+
+    def __init__(self, url: str, timeout: float = 30.0):
+        super().__init__(include_nonce=True)
+        self.url = url
+        self._timeout = timeout
+
+    async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
+        return await asyncio.to_thread(self._post, req)
+
+    def _post(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
+        request = urllib.request.Request(self.url, data=req.dump(),
+                                         headers={"Content-Type": "application/timestamp-query"})
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                return tsp.TimeStampResp.load(response.read(MAX_REPLY))
+        except (OSError, ValueError) as exc:
+            raise UpstreamUnavailable(f"the time-stamping authority {self.url} does not answer: {exc}") from None
+
+
+MAX_REPLY = 1 << 20
