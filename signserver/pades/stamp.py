@@ -9,7 +9,7 @@ import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
+from pyhanko.pdf_utils.font.opentype import GlyphAccumulator, GlyphAccumulatorFactory
 from pyhanko.pdf_utils.images import PdfImage
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.stamp import QRStampStyle, TextStampStyle
@@ -69,11 +69,29 @@ def check_text(lines: list[str], font: Path) -> None:
             raise InvalidArgument(f"the stamp font cannot draw {shown}")
 
 
+class _PresubsetAccumulator(GlyphAccumulator):
+    """pyHanko's glyph accumulator for a font that font_for_text already cut down: subsetting it
+    again for every document would only repeat that work."""
+
+    def _extract_subset(self, options=None) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class _PresubsetFontFactory(GlyphAccumulatorFactory):
+    def create_font_engine(self, writer, obj_stream=None) -> GlyphAccumulator:
+        if obj_stream is None and writer.stream_xrefs and self.create_objstream_if_needed:
+            obj_stream = writer.prepare_object_stream()
+        with open(self.font_file, "rb") as handle:
+            return _PresubsetAccumulator(writer=writer, font_handle=io.BytesIO(handle.read()),
+                                         font_size=self.font_size, obj_stream=obj_stream)
+
+
 def stamp_style(lines: list[str], options: StampOptions, font: Path) -> TextStampStyle:
     """A pyHanko style whose text is already final (no placeholders left to interpret)."""
     text = "\n".join(line.replace("%", "%%") for line in lines)
-    box_style = TextBoxStyle(font=GlyphAccumulatorFactory(str(font_for_text(font, lines)),
-                                                          font_size=options.font_size))
+    box_style = TextBoxStyle(font=_PresubsetFontFactory(str(font_for_text(font, lines)),
+                                                        font_size=options.font_size))
     background = None
     if options.seal_png:
         try:
