@@ -126,3 +126,8 @@ class CredentialUnusable(SignServerError):
 
 class UpstreamUnavailable(SignServerError):
     """A service signserver relies on (an external time-stamping authority, ...) does not answer."""
+
+
+class AuthenticationBusy(SignServerError):
+    """As many authentications of the account are under way as it has failures left before its
+    lock; the caller should try again in a moment."""

@@ -1,31 +1,34 @@
 """LockoutPolicy: N consecutive failed authentications lock an account for M minutes.
 
-Counted in the database with single atomic statements, so the count is exact across threads,
-server processes and applications. An attempt is counted *before* its factors are checked (and
-forgiven on success): once N attempts are under way the next one is refused unchecked, so no more
-than N wrong guesses are ever evaluated before the lock.
+Exact across threads, server processes and applications: every step is one database transaction
+that holds the account's row. An attempt is evaluated only while the failures recorded plus the
+attempts still being evaluated stay below N, so however many guesses arrive at once, no more than
+N are ever evaluated before the lock; the others wait briefly for a turn (and then find the
+account locked, or get their turn). A success clears the failures and any lock.
 """
 
 from __future__ import annotations
 
 import datetime
+import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, case, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.config import AccountsConfig
-from signserver.errors import AccountDisabled, AccountLocked
-from signserver.store.schema import accounts
+from signserver.errors import AccountDisabled, AccountLocked, AuthenticationBusy
+from signserver.store.schema import accounts, auth_attempts
+
+STALE_ATTEMPT_SECONDS = 60  # an evaluation takes milliseconds; older rows are from a dead process
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """A counted attempt: which one it is in the current run of failures."""
+    """An attempt admitted for evaluation."""
 
+    id: str
     account_id: int
-    number: int
-    locks_on_failure: bool
 
 
 class LockoutPolicy:
@@ -34,35 +37,56 @@ class LockoutPolicy:
         self.duration = datetime.timedelta(minutes=config.lock_minutes)
 
     def begin_attempt(self, conn: Connection, account_id: int, now: datetime.datetime) -> Attempt:
-        """Count one attempt, or refuse it if the account is locked or disabled.
+        """Admit one attempt for evaluation.
 
         Raises:
-            AccountLocked: the account is locked now (even correct factors are refused).
+            AccountLocked: locked now (even correct factors are refused), with the time it ends.
             AccountDisabled: an operator disabled it.
+            AuthenticationBusy: as many attempts as the account has failures left are being
+                evaluated; try again in a moment.
         """
         t = epoch_seconds(now)
-        lock_expired = and_(accounts.c.locked_until.is_not(None), accounts.c.locked_until <= t)
-        number = case((lock_expired, 1), else_=accounts.c.failed_attempts + 1)
-        # A run of failures older than an expired lock starts again from one.
-        row = conn.execute(update(accounts)
-            .where(accounts.c.id == account_id, accounts.c.status == "active",
-                   or_(accounts.c.locked_until.is_(None), accounts.c.locked_until <= t))
-            .values(failed_attempts=number,
-                    locked_until=case((number >= self.threshold, t + int(self.duration.total_seconds())),
-                                      (lock_expired, None), else_=accounts.c.locked_until))
-            .returning(accounts.c.failed_attempts)).first()
-        if row is None:
-            current = conn.execute(select(accounts.c.status, accounts.c.locked_until)
-                                   .where(accounts.c.id == account_id)).one()
-            if current.status != "active":
-                raise AccountDisabled("the account is disabled; an operator must enable it")
-            raise AccountLocked(from_epoch(current.locked_until))
-        return Attempt(account_id, row.failed_attempts, row.failed_attempts >= self.threshold)
+        row = conn.execute(select(accounts.c.status, accounts.c.failed_attempts, accounts.c.locked_until)
+                           .where(accounts.c.id == account_id).with_for_update()).one()
+        if row.status != "active":
+            raise AccountDisabled("the account is disabled; an operator must enable it")
+        if row.locked_until is not None and row.locked_until > t:
+            raise AccountLocked(from_epoch(row.locked_until))
+        failed = row.failed_attempts
+        if row.locked_until is not None:  # the lock has run out: a new run of failures begins
+            conn.execute(update(accounts).where(accounts.c.id == account_id)
+                         .values(failed_attempts=0, locked_until=None))
+            failed = 0
+        in_flight = conn.execute(select(func.count()).select_from(auth_attempts).where(
+            auth_attempts.c.account_id == account_id,
+            auth_attempts.c.started_at > t - STALE_ATTEMPT_SECONDS)).scalar()
+        if failed + in_flight >= self.threshold:
+            raise AuthenticationBusy("too many authentications of this account are under way; try again")
+        attempt = Attempt(secrets.token_hex(16), account_id)
+        conn.execute(insert(auth_attempts).values(id=attempt.id, account_id=account_id, started_at=t))
+        return attempt
 
     def succeeded(self, conn: Connection, attempt: Attempt) -> None:
-        """The factors were right: the run of failures ends and any lock it caused is lifted."""
+        """The factors were right: the run of failures ends and any lock is lifted."""
+        conn.execute(delete(auth_attempts).where(auth_attempts.c.id == attempt.id))
         conn.execute(update(accounts).where(accounts.c.id == attempt.account_id)
                      .values(failed_attempts=0, locked_until=None))
+
+    def failed(self, conn: Connection, attempt: Attempt, now: datetime.datetime) -> bool:
+        """Record a failure; True when it locked the account."""
+        conn.execute(delete(auth_attempts).where(auth_attempts.c.id == attempt.id))
+        until = epoch_seconds(now + self.duration)
+        count = conn.execute(update(accounts).where(accounts.c.id == attempt.account_id).values(
+            failed_attempts=accounts.c.failed_attempts + 1,
+        ).returning(accounts.c.failed_attempts)).scalar()
+        if count >= self.threshold:
+            conn.execute(update(accounts).where(accounts.c.id == attempt.account_id).values(locked_until=until))
+            return True
+        return False
+
+    def abandon(self, conn: Connection, attempt: Attempt) -> None:
+        """The evaluation could not finish (an HSM or database fault): it counts for nothing."""
+        conn.execute(delete(auth_attempts).where(auth_attempts.c.id == attempt.id))
 
     def unlock(self, conn: Connection, account_id: int) -> None:
         """An operator's unlock."""

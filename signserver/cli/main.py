@@ -10,7 +10,7 @@ from pathlib import Path
 from signserver import __version__
 from signserver.cli import accounts, audit, ca, documents, hsm
 from signserver.config import load_config
-from signserver.errors import ConfigurationError, SignServerError
+from signserver.errors import ConfigurationError, InvalidArgument, SignServerError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gRPC server", allow_abbrev=False)
     serve.add_argument("--demo", action="store_true", help="on the first start, create a demonstration holder")
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="worker processes sharing the port (default: one per CPU)")
     serve.set_defaults(handler=cmd_serve)
 
     hsm.add_parser(commands)
@@ -39,9 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args, config) -> int:
-    from signserver.grpc_api.server import serve  # imported here: only this command needs gRPC
+    from signserver.grpc_api.supervisor import serve  # imported here: only this command needs gRPC
 
-    serve(config, demo=args.demo)
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise InvalidArgument("--workers takes 1 to 64")
+    serve(config, demo=args.demo, workers=args.workers)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from dataclasses import replace
@@ -22,7 +23,7 @@ from signserver.grpc_api.executor import BlockingCalls
 from signserver.grpc_api.health import HsmHealthReporter
 from signserver.grpc_api.info_servicer import InfoServicer
 from signserver.grpc_api.signing_servicer import SigningServicer
-from signserver.grpc_api.tls import ensure_server_certificate, server_credentials, with_client_ca
+from signserver.grpc_api.tls import client_ca_config, ensure_server_certificate, server_credentials, with_client_ca
 from signserver.http.server import CaHttpServer
 from signserver.service import SignService
 from signserver.v1 import (
@@ -53,13 +54,15 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 class GrpcServer:
     """One gRPC server bound to the configured address, running on the current event loop."""
 
-    def __init__(self, config: Config, service: SignService, health_interval: float = 5.0):
+    def __init__(self, config: Config, service: SignService, health_interval: float = 5.0,
+                 background: bool = True, worker: int = 0):
         self._config = config
         self._service = service
+        self._worker = worker
         self._hsm = BlockingCalls("hsm", threads=2)
         self._accounts = BlockingCalls("accounts", threads=4)
         self._health = HsmHealthReporter(service, self._hsm, SERVICE_NAMES, health_interval)
-        self._background = BackgroundWork(service)
+        self._background = BackgroundWork(service) if background else None
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
 
@@ -96,10 +99,12 @@ class GrpcServer:
         if not bound:
             raise ConfigurationError("server.listen", f"cannot bind {listen}")
         await self._health.start()
-        self._background.start()
+        if self._background:
+            self._background.start()
         await server.start()
         self._server, self.port = server, bound
-        log.info("serving on %s:%d (%s)", self._config.server.host, bound, transport)
+        log.info("worker %d (pid %d) serving on %s:%d (%s)", self._worker, os.getpid(), self._config.server.host,
+                 bound, transport)
         return bound
 
     async def wait(self) -> None:
@@ -110,7 +115,8 @@ class GrpcServer:
         await self._health.stop()
         if self._server is not None:
             await self._server.stop(grace)
-        self._background.stop()
+        if self._background:
+            self._background.stop()
         self._hsm.shutdown()
         self._accounts.shutdown()
 
@@ -146,9 +152,9 @@ class BackgroundWork:
             self._stop.wait(self._poll)
 
 
-def bootstrap(config: Config, service: SignService) -> Config:
-    """First start on the embedded defaults: create the CA, have it issue the server's TLS
-    certificate, and trust client certificates from it. Returns the configuration to serve with.
+def bootstrap(config: Config, service: SignService) -> None:
+    """First start on the embedded defaults: create the CA and have it issue the server's TLS
+    certificate and the client CA bundle (see :func:`served_config`).
 
     Raises: HsmError, ConfigurationError.
     """
@@ -157,39 +163,45 @@ def bootstrap(config: Config, service: SignService) -> Config:
         log.info("no CA yet: creating the root and issuing CA in the HSM")
         service.ca.initialise("server:bootstrap")
     if config.server.plaintext:
-        return config
+        return
     ready = service.ca.status().ready
     ensure_server_certificate(config.tls, config.server.host, service.ca if ready else None)
     if ready:
-        config = replace(config, tls=with_client_ca(config.tls, service.ca, config.state_dir))
-    return config
+        with_client_ca(config.tls, service.ca, config.state_dir)
 
 
-def serve(config: Config, demo: bool = False) -> None:
-    """Run the server until SIGTERM or SIGINT, then drain calls in flight and stop.
+def served_config(config: Config) -> Config:
+    """The configuration to serve with after :func:`bootstrap`: on the defaults with mutual TLS,
+    client certificates from this server's CA are required."""
+    if config.server.plaintext:
+        return config
+    return replace(config, tls=client_ca_config(config.tls, config.state_dir))
 
-    Raises: ConfigurationError, and the HSM errors of building the service.
-    """
-    service = SignService.from_config(config)
-    service.prepare_database()
-    config = bootstrap(config, service)
-    if demo:
-        from signserver.cli.demo import ensure_demo  # the demonstration is the command line's business
 
-        ensure_demo(service, config.state_dir)
-    http = CaHttpServer(service, config.http_listen)
+class Worker:
+    """One serving process: its own HSM session, gRPC server and HTTP endpoints."""
 
-    async def main() -> None:
-        server = GrpcServer(config, service)
-        await server.start()
-        http.start()
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        await stopping.wait()
-        log.info("stopping: draining calls in flight")
-        http.stop()
-        await server.stop()
+    def __init__(self, config: Config, index: int, background: bool):
+        self.config = config
+        self.index = index
+        self.background = background
 
-    asyncio.run(main())
+    def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then drain calls in flight and stop."""
+        service = SignService.from_config(self.config)
+        http = CaHttpServer(service, self.config.http_listen)
+
+        async def main() -> None:
+            server = GrpcServer(self.config, service, background=self.background, worker=self.index)
+            await server.start()
+            http.start()
+            stopping = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stopping.set)
+            await stopping.wait()
+            log.info("worker %d: stopping, draining calls in flight", self.index)
+            http.stop()
+            await server.stop()
+
+        asyncio.run(main())

@@ -97,13 +97,26 @@ def _self_signed(key, dns: tuple[str, ...], addresses: tuple[str, ...]) -> x509.
             .sign(key, hashes.SHA256()))
 
 
+def _uses_own_client_ca(tls: TlsConfig) -> bool:
+    return not tls.explicit and tls.mutual and tls.client_ca_file is None
+
+
 def with_client_ca(tls: TlsConfig, ca: CertificateAuthority, state_dir: Path) -> TlsConfig:
-    """On the defaults with ``tls.mutual``, trust client certificates from this server's CA."""
-    if tls.explicit or not tls.mutual or tls.client_ca_file is not None:
+    """On the defaults with ``tls.mutual``, write this server's CA bundle for client certificates
+    and return the configuration that trusts it."""
+    if not _uses_own_client_ca(tls):
         return tls
     path = state_dir / "tls" / "client-ca.pem"
     path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in ca.chain()))
     return replace(tls, client_ca_file=path)
+
+
+def client_ca_config(tls: TlsConfig, state_dir: Path) -> TlsConfig:
+    """The configuration that trusts the bundle :func:`with_client_ca` wrote, when it applies."""
+    path = state_dir / "tls" / "client-ca.pem"
+    if _uses_own_client_ca(tls) and path.is_file():
+        return replace(tls, client_ca_file=path)
+    return tls
 
 
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:

@@ -102,13 +102,17 @@ def _policy_statement(service: SignService) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _ReusePortServer(ThreadingHTTPServer):
+    allow_reuse_port = True  # every worker process serves the same port
+
+
 class CaHttpServer:
     """The HTTP endpoints in a background thread."""
 
     def __init__(self, service: SignService, listen: str):
         host, port = split_address(listen)
         handler = type("CaHandler", (_Handler,), {"service": service})
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = _ReusePortServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from fontTools import subset
@@ -49,10 +50,7 @@ def stamp_font(state_dir: Path) -> Path:
     face = next((f for f in collection.fonts if f["name"].getDebugName(1) == FACE), None)
     if face is None:
         raise ConfigurationError("fonts", f"{source} has no {FACE!r} face")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
-    face.save(str(partial))
-    partial.rename(target)  # never leave a half-written font behind
+    _save_atomically(face, target)
     log.info("extracted the stamp font %r to %s", FACE, target)
     return target
 
@@ -83,10 +81,16 @@ def _make_subset(font: Path, wanted: list[str], target: Path) -> None:
     with TTFont(str(font)) as parsed:
         subsetter.populate(unicodes=[ord(c) for c in wanted])
         subsetter.subset(parsed)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.part")
-        parsed.save(str(partial))
-    partial.rename(target)  # atomic: concurrent workers may race to make the same subset
+        _save_atomically(parsed, target)
+
+
+def _save_atomically(font: TTFont, target: Path) -> None:
+    """Write to a file of this call's own, then rename: concurrent threads and worker processes
+    may make the same font at once, and a reader never sees half of one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as partial:
+        font.save(partial)
+    os.replace(partial.name, target)
 
 
 @functools.lru_cache(maxsize=4)

@@ -41,6 +41,16 @@ accounts = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+# Authentications being evaluated right now (argon2 and the OTP), so that no more are evaluated
+# at once than the failures an account has left before its lock. Rows older than a minute are
+# from a process that died and no longer count.
+auth_attempts = Table(
+    "auth_attempts", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("started_at", BigInteger, nullable=False),
+)
+
 account_emails = Table(
     "account_emails", metadata,
     Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
@@ -179,6 +189,6 @@ crls = Table(
     Column("der", LargeBinary, nullable=False),
 )
 
-__all__ = ["metadata", "accounts", "account_emails", "credentials", "applications", "application_accounts",
+__all__ = ["metadata", "accounts", "auth_attempts", "account_emails", "credentials", "applications", "application_accounts",
            "activation_tokens", "activation_token_digests", "audit_log", "audit_head", "audit_seals",
            "outbox", "authorities", "certificates", "crls"]

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from signserver.config import ServerConfig, TlsConfig
 from signserver.grpc_api.server import bootstrap
+from signserver.grpc_api.server import served_config as make_served_config
 from signserver.store.schema import audit_log
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc, signing_pb2, signing_pb2_grpc
 from tests.grpc_api.conftest import ServerThread
@@ -25,8 +26,9 @@ def served(ca_service, config, tmp_path_factory):
     state = tmp_path_factory.mktemp("served")
     tls = TlsConfig(cert_file=state / "tls" / "server.pem", key_file=state / "tls" / "server-key.pem",
                     client_ca_file=None, explicit=False, mutual=True)
-    served_config = bootstrap(replace(config, state_dir=state, tls=tls,
-                                      server=ServerConfig("127.0.0.1:0", False)), ca_service)
+    raw = replace(config, state_dir=state, tls=tls, server=ServerConfig("127.0.0.1:0", False))
+    bootstrap(raw, ca_service)
+    served_config = make_served_config(raw)
     assert served_config.tls.client_ca_file is not None
     with ServerThread(served_config, ca_service) as server:
         yield server

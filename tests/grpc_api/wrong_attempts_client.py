@@ -13,7 +13,10 @@ from signserver.v1 import signing_pb2, signing_pb2_grpc
 
 def main() -> None:
     port, cert, api_key, account, credential, count = sys.argv[1:7]
-    credentials = grpc.ssl_channel_credentials(open(cert, "rb").read())
+    client = sys.argv[7:9]  # optional client certificate and key, for mutual TLS
+    credentials = grpc.ssl_channel_credentials(
+        open(cert, "rb").read(), private_key=open(client[1], "rb").read() if client else None,
+        certificate_chain=open(client[0], "rb").read() if client else None)
     with grpc.secure_channel(f"localhost:{port}", credentials) as channel:
         stub = signing_pb2_grpc.SigningServiceStub(channel)
         request = signing_pb2.AuthorizeRequest(account=account, password="Wrong-password-1", otp="123456",
@@ -23,7 +26,7 @@ def main() -> None:
 
         def call(_):
             try:
-                stub.Authorize(request, metadata=[("x-api-key", api_key)], timeout=60)
+                stub.Authorize(request, metadata=[("x-api-key", api_key)] if api_key else [], timeout=60)
                 return "OK"
             except grpc.RpcError as error:
                 return error.code().name

@@ -1,0 +1,136 @@
+"""`signserver serve`: bootstrap once, then N worker processes sharing the port.
+
+PKCS#11 through python-pkcs11 serialises every call in a process, so throughput scales with
+processes. The supervisor never touches the HSM or gRPC itself: the first-start bootstrap runs in
+a short-lived child, then each worker is forked before it initialises PKCS#11 or creates its gRPC
+server. Workers bind the same port (SO_REUSEPORT, gRPC's default on Linux); one of them also runs
+the background work (e-mail, audit seals, CRLs, expiry notices). A worker that dies is started
+again; SIGTERM or SIGINT makes every worker drain its calls in flight and stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from dataclasses import replace
+
+from signserver.config import Config, ServerConfig, split_address
+from signserver.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+_fork = multiprocessing.get_context("fork")
+STOP_GRACE_SECONDS = 20
+RESTART_PAUSE_SECONDS = 1.0
+
+
+def _bootstrap(config: Config, demo: bool) -> None:
+    from signserver.grpc_api.server import bootstrap
+    from signserver.service import SignService
+
+    service = SignService.from_config(config)
+    service.prepare_database()
+    bootstrap(config, service)
+    service.pades.font()  # extracted once here, not raced for by the workers
+    if demo:
+        from signserver.cli.demo import ensure_demo  # the demonstration is the command line's business
+
+        ensure_demo(service, config.state_dir)
+
+
+def _work(config: Config, index: int) -> None:
+    from signserver.grpc_api.server import Worker
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops a worker
+    Worker(config, index, background=index == 0).run()
+
+
+def _reserve(address: str) -> tuple[str, socket.socket | None]:
+    """With port 0, pick a free port and hold it (SO_REUSEPORT) so that every worker binds it."""
+    host, port = split_address(address)
+    if port != 0:
+        return address, None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((host, 0))
+    port = holder.getsockname()[1]
+    return (f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"), holder
+
+
+def serve(config: Config, demo: bool = False, workers: int | None = None) -> None:
+    """Bootstrap, then run ``workers`` processes (default: one per CPU) until SIGTERM or SIGINT.
+
+    Raises: ConfigurationError: the bootstrap failed (its cause is in the log).
+    """
+    from signserver.grpc_api.server import served_config
+
+    workers = workers or os.cpu_count() or 1
+    child = _fork.Process(target=_bootstrap, args=(config, demo), name="bootstrap")
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise ConfigurationError("serve", "the first-start set-up failed; see the messages above")
+    config = served_config(config)
+    listen, grpc_holder = _reserve(config.server.listen)
+    http_listen, http_holder = _reserve(config.http_listen)
+    config = replace(config, server=ServerConfig(listen=listen, plaintext=config.server.plaintext),
+                     http_listen=http_listen)
+    try:
+        Supervisor(config, workers).run()
+    finally:
+        for holder in (grpc_holder, http_holder):
+            if holder is not None:
+                holder.close()
+
+
+class Supervisor:
+    def __init__(self, config: Config, workers: int):
+        self._config = config
+        self._count = workers
+        self._workers: dict[int, multiprocessing.Process] = {}
+        self._stopping = False
+
+    def run(self) -> None:
+        def stop(signum, _frame):
+            self._stopping = True
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for index in range(self._count):
+                self._start(index)
+            log.info("supervisor (pid %d): %d worker(s) on %s", os.getpid(), self._count, self._config.server.listen)
+            while not self._stopping:
+                for index, process in list(self._workers.items()):
+                    if not process.is_alive() and not self._stopping:
+                        log.warning("worker %d (pid %s) exited with %s; starting it again", index, process.pid,
+                                    process.exitcode)
+                        time.sleep(RESTART_PAUSE_SECONDS)  # a worker that dies at once must not spin
+                        self._start(index)
+                time.sleep(0.2)
+            self._stop_all()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _start(self, index: int) -> None:
+        process = _fork.Process(target=_work, args=(self._config, index), name=f"worker-{index}")
+        process.start()
+        self._workers[index] = process
+
+    def _stop_all(self) -> None:
+        log.info("supervisor: stopping %d worker(s)", len(self._workers))
+        for process in self._workers.values():
+            if process.is_alive():
+                process.terminate()  # SIGTERM: drain, then stop
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in self._workers.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("worker pid %d did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()

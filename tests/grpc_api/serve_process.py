@@ -1,0 +1,69 @@
+"""`signserver serve` as a separate process with its own database, for multi-worker tests."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+
+from tests.conftest import SIGNSERVER, cli_env
+
+
+class ServeProcess:
+    def __init__(self, state_dir: Path, folder: Path, workers: int, **env: str):
+        self.folder = folder
+        self.log_path = folder / "server.log"
+        self.env = cli_env(state_dir, SIGNSERVER_SERVER_LISTEN="127.0.0.1:0", SIGNSERVER_HTTP_LISTEN="127.0.0.1:0",
+                           SIGNSERVER_DATABASE_URL=f"sqlite:///{folder / 'signserver.db'}", **env)
+        self.workers = workers
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "ServeProcess":
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen([str(SIGNSERVER), "serve", "--workers", str(self.workers)], env=self.env,
+                                        stderr=self.log, stdout=self.log)
+        self.port = self.wait_for(r"worker \d+ \(pid \d+\) serving on 127\.0\.0\.1:(\d+)", count=self.workers)
+        return self
+
+    def text(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.findall(pattern, self.text())
+            if len(found) >= count:
+                return int(found[-1]) if found and str(found[-1]).isdigit() else len(found)
+            assert self.process.poll() is None, self.text()[-3000:]
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {pattern!r}:\n{self.text()[-3000:]}")
+
+    def worker_pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"worker \d+ \(pid (\d+)\) serving on", self.text())]
+
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(SIGNSERVER), *args], env={**self.env, **env}, capture_output=True, text=True,
+                              timeout=180)
+
+    def client_credentials(self, name: str) -> grpc.ChannelCredentials:
+        """A client certificate for application ``name`` (registered with it)."""
+        issued = self.cli("ca", "issue-client", "--role", "asp", name, "--out-dir", str(self.folder))
+        assert issued.returncode == 0, issued.stderr
+        read = lambda suffix: (self.folder / f"{name}{suffix}").read_bytes()  # noqa: E731
+        self.client_files = (self.folder / f"{name}.pem", self.folder / f"{name}-key.pem")
+        return grpc.ssl_channel_credentials((self.folder / "ca.pem").read_bytes(), private_key=read("-key.pem"),
+                                            certificate_chain=read(".pem"))
+
+    def stop(self) -> int:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode

@@ -1,0 +1,143 @@
+"""Several worker processes behind one port: they share it, survive a lost worker, stop cleanly,
+and keep the lockout exact."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import create_engine, text
+
+from signserver.pades.sample import sample_pdf
+from signserver.v1 import document_pb2, document_pb2_grpc
+from tests.conftest import ROOT
+from tests.grpc_api.serve_process import ServeProcess
+
+PASSWORD = "Worker-pass-2026"
+
+
+@pytest.fixture
+def served(state_dir, tmp_path):
+    server = ServeProcess(state_dir, tmp_path, workers=2).start()
+    yield server
+    server.stop()
+
+
+def holder(server: ServeProcess, name: str) -> str:
+    """An account with a cloud-signature certificate; returns its credential id."""
+    created = server.cli("account", "create", name, "--name", "Lei Ka Io", "--email", f"{name}@example.mo",
+                         "--kind", "corporate", "--organisation", "Example Lda", "--key-algorithm", "ec-p256",
+                         "--json", SIGNSERVER_ACCOUNT_PASSWORD=PASSWORD)
+    assert created.returncode == 0, created.stderr
+    issued = server.cli("ca", "issue", name, "--profile", "cloud-signature-corporate", "--json")
+    assert issued.returncode == 0, issued.stderr
+    return json.loads(issued.stdout)["credential_id"]
+
+
+def application(server: ServeProcess, name: str) -> grpc.ChannelCredentials:
+    made = server.cli("app", "create", name, "--no-otp")
+    assert made.returncode == 0, made.stderr
+    return server.client_credentials(name)  # the certificate joins the application made above
+
+
+def healthy(server: ServeProcess, credentials) -> bool:
+    with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
+    return status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(served):
+    credentials = application(served, "probe-app")
+    assert len(set(served.worker_pids())) == 2
+    victim = served.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    for _ in range(10):  # new connections land on the surviving worker (or the restarted one)
+        assert healthy(served, credentials)
+    served.wait_for(r"worker \d+ \(pid \d+\) exited with -9; starting it again")
+    served.wait_for(r"worker \d+ \(pid \d+\) serving on", count=3)
+    assert victim not in served.worker_pids()[-1:]
+    assert healthy(served, credentials)
+
+
+def test_sigterm_during_signing_leaves_nothing_half_done(served):
+    credentials = application(served, "batch-app")
+    credential = holder(served, "batch.holder")
+    outcomes: list[tuple[str, bytes | None]] = []
+    lock = threading.Lock()
+    started = threading.Barrier(9)
+
+    def sign(index: int) -> None:
+        data = sample_pdf(20, f"document {index}")
+        with grpc.secure_channel(f"localhost:{served.port}", credentials) as channel:
+            stub = document_pb2_grpc.DocumentServiceStub(channel)
+
+            def requests():
+                yield document_pb2.SignPdfRequest(header=document_pb2.SignPdfHeader(
+                    account="batch.holder", password=PASSWORD, credential_id=credential, level="B-T"))
+                yield document_pb2.SignPdfRequest(chunk=data)
+
+            started.wait()
+            body, digest = io.BytesIO(), None
+            try:
+                for response in stub.SignPdf(requests(), timeout=120):
+                    if response.WhichOneof("part") == "result":
+                        digest = response.result.sha256
+                    else:
+                        body.write(response.chunk)
+                signed = body.getvalue()
+                assert hashlib.sha256(signed).digest() == digest  # complete, never half-written
+                with lock:
+                    outcomes.append(("signed", digest))
+            except grpc.RpcError as error:
+                with lock:
+                    outcomes.append((error.code().name, None))
+
+    threads = [threading.Thread(target=sign, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    served.process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(180)
+    assert served.process.wait(60) == 0
+    assert len(outcomes) == 8
+    assert all(kind in ("signed", "UNAVAILABLE", "CANCELLED") for kind, _ in outcomes), outcomes
+
+    # Every signature delivered has its audit record and every record its delivered signature.
+    engine = create_engine(f"sqlite:///{served.folder / 'signserver.db'}")
+    with engine.connect() as conn:
+        details = conn.execute(text("SELECT detail FROM audit_log WHERE event = 'signature.pdf'")).scalars().all()
+    audited = sorted(json.loads(d)["signed"] for d in details)
+    delivered = sorted(digest.hex() for kind, digest in outcomes if kind == "signed")
+    assert audited == delivered
+
+
+def test_lockout_is_exact_across_workers(served):
+    credentials = application(served, "lockout-app")
+    credential = holder(served, "lockout.holder")
+    key_file, cert_file = served.client_files[1], served.client_files[0]
+    processes = [subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "grpc_api" / "wrong_attempts_client.py"), str(served.port),
+         str(served.folder / "ca.pem"), "", "lockout.holder", credential, "10", str(cert_file), str(key_file)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(5)]
+    totals: dict[str, int] = {}
+    for process in processes:
+        out, _ = process.communicate(timeout=180)
+        assert process.returncode == 0
+        for code, count in json.loads(out).items():
+            totals[code] = totals.get(code, 0) + count
+    assert sum(totals.values()) == 50
+    assert totals.get("UNAUTHENTICATED", 0) <= 5 and totals.get("FAILED_PRECONDITION", 0) >= 45, totals
+    shown = served.cli("account", "show", "lockout.holder", "--json")
+    assert json.loads(shown.stdout)["account"]["status"] == "locked"
+
