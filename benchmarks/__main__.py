@@ -1,6 +1,10 @@
-"""``make bench``: run the benchmarks and print a Markdown table; JSON goes to benchmarks/results/.
+"""``make bench``: measure, print Markdown tables, write JSON and a PNG chart to benchmarks/results/.
 
     python -m benchmarks [--seconds N]
+
+Every figure is measured in the same run and compared with the raw HSM rate measured first
+(python-pkcs11's sign on a key handle under the lock, one thread, one process): SignHash and
+Authorize against RSA-2048, documents against pyHanko's plain sign_pdf with a software key.
 """
 
 from __future__ import annotations
@@ -20,50 +24,55 @@ from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.pades.sample import sample_pdf
 from signserver.service import SignService
 
+RESULTS = Path(__file__).parent / "results"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
+    parser.add_argument("--seconds", type=float, default=2.0, help="duration of each measurement")
     args = parser.parse_args()
+    began = time.monotonic()
 
     state = fresh_state_dir()
     config = load_config(environ={"SIGNSERVER_STATE_DIR": str(state)})
     service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
-    print(f"signserver benchmarks: {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, {args.seconds:g} s per figure\n")
-
-    rows, figures = [], []
+    print(f"signserver benchmarks: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"{args.seconds:g} s per figure, server with {os.cpu_count()} workers\n")
     try:
         service.prepare_database()
-        measured = hsm_rate.run(service, args.seconds)
-        rsa_raw = next(raw for algorithm, raw, _ in measured if algorithm is KeyAlgorithm.RSA_2048)
-        over_grpc, documents, large = grpc_signing.run(service, state, args.seconds)
+        raw_rates = hsm_rate.run(service, args.seconds)
+        raw = next(r for algorithm, r, _ in raw_rates if algorithm is KeyAlgorithm.RSA_2048)
+        loads, documents, (large_seconds, rss_before, rss_after, worker_rss) = grpc_signing.run(
+            service, state, args.seconds)
         baseline = pdf_signing.software_baseline(sample_pdf(1), args.seconds)
     finally:
         service.close()
         shutil.rmtree(state, ignore_errors=True)
 
-    def add(rate, raw, unit):
-        rows.append([rate.name, f"{rate.per_second:,.0f} {unit}", f"{rate.per_second / raw.per_second:.2f}"])
-        figures.append({"name": rate.name, "per_second": rate.per_second, "unit": unit,
-                        "ratio_to_raw": rate.per_second / raw.per_second})
-
-    for _algorithm, raw, store in measured:
-        add(raw, raw, "signatures/s")
-        add(store, raw, "signatures/s")
-    for rate in over_grpc:
-        add(rate, rsa_raw, "calls/s" if rate.name.startswith("Authorize") else "signatures/s")
-    print(markdown_table(["figure", "rate", "ratio to raw (same algorithm; RSA-2048 for gRPC)"], rows))
+    figures, rows = [], []
+    for _algorithm, measured_raw, store in raw_rates:
+        for rate in (measured_raw, store):
+            ratio = rate.per_second / measured_raw.per_second
+            rows.append([rate.name, f"{rate.per_second:,.0f} sig/s", f"{ratio:.2f}", "-"])
+            figures.append({"name": rate.name, "per_second": rate.per_second, "ratio_to_raw": ratio})
+    for result in loads:
+        unit = "calls/s" if result.name.startswith("Authorize") else "sig/s"
+        ratio = result.per_second / raw.per_second
+        latency = " / ".join(f"{result.percentile(p):,.1f}" for p in (50, 95, 99))
+        rows.append([result.name, f"{result.per_second:,.0f} {unit}", f"{ratio:.2f}", latency])
+        figures.append({"name": result.name, "per_second": result.per_second, "unit": unit, "ratio_to_raw": ratio,
+                        "p50_ms": result.percentile(50), "p95_ms": result.percentile(95),
+                        "p99_ms": result.percentile(99)})
+    print(markdown_table(["figure", "rate", "ratio to raw RSA-2048", "p50 / p95 / p99 ms"], rows))
 
     pdf_rows = []
     for latencies in [baseline, *documents]:
-        pdf_rows.append([latencies.name, f"{latencies.per_second:,.1f}",
-                         f"{latencies.per_second / baseline.per_second:.2f}",
+        ratio = latencies.per_second / baseline.per_second
+        pdf_rows.append([latencies.name, f"{latencies.per_second:,.1f}", f"{ratio:.2f}",
                          " / ".join(f"{latencies.percentile(p):,.0f}" for p in (50, 95, 99))])
         figures.append({"name": latencies.name, "per_second": latencies.per_second, "unit": "documents/s",
-                        "ratio_to_software_pyhanko": latencies.per_second / baseline.per_second,
-                        "p50_ms": latencies.percentile(50), "p95_ms": latencies.percentile(95),
-                        "p99_ms": latencies.percentile(99)})
+                        "ratio_to_software_pyhanko": ratio, "p50_ms": latencies.percentile(50),
+                        "p95_ms": latencies.percentile(95), "p99_ms": latencies.percentile(99)})
     print()
     print(markdown_table(["document figure", "documents/s", "ratio to pyHanko + software key",
                           "p50 / p95 / p99 ms"], pdf_rows))
@@ -73,19 +82,37 @@ def main() -> None:
         if match:
             print(f"visible CJK stamp vs invisible, {visible.name.split(', ', 2)[2]}: "
                   f"{(match.per_second / visible.per_second - 1) * 100:+.0f} % time per document")
+    print(f"\nA 100 MB PDF over SignPdf (B-LT): {large_seconds:.1f} s; server peak RSS {rss_before:.0f} MB before, "
+          f"{rss_after:.0f} MB after")
+    print("Worker resident memory after the run: " + ", ".join(f"{m:.0f} MB" for m in worker_rss))
+    figures.append({"name": "SignPdf 100 MB", "seconds": large_seconds, "server_peak_rss_mb_before": rss_before,
+                    "server_peak_rss_mb_after": rss_after, "worker_rss_mb": worker_rss})
 
-    seconds, before, after = large
-    print(f"\nA 100 MB PDF over SignPdf (B-LT): {seconds:.1f} s; server peak RSS {before:.0f} MB before, "
-          f"{after:.0f} MB after")
-    figures.append({"name": "SignPdf 100 MB", "seconds": seconds, "server_peak_rss_mb_before": before,
-                    "server_peak_rss_mb_after": after})
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(
+        {"machine": platform.machine(), "cpus": os.cpu_count(), "seconds_per_figure": args.seconds,
+         "figures": figures}, indent=2, ensure_ascii=False))
+    _chart(figures, RESULTS / f"bench-{stamp}.png")
+    print(f"\nwrote {RESULTS / f'bench-{stamp}.json'} and .png in {time.monotonic() - began:.0f} s")
 
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(),
-                                "seconds_per_figure": args.seconds, "figures": figures}, indent=2))
-    print(f"\nwrote {path}")
+
+def _chart(figures: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    shown = [f for f in figures if "ratio_to_raw" in f and not f["name"].startswith(("raw", "key store"))]
+    figure, axis = pyplot.subplots(figsize=(9, 0.4 * len(shown) + 1.2))
+    axis.barh([f["name"] for f in shown], [f["ratio_to_raw"] for f in shown], color="#3a6ea5")
+    axis.axvline(1.0, color="grey", linewidth=0.8)
+    axis.invert_yaxis()
+    axis.set_xlabel("ratio to the raw in-process HSM rate (RSA-2048)")
+    axis.set_title("signserver over gRPC")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from benchmarks import pdf_signing
-from benchmarks.harness import Rate, measure
+from benchmarks import load, pdf_signing
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
 from signserver.accounts.manager import Enrolment
@@ -32,7 +31,7 @@ from signserver.service import SignService
 from signserver.v1 import signing_pb2, signing_pb2_grpc
 
 PASSWORD = "Bench-pass-2026"
-TOKEN_DIGESTS = 5000
+TOKEN_DIGESTS = 5000  # the server's limit on digests per activation token
 
 
 class ServerProcess:
@@ -58,13 +57,23 @@ class ServerProcess:
         issued = service.ca.issue_service_certificate("client-asp", "bench-app", key.public_key(), "benchmark")
         service.applications.set_client_certificate(
             "bench-app", hashlib.sha256(issued.certificate.public_bytes(Encoding.DER)).hexdigest())
-        self.credentials = grpc.ssl_channel_credentials(
-            b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()),
-            private_key=key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
-            certificate_chain=issued.certificate.public_bytes(Encoding.PEM))
+        self.pem = (b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()),
+                    key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
+                    issued.certificate.public_bytes(Encoding.PEM))
+        self.credentials = grpc.ssl_channel_credentials(*self.pem)
 
     def channel(self) -> grpc.Channel:
         return grpc.secure_channel(f"localhost:{self.port}", self.credentials)
+
+    def worker_rss_mb(self) -> list[float]:
+        """Resident memory of each worker process now (the server's children)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        sizes = []
+        for pid in children:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]) / 1024)
+        return sizes
 
     def stop(self) -> None:
         self.process.terminate()
@@ -72,8 +81,9 @@ class ServerProcess:
         self.log.close()
 
 
-def run(service: SignService, state: Path, seconds: float) -> tuple[list[Rate], list, tuple]:
-    """SignHash and Authorize figures, and SignPdf latencies, against one server process."""
+def run(service: SignService, state: Path, seconds: float) -> tuple[list, list, tuple]:
+    """Authorize and SignHash figures under load, SignPdf latencies, and the 100 MB document,
+    against one `signserver serve` (one worker per CPU)."""
     created = service.accounts.create(
         Enrolment("bench-holder", "翁心 Bench Holder", ("bench@example.mo",), kind=AccountKind.CORPORATE,
                   organisation="Bench Lda", key_algorithm=KeyAlgorithm.RSA_2048),
@@ -82,56 +92,19 @@ def run(service: SignService, state: Path, seconds: float) -> tuple[list[Rate], 
     server = ServerProcess(state, service)
     try:
         service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "benchmark")
+        target = load.Target(f"localhost:{server.port}", server.pem, created.account.username, PASSWORD,
+                             created.credential.id)
+        figures = [load.run_load("Authorize (no OTP), concurrency 8", target, "authorize", 8, seconds)]
+        for batch in (1, 10, 50):
+            for concurrency in (1, 8, 32):
+                figures.append(load.run_load(f"SignHash, {batch} digest(s)/call, concurrency {concurrency}",
+                                             target, "sign", concurrency, seconds, batch=batch))
         with server.channel() as channel:
-            rates = _measure(signing_pb2_grpc.SigningServiceStub(channel), [],
-                             created.account.username, created.credential.id, seconds)
             documents = pdf_signing.sign_pdf_rates(channel, created.account.username, PASSWORD,
                                                    created.credential.id, seconds)
             large = pdf_signing.large_document_memory(channel, created.account.username, PASSWORD,
                                                       created.credential.id, server.process.pid)
-        return rates, documents, large
+        workers = server.worker_rss_mb()
+        return figures, documents, (*large, workers)
     finally:
         server.stop()
-
-
-def _measure(stub, metadata, account: str, credential: str, seconds: float) -> list[Rate]:
-    counter = iter(range(10**9))
-
-    def fresh_digests(n: int) -> list[bytes]:
-        return [hashlib.sha256(str(next(counter)).encode()).digest() for _ in range(n)]
-
-    def authorize(digests: list[bytes]) -> str:
-        return stub.Authorize(signing_pb2.AuthorizeRequest(
-            account=account, password=PASSWORD, credential_id=credential,
-            hash_algorithm=signing_pb2.HASH_ALGORITHM_SHA256, digests=digests), metadata=metadata).activation_token
-
-    rates = [measure("Authorize (no OTP), 1 client", lambda: authorize(fresh_digests(1)), seconds, warmup=3)]
-
-    for batch in (1, 50):
-        rates.append(_sign_rate(stub, metadata, credential, batch, seconds, fresh_digests, authorize))
-    return rates
-
-
-def _sign_rate(stub, metadata, credential: str, batch: int, seconds: float, fresh_digests, authorize) -> Rate:
-    """Signatures per second over SignHash; authorising tokens is done ahead, outside the timing."""
-    def tokens():
-        while True:
-            digests = fresh_digests(TOKEN_DIGESTS)
-            token = authorize(digests)
-            for start in range(0, TOKEN_DIGESTS - batch + 1, batch):
-                yield token, digests[start:start + batch]
-
-    supply = tokens()
-    ready = [next(supply) for _ in range(3)]
-    signed, busy = 0, 0.0
-    while busy < seconds:
-        if not ready:
-            ready = [next(supply) for _ in range(TOKEN_DIGESTS // batch)]  # untimed
-        token, chunk = ready.pop(0)
-        start = time.perf_counter()
-        stub.SignHash(signing_pb2.SignHashRequest(credential_id=credential, activation_token=token,
-                                                  signature_algorithm="rsa-pkcs1v15-sha256", digests=chunk),
-                      metadata=metadata)
-        busy += time.perf_counter() - start
-        signed += len(chunk)
-    return Rate(f"SignHash over gRPC, {batch} digest(s)/call, 1 client", signed, busy)

@@ -111,10 +111,14 @@ def sign_pdf_rates(channel, account: str, password: str, credential: str, second
 
 
 def _peak_rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The largest peak resident memory among the server's worker processes."""
+    children = open(f"/proc/{pid}/task/{pid}/children").read().split() or [str(pid)]
+    peaks = []
+    for child in children:
+        for line in open(f"/proc/{child}/status"):
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks, default=float("nan"))
 
 
 def large_document_memory(channel, account: str, password: str, credential: str, server_pid: int,

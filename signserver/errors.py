@@ -131,3 +131,7 @@ class UpstreamUnavailable(SignServerError):
 class AuthenticationBusy(SignServerError):
     """As many authentications of the account are under way as it has failures left before its
     lock; the caller should try again in a moment."""
+
+
+class ServerBusy(SignServerError):
+    """More work is waiting than the server takes on; the caller should try again shortly."""

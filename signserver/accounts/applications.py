@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 
 from sqlalchemy import Connection, delete, insert, select, update
 
@@ -20,6 +21,7 @@ from signserver.store.database import Database
 from signserver.store.schema import accounts, application_accounts, applications
 
 API_KEY_PREFIX = "ssk_"
+CACHE_SECONDS = 5.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,99}$")
 
 
@@ -31,6 +33,7 @@ class ApplicationRegistry:
     def __init__(self, database: Database, clock: Clock):
         self._database = database
         self._clock = clock
+        self._cache: dict[tuple, tuple[float, Application]] = {}
 
     def create(self, name: str, otp_required: bool = True, accounts_served: tuple[str, ...] | None = None,
                client_certificate_sha256: str | None = None, with_api_key: bool = True,
@@ -49,6 +52,7 @@ class ApplicationRegistry:
         if not with_api_key and fingerprint is None:
             raise InvalidArgument("an application needs an API key or a client certificate")
         api_key = API_KEY_PREFIX + secrets.token_urlsafe(32) if with_api_key else None
+        self._cache.clear()
         with self._database.transaction() as conn:
             if conn.execute(select(applications.c.id).where(applications.c.name == name)).first():
                 raise AlreadyExists(f"an application {name!r} already exists")
@@ -68,6 +72,7 @@ class ApplicationRegistry:
         Raises: InvalidArgument.
         """
         fingerprint = certificate_sha256.lower()
+        self._cache.clear()
         with self._database.transaction() as conn:
             app_id = conn.execute(select(applications.c.id).where(applications.c.name == name)).scalar()
             if app_id is not None:
@@ -77,10 +82,23 @@ class ApplicationRegistry:
         return self.create(name, client_certificate_sha256=fingerprint, with_api_key=False)[0]
 
     def authenticate(self, api_key: str | None = None, certificate_sha256: str | None = None) -> Application:
-        """The application behind an API key or a client certificate fingerprint.
+        """The application behind an API key or a client certificate fingerprint. Answers are
+        kept for a few seconds (every call authenticates; a changed policy applies within them).
 
         Raises: Unauthenticated: neither is given, or neither is known.
         """
+        key = (_digest(api_key) if api_key else None, certificate_sha256)
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        application = self._lookup(api_key, certificate_sha256)
+        if len(self._cache) > 1024:
+            self._cache.clear()
+        self._cache[key] = (now + CACHE_SECONDS, application)
+        return application
+
+    def _lookup(self, api_key: str | None, certificate_sha256: str | None) -> Application:
         with self._database.read() as conn:
             row = None
             if api_key:

@@ -20,6 +20,7 @@ STATUS_BY_ERROR: dict[type[errors.SignServerError], grpc.StatusCode] = {
     errors.AccountLocked: grpc.StatusCode.FAILED_PRECONDITION,
     errors.AccountDisabled: grpc.StatusCode.FAILED_PRECONDITION,
     errors.AuthenticationBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.ServerBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.CredentialUnusable: grpc.StatusCode.FAILED_PRECONDITION,
     errors.CertificateRefused: grpc.StatusCode.FAILED_PRECONDITION,
     errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
