@@ -151,8 +151,8 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
     lines = stamp_lines(job.holder_name, job.stamp, job.now)
     style = None
     if job.stamp.visible:
-        check_text(lines, job.font)
-        style = stamp_style(lines, job.stamp, job.font)
+        subset = check_text(lines, job.font)
+        style = stamp_style(lines, job.stamp, subset)
     metadata = signers.PdfSignatureMetadata(
         field_name=field_name, md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
         reason=job.stamp.reason or None, location=job.stamp.location or None, name=job.holder_name,

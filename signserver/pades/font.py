@@ -16,6 +16,8 @@ import functools
 import hashlib
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -60,16 +62,26 @@ ALWAYS = frozenset(" 0123456789.:+-/()年月日")  # whatever a formatted time c
 
 def font_for_text(font: Path, lines: list[str]) -> Path:
     """A subset of ``font`` with the characters of ``lines`` (and every time character), made once
-    per character set under ``fonts/subsets`` beside the face."""
-    wanted = sorted(ALWAYS.union(*map(set, lines)))
-    key = hashlib.sha256("".join(wanted).encode("utf-8")).hexdigest()[:32]
+    per character set under ``fonts/subsets`` beside the face.
+
+    The subset is made by a short-lived process of its own: parsing the 16 MB face costs some
+    40 MB of memory, which a long-running server process would otherwise keep.
+
+    Raises: ConfigurationError: the subset could not be made.
+    """
+    wanted = "".join(sorted(ALWAYS.union(*map(set, lines))))
+    key = hashlib.sha256(wanted.encode("utf-8")).hexdigest()[:32]
     target = font.parent / "subsets" / f"{key}.otf"
     if not target.is_file():
-        _make_subset(font, wanted, target)
+        result = subprocess.run([sys.executable, "-m", "signserver.pades.font", str(font), str(target)],
+                                input=wanted, text=True, capture_output=True, timeout=120)
+        if result.returncode != 0 or not target.is_file():
+            raise ConfigurationError("fonts", f"cannot make a stamp font: {result.stderr.strip()[-300:]}")
     return target
 
 
-def _make_subset(font: Path, wanted: list[str], target: Path) -> None:
+def make_subset(font: Path, wanted: str, target: Path) -> None:
+    """Write the subset of ``font`` holding the characters ``wanted`` to ``target``."""
     options = subset.Options()
     # Horizontal Chinese and Latin text needs no OpenType layout; without GSUB/GPOS the subset
     # is small, and parsing it again for every document is cheap.
@@ -79,7 +91,7 @@ def _make_subset(font: Path, wanted: list[str], target: Path) -> None:
     options.notdef_outline = True
     subsetter = subset.Subsetter(options)
     with TTFont(str(font)) as parsed:
-        subsetter.populate(unicodes=[ord(c) for c in wanted])
+        subsetter.populate(unicodes=[ord(c) for c in wanted if ord(c) in parsed.getBestCmap()])
         subsetter.subset(parsed)
         _save_atomically(parsed, target)
 
@@ -93,8 +105,12 @@ def _save_atomically(font: TTFont, target: Path) -> None:
     os.replace(partial.name, target)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=256)
 def characters(font: Path) -> frozenset[int]:
     """The code points the font can draw (read once per font)."""
     with TTFont(str(font), lazy=True) as parsed:
         return frozenset(parsed.getBestCmap())
+
+
+if __name__ == "__main__":  # python -m signserver.pades.font FACE TARGET < characters
+    make_subset(Path(sys.argv[1]), sys.stdin.read(), Path(sys.argv[2]))

@@ -57,16 +57,22 @@ def stamp_lines(holder: str, options: StampOptions, moment: datetime.datetime) -
     return lines
 
 
-def check_text(lines: list[str], font: Path) -> None:
-    """Raises: InvalidArgument: too long, or with a character the font cannot draw."""
-    drawable = characters(font)
+def check_text(lines: list[str], font: Path) -> Path:
+    """The font to draw ``lines`` with (a subset of ``font``).
+
+    Raises: InvalidArgument: too long, or with a character the font cannot draw.
+    """
     for line in lines:
         if len(line) > MAX_TEXT:
             raise InvalidArgument(f"a stamp line has at most {MAX_TEXT} characters")
+    subset = font_for_text(font, lines)
+    drawable = characters(subset)  # the subset keeps exactly the characters the face can draw
+    for line in lines:
         missing = sorted({c for c in line if ord(c) not in drawable and not c.isspace()})
         if missing:
             shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:5])
             raise InvalidArgument(f"the stamp font cannot draw {shown}")
+    return subset
 
 
 class _PresubsetAccumulator(GlyphAccumulator):
@@ -87,11 +93,11 @@ class _PresubsetFontFactory(GlyphAccumulatorFactory):
                                          font_size=self.font_size, obj_stream=obj_stream)
 
 
-def stamp_style(lines: list[str], options: StampOptions, font: Path) -> TextStampStyle:
-    """A pyHanko style whose text is already final (no placeholders left to interpret)."""
+def stamp_style(lines: list[str], options: StampOptions, subset: Path) -> TextStampStyle:
+    """A pyHanko style whose text is already final (no placeholders left to interpret), drawn
+    with ``subset`` (from :func:`check_text`)."""
     text = "\n".join(line.replace("%", "%%") for line in lines)
-    box_style = TextBoxStyle(font=_PresubsetFontFactory(str(font_for_text(font, lines)),
-                                                        font_size=options.font_size))
+    box_style = TextBoxStyle(font=_PresubsetFontFactory(str(subset), font_size=options.font_size))
     background = None
     if options.seal_png:
         try:
