@@ -6,8 +6,9 @@ single OpenType font under the state directory the first time it is needed.
 
 That face has 65,000 glyphs and pyHanko parses the font it is given for every document (about
 0.35 s here). So each stamp gets a font cut down to the characters it can contain (its text plus
-every digit and sign a time can show), made once per character set and kept on disk: signing
-again for the same holder and caption parses a font of a few dozen glyphs.
+every digit and sign a time can show), made once per character set, by a short-lived process,
+and kept on disk: signing again for the same holder and caption parses a font of a few dozen
+glyphs, and no server process ever holds the whole face.
 """
 
 from __future__ import annotations
