@@ -28,7 +28,6 @@ from signserver.accounts.manager import Enrolment
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.secret import Secret
 from signserver.service import SignService
-from signserver.v1 import signing_pb2, signing_pb2_grpc
 
 PASSWORD = "Bench-pass-2026"
 TOKEN_DIGESTS = 5000  # the server's limit on digests per activation token

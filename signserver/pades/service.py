@@ -34,6 +34,8 @@ from signserver.store.database import Database
 
 log = logging.getLogger(__name__)
 
+DEFAULT_STAMP = StampOptions()  # frozen, so one shared default is safe
+
 
 class PadesService:
     def __init__(self, database: Database, keys: HsmKeyStore, ca: CertificateAuthority, signer: HashSigner,
@@ -83,7 +85,7 @@ class PadesService:
 
     def sign_pdf(self, application: Application, username: str, password: Secret, otp_code: str | None,
                  credential_id: str, source: BinaryIO, destination: BinaryIO,
-                 level: PadesLevel = PadesLevel.B_LT, stamp: StampOptions = StampOptions()) -> bytes:
+                 level: PadesLevel = PadesLevel.B_LT, stamp: StampOptions = DEFAULT_STAMP) -> bytes:
         """The one-call flow: check the holder's factors for this document, then sign it with the
         credential. Returns the SHA-256 of the signed document.
 
@@ -114,7 +116,7 @@ class PadesService:
     # --- the two-step flow: prepare, the holder authorises the digest, complete ---------------
 
     def prepare_pdf(self, application: Application, credential_id: str, source: BinaryIO,
-                    level: PadesLevel = PadesLevel.B_LT, stamp: StampOptions = StampOptions()) -> PendingDocument:
+                    level: PadesLevel = PadesLevel.B_LT, stamp: StampOptions = DEFAULT_STAMP) -> PendingDocument:
         """Place the signature (and stamp) and return the digest the holder must authorise with
         SigningService.Authorize; :meth:`complete_pdf` finishes within the token's lifetime.
 

@@ -18,7 +18,7 @@ from signserver.clock import Clock
 from signserver.errors import UpstreamUnavailable
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
-from signserver.pades.cms_signer import HsmCmsSigner, to_asn1
+from signserver.pades.cms_signer import HsmCmsSigner
 
 TSA_POLICY = "2.25.201587617087394208425939216924211183661"  # this TSA's policy identifier
 DIGESTS = {"sha256": 32, "sha384": 48, "sha512": 64}

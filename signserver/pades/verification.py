@@ -63,7 +63,6 @@ def verify_document(source: BinaryIO, validation_context_factory) -> list[Signat
         status = validate_pdf_signature(signature, signer_validation_context=context,
                                         ts_validation_context=validation_context_factory())
         timestamp = status.timestamp_validity
-        modification = status.modification_level
         coverage = status.coverage.name.replace("_", " ").lower() if status.coverage else "unknown"
         reports.append(SignatureReport(
             field=str(signature.field_name),

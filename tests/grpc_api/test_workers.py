@@ -123,7 +123,7 @@ def test_sigterm_during_signing_leaves_nothing_half_done(served):
 
 
 def test_lockout_is_exact_across_workers(served):
-    credentials = application(served, "lockout-app")
+    application(served, "lockout-app")  # registers the client certificate the clients present
     credential = holder(served, "lockout.holder")
     key_file, cert_file = served.client_files[1], served.client_files[0]
     processes = [subprocess.Popen(

@@ -16,7 +16,7 @@ from signserver.http.server import CaHttpServer
 from signserver.pades.document import PadesLevel
 from signserver.pades.sample import sample_pdf
 from signserver.pades.stamp import StampOptions
-from signserver.v1 import document_pb2, document_pb2_grpc
+from signserver.v1 import document_pb2_grpc
 from tests.grpc_api.conftest import ServerThread
 from tests.pades.test_document_api import collect, sign_request
 from tests.pades.test_signing import sign

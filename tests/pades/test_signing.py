@@ -17,11 +17,11 @@ from signserver.secret import Secret
 from tests.conftest import PASSWORD
 
 
-def sign(world, data: bytes, level=PadesLevel.B_LT, stamp=StampOptions()) -> bytes:
+def sign(world, data: bytes, level=PadesLevel.B_LT, stamp: StampOptions | None = None) -> bytes:
     service, app, created, _ = world
     out = io.BytesIO()
     service.pades.sign_pdf(app, created.account.username, Secret(PASSWORD), None, created.credential.id,
-                           io.BytesIO(data), out, level, stamp)
+                           io.BytesIO(data), out, level, stamp or StampOptions())
     return out.getvalue()
 
 
