@@ -3,13 +3,13 @@
 The server runs as a separate process, as in production, on the benchmark's token and database.
 Authorize is measured for an application that does not require an OTP (a TOTP code is accepted
 once per 30-second step, so a loop of OTP logins would measure the clock, not the server): it is
-password (argon2id) + database + token issue. SignHash is measured with one digest per call and
-with batches of 50, each call spending digests of tokens authorised before the timed loop.
+password (argon2id) + database + token issue. SignHash is measured by the load generator
+(benchmarks/load.py) at 1, 10 and 50 digests per call, each caller spending digests of a token it
+was given before the window opened; then SignPdf and a 100 MB document on the same server.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from benchmarks import load, pdf_signing
+from signserver.accounts.applications import certificate_fingerprint
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
 from signserver.accounts.manager import Enrolment
@@ -30,7 +31,6 @@ from signserver.secret import Secret
 from signserver.service import SignService
 
 PASSWORD = "Bench-pass-2026"
-TOKEN_DIGESTS = 5000  # the server's limit on digests per activation token
 
 
 class ServerProcess:
@@ -39,7 +39,7 @@ class ServerProcess:
     def __init__(self, state: Path, service: SignService):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
         env.update(SIGNSERVER_STATE_DIR=str(state), SIGNSERVER_SERVER_LISTEN="127.0.0.1:0",
-                   SIGNSERVER_HTTP_LISTEN="127.0.0.1:0", SIGNSERVER_AUTHORIZATION_MAX_SIGNATURES=str(TOKEN_DIGESTS))
+                   SIGNSERVER_HTTP_LISTEN="127.0.0.1:0", SIGNSERVER_AUTHORIZATION_MAX_SIGNATURES=str(load.TOKEN_DIGESTS))
         self.log = open(state / "server.log", "w+")  # a file, not a pipe: the server never blocks on it
         self.process = subprocess.Popen([str(Path(sys.executable).parent / "signserver"), "serve"], env=env,
                                         stderr=self.log, text=True)
@@ -54,8 +54,7 @@ class ServerProcess:
         # Mutual TLS, as on the defaults: a client certificate for the benchmark's application.
         key = ec.generate_private_key(ec.SECP256R1())
         issued = service.ca.issue_service_certificate("client-asp", "bench-app", key.public_key(), "benchmark")
-        service.applications.set_client_certificate(
-            "bench-app", hashlib.sha256(issued.certificate.public_bytes(Encoding.DER)).hexdigest())
+        service.applications.set_client_certificate("bench-app", certificate_fingerprint(issued.certificate))
         self.pem = (b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()),
                     key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
                     issued.certificate.public_bytes(Encoding.PEM))

@@ -10,7 +10,6 @@ import datetime
 import io
 import threading
 import time
-from dataclasses import dataclass
 
 from asn1crypto import keys as asn1_keys
 from cryptography import x509
@@ -20,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign import signers
 
+from benchmarks.load import LoadResult
 from signserver.pades.cms_signer import to_asn1
 from signserver.pades.sample import sample_pdf
 from signserver.v1 import document_pb2, document_pb2_grpc
@@ -27,22 +27,7 @@ from signserver.v1 import document_pb2, document_pb2_grpc
 CHUNK = 1 << 20
 
 
-@dataclass
-class Latencies:
-    name: str
-    seconds: list[float]
-    wall: float
-
-    @property
-    def per_second(self) -> float:
-        return len(self.seconds) / self.wall
-
-    def percentile(self, p: float) -> float:
-        ordered = sorted(self.seconds)
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000
-
-
-def software_baseline(pdf: bytes, seconds: float) -> Latencies:
+def software_baseline(pdf: bytes, seconds: float) -> LoadResult:
     """pyHanko's plain sign_pdf, invisible, with an RSA-2048 key in memory."""
     key = rsa.generate_private_key(65537, 2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "software key")])
@@ -63,7 +48,7 @@ def software_baseline(pdf: bytes, seconds: float) -> Latencies:
     return _timed("pyHanko sign_pdf, software key, invisible, 1 page", once, seconds, 1)
 
 
-def _timed(name: str, operation, seconds: float, concurrency: int) -> Latencies:
+def _timed(name: str, operation, seconds: float, concurrency: int) -> LoadResult:
     operation()  # warm up
     durations: list[float] = []
     lock = threading.Lock()
@@ -82,10 +67,10 @@ def _timed(name: str, operation, seconds: float, concurrency: int) -> Latencies:
         thread.start()
     for thread in threads:
         thread.join()
-    return Latencies(name, durations, time.perf_counter() - start)
+    return LoadResult(name, len(durations), time.perf_counter() - start, durations)
 
 
-def sign_pdf_rates(channel, account: str, password: str, credential: str, seconds: float) -> list[Latencies]:
+def sign_pdf_rates(channel, account: str, password: str, credential: str, seconds: float) -> list[LoadResult]:
     stub = document_pb2_grpc.DocumentServiceStub(channel)
     results = []
     for pages in (1, 50):

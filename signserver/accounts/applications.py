@@ -12,6 +12,8 @@ import re
 import secrets
 import time
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Connection, delete, insert, select, update
 
 from signserver.accounts.model import Application
@@ -23,6 +25,11 @@ from signserver.store.schema import accounts, application_accounts, applications
 API_KEY_PREFIX = "ssk_"
 CACHE_SECONDS = 5.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,99}$")
+
+
+def certificate_fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER, in hex: how an application's client certificate is known."""
+    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
 
 
 def _digest(value: str) -> str:

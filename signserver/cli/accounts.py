@@ -4,13 +4,12 @@ that serve them."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from signserver.accounts import otp
+from signserver.accounts.applications import certificate_fingerprint
 from signserver.accounts.manager import Enrolment
 from signserver.accounts.model import Account, AccountKind, Application
 from signserver.cli.common import open_service
@@ -210,7 +209,7 @@ def _fingerprint(path: Path) -> str:
         certificate = x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"cannot read a PEM certificate from {path}: {exc}") from None
-    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+    return certificate_fingerprint(certificate)
 
 
 def cmd_app_create(args, config: Config) -> int:

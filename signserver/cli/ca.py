@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from signserver.accounts.applications import certificate_fingerprint
 from signserver.ca.authority import CertificateRequest
 from signserver.ca.profiles import HOLDER_PROFILES
 from signserver.ca.repository import IssuedCertificate
@@ -18,7 +18,8 @@ from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.config import Config
 from signserver.errors import InvalidArgument
-from signserver.grpc_api.tls import write_private_key
+from signserver.files import write_private
+from signserver.grpc_api.tls import private_pem
 from signserver.notify.outbox import format_time
 
 OPERATOR = "operator:cli"
@@ -188,10 +189,10 @@ def cmd_issue_client(args, config: Config) -> int:
     certificate = issued.certificate
     out = args.out_dir or config.state_dir / "clients"
     out.mkdir(parents=True, exist_ok=True)
-    write_private_key(out / f"{args.name}-key.pem", key)
+    write_private(out / f"{args.name}-key.pem", private_pem(key))
     (out / f"{args.name}.pem").write_bytes(certificate.public_bytes(Encoding.PEM))
     (out / "ca.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()))
-    fingerprint = hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+    fingerprint = certificate_fingerprint(certificate)
     if args.role == "asp":
         service.applications.set_client_certificate(args.name, fingerprint)
     if args.json:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 import tempfile
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from signserver.cli.common import open_service
 from signserver.cli.output import print_json, print_table
+from signserver.cli.pins import read_pin
 from signserver.config import Config
 from signserver.errors import InvalidArgument
 
@@ -50,14 +50,6 @@ def add_parsers(subparsers) -> None:
     verify.add_argument("--pin-file", type=Path, help="file holding the token's user PIN")
 
 
-def _secret(env: str, prompt: str) -> str:
-    if os.environ.get(env):
-        return os.environ[env]
-    if not sys.stdin.isatty():
-        raise InvalidArgument(f"set {env} or run on a terminal to be asked for the {prompt}")
-    return getpass.getpass(f"{prompt}: ")
-
-
 def cmd_sign_pdf(args, config: Config) -> int:
     import grpc  # only this command is a network client
 
@@ -72,8 +64,8 @@ def cmd_sign_pdf(args, config: Config) -> int:
             assert len(box) == 4
         except (ValueError, AssertionError):
             raise InvalidArgument("--rect takes four numbers: x1,y1,x2,y2") from None
-    password = _secret(PASSWORD_ENV, "password")
-    otp = "" if args.no_otp else _secret(OTP_ENV, "one-time password")
+    password = read_pin("password", PASSWORD_ENV, None).reveal()
+    otp = "" if args.no_otp else read_pin("one-time password", OTP_ENV, None).reveal()
     clients = config.state_dir / "clients"
     ca = (args.ca or clients / "ca.pem").read_bytes()
     key = args.key.read_bytes() if args.key else None

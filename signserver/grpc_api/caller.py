@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
+from signserver.accounts.applications import certificate_fingerprint
 from signserver.accounts.model import Application
 from signserver.grpc_api.executor import BlockingCalls
 from signserver.service import SignService
@@ -20,8 +18,7 @@ def client_certificate_sha256(context: grpc.aio.ServicerContext) -> str | None:
     pem = context.auth_context().get("x509_pem_cert")
     if not pem:
         return None
-    certificate = x509.load_pem_x509_certificate(pem[0])
-    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+    return certificate_fingerprint(x509.load_pem_x509_certificate(pem[0]))
 
 
 async def calling_application(context: grpc.aio.ServicerContext, service: SignService,

@@ -37,7 +37,7 @@ def _bootstrap(config: Config, demo: bool) -> None:
     bootstrap(config, service)
     service.pades.font()  # extracted once here, not raced for by the workers
     if demo:
-        from signserver.cli.demo import ensure_demo  # the demonstration is the command line's business
+        from signserver.demo import ensure_demo
 
         ensure_demo(service, config.state_dir)
 

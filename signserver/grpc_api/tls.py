@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from signserver.ca.authority import CertificateAuthority
 from signserver.config import TlsConfig
 from signserver.errors import ConfigurationError
+from signserver.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,10 @@ def _names_for(host: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(dns), tuple(addresses)
 
 
-def write_private_key(path: Path, key) -> None:
-    """A PEM private key in a file only its owner can read."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+def private_pem(key) -> bytes:
+    """An unencrypted PKCS#8 PEM private key (for files written with ``write_private``)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def _issued_by(path: Path, issuer: x509.Certificate) -> bool:
@@ -78,7 +75,7 @@ def ensure_server_certificate(tls: TlsConfig, host: str, ca: CertificateAuthorit
         chain = [issued.certificate, *ca.chain()[:1]]
     else:
         chain = [_self_signed(key, dns, addresses)]
-    write_private_key(tls.key_file, key)
+    write_private(tls.key_file, private_pem(key))
     tls.cert_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
     log.info("made the server's TLS certificate %s (%s) for %s", tls.cert_file,
              "issued by this CA" if issuing is not None else "self-signed", ", ".join(dns + addresses))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 
 def write_large_pdf(path, megabytes: int) -> None:
     """A one-page PDF of about ``megabytes`` MB (an attached file of random bytes), written in
     pieces so that it never sits whole in memory."""
-    import os
-
     head = sample_pdf(1)
     body_end = head.rindex(b"xref")
     objects = head[:body_end]
@@ -29,8 +30,6 @@ def write_large_pdf(path, megabytes: int) -> None:
 
 
 def _offsets(body: bytes) -> list[int]:
-    import re
-
     return [m.start() for m in re.finditer(rb"(?m)^\d+ 0 obj\n", body)]
 
 

@@ -8,22 +8,21 @@ run unattended: this is a development set-up, not how real holders are enrolled.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from signserver.accounts import otp
+from signserver.accounts.applications import certificate_fingerprint
 from signserver.accounts.manager import Enrolment
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
 from signserver.errors import NotFound
-from signserver.grpc_api.tls import write_private_key
+from signserver.files import write_private
 from signserver.secret import Secret
 from signserver.service import SignService
 
@@ -31,12 +30,6 @@ log = logging.getLogger(__name__)
 
 DEMO_ACCOUNT = "demo.holder"
 DEMO_APPLICATION = "demo-portal"
-
-
-def _write_secret(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
 
 
 def ensure_demo(service: SignService, state_dir: Path) -> None:
@@ -55,13 +48,12 @@ def ensure_demo(service: SignService, state_dir: Path) -> None:
     issued = service.ca.issue(CertificateRequest("cloud-signature-corporate", DEMO_ACCOUNT), "server:demo")
     key = ec.generate_private_key(ec.SECP256R1())
     client = service.ca.issue_service_certificate("client-asp", DEMO_APPLICATION, key.public_key(), "server:demo")
-    service.applications.set_client_certificate(
-        DEMO_APPLICATION, hashlib.sha256(client.certificate.public_bytes(Encoding.DER)).hexdigest())
-    write_private_key(folder / "portal-key.pem", key)
+    service.applications.set_client_certificate(DEMO_APPLICATION, certificate_fingerprint(client.certificate))
+    write_private(folder / "portal-key.pem", key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     (folder / "portal.pem").write_bytes(client.certificate.public_bytes(Encoding.PEM))
     (folder / "ca.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()))
-    _write_secret(folder / "password", password)
-    _write_secret(folder / "otp-seed", parse_qs(urlparse(created.otp_uri).query)["secret"][0])
+    write_private(folder / "password", f"{password}\n".encode())
+    write_private(folder / "otp-seed", f"{parse_qs(urlparse(created.otp_uri).query)['secret'][0]}\n".encode())
     (folder / "credential").write_text(issued.credential_id + "\n")
     print(f"\nDemo holder {DEMO_ACCOUNT!r} (certificate {issued.serial}); scan for its OTP:\n")
     print(otp.qr_terminal(created.otp_uri))
