@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import io
+import zlib
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyhanko.pdf_utils.font.opentype import GlyphAccumulator, GlyphAccumulatorFactory
+from fontTools.ttLib import TTFont
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.font.opentype import CIDFontType0, GlyphAccumulator, GlyphAccumulatorFactory
+from pyhanko.pdf_utils.generic import pdf_name
 from pyhanko.pdf_utils.images import PdfImage
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.stamp import QRStampStyle, TextStampStyle
@@ -77,10 +82,42 @@ def check_text(lines: list[str], font: Path) -> Path:
 
 class _PresubsetAccumulator(GlyphAccumulator):
     """pyHanko's glyph accumulator for a font that font_for_text already cut down: subsetting it
-    again for every document would only repeat that work."""
+    again for every document would only repeat that work, and so would compiling its font
+    program, which is the same for every document drawn with that subset."""
+
+    def __init__(self, *, program: bytes, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(self.cidfont_obj, CIDFontType0):
+            base_name = self.cidfont_obj.name.split("+", 1)[1]
+            self.cidfont_obj = _CompiledCidFont(self.tt, base_name, self.subset_prefix, program)
 
     def _extract_subset(self, options=None) -> None:
         return None
+
+
+class _CompiledCidFont(CIDFontType0):
+    """A CFF CIDFont whose program (compiled and compressed once per subset) is embedded as is."""
+
+    def __init__(self, tt, base_ps_name: str, subset_prefix: str, program: bytes):
+        super().__init__(tt, base_ps_name, subset_prefix)
+        self._program = program
+
+    def set_font_file(self, writer):
+        stream = generic.StreamObject({pdf_name("/Subtype"): pdf_name("/CIDFontType0C"),
+                                       pdf_name("/Filter"): pdf_name("/FlateDecode")}, encoded_data=self._program)
+        reference = writer.add_object(stream)
+        self._font_descriptor[pdf_name("/FontFile3")] = reference
+        return reference
+
+
+@functools.lru_cache(maxsize=64)
+def _font_program(subset: str) -> bytes:
+    """The subset's CFF font program, compiled and Flate-compressed (once per subset file: the
+    files are named after their characters and never change)."""
+    with TTFont(subset) as parsed:
+        compiled = io.BytesIO()
+        parsed["CFF "].cff.compile(compiled, parsed)
+    return zlib.compress(compiled.getvalue())
 
 
 @dataclass(frozen=True)
@@ -90,7 +127,8 @@ class _PresubsetFontFactory(GlyphAccumulatorFactory):
             obj_stream = writer.prepare_object_stream()
         with open(self.font_file, "rb") as handle:
             return _PresubsetAccumulator(writer=writer, font_handle=io.BytesIO(handle.read()),
-                                         font_size=self.font_size, obj_stream=obj_stream)
+                                         font_size=self.font_size, obj_stream=obj_stream,
+                                         program=_font_program(self.font_file))
 
 
 def stamp_style(lines: list[str], options: StampOptions, subset: Path) -> TextStampStyle:

@@ -26,8 +26,15 @@ def test_stamp_text_is_there_and_drawn(pades_world, tmp_path):
     text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True).stdout
     assert "翁心 Weng Sam LUZIA KUAN" in text and "數碼簽署" in text
     assert "+0800" in text  # Asia/Macau
-    subprocess.run(["pdftoppm", "-r", "72", "-gray", "-png", "-singlefile", str(path), str(tmp_path / "page")],
-                   check=True)
+    # The stamp font is embedded as a subset font program poppler can read.
+    fonts = subprocess.run(["pdffonts", str(path)], capture_output=True, text=True)
+    embedded = [line for line in fonts.stdout.splitlines() if "NotoSansCJK" in line]
+    assert len(embedded) == 1 and "CID Type 0C" in embedded[0], fonts.stdout
+    assert embedded[0].split()[-5:-2] == ["yes", "yes", "yes"], embedded  # embedded, subset, ToUnicode
+    assert "rror" not in fonts.stderr, fonts.stderr
+    rendered = subprocess.run(["pdftoppm", "-r", "72", "-gray", "-png", "-singlefile", str(path),
+                               str(tmp_path / "page")], check=True, capture_output=True, text=True)
+    assert "rror" not in rendered.stderr, rendered.stderr  # e.g. a font program poppler cannot parse
     from PIL import Image
 
     page = Image.open(tmp_path / "page.png").convert("L")
