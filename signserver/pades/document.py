@@ -18,6 +18,7 @@ from pyhanko_certvalidator import ValidationContext
 
 from signserver.errors import InvalidArgument
 from signserver.pades.cms_signer import HsmCmsSigner
+from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.stamp import StampOptions, check_text, stamp_lines, stamp_style
 
 
@@ -58,6 +59,8 @@ class SigningJob:
     timestamper: object | None  # pyHanko TimeStamper, for B-T and above
     validation_context: ValidationContext | None  # our CA's revocation data, for B-LT and above
     now: datetime.datetime
+    preparation: PreparationCache
+    preparation_key: PreparationKey  # what the validation data and the container size depend on
 
 
 def open_for_signing(source: BinaryIO) -> IncrementalPdfFileWriter:
@@ -164,9 +167,12 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
 
     async def prepare() -> PreparedDocument:
         session = pdf_signer.init_signing_session(writer)
-        validation = await session.perform_presign_validation(writer)
-        reserved = await session.estimate_signature_container_size(validation_info=validation, tight=False)
-        tbs = session.prepare_tbs_document(validation_info=validation, bytes_reserved=reserved,
+        # A B-LTA signature on a time-stamped document must also validate the earlier time-stamps.
+        extends_timestamps = job.level is PadesLevel.B_LTA and any(writer.prev.embedded_timestamp_signatures)
+        preparation = await job.preparation.prepare(None if extends_timestamps else job.preparation_key,
+                                                    session, writer, job.now)
+        validation = preparation.validation
+        tbs = session.prepare_tbs_document(validation_info=validation, bytes_reserved=preparation.bytes_reserved,
                                            appearance_text_params=params)
         prepared, output = tbs.digest_tbs_document(output=destination)
         return PreparedDocument(digest=prepared.document_digest, _tbs=tbs, _prepared=prepared, _output=output,

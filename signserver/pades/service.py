@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from pyhanko.sign.timestamps.api import TimeStamper
 from pyhanko_certvalidator import ValidationContext
 
 from signserver.accounts.model import Application
@@ -24,6 +26,7 @@ from signserver.hsm.keystore import HsmKeyStore
 from signserver.pades.cms_signer import HsmCmsSigner, to_asn1
 from signserver.pades.document import PadesLevel, SigningJob, prepare_document, sign_document
 from signserver.pades.pending import PendingDocument, PendingDocuments
+from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.font import stamp_font
 from signserver.pades.stamp import StampOptions
 from signserver.pades.tsa import InProcessTimeStamper, RemoteTimeStamper, TimeStampAuthority
@@ -52,6 +55,8 @@ class PadesService:
         self._pending_lifetime = signer.token_lifetime
         self.tsa = TimeStampAuthority(keys, ca, clock)
         self.config = config
+        self._preparations = PreparationCache()
+        self._timestampers: dict[str, TimeStamper] = {}
 
     def default_stamp(self) -> StampOptions:
         """The configured caption and time zone, the rest as StampOptions has them."""
@@ -60,11 +65,21 @@ class PadesService:
     def default_level(self) -> PadesLevel:
         return PadesLevel.parse(self.config.level)
 
-    def timestamper(self):
-        """The configured external TSA, else the built-in one."""
+    def timestamper(self) -> tuple[str, TimeStamper]:
+        """The configured external TSA, else the built-in one, with a name for it.
+
+        One TimeStamper is kept per TSA (per certificate of the built-in one): pyHanko asks each
+        new TimeStamper for a trial token to learn the TSA's certificates and token size.
+        """
         if self.config.tsa_url:
-            return RemoteTimeStamper(self.config.tsa_url)
-        return InProcessTimeStamper(self.tsa)
+            name = self.config.tsa_url
+        else:
+            name = "built-in:" + self.tsa.certificate().fingerprint(hashes.SHA256()).hex()
+        timestamper = self._timestampers.get(name)
+        if timestamper is None:
+            timestamper = RemoteTimeStamper(name) if self.config.tsa_url else InProcessTimeStamper(self.tsa)
+            self._timestampers[name] = timestamper
+        return name, timestamper
 
     def font(self) -> Path:
         """Raises: ConfigurationError: the CJK fonts are not installed."""
@@ -72,9 +87,14 @@ class PadesService:
 
     def validation_context(self) -> ValidationContext:
         """Trust in this CA, with its own revocation data (CRLs) handed over: nothing is fetched."""
-        issuing, root = self._ca.chain()
+        return self._validation_context(self._crls())
+
+    def _crls(self) -> list[bytes]:
         with self._database.read() as conn:
-            crls = [row.der for name in ("issuing", "root") if (row := stored_crl(conn, name)) is not None]
+            return [row.der for name in ("issuing", "root") if (row := stored_crl(conn, name)) is not None]
+
+    def _validation_context(self, crls: list[bytes]) -> ValidationContext:
+        issuing, root = self._ca.chain()
         roots = [to_asn1(root), *self._extra_roots()]
         return ValidationContext(trust_roots=roots, other_certs=[to_asn1(issuing)], crls=crls, allow_fetching=False)
 
@@ -158,12 +178,17 @@ class PadesService:
         certificate = self._keys.certificate(credential.key_id)
         if certificate is None:
             raise CredentialUnusable(f"credential {credential_id} has no certificate yet; the RA must issue one")
+        tsa_name, timestamper = self.timestamper() if level.timestamped else ("", None)
+        crls = self._crls() if level.long_term else []
         job = SigningJob(
             signer=HsmCmsSigner(self._keys, credential.key_id, credential.key_algorithm, certificate, self._ca.chain()),
             holder_name=self._hash_signer.holder_name(credential), level=level, stamp=stamp, font=self.font(),
-            timestamper=self.timestamper() if level.timestamped else None,
-            validation_context=self.validation_context() if level.long_term else None,
-            now=self._clock.now())
+            timestamper=timestamper,
+            validation_context=self._validation_context(crls) if level.long_term else None,
+            now=self._clock.now(), preparation=self._preparations,
+            preparation_key=PreparationKey(certificate_sha256=certificate.fingerprint(hashes.SHA256()),
+                                           level=level.value, timestamper=tsa_name,
+                                           revocation_sha256=hashlib.sha256(b"".join(crls)).digest()))
         return credential, job
 
     def _finish_audit(self, application, credential, destination: BinaryIO, start: int, document_digest: bytes,

@@ -12,6 +12,7 @@ import urllib.request
 
 from asn1crypto import cms, core, tsp
 from asn1crypto import x509 as asn1_x509
+from cryptography import x509
 from pyhanko.sign.timestamps.api import TimeStamper
 
 from signserver.clock import Clock
@@ -40,6 +41,10 @@ class TimeStampAuthority:
         self._keys = keys
         self._ca = ca
         self._clock = clock
+
+    def certificate(self) -> x509.Certificate:
+        """The TSA's current certificate. Raises: NotFound (CA not initialised), HsmError."""
+        return self._ca.service_key("tsa")[1]
 
     def _signer(self) -> HsmCmsSigner:
         key_id, certificate = self._ca.service_key("tsa")
