@@ -92,14 +92,13 @@ def run(service: SignService, state: Path, seconds: float) -> tuple[list, list, 
         service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "benchmark")
         target = load.Target(f"localhost:{server.port}", server.pem, created.account.username, PASSWORD,
                              created.credential.id)
-        figures = [load.run_load("Authorize (no OTP), concurrency 8", target, "authorize", 8, seconds)]
+        figures = [load.run_load("Authorize (no OTP), concurrency 8", target, load.authorizer, 8, seconds)]
         for batch in (1, 10, 50):
             for concurrency in (1, 8, 32):
                 figures.append(load.run_load(f"SignHash, {batch} digest(s)/call, concurrency {concurrency}",
-                                             target, "sign", concurrency, seconds, batch=batch))
+                                             target, load.hash_signer(batch), concurrency, seconds))
+        documents = pdf_signing.sign_pdf_rates(target, seconds)
         with server.channel() as channel:
-            documents = pdf_signing.sign_pdf_rates(channel, created.account.username, PASSWORD,
-                                                   created.credential.id, seconds)
             large = pdf_signing.large_document_memory(channel, created.account.username, PASSWORD,
                                                       created.credential.id, server.process.pid)
         workers = server.worker_rss_mb()

@@ -1,14 +1,17 @@
 """A multi-process load generator: client processes, each with threads, each thread its own
-stream of calls, all measuring over the same window; latencies of every call are kept."""
+connection and stream of calls, all measuring over the same window; latencies of every call are
+kept."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import grpc
 
@@ -45,8 +48,17 @@ class Target:
     credential: str
 
     def channel(self) -> grpc.Channel:
+        """A channel with a connection of its own: the server's workers share the port, and the
+        kernel hands each connection to one of them, so callers spread over the workers only
+        when they do not share connections (gRPC otherwise pools them between channels)."""
         root, key, chain = self.credentials
-        return grpc.secure_channel(self.address, grpc.ssl_channel_credentials(root, key, chain))
+        return grpc.secure_channel(self.address, grpc.ssl_channel_credentials(root, key, chain),
+                                   options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+# A caller: given its channel and a name unique in the run, it does its setup (outside the
+# measured window) and returns the call to repeat, which returns the operations it did.
+Caller = Callable[[grpc.Channel, Target, str], Callable[[], int]]
 
 
 def _authorize(stub, target: Target, digests: list[bytes]) -> str:
@@ -55,62 +67,78 @@ def _authorize(stub, target: Target, digests: list[bytes]) -> str:
         hash_algorithm=signing_pb2.HASH_ALGORITHM_SHA256, digests=digests), timeout=120).activation_token
 
 
-def _client_process(target: Target, kind: str, batch: int, threads: int, start_at: float, seconds: float,
-                    queue) -> None:
-    channel = target.channel()  # made after the fork: gRPC objects never cross it
+def hash_signer(batch: int) -> Caller:
+    """SignHash of ``batch`` digests per call, spending a token authorised beforehand."""
+    def setup(channel: grpc.Channel, target: Target, name: str) -> Callable[[], int]:
+        stub = signing_pb2_grpc.SigningServiceStub(channel)
+        state = {"round": 0, "position": 0}
+
+        def authorise() -> None:
+            state["digests"] = [hashlib.sha256(f"{name}-{state['round']}-{i}".encode()).digest()
+                                for i in range(TOKEN_DIGESTS)]
+            state["token"], state["position"] = _authorize(stub, target, state["digests"]), 0
+            state["round"] += 1
+
+        def call() -> int:
+            if state["position"] + batch > TOKEN_DIGESTS:  # rare: a fresh token, inside the window
+                authorise()
+            position = state["position"]
+            stub.SignHash(signing_pb2.SignHashRequest(
+                credential_id=target.credential, activation_token=state["token"],
+                signature_algorithm="rsa-pkcs1v15-sha256", digests=state["digests"][position:position + batch]),
+                timeout=60)
+            state["position"] = position + batch
+            return batch
+
+        authorise()
+        return call
+    return setup
+
+
+def authorizer(channel: grpc.Channel, target: Target, name: str) -> Callable[[], int]:
+    """Authorize for one fresh digest per call."""
     stub = signing_pb2_grpc.SigningServiceStub(channel)
+    counter = itertools.count()
+
+    def call() -> int:
+        _authorize(stub, target, [hashlib.sha256(f"{name}-{next(counter)}".encode()).digest()])
+        return 1
+    return call
+
+
+def _client_process(target: Target, caller: Caller, threads: int, start_at: float, seconds: float, queue) -> None:
     results: list[tuple[int, list[float]]] = []
     lock = threading.Lock()
 
-    def signer(index: int) -> None:
-        prefix = f"{os.getpid()}-{index}-"
-        digests = [hashlib.sha256((prefix + str(i)).encode()).digest() for i in range(TOKEN_DIGESTS)]
-        token = _authorize(stub, target, digests)
-        time.sleep(max(0.0, start_at - time.time()))
-        done, latencies, position = 0, [], 0
-        while time.time() < start_at + seconds:
-            if position + batch > len(digests):  # rare: a fresh token (inside the window, counted)
-                digests = [hashlib.sha256((prefix + f"r{done}-{i}").encode()).digest() for i in range(TOKEN_DIGESTS)]
-                token, position = _authorize(stub, target, digests), 0
-            began = time.perf_counter()
-            stub.SignHash(signing_pb2.SignHashRequest(
-                credential_id=target.credential, activation_token=token, signature_algorithm="rsa-pkcs1v15-sha256",
-                digests=digests[position:position + batch]), timeout=60)
-            latencies.append(time.perf_counter() - began)
-            position += batch
-            done += batch
+    def run(index: int) -> None:
+        with target.channel() as channel:  # made after the fork: gRPC objects never cross it
+            call = caller(channel, target, f"{os.getpid()}-{index}")
+            time.sleep(max(0.0, start_at - time.time()))
+            done, latencies = 0, []
+            while time.time() < start_at + seconds:
+                began = time.perf_counter()
+                done += call()
+                latencies.append(time.perf_counter() - began)
         with lock:
             results.append((done, latencies))
 
-    def authorizer(index: int) -> None:
-        time.sleep(max(0.0, start_at - time.time()))
-        done, latencies = 0, []
-        while time.time() < start_at + seconds:
-            began = time.perf_counter()
-            _authorize(stub, target, [hashlib.sha256(f"{os.getpid()}-{index}-{done}".encode()).digest()])
-            latencies.append(time.perf_counter() - began)
-            done += 1
-        with lock:
-            results.append((done, latencies))
-
-    work = signer if kind == "sign" else authorizer
-    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
     for thread in pool:
         thread.start()
     for thread in pool:
         thread.join()
-    channel.close()
     queue.put((sum(d for d, _ in results), [x for _, lat in results for x in lat]))
 
 
-def run_load(name: str, target: Target, kind: str, concurrency: int, seconds: float, batch: int = 1,
-             max_processes: int = 4) -> LoadResult:
-    """``concurrency`` callers spread over up to ``max_processes`` client processes."""
+def run_load(name: str, target: Target, caller: Caller, concurrency: int, seconds: float,
+             max_processes: int = 4, setup_seconds: float = 3.0) -> LoadResult:
+    """``concurrency`` callers, each with its own connection, spread over up to ``max_processes``
+    client processes, all measured over the same window (opened once every caller is set up)."""
     processes = min(concurrency, max_processes)
     per_process = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     queue = _fork.Queue()
-    start_at = time.time() + 3 + concurrency * 0.15  # every caller authorised before the window opens
-    clients = [_fork.Process(target=_client_process, args=(target, kind, batch, n, start_at, seconds, queue))
+    start_at = time.time() + setup_seconds + concurrency * 0.15
+    clients = [_fork.Process(target=_client_process, args=(target, caller, n, start_at, seconds, queue))
                for n in per_process]
     for client in clients:
         client.start()

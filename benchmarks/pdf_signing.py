@@ -1,14 +1,14 @@
 """SignPdf over gRPC beside pyHanko's plain `sign_pdf` with a software key, in one run.
 
 Documents of 1 and 50 pages, invisible and with the default visible stamp in Chinese, at
-concurrency 1 and 4 (threads of one client process), with latency percentiles.
+concurrency 1 and 4 (callers of the load generator, each with its own connection), with latency
+percentiles.
 """
 
 from __future__ import annotations
 
 import datetime
 import io
-import threading
 import time
 
 from asn1crypto import keys as asn1_keys
@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign import signers
 
+from benchmarks import load
 from benchmarks.load import LoadResult
 from signserver.pades.cms_signer import to_asn1
 from signserver.pades.sample import sample_pdf
@@ -45,54 +46,53 @@ def software_baseline(pdf: bytes, seconds: float) -> LoadResult:
         signers.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(pdf)),
                          signers.PdfSignatureMetadata(field_name="Signature1"), signer=signer, output=io.BytesIO())
 
-    return _timed("pyHanko sign_pdf, software key, invisible, 1 page", once, seconds, 1)
+    return _timed("pyHanko sign_pdf, software key, invisible, 1 page", once, seconds)
 
 
-def _timed(name: str, operation, seconds: float, concurrency: int) -> LoadResult:
+def _timed(name: str, operation, seconds: float) -> LoadResult:
     operation()  # warm up
     durations: list[float] = []
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker():
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            operation()
-            with lock:
-                durations.append(time.perf_counter() - start)
-
     start = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    while time.perf_counter() < start + seconds:
+        began = time.perf_counter()
+        operation()
+        durations.append(time.perf_counter() - began)
     return LoadResult(name, len(durations), time.perf_counter() - start, durations)
 
 
-def sign_pdf_rates(channel, account: str, password: str, credential: str, seconds: float) -> list[LoadResult]:
-    stub = document_pb2_grpc.DocumentServiceStub(channel)
+def document_signer(pdf: bytes, visible: bool) -> load.Caller:
+    """SignPdf (one-call flow, B-LT) of ``pdf``, invisible or with the default stamp in Chinese."""
+    def setup(channel, target: load.Target, name: str):
+        stub = document_pb2_grpc.DocumentServiceStub(channel)
+
+        def requests():
+            yield document_pb2.SignPdfRequest(header=document_pb2.SignPdfHeader(
+                account=target.account, password=target.password, credential_id=target.credential, level="B-LT",
+                stamp=document_pb2.Stamp(invisible=not visible, caption="數碼簽署")))
+            for start in range(0, len(pdf), CHUNK):
+                yield document_pb2.SignPdfRequest(chunk=pdf[start:start + CHUNK])
+
+        def call() -> int:
+            for _ in stub.SignPdf(requests(), timeout=120):
+                pass
+            return 1
+
+        call()  # warm: the first stamp of a character set makes its font once
+        return call
+    return setup
+
+
+def sign_pdf_rates(target: load.Target, seconds: float) -> list[LoadResult]:
     results = []
     for pages in (1, 50):
         pdf = sample_pdf(pages)
         for visible in (False, True):
-            def once(pdf=pdf, visible=visible):
-                def requests():
-                    yield document_pb2.SignPdfRequest(header=document_pb2.SignPdfHeader(
-                        account=account, password=password, credential_id=credential, level="B-LT",
-                        stamp=document_pb2.Stamp(invisible=not visible, caption="數碼簽署")))
-                    for start in range(0, len(pdf), CHUNK):
-                        yield document_pb2.SignPdfRequest(chunk=pdf[start:start + CHUNK])
-                for _ in stub.SignPdf(requests(), timeout=120):
-                    pass
+            label = "visible CJK stamp" if visible else "invisible"
             for concurrency in (1, 4):
-                label = "visible CJK stamp" if visible else "invisible"
-                results.append(_timed(f"SignPdf B-LT, {label}, {pages} page(s), concurrency {concurrency}",
-                                      once, seconds, concurrency))
+                results.append(load.run_load(f"SignPdf B-LT, {label}, {pages} page(s), concurrency {concurrency}",
+                                             target, document_signer(pdf, visible), concurrency, seconds,
+                                             setup_seconds=1.0))
     return results
-
-
-
 
 
 def _peak_rss_mb(pid: int) -> float:

@@ -69,7 +69,7 @@ def main() -> None:
     pdf_process.start()
     try:
         while time.monotonic() < deadline:
-            load.run_load("soak", target, "sign", 8, min(20.0, max(1.0, deadline - time.monotonic())), batch=10)
+            load.run_load("soak", target, load.hash_signer(10), 8, min(20.0, max(1.0, deadline - time.monotonic())))
             samples.append((time.monotonic(), [sample(pid) for pid in workers]))
     finally:
         pdf_process.terminate()
