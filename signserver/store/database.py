@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from signserver.errors import ConfigurationError, StoreUnavailable
+from signserver.store.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +49,24 @@ class Database:
     def __init__(self, url: str):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._writers: WriterLock | None = None
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._writers = WriterLock(Path(f"{path}-writer.lock"))
             self.engine: Engine = create_engine(url, pool_size=8, max_overflow=8)
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
-        # A forked child must not share its parent's connections.
-        os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
+        # A forked child must not share its parent's connections (nor its writer lock).
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self.engine.dispose(close=False)
+        if self._writers is not None:
+            self._writers.after_fork_in_child()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -66,10 +75,13 @@ class Database:
         Raises: StoreUnavailable: the database cannot be reached or stays locked.
         """
         try:
-            with self.engine.begin() as connection:
+            with self._writer_turn(), self.engine.begin() as connection:
                 yield connection
         except OperationalError as exc:
             raise StoreUnavailable(f"the database does not answer: {exc.orig}") from exc
+
+    def _writer_turn(self):
+        return self._writers.held() if self._writers is not None else contextlib.nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -1,0 +1,55 @@
+"""WriterLock: SQLite writers of every thread and server process take turns in a kernel queue.
+
+SQLite admits one writer at a time. A writer that finds the database locked polls: it sleeps 1,
+2, 5, 10, ... up to 100 ms between tries (the busy timeout), so under load most of the time goes
+to sleeping after the lock was already free, and latency grows long tails. Taking an exclusive
+``flock`` on a file beside the database before beginning a writing transaction makes the waiters
+queue in the kernel instead, and the next one starts the moment the lock is released. Processes
+that do not take it (another tool opening the database) are still kept out by SQLite itself.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+class WriterLock:
+    def __init__(self, path: Path):
+        self._path = path
+        self._threads = threading.RLock()  # flock is per open file: threads queue here first
+        self._depth = 0
+        self._fd: int | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock (re-entrant within a thread). Raises: OSError: the lock file cannot be opened."""
+        with self._threads:
+            if self._depth == 0:
+                fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._descriptor(), fcntl.LOCK_UN)
+
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child: the parent's thread lock and descriptor are not its own
+        (a descriptor inherited across fork shares the parent's lock, so they would not exclude
+        each other). Closing the inherited copy leaves the parent's lock as it is."""
+        self._threads = threading.RLock()
+        self._depth = 0
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._fd
