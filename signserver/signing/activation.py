@@ -63,6 +63,9 @@ def issue(conn: Connection, *, credential_id: str, account_id: int, application_
     return IssuedToken(token=token, expires_at=from_epoch(epoch_seconds(expires)), digests=len(digests))
 
 
+_UPDATE_CHUNK = 500  # digests per UPDATE: well under every database's limit on parameters
+
+
 def consume(conn: Connection, *, token: str, credential_id: str, application_id: int,
             algorithm: HashAlgorithm, digests: list[bytes], now: datetime.datetime) -> int:
     """Mark ``digests`` used under ``token``; return the account the token belongs to.
@@ -86,16 +89,20 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
         raise ActivationRefused(f"the activation token is for {row.hash_algorithm} digests")
     digest_rows = activation_token_digests.c
     of_token = digest_rows.token_hash == row.token_hash
-    remaining = conn.execute(select(func.count()).where(of_token, digest_rows.used.is_(False))).scalar()
-    if len(digests) > remaining:
-        raise ActivationRefused(f"the activation token allows {remaining} more signature(s), not {len(digests)}"
-                                if remaining else "the activation token has been used")
-    for digest in digests:
-        hex_digest = digest.hex()
-        taken = conn.execute(update(activation_token_digests).where(
-            of_token, digest_rows.digest == hex_digest, digest_rows.used.is_(False)).values(used=True)).rowcount
-        if not taken:
-            known = conn.execute(select(digest_rows.used).where(of_token, digest_rows.digest == hex_digest)).first()
-            raise ActivationRefused("a digest was already signed with this activation token" if known
-                                    else "a digest was not authorised by this activation token")
+    wanted = [d.hex() for d in digests]  # distinct: check_digests refuses repeats
+    taken = 0
+    for start in range(0, len(wanted), _UPDATE_CHUNK):
+        taken += conn.execute(update(activation_token_digests).where(
+            of_token, digest_rows.digest.in_(wanted[start:start + _UPDATE_CHUNK]), digest_rows.used.is_(False))
+            .values(used=True)).rowcount
+    if taken != len(wanted):
+        # Refused: the caller's transaction rolls the digests taken so far back. Say why; the
+        # token's size is counted only here, never on the way to a signature.
+        remaining = conn.execute(select(func.count()).where(of_token, digest_rows.used.is_(False))).scalar() + taken
+        if len(digests) > remaining:
+            raise ActivationRefused(f"the activation token allows {remaining} more signature(s), not {len(digests)}"
+                                    if remaining else "the activation token has been used")
+        known = conn.execute(select(func.count()).where(of_token, digest_rows.digest.in_(wanted))).scalar()
+        raise ActivationRefused("a digest was already signed with this activation token" if known == len(wanted)
+                                else "a digest was not authorised by this activation token")
     return row.account_id
