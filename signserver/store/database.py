@@ -60,13 +60,8 @@ class Database:
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
-        # A forked child must not share its parent's connections (nor its writer lock).
-        os.register_at_fork(after_in_child=self._after_fork_in_child)
-
-    def _after_fork_in_child(self) -> None:
-        self.engine.dispose(close=False)
-        if self._writers is not None:
-            self._writers.after_fork_in_child()
+        # A forked child must not share its parent's connections.
+        os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

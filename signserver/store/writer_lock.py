@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +25,8 @@ class WriterLock:
         self._threads = threading.RLock()  # flock is per open file: threads queue here first
         self._depth = 0
         self._fd: int | None = None
+        myself = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (lock := myself()) is not None and lock._after_fork_in_child())
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -39,7 +42,7 @@ class WriterLock:
                 if self._depth == 0:
                     fcntl.flock(self._descriptor(), fcntl.LOCK_UN)
 
-    def after_fork_in_child(self) -> None:
+    def _after_fork_in_child(self) -> None:
         """Start afresh in a forked child: the parent's thread lock and descriptor are not its own
         (a descriptor inherited across fork shares the parent's lock, so they would not exclude
         each other). Closing the inherited copy leaves the parent's lock as it is."""
