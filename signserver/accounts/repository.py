@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import secrets
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from signserver.accounts.model import Account, AccountKind, AccountStatus, Credential
 from signserver.clock import epoch_seconds, from_epoch
@@ -97,10 +97,13 @@ def insert_credential(conn: Connection, account_id: int, key_id: str, algorithm:
     return credential_id
 
 
+# Built once: this lookup is on the way to every signature.
+_CREDENTIAL_BY_ID = select(*_CREDENTIAL_COLUMNS).join(accounts).where(credentials.c.id == bindparam("id"))
+
+
 def get_credential(conn: Connection, credential_id: str) -> Credential:
     """Raises: NotFound: no such credential."""
-    row = conn.execute(select(*_CREDENTIAL_COLUMNS).join(accounts)
-                       .where(credentials.c.id == credential_id)).first()
+    row = conn.execute(_CREDENTIAL_BY_ID, {"id": credential_id}).first()
     if row is None:
         raise NotFound(f"no credential {credential_id!r}")
     return _credential(row)

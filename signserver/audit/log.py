@@ -13,12 +13,18 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from signserver.clock import epoch_seconds
 from signserver.store.schema import audit_head, audit_log
 
 GENESIS_HASH = "0" * 64
+
+# Built once: every signature appends a record.
+_LOCK_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+_INSERT_RECORD = insert(audit_log)
+_MOVE_HEAD = (update(audit_head).where(audit_head.c.id == 1)
+              .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,7 @@ class AuditLog:
                     details: list[dict[str, Any]]) -> int:
         """Append one record per ``details`` entry (same event, actor and subject), in order, with
         one lock of the head; returns the last sequence number."""
-        head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-                            .with_for_update()).one()
+        head = conn.execute(_LOCK_HEAD).one()
         seq, prev, at, rows = head.seq, head.hash, epoch_seconds(now), []
         for detail in details:
             seq, text = seq + 1, canonical_detail(detail)
@@ -66,8 +71,8 @@ class AuditLog:
                          "detail": text, "prev_hash": prev, "hash": digest})
             prev = digest
         if rows:
-            conn.execute(insert(audit_log), rows)
-            conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+            conn.execute(_INSERT_RECORD, rows)
+            conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
         return seq
 
     @staticmethod

@@ -14,7 +14,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import ActivationRefused, InvalidArgument
@@ -64,6 +64,13 @@ def issue(conn: Connection, *, credential_id: str, account_id: int, application_
 
 
 _UPDATE_CHUNK = 500  # digests per UPDATE: well under every database's limit on parameters
+# Built once: spending a token is on the way to every signature.
+_TOKEN_BY_HASH = select(activation_tokens).where(activation_tokens.c.token_hash == bindparam("token_hash"))
+_TAKE_DIGESTS = (update(activation_token_digests)
+                 .where(activation_token_digests.c.token_hash == bindparam("of_token"),
+                        activation_token_digests.c.digest.in_(bindparam("wanted", expanding=True)),
+                        activation_token_digests.c.used.is_(False))
+                 .values(used=True))
 
 
 def consume(conn: Connection, *, token: str, credential_id: str, application_id: int,
@@ -74,7 +81,7 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
         ActivationRefused: unknown, expired or revoked token; another credential, application or
             digest algorithm; a digest not authorised, already signed, or beyond the token's count.
     """
-    row = conn.execute(select(activation_tokens).where(activation_tokens.c.token_hash == _token_hash(token))).first()
+    row = conn.execute(_TOKEN_BY_HASH, {"token_hash": _token_hash(token)}).first()
     if row is None:
         raise ActivationRefused("the activation token is not valid")
     if row.revoked:
@@ -92,9 +99,8 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
     wanted = [d.hex() for d in digests]  # distinct: check_digests refuses repeats
     taken = 0
     for start in range(0, len(wanted), _UPDATE_CHUNK):
-        taken += conn.execute(update(activation_token_digests).where(
-            of_token, digest_rows.digest.in_(wanted[start:start + _UPDATE_CHUNK]), digest_rows.used.is_(False))
-            .values(used=True)).rowcount
+        taken += conn.execute(_TAKE_DIGESTS, {"of_token": row.token_hash,
+                                              "wanted": wanted[start:start + _UPDATE_CHUNK]}).rowcount
     if taken != len(wanted):
         # Refused: the caller's transaction rolls the digests taken so far back. Say why; the
         # token's size is counted only here, never on the way to a signature.

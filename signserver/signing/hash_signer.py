@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from signserver.accounts.applications import ApplicationRegistry
 from signserver.accounts.authentication import Authenticator
@@ -182,6 +182,12 @@ class HashSigner:
         return credential
 
 
+# Built once: this check is on the way to every signature.
+_NEWEST_CERTIFICATE = (select(certificates.c.serial, certificates.c.status, certificates.c.not_after)
+                       .where(certificates.c.credential_id == bindparam("credential_id"))
+                       .order_by(certificates.c.issued_at.desc()).limit(1))
+
+
 def check_usable(conn, credential: Credential, now: datetime.datetime) -> None:
     """A credential signs only while active and, once certified, while its newest certificate is
     valid and unexpired.
@@ -190,9 +196,7 @@ def check_usable(conn, credential: Credential, now: datetime.datetime) -> None:
     """
     if credential.status != "active":
         raise CredentialUnusable(f"credential {credential.id} is {credential.status}; it can no longer sign")
-    newest = conn.execute(select(certificates.c.serial, certificates.c.status, certificates.c.not_after)
-                          .where(certificates.c.credential_id == credential.id)
-                          .order_by(certificates.c.issued_at.desc()).limit(1)).first()
+    newest = conn.execute(_NEWEST_CERTIFICATE, {"credential_id": credential.id}).first()
     if newest is None:
         return
     if newest.status != "valid":
