@@ -94,16 +94,23 @@ class ApplicationRegistry:
 
         Raises: Unauthenticated: neither is given, or neither is known.
         """
-        key = (_digest(api_key) if api_key else None, certificate_sha256)
-        cached = self._cache.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        application = self.cached(api_key, certificate_sha256)
+        if application is not None:
+            return application
         application = self._lookup(api_key, certificate_sha256)
         if len(self._cache) > 1024:
             self._cache.clear()
-        self._cache[key] = (now + CACHE_SECONDS, application)
+        self._cache[(_digest(api_key) if api_key else None, certificate_sha256)] = \
+            (time.monotonic() + CACHE_SECONDS, application)
         return application
+
+    def cached(self, api_key: str | None = None, certificate_sha256: str | None = None) -> Application | None:
+        """The answer :meth:`authenticate` gave for these credentials moments ago, if any: it
+        never waits on the database, so an event loop may ask."""
+        entry = self._cache.get((_digest(api_key) if api_key else None, certificate_sha256))
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        return None
 
     def _lookup(self, api_key: str | None, certificate_sha256: str | None) -> Application:
         with self._database.read() as conn:
