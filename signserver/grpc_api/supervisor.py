@@ -18,6 +18,7 @@ import socket
 import time
 from dataclasses import replace
 
+from signserver.allocator import return_large_blocks_promptly
 from signserver.config import Config, ServerConfig, split_address
 from signserver.errors import ConfigurationError
 
@@ -46,6 +47,7 @@ def _work(config: Config, index: int) -> None:
     from signserver.grpc_api.server import Worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops a worker
+    return_large_blocks_promptly()  # before any thread starts
     Worker(config, index, background=index == 0).run()
 
 
