@@ -7,8 +7,6 @@ import hmac
 import io
 
 import pyotp
-import qrcode
-import qrcode.image.pure
 
 STEP_SECONDS = 30
 DIGITS = 6
@@ -51,6 +49,8 @@ def code_at(seed: str, moment: datetime.datetime) -> str:
 
 def qr_png(uri: str) -> bytes:
     """The URI as a PNG QR code."""
+    import qrcode.image.pure  # only enrolment draws codes; server workers need not carry it
+
     image = qrcode.make(uri, image_factory=qrcode.image.pure.PyPNGImage)
     buffer = io.BytesIO()
     image.save(buffer)
@@ -59,6 +59,8 @@ def qr_png(uri: str) -> bytes:
 
 def qr_terminal(uri: str) -> str:
     """The URI as a QR code drawn with block characters, for a terminal."""
+    import qrcode
+
     code = qrcode.QRCode(border=2)
     code.add_data(uri)
     buffer = io.StringIO()

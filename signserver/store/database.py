@@ -9,8 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -100,6 +98,10 @@ class Database:
 
         Raises: ConfigurationError: the database cannot be reached.
         """
+        # Alembic is needed once, at start-up: server workers need not carry it.
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
         try:
