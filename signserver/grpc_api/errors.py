@@ -53,22 +53,32 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Turns signserver errors into their status codes, and anything unexpected into INTERNAL
     with a generic message (the traceback goes to the log, never to the caller)."""
 
+    def __init__(self):
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per method: wrapped once, not per call
+
     async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        for kind, make_handler, wrap in _HANDLER_KINDS:
-            behaviour = getattr(handler, kind)
-            if behaviour:
-                # Requests reach the wrapper as bytes and are parsed there, so that a malformed
-                # one (a string that is not UTF-8, say) becomes INVALID_ARGUMENT, not INTERNAL.
-                return make_handler(
-                    wrap(behaviour, handler_call_details.method, handler.request_deserializer,
-                         streaming_request=kind.startswith("stream")),
-                    request_deserializer=None,
-                    response_serializer=handler.response_serializer,
-                )
-        return handler
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._wrapped[method] = _wrapped(handler, method)
+        return wrapped
+
+
+def _wrapped(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    for kind, make_handler, wrap in _HANDLER_KINDS:
+        behaviour = getattr(handler, kind)
+        if behaviour:
+            # Requests reach the wrapper as bytes and are parsed there, so that a malformed one
+            # (a string that is not UTF-8, say) becomes INVALID_ARGUMENT, not INTERNAL.
+            return make_handler(
+                wrap(behaviour, method, handler.request_deserializer, streaming_request=kind.startswith("stream")),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
 
 
 async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from signserver.errors import StoreUnavailable
+
 
 class WriterLock:
     def __init__(self, path: Path):
@@ -30,7 +32,10 @@ class WriterLock:
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        """Hold the lock (re-entrant within a thread). Raises: OSError: the lock file cannot be opened."""
+        """Hold the lock (re-entrant within a thread).
+
+        Raises: StoreUnavailable: the lock file cannot be opened or locked.
+        """
         with self._threads:
             if self._depth == 0:
                 fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
@@ -54,5 +59,8 @@ class WriterLock:
 
     def _descriptor(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot open the database's writer lock {self._path}: {exc}") from None
         return self._fd
