@@ -32,6 +32,10 @@ def certificate_fingerprint(certificate: x509.Certificate) -> str:
     return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
 
 
+def _cache_key(api_key: str | None, certificate_sha256: str | None) -> tuple[str | None, str | None]:
+    return (_digest(api_key) if api_key else None, certificate_sha256)
+
+
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
@@ -94,20 +98,23 @@ class ApplicationRegistry:
 
         Raises: Unauthenticated: neither is given, or neither is known.
         """
-        application = self.cached(api_key, certificate_sha256)
+        key = _cache_key(api_key, certificate_sha256)
+        application = self._cached(key)
         if application is not None:
             return application
         application = self._lookup(api_key, certificate_sha256)
         if len(self._cache) > 1024:
             self._cache.clear()
-        self._cache[(_digest(api_key) if api_key else None, certificate_sha256)] = \
-            (time.monotonic() + CACHE_SECONDS, application)
+        self._cache[key] = (time.monotonic() + CACHE_SECONDS, application)
         return application
 
     def cached(self, api_key: str | None = None, certificate_sha256: str | None = None) -> Application | None:
         """The answer :meth:`authenticate` gave for these credentials moments ago, if any: it
         never waits on the database, so an event loop may ask."""
-        entry = self._cache.get((_digest(api_key) if api_key else None, certificate_sha256))
+        return self._cached(_cache_key(api_key, certificate_sha256))
+
+    def _cached(self, key: tuple[str | None, str | None]) -> Application | None:
+        entry = self._cache.get(key)
         if entry is not None and entry[0] > time.monotonic():
             return entry[1]
         return None

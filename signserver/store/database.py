@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -74,7 +73,7 @@ class Database:
             raise StoreUnavailable(f"the database does not answer: {exc.orig}") from exc
 
     def _writer_turn(self):
-        return self._writers.held() if self._writers is not None else contextlib.nullcontext()
+        return self._writers.held() if self._writers is not None else nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
