@@ -12,7 +12,8 @@ from tests.conftest import service_with
 
 @pytest.fixture(scope="module")
 def ca_clock() -> ManualClock:
-    return ManualClock(datetime.datetime(2026, 11, 21, 2, 26, 6, tzinfo=datetime.timezone.utc))
+    # Starts at the real time: OpenSSL checks OCSP responses and time-stamps against its own clock.
+    return ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
 
 
 @pytest.fixture(scope="module")
