@@ -79,13 +79,14 @@ def update_account(conn: Connection, account_id: int, **values) -> None:
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
 
 
-def _credential(row) -> Credential:
+def credential_from_row(row) -> Credential:
+    """A Credential from a row of :data:`CREDENTIAL_COLUMNS`."""
     return Credential(id=row.id, account_id=row.account_id, username=row.username, key_id=row.key_id,
                       key_algorithm=KeyAlgorithm(row.key_algorithm), status=row.status,
                       description=row.description, created_at=from_epoch(row.created_at))
 
 
-_CREDENTIAL_COLUMNS = (credentials, accounts.c.username)
+CREDENTIAL_COLUMNS = (credentials, accounts.c.username)
 
 
 def insert_credential(conn: Connection, account_id: int, key_id: str, algorithm: KeyAlgorithm,
@@ -98,7 +99,7 @@ def insert_credential(conn: Connection, account_id: int, key_id: str, algorithm:
 
 
 # Built once: this lookup is on the way to every signature.
-_CREDENTIAL_BY_ID = select(*_CREDENTIAL_COLUMNS).join(accounts).where(credentials.c.id == bindparam("id"))
+_CREDENTIAL_BY_ID = select(*CREDENTIAL_COLUMNS).join(accounts).where(credentials.c.id == bindparam("id"))
 
 
 def get_credential(conn: Connection, credential_id: str) -> Credential:
@@ -106,13 +107,13 @@ def get_credential(conn: Connection, credential_id: str) -> Credential:
     row = conn.execute(_CREDENTIAL_BY_ID, {"id": credential_id}).first()
     if row is None:
         raise NotFound(f"no credential {credential_id!r}")
-    return _credential(row)
+    return credential_from_row(row)
 
 
 def credentials_of(conn: Connection, account_id: int) -> list[Credential]:
-    rows = conn.execute(select(*_CREDENTIAL_COLUMNS).join(accounts)
+    rows = conn.execute(select(*CREDENTIAL_COLUMNS).join(accounts)
                         .where(credentials.c.account_id == account_id).order_by(credentials.c.created_at))
-    return [_credential(r) for r in rows]
+    return [credential_from_row(r) for r in rows]
 
 
 def delete_account_emails(conn: Connection, account_id: int) -> None:

@@ -64,24 +64,53 @@ def issue(conn: Connection, *, credential_id: str, account_id: int, application_
 
 
 _UPDATE_CHUNK = 500  # digests per UPDATE: well under every database's limit on parameters
-# Built once: spending a token is on the way to every signature.
-_TOKEN_BY_HASH = select(activation_tokens).where(activation_tokens.c.token_hash == bindparam("token_hash"))
+# Built once: spending a token is on the way to every signature. The digests are taken only
+# while the token itself holds: unrevoked, unexpired, for this credential, application and
+# digest algorithm; so the way to a signature costs one statement per chunk.
+_TOKEN_HOLDS = (select(activation_tokens.c.token_hash)
+                .where(activation_tokens.c.token_hash == bindparam("of_token"),
+                       activation_tokens.c.revoked.is_(False),
+                       activation_tokens.c.expires_at > bindparam("now"),
+                       activation_tokens.c.credential_id == bindparam("credential_id"),
+                       activation_tokens.c.application_id == bindparam("application_id"),
+                       activation_tokens.c.hash_algorithm == bindparam("algorithm"))
+                .exists())
 _TAKE_DIGESTS = (update(activation_token_digests)
                  .where(activation_token_digests.c.token_hash == bindparam("of_token"),
                         activation_token_digests.c.digest.in_(bindparam("wanted", expanding=True)),
-                        activation_token_digests.c.used.is_(False))
+                        activation_token_digests.c.used.is_(False),
+                        _TOKEN_HOLDS)
                  .values(used=True))
 
 
 def consume(conn: Connection, *, token: str, credential_id: str, application_id: int,
-            algorithm: HashAlgorithm, digests: list[bytes], now: datetime.datetime) -> int:
-    """Mark ``digests`` used under ``token``; return the account the token belongs to.
+            algorithm: HashAlgorithm, digests: list[bytes], now: datetime.datetime) -> None:
+    """Mark ``digests`` used under ``token``, or refuse and leave the caller's transaction to
+    roll back whatever was taken.
 
     Raises:
         ActivationRefused: unknown, expired or revoked token; another credential, application or
             digest algorithm; a digest not authorised, already signed, or beyond the token's count.
     """
-    row = conn.execute(_TOKEN_BY_HASH, {"token_hash": _token_hash(token)}).first()
+    token_hash = _token_hash(token)
+    wanted = [d.hex() for d in digests]  # distinct: check_digests refuses repeats
+    taken = 0
+    for start in range(0, len(wanted), _UPDATE_CHUNK):
+        taken += conn.execute(_TAKE_DIGESTS, {
+            "of_token": token_hash, "wanted": wanted[start:start + _UPDATE_CHUNK], "now": epoch_seconds(now),
+            "credential_id": credential_id, "application_id": application_id, "algorithm": algorithm.value,
+        }).rowcount
+    if taken != len(wanted):
+        _explain_refusal(conn, token_hash, credential_id, application_id, algorithm, wanted, taken, now)
+
+
+def _explain_refusal(conn: Connection, token_hash: str, credential_id: str, application_id: int,
+                     algorithm: HashAlgorithm, wanted: list[str], taken: int, now: datetime.datetime) -> None:
+    """Work out why ``consume`` took fewer digests than wanted; only refusals pay for this.
+
+    Raises: ActivationRefused, always.
+    """
+    row = conn.execute(select(activation_tokens).where(activation_tokens.c.token_hash == token_hash)).first()
     if row is None:
         raise ActivationRefused("the activation token is not valid")
     if row.revoked:
@@ -95,20 +124,11 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
     if row.hash_algorithm != algorithm.value:
         raise ActivationRefused(f"the activation token is for {row.hash_algorithm} digests")
     digest_rows = activation_token_digests.c
-    of_token = digest_rows.token_hash == row.token_hash
-    wanted = [d.hex() for d in digests]  # distinct: check_digests refuses repeats
-    taken = 0
-    for start in range(0, len(wanted), _UPDATE_CHUNK):
-        taken += conn.execute(_TAKE_DIGESTS, {"of_token": row.token_hash,
-                                              "wanted": wanted[start:start + _UPDATE_CHUNK]}).rowcount
-    if taken != len(wanted):
-        # Refused: the caller's transaction rolls the digests taken so far back. Say why; the
-        # token's size is counted only here, never on the way to a signature.
-        remaining = conn.execute(select(func.count()).where(of_token, digest_rows.used.is_(False))).scalar() + taken
-        if len(digests) > remaining:
-            raise ActivationRefused(f"the activation token allows {remaining} more signature(s), not {len(digests)}"
-                                    if remaining else "the activation token has been used")
-        known = conn.execute(select(func.count()).where(of_token, digest_rows.digest.in_(wanted))).scalar()
-        raise ActivationRefused("a digest was already signed with this activation token" if known == len(wanted)
-                                else "a digest was not authorised by this activation token")
-    return row.account_id
+    of_token = digest_rows.token_hash == token_hash
+    remaining = conn.execute(select(func.count()).where(of_token, digest_rows.used.is_(False))).scalar() + taken
+    if len(wanted) > remaining:
+        raise ActivationRefused(f"the activation token allows {remaining} more signature(s), not {len(wanted)}"
+                                if remaining else "the activation token has been used")
+    known = conn.execute(select(func.count()).where(of_token, digest_rows.digest.in_(wanted))).scalar()
+    raise ActivationRefused("a digest was already signed with this activation token" if known == len(wanted)
+                            else "a digest was not authorised by this activation token")

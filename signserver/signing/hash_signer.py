@@ -19,7 +19,14 @@ from sqlalchemy import bindparam, select
 from signserver.accounts.applications import ApplicationRegistry
 from signserver.accounts.authentication import Authenticator
 from signserver.accounts.model import Application, Credential
-from signserver.accounts.repository import account_row, credentials_of, get_account, get_credential
+from signserver.accounts.repository import (
+    CREDENTIAL_COLUMNS,
+    account_row,
+    credential_from_row,
+    credentials_of,
+    get_account,
+    get_credential,
+)
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock
 from signserver.clock import epoch_seconds
@@ -30,7 +37,7 @@ from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.signing.activation import IssuedToken
 from signserver.store.database import Database
-from signserver.store.schema import certificates
+from signserver.store.schema import accounts, certificates, credentials
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +142,7 @@ class HashSigner:
         """
         now = self._clock.now()
         with self._database.transaction() as conn:
-            credential = self._credential_for(application, credential_id, conn)
-            check_usable(conn, credential, now)
+            credential = self._usable_for(application, credential_id, conn, now)
             if key_check is not None:
                 key_check(credential.key_algorithm)
             activation.consume(conn, token=token.reveal(), credential_id=credential.id,
@@ -146,9 +152,7 @@ class HashSigner:
     def credential(self, application: Application, credential_id: str) -> Credential:
         """A credential the application may use, checked usable. Raises: NotFound, CredentialUnusable."""
         with self._database.read() as conn:
-            credential = self._credential_for(application, credential_id, conn)
-            check_usable(conn, credential, self._clock.now())
-            return credential
+            return self._usable_for(application, credential_id, conn, self._clock.now())
 
     def holder_name(self, credential: Credential) -> str:
         with self._database.read() as conn:
@@ -164,42 +168,68 @@ class HashSigner:
                 credential = get_credential(conn, credential_id) if 0 < len(credential_id) <= 64 else None
             except NotFound:
                 credential = None
-        if credential is None or credential.username != username:
-            raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
+            if credential is None or credential.username != username:
+                raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
+            return usable_credential(conn, credential_id, self._clock.now())
+
+    def _credential_for(self, application: Application, credential_id: str) -> Credential:
+        """Raises: InvalidArgument, NotFound."""
+        _check_credential_id(credential_id)
         with self._database.read() as conn:
-            check_usable(conn, credential, self._clock.now())
-        return credential
+            return self._visible_to(application, get_credential(conn, credential_id))
 
-    def _credential_for(self, application: Application, credential_id: str, conn=None) -> Credential:
-        if not credential_id or len(credential_id) > 64:
-            raise InvalidArgument("a credential id is 1 to 64 characters")
-        if conn is None:
-            with self._database.read() as conn:
-                return self._credential_for(application, credential_id, conn)
-        credential = get_credential(conn, credential_id)
+    def _usable_for(self, application: Application, credential_id: str, conn, now: datetime.datetime) -> Credential:
+        """Raises: InvalidArgument, NotFound, CredentialUnusable."""
+        _check_credential_id(credential_id)
+        try:
+            credential = usable_credential(conn, credential_id, now)
+        except CredentialUnusable:
+            # Others' credentials do not exist for an application, unusable or not.
+            self._visible_to(application, get_credential(conn, credential_id))
+            raise
+        return self._visible_to(application, credential)
+
+    @staticmethod
+    def _visible_to(application: Application, credential: Credential) -> Credential:
         if not application.all_accounts and credential.username not in application.accounts:
-            raise NotFound(f"no credential {credential_id!r}")  # others' credentials do not exist for it
+            raise NotFound(f"no credential {credential.id!r}")  # others' credentials do not exist for it
         return credential
 
 
-# Built once: this check is on the way to every signature.
-_NEWEST_CERTIFICATE = (select(certificates.c.serial, certificates.c.status, certificates.c.not_after)
-                       .where(certificates.c.credential_id == bindparam("credential_id"))
-                       .order_by(certificates.c.issued_at.desc()).limit(1))
+def _check_credential_id(credential_id: str) -> None:
+    if not credential_id or len(credential_id) > 64:
+        raise InvalidArgument("a credential id is 1 to 64 characters")
 
 
-def check_usable(conn, credential: Credential, now: datetime.datetime) -> None:
-    """A credential signs only while active and, once certified, while its newest certificate is
-    valid and unexpired.
+# Built once: this lookup is on the way to every signature. The credential comes with its
+# newest certificate's serial, status and expiry (all None before its first certificate).
+_issued = certificates.alias("issued")
+_NEWEST_SERIAL = (select(_issued.c.serial).where(_issued.c.credential_id == credentials.c.id)
+                  .order_by(_issued.c.issued_at.desc()).limit(1).correlate(credentials).scalar_subquery())
+_CREDENTIAL_WITH_CERTIFICATE = (
+    select(*CREDENTIAL_COLUMNS, certificates.c.serial.label("certificate_serial"),
+           certificates.c.status.label("certificate_status"), certificates.c.not_after.label("certificate_not_after"))
+    .join(accounts, accounts.c.id == credentials.c.account_id)
+    .outerjoin(certificates, certificates.c.serial == _NEWEST_SERIAL)
+    .where(credentials.c.id == bindparam("id")))
 
-    Raises: CredentialUnusable.
+
+def usable_credential(conn, credential_id: str, now: datetime.datetime) -> Credential:
+    """The credential, if it may sign now: it is active and, once certified, its newest
+    certificate is valid and unexpired.
+
+    Raises: NotFound: no such credential. CredentialUnusable.
     """
+    row = conn.execute(_CREDENTIAL_WITH_CERTIFICATE, {"id": credential_id}).first()
+    if row is None:
+        raise NotFound(f"no credential {credential_id!r}")
+    credential = credential_from_row(row)
     if credential.status != "active":
         raise CredentialUnusable(f"credential {credential.id} is {credential.status}; it can no longer sign")
-    newest = conn.execute(_NEWEST_CERTIFICATE, {"credential_id": credential.id}).first()
-    if newest is None:
-        return
-    if newest.status != "valid":
-        raise CredentialUnusable(f"the certificate {newest.serial} of credential {credential.id} is revoked")
-    if newest.not_after <= epoch_seconds(now):
-        raise CredentialUnusable(f"the certificate {newest.serial} of credential {credential.id} has expired")
+    if row.certificate_serial is None:
+        return credential
+    if row.certificate_status != "valid":
+        raise CredentialUnusable(f"the certificate {row.certificate_serial} of credential {credential.id} is revoked")
+    if row.certificate_not_after <= epoch_seconds(now):
+        raise CredentialUnusable(f"the certificate {row.certificate_serial} of credential {credential.id} has expired")
+    return credential

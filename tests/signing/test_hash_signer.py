@@ -149,3 +149,29 @@ def test_bad_digests_are_invalid(setup, clock, digests, message):
     with pytest.raises(InvalidArgument, match=message):
         authorize(service, app, alice, clock, digests)
     assert service.accounts.get(alice[0].account.username).failed_attempts == 0  # nothing was counted
+
+
+def test_token_is_bound_to_its_digest_algorithm(setup, clock):
+    service, app, alice, _ = setup
+    created, seed = alice
+    token = service.signer.authorize(app, created.account.username, Secret(PASSWORD), otp.code_at(seed, clock.now()),
+                                     created.credential.id, HashAlgorithm.SHA384, [hashlib.sha384(b"a").digest()])
+    with pytest.raises(ActivationRefused, match="is for sha384 digests"):
+        service.signer.sign_hashes(app, created.credential.id, Secret(token.token), ECDSA, [digest("a")])
+
+
+def test_an_unusable_credential_is_unusable_only_to_applications_that_serve_its_account(setup, clock):
+    from sqlalchemy import update
+
+    from signserver.errors import CredentialUnusable
+    from signserver.store.schema import credentials
+
+    service, app, alice, bob = setup
+    narrow, _ = service.applications.create("narrow-app", accounts_served=(bob[0].account.username,))
+    token = authorize(service, app, alice, clock, [digest("a")])
+    with service.database.transaction() as conn:
+        conn.execute(update(credentials).where(credentials.c.id == alice[0].credential.id).values(status="disabled"))
+    with pytest.raises(CredentialUnusable, match="is disabled"):
+        service.signer.sign_hashes(app, alice[0].credential.id, Secret(token.token), ECDSA, [digest("a")])
+    with pytest.raises(NotFound):
+        service.signer.sign_hashes(narrow, alice[0].credential.id, Secret(token.token), ECDSA, [digest("a")])
