@@ -24,6 +24,7 @@ from signserver.grpc_api.health import HsmHealthReporter
 from signserver.grpc_api.info_servicer import InfoServicer
 from signserver.grpc_api.signing_servicer import SigningServicer
 from signserver.grpc_api.tls import client_ca_config, ensure_server_certificate, server_credentials, with_client_ca
+from signserver.hsm.module import pkcs11_lock_is_free
 from signserver.http.server import CaHttpServer
 from signserver.service import SignService
 from signserver.v1 import (
@@ -59,7 +60,7 @@ class GrpcServer:
         self._config = config
         self._service = service
         self._worker = worker
-        self._hsm = BlockingCalls("hsm", threads=2)
+        self._hsm = BlockingCalls("hsm", threads=2, free_now=pkcs11_lock_is_free)
         self._accounts = BlockingCalls("accounts", threads=4)
         self._health = HsmHealthReporter(service, self._hsm, SERVICE_NAMES, health_interval)
         self._background = BackgroundWork(service) if background else None

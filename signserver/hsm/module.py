@@ -27,6 +27,16 @@ def pkcs11_lock() -> threading.RLock:
     return _lock
 
 
+def pkcs11_lock_is_free() -> bool:
+    """Whether no other thread holds the PKCS#11 lock at this instant (a hint: another may take
+    it the next moment)."""
+    lock = _lock
+    if not lock.acquire(blocking=False):
+        return False
+    lock.release()
+    return True
+
+
 def _before_fork() -> None:
     _lock.acquire()
 

@@ -1,0 +1,100 @@
+"""BlockingCalls: which thread a call runs on, so that short signing calls skip the hand-over
+to a thread only when nothing can keep the event loop waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from signserver.grpc_api.executor import BlockingCalls
+from signserver.hsm.module import pkcs11_lock, pkcs11_lock_is_free
+
+
+def run_on_loop(scenario) -> tuple[int, int]:
+    """Run ``scenario(calls)`` on a fresh event loop; returns (loop thread, thread the call ran on)."""
+    async def main() -> tuple[int, int]:
+        calls = BlockingCalls("test", threads=2, free_now=pkcs11_lock_is_free)
+        try:
+            return threading.get_ident(), await scenario(calls)
+        finally:
+            calls.shutdown()
+    return asyncio.run(main())
+
+
+def signing_thread() -> int:
+    with pkcs11_lock():  # as every HSM call does
+        return threading.get_ident()
+
+
+def test_a_short_call_runs_on_the_loop_when_the_hsm_is_free():
+    async def scenario(calls: BlockingCalls) -> int:
+        return await calls.run_short(signing_thread)
+
+    loop_thread, ran_on = run_on_loop(scenario)
+    assert ran_on == loop_thread
+
+
+def test_a_short_call_goes_to_the_pool_while_another_thread_holds_the_hsm():
+    # Another thread in the HSM (a key being generated, say) would keep the loop waiting.
+    held, release = threading.Event(), threading.Event()
+
+    def generate_a_key() -> None:
+        with pkcs11_lock():
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=generate_a_key)
+    holder.start()
+    assert held.wait(10)
+
+    async def scenario(calls: BlockingCalls) -> int:
+        call = asyncio.ensure_future(calls.run_short(signing_thread))
+        await asyncio.sleep(0.1)  # the loop goes on serving meanwhile
+        assert not call.done()
+        release.set()
+        return await call
+
+    try:
+        loop_thread, ran_on = run_on_loop(scenario)
+    finally:
+        release.set()
+        holder.join(10)
+    assert ran_on != loop_thread
+
+
+def test_a_short_call_queues_with_calls_already_in_the_pool():
+    async def scenario(calls: BlockingCalls) -> int:
+        busy = threading.Event()
+        earlier = asyncio.ensure_future(calls.run(busy.wait, 10))
+        await asyncio.sleep(0.05)
+        try:
+            return await calls.run_short(signing_thread)
+        finally:
+            busy.set()
+            await earlier
+
+    loop_thread, ran_on = run_on_loop(scenario)
+    assert ran_on != loop_thread
+
+
+def test_the_lock_probe_reports_a_held_lock_and_leaves_a_free_one_free():
+    assert pkcs11_lock_is_free()
+    assert pkcs11_lock().acquire(blocking=False)  # the probe released what it took
+    pkcs11_lock().release()
+    taken = threading.Event()
+    done = threading.Event()
+
+    def hold() -> None:
+        with pkcs11_lock():
+            taken.set()
+            done.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(10)
+        assert not pkcs11_lock_is_free()
+    finally:
+        done.set()
+        holder.join(10)
+    assert pkcs11_lock_is_free()
