@@ -33,13 +33,6 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _sqlite_begin(connection: Connection) -> None:
-    # A writing transaction takes the write lock when it starts: read-then-write transactions
-    # (lockout counters, the audit chain) then never race another process, and never fail on
-    # upgrading a read lock. Reads begin deferred and run beside writers (WAL).
-    connection.exec_driver_sql("BEGIN" if connection.info.get("read_only") else "BEGIN IMMEDIATE")
-
-
 class Database:
     """An engine plus the one way to run a transaction against it."""
 
@@ -54,7 +47,6 @@ class Database:
                 self._writers = WriterLock(Path(f"{path}-writer.lock"))
             self.engine: Engine = create_engine(url, pool_size=8, max_overflow=8)
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
         # A forked child must not share its parent's connections.
@@ -67,13 +59,10 @@ class Database:
         Raises: StoreUnavailable: the database cannot be reached or stays locked.
         """
         try:
-            with self._writer_turn(), self.engine.begin() as connection:
+            with self._writer_turn(), self._begun(writing=True) as connection:
                 yield connection
         except OperationalError as exc:
             raise StoreUnavailable(f"the database does not answer: {exc.orig}") from exc
-
-    def _writer_turn(self):
-        return self._writers.held() if self._writers is not None else nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -82,15 +71,25 @@ class Database:
         Raises: StoreUnavailable: the database cannot be reached.
         """
         try:
-            with self.engine.connect() as connection:
-                connection.info["read_only"] = True
-                try:
-                    with connection.begin():
-                        yield connection
-                finally:
-                    connection.info.pop("read_only", None)
+            with self._begun(writing=False) as connection:
+                yield connection
         except OperationalError as exc:
             raise StoreUnavailable(f"the database does not answer: {exc.orig}") from exc
+
+    def _writer_turn(self):
+        return self._writers.held() if self._writers is not None else nullcontext()
+
+    @contextmanager
+    def _begun(self, writing: bool) -> Iterator[Connection]:
+        with self.engine.connect() as connection, connection.begin():
+            if self.is_sqlite:
+                # pysqlite is left in autocommit mode (see _sqlite_pragmas) and transactions are
+                # begun here, straight at the driver (twice for every signature). A writing one
+                # takes the write lock as it starts: read-then-write transactions (lockout
+                # counters, the audit chain) then never race another process, nor fail on
+                # upgrading a read lock. Reads begin deferred and run beside writers (WAL).
+                connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if writing else "BEGIN")
+            yield connection
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent).
@@ -104,7 +103,7 @@ class Database:
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
         try:
-            with self.engine.begin() as connection:
+            with self._writer_turn(), self._begun(writing=True) as connection:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except OperationalError as exc:
