@@ -43,14 +43,22 @@ class ServerProcess:
         self.log = open(state / "server.log", "w+")  # a file, not a pipe: the server never blocks on it
         self.process = subprocess.Popen([str(Path(sys.executable).parent / "signserver"), "serve"], env=env,
                                         stderr=self.log, text=True)
+        # Every worker must be serving before the first connection: a connection made while only
+        # one listens stays with that one for good.
+        workers = os.cpu_count() or 1
         deadline = time.monotonic() + 60
         self.port = None
         while self.port is None and time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("the server did not start: " + (state / "server.log").read_text()[-2000:])
-            match = re.search(r"serving on 127\.0\.0\.1:(\d+)", (state / "server.log").read_text())
-            self.port = int(match.group(1)) if match else None
+            serving = re.findall(r"worker (\d+) \(pid \d+\) serving on 127\.0\.0\.1:(\d+)",
+                                 (state / "server.log").read_text())
+            if len({index for index, _ in serving}) == workers:
+                self.port = int(serving[0][1])
             time.sleep(0.1)
+        if self.port is None:
+            self.stop()
+            raise RuntimeError(f"the server's {workers} workers did not all start within 60 s")
         # Mutual TLS, as on the defaults: a client certificate for the benchmark's application.
         key = ec.generate_private_key(ec.SECP256R1())
         issued = service.ca.issue_service_certificate("client-asp", "bench-app", key.public_key(), "benchmark")
