@@ -71,7 +71,7 @@ class AuditLog:
                          "detail": text, "prev_hash": prev, "hash": digest})
             prev = digest
         if rows:
-            conn.execute(_INSERT_RECORD, rows)
+            conn.execute(_INSERT_RECORD, rows if len(rows) > 1 else rows[0])  # one row: no executemany
             conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
         return seq
 

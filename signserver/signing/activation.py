@@ -75,12 +75,16 @@ _TOKEN_HOLDS = (select(activation_tokens.c.token_hash)
                        activation_tokens.c.application_id == bindparam("application_id"),
                        activation_tokens.c.hash_algorithm == bindparam("algorithm"))
                 .exists())
+_UNUSED_OF_HOLDING_TOKEN = (activation_token_digests.c.token_hash == bindparam("of_token"),
+                            activation_token_digests.c.used.is_(False), _TOKEN_HOLDS)
 _TAKE_DIGESTS = (update(activation_token_digests)
-                 .where(activation_token_digests.c.token_hash == bindparam("of_token"),
-                        activation_token_digests.c.digest.in_(bindparam("wanted", expanding=True)),
-                        activation_token_digests.c.used.is_(False),
-                        _TOKEN_HOLDS)
+                 .where(activation_token_digests.c.digest.in_(bindparam("wanted", expanding=True)),
+                        *_UNUSED_OF_HOLDING_TOKEN)
                  .values(used=True))
+# One digest, the commonest call, without the list of an IN (.. ) that is rendered anew each time.
+_TAKE_DIGEST = (update(activation_token_digests)
+                .where(activation_token_digests.c.digest == bindparam("wanted"), *_UNUSED_OF_HOLDING_TOKEN)
+                .values(used=True))
 
 
 def consume(conn: Connection, *, token: str, credential_id: str, application_id: int,
@@ -94,12 +98,13 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
     """
     token_hash = _token_hash(token)
     wanted = [d.hex() for d in digests]  # distinct: check_digests refuses repeats
-    taken = 0
-    for start in range(0, len(wanted), _UPDATE_CHUNK):
-        taken += conn.execute(_TAKE_DIGESTS, {
-            "of_token": token_hash, "wanted": wanted[start:start + _UPDATE_CHUNK], "now": epoch_seconds(now),
-            "credential_id": credential_id, "application_id": application_id, "algorithm": algorithm.value,
-        }).rowcount
+    token_holds = {"of_token": token_hash, "now": epoch_seconds(now), "credential_id": credential_id,
+                   "application_id": application_id, "algorithm": algorithm.value}
+    if len(wanted) == 1:
+        taken = conn.execute(_TAKE_DIGEST, {**token_holds, "wanted": wanted[0]}).rowcount
+    else:
+        taken = sum(conn.execute(_TAKE_DIGESTS, {**token_holds, "wanted": wanted[start:start + _UPDATE_CHUNK]}).rowcount
+                    for start in range(0, len(wanted), _UPDATE_CHUNK))
     if taken != len(wanted):
         _explain_refusal(conn, token_hash, credential_id, application_id, algorithm, wanted, taken, now)
 
