@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POOL_SIZE, POOL_OVERFLOW = 8, 8  # connections kept per process, and opened beyond them at peaks
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -45,10 +46,10 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self._writers = WriterLock(Path(f"{path}-writer.lock"))
-            self.engine: Engine = create_engine(url, pool_size=8, max_overflow=8)
+            self.engine: Engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         # A forked child must not share its parent's connections.
         os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
 
