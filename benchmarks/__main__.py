@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 from benchmarks import grpc_signing, hsm_rate, pdf_signing
-from benchmarks.harness import fresh_state_dir, markdown_table
+from benchmarks.harness import RESULTS, fresh_state_dir, markdown_table
 from signserver.config import load_config
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.pades.sample import sample_pdf
 from signserver.service import SignService
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+RESULTS = Path(__file__).parent / "results"  # JSON and charts of each run (not kept in git)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

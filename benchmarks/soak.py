@@ -13,15 +13,17 @@ signed; and the other files, which must not grow.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import load
 from benchmarks.grpc_signing import PASSWORD, ServerProcess
-from benchmarks.harness import fresh_state_dir, markdown_table
+from benchmarks.harness import RESULTS, fresh_state_dir, markdown_table
 from signserver.accounts.manager import Enrolment
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
@@ -63,18 +65,19 @@ def sample(pid: int) -> Sample:
 
 def verdict_row(name: str, series: list[Sample]) -> list[str]:
     """Flat when the mean memory of the last third is within 10 % of the first third's, the
-    other files open in the last third are no more than in the first, and the database
+    median count of other files open in the last third is no higher than in the first (a file
+    open for a moment at one sample is not a leak; a leak raises the median), and the database
     connections stay within the pool's bound."""
     third = max(1, len(series) // 3)
     first, last = series[:third], series[-third:]
     first_rss, last_rss = (sum(s.rss_mb for s in part) / len(part) for part in (first, last))
-    first_files, last_files = (max(s.other_files for s in part) for part in (first, last))
-    first_sockets, last_sockets = (max(s.sockets for s in part) for part in (first, last))
+    first_files, last_files = (statistics.median(s.other_files for s in part) for part in (first, last))
+    first_sockets, last_sockets = (statistics.median(s.sockets for s in part) for part in (first, last))
     connections = max(s.database_connections for s in series)
     flat = (last_rss <= first_rss * 1.10 and last_files <= first_files
             and connections <= POOL_SIZE + POOL_OVERFLOW)
-    return [name, f"{first_rss:.0f} -> {last_rss:.0f} MB", f"{first_files} -> {last_files}",
-            f"{first_sockets} -> {last_sockets}", f"{connections}", "flat" if flat else "GROWING"]
+    return [name, f"{first_rss:.0f} -> {last_rss:.0f} MB", f"{first_files:g} -> {last_files:g}",
+            f"{first_sockets:g} -> {last_sockets:g}", f"{connections}", "flat" if flat else "GROWING"]
 
 
 def main() -> None:
@@ -134,10 +137,18 @@ def main() -> None:
     rows = [verdict_row(f"worker {index} (pid {pid})", [s[1][index] for s in samples])
             for index, pid in enumerate(workers)]
     print(f"{args.minutes:g} minutes, {len(samples)} samples per worker, {signatures:,} signatures by SignHash")
-    print(markdown_table(["process", "resident memory (first third -> last third, mean)", "other files open (most)",
-                          "sockets open (most)", f"database connections (most; pool bound {POOL_SIZE + POOL_OVERFLOW})",
-                          "verdict"], rows))
+    print(markdown_table(["process", "resident memory (first third -> last third, mean)",
+                          "other files open (median)", "sockets open (median)",
+                          f"database connections (most; pool bound {POOL_SIZE + POOL_OVERFLOW})", "verdict"], rows))
     print(f"HSM sessions opened again after a loss: {reopened}")
+    RESULTS.mkdir(exist_ok=True)
+    written = RESULTS / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    written.write_text(json.dumps({
+        "minutes": args.minutes, "signatures": signatures, "hsm_sessions_reopened": reopened,
+        "workers": {str(pid): [{"seconds": round(at - samples[0][0], 1), **asdict(s[index])} for at, s in samples]
+                    for index, pid in enumerate(workers)},
+    }, indent=1))
+    print(f"wrote {written}")
 
 
 if __name__ == "__main__":
