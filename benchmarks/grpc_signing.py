@@ -45,7 +45,7 @@ class ServerProcess:
                                         stderr=self.log, text=True)
         # Every worker must be serving before the first connection: a connection made while only
         # one listens stays with that one for good.
-        workers = os.cpu_count() or 1
+        self.workers = workers = os.cpu_count() or 1  # serve's default
         deadline = time.monotonic() + 60
         self.port = None
         while self.port is None and time.monotonic() < deadline:
@@ -99,7 +99,7 @@ def run(service: SignService, state: Path, seconds: float) -> tuple[list, list, 
     try:
         service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "benchmark")
         target = load.Target(f"localhost:{server.port}", server.pem, created.account.username, PASSWORD,
-                             created.credential.id)
+                             created.credential.id, server.workers)
         figures = [load.run_load("Authorize (no OTP), concurrency 8", target, load.authorizer, 8, seconds)]
         for batch in (1, 10, 50):
             for concurrency in (1, 8, 32):

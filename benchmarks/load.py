@@ -15,7 +15,7 @@ from typing import Callable
 
 import grpc
 
-from signserver.v1 import signing_pb2, signing_pb2_grpc
+from signserver.v1 import info_pb2, info_pb2_grpc, signing_pb2, signing_pb2_grpc
 
 _fork = multiprocessing.get_context("fork")
 TOKEN_DIGESTS = 3000
@@ -46,6 +46,7 @@ class Target:
     account: str
     password: str
     credential: str
+    workers: int = 1  # the server's worker processes, over which callers spread their connections
 
     def channel(self) -> grpc.Channel:
         """A channel with a connection of its own: the server's workers share the port, and the
@@ -54,6 +55,30 @@ class Target:
         root, key, chain = self.credentials
         return grpc.secure_channel(self.address, grpc.ssl_channel_credentials(root, key, chain),
                                    options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+CONNECT_ATTEMPTS = 50
+
+
+def balanced_channel(target: Target, share: int, taken) -> grpc.Channel:
+    """A connection to a worker serving fewer than ``share`` callers so far (``taken``: a
+    shared array, callers per worker). The kernel hands connections to workers by a hash of
+    their addresses: 8 connections split 4-4 over 2 workers in only 27 % of runs, and a 6-2
+    split would measure the hash rather than the server. So a connection that reaches a full
+    worker is closed and another opened (at most ``CONNECT_ATTEMPTS`` times), before the
+    measured window."""
+    channel = target.channel()
+    for _ in range(CONNECT_ATTEMPTS):
+        worker = info_pb2_grpc.InfoServiceStub(channel).ServerInfo(info_pb2.ServerInfoRequest(), timeout=60).worker
+        with taken.get_lock():
+            if worker >= len(taken):
+                return channel
+            if taken[worker] < share:
+                taken[worker] += 1
+                return channel
+        channel.close()
+        channel = target.channel()
+    return channel  # the kernel kept choosing full workers: keep what it gives
 
 
 # A caller: given its channel and a name unique in the run, it does its setup (outside the
@@ -106,12 +131,13 @@ def authorizer(channel: grpc.Channel, target: Target, name: str) -> Callable[[],
     return call
 
 
-def _client_process(target: Target, caller: Caller, threads: int, start_at: float, seconds: float, queue) -> None:
+def _client_process(target: Target, caller: Caller, threads: int, start_at: float, seconds: float, queue,
+                    share: int, taken) -> None:
     results: list[tuple[int, list[float]]] = []
     lock = threading.Lock()
 
     def run(index: int) -> None:
-        with target.channel() as channel:  # made after the fork: gRPC objects never cross it
+        with balanced_channel(target, share, taken) as channel:  # made after the fork: gRPC objects never cross it
             call = caller(channel, target, f"{os.getpid()}-{index}")
             time.sleep(max(0.0, start_at - time.time()))
             done, latencies = 0, []
@@ -137,8 +163,10 @@ def run_load(name: str, target: Target, caller: Caller, concurrency: int, second
     processes = min(concurrency, max_processes)
     per_process = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     queue = _fork.Queue()
+    taken = _fork.Array("i", target.workers)  # callers per worker so far
+    share = -(-concurrency // target.workers)
     start_at = time.time() + setup_seconds + concurrency * 0.15
-    clients = [_fork.Process(target=_client_process, args=(target, caller, n, start_at, seconds, queue))
+    clients = [_fork.Process(target=_client_process, args=(target, caller, n, start_at, seconds, queue, share, taken))
                for n in per_process]
     for client in clients:
         client.start()

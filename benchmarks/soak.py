@@ -95,7 +95,7 @@ def main() -> None:
     server = ServerProcess(state, service)
     service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "soak")
     target = load.Target(f"localhost:{server.port}", server.pem, created.account.username, PASSWORD,
-                         created.credential.id)
+                         created.credential.id, server.workers)
     workers = [int(p) for p in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()]
     samples: list[tuple[float, list[Sample]]] = []
     signatures = 0

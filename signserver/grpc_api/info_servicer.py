@@ -8,9 +8,10 @@ from signserver.v1 import info_pb2, info_pb2_grpc
 
 
 class InfoServicer(info_pb2_grpc.InfoServiceServicer):
-    def __init__(self, service: SignService, hsm: BlockingCalls):
+    def __init__(self, service: SignService, hsm: BlockingCalls, worker: int = 0):
         self._service = service
         self._hsm = hsm
+        self._worker = worker
 
     async def ServerInfo(self, request, context):
         info = await self._hsm.run(self._service.server_info)
@@ -20,4 +21,5 @@ class InfoServicer(info_pb2_grpc.InfoServiceServicer):
                                      manufacturer=info.token_manufacturer),
             key_algorithms=[a.value for a in info.key_algorithms],
             signature_algorithms=[a.value for a in info.signature_algorithms],
+            worker=self._worker,
         )

@@ -74,7 +74,7 @@ class GrpcServer:
         """
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()],
                                  options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)])
-        info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(self._service, self._hsm), server)
+        info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(self._service, self._hsm, self._worker), server)
         signing_pb2_grpc.add_SigningServiceServicer_to_server(
             SigningServicer(self._service, self._hsm, self._accounts), server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(self._service, self._accounts), server)

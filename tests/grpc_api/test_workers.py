@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 
 from signserver.pades.sample import sample_pdf
-from signserver.v1 import document_pb2, document_pb2_grpc
+from signserver.v1 import document_pb2, document_pb2_grpc, info_pb2, info_pb2_grpc
 from tests.conftest import ROOT
 from tests.grpc_api.serve_process import ServeProcess
 
@@ -69,6 +69,19 @@ def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(served):
     served.wait_for(r"worker \d+ \(pid \d+\) serving on", count=3)
     assert victim not in served.worker_pids()[-1:]
     assert healthy(served, credentials)
+
+
+def test_server_info_names_the_worker_that_serves_the_connection(served):
+    credentials = application(served, "info-app")
+    seen = set()
+    for _ in range(20):  # all 20 on one worker by chance: 1 in 500,000
+        with grpc.secure_channel(f"localhost:{served.port}", credentials,
+                                 options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = info_pb2_grpc.InfoServiceStub(channel)
+            worker = stub.ServerInfo(info_pb2.ServerInfoRequest(), timeout=10).worker
+            assert all(stub.ServerInfo(info_pb2.ServerInfoRequest(), timeout=10).worker == worker for _ in range(3))
+            seen.add(worker)
+    assert seen == {0, 1}
 
 
 def test_sigterm_during_signing_leaves_nothing_half_done(served):
