@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign import fields, signers
@@ -63,10 +64,41 @@ class SigningJob:
     preparation_key: PreparationKey  # what the validation data and the container size depend on
 
 
+class _SigningWriter(IncrementalPdfFileWriter):
+    """pyHanko's incremental writer, finding the last page (where stamps go by default) from
+    the end of the page tree. pyHanko walks the tree from the front and parses every page before
+    the one it looks for: 5 ms on a 50-page document, the cost of a stamp on its last page."""
+
+    def _walk_page_tree(self, page_ix, retrieve_parent):
+        node_ref = self.root.raw_get("/Pages")
+        node = node_ref.get_object()
+        if page_ix not in (-1, int(node["/Count"]) - 1):
+            return super()._walk_page_tree(page_ix, retrieve_parent)
+        resources = node.get("/Resources", generic.DictionaryObject())
+        for _ in range(_PAGE_TREE_DEPTH):
+            resources = node.raw_get("/Resources") if "/Resources" in node else resources
+            kids = list(node["/Kids"])  # as stored: indirect references
+            for kid_index in reversed(range(len(kids))):
+                kid = kids[kid_index].get_object()
+                if kid["/Type"] == "/Page":
+                    if retrieve_parent:
+                        return node_ref, kid_index, resources
+                    return kids[kid_index], kid.raw_get("/Resources") if "/Resources" in kid else resources
+                if int(kid["/Count"]) > 0:  # the last page is in this branch
+                    node_ref, node = kids[kid_index], kid
+                    break
+            else:
+                raise PdfError("Page not found")
+        raise PdfError("the page tree is deeper than any real document's")
+
+
+_PAGE_TREE_DEPTH = 64
+
+
 def open_for_signing(source: BinaryIO) -> IncrementalPdfFileWriter:
     """Raises: InvalidArgument: not a PDF, damaged, or encrypted."""
     try:
-        writer = IncrementalPdfFileWriter(source, strict=False)
+        writer = _SigningWriter(source, strict=False)
     except (PdfError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise InvalidArgument(f"the document is not a readable PDF ({exc})") from None
     if writer.prev.encrypted:
