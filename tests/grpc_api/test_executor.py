@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from signserver.grpc_api.executor import BlockingCalls
 from signserver.hsm.module import pkcs11_lock, pkcs11_lock_is_free
@@ -21,6 +23,27 @@ def run_on_loop(scenario) -> tuple[int, int]:
     return asyncio.run(main())
 
 
+@contextmanager
+def hsm_held_by_another_thread() -> Iterator[Callable[[], None]]:
+    """Another thread in the HSM (a key being generated, say) until the block ends or it is let go
+    through the function yielded."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with pkcs11_lock():
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        yield release.set
+    finally:
+        release.set()
+        holder.join(10)
+
+
 def signing_thread() -> int:
     with pkcs11_lock():  # as every HSM call does
         return threading.get_ident()
@@ -35,30 +58,15 @@ def test_a_short_call_runs_on_the_loop_when_the_hsm_is_free():
 
 
 def test_a_short_call_goes_to_the_pool_while_another_thread_holds_the_hsm():
-    # Another thread in the HSM (a key being generated, say) would keep the loop waiting.
-    held, release = threading.Event(), threading.Event()
+    with hsm_held_by_another_thread() as let_go:
+        async def scenario(calls: BlockingCalls) -> int:
+            call = asyncio.ensure_future(calls.run_short(signing_thread))
+            await asyncio.sleep(0.1)  # the loop goes on serving meanwhile
+            assert not call.done()
+            let_go()
+            return await call
 
-    def generate_a_key() -> None:
-        with pkcs11_lock():
-            held.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=generate_a_key)
-    holder.start()
-    assert held.wait(10)
-
-    async def scenario(calls: BlockingCalls) -> int:
-        call = asyncio.ensure_future(calls.run_short(signing_thread))
-        await asyncio.sleep(0.1)  # the loop goes on serving meanwhile
-        assert not call.done()
-        release.set()
-        return await call
-
-    try:
         loop_thread, ran_on = run_on_loop(scenario)
-    finally:
-        release.set()
-        holder.join(10)
     assert ran_on != loop_thread
 
 
@@ -81,20 +89,6 @@ def test_the_lock_probe_reports_a_held_lock_and_leaves_a_free_one_free():
     assert pkcs11_lock_is_free()
     assert pkcs11_lock().acquire(blocking=False)  # the probe released what it took
     pkcs11_lock().release()
-    taken = threading.Event()
-    done = threading.Event()
-
-    def hold() -> None:
-        with pkcs11_lock():
-            taken.set()
-            done.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert taken.wait(10)
+    with hsm_held_by_another_thread():
         assert not pkcs11_lock_is_free()
-    finally:
-        done.set()
-        holder.join(10)
     assert pkcs11_lock_is_free()

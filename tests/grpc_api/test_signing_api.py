@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 
 import grpc
 import pytest
@@ -15,8 +12,9 @@ from signserver.accounts import otp
 from signserver.audit.log import AuditLog
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.v1 import account_pb2, account_pb2_grpc, signing_pb2, signing_pb2_grpc
-from tests.conftest import PASSWORD, ROOT, enrol, service_with
+from tests.conftest import PASSWORD, enrol, service_with
 from tests.grpc_api.conftest import ServerThread
+from tests.grpc_api.wrong_attempts_client import run_clients
 from tests.hsm.test_keystore import verify
 
 SHA256 = signing_pb2.HASH_ALGORITHM_SHA256
@@ -185,16 +183,8 @@ def test_fifty_parallel_wrong_attempts_from_several_processes(world, clock):
     service, server, client, api_key, alice, _, _ = world
     created, seed = alice
     name = created.account.username
-    processes = [subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "grpc_api" / "wrong_attempts_client.py"), str(server.port),
-         str(server.config.tls.cert_file), api_key, name, created.credential.id, "10"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(5)]
-    totals: dict[str, int] = {}
-    for process in processes:
-        out, _ = process.communicate(timeout=120)
-        assert process.returncode == 0
-        for code, count in json.loads(out).items():
-            totals[code] = totals.get(code, 0) + count
+    totals = run_clients(server.port, server.config.tls.cert_file, api_key, name, created.credential.id,
+                         timeout=120)
     assert sum(totals.values()) == 50
     assert totals.get("UNAUTHENTICATED", 0) <= 5, totals  # evaluated as wrong
     assert totals.get("FAILED_PRECONDITION", 0) >= 45, totals  # refused unchecked: locked

@@ -8,8 +8,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 
@@ -20,8 +18,8 @@ from sqlalchemy import create_engine, text
 
 from signserver.pades.sample import sample_pdf
 from signserver.v1 import document_pb2, document_pb2_grpc, info_pb2, info_pb2_grpc
-from tests.conftest import ROOT
 from tests.grpc_api.serve_process import ServeProcess
+from tests.grpc_api.wrong_attempts_client import run_clients
 
 PASSWORD = "Worker-pass-2026"
 
@@ -140,17 +138,8 @@ def test_sigterm_during_signing_leaves_nothing_half_done(served):
 def test_lockout_is_exact_across_workers(served):
     application(served, "lockout-app")  # registers the client certificate the clients present
     credential = holder(served, "lockout.holder")
-    key_file, cert_file = served.client_files[1], served.client_files[0]
-    processes = [subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "grpc_api" / "wrong_attempts_client.py"), str(served.port),
-         str(served.folder / "ca.pem"), "", "lockout.holder", credential, "10", str(cert_file), str(key_file)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(5)]
-    totals: dict[str, int] = {}
-    for process in processes:
-        out, _ = process.communicate(timeout=180)
-        assert process.returncode == 0
-        for code, count in json.loads(out).items():
-            totals[code] = totals.get(code, 0) + count
+    totals = run_clients(served.port, served.folder / "ca.pem", "", "lockout.holder", credential,
+                         *served.client_files)
     assert sum(totals.values()) == 50
     assert totals.get("UNAUTHENTICATED", 0) <= 5 and totals.get("FAILED_PRECONDITION", 0) >= 45, totals
     shown = served.cli("account", "show", "lockout.holder", "--json")

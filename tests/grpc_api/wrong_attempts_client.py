@@ -1,10 +1,12 @@
-"""A separate client process for the parallel lockout test: sends N Authorize calls with a wrong
-password at once and prints how each ended, as JSON."""
+"""A separate client process for the parallel lockout tests: sends N Authorize calls with a wrong
+password at once and prints how each ended, as JSON. :func:`run_clients` starts several."""
 
 import collections
 import json
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 
@@ -33,6 +35,23 @@ def main() -> None:
 
         with ThreadPoolExecutor(int(count)) as pool:
             print(json.dumps(collections.Counter(pool.map(call, range(int(count))))))
+
+
+def run_clients(port: int, ca_file: Path, api_key: str, account: str, credential: str, *client_files: Path,
+                processes: int = 5, calls: int = 10, timeout: float = 180) -> dict[str, int]:
+    """``processes`` clients at once, each making ``calls`` wrong Authorize calls at once;
+    returns how many calls ended with each status code. ``client_files``: certificate and key,
+    for mutual TLS."""
+    root = Path(__file__).resolve().parents[2]
+    clients = [subprocess.Popen(
+        [sys.executable, __file__, str(port), str(ca_file), api_key, account, credential, str(calls),
+         *map(str, client_files)], stdout=subprocess.PIPE, text=True, cwd=root) for _ in range(processes)]
+    totals: collections.Counter[str] = collections.Counter()
+    for client in clients:
+        out, _ = client.communicate(timeout=timeout)
+        assert client.returncode == 0
+        totals.update(json.loads(out))
+    return dict(totals)
 
 
 if __name__ == "__main__":
