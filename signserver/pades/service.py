@@ -87,14 +87,14 @@ class PadesService:
 
     def validation_context(self) -> ValidationContext:
         """Trust in this CA, with its own revocation data (CRLs) handed over: nothing is fetched."""
-        return self._validation_context(self._crls())
+        return self._validation_context(self._crls(), self._ca.chain())
 
     def _crls(self) -> list[bytes]:
         with self._database.read() as conn:
             return [row.der for name in ("issuing", "root") if (row := stored_crl(conn, name)) is not None]
 
-    def _validation_context(self, crls: list[bytes]) -> ValidationContext:
-        issuing, root = self._ca.chain()
+    def _validation_context(self, crls: list[bytes], chain: list[x509.Certificate]) -> ValidationContext:
+        issuing, root = chain
         roots = [to_asn1(root), *self._extra_roots()]
         return ValidationContext(trust_roots=roots, other_certs=[to_asn1(issuing)], crls=crls, allow_fetching=False)
 
@@ -180,11 +180,12 @@ class PadesService:
             raise CredentialUnusable(f"credential {credential_id} has no certificate yet; the RA must issue one")
         tsa_name, timestamper = self.timestamper() if level.timestamped else ("", None)
         crls = self._crls() if level.long_term else []
+        chain = self._ca.chain()
         job = SigningJob(
-            signer=HsmCmsSigner(self._keys, credential.key_id, credential.key_algorithm, certificate, self._ca.chain()),
+            signer=HsmCmsSigner(self._keys, credential.key_id, credential.key_algorithm, certificate, chain),
             holder_name=self._hash_signer.holder_name(credential), level=level, stamp=stamp, font=self.font(),
             timestamper=timestamper,
-            validation_context=self._validation_context(crls) if level.long_term else None,
+            validation_context=self._validation_context(crls, chain) if level.long_term else None,
             now=self._clock.now(), preparation=self._preparations,
             preparation_key=PreparationKey(certificate_sha256=certificate.fingerprint(hashes.SHA256()),
                                            level=level.value, timestamper=tsa_name,

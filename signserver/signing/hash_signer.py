@@ -164,13 +164,10 @@ class HashSigner:
         with self._database.read() as conn:
             if account_row(conn, username) is None:
                 return None
-            try:
-                credential = get_credential(conn, credential_id) if 0 < len(credential_id) <= 64 else None
-            except NotFound:
-                credential = None
-            if credential is None or credential.username != username:
+            found = _credential_with_certificate(conn, credential_id) if 0 < len(credential_id) <= 64 else None
+            if found is None or found[0].username != username:
                 raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
-            return usable_credential(conn, credential_id, self._clock.now())
+        return _check_usable(*found, self._clock.now())
 
     def _credential_for(self, application: Application, credential_id: str) -> Credential:
         """Raises: InvalidArgument, NotFound."""
@@ -181,13 +178,12 @@ class HashSigner:
     def _usable_for(self, application: Application, credential_id: str, conn, now: datetime.datetime) -> Credential:
         """Raises: InvalidArgument, NotFound, CredentialUnusable."""
         _check_credential_id(credential_id)
-        try:
-            credential = usable_credential(conn, credential_id, now)
-        except CredentialUnusable:
-            # Others' credentials do not exist for an application, unusable or not.
-            self._visible_to(application, get_credential(conn, credential_id))
-            raise
-        return self._visible_to(application, credential)
+        found = _credential_with_certificate(conn, credential_id)
+        if found is None:
+            raise NotFound(f"no credential {credential_id!r}")
+        # Others' credentials do not exist for an application, usable or not.
+        self._visible_to(application, found[0])
+        return _check_usable(*found, now)
 
     @staticmethod
     def _visible_to(application: Application, credential: Credential) -> Credential:
@@ -214,22 +210,26 @@ _CREDENTIAL_WITH_CERTIFICATE = (
     .where(credentials.c.id == bindparam("id")))
 
 
-def usable_credential(conn, credential_id: str, now: datetime.datetime) -> Credential:
-    """The credential, if it may sign now: it is active and, once certified, its newest
-    certificate is valid and unexpired.
-
-    Raises: NotFound: no such credential. CredentialUnusable.
-    """
+def _credential_with_certificate(conn, credential_id: str):
+    """The credential and the row of its newest certificate's serial, status and expiry, or None."""
     row = conn.execute(_CREDENTIAL_WITH_CERTIFICATE, {"id": credential_id}).first()
-    if row is None:
-        raise NotFound(f"no credential {credential_id!r}")
-    credential = credential_from_row(row)
+    return None if row is None else (credential_from_row(row), row)
+
+
+def _check_usable(credential: Credential, newest, now: datetime.datetime) -> Credential:
+    """The credential, if it may sign now: it is active and, once certified, its newest
+    certificate (``newest``: a row with ``certificate_serial``, ``_status``, ``_not_after``)
+    is valid and unexpired.
+
+    Raises: CredentialUnusable.
+    """
     if credential.status != "active":
         raise CredentialUnusable(f"credential {credential.id} is {credential.status}; it can no longer sign")
-    if row.certificate_serial is None:
+    serial = newest.certificate_serial
+    if serial is None:
         return credential
-    if row.certificate_status != "valid":
-        raise CredentialUnusable(f"the certificate {row.certificate_serial} of credential {credential.id} is revoked")
-    if row.certificate_not_after <= epoch_seconds(now):
-        raise CredentialUnusable(f"the certificate {row.certificate_serial} of credential {credential.id} has expired")
+    if newest.certificate_status != "valid":
+        raise CredentialUnusable(f"the certificate {serial} of credential {credential.id} is revoked")
+    if newest.certificate_not_after <= epoch_seconds(now):
+        raise CredentialUnusable(f"the certificate {serial} of credential {credential.id} has expired")
     return credential
