@@ -34,6 +34,29 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _create_private(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does, and tighten one that others may read.
+
+    The database holds password hashes, sealed OTP seeds and the audit log; SQLite would create it
+    with the process's umask (often 0644). It gives its WAL and shared-memory files the database
+    file's own mode, so those follow.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        mode = os.fstat(fd).st_mode & 0o777
+        if mode & 0o077:
+            os.fchmod(fd, mode & 0o700)
+            log.warning("%s was readable by other users (mode %o); it is now %o", path, mode, mode & 0o700)
+    finally:
+        os.close(fd)
+    for companion in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if companion.stat().st_mode & 0o077:
+                companion.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 class Database:
     """An engine plus the one way to run a transaction against it."""
 
@@ -45,6 +68,7 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _create_private(Path(path))
                 self._writers = WriterLock(Path(f"{path}-writer.lock"))
             self.engine: Engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
             event.listen(self.engine, "connect", _sqlite_pragmas)
