@@ -40,19 +40,22 @@ def _create_private(path: Path) -> None:
     The database holds password hashes, sealed OTP seeds and the audit log; SQLite would create it
     with the process's umask (often 0644). It gives its WAL and shared-memory files the database
     file's own mode, so those follow.
+
+    An existing file is changed by its path only, never opened: closing any descriptor of a
+    database file drops every POSIX lock this process holds on it, including those of SQLite's
+    own connections, which corrupts the database (SQLite's "How To Corrupt", 2.2).
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        mode = os.fstat(fd).st_mode & 0o777
-        if mode & 0o077:
-            os.fchmod(fd, mode & 0o700)
-            log.warning("%s was readable by other users (mode %o); it is now %o", path, mode, mode & 0o700)
-    finally:
-        os.close(fd)
-    for companion in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return  # a new, empty file: no connection can hold a lock on it yet
+    except FileExistsError:
+        pass
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         try:
-            if companion.stat().st_mode & 0o077:
-                companion.chmod(0o600)
+            mode = file.stat().st_mode & 0o777
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+                log.warning("%s was readable by other users (mode %o); it is now %o", file, mode, mode & 0o700)
         except FileNotFoundError:
             pass
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 from signserver.store.database import Database
 
@@ -43,3 +45,24 @@ def test_an_existing_database_readable_by_others_is_tightened(tmp_path):
     write_something(database)
     assert mode(path) == 0o600
     database.engine.dispose()
+
+
+def test_opening_the_database_again_keeps_the_locks_this_process_holds(tmp_path):
+    """Closing any descriptor of a database file drops every POSIX lock the process holds on it,
+    SQLite's included: another process then takes itself for the last user, checkpoints and
+    removes the write-ahead log under this one's connections. Checking the mode must not open it."""
+    path = tmp_path / "signserver.db"
+    first = Database(f"sqlite:///{path}")
+    write_something(first)
+    os.chmod(path, 0o644)
+    last_user = ("import sqlite3, sys\n"
+                 "c = sqlite3.connect(sys.argv[1])\n"
+                 "c.execute('SELECT count(*) FROM entries').fetchall()\n"
+                 "c.close()\n")
+    with first.read() as conn:  # a connection of this process, in the middle of its work
+        conn.exec_driver_sql("SELECT count(*) FROM entries").scalar()
+        Database(f"sqlite:///{path}")  # another part of the process opens the same database
+        subprocess.run([sys.executable, "-c", last_user, str(path)], check=True)
+        assert path.with_name(path.name + "-wal").exists(), "another process removed the log in use"
+    assert mode(path) == 0o600
+    first.engine.dispose()
