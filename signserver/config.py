@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -159,6 +159,18 @@ class PadesConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """Limits of the CA's HTTP endpoints, per worker process ([http] section)."""
+
+    threads: int = 4  # handler threads for CRLs, certificates and OCSP
+    max_connections: int = 2048  # open connections, idle ones included; beyond, 503 at once
+    request_timeout_seconds: int = 10  # to receive a whole request, and again to send its answer
+    tsa_threads: int = 1  # HSM time-stamps in flight at once, apart from the other endpoints' threads
+    tsa_rate_per_second: int = 20  # time-stamp requests per client address (an IPv6 /64), sustained
+    tsa_burst: int = 40  # ... and at once after a quiet spell
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, immutable once loaded."""
 
@@ -175,6 +187,7 @@ class Config:
     pades: PadesConfig
     http_listen: str  # CRL, OCSP and CA certificates over HTTP
     source: Path | None  # the file it was read from, if any
+    http: HttpConfig = field(default_factory=HttpConfig)
 
 
 def read_secret_file(path: Path, key: str) -> Secret:
@@ -301,6 +314,12 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "ca.issuing_key_algorithm": _as_str,
     "ca.crl_hours": _as_int(1, 8_760),
     "http.listen": _as_str,
+    "http.threads": _as_int(1, 256),
+    "http.max_connections": _as_int(1, 1_000_000),
+    "http.request_timeout_seconds": _as_int(1, 3600),
+    "http.tsa_threads": _as_int(1, 64),
+    "http.tsa_rate_per_second": _as_int(1, 100_000),
+    "http.tsa_burst": _as_int(1, 1_000_000),
     "pades.level": _as_choice("B-B", "B-T", "B-LT", "B-LTA"),
     "pades.caption": _as_str,
     "pades.time_zone": _as_str,
@@ -441,7 +460,14 @@ def load_config(
         pades=_pades_config(values, path_of),
         http_listen=_address(values, "http.listen", "127.0.0.1:8080"),
         source=path,
+        http=_http_config(values),
     )
+
+
+def _http_config(values: dict[str, Any]) -> HttpConfig:
+    defaults = HttpConfig()
+    return HttpConfig(**{item.name: values.get(f"http.{item.name}", getattr(defaults, item.name))
+                         for item in fields(HttpConfig)})
 
 
 def _hsm_config(values: dict[str, Any], state_dir: Path, path_of) -> HsmConfig:

@@ -66,6 +66,12 @@ def test_config_file_from_environment(tmp_path):
     ('[tls]\ncert_file = "c.pem"\nkey_file = "k.pem"\n', "tls.cert_file", "no file"),
     ('[tls]\nclient_ca_file = "ca.pem"\n', "tls.client_ca_file", "no file"),
     ('state_dir = [1, 2]\n', "state_dir", "string"),
+    ('[http]\ntsa_rate_per_second = 0\n', "http.tsa_rate_per_second", "between 1 and"),
+    ('[http]\ntsa_burst = "many"\n', "http.tsa_burst", "whole number"),
+    ('[http]\nmax_connections = 0\n', "http.max_connections", "between 1 and"),
+    ('[http]\nrequest_timeout_seconds = 0\n', "http.request_timeout_seconds", "between 1 and"),
+    ('[http]\nthreads = 1000\n', "http.threads", "between 1 and"),
+    ('[http]\ntsa_threads = 0\n', "http.tsa_threads", "between 1 and"),
 ])
 def test_invalid_values_name_the_key_and_reason(tmp_path, text, key, reason):
     with pytest.raises(ConfigurationError) as caught:
@@ -116,3 +122,16 @@ def test_profile_settings(tmp_path):
         load_config(write(tmp_path, '[ca.profiles.standard-corporate]\npolicy_oid = "not-an-oid"\n'), environ={})
     with pytest.raises(ConfigurationError, match="a profile setting is one of"):
         load_config(write(tmp_path, '[ca.profiles.standard-corporate]\ncolour = "blue"\n'), environ={})
+
+
+def test_http_limits_defaults_file_and_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    defaults = load_config(environ={}).http
+    assert (defaults.threads, defaults.tsa_threads, defaults.tsa_rate_per_second, defaults.tsa_burst) == (4, 1, 20, 40)
+    assert defaults.max_connections == 2048 and defaults.request_timeout_seconds == 10
+    path = write(tmp_path, '[http]\nlisten = "127.0.0.1:8081"\ntsa_rate_per_second = 5\ntsa_burst = 10\n'
+                           'tsa_threads = 2\nthreads = 8\nmax_connections = 500\nrequest_timeout_seconds = 30\n')
+    config = load_config(path, environ={"SIGNSERVER_HTTP_TSA_BURST": "12"})
+    assert config.http_listen == "127.0.0.1:8081"
+    assert (config.http.tsa_rate_per_second, config.http.tsa_burst, config.http.tsa_threads) == (5, 12, 2)
+    assert (config.http.threads, config.http.max_connections, config.http.request_timeout_seconds) == (8, 500, 30)

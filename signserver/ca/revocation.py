@@ -7,6 +7,7 @@ import logging
 
 from asn1crypto import keys
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import ocsp
@@ -20,6 +21,7 @@ from signserver.store.schema import crls
 
 log = logging.getLogger(__name__)
 
+MAX_NONCE_OCTETS = 128  # RFC 9654: longer nonces are refused, so a response cannot be made to carry a payload
 REASONS = {flag.value: flag for flag in x509.ReasonFlags if flag not in (x509.ReasonFlags.remove_from_crl,)}
 
 
@@ -66,19 +68,21 @@ def stored_crl(conn: Connection, authority: str):
 
 def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate, responder: x509.Certificate,
                   responder_key, now: datetime.datetime, validity: datetime.timedelta) -> bytes:
-    """An RFC 6960 response for the first certificate in the request: good, revoked or unknown,
-    signed by the delegated responder; the request's nonce is echoed."""
-    try:
-        request = ocsp.load_der_ocsp_request(request_der)
-    except ValueError:
-        return ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST) \
-            .public_bytes(Encoding.DER)
-    algorithm = request.hash_algorithm
+    """An RFC 6960 response for the certificate in the request: good, revoked or unknown, signed
+    by the delegated responder; the request's nonce is echoed. A request that cannot be parsed or
+    asks for what this responder does not do is answered ``malformedRequest``, one about another
+    issuer ``unauthorized``: client input never raises.
+
+    Raises: HsmError (signing the response).
+    """
+    parsed = parse_ocsp_request(request_der)
+    if parsed is None:
+        return unsuccessful_ocsp_response(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    request, algorithm, nonce = parsed
     issuer_name_hash = _digest(algorithm, issuer.subject.public_bytes())
     issuer_key_hash = _key_hash(algorithm, issuer)
     if request.issuer_name_hash != issuer_name_hash or request.issuer_key_hash != issuer_key_hash:
-        return ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED) \
-            .public_bytes(Encoding.DER)
+        return unsuccessful_ocsp_response(ocsp.OCSPResponseStatus.UNAUTHORIZED)
 
     builder = ocsp.OCSPResponseBuilder()
     try:
@@ -100,10 +104,41 @@ def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate
             this_update=now, next_update=next_update,
             revocation_time=issued.revoked_at if revoked else None, revocation_reason=reason)
     builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, responder).certificates([responder])
-    for extension in request.extensions:
-        if isinstance(extension.value, x509.OCSPNonce):
-            builder = builder.add_extension(extension.value, critical=False)
+    if nonce is not None:
+        builder = builder.add_extension(nonce, critical=False)
     return builder.sign(responder_key, signature_hash(responder_key) or hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+def unsuccessful_ocsp_response(status: ocsp.OCSPResponseStatus) -> bytes:
+    """A DER OCSPResponse that carries only an error status (no signature, as RFC 6960 says)."""
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER)
+
+
+def parse_ocsp_request(request_der: bytes) \
+        -> tuple[ocsp.OCSPRequest, hashes.HashAlgorithm, x509.OCSPNonce | None] | None:
+    """The request, its CertID hash algorithm and its nonce; None when the responder must answer
+    ``malformedRequest``: not DER of an OCSPRequest, more than one certificate asked for, a hash
+    algorithm it does not know, a negative serial number, a critical extension it does not
+    understand (RFC 6960 4.4), or a nonce that is empty or longer than 128 octets (RFC 9654)."""
+    try:
+        request = ocsp.load_der_ocsp_request(request_der)
+        algorithm = request.hash_algorithm
+        extensions = list(request.extensions)
+    # cryptography says "cannot parse" with ValueError, "more than one request" with
+    # NotImplementedError and "unknown hash" with UnsupportedAlgorithm; all are the client's doing.
+    except (ValueError, TypeError, NotImplementedError, UnsupportedAlgorithm):
+        return None
+    if request.serial_number < 0:  # RFC 5280 serials are positive; a response could not carry it
+        return None
+    nonce = None
+    for extension in extensions:
+        if isinstance(extension.value, x509.OCSPNonce):
+            if not 1 <= len(extension.value.nonce) <= MAX_NONCE_OCTETS:
+                return None
+            nonce = extension.value
+        elif extension.critical:
+            return None
+    return request, algorithm, nonce
 
 
 def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:

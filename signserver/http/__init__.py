@@ -1,1 +1,2 @@
-"""HTTP adapter: the CA's public endpoints (CRLs, OCSP, CA certificates, the policy statement)."""
+"""HTTP adapter: the CA's public endpoints (CRLs, OCSP, time-stamps, CA certificates, the policy
+statement). ``endpoints`` routes requests to the service; ``server`` is the HTTP/1.1 transport."""

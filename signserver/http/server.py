@@ -1,129 +1,248 @@
-"""CaHttpServer: what relying parties fetch over plain HTTP (RFC 5280 and RFC 6960 expect it).
+"""CaHttpServer: the CA's endpoints (see :mod:`signserver.http.endpoints`) over HTTP/1.1.
 
-    GET  /crl/issuing.crl, /crl/root.crl        application/pkix-crl
-    GET  /ca/issuing.crt, /ca/root.crt          application/pkix-cert
-    POST /ocsp                                  application/ocsp-request -> ocsp-response
-    POST /tsa                                   application/timestamp-query -> timestamp-reply (RFC 3161)
-    GET  /ocsp/<base64 of the DER request>      (RFC 6960 appendix A.1)
-    GET  /cps                                   the certificate policies, as text
+One event loop in one thread holds every connection, so an idle or half-sent connection costs a
+descriptor and a little memory, never a thread. A request goes to a pool of threads only once it
+has fully arrived: CRLs, certificates and OCSP on one pool, time-stamps on their own. The limits
+(``[http]`` in the configuration):
 
-Everything it serves is public and signed; it changes nothing.
+- ``max_connections``: beyond it a new connection is answered 503 at once and closed.
+- ``request_timeout_seconds``: the time a client has to send a whole request (and to take its
+  answer); a half-sent request is answered 408 and closed, a quiet kept-alive one closed.
+- ``threads`` / ``tsa_threads``: the two pools; when their queues are full, 503 with Retry-After.
+- ``tsa_rate_per_second`` / ``tsa_burst``: time-stamps per client address; beyond, 429.
+
+Malformed requests (request line, header fields, Content-Length) are answered 400 (411, 413, 431,
+505 where those say more) and closed. Request bodies are never logged.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import asyncio
 import logging
+import resource
+import socket
 import threading
-import urllib.parse
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from cryptography.hazmat.primitives.serialization import Encoding
-
-from signserver.ca.profiles import all_profiles
-from signserver.config import split_address
-from signserver.errors import NotFound, SignServerError
+from signserver.config import HttpConfig, split_address
+from signserver.errors import ServerBusy
+from signserver.http.endpoints import MAX_REQUEST_BODY, CaEndpoints, Lane
+from signserver.http.framing import (MAX_HEAD_BYTES, MalformedHttpRequest, RequestHead, body_length, head_end,
+                                     parse_head, render_response)
+from signserver.http.messages import Request, Response, error_response
+from signserver.http.pools import BoundedPool
+from signserver.http.rate_limit import TokenBuckets
 from signserver.service import SignService
 
 log = logging.getLogger(__name__)
 
-MAX_OCSP_REQUEST = 64 * 1024
+READ_SIZE = 64 * 1024
+WAITING_PER_THREAD = 32  # requests queued per pool thread before 503: a second or so of work
+_BUSY = error_response(HTTPStatus.SERVICE_UNAVAILABLE, ("Retry-After", "1"))
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "signserver"
-    service: SignService  # set on the class made for each server
-
-    def do_GET(self) -> None:  # noqa: N802 - the http.server convention
-        path = urllib.parse.urlsplit(self.path).path
-        try:
-            if path in ("/crl/issuing.crl", "/crl/root.crl"):
-                self._send(self.service.ca.crl(path.split("/")[2].split(".")[0]), "application/pkix-crl")
-            elif path in ("/ca/issuing.crt", "/ca/root.crt"):
-                issuing, root = self.service.ca.chain()
-                certificate = issuing if path == "/ca/issuing.crt" else root
-                self._send(certificate.public_bytes(Encoding.DER), "application/pkix-cert")
-            elif path.startswith("/ocsp/"):
-                # Standard base64 per RFC 6960; the URL-safe alphabet is accepted too.
-                encoded = urllib.parse.unquote(path[len("/ocsp/"):]).replace("-", "+").replace("_", "/")
-                try:
-                    request = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
-                except (binascii.Error, ValueError):
-                    request = b""  # answered as a malformed request
-                self._send(self.service.ca.ocsp(request), "application/ocsp-response")
-            elif path == "/cps":
-                self._send(_policy_statement(self.service).encode("utf-8"), "text/plain; charset=utf-8")
-            else:
-                self.send_error(HTTPStatus.NOT_FOUND)
-        except NotFound as exc:
-            self.send_error(HTTPStatus.NOT_FOUND, str(exc))
-        except SignServerError as exc:
-            log.error("HTTP %s failed: %s", path, exc)
-            self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
-
-    def do_POST(self) -> None:  # noqa: N802
-        path = urllib.parse.urlsplit(self.path).path
-        if path in ("/ocsp", "/ocsp/"):
-            answer, content_type = self.service.ca.ocsp, "application/ocsp-response"
-        elif path in ("/tsa", "/tsa/"):
-            answer, content_type = self.service.pades.tsa.respond, "application/timestamp-reply"
-        else:
-            self.send_error(HTTPStatus.NOT_FOUND)
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if not 0 < length <= MAX_OCSP_REQUEST:
-            self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length else HTTPStatus.LENGTH_REQUIRED)
-            return
-        try:
-            self._send(answer(self.rfile.read(length)), content_type)
-        except NotFound as exc:
-            self.send_error(HTTPStatus.NOT_FOUND, str(exc))
-        except SignServerError as exc:
-            log.error("%s failed: %s", path, exc)
-            self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
-
-    def _send(self, body: bytes, content_type: str) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-def _policy_statement(service: SignService) -> str:
-    lines = [f"{service.config.ca.name}: certificate policies", ""]
-    for profile in all_profiles():
-        lines.append(f"{profile.policy_oid}  {profile.name}: {profile.title}")
-    return "\n".join(lines) + "\n"
-
-
-class _ReusePortServer(ThreadingHTTPServer):
-    allow_reuse_port = True  # every worker process serves the same port
+class _ClientGone(Exception):
+    """The client closed its side before its request was complete."""
 
 
 class CaHttpServer:
-    """The HTTP endpoints in a background thread."""
+    """The HTTP endpoints in a background thread; ``settings`` default to the service's ``[http]``.
 
-    def __init__(self, service: SignService, listen: str):
+    Raises (constructor): OSError: the address cannot be bound.
+    """
+
+    def __init__(self, service: SignService, listen: str, settings: HttpConfig | None = None):
+        self._settings = settings or service.config.http
+        self._clock = service.clock
         host, port = split_address(listen)
-        handler = type("CaHandler", (_Handler,), {"service": service})
-        self._server = _ReusePortServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._socket = _listening_socket(host, port)
+        self._endpoints = CaEndpoints(service, TokenBuckets(
+            self._settings.tsa_rate_per_second, self._settings.tsa_burst, service.clock))
+        threads, tsa_threads = self._settings.threads, self._settings.tsa_threads
+        self._pools = {Lane.GENERAL: BoundedPool("http", threads, threads * WAITING_PER_THREAD),
+                       Lane.TIME_STAMPING: BoundedPool("http-tsa", tsa_threads, tsa_threads * WAITING_PER_THREAD)}
+        self._max_connections = _connection_bound(self._settings.max_connections)
+        self._open = 0  # connections being served; only touched from the loop's thread
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1]
+        return self._socket.getsockname()[1]
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (idle and half-sent ones included)."""
+        return self._open
 
     def start(self) -> None:
+        """Serve in a background thread. Raises: OSError: the event loop could not take the socket."""
         self._thread.start()
-        log.info("serving CRLs, OCSP and CA certificates on http://%s:%d", *self._server.server_address[:2])
+        self._ready.wait()
+        if self._failure is not None:
+            raise self._failure
+        log.info("serving CRLs, OCSP, time-stamps and CA certificates on http://%s:%d",
+                 *self._socket.getsockname()[:2])
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        """Close every connection, let the HSM calls under way finish, and stop."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        else:
+            self._socket.close()
+            self._loop.close()
+        for pool in self._pools.values():
+            pool.shutdown()
+
+    # --- the event loop's thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            server = self._loop.run_until_complete(asyncio.start_server(self._connection, sock=self._socket))
+        except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
+            self._failure = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            tasks = asyncio.all_tasks(self._loop)
+            for task in tasks:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self._loop.run_until_complete(asyncio.sleep(0))  # let the closed transports let go of their sockets
+            self._loop.close()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= self._max_connections:
+            writer.write(render_response(_BUSY, self._clock.now(), keep_alive=False))
+            _close(writer)
+            return
+        self._open += 1
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, TimeoutError, _ClientGone):
+            pass
+        except Exception:  # noqa: BLE001 - a bug costs this connection, never the server
+            log.exception("HTTP connection failed unexpectedly")
+        finally:
+            self._open -= 1
+            _close(writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer the connection's requests in turn until it closes, breaks a rule or times out.
+
+        Raises: ConnectionError, TimeoutError (sending), _ClientGone.
+        """
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if isinstance(peer, tuple) else "unknown"
+        timeout = self._settings.request_timeout_seconds
+        buffer = bytearray()
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    received = await _receive(reader, buffer)
+            except TimeoutError:
+                if buffer:  # a request was begun: say why it is dropped
+                    await self._send(writer, error_response(HTTPStatus.REQUEST_TIMEOUT), keep_alive=False)
+                return
+            except MalformedHttpRequest as exc:
+                log.debug("HTTP request from %s refused (%d): %s", client, exc.status.value, exc)
+                await self._send(writer, error_response(exc.status), keep_alive=False)
+                return
+            if received is None:
+                return
+            head, body = received
+            request = Request(head.method, head.path, body, client)
+            response = await self._answer(request)
+            log.debug("%s %s %s -> %d", client, head.method, head.path, response.status.value)
+            await self._send(writer, response, head.keep_alive, with_body=head.method != "HEAD")
+            if not head.keep_alive:
+                return
+
+    async def _answer(self, request: Request) -> Response:
+        routed = self._endpoints.route(request)
+        if isinstance(routed, Response):
+            return routed
+        try:
+            return await self._pools[routed.lane].run(routed.run)
+        except ServerBusy:
+            return _BUSY
+
+    async def _send(self, writer: asyncio.StreamWriter, response: Response, keep_alive: bool,
+                    with_body: bool = True) -> None:
+        """Raises: ConnectionError; TimeoutError: the client does not take the answer in time."""
+        writer.write(render_response(response, self._clock.now(), keep_alive, with_body))
+        async with asyncio.timeout(self._settings.request_timeout_seconds):
+            await writer.drain()
+
+
+async def _receive(reader: asyncio.StreamReader, buffer: bytearray) -> tuple[RequestHead, bytes] | None:
+    """The next request's head and body, taken from ``buffer`` and then the connection (what
+    follows the request stays in ``buffer``); None when the connection ends between requests.
+
+    Raises: MalformedHttpRequest; _ClientGone: the connection ended in the middle of a request.
+    """
+    while True:
+        del buffer[:len(buffer) - len(buffer.lstrip(b"\r\n"))]  # empty lines before a request are allowed
+        end = head_end(buffer)
+        if end is not None or len(buffer) > MAX_HEAD_BYTES:
+            break
+        chunk = await reader.read(READ_SIZE)
+        if not chunk:
+            if buffer:
+                raise _ClientGone()
+            return None
+        buffer += chunk
+    if end is None or end > MAX_HEAD_BYTES + 4:
+        raise MalformedHttpRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "the request head is too large")
+    head = parse_head(bytes(buffer[:end]))
+    length = body_length(head, MAX_REQUEST_BODY)
+    # The head stays in the buffer until the body is in: a request cut short by the timeout is
+    # told so (408) whether it stopped in its head or its body.
+    while len(buffer) < end + length:
+        chunk = await reader.read(READ_SIZE)
+        if not chunk:
+            raise _ClientGone()
+        buffer += chunk
+    body = bytes(buffer[end:end + length])
+    del buffer[:end + length]
+    return head, body
+
+
+def _close(writer: asyncio.StreamWriter) -> None:
+    # An answer not yet taken by the client would keep the connection open until it reads.
+    if writer.transport.get_write_buffer_size():
+        writer.transport.abort()
+    else:
+        writer.close()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # every worker process serves the port
+        sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _connection_bound(configured: int) -> int:
+    """``max_connections``, but never more than half the descriptors the process may open: the
+    rest stay for the HSM's token files, the database and the gRPC server."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft // 2))

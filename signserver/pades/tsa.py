@@ -52,16 +52,23 @@ class TimeStampAuthority:
 
     def respond(self, request_der: bytes) -> bytes:
         """A DER TimeStampResp for a DER TimeStampReq; malformed or unsupported requests are
-        answered with a rejection, as RFC 3161 asks."""
-        return self.respond_to(self._parse(request_der)).dump()
+        answered with a rejection, as RFC 3161 asks, never with an exception.
+
+        Raises: NotFound (CA not initialised), HsmError (signing the token).
+        """
+        return self.respond_to(parse_request(request_der)).dump()
 
     def respond_to(self, request: tsp.TimeStampReq | _Rejection) -> tsp.TimeStampResp | _Rejection:
+        """A time-stamp token for ``request``, or a rejection for one this TSA does not grant.
+
+        Raises: NotFound (CA not initialised), HsmError (signing the token).
+        """
         if isinstance(request, _Rejection):  # from parsing
             return request
+        refusal = _refusal(request)
+        if refusal is not None:
+            return refusal
         imprint = request["message_imprint"]
-        algorithm = imprint["hash_algorithm"]["algorithm"].native
-        if algorithm not in DIGESTS or len(imprint["hashed_message"].native) != DIGESTS[algorithm]:
-            return _rejection("unsupported or malformed message imprint", "bad_alg")
         signer = self._signer()
         info = {
             "version": "v1", "policy": TSA_POLICY, "message_imprint": imprint,
@@ -76,14 +83,36 @@ class TimeStampAuthority:
         token = asyncio.run(signer.async_sign_general_data(content, "sha256", detached=False, use_cades=True))
         return tsp.TimeStampResp({"status": tsp.PKIStatusInfo({"status": "granted"}), "time_stamp_token": token})
 
-    @staticmethod
-    def _parse(request_der: bytes):
-        try:
-            request = tsp.TimeStampReq.load(request_der)
-            request.native  # force a full parse
-            return request
-        except (ValueError, TypeError, KeyError):
-            return _rejection("not a TimeStampReq", "bad_data_format")
+
+def parse_request(request_der: bytes) -> tsp.TimeStampReq | _Rejection:
+    """A fully parsed TimeStampReq, or the rejection (badDataFormat) that answers bytes that are
+    not one; never raises."""
+    try:
+        request = tsp.TimeStampReq.load(request_der, strict=True)  # strict: no trailing bytes
+        request.native  # force a full parse: asn1crypto parses lazily
+        return request
+    # asn1crypto reports hostile DER with ValueError, TypeError, KeyError, IndexError,
+    # AttributeError or OverflowError, depending on where the parse breaks: all mean "not a
+    # TimeStampReq", and a client must never make the TSA fail.
+    except Exception:  # noqa: BLE001
+        return _rejection("not a TimeStampReq", "bad_data_format")
+
+
+def _refusal(request: tsp.TimeStampReq) -> _Rejection | None:
+    """The rejection RFC 3161 asks for a request this TSA does not grant, else None."""
+    if request["version"].native != "v1":
+        return _rejection("unsupported version", "bad_request")
+    imprint = request["message_imprint"]
+    algorithm = imprint["hash_algorithm"]["algorithm"].native
+    if algorithm not in DIGESTS or len(imprint["hashed_message"].native) != DIGESTS[algorithm]:
+        return _rejection("unsupported or malformed message imprint", "bad_alg")
+    policy = request["req_policy"].native
+    if policy is not None and policy != TSA_POLICY:
+        return _rejection("unaccepted policy", "unaccepted_policy")
+    # Recognised or not, critical or not: an extension this TSA does not process is refused.
+    if request["extensions"].native:
+        return _rejection("unaccepted extension", "unaccepted_extensions")
+    return None
 
 
 class InProcessTimeStamper(TimeStamper):

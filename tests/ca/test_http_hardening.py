@@ -1,0 +1,406 @@
+"""The CA's HTTP endpoints answer every request, shed what they cannot take, and keep the
+time-stamping authority from taking the HSM from signing. Over a real server on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import http.client
+import random
+import resource
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+from asn1crypto import core, tsp
+from asn1crypto import ocsp as asn1_ocsp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from signserver.ca.authority import CertificateRequest
+from signserver.clock import ManualClock
+from signserver.config import HttpConfig
+from signserver.errors import ServerBusy
+from signserver.http.pools import BoundedPool
+from signserver.http.rate_limit import TokenBuckets
+from signserver.http.server import CaHttpServer
+from signserver.pades.tsa import TSA_POLICY, parse_request
+from tests.ca.test_authority import holder
+
+DER = serialization.Encoding.DER
+
+
+@contextlib.contextmanager
+def serving(service, **settings):
+    server = CaHttpServer(service, "127.0.0.1:0", HttpConfig(**settings))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(ca_service):
+    with serving(ca_service, request_timeout_seconds=1, tsa_rate_per_second=1, tsa_burst=3) as running:
+        yield running
+
+
+def exchange(port: int, data: bytes, timeout: float = 10.0, source: str = "127.0.0.1") -> bytes:
+    """Send ``data``, then read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0)) as sock:
+        sock.sendall(data)
+        return read_to_end(sock)
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def status_of(answer: bytes) -> int:
+    assert answer.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")), answer[:80]
+    return int(answer.split(b" ", 2)[1])
+
+
+def body_of(answer: bytes) -> bytes:
+    return answer.split(b"\r\n\r\n", 1)[1]
+
+
+def post(port: int, path: str, body: bytes, source: str = "127.0.0.1") -> bytes:
+    return exchange(port, f"POST {path} HTTP/1.1\r\nHost: ca\r\nConnection: close\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body, source=source)
+
+
+# --- OCSP: every request gets an OCSP response ------------------------------------------
+
+def ocsp_request(hash_oid: str = "1.3.14.3.2.26", certificates: int = 1, extensions=None, serial: int = 12345) -> bytes:
+    one = {"req_cert": {"hash_algorithm": {"algorithm": hash_oid}, "issuer_name_hash": b"\x01" * 20,
+                        "issuer_key_hash": b"\x02" * 20, "serial_number": serial}}
+    tbs = {"request_list": [one] * certificates}
+    if extensions:
+        tbs["request_extensions"] = extensions
+    return asn1_ocsp.OCSPRequest({"tbs_request": tbs}).dump()
+
+
+def nonce_extension(length: int):
+    return [{"extn_id": "1.3.6.1.5.5.7.48.1.2", "critical": False,
+             "extn_value": core.OctetString(b"n" * length).dump()}]
+
+
+@pytest.mark.parametrize("request_der", [
+    pytest.param(ocsp_request(hash_oid="1.2.3.4"), id="unknown-hash-oid"),
+    pytest.param(ocsp_request(hash_oid="1.2.840.113549.2.5"), id="md5"),
+    pytest.param(ocsp_request(certificates=2), id="two-certificates"),
+    pytest.param(ocsp_request(extensions=[{"extn_id": "1.2.3.5", "critical": True,
+                                           "extn_value": core.OctetString(b"x").dump()}]), id="critical-extension"),
+    pytest.param(ocsp_request(extensions=nonce_extension(129)), id="nonce-too-long"),
+    pytest.param(ocsp_request(serial=-5), id="negative-serial"),
+    pytest.param(b"\x30\x03\x02\x01", id="truncated-der"),
+    pytest.param(b"garbage", id="garbage"),
+])
+def test_malformed_ocsp_requests_get_malformed_request(server, request_der):
+    answer = post(server.port, "/ocsp", request_der)
+    assert status_of(answer) == 200
+    response = ocsp.load_der_ocsp_response(body_of(answer))
+    assert response.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_ocsp_over_get_with_unknown_hash_algorithm(server):
+    import base64
+
+    encoded = base64.urlsafe_b64encode(ocsp_request(hash_oid="1.2.3.4")).decode()
+    answer = exchange(server.port, f"GET /ocsp/{encoded} HTTP/1.1\r\nHost: ca\r\nConnection: close\r\n\r\n".encode())
+    response = ocsp.load_der_ocsp_response(body_of(answer))
+    assert response.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_ocsp_for_another_issuer_is_unauthorized_and_a_fitting_nonce_is_echoed(server, ca_service):
+    answer = post(server.port, "/ocsp", ocsp_request(extensions=nonce_extension(32)))
+    assert ocsp.load_der_ocsp_response(body_of(answer)).response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
+    created, _ = holder(ca_service)
+    issued = ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "ra")
+    request = (ocsp.OCSPRequestBuilder().add_certificate(issued.certificate, ca_service.ca.chain()[0], hashes.SHA256())
+               .add_extension(x509.OCSPNonce(b"k" * 32), critical=False).build())
+    answer = post(server.port, "/ocsp", request.public_bytes(DER))
+    response = ocsp.load_der_ocsp_response(body_of(answer))
+    assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
+    assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"k" * 32
+
+
+# --- HTTP framing: malformed requests get a 4xx, not silence -----------------------------
+
+@pytest.mark.parametrize("request_bytes,status", [
+    (b"POST /ocsp HTTP/1.1\r\nHost: ca\r\nContent-Length: abc\r\n\r\n", 400),
+    (b"POST /ocsp HTTP/1.1\r\nHost: ca\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"POST /ocsp HTTP/1.1\r\nHost: ca\r\nContent-Length: 1, 2\r\n\r\nx", 400),
+    (b"POST /ocsp HTTP/1.1\r\nHost: ca\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nxxxx", 400),
+    (b"POST /ocsp HTTP/1.1\r\nHost: ca\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\nxxxx", 400),
+    (b"POST /ocsp HTTP/1.1\r\nHost: ca\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+    (b"POST /ocsp HTTP/1.1\r\nHost: ca\r\n\r\n", 411),
+    (b"POST /ocsp HTTP/1.1\r\nHost: ca\r\nContent-Length: 99999999999999999999999\r\n\r\n", 413),
+    (b"GET /crl/issuing.crl HTTP/1.1\r\nHost: ca\r\nNo colon here\r\n\r\n", 400),
+    (b"GET /crl/issuing.crl HTTP/1.1\r\nHost: ca\r\nName : value\r\n\r\n", 400),
+    (b"GET /crl/issuing.crl HTTP/1.1\r\nHost: ca\r\nX-A: 1\r\n folded\r\n\r\n", 400),
+    (b"GET /crl/issuing.crl HTTP/1.1\r\n\r\n", 400),  # no Host
+    (b"GET /crl/issuing.crl\r\n\r\n", 400),
+    (b"GET /crl/issuing.crl HTTP/2.0\r\nHost: ca\r\n\r\n", 505),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # a TLS hello, cut at a blank line
+    (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: ca\r\n\r\n", 431),
+])
+def test_malformed_http_is_answered_with_a_client_error_and_closed(server, request_bytes, status):
+    answer = exchange(server.port, request_bytes)
+    assert status_of(answer) == status
+    assert b"Connection: close" in answer.split(b"\r\n\r\n")[0]
+
+
+@pytest.mark.parametrize("method,path,allowed", [("DELETE", "/crl/issuing.crl", b"GET, HEAD"),
+                                                 ("GET", "/tsa", b"POST"), ("PUT", "/ocsp", b"POST")])
+def test_wrong_method_is_405_with_allow(server, method, path, allowed):
+    answer = exchange(server.port, f"{method} {path} HTTP/1.1\r\nHost: ca\r\nConnection: close\r\n\r\n".encode())
+    assert status_of(answer) == 405 and b"Allow: " + allowed + b"\r\n" in answer
+
+
+def test_half_sent_requests_are_answered_408_and_closed_within_the_timeout(server):
+    # The server's request timeout is 1 s; the client waits up to 10 s before calling it a hang.
+    for partial in (b"GET /crl/issuing.crl HTTP/1.1\r\nHost: ca\r\n",
+                    b"POST /ocsp HTTP/1.1\r\nHost: ca\r\nContent-Length: 100\r\n\r\n0123456789"):
+        started = time.monotonic()
+        answer = exchange(server.port, partial, timeout=10)
+        assert status_of(answer) == 408
+        assert time.monotonic() - started < 8
+
+
+def test_a_trickling_client_is_cut_off_at_the_timeout(server):
+    # Slowloris: a byte every 0.2 s never lets a per-read timeout fire; the whole request must
+    # arrive within the request timeout (1 s here).
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        started = time.monotonic()
+        try:
+            for byte in b"GET /crl/issuing.crl HTTP/1.1\r\nHost: ca\r\nX-Slow: " + b"a" * 100:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.2)
+                if time.monotonic() - started > 9:
+                    break
+            answer = read_to_end(sock)
+        except (BrokenPipeError, ConnectionResetError):
+            answer = b""
+        assert time.monotonic() - started < 9
+    assert answer == b"" or status_of(answer) == 408
+
+
+def test_kept_alive_connection_serves_requests_in_turn(server, ca_service):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for path in ("/ca/root.crt", "/ca/issuing.crt", "/cps"):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            assert response.status == 200 and response.getheader("Connection") == "keep-alive"
+            body = response.read()
+        assert b"certificate policies" in body
+        connection.request("HEAD", "/ca/root.crt")
+        response = connection.getresponse()
+        root = ca_service.ca.chain()[1].public_bytes(DER)
+        assert response.status == 200 and int(response.getheader("Content-Length")) == len(root)
+        assert response.read() == b""
+    finally:
+        connection.close()
+
+
+# --- connections: bounded, and idle ones cost no thread ---------------------------------
+
+def raise_descriptor_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard == resource.RLIM_INFINITY else min(hard, needed),
+                                                    hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < needed:
+        pytest.skip(f"this test needs {needed} descriptors")
+
+
+def wait_for(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the server did not get there in time"
+        time.sleep(0.05)
+
+
+def test_many_idle_connections_take_no_threads_and_lock_nobody_out(ca_service):
+    raise_descriptor_limit(4 * 1500 + 256)
+    threads_before = threading.active_count()
+    settings = dict(threads=4, tsa_threads=1, max_connections=4000, request_timeout_seconds=120)
+    with serving(ca_service, **settings) as busy, contextlib.ExitStack() as sockets:
+        for index in range(1500):
+            sock = sockets.enter_context(socket.create_connection(("127.0.0.1", busy.port), timeout=10))
+            if index % 2:  # half of them half-sent, the other half silent
+                sock.sendall(b"GET /crl/issuing.crl HTTP/1.1\r\nHost: ca\r\n")
+        wait_for(lambda: busy.open_connections >= 1500)
+        with urllib.request.urlopen(f"http://127.0.0.1:{busy.port}/crl/issuing.crl", timeout=10) as response:
+            crl = x509.load_der_x509_crl(response.read())
+        assert crl.is_signature_valid(ca_service.ca.chain()[0].public_key())
+        # The event loop's thread and the pools' threads, whatever the number of connections.
+        assert threading.active_count() <= threads_before + 1 + settings["threads"] + settings["tsa_threads"]
+
+
+def test_connections_beyond_the_bound_are_answered_503_at_once(ca_service):
+    with serving(ca_service, max_connections=5, request_timeout_seconds=120) as small, \
+            contextlib.ExitStack() as sockets:
+        for _ in range(5):
+            sockets.enter_context(socket.create_connection(("127.0.0.1", small.port), timeout=10))
+        wait_for(lambda: small.open_connections == 5)
+        with socket.create_connection(("127.0.0.1", small.port), timeout=10) as extra:
+            answer = read_to_end(extra)
+        assert status_of(answer) == 503 and b"Retry-After: 1" in answer
+        sockets.close()  # the bound frees as connections close
+        wait_for(lambda: small.open_connections == 0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{small.port}/ca/root.crt", timeout=10) as response:
+            assert response.status == 200
+
+
+# --- the time-stamping authority --------------------------------------------------------
+
+def time_stamp_query(extensions=None, policy: str | None = None) -> bytes:
+    request = {"version": "v1", "nonce": random.getrandbits(64), "cert_req": True,
+               "message_imprint": {"hash_algorithm": {"algorithm": "sha256"},
+                                   "hashed_message": hashlib.sha256(b"a document").digest()}}
+    if extensions:
+        request["extensions"] = extensions
+    if policy:
+        request["req_policy"] = policy
+    return tsp.TimeStampReq(request).dump()
+
+
+def reply_status(reply: bytes) -> tuple[str, set]:
+    info = tsp.PKIStatusInfo.load(core.Sequence.load(reply)[0].dump())
+    return info["status"].native, info["fail_info"].native or set()
+
+
+def test_time_stamp_flood_from_one_address_gets_429_while_others_are_served(server, ca_clock):
+    # Burst 3, 1 a second; the module's clock moves only when told to.
+    ca_clock.advance(seconds=10)  # a full bucket, whatever other tests took
+    for _ in range(3):
+        answer = post(server.port, "/tsa", time_stamp_query())
+        assert status_of(answer) == 200 and reply_status(body_of(answer))[0] == "granted"
+    refused = post(server.port, "/tsa", time_stamp_query())
+    assert status_of(refused) == 429 and b"Retry-After: 1\r\n" in refused
+    other = post(server.port, "/tsa", time_stamp_query(), source="127.0.0.2")
+    assert status_of(other) == 200 and reply_status(body_of(other))[0] == "granted"
+    ca_clock.advance(seconds=1)  # one more within the rate
+    answer = post(server.port, "/tsa", time_stamp_query())
+    assert status_of(answer) == 200 and reply_status(body_of(answer))[0] == "granted"
+    assert status_of(post(server.port, "/tsa", time_stamp_query())) == 429
+
+
+def thread_counts() -> tuple[int, int]:
+    """Threads of the time-stamping pools and of the other endpoints' pools, in this process."""
+    names = [thread.name for thread in threading.enumerate()]
+    return sum(name.startswith("http-tsa_") for name in names), sum(name.startswith("http_") for name in names)
+
+
+def test_time_stamps_run_on_their_own_bounded_pool(ca_service):
+    time_stamping_before, general_before = thread_counts()
+    with serving(ca_service, threads=2, tsa_threads=1, tsa_rate_per_second=1000, tsa_burst=1000) as running:
+        replies: list[bytes] = []
+
+        def client() -> None:
+            for _ in range(4):
+                replies.append(post(running.port, "/tsa", time_stamp_query()))
+
+        clients = [threading.Thread(target=client) for _ in range(6)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+        assert len(replies) == 24
+        assert all(status_of(reply) == 200 and reply_status(body_of(reply))[0] == "granted" for reply in replies)
+        time_stamping, general = thread_counts()
+        assert time_stamping == time_stamping_before + 1  # 24 time-stamps, one at a time
+        assert general == general_before  # the other endpoints' pool was not needed
+
+
+@pytest.mark.parametrize("query,failure", [
+    (time_stamp_query(extensions=[{"extn_id": "1.2.3.4", "critical": False,
+                                   "extn_value": core.OctetString(b"x").dump()}]), "unaccepted_extensions"),
+    (time_stamp_query(policy="1.2.3.4.5"), "unaccepted_policy"),
+    (time_stamp_query() + b"\x00", "bad_data_format"),  # trailing bytes
+])
+def test_time_stamp_requests_it_cannot_honour_are_rejected(ca_service, query, failure):
+    status, failures = reply_status(ca_service.pades.tsa.respond(query))
+    assert status == "rejection" and failures == {failure}
+
+
+def test_time_stamp_with_this_tsas_policy_is_granted(ca_service):
+    assert reply_status(ca_service.pades.tsa.respond(time_stamp_query(policy=TSA_POLICY)))[0] == "granted"
+
+
+def test_damaged_time_stamp_queries_get_an_answer_never_an_exception(ca_service):
+    # Random damage to a good query (a fixed seed: the same cases every run) reaches every corner
+    # of asn1crypto's parser, which fails with several exception types (about 1 case in 1,000).
+    good = time_stamp_query()
+    generator = random.Random(3161)
+    answered = 0
+    for index in range(20_000):
+        damaged = bytearray(good)
+        for _ in range(generator.randint(1, 4)):
+            position = generator.randrange(len(damaged))
+            choice = generator.random()
+            if choice < 0.5:
+                damaged[position] = generator.randrange(256)
+            elif choice < 0.75:
+                del damaged[position]
+            else:
+                damaged.insert(position, generator.randrange(256))
+        parsed = parse_request(bytes(damaged))
+        # Answering each parsed query would sign thousands of tokens: every 500th is enough to
+        # show that what parses is answered too.
+        if isinstance(parsed, tsp.TimeStampReq) and index % 500 == 0:
+            status, _ = reply_status(ca_service.pades.tsa.respond_to(parsed).dump())
+            assert status in ("granted", "rejection")
+            answered += 1
+        elif not isinstance(parsed, tsp.TimeStampReq):
+            assert reply_status(parsed.dump()) == ("rejection", {"bad_data_format"})
+    assert answered >= 3
+
+
+# --- the parts the transport is built from ----------------------------------------------
+
+def test_bounded_pool_refuses_work_beyond_its_queue():
+    pool = BoundedPool("test-pool", threads=1, max_waiting=1)
+    release = threading.Event()
+
+    async def scenario() -> list:
+        running = asyncio.ensure_future(pool.run(release.wait))
+        waiting = asyncio.ensure_future(pool.run(lambda: "waited"))
+        await asyncio.sleep(0)  # both taken by the pool
+        with pytest.raises(ServerBusy):
+            await pool.run(lambda: "refused")
+        release.set()
+        return await asyncio.gather(running, waiting)
+
+    try:
+        assert asyncio.run(scenario()) == [True, "waited"]
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+def test_token_buckets_limit_per_address_and_per_ipv6_network():
+    clock = ManualClock()
+    buckets = TokenBuckets(rate=2, burst=2, clock=clock, max_clients=3)
+    assert [buckets.take("192.0.2.1") for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert buckets.take("192.0.2.2") == 0.0  # another address has its own bucket
+    # One IPv6 host holds a /64: its addresses share one bucket; an IPv4-mapped address is IPv4.
+    assert [buckets.take(f"2001:db8:1:2::{n}") for n in (1, 2, 3)] == [0.0, 0.0, 0.5]
+    assert buckets.take("::ffff:192.0.2.1") == 0.5
+    clock.advance(seconds=0.5)
+    assert buckets.take("192.0.2.1") == 0.0  # refilled at 2 a second
+    for n in range(10):  # more clients than it keeps: the least recently seen are forgotten
+        buckets.take(f"198.51.100.{n}")
+    assert buckets.take("2001:db8:1:2::9") == 0.0
