@@ -1,7 +1,7 @@
 """ApplicationRegistry: the application service providers that may call the signing API.
 
-An application proves who it is with an API key (sent over TLS) or a client certificate; only
-SHA-256 digests of either are stored. Its policy says whether it must send an OTP and which
+An application proves who it is with an API key (sent over TLS) or a client certificate, or both,
+which must then both be its own; only SHA-256 digests of either are stored. Its policy says whether it must send an OTP and which
 accounts it may serve.
 """
 
@@ -93,10 +93,12 @@ class ApplicationRegistry:
         return self.create(name, client_certificate_sha256=fingerprint, with_api_key=False)[0]
 
     def authenticate(self, api_key: str | None = None, certificate_sha256: str | None = None) -> Application:
-        """The application behind an API key or a client certificate fingerprint. Answers are
-        kept for a few seconds (every call authenticates; a changed policy applies within them).
+        """The application behind an API key or a client certificate fingerprint; when both are
+        given, they must name the same application. Answers are kept for a few seconds (every
+        call authenticates; a changed policy applies within them). Whether the certificate itself
+        is still valid is the CA's question (``ClientCertificateStatus``), asked on every call.
 
-        Raises: Unauthenticated: neither is given, or neither is known.
+        Raises: Unauthenticated: neither is given, either is unknown, or they name two applications.
         """
         key = _cache_key(api_key, certificate_sha256)
         application = self._cached(key)
@@ -121,12 +123,19 @@ class ApplicationRegistry:
 
     def _lookup(self, api_key: str | None, certificate_sha256: str | None) -> Application:
         with self._database.read() as conn:
-            row = None
+            by_key = by_certificate = None
             if api_key:
-                row = conn.execute(select(applications).where(applications.c.api_key_hash == _digest(api_key))).first()
-            if row is None and certificate_sha256:
-                row = conn.execute(select(applications).where(
+                by_key = conn.execute(select(applications).where(
+                    applications.c.api_key_hash == _digest(api_key))).first()
+            if certificate_sha256:
+                by_certificate = conn.execute(select(applications).where(
                     applications.c.client_certificate_sha256 == certificate_sha256.lower())).first()
+            if api_key and certificate_sha256 and (by_key is None or by_certificate is None
+                                                   or by_key.id != by_certificate.id):
+                # One sentence for every mismatch: it must not tell whose key or certificate it is.
+                raise Unauthenticated("the API key and the client certificate do not belong to one "
+                                      "registered application")
+            row = by_key or by_certificate
             if row is None or row.status != "active":
                 raise Unauthenticated("the application is not known: send a valid API key in the "
                                       "x-api-key header, or a registered client certificate")

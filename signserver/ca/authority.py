@@ -25,6 +25,7 @@ from signserver.ca.builder import (
     load_csr,
     signature_hash,
 )
+from signserver.ca.client_status import ClientCertificateStatus, presented
 from signserver.ca.profiles import RA_POLICY, KeySource, Profile, check_settings
 from signserver.ca.profiles import profile as find_profile
 from signserver.ca.repository import IssuedCertificate
@@ -86,6 +87,8 @@ class CertificateAuthority:
         self._audit = audit
         self._clock = clock
         self.config = config
+        # Whether a client certificate (an application's or an RA's) is still good, per call.
+        self.client_status = ClientCertificateStatus(database, clock, ISSUING)
         check_settings(config.profile_settings)
 
     def profile(self, name: str) -> Profile:
@@ -390,34 +393,26 @@ class CertificateAuthority:
 
     def identify_ra(self, certificate_pem: bytes | None) -> str:
         """The RA operator named by a client certificate: one this CA issued with the RA profile,
-        valid now.
+        valid now (its dates on every call; its revocation as :attr:`client_status` read the
+        records within the last few seconds).
 
-        Raises: PermissionDenied: no certificate, another profile, another issuer, or not valid.
+        Raises:
+            Unauthenticated: the certificate is expired, not valid yet, revoked, or unreadable.
+            PermissionDenied: no certificate, another profile, or another issuer.
         """
         refusal = PermissionDenied("only registration authorities may call this service: present a client "
                                    "certificate issued with `signserver ca issue-client --role ra`")
         if not certificate_pem:
             raise refusal
+        client = presented(certificate_pem)
+        issued_here = self.client_status.check(client)
         try:
-            certificate = x509.load_pem_x509_certificate(certificate_pem)
-            policies = certificate.extensions.get_extension_for_class(x509.CertificatePolicies).value
+            policies = client.certificate.extensions.get_extension_for_class(x509.CertificatePolicies).value
         except (ValueError, x509.ExtensionNotFound):
             raise refusal from None
-        if RA_POLICY not in [p.policy_identifier for p in policies]:
+        if not issued_here or RA_POLICY not in [p.policy_identifier for p in policies]:
             raise refusal
-        issuing = self.status().issuing
-        try:
-            certificate.verify_directly_issued_by(issuing)
-        except Exception:  # another CA, or a forged signature
-            raise refusal from None
-        with self._database.read() as conn:
-            try:
-                issued = repo.get_certificate(conn, format(certificate.serial_number, "x"), self._clock.now())
-            except NotFound:
-                raise refusal from None
-        if issued.status != "valid":
-            raise PermissionDenied(f"the RA certificate {issued.serial} is {issued.status}")
-        return certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        return client.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
 
     # --- queries ------------------------------------------------------------------------
 

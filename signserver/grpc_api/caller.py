@@ -2,41 +2,50 @@
 
 from __future__ import annotations
 
-import functools
-
 import grpc
-from cryptography import x509
 
-from signserver.accounts.applications import certificate_fingerprint
 from signserver.accounts.model import Application
+from signserver.ca.client_status import ClientCertificate, presented
 from signserver.grpc_api.executor import BlockingCalls
 from signserver.service import SignService
 
 API_KEY_HEADER = "x-api-key"
 
 
-def client_certificate_sha256(context: grpc.aio.ServicerContext) -> str | None:
-    """SHA-256 (hex) of the verified client certificate's DER, when the call came with one."""
+def client_certificate(context: grpc.aio.ServicerContext) -> ClientCertificate | None:
+    """The verified client certificate of a call, when it came with one.
+
+    Raises: Unauthenticated: it cannot be read.
+    """
     pem = context.auth_context().get("x509_pem_cert")
-    if not pem:
-        return None
-    return _fingerprint(pem[0])
-
-
-@functools.lru_cache(maxsize=256)
-def _fingerprint(pem: bytes) -> str:
-    # Every call on a connection presents the same certificate: parse it once.
-    return certificate_fingerprint(x509.load_pem_x509_certificate(pem))
+    return presented(pem[0]) if pem else None
 
 
 async def calling_application(context: grpc.aio.ServicerContext, service: SignService,
                               calls: BlockingCalls) -> Application:
-    """Raises: Unauthenticated: no API key or certificate, or an unknown one."""
+    """The application making this call. A client certificate must be valid now (dates, and not
+    revoked by this CA as its records said within the last few seconds); with an API key beside
+    it, both must be the same application's.
+
+    Raises: Unauthenticated: no API key or certificate, an unknown one, a certificate expired or
+    revoked, or a key and a certificate of two applications.
+    """
     metadata = dict(context.invocation_metadata() or ())
     api_key = metadata.get(API_KEY_HEADER)
-    fingerprint = client_certificate_sha256(context)
-    # An application that called moments ago is known without a trip to the thread pool.
-    known = service.applications.cached(api_key=api_key, certificate_sha256=fingerprint)
-    if known is not None:
-        return known
-    return await calls.run(service.applications.authenticate, api_key=api_key, certificate_sha256=fingerprint)
+    client = client_certificate(context)
+    fingerprint = client.sha256 if client is not None else None
+    # An application that called moments ago, with a certificate checked moments ago, is known
+    # without a trip to the thread pool.
+    if client is None or service.ca.client_status.known_valid(client):
+        known = service.applications.cached(api_key=api_key, certificate_sha256=fingerprint)
+        if known is not None:
+            return known
+    return await calls.run(_identify, service, api_key, client)
+
+
+def _identify(service: SignService, api_key: str | None, client: ClientCertificate | None) -> Application:
+    """Raises: Unauthenticated."""
+    if client is not None:
+        service.ca.client_status.check(client)
+    return service.applications.authenticate(
+        api_key=api_key, certificate_sha256=client.sha256 if client is not None else None)

@@ -15,7 +15,7 @@ from signserver.config import ServerConfig, TlsConfig
 from signserver.grpc_api.server import bootstrap
 from signserver.grpc_api.server import served_config as make_served_config
 from signserver.store.schema import audit_log
-from signserver.v1 import certificate_pb2, certificate_pb2_grpc, signing_pb2, signing_pb2_grpc
+from signserver.v1 import account_pb2, account_pb2_grpc, certificate_pb2, certificate_pb2_grpc
 from tests.grpc_api.conftest import ServerThread
 
 PEM = serialization.Encoding.PEM
@@ -118,8 +118,8 @@ def test_an_application_certificate_is_refused(served, ca_service):
             stub.ListCertificates(certificate_pb2.ListCertificatesRequest(), timeout=30)
         assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
         # ... while the same certificate is what the application signs with
-        signing = signing_pb2_grpc.SigningServiceStub(channel)
-        assert signing.ListCredentials(signing_pb2.ListCredentialsRequest(account="ra-holder-1"), timeout=30)
+        accounts = account_pb2_grpc.AccountServiceStub(channel)
+        assert accounts.GetAccountStatus(account_pb2.GetAccountStatusRequest(account="ra-holder-1"), timeout=30)
 
 
 def test_a_revoked_ra_certificate_is_refused(served, ca_service):
@@ -129,7 +129,7 @@ def test_a_revoked_ra_certificate_is_refused(served, ca_service):
         stub = certificate_pb2_grpc.CertificateServiceStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
             stub.ListCertificates(certificate_pb2.ListCertificatesRequest(), timeout=30)
-    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED and "revoked" in refused.value.details()
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED and "revoked" in refused.value.details()
 
 
 def test_a_client_without_a_certificate_cannot_connect(served):

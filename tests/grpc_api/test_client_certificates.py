@@ -15,18 +15,21 @@ from cryptography.x509.oid import NameOID
 
 from signserver.config import TlsConfig
 from signserver.grpc_api.tls import ensure_server_certificate
-from signserver.v1 import signing_pb2, signing_pb2_grpc
+from signserver.v1 import account_pb2, account_pb2_grpc
 from tests.conftest import enrol, service_with
 from tests.grpc_api.conftest import ServerThread
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
+# Valid for TLS (the real time) and for the server (the test's clock, some days earlier).
+NOT_BEFORE = NOW - datetime.timedelta(days=30)
 
 
-def issue(subject: str, issuer_key, issuer_name, key, ca: bool) -> x509.Certificate:
+def issue(subject: str, issuer_key, issuer_name, key, ca: bool,
+          not_after: datetime.datetime = NOW + datetime.timedelta(days=1)) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name or name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - datetime.timedelta(minutes=5)).not_valid_after(NOW + datetime.timedelta(days=1))
+            .not_valid_before(NOT_BEFORE).not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
             .sign(issuer_key, hashes.SHA256()))
 
@@ -53,31 +56,38 @@ def mtls(config, tmp_path, clock):
     fingerprint = hashlib.sha256(client.public_bytes(serialization.Encoding.DER)).hexdigest()
     service.applications.create("cert-app", client_certificate_sha256=fingerprint, with_api_key=False)
     with ServerThread(replace(config, tls=tls), service) as server:
-        server.ca, server.ca_key = ca, ca_key
+        server.ca, server.ca_key, server.clock, server.service = ca, ca_key, clock, service
         yield server, tls, pem(client), pem(client_key), holder
 
 
-def list_credentials(server, tls, certificate=None, key=None, api_key=None):
+def open_channel(server, tls, certificate=None, key=None) -> grpc.Channel:
     credentials = grpc.ssl_channel_credentials(tls.cert_file.read_bytes(), private_key=key,
                                                certificate_chain=certificate)
-    with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
-        stub = signing_pb2_grpc.SigningServiceStub(channel)
-        return stub.ListCredentials(signing_pb2.ListCredentialsRequest(account=server.holder),
-                                    metadata=[("x-api-key", api_key)] if api_key else [], timeout=30)
+    return grpc.secure_channel(f"localhost:{server.port}", credentials)
+
+
+def account_status(server, tls, certificate=None, key=None, api_key=None, channel=None):
+    if channel is None:
+        with open_channel(server, tls, certificate, key) as channel:
+            return account_status(server, tls, api_key=api_key, channel=channel)
+    # A call any authenticated application may make about any account name.
+    stub = account_pb2_grpc.AccountServiceStub(channel)
+    return stub.GetAccountStatus(account_pb2.GetAccountStatusRequest(account=server.holder),
+                                 metadata=[("x-api-key", api_key)] if api_key else [], timeout=30)
 
 
 def test_registered_client_certificate_authenticates(mtls):
     server, tls, certificate, key, holder = mtls
     server.holder = holder.account.username
-    listed = list_credentials(server, tls, certificate, key)
-    assert [c.id for c in listed.credentials] == [holder.credential.id]
+    listed = account_status(server, tls, certificate, key)
+    assert (listed.account, listed.status) == (holder.account.username, "active")
 
 
 def test_without_a_certificate_the_handshake_fails(mtls):
     server, tls, _, _, holder = mtls
     server.holder = holder.account.username
     with pytest.raises(grpc.RpcError) as caught:
-        list_credentials(server, tls, api_key="ssk_anything")
+        account_status(server, tls, api_key="ssk_anything")
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
@@ -87,7 +97,7 @@ def test_unregistered_certificate_of_the_ca_is_unauthenticated(mtls):
     key = ec.generate_private_key(ec.SECP256R1())
     unregistered = issue("other.example.mo", server.ca_key, server.ca.subject, key, ca=False)
     with pytest.raises(grpc.RpcError) as caught:
-        list_credentials(server, tls, pem(unregistered), pem(key))
+        account_status(server, tls, pem(unregistered), pem(key))
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -97,5 +107,39 @@ def test_certificate_from_another_ca_is_refused(mtls):
     rogue_key = ec.generate_private_key(ec.SECP256R1())
     rogue = issue("portal.example.mo", rogue_key, None, rogue_key, ca=False)
     with pytest.raises(grpc.RpcError) as caught:
-        list_credentials(server, tls, pem(rogue), pem(rogue_key))
+        account_status(server, tls, pem(rogue), pem(rogue_key))
     assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def test_certificate_of_another_ca_is_refused_once_expired_by_the_servers_clock(mtls):
+    # Not issued here, so not in this CA's records: its dates are what the server can check.
+    server, tls, certificate, key, holder = mtls
+    server.holder = holder.account.username
+    with open_channel(server, tls, certificate, key) as channel:
+        assert account_status(server, tls, channel=channel).status
+        not_after = x509.load_pem_x509_certificate(certificate).not_valid_after_utc
+        server.clock.advance(seconds=(not_after - server.clock.now()).total_seconds())
+        with pytest.raises(grpc.RpcError) as caught:
+            account_status(server, tls, channel=channel)
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED and "expired" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        account_status(server, tls, certificate, key)
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_certificate_of_another_ca_is_refused_before_its_start_by_the_servers_clock(mtls):
+    server, tls, _, _, holder = mtls
+    server.holder = holder.account.username
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portal.example.mo")])
+    starts_later = (x509.CertificateBuilder().subject_name(name).issuer_name(server.ca.subject)
+                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                    .not_valid_before(server.clock.now() + datetime.timedelta(days=1))
+                    .not_valid_after(NOW + datetime.timedelta(days=1))
+                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                    .sign(server.ca_key, hashes.SHA256()))
+    server.service.applications.create("later-app", client_certificate_sha256=hashlib.sha256(
+        starts_later.public_bytes(serialization.Encoding.DER)).hexdigest(), with_api_key=False)
+    with pytest.raises(grpc.RpcError) as caught:
+        account_status(server, tls, pem(starts_later), pem(key))
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED and "not valid yet" in caught.value.details()
