@@ -1,19 +1,27 @@
-"""Authenticator: checks an account's factors once, under the lockout policy.
+"""Authenticator: checks the factors given for a name once, under the lockout policy.
 
 Password and OTP are both evaluated on every attempt and the result is a single yes or no: an
-error never says which factor was wrong. Each OTP time step is accepted at most once per account.
+error never says which factor was wrong, nor whether an account of that name exists. Every
+refusal (unknown name, wrong password, wrong OTP, a credential the account does not hold) does
+the same work in the same order: the same admission transaction, one argon2 verification (against
+a stand-in hash made with the current parameters for an unknown name), one unsealing of an OTP seed
+in the HSM (a stand-in sealed seed for an unknown name), the same failure transaction, and one
+audit record of one shape; and each counts toward the name's lock. Each OTP time step is accepted
+at most once per account.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import threading
 import time
 
-from sqlalchemy import or_, update
+from sqlalchemy import Connection, or_, update
 
 from signserver.accounts import otp
 from signserver.accounts.lockout import Attempt, LockoutPolicy
-from signserver.accounts.model import Account
+from signserver.accounts.model import Account, AccountStatus
 from signserver.accounts.passwords import SecretHasher
 from signserver.accounts.repository import account_row, get_account, update_account
 from signserver.audit.log import AuditLog
@@ -27,8 +35,12 @@ from signserver.store.schema import accounts
 
 log = logging.getLogger(__name__)
 
-BUSY_WAIT_SECONDS = 5.0  # how long an attempt waits for the account's other evaluations
+BUSY_WAIT_SECONDS = 5.0  # how long an attempt waits for the name's other evaluations
 BUSY_RETRY_SECONDS = 0.02
+# The context the stand-in OTP seed is sealed to: no account name can equal it (names start
+# with a letter or digit).
+_STAND_IN_CONTEXT = b"\x00no account"
+_NO_ROW = -1  # an account id no row has (ids count from 1)
 
 
 class Authenticator:
@@ -40,35 +52,35 @@ class Authenticator:
         self._sealing = sealing
         self._audit = audit
         self._clock = clock
+        self._stand_in_lock = threading.Lock()
+        self._stand_in_seed: bytes | None = None
 
     def authenticate(self, username: str, password: Secret, otp_code: str | None, otp_required: bool,
-                     actor: str) -> Account:
+                     actor: str, holds_credential: bool = True) -> Account:
         """Check the factors and return the account.
 
+        ``holds_credential`` says whether the credential the caller named belongs to the account
+        (False also for an unknown name): when False, the attempt fails like a wrong factor, after
+        the same work and counted the same way.
+
         Raises:
-            AuthenticationFailed: unknown account, wrong password, wrong or reused OTP (one message).
-            AccountLocked: locked now; says until when.
-            AccountDisabled: disabled by an operator.
+            AuthenticationFailed: unknown name, wrong password, wrong, reused or malformed OTP, a
+                credential the account does not hold (one message; each counted and audited alike).
+            AccountLocked: the name is locked now, whether an account has it or not; says until when.
+            AccountDisabled: the factors are right, but an operator disabled the account.
+            AuthenticationBusy: the name's other attempts under evaluation leave no turn for now.
+            HsmError, StoreUnavailable: a fault (the attempt then counts for nothing).
         """
         now = self._clock.now()
         try:
             row, attempt = self._admit(username, now)
-        except (AccountLocked, AccountDisabled) as refusal:
+        except AccountLocked:
             with self._database.transaction() as conn:
-                self._audit.append(conn, now, "auth.refused", actor, username, reason=type(refusal).__name__)
+                self._audit.append(conn, now, "auth.refused", actor, username, reason=AccountLocked.__name__)
             raise
-        if row is None:
-            self._hasher.burn(password.reveal())  # as slow as a real check: existence stays hidden
-            with self._database.transaction() as conn:
-                self._audit.append(conn, now, "auth.failure", actor, username)
-            raise AuthenticationFailed()
 
         try:
-            password_ok = self._hasher.verify(row.password_hash, password.reveal())
-            step = None
-            if otp_required:
-                seed = self._sealing.unseal(row.otp_seed_sealed, username.encode("utf-8")).decode("ascii")
-                step = otp.matching_step(seed, otp_code or "", now)
+            password_ok, step = self._check_factors(row, username, password, otp_code, otp_required, now)
             new_hash = (self._hasher.hash(password.reveal())
                         if password_ok and self._hasher.needs_rehash(row.password_hash) else None)
         except BaseException:
@@ -77,46 +89,87 @@ class Authenticator:
             raise
 
         with self._database.transaction() as conn:
-            ok = password_ok and (not otp_required or step is not None)
-            if ok and step is not None:
-                # Accept each time step once: a replayed or older code fails here.
-                ok = conn.execute(update(accounts).where(
-                    accounts.c.id == row.id,
-                    or_(accounts.c.otp_last_step.is_(None), accounts.c.otp_last_step < step))
-                    .values(otp_last_step=step)).rowcount == 1
-            if ok:
+            right = password_ok and (not otp_required or step is not None)
+            # Accept each time step once: a replayed or older code fails here. A right code is
+            # spent even when the attempt fails for the credential: it was shown once. Every
+            # attempt runs the statement (matching no row when there is nothing to spend), so
+            # that the work is the same on every path.
+            spend = right and step is not None
+            spent = conn.execute(update(accounts).where(
+                accounts.c.id == (row.id if spend else _NO_ROW),
+                or_(accounts.c.otp_last_step.is_(None), accounts.c.otp_last_step < (step or 0)))
+                .values(otp_last_step=step)).rowcount == 1
+            right = right and (spent or step is None)
+            if right and holds_credential and row.status == AccountStatus.DISABLED.value:
+                # Said only to whoever has the holder's factors: to anyone else it is the failure.
+                self._lockout.abandon(conn, attempt)
+                self._audit.append(conn, now, "auth.refused", actor, username, reason=AccountDisabled.__name__)
+                refusal: Exception = AccountDisabled("the account is disabled; an operator must enable it")
+            elif right and holds_credential:
                 self._lockout.succeeded(conn, attempt)
                 if new_hash:
                     update_account(conn, row.id, password_hash=new_hash)
                 self._audit.append(conn, now, "auth.success", actor, username, otp=otp_required)
                 return get_account(conn, username, now)
-            self._record_failure(conn, attempt, username, actor, now)
-        raise AuthenticationFailed()
+            else:
+                self._record_failure(conn, attempt, row, username, actor, now)
+                refusal = AuthenticationFailed()
+        raise refusal
 
-    def _admit(self, username: str, now):
-        """The account's row and an admitted attempt (None, None for an unknown account); waits
-        a little while the account's other attempts are being evaluated."""
+    def _admit(self, username: str, now: datetime.datetime):
+        """The account's row (None for an unknown name) and an admitted attempt; waits a little
+        while the name's other attempts are being evaluated.
+
+        Raises: AccountLocked, AuthenticationBusy (still no turn after BUSY_WAIT_SECONDS).
+        """
         deadline = time.monotonic() + BUSY_WAIT_SECONDS
         while True:
             try:
                 with self._database.transaction() as conn:
                     row = account_row(conn, username)
-                    if row is None:
-                        return None, None
-                    return row, self._lockout.begin_attempt(conn, row.id, now)
+                    return row, self._lockout.begin_attempt(conn, username, now)
             except AuthenticationBusy:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(BUSY_RETRY_SECONDS)
 
-    def _record_failure(self, conn, attempt: Attempt, username: str, actor: str, now) -> None:
-        locked = self._lockout.failed(conn, attempt, now)
-        account = get_account(conn, username, now)
-        self._audit.append(conn, now, "auth.failure", actor, username, attempt=account.failed_attempts)
-        if locked:
-            until = self._lockout.lock_end(now)
-            self._audit.append(conn, now, "account.locked", actor, username, until=format_time(until))
+    def _check_factors(self, row, username: str, password: Secret, otp_code: str | None, otp_required: bool,
+                       now: datetime.datetime) -> tuple[bool, int | None]:
+        """Whether the password is right, and the OTP's time step (None: wrong or not asked for).
+
+        For an unknown name (``row`` None) the same work is done against stand-ins that never
+        match. Raises: HsmError, DataCorrupted.
+        """
+        if row is None:
+            self._hasher.burn(password.reveal())
+            password_ok = False
+            sealed, context = self._stand_in_sealed_seed(), _STAND_IN_CONTEXT
+        else:
+            password_ok = self._hasher.verify(row.password_hash, password.reveal())
+            sealed, context = row.otp_seed_sealed, username.encode("utf-8")
+        if not otp_required:
+            return password_ok, None
+        seed = self._sealing.unseal(sealed, context).decode("ascii")
+        step = otp.matching_step(seed, otp_code or "", now)
+        return password_ok, (step if row is not None else None)
+
+    def _stand_in_sealed_seed(self) -> bytes:
+        """A sealed random OTP seed, made once per process, opened for unknown names."""
+        with self._stand_in_lock:
+            if self._stand_in_seed is None:
+                self._stand_in_seed = self._sealing.seal(otp.new_seed().encode("ascii"), _STAND_IN_CONTEXT)
+            return self._stand_in_seed
+
+    def _record_failure(self, conn: Connection, attempt: Attempt, row, username: str, actor: str,
+                        now: datetime.datetime) -> None:
+        failure = self._lockout.failed(conn, attempt, now)
+        self._audit.append(conn, now, "auth.failure", actor, username, attempt=failure.count)
+        if failure.locked_until is None:
+            return
+        until = format_time(failure.locked_until)
+        self._audit.append(conn, now, "account.locked", actor, username, until=until)
+        log.warning("name %s locked until %s after %d failed attempts", username, until, failure.count)
+        if row is not None:  # an unknown name has nobody to tell
+            account = get_account(conn, username, now)
             queue_email(conn, now, account.emails, "account_locked", holder_name=account.holder_name,
-                        username=username, until=format_time(until))
-            log.warning("account %s locked until %s after %d failed attempts", username, until,
-                        account.failed_attempts)
+                        username=username, until=until)

@@ -1,10 +1,15 @@
-"""LockoutPolicy: N consecutive failed authentications lock an account for M minutes.
+"""LockoutPolicy: N consecutive failed authentications lock a name for M minutes.
+
+The state is kept by the name that was tried, whether an account of that name exists or not, so
+that an unknown name locks exactly like a known one and five tries cannot tell them apart. A run
+of failures is forgotten M minutes after its last failure (when a lock it caused ends), and the
+row that kept it is deleted then, so the table holds only the names tried in the last M minutes.
 
 Exact across threads, server processes and applications: every step is one database transaction
-that holds the account's row. An attempt is evaluated only while the failures recorded plus the
+that holds the name's row. An attempt is evaluated only while the failures recorded plus the
 attempts still being evaluated stay below N, so however many guesses arrive at once, no more than
-N are ever evaluated before the lock; the others wait briefly for a turn (and then find the
-account locked, or get their turn). A success clears the failures and any lock.
+N are ever evaluated before the lock; the others wait briefly for a turn (and then find the name
+locked, or get their turn). A success clears the failures and any lock.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.config import AccountsConfig
-from signserver.errors import AccountDisabled, AccountLocked, AuthenticationBusy
-from signserver.store.schema import accounts, auth_attempts
+from signserver.errors import AccountLocked, AuthenticationBusy
+from signserver.store.schema import auth_attempts, name_lockouts
 
 STALE_ATTEMPT_SECONDS = 60  # an evaluation takes milliseconds; older rows are from a dead process
 
@@ -28,7 +34,23 @@ class Attempt:
     """An attempt admitted for evaluation."""
 
     id: str
-    account_id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failure just recorded: the run's length, and the lock's end when it locked the name."""
+
+    count: int
+    locked_until: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class LockState:
+    """What the lockout knows about a name at a moment."""
+
+    failed_attempts: int
+    locked_until: datetime.datetime | None  # set while locked
 
 
 class LockoutPolicy:
@@ -36,61 +58,85 @@ class LockoutPolicy:
         self.threshold = config.lock_threshold
         self.duration = datetime.timedelta(minutes=config.lock_minutes)
 
-    def begin_attempt(self, conn: Connection, account_id: int, now: datetime.datetime) -> Attempt:
-        """Admit one attempt for evaluation.
+    def begin_attempt(self, conn: Connection, name: str, now: datetime.datetime) -> Attempt:
+        """Admit one attempt for the name (known or not) for evaluation.
 
         Raises:
             AccountLocked: locked now (even correct factors are refused), with the time it ends.
-            AccountDisabled: an operator disabled it.
-            AuthenticationBusy: as many attempts as the account has failures left are being
+            AuthenticationBusy: as many attempts as the name has failures left are being
                 evaluated; try again in a moment.
         """
         t = epoch_seconds(now)
-        row = conn.execute(select(accounts.c.status, accounts.c.failed_attempts, accounts.c.locked_until)
-                           .where(accounts.c.id == account_id).with_for_update()).one()
-        if row.status != "active":
-            raise AccountDisabled("the account is disabled; an operator must enable it")
+        # Runs that are over are forgotten here, on every attempt alike (an index range scan).
+        conn.execute(delete(name_lockouts).where(name_lockouts.c.forget_at <= t))
+        conn.execute(_insert_if_absent(conn).values(name=name, failed_attempts=0, forget_at=t + self._seconds))
+        row = conn.execute(select(name_lockouts.c.failed_attempts, name_lockouts.c.locked_until)
+                           .where(name_lockouts.c.name == name).with_for_update()).one()
         if row.locked_until is not None and row.locked_until > t:
             raise AccountLocked(from_epoch(row.locked_until))
-        failed = row.failed_attempts
-        if row.locked_until is not None:  # the lock has run out: a new run of failures begins
-            conn.execute(update(accounts).where(accounts.c.id == account_id)
-                         .values(failed_attempts=0, locked_until=None))
-            failed = 0
         in_flight = conn.execute(select(func.count()).select_from(auth_attempts).where(
-            auth_attempts.c.account_id == account_id,
-            auth_attempts.c.started_at > t - STALE_ATTEMPT_SECONDS)).scalar()
-        if failed + in_flight >= self.threshold:
+            auth_attempts.c.name == name, auth_attempts.c.started_at > t - STALE_ATTEMPT_SECONDS)).scalar()
+        if row.failed_attempts + in_flight >= self.threshold:
             raise AuthenticationBusy("too many authentications of this account are under way; try again")
-        attempt = Attempt(secrets.token_hex(16), account_id)
-        conn.execute(insert(auth_attempts).values(id=attempt.id, account_id=account_id, started_at=t))
+        attempt = Attempt(secrets.token_hex(16), name)
+        conn.execute(insert(auth_attempts).values(id=attempt.id, name=name, started_at=t))
         return attempt
 
     def succeeded(self, conn: Connection, attempt: Attempt) -> None:
         """The factors were right: the run of failures ends and any lock is lifted."""
         conn.execute(delete(auth_attempts).where(auth_attempts.c.id == attempt.id))
-        conn.execute(update(accounts).where(accounts.c.id == attempt.account_id)
-                     .values(failed_attempts=0, locked_until=None))
+        conn.execute(delete(name_lockouts).where(name_lockouts.c.name == attempt.name))
 
-    def failed(self, conn: Connection, attempt: Attempt, now: datetime.datetime) -> bool:
-        """Record a failure; True when it locked the account."""
+    def failed(self, conn: Connection, attempt: Attempt, now: datetime.datetime) -> Failure:
+        """Record a failure of the attempt's name; says whether it locked the name."""
         conn.execute(delete(auth_attempts).where(auth_attempts.c.id == attempt.id))
-        until = epoch_seconds(now + self.duration)
-        count = conn.execute(update(accounts).where(accounts.c.id == attempt.account_id).values(
-            failed_attempts=accounts.c.failed_attempts + 1,
-        ).returning(accounts.c.failed_attempts)).scalar()
+        t = epoch_seconds(now)
+        # Another name's attempt may have forgotten this run meanwhile (it ran out during the
+        # evaluation): the failure then starts a new one.
+        conn.execute(_insert_if_absent(conn).values(name=attempt.name, failed_attempts=0, forget_at=t))
+        count = conn.execute(update(name_lockouts).where(name_lockouts.c.name == attempt.name).values(
+            failed_attempts=name_lockouts.c.failed_attempts + 1, forget_at=t + self._seconds,
+        ).returning(name_lockouts.c.failed_attempts)).scalar()
         if count >= self.threshold:
-            conn.execute(update(accounts).where(accounts.c.id == attempt.account_id).values(locked_until=until))
-            return True
-        return False
+            # The lock ends when the run is forgotten: then a new run of failures begins.
+            conn.execute(update(name_lockouts).where(name_lockouts.c.name == attempt.name)
+                         .values(locked_until=t + self._seconds))
+            return Failure(count, self.lock_end(now))
+        return Failure(count, None)
 
     def abandon(self, conn: Connection, attempt: Attempt) -> None:
-        """The evaluation could not finish (an HSM or database fault): it counts for nothing."""
+        """The evaluation could not finish (an HSM or database fault), or ended in a refusal that
+        is not a wrong guess: it counts for nothing."""
         conn.execute(delete(auth_attempts).where(auth_attempts.c.id == attempt.id))
 
-    def unlock(self, conn: Connection, account_id: int) -> None:
-        """An operator's unlock."""
-        conn.execute(update(accounts).where(accounts.c.id == account_id).values(failed_attempts=0, locked_until=None))
+    def unlock(self, conn: Connection, name: str) -> None:
+        """An operator's unlock: the run of failures and any lock are forgotten."""
+        conn.execute(delete(name_lockouts).where(name_lockouts.c.name == name))
+
+    def state(self, conn: Connection, name: str, now: datetime.datetime) -> LockState:
+        """The name's failures in the current run and the end of its lock, if locked now."""
+        t = epoch_seconds(now)
+        row = conn.execute(select(name_lockouts.c.failed_attempts, name_lockouts.c.locked_until)
+                           .where(name_lockouts.c.name == name, name_lockouts.c.forget_at > t)).first()
+        return lock_state(row, t)
 
     def lock_end(self, now: datetime.datetime) -> datetime.datetime:
         return now + self.duration
+
+    @property
+    def _seconds(self) -> int:
+        return int(self.duration.total_seconds())
+
+
+def lock_state(row, t: int) -> LockState:
+    """A LockState from a ``name_lockouts`` row (or None: no run) read at epoch second ``t``."""
+    if row is None or row.failed_attempts is None:
+        return LockState(0, None)
+    locked = row.locked_until is not None and row.locked_until > t
+    return LockState(row.failed_attempts, from_epoch(row.locked_until) if locked else None)
+
+
+def _insert_if_absent(conn: Connection):
+    """INSERT into name_lockouts that does nothing when the name has a row (SQLite, PostgreSQL)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(name_lockouts).on_conflict_do_nothing(index_elements=[name_lockouts.c.name])

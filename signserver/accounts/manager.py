@@ -10,7 +10,7 @@ from sqlalchemy import Connection, insert, update
 
 from signserver.accounts import otp
 from signserver.accounts.authentication import Authenticator
-from signserver.accounts.lockout import LockoutPolicy
+from signserver.accounts.lockout import LockState, LockoutPolicy
 from signserver.accounts.model import Account, AccountKind, NewAccount
 from signserver.accounts.passwords import (
     PasswordRejected,
@@ -165,6 +165,12 @@ class AccountManager:
         with self._database.read() as conn:
             return get_account(conn, username, self._clock.now())
 
+    def lock_state(self, username: str) -> LockState:
+        """The name's lock, which every name has, with an account or not (so it tells nobody
+        whether the account exists)."""
+        with self._database.read() as conn:
+            return self._lockout.state(conn, username, self._clock.now())
+
     def list(self) -> list[Account]:
         with self._database.read() as conn:
             return list_accounts(conn, self._clock.now())
@@ -173,11 +179,14 @@ class AccountManager:
                         otp_code: str | None, otp_required: bool, actor: str) -> None:
         """Change the password after checking the current one (which counts toward the lockout).
 
-        Outstanding activation tokens are revoked and the holder is e-mailed.
+        Outstanding activation tokens are revoked and the holder is e-mailed. The checks made
+        before the factors depend only on the request, and the factors are checked as for
+        Authorize, so a refusal never tells an unknown name from a wrong password.
 
         Raises:
             InvalidArgument: confirmation differs; PasswordRejected: the new password breaks a rule.
-            AuthenticationFailed, AccountLocked, AccountDisabled: as Authenticator.authenticate.
+            AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy: as
+                Authenticator.authenticate.
         """
         if new.reveal() != confirmation.reveal():
             raise InvalidArgument("the new password and its confirmation differ")
@@ -226,7 +235,7 @@ class AccountManager:
                 .values(**values)).rowcount
             if not changed:
                 raise AuthenticationFailed("the recovery code was used meanwhile; nothing was changed")
-            self._lockout.unlock(conn, row.id)
+            self._lockout.unlock(conn, username)
             revoke_activation_tokens(conn, row.id)
             self._audit.append(conn, now, "account.unlocked", operator, username)
             account = get_account(conn, username, now)

@@ -32,8 +32,8 @@ class Account:
     department: str
     title: str
     status: AccountStatus
-    locked_until: datetime.datetime | None
-    failed_attempts: int
+    locked_until: datetime.datetime | None  # lockout state is kept by name: see lockout.py
+    failed_attempts: int  # in the current run of failures
     password_changed_at: datetime.datetime
     created_at: datetime.datetime
 
@@ -75,3 +75,8 @@ class Application:
     client_certificate_sha256: str | None
     status: str
     one_call_signing: bool = True  # may send the holder's factors with the document
+
+    def names(self, username: str) -> bool:
+        """Whether the policy names the account: the operator told the application about it, so
+        it may learn the account's credentials and full status without the holder's factors."""
+        return not self.all_accounts and username in self.accounts

@@ -25,19 +25,27 @@ def provisioning_uri(seed: str, username: str, issuer: str = ISSUER) -> str:
                                                                                   issuer_name=issuer)
 
 
+def well_formed(code: str) -> bool:
+    """Six ASCII digits. ``str.isdigit`` alone would also accept Arabic-Indic, full-width or
+    superscript digits, which no authenticator app shows and ``hmac.compare_digest`` refuses."""
+    return len(code) == DIGITS and code.isascii() and code.isdigit()
+
+
 def matching_step(seed: str, code: str, now: datetime.datetime) -> int | None:
     """The time step whose code equals ``code`` (current step, or one either side), else None.
 
-    The caller records the step so that each code is accepted at most once.
+    Any other text (not six ASCII digits) is simply a wrong code. The caller records the step so
+    that each code is accepted at most once.
     """
-    if len(code) != DIGITS or not code.isdigit():
-        return None
+    formed = well_formed(code)
+    candidate = code.encode("ascii") if formed else b""
     totp = pyotp.TOTP(seed, digits=DIGITS, interval=STEP_SECONDS)
     current = int(now.timestamp()) // STEP_SECONDS
     found = None
     for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
-        # Compare every candidate (no early exit) in constant time.
-        if hmac.compare_digest(totp.generate_otp(step), code):
+        # Every candidate is computed and compared (no early exit), in constant time, whatever
+        # the code looks like.
+        if hmac.compare_digest(totp.generate_otp(step).encode("ascii"), candidate) and formed:
             found = step
     return found
 

@@ -6,28 +6,31 @@ from __future__ import annotations
 import datetime
 import secrets
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 
+from signserver.accounts.lockout import lock_state
 from signserver.accounts.model import Account, AccountKind, AccountStatus, Credential
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import AlreadyExists, NotFound
 from signserver.hsm.algorithms import KeyAlgorithm
-from signserver.store.schema import account_emails, accounts, credentials
+from signserver.store.schema import account_emails, accounts, credentials, name_lockouts
 
 
 def _account(row, emails: tuple[str, ...], now: datetime.datetime) -> Account:
-    locked_until = from_epoch(row.locked_until) if row.locked_until else None
+    """An Account from a row of :func:`_accounts_with_lockout`."""
+    lock = lock_state(row, epoch_seconds(now))
+    locked_until = lock.locked_until
     if row.status == AccountStatus.DISABLED.value:
         status = AccountStatus.DISABLED
-    elif locked_until and locked_until > now:
+    elif locked_until is not None:
         status = AccountStatus.LOCKED
     else:
-        status, locked_until = AccountStatus.ACTIVE, None
+        status = AccountStatus.ACTIVE
     return Account(
         id=row.id, username=row.username, holder_name=row.holder_name, emails=emails,
         kind=AccountKind(row.kind), organisation=row.organisation, department=row.department,
         title=row.title, status=status, locked_until=locked_until,
-        failed_attempts=row.failed_attempts,
+        failed_attempts=lock.failed_attempts,
         password_changed_at=from_epoch(row.password_changed_at), created_at=from_epoch(row.created_at),
     )
 
@@ -43,16 +46,23 @@ def account_row(conn: Connection, username: str):
     return conn.execute(select(accounts).where(accounts.c.username == username)).first()
 
 
+def _accounts_with_lockout(now: datetime.datetime):
+    """Accounts with the lockout state of their name (kept by name: see lockout.py)."""
+    current = and_(name_lockouts.c.name == accounts.c.username, name_lockouts.c.forget_at > epoch_seconds(now))
+    return (select(accounts, name_lockouts.c.failed_attempts, name_lockouts.c.locked_until)
+            .outerjoin(name_lockouts, current))
+
+
 def get_account(conn: Connection, username: str, now: datetime.datetime) -> Account:
     """Raises: NotFound: no such account."""
-    row = account_row(conn, username)
+    row = conn.execute(_accounts_with_lockout(now).where(accounts.c.username == username)).first()
     if row is None:
         raise NotFound(f"no account {username!r}")
     return _account(row, _emails(conn, row.id), now)
 
 
 def list_accounts(conn: Connection, now: datetime.datetime) -> list[Account]:
-    rows = conn.execute(select(accounts).order_by(accounts.c.username)).all()
+    rows = conn.execute(_accounts_with_lockout(now).order_by(accounts.c.username)).all()
     return [_account(r, _emails(conn, r.id), now) for r in rows]
 
 
@@ -66,10 +76,12 @@ def insert_account(conn: Connection, *, username: str, holder_name: str, emails:
     result = conn.execute(insert(accounts).values(
         username=username, holder_name=holder_name, kind=kind.value, organisation=organisation,
         department=department, title=title, status=AccountStatus.ACTIVE.value, password_hash=password_hash,
-        password_changed_at=epoch_seconds(now), failed_attempts=0, otp_seed_sealed=otp_seed_sealed,
+        password_changed_at=epoch_seconds(now), otp_seed_sealed=otp_seed_sealed,
         recovery_code_hash=recovery_code_hash, revocation_phrase_hash=revocation_phrase_hash,
         created_at=epoch_seconds(now)))
     account_id = result.inserted_primary_key[0]
+    # Failures of the name before the account existed are nobody's: the account starts afresh.
+    conn.execute(delete(name_lockouts).where(name_lockouts.c.name == username))
     conn.execute(insert(account_emails), [{"account_id": account_id, "position": i, "address": a}
                                           for i, a in enumerate(emails)])
     return account_id
@@ -113,6 +125,13 @@ def get_credential(conn: Connection, credential_id: str) -> Credential:
 def credentials_of(conn: Connection, account_id: int) -> list[Credential]:
     rows = conn.execute(select(*CREDENTIAL_COLUMNS).join(accounts)
                         .where(credentials.c.account_id == account_id).order_by(credentials.c.created_at))
+    return [credential_from_row(r) for r in rows]
+
+
+def credentials_of_name(conn: Connection, username: str) -> list[Credential]:
+    """The credentials of the account of that name, oldest first (none for an unknown name)."""
+    rows = conn.execute(select(*CREDENTIAL_COLUMNS).join(accounts).where(accounts.c.username == username)
+                        .order_by(credentials.c.created_at))
     return [credential_from_row(r) for r in rows]
 
 

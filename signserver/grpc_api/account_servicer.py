@@ -31,6 +31,12 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         app = await calling_application(context, self._service, self._accounts)
         username = convert.text("account", request.account, limit=64)
         self._service.applications.check_may_serve(app, username)
+        if not app.names(username):
+            # Only the lock, which every name has: nothing that says whether the account exists.
+            lock = await self._accounts.run(self._service.accounts.lock_state, username)
+            return account_pb2.AccountStatus(
+                account=username, status="locked" if lock.locked_until else "active",
+                locked_until=convert.timestamp(lock.locked_until), holder_fields_withheld=True)
         account = await self._accounts.run(self._service.accounts.get, username)
         return account_pb2.AccountStatus(
             account=account.username, holder_name=account.holder_name, status=account.status.value,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from signserver.grpc_api import convert
 from signserver.grpc_api.caller import calling_application
 from signserver.grpc_api.executor import BlockingCalls
+from signserver.secret import Secret
 from signserver.service import SignService
 from signserver.v1 import signing_pb2, signing_pb2_grpc
 
@@ -23,7 +24,9 @@ class SigningServicer(signing_pb2_grpc.SigningServiceServicer):
     async def ListCredentials(self, request, context):
         app = await calling_application(context, self._service, self._accounts)
         account = convert.text("account", request.account, limit=64)
-        credentials = await self._accounts.run(self._service.signer.list_credentials, app, account)
+        token = convert.text("activation_token", request.activation_token, required=False)
+        credentials = await self._accounts.run(self._service.signer.credentials_shown_to, app, account,
+                                               Secret(token) if token else None)
         return signing_pb2.ListCredentialsResponse(credentials=[convert.credential(c) for c in credentials])
 
     async def GetCredentialInfo(self, request, context):
@@ -41,12 +44,12 @@ class SigningServicer(signing_pb2_grpc.SigningServiceServicer):
             username=convert.text("account", request.account, limit=64),
             password=convert.secret("password", request.password),
             otp_code=convert.text("otp", request.otp, required=False, limit=16) or None,
-            credential_id=convert.text("credential_id", request.credential_id, limit=64),
+            credential_id=convert.text("credential_id", request.credential_id, required=False, limit=64),
             hash_algorithm=convert.hash_algorithm(request.hash_algorithm),
             digests=list(request.digests))
         return signing_pb2.AuthorizeResponse(activation_token=issued.token,
                                              expires_at=convert.timestamp(issued.expires_at),
-                                             signatures=issued.digests)
+                                             signatures=issued.digests, credential_id=issued.credential_id)
 
     async def SignHash(self, request, context):
         app = await calling_application(context, self._service, self._accounts)

@@ -4,6 +4,11 @@ The two steps of the remote-signing standards: ``authorize`` checks the holder's
 and returns an activation token bound to the credential and the digests; ``sign_hashes`` spends
 the token and signs in the HSM. A holder's credential is reachable only through that holder's
 factors, and only by an application whose policy covers the holder's account.
+
+What an application learns about an account it names, without the holder's factors, never tells a
+known name from an unknown one: Authorize refuses both alike (see Authenticator), and the list of
+an account's credentials is shown only to an application whose policy names the account (the
+operator told it about the account) or with an activation token the holder's factors produced.
 """
 
 from __future__ import annotations
@@ -21,25 +26,37 @@ from signserver.accounts.authentication import Authenticator
 from signserver.accounts.model import Application, Credential
 from signserver.accounts.repository import (
     CREDENTIAL_COLUMNS,
-    account_row,
     credential_from_row,
     credentials_of,
+    credentials_of_name,
     get_account,
     get_credential,
 )
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock
 from signserver.clock import epoch_seconds
-from signserver.errors import CredentialUnusable, InvalidArgument, NotFound, UnsupportedAlgorithm
+from signserver.errors import CredentialUnusable, InvalidArgument, NotFound, PermissionDenied, UnsupportedAlgorithm
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.signing.activation import IssuedToken
 from signserver.store.database import Database
-from signserver.store.schema import accounts, certificates, credentials
+from signserver.store.schema import accounts, activation_tokens, certificates, credentials
 
 log = logging.getLogger(__name__)
+
+LISTING_REFUSED = ("the credentials of an account are listed only to an application whose policy names the "
+                   "account, or with an activation token the holder's factors produced for it; Authorize "
+                   "with an empty credential_id chooses the holder's signing credential")
+
+
+@dataclass(frozen=True)
+class Authorization(IssuedToken):
+    """An activation token and the credential it was issued for (chosen by Authorize when the
+    caller named none)."""
+
+    credential_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,11 +84,33 @@ class HashSigner:
         return self._lifetime
 
     def list_credentials(self, application: Application, username: str) -> list[Credential]:
-        """Raises: PermissionDenied, NotFound."""
+        """Every credential of the account, for an operator's tools (which may know which
+        accounts exist); an application's request goes to :meth:`credentials_shown_to`.
+
+        Raises: PermissionDenied, NotFound.
+        """
         self._applications.check_may_serve(application, username)
         with self._database.read() as conn:
             account = get_account(conn, username, self._clock.now())
             return credentials_of(conn, account.id)
+
+    def credentials_shown_to(self, application: Application, username: str,
+                             activation_token: Secret | None = None) -> list[Credential]:
+        """The account's credentials, for an application whose policy names the account, or that
+        presents an unexpired, unrevoked activation token the holder's factors produced for this
+        account and this application. Anyone else is refused in one way for every name, known or
+        not, so the answer never says whether an account exists.
+
+        Raises: PermissionDenied: the policy does not cover the account, or neither condition holds.
+        """
+        self._applications.check_may_serve(application, username)
+        now = self._clock.now()
+        with self._database.read() as conn:
+            proven = activation_token is not None and _token_proves_factors(conn, activation_token, application,
+                                                                            username, now)
+            if proven or application.names(username):
+                return credentials_of_name(conn, username)
+        raise PermissionDenied(LISTING_REFUSED)
 
     def credential_info(self, application: Application, credential_id: str) -> CredentialInfo:
         """Raises: NotFound (also for a credential of an account the application may not serve)."""
@@ -84,24 +123,35 @@ class HashSigner:
         )
 
     def authorize(self, application: Application, username: str, password: Secret, otp_code: str | None,
-                  credential_id: str, hash_algorithm: HashAlgorithm, digests: list[bytes]) -> IssuedToken:
+                  credential_id: str, hash_algorithm: HashAlgorithm, digests: list[bytes]) -> Authorization:
         """Check the holder's factors once and issue an activation token for these digests.
 
+        ``credential_id`` empty means the holder's signing credential: the newest active one that
+        may sign now, chosen once the factors are right (the answer names it).
+
+        A credential the account does not hold is refused like a wrong factor, after the factors
+        are checked and counted as a failed attempt: a refusal never says whether the account
+        exists, nor whose the credential is.
+
         Raises:
-            InvalidArgument: bad digests. PermissionDenied: the application may not serve the account.
-            AuthenticationFailed, AccountLocked, AccountDisabled: the factors.
-            NotFound: the credential is not the account's (or not active).
+            InvalidArgument: bad digests or credential id. PermissionDenied: the application may
+                not serve the account.
+            AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy: the factors
+                (see Authenticator.authenticate).
+            CredentialUnusable: the factors are right, but the credential (or, none named, every
+                active credential of the account) may not sign now.
         """
         activation.check_digests(digests, hash_algorithm, self.max_signatures)
+        if len(credential_id) > 64:
+            raise InvalidArgument("a credential id has at most 64 characters")
         self._applications.check_may_serve(application, username)
-        # The credential is checked before the factors, so a request that cannot succeed spends
-        # neither an attempt nor a one-time password.
-        credential = self._owned_credential(username, credential_id)
+        # Read before the factors, by its id only: the same work whoever the name is.
+        named = self._named_credential(credential_id) if credential_id else None
+        holds = not credential_id or (named is not None and named[0].username == username)
         account = self._authenticator.authenticate(username, password, otp_code, application.otp_required,
-                                                   actor=f"application:{application.name}")
-        if credential is None:  # the account appeared meanwhile; its factors were right, ask again
-            raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
+                                                   actor=f"application:{application.name}", holds_credential=holds)
         now = self._clock.now()
+        credential = _check_usable(*named, now) if named is not None else self._signing_credential(account.id, now)
         with self._database.transaction() as conn:
             issued = activation.issue(conn, credential_id=credential.id, account_id=account.id,
                                       application_id=application.id, algorithm=hash_algorithm,
@@ -109,7 +159,8 @@ class HashSigner:
             self._audit.append(conn, now, "authorization.issued", f"application:{application.name}", username,
                                credential=credential.id, digests=len(digests),
                                digests_sha256=hashlib.sha256(b"".join(digests)).hexdigest())
-        return issued
+        return Authorization(token=issued.token, expires_at=issued.expires_at, digests=issued.digests,
+                             credential_id=credential.id)
 
     def sign_hashes(self, application: Application, credential_id: str, token: Secret,
                     algorithm: SignatureAlgorithm, digests: list[bytes]) -> list[bytes]:
@@ -158,16 +209,26 @@ class HashSigner:
         with self._database.read() as conn:
             return get_account(conn, credential.username, self._clock.now()).holder_name
 
-    def _owned_credential(self, username: str, credential_id: str) -> Credential | None:
-        """The account's active credential; None when the account itself is unknown (so that
-        authentication fails with its one message); NotFound when the account has no such one."""
+    def _named_credential(self, credential_id: str):
+        """The credential and its newest certificate's row (see _credential_with_certificate), or None."""
         with self._database.read() as conn:
-            if account_row(conn, username) is None:
-                return None
-            found = _credential_with_certificate(conn, credential_id) if 0 < len(credential_id) <= 64 else None
-            if found is None or found[0].username != username:
-                raise NotFound(f"account {username!r} has no active credential {credential_id!r}")
-        return _check_usable(*found, self._clock.now())
+            return _credential_with_certificate(conn, credential_id)
+
+    def _signing_credential(self, account_id: int, now: datetime.datetime) -> Credential:
+        """The account's newest active credential that may sign now.
+
+        Raises: CredentialUnusable: none may (the newest active one's reason), or none is active.
+        """
+        with self._database.read() as conn:
+            candidates = [(credential_from_row(row), row)
+                          for row in conn.execute(_ACTIVE_CREDENTIALS_WITH_CERTIFICATE, {"account_id": account_id})]
+        refusals = []
+        for credential, newest in candidates:
+            try:
+                return _check_usable(credential, newest, now)
+            except CredentialUnusable as unusable:
+                refusals.append(unusable)
+        raise refusals[0] if refusals else CredentialUnusable("the account has no active credential")
 
     def _credential_for(self, application: Application, credential_id: str) -> Credential:
         """Raises: InvalidArgument, NotFound."""
@@ -202,12 +263,29 @@ def _check_credential_id(credential_id: str) -> None:
 _issued = certificates.alias("issued")
 _NEWEST_SERIAL = (select(_issued.c.serial).where(_issued.c.credential_id == credentials.c.id)
                   .order_by(_issued.c.issued_at.desc()).limit(1).correlate(credentials).scalar_subquery())
-_CREDENTIAL_WITH_CERTIFICATE = (
+_WITH_CERTIFICATE = (
     select(*CREDENTIAL_COLUMNS, certificates.c.serial.label("certificate_serial"),
            certificates.c.status.label("certificate_status"), certificates.c.not_after.label("certificate_not_after"))
     .join(accounts, accounts.c.id == credentials.c.account_id)
-    .outerjoin(certificates, certificates.c.serial == _NEWEST_SERIAL)
-    .where(credentials.c.id == bindparam("id")))
+    .outerjoin(certificates, certificates.c.serial == _NEWEST_SERIAL))
+_CREDENTIAL_WITH_CERTIFICATE = _WITH_CERTIFICATE.where(credentials.c.id == bindparam("id"))
+# The same for every active credential of an account, newest first.
+_ACTIVE_CREDENTIALS_WITH_CERTIFICATE = (
+    _WITH_CERTIFICATE.where(credentials.c.account_id == bindparam("account_id"), credentials.c.status == "active")
+    .order_by(credentials.c.created_at.desc(), credentials.c.id))
+
+
+def _token_proves_factors(conn, token: Secret, application: Application, username: str,
+                          now: datetime.datetime) -> bool:
+    """Whether ``token`` is an unexpired, unrevoked activation token issued to this application
+    after the factors of the account of that name were checked. One lookup by the token,
+    whatever the name."""
+    row = conn.execute(select(activation_tokens.c.application_id, activation_tokens.c.expires_at,
+                              activation_tokens.c.revoked, accounts.c.username)
+                       .join(accounts, accounts.c.id == activation_tokens.c.account_id)
+                       .where(activation_tokens.c.token_hash == activation._token_hash(token.reveal()))).first()
+    return (row is not None and not row.revoked and row.expires_at > epoch_seconds(now)
+            and row.application_id == application.id and row.username == username)
 
 
 def _credential_with_certificate(conn, credential_id: str):

@@ -32,8 +32,6 @@ accounts = Table(
     Column("status", String(16), nullable=False),  # active | disabled
     Column("password_hash", String(255), nullable=False),
     Column("password_changed_at", BigInteger, nullable=False),
-    Column("failed_attempts", Integer, nullable=False, server_default="0"),
-    Column("locked_until", BigInteger, nullable=True),
     Column("otp_seed_sealed", LargeBinary, nullable=False),
     Column("otp_last_step", BigInteger, nullable=True),
     Column("recovery_code_hash", String(255), nullable=False),
@@ -41,13 +39,24 @@ accounts = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+# The lockout state of every name tried, with or without an account (so that an unknown name
+# locks exactly like a known one): a row exists while a run of failures or a lock is on. A run is
+# forgotten at forget_at (its last failure plus the lock's duration); such rows are deleted.
+name_lockouts = Table(
+    "name_lockouts", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("failed_attempts", Integer, nullable=False, server_default="0"),
+    Column("locked_until", BigInteger, nullable=True),
+    Column("forget_at", BigInteger, nullable=False, index=True),
+)
+
 # Authentications being evaluated right now (argon2 and the OTP), so that no more are evaluated
-# at once than the failures an account has left before its lock. Rows older than a minute are
-# from a process that died and no longer count.
+# at once than the failures a name has left before its lock. Rows older than a minute are from a
+# process that died and no longer count.
 auth_attempts = Table(
     "auth_attempts", metadata,
     Column("id", String(32), primary_key=True),
-    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(64), nullable=False, index=True),
     Column("started_at", BigInteger, nullable=False),
 )
 
@@ -189,6 +198,6 @@ crls = Table(
     Column("der", LargeBinary, nullable=False),
 )
 
-__all__ = ["metadata", "accounts", "auth_attempts", "account_emails", "credentials", "applications", "application_accounts",
+__all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "account_emails", "credentials", "applications", "application_accounts",
            "activation_tokens", "activation_token_digests", "audit_log", "audit_head", "audit_seals",
            "outbox", "authorities", "certificates", "crls"]

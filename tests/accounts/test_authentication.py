@@ -169,3 +169,97 @@ def test_otp_seed_is_sealed_in_the_database(fresh_service):
     assert seed.encode() not in row.otp_seed_sealed
     assert row.password_hash.startswith("$argon2id$") and PASSWORD not in row.password_hash
     assert row.recovery_code_hash.startswith("$argon2id$")
+
+
+# --- no account oracle: unknown names are refused, counted and locked like accounts ---------
+
+
+def lockout_rows(service) -> dict[str, tuple[int, int | None]]:
+    with service.database.transaction() as conn:
+        return {r.name: (r.failed_attempts, r.locked_until)
+                for r in conn.exec_driver_sql("SELECT name, failed_attempts, locked_until FROM name_lockouts")}
+
+
+def test_an_unknown_name_locks_like_an_account_and_is_forgotten_when_the_lock_ends(fresh_service, clock):
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            auth(fresh_service, "nobody-here", "Wrong-password-1", code="123456")
+    with pytest.raises(AccountLocked) as caught:
+        auth(fresh_service, "nobody-here", "Wrong-password-1", code="123456")
+    assert caught.value.until == clock.now() + datetime.timedelta(minutes=30)
+    assert events(fresh_service, "nobody-here") == ["auth.failure"] * 5 + ["account.locked", "auth.refused"]
+    assert fresh_service.accounts.lock_state("nobody-here").locked_until == caught.value.until
+
+    clock.advance(minutes=30)
+    with pytest.raises(AuthenticationFailed):  # any name's attempt clears the runs that are over
+        auth(fresh_service, "somebody-else", "Wrong-password-1", code="123456")
+    assert "nobody-here" not in lockout_rows(fresh_service)
+    assert fresh_service.accounts.lock_state("nobody-here").failed_attempts == 0
+
+
+def test_a_run_of_failures_is_forgotten_thirty_minutes_after_its_last_failure(fresh_service, clock):
+    created, _ = enrol(fresh_service)
+    name = created.account.username
+    for _ in range(4):
+        with pytest.raises(AuthenticationFailed):
+            auth(fresh_service, name, "Wrong-password-1", otp_required=False)
+    clock.advance(minutes=29)
+    assert fresh_service.accounts.get(name).failed_attempts == 4
+    clock.advance(minutes=1)
+    assert fresh_service.accounts.get(name).failed_attempts == 0  # as for a name nobody has
+    with pytest.raises(AuthenticationFailed):
+        auth(fresh_service, name, "Wrong-password-1", otp_required=False)
+    assert fresh_service.accounts.get(name).status is AccountStatus.ACTIVE
+    assert lockout_rows(fresh_service)[name][0] == 1
+
+
+def test_a_new_account_does_not_inherit_the_failures_of_its_name(fresh_service):
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            auth(fresh_service, "newcomer", "Wrong-password-1", otp_required=False)
+    created, _ = enrol(fresh_service, username="newcomer")
+    assert created.account.status is AccountStatus.ACTIVE and created.account.failed_attempts == 0
+    assert auth(fresh_service, "newcomer", otp_required=False).username == "newcomer"
+
+
+def test_a_disabled_account_is_told_only_to_whoever_has_its_factors(fresh_service, clock):
+    created, seed = enrol(fresh_service)
+    name = created.account.username
+    fresh_service.accounts.set_status(name, enabled=False, operator="test")
+    with pytest.raises(AuthenticationFailed):
+        auth(fresh_service, name, "Wrong-password-1", code=otp.code_at(seed, clock.now()))
+    with pytest.raises(AccountDisabled):
+        auth(fresh_service, name, code=otp.code_at(seed, clock.now()))
+    assert fresh_service.accounts.get(name).failed_attempts == 1  # the right factors count for nothing
+
+
+@pytest.mark.parametrize("code", ["١٢٣٤٥٦", "１２３４５６", "¹²³⁴⁵⁶", "12345６"])
+def test_an_otp_of_non_ascii_digits_is_a_wrong_code(fresh_service, clock, code):
+    created, seed = enrol(fresh_service)
+    assert otp.matching_step(seed, code, clock.now()) is None
+    with pytest.raises(AuthenticationFailed):
+        auth(fresh_service, created.account.username, code=code)
+    assert fresh_service.accounts.get(created.account.username).failed_attempts == 1
+    assert events(fresh_service, created.account.username)[-1] == "auth.failure"
+
+
+def test_parallel_wrong_attempts_on_an_unknown_name_evaluate_at_most_five(fresh_service):
+    outcomes: list[str] = []
+    barrier = threading.Barrier(20)
+
+    def attempt():
+        barrier.wait()
+        try:
+            auth(fresh_service, "nobody-here", "Wrong-password-1", otp_required=False)
+        except AuthenticationFailed:
+            outcomes.append("wrong")
+        except AccountLocked:
+            outcomes.append("locked")
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("wrong") == 5 and outcomes.count("locked") == 15
+    assert events(fresh_service, "nobody-here").count("auth.failure") == 5

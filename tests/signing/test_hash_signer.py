@@ -31,7 +31,8 @@ def setup(fresh_service, clock):
 def authorize(service, app, holder, clock, digests, credential=None):
     created, seed = holder
     return service.signer.authorize(app, created.account.username, Secret(PASSWORD), otp.code_at(seed, clock.now()),
-                                    credential or created.credential.id, HashAlgorithm.SHA256, digests)
+                                    created.credential.id if credential is None else credential, HashAlgorithm.SHA256,
+                                    digests)
 
 
 def test_authorize_then_sign_a_batch(setup, clock):
@@ -106,8 +107,8 @@ def test_password_change_revokes_outstanding_tokens(setup, clock):
 
 def test_alice_cannot_sign_with_bobs_credential(setup, clock):
     service, app, alice, bob = setup
-    # Alice's factors with Bob's credential: no token.
-    with pytest.raises(NotFound):
+    # Alice's factors with Bob's credential: no token, refused like a wrong factor.
+    with pytest.raises(AuthenticationFailed):
         authorize(service, app, alice, clock, [digest("a")], credential=bob[0].credential.id)
     # Alice's token presented for Bob's credential: refused.
     clock.advance(seconds=otp.STEP_SECONDS)
@@ -175,3 +176,24 @@ def test_an_unusable_credential_is_unusable_only_to_applications_that_serve_its_
         service.signer.sign_hashes(app, alice[0].credential.id, Secret(token.token), ECDSA, [digest("a")])
     with pytest.raises(NotFound):
         service.signer.sign_hashes(narrow, alice[0].credential.id, Secret(token.token), ECDSA, [digest("a")])
+
+
+def test_an_empty_credential_id_means_the_holders_signing_credential(setup, clock):
+    from sqlalchemy import update
+
+    from signserver.errors import CredentialUnusable
+    from signserver.store.schema import credentials
+
+    service, app, alice, _ = setup
+    token = authorize(service, app, alice, clock, [digest("a")], credential="")
+    assert token.credential_id == alice[0].credential.id
+    service.signer.sign_hashes(app, token.credential_id, Secret(token.token), ECDSA, [digest("a")])
+
+    with service.database.transaction() as conn:
+        conn.execute(update(credentials).where(credentials.c.id == alice[0].credential.id).values(status="disabled"))
+    clock.advance(seconds=otp.STEP_SECONDS)
+    name, code = alice[0].account.username, otp.code_at(alice[1], clock.now())
+    with pytest.raises(AuthenticationFailed):  # without the factors, nothing about the credentials
+        service.signer.authorize(app, name, Secret("Wrong-password-1"), code, "", HashAlgorithm.SHA256, [digest("b")])
+    with pytest.raises(CredentialUnusable, match="no active credential"):
+        service.signer.authorize(app, name, Secret(PASSWORD), code, "", HashAlgorithm.SHA256, [digest("b")])
