@@ -19,7 +19,8 @@ from signserver.accounts.lockout import LockoutPolicy
 from signserver.accounts.manager import AccountManager
 from signserver.accounts.passwords import SecretHasher
 from signserver.audit.log import AuditLog
-from signserver.audit.seal import AuditSealer
+from signserver.audit.seal import AuditSealer, pin_path
+from signserver.audit.seal_key import SealKeyPin
 from signserver.ca.authority import CertificateAuthority
 from signserver.pades.service import PadesService
 from signserver.clock import Clock, SystemClock
@@ -78,8 +79,8 @@ class SignService:
         self.signer = HashSigner(self.database, keys, self.applications, authenticator, self.audit, self.clock,
                                  datetime.timedelta(seconds=config.authorization.token_lifetime_seconds),
                                  config.authorization.max_signatures)
-        self.sealer = AuditSealer(self.database, keys, self.clock, config.audit.seal_every_records,
-                                  config.audit.seal_interval_seconds)
+        self.sealer = AuditSealer(self.database, keys, self.audit, self.clock, config.audit.seal_every_records,
+                                  config.audit.seal_interval_seconds, SealKeyPin(pin_path(config.state_dir)))
         self.outbox = OutboxSender(self.database, config.smtp, self.clock)
         self.ca = CertificateAuthority(self.database, keys, self.accounts, self.audit, self.clock, config.ca)
         self.pades = PadesService(self.database, keys, self.ca, self.signer, self.audit, self.clock, config.state_dir,

@@ -1,16 +1,28 @@
 """AuditSealer: signs the head of the chain with a key in the HSM, at intervals.
 
-A seal fixes (seq, hash) with a signature nobody outside the HSM can make: records up to a
-sealed seq cannot be changed, removed or cut off without ``signserver audit verify`` noticing.
+A seal fixes (seq, hash) with a signature nobody outside the HSM can make, and names the seal
+before it: records up to a sealed seq cannot be changed, removed or cut off, nor seals removed
+from the middle, without ``signserver audit verify`` noticing. While the server runs, the head is
+sealed again every ``seal_interval_seconds`` even when no record was added (a heartbeat), and the
+server records its start and clean stop in the log: so an old newest seal tells that later seals
+were removed, unless the log says the server had stopped.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
+from signserver.audit.log import AuditLog
+from signserver.audit.seal_format import NO_PREVIOUS_SEAL, SealContent, signature_algorithm_for
+from signserver.audit.seal_key import PinnedKey, SealKeyPin
 from signserver.clock import Clock, epoch_seconds
 from signserver.errors import AlreadyExists, KeyNotFound
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
@@ -21,62 +33,135 @@ from signserver.store.schema import audit_head, audit_seals
 log = logging.getLogger(__name__)
 
 AUDIT_KEY_LABEL = "signserver-audit-seal"
-SEAL_ALGORITHM = SignatureAlgorithm.ECDSA_SHA256
+# Ed25519 signs the message itself (the HSM hashes): SignHash refuses Ed25519 keys, so no caller
+# can have the seal key sign a digest of their choosing even if a credential were pointed at it.
+AUDIT_KEY_ALGORITHM = KeyAlgorithm.ED25519
+SERVER_STARTED, SERVER_STOPPED = "server.started", "server.stopped"
+# How late a seal may be beyond its interval: the background thread also sends e-mail and
+# refreshes CRLs, and may be held up by them.
+SEAL_MARGIN_SECONDS = 300
+
+_LAST_SEAL = select(audit_seals).order_by(audit_seals.c.number.desc()).limit(1)
+_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
 
 
-def seal_message(seq: int, digest: str) -> bytes:
-    return f"signserver audit seal\n{seq}\n{digest}".encode("ascii")
+def pin_path(state_dir: Path) -> Path:
+    """Where the seal key's public half is pinned."""
+    return state_dir / "audit" / "seal-key.pem"
 
 
 def audit_key_id(keys: HsmKeyStore) -> str:
-    """The id of the HSM key that seals the log, generated on first use."""
+    """The id of the HSM key that seals the log, generated on first use.
+
+    Raises: HsmError.
+    """
     try:
         return keys.find_by_label(AUDIT_KEY_LABEL).key_id
     except KeyNotFound:
         try:
-            return keys.generate(KeyAlgorithm.EC_P256, AUDIT_KEY_LABEL).key_id
+            return keys.generate(AUDIT_KEY_ALGORITHM, AUDIT_KEY_LABEL).key_id
         except AlreadyExists:  # another thread made it first
             return keys.find_by_label(AUDIT_KEY_LABEL).key_id
 
 
+@dataclass(frozen=True)
+class _SealKey:
+    key_id: str
+    algorithm: SignatureAlgorithm
+    pinned: PinnedKey
+
+
 class AuditSealer:
-    def __init__(self, database: Database, keys: HsmKeyStore, clock: Clock,
-                 every_records: int, interval_seconds: int):
+    """Seals the head of the audit chain with the token's seal key, pinned in ``pin``."""
+
+    def __init__(self, database: Database, keys: HsmKeyStore, audit: AuditLog, clock: Clock,
+                 every_records: int, interval_seconds: int, pin: SealKeyPin):
         self._database = database
         self._keys = keys
+        self._audit = audit
         self._clock = clock
         self._every = every_records
         self._interval = datetime.timedelta(seconds=interval_seconds)
+        self.pin = pin
+        self._key: _SealKey | None = None
+
+    @property
+    def max_seal_age(self) -> datetime.timedelta:
+        """How old the newest seal (or an unsealed record) may be while a server seals."""
+        return self._interval + datetime.timedelta(seconds=max(self._interval.total_seconds(), SEAL_MARGIN_SECONDS))
 
     def seal(self) -> int | None:
         """Seal the current head if it is not sealed yet; return the sealed seq.
 
-        Raises: HsmError, StoreUnavailable.
+        Raises: HsmError, StoreUnavailable, ConfigurationError (the token's seal key is not the
+        pinned one), DataCorrupted (the pin file is unreadable).
         """
-        with self._database.transaction() as conn:
-            head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
-            last = conn.execute(select(func.max(audit_seals.c.seq))).scalar() or 0
-        if head.seq == 0 or head.seq <= last:
-            return None
-        key_id = audit_key_id(self._keys)
-        signature = self._keys.sign_data(key_id, seal_message(head.seq, head.hash), SEAL_ALGORITHM)
-        with self._database.transaction() as conn:
-            if conn.execute(select(audit_seals.c.seq).where(audit_seals.c.seq == head.seq)).first() is None:
-                conn.execute(insert(audit_seals).values(seq=head.seq, hash=head.hash, key_id=key_id,
-                                                        signature=signature, at=epoch_seconds(self._clock.now())))
-        log.debug("sealed the audit log at seq %d", head.seq)
-        return head.seq
+        return self._seal(only_if_new=True)
 
     def seal_if_due(self) -> int | None:
-        """Seal when enough records or enough time have passed since the last seal."""
-        with self._database.transaction() as conn:
-            head_seq = conn.execute(select(audit_head.c.seq)).scalar()
-            last = conn.execute(select(audit_seals.c.seq, audit_seals.c.at)
-                                .order_by(audit_seals.c.seq.desc()).limit(1)).first()
-        last_seq, last_at = (last.seq, last.at) if last else (0, 0)
-        if head_seq <= last_seq:
+        """Seal when enough records or enough time have passed since the last seal; with no new
+        record, seal the unchanged head again once the interval has passed (the heartbeat).
+
+        Raises: as :meth:`seal`.
+        """
+        with self._database.read() as conn:
+            head = conn.execute(_HEAD).one()
+            last = conn.execute(_LAST_SEAL).first()
+        if head.seq == 0:
             return None
-        due_by_time = epoch_seconds(self._clock.now()) - last_at >= self._interval.total_seconds()
-        if head_seq - last_seq >= self._every or due_by_time:
-            return self.seal()
+        if last is None:
+            return self._seal(only_if_new=False)
+        due_by_time = epoch_seconds(self._clock.now()) - last.at >= self._interval.total_seconds()
+        if head.seq - last.seq >= self._every or due_by_time:
+            return self._seal(only_if_new=False)
         return None
+
+    def server_started(self) -> None:
+        """Record that a server now seals the log, and seal that record.
+
+        Raises: as :meth:`seal`.
+        """
+        self._record_lifecycle(SERVER_STARTED)
+
+    def server_stopping(self) -> None:
+        """Record a clean stop and seal the log up to it: from here on no heartbeat is due.
+
+        Raises: as :meth:`seal`.
+        """
+        self._record_lifecycle(SERVER_STOPPED)
+
+    def _record_lifecycle(self, event: str) -> None:
+        with self._database.transaction() as conn:
+            self._audit.append(conn, self._clock.now(), event, "server", socket.gethostname(), pid=os.getpid())
+        self._seal(only_if_new=True)
+
+    def _seal(self, only_if_new: bool) -> int | None:
+        key = self._seal_key()
+        with self._database.read() as conn:
+            head = conn.execute(_HEAD).one()
+            last = conn.execute(_LAST_SEAL).first()
+        if head.seq == 0 or (only_if_new and last is not None and last.seq >= head.seq):
+            return None
+        content = SealContent(number=last.number + 1 if last else 1, seq=head.seq, hash=head.hash,
+                              at=epoch_seconds(self._clock.now()),
+                              prev_seal=SealContent.of_row(last).digest() if last else NO_PREVIOUS_SEAL)
+        signature = self._keys.sign_data(key.key_id, content.message(), key.algorithm)
+        try:
+            with self._database.transaction() as conn:
+                conn.execute(insert(audit_seals).values(
+                    number=content.number, seq=content.seq, hash=content.hash, at=content.at, key_id=key.key_id,
+                    signature=signature, format=content.format, prev_seal=content.prev_seal))
+        except IntegrityError:  # another process sealed first; its seal is the chain's next link
+            log.debug("seal %d was made by another process", content.number)
+            return None
+        log.debug("sealed the audit log at seq %d (seal %d)", content.seq, content.number)
+        return content.seq
+
+    def _seal_key(self) -> _SealKey:
+        """The token's seal key, checked against (or, the first time, written to) the pin."""
+        if self._key is None:
+            key_id = audit_key_id(self._keys)
+            public_key = self._keys.public_key(key_id)
+            pinned = self.pin.ensure(public_key)
+            self._key = _SealKey(key_id, signature_algorithm_for(public_key), pinned)
+        return self._key

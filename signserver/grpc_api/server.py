@@ -138,7 +138,7 @@ class BackgroundWork:
         self._stop.set()
         self._thread.join(timeout=30)
         try:
-            self._service.sealer.seal()  # leave the log sealed up to its last record
+            self._service.sealer.server_stopping()  # a clean stop, sealed: no heartbeat is due after it
         except SignServerError as exc:
             log.warning("could not seal the audit log on the way out: %s", exc)
 
@@ -158,6 +158,10 @@ def bootstrap(config: Config, service: SignService) -> None:
     certificate and the client CA bundle (see :func:`served_config`).
 
     Raises: HsmError, ConfigurationError.
+        try:
+            self._service.sealer.server_started()  # from here on the seals carry a heartbeat
+        except SignServerError as exc:
+            log.warning("could not record the start in the audit log: %s", exc)
     """
     status = service.ca.status()
     if not status.ready and not status.awaiting_external_root:

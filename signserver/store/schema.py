@@ -139,13 +139,19 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
+# A chain of seals, numbered 1, 2, ...: each signs its number, the sealed record's seq and hash,
+# its time and the previous seal's digest. A heartbeat seals an unchanged head again, so one seq
+# may be sealed several times. Seals are verified with the key pinned in the state directory.
 audit_seals = Table(
     "audit_seals", metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("number", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False, index=True),
     Column("hash", String(64), nullable=False),
     Column("at", BigInteger, nullable=False),
-    Column("key_id", String(128), nullable=False),
+    Column("key_id", String(128), nullable=False),  # for people only: never used to verify
     Column("signature", LargeBinary, nullable=False),
+    Column("format", Integer, nullable=False, server_default="1"),  # 1: before the chain, 2: chained
+    Column("prev_seal", String(64), nullable=False, server_default=""),  # SHA-256 of the previous seal
 )
 
 outbox = Table(

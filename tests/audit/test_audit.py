@@ -25,7 +25,8 @@ def logged(fresh_service):
 
 
 def report(service):
-    return verify_audit_log(service.database, service.keys)
+    sealer = service.sealer
+    return verify_audit_log(service.database, sealer.pin, service.clock.now(), sealer.max_seal_age)
 
 
 def test_untouched_log_is_intact(logged):
@@ -74,7 +75,7 @@ def test_truncated_log_with_forged_head_is_caught_by_the_seal(logged):
 def test_forged_seal_is_caught(logged):
     with logged.database.transaction() as conn:
         conn.execute(update(audit_seals).values(signature=b"0" * 70))
-    assert any("seal at record 4 does not verify" in p for p in report(logged).problems)
+    assert any("seal 1 at record 4 does not verify" in p for p in report(logged).problems)
 
 
 def test_chain_continues_across_a_restart(fresh_service, config, tmp_path, clock):
@@ -88,6 +89,7 @@ def test_chain_continues_across_a_restart(fresh_service, config, tmp_path, clock
 
 
 def test_audit_verify_command(logged, state_dir):
+    logged.sealer.seal()  # the records were written days ago by the test clock: unsealed, they would be stale
     env = cli_env(state_dir, SIGNSERVER_DATABASE_URL=logged.database.url)
     ok = subprocess.run([str(SIGNSERVER), "audit", "verify"], env=env, capture_output=True, text=True)
     assert ok.returncode == 0 and "INTACT" in ok.stdout, ok.stderr
