@@ -15,6 +15,8 @@ from signserver.service import SignService
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc
 
 MAX_CSR = 64 * 1024
+# A century: longer than any certificate this CA issues lives, short enough for any date.
+MAX_EXPIRY_WINDOW_DAYS = 36_500
 
 
 def _certificate(issued: IssuedCertificate) -> certificate_pb2.Certificate:
@@ -31,6 +33,13 @@ def _csr(value: bytes) -> bytes | None:
     if len(value) > MAX_CSR:
         raise InvalidArgument(f"a CSR has at most {MAX_CSR} bytes")
     return value or None
+
+
+def _expiry_window(days: int) -> int | None:
+    """Raises: InvalidArgument: a window past any date a certificate can have."""
+    if days > MAX_EXPIRY_WINDOW_DAYS:
+        raise InvalidArgument(f"expiring_within_days is at most {MAX_EXPIRY_WINDOW_DAYS} (a century)")
+    return days or None
 
 
 class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
@@ -99,7 +108,7 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
     async def ListCertificates(self, request, context):
         await self._operator(context)
         found = await self._hsm.run(self._service.ca.list, request.account or None,
-                                    request.expiring_within_days or None)
+                                    _expiry_window(request.expiring_within_days))
         return certificate_pb2.ListCertificatesResponse(certificates=[_certificate(c) for c in found])
 
     async def UnlockAccount(self, request, context):

@@ -39,6 +39,10 @@ STATUS_BY_ERROR: dict[type[errors.SignServerError], grpc.StatusCode] = {
 }
 
 GENERIC_INTERNAL_MESSAGE = "internal error; the server's log has the details"
+# Status details travel in a header, and gRPC clients refuse headers over 16 KiB by default: a
+# message that quotes a megabyte of the caller's input would reach the caller as a transport
+# error instead of its status.
+MAX_DETAILS_CHARACTERS = 1000
 
 
 def status_for(error: errors.SignServerError) -> grpc.StatusCode:
@@ -91,9 +95,15 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception)
         help_code = getattr(exc, "help_code", None)
         if help_code:
             context.set_trailing_metadata((("help-code", help_code),))
-        await context.abort(code, str(exc))
+        await context.abort(code, _details(str(exc)))
     log.error("%s failed unexpectedly", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE)
+
+
+def _details(message: str) -> str:
+    if len(message) <= MAX_DETAILS_CHARACTERS:
+        return message
+    return message[:MAX_DETAILS_CHARACTERS - 3] + "..."
 
 
 def _decoder(deserializer):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import enum
+import logging
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign import fields, signers
@@ -19,8 +22,11 @@ from pyhanko_certvalidator import ValidationContext
 
 from signserver.errors import InvalidArgument
 from signserver.pades.cms_signer import HsmCmsSigner
+from signserver.pades.page_tree import walk_page_tree
 from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.stamp import StampOptions, check_text, stamp_lines, stamp_style
+
+log = logging.getLogger(__name__)
 
 
 class PadesLevel(enum.Enum):
@@ -65,42 +71,54 @@ class SigningJob:
 
 
 class _SigningWriter(IncrementalPdfFileWriter):
-    """pyHanko's incremental writer, finding the last page (where stamps go by default) from
-    the end of the page tree. pyHanko walks the tree from the front and parses every page before
-    the one it looks for: 5 ms on a 50-page document, the cost of a stamp on its last page."""
+    """pyHanko's incremental writer, walking the page tree with a bounded walk that refuses loops
+    and finds the last page from the end (see signserver.pades.page_tree)."""
 
     def _walk_page_tree(self, page_ix, retrieve_parent):
-        node_ref = self.root.raw_get("/Pages")
-        node = node_ref.get_object()
-        if page_ix not in (-1, int(node["/Count"]) - 1):
-            return super()._walk_page_tree(page_ix, retrieve_parent)
-        resources = node.get("/Resources", generic.DictionaryObject())
-        for _ in range(_PAGE_TREE_DEPTH):
-            resources = node.raw_get("/Resources") if "/Resources" in node else resources
-            kids = list(node["/Kids"])  # as stored: indirect references
-            for kid_index in reversed(range(len(kids))):
-                kid = kids[kid_index].get_object()
-                if kid["/Type"] == "/Page":
-                    if retrieve_parent:
-                        return node_ref, kid_index, resources
-                    return kids[kid_index], kid.raw_get("/Resources") if "/Resources" in kid else resources
-                if int(kid["/Count"]) > 0:  # the last page is in this branch
-                    node_ref, node = kids[kid_index], kid
-                    break
-            else:
-                raise PdfError("Page not found")
-        raise PdfError("the page tree is deeper than any real document's")
+        return walk_page_tree(self.root, page_ix, retrieve_parent)
 
 
-_PAGE_TREE_DEPTH = 64
+# How a damaged document shows itself while pyHanko reads it: its own PdfError (PdfReadError
+# included); RecursionError, as its object parser and its walks of field and page trees recurse
+# once per level of nesting; the errors of the decoders it hands stream data to (zlib, struct for
+# cross-reference streams and ASCII85, numbers past what Decimal or float hold); and, since much
+# of its reading code indexes, converts and asserts on objects as it finds them, the errors of
+# doing so on an object of the wrong kind or shape.
+_DAMAGE = (PdfError, RecursionError, zlib.error, struct.error, ArithmeticError, ValueError, KeyError, IndexError,
+           TypeError, AttributeError, AssertionError)
+
+
+@contextlib.contextmanager
+def _reading_the_document():
+    """Turns the signs of a damaged document into InvalidArgument, where pyHanko reads it.
+
+    Raises: InvalidArgument: the document is damaged.
+    """
+    try:
+        yield
+    except RecursionError:
+        raise InvalidArgument("the document is damaged: its objects are nested deeper than any real "
+                              "document's") from None
+    except _DAMAGE as exc:
+        log.info("a damaged document was refused", exc_info=exc)  # the detail, for whoever debugs a refusal
+        raise InvalidArgument(f"the document is damaged: {_describe(exc)}") from None
+
+
+def _describe(exc: Exception) -> str:
+    detail = exc.msg if isinstance(exc, PdfError) else f"{type(exc).__name__} {exc}"
+    detail = " ".join(str(detail).split())
+    return detail if len(detail) <= 200 else detail[:200] + "..."
 
 
 def open_for_signing(source: BinaryIO) -> IncrementalPdfFileWriter:
     """Raises: InvalidArgument: not a PDF, damaged, or encrypted."""
     try:
         writer = _SigningWriter(source, strict=False)
-    except (PdfError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise InvalidArgument(f"the document is not a readable PDF ({exc})") from None
+    except RecursionError:
+        raise InvalidArgument("the document is not a readable PDF: it is damaged (objects nested too "
+                              "deeply)") from None
+    except _DAMAGE as exc:
+        raise InvalidArgument(f"the document is not a readable PDF: it is damaged ({_describe(exc)})") from None
     if writer.prev.encrypted:
         raise InvalidArgument("the document is encrypted; remove the password first")
     return writer
@@ -170,7 +188,10 @@ def _run(coroutine):
     except SigningError as exc:
         raise InvalidArgument(f"the document cannot be signed: {exc}") from None
     except PdfError as exc:
-        raise InvalidArgument(f"the document is damaged: {exc}") from None
+        raise InvalidArgument(f"the document is damaged: {_describe(exc)}") from None
+    except RecursionError:
+        raise InvalidArgument("the document is damaged: its objects are nested deeper than any real "
+                              "document's") from None
 
 
 def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -> PreparedDocument:
@@ -178,11 +199,14 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
     compute the digest to sign; :meth:`PreparedDocument.finish` completes it.
 
     Raises:
-        InvalidArgument: not a PDF, encrypted, field or page not found, rectangle off the page,
-            text the font cannot draw, or a certification that forbids further signing.
+        InvalidArgument: not a PDF, damaged (unreadable objects, a page tree that loops or nests
+            past any real document's, objects nested too deeply), encrypted, field or page not
+            found, rectangle off the page, text the font cannot draw, or a certification that
+            forbids further signing.
     """
     writer = open_for_signing(source)
-    field_name, new_field = _field_spec(writer, job.stamp)
+    with _reading_the_document():
+        field_name, new_field = _field_spec(writer, job.stamp)
     lines = stamp_lines(job.holder_name, job.stamp, job.now)
     style = None
     if job.stamp.visible:
@@ -211,7 +235,8 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
                                 _signing_time=session.system_time,
                                 _revinfo=validation.adobe_revinfo_attr if validation else None)
 
-    return _run(prepare())
+    with _reading_the_document():
+        return _run(prepare())
 
 
 def sign_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -> None:
