@@ -43,7 +43,9 @@ def add_parsers(subparsers) -> None:
     sign.add_argument("--invisible", action="store_true")
     sign.add_argument("--no-otp", action="store_true", help="do not ask for an OTP (the application does not require one)")
 
-    verify = subparsers.add_parser("verify-pdf", help="report every signature of a PDF", allow_abbrev=False)
+    verify = subparsers.add_parser(
+        "verify-pdf", help="report every signature of a PDF and the document's verdict; exits 0 only when it is valid",
+        allow_abbrev=False)
     verify.set_defaults(handler=cmd_verify_pdf)
     verify.add_argument("file", type=Path)
     verify.add_argument("--json", action="store_true")
@@ -114,16 +116,21 @@ def cmd_verify_pdf(args, config: Config) -> int:
     except OSError as exc:
         raise InvalidArgument(f"cannot read {args.file}: {exc.strerror}") from None
     with source:
-        reports = service.pades.verify_pdf(source)
+        verdict = service.pades.verify_pdf(source)
     if args.json:
-        print_json(reports)
+        print_json(verdict)
     else:
-        print_table(["FIELD", "SIGNER", "INTACT", "VALID", "TRUSTED", "LEVEL", "SIGNED AT", "TIMESTAMP", "CHANGED AFTER"],
+        print_table(["FIELD", "SIGNER", "INTACT", "VALID", "TRUSTED", "LEVEL", "SIGNED AT", "TIMESTAMP", "CHANGED AFTER",
+                     "VERDICT"],
                     [[r.field, r.signer, _yes(r.intact), _yes(r.valid), _yes(r.trusted), r.level,
                       r.signing_time or "-", r.timestamp or "-",
                       ("yes, allowed" if r.modification_allowed else "yes, NOT allowed") if r.modified_after_signing
-                      else "no"] for r in reports], empty="no signatures")
-    return 0 if reports and all(r.intact and r.valid and r.trusted for r in reports) else 1
+                      else "no", "valid" if r.verdict else "NOT VALID"] for r in verdict.signatures],
+                    empty="no signatures")
+        print(f"\ndocument: {'VALID' if verdict.verdict else 'NOT VALID'}: {verdict.reason}")
+    # Only the document's verdict decides: a signature that is intact, valid and trusted says
+    # nothing about what was added to the document after it.
+    return 0 if verdict.verdict else 1
 
 
 def _yes(value: bool) -> str:

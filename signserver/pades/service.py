@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 from pyhanko.sign.timestamps.api import TimeStamper
 from pyhanko_certvalidator import ValidationContext
 
@@ -30,7 +31,7 @@ from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.font import stamp_font
 from signserver.pades.stamp import StampOptions
 from signserver.pades.tsa import InProcessTimeStamper, RemoteTimeStamper, TimeStampAuthority
-from signserver.pades.verification import SignatureReport, verify_document
+from signserver.pades.verification import DocumentVerdict, TrustMaterial, VerificationLimits, verify_stream
 from signserver.secret import Secret
 from signserver.signing.hash_signer import HashSigner
 from signserver.store.database import Database
@@ -84,10 +85,6 @@ class PadesService:
     def font(self) -> Path:
         """Raises: ConfigurationError: the CJK fonts are not installed."""
         return stamp_font(self._state_dir)
-
-    def validation_context(self) -> ValidationContext:
-        """Trust in this CA, with its own revocation data (CRLs) handed over: nothing is fetched."""
-        return self._validation_context(self._crls(), self._ca.chain())
 
     def _crls(self) -> list[bytes]:
         with self._database.read() as conn:
@@ -202,9 +199,23 @@ class PadesService:
                                signed=signed_digest.hex(), level=level.value)
         return signed_digest
 
-    def verify_pdf(self, source: BinaryIO) -> list[SignatureReport]:
-        """Raises: InvalidArgument."""
-        return verify_document(source, self.validation_context)
+    def trust_material(self) -> TrustMaterial:
+        """What verification trusts, as plain bytes a child process can take: this CA's root (and
+        the configured extra roots), its issuing certificate, and its stored CRLs."""
+        issuing, root = self._ca.chain()
+        return TrustMaterial(roots=(root.public_bytes(Encoding.DER), *(c.dump() for c in self._extra_roots())),
+                             intermediates=(issuing.public_bytes(Encoding.DER),), crls=tuple(self._crls()))
+
+    def verification_limits(self) -> VerificationLimits:
+        """How much work verifying one document may take (the defaults, generous for real documents)."""
+        return VerificationLimits()
+
+    def verify_pdf(self, source: BinaryIO, limits: VerificationLimits | None = None) -> DocumentVerdict:
+        """Verify in this process (the CLI, tests); servers verify in a child process instead.
+
+        Raises: InvalidArgument: not a readable PDF, damaged, or over a verification limit.
+        """
+        return verify_stream(source, self.trust_material(), limits or self.verification_limits())
 
 
 def _sha256_of(stream: BinaryIO) -> bytes:

@@ -35,8 +35,9 @@ def test_sign_then_verify(running, state_dir, tmp_path):
     report = subprocess.run([str(SIGNSERVER), "verify-pdf", str(tmp_path / "out.pdf"), "--json"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
-    signatures = json.loads(report.stdout)
-    assert signatures[0]["level"] == "B-T" and signatures[0]["trusted"]
+    verdict = json.loads(report.stdout)
+    assert verdict["verdict"] is True and verdict["reason"]
+    assert verdict["signatures"][0]["level"] == "B-T" and verdict["signatures"][0]["trusted"]
 
     refused = subprocess.run([str(SIGNSERVER), "sign-pdf", str(source), str(tmp_path / "never.pdf"), "--no-otp",
                               "--address", f"localhost:{server.port}", "--ca", str(server.config.tls.cert_file),
@@ -46,3 +47,4 @@ def test_sign_then_verify(running, state_dir, tmp_path):
     assert not (tmp_path / "never.pdf").exists() and not list(tmp_path.glob("*.part"))
     unsigned = subprocess.run([str(SIGNSERVER), "verify-pdf", str(source)], env=env, capture_output=True, text=True)
     assert unsigned.returncode == 1 and "no signatures" in unsigned.stdout
+    assert "document: NOT VALID: the document has no signatures" in unsigned.stdout

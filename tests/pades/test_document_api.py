@@ -120,7 +120,7 @@ def test_two_step_flow(api, pades_world):
     token = authorize(prepared.digest)
     result, signed = complete(prepared.document_id, token)
     assert result.sha256 == hashlib.sha256(signed).digest()
-    report = service.pades.verify_pdf(io.BytesIO(signed))[0]
+    report = service.pades.verify_pdf(io.BytesIO(signed)).signatures[0]
     assert report.valid and report.trusted and report.level == "B-T"
     with pytest.raises(grpc.RpcError) as again:
         complete(prepared.document_id, token)

@@ -32,7 +32,7 @@ def test_qr_code_and_seal(pades_world, tmp_path):
     stamp = StampOptions(verification_url="https://verify.example.mo/doc/123", seal_png=png((200, 30, 30)),
                          reason="Aprovado", location="Macau", box=(300, 40, 560, 160))
     signed = sign(pades_world, sample_pdf(1), PadesLevel.B_B, stamp)
-    assert pades_world[0].pades.verify_pdf(io.BytesIO(signed))[0].valid
+    assert pades_world[0].pades.verify_pdf(io.BytesIO(signed)).signatures[0].valid
     path = tmp_path / "signed.pdf"
     path.write_bytes(signed)
     text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True).stdout
@@ -51,7 +51,7 @@ def test_external_tsa(pades_world):
     try:
         service.pades.config = dataclasses.replace(original, tsa_url=f"http://127.0.0.1:{http.port}/tsa")
         signed = sign(pades_world, sample_pdf(1), PadesLevel.B_T)
-        report = service.pades.verify_pdf(io.BytesIO(signed))[0]
+        report = service.pades.verify_pdf(io.BytesIO(signed)).signatures[0]
         assert report.timestamp and report.timestamp_valid
         service.pades.config = dataclasses.replace(original, tsa_url="http://127.0.0.1:9/tsa")  # nobody there
         from signserver.errors import UpstreamUnavailable

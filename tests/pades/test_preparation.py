@@ -41,14 +41,14 @@ def test_a_revocation_reaches_the_next_document_at_once(pades_world):
     service.ca.revoke(issued.serial, "keyCompromise", "ra:test")  # publishes a new CRL
     after = sign(pades_world, sample_pdf(1), PadesLevel.B_LT)
     assert int(issued.serial, 16) in embedded_revoked_serials(after)
-    assert service.pades.verify_pdf(io.BytesIO(after))[0].trusted
+    assert service.pades.verify_pdf(io.BytesIO(after)).signatures[0].trusted
 
 
 def test_b_lta_over_a_time_stamped_document(pades_world):
     service = pades_world[0]
     once = sign(pades_world, sample_pdf(1), PadesLevel.B_LTA)
     twice = sign(pades_world, once, PadesLevel.B_LTA, StampOptions(box=(300, 40, 560, 110)))
-    reports = service.pades.verify_pdf(io.BytesIO(twice))
+    reports = service.pades.verify_pdf(io.BytesIO(twice)).signatures
     assert len(reports) == 2
     assert all(r.intact and r.valid and r.trusted and r.level == "B-LTA" for r in reports), \
         [r.summary for r in reports]

@@ -34,7 +34,7 @@ def pdfsig(path) -> str:
 def test_every_level_validates(pades_world, tmp_path, level):
     service = pades_world[0]
     signed = sign(pades_world, sample_pdf(2), level)
-    reports = service.pades.verify_pdf(io.BytesIO(signed))
+    reports = service.pades.verify_pdf(io.BytesIO(signed)).signatures
     assert len(reports) == 1
     report = reports[0]
     assert report.intact and report.valid and report.trusted, report.summary

@@ -49,14 +49,14 @@ def test_stamp_text_is_there_and_drawn(pades_world, tmp_path):
 def test_invisible_signature(pades_world):
     service = pades_world[0]
     signed = sign(pades_world, sample_pdf(1), PadesLevel.B_B, StampOptions(visible=False))
-    assert service.pades.verify_pdf(io.BytesIO(signed))[0].valid
+    assert service.pades.verify_pdf(io.BytesIO(signed)).signatures[0].valid
 
 
 def test_second_signature_keeps_the_first_valid(pades_world):
     service = pades_world[0]
     once = sign(pades_world, sample_pdf(1), PadesLevel.B_T)
     twice = sign(pades_world, once, PadesLevel.B_T, StampOptions(box=(300, 40, 560, 110)))
-    reports = service.pades.verify_pdf(io.BytesIO(twice))
+    reports = service.pades.verify_pdf(io.BytesIO(twice)).signatures
     assert len(reports) == 2
     assert all(r.intact and r.valid and r.trusted for r in reports)
     first = reports[0]
