@@ -1,21 +1,26 @@
 """DocumentService: PDFs streamed in, signed or verified, streamed back.
 
 Documents pass through temporary files in the state directory, never whole in memory: the
-working set is one chunk in, one chunk out, plus pyHanko's own buffers.
+working set is one chunk in, one chunk out, plus pyHanko's own buffers. Document work never runs
+in the pool that SignHash uses: signing jobs run in the documents pool, verifications in child
+processes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 
+from signserver.descriptors import DescriptorReserve
 from signserver.errors import InvalidArgument
 from signserver.grpc_api import convert
 from signserver.grpc_api.caller import calling_application
-from signserver.grpc_api.executor import BlockingCalls
+from signserver.grpc_api.executor import BlockingCalls, FairShares
+from signserver.grpc_api.spool import SpoolFile
+from signserver.grpc_api.stream_limits import ConcurrencyLimit, DocumentLimits, DocumentStreams, within_idle_time
 from signserver.pades.document import PadesLevel
 from signserver.pades.stamp import DEFAULT_BOX, StampOptions
+from signserver.pades.verifier_process import DEADLINE_MARGIN_SECONDS, VerifierProcesses
 from signserver.service import SignService
 from signserver.v1 import document_pb2, document_pb2_grpc
 
@@ -36,71 +41,96 @@ def stamp_options(stamp: document_pb2.Stamp, defaults: StampOptions) -> StampOpt
 
 
 class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
-    def __init__(self, service: SignService, hsm: BlockingCalls, accounts: BlockingCalls, spool: Path):
+    """Document streams, bounded: so many open at once per worker and per application, each
+    closed when its client pauses too long, spool files opened only once data arrives, none at
+    all while descriptors run short. Signing jobs run in the documents pool, a fair share per
+    application; verifications run in child processes (see VerifierProcesses)."""
+
+    def __init__(self, service: SignService, accounts: BlockingCalls, documents: BlockingCalls, spool: Path,
+                 limits: DocumentLimits = DocumentLimits(), verifier: VerifierProcesses | None = None):
         self._service = service
-        self._hsm = hsm
         self._accounts = accounts
+        self._documents = documents
         self._spool = spool
         self._max = service.config.pades.max_document_mb * 1024 * 1024
+        self._reserve = DescriptorReserve(limits.descriptor_reserve)
+        self._streams = DocumentStreams(limits, self._reserve)
+        self._verifications = ConcurrencyLimit("verifications", limits.verifications_per_worker,
+                                               limits.verifications_per_application)
+        self._shares = FairShares(limits.document_jobs_per_application)
+        self._verifier = verifier or VerifierProcesses()
 
-    async def _receive(self, chunks, target) -> int:
+    def _spool_file(self, named: bool = False) -> SpoolFile:
+        return SpoolFile(self._spool, self._reserve, named=named)
+
+    async def _document_job(self, app, function, *args):
+        """Raises: what ``function`` raises; ServerBusy (the documents pool is full)."""
+        async with self._shares.turn(app.id):
+            return await self._documents.run(function, app, *args)
+
+    async def _receive(self, chunks, target: SpoolFile) -> int:
         size = 0
         async for chunk in chunks:
             size += len(chunk)
             if size > self._max:
                 raise InvalidArgument(f"the document is too large: the limit is {self._max // (1024 * 1024)} MB")
-            target.write(chunk)
+            if chunk:
+                target.write(chunk)
         if size == 0:
             raise InvalidArgument("no document was sent")
-        target.flush()
+        target.file().flush()
         return size
 
     async def SignPdf(self, request_iterator, context):
         app = await calling_application(context, self._service, self._accounts)
-        header, chunks = await self._header_and_chunks(request_iterator)
-        options = stamp_options(header.stamp, self._service.pades.default_stamp())
-        level = PadesLevel.parse(header.level) if header.level else self._service.pades.default_level()
-        self._spool.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=self._spool) as source, tempfile.TemporaryFile(dir=self._spool) as output:
-            await self._receive(chunks, source)
-            digest = await self._accounts.run(
-                self._service.pades.sign_pdf, app, convert.text("account", header.account, limit=64),
-                convert.secret("password", header.password),
-                convert.text("otp", header.otp, required=False, limit=16) or None,
-                convert.text("credential_id", header.credential_id, limit=64), source, output, level, options)
-            async for response in self._send(output, digest):
-                yield response
+        with self._streams.admit(app.id):
+            header, chunks = await self._header_and_chunks(request_iterator)
+            options = stamp_options(header.stamp, self._service.pades.default_stamp())
+            level = PadesLevel.parse(header.level) if header.level else self._service.pades.default_level()
+            with self._spool_file() as source, self._spool_file() as output:
+                await self._receive(chunks, source)
+                digest = await self._document_job(
+                    app, self._service.pades.sign_pdf, convert.text("account", header.account, limit=64),
+                    convert.secret("password", header.password),
+                    convert.text("otp", header.otp, required=False, limit=16) or None,
+                    convert.text("credential_id", header.credential_id, limit=64), source.file(), output.file(),
+                    level, options)
+                async for response in self._send(output.file(), digest):
+                    yield response
 
     async def PrepareSignature(self, request_iterator, context):
         app = await calling_application(context, self._service, self._accounts)
-        header, chunks = await self._header_and_chunks(request_iterator)
-        self._spool.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=self._spool) as source:
-            await self._receive(chunks, source)
-            pending = await self._hsm.run(
-                self._service.pades.prepare_pdf, app,
-                convert.text("credential_id", header.credential_id, limit=64), source,
-                PadesLevel.parse(header.level) if header.level else self._service.pades.default_level(), stamp_options(header.stamp, self._service.pades.default_stamp()))
+        with self._streams.admit(app.id):
+            header, chunks = await self._header_and_chunks(request_iterator)
+            with self._spool_file() as source:
+                await self._receive(chunks, source)
+                pending = await self._document_job(
+                    app, self._service.pades.prepare_pdf, convert.text("credential_id", header.credential_id, limit=64),
+                    source.file(),
+                    PadesLevel.parse(header.level) if header.level else self._service.pades.default_level(),
+                    stamp_options(header.stamp, self._service.pades.default_stamp()))
         return document_pb2.PrepareSignatureResponse(document_id=pending.id, digest=pending.digest,
                                                      expires_at=convert.timestamp(pending.expires_at))
 
     async def CompleteSignature(self, request, context):
         app = await calling_application(context, self._service, self._accounts)
-        self._spool.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=self._spool) as output:
-            digest = await self._hsm.run(
-                self._service.pades.complete_pdf, app, convert.text("document_id", request.document_id, limit=64),
-                convert.secret("activation_token", request.activation_token), output)
-            async for response in self._send(output, digest):
+        with self._streams.admit(app.id), self._spool_file() as output:
+            digest = await self._document_job(
+                app, self._service.pades.complete_pdf, convert.text("document_id", request.document_id, limit=64),
+                convert.secret("activation_token", request.activation_token), output.file())
+            async for response in self._send(output.file(), digest):
                 yield response
 
     async def _header_and_chunks(self, request_iterator):
-        first = await anext(request_iterator, None)
+        """Raises: InvalidArgument: no header first, or the client paused too long (before the
+        header as between chunks)."""
+        messages = within_idle_time(request_iterator, self._streams.idle_seconds)
+        first = await anext(messages, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("the first message must carry the header")
 
         async def chunks():
-            async for message in request_iterator:
+            async for message in messages:
                 if message.WhichOneof("part") != "chunk":
                     raise InvalidArgument("only the first message carries a header")
                 yield message.chunk
@@ -115,16 +145,32 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
         while chunk := output.read(CHUNK):
             yield document_pb2.SignPdfResponse(chunk=chunk)
 
+    async def _verify(self, app, document: Path):
+        """Verify in a child process, killed once past the verification's time limit plus a margin.
+
+        Raises: InvalidArgument: unreadable, over a limit, or over time.
+        """
+        trust, limits = await self._documents.run(self._verification_inputs)
+        return await self._verifier.verify(document, trust, limits, limits.max_seconds + DEADLINE_MARGIN_SECONDS)
+
+    def _verification_inputs(self):
+        # The trust material is read from the database and the CA here, in the worker: the child
+        # gets plain bytes and never touches the HSM or the database.
+        return self._service.pades.trust_material(), self._service.pades.verification_limits()
+
     async def VerifyPdf(self, request_iterator, context):
-        await calling_application(context, self._service, self._accounts)
-        self._spool.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=self._spool) as source:
+        app = await calling_application(context, self._service, self._accounts)
+        # A verification is refused before its upload when the worker or the application has as
+        # many running as it takes.
+        with self._verifications.admit(app.id), self._streams.admit(app.id), \
+                self._spool_file(named=True) as source:
             async def chunks():
-                async for message in request_iterator:
+                async for message in within_idle_time(request_iterator, self._streams.idle_seconds):
                     yield message.chunk
             await self._receive(chunks(), source)
-            reports = await self._hsm.run(self._service.pades.verify_pdf, source)
-        return document_pb2.VerifyPdfResponse(signatures=[_report(r) for r in reports])
+            verdict = await self._verify(app, source.path)
+        return document_pb2.VerifyPdfResponse(signatures=[_report(r) for r in verdict.signatures],
+                                              verdict=verdict.verdict, reason=verdict.reason)
 
 
 def _report(report) -> document_pb2.SignatureReport:

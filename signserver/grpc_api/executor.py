@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import AsyncIterator, Callable, Hashable, TypeVar
 
 from signserver.errors import ServerBusy
 
@@ -15,10 +16,12 @@ T = TypeVar("T")
 class BlockingCalls:
     """A small thread pool where blocking calls into the service run.
 
-    The server keeps two: one for calls that only reach the HSM (PKCS#11 calls are serialised by
+    The server keeps three: one for calls that only reach the HSM (PKCS#11 calls are serialised by
     the process-wide lock anyway, so a burst queues here in order instead of piling up threads),
-    and one for calls that check passwords (argon2 is slow on purpose and memory-hungry, so a
-    flood of logins is bounded by this pool and cannot starve signing).
+    one for calls that check passwords (argon2 is slow on purpose and memory-hungry, so a flood of
+    logins is bounded by this pool and cannot starve signing), and one for document work (PDF
+    parsing and writing take tens to hundreds of milliseconds per document, so they never sit in
+    the queue ahead of a SignHash).
     """
 
     def __init__(self, name: str, threads: int, max_waiting: int = 256,
@@ -62,3 +65,30 @@ class BlockingCalls:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class FairShares:
+    """At most ``per_key`` calls of one key (an application) at once; the others wait their turn
+    here, so that one application's burst of documents cannot take every thread of a pool.
+
+    Waiting is bounded upstream: a key has only so many document streams open at once.
+    Only touched from the event loop's thread.
+    """
+
+    def __init__(self, per_key: int):
+        self._per_key = per_key
+        self._semaphores: dict[Hashable, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: Hashable) -> AsyncIterator[None]:
+        semaphore, users = self._semaphores.get(key) or (asyncio.Semaphore(self._per_key), 0)
+        self._semaphores[key] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._semaphores[key]
+            if users == 1:
+                del self._semaphores[key]
+            else:
+                self._semaphores[key] = (semaphore, users - 1)

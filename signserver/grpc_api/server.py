@@ -23,9 +23,11 @@ from signserver.grpc_api.executor import BlockingCalls
 from signserver.grpc_api.health import HsmHealthReporter
 from signserver.grpc_api.info_servicer import InfoServicer
 from signserver.grpc_api.signing_servicer import SigningServicer
+from signserver.grpc_api.stream_limits import DocumentLimits
 from signserver.grpc_api.tls import client_ca_config, ensure_server_certificate, server_credentials, with_client_ca
 from signserver.hsm.module import pkcs11_lock_is_free
 from signserver.http.server import CaHttpServer
+from signserver.pades.verifier_process import start_forkserver
 from signserver.service import SignService
 from signserver.v1 import (
     account_pb2,
@@ -50,18 +52,26 @@ SERVICE_NAMES = [
     document_pb2.DESCRIPTOR.services_by_name["DocumentService"].full_name,
 ]
 SHUTDOWN_GRACE_SECONDS = 10.0
+# HTTP/2 streams one connection may have open at once (its memory is bounded by it): gRPC refuses
+# further streams with UNAVAILABLE, which a client may retry, as the stream was never processed.
+# Well above what a load test keeps in flight on one connection; document streams have their own,
+# lower, bounds.
+MAX_STREAMS_PER_CONNECTION = 1000
 
 
 class GrpcServer:
     """One gRPC server bound to the configured address, running on the current event loop."""
 
     def __init__(self, config: Config, service: SignService, health_interval: float = 5.0,
-                 background: bool = True, worker: int = 0):
+                 background: bool = True, worker: int = 0, document_limits: DocumentLimits = DocumentLimits()):
         self._config = config
         self._service = service
         self._worker = worker
+        self._document_limits = document_limits
         self._hsm = BlockingCalls("hsm", threads=2, free_now=pkcs11_lock_is_free)
         self._accounts = BlockingCalls("accounts", threads=4)
+        # PDF work (tens to hundreds of milliseconds a document) never queues ahead of a SignHash.
+        self._documents = BlockingCalls("documents", threads=document_limits.document_threads)
         self._health = HsmHealthReporter(service, self._hsm, SERVICE_NAMES, health_interval)
         self._background = BackgroundWork(service) if background else None
         self._server: grpc.aio.Server | None = None
@@ -73,7 +83,8 @@ class GrpcServer:
         Raises: ConfigurationError: TLS material is unusable or the address cannot be bound.
         """
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()],
-                                 options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)])
+                                 options=[("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                                          ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION)])
         info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(self._service, self._hsm, self._worker), server)
         signing_pb2_grpc.add_SigningServiceServicer_to_server(
             SigningServicer(self._service, self._hsm, self._accounts), server)
@@ -81,7 +92,8 @@ class GrpcServer:
         certificate_pb2_grpc.add_CertificateServiceServicer_to_server(
             CertificateServicer(self._service, self._hsm, self._accounts), server)
         document_pb2_grpc.add_DocumentServiceServicer_to_server(
-            DocumentServicer(self._service, self._hsm, self._accounts, self._config.state_dir / "spool"), server)
+            DocumentServicer(self._service, self._accounts, self._documents, self._config.state_dir / "spool",
+                             self._document_limits), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -99,6 +111,8 @@ class GrpcServer:
             transport = "TLS" + (" with client certificates" if self._config.tls.client_ca_file else "")
         if not bound:
             raise ConfigurationError("server.listen", f"cannot bind {listen}")
+        # Verifications run in children of this process's forkserver: start it before the first.
+        await asyncio.get_running_loop().run_in_executor(None, start_forkserver)
         await self._health.start()
         if self._background:
             self._background.start()
@@ -120,6 +134,7 @@ class GrpcServer:
             self._background.stop()
         self._hsm.shutdown()
         self._accounts.shutdown()
+        self._documents.shutdown()
 
 
 class BackgroundWork:
@@ -143,6 +158,10 @@ class BackgroundWork:
             log.warning("could not seal the audit log on the way out: %s", exc)
 
     def _run(self) -> None:
+        try:
+            self._service.sealer.server_started()  # from here on the seals carry a heartbeat
+        except SignServerError as exc:
+            log.warning("could not record the start in the audit log: %s", exc)
         while not self._stop.is_set():
             for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due,
                          self._service.ca.refresh_crls_if_due, self._service.ca.send_expiry_notices):
@@ -158,10 +177,6 @@ def bootstrap(config: Config, service: SignService) -> None:
     certificate and the client CA bundle (see :func:`served_config`).
 
     Raises: HsmError, ConfigurationError.
-        try:
-            self._service.sealer.server_started()  # from here on the seals carry a heartbeat
-        except SignServerError as exc:
-            log.warning("could not record the start in the audit log: %s", exc)
     """
     status = service.ca.status()
     if not status.ready and not status.awaiting_external_root:

@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from signserver.allocator import return_large_blocks_promptly
 from signserver.config import Config, ServerConfig, split_address
+from signserver.descriptors import raise_open_file_limit
 from signserver.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
     from signserver.grpc_api.server import served_config
 
     workers = workers or os.cpu_count() or 1
+    raise_open_file_limit()  # before any child: they inherit it
     child = _fork.Process(target=_bootstrap, args=(config, demo), name="bootstrap")
     child.start()
     child.join()

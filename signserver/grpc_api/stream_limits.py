@@ -1,0 +1,133 @@
+"""Bounds on document work that a client can multiply: streams open at once, idle streams, and
+verifications running at once, per worker and per application.
+
+Each bound refuses at once (RESOURCE_EXHAUSTED, through ServerBusy) rather than queueing: a
+stalled or flooding client then costs the worker a counter, not a spool file, a thread or a
+descriptor, and the HSM and the database keep what they need for everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import AsyncIterator, Hashable, Iterator, TypeVar
+
+from signserver.descriptors import DEFAULT_RESERVE, DescriptorReserve
+from signserver.errors import InvalidArgument, ServerBusy
+
+T = TypeVar("T")
+
+# A client that sends nothing for this long while streaming a document has stalled or gone.
+IDLE_STREAM_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class DocumentLimits:
+    """How much document work one worker takes on at once.
+
+    ``streams_*``: SignPdf, PrepareSignature and VerifyPdf streams open at once (each holds up to
+    two spool files once data arrives). ``verifications_*``: verifications running at once, each
+    in a child process of its own. ``document_jobs_per_application``: signing jobs of one
+    application running at once in the documents thread pool (the others wait their turn, so one
+    application cannot take every thread). ``descriptor_reserve``: new streams and spool files
+    are refused while no more descriptors than this are free.
+    """
+
+    streams_per_worker: int = 64
+    streams_per_application: int = 16
+    idle_seconds: float = IDLE_STREAM_SECONDS
+    verifications_per_worker: int = 2
+    verifications_per_application: int = 1
+    document_threads: int = 2
+    document_jobs_per_application: int = 1
+    descriptor_reserve: int = DEFAULT_RESERVE
+
+
+class ConcurrencyLimit:
+    """Counts what is under way, in total and per key (an application), and refuses beyond a bound.
+
+    Only touched from the event loop's thread, so plain counters suffice.
+    """
+
+    def __init__(self, what: str, total: int, per_key: int):
+        self._what = what
+        self._total = total
+        self._per_key = per_key
+        self._running = 0
+        self._by_key: dict[Hashable, int] = {}
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @contextlib.contextmanager
+    def admit(self, key: Hashable) -> Iterator[None]:
+        """Hold one place for ``key`` while the block runs.
+
+        Raises: ServerBusy: the worker or this key already has as many as it takes.
+        """
+        if self._running >= self._total:
+            raise ServerBusy(f"the server is busy: {self._total} {self._what} are under way on this worker; "
+                             "try again in a few seconds")
+        held = self._by_key.get(key, 0)
+        if held >= self._per_key:
+            raise ServerBusy(f"this application has as many {self._what} under way as it may have at once "
+                             f"({held}); wait for one to finish, then try again")
+        self._running += 1
+        self._by_key[key] = held + 1
+        try:
+            yield
+        finally:
+            self._running -= 1
+            left = self._by_key[key] - 1
+            if left:
+                self._by_key[key] = left
+            else:
+                del self._by_key[key]
+
+
+class DocumentStreams:
+    """Admission of document streams: the per-worker and per-application counts, and the
+    descriptor reserve (counted only here, when a stream starts, never on the signing path)."""
+
+    def __init__(self, limits: DocumentLimits, reserve: DescriptorReserve):
+        self._streams = ConcurrencyLimit("document streams", limits.streams_per_worker,
+                                         limits.streams_per_application)
+        self._reserve = reserve
+        self.idle_seconds = limits.idle_seconds
+
+    @property
+    def open(self) -> int:
+        return self._streams.running
+
+    @contextlib.contextmanager
+    def admit(self, key: Hashable) -> Iterator[None]:
+        """Raises: ServerBusy: too many streams, or too few descriptors left."""
+        check_descriptors(self._reserve)
+        with self._streams.admit(key):
+            yield
+
+
+def check_descriptors(reserve: DescriptorReserve) -> None:
+    """Raises: ServerBusy: no more than the reserve of descriptors is free."""
+    if not reserve.available():
+        raise ServerBusy("the server is busy: it is short of file descriptors; try again in a few seconds")
+
+
+async def within_idle_time(messages: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
+    """``messages``, each of which must arrive within ``seconds`` of the one before.
+
+    Raises: InvalidArgument: nothing arrived for ``seconds``.
+    """
+    iterator = aiter(messages)
+    while True:
+        try:
+            async with asyncio.timeout(seconds):
+                message = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise InvalidArgument(f"nothing arrived on the stream for {seconds:g} s; it is closed. "
+                                  "Send the document without pauses") from None
+        yield message

@@ -1,0 +1,137 @@
+"""Verification of a PDF in a child process of its own, niced and killed at a deadline.
+
+Verifying a PDF is pure-Python work whose cost the sender chooses: a 464 kB document with 100
+signatures takes tens of seconds. Run in a worker's threads, it holds the worker's GIL and
+threads while signing waits. Each verification therefore runs in a child process made by a
+multiprocessing "forkserver" that has imported the verification code (and nothing else of the
+worker's) once: a child costs a fork of a small process, shares no HSM session, database
+connection, gRPC thread or GIL with the worker, runs at the lowest CPU priority, and is killed
+when it outlives its deadline. Its only inputs are a file name and plain data (trust material and
+limits); its only output is a small result file next to the document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import pickle
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from signserver.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from signserver.pades.verification import DocumentVerdict, TrustMaterial, VerificationLimits
+
+log = logging.getLogger(__name__)
+
+VERIFICATION_MODULE = "signserver.pades.verification"
+LOWEST_PRIORITY = 19  # nice(1): the child gets only the CPU that nothing else wants
+# Beyond the verification's own time limit (checked by the verifier as it goes): the time a
+# child takes to start, and a verifier caught inside one long step.
+DEADLINE_MARGIN_SECONDS = 5.0
+
+_forkserver = multiprocessing.get_context("forkserver")
+
+
+def start_forkserver() -> None:
+    """Start this process's forkserver with the verification code imported, if not yet running.
+
+    Call it in each serving process before any verification (it blocks for a moment); the
+    forkserver is started afresh from the interpreter, so it inherits nothing of the caller but
+    its environment. ``__main__`` is imported there too, so that each child need not.
+    """
+    _forkserver.set_forkserver_preload(["__main__", VERIFICATION_MODULE])
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+class VerifierProcesses:
+    """Runs each verification in a child process of the forkserver."""
+
+    def __init__(self, nice: int = LOWEST_PRIORITY):
+        self._nice = nice
+
+    async def verify(self, document: Path, trust: "TrustMaterial", limits: "VerificationLimits",
+                     deadline_seconds: float) -> "DocumentVerdict":
+        """Verify the PDF at ``document`` in a child process.
+
+        Raises:
+            InvalidArgument: the document is unreadable, exceeds a verification limit, or was
+                not verified within ``deadline_seconds`` (the child is then killed).
+                The child failing in any other way is reported the same way (the document is
+                the only thing that varies; the traceback goes to the log).
+        """
+        result = document.with_name(document.name + ".verdict")
+        child = _forkserver.Process(target=_verify_in_child, args=(str(document), str(result), trust, limits,
+                                                                  self._nice),
+                                    name="verifier", daemon=True)
+        loop = asyncio.get_running_loop()
+        try:
+            # Starting asks the forkserver for a fork and waits for the pid: milliseconds, but
+            # longer while the forkserver is still importing, so not on the event loop's thread.
+            await loop.run_in_executor(None, child.start)
+            try:
+                await asyncio.wait_for(_exit_of(child), deadline_seconds)
+            except TimeoutError:
+                raise InvalidArgument(f"verification exceeds {deadline_seconds:g} s; the document has too many "
+                                      "signatures, revisions or objects to verify here") from None
+            return _outcome(result, child.exitcode)
+        finally:
+            if child.pid is not None and child.exitcode is None:
+                child.kill()
+                await loop.run_in_executor(None, child.join)
+            result.unlink(missing_ok=True)
+
+
+async def _exit_of(child: multiprocessing.process.BaseProcess) -> None:
+    """Wait, without a thread, for the child to exit (its sentinel becomes readable)."""
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+    loop.add_reader(child.sentinel, lambda: exited.done() or exited.set_result(None))
+    try:
+        await exited
+    finally:
+        loop.remove_reader(child.sentinel)
+    child.join()
+
+
+def _outcome(result: Path, exitcode: int | None) -> "DocumentVerdict":
+    try:
+        kind, value = pickle.loads(result.read_bytes())
+    except (OSError, EOFError, pickle.UnpicklingError):
+        log.error("a verifier process exited with %s and left no result", exitcode)
+        raise InvalidArgument("the document could not be verified: the verifier stopped on it") from None
+    if kind == "verdict":
+        return value
+    if kind == "refused":
+        raise InvalidArgument(value)
+    log.error("a verifier process failed:\n%s", value)
+    raise InvalidArgument("the document could not be verified: the verifier failed on it")
+
+
+def _verify_in_child(document: str, result: str, trust, limits, nice: int) -> None:
+    """The child's work: verify, then leave the outcome in ``result`` (written with mode 0600)."""
+    os.nice(nice)
+    try:
+        # Linux's idle class: any waking thread of the worker preempts this child at once,
+        # where a niced child may still finish its time slice first.
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux: the nice value alone
+        pass
+    logging.disable(logging.CRITICAL)  # pyHanko logs every untrusted chain with its traceback
+    from signserver.pades.verification import verify_file
+
+    try:
+        outcome = ("verdict", verify_file(document, trust, limits))
+    except InvalidArgument as exc:
+        outcome = ("refused", str(exc))
+    except Exception:  # reported to the worker, which logs it; the caller gets no details
+        outcome = ("failed", traceback.format_exc())
+    descriptor = os.open(result, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        pickle.dump(outcome, out)

@@ -1,0 +1,209 @@
+"""Expensive document work cannot starve signing: verifications run in niced child processes,
+bounded per worker and per application and killed at their deadline, and SignHash stays fast
+while clients verify worst-case documents."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import io
+import os
+import threading
+import time
+from collections import Counter
+from multiprocessing import forkserver
+from pathlib import Path
+
+import grpc
+import pytest
+from asn1crypto import keys as asn1_keys, x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.sign import signers
+
+from signserver.errors import InvalidArgument
+from signserver.pades.sample import sample_pdf
+from signserver.pades.verification import TrustMaterial, VerificationLimits
+from signserver.pades.verifier_process import VerifierProcesses, start_forkserver
+from signserver.v1 import document_pb2, document_pb2_grpc, signing_pb2, signing_pb2_grpc
+from tests.conftest import PASSWORD, enrol, service_with
+from tests.grpc_api.conftest import ServerThread
+
+SAMPLES = 300
+P99_LIMIT_SECONDS = 0.020
+VERIFYING_CLIENTS = 4
+# Other work on a shared machine can stall any process for some milliseconds now and then: a try
+# whose p99 such a burst spoiled is made again. Verification starving signing fails every try.
+ATTEMPTS = 3
+
+
+def software_signer() -> signers.SimpleSigner:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Many Signatures")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    der_key = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return signers.SimpleSigner(
+        signing_cert=asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER)),
+        signing_key=asn1_keys.PrivateKeyInfo.load(der_key), cert_registry=None)
+
+
+@pytest.fixture(scope="module")
+def worst_case_pdf() -> bytes:
+    """As many signatures, one revision each, as verification takes: the work of each
+    signature's difference analysis grows with the revisions after it."""
+    signer = software_signer()
+    data = sample_pdf(1)
+    for index in range(min(VerificationLimits().max_signatures, 100)):
+        out = io.BytesIO()
+        signers.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(data), strict=False),
+                         signers.PdfSignatureMetadata(field_name=f"Signature{index}"), signer=signer, output=out)
+        data = out.getvalue()
+    return data
+
+
+def verifier_children() -> int:
+    """Processes the forkserver of this process has running (verifications under way)."""
+    parent = forkserver._forkserver._forkserver_pid
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                count += 1
+    return count
+
+
+def verify_request(document: bytes):
+    chunk = 1 << 20
+    return iter([document_pb2.VerifyPdfRequest(chunk=document[i:i + chunk]) for i in range(0, len(document), chunk)])
+
+
+@pytest.fixture
+def world(config, tmp_path, clock):
+    service = service_with(config, tmp_path / "signserver.db", clock)
+    service.ca.initialise("operator:test")  # verification trusts this CA
+    with ServerThread(config, service) as server:
+        yield service, server
+
+
+def test_a_verification_past_its_deadline_is_killed(tmp_path, worst_case_pdf):
+    start_forkserver()
+    document = tmp_path / "many.pdf"
+    document.write_bytes(worst_case_pdf)
+    trust = TrustMaterial(roots=(), intermediates=(), crls=())
+    began = time.monotonic()
+    with pytest.raises(InvalidArgument, match="verification exceeds 1 s"):
+        asyncio.run(VerifierProcesses().verify(document, trust, VerificationLimits(max_seconds=600), 1.0))
+    assert time.monotonic() - began < 10
+    assert verifier_children() == 0  # killed, not left running
+    assert list(tmp_path.iterdir()) == [document]  # no result file left behind
+
+
+def test_verifications_are_bounded_per_application(world, worst_case_pdf):
+    service, server = world
+    _, api_key = service.applications.create("verify-app", otp_required=False)
+    metadata = [("x-api-key", api_key)]
+    with server.channel() as channel:
+        stub = document_pb2_grpc.DocumentServiceStub(channel)
+        running = stub.VerifyPdf.future(verify_request(worst_case_pdf), metadata=metadata, timeout=120)
+        deadline = time.monotonic() + 30
+        while verifier_children() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.VerifyPdf(verify_request(sample_pdf(1)), metadata=metadata, timeout=30)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "verifications under way" in refused.value.details()
+        running.cancel()
+    deadline = time.monotonic() + 10  # the cancelled call's child is killed
+    while verifier_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert verifier_children() == 0
+
+
+def test_sign_hash_p99_stays_under_20_ms_while_four_clients_verify_worst_case_documents(world, worst_case_pdf):
+    service, server = world
+    created, _ = enrol(service)
+    credential = created.credential.id
+    _, signing_key = service.applications.create("signing-app", otp_required=False)
+    verifying_keys = [service.applications.create(f"verifying-app-{i}", otp_required=False)[1]
+                      for i in range(VERIFYING_CLIENTS)]
+    stop = threading.Event()
+    outcomes: Counter[str] = Counter()
+    counting = threading.Lock()
+
+    def verify_in_a_loop(api_key: str) -> None:
+        with server.channel() as channel:
+            stub = document_pb2_grpc.DocumentServiceStub(channel)
+            while not stop.is_set():
+                call = stub.VerifyPdf.future(verify_request(worst_case_pdf), metadata=[("x-api-key", api_key)],
+                                             timeout=300)
+                while not call.done() and not stop.wait(0.05):
+                    pass
+                call.cancel()
+                try:
+                    call.result()
+                    outcome = "OK"
+                except grpc.FutureCancelledError:
+                    outcome = "cancelled"
+                except grpc.RpcError as error:
+                    outcome = error.code().name
+                    stop.wait(0.2)  # refused: ask again shortly, as a client told to retry would
+                with counting:
+                    outcomes[outcome] += 1
+
+    clients = [threading.Thread(target=verify_in_a_loop, args=(key,)) for key in verifying_keys]
+    for client in clients:
+        client.start()
+    children_seen: list[int] = []
+    p99s: list[float] = []
+    try:
+        with server.channel() as channel:
+            signing = signing_pb2_grpc.SigningServiceStub(channel)
+            metadata = [("x-api-key", signing_key)]
+
+            def sign_batch(count: int, measured: list[float] | None) -> None:
+                digests = [hashlib.sha256(os.urandom(16)).digest() for _ in range(count)]
+                token = signing.Authorize(signing_pb2.AuthorizeRequest(
+                    account=created.account.username, password=PASSWORD, credential_id=credential,
+                    hash_algorithm=signing_pb2.HASH_ALGORITHM_SHA256, digests=digests),
+                    metadata=metadata, timeout=30).activation_token
+                for digest in digests:
+                    began = time.perf_counter()
+                    signing.SignHash(signing_pb2.SignHashRequest(
+                        credential_id=credential, activation_token=token, signature_algorithm="ecdsa-sha256",
+                        digests=[digest]), metadata=metadata, timeout=30)
+                    if measured is not None:
+                        measured.append(time.perf_counter() - began)
+
+            deadline = time.monotonic() + 60  # warm-up, until verifications are under way
+            while time.monotonic() < deadline:
+                sign_batch(20, None)
+                if verifier_children() >= 2:
+                    break
+            for _ in range(ATTEMPTS):
+                timings = []
+                while len(timings) < SAMPLES:
+                    sign_batch(50, timings)
+                    children_seen.append(verifier_children())
+                timings.sort()
+                p99s.append(timings[int(len(timings) * 0.99) - 1])
+                if p99s[-1] < P99_LIMIT_SECONDS:
+                    break
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(60)
+    assert min(children_seen) >= 1 and max(children_seen) >= 2, children_seen  # verifying all along
+    assert set(outcomes) <= {"OK", "cancelled", "RESOURCE_EXHAUSTED", "INVALID_ARGUMENT"}, outcomes
+    assert p99s[-1] < P99_LIMIT_SECONDS, f"SignHash p99 of each try: {[f'{p * 1000:.1f} ms' for p in p99s]}"

@@ -1,0 +1,249 @@
+"""Document streams are bounded: per worker and per application, closed when idle, holding no
+spool file before data arrives, refused while descriptors run short; and a flood of stalled
+streams under a 1,024-descriptor limit leaves the HSM, the database and other clients served."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from signserver.descriptors import open_descriptors
+from signserver.grpc_api.server import GrpcServer
+from signserver.grpc_api.stream_limits import DocumentLimits
+from signserver.v1 import document_pb2, document_pb2_grpc, info_pb2, info_pb2_grpc, signing_pb2, signing_pb2_grpc
+from tests.conftest import service_with
+from tests.grpc_api.conftest import ServerThread
+from tests.grpc_api.serve_process import ServeProcess
+from tests.grpc_api.test_workers import PASSWORD, application, holder
+
+ROOT = Path(__file__).resolve().parents[2]
+DESCRIPTOR_LIMIT = 1024
+
+
+class LimitedServer(ServerThread):
+    """A ServerThread whose server has the document limits given."""
+
+    def __init__(self, config, service, limits: DocumentLimits):
+        super().__init__(config, service)
+        self._server = GrpcServer(self.config, service, health_interval=0.2, background=False,
+                                  document_limits=limits)
+
+
+class StalledStreams:
+    """SignPdf streams (sync client: one thread each) that send their header, if asked, then wait
+    until released."""
+
+    def __init__(self, stub, api_key: str):
+        self._stub = stub
+        self._metadata = [("x-api-key", api_key)]
+        self._release = threading.Event()
+        self.calls = []
+
+    def open(self, header: bool = True):
+        def requests():
+            if header:
+                yield document_pb2.SignPdfRequest(header=document_pb2.SignPdfHeader(
+                    account="nobody", password="Not-checked-1", credential_id="none"))
+            self._release.wait(60)
+
+        call = self._stub.SignPdf(requests(), metadata=self._metadata, timeout=60)
+        self.calls.append(call)
+        return call
+
+    def release(self) -> None:
+        self._release.set()
+
+
+def outcome(call, timeout: float = 30) -> grpc.RpcError:
+    """The status a streaming call ended with (waits at most ``timeout`` seconds)."""
+    ended = threading.Event()
+    call.add_done_callback(lambda _: ended.set())
+    assert ended.wait(timeout), "the call did not end"
+    with pytest.raises(grpc.RpcError) as caught:
+        list(call)
+    return caught.value
+
+
+@pytest.fixture
+def limited(config, tmp_path, clock):
+    """Start a server with the limits given; yields (service, server, stub, make_app)."""
+    service = service_with(config, tmp_path / "signserver.db", clock)
+    servers = []
+
+    def start(**limits):
+        server = LimitedServer(config, service, DocumentLimits(**limits)).__enter__()
+        servers.append(server)
+        channel = server.channel()
+        return document_pb2_grpc.DocumentServiceStub(channel)
+
+    def api_key(name: str) -> str:
+        return service.applications.create(name, otp_required=False)[1]
+
+    yield service, start, api_key
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+def test_a_stream_that_sends_nothing_for_the_idle_time_is_refused(limited):
+    _, start, api_key = limited
+    stub = start(idle_seconds=1.0)
+    streams = StalledStreams(stub, api_key("idle-app"))
+    after_header, without_header = streams.open(header=True), streams.open(header=False)
+    try:
+        for call in (after_header, without_header):
+            refused = outcome(call, timeout=20)
+            assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "nothing arrived on the stream for 1 s" in refused.details()
+    finally:
+        streams.release()
+
+
+def refused_one_of(calls) -> tuple[grpc.RpcError, list]:
+    """The one call of ``calls`` that is refused (the server may take them in any order), and the
+    others, still open."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(call.done() for call in calls):
+        time.sleep(0.05)
+    time.sleep(0.5)  # had another been refused, it would be by now
+    done = [call for call in calls if call.done()]
+    assert len(done) == 1, f"{len(done)} of {len(calls)} calls ended"
+    return outcome(done[0]), [call for call in calls if not call.done()]
+
+
+def test_streams_are_bounded_per_application_and_per_worker(limited):
+    _, start, api_key = limited
+    stub = start(streams_per_application=2, streams_per_worker=3)
+    first, second, third = (StalledStreams(stub, api_key(f"busy-app-{i}")) for i in range(3))
+    try:
+        refused, held = refused_one_of([first.open() for _ in range(3)])
+        assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "as many document streams under way as it may have at once (2)" in refused.details()
+        held.append(second.open())  # another application still gets the worker's last place
+        time.sleep(0.5)
+        assert not any(call.done() for call in held)
+        refused = outcome(third.open(), timeout=10)
+        assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and "3 document streams" in refused.details()
+    finally:
+        for streams in (first, second, third):
+            streams.release()
+    for call in held:  # released without a document: refused for that, not for the limit
+        assert outcome(call).code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_stalled_streams_hold_no_spool_file(limited):
+    _, start, api_key = limited
+    stub = start(streams_per_application=40, streams_per_worker=40)
+    streams = StalledStreams(stub, api_key("lazy-app"))
+    streams.open()
+    time.sleep(0.5)  # the connection and the server's threads are up
+    before = open_descriptors()
+    try:
+        calls = [streams.open() for _ in range(30)]
+        time.sleep(1.0)
+        assert not any(call.done() for call in calls)
+        assert open_descriptors() - before < 10  # 60 spool files if opened with the header
+    finally:
+        streams.release()
+
+
+def test_streams_are_refused_while_descriptors_run_short(limited):
+    _, start, api_key = limited
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    stub = start(descriptor_reserve=soft)  # as if every descriptor but the reserve were taken
+    streams = StalledStreams(stub, api_key("short-app"))
+    try:
+        refused = outcome(streams.open(), timeout=10)
+    finally:
+        streams.release()
+    assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and "file descriptors" in refused.details()
+
+
+class LimitedServeProcess(ServeProcess):
+    """`signserver serve` started under the RLIMIT_NOFILE given (soft and hard)."""
+
+    def __init__(self, state_dir: Path, folder: Path, workers: int, soft: int, hard: int):
+        super().__init__(state_dir, folder, workers)
+        self.limits = soft, hard
+
+    def start(self) -> "LimitedServeProcess":
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            ["prlimit", "--nofile={}:{}".format(*self.limits), str(Path(sys.executable).parent / "signserver"),
+             "serve", "--workers", str(self.workers)], env=self.env, stderr=self.log, stdout=self.log)
+        self.port = self.wait_for(r"worker \d+ \(pid \d+\) serving on 127\.0\.0\.1:(\d+)", count=self.workers)
+        return self
+
+    def worker_open_file_limits(self) -> list[str]:
+        """The soft and hard open-file limits of the (first) worker, as /proc shows them."""
+        limits = Path(f"/proc/{self.worker_pids()[0]}/limits").read_text()
+        return next(line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files"))
+
+
+def test_serve_raises_the_open_file_limit_to_the_hard_limit(state_dir, tmp_path):
+    server = LimitedServeProcess(state_dir, tmp_path, workers=1, soft=512, hard=4096).start()
+    try:
+        assert server.worker_open_file_limits() == ["4096", "4096"]
+    finally:
+        server.stop()
+
+
+def bystander_is_served(server: ServeProcess, credentials, account: str, credential: str) -> None:
+    """Health, ServerInfo, and an Authorize then a SignHash, each answered at once."""
+    with grpc.secure_channel(f"localhost:{server.port}", credentials,
+                             options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        assert info_pb2_grpc.InfoServiceStub(channel).ServerInfo(info_pb2.ServerInfoRequest(), timeout=10).version
+        signing = signing_pb2_grpc.SigningServiceStub(channel)
+        digest = hashlib.sha256(b"bystander").digest()
+        token = signing.Authorize(signing_pb2.AuthorizeRequest(
+            account=account, password=PASSWORD, credential_id=credential,
+            hash_algorithm=signing_pb2.HASH_ALGORITHM_SHA256, digests=[digest]), timeout=10)
+        signed = signing.SignHash(signing_pb2.SignHashRequest(
+            credential_id=credential, activation_token=token.activation_token, signature_algorithm="ecdsa-sha256",
+            digests=[digest]), timeout=10)
+        assert len(signed.signatures) == 1
+
+
+def test_two_thousand_stalled_streams_under_1024_descriptors_leave_a_bystander_served(state_dir, tmp_path):
+    server = LimitedServeProcess(state_dir, tmp_path, workers=1, soft=DESCRIPTOR_LIMIT, hard=DESCRIPTOR_LIMIT).start()
+    try:
+        assert server.worker_open_file_limits() == [str(DESCRIPTOR_LIMIT)] * 2
+        application(server, "flooding-app")
+        flooder_cert, flooder_key = server.client_files
+        bystander = application(server, "bystander-app")
+        credential = holder(server, "bystander.holder")
+
+        client = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "grpc_api" / "stalled_streams_client.py"), str(server.port),
+             str(server.folder / "ca.pem"), str(flooder_cert), str(flooder_key), "2000", "4"],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        try:
+            assert client.stdout.readline().strip() == "stalled"
+            for _ in range(3):
+                bystander_is_served(server, bystander, "bystander.holder", credential)
+            outcomes = json.loads(client.stdout.readline())
+        finally:
+            client.kill() if client.poll() is None else None
+            client.wait(30)
+        assert sum(outcomes.values()) == 2000 and "OK" not in outcomes  # every stream ended
+        # At most the application's share of streams was held, each until its idle time ran out;
+        # every other stream was refused at once, holding nothing.
+        log = server.text()
+        closed_idle = log.count("SignPdf refused with INVALID_ARGUMENT: nothing arrived on the stream for 30 s")
+        assert closed_idle == outcomes.get("INVALID_ARGUMENT") <= DocumentLimits().streams_per_application
+        assert log.count("SignPdf refused with RESOURCE_EXHAUSTED") >= 1800, outcomes
+        bystander_is_served(server, bystander, "bystander.holder", credential)
+        assert "Too many open files" not in log and " ERROR " not in log
+    finally:
+        server.stop()
