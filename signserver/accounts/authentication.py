@@ -81,8 +81,6 @@ class Authenticator:
 
         try:
             password_ok, step = self._check_factors(row, username, password, otp_code, otp_required, now)
-            new_hash = (self._hasher.hash(password.reveal())
-                        if password_ok and self._hasher.needs_rehash(row.password_hash) else None)
         except BaseException:
             with self._database.transaction() as conn:
                 self._lockout.abandon(conn, attempt)  # a fault is not a wrong guess
@@ -107,14 +105,26 @@ class Authenticator:
                 refusal: Exception = AccountDisabled("the account is disabled; an operator must enable it")
             elif right and holds_credential:
                 self._lockout.succeeded(conn, attempt)
-                if new_hash:
-                    update_account(conn, row.id, password_hash=new_hash)
                 self._audit.append(conn, now, "auth.success", actor, username, otp=otp_required)
-                return get_account(conn, username, now)
+                account = get_account(conn, username, now)
+                refusal = None
             else:
                 self._record_failure(conn, attempt, row, username, actor, now)
                 refusal = AuthenticationFailed()
-        raise refusal
+        if refusal is not None:
+            raise refusal
+        self._rehash_if_due(row, password)
+        return account
+
+    def _rehash_if_due(self, row, password: Secret) -> None:
+        """Hash a right password again when the parameters changed. Only after a success: a new
+        hash made as soon as the password matched would cost one more argon2 run whenever the
+        password is right, telling it apart from a wrong OTP."""
+        if not self._hasher.needs_rehash(row.password_hash):
+            return
+        new_hash = self._hasher.hash(password.reveal())
+        with self._database.transaction() as conn:
+            update_account(conn, row.id, password_hash=new_hash)
 
     def _admit(self, username: str, now: datetime.datetime):
         """The account's row (None for an unknown name) and an admitted attempt; waits a little

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import threading
 
@@ -9,10 +10,11 @@ import pytest
 
 from signserver.accounts import otp
 from signserver.accounts.model import AccountStatus
+from signserver.accounts.repository import account_row
 from signserver.audit.log import AuditLog
 from signserver.errors import AccountDisabled, AccountLocked, AuthenticationFailed
 from signserver.secret import Secret
-from tests.conftest import PASSWORD, enrol
+from tests.conftest import PASSWORD, enrol, service_with
 
 
 def auth(service, username, password=PASSWORD, code=None, otp_required=True):
@@ -263,3 +265,31 @@ def test_parallel_wrong_attempts_on_an_unknown_name_evaluate_at_most_five(fresh_
         t.join()
     assert outcomes.count("wrong") == 5 and outcomes.count("locked") == 15
     assert events(fresh_service, "nobody-here").count("auth.failure") == 5
+
+
+def test_a_password_is_hashed_again_only_after_a_success(config, tmp_path, clock):
+    """Hashing a right password again while the OTP is still unchecked would cost one more argon2
+    run exactly when the password is right: a wrong OTP could then be told from a wrong password."""
+    database = tmp_path / "signserver.db"
+    created, seed = enrol(service_with(config, database, clock))
+    stronger = dataclasses.replace(config.accounts, argon2_time_cost=config.accounts.argon2_time_cost + 1)
+    service = service_with(config, database, clock, accounts=stronger)
+    name = created.account.username
+    hashes = []
+    hasher = service.accounts._authenticator._hasher
+    original = hasher.hash
+    hasher.hash = lambda secret: hashes.append(1) or original(secret)  # counts, and hashes for real
+    right_code = otp.code_at(seed, clock.now())
+    wrong_code = "000000" if right_code != "000000" else "111111"
+    with pytest.raises(AuthenticationFailed):
+        auth(service, name, PASSWORD, wrong_code)
+    assert hashes == []
+    stored = stored_hash(service, name)
+    auth(service, name, PASSWORD, right_code)
+    assert hashes == [1] and stored_hash(service, name) != stored
+    assert not hasher.needs_rehash(stored_hash(service, name))
+
+
+def stored_hash(service, name: str) -> str:
+    with service.database.read() as conn:
+        return account_row(conn, name).password_hash
