@@ -33,6 +33,10 @@ from signserver.store.schema import audit_head, audit_seals
 log = logging.getLogger(__name__)
 
 AUDIT_KEY_LABEL = "signserver-audit-seal"
+# Where a new seal key is made when the token's key under AUDIT_KEY_LABEL is not Ed25519 (a
+# P-256 key from an earlier version, which SignHash could be made to sign with): the old key is
+# never used to seal again, its pin stays to verify the seals it made.
+SUCCESSOR_KEY_LABEL_SUFFIX = "-2"
 # Ed25519 signs the message itself (the HSM hashes): SignHash refuses Ed25519 keys, so no caller
 # can have the seal key sign a digest of their choosing even if a credential were pointed at it.
 AUDIT_KEY_ALGORITHM = KeyAlgorithm.ED25519
@@ -50,18 +54,45 @@ def pin_path(state_dir: Path) -> Path:
     return state_dir / "audit" / "seal-key.pem"
 
 
-def audit_key_id(keys: HsmKeyStore) -> str:
-    """The id of the HSM key that seals the log, generated on first use.
+@dataclass(frozen=True)
+class TokenSealKey:
+    key_id: str
+    successor: bool  # made under the successor label, replacing a key of another type
+
+
+def token_seal_key(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL) -> TokenSealKey:
+    """The HSM key that seals the log: the Ed25519 key under ``label``, generated on first use;
+    or, when the key under ``label`` is of another type, the successor key generated beside it.
 
     Raises: HsmError.
     """
+    successor_label = label + SUCCESSOR_KEY_LABEL_SUFFIX
     try:
-        return keys.find_by_label(AUDIT_KEY_LABEL).key_id
+        return TokenSealKey(keys.find_by_label(successor_label).key_id, successor=True)
+    except KeyNotFound:
+        pass
+    original = _find_or_generate(keys, label)
+    if original.algorithm is AUDIT_KEY_ALGORITHM:
+        return TokenSealKey(original.key_id, successor=False)
+    log.warning("the audit seal key %r is %s, not %s: a new seal key %r seals from now on",
+                label, original.algorithm.value if original.algorithm else "of an unknown type",
+                AUDIT_KEY_ALGORITHM.value, successor_label)
+    return TokenSealKey(_find_or_generate(keys, successor_label).key_id, successor=True)
+
+
+def audit_key_id(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL) -> str:
+    """The id of the HSM key that seals the log (see :func:`token_seal_key`). Raises: HsmError."""
+    return token_seal_key(keys, label).key_id
+
+
+def _find_or_generate(keys: HsmKeyStore, label: str):
+    try:
+        return keys.find_by_label(label)
     except KeyNotFound:
         try:
-            return keys.generate(AUDIT_KEY_ALGORITHM, AUDIT_KEY_LABEL).key_id
+            return keys.generate(AUDIT_KEY_ALGORITHM, label)
         except AlreadyExists:  # another thread made it first
-            return keys.find_by_label(AUDIT_KEY_LABEL).key_id
+            return keys.find_by_label(label)
 
 
 @dataclass(frozen=True)
@@ -75,7 +106,7 @@ class AuditSealer:
     """Seals the head of the audit chain with the token's seal key, pinned in ``pin``."""
 
     def __init__(self, database: Database, keys: HsmKeyStore, audit: AuditLog, clock: Clock,
-                 every_records: int, interval_seconds: int, pin: SealKeyPin):
+                 every_records: int, interval_seconds: int, pin: SealKeyPin, key_label: str = AUDIT_KEY_LABEL):
         self._database = database
         self._keys = keys
         self._audit = audit
@@ -83,6 +114,7 @@ class AuditSealer:
         self._every = every_records
         self._interval = datetime.timedelta(seconds=interval_seconds)
         self.pin = pin
+        self._key_label = key_label
         self._key: _SealKey | None = None
 
     @property
@@ -158,10 +190,23 @@ class AuditSealer:
         return content.seq
 
     def _seal_key(self) -> _SealKey:
-        """The token's seal key, checked against (or, the first time, written to) the pin."""
+        """The token's seal key, checked against (or, the first time, written to) the pin. A
+        successor key has a pin of its own, naming the first seal it makes; the predecessor's pin
+        is kept (made now if missing) to verify the seals before it.
+
+        Raises: as :meth:`seal`.
+        """
         if self._key is None:
-            key_id = audit_key_id(self._keys)
-            public_key = self._keys.public_key(key_id)
-            pinned = self.pin.ensure(public_key)
-            self._key = _SealKey(key_id, signature_algorithm_for(public_key), pinned)
+            token_key = token_seal_key(self._keys, self._key_label)
+            public_key = self._keys.public_key(token_key.key_id)
+            if not token_key.successor:
+                pinned = self.pin.ensure(public_key)
+            else:
+                successor_pin = self.pin.successor()
+                if successor_pin.load() is None:
+                    self.pin.ensure(self._keys.public_key(self._keys.find_by_label(self._key_label).key_id))
+                with self._database.read() as conn:
+                    last = conn.execute(_LAST_SEAL).first()
+                pinned = successor_pin.ensure(public_key, first_seal=last.number + 1 if last else 1)
+            self._key = _SealKey(token_key.key_id, signature_algorithm_for(public_key), pinned)
         return self._key

@@ -4,6 +4,11 @@ The key that verifies seals must not come from the audited tables: whoever can w
 point a seal at any key they can make sign. The sealer writes the token key's public key here the
 first time it sees it, and never replaces it; ``signserver audit verify`` checks every seal with
 this key only, and prints its fingerprint so that it can be compared with one kept elsewhere.
+
+A seal key that is replaced (a P-256 key of an earlier version, see :mod:`signserver.audit.seal`)
+keeps its pin; its successor is pinned beside it (``seal-key-2.pem``) with the number of the first
+seal it made, and the old key verifies only the seals numbered before that one. No pin is ever
+overwritten.
 """
 
 from __future__ import annotations
@@ -33,10 +38,15 @@ def normalise_fingerprint(text: str) -> str:
     return text.strip().replace(":", "").replace(" ", "").lower()
 
 
+FIRST_SEAL_LINE = b"# first seal: "
+SUCCESSOR_SUFFIX = "-2"
+
+
 @dataclass(frozen=True)
 class PinnedKey:
     public_key: SealPublicKey
     fingerprint: str
+    first_seal: int = 1  # the number of the first seal this key made; earlier ones are its predecessor's
 
 
 class SealKeyPin:
@@ -62,10 +72,16 @@ class SealKeyPin:
             raise DataCorrupted(f"{self.path} holds no PEM public key") from exc
         if not isinstance(public_key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)):
             raise DataCorrupted(f"{self.path} holds a key of a type that does not seal the audit log")
-        return PinnedKey(public_key, fingerprint(public_key))
+        return PinnedKey(public_key, fingerprint(public_key), _first_seal(text, self.path))
 
-    def ensure(self, public_key: SealPublicKey) -> PinnedKey:
+    def successor(self) -> "SealKeyPin":
+        """The pin of the key that replaced this one (``seal-key-2.pem`` beside ``seal-key.pem``):
+        this pin stays, and verifies only the seals made before the successor's first."""
+        return SealKeyPin(self.path.with_name(self.path.stem + SUCCESSOR_SUFFIX + self.path.suffix))
+
+    def ensure(self, public_key: SealPublicKey, first_seal: int = 1) -> PinnedKey:
         """Pin ``public_key`` unless a key is pinned already, and return the pinned key.
+        ``first_seal``: the number of the first seal the key will make (written only when pinning).
 
         Raises:
             ConfigurationError: another key is pinned (the token's seal key was replaced: only an
@@ -74,7 +90,7 @@ class SealKeyPin:
         """
         pinned = self.load()
         if pinned is None:
-            self._write(public_key)
+            self._write(public_key, first_seal)
             pinned = self.load()
         if pinned is None or pinned.fingerprint != fingerprint(public_key):
             raise ConfigurationError(
@@ -83,13 +99,14 @@ class SealKeyPin:
                 "made until this is resolved")
         return pinned
 
-    def _write(self, public_key: SealPublicKey) -> None:
+    def _write(self, public_key: SealPublicKey, first_seal: int) -> None:
         """Create the file atomically and only if absent: a concurrent writer's pin wins, and
         :meth:`ensure` then compares against it."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         text = (b"# signserver audit seal key: every seal is verified with this key only\n"
-                + f"# SHA-256 fingerprint: {fingerprint(public_key)}\n".encode("ascii") + pem)
+                + f"# SHA-256 fingerprint: {fingerprint(public_key)}\n".encode("ascii")
+                + FIRST_SEAL_LINE + f"{first_seal}\n".encode("ascii") + pem)
         fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".seal-key-")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -103,3 +120,17 @@ class SealKeyPin:
                 pass
         finally:
             os.unlink(temporary)
+
+
+def _first_seal(text: bytes, path: Path) -> int:
+    """The pin's first seal number (1 for pins written before keys had successors).
+
+    Raises: DataCorrupted: the line is there but holds no positive number.
+    """
+    for line in text.splitlines():
+        if line.startswith(FIRST_SEAL_LINE):
+            value = line[len(FIRST_SEAL_LINE):].strip()
+            if not value.isdigit() or int(value) < 1:
+                raise DataCorrupted(f"{path} names no valid first seal")
+            return int(value)
+    return 1

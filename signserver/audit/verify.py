@@ -2,15 +2,20 @@
 forged, removed or missing seals.
 
 Seals are checked with the pinned seal key only (see :mod:`signserver.audit.seal_key`), never a
-key named by the seal's row. Removing seals is told three ways: a gap or break in the seal chain;
-records left unsealed for longer than a server would leave them; and, while the log shows a
+key named by the seal's row; when the seal key was replaced, the predecessor's pin verifies only
+the seals numbered before the successor's first (the successor's seals chain to them, so they
+cannot be replaced afterwards). Removing seals is told four ways: a gap or break in the seal
+chain; records left unsealed for longer than a server would leave them; while the log shows a
 server running (a sealed ``server.started`` not followed by a sealed ``server.stopped``), a newest
-seal older than the heartbeat would leave it.
+seal older than the heartbeat would leave it; and, along the chain, two consecutive seals further
+apart than that, or a seal covering records older than that, unless the log had recorded a clean
+stop (seals removed while the server ran, and the rewritten head sealed by its next heartbeat).
 """
 
 from __future__ import annotations
 
 import datetime
+import bisect
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -35,7 +40,10 @@ class AuditReport:
     sealed_seq: int = 0
     seals: int = 0
     legacy_seals: int = 0  # made before seals were chained: checked with the pinned key all the same
-    seal_key: str | None = None  # SHA-256 fingerprint of the pinned seal key
+    seal_key: str | None = None  # SHA-256 fingerprint of the pinned seal key (the successor, if any)
+    predecessor_key: str | None = None  # the replaced seal key's fingerprint, when it was replaced
+    predecessor_seals: int = 0  # seals numbered before the successor's first, checked with the predecessor
+    successor_first_seal: int | None = None  # the first seal of the successor key, when the key was replaced
     newest_seal_at: int | None = None
     server_running: bool = False  # per the sealed log: started and not yet stopped
     problems: list[str] = field(default_factory=list)
@@ -43,6 +51,14 @@ class AuditReport:
     @property
     def intact(self) -> bool:
         return not self.problems
+
+    @property
+    def predecessor_summary(self) -> str | None:
+        """Which seals the replaced seal key verified (legacy seals), or None if it was never replaced."""
+        if self.successor_first_seal is None:
+            return None
+        return (f"{self.predecessor_key or 'not pinned'}; verifies only seals numbered below "
+                f"{self.successor_first_seal} (legacy: {self.predecessor_seals} seals)")
 
 
 def verify_audit_log(database: Database, pin: SealKeyPin, now: datetime.datetime,
@@ -55,14 +71,17 @@ def verify_audit_log(database: Database, pin: SealKeyPin, now: datetime.datetime
     Raises: StoreUnavailable.
     """
     report = AuditReport()
-    pinned = _pinned_key(pin, expected_key, report)
+    pinned = _pinned_keys(pin, expected_key, report)
+    allowance = int(max_seal_age.total_seconds())
     with database.read() as conn:  # one snapshot of records, head and seals
         seals = conn.execute(select(audit_seals).order_by(audit_seals.c.number)).all()
         if pinned is None and seals:
             report.problems.append(f"no seal key is pinned at {pin.path}: the {len(seals)} seals cannot be "
                                    "checked (the server pins the token's seal key when it first seals)")
         genuine = _genuine_seals(seals, pinned, report)
-        sealed_hashes, last_hash = _walk_records(conn, {c.seq for c in genuine}, report)
+        excused = _gap_allowed(conn, genuine)
+        _check_seal_gaps(genuine, excused, allowance, report)
+        sealed_hashes, last_hash = _walk_records(conn, genuine, excused, allowance, report)
         head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
         if head.seq != report.last_seq or (head.seq and head.hash != last_hash):
             report.problems.append(f"the chain ends at record {report.last_seq} but its head says {head.seq}: "
@@ -73,21 +92,36 @@ def verify_audit_log(database: Database, pin: SealKeyPin, now: datetime.datetime
     return report
 
 
-def _pinned_key(pin: SealKeyPin, expected_key: str | None, report: AuditReport) -> PinnedKey | None:
+@dataclass(frozen=True)
+class _PinnedKeys:
+    predecessor: PinnedKey | None  # verifies the seals numbered before current.first_seal only
+    current: PinnedKey
+
+    def for_seal(self, number: int) -> PinnedKey | None:
+        return self.current if number >= self.current.first_seal else self.predecessor
+
+
+def _pinned_keys(pin: SealKeyPin, expected_key: str | None, report: AuditReport) -> _PinnedKeys | None:
     try:
-        pinned = pin.load()
+        original, successor = pin.load(), pin.successor().load()
     except DataCorrupted as exc:
         report.problems.append(str(exc))
-        pinned = None
-    report.seal_key = pinned.fingerprint if pinned else None
-    if expected_key is not None and (pinned is None or pinned.fingerprint != normalise_fingerprint(expected_key)):
+        original = successor = None
+    current = successor or original
+    report.seal_key = current.fingerprint if current else None
+    if successor is not None:
+        report.predecessor_key = original.fingerprint if original else None
+        report.successor_first_seal = successor.first_seal
+    if expected_key is not None and (current is None or current.fingerprint != normalise_fingerprint(expected_key)):
         report.problems.append(f"the pinned seal key is {report.seal_key or 'missing'}, not the expected key "
                                f"{normalise_fingerprint(expected_key)}")
-    return pinned
+    if current is None:
+        return None
+    return _PinnedKeys(predecessor=original if successor is not None else None, current=current)
 
 
-def _genuine_seals(seals, pinned: PinnedKey | None, report: AuditReport) -> list[SealContent]:
-    """The seals the pinned key signed, in chain order; every gap, break or forgery reported."""
+def _genuine_seals(seals, pinned: _PinnedKeys | None, report: AuditReport) -> list[SealContent]:
+    """The seals the pinned keys signed, in chain order; every gap, break or forgery reported."""
     genuine: list[SealContent] = []
     expected_number, previous, chained_seen = 1, NO_PREVIOUS_SEAL, False
     for row in seals:
@@ -103,9 +137,19 @@ def _genuine_seals(seals, pinned: PinnedKey | None, report: AuditReport) -> list
         content = SealContent.of_row(row)
         if pinned is None:
             continue
-        if not signature_is_valid(pinned.public_key, row.signature, content):
-            report.problems.append(f"the seal {row.number} at record {row.seq} does not verify with the pinned "
-                                   "seal key: forged or altered")
+        key = pinned.for_seal(row.number)
+        if key is not pinned.current:
+            report.predecessor_seals += 1
+        if key is None:
+            report.problems.append(f"seal {row.number} was made before the seal key was replaced, and no key is "
+                                   "pinned for it: it cannot be checked")
+            previous = content.digest()
+            continue
+        if not signature_is_valid(key.public_key, row.signature, content):
+            which = "pinned seal key" if key is pinned.current else "replaced seal key pinned for seals before " \
+                f"{pinned.current.first_seal}"
+            report.problems.append(f"the seal {row.number} at record {row.seq} does not verify with the {which}: "
+                                   "forged or altered")
             previous = content.digest()
             continue
         if row.format == CHAINED_FORMAT:
@@ -123,13 +167,59 @@ def _genuine_seals(seals, pinned: PinnedKey | None, report: AuditReport) -> list
     return genuine
 
 
-def _walk_records(conn, sealed_seqs: set[int], report: AuditReport) -> tuple[dict[int, str], str]:
-    """Check every link of the record chain; return the hashes of the sealed records, and the last
-    record's hash."""
+def _gap_allowed(conn, genuine: list[SealContent]) -> list[bool]:
+    """For each seal, whether the next may come late and cover old records: the newest lifecycle
+    record it covers is a clean stop (no server sealed after it), or it is a seal from before the
+    chain (those versions sealed every so many records, with no heartbeat)."""
+    lifecycle = conn.execute(select(audit_log.c.seq, audit_log.c.event)
+                             .where(audit_log.c.event.in_([SERVER_STARTED, SERVER_STOPPED]))
+                             .order_by(audit_log.c.seq)).all()
+    seqs = [r.seq for r in lifecycle]
+    excused = []
+    for content in genuine:
+        newest = bisect.bisect_right(seqs, content.seq) - 1
+        excused.append(content.format == LEGACY_FORMAT
+                       or (newest >= 0 and lifecycle[newest].event == SERVER_STOPPED))
+    return excused
+
+
+def _check_seal_gaps(genuine: list[SealContent], excused: list[bool], allowance: int, report: AuditReport) -> None:
+    """Consecutive seals go forward in seq and time, at most ``allowance`` apart while a server ran."""
+    for i, (before, after) in enumerate(zip(genuine, genuine[1:])):
+        if after.seq < before.seq or after.at < before.at:
+            report.problems.append(f"seal {after.number} goes back in records or time from seal {before.number}: "
+                                   "seals were replaced")
+        elif after.at - before.at > allowance and not excused[i]:
+            report.problems.append(
+                f"seal {after.number} came {after.at - before.at} s after seal {before.number}, more than {allowance} s "
+                f"while the log shows no clean stop: seals after {before.number} were removed (and records after "
+                f"{before.seq} perhaps rewritten), or the server stopped without recording it")
+
+
+def _walk_records(conn, genuine: list[SealContent], excused: list[bool], allowance: int,
+                  report: AuditReport) -> tuple[dict[int, str], str]:
+    """Check every link of the record chain, and that the seal that first covers a record (after
+    the first seal, and unless a clean stop came before) was made within ``allowance`` of the
+    record's time; return the hashes of the sealed records, and the last record's hash."""
+    sealed_seqs = {c.seq for c in genuine}
+    # Seals in seq order, with whether the seal before each excuses a late seal.
+    covering = sorted((c.seq, c.at, c.number, i > 0 and not excused[i - 1]) for i, c in enumerate(genuine))
+    late_reported: set[int] = set()
+    position = 0
     hashes: dict[int, str] = {}
     expected_seq, prev_hash, after = 1, GENESIS_HASH, 0
     while batch := AuditLog.records(conn, after=after, limit=BATCH):
         for record in batch:
+            while position < len(covering) and covering[position][0] < record.seq:
+                position += 1
+            if position < len(covering):
+                seal_seq, seal_at, number, checked = covering[position]
+                if checked and seal_at - record.at > allowance and number not in late_reported:
+                    late_reported.add(number)
+                    report.problems.append(
+                        f"record {record.seq} ({from_epoch(record.at).isoformat()}) was first sealed by seal {number}, "
+                        f"more than {allowance} s later while the log shows no clean stop: seals were removed and "
+                        "records rewritten")
             if record.seq != expected_seq:
                 report.problems.append(f"records {expected_seq} to {record.seq - 1} are missing")
                 prev_hash = record.prev_hash  # go on checking from here

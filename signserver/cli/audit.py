@@ -36,7 +36,8 @@ def cmd_verify(args, config: Config) -> int:
     if args.json:
         print_json({"intact": report.intact, "records": report.records, "last_seq": report.last_seq,
                     "sealed_seq": report.sealed_seq, "seals": report.seals, "legacy_seals": report.legacy_seals,
-                    "seal_key_sha256": report.seal_key, "newest_seal_at": newest,
+                    "seal_key_sha256": report.seal_key, "replaced_seal_key": report.predecessor_summary,
+                    "newest_seal_at": newest,
                     "server_running": report.server_running, "problems": report.problems})
     else:
         print_fields([
@@ -49,7 +50,7 @@ def cmd_verify(args, config: Config) -> int:
             ("newest seal", newest or "none"),
             ("server", "running, per the log" if report.server_running else "not running, per the log"),
             ("seal key SHA-256", report.seal_key or f"none pinned ({sealer.pin.path})"),
-        ])
+        ] + ([("replaced seal key SHA-256", report.predecessor_summary)] if report.predecessor_summary else []))
         for problem in report.problems:
             print(f"  - {problem}")
     return 0 if report.intact else 1

@@ -129,6 +129,22 @@ class HsmKeyStore:
         raw_id = check_key_id(key_id)
         return self._session.run(lambda s: _describe(self._private(s, raw_id)), f"read key {key_id}")
 
+    def label_of(self, key_id: str) -> str:
+        """The private key's label, read once per session and cached with its handle: signing
+        paths check it on every signature.
+
+        Raises: InvalidArgument, KeyNotFound, HsmError.
+        """
+        raw_id = check_key_id(key_id)
+
+        def read(session: pkcs11.Session) -> str:
+            cache_key = ("label", raw_id)
+            if cache_key not in self._session.cache:
+                self._session.cache[cache_key] = self._private(session, raw_id)[Attribute.LABEL] or ""
+            return self._session.cache[cache_key]
+
+        return self._session.run(read, f"read the label of key {key_id}")
+
     def find_by_label(self, label: str) -> KeyInfo:
         """Raises: KeyNotFound: no key has that label. HsmError."""
         def find(session: pkcs11.Session) -> KeyInfo:

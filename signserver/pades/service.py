@@ -172,6 +172,7 @@ class PadesService:
 
     def _job(self, application: Application, credential_id: str, level: PadesLevel, stamp: StampOptions):
         credential = self._hash_signer.credential(application, credential_id)
+        self._hash_signer.refuse_infrastructure_key(credential)  # the signer below keeps this key id
         certificate = self._keys.certificate(credential.key_id)
         if certificate is None:
             raise CredentialUnusable(f"credential {credential_id} has no certificate yet; the RA must issue one")

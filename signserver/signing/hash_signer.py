@@ -46,6 +46,11 @@ from signserver.store.schema import accounts, activation_tokens, certificates, c
 
 log = logging.getLogger(__name__)
 
+# Labels of the keys the server makes for itself: the CA's ("ca-root-", "ca-issuing-",
+# "ca-ocsp-responder-", "ca-tsa-" in signserver/ca/authority.py) and the audit seal's
+# ("signserver-audit-seal" and its successors in signserver/audit/seal.py).
+INFRASTRUCTURE_LABEL_PREFIXES = ("ca-", "signserver-")
+
 LISTING_REFUSED = ("the credentials of an account are listed only to an application whose policy names the "
                    "account, or with an activation token the holder's factors produced for it; Authorize "
                    "with an empty credential_id chooses the holder's signing credential")
@@ -177,6 +182,7 @@ class HashSigner:
         activation.check_digests(digests, algorithm.hash, self.max_signatures)
         credential = self.spend(application, credential_id, token, algorithm.hash, digests,
                                 key_check=algorithm.check_key)
+        self.refuse_infrastructure_key(credential)
         now = self._clock.now()
         signatures = [self._keys.sign_digest(credential.key_id, d, algorithm) for d in digests]
         with self._database.transaction() as conn:
@@ -204,6 +210,18 @@ class HashSigner:
         """A credential the application may use, checked usable. Raises: NotFound, CredentialUnusable."""
         with self._database.read() as conn:
             return self._usable_for(application, credential_id, conn, self._clock.now())
+
+    def refuse_infrastructure_key(self, credential: Credential) -> None:
+        """Refuse a credential whose key is one the server keeps for itself (CA, OCSP, TSA, audit
+        seal): only a database changed behind the server's back points a credential at one.
+
+        Raises: CredentialUnusable (saying nothing of the key), KeyNotFound, HsmError.
+        """
+        label = self._keys.label_of(credential.key_id)
+        if label.startswith(INFRASTRUCTURE_LABEL_PREFIXES):
+            log.warning("credential %s names a key reserved for the server's own use (label %r): the "
+                        "credentials table was altered; nothing is signed", credential.id, label)
+            raise CredentialUnusable(f"credential {credential.id} cannot sign")
 
     def holder_name(self, credential: Credential) -> str:
         with self._database.read() as conn:
