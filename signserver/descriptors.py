@@ -9,9 +9,12 @@ descriptors are free, long before the process's limit is reached.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import resource
+
+from signserver.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +22,10 @@ log = logging.getLogger(__name__)
 # forkserver's pipes and a burst of new connections while the refusals go out.
 DEFAULT_RESERVE = 128
 _FD_DIRECTORY = "/proc/self/fd"
+# Descriptors are counted again at most this often: listing /proc/self/fd costs some
+# microseconds per hundred entries, which adds up once the limit is a hard limit in the tens of
+# thousands and every admission asks. In between, each admission counts as one more descriptor.
+RECOUNT_INTERVAL = datetime.timedelta(milliseconds=100)
 
 
 def raise_open_file_limit() -> int:
@@ -48,21 +55,39 @@ def open_descriptors() -> int:
 class DescriptorReserve:
     """Tells whether a reserve of descriptors is still free under the soft limit.
 
-    Counting /proc/self/fd costs some microseconds per hundred descriptors, so callers ask only
-    where a client can make the process open more (a document stream, a spool file), never on
-    the signing path.
+    The count of open descriptors is read at most once per ``recount_interval`` (by ``clock``);
+    between readings, every admission (every ``available()`` that answered yes) is taken to
+    have opened one more descriptor, so a burst cannot slip past the reserve unseen.
+    Only used from one thread (the event loop's).
     """
 
-    def __init__(self, reserve: int = DEFAULT_RESERVE):
+    def __init__(self, reserve: int = DEFAULT_RESERVE, clock: Clock | None = None,
+                 recount_interval: datetime.timedelta = RECOUNT_INTERVAL):
         self.reserve = reserve
+        self._clock = clock or SystemClock()
+        self._recount_interval = recount_interval
+        self._counted_at: datetime.datetime | None = None
+        self._counted = 0
+        self._admitted_since = 0
+
+    def _open(self) -> int:
+        now = self._clock.now()
+        if self._counted_at is None or not (self._counted_at <= now < self._counted_at + self._recount_interval):
+            self._counted = open_descriptors()
+            self._counted_at = now
+            self._admitted_since = 0
+        return self._counted + self._admitted_since
 
     def free(self) -> int:
-        """Descriptors that may still be opened before the soft limit."""
+        """Descriptors that may still be opened before the soft limit (as last counted)."""
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             return 1 << 30
-        return soft - open_descriptors()
+        return soft - self._open()
 
     def available(self) -> bool:
-        """Whether more than the reserve is free."""
-        return self.free() > self.reserve
+        """Whether more than the reserve is free; a yes counts as one descriptor taken."""
+        if self.free() > self.reserve:
+            self._admitted_since += 1
+            return True
+        return False

@@ -8,6 +8,7 @@ processes.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from signserver.grpc_api import convert
 from signserver.grpc_api.caller import calling_application
 from signserver.grpc_api.executor import BlockingCalls, FairShares
 from signserver.grpc_api.spool import SpoolFile
-from signserver.grpc_api.stream_limits import ConcurrencyLimit, DocumentLimits, DocumentStreams, within_idle_time
+from signserver.grpc_api.stream_limits import ConcurrencyLimit, DocumentLimits, DocumentStreams, within_time
 from signserver.pades.document import PadesLevel
 from signserver.pades.stamp import DEFAULT_BOX, StampOptions
 from signserver.pades.verifier_process import DEADLINE_MARGIN_SECONDS, VerifierProcesses
@@ -42,8 +43,8 @@ def stamp_options(stamp: document_pb2.Stamp, defaults: StampOptions) -> StampOpt
 
 class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
     """Document streams, bounded: so many open at once per worker and per application, each
-    closed when its client pauses too long, spool files opened only once data arrives, none at
-    all while descriptors run short. Signing jobs run in the documents pool, a fair share per
+    closed when its client pauses too long (sending or reading) or uploads for too long in all,
+    spool files opened only once data arrives, none at all while descriptors run short. Signing jobs run in the documents pool, a fair share per
     application; verifications run in child processes (see VerifierProcesses)."""
 
     def __init__(self, service: SignService, accounts: BlockingCalls, documents: BlockingCalls, spool: Path,
@@ -75,7 +76,7 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
             if size > self._max:
                 raise InvalidArgument(f"the document is too large: the limit is {self._max // (1024 * 1024)} MB")
             if chunk:
-                target.write(chunk)
+                await target.write_async(chunk)
         if size == 0:
             raise InvalidArgument("no document was sent")
         target.file().flush()
@@ -95,7 +96,7 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
                     convert.text("otp", header.otp, required=False, limit=16) or None,
                     convert.text("credential_id", header.credential_id, limit=64), source.file(), output.file(),
                     level, options)
-                async for response in self._send(output.file(), digest):
+                async for response in self._send(context, output.file(), digest):
                     yield response
 
     async def PrepareSignature(self, request_iterator, context):
@@ -118,13 +119,13 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
             digest = await self._document_job(
                 app, self._service.pades.complete_pdf, convert.text("document_id", request.document_id, limit=64),
                 convert.secret("activation_token", request.activation_token), output.file())
-            async for response in self._send(output.file(), digest):
+            async for response in self._send(context, output.file(), digest):
                 yield response
 
     async def _header_and_chunks(self, request_iterator):
-        """Raises: InvalidArgument: no header first, or the client paused too long (before the
-        header as between chunks)."""
-        messages = within_idle_time(request_iterator, self._streams.idle_seconds)
+        """Raises: InvalidArgument: no header first, the client paused too long (before the
+        header as between chunks), or the whole upload took too long."""
+        messages = self._within_time(request_iterator)
         first = await anext(messages, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("the first message must carry the header")
@@ -137,13 +138,33 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
 
         return first.header, chunks()
 
-    @staticmethod
-    async def _send(output, digest: bytes):
+    def _within_time(self, request_iterator):
+        return within_time(request_iterator, self._streams.idle_seconds, self._streams.upload_seconds)
+
+    async def _send(self, context, output, digest: bytes):
+        """Write the result, then the document, each message taken by the client within the idle
+        time. Written through the context rather than yielded, so that the wait for a client that
+        stops reading (gRPC's flow control holds the write) can be bounded here.
+
+        Raises: InvalidArgument: the client took nothing for the idle time.
+        """
         size = output.seek(0, 2)
         output.seek(0)
-        yield document_pb2.SignPdfResponse(result=document_pb2.SignPdfResult(size=size, sha256=digest))
+        await self._write(context, document_pb2.SignPdfResponse(
+            result=document_pb2.SignPdfResult(size=size, sha256=digest)))
         while chunk := output.read(CHUNK):
-            yield document_pb2.SignPdfResponse(chunk=chunk)
+            await self._write(context, document_pb2.SignPdfResponse(chunk=chunk))
+        return
+        yield  # an async generator, like the handlers that call it, which yield nothing
+
+    async def _write(self, context, response) -> None:
+        """Raises: InvalidArgument: the client took nothing for the idle time."""
+        try:
+            async with asyncio.timeout(self._streams.idle_seconds):
+                await context.write(response)
+        except TimeoutError:
+            raise InvalidArgument(f"the client read nothing for {self._streams.idle_seconds:g} s; "
+                                  "the stream is closed. Read the document as it arrives") from None
 
     async def _verify(self, app, document: Path):
         """Verify in a child process, killed once past the verification's time limit plus a margin.
@@ -160,15 +181,15 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
 
     async def VerifyPdf(self, request_iterator, context):
         app = await calling_application(context, self._service, self._accounts)
-        # A verification is refused before its upload when the worker or the application has as
-        # many running as it takes.
-        with self._verifications.admit(app.id), self._streams.admit(app.id), \
-                self._spool_file(named=True) as source:
+        with self._streams.admit(app.id), self._spool_file(named=True) as source:
             async def chunks():
-                async for message in within_idle_time(request_iterator, self._streams.idle_seconds):
+                async for message in self._within_time(request_iterator):
                     yield message.chunk
             await self._receive(chunks(), source)
-            verdict = await self._verify(app, source.path)
+            # The verification's place is taken only once the document is here: an upload that
+            # trickles holds a stream, never one of the few verifications a worker runs.
+            with self._verifications.admit(app.id):
+                verdict = await self._verify(app, source.path)
         return document_pb2.VerifyPdfResponse(signatures=[_report(r) for r in verdict.signatures],
                                               verdict=verdict.verdict, reason=verdict.reason)
 

@@ -35,15 +35,27 @@ class BlockingCalls:
     async def run(self, function: Callable[..., T], *args, **kwargs) -> T:
         """Run ``function`` in the pool.
 
-        Raises: ServerBusy: more calls are waiting than the pool takes (a flood of logins is
-        refused at once instead of queueing without bound).
+        If the caller is cancelled (its client went away) while ``function`` runs, this still
+        waits for ``function`` to end before raising CancelledError: the limits and files the
+        caller holds are held until the thread is free again, so a client cannot keep threads
+        busy by starting and cancelling calls. A call not yet started is dropped at once.
+
+        Raises: what ``function`` raises; ServerBusy: more calls are waiting than the pool takes
+        (a flood of logins is refused at once instead of queueing without bound);
+        asyncio.CancelledError: the caller was cancelled.
         """
         if self._pending >= self._limit:
             raise ServerBusy(f"the server is busy ({self._name}); try again shortly")
         self._pending += 1
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
+            submitted = self._pool.submit(functools.partial(function, *args, **kwargs))
+            running = asyncio.wrap_future(submitted)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                if not submitted.cancel():
+                    await _outlast(running)
+                raise
         finally:
             self._pending -= 1
 
@@ -65,6 +77,35 @@ class BlockingCalls:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def off_the_loop(function: Callable[..., T], *args) -> T:
+    """Run a short blocking call (file I/O) in the event loop's default thread pool; if the
+    caller is cancelled meanwhile, wait for the call to end before raising CancelledError (so
+    that the caller's files are not closed under it).
+
+    Raises: what ``function`` raises; asyncio.CancelledError: the caller was cancelled.
+    """
+    running = asyncio.get_running_loop().run_in_executor(None, function, *args)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await _outlast(running)
+        raise
+
+
+async def _outlast(running: asyncio.Future) -> None:
+    """Wait until ``running`` ends, through any further cancellation; its outcome is dropped
+    (the caller that wanted it is gone)."""
+    while not running.done():
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            continue
+        except Exception:  # the outcome of a cancelled call: nobody is left to report it to
+            break
+    if not running.cancelled():
+        running.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 class FairShares:

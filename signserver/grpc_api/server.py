@@ -57,14 +57,20 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 # Well above what a load test keeps in flight on one connection; document streams have their own,
 # lower, bounds.
 MAX_STREAMS_PER_CONNECTION = 1000
+# A connection with no call for this long is closed (HTTP/2 GOAWAY; a client reconnects when it
+# next calls): idle connections would otherwise hold a descriptor and memory each, without bound.
+# No limit on a busy connection's age: load tests keep theirs for hours.
+CONNECTION_IDLE_SECONDS = 300.0
 
 
 class GrpcServer:
     """One gRPC server bound to the configured address, running on the current event loop."""
 
     def __init__(self, config: Config, service: SignService, health_interval: float = 5.0,
-                 background: bool = True, worker: int = 0, document_limits: DocumentLimits = DocumentLimits()):
+                 background: bool = True, worker: int = 0, document_limits: DocumentLimits = DocumentLimits(),
+                 connection_idle_seconds: float = CONNECTION_IDLE_SECONDS):
         self._config = config
+        self._connection_idle_ms = int(connection_idle_seconds * 1000)
         self._service = service
         self._worker = worker
         self._document_limits = document_limits
@@ -84,7 +90,8 @@ class GrpcServer:
         """
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()],
                                  options=[("grpc.max_receive_message_length", 4 * 1024 * 1024),
-                                          ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION)])
+                                          ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+                                          ("grpc.max_connection_idle_ms", self._connection_idle_ms)])
         info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(self._service, self._hsm, self._worker), server)
         signing_pb2_grpc.add_SigningServiceServicer_to_server(
             SigningServicer(self._service, self._hsm, self._accounts), server)

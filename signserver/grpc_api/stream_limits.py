@@ -20,6 +20,9 @@ T = TypeVar("T")
 
 # A client that sends nothing for this long while streaming a document has stalled or gone.
 IDLE_STREAM_SECONDS = 30.0
+# However steadily it trickles, an upload (a document of at most max_document_mb) ends within
+# this: a client sending one byte every 29 s would otherwise hold its stream without end.
+UPLOAD_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class DocumentLimits:
     streams_per_worker: int = 64
     streams_per_application: int = 16
     idle_seconds: float = IDLE_STREAM_SECONDS
+    upload_seconds: float = UPLOAD_SECONDS
     verifications_per_worker: int = 2
     verifications_per_application: int = 1
     document_threads: int = 2
@@ -96,6 +100,7 @@ class DocumentStreams:
                                          limits.streams_per_application)
         self._reserve = reserve
         self.idle_seconds = limits.idle_seconds
+        self.upload_seconds = limits.upload_seconds
 
     @property
     def open(self) -> int:
@@ -115,19 +120,27 @@ def check_descriptors(reserve: DescriptorReserve) -> None:
         raise ServerBusy("the server is busy: it is short of file descriptors; try again in a few seconds")
 
 
-async def within_idle_time(messages: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
-    """``messages``, each of which must arrive within ``seconds`` of the one before.
+async def within_time(messages: AsyncIterator[T], idle_seconds: float, total_seconds: float) -> AsyncIterator[T]:
+    """``messages``, each of which must arrive within ``idle_seconds`` of the one before, and all
+    within ``total_seconds`` of the start.
 
-    Raises: InvalidArgument: nothing arrived for ``seconds``.
+    Raises: InvalidArgument: nothing arrived for ``idle_seconds``, or the messages took longer
+    than ``total_seconds`` in all.
     """
     iterator = aiter(messages)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_seconds
     while True:
+        left = deadline - loop.time()
         try:
-            async with asyncio.timeout(seconds):
+            async with asyncio.timeout(min(idle_seconds, max(left, 0.0))):
                 message = await anext(iterator)
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise InvalidArgument(f"nothing arrived on the stream for {seconds:g} s; it is closed. "
+            if left <= idle_seconds:
+                raise InvalidArgument(f"the stream took longer than {total_seconds:g} s in all; it is closed. "
+                                      "Send the document at a steady pace") from None
+            raise InvalidArgument(f"nothing arrived on the stream for {idle_seconds:g} s; it is closed. "
                                   "Send the document without pauses") from None
         yield message

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import resource
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,10 @@ LOWEST_PRIORITY = 19  # nice(1): the child gets only the CPU that nothing else w
 # Beyond the verification's own time limit (checked by the verifier as it goes): the time a
 # child takes to start, and a verifier caught inside one long step.
 DEADLINE_MARGIN_SECONDS = 5.0
+# Address space a child may map beyond what it starts with (the forkserver's image, shared):
+# generous for any document the size limit lets in, small enough that a compression bomb ends
+# in a refusal instead of taking the machine's memory.
+MEMORY_LIMIT_BYTES = 1 << 30
 
 _forkserver = multiprocessing.get_context("forkserver")
 
@@ -53,8 +58,9 @@ def start_forkserver() -> None:
 class VerifierProcesses:
     """Runs each verification in a child process of the forkserver."""
 
-    def __init__(self, nice: int = LOWEST_PRIORITY):
+    def __init__(self, nice: int = LOWEST_PRIORITY, memory_bytes: int = MEMORY_LIMIT_BYTES):
         self._nice = nice
+        self._memory_bytes = memory_bytes
 
     async def verify(self, document: Path, trust: "TrustMaterial", limits: "VerificationLimits",
                      deadline_seconds: float) -> "DocumentVerdict":
@@ -62,19 +68,27 @@ class VerifierProcesses:
 
         Raises:
             InvalidArgument: the document is unreadable, exceeds a verification limit, or was
-                not verified within ``deadline_seconds`` (the child is then killed).
+                not verified within ``deadline_seconds`` (the child is then killed), or needs
+                more memory than the child may have.
                 The child failing in any other way is reported the same way (the document is
                 the only thing that varies; the traceback goes to the log).
         """
         result = document.with_name(document.name + ".verdict")
         child = _forkserver.Process(target=_verify_in_child, args=(str(document), str(result), trust, limits,
-                                                                  self._nice),
+                                                                  self._nice, self._memory_bytes),
                                     name="verifier", daemon=True)
         loop = asyncio.get_running_loop()
         try:
             # Starting asks the forkserver for a fork and waits for the pid: milliseconds, but
             # longer while the forkserver is still importing, so not on the event loop's thread.
-            await loop.run_in_executor(None, child.start)
+            # Shielded: were the call cancelled while the child starts, its pid would be unknown
+            # below and the child left to run and leave its result file behind.
+            starting = loop.run_in_executor(None, child.start)
+            try:
+                await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                await _outlast(starting)
+                raise
             try:
                 await asyncio.wait_for(_exit_of(child), deadline_seconds)
             except TimeoutError:
@@ -86,6 +100,19 @@ class VerifierProcesses:
                 child.kill()
                 await loop.run_in_executor(None, child.join)
             result.unlink(missing_ok=True)
+
+
+async def _outlast(starting: asyncio.Future) -> None:
+    """Wait for ``starting`` to end, through any further cancellation."""
+    while not starting.done():
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            continue
+        except Exception:  # the child did not start: nothing to kill
+            break
+    if not starting.cancelled():
+        starting.exception()
 
 
 async def _exit_of(child: multiprocessing.process.BaseProcess) -> None:
@@ -114,9 +141,10 @@ def _outcome(result: Path, exitcode: int | None) -> "DocumentVerdict":
     raise InvalidArgument("the document could not be verified: the verifier failed on it")
 
 
-def _verify_in_child(document: str, result: str, trust, limits, nice: int) -> None:
+def _verify_in_child(document: str, result: str, trust, limits, nice: int, memory_bytes: int) -> None:
     """The child's work: verify, then leave the outcome in ``result`` (written with mode 0600)."""
     os.nice(nice)
+    _limit_memory(memory_bytes)
     try:
         # Linux's idle class: any waking thread of the worker preempts this child at once,
         # where a niced child may still finish its time slice first.
@@ -130,8 +158,23 @@ def _verify_in_child(document: str, result: str, trust, limits, nice: int) -> No
         outcome = ("verdict", verify_file(document, trust, limits))
     except InvalidArgument as exc:
         outcome = ("refused", str(exc))
+    except MemoryError:
+        outcome = ("refused", f"verification needs more memory than {memory_bytes // (1 << 20)} MiB; "
+                              "the document is too large or too deeply compressed to verify here")
     except Exception:  # reported to the worker, which logs it; the caller gets no details
         outcome = ("failed", traceback.format_exc())
     descriptor = os.open(result, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as out:
         pickle.dump(outcome, out)
+
+
+def _limit_memory(memory_bytes: int) -> None:
+    """Cap the child's address space at what it has mapped now plus ``memory_bytes``: beyond it,
+    allocations fail with MemoryError."""
+    try:
+        with open("/proc/self/statm") as statm:
+            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):  # no /proc: the budget alone
+        mapped = 0
+    limit = mapped + memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -9,8 +9,10 @@ import datetime
 import hashlib
 import io
 import os
+import struct
 import threading
 import time
+import zlib
 from collections import Counter
 from multiprocessing import forkserver
 from pathlib import Path
@@ -28,7 +30,7 @@ from pyhanko.sign import signers
 from signserver.errors import InvalidArgument
 from signserver.pades.sample import sample_pdf
 from signserver.pades.verification import TrustMaterial, VerificationLimits
-from signserver.pades.verifier_process import VerifierProcesses, start_forkserver
+from signserver.pades.verifier_process import MEMORY_LIMIT_BYTES, VerifierProcesses, start_forkserver
 from signserver.v1 import document_pb2, document_pb2_grpc, signing_pb2, signing_pb2_grpc
 from tests.conftest import PASSWORD, enrol, service_with
 from tests.grpc_api.conftest import ServerThread
@@ -108,6 +110,65 @@ def test_a_verification_past_its_deadline_is_killed(tmp_path, worst_case_pdf):
     assert time.monotonic() - began < 10
     assert verifier_children() == 0  # killed, not left running
     assert list(tmp_path.iterdir()) == [document]  # no result file left behind
+
+
+def compression_bomb(inflated_mib: int) -> bytes:
+    """A PDF whose page tree sits in an object stream that inflates to ``inflated_mib`` MiB (each
+    MiB partly random, so that the ratio stays under the parser's own bound on inflation)."""
+    head, pages = b"2 0 ", b"<</Type/Pages/Kids[]/Count 0>>"
+    deflate = zlib.compressobj(9)
+    packed = deflate.compress(head + pages)
+    for _ in range(inflated_mib):
+        packed += deflate.compress(os.urandom(20_000) + b" " * ((1 << 20) - 20_000))
+    packed += deflate.flush()
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    catalog = len(out)
+    out += b"1 0 obj\n<</Type/Catalog/Pages 2 0 R>>\nendobj\n"
+    object_stream = len(out)
+    out += b"3 0 obj\n<</Type/ObjStm/N 1/First %d/Filter/FlateDecode/Length %d>>\nstream\n" % (len(head), len(packed))
+    out += packed + b"\nendstream\nendobj\n"
+    xref = len(out)
+    rows = b"".join(struct.pack(">BIH", *row) for row in
+                    [(0, 0, 65535), (1, catalog, 0), (2, 3, 0), (1, object_stream, 0), (1, xref, 0)])
+    out += b"4 0 obj\n<</Type/XRef/Size 5/W[1 4 2]/Root 1 0 R/Length %d>>\nstream\n" % len(rows)
+    out += rows + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % xref
+    return bytes(out)
+
+
+def test_a_verifier_child_cannot_allocate_beyond_its_memory_limit(tmp_path):
+    start_forkserver()
+    document = tmp_path / "bomb.pdf"
+    document.write_bytes(compression_bomb(60))  # 2 MB that inflate to 60 MiB
+    trust = TrustMaterial(roots=(), intermediates=(), crls=())
+
+    def verify(memory_bytes: int):
+        return asyncio.run(VerifierProcesses(memory_bytes=memory_bytes).verify(
+            document, trust, VerificationLimits(), 60))
+
+    with pytest.raises(InvalidArgument, match="verification needs more memory than 32 MiB"):
+        verify(32 << 20)
+    assert list(tmp_path.iterdir()) == [document]
+    # Under the default limit the same document is inflated and read: a verdict (no signatures).
+    assert verify(MEMORY_LIMIT_BYTES).verdict is False
+
+
+def test_a_verification_cancelled_while_its_child_starts_leaves_no_child_behind(tmp_path, worst_case_pdf):
+    start_forkserver()
+    document = tmp_path / "many.pdf"
+    document.write_bytes(worst_case_pdf)
+    trust = TrustMaterial(roots=(), intermediates=(), crls=())
+
+    async def cancel_while_starting() -> None:
+        task = asyncio.create_task(VerifierProcesses().verify(document, trust, VerificationLimits(max_seconds=600), 600))
+        await asyncio.sleep(0)  # the task now waits for the child's start, in a thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_while_starting())
+    assert verifier_children() == 0  # killed once started, not left to verify for minutes
+    time.sleep(1.0)
+    assert verifier_children() == 0 and list(tmp_path.iterdir()) == [document]
 
 
 def test_verifications_are_bounded_per_application(world, worst_case_pdf):

@@ -5,7 +5,9 @@ streams under a 1,024-descriptor limit leaves the HSM, the database and other cl
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -16,12 +18,19 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+from signserver.accounts.model import AccountKind
+from signserver.ca.authority import CertificateRequest
 
 from signserver.descriptors import open_descriptors
+from signserver.hsm.module import pkcs11_lock
+from signserver.pades.sample import sample_pdf
 from signserver.grpc_api.server import GrpcServer
 from signserver.grpc_api.stream_limits import DocumentLimits
 from signserver.v1 import document_pb2, document_pb2_grpc, info_pb2, info_pb2_grpc, signing_pb2, signing_pb2_grpc
-from tests.conftest import service_with
+from tests.conftest import enrol, service_with
 from tests.grpc_api.conftest import ServerThread
 from tests.grpc_api.serve_process import ServeProcess
 from tests.grpc_api.test_workers import PASSWORD, application, holder
@@ -33,10 +42,18 @@ DESCRIPTOR_LIMIT = 1024
 class LimitedServer(ServerThread):
     """A ServerThread whose server has the document limits given."""
 
-    def __init__(self, config, service, limits: DocumentLimits):
+    def __init__(self, config, service, limits: DocumentLimits, **server_options):
         super().__init__(config, service)
         self._server = GrpcServer(self.config, service, health_interval=0.2, background=False,
-                                  document_limits=limits)
+                                  document_limits=limits, **server_options)
+
+    def channel_with(self, options: list) -> grpc.Channel:
+        """A channel of its own (no subchannel shared with other channels) with the options given."""
+        options = [*options, ("grpc.use_local_subchannel_pool", 1)]
+        if self.config.server.plaintext:
+            return grpc.insecure_channel(f"127.0.0.1:{self.port}", options=options)
+        root = self.config.tls.cert_file.read_bytes()
+        return grpc.secure_channel(f"127.0.0.1:{self.port}", grpc.ssl_channel_credentials(root), options=options)
 
 
 class StalledStreams:
@@ -84,6 +101,7 @@ def limited(config, tmp_path, clock):
         server = LimitedServer(config, service, DocumentLimits(**limits)).__enter__()
         servers.append(server)
         channel = server.channel()
+        start.server = server
         return document_pb2_grpc.DocumentServiceStub(channel)
 
     def api_key(name: str) -> str:
@@ -247,3 +265,139 @@ def test_two_thousand_stalled_streams_under_1024_descriptors_leave_a_bystander_s
         assert "Too many open files" not in log and " ERROR " not in log
     finally:
         server.stop()
+
+
+def trickle(header: document_pb2.SignPdfHeader | None, released: threading.Event, every: float = 0.3,
+            verify: bool = False):
+    """Requests of a stream that sends its header (if any), then one byte every ``every`` seconds
+    until released."""
+    if header is not None:
+        yield document_pb2.SignPdfRequest(header=header)
+    while not released.wait(every):
+        yield document_pb2.VerifyPdfRequest(chunk=b"%") if verify else document_pb2.SignPdfRequest(chunk=b"%")
+
+
+def test_an_upload_that_trickles_is_closed_at_its_total_deadline(limited):
+    _, start, api_key = limited
+    stub = start(idle_seconds=1.0, upload_seconds=2.0)
+    released = threading.Event()
+    header = document_pb2.SignPdfHeader(account="nobody", password="Not-checked-1", credential_id="none")
+    began = time.monotonic()
+    try:
+        call = stub.SignPdf(trickle(header, released), metadata=[("x-api-key", api_key("trickling-app"))], timeout=60)
+        refused = outcome(call, timeout=20)
+    finally:
+        released.set()
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "took longer than 2 s in all" in refused.details()
+    assert time.monotonic() - began < 15  # cut at the deadline, not when the client stopped
+
+
+def test_an_upload_that_trickles_holds_no_verification_place(limited):
+    service, start, api_key = limited
+    service.ca.initialise("operator:test")  # verification trusts this CA
+    stub = start(verifications_per_worker=1, verifications_per_application=1)
+    released = threading.Event()
+    try:
+        trickling = stub.VerifyPdf.future(trickle(None, released, verify=True),
+                                          metadata=[("x-api-key", api_key("trickling-app"))], timeout=60)
+        time.sleep(1.0)  # the trickling upload is under way
+        assert not trickling.done()
+        report = stub.VerifyPdf(iter([document_pb2.VerifyPdfRequest(chunk=sample_pdf(1))]),
+                                metadata=[("x-api-key", api_key("other-app"))], timeout=30)
+        assert report.verdict is False and "no signatures" in report.reason
+        assert not trickling.done()
+    finally:
+        released.set()
+
+
+def signing_holder(service) -> tuple[str, str]:
+    """A holder with a cloud-signature certificate: (account, credential id)."""
+    service.ca.initialise("operator:test")
+    created, _ = enrol(service, password=PASSWORD, kind=AccountKind.CORPORATE, organisation="Example Lda")
+    service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "ra:test")
+    return created.account.username, created.credential.id
+
+
+def large_pdf(megabytes: int) -> bytes:
+    """A one-page PDF carrying ``megabytes`` MB of random (incompressible) stream data."""
+    writer = IncrementalPdfFileWriter(io.BytesIO(sample_pdf(1)), strict=False)
+    filler = writer.add_object(generic.StreamObject(stream_data=os.urandom(megabytes << 20)))
+    writer.root["/Filler"] = filler
+    writer.update_root()
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def sign_requests(account: str, credential: str, data: bytes, released: threading.Event | None = None):
+    yield document_pb2.SignPdfRequest(header=document_pb2.SignPdfHeader(
+        account=account, password=PASSWORD, credential_id=credential, level="B-B"))
+    for begin in range(0, len(data), 1 << 20):
+        yield document_pb2.SignPdfRequest(chunk=data[begin:begin + (1 << 20)])
+    if released is not None:  # the client keeps its side open
+        released.wait(60)
+
+
+def refused_at_once(stub, api_key: str) -> grpc.RpcError | None:
+    """The refusal of a new SignPdf stream of the application, or None if it was admitted (it
+    then sends nothing and is closed when idle)."""
+    streams = StalledStreams(stub, api_key)
+    call = streams.open(header=False)
+    try:
+        time.sleep(0.5)
+        return outcome(call) if call.done() else None
+    finally:
+        call.cancel()
+        streams.release()
+
+
+def test_a_client_that_stops_reading_the_signed_document_is_cut_off(limited):
+    service, start, api_key = limited
+    account, credential = signing_holder(service)
+    stub = start(idle_seconds=1.0, streams_per_application=1)
+    key = api_key("slow-reader-app")
+    # Without BDP probing the client's flow-control window stays small: the server's writes wait
+    # as soon as the client stops reading.
+    with start.server.channel_with([("grpc.http2.bdp_probe", 0)]) as channel:
+        responses = document_pb2_grpc.DocumentServiceStub(channel).SignPdf(
+            sign_requests(account, credential, large_pdf(8)), metadata=[("x-api-key", key)], timeout=120)
+        assert next(responses).WhichOneof("part") == "result"  # signed; then the client stops reading
+        deadline = time.monotonic() + 20
+        while (refused := refused_at_once(stub, key)) is not None and time.monotonic() < deadline:
+            assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused is None, "the stream of the client that stopped reading still holds its place"
+        responses.cancel()
+
+
+def test_a_cancelled_signing_keeps_its_place_until_its_job_ends(limited):
+    service, start, api_key = limited
+    account, credential = signing_holder(service)
+    stub = start(streams_per_application=1)
+    key = api_key("cancelling-app")
+    released = threading.Event()
+    with pkcs11_lock():  # the signing job will wait for the HSM, in a thread of the documents pool
+        call = stub.SignPdf(sign_requests(account, credential, sample_pdf(1), released),
+                            metadata=[("x-api-key", key)], timeout=60)
+        time.sleep(2.0)  # uploaded; the job runs and waits for the HSM
+        assert refused_at_once(stub, key).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        call.cancel()
+        time.sleep(1.0)
+        refused = refused_at_once(stub, key)  # the job still runs: the application's place is still taken
+        assert refused is not None and refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "as many document streams under way" in refused.details()
+    released.set()
+    deadline = time.monotonic() + 20  # the job ends once the HSM is free, and the place with it
+    while refused_at_once(stub, key) is not None:
+        assert time.monotonic() < deadline, "the place was never given back"
+
+
+def test_an_idle_connection_is_closed(config, fresh_service):
+    with LimitedServer(config, fresh_service, DocumentLimits(), connection_idle_seconds=0.5) as server, \
+            server.channel_with([]) as channel:
+        info_pb2_grpc.InfoServiceStub(channel).ServerInfo(info_pb2.ServerInfoRequest(), timeout=10)
+        assert channel._channel.check_connectivity_state(False) == 2  # READY
+        deadline = time.monotonic() + 10
+        while channel._channel.check_connectivity_state(False) == 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert channel._channel.check_connectivity_state(False) != 2  # the server closed it
