@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from signserver.ca.profiles import all_profiles
 from signserver.errors import NotFound, SignServerError
+from signserver.http.fault_log import FaultLog
 from signserver.http.messages import Request, Response, error_response
 from signserver.http.rate_limit import TokenBuckets
 from signserver.service import SignService
@@ -55,6 +56,9 @@ class CaEndpoints:
     def __init__(self, service: SignService, time_stamp_limit: TokenBuckets):
         self._service = service
         self._time_stamp_limit = time_stamp_limit
+        # Every client can repeat what made a request fail: one line a minute, not one a request.
+        self._failures = FaultLog(log, service.clock)
+        self._bugs = FaultLog(log, service.clock)
 
     def route(self, request: Request) -> Response | Work:
         """What answers ``request``: a Response decided at once (404, 405, 429), or the Work that
@@ -98,18 +102,17 @@ class CaEndpoints:
     def _time_stamp(self, query_der: bytes) -> Response:
         return Response(HTTPStatus.OK, self._service.pades.tsa.respond(query_der), "application/timestamp-reply")
 
-    @staticmethod
-    def _work(lane: Lane, path: str, answer: Callable[[], Response]) -> Work:
+    def _work(self, lane: Lane, path: str, answer: Callable[[], Response]) -> Work:
         def run() -> Response:
             try:
                 return answer()
             except NotFound:
                 return error_response(HTTPStatus.NOT_FOUND)
             except SignServerError as exc:
-                log.error("HTTP %s failed: %s", path, exc)
+                self._failures.record("HTTP %s failed: %s", _quoted(path), exc)
                 return error_response(HTTPStatus.SERVICE_UNAVAILABLE, ("Retry-After", "5"))
             except Exception:  # noqa: BLE001 - a bug must cost one answer, not the connection
-                log.exception("HTTP %s failed unexpectedly", path)
+                self._bugs.record("HTTP %s failed unexpectedly", _quoted(path), with_traceback=True)
                 return error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
         return Work(lane, run)
 
@@ -122,6 +125,11 @@ def _ocsp_request_from_path(encoded: str) -> bytes:
         return base64.b64decode(encoded + "=" * (-len(encoded) % 4))
     except (binascii.Error, ValueError):
         return b""
+
+
+def _quoted(path: str) -> str:
+    # The path is the client's text: cut it short for the log (an OCSP GET carries a whole request).
+    return path if len(path) <= 100 else path[:100] + "..."
 
 
 def _policy_statement(service: SignService) -> str:

@@ -43,18 +43,12 @@ class RequestHead:
     target: str
     version: tuple[int, int]
     headers: tuple[tuple[str, str], ...]  # names in lower case, in the order received
+    path: str  # the target's path (origin form, or that of an absolute URL), still percent-encoded
 
     def values(self, name: str) -> list[str]:
         """Every value of the header ``name`` (lower case), comma-separated lists split."""
         return [part.strip() for key, value in self.headers if key == name for part in value.split(",")
                 if part.strip()]
-
-    @property
-    def path(self) -> str:
-        """The target's path (origin form, or that of an absolute URL), still percent-encoded."""
-        if self.target.startswith("/"):  # not urlsplit: it would read "//x/y" as a host and a path
-            return self.target.split("?", 1)[0]
-        return urllib.parse.urlsplit(self.target).path or "/"
 
     @property
     def keep_alive(self) -> bool:
@@ -105,10 +99,27 @@ def parse_head(data: bytes) -> RequestHead:
         if not colon or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
             raise MalformedHttpRequest(HTTPStatus.BAD_REQUEST, "malformed header field")
         headers.append((name.lower(), value.strip(" \t")))
-    head = RequestHead(method, target, (1, int(version.group(2))), tuple(headers))
+    head = RequestHead(method, target, (1, int(version.group(2))), tuple(headers), target_path(target))
     if head.version >= (1, 1) and sum(1 for key, _ in headers if key == "host") != 1:
         raise MalformedHttpRequest(HTTPStatus.BAD_REQUEST, "an HTTP/1.1 request has exactly one Host field")
     return head
+
+
+def target_path(target: str) -> str:
+    """The path of a request target (origin form, or that of an absolute URL), still percent-encoded.
+
+    Raises:
+        MalformedHttpRequest: 400 for an absolute URL that does not parse (an unclosed or invalid
+            bracketed host, a port that is not a number).
+    """
+    if target.startswith("/"):  # not urlsplit: it would read "//x/y" as a host and a path
+        return target.split("?", 1)[0]
+    try:
+        parts = urllib.parse.urlsplit(target)
+        parts.port  # noqa: B018 - read to validate: urlsplit itself accepts any text after the colon
+    except ValueError:
+        raise MalformedHttpRequest(HTTPStatus.BAD_REQUEST, "the target is not a valid URL") from None
+    return parts.path or "/"
 
 
 def body_length(head: RequestHead, limit: int) -> int:

@@ -5,14 +5,17 @@ descriptor and a little memory, never a thread. A request goes to a pool of thre
 has fully arrived: CRLs, certificates and OCSP on one pool, time-stamps on their own. The limits
 (``[http]`` in the configuration):
 
-- ``max_connections``: beyond it a new connection is answered 503 at once and closed.
+- ``max_connections``: beyond it a new connection is answered 503 at once and closed; so is one
+  that arrives while fewer descriptors than the process's reserve are free (the HSM's token files
+  and the database need them more).
 - ``request_timeout_seconds``: the time a client has to send a whole request (and to take its
   answer); a half-sent request is answered 408 and closed, a quiet kept-alive one closed.
 - ``threads`` / ``tsa_threads``: the two pools; when their queues are full, 503 with Retry-After.
 - ``tsa_rate_per_second`` / ``tsa_burst``: time-stamps per client address; beyond, 429.
 
 Malformed requests (request line, header fields, Content-Length) are answered 400 (411, 413, 431,
-505 where those say more) and closed. Request bodies are never logged.
+505 where those say more) and closed. Request bodies are never logged. A fault of the server's own
+while answering is answered 500 and closed, and logged at most once a minute.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import threading
 from http import HTTPStatus
 
 from signserver.config import HttpConfig, split_address
+from signserver.descriptors import DescriptorReserve
 from signserver.errors import ServerBusy
 from signserver.http.endpoints import MAX_REQUEST_BODY, CaEndpoints, Lane
+from signserver.http.fault_log import FaultLog
 from signserver.http.framing import (MAX_HEAD_BYTES, MalformedHttpRequest, RequestHead, body_length, head_end,
                                      parse_head, render_response)
 from signserver.http.messages import Request, Response, error_response
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 64 * 1024
 WAITING_PER_THREAD = 32  # requests queued per pool thread before 503: a second or so of work
 _BUSY = error_response(HTTPStatus.SERVICE_UNAVAILABLE, ("Retry-After", "1"))
+_FAULT = error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
 
 
 class _ClientGone(Exception):
@@ -46,14 +52,18 @@ class _ClientGone(Exception):
 
 
 class CaHttpServer:
-    """The HTTP endpoints in a background thread; ``settings`` default to the service's ``[http]``.
+    """The HTTP endpoints in a background thread; ``settings`` default to the service's ``[http]``,
+    ``reserve`` to the descriptors kept free for the HSM and the database.
 
     Raises (constructor): OSError: the address cannot be bound.
     """
 
-    def __init__(self, service: SignService, listen: str, settings: HttpConfig | None = None):
+    def __init__(self, service: SignService, listen: str, settings: HttpConfig | None = None,
+                 reserve: DescriptorReserve | None = None):
         self._settings = settings or service.config.http
         self._clock = service.clock
+        self._reserve = reserve or DescriptorReserve()
+        self._faults = FaultLog(log, service.clock)
         host, port = split_address(listen)
         self._socket = _listening_socket(host, port)
         self._endpoints = CaEndpoints(service, TokenBuckets(
@@ -120,7 +130,7 @@ class CaHttpServer:
             self._loop.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= self._max_connections:
+        if self._open >= self._max_connections or not self._reserve.available():
             writer.write(render_response(_BUSY, self._clock.now(), keep_alive=False))
             _close(writer)
             return
@@ -130,7 +140,7 @@ class CaHttpServer:
         except (ConnectionError, TimeoutError, _ClientGone):
             pass
         except Exception:  # noqa: BLE001 - a bug costs this connection, never the server
-            log.exception("HTTP connection failed unexpectedly")
+            self._faults.record("HTTP connection failed unexpectedly", with_traceback=True)
         finally:
             self._open -= 1
             _close(writer)
@@ -156,11 +166,20 @@ class CaHttpServer:
                 log.debug("HTTP request from %s refused (%d): %s", client, exc.status.value, exc)
                 await self._send(writer, error_response(exc.status), keep_alive=False)
                 return
+            except (ConnectionError, _ClientGone):
+                raise
+            except Exception:  # noqa: BLE001 - a bug in reading a request still gets an answer
+                await self._fail(writer, "HTTP request from %s could not be read", client)
+                return
             if received is None:
                 return
             head, body = received
             request = Request(head.method, head.path, body, client)
-            response = await self._answer(request)
+            try:
+                response = await self._answer(request)
+            except Exception:  # noqa: BLE001 - a bug in answering one request still gets an answer
+                await self._fail(writer, "HTTP request from %s failed unexpectedly", client)
+                return
             log.debug("%s %s %s -> %d", client, head.method, head.path, response.status.value)
             await self._send(writer, response, head.keep_alive, with_body=head.method != "HEAD")
             if not head.keep_alive:
@@ -174,6 +193,14 @@ class CaHttpServer:
             return await self._pools[routed.lane].run(routed.run)
         except ServerBusy:
             return _BUSY
+
+    async def _fail(self, writer: asyncio.StreamWriter, message: str, *args: object) -> None:
+        """Log the exception being handled (rarely: a client can repeat it) and answer 500.
+
+        Raises: ConnectionError, TimeoutError (sending).
+        """
+        self._faults.record(message, *args, with_traceback=True)
+        await self._send(writer, _FAULT, keep_alive=False)
 
     async def _send(self, writer: asyncio.StreamWriter, response: Response, keep_alive: bool,
                     with_body: bool = True) -> None:

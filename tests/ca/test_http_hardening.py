@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import hashlib
 import http.client
+import logging
 import random
 import resource
+import select
 import socket
 import threading
 import time
@@ -24,7 +26,9 @@ from cryptography.x509 import ocsp
 from signserver.ca.authority import CertificateRequest
 from signserver.clock import ManualClock
 from signserver.config import HttpConfig
+from signserver.descriptors import DescriptorReserve
 from signserver.errors import ServerBusy
+from signserver.http.fault_log import FaultLog
 from signserver.http.pools import BoundedPool
 from signserver.http.rate_limit import TokenBuckets
 from signserver.http.server import CaHttpServer
@@ -35,8 +39,8 @@ DER = serialization.Encoding.DER
 
 
 @contextlib.contextmanager
-def serving(service, **settings):
-    server = CaHttpServer(service, "127.0.0.1:0", HttpConfig(**settings))
+def serving(service, reserve: DescriptorReserve | None = None, **settings):
+    server = CaHttpServer(service, "127.0.0.1:0", HttpConfig(**settings), reserve)
     server.start()
     try:
         yield server
@@ -161,6 +165,55 @@ def test_malformed_http_is_answered_with_a_client_error_and_closed(server, reque
     assert b"Connection: close" in answer.split(b"\r\n\r\n")[0]
 
 
+@pytest.mark.parametrize("target", ["http://[", "http://[::1/crl/issuing.crl", "http://[zz]/crl/issuing.crl",
+                                    "http://ca:port/crl/issuing.crl", "http://ca:99999/"])
+def test_absolute_urls_that_do_not_parse_are_answered_400(server, target, caplog):
+    with caplog.at_level(logging.ERROR, logger="signserver"):
+        answer = exchange(server.port, f"GET {target} HTTP/1.1\r\nHost: ca\r\n\r\n".encode())
+    assert status_of(answer) == 400
+    assert b"Connection: close" in answer.split(b"\r\n\r\n")[0]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("path", ["/ocsp/%", "/ocsp/%zz%C3%28%ff", "/ocsp/%E6%BC%A2%E5%AD%97==", "/ocsp/////",
+                                  "/ocsp/" + "A" * 5001, "/crl/issuing.crl%00"])
+def test_odd_ocsp_and_document_paths_get_an_answer_and_log_no_error(server, path, caplog):
+    with caplog.at_level(logging.ERROR, logger="signserver"):
+        answer = exchange(server.port, f"GET {path} HTTP/1.1\r\nHost: ca\r\nConnection: close\r\n\r\n".encode())
+    assert status_of(answer) in (200, 404)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+class _FaultyEndpoints:
+    """Endpoints with a bug: every request makes them raise."""
+
+    def route(self, request):
+        raise RuntimeError("a bug in the endpoints")
+
+
+def test_a_fault_of_the_server_is_answered_500_and_logged_once_not_per_request(ca_service, caplog):
+    with serving(ca_service) as faulty, caplog.at_level(logging.ERROR, logger="signserver"):
+        faulty._endpoints = _FaultyEndpoints()
+        for _ in range(20):
+            answer = exchange(faulty.port, b"GET /ca/root.crt HTTP/1.1\r\nHost: ca\r\n\r\n")
+            assert status_of(answer) == 500
+            assert b"Connection: close" in answer.split(b"\r\n\r\n")[0]
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+
+
+def test_fault_log_writes_once_per_interval_and_counts_the_rest(caplog):
+    clock = ManualClock()
+    faults = FaultLog(logging.getLogger("signserver.test"), clock, interval=60)
+    with caplog.at_level(logging.ERROR, logger="signserver.test"):
+        for _ in range(5):
+            faults.record("it failed for %s", "a client")
+        clock.advance(seconds=61)
+        faults.record("it failed for %s", "a client")
+    assert [record.getMessage() for record in caplog.records] == [
+        "it failed for a client", "it failed for a client (and 4 times since this was last logged)"]
+
+
 @pytest.mark.parametrize("method,path,allowed", [("DELETE", "/crl/issuing.crl", b"GET, HEAD"),
                                                  ("GET", "/tsa", b"POST"), ("PUT", "/ocsp", b"POST")])
 def test_wrong_method_is_405_with_allow(server, method, path, allowed):
@@ -261,6 +314,37 @@ def test_connections_beyond_the_bound_are_answered_503_at_once(ca_service):
         sockets.close()  # the bound frees as connections close
         wait_for(lambda: small.open_connections == 0)
         with urllib.request.urlopen(f"http://127.0.0.1:{small.port}/ca/root.crt", timeout=10) as response:
+            assert response.status == 200
+
+
+def test_connections_while_the_descriptor_reserve_is_short_are_answered_503(ca_service):
+    # A reserve that leaves room for a few dozen more descriptors in this process: each held
+    # connection costs two (the client's socket and the server's).
+    reserve = DescriptorReserve(max(0, DescriptorReserve().free() - 60))
+    with serving(ca_service, reserve=reserve, request_timeout_seconds=120) as server, \
+            contextlib.ExitStack() as sockets:
+        refusal = None
+        for held in range(60):
+            # Silent connections (a request sent to a refusing server may reset the connection
+            # before its 503 is read): each is either served (counted open) or answered at once.
+            sock = sockets.enter_context(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+            wait_for(lambda: server.open_connections > held or select.select([sock], [], [], 0.01)[0])
+            if server.open_connections == held:
+                refusal = read_to_end(sock)
+                break
+        assert held > 0 and refusal is not None
+        assert status_of(refusal) == 503 and b"Retry-After: 1" in refusal
+        sockets.close()  # descriptors freed: connections are served again, once the server has counted them
+        wait_for(lambda: server.open_connections == 0)
+
+        def served() -> bool:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                wait_for(lambda: server.open_connections == 1 or select.select([sock], [], [], 0.01)[0])
+                return server.open_connections == 1
+
+        wait_for(served)
+        wait_for(lambda: server.open_connections == 0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/ca/root.crt", timeout=10) as response:
             assert response.status == 200
 
 
