@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Hashable, TypeVar
 
 from signserver.errors import ServerBusy
+from signserver.outlasting import outlast
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ class BlockingCalls:
                 return await asyncio.shield(running)
             except asyncio.CancelledError:
                 if not submitted.cancel():
-                    await _outlast(running)
+                    await outlast(running)
                 raise
         finally:
             self._pending -= 1
@@ -77,35 +78,6 @@ class BlockingCalls:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-async def off_the_loop(function: Callable[..., T], *args) -> T:
-    """Run a short blocking call (file I/O) in the event loop's default thread pool; if the
-    caller is cancelled meanwhile, wait for the call to end before raising CancelledError (so
-    that the caller's files are not closed under it).
-
-    Raises: what ``function`` raises; asyncio.CancelledError: the caller was cancelled.
-    """
-    running = asyncio.get_running_loop().run_in_executor(None, function, *args)
-    try:
-        return await asyncio.shield(running)
-    except asyncio.CancelledError:
-        await _outlast(running)
-        raise
-
-
-async def _outlast(running: asyncio.Future) -> None:
-    """Wait until ``running`` ends, through any further cancellation; its outcome is dropped
-    (the caller that wanted it is gone)."""
-    while not running.done():
-        try:
-            await asyncio.shield(running)
-        except asyncio.CancelledError:
-            continue
-        except Exception:  # the outcome of a cancelled call: nobody is left to report it to
-            break
-    if not running.cancelled():
-        running.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 class FairShares:

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from signserver.descriptors import DescriptorReserve
-from signserver.grpc_api.executor import off_the_loop
 from signserver.grpc_api.stream_limits import check_descriptors
+from signserver.outlasting import off_the_loop
 
 # Pieces at least this large are written in a thread; smaller ones cost less than the hand-over
 # (about 0.1 ms).

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from signserver.errors import InvalidArgument
+from signserver.outlasting import off_the_loop
 
 if TYPE_CHECKING:
     from signserver.pades.verification import DocumentVerdict, TrustMaterial, VerificationLimits
@@ -81,14 +82,9 @@ class VerifierProcesses:
         try:
             # Starting asks the forkserver for a fork and waits for the pid: milliseconds, but
             # longer while the forkserver is still importing, so not on the event loop's thread.
-            # Shielded: were the call cancelled while the child starts, its pid would be unknown
+            # Waited out even if the call is cancelled meanwhile: its pid would otherwise be unknown
             # below and the child left to run and leave its result file behind.
-            starting = loop.run_in_executor(None, child.start)
-            try:
-                await asyncio.shield(starting)
-            except asyncio.CancelledError:
-                await _outlast(starting)
-                raise
+            await off_the_loop(child.start)
             try:
                 await asyncio.wait_for(_exit_of(child), deadline_seconds)
             except TimeoutError:
@@ -100,19 +96,6 @@ class VerifierProcesses:
                 child.kill()
                 await loop.run_in_executor(None, child.join)
             result.unlink(missing_ok=True)
-
-
-async def _outlast(starting: asyncio.Future) -> None:
-    """Wait for ``starting`` to end, through any further cancellation."""
-    while not starting.done():
-        try:
-            await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            continue
-        except Exception:  # the child did not start: nothing to kill
-            break
-    if not starting.cancelled():
-        starting.exception()
 
 
 async def _exit_of(child: multiprocessing.process.BaseProcess) -> None:

@@ -129,27 +129,33 @@ def test_wrong_otp_counts_toward_the_lock(fresh_service):
     assert fresh_service.accounts.get(created.account.username).status is AccountStatus.LOCKED
 
 
-def test_parallel_wrong_attempts_evaluate_at_most_five(fresh_service):
-    created, _ = enrol(fresh_service)
-    name = created.account.username
+def parallel_wrong_attempts(service, name: str, count: int = 20) -> list[str]:
+    """``count`` wrong passwords for ``name`` at once; each one's outcome: "wrong" or "locked"."""
     outcomes: list[str] = []
-    barrier = threading.Barrier(20)
+    barrier = threading.Barrier(count)
 
     def attempt():
         barrier.wait()
         try:
-            auth(fresh_service, name, "Wrong-password-1", otp_required=False)
+            auth(service, name, "Wrong-password-1", otp_required=False)
             outcomes.append("ok")
         except AuthenticationFailed:
             outcomes.append("wrong")
         except AccountLocked:
             outcomes.append("locked")
 
-    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    threads = [threading.Thread(target=attempt) for _ in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return outcomes
+
+
+def test_parallel_wrong_attempts_evaluate_at_most_five(fresh_service):
+    created, _ = enrol(fresh_service)
+    name = created.account.username
+    outcomes = parallel_wrong_attempts(fresh_service, name)
     assert outcomes.count("wrong") == 5 and outcomes.count("locked") == 15
     assert events(fresh_service, name).count("auth.failure") == 5
 
@@ -246,23 +252,7 @@ def test_an_otp_of_non_ascii_digits_is_a_wrong_code(fresh_service, clock, code):
 
 
 def test_parallel_wrong_attempts_on_an_unknown_name_evaluate_at_most_five(fresh_service):
-    outcomes: list[str] = []
-    barrier = threading.Barrier(20)
-
-    def attempt():
-        barrier.wait()
-        try:
-            auth(fresh_service, "nobody-here", "Wrong-password-1", otp_required=False)
-        except AuthenticationFailed:
-            outcomes.append("wrong")
-        except AccountLocked:
-            outcomes.append("locked")
-
-    threads = [threading.Thread(target=attempt) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = parallel_wrong_attempts(fresh_service, "nobody-here")
     assert outcomes.count("wrong") == 5 and outcomes.count("locked") == 15
     assert events(fresh_service, "nobody-here").count("auth.failure") == 5
 

@@ -14,8 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from signserver.clock import SystemClock
-from signserver.config import HttpConfig
-from signserver.http.server import CaHttpServer
+from tests.ca.test_http_hardening import serving
 from tests.conftest import service_with
 from tests.fuzz.conftest import fuzz_settings
 
@@ -73,13 +72,8 @@ class _Errors(logging.Handler):
 def http_server(config, tmp_path_factory):
     service = service_with(config, tmp_path_factory.mktemp("http-fuzz") / "signserver.db", SystemClock())
     service.ca.initialise(operator="operator:test")
-    server = CaHttpServer(service, "127.0.0.1:0", HttpConfig(request_timeout_seconds=1, tsa_rate_per_second=1000,
-                                                             tsa_burst=1000))
-    server.start()
-    try:
+    with serving(service, request_timeout_seconds=1, tsa_rate_per_second=1000, tsa_burst=1000) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
