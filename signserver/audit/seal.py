@@ -63,21 +63,53 @@ class TokenSealKey:
 def token_seal_key(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL) -> TokenSealKey:
     """The HSM key that seals the log: the Ed25519 key under ``label``, generated on first use;
     or, when the key under ``label`` is of another type, the successor key generated beside it.
+    Found by label once per token session, then kept (see :func:`find_token_seal_key`).
 
     Raises: HsmError.
     """
+    found = find_token_seal_key(keys, label)
+    if found is not None:
+        return found
     successor_label = label + SUCCESSOR_KEY_LABEL_SUFFIX
-    try:
-        return TokenSealKey(keys.find_by_label(successor_label).key_id, successor=True)
-    except KeyNotFound:
-        pass
     original = _find_or_generate(keys, label)
     if original.algorithm is AUDIT_KEY_ALGORITHM:
-        return TokenSealKey(original.key_id, successor=False)
+        return _remember(keys, label, TokenSealKey(original.key_id, successor=False))
     log.warning("the audit seal key %r is %s, not %s: a new seal key %r seals from now on",
                 label, original.algorithm.value if original.algorithm else "of an unknown type",
                 AUDIT_KEY_ALGORITHM.value, successor_label)
-    return TokenSealKey(_find_or_generate(keys, successor_label).key_id, successor=True)
+    return _remember(keys, label, TokenSealKey(_find_or_generate(keys, successor_label).key_id, successor=True))
+
+
+def find_token_seal_key(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL) -> TokenSealKey | None:
+    """The seal key :func:`token_seal_key` would use, or None when the token has none that seals
+    yet (none under ``label``, or one of another type and no successor); generates nothing.
+
+    A search by label walks every object on the token under the PKCS#11 lock, so the answer is
+    kept with the session's handles: later calls in the process do not search (after the session
+    is opened again, the first call searches again).
+
+    Raises: HsmError.
+    """
+    cached = keys.session.cache.get((_SEAL_KEY_CACHE, label))
+    if cached is not None:
+        return cached
+    for key_label, successor in ((label + SUCCESSOR_KEY_LABEL_SUFFIX, True), (label, False)):
+        try:
+            key = keys.find_by_label(key_label)
+        except KeyNotFound:
+            continue
+        if successor or key.algorithm is AUDIT_KEY_ALGORITHM:
+            return _remember(keys, label, TokenSealKey(key.key_id, successor=successor))
+        return None
+    return None
+
+
+_SEAL_KEY_CACHE = "audit seal key"
+
+
+def _remember(keys: HsmKeyStore, label: str, found: TokenSealKey) -> TokenSealKey:
+    keys.session.cache[(_SEAL_KEY_CACHE, label)] = found
+    return found
 
 
 def audit_key_id(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL) -> str:

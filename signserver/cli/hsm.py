@@ -9,12 +9,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from signserver.audit.seal import find_token_seal_key
 from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.cli.pins import read_pin
 from signserver.config import USER_PIN_ENV, Config
 from signserver.errors import InvalidArgument, SignServerError
-from signserver.hsm.admin import TokenAdministrator
+from signserver.hsm.admin import TokenAdministrator, check_signature, count_objects
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import KeyInfo
 from signserver.hsm.module import use_softhsm_config
@@ -69,7 +70,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("key", help="key label or id")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
-    command("health", cmd_health, "check that the module, token, login and keys answer")
+    p = command("health", cmd_health, "check that the module, token and login answer, and sign with the "
+                                      "server's audit seal key")
+    p.add_argument("--count-objects", action="store_true",
+                   help="also count the objects on the token (walks every object: slow on a full token)")
 
     p = command("public-key", cmd_public_key, "export a public key (SubjectPublicKeyInfo)")
     p.add_argument("key", help="key label or id")
@@ -187,26 +191,54 @@ def cmd_health(args, config: Config) -> int:
     service = open_service(args, config)
     health = service.health()
     info = service.server_info() if health.serving else None
-    keys = service.list_keys() if health.serving else []
+    probe = _test_signature(service) if health.serving else None
+    objects = count_objects(service.keys.session) if health.serving and args.count_objects else None
+    healthy = health.serving and (probe is None or probe.get("verified") is not False)
     result = {
-        "serving": health.serving,
+        "serving": healthy,
         "detail": health.detail,
         "token": info.token_label if info else None,
         "model": info.token_model if info else None,
+        "logged_in": health.serving,
         "key_algorithms": [a.value for a in info.key_algorithms] if info else [],
-        "keys": len(keys),
+        "test_signature": probe,
+        "objects": objects,
     }
     if args.json:
         print_json(result)
     else:
         print_fields([
-            ("status", "SERVING" if health.serving else "NOT SERVING"),
+            ("status", "SERVING" if healthy else "NOT SERVING"),
             ("detail", health.detail),
             ("token", f"{info.token_label} ({info.token_manufacturer} {info.token_model})" if info else "-"),
+            ("login", "logged in as the user" if health.serving else "-"),
             ("key algorithms", ", ".join(result["key_algorithms"]) or "-"),
-            ("keys", result["keys"]),
+            ("test signature", _describe_probe(probe)),
+            ("objects", objects if objects is not None else "- (count them with --count-objects)"),
         ])
-    return 0 if health.serving else 1
+    return 0 if healthy else 1
+
+
+def _test_signature(service) -> dict:
+    """A signature with the server's audit seal key, made and verified now; the key is found by
+    its label (once per process), not by listing the token's keys."""
+    try:
+        seal_key = find_token_seal_key(service.keys)
+        if seal_key is None:
+            return {"verified": None, "detail": "no audit seal key on the token yet (a server makes it)"}
+        algorithm = check_signature(service.keys, seal_key.key_id)
+    except SignServerError as exc:
+        return {"verified": False, "detail": str(exc)}
+    return {"verified": True, "key_id": seal_key.key_id, "algorithm": algorithm.value,
+            "detail": "the audit seal key signs and its signature verifies"}
+
+
+def _describe_probe(probe: dict | None) -> str:
+    if probe is None:
+        return "-"
+    if probe["verified"]:
+        return f"{probe['algorithm']} with the audit seal key {probe['key_id']}: verified"
+    return ("FAILED: " if probe["verified"] is False else "skipped: ") + probe["detail"]
 
 
 def cmd_public_key(args, config: Config) -> int:

@@ -1,22 +1,28 @@
-"""Token administration on any PKCS#11 module: slots, token initialisation, PIN change and unblock.
+"""Token administration on any PKCS#11 module: slots, token initialisation, PIN change and unblock;
+and the health probes that run in the logged-in session.
 
-These are the operations of HSM and smart-card administrators. Each opens its own short-lived
-session under the process-wide PKCS#11 lock; none of them needs the server to be running.
+The administration operations each open their own short-lived session under the process-wide
+PKCS#11 lock; none of them needs the server to be running.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pkcs11
 import pkcs11.exceptions as p11
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from pkcs11 import TokenFlag
 
-from signserver.errors import AlreadyExists, HsmError, InvalidArgument, TokenNotFound
+from signserver.errors import AlreadyExists, HsmError, HsmOperationFailed, InvalidArgument, TokenNotFound
+from signserver.hsm.algorithms import SignatureAlgorithm
+from signserver.hsm.keystore import HsmKeyStore
 from signserver.hsm.module import load_module, pkcs11_lock, raw_module
-from signserver.hsm.session import find_token
+from signserver.hsm.session import TokenSession, find_token
 from signserver.hsm.translate import translate
 from signserver.secret import Secret
 
@@ -181,3 +187,49 @@ class TokenAdministrator:
             token_serial=token.serial.decode("ascii", "replace").strip() if token else "",
             flags=_flag_words(token.flags) if token else (),
         )
+
+
+# --- health probes (in the logged-in session) ------------------------------------------------
+
+def check_signature(keys: HsmKeyStore, key_id: str) -> SignatureAlgorithm:
+    """Sign a random challenge with the key inside the HSM and verify the signature with the key's
+    public half; returns the scheme used. With the key's handle cached (a server key in use), this
+    makes no object search, whatever the number of objects on the token.
+
+    Raises:
+        HsmOperationFailed: the signature does not verify.
+        KeyNotFound, UnsupportedAlgorithm, HsmError: the key is missing or unusable.
+    """
+    challenge = os.urandom(32)
+    public = keys.public_key(key_id)
+    algorithm = _probe_algorithm(public)
+    signature = keys.sign_data(key_id, challenge, algorithm)
+    try:
+        if isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, challenge)
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, challenge, ec.ECDSA(algorithm.hash.cryptography_hash))
+        else:
+            public.verify(signature, challenge, padding.PKCS1v15(), algorithm.hash.cryptography_hash)
+    except InvalidSignature:
+        raise HsmOperationFailed(f"the token's signature with key {key_id} does not verify") from None
+    return algorithm
+
+
+def count_objects(session: TokenSession) -> int:
+    """How many objects the logged-in user sees on the token. One search that walks every object,
+    holding the PKCS#11 lock meanwhile: for administrators who ask, never for a request path.
+
+    Raises: HsmError, TokenNotFound.
+    """
+    return session.run(lambda s: len(session.find(s, {})), "count the objects on the token")
+
+
+def _probe_algorithm(public) -> SignatureAlgorithm:
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        return SignatureAlgorithm.ED25519
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return SignatureAlgorithm.ECDSA_SHA384 if public.curve.key_size >= 384 else SignatureAlgorithm.ECDSA_SHA256
+    if isinstance(public, rsa.RSAPublicKey):
+        return SignatureAlgorithm.RSA_PKCS1V15_SHA256
+    raise HsmError(f"a {type(public).__name__} is not a key signserver signs with")  # keystore admits no other

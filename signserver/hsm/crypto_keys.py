@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from signserver.errors import UnsupportedAlgorithm
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
-from signserver.hsm.keystore import HsmKeyStore
+from signserver.hsm.keystore import HsmKeyStore, check_key_id
 
 _NOT_EXTRACTABLE = "the private key is inside the HSM and cannot be exported"
 
@@ -110,14 +110,25 @@ HsmPrivateKey = HsmRsaPrivateKey | HsmEllipticCurvePrivateKey | HsmEd25519Privat
 def hsm_private_key(store: HsmKeyStore, key_id: str) -> HsmPrivateKey:
     """The HSM key ``key_id`` as a ``cryptography`` private key.
 
-    Raises: KeyNotFound, UnsupportedAlgorithm, HsmError.
+    The CA's and the OCSP responder's keys are asked for on every certificate, CRL and OCSP
+    response: the key is read from the token (its type and public half) once per session and
+    kept beside the session's handles, so later calls do not touch the token at all.
+
+    Raises: InvalidArgument (not a key id), KeyNotFound, UnsupportedAlgorithm, HsmError.
     """
+    cache_key = ("private key object", check_key_id(key_id).hex())
+    # Read and written without the PKCS#11 lock: a dict operation is atomic, and two threads
+    # that both miss only build the same object twice.
+    cached = store.session.cache.get(cache_key)
+    if cached is not None:
+        return cached
     algorithm = store.get(key_id).algorithm
     if algorithm is None:
         raise UnsupportedAlgorithm(f"key {key_id} is of a type signserver does not use")
     cls = {"rsa": HsmRsaPrivateKey, "ec": HsmEllipticCurvePrivateKey,
            "ed25519": HsmEd25519PrivateKey}[algorithm.family]
-    return cls(store, key_id)
+    key = store.session.cache[cache_key] = cls(store, key_id)
+    return key
 
 
 __all__ = ["hsm_private_key", "HsmPrivateKey", "HsmRsaPrivateKey", "HsmEllipticCurvePrivateKey",

@@ -151,7 +151,10 @@ class HsmKeyStore:
             key = self._find_private(session, label=label)
             if key is None:
                 raise KeyNotFound(f"no key labelled {label!r} on the token")
-            return _describe(key)
+            info = _describe(key)
+            # Kept by id, as a search by id would: the caller's next step is usually to use it.
+            self._session.cache.setdefault((ObjectClass.PRIVATE_KEY, bytes.fromhex(info.key_id)), key)
+            return info
         return self._session.run(find, f"find key {label!r}")
 
     def resolve(self, reference: str) -> KeyInfo:
@@ -170,7 +173,7 @@ class HsmKeyStore:
     def list(self) -> list[KeyInfo]:
         """All private keys on the token, sorted by label. Raises: HsmError."""
         def list_keys(session: pkcs11.Session) -> list[KeyInfo]:
-            keys = session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+            keys = self._session.find(session, {Attribute.CLASS: ObjectClass.PRIVATE_KEY})
             return sorted((_describe(k) for k in keys), key=lambda k: (k.label, k.key_id))
         return self._session.run(list_keys, "list the keys")
 
@@ -183,9 +186,12 @@ class HsmKeyStore:
 
         def delete(session: pkcs11.Session) -> None:
             self._private(session, raw_id)  # raises KeyNotFound
-            for obj in list(session.get_objects({Attribute.ID: raw_id})):
+            for obj in self._session.find(session, {Attribute.ID: raw_id}):
                 obj.destroy()
-            self._session.cache.clear()
+            # Only this key's entries: the other keys' handles stay good, and finding them again
+            # would cost a search each.
+            for cache_key in [k for k in self._session.cache if _names_key(k, raw_id)]:
+                del self._session.cache[cache_key]
 
         self._session.run(delete, f"delete key {key_id}")
         log.info("deleted key %s from the HSM", key_id)
@@ -225,7 +231,7 @@ class HsmKeyStore:
         label = self.get(key_id).label
 
         def store(session: pkcs11.Session) -> None:
-            for old in list(session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: raw_id})):
+            for old in self._session.find(session, {Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: raw_id}):
                 old.destroy()
             session.create_object(_certificate_template(raw_id, label, certificate))
 
@@ -237,7 +243,7 @@ class HsmKeyStore:
         raw_id = check_key_id(key_id)
 
         def read(session: pkcs11.Session) -> x509.Certificate | None:
-            found = list(session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: raw_id}))
+            found = self._session.find(session, {Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: raw_id})
             return x509.load_der_x509_certificate(found[0][Attribute.VALUE]) if found else None
 
         return self._session.run(read, f"read the certificate of key {key_id}")
@@ -290,14 +296,14 @@ class HsmKeyStore:
         cache_key = (object_class, raw_id)
         cached = self._session.cache.get(cache_key)
         if cached is None:
-            found = list(session.get_objects({Attribute.CLASS: object_class, Attribute.ID: raw_id}))
+            found = self._session.find(session, {Attribute.CLASS: object_class, Attribute.ID: raw_id})
             if not found:
                 return None
             cached = self._session.cache[cache_key] = found[0]
         return cached
 
     def _find_private(self, session: pkcs11.Session, label: str) -> pkcs11.PrivateKey | None:
-        found = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}))
+        found = self._session.find(session, {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label})
         return found[0] if found else None
 
     def _algorithm_cached(self, private: pkcs11.PrivateKey, raw_id: bytes) -> KeyAlgorithm | None:
@@ -415,3 +421,18 @@ def _certificate_template(key_id: bytes, label: str, certificate) -> dict:
 
 def _der_integer(value: int) -> bytes:
     return Integer(value).dump()
+
+
+def _names_key(cache_key, raw_id: bytes) -> bool:
+    """Whether a session cache entry is about the key ``raw_id`` (entries are (kind, id) pairs,
+    the id raw or in hex)."""
+    return (isinstance(cache_key, tuple) and len(cache_key) == 2
+            and cache_key[1] in (raw_id, raw_id.hex()))
+
+
+def public_key_of(key: pkcs11.PublicKey, algorithm: KeyAlgorithm) -> PublicKey:
+    """A public-key object's key as a ``cryptography`` object (session objects included).
+
+    Raises: UnsupportedAlgorithm: a key type signserver does not use.
+    """
+    return _public_key(key, algorithm)

@@ -64,10 +64,15 @@ class SealingKey:
         return self._session.run(decrypt, "open a sealed secret")
 
     def _key(self, session: pkcs11.Session) -> pkcs11.SecretKey:
+        """The key's handle: searched for (or generated) once per session, then kept, so that
+        sealing and opening OTP seeds never search the token. Call inside :meth:`TokenSession.run`.
+
+        Raises: pkcs11.PKCS11Error, which the session translates.
+        """
         cache_key = ("sealing", self.label)
         key = self._session.cache.get(cache_key)
         if key is None:
-            found = list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: self.label}))
+            found = self._session.find(session, {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: self.label})
             if found:
                 key = found[0]
             else:

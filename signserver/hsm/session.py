@@ -73,6 +73,9 @@ class TokenSession:
         # Objects found through the current session, by whatever key their user chooses;
         # emptied whenever the session is opened again, since handles may then be stale.
         self.cache: dict[Any, Any] = {}
+        # Object searches (C_FindObjectsInit) made through :meth:`find` since this object was
+        # made, across reopened sessions: tests read it to prove a path never searches.
+        self.searches = 0
 
     def run(self, operation: Callable[[pkcs11.Session], T], doing: str) -> T:
         """Run ``operation(session)`` under the PKCS#11 lock, reopening the session once if lost.
@@ -98,6 +101,20 @@ class TokenSession:
                 return operation(self._open())
             except p11.PKCS11Error as exc:
                 raise translate(exc, doing) from exc
+
+    def find(self, session: pkcs11.Session, template: dict[pkcs11.Attribute, Any]) -> list[pkcs11.Object]:
+        """Every object matching ``template``; call inside :meth:`run` with its session.
+
+        The one way signserver searches a token, so that searches can be counted: SoftHSM walks
+        every object of the token for each one (two file reads per object), holding the
+        process-wide PKCS#11 lock meanwhile, so a search costs in proportion to the token's
+        objects. Request paths find their keys once per session and keep the handles in
+        :attr:`cache`.
+
+        Raises: pkcs11.PKCS11Error, which :meth:`run` translates.
+        """
+        self.searches += 1
+        return list(session.get_objects(template))
 
     def describe(self) -> TokenDescription:
         """Return the token's label, model, manufacturer, serial and mechanisms.
