@@ -17,6 +17,7 @@ from signserver.accounts.applications import ApplicationRegistry
 from signserver.accounts.authentication import Authenticator
 from signserver.accounts.lockout import LockoutPolicy
 from signserver.accounts.manager import AccountManager
+from signserver.accounts.packages import SigningPackages
 from signserver.accounts.passwords import SecretHasher
 from signserver.audit.log import AuditLog
 from signserver.audit.seal import AuditSealer, pin_path
@@ -29,6 +30,8 @@ from signserver.errors import HsmError, SignServerError
 from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.crypto_keys import hsm_private_key
 from signserver.hsm.keystore import HsmKeyStore, KeyInfo
+from signserver.hsm.master_keys import MasterKeys
+from signserver.hsm.packages import PackageKeys
 from signserver.hsm.module import use_softhsm_config
 from signserver.hsm.sealing import SealingKey
 from signserver.hsm.session import TokenSession
@@ -72,11 +75,15 @@ class SignService:
         sealing = SealingKey(keys.session)
         hasher = SecretHasher(config.accounts)
         lockout = LockoutPolicy(config.accounts)
+        self.master_keys = MasterKeys(keys.session)
+        self.package_keys = PackageKeys(keys.session, self.master_keys)
+        self.packages = SigningPackages(self.database, self.package_keys, self.master_keys, self.clock)
         authenticator = Authenticator(self.database, hasher, lockout, sealing, self.audit, self.clock)
-        self.accounts = AccountManager(self.database, keys, sealing, hasher, lockout, authenticator,
+        self.accounts = AccountManager(self.database, self.packages, sealing, hasher, lockout, authenticator,
                                        self.audit, self.clock)
         self.applications = ApplicationRegistry(self.database, self.clock)
-        self.signer = HashSigner(self.database, keys, self.applications, authenticator, self.audit, self.clock,
+        self.signer = HashSigner(self.database, keys, self.packages, self.package_keys, self.applications,
+                                 authenticator, self.audit, self.clock,
                                  datetime.timedelta(seconds=config.authorization.token_lifetime_seconds),
                                  config.authorization.max_signatures)
         self.sealer = AuditSealer(self.database, keys, self.audit, self.clock, config.audit.seal_every_records,

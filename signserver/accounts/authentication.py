@@ -16,14 +16,16 @@ import datetime
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, or_, update
 
 from signserver.accounts import otp
 from signserver.accounts.lockout import Attempt, LockoutPolicy
 from signserver.accounts.model import Account, AccountStatus
+from signserver.accounts.packages import new_seal_key, open_seal_key, seal_columns, seal_key_values
 from signserver.accounts.passwords import SecretHasher
-from signserver.accounts.repository import account_row, get_account, update_account
+from signserver.accounts.repository import account_row, get_account
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock
 from signserver.errors import AccountDisabled, AccountLocked, AuthenticationBusy, AuthenticationFailed
@@ -43,6 +45,15 @@ _STAND_IN_CONTEXT = b"\x00no account"
 _NO_ROW = -1  # an account id no row has (ids count from 1)
 
 
+@dataclass(frozen=True)
+class Authenticated:
+    """A holder whose factors were right: the account, and the private half of its seal key,
+    which opens the holder's signing data packages (kept for this request only)."""
+
+    account: Account
+    seal_key: bytes = field(repr=False)
+
+
 class Authenticator:
     def __init__(self, database: Database, hasher: SecretHasher, lockout: LockoutPolicy,
                  sealing: SealingKey, audit: AuditLog, clock: Clock):
@@ -57,7 +68,13 @@ class Authenticator:
 
     def authenticate(self, username: str, password: Secret, otp_code: str | None, otp_required: bool,
                      actor: str, holds_credential: bool = True) -> Account:
-        """Check the factors and return the account.
+        """Check the factors and return the account. Raises: as :meth:`authenticate_holder`."""
+        return self.authenticate_holder(username, password, otp_code, otp_required, actor, holds_credential).account
+
+    def authenticate_holder(self, username: str, password: Secret, otp_code: str | None, otp_required: bool,
+                            actor: str, holds_credential: bool = True) -> Authenticated:
+        """Check the factors and return the account with its seal key, unlocked by the key the
+        same argon2id evaluation derived from the password.
 
         ``holds_credential`` says whether the credential the caller named belongs to the account
         (False also for an unknown name): when False, the attempt fails like a wrong factor, after
@@ -80,14 +97,14 @@ class Authenticator:
             raise
 
         try:
-            password_ok, step = self._check_factors(row, username, password, otp_code, otp_required, now)
+            password_key, step = self._check_factors(row, username, password, otp_code, otp_required, now)
         except BaseException:
             with self._database.transaction() as conn:
                 self._lockout.abandon(conn, attempt)  # a fault is not a wrong guess
             raise
 
         with self._database.transaction() as conn:
-            right = password_ok and (not otp_required or step is not None)
+            right = password_key is not None and (not otp_required or step is not None)
             # Accept each time step once: a replayed or older code fails here. A right code is
             # spent even when the attempt fails for the credential: it was shown once. Every
             # attempt runs the statement (matching no row when there is nothing to spend), so
@@ -113,18 +130,35 @@ class Authenticator:
                 refusal = AuthenticationFailed()
         if refusal is not None:
             raise refusal
-        self._rehash_if_due(row, password)
-        return account
+        return Authenticated(account, self._seal_key(row, username, password, password_key))
 
-    def _rehash_if_due(self, row, password: Secret) -> None:
-        """Hash a right password again when the parameters changed. Only after a success: a new
-        hash made as soon as the password matched would cost one more argon2 run whenever the
-        password is right, telling it apart from a wrong OTP."""
-        if not self._hasher.needs_rehash(row.password_hash):
-            return
-        new_hash = self._hasher.hash(password.reveal())
+    def _seal_key(self, row, username: str, password: Secret, password_key: bytes) -> bytes:
+        """The account's seal key, unlocked with the password's key. A hash made with other
+        parameters, or one older than packages (which yields no key), is made again, and a seal
+        key made for an account that has none; only after a success: work done as soon as the
+        password matched would cost time whenever the password is right, telling it apart from a
+        wrong OTP.
+
+        Raises: DataCorrupted: the stored seal key does not open with the password's key.
+        """
+        private = None
+        if row.seal_key_by_password is not None and password_key:
+            private = open_seal_key(username, row.seal_key_by_password, password_key, "password")
+        if private is not None and not self._hasher.needs_rehash(row.password_hash):
+            return private
+        new_hash, new_key = self._hasher.hash_with_key(password.reveal())
+        values = {"password_hash": new_hash}
+        if private is None:  # an account older than packages: its seal key starts now
+            private, seal = new_seal_key(username, new_key, None)
+            values.update(seal_columns(seal))
+        else:
+            values["seal_key_by_password"] = seal_key_values(username, private, row.seal_public_key, new_key,
+                                                             None).by_password
         with self._database.transaction() as conn:
-            update_account(conn, row.id, password_hash=new_hash)
+            # Only over the hash that was checked: a password changed meanwhile stays as it is.
+            conn.execute(update(accounts).where(accounts.c.id == row.id,
+                                                accounts.c.password_hash == row.password_hash).values(**values))
+        return private
 
     def _admit(self, username: str, now: datetime.datetime):
         """The account's row (None for an unknown name) and an admitted attempt; waits a little
@@ -144,24 +178,26 @@ class Authenticator:
                 time.sleep(BUSY_RETRY_SECONDS)
 
     def _check_factors(self, row, username: str, password: Secret, otp_code: str | None, otp_required: bool,
-                       now: datetime.datetime) -> tuple[bool, int | None]:
-        """Whether the password is right, and the OTP's time step (None: wrong or not asked for).
+                       now: datetime.datetime) -> tuple[bytes | None, int | None]:
+        """The key the password yields (None: wrong password; empty for a right password whose
+        hash yields no key), and the OTP's time step (None: wrong or not asked for).
 
         For an unknown name (``row`` None) the same work is done against stand-ins that never
         match. Raises: HsmError, DataCorrupted.
         """
         if row is None:
             self._hasher.burn(password.reveal())
-            password_ok = False
+            password_key = None
             sealed, context = self._stand_in_sealed_seed(), _STAND_IN_CONTEXT
         else:
-            password_ok = self._hasher.verify(row.password_hash, password.reveal())
+            derived = self._hasher.derive(row.password_hash, password.reveal())
+            password_key = (derived.key or b"") if derived.matched else None
             sealed, context = row.otp_seed_sealed, username.encode("utf-8")
         if not otp_required:
-            return password_ok, None
+            return password_key, None
         seed = self._sealing.unseal(sealed, context).decode("ascii")
         step = otp.matching_step(seed, otp_code or "", now)
-        return password_ok, (step if row is not None else None)
+        return password_key, (step if row is not None else None)
 
     def _stand_in_sealed_seed(self) -> bytes:
         """A sealed random OTP seed, made once per process, opened for unknown names."""

@@ -12,6 +12,16 @@ from signserver.accounts import otp
 from signserver.accounts.authentication import Authenticator
 from signserver.accounts.lockout import LockState, LockoutPolicy
 from signserver.accounts.model import Account, AccountKind, NewAccount
+from signserver.accounts.packages import (
+    PACKAGE,
+    SigningPackages,
+    account_seal,
+    insert_package,
+    new_seal_key,
+    open_seal_key,
+    seal_columns,
+    seal_key_values,
+)
 from signserver.accounts.passwords import (
     PasswordRejected,
     SecretHasher,
@@ -34,12 +44,11 @@ from signserver.audit.log import AuditLog
 from signserver.clock import Clock, epoch_seconds
 from signserver.errors import AlreadyExists, AuthenticationFailed, InvalidArgument, NotFound
 from signserver.hsm.algorithms import KeyAlgorithm
-from signserver.hsm.keystore import HsmKeyStore
 from signserver.hsm.sealing import SealingKey
 from signserver.notify.outbox import format_time, queue_email
 from signserver.secret import Secret
 from signserver.store.database import Database
-from signserver.store.schema import account_emails, accounts, activation_tokens
+from signserver.store.schema import account_emails, accounts, activation_tokens, credentials
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +101,17 @@ class Enrolment:
     title: str = ""
     key_algorithm: KeyAlgorithm = KeyAlgorithm.RSA_2048
     revocation_phrase: Secret | None = None
+    # The documents' "recovery by code": a code that, with an operator, unlocks the account and
+    # the holder's signing data packages when the password is forgotten. Without it a forgotten
+    # password leaves the packages unusable for good.
+    recovery_by_code: bool = True
 
 
 class AccountManager:
-    def __init__(self, database: Database, keys: HsmKeyStore, sealing: SealingKey, hasher: SecretHasher,
+    def __init__(self, database: Database, packages: SigningPackages, sealing: SealingKey, hasher: SecretHasher,
                  lockout: LockoutPolicy, authenticator: Authenticator, audit: AuditLog, clock: Clock):
         self._database = database
-        self._keys = keys
+        self.packages = packages
         self._sealing = sealing
         self._hasher = hasher
         self._lockout = lockout
@@ -107,13 +120,17 @@ class AccountManager:
         self._clock = clock
 
     def create(self, enrolment: Enrolment, password: Secret, operator: str) -> NewAccount:
-        """Create an account with a signing key in the HSM, an OTP seed and a recovery code.
+        """Create an account with its signing data package, an OTP seed and (when chosen) a
+        recovery code.
 
-        The OTP URI and the recovery code are returned once and stored only sealed or hashed.
+        The holder's key is generated in the HSM and kept only as a package sealed to the holder
+        (see SigningPackages). The OTP URI and the recovery code are returned once and stored only
+        sealed or hashed.
 
         Raises:
             InvalidArgument (PasswordRejected among them): a field breaks its rule.
             AlreadyExists: the username is taken.
+            UnsupportedAlgorithm: the token cannot make or wrap that kind of key.
             HsmError: the key could not be generated.
         """
         check_username(enrolment.username)
@@ -132,30 +149,35 @@ class AccountManager:
 
         now = self._clock.now()
         seed = otp.new_seed()
-        recovery_code = new_recovery_code()
+        password_hash, password_key = self._hasher.hash_with_key(password.reveal())
+        recovery_code, recovery_hash, recovery_key = "", "", None
+        if enrolment.recovery_by_code:
+            recovery_code = new_recovery_code()
+            recovery_hash, recovery_key = self._hasher.hash_with_key(normalise_recovery_code(recovery_code))
+        _, seal = new_seal_key(enrolment.username, password_key, recovery_key)
         hashes = {
-            "password_hash": self._hasher.hash(password.reveal()),
-            "recovery_code_hash": self._hasher.hash(normalise_recovery_code(recovery_code)),
+            "password_hash": password_hash,
+            "recovery_code_hash": recovery_hash,
             "revocation_phrase_hash": (self._hasher.hash(enrolment.revocation_phrase.reveal())
                                        if enrolment.revocation_phrase else None),
         }
         sealed_seed = self._sealing.seal(seed.encode("ascii"), enrolment.username.encode("utf-8"))
-        key = self._keys.generate(enrolment.key_algorithm, f"credential-{enrolment.username}-{now:%Y%m%d%H%M%S}")
-        try:
-            with self._database.transaction() as conn:
-                account_id = insert_account(conn, username=enrolment.username, holder_name=holder, emails=emails,
-                                            kind=enrolment.kind, otp_seed_sealed=sealed_seed, now=now,
-                                            **fields, **hashes)
-                credential_id = insert_credential(conn, account_id, key.key_id, enrolment.key_algorithm,
-                                                  "cloud signature key", now)
-                self._audit.append(conn, now, "account.created", operator, enrolment.username, kind=enrolment.kind.value)
-                self._audit.append(conn, now, "key.generated", operator, enrolment.username,
-                                   credential=credential_id, key_id=key.key_id, algorithm=key.algorithm.value)
-                account = get_account(conn, enrolment.username, now)
-                credential = get_credential(conn, credential_id)
-        except BaseException:
-            self._keys.delete(key.key_id)  # no account, no key: nothing half-made stays behind
-            raise
+        package = self.packages.make(enrolment.username, seal.public, enrolment.key_algorithm)
+        with self._database.transaction() as conn:
+            account_id = insert_account(conn, username=enrolment.username, holder_name=holder, emails=emails,
+                                        kind=enrolment.kind, otp_seed_sealed=sealed_seed, now=now,
+                                        key_algorithm=enrolment.key_algorithm.value, **seal_columns(seal),
+                                        **fields, **hashes)
+            insert_package(conn, package)
+            credential_id = insert_credential(conn, account_id, package["key_id"], enrolment.key_algorithm,
+                                              "cloud signature key", now, key_store=PACKAGE)
+            self._audit.append(conn, now, "account.created", operator, enrolment.username, kind=enrolment.kind.value,
+                               recovery_by_code=enrolment.recovery_by_code)
+            self._audit.append(conn, now, "key.generated", operator, enrolment.username,
+                               credential=credential_id, package=package["key_id"],
+                               algorithm=enrolment.key_algorithm.value, master=package["master_label"])
+            account = get_account(conn, enrolment.username, now)
+            credential = get_credential(conn, credential_id)
         log.info("created account %s with credential %s", enrolment.username, credential.id)
         return NewAccount(account=account, credential=credential,
                           otp_uri=otp.provisioning_uri(seed, enrolment.username), recovery_code=recovery_code)
@@ -193,11 +215,16 @@ class AccountManager:
         check_password_rules(new.reveal(), username)
         if new.reveal() == old.reveal():
             raise PasswordRejected("the new password must differ from the current one")
-        account = self._authenticator.authenticate(username, old, otp_code, otp_required, actor)
-        new_hash = self._hasher.hash(new.reveal())
+        holder = self._authenticator.authenticate_holder(username, old, otp_code, otp_required, actor)
+        account = holder.account
+        new_hash, new_key = self._hasher.hash_with_key(new.reveal())
         now = self._clock.now()
         with self._database.transaction() as conn:
-            update_account(conn, account.id, password_hash=new_hash, password_changed_at=epoch_seconds(now))
+            seal = account_seal(conn, account.id)
+            # The seal key, and with it every package, follows the password.
+            by_password = seal_key_values(username, holder.seal_key, seal.seal_public_key, new_key, None).by_password
+            update_account(conn, account.id, password_hash=new_hash, password_changed_at=epoch_seconds(now),
+                           seal_key_by_password=by_password)
             revoke_activation_tokens(conn, account.id)
             self._audit.append(conn, now, "password.changed", actor, username)
             queue_email(conn, now, account.emails, "password_changed", holder_name=account.holder_name,
@@ -205,13 +232,15 @@ class AccountManager:
 
     def unlock_with_recovery_code(self, username: str, recovery_code: Secret, new_password: Secret,
                                   operator: str) -> str:
-        """An operator's unlock: the holder's recovery code clears the lock and sets a new password.
+        """An operator's unlock: the holder's recovery code clears the lock, sets a new password,
+        and re-seals the holder's signing data packages under it and a new recovery code.
 
         The code is single-use: a new one is returned (show it to the holder once).
 
         Raises:
             NotFound: no such account.
-            AuthenticationFailed: the recovery code is not right (nothing changes).
+            AuthenticationFailed: the recovery code is not right, or the account has none (nothing
+                changes).
             PasswordRejected: the new password breaks a rule.
         """
         check_password_rules(new_password.reveal(), username)
@@ -220,14 +249,24 @@ class AccountManager:
         if row is None:
             raise NotFound(f"no account {username!r}")
         now = self._clock.now()
-        if not self._hasher.verify(row.recovery_code_hash, normalise_recovery_code(recovery_code.reveal())):
+        derived = self._hasher.derive(row.recovery_code_hash, normalise_recovery_code(recovery_code.reveal()))
+        if not row.recovery_code_hash or not derived.matched:
             with self._database.transaction() as conn:
                 self._audit.append(conn, now, "account.unlock_refused", operator, username)
             raise AuthenticationFailed("the recovery code is not right; nothing was changed")
+        private = None
+        if row.seal_key_by_recovery is not None and derived.key:
+            private = open_seal_key(username, row.seal_key_by_recovery, derived.key, "recovery")
         new_code = new_recovery_code()
-        values = {"password_hash": self._hasher.hash(new_password.reveal()),
-                  "recovery_code_hash": self._hasher.hash(normalise_recovery_code(new_code)),
-                  "password_changed_at": epoch_seconds(now)}
+        password_hash, password_key = self._hasher.hash_with_key(new_password.reveal())
+        recovery_hash, recovery_key = self._hasher.hash_with_key(normalise_recovery_code(new_code))
+        lost = private is None
+        if lost:  # an account whose seal key predates its recovery code: a new one
+            private, seal = new_seal_key(username, password_key, recovery_key)
+        else:
+            seal = seal_key_values(username, private, row.seal_public_key, password_key, recovery_key)
+        values = {"password_hash": password_hash, "recovery_code_hash": recovery_hash,
+                  "password_changed_at": epoch_seconds(now), **seal_columns(seal)}
         with self._database.transaction() as conn:
             # Single use: only the hash that was checked may be replaced.
             changed = conn.execute(update(accounts).where(
@@ -237,8 +276,37 @@ class AccountManager:
                 raise AuthenticationFailed("the recovery code was used meanwhile; nothing was changed")
             self._lockout.unlock(conn, username)
             revoke_activation_tokens(conn, row.id)
-            self._audit.append(conn, now, "account.unlocked", operator, username)
+            disabled = disable_package_credentials(conn, row.id) if lost else 0
+            self._audit.append(conn, now, "account.unlocked", operator, username, packages_lost=disabled)
             account = get_account(conn, username, now)
+            queue_email(conn, now, account.emails, "account_unlocked", holder_name=account.holder_name,
+                        username=username, time=format_time(now))
+        return new_code
+
+    def reset_password(self, username: str, new_password: Secret, operator: str) -> str:
+        """An operator's reset for a holder who forgot the password and has no recovery code (or
+        lost it): a new password and a new recovery code, and a new seal key, so the holder's
+        signing data packages, sealed to the old one, can never sign again; their credentials are
+        disabled. The RA then revokes their certificates and issues new ones, with new packages.
+
+        Returns the new recovery code (show it to the holder once).
+
+        Raises: NotFound, PasswordRejected.
+        """
+        check_password_rules(new_password.reveal(), username)
+        now = self._clock.now()
+        new_code = new_recovery_code()
+        password_hash, password_key = self._hasher.hash_with_key(new_password.reveal())
+        recovery_hash, recovery_key = self._hasher.hash_with_key(normalise_recovery_code(new_code))
+        _, seal = new_seal_key(username, password_key, recovery_key)
+        with self._database.transaction() as conn:
+            account = get_account(conn, username, now)
+            update_account(conn, account.id, password_hash=password_hash, recovery_code_hash=recovery_hash,
+                           password_changed_at=epoch_seconds(now), **seal_columns(seal))
+            self._lockout.unlock(conn, username)
+            revoke_activation_tokens(conn, account.id)
+            disabled = disable_package_credentials(conn, account.id)
+            self._audit.append(conn, now, "account.password_reset", operator, username, packages_lost=disabled)
             queue_email(conn, now, account.emails, "account_unlocked", holder_name=account.holder_name,
                         username=username, time=format_time(now))
         return new_code
@@ -300,6 +368,15 @@ class AccountManager:
         if row is None:
             raise NotFound(f"no account {username!r}")
         return bool(row.revocation_phrase_hash) and self._hasher.verify(row.revocation_phrase_hash, phrase.reveal())
+
+
+def disable_package_credentials(conn: Connection, account_id: int) -> int:
+    """Disable the account's active package credentials (sealed to a seal key it no longer has);
+    returns how many."""
+    return conn.execute(update(credentials).where(credentials.c.account_id == account_id,
+                                                  credentials.c.key_store == PACKAGE,
+                                                  credentials.c.status == "active")
+                        .values(status="disabled")).rowcount
 
 
 def revoke_activation_tokens(conn: Connection, account_id: int) -> None:

@@ -40,7 +40,8 @@ class Account:
 
 @dataclass(frozen=True)
 class Credential:
-    """A signing key in the HSM that belongs to one account."""
+    """A signing key that belongs to one account: a signing data package (key_store "package",
+    key_id naming it) or, for credentials made before packages, a key on the token."""
 
     id: str
     account_id: int
@@ -50,6 +51,11 @@ class Credential:
     status: str
     description: str
     created_at: datetime.datetime
+    key_store: str = "token"
+
+    @property
+    def is_package(self) -> bool:
+        return self.key_store == "package"
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import hmac
 import re
 import secrets
+from dataclasses import dataclass
 
 import argon2
+import argon2.low_level
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from signserver.config import AccountsConfig
@@ -66,36 +71,102 @@ def normalise_recovery_code(code: str) -> str:
     return code.replace("-", "").replace(" ", "").upper()
 
 
+_KDF_PREFIX = "$argon2id-kdf$v=19$"
+_KDF_BYTES = 64  # the first half checks the secret, the second half is the key it yields
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """What checking a secret yields: whether it matched and, for a hash made by
+    :meth:`SecretHasher.hash_with_key`, the key derived from it (None for older hashes)."""
+
+    matched: bool
+    key: bytes | None = None
+
+
 class SecretHasher:
     """argon2id with configurable parameters (OWASP's by default); hashes are self-describing,
-    so old hashes keep verifying after a parameter change and are rehashed on next success."""
+    so old hashes keep verifying after a parameter change and are rehashed on next success.
+
+    Secrets that protect a key (the password, the recovery code) are hashed with
+    :meth:`hash_with_key`: one argon2id evaluation gives 64 bytes, of which the first half is
+    stored to check the secret and the second half is the key, never stored. So checking the
+    secret and deriving the key cost one evaluation, not two.
+    """
 
     def __init__(self, config: AccountsConfig):
+        self._time_cost = config.argon2_time_cost
+        self._memory_kib = config.argon2_memory_kib
+        self._parallelism = config.argon2_parallelism
         self._hasher = argon2.PasswordHasher(
-            time_cost=config.argon2_time_cost,
-            memory_cost=config.argon2_memory_kib,
-            parallelism=config.argon2_parallelism,
+            time_cost=self._time_cost,
+            memory_cost=self._memory_kib,
+            parallelism=self._parallelism,
             type=argon2.Type.ID,
         )
 
     def hash(self, secret: str) -> str:
         return self._hasher.hash(secret)
 
+    def hash_with_key(self, secret: str) -> tuple[str, bytes]:
+        """A stored hash of ``secret`` and the 32-byte key derived with it."""
+        salt = secrets.token_bytes(16)
+        raw = self._raw(secret, salt, self._time_cost, self._memory_kib, self._parallelism)
+        stored = (f"{_KDF_PREFIX}m={self._memory_kib},t={self._time_cost},p={self._parallelism}"
+                  f"${_b64(salt)}${_b64(raw[:32])}")
+        return stored, raw[32:]
+
+    def derive(self, stored_hash: str, secret: str) -> Derivation:
+        """Check ``secret`` against ``stored_hash`` with one argon2id evaluation; a match of a
+        hash made by :meth:`hash_with_key` yields its key. An unreadable hash does not match."""
+        if not stored_hash.startswith(_KDF_PREFIX):
+            return Derivation(self.verify(stored_hash, secret))
+        try:
+            parameters, salt, verifier = stored_hash[len(_KDF_PREFIX):].split("$")
+            cost = dict(item.split("=") for item in parameters.split(","))
+            raw = self._raw(secret, _unb64(salt), int(cost["t"]), int(cost["m"]), int(cost["p"]))
+            expected = _unb64(verifier)
+        except (ValueError, KeyError, binascii.Error, argon2.exceptions.HashingError):
+            return Derivation(False)
+        if hmac.compare_digest(raw[:32], expected):
+            return Derivation(True, raw[32:])
+        return Derivation(False)
+
     def verify(self, stored_hash: str, secret: str) -> bool:
         """True when ``secret`` matches; False for a mismatch or an unreadable hash."""
+        if stored_hash.startswith(_KDF_PREFIX):
+            return self.derive(stored_hash, secret).matched
         try:
             return self._hasher.verify(stored_hash, secret)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
     def needs_rehash(self, stored_hash: str) -> bool:
-        return self._hasher.check_needs_rehash(stored_hash)
+        """True for a hash made with other parameters, or one that yields no key."""
+        if not stored_hash.startswith(_KDF_PREFIX):
+            return True
+        wanted = f"m={self._memory_kib},t={self._time_cost},p={self._parallelism}$"
+        return not stored_hash[len(_KDF_PREFIX):].startswith(wanted)
 
     def burn(self, secret: str) -> None:
         """Spend the time of one verification on purpose (unknown account), so timing does not
         tell whether an account exists."""
-        self.verify(self._dummy_hash, secret)
+        self.derive(self._dummy_hash, secret)
 
     @functools.cached_property
     def _dummy_hash(self) -> str:
-        return self._hasher.hash(secrets.token_hex(16))
+        return self.hash_with_key(secrets.token_hex(16))[0]
+
+    @staticmethod
+    def _raw(secret: str, salt: bytes, time_cost: int, memory_kib: int, parallelism: int) -> bytes:
+        return argon2.low_level.hash_secret_raw(secret.encode("utf-8"), salt, time_cost=time_cost,
+                                                memory_cost=memory_kib, parallelism=parallelism,
+                                                hash_len=_KDF_BYTES, type=argon2.Type.ID)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)

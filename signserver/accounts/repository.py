@@ -69,8 +69,10 @@ def list_accounts(conn: Connection, now: datetime.datetime) -> list[Account]:
 def insert_account(conn: Connection, *, username: str, holder_name: str, emails: tuple[str, ...],
                    kind: AccountKind, organisation: str, department: str, title: str, password_hash: str,
                    otp_seed_sealed: bytes, recovery_code_hash: str, revocation_phrase_hash: str | None,
-                   now: datetime.datetime) -> int:
-    """Raises: AlreadyExists: the username is taken."""
+                   now: datetime.datetime, **seal_and_keys) -> int:
+    """``seal_and_keys``: the key algorithm and the seal key's columns (see accounts.packages).
+
+    Raises: AlreadyExists: the username is taken."""
     if account_row(conn, username) is not None:
         raise AlreadyExists(f"an account {username!r} already exists")
     result = conn.execute(insert(accounts).values(
@@ -78,7 +80,7 @@ def insert_account(conn: Connection, *, username: str, holder_name: str, emails:
         department=department, title=title, status=AccountStatus.ACTIVE.value, password_hash=password_hash,
         password_changed_at=epoch_seconds(now), otp_seed_sealed=otp_seed_sealed,
         recovery_code_hash=recovery_code_hash, revocation_phrase_hash=revocation_phrase_hash,
-        created_at=epoch_seconds(now)))
+        created_at=epoch_seconds(now), **seal_and_keys))
     account_id = result.inserted_primary_key[0]
     # Failures of the name before the account existed are nobody's: the account starts afresh.
     conn.execute(delete(name_lockouts).where(name_lockouts.c.name == username))
@@ -95,16 +97,18 @@ def credential_from_row(row) -> Credential:
     """A Credential from a row of :data:`CREDENTIAL_COLUMNS`."""
     return Credential(id=row.id, account_id=row.account_id, username=row.username, key_id=row.key_id,
                       key_algorithm=KeyAlgorithm(row.key_algorithm), status=row.status,
-                      description=row.description, created_at=from_epoch(row.created_at))
+                      description=row.description, created_at=from_epoch(row.created_at), key_store=row.key_store)
 
 
 CREDENTIAL_COLUMNS = (credentials, accounts.c.username)
 
 
 def insert_credential(conn: Connection, account_id: int, key_id: str, algorithm: KeyAlgorithm,
-                      description: str, now: datetime.datetime) -> str:
+                      description: str, now: datetime.datetime, key_store: str = "token") -> str:
+    """``key_store``: "package" (key_id names a signing data package) or "token" (a key on the token)."""
     credential_id = secrets.token_hex(8)
     conn.execute(insert(credentials).values(id=credential_id, account_id=account_id, key_id=key_id,
+                                            key_store=key_store,
                                             key_algorithm=algorithm.value, status="active",
                                             description=description, created_at=epoch_seconds(now)))
     return credential_id

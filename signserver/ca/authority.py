@@ -8,12 +8,14 @@ import logging
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select, update
 
 from signserver.accounts.manager import AccountManager, revoke_activation_tokens
 from signserver.accounts.model import Account, AccountKind
+from signserver.accounts.packages import PACKAGE, insert_package
 from signserver.accounts.repository import account_row, credentials_of, get_account, insert_credential
 from signserver.audit.log import AuditLog
 from signserver.ca import repository as repo
@@ -249,45 +251,41 @@ class CertificateAuthority:
         subject = self.subject_for(account, request.agent_qualification)
         issuer, issuer_key = self._issuing()
         now = self._clock.now()
-        reused_credential = None
+        reused_credential = package = None
         if chosen.key_source is KeySource.HSM:
             if request.csr:
                 raise InvalidArgument(f"profile {chosen.name!r} has its key generated in the HSM; send no CSR")
             # The key made at enrolment serves the first certificate; a renewal gets a new one.
             reused_credential = None if predecessor else self._uncertified_credential(account)
-            key_id = (reused_credential.key_id if reused_credential
-                      else self._new_key(KeyAlgorithm.RSA_2048, f"credential-{account.username}"))
-            public_key = self._keys.public_key(key_id)
+            if reused_credential is not None:
+                public_key = self._credential_public_key(reused_credential)
+            else:
+                algorithm, package = self._new_package(account)
+                public_key = serialization.load_der_public_key(package["public_key"])
         else:
-            key_id = None
             public_key = self._public_key_from_csr(request.csr, subject, chosen)
         certificate = end_entity_certificate(
             profile=chosen, subject=subject.name(), public_key=public_key, issuer=issuer, issuer_key=issuer_key,
             serial=self._new_serial(), not_before=now - CLOCK_SKEW,
             days=chosen.validity_days or self.config.validity_days, ca=self.config,
             email=subject.email, transaction_limit=request.transaction_limit)
-        new_key = key_id is not None and reused_credential is None
-        try:
-            with self._database.transaction() as conn:
-                if reused_credential:
-                    credential_id = reused_credential.id
-                else:
-                    credential_id = (insert_credential(conn, account.id, key_id, KeyAlgorithm.RSA_2048,
-                                                       chosen.title, now) if key_id else None)
-                serial = repo.insert_certificate(conn, certificate, chosen.name, account.id, credential_id,
-                                                 predecessor, now)
-                if new_key:
-                    self._audit.append(conn, now, "key.generated", operator, account.username,
-                                       credential=credential_id, key_id=key_id, algorithm="rsa-2048")
-                self._audit.append(conn, now, "certificate.issued", operator, account.username, serial=serial,
-                                   profile=chosen.name, predecessor=predecessor)
-                issued = repo.get_certificate(conn, serial, now)
-        except BaseException:
-            if new_key:
-                self._keys.delete(key_id)
-            raise
-        if key_id:
-            self._keys.store_certificate(key_id, certificate)
+        with self._database.transaction() as conn:
+            credential_id = reused_credential.id if reused_credential else None
+            if package is not None:
+                insert_package(conn, package)
+                credential_id = insert_credential(conn, account.id, package["key_id"], algorithm, chosen.title, now,
+                                                  key_store=PACKAGE)
+                self._audit.append(conn, now, "key.generated", operator, account.username, credential=credential_id,
+                                   package=package["key_id"], algorithm=algorithm.value,
+                                   master=package["master_label"])
+            serial = repo.insert_certificate(conn, certificate, chosen.name, account.id, credential_id,
+                                             predecessor, now)
+            self._audit.append(conn, now, "certificate.issued", operator, account.username, serial=serial,
+                               profile=chosen.name, predecessor=predecessor)
+            issued = repo.get_certificate(conn, serial, now)
+        if reused_credential is not None and not reused_credential.is_package:
+            # A key on the token, from before packages: its certificate goes beside it, as it did.
+            self._keys.store_certificate(reused_credential.key_id, certificate)
         log.info("issued %s certificate %s for %s", chosen.name, issued.serial, account.username)
         return issued
 
@@ -366,6 +364,10 @@ class CertificateAuthority:
             if issued.credential_id:
                 conn.execute(update(credentials).where(credentials.c.id == issued.credential_id)
                              .values(status="revoked"))
+                package = conn.execute(select(credentials.c.key_id).where(credentials.c.id == issued.credential_id,
+                                                                          credentials.c.key_store == PACKAGE)).scalar()
+                if package is not None:
+                    self._accounts.packages.destroy(conn, package)  # a revoked key never signs again
                 row = account_row(conn, issued.account) if issued.account else None
                 if row is not None:
                     revoke_activation_tokens(conn, row.id)
@@ -526,6 +528,35 @@ class CertificateAuthority:
         if emails and emails[0].value != subject.email:
             raise InvalidArgument("the request's e-mail address is not the account's")
         return request.public_key()
+
+    def _new_package(self, account: Account) -> tuple[KeyAlgorithm, dict]:
+        """A new signing data package, of the account's key algorithm, sealed to the holder.
+
+        Raises: CertificateRefused: the account has no seal key yet (made before packages, its
+            holder has not signed in since). UnsupportedAlgorithm, HsmError.
+        """
+        with self._database.read() as conn:
+            row = account_row(conn, account.username)
+        if row.seal_public_key is None:
+            raise CertificateRefused(
+                f"the account {account.username!r} predates signing data packages and its holder has not signed in "
+                "since: a new key can be sealed to the holder once the holder has signed in (Authorize or a password "
+                "change) or been unlocked")
+        algorithm = KeyAlgorithm(row.key_algorithm)
+        return algorithm, self._accounts.packages.make(account.username, row.seal_public_key, algorithm)
+
+    def _credential_public_key(self, credential):
+        """Raises: KeyNotFound, HsmError."""
+        if credential.is_package:
+            return serialization.load_der_public_key(self._accounts.packages.public_key_der(credential.key_id))
+        return self._keys.public_key(credential.key_id)
+
+    def signing_certificate(self, credential_id: str) -> x509.Certificate | None:
+        """The credential's newest certificate, from the database (None before its first)."""
+        with self._database.read() as conn:
+            der = conn.execute(select(certificates.c.der).where(certificates.c.credential_id == credential_id)
+                               .order_by(certificates.c.issued_at.desc()).limit(1)).scalar()
+        return x509.load_der_x509_certificate(der) if der is not None else None
 
     def _uncertified_credential(self, account: Account):
         with self._database.read() as conn:

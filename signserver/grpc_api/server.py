@@ -180,11 +180,13 @@ class BackgroundWork:
 
 
 def bootstrap(config: Config, service: SignService) -> None:
-    """First start on the embedded defaults: create the CA and have it issue the server's TLS
-    certificate and the client CA bundle (see :func:`served_config`).
+    """First start on the embedded defaults: create the master key that wraps holders' signing
+    data packages and the CA, and have it issue the server's TLS certificate and the client CA
+    bundle (see :func:`served_config`).
 
     Raises: HsmError, ConfigurationError.
     """
+    service.packages.ensure_master()  # made on the first start; checked on this token on every start
     status = service.ca.status()
     if not status.ready and not status.awaiting_external_root:
         log.info("no CA yet: creating the root and issuing CA in the HSM")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from signserver.errors import NotFound
+from signserver.pades.cms_signer import HsmCmsSigner
 from signserver.pades.document import PadesLevel, PreparedDocument
 
 MAX_PENDING = 1000
@@ -27,6 +28,7 @@ class PendingDocument:
     prepared: PreparedDocument
     output: BinaryIO
     expires_at: datetime.datetime
+    signer: HsmCmsSigner  # bound to the holder's key once the holder authorised the digest
 
     @property
     def digest(self) -> bytes:
@@ -39,9 +41,9 @@ class PendingDocuments:
         self._items: dict[str, PendingDocument] = {}
 
     def add(self, application_id: int, credential_id: str, level: PadesLevel, prepared: PreparedDocument,
-            output: BinaryIO, expires_at: datetime.datetime) -> PendingDocument:
+            output: BinaryIO, expires_at: datetime.datetime, signer: HsmCmsSigner) -> PendingDocument:
         pending = PendingDocument(secrets.token_urlsafe(16), application_id, credential_id, level, prepared, output,
-                                  expires_at)
+                                  expires_at, signer)
         with self._lock:
             if len(self._items) >= MAX_PENDING:
                 oldest = min(self._items.values(), key=lambda p: p.expires_at)

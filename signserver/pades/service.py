@@ -114,17 +114,20 @@ class PadesService:
         digest = _sha256_of(source)
         # The same checks as the two-step flow: factors, lockout, credential ownership, then the
         # activation token for this document is spent at once.
-        token = self._hash_signer.authorize(application, username, password, otp_code, credential_id,
-                                            HashAlgorithm.SHA256, [digest])
-        self._hash_signer.spend(application, credential_id, Secret(token.token), HashAlgorithm.SHA256, [digest])
-        return self.sign_with_credential(application, credential_id, source, destination, level, stamp,
-                                         document_digest=digest)
+        authorization = self._hash_signer.authorize(application, username, password, otp_code, credential_id,
+                                                    HashAlgorithm.SHA256, [digest])
+        token = Secret(authorization.token)
+        self._hash_signer.spend(application, authorization.credential_id, token, HashAlgorithm.SHA256, [digest])
+        return self.sign_with_credential(application, authorization.credential_id, token, source, destination,
+                                         level, stamp, document_digest=digest)
 
-    def sign_with_credential(self, application: Application, credential_id: str, source: BinaryIO,
+    def sign_with_credential(self, application: Application, credential_id: str, token: Secret, source: BinaryIO,
                              destination: BinaryIO, level: PadesLevel, stamp: StampOptions,
                              document_digest: bytes) -> bytes:
-        """Sign after authorisation. Raises: CredentialUnusable, InvalidArgument, HsmError."""
+        """Sign after the token was spent on the document. Raises: CredentialUnusable,
+        InvalidArgument, HsmError."""
         credential, job = self._job(application, credential_id, level, stamp)
+        job.signer.bind(self._signing_with(credential, token))
         source.seek(0)
         start = destination.tell()
         sign_document(source, destination, job)
@@ -149,7 +152,7 @@ class PadesService:
             output.close()
             raise
         return self._pending.add(application.id, credential.id, level, prepared, output,
-                                 self._clock.now() + self._pending_lifetime)
+                                 self._clock.now() + self._pending_lifetime, job.signer)
 
     def complete_pdf(self, application: Application, document_id: str, token: Secret,
                      destination: BinaryIO) -> bytes:
@@ -161,6 +164,7 @@ class PadesService:
         try:
             credential = self._hash_signer.spend(application, pending.credential_id, token, HashAlgorithm.SHA256,
                                                  [pending.prepared.digest])
+            pending.signer.bind(self._signing_with(credential, token))
             pending.prepared.finish()
             pending.output.seek(0)
             start = destination.tell()
@@ -172,15 +176,16 @@ class PadesService:
 
     def _job(self, application: Application, credential_id: str, level: PadesLevel, stamp: StampOptions):
         credential = self._hash_signer.credential(application, credential_id)
-        self._hash_signer.refuse_infrastructure_key(credential)  # the signer below keeps this key id
-        certificate = self._keys.certificate(credential.key_id)
+        if not credential.is_package:
+            self._hash_signer.refuse_infrastructure_key(credential)
+        certificate = self._ca.signing_certificate(credential.id)
         if certificate is None:
             raise CredentialUnusable(f"credential {credential_id} has no certificate yet; the RA must issue one")
         tsa_name, timestamper = self.timestamper() if level.timestamped else ("", None)
         crls = self._crls() if level.long_term else []
         chain = self._ca.chain()
         job = SigningJob(
-            signer=HsmCmsSigner(self._keys, credential.key_id, credential.key_algorithm, certificate, chain),
+            signer=HsmCmsSigner(credential.key_algorithm, certificate, chain),
             holder_name=self._hash_signer.holder_name(credential), level=level, stamp=stamp, font=self.font(),
             timestamper=timestamper,
             validation_context=self._validation_context(crls, chain) if level.long_term else None,
@@ -189,6 +194,12 @@ class PadesService:
                                            level=level.value, timestamper=tsa_name,
                                            revocation_sha256=hashlib.sha256(b"".join(crls)).digest()))
         return credential, job
+
+    def _signing_with(self, credential, token: Secret):
+        """Signs one digest with the credential, under the spent token."""
+        def sign(digest: bytes, algorithm) -> bytes:
+            return self._hash_signer.sign_digests(credential, token, [digest], algorithm)[0]
+        return sign
 
     def _finish_audit(self, application, credential, destination: BinaryIO, start: int, document_digest: bytes,
                       level: PadesLevel) -> bytes:

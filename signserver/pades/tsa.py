@@ -7,6 +7,7 @@ through :class:`InProcessTimeStamper`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import urllib.request
 
@@ -48,7 +49,8 @@ class TimeStampAuthority:
 
     def _signer(self) -> HsmCmsSigner:
         key_id, certificate = self._ca.service_key("tsa")
-        return HsmCmsSigner(self._keys, key_id, KeyAlgorithm.EC_P256, certificate, self._ca.chain())
+        return HsmCmsSigner(KeyAlgorithm.EC_P256, certificate, self._ca.chain(),
+                            sign_digest=functools.partial(self._keys.sign_digest, key_id))
 
     def respond(self, request_der: bytes) -> bytes:
         """A DER TimeStampResp for a DER TimeStampReq; malformed or unsupported requests are

@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Callable
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
@@ -29,7 +30,7 @@ class IssuedToken:
     digests: int
 
 
-def _token_hash(token: str) -> str:
+def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
@@ -49,17 +50,22 @@ def check_digests(digests: list[bytes], algorithm: HashAlgorithm, maximum: int) 
 
 def issue(conn: Connection, *, credential_id: str, account_id: int, application_id: int,
           algorithm: HashAlgorithm, digests: list[bytes], now: datetime.datetime,
-          lifetime: datetime.timedelta) -> IssuedToken:
-    """Store a new token for these digests (already checked) and return it."""
+          lifetime: datetime.timedelta, seal_key: Callable[[str, str], bytes] | None = None) -> IssuedToken:
+    """Store a new token for these digests (already checked) and return it.
+
+    ``seal_key(token, token_hash)``, for a package credential, gives what the token carries to
+    the signatures: the wrapped key sealed under the token (see SigningPackages.seal_for_token).
+    """
     token = secrets.token_urlsafe(32)
-    token_hash = _token_hash(token)
+    hashed = token_hash(token)
     expires = now + lifetime
     conn.execute(insert(activation_tokens).values(
-        token_hash=token_hash, credential_id=credential_id, account_id=account_id,
+        token_hash=hashed, credential_id=credential_id, account_id=account_id,
         application_id=application_id, hash_algorithm=algorithm.value, expires_at=epoch_seconds(expires),
-        revoked=False, created_at=epoch_seconds(now)))
+        revoked=False, created_at=epoch_seconds(now), signatures=len(digests),
+        sealed_key=seal_key(token, hashed) if seal_key is not None else None))
     conn.execute(insert(activation_token_digests),
-                 [{"token_hash": token_hash, "digest": d.hex(), "used": False} for d in digests])
+                 [{"token_hash": hashed, "digest": d.hex(), "used": False} for d in digests])
     return IssuedToken(token=token, expires_at=from_epoch(epoch_seconds(expires)), digests=len(digests))
 
 
@@ -96,9 +102,9 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
         ActivationRefused: unknown, expired or revoked token; another credential, application or
             digest algorithm; a digest not authorised, already signed, or beyond the token's count.
     """
-    token_hash = _token_hash(token)
+    hashed = token_hash(token)
     wanted = [d.hex() for d in digests]  # distinct: check_digests refuses repeats
-    token_holds = {"of_token": token_hash, "now": epoch_seconds(now), "credential_id": credential_id,
+    token_holds = {"of_token": hashed, "now": epoch_seconds(now), "credential_id": credential_id,
                    "application_id": application_id, "algorithm": algorithm.value}
     if len(wanted) == 1:
         taken = conn.execute(_TAKE_DIGEST, {**token_holds, "wanted": wanted[0]}).rowcount
@@ -106,7 +112,7 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
         taken = sum(conn.execute(_TAKE_DIGESTS, {**token_holds, "wanted": wanted[start:start + _UPDATE_CHUNK]}).rowcount
                     for start in range(0, len(wanted), _UPDATE_CHUNK))
     if taken != len(wanted):
-        _explain_refusal(conn, token_hash, credential_id, application_id, algorithm, wanted, taken, now)
+        _explain_refusal(conn, hashed, credential_id, application_id, algorithm, wanted, taken, now)
 
 
 def _explain_refusal(conn: Connection, token_hash: str, credential_id: str, application_id: int,

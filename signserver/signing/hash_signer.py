@@ -14,6 +14,7 @@ operator told it about the account) or with an activation token the holder's fac
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from sqlalchemy import bindparam, select
 from signserver.accounts.applications import ApplicationRegistry
 from signserver.accounts.authentication import Authenticator
 from signserver.accounts.model import Application, Credential
+from signserver.accounts.packages import SigningPackages
 from signserver.accounts.repository import (
     CREDENTIAL_COLUMNS,
     credential_from_row,
@@ -38,6 +40,7 @@ from signserver.clock import epoch_seconds
 from signserver.errors import CredentialUnusable, InvalidArgument, NotFound, PermissionDenied, UnsupportedAlgorithm
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
+from signserver.hsm.packages import KeyNotOpen, PackageKeys
 from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.signing.activation import IssuedToken
@@ -72,11 +75,13 @@ class CredentialInfo:
 
 
 class HashSigner:
-    def __init__(self, database: Database, keys: HsmKeyStore, applications: ApplicationRegistry,
-                 authenticator: Authenticator, audit: AuditLog, clock: Clock,
+    def __init__(self, database: Database, keys: HsmKeyStore, packages: SigningPackages, package_keys: PackageKeys,
+                 applications: ApplicationRegistry, authenticator: Authenticator, audit: AuditLog, clock: Clock,
                  token_lifetime: datetime.timedelta, max_signatures: int):
         self._database = database
         self._keys = keys
+        self._packages = packages
+        self._package_keys = package_keys
         self._applications = applications
         self._authenticator = authenticator
         self._audit = audit
@@ -120,10 +125,14 @@ class HashSigner:
     def credential_info(self, application: Application, credential_id: str) -> CredentialInfo:
         """Raises: NotFound (also for a credential of an account the application may not serve)."""
         credential = self._credential_for(application, credential_id)
-        public = self._keys.public_key(credential.key_id)
+        if credential.is_package:
+            public_der = self._packages.public_key_der(credential.key_id)
+        else:
+            public_der = self._keys.public_key(credential.key_id).public_bytes(Encoding.DER,
+                                                                                PublicFormat.SubjectPublicKeyInfo)
         return CredentialInfo(
             credential=credential,
-            public_key_der=public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+            public_key_der=public_der,
             signature_algorithms=tuple(s for s in SignatureAlgorithm if s.family == credential.key_algorithm.family),
         )
 
@@ -153,14 +162,22 @@ class HashSigner:
         # Read before the factors, by its id only: the same work whoever the name is.
         named = self._named_credential(credential_id) if credential_id else None
         holds = not credential_id or (named is not None and named[0].username == username)
-        account = self._authenticator.authenticate(username, password, otp_code, application.otp_required,
-                                                   actor=f"application:{application.name}", holds_credential=holds)
+        holder = self._authenticator.authenticate_holder(username, password, otp_code, application.otp_required,
+                                                         actor=f"application:{application.name}", holds_credential=holds)
+        account = holder.account
         now = self._clock.now()
         credential = _check_usable(*named, now) if named is not None else self._signing_credential(account.id, now)
+        seal_for_token = None
+        if credential.is_package:
+            # Opened with the holder's seal key, and handed on sealed to the activation token.
+            self._packages.rewrap_if_stale(credential.key_id)
+            with self._database.read() as conn:
+                wrapped_private = self._packages.open(conn, credential.key_id, username, holder.seal_key)
+            seal_for_token = functools.partial(self._packages.seal_for_token, wrapped_private)
         with self._database.transaction() as conn:
             issued = activation.issue(conn, credential_id=credential.id, account_id=account.id,
                                       application_id=application.id, algorithm=hash_algorithm,
-                                      digests=digests, now=now, lifetime=self._lifetime)
+                                      digests=digests, now=now, lifetime=self._lifetime, seal_key=seal_for_token)
             self._audit.append(conn, now, "authorization.issued", f"application:{application.name}", username,
                                credential=credential.id, digests=len(digests),
                                digests_sha256=hashlib.sha256(b"".join(digests)).hexdigest())
@@ -182,14 +199,32 @@ class HashSigner:
         activation.check_digests(digests, algorithm.hash, self.max_signatures)
         credential = self.spend(application, credential_id, token, algorithm.hash, digests,
                                 key_check=algorithm.check_key)
-        self.refuse_infrastructure_key(credential)
         now = self._clock.now()
-        signatures = [self._keys.sign_digest(credential.key_id, d, algorithm) for d in digests]
+        signatures = self.sign_digests(credential, token, digests, algorithm)
         with self._database.transaction() as conn:
             self._audit.append_many(conn, now, "signature", f"application:{application.name}", credential.username,
                                     [{"credential": credential.id, "digest": d.hex(), "algorithm": algorithm.value}
                                      for d in digests])
         return signatures
+
+    def sign_digests(self, credential: Credential, token: Secret, digests: list[bytes],
+                     algorithm: SignatureAlgorithm) -> list[bytes]:
+        """Sign digests with the credential's key, once the token was spent for them: a package
+        is unwrapped in the HSM with what the token carries (or found open in this process).
+
+        Raises: CredentialUnusable, UnsupportedAlgorithm, KeyNotFound, DataCorrupted, HsmError.
+        """
+        if not credential.is_package:
+            self.refuse_infrastructure_key(credential)
+            return [self._keys.sign_digest(credential.key_id, d, algorithm) for d in digests]
+        token_hash = activation.token_hash(token.reveal())
+        now = self._clock.now()
+        try:
+            return self._package_keys.sign(token_hash, digests, algorithm, now)
+        except KeyNotOpen:
+            with self._database.read() as conn:
+                to_open = self._packages.key_to_open(conn, credential.key_id, token.reveal(), token_hash)
+            return self._package_keys.sign(token_hash, digests, algorithm, now, to_open)
 
     def spend(self, application: Application, credential_id: str, token: Secret, hash_algorithm: HashAlgorithm,
               digests: list[bytes], key_check=None) -> Credential:
@@ -301,7 +336,7 @@ def _token_proves_factors(conn, token: Secret, application: Application, usernam
     row = conn.execute(select(activation_tokens.c.application_id, activation_tokens.c.expires_at,
                               activation_tokens.c.revoked, accounts.c.username)
                        .join(accounts, accounts.c.id == activation_tokens.c.account_id)
-                       .where(activation_tokens.c.token_hash == activation._token_hash(token.reveal()))).first()
+                       .where(activation_tokens.c.token_hash == activation.token_hash(token.reveal()))).first()
     return (row is not None and not row.revoked and row.expires_at > epoch_seconds(now)
             and row.application_id == application.id and row.username == username)
 

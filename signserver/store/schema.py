@@ -37,6 +37,15 @@ accounts = Table(
     Column("recovery_code_hash", String(255), nullable=False),
     Column("revocation_phrase_hash", String(255), nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # The algorithm of the holder's keys: enrolment's choice, kept for renewals.
+    Column("key_algorithm", String(16), nullable=False, server_default="rsa-2048"),
+    # The holder's seal (signserver/accounts/holder_seal.py): packages are sealed to the public
+    # half; the private half is stored only under keys derived from the password and, when the
+    # holder chose recovery by code, the recovery code. None for accounts older than packages
+    # until their holder's next sign-in.
+    Column("seal_public_key", LargeBinary, nullable=True),
+    Column("seal_key_by_password", LargeBinary, nullable=True),
+    Column("seal_key_by_recovery", LargeBinary, nullable=True),
 )
 
 # The lockout state of every name tried, with or without an account (so that an unknown name
@@ -71,7 +80,10 @@ credentials = Table(
     "credentials", metadata,
     Column("id", String(64), primary_key=True),
     Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("key_id", String(128), nullable=False, unique=True),  # CKA_ID in hex
+    # "package": key_id names a row of signing_packages; "token": a key on the token (CKA_ID in
+    # hex), as every credential was before packages, and as they keep working.
+    Column("key_id", String(128), nullable=False, unique=True),
+    Column("key_store", String(16), nullable=False, server_default="token"),
     Column("key_algorithm", String(16), nullable=False),
     Column("status", String(16), nullable=False),  # active | disabled
     Column("description", String(200), nullable=False, server_default=""),
@@ -109,6 +121,10 @@ activation_tokens = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("revoked", Boolean, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
+    # For a package credential: the wrapped private key, sealed under a key derived from the token
+    # itself (never stored), so any worker given the token can unwrap it in the HSM.
+    Column("sealed_key", LargeBinary, nullable=True),
+    Column("signatures", Integer, nullable=False, server_default="0"),  # how many digests it allows
 )
 
 activation_token_digests = Table(
@@ -117,6 +133,32 @@ activation_token_digests = Table(
            primary_key=True),
     Column("digest", String(128), primary_key=True),  # hex
     Column("used", Boolean, nullable=False, server_default="0"),
+)
+
+# Signing data packages: a holder key outside the token (signserver/hsm/packages.py). The package
+# key is wrapped by a master key (only the HSM opens it; a master rotation re-wraps it); the
+# private key, wrapped by the package key, is sealed to the holder (only the holder's secrets open it).
+signing_packages = Table(
+    "signing_packages", metadata,
+    Column("key_id", String(64), primary_key=True),  # credentials.key_id
+    Column("algorithm", String(16), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),  # SubjectPublicKeyInfo DER
+    Column("master_label", String(64), nullable=False, index=True),
+    Column("mechanism", String(32), nullable=False),
+    Column("wrapped_package_key", LargeBinary, nullable=True),  # None once the package is destroyed
+    Column("sealed_private_key", LargeBinary, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# The master keys that wrap packages: one is active (new packages, re-wraps), older ones are
+# retiring until no package needs them, then retired (and destroyed on the token).
+master_keys = Table(
+    "master_keys", metadata,
+    Column("label", String(64), primary_key=True),
+    Column("check_value", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # active | retiring | retired
+    Column("created_at", BigInteger, nullable=False),
+    Column("retired_at", BigInteger, nullable=True),
 )
 
 audit_log = Table(
@@ -205,5 +247,5 @@ crls = Table(
 )
 
 __all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "account_emails", "credentials", "applications", "application_accounts",
-           "activation_tokens", "activation_token_digests", "audit_log", "audit_head", "audit_seals",
+           "activation_tokens", "activation_token_digests", "signing_packages", "master_keys", "audit_log", "audit_head", "audit_seals",
            "outbox", "authorities", "certificates", "crls"]

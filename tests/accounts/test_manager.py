@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from signserver.accounts import otp
 from signserver.accounts.manager import Enrolment
@@ -19,10 +20,12 @@ def outbox_subjects(service):
         return [(r.recipient, r.subject) for r in conn.execute(outbox.select())]
 
 
-def test_enrolment_makes_a_key_in_the_hsm(fresh_service):
+def test_enrolment_makes_a_signing_data_package_and_no_token_object(fresh_service):
+    keys_before = {k.key_id for k in fresh_service.keys.list()}
     created, seed = enrol(fresh_service, organisation="DSAJ", kind=AccountKind.GOVERNMENT, title="Técnico")
-    key = fresh_service.keys.get(created.credential.key_id)
-    assert key.attributes.never_extractable and not key.attributes.extractable
+    assert {k.key_id for k in fresh_service.keys.list()} == keys_before
+    assert created.credential.is_package
+    assert load_der_public_key(fresh_service.packages.public_key_der(created.credential.key_id))
     assert created.account.kind is AccountKind.GOVERNMENT and created.account.title == "Técnico"
     assert created.otp_uri.startswith("otpauth://totp/signserver:") and len(seed) == 32
     assert len(created.recovery_code) == 29  # five groups of five, dashes between
@@ -144,6 +147,7 @@ def test_account_key_is_deleted_with_a_failed_enrolment(fresh_service, monkeypat
         raise StoreUnavailable("database gone")
 
     monkeypatch.setattr(manager_module, "insert_credential", broken)
+    fresh_service.packages.ensure_master()
     keys_before = {k.key_id for k in fresh_service.keys.list()}
     with pytest.raises(StoreUnavailable):
         enrol(fresh_service)

@@ -86,7 +86,7 @@ def test_attack_3_through_the_old_seal_key_is_refused_and_reported(upgraded):
     created, seed = enrol(service)
     with service.database.transaction() as conn:
         conn.execute(update(credentials).where(credentials.c.id == created.credential.id)
-                     .values(key_id=old_key_id, key_algorithm=KeyAlgorithm.EC_P256.value))
+                     .values(key_id=old_key_id, key_store="token", key_algorithm=KeyAlgorithm.EC_P256.value))
     app, _ = service.applications.create(f"app-{created.account.username}")
     token = service.signer.authorize(app, created.account.username, Secret(PASSWORD),
                                      otp.code_at(seed, service.clock.now()), created.credential.id,

@@ -10,6 +10,7 @@ import hashlib
 import subprocess
 
 import pytest
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import delete, select, update
@@ -190,7 +191,8 @@ def holder_signature(service, message: bytes) -> tuple[str, bytes]:
                                      HashAlgorithm.SHA256, [digest])
     [signature] = service.signer.sign_hashes(app, credential.id, Secret(token.token),
                                              SignatureAlgorithm.ECDSA_SHA256, [digest])
-    service.keys.public_key(credential.key_id).verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    public = load_der_public_key(service.packages.public_key_der(credential.key_id))
+    public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
     return credential.key_id, signature
 
 

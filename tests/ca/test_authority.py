@@ -121,7 +121,7 @@ def test_every_profile_chain_verifies_and_matches(ca_service, ca_clock, tmp_path
         assert subject.get_attributes_for_oid(ROLE)[0].value == "Procurador"
     if chosen.key_source is KeySource.HSM:
         assert issued.credential_id == created.credential.id  # the enrolment key is certified
-        assert ca_service.keys.certificate(created.credential.key_id) == certificate
+        assert ca_service.ca.signing_certificate(created.credential.id) == certificate
 
 
 def test_ocsp_responder_certificate(ca_service):

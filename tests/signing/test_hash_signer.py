@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from signserver.accounts import otp
 from signserver.errors import ActivationRefused, AuthenticationFailed, InvalidArgument, NotFound, PermissionDenied
@@ -40,7 +41,7 @@ def test_authorize_then_sign_a_batch(setup, clock):
     digests = [digest(f"page {i}") for i in range(50)]
     token = authorize(service, app, alice, clock, digests)
     signatures = service.signer.sign_hashes(app, alice[0].credential.id, Secret(token.token), ECDSA, digests)
-    public = service.keys.public_key(alice[0].credential.key_id)
+    public = load_der_public_key(service.packages.public_key_der(alice[0].credential.key_id))
     for i, signature in enumerate(signatures):
         verify(public, signature, ECDSA, f"page {i}".encode())
 

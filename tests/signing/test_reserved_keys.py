@@ -9,6 +9,9 @@ import logging
 import uuid
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import func, select, update
 
 from signserver.accounts import otp
@@ -27,7 +30,7 @@ def point_credential_at(service, key_id: str):
     algorithm = service.keys.get(key_id).algorithm
     with service.database.transaction() as conn:
         conn.execute(update(credentials).where(credentials.c.id == created.credential.id)
-                     .values(key_id=key_id, key_algorithm=algorithm.value))
+                     .values(key_id=key_id, key_store="token", key_algorithm=algorithm.value))
     app, _ = service.applications.create(f"app-{created.account.username}")
     return created, seed, app, algorithm
 
@@ -89,5 +92,5 @@ def test_holder_keys_still_sign(fresh_service):
                                            HashAlgorithm.SHA256, [digest])
     [signature] = fresh_service.signer.sign_hashes(app, created.credential.id, Secret(token.token),
                                                    SignatureAlgorithm.ECDSA_SHA256, [digest])
-    assert signature
-    assert fresh_service.keys.label_of(created.credential.key_id).startswith("credential-")
+    public = load_der_public_key(fresh_service.packages.public_key_der(created.credential.key_id))
+    public.verify(signature, b"ordinary", ec.ECDSA(hashes.SHA256()))

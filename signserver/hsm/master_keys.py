@@ -1,0 +1,134 @@
+"""MasterKeys: the AES-256 keys on the token that wrap every holder's signing data package.
+
+A master key never leaves the token in clear: it is sensitive, and extractable only by wrapping
+under a key marked trusted (CKA_WRAP_WITH_TRUSTED), which only the token's security officer can
+mark. That is what the key ceremony uses to copy it to another token (signserver/hsm/ceremony.py).
+Each master key is known by its label and its check value (CKA_CHECK_VALUE, or a value derived
+from wrapping a fixed key when the token has none), which tells copies on other tokens apart
+from a different key under the same label.
+
+Handles are found once per session and kept: nothing on a request path searches the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, ObjectClass
+
+from signserver.errors import AlreadyExists, KeyNotFound
+from signserver.hsm.session import TokenSession
+
+log = logging.getLogger(__name__)
+
+MASTER_LABEL_PREFIX = "signserver-master-"
+
+# The master key's attributes. It wraps and unwraps, and does nothing else; it may itself be
+# wrapped only by a trusted key (the key ceremony's transport key, marked by the security officer).
+MASTER_TEMPLATE = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: True,
+    Attribute.WRAP_WITH_TRUSTED: True,
+    Attribute.WRAP: True,
+    Attribute.UNWRAP: True,
+    Attribute.ENCRYPT: False,
+    Attribute.DECRYPT: False,
+    Attribute.SIGN: False,
+    Attribute.VERIFY: False,
+    Attribute.DERIVE: False,
+}
+
+
+@dataclass(frozen=True)
+class MasterKeyInfo:
+    label: str
+    check_value: str  # hex: the same key on every token has the same value
+
+
+def master_label(number: int) -> str:
+    return f"{MASTER_LABEL_PREFIX}{number}"
+
+
+class MasterKeys:
+    """Creates, finds (once per session) and destroys master keys on the token."""
+
+    def __init__(self, session: TokenSession):
+        self._session = session
+
+    def create(self, label: str) -> MasterKeyInfo:
+        """Generate a new master key on the token.
+
+        Raises: AlreadyExists: a key with that label is on the token. UnsupportedAlgorithm, HsmError.
+        """
+        def generate(session: pkcs11.Session) -> MasterKeyInfo:
+            if self._find(session, label) is not None:
+                raise AlreadyExists(f"a master key labelled {label!r} is already on the token")
+            key = session.generate_key(KeyType.AES, 256, label=label, id=os.urandom(16), store=True,
+                                       template=dict(MASTER_TEMPLATE))
+            self._session.cache[("master", label)] = key
+            return MasterKeyInfo(label, _check_value(key))
+
+        info = self._session.run(generate, f"generate the master key {label!r}")
+        log.info("generated the master key %s (check value %s) on the token", label, info.check_value)
+        return info
+
+    def describe(self, label: str) -> MasterKeyInfo:
+        """Raises: KeyNotFound (with what to do), HsmError."""
+        return self._session.run(lambda s: MasterKeyInfo(label, _check_value(self.handle(s, label))),
+                                 f"read the master key {label!r}")
+
+    def present(self, label: str) -> bool:
+        """Whether the token holds the master key. Raises: HsmError."""
+        def look(session: pkcs11.Session) -> bool:
+            try:
+                self.handle(session, label)
+                return True
+            except KeyNotFound:
+                return False
+        return self._session.run(look, f"look for the master key {label!r}")
+
+    def destroy(self, label: str) -> None:
+        """Destroy the master key (every package it still wraps becomes unusable).
+
+        Raises: KeyNotFound, HsmError.
+        """
+        def destroy(session: pkcs11.Session) -> None:
+            self.handle(session, label).destroy()
+            self._session.cache.pop(("master", label), None)
+        self._session.run(destroy, f"destroy the master key {label!r}")
+        log.info("destroyed the master key %s", label)
+
+    def handle(self, session: pkcs11.Session, label: str) -> pkcs11.SecretKey:
+        """The key's handle, searched for once per session; call inside :meth:`TokenSession.run`.
+
+        Raises: KeyNotFound: the token does not hold it (copy it with the key ceremony).
+        """
+        cache_key = ("master", label)
+        key = self._session.cache.get(cache_key)
+        if key is None:
+            key = self._find(session, label)
+            if key is None:
+                raise KeyNotFound(
+                    f"the master key {label!r} is not on the token {self._session.token_label!r}: copy it "
+                    "from a token that holds it with the key ceremony (`signserver hsm master export` / "
+                    "`import`)")
+            self._session.cache[cache_key] = key
+        return key
+
+    def _find(self, session: pkcs11.Session, label: str) -> pkcs11.SecretKey | None:
+        found = self._session.find(session, {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
+        return found[0] if found else None
+
+
+def _check_value(key: pkcs11.SecretKey) -> str:
+    """The token's CKA_CHECK_VALUE (the first bytes of the key's encryption of zeros)."""
+    try:
+        value = key[Attribute.CHECK_VALUE]
+    except (pkcs11.exceptions.AttributeTypeInvalid, pkcs11.exceptions.AttributeSensitive):
+        return ""  # a token without check values: copies are then told apart by a trial unwrap
+    return bytes(value).hex()

@@ -1,0 +1,278 @@
+"""PackageKeys: holder keys that live outside the token, wrapped, and inside it only to sign.
+
+A holder key pair is generated as session objects, its private half wrapped at once by a fresh
+AES-256 package key, the package key wrapped by a master key (signserver/hsm/master_keys.py), and
+both session objects destroyed: the token keeps no object per holder, and no private key ever
+exists outside it in clear. Two wraps rather than one, so that a master key can be rotated by
+re-wrapping the 40-byte package key alone, while the wrapped private key stays sealed to its
+holder (signserver/accounts/packages.py): the database and the token's PIN without the holder's
+password open neither.
+
+To sign, the package key is unwrapped (able only to unwrap), the private key unwrapped with it
+(sensitive, never extractable, able only to sign), and the package key destroyed. The private
+key's handle is kept for the activation token it was opened for, in this process's session, and
+destroyed when the token's signatures are made, when it expires, or when more are kept than
+MAX_OPEN.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+
+import pkcs11
+import pkcs11.exceptions as p11
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from signserver.errors import DataCorrupted, UnsupportedAlgorithm
+from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
+from signserver.hsm.keystore import public_key_of
+from signserver.hsm.master_keys import MasterKeys
+from signserver.hsm.session import TokenSession
+
+log = logging.getLogger(__name__)
+
+MAX_OPEN = 256  # unwrapped holder keys kept per process, each for its activation token's life
+
+# Key-wrap mechanisms by preference, with the name recorded beside what they wrapped (so that what
+# was wrapped before keeps opening when the preference changes).
+WRAP_MECHANISMS = {"aes-key-wrap-pad": Mechanism.AES_KEY_WRAP_PAD}
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A holder key as the token hands it out: useless without the master key."""
+
+    algorithm: KeyAlgorithm
+    public_key_der: bytes  # SubjectPublicKeyInfo
+    wrapped_private: bytes  # the private key, wrapped by the package key
+    wrapped_package_key: bytes  # the package key, wrapped by the master key
+    master_label: str
+    mechanism: str  # a key of WRAP_MECHANISMS
+
+
+@dataclass(frozen=True)
+class KeyToOpen:
+    """What unwrapping a holder key for one activation token takes."""
+
+    handle_id: str  # the activation token's hash: one open key per token
+    algorithm: KeyAlgorithm
+    wrapped_private: bytes
+    wrapped_package_key: bytes
+    master_label: str
+    mechanism: str
+    expires_at: datetime.datetime
+    signatures: int  # how many the token allows: the key is destroyed once this process made them
+
+
+class KeyNotOpen(Exception):
+    """No key is open here for that activation token: load what unwrapping it takes and try again."""
+
+
+@dataclass
+class _OpenKey:
+    key: pkcs11.PrivateKey
+    algorithm: KeyAlgorithm
+    expires_at: datetime.datetime
+    remaining: int
+
+
+_PACKAGE_KEY_TEMPLATE = {  # generated to wrap one private key, then wrapped and destroyed
+    Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True,
+    Attribute.WRAP: True, Attribute.UNWRAP: False, Attribute.ENCRYPT: False, Attribute.DECRYPT: False,
+}
+_UNWRAPPED_PACKAGE_KEY = {  # unwrapped to unwrap one private key, then destroyed
+    Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+}
+_REWRAPPED_PACKAGE_KEY = {  # unwrapped only to be wrapped again under another master key
+    Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True,
+}
+_NEW_PRIVATE = {  # extractable only until wrapped, a moment later, and then destroyed
+    Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True,
+    Attribute.SIGN: True, Attribute.DECRYPT: False, Attribute.UNWRAP: False, Attribute.DERIVE: False,
+}
+_NEW_PUBLIC = {Attribute.TOKEN: False, Attribute.PRIVATE: False, Attribute.VERIFY: True,
+               Attribute.ENCRYPT: False, Attribute.WRAP: False}
+# python-pkcs11 fills an unwrapped key's template from its capabilities; the public-key-only ones
+# must be left to the token or it refuses the template (AttributeTypeInvalid).
+_UNWRAPPED_PRIVATE = {
+    Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+    Attribute.ENCRYPT: pkcs11.DEFAULT, Attribute.VERIFY: pkcs11.DEFAULT, Attribute.WRAP: pkcs11.DEFAULT,
+    Attribute.DERIVE: pkcs11.DEFAULT,
+}
+
+
+def choose_wrap_mechanism(mechanisms: frozenset[Mechanism]) -> str:
+    """The best key-wrap mechanism the token offers, by its recorded name.
+
+    Raises: UnsupportedAlgorithm: the token offers none that wraps private keys.
+    """
+    for name, mechanism in WRAP_MECHANISMS.items():
+        if mechanism in mechanisms:
+            return name
+    raise UnsupportedAlgorithm("the token offers no key wrap for private keys (CKM_AES_KEY_WRAP_PAD): holder "
+                               "keys cannot be kept as signing data packages on it")
+
+
+class PackageKeys:
+    """Makes, opens, signs with and re-wraps holder keys kept as wrapped packages."""
+
+    def __init__(self, session: TokenSession, masters: MasterKeys):
+        self._session = session
+        self._masters = masters
+        self._mechanism: str | None = None
+
+    def mechanism(self) -> str:
+        """Raises: UnsupportedAlgorithm, HsmError."""
+        if self._mechanism is None:
+            self._mechanism = choose_wrap_mechanism(self._session.describe().mechanisms)
+        return self._mechanism
+
+    def make(self, algorithm: KeyAlgorithm, master_label: str) -> WrappedKey:
+        """Generate a holder key pair in the token and hand it out wrapped; nothing stays behind.
+
+        Raises: UnsupportedAlgorithm (the token cannot make or wrap such a key), KeyNotFound (the
+            master key is not on the token), HsmError.
+        """
+        name = self.mechanism()
+        mechanism = WRAP_MECHANISMS[name]
+
+        def make(session: pkcs11.Session) -> WrappedKey:
+            master = self._masters.handle(session, master_label)
+            public, private = _generate_session_pair(session, algorithm)
+            package_key = None
+            try:
+                package_key = session.generate_key(KeyType.AES, 256, store=False, template=dict(_PACKAGE_KEY_TEMPLATE))
+                try:
+                    wrapped_private = package_key.wrap_key(private, mechanism=mechanism)
+                except p11.KeyNotWrappable:
+                    raise UnsupportedAlgorithm(f"the token cannot wrap {algorithm.value} keys: choose another "
+                                               "key algorithm for holders") from None
+                wrapped_package_key = master.wrap_key(package_key, mechanism=mechanism)
+                public_der = _spki(public_key_of(public, algorithm))
+            finally:
+                for key in (private, public, package_key):
+                    if key is not None:
+                        key.destroy()
+            return WrappedKey(algorithm, public_der, wrapped_private, wrapped_package_key, master_label, name)
+
+        return self._session.run(make, f"make a {algorithm.value} holder key")
+
+    def rewrap(self, wrapped_package_key: bytes, mechanism: str, from_label: str, to_label: str) -> bytes:
+        """The package key wrapped by ``to_label`` instead of ``from_label`` (master rotation).
+
+        Raises: KeyNotFound (a master key is not on the token), DataCorrupted (the wrapped key does
+            not open under ``from_label``), HsmError.
+        """
+        wrapping = WRAP_MECHANISMS[mechanism]
+
+        def rewrap(session: pkcs11.Session) -> bytes:
+            old, new = self._masters.handle(session, from_label), self._masters.handle(session, to_label)
+            package_key = _unwrap_package_key(old, wrapped_package_key, wrapping, _REWRAPPED_PACKAGE_KEY,
+                                              MechanismFlag.WRAP)
+            try:
+                return new.wrap_key(package_key, mechanism=WRAP_MECHANISMS[self.mechanism()])
+            finally:
+                package_key.destroy()
+
+        return self._session.run(rewrap, f"re-wrap a package key under {to_label!r}")
+
+    def sign(self, handle_id: str, digests: list[bytes], algorithm: SignatureAlgorithm, now: datetime.datetime,
+             to_open: KeyToOpen | None = None) -> list[bytes]:
+        """Sign each digest with the holder key open for ``handle_id``, opening it from ``to_open``
+        when it is not open here.
+
+        Raises:
+            KeyNotOpen: not open here and ``to_open`` is None (load it and call again).
+            UnsupportedAlgorithm: ``algorithm`` does not fit the key. InvalidArgument: a digest's length.
+            DataCorrupted: the wrapped key does not open. KeyNotFound (master key), HsmError.
+        """
+        inputs = [algorithm.token_input(d) for d in digests]
+        mechanism, parameter = algorithm.mechanism()
+
+        def sign(session: pkcs11.Session) -> list[bytes]:
+            self._close_expired(now)
+            entry = self._session.cache.get(("open", handle_id))
+            if entry is None:
+                if to_open is None:
+                    raise KeyNotOpen(handle_id)
+                entry = self._open(session, to_open)
+            algorithm.check_key(entry.algorithm)
+            raw = [entry.key.sign(data, mechanism=mechanism, mechanism_param=parameter) for data in inputs]
+            entry.remaining -= len(raw)
+            if entry.remaining <= 0:
+                self._close(handle_id)
+            return raw
+
+        return [algorithm.encode_token_output(r) for r in self._session.run(sign, "sign with a holder key")]
+
+    def close(self, handle_id: str) -> None:
+        """Destroy the key open for ``handle_id`` here, if any. Raises: HsmError."""
+        self._session.run(lambda _s: self._close(handle_id), "close a holder key")
+
+    def open_count(self) -> int:
+        """How many holder keys are open in this process (session objects, never token objects)."""
+        return sum(1 for k in list(self._session.cache) if isinstance(k, tuple) and k[0] == "open")
+
+    def _open(self, session: pkcs11.Session, to_open: KeyToOpen) -> _OpenKey:
+        open_keys = [k for k in self._session.cache if isinstance(k, tuple) and k[0] == "open"]
+        if len(open_keys) >= MAX_OPEN:
+            oldest = min(open_keys, key=lambda k: self._session.cache[k].expires_at)
+            self._close(oldest[1])
+        wrapping = WRAP_MECHANISMS[to_open.mechanism]
+        master = self._masters.handle(session, to_open.master_label)
+        package_key = _unwrap_package_key(master, to_open.wrapped_package_key, wrapping, _UNWRAPPED_PACKAGE_KEY,
+                                          MechanismFlag.UNWRAP)
+        try:
+            private = package_key.unwrap_key(ObjectClass.PRIVATE_KEY, to_open.algorithm.key_type,
+                                             to_open.wrapped_private, mechanism=wrapping, store=False,
+                                             capabilities=MechanismFlag.SIGN, template=dict(_UNWRAPPED_PRIVATE))
+        except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid, p11.GeneralError):
+            raise DataCorrupted("a signing data package does not open: it was altered or belongs elsewhere") from None
+        finally:
+            package_key.destroy()
+        entry = _OpenKey(private, to_open.algorithm, to_open.expires_at, to_open.signatures)
+        self._session.cache[("open", to_open.handle_id)] = entry
+        return entry
+
+    def _close(self, handle_id: str) -> None:
+        entry = self._session.cache.pop(("open", handle_id), None)
+        if entry is not None:
+            try:
+                entry.key.destroy()
+            except p11.PKCS11Error:
+                pass  # the session went away, and its session objects with it
+
+    def _close_expired(self, now: datetime.datetime) -> None:
+        for key in [k for k, v in list(self._session.cache.items())
+                    if isinstance(k, tuple) and k[0] == "open" and v.expires_at <= now]:
+            self._close(key[1])
+
+
+def _unwrap_package_key(master: pkcs11.SecretKey, wrapped: bytes, mechanism: Mechanism, template: dict,
+                        capability: MechanismFlag) -> pkcs11.SecretKey:
+    """Raises: DataCorrupted: the wrapped key does not open under this master key."""
+    try:
+        return master.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, wrapped, mechanism=mechanism, store=False,
+                                 capabilities=capability, template=dict(template))
+    except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid, p11.GeneralError):
+        raise DataCorrupted("a package key does not open under its master key: it was altered, or the "
+                            "master key on this token is another key of the same label") from None
+
+
+def _generate_session_pair(session: pkcs11.Session, algorithm: KeyAlgorithm):
+    if algorithm.family == "rsa":
+        return session.generate_keypair(KeyType.RSA, algorithm.size, store=False,
+                                        public_template={**_NEW_PUBLIC, Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"},
+                                        private_template=dict(_NEW_PRIVATE))
+    parameters = session.create_domain_parameters(
+        algorithm.key_type, {Attribute.EC_PARAMS: encode_named_curve_parameters(algorithm.curve_oid)}, local=True)
+    return parameters.generate_keypair(store=False, mechanism=algorithm.generation_mechanism,
+                                       public_template=dict(_NEW_PUBLIC), private_template=dict(_NEW_PRIVATE))
+
+
+def _spki(public) -> bytes:
+    return public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
