@@ -17,6 +17,7 @@ from signserver.accounts.applications import ApplicationRegistry
 from signserver.accounts.authentication import Authenticator
 from signserver.accounts.lockout import LockoutPolicy
 from signserver.accounts.manager import AccountManager
+from signserver.accounts.master_rotation import MasterRotation
 from signserver.accounts.packages import SigningPackages
 from signserver.accounts.passwords import SecretHasher
 from signserver.audit.log import AuditLog
@@ -78,6 +79,7 @@ class SignService:
         self.master_keys = MasterKeys(keys.session)
         self.package_keys = PackageKeys(keys.session, self.master_keys)
         self.packages = SigningPackages(self.database, self.package_keys, self.master_keys, self.clock)
+        self.master_rotation = MasterRotation(self.database, self.packages, self.master_keys, self.audit, self.clock)
         authenticator = Authenticator(self.database, hasher, lockout, sealing, self.audit, self.clock)
         self.accounts = AccountManager(self.database, self.packages, sealing, hasher, lockout, authenticator,
                                        self.audit, self.clock)

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from signserver.accounts import holder_seal
 from signserver.clock import Clock, epoch_seconds
-from signserver.errors import AlreadyExists, ConfigurationError, CredentialUnusable, DataCorrupted, KeyNotFound
+from signserver.errors import AlreadyExists, ConfigurationError, CredentialUnusable, DataCorrupted, KeyNotFound, NotFound
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.master_keys import MasterKeyInfo, MasterKeys, master_label
 from signserver.hsm.packages import KeyToOpen, PackageKeys
@@ -95,20 +95,19 @@ class SigningPackages:
         try:
             info = self._masters.describe(row.label)
         except KeyNotFound as missing:
-            raise ConfigurationError(str(missing)) from None
+            raise ConfigurationError("hsm.token_label", str(missing)) from None
         if info.check_value != row.check_value:
             raise ConfigurationError(
-                f"the master key {row.label!r} on this token is not the one the database knows (check value "
+                "hsm.token_label", f"the master key {row.label!r} on this token is not the one the database knows (check value "
                 f"{info.check_value or 'unknown'}, expected {row.check_value}): copy the right key with the "
                 "key ceremony")
         return info
 
     def active_master(self, conn: Connection) -> str:
-        """The active master key's label. Raises: ConfigurationError: none yet."""
+        """The active master key's label. Raises: NotFound: none yet."""
         label = conn.execute(select(master_keys.c.label).where(master_keys.c.state == "active")).scalar()
         if label is None:
-            raise ConfigurationError("no master key yet: start the server once, or run `signserver hsm master "
-                                     "status`, to create it")
+            raise NotFound("no master key yet: start the server once to create it")
         return label
 
     def _first_master(self) -> MasterKeyInfo:

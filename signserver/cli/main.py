@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from signserver import __version__
-from signserver.cli import accounts, audit, ca, documents, hsm
+from signserver.cli import accounts, audit, ca, documents, hsm, master
 from signserver.config import load_config
 from signserver.errors import ConfigurationError, InvalidArgument, SignServerError
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     hsm.add_parser(commands)
+    master.add_parser(commands.choices["hsm"])
     accounts.add_parsers(commands)
     audit.add_parser(commands)
     ca.add_parser(commands)

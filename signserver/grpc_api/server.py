@@ -171,7 +171,8 @@ class BackgroundWork:
             log.warning("could not record the start in the audit log: %s", exc)
         while not self._stop.is_set():
             for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due,
-                         self._service.ca.refresh_crls_if_due, self._service.ca.send_expiry_notices):
+                         self._service.ca.refresh_crls_if_due, self._service.ca.send_expiry_notices,
+                         self._service.master_rotation.background_round):
                 try:
                     task()
                 except Exception:  # background work must outlive one failure
