@@ -1,0 +1,281 @@
+"""``signserver hsm master ...``: master key rotation, and the key ceremony that copies a master
+key to another token (a cluster's other HSM, a second site) without it ever leaving in clear."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from pathlib import Path
+
+from signserver.accounts.master_rotation import RETIRE_GRACE, MasterRotation, RewrapCounts
+from signserver.cli.common import open_service
+from signserver.cli.output import print_json, print_table
+from signserver.cli.pins import read_pin
+from signserver.config import USER_PIN_ENV, Config
+from signserver.errors import InvalidArgument
+from signserver.hsm import ceremony
+from signserver.hsm.module import use_softhsm_config
+from signserver.service import SignService
+
+SO_PIN_ENV = "SIGNSERVER_HSM_SO_PIN"
+OPERATOR = "operator:cli"
+
+_CEREMONY = """key ceremony (copy a master key to another token, never in clear):
+  1. on the DESTINATION token:  signserver hsm master receive-begin --out transport.pem
+  2. carry transport.pem to the source; on the SOURCE token (needs the SO PIN):
+        signserver hsm master export signserver-master-N --transport transport.pem --out master.wrapped
+     and note the check value it prints
+  3. carry master.wrapped back; on the DESTINATION token:
+        signserver hsm master import signserver-master-N --in master.wrapped --check-value HEX
+A wrapped master file opens only with the transport key of step 1, which never leaves the
+destination token and is destroyed by the import: a copied or intercepted file is useless."""
+
+
+def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
+    """Add ``master`` to the ``hsm`` command group."""
+    hsm_commands = next(a for a in hsm_parser._actions if isinstance(a, argparse._SubParsersAction))
+    master = hsm_commands.add_parser(
+        "master", help="master keys: status, rotation, and the key ceremony between tokens",
+        description="Master keys wrap the holders' signing data packages.", epilog=_CEREMONY,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    commands = master.add_subparsers(dest="master_command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument("--module", type=Path, help="PKCS#11 module (default: hsm.module, SoftHSM's)")
+    common.add_argument("--token", help="token label (default: hsm.token_label)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    common.add_argument("--pin-file", type=Path,
+                        help=f"file holding the user PIN (else ${USER_PIN_ENV}, hsm.user_pin_file, or a prompt)")
+    passes = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    passes.add_argument("--batch", type=int, default=200, help="packages re-wrapped per batch (default 200)")
+
+    def command(name, handler, help, *parents, **extra):
+        parser = commands.add_parser(name, help=help, parents=[common, *parents], allow_abbrev=False, **extra)
+        parser.set_defaults(handler=handler)
+        return parser
+
+    command("status", cmd_status, "master keys, their states and check values, packages per key, and "
+                                  "whether this token holds each")
+
+    p = command("rotate", cmd_rotate, "generate a new master key, make it active, re-wrap every package "
+                                      "under it and destroy the old one", passes)
+    p.add_argument("--no-wait", action="store_true",
+                   help="only rotate: packages move on their next use and by the server's background pass")
+    p.add_argument("--prepare", action="store_true",
+                   help="several tokens: only generate the key (pending); copy it to the other tokens with the "
+                        "key ceremony, then run `activate`")
+    p.add_argument("--grace-seconds", type=float, default=RETIRE_GRACE.total_seconds(),
+                   help="how long operations begun under the old key may still store packages before it is "
+                        "destroyed (default %(default)s)")
+
+    p = command("activate", cmd_activate, "make a pending master key the active one (every token must hold "
+                                          "it)", passes)
+    p.add_argument("label", help="the pending master key, e.g. signserver-master-2")
+    p.add_argument("--no-wait", action="store_true", help="only activate; do not run the re-wrap pass")
+    p.add_argument("--grace-seconds", type=float, default=RETIRE_GRACE.total_seconds(), help=argparse.SUPPRESS)
+
+    command("rewrap", cmd_rewrap, "re-wrap the packages of retiring master keys under the active one", passes)
+    command("retire", cmd_retire, "destroy the retiring master keys no package needs any more (and retired "
+                                  "ones this token still holds)")
+
+    p = command("receive-begin", cmd_receive_begin, "ceremony, DESTINATION token: make a transport key pair and "
+                                                    "write its public key")
+    p.add_argument("--out", type=Path, required=True, help="where to write the transport public key (PEM)")
+
+    p = command("export", cmd_export, "ceremony, SOURCE token (SO PIN): wrap a master key under a destination's "
+                                      "transport key", epilog="The file is useless without the destination "
+                                      "token's transport key, which never leaves that token.")
+    p.add_argument("label", help="the master key, e.g. signserver-master-1")
+    p.add_argument("--transport", type=Path, required=True, help="the destination's transport public key (PEM)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the wrapped master key")
+    p.add_argument("--so-pin-file", type=Path,
+                   help=f"file holding the SO PIN (else ${SO_PIN_ENV}, the state directory's hsm/so-pin, or a prompt)")
+
+    p = command("import", cmd_import, "ceremony, DESTINATION token: unwrap a master key with the transport key, "
+                                      "check it, destroy the transport key")
+    p.add_argument("label", help="the master key's label (as on the source token)")
+    p.add_argument("--in", dest="infile", type=Path, required=True, help="the wrapped master key file")
+    p.add_argument("--check-value", required=True,
+                   help="the key's check value as the source printed it (compare it over another channel)")
+
+
+# --- rotation -----------------------------------------------------------------------------
+
+def _rotation(args, config: Config, grace: float | None = None) -> tuple[SignService, MasterRotation]:
+    service = open_service(args, config, with_database=True)
+    service.packages.ensure_master()  # the token holds the active key, and no database is without one
+    extra = {} if grace is None else {"retire_grace": _grace(grace)}
+    return service, MasterRotation(service.database, service.packages, service.master_keys, service.audit,
+                                   service.clock, **extra)
+
+
+def _grace(seconds: float) -> datetime.timedelta:
+    if seconds < 0:
+        raise InvalidArgument("--grace-seconds is 0 or more")
+    return datetime.timedelta(seconds=seconds)
+
+
+def cmd_status(args, config: Config) -> int:
+    _, rotation = _rotation(args, config)
+    masters = rotation.status()
+    if args.json:
+        print_json(masters)
+        return 0
+    print_table(["LABEL", "STATE", "CHECK VALUE", "PACKAGES", "ON THIS TOKEN", "CREATED", "RETIRED"],
+                [[m.label, m.state, m.check_value or "-", m.packages, m.on_token,
+                  m.created_at.isoformat(timespec="seconds"),
+                  m.retired_at.isoformat(timespec="seconds") if m.retired_at else ""] for m in masters],
+                empty="no master key yet (the server makes the first on its first start)")
+    return 0
+
+
+def cmd_rotate(args, config: Config) -> int:
+    _, rotation = _rotation(args, config, args.grace_seconds)
+    rotated_at = time.monotonic()
+    label = rotation.rotate(OPERATOR, activate=not args.prepare)
+    if args.prepare:
+        _say(args, {"prepared": label}, f"generated {label} (pending): copy it to every other token with the key "
+                                        f"ceremony, then run `signserver hsm master activate {label}`")
+        return 0
+    print(f"{label} is the active master key", file=sys.stderr)
+    return _finish(args, rotation, label, rotated_at)
+
+
+def cmd_activate(args, config: Config) -> int:
+    _, rotation = _rotation(args, config, args.grace_seconds)
+    activated_at = time.monotonic()
+    rotation.activate(args.label, OPERATOR)
+    print(f"{args.label} is the active master key", file=sys.stderr)
+    return _finish(args, rotation, args.label, activated_at)
+
+
+def _finish(args, rotation: MasterRotation, label: str, since: float) -> int:
+    """Unless --no-wait: the pass to the end, the grace waited out, a last pass, retirement."""
+    if args.no_wait:
+        _say(args, {"active": label}, f"{label} is active; packages move on their next use and by the server's "
+                                      "background pass, and the old key goes when none needs it")
+        return 0
+    counts = rotation.rewrap_pass(args.batch, _progress_line())
+    left = args.grace_seconds - (time.monotonic() - since)
+    if left > 0:
+        print(f"waiting {left:.0f} s for operations begun under the old key", file=sys.stderr)
+        time.sleep(left)
+        counts = _add(counts, rotation.rewrap_pass(args.batch, _progress_line()))
+    retired = rotation.retire_unused(OPERATOR)
+    return _report(args, counts, retired, active=label)
+
+
+def cmd_rewrap(args, config: Config) -> int:
+    _, rotation = _rotation(args, config)
+    counts = rotation.rewrap_pass(args.batch, _progress_line())
+    return _report(args, counts, [])
+
+
+def cmd_retire(args, config: Config) -> int:
+    _, rotation = _rotation(args, config)
+    retired = rotation.retire_unused(OPERATOR)
+    destroyed = rotation.destroy_retired()
+    _say(args, {"retired": retired, "destroyed_on_this_token": destroyed},
+         f"retired: {', '.join(retired) or 'none'}; destroyed on this token: {', '.join(destroyed) or 'none'}")
+    return 0
+
+
+def _report(args, counts: RewrapCounts, retired: list[str], active: str | None = None) -> int:
+    text = (f"re-wrapped {counts.rewrapped} packages ({counts.already_moved} had moved on their own); "
+            f"{counts.remaining} remain under retiring master keys")
+    if counts.failed:
+        text += (f"; {counts.failed} did not re-wrap (altered, or their master key is not on this token): "
+                 + ", ".join(counts.failed_key_ids))
+    if retired:
+        text += f"; retired and destroyed {', '.join(retired)}"
+    _say(args, {"active": active, "counts": counts, "retired": retired}, text)
+    return 1 if counts.failed else 0
+
+
+def _add(first: RewrapCounts, second: RewrapCounts) -> RewrapCounts:
+    return RewrapCounts(rewrapped=first.rewrapped + second.rewrapped,
+                        already_moved=first.already_moved + second.already_moved,
+                        failed=second.failed, failed_key_ids=second.failed_key_ids, remaining=second.remaining)
+
+
+def _progress_line():
+    """Progress to standard error: one line rewritten on a terminal, a line per batch elsewhere."""
+    terminal = sys.stderr.isatty()
+
+    def show(done: int, total: int, per_second: float) -> None:
+        line = f"re-wrapped {done}/{total} packages ({per_second:.0f}/s)"
+        end = "\n" if not terminal or done >= total else ""
+        print(("\r" + line) if terminal else line, end=end, file=sys.stderr, flush=True)
+    return show
+
+
+# --- the key ceremony ---------------------------------------------------------------------
+
+def cmd_receive_begin(args, config: Config) -> int:
+    service = open_service(args, config)
+    transport = ceremony.begin_receiving(service.keys.session)
+    _write_new(args.out, transport.public_pem)
+    _say(args, {"transport_key": transport.label, "sha256": transport.fingerprint, "out": str(args.out)},
+         f"wrote the transport public key {transport.label} to {args.out} (SHA-256 {transport.fingerprint});\n"
+         "give it to the source token's administrators, and compare this fingerprint with theirs by phone")
+    return 0
+
+
+def cmd_export(args, config: Config) -> int:
+    try:
+        transport_pem = args.transport.read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {args.transport}: {exc.strerror}") from None
+    ceremony.read_transport_key(transport_pem)  # refused before any PIN is asked
+    so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file, fallback_file=config.state_dir / "hsm" / "so-pin")
+    service = open_service(args, config)
+    service.master_keys.describe(args.label)  # the user PIN and the key, checked before the SO acts
+    service.keys.session.close()  # one login at a time: the security officer's comes next
+    use_softhsm_config(config.hsm.softhsm2_conf)
+    module = args.module or config.hsm.module
+    trusted = ceremony.trust_transport_key(module, args.token or config.hsm.token_label, so_pin, transport_pem)
+    try:
+        wrapped = ceremony.export_master(service.keys.session, service.master_keys, args.label, trusted)
+    except Exception:
+        ceremony.discard_trusted_key(service.keys.session, trusted)  # never leave a trusted key behind
+        raise
+    _write_new(args.out, wrapped.to_bytes())
+    _say(args, {"label": wrapped.label, "check_value": wrapped.check_value, "transport_sha256": trusted,
+                "out": str(args.out)},
+         f"wrote {args.label} wrapped for the transport key {trusted} to {args.out};\n"
+         f"check value {wrapped.check_value}: give it to the destination over another channel "
+         "(`import --check-value`)")
+    return 0
+
+
+def cmd_import(args, config: Config) -> int:
+    try:
+        wrapped = ceremony.WrappedMaster.from_bytes(args.infile.read_bytes())
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {args.infile}: {exc.strerror}") from None
+    if wrapped.label != args.label:
+        raise InvalidArgument(f"{args.infile} holds {wrapped.label!r}, not {args.label!r}")
+    service = open_service(args, config)
+    info = ceremony.import_master(service.keys.session, wrapped, args.check_value)
+    _say(args, {"label": info.label, "check_value": info.check_value},
+         f"imported {info.label} (check value {info.check_value}); the transport key pair is destroyed")
+    return 0
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    try:
+        with open(path, "xb") as out:  # never over another ceremony's file
+            out.write(data)
+    except FileExistsError:
+        raise InvalidArgument(f"{path} exists: choose another file") from None
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _say(args, value, text: str) -> None:
+    if args.json:
+        print_json(value)
+    else:
+        print(text)

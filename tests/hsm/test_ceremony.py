@@ -1,0 +1,200 @@
+"""The key ceremony between two tokens, through the command line: a master key copied wrapped
+under the destination's transport key, checked by its check value, and used there to open and
+sign with a package made on the source."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from pkcs11 import Attribute, ObjectClass
+
+from signserver.accounts import otp
+from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
+from signserver.hsm.ceremony import TRANSPORT_LABEL_PREFIX
+from signserver.hsm.master_keys import master_label
+from signserver.secret import Secret
+from signserver.service import SignService
+from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol
+from tests.hsm.test_keystore import verify
+
+ECDSA = SignatureAlgorithm.ECDSA_SHA256
+SOURCE_SO, SOURCE_USER = "so-pin-of-the-source", "user-pin-of-the-source"
+DESTINATION_SO, DESTINATION_USER = "so-pin-of-the-destination", "user-pin-of-the-destination"
+
+
+def init_token(label: str, so_pin: str, user_pin: str) -> None:
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", so_pin,
+                    "--pin", user_pin], check=True, capture_output=True)
+
+
+@pytest.fixture
+def tokens(state_dir):
+    """A source and a destination token, in the test run's SoftHSM (SOFTHSM2_CONF is set)."""
+    suffix = uuid.uuid4().hex[:8]
+    source, destination = f"source-{suffix}", f"destination-{suffix}"
+    init_token(source, SOURCE_SO, SOURCE_USER)
+    init_token(destination, DESTINATION_SO, DESTINATION_USER)
+    yield source, destination
+    for label in (source, destination):
+        subprocess.run(["softhsm2-util", "--delete-token", "--token", label], check=False, capture_output=True)
+
+
+def service_on(config, state: Path, token: str, pin: str, clock) -> SignService:
+    state.mkdir(parents=True, exist_ok=True)
+    own = replace(config, state_dir=state, database_url=f"sqlite:///{state / 'signserver.db'}",
+                  hsm=replace(config.hsm, token_label=token))
+    service = SignService.from_config(own, user_pin=Secret(pin), clock=clock)
+    service.prepare_database()
+    return service
+
+
+class Cli:
+    def __init__(self, state_dir: Path, own_state: Path):
+        self.env = {**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(own_state)}
+
+    def __call__(self, token: str, user_pin: str, *args: str, so_pin: str | None = None):
+        env = {**self.env, "SIGNSERVER_HSM_USER_PIN": user_pin}
+        if so_pin is not None:
+            env["SIGNSERVER_HSM_SO_PIN"] = so_pin
+        return subprocess.run([str(SIGNSERVER), "hsm", "master", *args, "--token", token], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+
+def copy_database(source: Path, destination: Path) -> None:
+    """A consistent copy (what the write-ahead log holds included)."""
+    with sqlite3.connect(source) as original, sqlite3.connect(destination) as copy:
+        original.backup(copy)
+
+
+def objects(service: SignService, template: dict) -> list[str]:
+    session = service.keys.session
+    return session.run(lambda s: [str(o[Attribute.LABEL]) for o in session.find(s, template)], "look")
+
+
+def sign_once(service: SignService, holder, clock, text: str, otp_required: bool = True) -> None:
+    created, seed = holder
+    app, _ = service.applications.create(f"app-{uuid.uuid4().hex[:6]}", otp_required=otp_required)
+    clock.advance(seconds=30)
+    digest = hashlib.sha256(text.encode()).digest()
+    code = otp.code_at(seed, clock.now()) if otp_required else None
+    token = service.signer.authorize(app, created.account.username, Secret(PASSWORD), code,
+                                     created.credential.id, HashAlgorithm.SHA256, [digest])
+    [signature] = service.signer.sign_hashes(app, created.credential.id, Secret(token.token), ECDSA, [digest])
+    verify(load_der_public_key(service.packages.public_key_der(created.credential.key_id)), signature, ECDSA,
+           text.encode())
+
+
+def test_the_ceremony_copies_the_master_key_and_the_destination_signs_with_the_source_packages(
+        config, state_dir, tokens, tmp_path, clock):
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    info = source.packages.ensure_master()  # the source's first start
+    holder = enrol(source)
+    sign_once(source, holder, clock, "signed at the source")
+    cli = Cli(state_dir, tmp_path / "source")
+    transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "master.wrapped"
+    label = master_label(1)
+
+    begun = cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport), "--json")
+    assert begun.returncode == 0, begun.stderr
+    assert json.loads(begun.stdout)["transport_key"] == f"{TRANSPORT_LABEL_PREFIX}1"
+    assert b"BEGIN PUBLIC KEY" in transport.read_bytes()
+
+    exported = cli(source_token, SOURCE_USER, "export", label, "--transport", str(transport), "--out",
+                   str(wrapped_file), "--json", so_pin=SOURCE_SO)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["check_value"] == info.check_value
+    source.keys.session.close()  # see the token as it is now
+    assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True}) == []
+
+    wrong = cli(destination_token, DESTINATION_USER, "import", label, "--in", str(wrapped_file),
+                "--check-value", "000000")
+    assert wrong.returncode == 1
+    assert "not the source's master key" in wrong.stderr
+
+    imported = cli(destination_token, DESTINATION_USER, "import", label, "--in", str(wrapped_file),
+                   "--check-value", info.check_value)
+    assert imported.returncode == 0, imported.stderr
+
+    # The destination, with a copy of the database, opens the package made on the source and signs.
+    (tmp_path / "destination").mkdir()
+    copy_database(tmp_path / "source" / "signserver.db", tmp_path / "destination" / "signserver.db")
+    destination = service_on(config, tmp_path / "destination", destination_token, DESTINATION_USER, clock)
+    assert destination.packages.ensure_master() == info  # what a server checks on every start
+    assert objects(destination, {Attribute.CLASS: ObjectClass.PRIVATE_KEY}) == []  # the transport key is gone
+    # OTP seeds are sealed under the source token's own sealing key, which this ceremony does not
+    # copy: the destination's application here signs with the password alone.
+    sign_once(destination, holder, clock, "signed at the destination", otp_required=False)
+    status = cli(destination_token, DESTINATION_USER, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert [(m["label"], m["on_token"]) for m in json.loads(status.stdout)] == [(label, "yes")]
+
+
+def test_a_wrong_check_value_is_refused_and_nothing_is_imported(config, state_dir, tokens, tmp_path, clock):
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    source.packages.ensure_master()
+    cli = Cli(state_dir, tmp_path / "source")
+    transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "master.wrapped"
+    label = master_label(1)
+    assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
+    assert cli(source_token, SOURCE_USER, "export", label, "--transport", str(transport), "--out", str(wrapped_file),
+               so_pin=SOURCE_SO).returncode == 0
+
+    refused = cli(destination_token, DESTINATION_USER, "import", label, "--in", str(wrapped_file),
+                  "--check-value", "abcdef")
+
+    assert refused.returncode == 1 and "nothing was imported" in refused.stderr
+    destination = service_on(config, tmp_path / "destination", destination_token, DESTINATION_USER, clock)
+    assert not destination.master_keys.present(label)
+    assert objects(destination, {Attribute.CLASS: ObjectClass.PRIVATE_KEY}) == [f"{TRANSPORT_LABEL_PREFIX}1"]
+
+
+def test_the_exported_file_does_not_open_without_the_transport_key(config, state_dir, tokens, tmp_path, clock):
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    info = source.packages.ensure_master()
+    cli = Cli(state_dir, tmp_path / "source")
+    transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "master.wrapped"
+    label = master_label(1)
+    assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
+    assert cli(source_token, SOURCE_USER, "export", label, "--transport", str(transport), "--out", str(wrapped_file),
+               so_pin=SOURCE_SO).returncode == 0
+    assert cli(destination_token, DESTINATION_USER, "import", label, "--in", str(wrapped_file), "--check-value",
+               info.check_value).returncode == 0
+    destination = service_on(config, tmp_path / "destination", destination_token, DESTINATION_USER, clock)
+    destination.master_keys.destroy(label)  # as on a token that never received it
+
+    again = cli(destination_token, DESTINATION_USER, "import", label, "--in", str(wrapped_file),
+                "--check-value", info.check_value)
+
+    assert again.returncode == 1
+    assert "holds no transport key for this file" in again.stderr
+    destination.keys.session.close()
+    assert not destination.master_keys.present(label)
+
+
+def test_export_needs_the_so_pin(config, state_dir, tokens, tmp_path, clock):
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    source.packages.ensure_master()
+    cli = Cli(state_dir, tmp_path / "source")
+    transport = tmp_path / "transport.pem"
+    assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
+
+    refused = cli(source_token, SOURCE_USER, "export", master_label(1), "--transport", str(transport), "--out",
+                  str(tmp_path / "master.wrapped"), so_pin="not-the-so-pin")
+
+    assert refused.returncode == 1, refused.stderr
+    assert "not-the-so-pin" not in refused.stderr
+    assert not (tmp_path / "master.wrapped").exists()
+    source.keys.session.close()
+    assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True}) == []
