@@ -103,3 +103,43 @@ def test_audit_verify_on_the_shared_log(state_dir, created):
     result = run(state_dir, "audit", "verify", "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["intact"] and report["records"] >= 2
+
+
+def test_create_without_a_recovery_code_then_reset_the_password(state_dir, service):
+    name = f"cli{uuid.uuid4().hex[:8]}"
+    made = run(state_dir, "account", "create", name, "--name", "Lei Ka Io", "--email", f"{name}@example.mo",
+               "--key-algorithm", "ec-p256", "--no-recovery-code", SIGNSERVER_ACCOUNT_PASSWORD=PASSWORD)
+    assert made.returncode == 0, made.stderr
+    assert "No recovery code" in made.stdout and "Recovery code (" not in made.stdout
+    refused = run(state_dir, "account", "unlock", name,
+                  SIGNSERVER_ACCOUNT_RECOVERY_CODE="AAAAA-BBBBB-CCCCC-DDDDD-EEEEE",
+                  SIGNSERVER_ACCOUNT_PASSWORD="Unlocked-pass-1")
+    assert refused.returncode == 1 and "recovery code is not right" in refused.stderr
+
+    reset = run(state_dir, "account", "reset-password", name, SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2026")
+    assert reset.returncode == 0, reset.stderr
+    assert "Warning" in reset.stdout and "never sign" in reset.stdout and "revoke" in reset.stdout
+    code = reset.stdout.split("shown once): ")[1].split()[0]
+    assert "Reset-pass-2026" not in reset.stdout
+    service.accounts._authenticator.authenticate(name, Secret("Reset-pass-2026"), None, False, "test")
+    shown = json.loads(run(state_dir, "account", "show", name, "--json").stdout)
+    assert [c["status"] for c in shown["credentials"]] == ["disabled"]
+    # The recovery code it printed unlocks the account.
+    unlocked = run(state_dir, "account", "unlock", name, "--json", SIGNSERVER_ACCOUNT_RECOVERY_CODE=code,
+                   SIGNSERVER_ACCOUNT_PASSWORD="Unlocked-pass-2")
+    assert unlocked.returncode == 0, unlocked.stderr
+
+
+def test_reset_password_json_and_unknown_account(state_dir):
+    name = f"cli{uuid.uuid4().hex[:8]}"
+    made = run(state_dir, "account", "create", name, "--name", "Lei Ka Io", "--email", f"{name}@example.mo",
+               "--key-algorithm", "ec-p256", "--json", SIGNSERVER_ACCOUNT_PASSWORD=PASSWORD)
+    assert made.returncode == 0 and json.loads(made.stdout)["recovery_code"]
+    reset = run(state_dir, "account", "reset-password", name, "--json", SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2027")
+    assert reset.returncode == 0, reset.stderr
+    answer = json.loads(reset.stdout)
+    assert answer["account"] == name and answer["recovery_code"] and "revoke" in answer["warning"]
+    missing = run(state_dir, "account", "reset-password", "nobody-here", SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2028")
+    assert missing.returncode == 1 and "no account 'nobody-here'" in missing.stderr
+    weak = run(state_dir, "account", "reset-password", name, SIGNSERVER_ACCOUNT_PASSWORD="password1")
+    assert weak.returncode == 1 and "most common" in weak.stderr

@@ -58,12 +58,18 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--qr-png", type=Path, help="also write the OTP QR code to this PNG file")
     p.add_argument("--revocation-phrase", action="store_true",
                    help=f"also set a revocation phrase (from ${PHRASE_ENV} or a prompt)")
+    p.add_argument("--no-recovery-code", action="store_true",
+                   help="the holder chose no recovery code: a forgotten password then leaves the holder's keys "
+                        "unusable for good (reset-password, and new certificates)")
 
     p = command("show", cmd_show, "show an account")
     p.add_argument("username")
     command("list", cmd_list, "list the accounts")
 
     p = command("unlock", cmd_unlock, "unlock with the holder's recovery code and set a new password")
+    p.add_argument("username")
+    p = command("reset-password", cmd_reset_password,
+                "set a new password without the recovery code; the holder's keys become unusable")
     p.add_argument("username")
     p = command("disable", cmd_disable, "disable an account (its activation tokens are revoked)")
     p.add_argument("username")
@@ -118,7 +124,7 @@ def cmd_create(args, config: Config) -> int:
     enrolment = Enrolment(username=args.username, holder_name=args.name, emails=tuple(args.email),
                           kind=AccountKind(args.kind), organisation=args.organisation,
                           department=args.department, title=args.title, key_algorithm=args.key_algorithm,
-                          revocation_phrase=phrase)
+                          revocation_phrase=phrase, recovery_by_code=not args.no_recovery_code)
     created = service.accounts.create(enrolment, password, operator=OPERATOR)
     if args.json:
         print_json({"account": created.account, "credential": created.credential, "otp_uri": created.otp_uri,
@@ -126,7 +132,10 @@ def cmd_create(args, config: Config) -> int:
         return 0
     print_table(_ACCOUNT_HEADERS, _account_rows([created.account]))
     print(f"\ncredential {created.credential.id} ({created.credential.key_algorithm.value}, key in the HSM)")
-    print(f"\nRecovery code (give it to the holder; it is shown once): {created.recovery_code}")
+    if created.recovery_code:
+        print(f"\nRecovery code (give it to the holder; it is shown once): {created.recovery_code}")
+    else:
+        print("\nNo recovery code: if the holder forgets the password, the holder's keys cannot be recovered")
     _show_otp(created.otp_uri, args.qr_png)
     return 0
 
@@ -172,6 +181,24 @@ def cmd_unlock(args, config: Config) -> int:
     else:
         print(f"unlocked {args.username} and set the new password")
         print(f"New recovery code (the old one no longer works; shown once): {new_code}")
+    return 0
+
+
+RESET_WARNING = ("the holder's keys (signing data packages) are sealed to the old password and can never sign "
+                 "again: their credentials are disabled. The RA must revoke the holder's certificates and "
+                 "issue new ones.")
+
+
+def cmd_reset_password(args, config: Config) -> int:
+    password = read_pin("new password for the account", PASSWORD_ENV, None, confirm=True)
+    service = open_service(args, config, with_database=True)
+    new_code = service.accounts.reset_password(args.username, password, operator=OPERATOR)
+    if args.json:
+        print_json({"account": args.username, "recovery_code": new_code, "warning": RESET_WARNING})
+    else:
+        print(f"reset the password of {args.username} and cleared its lock")
+        print(f"Warning: {RESET_WARNING}")
+        print(f"New recovery code (give it to the holder; shown once): {new_code}")
     return 0
 
 

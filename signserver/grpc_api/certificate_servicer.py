@@ -66,7 +66,8 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
             department=convert.text("department", request.department, required=False),
             title=convert.text("title", request.title, required=False),
             key_algorithm=KeyAlgorithm.parse(request.key_algorithm or "rsa-2048"),
-            revocation_phrase=Secret(request.revocation_phrase) if request.revocation_phrase else None)
+            revocation_phrase=Secret(request.revocation_phrase) if request.revocation_phrase else None,
+            recovery_by_code=not request.no_recovery_code)
         created = await self._accounts.run(self._service.accounts.create, enrolment,
                                            convert.secret("password", request.password), operator)
         return certificate_pb2.CreateAccountResponse(account=created.account.username,

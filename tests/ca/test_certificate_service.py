@@ -147,3 +147,23 @@ def test_server_certificate_is_issued_by_the_ca(served, ca_service):
     leaf = x509.load_pem_x509_certificate(served.config.tls.cert_file.read_bytes())
     leaf.verify_directly_issued_by(ca_service.ca.chain()[0])
 
+
+
+def test_create_account_without_a_recovery_code(ra, ca_service):
+    from signserver.errors import AuthenticationFailed
+    from signserver.secret import Secret
+
+    created = ra.CreateAccount(certificate_pb2.CreateAccountRequest(
+        account="ra-holder-no-code", holder_name="Lei Ka Io", emails=["ra-holder-no-code@example.mo"],
+        kind="government", organisation="DSAJ", password="Ra-created-2", no_recovery_code=True), timeout=60)
+    assert created.recovery_code == "" and created.otp_uri.startswith("otpauth://")
+    with pytest.raises(AuthenticationFailed):
+        ca_service.accounts.unlock_with_recovery_code("ra-holder-no-code", Secret("AAAAA-BBBBB-CCCCC-DDDDD-EEEEE"),
+                                                      Secret("After-unlock-2"), "operator:test")
+    with pytest.raises(grpc.RpcError) as refused:
+        ra.UnlockAccount(certificate_pb2.UnlockAccountRequest(
+            account="ra-holder-no-code", recovery_code="AAAAA-BBBBB-CCCCC-DDDDD-EEEEE",
+            new_password="After-unlock-2"), timeout=60)
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    # Without the field, a code as before.
+    assert create(ra, "ra-holder-with-code").recovery_code
