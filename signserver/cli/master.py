@@ -1,5 +1,6 @@
-"""``signserver hsm master ...``: master key rotation, and the key ceremony that copies a master
-key to another token (a cluster's other HSM, a second site) without it ever leaving in clear."""
+"""``signserver hsm master ...``: master key rotation, and the key ceremony that copies the keys
+the tokens of a service share (master keys, the OTP sealing key) to another token (a cluster's
+other HSM, a second site) without them ever leaving in clear."""
 
 from __future__ import annotations
 
@@ -9,27 +10,30 @@ import sys
 import time
 from pathlib import Path
 
-from signserver.accounts.master_rotation import RETIRE_GRACE, MasterRotation, RewrapCounts
+from signserver.accounts.master_rotation import RETIRED, RETIRE_GRACE, MasterRotation, RewrapCounts
 from signserver.cli.common import open_service
 from signserver.cli.output import print_json, print_table
 from signserver.cli.pins import read_pin
 from signserver.config import USER_PIN_ENV, Config
-from signserver.errors import InvalidArgument
+from signserver.errors import InvalidArgument, NotFound
 from signserver.hsm import ceremony
 from signserver.hsm.module import use_softhsm_config
+from signserver.hsm.sealing import SealingKey
 from signserver.service import SignService
 
 SO_PIN_ENV = "SIGNSERVER_HSM_SO_PIN"
 OPERATOR = "operator:cli"
 
-_CEREMONY = """key ceremony (copy a master key to another token, never in clear):
-  1. on the DESTINATION token:  signserver hsm master receive-begin --out transport.pem
+_CEREMONY = """key ceremony (copy the shared keys to another token, never in clear):
+  1. on the DESTINATION token, before its server first starts:
+        signserver hsm master receive-begin --out transport.pem
   2. carry transport.pem to the source; on the SOURCE token (needs the SO PIN):
-        signserver hsm master export signserver-master-N --transport transport.pem --out master.wrapped
-     and note the check value it prints
-  3. carry master.wrapped back; on the DESTINATION token:
-        signserver hsm master import signserver-master-N --in master.wrapped --check-value HEX
-A wrapped master file opens only with the transport key of step 1, which never leaves the
+        signserver hsm master export --transport transport.pem --out keys.wrapped
+     (every master key not retired, and the OTP sealing key; or name one key to copy it alone)
+     and note the check values it prints
+  3. carry keys.wrapped back; on the DESTINATION token:
+        signserver hsm master import --in keys.wrapped --check-value LABEL=HEX,LABEL=HEX
+A wrapped keys file opens only with the transport key of step 1, which never leaves the
 destination token and is destroyed by the import: a copied or intercepted file is useless."""
 
 
@@ -84,21 +88,24 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
                                                     "write its public key")
     p.add_argument("--out", type=Path, required=True, help="where to write the transport public key (PEM)")
 
-    p = command("export", cmd_export, "ceremony, SOURCE token (SO PIN): wrap a master key under a destination's "
-                                      "transport key", epilog="The file is useless without the destination "
-                                      "token's transport key, which never leaves that token.")
-    p.add_argument("label", help="the master key, e.g. signserver-master-1")
+    p = command("export", cmd_export, "ceremony, SOURCE token (SO PIN): wrap the shared keys under a "
+                                      "destination's transport key", epilog="The file is useless without the "
+                                      "destination token's transport key, which never leaves that token.")
+    p.add_argument("label", nargs="?",
+                   help="one key to copy, e.g. signserver-master-2 (default: every master key not retired, and "
+                        "the OTP sealing key)")
     p.add_argument("--transport", type=Path, required=True, help="the destination's transport public key (PEM)")
-    p.add_argument("--out", type=Path, required=True, help="where to write the wrapped master key")
+    p.add_argument("--out", type=Path, required=True, help="where to write the wrapped keys")
     p.add_argument("--so-pin-file", type=Path,
                    help=f"file holding the SO PIN (else ${SO_PIN_ENV}, the state directory's hsm/so-pin, or a prompt)")
 
-    p = command("import", cmd_import, "ceremony, DESTINATION token: unwrap a master key with the transport key, "
-                                      "check it, destroy the transport key")
-    p.add_argument("label", help="the master key's label (as on the source token)")
-    p.add_argument("--in", dest="infile", type=Path, required=True, help="the wrapped master key file")
+    p = command("import", cmd_import, "ceremony, DESTINATION token: unwrap the shared keys with the transport "
+                                      "key, check them, destroy the transport key")
+    p.add_argument("label", nargs="?", help="a key the file must hold (every key of the file is imported)")
+    p.add_argument("--in", dest="infile", type=Path, required=True, help="the wrapped keys file")
     p.add_argument("--check-value", required=True,
-                   help="the key's check value as the source printed it (compare it over another channel)")
+                   help="the check values as the source printed them, LABEL=HEX,LABEL=HEX (a bare HEX for a file "
+                        "of one key); take them over another channel than the file")
 
 
 # --- rotation -----------------------------------------------------------------------------
@@ -230,37 +237,53 @@ def cmd_export(args, config: Config) -> int:
         raise InvalidArgument(f"cannot read {args.transport}: {exc.strerror}") from None
     ceremony.read_transport_key(transport_pem)  # refused before any PIN is asked
     so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file, fallback_file=config.state_dir / "hsm" / "so-pin")
-    service = open_service(args, config)
-    service.master_keys.describe(args.label)  # the user PIN and the key, checked before the SO acts
+    service = open_service(args, config, with_database=args.label is None)
+    sealing = SealingKey(service.keys.session)
+    labels = [args.label] if args.label else _shared_labels(service, sealing)
+    # The user PIN and the keys (present, and copyable), checked before the SO acts.
+    ceremony.describe_shared(service.keys.session, service.master_keys, sealing, labels)
     service.keys.session.close()  # one login at a time: the security officer's comes next
     use_softhsm_config(config.hsm.softhsm2_conf)
     module = args.module or config.hsm.module
     trusted = ceremony.trust_transport_key(module, args.token or config.hsm.token_label, so_pin, transport_pem)
     try:
-        wrapped = ceremony.export_master(service.keys.session, service.master_keys, args.label, trusted)
+        wrapped = ceremony.export_keys(service.keys.session, service.master_keys, sealing, labels, trusted)
     except Exception:
         ceremony.discard_trusted_key(service.keys.session, trusted)  # never leave a trusted key behind
         raise
     _write_new(args.out, wrapped.to_bytes())
-    _say(args, {"label": wrapped.label, "check_value": wrapped.check_value, "transport_sha256": trusted,
-                "out": str(args.out)},
-         f"wrote {args.label} wrapped for the transport key {trusted} to {args.out};\n"
-         f"check value {wrapped.check_value}: give it to the destination over another channel "
+    check_values = ceremony.check_values_text(wrapped.keys)
+    _say(args, {"keys": [{"label": key.label, "kind": key.kind, "check_value": key.check_value}
+                         for key in wrapped.keys],
+                "check_values": check_values, "transport_sha256": trusted, "out": str(args.out)},
+         f"wrote {', '.join(wrapped.labels)} wrapped for the transport key {trusted} to {args.out};\n"
+         f"check values {check_values}: give them to the destination over another channel "
          "(`import --check-value`)")
     return 0
 
 
+def _shared_labels(service: SignService, sealing: SealingKey) -> list[str]:
+    """Every key the other tokens need: the master keys some package may still use, and the
+    sealing key of the OTP seeds. Raises: NotFound: the database knows no master key yet."""
+    masters = [m.label for m in service.master_rotation.status() if m.state != RETIRED]
+    if not masters:
+        raise NotFound("no master key yet: start this token's server once (it makes the first), then export")
+    return [*masters, sealing.label]
+
+
 def cmd_import(args, config: Config) -> int:
     try:
-        wrapped = ceremony.WrappedMaster.from_bytes(args.infile.read_bytes())
+        wrapped = ceremony.WrappedKeys.from_bytes(args.infile.read_bytes())
     except OSError as exc:
         raise InvalidArgument(f"cannot read {args.infile}: {exc.strerror}") from None
-    if wrapped.label != args.label:
-        raise InvalidArgument(f"{args.infile} holds {wrapped.label!r}, not {args.label!r}")
+    if args.label and args.label not in wrapped.labels:
+        raise InvalidArgument(f"{args.infile} holds {', '.join(wrapped.labels)}, not {args.label!r}")
     service = open_service(args, config)
-    info = ceremony.import_master(service.keys.session, wrapped, args.check_value)
-    _say(args, {"label": info.label, "check_value": info.check_value},
-         f"imported {info.label} (check value {info.check_value}); the transport key pair is destroyed")
+    imported = ceremony.import_keys(service.keys.session, wrapped, args.check_value)
+    _say(args, {"keys": [{"label": key.label, "kind": key.kind, "check_value": key.check_value,
+                          "stored": key.stored} for key in imported]},
+         "\n".join(f"{'imported' if key.stored else 'already held'} {key.label} (check value {key.check_value})"
+                   for key in imported) + "\nthe transport key pair is destroyed")
     return 0
 
 

@@ -1,15 +1,18 @@
-"""The key ceremony: a master key copied from one token to another, never in clear.
+"""The key ceremony: the keys every token of a service must share, copied from one token to
+another, never in clear. They are the master keys (which wrap the holders' signing data packages)
+and the sealing key (which seals the holders' OTP seeds): a token lacking either cannot serve the
+holders of a database it shares.
 
 1. On the destination token, :func:`begin_receiving` generates a transport key pair (RSA-3072):
    the private half stays on the token, sensitive, never extractable, able only to unwrap; the
    public half is handed out (PEM) to the source token's administrators.
 2. On the source token, the security officer marks that public key trusted
    (:func:`trust_transport_key`: only the SO may set CKA_TRUSTED), and a user session wraps the
-   master key under it (:func:`export_master`; the master key is extractable only under a trusted
-   key, CKA_WRAP_WITH_TRUSTED). The trusted key is destroyed straight after.
-3. On the destination token, :func:`import_master` unwraps the file with the transport private
-   key into a token key with the master key's attributes, checks that its check value is the one
-   the source read out (given out of band), and destroys the transport key pair.
+   shared keys under it into one file (:func:`export_keys`; each key is extractable only under a
+   trusted key, CKA_WRAP_WITH_TRUSTED). The trusted key is destroyed straight after.
+3. On the destination token, :func:`import_keys` computes each wrapped key's check value with the
+   transport private key, compares it with the one the source read out (given out of band),
+   stores the keys it lacks with their attributes, and destroys the transport key pair.
 
 The wrapped file opens only with that one transport key, which never leaves the destination
 token and is destroyed once used: a copied or intercepted file is useless.
@@ -32,8 +35,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 
 from signserver.errors import AlreadyExists, DataCorrupted, InvalidArgument, KeyNotFound
-from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeyInfo, MasterKeys
+from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys
 from signserver.hsm.module import load_module, pkcs11_lock
+from signserver.hsm.sealing import SEALING_TEMPLATE, SealingKey, token_check_value
 from signserver.hsm.session import TokenSession, find_token
 from signserver.hsm.translate import translate
 from signserver.secret import Secret
@@ -42,23 +46,27 @@ log = logging.getLogger(__name__)
 
 TRANSPORT_LABEL_PREFIX = "signserver-transport-"
 TRANSPORT_BITS = 3072
-FILE_FORMAT = "signserver wrapped master key 1"
+FILE_FORMAT = "signserver wrapped keys 2"
+_SINGLE_MASTER_FORMAT = "signserver wrapped master key 1"  # files of earlier versions: still imported
 # SoftHSM 2.6.1 wraps under RSA only with OAEP over SHA-1 and MGF1-SHA-1 (measured). OAEP's
 # security does not rest on SHA-1's collision resistance.
 WRAP_MECHANISM = Mechanism.RSA_PKCS_OAEP
 WRAP_PARAMETER = (Mechanism.SHA_1, MGF.SHA1, None)
 WRAP_NAME = "rsa-oaep-sha1"
 
+MASTER, SEALING = "master", "sealing"  # the kinds of shared key
+_TEMPLATES = {MASTER: MASTER_TEMPLATE, SEALING: SEALING_TEMPLATE}
+
 _TRANSPORT_PUBLIC = {  # on the destination token, only until the ceremony ends
     Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.ENCRYPT: False, Attribute.VERIFY: False,
     Attribute.WRAP: True, Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01",
 }
-_TRANSPORT_PRIVATE = {  # unwraps the one master key it is sent, and nothing else
+_TRANSPORT_PRIVATE = {  # unwraps the keys it is sent, and nothing else
     Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
     Attribute.UNWRAP: True, Attribute.DECRYPT: False, Attribute.SIGN: False,
 }
 
-_CHECK_PROBE = {  # a moment's session copy of the received key, to compute its check value
+_CHECK_PROBE = {  # a moment's session copy of a received key, to compute its check value
     Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
     Attribute.ENCRYPT: True, Attribute.DECRYPT: False, Attribute.WRAP: False, Attribute.UNWRAP: False,
     Attribute.SIGN: False, Attribute.VERIFY: False, Attribute.DERIVE: False,
@@ -75,31 +83,108 @@ class TransportKey:
 
 
 @dataclass(frozen=True)
-class WrappedMaster:
-    """A master key wrapped under one destination token's transport key."""
+class SharedKey:
+    """A key the tokens of a service share, known by its label and check value."""
 
     label: str
-    check_value: str  # as the source token reads it (informative: import checks the one given out of band)
-    transport_fingerprint: str
+    kind: str  # MASTER or SEALING
+    check_value: str  # hex: the same key on every token has the same value
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """One shared key wrapped under a destination token's transport key."""
+
+    label: str
+    kind: str
+    check_value: str  # as the source token reads it (informative: import checks the ones given out of band)
     wrapped: bytes
 
+
+@dataclass(frozen=True)
+class ImportedKey:
+    label: str
+    kind: str
+    check_value: str
+    stored: bool  # False: the destination already held this very key (same check value)
+
+
+@dataclass(frozen=True)
+class WrappedKeys:
+    """What one export wrote: the shared keys, wrapped under one transport key."""
+
+    transport_fingerprint: str
+    keys: tuple[WrappedKey, ...]
+
+    @property
+    def labels(self) -> list[str]:
+        return [key.label for key in self.keys]
+
     def to_bytes(self) -> bytes:
-        return (json.dumps({"format": FILE_FORMAT, "label": self.label, "check_value": self.check_value,
-                            "mechanism": WRAP_NAME, "transport_key_sha256": self.transport_fingerprint,
-                            "wrapped": base64.b64encode(self.wrapped).decode("ascii")}, indent=2) + "\n").encode()
+        return (json.dumps({"format": FILE_FORMAT, "mechanism": WRAP_NAME,
+                            "transport_key_sha256": self.transport_fingerprint,
+                            "keys": [{"label": key.label, "kind": key.kind, "check_value": key.check_value,
+                                      "wrapped": base64.b64encode(key.wrapped).decode("ascii")}
+                                     for key in self.keys]}, indent=2) + "\n").encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "WrappedMaster":
-        """Raises: InvalidArgument: not a wrapped master key file."""
+    def from_bytes(cls, data: bytes) -> "WrappedKeys":
+        """Raises: InvalidArgument: not a wrapped keys file."""
         try:
             fields = json.loads(data)
-            if fields.get("format") != FILE_FORMAT or fields.get("mechanism") != WRAP_NAME:
+            if fields.get("mechanism") != WRAP_NAME:
+                raise ValueError("mechanism")
+            if fields.get("format") == _SINGLE_MASTER_FORMAT:
+                entries = [dict(fields, kind=MASTER)]
+            elif fields.get("format") == FILE_FORMAT:
+                entries = fields["keys"]
+            else:
                 raise ValueError("format")
-            return cls(label=str(fields["label"]), check_value=str(fields["check_value"]),
-                       transport_fingerprint=str(fields["transport_key_sha256"]),
-                       wrapped=base64.b64decode(fields["wrapped"], validate=True))
+            keys = tuple(WrappedKey(label=str(entry["label"]), kind=str(entry["kind"]),
+                                    check_value=str(entry["check_value"]),
+                                    wrapped=base64.b64decode(entry["wrapped"], validate=True)) for entry in entries)
+            labels = [key.label for key in keys]
+            if not keys or len(set(labels)) != len(labels) or any(key.kind not in _TEMPLATES for key in keys):
+                raise ValueError("keys")
+            return cls(str(fields["transport_key_sha256"]), keys)
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise InvalidArgument("not a wrapped master key file (made by `signserver hsm master export`)") from None
+            raise InvalidArgument("not a wrapped keys file (made by `signserver hsm master export`)") from None
+
+
+def check_values_text(keys: list[SharedKey] | tuple[WrappedKey, ...]) -> str:
+    """The check values as the destination's administrator types them: ``label=hex,label=hex``."""
+    return ",".join(f"{key.label}={key.check_value}" for key in keys)
+
+
+def parse_check_values(text: str, labels: list[str]) -> dict[str, str]:
+    """The check values given out of band, by label: ``label=hex,...`` naming every key of the
+    file, or a bare hex value when the file holds one key.
+
+    Raises: InvalidArgument: malformed, not hex, or not naming exactly the file's keys.
+    """
+    given: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        label, equals, value = part.rpartition("=")
+        if not equals:
+            if len(labels) != 1 or len(text.split(",")) != 1:
+                raise InvalidArgument(f"give a check value for each key of the file, as `label=hex,...`: "
+                                      f"{', '.join(labels)}")
+            label = labels[0]
+        label, value = label.strip(), value.strip().lower()
+        try:
+            bytes.fromhex(value)
+        except ValueError:
+            raise InvalidArgument("a check value is hexadecimal (as `signserver hsm master export` printed it)") \
+                from None
+        if not value:
+            raise InvalidArgument(f"give the check value of {label!r}, read on the source token")
+        if label in given:
+            raise InvalidArgument(f"two check values for {label!r}")
+        given[label] = value
+    if sorted(given) != sorted(labels):
+        raise InvalidArgument(f"the file holds {', '.join(labels)}; give exactly their check values "
+                              f"(got {', '.join(given)})")
+    return given
 
 
 def fingerprint(public: rsa.RSAPublicKey) -> str:
@@ -149,7 +234,7 @@ def begin_receiving(session: TokenSession) -> TransportKey:
     return transport
 
 
-# --- source: trust the transport key, wrap the master under it --------------------------------
+# --- source: trust the transport key, wrap the shared keys under it ---------------------------
 
 def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, transport_pem: bytes) -> str:
     """As the security officer, store the transport public key on the source token marked
@@ -181,30 +266,65 @@ def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, t
     return key_print
 
 
-def export_master(session: TokenSession, masters: MasterKeys, label: str, transport_fingerprint: str) -> WrappedMaster:
-    """Wrap the master key ``label`` under the trusted transport key, then destroy that key
-    (whether the wrap worked or not).
+def describe_shared(session: TokenSession, masters: MasterKeys, sealing: SealingKey,
+                    labels: list[str]) -> list[SharedKey]:
+    """The keys ``labels`` name (the sealing key's label, or master keys), as :func:`export_keys`
+    would wrap them: checked before the security officer acts.
 
-    Raises: KeyNotFound: no such master key, or no trusted transport key of that fingerprint.
+    Raises:
+        KeyNotFound: a master key is not on this token.
+        InvalidArgument: the sealing key cannot be copied (made before it could be).
         HsmError.
     """
-    def wrap(s: pkcs11.Session) -> WrappedMaster:
+    return session.run(lambda s: [_shared(s, masters, sealing, label)[0] for label in labels],
+                       "read the keys to copy")
+
+
+def export_keys(session: TokenSession, masters: MasterKeys, sealing: SealingKey, labels: list[str],
+                transport_fingerprint: str) -> WrappedKeys:
+    """Wrap the keys ``labels`` names under the trusted transport key, then destroy that key
+    (whether the wrap worked or not).
+
+    Raises: KeyNotFound: no such key, or no trusted transport key of that fingerprint.
+        InvalidArgument: the sealing key cannot be copied. HsmError.
+    """
+    def wrap(s: pkcs11.Session) -> WrappedKeys:
         trusted = session.find(s, {Attribute.CLASS: ObjectClass.PUBLIC_KEY,
                                    Attribute.ID: bytes.fromhex(transport_fingerprint), Attribute.TRUSTED: True})
         if not trusted:
             raise KeyNotFound("no trusted transport key on the token: the security officer step did not run")
         try:
-            master = masters.handle(s, label)
-            info = MasterKeyInfo(label, bytes(master[Attribute.CHECK_VALUE]).hex())
-            wrapped = trusted[0].wrap_key(master, mechanism=WRAP_MECHANISM, mechanism_param=WRAP_PARAMETER)
+            wrapped = []
+            for label in labels:
+                shared, key = _shared(s, masters, sealing, label)
+                wrapped.append(WrappedKey(label, shared.kind, shared.check_value,
+                                          trusted[0].wrap_key(key, mechanism=WRAP_MECHANISM,
+                                                              mechanism_param=WRAP_PARAMETER)))
         finally:
             for key in trusted:
                 key.destroy()
-        return WrappedMaster(label, info.check_value, transport_fingerprint, wrapped)
+        return WrappedKeys(transport_fingerprint, tuple(wrapped))
 
-    exported = session.run(wrap, f"wrap the master key {label!r} for transport")
-    log.info("exported the master key %s under the transport key %s", label, transport_fingerprint)
+    exported = session.run(wrap, f"wrap {', '.join(labels)} for transport")
+    log.info("exported %s under the transport key %s", ", ".join(labels), transport_fingerprint)
     return exported
+
+
+def _shared(s: pkcs11.Session, masters: MasterKeys, sealing: SealingKey,
+            label: str) -> tuple[SharedKey, pkcs11.SecretKey]:
+    """Raises: KeyNotFound, InvalidArgument (a sealing key that cannot leave the token)."""
+    if label != sealing.label:
+        key = masters.handle(s, label)
+        return SharedKey(label, MASTER, token_check_value(key)), key
+    key = sealing.handle(s)  # made now if the token has none yet: the destination then shares it from the start
+    if not key[Attribute.EXTRACTABLE]:
+        raise InvalidArgument(
+            f"the sealing key {label!r} on this token was made before sealing keys could be copied (it is not "
+            "extractable): it cannot leave this token, and no other token can open the OTP seeds it sealed. "
+            "Copy the master keys alone (`signserver hsm master export signserver-master-N`, one by one); a "
+            "holder's OTP seed then opens only on the token whose server sealed it (`signserver account "
+            "reset-otp` seals a new one)")
+    return SharedKey(label, SEALING, token_check_value(key)), key
 
 
 def discard_trusted_key(session: TokenSession, transport_fingerprint: str) -> None:
@@ -218,59 +338,90 @@ def discard_trusted_key(session: TokenSession, transport_fingerprint: str) -> No
 
 # --- destination: unwrap, check, destroy the transport key pair -------------------------------
 
-def import_master(session: TokenSession, wrapped: WrappedMaster, expected_check_value: str) -> MasterKeyInfo:
-    """Unwrap the master key into a token key of its label, check its check value against the
-    one the source read out, and destroy the transport key pair. The check value is computed
-    before anything is stored: a key whose value differs is never stored (and the transport key
-    pair stays, for a new export).
+def import_keys(session: TokenSession, wrapped: WrappedKeys, expected_check_values: str) -> list[ImportedKey]:
+    """Check every key of the file against the check value the source read out, store the ones
+    the token lacks (a key it already holds with that check value is left as it is), and destroy
+    the transport key pair. All or nothing: any key whose check value differs, or whose label the
+    token holds for another key, and nothing is stored (and the transport key pair stays, for a
+    new export).
 
     Raises:
-        InvalidArgument: the check value is not hex.
-        AlreadyExists: the token already holds a key of that label.
+        InvalidArgument: the check values are malformed or do not name the file's keys.
         KeyNotFound: the transport key pair is not on this token (another token's file, or used).
-        DataCorrupted: the file does not unwrap, or the key's check value differs.
+        DataCorrupted: the file does not unwrap, or a key's check value differs.
+        AlreadyExists: the token holds another key under one of the labels.
         HsmError.
     """
-    expected = expected_check_value.strip().lower()
-    try:
-        bytes.fromhex(expected)
-    except ValueError:
-        raise InvalidArgument("the check value is hexadecimal (as `signserver hsm master status` shows it)") from None
-    if not expected:
-        raise InvalidArgument("give the master key's check value, read on the source token")
+    expected = parse_check_values(expected_check_values, wrapped.labels)
 
-    def unwrap(s: pkcs11.Session) -> MasterKeyInfo:
-        if session.find(s, {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: wrapped.label}):
-            raise AlreadyExists(f"the token already holds a key labelled {wrapped.label!r}")
+    def unwrap(s: pkcs11.Session) -> list[ImportedKey]:
         pair = session.find(s, {Attribute.ID: bytes.fromhex(wrapped.transport_fingerprint)})
         private = [o for o in pair if o[Attribute.CLASS] == ObjectClass.PRIVATE_KEY]
         if not private:
             raise KeyNotFound("this token holds no transport key for this file: it was wrapped for another token, "
                               "or its transport key was used and destroyed (start again with `receive-begin`)")
-        check_value = _check_value_of(private[0], wrapped.wrapped)
-        if check_value != expected:
-            raise DataCorrupted(f"the wrapped key's check value is {check_value}, not {expected}: it is not the "
-                                "source's master key; nothing was imported")
-        key = private[0].unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, wrapped.wrapped, label=wrapped.label,
-                                    id=os.urandom(16), mechanism=WRAP_MECHANISM, mechanism_param=WRAP_PARAMETER,
-                                    store=True, template=dict(MASTER_TEMPLATE))
-        # SoftHSM gives an unwrapped key no check value (and refuses one in the template): record
-        # the one the token computed, which servers compare with the database's on every start.
-        key[Attribute.CHECK_VALUE] = bytes.fromhex(check_value)
+        received = [(key, _check_value_of(private[0], key.wrapped)) for key in wrapped.keys]
+        for key, check_value in received:
+            if check_value != expected[key.label]:
+                raise DataCorrupted(f"the wrapped key {key.label!r} has the check value {check_value}, not "
+                                    f"{expected[key.label]}: it is not the source's {key.kind} key; nothing was "
+                                    "imported")
+        imported = [ImportedKey(key.label, key.kind, check_value, stored=not _held(s, session, key, check_value))
+                    for key, check_value in received]
+        stored: list[pkcs11.SecretKey] = []
+        try:
+            for (key, check_value), outcome in zip(received, imported):
+                if outcome.stored:
+                    stored.append(_store(private[0], key, check_value))
+        except BaseException:
+            for key in stored:  # all or nothing
+                key.destroy()
+            raise
         for half in pair:
             half.destroy()
-        return MasterKeyInfo(wrapped.label, check_value)
+        return imported
 
-    info = session.run(unwrap, f"import the master key {wrapped.label!r}")
-    log.info("imported the master key %s (check value %s); the transport key pair is destroyed",
-             info.label, info.check_value)
-    return info
+    imported = session.run(unwrap, f"import {', '.join(wrapped.labels)}")
+    for key in imported:
+        log.info("%s the %s key %s (check value %s)", "imported" if key.stored else "already held", key.kind,
+                 key.label, key.check_value)
+    log.info("the transport key pair %s is destroyed", wrapped.transport_fingerprint)
+    return imported
+
+
+def _held(s: pkcs11.Session, session: TokenSession, key: WrappedKey, check_value: str) -> bool:
+    """Whether the token already holds this very key.
+
+    Raises: AlreadyExists: it holds another key under that label.
+    """
+    found = session.find(s, {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: key.label})
+    if not found:
+        return False
+    held = token_check_value(found[0])
+    if held and held == check_value:
+        return True
+    consequence = ("storing the source's would make the OTP seeds sealed here unreadable; start the "
+                   "destination's server only after the key ceremony" if key.kind == SEALING
+                   else "it is not the source's key")
+    raise AlreadyExists(f"the token already holds another key labelled {key.label!r} (check value "
+                        f"{held or 'unknown'}): {consequence}. Nothing was imported")
+
+
+def _store(transport_private: pkcs11.PrivateKey, key: WrappedKey, check_value: str) -> pkcs11.SecretKey:
+    stored = transport_private.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, key.wrapped, label=key.label,
+                                          id=os.urandom(16), mechanism=WRAP_MECHANISM,
+                                          mechanism_param=WRAP_PARAMETER, store=True,
+                                          template=dict(_TEMPLATES[key.kind]))
+    # SoftHSM gives an unwrapped key no check value (and refuses one in the template): record
+    # the one the token computed, which servers and later ceremonies compare.
+    stored[Attribute.CHECK_VALUE] = bytes.fromhex(check_value)
+    return stored
 
 
 def _check_value_of(transport_private: pkcs11.PrivateKey, wrapped: bytes) -> str:
     """The wrapped key's check value (the first 3 bytes of its AES-ECB encryption of a zero block),
     computed in the token: a session copy able only to encrypt is unwrapped, used once and
-    destroyed, since the master key itself may not encrypt.
+    destroyed, since a master key itself may not encrypt.
 
     Raises: DataCorrupted: the file does not unwrap (altered, or wrapped for another key).
     """
@@ -278,7 +429,7 @@ def _check_value_of(transport_private: pkcs11.PrivateKey, wrapped: bytes) -> str
         probe = transport_private.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, wrapped, mechanism=WRAP_MECHANISM,
                                              mechanism_param=WRAP_PARAMETER, store=False, template=dict(_CHECK_PROBE))
     except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid, p11.GeneralError):
-        raise DataCorrupted("the wrapped master key does not unwrap: the file was altered") from None
+        raise DataCorrupted("a wrapped key does not unwrap: the file was altered") from None
     try:
         return probe.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)[:3].hex()
     finally:

@@ -1,6 +1,6 @@
-"""The key ceremony between two tokens, through the command line: a master key copied wrapped
-under the destination's transport key, checked by its check value, and used there to open and
-sign with a package made on the source."""
+"""The key ceremony between two tokens, through the command line: the master key and the OTP
+sealing key copied wrapped under the destination's transport key, checked by their check values,
+and used there to open a holder's OTP seed and sign with a package made on the source."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from pkcs11 import Attribute, ObjectClass
+from pkcs11 import Attribute, KeyType, ObjectClass
 
 from signserver.accounts import otp
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.hsm.ceremony import TRANSPORT_LABEL_PREFIX
 from signserver.hsm.master_keys import master_label
+from signserver.hsm.sealing import SEALING_LABEL, SealingKey
 from signserver.secret import Secret
 from signserver.service import SignService
 from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol
@@ -99,8 +100,9 @@ def test_the_ceremony_copies_the_master_key_and_the_destination_signs_with_the_s
     info = source.packages.ensure_master()  # the source's first start
     holder = enrol(source)
     sign_once(source, holder, clock, "signed at the source")
+    sealing = SealingKey(source.keys.session).describe()
     cli = Cli(state_dir, tmp_path / "source")
-    transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "master.wrapped"
+    transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "keys.wrapped"
     label = master_label(1)
 
     begun = cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport), "--json")
@@ -108,21 +110,29 @@ def test_the_ceremony_copies_the_master_key_and_the_destination_signs_with_the_s
     assert json.loads(begun.stdout)["transport_key"] == f"{TRANSPORT_LABEL_PREFIX}1"
     assert b"BEGIN PUBLIC KEY" in transport.read_bytes()
 
-    exported = cli(source_token, SOURCE_USER, "export", label, "--transport", str(transport), "--out",
+    exported = cli(source_token, SOURCE_USER, "export", "--transport", str(transport), "--out",
                    str(wrapped_file), "--json", so_pin=SOURCE_SO)
     assert exported.returncode == 0, exported.stderr
-    assert json.loads(exported.stdout)["check_value"] == info.check_value
+    printed = json.loads(exported.stdout)
+    assert [(k["label"], k["kind"], k["check_value"]) for k in printed["keys"]] == [
+        (label, "master", info.check_value), (SEALING_LABEL, "sealing", sealing.check_value)]
+    assert printed["check_values"] == f"{label}={info.check_value},{SEALING_LABEL}={sealing.check_value}"
     source.keys.session.close()  # see the token as it is now
     assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True}) == []
 
-    wrong = cli(destination_token, DESTINATION_USER, "import", label, "--in", str(wrapped_file),
-                "--check-value", "000000")
+    wrong = cli(destination_token, DESTINATION_USER, "import", "--in", str(wrapped_file),
+                "--check-value", f"{label}=000000,{SEALING_LABEL}={sealing.check_value}")
     assert wrong.returncode == 1
     assert "not the source's master key" in wrong.stderr
+    incomplete = cli(destination_token, DESTINATION_USER, "import", "--in", str(wrapped_file),
+                     "--check-value", info.check_value)
+    assert incomplete.returncode == 1 and SEALING_LABEL in incomplete.stderr
 
-    imported = cli(destination_token, DESTINATION_USER, "import", label, "--in", str(wrapped_file),
-                   "--check-value", info.check_value)
+    imported = cli(destination_token, DESTINATION_USER, "import", "--in", str(wrapped_file),
+                   "--check-value", printed["check_values"], "--json")
     assert imported.returncode == 0, imported.stderr
+    assert [(k["label"], k["stored"]) for k in json.loads(imported.stdout)["keys"]] == [
+        (label, True), (SEALING_LABEL, True)]
 
     # The destination, with a copy of the database, opens the package made on the source and signs.
     (tmp_path / "destination").mkdir()
@@ -130,9 +140,9 @@ def test_the_ceremony_copies_the_master_key_and_the_destination_signs_with_the_s
     destination = service_on(config, tmp_path / "destination", destination_token, DESTINATION_USER, clock)
     assert destination.packages.ensure_master() == info  # what a server checks on every start
     assert objects(destination, {Attribute.CLASS: ObjectClass.PRIVATE_KEY}) == []  # the transport key is gone
-    # OTP seeds are sealed under the source token's own sealing key, which this ceremony does not
-    # copy: the destination's application here signs with the password alone.
-    sign_once(destination, holder, clock, "signed at the destination", otp_required=False)
+    # The holder's OTP seed, sealed on the source, opens on the destination.
+    sign_once(destination, holder, clock, "signed at the destination", otp_required=True)
+    assert SealingKey(destination.keys.session).describe() == sealing
     status = cli(destination_token, DESTINATION_USER, "status", "--json")
     assert status.returncode == 0, status.stderr
     assert [(m["label"], m["on_token"]) for m in json.loads(status.stdout)] == [(label, "yes")]
@@ -198,3 +208,93 @@ def test_export_needs_the_so_pin(config, state_dir, tokens, tmp_path, clock):
     assert not (tmp_path / "master.wrapped").exists()
     source.keys.session.close()
     assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True}) == []
+
+
+def legacy_sealing_key(service: SignService) -> None:
+    """The sealing key as versions before the ceremony copied it made it: not extractable."""
+    session = service.keys.session
+    session.run(lambda s: s.generate_key(
+        KeyType.AES, 256, label=SEALING_LABEL, id=uuid.uuid4().bytes, store=True,
+        template={Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                  Attribute.EXTRACTABLE: False, Attribute.ENCRYPT: True, Attribute.DECRYPT: True,
+                  Attribute.WRAP: False, Attribute.UNWRAP: False}), "make a legacy sealing key")
+
+
+def test_a_sealing_key_made_before_it_could_be_copied_is_refused_with_what_to_do(
+        config, state_dir, tokens, tmp_path, clock):
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    legacy_sealing_key(source)
+    info = source.packages.ensure_master()
+    holder = enrol(source)
+    sign_once(source, holder, clock, "the legacy key keeps working on its token")
+    cli = Cli(state_dir, tmp_path / "source")
+    transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "keys.wrapped"
+    assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
+
+    refused = cli(source_token, SOURCE_USER, "export", "--transport", str(transport), "--out", str(wrapped_file),
+                  so_pin=SOURCE_SO)
+
+    assert refused.returncode == 1, refused.stderr
+    assert f"the sealing key '{SEALING_LABEL}' on this token was made before sealing keys could be copied" \
+        in refused.stderr
+    assert "export signserver-master-N" in refused.stderr and "reset-otp" in refused.stderr
+    assert not wrapped_file.exists()
+    source.keys.session.close()
+    assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True}) == []
+    # The master key alone still copies.
+    alone = cli(source_token, SOURCE_USER, "export", master_label(1), "--transport", str(transport), "--out",
+                str(wrapped_file), "--json", so_pin=SOURCE_SO)
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["check_values"] == f"{master_label(1)}={info.check_value}"
+
+
+def test_an_import_over_another_sealing_key_is_refused_and_nothing_is_imported(
+        config, state_dir, tokens, tmp_path, clock):
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    source.packages.ensure_master()
+    destination = service_on(config, tmp_path / "destination", destination_token, DESTINATION_USER, clock)
+    SealingKey(destination.keys.session).describe()  # its server started before the ceremony, and sealed
+    destination.keys.session.close()
+    cli = Cli(state_dir, tmp_path / "source")
+    transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "keys.wrapped"
+    assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
+    exported = cli(source_token, SOURCE_USER, "export", "--transport", str(transport), "--out", str(wrapped_file),
+                   "--json", so_pin=SOURCE_SO)
+    assert exported.returncode == 0, exported.stderr
+
+    refused = cli(destination_token, DESTINATION_USER, "import", "--in", str(wrapped_file), "--check-value",
+                  json.loads(exported.stdout)["check_values"])
+
+    assert refused.returncode == 1, refused.stderr
+    assert f"already holds another key labelled '{SEALING_LABEL}'" in refused.stderr
+    assert "start the destination's server only after the key ceremony" in refused.stderr
+    assert not destination.master_keys.present(master_label(1))
+    assert objects(destination, {Attribute.CLASS: ObjectClass.PRIVATE_KEY}) == [f"{TRANSPORT_LABEL_PREFIX}1"]
+
+
+def test_a_later_ceremony_adds_a_prepared_master_key_and_leaves_the_keys_already_held(
+        config, state_dir, tokens, tmp_path, clock):
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    source.packages.ensure_master()
+    cli = Cli(state_dir, tmp_path / "source")
+
+    def ceremony(name: str) -> list[tuple[str, bool]]:
+        transport, wrapped_file = tmp_path / f"{name}.pem", tmp_path / f"{name}.wrapped"
+        assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
+        exported = cli(source_token, SOURCE_USER, "export", "--transport", str(transport), "--out",
+                       str(wrapped_file), "--json", so_pin=SOURCE_SO)
+        assert exported.returncode == 0, exported.stderr
+        imported = cli(destination_token, DESTINATION_USER, "import", "--in", str(wrapped_file), "--check-value",
+                       json.loads(exported.stdout)["check_values"], "--json")
+        assert imported.returncode == 0, imported.stderr
+        return [(k["label"], k["stored"]) for k in json.loads(imported.stdout)["keys"]]
+
+    assert ceremony("first") == [(master_label(1), True), (SEALING_LABEL, True)]
+    prepared = source.master_rotation.rotate("operator:test", activate=False)
+
+    assert ceremony("second") == [(master_label(1), False), (prepared, True), (SEALING_LABEL, False)]
+    destination = service_on(config, tmp_path / "destination", destination_token, DESTINATION_USER, clock)
+    assert destination.master_keys.describe(prepared) == source.master_keys.describe(prepared)
