@@ -28,7 +28,7 @@ from signserver.accounts.passwords import SecretHasher
 from signserver.accounts.repository import account_row, get_account
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock
-from signserver.errors import AccountDisabled, AccountLocked, AuthenticationBusy, AuthenticationFailed
+from signserver.errors import AccountDisabled, AccountLocked, AuthenticationBusy, AuthenticationFailed, DataCorrupted
 from signserver.hsm.sealing import SealingKey
 from signserver.notify.outbox import format_time, queue_email
 from signserver.secret import Secret
@@ -52,6 +52,7 @@ class Authenticated:
 
     account: Account
     seal_key: bytes = field(repr=False)
+    password_hash: str = field(repr=False)  # as checked: a change is made only over it
 
 
 class Authenticator:
@@ -130,22 +131,28 @@ class Authenticator:
                 refusal = AuthenticationFailed()
         if refusal is not None:
             raise refusal
-        return Authenticated(account, self._seal_key(row, username, password, password_key))
+        seal_key, password_hash = self._seal_key(row, username, password, password_key)
+        return Authenticated(account, seal_key, password_hash)
 
-    def _seal_key(self, row, username: str, password: Secret, password_key: bytes) -> bytes:
-        """The account's seal key, unlocked with the password's key. A hash made with other
-        parameters, or one older than packages (which yields no key), is made again, and a seal
-        key made for an account that has none; only after a success: work done as soon as the
-        password matched would cost time whenever the password is right, telling it apart from a
-        wrong OTP.
+    def _seal_key(self, row, username: str, password: Secret, password_key: bytes) -> tuple[bytes, str]:
+        """The account's seal key, unlocked with the password's key, and the password's hash. A
+        hash made with other parameters, or one older than packages (which yields no key), is made
+        again, and a seal key made for an account that has none; only after a success: work done
+        as soon as the password matched would cost time whenever the password is right, telling
+        it apart from a wrong OTP.
 
-        Raises: DataCorrupted: the stored seal key does not open with the password's key.
+        Raises:
+            DataCorrupted: the stored seal key does not open with the password's key, or the
+                account has a seal key but its password hash yields no key.
+            AuthenticationBusy: the password changed while this attempt was checked.
         """
         private = None
-        if row.seal_key_by_password is not None and password_key:
+        if row.seal_key_by_password is not None:
+            if not password_key:
+                raise DataCorrupted(f"the account {username!r} has a seal key but an older password hash")
             private = open_seal_key(username, row.seal_key_by_password, password_key, "password")
-        if private is not None and not self._hasher.needs_rehash(row.password_hash):
-            return private
+            if not self._hasher.needs_rehash(row.password_hash):
+                return private, row.password_hash
         new_hash, new_key = self._hasher.hash_with_key(password.reveal())
         values = {"password_hash": new_hash}
         if private is None:  # an account older than packages: its seal key starts now
@@ -155,10 +162,13 @@ class Authenticator:
             values["seal_key_by_password"] = seal_key_values(username, private, row.seal_public_key, new_key,
                                                              None).by_password
         with self._database.transaction() as conn:
-            # Only over the hash that was checked: a password changed meanwhile stays as it is.
-            conn.execute(update(accounts).where(accounts.c.id == row.id,
-                                                accounts.c.password_hash == row.password_hash).values(**values))
-        return private
+            # Only over the hash that was checked: a seal key made here must be the one stored.
+            stored = conn.execute(update(accounts).where(accounts.c.id == row.id,
+                                                         accounts.c.password_hash == row.password_hash)
+                                  .values(**values)).rowcount == 1
+        if not stored:
+            raise AuthenticationBusy("the password changed while it was checked; try again")
+        return private, new_hash
 
     def _admit(self, username: str, now: datetime.datetime):
         """The account's row (None for an unknown name) and an admitted attempt; waits a little

@@ -35,6 +35,11 @@ def new_seal_key() -> tuple[bytes, bytes]:
             private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
+def public_half(private_raw: bytes) -> bytes:
+    """The raw public key of an X25519 private key."""
+    return X25519PrivateKey.from_private_bytes(private_raw).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
 def lock(key: bytes, plaintext: bytes, context: bytes) -> bytes:
     """AES-256-GCM under a 32-byte key, bound to ``context``."""
     nonce = os.urandom(_NONCE)

@@ -12,6 +12,7 @@ from signserver.accounts import otp
 from signserver.accounts.authentication import Authenticator
 from signserver.accounts.lockout import LockState, LockoutPolicy
 from signserver.accounts.model import Account, AccountKind, NewAccount
+from signserver.accounts.holder_seal import public_half
 from signserver.accounts.packages import (
     PACKAGE,
     SigningPackages,
@@ -42,7 +43,7 @@ from signserver.accounts.repository import (
 )
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock, epoch_seconds
-from signserver.errors import AlreadyExists, AuthenticationFailed, InvalidArgument, NotFound
+from signserver.errors import AlreadyExists, AuthenticationBusy, AuthenticationFailed, InvalidArgument, NotFound
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.sealing import SealingKey
 from signserver.notify.outbox import format_time, queue_email
@@ -221,10 +222,16 @@ class AccountManager:
         now = self._clock.now()
         with self._database.transaction() as conn:
             seal = account_seal(conn, account.id)
-            # The seal key, and with it every package, follows the password.
+            # The seal key, and with it every package, follows the password; only over the
+            # password and seal key that were checked (a reset meanwhile wins).
             by_password = seal_key_values(username, holder.seal_key, seal.seal_public_key, new_key, None).by_password
-            update_account(conn, account.id, password_hash=new_hash, password_changed_at=epoch_seconds(now),
-                           seal_key_by_password=by_password)
+            changed = conn.execute(update(accounts).where(
+                accounts.c.id == account.id, accounts.c.password_hash == holder.password_hash,
+                accounts.c.seal_public_key == public_half(holder.seal_key))
+                .values(password_hash=new_hash, password_changed_at=epoch_seconds(now),
+                        seal_key_by_password=by_password)).rowcount
+            if not changed:
+                raise AuthenticationBusy("the password changed while it was checked; nothing was changed")
             revoke_activation_tokens(conn, account.id)
             self._audit.append(conn, now, "password.changed", actor, username)
             queue_email(conn, now, account.emails, "password_changed", holder_name=account.holder_name,
@@ -380,6 +387,7 @@ def disable_package_credentials(conn: Connection, account_id: int) -> int:
 
 
 def revoke_activation_tokens(conn: Connection, account_id: int) -> None:
-    """Revoke every outstanding activation token of the account."""
-    conn.execute(update(activation_tokens).where(activation_tokens.c.account_id == account_id)
-                  .values(revoked=True))
+    """Revoke every outstanding activation token of the account, erasing the keys sealed to them."""
+    conn.execute(update(activation_tokens).where(activation_tokens.c.account_id == account_id,
+                                                 activation_tokens.c.revoked.is_(False))
+                 .values(revoked=True, sealed_key=None))

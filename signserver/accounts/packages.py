@@ -22,7 +22,15 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from signserver.accounts import holder_seal
 from signserver.clock import Clock, epoch_seconds
-from signserver.errors import AlreadyExists, ConfigurationError, CredentialUnusable, DataCorrupted, KeyNotFound, NotFound
+from signserver.errors import (
+    AlreadyExists,
+    ConfigurationError,
+    CredentialUnusable,
+    DataCorrupted,
+    HsmOperationFailed,
+    KeyNotFound,
+    NotFound,
+)
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.master_keys import MasterKeyInfo, MasterKeys, master_label
 from signserver.hsm.packages import KeyToOpen, PackageKeys
@@ -96,7 +104,7 @@ class SigningPackages:
             info = self._masters.describe(row.label)
         except KeyNotFound as missing:
             raise ConfigurationError("hsm.token_label", str(missing)) from None
-        if info.check_value != row.check_value:
+        if info.check_value != row.check_value or not info.check_value:
             raise ConfigurationError(
                 "hsm.token_label", f"the master key {row.label!r} on this token is not the one the database knows (check value "
                 f"{info.check_value or 'unknown'}, expected {row.check_value}): copy the right key with the "
@@ -126,9 +134,10 @@ class SigningPackages:
 
     def make(self, username: str, seal_public: bytes, algorithm: KeyAlgorithm) -> dict:
         """Generate a holder key in the HSM and return the signing_packages row that keeps it,
-        sealed to the account's seal key (insert it with :func:`insert_package`).
+        sealed to the account's seal key (insert it with :func:`insert_package`). The first master
+        key is made here when no start made it yet.
 
-        Raises: UnsupportedAlgorithm, ConfigurationError (no master key), HsmError.
+        Raises: UnsupportedAlgorithm, HsmError.
         """
         with self._database.read() as conn:
             master = conn.execute(select(master_keys.c.label).where(master_keys.c.state == "active")).scalar()
@@ -171,17 +180,20 @@ class SigningPackages:
         """The wrapped private key sealed under the activation token (stored with the token)."""
         return holder_seal.lock(holder_seal.token_key(token), wrapped_private, token_hash.encode("ascii"))
 
-    def key_to_open(self, conn: Connection, key_id: str, token: str, token_hash: str) -> KeyToOpen:
-        """What unwrapping the package for this activation token takes (read on a worker where
-        it is not open yet).
+    def key_to_open(self, conn: Connection, credential_id: str, key_id: str, token: str,
+                    token_hash: str) -> KeyToOpen:
+        """What unwrapping the package for this activation token takes (read, in the transaction
+        that spends the token, on a worker where it is not open yet).
 
-        Raises: CredentialUnusable: the token carries no package, or the package was destroyed.
+        Raises: CredentialUnusable: the token carries no package (spent, revoked or expired), or
+            the package was destroyed.
         """
         row = conn.execute(
-            select(activation_tokens.c.sealed_key, activation_tokens.c.expires_at, activation_tokens.c.signatures,
+            select(activation_tokens.c.sealed_key, activation_tokens.c.expires_at, activation_tokens.c.unspent,
                    signing_packages)
             .join(signing_packages, signing_packages.c.key_id == key_id)
-            .where(activation_tokens.c.token_hash == token_hash)).first()
+            .where(activation_tokens.c.token_hash == token_hash,
+                   activation_tokens.c.credential_id == credential_id)).first()
         if row is None or row.sealed_key is None or row.wrapped_package_key is None:
             raise CredentialUnusable("the credential's signing data package is not available to this activation "
                                      "token; authorise again")
@@ -194,7 +206,7 @@ class SigningPackages:
                          wrapped_package_key=row.wrapped_package_key, master_label=row.master_label,
                          mechanism=row.mechanism,
                          expires_at=datetime.datetime.fromtimestamp(row.expires_at, datetime.timezone.utc),
-                         signatures=row.signatures)
+                         signatures=row.unspent)
 
     def rewrap_if_stale(self, key_id: str) -> bool:
         """Re-wrap the package's key under the active master key if another wraps it.
@@ -209,9 +221,11 @@ class SigningPackages:
             return False
         rewrapped = self._keys.rewrap(row.wrapped_package_key, row.mechanism, row.master_label, active)
         with self._database.transaction() as conn:
-            # Only over the value read: a concurrent re-wrap of the same package wins once.
+            # Only over the value read: a concurrent re-wrap of the same package wins once, and a
+            # package destroyed meanwhile (revocation) stays destroyed.
             return conn.execute(update(signing_packages).where(
-                signing_packages.c.key_id == key_id, signing_packages.c.master_label == row.master_label)
+                signing_packages.c.key_id == key_id, signing_packages.c.master_label == row.master_label,
+                signing_packages.c.wrapped_package_key == row.wrapped_package_key)
                 .values(wrapped_package_key=rewrapped, master_label=active,
                         mechanism=self._keys.mechanism())).rowcount == 1
 
@@ -222,6 +236,15 @@ class SigningPackages:
 
 
 def insert_package(conn: Connection, row: dict) -> None:
+    """Store a package made by :meth:`SigningPackages.make`.
+
+    Raises: HsmOperationFailed: its master key was retired meanwhile (a rotation finished while
+        it was made): nothing is stored; make it again.
+    """
+    state = conn.execute(select(master_keys.c.state).where(master_keys.c.label == row["master_label"])).scalar()
+    if state == "retired":
+        raise HsmOperationFailed(f"the master key {row['master_label']!r} was retired while a key was made under "
+                                 "it; try again")
     conn.execute(insert(signing_packages).values(**row))
 
 

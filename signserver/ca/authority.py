@@ -542,6 +542,10 @@ class CertificateAuthority:
                 f"the account {account.username!r} predates signing data packages and its holder has not signed in "
                 "since: a new key can be sealed to the holder once the holder has signed in (Authorize or a password "
                 "change) or been unlocked")
+        if row.recovery_code_hash and row.seal_key_by_recovery is None:
+            log.warning("the new key of %s cannot be recovered with the recovery code: the account's seal key was "
+                        "made after its recovery code (at its first sign-in after the upgrade to signing data "
+                        "packages), so a forgotten password loses it", account.username)
         algorithm = KeyAlgorithm(row.key_algorithm)
         return algorithm, self._accounts.packages.make(account.username, row.seal_public_key, algorithm)
 

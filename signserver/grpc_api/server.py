@@ -172,7 +172,7 @@ class BackgroundWork:
         while not self._stop.is_set():
             for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due,
                          self._service.ca.refresh_crls_if_due, self._service.ca.send_expiry_notices,
-                         self._service.master_rotation.background_round):
+                         self._service.master_rotation.background_round, self._service.signer.forget_expired_tokens):
                 try:
                     task()
                 except Exception:  # background work must outlive one failure

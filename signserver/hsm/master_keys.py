@@ -3,9 +3,9 @@
 A master key never leaves the token in clear: it is sensitive, and extractable only by wrapping
 under a key marked trusted (CKA_WRAP_WITH_TRUSTED), which only the token's security officer can
 mark. That is what the key ceremony uses to copy it to another token (signserver/hsm/ceremony.py).
-Each master key is known by its label and its check value (CKA_CHECK_VALUE, or a value derived
-from wrapping a fixed key when the token has none), which tells copies on other tokens apart
-from a different key under the same label.
+Each master key is known by its label and its check value (CKA_CHECK_VALUE), which tells copies
+on other tokens apart from a different key under the same label; a token that keeps no check
+value cannot hold master keys (the server refuses to start on it rather than trust a label).
 
 Handles are found once per session and kept: nothing on a request path searches the token.
 """
@@ -20,6 +20,7 @@ import pkcs11
 from pkcs11 import Attribute, KeyType, ObjectClass
 
 from signserver.errors import AlreadyExists, KeyNotFound
+from signserver.hsm.sealing import token_check_value
 from signserver.hsm.session import TokenSession
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class MasterKeys:
             key = session.generate_key(KeyType.AES, 256, label=label, id=os.urandom(16), store=True,
                                        template=dict(MASTER_TEMPLATE))
             self._session.cache[("master", label)] = key
-            return MasterKeyInfo(label, _check_value(key))
+            return MasterKeyInfo(label, token_check_value(key))
 
         info = self._session.run(generate, f"generate the master key {label!r}")
         log.info("generated the master key %s (check value %s) on the token", label, info.check_value)
@@ -79,7 +80,7 @@ class MasterKeys:
 
     def describe(self, label: str) -> MasterKeyInfo:
         """Raises: KeyNotFound (with what to do), HsmError."""
-        return self._session.run(lambda s: MasterKeyInfo(label, _check_value(self.handle(s, label))),
+        return self._session.run(lambda s: MasterKeyInfo(label, token_check_value(self.handle(s, label))),
                                  f"read the master key {label!r}")
 
     def present(self, label: str) -> bool:
@@ -125,10 +126,3 @@ class MasterKeys:
         return found[0] if found else None
 
 
-def _check_value(key: pkcs11.SecretKey) -> str:
-    """The token's CKA_CHECK_VALUE (the first bytes of the key's encryption of zeros)."""
-    try:
-        value = key[Attribute.CHECK_VALUE]
-    except (pkcs11.exceptions.AttributeTypeInvalid, pkcs11.exceptions.AttributeSensitive):
-        return ""  # a token without check values: copies are then told apart by a trial unwrap
-    return bytes(value).hex()

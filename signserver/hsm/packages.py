@@ -209,6 +209,11 @@ class PackageKeys:
 
         return [algorithm.encode_token_output(r) for r in self._session.run(sign, "sign with a holder key")]
 
+    def is_open(self, handle_id: str, now: datetime.datetime) -> bool:
+        """Whether a key is open here for ``handle_id`` and not expired (no PKCS#11 call)."""
+        entry = self._session.cache.get(("open", handle_id))
+        return entry is not None and entry.expires_at > now
+
     def close(self, handle_id: str) -> None:
         """Destroy the key open for ``handle_id`` here, if any. Raises: HsmError."""
         self._session.run(lambda _s: self._close(handle_id), "close a holder key")
@@ -230,7 +235,8 @@ class PackageKeys:
             private = package_key.unwrap_key(ObjectClass.PRIVATE_KEY, to_open.algorithm.key_type,
                                              to_open.wrapped_private, mechanism=wrapping, store=False,
                                              capabilities=MechanismFlag.SIGN, template=dict(_UNWRAPPED_PRIVATE))
-        except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid, p11.GeneralError):
+        except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid, p11.GeneralError,
+                p11.TemplateInconsistent, p11.KeyTypeInconsistent, p11.AttributeValueInvalid):
             raise DataCorrupted("a signing data package does not open: it was altered or belongs elsewhere") from None
         finally:
             package_key.destroy()

@@ -33,7 +33,7 @@ from signserver.pades.stamp import StampOptions
 from signserver.pades.tsa import InProcessTimeStamper, RemoteTimeStamper, TimeStampAuthority
 from signserver.pades.verification import DocumentVerdict, TrustMaterial, VerificationLimits, verify_stream
 from signserver.secret import Secret
-from signserver.signing.hash_signer import HashSigner
+from signserver.signing.hash_signer import HashSigner, Spent
 from signserver.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -116,18 +116,16 @@ class PadesService:
         # activation token for this document is spent at once.
         authorization = self._hash_signer.authorize(application, username, password, otp_code, credential_id,
                                                     HashAlgorithm.SHA256, [digest])
-        token = Secret(authorization.token)
-        self._hash_signer.spend(application, authorization.credential_id, token, HashAlgorithm.SHA256, [digest])
-        return self.sign_with_credential(application, authorization.credential_id, token, source, destination,
-                                         level, stamp, document_digest=digest)
+        spent = self._hash_signer.spend(application, authorization.credential_id, Secret(authorization.token),
+                                        HashAlgorithm.SHA256, [digest])
+        return self._sign_spent(application, spent, source, destination, level, stamp, document_digest=digest)
 
-    def sign_with_credential(self, application: Application, credential_id: str, token: Secret, source: BinaryIO,
-                             destination: BinaryIO, level: PadesLevel, stamp: StampOptions,
-                             document_digest: bytes) -> bytes:
-        """Sign after the token was spent on the document. Raises: CredentialUnusable,
+    def _sign_spent(self, application: Application, spent: Spent, source: BinaryIO, destination: BinaryIO,
+                    level: PadesLevel, stamp: StampOptions, document_digest: bytes) -> bytes:
+        """Sign once the token was spent on the document. Raises: CredentialUnusable,
         InvalidArgument, HsmError."""
-        credential, job = self._job(application, credential_id, level, stamp)
-        job.signer.bind(self._signing_with(credential, token))
+        credential, job = self._job(application, spent.credential.id, level, stamp)
+        job.signer.bind(self._signing_with(spent))
         source.seek(0)
         start = destination.tell()
         sign_document(source, destination, job)
@@ -162,9 +160,10 @@ class PadesService:
         """
         pending = self._pending.take(document_id, application.id, self._clock.now())
         try:
-            credential = self._hash_signer.spend(application, pending.credential_id, token, HashAlgorithm.SHA256,
-                                                 [pending.prepared.digest])
-            pending.signer.bind(self._signing_with(credential, token))
+            spent = self._hash_signer.spend(application, pending.credential_id, token, HashAlgorithm.SHA256,
+                                            [pending.prepared.digest])
+            credential = spent.credential
+            pending.signer.bind(self._signing_with(spent))
             pending.prepared.finish()
             pending.output.seek(0)
             start = destination.tell()
@@ -195,10 +194,10 @@ class PadesService:
                                            revocation_sha256=hashlib.sha256(b"".join(crls)).digest()))
         return credential, job
 
-    def _signing_with(self, credential, token: Secret):
-        """Signs one digest with the credential, under the spent token."""
+    def _signing_with(self, spent: Spent):
+        """Signs the one digest the token was spent on."""
         def sign(digest: bytes, algorithm) -> bytes:
-            return self._hash_signer.sign_digests(credential, token, [digest], algorithm)[0]
+            return self._hash_signer.sign_spent(spent, [digest], algorithm)[0]
         return sign
 
     def _finish_audit(self, application, credential, destination: BinaryIO, start: int, document_digest: bytes,

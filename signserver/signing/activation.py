@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, insert, null, select, update
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import ActivationRefused, InvalidArgument
@@ -62,7 +62,7 @@ def issue(conn: Connection, *, credential_id: str, account_id: int, application_
     conn.execute(insert(activation_tokens).values(
         token_hash=hashed, credential_id=credential_id, account_id=account_id,
         application_id=application_id, hash_algorithm=algorithm.value, expires_at=epoch_seconds(expires),
-        revoked=False, created_at=epoch_seconds(now), signatures=len(digests),
+        revoked=False, created_at=epoch_seconds(now), unspent=len(digests),
         sealed_key=seal_key(token, hashed) if seal_key is not None else None))
     conn.execute(insert(activation_token_digests),
                  [{"token_hash": hashed, "digest": d.hex(), "used": False} for d in digests])
@@ -113,6 +113,27 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
                     for start in range(0, len(wanted), _UPDATE_CHUNK))
     if taken != len(wanted):
         _explain_refusal(conn, hashed, credential_id, application_id, algorithm, wanted, taken, now)
+
+
+def count_spent(conn: Connection, hashed_token: str, taken: int) -> None:
+    """For a token that carries a sealed key, after :func:`consume`: its count of unspent digests
+    goes down, and the sealed key is erased with the last one."""
+    conn.execute(_COUNT_SPENT, {"of_token": hashed_token, "taken": taken})
+
+
+# One statement, by primary key: the count goes down, and the sealed key goes with the last digest.
+_COUNT_SPENT = (update(activation_tokens).where(activation_tokens.c.token_hash == bindparam("of_token"))
+                .values(unspent=activation_tokens.c.unspent - bindparam("taken"),
+                        sealed_key=case((activation_tokens.c.unspent <= bindparam("taken"), null()),
+                                        else_=activation_tokens.c.sealed_key)))
+
+
+def forget_sealed_keys(conn: Connection, expired_after: datetime.datetime, now: datetime.datetime) -> int:
+    """Erase the sealed keys of tokens that expired in (``expired_after``, ``now``]; returns how many."""
+    return conn.execute(update(activation_tokens).where(
+        activation_tokens.c.expires_at > epoch_seconds(expired_after),
+        activation_tokens.c.expires_at <= epoch_seconds(now),
+        activation_tokens.c.sealed_key.is_not(None)).values(sealed_key=None)).rowcount
 
 
 def _explain_refusal(conn: Connection, token_hash: str, credential_id: str, application_id: int,

@@ -37,10 +37,10 @@ from signserver.accounts.repository import (
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock
 from signserver.clock import epoch_seconds
-from signserver.errors import CredentialUnusable, InvalidArgument, NotFound, PermissionDenied, UnsupportedAlgorithm
+from signserver.errors import CredentialUnusable, SignServerError, InvalidArgument, NotFound, PermissionDenied, UnsupportedAlgorithm
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
-from signserver.hsm.packages import KeyNotOpen, PackageKeys
+from signserver.hsm.packages import KeyNotOpen, KeyToOpen, PackageKeys
 from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.signing.activation import IssuedToken
@@ -68,6 +68,15 @@ class Authorization(IssuedToken):
 
 
 @dataclass(frozen=True)
+class Spent:
+    """Digests an activation token was spent on, and what signing them takes."""
+
+    credential: Credential
+    token_hash: str
+    to_open: KeyToOpen | None  # the package's key, when it was not open in this process
+
+
+@dataclass(frozen=True)
 class CredentialInfo:
     credential: Credential
     public_key_der: bytes  # SubjectPublicKeyInfo
@@ -88,6 +97,7 @@ class HashSigner:
         self._clock = clock
         self._lifetime = token_lifetime
         self.max_signatures = max_signatures
+        self._expired_until: datetime.datetime | None = None
 
     @property
     def token_lifetime(self) -> datetime.timedelta:
@@ -170,7 +180,7 @@ class HashSigner:
         seal_for_token = None
         if credential.is_package:
             # Opened with the holder's seal key, and handed on sealed to the activation token.
-            self._packages.rewrap_if_stale(credential.key_id)
+            self._rewrap_if_stale(credential.key_id)
             with self._database.read() as conn:
                 wrapped_private = self._packages.open(conn, credential.key_id, username, holder.seal_key)
             seal_for_token = functools.partial(self._packages.seal_for_token, wrapped_private)
@@ -197,49 +207,71 @@ class HashSigner:
         if algorithm.hash is None:
             raise UnsupportedAlgorithm("signing digests needs a hash-based algorithm (Ed25519 signs data)")
         activation.check_digests(digests, algorithm.hash, self.max_signatures)
-        credential = self.spend(application, credential_id, token, algorithm.hash, digests,
-                                key_check=algorithm.check_key)
+        spent = self.spend(application, credential_id, token, algorithm.hash, digests, key_check=algorithm.check_key)
         now = self._clock.now()
-        signatures = self.sign_digests(credential, token, digests, algorithm)
+        signatures = self.sign_spent(spent, digests, algorithm)
         with self._database.transaction() as conn:
-            self._audit.append_many(conn, now, "signature", f"application:{application.name}", credential.username,
-                                    [{"credential": credential.id, "digest": d.hex(), "algorithm": algorithm.value}
+            self._audit.append_many(conn, now, "signature", f"application:{application.name}",
+                                    spent.credential.username,
+                                    [{"credential": spent.credential.id, "digest": d.hex(), "algorithm": algorithm.value}
                                      for d in digests])
         return signatures
 
-    def sign_digests(self, credential: Credential, token: Secret, digests: list[bytes],
-                     algorithm: SignatureAlgorithm) -> list[bytes]:
-        """Sign digests with the credential's key, once the token was spent for them: a package
-        is unwrapped in the HSM with what the token carries (or found open in this process).
-
-        Raises: CredentialUnusable, UnsupportedAlgorithm, KeyNotFound, DataCorrupted, HsmError.
-        """
-        if not credential.is_package:
-            self.refuse_infrastructure_key(credential)
-            return [self._keys.sign_digest(credential.key_id, d, algorithm) for d in digests]
-        token_hash = activation.token_hash(token.reveal())
-        now = self._clock.now()
+    def _rewrap_if_stale(self, key_id: str) -> None:
+        """Move the package under the active master key on its use; a failure (the key not yet
+        on this node's token, say) leaves it to the background pass and costs the holder nothing."""
         try:
-            return self._package_keys.sign(token_hash, digests, algorithm, now)
+            self._packages.rewrap_if_stale(key_id)
+        except SignServerError as exc:
+            log.warning("package %s stays under its master key for now: %s", key_id, exc)
+
+    def sign_spent(self, spent: Spent, digests: list[bytes], algorithm: SignatureAlgorithm) -> list[bytes]:
+        """Sign the digests a token was spent on (:meth:`spend`) with the credential's key: a
+        package is unwrapped in the HSM from what the token carried, or found open in this process.
+
+        Raises: CredentialUnusable (also: the key closed here between the spending and the
+            signature, a rare race: authorise again), UnsupportedAlgorithm, KeyNotFound,
+            DataCorrupted, HsmError.
+        """
+        if not spent.credential.is_package:
+            self.refuse_infrastructure_key(spent.credential)
+            return [self._keys.sign_digest(spent.credential.key_id, d, algorithm) for d in digests]
+        try:
+            return self._package_keys.sign(spent.token_hash, digests, algorithm, self._clock.now(), spent.to_open)
         except KeyNotOpen:
-            with self._database.read() as conn:
-                to_open = self._packages.key_to_open(conn, credential.key_id, token.reveal(), token_hash)
-            return self._package_keys.sign(token_hash, digests, algorithm, now, to_open)
+            raise CredentialUnusable("the holder's key closed in this process before it signed; authorise again") \
+                from None
 
     def spend(self, application: Application, credential_id: str, token: Secret, hash_algorithm: HashAlgorithm,
-              digests: list[bytes], key_check=None) -> Credential:
-        """Spend ``digests`` of an activation token for the credential, atomically.
+              digests: list[bytes], key_check=None) -> Spent:
+        """Spend ``digests`` of an activation token for the credential, atomically; for a package
+        credential, take (in the same transaction) what unwrapping it takes, unless its key is open
+        in this process, and erase what the token carries once its last digest is spent.
 
         Raises: ActivationRefused, NotFound, CredentialUnusable, UnsupportedAlgorithm (key_check).
         """
         now = self._clock.now()
+        hashed = activation.token_hash(token.reveal())
+        to_open = None
         with self._database.transaction() as conn:
             credential = self._usable_for(application, credential_id, conn, now)
             if key_check is not None:
                 key_check(credential.key_algorithm)
             activation.consume(conn, token=token.reveal(), credential_id=credential.id,
                                application_id=application.id, algorithm=hash_algorithm, digests=digests, now=now)
-        return credential
+            if credential.is_package:
+                if not self._package_keys.is_open(hashed, now):
+                    to_open = self._packages.key_to_open(conn, credential.id, credential.key_id, token.reveal(), hashed)
+                activation.count_spent(conn, hashed, len(digests))
+        return Spent(credential, hashed, to_open)
+
+    def forget_expired_tokens(self) -> int:
+        """Erase the keys sealed to activation tokens that expired since the last call (the first
+        call of a process looks back one day). Returns how many."""
+        now = self._clock.now()
+        since, self._expired_until = self._expired_until or now - datetime.timedelta(days=1), now
+        with self._database.transaction() as conn:
+            return activation.forget_sealed_keys(conn, since, now)
 
     def credential(self, application: Application, credential_id: str) -> Credential:
         """A credential the application may use, checked usable. Raises: NotFound, CredentialUnusable."""

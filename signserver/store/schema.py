@@ -118,13 +118,15 @@ activation_tokens = Table(
     Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("application_id", Integer, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False),
     Column("hash_algorithm", String(16), nullable=False),
-    Column("expires_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
     Column("revoked", Boolean, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
     # For a package credential: the wrapped private key, sealed under a key derived from the token
     # itself (never stored), so any worker given the token can unwrap it in the HSM.
     Column("sealed_key", LargeBinary, nullable=True),
-    Column("signatures", Integer, nullable=False, server_default="0"),  # how many digests it allows
+    # Digests not signed yet: when the last is taken the sealed key is erased, as on revocation
+    # and expiry, so that a token that was once seen opens nothing later.
+    Column("unspent", Integer, nullable=False, server_default="0"),
 )
 
 activation_token_digests = Table(

@@ -43,8 +43,9 @@ GRACE = datetime.timedelta(seconds=60)
 def token(config) -> str:
     label = f"rotation-{uuid.uuid4().hex[:8]}"
     TokenAdministrator(config.hsm.module).init_token(label, SO_PIN, USER_PIN)
-    yield label
-    subprocess.run(["softhsm2-util", "--delete-token", "--token", label], check=False, capture_output=True)
+    # The token stays: deleting it under this process's loaded SoftHSM would break other tokens'
+    # key generation (see tests/hsm/test_ceremony.py).
+    return label
 
 
 def service_on(config, state: Path, token: str, clock) -> SignService:

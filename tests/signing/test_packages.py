@@ -26,6 +26,8 @@ from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.packages import KeyToOpen
 from signserver.secret import Secret
 from signserver.signing import activation
+from signserver.signing.hash_signer import Spent
+from signserver.signing import activation
 from signserver.store.schema import activation_tokens, audit_log, credentials, signing_packages
 from tests.conftest import PASSWORD, cli_env, have
 from tests.signing.holders import (
@@ -171,11 +173,14 @@ def test_another_holders_token_neither_spends_nor_signs_for_the_holder(two_holde
     assert service.package_keys.open_count() == 0
     alice_public = service.packages.public_key_der(alice.credential.key_id)
 
-    # The lower step, which signs once a token was spent, given Bob's token for Alice's
-    # credential: Alice's package does not open with what Bob's token carries.
+    # The lower steps given Bob's token for Alice's credential: what Bob's token carries is not
+    # read for Alice's credential, and the signing step with it opens nothing of Alice's.
     alice_credential = service.signer.credential(app, alice.credential.id)
+    bob_hash = activation.token_hash(bob_token)
+    with service.database.read() as conn, pytest.raises(CredentialUnusable):
+        service.packages.key_to_open(conn, alice_credential.id, alice_credential.key_id, bob_token, bob_hash)
     try:
-        produced = service.signer.sign_digests(alice_credential, Secret(bob_token), wanted, ECDSA)
+        produced = service.signer.sign_spent(Spent(alice_credential, bob_hash, None), wanted, ECDSA)
     except (CredentialUnusable, DataCorrupted):
         produced = []
     assert not any(verifies(alice_public, s, d) for s, d in zip(produced, wanted))

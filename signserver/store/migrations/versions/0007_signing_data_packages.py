@@ -26,7 +26,8 @@ def upgrade() -> None:
     op.add_column("credentials", sa.Column("key_store", sa.String(length=16), nullable=False,
                                            server_default="token"))
     op.add_column("activation_tokens", sa.Column("sealed_key", sa.LargeBinary(), nullable=True))
-    op.add_column("activation_tokens", sa.Column("signatures", sa.Integer(), nullable=False, server_default="0"))
+    op.add_column("activation_tokens", sa.Column("unspent", sa.Integer(), nullable=False, server_default="0"))
+    op.create_index("ix_activation_tokens_expires_at", "activation_tokens", ["expires_at"])
     op.execute("UPDATE accounts SET key_algorithm = COALESCE((SELECT c.key_algorithm FROM credentials c "
                "WHERE c.account_id = accounts.id ORDER BY c.created_at DESC LIMIT 1), 'rsa-2048')")
     op.create_table(
@@ -57,8 +58,9 @@ def downgrade() -> None:
     op.drop_table("master_keys")
     op.drop_index("ix_signing_packages_master_label", table_name="signing_packages")
     op.drop_table("signing_packages")
+    op.drop_index("ix_activation_tokens_expires_at", table_name="activation_tokens")
     with op.batch_alter_table("activation_tokens") as batch:
-        batch.drop_column("signatures")
+        batch.drop_column("unspent")
         batch.drop_column("sealed_key")
     with op.batch_alter_table("credentials") as batch:
         batch.drop_column("key_store")

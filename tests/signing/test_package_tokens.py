@@ -1,0 +1,103 @@
+"""What an activation token carries lives only as long as the token may sign: a token seen once
+(in a log, say) opens nothing once it is spent, revoked or expired, even with the database and the
+token's PIN. And a revoked package stays destroyed whatever re-wraps it."""
+
+from __future__ import annotations
+
+
+import pytest
+from sqlalchemy import select
+
+from signserver.accounts import holder_seal
+from signserver.errors import ActivationRefused, CredentialUnusable
+from signserver.secret import Secret
+from signserver.signing import activation
+from signserver.store.schema import activation_tokens, master_keys, signing_packages
+from tests.conftest import PASSWORD
+from tests.signing.holders import authorize, digests, new_holder, no_otp_application, sign
+
+
+@pytest.fixture
+def holder(fresh_service):
+    created = new_holder(fresh_service)
+    return fresh_service, no_otp_application(fresh_service), created
+
+
+def sealed_key(service, token: str) -> bytes | None:
+    with service.database.read() as conn:
+        return conn.execute(select(activation_tokens.c.sealed_key).where(
+            activation_tokens.c.token_hash == activation.token_hash(token))).scalar()
+
+
+def opens(service, token: str) -> bool:
+    """Whether the token's row still yields the wrapped private key to whoever has the token."""
+    stored = sealed_key(service, token)
+    if stored is None:
+        return False
+    holder_seal.unlock(holder_seal.token_key(token), stored, activation.token_hash(token).encode("ascii"))
+    return True
+
+
+def test_the_sealed_key_goes_with_the_last_digest(holder):
+    service, app, created = holder
+    wanted = digests("one", "two", "three")
+    token = authorize(service, app, created.account.username, created.credential.id, wanted).token
+    sign(service, app, created.credential.id, token, wanted[:2])
+    assert opens(service, token)  # one digest left: still needed
+    sign(service, app, created.credential.id, token, wanted[2:])
+    assert not opens(service, token)
+
+
+def test_a_refused_spend_erases_nothing(holder):
+    service, app, created = holder
+    wanted = digests("kept")
+    token = authorize(service, app, created.account.username, created.credential.id, wanted).token
+    with pytest.raises(ActivationRefused):
+        sign(service, app, created.credential.id, token, digests("not authorised"))
+    assert opens(service, token)
+    sign(service, app, created.credential.id, token, wanted)
+
+
+def test_revoked_tokens_carry_nothing(holder):
+    service, app, created = holder
+    token = authorize(service, app, created.account.username, created.credential.id, digests("a", "b")).token
+    service.accounts.change_password(created.account.username, Secret(PASSWORD), Secret("Another-pass-7"),
+                                     Secret("Another-pass-7"), None, False, "test")
+    assert not opens(service, token)
+
+
+def test_expired_tokens_carry_nothing_after_the_background_round(holder, clock):
+    service, app, created = holder
+    token = authorize(service, app, created.account.username, created.credential.id, digests("late")).token
+    service.signer.forget_expired_tokens()
+    assert opens(service, token)  # not expired yet
+    clock.advance(seconds=service.signer.token_lifetime.total_seconds() + 1)
+    assert service.signer.forget_expired_tokens() == 1
+    assert not opens(service, token)
+    with pytest.raises((ActivationRefused, CredentialUnusable)):
+        sign(service, app, created.credential.id, token, digests("late"))
+
+
+def test_a_rewrap_does_not_bring_back_a_revoked_package(holder):
+    service, app, created = holder
+    key_id = created.credential.key_id
+    new_master = service.master_rotation.rotate("operator:test")
+    with service.database.read() as conn:
+        assert conn.execute(select(master_keys.c.state).where(master_keys.c.label == new_master)).scalar() == "active"
+    # A re-wrap reads the package, and the package is destroyed (revocation) before it writes.
+    read = service.packages._keys.rewrap
+
+    def destroyed_meanwhile(*args, **kwargs):
+        rewrapped = read(*args, **kwargs)
+        with service.database.transaction() as conn:
+            service.packages.destroy(conn, key_id)
+        return rewrapped
+
+    service.packages._keys.rewrap = destroyed_meanwhile
+    try:
+        assert not service.packages.rewrap_if_stale(key_id)
+    finally:
+        service.packages._keys.rewrap = read
+    with service.database.read() as conn:
+        row = conn.execute(select(signing_packages).where(signing_packages.c.key_id == key_id)).one()
+    assert row.wrapped_package_key is None and row.sealed_private_key is None
