@@ -13,6 +13,10 @@ from signserver.outlasting import outlast
 
 T = TypeVar("T")
 
+# How long a short call waits for the pool to drain before it joins the pool's queue: a few
+# RSA-2048 signatures' time.
+SHORT_CALL_DRAIN_SECONDS = 0.005
+
 
 class BlockingCalls:
     """A small thread pool where blocking calls into the service run.
@@ -26,12 +30,15 @@ class BlockingCalls:
     """
 
     def __init__(self, name: str, threads: int, max_waiting: int = 256,
-                 free_now: Callable[[], bool] = lambda: False):
+                 free_now: Callable[[], bool] = lambda: False, drain_wait: float = SHORT_CALL_DRAIN_SECONDS):
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self._free_now = free_now
+        self._drain_wait = drain_wait
         self._name = name
         self._limit = threads + max_waiting
         self._pending = 0  # only touched from the event loop's thread
+        self._drained = asyncio.Event()  # set while nothing is pending
+        self._drained.set()
 
     async def run(self, function: Callable[..., T], *args, **kwargs) -> T:
         """Run ``function`` in the pool.
@@ -48,6 +55,7 @@ class BlockingCalls:
         if self._pending >= self._limit:
             raise ServerBusy(f"the server is busy ({self._name}); try again shortly")
         self._pending += 1
+        self._drained.clear()
         try:
             submitted = self._pool.submit(functools.partial(function, *args, **kwargs))
             running = asyncio.wrap_future(submitted)
@@ -59,6 +67,8 @@ class BlockingCalls:
                 raise
         finally:
             self._pending -= 1
+            if self._pending == 0:
+                self._drained.set()
 
     async def run_short(self, function: Callable[..., T], *args, **kwargs) -> T:
         """Run a call known to be short (a few signatures: about 2 ms at most) on the event
@@ -72,6 +82,13 @@ class BlockingCalls:
 
         Raises: what ``function`` raises; ServerBusy, as :meth:`run`.
         """
+        if self._pending:
+            # Wait for the pool to drain instead of joining its queue: once one short call has
+            # gone to a thread (a health check held the HSM), every call arriving while it runs
+            # would follow it, and the server would pay the hand-over on most calls for good.
+            # Bounded, so that a steady stream of long calls cannot hold short ones back.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), self._drain_wait)
         if self._pending == 0 and self._free_now():
             return function(*args, **kwargs)
         return await self.run(function, *args, **kwargs)

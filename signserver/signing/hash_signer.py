@@ -207,15 +207,26 @@ class HashSigner:
         if algorithm.hash is None:
             raise UnsupportedAlgorithm("signing digests needs a hash-based algorithm (Ed25519 signs data)")
         activation.check_digests(digests, algorithm.hash, self.max_signatures)
-        spent = self.spend(application, credential_id, token, algorithm.hash, digests, key_check=algorithm.check_key)
+        actor = f"application:{application.name}"
         now = self._clock.now()
-        signatures = self.sign_spent(spent, digests, algorithm)
+        # The signatures are recorded in the transaction that spends the token, before the HSM
+        # signs: one write transaction per call, and no signature without its record. No HSM
+        # call runs inside it (opening a package or a first lookup of a key takes milliseconds,
+        # and the transaction holds the database's write lock); should the HSM then refuse or
+        # fail, a ``signature.failed`` record follows.
         with self._database.transaction() as conn:
-            self._audit.append_many(conn, now, "signature", f"application:{application.name}",
-                                    spent.credential.username,
-                                    [{"credential": spent.credential.id, "digest": d.hex(), "algorithm": algorithm.value}
-                                     for d in digests])
-        return signatures
+            spent = self._spend_in(conn, application, credential_id, token, algorithm.hash, digests,
+                                   algorithm.check_key, now)
+            details = [{"credential": spent.credential.id, "digest": d.hex(), "algorithm": algorithm.value}
+                       for d in digests]
+            self._audit.append_many(conn, now, "signature", actor, spent.credential.username, details)
+        try:
+            return self.sign_spent(spent, digests, algorithm)
+        except Exception:
+            with self._database.transaction() as conn:
+                self._audit.append_many(conn, self._clock.now(), "signature.failed", actor,
+                                        spent.credential.username, details)
+            raise
 
     def _rewrap_if_stale(self, key_id: str) -> None:
         """Move the package under the active master key on its use; a failure (the key not yet
@@ -251,18 +262,23 @@ class HashSigner:
         Raises: ActivationRefused, NotFound, CredentialUnusable, UnsupportedAlgorithm (key_check).
         """
         now = self._clock.now()
+        with self._database.transaction() as conn:
+            return self._spend_in(conn, application, credential_id, token, hash_algorithm, digests, key_check, now)
+
+    def _spend_in(self, conn, application: Application, credential_id: str, token: Secret,
+                  hash_algorithm: HashAlgorithm, digests: list[bytes], key_check, now: datetime.datetime) -> Spent:
+        """:meth:`spend` in the caller's transaction. Raises: as :meth:`spend`."""
         hashed = activation.token_hash(token.reveal())
         to_open = None
-        with self._database.transaction() as conn:
-            credential = self._usable_for(application, credential_id, conn, now)
-            if key_check is not None:
-                key_check(credential.key_algorithm)
-            activation.consume(conn, token=token.reveal(), credential_id=credential.id,
-                               application_id=application.id, algorithm=hash_algorithm, digests=digests, now=now)
-            if credential.is_package:
-                if not self._package_keys.is_open(hashed, now):
-                    to_open = self._packages.key_to_open(conn, credential.id, credential.key_id, token.reveal(), hashed)
-                activation.count_spent(conn, hashed, len(digests))
+        credential = self._usable_for(application, credential_id, conn, now)
+        if key_check is not None:
+            key_check(credential.key_algorithm)
+        activation.consume(conn, token=token.reveal(), credential_id=credential.id,
+                           application_id=application.id, algorithm=hash_algorithm, digests=digests, now=now)
+        if credential.is_package:
+            if not self._package_keys.is_open(hashed, now):
+                to_open = self._packages.key_to_open(conn, credential.id, credential.key_id, token.reveal(), hashed)
+            activation.count_spent(conn, hashed, len(digests))
         return Spent(credential, hashed, to_open)
 
     def forget_expired_tokens(self) -> int:

@@ -8,6 +8,7 @@ import io
 import logging
 import uuid
 
+import pkcs11
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,7 +18,7 @@ from sqlalchemy import func, select, update
 from signserver.accounts import otp
 from signserver.ca import repository as ca_repo
 from signserver.ca.authority import ISSUING
-from signserver.errors import CredentialUnusable
+from signserver.errors import CredentialUnusable, SignServerError
 from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.secret import Secret
 from signserver.store.schema import audit_log, credentials
@@ -36,9 +37,12 @@ def point_credential_at(service, key_id: str):
 
 
 def signatures_logged(service) -> int:
+    """Signatures recorded and not recorded as failed afterwards."""
     with service.database.read() as conn:
-        return conn.execute(select(func.count()).select_from(audit_log)
-                            .where(audit_log.c.event == "signature")).scalar_one()
+        def count(event: str) -> int:
+            return conn.execute(select(func.count()).select_from(audit_log)
+                                .where(audit_log.c.event == event)).scalar_one()
+        return count("signature") - count("signature.failed")
 
 
 def sign_hash_with(service, key_id: str) -> None:
@@ -94,3 +98,29 @@ def test_holder_keys_still_sign(fresh_service):
                                                    SignatureAlgorithm.ECDSA_SHA256, [digest])
     public = load_der_public_key(fresh_service.packages.public_key_der(created.credential.key_id))
     public.verify(signature, b"ordinary", ec.ECDSA(hashes.SHA256()))
+
+
+def test_a_signature_the_hsm_then_fails_is_recorded_as_failed(fresh_service):
+    # The signature is recorded with the spending of the token, before the HSM signs; a failure
+    # of the HSM after that leaves a record that says so.
+    key = fresh_service.keys.generate(KeyAlgorithm.EC_P256, f"holder-{uuid.uuid4().hex[:8]}")
+    created, seed, app, _algorithm = point_credential_at(fresh_service, key.key_id)
+    first, second = (hashlib.sha256(text).digest() for text in (b"first", b"second"))
+    token = fresh_service.signer.authorize(app, created.account.username, Secret(PASSWORD),
+                                           otp.code_at(seed, fresh_service.clock.now()), created.credential.id,
+                                           HashAlgorithm.SHA256, [first, second])
+
+    def sign(digest: bytes) -> list[bytes]:
+        return fresh_service.signer.sign_hashes(app, created.credential.id, Secret(token.token),
+                                                SignatureAlgorithm.ECDSA_SHA256, [digest])
+
+    sign(first)  # the key's handle and label are now cached
+    raw_id = bytes.fromhex(key.key_id)
+    fresh_service.keys.session.run(  # the key goes behind the cache's back: the next signature fails in the HSM
+        lambda session: [o.destroy() for o in list(session.get_objects({pkcs11.Attribute.ID: raw_id}))], "destroy")
+    with pytest.raises(SignServerError):
+        sign(second)
+    with fresh_service.database.read() as conn:
+        events = conn.execute(select(audit_log.c.event).where(audit_log.c.detail.contains(second.hex()))
+                              .order_by(audit_log.c.seq)).scalars().all()
+    assert events == ["signature", "signature.failed"]

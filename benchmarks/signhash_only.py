@@ -1,0 +1,228 @@
+"""Only the "SignHash, 1 digest/call, concurrency 8" figure, repeated, with CPU per call.
+
+    python -m benchmarks.signhash_only [--seconds 3] [--runs 5] [--profile SECONDS]
+
+Each run: the raw RSA-2048 rate (in this process) then the SignHash load; reports the ratio, the
+server workers' CPU per call and the clients' CPU per call, read from /proc over the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pkcs11
+
+from benchmarks import load
+from benchmarks.grpc_signing import PASSWORD, ServerProcess
+from benchmarks.harness import fresh_state_dir, measure
+from signserver.accounts.manager import Enrolment
+from signserver.accounts.model import AccountKind
+from signserver.ca.authority import CertificateRequest
+from signserver.config import load_config
+from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
+from signserver.hsm.module import pkcs11_lock
+from signserver.secret import Secret
+from signserver.service import SignService
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def thread_cpu(pids):
+    found = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                text = (task / "stat").read_text()
+            except FileNotFoundError:
+                continue
+            name = text[text.index("(") + 1:text.rindex(")")]
+            fields = text.rsplit(")", 1)[1].split()
+            found[(task.name, name)] = (int(fields[11]) + int(fields[12])) / TICK
+    return found
+
+
+def system_busy() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def raw_rate(service: SignService, seconds: float) -> float:
+    scheme = SignatureAlgorithm.RSA_PKCS1V15_SHA256
+    key = service.generate_key(KeyAlgorithm.RSA_2048, f"raw-{time.time_ns()}")
+    mechanism, parameter = scheme.mechanism()
+    token_input = scheme.token_input(hashlib.sha256(b"x").digest())
+    template = {pkcs11.Attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY, pkcs11.Attribute.ID: bytes.fromhex(key.key_id)}
+    handle = service.keys.session.run(lambda s: next(s.get_objects(template)), "find")
+
+    def sign():
+        with pkcs11_lock():
+            return handle.sign(token_input, mechanism=mechanism, mechanism_param=parameter)
+    return measure("raw", sign, seconds).per_second
+
+
+def health_checker(channel, target, name):
+    """A Health.Check per call: what a unary call over TLS costs the server with no work behind it."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    def call():
+        stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=60)
+        return 1
+    return call
+
+
+CALLER = {"health": lambda: health_checker}.get(os.environ.get("CALLER", ""), lambda: load.hash_signer(1))
+
+
+def client_cpu_process(target, caller, threads, start_at, seconds, queue, share, taken):
+    """load._client_process, plus this process's CPU over the window."""
+    results, lock = [], threading.Lock()
+    marks = {}
+
+    def run(index):
+        with load.balanced_channel(target, share, taken) as channel:
+            call = caller(channel, target, f"{os.getpid()}-{index}")
+            time.sleep(max(0.0, start_at - time.time()))
+            if index == 0:
+                marks["start"] = time.process_time()
+            done = 0
+            while time.time() < start_at + seconds:
+                done += call()
+        with lock:
+            if "end" not in marks:
+                marks["end"] = time.process_time()
+            results.append(done)
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    queue.put((sum(results), marks["end"] - marks["start"]))
+
+
+def run_load(target, server_pid, concurrency, seconds, max_processes=int(os.environ.get('CLIENT_PROCESSES', 4))):
+    processes = min(concurrency, max_processes)
+    per = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
+    queue = load._fork.Queue()
+    taken = load._fork.Array("i", target.workers)
+    share = -(-concurrency // target.workers)
+    start_at = time.time() + 3.0 + concurrency * 0.15
+    clients = [load._fork.Process(target=client_cpu_process,
+                                  args=(target, CALLER(), n, start_at, seconds, queue, share, taken))
+               for n in per]
+    for c in clients:
+        c.start()
+    workers = children(server_pid)
+    time.sleep(max(0.0, start_at - time.time()))
+    busy_before = system_busy()
+    before = {w: cpu_seconds(w) for w in workers}
+    threads_before = thread_cpu(workers)
+    time.sleep(seconds)
+    after = {w: cpu_seconds(w) for w in workers}
+    busy_after = system_busy()
+    threads_after = thread_cpu(workers)
+    gathered = [queue.get(timeout=600) for _ in clients]
+    for c in clients:
+        c.join()
+    calls = sum(g[0] for g in gathered)
+    server_cpu = sum(after[w] - before[w] for w in workers)
+    client_cpu = sum(g[1] for g in gathered)
+    if os.environ.get("THREADS"):
+        by_name = {}
+        for key, value in threads_after.items():
+            name = key[1]
+            by_name[name] = by_name.get(name, 0) + value - threads_before.get(key, 0)
+        print("  per thread name, us/call: " + ", ".join(f"{k}={v / calls * 1e6:.0f}" for k, v in
+                                                     sorted(by_name.items(), key=lambda kv: -kv[1])))
+    foreign = (busy_after - busy_before - server_cpu - client_cpu) / seconds
+    run_load.foreign = foreign
+    return calls / seconds, server_cpu / calls * 1e6, client_cpu / calls * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profile", type=float, default=0.0, help="py-spy record the workers for this long")
+    args = parser.parse_args()
+    state = fresh_state_dir()
+    config = load_config(environ={"SIGNSERVER_STATE_DIR": str(state)})
+    service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
+    server = None
+    try:
+        service.prepare_database()
+        created = service.accounts.create(
+            Enrolment("bench-holder", "Bench Holder", ("bench@example.mo",), kind=AccountKind.CORPORATE,
+                      organisation="Bench Lda", key_algorithm=KeyAlgorithm.RSA_2048),
+            Secret(PASSWORD), operator="benchmark")
+        service.applications.create("bench-app", otp_required=False)
+        server = ServerProcess(state, service)
+        service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "benchmark")
+        target = load.Target(f"localhost:{server.port}", server.pem, created.account.username, PASSWORD,
+                             created.credential.id, server.workers)
+        if os.environ.get("PERF_PROFILE_LOOP"):
+            print(run_load(target, server.process.pid, 8, 22))
+            return
+        if args.profile:
+            profile(target, server, args.profile, state)
+            return
+        run_load(target, server.process.pid, 8, 1.0)  # warm-up
+        ratios, servers, clients = [], [], []
+        for i in range(args.runs):
+            raw = raw_rate(service, 2.0)
+            rate, server_us, client_us = run_load(target, server.process.pid, 8, args.seconds)
+            ratios.append(rate / raw)
+            servers.append(server_us)
+            clients.append(client_us)
+            print(f"run {i}: raw {raw:,.0f}/s, SignHash c=8 {rate:,.0f}/s, ratio {rate / raw:.3f}, "
+                  f"server {server_us:,.0f} us/call, clients {client_us:,.0f} us/call, foreign {run_load.foreign:.2f}", flush=True)
+        print(f"MEDIAN ratio {statistics.median(ratios):.3f}  server {statistics.median(servers):,.0f} us/call  "
+              f"clients {statistics.median(clients):,.0f} us/call")
+    finally:
+        if server is not None:
+            server.stop()
+        service.close()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def profile(target, server, seconds, state) -> None:
+    spy = Path(__file__).resolve().parent.parent / ".tools/py_spy-0.4.3.data/scripts/py-spy"
+    workers = children(server.process.pid)
+    out = Path(os.environ.get("PROFILE_OUT", "/tmp/signhash-profile"))
+    out.mkdir(exist_ok=True)
+    done = threading.Event()
+
+    def loader():
+        run_load(target, server.process.pid, 8, seconds + 12)
+    thread = threading.Thread(target=loader, daemon=True)
+    thread.start()
+    time.sleep(3.0 + 8 * 0.15 + 2)
+    extra = os.environ.get("SPY_ARGS", "").split()
+    spies = [subprocess.Popen([str(spy), "record", "-p", str(w), "-d", str(int(seconds)), "-r", "200", "-f", "raw",
+                               *extra, "-o", str(out / f"worker-{w}.txt")]) for w in workers]
+    for s in spies:
+        s.wait()
+    done.set()
+    thread.join()
+
+
+if __name__ == "__main__":
+    main()
