@@ -20,6 +20,10 @@ from signserver.errors import ConfigurationError, HsmUnavailable
 
 _lock = threading.RLock()
 _initialised_in: dict[str, int] = {}  # module path -> pid that initialised it
+# module path -> how many times this process initialised it. Handles of one initialisation mean
+# nothing in the next: SoftHSM numbers sessions and objects afresh, so an old handle may name a
+# session another part of the process opened since, on another token.
+_generations: dict[str, int] = {}
 
 
 def pkcs11_lock() -> threading.RLock:
@@ -87,14 +91,22 @@ def load_module(path: Path | None) -> pkcs11.lib:
     try:
         lib = pkcs11.lib(key)
         if _initialised_in.get(key, os.getpid()) != os.getpid():
-            _reinitialise(lib)
+            _reinitialise(key, lib)
     except pkcs11.PKCS11Error as exc:
         raise HsmUnavailable(f"cannot initialise the PKCS#11 module {path}: {exc!r}") from exc
     _initialised_in[key] = os.getpid()
     return lib
 
 
-def _reinitialise(lib: pkcs11.lib) -> None:
+def module_generation(path: Path) -> int:
+    """How many times this process has initialised the module again (fork included); a session
+    or object handle is valid only in the generation it was obtained in. Call with
+    :func:`pkcs11_lock` held."""
+    return _generations.get(str(path), 0) if _initialised_in.get(str(path)) == os.getpid() else -1
+
+
+def _reinitialise(key: str, lib: pkcs11.lib) -> None:
+    _generations[key] = _generations.get(key, 0) + 1
     try:
         lib.finalize()
     except pkcs11.PKCS11Error:
@@ -112,7 +124,7 @@ def reinitialise_module(path: Path) -> None:
     """
     with pkcs11_lock():
         try:
-            _reinitialise(pkcs11.lib(str(path)))
+            _reinitialise(str(path), pkcs11.lib(str(path)))
         except pkcs11.PKCS11Error as exc:
             raise HsmUnavailable(f"cannot re-initialise the PKCS#11 module {path}: {exc!r}") from exc
 

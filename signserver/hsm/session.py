@@ -13,7 +13,7 @@ import pkcs11
 import pkcs11.exceptions as p11
 
 from signserver.errors import HsmLoginFailed, TokenNotFound
-from signserver.hsm.module import load_module, pkcs11_lock, reinitialise_module
+from signserver.hsm.module import load_module, module_generation, pkcs11_lock, reinitialise_module
 from signserver.hsm.translate import is_session_lost, translate
 from signserver.secret import Secret
 
@@ -69,6 +69,7 @@ class TokenSession:
         self._session: pkcs11.Session | None = None
         self._token: pkcs11.Token | None = None
         self._pid = os.getpid()
+        self._generation = -1  # the module's generation the session was opened in
         self._pin_refused = False
         # Objects found through the current session, by whatever key their user chooses;
         # emptied whenever the session is opened again, since handles may then be stale.
@@ -143,6 +144,11 @@ class TokenSession:
             # A forked child: the inherited session belongs to the parent's module state.
             self._session, self._token, self._pid = None, None, os.getpid()
             self.cache.clear()
+        if self._session is not None and not self._current():
+            # The module was initialised again since (by another session object looking for a
+            # new token, say): the handle may now name someone else's session. Forget it unclosed.
+            self._session, self._token = None, None
+            self.cache.clear()
         if self._session is not None:
             return self._session
         if self._pin_refused:
@@ -160,8 +166,13 @@ class TokenSession:
             # PKCS#11 logins belong to the application: another session of ours is logged in.
             session = token.open(rw=True)
         self._session, self._token = session, token
+        self._generation = module_generation(self.module)
         self.cache.clear()
         return session
+
+    def _current(self) -> bool:
+        """Whether the session's handle still belongs to this process's module state."""
+        return self._pid == os.getpid() and self._generation == module_generation(self.module)
 
     def _find_token(self) -> pkcs11.Token:
         """SoftHSM reads its tokens when the module is initialised: it misses one that another
@@ -180,7 +191,7 @@ class TokenSession:
     def _drop(self, reinitialise: bool) -> None:
         session, self._session = self._session, None
         self.cache.clear()
-        if session is not None and self._pid == os.getpid():
+        if session is not None and self._current():
             try:
                 session.close()
             except p11.PKCS11Error:

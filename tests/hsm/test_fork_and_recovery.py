@@ -12,6 +12,7 @@ import pytest
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.module import load_module, pkcs11_lock, raw_module
 from signserver.hsm.session import find_token
+from signserver.secret import Secret
 from tests.hsm.test_keystore import verify
 
 SCHEME = SignatureAlgorithm.ECDSA_SHA256
@@ -89,3 +90,37 @@ def test_key_deleted_by_another_session_is_not_found(keystore, key, config):
                 obj.destroy()
     with pytest.raises(KeyNotFound):
         keystore.sign_digest(key.key_id, bytes(32), SCHEME)
+
+
+
+def test_a_session_left_stale_by_another_re_initialisation_never_reaches_another_token(key, config):
+    """SoftHSM numbers sessions afresh after C_Initialize, so a handle kept from before may name
+    another session of the process, on another token. After another session object re-initialises
+    the module (as one does when it looks for a token made since), this one reopens its own
+    session: it never signs, generates or closes through a stranger's."""
+    import subprocess
+    import uuid
+
+    from signserver.hsm.keystore import HsmKeyStore
+    from signserver.hsm.module import reinitialise_module
+    from signserver.hsm.session import TokenSession
+
+    other_label, other_pin = f"other-{uuid.uuid4().hex[:8]}", "user-pin-of-the-other"
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", other_label, "--so-pin",
+                    "so-pin-of-the-other", "--pin", other_pin], check=True, capture_output=True)
+    reinitialise_module(config.hsm.module)
+    mine = HsmKeyStore(TokenSession(config.hsm.module, config.hsm.token_label, config.hsm.user_pin(environ={})))
+    sign_and_check(mine, key, b"the first session since the module was initialised")
+    reinitialise_module(config.hsm.module)  # what a session looking for a new token does
+    other = HsmKeyStore(TokenSession(config.hsm.module, other_label, Secret(other_pin)))
+    other_key = other.generate(KeyAlgorithm.EC_P256, "only-on-the-other-token")
+
+    sign_and_check(mine, key, b"after another session re-initialised the module")
+    made = mine.generate(KeyAlgorithm.EC_P256, "made-after-the-re-initialisation")
+    with pkcs11_lock():
+        token = find_token(load_module(config.hsm.module), config.hsm.token_label, config.hsm.module)
+        with token.open() as own:
+            assert list(own.get_objects({pkcs11.Attribute.ID: bytes.fromhex(made.key_id)})), \
+                "a key generated after the re-initialisation landed on another token"
+    mine.close()
+    sign_and_check(other, other_key, b"the other session was not closed by the first")
