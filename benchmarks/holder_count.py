@@ -451,7 +451,7 @@ def _package_unwrap(service: SignService, holder: _Holder, token: str) -> list[f
     activation token this process has not seen (what a worker does at a token's first SignHash)."""
     with service.database.read() as conn:
         key_id = conn.execute(select(credentials.c.key_id).where(credentials.c.id == holder.credential_id)).scalar()
-        to_open = service.packages.key_to_open(conn, key_id, token, token_hash(token))
+        to_open = service.packages.key_to_open(conn, holder.credential_id, key_id, token, token_hash(token))
     far = service.clock.now() + datetime.timedelta(hours=1)
     digest = hashlib.sha256(b"holder-count-unwrap").digest()
     times = []
