@@ -1,4 +1,5 @@
-# Two commands: `make run` starts the server on embedded defaults, `make test` runs the tests.
+# Two commands: `make run` starts the server on embedded defaults, `make test` runs the tests
+# (on SoftHSM, then the HSM layer and an end-to-end flow on openCryptoki: `make test-opencryptoki`).
 # Both install what they need and are quick the second time.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -8,7 +9,7 @@ STATE_DIR ?= var
 PROTOS := $(wildcard proto/signserver/v1/*.proto)
 GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: run test bench demo system-packages install proto clean
+.PHONY: run test test-opencryptoki bench demo system-packages install proto clean
 
 run: install
 	./softhsm-setup/softhsm-setup "$(STATE_DIR)"
@@ -19,6 +20,13 @@ demo: install
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-opencryptoki
+
+# The HSM layer's tests and an end-to-end flow again, on openCryptoki's soft token (tests/conftest.py
+# reads SIGNSERVER_TEST_TOKEN). opencryptoki-setup erases and initialises the system's soft token
+# and starts its daemon pkcsslotd, so this needs root (as in CI).
+test-opencryptoki: install
+	SIGNSERVER_TEST_TOKEN=opencryptoki $(VENV)/bin/pytest tests/hsm tests/opencryptoki $(OCK_PYTEST_ARGS)
 
 bench: install
 	$(VENV_PY) -m benchmarks

@@ -43,6 +43,9 @@ class HsmConfig:
     token_label: str
     user_pin_file: Path
     softhsm2_conf: Path
+    # Log in even while the token reports wrong PIN tries since its last login (USER_PIN_COUNT_LOW
+    # or USER_PIN_FINAL_TRY): one more wrong PIN may then lock it. An administrator's decision.
+    login_when_pin_count_low: bool = False
 
     def user_pin(self, environ: Mapping[str, str] | None = None) -> Secret:
         """Return the token's user PIN from the environment, else from ``user_pin_file``.
@@ -124,6 +127,8 @@ class AuditConfig:
 
     seal_every_records: int
     seal_interval_seconds: int
+    # The seal key's algorithm: "auto" (the best the token offers) or a key algorithm's name.
+    seal_key_algorithm: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,9 @@ class CaConfig:
     crl_hours: int  # nextUpdate - thisUpdate
     # Per-profile settings from [ca.profiles.NAME] tables: validity_days, policy_oid, cps_uri.
     profile_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The OCSP responder's and TSA's key algorithms: "auto" (the best the token offers) or a name.
+    ocsp_key_algorithm: str = "auto"
+    tsa_key_algorithm: str = "auto"
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
@@ -283,6 +291,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "hsm.token_label": _as_str,
     "hsm.user_pin_file": _as_str,
     "hsm.softhsm2_conf": _as_str,
+    "hsm.login_when_pin_count_low": _as_bool,
     "server.listen": _as_str,
     "server.plaintext": _as_bool,
     "tls.cert_file": _as_str,
@@ -313,6 +322,10 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "ca.root_key_algorithm": _as_str,
     "ca.issuing_key_algorithm": _as_str,
     "ca.crl_hours": _as_int(1, 8_760),
+    "ca.ocsp_key_algorithm": _as_choice("auto", "rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"),
+    "ca.tsa_key_algorithm": _as_choice("auto", "rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"),
+    "audit.seal_key_algorithm": _as_choice("auto", "ed25519", "ec-p256", "ec-p384", "rsa-2048", "rsa-3072",
+                                           "rsa-4096"),
     "http.listen": _as_str,
     "http.threads": _as_int(1, 256),
     "http.max_connections": _as_int(1, 1_000_000),
@@ -455,6 +468,7 @@ def load_config(
         audit=AuditConfig(
             seal_every_records=values.get("audit.seal_every_records", 100),
             seal_interval_seconds=values.get("audit.seal_interval_seconds", 60),
+            seal_key_algorithm=values.get("audit.seal_key_algorithm", "auto"),
         ),
         ca=_ca_config(values, profile_settings),
         pades=_pades_config(values, path_of),
@@ -486,6 +500,7 @@ def _hsm_config(values: dict[str, Any], state_dir: Path, path_of) -> HsmConfig:
         token_label=label,
         user_pin_file=path_of("hsm.user_pin_file", state_dir / "hsm" / "user-pin"),
         softhsm2_conf=path_of("hsm.softhsm2_conf", state_dir / "softhsm" / "softhsm2.conf"),
+        login_when_pin_count_low=values.get("hsm.login_when_pin_count_low", False),
     )
 
 
@@ -519,6 +534,8 @@ def _ca_config(values: dict[str, Any], profile_settings: dict[str, dict[str, Any
         issuing_key_algorithm=values.get("ca.issuing_key_algorithm", "rsa-3072"),
         crl_hours=values.get("ca.crl_hours", 24),
         profile_settings=profile_settings,
+        ocsp_key_algorithm=values.get("ca.ocsp_key_algorithm", "auto"),
+        tsa_key_algorithm=values.get("ca.tsa_key_algorithm", "auto"),
     )
 
 

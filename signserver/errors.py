@@ -59,6 +59,11 @@ class HsmLoginFailed(HsmError):
     lockout is not triggered by the server."""
 
 
+class HsmLoginWithheld(HsmLoginFailed):
+    """The server did not try the PIN, so as not to bring the token nearer its PIN lockout: the
+    token refused that PIN before (in any process), or reports wrong tries since its last login."""
+
+
 class HsmPinLocked(HsmError):
     """The token's PIN is locked after too many wrong tries; the security officer must unblock it."""
 

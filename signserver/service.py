@@ -21,19 +21,22 @@ from signserver.accounts.master_rotation import MasterRotation
 from signserver.accounts.packages import SigningPackages
 from signserver.accounts.passwords import SecretHasher
 from signserver.audit.log import AuditLog
-from signserver.audit.seal import AuditSealer, pin_path
+from signserver.audit.seal import SEAL_KEY_SETTING, AuditSealer, pin_path, seal_key_algorithm
 from signserver.audit.seal_key import SealKeyPin
 from signserver.ca.authority import CertificateAuthority
+from signserver.ca.service_keys import SERVICE_KEY_SETTINGS, service_key_algorithm
 from signserver.pades.service import PadesService
 from signserver.clock import Clock, SystemClock
 from signserver.config import Config
-from signserver.errors import HsmError, SignServerError
-from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
+from signserver.errors import SignServerError
+from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
+from signserver.hsm.certificate_requests import build_certificate_request
 from signserver.hsm.crypto_keys import hsm_private_key
 from signserver.hsm.keystore import HsmKeyStore, KeyInfo
 from signserver.hsm.master_keys import MasterKeys
 from signserver.hsm.packages import PackageKeys
 from signserver.hsm.module import use_softhsm_config
+from signserver.hsm.pin_guard import PinGuard
 from signserver.hsm.sealing import SealingKey
 from signserver.hsm.session import TokenSession
 from signserver.notify.sender import OutboxSender
@@ -73,7 +76,7 @@ class SignService:
         self.clock = clock or SystemClock()
         self.database = Database(config.database_url)
         self.audit = AuditLog()
-        sealing = SealingKey(keys.session)
+        self.sealing = sealing = SealingKey(keys.session)
         hasher = SecretHasher(config.accounts)
         lockout = LockoutPolicy(config.accounts)
         self.master_keys = MasterKeys(keys.session)
@@ -89,7 +92,8 @@ class SignService:
                                  datetime.timedelta(seconds=config.authorization.token_lifetime_seconds),
                                  config.authorization.max_signatures)
         self.sealer = AuditSealer(self.database, keys, self.audit, self.clock, config.audit.seal_every_records,
-                                  config.audit.seal_interval_seconds, SealKeyPin(pin_path(config.state_dir)))
+                                  config.audit.seal_interval_seconds, SealKeyPin(pin_path(config.state_dir)),
+                                  key_algorithm=config.audit.seal_key_algorithm)
         self.outbox = OutboxSender(self.database, config.smtp, self.clock)
         self.ca = CertificateAuthority(self.database, keys, self.accounts, self.audit, self.clock, config.ca)
         self.pades = PadesService(self.database, keys, self.ca, self.signer, self.audit, self.clock, config.state_dir,
@@ -110,12 +114,25 @@ class SignService:
             module or config.hsm.module,
             token_label or config.hsm.token_label,
             user_pin if user_pin is not None else config.hsm.user_pin(),
+            PinGuard.for_config(config.hsm, config.state_dir),  # no process may lock the token's PIN
         )
         return cls(config, HsmKeyStore(session), clock)
 
     def prepare_database(self) -> None:
         """Create or upgrade the database schema. Raises: ConfigurationError."""
         self.database.migrate()
+
+    def check_key_settings(self) -> dict[str, KeyAlgorithm]:
+        """The algorithms the OCSP responder's, the TSA's and the audit seal's new keys get on this
+        token, by setting name: checked at start, so that a setting the token cannot follow stops
+        the server before anything is made.
+
+        Raises: ConfigurationError (naming the setting), HsmError.
+        """
+        capabilities = self.keys.session.capabilities()
+        return {SERVICE_KEY_SETTINGS[role]: service_key_algorithm(role, self.config.ca, capabilities)
+                for role in SERVICE_KEY_SETTINGS} | {
+            SEAL_KEY_SETTING: seal_key_algorithm(self.keys, self.config.audit.seal_key_algorithm)}
 
     def close(self) -> None:
         """Release the HSM session and the database connections."""
@@ -174,24 +191,10 @@ class SignService:
         """
         key = self.keys.resolve(reference)
         private_key = hsm_private_key(self.keys, key.key_id)
-        digest = None
-        if key.algorithm is not KeyAlgorithm.ED25519:
-            hash_algorithm = signature_algorithm.hash if signature_algorithm else None
-            digest = (hash_algorithm or _default_hash(key.algorithm)).cryptography_hash
-        builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-        try:
-            return builder.sign(private_key, digest)
-        except SignServerError:
-            raise
-        except Exception as exc:  # cryptography's own refusal, e.g. an unusable subject
-            raise HsmError(f"cannot build the certificate request: {exc}") from exc
+        return build_certificate_request(private_key, key.algorithm, subject, signature_algorithm)
 
     def import_certificate(self, reference: str, certificate: x509.Certificate) -> KeyInfo:
         """Store the certificate beside its key. Raises: InvalidArgument, KeyNotFound, HsmError."""
         key = self.keys.resolve(reference)
         self.keys.store_certificate(key.key_id, certificate)
         return key
-
-
-def _default_hash(algorithm: KeyAlgorithm | None) -> HashAlgorithm:
-    return HashAlgorithm.SHA384 if algorithm is KeyAlgorithm.EC_P384 else HashAlgorithm.SHA256

@@ -1,4 +1,6 @@
-"""Shared fixtures: a fresh SoftHSM token for the test session, made by softhsm-setup."""
+"""Shared fixtures: a fresh token for the test session, made by softhsm-setup (SoftHSM, the
+default) or by opencryptoki-setup (openCryptoki's soft token, with SIGNSERVER_TEST_TOKEN=opencryptoki;
+`make test` runs tests/hsm and tests/opencryptoki so after the SoftHSM run)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -19,11 +22,30 @@ from signserver.accounts.model import NewAccount
 from signserver.clock import ManualClock
 from signserver.config import Config, load_config
 from signserver.hsm.algorithms import KeyAlgorithm
+from signserver.hsm.capabilities import TokenCapabilities, key_algorithm_mechanisms
 from signserver.secret import Secret
 from signserver.service import SignService
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNSERVER = Path(sys.executable).parent / "signserver"
+TEST_TOKEN = os.environ.get("SIGNSERVER_TEST_TOKEN", "softhsm")
+ON_OPENCRYPTOKI = TEST_TOKEN == "opencryptoki"
+if TEST_TOKEN not in ("softhsm", "opencryptoki"):
+    raise pytest.UsageError(f"SIGNSERVER_TEST_TOKEN is softhsm or opencryptoki, not {TEST_TOKEN!r}")
+
+
+def token_environ(state_dir: Path) -> dict[str, str]:
+    """The settings that point signserver at the test token beyond its state directory: the
+    module, for openCryptoki (SoftHSM's is the default)."""
+    if not ON_OPENCRYPTOKI:
+        return {}
+    with (state_dir / "signserver.toml").open("rb") as handle:
+        return {"SIGNSERVER_HSM_MODULE": tomllib.load(handle)["hsm"]["module"]}
+
+
+def requires_softhsm(what: str):
+    """Skips a test on openCryptoki's soft token because it needs ``what`` from SoftHSM."""
+    return pytest.mark.skipif(ON_OPENCRYPTOKI, reason=f"openCryptoki's soft token: {what}")
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +59,13 @@ def state_dir(tmp_path_factory) -> Path:
     env = {**os.environ, "SIGNSERVER": str(SIGNSERVER)}
     for name in ("SIGNSERVER_HSM_USER_PIN", "SIGNSERVER_HSM_SO_PIN", "SIGNSERVER_CONFIG"):
         env.pop(name, None)
+    if ON_OPENCRYPTOKI:
+        # One soft token per system: opencryptoki-setup erases and initialises it for this run.
+        setup = subprocess.run([str(ROOT / "opencryptoki-setup" / "opencryptoki-setup"), str(state)], env=env,
+                               capture_output=True, text=True)
+        if setup.returncode != 0:
+            pytest.exit(f"openCryptoki's soft token could not be prepared: {setup.stderr.strip()}", returncode=1)
+        return state
     subprocess.run([str(ROOT / "softhsm-setup" / "softhsm-setup"), str(state)], env=env, check=True,
                    capture_output=True)
     os.environ["SOFTHSM2_CONF"] = str(state / "softhsm" / "softhsm2.conf")
@@ -45,7 +74,7 @@ def state_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def config(state_dir: Path) -> Config:
-    return load_config(environ={"SIGNSERVER_STATE_DIR": str(state_dir)})
+    return load_config(environ={"SIGNSERVER_STATE_DIR": str(state_dir), **token_environ(state_dir)})
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +82,25 @@ def service(config: Config) -> SignService:
     service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
     service.prepare_database()
     return service
+
+
+@pytest.fixture(scope="session")
+def capabilities(service: SignService) -> TokenCapabilities:
+    """What the test token offers (its mechanism list)."""
+    return service.keys.session.capabilities()
+
+
+@pytest.fixture(scope="session")
+def token_key_algorithm(capabilities: TokenCapabilities) -> KeyAlgorithm:
+    """A key algorithm the test token can use: EC P-256 where offered, else RSA-2048."""
+    return capabilities.best_key_algorithm([KeyAlgorithm.EC_P256, KeyAlgorithm.RSA_2048], "the tests' keys")
+
+
+def require_key_algorithm(capabilities: TokenCapabilities, algorithm: KeyAlgorithm) -> None:
+    """Skips the calling test, naming the missing mechanisms, when the token cannot use ``algorithm``."""
+    if not capabilities.can_use(algorithm):
+        missing = [m.name for m in key_algorithm_mechanisms(algorithm) if not capabilities.offers(m)]
+        pytest.skip(f"the token lacks {' + '.join(missing)} for {algorithm.value}")
 
 
 @pytest.fixture
@@ -108,7 +156,7 @@ def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment for running the `signserver` command against the test token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER_")}
     env.update(SIGNSERVER_STATE_DIR=str(state_dir),
-               SOFTHSM2_CONF=str(state_dir / "softhsm" / "softhsm2.conf"), **extra)
+               SOFTHSM2_CONF=str(state_dir / "softhsm" / "softhsm2.conf"), **token_environ(state_dir), **extra)
     return env
 
 

@@ -146,3 +146,165 @@ def test_init_unblock_and_change_pin_on_a_second_token(state_dir, tmp_path):
     assert run(state_dir, "hsm", "list", "--token", label, "--pin-file", str(files["newer"])).returncode == 0
     old = run(state_dir, "hsm", "list", "--token", label, "--pin-file", str(files["new"]))
     assert old.returncode == 1 and "refused the PIN" in old.stderr
+
+
+def pin_files(tmp_path, **pins):
+    files = {}
+    for name, value in pins.items():
+        files[name] = tmp_path / name
+        files[name].write_text(value)
+        files[name].chmod(0o600)
+    return {name: str(path) for name, path in files.items()}
+
+
+def slot_of(state_dir, label) -> int:
+    slots = json.loads(run(state_dir, "hsm", "slots", "--json").stdout)
+    return next(s["slot_id"] for s in slots if s["token_label"] == label)
+
+
+def test_init_of_an_initialised_token_needs_yes_and_the_current_so_pin(state_dir, tmp_path):
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    f = pin_files(tmp_path, so="cli-so-pin", user="cli-user-pin", so2="cli-so-pin-2", user2="cli-user-pin-2")
+    assert run(state_dir, "hsm", "init", "--label", label, "--so-pin-file", f["so"],
+               "--user-pin-file", f["user"]).returncode == 0
+    assert run(state_dir, "hsm", "keygen", "--token", label, "--pin-file", f["user"], "--algorithm", "ec-p256",
+               "--label", "kept").returncode == 0
+    slot = str(slot_of(state_dir, label))
+    again = ["hsm", "init", "--slot", slot, "--label", label, "--so-pin-file", f["so2"], "--user-pin-file", f["user2"]]
+
+    refused = run(state_dir, *again, input="")
+    assert refused.returncode == 1 and "--yes" in refused.stderr and "destroys every key" in refused.stderr
+    no_so_pin = run(state_dir, *again, "--yes", input="")
+    assert no_so_pin.returncode == 1 and "current SO PIN" in no_so_pin.stderr
+    kept = run(state_dir, "hsm", "list", "--token", label, "--pin-file", f["user"])
+    assert kept.returncode == 0 and "kept" in kept.stdout
+
+    done = run(state_dir, *again, "--yes", "--current-so-pin-file", f["so"])
+    assert done.returncode == 0, done.stderr
+    emptied = run(state_dir, "hsm", "list", "--token", label, "--pin-file", f["user2"])
+    assert emptied.returncode == 0 and "no keys on the token" in emptied.stdout
+    unblock = run(state_dir, "hsm", "unblock-pin", "--token", label, "--so-pin-file", f["so2"],
+                  "--new-pin-file", f["user"])
+    assert unblock.returncode == 0, unblock.stderr
+
+
+def test_init_reads_the_current_so_pin_from_the_environment_and_translates_a_refusal(state_dir, tmp_path):
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    f = pin_files(tmp_path, so="cli-so-pin", user="cli-user-pin", so2="cli-so-pin-2")
+    assert run(state_dir, "hsm", "init", "--label", label, "--so-pin-file", f["so"],
+               "--user-pin-file", f["user"]).returncode == 0
+    again = ["hsm", "init", "--slot", str(slot_of(state_dir, label)), "--label", label, "--yes",
+             "--so-pin-file", f["so2"], "--user-pin-file", f["user"]]
+    wrong = run(state_dir, *again, SIGNSERVER_HSM_CURRENT_SO_PIN="87654321")
+    assert wrong.returncode == 1 and "refused the PIN" in wrong.stderr
+    assert "CKR" not in wrong.stderr and "87654321" not in wrong.stderr
+    done = run(state_dir, *again, SIGNSERVER_HSM_CURRENT_SO_PIN="cli-so-pin")
+    assert done.returncode == 0, done.stderr
+    new = run(state_dir, "hsm", "unblock-pin", "--token", label, "--so-pin-file", f["so2"], "--new-pin-file", f["user"])
+    assert new.returncode == 0, new.stderr
+
+
+def test_change_so_pin(state_dir, tmp_path):
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    f = pin_files(tmp_path, so="cli-so-pin", user="cli-user-pin", so2="cli-so-pin-2")
+    assert run(state_dir, "hsm", "init", "--label", label, "--so-pin-file", f["so"],
+               "--user-pin-file", f["user"]).returncode == 0
+    changed = run(state_dir, "hsm", "change-so-pin", "--token", label, "--so-pin-file", f["so"],
+                  "--new-pin-file", f["so2"])
+    assert changed.returncode == 0, changed.stderr
+    assert "cli-so-pin" not in changed.stdout + changed.stderr
+    old = run(state_dir, "hsm", "unblock-pin", "--token", label, "--so-pin-file", f["so"], "--new-pin-file", f["user"])
+    assert old.returncode == 1 and "refused the PIN" in old.stderr
+    new = run(state_dir, "hsm", "unblock-pin", "--token", label, "--so-pin-file", f["so2"], "--new-pin-file", f["user"])
+    assert new.returncode == 0, new.stderr
+
+
+def test_init_refuses_a_pin_outside_the_tokens_lengths(state_dir, tmp_path):
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    f = pin_files(tmp_path, so="cli-so-pin", user="123")
+    result = run(state_dir, "hsm", "init", "--label", label, "--so-pin-file", f["so"], "--user-pin-file", f["user"])
+    assert result.returncode == 1 and "this token takes PINs of 4 to 255 characters" in result.stderr
+    assert label not in run(state_dir, "hsm", "slots").stdout
+
+
+def test_init_generates_pins_within_the_tokens_lengths(state_dir, tmp_path):
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    so, user = tmp_path / "so-pin", tmp_path / "user-pin"
+    result = run(state_dir, "hsm", "init", "--label", label, "--generate-pins", "--so-pin-file", str(so),
+                 "--user-pin-file", str(user))
+    assert result.returncode == 0, result.stderr
+    for path in (so, user):
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert len(path.read_text().strip()) == 32  # SoftHSM takes 4 to 255
+        assert path.read_text().strip() not in result.stdout + result.stderr
+    assert so.read_text() != user.read_text()
+    assert run(state_dir, "hsm", "list", "--token", label, "--pin-file", str(user)).returncode == 0
+    again = run(state_dir, "hsm", "init", "--label", f"{label}-2", "--generate-pins", "--so-pin-file", str(so),
+                "--user-pin-file", str(tmp_path / "other"))
+    assert again.returncode == 1 and "never overwrites" in again.stderr
+
+
+def test_generated_pins_are_written_only_once_the_token_holds_them(state_dir, tmp_path):
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    f = pin_files(tmp_path, so="cli-so-pin", user="cli-user-pin")
+    assert run(state_dir, "hsm", "init", "--label", label, "--so-pin-file", f["so"],
+               "--user-pin-file", f["user"]).returncode == 0
+    so, user = tmp_path / "new-so-pin", tmp_path / "new-user-pin"
+    refused = run(state_dir, "hsm", "init", "--slot", str(slot_of(state_dir, label)), "--label", label, "--yes",
+                  "--generate-pins", "--so-pin-file", str(so), "--user-pin-file", str(user),
+                  SIGNSERVER_HSM_CURRENT_SO_PIN="not-the-so-pin")
+    assert refused.returncode == 1 and "refused the PIN" in refused.stderr
+    assert not so.exists() and not user.exists()  # PINs the token never took would only mislead
+
+
+def test_slots_show_the_pin_lengths(state_dir, config):
+    table = run(state_dir, "hsm", "slots")
+    assert "PIN LENGTH" in table.stdout and "4 to 255" in table.stdout
+    slots = json.loads(run(state_dir, "hsm", "slots", "--json").stdout)
+    ours = next(s for s in slots if s["token_label"] == config.hsm.token_label)
+    assert (ours["min_pin_length"], ours["max_pin_length"]) == (4, 255)
+
+
+def test_csr_with_rsa_pss(state_dir, tmp_path):
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    assert run(state_dir, "hsm", "keygen", "--algorithm", "rsa-2048", "--label", label).returncode == 0
+    out = tmp_path / "req.pem"
+    csr = run(state_dir, "hsm", "csr", label, "--subject", "CN=Lei Ka Io,C=MO", "--signature-algorithm",
+              "rsa-pss-sha384", "--out", str(out))
+    assert csr.returncode == 0, csr.stderr
+    check = subprocess.run(["openssl", "req", "-in", str(out), "-noout", "-verify", "-text"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and "verify OK" in check.stdout + check.stderr
+    assert "Signature Algorithm: rsassaPss" in check.stdout and "Hash Algorithm: sha384" in check.stdout
+    wrong = run(state_dir, "hsm", "csr", label, "--subject", "CN=x", "--signature-algorithm", "ecdsa-sha256")
+    assert wrong.returncode == 1 and "does not sign ecdsa-sha256" in wrong.stderr
+
+
+def run_on_terminal(state_dir, *args, answer: str) -> tuple[int, str]:
+    """Run the command with a terminal as its standard input, typing ``answer`` at it."""
+    import os
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([str(SIGNSERVER), *args], env=cli_env(state_dir), stdin=terminal,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    os.close(terminal)
+    os.write(controller, answer.encode() + b"\n")
+    output, _ = process.communicate(timeout=120)
+    os.close(controller)
+    return process.returncode, output
+
+
+def test_init_of_an_initialised_token_asks_for_its_label_on_a_terminal(state_dir, tmp_path):
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    f = pin_files(tmp_path, so="cli-so-pin", user="cli-user-pin", user2="cli-user-pin-2")
+    assert run(state_dir, "hsm", "init", "--label", label, "--so-pin-file", f["so"],
+               "--user-pin-file", f["user"]).returncode == 0
+    again = ["hsm", "init", "--slot", str(slot_of(state_dir, label)), "--label", label, "--so-pin-file", f["so"],
+             "--current-so-pin-file", f["so"], "--user-pin-file", f["user2"]]
+    code, output = run_on_terminal(state_dir, *again, answer="yes")
+    assert code == 1 and "Type the token's label" in output and "not confirmed" in output
+    assert run(state_dir, "hsm", "list", "--token", label, "--pin-file", f["user"]).returncode == 0
+    code, output = run_on_terminal(state_dir, *again, answer=label)
+    assert code == 0, output
+    assert run(state_dir, "hsm", "list", "--token", label, "--pin-file", f["user2"]).returncode == 0

@@ -51,3 +51,14 @@ def test_pins_from_the_environment_are_used(tmp_path):
                                  "SOFTHSM2_CONF": str(state / "softhsm" / "softhsm2.conf")})
     assert listed.returncode == 0, listed.stderr
     assert "no keys on the token" in listed.stdout
+
+
+def test_pins_outside_softhsms_lengths_are_refused_before_anything_is_written(tmp_path):
+    state = tmp_path / "state"
+    result = run_setup(state, SIGNSERVER_HSM_USER_PIN="abc", SIGNSERVER_HSM_SO_PIN="chosen-so-pin")
+    assert result.returncode == 1
+    assert "SIGNSERVER_HSM_USER_PIN has 3 characters; SoftHSM takes PINs of 4 to 255" in result.stderr
+    assert "abc" not in result.stderr.replace("SIGNSERVER", "")
+    assert not (state / "hsm" / "so-pin").exists() and not (state / "hsm" / "user-pin").exists()
+    long = run_setup(state, SIGNSERVER_HSM_SO_PIN="x" * 256)
+    assert long.returncode == 1 and "256 characters" in long.stderr

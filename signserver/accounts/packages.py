@@ -226,8 +226,7 @@ class SigningPackages:
             return conn.execute(update(signing_packages).where(
                 signing_packages.c.key_id == key_id, signing_packages.c.master_label == row.master_label,
                 signing_packages.c.wrapped_package_key == row.wrapped_package_key)
-                .values(wrapped_package_key=rewrapped, master_label=active,
-                        mechanism=self._keys.mechanism())).rowcount == 1
+                .values(wrapped_package_key=rewrapped, master_label=active)).rowcount == 1
 
     def destroy(self, conn: Connection, key_id: str) -> None:
         """Make the package unusable for good: its wrapped keys are erased (revocation)."""

@@ -33,13 +33,18 @@ from signserver.store.schema import audit_head, audit_seals
 log = logging.getLogger(__name__)
 
 AUDIT_KEY_LABEL = "signserver-audit-seal"
-# Where a new seal key is made when the token's key under AUDIT_KEY_LABEL is not Ed25519 (a
-# P-256 key from an earlier version, which SignHash could be made to sign with): the old key is
-# never used to seal again, its pin stays to verify the seals it made.
+# Where a new seal key is made when the token's key under AUDIT_KEY_LABEL is not of the algorithm
+# ``audit.seal_key_algorithm`` chooses (a P-256 key from an earlier version, which SignHash could
+# be made to sign with, on a token that offers Ed25519): the old key is never used to seal again,
+# its pin stays to verify the seals it made.
 SUCCESSOR_KEY_LABEL_SUFFIX = "-2"
-# Ed25519 signs the message itself (the HSM hashes): SignHash refuses Ed25519 keys, so no caller
-# can have the seal key sign a digest of their choosing even if a credential were pointed at it.
-AUDIT_KEY_ALGORITHM = KeyAlgorithm.ED25519
+# What ``auto`` chooses, best first. Ed25519 signs the message itself (the HSM hashes): SignHash
+# refuses Ed25519 keys, so no caller can have the seal key sign a digest of their choosing even if
+# a credential were pointed at it. Tokens without EdDSA (openCryptoki's soft token has neither EC
+# nor EdDSA) get ECDSA or RSA, which sign digests: SignHash refuses them by their label.
+SEAL_KEY_PREFERENCES = (KeyAlgorithm.ED25519, KeyAlgorithm.EC_P256, KeyAlgorithm.RSA_3072)
+SEAL_KEY_ALGORITHMS = tuple(KeyAlgorithm)  # what ``audit.seal_key_algorithm`` may name
+SEAL_KEY_SETTING = "audit.seal_key_algorithm"
 SERVER_STARTED, SERVER_STOPPED = "server.started", "server.stopped"
 # How late a seal may be beyond its interval: the background thread also sends e-mail and
 # refreshes CRLs, and may be held up by them.
@@ -60,35 +65,49 @@ class TokenSealKey:
     successor: bool  # made under the successor label, replacing a key of another type
 
 
-def token_seal_key(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL) -> TokenSealKey:
-    """The HSM key that seals the log: the Ed25519 key under ``label``, generated on first use;
-    or, when the key under ``label`` is of another type, the successor key generated beside it.
-    Found by label once per token session, then kept (see :func:`find_token_seal_key`).
+def seal_key_algorithm(keys: HsmKeyStore, setting: str = "auto") -> KeyAlgorithm:
+    """The algorithm a seal key made on this token has: what ``setting`` (the value of
+    ``audit.seal_key_algorithm``) names, or with ``auto`` the best of SEAL_KEY_PREFERENCES.
 
-    Raises: HsmError.
+    Raises: ConfigurationError (naming the setting): the token cannot use it. HsmError.
     """
-    found = find_token_seal_key(keys, label)
+    return keys.session.capabilities().key_algorithm_setting(setting, SEAL_KEY_PREFERENCES, SEAL_KEY_SETTING,
+                                                             SEAL_KEY_ALGORITHMS)
+
+
+def token_seal_key(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL, setting: str = "auto") -> TokenSealKey:
+    """The HSM key that seals the log: the key under ``label``, generated on first use with the
+    algorithm ``setting`` chooses (:func:`seal_key_algorithm`); or, when the key under ``label``
+    is of another algorithm, the successor key generated beside it. Found by label once per
+    token session, then kept (see :func:`find_token_seal_key`).
+
+    Raises: ConfigurationError (the token cannot use the algorithm set), HsmError.
+    """
+    found = find_token_seal_key(keys, label, setting)
     if found is not None:
         return found
+    wanted = seal_key_algorithm(keys, setting)
     successor_label = label + SUCCESSOR_KEY_LABEL_SUFFIX
-    original = _find_or_generate(keys, label)
-    if original.algorithm is AUDIT_KEY_ALGORITHM:
+    original = _find_or_generate(keys, label, wanted)
+    if original.algorithm is wanted:
         return _remember(keys, label, TokenSealKey(original.key_id, successor=False))
     log.warning("the audit seal key %r is %s, not %s: a new seal key %r seals from now on",
                 label, original.algorithm.value if original.algorithm else "of an unknown type",
-                AUDIT_KEY_ALGORITHM.value, successor_label)
-    return _remember(keys, label, TokenSealKey(_find_or_generate(keys, successor_label).key_id, successor=True))
+                wanted.value, successor_label)
+    successor = _find_or_generate(keys, successor_label, wanted)
+    return _remember(keys, label, TokenSealKey(successor.key_id, successor=True))
 
 
-def find_token_seal_key(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL) -> TokenSealKey | None:
+def find_token_seal_key(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL, setting: str = "auto") -> TokenSealKey | None:
     """The seal key :func:`token_seal_key` would use, or None when the token has none that seals
-    yet (none under ``label``, or one of another type and no successor); generates nothing.
+    yet (none under ``label``, or one of another algorithm than ``setting`` chooses and no
+    successor); generates nothing.
 
     A search by label walks every object on the token under the PKCS#11 lock, so the answer is
     kept with the session's handles: later calls in the process do not search (after the session
     is opened again, the first call searches again).
 
-    Raises: HsmError.
+    Raises: ConfigurationError (the token cannot use the algorithm set), HsmError.
     """
     cached = keys.session.cache.get((_SEAL_KEY_CACHE, label))
     if cached is not None:
@@ -98,7 +117,9 @@ def find_token_seal_key(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL) -> Toke
             key = keys.find_by_label(key_label)
         except KeyNotFound:
             continue
-        if successor or key.algorithm is AUDIT_KEY_ALGORITHM:
+        # A successor seals whatever it is: there is no third key. The first key seals while it
+        # is what the setting chooses on this token (an RSA key on an RSA-only token is current).
+        if successor or key.algorithm is seal_key_algorithm(keys, setting):
             return _remember(keys, label, TokenSealKey(key.key_id, successor=successor))
         return None
     return None
@@ -112,17 +133,19 @@ def _remember(keys: HsmKeyStore, label: str, found: TokenSealKey) -> TokenSealKe
     return found
 
 
-def audit_key_id(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL) -> str:
-    """The id of the HSM key that seals the log (see :func:`token_seal_key`). Raises: HsmError."""
-    return token_seal_key(keys, label).key_id
+def audit_key_id(keys: HsmKeyStore, label: str = AUDIT_KEY_LABEL, setting: str = "auto") -> str:
+    """The id of the HSM key that seals the log (see :func:`token_seal_key`).
+
+    Raises: ConfigurationError, HsmError."""
+    return token_seal_key(keys, label, setting).key_id
 
 
-def _find_or_generate(keys: HsmKeyStore, label: str):
+def _find_or_generate(keys: HsmKeyStore, label: str, algorithm: KeyAlgorithm):
     try:
         return keys.find_by_label(label)
     except KeyNotFound:
         try:
-            return keys.generate(AUDIT_KEY_ALGORITHM, label)
+            return keys.generate(algorithm, label)
         except AlreadyExists:  # another thread made it first
             return keys.find_by_label(label)
 
@@ -138,7 +161,8 @@ class AuditSealer:
     """Seals the head of the audit chain with the token's seal key, pinned in ``pin``."""
 
     def __init__(self, database: Database, keys: HsmKeyStore, audit: AuditLog, clock: Clock,
-                 every_records: int, interval_seconds: int, pin: SealKeyPin, key_label: str = AUDIT_KEY_LABEL):
+                 every_records: int, interval_seconds: int, pin: SealKeyPin, key_label: str = AUDIT_KEY_LABEL,
+                 key_algorithm: str = "auto"):
         self._database = database
         self._keys = keys
         self._audit = audit
@@ -147,6 +171,7 @@ class AuditSealer:
         self._interval = datetime.timedelta(seconds=interval_seconds)
         self.pin = pin
         self._key_label = key_label
+        self._key_algorithm = key_algorithm  # the value of audit.seal_key_algorithm
         self._key: _SealKey | None = None
 
     @property
@@ -229,7 +254,7 @@ class AuditSealer:
         Raises: as :meth:`seal`.
         """
         if self._key is None:
-            token_key = token_seal_key(self._keys, self._key_label)
+            token_key = token_seal_key(self._keys, self._key_label, self._key_algorithm)
             public_key = self._keys.public_key(token_key.key_id)
             if not token_key.successor:
                 pinned = self.pin.ensure(public_key)

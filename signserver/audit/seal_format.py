@@ -6,7 +6,10 @@ digest of the previous seal: removing, reordering or replacing a seal breaks the
 seal's time cannot be moved. Legacy seals (format 1, before the chain) signed only seq and hash.
 
 The seal key signs this structure whole: an Ed25519 key hashes inside the HSM, so no digest that
-a caller chose (what SignHash signs) can ever yield a seal.
+a caller chose (what SignHash signs) can ever yield a seal. On a token without EdDSA the seal key
+is ECDSA or RSA (PKCS#1 v1.5 with SHA-256, see KeyAlgorithm.own_signature_algorithm), which sign
+a digest: there SignHash's refusal of every key labelled for the server's own use is what keeps a
+caller from having it sign one.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from signserver.hsm.algorithms import SignatureAlgorithm
 
@@ -62,8 +65,10 @@ def signature_algorithm_for(public_key) -> SignatureAlgorithm:
     """
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return SignatureAlgorithm.ED25519
-    if isinstance(public_key, ec.EllipticCurvePublicKey):  # seal keys made before Ed25519 was used
+    if isinstance(public_key, ec.EllipticCurvePublicKey):  # made before Ed25519, or on a token without it
         return SignatureAlgorithm.ECDSA_SHA256
+    if isinstance(public_key, rsa.RSAPublicKey):  # a token without EC or EdDSA
+        return SignatureAlgorithm.RSA_PKCS1V15_SHA256
     raise TypeError(f"a {type(public_key).__name__} does not seal the audit log")
 
 
@@ -72,6 +77,8 @@ def signature_is_valid(public_key, signature: bytes, content: SealContent) -> bo
     try:
         if isinstance(public_key, ed25519.Ed25519PublicKey):
             public_key.verify(signature, content.message())
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(signature, content.message(), padding.PKCS1v15(), hashes.SHA256())
         else:
             public_key.verify(signature, content.message(), ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):  # ValueError: not even shaped like a signature

@@ -5,7 +5,8 @@ point a seal at any key they can make sign. The sealer writes the token key's pu
 first time it sees it, and never replaces it; ``signserver audit verify`` checks every seal with
 this key only, and prints its fingerprint so that it can be compared with one kept elsewhere.
 
-A seal key that is replaced (a P-256 key of an earlier version, see :mod:`signserver.audit.seal`)
+A seal key that is replaced (a P-256 key of an earlier version, or a key of another algorithm
+than ``audit.seal_key_algorithm`` now chooses, see :mod:`signserver.audit.seal`)
 keeps its pin; its successor is pinned beside it (``seal-key-2.pem``) with the number of the first
 seal it made, and the old key verifies only the seals numbered before that one. No pin is ever
 overwritten.
@@ -20,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from signserver.errors import ConfigurationError, DataCorrupted
 
-SealPublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+# Ed25519 where the token offers it; ECDSA or RSA on tokens without (see signserver.audit.seal).
+SealPublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 
 def fingerprint(public_key) -> str:
@@ -70,7 +72,7 @@ class SealKeyPin:
             public_key = serialization.load_pem_public_key(text)
         except ValueError as exc:
             raise DataCorrupted(f"{self.path} holds no PEM public key") from exc
-        if not isinstance(public_key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)):
+        if not isinstance(public_key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
             raise DataCorrupted(f"{self.path} holds a key of a type that does not seal the audit log")
         return PinnedKey(public_key, fingerprint(public_key), _first_seal(text, self.path))
 

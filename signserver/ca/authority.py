@@ -21,21 +21,30 @@ from signserver.audit.log import AuditLog
 from signserver.ca import repository as repo
 from signserver.ca.builder import (
     SubjectData,
-    ca_certificate,
     check_public_key,
     end_entity_certificate,
     load_csr,
-    signature_hash,
 )
 from signserver.ca.client_status import ClientCertificateStatus, presented
 from signserver.ca.profiles import RA_POLICY, KeySource, Profile, check_settings
 from signserver.ca.profiles import profile as find_profile
 from signserver.ca.repository import IssuedCertificate
 from signserver.ca.revocation import build_crl, ocsp_response, parse_reason, stored_crl
+from signserver.ca.service_keys import service_key_algorithm
+from signserver.ca.setup import (  # noqa: F401 (CaStatus and the role names are part of this module's API)
+    CLOCK_SKEW,
+    ISSUING,
+    OCSP,
+    ROOT,
+    TSA,
+    CaSetup,
+    CaStatus,
+    Checkpoint,
+    ca_name,
+)
 from signserver.clock import Clock
 from signserver.config import CaConfig
 from signserver.errors import (
-    AlreadyExists,
     CertificateRefused,
     InvalidArgument,
     NotFound,
@@ -51,22 +60,8 @@ from signserver.store.schema import certificates, credentials
 
 log = logging.getLogger(__name__)
 
-ROOT, ISSUING, OCSP, TSA = "root", "issuing", "ocsp-responder", "tsa"
-ROOT_DAYS, ISSUING_DAYS, OCSP_DAYS = 20 * 365, 10 * 365, 365
+OCSP_DAYS = 365
 EXPIRY_NOTICE = datetime.timedelta(days=30)
-CLOCK_SKEW = datetime.timedelta(minutes=5)  # certificates start a little in the past
-
-
-@dataclass(frozen=True)
-class CaStatus:
-    root: x509.Certificate | None
-    issuing: x509.Certificate | None
-    ocsp_responder: x509.Certificate | None
-    awaiting_external_root: bool
-
-    @property
-    def ready(self) -> bool:
-        return self.issuing is not None and self.ocsp_responder is not None
 
 
 @dataclass(frozen=True)
@@ -91,6 +86,7 @@ class CertificateAuthority:
         self.config = config
         # Whether a client certificate (an application's or an RA's) is still good, per call.
         self.client_status = ClientCertificateStatus(database, clock, ISSUING)
+        self._setup = CaSetup(database, keys, audit, clock, config, service_steps=self)
         check_settings(config.profile_settings)
 
     def profile(self, name: str) -> Profile:
@@ -100,103 +96,47 @@ class CertificateAuthority:
     # --- setting up ---------------------------------------------------------------------
 
     def status(self) -> CaStatus:
-        with self._database.read() as conn:
-            root, issuing, responder = (repo.get_authority(conn, n) for n in (ROOT, ISSUING, OCSP))
-        return CaStatus(root=root.certificate if root else None,
-                        issuing=issuing.certificate if issuing else None,
-                        ocsp_responder=responder.certificate if responder else None,
-                        awaiting_external_root=issuing is not None and issuing.certificate is None)
+        """Which set-up steps are done. Raises: StoreUnavailable."""
+        return self._setup.status()
 
-    def initialise(self, operator: str) -> CaStatus:
-        """Create the root and the issuing CA (keys generated in the HSM), the OCSP responder and
-        the first CRLs.
+    def initialise(self, operator: str, checkpoint: Checkpoint | None = None) -> CaStatus:
+        """Create the root and the issuing CA (keys generated in the HSM), the OCSP responder, the
+        TSA and the first CRLs, each step committed on its own; after an interrupted set-up, do
+        what is missing (see :class:`CaSetup`).
 
-        Raises: AlreadyExists: the CA exists. HsmError.
+        Raises: AlreadyExists: the CA exists, or awaits its external root. HsmError.
         """
-        self._refuse_if_initialised()
-        now = self._clock.now() - CLOCK_SKEW
-        root_key = self._new_key(KeyAlgorithm(self.config.root_key_algorithm), "ca-root")
-        root_private = hsm_private_key(self._keys, root_key)
-        root_name = self._ca_name("Root CA")
-        root = ca_certificate(subject=root_name, public_key=root_private.public_key(), issuer_name=root_name,
-                              issuer_key=root_private, issuer_public_key=root_private.public_key(),
-                              serial=x509.random_serial_number(), not_before=now, days=ROOT_DAYS,
-                              path_length=1, crl_url=None, ca=self.config)
-        issuing_key = self._new_key(KeyAlgorithm(self.config.issuing_key_algorithm), "ca-issuing")
-        issuing_public = self._keys.public_key(issuing_key)
-        issuing = ca_certificate(subject=self._ca_name("Issuing CA"), public_key=issuing_public,
-                                 issuer_name=root.subject, issuer_key=root_private,
-                                 issuer_public_key=root.public_key(), serial=x509.random_serial_number(),
-                                 not_before=now, days=ISSUING_DAYS, path_length=0,
-                                 crl_url=self.config.url("crl/root.crl"), ca=self.config)
-        with self._database.transaction() as conn:
-            repo.put_authority(conn, ROOT, root_key, root.public_bytes(Encoding.DER), now)
-            repo.put_authority(conn, ISSUING, issuing_key, issuing.public_bytes(Encoding.DER), now)
-            self._audit.append(conn, self._clock.now(), "ca.initialised", operator, "ca",
-                               root=format(root.serial_number, "x"), issuing=format(issuing.serial_number, "x"))
-        self._finish_setup(operator)
-        return self.status()
+        return self._setup.initialise(operator, checkpoint)
 
-    def begin_external_root(self, operator: str) -> x509.CertificateSigningRequest:
-        """Generate the issuing CA's key in the HSM and return its CSR for an external root.
+    def begin_external_root(self, operator: str,
+                            checkpoint: Checkpoint | None = None) -> x509.CertificateSigningRequest:
+        """Generate the issuing CA's key in the HSM and return its CSR for an external root (the
+        same key's again when asked again).
 
         Raises: AlreadyExists. HsmError.
         """
-        self._refuse_if_initialised()
-        key_id = self._new_key(KeyAlgorithm(self.config.issuing_key_algorithm), "ca-issuing")
-        private = hsm_private_key(self._keys, key_id)
-        request = (x509.CertificateSigningRequestBuilder().subject_name(self._ca_name("Issuing CA"))
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                   .sign(private, signature_hash(private)))
-        with self._database.transaction() as conn:
-            repo.put_authority(conn, ISSUING, key_id, None, self._clock.now())
-            self._audit.append(conn, self._clock.now(), "ca.external_root_requested", operator, "ca")
-        return request
+        return self._setup.begin_external_root(operator, checkpoint)
 
-    def complete_external_root(self, issuing_der: bytes, root_der: bytes, operator: str) -> CaStatus:
-        """Install the issuing CA certificate signed by an external root.
+    def complete_external_root(self, issuing_der: bytes, root_der: bytes, operator: str,
+                               checkpoint: Checkpoint | None = None) -> CaStatus:
+        """Install the issuing CA certificate signed by an external root and finish the set-up.
 
         Raises:
             InvalidArgument: not certificates, not for our key, not signed by that root, not a CA.
             NotFound: no external-root request is pending.
         """
-        with self._database.read() as conn:
-            issuing_authority = repo.get_authority(conn, ISSUING)
-        if issuing_authority is None or issuing_authority.certificate is not None:
-            raise NotFound("no issuing CA key is waiting for an external certificate; run `ca init --external-root`")
-        try:
-            issuing, root = (x509.load_pem_x509_certificate(d) if b"-----BEGIN" in d else x509.load_der_x509_certificate(d)
-                             for d in (issuing_der, root_der))
-        except ValueError:
-            raise InvalidArgument("the issuing and root certificates must be X.509 (PEM or DER)") from None
-        if issuing.public_key() != self._keys.public_key(issuing_authority.key_id):
-            raise InvalidArgument("the issuing certificate is not for the key this CA generated")
-        try:
-            issuing.verify_directly_issued_by(root)
-        except Exception as exc:  # cryptography raises several kinds here
-            raise InvalidArgument(f"the issuing certificate is not signed by that root: {exc}") from None
-        if not issuing.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-            raise InvalidArgument("the issuing certificate is not a CA certificate")
-        now = self._clock.now()
-        with self._database.transaction() as conn:
-            repo.put_authority(conn, ROOT, "", root.public_bytes(Encoding.DER), now)  # key outside
-            repo.put_authority(conn, ISSUING, issuing_authority.key_id, issuing.public_bytes(Encoding.DER), now)
-            self._audit.append(conn, now, "ca.external_root_installed", operator, "ca",
-                               issuing=format(issuing.serial_number, "x"))
-        self._finish_setup(operator)
-        return self.status()
-
-    def _finish_setup(self, operator: str) -> None:
-        self.renew_service_key(OCSP, operator)
-        self.renew_service_key(TSA, operator)
-        self.publish_crls()
+        return self._setup.complete_external_root(issuing_der, root_der, operator, checkpoint)
 
     def renew_service_key(self, role: str, operator: str) -> x509.Certificate:
         """A new key in the HSM and certificate for the delegated OCSP responder (``ocsp-responder``)
-        or the time-stamping authority (``tsa``). Raises: NotFound, HsmError."""
+        or the time-stamping authority (``tsa``), of the algorithm ``ca.ocsp_key_algorithm`` or
+        ``ca.tsa_key_algorithm`` chooses on this token.
+
+        Raises: NotFound, ConfigurationError (the token cannot use the algorithm set), HsmError."""
         profile_name, title = {OCSP: (OCSP, "OCSP Responder"), TSA: ("timestamping", "Time-Stamping Authority")}[role]
+        algorithm = service_key_algorithm(role, self.config, self._keys.session.capabilities())
         issuer, issuer_key = self._issuing()
-        key_id = self._new_key(KeyAlgorithm.EC_P256, f"ca-{role}")
+        key_id = self._new_key(algorithm, f"ca-{role}")
         now = self._clock.now()
         certificate = end_entity_certificate(
             profile=self.profile(profile_name), subject=self._ca_name(title),
@@ -205,6 +145,7 @@ class CertificateAuthority:
         with self._database.transaction() as conn:
             repo.insert_certificate(conn, certificate, profile_name, None, None, None, now)
             repo.put_authority(conn, role, key_id, certificate.public_bytes(Encoding.DER), now)
+            repo.delete_pending_key(conn, f"ca-{role}")  # the key is the authority's now
             self._audit.append(conn, now, "certificate.issued", operator, role,
                                serial=format(certificate.serial_number, "x"), profile=profile_name)
         return certificate
@@ -578,14 +519,10 @@ class CertificateAuthority:
             raise NotFound("the CA is not initialised; run `signserver ca init`")
         return authority.certificate, hsm_private_key(self._keys, authority.key_id)
 
-    def _refuse_if_initialised(self) -> None:
-        with self._database.read() as conn:
-            if repo.get_authority(conn, ISSUING) is not None:
-                raise AlreadyExists("the CA is already initialised")
-
     def _new_key(self, algorithm: KeyAlgorithm, purpose: str) -> str:
-        label = f"{purpose}-{self._clock.now():%Y%m%d%H%M%S}-{x509.random_serial_number() % 10**6:06d}"
-        return self._keys.generate(algorithm, label).key_id
+        """A key for a CA key ``purpose``; one an interrupted attempt generated is found again
+        (see :meth:`CaSetup.new_key`). Raises: UnsupportedAlgorithm, HsmError."""
+        return self._setup.new_key(algorithm, purpose)
 
     def _new_serial(self) -> int:
         """At least 64 random bits (159 in fact), positive, unique among what this CA issued."""
@@ -596,8 +533,4 @@ class CertificateAuthority:
                     return serial
 
     def _ca_name(self, role: str) -> x509.Name:
-        return x509.Name([
-            x509.NameAttribute(NameOID.COUNTRY_NAME, self.config.country),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.config.organisation),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{self.config.name} {role}"),
-        ])
+        return ca_name(self.config, role)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import NotFound
-from signserver.store.schema import accounts, authorities, certificates
+from signserver.store.schema import accounts, authorities, certificates, crls, pending_ca_keys
 
 
 @dataclass(frozen=True)
@@ -131,3 +131,36 @@ def put_authority(conn: Connection, name: str, key_id: str, certificate_der: byt
     else:
         conn.execute(insert(authorities).values(name=name, key_id=key_id, certificate=certificate_der,
                                                 created_at=epoch_seconds(now)))
+
+
+def authority_key_ids(conn: Connection) -> set[str]:
+    """The HSM keys the CA's authorities use (an external root has none)."""
+    return {row.key_id for row in conn.execute(select(authorities.c.key_id)) if row.key_id}
+
+
+def crl_authorities(conn: Connection) -> set[str]:
+    """The authorities that have published a CRL."""
+    return set(conn.execute(select(crls.c.authority)).scalars())
+
+
+@dataclass(frozen=True)
+class PendingKey:
+    purpose: str
+    label: str
+    algorithm: str
+
+
+def get_pending_key(conn: Connection, purpose: str) -> PendingKey | None:
+    row = conn.execute(select(pending_ca_keys).where(pending_ca_keys.c.purpose == purpose)).first()
+    return PendingKey(row.purpose, row.label, row.algorithm) if row is not None else None
+
+
+def put_pending_key(conn: Connection, purpose: str, label: str, algorithm: str, now: datetime.datetime) -> None:
+    """Record the label about to be generated for ``purpose``, replacing the one before."""
+    conn.execute(delete(pending_ca_keys).where(pending_ca_keys.c.purpose == purpose))
+    conn.execute(insert(pending_ca_keys).values(purpose=purpose, label=label, algorithm=algorithm,
+                                                created_at=epoch_seconds(now)))
+
+
+def delete_pending_key(conn: Connection, purpose: str) -> None:
+    conn.execute(delete(pending_ca_keys).where(pending_ca_keys.c.purpose == purpose))

@@ -106,7 +106,9 @@ def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate
     builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, responder).certificates([responder])
     if nonce is not None:
         builder = builder.add_extension(nonce, critical=False)
-    return builder.sign(responder_key, signature_hash(responder_key) or hashes.SHA256()).public_bytes(Encoding.DER)
+    # The responder key's own scheme (an HSM key presented as a ``cryptography`` key): ECDSA, or
+    # PKCS#1 v1.5 for an RSA responder on a token without EC (see KeyAlgorithm.own_signature_algorithm).
+    return builder.sign(responder_key, signature_hash(responder_key)).public_bytes(Encoding.DER)
 
 
 def unsuccessful_ocsp_response(status: ocsp.OCSPResponseStatus) -> bytes:

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from signserver.accounts.applications import certificate_fingerprint
-from signserver.ca.authority import CertificateRequest
+from signserver.ca.authority import CaStatus, CertificateRequest
 from signserver.ca.profiles import HOLDER_PROFILES
 from signserver.ca.repository import IssuedCertificate
 from signserver.ca.revocation import REASONS
@@ -132,15 +132,28 @@ def cmd_show(args, config: Config) -> int:
 
     if args.json:
         print_json({"ready": status.ready, "awaiting_external_root": status.awaiting_external_root,
+                    "steps": status.steps,
                     **{name: (c.public_bytes(Encoding.PEM).decode() if c else None) for name, c in
-                       (("root", status.root), ("issuing", status.issuing), ("ocsp_responder", status.ocsp_responder))}})
+                       (("root", status.root), ("issuing", status.issuing), ("ocsp_responder", status.ocsp_responder),
+                        ("tsa", status.tsa))}})
     else:
-        print_fields([("state", "ready" if status.ready else
-                       "awaiting the external root's certificate" if status.awaiting_external_root else "not initialised"),
+        print_fields([("state", _state(status)),
                       ("root", describe(status.root)), ("issuing", describe(status.issuing)),
-                      ("OCSP responder", describe(status.ocsp_responder)),
+                      ("OCSP responder", describe(status.ocsp_responder)), ("TSA", describe(status.tsa)),
                       ("CRL", config.ca.url("crl/issuing.crl")), ("OCSP", config.ca.url("ocsp"))])
     return 0
+
+
+def _state(status: CaStatus) -> str:
+    if status.ready:
+        return "ready"
+    if status.awaiting_external_root:
+        return "awaiting the external root's certificate"
+    if not status.started:
+        return "not initialised"
+    done = [step for step, finished in status.steps.items() if finished]
+    return (f"set-up not finished: done {', '.join(done)}; missing {', '.join(status.missing)} "
+            "(`signserver ca init` or the server's next start finishes it)")
 
 
 def cmd_issue(args, config: Config) -> int:

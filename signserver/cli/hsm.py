@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,16 +13,19 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from signserver.audit.seal import find_token_seal_key
 from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json, print_table
-from signserver.cli.pins import read_pin
+from signserver.cli.pins import read_optional_pin, read_pin, write_pin_file
 from signserver.config import USER_PIN_ENV, Config
 from signserver.errors import InvalidArgument, SignServerError
-from signserver.hsm.admin import TokenAdministrator, check_signature, count_objects
+from signserver.hsm.admin import SlotStatus, TokenAdministrator, check_signature, count_objects
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import KeyInfo
 from signserver.hsm.module import use_softhsm_config
+from signserver.hsm.pin_guard import RefusedPins, refused_pins_file
+from signserver.secret import Secret
 
 SO_PIN_ENV = "SIGNSERVER_HSM_SO_PIN"
 NEW_PIN_ENV = "SIGNSERVER_HSM_NEW_PIN"
+CURRENT_SO_PIN_ENV = "SIGNSERVER_HSM_CURRENT_SO_PIN"
 
 
 def _argument(parse):
@@ -54,8 +58,18 @@ def add_parser(subparsers) -> None:
     p = command("init", cmd_init, "initialise a token: label, SO PIN, user PIN", parents=(common,))
     p.add_argument("--label", help="token label (default: hsm.token_label)")
     p.add_argument("--slot", type=int, help="slot id (default: the first uninitialised token)")
-    p.add_argument("--so-pin-file", type=Path, help=f"file holding the SO PIN (else ${SO_PIN_ENV} or a prompt)")
+    p.add_argument("--so-pin-file", type=Path,
+                   help=f"file holding the SO PIN the token gets (else ${SO_PIN_ENV} or a prompt)")
+    p.add_argument("--current-so-pin-file", type=Path,
+                   help="file holding the SO PIN the token has now, which most tokens verify when initialised "
+                        f"(openCryptoki's factory one is 87654321; else ${CURRENT_SO_PIN_ENV} or a prompt; "
+                        "not needed for SoftHSM's free slot)")
     p.add_argument("--user-pin-file", type=Path, help=f"file holding the user PIN (else ${USER_PIN_ENV} or a prompt)")
+    p.add_argument("--generate-pins", action="store_true",
+                   help="generate the SO and user PINs within the token's PIN lengths and write them to "
+                        "--so-pin-file and --user-pin-file (new files, mode 0600)")
+    p.add_argument("--yes", action="store_true",
+                   help="initialise an already initialised token again (destroys every key on it) without asking")
 
     command("slots", cmd_slots, "list slots and tokens with their flags", parents=(common,))
 
@@ -82,6 +96,11 @@ def add_parser(subparsers) -> None:
 
     p = command("change-pin", cmd_change_pin, "change the user PIN (asks for the current one)")
     p.add_argument("--new-pin-file", type=Path, help=f"file holding the new PIN (else ${NEW_PIN_ENV} or a prompt)")
+
+    p = command("change-so-pin", cmd_change_so_pin, "change the security officer's PIN (asks for the current one)",
+                parents=(common,))
+    p.add_argument("--so-pin-file", type=Path, help=f"file holding the current SO PIN (else ${SO_PIN_ENV} or a prompt)")
+    p.add_argument("--new-pin-file", type=Path, help=f"file holding the new SO PIN (else ${NEW_PIN_ENV} or a prompt)")
 
     p = command("unblock-pin", cmd_unblock_pin, "security officer: set a new user PIN, unblocking a locked one",
                 parents=(common,))
@@ -130,9 +149,23 @@ def _write(data: bytes, out: Path | None) -> None:
 
 def cmd_init(args, config: Config) -> int:
     label = args.label or args.token or config.hsm.token_label
-    so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file, confirm=True)
-    user_pin = read_pin("user PIN", USER_PIN_ENV, args.user_pin_file, confirm=True)
-    status = TokenAdministrator(_module(args, config)).init_token(label, so_pin, user_pin, args.slot)
+    admin = TokenAdministrator(_module(args, config))
+    target = admin.init_target(label, args.slot)
+    if target.initialised:
+        _confirm_reinitialise(target, args.yes)
+    so_pin_prompted = not args.generate_pins and args.so_pin_file is None and not os.environ.get(SO_PIN_ENV)
+    current = _current_so_pin(args, target, so_pin_prompted)
+    if args.generate_pins:
+        so_pin, user_pin = _generate_pins(args, target)
+    else:
+        so_pin = read_pin("new SO PIN", SO_PIN_ENV, args.so_pin_file, confirm=True)
+        user_pin = read_pin("user PIN", USER_PIN_ENV, args.user_pin_file, confirm=True)
+    status = admin.init_token(label, so_pin, user_pin, args.slot, current_so_pin=current,
+                              reinitialise=target.initialised)
+    if args.generate_pins:  # only once the token holds them: a refused initialisation leaves no PIN files
+        for path, pin, what in ((args.so_pin_file, so_pin, "SO PIN"), (args.user_pin_file, user_pin, "user PIN")):
+            write_pin_file(path, pin, what)
+            print(f"stored the {what} in {path} (mode 0600)", file=sys.stderr)
     if args.json:
         print_json(status)
     else:
@@ -140,14 +173,54 @@ def cmd_init(args, config: Config) -> int:
     return 0
 
 
+def _confirm_reinitialise(target: SlotStatus, yes: bool) -> None:
+    """Raises: InvalidArgument (not confirmed, or nobody to ask)."""
+    if yes:
+        return
+    what = f"slot {target.slot_id} holds the initialised token {target.token_label!r}"
+    if not sys.stdin.isatty():
+        raise InvalidArgument(f"{what}; initialising it again destroys every key on it: pass --yes to confirm")
+    answer = input(f"{what}. Initialising it again destroys every key on it.\n"
+                   f"Type the token's label to go on: ")
+    if answer.strip() != target.token_label:
+        raise InvalidArgument("not confirmed: the token is unchanged")
+
+
+def _current_so_pin(args, target: SlotStatus, so_pin_prompted: bool) -> Secret | None:
+    """The SO PIN the token verifies at initialisation: needed when it is initialised; else
+    used when given, and asked for (empty for none) when the new one is asked for too, since only
+    the administrator knows whether an uninitialised token keeps a factory SO PIN."""
+    if target.verifies_so_pin_at_init or args.current_so_pin_file is not None or os.environ.get(CURRENT_SO_PIN_ENV):
+        return read_pin("current SO PIN", CURRENT_SO_PIN_ENV, args.current_so_pin_file)
+    if so_pin_prompted:
+        return read_optional_pin("current SO PIN", CURRENT_SO_PIN_ENV, None,
+                                 "leave empty if the token has none, like SoftHSM's free slot")
+    return None
+
+
+def _generate_pins(args, target: SlotStatus) -> tuple[Secret, Secret]:
+    """PINs within the token's lengths, for files that do not hold one yet (written once the token
+    is initialised).
+
+    Raises: InvalidArgument (a file missing from the command line or already holding a PIN)."""
+    if args.so_pin_file is None or args.user_pin_file is None:
+        raise InvalidArgument("--generate-pins writes the PINs to --so-pin-file and --user-pin-file: give both")
+    pins = (target.pin_lengths.generate(), target.pin_lengths.generate())
+    for path, what in ((args.so_pin_file, "SO PIN"), (args.user_pin_file, "user PIN")):
+        if path.exists() and path.stat().st_size > 0:
+            raise InvalidArgument(f"{path} already holds something; a generated {what} never overwrites a file")
+    return pins
+
+
 def cmd_slots(args, config: Config) -> int:
     slots = TokenAdministrator(_module(args, config)).slots()
     if args.json:
         print_json(slots)
         return 0
-    print_table(["SLOT", "LABEL", "MODEL", "SERIAL", "FLAGS"],
+    print_table(["SLOT", "LABEL", "MODEL", "SERIAL", "PIN LENGTH", "FLAGS"],
                 [[s.slot_id, s.token_label if s.token_present else "(no token)", s.token_model,
-                  s.token_serial, ", ".join(s.flags)] for s in slots])
+                  s.token_serial, s.pin_lengths.describe() if s.token_present else "",
+                  ", ".join(s.flags)] for s in slots])
     return 0
 
 
@@ -223,7 +296,7 @@ def _test_signature(service) -> dict:
     """A signature with the server's audit seal key, made and verified now; the key is found by
     its label (once per process), not by listing the token's keys."""
     try:
-        seal_key = find_token_seal_key(service.keys)
+        seal_key = find_token_seal_key(service.keys, setting=service.config.audit.seal_key_algorithm)
         if seal_key is None:
             return {"verified": None, "detail": "no audit seal key on the token yet (a server makes it)"}
         algorithm = check_signature(service.keys, seal_key.key_id)
@@ -254,8 +327,19 @@ def cmd_change_pin(args, config: Config) -> int:
     old = read_pin("current user PIN", USER_PIN_ENV, args.pin_file, fallback_file=config.hsm.user_pin_file)
     new = read_pin("new user PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
     label = args.token or config.hsm.token_label
-    TokenAdministrator(_module(args, config)).change_user_pin(label, old, new)
+    admin = TokenAdministrator(_module(args, config))
+    admin.change_user_pin(label, old, new)
     print(f"changed the user PIN of token {label!r}")
+    _forget_refusals(config, admin, label)
+    return 0
+
+
+def cmd_change_so_pin(args, config: Config) -> int:
+    old = read_pin("current SO PIN", SO_PIN_ENV, args.so_pin_file)
+    new = read_pin("new SO PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
+    label = args.token or config.hsm.token_label
+    TokenAdministrator(_module(args, config)).change_so_pin(label, old, new)
+    print(f"changed the SO PIN of token {label!r}")
     return 0
 
 
@@ -263,9 +347,20 @@ def cmd_unblock_pin(args, config: Config) -> int:
     so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file)
     new = read_pin("new user PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
     label = args.token or config.hsm.token_label
-    TokenAdministrator(_module(args, config)).unblock_user_pin(label, so_pin, new)
+    admin = TokenAdministrator(_module(args, config))
+    admin.unblock_user_pin(label, so_pin, new)
     print(f"set a new user PIN on token {label!r}")
+    _forget_refusals(config, admin, label)
     return 0
+
+
+def _forget_refusals(config: Config, admin: TokenAdministrator, label: str) -> None:
+    """The token's user PIN was just set: a PIN it refused before may be the new one, so the
+    refusals remembered for it (signserver/hsm/pin_guard.py) no longer hold."""
+    slot = next((s for s in admin.slots() if s.token_label == label), None)
+    if slot is not None and RefusedPins(refused_pins_file(config.state_dir)).forget(slot.token_serial, label):
+        print(f"forgot the PINs token {label!r} refused before ({refused_pins_file(config.state_dir)})",
+              file=sys.stderr)
 
 
 def cmd_csr(args, config: Config) -> int:

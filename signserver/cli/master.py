@@ -29,7 +29,7 @@ _CEREMONY = """key ceremony (copy the shared keys to another token, never in cle
         signserver hsm master receive-begin --out transport.pem
   2. carry transport.pem to the source; on the SOURCE token (needs the SO PIN):
         signserver hsm master export --transport transport.pem --out keys.wrapped
-     (every master key not retired, and the OTP sealing key; or name one key to copy it alone)
+     (every master key not retired, and the OTP sealing keys; or name one key to copy it alone)
      and note the check values it prints
   3. carry keys.wrapped back; on the DESTINATION token:
         signserver hsm master import --in keys.wrapped --check-value LABEL=HEX,LABEL=HEX
@@ -93,7 +93,7 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
                                       "destination token's transport key, which never leaves that token.")
     p.add_argument("label", nargs="?",
                    help="one key to copy, e.g. signserver-master-2 (default: every master key not retired, and "
-                        "the OTP sealing key)")
+                        "the OTP sealing key, with its MAC key where it has one)")
     p.add_argument("--transport", type=Path, required=True, help="the destination's transport public key (PEM)")
     p.add_argument("--out", type=Path, required=True, help="where to write the wrapped keys")
     p.add_argument("--so-pin-file", type=Path,
@@ -264,11 +264,15 @@ def cmd_export(args, config: Config) -> int:
 
 def _shared_labels(service: SignService, sealing: SealingKey) -> list[str]:
     """Every key the other tokens need: the master keys some package may still use, and the
-    sealing key of the OTP seeds. Raises: NotFound: the database knows no master key yet."""
+    sealing key of the OTP seeds (with its MAC key, on a token that holds one).
+
+    Raises: NotFound: the database knows no master key yet. UnsupportedAlgorithm, HsmError.
+    """
     masters = [m.label for m in service.master_rotation.status() if m.state != RETIRED]
     if not masters:
         raise NotFound("no master key yet: start this token's server once (it makes the first), then export")
-    return [*masters, sealing.label]
+    info = sealing.describe()
+    return [*masters, sealing.label, *([info.mac.label] if info.mac else [])]
 
 
 def cmd_import(args, config: Config) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from signserver.config import read_secret_file
 from signserver.errors import ConfigurationError, InvalidArgument
+from signserver.files import write_private
 from signserver.secret import Secret
 
 
@@ -34,9 +35,45 @@ def read_pin(what: str, env: str | None, file: Path | None, confirm: bool = Fals
     if not sys.stdin.isatty():
         hint = f"set {env} or " if env else ""
         raise InvalidArgument(f"no {what} given: {hint}pass a file with the PIN, or run on a terminal")
-    pin = getpass.getpass(f"{what}: ")
-    if confirm and getpass.getpass(f"{what} (again): ") != pin:
-        raise InvalidArgument(f"the two {what}s differ")
+    pin = _prompt(what, confirm)
     if not pin:
         raise InvalidArgument(f"the {what} must not be empty")
     return Secret(pin)
+
+
+def read_optional_pin(what: str, env: str, file: Path | None, hint: str) -> Secret | None:
+    """Return a PIN from ``$env`` or ``file`` when either is given, else ask on the terminal,
+    where an empty answer means none; None without a terminal. ``hint`` tells when to leave the
+    prompt empty.
+
+    Raises:
+        InvalidArgument: ``file`` is unreadable, empty or readable by others.
+    """
+    if os.environ.get(env) or file is not None:
+        return read_pin(what, env, file)
+    if not sys.stdin.isatty():
+        return None
+    pin = _prompt(f"{what} ({hint})", confirm=False)
+    return Secret(pin) if pin else None
+
+
+def write_pin_file(path: Path, pin: Secret, what: str) -> None:
+    """Keep a generated PIN in a new file of mode 0600.
+
+    Raises:
+        InvalidArgument: the file already holds something (a PIN is never overwritten), or
+            cannot be written.
+    """
+    if path.exists() and path.stat().st_size > 0:
+        raise InvalidArgument(f"{path} already holds something; a generated {what} never overwrites a file")
+    try:
+        write_private(path, (pin.reveal() + "\n").encode("utf-8"))
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write the {what} to {path}: {exc.strerror}") from None
+
+
+def _prompt(what: str, confirm: bool) -> str:
+    pin = getpass.getpass(f"{what}: ")
+    if confirm and getpass.getpass(f"{what} (again): ") != pin:
+        raise InvalidArgument(f"the two {what}s differ")
+    return pin

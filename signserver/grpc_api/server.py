@@ -187,10 +187,15 @@ def bootstrap(config: Config, service: SignService) -> None:
 
     Raises: HsmError, ConfigurationError.
     """
+    service.check_key_settings()  # a key algorithm the token cannot use stops the start, naming its setting
     service.packages.ensure_master()  # made on the first start; checked on this token on every start
+    # The OTP sealing keys too, before any worker exists: workers making them on first use at once
+    # could each make one under the same label, and seeds sealed by one would not open in another.
+    service.sealing.describe()
     status = service.ca.status()
     if not status.ready and not status.awaiting_external_root:
-        log.info("no CA yet: creating the root and issuing CA in the HSM")
+        # An interrupted set-up (of either kind) is finished here: each step runs only if missing.
+        log.info("the CA's set-up is not finished: making %s", ", ".join(status.missing))
         service.ca.initialise("server:bootstrap")
     if config.server.plaintext:
         return

@@ -1,9 +1,10 @@
 """`signserver serve`: bootstrap once, then N worker processes sharing the port.
 
 PKCS#11 through python-pkcs11 serialises every call in a process, so throughput scales with
-processes. The supervisor never touches the HSM or gRPC itself: the first-start bootstrap runs in
-a short-lived child, then each worker is forked before it initialises PKCS#11 or creates its gRPC
-server. Workers bind the same port (SO_REUSEPORT, gRPC's default on Linux); one of them also runs
+processes. The supervisor logs in to the token once, before any child, so that a wrong PIN is
+tried once and not by every worker (tokens lock the PIN after a few wrong tries), then releases
+the module; it never touches gRPC itself. The first-start bootstrap runs in a short-lived child,
+then each worker is forked before it initialises PKCS#11 or creates its gRPC server. Workers bind the same port (SO_REUSEPORT, gRPC's default on Linux); one of them also runs
 the background work (e-mail, audit seals, CRLs, expiry notices). A worker that dies is started
 again; SIGTERM or SIGINT makes every worker drain its calls in flight and stop.
 """
@@ -44,6 +45,20 @@ def _bootstrap(config: Config, demo: bool) -> None:
         ensure_demo(service, config.state_dir)
 
 
+def _check_pin(config: Config) -> None:
+    """Log in once here, then release the module: the children initialise their own.
+
+    Raises: ConfigurationError (no PIN), HsmLoginFailed, HsmPinLocked, TokenNotFound, HsmUnavailable.
+    """
+    from signserver.hsm.module import use_softhsm_config
+    from signserver.hsm.pin_guard import PinGuard
+    from signserver.hsm.session import TokenSession
+
+    use_softhsm_config(config.hsm.softhsm2_conf)
+    TokenSession(config.hsm.module, config.hsm.token_label, config.hsm.user_pin(),
+                 PinGuard.for_config(config.hsm, config.state_dir)).check_login()
+
+
 def _work(config: Config, index: int) -> None:
     from signserver.grpc_api.server import Worker
 
@@ -68,12 +83,17 @@ def _reserve(address: str) -> tuple[str, socket.socket | None]:
 def serve(config: Config, demo: bool = False, workers: int | None = None) -> None:
     """Bootstrap, then run ``workers`` processes (default: one per CPU) until SIGTERM or SIGINT.
 
-    Raises: ConfigurationError: the bootstrap failed (its cause is in the log).
+    Raises:
+        ConfigurationError: no PIN, or the bootstrap failed (its cause is in the log).
+        HsmLoginFailed, HsmPinLocked: the token refused the PIN, or it was not tried (see
+            :mod:`signserver.hsm.pin_guard`); no child was started.
+        TokenNotFound, HsmUnavailable: the token cannot be reached.
     """
     from signserver.grpc_api.server import served_config
 
     workers = workers or os.cpu_count() or 1
     raise_open_file_limit()  # before any child: they inherit it
+    _check_pin(config)
     child = _fork.Process(target=_bootstrap, args=(config, demo), name="bootstrap")
     child.start()
     child.join()

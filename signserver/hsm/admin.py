@@ -1,5 +1,5 @@
-"""Token administration on any PKCS#11 module: slots, token initialisation, PIN change and unblock;
-and the health probes that run in the logged-in session.
+"""Token administration on any PKCS#11 module: slots, token initialisation, SO and user PIN
+changes, unblocking; and the health probes that run in the logged-in session.
 
 The administration operations each open their own short-lived session under the process-wide
 PKCS#11 lock; none of them needs the server to be running.
@@ -18,12 +18,21 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from pkcs11 import TokenFlag
 
-from signserver.errors import AlreadyExists, HsmError, HsmOperationFailed, InvalidArgument, TokenNotFound
+from signserver.errors import (
+    AlreadyExists,
+    HsmError,
+    HsmLoginFailed,
+    HsmOperationFailed,
+    InvalidArgument,
+    SignServerError,
+    TokenNotFound,
+)
 from signserver.hsm.algorithms import SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.hsm.module import load_module, pkcs11_lock, raw_module
 from signserver.hsm.session import TokenSession, find_token
-from signserver.hsm.translate import translate
+from signserver.hsm.pin_rules import PinLengths, read_pin_lengths
+from signserver.hsm.translate import translate, translate_return_value
 from signserver.secret import Secret
 
 log = logging.getLogger(__name__)
@@ -47,7 +56,7 @@ _SHOWN_FLAGS = (
 
 @dataclass(frozen=True)
 class SlotStatus:
-    """A slot and the token in it, with the token's flags in words."""
+    """A slot and the token in it, with the token's flags in words and its PIN lengths."""
 
     slot_id: int
     slot_description: str
@@ -57,6 +66,8 @@ class SlotStatus:
     token_manufacturer: str
     token_serial: str
     flags: tuple[str, ...]
+    min_pin_length: int | None = None
+    max_pin_length: int | None = None
 
     @property
     def initialised(self) -> bool:
@@ -66,13 +77,26 @@ class SlotStatus:
     def user_pin_locked(self) -> bool:
         return "user PIN locked" in self.flags
 
+    @property
+    def verifies_so_pin_at_init(self) -> bool:
+        """Whether C_InitToken surely checks an SO PIN the token already has: every initialised
+        token does. Some uninitialised ones do too (openCryptoki's factory SO PIN) and their
+        flags do not tell: SoftHSM's free slot, which takes any SO PIN, flags "SO PIN to be
+        changed" as well."""
+        return self.initialised
+
+    @property
+    def pin_lengths(self) -> PinLengths:
+        return PinLengths(self.min_pin_length or 1, self.max_pin_length)
+
 
 def _flag_words(flags: TokenFlag) -> tuple[str, ...]:
     return tuple(word for name, word in _SHOWN_FLAGS if flags & TokenFlag[name])
 
 
 class TokenAdministrator:
-    """Administers the tokens of one PKCS#11 module (SoftHSM, OpenSC for smart cards, ...)."""
+    """Administers the tokens of one PKCS#11 module (SoftHSM, openCryptoki, OpenSC for smart
+    cards, a network HSM's client library, ...)."""
 
     def __init__(self, module: Path | None):
         self.module = module
@@ -89,29 +113,66 @@ class TokenAdministrator:
             except p11.PKCS11Error as exc:
                 raise translate(exc, "list the slots") from exc
 
-    def init_token(self, label: str, so_pin: Secret, user_pin: Secret, slot_id: int | None = None) -> SlotStatus:
+    def init_target(self, label: str, slot_id: int | None = None) -> SlotStatus:
+        """The slot :meth:`init_token` would initialise for ``label`` and ``slot_id``, so that an
+        administrator can be asked before anything changes.
+
+        Raises: AlreadyExists (another slot's token has the label), TokenNotFound, HsmError.
+        """
+        with pkcs11_lock():
+            lib = load_module(self.module)
+            try:
+                return self._status(self._target_slot(lib, label, slot_id))
+            except p11.PKCS11Error as exc:
+                raise translate(exc, "list the slots") from exc
+
+    def init_token(self, label: str, so_pin: Secret, user_pin: Secret, slot_id: int | None = None, *,
+                   current_so_pin: Secret | None = None, reinitialise: bool = False) -> SlotStatus:
         """Initialise a token in ``slot_id`` (default: the first slot whose token is not
-        initialised), set its SO PIN and label, then set the user PIN.
+        initialised) with ``label``, leave it with the SO PIN ``so_pin``, then set the user PIN.
+
+        C_InitToken is given ``current_so_pin`` when there is one: every initialised token, and
+        tokens that come with a factory SO PIN (openCryptoki: 87654321), verify it there. When it
+        differs from ``so_pin``, the SO PIN is changed right after (C_SetPIN as the SO). A token
+        that takes the new SO PIN directly (SoftHSM's free slot) needs no current one.
 
         Raises:
-            InvalidArgument: empty PIN or label too long.
-            AlreadyExists: a token already has that label.
+            InvalidArgument: empty PIN, label too long, a PIN outside the token's lengths,
+                an initialised token without ``reinitialise`` or without its current SO PIN.
+            AlreadyExists: another token already has that label.
             TokenNotFound: no uninitialised token (or no such slot).
-            HsmError: the token refused.
+            HsmLoginFailed, HsmPinLocked: the token refused the current SO PIN.
+            HsmError: the token refused otherwise.
         """
-        if not so_pin or not user_pin:
+        if not so_pin or not user_pin or (current_so_pin is not None and not current_so_pin):
             raise InvalidArgument("the SO PIN and the user PIN must not be empty")
         if not label or len(label.encode("utf-8")) > 32:
             raise InvalidArgument("a token label has 1 to 32 bytes")
         with pkcs11_lock():
             lib = load_module(self.module)
             try:
-                slot = self._free_slot(lib, label, slot_id)
-                rv = raw_module(self.module).init_token(slot.slot_id, so_pin.reveal(), label)
+                slot = self._target_slot(lib, label, slot_id)
+                target = self._status(slot)
+                if target.initialised and not reinitialise:
+                    raise InvalidArgument(
+                        f"slot {slot.slot_id} holds the initialised token {target.token_label!r}; "
+                        "initialising it again destroys every key on it, and must be confirmed")
+                if target.initialised and current_so_pin is None:
+                    raise InvalidArgument(
+                        f"the token {target.token_label!r} is initialised: initialising it again "
+                        "takes its current SO PIN")
+                lengths = target.pin_lengths
+                lengths.check(so_pin, "SO PIN")
+                lengths.check(user_pin, "user PIN")
+                verified = current_so_pin or so_pin
+                doing = f"initialise the token in slot {slot.slot_id}"
+                rv = raw_module(self.module).init_token(slot.slot_id, verified.reveal(), label)
                 if rv != 0:
-                    raise HsmError(f"C_InitToken failed on slot {slot.slot_id} (CKR 0x{rv:x})")
+                    raise _init_refused(translate_return_value(rv, doing), current_so_pin is None)
                 token = find_token(lib, label, self.module)
-                with token.open(rw=True, so_pin=so_pin.reveal()) as session:
+                with token.open(rw=True, so_pin=verified.reveal()) as session:
+                    if verified.reveal() != so_pin.reveal():
+                        session.set_pin(verified.reveal(), so_pin.reveal())
                     session.init_pin(user_pin.reveal())
                 log.info("initialised token %r in slot %s", label, slot.slot_id)
                 return self._status(token.slot)
@@ -121,30 +182,48 @@ class TokenAdministrator:
     def change_user_pin(self, token_label: str, old_pin: Secret, new_pin: Secret) -> None:
         """Change the user PIN with the current one (C_SetPIN as the user).
 
-        Raises: TokenNotFound, HsmLoginFailed (wrong old PIN), HsmPinLocked, InvalidArgument, HsmError.
+        Raises: TokenNotFound, HsmLoginFailed (wrong old PIN), HsmPinLocked, InvalidArgument
+        (empty, or outside the token's PIN lengths), HsmError.
         """
         if not new_pin:
             raise InvalidArgument("the new PIN must not be empty")
-        self._with_session(token_label, old_pin, None,
+        self._with_session(token_label, old_pin, None, ("new user PIN", new_pin),
                            lambda s: s.set_pin(old_pin.reveal(), new_pin.reveal()), "change the user PIN")
         log.info("changed the user PIN of token %r", token_label)
+
+    def change_so_pin(self, token_label: str, old_pin: Secret, new_pin: Secret) -> None:
+        """Change the security officer's PIN with the current one (C_SetPIN as the SO), e.g.
+        the factory SO PIN a token came with.
+
+        Raises: TokenNotFound, HsmLoginFailed (wrong old SO PIN), HsmPinLocked (SO PIN locked),
+        InvalidArgument (empty, or outside the token's PIN lengths), HsmError.
+        """
+        if not new_pin or not old_pin:
+            raise InvalidArgument("the SO PINs must not be empty")
+        self._with_session(token_label, None, old_pin, ("new SO PIN", new_pin),
+                           lambda s: s.set_pin(old_pin.reveal(), new_pin.reveal()), "change the SO PIN")
+        log.info("changed the SO PIN of token %r", token_label)
 
     def unblock_user_pin(self, token_label: str, so_pin: Secret, new_user_pin: Secret) -> None:
         """The security officer sets a new user PIN, which also unblocks a locked one (C_InitPIN).
 
         Raises: TokenNotFound, HsmLoginFailed (wrong SO PIN), HsmPinLocked (SO PIN locked),
-        InvalidArgument, HsmError.
+        InvalidArgument (empty, or outside the token's PIN lengths), HsmError.
         """
         if not new_user_pin:
             raise InvalidArgument("the new PIN must not be empty")
-        self._with_session(token_label, None, so_pin,
+        self._with_session(token_label, None, so_pin, ("new user PIN", new_user_pin),
                            lambda s: s.init_pin(new_user_pin.reveal()), "unblock the user PIN")
         log.info("security officer set a new user PIN on token %r", token_label)
 
-    def _with_session(self, token_label, user_pin: Secret | None, so_pin: Secret | None, operation, doing):
+    def _with_session(self, token_label, user_pin: Secret | None, so_pin: Secret | None,
+                      new_pin: tuple[str, Secret], operation, doing):
         with pkcs11_lock():
             lib = load_module(self.module)
             token = find_token(lib, token_label, self.module)
+            what, pin = new_pin
+            # Checked before the login, so that a PIN the token would refuse costs no try.
+            read_pin_lengths(self.module, token.slot.slot_id).check(pin, what)
             try:
                 with token.open(
                     rw=True,
@@ -155,28 +234,27 @@ class TokenAdministrator:
             except p11.PKCS11Error as exc:
                 raise translate(exc, doing) from exc
 
-    def _free_slot(self, lib: pkcs11.lib, label: str, slot_id: int | None) -> pkcs11.Slot:
-        free = None
+    def _target_slot(self, lib: pkcs11.lib, label: str, slot_id: int | None) -> pkcs11.Slot:
+        target = None
         for slot in lib.get_slots(token_present=True):
             token = slot.get_token()
             initialised = bool(token.flags & TokenFlag.TOKEN_INITIALIZED)
-            if initialised and token.label == label:
+            chosen = slot.slot_id == slot_id if slot_id is not None else not initialised and target is None
+            if chosen:
+                target = slot
+            elif initialised and token.label == label:
                 raise AlreadyExists(f"a token labelled {label!r} already exists in slot {slot.slot_id}")
-            if slot_id is not None and slot.slot_id == slot_id:
-                free = slot
-            elif slot_id is None and not initialised and free is None:
-                free = slot
-        if free is None:
+        if target is None:
             raise TokenNotFound(
                 f"no slot {slot_id} with a token" if slot_id is not None
                 else f"no uninitialised token in {self.module}"
             )
-        return free
+        return target
 
-    @staticmethod
-    def _status(slot: pkcs11.Slot) -> SlotStatus:
+    def _status(self, slot: pkcs11.Slot) -> SlotStatus:
         present = bool(slot.flags & pkcs11.SlotFlag.TOKEN_PRESENT)
         token = slot.get_token() if present else None
+        lengths = read_pin_lengths(self.module, slot.slot_id) if token else None
         return SlotStatus(
             slot_id=slot.slot_id,
             slot_description=slot.slot_description,
@@ -186,7 +264,18 @@ class TokenAdministrator:
             token_manufacturer=token.manufacturer_id if token else "",
             token_serial=token.serial.decode("ascii", "replace").strip() if token else "",
             flags=_flag_words(token.flags) if token else (),
+            min_pin_length=lengths.minimum if lengths else None,
+            max_pin_length=lengths.maximum if lengths else None,
         )
+
+
+def _init_refused(error: SignServerError, without_current_so_pin: bool) -> SignServerError:
+    """C_InitToken's refusal, with the likely cause when a token checked an SO PIN nobody gave."""
+    if without_current_so_pin and isinstance(error, HsmLoginFailed):
+        return HsmLoginFailed(
+            f"{error}. This token verifies its current SO PIN when it is initialised: give that PIN "
+            "as the current SO PIN (openCryptoki's is 87654321 until it is changed)")
+    return error
 
 
 # --- health probes (in the logged-in session) ------------------------------------------------

@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import KeyType, Mechanism
 from pkcs11.mechanisms import MGF
@@ -79,6 +79,40 @@ class KeyAlgorithm(enum.Enum):
     @classmethod
     def from_rsa_bits(cls, bits: int) -> "KeyAlgorithm | None":
         return next((a for a in cls if a.family == "rsa" and a.size == bits), None)
+
+    @classmethod
+    def of_public_key(cls, public_key) -> "KeyAlgorithm":
+        """The algorithm of a ``cryptography`` public key (a certificate's, say).
+
+        Raises: UnsupportedAlgorithm: a key type or size signserver does not generate.
+        """
+        found = None
+        if isinstance(public_key, rsa.RSAPublicKey):
+            found = cls.from_rsa_bits(public_key.key_size)
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            found = next((a for a in cls if a.family == "ec" and a.ec_curve.name == public_key.curve.name), None)
+        elif isinstance(public_key, ed25519.Ed25519PublicKey):
+            found = cls.ED25519
+        if found is None:
+            raise UnsupportedAlgorithm(f"a {type(public_key).__name__} is not a key type signserver uses")
+        return found
+
+    def own_signature_algorithm(self) -> "SignatureAlgorithm":
+        """How the server's own keys of this type sign (OCSP responses, time stamps, audit seals).
+
+        RSA signs PKCS#1 v1.5 with SHA-256: it needs only CKM_RSA_PKCS, which every token that
+        generates RSA keys offers (openCryptoki lists no SHA256_RSA_PKCS, and PSS is optional in
+        PKCS#11), it is what every OCSP client and CMS verifier accepts, and ``cryptography``'s
+        OCSP builder signs RSA in no other way; its known weaknesses concern encryption, not
+        signatures. EC keys sign ECDSA with the digest that matches the curve, Ed25519 pure EdDSA.
+        """
+        if self.family == "rsa":
+            return SignatureAlgorithm.RSA_PKCS1V15_SHA256
+        if self is KeyAlgorithm.EC_P384:
+            return SignatureAlgorithm.ECDSA_SHA384
+        if self.family == "ec":
+            return SignatureAlgorithm.ECDSA_SHA256
+        return SignatureAlgorithm.ED25519
 
 
 class HashAlgorithm(enum.Enum):

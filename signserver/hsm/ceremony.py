@@ -1,7 +1,7 @@
 """The key ceremony: the keys every token of a service must share, copied from one token to
 another, never in clear. They are the master keys (which wrap the holders' signing data packages)
-and the sealing key (which seals the holders' OTP seeds): a token lacking either cannot serve the
-holders of a database it shares.
+and the sealing key (which seals the holders' OTP seeds), with its MAC key on a token that seals
+without AES-GCM: a token lacking any of them cannot serve the holders of a database it shares.
 
 1. On the destination token, :func:`begin_receiving` generates a transport key pair (RSA-3072):
    the private half stays on the token, sensitive, never extractable, able only to unwrap; the
@@ -37,7 +37,13 @@ from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from signserver.errors import AlreadyExists, DataCorrupted, InvalidArgument, KeyNotFound
 from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys
 from signserver.hsm.module import load_module, pkcs11_lock
-from signserver.hsm.sealing import SEALING_TEMPLATE, SealingKey, token_check_value
+from signserver.hsm.sealing import (
+    SEALING_MAC_TEMPLATE,
+    SEALING_TEMPLATE,
+    SealingKey,
+    mac_check_value,
+    token_check_value,
+)
 from signserver.hsm.session import TokenSession, find_token
 from signserver.hsm.translate import translate
 from signserver.secret import Secret
@@ -54,8 +60,9 @@ WRAP_MECHANISM = Mechanism.RSA_PKCS_OAEP
 WRAP_PARAMETER = (Mechanism.SHA_1, MGF.SHA1, None)
 WRAP_NAME = "rsa-oaep-sha1"
 
-MASTER, SEALING = "master", "sealing"  # the kinds of shared key
-_TEMPLATES = {MASTER: MASTER_TEMPLATE, SEALING: SEALING_TEMPLATE}
+MASTER, SEALING, SEALING_MAC = "master", "sealing", "sealing-mac"  # the kinds of shared key
+_TEMPLATES = {MASTER: MASTER_TEMPLATE, SEALING: SEALING_TEMPLATE, SEALING_MAC: SEALING_MAC_TEMPLATE}
+_KEY_TYPES = {MASTER: KeyType.AES, SEALING: KeyType.AES, SEALING_MAC: KeyType.GENERIC_SECRET}
 
 _TRANSPORT_PUBLIC = {  # on the destination token, only until the ceremony ends
     Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.ENCRYPT: False, Attribute.VERIFY: False,
@@ -71,6 +78,7 @@ _CHECK_PROBE = {  # a moment's session copy of a received key, to compute its ch
     Attribute.ENCRYPT: True, Attribute.DECRYPT: False, Attribute.WRAP: False, Attribute.UNWRAP: False,
     Attribute.SIGN: False, Attribute.VERIFY: False, Attribute.DERIVE: False,
 }
+_MAC_CHECK_PROBE = {**_CHECK_PROBE, Attribute.ENCRYPT: False, Attribute.SIGN: True}  # a MAC key only computes MACs
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ class SharedKey:
     """A key the tokens of a service share, known by its label and check value."""
 
     label: str
-    kind: str  # MASTER or SEALING
+    kind: str  # MASTER, SEALING or SEALING_MAC
     check_value: str  # hex: the same key on every token has the same value
 
 
@@ -268,12 +276,12 @@ def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, t
 
 def describe_shared(session: TokenSession, masters: MasterKeys, sealing: SealingKey,
                     labels: list[str]) -> list[SharedKey]:
-    """The keys ``labels`` name (the sealing key's label, or master keys), as :func:`export_keys`
+    """The keys ``labels`` name (the sealing key's label, its MAC key's, or master keys), as :func:`export_keys`
     would wrap them: checked before the security officer acts.
 
     Raises:
-        KeyNotFound: a master key is not on this token.
-        InvalidArgument: the sealing key cannot be copied (made before it could be).
+        KeyNotFound: a master key, or the sealing MAC key, is not on this token.
+        InvalidArgument: a sealing key cannot be copied (made before it could be).
         HsmError.
     """
     return session.run(lambda s: [_shared(s, masters, sealing, label)[0] for label in labels],
@@ -313,18 +321,24 @@ def export_keys(session: TokenSession, masters: MasterKeys, sealing: SealingKey,
 def _shared(s: pkcs11.Session, masters: MasterKeys, sealing: SealingKey,
             label: str) -> tuple[SharedKey, pkcs11.SecretKey]:
     """Raises: KeyNotFound, InvalidArgument (a sealing key that cannot leave the token)."""
-    if label != sealing.label:
+    if label == sealing.mac_label:
+        key = sealing.mac_handle(s, create=False)
+        shared = SharedKey(label, SEALING_MAC, mac_check_value(key))
+    elif label == sealing.label:
+        key = sealing.handle(s)  # made now if the token has none yet: the destination then shares it from the start
+        shared = SharedKey(label, SEALING, token_check_value(key))
+    else:
         key = masters.handle(s, label)
         return SharedKey(label, MASTER, token_check_value(key)), key
-    key = sealing.handle(s)  # made now if the token has none yet: the destination then shares it from the start
     if not key[Attribute.EXTRACTABLE]:
         raise InvalidArgument(
-            f"the sealing key {label!r} on this token was made before sealing keys could be copied (it is not "
-            "extractable): it cannot leave this token, and no other token can open the OTP seeds it sealed. "
+            f"the sealing key {label!r} on this token was made before sealing keys could be copied, or on a token "
+            "that cannot restrict their copies to trusted keys (it is not extractable): it cannot leave this "
+            "token, and no other token can open the OTP seeds it sealed. "
             "Copy the master keys alone (`signserver hsm master export signserver-master-N`, one by one); a "
             "holder's OTP seed then opens only on the token whose server sealed it (`signserver account "
             "reset-otp` seals a new one)")
-    return SharedKey(label, SEALING, token_check_value(key)), key
+    return shared, key
 
 
 def discard_trusted_key(session: TokenSession, transport_fingerprint: str) -> None:
@@ -360,7 +374,7 @@ def import_keys(session: TokenSession, wrapped: WrappedKeys, expected_check_valu
         if not private:
             raise KeyNotFound("this token holds no transport key for this file: it was wrapped for another token, "
                               "or its transport key was used and destroyed (start again with `receive-begin`)")
-        received = [(key, _check_value_of(private[0], key.wrapped)) for key in wrapped.keys]
+        received = [(key, _check_value_of(private[0], key)) for key in wrapped.keys]
         for key, check_value in received:
             if check_value != expected[key.label]:
                 raise DataCorrupted(f"the wrapped key {key.label!r} has the check value {check_value}, not "
@@ -397,41 +411,45 @@ def _held(s: pkcs11.Session, session: TokenSession, key: WrappedKey, check_value
     found = session.find(s, {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: key.label})
     if not found:
         return False
-    held = token_check_value(found[0])
+    held = mac_check_value(found[0]) if key.kind == SEALING_MAC else token_check_value(found[0])
     if held and held == check_value:
         return True
     consequence = ("storing the source's would make the OTP seeds sealed here unreadable; start the "
-                   "destination's server only after the key ceremony" if key.kind == SEALING
+                   "destination's server only after the key ceremony" if key.kind in (SEALING, SEALING_MAC)
                    else "it is not the source's key")
     raise AlreadyExists(f"the token already holds another key labelled {key.label!r} (check value "
                         f"{held or 'unknown'}): {consequence}. Nothing was imported")
 
 
 def _store(transport_private: pkcs11.PrivateKey, key: WrappedKey, check_value: str) -> pkcs11.SecretKey:
-    stored = transport_private.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, key.wrapped, label=key.label,
-                                          id=os.urandom(16), mechanism=WRAP_MECHANISM,
+    stored = transport_private.unwrap_key(ObjectClass.SECRET_KEY, _KEY_TYPES[key.kind], key.wrapped,
+                                          label=key.label, id=os.urandom(16), mechanism=WRAP_MECHANISM,
                                           mechanism_param=WRAP_PARAMETER, store=True,
                                           template=dict(_TEMPLATES[key.kind]))
-    # SoftHSM gives an unwrapped key no check value (and refuses one in the template): record
-    # the one the token computed, which servers and later ceremonies compare.
-    stored[Attribute.CHECK_VALUE] = bytes.fromhex(check_value)
+    if key.kind != SEALING_MAC:  # a MAC key's check value is computed, never stored
+        # SoftHSM gives an unwrapped key no check value (and refuses one in the template): record
+        # the one the token computed, which servers and later ceremonies compare.
+        stored[Attribute.CHECK_VALUE] = bytes.fromhex(check_value)
     return stored
 
 
-def _check_value_of(transport_private: pkcs11.PrivateKey, wrapped: bytes) -> str:
-    """The wrapped key's check value (the first 3 bytes of its AES-ECB encryption of a zero block),
-    computed in the token: a session copy able only to encrypt is unwrapped, used once and
-    destroyed, since a master key itself may not encrypt.
+def _check_value_of(transport_private: pkcs11.PrivateKey, key: WrappedKey) -> str:
+    """The wrapped key's check value (the first 3 bytes of its AES-ECB encryption of a zero block;
+    for a MAC key, of its HMAC-SHA256 of one), computed in the token: a session copy able only to
+    encrypt (or to compute MACs) is unwrapped, used once and destroyed, since a master key itself
+    may not encrypt.
 
     Raises: DataCorrupted: the file does not unwrap (altered, or wrapped for another key).
     """
+    is_mac = key.kind == SEALING_MAC
     try:
-        probe = transport_private.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, wrapped, mechanism=WRAP_MECHANISM,
-                                             mechanism_param=WRAP_PARAMETER, store=False, template=dict(_CHECK_PROBE))
+        probe = transport_private.unwrap_key(ObjectClass.SECRET_KEY, _KEY_TYPES[key.kind], key.wrapped,
+                                             mechanism=WRAP_MECHANISM, mechanism_param=WRAP_PARAMETER, store=False,
+                                             template=dict(_MAC_CHECK_PROBE if is_mac else _CHECK_PROBE))
     except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid, p11.GeneralError):
         raise DataCorrupted("a wrapped key does not unwrap: the file was altered") from None
     try:
-        return probe.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)[:3].hex()
+        return mac_check_value(probe) if is_mac else probe.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)[:3].hex()
     finally:
         probe.destroy()
 

@@ -3,9 +3,14 @@
 A master key never leaves the token in clear: it is sensitive, and extractable only by wrapping
 under a key marked trusted (CKA_WRAP_WITH_TRUSTED), which only the token's security officer can
 mark. That is what the key ceremony uses to copy it to another token (signserver/hsm/ceremony.py).
-Each master key is known by its label and its check value (CKA_CHECK_VALUE), which tells copies
-on other tokens apart from a different key under the same label; a token that keeps no check
-value cannot hold master keys (the server refuses to start on it rather than trust a label).
+Each master key is known by its label and its check value (CKA_CHECK_VALUE, or the same value
+computed in the token where it keeps none), which tells copies on other tokens apart from a
+different key under the same label.
+
+On a token that refuses CKA_WRAP_WITH_TRUSTED in a template (openCryptoki 3.8's soft token answers
+AttributeTypeInvalid), a master key is made without it and not extractable at all: an extractable
+key without that attribute could be wrapped out by any key the token's user can make, in clear to
+whoever chose that key. The key ceremony cannot copy a master key from such a token.
 
 Handles are found once per session and kept: nothing on a request path searches the token.
 """
@@ -13,15 +18,15 @@ Handles are found once per session and kept: nothing on a request path searches 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import pkcs11
-from pkcs11 import Attribute, KeyType, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from signserver.errors import AlreadyExists, KeyNotFound
 from signserver.hsm.sealing import token_check_value
 from signserver.hsm.session import TokenSession
+from signserver.hsm.trusted_export import generate_shared_key
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +74,9 @@ class MasterKeys:
         def generate(session: pkcs11.Session) -> MasterKeyInfo:
             if self._find(session, label) is not None:
                 raise AlreadyExists(f"a master key labelled {label!r} is already on the token")
-            key = session.generate_key(KeyType.AES, 256, label=label, id=os.urandom(16), store=True,
-                                       template=dict(MASTER_TEMPLATE))
+            key = generate_shared_key(session, KeyType.AES, 256, label, MASTER_TEMPLATE, "master keys")
             self._session.cache[("master", label)] = key
-            return MasterKeyInfo(label, token_check_value(key))
+            return MasterKeyInfo(label, master_check_value(session, key))
 
         info = self._session.run(generate, f"generate the master key {label!r}")
         log.info("generated the master key %s (check value %s) on the token", label, info.check_value)
@@ -80,7 +84,7 @@ class MasterKeys:
 
     def describe(self, label: str) -> MasterKeyInfo:
         """Raises: KeyNotFound (with what to do), HsmError."""
-        return self._session.run(lambda s: MasterKeyInfo(label, token_check_value(self.handle(s, label))),
+        return self._session.run(lambda s: MasterKeyInfo(label, master_check_value(s, self.handle(s, label))),
                                  f"read the master key {label!r}")
 
     def present(self, label: str) -> bool:
@@ -124,5 +128,38 @@ class MasterKeys:
     def _find(self, session: pkcs11.Session, label: str) -> pkcs11.SecretKey | None:
         found = self._session.find(session, {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
         return found[0] if found else None
+
+
+
+
+_ZERO_BLOCK = bytes(16)
+
+
+def master_check_value(session: pkcs11.Session, key: pkcs11.SecretKey) -> str:
+    """The master key's check value: its CKA_CHECK_VALUE, or on a token that keeps none
+    (openCryptoki 3.8), the same value computed in the token.
+
+    An AES key's check value is the first 3 bytes of its encryption of a zero block. A master key
+    may only wrap, so the block is had by wrapping a throw-away all-zero AES key with AES-CBC and
+    a zero IV: the first block of that is the encryption of the zero block. (Whoever holds the PIN
+    can wrap keys of their choice under the master key anyway: this reveals nothing more.)
+
+    Raises: pkcs11.PKCS11Error, which :meth:`TokenSession.run` translates.
+    """
+    return token_check_value(key) or computed_check_value(session, key)
+
+
+def computed_check_value(session: pkcs11.Session, key: pkcs11.SecretKey) -> str:
+    """An AES key's check value computed in the token through a wrap (see :func:`master_check_value`).
+
+    Raises: pkcs11.PKCS11Error.
+    """
+    zero_key = session.create_object({
+        Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES, Attribute.VALUE: _ZERO_BLOCK,
+        Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
+    try:
+        return bytes(key.wrap_key(zero_key, mechanism=Mechanism.AES_CBC, mechanism_param=_ZERO_BLOCK))[:3].hex()
+    finally:
+        zero_key.destroy()
 
 

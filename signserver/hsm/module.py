@@ -129,6 +129,24 @@ def reinitialise_module(path: Path) -> None:
             raise HsmUnavailable(f"cannot re-initialise the PKCS#11 module {path}: {exc!r}") from exc
 
 
+def release_module(path: Path | None) -> None:
+    """Finalise the module in this process, so that processes forked afterwards initialise their
+    own instead of inheriting this one's state; a later :func:`load_module` here initialises it
+    again. Every session of this process is lost. Nothing happens if it was never loaded here.
+    """
+    if path is None:
+        return
+    key = str(path)
+    with pkcs11_lock():
+        if _initialised_in.pop(key, None) is None:
+            return
+        _generations[key] = _generations.get(key, 0) + 1
+        try:
+            pkcs11.lib(key).finalize()
+        except pkcs11.PKCS11Error:
+            pass  # already finalised under us: released either way
+
+
 class _RawModule:
     """Direct calls for the few functions python-pkcs11 does not wrap.
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 from dataclasses import dataclass
 
 import pkcs11
@@ -27,11 +28,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from signserver.errors import DataCorrupted, UnsupportedAlgorithm
+from signserver.errors import DataCorrupted, HsmOperationFailed, UnsupportedAlgorithm
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
+from signserver.hsm.capabilities import TokenCapabilities
 from signserver.hsm.keystore import public_key_of
 from signserver.hsm.master_keys import MasterKeys
 from signserver.hsm.session import TokenSession
+from signserver.hsm.trusted_export import warn_once
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,18 @@ MAX_OPEN = 256  # unwrapped holder keys kept per process, each for its activatio
 
 # Key-wrap mechanisms by preference, with the name recorded beside what they wrapped (so that what
 # was wrapped before keeps opening when the preference changes).
-WRAP_MECHANISMS = {"aes-key-wrap-pad": Mechanism.AES_KEY_WRAP_PAD}
+#
+# AES-CBC-PAD is for tokens without AES key wrap (openCryptoki's soft token); its random IV is
+# stored in front of the wrapped bytes. Unlike RFC 5649's key wrap it authenticates nothing, so the
+# token cannot tell an altered blob from a genuine one. What does: the wrapped private key reaches
+# the token only out of the holder's AEAD seal (signserver/accounts/holder_seal.py, AES-GCM in
+# Python), which no one without the holder opens or forges; the package key is useful only inside
+# the token (unwrap only, sensitive, not extractable) under a master key that never leaves it in
+# clear; and every failed unwrap reads as the same DataCorrupted, so no caller learns whether the
+# padding or the key was wrong.
+WRAP_MECHANISMS = {"aes-key-wrap-pad": Mechanism.AES_KEY_WRAP_PAD, "aes-cbc-pad": Mechanism.AES_CBC_PAD}
+WRAP_PREFERENCES = [(name, (mechanism,)) for name, mechanism in WRAP_MECHANISMS.items()]
+IV_BYTES = 16  # the AES block: the IV in front of what AES-CBC-PAD wrapped
 
 
 @dataclass(frozen=True)
@@ -105,16 +119,71 @@ _UNWRAPPED_PRIVATE = {
 }
 
 
-def choose_wrap_mechanism(mechanisms: frozenset[Mechanism]) -> str:
+def choose_wrap_mechanism(capabilities: TokenCapabilities) -> str:
     """The best key-wrap mechanism the token offers, by its recorded name.
 
     Raises: UnsupportedAlgorithm: the token offers none that wraps private keys.
     """
-    for name, mechanism in WRAP_MECHANISMS.items():
-        if mechanism in mechanisms:
-            return name
-    raise UnsupportedAlgorithm("the token offers no key wrap for private keys (CKM_AES_KEY_WRAP_PAD): holder "
-                               "keys cannot be kept as signing data packages on it")
+    return capabilities.choose(WRAP_PREFERENCES, "keeping holder keys as signing data packages (key wrap)")
+
+
+def wrap(wrapping_key: pkcs11.SecretKey, key: pkcs11.Key, name: str) -> bytes:
+    """``key`` wrapped by ``wrapping_key`` with the mechanism recorded as ``name`` (an IV in front
+    for AES-CBC-PAD); call inside :meth:`TokenSession.run`. Raises: pkcs11.PKCS11Error."""
+    mechanism = WRAP_MECHANISMS[name]
+    if mechanism is Mechanism.AES_CBC_PAD:
+        iv = os.urandom(IV_BYTES)
+        return iv + wrapping_key.wrap_key(key, mechanism=mechanism, mechanism_param=iv)
+    return wrapping_key.wrap_key(key, mechanism=mechanism)
+
+
+def unwrap_parameters(name: str, wrapped: bytes) -> tuple[Mechanism, bytes | None, bytes]:
+    """The mechanism, its parameter and the bytes to unwrap, for what ``wrap`` made as ``name``.
+
+    Raises: DataCorrupted: an unknown name, or too short to hold an IV and a block.
+    """
+    mechanism = WRAP_MECHANISMS.get(name)
+    if mechanism is None:
+        raise DataCorrupted(f"a signing data package names an unknown wrap mechanism {name!r}")
+    if mechanism is Mechanism.AES_CBC_PAD:
+        if len(wrapped) < 2 * IV_BYTES:
+            raise DataCorrupted("a signing data package is truncated: it was altered")
+        return mechanism, wrapped[:IV_BYTES], wrapped[IV_BYTES:]
+    return mechanism, None, wrapped
+
+
+def protect_unwrapped(key: pkcs11.Key, extractable: bool) -> None:
+    """Make sure an unwrapped key is sensitive, and not extractable unless ``extractable``.
+
+    Some tokens ignore CKA_SENSITIVE and CKA_EXTRACTABLE in C_UnwrapKey's template (openCryptoki
+    3.8's soft token hands out a sensitive key unwrapped as not sensitive and extractable): they are
+    set after the unwrap when the key lacks them, and read back, so that no key leaves here
+    readable. Call inside :meth:`TokenSession.run`.
+
+    Raises: HsmOperationFailed (the key destroyed): the token would not make the key sensitive.
+        pkcs11.PKCS11Error.
+    """
+    wanted = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: extractable}
+    try:
+        current = {attribute: bool(key[attribute]) for attribute in wanted}
+        if current == wanted:
+            return
+        warn_once("the token did not apply CKA_SENSITIVE / CKA_EXTRACTABLE from an unwrap template; they "
+                   "are set on every unwrapped key afterwards")
+        try:
+            for attribute, value in wanted.items():  # sensitive first: PKCS#11 forbids clearing it
+                if current[attribute] != value:
+                    key[attribute] = value
+            protected = all(bool(key[attribute]) == value for attribute, value in wanted.items())
+        except (p11.AttributeReadOnly, p11.AttributeValueInvalid, p11.TemplateInconsistent):
+            protected = False
+    except BaseException:
+        key.destroy()  # whatever went wrong, no key that may be readable stays in the session
+        raise
+    if not protected:
+        key.destroy()
+        raise HsmOperationFailed("the token cannot make an unwrapped key sensitive and non-extractable: holder "
+                                 "keys are not opened on it")
 
 
 class PackageKeys:
@@ -128,7 +197,7 @@ class PackageKeys:
     def mechanism(self) -> str:
         """Raises: UnsupportedAlgorithm, HsmError."""
         if self._mechanism is None:
-            self._mechanism = choose_wrap_mechanism(self._session.describe().mechanisms)
+            self._mechanism = choose_wrap_mechanism(self._session.capabilities())
         return self._mechanism
 
     def make(self, algorithm: KeyAlgorithm, master_label: str) -> WrappedKey:
@@ -138,7 +207,6 @@ class PackageKeys:
             master key is not on the token), HsmError.
         """
         name = self.mechanism()
-        mechanism = WRAP_MECHANISMS[name]
 
         def make(session: pkcs11.Session) -> WrappedKey:
             master = self._masters.handle(session, master_label)
@@ -147,11 +215,11 @@ class PackageKeys:
             try:
                 package_key = session.generate_key(KeyType.AES, 256, store=False, template=dict(_PACKAGE_KEY_TEMPLATE))
                 try:
-                    wrapped_private = package_key.wrap_key(private, mechanism=mechanism)
+                    wrapped_private = wrap(package_key, private, name)
                 except p11.KeyNotWrappable:
                     raise UnsupportedAlgorithm(f"the token cannot wrap {algorithm.value} keys: choose another "
                                                "key algorithm for holders") from None
-                wrapped_package_key = master.wrap_key(package_key, mechanism=mechanism)
+                wrapped_package_key = wrap(master, package_key, name)
                 public_der = _spki(public_key_of(public, algorithm))
             finally:
                 for key in (private, public, package_key):
@@ -162,19 +230,19 @@ class PackageKeys:
         return self._session.run(make, f"make a {algorithm.value} holder key")
 
     def rewrap(self, wrapped_package_key: bytes, mechanism: str, from_label: str, to_label: str) -> bytes:
-        """The package key wrapped by ``to_label`` instead of ``from_label`` (master rotation).
+        """The package key wrapped by ``to_label`` instead of ``from_label`` (master rotation),
+        with the package's own ``mechanism``: the private key stays wrapped with it, and the
+        package records one mechanism for both.
 
         Raises: KeyNotFound (a master key is not on the token), DataCorrupted (the wrapped key does
             not open under ``from_label``), HsmError.
         """
-        wrapping = WRAP_MECHANISMS[mechanism]
-
         def rewrap(session: pkcs11.Session) -> bytes:
             old, new = self._masters.handle(session, from_label), self._masters.handle(session, to_label)
-            package_key = _unwrap_package_key(old, wrapped_package_key, wrapping, _REWRAPPED_PACKAGE_KEY,
-                                              MechanismFlag.WRAP)
+            package_key = _unwrap_package_key(old, wrapped_package_key, mechanism, _REWRAPPED_PACKAGE_KEY,
+                                              MechanismFlag.WRAP, extractable=True)
             try:
-                return new.wrap_key(package_key, mechanism=WRAP_MECHANISMS[self.mechanism()])
+                return wrap(new, package_key, mechanism)
             finally:
                 package_key.destroy()
 
@@ -227,19 +295,24 @@ class PackageKeys:
         if len(open_keys) >= MAX_OPEN:
             oldest = min(open_keys, key=lambda k: self._session.cache[k].expires_at)
             self._close(oldest[1])
-        wrapping = WRAP_MECHANISMS[to_open.mechanism]
+        wrapping, parameter, wrapped_private = unwrap_parameters(to_open.mechanism, to_open.wrapped_private)
         master = self._masters.handle(session, to_open.master_label)
-        package_key = _unwrap_package_key(master, to_open.wrapped_package_key, wrapping, _UNWRAPPED_PACKAGE_KEY,
-                                          MechanismFlag.UNWRAP)
+        package_key = _unwrap_package_key(master, to_open.wrapped_package_key, to_open.mechanism,
+                                          _UNWRAPPED_PACKAGE_KEY, MechanismFlag.UNWRAP, extractable=False)
+        def unwrap(template: dict) -> pkcs11.PrivateKey:
+            return package_key.unwrap_key(ObjectClass.PRIVATE_KEY, to_open.algorithm.key_type, wrapped_private,
+                                          mechanism=wrapping, mechanism_param=parameter, store=False,
+                                          capabilities=MechanismFlag.SIGN, template=dict(template))
         try:
-            private = package_key.unwrap_key(ObjectClass.PRIVATE_KEY, to_open.algorithm.key_type,
-                                             to_open.wrapped_private, mechanism=wrapping, store=False,
-                                             capabilities=MechanismFlag.SIGN, template=dict(_UNWRAPPED_PRIVATE))
-        except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid, p11.GeneralError,
-                p11.TemplateInconsistent, p11.KeyTypeInconsistent, p11.AttributeValueInvalid):
+            try:
+                private = unwrap(_UNWRAPPED_PRIVATE)
+            except p11.AttributeReadOnly:  # see _unwrap_package_key
+                private = unwrap({a: v for a, v in _UNWRAPPED_PRIVATE.items() if a not in _SET_AFTER_UNWRAP})
+        except _UNWRAP_REFUSALS:
             raise DataCorrupted("a signing data package does not open: it was altered or belongs elsewhere") from None
         finally:
             package_key.destroy()
+        protect_unwrapped(private, extractable=False)
         entry = _OpenKey(private, to_open.algorithm, to_open.expires_at, to_open.signatures)
         self._session.cache[("open", to_open.handle_id)] = entry
         return entry
@@ -258,15 +331,35 @@ class PackageKeys:
             self._close(key[1])
 
 
-def _unwrap_package_key(master: pkcs11.SecretKey, wrapped: bytes, mechanism: Mechanism, template: dict,
-                        capability: MechanismFlag) -> pkcs11.SecretKey:
+_SET_AFTER_UNWRAP = (Attribute.SENSITIVE, Attribute.EXTRACTABLE)
+# What a token answers to bytes that do not unwrap (altered, or for another key); a bad CBC padding
+# among them (openCryptoki says FunctionFailed), told apart from nothing else.
+_UNWRAP_REFUSALS = (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid,
+                    p11.EncryptedDataLenRange, p11.GeneralError, p11.FunctionFailed, p11.TemplateInconsistent,
+                    p11.KeyTypeInconsistent, p11.AttributeValueInvalid)
+
+
+def _unwrap_package_key(master: pkcs11.SecretKey, wrapped: bytes, name: str, template: dict,
+                        capability: MechanismFlag, extractable: bool) -> pkcs11.SecretKey:
     """Raises: DataCorrupted: the wrapped key does not open under this master key."""
+    mechanism, parameter, body = unwrap_parameters(name, wrapped)
+
+    def unwrap(template: dict) -> pkcs11.SecretKey:
+        return master.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, body, mechanism=mechanism,
+                                 mechanism_param=parameter, store=False, capabilities=capability,
+                                 template=dict(template))
     try:
-        return master.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, wrapped, mechanism=mechanism, store=False,
-                                 capabilities=capability, template=dict(template))
-    except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid, p11.GeneralError):
+        try:
+            key = unwrap(template)
+        except p11.AttributeReadOnly:
+            # openCryptoki 3.8 refuses CKA_EXTRACTABLE in an unwrap template: both protections are
+            # then set afterwards (protect_unwrapped), as on tokens that ignore them.
+            key = unwrap({a: v for a, v in template.items() if a not in _SET_AFTER_UNWRAP})
+    except _UNWRAP_REFUSALS:
         raise DataCorrupted("a package key does not open under its master key: it was altered, or the "
                             "master key on this token is another key of the same label") from None
+    protect_unwrapped(key, extractable)
+    return key
 
 
 def _generate_session_pair(session: pkcs11.Session, algorithm: KeyAlgorithm):

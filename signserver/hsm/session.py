@@ -13,7 +13,9 @@ import pkcs11
 import pkcs11.exceptions as p11
 
 from signserver.errors import HsmLoginFailed, TokenNotFound
-from signserver.hsm.module import load_module, module_generation, pkcs11_lock, reinitialise_module
+from signserver.hsm.capabilities import TokenCapabilities
+from signserver.hsm.module import load_module, module_generation, pkcs11_lock, reinitialise_module, release_module
+from signserver.hsm.pin_guard import PinGuard
 from signserver.hsm.translate import is_session_lost, translate
 from signserver.secret import Secret
 
@@ -59,13 +61,17 @@ class TokenSession:
     Every PKCS#11 call goes through :meth:`run`, which holds the process-wide PKCS#11 lock. When
     the session, the login or a cached handle is lost (sessions closed under the server, module
     re-initialised, process forked), the session is opened again and the operation retried
-    once. A PIN the token refused is never tried again by this object.
+    once. A PIN the token refused is never tried again by this object; with a ``guard`` (the
+    service always gives one), every login is checked first and a refusal is remembered across
+    processes (see :mod:`signserver.hsm.pin_guard`). Without one the PIN is tried as given, for
+    tools and tests that choose to.
     """
 
-    def __init__(self, module: Path | None, token_label: str, user_pin: Secret):
+    def __init__(self, module: Path | None, token_label: str, user_pin: Secret, guard: PinGuard | None = None):
         self.module = module
         self.token_label = token_label
         self._user_pin = user_pin
+        self._guard = guard
         self._session: pkcs11.Session | None = None
         self._token: pkcs11.Token | None = None
         self._pid = os.getpid()
@@ -77,6 +83,7 @@ class TokenSession:
         # Object searches (C_FindObjectsInit) made through :meth:`find` since this object was
         # made, across reopened sessions: tests read it to prove a path never searches.
         self.searches = 0
+        self._capabilities: TokenCapabilities | None = None
 
     def run(self, operation: Callable[[pkcs11.Session], T], doing: str) -> T:
         """Run ``operation(session)`` under the PKCS#11 lock, reopening the session once if lost.
@@ -85,6 +92,9 @@ class TokenSession:
 
         Raises:
             HsmLoginFailed: the token refused the PIN (now or earlier in this process).
+            HsmLoginWithheld: the guard did not try the PIN (refused before, or wrong tries
+                reported by the token); HsmPinLocked: the token reports the PIN locked.
+            ConfigurationError: the guard's file cannot be read or written.
             HsmUnavailable: the module or token does not answer, even after reopening.
             TokenNotFound: the configured token is not present.
             SignServerError: the operation's own errors, translated.
@@ -134,10 +144,29 @@ class TokenSession:
             )
         return self.run(read, "read the token's description")
 
+    def capabilities(self) -> TokenCapabilities:
+        """The token's mechanism list (read once per object), from which every choice of
+        mechanism or algorithm is made. Raises: as :meth:`run`."""
+        if self._capabilities is None:
+            self._capabilities = TokenCapabilities(self.describe().mechanisms)
+        return self._capabilities
+
     def close(self) -> None:
         """Log out and close the session (a later :meth:`run` opens a new one)."""
         with pkcs11_lock():
             self._drop(reinitialise=False)
+
+    def check_login(self) -> None:
+        """Log in now (normally done at first use), then close the session and release the
+        module, so that processes forked afterwards log in on their own.
+
+        Raises: as :meth:`run`; HsmLoginWithheld, HsmPinLocked: the PIN was not tried.
+        """
+        try:
+            self.run(lambda _session: None, f"log in to token {self.token_label!r}")
+        finally:
+            self.close()
+            release_module(self.module)
 
     def _open(self) -> pkcs11.Session:
         if self._pid != os.getpid():
@@ -158,7 +187,10 @@ class TokenSession:
             )
         token = self._find_token()
         try:
-            session = token.open(rw=True, user_pin=self._user_pin.reveal())
+            if self._guard is not None:
+                session = self._guard.login(token, self._user_pin)
+            else:
+                session = token.open(rw=True, user_pin=self._user_pin.reveal())
         except p11.PinIncorrect:
             self._pin_refused = True
             raise

@@ -49,7 +49,9 @@ class TimeStampAuthority:
 
     def _signer(self) -> HsmCmsSigner:
         key_id, certificate = self._ca.service_key("tsa")
-        return HsmCmsSigner(KeyAlgorithm.EC_P256, certificate, self._ca.chain(),
+        # The key's own algorithm, read from its certificate: the TSA key is RSA on a token
+        # without EC, and one made under an earlier setting keeps signing as what it is.
+        return HsmCmsSigner(KeyAlgorithm.of_public_key(certificate.public_key()), certificate, self._ca.chain(),
                             sign_digest=functools.partial(self._keys.sign_digest, key_id))
 
     def respond(self, request_der: bytes) -> bytes:

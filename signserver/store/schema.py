@@ -220,6 +220,16 @@ authorities = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+# The label a CA set-up step (or a service key renewal) is about to generate, written before the
+# token is asked: a step interrupted after generating finds its key again instead of leaving it behind.
+pending_ca_keys = Table(
+    "pending_ca_keys", metadata,
+    Column("purpose", String(32), primary_key=True),  # ca-root | ca-issuing | ca-ocsp-responder | ca-tsa
+    Column("label", String(64), nullable=False),
+    Column("algorithm", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
 certificates = Table(
     "certificates", metadata,
     Column("serial", String(64), primary_key=True),  # hex
@@ -250,4 +260,4 @@ crls = Table(
 
 __all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "account_emails", "credentials", "applications", "application_accounts",
            "activation_tokens", "activation_token_digests", "signing_packages", "master_keys", "audit_log", "audit_head", "audit_seals",
-           "outbox", "authorities", "certificates", "crls"]
+           "outbox", "authorities", "pending_ca_keys", "certificates", "crls"]

@@ -16,8 +16,9 @@ class ServeProcess:
     def __init__(self, state_dir: Path, folder: Path, workers: int, **env: str):
         self.folder = folder
         self.log_path = folder / "server.log"
-        self.env = cli_env(state_dir, SIGNSERVER_SERVER_LISTEN="127.0.0.1:0", SIGNSERVER_HTTP_LISTEN="127.0.0.1:0",
-                           SIGNSERVER_DATABASE_URL=f"sqlite:///{folder / 'signserver.db'}", **env)
+        defaults = dict(SIGNSERVER_SERVER_LISTEN="127.0.0.1:0", SIGNSERVER_HTTP_LISTEN="127.0.0.1:0",
+                        SIGNSERVER_DATABASE_URL=f"sqlite:///{folder / 'signserver.db'}")
+        self.env = cli_env(state_dir, **{**defaults, **env})
         self.workers = workers
         self.process: subprocess.Popen | None = None
 

@@ -23,8 +23,11 @@ from signserver.hsm.master_keys import master_label
 from signserver.hsm.sealing import SEALING_LABEL, SealingKey
 from signserver.secret import Secret
 from signserver.service import SignService
-from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol
+from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol, requires_softhsm
 from tests.hsm.test_keystore import verify
+
+pytestmark = requires_softhsm("one soft token per system, and the ceremony needs a source and a destination "
+                              "token (and AES_KEY_WRAP_PAD)")
 
 ECDSA = SignatureAlgorithm.ECDSA_SHA256
 SOURCE_SO, SOURCE_USER = "so-pin-of-the-source", "user-pin-of-the-source"

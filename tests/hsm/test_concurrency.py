@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
+from tests.conftest import require_key_algorithm
 from tests.hsm.test_keystore import verify
 
 THREADS = 16
@@ -18,7 +19,8 @@ SIGNATURES_PER_THREAD = 200
     (KeyAlgorithm.RSA_2048, SignatureAlgorithm.RSA_PKCS1V15_SHA256),
     (KeyAlgorithm.EC_P256, SignatureAlgorithm.ECDSA_SHA256),
 ], ids=["rsa-2048", "ec-p256"])
-def test_sixteen_threads_sign_concurrently(keystore, label, key_algorithm, scheme):
+def test_sixteen_threads_sign_concurrently(keystore, capabilities, label, key_algorithm, scheme):
+    require_key_algorithm(capabilities, key_algorithm)
     key = keystore.generate(key_algorithm, label)
     public = keystore.public_key(key.key_id)
     results: dict[int, list[tuple[bytes, bytes]]] = {}

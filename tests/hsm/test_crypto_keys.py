@@ -14,6 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.crypto_keys import hsm_private_key
+from tests.conftest import require_key_algorithm
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, tzinfo=datetime.timezone.utc)
 
@@ -33,7 +34,8 @@ def self_signed(private, algorithm: KeyAlgorithm, pss: bool = False) -> x509.Cer
 
 @pytest.mark.parametrize("algorithm", [KeyAlgorithm.RSA_2048, KeyAlgorithm.EC_P256,
                                        KeyAlgorithm.EC_P384, KeyAlgorithm.ED25519], ids=lambda a: a.value)
-def test_certificate_builder_signs_with_an_hsm_key(keystore, label, algorithm, tmp_path):
+def test_certificate_builder_signs_with_an_hsm_key(keystore, capabilities, label, algorithm, tmp_path):
+    require_key_algorithm(capabilities, algorithm)
     key = keystore.generate(algorithm, label)
     private = hsm_private_key(keystore, key.key_id)
     certificate = self_signed(private, algorithm)
@@ -52,8 +54,8 @@ def test_rsa_pss_certificates(keystore, label):
     certificate.verify_directly_issued_by(certificate)
 
 
-def test_the_private_key_cannot_be_exported(keystore, label):
-    key = keystore.generate(KeyAlgorithm.EC_P256, label)
+def test_the_private_key_cannot_be_exported(keystore, label, token_key_algorithm):
+    key = keystore.generate(token_key_algorithm, label)
     private = hsm_private_key(keystore, key.key_id)
     with pytest.raises(CryptographyUnsupported):
         private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -13,19 +13,22 @@ from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.module import load_module, pkcs11_lock, raw_module
 from signserver.hsm.session import find_token
 from signserver.secret import Secret
+from tests.conftest import requires_softhsm
 from tests.hsm.test_keystore import verify
 
-SCHEME = SignatureAlgorithm.ECDSA_SHA256
+# The scheme each key algorithm the tests may get from the token signs with.
+SCHEMES = {KeyAlgorithm.EC_P256: SignatureAlgorithm.ECDSA_SHA256,
+           KeyAlgorithm.RSA_2048: SignatureAlgorithm.RSA_PKCS1V15_SHA256}
 
 
 @pytest.fixture
-def key(keystore, label):
-    return keystore.generate(KeyAlgorithm.EC_P256, label)
+def key(keystore, label, token_key_algorithm):
+    return keystore.generate(token_key_algorithm, label)
 
 
 def sign_and_check(keystore, key, message: bytes) -> None:
-    signature = keystore.sign_digest(key.key_id, hashlib.sha256(message).digest(), SCHEME)
-    verify(keystore.public_key(key.key_id), signature, SCHEME, message)
+    signature = keystore.sign_digest(key.key_id, hashlib.sha256(message).digest(), SCHEMES[key.algorithm])
+    verify(keystore.public_key(key.key_id), signature, SCHEMES[key.algorithm], message)
 
 
 def test_forked_child_signs_and_parent_goes_on(keystore, key):
@@ -35,7 +38,8 @@ def test_forked_child_signs_and_parent_goes_on(keystore, key):
     if pid == 0:  # the child: report the signature or the error through the pipe, then leave
         try:
             os.close(read_end)
-            signature = keystore.sign_digest(key.key_id, hashlib.sha256(b"in the child").digest(), SCHEME)
+            signature = keystore.sign_digest(key.key_id, hashlib.sha256(b"in the child").digest(),
+                                             SCHEMES[key.algorithm])
             os.write(write_end, b"ok:" + signature)
         except BaseException as exc:
             os.write(write_end, b"error:" + repr(exc).encode())
@@ -47,7 +51,7 @@ def test_forked_child_signs_and_parent_goes_on(keystore, key):
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the child crashed"
     assert report.startswith(b"ok:"), report
-    verify(keystore.public_key(key.key_id), report[3:], SCHEME, b"in the child")
+    verify(keystore.public_key(key.key_id), report[3:], SCHEMES[key.algorithm], b"in the child")
     sign_and_check(keystore, key, b"after the fork, in the parent")
 
 
@@ -89,10 +93,11 @@ def test_key_deleted_by_another_session_is_not_found(keystore, key, config):
             for obj in list(other.get_objects({pkcs11.Attribute.ID: bytes.fromhex(key.key_id)})):
                 obj.destroy()
     with pytest.raises(KeyNotFound):
-        keystore.sign_digest(key.key_id, bytes(32), SCHEME)
+        keystore.sign_digest(key.key_id, bytes(32), SCHEMES[key.algorithm])
 
 
 
+@requires_softhsm("one soft token per system; this test makes a second token")
 def test_a_session_left_stale_by_another_re_initialisation_never_reaches_another_token(key, config):
     """SoftHSM numbers sessions afresh after C_Initialize, so a handle kept from before may name
     another session of the process, on another token. After another session object re-initialises

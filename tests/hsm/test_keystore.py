@@ -1,4 +1,5 @@
-"""HsmKeyStore on a real SoftHSM token: generation, attributes, signing, lookups."""
+"""HsmKeyStore on a real token (SoftHSM, or openCryptoki with fewer algorithms): generation,
+attributes, signing, lookups."""
 
 from __future__ import annotations
 
@@ -14,14 +15,20 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from signserver.errors import AlreadyExists, InvalidArgument, KeyNotFound, UnsupportedAlgorithm
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.module import load_module, pkcs11_lock
+from tests.conftest import require_key_algorithm
 
 MESSAGE = b"the document a holder signs"
 
 
 @pytest.fixture(scope="module")
-def keys(keystore):
-    """One key of every algorithm, generated once for this module."""
-    return {a: keystore.generate(a, f"keystore-{a.value}") for a in KeyAlgorithm}
+def keys(keystore, capabilities):
+    """One key of every algorithm the token can use, generated once for this module."""
+    return {a: keystore.generate(a, f"keystore-{a.value}") for a in KeyAlgorithm if capabilities.can_use(a)}
+
+
+# The scheme a key of each algorithm the tests may get from the token signs with.
+SCHEME_OF = {KeyAlgorithm.EC_P256: SignatureAlgorithm.ECDSA_SHA256,
+             KeyAlgorithm.RSA_2048: SignatureAlgorithm.RSA_PKCS1V15_SHA256}
 
 
 def verify(public_key, signature: bytes, algorithm: SignatureAlgorithm, message: bytes) -> None:
@@ -85,7 +92,8 @@ SCHEMES = [
 
 
 @pytest.mark.parametrize("key_algorithm,scheme", SCHEMES, ids=lambda v: v.value)
-def test_signature_verifies_with_cryptography(keystore, keys, key_algorithm, scheme):
+def test_signature_verifies_with_cryptography(keystore, capabilities, keys, key_algorithm, scheme):
+    require_key_algorithm(capabilities, key_algorithm)
     key = keys[key_algorithm]
     signature = keystore.sign_data(key.key_id, MESSAGE, scheme)
     public = keystore.public_key(key.key_id)
@@ -94,7 +102,8 @@ def test_signature_verifies_with_cryptography(keystore, keys, key_algorithm, sch
         verify(public, signature, scheme, MESSAGE + b"!")
 
 
-def test_ecdsa_signature_is_der(keystore, keys):
+def test_ecdsa_signature_is_der(keystore, capabilities, keys):
+    require_key_algorithm(capabilities, KeyAlgorithm.EC_P256)
     signature = keystore.sign_digest(keys[KeyAlgorithm.EC_P256].key_id, hashlib.sha256(MESSAGE).digest(),
                                      SignatureAlgorithm.ECDSA_SHA256)
     assert signature[0] == 0x30 and signature[1] == len(signature) - 2
@@ -112,8 +121,8 @@ def test_public_key_exports_as_spki(keystore, keys):
         assert isinstance(public, expected)
 
 
-def test_find_list_and_delete(keystore, label):
-    key = keystore.generate(KeyAlgorithm.EC_P256, label)
+def test_find_list_and_delete(keystore, label, token_key_algorithm):
+    key = keystore.generate(token_key_algorithm, label)
     assert keystore.find_by_label(label) == key
     assert keystore.get(key.key_id) == key
     assert keystore.resolve(key.key_id) == key
@@ -124,11 +133,11 @@ def test_find_list_and_delete(keystore, label):
     with pytest.raises(KeyNotFound):
         keystore.get(key.key_id)
     with pytest.raises(KeyNotFound):
-        keystore.sign_digest(key.key_id, bytes(32), SignatureAlgorithm.ECDSA_SHA256)
+        keystore.sign_digest(key.key_id, bytes(32), SCHEME_OF[token_key_algorithm])
 
 
-def test_labels_are_unique(keystore, label):
-    keystore.generate(KeyAlgorithm.EC_P256, label)
+def test_labels_are_unique(keystore, label, token_key_algorithm):
+    keystore.generate(token_key_algorithm, label)
     with pytest.raises(AlreadyExists, match=label):
         keystore.generate(KeyAlgorithm.RSA_2048, label)
 

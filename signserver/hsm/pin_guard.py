@@ -1,0 +1,227 @@
+"""Logging in to a token without bringing it nearer its PIN lockout.
+
+Tokens count wrong user PINs and lock the PIN after a few (openCryptoki's soft token after 3);
+then only the security officer can unblock it. Every process of the server logs in on its own
+(each worker, each CLI command), so a wrong configured PIN tried once per process locks a token
+within a second. Before each login a :class:`PinGuard`
+
+- refuses when the token reports its user PIN locked, naming the command that unblocks it;
+- does not try a PIN that the token refused before, in any process: refusals are remembered in a
+  file (:class:`RefusedPins`) until the configured PIN changes, the file is removed, or a login
+  with another PIN succeeds;
+- does not log in while the token reports a wrong try since its last successful login
+  (USER_PIN_COUNT_LOW, USER_PIN_FINAL_TRY) unless an administrator allows it
+  (``hsm.login_when_pin_count_low``), or this process already logged in to that token with that
+  PIN (a PIN the token accepted is not a guess: a running worker reopening its session goes on).
+
+Logins through guards that share a file are serialised across processes by a lock file beside
+it, so that processes started together with a wrong PIN reach the token once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pkcs11
+import pkcs11.exceptions as p11
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pkcs11 import TokenFlag
+
+from signserver.config import HsmConfig, env_name
+from signserver.errors import ConfigurationError, HsmLoginWithheld, HsmPinLocked, SignServerError
+from signserver.files import write_private
+from signserver.secret import Secret
+
+log = logging.getLogger(__name__)
+
+COUNT_LOW_SETTING = "hsm.login_when_pin_count_low"
+UNBLOCK_COMMAND = "signserver hsm unblock-pin"
+# As costly as a password hash: a refused PIN is often a near miss of the right one, and PINs are
+# short (openCryptoki: 4 to 8 characters). The cost is paid once per login, not per request. (On the
+# default layout the right PIN sits in the same directory, hsm/user-pin, under the same mode.)
+_HASHER = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=1)
+
+
+def refused_pins_file(state_dir: Path) -> Path:
+    """Where the PINs the server's tokens refused are remembered."""
+    return state_dir / "hsm" / "refused-pins.json"
+
+
+def login_refusal(flags: TokenFlag, token_label: str, allow_count_low: bool) -> SignServerError | None:
+    """Why not to log in to a token reporting ``flags`` (read just before C_Login), or None.
+
+    ``allow_count_low``: an administrator allowed logging in after wrong tries, or the PIN was
+    already accepted by this token in this process.
+    """
+    if flags & TokenFlag.USER_PIN_LOCKED:
+        return HsmPinLocked(
+            f"the user PIN of token {token_label!r} is locked after too many wrong tries; the security "
+            f"officer sets a new one with `{UNBLOCK_COMMAND}`, then configure that PIN"
+        )
+    if allow_count_low:
+        return None
+    if flags & TokenFlag.USER_PIN_FINAL_TRY:
+        state = "that one more wrong user PIN locks it (USER_PIN_FINAL_TRY)"
+    elif flags & TokenFlag.USER_PIN_COUNT_LOW:
+        state = "wrong user PINs since its last successful login (USER_PIN_COUNT_LOW)"
+    else:
+        return None
+    return HsmLoginWithheld(
+        f"the token {token_label!r} reports {state}; signserver does not log in, since a wrong PIN "
+        "could lock the token. Check the configured PIN (hsm.user_pin_file or "
+        f"SIGNSERVER_HSM_USER_PIN), then allow a login with {COUNT_LOW_SETTING} = true (or "
+        f"{env_name(COUNT_LOW_SETTING)}=true) for one start: if the PIN is wrong after all, that try "
+        "may lock the token; a successful login clears the report, so remove the setting afterwards"
+    )
+
+
+class RefusedPins:
+    """PINs a token refused, remembered across processes in one JSON file (mode 0600): for each,
+    the token's serial and label and a salted argon2id hash of the PIN, never the PIN."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lock that serialises logins through this file across processes.
+
+        Raises: ConfigurationError: the lock file cannot be made.
+        """
+        lock_path = self.path.with_suffix(".lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigurationError("state_dir", f"cannot open {lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def refused(self, serial: str, label: str, pin: Secret) -> bool:
+        """Whether the token ``serial``/``label`` refused ``pin`` before.
+
+        Raises: ConfigurationError: the file cannot be read.
+        """
+        for entry in self._entries():
+            if entry.get("token_serial") == serial and entry.get("token_label") == label:
+                try:
+                    if _HASHER.verify(entry.get("pin_hash", ""), pin.reveal()):
+                        return True
+                except (VerificationError, InvalidHashError):
+                    continue
+        return False
+
+    def remember(self, serial: str, label: str, pin: Secret) -> None:
+        """Record that the token refused ``pin``. Raises: ConfigurationError."""
+        entry = {"token_serial": serial, "token_label": label, "pin_hash": _HASHER.hash(pin.reveal())}
+        self._write([*self._entries(), entry])
+
+    def forget(self, serial: str, label: str) -> bool:
+        """Drop the refusals recorded for a token; whether there were any. Raises: ConfigurationError."""
+        entries = self._entries()
+        kept = [e for e in entries if (e.get("token_serial"), e.get("token_label")) != (serial, label)]
+        if len(kept) == len(entries):
+            return False
+        self._write(kept)
+        return True
+
+    def count(self, label: str) -> int:
+        """How many refusals are recorded for tokens labelled ``label``. Raises: ConfigurationError."""
+        return sum(1 for e in self._entries() if e.get("token_label") == label)
+
+    def _entries(self) -> list[dict]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(
+                "state_dir", f"cannot read the refused PINs in {self.path} ({exc}); remove the file"
+            ) from None
+        entries = data.get("refused", []) if isinstance(data, dict) else []
+        return [e for e in entries if isinstance(e, dict)]
+
+    def _write(self, entries: list[dict]) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        try:
+            write_private(temporary, json.dumps({"refused": entries}, indent=1).encode("utf-8"))
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            raise ConfigurationError("state_dir", f"cannot write {self.path}: {exc.strerror}") from None
+
+
+class PinGuard:
+    """Decides, just before each C_Login of one PIN, whether to try it, and records the outcome.
+
+    ``refusals`` None: refusals are remembered only by the calling :class:`TokenSession`.
+    """
+
+    def __init__(self, refusals: RefusedPins | None = None, login_when_pin_count_low: bool = False):
+        self.refusals = refusals
+        self.login_when_pin_count_low = login_when_pin_count_low
+        self._accepted: set[tuple[str, str]] = set()  # tokens that accepted the PIN in this process
+
+    @classmethod
+    def for_config(cls, hsm: HsmConfig, state_dir: Path) -> "PinGuard":
+        """The guard every process of one configuration uses."""
+        return cls(RefusedPins(refused_pins_file(state_dir)), hsm.login_when_pin_count_low)
+
+    def login(self, token: pkcs11.Token, pin: Secret) -> pkcs11.Session:
+        """Open a read-write session on ``token`` logged in with ``pin``, if that is safe.
+
+        Call with the PKCS#11 lock held.
+
+        Raises:
+            HsmPinLocked: the token reports the user PIN locked.
+            HsmLoginWithheld: the PIN was refused before, or the token reports wrong tries.
+            ConfigurationError: the refusals file cannot be read or written.
+            pkcs11.PKCS11Error: from the token (PinIncorrect when it refuses the PIN), untranslated.
+        """
+        if self.refusals is None:
+            return self._try(token, pin)
+        with self.refusals.exclusive():
+            token = token.slot.get_token()  # fresh flags: another process may have logged in meanwhile
+            return self._try(token, pin)
+
+    def _try(self, token: pkcs11.Token, pin: Secret) -> pkcs11.Session:
+        serial = token.serial.decode("ascii", "replace").strip()
+        identity = (serial, token.label)
+        if self.refusals is not None and self.refusals.refused(serial, token.label, pin):
+            raise HsmLoginWithheld(
+                f"the token {token.label!r} refused the configured PIN before (remembered in "
+                f"{self.refusals.path}); signserver does not try it again, so that the token does not "
+                "lock it. Correct the configured PIN; if the token's PIN has since been set to this "
+                f"value, remove {self.refusals.path}"
+            )
+        refusal = login_refusal(token.flags, token.label,
+                                self.login_when_pin_count_low or identity in self._accepted)
+        if refusal is not None:
+            raise refusal
+        try:
+            session = token.open(rw=True, user_pin=pin.reveal())
+        except p11.PinIncorrect:
+            if self.refusals is not None:
+                try:
+                    self.refusals.remember(serial, token.label, pin)
+                    log.warning("the token %r refused the configured PIN; remembered in %s, not tried again",
+                                token.label, self.refusals.path)
+                except ConfigurationError as exc:
+                    # The refusal itself must reach the caller, which then never tries the PIN again
+                    # in this process; only other processes lose the memory of it.
+                    log.error("the token %r refused the configured PIN, which could not be remembered for "
+                              "other processes: %s", token.label, exc)
+            raise
+        self._accepted.add(identity)
+        if self.refusals is not None and self.refusals.forget(serial, token.label):
+            log.info("the token %r accepted the configured PIN: its earlier refusals are forgotten", token.label)
+        return session
