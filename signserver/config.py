@@ -131,6 +131,15 @@ class AuditConfig:
     seal_key_algorithm: str = "auto"
 
 
+# Where the CA's policy identifiers hang (ca.policy_oid_arc): each profile's is this arc and the
+# profile's number. The default is under RFC 5612's enterprise number for documentation (32473):
+# a deployment sets its own registered arc. Not 2.25.<UUID>: its 128-bit arc is one that several
+# decoders cannot read.
+DEFAULT_POLICY_OID_ARC = "1.3.6.1.4.1.32473.1"
+# The largest arc every decoder reads: some keep arcs in signed 32-bit integers.
+MAX_OID_ARC = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class CaConfig:
     """The certification authority: names, key algorithms, and the addresses put in certificates."""
@@ -149,6 +158,7 @@ class CaConfig:
     # The OCSP responder's and TSA's key algorithms: "auto" (the best the token offers) or a name.
     ocsp_key_algorithm: str = "auto"
     tsa_key_algorithm: str = "auto"
+    policy_oid_arc: str = DEFAULT_POLICY_OID_ARC
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
@@ -253,6 +263,19 @@ def _as_str(key: str, value: Any) -> str:
     return value.strip()
 
 
+def _as_oid(key: str, value: Any) -> str:
+    """A dotted object identifier whose every arc fits in 31 bits.
+
+    Raises: ConfigurationError: not one."""
+    parsed = _as_str(key, value)
+    if not re.fullmatch(r"[0-2](\.\d+)+", parsed):
+        raise ConfigurationError(key, "must be a dotted object identifier such as 1.3.6.1.4.1.32473.1")
+    if any(int(arc) > MAX_OID_ARC for arc in parsed.split(".")):
+        raise ConfigurationError(key, f"every arc must be at most {MAX_OID_ARC}: larger ones (such as a 2.25 UUID "
+                                      "arc) are more than some decoders read")
+    return parsed
+
+
 def _as_bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -324,6 +347,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "ca.crl_hours": _as_int(1, 8_760),
     "ca.ocsp_key_algorithm": _as_choice("auto", "rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"),
     "ca.tsa_key_algorithm": _as_choice("auto", "rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"),
+    "ca.policy_oid_arc": _as_oid,
     "audit.seal_key_algorithm": _as_choice("auto", "ed25519", "ec-p256", "ec-p384", "rsa-2048", "rsa-3072",
                                            "rsa-4096"),
     "http.listen": _as_str,
@@ -384,7 +408,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 _PROFILE_PREFIX = "ca.profiles."
-_PROFILE_FIELDS = {"validity_days": _as_int(1, 36_500), "policy_oid": _as_str, "cps_uri": _as_str}
+_PROFILE_FIELDS = {"validity_days": _as_int(1, 36_500), "policy_oid": _as_oid, "cps_uri": _as_str}
 
 
 def _profile_settings(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -398,8 +422,6 @@ def _profile_settings(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if not name or field_name not in _PROFILE_FIELDS:
             raise ConfigurationError(key, f"a profile setting is one of {', '.join(_PROFILE_FIELDS)}")
         parsed = _PROFILE_FIELDS[field_name](key, value)
-        if field_name == "policy_oid" and not re.fullmatch(r"[0-2](\.\d+)+", parsed):
-            raise ConfigurationError(key, "must be a dotted object identifier such as 1.3.6.1.4.1.99999.1")
         settings.setdefault(name, {})[field_name] = parsed
     return settings
 
@@ -536,6 +558,7 @@ def _ca_config(values: dict[str, Any], profile_settings: dict[str, dict[str, Any
         profile_settings=profile_settings,
         ocsp_key_algorithm=values.get("ca.ocsp_key_algorithm", "auto"),
         tsa_key_algorithm=values.get("ca.tsa_key_algorithm", "auto"),
+        policy_oid_arc=values.get("ca.policy_oid_arc", DEFAULT_POLICY_OID_ARC),
     )
 
 

@@ -77,6 +77,18 @@ def check_text(field: str, value: str, required: bool = False) -> str:
     return value
 
 
+def holder_names(given_name: str, surname: str) -> dict[str, str]:
+    """The holder's given name and surname, checked: both or neither, since a certificate of a
+    natural person names both (ETSI EN 319 412-2) and one alone would name nobody.
+
+    Raises: InvalidArgument: one without the other, too long, or with control characters.
+    """
+    names = {"given_name": check_text("the given name", given_name), "surname": check_text("the surname", surname)}
+    if bool(names["given_name"]) != bool(names["surname"]):
+        raise InvalidArgument("give the holder's given name and surname together (both, or neither)")
+    return names
+
+
 def check_emails(emails: tuple[str, ...]) -> tuple[str, ...]:
     """Raises: InvalidArgument: none, too many, or one that is not an address."""
     if not emails:
@@ -100,6 +112,10 @@ class Enrolment:
     organisation: str = ""
     department: str = ""
     title: str = ""
+    # The holder's names as the identity documents show them (ETSI EN 319 412-2 wants both in the
+    # certificates of natural persons): "Weng Sam LUZIA" and "KUAN", or "詠心" and "關".
+    given_name: str = ""
+    surname: str = ""
     key_algorithm: KeyAlgorithm = KeyAlgorithm.RSA_2048
     revocation_phrase: Secret | None = None
     # The documents' "recovery by code": a code that, with an operator, unlocks the account and
@@ -139,6 +155,7 @@ class AccountManager:
         emails = check_emails(enrolment.emails)
         fields = {name: check_text(name, getattr(enrolment, name))
                   for name in ("organisation", "department", "title")}
+        fields.update(holder_names(enrolment.given_name, enrolment.surname))
         if enrolment.kind is not AccountKind.PERSONAL and not fields["organisation"]:
             raise InvalidArgument(f"a {enrolment.kind.value} account needs its organisation")
         check_password_rules(password.reveal(), enrolment.username)
@@ -320,14 +337,18 @@ class AccountManager:
 
     def update_holder(self, username: str, operator: str, holder_name: str | None = None,
                       emails: tuple[str, ...] | None = None, organisation: str | None = None,
-                      department: str | None = None, title: str | None = None) -> Account:
+                      department: str | None = None, title: str | None = None, given_name: str | None = None,
+                      surname: str | None = None) -> Account:
         """Change the holder's data (certificates issued later carry it; the username never changes).
+        The given name and surname change together (both given, or both empty).
 
         Raises: NotFound, InvalidArgument.
         """
         values = {}
         if holder_name is not None:
             values["holder_name"] = check_text("the holder's name", holder_name, required=True)
+        if given_name is not None or surname is not None:
+            values.update(holder_names(given_name or "", surname or ""))
         for name, value in (("organisation", organisation), ("department", department), ("title", title)):
             if value is not None:
                 values[name] = check_text(name, value)

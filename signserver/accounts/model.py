@@ -36,6 +36,9 @@ class Account:
     failed_attempts: int  # in the current run of failures
     password_changed_at: datetime.datetime
     created_at: datetime.datetime
+    # As the identity documents show them; empty for accounts enrolled before they were held.
+    given_name: str = ""
+    surname: str = ""
 
 
 @dataclass(frozen=True)

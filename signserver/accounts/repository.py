@@ -32,6 +32,7 @@ def _account(row, emails: tuple[str, ...], now: datetime.datetime) -> Account:
         title=row.title, status=status, locked_until=locked_until,
         failed_attempts=lock.failed_attempts,
         password_changed_at=from_epoch(row.password_changed_at), created_at=from_epoch(row.created_at),
+        given_name=row.given_name, surname=row.surname,
     )
 
 
@@ -69,7 +70,7 @@ def list_accounts(conn: Connection, now: datetime.datetime) -> list[Account]:
 def insert_account(conn: Connection, *, username: str, holder_name: str, emails: tuple[str, ...],
                    kind: AccountKind, organisation: str, department: str, title: str, password_hash: str,
                    otp_seed_sealed: bytes, recovery_code_hash: str, revocation_phrase_hash: str | None,
-                   now: datetime.datetime, **seal_and_keys) -> int:
+                   now: datetime.datetime, given_name: str = "", surname: str = "", **seal_and_keys) -> int:
     """``seal_and_keys``: the key algorithm and the seal key's columns (see accounts.packages).
 
     Raises: AlreadyExists: the username is taken."""
@@ -77,7 +78,8 @@ def insert_account(conn: Connection, *, username: str, holder_name: str, emails:
         raise AlreadyExists(f"an account {username!r} already exists")
     result = conn.execute(insert(accounts).values(
         username=username, holder_name=holder_name, kind=kind.value, organisation=organisation,
-        department=department, title=title, status=AccountStatus.ACTIVE.value, password_hash=password_hash,
+        department=department, title=title, given_name=given_name, surname=surname,
+        status=AccountStatus.ACTIVE.value, password_hash=password_hash,
         password_changed_at=epoch_seconds(now), otp_seed_sealed=otp_seed_sealed,
         recovery_code_hash=recovery_code_hash, revocation_phrase_hash=revocation_phrase_hash,
         created_at=epoch_seconds(now), **seal_and_keys))

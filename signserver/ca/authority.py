@@ -26,7 +26,7 @@ from signserver.ca.builder import (
     load_csr,
 )
 from signserver.ca.client_status import ClientCertificateStatus, presented
-from signserver.ca.profiles import RA_POLICY, KeySource, Profile, check_settings
+from signserver.ca.profiles import LEGACY_RA_POLICY, KeySource, Profile, all_profiles, check_settings
 from signserver.ca.profiles import profile as find_profile
 from signserver.ca.repository import IssuedCertificate
 from signserver.ca.revocation import build_crl, ocsp_response, parse_reason, stored_crl
@@ -91,7 +91,11 @@ class CertificateAuthority:
 
     def profile(self, name: str) -> Profile:
         """A profile with this CA's settings applied. Raises: InvalidArgument."""
-        return find_profile(name, self.config.profile_settings)
+        return find_profile(name, self.config.profile_settings, self.config.policy_oid_arc)
+
+    def profiles(self) -> list[Profile]:
+        """Every profile with this CA's settings applied."""
+        return all_profiles(self.config.profile_settings, self.config.policy_oid_arc)
 
     # --- setting up ---------------------------------------------------------------------
 
@@ -353,7 +357,8 @@ class CertificateAuthority:
             policies = client.certificate.extensions.get_extension_for_class(x509.CertificatePolicies).value
         except (ValueError, x509.ExtensionNotFound):
             raise refusal from None
-        if not issued_here or RA_POLICY not in [p.policy_identifier for p in policies]:
+        ra_policies = {self.profile("client-ra").policy, LEGACY_RA_POLICY}
+        if not issued_here or not ra_policies & {p.policy_identifier for p in policies}:
             raise refusal
         return client.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
 
@@ -454,7 +459,8 @@ class CertificateAuthority:
             common_name=account.holder_name, email=account.emails[0] if account.emails else "",
             organisation=account.organisation if account.kind is not AccountKind.PERSONAL else "",
             department=account.department, title=account.title, serial_number=account.username,
-            country=self.config.country, agent_qualification=agent_qualification)
+            country=self.config.country, agent_qualification=agent_qualification,
+            given_name=account.given_name, surname=account.surname)
 
     def _public_key_from_csr(self, csr: bytes | None, subject: SubjectData, chosen: Profile):
         if not csr:

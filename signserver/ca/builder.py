@@ -21,6 +21,9 @@ QC_STATEMENTS = ObjectIdentifier("1.3.6.1.5.5.7.1.3")
 QC_COMPLIANCE = "0.4.0.1862.1.1"
 QC_LIMIT_VALUE = "0.4.0.1862.1.2"
 QC_SSCD = "0.4.0.1862.1.4"
+QC_TYPE = "0.4.0.1862.1.6"
+QC_TYPE_ESIGN = "0.4.0.1862.1.6.1"  # certificates for electronic signatures
+QC_LEGISLATION = "0.4.0.1862.1.7"
 MIN_RSA_BITS = 2048
 ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
@@ -37,11 +40,15 @@ class SubjectData:
     serial_number: str = ""
     country: str = ""
     agent_qualification: str = ""  # qualified certificates
+    # A natural person's names (ETSI EN 319 412-2 NAT-4.2.4-1: givenName and surname, or pseudonym).
+    given_name: str = ""
+    surname: str = ""
 
     def name(self) -> x509.Name:
         attributes = [(NameOID.COUNTRY_NAME, self.country), (NameOID.ORGANIZATION_NAME, self.organisation),
                       (NameOID.ORGANIZATIONAL_UNIT_NAME, self.department), (NameOID.TITLE, self.title),
-                      (ROLE, self.agent_qualification), (NameOID.COMMON_NAME, self.common_name),
+                      (ROLE, self.agent_qualification), (NameOID.GIVEN_NAME, self.given_name),
+                      (NameOID.SURNAME, self.surname), (NameOID.COMMON_NAME, self.common_name),
                       (NameOID.SERIAL_NUMBER, self.serial_number), (NameOID.EMAIL_ADDRESS, self.email)]
         try:
             return x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes if value])
@@ -61,9 +68,25 @@ class _QcStatements(core.SequenceOf):
     _child_spec = _QcStatement
 
 
-def qc_statements(transaction_limit: int | None, currency: str = "MOP") -> x509.UnrecognizedExtension:
-    """ETSI EN 319 412-5 statements: compliance, key in a secure device, and the transaction limit."""
-    statements = [_QcStatement({"statement_id": QC_COMPLIANCE}), _QcStatement({"statement_id": QC_SSCD})]
+class _QcTypes(core.SequenceOf):
+    _child_spec = core.ObjectIdentifier
+
+
+class _CountryCodes(core.SequenceOf):
+    _child_spec = core.PrintableString
+
+
+def qc_statements(transaction_limit: int | None, country: str, currency: str = "MOP") -> x509.UnrecognizedExtension:
+    """ETSI EN 319 412-5 statements: compliance, the certificate's type (for electronic
+    signatures), key in a secure device, the legislation the certificate is qualified under (the
+    CA's country: this CA is not an EU trust service, so its certificates must not read as EU
+    qualified ones), and the transaction limit."""
+    statements = [_QcStatement({"statement_id": QC_COMPLIANCE}),
+                  _QcStatement({"statement_id": QC_TYPE, "statement_info": _QcTypes([QC_TYPE_ESIGN])}),
+                  _QcStatement({"statement_id": QC_SSCD})]
+    if country:
+        statements.append(_QcStatement({"statement_id": QC_LEGISLATION,
+                                        "statement_info": _CountryCodes([country])}))
     if transaction_limit is not None:
         limit = _MonetaryValue({"currency": currency, "amount": transaction_limit, "exponent": 0})
         statements.append(_QcStatement({"statement_id": QC_LIMIT_VALUE, "statement_info": limit}))
@@ -161,7 +184,7 @@ def end_entity_certificate(*, profile: Profile, subject: x509.Name, public_key, 
     if alternative:
         builder = builder.add_extension(x509.SubjectAlternativeName(alternative), critical=False)
     if profile.qualified:
-        builder = builder.add_extension(qc_statements(transaction_limit), critical=False)
+        builder = builder.add_extension(qc_statements(transaction_limit, ca.country), critical=False)
     if profile.name == "ocsp-responder":
         builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
     return builder.sign(issuer_key, signature_hash(issuer_key))

@@ -5,8 +5,9 @@ the HSM for the account), qualified certificates (key on a smart card, from a CS
 transaction limit and the agent's qualification), standard and encryption certificates, each in a
 government and a corporate variant. The service profiles are the server's own: TLS server, the
 client certificates of applications (ASP) and registration authorities (RA), and the OCSP
-responder. Policy identifiers are UUID-based OIDs (ITU-T X.667, arc 2.25): unique without
-registration.
+responder. Each profile's policy identifier is the CA's arc (``ca.policy_oid_arc``) and the
+profile's own number, e.g. 1.3.6.1.4.1.32473.1.2.1 for qualified government certificates; a
+``[ca.profiles.NAME]`` policy_oid replaces one profile's whole identifier.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from typing import Any, Mapping
 
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
+from signserver.config import DEFAULT_POLICY_OID_ARC
 from signserver.errors import ConfigurationError, InvalidArgument
-
-BASE_POLICY = "2.25.109816206335228886879044430219771524734"
 
 
 class KeySource(enum.Enum):
@@ -31,7 +31,7 @@ class KeySource(enum.Enum):
 class Profile:
     name: str
     title: str
-    policy_oid: str
+    policy_number: str  # under the CA's policy arc
     key_source: KeySource
     key_usage: frozenset[str]  # x509.KeyUsage field names; "encipherment" picks by key type
     extended_key_usage: tuple[ObjectIdentifier, ...] = ()
@@ -40,6 +40,7 @@ class Profile:
     variant: str = ""  # government | corporate
     validity_days: int | None = None  # None: the CA's default (ca.validity_days)
     cps_uri: str | None = None  # None: the CA's (ca.cps_uri)
+    policy_oid: str = ""  # the arc and policy_number, set by profile(); a setting may replace it
 
     @property
     def policy(self) -> ObjectIdentifier:
@@ -50,54 +51,60 @@ _SIGNING = frozenset({"digital_signature", "content_commitment"})
 _PROFILES: dict[str, Profile] = {}
 
 
-def _holder_profiles(kind: str, title: str, oids: dict[str, str], source: KeySource, key_usage: frozenset[str],
+def _holder_profiles(kind: str, title: str, number: int, source: KeySource, key_usage: frozenset[str],
                      eku: tuple[ObjectIdentifier, ...] = (), qualified: bool = False) -> None:
-    for variant, oid in oids.items():
-        profile = Profile(name=f"{kind}-{variant}", title=f"{title} ({variant})", policy_oid=oid,
+    for variant_number, variant in ((1, "government"), (2, "corporate")):
+        profile = Profile(name=f"{kind}-{variant}", title=f"{title} ({variant})",
+                          policy_number=f"{number}.{variant_number}",
                           key_source=source, key_usage=key_usage, extended_key_usage=eku,
                           qualified=qualified, variant=variant)
         _PROFILES[profile.name] = profile
 
 
-_holder_profiles("cloud-signature", "cloud-signature account certificate",
-                 {"government": "2.25.89771664763172759333592535454161566165",
-                  "corporate": "2.25.314572527562733777757933136407759035378"},
+_holder_profiles("cloud-signature", "cloud-signature account certificate", 1,
                  KeySource.HSM, _SIGNING)
-_holder_profiles("qualified", "qualified certificate",
-                 {"government": "2.25.234102483758270351901150892998813927329",
-                  "corporate": "2.25.273577983897666683887231853095365459786"},
+_holder_profiles("qualified", "qualified certificate", 2,
                  KeySource.CSR, _SIGNING, qualified=True)
-_holder_profiles("standard", "standard certificate",
-                 {"government": "2.25.266310433278295044102189456870019528955",
-                  "corporate": "2.25.52475397435183057795410474808138914073"},
+_holder_profiles("standard", "standard certificate", 3,
                  KeySource.CSR, frozenset({"digital_signature"}),
                  (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION))
-_holder_profiles("encryption", "encryption certificate",
-                 {"government": "2.25.25531430431738272088042247484836376509",
-                  "corporate": "2.25.133421748481359948864385225010903475456"},
+_holder_profiles("encryption", "encryption certificate", 4,
                  KeySource.CSR, frozenset({"encipherment"}), (ExtendedKeyUsageOID.EMAIL_PROTECTION,))
 
 for _profile in (
-    Profile("client-asp", "application service provider client", "2.25.127849209622172717964511691155639041597",
+    Profile("client-asp", "application service provider client", "10",
             KeySource.CSR, frozenset({"digital_signature"}), (ExtendedKeyUsageOID.CLIENT_AUTH,), holder=False),
-    Profile("client-ra", "registration authority client", "2.25.44100205706131386907680927753963262307",
+    Profile("client-ra", "registration authority client", "11",
             KeySource.CSR, frozenset({"digital_signature"}), (ExtendedKeyUsageOID.CLIENT_AUTH,), holder=False),
-    Profile("tls-server", "TLS server", "2.25.63597365987733284098655344695192897365",
+    Profile("tls-server", "TLS server", "12",
             KeySource.CSR, frozenset({"digital_signature"}), (ExtendedKeyUsageOID.SERVER_AUTH,), holder=False),
-    Profile("ocsp-responder", "OCSP responder", "2.25.236000349715114635335292433768943432940",
+    Profile("ocsp-responder", "OCSP responder", "13",
             KeySource.HSM, frozenset({"digital_signature"}), (ExtendedKeyUsageOID.OCSP_SIGNING,), holder=False),
-    Profile("timestamping", "time-stamping authority", "2.25.230573564848503410408242717923190811157",
+    Profile("timestamping", "time-stamping authority", "14",
             KeySource.HSM, frozenset({"digital_signature"}), (ExtendedKeyUsageOID.TIME_STAMPING,), holder=False),
 ):
     _PROFILES[_profile.name] = _profile
 
+# Registration authorities' certificates issued before policies moved off the 2.25 UUID arc still
+# name the RA policy this way, and stay RA certificates until they expire.
+LEGACY_RA_POLICY = ObjectIdentifier("2.25.44100205706131386907680927753963262307")
+
+
+def _under(arc: str, chosen: Profile) -> Profile:
+    return replace(chosen, policy_oid=f"{arc}.{chosen.policy_number}")
+
+
+for _name, _profile in _PROFILES.items():
+    _PROFILES[_name] = _under(DEFAULT_POLICY_OID_ARC, _profile)
+
+# With the default arc: a CA's own (with its settings) come from profile() and all_profiles().
 HOLDER_PROFILES = tuple(p for p in _PROFILES.values() if p.holder)
-RA_POLICY = _PROFILES["client-ra"].policy
-ASP_POLICY = _PROFILES["client-asp"].policy
 
 
-def profile(name: str, settings: Mapping[str, Mapping[str, Any]] | None = None) -> Profile:
-    """The profile called ``name``, with its configured settings (``[ca.profiles.NAME]``) applied.
+def profile(name: str, settings: Mapping[str, Mapping[str, Any]] | None = None,
+            arc: str = DEFAULT_POLICY_OID_ARC) -> Profile:
+    """The profile called ``name``, its policy identifier under ``arc``, with its configured
+    settings (``[ca.profiles.NAME]``) applied.
 
     Raises: InvalidArgument: no such profile.
     """
@@ -106,7 +113,7 @@ def profile(name: str, settings: Mapping[str, Mapping[str, Any]] | None = None) 
     except KeyError:
         choices = ", ".join(_PROFILES)
         raise InvalidArgument(f"unknown certificate profile {name!r}; choose one of {choices}") from None
-    return replace(chosen, **(settings or {}).get(name, {}))
+    return replace(_under(arc, chosen), **(settings or {}).get(name, {}))
 
 
 def check_settings(settings: Mapping[str, Mapping[str, Any]]) -> None:
@@ -116,5 +123,7 @@ def check_settings(settings: Mapping[str, Mapping[str, Any]]) -> None:
             raise ConfigurationError(f"ca.profiles.{name}", f"no such profile; one of {', '.join(_PROFILES)}")
 
 
-def all_profiles() -> list[Profile]:
-    return list(_PROFILES.values())
+def all_profiles(settings: Mapping[str, Mapping[str, Any]] | None = None,
+                 arc: str = DEFAULT_POLICY_OID_ARC) -> list[Profile]:
+    """Every profile as :func:`profile` gives it."""
+    return [profile(name, settings, arc) for name in _PROFILES]

@@ -48,6 +48,7 @@ def add_parsers(subparsers) -> None:
     p = command("create", cmd_create, "create an account with a signing key, OTP seed and recovery code")
     p.add_argument("username")
     p.add_argument("--name", required=True, help="the holder's name, as on the signature stamp")
+    _holder_name_flags(p)
     p.add_argument("--email", required=True, action="append", help="an e-mail address (repeat for more)")
     p.add_argument("--kind", choices=[k.value for k in AccountKind], default="personal")
     p.add_argument("--organisation", default="")
@@ -61,6 +62,11 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--no-recovery-code", action="store_true",
                    help="the holder chose no recovery code: a forgotten password then leaves the holder's keys "
                         "unusable for good (reset-password, and new certificates)")
+
+    p = command("update", cmd_update, "change the holder's names (certificates issued later carry them)")
+    p.add_argument("username")
+    p.add_argument("--name", help="the holder's name, as on the signature stamp")
+    _holder_name_flags(p)
 
     p = command("show", cmd_show, "show an account")
     p.add_argument("username")
@@ -117,13 +123,32 @@ def _show_otp(uri: str, qr_png: Path | None) -> None:
 
 # --- account commands ----------------------------------------------------------------------
 
+def _holder_name_flags(parser) -> None:
+    parser.add_argument("--given-name", help="the holder's given name(s) as the identity document shows them, "
+                                             "e.g. \"Weng Sam LUZIA\" or 詠心 (with --surname)")
+    parser.add_argument("--surname", help="the holder's surname as the identity document shows it, e.g. KUAN or 關 "
+                                          "(with --given-name)")
+
+
+def cmd_update(args, config: Config) -> int:
+    service = open_service(args, config, with_database=True)
+    account = service.accounts.update_holder(args.username, OPERATOR, holder_name=args.name,
+                                             given_name=args.given_name, surname=args.surname)
+    if args.json:
+        print_json({"account": account})
+        return 0
+    print_table(_ACCOUNT_HEADERS, _account_rows([account]))
+    return 0
+
+
 def cmd_create(args, config: Config) -> int:
     password = read_pin("password for the account", PASSWORD_ENV, None, confirm=True)
     phrase = read_pin("revocation phrase", PHRASE_ENV, None, confirm=True) if args.revocation_phrase else None
     service = open_service(args, config, with_database=True)
     enrolment = Enrolment(username=args.username, holder_name=args.name, emails=tuple(args.email),
                           kind=AccountKind(args.kind), organisation=args.organisation,
-                          department=args.department, title=args.title, key_algorithm=args.key_algorithm,
+                          department=args.department, title=args.title, given_name=args.given_name or "",
+                          surname=args.surname or "", key_algorithm=args.key_algorithm,
                           revocation_phrase=phrase, recovery_by_code=not args.no_recovery_code)
     created = service.accounts.create(enrolment, password, operator=OPERATOR)
     if args.json:
@@ -148,7 +173,8 @@ def cmd_show(args, config: Config) -> int:
         print_json({"account": account, "credentials": credentials})
         return 0
     print_fields([
-        ("account", account.username), ("holder", account.holder_name), ("kind", account.kind.value),
+        ("account", account.username), ("holder", account.holder_name),
+        ("given name", account.given_name or "-"), ("surname", account.surname or "-"), ("kind", account.kind.value),
         ("organisation", account.organisation or "-"), ("department", account.department or "-"),
         ("title", account.title or "-"), ("e-mail", ", ".join(account.emails)), ("status", account.status.value),
         ("locked until", format_time(account.locked_until) if account.locked_until else "-"),

@@ -39,7 +39,8 @@ def add_parsers(subparsers) -> None:
     sign.add_argument("--seal", type=Path, help="a seal image (PNG/JPEG) behind the stamp text")
     sign.add_argument("--field", default="", help="an existing empty signature field, or the new field's name")
     sign.add_argument("--page", type=int, default=0, help="1-based; 0 or -1: the last page")
-    sign.add_argument("--rect", default="", help="x1,y1,x2,y2 in points from the bottom-left corner")
+    sign.add_argument("--rect", default="", help="x1,y1,x2,y2: points, from the bottom-left corner of the "
+                      "page as displayed (its CropBox, rotation applied)")
     sign.add_argument("--invisible", action="store_true")
     sign.add_argument("--no-otp", action="store_true", help="do not ask for an OTP (the application does not require one)")
 

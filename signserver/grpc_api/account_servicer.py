@@ -39,6 +39,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
                 locked_until=convert.timestamp(lock.locked_until), holder_fields_withheld=True)
         account = await self._accounts.run(self._service.accounts.get, username)
         return account_pb2.AccountStatus(
-            account=account.username, holder_name=account.holder_name, status=account.status.value,
+            account=account.username, holder_name=account.holder_name, given_name=account.given_name,
+            surname=account.surname, status=account.status.value,
             locked_until=convert.timestamp(account.locked_until),
             password_changed_at=convert.timestamp(account.password_changed_at))

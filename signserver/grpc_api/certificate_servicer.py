@@ -65,6 +65,8 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
             kind=kind, organisation=convert.text("organisation", request.organisation, required=False),
             department=convert.text("department", request.department, required=False),
             title=convert.text("title", request.title, required=False),
+            given_name=convert.text("given_name", request.given_name, required=False),
+            surname=convert.text("surname", request.surname, required=False),
             key_algorithm=KeyAlgorithm.parse(request.key_algorithm or "rsa-2048"),
             revocation_phrase=Secret(request.revocation_phrase) if request.revocation_phrase else None,
             recovery_by_code=not request.no_recovery_code)

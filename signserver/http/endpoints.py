@@ -25,7 +25,6 @@ from typing import Callable
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from signserver.ca.profiles import all_profiles
 from signserver.errors import NotFound, SignServerError
 from signserver.http.fault_log import FaultLog
 from signserver.http.messages import Request, Response, error_response
@@ -134,6 +133,6 @@ def _quoted(path: str) -> str:
 
 def _policy_statement(service: SignService) -> str:
     lines = [f"{service.config.ca.name}: certificate policies", ""]
-    for profile in all_profiles():
+    for profile in service.ca.profiles():
         lines.append(f"{profile.policy_oid}  {profile.name}: {profile.title}")
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ import enum
 import logging
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,8 +21,11 @@ from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 from pyhanko_certvalidator import ValidationContext
 
 from signserver.errors import InvalidArgument
+from signserver.pades.certification import keep_certification
 from signserver.pades.cms_signer import HsmCmsSigner
+from signserver.pades.metadata import record_signing
 from signserver.pades.page_tree import walk_page_tree
+from signserver.pades.placement import place_field, upright
 from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.stamp import StampOptions, check_text, stamp_lines, stamp_style
 
@@ -72,10 +75,18 @@ class SigningJob:
 
 class _SigningWriter(IncrementalPdfFileWriter):
     """pyHanko's incremental writer, walking the page tree with a bounded walk that refuses loops
-    and finds the last page from the end (see signserver.pades.page_tree)."""
+    and finds the last page from the end (see signserver.pades.page_tree), and recording the
+    signing alike in the Info dictionary and the XMP packet (see signserver.pades.metadata)."""
+
+    signed_at: datetime.datetime | None = None
 
     def _walk_page_tree(self, page_ix, retrieve_parent):
         return walk_page_tree(self.root, page_ix, retrieve_parent)
+
+    def _update_meta(self):
+        if self.signed_at is None:
+            return super()._update_meta()
+        record_signing(self, self.signed_at)
 
 
 # How a damaged document shows itself while pyHanko reads it: its own PdfError (PdfReadError
@@ -122,37 +133,6 @@ def open_for_signing(source: BinaryIO) -> IncrementalPdfFileWriter:
     if writer.prev.encrypted:
         raise InvalidArgument("the document is encrypted; remove the password first")
     return writer
-
-
-def _field_spec(writer: IncrementalPdfFileWriter, options: StampOptions) -> tuple[str, fields.SigFieldSpec | None]:
-    """The field to sign: an existing empty one by name, or a new one on a page and rectangle."""
-    existing = {name: value for name, value, _ in fields.enumerate_sig_fields(writer.prev)}
-    if options.field_name and options.field_name in existing:
-        if existing[options.field_name] is not None:
-            raise InvalidArgument(f"the signature field {options.field_name!r} is already signed")
-        return options.field_name, None
-    pages = int(writer.root["/Pages"]["/Count"])
-    page = options.page if options.page >= 0 else pages + options.page
-    if not 0 <= page < pages:
-        raise InvalidArgument(f"page {options.page} is out of range: the document has {pages} page(s)")
-    name = options.field_name or f"Signature{len(existing) + 1}"
-    if not options.visible:
-        return name, fields.SigFieldSpec(sig_field_name=name)
-    x1, y1, x2, y2 = options.box
-    page_box = _media_box(writer, page) or [0.0, 0.0, 612.0, 792.0]
-    if not (x1 < x2 and y1 < y2):
-        raise InvalidArgument("the stamp rectangle needs x1 < x2 and y1 < y2")
-    if x1 < page_box[0] or y1 < page_box[1] or x2 > page_box[2] or y2 > page_box[3]:
-        raise InvalidArgument(f"the stamp rectangle {options.box} is off the page {tuple(page_box)}")
-    return name, fields.SigFieldSpec(sig_field_name=name, on_page=page, box=(x1, y1, x2, y2))
-
-
-def _media_box(writer: IncrementalPdfFileWriter, page: int) -> list[float] | None:
-    try:
-        page_obj, _ = writer.find_page_for_modification(page)
-        return [float(v) for v in page_obj.get_object()["/MediaBox"]]
-    except (KeyError, IndexError, TypeError):
-        return None
 
 
 @dataclass
@@ -205,13 +185,17 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
             forbids further signing.
     """
     writer = open_for_signing(source)
+    writer.signed_at = job.now
     with _reading_the_document():
-        field_name, new_field = _field_spec(writer, job.stamp)
+        # A certified document is signed only as its certification allows (in the field it left).
+        job = replace(job, stamp=keep_certification(writer, job.stamp))
+        placement = place_field(writer, job.stamp)
+    field_name, new_field = placement.name, placement.new_field
     lines = stamp_lines(job.holder_name, job.stamp, job.now)
     style = None
     if job.stamp.visible:
         subset = check_text(lines, job.font)
-        style = stamp_style(lines, job.stamp, subset)
+        style = upright(stamp_style(lines, job.stamp, subset), placement.rotation)
     metadata = signers.PdfSignatureMetadata(
         field_name=field_name, md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
         reason=job.stamp.reason or None, location=job.stamp.location or None, name=job.holder_name,

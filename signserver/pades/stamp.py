@@ -8,11 +8,11 @@ import functools
 import io
 import zlib
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fontTools.ttLib import TTFont
-from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils import generic, layout
 from pyhanko.pdf_utils.font.opentype import CIDFontType0, GlyphAccumulator, GlyphAccumulatorFactory
 from pyhanko.pdf_utils.generic import pdf_name
 from pyhanko.pdf_utils.images import PdfImage
@@ -21,6 +21,8 @@ from pyhanko.stamp import QRStampStyle, TextStampStyle
 
 from signserver.errors import InvalidArgument
 from signserver.pades.font import characters, font_for_text
+from signserver.pades.pdfa import cid_set, cids_in_program
+from signserver.pades.stamp_layout import PADDING, TextFit, fit_stamp
 
 CAPTIONS = {"pt": "Assinatura digital", "zh": "數碼簽署", "en": "Digital signature"}
 DEFAULT_BOX = (36.0, 36.0, 276.0, 108.0)  # bottom-left, in points
@@ -38,8 +40,7 @@ class StampOptions:
     seal_png: bytes | None = None  # an image behind the text
     field_name: str = ""  # an existing empty signature field, or a new field's name
     page: int = -1  # 0-based; -1 is the last page
-    box: tuple[float, float, float, float] = DEFAULT_BOX
-    font_size: int = 10
+    box: tuple[float, float, float, float] = DEFAULT_BOX  # the text's size follows the box's
 
     def zone(self) -> zoneinfo.ZoneInfo:
         """Raises: InvalidArgument: unknown time zone."""
@@ -107,6 +108,9 @@ class _CompiledCidFont(CIDFontType0):
                                        pdf_name("/Filter"): pdf_name("/FlateDecode")}, encoded_data=self._program)
         reference = writer.add_object(stream)
         self._font_descriptor[pdf_name("/FontFile3")] = reference
+        # PDF/A-1 (ISO 19005-1 6.3.5) wants a subset CIDFont to list the CIDs its program holds.
+        held = cids_in_program(list(self.cff[0].charset), self.use_raw_gids)
+        self._font_descriptor[pdf_name("/CIDSet")] = writer.add_object(generic.StreamObject(stream_data=cid_set(held)))
         return reference
 
 
@@ -133,9 +137,19 @@ class _PresubsetFontFactory(GlyphAccumulatorFactory):
 
 def stamp_style(lines: list[str], options: StampOptions, subset: Path) -> TextStampStyle:
     """A pyHanko style whose text is already final (no placeholders left to interpret), drawn
-    with ``subset`` (from :func:`check_text`)."""
+    with ``subset`` (from :func:`check_text`) at the size that fits the box it is drawn in.
+
+    Raises: InvalidArgument: the seal image is unreadable. When the stamp is drawn: InvalidArgument
+        if its box is too small for the text (see signserver.pades.stamp_layout.fit_stamp).
+    """
     text = "\n".join(line.replace("%", "%%") for line in lines)
-    box_style = TextBoxStyle(font=_PresubsetFontFactory(str(subset), font_size=options.font_size))
+    # The size is chosen when pyHanko knows the box (an existing field's, or the requested one);
+    # until then the style holds the text's own layout rule and no size of its own.
+    box_style = TextBoxStyle(font=_PresubsetFontFactory(str(subset)),
+                             box_layout_rule=layout.SimpleBoxLayoutRule(
+                                 x_align=layout.AxisAlignment.ALIGN_MID, y_align=layout.AxisAlignment.ALIGN_MID,
+                                 margins=layout.Margins.uniform(PADDING),
+                                 inner_content_scaling=layout.InnerScaling.NO_SCALING))
     background = None
     if options.seal_png:
         try:
@@ -144,8 +158,47 @@ def stamp_style(lines: list[str], options: StampOptions, subset: Path) -> TextSt
             background = PdfImage(Image.open(io.BytesIO(options.seal_png)))
         except Exception:  # Pillow raises several kinds for a bad image
             raise InvalidArgument("the seal image is not a readable PNG or JPEG") from None
+    common = dict(stamp_text=text, text_box_style=box_style, background=background, border_width=1,
+                  background_opacity=0.3, lines=tuple(lines), font_file=str(subset))
     if options.verification_url:
-        return QRStampStyle(stamp_text=text, text_box_style=box_style, background=background,
-                            border_width=1, background_opacity=0.3)
-    return TextStampStyle(stamp_text=text, text_box_style=box_style, background=background, border_width=1,
-                          background_opacity=0.3)
+        return _FittedQRStampStyle(**common)
+    return _FittedTextStampStyle(**common)
+
+
+@dataclass(frozen=True)
+class _FittedTextStampStyle(TextStampStyle):
+    """A text stamp whose font size and leading are fitted to the box it is drawn in."""
+
+    lines: tuple[str, ...] = ()
+    font_file: str = ""
+
+    def create_stamp(self, writer, box: layout.BoxConstraints, text_params: dict):
+        """Raises: InvalidArgument: the box is too small for the text."""
+        fit = fit_stamp(list(self.lines), Path(self.font_file), box.width, box.height)
+        return TextStampStyle.create_stamp(_sized(self, fit), writer, box, text_params)
+
+
+@dataclass(frozen=True)
+class _FittedQRStampStyle(QRStampStyle):
+    """A QR stamp whose text is fitted to the room beside the code: pyHanko draws the code as a
+    square as high as the box (or as wide, in a box taller than wide) on the text's left."""
+
+    lines: tuple[str, ...] = ()
+    font_file: str = ""
+
+    def create_stamp(self, writer, box: layout.BoxConstraints, text_params: dict):
+        """Raises: InvalidArgument: the box is too small for the text beside the code."""
+        fit = fit_stamp(list(self.lines), Path(self.font_file), box.width, box.height,
+                        reserved_width=min(box.width, box.height))
+        return QRStampStyle.create_stamp(_sized(self, fit), writer, box, text_params)
+
+
+def _sized(style: TextStampStyle, fit: TextFit) -> TextStampStyle:
+    """``style`` drawn at the fitted size and pitch, its lines raised by the fit's amount (the
+    margins move, their sum stays: the text box keeps its size)."""
+    text = style.text_box_style
+    rule = text.box_layout_rule
+    margins = layout.Margins(left=PADDING, right=PADDING, top=PADDING - fit.raise_by, bottom=PADDING + fit.raise_by)
+    return replace(style, text_box_style=replace(
+        text, font=replace(text.font, font_size=fit.font_size), font_size=fit.font_size, leading=fit.leading,
+        box_layout_rule=replace(rule, margins=margins)))

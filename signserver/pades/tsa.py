@@ -22,7 +22,16 @@ from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.pades.cms_signer import HsmCmsSigner
 
-TSA_POLICY = "2.25.201587617087394208425939216924211183661"  # this TSA's policy identifier
+# This TSA's policy identifier: under the CA's policy arc (ca.policy_oid_arc), beside the
+# certificate policies, so that every decoder reads it. A request may still name the identifier
+# of earlier versions, whose 128-bit arc some decoders cannot read.
+TSA_POLICY_NUMBER = 20
+EARLIER_TSA_POLICY = "2.25.201587617087394208425939216924211183661"
+
+
+def tsa_policy(policy_oid_arc: str) -> str:
+    """The TSA's policy identifier under the CA's arc."""
+    return f"{policy_oid_arc}.{TSA_POLICY_NUMBER}"
 DIGESTS = {"sha256": 32, "sha384": 48, "sha512": 64}
 
 
@@ -42,6 +51,7 @@ class TimeStampAuthority:
         self._keys = keys
         self._ca = ca
         self._clock = clock
+        self.policy = tsa_policy(ca.config.policy_oid_arc)
 
     def certificate(self) -> x509.Certificate:
         """The TSA's current certificate. Raises: NotFound (CA not initialised), HsmError."""
@@ -69,13 +79,13 @@ class TimeStampAuthority:
         """
         if isinstance(request, _Rejection):  # from parsing
             return request
-        refusal = _refusal(request)
+        refusal = _refusal(request, self.policy)
         if refusal is not None:
             return refusal
         imprint = request["message_imprint"]
         signer = self._signer()
         info = {
-            "version": "v1", "policy": TSA_POLICY, "message_imprint": imprint,
+            "version": "v1", "policy": self.policy, "message_imprint": imprint,
             "serial_number": secrets.randbits(127), "gen_time": self._clock.now(), "accuracy": {"seconds": 1},
             "tsa": asn1_x509.GeneralName(name="directory_name", value=signer.signing_cert.subject),
         }
@@ -102,7 +112,7 @@ def parse_request(request_der: bytes) -> tsp.TimeStampReq | _Rejection:
         return _rejection("not a TimeStampReq", "bad_data_format")
 
 
-def _refusal(request: tsp.TimeStampReq) -> _Rejection | None:
+def _refusal(request: tsp.TimeStampReq, own_policy: str) -> _Rejection | None:
     """The rejection RFC 3161 asks for a request this TSA does not grant, else None."""
     if request["version"].native != "v1":
         return _rejection("unsupported version", "bad_request")
@@ -111,7 +121,7 @@ def _refusal(request: tsp.TimeStampReq) -> _Rejection | None:
     if algorithm not in DIGESTS or len(imprint["hashed_message"].native) != DIGESTS[algorithm]:
         return _rejection("unsupported or malformed message imprint", "bad_alg")
     policy = request["req_policy"].native
-    if policy is not None and policy != TSA_POLICY:
+    if policy is not None and policy not in (own_policy, EARLIER_TSA_POLICY):
         return _rejection("unaccepted policy", "unaccepted_policy")
     # Recognised or not, critical or not: an extension this TSA does not process is refused.
     if request["extensions"].native:

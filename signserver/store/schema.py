@@ -29,6 +29,10 @@ accounts = Table(
     Column("organisation", String(200), nullable=False, server_default=""),
     Column("department", String(200), nullable=False, server_default=""),
     Column("title", String(200), nullable=False, server_default=""),
+    # The holder's given name and surname as the identity documents show them (UTF-8); certificates
+    # of natural persons carry them (ETSI EN 319 412-2). Empty for accounts enrolled before.
+    Column("given_name", String(200), nullable=False, server_default=""),
+    Column("surname", String(200), nullable=False, server_default=""),
     Column("status", String(16), nullable=False),  # active | disabled
     Column("password_hash", String(255), nullable=False),
     Column("password_changed_at", BigInteger, nullable=False),

@@ -32,7 +32,7 @@ from signserver.http.fault_log import FaultLog
 from signserver.http.pools import BoundedPool
 from signserver.http.rate_limit import TokenBuckets
 from signserver.http.server import CaHttpServer
-from signserver.pades.tsa import TSA_POLICY, parse_request
+from signserver.pades.tsa import EARLIER_TSA_POLICY, parse_request
 from tests.ca.test_authority import holder
 
 DER = serialization.Encoding.DER
@@ -421,7 +421,17 @@ def test_time_stamp_requests_it_cannot_honour_are_rejected(ca_service, query, fa
 
 
 def test_time_stamp_with_this_tsas_policy_is_granted(ca_service):
-    assert reply_status(ca_service.pades.tsa.respond(time_stamp_query(policy=TSA_POLICY)))[0] == "granted"
+    for policy in (ca_service.pades.tsa.policy, EARLIER_TSA_POLICY):
+        assert reply_status(ca_service.pades.tsa.respond(time_stamp_query(policy=policy)))[0] == "granted"
+
+
+def test_time_stamp_tokens_name_a_policy_every_decoder_reads(ca_service):
+    """Under the CA's policy arc, each arc within 31 bits (2.25.<UUID> has a 128-bit one)."""
+    reply = tsp.TimeStampResp.load(ca_service.pades.tsa.respond(time_stamp_query()))
+    policy = reply["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed["policy"].dotted
+    assert policy == ca_service.pades.tsa.policy
+    assert policy.startswith(ca_service.ca.config.policy_oid_arc + ".")
+    assert all(int(arc) < 2 ** 31 for arc in policy.split("."))
 
 
 def test_damaged_time_stamp_queries_get_an_answer_never_an_exception(ca_service):
