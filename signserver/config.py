@@ -268,7 +268,11 @@ def _as_oid(key: str, value: Any) -> str:
 
     Raises: ConfigurationError: not one."""
     parsed = _as_str(key, value)
-    if not re.fullmatch(r"[0-2](\.\d+)+", parsed):
+    # ASCII digits, no leading zeros, and under 0 and 1 a second arc below 40 (X.660): what every
+    # encoder, cryptography's among them, takes.
+    arcs = parsed.split(".")
+    if (not re.fullmatch(r"[0-2](\.(0|[1-9][0-9]*))+", parsed, flags=re.ASCII)
+            or (arcs[0] in ("0", "1") and int(arcs[1]) > 39)):
         raise ConfigurationError(key, "must be a dotted object identifier such as 1.3.6.1.4.1.32473.1")
     if any(int(arc) > MAX_OID_ARC for arc in parsed.split(".")):
         raise ConfigurationError(key, f"every arc must be at most {MAX_OID_ARC}: larger ones (such as a 2.25 UUID "

@@ -26,7 +26,7 @@ from signserver.ca.builder import (
     load_csr,
 )
 from signserver.ca.client_status import ClientCertificateStatus, presented
-from signserver.ca.profiles import LEGACY_RA_POLICY, KeySource, Profile, all_profiles, check_settings
+from signserver.ca.profiles import KeySource, Profile, all_profiles, check_settings
 from signserver.ca.profiles import profile as find_profile
 from signserver.ca.repository import IssuedCertificate
 from signserver.ca.revocation import build_crl, ocsp_response, parse_reason, stored_crl
@@ -352,13 +352,9 @@ class CertificateAuthority:
         if not certificate_pem:
             raise refusal
         client = presented(certificate_pem)
-        issued_here = self.client_status.check(client)
-        try:
-            policies = client.certificate.extensions.get_extension_for_class(x509.CertificatePolicies).value
-        except (ValueError, x509.ExtensionNotFound):
-            raise refusal from None
-        ra_policies = {self.profile("client-ra").policy, LEGACY_RA_POLICY}
-        if not issued_here or not ra_policies & {p.policy_identifier for p in policies}:
+        # By the profile this CA recorded when it issued the certificate, not by its policy OID:
+        # the OIDs follow ca.policy_oid_arc, and a changed arc must not lock out the RAs.
+        if self.client_status.issued_profile(client) != "client-ra":
             raise refusal
         return client.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
 

@@ -66,6 +66,7 @@ class _Verdict:
     until: float  # time.monotonic() after which the records are read again
     issued_here: bool
     refusal: str | None  # why the CA's records refuse it, or None
+    profile: str | None = None  # the profile this CA issued it with
 
 
 class ClientCertificateStatus:
@@ -90,6 +91,18 @@ class ClientCertificateStatus:
         if verdict is None:
             verdict = self._read(client)
         return self._judge(client, verdict)
+
+    def issued_profile(self, client: ClientCertificate) -> str | None:
+        """The profile this CA issued the certificate with (None: another CA's), once it is found
+        valid now; read like :meth:`check`.
+
+        Raises: as :meth:`check`.
+        """
+        verdict = self._fresh(client)
+        if verdict is None:
+            verdict = self._read(client)
+        self._judge(client, verdict)
+        return verdict.profile
 
     def known_valid(self, client: ClientCertificate) -> bool:
         """True when the certificate was found valid moments ago and its dates still hold; False
@@ -125,7 +138,7 @@ class ClientCertificateStatus:
             raise Unauthenticated(f"the client certificate {client.serial} is expired")
 
     def _read(self, client: ClientCertificate) -> _Verdict:
-        refusal = None
+        refusal, profile = None, None
         with self._database.read() as conn:
             authority = repo.get_authority(conn, self._issuing_authority)
             issued_here = authority is not None and authority.certificate is not None \
@@ -140,7 +153,10 @@ class ClientCertificateStatus:
                     refusal = f"the client certificate {client.serial} is not in this CA's records"
                 elif record.status not in ("valid", "expired"):  # expiry: the dates, checked per call
                     refusal = f"the client certificate {client.serial} is {record.status}"
-        verdict = _Verdict(until=time.monotonic() + self._cache_seconds, issued_here=issued_here, refusal=refusal)
+                else:
+                    profile = record.profile
+        verdict = _Verdict(until=time.monotonic() + self._cache_seconds, issued_here=issued_here, refusal=refusal,
+                           profile=profile)
         if len(self._verdicts) >= _MAX_ENTRIES:
             self._verdicts.clear()
         self._verdicts[client.sha256] = verdict

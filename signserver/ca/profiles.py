@@ -85,10 +85,6 @@ for _profile in (
 ):
     _PROFILES[_profile.name] = _profile
 
-# Registration authorities' certificates issued before policies moved off the 2.25 UUID arc still
-# name the RA policy this way, and stay RA certificates until they expire.
-LEGACY_RA_POLICY = ObjectIdentifier("2.25.44100205706131386907680927753963262307")
-
 
 def _under(arc: str, chosen: Profile) -> Profile:
     return replace(chosen, policy_oid=f"{arc}.{chosen.policy_number}")

@@ -57,15 +57,19 @@ def read_certification(writer: IncrementalPdfFileWriter) -> Certification | None
 
 def _docmdp_permission(root: generic.DictionaryObject) -> Permission | None:
     """/P of the DocMDP transform of the signature /Perms /DocMDP points to; None when there is
-    no such signature or transform (the document is then not certified).
+    no /Perms /DocMDP (the document is then not certified). A /Perms /DocMDP whose signature
+    states no DocMDP transform (damaged or stripped) is taken as certifying with form filling
+    allowed, the default, as viewers take it: never as no certification.
 
-    Raises: InvalidArgument: /P is not 1, 2 or 3.
+    Raises: InvalidArgument: /P is not the integer 1, 2 or 3.
     """
     perms = _dictionary(root, "/Perms")
-    signature = _dictionary(perms, "/DocMDP") if perms is not None else None
+    if perms is None or perms.get("/DocMDP") is None:
+        return None
+    signature = _dictionary(perms, "/DocMDP")
     references = signature.get("/Reference") if signature is not None else None
     if not isinstance(references, generic.ArrayObject):
-        return None
+        return Permission(_DEFAULT_PERMISSION)
     for reference in references:
         reference = reference.get_object()
         if not isinstance(reference, generic.DictionaryObject) or reference.get("/TransformMethod") != "/DocMDP":
@@ -73,11 +77,13 @@ def _docmdp_permission(root: generic.DictionaryObject) -> Permission | None:
         params = _dictionary(reference, "/TransformParams")
         value = params.get("/P", _DEFAULT_PERMISSION) if params is not None else _DEFAULT_PERMISSION
         try:
+            if type(value) is bool or not isinstance(value, int):  # a real 2.9 or true is no level
+                raise TypeError
             return Permission(int(value))
         except (TypeError, ValueError):
             raise InvalidArgument(f"the document cannot be signed: its certification states an unknown "
                                   f"permission level (DocMDP P={str(value)[:20]})") from None
-    return None
+    return Permission(_DEFAULT_PERMISSION)
 
 
 def _dictionary(container: generic.DictionaryObject, key: str) -> generic.DictionaryObject | None:

@@ -23,7 +23,7 @@ from pyhanko_certvalidator import ValidationContext
 from signserver.errors import InvalidArgument
 from signserver.pades.certification import keep_certification
 from signserver.pades.cms_signer import HsmCmsSigner
-from signserver.pades.metadata import record_signing
+from signserver.pades.metadata import record_signing, refuse_unrepairable_metadata
 from signserver.pades.page_tree import walk_page_tree
 from signserver.pades.placement import place_field, upright
 from signserver.pades.preparation import PreparationCache, PreparationKey
@@ -181,12 +181,13 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
     Raises:
         InvalidArgument: not a PDF, damaged (unreadable objects, a page tree that loops or nests
             past any real document's, objects nested too deeply), encrypted, field or page not
-            found, rectangle off the page, text the font cannot draw, or a certification that
-            forbids further signing.
+            found, rectangle off the page, text the font cannot draw, a certification that
+            forbids further signing, or a signed document whose XMP metadata is malformed.
     """
     writer = open_for_signing(source)
     writer.signed_at = job.now
     with _reading_the_document():
+        refuse_unrepairable_metadata(writer)
         # A certified document is signed only as its certification allows (in the field it left).
         job = replace(job, stamp=keep_certification(writer, job.stamp))
         placement = place_field(writer, job.stamp)

@@ -12,6 +12,11 @@ original stays in the revisions before the signature.
 An XMP packet that is not well-formed XML (Ghostscript 10.00 writes an attribute value without
 quotes) is repaired as far as the XML parser's recovery goes, and rebuilt from nothing if that
 finds no packet: the revisions pyHanko appends, and validators that compare revisions, read it.
+Entity references (a packet with a DTD of its own) are dropped, never expanded: written back
+without their DTD they would not be XML. A packet that is well-formed is only updated. In a
+document that is already signed a malformed packet is refused instead: replacing it would make
+the earlier signatures' later changes suspicious (pyHanko's difference analysis wants both the old
+and the new packet well-formed).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.decode_limits import DecodePurpose
 from pyhanko.pdf_utils.generic import pdf_name
 from pyhanko.pdf_utils.metadata.model import VENDOR
+
+from signserver.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,21 @@ def record_signing(writer, moment: datetime.datetime) -> None:
         writer.update_root()
 
 
+def refuse_unrepairable_metadata(writer) -> None:
+    """Refuse a document that is signed already and whose XMP packet is not well-formed: signing
+    must replace the packet, which would make the earlier signatures' later changes suspicious.
+    Call before the signature field is added.
+
+    Raises: InvalidArgument. PdfError (from pyHanko, reading the document).
+    """
+    current = _current_xmp(writer)
+    if current and not well_formed(current) and any(writer.prev.embedded_signatures):
+        raise InvalidArgument(
+            "the document's XMP metadata is not well-formed XML and the document is signed already: "
+            "repairing the metadata would make the earlier signature's later changes suspicious; have "
+            "the document produced again with well-formed metadata before anyone signs it")
+
+
 def _current_xmp(writer) -> bytes | None:
     try:
         stream = writer.root["/Metadata"]
@@ -93,18 +115,42 @@ def updated_xmp(packet: bytes | None, moment: datetime.datetime) -> bytes:
     return _PACKET_START + body + _PACKET_END
 
 
-def _parse(packet: bytes) -> etree._ElementTree | None:
-    """The packet as a tree rooted at x:xmpmeta (or a bare rdf:RDF wrapped in one), or None.
+def _parser(recover: bool) -> etree.XMLParser:
+    # No entity is expanded, no DTD loaded and nothing fetched: the packet is the caller's data.
+    return etree.XMLParser(recover=recover, resolve_entities=False, no_network=True, load_dtd=False,
+                           remove_blank_text=False)
 
-    No entity is expanded and nothing is fetched: the packet is the caller's data."""
-    parser = etree.XMLParser(recover=True, resolve_entities=False, no_network=True, load_dtd=False,
-                             remove_blank_text=False)
+
+def well_formed(packet: bytes) -> bool:
+    """Whether ``packet`` parses as XML without recovery and holds no entity reference."""
     try:
-        root = etree.fromstring(packet, parser)
+        root = etree.fromstring(packet, _parser(recover=False))
     except etree.LxmlError:
-        return None
+        return False
+    return root is not None and next(root.iter(etree.Entity), None) is None
+
+
+def _parse(packet: bytes) -> etree._ElementTree | None:
+    """The packet as a tree rooted at x:xmpmeta (x:xapmeta of older writers, or a bare rdf:RDF,
+    wrapped in one), or None. Parsed strictly when it is well-formed (recovery would drop what lies
+    beyond the parser's limits), with recovery otherwise; entity references are removed."""
+    try:
+        root = etree.fromstring(packet, _parser(recover=False))
+    except etree.LxmlError:
+        try:
+            root = etree.fromstring(packet, _parser(recover=True))
+        except etree.LxmlError:
+            return None
     if root is None:
         return None
+    for entity in list(root.iter(etree.Entity)):
+        _remove_keeping_tail(entity)
+    if root.tag == f"{{{_X}}}xapmeta":
+        root.tag = f"{{{_X}}}xmpmeta"
+    if root.tag not in (f"{{{_X}}}xmpmeta", f"{{{_RDF}}}RDF"):
+        nested = root.find(f".//{{{_RDF}}}RDF")  # under a wrapper of some other writer's
+        if nested is not None:
+            root = nested
     if root.tag == f"{{{_RDF}}}RDF":
         wrapper = etree.Element(f"{{{_X}}}xmpmeta", nsmap={"x": _X})
         wrapper.append(root)
@@ -118,6 +164,17 @@ def _parse(packet: bytes) -> etree._ElementTree | None:
         for child in node:
             child.tail = _blank(child.tail)
     return etree.ElementTree(root)
+
+
+def _remove_keeping_tail(node: etree._Element) -> None:
+    parent = node.getparent()
+    if node.tail:
+        previous = node.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + node.tail
+        else:
+            parent.text = (parent.text or "") + node.tail
+    parent.remove(node)
 
 
 def _blank(text: str | None) -> str | None:

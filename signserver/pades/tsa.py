@@ -85,7 +85,8 @@ class TimeStampAuthority:
         imprint = request["message_imprint"]
         signer = self._signer()
         info = {
-            "version": "v1", "policy": self.policy, "message_imprint": imprint,
+            # RFC 3161 2.4.2: a token states the policy the request asked for (one _refusal accepted).
+            "version": "v1", "policy": request["req_policy"].native or self.policy, "message_imprint": imprint,
             "serial_number": secrets.randbits(127), "gen_time": self._clock.now(), "accuracy": {"seconds": 1},
             "tsa": asn1_x509.GeneralName(name="directory_name", value=signer.signing_cert.subject),
         }

@@ -167,3 +167,20 @@ def test_create_account_without_a_recovery_code(ra, ca_service):
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
     # Without the field, a code as before.
     assert create(ra, "ra-holder-with-code").recovery_code
+
+
+def test_ra_certificates_stay_ra_certificates_when_the_policy_arc_changes(ca_service, config, ca_clock):
+    """An RA is known by the profile its certificate was issued with, so an administrator moving
+    ca.policy_oid_arc (from the default to the deployment's own arc, say) locks no RA out; and an
+    application's certificate never passes for an RA's, whatever OIDs it names."""
+    from signserver.errors import PermissionDenied
+    from tests.conftest import service_with
+
+    _, ra_certificate, _ = client_pair(ca_service, "client-ra", "ra-before-the-move")
+    _, asp_certificate, _ = client_pair(ca_service, "client-asp", "asp-before-the-move")
+    database = ca_service.database.engine.url.database
+    moved = service_with(config, database, ca_clock, ca=replace(config.ca, policy_oid_arc="1.3.6.1.4.1.64000.9"))
+    assert moved.ca.profile("client-ra").policy != ca_service.ca.profile("client-ra").policy
+    assert moved.ca.identify_ra(ra_certificate) == "ra-before-the-move"
+    with pytest.raises(PermissionDenied):
+        moved.ca.identify_ra(asp_certificate)

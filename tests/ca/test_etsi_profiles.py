@@ -197,6 +197,11 @@ def test_the_policy_arc_is_configurable_and_profiles_may_override(tmp_path):
         path.write_text(setting)
         with pytest.raises(ConfigurationError, match="at most 2147483647"):
             load_config(path, environ={})
+    # What an encoder would refuse later, on every certificate issued: refused at load instead.
+    for arc in ("1.40.1", "1.3.6.\u0663", "1.3.06.1"):
+        path.write_text(f'[ca]\npolicy_oid_arc = "{arc}"\n')
+        with pytest.raises(ConfigurationError, match="dotted object identifier"):
+            load_config(path, environ={})
 
 
 def test_given_name_and_surname_go_together(ca_service):

@@ -422,7 +422,10 @@ def test_time_stamp_requests_it_cannot_honour_are_rejected(ca_service, query, fa
 
 def test_time_stamp_with_this_tsas_policy_is_granted(ca_service):
     for policy in (ca_service.pades.tsa.policy, EARLIER_TSA_POLICY):
-        assert reply_status(ca_service.pades.tsa.respond(time_stamp_query(policy=policy)))[0] == "granted"
+        reply = ca_service.pades.tsa.respond(time_stamp_query(policy=policy))
+        assert reply_status(reply)[0] == "granted"
+        token = tsp.TimeStampResp.load(reply)["time_stamp_token"]["content"]["encap_content_info"]["content"]
+        assert token.parsed["policy"].dotted == policy  # RFC 3161 2.4.2: the policy asked for
 
 
 def test_time_stamp_tokens_name_a_policy_every_decoder_reads(ca_service):

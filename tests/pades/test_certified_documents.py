@@ -143,6 +143,19 @@ def test_an_invisible_request_still_fills_the_certifiers_field(pades_world, cert
     assert_certification_holds(certifier, signed)
 
 
+def test_a_certification_whose_transform_was_stripped_is_still_a_certification(pades_world, certifier):
+    """/Perms /DocMDP without the signature's DocMDP reference (damaged, or stripped to pass the
+    document off as uncertified) is read as certifying with form filling allowed, not as none."""
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(certified(certifier, MDPPerm.FILL_FORMS, empty_fields=()))) as pdf:
+        del pdf.Root.Perms.DocMDP.Reference
+        stripped = io.BytesIO()
+        pdf.save(stripped)
+    with pytest.raises(InvalidArgument, match="new signature field"):
+        sign(pades_world, stripped.getvalue())
+
+
 def test_form_filling_certification_without_an_empty_field_is_refused(pades_world, certifier):
     document = certified(certifier, MDPPerm.FILL_FORMS, empty_fields=())
     with pytest.raises(InvalidArgument) as refusal:

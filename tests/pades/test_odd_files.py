@@ -9,7 +9,10 @@ import io
 import pikepdf
 import pytest
 from lxml import etree
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.sign import signers
 
+from signserver.errors import InvalidArgument
 from signserver.pades.document import PadesLevel
 from tests.pades.test_signing import sign
 
@@ -103,3 +106,42 @@ def test_an_xmp_packet_with_nothing_readable_is_rebuilt(pades_world):
     root = last_xmp(signed)
     with pikepdf.open(io.BytesIO(signed)) as pdf:
         assert xmp_value(root, PDF, "Producer") == str(pdf.docinfo["/Producer"])
+
+
+# A packet with a DTD of its own: its entity references are dropped (never expanded), since written
+# back without the DTD they would not be XML, and pyHanko's revision after the signature (B-LT)
+# would then fail after the HSM had signed.
+ENTITY_XMP = (
+    '<?xml version="1.0"?><!DOCTYPE x:xmpmeta [<!ENTITY tool "Writer">]>'
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/">'
+    '<xmp:CreatorTool>Office &tool;</xmp:CreatorTool></rdf:Description></rdf:RDF></x:xmpmeta>').encode()
+
+
+def test_an_xmp_packet_with_entities_is_signed_at_b_lt_without_them(pades_world):
+    service = pades_world[0]
+    signed = sign(pades_world, ghostscript_pdf(ENTITY_XMP), PadesLevel.B_LT)
+    report, = service.pades.verify_pdf(io.BytesIO(signed)).signatures
+    assert report.intact and report.valid and report.trusted, report.summary
+    root = last_xmp(signed)  # well-formed, without the DTD
+    assert next(root.iter(etree.Entity), None) is None
+    assert xmp_value(root, XMP, "CreatorTool").strip() == "Office"
+
+
+class _KeepingMetadata(IncrementalPdfFileWriter):
+    """A writer that leaves the metadata as it is, as some signing tools do."""
+
+    def _update_meta(self):
+        return None
+
+
+def test_a_signed_document_with_malformed_xmp_is_refused_not_repaired(pades_world):
+    """Replacing the packet would make the earlier signature's later changes suspicious."""
+    from tests.pades.test_certified_documents import certifier as make_certifier
+
+    certifier = make_certifier.__wrapped__()
+    writer = _KeepingMetadata(io.BytesIO(ghostscript_pdf()))
+    out = io.BytesIO()
+    signers.PdfSigner(signers.PdfSignatureMetadata(field_name="Earlier"), certifier[0]).sign_pdf(writer, output=out)
+    with pytest.raises(InvalidArgument, match="XMP metadata is not well-formed"):
+        sign(pades_world, out.getvalue(), PadesLevel.B_B)
