@@ -260,7 +260,12 @@ def test_two_thousand_stalled_streams_under_1024_descriptors_leave_a_bystander_s
         log = server.text()
         closed_idle = log.count("SignPdf refused with INVALID_ARGUMENT: nothing arrived on the stream for 30 s")
         assert closed_idle == outcomes.get("INVALID_ARGUMENT") <= DocumentLimits().streams_per_application
-        assert log.count("SignPdf refused with RESOURCE_EXHAUSTED") >= 1800, outcomes
+        refused = log.count("SignPdf refused with RESOURCE_EXHAUSTED")
+        # Every other stream ended at once: refused by the server, or ended by gRPC's client itself
+        # when the refusal overtook the header being written (CANCELLED or INTERNAL on the client's
+        # side, see stalled_streams_client.py); none was held until a deadline.
+        ended_by_client = outcomes.get("CANCELLED", 0) + outcomes.get("INTERNAL", 0)
+        assert refused + ended_by_client >= 2000 - closed_idle and refused >= 1600, (refused, outcomes)
         bystander_is_served(server, bystander, "bystander.holder", credential)
         assert "Too many open files" not in log and " ERROR " not in log
     finally:
