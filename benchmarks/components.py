@@ -66,8 +66,7 @@ def main():
         alg = SignatureAlgorithm.RSA_PKCS1V15_SHA256
         signer = service.signer
         cursor = iter(range(total))
-        credential = signer.credential(app, cred)
-        key_id = credential.key_id
+        signer.credential(app, cred)  # usable, or the run stops here
         from signserver.store.schema import audit_head
         from sqlalchemy import select as sel
         now = service.clock.now()
@@ -87,48 +86,6 @@ def main():
         cpu_us("sign_hashes (whole service call)", full, n)
         if os.environ.get("ONLY_FULL"):
             return
-        if os.environ.get("RAWSQL"):
-            from signserver.signing import hash_signer as hs
-            stmt = hs._CREDENTIAL_WITH_CERTIFICATE
-            with service.database.read() as conn:
-                compiled = stmt.compile(dialect=conn.dialect)
-                sql = str(compiled)
-                bound = compiled.construct_params({"id": cred})
-                values = tuple(bound[k] for k in compiled.positiontup)
-                def core(_):
-                    conn.execute(stmt, {"id": cred}).first()
-                cpu_us("credential SELECT via Core", core, n)
-                def driver(_):
-                    conn.exec_driver_sql(sql, values).first()
-                cpu_us("credential SELECT via exec_driver_sql", driver, n)
-                raw = conn.connection.driver_connection
-                def dbapi(_):
-                    raw.execute(sql, values).fetchone()
-                cpu_us("credential SELECT via sqlite3 cursor", dbapi, n)
-            def checkout(_):
-                with service.database.engine.connect() as c:
-                    pass
-            cpu_us("pool checkout + checkin", checkout, n)
-            return
-        if os.environ.get("MIX"):
-            cpu_us("sign_digest alone", lambda i: service.keys.sign_digest(key_id, digests[0], alg), n)
-            cpu_us("spend alone", lambda i: signer.spend(app, cred, token, HashAlgorithm.SHA256, [digests[next(cursor)]]), n)
-            def mix(i):
-                signer.spend(app, cred, token, HashAlgorithm.SHA256, [digests[next(cursor)]])
-                service.keys.sign_digest(key_id, digests[0], alg)
-            cpu_us("spend then sign_digest", mix, n)
-            def timed(i):
-                a = time.thread_time()
-                service.keys.sign_digest(key_id, digests[0], alg)
-                b = time.thread_time()
-                signer.spend(app, cred, token, HashAlgorithm.SHA256, [digests[next(cursor)]])
-                sums[0] += b - a; sums[1] += time.thread_time() - b
-            sums = [0.0, 0.0]
-            for i in range(n):
-                timed(i)
-            print(f"interleaved: sign {sums[0] / n * 1e6:.0f} us, spend {sums[1] / n * 1e6:.0f} us")
-            return
-        cpu_us("keys.sign_digest (HSM RSA-2048 + lock + cache)", lambda i: service.keys.sign_digest(key_id, digests[0], alg), n)
         cpu_us("spend (credential SELECT + token UPDATE, 1 txn)",
                lambda i: signer.spend(app, cred, token, HashAlgorithm.SHA256, [digests[next(cursor)]]), n)
 
@@ -157,7 +114,6 @@ def main():
             with service.database.read() as conn:
                 conn.execute(sel(audit_head.c.seq).where(audit_head.c.id == 1)).one()
         cpu_us("read txn + 1 small SELECT", head, n)
-        cpu_us("refuse_infrastructure_key (label_of)", lambda i: signer.refuse_infrastructure_key(credential), n)
         cpu_us("audit canonical JSON + hash only", lambda i: record_hash(
             "0" * 64, i, 1, "signature", "application:bench-app", "bench-holder",
             canonical_detail({"credential": cred, "digest": digests[0].hex(), "algorithm": alg.value})), n)

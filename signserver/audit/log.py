@@ -16,15 +16,19 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from signserver.clock import epoch_seconds
+from signserver.store.prepared import PreparedStatement
 from signserver.store.schema import audit_head, audit_log
 
 GENESIS_HASH = "0" * 64
 
 # Built once: every signature appends a record.
-_LOCK_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+_LOCK_HEAD = PreparedStatement(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+                               .with_for_update())
+_RECORD_FIELDS = ("seq", "at", "event", "actor", "subject", "detail", "prev_hash", "hash")
 _INSERT_RECORD = insert(audit_log)
-_MOVE_HEAD = (update(audit_head).where(audit_head.c.id == 1)
-              .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
+_INSERT_ONE_RECORD = PreparedStatement(_INSERT_RECORD.values({name: bindparam(name) for name in _RECORD_FIELDS}))
+_MOVE_HEAD = PreparedStatement(update(audit_head).where(audit_head.c.id == 1)
+                               .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class AuditLog:
                     details: list[dict[str, Any]]) -> int:
         """Append one record per ``details`` entry (same event, actor and subject), in order, with
         one lock of the head; returns the last sequence number."""
-        head = conn.execute(_LOCK_HEAD).one()
+        head = _LOCK_HEAD.execute(conn).one()
         seq, prev, at, rows = head.seq, head.hash, epoch_seconds(now), []
         for detail in details:
             seq, text = seq + 1, canonical_detail(detail)
@@ -70,9 +74,12 @@ class AuditLog:
             rows.append({"seq": seq, "at": at, "event": event, "actor": actor, "subject": subject,
                          "detail": text, "prev_hash": prev, "hash": digest})
             prev = digest
+        if len(rows) == 1:
+            _INSERT_ONE_RECORD.execute(conn, rows[0])
+        elif rows:
+            conn.execute(_INSERT_RECORD, rows)
         if rows:
-            conn.execute(_INSERT_RECORD, rows if len(rows) > 1 else rows[0])  # one row: no executemany
-            conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+            _MOVE_HEAD.execute(conn, {"new_seq": seq, "new_hash": prev})
         return seq
 
     @staticmethod

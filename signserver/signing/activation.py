@@ -20,6 +20,7 @@ from sqlalchemy import Connection, bindparam, case, func, insert, null, select, 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import ActivationRefused, InvalidArgument
 from signserver.hsm.algorithms import HashAlgorithm
+from signserver.store.prepared import PreparedStatement
 from signserver.store.schema import activation_token_digests, activation_tokens
 
 
@@ -88,9 +89,10 @@ _TAKE_DIGESTS = (update(activation_token_digests)
                         *_UNUSED_OF_HOLDING_TOKEN)
                  .values(used=True))
 # One digest, the commonest call, without the list of an IN (.. ) that is rendered anew each time.
-_TAKE_DIGEST = (update(activation_token_digests)
-                .where(activation_token_digests.c.digest == bindparam("wanted"), *_UNUSED_OF_HOLDING_TOKEN)
-                .values(used=True))
+_TAKE_DIGEST = PreparedStatement(update(activation_token_digests)
+                                 .where(activation_token_digests.c.digest == bindparam("wanted"),
+                                        *_UNUSED_OF_HOLDING_TOKEN)
+                                 .values(used=True))
 
 
 def consume(conn: Connection, *, token: str, credential_id: str, application_id: int,
@@ -107,7 +109,7 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
     token_holds = {"of_token": hashed, "now": epoch_seconds(now), "credential_id": credential_id,
                    "application_id": application_id, "algorithm": algorithm.value}
     if len(wanted) == 1:
-        taken = conn.execute(_TAKE_DIGEST, {**token_holds, "wanted": wanted[0]}).rowcount
+        taken = _TAKE_DIGEST.execute(conn, {**token_holds, "wanted": wanted[0]}).rowcount
     else:
         taken = sum(conn.execute(_TAKE_DIGESTS, {**token_holds, "wanted": wanted[start:start + _UPDATE_CHUNK]}).rowcount
                     for start in range(0, len(wanted), _UPDATE_CHUNK))
@@ -118,14 +120,15 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
 def count_spent(conn: Connection, hashed_token: str, taken: int) -> None:
     """For a token that carries a sealed key, after :func:`consume`: its count of unspent digests
     goes down, and the sealed key is erased with the last one."""
-    conn.execute(_COUNT_SPENT, {"of_token": hashed_token, "taken": taken})
+    _COUNT_SPENT.execute(conn, {"of_token": hashed_token, "taken": taken})
 
 
 # One statement, by primary key: the count goes down, and the sealed key goes with the last digest.
-_COUNT_SPENT = (update(activation_tokens).where(activation_tokens.c.token_hash == bindparam("of_token"))
-                .values(unspent=activation_tokens.c.unspent - bindparam("taken"),
-                        sealed_key=case((activation_tokens.c.unspent <= bindparam("taken"), null()),
-                                        else_=activation_tokens.c.sealed_key)))
+_COUNT_SPENT = PreparedStatement(
+    update(activation_tokens).where(activation_tokens.c.token_hash == bindparam("of_token"))
+    .values(unspent=activation_tokens.c.unspent - bindparam("taken"),
+            sealed_key=case((activation_tokens.c.unspent <= bindparam("taken"), null()),
+                            else_=activation_tokens.c.sealed_key)))
 
 
 def forget_sealed_keys(conn: Connection, expired_after: datetime.datetime, now: datetime.datetime) -> int:

@@ -45,6 +45,7 @@ from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.signing.activation import IssuedToken
 from signserver.store.database import Database
+from signserver.store.prepared import PreparedStatement
 from signserver.store.schema import accounts, activation_tokens, certificates, credentials
 
 log = logging.getLogger(__name__)
@@ -369,7 +370,7 @@ _WITH_CERTIFICATE = (
            certificates.c.status.label("certificate_status"), certificates.c.not_after.label("certificate_not_after"))
     .join(accounts, accounts.c.id == credentials.c.account_id)
     .outerjoin(certificates, certificates.c.serial == _NEWEST_SERIAL))
-_CREDENTIAL_WITH_CERTIFICATE = _WITH_CERTIFICATE.where(credentials.c.id == bindparam("id"))
+_CREDENTIAL_WITH_CERTIFICATE = PreparedStatement(_WITH_CERTIFICATE.where(credentials.c.id == bindparam("id")))
 # The same for every active credential of an account, newest first.
 _ACTIVE_CREDENTIALS_WITH_CERTIFICATE = (
     _WITH_CERTIFICATE.where(credentials.c.account_id == bindparam("account_id"), credentials.c.status == "active")
@@ -391,7 +392,7 @@ def _token_proves_factors(conn, token: Secret, application: Application, usernam
 
 def _credential_with_certificate(conn, credential_id: str):
     """The credential and the row of its newest certificate's serial, status and expiry, or None."""
-    row = conn.execute(_CREDENTIAL_WITH_CERTIFICATE, {"id": credential_id}).first()
+    row = _CREDENTIAL_WITH_CERTIFICATE.execute(conn, {"id": credential_id}).first()
     return None if row is None else (credential_from_row(row), row)
 
 
