@@ -42,7 +42,7 @@ def main() -> None:
         service.prepare_database()
         raw_rates = hsm_rate.run(service, args.seconds)
         raw = next(r for algorithm, r, _ in raw_rates if algorithm is KeyAlgorithm.RSA_2048)
-        loads, documents, (large_seconds, rss_before, rss_after, worker_rss) = grpc_signing.run(
+        loads, csc_pairs, documents, (large_seconds, rss_before, rss_after, worker_rss) = grpc_signing.run(
             service, state, args.seconds)
         baseline = pdf_signing.software_baseline(sample_pdf(1), args.seconds)
         holders = holder_count.run(service, state)  # last: it adds 100,000 holders to the database
@@ -65,6 +65,19 @@ def main() -> None:
                         "p50_ms": result.percentile(50), "p95_ms": result.percentile(95),
                         "p99_ms": result.percentile(99)})
     print(markdown_table(["figure", "rate", "ratio to raw RSA-2048", "p50 / p95 / p99 ms"], rows))
+
+    csc_rows = []
+    for grpc_result, csc_result in csc_pairs:
+        ratio = csc_result.per_second / grpc_result.per_second
+        for result in (grpc_result, csc_result):
+            csc_rows.append([result.name, f"{result.per_second:,.0f} sig/s",
+                             f"{ratio:.2f}" if result is csc_result else "1.00",
+                             " / ".join(f"{result.percentile(p):,.1f}" for p in (50, 95, 99))])
+        figures.append({"name": csc_result.name, "per_second": csc_result.per_second, "ratio_to_grpc": ratio,
+                        "grpc_per_second": grpc_result.per_second, "p50_ms": csc_result.percentile(50),
+                        "p99_ms": csc_result.percentile(99)})
+    print()
+    print(markdown_table(["CSC figure", "rate", "ratio to gRPC SignHash", "p50 / p95 / p99 ms"], csc_rows))
 
     pdf_rows = []
     for latencies in [baseline, *documents]:

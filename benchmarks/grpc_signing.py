@@ -21,7 +21,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from benchmarks import load, pdf_signing
+from benchmarks import csc_signing, load, pdf_signing
 from signserver.accounts.applications import certificate_fingerprint
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
@@ -39,7 +39,8 @@ class ServerProcess:
     def __init__(self, state: Path, service: SignService):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
         env.update(SIGNSERVER_STATE_DIR=str(state), SIGNSERVER_SERVER_LISTEN="127.0.0.1:0",
-                   SIGNSERVER_HTTP_LISTEN="127.0.0.1:0", SIGNSERVER_AUTHORIZATION_MAX_SIGNATURES=str(load.TOKEN_DIGESTS))
+                   SIGNSERVER_HTTP_LISTEN="127.0.0.1:0", SIGNSERVER_CSC_LISTEN="127.0.0.1:0",
+                   SIGNSERVER_AUTHORIZATION_MAX_SIGNATURES=str(load.TOKEN_DIGESTS))
         self.log = open(state / "server.log", "w+")  # a file, not a pipe: the server never blocks on it
         self.process = subprocess.Popen([str(Path(sys.executable).parent / "signserver"), "serve"], env=env,
                                         stderr=self.log, text=True)
@@ -59,6 +60,8 @@ class ServerProcess:
         if self.port is None:
             self.stop()
             raise RuntimeError(f"the server's {workers} workers did not all start within 60 s")
+        fronts = re.findall(r"CSC API on (https://[^/\s]+)/csc/v2/", (state / "server.log").read_text())
+        self.csc_url = fronts[0].replace("127.0.0.1", "localhost") if fronts else None
         # Mutual TLS, as on the defaults: a client certificate for the benchmark's application.
         key = ec.generate_private_key(ec.SECP256R1())
         issued = service.ca.issue_service_certificate("client-asp", "bench-app", key.public_key(), "benchmark")
@@ -105,11 +108,12 @@ def run(service: SignService, state: Path, seconds: float) -> tuple[list, list, 
             for concurrency in (1, 8, 32):
                 figures.append(load.run_load(f"SignHash, {batch} digest(s)/call, concurrency {concurrency}",
                                              target, load.hash_signer(batch), concurrency, seconds))
+        csc = csc_signing.run(target, server.csc_url, seconds)
         documents = pdf_signing.sign_pdf_rates(target, seconds)
         with server.channel() as channel:
             large = pdf_signing.large_document_memory(channel, created.account.username, PASSWORD,
                                                       created.credential.id, server.process.pid)
         workers = server.worker_rss_mb()
-        return figures, documents, (*large, workers)
+        return figures, csc, documents, (*large, workers)
     finally:
         server.stop()

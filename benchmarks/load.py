@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 
@@ -81,9 +81,10 @@ def balanced_channel(target: Target, share: int, taken) -> grpc.Channel:
     return channel  # the kernel kept choosing full workers: keep what it gives
 
 
-# A caller: given its channel and a name unique in the run, it does its setup (outside the
-# measured window) and returns the call to repeat, which returns the operations it did.
-Caller = Callable[[grpc.Channel, Target, str], Callable[[], int]]
+# A caller: given its connection (a gRPC channel, or what ``connect`` of run_load makes) and a
+# name unique in the run, it does its setup (outside the measured window) and returns the call
+# to repeat, which returns the operations it did.
+Caller = Callable[[Any, Target, str], Callable[[], int]]
 
 
 def _authorize(stub, target: Target, digests: list[bytes]) -> str:
@@ -132,12 +133,12 @@ def authorizer(channel: grpc.Channel, target: Target, name: str) -> Callable[[],
 
 
 def _client_process(target: Target, caller: Caller, threads: int, start_at: float, seconds: float, queue,
-                    share: int, taken) -> None:
+                    share: int, taken, connect) -> None:
     results: list[tuple[int, list[float]]] = []
     lock = threading.Lock()
 
     def run(index: int) -> None:
-        with balanced_channel(target, share, taken) as channel:  # made after the fork: gRPC objects never cross it
+        with connect(target, share, taken) as channel:  # made after the fork: gRPC objects never cross it
             call = caller(channel, target, f"{os.getpid()}-{index}")
             time.sleep(max(0.0, start_at - time.time()))
             done, latencies = 0, []
@@ -157,16 +158,17 @@ def _client_process(target: Target, caller: Caller, threads: int, start_at: floa
 
 
 def run_load(name: str, target: Target, caller: Caller, concurrency: int, seconds: float,
-             max_processes: int = 4, setup_seconds: float = 3.0) -> LoadResult:
-    """``concurrency`` callers, each with its own connection, spread over up to ``max_processes``
-    client processes, all measured over the same window (opened once every caller is set up)."""
+             max_processes: int = 4, setup_seconds: float = 3.0, connect=balanced_channel) -> LoadResult:
+    """``concurrency`` callers, each with its own connection (``connect(target, share, taken)``, a
+    context manager), spread over up to ``max_processes`` client processes, all measured over the
+    same window (opened once every caller is set up)."""
     processes = min(concurrency, max_processes)
     per_process = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     queue = _fork.Queue()
     taken = _fork.Array("i", target.workers)  # callers per worker so far
     share = -(-concurrency // target.workers)
     start_at = time.time() + setup_seconds + concurrency * 0.15
-    clients = [_fork.Process(target=_client_process, args=(target, caller, n, start_at, seconds, queue, share, taken))
+    clients = [_fork.Process(target=_client_process, args=(target, caller, n, start_at, seconds, queue, share, taken, connect))
                for n in per_process]
     for client in clients:
         client.start()

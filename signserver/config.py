@@ -189,6 +189,14 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class CscConfig:
+    """The Cloud Signature Consortium API's HTTPS front, served by every worker ([csc] section)."""
+
+    listen: str = "127.0.0.1:8443"  # empty: no CSC front
+    access_token_seconds: int = 3600  # lifetime of a bearer token from auth/login or oauth2/token
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, immutable once loaded."""
 
@@ -206,6 +214,7 @@ class Config:
     http_listen: str  # CRL, OCSP and CA certificates over HTTP
     source: Path | None  # the file it was read from, if any
     http: HttpConfig = field(default_factory=HttpConfig)
+    csc: CscConfig = field(default_factory=CscConfig)
 
 
 def read_secret_file(path: Path, key: str) -> Secret:
@@ -261,6 +270,11 @@ def _as_str(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(key, "must be a non-empty string")
     return value.strip()
+
+
+def _as_str_or_empty(key: str, value: Any) -> str:
+    """A string where empty means "none" (``csc.listen = ""``: no CSC front)."""
+    return "" if isinstance(value, str) and not value.strip() else _as_str(key, value)
 
 
 def _as_oid(key: str, value: Any) -> str:
@@ -361,6 +375,8 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "http.tsa_threads": _as_int(1, 64),
     "http.tsa_rate_per_second": _as_int(1, 100_000),
     "http.tsa_burst": _as_int(1, 1_000_000),
+    "csc.listen": _as_str_or_empty,
+    "csc.access_token_seconds": _as_int(60, 86_400),
     "pades.level": _as_choice("B-B", "B-T", "B-LT", "B-LTA"),
     "pades.caption": _as_str,
     "pades.time_zone": _as_str,
@@ -501,7 +517,14 @@ def load_config(
         http_listen=_address(values, "http.listen", "127.0.0.1:8080"),
         source=path,
         http=_http_config(values),
+        csc=_csc_config(values),
     )
+
+
+def _csc_config(values: dict[str, Any]) -> CscConfig:
+    listen = values.get("csc.listen", CscConfig.listen)
+    return CscConfig(listen=_address(values, "csc.listen", listen) if listen else "",
+                     access_token_seconds=values.get("csc.access_token_seconds", CscConfig.access_token_seconds))
 
 
 def _http_config(values: dict[str, Any]) -> HttpConfig:

@@ -6,90 +6,137 @@ Every error the product raises on purpose is a :class:`SignServerError`. Third-p
 
 Messages are written for the person who reads them: they say what went wrong and, where it
 helps, what to do. They never contain a secret.
+
+Every class has a stable ``reason`` (UPPER_SNAKE): what a program reads, on the wire, instead of
+the message (gRPC's ErrorInfo, CSC's error codes). Reasons never change once published; a new
+class gets a new one.
 """
 
 
 class SignServerError(Exception):
     """Base of every error signserver raises on purpose."""
 
+    reason = "INTERNAL"
+
 
 class ConfigurationError(SignServerError):
-    """A configuration value is missing or invalid; the message names the key and the reason."""
+    """A configuration value is missing or invalid; the message names the key and the problem."""
+
+    reason = "CONFIGURATION_INVALID"
 
     def __init__(self, key: str, reason: str):
         super().__init__(f"configuration {key}: {reason}")
         self.key = key
-        self.reason = reason
+        self.problem = reason  # not ``reason``: that is the class's stable reason
 
 
 class InvalidArgument(SignServerError):
-    """The caller's input is malformed or out of range."""
+    """The caller's input is malformed or out of range; ``field`` names the request's field at
+    fault when the adapter knows it (the message stays as written)."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class UnsupportedAlgorithm(InvalidArgument):
     """The algorithm is unknown to signserver or not offered by the token."""
 
+    reason = "UNSUPPORTED_ALGORITHM"
+
 
 class NotFound(SignServerError):
     """The thing asked for does not exist."""
+
+    reason = "NOT_FOUND"
 
 
 class KeyNotFound(NotFound):
     """No key with that identifier or label is on the token."""
 
+    reason = "KEY_NOT_FOUND"
+
 
 class TokenNotFound(NotFound):
     """No token with that label (or no free slot) is present in the PKCS#11 module."""
+
+    reason = "TOKEN_NOT_FOUND"
 
 
 class AlreadyExists(SignServerError):
     """Creating the thing would duplicate an existing one."""
 
+    reason = "ALREADY_EXISTS"
+
 
 class HsmError(SignServerError):
     """The HSM refused or failed an operation."""
 
+    reason = "HSM_ERROR"
+
 
 class HsmUnavailable(HsmError):
     """The PKCS#11 module cannot be loaded or the token does not answer."""
+
+    reason = "HSM_UNAVAILABLE"
 
 
 class HsmLoginFailed(HsmError):
     """The token refused the PIN. Never retried automatically, so that the token's own PIN
     lockout is not triggered by the server."""
 
+    reason = "HSM_LOGIN_FAILED"
+
 
 class HsmLoginWithheld(HsmLoginFailed):
     """The server did not try the PIN, so as not to bring the token nearer its PIN lockout: the
     token refused that PIN before (in any process), or reports wrong tries since its last login."""
 
+    reason = "HSM_LOGIN_WITHHELD"
+
 
 class HsmPinLocked(HsmError):
     """The token's PIN is locked after too many wrong tries; the security officer must unblock it."""
+
+    reason = "HSM_PIN_LOCKED"
 
 
 class HsmOperationFailed(HsmError):
     """The token failed an operation for a reason that is neither the caller's nor transient."""
 
+    reason = "HSM_OPERATION_FAILED"
+
 
 class StoreUnavailable(SignServerError):
     """The database cannot be reached or stays busy."""
+
+    reason = "STORE_UNAVAILABLE"
 
 
 class DataCorrupted(SignServerError):
     """Stored data failed its integrity check (a sealed secret, an audit record)."""
 
+    reason = "DATA_CORRUPTED"
+
 
 class Unauthenticated(SignServerError):
     """The calling application did not prove who it is (no or unknown API key or certificate)."""
+
+    reason = "APPLICATION_UNAUTHENTICATED"
 
 
 class PermissionDenied(SignServerError):
     """The caller is known but may not do this (another application's account, a role it lacks)."""
 
+    reason = "PERMISSION_DENIED"
+
 
 class AuthenticationFailed(SignServerError):
     """The account's factors were refused. The message never says which factor was wrong."""
+
+    reason = "AUTHENTICATION_FAILED"
 
     GENERIC = "authentication failed: the account, password or one-time password is not right"
 
@@ -99,6 +146,8 @@ class AuthenticationFailed(SignServerError):
 
 class AccountLocked(SignServerError):
     """Too many failed authentications: the account refuses every attempt until ``until``."""
+
+    reason = "ACCOUNT_LOCKED"
 
     def __init__(self, until):
         super().__init__(
@@ -111,14 +160,20 @@ class AccountLocked(SignServerError):
 class AccountDisabled(SignServerError):
     """The account was disabled by an operator."""
 
+    reason = "ACCOUNT_DISABLED"
+
 
 class ActivationRefused(SignServerError):
     """A signature activation token (SAD) does not authorise this request."""
+
+    reason = "ACTIVATION_REFUSED"
 
 
 class CertificateRefused(SignServerError):
     """The CA refuses a certificate operation for a rule of the documents; ``help_code`` is the
     documents' help code (for example AC-AB-0015) when one applies."""
+
+    reason = "CERTIFICATE_REFUSED"
 
     def __init__(self, message: str, help_code: str | None = None):
         super().__init__(f"{help_code}: {message}" if help_code else message)
@@ -128,15 +183,36 @@ class CertificateRefused(SignServerError):
 class CredentialUnusable(SignServerError):
     """The credential's certificate is revoked or expired: it can no longer authorise or sign."""
 
+    reason = "CREDENTIAL_UNUSABLE"
+
 
 class UpstreamUnavailable(SignServerError):
     """A service signserver relies on (an external time-stamping authority, ...) does not answer."""
+
+    reason = "UPSTREAM_UNAVAILABLE"
 
 
 class AuthenticationBusy(SignServerError):
     """As many authentications of the account are under way as it has failures left before its
     lock; the caller should try again in a moment."""
 
+    reason = "AUTHENTICATION_BUSY"
+
 
 class ServerBusy(SignServerError):
     """More work is waiting than the server takes on; the caller should try again shortly."""
+
+    reason = "SERVER_BUSY"
+
+
+class CallerGaveUp(SignServerError):
+    """The caller stopped waiting (it cancelled the call) before the work began, so the work was
+    never started: nothing was signed, no activation token spent."""
+
+    reason = "CANCELLED"
+
+
+class DeadlineExceeded(CallerGaveUp):
+    """The caller's deadline passed before the work began, so the work was never started."""
+
+    reason = "DEADLINE_EXCEEDED"

@@ -6,18 +6,22 @@ It speaks dataclasses and the signserver error hierarchy; nothing here knows abo
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography import x509
 
 from signserver import __version__
+from signserver.accounts.access_tokens import AccessTokens
 from signserver.accounts.applications import ApplicationRegistry
 from signserver.accounts.authentication import Authenticator
 from signserver.accounts.lockout import LockoutPolicy
 from signserver.accounts.manager import AccountManager
 from signserver.accounts.master_rotation import MasterRotation
+from signserver.accounts.model import Application
 from signserver.accounts.packages import SigningPackages
 from signserver.accounts.passwords import SecretHasher
 from signserver.audit.log import AuditLog
@@ -25,11 +29,14 @@ from signserver.audit.seal import SEAL_KEY_SETTING, AuditSealer, pin_path, seal_
 from signserver.audit.seal_key import SealKeyPin
 from signserver.ca.authority import CertificateAuthority
 from signserver.ca.service_keys import SERVICE_KEY_SETTINGS, service_key_algorithm
+from signserver.pades.document import PadesLevel
 from signserver.pades.service import PadesService
+from signserver.pades.stamp import StampOptions
 from signserver.clock import Clock, SystemClock
 from signserver.config import Config
-from signserver.errors import SignServerError
-from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
+from signserver.accounts.repository import get_credential
+from signserver.errors import NotFound, SignServerError
+from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.certificate_requests import build_certificate_request
 from signserver.hsm.crypto_keys import hsm_private_key
 from signserver.hsm.keystore import HsmKeyStore, KeyInfo
@@ -41,7 +48,7 @@ from signserver.hsm.sealing import SealingKey
 from signserver.hsm.session import TokenSession
 from signserver.notify.sender import OutboxSender
 from signserver.secret import Secret
-from signserver.signing.hash_signer import HashSigner
+from signserver.signing.hash_signer import Authorization, CredentialInfo, HashSigner
 from signserver.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,15 @@ class ServerInfo:
     token_manufacturer: str
     key_algorithms: tuple[KeyAlgorithm, ...]
     signature_algorithms: tuple[SignatureAlgorithm, ...]
+
+
+@dataclass(frozen=True)
+class CredentialDetails:
+    """A credential as an application building its own CMS needs it: the key, the algorithms
+    and the certificates to put in the signature."""
+
+    info: CredentialInfo
+    certificates: tuple[x509.Certificate, ...]  # the newest certificate, then its issuers to the root; () before the first
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,8 @@ class SignService:
         self.accounts = AccountManager(self.database, self.packages, sealing, hasher, lockout, authenticator,
                                        self.audit, self.clock)
         self.applications = ApplicationRegistry(self.database, self.clock)
+        self.access_tokens = AccessTokens(self.database, self.clock,
+                                          datetime.timedelta(seconds=config.csc.access_token_seconds))
         self.signer = HashSigner(self.database, keys, self.packages, self.package_keys, self.applications,
                                  authenticator, self.audit, self.clock,
                                  datetime.timedelta(seconds=config.authorization.token_lifetime_seconds),
@@ -198,3 +216,59 @@ class SignService:
         key = self.keys.resolve(reference)
         self.keys.store_certificate(key.key_id, certificate)
         return key
+
+    def credential_details(self, application: Application, credential_id: str) -> CredentialDetails:
+        """The credential's key, algorithms and certificate chain, for an application that may
+        use it (see HashSigner.credential_info).
+
+        Raises: NotFound (also for a credential of an account the application may not serve),
+            InvalidArgument, KeyNotFound, HsmError.
+        """
+        info = self.signer.credential_info(application, credential_id)
+        certificate = self.ca.signing_certificate(info.credential.id)
+        chain = tuple(self.ca.chain()) if certificate is not None else ()
+        return CredentialDetails(info, (certificate, *chain) if certificate is not None else ())
+
+    def sign_pdf_with_activation(self, application: Application, credential_id: str, token: Secret,
+                                 source: BinaryIO, destination: BinaryIO, level: PadesLevel,
+                                 stamp: StampOptions) -> bytes:
+        """Sign a whole document with an activation token the holder had issued (Authorize) for
+        the SHA-256 of that very document: that digest of the token is spent, then the document
+        is signed at ``level`` with ``stamp``. Returns the SHA-256 of the signed document.
+
+        Raises: ActivationRefused (a token reused, expired, for another credential or another
+            document), NotFound, CredentialUnusable, InvalidArgument (not a PDF one can sign),
+            HsmError.
+        """
+        source.seek(0)
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+        spent = self.signer.spend(application, credential_id, token, HashAlgorithm.SHA256, [digest.digest()])
+        # The same signing as the one-call flow once its own token is spent.
+        return self.pades.sign_spent(application, spent, source, destination, level, stamp,
+                                      document_digest=digest.digest())
+
+    def authorize_credential(self, application: Application, credential_id: str, password: Secret,
+                             otp_code: str | None, hash_algorithm: HashAlgorithm, digests: list[bytes]) -> Authorization:
+        """Authorize as the CSC API asks: a credential and the holder's factors, no account name;
+        the account is the credential's holder. An unknown credential and one of an account the
+        application may not serve are refused like a wrong factor, after the same work and
+        counted the same way (under a stand-in name of the credential), as HashSigner.authorize
+        refuses a credential the named account does not hold.
+
+        Raises: as HashSigner.authorize.
+        """
+        holder = None
+        if credential_id and len(credential_id) <= 64:
+            with self.database.read() as conn:
+                try:
+                    holder = get_credential(conn, credential_id).username
+                except NotFound:
+                    pass
+        if holder is not None and (application.all_accounts or holder in application.accounts):
+            return self.signer.authorize(application, holder, password, otp_code, credential_id, hash_algorithm,
+                                         digests)
+        stand_in = "csc~" + hashlib.sha256(credential_id.encode("utf-8")).hexdigest()[:48]  # no account's name
+        return self.signer.authorize(replace(application, all_accounts=True), stand_in, password, otp_code,
+                                     credential_id, hash_algorithm, digests)

@@ -74,7 +74,7 @@ class ApplicationRegistry:
                 created_at=epoch_seconds(self._clock.now()))).inserted_primary_key[0]
             for username in accounts_served or ():
                 self._serve(conn, app_id, username)
-            return self._get(conn, app_id), api_key
+            return self.get(conn, app_id), api_key
 
     def set_client_certificate(self, name: str, certificate_sha256: str) -> Application:
         """Register (or replace) the client certificate an application authenticates with,
@@ -89,7 +89,7 @@ class ApplicationRegistry:
             if app_id is not None:
                 conn.execute(update(applications).where(applications.c.id == app_id)
                              .values(client_certificate_sha256=fingerprint))
-                return self._get(conn, app_id)
+                return self.get(conn, app_id)
         return self.create(name, client_certificate_sha256=fingerprint, with_api_key=False)[0]
 
     def authenticate(self, api_key: str | None = None, certificate_sha256: str | None = None) -> Application:
@@ -139,7 +139,7 @@ class ApplicationRegistry:
             if row is None or row.status != "active":
                 raise Unauthenticated("the application is not known: send a valid API key in the "
                                       "x-api-key header, or a registered client certificate")
-            return self._get(conn, row.id)
+            return self.get(conn, row.id)
 
     def check_may_serve(self, application: Application, username: str) -> None:
         """Raises: PermissionDenied: the application's policy does not cover this account."""
@@ -149,7 +149,7 @@ class ApplicationRegistry:
     def list(self) -> list[Application]:
         with self._database.read() as conn:
             ids = conn.execute(select(applications.c.id).order_by(applications.c.name)).scalars().all()
-            return [self._get(conn, i) for i in ids]
+            return [self.get(conn, i) for i in ids]
 
     def _serve(self, conn: Connection, app_id: int, username: str) -> None:
         account_id = conn.execute(select(accounts.c.id).where(accounts.c.username == username)).scalar()
@@ -160,7 +160,8 @@ class ApplicationRegistry:
         conn.execute(insert(application_accounts).values(application_id=app_id, account_id=account_id))
 
     @staticmethod
-    def _get(conn: Connection, app_id: int) -> Application:
+    def get(conn: Connection, app_id: int) -> Application:
+        """The application of that id, in the caller's transaction. Raises: NoResultFound."""
         row = conn.execute(select(applications).where(applications.c.id == app_id)).one()
         served = conn.execute(select(accounts.c.username).join(application_accounts)
                               .where(application_accounts.c.application_id == app_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from signserver.grpc_api import convert
 from signserver.grpc_api.caller import calling_application
-from signserver.grpc_api.executor import BlockingCalls
+from signserver.blocking_calls import BlockingCalls
 from signserver.service import SignService
 from signserver.v1 import account_pb2, account_pb2_grpc
 

@@ -6,7 +6,8 @@ import grpc
 
 from signserver.accounts.model import Application
 from signserver.ca.client_status import ClientCertificate, presented
-from signserver.grpc_api.executor import BlockingCalls
+from signserver.blocking_calls import BlockingCalls, CallerCheck
+from signserver.errors import CallerGaveUp, DeadlineExceeded
 from signserver.service import SignService
 
 API_KEY_HEADER = "x-api-key"
@@ -19,6 +20,22 @@ def client_certificate(context: grpc.aio.ServicerContext) -> ClientCertificate |
     """
     pem = context.auth_context().get("x509_pem_cert")
     return presented(pem[0]) if pem else None
+
+
+def still_waiting(context: grpc.aio.ServicerContext) -> CallerCheck:
+    """A check, for BlockingCalls, that the client of this call still waits for its answer.
+
+    The deadline is compared with the clock, so a passed deadline is seen even when the event loop
+    has not yet heard of it; a cancellation is seen once the loop has.
+    """
+    def check() -> None:
+        """Raises: DeadlineExceeded: the call's deadline passed; CallerGaveUp: it was cancelled."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceeded("the call's deadline passed before its turn came; nothing was done")
+        if context.cancelled() or context.done():
+            raise CallerGaveUp("the client cancelled the call before its turn came; nothing was done")
+    return check
 
 
 async def calling_application(context: grpc.aio.ServicerContext, service: SignService,

@@ -8,7 +8,8 @@ from signserver.ca.authority import CertificateRequest
 from signserver.ca.repository import IssuedCertificate
 from signserver.errors import InvalidArgument
 from signserver.grpc_api import convert
-from signserver.grpc_api.executor import BlockingCalls
+from signserver.grpc_api.caller import still_waiting
+from signserver.blocking_calls import BlockingCalls
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.secret import Secret
 from signserver.service import SignService
@@ -83,13 +84,13 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
             username=convert.text("account", request.account, limit=64), csr=_csr(request.csr),
             transaction_limit=request.transaction_limit or None,
             agent_qualification=convert.text("agent_qualification", request.agent_qualification, required=False)),
-            operator)
+            operator, caller_check=still_waiting(context))
         return _certificate(issued)
 
     async def RenewCertificate(self, request, context):
         operator = await self._operator(context)
         issued = await self._hsm.run(self._service.ca.renew, convert.text("serial", request.serial, limit=64),
-                                     operator, csr=_csr(request.csr))
+                                     operator, csr=_csr(request.csr), caller_check=still_waiting(context))
         return _certificate(issued)
 
     async def RevokeCertificate(self, request, context):
@@ -101,7 +102,8 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
                                               convert.text("account", request.account, limit=64),
                                               Secret(request.revocation_phrase), reason)
         else:
-            issued = await self._hsm.run(self._service.ca.revoke, serial, reason, operator)
+            issued = await self._hsm.run(self._service.ca.revoke, serial, reason, operator,
+                                         caller_check=still_waiting(context))
         return _certificate(issued)
 
     async def GetCertificate(self, request, context):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+from typing import Iterator
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from signserver.accounts.model import Credential
@@ -28,29 +32,50 @@ def timestamp(moment: datetime.datetime | None) -> Timestamp | None:
     return value
 
 
-def hash_algorithm(value: int) -> HashAlgorithm:
+@contextlib.contextmanager
+def field_named(field: str) -> Iterator[None]:
+    """Names ``field`` on an InvalidArgument raised inside that does not name one yet, so that
+    the refusal's BadRequest says which field of the request was at fault.
+
+    Raises: what the block raises.
+    """
+    try:
+        yield
+    except InvalidArgument as exc:
+        if exc.field is None:
+            exc.field = field
+        raise
+
+
+def hash_algorithm(value: int, field: str = "hash_algorithm") -> HashAlgorithm:
     """Raises: InvalidArgument: unspecified or unknown."""
     if value not in _HASHES:
-        raise InvalidArgument("hash_algorithm must be SHA256, SHA384 or SHA512")
+        raise InvalidArgument(f"{field} must be SHA256, SHA384 or SHA512", field=field)
     return _HASHES[value]
 
 
-def signature_algorithm(name: str) -> SignatureAlgorithm:
+def signature_algorithm(name: str, field: str = "signature_algorithm") -> SignatureAlgorithm:
     """Raises: UnsupportedAlgorithm (an InvalidArgument)."""
-    return SignatureAlgorithm.parse(text("signature_algorithm", name))
+    with field_named(field):
+        return SignatureAlgorithm.parse(text(field, name))
 
 
 def text(field: str, value: str, required: bool = True, limit: int = MAX_FIELD) -> str:
-    """Raises: InvalidArgument: missing or longer than ``limit`` characters."""
+    """Raises: InvalidArgument: missing or longer than ``limit`` characters (naming ``field``)."""
     if required and not value:
-        raise InvalidArgument(f"{field} is required")
+        raise InvalidArgument(f"{field} is required", field=field)
     if len(value) > limit:
-        raise InvalidArgument(f"{field} has at most {limit} characters")
+        raise InvalidArgument(f"{field} has at most {limit} characters", field=field)
     return value
 
 
 def secret(field: str, value: str, required: bool = True) -> Secret:
+    """Raises: InvalidArgument: missing or too long (naming ``field``)."""
     return Secret(text(field, value, required))
+
+
+def certificate_der(value: x509.Certificate) -> bytes:
+    return value.public_bytes(serialization.Encoding.DER)
 
 
 def credential(value: Credential) -> signing_pb2.Credential:

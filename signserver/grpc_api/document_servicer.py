@@ -15,8 +15,8 @@ from pathlib import Path
 from signserver.descriptors import DescriptorReserve
 from signserver.errors import InvalidArgument
 from signserver.grpc_api import convert
-from signserver.grpc_api.caller import calling_application
-from signserver.grpc_api.executor import BlockingCalls, FairShares
+from signserver.grpc_api.caller import calling_application, still_waiting
+from signserver.blocking_calls import BlockingCalls, FairShares
 from signserver.grpc_api.spool import SpoolFile
 from signserver.grpc_api.stream_limits import ConcurrencyLimit, DocumentLimits, DocumentStreams, within_time
 from signserver.pades.document import PadesLevel
@@ -64,10 +64,11 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
     def _spool_file(self, named: bool = False) -> SpoolFile:
         return SpoolFile(self._spool, self._reserve, named=named)
 
-    async def _document_job(self, app, function, *args):
-        """Raises: what ``function`` raises; ServerBusy (the documents pool is full)."""
+    async def _document_job(self, context, app, function, *args):
+        """Raises: what ``function`` raises; ServerBusy (the documents pool is full);
+        CallerGaveUp, DeadlineExceeded: the client gave up before the job's turn (not started)."""
         async with self._shares.turn(app.id):
-            return await self._documents.run(function, app, *args)
+            return await self._documents.run(function, app, *args, caller_check=still_waiting(context))
 
     async def _receive(self, chunks, target: SpoolFile) -> int:
         size = 0
@@ -91,7 +92,7 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
             with self._spool_file() as source, self._spool_file() as output:
                 await self._receive(chunks, source)
                 digest = await self._document_job(
-                    app, self._service.pades.sign_pdf, convert.text("account", header.account, limit=64),
+                    context, app, self._service.pades.sign_pdf, convert.text("account", header.account, limit=64),
                     convert.secret("password", header.password),
                     convert.text("otp", header.otp, required=False, limit=16) or None,
                     convert.text("credential_id", header.credential_id, limit=64), source.file(), output.file(),
@@ -106,7 +107,7 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
             with self._spool_file() as source:
                 await self._receive(chunks, source)
                 pending = await self._document_job(
-                    app, self._service.pades.prepare_pdf, convert.text("credential_id", header.credential_id, limit=64),
+                    context, app, self._service.pades.prepare_pdf, convert.text("credential_id", header.credential_id, limit=64),
                     source.file(),
                     PadesLevel.parse(header.level) if header.level else self._service.pades.default_level(),
                     stamp_options(header.stamp, self._service.pades.default_stamp()))
@@ -117,7 +118,7 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
         app = await calling_application(context, self._service, self._accounts)
         with self._streams.admit(app.id), self._spool_file() as output:
             digest = await self._document_job(
-                app, self._service.pades.complete_pdf, convert.text("document_id", request.document_id, limit=64),
+                context, app, self._service.pades.complete_pdf, convert.text("document_id", request.document_id, limit=64),
                 convert.secret("activation_token", request.activation_token), output.file())
             async for response in self._send(context, output.file(), digest):
                 yield response

@@ -1,11 +1,22 @@
-"""The one place where signserver errors become gRPC status codes."""
+"""The one place where signserver errors become gRPC status codes and their details.
+
+A refusal carries its status code and message (for people), the ``help-code`` trailer when the
+error has one, and a ``google.rpc.Status`` (read with ``grpc_status.rpc_status.from_call``) with:
+an ``ErrorInfo`` whose reason is the error class's stable ``reason`` (domain "signserver"; metadata
+"help_code" and, for a locked account, "locked_until" in RFC 3339 UTC); a ``BadRequest`` naming the
+field at fault for INVALID_ARGUMENT when it is known; a ``RetryInfo`` for RESOURCE_EXHAUSTED.
+"""
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any, Awaitable, Callable
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from signserver import errors
 
@@ -35,6 +46,8 @@ STATUS_BY_ERROR: dict[type[errors.SignServerError], grpc.StatusCode] = {
     errors.HsmPinLocked: grpc.StatusCode.UNAVAILABLE,
     errors.HsmError: grpc.StatusCode.INTERNAL,
     errors.ConfigurationError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.CallerGaveUp: grpc.StatusCode.CANCELLED,
     errors.SignServerError: grpc.StatusCode.INTERNAL,
 }
 
@@ -43,6 +56,10 @@ GENERIC_INTERNAL_MESSAGE = "internal error; the server's log has the details"
 # message that quotes a megabyte of the caller's input would reach the caller as a transport
 # error instead of its status.
 MAX_DETAILS_CHARACTERS = 1000
+ERROR_DOMAIN = "signserver"
+# What RESOURCE_EXHAUSTED suggests: a pool's queue or an account's attempts under way drain in
+# about the time of a few password checks.
+RETRY_DELAY_SECONDS = 1
 
 
 def status_for(error: errors.SignServerError) -> grpc.StatusCode:
@@ -92,12 +109,47 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception)
             log.error("%s failed: %s", method, exc, exc_info=exc)
         else:
             log.info("%s refused with %s: %s", method, code.name, exc)
+        message = _details(str(exc))
         help_code = getattr(exc, "help_code", None)
-        if help_code:
-            context.set_trailing_metadata((("help-code", help_code),))
-        await context.abort(code, _details(str(exc)))
+        trailer = (("help-code", help_code),) if help_code else ()
+        await context.abort(code, message, trailer + _status_trailer(rich_status(code, message, exc)))
     log.error("%s failed unexpectedly", method, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE)
+    await context.abort(grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE, _status_trailer(rich_status(
+        grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE, errors.SignServerError())))
+
+
+def rich_status(code: grpc.StatusCode, message: str, error: errors.SignServerError) -> status_pb2.Status:
+    """The google.rpc.Status of a refusal: ``code`` and ``message`` exactly as the call ends with
+    (clients check that they match), and the details a program reads."""
+    status = status_pb2.Status(code=code.value[0], message=message)
+    status.details.add().Pack(error_details_pb2.ErrorInfo(
+        reason=type(error).reason, domain=ERROR_DOMAIN, metadata=_error_metadata(error)))
+    field = getattr(error, "field", None)
+    if code is grpc.StatusCode.INVALID_ARGUMENT and field:
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]))
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=RETRY_DELAY_SECONDS)))
+    return status
+
+
+def _error_metadata(error: errors.SignServerError) -> dict[str, str]:
+    metadata = {}
+    help_code = getattr(error, "help_code", None)
+    if help_code:
+        metadata["help_code"] = help_code
+    if isinstance(error, errors.AccountLocked) and error.until is not None:
+        metadata["locked_until"] = rfc3339_utc(error.until)
+    return metadata
+
+
+def rfc3339_utc(moment: datetime.datetime) -> str:
+    """E.g. 2026-11-21T02:56:06Z (whole seconds: the lock is kept to the second)."""
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_trailer(status: status_pb2.Status) -> tuple[tuple[str, bytes], ...]:
+    return tuple(rpc_status.to_status(status).trailing_metadata)
 
 
 def _details(message: str) -> str:

@@ -8,7 +8,7 @@ import logging
 from grpc_health.v1 import health
 from grpc_health.v1 import health_pb2
 
-from signserver.grpc_api.executor import BlockingCalls
+from signserver.blocking_calls import BlockingCalls
 from signserver.service import SignService
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signserver.grpc_api.executor import BlockingCalls
+from signserver.blocking_calls import BlockingCalls
 from signserver.service import SignService
 from signserver.v1 import info_pb2, info_pb2_grpc
 

@@ -7,25 +7,27 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from signserver.config import Config, is_loopback
+from signserver.config import Config, is_loopback, split_address
 from signserver.errors import ConfigurationError, SignServerError
 from signserver.grpc_api.errors import ErrorMappingInterceptor
 from signserver.grpc_api.account_servicer import AccountServicer
 from signserver.grpc_api.certificate_servicer import CertificateServicer
 from signserver.grpc_api.document_servicer import DocumentServicer
-from signserver.grpc_api.executor import BlockingCalls
+from signserver.blocking_calls import BlockingCalls
 from signserver.grpc_api.health import HsmHealthReporter
 from signserver.grpc_api.info_servicer import InfoServicer
 from signserver.grpc_api.signing_servicer import SigningServicer
 from signserver.grpc_api.stream_limits import DocumentLimits
 from signserver.grpc_api.tls import client_ca_config, ensure_server_certificate, server_credentials, with_client_ca
 from signserver.hsm.module import pkcs11_lock_is_free
+from signserver.http.csc.context import CscContext
+from signserver.http.csc.serving import CscFront
 from signserver.http.server import CaHttpServer
 from signserver.pades.verifier_process import start_forkserver
 from signserver.service import SignService
@@ -63,21 +65,43 @@ MAX_STREAMS_PER_CONNECTION = 1000
 CONNECTION_IDLE_SECONDS = 300.0
 
 
+@dataclass(frozen=True)
+class WorkerPools:
+    """A worker's three BlockingCalls, shared by every front it serves (gRPC, the CSC API), so
+    that the HSM, password checks and PDF work are bounded once per process, not once per front."""
+
+    hsm: BlockingCalls
+    accounts: BlockingCalls
+    documents: BlockingCalls
+
+    @classmethod
+    def create(cls, document_limits: DocumentLimits = DocumentLimits()) -> "WorkerPools":
+        return cls(hsm=BlockingCalls("hsm", threads=2, free_now=pkcs11_lock_is_free),
+                   accounts=BlockingCalls("accounts", threads=4),
+                   # PDF work (tens to hundreds of milliseconds a document) never queues ahead of a SignHash.
+                   documents=BlockingCalls("documents", threads=document_limits.document_threads))
+
+    def shutdown(self) -> None:
+        for pool in (self.hsm, self.accounts, self.documents):
+            pool.shutdown()
+
+
 class GrpcServer:
     """One gRPC server bound to the configured address, running on the current event loop."""
 
     def __init__(self, config: Config, service: SignService, health_interval: float = 5.0,
                  background: bool = True, worker: int = 0, document_limits: DocumentLimits = DocumentLimits(),
-                 connection_idle_seconds: float = CONNECTION_IDLE_SECONDS):
+                 connection_idle_seconds: float = CONNECTION_IDLE_SECONDS, pools: WorkerPools | None = None):
+        """``pools``: the worker's, when other fronts share them (the worker then shuts them
+        down); by default the server makes its own and shuts them down on :meth:`stop`."""
         self._config = config
         self._connection_idle_ms = int(connection_idle_seconds * 1000)
         self._service = service
         self._worker = worker
         self._document_limits = document_limits
-        self._hsm = BlockingCalls("hsm", threads=2, free_now=pkcs11_lock_is_free)
-        self._accounts = BlockingCalls("accounts", threads=4)
-        # PDF work (tens to hundreds of milliseconds a document) never queues ahead of a SignHash.
-        self._documents = BlockingCalls("documents", threads=document_limits.document_threads)
+        self._own_pools = pools is None
+        self.pools = pools or WorkerPools.create(document_limits)
+        self._hsm, self._accounts, self._documents = self.pools.hsm, self.pools.accounts, self.pools.documents
         self._health = HsmHealthReporter(service, self._hsm, SERVICE_NAMES, health_interval)
         self._background = BackgroundWork(service) if background else None
         self._server: grpc.aio.Server | None = None
@@ -139,9 +163,8 @@ class GrpcServer:
             await self._server.stop(grace)
         if self._background:
             self._background.stop()
-        self._hsm.shutdown()
-        self._accounts.shutdown()
-        self._documents.shutdown()
+        if self._own_pools:
+            self.pools.shutdown()
 
 
 class BackgroundWork:
@@ -227,8 +250,10 @@ class Worker:
         http = CaHttpServer(service, self.config.http_listen)
 
         async def main() -> None:
-            server = GrpcServer(self.config, service, background=self.background, worker=self.index)
+            pools = WorkerPools.create()
+            server = GrpcServer(self.config, service, background=self.background, worker=self.index, pools=pools)
             await server.start()
+            csc = await self._start_csc(service, pools)
             http.start()
             stopping = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -237,6 +262,28 @@ class Worker:
             await stopping.wait()
             log.info("worker %d: stopping, draining calls in flight", self.index)
             http.stop()
+            if csc is not None:
+                await csc.stop()
             await server.stop()
+            pools.shutdown()
 
         asyncio.run(main())
+
+    async def _start_csc(self, service: SignService, pools: WorkerPools) -> CscFront | None:
+        """The CSC API's HTTPS front on ``[csc] listen`` (none when it is empty).
+
+        Raises: ConfigurationError: the address cannot be bound or TLS is unusable.
+        """
+        if not self.config.csc.listen:
+            return None
+        if self.config.server.plaintext:
+            # The CSC front carries holders' passwords: it has no plaintext mode.
+            log.warning("worker %d: no CSC front: server.plaintext is set and the CSC API is served over TLS only",
+                        self.index)
+            return None
+        front = CscFront(self.config.csc.listen, self.config.tls,
+                         CscContext(service, pools.hsm, pools.accounts, pools.documents, worker=self.index))
+        port = await front.start()
+        log.info("worker %d (pid %d) CSC API on https://%s:%d/csc/v2/ (OpenAPI: /csc/v2/openapi.json)", self.index,
+                 os.getpid(), split_address(self.config.csc.listen)[0], port)
+        return front

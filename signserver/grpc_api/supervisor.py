@@ -102,12 +102,13 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
     config = served_config(config)
     listen, grpc_holder = _reserve(config.server.listen)
     http_listen, http_holder = _reserve(config.http_listen)
+    csc_listen, csc_holder = _reserve(config.csc.listen) if config.csc.listen else ("", None)
     config = replace(config, server=ServerConfig(listen=listen, plaintext=config.server.plaintext),
-                     http_listen=http_listen)
+                     http_listen=http_listen, csc=replace(config.csc, listen=csc_listen))
     try:
         Supervisor(config, workers).run()
     finally:
-        for holder in (grpc_holder, http_holder):
+        for holder in (grpc_holder, http_holder, csc_holder):
             if holder is not None:
                 holder.close()
 

@@ -118,10 +118,10 @@ class PadesService:
                                                     HashAlgorithm.SHA256, [digest])
         spent = self._hash_signer.spend(application, authorization.credential_id, Secret(authorization.token),
                                         HashAlgorithm.SHA256, [digest])
-        return self._sign_spent(application, spent, source, destination, level, stamp, document_digest=digest)
+        return self.sign_spent(application, spent, source, destination, level, stamp, document_digest=digest)
 
-    def _sign_spent(self, application: Application, spent: Spent, source: BinaryIO, destination: BinaryIO,
-                    level: PadesLevel, stamp: StampOptions, document_digest: bytes) -> bytes:
+    def sign_spent(self, application: Application, spent: Spent, source: BinaryIO, destination: BinaryIO,
+                   level: PadesLevel, stamp: StampOptions, document_digest: bytes) -> bytes:
         """Sign once the token was spent on the document. Raises: CredentialUnusable,
         InvalidArgument, HsmError."""
         credential, job = self._job(application, spent.credential.id, level, stamp)

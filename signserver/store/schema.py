@@ -262,6 +262,32 @@ crls = Table(
     Column("der", LargeBinary, nullable=False),
 )
 
+csc_access_tokens = Table(
+    # Bearer tokens of the CSC API (auth/login, OAuth 2.0 client credentials): only their SHA-256
+    # is kept, so that any worker accepts a token another issued and a stolen database shows none.
+    "csc_access_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("application_id", Integer, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# The CSC API's asynchronous signatures: written when one starts, answered to polls from any
+# worker, erased once expired. A running operation whose worker died fails at its deadline.
+csc_operations = Table(
+    "csc_operations", metadata,
+    Column("id_hash", String(64), primary_key=True),  # SHA-256 of the responseID, hex
+    Column("application_id", Integer, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False),
+    Column("state", String(16), nullable=False),  # running | done | failed
+    Column("started_at", BigInteger, nullable=False),
+    Column("deadline", BigInteger, nullable=False),  # still running then: its worker died
+    Column("expires_at", BigInteger, nullable=False, index=True),  # erased from then on
+    Column("keep_seconds", Integer, nullable=False),  # how long the outcome is kept once known
+    Column("status_code", Integer, nullable=True),  # the HTTP status of the outcome
+    Column("answer", LargeBinary, nullable=True),  # the outcome's JSON: the result, or the CSC error
+)
+
 __all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "account_emails", "credentials", "applications", "application_accounts",
            "activation_tokens", "activation_token_digests", "signing_packages", "master_keys", "audit_log", "audit_head", "audit_seals",
-           "outbox", "authorities", "pending_ca_keys", "certificates", "crls"]
+           "outbox", "authorities", "pending_ca_keys", "certificates", "crls", "csc_access_tokens", "csc_operations"]

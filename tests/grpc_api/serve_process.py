@@ -17,6 +17,7 @@ class ServeProcess:
         self.folder = folder
         self.log_path = folder / "server.log"
         defaults = dict(SIGNSERVER_SERVER_LISTEN="127.0.0.1:0", SIGNSERVER_HTTP_LISTEN="127.0.0.1:0",
+                        SIGNSERVER_CSC_LISTEN="127.0.0.1:0",
                         SIGNSERVER_DATABASE_URL=f"sqlite:///{folder / 'signserver.db'}")
         self.env = cli_env(state_dir, **{**defaults, **env})
         self.workers = workers

@@ -1,4 +1,4 @@
-"""Where blocking work runs while the event loop keeps serving."""
+"""BlockingCalls: where blocking work runs while an event loop (gRPC's or HTTP's) keeps serving."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from signserver.errors import ServerBusy
 from signserver.outlasting import outlast
 
 T = TypeVar("T")
+
+CallerCheck = Callable[[], None]
+"""Raises CallerGaveUp (DeadlineExceeded when the caller's deadline passed) once the caller no
+longer waits for the answer; returns otherwise. Safe to call from any thread."""
 
 # How long a short call waits for the pool to drain before it joins the pool's queue: a few
 # RSA-2048 signatures' time.
@@ -40,8 +44,13 @@ class BlockingCalls:
         self._drained = asyncio.Event()  # set while nothing is pending
         self._drained.set()
 
-    async def run(self, function: Callable[..., T], *args, **kwargs) -> T:
+    async def run(self, function: Callable[..., T], *args, caller_check: CallerCheck | None = None, **kwargs) -> T:
         """Run ``function`` in the pool.
+
+        With ``caller_check``, a call whose caller gave up (its deadline passed, it cancelled)
+        before its turn is not started: the check runs again in the pool's thread just before
+        ``function``, because the news that the caller went away reaches the event loop only
+        when the loop gets to it, and the pool may start the call first.
 
         If the caller is cancelled (its client went away) while ``function`` runs, this still
         waits for ``function`` to end before raising CancelledError: the limits and files the
@@ -50,14 +59,17 @@ class BlockingCalls:
 
         Raises: what ``function`` raises; ServerBusy: more calls are waiting than the pool takes
         (a flood of logins is refused at once instead of queueing without bound);
-        asyncio.CancelledError: the caller was cancelled.
+        asyncio.CancelledError: the caller was cancelled; CallerGaveUp, DeadlineExceeded: from
+        ``caller_check``, and ``function`` was not started.
         """
+        if caller_check is not None:
+            caller_check()
         if self._pending >= self._limit:
             raise ServerBusy(f"the server is busy ({self._name}); try again shortly")
         self._pending += 1
         self._drained.clear()
         try:
-            submitted = self._pool.submit(functools.partial(function, *args, **kwargs))
+            submitted = self._pool.submit(_checked, caller_check, functools.partial(function, *args, **kwargs))
             running = asyncio.wrap_future(submitted)
             try:
                 return await asyncio.shield(running)
@@ -70,7 +82,8 @@ class BlockingCalls:
             if self._pending == 0:
                 self._drained.set()
 
-    async def run_short(self, function: Callable[..., T], *args, **kwargs) -> T:
+    async def run_short(self, function: Callable[..., T], *args, caller_check: CallerCheck | None = None,
+                        **kwargs) -> T:
         """Run a call known to be short (a few signatures: about 2 ms at most) on the event
         loop's own thread when nothing should make it wait there: no call of this pool is under
         way and ``free_now()`` says so (for the HSM pool: no thread holds the PKCS#11 lock, so
@@ -80,7 +93,8 @@ class BlockingCalls:
         signature: for single signatures, throughput lost on a busy server. The loop still waits,
         like any writer, for its turn at the database, which others hold for moments.
 
-        Raises: what ``function`` raises; ServerBusy, as :meth:`run`.
+        Raises: what ``function`` raises; ServerBusy, CallerGaveUp, DeadlineExceeded, as
+        :meth:`run`.
         """
         if self._pending:
             # Wait for the pool to drain instead of joining its queue: once one short call has
@@ -90,11 +104,18 @@ class BlockingCalls:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), self._drain_wait)
         if self._pending == 0 and self._free_now():
-            return function(*args, **kwargs)
-        return await self.run(function, *args, **kwargs)
+            return _checked(caller_check, functools.partial(function, *args, **kwargs))
+        return await self.run(function, *args, caller_check=caller_check, **kwargs)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _checked(caller_check: CallerCheck | None, call: Callable[[], T]) -> T:
+    """Raises: CallerGaveUp, DeadlineExceeded (``call`` not started); what ``call`` raises."""
+    if caller_check is not None:
+        caller_check()
+    return call()
 
 
 class FairShares:

@@ -8,7 +8,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from signserver.grpc_api.executor import BlockingCalls
+import pytest
+
+from signserver.blocking_calls import BlockingCalls
+from signserver.errors import DeadlineExceeded
 from signserver.hsm.module import pkcs11_lock, pkcs11_lock_is_free
 
 
@@ -110,3 +113,50 @@ def test_the_lock_probe_reports_a_held_lock_and_leaves_a_free_one_free():
     with hsm_held_by_another_thread():
         assert not pkcs11_lock_is_free()
     assert pkcs11_lock_is_free()
+
+
+class Caller:
+    """A caller that gives up when told to; its check may run on any thread."""
+
+    def __init__(self):
+        self.gave_up = threading.Event()
+
+    def check(self) -> None:
+        if self.gave_up.is_set():
+            raise DeadlineExceeded("the call's deadline passed before its turn came; nothing was done")
+
+
+def test_a_call_whose_caller_gave_up_while_it_queued_is_not_started():
+    started = []
+
+    async def scenario(calls: BlockingCalls) -> int:
+        busy, caller = threading.Event(), Caller()
+        ahead = [asyncio.ensure_future(calls.run(busy.wait, 10)) for _ in range(2)]  # both threads
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(calls.run(started.append, "queued", caller_check=caller.check))
+        await asyncio.sleep(0.05)
+        # The caller gives up, and its turn comes, before the loop hears of it.
+        caller.gave_up.set()
+        busy.set()
+        await asyncio.gather(*ahead)
+        with pytest.raises(DeadlineExceeded):
+            await queued
+        return 0
+
+    run_on_loop(scenario)
+    assert started == []
+
+
+def test_a_short_call_whose_caller_gave_up_is_not_started_on_the_loop():
+    started = []
+
+    async def scenario(calls: BlockingCalls) -> int:
+        caller = Caller()
+        caller.gave_up.set()
+        with pytest.raises(DeadlineExceeded):
+            await calls.run_short(started.append, "short", caller_check=caller.check)
+        assert await calls.run_short(started.append, "wanted", caller_check=lambda: None) is None
+        return 0
+
+    run_on_loop(scenario)
+    assert started == ["wanted"]

@@ -1,0 +1,173 @@
+"""The client's exceptions: one base class with the server's status, reason and help code, and a
+subclass for each case an application handles differently.
+
+The server sends a stable reason and its metadata as ``google.rpc.ErrorInfo`` in the status
+details (grpcio-status); from a server that does not, the status code, the ``help-code`` trailer
+and the documented message stand in for them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+HELP_CODE_TRAILER = "help-code"
+# The documented message of a locked account: "the account is locked until <RFC 3339> after ...".
+_LOCKED_MESSAGE = re.compile(r"locked until (\S+?)(?: after|$)")
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """A request field the server refused, and why."""
+
+    field: str
+    description: str
+
+
+class SignServerClientError(Exception):
+    """A call the server refused or that did not complete.
+
+    ``code`` is the gRPC status code's name (e.g. "UNAUTHENTICATED"), ``message`` the server's
+    sentence for people, ``reason`` its stable reason (e.g. "ACCOUNT_LOCKED", None from a server
+    that sends none), ``help_code`` the documents' help code when one applies, ``metadata`` the rest
+    of the reason's metadata.
+    """
+
+    def __init__(self, code: str, message: str, *, reason: str | None = None, help_code: str | None = None,
+                 metadata: dict[str, str] | None = None, retry_after: float | None = None,
+                 field_violations: tuple[FieldViolation, ...] = ()):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.help_code = help_code
+        self.metadata = dict(metadata or {})
+        self.retry_after = retry_after
+        self.field_violations = field_violations
+
+
+class AuthenticationRefused(SignServerClientError):
+    """UNAUTHENTICATED: the holder's factors (never saying which was wrong), or the application's
+    own API key or certificate, were refused."""
+
+
+class AccountLocked(SignServerClientError):
+    """The account refuses every attempt until ``locked_until`` (None when the server did not say)."""
+
+    @property
+    def locked_until(self) -> datetime.datetime | None:
+        return _moment(self.metadata.get("locked_until"))
+
+
+class PermissionRefused(SignServerClientError):
+    """PERMISSION_DENIED: the application may not do this (an account it may not serve, a flow
+    its policy forbids)."""
+
+
+class ActivationRefused(PermissionRefused):
+    """The activation token does not authorise this: reused, expired, for another credential or
+    digest, or beyond its count. Authorise again."""
+
+
+class NotFound(SignServerClientError):
+    """NOT_FOUND: no such credential, or no prepared document of that id (completed, expired, or
+    prepared by another server process)."""
+
+
+class ServerBusy(SignServerClientError):
+    """RESOURCE_EXHAUSTED or UNAVAILABLE: try again later, after ``retry_after`` seconds when the
+    server said."""
+
+
+class InvalidArgument(SignServerClientError):
+    """INVALID_ARGUMENT: the request (or the document) is refused as it stands; ``field_violations``
+    names the fields when the server does."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[SignServerClientError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationRefused,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionRefused,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ServerBusy,
+    grpc.StatusCode.UNAVAILABLE: ServerBusy,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+}
+_BY_REASON: dict[str, type[SignServerClientError]] = {
+    "ACCOUNT_LOCKED": AccountLocked,
+    "ACTIVATION_REFUSED": ActivationRefused,
+}
+# Methods whose only PERMISSION_DENIED is a refused activation token (the proto's documentation):
+# what a server without reasons means by it.
+_ACTIVATION_METHODS = frozenset({"SignHash", "CompleteSignature"})
+
+
+def from_rpc_error(error: grpc.RpcError, method: str = "") -> SignServerClientError:
+    """The client exception for a failed call of ``method`` (its short name, e.g. "SignHash")."""
+    if not isinstance(error, grpc.Call):  # raised before any call existed (e.g. a closed channel)
+        return SignServerClientError("UNKNOWN", str(error))
+    code = error.code() or grpc.StatusCode.UNKNOWN
+    message = error.details() or ""
+    reason, metadata, retry_after, violations = _details(error)
+    help_code = metadata.pop("help_code", None) or _trailer(error, HELP_CODE_TRAILER)
+    cls = _BY_REASON.get(reason or "") or _fallback_class(code, message, method)
+    if cls is AccountLocked and "locked_until" not in metadata:
+        found = _LOCKED_MESSAGE.search(message)
+        if found and _moment(found.group(1)):
+            metadata["locked_until"] = found.group(1)
+    return cls(code.name, message, reason=reason, help_code=help_code, metadata=metadata,
+               retry_after=retry_after, field_violations=violations)
+
+
+def _fallback_class(code: grpc.StatusCode, message: str, method: str) -> type[SignServerClientError]:
+    if code is grpc.StatusCode.FAILED_PRECONDITION and _LOCKED_MESSAGE.search(message):
+        return AccountLocked
+    if code is grpc.StatusCode.PERMISSION_DENIED and method in _ACTIVATION_METHODS:
+        return ActivationRefused
+    return _BY_CODE.get(code, SignServerClientError)
+
+
+def _details(call: grpc.Call) -> tuple[str | None, dict[str, str], float | None, tuple[FieldViolation, ...]]:
+    """The ErrorInfo reason and metadata, the RetryInfo delay and the BadRequest violations of a
+    call's status details; empty when the server sent none or they cannot be read."""
+    try:
+        status = rpc_status.from_call(call)
+    except (ValueError, DecodeError):  # details that contradict the status, or garbled: ignored
+        status = None
+    reason, metadata, retry_after, violations = None, {}, None, []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, metadata = info.reason or None, dict(info.metadata)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = retry.retry_delay.ToTimedelta().total_seconds()
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+    return reason, metadata, retry_after, tuple(violations)
+
+
+def _trailer(call: grpc.Call, key: str) -> str | None:
+    for name, value in call.trailing_metadata() or ():
+        if name == key:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+def _moment(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)

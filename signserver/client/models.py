@@ -1,0 +1,124 @@
+"""The values the client takes and returns: plain dataclasses, never generated protobuf types."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Literal
+
+HashAlgorithmName = Literal["sha256", "sha384", "sha512"]
+PadesLevelName = Literal["B-B", "B-T", "B-LT", "B-LTA"]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A holder's signing key as the server lists it."""
+
+    id: str
+    account: str
+    key_algorithm: str  # e.g. "rsa-2048", "ec-p256"
+    status: str  # "active" or "disabled"
+    description: str
+    created_at: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """One credential in full: its public key and, once it has a certificate, the chain."""
+
+    credential: Credential
+    public_key_der: bytes  # SubjectPublicKeyInfo
+    signature_algorithms: tuple[str, ...]  # e.g. "rsa-pss-sha256", "ecdsa-sha256"
+    # DER: the credential's newest certificate, then the issuing CA, then the root. Empty before
+    # the first certificate, and from a server that does not send certificates.
+    certificates: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """A signature activation token (SAD): bound to one credential and the digests authorised,
+    each signable once, until ``expires_at``."""
+
+    activation_token: str = field(repr=False)  # a secret: kept out of logs and tracebacks
+    credential_id: str
+    expires_at: datetime.datetime | None
+    signatures: int
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """How the signature shows on the page. Empty values take the server's defaults (caption
+    "Assinatura digital", time zone Asia/Macau, the last page, the bottom-left corner)."""
+
+    invisible: bool = False
+    caption: str = ""
+    time_zone: str = ""
+    reason: str = ""
+    location: str = ""
+    verification_url: str = ""  # adds a QR code pointing here
+    seal_image: bytes = field(default=b"", repr=False)  # PNG or JPEG behind the text
+    field_name: str = ""
+    page: int = 0  # 1-based; 0: the last page; negative counts from the end
+    # Points from the bottom-left corner of the page as displayed; None: the default rectangle.
+    rectangle: tuple[float, float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class PdfOptions:
+    """The signature's PAdES level (empty: the server's default, B-LT) and its stamp."""
+
+    level: PadesLevelName | Literal[""] = ""
+    stamp: Stamp = Stamp()
+
+
+@dataclass(frozen=True)
+class SignedDocument:
+    """What a signing call returned: the signed PDF's size and SHA-256 (checked against the bytes
+    received)."""
+
+    size: int
+    sha256: bytes
+
+
+@dataclass(frozen=True)
+class PreparedSignature:
+    """Step 1 of the two-step flow: the digest the holder must authorise, for this credential,
+    before ``expires_at``. The same server process completes what it prepared."""
+
+    document_id: str
+    digest: bytes  # SHA-256 over the signed byte ranges
+    credential_id: str
+    expires_at: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class SignatureReport:
+    """One signature of a verified PDF (pyHanko's validation, as the server reports it)."""
+
+    field: str
+    signer: str
+    intact: bool
+    valid: bool
+    trusted: bool
+    signing_time: str
+    timestamp: str
+    timestamp_valid: bool
+    level: str
+    revocation: str
+    coverage: str
+    modified_after_signing: bool
+    modification_allowed: bool
+    summary: str
+    modification_level: str
+    verdict: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A PDF's verdict: true only when it has signatures and every one holds. Trust this, not the
+    details."""
+
+    verdict: bool
+    reason: str
+    signatures: tuple[SignatureReport, ...]

@@ -1,0 +1,33 @@
+"""What every CSC endpoint reaches: the facade and the worker's pools, shared with gRPC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from signserver.blocking_calls import BlockingCalls
+from signserver.service import SignService
+
+
+@dataclass(frozen=True)
+class CscContext:
+    """Held in the ASGI app's state (``app.state.csc``); one per worker process."""
+
+    service: SignService
+    hsm: BlockingCalls  # HSM work: signHash, time-stamps (the same pool gRPC's SignHash uses)
+    accounts: BlockingCalls  # password checks: login, authorize
+    documents: BlockingCalls  # PDF work: signDoc
+    worker: int = 0  # which of the server's processes this is (named by info, as gRPC's ServerInfo does)
+
+
+def context_of(request: Request) -> CscContext:
+    """The worker's context of a request."""
+    return request.app.state.csc
+
+
+async def csc_context(request: Request) -> CscContext:
+    """:func:`context_of`, as a FastAPI dependency. A coroutine function on purpose: FastAPI runs
+    a plain function dependency in a thread, a hand-over that cost a fifth of a single-hash
+    signHash's time."""
+    return context_of(request)

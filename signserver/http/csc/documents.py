@@ -1,0 +1,326 @@
+"""signatures/signDoc, signatures/timestamp and the asynchronous mode (signatures/signPolling).
+
+signDoc signs whole PDF documents (PAdES, ``signature_format`` "P") as gRPC's SignPdf does: at
+the conformance level asked, with the visible stamp's options, authorised either by a SAD the
+holder had issued (credentials/authorize) for the SHA-256 of each document, or by the holder's
+factors in the same call (``authData``: the password as PIN and the OTP; for applications allowed
+one-call signing, as gRPC's one-call SignPdf).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+from typing import Literal
+
+from asn1crypto import algos, tsp
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse, Response
+
+from signserver.accounts.model import Application
+from signserver.errors import InvalidArgument, PermissionDenied, UnsupportedAlgorithm
+from signserver.hsm.algorithms import HashAlgorithm
+from signserver.http.csc import algorithms
+from signserver.http.csc.auth import calling_application
+from signserver.http.csc.context import CscContext, csc_context
+from signserver.http.csc.operations import POLL_AGAIN_SECONDS, keep_seconds, poll_operation, start_operation
+from signserver.pades.document import PadesLevel
+from signserver.pades.stamp import DEFAULT_BOX, MAX_TEXT, StampOptions
+from signserver.secret import Secret
+
+# Request bodies are bounded for the whole app (see limits.BodyLimit): one largest document.
+router = APIRouter(tags=["signatures"])
+
+# CSC's conformance levels (both spellings the specification lists) and gRPC's PAdES levels.
+LEVELS = {"ades-b-b": PadesLevel.B_B, "ades-b": PadesLevel.B_B, "ades-b-t": PadesLevel.B_T, "ades-t": PadesLevel.B_T,
+          "ades-b-lt": PadesLevel.B_LT, "ades-lt": PadesLevel.B_LT, "ades-b-lta": PadesLevel.B_LTA,
+          "ades-lta": PadesLevel.B_LTA}
+MAX_DOCUMENTS = 16  # per call; together within the body bound (one largest document)
+MAX_SEAL_IMAGE = 1 << 20
+SHA256_OID = "2.16.840.1.101.3.4.2.1"
+TIMESTAMP_DIGESTS = {"sha256": 32, "sha384": 48, "sha512": 64}
+MAX_NONCE_HEX = 64  # 256 bits
+
+
+class AuthDatum(BaseModel):
+    id: str = Field(max_length=32, description='"PIN" (the holder\'s password) or "OTP"')
+    value: str = Field(max_length=1024)
+
+
+class Stamp(BaseModel):
+    """The visible stamp, as gRPC's SignPdf offers it (signserver's extension of signDoc)."""
+
+    visible: bool = Field(True, description="false: an invisible signature")
+    caption: str | None = Field(None, max_length=MAX_TEXT, description="the stamp's second line; the server's default if absent")
+    timeZone: str | None = Field(None, max_length=64, description="IANA zone of the signing time shown; the server's default if absent")
+    reason: str = Field("", max_length=MAX_TEXT)
+    location: str = Field("", max_length=MAX_TEXT)
+    verificationURL: str = Field("", max_length=2000, description="adds a QR code to this address")
+    sealImage: str | None = Field(None, max_length=4 * MAX_SEAL_IMAGE // 3 + 4,
+                                  description="base64 PNG shown behind the text")
+    fieldName: str = Field("", max_length=MAX_TEXT, description="an existing empty signature field, or a new field's name")
+    page: int = Field(0, description="1 is the first page, -1 the last; 0 (default) the last")
+    box: list[float] | None = Field(None, min_length=4, max_length=4,
+                                    description="x1, y1, x2, y2 in points from the bottom-left corner")
+
+
+class DocumentToSign(BaseModel):
+    document: str = Field(description="the whole PDF, base64")
+    signature_format: str = Field(description='"P" (PAdES): the only format served')
+    conformance_level: str = Field("Ades-B-B", description="Ades-B-B, Ades-B-T, Ades-B-LT or Ades-B-LTA")
+    signAlgo: str | None = Field(None, max_length=64,
+                                 description="must fit the credential's key, whose usual scheme (with SHA-256) signs")
+    signAlgoParams: str | None = None
+    signed_envelope_property: str | None = Field(None, description='"Certification" is not served; approval signatures only')
+    stamp: Stamp | None = None
+
+
+class SignDocRequest(BaseModel):
+    credentialID: str = Field(max_length=64)
+    SAD: str | None = Field(None, max_length=1024, description="from credentials/authorize, for the SHA-256 of each document")
+    authData: list[AuthDatum] | None = Field(None, max_length=4, description="the holder's PIN and OTP instead of a SAD")
+    documents: list[DocumentToSign] | None = Field(None, max_length=MAX_DOCUMENTS)
+    documentDigests: list[dict] | None = Field(None, description="not served: send whole documents")
+    operationMode: Literal["S", "A"] = "S"
+    validity_period: int | None = Field(None, description="milliseconds an asynchronous outcome is kept (at most 600000)")
+    response_uri: str | None = Field(None, description="not served: poll with signatures/signPolling")
+    clientData: str | None = Field(None, max_length=1024)
+    signatureQualifier: str | None = None
+    returnValidationInfo: bool = False
+
+
+class TimestampRequest(BaseModel):
+    hash: str = Field(max_length=200, description="the base64 hash to time-stamp")
+    hashAlgorithmOID: str = Field(max_length=64, description="SHA-256, SHA-384 or SHA-512")
+    nonce: str | None = Field(None, max_length=MAX_NONCE_HEX, description="hexadecimal; echoed in the token")
+    clientData: str | None = Field(None, max_length=1024)
+
+
+class PollRequest(BaseModel):
+    responseID: str = Field(max_length=100)
+    clientData: str | None = Field(None, max_length=1024)
+
+
+def _base64_length(size: int) -> int:
+    """The length of ``size`` bytes in base64 (with padding)."""
+    return 4 * ((size + 2) // 3)
+
+
+def _base64(field: str, value: str, limit: int) -> bytes:
+    """Raises: InvalidArgument: not base64, empty or over ``limit`` bytes."""
+    if len(value) > _base64_length(limit):
+        raise InvalidArgument(f"{field} is too large: the limit is {limit // (1024 * 1024) or 1} MB", field=field)
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(f"{field} is not base64", field=field) from None
+    if not decoded:
+        raise InvalidArgument(f"{field} is empty", field=field)
+    if len(decoded) > limit:
+        raise InvalidArgument(f"{field} is too large: the limit is {limit // (1024 * 1024) or 1} MB", field=field)
+    return decoded
+
+
+def pades_level(conformance_level: str) -> PadesLevel:
+    """Raises: InvalidArgument: a level not served."""
+    level = LEVELS.get(conformance_level.strip().lower())
+    if level is None:
+        raise InvalidArgument(f"conformance_level {conformance_level[:40]!r} is not served; one of "
+                              "Ades-B-B, Ades-B-T, Ades-B-LT, Ades-B-LTA", field="conformance_level")
+    return level
+
+
+def stamp_options(stamp: Stamp | None, defaults: StampOptions) -> StampOptions:
+    """The request's stamp over the server's defaults (as gRPC's SignPdf reads its Stamp).
+
+    Raises: InvalidArgument: a seal image that is not base64.
+    """
+    if stamp is None:
+        return defaults
+    page = stamp.page - 1 if stamp.page > 0 else (stamp.page if stamp.page < 0 else -1)
+    return StampOptions(
+        visible=stamp.visible, caption=stamp.caption or defaults.caption, time_zone=stamp.timeZone or defaults.time_zone,
+        reason=stamp.reason, location=stamp.location, verification_url=stamp.verificationURL,
+        seal_png=_base64("sealImage", stamp.sealImage, MAX_SEAL_IMAGE) if stamp.sealImage else None,
+        field_name=stamp.fieldName, page=page, box=tuple(stamp.box) if stamp.box and any(stamp.box) else DEFAULT_BOX)
+
+
+def _factors(auth_data: list[AuthDatum]) -> tuple[Secret, str | None]:
+    """The password (PIN) and OTP of ``authData``. Raises: InvalidArgument: no PIN, or another id."""
+    values: dict[str, str] = {}
+    for datum in auth_data:
+        name = datum.id.strip().upper()
+        if name not in ("PIN", "OTP") or name in values:
+            raise InvalidArgument('authData holds one "PIN" and at most one "OTP"', field="authData")
+        values[name] = datum.value
+    if not values.get("PIN"):
+        raise InvalidArgument('authData must hold the holder\'s "PIN" (password)', field="authData")
+    return Secret(values["PIN"]), values.get("OTP") or None
+
+
+def _documents(context: CscContext, request: SignDocRequest) -> list[tuple[str, PadesLevel, StampOptions]]:
+    """The documents (still base64: decoding a large one takes a while, so it is left to the
+    documents pool), their levels and stamps.
+
+    Raises: InvalidArgument: no documents, digests instead, a format or level not served, a
+    document too large.
+    """
+    if request.documentDigests:
+        raise InvalidArgument("documentDigests is not served: send whole documents (or use signatures/signHash)",
+                              field="documentDigests")
+    if not request.documents:
+        raise InvalidArgument("documents is required: at least one PDF, base64", field="documents")
+    if request.response_uri:
+        raise InvalidArgument("response_uri is not served: poll with signatures/signPolling", field="response_uri")
+    limit = context.service.config.pades.max_document_mb * 1024 * 1024
+    defaults = context.service.pades.default_stamp()
+    parsed = []
+    for document in request.documents:
+        if document.signature_format.strip().upper() != "P":
+            raise InvalidArgument('signature_format must be "P" (PAdES): only PDF documents are signed',
+                                  field="signature_format")
+        if document.signed_envelope_property not in (None, "", "Revision"):
+            raise InvalidArgument("signed_envelope_property: only approval signatures (Revision) are made",
+                                  field="signed_envelope_property")
+        if len(document.document) > _base64_length(limit):
+            raise InvalidArgument(f"document is too large: the limit is {limit // (1024 * 1024)} MB", field="document")
+        parsed.append((document.document, pades_level(document.conformance_level),
+                       stamp_options(document.stamp, defaults)))
+    return parsed
+
+
+def _check_sign_algo(context: CscContext, application: Application, credential_id: str,
+                     sign_algos: set[str]) -> None:
+    """Refuse a signAlgo of another key family than the credential's (a PAdES signature is made
+    with the key's own scheme).
+
+    Raises: UnsupportedAlgorithm, NotFound, CredentialUnusable.
+    """
+    if not sign_algos:
+        return
+    family = context.service.signer.credential(application, credential_id).key_algorithm.family
+    for sign_algo in sign_algos:
+        if algorithms.signature_algorithm(sign_algo, SHA256_OID).family != family:
+            raise UnsupportedAlgorithm(f"signAlgo {sign_algo} does not fit the credential's {family} key")
+
+
+def _decoded(context: CscContext, documents: list[tuple[str, PadesLevel, StampOptions]],
+             ) -> list[tuple[bytes, PadesLevel, StampOptions]]:
+    """Raises: InvalidArgument: a document that is not base64 (or empty)."""
+    limit = context.service.config.pades.max_document_mb * 1024 * 1024
+    return [(_base64("document", content, limit), level, stamp) for content, level, stamp in documents]
+
+
+def _sign_all(context: CscContext, application: Application, credential_id: str, token: Secret,
+              documents: list[tuple[bytes, PadesLevel, StampOptions]], sign_algos: set[str]) -> list[str]:
+    """Sign each document with the token (blocking: the documents pool). Raises: as
+    SignService.sign_pdf_with_activation; UnsupportedAlgorithm (see _check_sign_algo)."""
+    _check_sign_algo(context, application, credential_id, sign_algos)  # before the token is spent
+    signed = []
+    for content, level, stamp in documents:
+        destination = io.BytesIO()
+        context.service.sign_pdf_with_activation(application, credential_id, token, io.BytesIO(content),
+                                                 destination, level, stamp)
+        signed.append(base64.b64encode(destination.getvalue()).decode("ascii"))
+    return signed
+
+
+async def sign_documents(context: CscContext, application: Application, request: SignDocRequest,
+                         encoded: list[tuple[str, PadesLevel, StampOptions]]) -> dict:
+    """The synchronous answer of signDoc, for the request's documents (see _documents).
+
+    Raises: InvalidArgument, PermissionDenied (authData by an application not allowed one-call
+        signing), AuthenticationFailed, AccountLocked, ActivationRefused, CredentialUnusable,
+        NotFound, ServerBusy, HsmError.
+    """
+    if request.SAD and request.authData:
+        raise InvalidArgument("send either a SAD or authData, not both", field="SAD")
+    documents = await context.documents.run(_decoded, context, encoded)
+    if request.SAD:
+        token = Secret(request.SAD)
+    elif request.authData:
+        if not application.one_call_signing:
+            # The rule of gRPC's one-call SignPdf: the holder's factors travel with the document
+            # only for applications allowed it.
+            raise PermissionDenied(f"application {application.name!r} may only use the two-step flow "
+                                   "(credentials/authorize, then signDoc with the SAD)")
+        password, otp = _factors(request.authData)
+        digests = [hashlib.sha256(content).digest() for content, _, _ in documents]
+        authorization = await context.accounts.run(
+            context.service.authorize_credential, application, request.credentialID, password, otp,
+            HashAlgorithm.SHA256, digests)
+        token = Secret(authorization.token)
+    else:
+        raise InvalidArgument("a SAD (from credentials/authorize) or authData (PIN and OTP) is required",
+                              field="SAD")
+    sign_algos = {d.signAlgo for d in request.documents or () if d.signAlgo}
+    signed = await context.documents.run(_sign_all, context, application, request.credentialID, token, documents,
+                                         sign_algos)
+    return {"DocumentWithSignature": signed}
+
+
+@router.post("/signatures/signDoc", summary="Sign whole PDF documents (PAdES)", responses={
+    200: {"description": 'DocumentWithSignature: the signed PDFs, base64; with operationMode "A", responseID'}})
+async def sign_doc(request: SignDocRequest, application: Application = Depends(calling_application),
+                   context: CscContext = Depends(csc_context)) -> dict:
+    """Sign each document (PDF, base64) with the credential at its conformance level, with a
+    visible stamp unless ``stamp.visible`` is false; authorised by a SAD for the documents'
+    SHA-256 digests, or by ``authData`` (PIN and OTP) for applications allowed one-call signing.
+    With ``operationMode`` "A" the answer is a ``responseID`` for signatures/signPolling."""
+    documents = _documents(context, request)  # a malformed request is refused now, not at the poll
+    if request.operationMode == "A":
+        return await start_operation(context, application,
+                                     lambda: sign_documents(context, application, request, documents),
+                                     keep_seconds(request.validity_period))
+    if request.validity_period is not None:
+        raise InvalidArgument('validity_period applies to operationMode "A" only', field="validity_period")
+    return await sign_documents(context, application, request, documents)
+
+
+def _timestamp_request(request: TimestampRequest) -> tsp.TimeStampReq:
+    """Raises: InvalidArgument: an unknown algorithm, a hash of the wrong size, a bad nonce."""
+    name = algos.DigestAlgorithmId.map(request.hashAlgorithmOID.strip())
+    if name not in TIMESTAMP_DIGESTS:
+        raise InvalidArgument("hashAlgorithmOID must be SHA-256, SHA-384 or SHA-512", field="hashAlgorithmOID")
+    digest = _base64("hash", request.hash, TIMESTAMP_DIGESTS[name])
+    if len(digest) != TIMESTAMP_DIGESTS[name]:
+        raise InvalidArgument(f"hash must be a {name.upper()} digest ({TIMESTAMP_DIGESTS[name]} bytes)", field="hash")
+    fields = {"version": "v1", "message_imprint": {"hash_algorithm": {"algorithm": name}, "hashed_message": digest},
+              "cert_req": True}
+    if request.nonce:
+        try:
+            fields["nonce"] = int(request.nonce, 16)
+        except ValueError:
+            raise InvalidArgument("nonce must be hexadecimal", field="nonce") from None
+    return tsp.TimeStampReq(fields)
+
+
+@router.post("/signatures/timestamp", summary="An RFC 3161 time-stamp token for a hash")
+async def timestamp(request: TimestampRequest, application: Application = Depends(calling_application),
+                    context: CscContext = Depends(csc_context)) -> dict:
+    """Answer ``timestamp``: a base64 RFC 3161 TimeStampToken of the server's TSA over ``hash``,
+    carrying ``nonce`` when given."""
+    query = _timestamp_request(request)
+    reply = await context.hsm.run(context.service.pades.tsa.respond_to, query)
+    if reply["status"]["status"].native != "granted":
+        texts = reply["status"]["status_string"].native or ["refused"]
+        raise InvalidArgument(f"the time-stamping authority refused: {'; '.join(texts)}")
+    return {"timestamp": base64.b64encode(reply["time_stamp_token"].dump()).decode("ascii")}
+
+
+@router.post("/signatures/signPolling", summary="The outcome of an asynchronous signHash or signDoc", responses={
+    200: {"description": "the answer signHash or signDoc would have given (or its error, with its status)"},
+    202: {"description": "not ready: the operation is running; poll again (Retry-After)"}})
+async def sign_polling(request: PollRequest, application: Application = Depends(calling_application),
+                       context: CscContext = Depends(csc_context)) -> Response:
+    """Answer the outcome of an operation this application started with ``operationMode`` "A":
+    the synchronous answer once done (or its error), else 202 with the ``responseID``."""
+    outcome = await poll_operation(context, application, request.responseID)
+    if outcome.answer is None:
+        return JSONResponse({"responseID": request.responseID}, status_code=202,
+                            headers={"Retry-After": str(POLL_AGAIN_SECONDS)})
+    return Response(outcome.answer, status_code=outcome.status_code, media_type="application/json")
+

@@ -1,0 +1,136 @@
+"""The one place where signserver errors become CSC error answers.
+
+CSC's shape is OAuth 2.0's: ``{"error": ..., "error_description": ...}`` with an HTTP status.
+The ``error`` codes are the ones the CSC API names; signserver's own stable reason, where the
+error carries one, travels beside them as ``error_reason``. Anything unexpected becomes a 500
+with a generic description: the traceback goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from email.utils import format_datetime
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from signserver import errors
+
+log = logging.getLogger(__name__)
+
+GENERIC_SERVER_ERROR = "internal error; the server's log has the details"
+# A busy server asks for a retry after this many seconds (HTTP Retry-After).
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class CscError:
+    status: int
+    error: str  # as the CSC API (and OAuth 2.0) names it
+
+
+# Looked up along each error's class hierarchy: the most specific entry wins.
+CSC_ERROR_BY_CLASS: dict[type[errors.SignServerError], CscError] = {
+    errors.InvalidArgument: CscError(400, "invalid_request"),
+    errors.ActivationRefused: CscError(400, "invalid_request"),  # CSC: "Invalid SAD"
+    errors.CredentialUnusable: CscError(400, "invalid_request"),
+    errors.CertificateRefused: CscError(400, "invalid_request"),
+    errors.AlreadyExists: CscError(400, "invalid_request"),
+    # The holder's factors (PIN, OTP) are request parameters in CSC, not the caller's token.
+    errors.AuthenticationFailed: CscError(400, "invalid_request"),
+    errors.Unauthenticated: CscError(401, "invalid_token"),
+    errors.PermissionDenied: CscError(403, "access_denied"),
+    errors.AccountLocked: CscError(403, "access_denied"),
+    errors.AccountDisabled: CscError(403, "access_denied"),
+    errors.NotFound: CscError(404, "invalid_request"),
+    errors.AuthenticationBusy: CscError(429, "too_many_requests"),
+    errors.ServerBusy: CscError(429, "too_many_requests"),
+    errors.TokenNotFound: CscError(503, "temporarily_unavailable"),  # the server's own token is missing
+    errors.HsmUnavailable: CscError(503, "temporarily_unavailable"),
+    errors.HsmLoginFailed: CscError(503, "temporarily_unavailable"),
+    errors.HsmPinLocked: CscError(503, "temporarily_unavailable"),
+    errors.StoreUnavailable: CscError(503, "temporarily_unavailable"),
+    errors.UpstreamUnavailable: CscError(503, "temporarily_unavailable"),
+    errors.HsmError: CscError(500, "server_error"),
+    errors.DataCorrupted: CscError(500, "server_error"),
+    errors.ConfigurationError: CscError(500, "server_error"),
+    errors.SignServerError: CscError(500, "server_error"),
+}
+MAX_DESCRIPTION_CHARACTERS = 1000  # a message quoting the caller's input stays readable
+
+
+def csc_error_for(error: errors.SignServerError) -> CscError:
+    """The CSC status and code for a signserver error."""
+    for cls in type(error).__mro__:
+        if cls in CSC_ERROR_BY_CLASS:
+            return CSC_ERROR_BY_CLASS[cls]
+    return CscError(500, "server_error")
+
+
+def error_response(status: int, error: str, description: str, reason: str | None = None,
+                   headers: dict[str, str] | None = None, **extra) -> JSONResponse:
+    """A CSC error answer."""
+    body = {"error": error, "error_description": description[:MAX_DESCRIPTION_CHARACTERS]}
+    if reason:
+        body["error_reason"] = reason
+    body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def signserver_error_response(error: errors.SignServerError) -> JSONResponse:
+    """The CSC answer for a signserver error: its status, CSC code, message and stable reason."""
+    mapped = csc_error_for(error)
+    headers: dict[str, str] = {}
+    extra = {}
+    if mapped.status == 500:
+        log.error("CSC request failed: %s", error, exc_info=error)
+        description = GENERIC_SERVER_ERROR
+    else:
+        description = str(error)
+    if mapped.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    if mapped.status in (429, 503):
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if isinstance(error, errors.AccountLocked):
+        extra["locked_until"] = error.until.isoformat(timespec="seconds")
+        headers["Retry-After"] = format_datetime(error.until, usegmt=True)  # an HTTP-date: no clock needed here
+    return error_response(mapped.status, mapped.error, description, getattr(error, "reason", None),
+                          headers or None, **extra)
+
+
+async def _on_signserver_error(request: Request, error: errors.SignServerError) -> JSONResponse:
+    return signserver_error_response(error)
+
+
+async def _on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    # FastAPI answers 422 with its own shape; CSC speaks of invalid_request and 400.
+    problems = []
+    for problem in error.errors()[:5]:
+        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
+        problems.append(f"{where or 'the request'}: {problem.get('msg', 'is not valid')}")
+    return error_response(400, "invalid_request", "; ".join(problems) or "the request is not valid",
+                          getattr(errors.InvalidArgument, "reason", None))
+
+
+async def _on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    code = {401: "invalid_token", 403: "access_denied", 404: "invalid_request",
+            405: "invalid_request"}.get(error.status_code, "invalid_request" if error.status_code < 500 else "server_error")
+    description = error.detail if isinstance(error.detail, str) else "the request is not valid"
+    return error_response(error.status_code, code, description, headers=getattr(error, "headers", None))
+
+
+async def _on_unexpected(request: Request, error: Exception) -> JSONResponse:
+    log.exception("CSC request %s failed unexpectedly", request.url.path, exc_info=error)
+    return error_response(500, "server_error", GENERIC_SERVER_ERROR)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the mapping on ``app``: signserver errors, FastAPI's validation errors (400,
+    never 422), HTTP errors (unknown paths, methods) and anything unexpected (500)."""
+    app.add_exception_handler(errors.SignServerError, _on_signserver_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,50 @@
+"""The CSC front's bound on request bodies: a client cannot make a worker hold more than one
+document's worth of JSON for a request."""
+
+from __future__ import annotations
+
+import json
+
+from signserver.errors import InvalidArgument
+
+# JSON around the base64 documents of a signDoc request (base64 is 4/3 of the bytes).
+ENVELOPE_BYTES = 1024 * 1024
+
+
+def body_limit(max_document_mb: int) -> int:
+    """The largest request body: one largest document, in base64, and its JSON."""
+    return max_document_mb * 1024 * 1024 * 4 // 3 + ENVELOPE_BYTES
+
+
+class BodyLimit:
+    """ASGI middleware: a declared Content-Length over the limit is answered 413 at once; a body
+    that grows past it while read (chunked) fails the request with InvalidArgument (400)."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            body = json.dumps({"error": "invalid_request",
+                               "error_description": f"the request body exceeds {self.limit} bytes"}).encode()
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise InvalidArgument(f"the request body exceeds {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,88 @@
+"""signatures/signHash (CSC API v2; the v1 shape in v1.py): spend a SAD on the hashes it was
+issued for, and sign them in the HSM."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import Field
+
+from signserver.accounts.model import Application
+from signserver.errors import InvalidArgument
+from signserver.hsm.algorithms import SignatureAlgorithm
+from signserver.http.csc import algorithms
+from signserver.http.csc.auth import calling_application
+from signserver.http.csc.context import CscContext, csc_context
+from signserver.http.csc.credentials import MAX_ID, CscRequest, b64, decode_hashes
+from signserver.http.csc.operations import keep_seconds, start_operation
+from signserver.secret import Secret
+
+router = APIRouter(tags=["signatures"])
+
+# A signHash of this many hashes is short enough (about 2 ms with RSA-2048) to run on the event
+# loop when the HSM is free, as gRPC's SignHash does (see BlockingCalls.run_short).
+SHORT_CALL_DIGESTS = 4
+
+
+class SignHashRequest(CscRequest):
+    credentialID: str = Field(min_length=1, max_length=MAX_ID)
+    SAD: str = Field(min_length=1, max_length=512)
+    hashes: list[str]
+    hashAlgorithmOID: str | None = Field(default=None, max_length=64)
+    signAlgo: str = Field(min_length=1, max_length=64)
+    signAlgoParams: str | None = Field(default=None, max_length=1024)
+    operationMode: Literal["S", "A"] = "S"
+    validity_period: int | None = Field(default=None, ge=1)
+    response_uri: str | None = None
+    clientData: str | None = None
+
+
+def sign_algo_params(value: str | None) -> bytes | None:
+    """Raises: InvalidArgument: not base64."""
+    if not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument("signAlgoParams is not base64") from None
+
+
+async def sign_hashes(context: CscContext, application: Application, credential_id: str, sad: str,
+                      algorithm: SignatureAlgorithm, digests: list[bytes]) -> list[str]:
+    """Spend the SAD on the digests and sign them; the signatures in base64, in order.
+
+    Raises: InvalidArgument, UnsupportedAlgorithm, ActivationRefused, NotFound,
+        CredentialUnusable, HsmError (see HashSigner.sign_hashes).
+    """
+    run = context.hsm.run_short if len(digests) <= SHORT_CALL_DIGESTS else context.hsm.run
+    signatures = await run(context.service.signer.sign_hashes, application, credential_id=credential_id,
+                           token=Secret(sad), algorithm=algorithm, digests=digests)
+    return [b64(s) for s in signatures]
+
+
+@router.post("/signatures/signHash", summary="Sign hashes with a credential and its SAD")
+async def sign_hash(body: SignHashRequest, application: Application = Depends(calling_application),
+                    context: CscContext = Depends(csc_context)) -> dict:
+    """signAlgo (with hashAlgorithmOID where it names only the key's algorithm, and
+    signAlgoParams for RSASSA-PSS) chooses the signature algorithm; the SAD must have been issued
+    for this credential, this application and these hashes, each signed once. With
+    ``operationMode`` "A" the answer is a ``responseID`` for signatures/signPolling.
+
+    Raises: as :func:`sign_hashes`.
+    """
+    digests = decode_hashes(body.hashes, "hashes", context.service.signer.max_signatures)
+    algorithm = algorithms.signature_algorithm(body.signAlgo, body.hashAlgorithmOID,
+                                               sign_algo_params(body.signAlgoParams))
+
+    async def signed() -> dict:
+        return {"signatures": await sign_hashes(context, application, body.credentialID, body.SAD, algorithm,
+                                                digests)}
+
+    if body.operationMode == "A":
+        return await start_operation(context, application, signed, keep_seconds(body.validity_period))
+    if body.validity_period is not None:
+        raise InvalidArgument('validity_period applies to operationMode "A" only')
+    return await signed()

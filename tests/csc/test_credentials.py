@@ -1,0 +1,138 @@
+"""credentials/list, /info, /authorize and /extendTransaction against the CSC v2 shapes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from cryptography import x509
+
+from tests.csc.conftest import b64, basic
+
+
+def login(csc_server, application, api_key) -> dict[str, str]:
+    with csc_server.client() as client:
+        token = client.post("/csc/v2/auth/login", headers=basic(application.name, api_key)).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def authorize_body(holder, digests, **changes):
+    body = {"credentialID": holder.credential_id, "numSignatures": len(digests), "hashes": [b64(d) for d in digests],
+            "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1",
+            "authData": [{"id": "PIN", "value": holder.password}, {"id": "OTP", "value": holder.otp()}]}
+    body.update(changes)
+    return body
+
+
+def test_list_with_certificates_for_an_application_whose_policy_names_the_account(csc_server, csc_service, holder):
+    application, api_key = csc_service.applications.create(f"named-{holder.username}",
+                                                           accounts_served=(holder.username,))
+    with csc_server.client(headers=login(csc_server, application, api_key)) as client:
+        answer = client.post("/csc/v2/credentials/list", json={
+            "userID": holder.username, "credentialInfo": True, "certificates": "chain", "certInfo": True,
+            "authInfo": True})
+        plain = client.post("/csc/v2/credentials/list", json={"userID": holder.username})
+    assert answer.status_code == 200, answer.text
+    listed = answer.json()
+    assert listed["credentialIDs"] == [holder.credential_id]
+    info = next(i for i in listed["credentialInfos"] if i["credentialID"] == holder.credential_id)
+    assert len(info["cert"]["certificates"]) == 3 and info["cert"]["status"] == "valid"
+    assert info["auth"]["mode"] == "explicit"
+    assert plain.json() == {"credentialIDs": listed["credentialIDs"], "onlyValid": False}
+    assert "credentialInfos" not in plain.json()
+
+
+def test_list_refuses_an_account_the_policy_does_not_name_and_needs_a_user(csc_client, holder):
+    refused = csc_client.post("/csc/v2/credentials/list", json={"userID": holder.username})
+    assert refused.status_code == 403 and refused.json()["error"] == "access_denied"
+    unknown = csc_client.post("/csc/v2/credentials/list", json={"userID": "nobody-at-all"})
+    assert unknown.json()["error_description"] == refused.json()["error_description"]  # existence is not told
+    missing = csc_client.post("/csc/v2/credentials/list", json={})
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+
+
+def test_info_has_the_key_the_chain_and_the_authorisation(csc_client, csc_service, holder):
+    answer = csc_client.post("/csc/v2/credentials/info", json={
+        "credentialID": holder.credential_id, "certificates": "chain", "certInfo": True, "authInfo": True})
+    assert answer.status_code == 200, answer.text
+    info = answer.json()
+    assert info["key"] == {"status": "enabled", "len": 256, "curve": "1.2.840.10045.3.1.7",
+                           "algo": ["1.2.840.10045.2.1", "1.2.840.10045.4.3.2", "1.2.840.10045.4.3.3",
+                                    "1.2.840.10045.4.3.4"]}
+    chain = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in info["cert"]["certificates"]]
+    assert chain == [holder.certificate, *csc_service.ca.chain()]
+    assert info["cert"]["serialNumber"] == format(holder.certificate.serial_number, "x")
+    assert info["cert"]["issuerDN"] == holder.certificate.issuer.rfc4514_string()
+    assert info["cert"]["validFrom"].endswith("Z") and len(info["cert"]["validTo"]) == 15
+    assert info["cert"]["status"] == "valid"
+    assert info["SCAL"] == "2" and info["multisign"] == csc_service.config.authorization.max_signatures
+    assert info["auth"]["mode"] == "explicit"
+    assert [o["id"] for o in info["auth"]["objects"]] == ["PIN", "OTP"]
+    single = csc_client.post("/csc/v2/credentials/info", json={"credentialID": holder.credential_id}).json()
+    assert len(single["cert"]["certificates"]) == 1 and "auth" not in single and "serialNumber" not in single["cert"]
+
+
+def test_info_errors_have_the_csc_shape(csc_client):
+    unknown = csc_client.post("/csc/v2/credentials/info", json={"credentialID": "no-such-credential"})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "invalid_request" and "no-such-credential" in unknown.json()["error_description"]
+    missing = csc_client.post("/csc/v2/credentials/info", json={})
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+    assert "credentialID" in missing.json()["error_description"]
+    wrong = csc_client.post("/csc/v2/credentials/info", json={"credentialID": "x", "certificates": "all"})
+    assert wrong.status_code == 400
+    not_json = csc_client.post("/csc/v2/credentials/info", content=b"{not json",
+                               headers={"content-type": "application/json"})
+    assert not_json.status_code == 400 and not_json.json()["error"] == "invalid_request"
+    no_path = csc_client.post("/csc/v2/credentials/nothing", json={})
+    assert no_path.status_code == 404 and set(no_path.json()) >= {"error", "error_description"}
+
+
+def test_authorize_gives_a_sad_for_the_hashes(csc_client, csc_service, holder):
+    digests = [hashlib.sha256(f"page {i}".encode()).digest() for i in range(3)]
+    answer = csc_client.post("/csc/v2/credentials/authorize", json=authorize_body(holder, digests))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) == {"SAD", "expiresIn"}
+    assert 0 < body["expiresIn"] <= csc_service.config.authorization.token_lifetime_seconds
+
+
+def test_wrong_factors_unknown_and_others_credentials_are_refused_alike(csc_server, csc_client, csc_service,
+                                                                        holder, csc_clock):
+    from tests.csc.conftest import certified_holder
+
+    digest = [hashlib.sha256(b"x").digest()]
+    wrong_pin = csc_client.post("/csc/v2/credentials/authorize", json=authorize_body(
+        holder, digest, authData=[{"id": "PIN", "value": "wrong-Password-1"}, {"id": "OTP", "value": holder.otp()}]))
+    unknown = csc_client.post("/csc/v2/credentials/authorize",
+                              json=authorize_body(holder, digest, credentialID="no-such-credential"))
+    other = certified_holder(csc_service, csc_clock)
+    narrow, api_key = csc_service.applications.create(f"narrow-{holder.username}", accounts_served=(holder.username,))
+    with csc_server.client(headers=login(csc_server, narrow, api_key)) as narrow_client:
+        others = narrow_client.post("/csc/v2/credentials/authorize", json=authorize_body(other, digest))
+    for answer in (wrong_pin, unknown, others):
+        assert answer.status_code == 400, answer.text
+    assert wrong_pin.json() == unknown.json() == others.json()
+    assert wrong_pin.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"numSignatures": 2}, "numSignatures"),
+    ({"hashes": ["not base64!"]}, "base64"),
+    ({"hashes": []}, "hashes"),
+    ({"hashAlgorithmOID": "1.2.3"}, "hashAlgorithmOID"),
+    ({"authData": [{"id": "OTP", "value": "123456"}]}, "PIN"),
+])
+def test_authorize_refuses_malformed_requests(csc_client, holder, change, words):
+    body = authorize_body(holder, [hashlib.sha256(b"x").digest()], **change)
+    answer = csc_client.post("/csc/v2/credentials/authorize", json=body)
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
+    assert words in answer.json()["error_description"]
+
+
+def test_extend_transaction_is_refused_as_the_spec_allows(csc_client, holder):
+    answer = csc_client.post("/csc/v2/credentials/extendTransaction",
+                             json={"credentialID": holder.credential_id, "SAD": "anything"})
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
+    assert "authorize again" in answer.json()["error_description"]

@@ -1,0 +1,204 @@
+"""signatures/signDoc and signatures/timestamp over real HTTPS, on the real token."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import secrets
+import subprocess
+
+import pytest
+from asn1crypto import cms, tsp
+from asn1crypto import x509 as asn1_x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation.generic_cms import validate_tst_signed_data
+from pyhanko_certvalidator import ValidationContext
+
+from signserver.errors import AuthenticationFailed
+from signserver.hsm.algorithms import HashAlgorithm
+from signserver.pades.sample import sample_pdf
+from signserver.secret import Secret
+from tests.conftest import have
+from tests.csc.conftest import b64, basic
+
+SIGN_DOC = "/csc/v2/signatures/signDoc"
+
+
+def sad_for(service, application, holder, *documents: bytes) -> str:
+    """A SAD for the SHA-256 of each document, as credentials/authorize issues it."""
+    digests = [hashlib.sha256(d).digest() for d in documents]
+    return service.authorize_credential(application, holder.credential_id, Secret(holder.password), holder.otp(),
+                                        HashAlgorithm.SHA256, digests).token
+
+
+def document(content: bytes, level: str = "Ades-B-B", **stamp) -> dict:
+    entry = {"document": b64(content), "signature_format": "P", "conformance_level": level}
+    if stamp:
+        entry["stamp"] = stamp
+    return entry
+
+
+def signed_pdf(answer) -> bytes:
+    assert answer.status_code == 200, answer.text
+    [signed] = answer.json()["DocumentWithSignature"]
+    return base64.b64decode(signed)
+
+
+def assert_valid(service, signed: bytes, level: str, tmp_path) -> None:
+    """pyHanko's validator (the service's verification) and poppler's pdfsig accept it."""
+    [report] = service.pades.verify_pdf(io.BytesIO(signed)).signatures
+    assert report.intact and report.valid and report.trusted, report.summary
+    assert report.level == level
+    if have("pdfsig"):
+        path = tmp_path / "signed.pdf"
+        path.write_bytes(signed)
+        out = subprocess.run(["pdfsig", str(path)], capture_output=True, text=True, timeout=60).stdout
+        assert "Signature is Valid." in out, out
+
+
+def stamp_rect(signed: bytes) -> list[float]:
+    [signature] = PdfFileReader(io.BytesIO(signed)).embedded_signatures
+    return [float(v) for v in signature.sig_field["/Rect"]]
+
+
+def assert_csc_error(answer, status: int, error: str) -> None:
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert body["error"] == error and body["error_description"], body
+
+
+def test_sign_doc_at_b_b_with_a_sad_gives_a_valid_pdf_with_the_stamp_asked(csc_client, csc_service, csc_application,
+                                                                          holder, tmp_path):
+    pdf = sample_pdf(2)
+    sad = sad_for(csc_service, csc_application[0], holder, pdf)
+    answer = csc_client.post(SIGN_DOC, json={
+        "credentialID": holder.credential_id, "SAD": sad,
+        "documents": [document(pdf, "Ades-B-B", reason="Approved", page=1, box=[40, 40, 300, 120])]})
+    signed = signed_pdf(answer)
+    assert signed.startswith(pdf[:8]) and len(signed) > len(pdf)
+    assert_valid(csc_service, signed, "B-B", tmp_path)
+    assert stamp_rect(signed) == [40.0, 40.0, 300.0, 120.0]  # visible, where asked, on the first page
+    first_page = PdfFileReader(io.BytesIO(signed)).root["/Pages"]["/Kids"][0].get_object()
+    assert len(first_page.get("/Annots", [])) == 1
+
+
+def test_sign_doc_at_b_lt_with_auth_data_in_the_same_call(csc_client, csc_service, holder, tmp_path):
+    answer = csc_client.post(SIGN_DOC, json={
+        "credentialID": holder.credential_id,
+        "authData": [{"id": "PIN", "value": holder.password}, {"id": "OTP", "value": holder.otp()}],
+        "documents": [document(sample_pdf(1), "Ades-B-LT", visible=False)]})
+    signed = signed_pdf(answer)
+    assert_valid(csc_service, signed, "B-LT", tmp_path)
+    assert stamp_rect(signed) == [0.0, 0.0, 0.0, 0.0]  # invisible, as asked
+
+
+def test_a_sad_for_another_document_or_spent_is_refused(csc_client, csc_service, csc_application, holder):
+    pdf, other = sample_pdf(1), sample_pdf(3)
+    sad = sad_for(csc_service, csc_application[0], holder, pdf)
+    wrong = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                            "documents": [document(other)]})
+    assert_csc_error(wrong, 400, "invalid_request")
+    assert csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                           "documents": [document(pdf)]}).status_code == 200
+    reused = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                             "documents": [document(pdf)]})
+    assert_csc_error(reused, 400, "invalid_request")
+
+
+def test_a_wrong_password_is_refused_without_naming_the_factor(csc_client, holder):
+    answer = csc_client.post(SIGN_DOC, json={
+        "credentialID": holder.credential_id,
+        "authData": [{"id": "PIN", "value": holder.password + "x"}, {"id": "OTP", "value": holder.otp()}],
+        "documents": [document(sample_pdf(1))]})
+    assert_csc_error(answer, 400, "invalid_request")
+    assert answer.json()["error_description"] == str(AuthenticationFailed())  # the one message for every factor
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"signature_format": "C"}, "signature_format"),
+    ({"conformance_level": "Ades-B-XL"}, "conformance_level"),
+    ({"document": "not base64!"}, "document"),
+    ({"document": ""}, "document"),
+])
+def test_malformed_documents_are_refused_in_csc_shape(csc_client, holder, change, field):
+    entry = document(sample_pdf(1)) | change
+    answer = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": "x" * 43,
+                                             "documents": [entry]})
+    assert_csc_error(answer, 400, "invalid_request")
+    assert field in answer.json()["error_description"]
+
+
+def test_a_document_that_is_not_a_pdf_is_refused(csc_client, csc_service, csc_application, holder):
+    junk = b"%PDF-1.7 this is no PDF at all"
+    sad = sad_for(csc_service, csc_application[0], holder, junk)
+    answer = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                             "documents": [document(junk)]})
+    assert_csc_error(answer, 400, "invalid_request")
+
+
+def test_digests_instead_of_documents_and_no_authorisation_are_refused(csc_client, holder):
+    digests = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": "x",
+                                              "documentDigests": [{"hashes": [b64(bytes(32))]}]})
+    assert_csc_error(digests, 400, "invalid_request")
+    unauthorised = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id,
+                                                   "documents": [document(sample_pdf(1))]})
+    assert_csc_error(unauthorised, 400, "invalid_request")
+
+
+def _trust(service) -> ValidationContext:
+    issuing, root = service.ca.chain()
+    return ValidationContext(trust_roots=[asn1_x509.Certificate.load(root.public_bytes(Encoding.DER))],
+                             other_certs=[asn1_x509.Certificate.load(issuing.public_bytes(Encoding.DER))],
+                             allow_fetching=False)
+
+
+def test_timestamp_gives_a_token_over_the_hash_with_the_nonce(csc_client, csc_service):
+    digest = hashlib.sha256(b"a document's signature value").digest()
+    nonce = secrets.token_hex(8)
+    answer = csc_client.post("/csc/v2/signatures/timestamp", json={
+        "hash": b64(digest), "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1", "nonce": nonce})
+    assert answer.status_code == 200, answer.text
+    token = cms.ContentInfo.load(base64.b64decode(answer.json()["timestamp"]))
+    signed_data = token["content"]
+    info = signed_data["encap_content_info"]["content"].parsed
+    assert isinstance(info, tsp.TSTInfo)
+    assert info["message_imprint"]["hashed_message"].native == digest
+    assert info["nonce"].native == int(nonce, 16)
+    status = asyncio.run(validate_tst_signed_data(signed_data, _trust(csc_service), lambda algorithm: digest))
+    assert status["intact"] and status["valid"] and status["trust_problem_indic"] is None, status
+
+
+@pytest.mark.parametrize("request_body", [
+    {"hash": b64(bytes(20)), "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1"},  # a SHA-1 size digest
+    {"hash": b64(bytes(20)), "hashAlgorithmOID": "1.3.14.3.2.26"},  # SHA-1
+    {"hash": b64(bytes(32)), "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1", "nonce": "not hex"},
+    {"hash": "%%%", "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1"},
+])
+def test_timestamp_refuses_malformed_requests_in_csc_shape(csc_client, request_body):
+    assert_csc_error(csc_client.post("/csc/v2/signatures/timestamp", json=request_body), 400, "invalid_request")
+
+
+def test_a_sign_algo_of_another_key_family_is_refused_before_the_sad_is_spent(csc_client, csc_service,
+                                                                              csc_application, holder):
+    pdf = sample_pdf(1)
+    sad = sad_for(csc_service, csc_application[0], holder, pdf)
+    rsa = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                          "documents": [document(pdf) | {"signAlgo": "1.2.840.113549.1.1.11"}]})
+    assert_csc_error(rsa, 400, "invalid_request")
+    ecdsa = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                            "documents": [document(pdf) | {"signAlgo": "1.2.840.10045.4.3.2"}]})
+    assert ecdsa.status_code == 200, ecdsa.text
+
+
+def test_auth_data_is_refused_to_an_application_limited_to_the_two_step_flow(csc_server, csc_service, holder):
+    application, api_key = csc_service.applications.create("csc-two-step", one_call_signing=False)
+    with csc_server.client() as client:
+        token = client.post("/csc/v2/auth/login", headers=basic(application.name, api_key)).json()["access_token"]
+        answer = client.post(SIGN_DOC, headers={"Authorization": f"Bearer {token}"}, json={
+            "credentialID": holder.credential_id,
+            "authData": [{"id": "PIN", "value": holder.password}, {"id": "OTP", "value": holder.otp()}],
+            "documents": [document(sample_pdf(1))]})
+    assert_csc_error(answer, 403, "access_denied")

@@ -1,0 +1,68 @@
+"""The one mapping from signserver's errors to CSC's error answers, and the body bound."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from signserver import errors
+from signserver.http.csc.errors import GENERIC_SERVER_ERROR, signserver_error_response
+
+
+def body_of(response) -> dict:
+    return json.loads(response.body)
+
+
+def test_busy_answers_429_with_retry_after():
+    for error in (errors.ServerBusy("the server is busy"), errors.AuthenticationBusy("busy")):
+        response = signserver_error_response(error)
+        assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+        assert body_of(response)["error"] == "too_many_requests"
+
+
+def test_unavailable_answers_503_and_faults_500_with_a_generic_description():
+    unavailable = signserver_error_response(errors.HsmUnavailable("the token does not answer"))
+    assert unavailable.status_code == 503 and "retry-after" in unavailable.headers
+    fault = signserver_error_response(errors.HsmOperationFailed("CKR_GENERAL_ERROR at slot 3"))
+    assert fault.status_code == 500
+    assert body_of(fault)["error"] == "server_error" and body_of(fault)["error_description"] == GENERIC_SERVER_ERROR
+    assert "CKR" not in fault.body.decode()
+    assert body_of(fault)["error_reason"] == errors.HsmOperationFailed.reason  # the stable reason travels beside
+
+
+def test_a_lock_says_until_when():
+    until = datetime.datetime(2026, 12, 1, 10, 30, tzinfo=datetime.timezone.utc)
+    response = signserver_error_response(errors.AccountLocked(until))
+    assert response.status_code == 403 and body_of(response)["error"] == "access_denied"
+    assert body_of(response)["locked_until"] == "2026-12-01T10:30:00+00:00"
+    assert response.headers["retry-after"] == "Tue, 01 Dec 2026 10:30:00 GMT"
+
+
+def test_a_body_over_the_bound_is_refused_before_it_is_read(csc_server, csc_service):
+    import socket
+    import ssl
+
+    from signserver.http.csc.limits import body_limit
+
+    limit = body_limit(csc_service.config.pades.max_document_mb)
+    trust = ssl.create_default_context(cafile=str(csc_server.tls.cert_file))
+    with socket.create_connection(("127.0.0.1", csc_server.port), timeout=30) as raw, \
+            trust.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        # Only the head: the server answers without waiting for the body it declares.
+        tls.sendall(f"POST /csc/v2/credentials/info HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {limit + 1}\r\n\r\n".encode())
+        answer = b""
+        while b"}" not in answer:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b'"invalid_request"' in answer
+
+
+def test_openapi_document_describes_the_endpoints(csc_server):
+    with csc_server.client() as client:
+        document = client.get("/csc/v2/openapi.json").json()
+    assert {"/csc/v2/credentials/authorize", "/csc/v2/signatures/signHash", "/oauth2/token",
+            "/csc/v1/credentials/info"} <= set(document["paths"])
