@@ -38,6 +38,41 @@ def test_a_lock_says_until_when():
     assert response.headers["retry-after"] == "Tue, 01 Dec 2026 10:30:00 GMT"
 
 
+def _declared_body_answer(csc_server, path: str, length: int) -> bytes:
+    import socket
+    import ssl
+
+    trust = ssl.create_default_context(cafile=str(csc_server.tls.cert_file))
+    with socket.create_connection(("127.0.0.1", csc_server.port), timeout=30) as raw, \
+            trust.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n".encode())
+        answer = b""
+        while b"}" not in answer:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+def test_only_sign_doc_takes_a_document_sized_body(csc_server, csc_service):
+    """A caller who has not logged in cannot make a worker read a document-sized body but where
+    documents go."""
+    from signserver.http.csc.limits import SMALL_BODY_BYTES, body_limit
+
+    assert body_limit(csc_service.config.pades.max_document_mb) > 10 * SMALL_BODY_BYTES
+    for path in ("/csc/v2/info", "/csc/v2/auth/login", "/csc/v2/signatures/signHash", "/csc/v1/signatures/signHash"):
+        assert _declared_body_answer(csc_server, path, SMALL_BODY_BYTES + 1).startswith(b"HTTP/1.1 413"), path
+
+
+def test_a_validity_period_of_any_size_is_refused_or_bounded_never_a_fault():
+    from signserver.http.csc.operations import RESULT_SECONDS, keep_seconds
+
+    assert keep_seconds(10 ** 400) == RESULT_SECONDS
+    assert keep_seconds(1) == 1 and keep_seconds(1001) == 2
+
+
 def test_a_body_over_the_bound_is_refused_before_it_is_read(csc_server, csc_service):
     import socket
     import ssl

@@ -11,14 +11,22 @@ from signserver.errors import InvalidArgument
 ENVELOPE_BYTES = 1024 * 1024
 
 
+# Every request but signDoc: hashes, ids and factors (the largest, an authorize of the most hashes
+# a SAD may cover, is tens of kilobytes). FastAPI reads and parses a body before the endpoint's
+# authentication runs, so the bound is what a caller who has not logged in can make a worker hold.
+SMALL_BODY_BYTES = 1024 * 1024
+DOCUMENT_PATHS = ("/csc/v2/signatures/signDoc",)
+
+
 def body_limit(max_document_mb: int) -> int:
-    """The largest request body: one largest document, in base64, and its JSON."""
+    """The largest request body of signDoc: one largest document, in base64, and its JSON."""
     return max_document_mb * 1024 * 1024 * 4 // 3 + ENVELOPE_BYTES
 
 
 class BodyLimit:
-    """ASGI middleware: a declared Content-Length over the limit is answered 413 at once; a body
-    that grows past it while read (chunked) fails the request with InvalidArgument (400)."""
+    """ASGI middleware: a declared Content-Length over the limit (``limit`` for signDoc,
+    SMALL_BODY_BYTES for the rest) is answered 413 at once; a body that grows past it while read
+    (chunked) fails the request with InvalidArgument (400)."""
 
     def __init__(self, app, limit: int):
         self.app = app
@@ -27,10 +35,11 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.limit if scope.get("path") in DOCUMENT_PATHS else min(self.limit, SMALL_BODY_BYTES)
         declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             body = json.dumps({"error": "invalid_request",
-                               "error_description": f"the request body exceeds {self.limit} bytes"}).encode()
+                               "error_description": f"the request body exceeds {limit} bytes"}).encode()
             await send({"type": "http.response.start", "status": 413,
                         "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
                                     (b"content-length", str(len(body)).encode())]})
@@ -43,8 +52,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise InvalidArgument(f"the request body exceeds {self.limit} bytes")
+                if received > limit:
+                    raise InvalidArgument(f"the request body exceeds {limit} bytes")
             return message
 
         await self.app(scope, limited_receive, send)

@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import math
 import secrets
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -117,7 +116,7 @@ def keep_seconds(validity_period_ms: int | None) -> int:
         return RESULT_SECONDS
     if validity_period_ms <= 0:
         raise errors.InvalidArgument("validity_period must be a positive number of milliseconds")
-    return min(RESULT_SECONDS, math.ceil(validity_period_ms / 1000))
+    return min(RESULT_SECONDS, -(-validity_period_ms // 1000))  # integers: any size is bounded, never overflows
 
 
 def operation_store(context: CscContext) -> OperationStore:
