@@ -134,14 +134,9 @@ def main() -> None:
     import argparse
     import shutil
 
-    from benchmarks.grpc_signing import PASSWORD, ServerProcess
+    from benchmarks.grpc_signing import served_holder
     from benchmarks.harness import fresh_state_dir, markdown_table
-    from signserver.accounts.manager import Enrolment
-    from signserver.accounts.model import AccountKind
-    from signserver.ca.authority import CertificateRequest
     from signserver.config import load_config
-    from signserver.hsm.algorithms import KeyAlgorithm
-    from signserver.secret import Secret
     from signserver.service import SignService
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.csc_signing")
@@ -153,15 +148,7 @@ def main() -> None:
     server = None
     try:
         service.prepare_database()
-        created = service.accounts.create(
-            Enrolment("bench-holder", "Bench Holder", ("bench@example.mo",), kind=AccountKind.CORPORATE,
-                      organisation="Bench Lda", key_algorithm=KeyAlgorithm.RSA_2048),
-            Secret(PASSWORD), operator="benchmark")
-        service.applications.create("bench-app", otp_required=False)
-        server = ServerProcess(state, service)
-        service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "benchmark")
-        target = Target(f"localhost:{server.port}", server.pem, created.account.username, PASSWORD,
-                        created.credential.id, server.workers)
+        server, target = served_holder(service, state)
         rows = []
         for grpc_result, csc_result in run(target, server.csc_url, args.seconds):
             ratio = csc_result.per_second / grpc_result.per_second

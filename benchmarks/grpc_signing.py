@@ -90,19 +90,29 @@ class ServerProcess:
         self.log.close()
 
 
-def run(service: SignService, state: Path, seconds: float) -> tuple[list, list, tuple]:
-    """Authorize and SignHash figures under load, SignPdf latencies, and the 100 MB document,
-    against one `signserver serve` (one worker per CPU)."""
+def served_holder(service: SignService, state: Path, holder_name: str = "Bench Holder") -> tuple[ServerProcess, load.Target]:
+    """An RSA-2048 holder with a certificate, the application "bench-app", and `signserver serve`
+    for them; the caller stops the server."""
     created = service.accounts.create(
-        Enrolment("bench-holder", "翁心 Bench Holder", ("bench@example.mo",), kind=AccountKind.CORPORATE,
+        Enrolment("bench-holder", holder_name, ("bench@example.mo",), kind=AccountKind.CORPORATE,
                   organisation="Bench Lda", key_algorithm=KeyAlgorithm.RSA_2048),
         Secret(PASSWORD), operator="benchmark")
     service.applications.create("bench-app", otp_required=False)  # its certificate comes with the server
     server = ServerProcess(state, service)
     try:
         service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "benchmark")
-        target = load.Target(f"localhost:{server.port}", server.pem, created.account.username, PASSWORD,
-                             created.credential.id, server.workers)
+    except BaseException:
+        server.stop()
+        raise
+    return server, load.Target(f"localhost:{server.port}", server.pem, created.account.username, PASSWORD,
+                               created.credential.id, server.workers)
+
+
+def run(service: SignService, state: Path, seconds: float) -> tuple[list, list, list, tuple]:
+    """Authorize and SignHash figures under load, CSC beside gRPC, SignPdf latencies, and the
+    100 MB document, against one `signserver serve` (one worker per CPU)."""
+    server, target = served_holder(service, state, "翁心 Bench Holder")
+    try:
         figures = [load.run_load("Authorize (no OTP), concurrency 8", target, load.authorizer, 8, seconds)]
         for batch in (1, 10, 50):
             for concurrency in (1, 8, 32):
@@ -111,8 +121,8 @@ def run(service: SignService, state: Path, seconds: float) -> tuple[list, list, 
         csc = csc_signing.run(target, server.csc_url, seconds)
         documents = pdf_signing.sign_pdf_rates(target, seconds)
         with server.channel() as channel:
-            large = pdf_signing.large_document_memory(channel, created.account.username, PASSWORD,
-                                                      created.credential.id, server.process.pid)
+            large = pdf_signing.large_document_memory(channel, target.account, PASSWORD, target.credential,
+                                                      server.process.pid)
         workers = server.worker_rss_mb()
         return figures, csc, documents, (*large, workers)
     finally:

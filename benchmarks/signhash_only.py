@@ -21,15 +21,11 @@ from pathlib import Path
 import pkcs11
 
 from benchmarks import load
-from benchmarks.grpc_signing import PASSWORD, ServerProcess
+from benchmarks.grpc_signing import served_holder
 from benchmarks.harness import fresh_state_dir, measure
-from signserver.accounts.manager import Enrolment
-from signserver.accounts.model import AccountKind
-from signserver.ca.authority import CertificateRequest
 from signserver.config import load_config
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.module import pkcs11_lock
-from signserver.secret import Secret
 from signserver.service import SignService
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -169,15 +165,7 @@ def main() -> None:
     server = None
     try:
         service.prepare_database()
-        created = service.accounts.create(
-            Enrolment("bench-holder", "Bench Holder", ("bench@example.mo",), kind=AccountKind.CORPORATE,
-                      organisation="Bench Lda", key_algorithm=KeyAlgorithm.RSA_2048),
-            Secret(PASSWORD), operator="benchmark")
-        service.applications.create("bench-app", otp_required=False)
-        server = ServerProcess(state, service)
-        service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "benchmark")
-        target = load.Target(f"localhost:{server.port}", server.pem, created.account.username, PASSWORD,
-                             created.credential.id, server.workers)
+        server, target = served_holder(service, state)
         if os.environ.get("PERF_PROFILE_LOOP"):
             print(run_load(target, server.process.pid, 8, 22))
             return

@@ -74,24 +74,11 @@ def test_a_validity_period_of_any_size_is_refused_or_bounded_never_a_fault():
 
 
 def test_a_body_over_the_bound_is_refused_before_it_is_read(csc_server, csc_service):
-    import socket
-    import ssl
-
     from signserver.http.csc.limits import body_limit
 
     limit = body_limit(csc_service.config.pades.max_document_mb)
-    trust = ssl.create_default_context(cafile=str(csc_server.tls.cert_file))
-    with socket.create_connection(("127.0.0.1", csc_server.port), timeout=30) as raw, \
-            trust.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-        # Only the head: the server answers without waiting for the body it declares.
-        tls.sendall(f"POST /csc/v2/credentials/info HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {limit + 1}\r\n\r\n".encode())
-        answer = b""
-        while b"}" not in answer:
-            chunk = tls.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
+    # Only the head: the server answers without waiting for the body it declares.
+    answer = _declared_body_answer(csc_server, "/csc/v2/credentials/info", limit + 1)
     assert answer.startswith(b"HTTP/1.1 413"), answer
     assert b'"invalid_request"' in answer
 
