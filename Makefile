@@ -1,5 +1,6 @@
 # Two commands: `make run` starts the server on embedded defaults, `make test` runs the tests
-# (on SoftHSM, then the HSM layer and an end-to-end flow on openCryptoki: `make test-opencryptoki`).
+# (on SoftHSM and SQLite, then the database's part on PostgreSQL: `make test-postgresql`, then the
+# HSM layer and an end-to-end flow on openCryptoki: `make test-opencryptoki`).
 # Both install what they need and are quick the second time.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -9,7 +10,13 @@ STATE_DIR ?= var
 PROTOS := $(wildcard proto/signserver/v1/*.proto)
 GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: run test test-opencryptoki bench demo system-packages install proto clean
+# The tests whose subject is the store, run again on PostgreSQL. The whole suite passes there too
+# (SIGNSERVER_TEST_STORE=postgresql pytest), but it would take as long again as on SQLite.
+POSTGRESQL_TESTS ?= tests/store tests/accounts tests/signing tests/audit tests/ca tests/notify tests/csc \
+	tests/grpc_api/test_workers.py tests/grpc_api/test_package_workers.py tests/grpc_api/test_signing_api.py \
+	tests/pades/test_prepared_documents.py tests/cluster
+
+.PHONY: run test test-postgresql test-opencryptoki cluster bench demo system-packages install proto clean
 
 run: install
 	./softhsm-setup/softhsm-setup "$(STATE_DIR)"
@@ -18,9 +25,29 @@ run: install
 demo: install
 	STATE_DIR="$(STATE_DIR)" ./examples/demo.sh
 
+# Several nodes on one machine (README, "Several nodes"): PostgreSQL, two nodes on one SoftHSM
+# token directory and nginx balancing them, all in $(STATE_DIR)/cluster, made anew each time.
+# Prints the balancer's address; Ctrl-C stops everything.
+cluster: install
+	$(VENV_PY) scripts/cluster.py --folder "$(STATE_DIR)/cluster"
+
+# The PostgreSQL run goes beside the SQLite one (both wait on servers and child processes much of
+# the time, so together they take little longer than the SQLite run alone); its output, kept in
+# out/test-postgresql.log, is shown after the SQLite run's.
 test: install
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@mkdir -p out; rm -f out/test-postgresql.status; \
+	( $(MAKE) --no-print-directory test-postgresql > out/test-postgresql.log 2>&1; \
+	  echo $$? > out/test-postgresql.status ) & \
+	$(VENV)/bin/pytest $(PYTEST_ARGS); sqlite=$$?; wait; \
+	echo "== the store's tests on PostgreSQL (out/test-postgresql.log) =="; tail -n 40 out/test-postgresql.log; \
+	[ $$sqlite -eq 0 ] && [ "$$(cat out/test-postgresql.status)" = 0 ]
 	@$(MAKE) --no-print-directory test-opencryptoki
+
+# tests/conftest.py reads SIGNSERVER_TEST_STORE: it starts a throw-away PostgreSQL cluster for the
+# run (as an unprivileged user when run as root) and removes it afterwards. Tests about SQLite
+# itself (marked sqlite_only) ran in the SQLite run.
+test-postgresql: install
+	SIGNSERVER_TEST_STORE=postgresql $(VENV)/bin/pytest -m "not sqlite_only" $(POSTGRESQL_TESTS) $(PG_PYTEST_ARGS)
 
 # The HSM layer's tests and an end-to-end flow again, on openCryptoki's soft token (tests/conftest.py
 # reads SIGNSERVER_TEST_TOKEN). opencryptoki-setup erases and initialises the system's soft token

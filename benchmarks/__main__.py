@@ -5,6 +5,7 @@
 Every figure is measured in the same run and compared with the raw HSM rate measured first
 (python-pkcs11's sign on a key handle under the lock, one thread, one process): SignHash and
 Authorize against RSA-2048, documents against pyHanko's plain sign_pdf with a software key;
+SignHash on PostgreSQL against SQLite and through nginx against one node (benchmarks/store_signing.py);
 the holder-count figures (benchmarks/holder_count.py) with many holders against a hundred.
 """
 
@@ -18,7 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks import grpc_signing, holder_count, hsm_rate, pdf_signing
+from benchmarks import grpc_signing, holder_count, hsm_rate, pdf_signing, store_signing
 from benchmarks.harness import RESULTS, fresh_state_dir, markdown_table
 from signserver.config import load_config
 from signserver.hsm.algorithms import KeyAlgorithm
@@ -45,6 +46,7 @@ def main() -> None:
         loads, csc_pairs, documents, (large_seconds, rss_before, rss_after, worker_rss) = grpc_signing.run(
             service, state, args.seconds)
         baseline = pdf_signing.software_baseline(sample_pdf(1), args.seconds)
+        stores = store_signing.run(state, args.seconds)  # servers, a PostgreSQL cluster and nodes of its own
         holders = holder_count.run(service, state)  # last: it adds 100,000 holders to the database
     finally:
         service.close()
@@ -101,6 +103,11 @@ def main() -> None:
     print("Worker resident memory after the run: " + ", ".join(f"{m:.0f} MB" for m in worker_rss))
     figures.append({"name": "SignPdf 100 MB", "seconds": large_seconds, "server_peak_rss_mb_before": rss_before,
                     "server_peak_rss_mb_after": rss_after, "worker_rss_mb": worker_rss})
+
+    print("\nSignHash on PostgreSQL beside SQLite, and through nginx in front of two nodes beside one node "
+          "(benchmarks/store_signing.py):\n")
+    print(store_signing.tables(stores))
+    figures += store_signing.figures(stores)
 
     authorize = next((r for r in loads if r.name.startswith("Authorize")), None)
     count_table, cost_table, count_figures = holder_count.tables(

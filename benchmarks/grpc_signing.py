@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,14 +37,17 @@ PASSWORD = "Bench-pass-2026"
 class ServerProcess:
     """`signserver serve` on a free loopback port, for the benchmark's state directory."""
 
-    def __init__(self, state: Path, service: SignService):
+    def __init__(self, state: Path, service: SignService, environ: Mapping[str, str] | None = None,
+                 command: Sequence[str] | None = None):
+        """``environ``: settings beyond these (a database URL, another directory's token);
+        ``command``: what runs instead of `signserver serve`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
         env.update(SIGNSERVER_STATE_DIR=str(state), SIGNSERVER_SERVER_LISTEN="127.0.0.1:0",
                    SIGNSERVER_HTTP_LISTEN="127.0.0.1:0", SIGNSERVER_CSC_LISTEN="127.0.0.1:0",
-                   SIGNSERVER_AUTHORIZATION_MAX_SIGNATURES=str(load.TOKEN_DIGESTS))
+                   SIGNSERVER_AUTHORIZATION_MAX_SIGNATURES=str(load.TOKEN_DIGESTS), **(environ or {}))
         self.log = open(state / "server.log", "w+")  # a file, not a pipe: the server never blocks on it
-        self.process = subprocess.Popen([str(Path(sys.executable).parent / "signserver"), "serve"], env=env,
-                                        stderr=self.log, text=True)
+        self.process = subprocess.Popen(list(command or [str(Path(sys.executable).parent / "signserver"), "serve"]),
+                                        env=env, stderr=self.log, text=True)
         # Every worker must be serving before the first connection: a connection made while only
         # one listens stays with that one for good.
         self.workers = workers = os.cpu_count() or 1  # serve's default
@@ -90,15 +94,16 @@ class ServerProcess:
         self.log.close()
 
 
-def served_holder(service: SignService, state: Path, holder_name: str = "Bench Holder") -> tuple[ServerProcess, load.Target]:
+def served_holder(service: SignService, state: Path, holder_name: str = "Bench Holder",
+                  **server_options) -> tuple[ServerProcess, load.Target]:
     """An RSA-2048 holder with a certificate, the application "bench-app", and `signserver serve`
-    for them; the caller stops the server."""
+    (``server_options``: ServerProcess's) for them; the caller stops the server."""
     created = service.accounts.create(
         Enrolment("bench-holder", holder_name, ("bench@example.mo",), kind=AccountKind.CORPORATE,
                   organisation="Bench Lda", key_algorithm=KeyAlgorithm.RSA_2048),
         Secret(PASSWORD), operator="benchmark")
     service.applications.create("bench-app", otp_required=False)  # its certificate comes with the server
-    server = ServerProcess(state, service)
+    server = ServerProcess(state, service, **server_options)
     try:
         service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "benchmark")
     except BaseException:

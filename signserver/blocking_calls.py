@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Hashable, TypeVar
 
 from signserver.errors import ServerBusy
+from signserver.monitoring.meter import meter
 from signserver.outlasting import outlast
 
 T = TypeVar("T")
@@ -39,6 +40,7 @@ class BlockingCalls:
         self._free_now = free_now
         self._drain_wait = drain_wait
         self._name = name
+        self._threads = threads
         self._limit = threads + max_waiting
         self._pending = 0  # only touched from the event loop's thread
         self._drained = asyncio.Event()  # set while nothing is pending
@@ -68,6 +70,7 @@ class BlockingCalls:
             raise ServerBusy(f"the server is busy ({self._name}); try again shortly")
         self._pending += 1
         self._drained.clear()
+        meter().blocking_calls_pending(self._name, self._pending, self._threads)
         try:
             submitted = self._pool.submit(_checked, caller_check, functools.partial(function, *args, **kwargs))
             running = asyncio.wrap_future(submitted)
@@ -81,6 +84,7 @@ class BlockingCalls:
             self._pending -= 1
             if self._pending == 0:
                 self._drained.set()
+            meter().blocking_calls_pending(self._name, self._pending, self._threads)
 
     async def run_short(self, function: Callable[..., T], *args, caller_check: CallerCheck | None = None,
                         **kwargs) -> T:

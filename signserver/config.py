@@ -84,6 +84,10 @@ class TlsConfig:
     client_ca_file: Path | None
     explicit: bool  # False: the paths are defaults under the state directory
     mutual: bool = True  # on the defaults: clients need a certificate from this server's CA
+    # SHA-256 (hex) of the load balancers' own client certificates: a call whose TLS peer presents
+    # one of them is identified by the certificate the balancer forwards (x-client-cert); a call
+    # from anyone else that carries the header is refused.
+    balancer_cert_sha256: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,20 @@ class AuditConfig:
     seal_key_algorithm: str = "auto"
 
 
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long what the store no longer needs is kept ([retention] section)."""
+
+    # Activation tokens (and their digests) expired this long ago are removed: spent or not, a
+    # token expires within minutes, so this is how long a token's row outlives its use.
+    activation_grace_seconds: int = 86_400
+    # Audit records older than this are removed once exported (``signserver audit export``);
+    # None: the server never removes any (``signserver audit prune`` still can).
+    audit_keep_days: int | None = None
+    # Rows removed per transaction: each holds the write lock only that long.
+    batch_rows: int = 1000
+
+
 # Where the CA's policy identifiers hang (ca.policy_oid_arc): each profile's is this arc and the
 # profile's number. The default is under RFC 5612's enterprise number for documentation (32473):
 # a deployment sets its own registered arc. Not 2.25.<UUID>: its 128-bit arc is one that several
@@ -174,6 +192,9 @@ class PadesConfig:
     max_document_mb: int
     tsa_url: str | None  # an external RFC 3161 TSA instead of the built-in one
     trust_roots: Path | None  # more roots (PEM bundle) that verification trusts besides this CA
+    # Where documents prepared in the two-step flow wait for CompleteSignature: a directory every
+    # node shares (None: ``<state_dir>/prepared``, enough for the workers of one machine).
+    spool_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +215,49 @@ class CscConfig:
 
     listen: str = "127.0.0.1:8443"  # empty: no CSC front
     access_token_seconds: int = 3600  # lifetime of a bearer token from auth/login or oauth2/token
+    # Where clients reach the front (behind a load balancer, its name), as the URLs that info hands
+    # out use it; empty: https:// and the listen address (localhost for a wildcard address).
+    public_url: str = ""
+
+    def base_url(self) -> str:
+        """The front's public address, without a trailing slash: never the request's Host header,
+        which any client may set."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host, port = split_address(self.listen or CscConfig.listen)
+        if host in ("", "0.0.0.0", "::"):
+            host = "localhost"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"https://{host}" if port == 443 else f"https://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Each worker process's connections ([database] section; the URL is ``Config.database_url``).
+
+    On PostgreSQL, nodes x workers x (pool_size + max_overflow) must stay below the server's
+    max_connections less its reserved ones (README, "PostgreSQL").
+    """
+
+    pool_size: int = 8  # connections kept open per process
+    max_overflow: int = 8  # opened beyond them at peaks, closed when returned
+    pool_timeout_seconds: int = 30  # how long a transaction waits for a free connection
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics of a node, served by its supervisor for every worker ([metrics] section)."""
+
+    listen: str = ""  # e.g. "127.0.0.1:9464"; empty: no metrics endpoint
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """How the server logs ([logging] section)."""
+
+    format: str = "text"  # "text", or "json": one JSON object per line
+    calls: bool = False  # a line per call answered: method, status, latency, request id
 
 
 @dataclass(frozen=True)
@@ -215,6 +279,10 @@ class Config:
     source: Path | None  # the file it was read from, if any
     http: HttpConfig = field(default_factory=HttpConfig)
     csc: CscConfig = field(default_factory=CscConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 def read_secret_file(path: Path, key: str) -> Secret:
@@ -270,6 +338,21 @@ def _as_str(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(key, "must be a non-empty string")
     return value.strip()
+
+
+def _as_fingerprints(key: str, value: Any) -> tuple[str, ...]:
+    """SHA-256 fingerprints in hex (colons allowed): a list, or one string of them separated by
+    commas or spaces (as an environment variable gives them).
+
+    Raises: ConfigurationError: one is not 64 hex digits."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ConfigurationError(key, "must be a SHA-256 fingerprint in hex, or a list of them")
+    fingerprints = tuple(item.replace(":", "").strip().lower() for item in items)
+    for fingerprint in fingerprints:
+        if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
+            raise ConfigurationError(key, f"{fingerprint!r} is not a SHA-256 fingerprint (64 hex digits)")
+    return fingerprints
 
 
 def _as_str_or_empty(key: str, value: Any) -> str:
@@ -339,7 +422,11 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "tls.key_file": _as_str,
     "tls.client_ca_file": _as_str,
     "tls.mutual": _as_bool,
+    "tls.balancer_cert_sha256": _as_fingerprints,
     "database.url": _as_str,
+    "database.pool_size": _as_int(1, 1000),
+    "database.max_overflow": _as_int(0, 1000),
+    "database.pool_timeout_seconds": _as_int(1, 600),
     "accounts.lock_threshold": _as_int(1, 100),
     "accounts.lock_minutes": _as_int(1, 525_600),
     "accounts.argon2_memory_kib": _as_int(8, 4_194_304),
@@ -376,14 +463,22 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "http.tsa_rate_per_second": _as_int(1, 100_000),
     "http.tsa_burst": _as_int(1, 1_000_000),
     "csc.listen": _as_str_or_empty,
+    "metrics.listen": _as_str_or_empty,
+    "logging.format": _as_choice("text", "json"),
+    "logging.calls": _as_bool,
     "csc.access_token_seconds": _as_int(60, 86_400),
+    "csc.public_url": _as_str,
     "pades.level": _as_choice("B-B", "B-T", "B-LT", "B-LTA"),
     "pades.caption": _as_str,
     "pades.time_zone": _as_str,
     "pades.max_document_mb": _as_int(1, 4096),
     "pades.tsa_url": _as_str,
     "pades.trust_roots": _as_str,
+    "pades.spool_dir": _as_str,
     "audit.seal_interval_seconds": _as_int(1, 86_400),
+    "retention.activation_grace_seconds": _as_int(0, 31_622_400),
+    "retention.audit_keep_days": _as_int(1, 36_600),
+    "retention.batch_rows": _as_int(10, 100_000),
 }
 
 # Keys that must never be written in the file, with where they belong instead.
@@ -487,7 +582,7 @@ def load_config(
         hsm=_hsm_config(values, state_dir, path_of),
         server=_server_config(values),
         tls=_tls_config(values, state_dir, path_of),
-        database_url=values.get("database.url", f"sqlite:///{state_dir / 'signserver.db'}"),
+        database_url=_database_url(values.get("database.url", f"sqlite:///{state_dir / 'signserver.db'}")),
         accounts=AccountsConfig(
             lock_threshold=values.get("accounts.lock_threshold", 5),
             lock_minutes=values.get("accounts.lock_minutes", 30),
@@ -518,13 +613,41 @@ def load_config(
         source=path,
         http=_http_config(values),
         csc=_csc_config(values),
+        metrics=MetricsConfig(listen=_address(values, "metrics.listen", "") if values.get("metrics.listen") else ""),
+        logging=LoggingConfig(format=values.get("logging.format", LoggingConfig.format),
+                              calls=values.get("logging.calls", LoggingConfig.calls)),
+        database=DatabaseConfig(**{item.name: values.get(f"database.{item.name}", item.default)
+                                   for item in fields(DatabaseConfig)}),
+        retention=RetentionConfig(**{item.name: values.get(f"retention.{item.name}", item.default)
+                                     for item in fields(RetentionConfig)}),
     )
+
+
+def _database_url(url: str) -> str:
+    """Raises: ConfigurationError: not a database signserver runs on (SQLite, PostgreSQL through psycopg)."""
+    if url.startswith(("sqlite://", "sqlite+", "postgresql+psycopg://")):
+        return url
+    if url.startswith(("postgresql://", "postgres://", "postgresql+")):
+        raise ConfigurationError("database.url", "PostgreSQL is reached through psycopg 3: write the URL as "
+                                                 "postgresql+psycopg://USER@HOST:PORT/DATABASE")
+    raise ConfigurationError("database.url", "must be a sqlite:/// or a postgresql+psycopg:// URL")
 
 
 def _csc_config(values: dict[str, Any]) -> CscConfig:
     listen = values.get("csc.listen", CscConfig.listen)
     return CscConfig(listen=_address(values, "csc.listen", listen) if listen else "",
-                     access_token_seconds=values.get("csc.access_token_seconds", CscConfig.access_token_seconds))
+                     access_token_seconds=values.get("csc.access_token_seconds", CscConfig.access_token_seconds),
+                     public_url=_public_url(values.get("csc.public_url", "")))
+
+
+def _public_url(url: str) -> str:
+    """Raises: ConfigurationError: not an https:// URL of a host (a path is allowed, no query)."""
+    if not url:
+        return ""
+    if not re.fullmatch(r"https://[^/?#\s]+(/[^?#\s]*)?", url):
+        raise ConfigurationError("csc.public_url", "must be an https:// URL, e.g. https://sign.example.mo "
+                                                   "(a path is allowed; no query or fragment)")
+    return url.rstrip("/")
 
 
 def _http_config(values: dict[str, Any]) -> HttpConfig:
@@ -605,7 +728,8 @@ def _pades_config(values: dict[str, Any], path_of) -> PadesConfig:
         raise ConfigurationError("pades.trust_roots", f"no file at {roots}")
     return PadesConfig(level=values.get("pades.level", "B-LT"), caption=values.get("pades.caption", "Assinatura digital"),
                        time_zone=zone, max_document_mb=values.get("pades.max_document_mb", 200),
-                       tsa_url=tsa_url, trust_roots=roots)
+                       tsa_url=tsa_url, trust_roots=roots,
+                       spool_dir=path_of("pades.spool_dir", Path()) if "pades.spool_dir" in values else None)
 
 
 def _server_config(values: dict[str, Any]) -> ServerConfig:
@@ -636,4 +760,5 @@ def _tls_config(values: dict[str, Any], state_dir: Path, path_of) -> TlsConfig:
         if file is not None and (explicit or name == "tls.client_ca_file") and not file.is_file():
             raise ConfigurationError(name, f"no file at {file}")
     return TlsConfig(cert_file=cert, key_file=key, client_ca_file=client_ca, explicit=explicit,
-                     mutual=values.get("tls.mutual", True))
+                     mutual=values.get("tls.mutual", True),
+                     balancer_cert_sha256=values.get("tls.balancer_cert_sha256", ()))

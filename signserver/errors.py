@@ -115,6 +115,27 @@ class StoreUnavailable(SignServerError):
     reason = "STORE_UNAVAILABLE"
 
 
+class StoreConflict(AlreadyExists):
+    """The database already holds a record the change conflicts with (another change wrote the same
+    unique value first)."""
+
+    reason = "STORE_CONFLICT"
+
+
+class StoreValueRefused(InvalidArgument):
+    """The database cannot keep a value (longer than its column, a character or a number it does
+    not hold): a check of the input should have refused it first."""
+
+    reason = "STORE_VALUE_REFUSED"
+
+
+class StoreRefused(SignServerError):
+    """The database refused a statement for a reason that is nobody's input: a fault of the server,
+    whose log has the details."""
+
+    reason = "STORE_REFUSED"
+
+
 class DataCorrupted(SignServerError):
     """Stored data failed its integrity check (a sealed secret, an audit record)."""
 

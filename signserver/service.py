@@ -90,7 +90,7 @@ class SignService:
         self.config = config
         self.keys = keys
         self.clock = clock or SystemClock()
-        self.database = Database(config.database_url)
+        self.database = Database(config.database_url, config.database)
         self.audit = AuditLog()
         self.sealing = sealing = SealingKey(keys.session)
         hasher = SecretHasher(config.accounts)
@@ -229,25 +229,28 @@ class SignService:
         chain = tuple(self.ca.chain()) if certificate is not None else ()
         return CredentialDetails(info, (certificate, *chain) if certificate is not None else ())
 
-    def sign_pdf_with_activation(self, application: Application, credential_id: str, token: Secret,
-                                 source: BinaryIO, destination: BinaryIO, level: PadesLevel,
-                                 stamp: StampOptions) -> bytes:
-        """Sign a whole document with an activation token the holder had issued (Authorize) for
-        the SHA-256 of that very document: that digest of the token is spent, then the document
-        is signed at ``level`` with ``stamp``. Returns the SHA-256 of the signed document.
+    def sign_pdfs_with_activation(self, application: Application, credential_id: str, token: Secret,
+                                  documents: list[tuple[BinaryIO, BinaryIO, PadesLevel, StampOptions]]) -> list[bytes]:
+        """Sign whole documents (source, destination, level, stamp) with an activation token the
+        holder had issued (Authorize) for the SHA-256 of each: the token is spent on all their
+        digests at once (one it does not cover refuses them all, and none is spent), then each is
+        signed. Returns the SHA-256 of each signed document.
 
         Raises: ActivationRefused (a token reused, expired, for another credential or another
             document), NotFound, CredentialUnusable, InvalidArgument (not a PDF one can sign),
             HsmError.
         """
-        source.seek(0)
-        digest = hashlib.sha256()
-        for chunk in iter(lambda: source.read(1 << 20), b""):
-            digest.update(chunk)
-        spent = self.signer.spend(application, credential_id, token, HashAlgorithm.SHA256, [digest.digest()])
+        digests = []
+        for source, _, _, _ in documents:
+            source.seek(0)
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: source.read(1 << 20), b""):
+                digest.update(chunk)
+            digests.append(digest.digest())
+        spent = self.signer.spend(application, credential_id, token, HashAlgorithm.SHA256, digests)
         # The same signing as the one-call flow once its own token is spent.
-        return self.pades.sign_spent(application, spent, source, destination, level, stamp,
-                                      document_digest=digest.digest())
+        return [self.pades.sign_spent(application, spent, source, destination, level, stamp, document_digest=digest)
+                for (source, destination, level, stamp), digest in zip(documents, digests)]
 
     def authorize_credential(self, application: Application, credential_id: str, password: Secret,
                              otp_code: str | None, hash_algorithm: HashAlgorithm, digests: list[bytes]) -> Authorization:

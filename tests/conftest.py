@@ -1,9 +1,13 @@
 """Shared fixtures: a fresh token for the test session, made by softhsm-setup (SoftHSM, the
 default) or by opencryptoki-setup (openCryptoki's soft token, with SIGNSERVER_TEST_TOKEN=opencryptoki;
-`make test` runs tests/hsm and tests/opencryptoki so after the SoftHSM run)."""
+`make test` runs tests/hsm and tests/opencryptoki so after the SoftHSM run), and the store the
+tests' databases live in: SQLite files (the default) or, with SIGNSERVER_TEST_STORE=postgresql,
+databases of a PostgreSQL cluster started for the run (`make test` runs the database-relevant
+tests so after the SQLite run). ``database_url`` is the one place that decides a test's database."""
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import shutil
@@ -25,6 +29,7 @@ from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.capabilities import TokenCapabilities, key_algorithm_mechanisms
 from signserver.secret import Secret
 from signserver.service import SignService
+from tests.postgres_cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNSERVER = Path(sys.executable).parent / "signserver"
@@ -32,6 +37,75 @@ TEST_TOKEN = os.environ.get("SIGNSERVER_TEST_TOKEN", "softhsm")
 ON_OPENCRYPTOKI = TEST_TOKEN == "opencryptoki"
 if TEST_TOKEN not in ("softhsm", "opencryptoki"):
     raise pytest.UsageError(f"SIGNSERVER_TEST_TOKEN is softhsm or opencryptoki, not {TEST_TOKEN!r}")
+TEST_STORE = os.environ.get("SIGNSERVER_TEST_STORE", "sqlite")
+ON_POSTGRESQL = TEST_STORE == "postgresql"
+if TEST_STORE not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"SIGNSERVER_TEST_STORE is sqlite or postgresql, not {TEST_STORE!r}")
+
+_cluster: PostgresCluster | None = None  # the run's PostgreSQL cluster, on PostgreSQL
+_on_sqlite_only_test = False  # a test marked sqlite_only is running: its databases are SQLite files
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: about SQLite itself (its files, locks or old "
+                                       "databases): its databases are SQLite files whatever the test store")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Before the item's fixtures are set up, so that those of a marked module see the flag too.
+    global _on_sqlite_only_test
+    _on_sqlite_only_test = item.get_closest_marker("sqlite_only") is not None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _stop_cluster()
+
+
+def _stop_cluster() -> None:
+    global _cluster
+    if _cluster is not None:
+        _cluster.stop()
+        _cluster = None
+
+
+def _run_cluster() -> PostgresCluster:
+    """The run's cluster, started on first use and removed when the run ends, even a failing one."""
+    global _cluster
+    if _cluster is None:
+        cluster = PostgresCluster()
+        atexit.register(cluster.stop)  # should pytest itself stop before its session ends
+        try:
+            _cluster = cluster.start()
+        except Exception:
+            cluster.stop()
+            raise
+    return _cluster
+
+
+def database_url(path: Path) -> str:
+    """The URL of the test database that ``path`` stands for: the SQLite file at ``path`` or, on
+    PostgreSQL, a database of the run's cluster made for that path from the migrated template (the
+    same database on every call with the same path). Tests marked sqlite_only get the file."""
+    if not ON_POSTGRESQL or _on_sqlite_only_test:
+        return f"sqlite:///{path}"
+    return _run_cluster().url_for(str(path))
+
+
+def empty_database_url(path: Path) -> str:
+    """Like ``database_url``, but a new database without a single table, for the migrations' tests."""
+    if not ON_POSTGRESQL or _on_sqlite_only_test:
+        return f"sqlite:///{path}"
+    return _run_cluster().empty_url(str(path))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_store():
+    """The store of this run; on PostgreSQL, its cluster is started before the first test."""
+    if ON_POSTGRESQL:
+        _run_cluster()
+    yield TEST_STORE
+    _stop_cluster()
 
 
 def token_environ(state_dir: Path) -> dict[str, str]:
@@ -74,7 +148,15 @@ def state_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def config(state_dir: Path) -> Config:
-    return load_config(environ={"SIGNSERVER_STATE_DIR": str(state_dir), **token_environ(state_dir)})
+    return load_config(environ={"SIGNSERVER_STATE_DIR": str(state_dir), **token_environ(state_dir),
+                                **_session_database(state_dir)})
+
+
+def _session_database(state_dir: Path) -> dict[str, str]:
+    """The session database's setting: none on SQLite (the state directory's file, as a server's)."""
+    if not ON_POSTGRESQL:
+        return {}
+    return {"SIGNSERVER_DATABASE_URL": _run_cluster().url_for(str(state_dir / "signserver.db"))}
 
 
 @pytest.fixture(scope="session")
@@ -108,10 +190,12 @@ def clock() -> ManualClock:
     return ManualClock(datetime.datetime(2026, 11, 21, 2, 26, 6, tzinfo=datetime.timezone.utc))
 
 
-def service_with(config: Config, database: Path, clock, **changes) -> SignService:
+def service_with(config: Config, database: Path | str, clock, **changes) -> SignService:
     """A service on the test token with its own database and clock; ``changes`` replace
-    configuration sections (e.g. ``smtp=SmtpConfig(...)``)."""
-    config = replace(config, database_url=f"sqlite:///{database}", **changes)
+    configuration sections (e.g. ``smtp=SmtpConfig(...)``). ``database`` is a path that stands
+    for a test database (see ``database_url``), or the URL of another service's database."""
+    url = database if isinstance(database, str) else database_url(database)
+    config = replace(config, database_url=url, **changes)
     service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}), clock=clock)
     service.prepare_database()
     return service
@@ -156,7 +240,11 @@ def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment for running the `signserver` command against the test token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER_")}
     env.update(SIGNSERVER_STATE_DIR=str(state_dir),
-               SOFTHSM2_CONF=str(state_dir / "softhsm" / "softhsm2.conf"), **token_environ(state_dir), **extra)
+               SOFTHSM2_CONF=str(state_dir / "softhsm" / "softhsm2.conf"), **token_environ(state_dir))
+    if ON_POSTGRESQL and not _on_sqlite_only_test:
+        # The state directory's database, as a server there would have it by default.
+        env["SIGNSERVER_DATABASE_URL"] = database_url(state_dir / "signserver.db")
+    env.update(extra)
     return env
 
 

@@ -5,6 +5,7 @@ What the benchmark times is never asserted; what it builds its figures on is.
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from benchmarks.holder_count import copy_holders, holder_count, snapshot_sqlite
@@ -43,6 +44,7 @@ def test_copied_holders_are_new_accounts_each_with_its_own_credential_and_packag
     assert {p.public_key for p in packages.values()} == template_publics
 
 
+@pytest.mark.sqlite_only  # a snapshot is a copy of the SQLite file
 def test_a_snapshot_keeps_the_holders_of_its_moment(fresh_service, tmp_path):
     enrol(fresh_service, "before-snapshot")
     url = snapshot_sqlite(fresh_service.config.database_url, tmp_path / "snapshot.db")

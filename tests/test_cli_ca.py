@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import SIGNSERVER, cli_env
+from tests.conftest import SIGNSERVER, cli_env, database_url
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def state(state_dir, tmp_path_factory):
 
 def run(state_dir, db, *args, **env):
     return subprocess.run([str(SIGNSERVER), *args], capture_output=True, text=True, timeout=180,
-                          env=cli_env(state_dir, SIGNSERVER_DATABASE_URL=f"sqlite:///{db / 'signserver.db'}", **env))
+                          env=cli_env(state_dir, SIGNSERVER_DATABASE_URL=database_url(db / "signserver.db"), **env))
 
 
 def test_ca_commands(state_dir, state, tmp_path):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, or_, update
 
 from signserver.accounts import otp
-from signserver.accounts.lockout import Attempt, LockoutPolicy
+from signserver.accounts.lockout import Attempt, LockoutPolicy, check_name_tried
 from signserver.accounts.model import Account, AccountStatus
 from signserver.accounts.packages import new_seal_key, open_seal_key, seal_columns, seal_key_values
 from signserver.accounts.passwords import SecretHasher
@@ -87,8 +87,10 @@ class Authenticator:
             AccountLocked: the name is locked now, whether an account has it or not; says until when.
             AccountDisabled: the factors are right, but an operator disabled the account.
             AuthenticationBusy: the name's other attempts under evaluation leave no turn for now.
+            InvalidArgument: a name no account can have (too long, control characters).
             HsmError, StoreUnavailable: a fault (the attempt then counts for nothing).
         """
+        check_name_tried(username)
         now = self._clock.now()
         try:
             row, attempt = self._admit(username, now)

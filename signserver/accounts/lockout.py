@@ -23,10 +23,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.config import AccountsConfig
-from signserver.errors import AccountLocked, AuthenticationBusy
+from signserver.errors import AccountLocked, AuthenticationBusy, InvalidArgument
+from signserver.monitoring.meter import meter
 from signserver.store.schema import auth_attempts, name_lockouts
 
 STALE_ATTEMPT_SECONDS = 60  # an evaluation takes milliseconds; older rows are from a dead process
+MAX_NAME_LENGTH = 64  # of name_lockouts.name: no account name is longer (accounts.manager.USERNAME)
+
+
+def check_name_tried(name: str) -> None:
+    """Refuse a name that no account can have and the lockout cannot keep: saying so tells
+    nothing about the accounts that exist.
+
+    Raises: InvalidArgument: longer than MAX_NAME_LENGTH characters, or with control characters.
+    """
+    if len(name) > MAX_NAME_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidArgument(f"an account name has at most {MAX_NAME_LENGTH} characters and no control characters")
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,12 @@ class LockoutPolicy:
         t = epoch_seconds(now)
         # Runs that are over are forgotten here, on every attempt alike (an index range scan).
         conn.execute(delete(name_lockouts).where(name_lockouts.c.forget_at <= t))
-        conn.execute(_insert_if_absent(conn).values(name=name, failed_attempts=0, forget_at=t + self._seconds))
-        row = conn.execute(select(name_lockouts.c.failed_attempts, name_lockouts.c.locked_until)
-                           .where(name_lockouts.c.name == name).with_for_update()).one()
+        # The name's row, made if absent and locked in one statement: between a separate insert
+        # and SELECT ... FOR UPDATE, a success elsewhere could delete the row (PostgreSQL).
+        row = conn.execute(_upsert(conn).values(name=name, failed_attempts=0, forget_at=t + self._seconds)
+                           .on_conflict_do_update(index_elements=[name_lockouts.c.name],
+                                                  set_={"name": name})
+                           .returning(name_lockouts.c.failed_attempts, name_lockouts.c.locked_until)).one()
         if row.locked_until is not None and row.locked_until > t:
             raise AccountLocked(from_epoch(row.locked_until))
         in_flight = conn.execute(select(func.count()).select_from(auth_attempts).where(
@@ -91,16 +106,19 @@ class LockoutPolicy:
         """Record a failure of the attempt's name; says whether it locked the name."""
         conn.execute(delete(auth_attempts).where(auth_attempts.c.id == attempt.id))
         t = epoch_seconds(now)
-        # Another name's attempt may have forgotten this run meanwhile (it ran out during the
-        # evaluation): the failure then starts a new one.
-        conn.execute(_insert_if_absent(conn).values(name=attempt.name, failed_attempts=0, forget_at=t))
-        count = conn.execute(update(name_lockouts).where(name_lockouts.c.name == attempt.name).values(
-            failed_attempts=name_lockouts.c.failed_attempts + 1, forget_at=t + self._seconds,
-        ).returning(name_lockouts.c.failed_attempts)).scalar()
+        # Another attempt may have forgotten this run meanwhile (it ran out during the evaluation,
+        # or a success ended it): the failure then starts a new one. One statement either way.
+        count = conn.execute(_upsert(conn).values(name=attempt.name, failed_attempts=1, forget_at=t + self._seconds)
+                             .on_conflict_do_update(index_elements=[name_lockouts.c.name], set_={
+                                 "failed_attempts": name_lockouts.c.failed_attempts + 1,
+                                 "forget_at": t + self._seconds})
+                             .returning(name_lockouts.c.failed_attempts)).scalar_one()
         if count >= self.threshold:
             # The lock ends when the run is forgotten: then a new run of failures begins.
             conn.execute(update(name_lockouts).where(name_lockouts.c.name == attempt.name)
                          .values(locked_until=t + self._seconds))
+            if count == self.threshold:  # attempts begun before the lock may fail after it
+                meter().account_locked()
             return Failure(count, self.lock_end(now))
         return Failure(count, None)
 
@@ -136,7 +154,7 @@ def lock_state(row, t: int) -> LockState:
     return LockState(row.failed_attempts, from_epoch(row.locked_until) if locked else None)
 
 
-def _insert_if_absent(conn: Connection):
-    """INSERT into name_lockouts that does nothing when the name has a row (SQLite, PostgreSQL)."""
+def _upsert(conn: Connection):
+    """INSERT into name_lockouts, for an ON CONFLICT clause (SQLite's and PostgreSQL's alike)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(name_lockouts).on_conflict_do_nothing(index_elements=[name_lockouts.c.name])
+    return dialect.insert(name_lockouts)

@@ -96,7 +96,8 @@ def check_emails(emails: tuple[str, ...]) -> tuple[str, ...]:
     if len(emails) > MAX_EMAILS:
         raise InvalidArgument(f"an account has at most {MAX_EMAILS} e-mail addresses")
     for address in emails:
-        if len(address) > 254 or not EMAIL.match(address):
+        # \s leaves out most control characters, NUL among them, which PostgreSQL cannot keep.
+        if len(address) > 254 or not EMAIL.match(address) or any(ord(c) < 32 or ord(c) == 127 for c in address):
             raise InvalidArgument(f"{address[:80]!r} is not an e-mail address")
     return tuple(dict.fromkeys(a.strip() for a in emails))
 

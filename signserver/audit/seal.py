@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
 
 from signserver.audit.log import AuditLog
 from signserver.audit.seal_format import NO_PREVIOUS_SEAL, SealContent, signature_algorithm_for
 from signserver.audit.seal_key import PinnedKey, SealKeyPin
 from signserver.clock import Clock, epoch_seconds
-from signserver.errors import AlreadyExists, KeyNotFound
+from signserver.errors import AlreadyExists, KeyNotFound, StoreConflict
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.store.database import Database
@@ -52,6 +51,12 @@ SEAL_MARGIN_SECONDS = 300
 
 _LAST_SEAL = select(audit_seals).order_by(audit_seals.c.number.desc()).limit(1)
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+
+
+def max_seal_age(interval_seconds: int) -> datetime.timedelta:
+    """How old the newest seal (or an unsealed record) may be while a server seals every
+    ``interval_seconds`` (``audit.seal_interval_seconds``)."""
+    return datetime.timedelta(seconds=interval_seconds + max(interval_seconds, SEAL_MARGIN_SECONDS))
 
 
 def pin_path(state_dir: Path) -> Path:
@@ -177,7 +182,7 @@ class AuditSealer:
     @property
     def max_seal_age(self) -> datetime.timedelta:
         """How old the newest seal (or an unsealed record) may be while a server seals."""
-        return self._interval + datetime.timedelta(seconds=max(self._interval.total_seconds(), SEAL_MARGIN_SECONDS))
+        return max_seal_age(int(self._interval.total_seconds()))
 
     def seal(self) -> int | None:
         """Seal the current head if it is not sealed yet; return the sealed seq.
@@ -240,7 +245,7 @@ class AuditSealer:
                 conn.execute(insert(audit_seals).values(
                     number=content.number, seq=content.seq, hash=content.hash, at=content.at, key_id=key.key_id,
                     signature=signature, format=content.format, prev_seal=content.prev_seal))
-        except IntegrityError:  # another process sealed first; its seal is the chain's next link
+        except StoreConflict:  # another process sealed first; its seal is the chain's next link
             log.debug("seal %d was made by another process", content.number)
             return None
         log.debug("sealed the audit log at seq %d (seal %d)", content.seq, content.number)

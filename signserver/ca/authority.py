@@ -53,6 +53,7 @@ from signserver.errors import (
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.crypto_keys import hsm_private_key
 from signserver.hsm.keystore import HsmKeyStore
+from signserver.monitoring.meter import meter
 from signserver.notify.outbox import format_time, queue_email
 from signserver.secret import Secret
 from signserver.store.database import Database
@@ -423,8 +424,10 @@ class CertificateAuthority:
         now = int(self._clock.now().timestamp())
         margin = self.config.crl_hours * 900
         with self._database.read() as conn:
-            due = [name for name in (ISSUING, ROOT)
-                   if (row := stored_crl(conn, name)) is not None and row.next_update - now < margin]
+            newest = {name: row for name in (ISSUING, ROOT) if (row := stored_crl(conn, name)) is not None}
+        for name, row in newest.items():
+            meter().crl_age(name, now - row.this_update)
+        due = [name for name, row in newest.items() if row.next_update - now < margin]
         if due:
             self.publish_crls(root=ROOT in due)
         return bool(due)

@@ -38,7 +38,8 @@ def parse_reason(name: str) -> x509.ReasonFlags:
 def build_crl(conn: Connection, authority: str, issuer: x509.Certificate, issuer_key, now: datetime.datetime,
               validity: datetime.timedelta, include_revoked: bool) -> bytes:
     """Sign the next CRL of ``authority`` (its number one above the last) and store it."""
-    last = conn.execute(select(crls.c.number).where(crls.c.authority == authority)).scalar()
+    # Locked until the caller commits: two nodes revoking at once must not both sign number N+1.
+    last = conn.execute(select(crls.c.number).where(crls.c.authority == authority).with_for_update()).scalar()
     number = (last or 0) + 1
     builder = (x509.CertificateRevocationListBuilder()
                .issuer_name(issuer.subject).last_update(now).next_update(now + validity)

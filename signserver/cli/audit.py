@@ -1,15 +1,34 @@
-"""``signserver audit ...``: check the audit chain and its seals."""
+"""``signserver audit ...``: check the audit chain and its seals, seal it, export and prune segments.
+
+Checking, exporting and pruning need the database and the pinned seal key, never the HSM (nor
+its PIN): an auditor's account that can read the database and the state directory is enough.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 
+from signserver.audit.chain_check import AuditReport, PinnedKeys, pinned_keys
+from signserver.audit.export import export_segment
+from signserver.audit.live_log import Progress
+from signserver.audit.log import AuditLog
+from signserver.audit.pruning import AuditPruner
+from signserver.audit.seal import max_seal_age, pin_path
+from signserver.audit.seal_key import SealKeyPin
+from signserver.audit.segment_check import verify_segment_files
+from signserver.audit.verified_mark import VerifiedMark
 from signserver.audit.verify import verify_audit_log
 from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json
-from signserver.clock import from_epoch
+from signserver.clock import SystemClock, from_epoch
 from signserver.config import Config
+from signserver.store.database import Database
+
+OPERATOR = "operator:cli"
+PROGRESS_EVERY_SECONDS = 5.0
 
 
 def add_parser(subparsers) -> None:
@@ -22,19 +41,66 @@ def add_parser(subparsers) -> None:
                             "forged, removed or missing seals", parents=[options], allow_abbrev=False)
     p.add_argument("--expect-key", metavar="SHA256HEX",
                    help="fail unless the pinned seal key has this SHA-256 fingerprint (keep it apart from the server)")
+    p.add_argument("--full", action="store_true",
+                   help="walk the whole live log, not only what came after the last seal an earlier run found intact")
+    p.add_argument("--file", type=Path, action="append", metavar="FILE",
+                   help="check exported segment files alone (no database), in order; repeat for several")
     p.set_defaults(handler=cmd_verify)
     p = commands.add_parser("seal", help="seal the head of the log now", parents=[options], allow_abbrev=False)
     p.set_defaults(handler=cmd_seal)
+    p = commands.add_parser("export", help="write the records up to a seal, and their seals, to a file that "
+                            "`audit verify --file` checks alone", parents=[options], allow_abbrev=False)
+    p.add_argument("--until", type=int, required=True, metavar="SEQ",
+                   help="the last record: the segment ends at the newest seal at or before it")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE",
+                   help="the segment file (never overwritten; gzip-compressed when it ends in .gz)")
+    p.set_defaults(handler=cmd_export)
+    p = commands.add_parser("prune", help="remove exported records up to SEQ from the database",
+                            parents=[options], allow_abbrev=False)
+    p.add_argument("--until", type=int, required=True, metavar="SEQ",
+                   help="the last record of an export (`audit export` prints it)")
+    p.set_defaults(handler=cmd_prune)
+
+
+def open_database(config: Config) -> Database:
+    """The configured database, its schema brought up to date. Raises: ConfigurationError."""
+    database = Database(config.database_url, config.database)
+    database.migrate()
+    return database
+
+
+class ProgressLine:
+    """Progress of a long walk on stderr, every few seconds, with its rate."""
+
+    def __init__(self, what: str):
+        self._what = what
+        self._began = self._shown = time.monotonic()
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self._shown < PROGRESS_EVERY_SECONDS:
+            return
+        self._shown = now
+        rate = progress.walked / max(now - self._began, 1e-6)
+        print(f"{self._what}: {progress.walked:,} records, at record {progress.last_seq:,} of {progress.until:,} "
+              f"({rate:,.0f} records/s)", file=sys.stderr, flush=True)
 
 
 def cmd_verify(args, config: Config) -> int:
-    service = open_service(args, config, with_database=True)
-    sealer = service.sealer
-    report = verify_audit_log(service.database, sealer.pin, service.clock.now(), sealer.max_seal_age,
-                              expected_key=args.expect_key)
+    pin = SealKeyPin(pin_path(config.state_dir))
+    allowance = max_seal_age(config.audit.seal_interval_seconds)
+    if args.file:
+        return _verify_files(args, pin, allowance)
+    database = open_database(config)
+    clock = SystemClock()
+    report = verify_audit_log(database, pin, clock.now(), allowance, expected_key=args.expect_key,
+                              mark=VerifiedMark(config.state_dir, config.database_url), full=args.full,
+                              progress=ProgressLine("audit verify"))
     newest = from_epoch(report.newest_seal_at).isoformat() if report.newest_seal_at is not None else None
     if args.json:
-        print_json({"intact": report.intact, "records": report.records, "last_seq": report.last_seq,
+        print_json({"intact": report.intact, "records": report.records, "first_seq": report.first_seq,
+                    "last_seq": report.last_seq, "walked": report.walked,
+                    "resumed_after_seal": report.resumed_after_seal,
                     "sealed_seq": report.sealed_seq, "seals": report.seals, "legacy_seals": report.legacy_seals,
                     "seal_key_sha256": report.seal_key, "replaced_seal_key": report.predecessor_summary,
                     "newest_seal_at": newest,
@@ -42,21 +108,104 @@ def cmd_verify(args, config: Config) -> int:
     else:
         print_fields([
             ("result", "INTACT" if report.intact else "TAMPERED"),
-            ("records", report.records),
+            ("records", f"{report.records} (records {report.first_seq} to {report.last_seq}"
+                        + (f"; earlier ones were exported and pruned)" if report.first_seq > 1 else ")")),
+            ("checked now", f"{report.walked} records, after seal {report.resumed_after_seal} that an earlier run "
+                            "found intact (--full walks them all)" if report.resumed_after_seal is not None
+                            else f"{report.walked} records, all of them"),
             ("sealed up to", f"record {report.sealed_seq} ({report.seals} seals"
                              + (f", {report.legacy_seals} made before seals were chained)" if report.legacy_seals
                                 else ")")),
             ("not yet sealed", max(report.last_seq - report.sealed_seq, 0)),
             ("newest seal", newest or "none"),
             ("server", "running, per the log" if report.server_running else "not running, per the log"),
-            ("seal key SHA-256", report.seal_key or f"none pinned ({sealer.pin.path})"),
+            ("seal key SHA-256", report.seal_key or f"none pinned ({pin.path})"),
         ] + ([("replaced seal key SHA-256", report.predecessor_summary)] if report.predecessor_summary else []))
-        for problem in report.problems:
-            print(f"  - {problem}")
+        _print_problems(report)
     return 0 if report.intact else 1
+
+
+def _verify_files(args, pin: SealKeyPin, allowance) -> int:
+    local = _local_pins(pin)
+    checked = verify_segment_files(args.file, allowance, pinned=local, expected_key=args.expect_key)
+    report = checked.report
+    if args.json:
+        print_json({"intact": report.intact, "files": [{"path": str(f.path), "first_seq": f.first_seq,
+                                                         "last_seq": f.last_seq, "records": f.records,
+                                                         "seals": f.seals} for f in checked.files],
+                    "records": report.records, "sealed_seq": report.sealed_seq, "seals": report.seals,
+                    "seal_key_sha256": report.seal_key, "keys_from_files_only": checked.keys_from_files_only,
+                    "problems": report.problems})
+    else:
+        print_fields([
+            ("result", "INTACT" if report.intact else "TAMPERED"),
+            ("files", ", ".join(f"{f.path.name} (records {f.first_seq} to {f.last_seq})" for f in checked.files)
+             or "none readable"),
+            ("records", report.records),
+            ("seals", report.seals),
+            ("seal key SHA-256", (report.seal_key or "none")
+             + (" (from the files alone: compare it with the fingerprint kept apart, or pass --expect-key)"
+                if checked.keys_from_files_only else "")),
+        ])
+        _print_problems(report)
+    return 0 if report.intact else 1
+
+
+def _local_pins(pin: SealKeyPin) -> PinnedKeys | None:
+    """The state directory's pins, when there are any to compare a file's keys with."""
+    found = AuditReport()
+    keys = pinned_keys(pin, None, found)
+    return keys if not found.problems else None
+
+
+def _print_problems(report: AuditReport) -> None:
+    for problem in report.problems:
+        print(f"  - {problem}")
 
 
 def cmd_seal(args, config: Config) -> int:
     sealed = open_service(args, config, with_database=True).sealer.seal()
     print(f"sealed the log at record {sealed}" if sealed else "nothing new to seal")
+    return 0
+
+
+def cmd_export(args, config: Config) -> int:
+    database = open_database(config)
+    exported = export_segment(database, AuditLog(), SealKeyPin(pin_path(config.state_dir)), args.until, args.out,
+                              SystemClock().now(), max_seal_age(config.audit.seal_interval_seconds), OPERATOR,
+                              progress=ProgressLine("audit export"))
+    if args.json:
+        print_json(exported)
+    else:
+        print_fields([("file", exported.path), ("records", f"{exported.first_seq} to {exported.last_seq} "
+                                                            f"({exported.records})"),
+                      ("seals", f"{exported.seals}, the last seal {exported.seal_number}"),
+                      ("SHA-256", exported.sha256),
+                      ("next", f"keep the file, then `signserver audit prune --until {exported.last_seq}`")])
+    return 0
+
+
+def cmd_prune(args, config: Config) -> int:
+    database = open_database(config)
+    clock = SystemClock()
+    pruner = AuditPruner(database, AuditLog(), clock, config.retention.audit_keep_days, config.retention.batch_rows)
+    anchor = pruner.prune(args.until, OPERATOR)
+    removed_records = removed_seals = 0
+    shown = time.monotonic()
+    while True:
+        removed = pruner.remove_batch()
+        removed_records += removed.records
+        removed_seals += removed.seals
+        if not removed.records and not removed.seals:
+            break
+        if time.monotonic() - shown >= PROGRESS_EVERY_SECONDS:
+            shown = time.monotonic()
+            print(f"audit prune: {removed_records:,} records and {removed_seals:,} seals removed", file=sys.stderr,
+                  flush=True)
+    if args.json:
+        print_json({"until": anchor.seq, "seal": anchor.seal_number, "export_sha256": anchor.export_sha256,
+                    "records_removed": removed_records, "seals_removed": removed_seals})
+    else:
+        print(f"the live log now starts after record {anchor.seq} (sealed by seal {anchor.seal_number}); removed "
+              f"{removed_records} records and {removed_seals} seals")
     return 0

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from signserver import __version__
-from signserver.cli import accounts, audit, ca, documents, hsm, master
+from signserver.cli import accounts, audit, ca, documents, hsm, master, store
 from signserver.config import load_config
 from signserver.errors import ConfigurationError, InvalidArgument, SignServerError
+from signserver.monitoring.logs import configure_logging
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser(commands)
     ca.add_parser(commands)
     documents.add_parsers(commands)
+    store.add_parser(commands)
     return parser
 
 
@@ -52,15 +53,10 @@ def cmd_serve(args, config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for chatty in ("alembic", "fontTools"):  # INFO from these is a line per table or glyph
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    configure_logging(verbose=args.verbose)  # text until the configuration says otherwise
     try:
         config = load_config(args.config)
+        configure_logging(json_lines=config.logging.format == "json", verbose=args.verbose, calls=config.logging.calls)
         return args.handler(args, config)
     except ConfigurationError as exc:
         print(f"signserver: {exc}", file=sys.stderr)

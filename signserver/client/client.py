@@ -163,7 +163,8 @@ class SignServerClient:
     def prepare_pdf(self, document: Document, *, credential_id: str,
                     options: PdfOptions = PdfOptions()) -> PreparedSignature:
         """Step 1 of the two-step flow: place the signature and stamp, get the digest to authorise
-        (authorize_document), then complete_pdf on the same server before it expires.
+        (authorize_document), then complete_pdf (on any worker or node of the service) before it
+        expires.
 
         Raises: NotFound, InvalidArgument, PermissionRefused, ServerBusy; OSError reading the file.
         """
@@ -181,7 +182,7 @@ class SignServerClient:
         signed PDF comes down into ``destination``.
 
         Raises: ActivationRefused (a token for another digest or credential, reused, expired),
-        NotFound (completed already, expired, or prepared by another server process),
+        NotFound (completed already, or expired),
         SignServerClientError (DATA_LOSS, as sign_pdf); OSError writing the file.
         """
         request = document_pb2.CompleteSignatureRequest(document_id=prepared.document_id,

@@ -77,7 +77,7 @@ class ActivationRefused(PermissionRefused):
 
 class NotFound(SignServerClientError):
     """NOT_FOUND: no such credential, or no prepared document of that id (completed, expired, or
-    prepared by another server process)."""
+    removed by the service)."""
 
 
 class ServerBusy(SignServerClientError):

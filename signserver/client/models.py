@@ -83,7 +83,7 @@ class SignedDocument:
 @dataclass(frozen=True)
 class PreparedSignature:
     """Step 1 of the two-step flow: the digest the holder must authorise, for this credential,
-    before ``expires_at``. The same server process completes what it prepared."""
+    before ``expires_at``. Any worker or node of the service completes it."""
 
     document_id: str
     digest: bytes  # SHA-256 over the signed byte ranges

@@ -1,10 +1,14 @@
-"""Who is calling: the application behind the API key or the client certificate of a call."""
+"""Who is calling: the application behind the API key or the client certificate of a call (the
+TLS peer's, or the one a configured load balancer forwards)."""
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import grpc
 
 from signserver.accounts.model import Application
+from signserver.ca.client_forwarding import FORWARDED_CERTIFICATE_HEADER, caller_certificate_pem
 from signserver.ca.client_status import ClientCertificate, presented
 from signserver.blocking_calls import BlockingCalls, CallerCheck
 from signserver.errors import CallerGaveUp, DeadlineExceeded
@@ -13,13 +17,43 @@ from signserver.service import SignService
 API_KEY_HEADER = "x-api-key"
 
 
-def client_certificate(context: grpc.aio.ServicerContext) -> ClientCertificate | None:
-    """The verified client certificate of a call, when it came with one.
+def client_certificate_pem(context: grpc.aio.ServicerContext, balancers: Collection[str] = ()) -> bytes | None:
+    """The PEM of the verified client certificate that identifies the caller, when there is one:
+    the TLS peer's, or, when the peer is one of the ``balancers`` (SHA-256 of their certificates,
+    ``[tls] balancer_cert_sha256``), the one it forwards (see :mod:`signserver.ca.client_forwarding`).
 
-    Raises: Unauthenticated: it cannot be read.
+    Raises: Unauthenticated: a forwarded certificate from a peer that is no balancer, or one that
+    cannot be read.
     """
-    pem = context.auth_context().get("x509_pem_cert")
-    return presented(pem[0]) if pem else None
+    peer = context.auth_context().get("x509_pem_cert")
+    forwarded = [value for key, value in (context.invocation_metadata() or ()) if key == FORWARDED_CERTIFICATE_HEADER]
+    return caller_certificate_pem(peer[0] if peer else None, forwarded, balancers)
+
+
+def client_certificate(context: grpc.aio.ServicerContext, balancers: Collection[str] = ()) -> ClientCertificate | None:
+    """The verified client certificate that identifies the caller, parsed (see
+    :func:`client_certificate_pem`).
+
+    Raises: Unauthenticated: as :func:`client_certificate_pem`, or it cannot be read.
+    """
+    pem = client_certificate_pem(context, balancers)
+    return presented(pem) if pem else None
+
+
+async def check_balancer(context: grpc.aio.ServicerContext, service: SignService, calls: BlockingCalls) -> None:
+    """When the call's TLS peer is a configured load balancer, its own certificate must be valid
+    now (dates, and this CA's records): a balancer whose certificate was revoked vouches for no
+    caller any more, without a change to every node's configuration.
+
+    Raises: Unauthenticated: the balancer's certificate is expired or revoked.
+    """
+    balancers = service.config.tls.balancer_cert_sha256
+    peer = context.auth_context().get("x509_pem_cert") if balancers else None
+    if not peer:
+        return
+    balancer = presented(peer[0])
+    if balancer.sha256 in balancers and not service.ca.client_status.known_valid(balancer):
+        await calls.run(service.ca.client_status.check, balancer)
 
 
 def still_waiting(context: grpc.aio.ServicerContext) -> CallerCheck:
@@ -45,11 +79,13 @@ async def calling_application(context: grpc.aio.ServicerContext, service: SignSe
     it, both must be the same application's.
 
     Raises: Unauthenticated: no API key or certificate, an unknown one, a certificate expired or
-    revoked, or a key and a certificate of two applications.
+    revoked (the caller's, or the balancer's that forwarded it), or a key and a certificate of
+    two applications.
     """
+    await check_balancer(context, service, calls)
     metadata = dict(context.invocation_metadata() or ())
     api_key = metadata.get(API_KEY_HEADER)
-    client = client_certificate(context)
+    client = client_certificate(context, service.config.tls.balancer_cert_sha256)
     fingerprint = client.sha256 if client is not None else None
     # An application that called moments ago, with a certificate checked moments ago, is known
     # without a trip to the thread pool.

@@ -8,7 +8,7 @@ from signserver.ca.authority import CertificateRequest
 from signserver.ca.repository import IssuedCertificate
 from signserver.errors import InvalidArgument
 from signserver.grpc_api import convert
-from signserver.grpc_api.caller import still_waiting
+from signserver.grpc_api.caller import check_balancer, client_certificate_pem, still_waiting
 from signserver.blocking_calls import BlockingCalls
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.secret import Secret
@@ -50,8 +50,9 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
         self._accounts = accounts
 
     async def _operator(self, context) -> str:
-        pem = context.auth_context().get("x509_pem_cert")
-        name = await self._hsm.run(self._service.ca.identify_ra, pem[0] if pem else None)
+        await check_balancer(context, self._service, self._hsm)
+        pem = client_certificate_pem(context, self._service.config.tls.balancer_cert_sha256)
+        name = await self._hsm.run(self._service.ca.identify_ra, pem)
         return f"ra:{name}"
 
     async def CreateAccount(self, request, context):

@@ -9,8 +9,10 @@ field at fault for INVALID_ARGUMENT when it is known; a ``RetryInfo`` for RESOUR
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 import grpc
@@ -19,6 +21,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from signserver import errors
+from signserver.grpc_api.call_report import aborted_status, method_name, report_call
 
 log = logging.getLogger(__name__)
 
@@ -181,29 +184,51 @@ def _request(raw, decode, streaming: bool):
 
 def _wrap_unary(behaviour: Callable[..., Awaitable[Any]], method: str, deserializer, streaming_request: bool):
     decode = _decoder(deserializer)
+    name = method_name(method)
 
     async def wrapper(raw, context):
+        started, status = time.perf_counter(), "OK"
         try:
             return await behaviour(_request(raw, decode, streaming_request), context)
         except grpc.aio.AbortError:
+            status = aborted_status(context)
+            raise
+        except asyncio.CancelledError:
+            status = "CANCELLED"
             raise
         except Exception as exc:
+            status = _status_name(exc)
             await _abort(context, method, exc)
+        finally:
+            report_call(name, status, started, context)
     return wrapper
 
 
 def _wrap_stream(behaviour, method: str, deserializer, streaming_request: bool):
     decode = _decoder(deserializer)
+    name = method_name(method)
 
     async def wrapper(raw, context):
+        started, status = time.perf_counter(), "OK"
         try:
             async for response in behaviour(_request(raw, decode, streaming_request), context):
                 yield response
         except grpc.aio.AbortError:
+            status = aborted_status(context)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "CANCELLED"
             raise
         except Exception as exc:
+            status = _status_name(exc)
             await _abort(context, method, exc)
+        finally:
+            report_call(name, status, started, context)
     return wrapper
+
+
+def _status_name(exc: Exception) -> str:
+    return status_for(exc).name if isinstance(exc, errors.SignServerError) else grpc.StatusCode.INTERNAL.name
 
 
 

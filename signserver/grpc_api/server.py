@@ -28,9 +28,11 @@ from signserver.grpc_api.tls import client_ca_config, ensure_server_certificate,
 from signserver.hsm.module import pkcs11_lock_is_free
 from signserver.http.csc.context import CscContext
 from signserver.http.csc.serving import CscFront
-from signserver.http.server import CaHttpServer
+from signserver.http.ca_front import CaHttpFront
 from signserver.pades.verifier_process import start_forkserver
 from signserver.service import SignService
+from signserver.signing.retention import store_retention
+from signserver.store.leases import DEFAULT_LEASE_SECONDS, Lease, LeaseKeeper
 from signserver.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -167,14 +169,23 @@ class GrpcServer:
             self.pools.shutdown()
 
 
-class BackgroundWork:
-    """The server's background thread: sends queued e-mail and seals the audit log when due."""
+# The background work runs in one process across every node of a database: the one holding this
+# lease. A node that dies is replaced within the lease's time; one that stops cleanly at once.
+BACKGROUND_LEASE = "background-work"
 
-    def __init__(self, service: SignService, poll_seconds: float = 1.0):
+
+class BackgroundWork:
+    """The server's background thread: sends queued e-mail and seals the audit log when due,
+    while it holds the database lease ``BACKGROUND_LEASE`` (renewed each round)."""
+
+    def __init__(self, service: SignService, poll_seconds: float = 1.0, lease_seconds: int = DEFAULT_LEASE_SECONDS):
         self._service = service
         self._poll = poll_seconds
+        self.lease = LeaseKeeper(Lease(service.database, service.clock, BACKGROUND_LEASE, lease_seconds),
+                                 service.clock)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="background", daemon=True)
+        self._retention = store_retention(service.database, service.audit, service.clock, service.config.retention)
 
     def start(self) -> None:
         self._thread.start()
@@ -182,25 +193,55 @@ class BackgroundWork:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            # A task still runs: sealing the stop or releasing the lease now would let another
+            # node start the same work beside it. The lease runs out instead.
+            log.warning("background task still running at stop; the lease %s is left to expire", BACKGROUND_LEASE)
+            return
         try:
+            if not self.lease.confirm():
+                return  # another process does the background work, and seals
             self._service.sealer.server_stopping()  # a clean stop, sealed: no heartbeat is due after it
+            self.lease.release()  # after the stop's seal: the next holder's start follows it
         except SignServerError as exc:
-            log.warning("could not seal the audit log on the way out: %s", exc)
+            log.warning("could not seal the audit log and release the background lease on the way out: %s", exc)
+
+    def _holds_lease(self, renew: bool) -> bool:
+        """Take or keep the lease; on taking it, record that this process now seals the log."""
+        try:
+            held = self.lease.keep(renew)
+        except SignServerError as exc:
+            log.warning("background work paused: the lease %s cannot be renewed: %s", BACKGROUND_LEASE, exc)
+            return False
+        if held and self.lease.began:
+            log.info("background work runs here (pid %d) from now on", os.getpid())
+            try:
+                self._service.sealer.server_started()  # from here on the seals carry a heartbeat
+            except SignServerError as exc:
+                log.warning("could not record the start in the audit log: %s", exc)
+        return held
 
     def _run(self) -> None:
-        try:
-            self._service.sealer.server_started()  # from here on the seals carry a heartbeat
-        except SignServerError as exc:
-            log.warning("could not record the start in the audit log: %s", exc)
         while not self._stop.is_set():
-            for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due,
-                         self._service.ca.refresh_crls_if_due, self._service.ca.send_expiry_notices,
-                         self._service.master_rotation.background_round, self._service.signer.forget_expired_tokens):
-                try:
-                    task()
-                except Exception:  # background work must outlive one failure
-                    log.exception("background task %s failed", task.__qualname__)
+            # Every node sweeps its own spool directory (it may not be shared); removing a row
+            # twice is harmless, only the remover deletes the file.
+            self._run_task(self._service.pades.remove_expired_documents)
+            if self._holds_lease(renew=True):
+                for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due,
+                             self._service.ca.refresh_crls_if_due, self._service.ca.send_expiry_notices,
+                             self._service.master_rotation.background_round,
+                             self._service.signer.forget_expired_tokens, self._retention.background_round):
+                    if self._stop.is_set() or not self._holds_lease(renew=False):
+                        break
+                    self._run_task(task)
             self._stop.wait(self._poll)
+
+    @staticmethod
+    def _run_task(task) -> None:
+        try:
+            task()
+        except Exception:  # background work must outlive one failure
+            log.exception("background task %s failed", task.__qualname__)
 
 
 def bootstrap(config: Config, service: SignService) -> None:
@@ -247,21 +288,21 @@ class Worker:
     def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain calls in flight and stop."""
         service = SignService.from_config(self.config)
-        http = CaHttpServer(service, self.config.http_listen)
 
         async def main() -> None:
             pools = WorkerPools.create()
             server = GrpcServer(self.config, service, background=self.background, worker=self.index, pools=pools)
             await server.start()
             csc = await self._start_csc(service, pools)
-            http.start()
+            http = CaHttpFront(service, self.config.http_listen)
+            await http.start()
             stopping = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stopping.set)
             await stopping.wait()
             log.info("worker %d: stopping, draining calls in flight", self.index)
-            http.stop()
+            await http.stop()
             if csc is not None:
                 await csc.stop()
             await server.stop()

@@ -23,6 +23,10 @@ from signserver.allocator import return_large_blocks_promptly
 from signserver.config import Config, ServerConfig, split_address
 from signserver.descriptors import raise_open_file_limit
 from signserver.errors import ConfigurationError
+from signserver.monitoring.logs import set_worker
+from signserver.monitoring.meter import install_meter
+from signserver.monitoring.prometheus import (PrometheusMeter, forget_worker, metrics_socket,
+                                              prepare_multiprocess_directory, serve_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +63,22 @@ def _check_pin(config: Config) -> None:
                  PinGuard.for_config(config.hsm, config.state_dir)).check_login()
 
 
-def _work(config: Config, index: int) -> None:
+def _work(config: Config, index: int, metrics: socket.socket | None) -> None:
     from signserver.grpc_api.server import Worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops a worker
     return_large_blocks_promptly()  # before any thread starts
+    set_worker(index)
+    if metrics is not None:
+        metrics.close()  # the metrics process's; a worker must not keep the port when the node stops
+        install_meter(PrometheusMeter())
     Worker(config, index, background=index == 0).run()
+
+
+def _serve_metrics(metrics: socket.socket) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # SIGTERM from the supervisor stops it
+    set_worker("metrics")
+    serve_metrics(metrics)
 
 
 def _reserve(address: str) -> tuple[str, socket.socket | None]:
@@ -105,19 +119,28 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
     csc_listen, csc_holder = _reserve(config.csc.listen) if config.csc.listen else ("", None)
     config = replace(config, server=ServerConfig(listen=listen, plaintext=config.server.plaintext),
                      http_listen=http_listen, csc=replace(config.csc, listen=csc_listen))
+    metrics = None
+    if config.metrics.listen:
+        prepare_multiprocess_directory(config.state_dir / "metrics")
+        metrics = metrics_socket(config.metrics.listen)
     try:
-        Supervisor(config, workers).run()
+        Supervisor(config, workers, metrics).run()
     finally:
-        for holder in (grpc_holder, http_holder, csc_holder):
+        for holder in (grpc_holder, http_holder, csc_holder, metrics):
             if holder is not None:
                 holder.close()
 
 
 class Supervisor:
-    def __init__(self, config: Config, workers: int):
+    """Starts the workers (and the metrics process, given its socket), starts again any that dies,
+    and stops them all on SIGTERM or SIGINT."""
+
+    def __init__(self, config: Config, workers: int, metrics: socket.socket | None = None):
         self._config = config
         self._count = workers
+        self._metrics = metrics
         self._workers: dict[int, multiprocessing.Process] = {}
+        self._metrics_process: multiprocessing.Process | None = None
         self._stopping = False
 
     def run(self) -> None:
@@ -126,6 +149,7 @@ class Supervisor:
 
         previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
+            self._start_metrics()
             for index in range(self._count):
                 self._start(index)
             log.info("supervisor (pid %d): %d worker(s) on %s", os.getpid(), self._count, self._config.server.listen)
@@ -134,8 +158,14 @@ class Supervisor:
                     if not process.is_alive() and not self._stopping:
                         log.warning("worker %d (pid %s) exited with %s; starting it again", index, process.pid,
                                     process.exitcode)
+                        if self._metrics is not None:
+                            forget_worker(process.pid)
                         time.sleep(RESTART_PAUSE_SECONDS)  # a worker that dies at once must not spin
                         self._start(index)
+                if self._metrics_process is not None and not self._metrics_process.is_alive() and not self._stopping:
+                    log.warning("the metrics process exited with %s; starting it again", self._metrics_process.exitcode)
+                    time.sleep(RESTART_PAUSE_SECONDS)
+                    self._start_metrics()
                 time.sleep(0.2)
             self._stop_all()
         finally:
@@ -143,17 +173,26 @@ class Supervisor:
                 signal.signal(signum, handler)
 
     def _start(self, index: int) -> None:
-        process = _fork.Process(target=_work, args=(self._config, index), name=f"worker-{index}")
+        process = _fork.Process(target=_work, args=(self._config, index, self._metrics), name=f"worker-{index}")
         process.start()
         self._workers[index] = process
 
+    def _start_metrics(self) -> None:
+        if self._metrics is None:
+            return
+        self._metrics_process = _fork.Process(target=_serve_metrics, args=(self._metrics,), name="metrics")
+        self._metrics_process.start()
+        host, port = self._metrics.getsockname()[:2]
+        log.info("metrics of this node on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
     def _stop_all(self) -> None:
         log.info("supervisor: stopping %d worker(s)", len(self._workers))
-        for process in self._workers.values():
+        processes = [*self._workers.values(), *([self._metrics_process] if self._metrics_process else [])]
+        for process in processes:
             if process.is_alive():
                 process.terminate()  # SIGTERM: drain, then stop
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in self._workers.values():
+        for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 log.warning("worker pid %d did not stop in time; killing it", process.pid)

@@ -17,6 +17,7 @@ from signserver.hsm.capabilities import TokenCapabilities
 from signserver.hsm.module import load_module, module_generation, pkcs11_lock, reinitialise_module, release_module
 from signserver.hsm.pin_guard import PinGuard
 from signserver.hsm.translate import is_session_lost, translate
+from signserver.monitoring.meter import meter
 from signserver.secret import Secret
 
 log = logging.getLogger(__name__)
@@ -99,19 +100,29 @@ class TokenSession:
             TokenNotFound: the configured token is not present.
             SignServerError: the operation's own errors, translated.
         """
+        asked = time.perf_counter()
         with pkcs11_lock():
+            taken = time.perf_counter()
             try:
-                return operation(self._open())
-            except p11.PKCS11Error as exc:
-                if not is_session_lost(exc):
-                    raise translate(exc, doing) from exc
-                log.warning("HSM session lost (%s) while trying to %s; opening it again",
-                            type(exc).__name__, doing)
-                self._drop(reinitialise="not initialized" in str(exc))
-            try:
-                return operation(self._open())
-            except p11.PKCS11Error as exc:
+                return self._run_locked(operation, doing)
+            finally:
+                meter().hsm_lock_released(taken - asked, time.perf_counter() - taken)
+
+    def _run_locked(self, operation: Callable[[pkcs11.Session], T], doing: str) -> T:
+        """:meth:`run`'s work, with the PKCS#11 lock held. Raises: as :meth:`run`."""
+        try:
+            return operation(self._open())
+        except p11.PKCS11Error as exc:
+            if not is_session_lost(exc):
                 raise translate(exc, doing) from exc
+            log.warning("HSM session lost (%s) while trying to %s; opening it again",
+                        type(exc).__name__, doing)
+            self._drop(reinitialise="not initialized" in str(exc))
+            meter().hsm_session_reopened()
+        try:
+            return operation(self._open())
+        except p11.PKCS11Error as exc:
+            raise translate(exc, doing) from exc
 
     def find(self, session: pkcs11.Session, template: dict[pkcs11.Attribute, Any]) -> list[pkcs11.Object]:
         """Every object matching ``template``; call inside :meth:`run` with its session.

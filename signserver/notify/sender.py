@@ -10,13 +10,15 @@ import logging
 import smtplib
 import ssl
 import threading
+import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from signserver.clock import Clock, epoch_seconds
 from signserver.config import SmtpConfig
+from signserver.monitoring.meter import meter
 from signserver.store.database import Database
 from signserver.store.schema import outbox
 
@@ -26,6 +28,7 @@ CLAIM_SECONDS = 120
 FIRST_RETRY_SECONDS = 10
 MAX_RETRY_SECONDS = 3600
 SMTP_TIMEOUT_SECONDS = 20
+BACKLOG_REPORT_SECONDS = 10  # counting the unsent is a scan of the outbox: not every poll
 
 
 def retry_delay(attempts: int) -> int:
@@ -38,20 +41,26 @@ class OutboxSender:
         self._database = database
         self._smtp = smtp
         self._clock = clock
+        self._backlog_reported = -BACKLOG_REPORT_SECONDS  # time.monotonic() of the last report
 
     def send_due(self, limit: int = 50) -> int:
         """Send the messages that are due; return how many went out. Never raises for SMTP."""
         now = epoch_seconds(self._clock.now())
         with self._database.transaction() as conn:
-            due = conn.execute(select(outbox).where(
-                outbox.c.sent_at.is_(None), outbox.c.next_attempt_at <= now,
-                or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
-                .order_by(outbox.c.id).limit(limit)).all()
+            if time.monotonic() - self._backlog_reported >= BACKLOG_REPORT_SECONDS:
+                self._backlog_reported = time.monotonic()
+                meter().outbox_backlog(conn.execute(select(func.count()).select_from(outbox)
+                                                    .where(outbox.c.sent_at.is_(None))).scalar_one())
+            is_due = (outbox.c.sent_at.is_(None), outbox.c.next_attempt_at <= now,
+                      or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
+            due = conn.execute(select(outbox).where(*is_due).order_by(outbox.c.id).limit(limit)).all()
             claimed = []
             for row in due:
-                taken = conn.execute(update(outbox).where(
-                    outbox.c.id == row.id, or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
-                    .values(claimed_until=now + CLAIM_SECONDS)).rowcount
+                # Still due when claimed: on PostgreSQL another node may have sent the message, or
+                # put it off, since it was read (the update waits for that node's commit and
+                # checks the row as that node left it).
+                taken = conn.execute(update(outbox).where(outbox.c.id == row.id, *is_due)
+                                     .values(claimed_until=now + CLAIM_SECONDS)).rowcount
                 if taken:
                     claimed.append(row)
         if not claimed:

@@ -18,6 +18,7 @@ from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
+from pyhanko.sign.signers.pdf_signer import PdfTBSDocument
 from pyhanko_certvalidator import ValidationContext
 
 from signserver.errors import InvalidArgument
@@ -27,6 +28,7 @@ from signserver.pades.metadata import record_signing, refuse_unrepairable_metada
 from signserver.pades.page_tree import walk_page_tree
 from signserver.pades.placement import place_field, upright
 from signserver.pades.preparation import PreparationCache, PreparationKey
+from signserver.pades.prepared_signature import PostSignData, PreparedSignature
 from signserver.pades.stamp import StampOptions, check_text, stamp_lines, stamp_style
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,37 @@ class PreparedDocument:
             await post.post_signature_processing(self._output)
 
         _run(complete())
+
+    def signature(self) -> PreparedSignature:
+        """The half-done signature as data, for :func:`finish_prepared` in any process."""
+        return PreparedSignature(
+            document_digest=self._prepared.document_digest,
+            reserved_region_start=self._prepared.reserved_region_start,
+            reserved_region_end=self._prepared.reserved_region_end,
+            md_algorithm=self._tbs.md_algorithm, signing_time=self._signing_time,
+            post_sign=PostSignData.of(self._tbs.post_sign_instructions))
+
+
+def finish_prepared(output: BinaryIO, prepared: PreparedSignature, signer: HsmCmsSigner, timestamper,
+                    validation_context: ValidationContext | None) -> None:
+    """Finish a signature prepared by :func:`prepare_document`, maybe in another process, in
+    ``output`` (the prepared document, readable, writable and seekable): sign in the HSM, embed
+    the CMS, then time-stamp and add validation data as the level asks (pyHanko's interrupted
+    signing). ``timestamper`` is the TSA for B-T and above (None for B-B), ``validation_context``
+    the CA's for B-LT and above.
+
+    Raises: InvalidArgument (a pyHanko refusal), HsmError.
+    """
+    async def finish() -> None:
+        signature = await signer.async_sign(
+            prepared.document_digest, prepared.md_algorithm, use_pades=True, timestamper=timestamper,
+            signed_attr_settings=PdfCMSSignedAttributes(signing_time=prepared.signing_time))
+        instructions = prepared.post_sign.instructions(timestamper) if prepared.post_sign else None
+        await PdfTBSDocument.async_finish_signing(output, prepared.byte_range_digest(), signature,
+                                                  post_sign_instr=instructions,
+                                                  validation_context=validation_context)
+
+    _run(finish())
 
 
 def _run(coroutine):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,8 +24,8 @@ from signserver.errors import CredentialUnusable, PermissionDenied
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.pades.cms_signer import HsmCmsSigner, to_asn1
-from signserver.pades.document import PadesLevel, SigningJob, prepare_document, sign_document
-from signserver.pades.pending import PendingDocument, PendingDocuments
+from signserver.pades.document import PadesLevel, SigningJob, finish_prepared, prepare_document, sign_document
+from signserver.pades.pending import PendingDocument, PreparedDocuments
 from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.font import stamp_font
 from signserver.pades.stamp import StampOptions
@@ -51,9 +50,8 @@ class PadesService:
         self._audit = audit
         self._clock = clock
         self._state_dir = state_dir
-        self._spool = state_dir / "spool"
-        self._pending = PendingDocuments()
-        self._pending_lifetime = signer.token_lifetime
+        self._prepared = PreparedDocuments(database, clock, config.spool_dir or state_dir / "prepared",
+                                           signer.token_lifetime)
         self.tsa = TimeStampAuthority(keys, ca, clock)
         self.config = config
         self._preparations = PreparationCache()
@@ -136,42 +134,55 @@ class PadesService:
     def prepare_pdf(self, application: Application, credential_id: str, source: BinaryIO,
                     level: PadesLevel = PadesLevel.B_LT, stamp: StampOptions = DEFAULT_STAMP) -> PendingDocument:
         """Place the signature (and stamp) and return the digest the holder must authorise with
-        SigningService.Authorize; :meth:`complete_pdf` finishes within the token's lifetime.
+        SigningService.Authorize; :meth:`complete_pdf` finishes, in any worker of any node sharing
+        this database and spool directory, within the token's lifetime.
 
-        Raises: NotFound, CredentialUnusable, InvalidArgument.
+        Raises: NotFound, CredentialUnusable, InvalidArgument, StoreUnavailable.
         """
         credential, job = self._job(application, credential_id, level, stamp)
-        self._spool.mkdir(parents=True, exist_ok=True)
-        output = tempfile.TemporaryFile(dir=self._spool)
-        try:
+
+        def write(output: BinaryIO):
             source.seek(0)
-            prepared = prepare_document(source, output, job)
-        except BaseException:
-            output.close()
-            raise
-        return self._pending.add(application.id, credential.id, level, prepared, output,
-                                 self._clock.now() + self._pending_lifetime, job.signer)
+            return prepare_document(source, output, job).signature()
+
+        return self._prepared.add(application.id, credential.id, job.preparation_key.certificate_sha256, level, write)
 
     def complete_pdf(self, application: Application, document_id: str, token: Secret,
                      destination: BinaryIO) -> bytes:
-        """Spend the activation token on the prepared document's digest and sign it.
+        """Spend the activation token on the prepared document's digest and sign it. The document
+        is taken (once: a second call, or one racing this, gets NotFound) whether or not it is
+        then signed.
 
-        Raises: NotFound (unknown or expired document), ActivationRefused, HsmError.
+        Raises: NotFound (unknown, expired or already taken), CredentialUnusable (the credential's
+        certificate changed since the document was prepared: prepare it again), ActivationRefused,
+        InvalidArgument, HsmError, StoreUnavailable, DataCorrupted.
         """
-        pending = self._pending.take(document_id, application.id, self._clock.now())
+        taken = self._prepared.take(document_id, application.id)
         try:
-            spent = self._hash_signer.spend(application, pending.credential_id, token, HashAlgorithm.SHA256,
-                                            [pending.prepared.digest])
+            certificate = self._ca.signing_certificate(taken.credential_id)
+            if certificate is None or certificate.fingerprint(hashes.SHA256()) != taken.certificate_sha256:
+                raise CredentialUnusable(f"the certificate of credential {taken.credential_id} changed since the "
+                                         "document was prepared; prepare it again")
+            spent = self._hash_signer.spend(application, taken.credential_id, token, HashAlgorithm.SHA256,
+                                            [taken.signature.document_digest])
             credential = spent.credential
-            pending.signer.bind(self._signing_with(spent))
-            pending.prepared.finish()
-            pending.output.seek(0)
+            chain = self._ca.chain()
+            signer = HsmCmsSigner(credential.key_algorithm, certificate, chain, self._signing_with(spent))
+            timestamper = self.timestamper()[1] if taken.level.timestamped else None
+            context = self._validation_context(self._crls(), chain) if taken.level.long_term else None
+            finish_prepared(taken.file, taken.signature, signer, timestamper, context)
+            taken.file.seek(0)
             start = destination.tell()
-            shutil.copyfileobj(pending.output, destination, 1 << 20)
-            return self._finish_audit(application, credential, destination, start, pending.prepared.digest,
-                                      pending.level)
+            shutil.copyfileobj(taken.file, destination, 1 << 20)
+            return self._finish_audit(application, credential, destination, start, taken.signature.document_digest,
+                                      taken.level)
         finally:
-            pending.output.close()
+            self._prepared.discard(taken)
+
+    def remove_expired_documents(self) -> int:
+        """Remove prepared documents past their lifetime, with their files, and spool files that no
+        document names (background work). Returns how many went. Raises: StoreUnavailable."""
+        return self._prepared.remove_expired()
 
     def _job(self, application: Application, credential_id: str, level: PadesLevel, stamp: StampOptions):
         credential = self._hash_signer.credential(application, credential_id)

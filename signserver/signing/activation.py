@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import Connection, bindparam, case, func, insert, null, select, update
+from sqlalchemy import Connection, bindparam, case, delete, exists, func, insert, null, select, tuple_, update
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import ActivationRefused, InvalidArgument
@@ -137,6 +137,35 @@ def forget_sealed_keys(conn: Connection, expired_after: datetime.datetime, now: 
         activation_tokens.c.expires_at > epoch_seconds(expired_after),
         activation_tokens.c.expires_at <= epoch_seconds(now),
         activation_tokens.c.sealed_key.is_not(None)).values(sealed_key=None)).rowcount
+
+
+@dataclass(frozen=True)
+class Pruned:
+    tokens: int
+    digests: int
+
+
+def prune_expired(conn: Connection, expired_before: datetime.datetime, limit: int) -> Pruned:
+    """Remove at most ``limit`` digest rows and ``limit`` tokens among the tokens that expired
+    before ``expired_before`` (spent, revoked or unused alike: each expires within minutes of its
+    issue), the oldest first; a token goes once it has no digest left. Returns what went.
+
+    Nothing of a removed token can be used again: :func:`consume` refuses a token it cannot
+    find ("not valid"), as it refuses an expired one; a token is 256 random bits, never re-issued.
+    """
+    cutoff = epoch_seconds(expired_before)
+    tokens = activation_tokens.c
+    digests = activation_token_digests.c
+    oldest = (select(tokens.token_hash).where(tokens.expires_at < cutoff)
+              .order_by(tokens.expires_at).limit(limit).scalar_subquery())
+    pairs = conn.execute(select(digests.token_hash, digests.digest)
+                         .where(digests.token_hash.in_(oldest)).limit(limit)).all()
+    if pairs:
+        conn.execute(delete(activation_token_digests)
+                     .where(tuple_(digests.token_hash, digests.digest).in_([tuple(p) for p in pairs])))
+    bare = ~exists().where(digests.token_hash == tokens.token_hash)
+    removed = conn.execute(delete(activation_tokens).where(tokens.token_hash.in_(oldest), bare)).rowcount
+    return Pruned(tokens=removed, digests=len(pairs))
 
 
 def _explain_refusal(conn: Connection, token_hash: str, credential_id: str, application_id: int,

@@ -41,6 +41,7 @@ from signserver.errors import CredentialUnusable, SignServerError, InvalidArgume
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.hsm.packages import KeyNotOpen, KeyToOpen, PackageKeys
+from signserver.monitoring.meter import meter
 from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.signing.activation import IssuedToken
@@ -192,6 +193,7 @@ class HashSigner:
             self._audit.append(conn, now, "authorization.issued", f"application:{application.name}", username,
                                credential=credential.id, digests=len(digests),
                                digests_sha256=hashlib.sha256(b"".join(digests)).hexdigest())
+        meter().activation_tokens("issued")
         return Authorization(token=issued.token, expires_at=issued.expires_at, digests=issued.digests,
                              credential_id=credential.id)
 
@@ -276,6 +278,7 @@ class HashSigner:
             key_check(credential.key_algorithm)
         activation.consume(conn, token=token.reveal(), credential_id=credential.id,
                            application_id=application.id, algorithm=hash_algorithm, digests=digests, now=now)
+        meter().activation_tokens("spent")
         if credential.is_package:
             if not self._package_keys.is_open(hashed, now):
                 to_open = self._packages.key_to_open(conn, credential.id, credential.key_id, token.reveal(), hashed)
@@ -288,7 +291,10 @@ class HashSigner:
         now = self._clock.now()
         since, self._expired_until = self._expired_until or now - datetime.timedelta(days=1), now
         with self._database.transaction() as conn:
-            return activation.forget_sealed_keys(conn, since, now)
+            expired = activation.forget_sealed_keys(conn, since, now)
+        if expired:
+            meter().activation_tokens("expired", expired)
+        return expired
 
     def credential(self, application: Application, credential_id: str) -> Credential:
         """A credential the application may use, checked usable. Raises: NotFound, CredentialUnusable."""

@@ -1,25 +1,37 @@
-"""The database: engine set-up (SQLite by default, PostgreSQL portable), migrations, transactions."""
+"""The database: engine set-up (SQLite by default, PostgreSQL for several nodes), migrations,
+transactions, and the one place where the driver's errors become signserver's."""
 
 from __future__ import annotations
 
 import logging
 import os
+import weakref
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from signserver.errors import ConfigurationError, StoreUnavailable
+from signserver.config import DatabaseConfig
+from signserver.errors import (
+    ConfigurationError,
+    StoreConflict,
+    StoreRefused,
+    StoreUnavailable,
+    StoreValueRefused,
+)
 from signserver.store.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-POOL_SIZE, POOL_OVERFLOW = 8, 8  # connections kept per process, and opened beyond them at peaks
+# Held by the process that migrates a PostgreSQL database, so that workers and nodes starting
+# together upgrade it once, one after the other (a transaction-scoped advisory lock).
+MIGRATION_LOCK_KEY = 0x5167_6E53  # any constant of this application's own
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -60,67 +72,97 @@ def _create_private(path: Path) -> None:
             pass
 
 
-class Database:
-    """An engine plus the one way to run a transaction against it."""
+# A forked child must not share its parent's connections: one hook for every engine, which
+# keeps none of them alive (the suite and the CLI make many).
+_ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
-    def __init__(self, url: str):
+
+def _forget_inherited_connections() -> None:
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
+
+
+class Database:
+    """An engine plus the one way to run a transaction against it.
+
+    SQLite: one writer at a time (BEGIN IMMEDIATE, queued on the WriterLock), readers on a WAL
+    snapshot beside it. PostgreSQL: writers in READ COMMITTED, the server's default, taking row
+    locks (SELECT ... FOR UPDATE, INSERT ... ON CONFLICT) wherever they read what they then
+    change; readers in a REPEATABLE READ, READ ONLY transaction, one snapshot for all their
+    statements as on SQLite.
+    """
+
+    def __init__(self, url: str, settings: DatabaseConfig | None = None):
+        settings = settings or DatabaseConfig()
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._writers: WriterLock | None = None
+        pool = dict(pool_size=settings.pool_size, max_overflow=settings.max_overflow,
+                    pool_timeout=settings.pool_timeout_seconds,
+                    hide_parameters=True)  # errors in logs never show the values (hashes, sealed keys)
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 _create_private(Path(path))
                 self._writers = WriterLock(Path(f"{path}-writer.lock"))
-            self.engine: Engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+            self.engine: Engine = create_engine(url, **pool)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
-        # A forked child must not share its parent's connections.
-        os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
+            # pool_pre_ping: a connection the server, a restart or a firewall closed while it sat
+            # in the pool is replaced at checkout instead of failing the call that drew it (see
+            # README, "PostgreSQL"); one round trip per transaction.
+            self.engine = create_engine(url, pool_pre_ping=True, **pool)
+        _ENGINES.add(self.engine)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A connection in a transaction: committed on success, rolled back on any error.
 
-        Raises: StoreUnavailable: the database cannot be reached or stays locked.
+        Raises: StoreUnavailable: the database cannot be reached, stays locked, or gave the
+                    transaction up in a conflict with another (a deadlock, a serialization failure);
+                StoreConflict: a unique value is already taken (another change came first);
+                StoreValueRefused: a value does not fit its column;
+                StoreRefused: the database refused a statement for another reason.
         """
-        try:
-            with self._writer_turn(), self._begun(writing=True) as connection:
-                yield connection
-        except OperationalError as exc:
-            raise StoreUnavailable(f"the database does not answer: {exc.orig}") from exc
+        with _store_errors(), self._writer_turn(), self._begun(writing=True) as connection:
+            yield connection
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection in a read-only transaction (it runs beside writers).
 
-        Raises: StoreUnavailable: the database cannot be reached.
+        Raises: as :meth:`transaction`.
         """
-        try:
-            with self._begun(writing=False) as connection:
-                yield connection
-        except OperationalError as exc:
-            raise StoreUnavailable(f"the database does not answer: {exc.orig}") from exc
+        with _store_errors(), self._begun(writing=False) as connection:
+            yield connection
 
     def _writer_turn(self):
         return self._writers.held() if self._writers is not None else nullcontext()
 
     @contextmanager
     def _begun(self, writing: bool) -> Iterator[Connection]:
-        with self.engine.connect() as connection, connection.begin():
-            if self.is_sqlite:
-                # pysqlite is left in autocommit mode (see _sqlite_pragmas) and transactions are
-                # begun here, straight at the driver (twice for every signature). A writing one
-                # takes the write lock as it starts: read-then-write transactions (lockout
-                # counters, the audit chain) then never race another process, nor fail on
-                # upgrading a read lock. Reads begin deferred and run beside writers (WAL).
-                connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if writing else "BEGIN")
-            yield connection
+        with self.engine.connect() as connection:
+            if not self.is_sqlite and not writing:
+                # psycopg begins with "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY": no extra
+                # round trip; both are reset when the connection goes back to the pool.
+                connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with connection.begin():
+                if self.is_sqlite:
+                    # pysqlite is left in autocommit mode (see _sqlite_pragmas) and transactions are
+                    # begun here, straight at the driver (twice for every signature). A writing one
+                    # takes the write lock as it starts: read-then-write transactions (lockout
+                    # counters, the audit chain) then never race another process, nor fail on
+                    # upgrading a read lock. Reads begin deferred and run beside writers (WAL).
+                    connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if writing else "BEGIN")
+                yield connection
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration (idempotent).
+        """Bring the schema to the newest migration (idempotent; processes starting together
+        migrate one after the other).
 
         Raises: ConfigurationError: the database cannot be reached.
         """
@@ -132,11 +174,53 @@ class Database:
         config.set_main_option("script_location", str(MIGRATIONS))
         try:
             with self._writer_turn(), self._begun(writing=True) as connection:
+                if not self.is_sqlite:
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
-        except OperationalError as exc:
-            raise ConfigurationError("database.url", f"cannot open the database: {exc.orig}") from exc
+        except (OperationalError, PoolTimeout) as exc:
+            raise ConfigurationError("database.url", f"cannot open the database: {_reason(exc)}") from exc
 
     def dispose(self) -> None:
         """Close pooled connections (call in a forked child before first use)."""
         self.engine.dispose(close=False)
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """SQLAlchemy's and the driver's errors as signserver's, with the database's own words but
+    never the statement's values."""
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise StoreUnavailable("no database connection came free in time; the server is busy") from exc
+    except OperationalError as exc:
+        # PostgreSQL's SQLSTATE class 40: the transaction was given up for another's sake.
+        if getattr(exc.orig, "sqlstate", "") and exc.orig.sqlstate.startswith("40"):
+            raise StoreUnavailable(f"the database gave the transaction up in a conflict with another; "
+                                   f"try again ({_reason(exc)})") from exc
+        raise StoreUnavailable(f"the database does not answer: {_reason(exc)}") from exc
+    except IntegrityError as exc:
+        if _is_unique_violation(exc):
+            raise StoreConflict(f"the database already holds that record: {_reason(exc)}") from exc
+        raise StoreRefused(f"the database refused a change: {_reason(exc)}") from exc
+    except DataError as exc:
+        raise StoreValueRefused(f"the database cannot keep a value: {_reason(exc)}") from exc
+    except DBAPIError as exc:
+        raise StoreRefused(f"the database refused a statement: {_reason(exc)}") from exc
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate == "23505"  # PostgreSQL's unique_violation
+    return "UNIQUE constraint failed" in str(exc.orig)
+
+
+def _reason(exc: Exception) -> str:
+    """The database's message without its detail lines (PostgreSQL's DETAIL names the values)."""
+    orig = getattr(exc, "orig", None) or exc
+    diagnostic = getattr(orig, "diag", None)
+    primary = getattr(diagnostic, "message_primary", None) if diagnostic is not None else None
+    lines = (primary or str(orig)).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__

@@ -202,6 +202,42 @@ audit_seals = Table(
     Column("prev_seal", String(64), nullable=False, server_default=""),  # SHA-256 of the previous seal
 )
 
+# Segments of the log written to files (``signserver audit export``): records first_seq..last_seq
+# and the seals up to ``seal_number``, the seal of last_seq. Only records a segment holds may be
+# removed from the database.
+audit_exports = Table(
+    "audit_exports", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False, index=True),
+    Column("last_hash", String(64), nullable=False),
+    Column("seal_number", BigInteger, nullable=False),
+    Column("seal_digest", String(64), nullable=False),  # SealContent.digest() of that seal
+    # The newest server.started / server.stopped record up to last_seq (None: there is none).
+    Column("lifecycle_seq", BigInteger, nullable=True),
+    Column("lifecycle_event", String(64), nullable=True),
+    Column("file_sha256", String(64), nullable=False),
+    Column("file_name", String(1000), nullable=False),  # for people only
+    Column("exported_at", BigInteger, nullable=False),
+)
+
+# One row once records were removed (``signserver audit prune``): the live chain starts after
+# record ``seq``, whose hash it follows, and its seals after seal ``seal_number`` (kept), which
+# sealed that record. The prune is also an ``audit.pruned`` record of the chain, which verification
+# compares with this row.
+audit_anchor = Table(
+    "audit_anchor", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("seal_number", BigInteger, nullable=False),
+    Column("seal_digest", String(64), nullable=False),
+    Column("lifecycle_seq", BigInteger, nullable=True),
+    Column("lifecycle_event", String(64), nullable=True),
+    Column("export_sha256", String(64), nullable=False),
+    Column("pruned_at", BigInteger, nullable=False),
+)
+
 outbox = Table(
     "outbox", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -241,7 +277,7 @@ certificates = Table(
     Column("account_id", Integer, ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True, index=True),
     Column("credential_id", String(64), ForeignKey("credentials.id", ondelete="SET NULL"), nullable=True,
            index=True),
-    Column("subject", String(1000), nullable=False),  # RFC 4514
+    Column("subject", Text, nullable=False),  # RFC 4514; the holder's fields together have no fixed bound
     Column("not_before", BigInteger, nullable=False),
     Column("not_after", BigInteger, nullable=False, index=True),
     Column("status", String(16), nullable=False),  # valid | revoked
@@ -271,6 +307,9 @@ csc_access_tokens = Table(
     Column("scope", String(32), nullable=False),
     Column("expires_at", BigInteger, nullable=False, index=True),
     Column("created_at", BigInteger, nullable=False),
+    # RFC 8705: the SHA-256 (hex) of the client certificate the login presented; the token is then
+    # accepted only over a connection presenting that certificate. None after an API-key login.
+    Column("certificate_sha256", String(64), nullable=True),
 )
 
 # The CSC API's asynchronous signatures: written when one starts, answered to polls from any
@@ -288,6 +327,42 @@ csc_operations = Table(
     Column("answer", LargeBinary, nullable=True),  # the outcome's JSON: the result, or the CSC error
 )
 
+# Documents prepared in the two-step flow (PrepareSignature), waiting for CompleteSignature on any
+# worker of any node: the half-done signature as data (pyHanko's interrupted signing, see
+# signserver/pades/prepared_signature.py) and the name of the prepared PDF's file in the spool
+# directory. Deleting the row is what takes the document: one completion only.
+prepared_documents = Table(
+    "prepared_documents", metadata,
+    Column("id_hash", String(64), primary_key=True),  # SHA-256 of the document id (a bearer handle), hex
+    Column("application_id", Integer, ForeignKey("applications.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("credential_id", String(64), ForeignKey("credentials.id", ondelete="CASCADE"), nullable=False),
+    Column("certificate_sha256", LargeBinary, nullable=False),  # the signer's certificate it was prepared with
+    Column("level", String(8), nullable=False),  # B-B | B-T | B-LT | B-LTA
+    Column("md_algorithm", String(16), nullable=False),
+    Column("document_digest", LargeBinary, nullable=False),  # over the /ByteRange: what the holder authorises
+    Column("reserved_start", BigInteger, nullable=False),  # the /Contents placeholder in the file
+    Column("reserved_end", BigInteger, nullable=False),
+    Column("signing_time", BigInteger, nullable=False),
+    Column("post_sign", Text, nullable=True),  # B-LT, B-LTA: the DSS data and document time-stamp, JSON
+    Column("file_name", String(64), nullable=False, unique=True),  # in the spool directory
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+)
+
+# Named leases (signserver/store/leases.py): work that must run once across the nodes of one
+# database runs in the process whose holder id the row names, until expires_at; it renews the
+# lease while it works and releases it (holder "") on a clean stop.
+leases = Table(
+    "leases", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),  # host:pid:random, or "" once released
+    Column("acquired_at", BigInteger, nullable=False),  # since when this holder has it without a break
+    Column("expires_at", BigInteger, nullable=False),
+)
+
 __all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "account_emails", "credentials", "applications", "application_accounts",
            "activation_tokens", "activation_token_digests", "signing_packages", "master_keys", "audit_log", "audit_head", "audit_seals",
-           "outbox", "authorities", "pending_ca_keys", "certificates", "crls", "csc_access_tokens", "csc_operations"]
+           "audit_exports", "audit_anchor",
+           "outbox", "authorities", "pending_ca_keys", "certificates", "crls", "csc_access_tokens", "csc_operations",
+           "prepared_documents", "leases"]

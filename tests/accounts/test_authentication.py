@@ -7,6 +7,7 @@ import datetime
 import threading
 
 import pytest
+from sqlalchemy import text
 
 from signserver.accounts import otp
 from signserver.accounts.model import AccountStatus
@@ -172,8 +173,8 @@ def test_disabled_accounts_are_refused(fresh_service):
 def test_otp_seed_is_sealed_in_the_database(fresh_service):
     created, seed = enrol(fresh_service)
     with fresh_service.database.transaction() as conn:
-        row = conn.exec_driver_sql("SELECT otp_seed_sealed, password_hash, recovery_code_hash FROM accounts "
-                                   "WHERE username = ?", (created.account.username,)).one()
+        row = conn.execute(text("SELECT otp_seed_sealed, password_hash, recovery_code_hash FROM accounts "
+                                "WHERE username = :u"), {"u": created.account.username}).one()
     assert seed.encode() not in row.otp_seed_sealed
     assert row.password_hash.startswith("$argon2id-kdf$") and PASSWORD not in row.password_hash
     assert row.recovery_code_hash.startswith("$argon2id-kdf$")

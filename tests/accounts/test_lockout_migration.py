@@ -7,6 +7,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import inspect, text
 
 from signserver.store.database import MIGRATIONS, Database
+from tests.conftest import empty_database_url
 
 LOCKED_UNTIL = 4_000_000_000  # far in the future
 
@@ -16,11 +17,11 @@ def insert_account(conn, username: str, failed: int, locked_until: int | None) -
         "INSERT INTO accounts (username, holder_name, kind, organisation, department, title, status, "
         "password_hash, password_changed_at, failed_attempts, locked_until, otp_seed_sealed, "
         "recovery_code_hash, created_at) VALUES (:u, 'Holder', 'personal', '', '', '', 'active', 'h', 0, "
-        ":f, :l, x'00', 'r', 0)"), {"u": username, "f": failed, "l": locked_until})
+        ":f, :l, :seed, 'r', 0)"), {"u": username, "f": failed, "l": locked_until, "seed": b"\x00"})
 
 
 def test_lockout_state_moves_to_the_names_and_back(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    database = Database(empty_database_url(tmp_path / "old.db"))
     migrations = AlembicConfig()
     migrations.set_main_option("script_location", str(MIGRATIONS))
     with database.transaction() as conn:

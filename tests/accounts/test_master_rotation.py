@@ -30,7 +30,7 @@ from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.secret import Secret
 from signserver.service import SignService
 from signserver.store.schema import master_keys, signing_packages
-from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol
+from tests.conftest import PASSWORD, SIGNSERVER, cli_env, database_url, enrol
 from tests.hsm.test_keystore import verify
 
 ECDSA = SignatureAlgorithm.ECDSA_SHA256
@@ -50,7 +50,7 @@ def token(config) -> str:
 
 def service_on(config, state: Path, token: str, clock) -> SignService:
     state.mkdir(parents=True, exist_ok=True)
-    own = replace(config, state_dir=state, database_url=f"sqlite:///{state / 'signserver.db'}",
+    own = replace(config, state_dir=state, database_url=database_url(state / "signserver.db"),
                   hsm=replace(config.hsm, token_label=token))
     service = SignService.from_config(own, user_pin=USER_PIN, clock=clock)
     service.prepare_database()
@@ -273,7 +273,7 @@ def test_cli_rotates_rewraps_with_progress_and_retires(service, clock, state_dir
     enrolled = [holders.enrol() for _ in range(3)]
     old = master_of(service, enrolled[0])
     env = {**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(service.config.state_dir),
-           "SIGNSERVER_HSM_USER_PIN": USER_PIN.reveal()}
+           "SIGNSERVER_DATABASE_URL": service.database.url, "SIGNSERVER_HSM_USER_PIN": USER_PIN.reveal()}
     token = service.keys.session.token_label
 
     def cli(*args: str) -> subprocess.CompletedProcess:
@@ -301,7 +301,7 @@ def test_cli_rotate_no_wait_leaves_the_packages_to_the_pass(service, clock, stat
     holder = holders.enrol()
     old = master_of(service, holder)
     env = {**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(service.config.state_dir),
-           "SIGNSERVER_HSM_USER_PIN": USER_PIN.reveal()}
+           "SIGNSERVER_DATABASE_URL": service.database.url, "SIGNSERVER_HSM_USER_PIN": USER_PIN.reveal()}
     token = service.keys.session.token_label
 
     rotated = subprocess.run([str(SIGNSERVER), "hsm", "master", "rotate", "--no-wait", "--token", token], env=env,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cryptography import x509
@@ -160,6 +161,29 @@ def test_profile_variant_must_match_the_account(ca_service):
     created, _ = holder(ca_service)  # corporate
     with pytest.raises(InvalidArgument, match="is for government accounts"):
         ca_service.ca.issue(CertificateRequest("cloud-signature-government", created.account.username), "ra")
+
+
+def test_a_subject_of_the_longest_fields_is_kept_whole(ca_service):
+    # Every field at its own limit, with characters RFC 4514 escapes: the subject passes 1,000
+    # characters, which PostgreSQL's VARCHAR(1000) refused where SQLite kept it.
+    created, _ = holder(ca_service, holder_name="L" * 64, organisation="Org, Lda+" * 22,
+                        department="Dept; A" * 28, title="T=1" * 66, given_name="Ana, " * 40,
+                        surname="Sá+" * 66, emails=(f"{'e' * 64}@{'d' * 60}.example.mo",))
+    issued = ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "ra:test")
+    assert len(issued.subject) > 1000
+    stored = ca_service.ca.get(issued.serial)
+    assert stored.subject == issued.certificate.subject.rfc4514_string() == issued.subject
+
+
+def test_crls_published_at_once_each_get_their_own_number(ca_service):
+    def number() -> int:
+        crl = x509.load_der_x509_crl(ca_service.ca.crl("issuing"))
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+    before = number()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda _: ca_service.ca.publish_crls(root=False), range(8)))
+    assert number() == before + 8  # none read the same last number as another
 
 
 def test_renewal_rules(ca_service, ca_clock, tmp_path):

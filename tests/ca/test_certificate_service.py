@@ -178,8 +178,7 @@ def test_ra_certificates_stay_ra_certificates_when_the_policy_arc_changes(ca_ser
 
     _, ra_certificate, _ = client_pair(ca_service, "client-ra", "ra-before-the-move")
     _, asp_certificate, _ = client_pair(ca_service, "client-asp", "asp-before-the-move")
-    database = ca_service.database.engine.url.database
-    moved = service_with(config, database, ca_clock, ca=replace(config.ca, policy_oid_arc="1.3.6.1.4.1.64000.9"))
+    moved = service_with(config, ca_service.database.url, ca_clock, ca=replace(config.ca, policy_oid_arc="1.3.6.1.4.1.64000.9"))
     assert moved.ca.profile("client-ra").policy != ca_service.ca.profile("client-ra").policy
     assert moved.ca.identify_ra(ra_certificate) == "ra-before-the-move"
     with pytest.raises(PermissionDenied):

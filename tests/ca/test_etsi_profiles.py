@@ -34,6 +34,7 @@ from signserver.store.database import MIGRATIONS, Database
 from signserver.v1 import certificate_pb2
 from tests.ca.test_authority import csr_for, holder
 from tests.ca.test_certificate_service import ra, served  # noqa: F401 (fixtures)
+from tests.conftest import empty_database_url
 
 PEM = serialization.Encoding.PEM
 SIGNING_PROFILES = [p.name for p in HOLDER_PROFILES if p.name.startswith(("cloud-signature", "qualified", "standard"))]
@@ -226,7 +227,7 @@ def test_the_ra_enrols_the_holders_names(ra, ca_service):  # noqa: F811 (fixture
 
 
 def test_migration_0009_keeps_accounts_without_names(tmp_path, clock):
-    database = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    database = Database(empty_database_url(tmp_path / "old.db"))
     migrations = AlembicConfig()
     migrations.set_main_option("script_location", str(MIGRATIONS))
     with database.transaction() as conn:
@@ -235,7 +236,7 @@ def test_migration_0009_keeps_accounts_without_names(tmp_path, clock):
         conn.execute(text(
             "INSERT INTO accounts (username, holder_name, kind, organisation, department, title, status, "
             "password_hash, password_changed_at, otp_seed_sealed, recovery_code_hash, created_at) VALUES "
-            "('before', 'Lei Ka Io', 'personal', '', '', '', 'active', 'x', 0, x'00', '', 0)"))
+            "('before', 'Lei Ka Io', 'personal', '', '', '', 'active', 'x', 0, :seed, '', 0)"), {"seed": b"\x00"})
         command.upgrade(migrations, "head")
         account = get_account(conn, "before", clock.now())
     database.dispose()

@@ -14,18 +14,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from signserver.ca.authority import CertificateRequest
-from signserver.http.server import CaHttpServer
+from signserver.http.ca_front import CaHttpFront
 from tests.ca.test_authority import holder
+from tests.ca.test_http_hardening import FrontThread
 
 PEM = serialization.Encoding.PEM
 
 
 @pytest.fixture(scope="module")
 def http(ca_service):
-    server = CaHttpServer(ca_service, "127.0.0.1:0")
-    server.start()
-    yield f"http://127.0.0.1:{server.port}"
-    server.stop()
+    with FrontThread(CaHttpFront(ca_service, "127.0.0.1:0")) as server:
+        yield f"http://127.0.0.1:{server.port}"
 
 
 def fetch(url: str, data: bytes | None = None, content_type: str | None = None):

@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from dataclasses import replace
@@ -22,13 +21,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from signserver.ca import repository as repo
 from signserver.ca.setup import ISSUING, OCSP, ROOT, STEPS, TSA
 from signserver.errors import AlreadyExists
 from signserver.grpc_api.server import bootstrap
 from tests.conftest import ROOT as REPOSITORY
-from tests.conftest import SIGNSERVER, cli_env, service_with
+from tests.conftest import SIGNSERVER, cli_env, database_url, service_with
 
 PURPOSES = ("ca-root", "ca-issuing", "ca-ocsp-responder", "ca-tsa")
 # Every point the set-up passes, in order: a key generated (its step not committed yet), a step done.
@@ -176,7 +178,7 @@ def test_the_servers_first_start_finishes_an_interrupted_set_up(config, make_ser
         first.ca.initialise("operator:test", checkpoint=crash_at(ISSUING))
 
     again = make_service()
-    served = replace(config, database_url=f"sqlite:///{tmp_path / 'signserver.db'}",
+    served = replace(config, database_url=database_url(tmp_path / "signserver.db"),
                      server=replace(config.server, plaintext=True))
     bootstrap(served, again)  # refused with "the CA is already initialised" before
     assert_complete_and_working(again, before)
@@ -266,18 +268,25 @@ def cli(state, *args, **kwargs):
                           env=cli_env(state), **kwargs)
 
 
-def wait_for_pending_key(database, purpose: str, process: subprocess.Popen, seconds: float = 120) -> bool:
+def wait_for_pending_key(url: str, purpose: str, process: subprocess.Popen, seconds: float = 120) -> bool:
     """Whether ``process`` recorded the label of the key it is about to generate for ``purpose``."""
+    if url.startswith("sqlite:///"):  # read only: never create the file before the process does
+        url = f"sqlite:///file:{url.removeprefix('sqlite:///')}?mode=ro&uri=true"
+    engine = create_engine(url, poolclass=NullPool)
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as conn:
-                if conn.execute("SELECT 1 FROM pending_ca_keys WHERE purpose = ?", (purpose,)).fetchone():
-                    return True
-        except sqlite3.OperationalError:
-            pass  # not created yet, or mid-migration
-        time.sleep(0.005)
-    return False
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with engine.connect() as conn:
+                    if conn.execute(text("SELECT 1 FROM pending_ca_keys WHERE purpose = :p"),
+                                    {"p": purpose}).first():
+                        return True
+            except DBAPIError:
+                pass  # not created yet, or mid-migration
+            time.sleep(0.005)
+        return False
+    finally:
+        engine.dispose()
 
 
 def test_ca_init_killed_while_the_issuing_key_is_generated_is_finished_by_the_next(own_token):
@@ -286,7 +295,7 @@ def test_ca_init_killed_while_the_issuing_key_is_generated_is_finished_by_the_ne
     process = subprocess.Popen([str(SIGNSERVER), "ca", "init"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=cli_env(own_token))
     try:
-        assert wait_for_pending_key(own_token / "signserver.db", "ca-issuing", process), \
+        assert wait_for_pending_key(database_url(own_token / "signserver.db"), "ca-issuing", process), \
             "ca init never reached the issuing CA's key"
         os.kill(process.pid, signal.SIGKILL)
     finally:

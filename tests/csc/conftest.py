@@ -104,7 +104,7 @@ def csc_server(config, csc_service, tmp_path_factory):
     ensure_server_certificate(tls, "127.0.0.1")
     bundle = folder / "client-ca.pem"
     bundle.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in csc_service.ca.chain()))
-    with CscServerThread(csc_service, replace(tls, client_ca_file=bundle)) as server:
+    with CscServerThread(csc_service, replace(tls, client_ca_file=bundle, mutual=False)) as server:
         yield server
 
 
@@ -163,3 +163,23 @@ def ca_root(service: SignService) -> x509.Certificate:
 def write_pem(path: Path, certificate: x509.Certificate) -> Path:
     path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return path
+
+
+def client_certificate_context(server: CscServerThread, service: SignService, application_name: str,
+                               folder: Path) -> ssl.SSLContext:
+    """Register ``application_name`` with a fresh client certificate from the service's CA (creating
+    the application when it does not exist): a TLS context trusting the server and presenting it."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from signserver.accounts.applications import certificate_fingerprint
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = service.ca.issue_service_certificate("client-asp", application_name, key.public_key(), "operator:test")
+    service.applications.set_client_certificate(application_name, certificate_fingerprint(issued.certificate))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "client.pem").write_bytes(issued.certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "client-key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    context = ssl.create_default_context(cafile=str(server.tls.cert_file))
+    context.load_cert_chain(folder / "client.pem", folder / "client-key.pem")
+    return context

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from signserver.hsm.algorithms import HashAlgorithm
-from signserver.http.csc.operations import OPERATION_SECONDS, RESULT_SECONDS
+from signserver.http.csc.limits import OPERATIONS_PER_APPLICATION
+from signserver.http.csc.operations import NOT_READY, OPERATION_SECONDS, RESULT_SECONDS
 from signserver.pades.sample import sample_pdf
 from signserver.secret import Secret
 from tests.csc.conftest import CscServerThread, b64, basic
@@ -51,12 +52,17 @@ def held(server: CscServerThread, pool, threads: int = 2):
             call.result(30)
 
 
+def running(answer) -> bool:
+    """Whether a poll says "not yet completed", as the CSC API says it (400, its own sentence)."""
+    return answer.status_code == 400 and answer.json().get("error_description") == NOT_READY
+
+
 def outcome(client, response_id: str, timeout: float = 60.0):
     """Poll until the operation is no longer running (the server answers at once each time)."""
     end = time.monotonic() + timeout
     while True:
         answer = client.post(POLL, json={"responseID": response_id})
-        if answer.status_code != 202 or time.monotonic() > end:
+        if not running(answer) or time.monotonic() > end:
             return answer
         time.sleep(0.02)  # polling: what a CSC client does
 
@@ -94,16 +100,18 @@ def test_sign_hash_answers_a_response_id_then_not_ready_then_the_signatures(
             "credentialID": holder.credential_id, "SAD": sad, "hashes": [b64(digest)], "hashAlgorithmOID": SHA256,
             "signAlgo": ECDSA_SHA256, "operationMode": "A"}))
         pending = csc_client.post(POLL, json={"responseID": response_id})
-        assert pending.status_code == 202 and pending.json() == {"responseID": response_id}
+        # CSC API v2, signatures/signPolling: 400 invalid_request with the spec's sentence.
+        assert_csc_error(pending, 400, "invalid_request")
+        assert running(pending) and pending.json()["responseID"] == response_id
         assert pending.headers["retry-after"] == "1"
-        assert_csc_error(other_client.post(POLL, json={"responseID": response_id}), 404, "invalid_request")
+        assert_csc_error(other_client.post(POLL, json={"responseID": response_id}), 400, "invalid_request")
     answer = outcome(csc_client, response_id)
     assert answer.status_code == 200, answer.text
     [signature] = answer.json()["signatures"]
     holder.certificate.public_key().verify(base64.b64decode(signature), b"to be signed", ec.ECDSA(hashes.SHA256()))
     # The outcome stays for other polls (the answer may have been lost), still to its application only.
     assert csc_client.post(POLL, json={"responseID": response_id}).json() == answer.json()
-    assert_csc_error(other_client.post(POLL, json={"responseID": response_id}), 404, "invalid_request")
+    assert_csc_error(other_client.post(POLL, json={"responseID": response_id}), 400, "invalid_request")
 
 
 def test_sign_doc_answers_at_once_and_any_worker_answers_the_poll(
@@ -114,7 +122,7 @@ def test_sign_doc_answers_at_once_and_any_worker_answers_the_poll(
         response_id = started(csc_client.post("/csc/v2/signatures/signDoc", json={
             "credentialID": holder.credential_id, "SAD": sad, "documents": [document(pdf, "Ades-B-T")],
             "operationMode": "A"}))
-        assert csc_client.post(POLL, json={"responseID": response_id}).status_code == 202
+        assert running(csc_client.post(POLL, json={"responseID": response_id}))
     with second_worker.client(headers={"Authorization": f"Bearer {access_token}"}) as elsewhere:
         answer = outcome(elsewhere, response_id)
     assert answer.status_code == 200, answer.text
@@ -132,7 +140,9 @@ def test_a_failed_operation_answers_its_error_when_polled(csc_client, csc_servic
 
 
 def test_an_unknown_response_id_is_refused(csc_client):
-    assert_csc_error(csc_client.post(POLL, json={"responseID": "no-such-operation"}), 404, "invalid_request")
+    unknown = csc_client.post(POLL, json={"responseID": "no-such-operation"})
+    assert_csc_error(unknown, 400, "invalid_request")
+    assert unknown.json()["error_description"].startswith("Invalid parameter responseID") and not running(unknown)
     assert_csc_error(csc_client.post(POLL, json={}), 400, "invalid_request")
 
 
@@ -152,15 +162,38 @@ def test_outcomes_expire_and_an_operation_whose_worker_stopped_fails_at_its_dead
         "validity_period": 60_000}))
     assert outcome(csc_client, done).status_code == 200
     with held(csc_server, csc_server.context.documents):
-        running = started(csc_client.post("/csc/v2/signatures/signDoc", json={
+        unfinished = started(csc_client.post("/csc/v2/signatures/signDoc", json={
             "credentialID": holder.credential_id, "SAD": "x" * 43, "documents": [document(pdf)],
             "operationMode": "A"}))
         csc_clock.advance(seconds=OPERATION_SECONDS + 1)  # as if its worker had stopped
-        stopped = csc_client.post(POLL, json={"responseID": running})
+        stopped = csc_client.post(POLL, json={"responseID": unfinished})
         assert_csc_error(stopped, 500, "server_error")
         assert "stopped" in stopped.json()["error_description"]
         # validity_period (60 s) has passed for the first one: erased.
-        assert_csc_error(csc_client.post(POLL, json={"responseID": done}), 404, "invalid_request")
-    outcome(csc_client, running)  # let it end before the clock moves on
+        assert_csc_error(csc_client.post(POLL, json={"responseID": done}), 400, "invalid_request")
+    outcome(csc_client, unfinished)  # let it end before the clock moves on
     csc_clock.advance(seconds=RESULT_SECONDS + 1)
-    assert_csc_error(csc_client.post(POLL, json={"responseID": running}), 404, "invalid_request")
+    assert_csc_error(csc_client.post(POLL, json={"responseID": unfinished}), 400, "invalid_request")
+
+
+def test_an_application_has_only_so_many_operations_under_way(csc_server, csc_client, other_client, holder):
+    """Its further starts are refused at once (429, Retry-After), nothing recorded; another
+    application still starts its own; once the first ones end, it may start again."""
+    request = {"credentialID": holder.credential_id, "SAD": "x" * 43, "documents": [document(sample_pdf(1))],
+               "operationMode": "A"}
+    with held(csc_server, csc_server.context.documents):
+        under_way = [started(csc_client.post("/csc/v2/signatures/signDoc", json=request))
+                     for _ in range(OPERATIONS_PER_APPLICATION)]
+        refused = csc_client.post("/csc/v2/signatures/signDoc", json=request)
+        assert_csc_error(refused, 429, "too_many_requests")
+        assert int(refused.headers["retry-after"]) >= 1 and "responseID" not in refused.json()
+        also_refused = csc_client.post("/csc/v2/signatures/signHash", json={
+            "credentialID": holder.credential_id, "SAD": "x" * 43, "hashes": [b64(bytes(32))],
+            "signAlgo": ECDSA_SHA256, "operationMode": "A"})
+        assert_csc_error(also_refused, 429, "too_many_requests")
+        others = started(other_client.post("/csc/v2/signatures/signDoc", json=request))
+    for response_id in under_way:
+        assert_csc_error(outcome(csc_client, response_id), 400, "invalid_request")  # a SAD of nothing
+    assert_csc_error(outcome(other_client, others), 400, "invalid_request")
+    again = started(csc_client.post("/csc/v2/signatures/signDoc", json=request))
+    outcome(csc_client, again)

@@ -75,8 +75,9 @@ def test_info_has_the_key_the_chain_and_the_authorisation(csc_client, csc_servic
 
 def test_info_errors_have_the_csc_shape(csc_client):
     unknown = csc_client.post("/csc/v2/credentials/info", json={"credentialID": "no-such-credential"})
-    assert unknown.status_code == 404
-    assert unknown.json()["error"] == "invalid_request" and "no-such-credential" in unknown.json()["error_description"]
+    assert unknown.status_code == 400  # as the CSC API answers it, not 404
+    assert unknown.json()["error"] == "invalid_request"
+    assert unknown.json()["error_description"].startswith("Invalid parameter credentialID")
     missing = csc_client.post("/csc/v2/credentials/info", json={})
     assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
     assert "credentialID" in missing.json()["error_description"]
@@ -136,3 +137,98 @@ def test_extend_transaction_is_refused_as_the_spec_allows(csc_client, holder):
                              json={"credentialID": holder.credential_id, "SAD": "anything"})
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
     assert "authorize again" in answer.json()["error_description"]
+
+
+def test_unknown_and_others_credentials_get_one_answer_naming_no_key(csc_server, csc_client, csc_service, csc_clock,
+                                                                     csc_application, holder):
+    from sqlalchemy import delete
+
+    from signserver.store.schema import signing_packages
+    from tests.csc.conftest import certified_holder
+
+    other = certified_holder(csc_service, csc_clock)
+    narrow, api_key = csc_service.applications.create(f"narrow-info-{holder.username}",
+                                                      accounts_served=(holder.username,))
+    with csc_server.client(headers=login(csc_server, narrow, api_key)) as narrow_client:
+        not_yours = narrow_client.post("/csc/v2/credentials/info", json={"credentialID": other.credential_id})
+        no_such = narrow_client.post("/csc/v2/credentials/info", json={"credentialID": "c" * 32})
+        not_yours_sign = narrow_client.post("/csc/v2/signatures/signHash", json={
+            "credentialID": other.credential_id, "SAD": "x" * 43, "hashes": [b64(bytes(32))],
+            "signAlgo": "1.2.840.10045.4.3.2"})
+    # A credential whose key is gone: its signing data package erased behind the server's back.
+    key_gone_holder = certified_holder(csc_service, csc_clock)
+    key_id = csc_service.signer.credential(csc_application[0], key_gone_holder.credential_id).key_id
+    with csc_service.database.transaction() as conn:
+        conn.execute(delete(signing_packages).where(signing_packages.c.key_id == key_id))
+    key_gone = csc_client.post("/csc/v2/credentials/info", json={"credentialID": key_gone_holder.credential_id})
+    for answer in (not_yours, no_such, not_yours_sign, key_gone):
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == "invalid_request"
+    assert not_yours.json() == no_such.json() == not_yours_sign.json() == key_gone.json()
+    assert key_id not in key_gone.text and other.credential_id not in not_yours.text
+
+
+def test_key_not_found_never_names_the_key():
+    import json
+
+    from signserver.errors import KeyNotFound
+    from signserver.http.csc.errors import signserver_error_response
+
+    answer = signserver_error_response(KeyNotFound("no key with id 0123abcd on the token"))
+    assert answer.status_code == 400 and "0123abcd" not in answer.body.decode()
+    assert json.loads(answer.body)["error"] == "invalid_request"
+
+
+def test_a_credential_without_a_certificate_has_no_cert_status(csc_server, csc_service, csc_client):
+    from tests.conftest import enrol
+
+    created, _ = enrol(csc_service)  # its credential has no certificate yet
+    credential_id = created.credential.id
+    info = csc_client.post("/csc/v2/credentials/info", json={"credentialID": credential_id, "certInfo": True})
+    assert info.status_code == 200, info.text
+    assert "cert" not in info.json()
+    info_v1 = csc_client.post("/csc/v1/credentials/info", json={"credentialID": credential_id})
+    assert info_v1.status_code == 200 and "cert" not in info_v1.json()
+    application, api_key = csc_service.applications.create(f"named-{created.account.username}",
+                                                           accounts_served=(created.account.username,))
+    with csc_server.client(headers=login(csc_server, application, api_key)) as client:
+        listed = client.post("/csc/v2/credentials/list", json={"userID": created.account.username,
+                                                               "credentialInfo": True}).json()
+        valid_only = client.post("/csc/v2/credentials/list", json={"userID": created.account.username,
+                                                                   "onlyValid": True}).json()
+    assert listed["credentialIDs"] == [credential_id] and "cert" not in listed["credentialInfos"][0]
+    assert valid_only["credentialIDs"] == []  # no valid signature comes of it
+
+
+def test_a_revoked_certificate_is_reported_revoked(csc_client, csc_service, holder):
+    csc_service.ca.revoke(format(holder.certificate.serial_number, "x"), "keyCompromise", "operator:test")
+    info = csc_client.post("/csc/v2/credentials/info", json={"credentialID": holder.credential_id}).json()
+    assert info["cert"]["status"] == "revoked"
+
+
+def test_the_cert_status_is_the_cas_word_for_the_certificate(csc_client, csc_service, holder):
+    from types import SimpleNamespace
+
+    from signserver.http.csc.credentials import certificate_body
+
+    details = SimpleNamespace(certificates=(holder.certificate,))
+    for status in ("valid", "expired", "revoked"):
+        assert certificate_body(details, status, "none", False) == {"status": status}
+    assert certificate_body(SimpleNamespace(certificates=()), None, "single", True) is None
+
+
+@pytest.mark.parametrize("path", ["/csc/v2/credentials/authorize", "/csc/v2/credentials/extendTransaction",
+                                  "/csc/v1/credentials/authorize", "/csc/v1/credentials/extendTransaction"])
+def test_answers_with_a_sad_are_never_cached(csc_client, holder, path):
+    digest = hashlib.sha256(b"no-store").digest()
+    if path == "/csc/v1/credentials/authorize":
+        body = {"credentialID": holder.credential_id, "numSignatures": 1, "hash": [b64(digest)],
+                "PIN": holder.password, "OTP": holder.otp()}
+    elif path.endswith("authorize"):
+        body = authorize_body(holder, [digest])
+    else:
+        body = {"credentialID": holder.credential_id, "SAD": "x"}
+    answer = csc_client.post(path, json=body)
+    if path.endswith("authorize"):
+        assert answer.status_code == 200 and answer.json()["SAD"], answer.text
+    assert answer.headers["cache-control"] == "no-store" and answer.headers["pragma"] == "no-cache"

@@ -21,3 +21,16 @@ def test_a_malformed_address_names_its_key(tmp_path):
     with pytest.raises(ConfigurationError) as refused:
         load_config(environ={"SIGNSERVER_STATE_DIR": str(tmp_path), "SIGNSERVER_CSC_LISTEN": "no-port"})
     assert refused.value.key == "csc.listen"
+
+
+def test_the_public_url_comes_from_configuration(tmp_path):
+    environ = {"SIGNSERVER_STATE_DIR": str(tmp_path)}
+    assert load_config(environ=environ).csc.base_url() == "https://127.0.0.1:8443"
+    wildcard = load_config(environ={**environ, "SIGNSERVER_CSC_LISTEN": "0.0.0.0:443"})
+    assert wildcard.csc.base_url() == "https://localhost"
+    named = load_config(environ={**environ, "SIGNSERVER_CSC_PUBLIC_URL": "https://sign.example.mo/"})
+    assert named.csc.base_url() == "https://sign.example.mo"
+    for wrong in ("http://sign.example.mo", "sign.example.mo", "https://sign.example.mo/?a=b"):
+        with pytest.raises(ConfigurationError) as refused:
+            load_config(environ={**environ, "SIGNSERVER_CSC_PUBLIC_URL": wrong})
+        assert refused.value.key == "csc.public_url"

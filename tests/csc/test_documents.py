@@ -202,3 +202,94 @@ def test_auth_data_is_refused_to_an_application_limited_to_the_two_step_flow(csc
             "authData": [{"id": "PIN", "value": holder.password}, {"id": "OTP", "value": holder.otp()}],
             "documents": [document(sample_pdf(1))]})
     assert_csc_error(answer, 403, "access_denied")
+
+
+@pytest.mark.parametrize("change", [
+    {"stamp": {"page": 9}},  # the document has one page
+    {"stamp": {"timeZone": "Mars/Olympus_Mons"}},
+    {"stamp": {"box": [40, 40, 60, 50]}},  # too small for the stamp's text
+    {"stamp": {"box": [40, 40, 9000, 120]}},  # off the page
+    {"stamp": {"sealImage": b64(b"not an image")}},
+    {"signAlgo": "1.2.840.10045.4.3.3"},  # ECDSA with SHA-384: signDoc signs with SHA-256
+])
+def test_a_malformed_sign_doc_leaves_the_sad_usable(csc_client, csc_service, csc_application, holder, change):
+    pdf = sample_pdf(1)
+    sad = sad_for(csc_service, csc_application[0], holder, pdf)
+    refused = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                              "documents": [document(pdf) | change]})
+    assert_csc_error(refused, 400, "invalid_request")
+    signed = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                             "documents": [document(pdf)]})
+    assert signed.status_code == 200, signed.text
+
+
+def test_one_bad_document_spends_nothing_of_the_sad(csc_client, csc_service, csc_application, holder):
+    pdf, junk, other = sample_pdf(1), b"%PDF-1.7 this is no PDF at all", sample_pdf(2)
+    sad = sad_for(csc_service, csc_application[0], holder, pdf, junk)
+    refused = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                              "documents": [document(pdf), document(junk)]})
+    assert_csc_error(refused, 400, "invalid_request")
+    assert "documents[1]" in refused.json()["error_description"]
+    # A document the SAD does not cover refuses the request whole, spending none.
+    uncovered = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                                "documents": [document(pdf), document(other)]})
+    assert_csc_error(uncovered, 400, "invalid_request")
+    twice = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                            "documents": [document(pdf), document(pdf)]})
+    assert_csc_error(twice, 400, "invalid_request")
+    signed = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                             "documents": [document(pdf)]})
+    assert signed.status_code == 200, signed.text
+
+
+def test_several_documents_under_one_sad(csc_client, csc_service, csc_application, holder):
+    first, second = sample_pdf(1), sample_pdf(2)
+    sad = sad_for(csc_service, csc_application[0], holder, first, second)
+    answer = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                             "documents": [document(first), document(second, visible=False)]})
+    assert answer.status_code == 200, answer.text
+    signed = [base64.b64decode(d) for d in answer.json()["DocumentWithSignature"]]
+    for original, result in zip((first, second), signed):
+        assert result.startswith(original)  # an incremental update of that very document
+        # Trust is checked at the module's clock, which the tests before moved past the real time.
+        [report] = csc_service.pades.verify_pdf(io.BytesIO(result)).signatures
+        assert report.intact and report.valid, report.summary
+
+
+@pytest.mark.parametrize("sign_algo, params", [
+    ("1.2.840.113549.1.1.10", None),  # RSASSA-PSS: PAdES here signs with PKCS#1 v1.5
+    ("1.2.840.113549.1.1.10", "pss-sha256"),
+    ("1.2.840.113549.1.1.12", None),  # RSA with SHA-384
+    ("1.2.840.10045.4.3.2", None),  # ECDSA: another key's
+])
+def test_sign_doc_never_signs_with_another_algorithm_than_asked(csc_client, csc_service, csc_application, csc_clock,
+                                                                sign_algo, params):
+    from asn1crypto import algos
+
+    from signserver.hsm.algorithms import KeyAlgorithm
+    from tests.csc.conftest import certified_holder
+
+    rsa_holder = certified_holder(csc_service, csc_clock, key_algorithm=KeyAlgorithm.RSA_2048)
+    pdf = sample_pdf(1)
+    sad = sad_for(csc_service, csc_application[0], rsa_holder, pdf)
+    entry = document(pdf) | {"signAlgo": sign_algo}
+    if params:
+        entry["signAlgoParams"] = b64(algos.RSASSAPSSParams({
+            "hash_algorithm": {"algorithm": "sha256"},
+            "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha256"}},
+            "salt_length": 32}).dump())
+    refused = csc_client.post(SIGN_DOC, json={"credentialID": rsa_holder.credential_id, "SAD": sad,
+                                              "documents": [entry]})
+    assert_csc_error(refused, 400, "invalid_request")
+    pkcs1 = csc_client.post(SIGN_DOC, json={"credentialID": rsa_holder.credential_id, "SAD": sad, "documents": [
+        document(pdf) | {"signAlgo": "1.2.840.113549.1.1.11"}]})
+    signed = signed_pdf(pkcs1)  # the SAD was not spent by the refusal
+    [signature] = PdfFileReader(io.BytesIO(signed)).embedded_signatures
+    assert signature.signer_info["signature_algorithm"]["algorithm"].native in ("rsassa_pkcs1v15", "sha256_rsa")
+
+
+def test_an_unknown_credential_is_refused_as_the_csc_api_says(csc_client):
+    answer = csc_client.post(SIGN_DOC, json={"credentialID": "no-such-credential", "SAD": "x" * 43,
+                                             "documents": [document(sample_pdf(1))]})
+    assert_csc_error(answer, 400, "invalid_request")
+    assert answer.json()["error_description"].startswith("Invalid parameter credentialID")

@@ -7,6 +7,7 @@ import hashlib
 
 import grpc
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -143,3 +144,33 @@ def test_the_lockout_counts_csc_and_grpc_attempts_together(csc_client, csc_servi
     assert right.status_code == 403, right.text
     assert right.json()["error"] == "access_denied" and "locked until" in right.json()["error_description"]
     assert right.headers["retry-after"].endswith("GMT") and "locked_until" in right.json()
+
+
+def test_rsassa_pss_is_signed_as_pss_never_as_pkcs1(csc_client, csc_service, csc_clock):
+    holder = certified_holder(csc_service, csc_clock, key_algorithm=KeyAlgorithm.RSA_2048)
+    digests = digests_of("pss")
+    answer = sign(csc_client, holder, authorize(csc_client, holder, digests), digests,
+                  sign_algo="1.2.840.113549.1.1.10", hashAlgorithmOID=SHA256)
+    assert answer.status_code == 200, answer.text
+    signature = base64.b64decode(answer.json()["signatures"][0])
+    public_key = holder.certificate.public_key()
+    public_key.verify(signature, digests[0], padding.PSS(padding.MGF1(hashes.SHA256()), 32), Prehashed(hashes.SHA256()))
+    with pytest.raises(InvalidSignature):
+        public_key.verify(signature, digests[0], padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+
+
+def test_pss_parameters_not_signed_here_are_refused_before_the_sad_is_spent(csc_client, csc_service, csc_clock):
+    from asn1crypto import algos
+
+    holder = certified_holder(csc_service, csc_clock, key_algorithm=KeyAlgorithm.RSA_2048)
+    digests = digests_of("pss salt")
+    sad = authorize(csc_client, holder, digests)
+    salt_20 = algos.RSASSAPSSParams({
+        "hash_algorithm": {"algorithm": "sha256"},
+        "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha256"}}, "salt_length": 20})
+    refused = sign(csc_client, holder, sad, digests, sign_algo="1.2.840.113549.1.1.10",
+                   signAlgoParams=b64(salt_20.dump()))
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_request"
+    other_hash = sign(csc_client, holder, sad, digests, sign_algo="1.2.840.113549.1.1.12")  # RSA with SHA-384
+    assert other_hash.status_code == 400
+    assert sign(csc_client, holder, sad, digests, sign_algo="1.2.840.113549.1.1.11").status_code == 200

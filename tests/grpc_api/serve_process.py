@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from tests.conftest import SIGNSERVER, cli_env
+from tests.conftest import SIGNSERVER, cli_env, database_url
 
 
 class ServeProcess:
@@ -18,7 +18,7 @@ class ServeProcess:
         self.log_path = folder / "server.log"
         defaults = dict(SIGNSERVER_SERVER_LISTEN="127.0.0.1:0", SIGNSERVER_HTTP_LISTEN="127.0.0.1:0",
                         SIGNSERVER_CSC_LISTEN="127.0.0.1:0",
-                        SIGNSERVER_DATABASE_URL=f"sqlite:///{folder / 'signserver.db'}")
+                        SIGNSERVER_DATABASE_URL=database_url(folder / "signserver.db"))
         self.env = cli_env(state_dir, **{**defaults, **env})
         self.workers = workers
         self.process: subprocess.Popen | None = None

@@ -127,9 +127,10 @@ def test_sigterm_during_signing_leaves_nothing_half_done(served):
     assert all(kind in ("signed", "UNAVAILABLE", "CANCELLED") for kind, _ in outcomes), outcomes
 
     # Every signature delivered has its audit record and every record its delivered signature.
-    engine = create_engine(f"sqlite:///{served.folder / 'signserver.db'}")
+    engine = create_engine(served.env["SIGNSERVER_DATABASE_URL"])
     with engine.connect() as conn:
         details = conn.execute(text("SELECT detail FROM audit_log WHERE event = 'signature.pdf'")).scalars().all()
+    engine.dispose()
     audited = sorted(json.loads(d)["signed"] for d in details)
     delivered = sorted(digest.hex() for kind, digest in outcomes if kind == "signed")
     assert audited == delivered

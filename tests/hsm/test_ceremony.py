@@ -26,8 +26,9 @@ from signserver.service import SignService
 from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol, requires_softhsm
 from tests.hsm.test_keystore import verify
 
-pytestmark = requires_softhsm("one soft token per system, and the ceremony needs a source and a destination "
-                              "token (and AES_KEY_WRAP_PAD)")
+pytestmark = [requires_softhsm("one soft token per system, and the ceremony needs a source and a destination "
+                               "token (and AES_KEY_WRAP_PAD)"),
+              pytest.mark.sqlite_only]  # copies the source's database file to the destination
 
 ECDSA = SignatureAlgorithm.ECDSA_SHA256
 SOURCE_SO, SOURCE_USER = "so-pin-of-the-source", "user-pin-of-the-source"

@@ -225,6 +225,7 @@ def authorize_and_sign(service: SignService, holder, clock, text: str, code: str
            RSA_SIGNATURE, text.encode())
 
 
+@pytest.mark.sqlite_only  # reads and copies the database file
 def test_an_account_made_on_a_token_without_gcm_signs_with_its_otp(config, tmp_path, clock):
     service, database = fresh_service_without_gcm(config, tmp_path, clock)
 
@@ -239,6 +240,7 @@ def test_an_account_made_on_a_token_without_gcm_signs_with_its_otp(config, tmp_p
 
 
 @requires_softhsm("one soft token per system; the ceremony needs two, and CKA_WRAP_WITH_TRUSTED")
+@pytest.mark.sqlite_only  # reads and copies the database file
 def test_the_key_ceremony_copies_the_mac_key_and_the_destination_opens_the_seeds(
         config, state_dir, tokens, tmp_path, clock):  # noqa: F811 (the fixture)
     source_token, destination_token = tokens

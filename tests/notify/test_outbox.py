@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import socket
+import threading
+from collections import Counter
 from email import policy
 
 import pytest
@@ -13,6 +15,7 @@ from sqlalchemy import select
 from signserver.accounts import otp
 from signserver.config import SmtpConfig
 from signserver.errors import AuthenticationFailed
+from signserver.notify.outbox import queue_email
 from signserver.secret import Secret
 from signserver.store.schema import outbox
 from tests.conftest import PASSWORD, enrol, service_with
@@ -97,3 +100,25 @@ def test_smtp_down_commits_the_change_and_mails_later(mailing_service, smtp_port
     finally:
         controller.stop()
     assert [m["To"] for m in inbox.messages] == [f"{created.account.username}@example.mo"]
+
+
+def test_two_nodes_sending_at_once_send_each_message_once(mailing_service, smtp_server, config, clock):
+    # Two senders on one database, as two nodes: each message is claimed by one of them only.
+    other_node = service_with(config, mailing_service.database.url, clock, smtp=mailing_service.config.smtp)
+    recipients = [f"holder{n}@example.mo" for n in range(60)]
+    with mailing_service.database.transaction() as conn:
+        queue_email(conn, clock.now(), recipients, "account_unlocked", holder_name="Holder", username="holder",
+                    time="now")
+    start = threading.Barrier(2)
+
+    def drain(service) -> None:
+        start.wait()
+        while service.outbox.send_due(limit=60):
+            pass
+
+    nodes = [threading.Thread(target=drain, args=(s,)) for s in (mailing_service, other_node)]
+    for node in nodes:
+        node.start()
+    for node in nodes:
+        node.join(120)
+    assert Counter(m["To"] for m in smtp_server.messages) == Counter(recipients)

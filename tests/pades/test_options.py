@@ -12,11 +12,12 @@ from PIL import Image
 
 
 from signserver.errors import InvalidArgument
-from signserver.http.server import CaHttpServer
+from signserver.http.ca_front import CaHttpFront
 from signserver.pades.document import PadesLevel
 from signserver.pades.sample import sample_pdf
 from signserver.pades.stamp import StampOptions
 from signserver.v1 import document_pb2_grpc
+from tests.ca.test_http_hardening import FrontThread
 from tests.grpc_api.conftest import ServerThread
 from tests.pades.test_document_api import collect, sign_request
 from tests.pades.test_signing import sign
@@ -45,14 +46,13 @@ def test_qr_code_and_seal(pades_world, tmp_path):
 
 def test_external_tsa(pades_world):
     service = pades_world[0]
-    http = CaHttpServer(service, "127.0.0.1:0")
-    http.start()
     original = service.pades.config
     try:
-        service.pades.config = dataclasses.replace(original, tsa_url=f"http://127.0.0.1:{http.port}/tsa")
-        signed = sign(pades_world, sample_pdf(1), PadesLevel.B_T)
-        report = service.pades.verify_pdf(io.BytesIO(signed)).signatures[0]
-        assert report.timestamp and report.timestamp_valid
+        with FrontThread(CaHttpFront(service, "127.0.0.1:0")) as http:
+            service.pades.config = dataclasses.replace(original, tsa_url=f"http://127.0.0.1:{http.port}/tsa")
+            signed = sign(pades_world, sample_pdf(1), PadesLevel.B_T)
+            report = service.pades.verify_pdf(io.BytesIO(signed)).signatures[0]
+            assert report.timestamp and report.timestamp_valid
         service.pades.config = dataclasses.replace(original, tsa_url="http://127.0.0.1:9/tsa")  # nobody there
         from signserver.errors import UpstreamUnavailable
 
@@ -60,7 +60,6 @@ def test_external_tsa(pades_world):
             sign(pades_world, sample_pdf(1), PadesLevel.B_T)
     finally:
         service.pades.config = original
-        http.stop()
 
 
 def test_certification_forbidding_changes_is_respected(pades_world):

@@ -9,6 +9,8 @@ import pytest
 
 from signserver.store.database import Database
 
+pytestmark = pytest.mark.sqlite_only
+
 
 @pytest.fixture
 def database(tmp_path):

@@ -8,7 +8,11 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from signserver.store.database import Database
+
+pytestmark = pytest.mark.sqlite_only
 
 
 def mode(path) -> int:

@@ -20,7 +20,7 @@ from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgo
 from signserver.secret import Secret
 from signserver.store.database import MIGRATIONS, Database
 from signserver.store.schema import accounts, credentials
-from tests.conftest import service_with
+from tests.conftest import empty_database_url, service_with
 from tests.signing.holders import CLOUD_SIGNATURE, assert_signed_by, no_otp_application
 
 PASSWORD = "Before-packages-1"
@@ -30,7 +30,7 @@ OPERATOR = "operator:test"
 def old_database(path, service, username: str, clock) -> tuple[str, str]:
     """A database at migration 0006 with one holder whose key is on the token, as the code of
     that time enrolled it; returns the credential id and the key id."""
-    database = Database(f"sqlite:///{path}")
+    database = Database(empty_database_url(path))
     migrations = AlembicConfig()
     migrations.set_main_option("script_location", str(MIGRATIONS))
     now = clock.now()
@@ -45,9 +45,9 @@ def old_database(path, service, username: str, clock) -> tuple[str, str]:
         account_id = conn.execute(text(
             "INSERT INTO accounts (username, holder_name, kind, organisation, department, title, status, "
             "password_hash, password_changed_at, otp_seed_sealed, recovery_code_hash, created_at) VALUES "
-            "(:u, 'Lei Ka Io', 'corporate', 'Example Lda', '', '', 'active', :p, :t, :s, :r, :t)"),
+            "(:u, 'Lei Ka Io', 'corporate', 'Example Lda', '', '', 'active', :p, :t, :s, :r, :t) RETURNING id"),
             {"u": username, "p": old_hasher.hash(PASSWORD), "t": epoch, "s": sealed_seed,
-             "r": old_hasher.hash("AAAAABBBBBCCCCCDDDDDEEEEE")}).lastrowid
+             "r": old_hasher.hash("AAAAABBBBBCCCCCDDDDDEEEEE")}).scalar_one()
         conn.execute(text("INSERT INTO account_emails (account_id, position, address) VALUES (:a, 0, :e)"),
                      {"a": account_id, "e": f"{username}@example.mo"})
         conn.execute(text(

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, bindparam, case, insert, null, select, update
-from sqlalchemy.exc import IntegrityError, NoResultFound, OperationalError
+from sqlalchemy.exc import IntegrityError, NoResultFound, OperationalError, ProgrammingError
 
 from signserver.store.database import Database
 from signserver.store.prepared import PreparedStatement
+from tests.conftest import database_url
 
 metadata = MetaData()
 items = Table("items", metadata,
@@ -27,7 +28,7 @@ _ADD = insert(items).values(name=bindparam("name"), used=bindparam("used"), left
 
 @pytest.fixture
 def database(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'test.db'}")
+    database = Database(database_url(tmp_path / "test.db"))
     metadata.create_all(database.engine)
     with database.transaction() as conn:
         conn.execute(insert(items), [{"name": "a", "used": False, "left": 1, "note": "first"},
@@ -67,19 +68,23 @@ def test_a_failed_transaction_rolls_back_what_it_ran(database):
 
 
 def test_errors_are_sqlalchemys(database):
+    # On SQLAlchemy's own connection: Database.transaction turns them into signserver's.
     add = PreparedStatement(_ADD)
-    with pytest.raises(IntegrityError), database.transaction() as conn:
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:
         add.execute(conn, {"name": "a", "used": False, "left": 1, "note": None})  # the key exists
-    with database.read() as conn:
+    with database.engine.connect() as conn:
         with pytest.raises(NoResultFound):
             PreparedStatement(_BY_NAME).execute(conn, {"name": "nobody"}).one()
         other = Table("missing", MetaData(), Column("n", Integer))
-        with pytest.raises(OperationalError, match="no such table"):
+        # Each dialect's class for it, as Connection.execute raises: SQLite's driver calls a
+        # missing table an OperationalError, PostgreSQL's an UndefinedTable (a ProgrammingError).
+        expected = OperationalError if conn.dialect.name == "sqlite" else ProgrammingError
+        with pytest.raises(expected, match="no such table|does not exist"):
             PreparedStatement(select(other)).execute(conn)
 
 
 def test_the_same_statement_serves_databases_of_several_engines(database, tmp_path):
-    second = Database(f"sqlite:///{tmp_path / 'second.db'}")
+    second = Database(database_url(tmp_path / "second.db"))
     metadata.create_all(second.engine)
     by_name = PreparedStatement(_BY_NAME)
     try:

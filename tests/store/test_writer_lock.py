@@ -6,7 +6,11 @@ import multiprocessing
 import threading
 import time
 
+import pytest
+
 from signserver.store.writer_lock import WriterLock
+
+pytestmark = pytest.mark.sqlite_only
 
 _fork = multiprocessing.get_context("fork")
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from signserver import __version__
+from signserver.http.call_metrics import CallMetrics
 from signserver.http.csc import credentials, documents, info, login, signatures, v1
 from signserver.http.csc.context import CscContext
 from signserver.http.csc.errors import install_error_handlers
 from signserver.http.csc.limits import BodyLimit, body_limit
+from signserver.http.csc.no_store import NoStore
 
 V2_PREFIX = "/csc/v2"
 V1_PREFIX = "/csc/v1"
@@ -37,4 +39,6 @@ def create_csc_app(context: CscContext) -> FastAPI:
     app.include_router(documents.router, prefix=V2_PREFIX)
     app.include_router(v1.router, prefix=V1_PREFIX)
     app.add_middleware(BodyLimit, limit=body_limit(context.service.config.pades.max_document_mb))
+    app.add_middleware(NoStore)  # every answer of those paths, whoever gives it
+    app.add_middleware(CallMetrics, front="csc")  # outermost: every call, refusals at the gate included
     return app

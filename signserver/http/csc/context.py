@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from signserver.blocking_calls import BlockingCalls
+from signserver.blocking_calls import BlockingCalls, FairShares
+from signserver.http.csc.limits import (DOCUMENT_JOBS_PER_APPLICATION, OPERATIONS_PER_APPLICATION,
+                                        OPERATIONS_PER_WORKER, UnderWay)
 from signserver.service import SignService
 
 
@@ -19,6 +21,11 @@ class CscContext:
     accounts: BlockingCalls  # password checks: login, authorize
     documents: BlockingCalls  # PDF work: signDoc
     worker: int = 0  # which of the server's processes this is (named by info, as gRPC's ServerInfo does)
+    # Asynchronous operations under way in this worker, per application (see limits.py).
+    operations: UnderWay = field(default_factory=lambda: UnderWay(
+        "asynchronous operations", OPERATIONS_PER_WORKER, OPERATIONS_PER_APPLICATION))
+    # Each application's turn at the documents pool: one application's documents cannot take every thread.
+    document_shares: FairShares = field(default_factory=lambda: FairShares(DOCUMENT_JOBS_PER_APPLICATION))
 
 
 def context_of(request: Request) -> CscContext:

@@ -24,6 +24,7 @@ from signserver.hsm.algorithms import HashAlgorithm
 from signserver.http.csc import algorithms
 from signserver.http.csc.auth import calling_application
 from signserver.http.csc.context import CscContext, csc_context
+from signserver.http.csc.errors import credential_lookup
 from signserver.secret import Secret
 from signserver.service import CredentialDetails, SignService
 from signserver.signing.hash_signer import Authorization
@@ -129,12 +130,14 @@ def credential_details(service: SignService, application: Application, credentia
         CredentialDetails, str | None]:
     """The credential's details and its certificate's status (None before its first).
 
-    Raises: NotFound, InvalidArgument, KeyNotFound, HsmError.
+    Raises: NotFound (UNKNOWN_CREDENTIAL: no such credential, another holder's, or its key
+        missing, alike), InvalidArgument, HsmError.
     """
-    details = service.credential_details(application, credential_id)
-    status = None
-    if details.certificates:
-        status = service.ca.get(format(details.certificates[0].serial_number, "x")).status
+    with credential_lookup():
+        details = service.credential_details(application, credential_id)
+        status = None
+        if details.certificates:
+            status = service.ca.get(format(details.certificates[0].serial_number, "x")).status
     return details, status
 
 
@@ -149,11 +152,15 @@ def key_body(details: CredentialDetails) -> dict:
     return body
 
 
-def certificate_body(details: CredentialDetails, status: str | None, wanted: str, cert_info: bool) -> dict:
-    """The ``cert`` object: status, the certificates (base64 DER, the holder's first) and, when
-    asked, the holder's certificate's issuer, serial, subject and validity."""
+def certificate_body(details: CredentialDetails, status: str | None, wanted: str, cert_info: bool) -> dict | None:
+    """The ``cert`` object: status (the CSC API's "valid", "expired" or "revoked", as the CA
+    records it now), the certificates (base64 DER, the holder's first) and, when asked, the
+    holder's certificate's issuer, serial, subject and validity. None for a credential that has
+    no certificate yet: the answer then has no ``cert`` at all, rather than a status of nothing."""
     chain = details.certificates
-    body: dict = {"status": status or "valid"}
+    if not chain or status is None:
+        return None
+    body: dict = {"status": status}
     if wanted != "none":
         body["certificates"] = [b64(c.public_bytes(Encoding.DER)) for c in (chain if wanted == "chain" else chain[:1])]
     if cert_info and chain:
@@ -180,8 +187,10 @@ def info_body(service: SignService, application: Application, details: Credentia
               wanted: str, cert_info: bool, auth_info: bool) -> dict:
     credential = details.info.credential
     body = {"description": credential.description or f"signing credential of {credential.username}",
-            "key": key_body(details), "cert": certificate_body(details, status, wanted, cert_info),
-            "SCAL": "2", "multisign": service.signer.max_signatures, "lang": "en-US"}
+            "key": key_body(details), "SCAL": "2", "multisign": service.signer.max_signatures, "lang": "en-US"}
+    cert = certificate_body(details, status, wanted, cert_info)
+    if cert is not None:
+        body["cert"] = cert
     if auth_info:
         body["auth"] = auth_body(application)
     return body
@@ -207,8 +216,8 @@ async def list_credentials(body: ListRequest, application: Application = Depends
             continue
         if body.credentialInfo or body.onlyValid:
             details, status = await context.hsm.run(credential_details, service, application, credential.id)
-            if body.onlyValid and status not in (None, "valid"):
-                continue
+            if body.onlyValid and status != "valid":
+                continue  # expired, revoked, or no certificate yet: no valid signature comes of it
             if body.credentialInfo:
                 infos.append({"credentialID": credential.id,
                               **info_body(service, application, details, status, wanted, body.certInfo,
@@ -223,8 +232,8 @@ async def list_credentials(body: ListRequest, application: Application = Depends
 @router.post("/credentials/info", summary="A credential's key, certificates and authorisation")
 async def credential_info(body: InfoRequest, application: Application = Depends(calling_application),
                           context: CscContext = Depends(csc_context)) -> dict:
-    """Raises: NotFound (also a credential of an account the application may not serve),
-    InvalidArgument."""
+    """Raises: NotFound (400 "Invalid parameter credentialID", also for a credential of an
+    account the application may not serve), InvalidArgument."""
     wanted = certificates_wanted(body.certificates)
     details, status = await context.hsm.run(credential_details, context.service, application, body.credentialID)
     return info_body(context.service, application, details, status, wanted, body.certInfo, body.authInfo)

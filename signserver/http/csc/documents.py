@@ -18,15 +18,18 @@ from typing import Literal
 from asn1crypto import algos, tsp
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from signserver.accounts.model import Application
+from signserver.accounts.model import Application, Credential
 from signserver.errors import InvalidArgument, PermissionDenied, UnsupportedAlgorithm
-from signserver.hsm.algorithms import HashAlgorithm
+from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.http.csc import algorithms
 from signserver.http.csc.auth import calling_application
 from signserver.http.csc.context import CscContext, csc_context
-from signserver.http.csc.operations import POLL_AGAIN_SECONDS, keep_seconds, poll_operation, start_operation
+from signserver.http.csc.errors import credential_lookup
+from signserver.http.csc.operations import keep_seconds, not_ready, poll_operation, start_operation
+from signserver.http.csc.signable import check_signable
+from signserver.http.csc.signatures import sign_algo_params
 from signserver.pades.document import PadesLevel
 from signserver.pades.stamp import DEFAULT_BOX, MAX_TEXT, StampOptions
 from signserver.secret import Secret
@@ -41,6 +44,9 @@ LEVELS = {"ades-b-b": PadesLevel.B_B, "ades-b": PadesLevel.B_B, "ades-b-t": Pade
 MAX_DOCUMENTS = 16  # per call; together within the body bound (one largest document)
 MAX_SEAL_IMAGE = 1 << 20
 SHA256_OID = "2.16.840.1.101.3.4.2.1"
+# How a PAdES signature is made for a key of each family (pyHanko's CMS with SHA-256, see
+# signserver.pades.cms_signer): the only signAlgo signDoc serves for it.
+PADES_ALGORITHMS = {"rsa": SignatureAlgorithm.RSA_PKCS1V15_SHA256, "ec": SignatureAlgorithm.ECDSA_SHA256}
 TIMESTAMP_DIGESTS = {"sha256": 32, "sha384": 48, "sha512": 64}
 MAX_NONCE_HEX = 64  # 256 bits
 
@@ -193,72 +199,116 @@ def _documents(context: CscContext, request: SignDocRequest) -> list[tuple[str, 
 
 
 def _check_sign_algo(context: CscContext, application: Application, credential_id: str,
-                     sign_algos: set[str]) -> None:
-    """Refuse a signAlgo of another key family than the credential's (a PAdES signature is made
-    with the key's own scheme).
+                     documents: list[DocumentToSign]) -> Credential:
+    """The credential, once every ``signAlgo`` asked (with its ``signAlgoParams``) is the very
+    algorithm a PAdES signature is made with here: the scheme of the credential's key with
+    SHA-256 (RSA PKCS#1 v1.5, ECDSA). Another one (RSASSA-PSS, another digest, another key's) is
+    refused: a document is never signed with an algorithm other than the one asked.
 
-    Raises: UnsupportedAlgorithm, NotFound, CredentialUnusable.
+    Raises: UnsupportedAlgorithm, InvalidArgument (signAlgoParams not base64), NotFound,
+        CredentialUnusable.
     """
-    if not sign_algos:
-        return
-    family = context.service.signer.credential(application, credential_id).key_algorithm.family
-    for sign_algo in sign_algos:
-        if algorithms.signature_algorithm(sign_algo, SHA256_OID).family != family:
-            raise UnsupportedAlgorithm(f"signAlgo {sign_algo} does not fit the credential's {family} key")
+    credential = context.service.signer.credential(application, credential_id)
+    made_with = PADES_ALGORITHMS.get(credential.key_algorithm.family)
+    for document in documents:
+        if not document.signAlgo:
+            continue
+        asked = algorithms.signature_algorithm(document.signAlgo, SHA256_OID, sign_algo_params(document.signAlgoParams))
+        if asked is not made_with:
+            served = next((oid for oid, a in algorithms.SIGNATURE_OIDS.items() if a is made_with), None)
+            raise UnsupportedAlgorithm(
+                f"signAlgo {document.signAlgo} is not how signDoc signs with this credential: its "
+                f"{credential.key_algorithm.family} key signs PAdES documents with {served or 'no algorithm'} "
+                "(sign hashes with signatures/signHash for other algorithms)")
+    return credential
 
 
-def _decoded(context: CscContext, documents: list[tuple[str, PadesLevel, StampOptions]],
-             ) -> list[tuple[bytes, PadesLevel, StampOptions]]:
-    """Raises: InvalidArgument: a document that is not base64 (or empty)."""
+def _ready_documents(context: CscContext, application: Application, request: SignDocRequest,
+                     encoded: list[tuple[str, PadesLevel, StampOptions]]) -> list[tuple[bytes, PadesLevel, StampOptions]]:
+    """The documents decoded and checked signable as asked (blocking: the documents pool), before
+    any SAD is spent or issued: see signable.py.
+
+    Raises: InvalidArgument (a document not base64, empty, twice in the request, or not
+        signable as asked), UnsupportedAlgorithm, NotFound, CredentialUnusable.
+    """
     limit = context.service.config.pades.max_document_mb * 1024 * 1024
-    return [(_base64("document", content, limit), level, stamp) for content, level, stamp in documents]
+    documents = [(_base64("document", content, limit), level, stamp) for content, level, stamp in encoded]
+    digests = [hashlib.sha256(content).digest() for content, _, _ in documents]
+    for index, digest in enumerate(digests):
+        if digest in digests[:index]:
+            raise InvalidArgument(f"documents[{index}] is documents[{digests.index(digest)}] again: a SAD "
+                                  "authorises each document once", field="documents")
+    credential = _check_sign_algo(context, application, request.credentialID, request.documents or [])
+    holder_name = context.service.signer.holder_name(credential)
+    font, now = context.service.pades.font(), context.service.clock.now()
+    for index, (content, _, stamp) in enumerate(documents):
+        try:
+            check_signable(content, stamp, holder_name, font, now)
+        except InvalidArgument as refused:
+            if len(documents) == 1:
+                raise
+            raise InvalidArgument(f"documents[{index}]: {refused}", field="documents") from None
+    return documents
 
 
 def _sign_all(context: CscContext, application: Application, credential_id: str, token: Secret,
-              documents: list[tuple[bytes, PadesLevel, StampOptions]], sign_algos: set[str]) -> list[str]:
-    """Sign each document with the token (blocking: the documents pool). Raises: as
-    SignService.sign_pdf_with_activation; UnsupportedAlgorithm (see _check_sign_algo)."""
-    _check_sign_algo(context, application, credential_id, sign_algos)  # before the token is spent
-    signed = []
-    for content, level, stamp in documents:
-        destination = io.BytesIO()
-        context.service.sign_pdf_with_activation(application, credential_id, token, io.BytesIO(content),
-                                                 destination, level, stamp)
-        signed.append(base64.b64encode(destination.getvalue()).decode("ascii"))
-    return signed
+              documents: list[tuple[bytes, PadesLevel, StampOptions]]) -> list[str]:
+    """Spend the token on every document's SHA-256 at once, then sign each (blocking: the
+    documents pool). Raises: as SignService.sign_pdfs_with_activation."""
+    destinations = [io.BytesIO() for _ in documents]
+    context.service.sign_pdfs_with_activation(
+        application, credential_id, token,
+        [(io.BytesIO(content), destination, level, stamp)
+         for (content, level, stamp), destination in zip(documents, destinations)])
+    return [base64.b64encode(destination.getvalue()).decode("ascii") for destination in destinations]
+
+
+def _authorisation(application: Application, request: SignDocRequest) -> tuple[Secret, str | None] | None:
+    """The holder's factors of ``authData`` (None with a SAD), checked before any work.
+
+    Raises: InvalidArgument (both or neither, a malformed authData), PermissionDenied (authData
+        by an application not allowed one-call signing).
+    """
+    if request.SAD and request.authData:
+        raise InvalidArgument("send either a SAD or authData, not both", field="SAD")
+    if request.SAD:
+        return None
+    if not request.authData:
+        raise InvalidArgument("a SAD (from credentials/authorize) or authData (PIN and OTP) is required",
+                              field="SAD")
+    if not application.one_call_signing:
+        # The rule of gRPC's one-call SignPdf: the holder's factors travel with the document
+        # only for applications allowed it.
+        raise PermissionDenied(f"application {application.name!r} may only use the two-step flow "
+                               "(credentials/authorize, then signDoc with the SAD)")
+    return _factors(request.authData)
 
 
 async def sign_documents(context: CscContext, application: Application, request: SignDocRequest,
                          encoded: list[tuple[str, PadesLevel, StampOptions]]) -> dict:
-    """The synchronous answer of signDoc, for the request's documents (see _documents).
+    """The synchronous answer of signDoc, for the request's documents (see _documents). Every
+    check of what the client sent runs before the SAD is spent (or the holder's factors are
+    checked); the documents work takes the application's turn at the documents pool.
 
     Raises: InvalidArgument, PermissionDenied (authData by an application not allowed one-call
         signing), AuthenticationFailed, AccountLocked, ActivationRefused, CredentialUnusable,
         NotFound, ServerBusy, HsmError.
     """
-    if request.SAD and request.authData:
-        raise InvalidArgument("send either a SAD or authData, not both", field="SAD")
-    documents = await context.documents.run(_decoded, context, encoded)
-    if request.SAD:
-        token = Secret(request.SAD)
-    elif request.authData:
-        if not application.one_call_signing:
-            # The rule of gRPC's one-call SignPdf: the holder's factors travel with the document
-            # only for applications allowed it.
-            raise PermissionDenied(f"application {application.name!r} may only use the two-step flow "
-                                   "(credentials/authorize, then signDoc with the SAD)")
-        password, otp = _factors(request.authData)
-        digests = [hashlib.sha256(content).digest() for content, _, _ in documents]
-        authorization = await context.accounts.run(
-            context.service.authorize_credential, application, request.credentialID, password, otp,
-            HashAlgorithm.SHA256, digests)
-        token = Secret(authorization.token)
-    else:
-        raise InvalidArgument("a SAD (from credentials/authorize) or authData (PIN and OTP) is required",
-                              field="SAD")
-    sign_algos = {d.signAlgo for d in request.documents or () if d.signAlgo}
-    signed = await context.documents.run(_sign_all, context, application, request.credentialID, token, documents,
-                                         sign_algos)
+    factors = _authorisation(application, request)
+    async with context.document_shares.turn(application.id):
+        with credential_lookup():
+            documents = await context.documents.run(_ready_documents, context, application, request, encoded)
+        if factors is None:
+            token = Secret(request.SAD or "")
+        else:
+            digests = [hashlib.sha256(content).digest() for content, _, _ in documents]
+            authorization = await context.accounts.run(
+                context.service.authorize_credential, application, request.credentialID, *factors,
+                HashAlgorithm.SHA256, digests)
+            token = Secret(authorization.token)
+        with credential_lookup():
+            signed = await context.documents.run(_sign_all, context, application, request.credentialID, token,
+                                                 documents)
     return {"DocumentWithSignature": signed}
 
 
@@ -269,8 +319,12 @@ async def sign_doc(request: SignDocRequest, application: Application = Depends(c
     """Sign each document (PDF, base64) with the credential at its conformance level, with a
     visible stamp unless ``stamp.visible`` is false; authorised by a SAD for the documents'
     SHA-256 digests, or by ``authData`` (PIN and OTP) for applications allowed one-call signing.
-    With ``operationMode`` "A" the answer is a ``responseID`` for signatures/signPolling."""
+    With ``operationMode`` "A" the answer is a ``responseID`` for signatures/signPolling.
+    A malformed request never spends the SAD: every check of what the client sent comes first."""
     documents = _documents(context, request)  # a malformed request is refused now, not at the poll
+    _authorisation(application, request)
+    for document in request.documents or ():
+        sign_algo_params(document.signAlgoParams)
     if request.operationMode == "A":
         return await start_operation(context, application,
                                      lambda: sign_documents(context, application, request, documents),
@@ -313,14 +367,15 @@ async def timestamp(request: TimestampRequest, application: Application = Depend
 
 @router.post("/signatures/signPolling", summary="The outcome of an asynchronous signHash or signDoc", responses={
     200: {"description": "the answer signHash or signDoc would have given (or its error, with its status)"},
-    202: {"description": "not ready: the operation is running; poll again (Retry-After)"}})
+    400: {"description": "not ready (the CSC API's sentence, with Retry-After: poll again), or an unknown "
+                         "responseID"}})
 async def sign_polling(request: PollRequest, application: Application = Depends(calling_application),
                        context: CscContext = Depends(csc_context)) -> Response:
     """Answer the outcome of an operation this application started with ``operationMode`` "A":
-    the synchronous answer once done (or its error), else 202 with the ``responseID``."""
+    the synchronous answer once done (or its error); while it runs, the CSC API's "not yet
+    completed" error (400 invalid_request, see operations.py) with a Retry-After."""
     outcome = await poll_operation(context, application, request.responseID)
-    if outcome.answer is None:
-        return JSONResponse({"responseID": request.responseID}, status_code=202,
-                            headers={"Retry-After": str(POLL_AGAIN_SECONDS)})
+    if outcome.running:
+        return not_ready(request.responseID)
     return Response(outcome.answer, status_code=outcome.status_code, media_type="application/json")
 

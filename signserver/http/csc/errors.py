@@ -4,13 +4,20 @@ CSC's shape is OAuth 2.0's: ``{"error": ..., "error_description": ...}`` with an
 The ``error`` codes are the ones the CSC API names; signserver's own stable reason, where the
 error carries one, travels beside them as ``error_reason``. Anything unexpected becomes a 500
 with a generic description: the traceback goes to the log, never to the client.
+
+What the client named and the server does not have (a credential, a responseID) is, as the CSC
+API answers it, 400 ``invalid_request`` with a description ("Invalid parameter credentialID"),
+not 404: 404 stays for paths that do not exist. An unknown credential, another holder's, and one
+whose key is missing get one answer, which names no key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from email.utils import format_datetime
 from dataclasses import dataclass
+from email.utils import format_datetime
+from typing import Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +31,9 @@ log = logging.getLogger(__name__)
 GENERIC_SERVER_ERROR = "internal error; the server's log has the details"
 # A busy server asks for a retry after this many seconds (HTTP Retry-After).
 RETRY_AFTER_SECONDS = 1
+# CSC's description of a credentialID the server does not serve to this application, whatever the
+# reason: no such credential, another holder's, or a key gone missing.
+UNKNOWN_CREDENTIAL = "Invalid parameter credentialID: no such credential is available to this application"
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,7 @@ CSC_ERROR_BY_CLASS: dict[type[errors.SignServerError], CscError] = {
     errors.PermissionDenied: CscError(403, "access_denied"),
     errors.AccountLocked: CscError(403, "access_denied"),
     errors.AccountDisabled: CscError(403, "access_denied"),
-    errors.NotFound: CscError(404, "invalid_request"),
+    errors.NotFound: CscError(400, "invalid_request"),  # CSC: "Invalid parameter credentialID"
     errors.AuthenticationBusy: CscError(429, "too_many_requests"),
     errors.ServerBusy: CscError(429, "too_many_requests"),
     errors.TokenNotFound: CscError(503, "temporarily_unavailable"),  # the server's own token is missing
@@ -88,6 +98,10 @@ def signserver_error_response(error: errors.SignServerError) -> JSONResponse:
     if mapped.status == 500:
         log.error("CSC request failed: %s", error, exc_info=error)
         description = GENERIC_SERVER_ERROR
+    elif isinstance(error, errors.KeyNotFound):
+        # Its message names a key id or label: the log keeps it, the client hears of its credential.
+        log.warning("CSC request refused: %s", error)
+        description = UNKNOWN_CREDENTIAL
     else:
         description = str(error)
     if mapped.status == 401:
@@ -99,6 +113,24 @@ def signserver_error_response(error: errors.SignServerError) -> JSONResponse:
         headers["Retry-After"] = format_datetime(error.until, usegmt=True)  # an HTTP-date: no clock needed here
     return error_response(mapped.status, mapped.error, description, getattr(error, "reason", None),
                           headers or None, **extra)
+
+
+@contextlib.contextmanager
+def credential_lookup() -> Iterator[None]:
+    """Around work that looks up the request's credentialID: any NotFound (no such credential, one
+    of an account the application may not serve, its key or package missing) becomes the one
+    answer :data:`UNKNOWN_CREDENTIAL`, the same for "not yours" and "no such".
+
+    Raises: NotFound (UNKNOWN_CREDENTIAL); TokenNotFound (the server's own token) as it is.
+    """
+    try:
+        yield
+    except errors.TokenNotFound:
+        raise
+    except errors.NotFound as error:
+        if isinstance(error, errors.KeyNotFound):
+            log.warning("a credential's key was not found: %s", error)
+        raise errors.NotFound(UNKNOWN_CREDENTIAL) from None
 
 
 async def _on_signserver_error(request: Request, error: errors.SignServerError) -> JSONResponse:

@@ -23,8 +23,10 @@ class InfoRequest(BaseModel):
 
 
 def service_base(request: Request) -> str:
-    """The URL the client reached this service at, without a trailing slash."""
-    return str(request.base_url).rstrip("/")
+    """The service's public address, without a trailing slash: ``[csc] public_url``, else https://
+    and the listen address. Never the request's Host header, which any client may set: an answer
+    built from it would hand the next client (through a cache, a proxy) someone else's URL."""
+    return request.app.state.csc.service.config.csc.base_url()
 
 
 WORKER_HEADER = "X-Signserver-Worker"  # which process answered: load tests spread their connections by it

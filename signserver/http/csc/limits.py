@@ -1,11 +1,13 @@
-"""The CSC front's bound on request bodies: a client cannot make a worker hold more than one
-document's worth of JSON for a request."""
+"""The CSC front's bounds: on request bodies (a client cannot make a worker hold more than one
+document's worth of JSON for a request), and on the asynchronous operations an application has
+under way in a worker (each holds its documents until it ends)."""
 
 from __future__ import annotations
 
 import json
+from typing import Hashable
 
-from signserver.errors import InvalidArgument
+from signserver.errors import InvalidArgument, ServerBusy
 
 # JSON around the base64 documents of a signDoc request (base64 is 4/3 of the bytes).
 ENVELOPE_BYTES = 1024 * 1024
@@ -57,3 +59,49 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+# Asynchronous operations (operationMode "A") under way in one worker: each holds its request (up
+# to one largest document) until it ends, and waits for its application's turn at the documents
+# pool (see CscContext.document_shares), so one application's burst cannot queue without bound
+# nor take the turns of the others.
+OPERATIONS_PER_APPLICATION = 4
+OPERATIONS_PER_WORKER = 64
+# Document jobs of one application in the documents pool at once: gRPC's default share
+# (DocumentLimits.document_jobs_per_application), so that the two fronts weigh alike.
+DOCUMENT_JOBS_PER_APPLICATION = 1
+
+
+class UnderWay:
+    """Counts what is under way in this worker, in total and per key (an application), and
+    refuses beyond a bound. Only touched from the event loop's thread: plain counters suffice."""
+
+    def __init__(self, what: str, total: int, per_key: int):
+        self._what = what
+        self._total = total
+        self._per_key = per_key
+        self._running = 0
+        self._by_key: dict[Hashable, int] = {}
+
+    def count(self, key: Hashable) -> int:
+        return self._by_key.get(key, 0)
+
+    def take(self, key: Hashable) -> None:
+        """Hold one place for ``key``; :meth:`give_back` it when the work ends.
+
+        Raises: ServerBusy (HTTP 429 with Retry-After): the worker or this key holds as many as it may.
+        """
+        if self._running >= self._total:
+            raise ServerBusy(f"the server has {self._total} {self._what} under way; try again shortly")
+        held = self._by_key.get(key, 0)
+        if held >= self._per_key:
+            raise ServerBusy(f"this application has {held} {self._what} under way, as many as it may have at "
+                             "once; poll them with signatures/signPolling, then try again")
+        self._running += 1
+        self._by_key[key] = held + 1
+
+    def give_back(self, key: Hashable) -> None:
+        self._running -= 1
+        held = self._by_key.pop(key) - 1
+        if held:
+            self._by_key[key] = held

@@ -1,5 +1,11 @@
 """auth/login, auth/revoke and the OAuth 2.0 token endpoint (client credentials): how an
-application gets the bearer access token it sends with every other request."""
+application gets the bearer access token it sends with every other request.
+
+A login over a connection with the application's client certificate gets a token bound to that
+certificate (RFC 8705). A refused login is answered as RFC 6749 (5.2) answers a client that
+failed to authenticate: 401 ``invalid_client`` with a Basic challenge, one sentence whatever was
+wrong. The answers carry a token: no cache may keep them (see no_store.py).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from starlette.responses import JSONResponse
 from signserver.accounts.access_tokens import SERVICE_SCOPE
 from signserver.accounts.model import Application
 from signserver.errors import InvalidArgument, Unauthenticated
-from signserver.http.csc.auth import application_by_key, calling_application, logging_in_application
+from signserver.http.csc.auth import calling_application, logging_in_application
 from signserver.http.csc.context import CscContext, csc_context, context_of
 from signserver.http.csc.errors import error_response
 from signserver.secret import Secret
@@ -36,18 +42,22 @@ class RevokeRequest(BaseModel):
 
 
 @router.post("/auth/login", summary="Get an access token with HTTP Basic or a client certificate")
-async def login(request: Request, body: LoginRequest | None = None) -> dict:
-    """HTTP Basic: the application's name and its API key; or its client certificate. No
-    refresh token is issued: log in again when the access token expires.
+async def login(request: Request, body: LoginRequest | None = None) -> Response:
+    """HTTP Basic: the application's name and its API key; or its client certificate; or both,
+    of one application. No refresh token is issued: log in again when the access token expires.
 
-    Raises: Unauthenticated (401 invalid_token).
+    Raises: InvalidArgument (a refresh token). A refused login is answered 401 invalid_client.
     """
     context = context_of(request)
     if body is not None and body.refresh_token:
         raise InvalidArgument("refresh tokens are not issued here: log in again with the application's credentials")
-    application = await logging_in_application(request)
-    issued = await context.accounts.run(context.service.access_tokens.issue, application)
-    return {"access_token": issued.token, "expires_in": issued.lifetime_seconds}
+    try:
+        application, certificate_sha256 = await logging_in_application(request)
+    except Unauthenticated as refused:
+        return _client_refused(refused)
+    issued = await context.accounts.run(context.service.access_tokens.issue, application,
+                                        certificate_sha256=certificate_sha256)
+    return JSONResponse({"access_token": issued.token, "expires_in": issued.lifetime_seconds})
 
 
 @router.post("/auth/revoke", status_code=204, response_class=Response,
@@ -77,18 +87,23 @@ async def token(request: Request) -> Response:
     scope = form.get("scope") or SERVICE_SCOPE
     if scope != SERVICE_SCOPE:
         return error_response(400, "invalid_scope", f"the only scope is {SERVICE_SCOPE!r}")
+    key = None
+    if form.get("client_id") is not None:
+        key = (str(form.get("client_id")), Secret(str(form.get("client_secret") or "")))
     try:
-        if form.get("client_id") is not None:
-            application = await application_by_key(context, str(form.get("client_id")),
-                                                   Secret(str(form.get("client_secret") or "")))
-        else:
-            application = await logging_in_application(request)
+        application, certificate_sha256 = await logging_in_application(request, key)
     except Unauthenticated as refused:
-        return error_response(401, "invalid_client", str(refused), getattr(refused, "reason", None),
-                              headers={"WWW-Authenticate": 'Basic realm="signserver"'})
-    issued = await context.accounts.run(context.service.access_tokens.issue, application, scope)
-    return _no_store({"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.lifetime_seconds,
-                      "scope": scope})
+        return _client_refused(refused)
+    issued = await context.accounts.run(context.service.access_tokens.issue, application, scope,
+                                        certificate_sha256)
+    return JSONResponse({"access_token": issued.token, "token_type": "Bearer",
+                         "expires_in": issued.lifetime_seconds, "scope": scope})
+
+
+def _client_refused(refused: Unauthenticated) -> Response:
+    """RFC 6749, 5.2: the client failed to authenticate."""
+    return error_response(401, "invalid_client", str(refused), getattr(refused, "reason", None),
+                          headers={"WWW-Authenticate": 'Basic realm="signserver"'})
 
 
 MAX_FORM_BYTES = 4096
@@ -111,7 +126,3 @@ async def _form(request: Request) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         raise InvalidArgument("the token request is not a UTF-8 form") from None
     return {name: values[0] for name, values in fields.items()}
-
-
-def _no_store(body: dict) -> Response:
-    return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})

@@ -6,6 +6,17 @@ poll reaching any worker answers, to the application that started it only.
 An outcome is kept for a while (the caller's ``validity_period``, at most RESULT_SECONDS), then
 erased. An operation still running at its deadline has failed: its worker stopped (or the work
 hung), and no one else will finish it.
+
+While an operation runs, a poll is answered as the CSC API v2 answers it (signatures/signPolling's
+errors): HTTP 400 ``invalid_request``, "The previous asynchronous signature request has been
+accepted for processing, but the processing has not yet been completed." (NOT_READY), which CSC
+clients match to poll again; a ``Retry-After`` says when. 202, the HTTP convention, is not what CSC
+clients expect there. An unknown responseID is 400 ``invalid_request`` too ("Invalid parameter
+responseID"), as the CSC API answers it.
+
+An application has at most OPERATIONS_PER_APPLICATION operations under way in a worker (and the
+worker OPERATIONS_PER_WORKER in all, see limits.py); beyond, a start is refused at once with 429
+and a Retry-After, before anything is recorded.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from sqlalchemy import delete, insert, select, update
+from starlette.responses import JSONResponse
 
 from signserver import errors
 from signserver.accounts.model import Application
@@ -37,8 +49,11 @@ RESULT_SECONDS = 600  # outcomes are kept at most this long, then erased
 POLL_AGAIN_SECONDS = 1  # the Retry-After of a "not ready" answer
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
-UNKNOWN = ("no operation with this responseID: it was never started by this application, or its "
-           "outcome expired")
+UNKNOWN = ("Invalid parameter responseID: no operation with this responseID was started by this "
+           "application, or its outcome expired")
+# The CSC API v2's own sentence (signatures/signPolling), which clients match.
+NOT_READY = ("The previous asynchronous signature request has been accepted for processing, but the "
+             "processing has not yet been completed.")
 STOPPED = ("the operation did not finish: the server that ran it stopped or it took too long; "
            "sign again")
 
@@ -48,11 +63,15 @@ _under_way: set[asyncio.Task] = set()
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a poll answers: ``status_code`` 202 (not ready, ``answer`` None) or the HTTP status
-    and JSON body of the synchronous answer (the result, or the CSC error)."""
+    """What a poll answers: the HTTP status and JSON body of the synchronous answer (the result,
+    or the CSC error), or ``answer`` None while the operation runs (see not_ready)."""
 
     status_code: int
     answer: bytes | None
+
+    @property
+    def running(self) -> bool:
+        return self.answer is None
 
 
 class OperationStore:
@@ -97,7 +116,7 @@ class OperationStore:
         if row.state != RUNNING:
             return Outcome(row.status_code, row.answer)
         if now < row.deadline:
-            return Outcome(202, None)
+            return Outcome(400, None)
         response = error_response(500, "server_error", STOPPED)
         return Outcome(response.status_code, response.body)
 
@@ -132,22 +151,33 @@ async def start_operation(context: CscContext, application: Application,
     authentication looks up its token too: a start or a poll answers while the HSM and documents
     pools are busy with the very work it asks about.
 
-    Raises: ServerBusy, StoreUnavailable (recording it).
+    Raises: ServerBusy: the application (or the worker) has as many operations under way as it
+        may, or the accounts pool is full; StoreUnavailable (recording it).
     """
     store = operation_store(context)
-    response_id = await context.accounts.run(store.start, application.id, keep)
-    task = asyncio.get_running_loop().create_task(_carry_out(context, store, response_id, run))
+    context.operations.take(application.id)  # given back by _carry_out
+    try:
+        response_id = await context.accounts.run(store.start, application.id, keep)
+    except BaseException:
+        context.operations.give_back(application.id)
+        raise
+    task = asyncio.get_running_loop().create_task(_carry_out(context, store, response_id, run, application.id))
     _under_way.add(task)
     task.add_done_callback(_under_way.discard)
     return {"responseID": response_id}
 
 
 async def _carry_out(context: CscContext, store: OperationStore, response_id: str,
-                     run: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-    """Run the operation and record its outcome as the synchronous call would have answered it."""
+                     run: Callable[[], Awaitable[dict[str, Any]]], application_id: int) -> None:
+    """Run the operation and record its outcome as the synchronous call would have answered it.
+    The application's place is given back once the work ends, before the outcome is recorded: a
+    client that polled the outcome may start another at once."""
     try:
-        async with asyncio.timeout(OPERATION_SECONDS):
-            answer = await run()
+        try:
+            async with asyncio.timeout(OPERATION_SECONDS):
+                answer = await run()
+        finally:
+            context.operations.give_back(application_id)
         state, status_code, body = DONE, 200, json.dumps(answer).encode("utf-8")
     except errors.SignServerError as error:
         response = signserver_error_response(error)
@@ -173,3 +203,9 @@ async def poll_operation(context: CscContext, application: Application, response
     if not response_id or len(response_id) > 100:
         raise errors.InvalidArgument("responseID is missing or too long")
     return await context.accounts.run(operation_store(context).outcome, application.id, response_id)
+
+
+def not_ready(response_id: str) -> JSONResponse:
+    """The CSC answer to a poll of an operation still running (see the module's note)."""
+    return error_response(400, "invalid_request", NOT_READY, headers={"Retry-After": str(POLL_AGAIN_SECONDS)},
+                          responseID=response_id)

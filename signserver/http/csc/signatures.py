@@ -1,5 +1,7 @@
 """signatures/signHash (CSC API v2; the v1 shape in v1.py): spend a SAD on the hashes it was
-issued for, and sign them in the HSM."""
+issued for, and sign them in the HSM, with exactly the algorithm asked (RSASSA-PSS is signed as
+PSS, with its parameters' digest, MGF1 and salt; an algorithm or parameters the HSM does not sign
+with are refused before the SAD is spent)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from signserver.http.csc import algorithms
 from signserver.http.csc.auth import calling_application
 from signserver.http.csc.context import CscContext, csc_context
 from signserver.http.csc.credentials import MAX_ID, CscRequest, b64, decode_hashes
+from signserver.http.csc.errors import credential_lookup
 from signserver.http.csc.operations import keep_seconds, start_operation
 from signserver.secret import Secret
 
@@ -58,8 +61,9 @@ async def sign_hashes(context: CscContext, application: Application, credential_
         CredentialUnusable, HsmError (see HashSigner.sign_hashes).
     """
     run = context.hsm.run_short if len(digests) <= SHORT_CALL_DIGESTS else context.hsm.run
-    signatures = await run(context.service.signer.sign_hashes, application, credential_id=credential_id,
-                           token=Secret(sad), algorithm=algorithm, digests=digests)
+    with credential_lookup():
+        signatures = await run(context.service.signer.sign_hashes, application, credential_id=credential_id,
+                               token=Secret(sad), algorithm=algorithm, digests=digests)
     return [b64(s) for s in signatures]
 
 

@@ -52,14 +52,14 @@ class SignHashRequestV1(CscRequest):
 
 @router.post("/info")
 async def info_v1(request: Request, body: InfoRequestV1 | None = None) -> dict:
-    base = info.service_base(request)
+    base = info.service_base(request)  # from configuration, never from the request's Host
     return {"specs": "1.0.4.0", "name": info.SERVICE_NAME, "logo": f"{base}/csc/v2/openapi.json", "region": "MO",
             "lang": "en-US", "description": "signserver: remote signing with keys in an HSM",
             "authType": info.AUTH_TYPES, "oauth2": base, "methods": V1_METHODS}
 
 
 @router.post("/auth/login")
-async def login_v1(request: Request, body: login.LoginRequest | None = None) -> dict:
+async def login_v1(request: Request, body: login.LoginRequest | None = None) -> Response:
     return await login.login(request, body)
 
 
@@ -91,11 +91,13 @@ async def info_credential_v1(body: credentials.InfoRequest, application: Applica
     credential = details.info.credential
     answer = {"description": credential.description or f"signing credential of {credential.username}",
               "key": credentials.key_body(details),
-              "cert": credentials.certificate_body(details, status, wanted, body.certInfo),
               "authMode": "explicit",
               "PIN": {"presence": "true", "format": "A", "label": "Password",
                       "description": "The signing password of the credential's holder"},
               "SCAL": "2", "multisign": context.service.signer.max_signatures, "lang": "en-US"}
+    cert = credentials.certificate_body(details, status, wanted, body.certInfo)
+    if cert is not None:
+        answer["cert"] = cert
     if application.otp_required:
         answer["OTP"] = {"presence": "true", "type": "offline", "format": "N", "label": "OTP", "ID": "totp",
                          "provider": "signserver", "description": "The one-time password of the holder's OTP app"}

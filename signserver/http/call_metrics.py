@@ -1,0 +1,56 @@
+"""ASGI middleware: every HTTP call reports its status and latency to the meter, and its line to
+the log when ``[logging] calls`` is on, like the gRPC calls (:mod:`signserver.grpc_api.call_report`).
+
+The method label is the HTTP method (or "OTHER") and the matched route's path
+(``POST /csc/v2/signatures/signHash``), or "unmatched": a client cannot grow the label set with
+made-up methods or paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from signserver.monitoring.logs import calls_logged, log_call, request_id
+from signserver.monitoring.meter import meter
+
+log = logging.getLogger(__name__)
+UNMATCHED = "unmatched"
+# Any token is a method to HTTP: a label per made-up one would let a client grow the series.
+KNOWN_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+class CallMetrics:
+    """Wraps an ASGI app; ``front`` names it in the figures ("csc", "ca")."""
+
+    def __init__(self, app, front: str):
+        self.app = app
+        self.front = front
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500
+
+        async def noting_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_send)
+        finally:
+            self._report(scope, str(status), time.perf_counter() - started)
+
+    def _report(self, scope, status: str, seconds: float) -> None:
+        route = scope.get("route")
+        verb = scope.get("method")
+        method = f"{verb if verb in KNOWN_VERBS else 'OTHER'} {getattr(route, 'path', UNMATCHED)}"
+        try:
+            meter().call_finished(self.front, method, status, seconds)
+            if calls_logged():
+                offered = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
+                log_call(method, status, seconds, request_id(offered))
+        except Exception:  # a report that fails must not fail the answer
+            log.exception("could not report the call %s", method)

@@ -1,0 +1,66 @@
+"""Whether signDoc can sign a document as asked, found before the holder's SAD is spent.
+
+A SAD authorises the SHA-256 of each document, each once: a document or an option the signing
+would refuse only after spending it would cost the holder a new authorisation (password and OTP)
+for a request that was malformed from the start. So every check that the client's input decides
+runs first, with signserver.pades's own rules: the PDF opens (not damaged, not encrypted), its
+metadata and certification allow another signature, the field, page and rectangle exist, the time
+zone is known, the font draws the stamp's text and the text fits the box, the seal image reads.
+What only the server decides (the HSM, the time-stamping authority) can still fail afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import logging
+import zlib
+from pathlib import Path
+
+from pyhanko.pdf_utils.misc import PdfError
+
+from signserver.errors import InvalidArgument, SignServerError
+from signserver.pades.certification import keep_certification
+from signserver.pades.document import open_for_signing
+from signserver.pades.metadata import refuse_unrepairable_metadata
+from signserver.pades.placement import place_field
+from signserver.pades.stamp import StampOptions, check_text, stamp_lines, stamp_style
+from signserver.pades.stamp_layout import fit_stamp
+
+log = logging.getLogger(__name__)
+
+# What pyHanko raises reading a damaged document (as signserver.pades.document refuses it).
+_DAMAGE = (PdfError, RecursionError, zlib.error, ArithmeticError, ValueError, KeyError, IndexError, TypeError,
+           AttributeError, AssertionError)
+
+
+def check_signable(content: bytes, stamp: StampOptions, holder_name: str, font: Path,
+                   now: datetime.datetime) -> None:
+    """Refuse what signing ``content`` with ``stamp`` would refuse of the client's input.
+
+    Raises: InvalidArgument: not a PDF, damaged or encrypted; a certification or malformed
+        metadata that forbid signing; a field already signed, a page out of range, a rectangle
+        off the page or too small for the text; an unknown time zone; text the font cannot draw;
+        an unreadable seal image.
+    """
+    writer = open_for_signing(io.BytesIO(content))
+    try:
+        refuse_unrepairable_metadata(writer)
+        stamp = keep_certification(writer, stamp)
+        placement = place_field(writer, stamp)
+    except SignServerError:
+        raise
+    except _DAMAGE as exc:
+        log.info("a damaged document was refused before signing", exc_info=exc)
+        raise InvalidArgument("the document is damaged: it cannot be read as a PDF to sign") from None
+    lines = stamp_lines(holder_name, stamp, now)
+    if not stamp.visible:
+        return
+    subset = check_text(lines, font)
+    stamp_style(lines, stamp, subset)  # reads the seal image
+    if placement.new_field is not None:
+        # A new field is drawn in the requested box (as displayed); an existing field's own
+        # rectangle is the certifier's choice, checked when the stamp is drawn.
+        x1, y1, x2, y2 = stamp.box
+        width, height = x2 - x1, y2 - y1
+        fit_stamp(lines, subset, width, height, reserved_width=min(width, height) if stamp.verification_url else 0.0)

@@ -1,0 +1,52 @@
+"""The Meter: where the server reports what it does, and a default that records nothing.
+
+Code on the serving path calls ``meter()`` and reports events by meaning (a call finished, the HSM
+lock was held, a token was spent); it never names a metrics library. ``signserver serve`` installs
+the Prometheus meter in each worker (:mod:`signserver.monitoring.prometheus`); everything else (the
+CLI, tests of the domain) runs on the silent default. Reporting never raises and never blocks:
+a meter that fails must not fail a signature.
+"""
+
+from __future__ import annotations
+
+
+class Meter:
+    """Every report a server makes; this base records nothing."""
+
+    def call_finished(self, front: str, method: str, status: str, seconds: float) -> None:
+        """A call of ``front`` ("grpc", "csc") to ``method`` ended with ``status`` after ``seconds``."""
+
+    def hsm_lock_released(self, waited: float, held: float) -> None:
+        """The PKCS#11 lock was waited for ``waited`` seconds, then held ``held`` seconds."""
+
+    def blocking_calls_pending(self, pool: str, pending: int, threads: int) -> None:
+        """``pending`` calls are running or queued in the pool ``pool`` of ``threads`` threads."""
+
+    def activation_tokens(self, event: str, count: int = 1) -> None:
+        """``count`` activation tokens were "issued", "spent" or "expired" (forgotten unspent)."""
+
+    def account_locked(self) -> None:
+        """A name reached the limit of wrong attempts and was locked."""
+
+    def hsm_session_reopened(self) -> None:
+        """The HSM session was lost and opened again."""
+
+    def crl_age(self, issuer: str, seconds: float) -> None:
+        """The newest CRL of ``issuer`` was issued ``seconds`` ago."""
+
+    def outbox_backlog(self, messages: int) -> None:
+        """``messages`` e-mails wait in the outbox."""
+
+
+_current = Meter()
+
+
+def meter() -> Meter:
+    """The process's meter (the silent default until :func:`install_meter`)."""
+    return _current
+
+
+def install_meter(chosen: Meter) -> None:
+    """Make ``chosen`` the process's meter (once per worker, at its start)."""
+    global _current
+    _current = chosen

@@ -1,0 +1,168 @@
+"""The Prometheus meter, in prometheus_client's multiprocess mode, and the app that serves a node.
+
+Every worker of a node writes its figures to files in one directory (``PROMETHEUS_MULTIPROC_DIR``,
+which the supervisor empties and sets before it starts a worker: prometheus_client chooses its
+storage when it is first imported); one scrape of the supervisor's ``[metrics] listen`` reads them
+all, so the figures are the node's, whichever worker served what. Gauges are summed over the live
+workers, except those only the background worker knows (CRL age, outbox backlog).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+from pathlib import Path
+
+from signserver.config import split_address
+from signserver.errors import ConfigurationError
+from signserver.monitoring.meter import Meter
+
+log = logging.getLogger(__name__)
+
+MULTIPROCESS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+# Latencies of a call: from a single signature (about a millisecond) to a large document.
+CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Waits and holds of the PKCS#11 lock: one signature holds it about 0.6 ms (RSA-2048), a key
+# generation seconds.
+LOCK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+
+def prepare_multiprocess_directory(directory: Path) -> None:
+    """Empty ``directory`` (figures of an earlier run would add up with this one's) and point this
+    process and the workers it forks at it. Call before anything imports prometheus_client."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROCESS_DIRECTORY_VARIABLE] = str(directory)
+
+
+def forget_worker(pid: int) -> None:
+    """A worker ended: its live gauges no longer count (its counters stay, as Prometheus expects)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)
+
+
+def metrics_socket(address: str) -> socket.socket:
+    """The metrics endpoint's listening socket, bound by the supervisor (so that the address is
+    known, and kept, when the metrics process is started again).
+
+    Raises: ConfigurationError: the address is malformed or cannot be bound.
+    """
+    try:
+        host, port = split_address(address)
+    except ValueError as exc:
+        raise ConfigurationError("metrics.listen", str(exc)) from None
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError("metrics.listen", f"cannot bind {address}: {exc.strerror or exc}") from None
+    return sock
+
+
+def serve_metrics(sock: socket.socket) -> None:
+    """Answer scrapes on ``sock`` until SIGTERM (run in a process of its own)."""
+    import uvicorn
+
+    config = uvicorn.Config(metrics_app(), lifespan="off", log_config=None, access_log=False, server_header=False,
+                            timeout_keep_alive=30, limit_concurrency=64)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def metrics_app():
+    """The ASGI app answering a scrape with the figures of every worker of this node."""
+    from prometheus_client import CollectorRegistry, make_asgi_app, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return make_asgi_app(registry)
+
+
+def _never_raising(report):
+    """A report that fails is logged (once per kind), never raised into the call it reports on."""
+    failed = False
+
+    @functools.wraps(report)
+    def guarded(*args, **kwargs) -> None:
+        nonlocal failed
+        try:
+            report(*args, **kwargs)
+        except Exception:
+            if not failed:
+                failed = True
+                log.exception("metrics: %s failed; its figures may be short", report.__name__)
+    return guarded
+
+
+class PrometheusMeter(Meter):
+    """Reports into prometheus_client's metrics (names under ``signserver_``)."""
+
+    def __init__(self):
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self._calls = Counter("signserver_calls", "Calls answered, by front, method and status",
+                              ("front", "method", "status"))
+        self._call_seconds = Histogram("signserver_call_seconds", "Time to answer a call",
+                                       ("front", "method"), buckets=CALL_BUCKETS)
+        self._lock_wait = Histogram("signserver_hsm_lock_wait_seconds",
+                                    "Time waited for the process's PKCS#11 lock", buckets=LOCK_BUCKETS)
+        self._lock_hold = Histogram("signserver_hsm_lock_hold_seconds",
+                                    "Time the PKCS#11 lock was held per HSM operation", buckets=LOCK_BUCKETS)
+        self._pending = Gauge("signserver_blocking_calls_pending",
+                              "Calls running or queued in a worker pool (accounts: argon2 password checks)",
+                              ("pool",), multiprocess_mode="livesum")
+        self._threads = Gauge("signserver_blocking_calls_threads", "Threads of a worker pool", ("pool",),
+                              multiprocess_mode="livesum")
+        self._tokens = Counter("signserver_activation_tokens", "Activation tokens issued, spent, or expired unspent",
+                               ("event",))
+        self._lockouts = Counter("signserver_lockouts", "Names locked after too many wrong attempts")
+        self._reopenings = Counter("signserver_hsm_session_reopenings", "HSM sessions lost and opened again")
+        self._crl_age = Gauge("signserver_crl_age_seconds", "Age of the newest CRL of an issuer", ("issuer",),
+                              multiprocess_mode="livemostrecent")
+        self._outbox = Gauge("signserver_outbox_backlog", "E-mails waiting in the outbox",
+                             multiprocess_mode="livemostrecent")
+        self._known_pools: set[str] = set()
+
+    @_never_raising
+    def call_finished(self, front: str, method: str, status: str, seconds: float) -> None:
+        self._calls.labels(front, method, status).inc()
+        self._call_seconds.labels(front, method).observe(seconds)
+
+    @_never_raising
+    def hsm_lock_released(self, waited: float, held: float) -> None:
+        self._lock_wait.observe(waited)
+        self._lock_hold.observe(held)
+
+    @_never_raising
+    def blocking_calls_pending(self, pool: str, pending: int, threads: int) -> None:
+        self._pending.labels(pool).set(pending)
+        if pool not in self._known_pools:
+            self._known_pools.add(pool)
+            self._threads.labels(pool).set(threads)
+
+    @_never_raising
+    def activation_tokens(self, event: str, count: int = 1) -> None:
+        self._tokens.labels(event).inc(count)
+
+    @_never_raising
+    def account_locked(self) -> None:
+        self._lockouts.inc()
+
+    @_never_raising
+    def hsm_session_reopened(self) -> None:
+        self._reopenings.inc()
+
+    @_never_raising
+    def crl_age(self, issuer: str, seconds: float) -> None:
+        self._crl_age.labels(issuer).set(seconds)
+
+    @_never_raising
+    def outbox_backlog(self, messages: int) -> None:
+        self._outbox.set(messages)

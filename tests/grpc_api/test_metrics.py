@@ -1,0 +1,106 @@
+"""A node's metrics and call log: after a known sequence of calls through two workers, one scrape
+of the supervisor's endpoint says exactly that, and the JSON log has one line per call."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from signserver.v1 import signing_pb2, signing_pb2_grpc
+from tests.grpc_api.serve_process import ServeProcess
+from tests.grpc_api.test_workers import PASSWORD, application, holder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served(state_dir, tmp_path):
+    port, http_port = free_port(), free_port()
+    server = ServeProcess(state_dir, tmp_path, workers=2, SIGNSERVER_METRICS_LISTEN=f"127.0.0.1:{port}",
+                          SIGNSERVER_HTTP_LISTEN=f"127.0.0.1:{http_port}",
+                          SIGNSERVER_LOGGING_FORMAT="json", SIGNSERVER_LOGGING_CALLS="true").start()
+    server.metrics_port, server.http_port = port, http_port
+    yield server
+    server.stop()
+
+
+def scrape(server: ServeProcess) -> dict[tuple[str, tuple], float]:
+    """Every sample of one scrape, by name and sorted labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def calls(samples, method: str, status: str) -> float:
+    return samples.get(("signserver_calls_total",
+                        (("front", "grpc"), ("method", method), ("status", status))), 0.0)
+
+
+def test_scraped_counters_say_exactly_what_was_called(served):
+    credentials = application(served, "metrics-app")
+    credential = holder(served, "metrics.holder")
+    digest = hashlib.sha256(b"metrics").digest()
+    statuses = []
+    # Several channels, so that both workers serve some of the calls.
+    for attempt in range(8):
+        with grpc.secure_channel(f"localhost:{served.port}", credentials) as channel:
+            stub = signing_pb2_grpc.SigningServiceStub(channel)
+            if attempt < 2:
+                token = stub.Authorize(signing_pb2.AuthorizeRequest(
+                    account="metrics.holder", password=PASSWORD, credential_id=credential,
+                    hash_algorithm=signing_pb2.HASH_ALGORITHM_SHA256, digests=[digest]), timeout=30)
+                stub.SignHash(signing_pb2.SignHashRequest(
+                    credential_id=credential, activation_token=token.activation_token, signature_algorithm="ecdsa-sha256",
+                    digests=[digest]), timeout=30)
+                continue
+            try:  # six wrong passwords: five count, the fifth locks, the sixth meets the lock
+                stub.Authorize(signing_pb2.AuthorizeRequest(
+                    account="metrics.holder", password="Wrong-password-1", credential_id=credential,
+                    hash_algorithm=signing_pb2.HASH_ALGORITHM_SHA256, digests=[digest]), timeout=30)
+            except grpc.RpcError as error:
+                statuses.append(error.code().name)
+    assert statuses == ["UNAUTHENTICATED"] * 5 + ["FAILED_PRECONDITION"]
+
+    for path in ("/ca/root.crt", "/ca/root.crt", "/no-such-thing"):  # the CA's HTTP front reports too
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{served.http_port}{path}", timeout=10).read()
+        except urllib.error.HTTPError as error:
+            assert error.code == 404
+
+    samples = scrape(served)
+    assert samples[("signserver_calls_total", (("front", "ca"), ("method", "GET /ca/root.crt"), ("status", "200")))] == 2
+    assert samples[("signserver_calls_total", (("front", "ca"), ("method", "GET unmatched"), ("status", "404")))] == 1
+    assert calls(samples, "SigningService/Authorize", "OK") == 2
+    assert calls(samples, "SigningService/SignHash", "OK") == 2
+    assert calls(samples, "SigningService/Authorize", "UNAUTHENTICATED") == 5
+    assert calls(samples, "SigningService/Authorize", "FAILED_PRECONDITION") == 1
+    assert samples[("signserver_call_seconds_count",
+                    (("front", "grpc"), ("method", "SigningService/Authorize")))] == 8
+    assert samples[("signserver_lockouts_total", ())] == 1
+    assert samples[("signserver_activation_tokens_total", (("event", "issued"),))] == 2
+    assert samples[("signserver_activation_tokens_total", (("event", "spent"),))] == 2
+    # Every signature held the PKCS#11 lock: the holds were measured.
+    assert samples[("signserver_hsm_lock_hold_seconds_count", ())] >= 2
+    # The pools' threads, summed over the live workers.
+    assert samples[("signserver_blocking_calls_threads", (("pool", "accounts"),))] > 0
+
+    lines = [json.loads(line) for line in served.text().splitlines() if line.startswith("{")]
+    call_lines = [line for line in lines if line["logger"] == "signserver.calls"
+                  and line["method"].startswith("SigningService/")]
+    assert len(call_lines) == 10
+    assert {line["worker"] for line in call_lines} <= {"0", "1"}
+    assert all(line.keys() >= {"time", "level", "worker", "method", "status", "latency_ms", "request_id"}
+               for line in call_lines)
+    assert PASSWORD not in served.text() and "Wrong-password-1" not in served.text()

@@ -1,0 +1,48 @@
+"""The [database] section: the URL of a store signserver runs on, and each worker's connection budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from signserver.config import DatabaseConfig, load_config
+from signserver.errors import ConfigurationError
+from signserver.store.database import Database
+
+
+def loaded(tmp_path, **settings: str):
+    return load_config(environ={"SIGNSERVER_STATE_DIR": str(tmp_path), **settings})
+
+
+def test_the_defaults_are_eight_kept_and_eight_more_at_peaks(tmp_path):
+    config = loaded(tmp_path)
+    assert config.database == DatabaseConfig(pool_size=8, max_overflow=8, pool_timeout_seconds=30)
+    assert config.database_url == f"sqlite:///{tmp_path / 'signserver.db'}"
+
+
+def test_the_budget_is_what_the_engine_pools(tmp_path):
+    config = loaded(tmp_path, SIGNSERVER_DATABASE_POOL_SIZE="3", SIGNSERVER_DATABASE_MAX_OVERFLOW="0",
+                    SIGNSERVER_DATABASE_POOL_TIMEOUT_SECONDS="5")
+    assert config.database == DatabaseConfig(pool_size=3, max_overflow=0, pool_timeout_seconds=5)
+    database = Database(config.database_url, config.database)
+    try:
+        assert (database.engine.pool.size(), database.engine.pool._max_overflow, database.engine.pool._timeout) \
+            == (3, 0, 5)
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize(("key", "value"), [("POOL_SIZE", "0"), ("MAX_OVERFLOW", "-1"),
+                                            ("POOL_TIMEOUT_SECONDS", "0"), ("POOL_SIZE", "eight")])
+def test_a_budget_out_of_range_names_its_key(tmp_path, key, value):
+    with pytest.raises(ConfigurationError) as refused:
+        loaded(tmp_path, **{f"SIGNSERVER_DATABASE_{key}": value})
+    assert refused.value.key == f"database.{key.lower()}"
+
+
+def test_postgresql_is_reached_through_psycopg(tmp_path):
+    url = "postgresql+psycopg://signserver@db.example.mo:5432/signserver"
+    assert loaded(tmp_path, SIGNSERVER_DATABASE_URL=url).database_url == url
+    with pytest.raises(ConfigurationError, match="postgresql\\+psycopg://"):
+        loaded(tmp_path, SIGNSERVER_DATABASE_URL="postgresql://signserver@db.example.mo/signserver")
+    with pytest.raises(ConfigurationError, match="sqlite:/// or a postgresql\\+psycopg://"):
+        loaded(tmp_path, SIGNSERVER_DATABASE_URL="mysql://signserver@db.example.mo/signserver")
