@@ -12,7 +12,9 @@ GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
 # The tests whose subject is the store, run again on PostgreSQL. The whole suite passes there too
 # (SIGNSERVER_TEST_STORE=postgresql pytest), but it would take as long again as on SQLite.
-POSTGRESQL_TESTS ?= tests/store tests/accounts tests/signing tests/audit tests/ca tests/notify tests/csc \
+POSTGRESQL_TESTS ?= tests/store tests/accounts tests/signing tests/audit tests/notify \
+	tests/ca/test_authority.py tests/ca/test_certificate_service.py tests/ca/test_setup_resume.py \
+	tests/csc/test_login.py tests/csc/test_async.py tests/csc/test_signatures.py \
 	tests/grpc_api/test_workers.py tests/grpc_api/test_package_workers.py tests/grpc_api/test_signing_api.py \
 	tests/pades/test_prepared_documents.py tests/cluster
 
