@@ -290,16 +290,18 @@ class Worker:
         service = SignService.from_config(self.config)
 
         async def main() -> None:
+            # First: a SIGTERM that arrives while the fronts start is kept, and stops the worker
+            # once they have started.
+            stopping = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stopping.set)
             pools = WorkerPools.create()
             server = GrpcServer(self.config, service, background=self.background, worker=self.index, pools=pools)
             await server.start()
             csc = await self._start_csc(service, pools)
             http = CaHttpFront(service, self.config.http_listen)
             await http.start()
-            stopping = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stopping.set)
             await stopping.wait()
             log.info("worker %d: stopping, draining calls in flight", self.index)
             await http.stop()

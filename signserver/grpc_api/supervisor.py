@@ -67,6 +67,11 @@ def _work(config: Config, index: int, metrics: socket.socket | None) -> None:
     from signserver.grpc_api.server import Worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops a worker
+    # Not the supervisor's own handler, inherited with the fork: it would swallow a SIGTERM that
+    # comes before the worker's loop takes the signal over (a worker stopped as it starts). The
+    # supervisor forks with SIGTERM blocked, so one sent before this line waits for it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     return_large_blocks_promptly()  # before any thread starts
     set_worker(index)
     if metrics is not None:
@@ -77,6 +82,8 @@ def _work(config: Config, index: int, metrics: socket.socket | None) -> None:
 
 def _serve_metrics(metrics: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # SIGTERM from the supervisor stops it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until uvicorn takes it (as in _work)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     set_worker("metrics")
     serve_metrics(metrics)
 
@@ -131,6 +138,16 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
                 holder.close()
 
 
+def _fork_with_sigterm_held(process: multiprocessing.Process) -> None:
+    """Start ``process`` with SIGTERM blocked across the fork: the child unblocks it once its own
+    handling is in place, so a SIGTERM sent at once is neither lost nor handled as the supervisor's."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 class Supervisor:
     """Starts the workers (and the metrics process, given its socket), starts again any that dies,
     and stops them all on SIGTERM or SIGINT."""
@@ -174,14 +191,14 @@ class Supervisor:
 
     def _start(self, index: int) -> None:
         process = _fork.Process(target=_work, args=(self._config, index, self._metrics), name=f"worker-{index}")
-        process.start()
+        _fork_with_sigterm_held(process)
         self._workers[index] = process
 
     def _start_metrics(self) -> None:
         if self._metrics is None:
             return
         self._metrics_process = _fork.Process(target=_serve_metrics, args=(self._metrics,), name="metrics")
-        self._metrics_process.start()
+        _fork_with_sigterm_held(self._metrics_process)
         host, port = self._metrics.getsockname()[:2]
         log.info("metrics of this node on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 

@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import threading
+import time
+from pathlib import Path
 
 
 import grpc
@@ -67,6 +69,26 @@ def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(served):
     served.wait_for(r"worker \d+ \(pid \d+\) serving on", count=3)
     assert victim not in served.worker_pids()[-1:]
     assert healthy(served, credentials)
+
+
+def children(pid: int) -> set[int]:
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_a_worker_stopped_as_it_starts_stops(served):
+    """A SIGTERM that reaches a worker before its event loop takes the signal over (the supervisor
+    stopping just as it restarted one) still stops it, instead of being swallowed by the handler
+    the fork inherited from the supervisor."""
+    supervisor = served.process.pid
+    before = children(supervisor)
+    os.kill(served.worker_pids()[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not (fresh := children(supervisor) - before) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert fresh, served.text()[-2000:]
+    newcomer = fresh.pop()
+    os.kill(newcomer, signal.SIGTERM)  # while it opens the token and the database
+    served.wait_for(rf"worker \d+ \(pid {newcomer}\) exited with (-15|0); starting it again", timeout=60)
 
 
 def test_server_info_names_the_worker_that_serves_the_connection(served):
