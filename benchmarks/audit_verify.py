@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -37,13 +36,12 @@ from pathlib import Path
 from sqlalchemy import insert, select, update
 
 from benchmarks import load
-from benchmarks.harness import fresh_state_dir, markdown_table
+from benchmarks.harness import benchmark_service, markdown_table
 from signserver.audit.log import record_hash
 from signserver.audit.seal import audit_key_id
 from signserver.audit.seal_format import NO_PREVIOUS_SEAL, SealContent, signature_algorithm_for
 from signserver.audit.verify import verify_audit_log
 from signserver.clock import epoch_seconds
-from signserver.config import load_config
 from signserver.service import SignService
 from signserver.store.schema import audit_head, audit_log, audit_seals
 
@@ -171,49 +169,44 @@ def main() -> None:
     args = parser.parse_args()
     from benchmarks.grpc_signing import served_holder
 
-    state = fresh_state_dir()
-    config = load_config(environ={"SIGNSERVER_STATE_DIR": str(state)})
-    service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
-    server = None
-    try:
-        service.prepare_database()
-        rows = []
-        fill_log(service, args.records)
-        verify_peak_bytes(service, batch=500)  # warm caches (compiled statements) before measuring
-        small, intact_small = verify_peak_bytes(service)
-        began = time.perf_counter()
-        fill_log(service, args.records * 10)
-        filled = time.perf_counter() - began
-        large, intact_large = verify_peak_bytes(service)
-        rows.append([f"verify: peak allocations, {args.records:,} records", f"{small / 2**20:,.1f} MiB", "1.00"])
-        rows.append([f"verify: peak allocations, {args.records * 10:,} records", f"{large / 2**20:,.1f} MiB",
-                     f"{large / small:.2f}"])
-        print(f"filled {args.records * 9:,} records in {filled:.0f} s; both logs intact: "
-              f"{intact_small and intact_large}")
+    with benchmark_service() as (state, service):
+        server = None
+        try:
+            rows = []
+            fill_log(service, args.records)
+            verify_peak_bytes(service, batch=500)  # warm caches (compiled statements) before measuring
+            small, intact_small = verify_peak_bytes(service)
+            began = time.perf_counter()
+            fill_log(service, args.records * 10)
+            filled = time.perf_counter() - began
+            large, intact_large = verify_peak_bytes(service)
+            rows.append([f"verify: peak allocations, {args.records:,} records", f"{small / 2**20:,.1f} MiB", "1.00"])
+            rows.append([f"verify: peak allocations, {args.records * 10:,} records", f"{large / 2**20:,.1f} MiB",
+                         f"{large / small:.2f}"])
+            print(f"filled {args.records * 9:,} records in {filled:.0f} s; both logs intact: "
+                  f"{intact_small and intact_large}")
 
-        server, target = served_holder(service, state)
-        quiet, quiet_worst = _signhash_rate(target, args.seconds)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
-        env["SIGNSERVER_STATE_DIR"] = str(state)
-        database_file = Path(config.database_url.split("///", 1)[1])
-        wal = database_file.with_name(database_file.name + "-wal")
-        windows = (("`audit verify --full` (batches)",
-                    _during([str(Path(sys.executable).parent / "signserver"), "audit", "verify", "--full"], env,
-                            target, args.seconds, wal)),
-                   ("a walk in one read transaction (before)",
-                    _during([sys.executable, "-c", ONE_TRANSACTION_WALK, str(database_file)], env, target,
-                            args.seconds, wal)))
-        rows.append(["SignHash c=8, no walk", f"{quiet:,.0f} sig/s, longest call {quiet_worst * 1000:,.0f} ms", "1.00"])
-        for name, window in windows:
-            rows.append([f"SignHash c=8, {name} for half the window",
-                         f"{window.per_second:,.0f} sig/s, longest call {window.longest_call * 1000:,.0f} ms, "
-                         f"WAL grew {window.wal_growth / 2**20:,.0f} MiB", f"{window.per_second / quiet:.2f}"])
-        print(markdown_table(["figure", "value", "ratio"], rows))
-    finally:
-        if server is not None:
-            server.stop()
-        service.close()
-        shutil.rmtree(state, ignore_errors=True)
+            server, target = served_holder(service, state)
+            quiet, quiet_worst = _signhash_rate(target, args.seconds)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
+            env["SIGNSERVER_STATE_DIR"] = str(state)
+            database_file = Path(service.config.database_url.split("///", 1)[1])
+            wal = database_file.with_name(database_file.name + "-wal")
+            windows = (("`audit verify --full` (batches)",
+                        _during([str(Path(sys.executable).parent / "signserver"), "audit", "verify", "--full"], env,
+                                target, args.seconds, wal)),
+                       ("a walk in one read transaction (before)",
+                        _during([sys.executable, "-c", ONE_TRANSACTION_WALK, str(database_file)], env, target,
+                                args.seconds, wal)))
+            rows.append(["SignHash c=8, no walk", f"{quiet:,.0f} sig/s, longest call {quiet_worst * 1000:,.0f} ms", "1.00"])
+            for name, window in windows:
+                rows.append([f"SignHash c=8, {name} for half the window",
+                             f"{window.per_second:,.0f} sig/s, longest call {window.longest_call * 1000:,.0f} ms, "
+                             f"WAL grew {window.wal_growth / 2**20:,.0f} MiB", f"{window.per_second / quiet:.2f}"])
+            print(markdown_table(["figure", "value", "ratio"], rows))
+        finally:
+            if server is not None:
+                server.stop()
 
 
 if __name__ == "__main__":

@@ -132,35 +132,27 @@ def run(target: Target, csc_base_url: str, seconds: float) -> list[tuple[LoadRes
 def main() -> None:
     """``python -m benchmarks.csc_signing [--seconds N]``: only these figures (``make bench`` has them too)."""
     import argparse
-    import shutil
 
     from benchmarks.grpc_signing import served_holder
-    from benchmarks.harness import fresh_state_dir, markdown_table
-    from signserver.config import load_config
-    from signserver.service import SignService
+    from benchmarks.harness import benchmark_service, markdown_table
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.csc_signing")
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
-    state = fresh_state_dir()
-    config = load_config(environ={"SIGNSERVER_STATE_DIR": str(state)})
-    service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
-    server = None
-    try:
-        service.prepare_database()
-        server, target = served_holder(service, state)
-        rows = []
-        for grpc_result, csc_result in run(target, server.csc_url, args.seconds):
-            ratio = csc_result.per_second / grpc_result.per_second
-            for result, shown in ((grpc_result, "1.00"), (csc_result, f"{ratio:.2f}")):
-                rows.append([result.name, f"{result.per_second:,.0f} sig/s", shown,
-                             " / ".join(f"{result.percentile(p):,.1f}" for p in (50, 95, 99))])
-        print(markdown_table(["figure", "rate", "ratio to gRPC SignHash", "p50 / p95 / p99 ms"], rows))
-    finally:
-        if server is not None:
-            server.stop()
-        service.close()
-        shutil.rmtree(state, ignore_errors=True)
+    with benchmark_service() as (state, service):
+        server = None
+        try:
+            server, target = served_holder(service, state)
+            rows = []
+            for grpc_result, csc_result in run(target, server.csc_url, args.seconds):
+                ratio = csc_result.per_second / grpc_result.per_second
+                for result, shown in ((grpc_result, "1.00"), (csc_result, f"{ratio:.2f}")):
+                    rows.append([result.name, f"{result.per_second:,.0f} sig/s", shown,
+                                 " / ".join(f"{result.percentile(p):,.1f}" for p in (50, 95, 99))])
+            print(markdown_table(["figure", "rate", "ratio to gRPC SignHash", "p50 / p95 / p99 ms"], rows))
+        finally:
+            if server is not None:
+                server.stop()
 
 
 if __name__ == "__main__":

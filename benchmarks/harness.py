@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:
+    from signserver.service import SignService
 
 RESULTS = Path(__file__).parent / "results"  # JSON and charts of each run (not kept in git)
 
@@ -25,6 +30,24 @@ def fresh_state_dir() -> Path:
                    capture_output=True)
     os.environ["SOFTHSM2_CONF"] = str(state / "softhsm" / "softhsm2.conf")
     return state
+
+
+@contextlib.contextmanager
+def benchmark_service() -> Iterator[tuple[Path, "SignService"]]:
+    """A service on a fresh state directory and token (:func:`fresh_state_dir`), its database
+    ready; closed and removed afterwards."""
+    from signserver.config import load_config
+    from signserver.service import SignService
+
+    state = fresh_state_dir()
+    config = load_config(environ={"SIGNSERVER_STATE_DIR": str(state)})
+    service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
+    try:
+        service.prepare_database()
+        yield state, service
+    finally:
+        service.close()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @dataclass

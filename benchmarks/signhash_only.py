@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import statistics
 import subprocess
 import threading
@@ -22,8 +21,7 @@ import pkcs11
 
 from benchmarks import load
 from benchmarks.grpc_signing import served_holder
-from benchmarks.harness import fresh_state_dir, measure
-from signserver.config import load_config
+from benchmarks.harness import benchmark_service, measure
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.module import pkcs11_lock
 from signserver.service import SignService
@@ -159,36 +157,31 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", type=float, default=0.0, help="py-spy record the workers for this long")
     args = parser.parse_args()
-    state = fresh_state_dir()
-    config = load_config(environ={"SIGNSERVER_STATE_DIR": str(state)})
-    service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
-    server = None
-    try:
-        service.prepare_database()
-        server, target = served_holder(service, state)
-        if os.environ.get("PERF_PROFILE_LOOP"):
-            print(run_load(target, server.process.pid, 8, 22))
-            return
-        if args.profile:
-            profile(target, server, args.profile, state)
-            return
-        run_load(target, server.process.pid, 8, 1.0)  # warm-up
-        ratios, servers, clients = [], [], []
-        for i in range(args.runs):
-            raw = raw_rate(service, 2.0)
-            rate, server_us, client_us = run_load(target, server.process.pid, 8, args.seconds)
-            ratios.append(rate / raw)
-            servers.append(server_us)
-            clients.append(client_us)
-            print(f"run {i}: raw {raw:,.0f}/s, SignHash c=8 {rate:,.0f}/s, ratio {rate / raw:.3f}, "
-                  f"server {server_us:,.0f} us/call, clients {client_us:,.0f} us/call, foreign {run_load.foreign:.2f}", flush=True)
-        print(f"MEDIAN ratio {statistics.median(ratios):.3f}  server {statistics.median(servers):,.0f} us/call  "
-              f"clients {statistics.median(clients):,.0f} us/call")
-    finally:
-        if server is not None:
-            server.stop()
-        service.close()
-        shutil.rmtree(state, ignore_errors=True)
+    with benchmark_service() as (state, service):
+        server = None
+        try:
+            server, target = served_holder(service, state)
+            if os.environ.get("PERF_PROFILE_LOOP"):
+                print(run_load(target, server.process.pid, 8, 22))
+                return
+            if args.profile:
+                profile(target, server, args.profile, state)
+                return
+            run_load(target, server.process.pid, 8, 1.0)  # warm-up
+            ratios, servers, clients = [], [], []
+            for i in range(args.runs):
+                raw = raw_rate(service, 2.0)
+                rate, server_us, client_us = run_load(target, server.process.pid, 8, args.seconds)
+                ratios.append(rate / raw)
+                servers.append(server_us)
+                clients.append(client_us)
+                print(f"run {i}: raw {raw:,.0f}/s, SignHash c=8 {rate:,.0f}/s, ratio {rate / raw:.3f}, "
+                      f"server {server_us:,.0f} us/call, clients {client_us:,.0f} us/call, foreign {run_load.foreign:.2f}", flush=True)
+            print(f"MEDIAN ratio {statistics.median(ratios):.3f}  server {statistics.median(servers):,.0f} us/call  "
+                  f"clients {statistics.median(clients):,.0f} us/call")
+        finally:
+            if server is not None:
+                server.stop()
 
 
 def profile(target, server, seconds, state) -> None:

@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 import grpc
 
-from signserver.monitoring.logs import calls_logged, log_call, request_id
-from signserver.monitoring.meter import meter
+from signserver.monitoring.calls import call_answered
 
 FRONT = "grpc"
 REQUEST_ID_KEY = "x-request-id"
-
-log = logging.getLogger(__name__)
 
 
 def method_name(full_method: str) -> str:
@@ -33,12 +29,8 @@ def aborted_status(context: grpc.aio.ServicerContext) -> str:
 def report_call(method: str, status: str, started: float, context: grpc.aio.ServicerContext) -> None:
     """Report one call ended with ``status`` (a StatusCode's name) after starting at ``started``
     (time.perf_counter)."""
-    seconds = time.perf_counter() - started
-    try:
-        meter().call_finished(FRONT, method, status, seconds)
-        if calls_logged():
-            offered = next((value for key, value in context.invocation_metadata() or ()
-                            if key == REQUEST_ID_KEY and isinstance(value, str)), None)
-            log_call(method, status, seconds, request_id(offered))
-    except Exception:  # a report that fails must not turn an answered call into a failed one
-        log.exception("could not report the call %s", method)
+    def offered() -> str | None:
+        return next((value for key, value in context.invocation_metadata() or ()
+                     if key == REQUEST_ID_KEY and isinstance(value, str)), None)
+
+    call_answered(FRONT, method, status, time.perf_counter() - started, offered)

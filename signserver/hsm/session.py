@@ -101,12 +101,16 @@ class TokenSession:
             SignServerError: the operation's own errors, translated.
         """
         asked = time.perf_counter()
-        with pkcs11_lock():
-            taken = time.perf_counter()
-            try:
-                return self._run_locked(operation, doing)
-            finally:
-                meter().hsm_lock_released(taken - asked, time.perf_counter() - taken)
+        try:
+            with pkcs11_lock():
+                taken = time.perf_counter()
+                try:
+                    return self._run_locked(operation, doing)
+                finally:
+                    released = time.perf_counter()
+        finally:
+            # Reported once the lock is free: the report's own time is nobody's wait.
+            meter().hsm_lock_released(taken - asked, released - taken)
 
     def _run_locked(self, operation: Callable[[pkcs11.Session], T], doing: str) -> T:
         """:meth:`run`'s work, with the PKCS#11 lock held. Raises: as :meth:`run`."""

@@ -8,13 +8,10 @@ made-up methods or paths.
 
 from __future__ import annotations
 
-import logging
 import time
 
-from signserver.monitoring.logs import calls_logged, log_call, request_id
-from signserver.monitoring.meter import meter
+from signserver.monitoring.calls import call_answered
 
-log = logging.getLogger(__name__)
 UNMATCHED = "unmatched"
 # Any token is a method to HTTP: a label per made-up one would let a client grow the series.
 KNOWN_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
@@ -47,10 +44,5 @@ class CallMetrics:
         route = scope.get("route")
         verb = scope.get("method")
         method = f"{verb if verb in KNOWN_VERBS else 'OTHER'} {getattr(route, 'path', UNMATCHED)}"
-        try:
-            meter().call_finished(self.front, method, status, seconds)
-            if calls_logged():
-                offered = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
-                log_call(method, status, seconds, request_id(offered))
-        except Exception:  # a report that fails must not fail the answer
-            log.exception("could not report the call %s", method)
+        call_answered(self.front, method, status, seconds,
+                      lambda: dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1"))

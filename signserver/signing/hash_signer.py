@@ -223,6 +223,7 @@ class HashSigner:
             details = [{"credential": spent.credential.id, "digest": d.hex(), "algorithm": algorithm.value}
                        for d in digests]
             self._audit.append_many(conn, now, "signature", actor, spent.credential.username, details)
+        meter().activation_tokens("spent")  # committed: counted, and outside the write lock
         try:
             return self.sign_spent(spent, digests, algorithm)
         except Exception:
@@ -266,7 +267,9 @@ class HashSigner:
         """
         now = self._clock.now()
         with self._database.transaction() as conn:
-            return self._spend_in(conn, application, credential_id, token, hash_algorithm, digests, key_check, now)
+            spent = self._spend_in(conn, application, credential_id, token, hash_algorithm, digests, key_check, now)
+        meter().activation_tokens("spent")  # committed: counted, and outside the write lock
+        return spent
 
     def _spend_in(self, conn, application: Application, credential_id: str, token: Secret,
                   hash_algorithm: HashAlgorithm, digests: list[bytes], key_check, now: datetime.datetime) -> Spent:
@@ -278,7 +281,6 @@ class HashSigner:
             key_check(credential.key_algorithm)
         activation.consume(conn, token=token.reveal(), credential_id=credential.id,
                            application_id=application.id, algorithm=hash_algorithm, digests=digests, now=now)
-        meter().activation_tokens("spent")
         if credential.is_package:
             if not self._package_keys.is_open(hashed, now):
                 to_open = self._packages.key_to_open(conn, credential.id, credential.key_id, token.reveal(), hashed)

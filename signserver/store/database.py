@@ -181,6 +181,12 @@ class Database:
         except (OperationalError, PoolTimeout) as exc:
             raise ConfigurationError("database.url", f"cannot open the database: {_reason(exc)}") from exc
 
+    def has_idle_connection(self) -> bool:
+        """Whether the pool holds a connection no one uses, so that a transaction begins without
+        waiting for one (an event loop may then run a short one itself)."""
+        checked_in = getattr(self.engine.pool, "checkedin", None)
+        return checked_in is not None and checked_in() > 0
+
     def dispose(self) -> None:
         """Close pooled connections (call in a forked child before first use)."""
         self.engine.dispose(close=False)
