@@ -16,13 +16,16 @@ POSTGRESQL_TESTS ?= tests/store tests/accounts tests/signing tests/audit tests/n
 	tests/ca/test_authority.py tests/ca/test_certificate_service.py tests/ca/test_setup_resume.py \
 	tests/csc/test_login.py tests/csc/test_async.py tests/csc/test_signatures.py \
 	tests/grpc_api/test_workers.py tests/grpc_api/test_package_workers.py tests/grpc_api/test_signing_api.py \
-	tests/pades/test_prepared_documents.py tests/cluster
+	tests/pades/test_prepared_documents.py tests/cluster tests/ra/test_store.py tests/ra/test_workflow.py
 
 .PHONY: run test test-postgresql test-opencryptoki cluster bench demo system-packages install proto clean
 
+# The RA (signserver ra serve, 127.0.0.1:8450) runs beside the core and stops with it.
 run: install
 	./softhsm-setup/softhsm-setup "$(STATE_DIR)"
-	SIGNSERVER_STATE_DIR="$(STATE_DIR)" $(VENV)/bin/signserver serve --demo
+	export SIGNSERVER_STATE_DIR="$(STATE_DIR)"; \
+	$(VENV)/bin/signserver ra serve & ra=$$!; trap 'kill $$ra 2>/dev/null' EXIT INT TERM; \
+	$(VENV)/bin/signserver serve --demo
 
 demo: install
 	STATE_DIR="$(STATE_DIR)" ./examples/demo.sh
@@ -35,12 +38,16 @@ cluster: install
 
 # The PostgreSQL run goes beside the SQLite one (both wait on servers and child processes much of
 # the time, so together they take little longer than the SQLite run alone); its output, kept in
-# out/test-postgresql.log, is shown after the SQLite run's.
+# out/test-postgresql.log, is shown after the SQLite run's. The SQLite run itself is spread over
+# SQLITE_WORKERS processes (pytest-xdist), a test file to a process so that a module's server or CA
+# is made once; each process has its own token and temporary directory. SQLITE_WORKERS=0 runs it in
+# this process alone.
+SQLITE_WORKERS ?= 2
 test: install
 	@mkdir -p out; rm -f out/test-postgresql.status; \
 	( $(MAKE) --no-print-directory test-postgresql > out/test-postgresql.log 2>&1; \
 	  echo $$? > out/test-postgresql.status ) & \
-	$(VENV)/bin/pytest $(PYTEST_ARGS); sqlite=$$?; wait; \
+	$(VENV)/bin/pytest -n $(SQLITE_WORKERS) --dist loadfile $(PYTEST_ARGS); sqlite=$$?; wait; \
 	echo "== the store's tests on PostgreSQL (out/test-postgresql.log) =="; tail -n 40 out/test-postgresql.log; \
 	[ $$sqlite -eq 0 ] && [ "$$(cat out/test-postgresql.status)" = 0 ]
 	@$(MAKE) --no-print-directory test-opencryptoki

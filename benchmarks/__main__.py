@@ -6,6 +6,7 @@ Every figure is measured in the same run and compared with the raw HSM rate meas
 (python-pkcs11's sign on a key handle under the lock, one thread, one process): SignHash and
 Authorize against RSA-2048, documents against pyHanko's plain sign_pdf with a software key;
 SignHash on PostgreSQL against SQLite and through nginx against one node (benchmarks/store_signing.py);
+database bytes per signature on both stores, before and after a prune (benchmarks/store_growth.py);
 the holder-count figures (benchmarks/holder_count.py) with many holders against a hundred.
 """
 
@@ -19,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks import grpc_signing, holder_count, hsm_rate, pdf_signing, store_signing
+from benchmarks import grpc_signing, holder_count, hsm_rate, pdf_signing, store_growth, store_signing
 from benchmarks.harness import RESULTS, fresh_state_dir, markdown_table
 from signserver.config import load_config
 from signserver.hsm.algorithms import KeyAlgorithm
@@ -47,6 +48,7 @@ def main() -> None:
             service, state, args.seconds)
         baseline = pdf_signing.software_baseline(sample_pdf(1), args.seconds)
         stores = store_signing.run(state, args.seconds)  # servers, a PostgreSQL cluster and nodes of its own
+        growths = store_growth.run(state)  # servers and a PostgreSQL cluster of its own
         holders = holder_count.run(service, state)  # last: it adds 100,000 holders to the database
     finally:
         service.close()
@@ -108,6 +110,11 @@ def main() -> None:
           "(benchmarks/store_signing.py):\n")
     print(store_signing.tables(stores))
     figures += store_signing.figures(stores)
+
+    print("\nDatabase bytes per signature (Authorize and SignHash of one digest), before and after "
+          "`signserver store prune` (benchmarks/store_growth.py):\n")
+    print(store_growth.tables(growths))
+    figures += store_growth.figures(growths)
 
     authorize = next((r for r in loads if r.name.startswith("Authorize")), None)
     count_table, cost_table, count_figures = holder_count.tables(

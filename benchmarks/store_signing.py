@@ -64,6 +64,7 @@ class StoreSigning:
     """The figures of one run; a part that could not run leaves a note instead."""
 
     stores: list[tuple[int, LoadResult, LoadResult]] = field(default_factory=list)  # batch, SQLite, PostgreSQL
+    database_cpu: dict[int, float] = field(default_factory=dict)  # batch: PostgreSQL's own CPU seconds per call
     statements: dict[tuple[str, int], Counts] = field(default_factory=dict)  # (store, batch): over COUNTED_CALLS
     balancer: list[tuple[int, LoadResult, LoadResult]] = field(default_factory=list)  # batch, node A, nginx
     notes: list[str] = field(default_factory=list)
@@ -107,17 +108,40 @@ def _own_channel(target: Target, _share: int, _taken) -> grpc.Channel:
 
 
 def _side_by_side(name: str, first: tuple, second: tuple, caller: load.Caller,
-                  seconds: float) -> tuple[LoadResult, LoadResult]:
+                  seconds: float, second_cpu=None) -> tuple[LoadResult, LoadResult, float]:
     """``first`` and ``second`` (each a figure's name ending, a target and its way to connect)
     measured in the order first, second, second, first, half the time each: a load on the machine
-    that grows or shrinks during the pair weighs on both alike."""
+    that grows or shrinks during the pair weighs on both alike. The third value is how much
+    ``second_cpu`` (CPU seconds of some processes so far) grew over the second's halves (0 without)."""
     halves: dict[int, list[LoadResult]] = {0: [], 1: []}
+    cpu = 0.0
     for index in (0, 1, 1, 0):
         suffix, target, connect = (first, second)[index]
+        counted = second_cpu if index == 1 and second_cpu is not None else None
+        before = counted() if counted else 0.0
         halves[index].append(load.run_load(f"{name}, {suffix}", target, caller, CONCURRENCY, seconds / 2,
                                            connect=connect))
-    return tuple(LoadResult(a.name, a.operations + b.operations, a.seconds + b.seconds, a.latencies + b.latencies)
-                 for a, b in (halves[0], halves[1]))
+        if counted:
+            cpu += counted() - before
+    first_result, second_result = (LoadResult(a.name, a.operations + b.operations, a.seconds + b.seconds,
+                                              a.latencies + b.latencies) for a, b in (halves[0], halves[1]))
+    return first_result, second_result, cpu
+
+
+def _cluster_cpu(postgres) -> float:
+    """CPU seconds the PostgreSQL cluster's processes (the postmaster and its backends) have used.
+    On this one machine they take their share of the cores the workers and clients use."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = int((postgres.directory / "data" / "postmaster.pid").read_text().split()[0])
+    pids = [main, *map(int, Path(f"/proc/{main}/task/{main}/children").read_text().split())]
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # a backend that ended meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def _warm_up(target: Target, connect=load.balanced_channel) -> None:
@@ -151,10 +175,13 @@ def compare_stores(token_state: Path, folder: Path, postgres, seconds: float, re
         for target, _counter in served.values():
             _warm_up(target)
         for batch in BATCHES:
-            sqlite, postgresql = _side_by_side(_figure(batch), *((store, served[store][0], load.balanced_channel)
+            sqlite, postgresql, database_cpu = _side_by_side(_figure(batch), *((store, served[store][0], load.balanced_channel)
                                                                  for store in ("SQLite", "PostgreSQL")),
-                                               load.hash_signer(batch), seconds)
+                                               load.hash_signer(batch), seconds,
+                                               second_cpu=lambda: _cluster_cpu(postgres))
             result.stores.append((batch, sqlite, postgresql))
+            # Per call, not per signature; the setup's Authorize calls fall inside the halves too.
+            result.database_cpu[batch] = database_cpu / max(1, postgresql.operations // batch)
         for store, (target, counter) in served.items():
             for batch in BATCHES:
                 result.statements[store, batch] = _count(target, counter, batch)
@@ -222,9 +249,10 @@ def compare_balancer(token_state: Path, folder: Path, postgres, seconds: float, 
         _warm_up(direct)
         _warm_up(balanced, connect=_own_channel)
         for batch in BATCHES:
-            result.balancer.append((batch, *_side_by_side(
+            direct_result, balanced_result, _ = _side_by_side(
                 _figure(batch), ("node A directly", direct, load.balanced_channel),
-                ("nginx and two nodes", balanced, _own_channel), load.hash_signer(batch), seconds)))
+                ("nginx and two nodes", balanced, _own_channel), load.hash_signer(batch), seconds)
+            result.balancer.append((batch, direct_result, balanced_result))
     finally:
         cluster.stop()
 
@@ -278,6 +306,10 @@ def tables(result: StoreSigning) -> str:
             if ("SQLite", batch) in result.statements:
                 rows.append([f"statements per SignHash of {batch}", _per_call(result.statements["SQLite", batch]),
                              _per_call(result.statements["PostgreSQL", batch]), "", ""])
+        for batch in BATCHES:
+            if batch in result.database_cpu:
+                rows.append([f"PostgreSQL's own CPU per SignHash of {batch}", "(in the workers)",
+                             f"{result.database_cpu[batch] * 1e6:,.0f} us", "", ""])
         parts.append(markdown_table(["store figure", "SQLite", "PostgreSQL", "PostgreSQL / SQLite", "target"], rows))
     if result.balancer:
         rows = [[_figure(batch), _rate(direct), _rate(balanced), f"{balanced.per_second / direct.per_second:.2f}",
@@ -297,6 +329,7 @@ def figures(result: StoreSigning) -> list[dict]:
                       "sqlite_per_second": sqlite.per_second, "postgresql_per_second": postgresql.per_second,
                       "ratio_postgresql_to_sqlite": postgresql.per_second / sqlite.per_second,
                       "target_ratio": TARGETS[batch],
+                      "postgresql_server_cpu_us_per_call": result.database_cpu.get(batch, 0.0) * 1e6,
                       **{f"{store.lower()}_{kind}_per_call":
                          getattr(result.statements[store, batch], kind) / COUNTED_CALLS
                          for store in ("SQLite", "PostgreSQL") if (store, batch) in result.statements

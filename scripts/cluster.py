@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`make cluster`: two signserver nodes behind nginx, on one machine, as several machines would run.
 
-    .venv/bin/python scripts/cluster.py [--folder var/cluster] [--listen 127.0.0.1:50050] [--workers 2]
+    .venv/bin/python scripts/cluster.py [--folder var/cluster] [--listen 127.0.0.1:50050]
+        [--csc-listen 127.0.0.1:50443] [--http-listen 127.0.0.1:50080] [--workers 2]
 
 - one PostgreSQL, a throw-away cluster in FOLDER/postgres (run as an unprivileged user when this
   runs as root, since PostgreSQL refuses root), the store both nodes share;
@@ -9,14 +10,17 @@
 - two nodes, `signserver serve --workers N`, each with its own state directory (FOLDER/node-a,
   FOLDER/node-b: its TLS material, fonts, ...) and its own ports, sharing the spool of prepared
   documents (FOLDER/spool), as nodes share a network file system;
-- nginx (FOLDER/balancer) balancing gRPC calls over both nodes: TLS with client certificates from
-  this CA towards clients, mutual TLS with its own client certificate towards the nodes, and the
-  client's verified certificate forwarded in x-client-cert, which the nodes believe from it alone
-  ([tls] balancer_cert_sha256 in each node's FOLDER/node-*.toml).
+- nginx (FOLDER/balancer) in front of every front of both nodes:
+  - gRPC calls and the CSC API (HTTPS): TLS with client certificates from this CA towards
+    clients, mutual TLS with its own client certificate towards the nodes, and the client's
+    verified certificate forwarded in x-client-cert (gRPC metadata, HTTP header), which the nodes
+    believe from it alone ([tls] balancer_cert_sha256 in each node's FOLDER/node-*.toml);
+  - the CA's endpoints (CRLs, OCSP, time-stamps, CA certificates): plain HTTP, as the nodes serve
+    them.
 
 The first start (schema, CA, master key) happens once, before node A, then node A starts, then
 node B. Everything in FOLDER is made anew on each run and left there after it (logs). Prints the
-balancer's address; Ctrl-C (or SIGTERM) stops everything.
+balancer's addresses; Ctrl-C (or SIGTERM) stops everything.
 
 The tests drive the same classes (tests/cluster/), with the tests' token and database.
 """
@@ -190,11 +194,24 @@ class Postgres:
             raise RuntimeError(f"PostgreSQL's {tool} failed: {(done.stderr or done.stdout).strip()}")
 
 
+# What a worker logs as each of its fronts serves, with the port.
+FRONT_LINES = {
+    "grpc": r"worker \d+ \(pid \d+\) serving on 127\.0\.0\.1:(\d+)",
+    "csc": r"worker \d+ \(pid \d+\) CSC API on https://127\.0\.0\.1:(\d+)/",
+    "http": r"CA certificates on http://127\.0\.0\.1:(\d+)",
+}
+
+
 class Node:
     """One node: `signserver serve` with its own state directory and configuration file."""
 
-    def __init__(self, name: str, folder: Path, hsm_state: Path, database_url: str, spool: Path, workers: int):
+    def __init__(self, name: str, folder: Path, hsm_state: Path, database_url: str, spool: Path, workers: int,
+                 ca_url: str | None = None, csc_url: str | None = None):
         self.name = name
+        # Where clients reach the CA's endpoints and the CSC API: the balancer (in certificates'
+        # CRL and OCSP addresses, and in the URLs the CSC API's info hands out).
+        self.ca_url = ca_url
+        self.csc_url = csc_url
         self.state = (folder / name).resolve()
         self.config_file = (folder / f"{name}.toml").resolve()
         self.log_path = self.state / "server.log"
@@ -203,7 +220,9 @@ class Node:
         self._spool = spool.resolve()
         self.workers = workers
         self.process: subprocess.Popen | None = None
-        self.port: int | None = None
+        self.port: int | None = None  # gRPC
+        self.csc_port: int | None = None  # the CSC API (HTTPS)
+        self.http_port: int | None = None  # the CA's endpoints (HTTP)
 
     def write_config(self, balancer_sha256: str | None) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
@@ -219,7 +238,8 @@ class Node:
             "[http]",
             'listen = "127.0.0.1:0"',
             "[csc]",
-            'listen = ""',
+            'listen = "127.0.0.1:0"',
+            *([f'public_url = "{self.csc_url}"'] if self.csc_url else []),
             "[database]",
             f'url = "{self._database_url}"',
             "pool_size = 4",
@@ -227,6 +247,8 @@ class Node:
             "[pades]",
             f'spool_dir = "{self._spool}"  # prepared documents wait here for any node',
         ]
+        if self.ca_url:
+            lines += ["[ca]", f'base_url = "{self.ca_url}"']
         if balancer_sha256:
             lines += ["[tls]", f'balancer_cert_sha256 = "{balancer_sha256}"']
         self.config_file.write_text("\n".join(lines) + "\n")
@@ -239,15 +261,17 @@ class Node:
 
         Raises: RuntimeError: it stopped or did not serve in time (with its log).
         """
-        served_before = len(self.worker_pids()) if self.log_path.exists() else 0  # a node started again
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        before = {front: len(re.findall(pattern, text)) for front, pattern in FRONT_LINES.items()}  # started again
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen([str(SIGNSERVER), "serve", "--workers", str(self.workers)],
                                             env=self.environ(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         _remember(self.state.parent, self.process)
-        found = _wait_for(r"worker \d+ \(pid \d+\) serving on 127\.0\.0\.1:(\d+)", self.log_path, self.process,
-                          count=served_before + self.workers)
-        self.port = int(found[-1])
+        # Each worker starts its fronts in this order: gRPC, CSC, the CA's endpoints.
+        ports = {front: int(_wait_for(pattern, self.log_path, self.process, count=before[front] + self.workers)[-1])
+                 for front, pattern in FRONT_LINES.items()}
+        self.port, self.csc_port, self.http_port = ports["grpc"], ports["csc"], ports["http"]
         return self
 
     def worker_pids(self) -> list[int]:
@@ -336,22 +360,36 @@ http {{
     uwsgi_temp_path {folder}/tmp/uwsgi;
     scgi_temp_path {folder}/tmp/scgi;
 
+    # Towards clients, on the TLS fronts (gRPC, CSC): this server certificate, and a client
+    # certificate from this CA, as a node would ask.
+    ssl_certificate {folder}/server.pem;
+    ssl_certificate_key {folder}/server-key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_client_certificate {folder}/ca.pem;
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    # Documents are streamed through; the nodes bound them (pades.max_document_mb, csc limits).
+    client_max_body_size 0;
+
     upstream signserver_nodes {{
-{servers}
+{grpc_servers}
         keepalive 16;
+    }}
+    upstream signserver_csc {{
+{csc_servers}
+        keepalive 16;
+        # Below the nodes' [http] request_timeout_seconds (10 s), which closes a quiet connection:
+        # nginx lets go of an idle one first rather than send a request down a closing one.
+        keepalive_timeout 5s;
+    }}
+    upstream signserver_ca {{
+{http_servers}
+        keepalive 16;
+        keepalive_timeout 5s;
     }}
 
     server {{
         listen {listen} ssl http2;
-        ssl_certificate {folder}/server.pem;
-        ssl_certificate_key {folder}/server-key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        # Clients present a certificate from this CA, as they would to a node.
-        ssl_client_certificate {folder}/ca.pem;
-        ssl_verify_client on;
-        ssl_verify_depth 2;
-        # Documents are streamed through; the nodes bound them (pades.max_document_mb).
-        client_max_body_size 0;
         grpc_read_timeout 300s;
         grpc_send_timeout 300s;
 
@@ -372,18 +410,66 @@ http {{
             grpc_next_upstream error timeout;
         }}
     }}
+
+    server {{
+        # The CSC API.
+        listen {csc_listen} ssl;
+        proxy_read_timeout 300s;
+        proxy_send_timeout 300s;
+
+        location / {{
+            proxy_pass https://signserver_csc;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # As for gRPC: mutual TLS towards the nodes, and the client's certificate forwarded
+            # (replacing any X-Client-Cert a client sent; not sent at all when empty).
+            proxy_ssl_certificate {folder}/upstream.pem;
+            proxy_ssl_certificate_key {folder}/upstream-key.pem;
+            proxy_ssl_trusted_certificate {folder}/ca.pem;
+            proxy_ssl_verify on;
+            proxy_ssl_name localhost;
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
+            proxy_ssl_session_reuse on;
+            proxy_set_header X-Client-Cert $ssl_client_escaped_cert;
+            # Bodies pass as they arrive and answers as they leave (the nodes bound and time them).
+            proxy_request_buffering off;
+            proxy_buffering off;
+            proxy_next_upstream error timeout;
+        }}
+    }}
+
+    server {{
+        # The CA's endpoints: CRLs, OCSP, time-stamps, CA certificates, over plain HTTP.
+        listen {http_listen};
+
+        location / {{
+            proxy_pass http://signserver_ca;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout;
+        }}
+    }}
 }}
 """
 
 
-class Balancer:
-    """nginx with :data:`NGINX_CONFIG`, in ``folder`` (which holds its certificates)."""
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
 
-    def __init__(self, folder: Path, listen: str, upstream_ports: list[int]):
+
+class Balancer:
+    """nginx with :data:`NGINX_CONFIG`, in ``folder`` (which holds its certificates): gRPC on
+    ``listen``, the CSC API on ``csc_listen``, the CA's endpoints on ``http_listen``, each
+    balanced over the nodes' ports of that front."""
+
+    def __init__(self, folder: Path, listen: str, nodes: list["Node"], csc_listen: str | None = None,
+                 http_listen: str | None = None):
         self.folder = folder.resolve()
         self.listen = listen
-        self.port = int(listen.rsplit(":", 1)[1])
-        self._upstreams = upstream_ports
+        self.csc_listen = csc_listen or f"127.0.0.1:{free_port()}"
+        self.http_listen = http_listen or f"127.0.0.1:{free_port()}"
+        self.port, self.csc_port, self.http_port = (_port(a) for a in (self.listen, self.csc_listen, self.http_listen))
+        self._nodes = nodes
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Balancer":
@@ -396,26 +482,31 @@ class Balancer:
             (self.folder / "tmp" / sub).mkdir(parents=True, exist_ok=True)
             if worker is not None:
                 os.chown(self.folder / "tmp" / sub, worker.pw_uid, worker.pw_gid)
-        servers = "\n".join(f"        server 127.0.0.1:{port};" for port in self._upstreams)
+
+        def servers(ports) -> str:
+            return "\n".join(f"        server 127.0.0.1:{port};" for port in ports)
         user = f"user {worker.pw_name} {grp.getgrgid(worker.pw_gid).gr_name};" if worker is not None else ""
-        (self.folder / "nginx.conf").write_text(NGINX_CONFIG.format(folder=self.folder, user=user, servers=servers,
-                                                                    listen=self.listen))
+        (self.folder / "nginx.conf").write_text(NGINX_CONFIG.format(
+            folder=self.folder, user=user, listen=self.listen, csc_listen=self.csc_listen, http_listen=self.http_listen,
+            grpc_servers=servers(n.port for n in self._nodes), csc_servers=servers(n.csc_port for n in self._nodes),
+            http_servers=servers(n.http_port for n in self._nodes)))
         log = self.folder / "error.log"
         self.process = subprocess.Popen([nginx, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
                                          "-e", str(log)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=open(self.folder / "nginx.out", "w"), start_new_session=True)
         _remember(self.folder.parent, self.process)
         deadline = time.monotonic() + 30
-        while not self._listening():
+        while not all(self._listening(port) for port in (self.port, self.csc_port, self.http_port)):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 out = (self.folder / "nginx.out").read_text() + (log.read_text() if log.exists() else "")
                 raise RuntimeError(f"nginx did not start:\n{out[-3000:]}")
             time.sleep(0.1)
         return self
 
-    def _listening(self) -> bool:
+    @staticmethod
+    def _listening(port: int) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return True
         except OSError:
             return False
@@ -425,12 +516,16 @@ class Balancer:
 
 
 class Cluster:
-    """PostgreSQL (unless given a database), two nodes and the balancer, started in that order."""
+    """PostgreSQL (unless given a database), two nodes and the balancer, started in that order.
+    The balancer's addresses (free ports by default): ``listen`` for gRPC, ``csc_listen`` for the
+    CSC API, ``http_listen`` for the CA's endpoints."""
 
     def __init__(self, folder: Path, listen: str | None = None, workers: int = 2, database_url: str | None = None,
-                 hsm_state: Path | None = None):
+                 hsm_state: Path | None = None, csc_listen: str | None = None, http_listen: str | None = None):
         self.folder = folder.resolve()
         self.listen = listen or f"127.0.0.1:{free_port()}"
+        self.csc_listen = csc_listen or f"127.0.0.1:{free_port()}"
+        self.http_listen = http_listen or f"127.0.0.1:{free_port()}"
         self.workers = workers
         self.database_url = database_url
         self.hsm_state = hsm_state
@@ -459,7 +554,9 @@ class Cluster:
             self.postgres = Postgres(self.folder / "postgres")
             self.database_url = self.postgres.start()
         spool = self.folder / "spool"
-        self.nodes = [Node(name, self.folder, self.hsm_state, self.database_url, spool, self.workers)
+        self.nodes = [Node(name, self.folder, self.hsm_state, self.database_url, spool, self.workers,
+                           ca_url=f"http://localhost:{_port(self.http_listen)}",
+                           csc_url=f"https://localhost:{_port(self.csc_listen)}")
                       for name in ("node-a", "node-b")]
         first = self.nodes[0]
         first.write_config(balancer_sha256=None)
@@ -467,7 +564,8 @@ class Cluster:
         for node in self.nodes:  # node A, then node B: never two first starts at once
             node.write_config(balancer_sha256=fingerprint)
             node.start()
-        self.balancer = Balancer(self.folder / "balancer", self.listen, [node.port for node in self.nodes]).start()
+        self.balancer = Balancer(self.folder / "balancer", self.listen, self.nodes, self.csc_listen,
+                                 self.http_listen).start()
 
     @property
     def ca_file(self) -> Path:
@@ -495,12 +593,16 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=ROOT / "var" / "cluster")
     parser.add_argument("--listen", default=os.environ.get("CLUSTER_LISTEN", "127.0.0.1:50050"),
                         help="the balancer's address (default 127.0.0.1:50050)")
+    parser.add_argument("--csc-listen", default=os.environ.get("CLUSTER_CSC_LISTEN", "127.0.0.1:50443"),
+                        help="the balancer's address for the CSC API (default 127.0.0.1:50443)")
+    parser.add_argument("--http-listen", default=os.environ.get("CLUSTER_HTTP_LISTEN", "127.0.0.1:50080"),
+                        help="the balancer's address for the CA's endpoints (default 127.0.0.1:50080)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per node (default 2)")
     args = parser.parse_args()
     if args.folder.exists():
         _end_leftovers(args.folder)
         shutil.rmtree(args.folder)
-    cluster = Cluster(args.folder, args.listen, args.workers)
+    cluster = Cluster(args.folder, args.listen, args.workers, csc_listen=args.csc_listen, http_listen=args.http_listen)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         print(f"starting PostgreSQL, node A, node B and nginx in {args.folder} ...", flush=True)
@@ -508,9 +610,14 @@ def main() -> None:
         demo = cluster.nodes[0].cli("ca", "issue-client", "--role", "asp", "cluster-demo",
                                     "--out-dir", str(args.folder / "clients"))
         for node in cluster.nodes:
-            print(f"  {node.name}: 127.0.0.1:{node.port} (workers {node.worker_pids()}, log {node.log_path})")
+            print(f"  {node.name}: gRPC 127.0.0.1:{node.port}, CSC https://127.0.0.1:{node.csc_port}/csc/v2/, "
+                  f"CA http://127.0.0.1:{node.http_port}/ (workers {node.worker_pids()}, log {node.log_path})")
         print(f"  PostgreSQL: {cluster.database_url}")
-        print(f"\nbalancer (gRPC over mutual TLS): localhost:{cluster.balancer.port}")
+        balancer = cluster.balancer
+        print(f"\nbalancer (nginx, log {balancer.folder / 'access.log'}):")
+        print(f"  gRPC over mutual TLS:       localhost:{balancer.port}")
+        print(f"  CSC API over mutual TLS:    https://localhost:{balancer.csc_port}/csc/v2/")
+        print(f"  CRLs, OCSP, time-stamps, CA certificates: http://localhost:{balancer.http_port}/")
         print(f"  trust {cluster.ca_file}")
         if demo.returncode == 0:
             print(f"  a client certificate of application cluster-demo: {cluster.folder / 'clients' / 'cluster-demo.pem'} "

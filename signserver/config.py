@@ -517,12 +517,13 @@ def _read_file(path: Path) -> dict[str, Any]:
     for key in flat:
         if key in _SECRET_KEYS:
             raise ConfigurationError(key, f"secrets do not belong in {path}: {_SECRET_KEYS[key]}")
-        if key not in _KEYS and not key.startswith(_PROFILE_PREFIX):
+        if key not in _KEYS and not key.startswith(_PROFILE_PREFIX) and not key.startswith(_RA_PREFIX):
             raise ConfigurationError(key, f"unknown key in {path}")
     return flat
 
 
 _PROFILE_PREFIX = "ca.profiles."
+_RA_PREFIX = "ra."  # the registration authority's section: a separate program reads it
 _PROFILE_FIELDS = {"validity_days": _as_int(1, 36_500), "policy_oid": _as_oid, "cps_uri": _as_str}
 
 

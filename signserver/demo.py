@@ -30,10 +30,17 @@ log = logging.getLogger(__name__)
 
 DEMO_ACCOUNT = "demo.holder"
 DEMO_APPLICATION = "demo-portal"
+# The names whose files signserver.ra.settings reads by default.
+DEMO_RA = "ra"
+DEMO_RA_APPLICATION = "ra-application"
 
 
 def ensure_demo(service: SignService, state_dir: Path) -> None:
-    """Create the demo holder, certificate and application once. Raises: HsmError, StoreUnavailable."""
+    """Create the demo holder, certificate and application, and the RA's client certificates, once.
+
+    Raises: HsmError, StoreUnavailable.
+    """
+    ensure_ra_clients(service, state_dir / "clients")
     folder = state_dir / "demo"
     try:
         service.accounts.get(DEMO_ACCOUNT)
@@ -59,3 +66,24 @@ def ensure_demo(service: SignService, state_dir: Path) -> None:
     print(otp.qr_terminal(created.otp_uri))
     print(created.otp_uri)
     print(f"\nIts password, OTP seed and the {DEMO_APPLICATION!r} client certificate are in {folder}.\n", flush=True)
+
+
+def ensure_ra_clients(service: SignService, folder: Path) -> None:
+    """The client certificates `signserver ra serve` presents to the core by default, so that the
+    RA `make run` starts beside the server reaches it: ``ra`` (its RA certificate, as
+    `signserver ca issue-client --role ra ra` makes) and ``ra-application`` (the application
+    through which holders sign their renewal applications, as `--role asp ra-application`
+    makes). Each is kept once made. Raises: HsmError, StoreUnavailable."""
+    for role, name in (("ra", DEMO_RA), ("asp", DEMO_RA_APPLICATION)):
+        certificate, key = folder / f"{name}.pem", folder / f"{name}-key.pem"
+        if certificate.exists() and key.exists():
+            continue
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private = ec.generate_private_key(ec.SECP256R1())
+        issued = service.ca.issue_service_certificate(f"client-{role}", name, private.public_key(), "server:demo")
+        if role == "asp":
+            service.applications.set_client_certificate(name, certificate_fingerprint(issued.certificate))
+        write_private(key, private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        certificate.write_bytes(issued.certificate.public_bytes(Encoding.PEM))
+        (folder / "ca.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()))
+        log.info("issued the %s client certificate %s for %r into %s", role.upper(), issued.serial, name, folder)

@@ -201,6 +201,14 @@ class CertificateRefused(SignServerError):
         self.help_code = help_code
 
 
+class AlreadyRenewed(CertificateRefused):
+    """The certificate has a successor that is not revoked: it was renewed already (perhaps by a
+    request that ran at the same time). Nothing was changed; the successor is the certificate
+    whose predecessor_serial names this one."""
+
+    reason = "ALREADY_RENEWED"
+
+
 class CredentialUnusable(SignServerError):
     """The credential's certificate is revoked or expired: it can no longer authorise or sign."""
 
@@ -237,3 +245,17 @@ class DeadlineExceeded(CallerGaveUp):
     """The caller's deadline passed before the work began, so the work was never started."""
 
     reason = "DEADLINE_EXCEEDED"
+
+
+class RequestReplayed(SignServerError):
+    """A registration authority's request was refused as a replay: its nonce was seen before.
+    Nothing was changed; a new request takes a new nonce."""
+
+    reason = "RA_REQUEST_REPLAYED"
+
+
+class RequestOutOfWindow(RequestReplayed):
+    """A registration authority's request was made too long before (or after) the server's clock
+    to be checked against the nonces kept: an old request replayed, or a clock that drifted."""
+
+    reason = "RA_REQUEST_OUT_OF_WINDOW"

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import uuid
 from dataclasses import replace
@@ -29,6 +30,7 @@ from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.capabilities import TokenCapabilities, key_algorithm_mechanisms
 from signserver.secret import Secret
 from signserver.service import SignService
+from signserver.store.database import Database
 from tests.postgres_cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,12 +86,41 @@ def _run_cluster() -> PostgresCluster:
 
 
 def database_url(path: Path) -> str:
-    """The URL of the test database that ``path`` stands for: the SQLite file at ``path`` or, on
-    PostgreSQL, a database of the run's cluster made for that path from the migrated template (the
-    same database on every call with the same path). Tests marked sqlite_only get the file."""
-    if not ON_POSTGRESQL or _on_sqlite_only_test:
+    """The URL of the test database that ``path`` stands for: the SQLite file at ``path`` (made
+    from the run's migrated template when it does not exist yet) or, on PostgreSQL, a database of
+    the run's cluster made for that path from the migrated template (the same database on every
+    call with the same path). Tests marked sqlite_only get the file as it is, or none."""
+    if _on_sqlite_only_test:
+        return f"sqlite:///{path}"
+    if not ON_POSTGRESQL:
+        _copy_sqlite_template(Path(path))
         return f"sqlite:///{path}"
     return _run_cluster().url_for(str(path))
+
+
+_sqlite_template: Path | None = None  # the run's migrated SQLite database, made on first use
+
+
+def _copy_sqlite_template(path: Path) -> None:
+    """Make ``path`` a copy of a SQLite database migrated once for the run, unless it exists: a
+    fresh test database then costs a file copy, as on PostgreSQL, instead of every migration
+    again (``prepare_database`` then finds nothing to do). The copy is private (0600), as the
+    server makes its own database file."""
+    global _sqlite_template
+    if path.exists():
+        return
+    if _sqlite_template is None:
+        folder = Path(tempfile.mkdtemp(prefix="signserver-template-"))
+        owner = os.getpid()
+        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
+        template = Database(f"sqlite:///{folder / 'template.db'}")
+        template.migrate()
+        template.engine.dispose()  # the last connection closed: the write-ahead log is checkpointed
+        _sqlite_template = folder / "template.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as copy:
+        copy.write(_sqlite_template.read_bytes())
 
 
 def empty_database_url(path: Path) -> str:

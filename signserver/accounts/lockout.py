@@ -19,13 +19,13 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.config import AccountsConfig
 from signserver.errors import AccountLocked, AuthenticationBusy, InvalidArgument
 from signserver.monitoring.meter import meter
 from signserver.store.schema import auth_attempts, name_lockouts
+from signserver.store.upsert import insert_on_conflict
 
 STALE_ATTEMPT_SECONDS = 60  # an evaluation takes milliseconds; older rows are from a dead process
 MAX_NAME_LENGTH = 64  # of name_lockouts.name: no account name is longer (accounts.manager.USERNAME)
@@ -83,7 +83,7 @@ class LockoutPolicy:
         conn.execute(delete(name_lockouts).where(name_lockouts.c.forget_at <= t))
         # The name's row, made if absent and locked in one statement: between a separate insert
         # and SELECT ... FOR UPDATE, a success elsewhere could delete the row (PostgreSQL).
-        row = conn.execute(_upsert(conn).values(name=name, failed_attempts=0, forget_at=t + self._seconds)
+        row = conn.execute(insert_on_conflict(conn, name_lockouts).values(name=name, failed_attempts=0, forget_at=t + self._seconds)
                            .on_conflict_do_update(index_elements=[name_lockouts.c.name],
                                                   set_={"name": name})
                            .returning(name_lockouts.c.failed_attempts, name_lockouts.c.locked_until)).one()
@@ -108,7 +108,7 @@ class LockoutPolicy:
         t = epoch_seconds(now)
         # Another attempt may have forgotten this run meanwhile (it ran out during the evaluation,
         # or a success ended it): the failure then starts a new one. One statement either way.
-        count = conn.execute(_upsert(conn).values(name=attempt.name, failed_attempts=1, forget_at=t + self._seconds)
+        count = conn.execute(insert_on_conflict(conn, name_lockouts).values(name=attempt.name, failed_attempts=1, forget_at=t + self._seconds)
                              .on_conflict_do_update(index_elements=[name_lockouts.c.name], set_={
                                  "failed_attempts": name_lockouts.c.failed_attempts + 1,
                                  "forget_at": t + self._seconds})
@@ -152,9 +152,3 @@ def lock_state(row, t: int) -> LockState:
         return LockState(0, None)
     locked = row.locked_until is not None and row.locked_until > t
     return LockState(row.failed_attempts, from_epoch(row.locked_until) if locked else None)
-
-
-def _upsert(conn: Connection):
-    """INSERT into name_lockouts, for an ON CONFLICT clause (SQLite's and PostgreSQL's alike)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(name_lockouts)

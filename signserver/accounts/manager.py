@@ -390,6 +390,48 @@ class AccountManager:
             self._audit.append(conn, now, "otp.reset", operator, username)
         return otp.provisioning_uri(seed, username)
 
+    def check_password(self, username: str, password: Secret, actor: str) -> Account:
+        """Check the holder's password alone (no OTP), exactly as Authorize checks it: a wrong one
+        counts toward the lockout, and the refusal never says more than Authorize's.
+
+        Raises: AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy, as
+            Authenticator.authenticate.
+        """
+        return self._authenticator.authenticate(username, password, None, False, actor)
+
+    def set_password(self, username: str, new_password: Secret, operator: str) -> None:
+        """Give the account a new password without the old one, for a holder whose account holds
+        no valid certificate (the CA checks that): a new seal key under it, so the packages sealed
+        to the old one can no longer sign and their credentials are disabled. The recovery code
+        stays and still unlocks the account, but opens no key made from now on until the holder's
+        next unlock gives a new code.
+
+        Raises: NotFound, PasswordRejected.
+        """
+        check_password_rules(new_password.reveal(), username)
+        now = self._clock.now()
+        password_hash, password_key = self._hasher.hash_with_key(new_password.reveal())
+        _, seal = new_seal_key(username, password_key, None)
+        with self._database.transaction() as conn:
+            account = get_account(conn, username, now)
+            update_account(conn, account.id, password_hash=password_hash, password_changed_at=epoch_seconds(now),
+                           **seal_columns(seal))
+            revoke_activation_tokens(conn, account.id)
+            disabled = disable_package_credentials(conn, account.id)
+            self._audit.append(conn, now, "password.set", operator, username, packages_lost=disabled)
+            queue_email(conn, now, account.emails, "password_changed", holder_name=account.holder_name,
+                        username=username, time=format_time(now))
+
+    def set_revocation_phrase(self, username: str, phrase: Secret, operator: str) -> None:
+        """Replace the account's revocation phrase. Raises: NotFound, InvalidArgument (its rule)."""
+        check_revocation_phrase(phrase.reveal())
+        phrase_hash = self._hasher.hash(phrase.reveal())
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            account = get_account(conn, username, now)
+            update_account(conn, account.id, revocation_phrase_hash=phrase_hash)
+            self._audit.append(conn, now, "revocation_phrase.set", operator, username)
+
     def check_revocation_phrase(self, username: str, phrase: Secret) -> bool:
         """True when ``phrase`` is the account's revocation phrase (used by the CA). Raises: NotFound."""
         with self._database.transaction() as conn:

@@ -8,6 +8,9 @@ certificate reaches the node only as the header. A header is believed from a bal
 misconfigured fingerprint shows at once rather than naming the balancer as the caller. The
 balancer's own certificate never identifies a caller.
 
+Both fronts that take client certificates use it: gRPC (the ``x-client-cert`` metadata) and the CSC
+API over HTTPS (the ``X-Client-Cert`` header; HTTP header names are case-insensitive).
+
 Forms accepted: nginx's ``$ssl_client_escaped_cert`` (URL-encoded PEM) and HAProxy's
 ``%[ssl_c_der,base64]`` (base64 DER). The certificate then goes through the same checks as one
 TLS presented: its dates, this CA's records (revocation), its registration.
@@ -24,7 +27,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from signserver.ca.client_status import presented
+from signserver.ca.client_status import ClientCertificate, presented
 from signserver.errors import Unauthenticated
 
 FORWARDED_CERTIFICATE_HEADER = "x-client-cert"
@@ -53,6 +56,20 @@ def forwarded_pem(value: str) -> bytes:
     return certificate.public_bytes(Encoding.PEM)
 
 
+def balancer_certificate(peer_pem: bytes | None, balancers: Collection[str]) -> ClientCertificate | None:
+    """The TLS peer's certificate, parsed, when the peer is one of the configured balancers
+    (``balancers``: the SHA-256 of their certificates); None otherwise. Each front checks it is
+    valid now (``ClientCertificateStatus``) before it believes what the balancer forwards: a
+    balancer whose certificate was revoked vouches for no caller any more.
+
+    Raises: Unauthenticated: the peer's certificate cannot be read.
+    """
+    if not peer_pem or not balancers:
+        return None
+    peer = presented(peer_pem)
+    return peer if peer.sha256 in balancers else None
+
+
 def caller_certificate_pem(peer_pem: bytes | None, forwarded: Collection[str],
                            balancers: Collection[str]) -> bytes | None:
     """The PEM of the certificate that identifies the caller (None: none does), given the TLS
@@ -62,7 +79,7 @@ def caller_certificate_pem(peer_pem: bytes | None, forwarded: Collection[str],
     more than once, or is not a certificate; the peer's certificate cannot be read.
     """
     forwarded = [value for value in forwarded if value]
-    from_balancer = bool(peer_pem) and bool(balancers) and presented(peer_pem).sha256 in balancers
+    from_balancer = balancer_certificate(peer_pem, balancers) is not None
     if not forwarded:
         return None if from_balancer else peer_pem
     if not from_balancer:

@@ -99,6 +99,13 @@ def insert_certificate(conn: Connection, certificate: x509.Certificate, profile:
     return serial
 
 
+def live_successor(conn: Connection, serial: str) -> str | None:
+    """The serial of the certificate renewing ``serial`` that is not revoked, if there is one."""
+    query = select(certificates.c.serial).where(certificates.c.predecessor_serial == normalise_serial(serial),
+                                                certificates.c.status == "valid")
+    return conn.execute(query).scalar()
+
+
 def serial_exists(conn: Connection, serial: int) -> bool:
     return conn.execute(select(certificates.c.serial).where(certificates.c.serial == serial_hex(serial))).first() \
         is not None

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from signserver import __version__
-from signserver.cli import accounts, audit, ca, documents, hsm, master, store
-from signserver.config import load_config
-from signserver.errors import ConfigurationError, InvalidArgument, SignServerError
-from signserver.monitoring.logs import configure_logging
+from signserver.cli import ra
+
+# The core's modules are imported in the functions below, after `signserver ra ...` (the RA, a
+# separate program) has been handed over: the RA's process never loads them.
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -18,6 +18,8 @@ EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from signserver.cli import accounts, audit, ca, documents, hsm, master, store
+
     parser = argparse.ArgumentParser(prog="signserver", description="HSM-backed remote signing server",
                                      allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"signserver {__version__}")
@@ -39,10 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_parser(commands)
     documents.add_parsers(commands)
     store.add_parser(commands)
+    commands.add_parser("ra", help="the registration authority (see signserver ra --help)", add_help=False)
     return parser
 
 
 def cmd_serve(args, config) -> int:
+    from signserver.errors import InvalidArgument
     from signserver.grpc_api.supervisor import serve  # imported here: only this command needs gRPC
 
     if args.workers is not None and not 1 <= args.workers <= 64:
@@ -52,6 +56,13 @@ def cmd_serve(args, config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    ra_arguments = ra.ra_arguments(sys.argv[1:] if argv is None else argv)
+    if ra_arguments is not None:
+        return ra.run(ra_arguments)
+    from signserver.config import load_config
+    from signserver.errors import ConfigurationError, SignServerError
+    from signserver.monitoring.logs import configure_logging
+
     args = build_parser().parse_args(argv)
     configure_logging(verbose=args.verbose)  # text until the configuration says otherwise
     try:

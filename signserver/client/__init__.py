@@ -6,24 +6,35 @@ hashes, sign a PDF in one call or two steps, verify a PDF.
     with SignServerClient("signserver.example.mo:50051", root_certificates=ca_pem,
                           client_certificate=cert_pem, client_key=key_pem) as client:
         client.sign_pdf("in.pdf", "out.pdf", account=..., password=..., otp=..., credential_id=...)
+
+A registration authority uses CertificateClient (CertificateService, with an RA certificate).
 """
 
+from signserver.client.certificates import CertificateClient
 from signserver.client.client import SignServerClient
 from signserver.client.errors import (
     AccountLocked,
     ActivationRefused,
+    AlreadyExists,
+    AlreadyRenewed,
     AuthenticationRefused,
+    CertificateRefused,
     FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionRefused,
+    RequestReplayed,
     ServerBusy,
     SignServerClientError,
 )
 from signserver.client.models import (
     Authorization,
+    CertificateRecord,
     Credential,
     CredentialInfo,
+    Evidence,
+    NewAccount,
+    NewAccountResult,
     PdfOptions,
     PreparedSignature,
     SignatureReport,
@@ -33,9 +44,11 @@ from signserver.client.models import (
 )
 
 __all__ = [
-    "SignServerClient",
+    "SignServerClient", "CertificateClient",
     "SignServerClientError", "AuthenticationRefused", "AccountLocked", "PermissionRefused", "ActivationRefused",
-    "NotFound", "ServerBusy", "InvalidArgument", "FieldViolation",
+    "NotFound", "ServerBusy", "InvalidArgument", "FieldViolation", "AlreadyExists", "CertificateRefused",
+    "AlreadyRenewed", "RequestReplayed",
+    "CertificateRecord", "Evidence", "NewAccount", "NewAccountResult",
     "Authorization", "Credential", "CredentialInfo", "PdfOptions", "PreparedSignature", "SignatureReport",
     "SignedDocument", "Stamp", "Verification",
 ]

@@ -90,6 +90,27 @@ class InvalidArgument(SignServerClientError):
     names the fields when the server does."""
 
 
+class AlreadyExists(SignServerClientError):
+    """ALREADY_EXISTS: the thing to create exists (an account name taken, a CA already set up)."""
+
+
+class CertificateRefused(SignServerClientError):
+    """The CA refused a certificate operation for a rule of the documents; ``help_code`` names the
+    documents' help code when one applies (e.g. "AC-AB-0015": revoke the valid certificate first)."""
+
+
+class AlreadyRenewed(CertificateRefused):
+    """The certificate was renewed already (reason "ALREADY_RENEWED"): it has a successor that is
+    not revoked, perhaps issued for a request that ran at the same time. Nothing was changed; the
+    successor is the certificate whose ``predecessor_serial`` is this one."""
+
+
+class RequestReplayed(SignServerClientError):
+    """The core refused an RA request as a replay: its nonce was used before (reason
+    "RA_REQUEST_REPLAYED") or its time is outside the core's window ("RA_REQUEST_OUT_OF_WINDOW":
+    an old request, or the RA's clock is off). Nothing was changed."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[SignServerClientError]] = {
     grpc.StatusCode.UNAUTHENTICATED: AuthenticationRefused,
     grpc.StatusCode.PERMISSION_DENIED: PermissionRefused,
@@ -97,10 +118,15 @@ _BY_CODE: dict[grpc.StatusCode, type[SignServerClientError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ServerBusy,
     grpc.StatusCode.UNAVAILABLE: ServerBusy,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
 }
 _BY_REASON: dict[str, type[SignServerClientError]] = {
     "ACCOUNT_LOCKED": AccountLocked,
     "ACTIVATION_REFUSED": ActivationRefused,
+    "CERTIFICATE_REFUSED": CertificateRefused,
+    "ALREADY_RENEWED": AlreadyRenewed,
+    "RA_REQUEST_REPLAYED": RequestReplayed,
+    "RA_REQUEST_OUT_OF_WINDOW": RequestReplayed,
 }
 # Methods whose only PERMISSION_DENIED is a refused activation token (the proto's documentation):
 # what a server without reasons means by it.

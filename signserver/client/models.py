@@ -122,3 +122,72 @@ class Verification:
     verdict: bool
     reason: str
     signatures: tuple[SignatureReport, ...]
+
+
+# The registration authority's values (CertificateClient)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the RA checked before a request, sent with it and recorded in the core's audit log.
+
+    ``registry_match`` is the identity registry's verdict (e.g. "match"), ``face_score`` the face
+    comparison's score from 0 to 1 (None: no photo compared), ``email_verifications`` each address
+    verified with a code and when, ``application_sha256`` the signed application's digest, and
+    ``reference`` the RA's own id of the renewal or request."""
+
+    registry_match: str = ""
+    face_score: float | None = None
+    email_verifications: tuple[tuple[str, datetime.datetime], ...] = ()
+    application_sha256: bytes | None = None
+    reference: str = ""
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """An account for the RA to enrol: the holder's data, first password and (optional)
+    revocation phrase. ``kind`` is "personal", "corporate" or "government"; ``given_name`` and
+    ``surname`` go together."""
+
+    account: str
+    holder_name: str
+    emails: tuple[str, ...]
+    password: str = field(repr=False)
+    kind: Literal["personal", "corporate", "government"] = "personal"
+    organisation: str = ""
+    department: str = ""
+    title: str = ""
+    revocation_phrase: str = field(default="", repr=False)
+    key_algorithm: str = ""  # empty: the server's default, "rsa-2048"
+    recovery_code: bool = True  # False: the holder chose no recovery code
+    given_name: str = ""
+    surname: str = ""
+
+
+@dataclass(frozen=True)
+class NewAccountResult:
+    """The new account, its first credential and what the holder is given once: the OTP URI and
+    (unless the holder chose none) the recovery code."""
+
+    account: str
+    credential_id: str
+    otp_uri: str = field(repr=False)
+    recovery_code: str = field(repr=False)  # "" when the holder chose none
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    """A certificate as the CA keeps it. ``status`` is "valid", "expired" or "revoked"."""
+
+    serial: str  # hexadecimal
+    profile: str
+    account: str  # "" for a certificate not issued to a holder
+    credential_id: str  # "" when the key is outside the server
+    subject: str
+    not_before: datetime.datetime | None
+    not_after: datetime.datetime | None
+    status: str
+    revoked_at: datetime.datetime | None
+    revocation_reason: str
+    predecessor_serial: str
+    certificate_der: bytes = field(repr=False)

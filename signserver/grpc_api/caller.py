@@ -8,7 +8,8 @@ from collections.abc import Collection
 import grpc
 
 from signserver.accounts.model import Application
-from signserver.ca.client_forwarding import FORWARDED_CERTIFICATE_HEADER, caller_certificate_pem
+from signserver.ca.client_forwarding import (FORWARDED_CERTIFICATE_HEADER, balancer_certificate,
+                                             caller_certificate_pem)
 from signserver.ca.client_status import ClientCertificate, presented
 from signserver.blocking_calls import BlockingCalls, CallerCheck
 from signserver.errors import CallerGaveUp, DeadlineExceeded
@@ -49,10 +50,8 @@ async def check_balancer(context: grpc.aio.ServicerContext, service: SignService
     """
     balancers = service.config.tls.balancer_cert_sha256
     peer = context.auth_context().get("x509_pem_cert") if balancers else None
-    if not peer:
-        return
-    balancer = presented(peer[0])
-    if balancer.sha256 in balancers and not service.ca.client_status.known_valid(balancer):
+    balancer = balancer_certificate(peer[0] if peer else None, balancers)
+    if balancer is not None and not service.ca.client_status.known_valid(balancer):
         await calls.run(service.ca.client_status.check, balancer)
 
 

@@ -1,10 +1,15 @@
-"""CertificateService: the registration authority's calls, for RA certificates only."""
+"""CertificateService: the registration authority's calls, for RA certificates only. Each call
+that changes something is admitted once (its nonce, its time) and its evidence recorded before it
+runs (signserver/ca/ra_requests.py)."""
 
 from __future__ import annotations
 
+import datetime
+
 from signserver.accounts.manager import Enrolment
 from signserver.accounts.model import AccountKind
-from signserver.ca.authority import CertificateRequest
+from signserver.ca.authority import CertificateRequest, HolderActivation
+from signserver.ca.ra_requests import RaEvidence, RaRequest
 from signserver.ca.repository import IssuedCertificate
 from signserver.errors import InvalidArgument
 from signserver.grpc_api import convert
@@ -36,6 +41,27 @@ def _csr(value: bytes) -> bytes | None:
     return value or None
 
 
+def _evidence(message: certificate_pb2.RaEvidence) -> RaEvidence:
+    return RaEvidence(
+        registry_match=message.registry_match,
+        face_score=message.face_score if message.HasField("face_score") else None,
+        email_verifications=tuple((v.address, _moment(v.verified_at, "evidence.email_verifications.verified_at"))
+                                  for v in message.email_verifications),
+        application_sha256=message.application_sha256 or None, reference=message.reference)
+
+
+def _moment(value, field: str):
+    """Raises: InvalidArgument: a time no datetime holds."""
+    try:
+        return value.ToDatetime(tzinfo=datetime.timezone.utc)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{field} is not a valid time", field=field) from None
+
+
+def _optional_secret(field: str, value: str) -> Secret | None:
+    return convert.secret(field, value) if value else None
+
+
 def _expiry_window(days: int) -> int | None:
     """Raises: InvalidArgument: a window past any date a certificate can have."""
     if days > MAX_EXPIRY_WINDOW_DAYS:
@@ -55,6 +81,20 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
         name = await self._hsm.run(self._service.ca.identify_ra, pem)
         return f"ra:{name}"
 
+    async def _admit(self, context, operator: str, method: str, subject: str, request) -> None:
+        """Spend the request's nonce and record its evidence before the change.
+
+        Raises: InvalidArgument (no nonce or time, bad evidence), RequestReplayed, RequestOutOfWindow.
+        """
+        if not request.HasField("requested_at"):
+            raise InvalidArgument("requested_at is required: the moment the RA made the request",
+                                  field="requested_at")
+        admitted = RaRequest(operator=operator, method=method, subject=subject[:200],
+                             nonce=convert.text("nonce", request.nonce, limit=128),
+                             requested_at=_moment(request.requested_at, "requested_at"),
+                             evidence=_evidence(request.evidence))
+        await self._hsm.run(self._service.ca.ra_requests.admit, admitted, caller_check=still_waiting(context))
+
     async def CreateAccount(self, request, context):
         operator = await self._operator(context)
         try:
@@ -72,36 +112,46 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
             key_algorithm=KeyAlgorithm.parse(request.key_algorithm or "rsa-2048"),
             revocation_phrase=Secret(request.revocation_phrase) if request.revocation_phrase else None,
             recovery_by_code=not request.no_recovery_code)
-        created = await self._accounts.run(self._service.accounts.create, enrolment,
-                                           convert.secret("password", request.password), operator)
+        password = convert.secret("password", request.password)
+        await self._admit(context, operator, "CreateAccount", enrolment.username, request)
+        created = await self._accounts.run(self._service.accounts.create, enrolment, password, operator)
         return certificate_pb2.CreateAccountResponse(account=created.account.username,
                                                      credential_id=created.credential.id,
                                                      otp_uri=created.otp_uri, recovery_code=created.recovery_code)
 
     async def IssueCertificate(self, request, context):
         operator = await self._operator(context)
-        issued = await self._hsm.run(self._service.ca.issue, CertificateRequest(
+        wanted = CertificateRequest(
             profile=convert.text("profile", request.profile, limit=64),
             username=convert.text("account", request.account, limit=64), csr=_csr(request.csr),
             transaction_limit=request.transaction_limit or None,
-            agent_qualification=convert.text("agent_qualification", request.agent_qualification, required=False)),
-            operator, caller_check=still_waiting(context))
+            agent_qualification=convert.text("agent_qualification", request.agent_qualification, required=False))
+        await self._admit(context, operator, "IssueCertificate", wanted.username, request)
+        issued = await self._hsm.run(self._service.ca.issue, wanted, operator, caller_check=still_waiting(context))
         return _certificate(issued)
 
     async def RenewCertificate(self, request, context):
         operator = await self._operator(context)
-        issued = await self._hsm.run(self._service.ca.renew, convert.text("serial", request.serial, limit=64),
-                                     operator, csr=_csr(request.csr), caller_check=still_waiting(context))
+        serial = convert.text("serial", request.serial, limit=64)
+        csr = _csr(request.csr)
+        activation = HolderActivation(
+            holder_password=_optional_secret("holder_password", request.holder_password),
+            new_password=_optional_secret("new_password", request.new_password),
+            revocation_phrase=_optional_secret("revocation_phrase", request.revocation_phrase))
+        await self._admit(context, operator, "RenewCertificate", serial, request)
+        issued = await self._hsm.run(self._service.ca.renew, serial, operator, csr=csr, activation=activation,
+                                     caller_check=still_waiting(context))
         return _certificate(issued)
 
     async def RevokeCertificate(self, request, context):
         operator = await self._operator(context)
         serial = convert.text("serial", request.serial, limit=64)
         reason = request.reason or "unspecified"
+        holder = convert.text("account", request.account, limit=64) if request.revocation_phrase else ""
+        await self._admit(context, operator, "RevokeCertificate", serial, request)
         if request.revocation_phrase:
-            issued = await self._accounts.run(self._service.ca.revoke_by_holder, serial,
-                                              convert.text("account", request.account, limit=64),
-                                              Secret(request.revocation_phrase), reason)
+            issued = await self._accounts.run(self._service.ca.revoke_by_holder, serial, holder,
+                                              convert.secret("revocation_phrase", request.revocation_phrase), reason)
         else:
             issued = await self._hsm.run(self._service.ca.revoke, serial, reason, operator,
                                          caller_check=still_waiting(context))
@@ -119,8 +169,10 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
 
     async def UnlockAccount(self, request, context):
         operator = await self._operator(context)
-        code = await self._accounts.run(
-            self._service.accounts.unlock_with_recovery_code, convert.text("account", request.account, limit=64),
-            convert.secret("recovery_code", request.recovery_code),
-            convert.secret("new_password", request.new_password), operator)
+        account = convert.text("account", request.account, limit=64)
+        recovery_code = convert.secret("recovery_code", request.recovery_code)
+        new_password = convert.secret("new_password", request.new_password)
+        await self._admit(context, operator, "UnlockAccount", account, request)
+        code = await self._accounts.run(self._service.accounts.unlock_with_recovery_code, account, recovery_code,
+                                        new_password, operator)
         return certificate_pb2.UnlockAccountResponse(recovery_code=code)

@@ -37,6 +37,7 @@ STATUS_BY_ERROR: dict[type[errors.SignServerError], grpc.StatusCode] = {
     errors.ServerBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.CredentialUnusable: grpc.StatusCode.FAILED_PRECONDITION,
     errors.CertificateRefused: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.RequestReplayed: grpc.StatusCode.FAILED_PRECONDITION,
     errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.UpstreamUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DataCorrupted: grpc.StatusCode.DATA_LOSS,

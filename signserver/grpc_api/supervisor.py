@@ -76,7 +76,7 @@ def _work(config: Config, index: int, metrics: socket.socket | None) -> None:
     set_worker(index)
     if metrics is not None:
         metrics.close()  # the metrics process's; a worker must not keep the port when the node stops
-        install_meter(PrometheusMeter())
+        install_meter(PrometheusMeter(worker=index))
     Worker(config, index, background=index == 0).run()
 
 

@@ -27,18 +27,28 @@ class CallMetrics:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started, status = time.perf_counter(), 500
+        started, status, reported = time.perf_counter(), 500, False
+
+        def report() -> None:
+            nonlocal reported
+            if not reported:
+                reported = True
+                self._report(scope, str(status), time.perf_counter() - started)
 
         async def noting_send(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Counted before the last of the answer leaves: a client that has its answer
+                # finds the call in the figures it scrapes next.
+                report()
             await send(message)
 
         try:
             await self.app(scope, receive, noting_send)
         finally:
-            self._report(scope, str(status), time.perf_counter() - started)
+            report()  # an answer never finished (a fault, a client gone) is counted all the same
 
     def _report(self, scope, status: str, seconds: float) -> None:
         route = scope.get("route")

@@ -5,11 +5,18 @@ which the supervisor empties and sets before it starts a worker: prometheus_clie
 storage when it is first imported); one scrape of the supervisor's ``[metrics] listen`` reads them
 all, so the figures are the node's, whichever worker served what. Gauges are summed over the live
 workers, except those only the background worker knows (CRL age, outbox backlog).
+
+prometheus_client's process figures (``process_resident_memory_bytes``, ``process_open_fds``, ...)
+describe the process that answers the scrape, and its multiprocess mode has none: here each worker
+says it is live (the gauge ``signserver_worker``, one per live pid), and the scrape reads each live
+worker's figures from /proc with prometheus_client's own ProcessCollector, labelled with the
+worker's index and pid (:class:`WorkerProcesses`).
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import logging
 import os
 import socket
@@ -82,7 +89,36 @@ def metrics_app():
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    registry.register(WorkerProcesses(os.environ[MULTIPROCESS_DIRECTORY_VARIABLE]))
     return make_asgi_app(registry)
+
+
+class WorkerProcesses:
+    """A collector, in the process that answers scrapes, of every live worker's process figures:
+    prometheus_client's ``process_*`` metrics (resident and virtual memory, CPU seconds, open and
+    most descriptors, start time) read from /proc at the scrape, with the labels ``worker`` and
+    ``pid``. The live workers are those whose ``signserver_worker`` gauge is in ``directory`` (a
+    worker that ended is forgotten by :func:`forget_worker`); one that ended since is left out."""
+
+    def __init__(self, directory: str | Path):
+        self._pattern = os.path.join(str(directory), "gauge_liveall_*.db")
+
+    def collect(self):
+        from prometheus_client import ProcessCollector
+        from prometheus_client.metrics_core import Metric
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        live = MultiProcessCollector.merge(glob.glob(self._pattern), accumulate=False)
+        workers = sorted({(sample.labels["pid"], sample.labels.get("worker", ""))
+                          for metric in live if metric.name == WORKER_GAUGE for sample in metric.samples
+                          if sample.labels.get("pid", "").isdigit()}, key=lambda found: int(found[0]))
+        families: dict[str, Metric] = {}
+        for pid, worker in workers:
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "worker": worker, "pid": pid}, sample.value)
+        return list(families.values())
 
 
 def _never_raising(report):
@@ -101,11 +137,19 @@ def _never_raising(report):
     return guarded
 
 
-class PrometheusMeter(Meter):
-    """Reports into prometheus_client's metrics (names under ``signserver_``)."""
+WORKER_GAUGE = "signserver_worker"
 
-    def __init__(self):
+
+class PrometheusMeter(Meter):
+    """Reports into prometheus_client's metrics (names under ``signserver_``). ``worker``: the
+    index of the worker process it reports for (its figures from /proc carry it)."""
+
+    def __init__(self, worker: int | str = ""):
         from prometheus_client import Counter, Gauge, Histogram
+
+        # Says this process is a live worker, for WorkerProcesses; "liveall" adds its pid.
+        Gauge(WORKER_GAUGE, "A live worker process of this node (1), by index and pid", ("worker",),
+              multiprocess_mode="liveall").labels(str(worker)).set(1)
 
         self._calls = Counter("signserver_calls", "Calls answered, by front, method and status",
                               ("front", "method", "status"))

@@ -7,8 +7,6 @@ import contextlib
 import datetime
 import enum
 import logging
-import struct
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +21,7 @@ from pyhanko_certvalidator import ValidationContext
 
 from signserver.errors import InvalidArgument
 from signserver.pades.certification import keep_certification
+from signserver.pades.damage import is_damage
 from signserver.pades.cms_signer import HsmCmsSigner
 from signserver.pades.metadata import record_signing, refuse_unrepairable_metadata
 from signserver.pades.page_tree import walk_page_tree
@@ -97,10 +96,6 @@ class _SigningWriter(IncrementalPdfFileWriter):
 # cross-reference streams and ASCII85, numbers past what Decimal or float hold); and, since much
 # of its reading code indexes, converts and asserts on objects as it finds them, the errors of
 # doing so on an object of the wrong kind or shape.
-_DAMAGE = (PdfError, RecursionError, zlib.error, struct.error, ArithmeticError, ValueError, KeyError, IndexError,
-           TypeError, AttributeError, AssertionError)
-
-
 @contextlib.contextmanager
 def _reading_the_document():
     """Turns the signs of a damaged document into InvalidArgument, where pyHanko reads it.
@@ -112,7 +107,9 @@ def _reading_the_document():
     except RecursionError:
         raise InvalidArgument("the document is damaged: its objects are nested deeper than any real "
                               "document's") from None
-    except _DAMAGE as exc:
+    except Exception as exc:
+        if not is_damage(exc):
+            raise
         log.info("a damaged document was refused", exc_info=exc)  # the detail, for whoever debugs a refusal
         raise InvalidArgument(f"the document is damaged: {_describe(exc)}") from None
 
@@ -130,7 +127,9 @@ def open_for_signing(source: BinaryIO) -> IncrementalPdfFileWriter:
     except RecursionError:
         raise InvalidArgument("the document is not a readable PDF: it is damaged (objects nested too "
                               "deeply)") from None
-    except _DAMAGE as exc:
+    except Exception as exc:
+        if not is_damage(exc):
+            raise
         raise InvalidArgument(f"the document is not a readable PDF: it is damaged ({_describe(exc)})") from None
     if writer.prev.encrypted:
         raise InvalidArgument("the document is encrypted; remove the password first")

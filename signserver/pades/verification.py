@@ -31,6 +31,7 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 
 from signserver.errors import InvalidArgument
+from signserver.pades.damage import is_damage
 from signserver.pades.page_tree import MAX_PAGE_TREE_DEPTH
 
 # Generous for real documents (a contract rarely carries more than a dozen signatures and a few
@@ -47,11 +48,6 @@ ACCEPTED_LEVELS = (ModificationLevel.NONE, ModificationLevel.LTA_UPDATES, Modifi
 ACCEPTED_COVERAGE = (SignatureCoverageLevel.ENTIRE_FILE, SignatureCoverageLevel.ENTIRE_REVISION)
 DOCUMENT_TIMESTAMP = "/DocTimeStamp"
 REASON_LIMIT = 300  # characters of pyHanko's own explanation kept in a reason
-
-# What a damaged document makes the parser and the validator raise (besides PdfError):
-# malformed or missing entries, bad ASN.1, nesting deeper than the interpreter allows.
-_DAMAGE = (PdfError, SignatureValidationError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-           RecursionError)
 
 
 @dataclass(frozen=True)
@@ -141,7 +137,9 @@ def verify_stream(source: BinaryIO, trust: TrustMaterial, limits: VerificationLi
         _check_size(reader, limits)
         _check_page_tree(reader)
         signatures = reader.embedded_signatures
-    except _DAMAGE as exc:
+    except Exception as exc:
+        if not is_damage(exc, SignatureValidationError):
+            raise
         raise InvalidArgument(f"the document is damaged or not a readable PDF ({_brief(exc)})") from None
     if len(signatures) > limits.max_signatures:
         raise InvalidArgument(f"the document has {len(signatures)} signatures and time-stamps; "
@@ -159,7 +157,9 @@ def verify_stream(source: BinaryIO, trust: TrustMaterial, limits: VerificationLi
                     timestamp_failures.append(failure)
             else:
                 reports.append(_signature_report(reader, signature, trust))
-        except _DAMAGE as exc:
+        except Exception as exc:
+            if not is_damage(exc, SignatureValidationError):
+                raise
             raise InvalidArgument(f"the signature in field {_field(signature)!r} is damaged and cannot be checked: "
                                   f"{_brief(exc)}") from None
     return _document_verdict(tuple(reports), timestamp_failures)
@@ -316,7 +316,9 @@ def _level(reader: PdfFileReader, signature, has_timestamp: bool) -> str:
 def _field(signature: EmbeddedPdfSignature) -> str:
     try:
         return str(signature.field_name)
-    except _DAMAGE:
+    except Exception as exc:
+        if not is_damage(exc):
+            raise
         return "?"
 
 

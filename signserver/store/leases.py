@@ -24,11 +24,11 @@ import socket
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, case, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from signserver.clock import Clock, epoch_seconds, from_epoch
 from signserver.store.database import Database
 from signserver.store.schema import leases
+from signserver.store.upsert import insert_on_conflict
 
 DEFAULT_LEASE_SECONDS = 15
 
@@ -98,8 +98,7 @@ class Lease:
         return LeaseTerm(self.name, row.holder, from_epoch(row.acquired_at), from_epoch(row.expires_at))
 
     def _upsert(self, conn: Connection, now: int):
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(leases).values(name=self.name, holder=self.holder, acquired_at=now,
+        statement = insert_on_conflict(conn, leases).values(name=self.name, holder=self.holder, acquired_at=now,
                                                   expires_at=now + self.seconds)
         mine = leases.c.holder == statement.excluded.holder
         return statement.on_conflict_do_update(

@@ -10,12 +10,14 @@ from sqlalchemy import (
     Boolean,
     Column,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -289,6 +291,12 @@ certificates = Table(
     Column("der", LargeBinary, nullable=False),
 )
 
+# A certificate has at most one successor that is not revoked: two renewals of one certificate
+# running at once (two RA processes, a retried request) cannot both issue (signserver/ca/issuance.py).
+LIVE_SUCCESSOR = "status = 'valid' AND predecessor_serial IS NOT NULL"
+Index("uq_certificates_live_successor", certificates.c.predecessor_serial, unique=True,
+      sqlite_where=text(LIVE_SUCCESSOR), postgresql_where=text(LIVE_SUCCESSOR))
+
 crls = Table(
     "crls", metadata,
     Column("authority", String(32), primary_key=True),
@@ -361,8 +369,18 @@ leases = Table(
     Column("expires_at", BigInteger, nullable=False),
 )
 
+# The nonces of the registration authorities' requests (signserver/ca/ra_requests.py), kept while a
+# request that carries one could still be inside the accepted time window: a nonce seen again is
+# a replay.
+ra_request_nonces = Table(
+    "ra_request_nonces", metadata,
+    Column("nonce", String(128), primary_key=True),
+    Column("operator", String(200), nullable=False),  # the RA operator that sent it
+    Column("seen_at", BigInteger, nullable=False, index=True),
+)
+
 __all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "account_emails", "credentials", "applications", "application_accounts",
            "activation_tokens", "activation_token_digests", "signing_packages", "master_keys", "audit_log", "audit_head", "audit_seals",
            "audit_exports", "audit_anchor",
            "outbox", "authorities", "pending_ca_keys", "certificates", "crls", "csc_access_tokens", "csc_operations",
-           "prepared_documents", "leases"]
+           "prepared_documents", "leases", "ra_request_nonces"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import secrets
 
 import pytest
 
@@ -21,3 +22,35 @@ def ca_service(config, tmp_path_factory, ca_clock):
     service = service_with(config, tmp_path_factory.mktemp("ca") / "signserver.db", ca_clock)
     service.ca.initialise(operator="operator:test")
     return service
+
+
+MUTATING_CALLS = frozenset({"CreateAccount", "IssueCertificate", "RenewCertificate", "RevokeCertificate",
+                            "UnlockAccount"})
+
+
+class StampedStub:
+    """A CertificateService stub that gives each change a fresh nonce and the clock's time, as
+    CertificateClient does, unless the request carries its own (the tests of replays do)."""
+
+    def __init__(self, stub, clock):
+        self._stub = stub
+        self._clock = clock
+
+    def __getattr__(self, name: str):
+        rpc = getattr(self._stub, name)
+        if name not in MUTATING_CALLS:
+            return rpc
+
+        def call(request, **kwargs):
+            stamp(request, self._clock)
+            return rpc(request, **kwargs)
+        return call
+
+
+def stamp(request, clock):
+    """Give ``request`` a fresh nonce and the clock's time where it has none; returns it."""
+    if not request.nonce:
+        request.nonce = secrets.token_urlsafe(24)
+    if not request.HasField("requested_at"):
+        request.requested_at.FromDatetime(clock.now().astimezone(datetime.timezone.utc).replace(tzinfo=None))
+    return request

@@ -205,6 +205,49 @@ def test_renewal_rules(ca_service, ca_clock, tmp_path):
     assert ou == "Finance"
 
 
+def test_a_certificate_renewed_already_is_not_renewed_again(ca_service):
+    from signserver.errors import AlreadyRenewed
+
+    created, _ = holder(ca_service)
+    name = created.account.username
+    first = ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", name), "ra:test")
+    second = ca_service.ca.renew(first.serial, "ra:test")
+    with pytest.raises(AlreadyRenewed, match=second.serial):
+        ca_service.ca.renew(first.serial, "ra:test")
+    # A renewal that passed the first check while another ran is stopped when it records its
+    # certificate (issue with a predecessor is that second half of renew).
+    with pytest.raises(AlreadyRenewed):
+        ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", name), "ra:test", predecessor=first.serial)
+    with ca_service.database.read() as conn:
+        successors = conn.execute(select(func.count()).where(certificates.c.predecessor_serial == first.serial))
+        assert successors.scalar() == 1  # the refused one left no certificate behind
+
+    ca_service.ca.revoke(second.serial, "superseded", "ra:test")  # a revoked successor: renew again
+    third = ca_service.ca.renew(first.serial, "ra:test")
+    assert third.predecessor_serial == first.serial and third.serial != second.serial
+
+
+def test_two_renewals_of_one_certificate_at_once_give_one_successor(ca_service):
+    from signserver.errors import AlreadyRenewed
+
+    created, _ = holder(ca_service)
+    name = created.account.username
+    first = ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", name), "ra:test")
+
+    def renew(_):
+        try:
+            return ca_service.ca.renew(first.serial, "ra:test").serial
+        except AlreadyRenewed:
+            return None
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(renew, range(4)))
+    winners = [serial for serial in outcomes if serial is not None]
+    assert len(winners) == 1
+    with ca_service.database.read() as conn:
+        successors = select(certificates.c.serial).where(certificates.c.predecessor_serial == first.serial)
+        assert conn.execute(successors).scalars().all() == winners
+
+
 def test_renewal_of_an_expired_certificate(ca_service, config, tmp_path):
     from signserver.clock import ManualClock
     from tests.conftest import service_with

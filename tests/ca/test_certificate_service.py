@@ -16,6 +16,7 @@ from signserver.grpc_api.server import bootstrap
 from signserver.grpc_api.server import served_config as make_served_config
 from signserver.store.schema import audit_log
 from signserver.v1 import account_pb2, account_pb2_grpc, certificate_pb2, certificate_pb2_grpc
+from tests.ca.conftest import StampedStub
 from tests.grpc_api.conftest import ServerThread
 
 PEM = serialization.Encoding.PEM
@@ -48,10 +49,10 @@ def channel_for(server, certificate: bytes, key: bytes) -> grpc.Channel:
 
 
 @pytest.fixture(scope="module")
-def ra(served, ca_service):
+def ra(served, ca_service, ca_clock):
     _, certificate, key = client_pair(ca_service, "client-ra", "ra-operator-1")
     with channel_for(served, certificate, key) as channel:
-        yield certificate_pb2_grpc.CertificateServiceStub(channel)
+        yield StampedStub(certificate_pb2_grpc.CertificateServiceStub(channel), ca_clock)
 
 
 def create(ra, name: str):

@@ -516,7 +516,7 @@ def test_time_stamps_run_on_their_own_bounded_pool(ca_service):
                                    "extn_value": core.OctetString(b"x").dump()}]), "unaccepted_extensions"),
     (time_stamp_query(policy="1.2.3.4.5"), "unaccepted_policy"),
     (time_stamp_query() + b"\x00", "bad_data_format"),  # trailing bytes
-])
+], ids=["unaccepted_extensions", "unaccepted_policy", "bad_data_format"])  # the queries hold random nonces
 def test_time_stamp_requests_it_cannot_honour_are_rejected(ca_service, query, failure):
     status, failures = reply_status(ca_service.pades.tsa.respond(query))
     assert status == "rejection" and failures == {failure}

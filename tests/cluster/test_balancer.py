@@ -1,18 +1,28 @@
 """Two nodes behind a real nginx on one store and one token (scripts/cluster.py): calls through the
-balancer are spread over both nodes as the application whose certificate the balancer forwards;
-the lockout and activation tokens hold across nodes; a node that dies leaves the calls and the
-background work to the other. The last test kills a node: it runs last."""
+balancer are spread over both nodes as the application whose certificate the balancer forwards,
+on every front (gRPC, the CSC API, the CA's endpoints); the lockout and activation tokens hold
+across nodes; a node that dies leaves the calls and the background work to the other. The last
+test kills a node: it runs last."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import grpc
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.x509 import ocsp
 from sqlalchemy import create_engine, select
 
 from signserver.store.schema import leases
@@ -49,10 +59,25 @@ def holder(cluster, name: str) -> str:
     return json.loads(issued.stdout)["credential_id"]
 
 
-def answered_by(cluster) -> set[int]:
-    """The node ports the balancer passed calls to, from its access log."""
+def answered_by(cluster, request: str = "") -> set[int]:
+    """The node ports the balancer passed calls to, from its access log: all of them, or those
+    whose request line contains ``request``."""
     log = (cluster.balancer.folder / "access.log").read_text()
-    return {int(port) for port in re.findall(r"upstream=127\.0\.0\.1:(\d+)", log)}
+    return {int(port) for line in log.splitlines() if request in line
+            for port in re.findall(r"upstream=127\.0\.0\.1:(\d+)", line)}
+
+
+def reach_both(cluster, request: str, ports: set[int], call) -> None:
+    """``call()`` again until the balancer has passed ``request`` to both of ``ports`` (round
+    robin: a few times at most; nginx logs a request as its answer leaves)."""
+    for _ in range(6):
+        call()
+        if answered_by(cluster, request) >= ports:
+            return
+    deadline = time.monotonic() + 10
+    while not answered_by(cluster, request) >= ports and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert answered_by(cluster, request) >= ports, f"{request} reached {answered_by(cluster, request)} of {ports}"
 
 
 def account_status(channel, account: str, metadata=()):
@@ -95,6 +120,67 @@ def test_a_client_cannot_forward_a_certificate_through_the_balancer(cluster, cli
         stub = certificate_pb2_grpc.CertificateServiceStub(channel)
         for _ in range(4):  # on both nodes
             stub.ListCertificates(certificate_pb2.ListCertificatesRequest(), timeout=30)
+
+
+def csc_client(cluster, client: Client) -> httpx.Client:
+    """The CSC API through the balancer, presenting ``client``'s certificate (no other credential)."""
+    context = ssl.create_default_context(cafile=str(cluster.ca_file))
+    context.load_cert_chain(client.certificate, client.key)
+    return httpx.Client(base_url=f"https://localhost:{cluster.balancer.csc_port}", verify=context, timeout=60)
+
+
+def test_csc_sign_hash_through_the_balancer_reaches_both_nodes(cluster, clients):
+    credential = holder(cluster, "cluster.csc")
+    certificate = None
+    # The application sends the RA's certificate as if forwarded: nginx replaces the header with
+    # the application's own (two values would be refused), so every request is the application's.
+    forged = {"X-Client-Cert": quote(clients["ra"].certificate.read_text(), safe="")}
+    with csc_client(cluster, clients["app"]) as client:
+        def sign_once() -> None:
+            nonlocal certificate
+            digest = hashlib.sha256(f"through the balancer {time.monotonic_ns()}".encode()).digest()
+            authorized = client.post("/csc/v2/credentials/authorize", headers=forged, json={
+                "credentialID": credential, "numSignatures": 1, "hashes": [base64.b64encode(digest).decode()],
+                "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1", "authData": [{"id": "PIN", "value": PASSWORD}]})
+            assert authorized.status_code == 200, authorized.text
+            signed = client.post("/csc/v2/signatures/signHash", headers=forged, json={
+                "credentialID": credential, "SAD": authorized.json()["SAD"],
+                "hashes": [base64.b64encode(digest).decode()], "signAlgo": "1.2.840.10045.4.3.2"})
+            assert signed.status_code == 200, signed.text
+            if certificate is None:
+                info = client.post("/csc/v2/credentials/info", json={"credentialID": credential, "certificates": "single"})
+                assert info.status_code == 200, info.text
+                certificate = x509.load_der_x509_certificate(base64.b64decode(info.json()["cert"]["certificates"][0]))
+            certificate.public_key().verify(base64.b64decode(signed.json()["signatures"][0]), digest,
+                                            ec.ECDSA(Prehashed(hashes.SHA256())))
+        reach_both(cluster, "signHash", {node.csc_port for node in cluster.nodes}, sign_once)
+        # info hands out the balancer's address, not a node's.
+        assert f"https://localhost:{cluster.balancer.csc_port}/" in client.post("/csc/v2/info", json={}).text
+
+
+def test_crls_and_ocsp_through_the_balancer_reach_both_nodes(cluster, clients):
+    ports = {node.http_port for node in cluster.nodes}
+    with httpx.Client(base_url=f"http://localhost:{cluster.balancer.http_port}", timeout=60) as client:
+        def fetch_crl() -> None:
+            answer = client.get("/crl/issuing.crl")
+            assert answer.status_code == 200, answer.text
+            x509.load_der_x509_crl(answer.content)
+        reach_both(cluster, "/crl/issuing.crl", ports, fetch_crl)
+        issuing = x509.load_der_x509_certificate(client.get("/ca/issuing.crt").content)
+        application = x509.load_pem_x509_certificate(clients["app"].certificate.read_bytes())
+        request = ocsp.OCSPRequestBuilder().add_certificate(application, issuing, hashes.SHA256()).build()
+
+        def ask_ocsp() -> None:
+            answer = client.post("/ocsp", content=request.public_bytes(serialization.Encoding.DER),
+                                 headers={"Content-Type": "application/ocsp-request"})
+            assert answer.status_code == 200, answer.text
+            status = ocsp.load_der_ocsp_response(answer.content)
+            assert status.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+            assert status.certificate_status is ocsp.OCSPCertStatus.GOOD
+        reach_both(cluster, "/ocsp", ports, ask_ocsp)
+    # The certificates the nodes issue point at the balancer for their CRL and OCSP.
+    points = application.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert points[0].full_name[0].value.startswith(f"http://localhost:{cluster.balancer.http_port}/")
 
 
 def test_the_lockout_holds_across_nodes(cluster, clients):

@@ -25,6 +25,7 @@ from signserver.grpc_api.server import served_config as make_served_config
 from signserver.grpc_api.stream_limits import DocumentLimits
 from signserver.hsm.module import pkcs11_lock
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc, document_pb2_grpc, signing_pb2
+from tests.ca.conftest import StampedStub
 from tests.ca.test_certificate_service import channel_for, client_pair, create
 from tests.conftest import PASSWORD, enrol, service_with
 from tests.grpc_api.conftest import ServerThread
@@ -158,7 +159,7 @@ def ra(config, tmp_path_factory, clock):
     bootstrap(raw, service)
     _, certificate, key = client_pair(service, "client-ra", "ra-operator-details")
     with ServerThread(make_served_config(raw), service) as server, channel_for(server, certificate, key) as channel:
-        yield service, certificate_pb2_grpc.CertificateServiceStub(channel)
+        yield service, StampedStub(certificate_pb2_grpc.CertificateServiceStub(channel), clock)
 
 
 def test_a_refusal_with_a_help_code_carries_it_in_the_details(ra):

@@ -78,6 +78,7 @@ def test_scraped_counters_say_exactly_what_was_called(served):
             urllib.request.urlopen(f"http://127.0.0.1:{served.http_port}{path}", timeout=10).read()
         except urllib.error.HTTPError as error:
             assert error.code == 404
+            error.read()  # the whole answer, as for the others: a call is counted before its end leaves
 
     samples = scrape(served)
     assert samples[("signserver_calls_total", (("front", "ca"), ("method", "GET /ca/root.crt"), ("status", "200")))] == 2
@@ -104,3 +105,21 @@ def test_scraped_counters_say_exactly_what_was_called(served):
     assert all(line.keys() >= {"time", "level", "worker", "method", "status", "latency_ms", "request_id"}
                for line in call_lines)
     assert PASSWORD not in served.text() and "Wrong-password-1" not in served.text()
+
+
+def test_each_live_worker_reports_its_process_figures(served):
+    samples = scrape(served)
+    pids = {str(pid) for pid in served.worker_pids()}
+    figures = {}
+    for name in ("process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"):
+        figures[name] = {dict(labels)["pid"]: (dict(labels)["worker"], value)
+                         for (sample, labels), value in samples.items() if sample == name}
+        assert set(figures[name]) == pids, name
+        assert {worker for worker, _value in figures[name].values()} == {"0", "1"}
+        assert all(value > 0 for _worker, value in figures[name].values()), name
+    # Resident memory as the kernel counts it, within what a worker allocates between the scrape
+    # and this reading.
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as status:
+            now = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+        assert abs(figures["process_resident_memory_bytes"][pid][1] - now) < 0.5 * now

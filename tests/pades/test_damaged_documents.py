@@ -14,7 +14,7 @@ from signserver.grpc_api.certificate_servicer import MAX_EXPIRY_WINDOW_DAYS
 from signserver.pades.document import open_for_signing
 from signserver.pades.sample import sample_pdf
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc, document_pb2, document_pb2_grpc
-from tests.ca.conftest import ca_clock, ca_service  # noqa: F401 (fixtures)
+from tests.ca.conftest import StampedStub, ca_clock, ca_service  # noqa: F401 (fixtures)
 from tests.ca.test_certificate_service import channel_for, client_pair, served  # noqa: F401 (a fixture)
 from tests.conftest import PASSWORD
 from tests.grpc_api.conftest import ServerThread
@@ -99,8 +99,16 @@ def nested_arrays_in_contents(depth: int = 100_000) -> bytes:
     })
 
 
+def negative_startxref() -> bytes:
+    """A cross-reference table said to start before the file does (pyHanko seeks there)."""
+    whole = build_pdf({1: "<< /Type /Catalog /Pages 2 0 R >>", 2: "<< /Type /Pages /Kids [] /Count 0 >>"})
+    head, _, _ = whole.rpartition(b"startxref\n")
+    return head + b"startxref\n-5\n%%EOF\n"
+
+
 DAMAGED = {
     "page tree looping through a second node": looping_page_tree,
+    "startxref before the start of the file": negative_startxref,
     "2,000-level page tree": deep_page_tree,
     "100,000 nested arrays in the resources": nested_arrays,
     "100,000 nested arrays in the contents": nested_arrays_in_contents,
@@ -193,10 +201,10 @@ def test_the_server_still_signs_after_damaged_documents(documents):
 
 
 @pytest.fixture(scope="module")
-def ra(served, ca_service):  # noqa: F811 (served is the fixture imported above)
+def ra(served, ca_service, ca_clock):  # noqa: F811 (served is the fixture imported above)
     _, certificate, key = client_pair(ca_service, "client-ra", "ra-damaged-documents")
     with channel_for(served, certificate, key) as channel:
-        yield certificate_pb2_grpc.CertificateServiceStub(channel)
+        yield StampedStub(certificate_pb2_grpc.CertificateServiceStub(channel), ca_clock)
 
 
 @pytest.mark.parametrize("days", [4294967295, 2**31, MAX_EXPIRY_WINDOW_DAYS + 1])

@@ -3,7 +3,8 @@ credentials (auth/login, oauth2/token: its name and API key), or behind its veri
 certificate.
 
 The client certificate, when TLS verified one, reaches a request as ``request.state.
-client_certificate_der`` (see serving.py). A login that presents one gets a token bound to it
+client_certificate_der`` (see serving.py); behind a configured load balancer, the caller's is the
+one the balancer forwards in ``X-Client-Cert``. A login that presents one gets a token bound to it
 (RFC 8705): the token is then accepted only over a connection presenting the same certificate. A
 login that presents both an API key and a certificate must name one application with both.
 """
@@ -17,6 +18,7 @@ import ssl
 from fastapi import Request
 
 from signserver.accounts.model import Application
+from signserver.ca.client_forwarding import FORWARDED_CERTIFICATE_HEADER, balancer_certificate, caller_certificate_pem
 from signserver.ca.client_status import ClientCertificate, presented
 from signserver.errors import Unauthenticated
 from signserver.http.csc.context import CscContext, context_of
@@ -33,13 +35,26 @@ LOG_IN_HOW = ("log in with HTTP Basic credentials (the application's name and AP
               "client certificate")
 
 
-def client_certificate(request: Request) -> ClientCertificate | None:
-    """The client certificate TLS verified on this request's connection, if any.
+async def client_certificate(request: Request) -> ClientCertificate | None:
+    """The client certificate that identifies the caller, if any: the one TLS verified on this
+    request's connection, or, when that peer is a configured load balancer (``[tls]
+    balancer_cert_sha256``), the one it forwards in ``X-Client-Cert``, as for gRPC (see
+    :mod:`signserver.ca.client_forwarding`). The balancer's own certificate must be valid now
+    and never identifies anyone itself.
 
-    Raises: Unauthenticated: it cannot be read.
+    Raises: Unauthenticated: a certificate cannot be read; the header came from a peer that is no
+        configured balancer, or more than once; the balancer's certificate is expired or revoked.
     """
+    context = context_of(request)
     der = getattr(request.state, "client_certificate_der", None)
-    return presented(ssl.DER_cert_to_PEM_cert(der).encode("ascii")) if der else None
+    peer_pem = ssl.DER_cert_to_PEM_cert(der).encode("ascii") if der else None
+    balancers = context.service.config.tls.balancer_cert_sha256
+    balancer = balancer_certificate(peer_pem, balancers)
+    status = context.service.ca.client_status
+    if balancer is not None and not status.known_valid(balancer):
+        await context.accounts.run(status.check, balancer)
+    pem = caller_certificate_pem(peer_pem, request.headers.getlist(FORWARDED_CERTIFICATE_HEADER), balancers)
+    return presented(pem) if pem else None
 
 
 def _authorization(request: Request) -> tuple[str, str] | None:
@@ -82,7 +97,7 @@ async def calling_application(request: Request) -> Application:
     token = found[1] if found is not None and found[0] == "bearer" and found[1] else None
     if found is not None and token is None:
         raise Unauthenticated(NO_CREDENTIALS)
-    client = client_certificate(request)
+    client = await client_certificate(request)
     if token is None and client is None:
         raise Unauthenticated(NO_CREDENTIALS)
     by_token = None
@@ -131,7 +146,7 @@ async def logging_in_application(request: Request, key: tuple[str, Secret] | Non
     """
     context = context_of(request)
     key = key or basic_credentials(request)
-    client = client_certificate(request)
+    client = await client_certificate(request)
     if key is None and client is None:
         raise Unauthenticated(LOG_IN_HOW)
     by_key = await application_by_key(context, *key) if key is not None else None

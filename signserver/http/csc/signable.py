@@ -14,13 +14,12 @@ from __future__ import annotations
 import datetime
 import io
 import logging
-import zlib
 from pathlib import Path
 
-from pyhanko.pdf_utils.misc import PdfError
 
 from signserver.errors import InvalidArgument, SignServerError
 from signserver.pades.certification import keep_certification
+from signserver.pades.damage import is_damage
 from signserver.pades.document import open_for_signing
 from signserver.pades.metadata import refuse_unrepairable_metadata
 from signserver.pades.placement import place_field
@@ -29,9 +28,6 @@ from signserver.pades.stamp_layout import fit_stamp
 
 log = logging.getLogger(__name__)
 
-# What pyHanko raises reading a damaged document (as signserver.pades.document refuses it).
-_DAMAGE = (PdfError, RecursionError, zlib.error, ArithmeticError, ValueError, KeyError, IndexError, TypeError,
-           AttributeError, AssertionError)
 
 
 def check_signable(content: bytes, stamp: StampOptions, holder_name: str, font: Path,
@@ -50,7 +46,9 @@ def check_signable(content: bytes, stamp: StampOptions, holder_name: str, font: 
         placement = place_field(writer, stamp)
     except SignServerError:
         raise
-    except _DAMAGE as exc:
+    except Exception as exc:
+        if not is_damage(exc):
+            raise
         log.info("a damaged document was refused before signing", exc_info=exc)
         raise InvalidArgument("the document is damaged: it cannot be read as a PDF to sign") from None
     lines = stamp_lines(holder_name, stamp, now)

@@ -1,0 +1,347 @@
+"""Issuance: holder certificates (new, renewed, with the holder's activation) and the server's own
+service certificates, signed by the issuing CA whose key is in the HSM."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+
+from signserver.accounts.manager import AccountManager
+from signserver.accounts.model import Account, AccountKind
+from signserver.accounts.packages import PACKAGE, insert_package
+from signserver.accounts.passwords import check_password_rules, check_revocation_phrase
+from signserver.accounts.repository import account_row, credentials_of, insert_credential
+from signserver.audit.log import AuditLog
+from signserver.ca import repository as repo
+from signserver.ca.builder import (
+    SubjectData,
+    check_public_key,
+    end_entity_certificate,
+    load_csr,
+)
+from signserver.ca.profiles import KeySource, Profile
+from signserver.ca.repository import IssuedCertificate
+from signserver.ca.setup import CLOCK_SKEW, ISSUING
+from signserver.clock import Clock
+from signserver.config import CaConfig
+from signserver.errors import AlreadyRenewed, CertificateRefused, InvalidArgument, NotFound, StoreConflict
+from signserver.hsm.algorithms import KeyAlgorithm
+from signserver.hsm.crypto_keys import hsm_private_key
+from signserver.hsm.keystore import HsmKeyStore
+from signserver.secret import Secret
+from signserver.store.database import Database
+from signserver.store.schema import certificates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HolderActivation:
+    """What the holder gives at the online activation of a renewed cloud-signature certificate:
+    the current password, or a new one when the account holds no valid certificate, and the
+    revocation phrase of the new certificate. A renewal without it is the operator's alone."""
+
+    holder_password: Secret | None = None
+    new_password: Secret | None = None
+    revocation_phrase: Secret | None = None
+
+    @property
+    def by_holder(self) -> bool:
+        """Whether the request is the holder's activation (it sets a phrase or a password)."""
+        return self.revocation_phrase is not None or self.new_password is not None
+
+
+@dataclass(frozen=True)
+class CertificateRequest:
+    """What an RA asks for: a holder profile for an account, with a CSR for CSR profiles."""
+
+    profile: str
+    username: str
+    csr: bytes | None = None
+    transaction_limit: int | None = None  # qualified certificates, in MOP
+    agent_qualification: str = ""  # qualified certificates
+
+
+class Issuer:
+    """Issues and renews holder certificates, and issues the server's service certificates.
+    ``profile`` finds a profile with the CA's settings applied."""
+
+    def __init__(self, database: Database, keys: HsmKeyStore, accounts: AccountManager, audit: AuditLog,
+                 clock: Clock, config: CaConfig, profile: Callable[[str], Profile]):
+        self._database = database
+        self._keys = keys
+        self._accounts = accounts
+        self._audit = audit
+        self._clock = clock
+        self._config = config
+        self._profile = profile
+
+    def issue(self, request: CertificateRequest, operator: str, predecessor: str | None = None) -> IssuedCertificate:
+        """Issue a holder certificate for an account.
+
+        Cloud-signature profiles get a new key generated in the HSM (and a credential for it);
+        CSR profiles take the holder's key from the CSR, whose signature, key and subject are
+        checked against the account.
+
+        Raises:
+            InvalidArgument: unknown or non-holder profile, a variant not the account's kind, bad or
+                mismatching CSR, bad options.
+            NotFound: no such account, or the CA is not initialised.
+            HsmError.
+        """
+        chosen = self._profile(request.profile)
+        if not chosen.holder:
+            raise InvalidArgument(f"profile {chosen.name!r} is not issued to holders")
+        if (request.transaction_limit is not None or request.agent_qualification) and not chosen.qualified:
+            raise InvalidArgument("a transaction limit and an agent qualification belong to qualified certificates")
+        if request.transaction_limit is not None and request.transaction_limit < 0:
+            raise InvalidArgument("a transaction limit is not negative")
+        account = self._accounts.get(request.username)
+        if account.kind.value != chosen.variant:
+            raise InvalidArgument(f"profile {chosen.name!r} is for {chosen.variant} accounts; "
+                                  f"{account.username!r} is {account.kind.value}")
+        subject = self.subject_for(account, request.agent_qualification)
+        issuer, issuer_key = issuing_ca(self._database, self._keys)
+        now = self._clock.now()
+        reused_credential = package = None
+        if chosen.key_source is KeySource.HSM:
+            if request.csr:
+                raise InvalidArgument(f"profile {chosen.name!r} has its key generated in the HSM; send no CSR")
+            # The key made at enrolment serves the first certificate; a renewal gets a new one.
+            reused_credential = None if predecessor else self._uncertified_credential(account)
+            if reused_credential is not None:
+                public_key = self._credential_public_key(reused_credential)
+            else:
+                algorithm, package = self._new_package(account)
+                public_key = serialization.load_der_public_key(package["public_key"])
+        else:
+            public_key = self._public_key_from_csr(request.csr, subject, chosen)
+        certificate = end_entity_certificate(
+            profile=chosen, subject=subject.name(), public_key=public_key, issuer=issuer, issuer_key=issuer_key,
+            serial=new_serial(self._database), not_before=now - CLOCK_SKEW,
+            days=chosen.validity_days or self._config.validity_days, ca=self._config,
+            email=subject.email, transaction_limit=request.transaction_limit)
+        try:
+            with self._database.transaction() as conn:
+                credential_id = reused_credential.id if reused_credential else None
+                if package is not None:
+                    insert_package(conn, package)
+                    credential_id = insert_credential(conn, account.id, package["key_id"], algorithm, chosen.title, now,
+                                                      key_store=PACKAGE)
+                    self._audit.append(conn, now, "key.generated", operator, account.username, credential=credential_id,
+                                       package=package["key_id"], algorithm=algorithm.value,
+                                       master=package["master_label"])
+                serial = repo.insert_certificate(conn, certificate, chosen.name, account.id, credential_id,
+                                                 predecessor, now)
+                self._audit.append(conn, now, "certificate.issued", operator, account.username, serial=serial,
+                                   profile=chosen.name, predecessor=predecessor)
+                issued = repo.get_certificate(conn, serial, now)
+        except StoreConflict:
+            if predecessor is not None:
+                # Another renewal of the same certificate committed first (the unique index on
+                # live successors): this one was rolled back whole, its new key's package with it.
+                self._refuse_if_renewed(predecessor)
+            raise
+        if reused_credential is not None and not reused_credential.is_package:
+            # A key on the token, from before packages: its certificate goes beside it, as it did.
+            self._keys.store_certificate(reused_credential.key_id, certificate)
+        log.info("issued %s certificate %s for %s", chosen.name, issued.serial, account.username)
+        return issued
+
+    def renew(self, serial: str, operator: str, csr: bytes | None = None, transaction_limit: int | None = None,
+              agent_qualification: str = "", activation: HolderActivation = HolderActivation()) -> IssuedCertificate:
+        """A successor with a new key pair and serial, linked to its predecessor, which may be valid,
+        expired or revoked.
+
+        With the holder's ``activation`` (see :class:`HolderActivation`): while the account holds
+        a valid cloud-signature certificate the current password is required; a new password only
+        when it holds no valid certificate. A password given is checked as Authorize checks it
+        (a wrong one counts toward the lockout). The new password is set before the certificate is
+        issued (the new key is sealed to it), the revocation phrase once it is.
+
+        Raises:
+            AlreadyRenewed (a CertificateRefused): the certificate has a successor that is not
+                revoked, found before anything changes or, for two renewals at once, when the
+                second records its certificate (nothing of it is kept).
+            CertificateRefused: AC-AB-0015 when the subject data changed while the predecessor is
+                still valid (revoke it first); a CSR that reuses the predecessor's key; a new
+                password while the account holds a valid certificate.
+            AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy: the holder's
+                password, as Authorize.
+            InvalidArgument (PasswordRejected among them): a missing password, a password or
+                phrase that breaks its rules.
+            NotFound, HsmError: as :meth:`issue`.
+        """
+        now = self._clock.now()
+        with self._database.read() as conn:
+            old = repo.get_certificate(conn, serial, now)
+        if old.account is None:
+            raise InvalidArgument(f"certificate {old.serial} was not issued to a holder")
+        self._refuse_if_renewed(old.serial)
+        account = self._accounts.get(old.account)
+        wanted = self.subject_for(account, agent_qualification).name()
+        if old.status == "valid" and wanted != old.certificate.subject:
+            raise CertificateRefused(
+                f"the subject data changed while certificate {old.serial} is still valid; revoke it first",
+                help_code="AC-AB-0015")
+        if csr is not None and load_csr(csr).public_key() == old.certificate.public_key():
+            raise CertificateRefused("a renewal needs a new key pair; the request reuses the old key")
+        self._check_activation(account, activation, operator)
+        if activation.new_password is not None:
+            self._accounts.set_password(account.username, activation.new_password, operator)
+        issued = self.issue(CertificateRequest(old.profile, old.account, csr, transaction_limit, agent_qualification),
+                            operator, predecessor=old.serial)
+        if activation.revocation_phrase is not None:
+            self._accounts.set_revocation_phrase(account.username, activation.revocation_phrase, operator)
+        return issued
+
+    def _refuse_if_renewed(self, serial: str) -> None:
+        """Checked before anything changes, and again by the unique index on live successors when
+        the new certificate is recorded (a renewal running at the same time).
+
+        Raises: AlreadyRenewed: ``serial`` has a successor that is not revoked.
+        """
+        with self._database.read() as conn:
+            successor = repo.live_successor(conn, serial)
+        if successor is not None:
+            raise AlreadyRenewed(f"certificate {serial} was renewed already: its successor is {successor}; "
+                                 "revoke the successor to renew it again")
+
+    def _check_activation(self, account: Account, activation: HolderActivation, operator: str) -> None:
+        """The holder's part of a renewal, checked before anything changes.
+
+        Raises: as :meth:`renew` for the activation.
+        """
+        if activation.revocation_phrase is not None:
+            check_revocation_phrase(activation.revocation_phrase.reveal())
+        if activation.new_password is not None:
+            if activation.holder_password is not None:
+                raise InvalidArgument("give the holder's current password or a new password, not both")
+            check_password_rules(activation.new_password.reveal(), account.username)
+        if activation.by_holder:
+            now = self._clock.now()
+            with self._database.read() as conn:
+                held = [c for c in repo.list_certificates(conn, now, account_id=account.id) if c.status == "valid"]
+            if activation.new_password is not None and held:
+                raise CertificateRefused(
+                    f"the account {account.username!r} holds a valid certificate: the holder enters the current "
+                    "password; a new one is set only when the account holds none")
+            cloud = [c for c in held if self._profile(c.profile).key_source is KeySource.HSM]
+            if activation.new_password is None and activation.holder_password is None:
+                raise InvalidArgument(
+                    "holder_password is required: the account holds a valid cloud-signature certificate" if cloud
+                    else "holder_password or new_password is required for the holder's activation",
+                    field="holder_password")
+        if activation.holder_password is not None:
+            self._accounts.check_password(account.username, activation.holder_password, operator)
+
+    def issue_service_certificate(self, profile_name: str, common_name: str, public_key, operator: str,
+                                  dns_names: tuple[str, ...] = (), ip_addresses: tuple[str, ...] = (),
+                                  days: int = 825) -> IssuedCertificate:
+        """A certificate for the server itself (``tls-server``) or for a client application or RA
+        (``client-asp``, ``client-ra``), whose key the caller holds.
+
+        Raises: InvalidArgument (profile, name, key), NotFound (CA not initialised), HsmError.
+        """
+        chosen = self._profile(profile_name)
+        if chosen.holder or chosen.key_source is KeySource.HSM:
+            raise InvalidArgument(f"profile {chosen.name!r} is not a service profile")
+        check_public_key(public_key)
+        try:
+            subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, self._config.country),
+                                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, self._config.organisation),
+                                 x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        except ValueError as exc:
+            raise InvalidArgument(f"the name {common_name!r} is not valid: {exc}") from None
+        issuer, issuer_key = issuing_ca(self._database, self._keys)
+        now = self._clock.now()
+        certificate = end_entity_certificate(
+            profile=chosen, subject=subject, public_key=public_key, issuer=issuer, issuer_key=issuer_key,
+            serial=new_serial(self._database), not_before=now - CLOCK_SKEW, days=days, ca=self._config,
+            dns_names=dns_names, ip_addresses=ip_addresses)
+        with self._database.transaction() as conn:
+            serial = repo.insert_certificate(conn, certificate, chosen.name, None, None, None, now)
+            self._audit.append(conn, now, "certificate.issued", operator, common_name, serial=serial,
+                               profile=chosen.name)
+            return repo.get_certificate(conn, serial, now)
+
+    def subject_for(self, account: Account, agent_qualification: str = "") -> SubjectData:
+        return SubjectData(
+            common_name=account.holder_name, email=account.emails[0] if account.emails else "",
+            organisation=account.organisation if account.kind is not AccountKind.PERSONAL else "",
+            department=account.department, title=account.title, serial_number=account.username,
+            country=self._config.country, agent_qualification=agent_qualification,
+            given_name=account.given_name, surname=account.surname)
+
+    def _public_key_from_csr(self, csr: bytes | None, subject: SubjectData, chosen: Profile):
+        if not csr:
+            raise InvalidArgument(f"profile {chosen.name!r} needs a certificate request (CSR) with the holder's key")
+        request = load_csr(csr)
+        names = request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not names or names[0].value != subject.common_name:
+            raise InvalidArgument(
+                f"the request's subject {request.subject.rfc4514_string()!r} does not name the account's holder "
+                f"{subject.common_name!r}")
+        emails = request.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
+        if emails and emails[0].value != subject.email:
+            raise InvalidArgument("the request's e-mail address is not the account's")
+        return request.public_key()
+
+    def _new_package(self, account: Account) -> tuple[KeyAlgorithm, dict]:
+        """A new signing data package, of the account's key algorithm, sealed to the holder.
+
+        Raises: CertificateRefused: the account has no seal key yet (made before packages, its
+            holder has not signed in since). UnsupportedAlgorithm, HsmError.
+        """
+        with self._database.read() as conn:
+            row = account_row(conn, account.username)
+        if row.seal_public_key is None:
+            raise CertificateRefused(
+                f"the account {account.username!r} predates signing data packages and its holder has not signed in "
+                "since: a new key can be sealed to the holder once the holder has signed in (Authorize or a password "
+                "change) or been unlocked")
+        if row.recovery_code_hash and row.seal_key_by_recovery is None:
+            log.warning("the new key of %s cannot be recovered with the recovery code: the account's seal key was "
+                        "made after its recovery code (at its first sign-in after the upgrade to signing data "
+                        "packages), so a forgotten password loses it", account.username)
+        algorithm = KeyAlgorithm(row.key_algorithm)
+        return algorithm, self._accounts.packages.make(account.username, row.seal_public_key, algorithm)
+
+    def _credential_public_key(self, credential):
+        """Raises: KeyNotFound, HsmError."""
+        if credential.is_package:
+            return serialization.load_der_public_key(self._accounts.packages.public_key_der(credential.key_id))
+        return self._keys.public_key(credential.key_id)
+
+    def _uncertified_credential(self, account: Account):
+        with self._database.read() as conn:
+            for credential in credentials_of(conn, account.id):
+                has_certificate = conn.execute(select(certificates.c.serial).where(
+                    certificates.c.credential_id == credential.id)).first()
+                if credential.status == "active" and not has_certificate:
+                    return credential
+        return None
+
+
+def issuing_ca(database: Database, keys: HsmKeyStore):
+    """The issuing CA's certificate and its HSM key. Raises: NotFound (not initialised), HsmError."""
+    with database.read() as conn:
+        authority = repo.get_authority(conn, ISSUING)
+    if authority is None or authority.certificate is None:
+        raise NotFound("the CA is not initialised; run `signserver ca init`")
+    return authority.certificate, hsm_private_key(keys, authority.key_id)
+
+
+def new_serial(database: Database) -> int:
+    """At least 64 random bits (159 in fact), positive, unique among what this CA issued."""
+    while True:
+        serial = x509.random_serial_number()
+        with database.read() as conn:
+            if not repo.serial_exists(conn, serial):
+                return serial

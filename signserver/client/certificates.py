@@ -1,0 +1,207 @@
+"""CertificateClient: the core's CertificateService for a registration authority, in plain Python
+values.
+
+Every call that changes something carries a fresh random nonce, the moment it was made and the
+RA's evidence; the core refuses a request it has seen (or one too old) as a replay.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from signserver.client import _wire
+from signserver.client.errors import from_rpc_error
+from signserver.client.models import CertificateRecord, Evidence, NewAccount, NewAccountResult
+from signserver.v1 import certificate_pb2, certificate_pb2_grpc
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+NONCE_BYTES = 24  # 192 random bits, 32 characters once encoded
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """Anything with ``now()`` returning an aware datetime (signserver.clock's clocks fit)."""
+
+    def now(self) -> datetime.datetime: ...
+
+
+class _SystemClock:
+    def now(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.timezone.utc)
+
+
+class CertificateClient:
+    """A client of a signserver's CertificateService, over mutual TLS with an RA client
+    certificate (issued by the server's CA with `signserver ca issue-client --role ra`).
+
+    ``root_certificates`` (PEM) are the CAs trusted for the server's certificate,
+    ``client_certificate`` and ``client_key`` (PEM) the RA's; ``server_name`` overrides the name
+    checked in the server's certificate. ``timeout_seconds`` bounds each call. ``clock`` gives the
+    requests' time (the core refuses one more than 5 minutes off its own clock).
+
+    Use it as a context manager, or call close(). Safe to share between threads. Every method
+    raises a SignServerClientError subclass (signserver.client.errors) when the server refuses the
+    call or it does not complete: PermissionRefused (not an RA certificate), AuthenticationRefused
+    (an expired or revoked one), NotFound, InvalidArgument, CertificateRefused (a rule of the
+    documents; ``help_code`` such as "AC-AB-0015"), RequestReplayed, ServerBusy.
+    """
+
+    def __init__(self, address: str, *, root_certificates: bytes, client_certificate: bytes, client_key: bytes,
+                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, server_name: str | None = None,
+                 clock: Clock | None = None):
+        credentials = grpc.ssl_channel_credentials(root_certificates, private_key=client_key,
+                                                   certificate_chain=client_certificate)
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        self._channel = grpc.secure_channel(address, credentials, options=options)
+        self._stub = certificate_pb2_grpc.CertificateServiceStub(self._channel)
+        self._timeout = timeout_seconds
+        self._clock = clock or _SystemClock()
+
+    def __enter__(self) -> "CertificateClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    # Accounts
+
+    def create_account(self, request: NewAccount, *, evidence: Evidence | None = None) -> NewAccountResult:
+        """Enrol a holder: the account, its OTP seed, its first key (a signing data package) and,
+        unless refused, a recovery code.
+
+        Raises: AlreadyExists (the name is taken), InvalidArgument (a field breaks its rule, the
+        password its rules), RequestReplayed, PermissionRefused.
+        """
+        response = self._call("CreateAccount", self._stub.CreateAccount, certificate_pb2.CreateAccountRequest(
+            account=request.account, holder_name=request.holder_name, emails=list(request.emails), kind=request.kind,
+            organisation=request.organisation, department=request.department, title=request.title,
+            password=request.password, revocation_phrase=request.revocation_phrase,
+            key_algorithm=request.key_algorithm, no_recovery_code=not request.recovery_code,
+            given_name=request.given_name, surname=request.surname, **self._origin(evidence)))
+        return NewAccountResult(account=response.account, credential_id=response.credential_id,
+                                otp_uri=response.otp_uri, recovery_code=response.recovery_code)
+
+    def unlock_account(self, account: str, recovery_code: str, new_password: str, *,
+                       evidence: Evidence | None = None) -> str:
+        """Clear the account's lock with the holder's recovery code and set a new password;
+        returns the holder's new recovery code (the old one is spent).
+
+        Raises: AuthenticationRefused (the code is not right, or the account has none; nothing
+        changed), NotFound, InvalidArgument (the password's rules), RequestReplayed.
+        """
+        response = self._call("UnlockAccount", self._stub.UnlockAccount, certificate_pb2.UnlockAccountRequest(
+            account=account, recovery_code=recovery_code, new_password=new_password, **self._origin(evidence)))
+        return response.recovery_code
+
+    # Certificates
+
+    def issue_certificate(self, account: str, profile: str, *, csr: bytes | None = None, transaction_limit: int = 0,
+                          agent_qualification: str = "", evidence: Evidence | None = None) -> CertificateRecord:
+        """Issue a certificate of ``profile`` (e.g. "cloud-signature-government") to the account;
+        ``csr`` (PEM or DER) for profiles whose key is on the holder's card. ``transaction_limit``
+        (MOP, 0: none) and ``agent_qualification`` belong to qualified certificates.
+
+        Raises: NotFound (account), InvalidArgument (profile, CSR, options), CertificateRefused,
+        RequestReplayed.
+        """
+        return _record(self._call("IssueCertificate", self._stub.IssueCertificate,
+                                  certificate_pb2.IssueCertificateRequest(
+                                      account=account, profile=profile, csr=csr or b"",
+                                      transaction_limit=transaction_limit,
+                                      agent_qualification=agent_qualification, **self._origin(evidence))))
+
+    def renew_certificate(self, serial: str, *, evidence: Evidence, csr: bytes | None = None,
+                          holder_password: str = "", new_password: str = "",
+                          revocation_phrase: str = "") -> CertificateRecord:
+        """A successor of the certificate with a new key pair. On the holder's online activation
+        give ``revocation_phrase`` with ``holder_password`` (the current password; required while
+        the account holds a valid cloud-signature certificate) or ``new_password`` (only when the
+        account holds no valid certificate).
+
+        Raises: AuthenticationRefused (a wrong holder_password, counted toward the lockout),
+        AccountLocked, AlreadyRenewed (the certificate has a successor that is not revoked, perhaps
+        from a request that ran at the same time: look it up by its predecessor_serial),
+        CertificateRefused (help codes such as AC-AB-0015; a new password while a certificate is
+        valid), NotFound, InvalidArgument, RequestReplayed.
+        """
+        return _record(self._call("RenewCertificate", self._stub.RenewCertificate,
+                                  certificate_pb2.RenewCertificateRequest(
+                                      serial=serial, csr=csr or b"", holder_password=holder_password,
+                                      new_password=new_password, revocation_phrase=revocation_phrase,
+                                      **self._origin(evidence))))
+
+    def revoke_certificate(self, serial: str, reason: str, *, revocation_phrase: str = "", account: str = "",
+                           evidence: Evidence | None = None) -> CertificateRecord:
+        """Revoke a certificate (RFC 5280 reason name, e.g. "keyCompromise"): on the operator's
+        decision, or by the holder with ``revocation_phrase`` and ``account``.
+
+        Raises: PermissionRefused (a wrong phrase, or not the account's certificate),
+        CertificateRefused (already revoked), NotFound, InvalidArgument, RequestReplayed.
+        """
+        return _record(self._call("RevokeCertificate", self._stub.RevokeCertificate,
+                                  certificate_pb2.RevokeCertificateRequest(
+                                      serial=serial, reason=reason, revocation_phrase=revocation_phrase,
+                                      account=account, **self._origin(evidence))))
+
+    def get_certificate(self, serial: str) -> CertificateRecord:
+        """Raises: NotFound, InvalidArgument."""
+        return _record(self._call("GetCertificate", self._stub.GetCertificate,
+                                  certificate_pb2.GetCertificateRequest(serial=serial)))
+
+    def list_certificates(self, account: str = "", expiring_within_days: int = 0) -> list[CertificateRecord]:
+        """The account's certificates (every account's when empty); with ``expiring_within_days``,
+        only valid ones expiring within that many days.
+
+        Raises: NotFound (account), InvalidArgument.
+        """
+        response = self._call("ListCertificates", self._stub.ListCertificates, certificate_pb2.ListCertificatesRequest(
+            account=account, expiring_within_days=expiring_within_days))
+        return [_record(c) for c in response.certificates]
+
+    # Plumbing
+
+    def _origin(self, evidence: Evidence | None) -> dict:
+        """A fresh nonce, the request's time and the evidence: the fields every change carries."""
+        requested_at = Timestamp()
+        requested_at.FromDatetime(self._clock.now().astimezone(datetime.timezone.utc).replace(tzinfo=None))
+        return {"nonce": secrets.token_urlsafe(NONCE_BYTES), "requested_at": requested_at,
+                "evidence": _evidence(evidence or Evidence())}
+
+    def _call(self, method: str, rpc: Callable[..., T], request) -> T:
+        try:
+            return rpc(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, method) from None
+
+
+def _evidence(evidence: Evidence) -> certificate_pb2.RaEvidence:
+    message = certificate_pb2.RaEvidence(
+        registry_match=evidence.registry_match, application_sha256=evidence.application_sha256 or b"",
+        reference=evidence.reference)
+    if evidence.face_score is not None:
+        message.face_score = evidence.face_score
+    for address, verified_at in evidence.email_verifications:
+        verification = message.email_verifications.add(address=address)
+        verification.verified_at.FromDatetime(verified_at.astimezone(datetime.timezone.utc).replace(tzinfo=None))
+    return message
+
+
+def _record(message: certificate_pb2.Certificate) -> CertificateRecord:
+    return CertificateRecord(
+        serial=message.serial, profile=message.profile, account=message.account,
+        credential_id=message.credential_id, subject=message.subject,
+        not_before=_wire.moment(message.not_before, message.HasField("not_before")),
+        not_after=_wire.moment(message.not_after, message.HasField("not_after")), status=message.status,
+        revoked_at=_wire.moment(message.revoked_at, message.HasField("revoked_at")),
+        revocation_reason=message.revocation_reason, predecessor_serial=message.predecessor_serial,
+        certificate_der=message.certificate)

@@ -1,0 +1,454 @@
+"""`signserver ra ...`: the RA's process and its operators' commands. Runs without the core's
+modules (the core's command line hands over before it imports them). Errors become messages and
+exit codes here, in one place."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from signserver.ra.errors import OperationRefused, RaError, SettingsError
+from signserver.ra.help_codes import DEFAULT_LANGUAGE, HELP_CODES, LANGUAGES
+from signserver.ra.renewal import Holder, State
+from signserver.ra.settings import load_settings
+
+EXIT_ERROR = 1
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
+# Run by the service or a timer rather than a person: no operator name to check.
+UNNAMED_COMMANDS = frozenset({"serve", "notices"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signserver ra", allow_abbrev=False,
+                                     description="the registration authority: its process and its operators' commands")
+    parser.add_argument("--config", type=Path,
+                        help="configuration file (default: $SIGNSERVER_CONFIG or ./signserver.toml)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--lang", choices=LANGUAGES, default=DEFAULT_LANGUAGE,
+                        help="the language of a help code's guidance (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("serve", help="run the RA (its JSON API and background work)").set_defaults(handler=cmd_serve)
+
+    holder = commands.add_parser("holder", help="record a holder's registered identity data (as at enrolment)")
+    holder.add_argument("account")
+    holder.add_argument("--id-type", required=True, help="e.g. MO-BIR (Macau resident identity card)")
+    holder.add_argument("--id-number", required=True)
+    holder.add_argument("--name", required=True)
+    holder.add_argument("--birth-date", required=True, type=datetime.date.fromisoformat, help="YYYY-MM-DD")
+    holder.add_argument("--email", action="append", required=True, help="an address on the certificates (repeat)")
+    holder.set_defaults(handler=cmd_holder)
+
+    confirm = commands.add_parser("confirm-renewal",
+                                  help="confirm the renewal of a certificate (the organisation's part)")
+    confirm.add_argument("serial")
+    confirm.set_defaults(handler=cmd_confirm)
+
+    listing = commands.add_parser("renewals", help="list renewals")
+    listing.add_argument("--state", choices=[s.value for s in State], action="append")
+    listing.add_argument("--account", default="")
+    listing.set_defaults(handler=cmd_renewals)
+
+    commands.add_parser("in-person", help="the in-person queue").set_defaults(handler=cmd_in_person)
+
+    complete = commands.add_parser(
+        "complete-in-person", help="complete a renewal at the counter: the core renews the certificate",
+        description="Renews the certificate through the core with the key of the CSR made on the holder's card "
+                    "and the evidence of the renewal's identity steps; prints the new serial. Run again after a "
+                    "failure: a certificate the core issued already is recorded, not a second one.")
+    complete.add_argument("renewal_id")
+    complete.add_argument("--csr", type=Path, required=True,
+                          help="the PKCS#10 request (PEM or DER) made on the holder's card")
+    complete.set_defaults(handler=cmd_complete)
+
+    commands.add_parser("notices", help="send the due renewal notices once").set_defaults(handler=cmd_notices)
+
+    resend = commands.add_parser(
+        "resend-notice", help="e-mail a renewal's notice again, with a new access key",
+        description="The holder lost the notice, or its access key leaked: a new key is e-mailed and the one "
+                    "before stops working.")
+    resend.add_argument("renewal_id")
+    resend.set_defaults(handler=cmd_resend_notice)
+
+    reopen = commands.add_parser(
+        "reopen-limits", help="let a holder go on past the renewal's limits (codes, registry, photos)",
+        description="Unblocks the e-mail addresses a renewal blocked after too many codes or wrong codes, and "
+                    "starts the counts of codes, registry lookups and face comparisons again.")
+    reopen.add_argument("renewal_id")
+    reopen.set_defaults(handler=cmd_reopen_limits)
+
+    # Served by `signserver ra registry-dev`, which the command line hands to that program directly.
+    commands.add_parser("registry-dev", help="the reference identity registry, for development and tests",
+                        add_help=False)
+
+    _operations_commands(commands)
+
+    trail = commands.add_parser("audit", help="the RA's audit trail, checked")
+    trail.add_argument("--renewal", default="")
+    trail.set_defaults(handler=cmd_audit)
+    for command in commands.choices.values():
+        command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+        command.add_argument("--lang", choices=LANGUAGES, default=argparse.SUPPRESS,
+                             help="the language of a help code's guidance (default: zh-Hant)")
+        command.add_argument("--operator", default=os.environ.get("SIGNSERVER_RA_OPERATOR") or getpass.getuser(),
+                             help="the operator's name in the audit trail "
+                                  "(default: $SIGNSERVER_RA_OPERATOR or the user)")
+    return parser
+
+
+SECRETS_FD_HELP = ("read the secrets from this file descriptor, one a line in the order the prompts ask "
+                   "them, a new one once (default: prompts at the terminal)")
+REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation",
+           "certificateHold", "privilegeWithdrawn")
+
+
+def _operations_commands(commands) -> None:
+    """The operator's work beyond renewals: enrol, unlock, revoke, list and search."""
+    enrol = commands.add_parser(
+        "enrol", help="enrol a holder: the account, a certificate of any profile, the registered identity data",
+        description="Creates the holder's account in the core and issues the certificate. Asks for the holder's "
+                    "first password (twice) and a revocation phrase (may be empty). A cloud-signature "
+                    "certificate's key is made in the core: its OTP URI and the recovery code are printed once. "
+                    "Every other profile takes the CSR made on the holder's card (--csr).")
+    enrol.add_argument("account")
+    enrol.add_argument("--profile", required=True,
+                       help="e.g. cloud-signature-government, qualified-corporate, standard-government, "
+                            "encryption-corporate")
+    enrol.add_argument("--id-type", required=True, help="e.g. BIR (Macau resident identity card), PASSPORT")
+    enrol.add_argument("--id-number", required=True)
+    enrol.add_argument("--name", required=True, help="the name as on the identity document")
+    enrol.add_argument("--birth-date", required=True, type=datetime.date.fromisoformat, help="YYYY-MM-DD")
+    enrol.add_argument("--email", action="append", required=True, help="an address on the certificates (repeat)")
+    enrol.add_argument("--kind", choices=("personal", "corporate", "government"), default="personal")
+    enrol.add_argument("--organisation", default="")
+    enrol.add_argument("--department", default="")
+    enrol.add_argument("--title", default="")
+    enrol.add_argument("--given-name", default="")
+    enrol.add_argument("--surname", default="")
+    enrol.add_argument("--key-algorithm", default="", help="the account key's (default: the core's, rsa-2048)")
+    enrol.add_argument("--csr", type=Path, help="the PKCS#10 request (PEM or DER) made on the holder's card")
+    enrol.add_argument("--transaction-limit", type=int, default=0, help="qualified certificates: MOP (0: none)")
+    enrol.add_argument("--agent-qualification", default="", help="qualified certificates")
+    enrol.add_argument("--no-recovery-code", action="store_true", help="the holder chose no recovery code")
+    enrol.add_argument("--existing-account", action="store_true",
+                       help="the account exists: issue the certificate only (asks for no secret)")
+    enrol.add_argument("--secrets-fd", type=int, metavar="FD", help=SECRETS_FD_HELP)
+    enrol.set_defaults(handler=cmd_enrol)
+
+    unlock = commands.add_parser("unlock", help="unlock an account in person with the holder's recovery code",
+                                 description="Asks for the holder's recovery code and the new password (twice); "
+                                             "prints the holder's new recovery code once.")
+    unlock.add_argument("account")
+    unlock.add_argument("--secrets-fd", type=int, metavar="FD", help=SECRETS_FD_HELP)
+    unlock.set_defaults(handler=cmd_unlock)
+
+    revoke = commands.add_parser("revoke", help="revoke a certificate on the operator's decision")
+    revoke.add_argument("serial")
+    revoke.add_argument("--reason", required=True, choices=REASONS)
+    revoke.set_defaults(handler=cmd_revoke)
+
+    by_holder = commands.add_parser("revoke-by-holder", help="revoke a certificate for its holder, who gives the "
+                                                             "revocation phrase (asked for)")
+    by_holder.add_argument("serial")
+    by_holder.add_argument("--account", required=True, help="the holder's account")
+    by_holder.add_argument("--reason", default="unspecified", choices=REASONS)
+    by_holder.add_argument("--secrets-fd", type=int, metavar="FD", help=SECRETS_FD_HELP)
+    by_holder.set_defaults(handler=cmd_revoke_by_holder)
+
+    listing = commands.add_parser("certificates", help="the core's certificates")
+    listing.add_argument("--account", default="")
+    listing.add_argument("--expiring-within", type=int, default=0, metavar="DAYS",
+                         help="only valid certificates expiring within DAYS")
+    listing.add_argument("--status", choices=("valid", "expired", "revoked"))
+    listing.set_defaults(handler=cmd_certificates)
+
+    search = commands.add_parser("search", help="registered holders by part of the account, name or e-mail, "
+                                                "with their certificates")
+    search.add_argument("text")
+    search.set_defaults(handler=cmd_search)
+
+
+def _workflow(settings):
+    from signserver.clock import SystemClock
+    from signserver.ra import server
+    from signserver.ra.workflow import RenewalWorkflow
+
+    database = server.open_database(settings)
+    return RenewalWorkflow(database, SystemClock(), settings,
+                           registry=server.CoreConnection(settings, server.registry_client),
+                           certificates=server.CoreConnection(settings))
+
+
+def _operations(settings):
+    from signserver.clock import SystemClock
+    from signserver.ra import server
+    from signserver.ra.operations import RaOperations
+
+    return RaOperations(server.open_database(settings), SystemClock(), server.CoreConnection(settings))
+
+
+def _secrets(args):
+    from signserver.ra.secret_input import SecretInput
+
+    return SecretInput(args.secrets_fd)
+
+
+def _print(args, value, lines) -> None:
+    if args.json:
+        print(json.dumps(value, ensure_ascii=False, indent=2))
+    else:
+        for line in lines:
+            print(line)
+
+
+def _renewal_lines(renewals) -> list[str]:
+    return [f"{r['id']}  {r['serial']}  {r['account']}  {r['profile']}  {r['state']}  expires {r['expires'][:10]}"
+            + (f"  {r['help_code']}" if r["help_code"] else "") for r in renewals] or ["(none)"]
+
+
+def cmd_serve(args, settings) -> int:
+    from signserver.ra.server import serve
+
+    serve(settings)
+    return 0
+
+
+def cmd_holder(args, settings) -> int:
+    holder = Holder(args.account, args.id_type, args.id_number, args.name, args.birth_date, tuple(args.email))
+    _workflow(settings).register_holder(holder, args.operator)
+    _print(args, {"account": args.account, "registered": True}, [f"holder {args.account} registered"])
+    return 0
+
+
+def cmd_confirm(args, settings) -> int:
+    from signserver.ra.workflow import view
+
+    renewal = view(_workflow(settings).confirm_renewal(args.serial, args.operator))
+    _print(args, renewal, [f"renewal {renewal['id']} of {renewal['serial']}: {renewal['state']}"])
+    return 0
+
+
+def cmd_resend_notice(args, settings) -> int:
+    from signserver.ra.workflow import view
+
+    renewal = view(_workflow(settings).resend_notice(args.renewal_id, args.operator))
+    _print(args, renewal, [f"renewal {renewal['id']}: the notice was queued again with a new access key"])
+    return 0
+
+
+def cmd_reopen_limits(args, settings) -> int:
+    from signserver.ra.workflow import view
+
+    renewal = view(_workflow(settings).reopen_limits(args.renewal_id, args.operator))
+    _print(args, renewal, [f"renewal {renewal['id']}: its limits start again ({renewal['state']})"])
+    return 0
+
+
+def cmd_renewals(args, settings) -> int:
+    from signserver.ra.workflow import view
+
+    states = tuple(State(s) for s in args.state or ())
+    renewals = [view(r) for r in _workflow(settings).renewals(states, args.account)]
+    _print(args, renewals, _renewal_lines(renewals))
+    return 0
+
+
+def cmd_in_person(args, settings) -> int:
+    args.state, args.account = [State.AWAITING_IN_PERSON.value], ""
+    return cmd_renewals(args, settings)
+
+
+def cmd_complete(args, settings) -> int:
+    from signserver.ra.workflow import view
+
+    renewal = view(_workflow(settings).complete_in_person(args.renewal_id, args.operator, _read_csr(args.csr)))
+    _print(args, renewal, [f"renewal {renewal['id']}: {renewal['state']}; new certificate {renewal['new_serial']}, "
+                           f"valid until {renewal['new_expires'][:10]}"])
+    return 0
+
+
+def _read_csr(path: Path | None) -> bytes | None:
+    """Raises: OperationRefused: the file cannot be read."""
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise OperationRefused(f"cannot read the CSR {path} ({exc.strerror})") from None
+
+
+def cmd_notices(args, settings) -> int:
+    sent = _workflow(settings).run_notices()
+    _print(args, {"notices": sent}, [f"{sent} notice(s) queued"])
+    return 0
+
+
+def _certificate_lines(certificates) -> list[str]:
+    return [f"{c['serial']}  {c['account'] or '-'}  {c['profile']}  {c['status']}  "
+            f"until {(c['not_after'] or '')[:10]}  {c['subject']}" for c in certificates] or ["(none)"]
+
+
+def cmd_enrol(args, settings) -> int:
+    from signserver.ra.operations import Enrolment, EnrolmentSecrets, certificate_view, check_enrolment
+
+    csr = _read_csr(args.csr)
+    enrolment = Enrolment(
+        holder=Holder(args.account, args.id_type, args.id_number, args.name, args.birth_date, tuple(args.email)),
+        profile=args.profile, kind=args.kind, organisation=args.organisation, department=args.department,
+        title=args.title, given_name=args.given_name, surname=args.surname, key_algorithm=args.key_algorithm,
+        csr=csr, transaction_limit=args.transaction_limit, agent_qualification=args.agent_qualification,
+        recovery_code=not args.no_recovery_code, existing_account=args.existing_account)
+    check_enrolment(enrolment)
+    secrets = EnrolmentSecrets()
+    if not args.existing_account:
+        asked = _secrets(args)
+        password, confirmation = asked.ask_new("the holder's new password")
+        phrase = asked.ask_optional("the holder's revocation phrase")
+        if phrase and args.secrets_fd is None and asked.ask("the revocation phrase again") != phrase:
+            raise OperationRefused("the revocation phrase and its confirmation differ")
+        secrets = EnrolmentSecrets(password=password, confirmation=confirmation, revocation_phrase=phrase)
+    enrolled = _operations(settings).enrol(enrolment, secrets, args.operator)
+    certificate = certificate_view(enrolled.certificate) if enrolled.certificate else None
+    if certificate:
+        lines = [f"account {enrolled.account} enrolled; certificate {certificate['serial']} "
+                 f"({certificate['profile']}), valid until {(certificate['not_after'] or '')[:10]}"]
+    else:
+        lines = [f"account {enrolled.account} created, but the certificate was refused: {enrolled.refusal}; "
+                 "once that is put right, issue it with --existing-account"]
+    if enrolled.otp_uri:
+        lines.append(f"OTP URI, shown once (the holder adds it to the OTP app): {enrolled.otp_uri}")
+    if enrolled.recovery_code:
+        lines.append(f"recovery code, shown once (for the holder only): {enrolled.recovery_code}")
+    value = {"account": enrolled.account, "credential_id": enrolled.credential_id, "certificate": certificate,
+             "otp_uri": enrolled.otp_uri, "recovery_code": enrolled.recovery_code, "reference": enrolled.reference}
+    if not certificate:
+        value.update(error="operation_refused", message=enrolled.refusal, help_code=enrolled.help_code,
+                     guidance=_guidance(enrolled.help_code, args.lang))
+    _print(args, value, lines)
+    if not certificate:
+        guidance = _guidance(enrolled.help_code, args.lang)
+        print(f"signserver ra: the certificate was refused: {enrolled.refusal}", file=sys.stderr)
+        if guidance:
+            print(guidance, file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_unlock(args, settings) -> int:
+    asked = _secrets(args)
+    recovery_code = asked.ask("the holder's recovery code")
+    password, confirmation = asked.ask_new("the holder's new password")
+    code = _operations(settings).unlock(args.account, recovery_code, password, confirmation, args.operator)
+    lines = [f"account {args.account} unlocked, with the new password"]
+    if code:
+        lines.append(f"new recovery code, shown once (for the holder only): {code}")
+    _print(args, {"account": args.account, "unlocked": True, "recovery_code": code}, lines)
+    return 0
+
+
+def cmd_revoke(args, settings) -> int:
+    from signserver.ra.operations import certificate_view
+
+    revoked = certificate_view(_operations(settings).revoke(args.serial, args.reason, args.operator))
+    _print(args, revoked, [f"certificate {revoked['serial']} revoked ({revoked['revocation_reason']})"])
+    return 0
+
+
+def cmd_revoke_by_holder(args, settings) -> int:
+    from signserver.ra.operations import certificate_view
+
+    phrase = _secrets(args).ask("the holder's revocation phrase")
+    revoked = certificate_view(_operations(settings).revoke_by_holder(args.serial, args.account, phrase,
+                                                                      args.operator, args.reason))
+    _print(args, revoked, [f"certificate {revoked['serial']} revoked by its holder ({revoked['revocation_reason']})"])
+    return 0
+
+
+def cmd_certificates(args, settings) -> int:
+    from signserver.ra.operations import certificate_view
+
+    found = _operations(settings).certificates(args.account, args.expiring_within, args.status or "")
+    certificates = [certificate_view(c) for c in found]
+    _print(args, certificates, _certificate_lines(certificates))
+    return 0
+
+
+def cmd_search(args, settings) -> int:
+    from signserver.ra.operations import certificate_view, holder_view
+
+    found = [{**holder_view(f.holder), "certificates": [certificate_view(c) for c in f.certificates]}
+             for f in _operations(settings).search(args.text, args.operator)]
+    lines = []
+    for holder in found:
+        lines.append(f"{holder['account']}  {holder['name']}  {', '.join(holder['emails'])}")
+        lines += [f"    {line}" for line in _certificate_lines(holder["certificates"])]
+    _print(args, found, lines or ["(none)"])
+    return 0
+
+
+def cmd_audit(args, settings) -> int:
+    from signserver.ra.store import repository
+
+    database = _workflow(settings)._database
+    with database.transaction() as conn:
+        entries = repository.audit_entries(conn, args.renewal)
+        broken = repository.verify_trail(conn)
+    _print(args, {"entries": entries, "chain_intact": broken is None, "first_broken_entry": broken},
+           [f"{e['id']}  {datetime.datetime.fromtimestamp(e['at'], datetime.timezone.utc):%Y-%m-%d %H:%M:%S}  "
+            f"{e['actor']}  {e['action']}  {e['renewal_id']}  {e['detail']}" for e in entries]
+           + ["chain intact" if broken is None else f"chain broken at entry {broken}"])
+    return 0 if broken is None else EXIT_ERROR
+
+
+def _guidance(code: str, language: str) -> str:
+    """A help code's guidance in ``language``, with the code; "" for none or one not of the documents."""
+    return HELP_CODES[code].text(language) if code in HELP_CODES else ""
+
+
+def _print_error(args, exc: RaError) -> None:
+    """One line on standard error, and a help code's guidance in the operator's language under it;
+    with --json, the same as a JSON object on standard output too."""
+    code = getattr(exc, "help_code", "") or ""
+    guidance = _guidance(code, args.lang)
+    print(f"signserver ra: {exc}" + (f" ({code})" if code and not guidance else ""), file=sys.stderr)
+    if guidance:
+        print(guidance, file=sys.stderr)
+    if args.json:
+        name = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(exc).__name__).lstrip("_")
+        print(json.dumps({"error": name, "message": str(exc), "help_code": code, "guidance": guidance},
+                         ensure_ascii=False, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        settings = load_settings(args.config)
+        if args.command not in UNNAMED_COMMANDS:
+            args.operator = settings.check_operator(args.operator)
+        return args.handler(args, settings)
+    except SettingsError as exc:
+        print(f"signserver ra: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RaError as exc:
+        _print_error(args, exc)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        sys.stderr.close()
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("signserver ra: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The registration authority's errors: one hierarchy rooted at RaError.
+
+The RA is a separate process; it never raises the core's errors. Adapters
+(the HTTP API, the CLI) map these classes to responses in one place each.
+"""
+from __future__ import annotations
+
+
+class RaError(Exception):
+    """Root of every error the RA raises on purpose."""
+
+
+class SettingsError(RaError):
+    """The [ra] configuration section is missing a value or holds a bad one."""
+
+
+class RenewalNotFound(RaError):
+    """No renewal with the given id or serial."""
+
+
+class Refusal(RaError):
+    """A request refused for what it asks (by the RA's rules or by the core); ``help_code`` is
+    set when the documents give the situation a help code (AC-AB-0007, AC-AB-0014, AC-AB-0015)."""
+
+    def __init__(self, message: str, *, help_code: str = "") -> None:
+        super().__init__(message)
+        self.help_code = help_code
+
+
+class StepRefused(Refusal):
+    """A renewal step was asked out of order or with bad input, or the core refused it."""
+
+
+class ConcurrentUpdate(RaError):
+    """The renewal changed under us (optimistic concurrency): reload and retry."""
+
+
+class CodeRefused(RaError):
+    """An e-mail verification code is wrong, expired or has used up its attempts."""
+
+
+# --- the identity registry (signserver/ra/registry.py, docs/registry-contract.md) ---------------
+
+
+class RegistryUnavailable(RaError):
+    """The identity registry did not answer usefully: a timeout, a refused connection, a 5xx or
+    429 after the configured attempts, or an answer outside the contract. Nothing is lost: the
+    renewal waits in its state and asks again later."""
+
+
+class RegistryRejected(RegistryUnavailable):
+    """The registry refused the RA itself (401/403: the API key or client certificate; 400: a
+    request it calls malformed). Not retried: an operator has to act. A RegistryUnavailable, so a
+    renewal waits rather than fails."""
+
+
+class IdentityNotFound(RaError):
+    """The registry holds no identity document of that type and number (its 404)."""
+
+
+class PhotoRefused(RaError):
+    """The photo cannot be compared: a media type other than JPEG, PNG or TIFF, content that is
+    not what its media type says, an empty or oversized file, or the registry's 422."""
+
+
+class StoreUnavailable(RaError):
+    """The RA's database cannot be reached or refused the operation."""
+
+
+class CoreUnavailable(RaError):
+    """The core did not answer or refused the RA (its client certificate, its settings)."""
+
+
+class NotYetImplemented(RaError):
+    """A step the documents describe that this RA does not offer yet."""
+
+
+class OperationRefused(Refusal):
+    """An operator's command (enrol, unlock, revoke, ...) was refused: by the core (the message
+    says why; ``help_code`` names the documents' help code when one applies, e.g. AC-AB-0015), or
+    for input the RA checks first (a CSR for a profile whose key is in the core, a password typed
+    twice differently, a secret that could not be read)."""
+
+
+class ApplicationRefused(Refusal):
+    """The signed application document is refused: not the document the RA generated, a signature
+    that is not intact, valid and whole, a signer not under a configured trust root or not the
+    holder, or the holder's password or one-time password not right (never saying which)."""
+
+
+class HolderNotAuthorised(RaError):
+    """A holder's call without the renewal's holder token, with a wrong one, or once it no longer
+    holds (expired, or the renewal is over). One answer for every case, a missing renewal
+    included: the caller learns nothing about which renewals exist."""
+
+
+# --- the core's answers (signserver.client errors), translated here only -----------------------
+
+# The gRPC status codes of a core that did not answer, or answered "not now": the request may be
+# sent again later; every other code is a refusal of the request itself.
+CORE_UNAVAILABLE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED"})
+
+
+def core_error(exc: Exception, refused: type[Refusal] = StepRefused, message: str = "") -> RaError:
+    """The RA's error for a failed call to the core (a ``signserver.client`` error, read by its
+    attributes: this module imports nothing of the client): CoreUnavailable when the core did not
+    answer or was busy, else ``refused`` with ``message`` (default: the core's own sentence) and
+    the core's help code. The caller raises it ``from None``: the client error's text may quote
+    the request, never a secret, but the RA's answer is its own."""
+    code = getattr(exc, "code", "") or ""
+    if code in CORE_UNAVAILABLE_CODES:
+        return CoreUnavailable(f"the core does not answer ({code}); try again later")
+    text = message or f"the core refused: {getattr(exc, 'message', '') or exc}"
+    return refused(text, help_code=getattr(exc, "help_code", "") or "")

@@ -1,0 +1,53 @@
+"""The e-mails the RA sends, in Traditional Chinese, Portuguese and English like the documents'."""
+
+from __future__ import annotations
+
+import datetime
+
+DISPLAY_ZONE = datetime.timezone(datetime.timedelta(hours=8))  # Macau time, as the documents show
+
+
+def day(moment: datetime.datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(DISPLAY_ZONE).strftime("%d/%m/%Y")
+
+
+def renewal_notice(renewal_id: str, token: str, serial: str, profile: str,
+                   expires: datetime.datetime) -> tuple[str, str]:
+    """The notice, with the holder's token: the key of the holder's renewal steps (keep it to yourself)."""
+    subject = "電子證書續期通知 Aviso de renovação do certificado Certificate renewal notice"
+    body = (f"續期編號 / Número da renovação / Renewal: {renewal_id}\n"
+            f"存取密鑰 / Chave de acesso / Access key: {token}\n"
+            f"有效期至 / válida até / valid until {day(expires)}；請勿轉交他人 / não a partilhe / do not share it\n"
+            f"證書 {serial}（{profile}）將於 {day(expires)} 到期，請登入進行身份鑑別及證書續期。\n"
+            f"O certificado {serial} ({profile}) expira em {day(expires)}: verifique a identidade para o renovar.\n"
+            f"Certificate {serial} ({profile}) expires on {day(expires)}: verify your identity to renew it.\n")
+    return subject, body
+
+
+def verification_code(code: str, minutes: int) -> tuple[str, str]:
+    subject = "電郵驗證碼 Código de verificação Verification code"
+    body = (f"驗證碼：{code}（{minutes} 分鐘內有效）\n"
+            f"Código de verificação: {code} (válido durante {minutes} minutos)\n"
+            f"Verification code: {code} (valid for {minutes} minutes)\n")
+    return subject, body
+
+
+def verify_again(serial: str, profile: str, expires: datetime.datetime) -> tuple[str, str]:
+    subject = "《需重新認證進行身份鑑別》通知 Aviso: nova verificação de identidade Notice: verify your identity again"
+    body = (f"閣下就電子證書 {serial}（{profile}，{day(expires)} 到期）進行證書激活時，系統檢測到閣下之最新個人身份證資料"
+            f"有變或已失效，請重新進行身份鑑別。(AC-AB-0014)\n"
+            f"Os dados do seu documento de identificação mudaram ou caducaram: verifique a identidade de novo "
+            f"para renovar o certificado {serial}. (AC-AB-0014)\n"
+            f"Your identity document's data changed or expired: verify your identity again to renew "
+            f"certificate {serial}. (AC-AB-0014)\n")
+    return subject, body
+
+
+def activated(old_serial: str, old_expires: datetime.datetime, new_serial: str,
+              new_expires: datetime.datetime | None) -> tuple[str, str]:
+    subject = "電子證書已激活 Certificado activado Certificate activated"
+    body = ("原證書序號 / Certificado original / Original certificate: "
+            f"{old_serial}, 到期日 / expira / expires {day(old_expires)}\n"
+            "新證書序號 / Certificado novo / New certificate: "
+            f"{new_serial}, 到期日 / expira / expires {day(new_expires)}\n")
+    return subject, body

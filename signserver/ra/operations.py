@@ -1,0 +1,322 @@
+"""RaOperations: an RA operator's work beyond renewals: enrol a holder (the account and a
+certificate of any profile), unlock an account with the holder's recovery code, revoke a
+certificate on the operator's decision or the holder's (with the revocation phrase), list
+certificates and search holders.
+
+The core is the only place where accounts and certificates change; the RA records the holder's
+registered identity data (what the registry is later compared with) and, in its audit trail, who
+did what. Secrets (passwords, recovery codes, revocation phrases, OTP seeds) pass through in
+memory only: never into the RA's database, its audit trail or a log."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from signserver.client import (AlreadyExists, AuthenticationRefused, CertificateClient, CertificateRecord, Evidence,
+                               NewAccount, NotFound, PermissionRefused, SignServerClientError)
+from signserver.clock import Clock
+from signserver.ra.errors import CoreUnavailable, OperationRefused, StepRefused, core_error
+from signserver.ra.renewal import Holder, check_new_password, check_revocation_phrase, is_cloud_signature
+from signserver.ra.store import repository
+from signserver.ra.store.database import RaDatabase
+from signserver.ra.store.holder_search import search_holders
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# What the operator checked at the counter: the holder's identity document, seen in person (the
+# registry is consulted by the renewals, against the data registered here).
+IN_PERSON = "in-person"
+QUALIFIED = "qualified"
+STATUSES = ("valid", "expired", "revoked")
+MAX_REFERENCE = 128
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A holder to enrol: the registered identity data, the certificate's profile, and the data
+    the core puts in the account and certificate. ``csr`` (PEM or DER, made on the holder's card)
+    is required for every profile whose key is not in the core (all but cloud-signature);
+    ``transaction_limit`` (MOP, 0: none) and ``agent_qualification`` belong to qualified
+    certificates. With ``existing_account`` the account is the holder's already (a second
+    certificate, or an enrolment whose issuance failed): only the certificate is issued."""
+
+    holder: Holder
+    profile: str
+    kind: str = "personal"
+    organisation: str = ""
+    department: str = ""
+    title: str = ""
+    given_name: str = ""
+    surname: str = ""
+    key_algorithm: str = ""
+    csr: bytes | None = None
+    transaction_limit: int = 0
+    agent_qualification: str = ""
+    recovery_code: bool = True
+    existing_account: bool = False
+
+
+@dataclass(frozen=True)
+class EnrolmentSecrets:
+    """The holder's first password (typed twice alike) and, optionally, revocation phrase."""
+
+    password: str = field(default="", repr=False)
+    confirmation: str = field(default="", repr=False)
+    revocation_phrase: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """What an enrolment gave: the certificate, and for a new account its OTP URI (the seed of the
+    holder's OTP app) and recovery code, shown to the holder once and kept nowhere by the RA.
+    ``certificate`` is None when the core created the account but refused the certificate
+    (``refusal`` says why, ``help_code`` when the documents give one): issue it again with
+    ``existing_account``."""
+
+    account: str
+    certificate: CertificateRecord | None
+    credential_id: str = ""
+    otp_uri: str = field(default="", repr=False)
+    recovery_code: str = field(default="", repr=False)
+    reference: str = ""
+    refusal: str = ""
+    help_code: str = ""
+
+
+@dataclass(frozen=True)
+class HolderFound:
+    holder: Holder
+    certificates: tuple[CertificateRecord, ...]
+
+
+class RaOperations:
+    """The operator's commands, each one call (or two) to the core and one audit entry per change."""
+
+    def __init__(self, database: RaDatabase, clock: Clock, certificates: CertificateClient):
+        self._database = database
+        self._clock = clock
+        self._certificates = certificates
+
+    def enrol(self, enrolment: Enrolment, secrets: EnrolmentSecrets, operator: str) -> Enrolled:
+        """Create the holder's account (unless ``existing_account``) and issue the certificate;
+        record the holder's identity data in the RA. A certificate refused once the account was
+        created is returned as Enrolled.refusal (the holder's OTP URI and recovery code with it).
+
+        Raises: OperationRefused (the enrolment's own rules, or the core refused: a name taken, a
+        bad CSR or profile, AC-AB-0015 ...), CoreUnavailable, StoreUnavailable.
+        """
+        check_enrolment(enrolment)
+        _check_secrets(enrolment, secrets)
+        holder = enrolment.holder
+        reference = uuid.uuid4().hex
+        evidence = _evidence(reference, operator)
+        created = None
+        if not enrolment.existing_account:
+            created = self._core(lambda: self._certificates.create_account(NewAccount(
+                account=holder.account, holder_name=holder.name, emails=holder.emails, password=secrets.password,
+                kind=enrolment.kind, organisation=enrolment.organisation, department=enrolment.department,
+                title=enrolment.title, revocation_phrase=secrets.revocation_phrase,
+                key_algorithm=enrolment.key_algorithm, recovery_code=enrolment.recovery_code,
+                given_name=enrolment.given_name, surname=enrolment.surname), evidence=evidence),
+                {AlreadyExists: f"the account {holder.account} exists already; to give it another certificate, "
+                                "enrol with --existing-account"})
+        # Recorded now: the account exists in the core whatever happens to the certificate.
+        self._record(operator, "holder_enrolled" if created else "holder_registered",
+                     f"account={holder.account} reference={reference}", holder=holder)
+        try:
+            issued = self._core(lambda: self._certificates.issue_certificate(
+                holder.account, enrolment.profile, csr=enrolment.csr, transaction_limit=enrolment.transaction_limit,
+                agent_qualification=enrolment.agent_qualification, evidence=evidence),
+                {NotFound: f"the core has no account {holder.account}"})
+        except (OperationRefused, CoreUnavailable) as exc:
+            if created is None:
+                raise
+            # The account exists with its OTP seed and recovery code: the holder must still get
+            # them, so the refusal is returned beside them rather than raised.
+            self._record(operator, "certificate_refused", f"account={holder.account} profile={enrolment.profile} "
+                                                          f"reference={reference}")
+            return Enrolled(account=holder.account, certificate=None, credential_id=created.credential_id,
+                            otp_uri=created.otp_uri, recovery_code=created.recovery_code, reference=reference,
+                            refusal=str(exc), help_code=getattr(exc, "help_code", ""))
+        self._record(operator, "certificate_issued",
+                     f"account={holder.account} serial={issued.serial} profile={issued.profile} reference={reference}")
+        return Enrolled(account=holder.account, certificate=issued,
+                        credential_id=created.credential_id if created else issued.credential_id,
+                        otp_uri=created.otp_uri if created else "",
+                        recovery_code=created.recovery_code if created else "", reference=reference)
+
+    def unlock(self, account: str, recovery_code: str, new_password: str, confirmation: str, operator: str) -> str:
+        """In person: clear the account's lock with the holder's recovery code and set the new
+        password; returns the holder's new recovery code (the old one is spent).
+
+        Raises: OperationRefused (the code refused, the password's rules), CoreUnavailable.
+        """
+        _check_password(new_password, confirmation)
+        if not recovery_code:
+            raise OperationRefused("the holder's recovery code is required")
+        reference = uuid.uuid4().hex
+        code = self._core(lambda: self._certificates.unlock_account(account, recovery_code, new_password,
+                                                                    evidence=_evidence(reference, operator)),
+                          {AuthenticationRefused: "the recovery code was refused (not right, already used, or the "
+                                                  "account has none); nothing was changed",
+                           NotFound: f"the core has no account {account}"})
+        self._record(operator, "account_unlocked", f"account={account} reference={reference}")
+        return code
+
+    def revoke(self, serial: str, reason: str, operator: str) -> CertificateRecord:
+        """Revoke on the operator's decision (an RFC 5280 reason name, e.g. keyCompromise).
+
+        Raises: OperationRefused (no such certificate, already revoked, a bad reason), CoreUnavailable.
+        """
+        reference = uuid.uuid4().hex
+        revoked = self._core(lambda: self._certificates.revoke_certificate(
+            serial, reason, evidence=_evidence(reference, operator)),
+            {NotFound: f"the core has no certificate {serial}"})
+        self._record(operator, "certificate_revoked", f"serial={serial} reason={reason} reference={reference}")
+        return revoked
+
+    def revoke_by_holder(self, serial: str, account: str, revocation_phrase: str, operator: str,
+                         reason: str = "unspecified") -> CertificateRecord:
+        """The holder revokes their certificate with their revocation phrase (at the counter or
+        on the telephone with the operator). A wrong phrase is refused and recorded.
+
+        Raises: OperationRefused (a wrong phrase, not the account's certificate, already
+        revoked), CoreUnavailable.
+        """
+        if not revocation_phrase:
+            raise OperationRefused("the holder's revocation phrase is required")
+        reference = uuid.uuid4().hex
+        try:
+            revoked = self._core(lambda: self._certificates.revoke_certificate(
+                serial, reason, revocation_phrase=revocation_phrase, account=account,
+                evidence=_evidence(reference, operator)),
+                {PermissionRefused: f"the revocation phrase is not right for certificate {serial} of {account}",
+                 NotFound: f"the core has no certificate {serial}"})
+        except OperationRefused:
+            self._record(operator, "holder_revocation_refused", f"serial={serial} account={account} "
+                                                                 f"reference={reference}")
+            raise
+        self._record(operator, "certificate_revoked_by_holder",
+                     f"serial={serial} account={account} reason={reason} reference={reference}")
+        return revoked
+
+    def certificates(self, account: str = "", expiring_within_days: int = 0,
+                     status: str = "") -> list[CertificateRecord]:
+        """The core's certificates: the account's (everyone's when empty), only the valid ones
+        expiring within ``expiring_within_days`` when given, only those of ``status`` when given.
+
+        Raises: OperationRefused (no such account, a bad status), CoreUnavailable.
+        """
+        if status and status not in STATUSES:
+            raise OperationRefused(f"a status is one of {', '.join(STATUSES)}")
+        found = self._core(lambda: self._certificates.list_certificates(account, expiring_within_days),
+                           {NotFound: f"the core has no account {account}"})
+        return [c for c in found if not status or c.status == status]
+
+    def search(self, text: str, operator: str) -> list[HolderFound]:
+        """The registered holders whose account, name or e-mail address contains ``text``, each
+        with the core's certificates of the account. Recorded in the audit trail: it shows
+        personal data.
+
+        Raises: OperationRefused (empty text), CoreUnavailable, StoreUnavailable.
+        """
+        if not text.strip():
+            raise OperationRefused("search for part of an account, a name or an e-mail address")
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            holders = search_holders(conn, text)
+            repository.audit(conn, now, operator, "holders_searched",
+                             detail=json.dumps({"text": text.strip(), "found": [h.account for h in holders]},
+                                               ensure_ascii=False))
+        found = []
+        for holder in holders:
+            found.append(HolderFound(holder, tuple(self._core(lambda: self._held(holder.account)))))
+        return found
+
+    def _held(self, account: str) -> list[CertificateRecord]:
+        try:
+            return self._certificates.list_certificates(account)
+        except NotFound:  # registered with the RA, not (or no longer) in the core
+            return []
+
+    def _record(self, operator: str, action: str, detail: str, *, holder: Holder | None = None) -> None:
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            if holder is not None:
+                repository.save_holder(conn, holder, now)
+            repository.audit(conn, now, operator, action, detail=detail)
+
+    def _core(self, call: Callable[[], T], refusals: dict[type[SignServerClientError], str] | None = None) -> T:
+        """Call the core; its unavailability becomes CoreUnavailable, a refusal OperationRefused
+        (with the sentence of ``refusals`` for its class, else the core's own, and its help code)."""
+        try:
+            return call()
+        except SignServerClientError as exc:
+            log.debug("the core refused: %s %s", exc.code, exc.reason or "")
+            message = next((text for kind, text in (refusals or {}).items() if isinstance(exc, kind)), exc.message)
+            raise core_error(exc, OperationRefused, message) from None
+
+
+def _evidence(reference: str, operator: str) -> Evidence:
+    """What the RA tells the core with an operator's request: the operator saw the holder's
+    identity document in person; the reference names the request and the operator (the core
+    knows only the RA's certificate)."""
+    return Evidence(registry_match=IN_PERSON, reference=f"{reference} operator={operator}"[:MAX_REFERENCE])
+
+
+def _check_password(password: str, confirmation: str) -> None:
+    try:
+        check_new_password(password, confirmation)
+    except StepRefused as exc:
+        raise OperationRefused(str(exc)) from None
+
+
+def check_enrolment(enrolment: Enrolment) -> None:
+    """Checked before the holder is asked for secrets.
+
+    Raises: OperationRefused: the profile and the options given do not go together.
+    """
+    profile = enrolment.profile
+    if is_cloud_signature(profile):
+        if enrolment.csr is not None:
+            raise OperationRefused(f"a {profile} certificate's key is made in the core: give no CSR")
+    elif enrolment.csr is None:
+        raise OperationRefused(f"a {profile} certificate's key is on the holder's card: give its CSR (--csr FILE)")
+    if (enrolment.transaction_limit or enrolment.agent_qualification) and not profile.startswith(QUALIFIED):
+        raise OperationRefused("a transaction limit and an agent qualification belong to qualified certificates")
+    if enrolment.transaction_limit < 0:
+        raise OperationRefused("a transaction limit is 0 (none) or more")
+
+
+def _check_secrets(enrolment: Enrolment, secrets: EnrolmentSecrets) -> None:
+    if not enrolment.existing_account:
+        _check_password(secrets.password, secrets.confirmation)
+        if secrets.revocation_phrase:
+            try:
+                check_revocation_phrase(secrets.revocation_phrase)
+            except StepRefused as exc:
+                raise OperationRefused(str(exc)) from None
+
+
+def certificate_view(record: CertificateRecord) -> dict[str, Any]:
+    """A certificate as JSON values (without its DER)."""
+    def moment(value: datetime.datetime | None) -> str | None:
+        return value.isoformat() if value else None
+    return {"serial": record.serial, "profile": record.profile, "account": record.account,
+            "credential_id": record.credential_id, "subject": record.subject, "status": record.status,
+            "not_before": moment(record.not_before), "not_after": moment(record.not_after),
+            "revoked_at": moment(record.revoked_at), "revocation_reason": record.revocation_reason,
+            "predecessor_serial": record.predecessor_serial}
+
+
+def holder_view(holder: Holder) -> dict[str, Any]:
+    return {"account": holder.account, "id_type": holder.id_type, "id_number": holder.id_number,
+            "name": holder.name, "birth_date": holder.birth_date.isoformat(), "emails": list(holder.emails)}

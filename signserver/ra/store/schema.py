@@ -1,0 +1,131 @@
+"""The RA's tables (SQLAlchemy Core). Instants are whole seconds since 1970 (portable; 64 bits). Kept in
+step with the migrations in migrations/versions (a test compares them)."""
+
+from sqlalchemy import (BigInteger, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        PrimaryKeyConstraint, String, Table, Text, text)
+
+metadata = MetaData()
+
+# A renewal no longer under way; at most one renewal of a certificate is not (ux_ra_renewals_open_serial).
+FINAL_STATE_VALUES = ("activated", "completed_in_person", "refused")
+OPEN_RENEWAL = text("state NOT IN (" + ", ".join(f"'{state}'" for state in FINAL_STATE_VALUES) + ")")
+
+holders = Table(
+    "ra_holders", metadata,
+    Column("account", String(128), primary_key=True),
+    Column("id_type", String(32), nullable=False),
+    Column("id_number", String(64), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("birth_date", String(10), nullable=False),  # ISO date
+    Column("emails", Text, nullable=False),  # JSON list
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+renewals = Table(
+    "ra_renewals", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("serial", String(64), nullable=False),
+    Column("account", String(128), nullable=False),
+    Column("profile", String(64), nullable=False),
+    Column("expires", BigInteger, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("subject_name", String(256), nullable=False),
+    Column("emails", Text, nullable=False),  # JSON list
+    Column("confirmed_by", String(128), nullable=False),
+    Column("notice_sent_at", BigInteger),
+    Column("consent_reference", String(64), nullable=False),
+    Column("consent_at", BigInteger),
+    Column("registry_checked_at", BigInteger),
+    Column("face_score", Float),
+    Column("agreement_at", BigInteger),
+    Column("application_sha256", String(64), nullable=False, server_default=""),
+    Column("resume_step", String(32), nullable=False),
+    Column("activation_reference", String(64), nullable=False),
+    Column("new_serial", String(64), nullable=False),
+    Column("new_expires", BigInteger),
+    Column("help_code", String(16), nullable=False),
+    Column("refusal", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    # The holder's token: only its SHA-256 (hex), so the database never holds a usable one.
+    Column("holder_token_hash", String(64), nullable=False, server_default=""),
+    Column("holder_token_expires", BigInteger),
+    # Counted by an atomic increment only (never written back from a renewal that was read).
+    Column("registry_lookups", Integer, nullable=False, server_default="0"),
+    Column("face_comparisons", Integer, nullable=False, server_default="0"),
+    Index("ix_ra_renewals_serial", "serial"),
+    Index("ix_ra_renewals_state", "state"),
+    Index("ux_ra_renewals_open_serial", "serial", unique=True, sqlite_where=OPEN_RENEWAL,
+          postgresql_where=OPEN_RENEWAL),
+)
+
+email_verifications = Table(
+    "ra_email_verifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("renewal_id", String(32), ForeignKey("ra_renewals.id"), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("code_hash", LargeBinary, nullable=False),  # salted SHA-256; the code is only in the e-mail
+    Column("salt", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("verified_at", BigInteger),
+    Index("ix_ra_email_verifications_renewal", "renewal_id", "address"),
+)
+
+# How many codes went to an address of a renewal and how many wrong codes were typed for it, in
+# total: past the limits the address is blocked (blocked_at) until an operator reopens it.
+code_limits = Table(
+    "ra_code_limits", metadata,
+    Column("renewal_id", String(32), ForeignKey("ra_renewals.id"), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("codes_sent", Integer, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("blocked_at", BigInteger),
+    PrimaryKeyConstraint("renewal_id", "address", name="pk_ra_code_limits"),
+)
+
+# The application document generated for a renewal's agreement, and the holder's signed copy.
+applications = Table(
+    "ra_applications", metadata,
+    Column("renewal_id", String(32), ForeignKey("ra_renewals.id"), primary_key=True),
+    Column("agreed_at", BigInteger, nullable=False),  # the agreement the document records
+    Column("document", LargeBinary, nullable=False),
+    Column("document_sha256", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("signed_document", LargeBinary),
+    Column("signed_sha256", String(64), nullable=False),
+    Column("signed_at", BigInteger),
+    Column("signed_with", String(32), nullable=False),  # "cloud-signature" or "upload"
+    Column("signer", Text, nullable=False),
+)
+
+# Append-only and hash-chained: each entry's hash covers the previous one's, so an entry removed
+# or changed breaks the chain (verify_trail). Never a secret in it.
+audit_trail = Table(
+    "ra_audit_trail", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("renewal_id", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("previous_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Queued in the transaction of the event it tells about; the background sender deletes a message
+# once the SMTP server has taken it, so a code's e-mail does not outlive its delivery; and one
+# that has outlived its use (a code past its expiry: discard_after) is deleted unsent.
+outbox = Table(
+    "ra_outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("discard_after", BigInteger),
+)

@@ -1,0 +1,173 @@
+"""The holder's JSON API served by uvicorn on a free loopback port over the RA's real database and
+the reference registry: the holder token on every call, bodies it cannot parse, help codes it does
+not know, and one registry attempt on the holder's path."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import socket
+import threading
+
+import httpx
+import pytest
+import uvicorn
+
+from signserver.ra import errors
+from signserver.ra import renewal as machine
+from signserver.ra.api import _error_response, build_app
+from signserver.ra.server import build_workflow
+from signserver.ra.settings import RaSettings
+from signserver.ra.store import repository
+from signserver.ra.workflow import RenewalWorkflow
+from signserver.registry_dev.faults import Fault
+from tests.conftest import empty_database_url
+from tests.ra.conftest import KUAN, opened_renewal
+
+TOKEN_LINE = re.compile(r"Access key:\s*([A-Za-z0-9_\-]{20,})")  # the notice's holder token
+
+
+class RunningApi:
+    """build_app(workflow) served by uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, workflow: RenewalWorkflow):
+        self._server = uvicorn.Server(uvicorn.Config(build_app(workflow), lifespan="off", log_config=None,
+                                                     access_log=False))
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen()
+        self.base = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    def __enter__(self) -> "RunningApi":
+        self._thread.start()
+        while not self._server.started and self._thread.is_alive():
+            self._thread.join(0.01)
+        assert self._server.started, "the API did not start"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+        self._socket.close()
+
+
+def noticed_renewal(workflow: RenewalWorkflow, database, clock) -> tuple[str, str]:
+    """A renewal confirmed and noticed, as the operator's confirm-renewal leaves it: its id and the
+    holder token of its notice e-mail."""
+    now = clock.now()
+    renewal = opened_renewal(database, KUAN, now)
+    with database.transaction() as conn:
+        repository.save_renewal(conn, machine.confirm(renewal, "dsaj-operator", now))
+    assert workflow.run_notices() == 1
+    with database.transaction() as conn:
+        bodies = [row.body for row in repository.due_emails(conn, now)]
+    tokens = {found.group(1) for found in map(TOKEN_LINE.search, bodies) if found}
+    assert len(tokens) == 1, bodies  # one notice to each of the holder's addresses, with one token
+    return renewal.id, tokens.pop()
+
+
+@pytest.fixture
+def served_workflow(tmp_path, ra_clock, registry):
+    """The workflow as `signserver ra serve` builds it (server.build_workflow) from its settings:
+    the registry asked up to three times a call, except on the holder's path."""
+    settings = RaSettings(state_dir=tmp_path, database_url=empty_database_url(tmp_path / "ra-api.sqlite"),
+                          registry_url=registry.url, registry_attempts=3, notice_days=60)
+    workflow, database = build_workflow(settings, ra_clock)
+    yield workflow, database
+    database.close()
+
+
+@pytest.fixture
+def workflow(served_workflow):
+    return served_workflow[0]
+
+
+@pytest.fixture
+def api(workflow):
+    with RunningApi(workflow) as running:
+        yield running
+
+
+@pytest.fixture
+def noticed(served_workflow, ra_clock):
+    workflow, database = served_workflow
+    return noticed_renewal(workflow, database, ra_clock)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_holder_token_opens_the_renewal(api, noticed):
+    renewal_id, token = noticed
+    shown = httpx.get(f"{api.base}/renewals/{renewal_id}", headers=bearer(token), timeout=30)
+    assert shown.status_code == 200 and shown.json()["state"] == "awaiting_identity"
+    consented = httpx.post(f"{api.base}/renewals/{renewal_id}/consent", headers={"authorization": f"bearer {token}"},
+                           timeout=30)
+    assert consented.status_code == 200 and consented.json()["steps"]["consent"] is True
+
+
+@pytest.mark.parametrize("method, path", [
+    ("get", ""), ("post", "/consent"), ("post", "/codes"), ("post", "/codes/verify"), ("post", "/registry"),
+    ("post", "/face"), ("post", "/agreement"), ("get", "/application"), ("get", "/application/signed"),
+    ("post", "/application/sign"), ("post", "/application/upload"), ("post", "/activation"),
+])
+def test_every_holder_call_wants_the_token(api, noticed, method, path):
+    renewal_id, token = noticed
+    for headers in ({}, bearer("x" * 43), {"Authorization": f"Basic {token}"}, {"Authorization": token}):
+        refused = httpx.request(method, f"{api.base}/renewals/{renewal_id}{path}", headers=headers,
+                                content=b'{"address": "kuan@example.mo"}', timeout=30)
+        assert refused.status_code == 401, (headers, refused.text)
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert refused.json()["error"] == "not_authorised"
+
+
+def test_no_such_renewal_and_a_wrong_token_are_one_answer(api, noticed):
+    renewal_id, token = noticed
+    wrong = httpx.get(f"{api.base}/renewals/{renewal_id}", headers=bearer(token[::-1]), timeout=30)
+    absent = httpx.get(f"{api.base}/renewals/{'0' * 32}", headers=bearer(token), timeout=30)
+    assert (wrong.status_code, wrong.json(), wrong.headers["www-authenticate"]) == \
+        (absent.status_code, absent.json(), absent.headers["www-authenticate"])
+
+
+def test_the_token_never_opens_another_renewal(api, served_workflow, ra_clock, noticed):
+    renewal_id, token = noticed
+    with served_workflow[1].transaction() as conn:
+        other = repository.insert_renewal(conn, machine.open_renewal(
+            "f" * 32, serial="5e1b", account=KUAN.account, profile="cloud-signature-government",
+            expires=ra_clock.now() + datetime.timedelta(days=45), holder=KUAN, now=ra_clock.now()))
+    assert httpx.get(f"{api.base}/renewals/{other.id}", headers=bearer(token), timeout=30).status_code == 401
+
+
+def test_healthz_needs_no_token(api):
+    assert httpx.get(f"{api.base}/healthz", timeout=30).json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("body", [b"[" * 60_000, b'{"a":' * 60_000, b"9" * 5_000, b"\xff\xfe{}", b"{\"a\": 1"])
+def test_a_body_that_cannot_be_parsed_is_a_bad_request(api, noticed, body):
+    renewal_id, token = noticed
+    answer = httpx.post(f"{api.base}/renewals/{renewal_id}/codes", headers=bearer(token), content=body, timeout=30)
+    assert answer.status_code == 400 and answer.json()["error"] == "bad_request"
+
+
+def test_a_help_code_outside_the_table_gets_generic_guidance():
+    answer = _error_response(errors.StepRefused("refused by the core", help_code="AC-AB-0099"))
+    assert answer.status_code == 409
+    body = answer.body.decode()
+    assert "AC-AB-0099" in body and "eSignTrust" in body
+
+
+def test_the_holder_waits_for_one_registry_attempt_only(api, noticed, workflow, registry):
+    renewal_id, token = noticed
+    assert httpx.post(f"{api.base}/renewals/{renewal_id}/consent", headers=bearer(token), timeout=30).status_code == 200
+    registry.state.faults.set(Fault(status=503))
+    registry.state.forget_requests()
+    try:
+        waiting = httpx.post(f"{api.base}/renewals/{renewal_id}/registry", headers=bearer(token), timeout=60)
+        assert waiting.status_code == 200 and waiting.json()["state"] == "waiting_for_registry"
+        assert len(registry.state.requests()) == 1  # asked once: the holder is not kept waiting
+        workflow.retry_registry()
+        assert len(registry.state.requests()) == 1 + 3  # the background pass asks with the configured attempts
+    finally:
+        registry.state.faults.clear()
