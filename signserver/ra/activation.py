@@ -17,6 +17,7 @@ from signserver.ra import renewal as machine
 from signserver.ra.errors import (CoreUnavailable, IdentityNotFound, OperationRefused, RaError, RegistryUnavailable,
                                   StepRefused, core_error)
 from signserver.ra.help_codes import REVOKE_FIRST
+from signserver.ra.registry import MAX_BACKOFF_SECONDS
 from signserver.ra.renewal import Renewal, State
 from signserver.ra.steps import HOLDER, SYSTEM, RenewalSteps
 from signserver.ra.store import repository
@@ -24,10 +25,12 @@ from signserver.ra.store import repository
 log = logging.getLogger(__name__)
 
 # How long an activation may still be running in some RA process (this one, or another on the same
-# database): its registry lookup with every attempt, then up to three calls to the core, each
-# bounded by the client's timeout, and a margin. A resume pass leaves younger ones alone.
-CORE_CALLS = 3
-MARGIN = datetime.timedelta(seconds=10)
+# database): its registry lookup with every attempt and the longest pause between two, then up to
+# four calls to the core (the renewal, and the successor's look-up after a refusal or a timeout,
+# twice), each bounded by the client's timeout, and a margin for its turn in the executor and the
+# database's waits. A resume pass leaves younger ones alone.
+CORE_CALLS = 4
+MARGIN = datetime.timedelta(seconds=20)
 MAX_REFERENCE = 128
 
 
@@ -71,7 +74,8 @@ class ActivationSteps(RenewalSteps):
     def activation_lifetime(self) -> datetime.timedelta:
         """The longest an activation can run: what a resume pass waits before taking one over."""
         settings = self._settings
-        registry = settings.registry_timeout_seconds * max(settings.registry_attempts, 1)
+        attempts = max(settings.registry_attempts, 1)
+        registry = settings.registry_timeout_seconds * attempts + MAX_BACKOFF_SECONDS * (attempts - 1)
         return datetime.timedelta(seconds=registry + CORE_CALLS * settings.core_timeout_seconds) + MARGIN
 
     def start_activation(self, renewal_id: str, given: ActivationSecrets, confirmation: str = "") -> Renewal:

@@ -99,21 +99,26 @@ def _text(body: dict, name: str, required: bool = True) -> str:
     value = body.get(name, "")
     if not isinstance(value, str) or (required and not value):
         raise BadRequest(f"{name} is a non-empty string" if required else f"{name} is a string")
+    try:
+        value.encode("utf-8")  # JSON allows a lone surrogate ("\ud800"); UTF-8, and so the core's wire, does not
+    except UnicodeEncodeError:
+        raise BadRequest(f"{name} is not valid Unicode text") from None
     return value
 
 
 def build_app(workflow: RenewalWorkflow) -> Starlette:
-    def handler(work, holder: bool = True):
+    def handler(work, holder: bool = True, outcome: bool = False):
         """``work`` as an endpoint; a holder's call (``holder``) only with the renewal's holder token.
 
         The token is checked before the body is read, so that nobody without it has the RA parse
-        anything. A GET only reads: it is allowed after the renewal's end, to read its outcome."""
+        anything. Only the renewal itself (``outcome``) may still be read after the renewal's end,
+        to learn how it ended; its documents may not."""
         async def endpoint(request: Request):
             renewal_id = request.path_params.get("renewal_id", "")
             try:
                 if holder:
                     await run_in_threadpool(lambda: workflow.check_holder(renewal_id, bearer_token(request),
-                                                                          reading=request.method == "GET"))
+                                                                          reading=outcome))
                 return await work(request, renewal_id)
             except errors.RaError as exc:
                 return _error_response(exc)
@@ -202,7 +207,7 @@ def build_app(workflow: RenewalWorkflow) -> Starlette:
     base = "/renewals/{renewal_id:str}"
     routes = [
         Route("/healthz", handler(healthz, holder=False)),
-        Route(base, handler(renewal)),
+        Route(base, handler(renewal, outcome=True)),
         Route(base + "/consent", handler(consent), methods=["POST"]),
         Route(base + "/codes", handler(send_code), methods=["POST"]),
         Route(base + "/codes/verify", handler(verify_code), methods=["POST"]),

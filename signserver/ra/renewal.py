@@ -154,15 +154,26 @@ def notice_due(renewal: Renewal, now: datetime.datetime, notice_days: int) -> bo
     return renewal.state is State.CONFIRMED and now >= renewal.expires - datetime.timedelta(days=notice_days)
 
 
+# How long a holder token outlives the old certificate (or the notice, when that comes later): a
+# renewal may still be finishing, and its outcome read, after the old certificate expired (the
+# core renews an expired certificate too).
+HOLDER_TOKEN_GRACE = datetime.timedelta(days=30)
+
+
+def holder_token_expiry(renewal: Renewal, now: datetime.datetime) -> datetime.datetime:
+    """When a holder token given now for ``renewal`` ends."""
+    return max(renewal.expires, now) + HOLDER_TOKEN_GRACE
+
+
 def give_notice(renewal: Renewal, now: datetime.datetime, *, token_hash: str) -> Renewal:
     """The notice e-mail, with the holder's token, is queued: the holder may now verify the
-    identity. The token holds until the old certificate expires (the core renews no expired one).
+    identity. The token holds until :func:`holder_token_expiry`.
 
     Raises: StepRefused.
     """
     _require(renewal, "send the renewal notice", State.CONFIRMED)
     return _moved(renewal, now, state=State.AWAITING_IDENTITY, notice_sent_at=now, holder_token_hash=token_hash,
-                  holder_token_expires=renewal.expires)
+                  holder_token_expires=holder_token_expiry(renewal, now))
 
 
 def new_holder_token(renewal: Renewal, token_hash: str, now: datetime.datetime) -> Renewal:
@@ -173,7 +184,7 @@ def new_holder_token(renewal: Renewal, token_hash: str, now: datetime.datetime) 
     if renewal.notice_sent_at is None or renewal.final:
         raise StepRefused(f"a new notice is sent for a renewal under way after its first notice, "
                           f"not one {renewal.state.value}")
-    return _moved(renewal, now, holder_token_hash=token_hash, holder_token_expires=renewal.expires)
+    return _moved(renewal, now, holder_token_hash=token_hash, holder_token_expires=holder_token_expiry(renewal, now))
 
 
 def holder_may_call(renewal: Renewal, token_matches: bool, now: datetime.datetime, *, reading: bool = False) -> bool:

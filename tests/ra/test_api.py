@@ -5,6 +5,7 @@ not know, and one registry attempt on the holder's path."""
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import socket
 import threading
@@ -171,3 +172,25 @@ def test_the_holder_waits_for_one_registry_attempt_only(api, noticed, workflow, 
         assert len(registry.state.requests()) == 1 + 3  # the background pass asks with the configured attempts
     finally:
         registry.state.faults.clear()
+
+
+@pytest.mark.parametrize("path, field", [("/application/sign", "password"), ("/application/sign", "otp"),
+                                         ("/codes", "address")])
+def test_text_that_is_not_unicode_is_a_bad_request(api, noticed, path, field):
+    renewal_id, token = noticed
+    body = {"password": "Abcdefg1", "otp": "123456", "address": "kuan@example.mo"}
+    raw = json.dumps(body).replace(json.dumps(body[field]), '"\\ud800"').encode()  # a lone surrogate
+    answer = httpx.post(f"{api.base}/renewals/{renewal_id}{path}", headers=bearer(token), content=raw, timeout=30)
+    assert answer.status_code == 400 and answer.json()["error"] == "bad_request", answer.text
+
+
+def test_after_its_end_only_the_renewal_itself_is_read(api, served_workflow, ra_clock, noticed):
+    renewal_id, token = noticed
+    _, database = served_workflow
+    with database.transaction() as conn:
+        renewal = repository.get_renewal(conn, renewal_id)
+        repository.save_renewal(conn, machine.refuse(renewal, "renew in person", ra_clock.now()))
+    shown = httpx.get(f"{api.base}/renewals/{renewal_id}", headers=bearer(token), timeout=30)
+    assert shown.status_code == 200 and shown.json()["state"] == "refused"
+    for path in ("/application", "/application/signed"):
+        assert httpx.get(f"{api.base}/renewals/{renewal_id}{path}", headers=bearer(token), timeout=30).status_code == 401

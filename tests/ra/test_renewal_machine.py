@@ -180,18 +180,30 @@ def test_a_new_password_follows_the_documents_rules(password, good):
         machine.check_new_password("abcdefg1", "abcdefg2")
 
 
-def test_the_holder_token_holds_until_the_old_certificate_expires_and_while_the_renewal_is_under_way():
+def test_the_holder_token_holds_past_the_old_certificate_by_a_grace_and_while_the_renewal_is_under_way():
     confirmed = machine.confirm(opened(expires_in_days=20), "op", START)
     assert not machine.holder_may_call(confirmed, True, START)  # no notice, no token
     noticed = machine.give_notice(confirmed, START, token_hash=TOKEN_HASH)
-    assert noticed.holder_token_hash == TOKEN_HASH and noticed.holder_token_expires == START + 20 * DAY
-    assert machine.holder_may_call(noticed, True, START + 20 * DAY - datetime.timedelta(seconds=1))
+    end = START + 20 * DAY + machine.HOLDER_TOKEN_GRACE
+    assert noticed.holder_token_hash == TOKEN_HASH and noticed.holder_token_expires == end
+    # The old certificate expired, the renewal goes on (the core renews an expired certificate).
+    assert machine.holder_may_call(noticed, True, START + 21 * DAY)
+    assert machine.holder_may_call(noticed, True, end - datetime.timedelta(seconds=1))
     assert not machine.holder_may_call(noticed, False, START)
-    assert not machine.holder_may_call(noticed, True, START + 20 * DAY)
+    assert not machine.holder_may_call(noticed, True, end)
     refused = machine.refuse(noticed, "renew in person", START)
     assert not machine.holder_may_call(refused, True, START)
     assert machine.holder_may_call(refused, True, START, reading=True)
     assert TOKEN_HASH not in repr(noticed)
+
+
+def test_a_token_given_after_the_old_certificate_expired_still_holds_for_the_grace():
+    noticed = machine.give_notice(machine.confirm(opened(expires_in_days=20), "op", START), START,
+                                  token_hash=TOKEN_HASH)
+    later = START + 25 * DAY  # the old certificate expired 5 days ago; the holder lost the notice
+    resent = machine.new_holder_token(noticed, "ef" * 32, later)
+    assert resent.holder_token_expires == later + machine.HOLDER_TOKEN_GRACE
+    assert machine.holder_may_call(resent, True, later + DAY)
 
 
 def test_a_new_holder_token_replaces_the_one_before_only_for_a_renewal_under_way():

@@ -315,10 +315,15 @@ def test_only_the_token_of_the_notice_opens_the_holder_s_steps(workflow, ra_data
     assert token not in stored and token not in caplog.text
 
 
-def test_the_holder_token_ends_with_the_old_certificate_and_with_the_renewal(workflow, ra_database, ra_clock):
+def test_the_holder_token_ends_a_grace_after_the_old_certificate_and_with_the_renewal(workflow, ra_database,
+                                                                                       ra_clock):
+    from signserver.ra.renewal import HOLDER_TOKEN_GRACE
+
     renewal = noticed(workflow, ra_database, ra_clock, expires=ra_clock.now() + datetime.timedelta(days=20))
     token = holder_token_sent(ra_database)
-    ra_clock.advance(days=20)
+    ra_clock.advance(days=21)  # the old certificate expired; the renewal may still finish
+    assert workflow.check_holder(renewal.id, token).id == renewal.id
+    ra_clock.advance(seconds=HOLDER_TOKEN_GRACE.total_seconds())
     with pytest.raises(HolderNotAuthorised):
         workflow.check_holder(renewal.id, token)
 
