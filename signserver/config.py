@@ -9,7 +9,6 @@ for the top-level ``state_dir`` and ``SIGNSERVER_<SECTION>_<KEY>`` for the other
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from signserver.addresses import is_loopback, split_address
 from signserver.errors import ConfigurationError
 from signserver.secret import Secret
 
@@ -303,33 +303,6 @@ def read_secret_file(path: Path, key: str) -> Secret:
     if not value:
         raise ConfigurationError(key, f"{path} is empty")
     return Secret(value)
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) into host and port.
-
-    Raises:
-        ValueError: the address is not of that form or the port is out of range.
-    """
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError("expected HOST:PORT, for example 127.0.0.1:50051 or [::1]:50051")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    port = int(port_text)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range 0-65535")
-    return host, port
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and addresses in 127.0.0.0/8 or ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- parsing -----------------------------------------------------------------------------

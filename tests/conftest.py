@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import email
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import tomllib
 import uuid
+from email import policy
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -281,3 +284,21 @@ def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps what it receives."""
+
+    def __init__(self):
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, have
+from tests.conftest import free_port, have, ROOT
 
 pytestmark = pytest.mark.skipif(not (have("pdfsig") and have("pdftoppm")), reason="needs poppler-utils")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_demo_uses_the_configured_address_and_token(tmp_path):

@@ -18,7 +18,8 @@ from signserver.grpc_api import convert
 from signserver.grpc_api.caller import calling_application, still_waiting
 from signserver.blocking_calls import BlockingCalls, FairShares
 from signserver.grpc_api.spool import SpoolFile
-from signserver.grpc_api.stream_limits import ConcurrencyLimit, DocumentLimits, DocumentStreams, within_time
+from signserver.admission import ConcurrencyLimit
+from signserver.grpc_api.stream_limits import DocumentLimits, DocumentStreams, within_time
 from signserver.pades.document import PadesLevel
 from signserver.pades.stamp import DEFAULT_BOX, StampOptions
 from signserver.pades.verifier_process import DEADLINE_MARGIN_SECONDS, VerifierProcesses

@@ -13,7 +13,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from signserver.config import Config, is_loopback, split_address
+from signserver.addresses import is_loopback, split_address
+from signserver.config import Config
 from signserver.errors import ConfigurationError, SignServerError
 from signserver.grpc_api.errors import ErrorMappingInterceptor
 from signserver.grpc_api.account_servicer import AccountServicer

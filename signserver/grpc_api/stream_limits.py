@@ -13,6 +13,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import AsyncIterator, Hashable, Iterator, TypeVar
 
+from signserver.admission import ConcurrencyLimit
 from signserver.descriptors import DEFAULT_RESERVE, DescriptorReserve
 from signserver.errors import InvalidArgument, ServerBusy
 
@@ -46,49 +47,6 @@ class DocumentLimits:
     document_threads: int = 2
     document_jobs_per_application: int = 1
     descriptor_reserve: int = DEFAULT_RESERVE
-
-
-class ConcurrencyLimit:
-    """Counts what is under way, in total and per key (an application), and refuses beyond a bound.
-
-    Only touched from the event loop's thread, so plain counters suffice.
-    """
-
-    def __init__(self, what: str, total: int, per_key: int):
-        self._what = what
-        self._total = total
-        self._per_key = per_key
-        self._running = 0
-        self._by_key: dict[Hashable, int] = {}
-
-    @property
-    def running(self) -> int:
-        return self._running
-
-    @contextlib.contextmanager
-    def admit(self, key: Hashable) -> Iterator[None]:
-        """Hold one place for ``key`` while the block runs.
-
-        Raises: ServerBusy: the worker or this key already has as many as it takes.
-        """
-        if self._running >= self._total:
-            raise ServerBusy(f"the server is busy: {self._total} {self._what} are under way on this worker; "
-                             "try again in a few seconds")
-        held = self._by_key.get(key, 0)
-        if held >= self._per_key:
-            raise ServerBusy(f"this application has as many {self._what} under way as it may have at once "
-                             f"({held}); wait for one to finish, then try again")
-        self._running += 1
-        self._by_key[key] = held + 1
-        try:
-            yield
-        finally:
-            self._running -= 1
-            left = self._by_key[key] - 1
-            if left:
-                self._by_key[key] = left
-            else:
-                del self._by_key[key]
 
 
 class DocumentStreams:

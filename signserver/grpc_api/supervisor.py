@@ -20,7 +20,8 @@ import time
 from dataclasses import replace
 
 from signserver.allocator import return_large_blocks_promptly
-from signserver.config import Config, ServerConfig, split_address
+from signserver.addresses import split_address
+from signserver.config import Config, ServerConfig
 from signserver.descriptors import raise_open_file_limit
 from signserver.errors import ConfigurationError
 from signserver.monitoring.logs import set_worker

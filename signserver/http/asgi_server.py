@@ -51,7 +51,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from signserver.clock import Clock
-from signserver.config import split_address
+from signserver.addresses import split_address
 from signserver.descriptors import DescriptorReserve
 from signserver.errors import ConfigurationError
 from signserver.http.fault_log import FaultLog

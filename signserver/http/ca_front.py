@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 
-from signserver.config import HttpConfig, split_address
+from signserver.addresses import split_address
+from signserver.config import HttpConfig
 from signserver.descriptors import DescriptorReserve
 from signserver.http.asgi_server import AsgiServer, ConnectionLimits, connection_bound
 from signserver.http.ca_app import CaApp

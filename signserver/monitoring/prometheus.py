@@ -22,7 +22,7 @@ import os
 import socket
 from pathlib import Path
 
-from signserver.config import split_address
+from signserver.addresses import split_address
 from signserver.errors import ConfigurationError
 from signserver.monitoring.meter import Meter
 

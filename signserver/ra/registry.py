@@ -28,7 +28,7 @@ import httpx
 
 from signserver.ra.errors import (IdentityNotFound, PhotoRefused, RegistryRejected, RegistryUnavailable,
                                   SettingsError)
-from signserver.ra.settings import is_loopback
+from signserver.addresses import is_loopback
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ state directory). The RA reads nothing else of the file; the core ignores the se
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from signserver.addresses import is_loopback, split_address
 from signserver.ra.errors import SettingsError
 
 CONFIG_ENV = "SIGNSERVER_CONFIG"
@@ -133,27 +133,6 @@ class RaSettings:
         return split_address(self.listen)[1]
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``) as (host, port).
-
-    Raises: ValueError: not HOST:PORT with a port 1-65535.
-    """
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected HOST:PORT, for example 127.0.0.1:8450")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) is this machine's loopback only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _text(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise SettingsError(f"ra.{key}: expected a string, not {value!r}")
@@ -163,9 +142,11 @@ def _text(key: str, value: Any) -> str:
 def _address(key: str, value: Any) -> str:
     text = _text(key, value)
     try:
-        split_address(text)
+        _, port = split_address(text)
     except ValueError as exc:
         raise SettingsError(f"ra.{key}: {exc}") from None
+    if port == 0:
+        raise SettingsError(f"ra.{key}: expected HOST:PORT with a port 1-65535, for example 127.0.0.1:8450")
     return text
 
 

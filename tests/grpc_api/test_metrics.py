@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -14,14 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from signserver.v1 import signing_pb2, signing_pb2_grpc
+from tests.conftest import free_port
 from tests.grpc_api.serve_process import ServeProcess
 from tests.grpc_api.test_workers import PASSWORD, application, holder
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

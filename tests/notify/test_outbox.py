@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import email
-import socket
 import threading
 from collections import Counter
-from email import policy
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -18,24 +15,7 @@ from signserver.errors import AuthenticationFailed
 from signserver.notify.outbox import queue_email
 from signserver.secret import Secret
 from signserver.store.schema import outbox
-from tests.conftest import PASSWORD, enrol, service_with
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps what it receives."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 OK"
+from tests.conftest import enrol, free_port, Inbox, PASSWORD, service_with
 
 
 @pytest.fixture

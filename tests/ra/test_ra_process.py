@@ -6,18 +6,15 @@ queue and its completion."""
 
 from __future__ import annotations
 
-import email
 import hashlib
 import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
-from email import policy
 from pathlib import Path
 
 import httpx
@@ -30,7 +27,8 @@ from cryptography.x509.oid import NameOID
 
 from signserver.client import CertificateClient, NewAccount
 from tests.ca.test_certificate_service import client_pair
-from tests.conftest import empty_database_url
+from tests import conftest
+from tests.conftest import empty_database_url, free_port
 from tests.ra.conftest import KUAN, photo
 from tests.ra.test_application import ExternalEid, otp_now
 
@@ -38,21 +36,8 @@ SIGNSERVER = Path(sys.executable).parent / "signserver"
 PASSWORD = "Current-pass-1"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps what it receives."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 OK"
+class Inbox(conftest.Inbox):
+    """The SMTP server's inbox, waited on for a message."""
 
     def wait_for(self, recipient: str, subject_part: str, after: int = 0, timeout: float = 60):
         deadline = time.monotonic() + timeout

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from signserver.admission import ConcurrencyLimit
 from signserver.blocking_calls import BlockingCalls, FairShares
 from signserver.http.csc.limits import (DOCUMENT_JOBS_PER_APPLICATION, OPERATIONS_PER_APPLICATION,
-                                        OPERATIONS_PER_WORKER, UnderWay)
+                                        OPERATIONS_PER_WORKER)
 from signserver.service import SignService
 
 
@@ -22,8 +23,9 @@ class CscContext:
     documents: BlockingCalls  # PDF work: signDoc
     worker: int = 0  # which of the server's processes this is (named by info, as gRPC's ServerInfo does)
     # Asynchronous operations under way in this worker, per application (see limits.py).
-    operations: UnderWay = field(default_factory=lambda: UnderWay(
-        "asynchronous operations", OPERATIONS_PER_WORKER, OPERATIONS_PER_APPLICATION))
+    operations: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit(
+        "asynchronous operations", OPERATIONS_PER_WORKER, OPERATIONS_PER_APPLICATION,
+        next_step="poll them with signatures/signPolling, then try again"))
     # Each application's turn at the documents pool: one application's documents cannot take every thread.
     document_shares: FairShares = field(default_factory=lambda: FairShares(DOCUMENT_JOBS_PER_APPLICATION))
 

@@ -5,9 +5,8 @@ under way in a worker (each holds its documents until it ends)."""
 from __future__ import annotations
 
 import json
-from typing import Hashable
 
-from signserver.errors import InvalidArgument, ServerBusy
+from signserver.errors import InvalidArgument
 
 # JSON around the base64 documents of a signDoc request (base64 is 4/3 of the bytes).
 ENVELOPE_BYTES = 1024 * 1024
@@ -70,38 +69,3 @@ OPERATIONS_PER_WORKER = 64
 # Document jobs of one application in the documents pool at once: gRPC's default share
 # (DocumentLimits.document_jobs_per_application), so that the two fronts weigh alike.
 DOCUMENT_JOBS_PER_APPLICATION = 1
-
-
-class UnderWay:
-    """Counts what is under way in this worker, in total and per key (an application), and
-    refuses beyond a bound. Only touched from the event loop's thread: plain counters suffice."""
-
-    def __init__(self, what: str, total: int, per_key: int):
-        self._what = what
-        self._total = total
-        self._per_key = per_key
-        self._running = 0
-        self._by_key: dict[Hashable, int] = {}
-
-    def count(self, key: Hashable) -> int:
-        return self._by_key.get(key, 0)
-
-    def take(self, key: Hashable) -> None:
-        """Hold one place for ``key``; :meth:`give_back` it when the work ends.
-
-        Raises: ServerBusy (HTTP 429 with Retry-After): the worker or this key holds as many as it may.
-        """
-        if self._running >= self._total:
-            raise ServerBusy(f"the server has {self._total} {self._what} under way; try again shortly")
-        held = self._by_key.get(key, 0)
-        if held >= self._per_key:
-            raise ServerBusy(f"this application has {held} {self._what} under way, as many as it may have at "
-                             "once; poll them with signatures/signPolling, then try again")
-        self._running += 1
-        self._by_key[key] = held + 1
-
-    def give_back(self, key: Hashable) -> None:
-        self._running -= 1
-        held = self._by_key.pop(key) - 1
-        if held:
-            self._by_key[key] = held
