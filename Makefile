@@ -20,11 +20,22 @@ POSTGRESQL_TESTS ?= tests/store tests/accounts tests/signing tests/audit tests/n
 
 .PHONY: run test test-postgresql test-opencryptoki cluster bench demo system-packages install proto clean
 
-# The RA (signserver ra serve, 127.0.0.1:8450) runs beside the core and stops with it.
+# Beside the core, and stopping with it: the RA with its demonstration (signserver ra serve --demo:
+# pages at http://localhost:8450), the reference identity registry (127.0.0.1:8451, the RA's
+# default) and a mail sink (127.0.0.1:$(DEMO_SMTP_PORT)) that prints every e-mail of the core and
+# the RA and keeps it in $(STATE_DIR)/mail. The RA sends a renewal's notice as soon as it is
+# confirmed (notice_days), so that the demo holder's fresh certificate can be renewed at once.
+DEMO_SMTP_PORT ?= 8025
 run: install
 	./softhsm-setup/softhsm-setup "$(STATE_DIR)"
-	export SIGNSERVER_STATE_DIR="$(STATE_DIR)"; \
-	$(VENV)/bin/signserver ra serve & ra=$$!; trap 'kill $$ra 2>/dev/null' EXIT INT TERM; \
+	export SIGNSERVER_STATE_DIR="$(STATE_DIR)" \
+		SIGNSERVER_SMTP_HOST=127.0.0.1 SIGNSERVER_SMTP_PORT=$(DEMO_SMTP_PORT) SIGNSERVER_SMTP_SECURITY=none \
+		SIGNSERVER_RA_SMTP_HOST=127.0.0.1 SIGNSERVER_RA_SMTP_PORT=$(DEMO_SMTP_PORT) SIGNSERVER_RA_NOTICE_DAYS=3650; \
+	$(VENV_PY) -m aiosmtpd -n -l 127.0.0.1:$(DEMO_SMTP_PORT) -c signserver.ra.demo_mailbox.DemoMailbox \
+		"$(STATE_DIR)/mail" & mail=$$!; \
+	$(VENV)/bin/signserver ra registry-dev --listen 127.0.0.1:8451 --log-level WARNING & registry=$$!; \
+	$(VENV)/bin/signserver ra serve --demo & ra=$$!; \
+	trap 'kill $$ra $$registry $$mail 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/signserver serve --demo
 
 demo: install

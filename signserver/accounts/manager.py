@@ -225,15 +225,16 @@ class AccountManager:
         Authorize, so a refusal never tells an unknown name from a wrong password.
 
         Raises:
-            InvalidArgument: confirmation differs; PasswordRejected: the new password breaks a rule.
+            PasswordRejected (an InvalidArgument): the confirmation differs, or the new password
+                breaks a rule (``rule`` names it).
             AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy: as
                 Authenticator.authenticate.
         """
         if new.reveal() != confirmation.reveal():
-            raise InvalidArgument("the new password and its confirmation differ")
+            raise PasswordRejected("the new password and its confirmation differ", "confirmation_differs")
         check_password_rules(new.reveal(), username)
         if new.reveal() == old.reveal():
-            raise PasswordRejected("the new password must differ from the current one")
+            raise PasswordRejected("the new password must differ from the current one", "unchanged")
         holder = self._authenticator.authenticate_holder(username, old, otp_code, otp_required, actor)
         account = holder.account
         new_hash, new_key = self._hasher.hash_with_key(new.reveal())
@@ -398,6 +399,16 @@ class AccountManager:
             Authenticator.authenticate.
         """
         return self._authenticator.authenticate(username, password, None, False, actor)
+
+    def authenticate(self, username: str, password: Secret, otp_code: str, actor: str) -> Account:
+        """Check the holder's password and OTP (always required here) exactly as Authorize checks
+        them, to sign the holder in somewhere else (the RA's pages): the OTP's time step is spent,
+        a refusal counts toward the lockout and never says which factor was wrong.
+
+        Raises: AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy,
+            InvalidArgument, as Authenticator.authenticate.
+        """
+        return self._authenticator.authenticate(username, password, otp_code, True, actor)
 
     def set_password(self, username: str, new_password: Secret, operator: str) -> None:
         """Give the account a new password without the old one, for a holder whose account holds

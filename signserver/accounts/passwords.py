@@ -24,7 +24,14 @@ _PHRASE = re.compile(r"^[A-Za-z0-9]{8,64}$")
 
 
 class PasswordRejected(InvalidArgument):
-    """The new password breaks a rule; the message says which."""
+    """The new password breaks a rule; the message says which (for people) and ``rule`` names it
+    (for programs, e.g. a page that words it in the reader's language): "too_short", "too_long",
+    "no_letter", "no_non_letter", "contains_account", "common", "unchanged" (the current
+    password again) or "confirmation_differs"."""
+
+    def __init__(self, message: str, rule: str):
+        super().__init__(message)
+        self.rule = rule
 
 
 @functools.cache
@@ -41,18 +48,18 @@ def check_password_rules(password: str, username: str) -> None:
     Raises: PasswordRejected: with the rule that failed.
     """
     if len(password) < MIN_LENGTH:
-        raise PasswordRejected(f"a password has at least {MIN_LENGTH} characters")
+        raise PasswordRejected(f"a password has at least {MIN_LENGTH} characters", "too_short")
     if len(password) > MAX_LENGTH:
-        raise PasswordRejected(f"a password has at most {MAX_LENGTH} characters")
+        raise PasswordRejected(f"a password has at most {MAX_LENGTH} characters", "too_long")
     if not any(c.isalpha() for c in password):
-        raise PasswordRejected("a password has at least one letter")
+        raise PasswordRejected("a password has at least one letter", "no_letter")
     if all(c.isalpha() for c in password):
-        raise PasswordRejected("a password has at least one character that is not a letter")
+        raise PasswordRejected("a password has at least one character that is not a letter", "no_non_letter")
     lowered = password.lower()
     if username and username.lower() in lowered:
-        raise PasswordRejected("a password must not contain the account name")
+        raise PasswordRejected("a password must not contain the account name", "contains_account")
     if lowered in _common_passwords():
-        raise PasswordRejected("that password is among the most common ones; choose another")
+        raise PasswordRejected("that password is among the most common ones; choose another", "common")
 
 
 def check_revocation_phrase(phrase: str) -> None:

@@ -13,6 +13,7 @@ A registration authority uses CertificateClient (CertificateService, with an RA 
 from signserver.client.certificates import CertificateClient
 from signserver.client.client import SignServerClient
 from signserver.client.errors import (
+    AccountDisabled,
     AccountLocked,
     ActivationRefused,
     AlreadyExists,
@@ -33,6 +34,7 @@ from signserver.client.models import (
     Credential,
     CredentialInfo,
     Evidence,
+    HolderIdentity,
     NewAccount,
     NewAccountResult,
     PdfOptions,
@@ -45,10 +47,11 @@ from signserver.client.models import (
 
 __all__ = [
     "SignServerClient", "CertificateClient",
-    "SignServerClientError", "AuthenticationRefused", "AccountLocked", "PermissionRefused", "ActivationRefused",
+    "SignServerClientError", "AuthenticationRefused", "AccountLocked", "AccountDisabled", "PermissionRefused",
+    "ActivationRefused",
     "NotFound", "ServerBusy", "InvalidArgument", "FieldViolation", "AlreadyExists", "CertificateRefused",
     "AlreadyRenewed", "RequestReplayed",
-    "CertificateRecord", "Evidence", "NewAccount", "NewAccountResult",
+    "CertificateRecord", "Evidence", "HolderIdentity", "NewAccount", "NewAccountResult",
     "Authorization", "Credential", "CredentialInfo", "PdfOptions", "PreparedSignature", "SignatureReport",
     "SignedDocument", "Stamp", "Verification",
 ]

@@ -1,8 +1,9 @@
 """CertificateClient: the core's CertificateService for a registration authority, in plain Python
 values.
 
-Every call that changes something carries a fresh random nonce, the moment it was made and the
-RA's evidence; the core refuses a request it has seen (or one too old) as a replay.
+Every call that changes something on the RA's word carries a fresh random nonce, the moment it
+was made and the RA's evidence; the core refuses a request it has seen (or one too old) as a
+replay. A holder's password change is proved by the holder's current password instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from signserver.client import _wire
 from signserver.client.errors import from_rpc_error
-from signserver.client.models import CertificateRecord, Evidence, NewAccount, NewAccountResult
+from signserver.client.models import CertificateRecord, Evidence, HolderIdentity, NewAccount, NewAccountResult
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -102,6 +103,42 @@ class CertificateClient:
         response = self._call("UnlockAccount", self._stub.UnlockAccount, certificate_pb2.UnlockAccountRequest(
             account=account, recovery_code=recovery_code, new_password=new_password, **self._origin(evidence)))
         return response.recovery_code
+
+    def authenticate_holder(self, account: str, password: str, otp: str) -> HolderIdentity:
+        """Check a holder's account, password and OTP as Authorize checks them (to sign the holder
+        in to the RA's pages) and return who the holder is. The OTP's time step is spent; every
+        refusal counts toward the account's lockout (5 wrong tries lock it 30 minutes).
+
+        Raises: AuthenticationRefused (an unknown account or any wrong factor: one message, never
+        saying which), AccountLocked (``locked_until``), AccountDisabled (a PermissionRefused; only
+        when the factors are right), ServerBusy (the account's other attempts leave no turn: try
+        again), InvalidArgument (an empty account or password, a field too long), PermissionRefused
+        (not an RA certificate).
+        """
+        response = self._call("AuthenticateHolder", self._stub.AuthenticateHolder,
+                              certificate_pb2.AuthenticateHolderRequest(account=account, password=password, otp=otp))
+        return HolderIdentity(account=response.account, holder_name=response.holder_name,
+                              given_name=response.given_name, surname=response.surname, emails=tuple(response.emails))
+
+    def change_password(self, account: str, current_password: str, new_password: str, confirmation: str) -> None:
+        """Change a holder's password on the holder's behalf (the RA's password page, which asks
+        no OTP): the current password is checked as Authorize checks it and each refusal counts
+        toward the account's lockout (5 wrong tries lock it 30 minutes). The holder is e-mailed
+        and outstanding activation tokens are revoked. It carries no nonce: the current password
+        is the proof, and a replay fails once the password has changed.
+
+        Raises: InvalidArgument (the confirmation differs, or the new password breaks a rule: at
+        least 8 characters, a letter and a non-letter, not the account's name, not a common
+        password, not the current one; checked before the password, counting nothing, and its
+        ``rule`` names which), AuthenticationRefused (an unknown account or a wrong current
+        password: one message), AccountLocked (``locked_until``), AccountDisabled (a
+        PermissionRefused; only when the password is right), PermissionRefused (not an RA
+        certificate), ServerBusy.
+        """
+        self._call("ChangeHolderPassword", self._stub.ChangeHolderPassword,
+                   certificate_pb2.ChangeHolderPasswordRequest(
+                       account=account, current_password=current_password, new_password=new_password,
+                       confirm_new_password=confirmation))
 
     # Certificates
 

@@ -1,4 +1,5 @@
-"""SignServerClient: the gRPC flows an application needs, in plain Python values."""
+"""SignServerClient: the gRPC flows an application needs (signing, verifying, changing a holder's
+password), in plain Python values."""
 
 from __future__ import annotations
 
@@ -24,7 +25,14 @@ from signserver.client.models import (
     SignedDocument,
     Verification,
 )
-from signserver.v1 import document_pb2, document_pb2_grpc, signing_pb2, signing_pb2_grpc
+from signserver.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    document_pb2,
+    document_pb2_grpc,
+    signing_pb2,
+    signing_pb2_grpc,
+)
 
 API_KEY_HEADER = "x-api-key"
 # Well under the server's 4 MB message limit; large enough that a document takes few messages.
@@ -62,6 +70,7 @@ class SignServerClient:
         self._channel = grpc.secure_channel(address, credentials, options=options)
         self._signing = signing_pb2_grpc.SigningServiceStub(self._channel)
         self._documents = document_pb2_grpc.DocumentServiceStub(self._channel)
+        self._accounts = account_pb2_grpc.AccountServiceStub(self._channel)
         self._metadata = ((API_KEY_HEADER, api_key),) if api_key else ()
         self._timeout = timeout
 
@@ -106,9 +115,10 @@ class SignServerClient:
         (the returned Authorization names it).
 
         Raises: AuthenticationRefused (wrong factors, never saying which), AccountLocked,
-        PermissionRefused (an account the application may not serve), ServerBusy (try again),
-        InvalidArgument, SignServerClientError (FAILED_PRECONDITION: a disabled account or a
-        credential that may not sign).
+        PermissionRefused (an account the application may not serve), AccountDisabled (a
+        PermissionRefused: the factors are right but the account is disabled), ServerBusy (try
+        again), InvalidArgument, SignServerClientError (FAILED_PRECONDITION: a credential that may
+        not sign).
         """
         if hash_algorithm not in _wire.HASH_ALGORITHMS:
             raise ValueError(f"hash_algorithm is one of {', '.join(_wire.HASH_ALGORITHMS)}")
@@ -198,6 +208,26 @@ class SignServerClient:
         with _reading(document) as source:
             requests = (document_pb2.VerifyPdfRequest(chunk=chunk) for chunk in _chunks(source))
             return _wire.verification(self._call("VerifyPdf", self._documents.VerifyPdf, requests))
+
+    # Accounts
+
+    def change_password(self, account: str, current_password: str, new_password: str, confirmation: str,
+                        otp: str = "") -> None:
+        """Change the holder's password: the current password (and the OTP when the application's
+        policy requires it) are checked as Authorize checks them, and each refusal counts toward
+        the account's lockout. The holder is e-mailed and outstanding activation tokens are revoked.
+
+        Raises: InvalidArgument (the confirmation differs, or the new password breaks a rule: at
+        least 8 characters, a letter and a non-letter, not the account's name, not a common
+        password, not the current one; checked before the factors, and its ``rule`` names which),
+        AuthenticationRefused (an unknown account, a wrong current password or OTP: one message),
+        AccountLocked (``locked_until``), AccountDisabled (a PermissionRefused; only when the
+        factors are right), PermissionRefused (an account the application may not serve),
+        ServerBusy.
+        """
+        self._call("ChangePassword", self._accounts.ChangePassword, account_pb2.ChangePasswordRequest(
+            account=account, current_password=current_password, new_password=new_password,
+            confirm_new_password=confirmation, otp=otp))
 
     # Plumbing
 

@@ -70,6 +70,11 @@ class PermissionRefused(SignServerClientError):
     its policy forbids)."""
 
 
+class AccountDisabled(PermissionRefused):
+    """An operator disabled the account (FAILED_PRECONDITION, reason "ACCOUNT_DISABLED"): said only
+    to a caller who gave the holder's right factors. The holder may not act until it is enabled."""
+
+
 class ActivationRefused(PermissionRefused):
     """The activation token does not authorise this: reused, expired, for another credential or
     digest, or beyond its count. Authorise again."""
@@ -87,7 +92,14 @@ class ServerBusy(SignServerClientError):
 
 class InvalidArgument(SignServerClientError):
     """INVALID_ARGUMENT: the request (or the document) is refused as it stands; ``field_violations``
-    names the fields when the server does."""
+    names the fields when the server does, and ``rule`` the password rule a new password broke."""
+
+    @property
+    def rule(self) -> str | None:
+        """For a refused new password: "too_short" (under 8 characters), "too_long", "no_letter",
+        "no_non_letter", "contains_account", "common" (among the most common passwords),
+        "unchanged" (the current password again) or "confirmation_differs"; else None."""
+        return self.metadata.get("rule")
 
 
 class AlreadyExists(SignServerClientError):
@@ -122,6 +134,7 @@ _BY_CODE: dict[grpc.StatusCode, type[SignServerClientError]] = {
 }
 _BY_REASON: dict[str, type[SignServerClientError]] = {
     "ACCOUNT_LOCKED": AccountLocked,
+    "ACCOUNT_DISABLED": AccountDisabled,
     "ACTIVATION_REFUSED": ActivationRefused,
     "CERTIFICATE_REFUSED": CertificateRefused,
     "ALREADY_RENEWED": AlreadyRenewed,

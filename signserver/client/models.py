@@ -176,6 +176,18 @@ class NewAccountResult:
 
 
 @dataclass(frozen=True)
+class HolderIdentity:
+    """A holder whose account, password and OTP the core accepted (CertificateClient.authenticate_holder):
+    the account as it records it. ``given_name`` and ``surname`` are empty when not recorded."""
+
+    account: str
+    holder_name: str
+    given_name: str
+    surname: str
+    emails: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CertificateRecord:
     """A certificate as the CA keeps it. ``status`` is "valid", "expired" or "revoked"."""
 

@@ -176,3 +176,27 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
         code = await self._accounts.run(self._service.accounts.unlock_with_recovery_code, account, recovery_code,
                                         new_password, operator)
         return certificate_pb2.UnlockAccountResponse(recovery_code=code)
+
+    async def AuthenticateHolder(self, request, context):
+        operator = await self._operator(context)
+        # As Authorize takes them: an empty OTP is a wrong factor (counted), not a malformed request.
+        account = await self._accounts.run(
+            self._service.accounts.authenticate, convert.text("account", request.account, limit=64),
+            convert.secret("password", request.password),
+            convert.text("otp", request.otp, required=False, limit=16), operator,
+            caller_check=still_waiting(context))
+        return certificate_pb2.HolderIdentity(account=account.username, holder_name=account.holder_name,
+                                              given_name=account.given_name, surname=account.surname,
+                                              emails=list(account.emails))
+
+    async def ChangeHolderPassword(self, request, context):
+        operator = await self._operator(context)
+        # AccountService.ChangePassword's change with no OTP (document 000's page asks none). No
+        # nonce: the current password is the proof, and a replay fails once it has changed.
+        await self._accounts.run(
+            self._service.accounts.change_password, convert.text("account", request.account, limit=64),
+            old=convert.secret("current_password", request.current_password),
+            new=convert.secret("new_password", request.new_password),
+            confirmation=convert.secret("confirm_new_password", request.confirm_new_password),
+            otp_code=None, otp_required=False, actor=operator, caller_check=still_waiting(context))
+        return certificate_pb2.ChangeHolderPasswordResponse()

@@ -3,8 +3,9 @@
 A refusal carries its status code and message (for people), the ``help-code`` trailer when the
 error has one, and a ``google.rpc.Status`` (read with ``grpc_status.rpc_status.from_call``) with:
 an ``ErrorInfo`` whose reason is the error class's stable ``reason`` (domain "signserver"; metadata
-"help_code" and, for a locked account, "locked_until" in RFC 3339 UTC); a ``BadRequest`` naming the
-field at fault for INVALID_ARGUMENT when it is known; a ``RetryInfo`` for RESOURCE_EXHAUSTED.
+"help_code", for a locked account "locked_until" in RFC 3339 UTC, and for a refused new password
+"rule", the rule it broke); a ``BadRequest`` naming the field at fault for INVALID_ARGUMENT when it
+is known; a ``RetryInfo`` for RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -144,6 +145,9 @@ def _error_metadata(error: errors.SignServerError) -> dict[str, str]:
         metadata["help_code"] = help_code
     if isinstance(error, errors.AccountLocked) and error.until is not None:
         metadata["locked_until"] = rfc3339_utc(error.until)
+    rule = getattr(error, "rule", None)  # the password rule a new password broke
+    if rule:
+        metadata["rule"] = rule
     return metadata
 
 

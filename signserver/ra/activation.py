@@ -95,7 +95,7 @@ class ActivationSteps(RenewalSteps):
             machine.check_new_password(given.new_password, confirmation)
         elif not given.password:
             raise StepRefused("enter the current cloud-signature password (or a new one when the account "
-                              "holds no valid certificate)")
+                              "holds no valid certificate)", reason="password_missing")
         reference = uuid.uuid4().hex
         # Marked running before the save: a resume pass in this process never sees it activating
         # and not running.

@@ -55,13 +55,14 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
 REALM = 'Bearer realm="signserver-ra"'
 
 
-def _error_response(exc: errors.RaError) -> JSONResponse:
+def _error_response(exc: errors.RaError, provider: str = "") -> JSONResponse:
+    """The JSON answer for ``exc``; a help code's guidance names ``provider`` (ra.provider_name)."""
     status, reason = next(((s, r) for cls, s, r in _STATUS if isinstance(exc, cls)), (400, "refused"))
     body = {"error": reason, "message": str(exc)}
     code = getattr(exc, "help_code", "")
     if code:
         body["help_code"] = code
-        body["guidance"] = help_code(code).guidance
+        body["guidance"] = help_code(code).guidance_by_language(provider)
     headers = {"WWW-Authenticate": REALM} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -106,7 +107,9 @@ def _text(body: dict, name: str, required: bool = True) -> str:
     return value
 
 
-def build_app(workflow: RenewalWorkflow) -> Starlette:
+def build_app(workflow: RenewalWorkflow, provider: str = "") -> Starlette:
+    """The JSON API's routes over ``workflow``; ``provider``: the setting ra.provider_name, named
+    in help codes' guidance."""
     def handler(work, holder: bool = True, outcome: bool = False):
         """``work`` as an endpoint; a holder's call (``holder``) only with the renewal's holder token.
 
@@ -121,13 +124,13 @@ def build_app(workflow: RenewalWorkflow) -> Starlette:
                                                                           reading=outcome))
                 return await work(request, renewal_id)
             except errors.RaError as exc:
-                return _error_response(exc)
+                return _error_response(exc, provider)
         return endpoint
 
     async def show(renewal_id: str, status: int = 200) -> JSONResponse:
         renewal = await run_in_threadpool(workflow.get, renewal_id)
         unverified = await run_in_threadpool(workflow.unverified_emails, renewal)
-        return JSONResponse(view(renewal, unverified), status_code=status)
+        return JSONResponse(view(renewal, unverified, provider), status_code=status)
 
     async def healthz(request, _):
         return JSONResponse({"status": "ok"})

@@ -97,12 +97,13 @@ class ApplicationSteps(RenewalSteps):
         renewal = self.get(renewal_id)
         machine.before_application(renewal)
         if not password:
-            raise StepRefused("enter the cloud-signature password (and the one-time password)")
+            raise StepRefused("enter the cloud-signature password (and the one-time password)",
+                              reason="password_missing")
         document = self.application_document(renewal_id)
         certificate = self._core(self._certificates.get_certificate, renewal.serial)
         if not certificate.credential_id or not machine.is_cloud_signature(certificate.profile):
             raise StepRefused("this certificate holds no cloud-signature credential: upload the application "
-                              "signed with your electronic ID")
+                              "signed with your electronic ID", reason="no_cloud_credential")
         documents = self._require_documents()
         signed = io.BytesIO()
         try:
@@ -110,11 +111,12 @@ class ApplicationSteps(RenewalSteps):
                                otp=otp or None, credential_id=certificate.credential_id)
         except AuthenticationRefused:
             self._audit(renewal.id, "application_signing_refused", "authentication")
-            raise ApplicationRefused("the password or one-time password is not right") from None
+            raise ApplicationRefused("the password or one-time password is not right",
+                                     reason="authentication") from None
         except AccountLocked:
             self._audit(renewal.id, "application_signing_refused", "account locked")
             raise ApplicationRefused("the account is locked after too many wrong passwords; try again later "
-                                     "or unlock it in person") from None
+                                     "or unlock it in person", reason="locked") from None
         except PermissionRefused as exc:
             raise CoreUnavailable(f"the core does not let the RA sign for this account: {exc}") from None
         except SignServerClientError as exc:

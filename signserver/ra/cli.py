@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from signserver.ra import operator_cli
 from signserver.ra.errors import OperationRefused, RaError, SettingsError
 from signserver.ra.help_codes import DEFAULT_LANGUAGE, HELP_CODES, LANGUAGES
 from signserver.ra.renewal import Holder, State
@@ -35,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("serve", help="run the RA (its JSON API and background work)").set_defaults(handler=cmd_serve)
+    serve = commands.add_parser("serve", help="run the RA (its JSON API, its pages and background work)")
+    serve.add_argument("--demo", action="store_true",
+                       help="with a demonstration holder, operator and renewal (beside `signserver serve --demo`)")
+    serve.set_defaults(handler=cmd_serve)
 
     holder = commands.add_parser("holder", help="record a holder's registered identity data (as at enrolment)")
     holder.add_argument("account")
@@ -89,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                         add_help=False)
 
     _operations_commands(commands)
+    operator_cli.add_commands(commands)
 
     trail = commands.add_parser("audit", help="the RA's audit trail, checked")
     trail.add_argument("--renewal", default="")
@@ -216,7 +221,7 @@ def _renewal_lines(renewals) -> list[str]:
 def cmd_serve(args, settings) -> int:
     from signserver.ra.server import serve
 
-    serve(settings)
+    serve(settings, demo=args.demo)
     return 0
 
 
@@ -330,10 +335,10 @@ def cmd_enrol(args, settings) -> int:
              "otp_uri": enrolled.otp_uri, "recovery_code": enrolled.recovery_code, "reference": enrolled.reference}
     if not certificate:
         value.update(error="operation_refused", message=enrolled.refusal, help_code=enrolled.help_code,
-                     guidance=_guidance(enrolled.help_code, args.lang))
+                     guidance=_guidance(enrolled.help_code, args.lang, settings.provider_name))
     _print(args, value, lines)
     if not certificate:
-        guidance = _guidance(enrolled.help_code, args.lang)
+        guidance = _guidance(enrolled.help_code, args.lang, settings.provider_name)
         print(f"signserver ra: the certificate was refused: {enrolled.refusal}", file=sys.stderr)
         if guidance:
             print(guidance, file=sys.stderr)
@@ -407,16 +412,17 @@ def cmd_audit(args, settings) -> int:
     return 0 if broken is None else EXIT_ERROR
 
 
-def _guidance(code: str, language: str) -> str:
-    """A help code's guidance in ``language``, with the code; "" for none or one not of the documents."""
-    return HELP_CODES[code].text(language) if code in HELP_CODES else ""
+def _guidance(code: str, language: str, provider: str = "") -> str:
+    """A help code's guidance in ``language``, with the code, naming ``provider`` (ra.provider_name);
+    "" for none or one not of the documents."""
+    return HELP_CODES[code].text(language, provider) if code in HELP_CODES else ""
 
 
-def _print_error(args, exc: RaError) -> None:
+def _print_error(args, exc: RaError, provider: str = "") -> None:
     """One line on standard error, and a help code's guidance in the operator's language under it;
     with --json, the same as a JSON object on standard output too."""
     code = getattr(exc, "help_code", "") or ""
-    guidance = _guidance(code, args.lang)
+    guidance = _guidance(code, args.lang, provider)
     print(f"signserver ra: {exc}" + (f" ({code})" if code and not guidance else ""), file=sys.stderr)
     if guidance:
         print(guidance, file=sys.stderr)
@@ -431,8 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    provider = ""  # named in a help code's guidance, once the settings are read
     try:
         settings = load_settings(args.config)
+        provider = settings.provider_name
         if args.command not in UNNAMED_COMMANDS:
             args.operator = settings.check_operator(args.operator)
         return args.handler(args, settings)
@@ -440,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"signserver ra: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except RaError as exc:
-        _print_error(args, exc)
+        _print_error(args, exc, provider)
         return EXIT_ERROR
     except BrokenPipeError:
         sys.stderr.close()

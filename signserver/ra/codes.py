@@ -69,9 +69,9 @@ def attempt(verification: EmailVerification, code: str, now: datetime.datetime,
     if verification.verified_at is not None:
         return verification, True
     if now >= verification.expires_at:
-        raise CodeRefused("the code has expired; ask for a new one")
+        raise CodeRefused("the code has expired; ask for a new one", "expired")
     if verification.attempts >= max_attempts:
-        raise CodeRefused("too many wrong codes; ask for a new one")
+        raise CodeRefused("too many wrong codes; ask for a new one", "used_up")
     counted = replace(verification, attempts=verification.attempts + 1)
     if hmac.compare_digest(_digest(code.strip(), verification.salt), verification.code_hash):
         return replace(counted, verified_at=now), True

@@ -20,11 +20,19 @@ class RenewalNotFound(RaError):
 
 class Refusal(RaError):
     """A request refused for what it asks (by the RA's rules or by the core); ``help_code`` is
-    set when the documents give the situation a help code (AC-AB-0007, AC-AB-0014, AC-AB-0015)."""
+    set when the documents give the situation a help code (AC-AB-0007, AC-AB-0014, AC-AB-0015).
+    ``reason`` is a stable word for what was refused, for a page to say it in the holder's
+    language without reading the message. The RA's own (lower case): "photo_mismatch",
+    "identity_mismatch" (renew in person), "limit_reached" (a step tried too many times),
+    "not_verified" (e-mail addresses), "revocation_phrase", the password rules "too_short",
+    "no_letter", "no_non_letter" and "confirmation_differs", "password_missing",
+    "no_cloud_credential", "authentication" (a password or OTP not right), "locked"; the core's
+    reason (upper case, e.g. "PERMISSION_DENIED") for the core's refusal; "" when none applies."""
 
-    def __init__(self, message: str, *, help_code: str = "") -> None:
+    def __init__(self, message: str, *, help_code: str = "", reason: str = "") -> None:
         super().__init__(message)
         self.help_code = help_code
+        self.reason = reason
 
 
 class StepRefused(Refusal):
@@ -36,7 +44,14 @@ class ConcurrentUpdate(RaError):
 
 
 class CodeRefused(RaError):
-    """An e-mail verification code is wrong, expired or has used up its attempts."""
+    """An e-mail verification code is wrong, expired or has used up its attempts; ``reason`` says
+    which: "too_soon" (a code went out less than a minute ago), "blocked" (the address, or the
+    renewal's sign-in codes, used up), "none" (no code sent yet), "expired", "used_up" (the code's
+    attempts) or "wrong"."""
+
+    def __init__(self, message: str, reason: str = "wrong") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # --- the identity registry (signserver/ra/registry.py, docs/registry-contract.md) ---------------
@@ -101,14 +116,52 @@ class HolderNotAuthorised(RaError):
 CORE_UNAVAILABLE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED"})
 
 
+def core_unavailable(exc: Exception) -> bool:
+    """Whether a failed call to the core (a ``signserver.client`` error) means the core did not
+    answer, or answered "not now", rather than refused the request."""
+    return (getattr(exc, "code", "") or "") in CORE_UNAVAILABLE_CODES
+
+
 def core_error(exc: Exception, refused: type[Refusal] = StepRefused, message: str = "") -> RaError:
     """The RA's error for a failed call to the core (a ``signserver.client`` error, read by its
     attributes: this module imports nothing of the client): CoreUnavailable when the core did not
-    answer or was busy, else ``refused`` with ``message`` (default: the core's own sentence) and
-    the core's help code. The caller raises it ``from None``: the client error's text may quote
-    the request, never a secret, but the RA's answer is its own."""
-    code = getattr(exc, "code", "") or ""
-    if code in CORE_UNAVAILABLE_CODES:
-        return CoreUnavailable(f"the core does not answer ({code}); try again later")
+    answer or was busy, else ``refused`` with ``message`` (default: the core's own sentence), the
+    core's help code and its stable reason. The caller raises it ``from None``: the client error's
+    text may quote the request, never a secret, but the RA's answer is its own."""
+    if core_unavailable(exc):
+        return CoreUnavailable(f"the core does not answer ({exc.code}); try again later")
     text = message or f"the core refused: {getattr(exc, 'message', '') or exc}"
-    return refused(text, help_code=getattr(exc, "help_code", "") or "")
+    return refused(text, help_code=getattr(exc, "help_code", "") or "", reason=getattr(exc, "reason", "") or "")
+
+
+# --- the operators' accounts (signserver/ra/operator_accounts.py) ------------------------------
+
+
+class OperatorAccountRefused(Refusal):
+    """An operator account cannot be added or changed: a name taken, unknown, malformed or not
+    among ra.operators, a password that breaks the rules, a disabled account."""
+
+
+class OperatorAuthenticationFailed(RaError):
+    """An operator's sign-in refused: one answer for an unknown name, a wrong password and a
+    wrong or already used one-time password, never saying which."""
+
+
+class OperatorDisabled(OperatorAuthenticationFailed):
+    """The factors were right, but the operator account is disabled."""
+
+
+class OperatorLocked(RaError):
+    """Too many failed sign-ins: the operator account is locked until ``locked_until``."""
+
+    def __init__(self, message: str, locked_until) -> None:
+        super().__init__(message)
+        self.locked_until = locked_until
+
+
+# --- the notice link's sign-in (signserver/ra/holder_sign_in.py) -------------------------------
+
+
+class SignInCodeRefused(CodeRefused):
+    """A sign-in code refused; ``reason`` as CodeRefused's ("blocked": the renewal's sign-in codes
+    are used up)."""

@@ -8,9 +8,10 @@ import datetime
 import logging
 import smtplib
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formataddr, formatdate, make_msgid
 
 from signserver.clock import Clock
+from signserver.ra import messages
 from signserver.ra.store import repository
 from signserver.ra.store.database import RaDatabase
 
@@ -26,7 +27,11 @@ def retry_delay(attempts: int) -> datetime.timedelta:
 
 
 class OutboxMailer:
-    def __init__(self, database: RaDatabase, clock: Clock, *, host: str, port: int, sender: str):
+    def __init__(self, database: RaDatabase, clock: Clock, *, host: str, port: int, sender: str,
+                 service_name: str = ""):
+        """``sender``: the From address; ``service_name``: the setting ra.service_name, the From
+        name and the sign-off of every message ("" for the languages' default names)."""
+        self._service_name = service_name
         self._database = database
         self._clock = clock
         self._host = host
@@ -45,12 +50,12 @@ class OutboxMailer:
         sent = 0
         for row in due:
             message = EmailMessage()
-            message["From"] = self._sender
+            message["From"] = formataddr((messages.sender_name(self._service_name), self._sender))
             message["To"] = row.recipient
             message["Subject"] = row.subject
             message["Date"] = formatdate(localtime=False)
             message["Message-ID"] = make_msgid(domain="ra.signserver")
-            message.set_content(row.body)
+            message.set_content(messages.signed_off(row.body, self._service_name))
             try:
                 with smtplib.SMTP(self._host, self._port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
                     smtp.send_message(message)

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import datetime
 
+from signserver.ra import branding
+
 DISPLAY_ZONE = datetime.timezone(datetime.timedelta(hours=8))  # Macau time, as the documents show
+
+
+def signed_off(body: str, service_name: str = "") -> str:
+    """``body`` with the service's name under it, after the signature separator; ``service_name``:
+    the setting ra.service_name (the three languages' default names when empty)."""
+    return f"{body.rstrip()}\n\n-- \n{branding.service_names(service_name)}\n"
+
+
+def sender_name(service_name: str = "") -> str:
+    """The name the e-mails come from: the service's (ra.service_name, or the defaults)."""
+    return branding.service_names(service_name)
 
 
 def day(moment: datetime.datetime | None) -> str:
@@ -12,10 +25,15 @@ def day(moment: datetime.datetime | None) -> str:
 
 
 def renewal_notice(renewal_id: str, token: str, serial: str, profile: str,
-                   expires: datetime.datetime) -> tuple[str, str]:
-    """The notice, with the holder's token: the key of the holder's renewal steps (keep it to yourself)."""
+                   expires: datetime.datetime, *, public_url: str = "") -> tuple[str, str]:
+    """The notice, with the holder's token: the key of the holder's renewal steps (keep it to
+    yourself), as the link to the RA's pages (``public_url``: their address; a single-use link,
+    with an e-mail code) and as the access key of the RA's JSON API."""
     subject = "電子證書續期通知 Aviso de renovação do certificado Certificate renewal notice"
-    body = (f"續期編號 / Número da renovação / Renewal: {renewal_id}\n"
+    link = (f"請透過以下連結登入 / Entre pela ligação / Sign in through this link:\n"
+            f"{public_url.rstrip('/')}/notice/{renewal_id}/{token}\n") if public_url else ""
+    body = (link +
+            f"續期編號 / Número da renovação / Renewal: {renewal_id}\n"
             f"存取密鑰 / Chave de acesso / Access key: {token}\n"
             f"有效期至 / válida até / valid until {day(expires)}；請勿轉交他人 / não a partilhe / do not share it\n"
             f"證書 {serial}（{profile}）將於 {day(expires)} 到期，請登入進行身份鑑別及證書續期。\n"
@@ -29,6 +47,16 @@ def verification_code(code: str, minutes: int) -> tuple[str, str]:
     body = (f"驗證碼：{code}（{minutes} 分鐘內有效）\n"
             f"Código de verificação: {code} (válido durante {minutes} minutos)\n"
             f"Verification code: {code} (valid for {minutes} minutes)\n")
+    return subject, body
+
+
+def sign_in_code(code: str, minutes: int) -> tuple[str, str]:
+    """The code that signs a holder in through the notice's link."""
+    subject = "登入驗證碼 Código de entrada Sign-in code"
+    body = (f"登入驗證碼：{code}（{minutes} 分鐘內有效）。如非閣下本人操作，請勿理會此郵件。\n"
+            f"Código de entrada: {code} (válido durante {minutes} minutos). "
+            "Se não o pediu, ignore esta mensagem.\n"
+            f"Sign-in code: {code} (valid for {minutes} minutes). If you did not ask for it, ignore this message.\n")
     return subject, body
 
 

@@ -269,7 +269,8 @@ def face_compared(renewal: Renewal, score: float, threshold: float, now: datetim
     where it is; the holder may try another photo)."""
     before_face(renewal)
     if score < threshold:
-        raise StepRefused("the photo does not match the identity document's; try another photo")
+        raise StepRefused("the photo does not match the identity document's; try another photo",
+                          reason="photo_mismatch")
     return _moved(renewal, now, state=State.AWAITING_IDENTITY, resume_step="", face_score=score)
 
 
@@ -284,7 +285,8 @@ def accept_agreement(renewal: Renewal, unverified_emails: list[str], now: dateti
     if renewal.face_score is None:
         raise StepRefused("the photo comparison comes before the agreement")
     if unverified_emails:
-        raise StepRefused("these e-mail addresses are not verified yet: " + ", ".join(unverified_emails))
+        raise StepRefused("these e-mail addresses are not verified yet: " + ", ".join(unverified_emails),
+                          reason="not_verified")
     return _moved(renewal, now, state=State.AWAITING_APPLICATION, agreement_at=now, help_code="")
 
 
@@ -346,15 +348,19 @@ def complete_in_person(renewal: Renewal, operator: str, now: datetime.datetime) 
 def check_revocation_phrase(phrase: str) -> None:
     """Raises: StepRefused: not 8 to 64 letters and digits."""
     if not REVOCATION_PHRASE.fullmatch(phrase or ""):
-        raise StepRefused("the revocation phrase is 8 to 64 letters and digits")
+        raise StepRefused("the revocation phrase is 8 to 64 letters and digits", reason="revocation_phrase")
 
 
 def check_new_password(password: str, confirmation: str) -> None:
     """The documents' rules: at least 8 characters, a letter and a non-letter; typed twice alike.
 
-    Raises: StepRefused (the message never repeats the password).
+    Raises: StepRefused (the message never repeats the password), its reason the rule broken:
+            "confirmation_differs", "too_short", "no_letter" or "no_non_letter".
     """
     if password != confirmation:
-        raise StepRefused("the new password and its confirmation differ")
-    if len(password) < 8 or not any(c.isalpha() for c in password) or all(c.isalpha() for c in password):
-        raise StepRefused("a password has at least 8 characters, at least one letter and one non-letter")
+        raise StepRefused("the new password and its confirmation differ", reason="confirmation_differs")
+    broken = ("too_short" if len(password) < 8 else "no_letter" if not any(c.isalpha() for c in password)
+              else "no_non_letter" if all(c.isalpha() for c in password) else "")
+    if broken:
+        raise StepRefused("a password has at least 8 characters, at least one letter and one non-letter",
+                          reason=broken)

@@ -1,6 +1,7 @@
-"""`signserver ra serve`: the RA's process. Its JSON API on uvicorn, and one background thread
-that sends the outbox, sends the renewal notices, asks the registry again for the renewals waiting
-for it, and settles activations a stop interrupted."""
+"""`signserver ra serve`: the RA's process. Its JSON API and its web pages in one app on uvicorn,
+and one background thread that sends the outbox, sends the renewal notices, asks the registry again
+for the renewals waiting for it, settles activations a stop interrupted and removes expired page
+sessions."""
 
 from __future__ import annotations
 
@@ -105,8 +106,12 @@ def open_database(settings: RaSettings) -> RaDatabase:
     return database
 
 
-def build_workflow(settings: RaSettings, clock: Clock | None = None) -> tuple[RenewalWorkflow, RaDatabase]:
-    """Raises: SettingsError, StoreUnavailable."""
+def build_workflow(settings: RaSettings, clock: Clock | None = None, *, certificates=None,
+                   documents=None) -> tuple[RenewalWorkflow, RaDatabase]:
+    """The renewal workflow; ``certificates`` and ``documents`` (the core's connections) are made
+    here unless given (the pages share ``certificates``).
+
+    Raises: SettingsError, StoreUnavailable."""
     registry = registry_client(settings)  # a TLS file that cannot be read stops the start here
     # A holder waits for the answer: one attempt, and the renewal waits for the background pass,
     # which asks again with the configured attempts.
@@ -114,16 +119,71 @@ def build_workflow(settings: RaSettings, clock: Clock | None = None) -> tuple[Re
     database = open_database(settings)
     workflow = RenewalWorkflow(database, clock or SystemClock(), settings, registry=registry,
                                holder_registry=holder_registry,
-                               certificates=CoreConnection(settings),
-                               documents=CoreConnection(settings, document_client))
+                               certificates=certificates or CoreConnection(settings),
+                               documents=documents or CoreConnection(settings, document_client))
     return workflow, database
 
 
+def build_web_context(settings: RaSettings, clock: Clock, workflow: RenewalWorkflow, database: RaDatabase,
+                      certificates):
+    """What the pages are given (signserver/ra/web/context.py).
+
+    Raises: SettingsError: the RA's secret key cannot be read or made (operator accounts).
+    """
+    from signserver.ra.holder_sign_in import HolderSignIn
+    from signserver.ra.operations import RaOperations
+    from signserver.ra.web.captcha import Captcha
+    from signserver.ra.web.context import WebContext
+    from signserver.ra.web.i18n import load_catalogues
+    from signserver.ra.web.limits import RateLimits
+    from signserver.ra.web.rendering import Templates
+    from signserver.ra.web.sessions import SessionStore
+
+    sessions = SessionStore(database, clock, settings)
+    return WebContext(settings=settings, clock=clock, workflow=workflow,
+                      operations=RaOperations(database, clock, certificates), certificates=certificates,
+                      holder_sign_in=HolderSignIn(database, clock, settings),
+                      operators=_operator_accounts(settings, database, clock, sessions),
+                      sessions=sessions, limits=RateLimits(settings),
+                      captcha=Captcha(clock, sessions), templates=Templates.create(load_catalogues()))
+
+
+def _operator_accounts(settings: RaSettings, database: RaDatabase, clock: Clock, sessions):
+    """The operators' accounts; disabling one or resetting its password ends its ``sessions``.
+
+    Raises: SettingsError: the RA's secret key cannot be read or made."""
+    from signserver.ra.operator_accounts import OperatorAccounts
+
+    return OperatorAccounts.from_settings(settings, database, clock, sessions)
+
+
+def build_site(settings: RaSettings, clock: Clock, workflow: RenewalWorkflow, database: RaDatabase,
+               certificates):
+    """The RA's ASGI app: the JSON API and the pages, and the pages' context.
+
+    Raises: SettingsError.
+    """
+    from signserver.ra.web.app import build_site as assemble
+
+    context = build_web_context(settings, clock, workflow, database, certificates)
+    return assemble(context, api_routes=build_app(workflow, settings.provider_name).routes), context
+
+
+def _tls_options(settings: RaSettings) -> tuple[dict, object]:
+    """uvicorn's TLS options and HTTP protocol (the operators' client certificates, when set).
+
+    Raises: SettingsError."""
+    from signserver.ra.web.client_certificate import http_protocol, tls_options
+
+    return tls_options(settings), http_protocol(settings)
+
+
 class BackgroundPasses(threading.Thread):
-    def __init__(self, workflow: RenewalWorkflow, mailer: OutboxMailer, every_seconds: float):
+    def __init__(self, workflow: RenewalWorkflow, mailer: OutboxMailer, every_seconds: float, sessions=None):
         super().__init__(name="ra-background", daemon=True)
         self._workflow = workflow
         self._mailer = mailer
+        self._sessions = sessions  # the pages' SessionStore: expired sessions are removed
         self._every = every_seconds
         self.stopping = threading.Event()
 
@@ -133,8 +193,11 @@ class BackgroundPasses(threading.Thread):
             self.stopping.wait(self._every)
 
     def run_once(self) -> None:
-        for name, work in (("activations", self._workflow.resume_activations), ("notices", self._workflow.run_notices),
-                           ("registry", self._workflow.retry_registry), ("outbox", self._mailer.send_due)):
+        passes = [("activations", self._workflow.resume_activations), ("notices", self._workflow.run_notices),
+                  ("registry", self._workflow.retry_registry), ("outbox", self._mailer.send_due)]
+        if self._sessions is not None:
+            passes.append(("sessions", self._sessions.remove_expired))
+        for name, work in passes:
             try:
                 work()
             except RaError as exc:  # the next pass tries again
@@ -143,29 +206,43 @@ class BackgroundPasses(threading.Thread):
                 log.exception("background %s failed", name)
 
 
-def serve(settings: RaSettings) -> None:
-    """Run the RA until interrupted.
+def serve(settings: RaSettings, demo: bool = False) -> None:
+    """Run the RA until interrupted; ``demo``: with the demonstration's holder, operator and
+    renewal (signserver/ra/demo.py).
 
     Raises: SettingsError (a listen beyond loopback without TLS among others), StoreUnavailable.
     """
     tls = settings.api_tls  # checked before anything starts
+    options, protocol = _tls_options(settings)
     clock = SystemClock()
-    workflow, database = build_workflow(settings, clock)
+    certificates = CoreConnection(settings)  # one connection for the workflow and the pages
+    workflow, database = build_workflow(settings, clock, certificates=certificates)
     mailer = OutboxMailer(database, clock, host=settings.smtp_host, port=settings.smtp_port,
-                          sender=settings.smtp_sender)
-    options = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
+                          sender=settings.smtp_sender, service_name=settings.service_name)
     try:
-        config = uvicorn.Config(build_app(workflow), host=settings.host, port=settings.port, log_level="warning",
-                                access_log=False, lifespan="off", **options)
+        app, context = build_site(settings, clock, workflow, database, certificates)
+    except Exception:
+        database.close()
+        raise
+    try:
+        # uvicorn's access log is off: a notice link's path carries a token; the app logs requests
+        # itself with it masked (signserver/ra/web/security.py).
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                access_log=False, lifespan="off", http=protocol, **options)
         config.load()  # reads the certificate and key now, so that a bad one is a settings error
     except (OSError, ssl.SSLError) as exc:
         database.close()
         raise SettingsError(f"ra.tls_cert / ra.tls_key: cannot use {tls[0]} and {tls[1]} "
                             f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
     server = uvicorn.Server(config)
-    passes = BackgroundPasses(workflow, mailer, settings.background_seconds)
+    passes = BackgroundPasses(workflow, mailer, settings.background_seconds, sessions=context.sessions)
     passes.start()
+    if demo:
+        from signserver.ra.demo import prepare_demo
+
+        prepare_demo(settings, database, workflow, context.operations, context.operators, stopping=passes.stopping)
     print(f"signserver RA listening on {'https' if tls else 'http'}://{settings.listen}", flush=True)
+    print(f"signserver RA pages at {settings.public_url}/", flush=True)
     try:
         server.run()
     finally:

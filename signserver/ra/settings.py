@@ -62,6 +62,26 @@ class RaSettings:
     # The roots an application uploaded already signed (an external eID) must chain to (PEM files).
     application_trust_roots: tuple[Path, ...] = field(default=())
     application_font: Path | None = None  # a CJK OpenType face; default: the system's Noto Sans CJK TC
+    # The pages (signserver/ra/web): the address people reach them at (links in e-mails), the
+    # sessions' expiry, the attempts a form allows per client address and per account in 10 minutes.
+    public_url: str = "http://localhost:8450"
+    web_session_idle_seconds: int = 900  # since the session's last use
+    web_session_max_seconds: int = 28800  # since signing in
+    web_attempts_per_address: int = 20
+    web_attempts_per_account: int = 10
+    secret_key_file: Path | None = None  # the RA's secret key (seals operators' OTP seeds); default under state_dir
+    # The CA (PEM) of the RA certificates an operator may sign in with: with tls_cert and tls_key,
+    # the RA asks browsers for an optional client certificate.
+    operator_client_ca: Path | None = None
+    # The names shown to people (signserver/ra/branding.py): the service's (the pages' header and
+    # title, the e-mails) and the certification service provider's (whom the holder applies to and
+    # contacts). Empty: the neutral default of each language; a set name is used in every language.
+    service_name: str = ""
+    provider_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.secret_key_file is None:  # frozen: set once, here
+            object.__setattr__(self, "secret_key_file", self.state_dir / "ra-secret.key")
 
     @property
     def application_client_files(self) -> tuple[Path, Path]:
@@ -198,6 +218,13 @@ def _paths(key: str, value: Any) -> tuple[Path, ...]:
     return tuple(Path(item).expanduser() for item in value)
 
 
+def _name(key: str, value: Any) -> str:
+    text = _text(key, value).strip()
+    if len(text) > 200 or not text.isprintable():
+        raise SettingsError(f"ra.{key}: expected a name of at most 200 printable characters")
+    return text
+
+
 def _names(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
@@ -243,10 +270,19 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "application_client_key": _path,
     "application_trust_roots": _paths,
     "application_font": _path,
+    "public_url": _url,
+    "web_session_idle_seconds": _integer(60, 86400),
+    "web_session_max_seconds": _integer(300, 7 * 86400),
+    "web_attempts_per_address": _integer(1, 10000),
+    "web_attempts_per_account": _integer(1, 1000),
+    "secret_key_file": _path,
+    "operator_client_ca": _path,
+    "service_name": _name,
+    "provider_name": _name,
 }
 _PATHS = ("client_cert", "client_key", "ca_roots", "registry_api_key_file", "application_client_cert",
           "application_client_key", "application_font", "tls_cert", "tls_key", "registry_ca",
-          "registry_client_cert", "registry_client_key")
+          "registry_client_cert", "registry_client_key", "secret_key_file", "operator_client_ca")
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> RaSettings:

@@ -68,6 +68,12 @@ class RenewalSteps:
         with self._database.transaction() as conn:
             return repository.list_renewals(conn, states=states, account=account)
 
+    def renewals_with_blocked_addresses(self) -> set[str]:
+        """The ids of the renewals with an e-mail address blocked after too many codes or wrong
+        codes (an operator may reopen them). Raises: StoreUnavailable."""
+        with self._database.transaction() as conn:
+            return repository.renewals_with_blocked_addresses(conn)
+
     def _identity_changed(self, renewal: Renewal, actor: str, differences: list[str]) -> Renewal:
         """AC-AB-0014: the identity steps start over and the holder is e-mailed."""
         def changed(r, now, conn):

@@ -102,7 +102,8 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             token, token_hash = holder_token.new_token()
             moved = machine.new_holder_token(r, token_hash, now)
             repository.queue_email(conn, now, r.emails, *messages.renewal_notice(r.id, token, r.serial, r.profile,
-                                                                                 r.expires),
+                                                                                 r.expires,
+                                                                                 public_url=self._settings.public_url),
                                    discard_after=moved.holder_token_expires)
             return moved
         return self._step(renewal_id, operator, "notice_resent", resend)
@@ -152,7 +153,8 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
                     # first: refused if another pass gave it meanwhile
                     moved = machine.give_notice(r, now, token_hash=token_hash)
                     repository.queue_email(conn, now, r.emails,
-                                           *messages.renewal_notice(r.id, token, r.serial, r.profile, r.expires),
+                                           *messages.renewal_notice(r.id, token, r.serial, r.profile, r.expires,
+                                                                    public_url=self._settings.public_url),
                                            discard_after=moved.holder_token_expires)  # the token's end
                     return moved
                 try:
@@ -201,12 +203,13 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             if any(codes.still_verified(v, now, self._settings.reuse_days) for v in earlier):
                 return False
             if repository.code_limits_of(conn, renewal_id, address).blocked:
-                raise CodeRefused(ADDRESS_BLOCKED)
+                raise CodeRefused(ADDRESS_BLOCKED, "blocked")
             if earlier and now - earlier[0].created_at < RESEND_AFTER:
-                raise CodeRefused(f"a code was sent less than {RESEND_AFTER.seconds} seconds ago; use it or wait")
+                raise CodeRefused(f"a code was sent less than {RESEND_AFTER.seconds} seconds ago; use it or wait",
+                                  "too_soon")
             # Each code allows code_attempts guesses: new codes on demand would allow any number.
             if not repository.count_code_sent(conn, renewal_id, address, self._settings.code_sends):
-                raise CodeRefused(ADDRESS_BLOCKED)
+                raise CodeRefused(ADDRESS_BLOCKED, "blocked")
             verification, code = codes.issue(renewal_id, address, now, self._settings.code_seconds)
             repository.add_verification(conn, verification)
             repository.queue_email(conn, now, [address],
@@ -224,10 +227,10 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             renewal = repository.get_renewal(conn, renewal_id, for_update=True)  # parallel guesses take turns
             self._require_identity_phase(renewal, address)
             if repository.code_limits_of(conn, renewal_id, address).blocked:
-                raise CodeRefused(ADDRESS_BLOCKED)
+                raise CodeRefused(ADDRESS_BLOCKED, "blocked")
             latest = next(iter(repository.verifications(conn, renewal_id, address)), None)
             if latest is None:
-                raise CodeRefused("no code was sent to this address; ask for one")
+                raise CodeRefused("no code was sent to this address; ask for one", "none")
             if latest.verified_at is not None:
                 return
             try:
@@ -236,17 +239,17 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
                 refusal = exc
             else:
                 if not repository.record_attempt(conn, counted, self._settings.code_attempts):
-                    refusal = CodeRefused("too many wrong codes; ask for a new one")
+                    refusal = CodeRefused("too many wrong codes; ask for a new one", "used_up")
                 elif matched:
                     repository.audit(conn, now, HOLDER, "code_verified", renewal_id, f"address={address}")
                 else:
                     repository.audit(conn, now, HOLDER, "code_wrong", renewal_id, f"address={address}")
                     limits = repository.count_code_failure(conn, renewal_id, address, self._settings.code_failures,
                                                            now)
-                    refusal = CodeRefused("the code is not the one sent")
+                    refusal = CodeRefused("the code is not the one sent", "wrong")
                     if limits.blocked:
                         repository.audit(conn, now, HOLDER, "address_blocked", renewal_id, f"address={address}")
-                        refusal = CodeRefused(ADDRESS_BLOCKED)
+                        refusal = CodeRefused(ADDRESS_BLOCKED, "blocked")
         if refusal is not None:  # raised after the commit, so the attempt stays counted
             raise refusal
 
@@ -292,7 +295,8 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
         if record is not None and record.issuing_region != machine.MACAU:
             self._save(renewal, actor, "refused", lambda r, now, conn: machine.refuse(
                 r, "the identity document is not a Macau one and its data do not match: renew in person", now))
-            raise StepRefused("the identity document's data do not match the registered data; renew in person")
+            raise StepRefused("the identity document's data do not match the registered data; renew in person",
+                              reason="identity_mismatch")
         self._identity_changed(renewal, actor, differences)
         raise StepRefused("the identity document's data changed or it expired: verify your identity again",
                           help_code=IDENTITY_DATA_CHANGED)
@@ -336,7 +340,7 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
                 return
             repository.audit(conn, now, HOLDER, "limit_reached", renewal_id, counter)
         raise StepRefused(f"{what} {limit} times for this renewal: ask the registration authority to reopen it, "
-                          f"or renew in person")
+                          f"or renew in person", reason="limit_reached")
 
     def _require_identity_phase(self, renewal: Renewal, address: str) -> None:
         if renewal.state not in (State.AWAITING_IDENTITY, State.WAITING_FOR_REGISTRY):
@@ -345,7 +349,7 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             raise StepRefused("not an e-mail address of the certificate")
 
 
-def view(renewal: Renewal, unverified: list[str] | None = None) -> dict:
+def view(renewal: Renewal, unverified: list[str] | None = None, provider: str = "") -> dict:
     """The renewal as the holder's and operator's JSON shows it."""
     pending = {State.AWAITING_IDENTITY: "identity", State.WAITING_FOR_REGISTRY: "identity",
                State.AWAITING_APPLICATION: "identity",
@@ -368,5 +372,5 @@ def view(renewal: Renewal, unverified: list[str] | None = None) -> dict:
     if unverified is not None:
         shown["unverified_emails"] = unverified
     if renewal.help_code:
-        shown["guidance"] = help_code(renewal.help_code).guidance
+        shown["guidance"] = help_code(renewal.help_code).guidance_by_language(provider)
     return shown

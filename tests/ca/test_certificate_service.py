@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from dataclasses import replace
 
@@ -184,3 +185,227 @@ def test_ra_certificates_stay_ra_certificates_when_the_policy_arc_changes(ca_ser
     assert moved.ca.identify_ra(ra_certificate) == "ra-before-the-move"
     with pytest.raises(PermissionDenied):
         moved.ca.identify_ra(asp_certificate)
+
+
+# AuthenticateHolder: the holder's factors, checked for the RA's pages as Authorize checks them.
+
+
+def holder_with_otp(ra, name: str) -> str:
+    """An account with given name and surname; returns its OTP seed."""
+    from tests.conftest import seed_of
+
+    created = ra.CreateAccount(certificate_pb2.CreateAccountRequest(
+        account=name, holder_name="Weng Sam LUZIA KUAN", emails=[f"{name}@example.mo", f"{name}@work.example.mo"],
+        kind="government", organisation="DSAJ", password="Ra-created-1", given_name="Weng Sam LUZIA",
+        surname="KUAN"), timeout=60)
+    return seed_of(created.otp_uri)
+
+
+def authenticate(ra, account: str, password: str, otp_code: str):
+    return ra.AuthenticateHolder(certificate_pb2.AuthenticateHolderRequest(
+        account=account, password=password, otp=otp_code), timeout=60)
+
+
+def refusal(ra, account: str, password: str, otp_code: str) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as refused:
+        authenticate(ra, account, password, otp_code)
+    return refused.value
+
+
+def error_info(error: grpc.RpcError):
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    for detail in rpc_status.from_call(error).details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError("no ErrorInfo in the status")
+
+
+def test_authenticate_holder_returns_the_holder_and_audits_the_ra(ra, ca_service, ca_clock):
+    from signserver.accounts.otp import code_at
+
+    seed = holder_with_otp(ra, "ra-auth-1")
+    identity = authenticate(ra, "ra-auth-1", "Ra-created-1", code_at(seed, ca_clock.now()))
+    assert (identity.account, identity.holder_name, identity.given_name, identity.surname) == (
+        "ra-auth-1", "Weng Sam LUZIA KUAN", "Weng Sam LUZIA", "KUAN")
+    assert list(identity.emails) == ["ra-auth-1@example.mo", "ra-auth-1@work.example.mo"]
+    with ca_service.database.read() as conn:
+        events = [(r.event, r.actor) for r in conn.execute(
+            select(audit_log.c.event, audit_log.c.actor).where(audit_log.c.subject == "ra-auth-1"))]
+    assert ("auth.success", "ra:ra-operator-1") in events
+    # No nonce, no evidence: a sign-in changes no key or certificate (the one request is CreateAccount).
+    assert [event for event, _ in events].count("ra.request") == 1
+
+
+def test_every_wrong_factor_and_an_unknown_account_are_one_refusal(ra, ca_service, ca_clock):
+    from signserver.accounts.otp import code_at
+
+    seed = holder_with_otp(ra, "ra-auth-2")
+    right_otp = code_at(seed, ca_clock.now())
+    wrong_otp = "000000" if right_otp != "000000" else "111111"
+    refusals = [refusal(ra, "ra-auth-2", "Not-the-1", right_otp),  # wrong password
+                refusal(ra, "ra-auth-2", "Ra-created-1", wrong_otp),  # wrong OTP
+                refusal(ra, "ra-auth-2", "Ra-created-1", ""),  # no OTP: a wrong one, not a bad request
+                refusal(ra, "ra-nobody-has-this", "Ra-created-1", right_otp)]  # unknown account
+    assert {(r.code(), r.details(), error_info(r).reason) for r in refusals} == {
+        (grpc.StatusCode.UNAUTHENTICATED, refusals[0].details(), "AUTHENTICATION_FAILED")}
+    # Each counted toward its name's lock.
+    assert ca_service.accounts.lock_state("ra-auth-2").failed_attempts == 3
+    assert ca_service.accounts.lock_state("ra-nobody-has-this").failed_attempts == 1
+
+
+def test_an_otp_is_accepted_once(ra, ca_clock):
+    from signserver.accounts.otp import code_at
+
+    seed = holder_with_otp(ra, "ra-auth-3")
+    code = code_at(seed, ca_clock.now())
+    assert authenticate(ra, "ra-auth-3", "Ra-created-1", code).account == "ra-auth-3"
+    assert refusal(ra, "ra-auth-3", "Ra-created-1", code).code() is grpc.StatusCode.UNAUTHENTICATED
+    ca_clock.advance(seconds=30)
+    assert authenticate(ra, "ra-auth-3", "Ra-created-1", code_at(seed, ca_clock.now())).account == "ra-auth-3"
+
+
+def test_five_failures_lock_the_account(ra, ca_clock):
+    from signserver.accounts.otp import code_at
+    from signserver.grpc_api.errors import rfc3339_utc
+
+    seed = holder_with_otp(ra, "ra-auth-4")
+    for _ in range(5):
+        assert refusal(ra, "ra-auth-4", "Not-the-1", "123456").code() is grpc.StatusCode.UNAUTHENTICATED
+    locked = refusal(ra, "ra-auth-4", "Ra-created-1", code_at(seed, ca_clock.now()))  # right factors, too late
+    assert locked.code() is grpc.StatusCode.FAILED_PRECONDITION and "locked until" in locked.details()
+    info = error_info(locked)
+    assert info.reason == "ACCOUNT_LOCKED"
+    assert info.metadata["locked_until"] == rfc3339_utc(ca_clock.now() + datetime.timedelta(minutes=30))
+
+
+def test_a_disabled_account_is_said_only_to_the_right_factors(ra, ca_service, ca_clock):
+    from signserver.accounts.otp import code_at
+
+    seed = holder_with_otp(ra, "ra-auth-5")
+    ca_service.accounts.set_status("ra-auth-5", False, "operator:test")
+    assert refusal(ra, "ra-auth-5", "Not-the-1", code_at(seed, ca_clock.now())).code() is \
+        grpc.StatusCode.UNAUTHENTICATED
+    disabled = refusal(ra, "ra-auth-5", "Ra-created-1", code_at(seed, ca_clock.now()))
+    assert disabled.code() is grpc.StatusCode.FAILED_PRECONDITION and error_info(disabled).reason == "ACCOUNT_DISABLED"
+
+
+def test_authenticate_holder_refuses_an_application_certificate(served, ca_service):
+    issued, certificate, key = client_pair(ca_service, "client-asp", "portal-auth")
+    ca_service.applications.set_client_certificate(
+        "portal-auth", hashlib.sha256(issued.certificate.public_bytes(serialization.Encoding.DER)).hexdigest())
+    with channel_for(served, certificate, key) as channel:
+        stub = certificate_pb2_grpc.CertificateServiceStub(channel)
+        denied = refusal(stub, "ra-auth-1", "Ra-created-1", "123456")
+    assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_authenticate_holder_refuses_malformed_requests(ra):
+    assert refusal(ra, "", "Ra-created-1", "123456").code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refusal(ra, "ra-auth-1", "", "123456").code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refusal(ra, "x" * 65, "Ra-created-1", "123456").code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refusal(ra, "ra-auth-1", "Ra-created-1", "1" * 17).code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+# ChangeHolderPassword: the RA's password page (document 000, no OTP), as ChangePassword changes it.
+
+
+def change(ra, account: str, current: str, new: str, confirmation: str | None = None):
+    return ra.ChangeHolderPassword(certificate_pb2.ChangeHolderPasswordRequest(
+        account=account, current_password=current, new_password=new,
+        confirm_new_password=new if confirmation is None else confirmation), timeout=60)
+
+
+def change_refusal(ra, account: str, current: str, new: str, confirmation: str | None = None) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as refused:
+        change(ra, account, current, new, confirmation)
+    return refused.value
+
+
+def test_change_holder_password_replaces_the_password_and_audits_the_ra(ra, ca_service, ca_clock):
+    from signserver.accounts.otp import code_at
+    from signserver.store.schema import outbox
+
+    seed = holder_with_otp(ra, "ra-change-1")
+    change(ra, "ra-change-1", "Ra-created-1", "Changed-pass-2")
+    ca_clock.advance(seconds=30)  # a fresh OTP step for each sign-in below
+    assert refusal(ra, "ra-change-1", "Ra-created-1", code_at(seed, ca_clock.now())).code() is \
+        grpc.StatusCode.UNAUTHENTICATED
+    assert authenticate(ra, "ra-change-1", "Changed-pass-2", code_at(seed, ca_clock.now())).account == "ra-change-1"
+    # The same request again (a replay) is a wrong current password now.
+    assert change_refusal(ra, "ra-change-1", "Ra-created-1", "Changed-pass-2").code() is \
+        grpc.StatusCode.UNAUTHENTICATED
+
+    with ca_service.database.read() as conn:
+        events = [(r.event, r.actor) for r in conn.execute(
+            select(audit_log.c.event, audit_log.c.actor).where(audit_log.c.subject == "ra-change-1"))]
+        mailed = {r.recipient for r in conn.execute(select(outbox.c.recipient))}
+    assert ("password.changed", "ra:ra-operator-1") in events
+    # No nonce, no evidence: the one RA request recorded is CreateAccount's.
+    assert [event for event, _ in events].count("ra.request") == 1
+    assert {"ra-change-1@example.mo", "ra-change-1@work.example.mo"} <= mailed
+
+
+def test_change_holder_password_refuses_a_wrong_password_and_an_unknown_account_alike(ra, ca_service):
+    holder_with_otp(ra, "ra-change-2")
+    wrong = change_refusal(ra, "ra-change-2", "Not-the-1", "Changed-pass-2")
+    unknown = change_refusal(ra, "ra-nobody-changes-this", "Ra-created-1", "Changed-pass-2")
+    assert {(r.code(), r.details(), error_info(r).reason) for r in (wrong, unknown)} == {
+        (grpc.StatusCode.UNAUTHENTICATED, wrong.details(), "AUTHENTICATION_FAILED")}
+    assert "rule" not in error_info(wrong).metadata
+    assert ca_service.accounts.lock_state("ra-change-2").failed_attempts == 1
+    assert ca_service.accounts.lock_state("ra-nobody-changes-this").failed_attempts == 1
+
+
+def test_change_holder_password_locks_after_five_wrong_passwords(ra, ca_clock):
+    from signserver.grpc_api.errors import rfc3339_utc
+
+    holder_with_otp(ra, "ra-change-3")
+    for _ in range(5):
+        assert change_refusal(ra, "ra-change-3", "Not-the-1", "Changed-pass-2").code() is \
+            grpc.StatusCode.UNAUTHENTICATED
+    locked = change_refusal(ra, "ra-change-3", "Ra-created-1", "Changed-pass-2")  # the right one, too late
+    assert locked.code() is grpc.StatusCode.FAILED_PRECONDITION
+    info = error_info(locked)
+    assert info.reason == "ACCOUNT_LOCKED"
+    assert info.metadata["locked_until"] == rfc3339_utc(ca_clock.now() + datetime.timedelta(minutes=30))
+
+
+@pytest.mark.parametrize("new, confirmation, rule", [
+    ("Short-1", "Short-1", "too_short"),
+    ("Changed-pass-2", "Changed-pass-3", "confirmation_differs"),
+    ("12345678", "12345678", "no_letter"),
+    ("lettersonly", "lettersonly", "no_non_letter"),
+    ("Ra-created-1", "Ra-created-1", "unchanged"),
+])
+def test_change_holder_password_names_the_rule_broken(ra, ca_service, new, confirmation, rule):
+    name = f"ra-change-rule-{rule.replace('_', '-')}"
+    holder_with_otp(ra, name)
+    refused = change_refusal(ra, name, "Ra-created-1", new, confirmation)
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and error_info(refused).metadata["rule"] == rule
+    # Checked from the request alone, before the password: nothing counted.
+    assert ca_service.accounts.lock_state(name).failed_attempts == 0
+
+
+def test_change_holder_password_says_disabled_only_to_the_right_password(ra, ca_service):
+    holder_with_otp(ra, "ra-change-4")
+    ca_service.accounts.set_status("ra-change-4", False, "operator:test")
+    assert change_refusal(ra, "ra-change-4", "Not-the-1", "Changed-pass-2").code() is \
+        grpc.StatusCode.UNAUTHENTICATED
+    disabled = change_refusal(ra, "ra-change-4", "Ra-created-1", "Changed-pass-2")
+    assert disabled.code() is grpc.StatusCode.FAILED_PRECONDITION and error_info(disabled).reason == "ACCOUNT_DISABLED"
+
+
+def test_change_holder_password_refuses_an_application_certificate(served, ca_service, ra):
+    holder_with_otp(ra, "ra-change-5")
+    issued, certificate, key = client_pair(ca_service, "client-asp", "portal-change")
+    ca_service.applications.create("portal-change", otp_required=False, with_api_key=False,
+                                   client_certificate_sha256=hashlib.sha256(issued.der).hexdigest())
+    with channel_for(served, certificate, key) as channel:
+        stub = certificate_pb2_grpc.CertificateServiceStub(channel)
+        denied = change_refusal(stub, "ra-change-5", "Ra-created-1", "Changed-pass-2")
+    assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert ca_service.accounts.lock_state("ra-change-5").failed_attempts == 0

@@ -156,7 +156,13 @@ def test_a_help_code_outside_the_table_gets_generic_guidance():
     answer = _error_response(errors.StepRefused("refused by the core", help_code="AC-AB-0099"))
     assert answer.status_code == 409
     body = answer.body.decode()
-    assert "AC-AB-0099" in body and "eSignTrust" in body
+    assert "AC-AB-0099" in body and "the registration authority" in body
+
+
+def test_a_help_code_s_guidance_names_the_configured_provider():
+    answer = _error_response(errors.StepRefused("refused by the core", help_code="AC-AB-0015"), "Example Trust")
+    guidance = json.loads(answer.body)["guidance"]
+    assert set(guidance) == {"zh-Hant", "pt", "en"} and all("Example Trust" in text for text in guidance.values())
 
 
 def test_the_holder_waits_for_one_registry_attempt_only(api, noticed, workflow, registry):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from signserver.ra.help_codes import HELP_CODES, LANGUAGES, help_code
+from signserver.ra.help_codes import HELP_CODES, LANGUAGES, guidance, help_code
 
 
 def test_the_three_codes_of_the_documents():
@@ -28,5 +28,23 @@ def test_the_guidance_follows_the_documents():
 
 def test_a_code_outside_the_table_gets_generic_guidance():
     unknown = help_code("AC-AB-0099")
-    assert set(unknown.guidance) == set(LANGUAGES) and "eSignTrust" in unknown.text("en")
+    assert set(unknown.guidance) == set(LANGUAGES) and "the registration authority" in unknown.text("en")
     assert unknown.text().endswith("(AC-AB-0099)")
+
+
+@pytest.mark.parametrize("code", [*sorted(HELP_CODES), "AC-AB-0099"])
+def test_the_guidance_names_the_configured_provider_in_every_language(code):
+    for language in LANGUAGES:
+        assert "Example Trust Services" in guidance(code, language, "Example Trust Services")
+        assert "Example Trust Services" in help_code(code).text(language, "Example Trust Services")
+    assert set(help_code(code).guidance_by_language("Example Trust Services").values()) == {
+        guidance(code, language, "Example Trust Services") for language in LANGUAGES}
+
+
+@pytest.mark.parametrize("code", [*sorted(HELP_CODES), "AC-AB-0099"])
+def test_by_default_the_guidance_names_no_real_provider_but_the_languages_default(code):
+    defaults = {"zh-Hant": "註冊署", "pt": "a entidade de registo", "en": "the registration authority"}
+    for language in LANGUAGES:
+        text = help_code(code).text(language)
+        assert defaults[language] in text and "%(" not in text
+        assert not any(name in text for name in ("eSignTrust", "郵電", "Correios"))

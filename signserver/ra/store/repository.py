@@ -16,8 +16,8 @@ from signserver.clock import epoch_seconds, from_epoch
 from signserver.ra.codes import CodeLimits, EmailVerification
 from signserver.ra.errors import ConcurrentUpdate, RenewalNotFound
 from signserver.ra.renewal import FINAL_STATES, ApplicationRecord, Holder, Renewal, State
-from signserver.ra.store.schema import (applications, audit_trail, code_limits, email_verifications, holders, outbox,
-                                        renewals)
+from signserver.ra.store.schema import (applications, audit_trail, code_limits, email_verifications, holders,
+                                        operator_accounts, outbox, renewals)
 
 GENESIS = "0" * 64
 AUDIT_CHAIN_LOCK = 0x5241_4155  # any constant of the RA's own
@@ -340,3 +340,66 @@ def email_failed(conn: Connection, message_id: int, attempts: int, next_attempt:
 
 def pending_emails(conn: Connection) -> int:
     return len(list(conn.execute(select(outbox.c.id))))
+
+
+# The notice link's sign-in (signserver/ra/holder_sign_in.py)
+
+def renewals_listing_address(conn: Connection, address: str) -> list[Renewal]:
+    """The renewals under way whose addresses include ``address`` (compared case-insensitively),
+    locked for update (PostgreSQL)."""
+    wanted = address.casefold()
+    pattern = "%" + wanted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    query = (select(renewals).where(renewals.c.state.not_in([s.value for s in FINAL_STATES]))
+             .order_by(renewals.c.created_at).with_for_update())
+    if wanted.isascii() and not set(wanted) & {'"', "\\"}:  # JSON escapes the others: no narrowing then
+        query = query.where(func.lower(renewals.c.emails).like(pattern, escape="\\"))
+    found = [_renewal(row) for row in conn.execute(query)]
+    return [r for r in found if any(a.casefold() == wanted for a in r.emails)]
+
+
+# Operator accounts (signserver/ra/operator_accounts.py): rows as they are (the module makes the
+# values); the sign-in failures are kept by signserver/ra/operator_lockout.py.
+
+
+def insert_operator(conn: Connection, values: dict) -> bool:
+    """False when an operator of that name exists already."""
+    if conn.execute(select(operator_accounts.c.name).where(operator_accounts.c.name == values["name"])).first():
+        return False
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(operator_accounts).values(**values))
+    except IntegrityError:  # added meanwhile (PostgreSQL: the check above does not lock an absent row)
+        return False
+    return True
+
+
+def find_operator(conn: Connection, name: str, *, for_update: bool = False):
+    query = select(operator_accounts).where(operator_accounts.c.name == name)
+    return conn.execute(query.with_for_update() if for_update else query).first()
+
+
+def list_operators(conn: Connection) -> list:
+    return list(conn.execute(select(operator_accounts).order_by(operator_accounts.c.name)))
+
+
+def update_operator(conn: Connection, name: str, **values) -> bool:
+    """False when there is no operator of that name."""
+    return conn.execute(update(operator_accounts).where(operator_accounts.c.name == name).values(**values)).rowcount > 0
+
+
+def operator_signed_in(conn: Connection, name: str, otp_step: int) -> bool:
+    """The attempt succeeded with the one-time password of ``otp_step``. False (nothing changed)
+    when that step or a later one was used already: a replayed password."""
+    c = operator_accounts.c
+    return conn.execute(update(operator_accounts)
+                        .where(c.name == name, (c.last_otp_step.is_(None)) | (c.last_otp_step < otp_step))
+                        .values(last_otp_step=otp_step)).rowcount > 0
+
+
+# The operators' dashboard (signserver/ra/web/operator_pages.py)
+
+def renewals_with_blocked_addresses(conn: Connection) -> set[str]:
+    """The ids of the renewals with an e-mail address blocked after too many codes or wrong codes
+    (an operator may reopen them)."""
+    return set(conn.execute(select(code_limits.c.renewal_id).where(code_limits.c.blocked_at.is_not(None))
+                            .distinct()).scalars())

@@ -129,3 +129,51 @@ outbox = Table(
     Column("next_attempt_at", BigInteger, nullable=False),
     Column("discard_after", BigInteger),
 )
+
+# The pages' sessions: the cookie carries a random id, the table only its SHA-256 (hex), so the
+# database never holds a usable one. Expired rows are removed by the background pass.
+web_sessions = Table(
+    "ra_web_sessions", metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "anonymous", "holder" or "operator"
+    Column("subject", String(128), nullable=False),
+    Column("data", Text, nullable=False),  # JSON object
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen", BigInteger, nullable=False),
+    Column("signed_in_at", BigInteger),
+    Index("ix_ra_web_sessions_last_seen", "last_seen"),
+)
+
+# The captcha challenges already answered (the challenge's random id): inserting the row is what
+# spends a challenge, so that of submissions racing with one answer exactly one is checked.
+web_spent_captchas = Table(
+    "ra_web_spent_captchas", metadata,
+    Column("challenge", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_ra_web_spent_captchas_expires_at", "expires_at"),
+)
+
+# The operators who sign in to the operators' pages with a password and a one-time password; the
+# OTP seed is sealed (AES-GCM) under the RA's secret key.
+operator_accounts = Table(
+    "ra_operator_accounts", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("otp_seed_sealed", LargeBinary, nullable=False),
+    Column("last_otp_step", BigInteger),
+    Column("disabled_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+)
+
+# The operators' sign-in lockout (signserver/ra/operator_lockout.py), by the keyed hash of the
+# name tried, known or not; a row is deleted once forget_at has passed.
+operator_lockouts = Table(
+    "ra_operator_lockouts", metadata,
+    Column("name_hash", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", BigInteger),
+    Column("forget_at", BigInteger, nullable=False),
+    Index("ix_ra_operator_lockouts_forget_at", "forget_at"),
+)
