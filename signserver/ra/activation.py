@@ -64,7 +64,8 @@ class ActivationSteps(RenewalSteps):
                 if successor is not None:
                     self._finish_activation(renewal.id, successor)
                 else:
-                    self._stop_activation(renewal.id, "the activation was interrupted; activate again")
+                    self._stop_activation(renewal.id, "the activation was interrupted; activate again",
+                                          reason="interrupted")
             except RaError as exc:  # asked again at the next pass; the others go on
                 log.warning("renewal %s: resuming its activation: %s: %s", renewal.id, type(exc).__name__, exc)
                 continue
@@ -118,7 +119,7 @@ class ActivationSteps(RenewalSteps):
         except Exception:  # a background task: its outcome is the renewal's state
             log.exception("renewal %s: activation failed", renewal_id)
             try:
-                self._stop_activation(renewal_id, "the activation failed; try again")
+                self._stop_activation(renewal_id, "the activation failed; try again", reason="failed")
             except RaError:
                 pass
         finally:
@@ -137,7 +138,8 @@ class ActivationSteps(RenewalSteps):
                                                    consent_reference=renewal.consent_reference)
             differences = machine.identity_differences(record, holder, self._clock.now().date())
         except RegistryUnavailable:
-            return self._stop_activation(renewal_id, "the identity registry does not answer; try again later")
+            return self._stop_activation(renewal_id, "the identity registry does not answer; try again later",
+                                         reason="registry_unavailable")
         except IdentityNotFound:
             differences = ["identity document not found"]
         if differences:
@@ -151,14 +153,16 @@ class ActivationSteps(RenewalSteps):
                                    or tuple(holder.emails) != tuple(renewal.emails))
                 if subject_changed and old.status == "valid" and (old.not_after is None or old.not_after > now):
                     return self._stop_activation(renewal_id, "the subject data changed: revoke the old "
-                                                 "certificate first", help_code=REVOKE_FIRST)
+                                                 "certificate first", help_code=REVOKE_FIRST,
+                                                 reason="subject_changed")
                 successor = self._renew(renewal, given)
         except CoreUnavailable:
             successor = self._successor_or_none(renewal)
             if successor is None:
-                return self._stop_activation(renewal_id, "the certificate service does not answer; try again")
+                return self._stop_activation(renewal_id, "the certificate service does not answer; try again",
+                                             reason="core_unavailable")
         except StepRefused as exc:
-            return self._stop_activation(renewal_id, str(exc), help_code=exc.help_code)
+            return self._stop_activation(renewal_id, str(exc), help_code=exc.help_code, reason=exc.reason)
         return self._finish_activation(renewal_id, successor)
 
     def _renew(self, renewal: Renewal, given: ActivationSecrets):
@@ -217,10 +221,12 @@ class ActivationSteps(RenewalSteps):
             return machine.activated(r, successor.serial, successor.not_after, now)
         return self._step(renewal_id, SYSTEM, "activated", finish, detail=f"new_serial={successor.serial}")
 
-    def _stop_activation(self, renewal_id: str, reason: str, help_code: str = "") -> Renewal:
+    def _stop_activation(self, renewal_id: str, refusal: str, *, reason: str, help_code: str = "") -> Renewal:
+        """Record why the activation stopped: ``refusal`` in a sentence, ``reason`` in a stable word
+        (errors.Refusal.reason), for the holder's page. Raises: RenewalNotFound, StepRefused."""
         return self._step(renewal_id, SYSTEM, "activation_stopped",
-                          lambda r, now, conn: machine.activation_stopped(r, reason, now, help_code),
-                          detail=f"help_code={help_code}" if help_code else "")
+                          lambda r, now, conn: machine.activation_stopped(r, refusal, now, help_code, reason),
+                          detail=f"reason={reason}" + (f" help_code={help_code}" if help_code else ""))
 
     # In person
 

@@ -27,7 +27,10 @@ class Refusal(RaError):
     "not_verified" (e-mail addresses), "revocation_phrase", the password rules "too_short",
     "no_letter", "no_non_letter" and "confirmation_differs", "password_missing",
     "no_cloud_credential", "authentication" (a password or OTP not right), "locked"; the core's
-    reason (upper case, e.g. "PERMISSION_DENIED") for the core's refusal; "" when none applies."""
+    reason (upper case, e.g. "PERMISSION_DENIED") for the core's refusal; "" when none applies.
+    A renewal keeps its last refusal's reason (Renewal.refusal_reason), with these words besides:
+    "identity_changed" (AC-AB-0014), and for an activation that stopped "interrupted", "failed",
+    "registry_unavailable", "core_unavailable" and "subject_changed" (AC-AB-0015)."""
 
     def __init__(self, message: str, *, help_code: str = "", reason: str = "") -> None:
         super().__init__(message)

@@ -91,7 +91,8 @@ class Renewal:
     new_serial: str = ""
     new_expires: datetime.datetime | None = None
     help_code: str = ""  # the last refusal's help code the holder should see
-    refusal: str = ""
+    refusal: str = ""  # the last refusal's sentence, for people (the audit, the API, the CLI)
+    refusal_reason: str = ""  # its stable reason (errors.Refusal.reason): what a page reads
     holder_token_hash: str = field(default="", repr=False)  # SHA-256 of the holder's token (holder_token)
     holder_token_expires: datetime.datetime | None = None
     registry_lookups: int = 0  # the holder's registry lookups and face comparisons so far (limited)
@@ -247,12 +248,14 @@ def identity_changed(renewal: Renewal, differences: list[str], now: datetime.dat
     return _moved(renewal, now, state=State.AWAITING_IDENTITY, resume_step="", consent_reference="",
                   consent_at=None, registry_checked_at=None, face_score=None, agreement_at=None,
                   application_sha256="", activation_reference="", help_code=IDENTITY_DATA_CHANGED,
-                  refusal="identity data changed or expired: " + ", ".join(differences))
+                  refusal="identity data changed or expired: " + ", ".join(differences),
+                  refusal_reason="identity_changed")
 
 
-def refuse(renewal: Renewal, reason: str, now: datetime.datetime) -> Renewal:
-    """The renewal cannot go on online (a non-Macau identity document that does not match)."""
-    return _moved(renewal, now, state=State.REFUSED, resume_step="", refusal=reason)
+def refuse(renewal: Renewal, refusal: str, now: datetime.datetime, reason: str = "identity_mismatch") -> Renewal:
+    """The renewal cannot go on online (a non-Macau identity document that does not match):
+    ``refusal`` says why in a sentence, ``reason`` in a stable word (errors.Refusal.reason)."""
+    return _moved(renewal, now, state=State.REFUSED, resume_step="", refusal=refusal, refusal_reason=reason)
 
 
 def before_face(renewal: Renewal) -> None:
@@ -320,7 +323,8 @@ def before_activation(renewal: Renewal) -> None:
 
 def start_activation(renewal: Renewal, reference: str, now: datetime.datetime) -> Renewal:
     before_activation(renewal)
-    return _moved(renewal, now, state=State.ACTIVATING, activation_reference=reference, help_code="", refusal="")
+    return _moved(renewal, now, state=State.ACTIVATING, activation_reference=reference, help_code="", refusal="",
+                  refusal_reason="")
 
 
 def activated(renewal: Renewal, new_serial: str, new_expires: datetime.datetime, now: datetime.datetime) -> Renewal:
@@ -328,12 +332,16 @@ def activated(renewal: Renewal, new_serial: str, new_expires: datetime.datetime,
     return _moved(renewal, now, state=State.ACTIVATED, new_serial=new_serial, new_expires=new_expires)
 
 
-def activation_stopped(renewal: Renewal, reason: str, now: datetime.datetime, help_code: str = "") -> Renewal:
+def activation_stopped(renewal: Renewal, refusal: str, now: datetime.datetime, help_code: str = "",
+                       reason: str = "") -> Renewal:
     """The activation did not happen (refused by the core, or interrupted before the core was asked):
-    the holder may activate again."""
+    the holder may activate again. ``refusal`` says why in a sentence, ``reason`` in a stable word
+    (errors.Refusal.reason: the RA's own, or the core's, e.g. "AUTHENTICATION_FAILED").
+
+    Raises: StepRefused: the renewal is not activating."""
     _require(renewal, "stop the activation", State.ACTIVATING)
-    return _moved(renewal, now, state=State.AWAITING_ACTIVATION, activation_reference="", refusal=reason,
-                  help_code=help_code)
+    return _moved(renewal, now, state=State.AWAITING_ACTIVATION, activation_reference="", refusal=refusal,
+                  refusal_reason=reason, help_code=help_code)
 
 
 def complete_in_person(renewal: Renewal, operator: str, now: datetime.datetime) -> Renewal:

@@ -294,7 +294,8 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             return self._save(renewal, actor, "registry_matched", lambda r, now, conn: machine.registry_matched(r, now))
         if record is not None and record.issuing_region != machine.MACAU:
             self._save(renewal, actor, "refused", lambda r, now, conn: machine.refuse(
-                r, "the identity document is not a Macau one and its data do not match: renew in person", now))
+                r, "the identity document is not a Macau one and its data do not match: renew in person", now,
+                reason="identity_mismatch"))
             raise StepRefused("the identity document's data do not match the registered data; renew in person",
                               reason="identity_mismatch")
         self._identity_changed(renewal, actor, differences)
@@ -365,6 +366,7 @@ def view(renewal: Renewal, unverified: list[str] | None = None, provider: str = 
                   "application": bool(renewal.application_sha256)},
         "application_sha256": renewal.application_sha256,
         "waiting_for": renewal.resume_step, "refusal": renewal.refusal,
+        "refusal_reason": renewal.refusal_reason,
         "new_serial": renewal.new_serial,
         "new_expires": renewal.new_expires.isoformat() if renewal.new_expires else "",
         "help_code": renewal.help_code,

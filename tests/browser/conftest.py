@@ -31,6 +31,7 @@ import pyotp
 import pytest
 import sqlalchemy
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -346,6 +347,21 @@ def browser_in(_chromiums):
     """``browser_in("pt")`` or ``browser_in("en-US,en")``: a Chromium asking for pages in that
     language, as a new visitor (one per language and module)."""
     return lambda languages: fresh(_chromiums(languages))
+
+
+def press_and_wait(browser, button) -> None:
+    """Click ``button`` (a form's submit button) and wait until the page it loads is complete.
+
+    The old document is marked before the click, and the wait is for a document without the mark.
+    Waiting for the button to go stale instead is racy: while Chromium replaces the document, a
+    question about one of the old document's nodes may fail with a generic error ("Node with given
+    id does not belong to the document") rather than a stale-element one, so every WebDriver error
+    during the wait means "not there yet".
+    Raises: selenium.common.TimeoutException."""
+    browser.execute_script("window.__leaving = true")
+    button.click()
+    WebDriverWait(browser, PAGE_SECONDS, ignored_exceptions=(WebDriverException,)).until(
+        lambda b: b.execute_script("return window.__leaving !== true && document.readyState === 'complete'"))
 
 
 def wait_until(browser, condition, timeout: float = PAGE_SECONDS, message: str = ""):

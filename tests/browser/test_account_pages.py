@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from selenium.webdriver.common.by import By
 
-from tests.browser.conftest import captcha_answer, check_accessibility, screenshot, wait_until
+from tests.browser.conftest import captcha_answer, check_accessibility, press_and_wait, screenshot, wait_until
 
 NEW_PASSWORD = "Brand-new-pass-2"
 LOCKED_ZH = "已嘗試超過 5 次，請於 30 分鐘後再試。"
@@ -24,9 +24,7 @@ def submit(browser, action: str = "") -> None:
     wait for the next page."""
     form = (browser.find_element(By.XPATH, f"//form[input[@name='action' and @value='{action}']]") if action
             else browser.find_element(By.CSS_SELECTOR, "main form"))
-    old = browser.find_element(By.TAG_NAME, "html")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait_until(browser, lambda b: old != b.find_element(By.TAG_NAME, "html"))
+    press_and_wait(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
 
 
 def change_password(stack, browser, account: str, current: str, new: str = NEW_PASSWORD) -> None:

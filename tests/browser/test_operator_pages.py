@@ -12,7 +12,7 @@ from dataclasses import replace
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
-from tests.browser.conftest import check_accessibility, screenshot, wait_until
+from tests.browser.conftest import check_accessibility, press_and_wait, screenshot, wait_until
 from tests.ra.conftest import KUAN
 from tests.ra.running import card_csr
 from tests.ra.test_cli_operations import awaiting_in_person
@@ -29,9 +29,7 @@ def fill(browser, values: dict[str, str]) -> None:
 
 def submit(browser, form: str = "main form") -> None:
     """Press the submit button of the (first) form matching ``form`` and wait for the next page."""
-    button = browser.find_element(By.CSS_SELECTOR, f"{form} button[type=submit]")
-    button.click()
-    wait_until(browser, EC.staleness_of(button))
+    press_and_wait(browser, browser.find_element(By.CSS_SELECTOR, f"{form} button[type=submit]"))
 
 
 def sign_in(stack, browser, then: str = "/operator"):

@@ -8,10 +8,9 @@ screenshot."""
 from __future__ import annotations
 
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as shown
 
 from signserver.registry_dev.server import SAMPLE_FIXTURES
-from tests.browser.conftest import captcha_answer, check_accessibility, screenshot, wait_until
+from tests.browser.conftest import captcha_answer, check_accessibility, press_and_wait, screenshot, wait_until
 
 PHOTO = SAMPLE_FIXTURES.parent / "photos" / "kuan-weng-sam.png"
 OLD_PHRASE = "OldPhrase2024"  # the revocation phrase tests/ra/running.py's create_account sets
@@ -24,9 +23,7 @@ def css(browser, selector: str):
 
 def submit(browser, form: str) -> None:
     """Press the submit button of the form matched by ``form`` and wait for the next page."""
-    button = css(browser, f"{form} button[type=submit]")
-    button.click()
-    wait_until(browser, shown.staleness_of(button))
+    press_and_wait(browser, css(browser, f"{form} button[type=submit]"))
 
 
 def at(browser, path_end: str) -> None:

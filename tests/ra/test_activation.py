@@ -90,6 +90,7 @@ def test_a_wrong_password_leaves_the_renewal_awaiting_activation(ra_database, ca
     workflow.start_activation(renewal.id, ActivationSecrets(password="Wrong-pass-1", revocation_phrase=PHRASE))
     stopped = workflow.get(renewal.id)
     assert stopped.state is State.AWAITING_ACTIVATION and stopped.refusal and "Wrong-pass-1" not in stopped.refusal
+    assert stopped.refusal_reason == "AUTHENTICATION_FAILED"  # the core's reason: what the page reads
     assert successors(core, "ra-act-2", issued.serial) == []
     workflow.start_activation(renewal.id, ActivationSecrets(password=PASSWORD, revocation_phrase=PHRASE))
     assert workflow.get(renewal.id).state is State.ACTIVATED
@@ -144,6 +145,7 @@ def test_stopped_before_the_core_was_asked_activates_again_once(ra_database, ca_
     assert restarted.resume_activations() == 1
     interrupted = restarted.get(renewal.id)
     assert interrupted.state is State.AWAITING_ACTIVATION and "interrupted" in interrupted.refusal
+    assert interrupted.refusal_reason == "interrupted"
     assert successors(core, "ra-act-6", issued.serial) == []
     restarted.start_activation(renewal.id, ActivationSecrets(password=PASSWORD, revocation_phrase=PHRASE))
     assert restarted.get(renewal.id).state is State.ACTIVATED

@@ -153,6 +153,7 @@ def test_an_ra_killed_during_activation_resumes_without_a_second_certificate(ser
             time.sleep(0.1)
         if shown["state"] == "awaiting_activation":  # stopped before the core renewed: the holder activates again
             assert "interrupted" in shown["refusal"] or "failed" in shown["refusal"]
+            assert shown["refusal_reason"] in ("interrupted", "failed")
             post(second, f"/renewals/{renewal_id}/activation",
                  json={"password": PASSWORD, "revocation_phrase": "NewPhrase2027"})
             while (shown := get(second, f"/renewals/{renewal_id}").json())["state"] == \

@@ -89,7 +89,8 @@ def test_a_renewal_round_trips(ra_database):
     renewal = opened_renewal(ra_database, KUAN, START)
     assert renewal.version == 1 and renewal.emails == KUAN.emails and renewal.expires == START + datetime.timedelta(days=45)
     moved = machine.give_notice(machine.confirm(renewal, "op", START), START, token_hash=TOKEN_HASH)
-    moved = replace(machine.record_consent(moved, "consent-9", START), face_score=0.875)
+    moved = replace(machine.record_consent(moved, "consent-9", START), face_score=0.875,
+                    refusal="the registry does not answer", refusal_reason="registry_unavailable")
     with ra_database.transaction() as conn:
         saved = repository.save_renewal(conn, moved)
     assert saved == replace(moved, version=2)

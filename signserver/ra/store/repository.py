@@ -63,7 +63,8 @@ def _renewal_values(renewal: Renewal) -> dict:
         "application_sha256": renewal.application_sha256, "resume_step": renewal.resume_step,
         "activation_reference": renewal.activation_reference, "new_serial": renewal.new_serial,
         "new_expires": _instant(renewal.new_expires), "help_code": renewal.help_code,
-        "refusal": renewal.refusal, "created_at": epoch_seconds(renewal.created_at),
+        "refusal": renewal.refusal, "refusal_reason": renewal.refusal_reason,
+        "created_at": epoch_seconds(renewal.created_at),
         "updated_at": epoch_seconds(renewal.updated_at), "holder_token_hash": renewal.holder_token_hash,
         "holder_token_expires": _instant(renewal.holder_token_expires),
         # registry_lookups and face_comparisons: never written back (count_holder_request)
@@ -82,6 +83,7 @@ def _renewal(row) -> Renewal:
         application_sha256=row.application_sha256, resume_step=row.resume_step,
         activation_reference=row.activation_reference, new_serial=row.new_serial,
         new_expires=_moment(row.new_expires), help_code=row.help_code, refusal=row.refusal,
+        refusal_reason=row.refusal_reason,
         holder_token_hash=row.holder_token_hash, holder_token_expires=_moment(row.holder_token_expires),
         registry_lookups=row.registry_lookups, face_comparisons=row.face_comparisons)
 

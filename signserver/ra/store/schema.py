@@ -46,6 +46,8 @@ renewals = Table(
     Column("new_expires", BigInteger),
     Column("help_code", String(16), nullable=False),
     Column("refusal", Text, nullable=False),
+    # The refusal's stable reason (errors.Refusal.reason): what the pages read, never the sentence.
+    Column("refusal_reason", String(32), nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     # The holder's token: only its SHA-256 (hex), so the database never holds a usable one.

@@ -78,6 +78,19 @@ def _unavailable(request: Request) -> Response:
     return render(request, "account/unavailable.html", status=503)
 
 
+async def _captcha_and_account_errors(request: Request, ctx, answer: str, account: str) -> dict[str, str]:
+    """The errors, by field, of the captcha's ``answer`` (the check spends the challenge, right or
+    wrong) and of the account name."""
+    errors: dict[str, str] = {}
+    if not await run_in_threadpool(ctx.captcha.check, session_of(request), answer):
+        errors["captcha"] = gettext(request, "The captcha code is not right; type the characters of the new image.")
+    if not account:
+        errors["account"] = gettext(request, "Enter the account name.")
+    elif len(account) > MAX_ACCOUNT:
+        errors["account"] = gettext(request, "An account name has at most 64 characters.")
+    return errors
+
+
 # /password (document 000)
 
 def _password_page(request: Request, *, account: str = "", errors: dict | None = None, status: int = 200,
@@ -98,13 +111,7 @@ async def password(request: Request, ctx) -> Response:
                                   for name in ("current_password", "new_password", "confirmation"))
     answer = text_field(form, "captcha", required=False, max_length=32)
     ctx.limits.check(request, "password")
-    errors: dict[str, str] = {}
-    if not await run_in_threadpool(ctx.captcha.check, session_of(request), answer):
-        errors["captcha"] = gettext(request, "The captcha code is not right; type the characters of the new image.")
-    if not account:
-        errors["account"] = gettext(request, "Enter the account name.")
-    elif len(account) > MAX_ACCOUNT:
-        errors["account"] = gettext(request, "An account name has at most 64 characters.")
+    errors = await _captcha_and_account_errors(request, ctx, answer, account)
     if not current:
         errors["current_password"] = gettext(request, "Enter the current password.")
     try:
@@ -165,13 +172,7 @@ async def account_sign_in(request: Request, ctx) -> Response:
     answer = text_field(form, "captcha", required=False, max_length=32)
     after = local_path(text_field(form, "next", required=False, max_length=512), HOLDER_HOME)
     ctx.limits.check(request, "sign-in")
-    errors: dict[str, str] = {}
-    if not await run_in_threadpool(ctx.captcha.check, session_of(request), answer):
-        errors["captcha"] = gettext(request, "The captcha code is not right; type the characters of the new image.")
-    if not account:
-        errors["account"] = gettext(request, "Enter the account name.")
-    elif len(account) > MAX_ACCOUNT:
-        errors["account"] = gettext(request, "An account name has at most 64 characters.")
+    errors = await _captcha_and_account_errors(request, ctx, answer, account)
     if not secret:
         errors["password"] = gettext(request, "Enter the password.")
     if not OTP.fullmatch(otp):

@@ -17,7 +17,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from signserver.ra.web import account_pages, holder_pages, operator_pages, operator_sign_in, renewal_pages
+from signserver.ra.web import (account_pages, holder_pages, operator_enrolment, operator_pages, operator_sign_in,
+                               renewal_pages)
 from signserver.ra.web.context import WebContext
 from signserver.ra.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from signserver.ra.web.rendering import (BadForm, MethodNotAllowed, PageNotFound, error_page, local_path, page_route,
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 LANGUAGE_COOKIE_SECONDS = 365 * 86400
 # The page modules, each with routes() made with page_route.
-PAGE_MODULES = (account_pages, holder_pages, renewal_pages, operator_sign_in, operator_pages)
+PAGE_MODULES = (account_pages, holder_pages, renewal_pages, operator_sign_in, operator_pages, operator_enrolment)
 
 
 async def home(request: Request, ctx: WebContext) -> Response:

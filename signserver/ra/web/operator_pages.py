@@ -1,6 +1,6 @@
-"""The RA operators' pages (the sign-in is operator_sign_in.py): the dashboard (renewals to
-confirm, renewals under way, the in-person queue), search of holders and certificates, a holder's
-detail, and the forms of enrolment, unlock and revocation.
+"""The RA operators' pages (the sign-in is operator_sign_in.py, enrolment operator_enrolment.py):
+the dashboard (renewals to confirm, renewals under way, the in-person queue), search of holders
+and certificates, a holder's detail, and the forms of unlock and revocation.
 
 Every page does what a `signserver ra` command does, through the same RaOperations and
 RenewalWorkflow, with the signed-in operator's name (the session's subject) as the operator in the
@@ -11,41 +11,31 @@ pages that are never cached (the framework marks every page no-store)."""
 
 from __future__ import annotations
 
-import base64
 import datetime
-import io
-from urllib.parse import quote
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
-import qrcode
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from signserver.ra.errors import CoreUnavailable, OperationRefused, Refusal, RenewalNotFound, StoreUnavailable
-from signserver.ra.help_codes import guidance
-from signserver.ra.operations import Enrolment, EnrolmentSecrets, HolderFound, check_enrolment
+from signserver.ra.operations import HolderFound
 from signserver.ra.renewal import Holder, Renewal, State
 from signserver.ra.web.context import WebContext
 from signserver.ra.web.forms import BadForm, clean_text
+from signserver.ra.web.operator_forms import (IDENTITY_FIELDS, MAX_CSR_BYTES, help_text, holder_from_form,
+                                              operator_of, read_upload, refusal_status, refusal_text)
 from signserver.ra.web.operator_sign_in import HOME
 from signserver.ra.web.rendering import (PageNotFound, flash, gettext, page_route, read_form, redirect, render,
                                         secret_field, text_field)
-from signserver.ra.web.rendering import language as rendering_language
-from signserver.ra.web.sessions import OPERATOR, session_of
+from signserver.ra.web.sessions import OPERATOR
 
-# The holder profiles of the core's CA (signserver/ca/profiles.py; the RA may not import it).
-PROFILES = ("cloud-signature-government", "cloud-signature-corporate", "qualified-government", "qualified-corporate",
-            "standard-government", "standard-corporate", "encryption-government", "encryption-corporate")
-KINDS = ("personal", "government", "corporate")
 # RFC 5280's reason names, as `signserver ra revoke --reason` takes them.
 REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation",
            "certificateHold", "privilegeWithdrawn")
 STATUSES = ("valid", "expired", "revoked")
-# A holder's registered identity data (what the registry's data are compared with in a renewal).
-IDENTITY_FIELDS = ("id_type", "id_number", "name", "birth_date", "emails")
 
 # The renewals that have a holder working on them (a notice may be sent again, limits reopened).
 UNDER_WAY = (State.CONFIRMED, State.AWAITING_IDENTITY, State.WAITING_FOR_REGISTRY, State.AWAITING_APPLICATION,
@@ -54,9 +44,6 @@ UNDER_WAY = (State.CONFIRMED, State.AWAITING_IDENTITY, State.WAITING_FOR_REGISTR
 # confirms first, and the holder is e-mailed notice_days before expiry.
 CONFIRMATION_LEAD_DAYS = 30
 
-MAX_EMAILS = 8
-MAX_CSR_BYTES = 64 * 1024
-MAX_ENROL_FORM_BYTES = MAX_CSR_BYTES + 32 * 1024
 MAX_IN_PERSON_FORM_BYTES = MAX_CSR_BYTES + 8 * 1024
 MAX_EXPIRING_DAYS = 3660
 
@@ -95,7 +82,7 @@ def _dashboard(ctx: WebContext) -> Dashboard:
 
 async def dashboard(request: Request, ctx: WebContext) -> Response:
     board = await run_in_threadpool(_dashboard, ctx)
-    return render(request, "operator/dashboard.html", board=board, help=_help_text(request))
+    return render(request, "operator/dashboard.html", board=board, help=help_text(request))
 
 
 async def confirm(request: Request, ctx: WebContext) -> Response:
@@ -106,9 +93,9 @@ async def confirm(request: Request, ctx: WebContext) -> Response:
         flash(request, gettext(request, "Give the serial number of the certificate to renew."), "error")
         return redirect(HOME)
     try:
-        renewal = await run_in_threadpool(ctx.workflow.confirm_renewal, serial, _operator(request))
+        renewal = await run_in_threadpool(ctx.workflow.confirm_renewal, serial, operator_of(request))
     except (Refusal, RenewalNotFound) as exc:
-        flash(request, _refused(request, exc), "error")
+        flash(request, refusal_text(request, exc), "error")
         return redirect(HOME)
     flash(request, gettext(request, "The renewal of certificate %(serial)s is confirmed.", serial=renewal.serial),
           "success")
@@ -117,29 +104,26 @@ async def confirm(request: Request, ctx: WebContext) -> Response:
 
 async def resend_notice(request: Request, ctx: WebContext) -> Response:
     """POST: e-mail the renewal's notice again with a new link (the one before stops working)."""
-    await read_form(request)
-    renewal_id = request.path_params["renewal_id"]
-    try:
-        renewal = await run_in_threadpool(ctx.workflow.resend_notice, renewal_id, _operator(request))
-    except (Refusal, RenewalNotFound) as exc:
-        flash(request, _refused(request, exc), "error")
-        return redirect(HOME)
-    flash(request, gettext(request, "The notice of the renewal of %(serial)s was sent again with a new link.",
-                           serial=renewal.serial), "success")
-    return redirect(HOME)
+    return await _act_on_renewal(request, ctx.workflow.resend_notice, lambda renewal: gettext(
+        request, "The notice of the renewal of %(serial)s was sent again with a new link.", serial=renewal.serial))
 
 
 async def reopen_limits(request: Request, ctx: WebContext) -> Response:
     """POST: let the holder go on past the renewal's limits (codes, registry lookups, photos)."""
+    return await _act_on_renewal(request, ctx.workflow.reopen_limits, lambda renewal: gettext(
+        request, "The limits of the renewal of %(serial)s start again.", serial=renewal.serial))
+
+
+async def _act_on_renewal(request: Request, act, done) -> Response:
+    """A dashboard button on the path's renewal: ``act(renewal_id, operator)`` (a workflow method),
+    then back to the dashboard with ``done(renewal)`` or the refusal as its message."""
     await read_form(request)
-    renewal_id = request.path_params["renewal_id"]
     try:
-        renewal = await run_in_threadpool(ctx.workflow.reopen_limits, renewal_id, _operator(request))
+        renewal = await run_in_threadpool(act, request.path_params["renewal_id"], operator_of(request))
     except (Refusal, RenewalNotFound) as exc:
-        flash(request, _refused(request, exc), "error")
+        flash(request, refusal_text(request, exc), "error")
         return redirect(HOME)
-    flash(request, gettext(request, "The limits of the renewal of %(serial)s start again.", serial=renewal.serial),
-          "success")
+    flash(request, done(renewal), "success")
     return redirect(HOME)
 
 
@@ -150,19 +134,19 @@ async def in_person(request: Request, ctx: WebContext) -> Response:
     Raises: RenewalNotFound (a 404 page)."""
     renewal_id = request.path_params["renewal_id"]
     renewal = await run_in_threadpool(ctx.workflow.get, renewal_id)
-    values = {"renewal": renewal, "error": "", "help": _help_text(request)}
+    values = {"renewal": renewal, "error": "", "help": help_text(request)}
     if request.method == "GET":
         return render(request, "operator/in_person.html", **values)
     form = await read_form(request, max_bytes=MAX_IN_PERSON_FORM_BYTES, files=True)
-    csr = await _upload(form, "csr")
+    csr = await read_upload(form, "csr")
     if not csr:
         values["error"] = gettext(request, "Choose the certificate request (CSR) file made on the holder's card.")
         return render(request, "operator/in_person.html", status=400, **values)
     try:
-        done = await run_in_threadpool(ctx.workflow.complete_in_person, renewal_id, _operator(request), csr)
+        done = await run_in_threadpool(ctx.workflow.complete_in_person, renewal_id, operator_of(request), csr)
     except (Refusal, RenewalNotFound) as exc:
-        values["error"] = _refused(request, exc)
-        return render(request, "operator/in_person.html", status=_status_of(exc), **values)
+        values["error"] = refusal_text(request, exc)
+        return render(request, "operator/in_person.html", status=refusal_status(exc), **values)
     return render(request, "operator/in_person_done.html", renewal=done)
 
 
@@ -176,7 +160,7 @@ async def search(request: Request, ctx: WebContext) -> Response:
               "chosen_status": query.get("status", "") if query.get("status", "") in STATUSES else "",
               "expiring": _query_text(query.get("expiring", ""), 16), "holders": None, "certificates": None,
               "error": "", "statuses": STATUSES}
-    operator = _operator(request)
+    operator = operator_of(request)
     try:
         if "q" in query:
             values["holders"] = await run_in_threadpool(ctx.operations.search, values["q"], operator)
@@ -189,7 +173,7 @@ async def search(request: Request, ctx: WebContext) -> Response:
                 values["certificates"] = await run_in_threadpool(ctx.operations.certificates, values["account"],
                                                                  days, values["chosen_status"])
     except (Refusal, CoreUnavailable, StoreUnavailable) as exc:
-        values["error"] = _refused(request, exc)
+        values["error"] = refusal_text(request, exc)
     return render(request, "operator/search.html", status=400 if values["error"] else 200, **values)
 
 
@@ -206,10 +190,10 @@ async def register_holder(request: Request, ctx: WebContext) -> Response:
     form = await read_form(request)
     given = {name: text_field(form, name, required=False, max_length=512 if name == "emails" else 256)
              for name in IDENTITY_FIELDS}
-    holder, errors = _holder_of(request, {**given, "account": account})
+    holder, errors = holder_from_form(request, {**given, "account": account})
     if errors:
         return await _holder_page(request, ctx, account, given=given, errors=errors)
-    await run_in_threadpool(ctx.workflow.register_holder, holder, _operator(request))
+    await run_in_threadpool(ctx.workflow.register_holder, holder, operator_of(request))
     flash(request, gettext(request, "The identity data of %(account)s are recorded.", account=account), "success")
     return redirect(f"/operator/holders/{quote(account, safe='')}")
 
@@ -224,7 +208,7 @@ def _account_of(request: Request) -> str:
 
 async def _holder_page(request: Request, ctx: WebContext, account: str, *, given: dict | None = None,
                        errors: dict | None = None) -> Response:
-    operator = _operator(request)
+    operator = operator_of(request)
 
     def gather() -> tuple[Holder | None, list, list[Renewal], str]:
         found: list[HolderFound] = ctx.operations.search(account, operator)
@@ -242,109 +226,11 @@ async def _holder_page(request: Request, ctx: WebContext, account: str, *, given
                   "birth_date": holder.birth_date.isoformat(), "emails": " ".join(holder.emails)} if holder else {})
     status = 400 if errors else 404 if holder is None and not certificates and not renewals else 200
     return render(request, "operator/holder.html", status=status, account=account, holder=holder,
-                  certificates=certificates, renewals=renewals, problem=problem, help=_help_text(request),
+                  certificates=certificates, renewals=renewals, problem=problem, help=help_text(request),
                   form=given, errors=errors or {})
 
 
-# Enrolment, unlock, revocation
-
-ENROL_TEXT_FIELDS = ("account", "id_type", "id_number", "name", "birth_date", "emails", "organisation", "department",
-                     "title", "given_name", "surname", "key_algorithm", "transaction_limit", "agent_qualification")
-
-
-async def enrol(request: Request, ctx: WebContext) -> Response:
-    """GET: the enrolment form; POST: the holder's account in the core and the certificate; the
-    holder's OTP key (as a QR code) and recovery code are shown once."""
-    values = {"form": {"profile": PROFILES[0], "kind": "government", "recovery_code": True}, "errors": {},
-              "error": "", "profiles": PROFILES, "kinds": KINDS}
-    if request.method == "GET":
-        return render(request, "operator/enrol.html", **values)
-    form = await read_form(request, max_bytes=MAX_ENROL_FORM_BYTES, files=True)
-    given = {name: text_field(form, name, required=False, max_length=512 if name == "emails" else 256)
-             for name in ENROL_TEXT_FIELDS}
-    given.update(profile=str(form.get("profile", "")), kind=str(form.get("kind", "")),
-                 recovery_code=form.get("recovery_code") == "yes",
-                 existing_account=form.get("existing_account") == "yes")
-    values["form"] = given
-    enrolment, errors = _enrolment(request, given, await _upload(form, "csr"))
-    if errors:
-        values["errors"] = errors
-        return render(request, "operator/enrol.html", status=400, **values)
-    secrets = EnrolmentSecrets(password=secret_field(form, "password", required=False),
-                               confirmation=secret_field(form, "confirmation", required=False),
-                               revocation_phrase=secret_field(form, "revocation_phrase", required=False))
-    if secrets.revocation_phrase != secret_field(form, "revocation_phrase_confirmation", required=False):
-        values["errors"] = {"revocation_phrase_confirmation": gettext(
-            request, "The revocation phrase and its confirmation differ.")}
-        return render(request, "operator/enrol.html", status=400, **values)
-    try:
-        enrolled = await run_in_threadpool(ctx.operations.enrol, enrolment, secrets, _operator(request))
-    except (Refusal, CoreUnavailable, StoreUnavailable) as exc:
-        values["error"] = _refused(request, exc)
-        return render(request, "operator/enrol.html", status=_status_of(exc), **values)
-    return render(request, "operator/enrolled.html", enrolled=enrolled,
-                  otp_qr=_qr_data_url(enrolled.otp_uri) if enrolled.otp_uri else "",
-                  otp_key=_otp_key(enrolled.otp_uri), help=_help_text(request))
-
-
-def _enrolment(request: Request, given: dict, csr: bytes | None) -> tuple[Enrolment | None, dict[str, str]]:
-    """The Enrolment of the form's values, else the errors by field name."""
-    holder, errors = _holder_of(request, given)
-    if given["profile"] not in PROFILES:
-        errors["profile"] = gettext(request, "Choose a certificate profile.")
-    if given["kind"] not in KINDS:
-        errors["kind"] = gettext(request, "Choose the kind of holder.")
-    limit = 0
-    if given["transaction_limit"]:
-        try:
-            limit = int(given["transaction_limit"])
-            if limit < 0 or limit > 10**12:
-                raise ValueError
-        except ValueError:
-            errors["transaction_limit"] = gettext(request, "A transaction limit is a whole number of patacas, "
-                                                           "0 for none.")
-    if errors:
-        return None, errors
-    enrolment = Enrolment(
-        holder=holder, profile=given["profile"], kind=given["kind"], organisation=given["organisation"],
-        department=given["department"], title=given["title"], given_name=given["given_name"],
-        surname=given["surname"], key_algorithm=given["key_algorithm"], csr=csr or None, transaction_limit=limit,
-        agent_qualification=given["agent_qualification"], recovery_code=given["recovery_code"],
-        existing_account=given["existing_account"])
-    try:
-        check_enrolment(enrolment)
-    except OperationRefused as exc:
-        field_name = "csr" if "CSR" in str(exc) else "profile"
-        return None, {field_name: _refused(request, exc)}
-    return enrolment, {}
-
-
-def _holder_of(request: Request, given: dict) -> tuple[Holder | None, dict[str, str]]:
-    """The Holder of the form's values (account, identity document, name, birth date, e-mail
-    addresses), else None and the errors by field name."""
-    errors: dict[str, str] = {}
-    for name in ("account", *IDENTITY_FIELDS):
-        if not given[name]:
-            errors[name] = gettext(request, "This field is required.")
-    birth_date = None
-    if given["birth_date"]:
-        try:
-            birth_date = datetime.date.fromisoformat(given["birth_date"])
-        except ValueError:
-            errors["birth_date"] = gettext(request, "A date is written YYYY-MM-DD.")
-    emails = tuple(dict.fromkeys(e.strip() for e in given["emails"].replace(",", " ").split() if e.strip()))
-    if given["emails"] and (len(emails) > MAX_EMAILS or not all(_looks_like_email(e) for e in emails)):
-        errors["emails"] = gettext(request, "Give up to %(most)s e-mail addresses, separated by spaces or commas.",
-                                   most=MAX_EMAILS)
-    if errors:
-        return None, errors
-    return Holder(given["account"], given["id_type"], given["id_number"], given["name"], birth_date, emails), {}
-
-
-def _looks_like_email(address: str) -> bool:
-    local, at, domain = address.rpartition("@")
-    return bool(at and local and "." in domain and len(address) <= 320)
-
+# Unlock and revocation
 
 async def unlock(request: Request, ctx: WebContext) -> Response:
     """GET: the unlock form; POST: the holder's recovery code clears the lock and sets the new
@@ -362,10 +248,10 @@ async def unlock(request: Request, ctx: WebContext) -> Response:
         recovery_code, new_password, confirmation = (secret_field(form, name, required=False) for name in
                                                      ("recovery_code", "new_password", "confirmation"))
         code = await run_in_threadpool(ctx.operations.unlock, account, recovery_code, new_password, confirmation,
-                                       _operator(request))
+                                       operator_of(request))
     except (Refusal, CoreUnavailable) as exc:
-        values["error"] = _refused(request, exc)
-        return render(request, "operator/unlock.html", status=_status_of(exc), **values)
+        values["error"] = refusal_text(request, exc)
+        return render(request, "operator/unlock.html", status=refusal_status(exc), **values)
     return render(request, "operator/unlocked.html", account=account, recovery_code=code)
 
 
@@ -396,7 +282,7 @@ async def revoke(request: Request, ctx: WebContext) -> Response:
     if errors:
         values["errors"] = errors
         return render(request, "operator/revoke.html", status=400, **values)
-    operator = _operator(request)
+    operator = operator_of(request)
     try:
         if phrase:
             revoked = await run_in_threadpool(ctx.operations.revoke_by_holder, serial, account, phrase, operator,
@@ -404,32 +290,13 @@ async def revoke(request: Request, ctx: WebContext) -> Response:
         else:
             revoked = await run_in_threadpool(ctx.operations.revoke, serial, reason, operator)
     except (Refusal, CoreUnavailable) as exc:
-        values["error"] = _refused(request, exc)
-        return render(request, "operator/revoke.html", status=_status_of(exc), **values)
+        values["error"] = refusal_text(request, exc)
+        return render(request, "operator/revoke.html", status=refusal_status(exc), **values)
     flash(request, gettext(request, "Certificate %(serial)s is revoked.", serial=revoked.serial), "success")
     return redirect(f"/operator/holders/{quote(revoked.account, safe='')}" if revoked.account else HOME)
 
 
 # Helpers
-
-def _operator(request: Request) -> str:
-    """The signed-in operator's name: the one recorded in the audit trail."""
-    return session_of(request).subject
-
-
-
-async def _upload(form, name: str) -> bytes:
-    """The bytes of an uploaded file field (b"" when none was chosen).
-
-    Raises: BadForm: the file is larger than MAX_CSR_BYTES."""
-    value = form.get(name)
-    if not isinstance(value, UploadFile):
-        return b""
-    data = await value.read(MAX_CSR_BYTES + 1)
-    if len(data) > MAX_CSR_BYTES:
-        raise BadForm("the file is too large")
-    return data
-
 
 def _query_text(value: str, max_length: int = 128) -> str:
     """A query parameter as clean text (forms.clean_text), "" when it is not (too long, control
@@ -450,55 +317,6 @@ def _days(value: str) -> int | None:
     return days if days <= MAX_EXPIRING_DAYS else None
 
 
-def _refused(request: Request, exc: Exception) -> str:
-    """The sentence for a refusal: the domain's own (English) sentence after a translated lead,
-    and a help code's guidance in the operator's language when it has one."""
-    code = getattr(exc, "help_code", "") or ""
-    if isinstance(exc, CoreUnavailable):
-        text = gettext(request, "The certificate service does not answer; try again later.")
-    elif isinstance(exc, StoreUnavailable):
-        text = gettext(request, "The registration authority's database does not answer; try again later.")
-    elif isinstance(exc, RenewalNotFound):
-        text = gettext(request, "There is no such renewal.")
-    else:
-        text = gettext(request, "Refused: %(reason)s", reason=str(exc))
-    if code:
-        text = f"{text} {_help_text(request)(code)} ({code})"
-    return text
-
-
-def _status_of(exc: Exception) -> int:
-    if isinstance(exc, (CoreUnavailable, StoreUnavailable)):
-        return 503
-    if isinstance(exc, RenewalNotFound):
-        return 404
-    return 409 if isinstance(exc, Refusal) else 400
-
-
-def _help_text(request: Request):
-    """A function giving a help code's guidance in the request's language (help_codes.guidance,
-    without the code: the pages show it beside)."""
-    language = rendering_language(request)
-    provider = request.app.state.web_context.settings.provider_name
-    return lambda code: guidance(code, language, provider) if code else ""
-
-
-def _qr_data_url(text: str) -> str:
-    """``text`` as a QR code in a PNG data: URL (the CSP allows img-src data:)."""
-    image = qrcode.make(text, box_size=6, border=2)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _otp_key(uri: str) -> str:
-    """The base32 key of an otpauth:// URI, in groups of four, for typing into an OTP app."""
-    from urllib.parse import parse_qs, urlparse
-
-    key = (parse_qs(urlparse(uri).query).get("secret") or [""])[0] if uri else ""
-    return " ".join(key[i:i + 4] for i in range(0, len(key), 4))
-
-
 def routes() -> list[BaseRoute]:
     both = ("GET", "POST")
     return [
@@ -514,8 +332,6 @@ def routes() -> list[BaseRoute]:
         page_route("/operator/holders/{account:str}", holder_detail, who=OPERATOR, name="operator_holder"),
         page_route("/operator/holders/{account:str}/identity", register_holder, who=OPERATOR, methods=("POST",),
                    name="operator_register_holder"),
-        page_route("/operator/enrol", enrol, who=OPERATOR, methods=both, name="operator_enrol", files=True,
-                   max_bytes=MAX_ENROL_FORM_BYTES),
         page_route("/operator/unlock", unlock, who=OPERATOR, methods=both, name="operator_unlock"),
         page_route("/operator/revoke", revoke, who=OPERATOR, methods=both, name="operator_revoke"),
     ]

@@ -153,21 +153,27 @@ def refusal_text(request: Request, exc: Exception) -> str:
     return gettext(request, "This step cannot be done now: the page shows where the renewal is.")
 
 
+# Why an activation stopped, by the renewal's refusal_reason (the RA's word or the core's reason).
+WRONG_PASSWORD_REASONS = frozenset({"AUTHENTICATION_FAILED", "authentication"})
+LOCKED_REASONS = frozenset({"ACCOUNT_LOCKED", "locked"})
+
+
 def stopped_activation_text(request: Request, renewal: Renewal) -> str:
-    """Why the last activation stopped (the renewal's refusal), in the holder's language."""
+    """Why the last activation stopped, in the holder's language: chosen by the renewal's help code,
+    else its stable refusal_reason, never by the words of its refusal; "" when none was recorded."""
     if renewal.help_code:
         return guidance(request, renewal.help_code)
-    reason = renewal.refusal
-    if not reason:
-        return ""
-    if "password" in reason or "authentication" in reason.lower() or "UNAUTHENTICATED" in reason:
+    reason = renewal.refusal_reason
+    if reason == "identity_changed" or not (reason or renewal.refusal):
+        return ""  # none, or the identity steps' (AC-AB-0014), which the holder has done again since
+    if reason in WRONG_PASSWORD_REASONS:
         return gettext(request, "Your cloud-signature password is not right.")
-    if "locked" in reason:
+    if reason in LOCKED_REASONS:
         return locked_text(request)
-    if "registry" in reason:
+    if reason == "registry_unavailable":
         return gettext(request, "The identity registry does not answer now; activate again later.")
-    if "revocation phrase" in reason:
-        return gettext(request, "The revocation phrase has 8 to 64 characters, letters and digits only.")
+    if reason == "core_unavailable":
+        return gettext(request, "The certificate service does not answer now; try again later.")
     return gettext(request, "The activation did not complete; activate again.")
 
 
@@ -288,13 +294,19 @@ async def _act(request: Request, ctx, renewal: Renewal, work, *args) -> Response
     return redirect(f"/holder/renewals/{renewal.id}")
 
 
-async def consent(request: Request, ctx) -> Response:
+async def _ticked_step(request: Request, ctx, box: str, work, unticked: str) -> Response:
+    """A step whose form is one box to tick: the workflow's ``work(renewal_id)`` once ``box`` is
+    ticked, else the step again with ``unticked`` beside the box."""
     renewal = await _renewal(request, ctx)
     form = await read_form(request)
-    if form.get("consent") != "yes":
-        return await show_step(request, ctx, renewal, status=422, field_errors={
-            "consent": gettext(request, "Tick the box to agree to the personal data collection statement.")})
-    return await _act(request, ctx, renewal, ctx.workflow.record_consent, renewal.id)
+    if form.get(box) != "yes":
+        return await show_step(request, ctx, renewal, status=422, field_errors={box: unticked})
+    return await _act(request, ctx, renewal, work, renewal.id)
+
+
+async def consent(request: Request, ctx) -> Response:
+    return await _ticked_step(request, ctx, "consent", ctx.workflow.record_consent, gettext(
+        request, "Tick the box to agree to the personal data collection statement."))
 
 
 async def send_code(request: Request, ctx) -> Response:
@@ -361,12 +373,8 @@ async def photo(request: Request, ctx) -> Response:
 
 
 async def agreement(request: Request, ctx) -> Response:
-    renewal = await _renewal(request, ctx)
-    form = await read_form(request)
-    if form.get("agree") != "yes":
-        return await show_step(request, ctx, renewal, status=422, field_errors={
-            "agree": gettext(request, "Tick the box to accept the applicant/subscriber agreement and declaration.")})
-    return await _act(request, ctx, renewal, ctx.workflow.accept_agreement, renewal.id)
+    return await _ticked_step(request, ctx, "agree", ctx.workflow.accept_agreement, gettext(
+        request, "Tick the box to accept the applicant/subscriber agreement and declaration."))
 
 
 async def application_document(request: Request, ctx) -> Response:

@@ -31,7 +31,7 @@ from signserver.ra.web.rendering import Templates
 from signserver.ra.web.sessions import HOLDER, SessionStore
 from signserver.ra.workflow import RenewalWorkflow
 from signserver.registry_dev.faults import Fault
-from tests.ra.conftest import KUAN, InlineExecutor, application_signed_in_store, opened_renewal, photo
+from tests.ra.conftest import KUAN, START, InlineExecutor, application_signed_in_store, opened_renewal, photo
 from tests.ra.test_application import (PASSWORD, ExternalEid, core, documents, enrolled, otp_now,  # noqa: F401
                                       ra_state_dir, roots)
 from tests.ra.test_workflow import clear_outbox, code_sent_to
@@ -487,3 +487,33 @@ def test_refusals_are_told_by_their_reason_not_their_words():
         assert refusal_text(english, refusal) == text, refusal
     assert refusal_text(_request("zh-TW"), errors.ApplicationRefused("x", reason="locked")) == \
         "已嘗試超過 5 次，請於 30 分鐘後再試。"
+
+
+def test_a_stopped_activation_is_told_by_its_reason_not_its_words():
+    from signserver.ra.web.renewal_pages import stopped_activation_text
+
+    activating = machine.start_activation(replace(
+        machine.open_renewal("r-stopped", serial="5e1a09", account=KUAN.account, profile="cloud-signature-government",
+                             expires=START, holder=KUAN, now=START), state=State.AWAITING_ACTIVATION), "ref", START)
+    english = _request("en")
+    cases = [
+        ("the certificate service said no (credentials)", "AUTHENTICATION_FAILED",
+         "Your cloud-signature password is not right."),
+        ("the password was fine; the registry timed out", "registry_unavailable",
+         "The identity registry does not answer now; activate again later."),
+        ("too many tries", "ACCOUNT_LOCKED", "More than 5 times have been tried, please try again 30 minutes later."),
+        ("no answer from the core", "core_unavailable", "The certificate service does not answer now; try again "
+                                                       "later."),
+        ("the password is locked in the registry", "", "The activation did not complete; activate again."),
+    ]
+    for refusal, reason, text in cases:
+        stopped = machine.activation_stopped(activating, refusal, START, reason=reason)
+        assert stopped.refusal_reason == reason
+        assert stopped_activation_text(english, stopped) == text, (refusal, reason)
+    assert stopped_activation_text(english, activating) == ""
+    # An earlier AC-AB-0014, done again since, is not why this activation stopped
+    changed = replace(machine.identity_changed(activating, ["name"], START), state=State.AWAITING_ACTIVATION,
+                      help_code="")
+    assert stopped_activation_text(english, changed) == ""
+    wrong = machine.activation_stopped(activating, "x", START, reason="AUTHENTICATION_FAILED")
+    assert stopped_activation_text(_request("zh-TW"), wrong) == "台端之雲簽簽名密碼（存取碼）不正確。"

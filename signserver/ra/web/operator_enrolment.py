@@ -1,0 +1,123 @@
+"""The operators' enrolment page: a holder's account in the core and the first certificate, as
+`signserver ra enrol` makes them, through RaOperations with the signed-in operator's name.
+
+The holder's secrets (password, revocation phrase) travel in the POST body only; the holder's OTP
+key (as a QR code and as text) and recovery code are shown once, on a page that is never cached
+(the framework marks every page no-store). A refusal is shown on the form, in the operator's
+language, with the domain's own sentence."""
+
+from __future__ import annotations
+
+import base64
+import io
+from urllib.parse import parse_qs, urlparse
+
+import qrcode
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from signserver.ra.errors import CoreUnavailable, OperationRefused, Refusal, StoreUnavailable
+from signserver.ra.operations import Enrolment, EnrolmentSecrets, check_enrolment
+from signserver.ra.web.context import WebContext
+from signserver.ra.web.operator_forms import (MAX_CSR_BYTES, help_text, holder_from_form, operator_of, read_upload,
+                                              refusal_status, refusal_text)
+from signserver.ra.web.rendering import gettext, page_route, read_form, render, secret_field, text_field
+from signserver.ra.web.sessions import OPERATOR
+
+# The holder profiles of the core's CA (signserver/ca/profiles.py; the RA may not import it).
+PROFILES = ("cloud-signature-government", "cloud-signature-corporate", "qualified-government", "qualified-corporate",
+            "standard-government", "standard-corporate", "encryption-government", "encryption-corporate")
+KINDS = ("personal", "government", "corporate")
+ENROL_TEXT_FIELDS = ("account", "id_type", "id_number", "name", "birth_date", "emails", "organisation", "department",
+                     "title", "given_name", "surname", "key_algorithm", "transaction_limit", "agent_qualification")
+MAX_ENROL_FORM_BYTES = MAX_CSR_BYTES + 32 * 1024
+
+
+async def enrol(request: Request, ctx: WebContext) -> Response:
+    """GET: the enrolment form; POST: the holder's account in the core and the certificate; the
+    holder's OTP key (as a QR code) and recovery code are shown once."""
+    values = {"form": {"profile": PROFILES[0], "kind": "government", "recovery_code": True}, "errors": {},
+              "error": "", "profiles": PROFILES, "kinds": KINDS}
+    if request.method == "GET":
+        return render(request, "operator/enrol.html", **values)
+    form = await read_form(request, max_bytes=MAX_ENROL_FORM_BYTES, files=True)
+    given = {name: text_field(form, name, required=False, max_length=512 if name == "emails" else 256)
+             for name in ENROL_TEXT_FIELDS}
+    given.update(profile=str(form.get("profile", "")), kind=str(form.get("kind", "")),
+                 recovery_code=form.get("recovery_code") == "yes",
+                 existing_account=form.get("existing_account") == "yes")
+    values["form"] = given
+    enrolment, errors = _enrolment(request, given, await read_upload(form, "csr"))
+    if errors:
+        values["errors"] = errors
+        return render(request, "operator/enrol.html", status=400, **values)
+    secrets = EnrolmentSecrets(password=secret_field(form, "password", required=False),
+                               confirmation=secret_field(form, "confirmation", required=False),
+                               revocation_phrase=secret_field(form, "revocation_phrase", required=False))
+    if secrets.revocation_phrase != secret_field(form, "revocation_phrase_confirmation", required=False):
+        values["errors"] = {"revocation_phrase_confirmation": gettext(
+            request, "The revocation phrase and its confirmation differ.")}
+        return render(request, "operator/enrol.html", status=400, **values)
+    try:
+        enrolled = await run_in_threadpool(ctx.operations.enrol, enrolment, secrets, operator_of(request))
+    except (Refusal, CoreUnavailable, StoreUnavailable) as exc:
+        values["error"] = refusal_text(request, exc)
+        return render(request, "operator/enrol.html", status=refusal_status(exc), **values)
+    return render(request, "operator/enrolled.html", enrolled=enrolled,
+                  otp_qr=_qr_data_url(enrolled.otp_uri) if enrolled.otp_uri else "",
+                  otp_key=_otp_key(enrolled.otp_uri), help=help_text(request))
+
+
+def _enrolment(request: Request, given: dict, csr: bytes | None) -> tuple[Enrolment | None, dict[str, str]]:
+    """The Enrolment of the form's values, else the errors by field name."""
+    holder, errors = holder_from_form(request, given)
+    if given["profile"] not in PROFILES:
+        errors["profile"] = gettext(request, "Choose a certificate profile.")
+    if given["kind"] not in KINDS:
+        errors["kind"] = gettext(request, "Choose the kind of holder.")
+    limit = 0
+    if given["transaction_limit"]:
+        try:
+            limit = int(given["transaction_limit"])
+            if limit < 0 or limit > 10**12:
+                raise ValueError
+        except ValueError:
+            errors["transaction_limit"] = gettext(request, "A transaction limit is a whole number of patacas, "
+                                                           "0 for none.")
+    if errors:
+        return None, errors
+    enrolment = Enrolment(
+        holder=holder, profile=given["profile"], kind=given["kind"], organisation=given["organisation"],
+        department=given["department"], title=given["title"], given_name=given["given_name"],
+        surname=given["surname"], key_algorithm=given["key_algorithm"], csr=csr or None, transaction_limit=limit,
+        agent_qualification=given["agent_qualification"], recovery_code=given["recovery_code"],
+        existing_account=given["existing_account"])
+    try:
+        check_enrolment(enrolment)
+    except OperationRefused as exc:
+        field_name = "csr" if "CSR" in str(exc) else "profile"
+        return None, {field_name: refusal_text(request, exc)}
+    return enrolment, {}
+
+
+def _qr_data_url(text: str) -> str:
+    """``text`` as a QR code in a PNG data: URL (the CSP allows img-src data:)."""
+    image = qrcode.make(text, box_size=6, border=2)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _otp_key(uri: str) -> str:
+    """The base32 key of an otpauth:// URI, in groups of four, for typing into an OTP app."""
+    key = (parse_qs(urlparse(uri).query).get("secret") or [""])[0] if uri else ""
+    return " ".join(key[i:i + 4] for i in range(0, len(key), 4))
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        page_route("/operator/enrol", enrol, who=OPERATOR, methods=("GET", "POST"), name="operator_enrol",
+                   files=True, max_bytes=MAX_ENROL_FORM_BYTES),
+    ]
