@@ -19,9 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from signserver.ra.errors import CoreUnavailable, OperationRefused
-from signserver.ra import help_codes
 from signserver.ra.renewal import Renewal, State
-from signserver.ra.web.rendering import (PageNotFound, flash, gettext, language, page_route, read_form, redirect,
+from signserver.ra.web.rendering import (PageNotFound, flash, gettext, guidance, page_route, read_form, redirect,
                                          render, secret_field)
 from signserver.ra.web.sessions import holder_may_act, session_of
 
@@ -64,12 +63,6 @@ def status_label(request: Request, status: str) -> str:
     labels = {"valid": gettext(request, "valid"), "expired": gettext(request, "expired"),
               "revoked": gettext(request, "revoked")}
     return labels.get(status, status)
-
-
-def guidance(request: Request, code: str) -> str:
-    """The help code's guidance in the request's language (help_codes.guidance), naming the
-    configured provider."""
-    return help_codes.guidance(code, language(request), request.app.state.web_context.settings.provider_name)
 
 
 async def visible_renewals(request: Request, ctx) -> list[Renewal]:

@@ -10,11 +10,9 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from signserver.ra.errors import CoreUnavailable, Refusal, RenewalNotFound, StoreUnavailable
-from signserver.ra.help_codes import guidance
 from signserver.ra.renewal import Holder
 from signserver.ra.web.forms import BadForm
-from signserver.ra.web.rendering import gettext
-from signserver.ra.web.rendering import language as rendering_language
+from signserver.ra.web.rendering import gettext, guidance
 from signserver.ra.web.sessions import session_of
 
 MAX_CSR_BYTES = 64 * 1024
@@ -55,11 +53,9 @@ def refusal_status(exc: Exception) -> int:
 
 
 def help_text(request: Request):
-    """A function giving a help code's guidance in the request's language (help_codes.guidance,
+    """A function giving a help code's guidance in the request's language (rendering.guidance,
     without the code: the pages show it beside)."""
-    language = rendering_language(request)
-    provider = request.app.state.web_context.settings.provider_name
-    return lambda code: guidance(code, language, provider) if code else ""
+    return lambda code: guidance(request, code)
 
 
 async def read_upload(form, name: str) -> bytes:

@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from signserver.ra import branding, errors
-from signserver.ra.help_codes import help_code as help_code_of
+from signserver.ra import help_codes
 from signserver.clock import epoch_seconds
 from signserver.ra.web import client_certificate, forms
 from signserver.ra.web.forms import (BadForm, FormTooLarge, read_form, secret_field,  # noqa: F401 (the pages' API)
@@ -197,6 +197,14 @@ class Templates:
             _rendering.reset(token)
 
 
+def guidance(request: Request, code: str) -> str:
+    """Help code ``code``'s guidance in the request's language, naming the configured provider
+    (help_codes.guidance); "" for no code. The one lookup of the pages."""
+    if not code:
+        return ""
+    return help_codes.guidance(code, language(request), request.app.state.web_context.settings.provider_name)
+
+
 def provider_of(request: Request) -> str:
     """The provider's name (signserver/ra/branding.py) in the request's language: the value of
     ``%(provider)s`` in the messages that name whom the holder contacts."""
@@ -271,14 +279,10 @@ def error_page(request: Request, exc: Exception) -> Response:
     if status == 500:
         log.error("page %s failed", loggable_path(request.url.path), exc_info=exc)
     code = getattr(exc, "help_code", "") or ""
-    guidance = ""
-    if code:
-        provider = request.app.state.web_context.settings.provider_name
-        guidance = help_code_of(code).guidance_in(language(request), provider)
     title = gettext(request, TITLES.get(status, TITLES[400]))
     try:
         response = render(request, "error.html", status=status, http_status=status, status_title=title,
-                          message=gettext(request, message), help_code=code, guidance=guidance)
+                          message=gettext(request, message), help_code=code, guidance=guidance(request, code))
     except Exception:  # the error page itself failed: a plain answer rather than none
         log.exception("the error page failed")
         response = HTMLResponse(f"<!doctype html><title>{status}</title><p>{status}</p>", status_code=status)

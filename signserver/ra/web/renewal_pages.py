@@ -32,8 +32,8 @@ from signserver.ra.help_codes import IDENTITY_DATA_CHANGED, ONLY_IN_PERSON, REVO
 from signserver.ra.registry import MAX_PHOTO_BYTES
 from signserver.ra.renewal import REVOCATION_PHRASE, Renewal, State, Step, is_cloud_signature
 from signserver.ra.web.account_pages import PASSWORD_RULES, locked_text, password_rule_text
-from signserver.ra.web.holder_pages import guidance, profile_label, status_label
-from signserver.ra.web.rendering import (gettext, page_route, provider_of, read_form, redirect, render,
+from signserver.ra.web.holder_pages import profile_label, status_label
+from signserver.ra.web.rendering import (gettext, guidance, page_route, provider_of, read_form, redirect, render,
                                         secret_field, text_field)
 from signserver.ra.web.sessions import holder_may_act, session_of
 
