@@ -6,11 +6,12 @@ It speaks dataclasses and the signserver error hierarchy; nothing here knows abo
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from cryptography import x509
 
@@ -29,9 +30,6 @@ from signserver.audit.seal import SEAL_KEY_SETTING, AuditSealer, pin_path, seal_
 from signserver.audit.seal_key import SealKeyPin
 from signserver.ca.authority import CertificateAuthority
 from signserver.ca.service_keys import SERVICE_KEY_SETTINGS, service_key_algorithm
-from signserver.pades.document import PadesLevel
-from signserver.pades.service import PadesService
-from signserver.pades.stamp import StampOptions
 from signserver.clock import Clock, SystemClock
 from signserver.config import Config
 from signserver.accounts.repository import get_credential
@@ -50,6 +48,11 @@ from signserver.notify.sender import OutboxSender
 from signserver.secret import Secret
 from signserver.signing.hash_signer import Authorization, CredentialInfo, HashSigner
 from signserver.store.database import Database
+
+if TYPE_CHECKING:
+    from signserver.pades.document import PadesLevel
+    from signserver.pades.service import PadesService
+    from signserver.pades.stamp import StampOptions
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +117,15 @@ class SignService:
                                   key_algorithm=config.audit.seal_key_algorithm)
         self.outbox = OutboxSender(self.database, config.smtp, self.clock)
         self.ca = CertificateAuthority(self.database, keys, self.accounts, self.audit, self.clock, config.ca)
-        self.pades = PadesService(self.database, keys, self.ca, self.signer, self.audit, self.clock, config.state_dir,
-                                  config.pades)
+
+    @functools.cached_property  # made once, under the lock cached_property takes on Python 3.11
+    def pades(self) -> PadesService:
+        """PAdES signing, verification and the TSA, made on first use: pyHanko and fontTools take most
+        of a second to import, which the commands that never touch a document should not pay."""
+        from signserver.pades.service import PadesService  # imported here: only documents need pyHanko
+
+        return PadesService(self.database, self.keys, self.ca, self.signer, self.audit, self.clock,
+                            self.config.state_dir, self.config.pades)
 
     @classmethod
     def from_config(cls, config: Config, user_pin: Secret | None = None, module: Path | None = None,

@@ -157,13 +157,39 @@ def requires_softhsm(what: str):
 
 
 @pytest.fixture(scope="session")
-def state_dir(tmp_path_factory) -> Path:
-    """A state directory with a fresh SoftHSM token labelled 'signserver', for the whole run.
+def font_cache(tmp_path_factory) -> Path:
+    """One folder for the stamp font's face and the subsets cut from it, for every state directory of
+    the run (and every pytest-xdist process of it): each would otherwise extract the same 16 MB face
+    and cut the same subsets again (signserver/pades/font.py writes both atomically, so several
+    processes may share the folder)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "stamp-fonts"  # the run's folder, above the workers'
+    else:
+        folder = tmp_path_factory.getbasetemp() / "stamp-fonts"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def share_stamp_fonts(state: Path, font_cache: Path) -> None:
+    """Let the state directory ``state`` use the run's font cache as its ``fonts`` folder, unless
+    it has one already. Tests whose subject is the extraction itself use a state directory
+    without it."""
+    state.mkdir(parents=True, exist_ok=True)
+    fonts = state / "fonts"
+    if not fonts.exists() and not fonts.is_symlink():
+        fonts.symlink_to(font_cache, target_is_directory=True)
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory, font_cache) -> Path:
+    """A state directory with a fresh SoftHSM token labelled 'signserver', for the whole run; its
+    stamp fonts are the run's (font_cache).
 
     SOFTHSM2_CONF is set for this process before any test loads the module, so every test
     sees the tokens of this directory and none of the system's.
     """
     state = tmp_path_factory.mktemp("state")
+    share_stamp_fonts(state, font_cache)
     env = {**os.environ, "SIGNSERVER": str(SIGNSERVER)}
     for name in ("SIGNSERVER_HSM_USER_PIN", "SIGNSERVER_HSM_SO_PIN", "SIGNSERVER_CONFIG"):
         env.pop(name, None)

@@ -9,8 +9,6 @@ from pathlib import Path
 from cryptography import x509
 
 from signserver.accounts import otp
-from signserver.accounts.applications import certificate_fingerprint
-from signserver.accounts.manager import Enrolment
 from signserver.accounts.model import Account, AccountKind, Application
 from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json, print_table, to_plain
@@ -18,7 +16,9 @@ from signserver.cli.pins import read_pin
 from signserver.config import Config
 from signserver.errors import InvalidArgument, SignServerError
 from signserver.hsm.algorithms import KeyAlgorithm
-from signserver.notify.outbox import format_time
+
+# The account manager, the application registry and the outbox load SQLAlchemy: the commands import
+# what they need of them, so that building the parser (every command's --help) does not.
 
 PASSWORD_ENV = "SIGNSERVER_ACCOUNT_PASSWORD"
 RECOVERY_ENV = "SIGNSERVER_ACCOUNT_RECOVERY_CODE"
@@ -105,6 +105,8 @@ def add_parsers(subparsers) -> None:
 # --- output --------------------------------------------------------------------------------
 
 def _account_rows(accounts: list[Account]) -> list[list]:
+    from signserver.notify.outbox import format_time
+
     return [[a.username, a.holder_name, a.kind.value, a.status.value,
              format_time(a.locked_until) if a.locked_until else "", ", ".join(a.emails)] for a in accounts]
 
@@ -142,6 +144,8 @@ def cmd_update(args, config: Config) -> int:
 
 
 def cmd_create(args, config: Config) -> int:
+    from signserver.accounts.manager import Enrolment
+
     password = read_pin("password for the account", PASSWORD_ENV, None, confirm=True)
     phrase = read_pin("revocation phrase", PHRASE_ENV, None, confirm=True) if args.revocation_phrase else None
     service = open_service(args, config, with_database=True)
@@ -166,6 +170,8 @@ def cmd_create(args, config: Config) -> int:
 
 
 def cmd_show(args, config: Config) -> int:
+    from signserver.notify.outbox import format_time
+
     service = open_service(args, config, with_database=True)
     account = service.accounts.get(args.username)
     credentials = service.signer.list_credentials(_OPERATOR_VIEW, args.username)
@@ -258,6 +264,8 @@ def cmd_reset_otp(args, config: Config) -> int:
 # --- application commands ------------------------------------------------------------------
 
 def _fingerprint(path: Path) -> str:
+    from signserver.accounts.applications import certificate_fingerprint
+
     try:
         certificate = x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError) as exc:

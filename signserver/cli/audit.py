@@ -10,22 +10,20 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from signserver.audit.chain_check import AuditReport, PinnedKeys, pinned_keys
-from signserver.audit.export import export_segment
-from signserver.audit.live_log import Progress
-from signserver.audit.log import AuditLog
-from signserver.audit.pruning import AuditPruner
-from signserver.audit.seal import max_seal_age, pin_path
 from signserver.audit.seal_key import SealKeyPin
-from signserver.audit.segment_check import verify_segment_files
-from signserver.audit.verified_mark import VerifiedMark
-from signserver.audit.verify import verify_audit_log
 from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json
 from signserver.clock import SystemClock, from_epoch
 from signserver.config import Config
-from signserver.store.database import Database
+
+# The audit modules load SQLAlchemy: each command imports what it needs, so that building the
+# parser (every command's --help) does not.
+if TYPE_CHECKING:
+    from signserver.audit.chain_check import AuditReport, PinnedKeys
+    from signserver.audit.live_log import Progress
+    from signserver.store.database import Database
 
 OPERATOR = "operator:cli"
 PROGRESS_EVERY_SECONDS = 5.0
@@ -64,6 +62,8 @@ def add_parser(subparsers) -> None:
 
 def open_database(config: Config) -> Database:
     """The configured database, its schema brought up to date. Raises: ConfigurationError."""
+    from signserver.store.database import Database
+
     database = Database(config.database_url, config.database)
     database.migrate()
     return database
@@ -87,6 +87,10 @@ class ProgressLine:
 
 
 def cmd_verify(args, config: Config) -> int:
+    from signserver.audit.seal import max_seal_age, pin_path
+    from signserver.audit.verified_mark import VerifiedMark
+    from signserver.audit.verify import verify_audit_log
+
     pin = SealKeyPin(pin_path(config.state_dir))
     allowance = max_seal_age(config.audit.seal_interval_seconds)
     if args.file:
@@ -126,6 +130,8 @@ def cmd_verify(args, config: Config) -> int:
 
 
 def _verify_files(args, pin: SealKeyPin, allowance) -> int:
+    from signserver.audit.segment_check import verify_segment_files
+
     local = _local_pins(pin)
     checked = verify_segment_files(args.file, allowance, pinned=local, expected_key=args.expect_key)
     report = checked.report
@@ -153,6 +159,8 @@ def _verify_files(args, pin: SealKeyPin, allowance) -> int:
 
 def _local_pins(pin: SealKeyPin) -> PinnedKeys | None:
     """The state directory's pins, when there are any to compare a file's keys with."""
+    from signserver.audit.chain_check import AuditReport, pinned_keys
+
     found = AuditReport()
     keys = pinned_keys(pin, None, found)
     return keys if not found.problems else None
@@ -170,6 +178,10 @@ def cmd_seal(args, config: Config) -> int:
 
 
 def cmd_export(args, config: Config) -> int:
+    from signserver.audit.export import export_segment
+    from signserver.audit.log import AuditLog
+    from signserver.audit.seal import max_seal_age, pin_path
+
     database = open_database(config)
     exported = export_segment(database, AuditLog(), SealKeyPin(pin_path(config.state_dir)), args.until, args.out,
                               SystemClock().now(), max_seal_age(config.audit.seal_interval_seconds), OPERATOR,
@@ -186,6 +198,9 @@ def cmd_export(args, config: Config) -> int:
 
 
 def cmd_prune(args, config: Config) -> int:
+    from signserver.audit.log import AuditLog
+    from signserver.audit.pruning import AuditPruner
+
     database = open_database(config)
     clock = SystemClock()
     pruner = AuditPruner(database, AuditLog(), clock, config.retention.audit_keep_days, config.retention.batch_rows)

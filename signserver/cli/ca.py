@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from signserver.accounts.applications import certificate_fingerprint
-from signserver.ca.authority import CaStatus, CertificateRequest
 from signserver.ca.profiles import HOLDER_PROFILES
-from signserver.ca.repository import IssuedCertificate
-from signserver.ca.revocation import REASONS
 from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.config import Config
 from signserver.errors import InvalidArgument
 from signserver.files import write_private
-from signserver.grpc_api.tls import private_pem
-from signserver.notify.outbox import format_time
+
+# The CA's modules load SQLAlchemy (and the TLS helpers gRPC): the commands import what they need
+# of them, so that building the parser (every command's --help) does not.
+if TYPE_CHECKING:
+    from signserver.ca.authority import CaStatus
+    from signserver.ca.repository import IssuedCertificate
 
 OPERATOR = "operator:cli"
+# The reasons signserver.ca.revocation.REASONS accepts: every RFC 5280 reason but removeFromCRL,
+# which only a delta CRL carries (tests/test_cli_imports.py keeps the two equal).
+REVOCATION_REASONS = sorted(flag.value for flag in x509.ReasonFlags if flag is not x509.ReasonFlags.remove_from_crl)
 
 
 def add_parser(subparsers) -> None:
@@ -60,7 +64,7 @@ def add_parser(subparsers) -> None:
 
     p = command("revoke", cmd_revoke, "revoke a certificate")
     p.add_argument("serial")
-    p.add_argument("--reason", default="unspecified", choices=sorted(REASONS))
+    p.add_argument("--reason", default="unspecified", choices=REVOCATION_REASONS)
 
     p = command("list", cmd_list, "list certificates")
     p.add_argument("--account", help="only this account's")
@@ -78,6 +82,8 @@ def add_parser(subparsers) -> None:
 
 
 def _rows(certificates: list[IssuedCertificate]) -> list[list]:
+    from signserver.notify.outbox import format_time
+
     return [[c.serial, c.profile, c.account or "-", c.status, format_time(c.not_after), c.predecessor_serial or ""]
             for c in certificates]
 
@@ -122,6 +128,8 @@ def cmd_init(args, config: Config) -> int:
 
 
 def cmd_show(args, config: Config) -> int:
+    from signserver.notify.outbox import format_time
+
     status = open_service(args, config, with_database=True).ca.status()
 
     def describe(certificate):
@@ -157,6 +165,8 @@ def _state(status: CaStatus) -> str:
 
 
 def cmd_issue(args, config: Config) -> int:
+    from signserver.ca.authority import CertificateRequest
+
     service = open_service(args, config, with_database=True)
     request = CertificateRequest(args.profile, args.account, _read(args.csr), args.transaction_limit,
                                  args.agent_qualification)
@@ -196,6 +206,9 @@ def cmd_crl(args, config: Config) -> int:
 
 
 def cmd_issue_client(args, config: Config) -> int:
+    from signserver.accounts.applications import certificate_fingerprint
+    from signserver.grpc_api.tls import private_pem
+
     service = open_service(args, config, with_database=True)
     key = ec.generate_private_key(ec.SECP256R1())
     issued = service.ca.issue_service_certificate(f"client-{args.role}", args.name, key.public_key(), OPERATOR)

@@ -10,7 +10,6 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from signserver.audit.seal import find_token_seal_key
 from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.cli.pins import read_optional_pin, read_pin, write_pin_file
@@ -295,6 +294,8 @@ def cmd_health(args, config: Config) -> int:
 def _test_signature(service) -> dict:
     """A signature with the server's audit seal key, made and verified now; the key is found by
     its label (once per process), not by listing the token's keys."""
+    from signserver.audit.seal import find_token_seal_key  # the audit log's module loads the database's
+
     try:
         seal_key = find_token_seal_key(service.keys, setting=service.config.audit.seal_key_algorithm)
         if seal_key is None:

@@ -9,8 +9,8 @@ import datetime
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from signserver.accounts.master_rotation import RETIRED, RETIRE_GRACE, MasterRotation, RewrapCounts
 from signserver.cli.common import open_service
 from signserver.cli.output import print_json, print_table
 from signserver.cli.pins import read_pin
@@ -19,10 +19,16 @@ from signserver.errors import InvalidArgument, NotFound
 from signserver.hsm import ceremony
 from signserver.hsm.module import use_softhsm_config
 from signserver.hsm.sealing import SealingKey
-from signserver.service import SignService
+
+# Master rotation loads SQLAlchemy: the commands import it, so that building the parser (every
+# command's --help) does not.
+if TYPE_CHECKING:
+    from signserver.accounts.master_rotation import MasterRotation, RewrapCounts
+    from signserver.service import SignService
 
 SO_PIN_ENV = "SIGNSERVER_HSM_SO_PIN"
 OPERATOR = "operator:cli"
+RETIRE_GRACE_SECONDS = 60.0  # MasterRotation's RETIRE_GRACE (tests/test_cli_imports.py keeps them equal)
 
 _CEREMONY = """key ceremony (copy the shared keys to another token, never in clear):
   1. on the DESTINATION token, before its server first starts:
@@ -70,7 +76,7 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
     p.add_argument("--prepare", action="store_true",
                    help="several tokens: only generate the key (pending); copy it to the other tokens with the "
                         "key ceremony, then run `activate`")
-    p.add_argument("--grace-seconds", type=float, default=RETIRE_GRACE.total_seconds(),
+    p.add_argument("--grace-seconds", type=float, default=RETIRE_GRACE_SECONDS,
                    help="how long operations begun under the old key may still store packages before it is "
                         "destroyed (default %(default)s)")
 
@@ -78,7 +84,7 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
                                           "it)", passes)
     p.add_argument("label", help="the pending master key, e.g. signserver-master-2")
     p.add_argument("--no-wait", action="store_true", help="only activate; do not run the re-wrap pass")
-    p.add_argument("--grace-seconds", type=float, default=RETIRE_GRACE.total_seconds(), help=argparse.SUPPRESS)
+    p.add_argument("--grace-seconds", type=float, default=RETIRE_GRACE_SECONDS, help=argparse.SUPPRESS)
 
     command("rewrap", cmd_rewrap, "re-wrap the packages of retiring master keys under the active one", passes)
     command("retire", cmd_retire, "destroy the retiring master keys no package needs any more (and retired "
@@ -111,6 +117,8 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
 # --- rotation -----------------------------------------------------------------------------
 
 def _rotation(args, config: Config, grace: float | None = None) -> tuple[SignService, MasterRotation]:
+    from signserver.accounts.master_rotation import MasterRotation
+
     service = open_service(args, config, with_database=True)
     service.packages.ensure_master()  # the token holds the active key, and no database is without one
     extra = {} if grace is None else {"retire_grace": _grace(grace)}
@@ -202,6 +210,8 @@ def _report(args, counts: RewrapCounts, retired: list[str], active: str | None =
 
 
 def _add(first: RewrapCounts, second: RewrapCounts) -> RewrapCounts:
+    from signserver.accounts.master_rotation import RewrapCounts
+
     return RewrapCounts(rewrapped=first.rewrapped + second.rewrapped,
                         already_moved=first.already_moved + second.already_moved,
                         failed=second.failed, failed_key_ids=second.failed_key_ids, remaining=second.remaining)
@@ -268,6 +278,8 @@ def _shared_labels(service: SignService, sealing: SealingKey) -> list[str]:
 
     Raises: NotFound: the database knows no master key yet. UnsupportedAlgorithm, HsmError.
     """
+    from signserver.accounts.master_rotation import RETIRED
+
     masters = [m.label for m in service.master_rotation.status() if m.state != RETIRED]
     if not masters:
         raise NotFound("no master key yet: start this token's server once (it makes the first), then export")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from signserver.audit.log import AuditLog
 from signserver.cli.audit import PROGRESS_EVERY_SECONDS, open_database
 from signserver.cli.output import print_fields, print_json
 from signserver.clock import SystemClock
 from signserver.config import Config
-from signserver.signing.retention import PruneCounts, store_retention
+
+if TYPE_CHECKING:
+    from signserver.signing.retention import PruneCounts
 
 
 def add_parser(subparsers) -> None:
@@ -36,6 +38,10 @@ class _Progress:
 
 
 def cmd_prune(args, config: Config) -> int:
+    # Imported here: they load SQLAlchemy, which building the parser (--help) should not.
+    from signserver.audit.log import AuditLog
+    from signserver.signing.retention import store_retention
+
     retention = store_retention(open_database(config), AuditLog(), SystemClock(), config.retention)
     counts = retention.prune_all(progress=_Progress())
     if args.json:

@@ -289,6 +289,7 @@ class Worker:
     def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain calls in flight and stop."""
         service = SignService.from_config(self.config)
+        service.pades  # noqa: B018 -- made now, before any thread, not by the first document's call
 
         async def main() -> None:
             # First: a SIGTERM that arrives while the fronts start is kept, and stops the worker

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import ON_OPENCRYPTOKI, ROOT, database_url
+from tests.conftest import ON_OPENCRYPTOKI, ROOT, database_url, share_stamp_fonts
 
 
 def _script():
@@ -29,13 +29,15 @@ def nginx_missing() -> bool:
 
 
 @pytest.fixture(scope="module")
-def cluster(state_dir, tmp_path_factory):
+def cluster(state_dir, tmp_path_factory, font_cache):
     """Node A, node B (one worker each: two cores) and the balancer, for a module's tests."""
     if ON_OPENCRYPTOKI:
         pytest.skip("openCryptoki's soft token is one per system: the nodes share SoftHSM's token directory")
     if nginx_missing():
         pytest.skip("nginx is not installed and could not be: `make` installs it (scripts/system-packages.sh)")
     folder = tmp_path_factory.mktemp("cluster")
+    for node in ("node-a", "node-b"):  # the state directories scripts/cluster.py gives its nodes
+        share_stamp_fonts(folder / node, font_cache)
     running = cluster_script.Cluster(folder, workers=1, database_url=database_url(folder / "cluster.db"),
                                      hsm_state=state_dir).start()
     yield running

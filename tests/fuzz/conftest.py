@@ -30,7 +30,7 @@ from signserver.pades.document import PadesLevel
 from signserver.pades.sample import sample_pdf
 from signserver.pades.stamp import StampOptions
 from signserver.secret import Secret
-from tests.conftest import PASSWORD, enrol, service_with
+from tests.conftest import PASSWORD, enrol, service_with, share_stamp_fonts
 from tests.grpc_api.conftest import ServerThread
 
 PEM = serialization.Encoding.PEM
@@ -99,8 +99,9 @@ def _sign(service, app, created, data: bytes) -> bytes:
 
 
 @pytest.fixture(scope="package")
-def fuzz_world(config, tmp_path_factory):
+def fuzz_world(config, tmp_path_factory, font_cache):
     state = tmp_path_factory.mktemp("fuzz")
+    share_stamp_fonts(state, font_cache)
     tls = TlsConfig(cert_file=state / "tls" / "server.pem", key_file=state / "tls" / "server-key.pem",
                     client_ca_file=None, explicit=False, mutual=True)
     raw = replace(config, state_dir=state, tls=tls, server=ServerConfig("127.0.0.1:0", False))
