@@ -11,7 +11,8 @@ PROTOS := $(wildcard proto/signserver/v1/*.proto)
 GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
 # The tests whose subject is the store, run again on PostgreSQL. The whole suite passes there too
-# (SIGNSERVER_TEST_STORE=postgresql pytest), but it would take as long again as on SQLite.
+# (SIGNSERVER_TEST_STORE=postgresql pytest), but it takes as much CPU again as on SQLite: with the
+# whole CA, CSC API and client added here (647 tests), make test took 14:37 instead of 11:18.
 POSTGRESQL_TESTS ?= tests/store tests/accounts tests/signing tests/audit tests/notify \
 	tests/ca/test_authority.py tests/ca/test_certificate_service.py tests/ca/test_setup_resume.py \
 	tests/csc/test_login.py tests/csc/test_async.py tests/csc/test_signatures.py \

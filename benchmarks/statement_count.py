@@ -11,8 +11,8 @@ and each transaction (BEGIN ... COMMIT or ROLLBACK, two more round trips on Post
   set_trace_callback``), set on a connection each time a pool hands it out;
 - psycopg has no such hook: ``Cursor.execute`` / ``executemany`` (one statement per row, though
   psycopg pipelines them) and ``Connection.commit`` / ``rollback`` are wrapped (a commit or
-  rollback outside a transaction sends nothing and is not counted); SQLAlchemy's ``pool_pre_ping``
-  is a statement like any other (";", one per transaction).
+  rollback outside a transaction sends nothing and is not counted); the liveness ping of a
+  connection idle in the pool (signserver/store/liveness.py) is a statement like any other (";").
 
 The server's background thread is left out: it works on its own clock, whatever the calls.
 

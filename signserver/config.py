@@ -243,6 +243,9 @@ class DatabaseConfig:
     pool_size: int = 8  # connections kept open per process
     max_overflow: int = 8  # opened beyond them at peaks, closed when returned
     pool_timeout_seconds: int = 30  # how long a transaction waits for a free connection
+    # PostgreSQL: a connection idle in the pool longer than this is checked with a round trip
+    # before use (store/liveness.py); 0 checks every time.
+    ping_after_idle_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -400,6 +403,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "database.pool_size": _as_int(1, 1000),
     "database.max_overflow": _as_int(0, 1000),
     "database.pool_timeout_seconds": _as_int(1, 600),
+    "database.ping_after_idle_ms": _as_int(0, 3_600_000),
     "accounts.lock_threshold": _as_int(1, 100),
     "accounts.lock_minutes": _as_int(1, 525_600),
     "accounts.argon2_memory_kib": _as_int(8, 4_194_304),

@@ -23,6 +23,7 @@ from signserver.errors import (
     StoreUnavailable,
     StoreValueRefused,
 )
+from signserver.store.liveness import check_idle_connections
 from signserver.store.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,11 @@ class Database:
             self.engine: Engine = create_engine(url, **pool)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            # pool_pre_ping: a connection the server, a restart or a firewall closed while it sat
-            # in the pool is replaced at checkout instead of failing the call that drew it (see
-            # README, "PostgreSQL"); one round trip per transaction.
-            self.engine = create_engine(url, pool_pre_ping=True, **pool)
+            # A connection the server, a restart or a firewall closed while it sat in the pool is
+            # replaced at checkout instead of failing the call that drew it (see README,
+            # "PostgreSQL"), at the cost of a round trip, paid only after an idle spell.
+            self.engine = create_engine(url, **pool)
+            check_idle_connections(self.engine, settings.ping_after_idle_ms / 1000)
         _ENGINES.add(self.engine)
 
     @contextmanager

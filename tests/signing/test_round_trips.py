@@ -1,0 +1,160 @@
+"""Round trips to PostgreSQL on the way to a signature, read from libpq's own trace of the wire
+(PQtrace). On a server every statement waits for its answer, so their number is what a signature
+costs the database beyond the work itself: a property to keep, not a timing."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from psycopg import pq
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.pool import NullPool
+
+from signserver.accounts import otp
+from signserver.errors import StoreUnavailable
+from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
+from signserver.secret import Secret
+from tests.conftest import ON_POSTGRESQL, PASSWORD, enrol, service_with
+
+pytestmark = pytest.mark.skipif(not ON_POSTGRESQL, reason="round trips are PostgreSQL's (SIGNSERVER_TEST_STORE)")
+
+HOUR_MS = 3_600_000
+# psycopg prepares a statement on the server at its 5th execution (prepare_threshold), which
+# costs a round trip of its own then; the signatures before the one measured get past that.
+WARM_UP = 6
+
+
+@contextlib.contextmanager
+def wire_trace(engine, path: Path):
+    """Trace every connection of ``engine`` from the moment it leaves the pool (before any other
+    checkout listener, so that a liveness ping is seen), into ``path``."""
+    files = []
+
+    def trace(dbapi_connection, _record, _proxy):
+        file = open(path, "ab")
+        files.append(file)
+        dbapi_connection.pgconn.trace(file.fileno())
+        dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+
+    def untrace(dbapi_connection, _record):
+        if dbapi_connection is not None:
+            dbapi_connection.pgconn.untrace()
+
+    event.listen(engine, "checkout", trace, insert=True)
+    event.listen(engine, "checkin", untrace)
+    try:
+        yield
+    finally:
+        event.remove(engine, "checkout", trace)
+        event.remove(engine, "checkin", untrace)
+        for file in files:
+            file.close()
+
+
+def waits(path: Path) -> list[str]:
+    """The messages after which the client waits for the server: a simple Query, or the Sync that
+    ends an extended-protocol exchange (Parse/Bind/Execute); with the statement of each."""
+    found, pending = [], []
+    for line in path.read_text(errors="replace").splitlines():
+        direction, _length, kind, *rest = line.split("\t") + ["", ""]
+        if direction != "F":
+            continue
+        if kind in ("Parse", "Query") or (kind == "Bind" and not pending):
+            pending.append(" ".join(f"{kind} {' '.join(rest)}".split())[:90])
+        if kind in ("Query", "Sync"):
+            found.append(pending[-1] if pending else kind)
+            pending = []
+    return found
+
+
+def service_pinging_after(config, tmp_path, clock, idle_ms: int, **pool):
+    settings = replace(config.database, ping_after_idle_ms=idle_ms, **pool)
+    return service_with(replace(config, database=settings), tmp_path / "db", clock)
+
+
+def terminate(url: str, backend: int) -> None:
+    """End a server process from a connection of its own, as a restart or fail-over would."""
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as other:
+        assert other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend}).scalar_one()
+    engine.dispose()
+
+
+def digest(text_: str) -> bytes:
+    return hashlib.sha256(text_.encode()).digest()
+
+
+@pytest.fixture
+def signing(config, tmp_path, clock):
+    service = service_pinging_after(config, tmp_path, clock, HOUR_MS)
+    holder, seed = enrol(service)
+    app, _ = service.applications.create("round-trips")
+    digests = [digest(f"page {i}") for i in range(WARM_UP + 1)]
+    token = service.signer.authorize(app, holder.account.username, Secret(PASSWORD), otp.code_at(seed, clock.now()),
+                                     holder.credential.id, HashAlgorithm.SHA256, digests)
+    try:
+        yield service, app, holder, Secret(token.token), digests
+    finally:
+        service.close()
+
+
+def test_a_single_digest_signhash_takes_six_round_trips(signing, tmp_path):
+    service, app, holder, token, digests = signing
+    algorithm = SignatureAlgorithm.ECDSA_SHA256 if holder.credential.key_algorithm.value.startswith("ec") \
+        else SignatureAlgorithm.RSA_PKCS1V15_SHA256
+    # The first signature opens the package in this process; psycopg prepares the statements.
+    for warm_up in digests[:WARM_UP]:
+        service.signer.sign_hashes(app, holder.credential.id, token, algorithm, [warm_up])
+    trace = tmp_path / "wire.trace"
+    with wire_trace(service.database.engine, trace):
+        service.signer.sign_hashes(app, holder.credential.id, token, algorithm, [digests[WARM_UP]])
+    seen = waits(trace)
+    # BEGIN; the credential; the digest taken; the token's count; the audit record appended (the
+    # head locked and moved in the same statement); COMMIT. No ping: the connection answered a
+    # moment ago.
+    assert len(seen) == 6, "\n".join(seen)
+    assert "BEGIN" in seen[0] and "COMMIT" in seen[-1], seen
+
+
+def test_an_idle_connection_is_pinged_and_a_lost_one_replaced_before_the_transaction(config, tmp_path, clock):
+    service = service_pinging_after(config, tmp_path, clock, 0)
+    try:
+        engine = service.database.engine
+        with service.database.read() as conn:
+            backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        terminate(service.database.url, backend)
+        trace = tmp_path / "wire.trace"
+        with wire_trace(engine, trace):
+            with service.database.read() as conn:  # drew the lost connection: replaced, not failed
+                assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != backend
+        # The ping found the connection lost; the new connection was pinged too (a window of 0).
+        assert waits(trace)[:3] == ['Query ";"', 'Query ";"', 'Query "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"'], \
+            waits(trace)
+    finally:
+        service.close()
+
+
+def test_a_connection_used_within_the_window_is_not_pinged(config, tmp_path, clock):
+    service = service_pinging_after(config, tmp_path, clock, HOUR_MS, pool_size=1, max_overflow=0)
+    try:
+        with service.database.read() as conn:
+            backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        trace = tmp_path / "wire.trace"
+        with wire_trace(service.database.engine, trace):
+            with service.database.read() as conn:
+                conn.execute(text("SELECT 1"))
+        assert "BEGIN" in waits(trace)[0], waits(trace)
+        # Which is what the window gives up: a connection lost within it fails the transaction that
+        # drew it (nothing of it is written), and the pool is renewed for the next.
+        terminate(service.database.url, backend)
+        with pytest.raises(StoreUnavailable):
+            with service.database.read() as conn:
+                conn.execute(text("SELECT 1"))
+        with service.database.read() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != backend
+    finally:
+        service.close()
