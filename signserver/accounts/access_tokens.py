@@ -67,13 +67,13 @@ class AccessTokens:
     def issue(self, application: Application, scope: str = SERVICE_SCOPE,
               certificate_sha256: str | None = None) -> IssuedAccessToken:
         """A new token for the application (already authenticated), bound to the client
-        certificate of that SHA-256 (hex) when the login presented one. Expired tokens are erased
-        on the way, so the table holds only live ones."""
+        certificate of that SHA-256 (hex) when the login presented one. Expired tokens are refused
+        when presented and removed in batches by the retention pass (signing/retention.py), not
+        here: a delete of every expired token on each login would grow with the table."""
         token = secrets.token_urlsafe(32)
         now = self._clock.now()
         expires = epoch_seconds(now + self._lifetime)
         with self._database.transaction() as conn:
-            conn.execute(delete(csc_access_tokens).where(csc_access_tokens.c.expires_at <= epoch_seconds(now)))
             conn.execute(insert(csc_access_tokens).values(
                 token_hash=_digest(token), application_id=application.id, scope=scope, expires_at=expires,
                 created_at=epoch_seconds(now),

@@ -29,7 +29,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from starlette.responses import JSONResponse
 
 from signserver import errors
@@ -82,11 +82,11 @@ class OperationStore:
         self._clock = clock
 
     def start(self, application_id: int, keep_seconds: int) -> str:
-        """Record a running operation and return its new responseID; erase expired outcomes."""
+        """Record a running operation and return its new responseID. Expired outcomes are refused
+        when polled and removed in batches by the retention pass (signing/retention.py)."""
         response_id = secrets.token_urlsafe(32)
         now = epoch_seconds(self._clock.now())
         with self._database.transaction() as conn:
-            conn.execute(delete(csc_operations).where(csc_operations.c.expires_at <= now))
             conn.execute(insert(csc_operations).values(
                 id_hash=_hash(response_id), application_id=application_id, state=RUNNING, started_at=now,
                 deadline=now + OPERATION_SECONDS, expires_at=now + OPERATION_SECONDS + keep_seconds,
