@@ -63,7 +63,10 @@ def metrics_socket(address: str) -> socket.socket:
         host, port = split_address(address)
     except ValueError as exc:
         raise ConfigurationError("metrics.listen", str(exc)) from None
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, as in http.asgi_server.listening_socket: asyncio sets TCP_NODELAY only on
+    # connections whose socket says so, and a scrape's answer would otherwise wait for the
+    # scraper's delayed ACK.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
