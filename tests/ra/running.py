@@ -15,13 +15,17 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
+import uvicorn
 from aiosmtpd.controller import Controller
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -99,6 +103,70 @@ def core(served, ra_files, ca_clock):
                            client_key=(ra_files / "ra-key.pem").read_bytes(), timeout_seconds=60,
                            clock=ca_clock) as client:
         yield client
+
+
+class Served:
+    """An app served by uvicorn in a thread on a free loopback port (over TLS with ``tls``:
+    uvicorn's TLS options and HTTP protocol, as the RA serves)."""
+
+    def __init__(self, app, tls: tuple[dict, object] | None = None):
+        options, protocol = tls or ({}, "auto")
+        self._server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
+                                                     http=protocol, **options))
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen()
+        port = self._socket.getsockname()[1]
+        self.url = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    def __enter__(self) -> "Served":
+        self._thread.start()
+        while not self._server.started and self._thread.is_alive():
+            self._thread.join(0.01)
+        assert self._server.started, "the RA's pages did not start"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+        self._socket.close()
+
+
+class Ran(NamedTuple):
+    """What a `signserver ra` command run in this process gave."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+
+def ra_in_process(config: Path, capsys, operator: str):
+    """A function that runs `signserver ra --config CONFIG ARGS --operator OPERATOR` in this
+    process; its ``secrets`` are written, one a line, to a pipe whose reading end is given with
+    --secrets-fd."""
+    from signserver.ra import cli
+
+    def run(*arguments: str, secrets: tuple[str, ...] | None = None) -> Ran:
+        capsys.readouterr()
+        extra, fd = [], None
+        if secrets is not None:
+            fd, writer = os.pipe()
+            os.write(writer, "".join(f"{s}\n" for s in secrets).encode())
+            os.close(writer)
+            extra = ["--secrets-fd", str(fd)]
+        try:
+            code = cli.main(["--config", str(config), *arguments, *extra, "--operator", operator])
+        finally:
+            if fd is not None:
+                os.close(fd)
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+    return run
 
 
 def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = "") -> subprocess.Popen:

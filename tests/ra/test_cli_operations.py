@@ -28,6 +28,7 @@ from signserver.ra.errors import OperationRefused
 from tests.ca.test_certificate_service import client_pair
 from tests.conftest import empty_database_url
 from tests.ra.conftest import KUAN
+from tests.ra.running import ra_in_process
 
 SIGNSERVER = Path(sys.executable).parent / "signserver"
 PASSWORD = "First-pass-1"
@@ -56,37 +57,12 @@ ca_roots = "roots.pem"
     return path
 
 
-class Ran:
-    def __init__(self, code: int, out: str, err: str):
-        self.code, self.out, self.err = code, out, err
-
-    @property
-    def json(self):
-        return json.loads(self.out)
-
-
 @pytest.fixture
 def ra(config, capsys, caplog):
     """Runs `signserver ra --config CONFIG ARGS` in this process; ``secrets`` are written, one a
     line, to a pipe whose reading end is given with --secrets-fd."""
     caplog.set_level(logging.DEBUG)
-
-    def run(*arguments: str, secrets: tuple[str, ...] | None = None) -> Ran:
-        capsys.readouterr()
-        extra, fd = [], None
-        if secrets is not None:
-            fd, writer = os.pipe()
-            os.write(writer, "".join(f"{s}\n" for s in secrets).encode())
-            os.close(writer)
-            extra = ["--secrets-fd", str(fd)]
-        try:
-            code = cli.main(["--config", str(config), *arguments, *extra, "--operator", OPERATOR])
-        finally:
-            if fd is not None:
-                os.close(fd)
-        captured = capsys.readouterr()
-        return Ran(code, captured.out, captured.err)
-    return run
+    return ra_in_process(config, capsys, OPERATOR)
 
 
 def registered(account: str, *more: str) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import stat
 import threading
 from urllib.parse import parse_qs, urlparse
@@ -31,6 +30,7 @@ from signserver.ra.store.database import RaDatabase
 from signserver.ra.store.schema import operator_accounts, operator_lockouts
 from signserver.ra.web.sessions import SessionStore, WebSession
 from tests.conftest import empty_database_url
+from tests.ra.running import ra_in_process
 
 PASSWORD = "Counter-pass-7"
 ADMIN = "admin-on-duty"
@@ -428,21 +428,7 @@ state_dir = "state"
 database_url = "{empty_database_url(tmp_path / 'ra-cli.sqlite')}"
 """, encoding="utf-8")
 
-    def run(*arguments: str, secrets: tuple[str, ...] | None = None):
-        capsys.readouterr()
-        extra, fd = [], None
-        if secrets is not None:
-            fd, writer = os.pipe()
-            os.write(writer, "".join(f"{s}\n" for s in secrets).encode())
-            os.close(writer)
-            extra = ["--secrets-fd", str(fd)]
-        try:
-            exit_code = cli.main(["--config", str(config), *arguments, *extra, "--operator", ADMIN])
-        finally:
-            if fd is not None:
-                os.close(fd)
-        captured = capsys.readouterr()
-        return exit_code, captured.out, captured.err
+    run = ra_in_process(config, capsys, ADMIN)
     run.state_dir = tmp_path / "state"
     return run
 

@@ -9,12 +9,10 @@ import datetime
 import ipaddress
 import socket
 import ssl
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,6 +29,7 @@ from signserver.ra.web.client_certificate import (ClientCertificateProtocol, cer
                                                   client_certificate_der, http_protocol, operator_from_certificate,
                                                   tls_options)
 from tests.ca.test_certificate_service import client_pair
+from tests.ra.running import Served
 
 PEM = serialization.Encoding.PEM
 
@@ -80,40 +79,19 @@ def settings_for(files: Path, **changes) -> RaSettings:
     return RaSettings(**{**values, **changes})
 
 
-class Served:
-    """An app that answers whom the connection's certificate names, served as the RA serves."""
+def who_site(settings: RaSettings) -> Served:
+    """An app that answers, at /who, whom the connection's certificate names, served as the RA
+    serves (its TLS options and HTTP protocol)."""
+    async def who(request: Request) -> JSONResponse:
+        der = client_certificate_der(request)
+        return JSONResponse({"certificate": der is not None, "operator": operator_from_certificate(der, settings)})
 
-    def __init__(self, settings: RaSettings):
-        async def who(request: Request) -> JSONResponse:
-            der = client_certificate_der(request)
-            return JSONResponse({"certificate": der is not None,
-                                 "operator": operator_from_certificate(der, settings)})
-
-        app = Starlette(routes=[Route("/who", who)])
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"https://localhost:{self.sock.getsockname()[1]}/who"
-        config = uvicorn.Config(app, http=http_protocol(settings), log_level="warning", lifespan="off",
-                                **tls_options(settings))
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        while not self.server.started and self.thread.is_alive():
-            self.thread.join(0.01)
-        assert self.server.started
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+    return Served(Starlette(routes=[Route("/who", who)]), tls=(tls_options(settings), http_protocol(settings)))
 
 
 @pytest.fixture(scope="module")
 def site(files):
-    with Served(settings_for(files)) as running:
+    with who_site(settings_for(files)) as running:
         yield running
 
 
@@ -127,29 +105,29 @@ def client(files: Path, name: str | None = None) -> httpx.Client:
 def test_an_ra_certificate_names_its_operator_on_every_request_of_the_connection(site, files):
     with client(files, "counter-7") as browser:
         for _ in range(2):
-            answer = browser.get(site.url)
+            answer = browser.get(f"{site.url}/who")
             assert answer.status_code == 200
             assert answer.json() == {"certificate": True, "operator": "counter-7"}
 
 
 def test_a_browser_without_a_certificate_is_served_and_names_nobody(site, files):
     with client(files) as browser:
-        assert browser.get(site.url).json() == {"certificate": False, "operator": None}
+        assert browser.get(f"{site.url}/who").json() == {"certificate": False, "operator": None}
 
 
 def test_an_application_certificate_of_the_same_ca_names_nobody(site, files):
     with client(files, "shop-asp") as browser:
-        assert browser.get(site.url).json() == {"certificate": True, "operator": None}
+        assert browser.get(f"{site.url}/who").json() == {"certificate": True, "operator": None}
 
 
 def test_a_certificate_of_another_ca_is_refused_by_tls(site, files):
     with client(files, "stranger") as browser, pytest.raises(httpx.TransportError):
-        browser.get(site.url)
+        browser.get(f"{site.url}/who")
 
 
 def test_a_name_outside_ra_operators_names_nobody(files):
-    with Served(settings_for(files, operators=("counter-8",))) as running, client(files, "counter-7") as browser:
-        assert browser.get(running.url).json() == {"certificate": True, "operator": None}
+    with who_site(settings_for(files, operators=("counter-8",))) as running, client(files, "counter-7") as browser:
+        assert browser.get(f"{running.url}/who").json() == {"certificate": True, "operator": None}
 
 
 def test_without_the_ras_own_client_certificate_no_certificate_is_an_ras(files, caplog):

@@ -11,14 +11,12 @@ import hashlib
 import json
 import logging
 import re
-import socket
 import threading
 from http.cookies import SimpleCookie
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
@@ -38,6 +36,7 @@ from signserver.ra.web.rendering import (Templates, flash, gettext, page_route, 
                                          text_field)
 from signserver.ra.web.security import CONTENT_SECURITY_POLICY
 from signserver.ra.web.sessions import SessionStore, holder_may_act, session_of, sign_in
+from tests.ra.running import Served
 
 START = datetime.datetime(2026, 12, 1, 9, 0, tzinfo=datetime.timezone.utc)
 
@@ -128,34 +127,6 @@ TEST_PAGES = [
     page_route("/test/fail/{kind}", failing),
     page_route("/notice/{renewal_id}/{token}", notice),
 ]
-
-
-class Served:
-    """An app served by uvicorn in a thread on a free loopback port (over TLS with ``tls``:
-    uvicorn's TLS options and HTTP protocol, as the RA serves)."""
-
-    def __init__(self, app, tls: tuple[dict, object] | None = None):
-        options, protocol = tls or ({}, "auto")
-        self._server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
-                                                     http=protocol, **options))
-        self._socket = socket.socket()
-        self._socket.bind(("127.0.0.1", 0))
-        self._socket.listen()
-        port = self._socket.getsockname()[1]
-        self.url = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
-
-    def __enter__(self) -> "Served":
-        self._thread.start()
-        while not self._server.started and self._thread.is_alive():
-            self._thread.join(0.01)
-        assert self._server.started, "the RA's pages did not start"
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(30)
-        self._socket.close()
 
 
 class Client:

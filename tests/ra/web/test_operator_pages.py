@@ -8,20 +8,18 @@ name and no secret reaches the audit trail."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import html
 import re
 import secrets
-import socket
 import ssl
-import threading
 from dataclasses import replace
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pyotp
 import pytest
-import uvicorn
 
 from signserver.clock import SystemClock, epoch_seconds
 from signserver.ra.operator_accounts import OperatorAccounts
@@ -32,7 +30,7 @@ from signserver.ra.store.database import RaDatabase
 from signserver.ra.web.sessions import SessionStore
 from tests.ca.test_certificate_service import client_pair
 from tests.ra.conftest import KUAN, opened_renewal
-from tests.ra.running import card_csr, enrol
+from tests.ra.running import Served, card_csr, enrol
 from tests.ra.running import core, eid, inbox, ra_files, ra_process  # noqa: F401 (fixtures)
 
 OPERATOR_PASSWORD = "Operator-pass-1"
@@ -243,37 +241,24 @@ def test_a_sign_in_without_the_fields_or_the_token_is_refused(ra_process):
 # --- sign-in with an RA client certificate (the RA served over TLS, asking for one) ------------
 
 
-class ServedOverTls:
+@contextlib.contextmanager
+def served_over_tls(settings):
     """The RA's app (its JSON API and pages, as `signserver ra serve` assembles it) on uvicorn
-    with the RA's TLS options: an optional client certificate verified against the operator CA."""
+    with the RA's TLS options: an optional client certificate verified against the operator CA.
+    The Served carries the RA's ``database``."""
+    from signserver.ra import server
+    from signserver.ra.web.client_certificate import http_protocol, tls_options
 
-    def __init__(self, settings):
-        from signserver.ra import server
-        from signserver.ra.web.client_certificate import http_protocol, tls_options
-
-        clock = SystemClock()
-        certificates = server.CoreConnection(settings)
-        workflow, self.database = server.build_workflow(settings, clock, certificates=certificates)
-        app, _ = server.build_site(settings, clock, workflow, self.database, certificates)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"https://localhost:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, http=http_protocol(settings), log_level="warning",
-                                                    lifespan="off", **tls_options(settings)))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        while not self.server.started and self.thread.is_alive():
-            self.thread.join(0.01)
-        assert self.server.started
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-        self.database.close()
+    clock = SystemClock()
+    certificates = server.CoreConnection(settings)
+    workflow, database = server.build_workflow(settings, clock, certificates=certificates)
+    app, _ = server.build_site(settings, clock, workflow, database, certificates)
+    try:
+        with Served(app, tls=(tls_options(settings), http_protocol(settings))) as running:
+            running.database = database
+            yield running
+    finally:
+        database.close()
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +283,7 @@ def over_tls(served, ca_service, ra_files, registry, tmp_path_factory):
                           client_key=ra_files / "ra-key.pem", ca_roots=ra_files / "roots.pem",
                           registry_url=registry.url, tls_cert=folder / "localhost.pem",
                           tls_key=folder / "localhost-key.pem", operator_client_ca=folder / "ca.pem")
-    with ServedOverTls(settings) as running:
+    with served_over_tls(settings) as running:
         running.folder = folder
         yield running
 
