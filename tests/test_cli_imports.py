@@ -1,5 +1,6 @@
 """The `signserver` command loads only what a command needs: its help loads no database, PDF or
-gRPC library, and a command that signs no document loads no PDF library. The constants the
+gRPC library, a command that signs no document loads no PDF library, and one on a database at the
+newest migration loads no migration tool. The constants the
 parser repeats, so as not to import the modules that define them, stay equal to theirs."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from signserver.cli.ca import REVOCATION_REASONS
 from signserver.cli.master import RETIRE_GRACE_SECONDS
 from tests.conftest import cli_env
 
-HEAVY = ("sqlalchemy", "pyhanko", "fontTools", "aiohttp", "grpc")
+HEAVY = ("sqlalchemy", "alembic", "pyhanko", "fontTools", "aiohttp", "grpc")
 
 
 def modules_loaded_by(state_dir, *arguments: str) -> tuple[int, set[str]]:
@@ -46,6 +47,12 @@ def test_listing_keys_loads_no_pdf_library(state_dir):
     code, loaded = modules_loaded_by(state_dir, "hsm", "list")
     assert code == 0
     assert not loaded & {"pyhanko", "fontTools", "aiohttp", "grpc"}
+
+
+def test_a_command_on_a_database_at_the_newest_migration_loads_no_alembic(state_dir):
+    modules_loaded_by(state_dir, "account", "list")  # migrates the run's database, if nothing has yet
+    code, loaded = modules_loaded_by(state_dir, "account", "list")
+    assert code == 0 and "sqlalchemy" in loaded and "alembic" not in loaded
 
 
 def test_the_parser_offers_the_revocation_reasons_the_authority_accepts():
