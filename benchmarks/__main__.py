@@ -2,9 +2,10 @@
 
     python -m benchmarks [--seconds N]
 
-Every figure is measured in the same run and compared with the raw HSM rate measured first
-(python-pkcs11's sign on a key handle under the lock, one thread, one process): SignHash and
-Authorize against RSA-2048, documents against pyHanko's plain sign_pdf with a software key;
+Every figure is measured in the same run and compared with the raw HSM rate (python-pkcs11's
+sign on a key handle under the lock, one thread, one process): SignHash and Authorize against
+the RSA-2048 rate measured just before and just after each of them (the machine's speed drifts
+within a run), documents against pyHanko's plain sign_pdf with a software key;
 SignHash on PostgreSQL against SQLite and through nginx against one node (benchmarks/store_signing.py);
 database bytes per signature on both stores, before and after a prune (benchmarks/store_growth.py);
 the holder-count figures (benchmarks/holder_count.py) with many holders against a hundred.
@@ -27,7 +28,7 @@ from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.pades.sample import sample_pdf
 from signserver.service import SignService
 
-
+RAW_PROBE_SECONDS = 1.0  # the raw rate measured before and after each SignHash and Authorize figure
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
@@ -43,9 +44,8 @@ def main() -> None:
     try:
         service.prepare_database()
         raw_rates = hsm_rate.run(service, args.seconds)
-        raw = next(r for algorithm, r, _ in raw_rates if algorithm is KeyAlgorithm.RSA_2048)
         loads, csc_pairs, documents, (large_seconds, rss_before, rss_after, worker_rss) = grpc_signing.run(
-            service, state, args.seconds)
+            service, state, args.seconds, hsm_rate.raw_probe(service, RAW_PROBE_SECONDS))
         baseline = pdf_signing.software_baseline(sample_pdf(1), args.seconds)
         stores = store_signing.run(state, args.seconds)  # servers, a PostgreSQL cluster and nodes of its own
         growths = store_growth.run(state)  # servers and a PostgreSQL cluster of its own
@@ -54,21 +54,7 @@ def main() -> None:
         service.close()
         shutil.rmtree(state, ignore_errors=True)
 
-    figures, rows = [], []
-    for _algorithm, measured_raw, store in raw_rates:
-        for rate in (measured_raw, store):
-            ratio = rate.per_second / measured_raw.per_second
-            rows.append([rate.name, f"{rate.per_second:,.0f} sig/s", f"{ratio:.2f}", "-"])
-            figures.append({"name": rate.name, "per_second": rate.per_second, "ratio_to_raw": ratio})
-    for result in loads:
-        unit = "calls/s" if result.name.startswith("Authorize") else "sig/s"
-        ratio = result.per_second / raw.per_second
-        latency = " / ".join(f"{result.percentile(p):,.1f}" for p in (50, 95, 99))
-        rows.append([result.name, f"{result.per_second:,.0f} {unit}", f"{ratio:.2f}", latency])
-        figures.append({"name": result.name, "per_second": result.per_second, "unit": unit, "ratio_to_raw": ratio,
-                        "p50_ms": result.percentile(50), "p95_ms": result.percentile(95),
-                        "p99_ms": result.percentile(99)})
-    print(markdown_table(["figure", "rate", "ratio to raw RSA-2048", "p50 / p95 / p99 ms"], rows))
+    figures = signing_figures(raw_rates, loads)
 
     csc_rows = []
     for grpc_result, csc_result in csc_pairs:
@@ -132,6 +118,36 @@ def main() -> None:
          "figures": figures}, indent=2, ensure_ascii=False))
     _chart(figures, RESULTS / f"bench-{stamp}.png")
     print(f"\nwrote {RESULTS / f'bench-{stamp}.json'} and .png in {time.monotonic() - began:.0f} s")
+
+
+def signing_figures(raw_rates: list, loads: list) -> list[dict]:
+    """Print the table of the raw rates and the Authorize and SignHash figures (each against the
+    raw RSA-2048 rate measured around it, else the one measured first); returns their figures."""
+    raw = next(r for algorithm, r, _ in raw_rates if algorithm is KeyAlgorithm.RSA_2048)
+    figures, rows = [], []
+    for _algorithm, measured_raw, store in raw_rates:
+        for rate in (measured_raw, store):
+            ratio = rate.per_second / measured_raw.per_second
+            rows.append([rate.name, f"{rate.per_second:,.0f} sig/s", "-", f"{ratio:.2f}", "-"])
+            figures.append({"name": rate.name, "per_second": rate.per_second, "ratio_to_raw": ratio})
+    for result in loads:
+        unit = "calls/s" if result.name.startswith("Authorize") else "sig/s"
+        reference = result.raw_around or raw.per_second
+        ratio = result.per_second / reference
+        latency = " / ".join(f"{result.percentile(p):,.1f}" for p in (50, 95, 99))
+        rows.append([result.name, f"{result.per_second:,.0f} {unit}", f"{reference:,.0f} sig/s", f"{ratio:.2f}",
+                     latency])
+        figures.append({"name": result.name, "per_second": result.per_second, "unit": unit,
+                        "raw_per_second_around": reference, "ratio_to_raw": ratio,
+                        "p50_ms": result.percentile(50), "p95_ms": result.percentile(95),
+                        "p99_ms": result.percentile(99)})
+    print(markdown_table(["figure", "rate", "raw RSA-2048 around it", "ratio to raw RSA-2048",
+                          "p50 / p95 / p99 ms"], rows))
+    spread = [r.raw_around for r in loads if r.raw_around]
+    if spread:
+        print(f"\nThe raw RSA-2048 rate measured around the figures above ranged from {min(spread):,.0f} to "
+              f"{max(spread):,.0f} sig/s (at the start: {raw.per_second:,.0f}); each ratio is to its own.")
+    return figures
 
 
 def _chart(figures: list[dict], path: Path) -> None:

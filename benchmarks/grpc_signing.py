@@ -16,13 +16,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from benchmarks import csc_signing, load, pdf_signing
+from benchmarks.harness import Rate
 from signserver.accounts.applications import certificate_fingerprint
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
@@ -113,16 +114,27 @@ def served_holder(service: SignService, state: Path, holder_name: str = "Bench H
                                created.credential.id, server.workers)
 
 
-def run(service: SignService, state: Path, seconds: float) -> tuple[list, list, list, tuple]:
+def run(service: SignService, state: Path, seconds: float,
+        raw_probe: Callable[[], Rate] | None = None) -> tuple[list, list, list, tuple]:
     """Authorize and SignHash figures under load, CSC beside gRPC, SignPdf latencies, and the
-    100 MB document, against one `signserver serve` (one worker per CPU)."""
+    100 MB document, against one `signserver serve` (one worker per CPU). With ``raw_probe``,
+    each Authorize and SignHash figure keeps the raw rate measured just before and just after it
+    (``LoadResult.raw_around``)."""
     server, target = served_holder(service, state, "翁心 Bench Holder")
+
+    def bracketed(name: str, caller: load.Caller, concurrency: int) -> load.LoadResult:
+        before = raw_probe() if raw_probe else None
+        result = load.run_load(name, target, caller, concurrency, seconds)
+        if before is not None:
+            result.raw_around = (before.per_second + raw_probe().per_second) / 2
+        return result
+
     try:
-        figures = [load.run_load("Authorize (no OTP), concurrency 8", target, load.authorizer, 8, seconds)]
+        figures = [bracketed("Authorize (no OTP), concurrency 8", load.authorizer, 8)]
         for batch in (1, 10, 50):
             for concurrency in (1, 8, 32):
-                figures.append(load.run_load(f"SignHash, {batch} digest(s)/call, concurrency {concurrency}",
-                                             target, load.hash_signer(batch), concurrency, seconds))
+                figures.append(bracketed(f"SignHash, {batch} digest(s)/call, concurrency {concurrency}",
+                                         load.hash_signer(batch), concurrency))
         csc = csc_signing.run(target, server.csc_url, seconds)
         documents = pdf_signing.sign_pdf_rates(target, seconds)
         with server.channel() as channel:

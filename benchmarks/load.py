@@ -27,6 +27,7 @@ class LoadResult:
     operations: int  # signatures (or calls, for Authorize)
     seconds: float
     latencies: list[float]  # per call
+    raw_around: float | None = None  # the raw HSM rate measured just before and just after (their mean)
 
     @property
     def per_second(self) -> float:

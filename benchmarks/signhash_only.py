@@ -2,28 +2,25 @@
 
     python -m benchmarks.signhash_only [--seconds 3] [--runs 5] [--profile SECONDS]
 
-Each run: the raw RSA-2048 rate (in this process) then the SignHash load; reports the ratio, the
-server workers' CPU per call and the clients' CPU per call, read from /proc over the window.
+Each run: the SignHash load between two measurements of the raw RSA-2048 rate (in this process,
+1 s each, their mean the run's reference); reports the ratio, the server workers' CPU per call
+and the clients' CPU per call, read from /proc over the window.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
-import pkcs11
-
-from benchmarks import load
+from benchmarks import hsm_rate, load
 from benchmarks.grpc_signing import served_holder
-from benchmarks.harness import benchmark_service, measure
-from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
-from signserver.hsm.module import pkcs11_lock
+from benchmarks.harness import benchmark_service
 from signserver.service import SignService
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -57,18 +54,10 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def raw_rate(service: SignService, seconds: float) -> float:
-    scheme = SignatureAlgorithm.RSA_PKCS1V15_SHA256
-    key = service.generate_key(KeyAlgorithm.RSA_2048, f"raw-{time.time_ns()}")
-    mechanism, parameter = scheme.mechanism()
-    token_input = scheme.token_input(hashlib.sha256(b"x").digest())
-    template = {pkcs11.Attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY, pkcs11.Attribute.ID: bytes.fromhex(key.key_id)}
-    handle = service.keys.session.run(lambda s: next(s.get_objects(template)), "find")
-
-    def sign():
-        with pkcs11_lock():
-            return handle.sign(token_input, mechanism=mechanism, mechanism_param=parameter)
-    return measure("raw", sign, seconds).per_second
+def raw_rate(service: SignService, seconds: float) -> Callable[[], float]:
+    """The raw RSA-2048 rate, measured for ``seconds`` each time the returned function is called."""
+    probe = hsm_rate.raw_probe(service, seconds)
+    return lambda: probe().per_second
 
 
 def health_checker(channel, target, name):
@@ -169,9 +158,11 @@ def main() -> None:
                 return
             run_load(target, server.process.pid, 8, 1.0)  # warm-up
             ratios, servers, clients = [], [], []
+            raw_now = raw_rate(service, 1.0)
             for i in range(args.runs):
-                raw = raw_rate(service, 2.0)
+                before = raw_now()
                 rate, server_us, client_us = run_load(target, server.process.pid, 8, args.seconds)
+                raw = (before + raw_now()) / 2  # around the load: the machine's speed drifts
                 ratios.append(rate / raw)
                 servers.append(server_us)
                 clients.append(client_us)
