@@ -3,11 +3,24 @@
 "raw" is python-pkcs11's ``sign`` on a key handle, under the process-wide PKCS#11 lock, one
 thread, one process: what the HSM gives with nothing of ours around it. "key store" is the same
 signature through HsmKeyStore.sign_digest (lookup cache, digest checks, DER encoding).
+
+"raw on every core" is the raw RSA-2048 rate of one process per CPU signing at once: what the
+machine's cores deliver together at that moment. A load that uses every core (the server's
+workers and the load's clients) is bounded by it, and on a virtual machine it moves on its own:
+two CPU-bound processes ran 1.38 to 2.04 times as fast as one on this machine class.
+
+    python -m benchmarks.hsm_rate --every-core STATE KEY_ID START SECONDS   (one such process)
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Callable
 
 import pkcs11
@@ -59,3 +72,44 @@ def _raw_signer(service: SignService, key_id: str, scheme: SignatureAlgorithm, d
         with pkcs11_lock():
             return handle.sign(token_input, mechanism=mechanism, mechanism_param=parameter)
     return raw_sign
+
+
+def raw_on_every_core(state: Path, key_id: str, seconds: float) -> Rate:
+    """The raw RSA-2048 rate of one process per CPU signing with ``key_id`` at once, each with a
+    PKCS#11 session of its own (processes, not threads: see DESIGN.md on one lock per process),
+    over the same window of ``seconds``."""
+    start_at = time.time() + 3.0  # every process has logged in by then
+    command = [sys.executable, "-m", "benchmarks.hsm_rate", "--every-core", str(state), key_id, str(start_at),
+               str(seconds)]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(os.cpu_count() or 1)]
+    counts = [int(process.communicate(timeout=120)[0].split()[-1]) for process in processes]
+    return Rate("raw rsa-2048 on every core", sum(counts), seconds)
+
+
+def _sign_from_start(state: Path, key_id: str, start_at: float, seconds: float) -> int:
+    """One process of :func:`raw_on_every_core`: its signatures in the window."""
+    from signserver.config import load_config
+
+    config = load_config(environ={"SIGNSERVER_STATE_DIR": str(state)})
+    service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
+    try:
+        sign = _raw_signer(service, key_id, SignatureAlgorithm.RSA_PKCS1V15_SHA256, hashlib.sha256(b"core").digest())
+        sign()
+        time.sleep(max(0.0, start_at - time.time()))
+        done, deadline = 0, start_at + seconds
+        while time.time() < deadline:
+            sign()
+            done += 1
+        return done
+    finally:
+        service.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hsm_rate")
+    parser.add_argument("--every-core", nargs=4, metavar=("STATE", "KEY_ID", "START", "SECONDS"), required=True)
+    state_dir, key, start, window = parser.parse_args().every_core
+    print(_sign_from_start(Path(state_dir), key, float(start), float(window)))
