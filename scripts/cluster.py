@@ -314,9 +314,8 @@ def _balancer_certificates(config_file: Path, out: Path) -> None:
 
     from signserver.accounts.applications import certificate_fingerprint
     from signserver.config import load_config
-    from signserver.files import write_private
+    from signserver.files import write_private_key
     from signserver.grpc_api.server import bootstrap
-    from signserver.grpc_api.tls import private_pem
     from signserver.service import SignService
 
     config = load_config(config_file)
@@ -332,7 +331,7 @@ def _balancer_certificates(config_file: Path, out: Path) -> None:
             key = ec.generate_private_key(ec.SECP256R1())
             certificate = service.ca.issue_service_certificate(profile, f"signserver balancer ({kind})", key.public_key(),
                                                                "operator:cluster", **names).certificate
-            write_private(out / f"{kind}-key.pem", private_pem(key))
+            write_private_key(out / f"{kind}-key.pem", key)
             (out / f"{kind}.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in [certificate, chain[0]]))
             issued[kind] = certificate
         (out / "ca.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in chain))

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from signserver.accounts import otp
 from signserver.accounts.applications import certificate_fingerprint
@@ -22,7 +22,7 @@ from signserver.accounts.manager import Enrolment
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
 from signserver.errors import NotFound
-from signserver.files import write_private
+from signserver.files import write_private, write_private_key
 from signserver.secret import Secret
 from signserver.service import SignService
 
@@ -56,7 +56,7 @@ def ensure_demo(service: SignService, state_dir: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     client = service.ca.issue_service_certificate("client-asp", DEMO_APPLICATION, key.public_key(), "server:demo")
     service.applications.set_client_certificate(DEMO_APPLICATION, certificate_fingerprint(client.certificate))
-    write_private(folder / "portal-key.pem", key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    write_private_key(folder / "portal-key.pem", key)
     (folder / "portal.pem").write_bytes(client.certificate.public_bytes(Encoding.PEM))
     (folder / "ca.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()))
     write_private(folder / "password", f"{password}\n".encode())
@@ -83,7 +83,7 @@ def ensure_ra_clients(service: SignService, folder: Path) -> None:
         issued = service.ca.issue_service_certificate(f"client-{role}", name, private.public_key(), "server:demo")
         if role == "asp":
             service.applications.set_client_certificate(name, certificate_fingerprint(issued.certificate))
-        write_private(key, private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        write_private_key(key, private)
         certificate.write_bytes(issued.certificate.public_bytes(Encoding.PEM))
         (folder / "ca.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()))
         log.info("issued the %s client certificate %s for %r into %s", role.upper(), issued.serial, name, folder)

@@ -15,7 +15,7 @@ from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.config import Config
 from signserver.errors import InvalidArgument
-from signserver.files import write_private
+from signserver.files import write_private_key
 
 # The CA's modules load SQLAlchemy (and the TLS helpers gRPC): the commands import what they need
 # of them, so that building the parser (every command's --help) does not.
@@ -207,7 +207,6 @@ def cmd_crl(args, config: Config) -> int:
 
 def cmd_issue_client(args, config: Config) -> int:
     from signserver.accounts.applications import certificate_fingerprint
-    from signserver.grpc_api.tls import private_pem
 
     service = open_service(args, config, with_database=True)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -215,7 +214,7 @@ def cmd_issue_client(args, config: Config) -> int:
     certificate = issued.certificate
     out = args.out_dir or config.state_dir / "clients"
     out.mkdir(parents=True, exist_ok=True)
-    write_private(out / f"{args.name}-key.pem", private_pem(key))
+    write_private_key(out / f"{args.name}-key.pem", key)
     (out / f"{args.name}.pem").write_bytes(certificate.public_bytes(Encoding.PEM))
     (out / "ca.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()))
     fingerprint = certificate_fingerprint(certificate)

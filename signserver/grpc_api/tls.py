@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from signserver.ca.authority import CertificateAuthority
 from signserver.config import TlsConfig
 from signserver.errors import ConfigurationError
-from signserver.files import write_private
+from signserver.files import write_private_key
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,6 @@ def _names_for(host: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if host not in dns:
             dns.append(host)
     return tuple(dns), tuple(addresses)
-
-
-def private_pem(key) -> bytes:
-    """An unencrypted PKCS#8 PEM private key (for files written with ``write_private``)."""
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
 
 
 def _issued_by(path: Path, issuer: x509.Certificate) -> bool:
@@ -75,7 +69,7 @@ def ensure_server_certificate(tls: TlsConfig, host: str, ca: CertificateAuthorit
         chain = [issued.certificate, *ca.chain()[:1]]
     else:
         chain = [_self_signed(key, dns, addresses)]
-    write_private(tls.key_file, private_pem(key))
+    write_private_key(tls.key_file, key)
     tls.cert_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
     log.info("made the server's TLS certificate %s (%s) for %s", tls.cert_file,
              "issued by this CA" if issuing is not None else "self-signed", ", ".join(dns + addresses))
