@@ -191,14 +191,20 @@ class Database:
             raise ConfigurationError("database.url", f"cannot open the database: {_reason(exc)}") from exc
 
     def at_newest_migration(self) -> bool:
-        """Whether the schema is at the newest migration this version ships, read without Alembic:
-        False also when the database has no schema yet or cannot be reached (:meth:`migrate` then
-        says why)."""
+        """Whether the schema is at the newest migration this version ships, read without Alembic
+        (False for a database without a schema yet).
+
+        Raises: ConfigurationError: the database cannot be reached (said at once, rather than
+            after a second try from :meth:`migrate`: an unreachable host costs a connect timeout).
+        """
         try:
             with self._begun(writing=False) as connection:
-                found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-        except (DBAPIError, PoolTimeout):  # no such table (a new database), or no database at all
-            return False
+                try:
+                    found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+                except DBAPIError:  # no version table: a new database
+                    return False
+        except (OperationalError, PoolTimeout) as exc:
+            raise ConfigurationError("database.url", f"cannot open the database: {_reason(exc)}") from exc
         return found == [NEWEST_MIGRATION]
 
     def has_idle_connection(self) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+from sqlalchemy import event
 
 from signserver.config import DatabaseConfig, load_config
 from signserver.errors import ConfigurationError
@@ -46,3 +49,19 @@ def test_postgresql_is_reached_through_psycopg(tmp_path):
         loaded(tmp_path, SIGNSERVER_DATABASE_URL="postgresql://signserver@db.example.mo/signserver")
     with pytest.raises(ConfigurationError, match="sqlite:/// or a postgresql\\+psycopg://"):
         loaded(tmp_path, SIGNSERVER_DATABASE_URL="mysql://signserver@db.example.mo/signserver")
+
+
+def test_an_unreachable_database_is_refused_after_one_try(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    database = Database(f"postgresql+psycopg://signserver@127.0.0.1:{port}/signserver")
+    tries = []
+    event.listen(database.engine, "do_connect", lambda *_: tries.append(1))
+    try:
+        with pytest.raises(ConfigurationError, match="cannot open the database") as refused:
+            database.migrate()
+        assert refused.value.key == "database.url"
+        assert len(tries) == 1  # an unreachable host's connect timeout is waited out once, not twice
+    finally:
+        database.dispose()
