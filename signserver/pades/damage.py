@@ -11,9 +11,10 @@ import zlib
 from pyhanko.pdf_utils.misc import PdfError
 
 # Malformed or missing entries, bad ASN.1 or compressed data, nesting deeper than the interpreter
-# allows, and pyHanko's own assertions about the structure it reads.
+# allows, pyHanko's own assertions about the structure it reads, and what it says it cannot read
+# (NotImplementedError: a stream filter no reader knows, such as a misspelt /FlateDecode).
 _SIGNS = (PdfError, RecursionError, zlib.error, struct.error, ArithmeticError, ValueError, KeyError, IndexError,
-          TypeError, AttributeError, AssertionError)
+          TypeError, AttributeError, AssertionError, NotImplementedError)
 
 
 def is_damage(exc: BaseException, *also: type[BaseException]) -> bool:

@@ -1,5 +1,5 @@
 """Damaged documents (a page tree that loops, one nested past any real document, objects nested
-100,000 deep) are the caller's fault: INVALID_ARGUMENT that says the document is damaged, never
+100,000 deep, a stream filter no reader knows) are the caller's fault: INVALID_ARGUMENT that says the document is damaged, never
 INTERNAL, from every call that reads a document. And a day count too large for a date is refused."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from signserver.v1 import certificate_pb2, certificate_pb2_grpc, document_pb2, d
 from tests.ca.conftest import StampedStub, ca_clock, ca_service  # noqa: F401 (fixtures)
 from tests.ca.test_certificate_service import channel_for, client_pair, served  # noqa: F401 (a fixture)
 from tests.conftest import PASSWORD
+from tests.fuzz.test_pdf_mutations import object_stream_pdf
 from tests.grpc_api.conftest import ServerThread
 
 
@@ -106,8 +107,14 @@ def negative_startxref() -> bytes:
     return head + b"startxref\n-5\n%%EOF\n"
 
 
+def unknown_stream_filter() -> bytes:
+    """A cross-reference stream (and every other stream) compressed with a filter no reader knows."""
+    return object_stream_pdf().replace(b"/FlateDecode", b"/FlateDecoee")
+
+
 DAMAGED = {
     "page tree looping through a second node": looping_page_tree,
+    "a stream filter no reader knows": unknown_stream_filter,
     "startxref before the start of the file": negative_startxref,
     "2,000-level page tree": deep_page_tree,
     "100,000 nested arrays in the resources": nested_arrays,
