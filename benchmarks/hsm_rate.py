@@ -9,7 +9,7 @@ machine's cores deliver together at that moment. A load that uses every core (th
 workers and the load's clients) is bounded by it, and on a virtual machine it moves on its own:
 two CPU-bound processes ran 1.38 to 2.04 times as fast as one on this machine class.
 
-    python -m benchmarks.hsm_rate --every-core STATE KEY_ID START SECONDS   (one such process)
+    python -m benchmarks.hsm_rate --every-core STATE SECONDS   (one such process)
 """
 
 from __future__ import annotations
@@ -74,30 +74,50 @@ def _raw_signer(service: SignService, key_id: str, scheme: SignatureAlgorithm, d
     return raw_sign
 
 
-def raw_on_every_core(state: Path, key_id: str, seconds: float) -> Rate:
-    """The raw RSA-2048 rate of one process per CPU signing with ``key_id`` at once, each with a
-    PKCS#11 session of its own (processes, not threads: see DESIGN.md on one lock per process),
-    over the same window of ``seconds``."""
-    start_at = time.time() + 3.0  # every process has logged in by then
-    command = [sys.executable, "-m", "benchmarks.hsm_rate", "--every-core", str(state), key_id, str(start_at),
-               str(seconds)]
+def raw_on_every_core(state: Path, seconds: float) -> Rate:
+    """The raw RSA-2048 rate of one process per CPU signing at once, each with a PKCS#11 session
+    and an RSA-2048 session key of its own (processes, not threads: see DESIGN.md on one lock per process),
+    over one window of ``seconds`` opened once every process has logged in and signed once."""
+    command = [sys.executable, "-m", "benchmarks.hsm_rate", "--every-core", str(state), str(seconds)]
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    processes = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                  for _ in range(os.cpu_count() or 1)]
-    counts = [int(process.communicate(timeout=120)[0].split()[-1]) for process in processes]
+    for process in processes:
+        assert process.stdout.readline().strip() == "ready", "a signing process did not start"
+    start_at = time.time() + 0.1
+    for process in processes:  # every process is told before any is waited for
+        process.stdin.write(f"{start_at}\n")
+        process.stdin.close()
+    counts = [int(process.stdout.read().split()[-1]) for process in processes]
+    for process in processes:
+        process.wait(timeout=120)
     return Rate("raw rsa-2048 on every core", sum(counts), seconds)
 
 
-def _sign_from_start(state: Path, key_id: str, start_at: float, seconds: float) -> int:
-    """One process of :func:`raw_on_every_core`: its signatures in the window."""
+def _sign_in_window(state: Path, seconds: float) -> int:
+    """One process of :func:`raw_on_every_core`: says "ready" once it can sign, reads the window's
+    start (a time.time()) on standard input, and returns its signatures in the window."""
     from signserver.config import load_config
 
     config = load_config(environ={"SIGNSERVER_STATE_DIR": str(state)})
     service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
     try:
-        sign = _raw_signer(service, key_id, SignatureAlgorithm.RSA_PKCS1V15_SHA256, hashlib.sha256(b"core").digest())
+        # A session key of its own: signing with one token object from several processes would
+        # measure SoftHSM's file locks on that object, not the cores (the workers' holder keys
+        # are session objects too).
+        scheme = SignatureAlgorithm.RSA_PKCS1V15_SHA256
+        mechanism, parameter = scheme.mechanism()
+        token_input = scheme.token_input(hashlib.sha256(b"core").digest())
+        _, key = service.keys.session.run(
+            lambda s: s.generate_keypair(pkcs11.KeyType.RSA, 2048, store=False), "generate a session key")
+
+        def sign() -> bytes:
+            with pkcs11_lock():
+                return key.sign(token_input, mechanism=mechanism, mechanism_param=parameter)
         sign()
+        print("ready", flush=True)
+        start_at = float(sys.stdin.readline())
         time.sleep(max(0.0, start_at - time.time()))
         done, deadline = 0, start_at + seconds
         while time.time() < deadline:
@@ -110,6 +130,6 @@ def _sign_from_start(state: Path, key_id: str, start_at: float, seconds: float) 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.hsm_rate")
-    parser.add_argument("--every-core", nargs=4, metavar=("STATE", "KEY_ID", "START", "SECONDS"), required=True)
-    state_dir, key, start, window = parser.parse_args().every_core
-    print(_sign_from_start(Path(state_dir), key, float(start), float(window)))
+    parser.add_argument("--every-core", nargs=2, metavar=("STATE", "SECONDS"), required=True)
+    state_dir, window = parser.parse_args().every_core
+    print(_sign_in_window(Path(state_dir), float(window)))

@@ -17,13 +17,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 from benchmarks import hsm_rate, load
 from benchmarks.grpc_signing import served_holder
 from benchmarks.harness import benchmark_service
-from signserver.hsm.algorithms import KeyAlgorithm
-from signserver.service import SignService
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -54,12 +51,6 @@ def system_busy() -> float:
 
 def children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def raw_rate(service: SignService, seconds: float) -> Callable[[], float]:
-    """The raw RSA-2048 rate, measured for ``seconds`` each time the returned function is called."""
-    probe = hsm_rate.raw_probe(service, seconds)
-    return lambda: probe().per_second
 
 
 def health_checker(channel, target, name):
@@ -160,18 +151,17 @@ def main() -> None:
                 return
             run_load(target, server.process.pid, 8, 1.0)  # warm-up
             ratios, servers, clients, cores = [], [], [], []
-            raw_now = raw_rate(service, 1.0)
-            every_core_key = service.generate_key(KeyAlgorithm.RSA_2048, "bench-every-core").key_id
+            raw_probe = hsm_rate.raw_probe(service, 1.0)
 
             def every_core() -> float:
-                return hsm_rate.raw_on_every_core(state, every_core_key, 1.0).per_second
+                return hsm_rate.raw_on_every_core(state, 1.0).per_second
 
             for i in range(args.runs):
-                before, before_all = raw_now(), every_core()
+                before, before_all = raw_probe().per_second, every_core()
                 rate, server_us, client_us = run_load(target, server.process.pid, 8, args.seconds)
                 # Around the load, for the machine's speed drifts; and on every core, for the
                 # load uses them all, and what a virtual machine's cores give together moves too.
-                raw, raw_all = (before + raw_now()) / 2, (before_all + every_core()) / 2
+                raw, raw_all = (before + raw_probe().per_second) / 2, (before_all + every_core()) / 2
                 ratios.append(rate / raw)
                 servers.append(server_us)
                 clients.append(client_us)

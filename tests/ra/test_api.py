@@ -7,12 +7,9 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import socket
-import threading
 
 import httpx
 import pytest
-import uvicorn
 
 from signserver.ra import errors
 from signserver.ra import renewal as machine
@@ -24,33 +21,9 @@ from signserver.ra.workflow import RenewalWorkflow
 from signserver.registry_dev.faults import Fault
 from tests.conftest import empty_database_url
 from tests.ra.conftest import KUAN, opened_renewal
+from tests.ra.running import Served
 
 TOKEN_LINE = re.compile(r"Access key:\s*([A-Za-z0-9_\-]{20,})")  # the notice's holder token
-
-
-class RunningApi:
-    """build_app(workflow) served by uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, workflow: RenewalWorkflow):
-        self._server = uvicorn.Server(uvicorn.Config(build_app(workflow), lifespan="off", log_config=None,
-                                                     access_log=False))
-        self._socket = socket.socket()
-        self._socket.bind(("127.0.0.1", 0))
-        self._socket.listen()
-        self.base = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
-
-    def __enter__(self) -> "RunningApi":
-        self._thread.start()
-        while not self._server.started and self._thread.is_alive():
-            self._thread.join(0.01)
-        assert self._server.started, "the API did not start"
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(30)
-        self._socket.close()
 
 
 def noticed_renewal(workflow: RenewalWorkflow, database, clock) -> tuple[str, str]:
@@ -86,7 +59,7 @@ def workflow(served_workflow):
 
 @pytest.fixture
 def api(workflow):
-    with RunningApi(workflow) as running:
+    with Served(build_app(workflow)) as running:
         yield running
 
 
@@ -102,9 +75,9 @@ def bearer(token: str) -> dict[str, str]:
 
 def test_the_holder_token_opens_the_renewal(api, noticed):
     renewal_id, token = noticed
-    shown = httpx.get(f"{api.base}/renewals/{renewal_id}", headers=bearer(token), timeout=30)
+    shown = httpx.get(f"{api.url}/renewals/{renewal_id}", headers=bearer(token), timeout=30)
     assert shown.status_code == 200 and shown.json()["state"] == "awaiting_identity"
-    consented = httpx.post(f"{api.base}/renewals/{renewal_id}/consent", headers={"authorization": f"bearer {token}"},
+    consented = httpx.post(f"{api.url}/renewals/{renewal_id}/consent", headers={"authorization": f"bearer {token}"},
                            timeout=30)
     assert consented.status_code == 200 and consented.json()["steps"]["consent"] is True
 
@@ -117,7 +90,7 @@ def test_the_holder_token_opens_the_renewal(api, noticed):
 def test_every_holder_call_wants_the_token(api, noticed, method, path):
     renewal_id, token = noticed
     for headers in ({}, bearer("x" * 43), {"Authorization": f"Basic {token}"}, {"Authorization": token}):
-        refused = httpx.request(method, f"{api.base}/renewals/{renewal_id}{path}", headers=headers,
+        refused = httpx.request(method, f"{api.url}/renewals/{renewal_id}{path}", headers=headers,
                                 content=b'{"address": "kuan@example.mo"}', timeout=30)
         assert refused.status_code == 401, (headers, refused.text)
         assert refused.headers["www-authenticate"].startswith("Bearer")
@@ -126,8 +99,8 @@ def test_every_holder_call_wants_the_token(api, noticed, method, path):
 
 def test_no_such_renewal_and_a_wrong_token_are_one_answer(api, noticed):
     renewal_id, token = noticed
-    wrong = httpx.get(f"{api.base}/renewals/{renewal_id}", headers=bearer(token[::-1]), timeout=30)
-    absent = httpx.get(f"{api.base}/renewals/{'0' * 32}", headers=bearer(token), timeout=30)
+    wrong = httpx.get(f"{api.url}/renewals/{renewal_id}", headers=bearer(token[::-1]), timeout=30)
+    absent = httpx.get(f"{api.url}/renewals/{'0' * 32}", headers=bearer(token), timeout=30)
     assert (wrong.status_code, wrong.json(), wrong.headers["www-authenticate"]) == \
         (absent.status_code, absent.json(), absent.headers["www-authenticate"])
 
@@ -138,17 +111,17 @@ def test_the_token_never_opens_another_renewal(api, served_workflow, ra_clock, n
         other = repository.insert_renewal(conn, machine.open_renewal(
             "f" * 32, serial="5e1b", account=KUAN.account, profile="cloud-signature-government",
             expires=ra_clock.now() + datetime.timedelta(days=45), holder=KUAN, now=ra_clock.now()))
-    assert httpx.get(f"{api.base}/renewals/{other.id}", headers=bearer(token), timeout=30).status_code == 401
+    assert httpx.get(f"{api.url}/renewals/{other.id}", headers=bearer(token), timeout=30).status_code == 401
 
 
 def test_healthz_needs_no_token(api):
-    assert httpx.get(f"{api.base}/healthz", timeout=30).json() == {"status": "ok"}
+    assert httpx.get(f"{api.url}/healthz", timeout=30).json() == {"status": "ok"}
 
 
 @pytest.mark.parametrize("body", [b"[" * 60_000, b'{"a":' * 60_000, b"9" * 5_000, b"\xff\xfe{}", b"{\"a\": 1"])
 def test_a_body_that_cannot_be_parsed_is_a_bad_request(api, noticed, body):
     renewal_id, token = noticed
-    answer = httpx.post(f"{api.base}/renewals/{renewal_id}/codes", headers=bearer(token), content=body, timeout=30)
+    answer = httpx.post(f"{api.url}/renewals/{renewal_id}/codes", headers=bearer(token), content=body, timeout=30)
     assert answer.status_code == 400 and answer.json()["error"] == "bad_request"
 
 
@@ -167,11 +140,11 @@ def test_a_help_code_s_guidance_names_the_configured_provider():
 
 def test_the_holder_waits_for_one_registry_attempt_only(api, noticed, workflow, registry):
     renewal_id, token = noticed
-    assert httpx.post(f"{api.base}/renewals/{renewal_id}/consent", headers=bearer(token), timeout=30).status_code == 200
+    assert httpx.post(f"{api.url}/renewals/{renewal_id}/consent", headers=bearer(token), timeout=30).status_code == 200
     registry.state.faults.set(Fault(status=503))
     registry.state.forget_requests()
     try:
-        waiting = httpx.post(f"{api.base}/renewals/{renewal_id}/registry", headers=bearer(token), timeout=60)
+        waiting = httpx.post(f"{api.url}/renewals/{renewal_id}/registry", headers=bearer(token), timeout=60)
         assert waiting.status_code == 200 and waiting.json()["state"] == "waiting_for_registry"
         assert len(registry.state.requests()) == 1  # asked once: the holder is not kept waiting
         workflow.retry_registry()
@@ -186,7 +159,7 @@ def test_text_that_is_not_unicode_is_a_bad_request(api, noticed, path, field):
     renewal_id, token = noticed
     body = {"password": "Abcdefg1", "otp": "123456", "address": "kuan@example.mo"}
     raw = json.dumps(body).replace(json.dumps(body[field]), '"\\ud800"').encode()  # a lone surrogate
-    answer = httpx.post(f"{api.base}/renewals/{renewal_id}{path}", headers=bearer(token), content=raw, timeout=30)
+    answer = httpx.post(f"{api.url}/renewals/{renewal_id}{path}", headers=bearer(token), content=raw, timeout=30)
     assert answer.status_code == 400 and answer.json()["error"] == "bad_request", answer.text
 
 
@@ -196,7 +169,7 @@ def test_after_its_end_only_the_renewal_itself_is_read(api, served_workflow, ra_
     with database.transaction() as conn:
         renewal = repository.get_renewal(conn, renewal_id)
         repository.save_renewal(conn, machine.refuse(renewal, "renew in person", ra_clock.now()))
-    shown = httpx.get(f"{api.base}/renewals/{renewal_id}", headers=bearer(token), timeout=30)
+    shown = httpx.get(f"{api.url}/renewals/{renewal_id}", headers=bearer(token), timeout=30)
     assert shown.status_code == 200 and shown.json()["state"] == "refused"
     for path in ("/application", "/application/signed"):
-        assert httpx.get(f"{api.base}/renewals/{renewal_id}{path}", headers=bearer(token), timeout=30).status_code == 401
+        assert httpx.get(f"{api.url}/renewals/{renewal_id}{path}", headers=bearer(token), timeout=30).status_code == 401

@@ -8,13 +8,10 @@ the revocation phrase."""
 from __future__ import annotations
 
 import re
-import socket
-import threading
 from dataclasses import replace
 
 import httpx
 import pytest
-import uvicorn
 
 from signserver.ra import renewal as machine
 from signserver.ra.help_codes import REVOKE_FIRST
@@ -34,6 +31,7 @@ from signserver.registry_dev.faults import Fault
 from tests.ra.conftest import KUAN, START, InlineExecutor, application_signed_in_store, opened_renewal, photo
 from tests.ra.test_application import (PASSWORD, ExternalEid, core, documents, enrolled, otp_now,  # noqa: F401
                                       ra_state_dir, roots)
+from tests.ra.running import Served
 from tests.ra.test_workflow import clear_outbox, code_sent_to
 
 OPERATOR = "dsaj-operator"
@@ -42,35 +40,11 @@ NEW_PHRASE = "NewPhrase2027"
 ENGLISH = {"Accept-Language": "en"}
 
 
-class RunningSite:
-    """The RA's site (build_site) served by uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, app):
-        self._server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
-        self._socket = socket.socket()
-        self._socket.bind(("127.0.0.1", 0))
-        self._socket.listen()
-        self.base = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
-
-    def __enter__(self) -> "RunningSite":
-        self._thread.start()
-        while not self._server.started and self._thread.is_alive():
-            self._thread.join(0.01)
-        assert self._server.started, "the site did not start"
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(30)
-        self._socket.close()
-
-
 class Site:
     """The served site and its parts."""
 
-    def __init__(self, running: RunningSite, ctx: WebContext, database):
-        self.base = running.base
+    def __init__(self, running: Served, ctx: WebContext, database):
+        self.base = running.url
         self.ctx = ctx
         self.workflow = ctx.workflow
         self.database = database
@@ -122,7 +96,7 @@ def site(ra_database, ca_clock, registry_client, core, documents, ra_state_dir, 
                      operations=RaOperations(ra_database, ca_clock, core), certificates=core,
                      operators=None, sessions=sessions, limits=RateLimits(settings),
                      captcha=Captcha(ca_clock, sessions), templates=Templates.create(load_catalogues()))
-    with RunningSite(build_site(ctx)) as running:
+    with Served(build_site(ctx)) as running:
         yield Site(running, ctx, ra_database)
 
 
