@@ -29,8 +29,9 @@ from signserver.ra.workflow import RenewalWorkflow
 from tests.conftest import Inbox, free_port
 from tests.ra.conftest import KUAN, InlineExecutor, application_signed_in_store, opened_renewal, photo
 from tests.ra.test_application import core, documents, enrolled, ra_state_dir, roots  # noqa: F401 (fixtures)
+from tests.ra.running import Served
 from tests.ra.test_workflow import clear_outbox, code_sent_to
-from tests.ra.web.test_renewal_pages import (OPERATOR, RunningSite, Site, eid, in_state,  # noqa: F401 (fixtures)
+from tests.ra.web.test_renewal_pages import (OPERATOR, Site, eid, in_state,  # noqa: F401 (fixtures)
                                              noticed_renewal, page_to, site, text_of)
 
 SERVICE = "Example Trust Services"
@@ -57,7 +58,7 @@ def branded_site(ra_database, ca_clock, registry_client, core, documents, ra_sta
                      operations=RaOperations(ra_database, ca_clock, core), certificates=core,
                      operators=None, sessions=sessions, limits=RateLimits(settings),
                      captcha=Captcha(ca_clock, sessions), templates=Templates.create(load_catalogues()))
-    with RunningSite(build_site(ctx)) as running:
+    with Served(build_site(ctx)) as running:
         yield Site(running, ctx, ra_database)
 
 
