@@ -4,6 +4,7 @@ token's PIN. And a revoked package stays destroyed whatever re-wraps it."""
 
 from __future__ import annotations
 
+import threading
 
 import pytest
 from sqlalchemy import select
@@ -56,6 +57,41 @@ def test_a_refused_spend_erases_nothing(holder):
         sign(service, app, created.credential.id, token, digests("not authorised"))
     assert opens(service, token)
     sign(service, app, created.credential.id, token, wanted)
+
+
+def unspent(service, token: str) -> int:
+    with service.database.read() as conn:
+        return conn.execute(select(activation_tokens.c.unspent).where(
+            activation_tokens.c.token_hash == activation.token_hash(token))).scalar()
+
+
+def test_concurrent_spendings_take_each_digest_once_and_count_every_one(holder):
+    service, app, created = holder
+    wanted = digests(*(f"page {i}" for i in range(10)))
+    token = authorize(service, app, created.account.username, created.credential.id, wanted).token
+    # Every digest asked for by two callers at once, each on its own connection: one signs it,
+    # the other is refused; and the count goes down once per digest, whatever the interleaving.
+    callers = [digest for digest in wanted for _ in range(2)]
+    start = threading.Barrier(len(callers))
+    outcomes: list[tuple[str, bytes]] = []
+
+    def spend(digest: bytes) -> None:
+        start.wait()
+        try:
+            sign(service, app, created.credential.id, token, [digest])
+            outcomes.append(("signed", digest))
+        except ActivationRefused:
+            outcomes.append(("refused", digest))
+
+    threads = [threading.Thread(target=spend, args=(digest,)) for digest in callers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(d for outcome, d in outcomes if outcome == "signed") == sorted(wanted)
+    assert sorted(d for outcome, d in outcomes if outcome == "refused") == sorted(wanted)
+    assert unspent(service, token) == 0
+    assert not opens(service, token)  # erased with the last digest, whichever came last
 
 
 def test_revoked_tokens_carry_nothing(holder):
