@@ -28,6 +28,7 @@ class LoadResult:
     seconds: float
     latencies: list[float]  # per call
     raw_around: float | None = None  # the raw HSM rate measured just before and just after (their mean)
+    in_window: float | None = None  # what run_load's ``window_probe`` grew by from the window's start to its end
 
     @property
     def per_second(self) -> float:
@@ -159,10 +160,13 @@ def _client_process(target: Target, caller: Caller, threads: int, start_at: floa
 
 
 def run_load(name: str, target: Target, caller: Caller, concurrency: int, seconds: float,
-             max_processes: int = 4, setup_seconds: float = 3.0, connect=balanced_channel) -> LoadResult:
+             max_processes: int = 4, setup_seconds: float = 3.0, connect=balanced_channel,
+             window_probe: Callable[[], float] | None = None) -> LoadResult:
     """``concurrency`` callers, each with its own connection (``connect(target, share, taken)``, a
     context manager), spread over up to ``max_processes`` client processes, all measured over the
-    same window (opened once every caller is set up)."""
+    same window (opened once every caller is set up). ``window_probe`` (a reading that grows, such
+    as some processes' CPU seconds) is read as the window opens and as it closes, so that the
+    callers' set-up (their Authorize calls) is left out: ``LoadResult.in_window``."""
     processes = min(concurrency, max_processes)
     per_process = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     queue = _fork.Queue()
@@ -171,9 +175,19 @@ def run_load(name: str, target: Target, caller: Caller, concurrency: int, second
     start_at = time.time() + setup_seconds + concurrency * 0.15
     clients = [_fork.Process(target=_client_process, args=(target, caller, n, start_at, seconds, queue, share, taken, connect))
                for n in per_process]
-    for client in clients:
-        client.start()
+    readings: list[float] = []
+    prober = threading.Thread(target=_read_at, args=(window_probe, (start_at, start_at + seconds), readings)) \
+        if window_probe else None
+    for process in [*clients, *filter(None, [prober])]:
+        process.start()
     gathered = [queue.get(timeout=600) for _ in clients]
-    for client in clients:
-        client.join()
-    return LoadResult(name, sum(g[0] for g in gathered), seconds, [x for g in gathered for x in g[1]])
+    for process in [*clients, *filter(None, [prober])]:
+        process.join()
+    return LoadResult(name, sum(g[0] for g in gathered), seconds, [x for g in gathered for x in g[1]],
+                      in_window=readings[1] - readings[0] if len(readings) == 2 else None)
+
+
+def _read_at(probe: Callable[[], float], moments: tuple[float, ...], readings: list[float]) -> None:
+    for moment in moments:
+        time.sleep(max(0.0, moment - time.time()))
+        readings.append(probe())

@@ -112,17 +112,17 @@ def _side_by_side(name: str, first: tuple, second: tuple, caller: load.Caller,
     """``first`` and ``second`` (each a figure's name ending, a target and its way to connect)
     measured in the order first, second, second, first, half the time each: a load on the machine
     that grows or shrinks during the pair weighs on both alike. The third value is how much
-    ``second_cpu`` (CPU seconds of some processes so far) grew over the second's halves (0 without)."""
+    ``second_cpu`` (CPU seconds of some processes so far) grew over the second's measured windows
+    (0 without): not over its callers' set-up, whose Authorize calls write thousands of digests."""
     halves: dict[int, list[LoadResult]] = {0: [], 1: []}
     cpu = 0.0
     for index in (0, 1, 1, 0):
         suffix, target, connect = (first, second)[index]
-        counted = second_cpu if index == 1 and second_cpu is not None else None
-        before = counted() if counted else 0.0
-        halves[index].append(load.run_load(f"{name}, {suffix}", target, caller, CONCURRENCY, seconds / 2,
-                                           connect=connect))
-        if counted:
-            cpu += counted() - before
+        counted = second_cpu if index == 1 else None
+        half = load.run_load(f"{name}, {suffix}", target, caller, CONCURRENCY, seconds / 2, connect=connect,
+                             window_probe=counted)
+        halves[index].append(half)
+        cpu += half.in_window or 0.0
     first_result, second_result = (LoadResult(a.name, a.operations + b.operations, a.seconds + b.seconds,
                                               a.latencies + b.latencies) for a, b in (halves[0], halves[1]))
     return first_result, second_result, cpu
@@ -180,7 +180,7 @@ def compare_stores(token_state: Path, folder: Path, postgres, seconds: float, re
                                                load.hash_signer(batch), seconds,
                                                second_cpu=lambda: _cluster_cpu(postgres))
             result.stores.append((batch, sqlite, postgresql))
-            # Per call, not per signature; the setup's Authorize calls fall inside the halves too.
+            # Per call, not per signature, over the measured windows.
             result.database_cpu[batch] = database_cpu / max(1, postgresql.operations // batch)
         for store, (target, counter) in served.items():
             for batch in BATCHES:

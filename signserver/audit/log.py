@@ -46,6 +46,15 @@ _APPEND_ONE_ON_POSTGRESQL = PreparedStatement(text("""
     INSERT INTO audit_log (seq, at, event, actor, subject, detail, prev_hash, hash)
     SELECT seq, :at, :event, :actor, :subject, :detail, prev_hash, hash FROM moved
     RETURNING seq""").columns(seq=BigInteger))
+# PostgreSQL: the records of a batch (hashed here, after the head was locked) written, and the head
+# moved, in one statement, whatever their number: an ``executemany`` would run a statement per
+# record, each parsed, planned and executed by the server on the cores the workers sign on.
+_APPEND_LOCKED_ON_POSTGRESQL = PreparedStatement(text("""
+    WITH moved AS (UPDATE audit_head SET seq = :new_seq, hash = :new_hash WHERE id = 1)
+    INSERT INTO audit_log (seq, at, event, actor, subject, detail, prev_hash, hash)
+    SELECT record.seq, :at, :event, :actor, :subject, record.detail, record.prev_hash, record.hash
+    FROM unnest(CAST(:seqs AS BIGINT[]), CAST(:details AS TEXT[]), CAST(:prev_hashes AS TEXT[]),
+                CAST(:hashes AS TEXT[])) AS record (seq, detail, prev_hash, hash)"""))
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,12 @@ class AuditLog:
                          "detail": detail_text, "prev_hash": prev, "hash": digest})
             prev = digest
         if not rows:
+            return seq
+        if conn.dialect.name == "postgresql":
+            _APPEND_LOCKED_ON_POSTGRESQL.execute(conn, {
+                "new_seq": seq, "new_hash": prev, "at": at, "event": event, "actor": actor, "subject": subject,
+                **{column: [row[name] for row in rows] for column, name in
+                   (("seqs", "seq"), ("details", "detail"), ("prev_hashes", "prev_hash"), ("hashes", "hash"))}})
             return seq
         if len(rows) == 1:
             _INSERT_ONE_RECORD.execute(conn, rows[0])

@@ -26,6 +26,7 @@ HOUR_MS = 3_600_000
 # psycopg prepares a statement on the server at its 5th execution (prepare_threshold), which
 # costs a round trip of its own then; the signatures before the one measured get past that.
 WARM_UP = 6
+BATCH = 10
 
 
 @contextlib.contextmanager
@@ -71,6 +72,13 @@ def waits(path: Path) -> list[str]:
     return found
 
 
+def executed(path: Path) -> int:
+    """How many statements the server ran: each simple Query, and each Execute of the extended
+    protocol (psycopg pipelines an ``executemany``: one round trip, a statement per row)."""
+    return sum(1 for line in path.read_text(errors="replace").splitlines()
+               if line.split("\t")[:1] == ["F"] and line.split("\t")[2:3] in (["Query"], ["Execute"]))
+
+
 def service_pinging_after(config, tmp_path, clock, idle_ms: int, **pool):
     settings = replace(config.database, ping_after_idle_ms=idle_ms, **pool)
     return service_with(replace(config, database=settings), tmp_path / "db", clock)
@@ -93,7 +101,7 @@ def signing(config, tmp_path, clock):
     service = service_pinging_after(config, tmp_path, clock, HOUR_MS)
     holder, seed = enrol(service)
     app, _ = service.applications.create("round-trips")
-    digests = [digest(f"page {i}") for i in range(WARM_UP + 1)]
+    digests = [digest(f"page {i}") for i in range(WARM_UP + 1 + BATCH)]
     token = service.signer.authorize(app, holder.account.username, Secret(PASSWORD), otp.code_at(seed, clock.now()),
                                      holder.credential.id, HashAlgorithm.SHA256, digests)
     try:
@@ -118,6 +126,22 @@ def test_a_single_digest_signhash_takes_six_round_trips(signing, tmp_path):
     # moment ago.
     assert len(seen) == 6, "\n".join(seen)
     assert "BEGIN" in seen[0] and "COMMIT" in seen[-1], seen
+
+
+def test_a_batch_appends_its_audit_records_in_one_statement(signing, tmp_path):
+    service, app, holder, token, digests = signing
+    algorithm = SignatureAlgorithm.ECDSA_SHA256 if holder.credential.key_algorithm.value.startswith("ec") \
+        else SignatureAlgorithm.RSA_PKCS1V15_SHA256
+    for warm_up in digests[:WARM_UP]:
+        service.signer.sign_hashes(app, holder.credential.id, token, algorithm, [warm_up])
+    batch = digests[WARM_UP + 1:]
+    service.signer.sign_hashes(app, holder.credential.id, token, algorithm, batch[:2])  # the batch's statements
+    trace = tmp_path / "wire.trace"
+    with wire_trace(service.database.engine, trace):
+        service.signer.sign_hashes(app, holder.credential.id, token, algorithm, batch[2:])
+    # BEGIN; the credential; the digests taken; the token's count; the head locked; the records
+    # written and the head moved; COMMIT: whatever the number of digests.
+    assert executed(trace) == 7, "\n".join(waits(trace))
 
 
 def test_an_idle_connection_is_pinged_and_a_lost_one_replaced_before_the_transaction(config, tmp_path, clock):
