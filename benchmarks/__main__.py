@@ -30,6 +30,7 @@ from signserver.service import SignService
 
 RAW_PROBE_SECONDS = 1.0  # the raw rate measured before and after each SignHash and Authorize figure
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--seconds", type=float, default=2.0, help="duration of each measurement")

@@ -76,15 +76,19 @@ def _raw_signer(service: SignService, key_id: str, scheme: SignatureAlgorithm, d
 
 def raw_on_every_core(state: Path, seconds: float) -> Rate:
     """The raw RSA-2048 rate of one process per CPU signing at once, each with a PKCS#11 session
-    and an RSA-2048 session key of its own (processes, not threads: see DESIGN.md on one lock per process),
-    over one window of ``seconds`` opened once every process has logged in and signed once."""
+    and an RSA-2048 session key of its own (processes, not threads: see DESIGN.md on one lock
+    per process), over one window of ``seconds`` opened once every process has logged in and signed once.
+
+    Raises: RuntimeError: a process could not sign (it prints why).
+    """
     command = [sys.executable, "-m", "benchmarks.hsm_rate", "--every-core", str(state), str(seconds)]
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     processes = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                  for _ in range(os.cpu_count() or 1)]
     for process in processes:
-        assert process.stdout.readline().strip() == "ready", "a signing process did not start"
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError("a signing process of raw_on_every_core did not start (its error is above)")
     start_at = time.time() + 0.1
     for process in processes:  # every process is told before any is waited for
         process.stdin.write(f"{start_at}\n")

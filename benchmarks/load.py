@@ -176,13 +176,14 @@ def run_load(name: str, target: Target, caller: Caller, concurrency: int, second
     clients = [_fork.Process(target=_client_process, args=(target, caller, n, start_at, seconds, queue, share, taken, connect))
                for n in per_process]
     readings: list[float] = []
-    prober = threading.Thread(target=_read_at, args=(window_probe, (start_at, start_at + seconds), readings)) \
-        if window_probe else None
-    for process in [*clients, *filter(None, [prober])]:
-        process.start()
+    running = list(clients)
+    if window_probe:
+        running.append(threading.Thread(target=_read_at, args=(window_probe, (start_at, start_at + seconds), readings)))
+    for each in running:
+        each.start()
     gathered = [queue.get(timeout=600) for _ in clients]
-    for process in [*clients, *filter(None, [prober])]:
-        process.join()
+    for each in running:
+        each.join()
     return LoadResult(name, sum(g[0] for g in gathered), seconds, [x for g in gathered for x in g[1]],
                       in_window=readings[1] - readings[0] if len(readings) == 2 else None)
 

@@ -98,28 +98,34 @@ def digest(text_: str) -> bytes:
 
 @pytest.fixture
 def signing(config, tmp_path, clock):
+    """The service, a way to sign digests with one token, and digests it has not signed yet. The
+    first signatures are made: they open the package in this process, and psycopg prepares the
+    statements at their 5th execution."""
     service = service_pinging_after(config, tmp_path, clock, HOUR_MS)
     holder, seed = enrol(service)
     app, _ = service.applications.create("round-trips")
     digests = [digest(f"page {i}") for i in range(WARM_UP + 1 + BATCH)]
     token = service.signer.authorize(app, holder.account.username, Secret(PASSWORD), otp.code_at(seed, clock.now()),
                                      holder.credential.id, HashAlgorithm.SHA256, digests)
+    algorithm = SignatureAlgorithm.ECDSA_SHA256 if holder.credential.key_algorithm.value.startswith("ec") \
+        else SignatureAlgorithm.RSA_PKCS1V15_SHA256
+
+    def sign(wanted: list[bytes]) -> list[bytes]:
+        return service.signer.sign_hashes(app, holder.credential.id, Secret(token.token), algorithm, wanted)
+
     try:
-        yield service, app, holder, Secret(token.token), digests
+        for warm_up in digests[:WARM_UP]:
+            sign([warm_up])
+        yield service, sign, digests[WARM_UP:]
     finally:
         service.close()
 
 
 def test_a_single_digest_signhash_takes_six_round_trips(signing, tmp_path):
-    service, app, holder, token, digests = signing
-    algorithm = SignatureAlgorithm.ECDSA_SHA256 if holder.credential.key_algorithm.value.startswith("ec") \
-        else SignatureAlgorithm.RSA_PKCS1V15_SHA256
-    # The first signature opens the package in this process; psycopg prepares the statements.
-    for warm_up in digests[:WARM_UP]:
-        service.signer.sign_hashes(app, holder.credential.id, token, algorithm, [warm_up])
+    service, sign, unsigned = signing
     trace = tmp_path / "wire.trace"
     with wire_trace(service.database.engine, trace):
-        service.signer.sign_hashes(app, holder.credential.id, token, algorithm, [digests[WARM_UP]])
+        sign(unsigned[:1])
     seen = waits(trace)
     # BEGIN; the credential; the digest taken; the token's count; the audit record appended (the
     # head locked and moved in the same statement); COMMIT. No ping: the connection answered a
@@ -129,16 +135,10 @@ def test_a_single_digest_signhash_takes_six_round_trips(signing, tmp_path):
 
 
 def test_a_batch_appends_its_audit_records_in_one_statement(signing, tmp_path):
-    service, app, holder, token, digests = signing
-    algorithm = SignatureAlgorithm.ECDSA_SHA256 if holder.credential.key_algorithm.value.startswith("ec") \
-        else SignatureAlgorithm.RSA_PKCS1V15_SHA256
-    for warm_up in digests[:WARM_UP]:
-        service.signer.sign_hashes(app, holder.credential.id, token, algorithm, [warm_up])
-    batch = digests[WARM_UP + 1:]
-    service.signer.sign_hashes(app, holder.credential.id, token, algorithm, batch[:2])  # the batch's statements
+    service, sign, unsigned = signing
     trace = tmp_path / "wire.trace"
     with wire_trace(service.database.engine, trace):
-        service.signer.sign_hashes(app, holder.credential.id, token, algorithm, batch[2:])
+        sign(unsigned[1:])
     # BEGIN; the credential; the digests taken; the token's count; the head locked; the records
     # written and the head moved; COMMIT: whatever the number of digests.
     assert executed(trace) == 7, "\n".join(waits(trace))
