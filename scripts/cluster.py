@@ -49,11 +49,27 @@ STOP_SECONDS = 60
 POSTGRES_USER = "signserver"
 
 
-def free_port() -> int:
-    """A loopback port free right now (for nginx, which needs a number)."""
-    with socket.socket() as probe:
+class PortReservations:
+    """Loopback ports for nginx, which needs numbers, held until nginx starts. Each is bound (not
+    listening) by a socket of this process meanwhile: a port only looked up as free and let go could
+    be taken by anything else on the machine (an outgoing connection's local port, another server)
+    during the minute the nodes take to start, and nginx would then fail to bind it."""
+
+    def __init__(self):
+        self._sockets: list[socket.socket] = []
+
+    def address(self) -> str:
+        """A fresh ``127.0.0.1:PORT``, kept for this process until :meth:`release`."""
+        probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        self._sockets.append(probe)
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+    def release(self) -> None:
+        """Let the ports go, for nginx to bind them at once."""
+        for probe in self._sockets:
+            probe.close()
+        self._sockets.clear()
 
 
 def _unprivileged_user(*names: str) -> pwd.struct_passwd | None:
@@ -461,12 +477,13 @@ class Balancer:
     ``listen``, the CSC API on ``csc_listen``, the CA's endpoints on ``http_listen``, each
     balanced over the nodes' ports of that front."""
 
-    def __init__(self, folder: Path, listen: str, nodes: list["Node"], csc_listen: str | None = None,
-                 http_listen: str | None = None):
+    def __init__(self, folder: Path, listen: str, nodes: list["Node"], csc_listen: str, http_listen: str,
+                 reservations: PortReservations | None = None):
         self.folder = folder.resolve()
         self.listen = listen
-        self.csc_listen = csc_listen or f"127.0.0.1:{free_port()}"
-        self.http_listen = http_listen or f"127.0.0.1:{free_port()}"
+        self.csc_listen = csc_listen
+        self.http_listen = http_listen
+        self._reservations = reservations or PortReservations()
         self.port, self.csc_port, self.http_port = (_port(a) for a in (self.listen, self.csc_listen, self.http_listen))
         self._nodes = nodes
         self.process: subprocess.Popen | None = None
@@ -489,13 +506,17 @@ class Balancer:
             folder=self.folder, user=user, listen=self.listen, csc_listen=self.csc_listen, http_listen=self.http_listen,
             grpc_servers=servers(n.port for n in self._nodes), csc_servers=servers(n.csc_port for n in self._nodes),
             http_servers=servers(n.http_port for n in self._nodes)))
-        log = self.folder / "error.log"
+        log, pid_file = self.folder / "error.log", self.folder / "nginx.pid"
+        pid_file.unlink(missing_ok=True)
+        self._reservations.release()
         self.process = subprocess.Popen([nginx, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
                                          "-e", str(log)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=open(self.folder / "nginx.out", "w"), start_new_session=True)
         _remember(self.folder.parent, self.process)
         deadline = time.monotonic() + 30
-        while not all(self._listening(port) for port in (self.port, self.csc_port, self.http_port)):
+        # nginx writes its pid file once it has bound every port: before that, a connection that
+        # succeeds may have reached something else on the port.
+        while not (pid_file.exists() and all(self._listening(port) for port in (self.port, self.csc_port, self.http_port))):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 out = (self.folder / "nginx.out").read_text() + (log.read_text() if log.exists() else "")
                 raise RuntimeError(f"nginx did not start:\n{out[-3000:]}")
@@ -522,9 +543,10 @@ class Cluster:
     def __init__(self, folder: Path, listen: str | None = None, workers: int = 2, database_url: str | None = None,
                  hsm_state: Path | None = None, csc_listen: str | None = None, http_listen: str | None = None):
         self.folder = folder.resolve()
-        self.listen = listen or f"127.0.0.1:{free_port()}"
-        self.csc_listen = csc_listen or f"127.0.0.1:{free_port()}"
-        self.http_listen = http_listen or f"127.0.0.1:{free_port()}"
+        self._reservations = PortReservations()
+        self.listen = listen or self._reservations.address()
+        self.csc_listen = csc_listen or self._reservations.address()
+        self.http_listen = http_listen or self._reservations.address()
         self.workers = workers
         self.database_url = database_url
         self.hsm_state = hsm_state
@@ -564,7 +586,7 @@ class Cluster:
             node.write_config(balancer_sha256=fingerprint)
             node.start()
         self.balancer = Balancer(self.folder / "balancer", self.listen, self.nodes, self.csc_listen,
-                                 self.http_listen).start()
+                                 self.http_listen, self._reservations).start()
 
     @property
     def ca_file(self) -> Path:
@@ -572,6 +594,7 @@ class Cluster:
 
     def stop(self) -> None:
         """Balancer, nodes, PostgreSQL: each stopped even if another failed to."""
+        self._reservations.release()
         if self.balancer is not None:
             self.balancer.stop()
         for node in reversed(self.nodes):
