@@ -10,6 +10,7 @@ import grpc
 import pytest
 from pyhanko.pdf_utils.misc import PdfReadError
 
+from signserver.errors import InvalidArgument
 from signserver.grpc_api.certificate_servicer import MAX_EXPIRY_WINDOW_DAYS
 from signserver.pades.document import open_for_signing
 from signserver.pades.sample import sample_pdf
@@ -231,3 +232,29 @@ def test_the_longest_expiry_window_lists_valid_certificates(ra):
     listed = ra.ListCertificates(certificate_pb2.ListCertificatesRequest(
         account=created.account, expiring_within_days=MAX_EXPIRY_WINDOW_DAYS), timeout=30)
     assert [c.serial for c in listed.certificates] == [issued.serial]
+
+
+class CountingReads(io.BytesIO):
+    """A document source that counts the reads made of it."""
+
+    reads = 0
+
+    def read(self, size=-1):
+        self.reads += 1
+        return super().read(size)
+
+
+@pytest.mark.parametrize("tail", [b"", b"%%EOF" + b"x" * 2000], ids=["no-marker", "marker-far-from-the-end"])
+def test_a_body_without_an_end_marker_near_its_end_is_refused_before_it_is_walked(tail):
+    # pyHanko looks for %%EOF reading backwards a byte at a time, a line at a time: on a body
+    # with no line break near its end it read the whole body so (a million reads for 1 MB, a
+    # minute of a worker's CPU for the 200 MB a document may have).
+    source = CountingReads(b"%PDF-1.7\n" + b"x" * 1_000_000 + tail)
+    with pytest.raises(InvalidArgument, match="not a readable PDF: .*no end-of-file marker"):
+        open_for_signing(source)
+    assert source.reads <= 2
+
+
+def test_a_document_with_bytes_after_its_end_marker_still_opens():
+    # Readers allow what follows %%EOF within the last 1,024 bytes (a stray line break, padding).
+    assert open_for_signing(io.BytesIO(sample_pdf() + b"\r\n" + b" " * 900)).prev.root is not None
