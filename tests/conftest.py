@@ -8,11 +8,14 @@ tests so after the SQLite run). ``database_url`` is the one place that decides a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import email
 import os
 import shutil
 import socket
+import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,10 @@ from signserver.store.database import Database
 from tests.postgres_cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
+# The TLS context of the tests' httpx clients of plain-HTTP servers (the RA, the registry): httpx
+# otherwise makes one for every client and every httpx.get, loading all of certifi's CA
+# certificates each time (about 20 ms of CPU, a minute over the suite) though no TLS is spoken.
+LOOPBACK_TLS = ssl.create_default_context()
 SIGNSERVER = Path(sys.executable).parent / "signserver"
 TEST_TOKEN = os.environ.get("SIGNSERVER_TEST_TOKEN", "softhsm")
 ON_OPENCRYPTOKI = TEST_TOKEN == "opencryptoki"
@@ -259,6 +266,45 @@ def service_with(config: Config, database: Path | str, clock, **changes) -> Sign
     service = SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}), clock=clock)
     service.prepare_database()
     return service
+
+
+# Set-up CAs made in this process, to copy: (the CA's configuration, its operator, the store) ->
+# (the clock's time at the set-up, the database's path).
+_set_up_cas: dict[tuple, tuple[datetime.datetime, Path]] = {}
+CA_COPY_WINDOW = datetime.timedelta(minutes=15)
+
+
+def service_with_ca(config: Config, database: Path, clock, operator: str = "operator:test") -> SignService:
+    """``service_with`` on a new database at ``database`` whose CA is initialised by ``operator``.
+
+    The first such database of a test process for a CA configuration is set up for real: its root,
+    issuing, OCSP and TSA keys generated on the token (RSA-3072 by default: a second or more of
+    CPU each) and its certificates and first CRLs made. Later ones are copies of that database, the
+    same CA on the same token keys, as a restored backup of the CA would be, as long as the clock
+    reads the same time as at that set-up or up to CA_COPY_WINDOW after it: the copy then holds
+    what a set-up at that time would have made. Tests of the set-up itself call ``initialise``."""
+    database = Path(database)
+    if database.exists():
+        raise FileExistsError(f"{database}: service_with_ca makes a new database")
+    key = (repr(config.ca), operator, ON_POSTGRESQL and not _on_sqlite_only_test)
+    now = clock.now() if clock is not None else datetime.datetime.now(datetime.timezone.utc)
+    made = _set_up_cas.get(key)
+    if made is None or not made[0] <= now <= made[0] + CA_COPY_WINDOW:
+        folder = Path(tempfile.mkdtemp(prefix="signserver-ca-"))
+        owner = os.getpid()
+        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
+        original = service_with(config, folder / "ca.db", clock)
+        original.ca.initialise(operator=operator)
+        original.database.engine.dispose()  # closed: PostgreSQL copies only a database nobody is connected to
+        made = _set_up_cas[key] = (now, folder / "ca.db")
+    if key[2]:
+        return service_with(config, _run_cluster().copy_url(str(database), str(made[1])), clock)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # private, as the server makes it
+    # SQLite's backup, not a file copy: what the set-up wrote may still be in the write-ahead log.
+    with contextlib.closing(sqlite3.connect(made[1])) as original, contextlib.closing(sqlite3.connect(database)) as copy:
+        original.backup(copy)
+    return service_with(config, database, clock)
 
 
 @pytest.fixture

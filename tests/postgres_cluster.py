@@ -145,6 +145,15 @@ class PostgresCluster:
                 self._made.add(name)
         return self._url(name)
 
+    def copy_url(self, key: str, original: str) -> str:
+        """The URL of a new database that ``key`` stands for, a copy of the one ``original`` stands
+        for (which nobody may be connected to meanwhile)."""
+        name = _name_for(key)
+        with self._lock:
+            self._admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_name_for(original)}" STRATEGY FILE_COPY')
+            self._made.add(name)
+        return self._url(name)
+
     def empty_url(self, key: str) -> str:
         """The URL of the database that ``key`` stands for, made anew without a single table (for
         tests of the migrations themselves); ``url_for(key)`` then names the same database."""

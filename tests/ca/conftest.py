@@ -8,7 +8,7 @@ import secrets
 import pytest
 
 from signserver.clock import ManualClock
-from tests.conftest import service_with
+from tests.conftest import service_with_ca
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,7 @@ def ca_clock() -> ManualClock:
 
 @pytest.fixture(scope="module")
 def ca_service(config, tmp_path_factory, ca_clock):
-    service = service_with(config, tmp_path_factory.mktemp("ca") / "signserver.db", ca_clock)
-    service.ca.initialise(operator="operator:test")
+    service = service_with_ca(config, tmp_path_factory.mktemp("ca") / "signserver.db", ca_clock)
     return service
 
 

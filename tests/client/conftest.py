@@ -11,7 +11,7 @@ from signserver.ca.authority import CertificateRequest
 from signserver.clock import SystemClock
 from signserver.client import SignServerClient
 from signserver.service import SignService
-from tests.conftest import enrol, service_with
+from tests.conftest import enrol, service_with_ca
 from tests.grpc_api.conftest import ServerThread
 
 
@@ -40,8 +40,7 @@ class ClientWorld:
 @pytest.fixture(scope="module")
 def world(config, tmp_path_factory):
     """Real time: the signed documents' certificates are checked against the real clock."""
-    service = service_with(config, tmp_path_factory.mktemp("client") / "signserver.db", SystemClock())
-    service.ca.initialise("operator:test")
+    service = service_with_ca(config, tmp_path_factory.mktemp("client") / "signserver.db", SystemClock())
     holder, seed = enrol(service, holder_name="Weng Sam LUZIA KUAN", kind=AccountKind.CORPORATE,
                          organisation="Example Lda")
     service.ca.issue(CertificateRequest("cloud-signature-corporate", holder.account.username), "ra:test")

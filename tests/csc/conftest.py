@@ -28,7 +28,7 @@ from signserver.http.csc.context import CscContext
 from signserver.http.csc.serving import CscFront
 from signserver.secret import Secret
 from signserver.service import SignService
-from tests.conftest import PASSWORD, enrol, service_with
+from tests.conftest import PASSWORD, enrol, service_with_ca
 
 
 class CscServerThread:
@@ -90,8 +90,7 @@ def csc_clock() -> ManualClock:
 @pytest.fixture(scope="module")
 def csc_service(config, tmp_path_factory, csc_clock) -> SignService:
     """A service with its own database and an initialised CA."""
-    service = service_with(config, tmp_path_factory.mktemp("csc") / "signserver.db", csc_clock)
-    service.ca.initialise(operator="operator:test")
+    service = service_with_ca(config, tmp_path_factory.mktemp("csc") / "signserver.db", csc_clock)
     return service
 
 

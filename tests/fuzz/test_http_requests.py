@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from signserver.clock import SystemClock
 from tests.ca.test_http_hardening import serving
-from tests.conftest import service_with
+from tests.conftest import service_with_ca
 from tests.fuzz.conftest import fuzz_settings
 
 # About 5 to 15 s on a loaded 2-core machine: most requests are refused or answered in a millisecond
@@ -70,8 +70,7 @@ class _Errors(logging.Handler):
 
 @pytest.fixture(scope="module")
 def http_server(config, tmp_path_factory):
-    service = service_with(config, tmp_path_factory.mktemp("http-fuzz") / "signserver.db", SystemClock())
-    service.ca.initialise(operator="operator:test")
+    service = service_with_ca(config, tmp_path_factory.mktemp("http-fuzz") / "signserver.db", SystemClock())
     with serving(service, request_timeout_seconds=1, tsa_rate_per_second=1000, tsa_burst=1000) as server:
         yield server
 

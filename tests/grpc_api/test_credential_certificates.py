@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
 from signserver.v1 import signing_pb2
-from tests.conftest import enrol, service_with
+from tests.conftest import enrol, service_with_ca
 from tests.grpc_api.conftest import ServerThread
 from tests.grpc_api.test_signing_api import Client
 
@@ -19,8 +19,7 @@ SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyI
 
 @pytest.fixture(scope="module")
 def world(config, tmp_path_factory):
-    service = service_with(config, tmp_path_factory.mktemp("certificates") / "signserver.db", None)
-    service.ca.initialise("operator:test")
+    service = service_with_ca(config, tmp_path_factory.mktemp("certificates") / "signserver.db", None)
     _, api_key = service.applications.create("cms-app")
     with ServerThread(config, service) as server, server.channel() as channel:
         yield service, Client(channel, api_key)

@@ -32,7 +32,7 @@ from signserver.pades.sample import sample_pdf
 from signserver.pades.verification import TrustMaterial, VerificationLimits
 from signserver.pades.verifier_process import MEMORY_LIMIT_BYTES, VerifierProcesses, start_forkserver
 from signserver.v1 import document_pb2, document_pb2_grpc, signing_pb2, signing_pb2_grpc
-from tests.conftest import PASSWORD, enrol, service_with
+from tests.conftest import PASSWORD, enrol, service_with_ca
 from tests.grpc_api.conftest import ServerThread
 
 SAMPLES = 300
@@ -93,8 +93,7 @@ def verify_request(document: bytes):
 
 @pytest.fixture
 def world(config, tmp_path, clock):
-    service = service_with(config, tmp_path / "signserver.db", clock)
-    service.ca.initialise("operator:test")  # verification trusts this CA
+    service = service_with_ca(config, tmp_path / "signserver.db", clock)  # verification trusts this CA
     with ServerThread(config, service) as server:
         yield service, server
 

@@ -27,7 +27,7 @@ from signserver.hsm.module import pkcs11_lock
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc, document_pb2_grpc, signing_pb2
 from tests.ca.conftest import StampedStub
 from tests.ca.test_certificate_service import channel_for, client_pair, create
-from tests.conftest import PASSWORD, enrol, service_with
+from tests.conftest import PASSWORD, enrol, service_with, service_with_ca
 from tests.grpc_api.conftest import ServerThread
 from tests.grpc_api.test_signing_api import SHA256, Client, code_of
 from tests.grpc_api.test_stream_limits import LimitedServer, StalledStreams, refused_one_of
@@ -150,8 +150,7 @@ def test_a_busy_server_says_when_to_try_again(config, tmp_path):
 @pytest.fixture(scope="module")
 def ra(config, tmp_path_factory, clock):
     """CertificateService over mutual TLS, as `serve` sets it up, and an RA's stub."""
-    service = service_with(config, tmp_path_factory.mktemp("ra") / "signserver.db", clock)
-    service.ca.initialise(operator="operator:test")
+    service = service_with_ca(config, tmp_path_factory.mktemp("ra") / "signserver.db", clock)
     state = tmp_path_factory.mktemp("served")
     tls = TlsConfig(cert_file=state / "tls" / "server.pem", key_file=state / "tls" / "server-key.pem",
                     client_ca_file=None, explicit=False, mutual=True)

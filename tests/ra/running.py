@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID
 from signserver.client import CertificateClient, NewAccount
 from tests import conftest
 from tests.ca.test_certificate_service import client_pair
-from tests.conftest import empty_database_url, free_port
+from tests.conftest import empty_database_url, free_port, LOOPBACK_TLS
 from tests.ra.conftest import KUAN, photo
 from tests.ra.test_application import ExternalEid, otp_now
 
@@ -214,7 +214,7 @@ background_seconds = 0.2
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+            if httpx.get(base + "/healthz", timeout=2, verify=LOOPBACK_TLS).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -331,11 +331,11 @@ def holder_headers(path: str) -> dict[str, str]:
 
 def post(ra_process, path: str, headers: dict | None = None, **kwargs) -> httpx.Response:
     return httpx.post(ra_process.base + path, timeout=60, headers={**holder_headers(path), **(headers or {})},
-                      **kwargs)
+                      **kwargs, verify=LOOPBACK_TLS)
 
 
 def get(ra_process, path: str, timeout: float = 30) -> httpx.Response:
-    return httpx.get(ra_process.base + path, timeout=timeout, headers=holder_headers(path))
+    return httpx.get(ra_process.base + path, timeout=timeout, headers=holder_headers(path), verify=LOOPBACK_TLS)
 
 
 def verify_identity(ra_process, inbox, renewal_id: str, emails: tuple[str, ...] = KUAN.emails) -> dict:

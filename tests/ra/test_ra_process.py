@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import empty_database_url, free_port
+from tests.conftest import empty_database_url, free_port, LOOPBACK_TLS
 from tests.ra.conftest import KUAN
 from tests.ra.running import (PASSWORD, SIGNSERVER, application_document, card_csr, confirm, enrol, get, post,
                               ra_command, register, sign_application, start_ra, stop, verify_identity)
@@ -33,7 +33,7 @@ def test_a_cloud_signature_renewal_end_to_end(ra_process, inbox, core, ca_servic
     confirmed = confirm(ra_process, inbox, issued.serial)
     assert confirmed["serial"] == issued.serial and confirmed["confirmed_by"] == "dsaj-operator"
     renewal_id = confirmed["id"]
-    anonymous = httpx.get(f"{ra_process.base}/renewals/{renewal_id}", timeout=30)
+    anonymous = httpx.get(f"{ra_process.base}/renewals/{renewal_id}", timeout=30, verify=LOOPBACK_TLS)
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
 
     shown = get(ra_process, f"/renewals/{renewal_id}").json()
@@ -95,7 +95,7 @@ def test_a_qualified_renewal_to_the_in_person_queue_and_its_completion(ra_proces
     ("post", "/renewals/nothing/face", b""),
 ])
 def test_a_call_without_the_holder_token_is_refused_plainly(ra_process, method, path, body):
-    response = httpx.request(method, ra_process.base + path, content=body, timeout=30)
+    response = httpx.request(method, ra_process.base + path, content=body, timeout=30, verify=LOOPBACK_TLS)
     assert response.status_code == 401 and response.json()["error"] == "not_authorised"
 
 
@@ -227,7 +227,7 @@ def test_the_api_is_served_over_tls(tmp_path):
                 time.sleep(0.1)
         assert answer.status_code == 200 and answer.json() == {"status": "ok"}
         with pytest.raises(httpx.HTTPError):  # no plain HTTP beside it
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5, verify=LOOPBACK_TLS)
         assert "https://127.0.0.1" in log.read_text()
     finally:
         stop(process)

@@ -23,7 +23,7 @@ from signserver.errors import (
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.secret import Secret
 from signserver.store.schema import accounts, certificates, credentials, signing_packages
-from tests.conftest import PASSWORD, service_with
+from tests.conftest import PASSWORD, service_with_ca
 from tests.signing.holders import (
     CLOUD_SIGNATURE,
     RSA,
@@ -44,8 +44,7 @@ NEW_PASSWORD = "Changed-pass-2026"
 def lifecycle(config, tmp_path_factory):
     """A service with an initialised CA, a clock the tests move, and an application without OTP."""
     clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
-    service = service_with(config, tmp_path_factory.mktemp("lifecycle") / "signserver.db", clock)
-    service.ca.initialise(operator=OPERATOR)
+    service = service_with_ca(config, tmp_path_factory.mktemp("lifecycle") / "signserver.db", clock, operator=OPERATOR)
     return service, clock, no_otp_application(service)
 
 

@@ -26,6 +26,7 @@ from signserver.clock import SystemClock
 from signserver.ra.settings import RaSettings
 
 from signserver.ra.store.schema import web_sessions
+from tests.conftest import LOOPBACK_TLS
 from tests.ra.conftest import KUAN
 from tests.ra.running import PASSWORD, confirm_with_notice, create_account, enrol, register
 from tests.ra.running import core, eid, inbox, ra_files, ra_process  # noqa: F401 (fixtures)
@@ -59,7 +60,8 @@ class Visitor:
 
     def request(self, method: str, path: str, **kwargs) -> httpx.Response:
         headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items()), **kwargs.pop("headers", {})}
-        with httpx.Client(transport=httpx.HTTPTransport(local_address=self.address), timeout=60) as client:
+        transport = httpx.HTTPTransport(local_address=self.address, verify=LOOPBACK_TLS)
+        with httpx.Client(transport=transport, timeout=60) as client:
             response = client.request(method, self.ra.base + path, headers=headers, **kwargs)
         for cookie in response.headers.get_list("set-cookie"):
             name, _, rest = cookie.partition("=")
@@ -312,7 +314,7 @@ def link_sent(inbox, recipient: str, renewal_id: str, after: int):
 
 def api_status(ra_process, renewal_id: str, token: str) -> int:
     return httpx.get(f"{ra_process.base}/renewals/{renewal_id}", headers={"Authorization": f"Bearer {token}"},
-                     timeout=30).status_code
+                     timeout=30, verify=LOOPBACK_TLS).status_code
 
 
 def test_the_notice_link_and_an_e_mail_code_sign_the_holder_in_once(ra_process, inbox, core):

@@ -36,6 +36,7 @@ from signserver.ra.web.rendering import (Templates, flash, gettext, page_route, 
                                          text_field)
 from signserver.ra.web.security import CONTENT_SECURITY_POLICY
 from signserver.ra.web.sessions import SessionStore, holder_may_act, session_of, sign_in
+from tests.conftest import LOOPBACK_TLS
 from tests.ra.running import Served
 
 START = datetime.datetime(2026, 12, 1, 9, 0, tzinfo=datetime.timezone.utc)
@@ -439,7 +440,7 @@ def test_the_token_changes_with_signing_in(client):
     ("", "zh-Hant", "證書持有人"),
 ])
 def test_the_language_follows_the_browser(site, accept, lang, text):
-    with httpx.Client(base_url=site.url, headers={"accept-language": accept}) as http:
+    with httpx.Client(base_url=site.url, headers={"accept-language": accept}, verify=LOOPBACK_TLS) as http:
         page = http.get("/").text
     assert f'<html lang="{lang}">' in page and text in page
 
@@ -668,7 +669,7 @@ def test_parallel_submissions_of_one_captcha_answer_pass_once(client, ra_databas
     answers: list[str] = []
 
     def submit() -> None:
-        with httpx.Client(base_url=client.http.base_url, timeout=30) as http:
+        with httpx.Client(base_url=client.http.base_url, timeout=30, verify=LOOPBACK_TLS) as http:
             start.wait()
             answers.append(http.post("/test/captcha", data={"csrf_token": token, "captcha": answer},
                                      headers={"cookie": cookie}).text)

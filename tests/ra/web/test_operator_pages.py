@@ -29,6 +29,7 @@ from signserver.ra.store import repository
 from signserver.ra.store.database import RaDatabase
 from signserver.ra.web.sessions import SessionStore
 from tests.ca.test_certificate_service import client_pair
+from tests.conftest import LOOPBACK_TLS
 from tests.ra.conftest import KUAN, opened_renewal
 from tests.ra.running import Served, card_csr, enrol
 from tests.ra.running import core, eid, inbox, ra_files, ra_process  # noqa: F401 (fixtures)
@@ -49,7 +50,7 @@ class Page:
         self.cookie = ""
         self.csrf = ""
         self.http = httpx.Client(base_url=base, timeout=120, follow_redirects=False,
-                                 headers={"Accept-Language": language}, **client)
+                                 headers={"Accept-Language": language}, **{"verify": LOOPBACK_TLS, **client})
 
     def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
         headers = {**kwargs.pop("headers", {}), **({"Cookie": f"{COOKIE}={self.cookie}"} if self.cookie else {})}
@@ -179,7 +180,7 @@ def test_a_refused_sign_in_says_the_same_for_every_factor_and_then_locks(ra_proc
 
 def test_an_unknown_name_locks_as_a_known_one_does(ra_process, operators):
     # From an address of its own: the attempts per address of the module's other sign-ins stay apart.
-    page = Page(ra_process.base, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    page = Page(ra_process.base, transport=httpx.HTTPTransport(local_address="127.0.0.2", verify=LOOPBACK_TLS))
     page.get("/operator/sign-in")
     known, _ = new_operator(operators)
     answers = {}

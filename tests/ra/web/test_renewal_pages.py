@@ -28,6 +28,7 @@ from signserver.ra.web.rendering import Templates
 from signserver.ra.web.sessions import HOLDER, SessionStore
 from signserver.ra.workflow import RenewalWorkflow
 from signserver.registry_dev.faults import Fault
+from tests.conftest import LOOPBACK_TLS
 from tests.ra.conftest import KUAN, START, InlineExecutor, application_signed_in_store, opened_renewal, photo
 from tests.ra.test_application import (PASSWORD, ExternalEid, core, documents, enrolled, otp_now,  # noqa: F401
                                       ra_state_dir, roots)
@@ -67,7 +68,7 @@ class Browser:
         self.csrf_token = csrf_token
         self.session_id = session_id
         self.client = httpx.Client(base_url=base, timeout=120, follow_redirects=False,
-                                   headers={**headers, "Cookie": f"ra_session={session_id}"})
+                                   headers={**headers, "Cookie": f"ra_session={session_id}"}, verify=LOOPBACK_TLS)
 
     def get(self, path: str) -> httpx.Response:
         return self.client.get(path)
@@ -275,7 +276,7 @@ def test_another_holder_renewal_is_not_found(site, core, ca_clock):  # noqa: F81
     assert by_notice.get(f"/holder/renewals/{second.id}").status_code == 200
     assert issued.serial not in by_notice.get("/holder").text
 
-    anonymous = httpx.get(site.base + base, follow_redirects=False, timeout=60)
+    anonymous = httpx.get(site.base + base, follow_redirects=False, timeout=60, verify=LOOPBACK_TLS)
     assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/sign-in?next=")
 
 
