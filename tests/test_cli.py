@@ -8,12 +8,13 @@ import uuid
 
 import pytest
 
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env
 
 
 def run(state_dir, *args, input=None, **env):
-    return subprocess.run([str(SIGNSERVER), *args], env=cli_env(state_dir, **env), input=input,
-                          capture_output=True, text=True, timeout=120)
+    return cli_forkserver.run([str(SIGNSERVER), *args], env=cli_env(state_dir, **env), input=input,
+                              capture_output=True, text=True, timeout=120)
 
 
 def test_version(state_dir):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 
 import pytest
@@ -11,14 +10,15 @@ import pytest
 from signserver.accounts.model import AccountStatus
 from signserver.errors import AuthenticationFailed
 from signserver.secret import Secret
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env
 
 PASSWORD = "Cli-pass-2026"
 
 
 def run(state_dir, *args, **env):
-    return subprocess.run([str(SIGNSERVER), *args], env=cli_env(state_dir, **env), capture_output=True,
-                          text=True, timeout=120)
+    return cli_forkserver.run([str(SIGNSERVER), *args], env=cli_env(state_dir, **env), capture_output=True,
+                              text=True, timeout=120)
 
 
 @pytest.fixture

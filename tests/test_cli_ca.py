@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from cryptography import x509
@@ -11,6 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env, database_url
 
 
@@ -21,8 +21,8 @@ def state(state_dir, tmp_path_factory):
 
 
 def run(state_dir, db, *args, **env):
-    return subprocess.run([str(SIGNSERVER), *args], capture_output=True, text=True, timeout=180,
-                          env=cli_env(state_dir, SIGNSERVER_DATABASE_URL=database_url(db / "signserver.db"), **env))
+    return cli_forkserver.run([str(SIGNSERVER), *args], capture_output=True, text=True, timeout=180,
+                              env=cli_env(state_dir, SIGNSERVER_DATABASE_URL=database_url(db / "signserver.db"), **env))
 
 
 def test_ca_commands(state_dir, state, tmp_path):

@@ -30,6 +30,7 @@ from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.secret import Secret
 from signserver.service import SignService
 from signserver.store.schema import master_keys, signing_packages
+from tests import cli_forkserver
 from tests.conftest import PASSWORD, SIGNSERVER, cli_env, database_url, enrol
 from tests.hsm.test_keystore import verify
 
@@ -277,8 +278,8 @@ def test_cli_rotates_rewraps_with_progress_and_retires(service, clock, state_dir
     token = service.keys.session.token_label
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(SIGNSERVER), "hsm", "master", *args, "--token", token], env=env,
-                              capture_output=True, text=True, timeout=120)
+        return cli_forkserver.run([str(SIGNSERVER), "hsm", "master", *args, "--token", token], env=env,
+                                  capture_output=True, text=True, timeout=120)
 
     rotated = cli("rotate", "--grace-seconds", "0", "--batch", "2")
     assert rotated.returncode == 0, rotated.stderr
@@ -304,13 +305,13 @@ def test_cli_rotate_no_wait_leaves_the_packages_to_the_pass(service, clock, stat
            "SIGNSERVER_DATABASE_URL": service.database.url, "SIGNSERVER_HSM_USER_PIN": USER_PIN.reveal()}
     token = service.keys.session.token_label
 
-    rotated = subprocess.run([str(SIGNSERVER), "hsm", "master", "rotate", "--no-wait", "--token", token], env=env,
-                             capture_output=True, text=True, timeout=120)
+    rotated = cli_forkserver.run([str(SIGNSERVER), "hsm", "master", "rotate", "--no-wait", "--token", token], env=env,
+                                 capture_output=True, text=True, timeout=120)
 
     assert rotated.returncode == 0, rotated.stderr
     assert master_of(service, holder) == old and states(service)[old] == "retiring"
-    rewrapped = subprocess.run([str(SIGNSERVER), "hsm", "master", "rewrap", "--token", token], env=env,
-                               capture_output=True, text=True, timeout=120)
+    rewrapped = cli_forkserver.run([str(SIGNSERVER), "hsm", "master", "rewrap", "--token", token], env=env,
+                                   capture_output=True, text=True, timeout=120)
     assert rewrapped.returncode == 0, rewrapped.stderr
     assert "re-wrapped 1/1 packages" in rewrapped.stderr
     assert master_of(service, holder) != old

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 from sqlalchemy import delete, select, update
 
 from signserver.audit.verify import verify_audit_log
 from signserver.store.schema import audit_head, audit_log, audit_seals
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env, enrol, service_with
 
 
@@ -91,15 +91,15 @@ def test_chain_continues_across_a_restart(fresh_service, config, tmp_path, clock
 def test_audit_verify_command(logged, state_dir):
     logged.sealer.seal()  # the records were written days ago by the test clock: unsealed, they would be stale
     env = cli_env(state_dir, SIGNSERVER_DATABASE_URL=logged.database.url)
-    ok = subprocess.run([str(SIGNSERVER), "audit", "verify"], env=env, capture_output=True, text=True)
+    ok = cli_forkserver.run([str(SIGNSERVER), "audit", "verify"], env=env, capture_output=True, text=True)
     assert ok.returncode == 0 and "INTACT" in ok.stdout, ok.stderr
     with logged.database.transaction() as conn:
         conn.execute(update(audit_log).where(audit_log.c.seq == 1).values(detail="{}"))
     # The next run goes on from the seal the first found intact: record 1 is not read again...
-    again = subprocess.run([str(SIGNSERVER), "audit", "verify"], env=env, capture_output=True, text=True)
+    again = cli_forkserver.run([str(SIGNSERVER), "audit", "verify"], env=env, capture_output=True, text=True)
     assert "found intact (--full walks them all)" in again.stdout, again.stdout + again.stderr
     # ... unless asked to.
-    bad = subprocess.run([str(SIGNSERVER), "audit", "verify", "--full"], env=env, capture_output=True, text=True)
+    bad = cli_forkserver.run([str(SIGNSERVER), "audit", "verify", "--full"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "TAMPERED" in bad.stdout and "record 1 was modified" in bad.stdout
 
 

@@ -4,7 +4,6 @@ old key never seals again, and verifies only the seals it made before the switch
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import uuid
 
 import pytest
@@ -20,6 +19,7 @@ from signserver.errors import CredentialUnusable
 from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.secret import Secret
 from signserver.store.schema import audit_head, audit_seals, credentials
+from tests import cli_forkserver
 from tests.audit.test_seal_tampering import append
 from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol
 
@@ -115,7 +115,7 @@ def test_audit_verify_names_the_legacy_seals(upgraded, state_dir):
         for source in (sealer.pin.path, sealer.pin.successor().path):
             (pin_dir / source.name).write_bytes(source.read_bytes())
         env = cli_env(state_dir, SIGNSERVER_DATABASE_URL=service.database.url)
-        shown = subprocess.run([str(SIGNSERVER), "audit", "verify"], env=env, capture_output=True, text=True)
+        shown = cli_forkserver.run([str(SIGNSERVER), "audit", "verify"], env=env, capture_output=True, text=True)
     finally:
         for path in pin_dir.glob("seal-key*.pem"):
             path.unlink()

@@ -7,7 +7,6 @@ table (and knows how the record chain is computed) but cannot use the HSM's seal
 from __future__ import annotations
 
 import hashlib
-import subprocess
 
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -25,6 +24,7 @@ from signserver.errors import ConfigurationError, UnsupportedAlgorithm
 from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.secret import Secret
 from signserver.store.schema import audit_head, audit_log, audit_seals
+from tests import cli_forkserver
 from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol
 
 
@@ -274,15 +274,15 @@ def test_an_ecdsa_seal_key_of_an_earlier_version_still_verifies():
 def test_audit_verify_expect_key(sealed_history, state_dir):
     sealed_history.sealer.seal()
     env = cli_env(state_dir, SIGNSERVER_DATABASE_URL=sealed_history.database.url)
-    ok = subprocess.run([str(SIGNSERVER), "audit", "verify"], env=env, capture_output=True, text=True)
+    ok = cli_forkserver.run([str(SIGNSERVER), "audit", "verify"], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     key = report(sealed_history).seal_key
     assert key in ok.stdout
-    right = subprocess.run([str(SIGNSERVER), "audit", "verify", "--expect-key", key], env=env, capture_output=True,
-                           text=True)
+    right = cli_forkserver.run([str(SIGNSERVER), "audit", "verify", "--expect-key", key], env=env, capture_output=True,
+                               text=True)
     assert right.returncode == 0, right.stdout
-    wrong = subprocess.run([str(SIGNSERVER), "audit", "verify", "--expect-key", "00" * 32], env=env,
-                           capture_output=True, text=True)
+    wrong = cli_forkserver.run([str(SIGNSERVER), "audit", "verify", "--expect-key", "00" * 32], env=env,
+                               capture_output=True, text=True)
     assert wrong.returncode == 1 and "TAMPERED" in wrong.stdout and "not the expected key" in wrong.stdout
 
 

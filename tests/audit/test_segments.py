@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from signserver.audit.segment_check import verify_segment_files
 from signserver.audit.verify import verify_audit_log
 from signserver.errors import DataCorrupted, InvalidArgument
 from signserver.store.schema import audit_anchor, audit_exports, audit_log, audit_seals
+from tests import cli_forkserver
 from tests.audit.test_seal_tampering import append
 from tests.conftest import SIGNSERVER, cli_env
 
@@ -280,7 +280,7 @@ def test_export_verify_file_and_prune_commands(fresh_service, state_dir, tmp_pat
     env = cli_env(state_dir, SIGNSERVER_DATABASE_URL=fresh_service.database.url)
 
     def run(*args):
-        return subprocess.run([str(SIGNSERVER), "audit", *args], env=env, capture_output=True, text=True)
+        return cli_forkserver.run([str(SIGNSERVER), "audit", *args], env=env, capture_output=True, text=True)
     out = tmp_path / "segment.jsonl.gz"
     exported = run("export", "--until", "120", "--out", str(out), "--json")
     assert exported.returncode == 0, exported.stderr

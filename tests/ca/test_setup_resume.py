@@ -29,6 +29,7 @@ from signserver.ca import repository as repo
 from signserver.ca.setup import ISSUING, OCSP, ROOT, STEPS, TSA
 from signserver.errors import AlreadyExists
 from signserver.grpc_api.server import bootstrap
+from tests import cli_forkserver
 from tests.conftest import ROOT as REPOSITORY
 from tests.conftest import SIGNSERVER, cli_env, database_url, service_with
 
@@ -264,8 +265,8 @@ def own_token(tmp_path):
 
 
 def cli(state, *args, **kwargs):
-    return subprocess.run([str(SIGNSERVER), *args], capture_output=True, text=True, timeout=300,
-                          env=cli_env(state), **kwargs)
+    return cli_forkserver.run([str(SIGNSERVER), *args], capture_output=True, text=True, timeout=300,
+                              env=cli_env(state), **kwargs)
 
 
 def wait_for_pending_key(url: str, purpose: str, process: subprocess.Popen, seconds: float = 120) -> bool:

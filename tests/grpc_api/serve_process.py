@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env, database_url
 
 
@@ -47,8 +48,8 @@ class ServeProcess:
         return [int(p) for p in re.findall(r"worker \d+ \(pid (\d+)\) serving on", self.text())]
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(SIGNSERVER), *args], env={**self.env, **env}, capture_output=True, text=True,
-                              timeout=180)
+        return cli_forkserver.run([str(SIGNSERVER), *args], env={**self.env, **env}, capture_output=True, text=True,
+                                  timeout=180)
 
     def client_credentials(self, name: str) -> grpc.ChannelCredentials:
         """A client certificate for application ``name`` (registered with it)."""

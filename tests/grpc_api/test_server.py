@@ -22,6 +22,7 @@ from signserver.hsm.keystore import HsmKeyStore
 from signserver.hsm.session import TokenSession
 from signserver.service import SignService
 from signserver.v1 import info_pb2, info_pb2_grpc
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env
 from tests.grpc_api.conftest import ServerThread
 
@@ -126,8 +127,8 @@ def test_signserver_serve_starts_answers_and_stops_on_sigterm(state_dir, tmp_pat
                 ports["http"] = int(match.group(1))
         assert len(ports) == 2, "".join(lines)
 
-        issued = subprocess.run([str(SIGNSERVER), "ca", "issue-client", "--role", "asp", "health-probe",
-                                 "--out-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+        issued = cli_forkserver.run([str(SIGNSERVER), "ca", "issue-client", "--role", "asp", "health-probe",
+                                     "--out-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
         assert issued.returncode == 0, issued.stderr
         credentials = grpc.ssl_channel_credentials(
             (tmp_path / "ca.pem").read_bytes(), private_key=(tmp_path / "health-probe-key.pem").read_bytes(),

@@ -23,6 +23,7 @@ from signserver.hsm.master_keys import master_label
 from signserver.hsm.sealing import SEALING_LABEL, SealingKey
 from signserver.secret import Secret
 from signserver.service import SignService
+from tests import cli_forkserver
 from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol, requires_softhsm
 from tests.hsm.test_keystore import verify
 
@@ -70,8 +71,8 @@ class Cli:
         env = {**self.env, "SIGNSERVER_HSM_USER_PIN": user_pin}
         if so_pin is not None:
             env["SIGNSERVER_HSM_SO_PIN"] = so_pin
-        return subprocess.run([str(SIGNSERVER), "hsm", "master", *args, "--token", token], env=env,
-                              capture_output=True, text=True, timeout=120)
+        return cli_forkserver.run([str(SIGNSERVER), "hsm", "master", *args, "--token", token], env=env,
+                                  capture_output=True, text=True, timeout=120)
 
 
 def copy_database(source: Path, destination: Path) -> None:

@@ -21,6 +21,7 @@ from signserver.errors import HsmLoginFailed, HsmLoginWithheld, HsmPinLocked
 from signserver.hsm.pin_guard import PinGuard, RefusedPins, login_refusal, refused_pins_file
 from signserver.hsm.session import TokenSession
 from signserver.secret import Secret
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env, requires_softhsm
 
 RIGHT = "pin-right-1"
@@ -61,8 +62,8 @@ def signserver(config, state: Path, label: str, pin: str, *args: str, **env: str
     """A `signserver hsm list` (or ``args``) on token ``label`` with ``pin`` configured, in a process of its own."""
     environment = {**_softhsm_env(config), "SIGNSERVER_STATE_DIR": str(state), "SIGNSERVER_HSM_TOKEN_LABEL": label,
                    "SIGNSERVER_HSM_USER_PIN": pin, **env}
-    return subprocess.run([str(SIGNSERVER), *(args or ("hsm", "list"))], env=environment, capture_output=True,
-                          text=True, timeout=120)
+    return cli_forkserver.run([str(SIGNSERVER), *(args or ("hsm", "list"))], env=environment, capture_output=True,
+                              text=True, timeout=120)
 
 
 def wrong_try(config, label: str) -> None:

@@ -9,7 +9,6 @@ import datetime
 import hashlib
 import json
 import random
-import subprocess
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from signserver.hsm.crypto_keys import hsm_private_key
 from signserver.hsm.sealing import SealingKey
 from signserver.secret import Secret
 from signserver.service import SignService
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env, enrol, require_key_algorithm, requires_softhsm
 
 REPEATS = 5
@@ -202,8 +202,8 @@ def test_deleting_a_key_keeps_the_other_keys_handles(paths, label):
 
 def test_hsm_health_signs_with_the_seal_key_and_counts_objects_only_when_asked(state_dir, paths, capabilities):
     def health(*extra: str) -> dict:
-        result = subprocess.run([str(SIGNSERVER), "hsm", "health", "--json", *extra], env=cli_env(state_dir),
-                                capture_output=True, text=True, timeout=120)
+        result = cli_forkserver.run([str(SIGNSERVER), "hsm", "health", "--json", *extra], env=cli_env(state_dir),
+                                    capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
@@ -215,8 +215,8 @@ def test_hsm_health_signs_with_the_seal_key_and_counts_objects_only_when_asked(s
     assert plain["objects"] is None and "keys" not in plain
     assert health("--count-objects")["objects"] >= 1
 
-    table = subprocess.run([str(SIGNSERVER), "hsm", "health"], env=cli_env(state_dir), capture_output=True,
-                           text=True, timeout=120)
+    table = cli_forkserver.run([str(SIGNSERVER), "hsm", "health"], env=cli_env(state_dir), capture_output=True,
+                               text=True, timeout=120)
     assert "with the audit seal key" in table.stdout and "verified" in table.stdout
 
 

@@ -17,6 +17,7 @@ from signserver.pades.document import PadesLevel
 from signserver.pades.sample import sample_pdf
 from signserver.pades.stamp import StampOptions
 from signserver.v1 import document_pb2, document_pb2_grpc
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env
 from tests.grpc_api.conftest import ServerThread
 from tests.pades.test_signing import sign
@@ -170,8 +171,8 @@ def cli(pades_world, state_dir, tmp_path_factory):
     def verify(data: bytes, *options: str) -> subprocess.CompletedProcess:
         path = directory / "document.pdf"
         path.write_bytes(data)
-        return subprocess.run([str(SIGNSERVER), "verify-pdf", str(path), *options], env=env, capture_output=True,
-                              text=True, timeout=120)
+        return cli_forkserver.run([str(SIGNSERVER), "verify-pdf", str(path), *options], env=env, capture_output=True,
+                                  text=True, timeout=120)
     return verify
 
 

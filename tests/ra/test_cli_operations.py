@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from signserver.ra import cli
 from signserver.ra.errors import OperationRefused
+from tests import cli_forkserver
 from tests.ca.test_certificate_service import client_pair
 from tests.conftest import empty_database_url
 from tests.ra.conftest import KUAN
@@ -314,8 +315,8 @@ def test_the_program_asks_for_the_secrets_at_the_terminal_without_echo(config, t
     assert PASSWORD not in screen and PHRASE not in screen  # typed without echo
 
     # Without a terminal and without --secrets-fd, nothing is read from anywhere else.
-    blind = subprocess.run([str(SIGNSERVER), "--config", str(config), "ra", "unlock", "cli-typed"], env=env,
-                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    blind = cli_forkserver.run([str(SIGNSERVER), "--config", str(config), "ra", "unlock", "cli-typed"], env=env,
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     assert blind.returncode == 1 and "--secrets-fd" in blind.stderr
 
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests import cli_forkserver
 from tests.conftest import empty_database_url, free_port, LOOPBACK_TLS
 from tests.ra.conftest import KUAN
 from tests.ra.running import (PASSWORD, SIGNSERVER, application_document, card_csr, confirm, enrol, get, post,
@@ -123,8 +124,8 @@ def test_the_cli_names_a_bad_setting(tmp_path):
     config = tmp_path / "signserver.toml"
     config.write_text("[ra]\nface_threshold = 3\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER_")}
-    result = subprocess.run([str(SIGNSERVER), "--config", str(config), "ra", "renewals"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = cli_forkserver.run([str(SIGNSERVER), "--config", str(config), "ra", "renewals"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
     assert result.returncode == 78 and "ra.face_threshold" in result.stderr
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import subprocess
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -18,6 +17,7 @@ from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.signing.retention import IDLE_SECONDS, store_retention
 from signserver.store.schema import activation_token_digests, activation_tokens, csc_access_tokens, csc_operations
+from tests import cli_forkserver
 from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol
 
 ECDSA = SignatureAlgorithm.ECDSA_SHA256
@@ -151,7 +151,7 @@ def test_store_prune_command(fresh_service, state_dir):
     service = fresh_service
     issue_many(service, app, created, tokens=3, digests_each=2, days_ago=3650)
     env = cli_env(state_dir, SIGNSERVER_DATABASE_URL=service.database.url)
-    shown = subprocess.run([str(SIGNSERVER), "store", "prune", "--json"], env=env, capture_output=True, text=True)
+    shown = cli_forkserver.run([str(SIGNSERVER), "store", "prune", "--json"], env=env, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     report = json.loads(shown.stdout)
     assert (report["activation_tokens"], report["activation_digests"]) == (3, 6)

@@ -1,0 +1,205 @@
+"""`signserver` commands for the tests, each in a process of its own, forked from a process that has
+imported the command-line tool already.
+
+A command started as ``.venv/bin/signserver ...`` spends most of its CPU importing (about 0.6 to
+0.9 s for one that opens the service: SQLAlchemy, cryptography, python-pkcs11, the service), and the
+suite runs hundreds. :func:`run` takes the arguments of ``subprocess.run`` and, for a
+``signserver`` command, asks the fork server instead: a process started once per test process
+(never forked from pytest's, which holds a token session and threads) that imports the tool,
+then forks once per command. The child takes the command's arguments, environment, working
+directory and standard streams, runs ``signserver.cli.main.main`` as the console script would, and
+exits with its status: the command still runs in a process of its own, on the real token and
+database; only the imports are done beforehand. The fork server touches neither the token nor a
+database, so nothing but imported modules crosses the fork.
+
+Tests of how the tool starts (its imports, a terminal, signals) start it with ``subprocess``."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+SIGNSERVER = Path(sys.executable).parent / "signserver"
+ROOT = Path(__file__).resolve().parent.parent
+
+# What the fork server imports before it forks: the tool and what opening the service needs.
+PRELOADED = ("signserver.cli.main", "signserver.cli.common", "signserver.cli.hsm", "signserver.cli.ca",
+             "signserver.cli.accounts", "signserver.cli.audit", "signserver.cli.master", "signserver.cli.store",
+             "signserver.cli.documents", "signserver.cli.ra", "signserver.service")
+
+
+def run(args, *, input=None, capture_output=False, text=False, env=None, cwd=None, timeout=None, check=False,
+        stdout=None, stderr=None, **others) -> subprocess.CompletedProcess:
+    """``subprocess.run(args, ...)``; a ``signserver`` command (``args[0]`` the console script)
+    runs in a child of the fork server, anything else as ``subprocess.run`` runs it.
+
+    Raises: subprocess.TimeoutExpired, subprocess.CalledProcessError (with ``check``), as
+    ``subprocess.run`` does.
+    """
+    if (others or str(args[0]) != str(SIGNSERVER) or "serve" in args  # a server forks workers of its own
+            or not _forkable_streams(stdout, stderr, capture_output)):
+        return subprocess.run(args, input=input, capture_output=capture_output, text=text, env=env, cwd=cwd,
+                              timeout=timeout, check=check, stdout=stdout, stderr=stderr, **others)
+    return _server().run([str(a) for a in args], input=input, capture_output=capture_output, text=text,
+                         env=dict(os.environ if env is None else env), cwd=str(cwd or os.getcwd()),
+                         timeout=timeout, check=check, devnull=stdout == subprocess.DEVNULL)
+
+
+def _forkable_streams(stdout, stderr, capture_output: bool) -> bool:
+    if capture_output:
+        return stdout is None and stderr is None
+    return stdout in (None, subprocess.DEVNULL) and stderr in (None, subprocess.DEVNULL)
+
+
+class _ForkServer:
+    def __init__(self):
+        self._folder = Path(tempfile.mkdtemp(prefix="signserver-cli-"))
+        self._address = str(self._folder / "forkserver.sock")
+        ready = self._folder / "ready"
+        program = "import sys; from tests.cli_forkserver import serve; serve(sys.argv[1], sys.argv[2])"
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        self._process = subprocess.Popen([sys.executable, "-c", program, self._address, str(ready)], cwd=ROOT,
+                                         stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": path})
+        while not ready.exists():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the CLI fork server ended at start ({self._process.returncode})")
+            threading.Event().wait(0.02)
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(30)
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def run(self, args: list[str], *, input, capture_output: bool, text: bool, env: dict, cwd: str, timeout,
+            check: bool, devnull: bool) -> subprocess.CompletedProcess:
+        streams = Path(tempfile.mkdtemp(dir=self._folder))
+        try:
+            stdin = None
+            if input is not None:
+                stdin = streams / "stdin"
+                stdin.write_bytes(input.encode() if isinstance(input, str) else input)
+            out, err = (streams / "stdout", streams / "stderr") if capture_output else (None, None)
+            request = {"args": args, "env": env, "cwd": cwd, "stdin": str(stdin) if stdin else None,
+                       "stdout": str(out) if out else (os.devnull if devnull else None),
+                       "stderr": str(err) if err else (os.devnull if devnull else None)}
+            with socket.socket(socket.AF_UNIX) as connection:
+                connection.connect(self._address)
+                connection.sendall(json.dumps(request).encode() + b"\n")
+                answers = connection.makefile("rb")
+                pid = json.loads(answers.readline())["pid"]
+                connection.settimeout(timeout)
+                try:
+                    line = answers.readline()
+                except TimeoutError:
+                    os.kill(pid, signal.SIGKILL)
+                    expired = subprocess.TimeoutExpired(args, timeout)
+                    expired.pid = pid  # the killed command's, for tests of this
+                    raise expired from None
+            returncode = json.loads(line)["returncode"] if line else -signal.SIGKILL
+            output, errors = (out.read_bytes(), err.read_bytes()) if capture_output else (None, None)
+        finally:
+            shutil.rmtree(streams, ignore_errors=True)
+        if text and capture_output:
+            output, errors = output.decode(), errors.decode()
+        if check and returncode:
+            raise subprocess.CalledProcessError(returncode, args, output, errors)
+        return subprocess.CompletedProcess(args, returncode, output, errors)
+
+
+_lock = threading.Lock()
+_running: _ForkServer | None = None
+
+
+def _server() -> _ForkServer:
+    global _running
+    with _lock:
+        if _running is None or _running._process.poll() is not None:
+            _running = _ForkServer()
+        return _running
+
+
+# --- the fork server's side --------------------------------------------------------------
+
+
+def serve(address: str, ready: str) -> None:
+    """Import the tool, listen on ``address``, then fork a handler per connection."""
+    import importlib
+    for name in PRELOADED:
+        importlib.import_module(name)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped by the kernel
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(address)
+        listening.listen(64)
+        Path(ready).touch()
+        while True:
+            connection, _ = listening.accept()
+            if os.fork() == 0:
+                listening.close()
+                _handle(connection)  # never returns
+            connection.close()
+
+
+def _handle(connection: socket.socket) -> None:
+    """In a handler: run the command in a child, tell its pid, wait for it, tell its status."""
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        request = json.loads(connection.makefile("rb").readline())
+        child = os.fork()
+        if child == 0:
+            connection.close()
+            _command(request)  # never returns
+        connection.sendall(json.dumps({"pid": child}).encode() + b"\n")
+        _, status = os.waitpid(child, 0)
+        connection.sendall(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+    finally:
+        os._exit(0)
+
+
+def _command(request: dict) -> None:
+    """In the command's process: its directory, environment and streams, then the console script's
+    own call."""
+    code = 1
+    try:
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        for fd, path, flags in ((0, request["stdin"] or os.devnull, os.O_RDONLY),
+                                (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                                (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+            if path is not None:
+                opened = os.open(path, flags, 0o600)
+                os.dup2(opened, fd)
+                os.close(opened)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        sys.argv = request["args"]
+        from signserver.cli.main import main
+        try:
+            code = main()
+        except SystemExit as exc:
+            code = exc.code
+        if code is None:
+            code = 0
+        elif not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)

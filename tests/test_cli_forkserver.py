@@ -1,0 +1,57 @@
+"""The tests' fork server for `signserver` commands answers as `subprocess.run` does: the same
+status, output and errors, in the environment and directory given, and a command that overruns
+its timeout is killed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import cli_forkserver
+from tests.conftest import SIGNSERVER, cli_env
+
+
+@pytest.mark.parametrize("args", [("--help",), ("no-such-command",), ("hsm", "list"), ("ca", "show", "--json")],
+                         ids=["help", "usage-error", "hsm-list", "ca-show"])
+def test_a_command_answers_as_in_a_process_started_afresh(args, state_dir, tmp_path):
+    env = cli_env(state_dir, SIGNSERVER_DATABASE_URL=f"sqlite:///{tmp_path / 'signserver.db'}")
+    started = subprocess.run([str(SIGNSERVER), *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+    forked = cli_forkserver.run([str(SIGNSERVER), *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (started.returncode, started.stdout, started.stderr)
+
+
+def test_the_environment_and_directory_are_the_commands_only(state_dir, tmp_path, monkeypatch):
+    # A fork server started where SIGNSERVER_CONFIG names a bad configuration file: a command
+    # given an environment without it must not see it, and reads files from its own directory.
+    (tmp_path / "bad.toml").write_text('[server]\nlisten = "nonsense"\n')
+    monkeypatch.setenv("SIGNSERVER_CONFIG", str(tmp_path / "bad.toml"))
+    server = cli_forkserver._ForkServer()
+    try:
+        def hsm_list(**env):
+            return server.run([str(SIGNSERVER), "hsm", "list"], input=None, capture_output=True, text=True,
+                              env=cli_env(state_dir, **env), cwd=str(tmp_path), timeout=120, check=False,
+                              devnull=False)
+        assert hsm_list().returncode == 0
+        refused = hsm_list(SIGNSERVER_CONFIG="bad.toml")
+        assert refused.returncode == 78 and "server.listen" in refused.stderr
+    finally:
+        server.stop()
+
+
+def test_a_command_past_its_timeout_is_killed(state_dir, tmp_path):
+    # Its configuration is a FIFO nobody writes to: the command waits in its read.
+    fifo = tmp_path / "signserver.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        cli_forkserver.run([str(SIGNSERVER), "--config", str(fifo), "hsm", "list"], env=cli_env(state_dir),
+                           capture_output=True, timeout=2)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{expired.value.pid}").exists():  # killed, and reaped
+        assert time.monotonic() < deadline, "the command still runs after its timeout"
+        time.sleep(0.05)
