@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests import cli_forkserver
-from tests.conftest import SIGNSERVER, cli_env
+from tests.conftest import ROOT, SIGNSERVER, cli_env
 
 
 @pytest.mark.parametrize("args", [("--help",), ("no-such-command",), ("hsm", "list"), ("ca", "show", "--json")],
@@ -55,3 +56,16 @@ def test_a_command_past_its_timeout_is_killed(state_dir, tmp_path):
     while Path(f"/proc/{expired.value.pid}").exists():  # killed, and reaped
         assert time.monotonic() < deadline, "the command still runs after its timeout"
         time.sleep(0.05)
+
+
+def test_a_fork_server_whose_test_process_died_ends_too(tmp_path):
+    # A test process that ends without its atexit hooks (killed, os._exit) leaves nothing behind.
+    program = ("from tests import cli_forkserver; print(cli_forkserver._server()._process.pid, flush=True); "
+               "import os; os._exit(0)")
+    with (tmp_path / "pid").open("w") as out:  # a file, not a pipe: the fork server holds the test's output
+        subprocess.run([sys.executable, "-c", program], stdout=out, cwd=ROOT, timeout=120, check=True)
+    server = Path(f"/proc/{int((tmp_path / 'pid').read_text())}/stat")
+    deadline = time.monotonic() + 10
+    while server.exists() and server.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the fork server outlived its test process"
+        time.sleep(0.1)
