@@ -51,7 +51,8 @@ def run(args, *, input=None, capture_output=False, text=False, env=None, cwd=Non
                               timeout=timeout, check=check, stdout=stdout, stderr=stderr, **others)
     return _server().run([str(a) for a in args], input=input, capture_output=capture_output, text=text,
                          env=dict(os.environ if env is None else env), cwd=str(cwd or os.getcwd()),
-                         timeout=timeout, check=check, devnull=stdout == subprocess.DEVNULL)
+                         timeout=timeout, check=check,
+                         silenced=(stdout == subprocess.DEVNULL, stderr == subprocess.DEVNULL))
 
 
 def _forkable_streams(stdout, stderr, capture_output: bool) -> bool:
@@ -82,7 +83,7 @@ class _ForkServer:
         shutil.rmtree(self._folder, ignore_errors=True)
 
     def run(self, args: list[str], *, input, capture_output: bool, text: bool, env: dict, cwd: str, timeout,
-            check: bool, devnull: bool) -> subprocess.CompletedProcess:
+            check: bool, silenced: tuple[bool, bool] = (False, False)) -> subprocess.CompletedProcess:
         streams = Path(tempfile.mkdtemp(dir=self._folder))
         try:
             stdin = None
@@ -91,8 +92,8 @@ class _ForkServer:
                 stdin.write_bytes(input.encode() if isinstance(input, str) else input)
             out, err = (streams / "stdout", streams / "stderr") if capture_output else (None, None)
             request = {"args": args, "env": env, "cwd": cwd, "stdin": str(stdin) if stdin else None,
-                       "stdout": str(out) if out else (os.devnull if devnull else None),
-                       "stderr": str(err) if err else (os.devnull if devnull else None)}
+                       "stdout": str(out) if out else (os.devnull if silenced[0] else None),
+                       "stderr": str(err) if err else (os.devnull if silenced[1] else None)}
             with socket.socket(socket.AF_UNIX) as connection:
                 connection.connect(self._address)
                 connection.sendall(json.dumps(request).encode() + b"\n")

@@ -36,8 +36,7 @@ def test_the_environment_and_directory_are_the_commands_only(state_dir, tmp_path
     try:
         def hsm_list(**env):
             return server.run([str(SIGNSERVER), "hsm", "list"], input=None, capture_output=True, text=True,
-                              env=cli_env(state_dir, **env), cwd=str(tmp_path), timeout=120, check=False,
-                              devnull=False)
+                              env=cli_env(state_dir, **env), cwd=str(tmp_path), timeout=120, check=False)
         assert hsm_list().returncode == 0
         refused = hsm_list(SIGNSERVER_CONFIG="bad.toml")
         assert refused.returncode == 78 and "server.listen" in refused.stderr

@@ -3,18 +3,15 @@ that something else answers on never passes for a started balancer."""
 
 from __future__ import annotations
 
-import datetime
 import errno
+import shutil
 import socket
 from types import SimpleNamespace
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.cluster.conftest import cluster_script, nginx_missing
+from tests.ra.test_ra_process import self_signed
 
 pytestmark = pytest.mark.skipif(nginx_missing(), reason="nginx is not installed: `make` installs it")
 
@@ -40,22 +37,14 @@ def test_the_balancer_ports_stay_taken_from_the_cluster_made_until_it_stops(tmp_
         _bind(_port(address))
 
 
-def _self_signed(folder) -> None:
+def _certificate_files(folder) -> None:
     """The certificate files nginx's configuration names (nginx reads them before it binds)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-                   .sign(key, hashes.SHA256()))
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
     folder.mkdir(parents=True)
+    certificate, key = self_signed(folder)
     for stem in ("server", "upstream"):
-        (folder / f"{stem}.pem").write_bytes(pem)
-        (folder / f"{stem}-key.pem").write_bytes(key_pem)
-    (folder / "ca.pem").write_bytes(pem)
+        shutil.copyfile(certificate, folder / f"{stem}.pem")
+        shutil.copyfile(key, folder / f"{stem}-key.pem")
+    shutil.copyfile(certificate, folder / "ca.pem")
 
 
 def test_a_port_something_else_answers_on_is_no_started_balancer(tmp_path):
@@ -63,7 +52,7 @@ def test_a_port_something_else_answers_on_is_no_started_balancer(tmp_path):
     csc, http = reservations.address(), reservations.address()
     nowhere = SimpleNamespace(port=_port(reservations.address()), csc_port=_port(reservations.address()),
                               http_port=_port(reservations.address()))
-    _self_signed(tmp_path / "balancer")
+    _certificate_files(tmp_path / "balancer")
     with socket.socket() as squatter:  # answers connections on the gRPC port: nginx cannot bind it
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
