@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime
 import enum
-import io
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from pyhanko_certvalidator import ValidationContext
 
 from signserver.errors import InvalidArgument
 from signserver.pades.certification import keep_certification
-from signserver.pades.damage import is_damage
+from signserver.pades.damage import is_damage, refuse_without_end_marker
 from signserver.pades.cms_signer import HsmCmsSigner
 from signserver.pades.metadata import record_signing, refuse_unrepairable_metadata
 from signserver.pades.page_tree import walk_page_tree
@@ -121,31 +120,9 @@ def _describe(exc: Exception) -> str:
     return detail if len(detail) <= 200 else detail[:200] + "..."
 
 
-# Where a reader looks for the end-of-file marker: the last 1,024 bytes, as pyHanko (and Acrobat) do.
-END_MARKER_WINDOW = 1024
-
-
-def _refuse_without_end_marker(source: BinaryIO) -> None:
-    """pyHanko finds %%EOF by reading backwards a byte at a time, a line at a time, and checks
-    that it stays within the last 1,024 bytes only between lines: a body without a line break
-    near its end is read through whole so (0.3 us a byte, a minute of a worker's CPU for the
-    200 MB a document may have). Here the window is read once, beforehand.
-
-    Raises: InvalidArgument: no %%EOF in the last END_MARKER_WINDOW bytes.
-    """
-    start = source.tell()
-    size = source.seek(0, io.SEEK_END)
-    source.seek(max(start, size - END_MARKER_WINDOW))
-    tail = source.read(END_MARKER_WINDOW)
-    source.seek(start)
-    if b"%%EOF" not in tail:
-        raise InvalidArgument(f"the document is not a readable PDF: it has no end-of-file marker (%%EOF) in its "
-                              f"last {END_MARKER_WINDOW:,} bytes")
-
-
 def open_for_signing(source: BinaryIO) -> IncrementalPdfFileWriter:
     """Raises: InvalidArgument: not a PDF (no end-of-file marker near its end), damaged, or encrypted."""
-    _refuse_without_end_marker(source)
+    refuse_without_end_marker(source)
     try:
         writer = _SigningWriter(source, strict=False)
     except RecursionError:

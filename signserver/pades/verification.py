@@ -31,7 +31,7 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 
 from signserver.errors import InvalidArgument
-from signserver.pades.damage import is_damage
+from signserver.pades.damage import is_damage, refuse_without_end_marker
 from signserver.pades.page_tree import MAX_PAGE_TREE_DEPTH
 
 # Generous for real documents (a contract rarely carries more than a dozen signatures and a few
@@ -132,6 +132,7 @@ def verify_stream(source: BinaryIO, trust: TrustMaterial, limits: VerificationLi
     if elapsed is None:
         started = time.monotonic()
         elapsed = lambda: time.monotonic() - started  # noqa: E731
+    refuse_without_end_marker(source)
     try:
         reader = PdfFileReader(source, strict=False)
         _check_size(reader, limits)

@@ -14,6 +14,7 @@ from signserver.errors import InvalidArgument
 from signserver.grpc_api.certificate_servicer import MAX_EXPIRY_WINDOW_DAYS
 from signserver.pades.document import open_for_signing
 from signserver.pades.sample import sample_pdf
+from signserver.pades.verification import TrustMaterial, VerificationLimits, verify_stream
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc, document_pb2, document_pb2_grpc
 from tests.ca.conftest import StampedStub, ca_clock, ca_service  # noqa: F401 (fixtures)
 from tests.ca.test_certificate_service import channel_for, client_pair, served  # noqa: F401 (a fixture)
@@ -244,14 +245,19 @@ class CountingReads(io.BytesIO):
         return super().read(size)
 
 
+def verify_untrusting(source) -> None:
+    verify_stream(source, TrustMaterial(roots=()), VerificationLimits())
+
+
+@pytest.mark.parametrize("read", [open_for_signing, verify_untrusting], ids=["signing", "verification"])
 @pytest.mark.parametrize("tail", [b"", b"%%EOF" + b"x" * 2000], ids=["no-marker", "marker-far-from-the-end"])
-def test_a_body_without_an_end_marker_near_its_end_is_refused_before_it_is_walked(tail):
+def test_a_body_without_an_end_marker_near_its_end_is_refused_before_it_is_walked(read, tail):
     # pyHanko looks for %%EOF reading backwards a byte at a time, a line at a time: on a body
     # with no line break near its end it read the whole body so (a million reads for 1 MB, a
     # minute of a worker's CPU for the 200 MB a document may have).
     source = CountingReads(b"%PDF-1.7\n" + b"x" * 1_000_000 + tail)
     with pytest.raises(InvalidArgument, match="not a readable PDF: .*no end-of-file marker"):
-        open_for_signing(source)
+        read(source)
     assert source.reads <= 2
 
 
