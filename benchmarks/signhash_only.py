@@ -6,14 +6,18 @@ Each run: the SignHash load between two measurements of the raw RSA-2048 rate (i
 1 s each, their mean the run's reference) and of the raw rate on every core at once
 (hsm_rate.raw_on_every_core: how much the cores gave together then); reports the ratio to each,
 the server workers' CPU per call and the clients' CPU per call, read from /proc over the window.
+``--profile SECONDS`` instead records each worker under that load with py-spy (not a dependency:
+on PATH or in the virtual environment) into $PROFILE_OUT (default /tmp/signhash-profile).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -139,6 +143,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", type=float, default=0.0, help="py-spy record the workers for this long")
     args = parser.parse_args()
+    spy = py_spy()
+    if args.profile and spy is None:
+        parser.error("--profile needs py-spy, on PATH or in this virtual environment (pip install py-spy)")
     with benchmark_service() as (state, service):
         server = None
         try:
@@ -147,7 +154,7 @@ def main() -> None:
                 print(run_load(target, server.process.pid, 8, 22))
                 return
             if args.profile:
-                profile(target, server, args.profile, state)
+                profile(target, server, args.profile, spy)
                 return
             run_load(target, server.process.pid, 8, 1.0)  # warm-up
             ratios, servers, clients, cores = [], [], [], []
@@ -177,8 +184,12 @@ def main() -> None:
                 server.stop()
 
 
-def profile(target, server, seconds, state) -> None:
-    spy = Path(__file__).resolve().parent.parent / ".tools/py_spy-0.4.3.data/scripts/py-spy"
+def py_spy() -> str | None:
+    """py-spy's path, from PATH or beside this interpreter (it is not a dependency), or None."""
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
+def profile(target, server, seconds, spy: str) -> None:
     workers = children(server.process.pid)
     out = Path(os.environ.get("PROFILE_OUT", "/tmp/signhash-profile"))
     out.mkdir(exist_ok=True)
@@ -190,7 +201,7 @@ def profile(target, server, seconds, state) -> None:
     thread.start()
     time.sleep(3.0 + 8 * 0.15 + 2)
     extra = os.environ.get("SPY_ARGS", "").split()
-    spies = [subprocess.Popen([str(spy), "record", "-p", str(w), "-d", str(int(seconds)), "-r", "200", "-f", "raw",
+    spies = [subprocess.Popen([spy, "record", "-p", str(w), "-d", str(int(seconds)), "-r", "200", "-f", "raw",
                                *extra, "-o", str(out / f"worker-{w}.txt")]) for w in workers]
     for s in spies:
         s.wait()
