@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 SIGNSERVER = Path(sys.executable).parent / "signserver"
@@ -73,7 +74,7 @@ class _ForkServer:
         while not ready.exists():
             if self._process.poll() is not None:
                 raise RuntimeError(f"the CLI fork server ended at start ({self._process.returncode})")
-            threading.Event().wait(0.02)
+            time.sleep(0.02)
         atexit.register(self.stop)
 
     def stop(self) -> None:
@@ -189,7 +190,6 @@ def _command(request: dict) -> None:
                 opened = os.open(path, flags, 0o600)
                 os.dup2(opened, fd)
                 os.close(opened)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         sys.argv = request["args"]
         from signserver.cli.main import main
         try:

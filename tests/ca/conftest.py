@@ -19,8 +19,7 @@ def ca_clock() -> ManualClock:
 
 @pytest.fixture(scope="module")
 def ca_service(config, tmp_path_factory, ca_clock):
-    service = service_with_ca(config, tmp_path_factory.mktemp("ca") / "signserver.db", ca_clock)
-    return service
+    return service_with_ca(config, tmp_path_factory.mktemp("ca") / "signserver.db", ca_clock)
 
 
 MUTATING_CALLS = frozenset({"CreateAccount", "IssueCertificate", "RenewCertificate", "RevokeCertificate",
