@@ -31,7 +31,7 @@ import pytest
 from signserver.accounts.manager import Enrolment
 from signserver.accounts.model import NewAccount
 from signserver.clock import ManualClock
-from signserver.config import Config, load_config
+from signserver.config import Config, env_name, load_config
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.capabilities import TokenCapabilities, key_algorithm_mechanisms
 from signserver.secret import Secret
@@ -54,6 +54,19 @@ ON_POSTGRESQL = TEST_STORE == "postgresql"
 if TEST_STORE not in ("sqlite", "postgresql"):
     raise pytest.UsageError(f"SIGNSERVER_TEST_STORE is sqlite or postgresql, not {TEST_STORE!r}")
 
+# What the tests' services cost, cheaper than the defaults where the cost is not what a test is
+# about: argon2id at 1 MiB and one pass (OWASP's 19 MiB and two cost about 25 ms of CPU per
+# password, thousands of times over the suite) and the CA's root and issuing keys on P-256 (an
+# RSA-3072 pair costs SoftHSM a second or more, at every CA set-up). In this process's environment
+# and in cli_env's, so that the servers and commands the tests start see them too. The tests of
+# those costs themselves (the lockout races, the refusal timing, the default CA) take the
+# defaults' values back: production_costs, production_environ.
+TEST_COST_SETTINGS = {"accounts.argon2_memory_kib": "1024", "accounts.argon2_time_cost": "1"}
+if not ON_OPENCRYPTOKI:  # whose soft token makes no EC keys
+    TEST_COST_SETTINGS.update({"ca.root_key_algorithm": "ec-p256", "ca.issuing_key_algorithm": "ec-p256"})
+TEST_COSTS = {env_name(key): value for key, value in TEST_COST_SETTINGS.items()}
+os.environ.update(TEST_COSTS)
+
 _cluster: PostgresCluster | None = None  # the run's PostgreSQL cluster, on PostgreSQL
 _on_sqlite_only_test = False  # a test marked sqlite_only is running: its databases are SQLite files
 
@@ -68,6 +81,15 @@ def pytest_runtest_setup(item):
     # Before the item's fixtures are set up, so that those of a marked module see the flag too.
     global _on_sqlite_only_test
     _on_sqlite_only_test = item.get_closest_marker("sqlite_only") is not None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    # The test's fixtures are finalised: its own databases on PostgreSQL go (see PostgresCluster).
+    test_folder = (getattr(item, "funcargs", None) or {}).get("tmp_path")
+    if _cluster is not None and test_folder is not None:
+        _cluster.drop_under(str(test_folder))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -215,8 +237,33 @@ def state_dir(tmp_path_factory, font_cache) -> Path:
 
 @pytest.fixture(scope="session")
 def config(state_dir: Path) -> Config:
-    return load_config(environ={"SIGNSERVER_STATE_DIR": str(state_dir), **token_environ(state_dir),
+    return load_config(environ={**TEST_COSTS, "SIGNSERVER_STATE_DIR": str(state_dir), **token_environ(state_dir),
                                 **_session_database(state_dir)})
+
+
+def _default_costs() -> dict[str, dict[str, object]]:
+    """TEST_COST_SETTINGS' keys at the defaults' values, by section."""
+    defaults = load_config(path=Path(os.devnull), environ={"SIGNSERVER_STATE_DIR": tempfile.gettempdir()})
+    sections: dict[str, dict[str, object]] = {}
+    for key in TEST_COST_SETTINGS:
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = getattr(getattr(defaults, section), name)
+    return sections
+
+
+def production_costs(config: Config) -> Config:
+    """``config`` with the costs of the defaults instead of TEST_COSTS: for the tests whose subject
+    is one of those costs."""
+    return replace(config, **{section: replace(getattr(config, section), **values)
+                              for section, values in _default_costs().items()})
+
+
+def production_environ() -> dict[str, str]:
+    """The environment's side of production_costs, for a server or command a test starts (as
+    cli_env's extras)."""
+    return {env_name(f"{section}.{name}"): str(value)
+            for section, values in _default_costs().items()
+            for name, value in values.items()}
 
 
 def _session_database(state_dir: Path) -> dict[str, str]:
@@ -345,6 +392,7 @@ def label() -> str:
 def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment for running the `signserver` command against the test token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER_")}
+    env.update(TEST_COSTS)
     env.update(SIGNSERVER_STATE_DIR=str(state_dir),
                SOFTHSM2_CONF=str(state_dir / "softhsm" / "softhsm2.conf"), **token_environ(state_dir))
     if ON_POSTGRESQL and not _on_sqlite_only_test:

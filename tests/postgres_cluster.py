@@ -56,6 +56,24 @@ def postgres_bindir() -> Path:
     raise FileNotFoundError("PostgreSQL's server (initdb, pg_ctl) is not installed: apt-get install postgresql")
 
 
+# Where the cluster's directory goes when it has this much room: a memory file system. On a disk,
+# a test database (a copy of the template, about 8 MB and 300 files, CREATE DATABASE with its
+# checkpoint) took 110 to 180 ms, and removing a run's clusters at its end tens of seconds; in
+# memory 12 ms, and 2 s. Each test's databases are dropped when it ends, so that a cluster holds a
+# few dozen at a time.
+MEMORY_DIRECTORY = Path("/dev/shm")
+MEMORY_DIRECTORY_ROOM = 2 * 1024**3
+
+
+def _cluster_parent() -> str | None:
+    """MEMORY_DIRECTORY when it has MEMORY_DIRECTORY_ROOM free, else None (the temporary directory)."""
+    try:
+        stats = os.statvfs(MEMORY_DIRECTORY)
+    except OSError:
+        return None
+    return str(MEMORY_DIRECTORY) if stats.f_bavail * stats.f_frsize >= MEMORY_DIRECTORY_ROOM else None
+
+
 def _name_for(key: str) -> str:
     return "t_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
@@ -82,9 +100,9 @@ class PostgresCluster:
     def __init__(self):
         self._bindir = postgres_bindir()
         self._owner = _unprivileged_user()
-        self.directory = Path(tempfile.mkdtemp(prefix="signserver-pg-"))
+        self.directory = Path(tempfile.mkdtemp(prefix="signserver-pg-", dir=_cluster_parent()))
         self._data = self.directory / "data"
-        self._made: set[str] = set()
+        self._made: dict[str, str] = {}  # database name -> the key it was made for
         self._lock = threading.Lock()
         self._admin = None
         self._running = False
@@ -142,7 +160,7 @@ class PostgresCluster:
         with self._lock:
             if name not in self._made:
                 self._admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}" STRATEGY FILE_COPY')
-                self._made.add(name)
+                self._made[name] = key
         return self._url(name)
 
     def copy_url(self, key: str, original: str) -> str:
@@ -151,7 +169,7 @@ class PostgresCluster:
         name = _name_for(key)
         with self._lock:
             self._admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_name_for(original)}" STRATEGY FILE_COPY')
-            self._made.add(name)
+            self._made[name] = key
         return self._url(name)
 
     def empty_url(self, key: str) -> str:
@@ -161,8 +179,17 @@ class PostgresCluster:
         with self._lock:
             self._admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             self._admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 STRATEGY FILE_COPY')
-            self._made.add(name)
+            self._made[name] = key
         return self._url(name)
+
+    def drop_under(self, folder: str) -> None:
+        """Drop the databases made for keys inside ``folder`` (a test's temporary directory, once
+        the test is over), closing what is still connected to them."""
+        prefix = folder.rstrip("/") + "/"
+        with self._lock:
+            for name in [name for name, key in self._made.items() if key.startswith(prefix)]:
+                self._admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                del self._made[name]
 
     def _url(self, database: str) -> str:
         return f"postgresql+psycopg://{ADMIN_USER}@/{database}?host={self.directory}"

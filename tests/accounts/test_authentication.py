@@ -15,7 +15,7 @@ from signserver.accounts.repository import account_row
 from signserver.audit.log import AuditLog
 from signserver.errors import AccountDisabled, AccountLocked, AuthenticationFailed
 from signserver.secret import Secret
-from tests.conftest import PASSWORD, enrol, service_with
+from tests.conftest import PASSWORD, enrol, production_costs, service_with
 
 
 def auth(service, username, password=PASSWORD, code=None, otp_required=True):
@@ -153,12 +153,19 @@ def parallel_wrong_attempts(service, name: str, count: int = 20) -> list[str]:
     return outcomes
 
 
-def test_parallel_wrong_attempts_evaluate_at_most_five(fresh_service):
-    created, _ = enrol(fresh_service)
+@pytest.fixture
+def racing_service(config, tmp_path, clock):
+    """A service whose password checks take as long as the defaults' (tens of milliseconds), so
+    that racing attempts overlap as they would in production."""
+    return service_with(production_costs(config), tmp_path / "signserver.db", clock)
+
+
+def test_parallel_wrong_attempts_evaluate_at_most_five(racing_service):
+    created, _ = enrol(racing_service)
     name = created.account.username
-    outcomes = parallel_wrong_attempts(fresh_service, name)
+    outcomes = parallel_wrong_attempts(racing_service, name)
     assert outcomes.count("wrong") == 5 and outcomes.count("locked") == 15
-    assert events(fresh_service, name).count("auth.failure") == 5
+    assert events(racing_service, name).count("auth.failure") == 5
 
 
 def test_disabled_accounts_are_refused(fresh_service):
@@ -252,10 +259,10 @@ def test_an_otp_of_non_ascii_digits_is_a_wrong_code(fresh_service, clock, code):
     assert events(fresh_service, created.account.username)[-1] == "auth.failure"
 
 
-def test_parallel_wrong_attempts_on_an_unknown_name_evaluate_at_most_five(fresh_service):
-    outcomes = parallel_wrong_attempts(fresh_service, "nobody-here")
+def test_parallel_wrong_attempts_on_an_unknown_name_evaluate_at_most_five(racing_service):
+    outcomes = parallel_wrong_attempts(racing_service, "nobody-here")
     assert outcomes.count("wrong") == 5 and outcomes.count("locked") == 15
-    assert events(fresh_service, "nobody-here").count("auth.failure") == 5
+    assert events(racing_service, "nobody-here").count("auth.failure") == 5
 
 
 def test_a_password_is_hashed_again_only_after_a_success(config, tmp_path, clock):

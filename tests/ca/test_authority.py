@@ -29,9 +29,19 @@ from signserver.errors import (
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.secret import Secret
 from signserver.store.schema import certificates
-from tests.conftest import PASSWORD, enrol
+from tests.conftest import PASSWORD, enrol, production_costs, service_with_ca
 
 PEM = serialization.Encoding.PEM
+
+
+@pytest.fixture(scope="module", params=["test-keys", "default-keys"])
+def ca_service(request, config, tmp_path_factory, ca_clock):
+    """This module's CA twice: on the tests' P-256 keys and on the defaults' RSA-3072 keys (see
+    TEST_COSTS in tests/conftest.py), so that what the default CA issues and signs is checked
+    as thoroughly."""
+    if request.param == "default-keys":
+        config = production_costs(config)
+    return service_with_ca(config, tmp_path_factory.mktemp("ca") / "signserver.db", ca_clock)
 
 
 def holder(service, **fields):
@@ -69,7 +79,12 @@ def issued_count(service) -> int:
 def test_initialise_once(ca_service):
     status = ca_service.ca.status()
     assert status.ready and status.root.subject.rfc4514_string() == "CN=signserver Root CA,O=signserver,C=MO"
-    assert isinstance(status.root.public_key(), rsa.RSAPublicKey) and status.root.public_key().key_size == 3072
+    root_key = status.root.public_key()
+    if ca_service.config.ca.root_key_algorithm == "rsa-3072":
+        assert isinstance(root_key, rsa.RSAPublicKey) and root_key.key_size == 3072
+    else:
+        assert ca_service.config.ca.root_key_algorithm == "ec-p256"
+        assert isinstance(root_key, ec.EllipticCurvePublicKey) and root_key.curve.name == "secp256r1"
     with pytest.raises(AlreadyExists):
         ca_service.ca.initialise("operator:test")
     for name in ("ca-root", "ca-issuing", "ca-ocsp"):

@@ -31,7 +31,7 @@ from signserver.errors import AlreadyExists
 from signserver.grpc_api.server import bootstrap
 from tests import cli_forkserver
 from tests.conftest import ROOT as REPOSITORY
-from tests.conftest import SIGNSERVER, cli_env, database_url, service_with
+from tests.conftest import SIGNSERVER, cli_env, database_url, production_environ, service_with
 
 PURPOSES = ("ca-root", "ca-issuing", "ca-ocsp-responder", "ca-tsa")
 # Every point the set-up passes, in order: a key generated (its step not committed yet), a step done.
@@ -264,9 +264,9 @@ def own_token(tmp_path):
     return state
 
 
-def cli(state, *args, **kwargs):
+def cli(state, *args, environ: dict[str, str] | None = None, **kwargs):
     return cli_forkserver.run([str(SIGNSERVER), *args], capture_output=True, text=True, timeout=300,
-                              env=cli_env(state), **kwargs)
+                              env=cli_env(state, **(environ or {})), **kwargs)
 
 
 def wait_for_pending_key(url: str, purpose: str, process: subprocess.Popen, seconds: float = 120) -> bool:
@@ -293,8 +293,9 @@ def wait_for_pending_key(url: str, purpose: str, process: subprocess.Popen, seco
 def test_ca_init_killed_while_the_issuing_key_is_generated_is_finished_by_the_next(own_token):
     # RSA-3072 (the default) takes SoftHSM long enough that the kill lands while the issuing
     # CA's key is generated or just after, before its step commits.
+    production = production_environ()
     process = subprocess.Popen([str(SIGNSERVER), "ca", "init"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=cli_env(own_token))
+                               env=cli_env(own_token, **production))
     try:
         assert wait_for_pending_key(database_url(own_token / "signserver.db"), "ca-issuing", process), \
             "ca init never reached the issuing CA's key"
@@ -309,7 +310,7 @@ def test_ca_init_killed_while_the_issuing_key_is_generated_is_finished_by_the_ne
     assert steps["root"] and not steps["issuing"] and not json.loads(shown.stdout)["ready"]
     assert "set-up not finished: done root; missing issuing" in cli(own_token, "ca", "show").stdout
 
-    finished = cli(own_token, "ca", "init")
+    finished = cli(own_token, "ca", "init", environ=production)
     assert finished.returncode == 0, finished.stderr
     assert "ready" in finished.stdout
     listed = cli(own_token, "hsm", "list", "--json")

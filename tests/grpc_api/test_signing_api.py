@@ -12,7 +12,7 @@ from signserver.accounts import otp
 from signserver.audit.log import AuditLog
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.v1 import account_pb2, account_pb2_grpc, signing_pb2, signing_pb2_grpc
-from tests.conftest import PASSWORD, enrol, service_with
+from tests.conftest import PASSWORD, enrol, production_costs, service_with
 from tests.grpc_api.conftest import ServerThread
 from tests.grpc_api.wrong_attempts_client import run_clients
 from tests.hsm.test_keystore import verify
@@ -41,6 +41,17 @@ class Client:
 @pytest.fixture
 def world(config, tmp_path, clock):
     """A server with its own database and clock, an application, and two holders."""
+    yield from _world(config, tmp_path, clock)
+
+
+@pytest.fixture
+def racing_world(config, tmp_path, clock):
+    """``world`` with password checks as long as the defaults' (tens of milliseconds), so that
+    racing attempts overlap as they would in production."""
+    yield from _world(production_costs(config), tmp_path, clock)
+
+
+def _world(config, tmp_path, clock):
     service = service_with(config, tmp_path / "signserver.db", clock)
     alice = enrol(service, key_algorithm=KeyAlgorithm.RSA_2048)
     bob = enrol(service)
@@ -184,8 +195,8 @@ def test_change_password_and_status(world, clock):
     assert mismatch.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_fifty_parallel_wrong_attempts_from_several_processes(world, clock):
-    service, server, client, api_key, alice, _, _ = world
+def test_fifty_parallel_wrong_attempts_from_several_processes(racing_world, clock):
+    service, server, client, api_key, alice, _, _ = racing_world
     created, seed = alice
     name = created.account.username
     totals = run_clients(server.port, server.config.tls.cert_file, api_key, name, created.credential.id,

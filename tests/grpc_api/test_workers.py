@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 
 from signserver.pades.sample import sample_pdf
 from signserver.v1 import document_pb2, document_pb2_grpc, info_pb2, info_pb2_grpc
+from tests.conftest import production_environ
 from tests.grpc_api.serve_process import ServeProcess
 from tests.grpc_api.wrong_attempts_client import run_clients
 
@@ -158,7 +159,17 @@ def test_sigterm_during_signing_leaves_nothing_half_done(served):
     assert audited == delivered
 
 
-def test_lockout_is_exact_across_workers(served):
+@pytest.fixture
+def racing_served(state_dir, tmp_path):
+    """``served`` with password checks as long as the defaults' (tens of milliseconds), so that
+    racing attempts overlap as they would in production."""
+    server = ServeProcess(state_dir, tmp_path, workers=2, **production_environ()).start()
+    yield server
+    server.stop()
+
+
+def test_lockout_is_exact_across_workers(racing_served):
+    served = racing_served
     application(served, "lockout-app")  # registers the client certificate the clients present
     credential = holder(served, "lockout.holder")
     totals = run_clients(served.port, served.folder / "ca.pem", "", "lockout.holder", credential,
