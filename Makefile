@@ -1,6 +1,7 @@
 # Two commands: `make run` starts the server on embedded defaults, `make test` runs the tests
-# (on SoftHSM and SQLite, then the database's part on PostgreSQL: `make test-postgresql`, then the
-# HSM layer and an end-to-end flow on openCryptoki: `make test-opencryptoki`).
+# (every test on SoftHSM with SQLite and, beside it, on PostgreSQL: `make test-postgresql`; then the
+# timings tested alone: `make test-alone`; then the HSM layer and an end-to-end flow on
+# openCryptoki: `make test-opencryptoki`).
 # Both install what they need and are quick the second time.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -10,16 +11,11 @@ STATE_DIR ?= var
 PROTOS := $(wildcard proto/signserver/v1/*.proto)
 GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
-# The tests whose subject is the store, run again on PostgreSQL. The whole suite passes there too
-# (SIGNSERVER_TEST_STORE=postgresql pytest), but it takes as much CPU again as on SQLite: with the
-# whole CA, CSC API and client added here (647 tests), make test took 14:37 instead of 11:18.
-POSTGRESQL_TESTS ?= tests/store tests/accounts tests/signing tests/audit tests/notify \
-	tests/ca/test_authority.py tests/ca/test_certificate_service.py tests/ca/test_setup_resume.py \
-	tests/csc/test_login.py tests/csc/test_async.py tests/csc/test_signatures.py \
-	tests/grpc_api/test_workers.py tests/grpc_api/test_package_workers.py tests/grpc_api/test_signing_api.py \
-	tests/pades/test_prepared_documents.py tests/cluster tests/ra/test_store.py tests/ra/test_workflow.py
+# The tests run on PostgreSQL: all of them (make test-postgresql POSTGRESQL_TESTS=tests/store runs
+# a part).
+POSTGRESQL_TESTS ?= tests
 
-.PHONY: run test test-postgresql test-opencryptoki cluster bench demo system-packages install proto clean
+.PHONY: run test test-postgresql test-alone test-opencryptoki cluster bench demo system-packages install proto clean
 
 # Beside the core, and stopping with it: the RA with its demonstration (signserver ra serve --demo:
 # pages at http://localhost:8450), the reference identity registry (127.0.0.1:8451, the RA's
@@ -49,26 +45,39 @@ cluster: install
 	$(VENV_PY) scripts/cluster.py --folder "$(STATE_DIR)/cluster"
 
 # The PostgreSQL run goes beside the SQLite one (both wait on servers and child processes much of
-# the time, so together they take little longer than the SQLite run alone); its output, kept in
-# out/test-postgresql.log, is shown after the SQLite run's. The SQLite run itself is spread over
-# SQLITE_WORKERS processes (pytest-xdist), a test file to a process so that a module's server or CA
-# is made once; each process has its own token and temporary directory. SQLITE_WORKERS=0 runs it in
-# this process alone.
+# the time); its output, kept in out/test-postgresql.log, is shown after the SQLite run's. Each run
+# is spread over SQLITE_WORKERS / POSTGRESQL_WORKERS processes (pytest-xdist), a test file to a
+# process so that a module's server or CA is made once; each process has its own token and
+# temporary directory. 0 runs it in one process. The tests marked `alone` (a timing an issue asks
+# for, which four test processes on two cores would spoil) run after both, one store at a time.
 SQLITE_WORKERS ?= 2
+POSTGRESQL_WORKERS ?= 2
 test: install
 	@mkdir -p out; rm -f out/test-postgresql.status; \
 	( $(MAKE) --no-print-directory test-postgresql > out/test-postgresql.log 2>&1; \
 	  echo $$? > out/test-postgresql.status ) & \
-	$(VENV)/bin/pytest -n $(SQLITE_WORKERS) --dist loadfile $(PYTEST_ARGS); sqlite=$$?; wait; \
-	echo "== the store's tests on PostgreSQL (out/test-postgresql.log) =="; tail -n 40 out/test-postgresql.log; \
+	$(VENV)/bin/pytest -n $(SQLITE_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS); sqlite=$$?; wait; \
+	echo "== the tests on PostgreSQL (out/test-postgresql.log) =="; tail -n 40 out/test-postgresql.log; \
 	[ $$sqlite -eq 0 ] && [ "$$(cat out/test-postgresql.status)" = 0 ]
+	@$(MAKE) --no-print-directory test-alone
 	@$(MAKE) --no-print-directory test-opencryptoki
 
 # tests/conftest.py reads SIGNSERVER_TEST_STORE: it starts a throw-away PostgreSQL cluster for the
 # run (as an unprivileged user when run as root) and removes it afterwards. Tests about SQLite
-# itself (marked sqlite_only) ran in the SQLite run.
+# itself (marked sqlite_only) ran in the SQLite run. The fuzz tests (tests/fuzz) try half as many
+# random inputs here (PG_FUZZ_SCALE): what they search is how the server parses a request or a
+# document, the same on either store, and the SQLite run tries the full count.
+PG_FUZZ_SCALE ?= 0.5
 test-postgresql: install
-	SIGNSERVER_TEST_STORE=postgresql $(VENV)/bin/pytest -m "not sqlite_only" $(POSTGRESQL_TESTS) $(PG_PYTEST_ARGS)
+	SIGNSERVER_TEST_STORE=postgresql FUZZ_SCALE=$(PG_FUZZ_SCALE) $(VENV)/bin/pytest -n $(POSTGRESQL_WORKERS) \
+		--dist loadfile -m "not sqlite_only and not alone" $(POSTGRESQL_TESTS) $(PG_PYTEST_ARGS)
+
+# The tests marked `alone`, on each store, with nothing else running (pytest's status 5: the
+# arguments chose none of them).
+test-alone: install
+	$(VENV)/bin/pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	SIGNSERVER_TEST_STORE=postgresql $(VENV)/bin/pytest -m "alone and not sqlite_only" $(PG_PYTEST_ARGS) \
+		|| [ $$? -eq 5 ]
 
 # The HSM layer's tests and an end-to-end flow again, on openCryptoki's soft token (tests/conftest.py
 # reads SIGNSERVER_TEST_TOKEN). opencryptoki-setup erases and initialises the system's soft token
