@@ -48,8 +48,8 @@ cluster: install
 # the time); its output, kept in out/test-postgresql.log, is shown after the SQLite run's. Each run
 # is spread over SQLITE_WORKERS / POSTGRESQL_WORKERS processes (pytest-xdist), a test file to a
 # process so that a module's server or CA is made once; each process has its own token and
-# temporary directory. 0 runs it in one process. The tests marked `alone` (a latency under load,
-# which four test processes on two cores would spoil) run after both, one store at a time.
+# temporary directory. 0 runs it in one process. The tests marked `alone` (timings that four test
+# processes on two cores would spoil) run after both, one store at a time.
 SQLITE_WORKERS ?= 2
 POSTGRESQL_WORKERS ?= 2
 test: install
