@@ -23,6 +23,10 @@ from signserver.ra.workflow import RenewalWorkflow
 log = logging.getLogger(__name__)
 
 HOLDER_REGISTRY_ATTEMPTS = 1
+# How long a stop waits for the requests under way and the connections still open. Without a
+# bound, a TLS client that keeps its connection and never answers the server's close_notify held
+# the stop for asyncio's own 30 s shutdown timeout.
+SHUTDOWN_GRACE_SECONDS = 10
 
 
 def _read(path: Path, setting: str) -> bytes:
@@ -228,7 +232,8 @@ def serve(settings: RaSettings, demo: bool = False) -> None:
         # uvicorn's access log is off: a notice link's path carries a token; the app logs requests
         # itself with it masked (signserver/ra/web/security.py).
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                access_log=False, lifespan="off", http=protocol, **options)
+                                access_log=False, lifespan="off", http=protocol,
+                                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **options)
         config.load()  # reads the certificate and key now, so that a bad one is a settings error
     except (OSError, ssl.SSLError) as exc:
         database.close()
