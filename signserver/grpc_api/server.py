@@ -30,7 +30,6 @@ from signserver.hsm.module import pkcs11_lock_is_free
 from signserver.http.csc.context import CscContext
 from signserver.http.csc.serving import CscFront
 from signserver.http.ca_front import CaHttpFront
-from signserver.pades.verifier_process import start_forkserver
 from signserver.service import SignService
 from signserver.signing.retention import store_retention
 from signserver.store.leases import DEFAULT_LEASE_SECONDS, Lease, LeaseKeeper
@@ -145,8 +144,6 @@ class GrpcServer:
             transport = "TLS" + (" with client certificates" if self._config.tls.client_ca_file else "")
         if not bound:
             raise ConfigurationError("server.listen", f"cannot bind {listen}")
-        # Verifications run in children of this process's forkserver: start it before the first.
-        await asyncio.get_running_loop().run_in_executor(None, start_forkserver)
         await self._health.start()
         if self._background:
             self._background.start()

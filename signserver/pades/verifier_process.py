@@ -46,9 +46,11 @@ _forkserver = multiprocessing.get_context("forkserver")
 def start_forkserver() -> None:
     """Start this process's forkserver with the verification code imported, if not yet running.
 
-    Call it in each serving process before any verification (it blocks for a moment); the
-    forkserver is started afresh from the interpreter, so it inherits nothing of the caller but
-    its environment. ``__main__`` is imported there too, so that each child need not.
+    The first verification of a process starts it (it blocks for a moment: off the event loop);
+    a worker that is never asked to verify never pays for it (its start costs about a second of
+    CPU, importing pyHanko's verification). The forkserver is started afresh from the
+    interpreter, so it inherits nothing of the caller but its environment. ``__main__`` is
+    imported there too, so that each child need not.
     """
     _forkserver.set_forkserver_preload(["__main__", VERIFICATION_MODULE])
     from multiprocessing import forkserver
@@ -81,10 +83,10 @@ class VerifierProcesses:
         loop = asyncio.get_running_loop()
         try:
             # Starting asks the forkserver for a fork and waits for the pid: milliseconds, but
-            # longer while the forkserver is still importing, so not on the event loop's thread.
-            # Waited out even if the call is cancelled meanwhile: its pid would otherwise be unknown
-            # below and the child left to run and leave its result file behind.
-            await off_the_loop(child.start)
+            # longer while the forkserver starts (the first time) and imports, so not on the event
+            # loop's thread. Waited out even if the call is cancelled meanwhile: its pid would
+            # otherwise be unknown below and the child left to run and leave its result file behind.
+            await off_the_loop(_started, child)
             try:
                 await asyncio.wait_for(_exit_of(child), deadline_seconds)
             except TimeoutError:
@@ -96,6 +98,11 @@ class VerifierProcesses:
                 child.kill()
                 await loop.run_in_executor(None, child.join)
             result.unlink(missing_ok=True)
+
+
+def _started(child: multiprocessing.process.BaseProcess) -> None:
+    start_forkserver()
+    child.start()
 
 
 async def _exit_of(child: multiprocessing.process.BaseProcess) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
@@ -39,6 +40,18 @@ def channel_per_worker(server: ServeProcess, credentials) -> dict[int, grpc.Chan
         if len(channels) == 2:
             return channels
     raise AssertionError("every connection reached the same worker")
+
+
+def children(server: ServeProcess, worker: int) -> list[int]:
+    """The child processes of worker ``worker`` (each of its threads lists those it started)."""
+    pid = int(server.wait_for(rf"worker {worker} \(pid (\d+)\) serving on"))
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
+    return found
 
 
 def prepare(channel, credential: str, level: str) -> document_pb2.PrepareSignatureResponse:
@@ -81,8 +94,11 @@ def test_a_document_prepared_by_one_worker_is_completed_by_the_other_once(served
         prepared = prepare(channels[0], credential, "B-LT")
         token = authorize(channels[1], "two.step", credential, prepared.digest)
         signed = complete(channels[1], prepared.document_id, token)
+        # A worker starts its verifiers' forkserver at its first verification, not before.
+        assert children(served, 0) == []
         verdict = verify(channels[0], signed)
         assert verdict.verdict, verdict.reason
+        assert children(served, 0) != [] and children(served, 1) == []
         assert [report.level for report in verdict.signatures] == ["B-LT"]
         with pytest.raises(grpc.RpcError) as again:
             complete(channels[0], prepared.document_id, token)
