@@ -41,10 +41,11 @@ def make_workflow(ra_database, ca_clock, registry_client, core, executor=None):
 
 
 def enrolled(core, name: str):
-    """A holder with the registry's data of KUAN and a cloud-signature certificate."""
+    """A holder with the registry's data of KUAN and a cloud-signature certificate (its key P-256:
+    tests/ra/running.py's create_account says why)."""
     core.create_account(NewAccount(account=name, holder_name=KUAN.name, emails=KUAN.emails, password=PASSWORD,
                                    kind="government", organisation="DSAJ", department="Legal",
-                                   revocation_phrase="OldPhrase2024"))
+                                   revocation_phrase="OldPhrase2024", key_algorithm="ec-p256"))
     issued = core.issue_certificate(name, "cloud-signature-government")
     return replace(KUAN, account=name), issued
 
@@ -260,7 +261,8 @@ def card_csr(name: str = KUAN.name) -> bytes:
 def enrolled_qualified(core, name: str):
     """A holder with the registry's data of KUAN and a qualified certificate (the key on a card)."""
     core.create_account(NewAccount(account=name, holder_name=KUAN.name, emails=KUAN.emails, password=PASSWORD,
-                                   kind="government", organisation="DSAJ", department="Legal"))
+                                   kind="government", organisation="DSAJ", department="Legal",
+                                   key_algorithm="ec-p256"))
     issued = core.issue_certificate(name, "qualified-government", csr=card_csr())
     return replace(KUAN, account=name), issued
 

@@ -53,10 +53,11 @@ def card_csr(name: str = KUAN.name) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
 
 
 def cloud(account: str, **changes) -> Enrolment:
-    """A government holder with KUAN's registered data; a cloud-signature certificate unless ``changes`` say."""
+    """A government holder with KUAN's registered data; a cloud-signature certificate unless ``changes`` say
+    (its key P-256: tests/ra/running.py's create_account says why)."""
     return Enrolment(**{"holder": replace(KUAN, account=account), "profile": "cloud-signature-government",
                         "kind": "government", "organisation": "DSAJ", "department": "Legal", "title": "Técnico",
-                        **changes})
+                        "key_algorithm": "ec-p256", **changes})
 
 
 SECRETS = EnrolmentSecrets(password=PASSWORD, confirmation=PASSWORD, revocation_phrase=PHRASE)
