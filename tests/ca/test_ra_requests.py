@@ -11,7 +11,7 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, utils
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import select
@@ -237,10 +237,9 @@ def test_a_new_password_when_no_certificate_is_valid(ra, ca_service):
     token = ca_service.signer.authorize(application, "activation-holder-4", Secret("Renewed-2027"), None,
                                         renewed.credential_id, HashAlgorithm.SHA256, [digest])
     signature, = ca_service.signer.sign_hashes(application, renewed.credential_id, Secret(token.token),
-                                               SignatureAlgorithm.parse("rsa-pss-sha256"), [digest])
+                                               SignatureAlgorithm.parse("ecdsa-sha256"), [digest])
     x509.load_der_x509_certificate(renewed.certificate).public_key().verify(
-        signature, digest, padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH),
-        utils.Prehashed(hashes.SHA256()))
+        signature, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
 
 
 def test_an_operator_renewal_needs_no_holder_fields(ra):
