@@ -170,6 +170,24 @@ def ra_in_process(config: Path, capsys, operator: str):
     return run
 
 
+def wait_until_answering(process: subprocess.Popen, base: str, verify, log: Path) -> None:
+    """Wait until the RA at ``base`` answers /healthz (``verify``: httpx's TLS verification).
+
+    Raises: AssertionError: it exited or did not answer within 60 seconds (it is then killed; its
+    output is in the message)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=2, verify=verify).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("the RA did not start: " + log.read_text())
+        time.sleep(0.1)
+
+
 def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = "") -> subprocess.Popen:
     """`signserver ra serve` on a free port, once it answers; its own database (``database``, else a
     new one for ``folder``). The process carries ``base`` (http://127.0.0.1:PORT), ``public_url``
@@ -212,17 +230,7 @@ background_seconds = 0.2
         process = subprocess.Popen([str(SIGNSERVER), "--config", str(config), "ra", "serve"], env=env, cwd=folder,
                                    stdout=output, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=2, verify=LOOPBACK_TLS).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("the RA did not start: " + log.read_text())
-        time.sleep(0.1)
+    wait_until_answering(process, base, LOOPBACK_TLS, log)
     process.base, process.config, process.env, process.database = base, config, env, database
     process.public_url, process.log = f"http://localhost:{port}", log
     return process

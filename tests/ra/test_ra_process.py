@@ -26,7 +26,8 @@ from tests import cli_forkserver
 from tests.conftest import empty_database_url, free_port, LOOPBACK_TLS
 from tests.ra.conftest import KUAN
 from tests.ra.running import (PASSWORD, SIGNSERVER, application_document, card_csr, confirm, enrol, get, post,
-                              ra_command, register, sign_application, start_ra, stop, verify_identity)
+                              ra_command, register, sign_application, start_ra, stop, verify_identity,
+                              wait_until_answering)
 from tests.ra.running import core, eid, inbox, ra_files, ra_process  # noqa: F401 (fixtures)
 
 
@@ -222,16 +223,8 @@ def start_over_tls(folder: Path) -> tuple[subprocess.Popen, str, ssl.SSLContext]
         process = subprocess.Popen(command, env=env, cwd=folder, stdout=output, stderr=subprocess.STDOUT)
     process.log = log
     trusted = ssl.create_default_context(cafile=str(certificate))
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trusted, timeout=2)
-            return process, f"https://127.0.0.1:{port}", trusted
-        except httpx.ConnectError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop(process)
-                raise AssertionError("the RA did not start: " + log.read_text())
-            time.sleep(0.1)
+    wait_until_answering(process, f"https://127.0.0.1:{port}", trusted, log)
+    return process, f"https://127.0.0.1:{port}", trusted
 
 
 def test_the_api_is_served_over_tls(tmp_path):
@@ -256,7 +249,8 @@ def test_a_client_that_keeps_its_connection_does_not_hold_the_stop(tmp_path):
             process.wait(60)
             stopped_after = time.monotonic() - began
     finally:
-        stop(process) if process.poll() is None else None
+        if process.poll() is None:
+            stop(process)
     # Within the stop's grace (signserver/ra/server.py), with a margin for a loaded machine:
     # unbounded, it waited for asyncio's 30 s TLS shutdown timeout.
     assert process.returncode in (0, -signal.SIGTERM) and stopped_after < SHUTDOWN_GRACE_SECONDS + 12, \
