@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Hashable, TypeVar
 
-from signserver.errors import ServerBusy
+from signserver.errors import ServerBusy, ServerStopping
 from signserver.monitoring.meter import meter
 from signserver.outlasting import outlast
 
@@ -43,10 +44,12 @@ class BlockingCalls:
         self._threads = threads
         self._limit = threads + max_waiting
         self._pending = 0  # only touched from the event loop's thread
+        self._stopping = threading.Event()  # read in the pool's threads too
         self._drained = asyncio.Event()  # set while nothing is pending
         self._drained.set()
 
-    async def run(self, function: Callable[..., T], *args, caller_check: CallerCheck | None = None, **kwargs) -> T:
+    async def run(self, function: Callable[..., T], *args, caller_check: CallerCheck | None = None,
+                  continues_work: bool = False, **kwargs) -> T:
         """Run ``function`` in the pool.
 
         With ``caller_check``, a call whose caller gave up (its deadline passed, it cancelled)
@@ -59,20 +62,26 @@ class BlockingCalls:
         caller holds are held until the thread is free again, so a client cannot keep threads
         busy by starting and cancelling calls. A call not yet started is dropped at once.
 
+        ``continues_work``: the request already did what cannot be undone (checked a holder's
+        factors, issued an activation token) and this call finishes it: it runs even after
+        :meth:`stop_starting`.
+
         Raises: what ``function`` raises; ServerBusy: more calls are waiting than the pool takes
         (a flood of logins is refused at once instead of queueing without bound);
+        ServerStopping: :meth:`stop_starting` was called before ``function`` started;
         asyncio.CancelledError: the caller was cancelled; CallerGaveUp, DeadlineExceeded: from
         ``caller_check``, and ``function`` was not started.
         """
-        if caller_check is not None:
-            caller_check()
+        stopping_refuses = not continues_work
+        self._check_before_start(caller_check, stopping_refuses)
         if self._pending >= self._limit:
             raise ServerBusy(f"the server is busy ({self._name}); try again shortly")
         self._pending += 1
         self._drained.clear()
         meter().blocking_calls_pending(self._name, self._pending, self._threads)
         try:
-            submitted = self._pool.submit(_checked, caller_check, functools.partial(function, *args, **kwargs))
+            submitted = self._pool.submit(self._checked, caller_check, functools.partial(function, *args, **kwargs),
+                                          stopping_refuses)
             running = asyncio.wrap_future(submitted)
             try:
                 return await asyncio.shield(running)
@@ -97,8 +106,8 @@ class BlockingCalls:
         signature: for single signatures, throughput lost on a busy server. The loop still waits,
         like any writer, for its turn at the database, which others hold for moments.
 
-        Raises: what ``function`` raises; ServerBusy, CallerGaveUp, DeadlineExceeded, as
-        :meth:`run`.
+        Raises: what ``function`` raises; ServerBusy, ServerStopping, CallerGaveUp,
+        DeadlineExceeded, as :meth:`run`.
         """
         if self._pending:
             # Wait for the pool to drain instead of joining its queue: once one short call has
@@ -108,18 +117,31 @@ class BlockingCalls:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), self._drain_wait)
         if self._pending == 0 and self._free_now():
-            return _checked(caller_check, functools.partial(function, *args, **kwargs))
+            return self._checked(caller_check, functools.partial(function, *args, **kwargs))
         return await self.run(function, *args, caller_check=caller_check, **kwargs)
+
+    def stop_starting(self) -> None:
+        """From now on, refuse every call not yet started, those already queued included: a
+        stopping server then waits only for the work under way, and the callers refused
+        (ServerStopping) try again elsewhere at once, with nothing done, instead of having their
+        work started late and cut off by the end of the stop's grace. Safe from any thread."""
+        self._stopping.set()
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def _check_before_start(self, caller_check: CallerCheck | None, stopping_refuses: bool = True) -> None:
+        """Raises: ServerStopping; CallerGaveUp, DeadlineExceeded: from ``caller_check``."""
+        if stopping_refuses and self._stopping.is_set():
+            raise ServerStopping(f"the server is stopping ({self._name}); try again")
+        if caller_check is not None:
+            caller_check()
 
-def _checked(caller_check: CallerCheck | None, call: Callable[[], T]) -> T:
-    """Raises: CallerGaveUp, DeadlineExceeded (``call`` not started); what ``call`` raises."""
-    if caller_check is not None:
-        caller_check()
-    return call()
+    def _checked(self, caller_check: CallerCheck | None, call: Callable[[], T], stopping_refuses: bool = True) -> T:
+        """Raises: ServerStopping, CallerGaveUp, DeadlineExceeded (``call`` not started); what
+        ``call`` raises."""
+        self._check_before_start(caller_check, stopping_refuses)
+        return call()
 
 
 class FairShares:

@@ -234,6 +234,14 @@ class ServerBusy(SignServerError):
     reason = "SERVER_BUSY"
 
 
+class ServerStopping(SignServerError):
+    """The server is stopping: work not yet started is refused, so that the stop waits only for
+    work under way. Nothing was done (nothing signed, no activation token spent): the caller
+    tries again, on another worker or node."""
+
+    reason = "SERVER_STOPPING"
+
+
 class CallerGaveUp(SignServerError):
     """The caller stopped waiting (it cancelled the call) before the work began, so the work was
     never started: nothing was signed, no activation token spent."""

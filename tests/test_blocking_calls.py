@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 
 from signserver.blocking_calls import BlockingCalls
-from signserver.errors import DeadlineExceeded
+from signserver.errors import DeadlineExceeded, ServerStopping
 from signserver.hsm.module import pkcs11_lock, pkcs11_lock_is_free
 
 
@@ -160,3 +160,35 @@ def test_a_short_call_whose_caller_gave_up_is_not_started_on_the_loop():
 
     run_on_loop(scenario)
     assert started == ["wanted"]
+
+
+def test_once_stopping_calls_not_yet_started_are_refused_and_those_under_way_finish():
+    started = []
+
+    async def scenario(calls: BlockingCalls) -> int:
+        busy = threading.Event()
+
+        def under_way(name: str) -> str:
+            started.append(name)
+            busy.wait(10)
+            return name
+
+        ahead = [asyncio.ensure_future(calls.run(under_way, f"under way {i}")) for i in range(2)]  # both threads
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(calls.run(started.append, "queued"))
+        continuing = asyncio.ensure_future(calls.run(started.append, "continuing", continues_work=True))
+        await asyncio.sleep(0.05)
+        calls.stop_starting()
+        busy.set()
+        assert await asyncio.gather(*ahead) == ["under way 0", "under way 1"]
+        with pytest.raises(ServerStopping):
+            await queued
+        await continuing
+        with pytest.raises(ServerStopping):
+            await calls.run(started.append, "new")
+        with pytest.raises(ServerStopping):
+            await calls.run_short(started.append, "new short")
+        return 0
+
+    run_on_loop(scenario)
+    assert started == ["under way 0", "under way 1", "continuing"]

@@ -40,6 +40,7 @@ STATUS_BY_ERROR: dict[type[errors.SignServerError], grpc.StatusCode] = {
     errors.CertificateRefused: grpc.StatusCode.FAILED_PRECONDITION,
     errors.RequestReplayed: grpc.StatusCode.FAILED_PRECONDITION,
     errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.ServerStopping: grpc.StatusCode.UNAVAILABLE,
     errors.UpstreamUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DataCorrupted: grpc.StatusCode.DATA_LOSS,
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,

@@ -83,6 +83,13 @@ class WorkerPools:
                    # PDF work (tens to hundreds of milliseconds a document) never queues ahead of a SignHash.
                    documents=BlockingCalls("documents", threads=document_limits.document_threads))
 
+    def stop_starting(self) -> None:
+        """The worker stops: document jobs not yet started are refused from now on (ServerStopping),
+        so that the stop's grace waits only for jobs under way, which take up to seconds each.
+        The other pools' calls take milliseconds, and some finish what a request began (the
+        record of a CSC operation, an RA's admitted request): they run on until the grace ends."""
+        self.documents.stop_starting()
+
     def shutdown(self) -> None:
         for pool in (self.hsm, self.accounts, self.documents):
             pool.shutdown()
@@ -157,7 +164,9 @@ class GrpcServer:
         await self._server.wait_for_termination()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Stop accepting calls, let calls in flight finish within ``grace`` seconds."""
+        """Stop accepting calls, refuse document jobs not yet started (see
+        WorkerPools.stop_starting), let calls in flight finish within ``grace`` seconds."""
+        self.pools.stop_starting()
         await self._health.stop()
         if self._server is not None:
             await self._server.stop(grace)
@@ -303,6 +312,7 @@ class Worker:
             await http.start()
             await stopping.wait()
             log.info("worker %d: stopping, draining calls in flight", self.index)
+            pools.stop_starting()
             await http.stop()
             if csc is not None:
                 await csc.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import Future
 from dataclasses import replace
 
 import grpc
@@ -29,6 +30,14 @@ class ServerThread:
         self._thread.start()
         self.port = asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result(30)
         return self
+
+    def begin_stop(self, grace: float) -> Future:
+        """Start the server's stop and return once its first step has run on the loop (the
+        stop's future is returned): a coroutine's first step runs before that of any coroutine
+        submitted after it."""
+        stopping = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._loop).result(10)
+        return stopping
 
     def __exit__(self, *exc) -> None:
         asyncio.run_coroutine_threadsafe(self._server.stop(grace=1), self._loop).result(30)

@@ -308,7 +308,7 @@ async def sign_documents(context: CscContext, application: Application, request:
             token = Secret(authorization.token)
         with credential_lookup():
             signed = await context.documents.run(_sign_all, context, application, request.credentialID, token,
-                                                 documents)
+                                                 documents, continues_work=factors is not None)
     return {"DocumentWithSignature": signed}
 
 

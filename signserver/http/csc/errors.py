@@ -63,6 +63,7 @@ CSC_ERROR_BY_CLASS: dict[type[errors.SignServerError], CscError] = {
     errors.HsmLoginFailed: CscError(503, "temporarily_unavailable"),
     errors.HsmPinLocked: CscError(503, "temporarily_unavailable"),
     errors.StoreUnavailable: CscError(503, "temporarily_unavailable"),
+    errors.ServerStopping: CscError(503, "temporarily_unavailable"),
     errors.UpstreamUnavailable: CscError(503, "temporarily_unavailable"),
     errors.HsmError: CscError(500, "server_error"),
     errors.DataCorrupted: CscError(500, "server_error"),
