@@ -34,7 +34,7 @@ from tests.grpc_api.test_stream_limits import LimitedServer, StalledStreams, ref
 
 UNKNOWN = "nobody-has-this-name"
 WRONG_PASSWORD = "Wrong-pass-123"
-SERVER_DEADLINE_MARGIN_SECONDS = 0.3
+LATE_CALL_TIMEOUT_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -216,12 +216,14 @@ def test_a_call_whose_deadline_passed_while_it_queued_for_the_hsm_is_not_signed(
     lock.acquire()  # the HSM is busy: the first two calls take the pool's two threads and wait
     try:
         ahead = [client.signing.SignHash.future(r, metadata=client.metadata, timeout=60) for r in busy]
-        late_call = client.signing.SignHash.future(late, metadata=client.metadata, timeout=2.0)
+        late_call = client.signing.SignHash.future(late, metadata=client.metadata, timeout=LATE_CALL_TIMEOUT_SECONDS)
         wait_until(lambda: hsm_pool._pending == 3, "the late call queueing for the HSM")
+        # The server's deadline counts from the call's arrival: after the client's start (by as
+        # much as a loaded machine delays it), and before now. So it has passed by this time.
+        server_deadline_passed = time.monotonic() + LATE_CALL_TIMEOUT_SECONDS + 0.05
         with loop_held(server):
             assert code_of(late_call.result).code() is grpc.StatusCode.DEADLINE_EXCEEDED
-            # The server's deadline counts from the call's arrival, a little after the client's.
-            time.sleep(SERVER_DEADLINE_MARGIN_SECONDS)
+            time.sleep(max(0.0, server_deadline_passed - time.monotonic()))
             lock.release()
             locked = False
             # The HSM is free while the loop is still busy: the pool takes the late call on its
