@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
@@ -23,12 +22,13 @@ from signserver.errors import InvalidArgument
 from signserver.pades.certification import keep_certification
 from signserver.pades.damage import is_damage, refuse_without_end_marker
 from signserver.pades.cms_signer import HsmCmsSigner
-from signserver.pades.metadata import record_signing, refuse_unrepairable_metadata
-from signserver.pades.page_tree import walk_page_tree
+from signserver.pades.long_term import append_long_term_data
+from signserver.pades.metadata import refuse_unrepairable_metadata
 from signserver.pades.placement import place_field, upright
 from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.prepared_signature import PostSignData, PreparedSignature
 from signserver.pades.stamp import StampOptions, check_text, stamp_lines, stamp_style
+from signserver.pades.writer import SigningWriter
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +74,6 @@ class SigningJob:
     preparation_key: PreparationKey  # what the validation data and the container size depend on
 
 
-class _SigningWriter(IncrementalPdfFileWriter):
-    """pyHanko's incremental writer, walking the page tree with a bounded walk that refuses loops
-    and finds the last page from the end (see signserver.pades.page_tree), and recording the
-    signing alike in the Info dictionary and the XMP packet (see signserver.pades.metadata)."""
-
-    signed_at: datetime.datetime | None = None
-
-    def _walk_page_tree(self, page_ix, retrieve_parent):
-        return walk_page_tree(self.root, page_ix, retrieve_parent)
-
-    def _update_meta(self):
-        if self.signed_at is None:
-            return super()._update_meta()
-        record_signing(self, self.signed_at)
-
-
 # How a damaged document shows itself while pyHanko reads it: its own PdfError (PdfReadError
 # included); RecursionError, as its object parser and its walks of field and page trees recurse
 # once per level of nesting; the errors of the decoders it hands stream data to (zlib, struct for
@@ -120,11 +104,11 @@ def _describe(exc: Exception) -> str:
     return detail if len(detail) <= 200 else detail[:200] + "..."
 
 
-def open_for_signing(source: BinaryIO) -> IncrementalPdfFileWriter:
+def open_for_signing(source: BinaryIO) -> SigningWriter:
     """Raises: InvalidArgument: not a PDF (no end-of-file marker near its end), damaged, or encrypted."""
     refuse_without_end_marker(source)
     try:
-        writer = _SigningWriter(source, strict=False)
+        writer = SigningWriter(source, strict=False)
     except RecursionError:
         raise InvalidArgument("the document is not a readable PDF: it is damaged (objects nested too "
                               "deeply)") from None
@@ -148,6 +132,7 @@ class PreparedDocument:
     _output: BinaryIO
     _signing_time: datetime.datetime
     _revinfo: object
+    _modified_at: datetime.datetime  # what the revisions of this signing record
 
     def finish(self) -> None:
         """Sign in the HSM, embed the CMS, then time-stamp and add validation data as the level asks.
@@ -159,7 +144,7 @@ class PreparedDocument:
                 document_digest=self._prepared.document_digest,
                 pdf_cms_signed_attrs=PdfCMSSignedAttributes(signing_time=self._signing_time,
                                                             adobe_revinfo_attr=self._revinfo))
-            await post.post_signature_processing(self._output)
+            await append_long_term_data(self._output, post, self._modified_at)
 
         _run(complete())
 
@@ -174,12 +159,12 @@ class PreparedDocument:
 
 
 def finish_prepared(output: BinaryIO, prepared: PreparedSignature, signer: HsmCmsSigner, timestamper,
-                    validation_context: ValidationContext | None) -> None:
+                    validation_context: ValidationContext | None, now: datetime.datetime) -> None:
     """Finish a signature prepared by :func:`prepare_document`, maybe in another process, in
     ``output`` (the prepared document, readable, writable and seekable): sign in the HSM, embed
     the CMS, then time-stamp and add validation data as the level asks (pyHanko's interrupted
-    signing). ``timestamper`` is the TSA for B-T and above (None for B-B), ``validation_context``
-    the CA's for B-LT and above.
+    signing), in a revision that records ``now``. ``timestamper`` is the TSA for B-T and above
+    (None for B-B), ``validation_context`` the CA's for B-LT and above.
 
     Raises: InvalidArgument (a pyHanko refusal), HsmError.
     """
@@ -188,9 +173,10 @@ def finish_prepared(output: BinaryIO, prepared: PreparedSignature, signer: HsmCm
             prepared.document_digest, prepared.md_algorithm, use_pades=True, timestamper=timestamper,
             signed_attr_settings=PdfCMSSignedAttributes(signing_time=prepared.signing_time))
         instructions = prepared.post_sign.instructions(timestamper) if prepared.post_sign else None
-        await PdfTBSDocument.async_finish_signing(output, prepared.byte_range_digest(), signature,
-                                                  post_sign_instr=instructions,
-                                                  validation_context=validation_context)
+        signed = PdfTBSDocument.resume_signing(output, prepared.byte_range_digest(), signature,
+                                               post_sign_instr=instructions,
+                                               validation_context=validation_context)
+        await append_long_term_data(output, signed, now)
 
     _run(finish())
 
@@ -251,7 +237,8 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
         prepared, output = tbs.digest_tbs_document(output=destination)
         return PreparedDocument(digest=prepared.document_digest, _tbs=tbs, _prepared=prepared, _output=output,
                                 _signing_time=session.system_time,
-                                _revinfo=validation.adobe_revinfo_attr if validation else None)
+                                _revinfo=validation.adobe_revinfo_attr if validation else None,
+                                _modified_at=job.now)
 
     with _reading_the_document():
         return _run(prepare())

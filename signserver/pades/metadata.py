@@ -3,11 +3,10 @@ alike to the Info dictionary and to the XMP packet, and nothing else of either t
 
 PDF/A (ISO 19005-1 6.7.3, 19005-2 6.6.2.3) wants each Info entry equal to its XMP counterpart.
 pyHanko, left to itself, appends its name to the Info /Producer but writes its name alone to
-the XMP pdf:Producer, takes the time twice, and rewrites the whole packet through its own model.
-The producer recorded here is pyHanko's name alone: the revisions pyHanko itself appends after
-the signature (validation data, document time-stamps) write that name to the XMP and keep an
-Info /Producer that already holds it, so both stay equal to the end. The producer of the
-original stays in the revisions before the signature.
+the XMP pdf:Producer, takes the time twice, and rewrites the whole packet through its own model;
+so every revision signing appends (the signature's, and the validation data's of B-LT and B-LTA)
+is written by signserver.pades.writer.SigningWriter, which records here. The producer recorded is
+pyHanko's name; the producer of the original stays in the revisions before the signature.
 
 An XMP packet that is not well-formed XML (Ghostscript 10.00 writes an attribute value without
 quotes) is repaired as far as the XML parser's recovery goes, and rebuilt from nothing if that

@@ -170,7 +170,7 @@ class PadesService:
             signer = HsmCmsSigner(credential.key_algorithm, certificate, chain, self._signing_with(spent))
             timestamper = self.timestamper()[1] if taken.level.timestamped else None
             context = self._validation_context(self._crls(), chain) if taken.level.long_term else None
-            finish_prepared(taken.file, taken.signature, signer, timestamper, context)
+            finish_prepared(taken.file, taken.signature, signer, timestamper, context, self._clock.now())
             taken.file.seek(0)
             start = destination.tell()
             shutil.copyfileobj(taken.file, destination, 1 << 20)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import re
 
 import pikepdf
 import pytest
@@ -28,8 +29,12 @@ from lxml import etree
 from PIL import ImageCms
 from pyhanko.pdf_utils.generic import parse_pdf_date
 
+from signserver.accounts.model import AccountKind
+from signserver.ca.authority import CertificateRequest
+from signserver.clock import ManualClock, SystemClock
 from signserver.pades.document import PadesLevel
 from signserver.pades.pdfa import cid_set
+from tests.conftest import enrol, service_with_ca
 from tests.pades.test_odd_files import DC, PDF, RDF, XMP, last_xmp, xmp_value
 from tests.pades.test_signing import sign
 
@@ -122,6 +127,49 @@ def test_a_signed_pdfa_file_keeps_what_pdfa_requires(pades_world, part, conforma
         held = [0 if name == ".notdef" else int(name[3:]) for name in font_set[0].charset]
         assert cids == cid_set(held), "the /CIDSet lists exactly the CIDs of the font program"
         assert set_bits(cids) == set(held)
+
+
+@pytest.fixture(scope="module")
+def lagging_clock():
+    """Five minutes behind the real time: what a service records comes from its clock, never from
+    the real one, and certificates and time-stamps made by it stay valid against the real clock."""
+    return ManualClock(SystemClock().now().replace(microsecond=0) - datetime.timedelta(minutes=5))
+
+
+@pytest.fixture(scope="module")
+def lagging_world(config, tmp_path_factory, lagging_clock):
+    service = service_with_ca(config, tmp_path_factory.mktemp("lagging") / "signserver.db", lagging_clock)
+    created, seed = enrol(service, holder_name="Weng Sam LUZIA KUAN", kind=AccountKind.CORPORATE,
+                          organisation="Example Lda")
+    service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "ra:test")
+    app, _ = service.applications.create("pdf-app", otp_required=False)
+    return service, app, created, seed
+
+
+def revisions(data: bytes) -> list[bytes]:
+    """The file as it was after each of its revisions (each ends with its end-of-file marker)."""
+    return [data[:marker.end()] for marker in re.finditer(rb"%%EOF\r?\n?", data)]
+
+
+@pytest.mark.parametrize("level", [PadesLevel.B_LT, PadesLevel.B_LTA], ids=lambda l: l.value)
+def test_every_revision_signing_appends_records_the_signing_moment_alike_in_info_and_xmp(
+        lagging_world, lagging_clock, level):
+    # The validation data and the document time-stamp come in revisions of their own after the
+    # signature's: each changes the document, and each must keep Info and XMP equal (6.7.3).
+    service = lagging_world[0]
+    signed = sign(lagging_world, pdfa_pdf(2, "B"), level)
+    report, = service.pades.verify_pdf(io.BytesIO(signed)).signatures
+    assert report.intact and report.valid and report.level == level.value, report.summary
+
+    appended = revisions(signed)[1:]
+    assert len(appended) >= 2, "the signature's revision and the validation data's"
+    for number, revision in enumerate(appended, start=2):
+        with pikepdf.open(io.BytesIO(revision)) as pdf:
+            info_time = parse_pdf_date(str(pdf.docinfo["/ModDate"]))
+            packet = pdf.Root.Metadata.read_bytes()
+        root = etree.fromstring(packet, etree.XMLParser(resolve_entities=False, no_network=True))
+        assert (info_time, xmp_time(xmp_value(root, XMP, "ModifyDate"))) == (lagging_clock.now(),) * 2, \
+            f"revision {number}"
 
 
 def set_bits(stream: bytes) -> set[int]:
