@@ -64,8 +64,20 @@ if TEST_STORE not in ("sqlite", "postgresql"):
 TEST_COST_SETTINGS = {"accounts.argon2_memory_kib": "1024", "accounts.argon2_time_cost": "1"}
 if not ON_OPENCRYPTOKI:  # whose soft token makes no EC keys
     TEST_COST_SETTINGS.update({"ca.root_key_algorithm": "ec-p256", "ca.issuing_key_algorithm": "ec-p256"})
+# The RA's operators' passwords likewise (the RA's own settings): the tests of the sign-in's cost
+# keep the defaults (tests/ra/test_operator_accounts.py).
+RA_OPERATOR_COSTS = {"operator_argon2_memory_kib": 1024, "operator_argon2_time_cost": 1}
 TEST_COSTS = {env_name(key): value for key, value in TEST_COST_SETTINGS.items()}
+TEST_COSTS.update({f"SIGNSERVER_RA_{key.upper()}": str(value) for key, value in RA_OPERATOR_COSTS.items()})
 os.environ.update(TEST_COSTS)
+
+
+def operator_hasher():
+    """The hasher the RA's settings give its operator accounts under TEST_COSTS."""
+    from signserver.ra.operator_accounts import password_hasher
+
+    return password_hasher(RA_OPERATOR_COSTS["operator_argon2_memory_kib"],
+                           RA_OPERATOR_COSTS["operator_argon2_time_cost"])
 
 _cluster: PostgresCluster | None = None  # the run's PostgreSQL cluster, on PostgreSQL
 _on_sqlite_only_test = False  # a test marked sqlite_only is running: its databases are SQLite files

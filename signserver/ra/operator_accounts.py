@@ -44,8 +44,16 @@ OTP_ISSUER = "signserver RA"
 NONCE_BYTES = 12
 MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; a bound keeps a sign-in's cost bounded
 NAME = re.compile(r"[\w.@-]{1,128}")
-# OWASP's argon2id parameters (19 MiB, 2 passes, 1 lane): about 25 ms here.
-HASHER = argon2.PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, type=argon2.Type.ID)
+
+
+def password_hasher(memory_kib: int = 19 * 1024, time_cost: int = 2) -> argon2.PasswordHasher:
+    """argon2id at these costs, one lane; the defaults are OWASP's (19 MiB, 2 passes: about 25 ms
+    here). A hash keeps the costs it was made with: changed costs apply to new passwords, and to
+    a stored one at its next sign-in."""
+    return argon2.PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1, type=argon2.Type.ID)
+
+
+DEFAULT_HASHER = password_hasher()
 REFUSED = "the operator name, password or one-time password is not right"
 
 
@@ -70,18 +78,20 @@ class OperatorAccounts:
     key; ``operators``: when not empty, the only names that may be added or sign in
     (ra.operators); ``sessions``: the pages' SessionStore (``end_sessions(kind, subject)``), whose
     sessions of an operator end when the account is disabled or its password reset (None: the
-    caller has no pages' sessions to end)."""
+    caller has no pages' sessions to end); ``hasher``: the passwords' argon2id hasher
+    (ra.operator_argon2_memory_kib and ra.operator_argon2_time_cost)."""
 
     def __init__(self, database: RaDatabase, clock: Clock, secret_key: bytes, operators: tuple[str, ...] = (),
-                 sessions=None):
+                 sessions=None, hasher: argon2.PasswordHasher = DEFAULT_HASHER):
         self._database = database
+        self._hasher = hasher
         self._clock = clock
         self._aead = AESGCM(secret_key)
         self._operators = frozenset(operators)
         self._lockout = OperatorLockout(secret_key)
         self._sessions = sessions
         # Spent on a name that has no account, so that its refusal costs what a known name's does.
-        self._dummy_hash = HASHER.hash(secrets.token_urlsafe(16))
+        self._dummy_hash = hasher.hash(secrets.token_urlsafe(16))
         self._dummy_sealed = self._seal("", pyotp.random_base32(32))
 
     @classmethod
@@ -94,7 +104,7 @@ class OperatorAccounts:
         from signserver.ra.secret_key import load_secret_key
 
         return cls(database, clock, load_secret_key(settings.secret_key_file), tuple(settings.operators),
-                   sessions)
+                   sessions, password_hasher(settings.operator_argon2_memory_kib, settings.operator_argon2_time_cost))
 
     # --- changes ------------------------------------------------------------------------------
 
@@ -108,7 +118,7 @@ class OperatorAccounts:
         self._check_name(name)
         _check_password(password)
         seed = pyotp.random_base32(32)
-        values = {"name": name, "password_hash": HASHER.hash(password), "otp_seed_sealed": self._seal(name, seed),
+        values = {"name": name, "password_hash": self._hasher.hash(password), "otp_seed_sealed": self._seal(name, seed),
                   "last_otp_step": None, "disabled_at": None,
                   "created_at": epoch_seconds(self._clock.now()), "created_by": actor}
         with self._database.transaction() as conn:
@@ -130,7 +140,7 @@ class OperatorAccounts:
         """
         _check_password(password)
         seed = pyotp.random_base32(32)
-        password_hash = HASHER.hash(password)
+        password_hash = self._hasher.hash(password)
         with self._database.transaction() as conn:
             row = repository.find_operator(conn, name, for_update=True)
             if row is not None and row.disabled_at is None:
@@ -218,7 +228,8 @@ class OperatorAccounts:
         # one unsealing, one TOTP comparison over the same steps; a dummy account stands in.
         evaluated = row if admission.locked_until is None else None
         try:
-            password_right = _verify(evaluated.password_hash if evaluated is not None else self._dummy_hash, password)
+            stored_hash = evaluated.password_hash if evaluated is not None else self._dummy_hash
+            password_right = self._verify(stored_hash, password)
             seed = (self._unseal(name, evaluated.otp_seed_sealed) if evaluated is not None
                     else self._unseal("", self._dummy_sealed))
         except SettingsError:
@@ -236,8 +247,8 @@ class OperatorAccounts:
             signed_in = factors_right and active and repository.operator_signed_in(conn, name, step)
             if signed_in:
                 self._lockout.succeeded(conn, name)
-                if HASHER.check_needs_rehash(row.password_hash):
-                    repository.update_operator(conn, name, password_hash=HASHER.hash(password))
+                if self._hasher.check_needs_rehash(row.password_hash):
+                    repository.update_operator(conn, name, password_hash=self._hasher.hash(password))
                 repository.audit(conn, now, name, "operator_signed_in", detail="with=password+otp")
             elif factors_right and not active:
                 self._lockout.abandon(conn, name)  # not a wrong guess
@@ -289,6 +300,13 @@ class OperatorAccounts:
         nonce = secrets.token_bytes(NONCE_BYTES)
         return nonce + self._aead.encrypt(nonce, seed.encode("ascii"), name.encode("utf-8"))
 
+    def _verify(self, password_hash: str, password: str) -> bool:
+        too_long = len(password) > MAX_PASSWORD_LENGTH  # no password is: refused after the same work
+        try:
+            return self._hasher.verify(password_hash, password[:MAX_PASSWORD_LENGTH]) and not too_long
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
     def _unseal(self, name: str, sealed: bytes) -> str:
         try:
             return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], name.encode("utf-8")).decode("ascii")
@@ -304,14 +322,6 @@ def _check_password(password: str) -> None:
         check_new_password(password, password)
     except StepRefused as exc:
         raise OperatorAccountRefused(str(exc)) from None
-
-
-def _verify(password_hash: str, password: str) -> bool:
-    too_long = len(password) > MAX_PASSWORD_LENGTH  # no password is: refused after the same work
-    try:
-        return HASHER.verify(password_hash, password[:MAX_PASSWORD_LENGTH]) and not too_long
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
 
 
 def _matching_step(seed: str, code: str, now: int) -> int | None:

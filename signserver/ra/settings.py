@@ -73,6 +73,9 @@ class RaSettings:
     # The CA (PEM) of the RA certificates an operator may sign in with: with tls_cert and tls_key,
     # the RA asks browsers for an optional client certificate.
     operator_client_ca: Path | None = None
+    # Operators' passwords: argon2id's memory (KiB) and passes; OWASP's by default.
+    operator_argon2_memory_kib: int = 19_456
+    operator_argon2_time_cost: int = 2
     # The names shown to people (signserver/ra/branding.py): the service's (the pages' header and
     # title, the e-mails) and the certification service provider's (whom the holder applies to and
     # contacts). Empty: the neutral default of each language; a set name is used in every language.
@@ -277,6 +280,8 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "web_attempts_per_account": _integer(1, 1000),
     "secret_key_file": _path,
     "operator_client_ca": _path,
+    "operator_argon2_memory_kib": _integer(8, 4_194_304),
+    "operator_argon2_time_cost": _integer(1, 100),
     "service_name": _name,
     "provider_name": _name,
 }

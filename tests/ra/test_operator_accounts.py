@@ -21,15 +21,14 @@ from signserver.clock import SystemClock
 from signserver.ra import cli
 from signserver.ra.errors import (OperatorAccountRefused, OperatorAuthenticationFailed, OperatorDisabled,
                                   OperatorLocked, SettingsError)
-from signserver.ra import operator_accounts as accounts_module
-from signserver.ra.operator_accounts import LOCK_SECONDS, OperatorAccounts
+from signserver.ra.operator_accounts import LOCK_SECONDS, OperatorAccounts, password_hasher
 from signserver.ra.secret_key import load_secret_key
 from signserver.ra.settings import load_settings
 from signserver.ra.store import repository
 from signserver.ra.store.database import RaDatabase
 from signserver.ra.store.schema import operator_accounts, operator_lockouts
 from signserver.ra.web.sessions import SessionStore, WebSession
-from tests.conftest import empty_database_url
+from tests.conftest import empty_database_url, operator_hasher
 from tests.ra.running import ra_in_process
 
 PASSWORD = "Counter-pass-7"
@@ -52,7 +51,7 @@ def key(tmp_path) -> bytes:
 
 @pytest.fixture
 def accounts(ra_database, ra_clock, key) -> OperatorAccounts:
-    return OperatorAccounts(ra_database, ra_clock, key)
+    return OperatorAccounts(ra_database, ra_clock, key, hasher=operator_hasher())
 
 
 def later(clock, seconds: int = 30) -> None:
@@ -238,7 +237,8 @@ def refusals(accounts, name: str, password: str, otp: str, times: int) -> list[t
 
 @pytest.mark.parametrize("unknown", ["nobody-7", "counter-7 ", "x" * 300, "outside-ra-operators"])
 def test_an_unknown_name_locks_after_as_many_failures_as_a_known_one(ra_database, ra_clock, key, unknown):
-    accounts = OperatorAccounts(ra_database, ra_clock, key, operators=("counter-7", "counter-8"))
+    accounts = OperatorAccounts(ra_database, ra_clock, key, operators=("counter-7", "counter-8"),
+                                hasher=operator_hasher())
     uri = accounts.add("counter-7", PASSWORD, ADMIN)
     known = refusals(accounts, "counter-7", "Wrong-pass-7", "000000", 6)
     stranger = refusals(accounts, unknown, "Wrong-pass-7", "000000", 6)
@@ -251,9 +251,9 @@ def test_an_unknown_name_locks_after_as_many_failures_as_a_known_one(ra_database
     assert accounts.authenticate("counter-7", PASSWORD, code(uri, ra_clock)) == "counter-7"
 
 
-def test_every_path_verifies_one_password_hash(accounts, ra_clock, monkeypatch):
+def test_every_path_verifies_one_password_hash(ra_database, ra_clock, key):
     verified: list[str] = []
-    real = accounts_module.HASHER
+    real = operator_hasher()
 
     class CountingHasher:  # the real hasher, counting its verifications
         def __getattr__(self, attribute):
@@ -263,10 +263,11 @@ def test_every_path_verifies_one_password_hash(accounts, ra_clock, monkeypatch):
             verified.append(password_hash)
             return real.verify(password_hash, password)
 
+    accounts = OperatorAccounts(ra_database, ra_clock, key, hasher=CountingHasher())
     uri = accounts.add("counter-7", PASSWORD, ADMIN)
     accounts.add("counter-8", PASSWORD, ADMIN)
     accounts.disable("counter-8", ADMIN)
-    monkeypatch.setattr(accounts_module, "HASHER", CountingHasher())
+    verified.clear()
     attempts = [("nobody", "Wrong-pass-7"), ("counter-7", "Wrong-pass-7"), ("counter-8", PASSWORD)]
     attempts += [("counter-7", "Wrong-pass-7")] * 4 + [("nobody", "Wrong-pass-7")] * 5  # both locked then
     for name, password in attempts:
@@ -274,6 +275,35 @@ def test_every_path_verifies_one_password_hash(accounts, ra_clock, monkeypatch):
             accounts.authenticate(name, password, code(uri, ra_clock))
         assert len(verified) == 1, name
         verified.clear()
+
+
+def argon2_costs(password_hash: str) -> tuple[int, int]:
+    """The memory (KiB) and passes an argon2id hash was made with."""
+    parameters = dict(item.split("=") for item in password_hash.split("$")[3].split(","))
+    return int(parameters["m"]), int(parameters["t"])
+
+
+def stored_costs(ra_database, name: str) -> tuple[int, int]:
+    with ra_database.transaction() as conn:
+        return argon2_costs(conn.execute(select(operator_accounts.c.password_hash)
+                                         .where(operator_accounts.c.name == name)).scalar_one())
+
+
+def test_passwords_are_hashed_at_the_configured_costs_and_rehashed_at_the_next_sign_in(ra_database, ra_clock,
+                                                                                        tmp_path):
+    (tmp_path / "signserver.toml").write_text("[ra]\noperator_argon2_memory_kib = 2048\n"
+                                              "operator_argon2_time_cost = 3\n", encoding="utf-8")
+    settings = load_settings(tmp_path / "signserver.toml", environ={})
+    configured = OperatorAccounts.from_settings(settings, ra_database, ra_clock)
+    uri = configured.add("counter-7", PASSWORD, ADMIN)
+    assert stored_costs(ra_database, "counter-7") == (2048, 3)
+
+    # The defaults change: the password still signs in, and is hashed again at the new costs.
+    defaults = OperatorAccounts(ra_database, ra_clock, load_secret_key(settings.secret_key_file))
+    later(ra_clock)
+    assert defaults.authenticate("counter-7", PASSWORD, code(uri, ra_clock)) == "counter-7"
+    assert stored_costs(ra_database, "counter-7") == (19_456, 2)  # OWASP's
+    assert argon2_costs(password_hasher().hash("x")) == (19_456, 2)
 
 
 def test_the_lockout_keeps_no_name_and_forgets_a_run(accounts, ra_clock, ra_database):
@@ -291,7 +321,8 @@ def test_the_lockout_keeps_no_name_and_forgets_a_run(accounts, ra_clock, ra_data
 
 
 def test_only_an_allowed_name_without_a_disabled_account_is_active(ra_database, ra_clock, key):
-    accounts = OperatorAccounts(ra_database, ra_clock, key, operators=("counter-7", "counter-8", "by-certificate"))
+    accounts = OperatorAccounts(ra_database, ra_clock, key, operators=("counter-7", "counter-8", "by-certificate"),
+                                hasher=operator_hasher())
     accounts.add("counter-7", PASSWORD, ADMIN)
     accounts.add("counter-8", PASSWORD, ADMIN)
     accounts.disable("counter-8", ADMIN)
@@ -315,7 +346,7 @@ def operator_session(sessions: SessionStore, name: str) -> WebSession:
 
 
 def test_disabling_or_a_new_password_ends_the_operators_sessions(ra_database, ra_clock, key, sessions):
-    accounts = OperatorAccounts(ra_database, ra_clock, key, sessions=sessions)
+    accounts = OperatorAccounts(ra_database, ra_clock, key, sessions=sessions, hasher=operator_hasher())
     for name in ("counter-7", "counter-8", "counter-9"):
         accounts.add(name, PASSWORD, ADMIN)
     seven, eight, nine = (operator_session(sessions, name) for name in ("counter-7", "counter-8", "counter-9"))
@@ -385,9 +416,9 @@ def test_a_name_is_taken_once(accounts):
 
 
 def test_only_the_names_of_ra_operators_are_added_and_sign_in(ra_database, ra_clock, key):
-    open_to_all = OperatorAccounts(ra_database, ra_clock, key)
+    open_to_all = OperatorAccounts(ra_database, ra_clock, key, hasher=operator_hasher())
     uri = open_to_all.add("counter-9", PASSWORD, ADMIN)
-    listed = OperatorAccounts(ra_database, ra_clock, key, operators=("counter-7",))
+    listed = OperatorAccounts(ra_database, ra_clock, key, operators=("counter-7",), hasher=operator_hasher())
     with pytest.raises(OperatorAccountRefused, match="ra.operators"):
         listed.add("counter-8", PASSWORD, ADMIN)
     with pytest.raises(OperatorAuthenticationFailed):
@@ -405,7 +436,8 @@ def test_the_seed_opens_only_with_the_key_and_under_its_own_name(accounts, ra_da
                      .values(otp_seed_sealed=sealed))
     with pytest.raises(SettingsError, match="does not open"):
         accounts.authenticate("counter-8", PASSWORD, code(uri, ra_clock))
-    other_key = OperatorAccounts(ra_database, ra_clock, load_secret_key(tmp_path / "other.key"))
+    other_key = OperatorAccounts(ra_database, ra_clock, load_secret_key(tmp_path / "other.key"),
+                                 hasher=operator_hasher())
     with pytest.raises(SettingsError, match="secret key"):
         other_key.authenticate("counter-7", PASSWORD, code(uri, ra_clock))
 

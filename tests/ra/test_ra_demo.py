@@ -28,7 +28,7 @@ from signserver.ra.settings import RaSettings
 from signserver.ra.store import repository
 from signserver.ra.workflow import RenewalWorkflow
 from tests.ca.test_certificate_service import client_pair
-from tests.conftest import free_port
+from tests.conftest import free_port, operator_hasher
 from tests.ra.conftest import NoCore
 from tests.ra.test_workflow import outbox
 
@@ -50,7 +50,7 @@ def settings(tmp_path) -> RaSettings:
 
 @pytest.fixture
 def operators(ra_database, ca_clock):
-    return OperatorAccounts(ra_database, ca_clock, os.urandom(32))
+    return OperatorAccounts(ra_database, ca_clock, os.urandom(32), hasher=operator_hasher())
 
 
 def holder_registrations(database) -> int:
@@ -105,7 +105,8 @@ def test_an_operator_whose_files_are_gone_gets_a_new_password_and_seed(ra_databa
 
 
 def test_no_demo_operator_where_ra_operators_names_others_only(ra_database, ca_clock, settings):
-    named = OperatorAccounts(ra_database, ca_clock, os.urandom(32), operators=("dsaj-operator",))
+    named = OperatorAccounts(ra_database, ca_clock, os.urandom(32), operators=("dsaj-operator",),
+                             hasher=operator_hasher())
     assert demo.ensure_demo_operator(named, settings.state_dir / "demo") == ""
     assert named.list() == [] and not (settings.state_dir / "demo").exists()
 

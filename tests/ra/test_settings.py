@@ -108,6 +108,18 @@ def test_only_the_listed_operators_when_some_are(tmp_path):
         settings.check_operator("mallory")
 
 
+def test_the_operators_password_costs(tmp_path):
+    assert (load_settings(write(tmp_path, ""), environ={}).operator_argon2_memory_kib,
+            load_settings(write(tmp_path, ""), environ={}).operator_argon2_time_cost) == (19_456, 2)  # OWASP's
+    path = write(tmp_path, "[ra]\noperator_argon2_memory_kib = 65536\noperator_argon2_time_cost = 3\n")
+    settings = load_settings(path, environ={})
+    assert (settings.operator_argon2_memory_kib, settings.operator_argon2_time_cost) == (65_536, 3)
+    with pytest.raises(SettingsError, match=r"ra\.operator_argon2_time_cost"):
+        load_settings(path, environ={"SIGNSERVER_RA_OPERATOR_ARGON2_TIME_COST": "0"})
+    with pytest.raises(SettingsError, match=r"ra\.operator_argon2_memory_kib"):
+        load_settings(path, environ={"SIGNSERVER_RA_OPERATOR_ARGON2_MEMORY_KIB": "4"})
+
+
 def test_the_core_timeout(tmp_path):
     assert load_settings(write(tmp_path, ""), environ={}).core_timeout_seconds == 30.0
     path = write(tmp_path, "[ra]\ncore_timeout_seconds = 12.5\n")

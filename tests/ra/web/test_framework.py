@@ -36,7 +36,7 @@ from signserver.ra.web.rendering import (Templates, flash, gettext, page_route, 
                                          text_field)
 from signserver.ra.web.security import CONTENT_SECURITY_POLICY
 from signserver.ra.web.sessions import SessionStore, holder_may_act, session_of, sign_in
-from tests.conftest import LOOPBACK_TLS
+from tests.conftest import LOOPBACK_TLS, operator_hasher
 from tests.ra.running import Served
 
 START = datetime.datetime(2026, 12, 1, 9, 0, tzinfo=datetime.timezone.utc)
@@ -180,7 +180,8 @@ def clock() -> ManualClock:
 def context(settings, clock, ra_database) -> WebContext:
     sessions = SessionStore(ra_database, clock, settings)
     return WebContext(settings=settings, clock=clock, workflow=None, operations=None, certificates=None,
-                      operators=OperatorAccounts(ra_database, clock, bytes(32)), sessions=sessions,
+                      operators=OperatorAccounts(ra_database, clock, bytes(32), hasher=operator_hasher()),
+                      sessions=sessions,
                       limits=RateLimits(settings), captcha=Captcha(clock, sessions),
                       templates=Templates.create(load_catalogues()))
 
@@ -878,7 +879,8 @@ def test_a_certificate_sessions_operator_needs_the_certificate_and_its_standing(
                              client_key=(tmp_path / "ra-key.pem").read_bytes())
     sessions = SessionStore(ra_database, clock, settings)
     context = WebContext(settings=settings, clock=clock, workflow=None, operations=None, certificates=core,
-                         operators=OperatorAccounts(ra_database, clock, bytes(32)), sessions=sessions,
+                         operators=OperatorAccounts(ra_database, clock, bytes(32), hasher=operator_hasher()),
+                         sessions=sessions,
                          limits=RateLimits(settings), captcha=Captcha(clock, sessions),
                          templates=Templates.create(load_catalogues()))
     pages = [*framework_routes(), *TEST_PAGES,
