@@ -227,6 +227,9 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
 
     async def prepare() -> PreparedDocument:
         session = pdf_signer.init_signing_session(writer)
+        # The signing time (the CMS attribute, the signature's /M) from the service's clock, as the
+        # stamp and the metadata have it; pyHanko would read the real time.
+        session.system_time = job.now
         # A B-LTA signature on a time-stamped document must also validate the earlier time-stamps.
         extends_timestamps = job.level is PadesLevel.B_LTA and any(writer.prev.embedded_timestamp_signatures)
         preparation = await job.preparation.prepare(None if extends_timestamps else job.preparation_key,

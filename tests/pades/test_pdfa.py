@@ -28,6 +28,7 @@ from fontTools.cffLib import CFFFontSet
 from lxml import etree
 from PIL import ImageCms
 from pyhanko.pdf_utils.generic import parse_pdf_date
+from pyhanko.pdf_utils.reader import PdfFileReader
 
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
@@ -170,6 +171,9 @@ def test_every_revision_signing_appends_records_the_signing_moment_alike_in_info
         root = etree.fromstring(packet, etree.XMLParser(resolve_entities=False, no_network=True))
         assert (info_time, xmp_time(xmp_value(root, XMP, "ModifyDate"))) == (lagging_clock.now(),) * 2, \
             f"revision {number}"
+    # The signature says it was made then too (its signing-time attribute), as its stamp does.
+    signature, = PdfFileReader(io.BytesIO(signed)).embedded_regular_signatures
+    assert signature.self_reported_timestamp == lagging_clock.now()
 
 
 def set_bits(stream: bytes) -> set[int]:
