@@ -132,7 +132,6 @@ class PreparedDocument:
     _output: BinaryIO
     _signing_time: datetime.datetime
     _revinfo: object
-    _modified_at: datetime.datetime  # what the revisions of this signing record
 
     def finish(self) -> None:
         """Sign in the HSM, embed the CMS, then time-stamp and add validation data as the level asks.
@@ -144,7 +143,7 @@ class PreparedDocument:
                 document_digest=self._prepared.document_digest,
                 pdf_cms_signed_attrs=PdfCMSSignedAttributes(signing_time=self._signing_time,
                                                             adobe_revinfo_attr=self._revinfo))
-            await append_long_term_data(self._output, post, self._modified_at)
+            await append_long_term_data(self._output, post, self._signing_time)
 
         _run(complete())
 
@@ -240,8 +239,7 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
         prepared, output = tbs.digest_tbs_document(output=destination)
         return PreparedDocument(digest=prepared.document_digest, _tbs=tbs, _prepared=prepared, _output=output,
                                 _signing_time=session.system_time,
-                                _revinfo=validation.adobe_revinfo_attr if validation else None,
-                                _modified_at=job.now)
+                                _revinfo=validation.adobe_revinfo_attr if validation else None)
 
     with _reading_the_document():
         return _run(prepare())
