@@ -120,6 +120,11 @@ class BlockingCalls:
             return self._checked(caller_check, functools.partial(function, *args, **kwargs))
         return await self.run(function, *args, caller_check=caller_check, **kwargs)
 
+    @property
+    def pending(self) -> int:
+        """The calls queued or under way in the pool now (from another thread: a snapshot)."""
+        return self._pending
+
     def stop_starting(self) -> None:
         """From now on, refuse every call not yet started, those already queued included: a
         stopping server then waits only for the work under way, and the callers refused

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import datetime
 import ssl
 import threading
@@ -34,11 +35,11 @@ from tests.conftest import PASSWORD, enrol, service_with_ca
 class CscServerThread:
     """A CscFront on its own event loop in a background thread, with the pools a worker has."""
 
-    def __init__(self, service: SignService, tls):
+    def __init__(self, service: SignService, tls, document_threads: int = 2):
         self.context = CscContext(service=service,
                                   hsm=BlockingCalls("csc-hsm", threads=2, free_now=pkcs11_lock_is_free),
                                   accounts=BlockingCalls("csc-accounts", threads=4),
-                                  documents=BlockingCalls("csc-documents", threads=2))
+                                  documents=BlockingCalls("csc-documents", threads=document_threads))
         self.tls = tls
         self._front = CscFront("127.0.0.1:0", tls, self.context)
         self._loop = asyncio.new_event_loop()
@@ -49,6 +50,13 @@ class CscServerThread:
         self.port = asyncio.run_coroutine_threadsafe(self._front.start(), self._loop).result(30)
         self.url = f"https://127.0.0.1:{self.port}"
         return self
+
+    def begin_stop(self) -> concurrent.futures.Future:
+        """Begin the stop a worker makes on SIGTERM: document jobs not yet started are refused from
+        now on, and the front stops accepting connections and lets requests in flight finish.
+        Returns once the refusal holds; the future is done when the front has stopped."""
+        self.context.documents.stop_starting()
+        return asyncio.run_coroutine_threadsafe(self._front.stop(), self._loop)
 
     def __exit__(self, *exc) -> None:
         asyncio.run_coroutine_threadsafe(self._front.stop(), self._loop).result(30)
