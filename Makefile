@@ -1,7 +1,7 @@
 # Two commands: `make run` starts the server on embedded defaults, `make test` runs the tests
-# (every test on SoftHSM with SQLite and, beside it, on PostgreSQL: `make test-postgresql`; then the
-# timings tested alone: `make test-alone`; then the HSM layer and an end-to-end flow on
-# openCryptoki: `make test-opencryptoki`).
+# (every test on SoftHSM with SQLite and, beside it, on PostgreSQL: `make test-postgresql`, and the
+# HSM layer and an end-to-end flow on openCryptoki: `make test-opencryptoki`; then the timings
+# tested alone: `make test-alone`).
 # Both install what they need and are quick the second time.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -44,23 +44,28 @@ demo: install
 cluster: install
 	$(VENV_PY) scripts/cluster.py --folder "$(STATE_DIR)/cluster"
 
-# The PostgreSQL run goes beside the SQLite one (both wait on servers and child processes much of
-# the time); its output, kept in out/test-postgresql.log, is shown after the SQLite run's. Each run
-# is spread over SQLITE_WORKERS / POSTGRESQL_WORKERS processes (pytest-xdist), a test file to a
-# process so that a module's server or CA is made once; each process has its own token and
-# temporary directory. 0 runs it in one process. The tests marked `alone` (timings that four test
-# processes on two cores would spoil) run after both, one store at a time.
+# The PostgreSQL run and the openCryptoki one go beside the SQLite run (all wait on servers and
+# child processes much of the time; openCryptoki's token is not the one the others use); their
+# output, kept in out/test-postgresql.log and out/test-opencryptoki.log, is shown after the SQLite
+# run's. The store runs are each spread over SQLITE_WORKERS / POSTGRESQL_WORKERS processes
+# (pytest-xdist), a test file to a process so that a module's server or CA is made once; each
+# process has its own token and temporary directory. 0 runs it in one process. The tests marked
+# `alone` (timings that four test processes on two cores would spoil) run after all three, one
+# store at a time.
 SQLITE_WORKERS ?= 2
 POSTGRESQL_WORKERS ?= 2
 test: install
-	@mkdir -p out; rm -f out/test-postgresql.status; \
+	@mkdir -p out; rm -f out/test-postgresql.status out/test-opencryptoki.status; \
 	( $(MAKE) --no-print-directory test-postgresql > out/test-postgresql.log 2>&1; \
 	  echo $$? > out/test-postgresql.status ) & \
+	( $(MAKE) --no-print-directory test-opencryptoki > out/test-opencryptoki.log 2>&1; \
+	  echo $$? > out/test-opencryptoki.status ) & \
 	$(VENV)/bin/pytest -n $(SQLITE_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS); sqlite=$$?; wait; \
 	echo "== the tests on PostgreSQL (out/test-postgresql.log) =="; tail -n 40 out/test-postgresql.log; \
-	[ $$sqlite -eq 0 ] && [ "$$(cat out/test-postgresql.status)" = 0 ]
+	echo "== the tests on openCryptoki (out/test-opencryptoki.log) =="; tail -n 15 out/test-opencryptoki.log; \
+	[ $$sqlite -eq 0 ] && [ "$$(cat out/test-postgresql.status)" = 0 ] \
+		&& [ "$$(cat out/test-opencryptoki.status)" = 0 ]
 	@$(MAKE) --no-print-directory test-alone
-	@$(MAKE) --no-print-directory test-opencryptoki
 
 # tests/conftest.py reads SIGNSERVER_TEST_STORE: it starts a throw-away PostgreSQL cluster for the
 # run (as an unprivileged user when run as root) and removes it afterwards. Tests about SQLite

@@ -1,9 +1,9 @@
 """Shared fixtures: a fresh token for the test session, made by softhsm-setup (SoftHSM, the
 default) or by opencryptoki-setup (openCryptoki's soft token, with SIGNSERVER_TEST_TOKEN=opencryptoki;
-`make test` runs tests/hsm and tests/opencryptoki so after the SoftHSM run), and the store the
+`make test` runs tests/hsm and tests/opencryptoki so beside the SoftHSM runs), and the store the
 tests' databases live in: SQLite files (the default) or, with SIGNSERVER_TEST_STORE=postgresql,
-databases of a PostgreSQL cluster started for the run (`make test` runs the database-relevant
-tests so after the SQLite run). ``database_url`` is the one place that decides a test's database."""
+databases of a PostgreSQL cluster started for the run (`make test` runs every test so beside the
+SQLite run). ``database_url`` is the one place that decides a test's database."""
 
 from __future__ import annotations
 
