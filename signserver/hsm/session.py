@@ -200,22 +200,37 @@ class TokenSession:
                 f"the token {self.token_label!r} refused the configured PIN earlier; it is not "
                 "tried again: correct the PIN and restart"
             )
-        token = self._find_token()
+        for attempt in range(1, FIND_TOKEN_ATTEMPTS + 1):
+            token = self._find_token()
+            try:
+                session = self._log_in(token)
+                break
+            except (p11.UserPinNotInitialized, p11.GeneralError):
+                # SoftHSM rewrites a token's file at every login; a process that read it meanwhile
+                # (as its module initialised) may hold the token without its user PIN, or half
+                # read. Read it again before reporting what may be a moment's state.
+                if attempt == FIND_TOKEN_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * attempt)
+                reinitialise_module(self.module)
+        self._session, self._token = session, token
+        self._generation = module_generation(self.module)
+        self.cache.clear()
+        return session
+
+    def _log_in(self, token: pkcs11.Token) -> pkcs11.Session:
+        """A read-write session on ``token``, logged in as the user. Raises: pkcs11.PKCS11Error
+        (PinIncorrect remembered: the PIN is not tried again), and the guard's errors."""
         try:
             if self._guard is not None:
-                session = self._guard.login(token, self._user_pin)
-            else:
-                session = token.open(rw=True, user_pin=self._user_pin.reveal())
+                return self._guard.login(token, self._user_pin)
+            return token.open(rw=True, user_pin=self._user_pin.reveal())
         except p11.PinIncorrect:
             self._pin_refused = True
             raise
         except p11.UserAlreadyLoggedIn:
             # PKCS#11 logins belong to the application: another session of ours is logged in.
-            session = token.open(rw=True)
-        self._session, self._token = session, token
-        self._generation = module_generation(self.module)
-        self.cache.clear()
-        return session
+            return token.open(rw=True)
 
     def _current(self) -> bool:
         """Whether the session's handle still belongs to this process's module state."""

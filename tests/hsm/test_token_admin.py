@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-from signserver.errors import AlreadyExists, HsmLoginFailed, InvalidArgument, TokenNotFound, UnsupportedAlgorithm
+from signserver.errors import (AlreadyExists, HsmLoginFailed, HsmUnavailable, InvalidArgument, TokenNotFound,
+                               UnsupportedAlgorithm)
 from signserver.hsm.admin import TokenAdministrator
 from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
@@ -177,6 +178,25 @@ def test_a_token_made_by_another_process_after_start_is_found(config):
     label = f"later-{uuid.uuid4().hex[:8]}"
     subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", SO_PIN.reveal(),
                     "--pin", USER_PIN.reveal()], check=True, capture_output=True)
+    assert can_log_in(config, label, USER_PIN)
+
+
+def test_a_token_read_without_its_user_pin_is_read_again_before_a_login_fails(config, admin):
+    # SoftHSM 2.6 rewrites a token's file at every login, and a process whose module reads the file
+    # meanwhile may hold the token without its user PIN (seen once in a two-worker server: every
+    # call of one worker failed with "the token's user PIN is not initialised"). Here this process
+    # reads a token whose user PIN is not set yet; another process then sets it.
+    label = f"stale-{uuid.uuid4().hex[:8]}"
+    free = next(s.slot_id for s in admin.slots() if not s.initialised)
+    module = str(config.hsm.module)
+    subprocess.run(["pkcs11-tool", "--module", module, "--slot", str(free), "--init-token", "--label", label,
+                    "--so-pin", SO_PIN.reveal()], check=True, capture_output=True)
+    with pytest.raises(HsmUnavailable, match="the token's user PIN is not initialised"):
+        can_log_in(config, label, USER_PIN)  # read again, and still without one: said as it is
+    # This process now holds the token without a user PIN, as a worker that read it mid-write would.
+    subprocess.run(["pkcs11-tool", "--module", module, "--token-label", label, "--login", "--login-type", "so",
+                    "--so-pin", SO_PIN.reveal(), "--init-pin", "--new-pin", USER_PIN.reveal()],
+                   check=True, capture_output=True)
     assert can_log_in(config, label, USER_PIN)
 
 
