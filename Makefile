@@ -44,6 +44,13 @@ demo: install
 cluster: install
 	$(VENV_PY) scripts/cluster.py --folder "$(STATE_DIR)/cluster"
 
+# pytest keeps each test module as rewritten for its assertions in __pycache__, unless
+# PYTHONDONTWRITEBYTECODE is set: then every pytest process (four test processes, the openCryptoki
+# run, the two runs alone) rewrites all of them again, about 11 s of CPU each. The tests' own
+# bytecode is written whatever that says, as `make install` writes the package's; `make test`
+# collects the suite once first, so that the processes it starts together find it written.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest
+
 # The PostgreSQL run and the openCryptoki one go beside the SQLite run (all wait on servers and
 # child processes much of the time; openCryptoki's token is not the one the others use); their
 # output, kept in out/test-postgresql.log and out/test-opencryptoki.log, is shown after the SQLite
@@ -55,12 +62,13 @@ cluster: install
 SQLITE_WORKERS ?= 2
 POSTGRESQL_WORKERS ?= 2
 test: install
+	@$(PYTEST) --collect-only -q > /dev/null || true  # a failure to collect is reported by the runs below
 	@mkdir -p out; rm -f out/test-postgresql.status out/test-opencryptoki.status; \
 	( $(MAKE) --no-print-directory test-postgresql > out/test-postgresql.log 2>&1; \
 	  echo $$? > out/test-postgresql.status ) & \
 	( $(MAKE) --no-print-directory test-opencryptoki > out/test-opencryptoki.log 2>&1; \
 	  echo $$? > out/test-opencryptoki.status ) & \
-	$(VENV)/bin/pytest -n $(SQLITE_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS); sqlite=$$?; wait; \
+	$(PYTEST) -n $(SQLITE_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS); sqlite=$$?; wait; \
 	echo "== the tests on PostgreSQL (out/test-postgresql.log) =="; tail -n 40 out/test-postgresql.log; \
 	echo "== the tests on openCryptoki (out/test-opencryptoki.log) =="; tail -n 15 out/test-opencryptoki.log; \
 	[ $$sqlite -eq 0 ] && [ "$$(cat out/test-postgresql.status)" = 0 ] \
@@ -74,21 +82,21 @@ test: install
 # document, the same on either store, and the SQLite run tries the full count.
 PG_FUZZ_SCALE ?= 0.5
 test-postgresql: install
-	SIGNSERVER_TEST_STORE=postgresql FUZZ_SCALE=$(PG_FUZZ_SCALE) $(VENV)/bin/pytest -n $(POSTGRESQL_WORKERS) \
+	SIGNSERVER_TEST_STORE=postgresql FUZZ_SCALE=$(PG_FUZZ_SCALE) $(PYTEST) -n $(POSTGRESQL_WORKERS) \
 		--dist loadfile -m "not sqlite_only and not alone" $(POSTGRESQL_TESTS) $(PG_PYTEST_ARGS)
 
 # The tests marked `alone`, on each store, with nothing else running (pytest's status 5: the
 # arguments chose none of them).
 test-alone: install
-	$(VENV)/bin/pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	SIGNSERVER_TEST_STORE=postgresql $(VENV)/bin/pytest -m "alone and not sqlite_only" $(PG_PYTEST_ARGS) \
+	$(PYTEST) -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	SIGNSERVER_TEST_STORE=postgresql $(PYTEST) -m "alone and not sqlite_only" $(PG_PYTEST_ARGS) \
 		|| [ $$? -eq 5 ]
 
 # The HSM layer's tests and an end-to-end flow again, on openCryptoki's soft token (tests/conftest.py
 # reads SIGNSERVER_TEST_TOKEN). opencryptoki-setup erases and initialises the system's soft token
 # and starts its daemon pkcsslotd, so this needs root (as in CI).
 test-opencryptoki: install
-	SIGNSERVER_TEST_TOKEN=opencryptoki $(VENV)/bin/pytest tests/hsm tests/opencryptoki $(OCK_PYTEST_ARGS)
+	SIGNSERVER_TEST_TOKEN=opencryptoki $(PYTEST) tests/hsm tests/opencryptoki $(OCK_PYTEST_ARGS)
 
 bench: install
 	$(VENV_PY) -m benchmarks
