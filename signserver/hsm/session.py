@@ -22,7 +22,7 @@ from signserver.secret import Secret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-FIND_TOKEN_ATTEMPTS = 3
+LOGIN_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -200,19 +200,7 @@ class TokenSession:
                 f"the token {self.token_label!r} refused the configured PIN earlier; it is not "
                 "tried again: correct the PIN and restart"
             )
-        for attempt in range(1, FIND_TOKEN_ATTEMPTS + 1):
-            token = self._find_token()
-            try:
-                session = self._log_in(token)
-                break
-            except (p11.UserPinNotInitialized, p11.GeneralError):
-                # SoftHSM rewrites a token's file at every login; a process that read it meanwhile
-                # (as its module initialised) may hold the token without its user PIN, or half
-                # read. Read it again before reporting what may be a moment's state.
-                if attempt == FIND_TOKEN_ATTEMPTS:
-                    raise
-                time.sleep(0.05 * attempt)
-                reinitialise_module(self.module)
+        token, session = self._find_and_log_in()
         self._session, self._token = session, token
         self._generation = module_generation(self.module)
         self.cache.clear()
@@ -236,19 +224,25 @@ class TokenSession:
         """Whether the session's handle still belongs to this process's module state."""
         return self._pid == os.getpid() and self._generation == module_generation(self.module)
 
-    def _find_token(self) -> pkcs11.Token:
-        """SoftHSM reads its tokens when the module is initialised: it misses one that another
-        process creates later, and one that another process is writing at that moment (about
-        4 % of initialisations while keys are being generated elsewhere, measured here). A
-        worker started then would never see its token; initialise the module again and look
-        again before giving up. Raises: as :meth:`run`."""
-        for attempt in range(1, FIND_TOKEN_ATTEMPTS):
+    def _find_and_log_in(self) -> tuple[pkcs11.Token, pkcs11.Session]:
+        """The token and a session logged in to it. SoftHSM reads its tokens when the module is
+        initialised, and rewrites a token's file at every login: a process misses a token another
+        process creates later, and one that another process is writing at that moment (about 4 %
+        of initialisations while keys are being generated elsewhere, measured here), or holds it
+        half read or without its user PIN (its logins then fail, GeneralError or
+        UserPinNotInitialized). A worker started then would never sign; initialise the module
+        again and try again before giving up. Raises: as :meth:`run`."""
+        def attempt() -> tuple[pkcs11.Token, pkcs11.Session]:
+            token = find_token(load_module(self.module), self.token_label, self.module)
+            return token, self._log_in(token)
+
+        for tried in range(1, LOGIN_ATTEMPTS):
             try:
-                return find_token(load_module(self.module), self.token_label, self.module)
-            except (TokenNotFound, p11.GeneralError):
-                time.sleep(0.05 * attempt)  # the other process's write is a moment's work
+                return attempt()
+            except (TokenNotFound, p11.GeneralError, p11.UserPinNotInitialized):
+                time.sleep(0.05 * tried)  # the other process's write is a moment's work
                 reinitialise_module(self.module)
-        return find_token(load_module(self.module), self.token_label, self.module)
+        return attempt()
 
     def _drop(self, reinitialise: bool) -> None:
         session, self._session = self._session, None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select, text
@@ -17,13 +16,7 @@ from signserver.store.schema import activation_token_digests
 from tests.csc.conftest import CscServerThread, basic
 from tests.csc.test_async import held
 from tests.csc.test_documents import SIGN_DOC, assert_csc_error, document, sad_for, signed_pdf
-
-
-def wait_until(condition, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "the server never got there"
-        time.sleep(0.01)
+from tests.grpc_api.test_error_details import wait_until
 
 
 def bearer(server: CscServerThread, application, api_key: str) -> dict[str, str]:
@@ -66,9 +59,9 @@ def test_a_stopping_front_finishes_the_sign_doc_under_way_and_refuses_those_not_
                   for sad, pdf in zip(sads, pdfs)]
         with pkcs11_lock():  # the first job, its SAD spent, waits for the HSM on the pool's one thread
             first = callers.submit(sign_doc, server, headers[0], bodies[0])
-            wait_until(lambda: digest_spent(csc_service, pdfs[0]))
+            wait_until(lambda: digest_spent(csc_service, pdfs[0]), "the first SAD spent")
             others = [callers.submit(sign_doc, server, headers[i], bodies[i]) for i in (1, 2)]
-            wait_until(lambda: server.context.documents.pending == 3)  # the two others queued behind it
+            wait_until(lambda: server.context.documents.pending == 3, "the two others queued behind it")
             stopped = server.begin_stop()
         answers = [first.result(60)] + [other.result(60) for other in others]
         stopped.result(60)
@@ -97,7 +90,7 @@ def test_a_one_call_sign_doc_whose_factors_were_checked_is_signed_though_the_fro
         accounts = server.context.accounts
         with held(server, accounts, threads=4):  # the holder's factors wait for a thread to check them
             answer = callers.submit(sign_doc, server, headers, body)
-            wait_until(lambda: accounts.pending == 5)  # its document read, its factors queued
+            wait_until(lambda: accounts.pending == 5, "its document read, its factors queued")
             stopped = server.begin_stop()
         # Let go: the factors are checked and the OTP spent, so the signature is made though the
         # worker stops; refusing it now would cost the holder a code for nothing.
