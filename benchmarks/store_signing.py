@@ -291,7 +291,10 @@ def _rate(result: LoadResult) -> str:
 
 
 def _per_call(counts: Counts) -> str:
-    return f"{counts.statements / COUNTED_CALLS:.1f} in {counts.transactions / COUNTED_CALLS:.1f} transactions"
+    statements = f"{counts.statements / COUNTED_CALLS:.1f}"
+    if not counts.transactions:  # PostgreSQL's spend_activation_token: each statement commits on its own
+        return f"{statements}, each its own transaction"
+    return f"{statements} in {counts.transactions / COUNTED_CALLS:.1f} transactions"
 
 
 def tables(result: StoreSigning) -> str:

@@ -40,6 +40,26 @@ from signserver.store.schema import accounts, activation_tokens, master_keys, si
 log = logging.getLogger(__name__)
 
 PACKAGE = "package"  # credentials.key_store of a package credential
+PACKAGE_NOT_AVAILABLE = ("the credential's signing data package is not available to this activation token; "
+                         "authorise again")
+
+
+def key_to_open_from(row, token: str, token_hash: str) -> KeyToOpen:
+    """What unwrapping a package takes, from what the database keeps of it for an activation token
+    (``row``: the token's ``sealed_key``, ``expires_at`` and ``unspent``, the package's
+    ``algorithm``, ``wrapped_package_key``, ``master_label`` and ``mechanism``).
+
+    Raises: CredentialUnusable: the token does not open what it carries.
+    """
+    try:
+        wrapped_private = holder_seal.unlock(holder_seal.token_key(token), row.sealed_key, token_hash.encode("ascii"))
+    except DataCorrupted:
+        raise CredentialUnusable("the activation token does not open its signing data package") from None
+    return KeyToOpen(handle_id=token_hash, algorithm=KeyAlgorithm(row.algorithm), wrapped_private=wrapped_private,
+                     wrapped_package_key=row.wrapped_package_key, master_label=row.master_label,
+                     mechanism=row.mechanism,
+                     expires_at=datetime.datetime.fromtimestamp(row.expires_at, datetime.timezone.utc),
+                     signatures=row.unspent)
 
 
 @dataclass(frozen=True)
@@ -185,8 +205,8 @@ class SigningPackages:
         """What unwrapping the package for this activation token takes (read, in the transaction
         that spends the token, on a worker where it is not open yet).
 
-        Raises: CredentialUnusable: the token carries no package (spent, revoked or expired), or
-            the package was destroyed.
+        Raises: CredentialUnusable: the token carries no package (spent, revoked or expired), the
+            package was destroyed, or the token does not open it.
         """
         row = conn.execute(
             select(activation_tokens.c.sealed_key, activation_tokens.c.expires_at, activation_tokens.c.unspent,
@@ -195,18 +215,8 @@ class SigningPackages:
             .where(activation_tokens.c.token_hash == token_hash,
                    activation_tokens.c.credential_id == credential_id)).first()
         if row is None or row.sealed_key is None or row.wrapped_package_key is None:
-            raise CredentialUnusable("the credential's signing data package is not available to this activation "
-                                     "token; authorise again")
-        try:
-            wrapped_private = holder_seal.unlock(holder_seal.token_key(token), row.sealed_key,
-                                                 token_hash.encode("ascii"))
-        except DataCorrupted:
-            raise CredentialUnusable("the activation token does not open its signing data package") from None
-        return KeyToOpen(handle_id=token_hash, algorithm=KeyAlgorithm(row.algorithm), wrapped_private=wrapped_private,
-                         wrapped_package_key=row.wrapped_package_key, master_label=row.master_label,
-                         mechanism=row.mechanism,
-                         expires_at=datetime.datetime.fromtimestamp(row.expires_at, datetime.timezone.utc),
-                         signatures=row.unspent)
+            raise CredentialUnusable(PACKAGE_NOT_AVAILABLE)
+        return key_to_open_from(row, token, token_hash)
 
     def rewrap_if_stale(self, key_id: str) -> bool:
         """Re-wrap the package's key under the active master key if another wraps it.

@@ -78,6 +78,13 @@ def record_hash(prev_hash: str, seq: int, at: int, event: str, actor: str, subje
     return hashlib.sha256(_json_array([prev_hash, seq, at, event, actor, subject, detail]).encode("utf-8")).hexdigest()
 
 
+def record_tail(at: int, event: str, actor: str, subject: str, detail: str) -> str:
+    """What follows ``[prev_hash,seq,`` in the JSON array that :func:`record_hash` hashes, so that
+    the database can hash a record once it has locked the head (PostgreSQL's ``sha256()``), byte
+    for byte as :func:`record_hash` would."""
+    return _json_array([at, event, actor, subject, detail])[1:]
+
+
 def _json_array(values: list[Any]) -> str:
     return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
 
@@ -123,7 +130,7 @@ class AuditLog:
     def _append_one_on_postgresql(conn: Connection, at: int, event: str, actor: str, subject: str,
                                   detail: dict[str, Any]) -> int:
         detail_text = canonical_detail(detail)
-        tail = _json_array([at, event, actor, subject, detail_text])[1:]  # what follows "[prev,seq," in record_hash
+        tail = record_tail(at, event, actor, subject, detail_text)
         return _APPEND_ONE_ON_POSTGRESQL.execute(conn, {"tail": tail, "at": at, "event": event, "actor": actor,
                                                         "subject": subject, "detail": detail_text}).one().seq
 

@@ -114,7 +114,7 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
         taken = sum(conn.execute(_TAKE_DIGESTS, {**token_holds, "wanted": wanted[start:start + _UPDATE_CHUNK]}).rowcount
                     for start in range(0, len(wanted), _UPDATE_CHUNK))
     if taken != len(wanted):
-        _explain_refusal(conn, hashed, credential_id, application_id, algorithm, wanted, taken, now)
+        explain_refusal(conn, hashed, credential_id, application_id, algorithm, wanted, taken, now)
 
 
 def count_spent(conn: Connection, hashed_token: str, taken: int) -> None:
@@ -168,9 +168,11 @@ def prune_expired(conn: Connection, expired_before: datetime.datetime, limit: in
     return Pruned(tokens=removed, digests=len(pairs))
 
 
-def _explain_refusal(conn: Connection, token_hash: str, credential_id: str, application_id: int,
-                     algorithm: HashAlgorithm, wanted: list[str], taken: int, now: datetime.datetime) -> None:
-    """Work out why ``consume`` took fewer digests than wanted; only refusals pay for this.
+def explain_refusal(conn: Connection, token_hash: str, credential_id: str, application_id: int,
+                    algorithm: HashAlgorithm, wanted: list[str], taken: int, now: datetime.datetime) -> None:
+    """Work out why fewer digests than ``wanted`` (hex) could be taken under the token, ``taken``
+    of them in the caller's transaction (none where the taking was undone); only refusals pay
+    for this.
 
     Raises: ActivationRefused, always.
     """

@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, select
 from signserver.accounts.applications import ApplicationRegistry
 from signserver.accounts.authentication import Authenticator
 from signserver.accounts.model import Application, Credential
-from signserver.accounts.packages import SigningPackages
+from signserver.accounts.packages import SigningPackages, key_to_open_from
 from signserver.accounts.repository import (
     CREDENTIAL_COLUMNS,
     credential_from_row,
@@ -43,7 +43,7 @@ from signserver.hsm.keystore import HsmKeyStore
 from signserver.hsm.packages import KeyNotOpen, KeyToOpen, PackageKeys
 from signserver.monitoring.meter import meter
 from signserver.secret import Secret
-from signserver.signing import activation
+from signserver.signing import activation, spend_call
 from signserver.signing.activation import IssuedToken
 from signserver.store.database import Database
 from signserver.store.prepared import PreparedStatement
@@ -212,25 +212,64 @@ class HashSigner:
         activation.check_digests(digests, algorithm.hash, self.max_signatures)
         actor = f"application:{application.name}"
         now = self._clock.now()
+        details = [{"credential": credential_id, "digest": d.hex(), "algorithm": algorithm.value} for d in digests]
         # The signatures are recorded in the transaction that spends the token, before the HSM
         # signs: one write transaction per call, and no signature without its record. No HSM
         # call runs inside it (opening a package or a first lookup of a key takes milliseconds,
         # and the transaction holds the database's write lock); should the HSM then refuse or
-        # fail, a ``signature.failed`` record follows.
-        with self._database.transaction() as conn:
-            spent = self._spend_in(conn, application, credential_id, token, algorithm.hash, digests,
-                                   algorithm.check_key, now)
-            details = [{"credential": spent.credential.id, "digest": d.hex(), "algorithm": algorithm.value}
-                       for d in digests]
-            self._audit.append_many(conn, now, "signature", actor, spent.credential.username, details)
+        # fail, a ``signature.failed`` record follows. On PostgreSQL that transaction is one call
+        # of a database function, for the round trips a transaction of statements would cost.
+        if self._database.is_sqlite:
+            with self._database.transaction() as conn:
+                spent = self._spend_in(conn, application, credential_id, token, algorithm.hash, digests,
+                                       algorithm.check_key, now)
+                self._audit.append_many(conn, now, "signature", actor, spent.credential.username, details)
+        else:
+            spent = self._spend_in_one_call(application, credential_id, token, algorithm, digests, actor,
+                                            details, now)
         meter().activation_tokens("spent")  # committed: counted, and outside the write lock
         try:
             return self.sign_spent(spent, digests, algorithm)
         except Exception:
-            with self._database.transaction() as conn:
-                self._audit.append_many(conn, self._clock.now(), "signature.failed", actor,
-                                        spent.credential.username, details)
+            self._record_failure(actor, spent.credential.username, details)
             raise
+
+    def _spend_in_one_call(self, application: Application, credential_id: str, token: Secret,
+                           algorithm: SignatureAlgorithm, digests: list[bytes], actor: str, details: list[dict],
+                           now: datetime.datetime) -> Spent:
+        """:meth:`sign_hashes`' writes on PostgreSQL, in two round trips: the credential is read and
+        checked, then one call of the database's ``spend_activation_token`` spends the token and
+        appends the records (signserver/signing/spend_call.py).
+
+        Raises: as :meth:`spend`.
+        """
+        hashed = activation.token_hash(token.reveal())
+        with self._database.statements() as conn:
+            credential = self._usable_for(application, credential_id, conn, now)
+            algorithm.check_key(credential.key_algorithm)
+            open_key = credential.is_package and not self._package_keys.is_open(hashed, now)
+            try:
+                found = spend_call.spend_and_record(
+                    conn, token_hash=hashed, credential_id=credential.id, key_id=credential.key_id,
+                    application_id=application.id, algorithm=algorithm.hash, digests=digests, open_key=open_key,
+                    count_down=credential.is_package,
+                    record=spend_call.Record("signature", actor, credential.username, details), now=now)
+            except spend_call.DigestsNotTaken:
+                activation.explain_refusal(conn, hashed, credential.id, application.id, algorithm.hash,
+                                           [d.hex() for d in digests], 0, now)
+        to_open = None
+        if open_key:
+            try:
+                to_open = key_to_open_from(found, token.reveal(), hashed)
+            except CredentialUnusable:
+                # Spent and recorded already: the records say that nothing was signed.
+                self._record_failure(actor, credential.username, details)
+                raise
+        return Spent(credential, hashed, to_open)
+
+    def _record_failure(self, actor: str, username: str, details: list[dict]) -> None:
+        with self._database.transaction() as conn:
+            self._audit.append_many(conn, self._clock.now(), "signature.failed", actor, username, details)
 
     def _rewrap_if_stale(self, key_id: str) -> None:
         """Move the package under the active master key on its use; a failure (the key not yet

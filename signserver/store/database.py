@@ -32,7 +32,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Alembic's head revision, which tests/store/test_migrations.py keeps equal to the newest file
 # of migrations/versions (each named after its revision): migrate() compares it with the
 # database's without loading Alembic.
-NEWEST_MIGRATION = "0018"
+NEWEST_MIGRATION = "0019"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Held by the process that migrates a PostgreSQL database, so that workers and nodes starting
 # together upgrade it once, one after the other (a transaction-scoped advisory lock).
@@ -144,6 +144,22 @@ class Database:
         Raises: as :meth:`transaction`.
         """
         with _store_errors(), self._begun(writing=False) as connection:
+            yield connection
+
+    @contextmanager
+    def statements(self) -> Iterator[Connection]:
+        """PostgreSQL only: a connection where every statement is a transaction of its own, with
+        no BEGIN or COMMIT round trips: for a call whose reads need no common snapshot and whose
+        writes are one statement (a database function such as ``spend_activation_token``).
+
+        Raises: as :meth:`transaction`.
+        """
+        if self.is_sqlite:
+            raise RuntimeError("statements() is for PostgreSQL: SQLite's writers queue for its write lock")
+        with _store_errors(), self.engine.connect() as connection:
+            # psycopg's autocommit, a flag on the client: no round trip, reset when the connection
+            # goes back to the pool.
+            connection.execution_options(isolation_level="AUTOCOMMIT")
             yield connection
 
     def _writer_turn(self):

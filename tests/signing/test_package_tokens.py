@@ -7,13 +7,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from signserver.accounts import holder_seal
 from signserver.errors import ActivationRefused, CredentialUnusable
 from signserver.secret import Secret
 from signserver.signing import activation
-from signserver.store.schema import activation_tokens, master_keys, signing_packages
+from signserver.store.schema import activation_tokens, audit_log, master_keys, signing_packages
 from tests.conftest import PASSWORD
 from tests.signing.holders import authorize, digests, new_holder, no_otp_application, sign
 
@@ -137,3 +137,38 @@ def test_a_rewrap_does_not_bring_back_a_revoked_package(holder):
     with service.database.read() as conn:
         row = conn.execute(select(signing_packages).where(signing_packages.c.key_id == key_id)).one()
     assert row.wrapped_package_key is None and row.sealed_private_key is None
+
+
+def signature_records(service, event: str) -> int:
+    with service.database.read() as conn:
+        return conn.execute(select(func.count()).select_from(audit_log).where(audit_log.c.event == event)).scalar()
+
+
+def test_a_token_whose_package_was_destroyed_spends_nothing(holder):
+    service, app, created = holder
+    wanted = digests("after the package went")
+    token = authorize(service, app, created.account.username, created.credential.id, wanted).token
+    with service.database.transaction() as conn:
+        service.packages.destroy(conn, created.credential.key_id)  # as a revocation does
+    with pytest.raises(CredentialUnusable, match="not available"):
+        sign(service, app, created.credential.id, token, wanted)
+    # Refused before anything was written: the digest is unspent, no signature recorded.
+    assert unspent(service, token) == 1
+    assert signature_records(service, "signature") == 0
+
+
+def test_a_token_whose_sealed_key_does_not_open_signs_nothing_and_says_so(holder):
+    service, app, created = holder
+    first, second = digests("one"), digests("two")
+    token = authorize(service, app, created.account.username, created.credential.id, first).token
+    other = authorize(service, app, created.account.username, created.credential.id, second).token
+    with service.database.transaction() as conn:  # the database altered: another token's sealed key
+        conn.execute(update(activation_tokens).where(activation_tokens.c.token_hash == activation.token_hash(token))
+                     .values(sealed_key=sealed_key(service, other)))
+    for _ in range(2):
+        with pytest.raises((CredentialUnusable, ActivationRefused)):
+            sign(service, app, created.credential.id, token, first)
+    # Nothing signed: any signature record of it is followed by its failure (PostgreSQL commits the
+    # spending before the key is opened; SQLite rolls it back).
+    assert signature_records(service, "signature") == signature_records(service, "signature.failed")
+    sign(service, app, created.credential.id, other, second)  # the other token is untouched
