@@ -17,7 +17,7 @@ statements inside the database in one call, its own transaction (the caller is i
    the sequence number in that JSON array), and the head moved: locked for the rest of the call.
 
 Its plans are made once (``plan_cache_mode = force_generic_plan`` for the function alone):
-PostgreSQL otherwise made custom plans at every call, a fifth of the call's CPU.
+PostgreSQL otherwise planned them anew at every call (a fifth of the backends' CPU, by perf).
 
 SQLite has no such functions; there the statements run in the caller's transaction as before.
 
@@ -41,7 +41,7 @@ RETURNS TABLE (last_seq bigint, sealed_key bytea, expires_at bigint, unspent int
                wrapped_package_key bytea, master_label text, mechanism text)
 LANGUAGE plpgsql
 -- Its statements are the same every call but for their values, all lookups by key: planned once.
--- Left to choose, PostgreSQL planned them anew at every call (a fifth of the call's CPU).
+-- Left to choose, PostgreSQL planned them anew at every call.
 SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
