@@ -45,6 +45,7 @@ from signserver.monitoring.meter import meter
 from signserver.secret import Secret
 from signserver.signing import activation, spend_call
 from signserver.signing.activation import IssuedToken
+from signserver.signing.recent_credentials import RecentCredentials
 from signserver.store.database import Database
 from signserver.store.prepared import PreparedStatement
 from signserver.store.schema import accounts, activation_tokens, certificates, credentials
@@ -100,6 +101,7 @@ class HashSigner:
         self._lifetime = token_lifetime
         self.max_signatures = max_signatures
         self._expired_until: datetime.datetime | None = None
+        self._recent = RecentCredentials()  # PostgreSQL's way to a signature: see _spend_in_one_call
 
     @property
     def token_lifetime(self) -> datetime.timedelta:
@@ -237,35 +239,67 @@ class HashSigner:
     def _spend_in_one_call(self, application: Application, credential_id: str, token: Secret,
                            algorithm: SignatureAlgorithm, digests: list[bytes], actor: str, details: list[dict],
                            now: datetime.datetime) -> Spent:
-        """:meth:`sign_hashes`' writes on PostgreSQL, in two round trips: the credential is read and
-        checked, then one call of the database's ``spend_activation_token`` spends the token and
-        appends the records (signserver/signing/spend_call.py).
+        """:meth:`sign_hashes`' writes on PostgreSQL: the credential is checked (as this worker
+        found it lately, else as read now), then one call of the database's
+        ``spend_activation_token`` verifies that it is still so, spends the token and appends the
+        records (signserver/signing/spend_call.py): one round trip, two after a read.
 
         Raises: as :meth:`spend`.
         """
         hashed = activation.token_hash(token.reveal())
         with self._database.statements() as conn:
-            credential = self._usable_for(application, credential_id, conn, now)
-            algorithm.check_key(credential.key_algorithm)
+            found = self._recent_usable(application, credential_id, algorithm, now)
+            if found is None:
+                found = self._read_usable(conn, application, credential_id, now)
+                algorithm.check_key(found[0].key_algorithm)
+            credential, newest = found
             open_key = credential.is_package and not self._package_keys.is_open(hashed, now)
-            try:
-                found = spend_call.spend_and_record(
+
+            def spend(newest_serial: str | None):
+                return spend_call.spend_and_record(
                     conn, token_hash=hashed, credential_id=credential.id, key_id=credential.key_id,
-                    application_id=application.id, algorithm=algorithm.hash, digests=digests, open_key=open_key,
-                    count_down=credential.is_package,
+                    certificate_serial=newest_serial, application_id=application.id, algorithm=algorithm.hash,
+                    digests=digests, open_key=open_key, count_down=credential.is_package,
                     record=spend_call.Record("signature", actor, credential.username, details), now=now)
+            try:
+                try:
+                    row = spend(newest.certificate_serial)
+                except spend_call.CredentialChanged:
+                    # What this worker knew went stale (revoked, renewed, disabled): read it again.
+                    self._recent.forget(credential_id)
+                    credential, newest = self._read_usable(conn, application, credential_id, now)
+                    row = spend(newest.certificate_serial)
+            except spend_call.CredentialChanged:
+                raise CredentialUnusable(f"credential {credential_id} changed while it was being used; "
+                                         "try again") from None
             except spend_call.DigestsNotTaken:
                 activation.explain_refusal(conn, hashed, credential.id, application.id, algorithm.hash,
                                            [d.hex() for d in digests], 0, now)
+        self._recent.keep(credential_id, (credential, newest))
         to_open = None
         if open_key:
             try:
-                to_open = key_to_open_from(found, token.reveal(), hashed)
+                to_open = key_to_open_from(row, token.reveal(), hashed)
             except CredentialUnusable:
                 # Spent and recorded already: the records say that nothing was signed.
                 self._record_failure(actor, credential.username, details)
                 raise
         return Spent(credential, hashed, to_open)
+
+    def _recent_usable(self, application: Application, credential_id: str, algorithm: SignatureAlgorithm,
+                       now: datetime.datetime):
+        """The credential and its newest certificate as this worker found them lately, if they pass
+        every check again; else None (never a refusal: the caller reads them then)."""
+        found = self._recent.get(credential_id)
+        if found is None:
+            return None
+        try:
+            self._visible_to(application, found[0])
+            _check_usable(*found, now)
+            algorithm.check_key(found[0].key_algorithm)
+        except SignServerError:
+            return None
+        return found
 
     def _record_failure(self, actor: str, username: str, details: list[dict]) -> None:
         with self._database.transaction() as conn:
@@ -387,13 +421,22 @@ class HashSigner:
 
     def _usable_for(self, application: Application, credential_id: str, conn, now: datetime.datetime) -> Credential:
         """Raises: InvalidArgument, NotFound, CredentialUnusable."""
+        return self._read_usable(conn, application, credential_id, now)[0]
+
+    def _read_usable(self, conn, application: Application, credential_id: str, now: datetime.datetime):
+        """The credential and its newest certificate's row (see _credential_with_certificate), read
+        and checked usable by the application.
+
+        Raises: InvalidArgument, NotFound, CredentialUnusable.
+        """
         _check_credential_id(credential_id)
         found = _credential_with_certificate(conn, credential_id)
         if found is None:
             raise NotFound(f"no credential {credential_id!r}")
         # Others' credentials do not exist for an application, usable or not.
         self._visible_to(application, found[0])
-        return _check_usable(*found, now)
+        _check_usable(*found, now)
+        return found
 
     @staticmethod
     def _visible_to(application: Application, credential: Credential) -> Credential:
@@ -410,8 +453,10 @@ def _check_credential_id(credential_id: str) -> None:
 # Built once: this lookup is on the way to every signature. The credential comes with its
 # newest certificate's serial, status and expiry (all None before its first certificate).
 _issued = certificates.alias("issued")
+# Newest by issue time, then serial: the same order as spend_activation_token's (migration 0019).
 _NEWEST_SERIAL = (select(_issued.c.serial).where(_issued.c.credential_id == credentials.c.id)
-                  .order_by(_issued.c.issued_at.desc()).limit(1).correlate(credentials).scalar_subquery())
+                  .order_by(_issued.c.issued_at.desc(), _issued.c.serial.desc()).limit(1).correlate(credentials)
+                  .scalar_subquery())
 _WITH_CERTIFICATE = (
     select(*CREDENTIAL_COLUMNS, certificates.c.serial.label("certificate_serial"),
            certificates.c.status.label("certificate_status"), certificates.c.not_after.label("certificate_not_after"))

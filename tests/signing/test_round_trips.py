@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 from psycopg import pq
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, text, update
 from sqlalchemy.pool import NullPool
 
 from signserver.accounts import otp
 from signserver.audit.log import AuditLog, record_hash
-from signserver.errors import StoreUnavailable
+from signserver.errors import CredentialUnusable, StoreUnavailable
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.secret import Secret
+from signserver.store.schema import credentials
 from tests.conftest import ON_POSTGRESQL, PASSWORD, enrol, service_with
 
 pytestmark = pytest.mark.skipif(not ON_POSTGRESQL, reason="round trips are PostgreSQL's (SIGNSERVER_TEST_STORE)")
@@ -122,17 +123,30 @@ def signing(config, tmp_path, clock):
         service.close()
 
 
-def test_a_single_digest_signhash_takes_two_round_trips(signing, tmp_path):
+def test_a_single_digest_signhash_takes_one_round_trip(signing, tmp_path):
     service, sign, unsigned = signing
     trace = tmp_path / "wire.trace"
     with wire_trace(service.database.engine, trace):
         sign(unsigned[:1])
     seen = waits(trace)
-    # The credential; then one call of the database's spend_activation_token, which takes the
-    # digest, counts the token down and appends the audit record, committed on its own. No BEGIN
-    # or COMMIT of their own, and no ping: the connection answered a moment ago.
-    assert len(seen) == 2, "\n".join(seen)
+    # One call of the database's spend_activation_token, which checks that the credential is as
+    # this worker found it at the last signature, takes the digest, counts the token down and
+    # appends the audit record, committed on its own: no BEGIN or COMMIT, and no ping (the
+    # connection answered a moment ago).
+    assert len(seen) == 1, "\n".join(seen)
     assert not any("BEGIN" in s or "COMMIT" in s for s in seen), seen
+
+
+def test_a_credential_changed_since_is_read_again(signing, tmp_path):
+    service, sign, unsigned = signing
+    with service.database.transaction() as conn:  # what this worker knows of it is now stale
+        conn.execute(update(credentials).values(status="disabled"))
+    trace = tmp_path / "wire.trace"
+    with wire_trace(service.database.engine, trace):
+        with pytest.raises(CredentialUnusable, match="disabled"):
+            sign(unsigned[:1])
+    # The call refused (SSA03, nothing changed), then the credential read: refused from that.
+    assert len(waits(trace)) == 2, "\n".join(waits(trace))
 
 
 def test_a_batch_takes_as_many_round_trips_as_a_single_digest(signing, tmp_path):
@@ -142,7 +156,7 @@ def test_a_batch_takes_as_many_round_trips_as_a_single_digest(signing, tmp_path)
         signatures = sign(unsigned[1:])
     assert len(signatures) == BATCH
     # Whatever the number of digests: the records are hashed and appended inside the call.
-    assert executed(trace) == 2, "\n".join(waits(trace))
+    assert executed(trace) == 1, "\n".join(waits(trace))
     with service.database.read() as conn:
         records = AuditLog.records(conn)
     assert sum(r.event == "signature" for r in records) == WARM_UP + BATCH

@@ -5,14 +5,18 @@ chain, took six round trips to PostgreSQL (BEGIN, four statements, COMMIT), each
 worker its driver's work and the database a message of its own. This function runs the same
 statements inside the database in one call, its own transaction (the caller is in autocommit):
 
-1. the digests are taken, only while the token holds (unrevoked, unexpired, for this credential,
+1. the credential must still be as the caller checked it (from a read, or from what the worker
+   read before: signserver/signing/recent_credentials.py): active, with the same key, and the same
+   newest certificate, still valid and unexpired; otherwise nothing is changed and the call fails
+   with SQLSTATE SSA03 (the caller reads the credential again);
+2. the digests are taken, only while the token holds (unrevoked, unexpired, for this credential,
    application and digest algorithm); if not every one of them is, nothing is changed and the
    call fails with SQLSTATE SSA01 (the caller then works out why, as on SQLite);
-2. on request, what unwrapping the holder's package takes is read (the token's sealed key and the
+3. on request, what unwrapping the holder's package takes is read (the token's sealed key and the
    package), before the count below may erase it; none there fails the call with SSA02;
-3. on request, the token's count of unspent digests goes down, and its sealed key goes with the
+4. on request, the token's count of unspent digests goes down, and its sealed key goes with the
    last one;
-4. one audit record per digest is appended to the chain, hashed here as
+5. one audit record per digest is appended to the chain, hashed here as
    ``signserver.audit.log.record_hash`` hashes (``tails`` carry what follows the previous hash and
    the sequence number in that JSON array), and the head moved: locked for the rest of the call.
 
@@ -34,8 +38,9 @@ depends_on = None
 
 SPEND_ACTIVATION_TOKEN = """
 CREATE OR REPLACE FUNCTION spend_activation_token(
-    p_token_hash text, p_credential_id text, p_application_id integer, p_hash_algorithm text,
-    p_now bigint, p_digests text[], p_key_id text, p_open_key boolean, p_count_down boolean,
+    p_token_hash text, p_credential_id text, p_key_id text, p_certificate_serial text,
+    p_application_id integer, p_hash_algorithm text, p_now bigint, p_digests text[], p_open_key boolean,
+    p_count_down boolean,
     p_at bigint, p_event text, p_actor text, p_subject text, p_details text[], p_tails text[])
 RETURNS TABLE (last_seq bigint, sealed_key bytea, expires_at bigint, unspent integer, algorithm text,
                wrapped_package_key bytea, master_label text, mechanism text)
@@ -51,6 +56,17 @@ DECLARE
     head_hash text;
     new_hash text;
 BEGIN
+    PERFORM 1 FROM credentials AS c
+     WHERE c.id = p_credential_id AND c.status = 'active' AND c.key_id = p_key_id
+       AND (SELECT i.serial FROM certificates AS i WHERE i.credential_id = c.id
+             ORDER BY i.issued_at DESC, i.serial DESC LIMIT 1) IS NOT DISTINCT FROM p_certificate_serial
+       AND (p_certificate_serial IS NULL
+            OR EXISTS (SELECT 1 FROM certificates AS ce WHERE ce.serial = p_certificate_serial
+                        AND ce.status = 'valid' AND ce.not_after > p_now));
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the credential is not as the caller read it' USING ERRCODE = 'SSA03';
+    END IF;
+
     UPDATE activation_token_digests AS d SET used = true
      WHERE d.token_hash = p_token_hash AND d.digest = ANY (p_digests) AND d.used IS false
        AND EXISTS (SELECT 1 FROM activation_tokens AS t
