@@ -18,6 +18,7 @@ import functools
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import bindparam, select
@@ -180,7 +181,9 @@ class HashSigner:
                                                          actor=f"application:{application.name}", holds_credential=holds)
         account = holder.account
         now = self._clock.now()
-        credential = _check_usable(*named, now) if named is not None else self._signing_credential(account.id, now)
+        chosen = named if named is not None else self._signing_credential(account.id, now)
+        credential = _check_usable(*chosen, now)
+        self._keep_usable(*chosen)  # the SignHash that follows spares a read on this worker
         seal_for_token = None
         if credential.is_package:
             # Opened with the holder's seal key, and handed on sealed to the activation token.
@@ -275,7 +278,7 @@ class HashSigner:
             except spend_call.DigestsNotTaken:
                 activation.explain_refusal(conn, hashed, credential.id, application.id, algorithm.hash,
                                            [d.hex() for d in digests], 0, now)
-        self._recent.keep(credential_id, (credential, newest))
+        self._keep_usable(credential, newest)
         to_open = None
         if open_key:
             try:
@@ -300,6 +303,13 @@ class HashSigner:
         except SignServerError:
             return None
         return found
+
+    def _keep_usable(self, credential: Credential, newest) -> None:
+        """Remember the credential as found usable, for PostgreSQL's way to a signature (SQLite's
+        reads it in the spending transaction: nothing to spare)."""
+        if not self._database.is_sqlite:
+            self._recent.keep(credential.id, (credential, NewestCertificate(
+                newest.certificate_serial, newest.certificate_status, newest.certificate_not_after)))
 
     def _record_failure(self, actor: str, username: str, details: list[dict]) -> None:
         with self._database.transaction() as conn:
@@ -397,8 +407,9 @@ class HashSigner:
         with self._database.read() as conn:
             return _credential_with_certificate(conn, credential_id)
 
-    def _signing_credential(self, account_id: int, now: datetime.datetime) -> Credential:
-        """The account's newest active credential that may sign now.
+    def _signing_credential(self, account_id: int, now: datetime.datetime):
+        """The account's newest active credential that may sign now, and its newest certificate's
+        row (see _credential_with_certificate).
 
         Raises: CredentialUnusable: none may (the newest active one's reason), or none is active.
         """
@@ -408,7 +419,8 @@ class HashSigner:
         refusals = []
         for credential, newest in candidates:
             try:
-                return _check_usable(credential, newest, now)
+                _check_usable(credential, newest, now)
+                return credential, newest
             except CredentialUnusable as unusable:
                 refusals.append(unusable)
         raise refusals[0] if refusals else CredentialUnusable("the account has no active credential")
@@ -443,6 +455,14 @@ class HashSigner:
         if not application.all_accounts and credential.username not in application.accounts:
             raise NotFound(f"no credential {credential.id!r}")  # others' credentials do not exist for it
         return credential
+
+
+class NewestCertificate(NamedTuple):
+    """What _check_usable reads of a credential's newest certificate (all None before the first)."""
+
+    certificate_serial: str | None
+    certificate_status: str | None
+    certificate_not_after: int | None
 
 
 def _check_credential_id(credential_id: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from signserver.errors import CredentialUnusable
+from signserver.signing.recent_credentials import RecentCredentials
 from signserver.store.schema import audit_log, certificates, credentials
 from tests.signing.holders import assert_signed_by, authorize, digests, new_holder, sign
 from tests.signing.test_package_lifecycle import certify, lifecycle, public_of  # noqa: F401 (a fixture)
@@ -61,3 +62,14 @@ def test_a_first_certificate_issued_since_lets_the_next_signature_through(lifecy
     # The worker knew the credential without a certificate: it reads it again and signs.
     assert_signed_by(public_of(service, holder.credential),
                      sign(service, app, holder.credential.id, token, wanted[1:]), wanted[1:])
+
+
+def test_the_least_recently_used_entry_goes_first():
+    recent = RecentCredentials(size=2)
+    recent.keep("a", 1)
+    recent.keep("b", 2)
+    assert recent.get("a") == 1  # "b" is now the least recently used
+    recent.keep("c", 3)
+    assert (recent.get("a"), recent.get("b"), recent.get("c")) == (1, None, 3)
+    recent.forget("a")
+    assert recent.get("a") is None

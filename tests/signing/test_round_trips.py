@@ -98,6 +98,11 @@ def digest(text_: str) -> bytes:
     return hashlib.sha256(text_.encode()).digest()
 
 
+def algorithm_for(holder) -> SignatureAlgorithm:
+    return SignatureAlgorithm.ECDSA_SHA256 if holder.credential.key_algorithm.value.startswith("ec") \
+        else SignatureAlgorithm.RSA_PKCS1V15_SHA256
+
+
 @pytest.fixture
 def signing(config, tmp_path, clock):
     """The service, a way to sign digests with one token, and digests it has not signed yet. The
@@ -109,8 +114,7 @@ def signing(config, tmp_path, clock):
     digests = [digest(f"page {i}") for i in range(WARM_UP + 1 + BATCH)]
     token = service.signer.authorize(app, holder.account.username, Secret(PASSWORD), otp.code_at(seed, clock.now()),
                                      holder.credential.id, HashAlgorithm.SHA256, digests)
-    algorithm = SignatureAlgorithm.ECDSA_SHA256 if holder.credential.key_algorithm.value.startswith("ec") \
-        else SignatureAlgorithm.RSA_PKCS1V15_SHA256
+    algorithm = algorithm_for(holder)
 
     def sign(wanted: list[bytes]) -> list[bytes]:
         return service.signer.sign_hashes(app, holder.credential.id, Secret(token.token), algorithm, wanted)
@@ -135,6 +139,23 @@ def test_a_single_digest_signhash_takes_one_round_trip(signing, tmp_path):
     # connection answered a moment ago).
     assert len(seen) == 1, "\n".join(seen)
     assert not any("BEGIN" in s or "COMMIT" in s for s in seen), seen
+
+
+def test_the_signhash_after_an_authorize_on_the_same_worker_takes_one_round_trip(config, tmp_path, clock):
+    service = service_pinging_after(config, tmp_path, clock, HOUR_MS)
+    try:
+        holder, seed = enrol(service)
+        app, _ = service.applications.create("after-authorize", otp_required=False)
+        wanted = [digest("the only page")]
+        token = service.signer.authorize(app, holder.account.username, Secret(PASSWORD), None, holder.credential.id,
+                                         HashAlgorithm.SHA256, wanted)
+        trace = tmp_path / "wire.trace"
+        with wire_trace(service.database.engine, trace):
+            service.signer.sign_hashes(app, holder.credential.id, Secret(token.token), algorithm_for(holder), wanted)
+        # Authorize found the credential usable: the SignHash's one call checks it is still so.
+        assert len(waits(trace)) == 1, "\n".join(waits(trace))
+    finally:
+        service.close()
 
 
 def test_a_credential_changed_since_is_read_again(signing, tmp_path):
