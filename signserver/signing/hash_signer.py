@@ -252,32 +252,33 @@ class HashSigner:
         hashed = activation.token_hash(token.reveal())
         with self._database.statements() as conn:
             found = self._recent_usable(application, credential_id, algorithm, now)
-            if found is None:
-                found = self._read_usable(conn, application, credential_id, now)
-                algorithm.check_key(found[0].key_algorithm)
-            credential, newest = found
-            open_key = credential.is_package and not self._package_keys.is_open(hashed, now)
-
-            def spend(newest_serial: str | None):
-                return spend_call.spend_and_record(
-                    conn, token_hash=hashed, credential_id=credential.id, key_id=credential.key_id,
-                    certificate_serial=newest_serial, application_id=application.id, algorithm=algorithm.hash,
-                    digests=digests, open_key=open_key, count_down=credential.is_package,
-                    record=spend_call.Record("signature", actor, credential.username, details), now=now)
-            try:
+            for _ in range(2):  # as this worker found it, or as read; then as read again
+                if found is None:
+                    found = self._read_usable(conn, application, credential_id, now)
+                    algorithm.check_key(found[0].key_algorithm)
+                credential, newest = found
+                # What opening the package takes is read on every call (inside the same call, no
+                # round trip): a key this process opened for the token may close before this call
+                # signs (its count of signatures is read while others' are under way), and must
+                # then open again; it cannot be read later, once the last digest erased it.
+                open_key = credential.is_package
                 try:
-                    row = spend(newest.certificate_serial)
+                    row = spend_call.spend_and_record(
+                        conn, token_hash=hashed, credential_id=credential.id, key_id=credential.key_id,
+                        certificate_serial=newest.certificate_serial, application_id=application.id,
+                        algorithm=algorithm.hash, digests=digests, open_key=open_key,
+                        count_down=credential.is_package,
+                        record=spend_call.Record("signature", actor, credential.username, details), now=now)
+                    break
                 except spend_call.CredentialChanged:
                     # What this worker knew went stale (revoked, renewed, disabled): read it again.
                     self._recent.forget(credential_id)
-                    credential, newest = self._read_usable(conn, application, credential_id, now)
-                    row = spend(newest.certificate_serial)
-            except spend_call.CredentialChanged:
-                raise CredentialUnusable(f"credential {credential_id} changed while it was being used; "
-                                         "try again") from None
-            except spend_call.DigestsNotTaken:
-                activation.explain_refusal(conn, hashed, credential.id, application.id, algorithm.hash,
-                                           [d.hex() for d in digests], 0, now)
+                    found = None
+                except spend_call.DigestsNotTaken:
+                    activation.explain_refusal(conn, hashed, credential.id, application.id, algorithm.hash,
+                                               [d.hex() for d in digests], 0, now)
+            else:
+                raise CredentialUnusable(f"credential {credential_id} changed while it was being used; try again")
         self._keep_usable(credential, newest)
         to_open = None
         if open_key:
@@ -297,8 +298,7 @@ class HashSigner:
         if found is None:
             return None
         try:
-            self._visible_to(application, found[0])
-            _check_usable(*found, now)
+            self._check_found(application, found, now)
             algorithm.check_key(found[0].key_algorithm)
         except SignServerError:
             return None
@@ -445,10 +445,14 @@ class HashSigner:
         found = _credential_with_certificate(conn, credential_id)
         if found is None:
             raise NotFound(f"no credential {credential_id!r}")
-        # Others' credentials do not exist for an application, usable or not.
+        self._check_found(application, found, now)
+        return found
+
+    def _check_found(self, application: Application, found, now: datetime.datetime) -> None:
+        """Raises: NotFound (others' credentials do not exist for an application, usable or not),
+        CredentialUnusable."""
         self._visible_to(application, found[0])
         _check_usable(*found, now)
-        return found
 
     @staticmethod
     def _visible_to(application: Application, credential: Credential) -> Credential:
