@@ -46,7 +46,7 @@ PACKAGE_NOT_AVAILABLE = ("the credential's signing data package is not available
 
 def key_to_open_from(row, token: str, token_hash: str) -> KeyToOpen:
     """What unwrapping a package takes, from what the database keeps of it for an activation token
-    (``row``: the token's ``sealed_key``, ``expires_at`` and ``unspent``, the package's
+    (``row``: the token's ``sealed_key`` and ``expires_at``, the package's
     ``algorithm``, ``wrapped_package_key``, ``master_label`` and ``mechanism``).
 
     Raises: CredentialUnusable: the token does not open what it carries.
@@ -58,8 +58,7 @@ def key_to_open_from(row, token: str, token_hash: str) -> KeyToOpen:
     return KeyToOpen(handle_id=token_hash, algorithm=KeyAlgorithm(row.algorithm), wrapped_private=wrapped_private,
                      wrapped_package_key=row.wrapped_package_key, master_label=row.master_label,
                      mechanism=row.mechanism,
-                     expires_at=datetime.datetime.fromtimestamp(row.expires_at, datetime.timezone.utc),
-                     signatures=row.unspent)
+                     expires_at=datetime.datetime.fromtimestamp(row.expires_at, datetime.timezone.utc))
 
 
 @dataclass(frozen=True)
@@ -209,8 +208,7 @@ class SigningPackages:
             package was destroyed, or the token does not open it.
         """
         row = conn.execute(
-            select(activation_tokens.c.sealed_key, activation_tokens.c.expires_at, activation_tokens.c.unspent,
-                   signing_packages)
+            select(activation_tokens.c.sealed_key, activation_tokens.c.expires_at, signing_packages)
             .join(signing_packages, signing_packages.c.key_id == key_id)
             .where(activation_tokens.c.token_hash == token_hash,
                    activation_tokens.c.credential_id == credential_id)).first()

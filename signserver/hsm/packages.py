@@ -11,8 +11,9 @@ password open neither.
 To sign, the package key is unwrapped (able only to unwrap), the private key unwrapped with it
 (sensitive, never extractable, able only to sign), and the package key destroyed. The private
 key's handle is kept for the activation token it was opened for, in this process's session, and
-destroyed when the token's signatures are made, when it expires, or when more are kept than
-MAX_OPEN.
+destroyed once the token's last digest is spent and every call of this process that spent one of
+them has signed (see :meth:`PackageKeys.expect`), when the token expires, or when more are kept
+than MAX_OPEN.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import threading
 from dataclasses import dataclass
 
 import pkcs11
@@ -39,6 +41,9 @@ from signserver.hsm.trusted_export import warn_once
 log = logging.getLogger(__name__)
 
 MAX_OPEN = 256  # unwrapped holder keys kept per process, each for its activation token's life
+# Keys of expired tokens are looked for at a signature, at most this often (a walk of the session's
+# cache: too much for every signature).
+SWEEP_INTERVAL = datetime.timedelta(seconds=1)
 
 # Key-wrap mechanisms by preference, with the name recorded beside what they wrapped (so that what
 # was wrapped before keeps opening when the preference changes).
@@ -79,7 +84,6 @@ class KeyToOpen:
     master_label: str
     mechanism: str
     expires_at: datetime.datetime
-    signatures: int  # how many the token allows: the key is destroyed once this process made them
 
 
 class KeyNotOpen(Exception):
@@ -91,7 +95,15 @@ class _OpenKey:
     key: pkcs11.PrivateKey
     algorithm: KeyAlgorithm
     expires_at: datetime.datetime
-    remaining: int
+
+
+@dataclass
+class _Expected:
+    """Signatures that calls of this process will make with the key of one activation token."""
+
+    signatures: int  # spent by those calls, not signed yet
+    until: datetime.datetime  # the token's expiry or later: forgotten then, whatever became of them
+    exhausted: bool = False  # the token's last digest is spent: once these are made, nothing needs the key
 
 
 _PACKAGE_KEY_TEMPLATE = {  # generated to wrap one private key, then wrapped and destroyed
@@ -193,6 +205,10 @@ class PackageKeys:
         self._session = session
         self._masters = masters
         self._mechanism: str | None = None
+        self._expected: dict[str, _Expected] = {}  # by handle id
+        self._finished: set[str] = set()  # handle ids whose keys nothing needs, to close at the next sign
+        self._next_sweep = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
+        self._expected_lock = threading.Lock()  # taken by callers outside the PKCS#11 lock too
 
     def mechanism(self) -> str:
         """Raises: UnsupportedAlgorithm, HsmError."""
@@ -248,10 +264,32 @@ class PackageKeys:
 
         return self._session.run(rewrap, f"re-wrap a package key under {to_label!r}")
 
+    def expect(self, handle_id: str, signatures: int, until: datetime.datetime) -> None:
+        """Keep the key of ``handle_id`` open in this process for ``signatures`` more signatures,
+        made by :meth:`sign` or given up by :meth:`cancel`. Called before the spending that allows
+        them commits: a key found open when a call spends its token must still be open when the
+        call signs, whatever other calls of the token (the one that spends its last digest among
+        them) do in between. Kept no later than ``until``."""
+        with self._expected_lock:
+            expected = self._expected.get(handle_id)
+            if expected is None:
+                self._expected[handle_id] = _Expected(signatures, until)
+            else:
+                expected.signatures += signatures
+                expected.until = max(expected.until, until)
+
+    def cancel(self, handle_id: str, signatures: int) -> None:
+        """Those of :meth:`expect` that will not be made (the spending was refused, or the signing
+        failed). A key nothing needs any more closes at the next :meth:`sign` of this process."""
+        with self._expected_lock:
+            if self._settle(handle_id, signatures):
+                self._finished.add(handle_id)
+
     def sign(self, handle_id: str, digests: list[bytes], algorithm: SignatureAlgorithm, now: datetime.datetime,
-             to_open: KeyToOpen | None = None) -> list[bytes]:
+             to_open: KeyToOpen | None = None, last: bool = False) -> list[bytes]:
         """Sign each digest with the holder key open for ``handle_id``, opening it from ``to_open``
-        when it is not open here.
+        when it is not open here. ``last``: the spending of these digests took the token's last
+        one; the key is destroyed once the signatures this process expects with it are made.
 
         Raises:
             KeyNotOpen: not open here and ``to_open`` is None (load it and call again).
@@ -262,7 +300,7 @@ class PackageKeys:
         mechanism, parameter = algorithm.mechanism()
 
         def sign(session: pkcs11.Session) -> list[bytes]:
-            self._close_expired(now)
+            self._close_finished(now)
             entry = self._session.cache.get(("open", handle_id))
             if entry is None:
                 if to_open is None:
@@ -270,12 +308,28 @@ class PackageKeys:
                 entry = self._open(session, to_open)
             algorithm.check_key(entry.algorithm)
             raw = [entry.key.sign(data, mechanism=mechanism, mechanism_param=parameter) for data in inputs]
-            entry.remaining -= len(raw)
-            if entry.remaining <= 0:
+            with self._expected_lock:
+                expected = self._expected.get(handle_id)
+                if expected is not None and last:
+                    expected.exhausted = True
+                finished = self._settle(handle_id, len(raw)) if expected is not None else last
+            if finished:
                 self._close(handle_id)
             return raw
 
         return [algorithm.encode_token_output(r) for r in self._session.run(sign, "sign with a holder key")]
+
+    def _settle(self, handle_id: str, signatures: int) -> bool:
+        """``signatures`` of those expected for ``handle_id`` are made or given up (the caller holds
+        the lock); returns whether nothing needs the key any more."""
+        expected = self._expected.get(handle_id)
+        if expected is None:
+            return False
+        expected.signatures -= signatures
+        if expected.signatures > 0:
+            return False
+        del self._expected[handle_id]  # not exhausted: the token may sign again, and the key stays open
+        return expected.exhausted
 
     def is_open(self, handle_id: str, now: datetime.datetime) -> bool:
         """Whether a key is open here for ``handle_id`` and not expired (no PKCS#11 call)."""
@@ -293,7 +347,9 @@ class PackageKeys:
     def _open(self, session: pkcs11.Session, to_open: KeyToOpen) -> _OpenKey:
         open_keys = [k for k in self._session.cache if isinstance(k, tuple) and k[0] == "open"]
         if len(open_keys) >= MAX_OPEN:
-            oldest = min(open_keys, key=lambda k: self._session.cache[k].expires_at)
+            # The one that expires first, among those no call of this process still expects.
+            unclaimed = [k for k in open_keys if k[1] not in self._expected] or open_keys
+            oldest = min(unclaimed, key=lambda k: self._session.cache[k].expires_at)
             self._close(oldest[1])
         wrapping, parameter, wrapped_private = unwrap_parameters(to_open.mechanism, to_open.wrapped_private)
         master = self._masters.handle(session, to_open.master_label)
@@ -313,7 +369,7 @@ class PackageKeys:
         finally:
             package_key.destroy()
         protect_unwrapped(private, extractable=False)
-        entry = _OpenKey(private, to_open.algorithm, to_open.expires_at, to_open.signatures)
+        entry = _OpenKey(private, to_open.algorithm, to_open.expires_at)
         self._session.cache[("open", to_open.handle_id)] = entry
         return entry
 
@@ -325,10 +381,25 @@ class PackageKeys:
             except p11.PKCS11Error:
                 pass  # the session went away, and its session objects with it
 
-    def _close_expired(self, now: datetime.datetime) -> None:
-        for key in [k for k, v in list(self._session.cache.items())
-                    if isinstance(k, tuple) and k[0] == "open" and v.expires_at <= now]:
-            self._close(key[1])
+    def _close_finished(self, now: datetime.datetime) -> None:
+        """Close the keys nothing needs any more (see :meth:`cancel`) and, at most once per
+        SWEEP_INTERVAL, those of expired tokens, unless a call of this process that spent one
+        before it expired has yet to sign; forget expectations past their time."""
+        if self._finished:
+            with self._expected_lock:
+                finished, self._finished = self._finished, set()
+            for handle_id in finished:
+                self._close(handle_id)
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL
+        with self._expected_lock:
+            for handle_id in [h for h, e in self._expected.items() if e.until <= now]:
+                del self._expected[handle_id]
+            expected = set(self._expected)
+        for key, entry in list(self._session.cache.items()):
+            if isinstance(key, tuple) and key[0] == "open" and entry.expires_at <= now and key[1] not in expected:
+                self._close(key[1])
 
 
 _SET_AFTER_UNWRAP = (Attribute.SENSITIVE, Attribute.EXTRACTABLE)

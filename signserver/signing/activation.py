@@ -117,10 +117,10 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
         explain_refusal(conn, hashed, credential_id, application_id, algorithm, wanted, taken, now)
 
 
-def count_spent(conn: Connection, hashed_token: str, taken: int) -> None:
+def count_spent(conn: Connection, hashed_token: str, taken: int) -> int:
     """For a token that carries a sealed key, after :func:`consume`: its count of unspent digests
-    goes down, and the sealed key is erased with the last one."""
-    _COUNT_SPENT.execute(conn, {"of_token": hashed_token, "taken": taken})
+    goes down, and the sealed key is erased with the last one. Returns the count left."""
+    return _COUNT_SPENT.execute(conn, {"of_token": hashed_token, "taken": taken}).one().unspent
 
 
 # One statement, by primary key: the count goes down, and the sealed key goes with the last digest.
@@ -128,7 +128,8 @@ _COUNT_SPENT = PreparedStatement(
     update(activation_tokens).where(activation_tokens.c.token_hash == bindparam("of_token"))
     .values(unspent=activation_tokens.c.unspent - bindparam("taken"),
             sealed_key=case((activation_tokens.c.unspent <= bindparam("taken"), null()),
-                            else_=activation_tokens.c.sealed_key)))
+                            else_=activation_tokens.c.sealed_key))
+    .returning(activation_tokens.c.unspent))
 
 
 def forget_sealed_keys(conn: Connection, expired_after: datetime.datetime, now: datetime.datetime) -> int:

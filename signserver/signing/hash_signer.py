@@ -18,7 +18,7 @@ import functools
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import bindparam, select
@@ -78,6 +78,7 @@ class Spent:
     credential: Credential
     token_hash: str
     to_open: KeyToOpen | None  # the package's key, when it was not open in this process
+    last: bool = False  # the token's last digest was among them
 
 
 @dataclass(frozen=True)
@@ -225,19 +226,41 @@ class HashSigner:
         # fail, a ``signature.failed`` record follows. On PostgreSQL that transaction is one call
         # of a database function, for the round trips a transaction of statements would cost.
         if self._database.is_sqlite:
-            with self._database.transaction() as conn:
-                spent = self._spend_in(conn, application, credential_id, token, algorithm.hash, digests,
-                                       algorithm.check_key, now)
-                self._audit.append_many(conn, now, "signature", actor, spent.credential.username, details)
+            def spend() -> Spent:
+                with self._database.transaction() as conn:
+                    spent = self._spend_in(conn, application, credential_id, token, algorithm.hash, digests,
+                                           algorithm.check_key, now)
+                    self._audit.append_many(conn, now, "signature", actor, spent.credential.username, details)
+                return spent
         else:
-            spent = self._spend_in_one_call(application, credential_id, token, algorithm, digests, actor,
-                                            details, now)
+            def spend() -> Spent:
+                return self._spend_in_one_call(application, credential_id, token, algorithm, digests, actor,
+                                               details, now)
+        spent = self._expecting_signatures(token, len(digests), spend)
         meter().activation_tokens("spent")  # committed: counted, and outside the write lock
         try:
             return self.sign_spent(spent, digests, algorithm)
         except Exception:
+            if spent.credential.is_package:
+                self._package_keys.cancel(spent.token_hash, len(digests))
             self._record_failure(actor, spent.credential.username, details)
             raise
+
+    def _expecting_signatures(self, token: Secret, count: int, spend: Callable[[], Spent]) -> Spent:
+        """``spend()``, with the ``count`` signatures it allows expected of the key open in this
+        process for the token from before it commits (PackageKeys.expect: so that the key stays
+        open till this call signs, whatever other calls of the token do meanwhile); given up if the
+        spending fails, or when the credential is not a package."""
+        token_hash = activation.token_hash(token.reveal())
+        self._package_keys.expect(token_hash, count, self._clock.now() + self._lifetime)
+        try:
+            spent = spend()
+        except BaseException:
+            self._package_keys.cancel(token_hash, count)
+            raise
+        if not spent.credential.is_package:
+            self._package_keys.cancel(token_hash, count)
+        return spent
 
     def _spend_in_one_call(self, application: Application, credential_id: str, token: Secret,
                            algorithm: SignatureAlgorithm, digests: list[bytes], actor: str, details: list[dict],
@@ -258,9 +281,9 @@ class HashSigner:
                     algorithm.check_key(found[0].key_algorithm)
                 credential, newest = found
                 # What opening the package takes is read on every call (inside the same call, no
-                # round trip): a key this process opened for the token may close before this call
-                # signs (its count of signatures is read while others' are under way), and must
-                # then open again; it cannot be read later, once the last digest erased it.
+                # round trip), whether or not the key is open here: a key this process opened may
+                # still close before this call signs (it expires, or more than MAX_OPEN are open),
+                # and must then open again; it cannot be read later, once the last digest erased it.
                 open_key = credential.is_package
                 try:
                     row = spend_call.spend_and_record(
@@ -280,15 +303,15 @@ class HashSigner:
             else:
                 raise CredentialUnusable(f"credential {credential_id} changed while it was being used; try again")
         self._keep_usable(credential, newest)
-        to_open = None
-        if open_key:
-            try:
-                to_open = key_to_open_from(row, token.reveal(), hashed)
-            except CredentialUnusable:
-                # Spent and recorded already: the records say that nothing was signed.
-                self._record_failure(actor, credential.username, details)
-                raise
-        return Spent(credential, hashed, to_open)
+        if not open_key:
+            return Spent(credential, hashed, None)
+        try:
+            to_open = key_to_open_from(row, token.reveal(), hashed)
+        except CredentialUnusable:
+            # Spent and recorded already: the records say that nothing was signed.
+            self._record_failure(actor, credential.username, details)
+            raise
+        return Spent(credential, hashed, to_open, last=row.unspent <= len(digests))
 
     def _recent_usable(self, application: Application, credential_id: str, algorithm: SignatureAlgorithm,
                        now: datetime.datetime):
@@ -335,7 +358,8 @@ class HashSigner:
             self.refuse_infrastructure_key(spent.credential)
             return [self._keys.sign_digest(spent.credential.key_id, d, algorithm) for d in digests]
         try:
-            return self._package_keys.sign(spent.token_hash, digests, algorithm, self._clock.now(), spent.to_open)
+            return self._package_keys.sign(spent.token_hash, digests, algorithm, self._clock.now(), spent.to_open,
+                                           last=spent.last)
         except KeyNotOpen:
             raise CredentialUnusable("the holder's key closed in this process before it signed; authorise again") \
                 from None
@@ -344,13 +368,19 @@ class HashSigner:
               digests: list[bytes], key_check=None) -> Spent:
         """Spend ``digests`` of an activation token for the credential, atomically; for a package
         credential, take (in the same transaction) what unwrapping it takes, unless its key is open
-        in this process, and erase what the token carries once its last digest is spent.
+        in this process, and erase what the token carries once its last digest is spent. The key
+        stays open here for the signatures the spending allows (:meth:`sign_spent`); should they
+        never be made, till the token expires.
 
         Raises: ActivationRefused, NotFound, CredentialUnusable, UnsupportedAlgorithm (key_check).
         """
         now = self._clock.now()
-        with self._database.transaction() as conn:
-            spent = self._spend_in(conn, application, credential_id, token, hash_algorithm, digests, key_check, now)
+
+        def spend() -> Spent:
+            with self._database.transaction() as conn:
+                return self._spend_in(conn, application, credential_id, token, hash_algorithm, digests, key_check,
+                                      now)
+        spent = self._expecting_signatures(token, len(digests), spend)
         meter().activation_tokens("spent")  # committed: counted, and outside the write lock
         return spent
 
@@ -364,11 +394,12 @@ class HashSigner:
             key_check(credential.key_algorithm)
         activation.consume(conn, token=token.reveal(), credential_id=credential.id,
                            application_id=application.id, algorithm=hash_algorithm, digests=digests, now=now)
-        if credential.is_package:
-            if not self._package_keys.is_open(hashed, now):
-                to_open = self._packages.key_to_open(conn, credential.id, credential.key_id, token.reveal(), hashed)
-            activation.count_spent(conn, hashed, len(digests))
-        return Spent(credential, hashed, to_open)
+        if not credential.is_package:
+            return Spent(credential, hashed, None)
+        if not self._package_keys.is_open(hashed, now):
+            to_open = self._packages.key_to_open(conn, credential.id, credential.key_id, token.reveal(), hashed)
+        unspent = activation.count_spent(conn, hashed, len(digests))
+        return Spent(credential, hashed, to_open, last=unspent <= 0)
 
     def forget_expired_tokens(self) -> int:
         """Erase the keys sealed to activation tokens that expired since the last call (the first

@@ -85,9 +85,10 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
         else:
             value = bind.effective_value
             defaults[name] = value if process is None else process(value)
-    columns = list(getattr(statement, "selected_columns", ()))
     if getattr(statement, "_returning", ()):
-        raise ValueError("RETURNING is not supported by PreparedStatement")
+        columns = list(statement.exported_columns)  # an UPDATE's RETURNING: read like a SELECT's
+    else:
+        columns = list(getattr(statement, "selected_columns", ()))
     row_type = namedtuple("Row", [column.key for column in columns]) if columns else None
     return _Compiled(
         sql=str(compiled),

@@ -69,8 +69,8 @@ def test_a_package_wrapped_with_aes_cbc_pad_opens_signs_and_is_rewrapped(fresh_s
 
     def sign(handle, wrapped_package_key, master_label, wrapped_private=wrapped.wrapped_private):
         to_open = KeyToOpen(handle, wrapped.algorithm, wrapped_private, wrapped_package_key, master_label,
-                            wrapped.mechanism, NOW + datetime.timedelta(minutes=5), 1)
-        return keys.sign(handle, [digest], SignatureAlgorithm.RSA_PKCS1V15_SHA256, NOW, to_open)[0]
+                            wrapped.mechanism, NOW + datetime.timedelta(minutes=5))
+        return keys.sign(handle, [digest], SignatureAlgorithm.RSA_PKCS1V15_SHA256, NOW, to_open, last=True)[0]
 
     public.verify(sign("first", wrapped.wrapped_package_key, label), digest, padding.PKCS1v15(),
                   Prehashed(hashes.SHA256()))
@@ -78,7 +78,7 @@ def test_a_package_wrapped_with_aes_cbc_pad_opens_signs_and_is_rewrapped(fresh_s
     # token that ignores those attributes in C_UnwrapKey's template.
     session = fresh_service.keys.session
     kept_open = KeyToOpen("kept", wrapped.algorithm, wrapped.wrapped_private, wrapped.wrapped_package_key, label,
-                          wrapped.mechanism, NOW + datetime.timedelta(minutes=5), 2)
+                          wrapped.mechanism, NOW + datetime.timedelta(minutes=5))
     keys.sign("kept", [digest], SignatureAlgorithm.RSA_PKCS1V15_SHA256, NOW, kept_open)
     held = session.run(lambda s: {a: bool(session.cache[("open", "kept")].key[a])
                                   for a in (Attribute.SENSITIVE, Attribute.EXTRACTABLE)}, "read the open key")

@@ -11,11 +11,12 @@ from sqlalchemy import func, select, update
 
 from signserver.accounts import holder_seal
 from signserver.errors import ActivationRefused, CredentialUnusable
+from signserver.hsm.algorithms import HashAlgorithm
 from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.store.schema import activation_tokens, audit_log, master_keys, signing_packages
 from tests.conftest import PASSWORD
-from tests.signing.holders import authorize, digests, new_holder, no_otp_application, sign
+from tests.signing.holders import ECDSA, assert_signed_by, authorize, digests, new_holder, no_otp_application, sign
 
 
 @pytest.fixture
@@ -172,3 +173,24 @@ def test_a_token_whose_sealed_key_does_not_open_signs_nothing_and_says_so(holder
     # spending before the key is opened; SQLite rolls it back).
     assert signature_records(service, "signature") == signature_records(service, "signature.failed")
     sign(service, app, created.credential.id, other, second)  # the other token is untouched
+
+
+def test_a_key_open_in_a_process_stays_open_for_every_call_that_spent_its_token_there(holder):
+    """Three calls of one process spend one token's three digests and sign in another order than
+    they spent: each signs, and the key closes after the last signature, not before."""
+    service, app, created = holder
+    signer, credential = service.signer, created.credential.id
+    wanted = digests("first", "second", "third")
+    token = Secret(authorize(service, app, created.account.username, credential, wanted).token)
+
+    def spend(digest: bytes):
+        return signer.spend(app, credential, token, HashAlgorithm.SHA256, [digest])
+
+    first, second = spend(wanted[0]), spend(wanted[1])  # neither finds the key open
+    signatures = {1: signer.sign_spent(second, wanted[1:2], ECDSA)}  # opens it
+    third = spend(wanted[2])  # finds it open
+    signatures[0] = signer.sign_spent(first, wanted[:1], ECDSA)
+    signatures[2] = signer.sign_spent(third, wanted[2:], ECDSA)
+    assert_signed_by(service.packages.public_key_der(created.credential.key_id),
+                     [signatures[i][0] for i in range(3)], wanted)
+    assert service.package_keys.open_count() == 0  # the token has nothing left to sign

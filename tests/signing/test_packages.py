@@ -232,9 +232,9 @@ def test_unwrapping_the_package_key_does_not_open_the_still_sealed_private_key(t
     for what, blob in candidates.items():
         to_open = KeyToOpen(handle_id=f"attack-{what}", algorithm=KeyAlgorithm(row.algorithm), wrapped_private=blob,
                             wrapped_package_key=row.wrapped_package_key, master_label=row.master_label,
-                            mechanism=row.mechanism, expires_at=clock.now().replace(year=2100), signatures=1)
+                            mechanism=row.mechanism, expires_at=clock.now().replace(year=2100))
         with pytest.raises(DataCorrupted):
-            service.package_keys.sign(to_open.handle_id, digests("forged"), ECDSA, clock.now(), to_open)
+            service.package_keys.sign(to_open.handle_id, digests("forged"), ECDSA, clock.now(), to_open, last=True)
     assert service.package_keys.open_count() == 0
     # Re-wrapping (which unwraps the package key inside the token) hands out only the key wrapped
     # again (AES key wrap is deterministic: the very same value), never the key itself.
