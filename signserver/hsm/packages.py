@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 MAX_OPEN = 256  # unwrapped holder keys kept per process, each for its activation token's life
 # Keys of expired tokens are looked for at a signature, at most this often (a walk of the session's
 # cache: too much for every signature).
+# How long past its token's expiry a call that spent the token may still take to sign (a document's
+# time-stamp and revocation data come first): its key stays open for it that long at most.
+SIGNING_GRACE = datetime.timedelta(minutes=5)
 SWEEP_INTERVAL = datetime.timedelta(seconds=1)
 
 # Key-wrap mechanisms by preference, with the name recorded beside what they wrapped (so that what
@@ -102,7 +105,7 @@ class _Expected:
     """Signatures that calls of this process will make with the key of one activation token."""
 
     signatures: int  # spent by those calls, not signed yet
-    until: datetime.datetime  # the token's expiry or later: forgotten then, whatever became of them
+    until: datetime.datetime  # forgotten then, whatever became of them
     exhausted: bool = False  # the token's last digest is spent: once these are made, nothing needs the key
 
 
@@ -269,7 +272,8 @@ class PackageKeys:
         made by :meth:`sign` or given up by :meth:`cancel`. Called before the spending that allows
         them commits: a key found open when a call spends its token must still be open when the
         call signs, whatever other calls of the token (the one that spends its last digest among
-        them) do in between. Kept no later than ``until``."""
+        them) do in between. ``until``: the token's expiry or later; kept SIGNING_GRACE beyond."""
+        until += SIGNING_GRACE
         with self._expected_lock:
             expected = self._expected.get(handle_id)
             if expected is None:

@@ -194,3 +194,16 @@ def test_a_key_open_in_a_process_stays_open_for_every_call_that_spent_its_token_
     assert_signed_by(service.packages.public_key_der(created.credential.key_id),
                      [signatures[i][0] for i in range(3)], wanted)
     assert service.package_keys.open_count() == 0  # the token has nothing left to sign
+
+
+def test_a_call_that_spent_before_its_token_expired_still_signs_after(holder, clock):
+    service, app, created = holder
+    signer, credential = service.signer, created.credential.id
+    wanted = digests("before", "at the edge")
+    token = Secret(authorize(service, app, created.account.username, credential, wanted).token)
+    sign(service, app, credential, token.reveal(), wanted[:1])  # the key opens, and stays open for the other
+    spent = signer.spend(app, credential, token, HashAlgorithm.SHA256, wanted[1:])  # just in time
+    clock.advance(seconds=signer.token_lifetime.total_seconds() + 1)
+    assert_signed_by(service.packages.public_key_der(created.credential.key_id),
+                     signer.sign_spent(spent, wanted[1:], ECDSA), wanted[1:])
+    assert service.package_keys.open_count() == 0
