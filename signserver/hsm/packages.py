@@ -282,10 +282,14 @@ class PackageKeys:
                 expected.signatures += signatures
                 expected.until = max(expected.until, until)
 
-    def cancel(self, handle_id: str, signatures: int) -> None:
+    def cancel(self, handle_id: str, signatures: int, last: bool = False) -> None:
         """Those of :meth:`expect` that will not be made (the spending was refused, or the signing
-        failed). A key nothing needs any more closes at the next :meth:`sign` of this process."""
+        failed; ``last``: a spending that took the token's last digest). A key nothing needs any
+        more closes at the next :meth:`sign` of this process."""
         with self._expected_lock:
+            expected = self._expected.get(handle_id)
+            if expected is not None and last:
+                expected.exhausted = True
             if self._settle(handle_id, signatures):
                 self._finished.add(handle_id)
 

@@ -241,8 +241,6 @@ class HashSigner:
         try:
             return self.sign_spent(spent, digests, algorithm)
         except Exception:
-            if spent.credential.is_package:
-                self._package_keys.cancel(spent.token_hash, len(digests))
             self._record_failure(actor, spent.credential.username, details)
             raise
 
@@ -352,7 +350,8 @@ class HashSigner:
 
         Raises: CredentialUnusable (also: the key closed here between the spending and the
             signature, a rare race: authorise again), UnsupportedAlgorithm, KeyNotFound,
-            DataCorrupted, HsmError.
+            DataCorrupted, HsmError. The signatures not made are then no longer expected of the
+            key (see :meth:`spend`).
         """
         if not spent.credential.is_package:
             self.refuse_infrastructure_key(spent.credential)
@@ -360,9 +359,12 @@ class HashSigner:
         try:
             return self._package_keys.sign(spent.token_hash, digests, algorithm, self._clock.now(), spent.to_open,
                                            last=spent.last)
-        except KeyNotOpen:
-            raise CredentialUnusable("the holder's key closed in this process before it signed; authorise again") \
-                from None
+        except BaseException as failure:
+            self._package_keys.cancel(spent.token_hash, len(digests), last=spent.last)
+            if isinstance(failure, KeyNotOpen):
+                raise CredentialUnusable("the holder's key closed in this process before it signed; authorise "
+                                         "again") from None
+            raise
 
     def spend(self, application: Application, credential_id: str, token: Secret, hash_algorithm: HashAlgorithm,
               digests: list[bytes], key_check=None) -> Spent:

@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import func, select, update
 
 from signserver.accounts import holder_seal
-from signserver.errors import ActivationRefused, CredentialUnusable
+from signserver.errors import ActivationRefused, CredentialUnusable, UnsupportedAlgorithm
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.store.schema import activation_tokens, audit_log, master_keys, signing_packages
 from tests.conftest import PASSWORD
-from tests.signing.holders import ECDSA, assert_signed_by, authorize, digests, new_holder, no_otp_application, sign
+from tests.signing.holders import ECDSA, RSA, assert_signed_by, authorize, digests, new_holder, no_otp_application, sign
 
 
 @pytest.fixture
@@ -206,4 +206,18 @@ def test_a_call_that_spent_before_its_token_expired_still_signs_after(holder, cl
     clock.advance(seconds=signer.token_lifetime.total_seconds() + 1)
     assert_signed_by(service.packages.public_key_der(created.credential.key_id),
                      signer.sign_spent(spent, wanted[1:], ECDSA), wanted[1:])
+    assert service.package_keys.open_count() == 0
+
+
+def test_a_key_whose_last_signature_failed_closes_at_the_next_signature(holder):
+    service, app, created = holder
+    signer, credential = service.signer, created.credential.id
+    wanted = digests("refused")
+    token = Secret(authorize(service, app, created.account.username, credential, wanted).token)
+    spent = signer.spend(app, credential, token, HashAlgorithm.SHA256, wanted)
+    with pytest.raises(UnsupportedAlgorithm):
+        signer.sign_spent(spent, wanted, RSA)  # opened, then refused: an RSA signature with a P-256 key
+    assert service.package_keys.open_count() == 1
+    other = digests("another")
+    sign(service, app, credential, authorize(service, app, created.account.username, credential, other).token, other)
     assert service.package_keys.open_count() == 0
