@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
+import subprocess
+import sys
 
 import pkcs11
 import pytest
@@ -13,7 +14,7 @@ from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.module import load_module, pkcs11_lock, raw_module
 from signserver.hsm.session import find_token
 from signserver.secret import Secret
-from tests.conftest import requires_softhsm
+from tests.conftest import cli_env, requires_softhsm
 from tests.hsm.test_keystore import verify
 
 # The scheme each key algorithm the tests may get from the token signs with.
@@ -31,28 +32,53 @@ def sign_and_check(keystore, key, message: bytes) -> None:
     verify(keystore.public_key(key.key_id), signature, SCHEMES[key.algorithm], message)
 
 
-def test_forked_child_signs_and_parent_goes_on(keystore, key):
-    sign_and_check(keystore, key, b"before the fork")  # parent's session is open and logged in
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report the signature or the error through the pipe, then leave
-        try:
-            os.close(read_end)
-            signature = keystore.sign_digest(key.key_id, hashlib.sha256(b"in the child").digest(),
-                                             SCHEMES[key.algorithm])
-            os.write(write_end, b"ok:" + signature)
-        except BaseException as exc:
-            os.write(write_end, b"error:" + repr(exc).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        report = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the child crashed"
-    assert report.startswith(b"ok:"), report
-    verify(keystore.public_key(key.key_id), report[3:], SCHEMES[key.algorithm], b"in the child")
-    sign_and_check(keystore, key, b"after the fork, in the parent")
+# Run in a process of its own: the server's supervisor forks before anything starts gRPC, while a
+# test process may hold gRPC's threads (and their locks) from earlier tests, which a forked child
+# inherits locked (such a child hung once, its parent waiting on the pipe).
+FORKING_SIGNER = """
+import hashlib, os, sys
+from signserver.config import load_config
+from signserver.hsm.algorithms import SignatureAlgorithm
+from signserver.service import SignService
+
+key_id, scheme = sys.argv[1], SignatureAlgorithm(sys.argv[2])
+config = load_config()
+keys = SignService.from_config(config).keys
+
+def sign(message):
+    return keys.sign_digest(key_id, hashlib.sha256(message).digest(), scheme).hex()
+
+print("before", sign(b"before the fork"))  # this process's session is open and logged in
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:  # the child: report the signature or the error through the pipe, then leave
+    try:
+        os.close(read_end)
+        os.write(write_end, b"ok " + sign(b"in the child").encode())
+    except BaseException as exc:
+        os.write(write_end, b"error " + repr(exc).encode())
+    finally:
+        os._exit(0)
+os.close(write_end)
+with os.fdopen(read_end, "rb") as pipe:
+    print("child", pipe.read().decode())
+print("child-exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+print("after", sign(b"after the fork, in the parent"))
+"""
+
+
+def test_forked_child_signs_and_parent_goes_on(keystore, key, state_dir):
+    scheme = SCHEMES[key.algorithm]
+    run = subprocess.run([sys.executable, "-c", FORKING_SIGNER, key.key_id, scheme.value], env=cli_env(state_dir),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    report = dict(line.split(" ", 1) for line in run.stdout.splitlines())
+    assert report["child-exit"] == "0", "the child crashed"
+    assert report["child"].startswith("ok "), report["child"]
+    public = keystore.public_key(key.key_id)
+    for name, message in (("before", b"before the fork"), ("child", b"in the child"),
+                          ("after", b"after the fork, in the parent")):
+        verify(public, bytes.fromhex(report[name].removeprefix("ok ")), scheme, message)
 
 
 def test_sessions_closed_under_the_server_are_reopened(keystore, key, config, caplog):
