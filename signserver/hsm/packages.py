@@ -41,11 +41,11 @@ from signserver.hsm.trusted_export import warn_once
 log = logging.getLogger(__name__)
 
 MAX_OPEN = 256  # unwrapped holder keys kept per process, each for its activation token's life
-# Keys of expired tokens are looked for at a signature, at most this often (a walk of the session's
-# cache: too much for every signature).
 # How long past its token's expiry a call that spent the token may still take to sign (a document's
 # time-stamp and revocation data come first): its key stays open for it that long at most.
 SIGNING_GRACE = datetime.timedelta(minutes=5)
+# Keys of expired tokens are looked for at a signature, at most this often (a walk of the session's
+# cache: too much for every signature).
 SWEEP_INTERVAL = datetime.timedelta(seconds=1)
 
 # Key-wrap mechanisms by preference, with the name recorded beside what they wrapped (so that what

@@ -372,7 +372,7 @@ class HashSigner:
         credential, take (in the same transaction) what unwrapping it takes, unless its key is open
         in this process, and erase what the token carries once its last digest is spent. The key
         stays open here for the signatures the spending allows (:meth:`sign_spent`); should they
-        never be made, till the token expires.
+        never be made, till PackageKeys' SIGNING_GRACE after the token expires.
 
         Raises: ActivationRefused, NotFound, CredentialUnusable, UnsupportedAlgorithm (key_check).
         """
