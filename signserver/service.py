@@ -259,7 +259,9 @@ class SignService:
             digests.append(digest.digest())
         spent = self.signer.spend(application, credential_id, token, HashAlgorithm.SHA256, digests)
         # The same signing as the one-call flow once its own token is spent.
-        return [self.pades.sign_spent(application, spent, source, destination, level, stamp, document_digest=digest)
+        with self.signer.signing(spent) as sign:
+            return [self.pades.sign_spent(application, spent.credential.id, sign, source, destination, level, stamp,
+                                          document_digest=digest)
                 for (source, destination, level, stamp), digest in zip(documents, digests)]
 
     def authorize_credential(self, application: Application, credential_id: str, password: Secret,

@@ -23,7 +23,7 @@ from signserver.config import PadesConfig
 from signserver.errors import CredentialUnusable, PermissionDenied
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
-from signserver.pades.cms_signer import HsmCmsSigner, to_asn1
+from signserver.pades.cms_signer import HsmCmsSigner, SignDigest, to_asn1
 from signserver.pades.document import PadesLevel, SigningJob, finish_prepared, prepare_document, sign_document
 from signserver.pades.pending import PendingDocument, PreparedDocuments
 from signserver.pades.preparation import PreparationCache, PreparationKey
@@ -32,7 +32,7 @@ from signserver.pades.stamp import StampOptions
 from signserver.pades.tsa import InProcessTimeStamper, RemoteTimeStamper, TimeStampAuthority
 from signserver.pades.verification import DocumentVerdict, TrustMaterial, VerificationLimits, verify_stream
 from signserver.secret import Secret
-from signserver.signing.hash_signer import HashSigner, Spent
+from signserver.signing.hash_signer import HashSigner
 from signserver.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -116,14 +116,17 @@ class PadesService:
                                                     HashAlgorithm.SHA256, [digest])
         spent = self._hash_signer.spend(application, authorization.credential_id, Secret(authorization.token),
                                         HashAlgorithm.SHA256, [digest])
-        return self.sign_spent(application, spent, source, destination, level, stamp, document_digest=digest)
+        with self._hash_signer.signing(spent) as sign:
+            return self.sign_spent(application, spent.credential.id, sign, source, destination, level, stamp,
+                                   document_digest=digest)
 
-    def sign_spent(self, application: Application, spent: Spent, source: BinaryIO, destination: BinaryIO,
-                   level: PadesLevel, stamp: StampOptions, document_digest: bytes) -> bytes:
-        """Sign once the token was spent on the document. Raises: CredentialUnusable,
-        InvalidArgument, HsmError."""
-        credential, job = self._job(application, spent.credential.id, level, stamp)
-        job.signer.bind(self._signing_with(spent))
+    def sign_spent(self, application: Application, credential_id: str, sign: SignDigest,
+                   source: BinaryIO, destination: BinaryIO, level: PadesLevel, stamp: StampOptions,
+                   document_digest: bytes) -> bytes:
+        """Sign once the token was spent on the document, with ``sign`` (of HashSigner.signing).
+        Raises: CredentialUnusable, InvalidArgument, HsmError."""
+        credential, job = self._job(application, credential_id, level, stamp)
+        job.signer.bind(sign)
         source.seek(0)
         start = destination.tell()
         sign_document(source, destination, job)
@@ -166,11 +169,12 @@ class PadesService:
             spent = self._hash_signer.spend(application, taken.credential_id, token, HashAlgorithm.SHA256,
                                             [taken.signature.document_digest])
             credential = spent.credential
-            chain = self._ca.chain()
-            signer = HsmCmsSigner(credential.key_algorithm, certificate, chain, self._signing_with(spent))
-            timestamper = self.timestamper()[1] if taken.level.timestamped else None
-            context = self._validation_context(self._crls(), chain) if taken.level.long_term else None
-            finish_prepared(taken.file, taken.signature, signer, timestamper, context, self._clock.now())
+            with self._hash_signer.signing(spent) as sign:
+                chain = self._ca.chain()
+                signer = HsmCmsSigner(credential.key_algorithm, certificate, chain, sign)
+                timestamper = self.timestamper()[1] if taken.level.timestamped else None
+                context = self._validation_context(self._crls(), chain) if taken.level.long_term else None
+                finish_prepared(taken.file, taken.signature, signer, timestamper, context, self._clock.now())
             taken.file.seek(0)
             start = destination.tell()
             shutil.copyfileobj(taken.file, destination, 1 << 20)
@@ -204,12 +208,6 @@ class PadesService:
                                            level=level.value, timestamper=tsa_name,
                                            revocation_sha256=hashlib.sha256(b"".join(crls)).digest()))
         return credential, job
-
-    def _signing_with(self, spent: Spent):
-        """Signs the one digest the token was spent on."""
-        def sign(digest: bytes, algorithm) -> bytes:
-            return self._hash_signer.sign_spent(spent, [digest], algorithm)[0]
-        return sign
 
     def _finish_audit(self, application, credential, destination: BinaryIO, start: int, document_digest: bytes,
                       level: PadesLevel) -> bytes:

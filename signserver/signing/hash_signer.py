@@ -13,12 +13,13 @@ operator told it about the account) or with an activation token the holder's fac
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import bindparam, select
@@ -78,6 +79,7 @@ class Spent:
     credential: Credential
     token_hash: str
     to_open: KeyToOpen | None  # the package's key, when it was not open in this process
+    signatures: int  # how many digests: the signatures expected of the key
     last: bool = False  # the token's last digest was among them
 
 
@@ -302,14 +304,14 @@ class HashSigner:
                 raise CredentialUnusable(f"credential {credential_id} changed while it was being used; try again")
         self._keep_usable(credential, newest)
         if not open_key:
-            return Spent(credential, hashed, None)
+            return Spent(credential, hashed, None, len(digests))
         try:
             to_open = key_to_open_from(row, token.reveal(), hashed)
         except CredentialUnusable:
             # Spent and recorded already: the records say that nothing was signed.
             self._record_failure(actor, credential.username, details)
             raise
-        return Spent(credential, hashed, to_open, last=row.unspent <= len(digests))
+        return Spent(credential, hashed, to_open, len(digests), last=row.unspent <= len(digests))
 
     def _recent_usable(self, application: Application, credential_id: str, algorithm: SignatureAlgorithm,
                        now: datetime.datetime):
@@ -366,13 +368,35 @@ class HashSigner:
                                          "again") from None
             raise
 
+    @contextlib.contextmanager
+    def signing(self, spent: Spent) -> Iterator[Callable[[bytes, SignatureAlgorithm], bytes]]:
+        """For the block, a function that signs one digest at a time as the token's spending
+        allows (:meth:`sign_spent`): for the documents, whose signatures pyHanko asks for one by
+        one. Those of ``spent.signatures`` it was not asked for when the block ends (a document
+        that failed before its signature) are no longer expected of the key, which then closes
+        with its token rather than after the token's expiry.
+
+        The function raises: as :meth:`sign_spent`.
+        """
+        asked = 0
+
+        def sign(digest: bytes, algorithm: SignatureAlgorithm) -> bytes:
+            nonlocal asked
+            asked += 1  # made or, failing, given up by sign_spent itself
+            return self.sign_spent(spent, [digest], algorithm)[0]
+        try:
+            yield sign
+        finally:
+            if spent.credential.is_package and asked < spent.signatures:
+                self._package_keys.cancel(spent.token_hash, spent.signatures - asked, last=spent.last)
+
     def spend(self, application: Application, credential_id: str, token: Secret, hash_algorithm: HashAlgorithm,
               digests: list[bytes], key_check=None) -> Spent:
         """Spend ``digests`` of an activation token for the credential, atomically; for a package
         credential, take (in the same transaction) what unwrapping it takes, unless its key is open
         in this process, and erase what the token carries once its last digest is spent. The key
-        stays open here for the signatures the spending allows (:meth:`sign_spent`); should they
-        never be made, till PackageKeys' SIGNING_GRACE after the token expires.
+        stays open here for the signatures the spending allows (:meth:`sign_spent`, or
+        :meth:`signing`, which gives up those it was not asked for).
 
         Raises: ActivationRefused, NotFound, CredentialUnusable, UnsupportedAlgorithm (key_check).
         """
@@ -397,11 +421,11 @@ class HashSigner:
         activation.consume(conn, token=token.reveal(), credential_id=credential.id,
                            application_id=application.id, algorithm=hash_algorithm, digests=digests, now=now)
         if not credential.is_package:
-            return Spent(credential, hashed, None)
+            return Spent(credential, hashed, None, len(digests))
         if not self._package_keys.is_open(hashed, now):
             to_open = self._packages.key_to_open(conn, credential.id, credential.key_id, token.reveal(), hashed)
         unspent = activation.count_spent(conn, hashed, len(digests))
-        return Spent(credential, hashed, to_open, last=unspent <= 0)
+        return Spent(credential, hashed, to_open, len(digests), last=unspent <= 0)
 
     def forget_expired_tokens(self) -> int:
         """Erase the keys sealed to activation tokens that expired since the last call (the first

@@ -180,7 +180,7 @@ def test_another_holders_token_neither_spends_nor_signs_for_the_holder(two_holde
     with service.database.read() as conn, pytest.raises(CredentialUnusable):
         service.packages.key_to_open(conn, alice_credential.id, alice_credential.key_id, bob_token, bob_hash)
     try:
-        produced = service.signer.sign_spent(Spent(alice_credential, bob_hash, None), wanted, ECDSA)
+        produced = service.signer.sign_spent(Spent(alice_credential, bob_hash, None, len(wanted)), wanted, ECDSA)
     except (CredentialUnusable, DataCorrupted):
         produced = []
     assert not any(verifies(alice_public, s, d) for s, d in zip(produced, wanted))
