@@ -24,6 +24,7 @@ import uuid
 from email import policy
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -142,29 +143,54 @@ def database_url(path: Path) -> str:
     return _run_cluster().url_for(str(path))
 
 
-_sqlite_template: Path | None = None  # the run's migrated SQLite database, made on first use
+def _migrate_core(url: str) -> None:
+    database = Database(url)
+    database.migrate()
+    database.engine.dispose()  # the last connection closed: SQLite's write-ahead log is checkpointed
 
 
-def _copy_sqlite_template(path: Path) -> None:
-    """Make ``path`` a copy of a SQLite database migrated once for the run, unless it exists: a
-    fresh test database then costs a file copy, as on PostgreSQL, instead of every migration
-    again (``prepare_database`` then finds nothing to do). The copy is private (0600), as the
-    server makes its own database file."""
-    global _sqlite_template
+def _migrate_ra(url: str) -> None:
+    from signserver.ra.store.database import RaDatabase
+
+    database = RaDatabase(url)
+    database.migrate()
+    database.close()
+
+
+RA_TEMPLATE = "signserver_ra_template"  # on PostgreSQL, beside the core's template
+_sqlite_templates: dict[Callable[[str], None], Path] = {}  # the run's migrated SQLite databases, made on first use
+
+
+def _copy_sqlite_template(path: Path, migrate: Callable[[str], None] = _migrate_core) -> None:
+    """Make ``path`` a copy of a SQLite database migrated once for the run (by ``migrate``: the
+    core's schema, or the RA's), unless it exists: a fresh test database then costs a file copy,
+    as on PostgreSQL, instead of every migration again (``prepare_database`` then finds nothing to
+    do). The copy is private (0600), as the server makes its own database file."""
     if path.exists():
         return
-    if _sqlite_template is None:
+    template = _sqlite_templates.get(migrate)
+    if template is None:
         folder = Path(tempfile.mkdtemp(prefix="signserver-template-"))
         owner = os.getpid()
         atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
-        template = Database(f"sqlite:///{folder / 'template.db'}")
-        template.migrate()
-        template.engine.dispose()  # the last connection closed: the write-ahead log is checkpointed
-        _sqlite_template = folder / "template.db"
+        template = folder / "template.db"
+        migrate(f"sqlite:///{template}")
+        _sqlite_templates[migrate] = template
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as copy:
-        copy.write(_sqlite_template.read_bytes())
+        copy.write(template.read_bytes())
+
+
+def ra_database_url(path: Path) -> str:
+    """The URL of a test database of the RA's that ``path`` stands for, migrated: a copy of the
+    RA's schema migrated once for the run (a file, or on PostgreSQL a database of the run's
+    cluster), as ``database_url`` gives the core's."""
+    if not ON_POSTGRESQL or _on_sqlite_only_test:
+        _copy_sqlite_template(Path(path), _migrate_ra)
+        return f"sqlite:///{path}"
+    cluster = _run_cluster()
+    return cluster.url_for(str(path), template=cluster.template(RA_TEMPLATE, _migrate_ra))
 
 
 def empty_database_url(path: Path) -> str:

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import Callable
 
 import psycopg
 
@@ -103,6 +104,7 @@ class PostgresCluster:
         self.directory = Path(tempfile.mkdtemp(prefix="signserver-pg-", dir=_cluster_parent()))
         self._data = self.directory / "data"
         self._made: dict[str, str] = {}  # database name -> the key it was made for
+        self._templates: set[str] = set()  # those of template(), besides the core's
         self._lock = threading.Lock()
         self._admin = None
         self._running = False
@@ -153,15 +155,26 @@ class PostgresCluster:
 
     # --- databases ------------------------------------------------------------------------
 
-    def url_for(self, key: str) -> str:
+    def url_for(self, key: str, template: str = TEMPLATE) -> str:
         """The URL of the database that ``key`` (a path, a name) stands for: made from the migrated
-        template on first use, the same one on every later call with the same key."""
+        template (the core's, or one of :meth:`template`) on first use, the same one on every later
+        call with the same key."""
         name = _name_for(key)
         with self._lock:
             if name not in self._made:
-                self._admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}" STRATEGY FILE_COPY')
+                self._admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
                 self._made[name] = key
         return self._url(name)
+
+    def template(self, name: str, migrate: Callable[[str], None]) -> str:
+        """A template database ``name``, made by ``migrate(url)`` (which must leave no connection
+        open) on first use; returns ``name`` for :meth:`url_for`."""
+        with self._lock:
+            if name not in self._templates:
+                self._admin.execute(f'CREATE DATABASE "{name}"')
+                migrate(self._url(name))
+                self._templates.add(name)
+        return name
 
     def copy_url(self, key: str, original: str) -> str:
         """The URL of a new database that ``key`` stands for, a copy of the one ``original`` stands

@@ -17,7 +17,7 @@ from signserver.registry_dev.identities import load_identities
 from signserver.registry_dev.server import SAMPLE_FIXTURES, RunningRegistry
 from tests.ca.conftest import ca_clock, ca_service  # noqa: F401 (fixtures: a CA with its clock)
 from tests.ca.test_certificate_service import served  # noqa: F401 (a fixture: that CA served over mutual TLS)
-from tests.conftest import empty_database_url
+from tests.conftest import ra_database_url
 
 PHOTOS = SAMPLE_FIXTURES.parent / "photos"
 START = datetime.datetime(2026, 12, 1, 9, 0, tzinfo=datetime.timezone.utc)
@@ -37,8 +37,7 @@ def ra_clock() -> ManualClock:
 
 @pytest.fixture
 def ra_database(tmp_path):
-    database = RaDatabase(empty_database_url(tmp_path / "ra.sqlite"))
-    database.migrate()
+    database = RaDatabase(ra_database_url(tmp_path / "ra.sqlite"))  # migrated
     yield database
     database.close()
 
