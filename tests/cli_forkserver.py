@@ -10,7 +10,8 @@ then forks once per command. The child takes the command's arguments, environmen
 directory and standard streams, runs ``signserver.cli.main.main`` as the console script would, and
 exits with its status: the command still runs in a process of its own, on the real token and
 database; only the imports are done beforehand. The fork server touches neither the token nor a
-database, so nothing but imported modules crosses the fork.
+database, so nothing but imported modules crosses the fork. :func:`popen` starts a server
+(`signserver serve`, `signserver ra serve`) the same way and hands back a Popen-like handle.
 
 Tests of how the tool starts (its imports, a terminal, signals) start it with ``subprocess``."""
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -36,6 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PRELOADED = ("signserver.cli.main", "signserver.cli.common", "signserver.cli.hsm", "signserver.cli.ca",
              "signserver.cli.accounts", "signserver.cli.audit", "signserver.cli.master", "signserver.cli.store",
              "signserver.cli.documents", "signserver.cli.ra", "signserver.service")
+# And, at the first server it starts (popen), the servers' own: about 1.7 s of CPU for the core's,
+# 0.7 s for the RA's, which most test processes never start.
+PRELOADED_SERVERS = ("signserver.grpc_api.server", "signserver.ra.server")
 
 
 def run(args, *, input=None, capture_output=False, text=False, env=None, cwd=None, timeout=None, check=False,
@@ -54,6 +59,58 @@ def run(args, *, input=None, capture_output=False, text=False, env=None, cwd=Non
                          env=dict(os.environ if env is None else env), cwd=str(cwd or os.getcwd()),
                          timeout=timeout, check=check,
                          silenced=(stdout == subprocess.DEVNULL, stderr == subprocess.DEVNULL))
+
+
+def popen(args, *, env: dict, output: Path, cwd=None) -> "ForkedProcess":
+    """``subprocess.Popen(args, env=env, cwd=cwd, stdout=..., stderr=subprocess.STDOUT)`` with both
+    streams written to the file ``output``, for a ``signserver`` command that keeps running (a
+    server): it runs in a child of the fork server, like :func:`run`'s commands, and answers as a
+    Popen does (``pid``, ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``,
+    ``returncode``). A server forks its workers itself, after its own imports: the fork server has
+    done them."""
+    return _server().start([str(a) for a in args], env=dict(env), cwd=str(cwd or os.getcwd()), output=str(output))
+
+
+class ForkedProcess:
+    """A command running in a child of the fork server; its handler says its pid at once and its
+    exit status when it ends, on the connection kept here."""
+
+    def __init__(self, args: list[str], connection: socket.socket):
+        self.args = args
+        self._connection = connection
+        self._answers = connection.makefile("rb")
+        self.pid = json.loads(self._answers.readline())["pid"]
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._connection], [], [], 0)[0]:
+            self._ended()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Raises: subprocess.TimeoutExpired."""
+        if self.returncode is None:
+            if not select.select([self._connection], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self._ended()
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # as Popen: never a signal to a pid that may have been reused
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _ended(self) -> None:
+        line = self._answers.readline()  # written whole by the handler once the command ended
+        # No answer: the handler itself was killed (the fork server's test process is ending).
+        self.returncode = json.loads(line)["returncode"] if line else -signal.SIGKILL
+        self._answers.close()
+        self._connection.close()
 
 
 def _forkable_streams(stdout, stderr, capture_output: bool) -> bool:
@@ -82,6 +139,17 @@ class _ForkServer:
             self._process.terminate()
             self._process.wait(30)
         shutil.rmtree(self._folder, ignore_errors=True)
+
+    def start(self, args: list[str], *, env: dict, cwd: str, output: str) -> ForkedProcess:
+        connection = socket.socket(socket.AF_UNIX)
+        try:
+            connection.connect(self._address)
+            connection.sendall(json.dumps({"args": args, "env": env, "cwd": cwd, "stdin": None, "stdout": output,
+                                           "stderr": _SAME_AS_STDOUT, "preload": PRELOADED_SERVERS}).encode() + b"\n")
+            return ForkedProcess(args, connection)
+        except BaseException:
+            connection.close()
+            raise
 
     def run(self, args: list[str], *, input, capture_output: bool, text: bool, env: dict, cwd: str, timeout,
             check: bool, silenced: tuple[bool, bool] = (False, False)) -> subprocess.CompletedProcess:
@@ -119,6 +187,7 @@ class _ForkServer:
         return subprocess.CompletedProcess(args, returncode, output, errors)
 
 
+_SAME_AS_STDOUT = "&1"  # a command's stderr: where its stdout goes
 _lock = threading.Lock()
 _running: _ForkServer | None = None
 
@@ -153,17 +222,25 @@ def serve(address: str, ready: str) -> None:
                 if os.getppid() != parent:  # the test process is gone without stopping this
                     return
                 continue
+            try:
+                connection.settimeout(30)  # sent with the connection; never waited for long
+                request = json.loads(connection.makefile("rb").readline())
+                connection.settimeout(None)
+                for name in request.get("preload", ()):  # imported here once, for every later fork
+                    importlib.import_module(name)
+            except (OSError, ValueError):
+                connection.close()
+                continue
             if os.fork() == 0:
                 listening.close()
-                _handle(connection)  # never returns
+                _handle(connection, request)  # never returns
             connection.close()
 
 
-def _handle(connection: socket.socket) -> None:
+def _handle(connection: socket.socket, request: dict) -> None:
     """In a handler: run the command in a child, tell its pid, wait for it, tell its status."""
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        request = json.loads(connection.makefile("rb").readline())
         child = os.fork()
         if child == 0:
             connection.close()
@@ -186,7 +263,9 @@ def _command(request: dict) -> None:
         for fd, path, flags in ((0, request["stdin"] or os.devnull, os.O_RDONLY),
                                 (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
                                 (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
-            if path is not None:
+            if path == _SAME_AS_STDOUT:
+                os.dup2(1, fd)
+            elif path is not None:
                 opened = os.open(path, flags, 0o600)
                 os.dup2(opened, fd)
                 os.close(opened)

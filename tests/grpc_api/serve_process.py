@@ -22,12 +22,12 @@ class ServeProcess:
                         SIGNSERVER_DATABASE_URL=database_url(folder / "signserver.db"))
         self.env = cli_env(state_dir, **{**defaults, **env})
         self.workers = workers
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | cli_forkserver.ForkedProcess | None = None
 
     def start(self) -> "ServeProcess":
         self.log = self.log_path.open("w")
-        self.process = subprocess.Popen([str(SIGNSERVER), "serve", "--workers", str(self.workers)], env=self.env,
-                                        stderr=self.log, stdout=self.log)
+        self.process = cli_forkserver.popen([str(SIGNSERVER), "serve", "--workers", str(self.workers)], env=self.env,
+                                            output=self.log_path)
         self.port = self.wait_for(r"worker \d+ \(pid \d+\) serving on 127\.0\.0\.1:(\d+)", count=self.workers)
         return self
 

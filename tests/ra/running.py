@@ -188,7 +188,7 @@ def wait_until_answering(process: subprocess.Popen, base: str, verify, log: Path
         time.sleep(0.1)
 
 
-def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = "") -> subprocess.Popen:
+def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = "") -> cli_forkserver.ForkedProcess:
     """`signserver ra serve` on a free port, once it answers; its own database (``database``, else a
     new one for ``folder``). The process carries ``base`` (http://127.0.0.1:PORT), ``public_url``
     (http://localhost:PORT: a browser keeps Secure cookies on plain HTTP for localhost), ``config``,
@@ -226,9 +226,8 @@ background_seconds = 0.2
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER_")}
     env["SIGNSERVER_RA_OPERATOR"] = OPERATOR
     log = folder / f"ra-{port}.log"  # a file, not a pipe: nobody reads a pipe while the tests run
-    with log.open("w") as output:
-        process = subprocess.Popen([str(SIGNSERVER), "--config", str(config), "ra", "serve"], env=env, cwd=folder,
-                                   stdout=output, stderr=subprocess.STDOUT)
+    process = cli_forkserver.popen([str(SIGNSERVER), "--config", str(config), "ra", "serve"], env=env, cwd=folder,
+                                   output=log)
     base = f"http://127.0.0.1:{port}"
     wait_until_answering(process, base, LOOPBACK_TLS, log)
     process.base, process.config, process.env, process.database = base, config, env, database
