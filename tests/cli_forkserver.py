@@ -78,8 +78,7 @@ class ForkedProcess:
     def __init__(self, args: list[str], connection: socket.socket):
         self.args = args
         self._connection = connection
-        self._answers = connection.makefile("rb")
-        self.pid = json.loads(self._answers.readline())["pid"]
+        self.pid = json.loads(self._line())["pid"]
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -106,11 +105,21 @@ class ForkedProcess:
         self.send_signal(signal.SIGKILL)
 
     def _ended(self) -> None:
-        line = self._answers.readline()  # written whole by the handler once the command ended
+        line = self._line()  # written whole by the handler once the command ended
         # No answer: the handler itself was killed (the fork server's test process is ending).
         self.returncode = json.loads(line)["returncode"] if line else -signal.SIGKILL
-        self._answers.close()
         self._connection.close()
+
+    def _line(self) -> bytes:
+        """One answer, read a byte at a time: nothing beyond it may wait in a buffer, where
+        ``select`` on the connection would not see the exit status that follows the pid."""
+        line = b""
+        while not line.endswith(b"\n"):
+            byte = self._connection.recv(1)
+            if not byte:
+                break
+            line += byte
+        return line
 
 
 def _forkable_streams(stdout, stderr, capture_output: bool) -> bool:
