@@ -41,6 +41,7 @@ PRELOADED = ("signserver.cli.main", "signserver.cli.common", "signserver.cli.hsm
 # And, at the first server it starts (popen), the servers' own: about 1.7 s of CPU for the core's,
 # 0.7 s for the RA's, which most test processes never start.
 PRELOADED_SERVERS = ("signserver.grpc_api.server", "signserver.ra.server")
+_SAME_AS_STDOUT = "&1"  # a command's stderr: where its stdout goes
 
 
 def run(args, *, input=None, capture_output=False, text=False, env=None, cwd=None, timeout=None, check=False,
@@ -68,7 +69,8 @@ def popen(args, *, env: dict, output: Path, cwd=None) -> "ForkedProcess":
     Popen does (``pid``, ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``,
     ``returncode``). A server forks its workers itself, after its own imports: the fork server has
     done them."""
-    return _server().start([str(a) for a in args], env=dict(env), cwd=str(cwd or os.getcwd()), output=str(output))
+    return _server().start([str(a) for a in args], env=dict(env), cwd=str(cwd or os.getcwd()), stdout=str(output),
+                           stderr=_SAME_AS_STDOUT, preload=PRELOADED_SERVERS)
 
 
 class ForkedProcess:
@@ -149,12 +151,15 @@ class _ForkServer:
             self._process.wait(30)
         shutil.rmtree(self._folder, ignore_errors=True)
 
-    def start(self, args: list[str], *, env: dict, cwd: str, output: str) -> ForkedProcess:
+    def start(self, args: list[str], *, env: dict, cwd: str, stdin: str | None = None, stdout: str | None = None,
+              stderr: str | None = None, preload: tuple[str, ...] = ()) -> ForkedProcess:
+        """The command in a child, its streams opened from those paths (None: the fork server's;
+        ``_SAME_AS_STDOUT`` for stderr), once the fork server has imported ``preload``."""
         connection = socket.socket(socket.AF_UNIX)
         try:
             connection.connect(self._address)
-            connection.sendall(json.dumps({"args": args, "env": env, "cwd": cwd, "stdin": None, "stdout": output,
-                                           "stderr": _SAME_AS_STDOUT, "preload": PRELOADED_SERVERS}).encode() + b"\n")
+            connection.sendall(json.dumps({"args": args, "env": env, "cwd": cwd, "stdin": stdin, "stdout": stdout,
+                                           "stderr": stderr, "preload": preload}).encode() + b"\n")
             return ForkedProcess(args, connection)
         except BaseException:
             connection.close()
@@ -169,23 +174,16 @@ class _ForkServer:
                 stdin = streams / "stdin"
                 stdin.write_bytes(input.encode() if isinstance(input, str) else input)
             out, err = (streams / "stdout", streams / "stderr") if capture_output else (None, None)
-            request = {"args": args, "env": env, "cwd": cwd, "stdin": str(stdin) if stdin else None,
-                       "stdout": str(out) if out else (os.devnull if silenced[0] else None),
-                       "stderr": str(err) if err else (os.devnull if silenced[1] else None)}
-            with socket.socket(socket.AF_UNIX) as connection:
-                connection.connect(self._address)
-                connection.sendall(json.dumps(request).encode() + b"\n")
-                answers = connection.makefile("rb")
-                pid = json.loads(answers.readline())["pid"]
-                connection.settimeout(timeout)
-                try:
-                    line = answers.readline()
-                except TimeoutError:
-                    os.kill(pid, signal.SIGKILL)
-                    expired = subprocess.TimeoutExpired(args, timeout)
-                    expired.pid = pid  # the killed command's, for tests of this
-                    raise expired from None
-            returncode = json.loads(line)["returncode"] if line else -signal.SIGKILL
+            process = self.start(args, env=env, cwd=cwd, stdin=str(stdin) if stdin else None,
+                                 stdout=str(out) if out else (os.devnull if silenced[0] else None),
+                                 stderr=str(err) if err else (os.devnull if silenced[1] else None))
+            try:
+                returncode = process.wait(timeout)
+            except subprocess.TimeoutExpired as expired:
+                process.kill()
+                process.wait()
+                expired.pid = process.pid  # the killed command's, for tests of this
+                raise
             output, errors = (out.read_bytes(), err.read_bytes()) if capture_output else (None, None)
         finally:
             shutil.rmtree(streams, ignore_errors=True)
@@ -196,7 +194,6 @@ class _ForkServer:
         return subprocess.CompletedProcess(args, returncode, output, errors)
 
 
-_SAME_AS_STDOUT = "&1"  # a command's stderr: where its stdout goes
 _lock = threading.Lock()
 _running: _ForkServer | None = None
 

@@ -170,7 +170,8 @@ def ra_in_process(config: Path, capsys, operator: str):
     return run
 
 
-def wait_until_answering(process: subprocess.Popen, base: str, verify, log: Path) -> None:
+def wait_until_answering(process: subprocess.Popen | cli_forkserver.ForkedProcess, base: str, verify,
+                         log: Path) -> None:
     """Wait until the RA at ``base`` answers /healthz (``verify``: httpx's TLS verification).
 
     Raises: AssertionError: it exited or did not answer within 60 seconds (it is then killed; its
