@@ -345,6 +345,18 @@ def sign_requests(account: str, credential: str, data: bytes, released: threadin
         released.wait(60)
 
 
+def refusal(stub, api_key: str) -> grpc.RpcError:
+    """How a new SignPdf stream of the application ends, however long the server takes to refuse
+    it (a stream admitted instead sends nothing and is closed when idle)."""
+    streams = StalledStreams(stub, api_key)
+    call = streams.open(header=False)
+    try:
+        return outcome(call)
+    finally:
+        call.cancel()
+        streams.release()
+
+
 def refused_at_once(stub, api_key: str) -> grpc.RpcError | None:
     """The refusal of a new SignPdf stream of the application, or None if it was admitted (it
     then sends nothing and is closed when idle)."""
@@ -386,11 +398,11 @@ def test_a_cancelled_signing_keeps_its_place_until_its_job_ends(limited):
         call = stub.SignPdf(sign_requests(account, credential, sample_pdf(1), released),
                             metadata=[("x-api-key", key)], timeout=60)
         time.sleep(2.0)  # uploaded; the job runs and waits for the HSM
-        assert refused_at_once(stub, key).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refusal(stub, key).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         call.cancel()
         time.sleep(1.0)
-        refused = refused_at_once(stub, key)  # the job still runs: the application's place is still taken
-        assert refused is not None and refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        refused = refusal(stub, key)  # the job still runs: the application's place is still taken
+        assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "as many document streams under way" in refused.details()
     released.set()
     deadline = time.monotonic() + 20  # the job ends once the HSM is free, and the place with it
