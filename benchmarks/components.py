@@ -66,7 +66,7 @@ def main():
         alg = SignatureAlgorithm.RSA_PKCS1V15_SHA256
         signer = service.signer
         cursor = iter(range(total))
-        signer.credential(app, cred)  # usable, or the run stops here
+        service.credentials.credential(app, cred)  # usable, or the run stops here
         from signserver.store.schema import audit_head
         from sqlalchemy import select as sel
         now = service.clock.now()

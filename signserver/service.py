@@ -46,7 +46,8 @@ from signserver.hsm.sealing import SealingKey
 from signserver.hsm.session import TokenSession
 from signserver.notify.sender import OutboxSender
 from signserver.secret import Secret
-from signserver.signing.hash_signer import Authorization, CredentialInfo, HashSigner
+from signserver.signing.credential_directory import CredentialDirectory, CredentialInfo
+from signserver.signing.hash_signer import Authorization, HashSigner
 from signserver.store.database import Database
 
 if TYPE_CHECKING:
@@ -108,8 +109,9 @@ class SignService:
         self.applications = ApplicationRegistry(self.database, self.clock)
         self.access_tokens = AccessTokens(self.database, self.clock,
                                           datetime.timedelta(seconds=config.csc.access_token_seconds))
+        self.credentials = CredentialDirectory(self.database, keys, self.packages, self.applications, self.clock)
         self.signer = HashSigner(self.database, keys, self.packages, self.package_keys, self.applications,
-                                 authenticator, self.audit, self.clock,
+                                 self.credentials, authenticator, self.audit, self.clock,
                                  datetime.timedelta(seconds=config.authorization.token_lifetime_seconds),
                                  config.authorization.max_signatures)
         self.sealer = AuditSealer(self.database, keys, self.audit, self.clock, config.audit.seal_every_records,
@@ -124,8 +126,8 @@ class SignService:
         of a second to import, which the commands that never touch a document should not pay."""
         from signserver.pades.service import PadesService  # imported here: only documents need pyHanko
 
-        return PadesService(self.database, self.keys, self.ca, self.signer, self.audit, self.clock,
-                            self.config.state_dir, self.config.pades)
+        return PadesService(self.database, self.keys, self.ca, self.signer, self.credentials, self.audit,
+                            self.clock, self.config.state_dir, self.config.pades)
 
     @classmethod
     def from_config(cls, config: Config, user_pin: Secret | None = None, module: Path | None = None,
@@ -229,12 +231,12 @@ class SignService:
 
     def credential_details(self, application: Application, credential_id: str) -> CredentialDetails:
         """The credential's key, algorithms and certificate chain, for an application that may
-        use it (see HashSigner.credential_info).
+        use it (see CredentialDirectory.credential_info).
 
         Raises: NotFound (also for a credential of an account the application may not serve),
             InvalidArgument, KeyNotFound, HsmError.
         """
-        info = self.signer.credential_info(application, credential_id)
+        info = self.credentials.credential_info(application, credential_id)
         certificate = self.ca.signing_certificate(info.credential.id)
         chain = tuple(self.ca.chain()) if certificate is not None else ()
         return CredentialDetails(info, (certificate, *chain) if certificate is not None else ())

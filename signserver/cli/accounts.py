@@ -174,7 +174,7 @@ def cmd_show(args, config: Config) -> int:
 
     service = open_service(args, config, with_database=True)
     account = service.accounts.get(args.username)
-    credentials = service.signer.list_credentials(_OPERATOR_VIEW, args.username)
+    credentials = service.credentials.list_credentials(_OPERATOR_VIEW, args.username)
     if args.json:
         print_json({"account": account, "credentials": credentials})
         return 0

@@ -26,7 +26,7 @@ class SigningServicer(signing_pb2_grpc.SigningServiceServicer):
         app = await calling_application(context, self._service, self._accounts)
         account = convert.text("account", request.account, limit=64)
         token = convert.text("activation_token", request.activation_token, required=False)
-        credentials = await self._accounts.run(self._service.signer.credentials_shown_to, app, account,
+        credentials = await self._accounts.run(self._service.credentials.credentials_shown_to, app, account,
                                                Secret(token) if token else None,
                                                caller_check=still_waiting(context))
         return signing_pb2.ListCredentialsResponse(credentials=[convert.credential(c) for c in credentials])

@@ -32,6 +32,7 @@ from signserver.pades.stamp import StampOptions
 from signserver.pades.tsa import InProcessTimeStamper, RemoteTimeStamper, TimeStampAuthority
 from signserver.pades.verification import DocumentVerdict, TrustMaterial, VerificationLimits, verify_stream
 from signserver.secret import Secret
+from signserver.signing.credential_directory import CredentialDirectory
 from signserver.signing.hash_signer import HashSigner
 from signserver.store.database import Database
 
@@ -42,11 +43,13 @@ DEFAULT_STAMP = StampOptions()  # frozen, so one shared default is safe
 
 class PadesService:
     def __init__(self, database: Database, keys: HsmKeyStore, ca: CertificateAuthority, signer: HashSigner,
-                 audit: AuditLog, clock: Clock, state_dir: Path, config: PadesConfig):
+                 credentials: CredentialDirectory, audit: AuditLog, clock: Clock, state_dir: Path,
+                 config: PadesConfig):
         self._database = database
         self._keys = keys
         self._ca = ca
         self._hash_signer = signer
+        self._credentials = credentials
         self._audit = audit
         self._clock = clock
         self._state_dir = state_dir
@@ -189,9 +192,9 @@ class PadesService:
         return self._prepared.remove_expired()
 
     def _job(self, application: Application, credential_id: str, level: PadesLevel, stamp: StampOptions):
-        credential = self._hash_signer.credential(application, credential_id)
+        credential = self._credentials.credential(application, credential_id)
         if not credential.is_package:
-            self._hash_signer.refuse_infrastructure_key(credential)
+            self._credentials.refuse_infrastructure_key(credential)
         certificate = self._ca.signing_certificate(credential.id)
         if certificate is None:
             raise CredentialUnusable(f"credential {credential_id} has no certificate yet; the RA must issue one")
@@ -200,7 +203,7 @@ class PadesService:
         chain = self._ca.chain()
         job = SigningJob(
             signer=HsmCmsSigner(credential.key_algorithm, certificate, chain),
-            holder_name=self._hash_signer.holder_name(credential), level=level, stamp=stamp, font=self.font(),
+            holder_name=self._credentials.holder_name(credential), level=level, stamp=stamp, font=self.font(),
             timestamper=timestamper,
             validation_context=self._validation_context(crls, chain) if level.long_term else None,
             now=self._clock.now(), preparation=self._preparations,

@@ -157,7 +157,7 @@ def test_unknown_and_others_credentials_get_one_answer_naming_no_key(csc_server,
             "signAlgo": "1.2.840.10045.4.3.2"})
     # A credential whose key is gone: its signing data package erased behind the server's back.
     key_gone_holder = certified_holder(csc_service, csc_clock)
-    key_id = csc_service.signer.credential(csc_application[0], key_gone_holder.credential_id).key_id
+    key_id = csc_service.credentials.credential(csc_application[0], key_gone_holder.credential_id).key_id
     with csc_service.database.transaction() as conn:
         conn.execute(delete(signing_packages).where(signing_packages.c.key_id == key_id))
     key_gone = csc_client.post("/csc/v2/credentials/info", json={"credentialID": key_gone_holder.credential_id})

@@ -128,8 +128,8 @@ def test_application_policy_limits_accounts(setup, clock):
     with pytest.raises(PermissionDenied):
         authorize(service, narrow, alice, clock, [digest("a")])
     with pytest.raises(NotFound):
-        service.signer.credential_info(narrow, alice[0].credential.id)
-    assert service.signer.credential_info(narrow, bob[0].credential.id).credential.username == bob[0].account.username
+        service.credentials.credential_info(narrow, alice[0].credential.id)
+    assert service.credentials.credential_info(narrow, bob[0].credential.id).credential.username == bob[0].account.username
 
 
 def test_token_is_bound_to_the_application(setup, clock):

@@ -221,7 +221,7 @@ def test_renewal_makes_a_new_package_of_the_accounts_algorithm(lifecycle, algori
     clock.advance(seconds=1)
     renewed = service.ca.renew(first.serial, OPERATOR)
     assert renewed.predecessor_serial == first.serial and renewed.credential_id != first.credential_id
-    credential = service.signer.credential(app, renewed.credential_id)
+    credential = service.credentials.credential(app, renewed.credential_id)
     assert credential.is_package and credential.key_algorithm is algorithm
     assert spki(renewed.certificate) == public_of(service, credential) != spki(first.certificate)
     if algorithm is KeyAlgorithm.EC_P256:

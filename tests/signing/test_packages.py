@@ -175,7 +175,7 @@ def test_another_holders_token_neither_spends_nor_signs_for_the_holder(two_holde
 
     # The lower steps given Bob's token for Alice's credential: what Bob's token carries is not
     # read for Alice's credential, and the signing step with it opens nothing of Alice's.
-    alice_credential = service.signer.credential(app, alice.credential.id)
+    alice_credential = service.credentials.credential(app, alice.credential.id)
     bob_hash = activation.token_hash(bob_token)
     with service.database.read() as conn, pytest.raises(CredentialUnusable):
         service.packages.key_to_open(conn, alice_credential.id, alice_credential.key_id, bob_token, bob_hash)

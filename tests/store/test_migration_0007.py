@@ -103,7 +103,7 @@ def test_a_token_key_from_before_packages_keeps_signing_and_renews_into_a_packag
 
     clock.advance(seconds=1)
     renewed = service.ca.renew(first.serial, OPERATOR)
-    credential = service.signer.credential(app, renewed.credential_id)
+    credential = service.credentials.credential(app, renewed.credential_id)
     assert credential.is_package and credential.key_algorithm is KeyAlgorithm.EC_P256
     wanted = [hashlib.sha256(b"renewed").digest()]
     authorization = service.signer.authorize(app, username, Secret(PASSWORD), None, "", HashAlgorithm.SHA256, wanted)

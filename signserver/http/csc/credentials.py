@@ -208,7 +208,7 @@ async def list_credentials(body: ListRequest, application: Application = Depends
         raise InvalidArgument("userID is needed: the service scope serves many users")
     wanted = certificates_wanted(body.certificates)
     service = context.service
-    found: list[Credential] = await context.accounts.run(service.signer.credentials_shown_to, application,
+    found: list[Credential] = await context.accounts.run(service.credentials.credentials_shown_to, application,
                                                          body.userID)
     ids, infos = [], []
     for credential in found:

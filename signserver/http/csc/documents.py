@@ -208,7 +208,7 @@ def _check_sign_algo(context: CscContext, application: Application, credential_i
     Raises: UnsupportedAlgorithm, InvalidArgument (signAlgoParams not base64), NotFound,
         CredentialUnusable.
     """
-    credential = context.service.signer.credential(application, credential_id)
+    credential = context.service.credentials.credential(application, credential_id)
     made_with = PADES_ALGORITHMS.get(credential.key_algorithm.family)
     for document in documents:
         if not document.signAlgo:
@@ -239,7 +239,7 @@ def _ready_documents(context: CscContext, application: Application, request: Sig
             raise InvalidArgument(f"documents[{index}] is documents[{digests.index(digest)}] again: a SAD "
                                   "authorises each document once", field="documents")
     credential = _check_sign_algo(context, application, request.credentialID, request.documents or [])
-    holder_name = context.service.signer.holder_name(credential)
+    holder_name = context.service.credentials.holder_name(credential)
     font, now = context.service.pades.font(), context.service.clock.now()
     for index, (content, _, stamp) in enumerate(documents):
         try:
