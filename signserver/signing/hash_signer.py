@@ -61,6 +61,10 @@ class Spent:
 
 
 class HashSigner:
+    """Authorize (the holder's factors, once, for an activation token) and the spending of that
+    token on signatures, for digests (SignHash) and for the documents' flows (:meth:`spend` and
+    :meth:`signing`)."""
+
     def __init__(self, database: Database, keys: HsmKeyStore, packages: SigningPackages, package_keys: PackageKeys,
                  applications: ApplicationRegistry, credentials: CredentialDirectory, authenticator: Authenticator,
                  audit: AuditLog, clock: Clock, token_lifetime: datetime.timedelta, max_signatures: int):
