@@ -147,10 +147,12 @@ def test_a_second_renewal_of_one_certificate_is_refused_with_its_reason(ra):
 
 
 def holder(ra, name: str) -> str:
-    """An account with given name and surname; returns its OTP seed."""
+    """An account with given name and surname (its key P-256: these tests are of the holder's
+    sign-in and password, not of its key); returns its OTP seed."""
     created = ra.create_account(NewAccount(
         account=name, holder_name="Weng Sam LUZIA KUAN", emails=(f"{name}@example.mo",), password="Ra-created-1",
-        kind="government", organisation="DSAJ", given_name="Weng Sam LUZIA", surname="KUAN"))
+        kind="government", organisation="DSAJ", given_name="Weng Sam LUZIA", surname="KUAN",
+        key_algorithm="ec-p256"))
     return seed_of(created.otp_uri)
 
 

@@ -98,7 +98,8 @@ def test_a_qualified_enrolment_certifies_the_key_of_the_holders_card(operations,
     key, csr = card_csr(SILVA_PASSPORT.name)
     enrolled = operations.enrol(Enrolment(holder=replace(SILVA_PASSPORT, account="op-qualified"),
                                           profile="qualified-corporate", kind="corporate", organisation="Banco",
-                                          csr=csr, transaction_limit=500_000, agent_qualification="Procuradora"),
+                                          csr=csr, transaction_limit=500_000, agent_qualification="Procuradora",
+                                          key_algorithm="ec-p256"),
                                 SECRETS, OPERATOR)
 
     certificate = x509.load_der_x509_certificate(enrolled.certificate.certificate_der)
@@ -222,7 +223,8 @@ def test_search_finds_holders_by_account_name_or_email_with_their_certificates(o
     serial = operations.enrol(Enrolment(holder=replace(KUAN, account="op-found", name="LEONG 100% KA IO",
                                                        emails=("leong.kaio@dsaj.example.mo",)),
                                         profile="cloud-signature-corporate", kind="corporate",
-                                        organisation="DSAJ"), SECRETS, OPERATOR).certificate.serial
+                                        organisation="DSAJ", key_algorithm="ec-p256"),
+                              SECRETS, OPERATOR).certificate.serial
     with ra_database.transaction() as conn:  # registered with the RA, unknown to the core
         repository.save_holder(conn, replace(KUAN, account="op-only-registered", name="LEONG KA MAN"),
                                datetime.datetime.now(datetime.timezone.utc))
