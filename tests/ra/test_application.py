@@ -135,9 +135,11 @@ def make_workflow(ra_database, ca_clock, registry_client, core, documents, ra_st
 
 
 def enrolled(core, name: str, profile: str = "cloud-signature-government"):
+    """KUAN's account ``name`` in the core (its keys P-256: tests/ra/running.py's create_account
+    says why) with a certificate of ``profile``; returns the holder and the certificate."""
     core.create_account(NewAccount(account=name, holder_name=KUAN.name, emails=KUAN.emails, password=PASSWORD,
                                    kind="government", organisation="DSAJ", department="Legal",
-                                   revocation_phrase="OldPhrase2024"))
+                                   revocation_phrase="OldPhrase2024", key_algorithm="ec-p256"))
     csr = None
     if not profile.startswith("cloud-signature"):  # a key made on the holder's card
         key = ec.generate_private_key(ec.SECP256R1())

@@ -67,9 +67,11 @@ def ra(config, capsys, caplog):
 
 
 def registered(account: str, *more: str) -> list[str]:
+    """`ra enrol`'s arguments for KUAN as ``account`` (its keys P-256: tests/ra/running.py's
+    create_account says why), and ``more``."""
     return [account, "--id-type", KUAN.id_type, "--id-number", KUAN.id_number, "--name", KUAN.name,
             "--birth-date", KUAN.birth_date.isoformat(), *[f"--email={e}" for e in KUAN.emails],
-            "--kind", "government", "--organisation", "DSAJ", *more]
+            "--kind", "government", "--organisation", "DSAJ", "--key-algorithm", "ec-p256", *more]
 
 
 def csr_file(folder: Path, name: str = KUAN.name) -> Path:
