@@ -25,10 +25,6 @@ class ConcurrencyLimit:
         self._running = 0
         self._by_key: dict[Hashable, int] = {}
 
-    @property
-    def running(self) -> int:
-        return self._running
-
     def take(self, key: Hashable) -> None:
         """Hold one place for ``key``; :meth:`give_back` it when the work ends.
 

@@ -60,10 +60,6 @@ class DocumentStreams:
         self.idle_seconds = limits.idle_seconds
         self.upload_seconds = limits.upload_seconds
 
-    @property
-    def open(self) -> int:
-        return self._streams.running
-
     @contextlib.contextmanager
     def admit(self, key: Hashable) -> Iterator[None]:
         """Raises: ServerBusy: too many streams, or too few descriptors left."""

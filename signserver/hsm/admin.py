@@ -74,10 +74,6 @@ class SlotStatus:
         return "initialised" in self.flags
 
     @property
-    def user_pin_locked(self) -> bool:
-        return "user PIN locked" in self.flags
-
-    @property
     def verifies_so_pin_at_init(self) -> bool:
         """Whether C_InitToken surely checks an SO PIN the token already has: every initialised
         token does. Some uninitialised ones do too (openCryptoki's factory SO PIN) and their

@@ -192,10 +192,6 @@ class SignatureAlgorithm(enum.Enum):
             return None
         return HashAlgorithm(self.value.rsplit("-", 1)[1])
 
-    @property
-    def signs_digest(self) -> bool:
-        return self.hash is not None
-
     def mechanism(self) -> tuple[Mechanism, object]:
         """The PKCS#11 mechanism and its parameter, applied to a digest (or to data for Ed25519).
 

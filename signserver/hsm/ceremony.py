@@ -452,13 +452,3 @@ def _check_value_of(transport_private: pkcs11.PrivateKey, key: WrappedKey) -> st
         return mac_check_value(probe) if is_mac else probe.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)[:3].hex()
     finally:
         probe.destroy()
-
-
-def transport_keys(session: TokenSession) -> list[str]:
-    """Labels of the transport key pairs waiting on this token. Raises: HsmError."""
-    def labels(s: pkcs11.Session) -> list[str]:
-        return sorted({str(o[Attribute.LABEL]) for o in session.find(s, {Attribute.CLASS: ObjectClass.PRIVATE_KEY,
-                                                                        Attribute.KEY_TYPE: KeyType.RSA})
-                       if str(o[Attribute.LABEL]).startswith(TRANSPORT_LABEL_PREFIX)})
-    return session.run(labels, "list the transport keys")
-

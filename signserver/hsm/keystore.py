@@ -85,14 +85,6 @@ class HsmKeyStore:
         """The token's label, model and mechanisms. Raises: HsmError, TokenNotFound."""
         return self._session.describe()
 
-    def supported_algorithms(self) -> list[KeyAlgorithm]:
-        """The key algorithms whose generation mechanism the token offers.
-
-        Raises: HsmError, TokenNotFound.
-        """
-        mechanisms = self.describe_token().mechanisms
-        return [a for a in KeyAlgorithm if a.generation_mechanism in mechanisms]
-
     def ping(self) -> None:
         """Ask the token for random bytes through the logged-in session.
 

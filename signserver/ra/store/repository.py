@@ -340,10 +340,6 @@ def email_failed(conn: Connection, message_id: int, attempts: int, next_attempt:
                  .values(attempts=attempts, next_attempt_at=epoch_seconds(next_attempt)))
 
 
-def pending_emails(conn: Connection) -> int:
-    return len(list(conn.execute(select(outbox.c.id))))
-
-
 # The notice link's sign-in (signserver/ra/holder_sign_in.py)
 
 def renewals_listing_address(conn: Connection, address: str) -> list[Renewal]:
