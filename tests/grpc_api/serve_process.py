@@ -6,6 +6,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 import grpc
 
@@ -23,9 +24,10 @@ class ServeProcess:
         self.env = cli_env(state_dir, **{**defaults, **env})
         self.workers = workers
         self.process: subprocess.Popen | cli_forkserver.ForkedProcess | None = None
+        self.log: IO | None = None  # a server started with subprocess writes through it
 
     def start(self) -> "ServeProcess":
-        self.log = self.log_path.open("w")
+        self.log_path.write_text("")  # there at once for wait_for, before the server opens it
         self.process = cli_forkserver.popen([str(SIGNSERVER), "serve", "--workers", str(self.workers)], env=self.env,
                                             output=self.log_path)
         self.port = self.wait_for(r"worker \d+ \(pid \d+\) serving on 127\.0\.0\.1:(\d+)", count=self.workers)
@@ -68,5 +70,6 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
         return self.process.returncode
