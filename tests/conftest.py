@@ -37,8 +37,7 @@ from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.capabilities import TokenCapabilities, key_algorithm_mechanisms
 from signserver.secret import Secret
 from signserver.service import SignService
-from signserver.store.database import Database
-from tests.postgres_cluster import PostgresCluster
+from tests.postgres_cluster import PostgresCluster, migrate_core
 
 ROOT = Path(__file__).resolve().parent.parent
 # The TLS context of the tests' httpx clients of plain-HTTP servers (the RA, the registry): httpx
@@ -143,12 +142,6 @@ def database_url(path: Path) -> str:
     return _run_cluster().url_for(str(path))
 
 
-def _migrate_core(url: str) -> None:
-    database = Database(url)
-    database.migrate()
-    database.engine.dispose()  # the last connection closed: SQLite's write-ahead log is checkpointed
-
-
 def _migrate_ra(url: str) -> None:
     from signserver.ra.store.database import RaDatabase
 
@@ -161,7 +154,7 @@ RA_TEMPLATE = "signserver_ra_template"  # on PostgreSQL, beside the core's templ
 _sqlite_templates: dict[Callable[[str], None], Path] = {}  # the run's migrated SQLite databases, made on first use
 
 
-def _copy_sqlite_template(path: Path, migrate: Callable[[str], None] = _migrate_core) -> None:
+def _copy_sqlite_template(path: Path, migrate: Callable[[str], None] = migrate_core) -> None:
     """Make ``path`` a copy of a SQLite database migrated once for the run (by ``migrate``: the
     core's schema, or the RA's), unless it exists: a fresh test database then costs a file copy,
     as on PostgreSQL, instead of every migration again (``prepare_database`` then finds nothing to

@@ -95,6 +95,14 @@ class ClusterFailed(RuntimeError):
     """initdb or pg_ctl failed."""
 
 
+def migrate_core(url: str) -> None:
+    """Migrate the core's schema into the empty database at ``url`` and close every connection
+    (a template with one cannot be copied; on SQLite, the last one closed checkpoints the log)."""
+    database = Database(url)
+    database.migrate()
+    database.engine.dispose()
+
+
 class PostgresCluster:
     """A cluster started for one test run; ``url_for`` hands out databases made from the template."""
 
@@ -104,7 +112,7 @@ class PostgresCluster:
         self.directory = Path(tempfile.mkdtemp(prefix="signserver-pg-", dir=_cluster_parent()))
         self._data = self.directory / "data"
         self._made: dict[str, str] = {}  # database name -> the key it was made for
-        self._templates: set[str] = set()  # those of template(), besides the core's
+        self._templates: set[str] = set()  # those of template(): the core's, the RA's
         self._lock = threading.Lock()
         self._admin = None
         self._running = False
@@ -128,10 +136,7 @@ class PostgresCluster:
                   "-o", f"-k {self.directory} {options}")
         self._watch()
         self._admin = psycopg.connect(self._dsn("postgres"), autocommit=True)
-        self._admin.execute(f'CREATE DATABASE "{TEMPLATE}"')
-        template = Database(self._url(TEMPLATE))
-        template.migrate()
-        template.engine.dispose()  # a template with a connection cannot be copied
+        self.template(TEMPLATE, migrate_core)
         return self
 
     def stop(self) -> None:
@@ -168,7 +173,8 @@ class PostgresCluster:
 
     def template(self, name: str, migrate: Callable[[str], None]) -> str:
         """A template database ``name``, made by ``migrate(url)`` (which must leave no connection
-        open) on first use; returns ``name`` for :meth:`url_for`."""
+        open: a template with a connection cannot be copied) on first use; returns ``name`` for
+        :meth:`url_for`."""
         with self._lock:
             if name not in self._templates:
                 self._admin.execute(f'CREATE DATABASE "{name}"')
