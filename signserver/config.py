@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from signserver.addresses import is_loopback, split_address
+from signserver.clock import time_zone
 from signserver.errors import ConfigurationError
 from signserver.secret import Secret
 
@@ -692,12 +693,8 @@ def _ca_config(values: dict[str, Any], profile_settings: dict[str, dict[str, Any
 
 def _pades_config(values: dict[str, Any], path_of) -> PadesConfig:
     zone = values.get("pades.time_zone", "Asia/Macau")
-    try:
-        import zoneinfo
-
-        zoneinfo.ZoneInfo(zone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigurationError("pades.time_zone", f"unknown time zone {zone!r}") from None
+    if time_zone(zone) is None:
+        raise ConfigurationError("pades.time_zone", f"unknown time zone {zone!r}")
     tsa_url = values.get("pades.tsa_url")
     if tsa_url and not tsa_url.startswith(("http://", "https://")):
         raise ConfigurationError("pades.tsa_url", "must be an http:// or https:// address")

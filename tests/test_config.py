@@ -72,6 +72,9 @@ def test_config_file_from_environment(tmp_path):
     ('[http]\nrequest_timeout_seconds = 0\n', "http.request_timeout_seconds", "between 1 and"),
     ('[http]\nthreads = 1000\n', "http.threads", "between 1 and"),
     ('[http]\ntsa_threads = 0\n', "http.tsa_threads", "between 1 and"),
+    ('[pades]\ntime_zone = "Mars/Olympus"\n', "pades.time_zone", "unknown time zone"),
+    ('[pades]\ntime_zone = "America"\n', "pades.time_zone", "unknown time zone"),
+    ('[pades]\ntime_zone = "' + "x" * 300 + '"\n', "pades.time_zone", "unknown time zone"),
 ])
 def test_invalid_values_name_the_key_and_reason(tmp_path, text, key, reason):
     with pytest.raises(ConfigurationError) as caught:

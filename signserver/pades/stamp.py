@@ -19,6 +19,7 @@ from pyhanko.pdf_utils.images import PdfImage
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.stamp import QRStampStyle, TextStampStyle
 
+from signserver.clock import time_zone
 from signserver.errors import InvalidArgument
 from signserver.pades.font import characters, font_for_text
 from signserver.pades.pdfa import cid_set, cids_in_program
@@ -44,10 +45,10 @@ class StampOptions:
 
     def zone(self) -> zoneinfo.ZoneInfo:
         """Raises: InvalidArgument: unknown time zone."""
-        try:
-            return zoneinfo.ZoneInfo(self.time_zone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise InvalidArgument(f"unknown time zone {self.time_zone!r}") from None
+        zone = time_zone(self.time_zone)
+        if zone is None:
+            raise InvalidArgument(f"unknown time zone {self.time_zone[:MAX_TEXT]!r}")
+        return zone
 
 
 def format_time(moment: datetime.datetime, zone: zoneinfo.ZoneInfo) -> str:

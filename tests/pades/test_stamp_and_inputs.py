@@ -84,6 +84,11 @@ def test_long_term_validation_uses_only_the_embedded_data(pades_world, level):
     ("rectangle off the page", StampOptions(box=(500, 40, 900, 100)), "off the page"),
     ("text the font cannot draw", StampOptions(caption="Assinatura \U0001F600"), "cannot draw"),
     ("bad time zone", StampOptions(time_zone="Mars/Olympus"), "unknown time zone"),
+    # Names the time zone database cannot take as a file name: a folder of it, one too long, a
+    # file of it that is not a zone.
+    ("time zone that names a region", StampOptions(time_zone="America"), "unknown time zone"),
+    ("overlong time zone", StampOptions(time_zone="x" * 300), "unknown time zone"),
+    ("time zone that names a table", StampOptions(time_zone="iso3166.tab"), "unknown time zone"),
 ])
 def test_bad_input_gets_a_clear_error(pades_world, case, stamp, message):
     data = {"not a pdf": b"hello, I am not a PDF", "truncated": sample_pdf(1)[:300]}.get(case, sample_pdf(1))
