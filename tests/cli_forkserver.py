@@ -225,7 +225,8 @@ def serve(address: str, ready: str) -> None:
             try:
                 connection, _ = listening.accept()
             except TimeoutError:
-                if os.getppid() != parent:  # the test process is gone without stopping this
+                if os.getppid() != parent:  # the test process is gone without stopping this,
+                    shutil.rmtree(Path(address).parent, ignore_errors=True)  # nor removing the folder made for this
                     return
                 continue
             try:

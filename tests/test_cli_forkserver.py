@@ -59,12 +59,14 @@ def test_a_command_past_its_timeout_is_killed(state_dir, tmp_path):
 
 def test_a_fork_server_whose_test_process_died_ends_too(tmp_path):
     # A test process that ends without its atexit hooks (killed, os._exit) leaves nothing behind.
-    program = ("from tests import cli_forkserver; print(cli_forkserver._server()._process.pid, flush=True); "
-               "import os; os._exit(0)")
+    program = ("from tests import cli_forkserver; server = cli_forkserver._server(); "
+               "print(server._process.pid, server._folder, flush=True); import os; os._exit(0)")
     with (tmp_path / "pid").open("w") as out:  # a file, not a pipe: the fork server holds the test's output
         subprocess.run([sys.executable, "-c", program], stdout=out, cwd=ROOT, timeout=120, check=True)
-    server = Path(f"/proc/{int((tmp_path / 'pid').read_text())}/stat")
+    pid, folder = (tmp_path / "pid").read_text().split()
+    server = Path(f"/proc/{pid}/stat")
     deadline = time.monotonic() + 10
     while server.exists() and server.read_text().rsplit(")", 1)[1].split()[0] != "Z":
         assert time.monotonic() < deadline, "the fork server outlived its test process"
         time.sleep(0.1)
+    assert not Path(folder).exists(), "the fork server left its socket's folder behind"
