@@ -288,9 +288,10 @@ def stack(served, ra_files, registry, inbox, core, ca_clock, ca_service, tmp_pat
 # --- the browser ------------------------------------------------------------------------------
 
 
-def chromium(languages: str = DEFAULT_LANGUAGES) -> webdriver.Chrome:
+def chromium(folder: Path, languages: str = DEFAULT_LANGUAGES) -> webdriver.Chrome:
     """A headless Chromium (Debian's, through its chromedriver), 1280x900, asking for pages in
-    ``languages`` (Accept-Language and navigator.languages).
+    ``languages`` (Accept-Language and navigator.languages), its temporary files in ``folder``
+    (Chromium leaves a folder of its own in the temporary directory at every quit).
 
     Raises: pytest.fail: chromium or chromium-driver is not installed (`make install` installs them).
     """
@@ -307,7 +308,8 @@ def chromium(languages: str = DEFAULT_LANGUAGES) -> webdriver.Chrome:
     options.add_experimental_option("prefs", {"intl.accept_languages": languages,
                                               "credentials_enable_service": False,
                                               "profile.password_manager_enabled": False})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    service = Service(executable_path=str(CHROMEDRIVER), env={**os.environ, "TMPDIR": str(folder)})
+    driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(PAGE_SECONDS)
     driver.set_script_timeout(PAGE_SECONDS)
     return driver
@@ -322,13 +324,14 @@ def fresh(driver: webdriver.Chrome) -> webdriver.Chrome:
 
 
 @pytest.fixture(scope="module")
-def _chromiums():
+def _chromiums(tmp_path_factory):
     """The module's Chromiums, one per language asked for, closed when the module ends."""
     started: dict[str, webdriver.Chrome] = {}
+    folder = tmp_path_factory.mktemp("chromium")
 
     def get(languages: str) -> webdriver.Chrome:
         if languages not in started:
-            started[languages] = chromium(languages)
+            started[languages] = chromium(folder, languages)
         return started[languages]
 
     yield get

@@ -1,17 +1,21 @@
 """The browser harness itself: Debian's Chromium reaches the RA's pages in Traditional Chinese by
 default, the accessibility check passes on the home page and fails on a page that breaks WCAG,
-screenshots cover the whole page, and a captcha's answer is read from the browser's session."""
+screenshots cover the whole page, a captcha's answer is read from the browser's session, and
+Chromium leaves nothing in the system's temporary directory."""
 
 from __future__ import annotations
 
 import struct
+import tempfile
+import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
 
 from tests.browser.axe import accessibility_violations, axe_version
-from tests.browser.conftest import captcha_answer, check_accessibility, screenshot, wait_until
+from tests.browser.conftest import captcha_answer, check_accessibility, chromium, screenshot, wait_until
 
 UNLABELLED_FORM = """<!doctype html><html lang="en"><head><title>Unlabelled</title></head><body><main>
 <h1>A form without labels</h1><form><input type="text" name="account"><button type="submit"></button></form>
@@ -102,3 +106,17 @@ def test_a_renewal_is_brought_to_its_activation_without_the_pages(stack):
     assert stack.verify_identity(holder, renewal)["state"] == "awaiting_application"
     signed = stack.sign_application(holder, renewal)
     assert signed["state"] == "awaiting_activation" and signed["pending_list"] == "activation"
+
+
+def test_chromium_leaves_nothing_in_the_temporary_directory(tmp_path):
+    # Chromium makes a folder there for its singleton socket and leaves it at every quit: the
+    # harness gives it a temporary directory of the test run's instead.
+    began = time.time() - 1
+    driver = chromium(tmp_path)
+    try:
+        driver.get(data_url("<title>blank</title>"))
+    finally:
+        driver.quit()
+    left = [path for path in Path(tempfile.gettempdir()).glob("org.chromium.Chromium.*")
+            if path.lstat().st_mtime >= began]
+    assert left == []
