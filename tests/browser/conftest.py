@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -288,10 +290,14 @@ def stack(served, ra_files, registry, inbox, core, ca_clock, ca_service, tmp_pat
 # --- the browser ------------------------------------------------------------------------------
 
 
-def chromium(folder: Path, languages: str = DEFAULT_LANGUAGES) -> webdriver.Chrome:
+def chromium(languages: str = DEFAULT_LANGUAGES) -> webdriver.Chrome:
     """A headless Chromium (Debian's, through its chromedriver), 1280x900, asking for pages in
-    ``languages`` (Accept-Language and navigator.languages), its temporary files in ``folder``
-    (Chromium leaves a folder of its own in the temporary directory at every quit).
+    ``languages`` (Accept-Language and navigator.languages). Close it with ``close_chromium``.
+
+    Its temporary files go to a folder of its own, which ``close_chromium`` removes: Chromium
+    leaves a folder in the temporary directory at every quit. The folder's path is short, for
+    Chromium's socket in it (a Unix socket's path has at most 107 bytes; in pytest's folder of a
+    test, Chromium did not start).
 
     Raises: pytest.fail: chromium or chromium-driver is not installed (`make install` installs them).
     """
@@ -308,11 +314,25 @@ def chromium(folder: Path, languages: str = DEFAULT_LANGUAGES) -> webdriver.Chro
     options.add_experimental_option("prefs", {"intl.accept_languages": languages,
                                               "credentials_enable_service": False,
                                               "profile.password_manager_enabled": False})
-    service = Service(executable_path=str(CHROMEDRIVER), env={**os.environ, "TMPDIR": str(folder)})
-    driver = webdriver.Chrome(service=service, options=options)
+    folder = tempfile.mkdtemp(prefix="chromium-")
+    service = Service(executable_path=str(CHROMEDRIVER), env={**os.environ, "TMPDIR": folder})
+    try:
+        driver = webdriver.Chrome(service=service, options=options)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    driver.temporary_folder = folder
     driver.set_page_load_timeout(PAGE_SECONDS)
     driver.set_script_timeout(PAGE_SECONDS)
     return driver
+
+
+def close_chromium(driver: webdriver.Chrome) -> None:
+    """Quit ``chromium()``'s browser and remove its temporary folder."""
+    try:
+        driver.quit()
+    finally:
+        shutil.rmtree(driver.temporary_folder, ignore_errors=True)
 
 
 def fresh(driver: webdriver.Chrome) -> webdriver.Chrome:
@@ -324,19 +344,18 @@ def fresh(driver: webdriver.Chrome) -> webdriver.Chrome:
 
 
 @pytest.fixture(scope="module")
-def _chromiums(tmp_path_factory):
+def _chromiums():
     """The module's Chromiums, one per language asked for, closed when the module ends."""
     started: dict[str, webdriver.Chrome] = {}
-    folder = tmp_path_factory.mktemp("chromium")
 
     def get(languages: str) -> webdriver.Chrome:
         if languages not in started:
-            started[languages] = chromium(folder, languages)
+            started[languages] = chromium(languages)
         return started[languages]
 
     yield get
     for driver in started.values():
-        driver.quit()
+        close_chromium(driver)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from tests.browser.axe import accessibility_violations, axe_version
-from tests.browser.conftest import captcha_answer, check_accessibility, chromium, screenshot, wait_until
+from tests.browser.conftest import (captcha_answer, check_accessibility, chromium, close_chromium, screenshot,
+                                    wait_until)
 
 UNLABELLED_FORM = """<!doctype html><html lang="en"><head><title>Unlabelled</title></head><body><main>
 <h1>A form without labels</h1><form><input type="text" name="account"><button type="submit"></button></form>
@@ -108,15 +109,16 @@ def test_a_renewal_is_brought_to_its_activation_without_the_pages(stack):
     assert signed["state"] == "awaiting_activation" and signed["pending_list"] == "activation"
 
 
-def test_chromium_leaves_nothing_in_the_temporary_directory(tmp_path):
+def test_chromium_leaves_nothing_in_the_temporary_directory():
     # Chromium makes a folder there for its singleton socket and leaves it at every quit: the
-    # harness gives it a temporary directory of the test run's instead.
+    # harness gives it a folder of its own, and removes it.
     began = time.time() - 1
-    driver = chromium(tmp_path)
+    driver = chromium()
     try:
         driver.get(data_url("<title>blank</title>"))
     finally:
-        driver.quit()
+        close_chromium(driver)
+    assert not Path(driver.temporary_folder).exists()
     left = [path for path in Path(tempfile.gettempdir()).glob("org.chromium.Chromium.*")
             if path.lstat().st_mtime >= began]
     assert left == []
