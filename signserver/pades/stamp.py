@@ -28,6 +28,9 @@ from signserver.pades.stamp_layout import PADDING, TextFit, fit_stamp
 CAPTIONS = {"pt": "Assinatura digital", "zh": "數碼簽署", "en": "Digital signature"}
 DEFAULT_BOX = (36.0, 36.0, 276.0, 108.0)  # bottom-left, in points
 MAX_TEXT = 200
+# A seal drawn in a stamp's box needs a few hundred pixels a side; an image of one colour
+# compresses to almost nothing, and 8000 x 8000 pixels in 200 KB cost a worker 385 MB to draw.
+MAX_SEAL_PIXELS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,15 @@ def stamp_style(lines: list[str], options: StampOptions, subset: Path) -> TextSt
         try:
             from PIL import Image
 
-            background = PdfImage(Image.open(io.BytesIO(options.seal_png)))
+            image = Image.open(io.BytesIO(options.seal_png))  # reads the header only
         except Exception:  # Pillow raises several kinds for a bad image
+            raise InvalidArgument("the seal image is not a readable PNG or JPEG") from None
+        if image.width * image.height > MAX_SEAL_PIXELS:
+            raise InvalidArgument(f"the seal image has {image.width} x {image.height} pixels; at most "
+                                  f"{MAX_SEAL_PIXELS:,} are drawn")
+        try:
+            background = PdfImage(image)
+        except Exception:
             raise InvalidArgument("the seal image is not a readable PNG or JPEG") from None
     common = dict(stamp_text=text, text_box_style=box_style, background=background, border_width=1,
                   background_opacity=0.3, lines=tuple(lines), font_file=str(subset))

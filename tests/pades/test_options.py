@@ -44,6 +44,15 @@ def test_qr_code_and_seal(pades_world, tmp_path):
         sign(pades_world, sample_pdf(1), PadesLevel.B_B, StampOptions(seal_png=b"not an image"))
 
 
+def test_a_seal_image_of_too_many_pixels_is_refused_before_it_is_decoded(pades_world):
+    # A PNG of one colour compresses to almost nothing: 8000 x 8000 pixels in 200 KB cost a
+    # worker 385 MB and 2.3 s of CPU to draw. One of 2,100 x 2,000 pixels, beyond the limit:
+    out = io.BytesIO()
+    Image.new("RGB", (2100, 2000), (200, 30, 30)).save(out, format="PNG")
+    with pytest.raises(InvalidArgument, match="seal image has 2100 x 2000 pixels"):
+        sign(pades_world, sample_pdf(1), PadesLevel.B_B, StampOptions(seal_png=out.getvalue()))
+
+
 def test_external_tsa(pades_world):
     service = pades_world[0]
     original = service.pades.config
