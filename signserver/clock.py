@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import functools
 import threading
 import zoneinfo
 from typing import Protocol
@@ -49,12 +48,10 @@ def from_epoch(seconds: int) -> datetime.datetime:
 
 def time_zone(name: str) -> zoneinfo.ZoneInfo | None:
     """The IANA time zone called ``name`` (``Asia/Macau``), or None when the time zone database has
-    none of that name. ``zoneinfo.ZoneInfo`` opens the file a name stands for and fails with the
-    file system's own errors for a name too long or one naming a folder ("America"): a name is
-    looked up among the database's zones first, so no input chooses a file to open."""
-    return zoneinfo.ZoneInfo(name) if name in _time_zone_names() else None
-
-
-@functools.cache
-def _time_zone_names() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())  # about 40 ms, once per process
+    none of that name. ``zoneinfo.ZoneInfo`` opens the file a name stands for: besides its own
+    errors it fails with the file system's, for a name too long for a file or one naming a folder
+    of the database ("America")."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return None

@@ -143,8 +143,9 @@ def stamp_style(lines: list[str], options: StampOptions, subset: Path) -> TextSt
     """A pyHanko style whose text is already final (no placeholders left to interpret), drawn
     with ``subset`` (from :func:`check_text`) at the size that fits the box it is drawn in.
 
-    Raises: InvalidArgument: the seal image is unreadable. When the stamp is drawn: InvalidArgument
-        if its box is too small for the text (see signserver.pades.stamp_layout.fit_stamp).
+    Raises: InvalidArgument: the seal image is unreadable or too large (:func:`seal_image`). When
+        the stamp is drawn: InvalidArgument if its box is too small for the text (see
+        signserver.pades.stamp_layout.fit_stamp).
     """
     text = "\n".join(line.replace("%", "%%") for line in lines)
     # The size is chosen when pyHanko knows the box (an existing field's, or the requested one);
@@ -154,26 +155,29 @@ def stamp_style(lines: list[str], options: StampOptions, subset: Path) -> TextSt
                                  x_align=layout.AxisAlignment.ALIGN_MID, y_align=layout.AxisAlignment.ALIGN_MID,
                                  margins=layout.Margins.uniform(PADDING),
                                  inner_content_scaling=layout.InnerScaling.NO_SCALING))
-    background = None
-    if options.seal_png:
-        try:
-            from PIL import Image
-
-            image = Image.open(io.BytesIO(options.seal_png))  # reads the header only
-        except Exception:  # Pillow raises several kinds for a bad image
-            raise InvalidArgument("the seal image is not a readable PNG or JPEG") from None
-        if image.width * image.height > MAX_SEAL_PIXELS:
-            raise InvalidArgument(f"the seal image has {image.width} x {image.height} pixels; at most "
-                                  f"{MAX_SEAL_PIXELS:,} are drawn")
-        try:
-            background = PdfImage(image)
-        except Exception:
-            raise InvalidArgument("the seal image is not a readable PNG or JPEG") from None
+    background = seal_image(options.seal_png) if options.seal_png else None
     common = dict(stamp_text=text, text_box_style=box_style, background=background, border_width=1,
                   background_opacity=0.3, lines=tuple(lines), font_file=str(subset))
     if options.verification_url:
         return _FittedQRStampStyle(**common)
     return _FittedTextStampStyle(**common)
+
+
+def seal_image(data: bytes) -> PdfImage:
+    """The seal image ``data`` (PNG or JPEG), its size read from its header before it is decoded.
+
+    Raises: InvalidArgument: not a readable image, or one of more than MAX_SEAL_PIXELS pixels.
+    """
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        if image.width * image.height <= MAX_SEAL_PIXELS:
+            return PdfImage(image)
+    except Exception:  # Pillow raises several kinds for a bad image
+        raise InvalidArgument("the seal image is not a readable PNG or JPEG") from None
+    raise InvalidArgument(f"the seal image has {image.width} x {image.height} pixels; at most "
+                          f"{MAX_SEAL_PIXELS:,} are drawn")
 
 
 @dataclass(frozen=True)
