@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from dataclasses import dataclass, field, replace
 
@@ -47,6 +48,30 @@ def fuzz_settings(max_examples: int) -> settings:
     return settings(max_examples=max(1, round(max_examples * scale)), deadline=None, database=None, derandomize=False, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.large_base_example], report_multiple_bugs=False)
+
+
+class ErrorRecords(logging.Handler):
+    """Collects the records at ERROR and above written in this process."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(scope="module")
+def logged_errors() -> ErrorRecords:
+    """What the servers of this process log at ERROR and above (the root logger's: asyncio's own
+    complaints count too); a test clears ``records`` before each example."""
+    handler = ErrorRecords()
+    logger = logging.getLogger()
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
 
 
 @dataclass

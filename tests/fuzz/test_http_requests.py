@@ -5,7 +5,6 @@ and nothing is logged as an error."""
 
 from __future__ import annotations
 
-import logging
 import re
 import socket
 
@@ -57,33 +56,11 @@ headers = st.one_of(st.just([]), st.lists(st.tuples(header_names, header_values)
 bodies = st.binary(max_size=64)
 
 
-class _Errors(logging.Handler):
-    """Collects the records at ERROR and above written in this process."""
-
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture(scope="module")
 def http_server(config, tmp_path_factory):
     service = service_with_ca(config, tmp_path_factory.mktemp("http-fuzz") / "signserver.db", SystemClock())
     with serving(service, request_timeout_seconds=1, tsa_rate_per_second=1000, tsa_burst=1000) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def logged_errors():
-    handler = _Errors()
-    logger = logging.getLogger()  # the root: asyncio's own complaints count too
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 def request_bytes(method: str, target: str, version: str, fields: list[tuple[str, str]], body: bytes) -> bytes:
