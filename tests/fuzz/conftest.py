@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
@@ -48,6 +49,23 @@ def fuzz_settings(max_examples: int) -> settings:
     return settings(max_examples=max(1, round(max_examples * scale)), deadline=None, database=None, derandomize=False, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.large_base_example], report_multiple_bugs=False)
+
+
+# Odd values of JSON for the HTTP APIs' fuzz tests: what no schema expects, in every type.
+ODD_TEXT = ["", " ", "0", "-1", "NaN", "\x00", "\u202e", "數碼簽署", "😀" * 64, "a" * 1025, "../../etc/passwd",
+            "%s%n", "' OR 1=1 --", "Etc/GMT+99", "America", "x" * 300, "AAAA", "!!!!", "====", "null"]
+INTEGER_EDGES = [0, 1, -1, 2, 600, 601, 2**31 - 1, 2**31, -(2**31), 2**63 - 1, 2**63, -(2**63), 2**64, 10**30]
+ODD_JSON = st.one_of(st.none(), st.booleans(), st.sampled_from(INTEGER_EDGES), st.just(1e308), st.just(-0.0),
+                     st.sampled_from(ODD_TEXT), st.just("x" * 200_000), st.just([]), st.just({}),
+                     st.lists(st.sampled_from(ODD_TEXT), max_size=3),
+                     st.dictionaries(st.sampled_from(ODD_TEXT), st.sampled_from(ODD_TEXT), max_size=2))
+
+
+def weighted(*choices: tuple[st.SearchStrategy, int]) -> st.SearchStrategy:
+    """One of the strategies, each drawn as often as its weight says (``one_of`` gives every
+    distinct branch the same chance, however often it is listed)."""
+    expanded = [strategy for strategy, weight in choices for _ in range(weight)]
+    return st.sampled_from(range(len(expanded))).flatmap(lambda index: expanded[index])
 
 
 class ErrorRecords(logging.Handler):

@@ -25,7 +25,7 @@ from signserver.pades.sample import sample_pdf
 from signserver.secret import Secret
 from tests.conftest import PASSWORD, service_with_ca
 from tests.csc.conftest import basic, certified_holder, csc_server  # noqa: F401 (csc_server: a fixture)
-from tests.fuzz.conftest import fuzz_settings
+from tests.fuzz.conftest import INTEGER_EDGES, ODD_JSON, ODD_TEXT, fuzz_settings, weighted
 
 # About 20 to 30 s for the file on a loaded 2-core machine: most bodies are refused by the schema
 # or the checks behind it in a few milliseconds; a PIN that gets to the password check costs an
@@ -34,13 +34,6 @@ EXAMPLES = 40
 SADS = 12  # live SADs, each for its own digest: a generated signHash spends one now and then
 
 SHA256 = "2.16.840.1.101.3.4.2.1"
-ODD_TEXT = ["", " ", "0", "-1", "NaN", "\x00", "\u202e", "數碼簽署", "😀" * 64, "a" * 1025, "../../etc/passwd",
-            "%s%n", "' OR 1=1 --", "Etc/GMT+99", "America", "x" * 300, "AAAA", "!!!!", "====", "null"]
-INTEGER_EDGES = [0, 1, -1, 2, 600, 601, 2**31 - 1, 2**31, -(2**31), 2**63 - 1, 2**63, -(2**63), 2**64, 10**30]
-ODD_JSON = st.one_of(st.none(), st.booleans(), st.sampled_from(INTEGER_EDGES), st.just(1e308), st.just(-0.0),
-                     st.sampled_from(ODD_TEXT), st.just("x" * 200_000), st.just([]), st.just({}),
-                     st.lists(st.sampled_from(ODD_TEXT), max_size=3),
-                     st.dictionaries(st.sampled_from(ODD_TEXT), st.sampled_from(ODD_TEXT), max_size=2))
 # Mostly callers who get past the gate, so that the bodies reach the code behind it.
 CALLERS = st.sampled_from(["bearer"] * 5 + ["basic"] * 2 + ["none", "wrong-bearer", "wrong-basic"])
 
@@ -157,13 +150,6 @@ def _resolve(schema: dict) -> dict:
     while "$ref" in schema:
         schema = OPENAPI["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     return schema
-
-
-def weighted(*choices: tuple[st.SearchStrategy, int]) -> st.SearchStrategy:
-    """One of the strategies, each drawn as often as its weight says (``one_of`` gives every
-    distinct branch the same chance, however often it is listed)."""
-    expanded = [strategy for strategy, weight in choices for _ in range(weight)]
-    return st.sampled_from(range(len(expanded))).flatmap(lambda index: expanded[index])
 
 
 def value_for(name: str, schema: dict, seeds: dict[str, list], wild: bool = False) -> st.SearchStrategy:

@@ -23,8 +23,7 @@ from signserver.ra.api import build_app
 from signserver.ra.server import build_workflow
 from signserver.ra.settings import RaSettings
 from tests.conftest import PASSWORD, empty_database_url
-from tests.fuzz.conftest import fuzz_settings
-from tests.fuzz.test_csc_requests import ODD_JSON, ODD_TEXT, weighted
+from tests.fuzz.conftest import ODD_JSON, ODD_TEXT, fuzz_settings, weighted
 from tests.ra.conftest import KUAN, START, registry  # noqa: F401 (registry: a fixture)
 from tests.ra.running import Served
 from tests.ra.test_api import noticed_renewal
