@@ -5,7 +5,8 @@
 Every figure is measured in the same run and compared with the raw HSM rate (python-pkcs11's
 sign on a key handle under the lock, one thread, one process): SignHash and Authorize against
 the RSA-2048 rate measured just before and just after each of them (the machine's speed drifts
-within a run), documents against pyHanko's plain sign_pdf with a software key;
+within a run), the targets' SignHash figures from the Python clients and from the native one
+(benchmarks/native_load.py, built first), documents against pyHanko's plain sign_pdf with a software key;
 SignHash on PostgreSQL against SQLite and through nginx against one node (benchmarks/store_signing.py);
 database bytes per signature on both stores, before and after a prune (benchmarks/store_growth.py);
 the holder-count figures (benchmarks/holder_count.py) with many holders against a hundred.
@@ -21,7 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks import grpc_signing, holder_count, hsm_rate, pdf_signing, store_growth, store_signing
+from benchmarks import grpc_signing, holder_count, hsm_rate, native_load, pdf_signing, store_growth, store_signing
 from benchmarks.harness import RESULTS, fresh_state_dir, markdown_table
 from signserver.config import load_config
 from signserver.hsm.algorithms import KeyAlgorithm
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="duration of each measurement")
     args = parser.parse_args()
     began = time.monotonic()
+    native_load.binary()  # built now, or the reason it cannot be, before minutes of measuring
 
     state = fresh_state_dir()
     config = load_config(environ={"SIGNSERVER_STATE_DIR": str(state)})

@@ -5,7 +5,9 @@ Authorize is measured for an application that does not require an OTP (a TOTP co
 once per 30-second step, so a loop of OTP logins would measure the clock, not the server): it is
 password (argon2id) + database + token issue. SignHash is measured by the load generator
 (benchmarks/load.py) at 1, 10 and 50 digests per call, each caller spending digests of a token it
-was given before the window opened; then SignPdf and a 100 MB document on the same server.
+was given before the window opened, and at 1 and 50 digests per call from the native client as
+well (benchmarks/native_load.py), which leaves the server more of the machine's CPU; then SignPdf
+and a 100 MB document on the same server.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from benchmarks import csc_signing, load, pdf_signing
+from benchmarks import csc_signing, load, native_load, pdf_signing
 from benchmarks.harness import Rate
 from signserver.accounts.applications import certificate_fingerprint
 from signserver.accounts.model import AccountKind
@@ -123,11 +125,21 @@ def run(service: SignService, state: Path, seconds: float,
     server, target = served_holder(service, state, "翁心 Bench Holder")
 
     def bracketed(name: str, caller: load.Caller, concurrency: int) -> load.LoadResult:
+        return around(lambda _: load.run_load(name, target, caller, concurrency, seconds))
+
+    def around(measure: Callable[[float | None], load.LoadResult]) -> load.LoadResult:
+        """``measure(the raw rate just before)``, with the raw rate measured just before and just after."""
         before = raw_probe() if raw_probe else None
-        result = load.run_load(name, target, caller, concurrency, seconds)
+        result = measure(before.per_second if before else None)
         if before is not None:
             result.raw_around = (before.per_second + raw_probe().per_second) / 2
         return result
+
+    def from_native_client(batch: int, concurrency: int) -> load.LoadResult:
+        # Requests for three times the raw rate: more than the workers can sign.
+        return around(lambda raw: native_load.sign_hash_load(
+            f"SignHash, {batch} digest(s)/call, concurrency {concurrency}, native client", target, batch,
+            concurrency, seconds, most_per_second=3 * (raw or 2000) / batch))
 
     try:
         figures = [bracketed("Authorize (no OTP), concurrency 8", load.authorizer, 8)]
@@ -135,6 +147,8 @@ def run(service: SignService, state: Path, seconds: float,
             for concurrency in (1, 8, 32):
                 figures.append(bracketed(f"SignHash, {batch} digest(s)/call, concurrency {concurrency}",
                                          load.hash_signer(batch), concurrency))
+            if batch in (1, 50):  # the targets' figures, from a client that leaves the server more CPU
+                figures.append(from_native_client(batch, 8))
         csc = csc_signing.run(target, server.csc_url, seconds)
         documents = pdf_signing.sign_pdf_rates(target, seconds)
         with server.channel() as channel:

@@ -29,6 +29,7 @@ class LoadResult:
     latencies: list[float]  # per call
     raw_around: float | None = None  # the raw HSM rate measured just before and just after (their mean)
     in_window: float | None = None  # what run_load's ``window_probe`` grew by from the window's start to its end
+    client_cpu: float | None = None  # the load generator's CPU seconds in the window, where measured
 
     @property
     def per_second(self) -> float:

@@ -1,11 +1,14 @@
 """Only the "SignHash, 1 digest/call, concurrency 8" figure, repeated, with CPU per call.
 
-    python -m benchmarks.signhash_only [--seconds 3] [--runs 5] [--profile SECONDS]
+    python -m benchmarks.signhash_only [--seconds 3] [--runs 5] [--client python|native|both]
+                                       [--profile SECONDS]
 
 Each run: the SignHash load between two measurements of the raw RSA-2048 rate (in this process,
 1 s each, their mean the run's reference) and of the raw rate on every core at once
 (hsm_rate.raw_on_every_core: how much the cores gave together then); reports the ratio to each,
 the server workers' CPU per call and the clients' CPU per call, read from /proc over the window.
+``--client native`` sends the load from benchmarks/native_load.py's client instead of Python
+processes, ``both`` from each in turn in every run (the order alternating from run to run).
 ``--profile SECONDS`` instead records each worker under that load with py-spy (not a dependency:
 on PATH or in the virtual environment) into $PROFILE_OUT (default /tmp/signhash-profile).
 """
@@ -22,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks import hsm_rate, load
+from benchmarks import hsm_rate, load, native_load
 from benchmarks.grpc_signing import served_holder
 from benchmarks.harness import benchmark_service
 
@@ -137,15 +140,31 @@ def run_load(target, server_pid, concurrency, seconds, max_processes=int(os.envi
     return calls / seconds, server_cpu / calls * 1e6, client_cpu / calls * 1e6
 
 
+def run_native(target, server_pid, concurrency, seconds, raw):
+    """As run_load, from the native client (its callers get requests for three times the raw
+    rate, more than the server's workers can sign)."""
+    workers = children(server_pid)
+    result = native_load.sign_hash_load("native", target, 1, concurrency, seconds, most_per_second=3 * raw,
+                                        window_probe=lambda: sum(cpu_seconds(w) for w in workers))
+    calls = result.operations
+    run_load.foreign = float("nan")
+    return calls / seconds, result.in_window / calls * 1e6, result.client_cpu / calls * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--client", choices=("python", "native", "both"), default="python",
+                        help="the load generator: Python processes, the native client, or each in turn")
     parser.add_argument("--profile", type=float, default=0.0, help="py-spy record the workers for this long")
     args = parser.parse_args()
     spy = py_spy()
     if args.profile and spy is None:
         parser.error("--profile needs py-spy, on PATH or in this virtual environment (pip install py-spy)")
+    kinds = ["python", "native"] if args.client == "both" else [args.client]
+    if "native" in kinds:
+        native_load.binary()  # built before the server starts, or the reason it cannot be
     with benchmark_service() as (state, service):
         server = None
         try:
@@ -157,28 +176,37 @@ def main() -> None:
                 profile(target, server, args.profile, spy)
                 return
             run_load(target, server.process.pid, 8, 1.0)  # warm-up
-            ratios, servers, clients, cores = [], [], [], []
+            found = {kind: {"ratios": [], "servers": [], "clients": [], "cores": []} for kind in kinds}
             raw_probe = hsm_rate.raw_probe(service, 1.0)
 
             def every_core() -> float:
                 return hsm_rate.raw_on_every_core(state, 1.0).per_second
 
             for i in range(args.runs):
-                before, before_all = raw_probe().per_second, every_core()
-                rate, server_us, client_us = run_load(target, server.process.pid, 8, args.seconds)
-                # Around the load, for the machine's speed drifts; and on every core, for the
-                # load uses them all, and what a virtual machine's cores give together moves too.
-                raw, raw_all = (before + raw_probe().per_second) / 2, (before_all + every_core()) / 2
-                ratios.append(rate / raw)
-                servers.append(server_us)
-                clients.append(client_us)
-                cores.append(raw_all / raw)
-                print(f"run {i}: raw {raw:,.0f}/s, on every core {raw_all:,.0f}/s ({raw_all / raw:.2f}x), "
-                      f"SignHash c=8 {rate:,.0f}/s, ratio {rate / raw:.3f} (to every core {rate / raw_all:.3f}), "
-                      f"server {server_us:,.0f} us/call, clients {client_us:,.0f} us/call, "
-                      f"foreign {run_load.foreign:.2f}", flush=True)
-            print(f"MEDIAN ratio {statistics.median(ratios):.3f}  cores gave {statistics.median(cores):.2f}x one  "
-                  f"server {statistics.median(servers):,.0f} us/call  clients {statistics.median(clients):,.0f} us/call")
+                for kind in (kinds if i % 2 == 0 else kinds[::-1]):
+                    before, before_all = raw_probe().per_second, every_core()
+                    if kind == "native":
+                        rate, server_us, client_us = run_native(target, server.process.pid, 8, args.seconds, before)
+                    else:
+                        rate, server_us, client_us = run_load(target, server.process.pid, 8, args.seconds)
+                    # Around the load, for the machine's speed drifts; and on every core, for the
+                    # load uses them all, and what a virtual machine's cores give together moves too.
+                    raw, raw_all = (before + raw_probe().per_second) / 2, (before_all + every_core()) / 2
+                    figures = found[kind]
+                    figures["ratios"].append(rate / raw)
+                    figures["servers"].append(server_us)
+                    figures["clients"].append(client_us)
+                    figures["cores"].append(raw_all / raw)
+                    print(f"run {i}, {kind} client: raw {raw:,.0f}/s, on every core {raw_all:,.0f}/s "
+                          f"({raw_all / raw:.2f}x), SignHash c=8 {rate:,.0f}/s, ratio {rate / raw:.3f} "
+                          f"(to every core {rate / raw_all:.3f}), server {server_us:,.0f} us/call "
+                          f"({server_us * raw / 1e6:.2f} raw signatures), clients {client_us:,.0f} us/call "
+                          f"({client_us * raw / 1e6:.2f}), foreign {run_load.foreign:.2f}", flush=True)
+            for kind, figures in found.items():
+                print(f"MEDIAN, {kind} client: ratio {statistics.median(figures['ratios']):.3f}  cores gave "
+                      f"{statistics.median(figures['cores']):.2f}x one  server "
+                      f"{statistics.median(figures['servers']):,.0f} us/call  clients "
+                      f"{statistics.median(figures['clients']):,.0f} us/call")
         finally:
             if server is not None:
                 server.stop()

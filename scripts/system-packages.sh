@@ -3,7 +3,7 @@
 # Used by `make`; safe to run again (it does nothing when all are present).
 set -eu
 
-PACKAGES="softhsm2 opensc openssl fonts-noto-cjk poppler-utils opencryptoki libnss3-tools postgresql nginx chromium chromium-driver"
+PACKAGES="softhsm2 opensc openssl fonts-noto-cjk poppler-utils opencryptoki libnss3-tools postgresql nginx chromium chromium-driver g++ pkg-config libgrpc++-dev"
 
 missing=""
 for pkg in $PACKAGES; do
