@@ -3,7 +3,7 @@
 The Python clients of ``load.run_load`` spend about 0.4 of a raw RSA-2048 signature's CPU on each
 single-digest call, on the same two cores as the server they measure; ``benchmarks/native/
 unary_load.cc`` spends less than half of that, so that more of the machine is left to the server.
-It is built here with Debian's g++ and libgrpc++-dev (``make bench`` installs them) into
+It is built here with Debian's g++ and libgrpc++-dev (``make`` installs them) into
 ``benchmarks/native/build/`` the first time, and again when its source changes.
 """
 
@@ -31,7 +31,8 @@ class NativeClientUnavailable(RuntimeError):
 
 
 def binary() -> Path:
-    """The load generator, built when missing or older than its source.
+    """The load generator, built unless a build of this very source is there (its name carries
+    the source's hash).
 
     Raises: NativeClientUnavailable: the compiler or gRPC's C++ library is missing, or the
             build failed (its output in the message).
@@ -88,8 +89,7 @@ def sign_hash_load(name: str, target: load.Target, batch: int, concurrency: int,
 
 
 def run_native_load(name: str, target: load.Target, requests: list[list[bytes]], seconds: float,
-                    signatures_per_call: int = 1, window_probe: Callable[[], float] | None = None,
-                    method: str = SIGN_HASH) -> load.LoadResult:
+                    signatures_per_call: int = 1, window_probe: Callable[[], float] | None = None) -> load.LoadResult:
     """One caller of the native client for each list of serialised ``requests``, each with a
     connection of its own, spread over the server's workers as ``load.run_load``'s are, sending
     its requests in order, one call each, all over the same window of ``seconds``
@@ -105,7 +105,7 @@ def run_native_load(name: str, target: load.Target, requests: list[list[bytes]],
         for part, pem in zip(("root", "key", "chain"), target.credentials):
             (folder / f"{part}.pem").write_bytes(pem)
         start_at = time.time() + 2.0  # the client connects, and finds its workers, before the window
-        lines = [f"address {target.address}", f"workers {target.workers}", f"method {method}",
+        lines = [f"address {target.address}", f"workers {target.workers}", f"method {SIGN_HASH}",
                  f"start_at {start_at:.6f}", f"seconds {seconds}",
                  *(f"{part} {folder / f'{part}.pem'}" for part in ("root", "key", "chain")),
                  *("client " + ",".join(r.hex() for r in each) for each in requests)]
@@ -114,9 +114,7 @@ def run_native_load(name: str, target: load.Target, requests: list[list[bytes]],
                                    stderr=subprocess.PIPE, text=True)
         readings: list[float] = []
         if window_probe:
-            for moment in (start_at, start_at + seconds):
-                time.sleep(max(0.0, moment - time.time()))
-                readings.append(window_probe())
+            load._read_at(window_probe, (start_at, start_at + seconds), readings)
         out, err = process.communicate(timeout=seconds + 120)
     if process.returncode != 0:
         raise RuntimeError(f"the native client failed ({process.returncode}): {err.strip()[-2000:]}")
