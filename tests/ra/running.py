@@ -189,6 +189,9 @@ def wait_until_answering(process: subprocess.Popen | cli_forkserver.ForkedProces
         time.sleep(0.1)
 
 
+PORT_ATTEMPTS = 5
+
+
 def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = "") -> cli_forkserver.ForkedProcess:
     """`signserver ra serve` on a free port, once it answers; its own database (``database``, else a
     new one for ``folder``). The process carries ``base`` (http://127.0.0.1:PORT), ``public_url``
@@ -197,8 +200,19 @@ def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = ""
 
     Raises: AssertionError: the RA did not answer within 60 seconds (its output is in the message).
     """
-    port = free_port()
     database = database or empty_database_url(folder / "ra.sqlite")
+    for _ in range(PORT_ATTEMPTS - 1):
+        try:
+            return _start_ra_on(free_port(), folder, served, ra_files, registry, inbox, database)
+        except AssertionError as refused:
+            # free_port's port was free when it looked, but a connection made since may have been
+            # given it: the RA then stops at once, and another port is tried.
+            if "address already in use" not in str(refused):
+                raise
+    return _start_ra_on(free_port(), folder, served, ra_files, registry, inbox, database)
+
+
+def _start_ra_on(port: int, folder: Path, served, ra_files, registry, inbox, database: str):
     config = folder / "signserver.toml"
     config.write_text(f"""
 state_dir = "state"
