@@ -18,7 +18,8 @@ mkdir -p "$OUT"
 # token label and module, as shell assignments.
 settings=$(.venv/bin/python - <<'PY'
 import shlex
-from signserver.config import is_loopback, load_config
+from signserver.addresses import is_loopback
+from signserver.config import load_config
 
 config = load_config()
 host, port = config.server.host, config.server.port
