@@ -10,6 +10,7 @@ from sqlalchemy import event
 from signserver.config import DatabaseConfig, load_config
 from signserver.errors import ConfigurationError
 from signserver.store.database import Database
+from tests.conftest import database_url
 
 
 def loaded(tmp_path, **settings: str):
@@ -63,5 +64,23 @@ def test_an_unreachable_database_is_refused_after_one_try(tmp_path):
             database.migrate()
         assert refused.value.key == "database.url"
         assert len(tries) == 1  # an unreachable host's connect timeout is waited out once, not twice
+    finally:
+        database.dispose()
+
+
+def test_calls_one_at_a_time_are_served_by_the_connection_returned_last(tmp_path):
+    """Not round every connection the pool holds: on PostgreSQL each is a backend of its own."""
+    database = Database(database_url(tmp_path / "lifo.db"))
+    try:
+        with database.read() as first, database.read() as second, database.read() as third:
+            held = {id(conn.connection.driver_connection) for conn in (first, second, third)}
+        assert len(held) == 3 and database.engine.pool.checkedin() == 3
+        served = []
+        for _ in range(6):
+            with database.transaction() as conn:
+                served.append(id(conn.connection.driver_connection))
+            with database.read() as conn:
+                served.append(id(conn.connection.driver_connection))
+        assert served[0] in held and set(served) == {served[0]}
     finally:
         database.dispose()
