@@ -189,6 +189,23 @@ def run_load(name: str, target: Target, caller: Caller, concurrency: int, second
                       in_window=readings[1] - readings[0] if len(readings) == 2 else None)
 
 
+def alternated(first: Callable[[float], LoadResult], second: Callable[[float], LoadResult],
+               seconds: float) -> tuple[LoadResult, LoadResult]:
+    """Two loads (each run for the seconds it is given) measured first, second, second, first, half
+    the time each: a machine that speeds up or slows down during the pair weighs on both alike,
+    where one after the other its drift would land on their ratio. Each result joins its halves."""
+    halves: tuple[list[LoadResult], list[LoadResult]] = ([], [])
+    for index in (0, 1, 1, 0):
+        halves[index].append((first, second)[index](seconds / 2))
+    return _joined(*halves[0]), _joined(*halves[1])
+
+
+def _joined(a: LoadResult, b: LoadResult) -> LoadResult:
+    in_window = None if a.in_window is None or b.in_window is None else a.in_window + b.in_window
+    return LoadResult(a.name, a.operations + b.operations, a.seconds + b.seconds, a.latencies + b.latencies,
+                      in_window=in_window)
+
+
 def _read_at(probe: Callable[[], float], moments: tuple[float, ...], readings: list[float]) -> None:
     for moment in moments:
         time.sleep(max(0.0, moment - time.time()))

@@ -110,22 +110,15 @@ def _own_channel(target: Target, _share: int, _taken) -> grpc.Channel:
 def _side_by_side(name: str, first: tuple, second: tuple, caller: load.Caller,
                   seconds: float, second_cpu=None) -> tuple[LoadResult, LoadResult, float]:
     """``first`` and ``second`` (each a figure's name ending, a target and its way to connect)
-    measured in the order first, second, second, first, half the time each: a load on the machine
-    that grows or shrinks during the pair weighs on both alike. The third value is how much
-    ``second_cpu`` (CPU seconds of some processes so far) grew over the second's measured windows
-    (0 without): not over its callers' set-up, whose Authorize calls write thousands of digests."""
-    halves: dict[int, list[LoadResult]] = {0: [], 1: []}
-    cpu = 0.0
-    for index in (0, 1, 1, 0):
-        suffix, target, connect = (first, second)[index]
-        counted = second_cpu if index == 1 else None
-        half = load.run_load(f"{name}, {suffix}", target, caller, CONCURRENCY, seconds / 2, connect=connect,
-                             window_probe=counted)
-        halves[index].append(half)
-        cpu += half.in_window or 0.0
-    first_result, second_result = (LoadResult(a.name, a.operations + b.operations, a.seconds + b.seconds,
-                                              a.latencies + b.latencies) for a, b in (halves[0], halves[1]))
-    return first_result, second_result, cpu
+    measured alternately (load.alternated). The third value is how much ``second_cpu`` (CPU seconds
+    of some processes so far) grew over the second's measured windows (0 without): not over its
+    callers' set-up, whose Authorize calls write thousands of digests."""
+    def measured(side: tuple, probe=None):
+        suffix, target, connect = side
+        return lambda half: load.run_load(f"{name}, {suffix}", target, caller, CONCURRENCY, half, connect=connect,
+                                          window_probe=probe)
+    first_result, second_result = load.alternated(measured(first), measured(second, second_cpu), seconds)
+    return first_result, second_result, second_result.in_window or 0.0
 
 
 def _cluster_cpu(postgres) -> float:
