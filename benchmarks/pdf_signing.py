@@ -85,7 +85,8 @@ def document_signer(pdf: bytes, visible: bool) -> load.Caller:
 def sign_pdf_rates(target: load.Target, seconds: float) -> list[LoadResult]:
     """Each document and concurrency invisible and with the stamp, measured alternately
     (load.alternated): what the stamp costs is their ratio, which a machine's drift decided when
-    one followed the other (for 1 page at concurrency 1: +21 % so, +2 % alternated, 2026-12-04)."""
+    one followed the other (1 page at concurrency 1, 2026-12-04: +21 % one after the other, +2 %
+    alternated)."""
     results = {}
     for pages in (1, 50):
         pdf = sample_pdf(pages)
