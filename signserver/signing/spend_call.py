@@ -24,6 +24,7 @@ from signserver.audit.log import canonical_detail, record_tail
 from signserver.clock import epoch_seconds
 from signserver.errors import CredentialUnusable
 from signserver.hsm.algorithms import HashAlgorithm
+from signserver.store.arrays import TextArray
 from signserver.store.prepared import PreparedStatement
 
 # The function's SQLSTATEs; each leaves everything as it was.
@@ -82,10 +83,10 @@ def spend_and_record(conn: Connection, *, token_hash: str, credential_id: str, k
         return _SPEND.execute(conn, {
             "token_hash": token_hash, "credential_id": credential_id, "certificate_serial": certificate_serial,
             "application_id": application_id,
-            "hash_algorithm": algorithm.value, "now": at, "digests": [d.hex() for d in digests],
+            "hash_algorithm": algorithm.value, "now": at, "digests": TextArray(d.hex() for d in digests),
             "key_id": key_id, "open_key": open_key, "count_down": count_down, "at": at, "event": record.event,
-            "actor": record.actor, "subject": record.subject, "details": details,
-            "tails": [record_tail(at, record.event, record.actor, record.subject, d) for d in details]}).one()
+            "actor": record.actor, "subject": record.subject, "details": TextArray(details),
+            "tails": TextArray(record_tail(at, record.event, record.actor, record.subject, d) for d in details)}).one()
     except DBAPIError as exc:
         sqlstate = getattr(exc.orig, "sqlstate", None)
         if sqlstate == CREDENTIAL_CHANGED:

@@ -23,6 +23,7 @@ from signserver.errors import (
     StoreUnavailable,
     StoreValueRefused,
 )
+from signserver.store.arrays import send_text_arrays_in_binary
 from signserver.store.liveness import check_idle_connections
 from signserver.store.writer_lock import WriterLock
 
@@ -129,6 +130,7 @@ class Database:
             # "PostgreSQL"), at the cost of a round trip, paid only after an idle spell.
             self.engine = create_engine(url, **pool)
             check_idle_connections(self.engine, settings.ping_after_idle_ms / 1000)
+            event.listen(self.engine, "connect", send_text_arrays_in_binary)
         _ENGINES.add(self.engine)
 
     @contextmanager

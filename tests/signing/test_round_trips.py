@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -186,6 +187,18 @@ def test_a_batch_takes_as_many_round_trips_as_a_single_digest(signing, tmp_path)
         assert record.seq == previous.seq + 1 and record.prev_hash == previous.hash
         assert record.hash == record_hash(record.prev_hash, record.seq, record.at, record.event, record.actor,
                                           record.subject, record.detail)
+
+
+def test_a_batch_sends_its_digests_and_records_as_binary_arrays(signing, tmp_path):
+    service, sign, unsigned = signing
+    trace = tmp_path / "wire.trace"
+    with wire_trace(service.database.engine, trace):
+        sign(unsigned[1:])
+    binds = [line for line in trace.read_text(errors="replace").splitlines() if "\tBind\t" in line]
+    assert len(binds) == 1 and all(d.hex() in binds[0] for d in unsigned[1:])
+    # A text-format array is a literal, "{...}", each of its texts quoted and escaped by the
+    # driver in Python (store/arrays.py): no value of the call is one.
+    assert not re.search(r" \d+ '\{", binds[0]), binds[0][:300]
 
 
 def test_an_idle_connection_is_pinged_and_a_lost_one_replaced_before_the_transaction(config, tmp_path, clock):
