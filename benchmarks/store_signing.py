@@ -7,7 +7,8 @@ tokens of ``load.TOKEN_DIGESTS`` digests authorised before the window) on a SQLi
 PostgreSQL database of a throw-away cluster started as the tests start theirs
 (tests/postgres_cluster.py: a Unix socket, synchronous_commit off, which loses no more on a crash
 than SQLite's WAL with synchronous=NORMAL). Both servers run side by side on one token, and each
-figure is measured on SQLite, PostgreSQL, PostgreSQL, SQLite, half the time each. Then each server
+figure is measured on SQLite, PostgreSQL, PostgreSQL, SQLite, half the time each, for at least
+STORE_SECONDS_AT_LEAST whatever ``--seconds`` says. Then each server
 counts the statements and transactions its workers send for a SignHash
 (benchmarks/statement_count.py), over calls made one after the other once the load is over, so
 that the measured windows do not pay for the counting.
@@ -52,6 +53,13 @@ CONCURRENCY = 8
 BATCHES = (1, 10)
 TARGETS = {1: 0.8, 10: 0.9}  # PostgreSQL / SQLite at least
 COUNTED_CALLS = 20  # SignHash calls over which statements are counted
+# Each store's figure takes at least this long, in two windows (SQLite, PostgreSQL, PostgreSQL,
+# SQLite). PostgreSQL's background processes (its WAL writer; autovacuum, after the callers'
+# set-up wrote up to 24,000 digests) land in whichever window runs then, SQLite's included: in
+# windows of half a second its CPU per SignHash of 10 digests came out at 1,160 µs (median of 12),
+# 750 µs in windows of 6 s, and SQLite's windows showed up to 700 µs per call of it with nothing
+# sent to PostgreSQL. make bench's 2 s per figure gave windows of 1 s.
+STORE_SECONDS_AT_LEAST = 8.0
 WARM_UP_SECONDS = 0.5  # connections, pools and caches of every worker, before the first figure
 
 
@@ -158,7 +166,9 @@ def _count(target: Target, counter: StatementCounter, batch: int) -> Counts:
 # --- SQLite beside PostgreSQL ----------------------------------------------------------------------
 
 def compare_stores(token_state: Path, folder: Path, postgres, seconds: float, result: StoreSigning) -> None:
-    """Both servers up, the figures alternating between them, then the statement counts."""
+    """Both servers up, the figures alternating between them (``seconds`` each, at least
+    STORE_SECONDS_AT_LEAST), then the statement counts."""
+    seconds = max(seconds, STORE_SECONDS_AT_LEAST)
     with ExitStack() as stack:
         served = {}
         for store, url in (("SQLite", None), ("PostgreSQL", postgres.url_for("store-signing"))):
