@@ -141,6 +141,8 @@ activation_token_digests = Table(
            primary_key=True),
     Column("digest", String(128), primary_key=True),  # hex
     Column("used", Boolean, nullable=False, server_default="0"),
+    # One row per digest authorised: on SQLite the row lives in its key's b-tree (migration 0020).
+    sqlite_with_rowid=False,
 )
 
 # Signing data packages: a holder key outside the token (signserver/hsm/packages.py). The package
@@ -171,7 +173,8 @@ master_keys = Table(
 
 audit_log = Table(
     "audit_log", metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # On SQLite an INTEGER key is the rowid itself, not a second b-tree (migration 0020).
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False),
     Column("at", BigInteger, nullable=False),
     Column("event", String(64), nullable=False),
     Column("actor", String(200), nullable=False),  # who acted: application, operator, holder

@@ -4,13 +4,20 @@ then all the way down and up again; and the newest revision the code names witho
 
 from __future__ import annotations
 
+import datetime
+import logging
+import sqlite3
+from contextlib import closing
+
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
+from signserver.audit.log import AuditLog
 from signserver.store.database import MIGRATIONS, NEWEST_MIGRATION, Database
 from signserver.store.schema import metadata
 from tests.conftest import empty_database_url
@@ -71,3 +78,56 @@ def test_a_database_one_migration_behind_is_brought_to_the_newest(tmp_path):
             assert differences(conn) == []
     finally:
         database.dispose()
+
+
+@pytest.mark.sqlite_only
+def test_on_sqlite_a_digest_row_and_an_audit_record_each_live_in_one_b_tree_and_upgrading_keeps_them(tmp_path,
+                                                                                                     caplog):
+    database = Database(empty_database_url(tmp_path / "trees.db"))
+    try:
+        with database.transaction() as conn:
+            command.upgrade(alembic_config(conn), "0019")
+        _sign_three_times_at_0019(database, tmp_path / "trees.db")
+        before = _rows_of_growing_tables(database)
+        assert [len(rows) for rows in before] == [3, 3]
+
+        with caplog.at_level(logging.INFO):
+            database.migrate()
+        assert "copying 3 digest rows and 3 audit records" in caplog.text  # said before a long copy
+        assert _rows_of_growing_tables(database) == before
+        with database.read() as conn:
+            assert differences(conn) == []
+            tables = dict(conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")).all())
+            indexes = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars())
+        assert tables["activation_token_digests"].rstrip().endswith("WITHOUT ROWID")
+        assert "seq INTEGER NOT NULL" in tables["audit_log"]  # the rowid: no index of its own
+        assert not {"sqlite_autoindex_audit_log_1", "sqlite_autoindex_activation_token_digests_1"} & indexes
+
+        with database.transaction() as conn:
+            command.downgrade(alembic_config(conn), "0019")
+        assert _rows_of_growing_tables(database) == before
+        with database.read() as conn:
+            indexes = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars())
+        assert {"sqlite_autoindex_audit_log_1", "sqlite_autoindex_activation_token_digests_1"} <= indexes
+    finally:
+        database.dispose()
+
+
+def _sign_three_times_at_0019(database: Database, path) -> None:
+    """A token of three digests, two of them spent, and three audit records, as 0019 kept them."""
+    # A connection of its own, without foreign keys: the token's credential does not matter here.
+    with closing(sqlite3.connect(path)) as raw, raw:
+        raw.execute("INSERT INTO activation_tokens (token_hash, credential_id, account_id, application_id, "
+                    "hash_algorithm, expires_at, created_at) VALUES (?, 'credential', 1, 1, 'sha256', 99, 1)",
+                    ("ab" * 32,))
+        raw.executemany("INSERT INTO activation_token_digests (token_hash, digest, used) VALUES (?, ?, ?)",
+                        [("ab" * 32, f"{n:02x}" * 32, n < 2) for n in range(3)])
+    with database.transaction() as conn:
+        AuditLog().append_many(conn, datetime.datetime(2026, 12, 4, tzinfo=datetime.timezone.utc), "signature",
+                               "application:asp", "holder", [{"digest": n} for n in range(3)])
+
+
+def _rows_of_growing_tables(database: Database) -> list[list[tuple]]:
+    with database.read() as conn:
+        return [[tuple(row) for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2"))]
+                for table in ("activation_token_digests", "audit_log")]
