@@ -91,7 +91,7 @@ def main() -> None:
                   f"{(match.per_second / visible.per_second - 1) * 100:+.0f} % time per document")
     print(f"\nA 100 MB PDF over SignPdf (B-LT): {large_seconds:.1f} s; server peak RSS {rss_before:.0f} MB before, "
           f"{rss_after:.0f} MB after")
-    print("Worker resident memory after the run: " + ", ".join(f"{m:.0f} MB" for m in worker_rss))
+    print("Worker resident memory after the run, at rest: " + ", ".join(f"{m:.0f} MB" for m in worker_rss))
     figures.append({"name": "SignPdf 100 MB", "seconds": large_seconds, "server_peak_rss_mb_before": rss_before,
                     "server_peak_rss_mb_after": rss_after, "worker_rss_mb": worker_rss})
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from benchmarks import csc_signing, load, native_load, pdf_signing
 from benchmarks.harness import Rate
+from signserver.accounts import argon2_memory
 from signserver.accounts.applications import certificate_fingerprint
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
@@ -154,6 +155,9 @@ def run(service: SignService, state: Path, seconds: float,
         with server.channel() as channel:
             large = pdf_signing.large_document_memory(channel, target.account, PASSWORD, target.credential,
                                                       server.process.pid)
+        # At rest: a worker keeps the work memory of its password checks (19 MiB each) while they
+        # keep coming, and returns it IDLE_SECONDS after the last (signserver/accounts/argon2_memory.py).
+        time.sleep(argon2_memory.IDLE_SECONDS + 1)
         workers = server.worker_rss_mb()
         return figures, csc, documents, (*large, workers)
     finally:

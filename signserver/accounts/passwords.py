@@ -11,9 +11,9 @@ import secrets
 from dataclasses import dataclass
 
 import argon2
-import argon2.low_level
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from signserver.accounts.argon2_memory import argon2id_raw
 from signserver.config import AccountsConfig
 from signserver.errors import InvalidArgument
 
@@ -166,9 +166,8 @@ class SecretHasher:
 
     @staticmethod
     def _raw(secret: str, salt: bytes, time_cost: int, memory_kib: int, parallelism: int) -> bytes:
-        return argon2.low_level.hash_secret_raw(secret.encode("utf-8"), salt, time_cost=time_cost,
-                                                memory_cost=memory_kib, parallelism=parallelism,
-                                                hash_len=_KDF_BYTES, type=argon2.Type.ID)
+        return argon2id_raw(secret.encode("utf-8"), salt, time_cost=time_cost, memory_kib=memory_kib,
+                            parallelism=parallelism, hash_len=_KDF_BYTES)
 
 
 def _b64(data: bytes) -> str:
