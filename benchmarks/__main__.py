@@ -9,7 +9,9 @@ within a run), the targets' SignHash figures from the Python clients and from th
 (benchmarks/native_load.py, built first), documents against pyHanko's plain sign_pdf with a software key;
 SignHash on PostgreSQL against SQLite and through nginx against one node (benchmarks/store_signing.py);
 database bytes per signature on both stores, before and after a prune (benchmarks/store_growth.py);
-the holder-count figures (benchmarks/holder_count.py) with many holders against a hundred.
+SignHash with the workers as batch work for the kernel's scheduler against its ordinary policy
+(benchmarks/worker_scheduling.py); the holder-count figures (benchmarks/holder_count.py) with many
+holders against a hundred.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks import grpc_signing, holder_count, hsm_rate, native_load, pdf_signing, store_growth, store_signing
+from benchmarks import (grpc_signing, holder_count, hsm_rate, native_load, pdf_signing, store_growth, store_signing,
+                        worker_scheduling)
 from benchmarks.harness import RESULTS, fresh_state_dir, markdown_table
 from signserver.config import load_config
 from signserver.hsm.algorithms import KeyAlgorithm
@@ -52,6 +55,7 @@ def main() -> None:
         baseline = pdf_signing.software_baseline(sample_pdf(1), args.seconds)
         stores = store_signing.run(state, args.seconds)  # servers, a PostgreSQL cluster and nodes of its own
         growths = store_growth.run(state)  # servers and a PostgreSQL cluster of its own
+        scheduling = worker_scheduling.run(state, args.seconds)  # a server of its own
         holders = holder_count.run(service, state)  # last: it adds 100,000 holders to the database
     finally:
         service.close()
@@ -99,6 +103,11 @@ def main() -> None:
           "(benchmarks/store_signing.py):\n")
     print(store_signing.tables(stores))
     figures += store_signing.figures(stores)
+
+    print("\nSignHash with the workers' threads as batch work (SCHED_BATCH, the default) beside the kernel's "
+          "ordinary policy, alternated on one server (benchmarks/worker_scheduling.py):\n")
+    print(worker_scheduling.table(scheduling))
+    figures += worker_scheduling.figures(scheduling)
 
     print("\nDatabase bytes per signature (Authorize and SignHash of one digest), before and after "
           "`signserver store prune` (benchmarks/store_growth.py):\n")

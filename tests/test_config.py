@@ -25,6 +25,7 @@ def test_embedded_defaults(tmp_path, monkeypatch):
     assert config.hsm.module is not None and config.hsm.module.name == "libsofthsm2.so"
     assert config.hsm.user_pin_file == Path("var/hsm/user-pin")
     assert config.server.listen == "127.0.0.1:50051" and config.server.plaintext is False
+    assert config.server.batch_scheduling is True
     assert config.tls.cert_file == Path("var/tls/server.pem") and not config.tls.explicit
     assert config.source is None
 
@@ -47,6 +48,11 @@ def test_environment_overrides_the_file(tmp_path):
     assert config.state_dir == Path("/srv/signserver")
 
 
+def test_workers_keep_the_default_scheduling_when_told(tmp_path):
+    config = load_config(environ={"SIGNSERVER_SERVER_BATCH_SCHEDULING": "false", "SIGNSERVER_STATE_DIR": str(tmp_path)})
+    assert config.server.batch_scheduling is False
+
+
 def test_config_file_from_environment(tmp_path):
     path = write(tmp_path, '[hsm]\ntoken_label = "named"\n')
     assert load_config(environ={"SIGNSERVER_CONFIG": str(path)}).hsm.token_label == "named"
@@ -57,6 +63,7 @@ def test_config_file_from_environment(tmp_path):
     ('[server]\nlisten = "127.0.0.1:99999"\n', "server.listen", "out of range"),
     ('[server]\nlisten = "0.0.0.0:50051"\nplaintext = true\n', "server.plaintext", "loopback"),
     ('[server]\nplaintext = "maybe"\n', "server.plaintext", "true or false"),
+    ('[server]\nbatch_scheduling = "sometimes"\n', "server.batch_scheduling", "true or false"),
     ('[hsm]\nmodule = "/nowhere/libpkcs11.so"\n', "hsm.module", "no PKCS#11 module"),
     ('[hsm]\ntoken_label = ""\n', "hsm.token_label", "non-empty"),
     ('[hsm]\ntoken_label = "' + "x" * 33 + '"\n', "hsm.token_label", "32 bytes"),

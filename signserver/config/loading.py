@@ -43,6 +43,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "hsm.login_when_pin_count_low": as_bool,
     "server.listen": as_str,
     "server.plaintext": as_bool,
+    "server.batch_scheduling": as_bool,
     "tls.cert_file": as_str,
     "tls.key_file": as_str,
     "tls.client_ca_file": as_str,
@@ -368,7 +369,8 @@ def _server_config(values: dict[str, Any]) -> ServerConfig:
             f"plaintext is allowed only on a loopback address, not on {host}; "
             "configure TLS for other addresses",
         )
-    return ServerConfig(listen=listen, plaintext=plaintext)
+    return ServerConfig(listen=listen, plaintext=plaintext,
+                        batch_scheduling=values.get("server.batch_scheduling", True))
 
 
 def _tls_config(values: dict[str, Any], state_dir: Path, path_of) -> TlsConfig:

@@ -40,10 +40,12 @@ class HsmConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Where the gRPC server listens and whether it may go without TLS."""
+    """Where the gRPC server listens, whether it may go without TLS, and how the kernel schedules
+    its workers (``batch_scheduling``: SCHED_BATCH, see signserver/cpu_scheduling.py)."""
 
     listen: str
     plaintext: bool
+    batch_scheduling: bool = True
 
     @property
     def host(self) -> str:

@@ -20,8 +20,9 @@ import time
 from dataclasses import replace
 
 from signserver.allocator import return_large_blocks_promptly
+from signserver.cpu_scheduling import schedule_as_batch_work
 from signserver.addresses import split_address
-from signserver.config import Config, ServerConfig
+from signserver.config import Config
 from signserver.descriptors import raise_open_file_limit
 from signserver.errors import ConfigurationError
 from signserver.monitoring.logs import set_worker
@@ -74,6 +75,8 @@ def _work(config: Config, index: int, metrics: socket.socket | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     return_large_blocks_promptly()  # before any thread starts
+    if config.server.batch_scheduling:
+        schedule_as_batch_work()  # before any thread starts: they take it from this one
     set_worker(index)
     if metrics is not None:
         metrics.close()  # the metrics process's; a worker must not keep the port when the node stops
@@ -125,7 +128,7 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
     listen, grpc_holder = _reserve(config.server.listen)
     http_listen, http_holder = _reserve(config.http_listen)
     csc_listen, csc_holder = _reserve(config.csc.listen) if config.csc.listen else ("", None)
-    config = replace(config, server=ServerConfig(listen=listen, plaintext=config.server.plaintext),
+    config = replace(config, server=replace(config.server, listen=listen),
                      http_listen=http_listen, csc=replace(config.csc, listen=csc_listen))
     metrics = None
     if config.metrics.listen:

@@ -92,6 +92,29 @@ def test_a_worker_stopped_as_it_starts_stops(served):
     served.wait_for(rf"worker \d+ \(pid {newcomer}\) exited with (-15|0); starting it again", timeout=60)
 
 
+def thread_policies(pid: int) -> list[int]:
+    """The scheduling policy of every thread of a process."""
+    return [os.sched_getscheduler(int(task.name)) for task in Path(f"/proc/{pid}/task").iterdir()]
+
+
+@pytest.mark.parametrize("setting,policy", [(None, os.SCHED_BATCH), ("false", os.SCHED_OTHER)])
+def test_every_thread_of_a_worker_runs_as_batch_work_unless_configured_otherwise(state_dir, tmp_path, setting,
+                                                                                 policy):
+    """gRPC's threads, the pools' and the event loop's alike: those a worker starts take its policy."""
+    env = {} if setting is None else {"SIGNSERVER_SERVER_BATCH_SCHEDULING": setting}
+    server = ServeProcess(state_dir, tmp_path, workers=1, **env).start()
+    try:
+        credentials = application(server, "scheduled-app")
+        assert healthy(server, credentials)  # a call served: the worker's threads are all there
+        worker = server.worker_pids()[0]
+        policies = thread_policies(worker)
+        assert len(policies) > 3, policies
+        assert set(policies) == {policy}
+        assert set(thread_policies(server.process.pid)) == {os.SCHED_OTHER}  # the supervisor's are its own
+    finally:
+        server.stop()
+
+
 def test_server_info_names_the_worker_that_serves_the_connection(served):
     credentials = application(served, "info-app")
     seen = set()
