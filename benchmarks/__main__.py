@@ -105,7 +105,7 @@ def main() -> None:
     figures += store_signing.figures(stores)
 
     print("\nSignHash with the workers' threads as batch work (SCHED_BATCH, the default) beside the kernel's "
-          "ordinary policy, alternated on one server (benchmarks/worker_scheduling.py):\n")
+          "ordinary policy (`[server] batch_scheduling = false`), a server of each measured alternately (benchmarks/worker_scheduling.py):\n")
     print(worker_scheduling.table(scheduling))
     figures += worker_scheduling.figures(scheduling)
 

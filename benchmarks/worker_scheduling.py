@@ -1,11 +1,11 @@
-"""SignHash with the workers' threads as batch work (SCHED_BATCH, the default) beside the kernel's
-ordinary policy, on one server whose threads change policy between measurements.
+"""SignHash from a server whose workers are batch work (SCHED_BATCH, the default) beside one
+started with ``[server] batch_scheduling = false`` (the kernel's ordinary policy), alternately.
 
     python -m benchmarks.worker_scheduling [--seconds 8]
 
-Each figure is measured ordinary, batch, batch, ordinary (load.alternated), half the time each,
-the policy of every thread of every worker set before each part (changing between SCHED_OTHER and
-SCHED_BATCH needs no privilege). Besides the rates, the workers' CPU per call and the p99.
+Both servers sign with the same token, each with a database and holder of its own; each figure is
+measured ordinary, batch, batch, ordinary (load.alternated), half the time each, while the other
+server idles. Besides the rates, the workers' CPU per call and the p99.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from benchmarks.grpc_signing import served_holder
 from benchmarks.harness import fresh_state_dir, markdown_table
 from benchmarks.store_signing import _service, _token_environ, _warm_up, CONCURRENCY, STORE_SECONDS_AT_LEAST
 
-POLICIES = {"ordinary scheduling": os.SCHED_OTHER, "workers as batch work": os.SCHED_BATCH}
+POLICIES = {"ordinary scheduling": "false", "workers as batch work": "true"}  # batch_scheduling
 DIGESTS = (1, 50)
 
 
@@ -31,58 +32,45 @@ class Measured:
     worker_cpu_us_per_call: float
 
 
-def _workers(supervisor: int) -> list[int]:
-    return [int(pid) for pid in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()]
-
-
-def _set_policy(supervisor: int, policy: int) -> None:
-    for worker in _workers(supervisor):
-        for task in Path(f"/proc/{worker}/task").iterdir():
-            try:
-                os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
-            except ProcessLookupError:
-                pass  # a thread that ended meanwhile
-
-
 def _workers_cpu(supervisor: int) -> float:
     tick, total = os.sysconf("SC_CLK_TCK"), 0
-    for worker in _workers(supervisor):
+    for worker in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
         fields = Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / tick
 
 
 def run(token_state: Path, seconds: float) -> dict[tuple[int, str], Measured]:
-    """Both policies for each of DIGESTS digests per call, at concurrency 8, ``seconds`` each (at
-    least STORE_SECONDS_AT_LEAST), on a server of its own signing with ``token_state``'s token."""
+    """Both servers for each of DIGESTS digests per call, at concurrency 8, ``seconds`` each (at
+    least STORE_SECONDS_AT_LEAST), signing with ``token_state``'s token."""
     seconds = max(seconds, STORE_SECONDS_AT_LEAST)
-    state = token_state / "scheduling"
-    service = _service(state, token_state)
-    try:
-        service.prepare_database()
-        server, target = served_holder(service, state, environ=_token_environ(token_state))
-    finally:
-        service.close()
     found = {}
-    try:
-        supervisor = server.process.pid
-        _warm_up(target)
+    with ExitStack() as stack:
+        servers = {}
+        for name, setting in POLICIES.items():
+            state = token_state / f"scheduling-{setting}"
+            service = _service(state, token_state)
+            try:
+                service.prepare_database()
+                server, target = served_holder(service, state, environ={
+                    **_token_environ(token_state), "SIGNSERVER_SERVER_BATCH_SCHEDULING": setting})
+            finally:
+                service.close()
+            stack.callback(server.stop)
+            servers[name] = server, target
+            _warm_up(target)
 
         def measured(name: str, digests: int):
-            def measure(half: float) -> load.LoadResult:
-                _set_policy(supervisor, POLICIES[name])
-                return load.run_load(f"SignHash, {digests} digest(s)/call, {name}", target, load.hash_signer(digests),
-                                     CONCURRENCY, half, window_probe=lambda: _workers_cpu(supervisor))
-            return measure
+            server, target = servers[name]
+            return lambda half: load.run_load(
+                f"SignHash, {digests} digest(s)/call, {name}", target, load.hash_signer(digests), CONCURRENCY, half,
+                window_probe=lambda: _workers_cpu(server.process.pid))
         for digests in DIGESTS:
             names = list(POLICIES)
             results = load.alternated(measured(names[0], digests), measured(names[1], digests), seconds * 2)
             for name, result in zip(names, results):
                 calls = result.operations / digests
                 found[digests, name] = Measured(result, (result.in_window or 0.0) / calls * 1e6 if calls else 0.0)
-        _set_policy(supervisor, os.SCHED_BATCH)
-    finally:
-        server.stop()
     return found
 
 

@@ -7,9 +7,9 @@ single-digest SignHash load a worker's event loop was preempted 8 times per call
 a second), each time losing its core in the middle of its work and the caches with it; as batch
 work, 1.3 times. A thread of SCHED_BATCH, woken, waits for the running one to block or to use up
 its time slice; it still gets its fair share of the CPU (the policy has no priority of its own, and
-the worker's nice value stands). Measured on a 2-core machine, alternately on one server: 3 to 5 %
-more single-digest calls, with about 60 µs less of the workers' CPU per call and the same p99
-(README, "Workers as batch work").
+the worker's nice value stands). Measured on a 2-core machine: about 5 % more single-digest calls
+against a server of the ordinary policy measured alternately, 5 to 14 % in whole runs, with 70 to
+180 µs less of the workers' CPU per call and the same p99 (README, "Workers as batch work").
 """
 
 from __future__ import annotations
