@@ -27,14 +27,7 @@ from pathlib import Path
 
 from benchmarks import hsm_rate, load, native_load
 from benchmarks.grpc_signing import served_holder
-from benchmarks.harness import benchmark_service
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+from benchmarks.harness import TICK, benchmark_service, children, cpu_seconds
 
 
 def thread_cpu(pids):
@@ -54,10 +47,6 @@ def thread_cpu(pids):
 def system_busy() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
-
-
-def children(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def health_checker(channel, target, name):

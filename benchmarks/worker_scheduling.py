@@ -11,7 +11,6 @@ server idles. Besides the rates, the workers' CPU per call and the p99.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from benchmarks import load
 from benchmarks.grpc_signing import served_holder
-from benchmarks.harness import fresh_state_dir, markdown_table
+from benchmarks.harness import children, cpu_seconds, fresh_state_dir, markdown_table
 from benchmarks.store_signing import _service, _token_environ, _warm_up, CONCURRENCY, STORE_SECONDS_AT_LEAST
 
 POLICIES = {"ordinary scheduling": "false", "workers as batch work": "true"}  # batch_scheduling
@@ -30,14 +29,6 @@ DIGESTS = (1, 50)
 class Measured:
     result: load.LoadResult
     worker_cpu_us_per_call: float
-
-
-def _workers_cpu(supervisor: int) -> float:
-    tick, total = os.sysconf("SC_CLK_TCK"), 0
-    for worker in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
-        fields = Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
 
 
 def run(token_state: Path, seconds: float) -> dict[tuple[int, str], Measured]:
@@ -64,7 +55,7 @@ def run(token_state: Path, seconds: float) -> dict[tuple[int, str], Measured]:
             server, target = servers[name]
             return lambda half: load.run_load(
                 f"SignHash, {digests} digest(s)/call, {name}", target, load.hash_signer(digests), CONCURRENCY, half,
-                window_probe=lambda: _workers_cpu(server.process.pid))
+                window_probe=lambda: sum(map(cpu_seconds, children(server.process.pid))))
         for digests in DIGESTS:
             names = list(POLICIES)
             results = load.alternated(measured(names[0], digests), measured(names[1], digests), seconds * 2)
