@@ -2,7 +2,7 @@
 does not start at 0,0, a CropBox inset inside it, a /Rotate of 90, 180 or 270 (also inherited from
 the page tree). Each signed page is rendered by poppler's pdftoppm, and the stamp's pixels are
 found on the image: where they are, and which way its text runs (compared with the same stamp on a
-plain page). The renderings are kept under out/page-geometry/ for a person to look at."""
+plain page). The renderings are kept under out/page-geometry/<store>/ for a person to look at."""
 
 from __future__ import annotations
 
@@ -18,11 +18,15 @@ from PIL import Image
 from signserver.errors import InvalidArgument
 from signserver.pades.document import PadesLevel
 from signserver.pades.stamp import DEFAULT_BOX, StampOptions
+from tests.conftest import TEST_STORE
 from tests.pades.test_signing import sign
 
 DPI = 50
 SCALE = DPI / 72  # pixels per point
-OUT = Path(__file__).resolve().parents[2] / "out" / "page-geometry"
+# One folder per store: `make test` runs the SQLite and the PostgreSQL suites at once in one
+# checkout, and with one folder a run's pdftoppm read the PDF the other run was writing
+# ("Syntax Error: Leftover args in content stream").
+OUT = Path(__file__).resolve().parents[2] / "out" / "page-geometry" / TEST_STORE
 A4 = [0, 0, 595, 842]
 
 
