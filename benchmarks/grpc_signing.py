@@ -117,37 +117,43 @@ def served_holder(service: SignService, state: Path, holder_name: str = "Bench H
                                created.credential.id, server.workers)
 
 
-def run(service: SignService, state: Path, seconds: float,
-        raw_probe: Callable[[], Rate] | None = None) -> tuple[list, list, list, tuple]:
+def run(service: SignService, state: Path, seconds: float, raw_probe: Callable[[], Rate] | None = None,
+        every_core_probe: Callable[[], Rate] | None = None) -> tuple[list, list, list, tuple]:
     """Authorize and SignHash figures under load, CSC beside gRPC, SignPdf latencies, and the
     100 MB document, against one `signserver serve` (one worker per CPU). With ``raw_probe``,
     each Authorize and SignHash figure keeps the raw rate measured just before and just after it
-    (``LoadResult.raw_around``)."""
+    (``LoadResult.raw_around``); with ``every_core_probe``, the targets' figures (concurrency 8)
+    keep the raw rate on every core at once too (``LoadResult.every_core_around``)."""
     server, target = served_holder(service, state, "翁心 Bench Holder")
 
-    def bracketed(name: str, caller: load.Caller, concurrency: int) -> load.LoadResult:
-        return around(lambda _: load.run_load(name, target, caller, concurrency, seconds))
+    def bracketed(name: str, caller: load.Caller, concurrency: int, every_core: bool = False) -> load.LoadResult:
+        return around(lambda _: load.run_load(name, target, caller, concurrency, seconds), every_core)
 
-    def around(measure: Callable[[float | None], load.LoadResult]) -> load.LoadResult:
-        """``measure(the raw rate just before)``, with the raw rate measured just before and just after."""
+    def around(measure: Callable[[float | None], load.LoadResult], every_core: bool = False) -> load.LoadResult:
+        """``measure(the raw rate just before)``, with the raw rate measured just before and just
+        after (and, ``every_core``, the raw rate on every core at once, before and after that)."""
+        probe_every_core = every_core_probe if every_core else None
+        cores_before = probe_every_core() if probe_every_core else None
         before = raw_probe() if raw_probe else None
         result = measure(before.per_second if before else None)
         if before is not None:
             result.raw_around = (before.per_second + raw_probe().per_second) / 2
+        if cores_before is not None:
+            result.every_core_around = (cores_before.per_second + probe_every_core().per_second) / 2
         return result
 
     def from_native_client(batch: int, concurrency: int) -> load.LoadResult:
         # Requests for three times the raw rate: more than the workers can sign.
         return around(lambda raw: native_load.sign_hash_load(
             f"SignHash, {batch} digest(s)/call, concurrency {concurrency}, native client", target, batch,
-            concurrency, seconds, most_per_second=3 * (raw or 2000) / batch))
+            concurrency, seconds, most_per_second=3 * (raw or 2000) / batch), every_core=True)
 
     try:
         figures = [bracketed("Authorize (no OTP), concurrency 8", load.authorizer, 8)]
         for batch in (1, 10, 50):
             for concurrency in (1, 8, 32):
                 figures.append(bracketed(f"SignHash, {batch} digest(s)/call, concurrency {concurrency}",
-                                         load.hash_signer(batch), concurrency))
+                                         load.hash_signer(batch), concurrency, every_core=concurrency == 8))
             if batch in (1, 50):  # the targets' figures, from a client that leaves the server more CPU
                 figures.append(from_native_client(batch, 8))
         csc = csc_signing.run(target, server.csc_url, seconds)

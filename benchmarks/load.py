@@ -28,6 +28,7 @@ class LoadResult:
     seconds: float
     latencies: list[float]  # per call
     raw_around: float | None = None  # the raw HSM rate measured just before and just after (their mean)
+    every_core_around: float | None = None  # the same of the raw rate on every core at once (hsm_rate)
     in_window: float | None = None  # what run_load's ``window_probe`` grew by from the window's start to its end
     client_cpu: float | None = None  # the load generator's CPU seconds in the window, where measured
 
