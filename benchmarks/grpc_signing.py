@@ -122,7 +122,7 @@ def run(service: SignService, state: Path, seconds: float, raw_probe: Callable[[
     """Authorize and SignHash figures under load, CSC beside gRPC, SignPdf latencies, and the
     100 MB document, against one `signserver serve` (one worker per CPU). With ``raw_probe``,
     each Authorize and SignHash figure keeps the raw rate measured just before and just after it
-    (``LoadResult.raw_around``); with ``every_core_probe``, the targets' figures (concurrency 8)
+    (``LoadResult.raw_around``); with ``every_core_probe``, the SignHash figures at concurrency 8
     keep the raw rate on every core at once too (``LoadResult.every_core_around``)."""
     server, target = served_holder(service, state, "翁心 Bench Holder")
 
