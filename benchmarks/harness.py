@@ -62,6 +62,29 @@ def benchmark_service() -> Iterator[tuple[Path, "SignService"]]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+def token_environ(token_state: Path, database_url: str | None = None) -> dict[str, str]:
+    """Settings for a state directory of its own that signs with ``token_state``'s token (and
+    keeps its records in ``database_url``, when given)."""
+    from signserver.config import env_name
+
+    environ = {env_name("hsm.softhsm2_conf"): str(token_state / "softhsm" / "softhsm2.conf"),
+               env_name("hsm.user_pin_file"): str(token_state / "hsm" / "user-pin")}
+    if database_url:
+        environ[env_name("database.url")] = database_url
+    return environ
+
+
+def service_on_token(state: Path, token_state: Path, database_url: str | None = None) -> "SignService":
+    """A service on ``state`` (its database, unless ``database_url``) and ``token_state``'s
+    token: several servers of one benchmark sign with one token, each with records of its own."""
+    from signserver.config import env_name, load_config
+    from signserver.service import SignService
+
+    state.mkdir(parents=True, exist_ok=True)
+    config = load_config(environ={env_name("state_dir"): str(state), **token_environ(token_state, database_url)})
+    return SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
+
+
 @dataclass
 class Rate:
     """Operations per second measured over a fixed duration."""

@@ -44,8 +44,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from benchmarks import load
 from benchmarks.grpc_signing import served_holder
-from benchmarks.harness import fresh_state_dir, markdown_table
-from benchmarks.store_signing import _service, _token_environ
+from benchmarks.harness import fresh_state_dir, markdown_table, service_on_token, token_environ
 from signserver.config import env_name
 from signserver.store.schema import activation_token_digests, activation_tokens, audit_log, audit_seals
 from signserver.v1 import signing_pb2, signing_pb2_grpc
@@ -140,7 +139,7 @@ def prune(state: Path, token_state: Path, url: str | None) -> dict:
     """`signserver store prune --json` on that store, with activation tokens kept no longer than
     they live. Raises: RuntimeError: the command failed (with what it said)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
-    env.update(_token_environ(token_state, url), **{env_name("state_dir"): str(state),
+    env.update(token_environ(token_state, url), **{env_name("state_dir"): str(state),
                                                    env_name("retention.activation_grace_seconds"): "0"})
     done = subprocess.run([str(Path(sys.executable).parent / "signserver"), "store", "prune", "--json"], env=env,
                           capture_output=True, text=True, timeout=600)
@@ -170,10 +169,10 @@ def run(token_state: Path, signatures: int = SIGNATURES) -> list[Growth]:
         growths, finished = [], []
         for store, url in stores:
             state = folder / store.lower()
-            service = _service(state, token_state, url)
+            service = service_on_token(state, token_state, url)
             try:
                 service.prepare_database()
-                environ = {**_token_environ(token_state, url),
+                environ = {**token_environ(token_state, url),
                            env_name("authorization.token_lifetime_seconds"): str(TOKEN_LIFETIME_SECONDS)}
                 server, target = served_holder(service, state, environ=environ)
                 url = url or service.config.database_url

@@ -37,14 +37,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from benchmarks import load
 from benchmarks.grpc_signing import PASSWORD, served_holder
-from benchmarks.harness import ROOT, fresh_state_dir, markdown_table
+from benchmarks.harness import ROOT, fresh_state_dir, markdown_table, service_on_token, token_environ
 from benchmarks.load import LoadResult, Target
 from benchmarks.statement_count import Counts, StatementCounter
 from signserver.accounts.applications import certificate_fingerprint
 from signserver.accounts.manager import Enrolment
 from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest
-from signserver.config import env_name, load_config
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.secret import Secret
 from signserver.service import SignService
@@ -80,29 +79,13 @@ class StoreSigning:
 
 # --- set-up --------------------------------------------------------------------------------------
 
-def _token_environ(token_state: Path, database_url: str | None = None) -> dict[str, str]:
-    """Settings for a state directory of its own that signs with ``token_state``'s token."""
-    environ = {env_name("hsm.softhsm2_conf"): str(token_state / "softhsm" / "softhsm2.conf"),
-               env_name("hsm.user_pin_file"): str(token_state / "hsm" / "user-pin")}
-    if database_url:
-        environ[env_name("database.url")] = database_url
-    return environ
-
-
-def _service(state: Path, token_state: Path, database_url: str | None = None) -> SignService:
-    """A service on ``state`` (its database, unless ``database_url``) and ``token_state``'s token."""
-    state.mkdir(parents=True, exist_ok=True)
-    config = load_config(environ={env_name("state_dir"): str(state), **_token_environ(token_state, database_url)})
-    return SignService.from_config(config, user_pin=config.hsm.user_pin(environ={}))
-
-
 def _counted_server(state: Path, token_state: Path, database_url: str | None):
     """`signserver serve` counting its statements, with its holder; (server, target, counter)."""
-    service = _service(state, token_state, database_url)
+    service = service_on_token(state, token_state, database_url)
     try:
         service.prepare_database()
         counter = StatementCounter(state / "statements")
-        environ = {**_token_environ(token_state, database_url),
+        environ = {**token_environ(token_state, database_url),
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         server, target = served_holder(service, state, environ=environ, command=counter.command("serve"))
     finally:
@@ -145,7 +128,7 @@ def _cluster_cpu(postgres) -> float:
     return total / tick
 
 
-def _warm_up(target: Target, connect=load.balanced_channel) -> None:
+def warm_up(target: Target, connect=load.balanced_channel) -> None:
     load.run_load("warm-up", target, load.hash_signer(1), CONCURRENCY, WARM_UP_SECONDS, connect=connect)
 
 
@@ -176,7 +159,7 @@ def compare_stores(token_state: Path, folder: Path, postgres, seconds: float, re
             stack.callback(server.stop)
             served[store] = target, counter
         for target, _counter in served.values():
-            _warm_up(target)
+            warm_up(target)
         for batch in BATCHES:
             sqlite, postgresql, database_cpu = _side_by_side(_figure(batch), *((store, served[store][0], load.balanced_channel)
                                                                  for store in ("SQLite", "PostgreSQL")),
@@ -241,7 +224,7 @@ def compare_balancer(token_state: Path, folder: Path, postgres, seconds: float, 
         result.notes.append(f"the cluster did not start ({exc}): the balancer figures were left out")
         return
     try:
-        service = _service(folder / "cluster" / "benchmark", token_state, url)
+        service = service_on_token(folder / "cluster" / "benchmark", token_state, url)
         try:
             pem, account, credential = _cluster_holder(service)
         finally:
@@ -249,8 +232,8 @@ def compare_balancer(token_state: Path, folder: Path, postgres, seconds: float, 
         node = cluster.nodes[0]
         direct = Target(f"localhost:{node.port}", pem, account, PASSWORD, credential, node.workers)
         balanced = Target(f"localhost:{cluster.balancer.port}", pem, account, PASSWORD, credential)
-        _warm_up(direct)
-        _warm_up(balanced, connect=_own_channel)
+        warm_up(direct)
+        warm_up(balanced, connect=_own_channel)
         for batch in BATCHES:
             direct_result, balanced_result, _ = _side_by_side(
                 _figure(batch), ("node A directly", direct, load.balanced_channel),

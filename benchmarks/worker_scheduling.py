@@ -18,8 +18,9 @@ from pathlib import Path
 
 from benchmarks import load
 from benchmarks.grpc_signing import served_holder
-from benchmarks.harness import children, cpu_seconds, fresh_state_dir, markdown_table
-from benchmarks.store_signing import _service, _token_environ, _warm_up, CONCURRENCY, STORE_SECONDS_AT_LEAST
+from benchmarks.harness import (children, cpu_seconds, fresh_state_dir, markdown_table, service_on_token,
+                                token_environ)
+from benchmarks.store_signing import CONCURRENCY, STORE_SECONDS_AT_LEAST, warm_up
 
 POLICIES = {"ordinary scheduling": "false", "workers as batch work": "true"}  # batch_scheduling
 DIGESTS = (1, 50)
@@ -40,16 +41,16 @@ def run(token_state: Path, seconds: float) -> dict[tuple[int, str], Measured]:
         servers = {}
         for name, setting in POLICIES.items():
             state = token_state / f"scheduling-{setting}"
-            service = _service(state, token_state)
+            service = service_on_token(state, token_state)
             try:
                 service.prepare_database()
                 server, target = served_holder(service, state, environ={
-                    **_token_environ(token_state), "SIGNSERVER_SERVER_BATCH_SCHEDULING": setting})
+                    **token_environ(token_state), "SIGNSERVER_SERVER_BATCH_SCHEDULING": setting})
             finally:
                 service.close()
             stack.callback(server.stop)
             servers[name] = server, target
-            _warm_up(target)
+            warm_up(target)
 
         def measured(name: str, digests: int):
             server, target = servers[name]
