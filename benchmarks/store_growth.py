@@ -140,7 +140,7 @@ def prune(state: Path, token_state: Path, url: str | None) -> dict:
     they live. Raises: RuntimeError: the command failed (with what it said)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
     env.update(token_environ(token_state, url), **{env_name("state_dir"): str(state),
-                                                   env_name("retention.activation_grace_seconds"): "0"})
+                                                  env_name("retention.activation_grace_seconds"): "0"})
     done = subprocess.run([str(Path(sys.executable).parent / "signserver"), "store", "prune", "--json"], env=env,
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
