@@ -108,7 +108,8 @@ def main() -> None:
     figures += store_signing.figures(stores)
 
     print("\nSignHash with the workers' threads as batch work (SCHED_BATCH, the default) beside the kernel's "
-          "ordinary policy (`[server] batch_scheduling = false`), a server of each measured alternately (benchmarks/worker_scheduling.py):\n")
+          "ordinary policy (`[server] batch_scheduling = false`), a server of each measured alternately "
+          "(benchmarks/worker_scheduling.py):\n")
     print(worker_scheduling.table(scheduling))
     figures += worker_scheduling.figures(scheduling)
 
@@ -137,7 +138,7 @@ def main() -> None:
 
 def signing_figures(raw_rates: list, loads: list) -> list[dict]:
     """Print the table of the raw rates and the Authorize and SignHash figures (each against the
-    raw RSA-2048 rate measured around it, else the one measured first, and the targets' figures
+    raw RSA-2048 rate measured around it, else the one measured first, and those at concurrency 8
     against the raw rate on every core at once too); returns their figures."""
     raw = next(r for algorithm, r, _ in raw_rates if algorithm is KeyAlgorithm.RSA_2048)
     figures, rows = [], []

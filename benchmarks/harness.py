@@ -22,10 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def stat_cpu_seconds(stat: str) -> float:
+    """The CPU time (user and system) in a process's or thread's /proc ``stat`` line."""
+    fields = stat.rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def cpu_seconds(pid: int) -> float:
     """A process's CPU time so far (user and system), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
 
 
 def children(pid: int) -> list[int]:

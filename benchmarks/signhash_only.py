@@ -27,7 +27,7 @@ from pathlib import Path
 
 from benchmarks import hsm_rate, load, native_load
 from benchmarks.grpc_signing import served_holder
-from benchmarks.harness import TICK, benchmark_service, children, cpu_seconds
+from benchmarks.harness import TICK, benchmark_service, children, cpu_seconds, stat_cpu_seconds
 
 
 def thread_cpu(pids):
@@ -39,8 +39,7 @@ def thread_cpu(pids):
             except FileNotFoundError:
                 continue
             name = text[text.index("(") + 1:text.rindex(")")]
-            fields = text.rsplit(")", 1)[1].split()
-            found[(task.name, name)] = (int(fields[11]) + int(fields[12])) / TICK
+            found[(task.name, name)] = stat_cpu_seconds(text)
     return found
 
 

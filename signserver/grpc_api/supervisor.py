@@ -20,9 +20,9 @@ import time
 from dataclasses import replace
 
 from signserver.allocator import return_large_blocks_promptly
-from signserver.cpu_scheduling import schedule_as_batch_work
 from signserver.addresses import split_address
 from signserver.config import Config
+from signserver.cpu_scheduling import schedule_as_batch_work
 from signserver.descriptors import raise_open_file_limit
 from signserver.errors import ConfigurationError
 from signserver.monitoring.logs import set_worker
