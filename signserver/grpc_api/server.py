@@ -304,6 +304,7 @@ class Worker:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stopping.set)
+            checkpoints = service.database.checkpoint_in_background()  # so that no call waits for one
             pools = WorkerPools.create()
             server = GrpcServer(self.config, service, background=self.background, worker=self.index, pools=pools)
             await server.start()
@@ -318,6 +319,8 @@ class Worker:
                 await csc.stop()
             await server.stop()
             pools.shutdown()
+            if checkpoints is not None:
+                checkpoints.stop()
 
         asyncio.run(main())
 

@@ -25,6 +25,7 @@ from signserver.errors import (
 )
 from signserver.store.arrays import send_text_arrays_in_binary
 from signserver.store.liveness import check_idle_connections
+from signserver.store.wal_checkpoints import DEFAULT_INTERVAL_SECONDS, FALLBACK_PAGES, WalCheckpoints
 from signserver.store.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _checkpoint_only_past_fallback(dbapi_connection, _record) -> None:
+    # A connection of a process whose WalCheckpoints thread copies the log (see there).
+    dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
 
 
 def _create_private(path: Path) -> None:
@@ -121,6 +127,7 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 _create_private(Path(path))
+                self._path = Path(path)
                 self._writers = WriterLock(Path(f"{path}-writer.lock"))
             self.engine: Engine = create_engine(url, **pool)
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -231,6 +238,21 @@ class Database:
         except (OperationalError, PoolTimeout) as exc:
             raise ConfigurationError("database.url", f"cannot open the database: {_reason(exc)}") from exc
         return found == [NEWEST_MIGRATION]
+
+    def checkpoint_in_background(self, interval: float = DEFAULT_INTERVAL_SECONDS) -> WalCheckpoints | None:
+        """From now on, a thread of this process copies SQLite's write-ahead log into the
+        database, where the commits of its connections did (store/wal_checkpoints.py): for a
+        serving process, whose calls then never wait for a checkpoint; a round every ``interval``
+        seconds. Stop the returned thread on the way out. None (nothing to do) for PostgreSQL and
+        for a SQLite database without a file.
+        """
+        if self._writers is None:
+            return None
+        event.listen(self.engine, "connect", _checkpoint_only_past_fallback)
+        self.engine.dispose()  # connections opened before would still checkpoint at 1,000 pages
+        checkpoints = WalCheckpoints(self._path, self._writers.held, interval)
+        checkpoints.start()
+        return checkpoints
 
     def has_idle_connection(self) -> bool:
         """Whether the pool holds a connection no one uses, so that a transaction begins without
