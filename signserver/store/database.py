@@ -243,8 +243,8 @@ class Database:
         """From now on, a thread of this process copies SQLite's write-ahead log into the
         database, where the commits of its connections did (store/wal_checkpoints.py): for a
         serving process, whose calls then never wait for a checkpoint; a round every ``interval``
-        seconds. Stop the returned thread on the way out. None (nothing to do) for PostgreSQL and
-        for a SQLite database without a file.
+        seconds. Call once; stop the returned thread on the way out. None (nothing to do) for
+        PostgreSQL and for a SQLite database without a file.
         """
         if self._writers is None:
             return None
