@@ -252,8 +252,15 @@ def load_config(
 
 
 def _database_url(url: str) -> str:
-    """Raises: ConfigurationError: not a database signserver runs on (SQLite, PostgreSQL through psycopg)."""
-    if url.startswith(("sqlite://", "sqlite+", "postgresql+psycopg://")):
+    """Raises: ConfigurationError: not a database signserver runs on (SQLite in a file, PostgreSQL
+    through psycopg)."""
+    if url.startswith(("sqlite://", "sqlite+")):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if not path or path.startswith(":memory:"):
+            # Each worker is a process of its own: an in-memory database would be one per worker.
+            raise ConfigurationError("database.url", "SQLite needs a file: write the URL as sqlite:///PATH")
+        return url
+    if url.startswith("postgresql+psycopg://"):
         return url
     if url.startswith(("postgresql://", "postgres://", "postgresql+")):
         raise ConfigurationError("database.url", "PostgreSQL is reached through psycopg 3: write the URL as "
