@@ -304,23 +304,27 @@ class Worker:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stopping.set)
-            checkpoints = service.database.checkpoint_in_background()  # so that no call waits for one
-            pools = WorkerPools.create()
-            server = GrpcServer(self.config, service, background=self.background, worker=self.index, pools=pools)
-            await server.start()
-            csc = await self._start_csc(service, pools)
-            http = CaHttpFront(service, self.config.http_listen)
-            await http.start()
-            await stopping.wait()
-            log.info("worker %d: stopping, draining calls in flight", self.index)
-            pools.stop_starting()
-            await http.stop()
-            if csc is not None:
-                await csc.stop()
-            await server.stop()
-            pools.shutdown()
-            if checkpoints is not None:
-                checkpoints.stop()
+            # So that no call waits for a checkpoint: the worker of the background work runs them.
+            checkpoints = service.database.checkpoint_in_background(run_here=self.background)
+            try:
+                pools = WorkerPools.create()
+                server = GrpcServer(self.config, service, background=self.background, worker=self.index,
+                                    pools=pools)
+                await server.start()
+                csc = await self._start_csc(service, pools)
+                http = CaHttpFront(service, self.config.http_listen)
+                await http.start()
+                await stopping.wait()
+                log.info("worker %d: stopping, draining calls in flight", self.index)
+                pools.stop_starting()
+                await http.stop()
+                if csc is not None:
+                    await csc.stop()
+                await server.stop()
+                pools.shutdown()
+            finally:
+                if checkpoints is not None:
+                    checkpoints.stop()
 
         asyncio.run(main())
 

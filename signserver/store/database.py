@@ -10,7 +10,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy import Connection, create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -112,6 +112,8 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._writers: WriterLock | None = None
+        self._path: Path | None = None  # SQLite's file
+        self._leaves_checkpoints = False  # to WalCheckpoints (checkpoint_in_background)
         # The connection returned last is drawn first. A worker's calls then go to one connection
         # while one at a time needs it: on PostgreSQL one backend serves them, with its caches warm.
         # With the pool's default, oldest first, calls went round every connection the pool held,
@@ -123,11 +125,11 @@ class Database:
                     pool_timeout=settings.pool_timeout_seconds, pool_use_lifo=True,
                     hide_parameters=True)  # errors in logs never show the values (hashes, sealed keys)
         if self.is_sqlite:
-            path = url.split("///", 1)[-1]
+            path = make_url(url).database  # without a query string's options
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                _create_private(Path(path))
                 self._path = Path(path)
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(self._path)
                 self._writers = WriterLock(Path(f"{path}-writer.lock"))
             self.engine: Engine = create_engine(url, **pool)
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -239,17 +241,30 @@ class Database:
             raise ConfigurationError("database.url", f"cannot open the database: {_reason(exc)}") from exc
         return found == [NEWEST_MIGRATION]
 
-    def checkpoint_in_background(self, interval: float = DEFAULT_INTERVAL_SECONDS) -> WalCheckpoints | None:
-        """From now on, a thread of this process copies SQLite's write-ahead log into the
-        database, where the commits of its connections did (store/wal_checkpoints.py): for a
-        serving process, whose calls then never wait for a checkpoint; a round every ``interval``
-        seconds. Call once; stop the returned thread on the way out. None (nothing to do) for
-        PostgreSQL and for a SQLite database without a file.
+    def checkpoint_in_background(self, run_here: bool, interval: float = DEFAULT_INTERVAL_SECONDS
+                                 ) -> WalCheckpoints | None:
+        """From now on, SQLite's write-ahead log is copied into the database by a thread of one
+        serving process, where the commits of every process's connections did
+        (store/wal_checkpoints.py): the calls then never wait for a checkpoint. Every serving
+        process calls this once, before its first call: its commits then leave the log alone up to
+        ``FALLBACK_PAGES``. The one given ``run_here`` runs the thread, a round every ``interval``
+        seconds, and stops it on the way out (a thread per process would take the writer lock as
+        many times more often).
+
+        Returns the running thread's handle; None where it runs elsewhere, and on PostgreSQL (no
+        log to copy).
+
+        Raises: RuntimeError: called twice.
         """
-        if self._writers is None:
+        if self._path is None:
             return None
+        if self._leaves_checkpoints:
+            raise RuntimeError("checkpoint_in_background is called once per process")
+        self._leaves_checkpoints = True
         event.listen(self.engine, "connect", _checkpoint_only_past_fallback)
         self.engine.dispose()  # connections opened before would still checkpoint at 1,000 pages
+        if not run_here:
+            return None
         checkpoints = WalCheckpoints(self._path, self._writers.held, interval)
         checkpoints.start()
         return checkpoints
