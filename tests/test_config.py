@@ -82,6 +82,7 @@ def test_config_file_from_environment(tmp_path):
     ('[database]\nurl = "sqlite://"\n', "database.url", "SQLite needs a file"),
     ('[database]\nurl = "sqlite:///:memory:"\n', "database.url", "SQLite needs a file"),
     ('[database]\nurl = "mysql://db/signserver"\n', "database.url", "sqlite:/// or a postgresql+psycopg://"),
+    ('[database]\nurl = "sqlite+pysqlcipher:///var/x.db"\n', "database.url", "sqlite:/// or a postgresql+psycopg://"),
     ('[pades]\ntime_zone = "Mars/Olympus"\n', "pades.time_zone", "unknown time zone"),
     ('[pades]\ntime_zone = "America"\n', "pades.time_zone", "unknown time zone"),
     ('[pades]\ntime_zone = "' + "x" * 300 + '"\n', "pades.time_zone", "unknown time zone"),

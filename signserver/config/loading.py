@@ -254,9 +254,12 @@ def load_config(
 def _database_url(url: str) -> str:
     """Raises: ConfigurationError: not a database signserver runs on (SQLite in a file, PostgreSQL
     through psycopg)."""
-    if url.startswith(("sqlite://", "sqlite+")):
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if not path or path.startswith(":memory:"):
+    # SQLite through Python's own sqlite3 only: a driver of its own would bring a second copy of
+    # SQLite into a worker beside the one its checkpoint thread uses, and two copies in one
+    # process break each other's locks (SQLite's "How To Corrupt", 2.2.1).
+    if url.startswith(("sqlite://", "sqlite+pysqlite://")):
+        path = url.split("://", 1)[1].removeprefix("/").split("?", 1)[0]  # as SQLAlchemy reads it
+        if not path or path == ":memory:":
             # Each worker is a process of its own: an in-memory database would be one per worker.
             raise ConfigurationError("database.url", "SQLite needs a file: write the URL as sqlite:///PATH")
         return url
