@@ -258,7 +258,8 @@ def _database_url(url: str) -> str:
     # SQLite into a worker beside the one its checkpoint thread uses, and two copies in one
     # process break each other's locks (SQLite's "How To Corrupt", 2.2.1).
     if url.startswith(("sqlite://", "sqlite+pysqlite://")):
-        path = url.split("://", 1)[1].removeprefix("/").split("?", 1)[0]  # as SQLAlchemy reads it
+        # As SQLAlchemy's make_url reads it, without loading SQLAlchemy for commands that need no database.
+        path = url.split("://", 1)[1].removeprefix("/").split("?", 1)[0]
         if not path or path == ":memory:":
             # Each worker is a process of its own: an in-memory database would be one per worker.
             raise ConfigurationError("database.url", "SQLite needs a file: write the URL as sqlite:///PATH")

@@ -28,8 +28,8 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
-from urllib.parse import quote
 from typing import Callable, ContextManager
+from urllib.parse import quote
 
 from signserver.errors import StoreUnavailable
 
