@@ -108,8 +108,9 @@ class DocumentVerdict:
     reason: str
 
 
-def verify_file(path: str, trust: TrustMaterial, limits: VerificationLimits) -> DocumentVerdict:
-    """Verify the PDF at ``path``.
+def verify_file(path: str, trust: TrustMaterial, limits: VerificationLimits,
+                elapsed: Callable[[], float] | None = None) -> DocumentVerdict:
+    """Verify the PDF at ``path`` (``elapsed``: as for :func:`verify_stream`).
 
     Raises: InvalidArgument: the file cannot be read, is not a readable PDF, is damaged, or asks
     for more work than ``limits`` allow (the message names the limit and the value).
@@ -119,7 +120,7 @@ def verify_file(path: str, trust: TrustMaterial, limits: VerificationLimits) -> 
     except OSError as exc:
         raise InvalidArgument(f"the document cannot be read ({exc.strerror})") from None
     with source:
-        return verify_stream(source, trust, limits)
+        return verify_stream(source, trust, limits, elapsed)
 
 
 def verify_stream(source: BinaryIO, trust: TrustMaterial, limits: VerificationLimits,

@@ -6,8 +6,9 @@ threads while signing waits. Each verification therefore runs in a child process
 multiprocessing "forkserver" that has imported the verification code (and nothing else of the
 worker's) once: a child costs a fork of a small process, shares no HSM session, database
 connection, gRPC thread or GIL with the worker, runs at the lowest CPU priority, and is killed
-when it outlives its deadline. Its only inputs are a file name and plain data (trust material and
-limits); its only output is a small result file next to the document.
+when it outlives its deadline: refused for its document if it had its time limit's CPU by then,
+for the server's being busy if not. Its only inputs are a file name and plain data (trust
+material and limits); its only output is a small result file next to the document.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import multiprocessing
 import os
 import pickle
 import resource
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from signserver.errors import InvalidArgument
+from signserver.errors import InvalidArgument, ServerBusy, SignServerError
 from signserver.outlasting import off_the_loop
 
 if TYPE_CHECKING:
@@ -70,11 +72,14 @@ class VerifierProcesses:
         """Verify the PDF at ``document`` in a child process.
 
         Raises:
-            InvalidArgument: the document is unreadable, exceeds a verification limit, or was
-                not verified within ``deadline_seconds`` (the child is then killed), or needs
-                more memory than the child may have.
-                The child failing in any other way is reported the same way (the document is
-                the only thing that varies; the traceback goes to the log).
+            InvalidArgument: the document is unreadable, exceeds a verification limit (the time
+                limit counts the child's CPU), needs more memory than the child may have, or was
+                not verified within ``deadline_seconds`` though the child had the time limit's
+                CPU by then. The child failing in any other way is reported the same way (the
+                document is the only thing that varies; the traceback goes to the log).
+            ServerBusy: the child had less CPU than that by ``deadline_seconds``: the server's
+                other work came first.
+        A child past its deadline is killed.
         """
         result = document.with_name(document.name + ".verdict")
         child = _forkserver.Process(target=_verify_in_child, args=(str(document), str(result), trust, limits,
@@ -90,14 +95,37 @@ class VerifierProcesses:
             try:
                 await asyncio.wait_for(_exit_of(child), deadline_seconds)
             except TimeoutError:
-                raise InvalidArgument(f"verification exceeds {deadline_seconds:g} s; the document has too many "
-                                      "signatures, revisions or objects to verify here") from None
+                raise refusal_past_deadline(_cpu_seconds(child.pid), deadline_seconds, limits) from None
             return _outcome(result, child.exitcode)
         finally:
             if child.pid is not None and child.exitcode is None:
                 child.kill()
                 await loop.run_in_executor(None, child.join)
             result.unlink(missing_ok=True)
+
+
+def refusal_past_deadline(cpu_seconds: float | None, deadline_seconds: float,
+                          limits: "VerificationLimits") -> SignServerError:
+    """What the caller is told of a verification killed at its deadline, having had
+    ``cpu_seconds`` of CPU (None: unknown). A child that had the verification's time limit in
+    CPU was stopped by its document; one that had less waited for a CPU the server's other work
+    kept (it runs in the idle class), and the same document may well be verified later."""
+    if cpu_seconds is not None and cpu_seconds < limits.max_seconds:
+        return ServerBusy(f"the document was not verified within {deadline_seconds:g} s: the server's other work "
+                          f"came first (the verification had {cpu_seconds:.1f} of its {limits.max_seconds:g} s "
+                          "of CPU); try again later")
+    return InvalidArgument(f"verification exceeds {deadline_seconds:g} s; the document has too many "
+                           "signatures, revisions or objects to verify here")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The CPU time process ``pid`` has had, from /proc (None where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _started(child: multiprocessing.process.BaseProcess) -> None:
@@ -144,8 +172,9 @@ def _verify_in_child(document: str, result: str, trust, limits, nice: int, memor
     logging.disable(logging.CRITICAL)  # pyHanko logs every untrusted chain with its traceback
     from signserver.pades.verification import verify_file
 
+    started = time.process_time()  # the time limit counts the CPU a document takes, not the waits for it
     try:
-        outcome = ("verdict", verify_file(document, trust, limits))
+        outcome = ("verdict", verify_file(document, trust, limits, elapsed=lambda: time.process_time() - started))
     except InvalidArgument as exc:
         outcome = ("refused", str(exc))
     except MemoryError:
