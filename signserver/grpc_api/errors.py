@@ -193,7 +193,7 @@ def _wrap_unary(behaviour: Callable[..., Awaitable[Any]], method: str, deseriali
     name = method_name(method)
 
     async def wrapper(raw, context):
-        started, status = time.perf_counter(), "OK"
+        started, status, reported = time.perf_counter(), "OK", False
         try:
             return await behaviour(_request(raw, decode, streaming_request), context)
         except grpc.aio.AbortError:
@@ -203,10 +203,12 @@ def _wrap_unary(behaviour: Callable[..., Awaitable[Any]], method: str, deseriali
             status = "CANCELLED"
             raise
         except Exception as exc:
-            status = _status_name(exc)
+            status, reported = _status_name(exc), True
+            report_call(name, status, started, context)  # counted before its refusal leaves (_abort sends it)
             await _abort(context, method, exc)
         finally:
-            report_call(name, status, started, context)
+            if not reported:
+                report_call(name, status, started, context)
     return wrapper
 
 
@@ -215,7 +217,7 @@ def _wrap_stream(behaviour, method: str, deserializer, streaming_request: bool):
     name = method_name(method)
 
     async def wrapper(raw, context):
-        started, status = time.perf_counter(), "OK"
+        started, status, reported = time.perf_counter(), "OK", False
         try:
             async for response in behaviour(_request(raw, decode, streaming_request), context):
                 yield response
@@ -226,10 +228,12 @@ def _wrap_stream(behaviour, method: str, deserializer, streaming_request: bool):
             status = "CANCELLED"
             raise
         except Exception as exc:
-            status = _status_name(exc)
+            status, reported = _status_name(exc), True
+            report_call(name, status, started, context)  # counted before its refusal leaves (_abort sends it)
             await _abort(context, method, exc)
         finally:
-            report_call(name, status, started, context)
+            if not reported:
+                report_call(name, status, started, context)
     return wrapper
 
 
