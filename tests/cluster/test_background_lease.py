@@ -51,6 +51,7 @@ def test_one_node_runs_the_background_work_and_a_clean_stop_hands_it_over(two_no
     service, works = two_nodes
     wait_until(lambda: works[0].lease.lease.current() is not None)
     first = holder_of(works)
+    wait_until(lambda: lifecycle(service) != [])  # the holder says so once it holds the lease
     time.sleep(1)  # twenty rounds of both: the other asks for the lease each time, in vain
     assert holder_of(works) is first
     assert lifecycle(service) == [SERVER_STARTED]  # only the holder seals, and says so
