@@ -336,13 +336,11 @@ def large_pdf(megabytes: int) -> bytes:
     return out.getvalue()
 
 
-def sign_requests(account: str, credential: str, data: bytes, released: threading.Event | None = None):
+def sign_requests(account: str, credential: str, data: bytes):
     yield document_pb2.SignPdfRequest(header=document_pb2.SignPdfHeader(
         account=account, password=PASSWORD, credential_id=credential, level="B-B"))
     for begin in range(0, len(data), 1 << 20):
         yield document_pb2.SignPdfRequest(chunk=data[begin:begin + (1 << 20)])
-    if released is not None:  # the client keeps its side open
-        released.wait(60)
 
 
 def refusal(stub, api_key: str) -> grpc.RpcError:
@@ -393,18 +391,21 @@ def test_a_cancelled_signing_keeps_its_place_until_its_job_ends(limited):
     account, credential = signing_holder(service)
     stub = start(streams_per_application=1)
     key = api_key("cancelling-app")
-    released = threading.Event()
+    documents = start.server._server.pools.documents
     with pkcs11_lock():  # the signing job will wait for the HSM, in a thread of the documents pool
-        call = stub.SignPdf(sign_requests(account, credential, sample_pdf(1), released),
-                            metadata=[("x-api-key", key)], timeout=60)
-        time.sleep(2.0)  # uploaded; the job runs and waits for the HSM
+        call = stub.SignPdf(sign_requests(account, credential, sample_pdf(1)), metadata=[("x-api-key", key)],
+                            timeout=60)
+        deadline = time.monotonic() + 20
+        while documents._pending == 0:  # uploaded; the job runs and waits for the HSM
+            assert time.monotonic() < deadline, "the signing job never started"
+            time.sleep(0.01)
         assert refusal(stub, key).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         call.cancel()
         time.sleep(1.0)
         refused = refusal(stub, key)  # the job still runs: the application's place is still taken
         assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "as many document streams under way" in refused.details()
-    released.set()
+        assert documents._pending == 1
     deadline = time.monotonic() + 20  # the job ends once the HSM is free, and the place with it
     while refused_at_once(stub, key) is not None:
         assert time.monotonic() < deadline, "the place was never given back"
