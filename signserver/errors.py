@@ -229,9 +229,15 @@ class AuthenticationBusy(SignServerError):
 
 
 class ServerBusy(SignServerError):
-    """More work is waiting than the server takes on; the caller should try again shortly."""
+    """More work is waiting than the server takes on; the caller should try again shortly, or
+    after ``retry_seconds`` when the refusal knows how long its work takes (None: the front's own
+    delay)."""
 
     reason = "SERVER_BUSY"
+
+    def __init__(self, message: str, retry_seconds: float | None = None):
+        super().__init__(message)
+        self.retry_seconds = retry_seconds
 
 
 class ServerStopping(SignServerError):

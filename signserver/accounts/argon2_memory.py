@@ -67,9 +67,9 @@ class WorkAreas:
             self._unused.append((time.monotonic(), size, area))
             surplus = self._unused[:max(0, len(self._unused) - self._most_kept)]  # the oldest
             del self._unused[:len(surplus)]
-            _unmap(surplus)
             if self._sweep is None:
                 self._sweep = _daemon_timer(self._idle_seconds, self._sweep_idle)
+            _unmap(surplus)
 
     def kept(self) -> int:
         """How many areas are kept unused now: an area leaves the count once it is unmapped."""
@@ -81,12 +81,13 @@ class WorkAreas:
         now = time.monotonic()
         cutoff = now - self._idle_seconds
         with self._lock:
-            _unmap([entry for entry in self._unused if entry[0] <= cutoff])
+            idle = [entry for entry in self._unused if entry[0] <= cutoff]
             self._unused = [entry for entry in self._unused if entry[0] > cutoff]
             self._sweep = None
             if self._unused:
                 next_idle = min(since for since, _size, _area in self._unused) + self._idle_seconds
                 self._sweep = _daemon_timer(max(0.01, next_idle - now), self._sweep_idle)
+            _unmap(idle)  # last: should one fail, the areas kept and the next sweep stand
 
     def _forget_inherited(self) -> None:
         """In a forked child: the parent's areas and timer are not this process's to use."""

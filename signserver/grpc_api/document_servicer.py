@@ -171,7 +171,8 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
     async def _verify(self, app, document: Path):
         """Verify in a child process, killed once past the verification's time limit plus a margin.
 
-        Raises: InvalidArgument: unreadable, over a limit, or over time.
+        Raises: InvalidArgument: unreadable, over a limit, or over time; ServerBusy: killed at its
+        deadline with less CPU than its time limit (see VerifierProcesses.verify).
         """
         trust, limits = await self._documents.run(self._verification_inputs)
         return await self._verifier.verify(document, trust, limits, limits.max_seconds + DEADLINE_MARGIN_SECONDS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import math
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -63,8 +64,8 @@ GENERIC_INTERNAL_MESSAGE = "internal error; the server's log has the details"
 # error instead of its status.
 MAX_DETAILS_CHARACTERS = 1000
 ERROR_DOMAIN = "signserver"
-# What RESOURCE_EXHAUSTED suggests: a pool's queue or an account's attempts under way drain in
-# about the time of a few password checks.
+# What RESOURCE_EXHAUSTED suggests, unless the refusal knows better (ServerBusy.retry_seconds): a
+# pool's queue or an account's attempts under way drain in about the time of a few password checks.
 RETRY_DELAY_SECONDS = 1
 
 
@@ -135,7 +136,8 @@ def rich_status(code: grpc.StatusCode, message: str, error: errors.SignServerErr
         status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]))
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=RETRY_DELAY_SECONDS)))
+        delay = getattr(error, "retry_seconds", None) or RETRY_DELAY_SECONDS
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=math.ceil(delay))))
     return status
 
 

@@ -75,8 +75,9 @@ class VerifierProcesses:
             InvalidArgument: the document is unreadable, exceeds a verification limit (the time
                 limit counts the child's CPU), needs more memory than the child may have, or was
                 not verified within ``deadline_seconds`` though the child had the time limit's
-                CPU by then. The child failing in any other way is reported the same way (the
-                document is the only thing that varies; the traceback goes to the log).
+                CPU by then (or its CPU could not be read). The child failing in any other way is
+                reported the same way (the document is the only thing that varies; the traceback
+                goes to the log).
             ServerBusy: the child had less CPU than that by ``deadline_seconds``: the server's
                 other work came first.
         A child past its deadline is killed.
@@ -95,7 +96,10 @@ class VerifierProcesses:
             try:
                 await asyncio.wait_for(_exit_of(child), deadline_seconds)
             except TimeoutError:
-                raise refusal_past_deadline(_cpu_seconds(child.pid), deadline_seconds, limits) from None
+                cpu_seconds = _cpu_seconds(child.pid)
+                if child.exitcode is not None:  # done just as the deadline came: its outcome stands
+                    return _outcome(result, child.exitcode)
+                raise refusal_past_deadline(cpu_seconds, deadline_seconds, limits) from None
             return _outcome(result, child.exitcode)
         finally:
             if child.pid is not None and child.exitcode is None:
@@ -109,11 +113,12 @@ def refusal_past_deadline(cpu_seconds: float | None, deadline_seconds: float,
     """What the caller is told of a verification killed at its deadline, having had
     ``cpu_seconds`` of CPU (None: unknown). A child that had the verification's time limit in
     CPU was stopped by its document; one that had less waited for a CPU the server's other work
-    kept (it runs in the idle class), and the same document may well be verified later."""
+    kept (it runs in the idle class), and the same document may well be verified later: not
+    sooner than another deadline's length, which the refusal suggests as its retry delay."""
     if cpu_seconds is not None and cpu_seconds < limits.max_seconds:
         return ServerBusy(f"the document was not verified within {deadline_seconds:g} s: the server's other work "
                           f"came first (the verification had {cpu_seconds:.1f} of its {limits.max_seconds:g} s "
-                          "of CPU); try again later")
+                          "of CPU); try again later", retry_seconds=deadline_seconds)
     return InvalidArgument(f"verification exceeds {deadline_seconds:g} s; the document has too many "
                            "signatures, revisions or objects to verify here")
 

@@ -18,6 +18,8 @@ def test_busy_answers_429_with_retry_after():
         response = signserver_error_response(error)
         assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
         assert body_of(response)["error"] == "too_many_requests"
+    # A refusal that knows how long its work takes asks for that wait, rounded up.
+    assert signserver_error_response(errors.ServerBusy("busy", retry_seconds=24.5)).headers["retry-after"] == "25"
 
 
 def test_unavailable_answers_503_and_faults_500_with_a_generic_description():

@@ -20,6 +20,8 @@ from grpc_status import rpc_status
 from signserver.accounts import otp
 from signserver.clock import ManualClock
 from signserver.config import ServerConfig, TlsConfig
+from signserver.errors import ServerBusy
+from signserver.grpc_api.errors import rich_status
 from signserver.grpc_api.server import bootstrap
 from signserver.grpc_api.server import served_config as make_served_config
 from signserver.grpc_api.stream_limits import DocumentLimits
@@ -148,6 +150,20 @@ def test_a_busy_server_says_when_to_try_again(config, tmp_path):
     assert found["RetryInfo"].retry_delay.ToTimedelta() == datetime.timedelta(seconds=1)
 
 
+def test_a_refusal_that_knows_how_long_its_work_takes_says_so():
+    """A verification starved of CPU until its deadline: trying again within a second would only
+    take its place for another deadline's length."""
+    busy = ServerBusy("the document was not verified within 25 s", retry_seconds=24.5)
+    status = rich_status(grpc.StatusCode.RESOURCE_EXHAUSTED, str(busy), busy)
+    delays = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            delays.append(retry.retry_delay.ToTimedelta())
+    assert delays == [datetime.timedelta(seconds=25)]
+
+
 @pytest.fixture(scope="module")
 def ra(config, tmp_path_factory, clock):
     """CertificateService over mutual TLS, as `serve` sets it up, and an RA's stub."""
@@ -218,7 +234,7 @@ def test_a_call_whose_deadline_passed_while_it_queued_for_the_hsm_is_not_signed(
     try:
         ahead = [client.signing.SignHash.future(r, metadata=client.metadata, timeout=60) for r in busy]
         late_call = client.signing.SignHash.future(late, metadata=client.metadata, timeout=LATE_CALL_TIMEOUT_SECONDS)
-        wait_until(lambda: hsm_pool._pending == 3, "the late call queueing for the HSM")
+        wait_until(lambda: hsm_pool.pending == 3, "the late call queueing for the HSM")
         # The server's deadline counts from the call's arrival: after the client's start (by as
         # much as a loaded machine delays it), and before now. So it has passed by this time.
         server_deadline_passed = time.monotonic() + LATE_CALL_TIMEOUT_SECONDS + 0.05

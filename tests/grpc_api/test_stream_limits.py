@@ -396,7 +396,7 @@ def test_a_cancelled_signing_keeps_its_place_until_its_job_ends(limited):
         call = stub.SignPdf(sign_requests(account, credential, sample_pdf(1)), metadata=[("x-api-key", key)],
                             timeout=60)
         deadline = time.monotonic() + 20
-        while documents._pending == 0:  # uploaded; the job runs and waits for the HSM
+        while documents.pending == 0:  # uploaded; the job runs and waits for the HSM
             assert time.monotonic() < deadline, "the signing job never started"
             time.sleep(0.01)
         assert refusal(stub, key).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -405,7 +405,7 @@ def test_a_cancelled_signing_keeps_its_place_until_its_job_ends(limited):
         refused = refusal(stub, key)  # the job still runs: the application's place is still taken
         assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "as many document streams under way" in refused.details()
-        assert documents._pending == 1
+        assert documents.pending == 1
     deadline = time.monotonic() + 20  # the job ends once the HSM is free, and the place with it
     while refused_at_once(stub, key) is not None:
         assert time.monotonic() < deadline, "the place was never given back"
