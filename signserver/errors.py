@@ -12,6 +12,8 @@ the message (gRPC's ErrorInfo, CSC's error codes). Reasons never change once pub
 class gets a new one.
 """
 
+import math
+
 
 class SignServerError(Exception):
     """Base of every error signserver raises on purpose."""
@@ -238,6 +240,12 @@ class ServerBusy(SignServerError):
     def __init__(self, message: str, retry_seconds: float | None = None):
         super().__init__(message)
         self.retry_seconds = retry_seconds
+
+
+def retry_after_seconds(error: SignServerError, default: int) -> int:
+    """The whole seconds a refused caller should wait: the error's own ``retry_seconds`` where it
+    says (ServerBusy), else ``default``, the front's."""
+    return math.ceil(getattr(error, "retry_seconds", None) or default)
 
 
 class ServerStopping(SignServerError):

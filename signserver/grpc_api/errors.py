@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import math
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -136,8 +135,8 @@ def rich_status(code: grpc.StatusCode, message: str, error: errors.SignServerErr
         status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]))
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        delay = getattr(error, "retry_seconds", None) or RETRY_DELAY_SECONDS
-        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=math.ceil(delay))))
+        delay = errors.retry_after_seconds(error, RETRY_DELAY_SECONDS)
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=delay)))
     return status
 
 

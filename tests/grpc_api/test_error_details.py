@@ -59,6 +59,11 @@ def details_of(error: grpc.RpcError) -> dict[str, object]:
     status = rpc_status.from_call(error)
     assert status is not None, "the refusal carries no google.rpc.Status"
     assert (status.code, status.message) == (error.code().value[0], error.details())
+    return details_in(status)
+
+
+def details_in(status) -> dict[str, object]:
+    """A google.rpc.Status's details, by type."""
     found = {}
     for detail in status.details:
         for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error_details_pb2.RetryInfo):
@@ -154,14 +159,8 @@ def test_a_refusal_that_knows_how_long_its_work_takes_says_so():
     """A verification starved of CPU until its deadline: trying again within a second would only
     take its place for another deadline's length."""
     busy = ServerBusy("the document was not verified within 25 s", retry_seconds=24.5)
-    status = rich_status(grpc.StatusCode.RESOURCE_EXHAUSTED, str(busy), busy)
-    delays = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            retry = error_details_pb2.RetryInfo()
-            detail.Unpack(retry)
-            delays.append(retry.retry_delay.ToTimedelta())
-    assert delays == [datetime.timedelta(seconds=25)]
+    found = details_in(rich_status(grpc.StatusCode.RESOURCE_EXHAUSTED, str(busy), busy))
+    assert found["RetryInfo"].retry_delay.ToTimedelta() == datetime.timedelta(seconds=25)
 
 
 @pytest.fixture(scope="module")

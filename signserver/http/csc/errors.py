@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Iterator
@@ -109,7 +108,7 @@ def signserver_error_response(error: errors.SignServerError) -> JSONResponse:
     if mapped.status == 401:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     if mapped.status in (429, 503):
-        headers["Retry-After"] = str(math.ceil(getattr(error, "retry_seconds", None) or RETRY_AFTER_SECONDS))
+        headers["Retry-After"] = str(errors.retry_after_seconds(error, RETRY_AFTER_SECONDS))
     if isinstance(error, errors.AccountLocked):
         extra["locked_until"] = error.until.isoformat(timespec="seconds")
         headers["Retry-After"] = format_datetime(error.until, usegmt=True)  # an HTTP-date: no clock needed here
