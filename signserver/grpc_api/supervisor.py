@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 
 from signserver.allocator import return_large_blocks_promptly
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 _fork = multiprocessing.get_context("fork")
 STOP_GRACE_SECONDS = 20
 RESTART_PAUSE_SECONDS = 1.0
+LISTENER_PROBE_SECONDS = 2.0  # an address of this machine answers at once, or refuses
 
 
 def _bootstrap(config: Config, demo: bool) -> None:
@@ -92,24 +94,58 @@ def _serve_metrics(metrics: socket.socket) -> None:
     serve_metrics(metrics)
 
 
-def _reserve(address: str) -> tuple[str, socket.socket | None]:
-    """With port 0, pick a free port and hold it (SO_REUSEPORT) so that every worker binds it."""
-    host, port = split_address(address)
-    if port != 0:
-        return address, None
+def _reserve(address: str, setting: str, held: ExitStack) -> str:
+    """Hold ``address`` for the workers until ``held`` closes: a socket bound to it with
+    SO_REUSEPORT, as they bind it. With port 0, a free port is chosen here, so that every worker
+    binds the same one. Returns the address with its port.
+
+    SO_REUSEPORT lets a process of the same user bind a port another one listens on, and the kernel
+    then shares the new connections between them: a second server started on a port in use would
+    serve part of the first one's calls, from another database, and nobody would be told. So a
+    port where something already answers is refused.
+
+    Raises: ConfigurationError (naming ``setting``): the address is malformed, something already
+    listens there, or it cannot be bound.
+    """
+    try:
+        host, port = split_address(address)
+    except ValueError as exc:
+        raise ConfigurationError(setting, str(exc)) from None
+    if port != 0 and _answers(host, port):
+        raise ConfigurationError(setting, f"cannot serve on {address}: another process already listens there "
+                                          "(another server? each needs ports of its own)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     holder = socket.socket(family, socket.SOCK_STREAM)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    holder.bind((host, 0))
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the workers: past connections' TIME_WAIT
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind((host, port))
+    except OSError as exc:
+        holder.close()
+        raise ConfigurationError(setting, f"cannot bind {address}: {exc.strerror or exc}") from None
+    held.enter_context(holder)
     port = holder.getsockname()[1]
-    return (f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"), holder
+    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether a process accepts connections on ``host:port`` now (a wildcard address is asked on
+    loopback)."""
+    asked = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    try:
+        with socket.create_connection((asked, port), timeout=LISTENER_PROBE_SECONDS):
+            return True
+    except OSError:  # refused (nothing listens), or unreachable: the bind below says the rest
+        return False
 
 
 def serve(config: Config, demo: bool = False, workers: int | None = None) -> None:
     """Bootstrap, then run ``workers`` processes (default: one per CPU) until SIGTERM or SIGINT.
 
     Raises:
-        ConfigurationError: no PIN, or the bootstrap failed (its cause is in the log).
+        ConfigurationError: no PIN, an address to listen on is malformed, in use (by any process,
+            another server included) or cannot be bound, or the bootstrap failed (its cause is in
+            the log).
         HsmLoginFailed, HsmPinLocked: the token refused the PIN, or it was not tried (see
             :mod:`signserver.hsm.pin_guard`); no child was started.
         TokenNotFound, HsmUnavailable: the token cannot be reached.
@@ -119,27 +155,23 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
     workers = workers or os.cpu_count() or 1
     raise_open_file_limit()  # before any child: they inherit it
     _check_pin(config)
-    child = _fork.Process(target=_bootstrap, args=(config, demo), name="bootstrap")
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise ConfigurationError("serve", "the first-start set-up failed; see the messages above")
-    config = served_config(config)
-    listen, grpc_holder = _reserve(config.server.listen)
-    http_listen, http_holder = _reserve(config.http_listen)
-    csc_listen, csc_holder = _reserve(config.csc.listen) if config.csc.listen else ("", None)
-    config = replace(config, server=replace(config.server, listen=listen),
-                     http_listen=http_listen, csc=replace(config.csc, listen=csc_listen))
-    metrics = None
-    if config.metrics.listen:
-        prepare_multiprocess_directory(config.state_dir / "metrics")
-        metrics = metrics_socket(config.metrics.listen)
-    try:
+    with ExitStack() as held:
+        # The addresses first: one in use is said at once, not after the first start's set-up.
+        listen = _reserve(config.server.listen, "server.listen", held)
+        http_listen = _reserve(config.http_listen, "http.listen", held)
+        csc_listen = _reserve(config.csc.listen, "csc.listen", held) if config.csc.listen else ""
+        metrics = held.enter_context(metrics_socket(config.metrics.listen)) if config.metrics.listen else None
+        child = _fork.Process(target=_bootstrap, args=(config, demo), name="bootstrap")
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise ConfigurationError("serve", "the first-start set-up failed; see the messages above")
+        config = served_config(config)
+        config = replace(config, server=replace(config.server, listen=listen),
+                         http_listen=http_listen, csc=replace(config.csc, listen=csc_listen))
+        if metrics is not None:
+            prepare_multiprocess_directory(config.state_dir / "metrics")
         Supervisor(config, workers, metrics).run()
-    finally:
-        for holder in (grpc_holder, http_holder, csc_holder, metrics):
-            if holder is not None:
-                holder.close()
 
 
 def _fork_with_sigterm_held(process: multiprocessing.Process) -> None:
