@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import datetime
 import email
+import errno
 import os
 import shutil
 import socket
@@ -24,10 +25,11 @@ import uuid
 from email import policy
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from signserver.accounts.manager import Enrolment
 from signserver.accounts.model import NewAccount
@@ -39,6 +41,7 @@ from signserver.secret import Secret
 from signserver.service import SignService
 from tests.postgres_cluster import PostgresCluster, migrate_core
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 # The TLS context of the tests' httpx clients of plain-HTTP servers (the RA, the registry): httpx
 # otherwise makes one for every client and every httpx.get, loading all of certifi's CA
@@ -438,10 +441,43 @@ def have(tool: str) -> bool:
 
 
 def free_port() -> int:
-    """A TCP port free on the loopback interface now (for a server a test starts)."""
+    """A TCP port free on the loopback interface now (for a server a test starts; see
+    :func:`on_a_free_port` for one it binds later)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+PORT_ATTEMPTS = 5
+
+
+def on_a_free_port(start: Callable[[int], T]) -> T:
+    """``start(port)`` on a port :func:`free_port` chose, and on another while it fails because that
+    port was taken: it was free when free_port looked, but a connection made since, by another test
+    process, may have been given it. A taken port shows as an OSError (EADDRINUSE) or as an
+    AssertionError that says "address already in use" (a server process that stopped at once, its
+    output in the message); any other failure is raised at once, and the last attempt's whatever it is.
+    """
+    for _ in range(PORT_ATTEMPTS - 1):
+        try:
+            return start(free_port())
+        except OSError as refused:
+            if refused.errno != errno.EADDRINUSE:
+                raise
+        except AssertionError as refused:
+            if "address already in use" not in str(refused).lower():
+                raise
+    return start(free_port())
+
+
+def smtp_on_loopback(handler) -> Controller:
+    """A real SMTP server (aiosmtpd) on a free loopback port, started, its messages to ``handler``;
+    the caller stops it. Its port: ``.port``."""
+    def started(port: int) -> Controller:
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        return controller
+    return on_a_free_port(started)
 
 
 class Inbox:

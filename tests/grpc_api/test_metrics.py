@@ -13,18 +13,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from signserver.v1 import signing_pb2, signing_pb2_grpc
-from tests.conftest import free_port
 from tests.grpc_api.serve_process import ServeProcess
 from tests.grpc_api.test_workers import PASSWORD, application, holder
 
 
 @pytest.fixture
 def served(state_dir, tmp_path):
-    port, http_port = free_port(), free_port()
-    server = ServeProcess(state_dir, tmp_path, workers=2, SIGNSERVER_METRICS_LISTEN=f"127.0.0.1:{port}",
-                          SIGNSERVER_HTTP_LISTEN=f"127.0.0.1:{http_port}",
+    # Port 0: the server picks free ports and says which (its workers share the HTTP one).
+    server = ServeProcess(state_dir, tmp_path, workers=2, SIGNSERVER_METRICS_LISTEN="127.0.0.1:0",
                           SIGNSERVER_LOGGING_FORMAT="json", SIGNSERVER_LOGGING_CALLS="true").start()
-    server.metrics_port, server.http_port = port, http_port
+    server.metrics_port = server.wait_for(r"metrics of this node on http://127\.0\.0\.1:(\d+)/metrics")
+    server.http_port = server.wait_for(r"time-stamps and CA certificates on http://127\.0\.0\.1:(\d+)")
     yield server
     server.stop()
 

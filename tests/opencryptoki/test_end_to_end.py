@@ -13,8 +13,8 @@ import pytest
 
 from signserver.pades.sample import sample_pdf
 from signserver.v1 import document_pb2, document_pb2_grpc, signing_pb2, signing_pb2_grpc
+from tests.conftest import on_a_free_port
 from tests.grpc_api.serve_process import ServeProcess
-from tests.notify.test_outbox import free_port
 from tests.opencryptoki.conftest import clear_wrong_tries
 from tests.signing.holders import assert_signed_by
 
@@ -28,9 +28,13 @@ def served(config, state_dir, tmp_path_factory):
     # The certificates name the CA's HTTP endpoints: serve them where the certificates say, so that
     # pdfsig's OCSP request is answered (poppler 22.12 reports a refused connection as "Unknown
     # issue with Certificate" even though NSS treats it as a soft failure).
-    http = f"127.0.0.1:{free_port()}"
-    server = ServeProcess(state_dir, tmp_path_factory.mktemp("ock-serve"), workers=1, SIGNSERVER_HTTP_LISTEN=http,
-                          SIGNSERVER_CA_BASE_URL=f"http://{http}").start()
+    folder = tmp_path_factory.mktemp("ock-serve")
+
+    def start_on(port: int) -> ServeProcess:
+        http = f"127.0.0.1:{port}"
+        return ServeProcess(state_dir, folder, workers=1, SIGNSERVER_HTTP_LISTEN=http,
+                            SIGNSERVER_CA_BASE_URL=f"http://{http}").start()
+    server = on_a_free_port(start_on)
     yield server
     server.stop()
 

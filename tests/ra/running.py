@@ -26,7 +26,6 @@ from typing import NamedTuple
 import httpx
 import pytest
 import uvicorn
-from aiosmtpd.controller import Controller
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,7 +35,7 @@ from signserver.client import CertificateClient, NewAccount
 from tests import cli_forkserver
 from tests import conftest
 from tests.ca.test_certificate_service import client_pair
-from tests.conftest import empty_database_url, free_port, LOOPBACK_TLS
+from tests.conftest import empty_database_url, LOOPBACK_TLS, on_a_free_port, smtp_on_loopback
 from tests.ra.conftest import KUAN, photo
 from tests.ra.test_application import ExternalEid, otp_now
 
@@ -63,8 +62,7 @@ class Inbox(conftest.Inbox):
 @pytest.fixture(scope="module")
 def inbox():
     handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
+    controller = smtp_on_loopback(handler)
     handler.port = controller.port
     yield handler
     controller.stop()
@@ -189,9 +187,6 @@ def wait_until_answering(process: subprocess.Popen | cli_forkserver.ForkedProces
         time.sleep(0.1)
 
 
-PORT_ATTEMPTS = 5
-
-
 def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = "") -> cli_forkserver.ForkedProcess:
     """`signserver ra serve` on a free port, once it answers; its own database (``database``, else a
     new one for ``folder``). The process carries ``base`` (http://127.0.0.1:PORT), ``public_url``
@@ -201,15 +196,8 @@ def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = ""
     Raises: AssertionError: the RA did not answer within 60 seconds (its output is in the message).
     """
     database = database or empty_database_url(folder / "ra.sqlite")
-    for _ in range(PORT_ATTEMPTS - 1):
-        try:
-            return _start_ra_on(free_port(), folder, served, ra_files, registry, inbox, database)
-        except AssertionError as refused:
-            # free_port's port was free when it looked, but a connection made since may have been
-            # given it: the RA then stops at once, and another port is tried.
-            if "address already in use" not in str(refused):
-                raise
-    return _start_ra_on(free_port(), folder, served, ra_files, registry, inbox, database)
+    # The RA stops at once on a port taken since free_port looked: another is tried.
+    return on_a_free_port(lambda port: _start_ra_on(port, folder, served, ra_files, registry, inbox, database))
 
 
 def _start_ra_on(port: int, folder: Path, served, ra_files, registry, inbox, database: str):

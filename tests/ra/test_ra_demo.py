@@ -15,7 +15,6 @@ from email.message import EmailMessage
 
 import pyotp
 import pytest
-from aiosmtpd.controller import Controller
 
 from signserver.client import CertificateClient, NewAccount
 from signserver.ra import demo
@@ -28,7 +27,7 @@ from signserver.ra.settings import RaSettings
 from signserver.ra.store import repository
 from signserver.ra.workflow import RenewalWorkflow
 from tests.ca.test_certificate_service import client_pair
-from tests.conftest import free_port, operator_hasher
+from tests.conftest import operator_hasher, smtp_on_loopback
 from tests.ra.conftest import NoCore
 from tests.ra.test_workflow import outbox
 
@@ -145,8 +144,7 @@ def test_the_renewal_is_confirmed_once_the_core_has_the_demo_holder(ra_database,
 def test_the_demo_mailbox_shows_and_keeps_each_message(tmp_path):
     shown = io.StringIO()
     mailbox = DemoMailbox(tmp_path / "mail", shown)
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
+    controller = smtp_on_loopback(mailbox)
     try:
         message = EmailMessage()
         message["From"], message["To"], message["Subject"] = "ra@localhost", "demo.holder@example.mo", "電郵驗證碼"

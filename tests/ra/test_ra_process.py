@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from signserver.ra.server import SHUTDOWN_GRACE_SECONDS
 from tests import cli_forkserver
-from tests.conftest import empty_database_url, free_port, LOOPBACK_TLS
+from tests.conftest import empty_database_url, free_port, LOOPBACK_TLS, on_a_free_port
 from tests.ra.conftest import KUAN
 from tests.ra.running import (PASSWORD, SIGNSERVER, application_document, card_csr, confirm, enrol, get, post,
                               ra_command, register, sign_application, start_ra, stop, verify_identity,
@@ -215,16 +215,18 @@ def start_over_tls(folder: Path) -> tuple[subprocess.Popen, str, ssl.SSLContext]
     """`signserver ra serve` over TLS with a self-signed certificate, once it answers: the process,
     its https address and a context that trusts it."""
     certificate, key = self_signed(folder)
-    port = free_port()
-    command, env = serve_command(folder, f'listen = "127.0.0.1:{port}"\ntls_cert = "{certificate}"\n'
-                                         f'tls_key = "{key}"')
-    log = folder / "ra.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(command, env=env, cwd=folder, stdout=output, stderr=subprocess.STDOUT)
-    process.log = log
     trusted = ssl.create_default_context(cafile=str(certificate))
-    wait_until_answering(process, f"https://127.0.0.1:{port}", trusted, log)
-    return process, f"https://127.0.0.1:{port}", trusted
+
+    def start_on(port: int) -> tuple[subprocess.Popen, str, ssl.SSLContext]:
+        command, env = serve_command(folder, f'listen = "127.0.0.1:{port}"\ntls_cert = "{certificate}"\n'
+                                             f'tls_key = "{key}"')
+        log = folder / "ra.log"
+        with log.open("w") as output:
+            process = subprocess.Popen(command, env=env, cwd=folder, stdout=output, stderr=subprocess.STDOUT)
+        process.log = log
+        wait_until_answering(process, f"https://127.0.0.1:{port}", trusted, log)
+        return process, f"https://127.0.0.1:{port}", trusted
+    return on_a_free_port(start_on)
 
 
 def test_the_api_is_served_over_tls(tmp_path):

@@ -9,7 +9,6 @@ import re
 from dataclasses import replace
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from signserver.ra import branding
 from signserver.ra import renewal as machine
@@ -26,7 +25,7 @@ from signserver.ra.web.limits import RateLimits
 from signserver.ra.web.rendering import Templates
 from signserver.ra.web.sessions import SessionStore
 from signserver.ra.workflow import RenewalWorkflow
-from tests.conftest import Inbox, free_port
+from tests.conftest import Inbox, smtp_on_loopback
 from tests.ra.conftest import KUAN, InlineExecutor, application_signed_in_store, opened_renewal, photo
 from tests.ra.test_application import core, documents, enrolled, ra_state_dir, roots  # noqa: F401 (fixtures)
 from tests.ra.running import Served
@@ -64,10 +63,9 @@ def branded_site(ra_database, ca_clock, registry_client, core, documents, ra_sta
 
 @pytest.fixture
 def smtp_inbox():
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    inbox.port = port
+    inbox = Inbox()
+    controller = smtp_on_loopback(inbox)
+    inbox.port = controller.port
     yield inbox
     controller.stop()
 
