@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import functools
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import AsyncIterator, Callable, Hashable, TypeVar
 
 from signserver.errors import ServerBusy, ServerStopping
@@ -23,6 +25,12 @@ longer waits for the answer; returns otherwise. Safe to call from any thread."""
 # RSA-2048 signatures' time.
 SHORT_CALL_DRAIN_SECONDS = 0.005
 
+calling_for: ContextVar[Hashable] = ContextVar("calling_for", default=None)
+"""Whom the calls of the current request are made for: the fronts set the calling application's
+id once they know it (None before, and for the server's own work). A pool starts its waiting calls
+one caller after another, so that one application's burst waits behind itself, not in front of
+every other application's calls."""
+
 
 class BlockingCalls:
     """A small thread pool where blocking calls into the service run.
@@ -37,13 +45,21 @@ class BlockingCalls:
 
     def __init__(self, name: str, threads: int, max_waiting: int = 256,
                  free_now: Callable[[], bool] = lambda: False, drain_wait: float = SHORT_CALL_DRAIN_SECONDS):
+        """``max_waiting``: calls that may wait for a thread, of which a quarter may be one
+        caller's (:data:`calling_for`)."""
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self._free_now = free_now
         self._drain_wait = drain_wait
         self._name = name
         self._threads = threads
         self._limit = threads + max_waiting
-        self._pending = 0  # only touched from the event loop's thread
+        self._caller_limit = threads + max(1, max_waiting // 4)
+        # Only touched from the event loop's thread:
+        self._pending = 0
+        self._pending_by_caller: dict[Hashable, int] = {}
+        self._in_threads = 0  # calls handed to the threads and not yet ended: at most ``threads``
+        # Calls waiting for a thread, by caller; the callers in the order of their turns.
+        self._turns: dict[Hashable, deque[asyncio.Future[None]]] = {}
         self._stopping = threading.Event()  # read in the pool's threads too
         self._drained = asyncio.Event()  # set while nothing is pending
         self._drained.set()
@@ -66,34 +82,90 @@ class BlockingCalls:
         factors, issued an activation token) and this call finishes it: it runs even after
         :meth:`stop_starting`.
 
-        Raises: what ``function`` raises; ServerBusy: more calls are waiting than the pool takes
-        (a flood of logins is refused at once instead of queueing without bound);
+        Calls wait for a thread in turns: each caller's oldest call (see :data:`calling_for`),
+        one caller after another.
+
+        Raises: what ``function`` raises; ServerBusy: more calls are waiting than the pool takes,
+        or than one caller may have waiting (a flood of logins is refused at once instead of
+        queueing without bound);
         ServerStopping: :meth:`stop_starting` was called before ``function`` started;
         asyncio.CancelledError: the caller was cancelled; CallerGaveUp, DeadlineExceeded: from
         ``caller_check``, and ``function`` was not started.
         """
         stopping_refuses = not continues_work
         self._check_before_start(caller_check, stopping_refuses)
+        caller = calling_for.get()
         if self._pending >= self._limit:
             raise ServerBusy(f"the server is busy ({self._name}); try again shortly")
+        if self._pending_by_caller.get(caller, 0) >= self._caller_limit:
+            raise ServerBusy(f"the server is busy ({self._name}): this application has "
+                             f"{self._caller_limit} calls under way or waiting here; try again shortly")
         self._pending += 1
+        self._pending_by_caller[caller] = self._pending_by_caller.get(caller, 0) + 1
         self._drained.clear()
         meter().blocking_calls_pending(self._name, self._pending, self._threads)
         try:
-            submitted = self._pool.submit(self._checked, caller_check, functools.partial(function, *args, **kwargs),
-                                          stopping_refuses)
-            running = asyncio.wrap_future(submitted)
+            await self._thread_turn(caller)
             try:
-                return await asyncio.shield(running)
-            except asyncio.CancelledError:
-                if not submitted.cancel():
-                    await outlast(running)
-                raise
+                submitted = self._pool.submit(self._checked, caller_check,
+                                              functools.partial(function, *args, **kwargs), stopping_refuses)
+                running = asyncio.wrap_future(submitted)
+                try:
+                    return await asyncio.shield(running)
+                except asyncio.CancelledError:
+                    if not submitted.cancel():
+                        await outlast(running)
+                    raise
+            finally:
+                self._next_turn()
         finally:
             self._pending -= 1
+            left = self._pending_by_caller[caller] - 1
+            if left:
+                self._pending_by_caller[caller] = left
+            else:
+                del self._pending_by_caller[caller]
             if self._pending == 0:
                 self._drained.set()
             meter().blocking_calls_pending(self._name, self._pending, self._threads)
+
+    async def _thread_turn(self, caller: Hashable) -> None:
+        """Return once a thread is free for this call and it is its caller's turn. A call
+        cancelled while it waits leaves its place (and passes on a turn it was just given).
+
+        Raises: asyncio.CancelledError.
+        """
+        if self._in_threads < self._threads and not self._turns:
+            self._in_threads += 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turns.setdefault(caller, deque()).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._next_turn()  # given its thread as it was cancelled: the next call takes it
+            else:
+                waiting = self._turns.get(caller)
+                if waiting is not None and turn in waiting:
+                    waiting.remove(turn)
+                    if not waiting:
+                        del self._turns[caller]
+            raise
+
+    def _next_turn(self) -> None:
+        """A call's thread is free: the caller whose turn it is starts its oldest waiting call,
+        and goes to the back of the round."""
+        self._in_threads -= 1
+        while self._turns and self._in_threads < self._threads:
+            caller, waiting = next(iter(self._turns.items()))
+            turn = waiting.popleft()
+            del self._turns[caller]
+            if waiting:
+                self._turns[caller] = waiting
+            if not turn.done():  # a cancelled one is skipped
+                turn.set_result(None)
+                self._in_threads += 1
 
     async def run_short(self, function: Callable[..., T], *args, caller_check: CallerCheck | None = None,
                         **kwargs) -> T:

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from signserver.blocking_calls import BlockingCalls
-from signserver.errors import DeadlineExceeded, ServerStopping
+from signserver.blocking_calls import BlockingCalls, calling_for
+from signserver.errors import DeadlineExceeded, ServerBusy, ServerStopping
 from signserver.hsm.module import pkcs11_lock, pkcs11_lock_is_free
 
 
@@ -192,3 +192,95 @@ def test_once_stopping_calls_not_yet_started_are_refused_and_those_under_way_fin
 
     run_on_loop(scenario)
     assert started == ["under way 0", "under way 1", "continuing"]
+
+
+def calls_for(caller: str, calls: BlockingCalls, function, count: int) -> list[asyncio.Task]:
+    """``count`` calls of ``function`` made for ``caller``, each in a task of its own (as each
+    request of a front is), in order."""
+    async def one(index: int):
+        calling_for.set(caller)
+        return await calls.run(function, f"{caller}-{index}")
+    return [asyncio.create_task(one(index)) for index in range(count)]
+
+
+def test_callers_take_turns_for_the_threads_each_in_the_order_of_its_calls():
+    started: list[str] = []
+    gate = threading.Event()
+
+    def work(name: str) -> str:
+        started.append(name)
+        gate.wait(10)  # the first call holds the one thread until every call is queued
+        return name
+
+    async def scenario() -> None:
+        calls = BlockingCalls("test", threads=1)
+        try:
+            flood = calls_for("flooder", calls, work, 10)
+            await asyncio.sleep(0.1)  # the flooder's first call has the thread, the others wait
+            other = calls_for("other", calls, work, 2)
+            await asyncio.sleep(0.1)
+            gate.set()
+            await asyncio.gather(*flood, *other)
+        finally:
+            calls.shutdown()
+
+    asyncio.run(scenario())
+    # One in turn: the other caller's calls are not queued behind the flooder's nine waiting ones.
+    assert started[:5] == ["flooder-0", "flooder-1", "other-0", "flooder-2", "other-1"]
+    assert started[5:] == [f"flooder-{n}" for n in range(3, 10)]
+
+
+def test_one_caller_is_refused_beyond_its_share_of_the_waiting_places_and_others_still_get_in():
+    gate = threading.Event()
+
+    def work(name: str) -> str:
+        gate.wait(10)
+        return name
+
+    async def scenario() -> tuple[list, list]:
+        calls = BlockingCalls("test", threads=1, max_waiting=8)  # one caller: 1 thread + 2 waiting
+        try:
+            flood = calls_for("flooder", calls, work, 5)
+            await asyncio.sleep(0.1)
+            other = calls_for("other", calls, work, 3)
+            await asyncio.sleep(0.1)
+            gate.set()
+            return (await asyncio.gather(*flood, return_exceptions=True),
+                    await asyncio.gather(*other, return_exceptions=True))
+        finally:
+            calls.shutdown()
+
+    flooded, others = asyncio.run(scenario())
+    assert flooded[:3] == ["flooder-0", "flooder-1", "flooder-2"]
+    assert all(isinstance(refused, ServerBusy) and "this application" in str(refused) for refused in flooded[3:])
+    assert others == ["other-0", "other-1", "other-2"]
+
+
+def test_a_call_cancelled_while_it_waits_for_its_turn_leaves_its_place_to_the_next():
+    started: list[str] = []
+    gate = threading.Event()
+
+    def work(name: str) -> str:
+        started.append(name)
+        gate.wait(10)
+        return name
+
+    async def scenario() -> list:
+        calls = BlockingCalls("test", threads=1)
+        try:
+            first = calls_for("a", calls, work, 1)
+            await asyncio.sleep(0.1)
+            waiting = calls_for("b", calls, work, 1) + calls_for("c", calls, work, 1)
+            await asyncio.sleep(0.1)
+            waiting[0].cancel()
+            await asyncio.sleep(0.05)
+            gate.set()
+            results = await asyncio.gather(*first, *waiting, return_exceptions=True)
+            assert calls.pending == 0
+            return results
+        finally:
+            calls.shutdown()
+
+    results = asyncio.run(scenario())
+    assert results[0] == "a-0" and isinstance(results[1], asyncio.CancelledError) and results[2] == "c-0"
+    assert started == ["a-0", "c-0"]

@@ -11,7 +11,7 @@ from signserver.accounts.model import Application
 from signserver.ca.client_forwarding import (FORWARDED_CERTIFICATE_HEADER, balancer_certificate,
                                              caller_certificate_pem)
 from signserver.ca.client_status import ClientCertificate, presented
-from signserver.blocking_calls import BlockingCalls, CallerCheck
+from signserver.blocking_calls import BlockingCalls, CallerCheck, calling_for
 from signserver.errors import CallerGaveUp, DeadlineExceeded
 from signserver.service import SignService
 
@@ -88,11 +88,13 @@ async def calling_application(context: grpc.aio.ServicerContext, service: SignSe
     fingerprint = client.sha256 if client is not None else None
     # An application that called moments ago, with a certificate checked moments ago, is known
     # without a trip to the thread pool.
+    application = None
     if client is None or service.ca.client_status.known_valid(client):
-        known = service.applications.cached(api_key=api_key, certificate_sha256=fingerprint)
-        if known is not None:
-            return known
-    return await calls.run(_identify, service, api_key, client)
+        application = service.applications.cached(api_key=api_key, certificate_sha256=fingerprint)
+    if application is None:
+        application = await calls.run(_identify, service, api_key, client)
+    calling_for.set(application.id)  # the call's work in the worker's pools is this application's from now on
+    return application
 
 
 def _identify(service: SignService, api_key: str | None, client: ClientCertificate | None) -> Application:

@@ -18,6 +18,7 @@ import ssl
 from fastapi import Request
 
 from signserver.accounts.model import Application
+from signserver.blocking_calls import calling_for
 from signserver.ca.client_forwarding import FORWARDED_CERTIFICATE_HEADER, balancer_certificate, caller_certificate_pem
 from signserver.ca.client_status import ClientCertificate, presented
 from signserver.errors import Unauthenticated
@@ -83,6 +84,17 @@ def basic_credentials(request: Request) -> tuple[str, Secret] | None:
 
 
 async def calling_application(request: Request) -> Application:
+    """The application behind the request (see :func:`_calling_application`), from now on the one
+    its calls of the worker's pools are made for (:data:`calling_for`).
+
+    Raises: as :func:`_calling_application`.
+    """
+    application = await _calling_application(request)
+    calling_for.set(application.id)
+    return application
+
+
+async def _calling_application(request: Request) -> Application:
     """The application behind the request's bearer access token, or behind its client
     certificate (valid now, as for gRPC); with both, they must be the same application's. The
     token's state is read from the database on every request (a revocation holds at once on
@@ -151,10 +163,12 @@ async def logging_in_application(request: Request, key: tuple[str, Secret] | Non
         raise Unauthenticated(LOG_IN_HOW)
     by_key = await application_by_key(context, *key) if key is not None else None
     if client is None:
+        calling_for.set(by_key.id)
         return by_key, None
     by_certificate = await certified_application(context, client)
     if by_key is not None and by_key.id != by_certificate.id:
         raise Unauthenticated(BASIC_REFUSED)
+    calling_for.set(by_certificate.id)  # its calls of the worker's pools are its own from now on
     return by_certificate, client.sha256
 
 
