@@ -28,7 +28,7 @@ from signserver.pades.document import PadesLevel, SigningJob, finish_prepared, p
 from signserver.pades.pending import PendingDocument, PreparedDocuments
 from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.font import stamp_font
-from signserver.pades.stamp import StampOptions
+from signserver.pades.stamp import StampOptions, seal_image
 from signserver.pades.tsa import InProcessTimeStamper, RemoteTimeStamper, TimeStampAuthority
 from signserver.pades.verification import DocumentVerdict, TrustMaterial, VerificationLimits, verify_stream
 from signserver.secret import Secret
@@ -107,11 +107,16 @@ class PadesService:
         """The one-call flow: check the holder's factors for this document, then sign it with the
         credential. Returns the SHA-256 of the signed document.
 
-        Raises: as HashSigner.authorize and sign_document; CredentialUnusable (no certificate).
+        Raises: as HashSigner.authorize and sign_document; CredentialUnusable (no certificate);
+            InvalidArgument (a seal image that cannot be drawn, before the factors are checked).
         """
         if not application.one_call_signing:
             raise PermissionDenied(f"application {application.name!r} may only use the two-step flow "
                                    "(PrepareSignature, Authorize, CompleteSignature)")
+        if stamp.visible and stamp.seal_png:
+            # Refused when the stamp is drawn, after the factors are checked, a seal that cannot be
+            # decoded would cost the holder this OTP: decode it now too (again when it is drawn).
+            seal_image(stamp.seal_png)
         digest = _sha256_of(source)
         # The same checks as the two-step flow: factors, lockout, credential ownership, then the
         # activation token for this document is spent at once.

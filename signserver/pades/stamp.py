@@ -31,6 +31,7 @@ MAX_TEXT = 200
 # A seal drawn in a stamp's box needs a few hundred pixels a side; an image of one colour
 # compresses to almost nothing, and 8000 x 8000 pixels in 200 KB cost a worker 385 MB to draw.
 MAX_SEAL_PIXELS = 4_000_000
+SEAL_FIELD = "seal_image"  # as gRPC's Stamp names it; the CSC front names it again
 
 
 @dataclass(frozen=True)
@@ -164,20 +165,42 @@ def stamp_style(lines: list[str], options: StampOptions, subset: Path) -> TextSt
 
 
 def seal_image(data: bytes) -> PdfImage:
-    """The seal image ``data`` (PNG or JPEG), its size read from its header before it is decoded.
+    """The seal image ``data`` (PNG or JPEG), its size read from its header before it is decoded,
+    then decoded whole, in a mode pyHanko draws.
 
-    Raises: InvalidArgument: not a readable image, or one of more than MAX_SEAL_PIXELS pixels.
+    Raises: InvalidArgument (field seal_image): not a readable image, one of more than
+        MAX_SEAL_PIXELS pixels, or one whose pixel data cannot be decoded (truncated, corrupt).
     """
     from PIL import Image
 
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
-        if image.width * image.height <= MAX_SEAL_PIXELS:
-            return PdfImage(image)
     except Exception:  # Pillow raises several kinds for a bad image
-        raise InvalidArgument("the seal image is not a readable PNG or JPEG") from None
-    raise InvalidArgument(f"the seal image has {image.width} x {image.height} pixels; at most "
-                          f"{MAX_SEAL_PIXELS:,} are drawn")
+        raise InvalidArgument("the seal image is not a readable PNG or JPEG", field=SEAL_FIELD) from None
+    if image.width * image.height > MAX_SEAL_PIXELS:
+        raise InvalidArgument(f"the seal image has {image.width} x {image.height} pixels; at most "
+                              f"{MAX_SEAL_PIXELS:,} are drawn", field=SEAL_FIELD)
+    try:
+        # pyHanko decodes the pixels only when it draws the stamp, after the holder's activation
+        # token is spent, and draws only some modes: decode and convert while a refusal costs nothing.
+        image.load()
+        return PdfImage(_drawable(image))
+    except Exception as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise InvalidArgument(f"the seal image cannot be decoded: {detail[:200]}", field=SEAL_FIELD) from None
+
+
+def _drawable(image):
+    """``image`` in a mode pyHanko draws: L (grey) or RGB, with A when it has transparency."""
+    from PIL import Image
+
+    if image.mode.startswith("I;16"):
+        # Pillow converts 16-bit grey to 8 bits by clipping (a gradient comes out white): keep the
+        # high byte instead.
+        image = image.convert("I").point(lambda value: value * (1 / 256))
+    mode = "L" if Image.getmodebase(image.mode) == "L" else "RGB"
+    mode += "A" if image.has_transparency_data else ""
+    return image if image.mode == mode else image.convert(mode)
 
 
 @dataclass(frozen=True)

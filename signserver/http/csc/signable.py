@@ -23,7 +23,7 @@ from signserver.pades.damage import is_damage
 from signserver.pades.document import open_for_signing
 from signserver.pades.metadata import refuse_unrepairable_metadata
 from signserver.pades.placement import place_field
-from signserver.pades.stamp import StampOptions, check_text, stamp_lines, stamp_style
+from signserver.pades.stamp import SEAL_FIELD, StampOptions, check_text, stamp_lines, stamp_style
 from signserver.pades.stamp_layout import fit_stamp
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def check_signable(content: bytes, stamp: StampOptions, holder_name: str, font: 
     Raises: InvalidArgument: not a PDF, damaged or encrypted; a certification or malformed
         metadata that forbid signing; a field already signed, a page out of range, a rectangle
         off the page or too small for the text; an unknown time zone; text the font cannot draw;
-        an unreadable seal image.
+        a seal image that is unreadable, too large or cannot be decoded (named sealImage).
     """
     writer = open_for_signing(io.BytesIO(content))
     try:
@@ -55,7 +55,13 @@ def check_signable(content: bytes, stamp: StampOptions, holder_name: str, font: 
     if not stamp.visible:
         return
     subset = check_text(lines, font)
-    stamp_style(lines, stamp, subset)  # reads the seal image
+    try:
+        stamp_style(lines, stamp, subset)  # decodes the seal image
+    except InvalidArgument as refused:
+        if refused.field != SEAL_FIELD:
+            raise
+        # CSC's name for the field, in the description: CSC's error answer has no place for it.
+        raise InvalidArgument(f"sealImage: {refused}", field="sealImage") from None
     if placement.new_field is not None:
         # A new field is drawn in the requested box (as displayed); an existing field's own
         # rectangle is the certifier's choice, checked when the stamp is drawn.
