@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, insert, update
 
@@ -15,6 +15,7 @@ from signserver.accounts.model import Account, AccountKind, NewAccount
 from signserver.accounts.holder_seal import public_half
 from signserver.accounts.packages import (
     PACKAGE,
+    SealKey,
     SigningPackages,
     account_seal,
     insert_package,
@@ -123,6 +124,20 @@ class Enrolment:
     # the holder's signing data packages when the password is forgotten. Without it a forgotten
     # password leaves the packages unusable for good.
     recovery_by_code: bool = True
+
+
+@dataclass(frozen=True)
+class NewPassword:
+    """A password set without the old one, made ready outside the transaction that stores it
+    (:meth:`AccountManager.prepare_password`): its verifier and the new seal key locked under it."""
+
+    password_hash: str = field(repr=False)
+    seal: SealKey = field(repr=False)
+
+    @property
+    def seal_public(self) -> bytes:
+        """The public half of the new seal key: what a package made for this password is sealed to."""
+        return self.seal.public
 
 
 class AccountManager:
@@ -419,29 +434,59 @@ class AccountManager:
 
         Raises: NotFound, PasswordRejected.
         """
+        prepared = self.prepare_password(username, new_password)
+        with self._database.transaction() as conn:
+            self.set_password_in(conn, username, prepared, operator)
+
+    def prepare_password(self, username: str, new_password: Secret) -> NewPassword:
+        """The slow half of :meth:`set_password`, outside any transaction: the rules checked, the
+        password hashed and a new seal key made under it (seal a new package to its ``seal_public``).
+
+        Raises: PasswordRejected.
+        """
         check_password_rules(new_password.reveal(), username)
-        now = self._clock.now()
         password_hash, password_key = self._hasher.hash_with_key(new_password.reveal())
         _, seal = new_seal_key(username, password_key, None)
-        with self._database.transaction() as conn:
-            account = get_account(conn, username, now)
-            update_account(conn, account.id, password_hash=password_hash, password_changed_at=epoch_seconds(now),
-                           **seal_columns(seal))
-            revoke_activation_tokens(conn, account.id)
-            disabled = disable_package_credentials(conn, account.id)
-            self._audit.append(conn, now, "password.set", operator, username, packages_lost=disabled)
-            queue_email(conn, now, account.emails, "password_changed", holder_name=account.holder_name,
-                        username=username, time=format_time(now))
+        return NewPassword(password_hash, seal)
+
+    def set_password_in(self, conn: Connection, username: str, prepared: NewPassword, operator: str) -> None:
+        """:meth:`set_password` in the caller's transaction, with what :meth:`prepare_password`
+        made: the password and seal key replaced, activation tokens revoked, the package
+        credentials of the old seal key disabled (a package inserted after this call is not), and
+        the holder's e-mail queued.
+
+        Raises: NotFound.
+        """
+        now = self._clock.now()
+        account = get_account(conn, username, now)
+        update_account(conn, account.id, password_hash=prepared.password_hash, password_changed_at=epoch_seconds(now),
+                       **seal_columns(prepared.seal))
+        revoke_activation_tokens(conn, account.id)
+        disabled = disable_package_credentials(conn, account.id)
+        self._audit.append(conn, now, "password.set", operator, username, packages_lost=disabled)
+        queue_email(conn, now, account.emails, "password_changed", holder_name=account.holder_name,
+                    username=username, time=format_time(now))
 
     def set_revocation_phrase(self, username: str, phrase: Secret, operator: str) -> None:
         """Replace the account's revocation phrase. Raises: NotFound, InvalidArgument (its rule)."""
-        check_revocation_phrase(phrase.reveal())
-        phrase_hash = self._hasher.hash(phrase.reveal())
-        now = self._clock.now()
+        phrase_hash = self.prepare_revocation_phrase(phrase)
         with self._database.transaction() as conn:
-            account = get_account(conn, username, now)
-            update_account(conn, account.id, revocation_phrase_hash=phrase_hash)
-            self._audit.append(conn, now, "revocation_phrase.set", operator, username)
+            self.set_revocation_phrase_in(conn, username, phrase_hash, operator)
+
+    def prepare_revocation_phrase(self, phrase: Secret) -> str:
+        """The phrase checked against its rule and hashed (slow: outside any transaction).
+
+        Raises: InvalidArgument (its rule).
+        """
+        check_revocation_phrase(phrase.reveal())
+        return self._hasher.hash(phrase.reveal())
+
+    def set_revocation_phrase_in(self, conn: Connection, username: str, phrase_hash: str, operator: str) -> None:
+        """:meth:`set_revocation_phrase` in the caller's transaction, with the hash that
+        :meth:`prepare_revocation_phrase` made. Raises: NotFound."""
+        account = get_account(conn, username, self._clock.now())
+        update_account(conn, account.id, revocation_phrase_hash=phrase_hash)
+        self._audit.append(conn, self._clock.now(), "revocation_phrase.set", operator, username)
 
     def check_revocation_phrase(self, username: str, phrase: Secret) -> bool:
         """True when ``phrase`` is the account's revocation phrase (used by the CA). Raises: NotFound."""

@@ -4,16 +4,17 @@ service certificates, signed by the issuing CA whose key is in the HSM."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from signserver.accounts.manager import AccountManager
-from signserver.accounts.model import Account, AccountKind
+from signserver.accounts.model import Account, AccountKind, Credential
 from signserver.accounts.packages import PACKAGE, insert_package
 from signserver.accounts.passwords import check_password_rules, check_revocation_phrase
 from signserver.accounts.repository import account_row, credentials_of, insert_credential
@@ -68,6 +69,20 @@ class CertificateRequest:
     agent_qualification: str = ""  # qualified certificates
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """An issuance made ready to record: its profile, account, signed certificate and, for a new
+    key, the package and algorithm (or the enrolment's credential it certifies)."""
+
+    profile: Profile
+    account: Account
+    certificate: x509.Certificate
+    predecessor: str | None
+    reused_credential: Credential | None
+    package: dict | None
+    algorithm: KeyAlgorithm | None
+
+
 class Issuer:
     """Issues and renews holder certificates, and issues the server's service certificates.
     ``profile`` finds a profile with the CA's settings applied."""
@@ -93,7 +108,22 @@ class Issuer:
             InvalidArgument: unknown or non-holder profile, a variant not the account's kind, bad or
                 mismatching CSR, bad options.
             NotFound: no such account, or the CA is not initialised.
+            AlreadyRenewed: ``predecessor`` has a successor that is not revoked.
             HsmError.
+        """
+        prepared = self._prepare(request, predecessor)
+        with self._recording(predecessor) as conn:
+            issued = self._record_in(conn, prepared, operator)
+        return self._recorded(prepared, issued)
+
+    def _prepare(self, request: CertificateRequest, predecessor: str | None,
+                 seal_public: bytes | None = None) -> _Prepared:
+        """Everything slow of an issuance, before the transaction that records it: the checks, a
+        new package's key made in the HSM (sealed to ``seal_public``, a new password's seal key,
+        or else the account's) and the certificate signed. Nothing is stored, and nothing is left
+        on the token: the key pair is made of session objects, destroyed once wrapped.
+
+        Raises: as :meth:`issue`.
         """
         chosen = self._profile(request.profile)
         if not chosen.holder:
@@ -109,7 +139,7 @@ class Issuer:
         subject = self.subject_for(account, request.agent_qualification)
         issuer, issuer_key = issuing_ca(self._database, self._keys)
         now = self._clock.now()
-        reused_credential = package = None
+        reused_credential = package = algorithm = None
         if chosen.key_source is KeySource.HSM:
             if request.csr:
                 raise InvalidArgument(f"profile {chosen.name!r} has its key generated in the HSM; send no CSR")
@@ -118,7 +148,7 @@ class Issuer:
             if reused_credential is not None:
                 public_key = self._credential_public_key(reused_credential)
             else:
-                algorithm, package = self._new_package(account)
+                algorithm, package = self._new_package(account, seal_public)
                 public_key = serialization.load_der_public_key(package["public_key"])
         else:
             public_key = self._public_key_from_csr(request.csr, subject, chosen)
@@ -127,31 +157,51 @@ class Issuer:
             serial=new_serial(self._database), not_before=now - CLOCK_SKEW,
             days=chosen.validity_days or self._config.validity_days, ca=self._config,
             email=subject.email, transaction_limit=request.transaction_limit)
+        return _Prepared(chosen, account, certificate, predecessor, reused_credential, package, algorithm)
+
+    @contextmanager
+    def _recording(self, predecessor: str | None) -> Iterator[Connection]:
+        """The transaction that records an issuance (and, for an activation, the holder's changes
+        with it).
+
+        Raises: AlreadyRenewed: another renewal of ``predecessor`` committed first (the unique index
+            on live successors): this one was rolled back whole, its new key's package with it.
+            StoreConflict, and as Database.transaction.
+        """
         try:
             with self._database.transaction() as conn:
-                credential_id = reused_credential.id if reused_credential else None
-                if package is not None:
-                    insert_package(conn, package)
-                    credential_id = insert_credential(conn, account.id, package["key_id"], algorithm, chosen.title, now,
-                                                      key_store=PACKAGE)
-                    self._audit.append(conn, now, "key.generated", operator, account.username, credential=credential_id,
-                                       package=package["key_id"], algorithm=algorithm.value,
-                                       master=package["master_label"])
-                serial = repo.insert_certificate(conn, certificate, chosen.name, account.id, credential_id,
-                                                 predecessor, now)
-                self._audit.append(conn, now, "certificate.issued", operator, account.username, serial=serial,
-                                   profile=chosen.name, predecessor=predecessor)
-                issued = repo.get_certificate(conn, serial, now)
+                yield conn
         except StoreConflict:
             if predecessor is not None:
-                # Another renewal of the same certificate committed first (the unique index on
-                # live successors): this one was rolled back whole, its new key's package with it.
                 self._refuse_if_renewed(predecessor)
             raise
-        if reused_credential is not None and not reused_credential.is_package:
+
+    def _record_in(self, conn: Connection, prepared: _Prepared, operator: str) -> IssuedCertificate:
+        """Store a prepared issuance in the caller's transaction: the new package and its
+        credential, the certificate, their audit records."""
+        now = self._clock.now()
+        account, chosen, package = prepared.account, prepared.profile, prepared.package
+        credential_id = prepared.reused_credential.id if prepared.reused_credential else None
+        if package is not None:
+            insert_package(conn, package)
+            credential_id = insert_credential(conn, account.id, package["key_id"], prepared.algorithm, chosen.title,
+                                              now, key_store=PACKAGE)
+            self._audit.append(conn, now, "key.generated", operator, account.username, credential=credential_id,
+                               package=package["key_id"], algorithm=prepared.algorithm.value,
+                               master=package["master_label"])
+        serial = repo.insert_certificate(conn, prepared.certificate, chosen.name, account.id, credential_id,
+                                         prepared.predecessor, now)
+        self._audit.append(conn, now, "certificate.issued", operator, account.username, serial=serial,
+                           profile=chosen.name, predecessor=prepared.predecessor)
+        return repo.get_certificate(conn, serial, now)
+
+    def _recorded(self, prepared: _Prepared, issued: IssuedCertificate) -> IssuedCertificate:
+        """What follows the commit of an issuance."""
+        reused = prepared.reused_credential
+        if reused is not None and not reused.is_package:
             # A key on the token, from before packages: its certificate goes beside it, as it did.
-            self._keys.store_certificate(reused_credential.key_id, certificate)
-        log.info("issued %s certificate %s for %s", chosen.name, issued.serial, account.username)
+            self._keys.store_certificate(reused.key_id, prepared.certificate)
+        log.info("issued %s certificate %s for %s", prepared.profile.name, issued.serial, prepared.account.username)
         return issued
 
     def renew(self, serial: str, operator: str, csr: bytes | None = None, transaction_limit: int | None = None,
@@ -162,13 +212,17 @@ class Issuer:
         With the holder's ``activation`` (see :class:`HolderActivation`): while the account holds
         a valid cloud-signature certificate the current password is required; a new password only
         when it holds no valid certificate. A password given is checked as Authorize checks it
-        (a wrong one counts toward the lockout). The new password is set before the certificate is
-        issued (the new key is sealed to it), the revocation phrase once it is.
+        (a wrong one counts toward the lockout). The activation is one change: the new password
+        (its seal key, to which the new key is sealed, the old packages' credentials disabled, the
+        holder's e-mail), the new key's package and credential, the certificate and the revocation
+        phrase commit in one transaction, after the slow work (hashing, the key made in the HSM,
+        the certificate signed). A failure or a crash at any point leaves the account as it was,
+        and the activation can simply be made again.
 
         Raises:
             AlreadyRenewed (a CertificateRefused): the certificate has a successor that is not
                 revoked, found before anything changes or, for two renewals at once, when the
-                second records its certificate (nothing of it is kept).
+                second records its certificate (nothing of it is kept, nor of its activation).
             CertificateRefused: AC-AB-0015 when the subject data changed while the predecessor is
                 still valid (revoke it first); a CSR that reuses the predecessor's key; a new
                 password while the account holds a valid certificate.
@@ -193,13 +247,21 @@ class Issuer:
         if csr is not None and load_csr(csr).public_key() == old.certificate.public_key():
             raise CertificateRefused("a renewal needs a new key pair; the request reuses the old key")
         self._check_activation(account, activation, operator)
+        password = phrase_hash = None
         if activation.new_password is not None:
-            self._accounts.set_password(account.username, activation.new_password, operator)
-        issued = self.issue(CertificateRequest(old.profile, old.account, csr, transaction_limit, agent_qualification),
-                            operator, predecessor=old.serial)
+            password = self._accounts.prepare_password(account.username, activation.new_password)
         if activation.revocation_phrase is not None:
-            self._accounts.set_revocation_phrase(account.username, activation.revocation_phrase, operator)
-        return issued
+            phrase_hash = self._accounts.prepare_revocation_phrase(activation.revocation_phrase)
+        prepared = self._prepare(CertificateRequest(old.profile, old.account, csr, transaction_limit,
+                                                    agent_qualification), old.serial,
+                                 seal_public=password.seal_public if password else None)
+        with self._recording(old.serial) as conn:
+            if password is not None:  # first: it disables the old packages' credentials, not the new one
+                self._accounts.set_password_in(conn, account.username, password, operator)
+            issued = self._record_in(conn, prepared, operator)
+            if phrase_hash is not None:
+                self._accounts.set_revocation_phrase_in(conn, account.username, phrase_hash, operator)
+        return self._recorded(prepared, issued)
 
     def _refuse_if_renewed(self, serial: str) -> None:
         """Checked before anything changes, and again by the unique index on live successors when
@@ -293,25 +355,28 @@ class Issuer:
             raise InvalidArgument("the request's e-mail address is not the account's")
         return request.public_key()
 
-    def _new_package(self, account: Account) -> tuple[KeyAlgorithm, dict]:
-        """A new signing data package, of the account's key algorithm, sealed to the holder.
+    def _new_package(self, account: Account, seal_public: bytes | None = None) -> tuple[KeyAlgorithm, dict]:
+        """A new signing data package, of the account's key algorithm, sealed to the holder: to
+        ``seal_public`` (the seal key of a password about to be set), or else the account's.
 
         Raises: CertificateRefused: the account has no seal key yet (made before packages, its
             holder has not signed in since). UnsupportedAlgorithm, HsmError.
         """
         with self._database.read() as conn:
             row = account_row(conn, account.username)
-        if row.seal_public_key is None:
-            raise CertificateRefused(
-                f"the account {account.username!r} predates signing data packages and its holder has not signed in "
-                "since: a new key can be sealed to the holder once the holder has signed in (Authorize or a password "
-                "change) or been unlocked")
-        if row.recovery_code_hash and row.seal_key_by_recovery is None:
-            log.warning("the new key of %s cannot be recovered with the recovery code: the account's seal key was "
-                        "made after its recovery code (at its first sign-in after the upgrade to signing data "
-                        "packages), so a forgotten password loses it", account.username)
         algorithm = KeyAlgorithm(row.key_algorithm)
-        return algorithm, self._accounts.packages.make(account.username, row.seal_public_key, algorithm)
+        if seal_public is None:
+            if row.seal_public_key is None:
+                raise CertificateRefused(
+                    f"the account {account.username!r} predates signing data packages and its holder has not signed "
+                    "in since: a new key can be sealed to the holder once the holder has signed in (Authorize or a "
+                    "password change) or been unlocked")
+            if row.recovery_code_hash and row.seal_key_by_recovery is None:
+                log.warning("the new key of %s cannot be recovered with the recovery code: the account's seal key "
+                            "was made after its recovery code (at its first sign-in after the upgrade to signing "
+                            "data packages), so a forgotten password loses it", account.username)
+            seal_public = row.seal_public_key
+        return algorithm, self._accounts.packages.make(account.username, seal_public, algorithm)
 
     def _credential_public_key(self, credential):
         """Raises: KeyNotFound, HsmError."""
