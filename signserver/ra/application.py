@@ -34,6 +34,7 @@ from signserver.ra.store import repository
 log = logging.getLogger(__name__)
 
 UPLOAD = "upload"  # how the application was signed: with an external eID, or with CLOUD_SIGNATURE
+DOCUMENT_TIMESTAMP = "/DocTimeStamp"  # a signature dictionary's /Type the core verifies without a report
 
 
 class ApplicationSteps(RenewalSteps):
@@ -219,21 +220,28 @@ def check_upload(signed_pdf: bytes, document_length: int, verification, roots: l
     nothing changed after it but what signing allows, and its certificate chains to ``roots``
     and names the holder.
 
+    The core's reports carry no position of their own, only the field's name and the signer: each
+    signature is paired with its report by a name no other signature field bears, and the report
+    must name the signer of the certificate checked here (see _paired_reports).
+
     Raises: ApplicationRefused (the message says which check failed).
     """
     from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.fields import enumerate_sig_fields
 
     if not roots:
         raise ApplicationRefused("no trust roots are configured for signed uploads; sign with the "
                                  "cloud-signature credential instead")
     try:
-        embedded = PdfFileReader(io.BytesIO(signed_pdf), strict=False).embedded_signatures
+        reader = PdfFileReader(io.BytesIO(signed_pdf), strict=False)
+        embedded = reader.embedded_signatures
+        field_names = [str(name) for name, _, _ in enumerate_sig_fields(reader)]  # filled or not
         document_revisions = PdfFileReader(io.BytesIO(signed_pdf[:document_length]), strict=False).xrefs.total_revisions
     except (PdfError, ValueError, KeyError, TypeError) as exc:
         raise ApplicationRefused(f"the upload is not a readable PDF ({type(exc).__name__})") from None
-    reports = {report.field: report for report in verification.signatures}
-    covering = [s for s in embedded if _covers(s, document_length)]
+    reports = _paired_reports(embedded, field_names, verification.signatures)
+    covering = [s for s in embedded if id(s) in reports and _covers(s, document_length)]
     if not covering:
         raise ApplicationRefused("no signature covers the whole application document")
     # Signed in the revision right after the RA's document: an update slipped in before the
@@ -243,8 +251,8 @@ def check_upload(signed_pdf: bytes, document_length: int, verification, roots: l
         raise ApplicationRefused("the application document was changed before it was signed")
     reasons = []
     for signature in covering:
-        report = reports.get(signature.field_name)
-        if report is None or not (report.intact and report.valid):
+        report = reports[id(signature)]
+        if not (report.intact and report.valid):
             reasons.append("the signature is not intact and valid")
             continue
         if report.modified_after_signing and not report.modification_allowed:
@@ -259,6 +267,44 @@ def check_upload(signed_pdf: bytes, document_length: int, verification, roots: l
             continue
         return certificate.subject.human_friendly
     raise ApplicationRefused("the signed application is refused: " + "; ".join(dict.fromkeys(reasons)))
+
+
+def _paired_reports(embedded: list, field_names: list[str], reports) -> dict[int, object]:
+    """Each signature of the upload (a document time-stamp is not reported) with the core's report
+    of it, keyed by id(signature).
+
+    A report names its signature's field only, so a name two signature fields share (the
+    earlier one's report would stand for the later, or the reverse) is refused, as is any
+    signature without exactly one report, a report of no signature, and a report whose signer
+    is not the subject of the certificate the signature carries: the report checked must be the
+    signature's own, whatever the core or the two parsers make of an odd document.
+
+    Raises: ApplicationRefused: "not a signed application the RA can check".
+    """
+    from pyhanko.pdf_utils.misc import PdfError
+
+    def refuse(why: str):
+        return ApplicationRefused(f"the upload is not a signed application the RA can check: {why}")
+
+    if len(set(field_names)) != len(field_names):
+        raise refuse("two of its signature fields have the same name")
+    signatures = [s for s in embedded if s.sig_object.get("/Type") != DOCUMENT_TIMESTAMP]
+    names = [str(s.field_name) for s in signatures]
+    reported = [report.field for report in reports]
+    if len(set(names)) != len(names) or sorted(reported) != sorted(names):
+        raise refuse("the document service's verification does not report each of its signatures exactly once")
+    by_name = {report.field: report for report in reports}
+    paired = {}
+    for signature, name in zip(signatures, names):
+        report = by_name[name]
+        try:
+            signer = signature.signer_cert.subject.human_friendly
+        except (PdfError, ValueError, KeyError, TypeError):  # a CMS pyHanko cannot read
+            raise refuse(f"the signature in field {name!r} cannot be read") from None
+        if report.signer != signer:
+            raise refuse(f"the document service's report of field {name!r} is about another signer")
+        paired[id(signature)] = report
+    return paired
 
 
 def _covers(signature, document_length: int) -> bool:

@@ -230,9 +230,13 @@ def serve(settings: RaSettings, demo: bool = False) -> None:
         raise
     try:
         # uvicorn's access log is off: a notice link's path carries a token; the app logs requests
-        # itself with it masked (signserver/ra/web/security.py).
+        # itself with it masked (signserver/ra/web/security.py). proxy_headers off: uvicorn would
+        # otherwise take X-Forwarded-For from loopback (the default listen address) as the client's
+        # address, and a client behind a terminator on the same host that passes the header through
+        # would pick the address the rate limits count (signserver/ra/web/limits.py). The RA has no
+        # trusted-proxy setting: it is reached directly.
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                access_log=False, lifespan="off", http=protocol,
+                                access_log=False, lifespan="off", http=protocol, proxy_headers=False,
                                 timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **options)
         config.load()  # reads the certificate and key now, so that a bad one is a settings error
     except (OSError, ssl.SSLError) as exc:
