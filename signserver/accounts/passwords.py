@@ -8,6 +8,10 @@ import functools
 import hmac
 import re
 import secrets
+import statistics
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import argon2
@@ -80,6 +84,7 @@ def normalise_recovery_code(code: str) -> str:
 
 _KDF_PREFIX = "$argon2id-kdf$v=19$"
 _KDF_BYTES = 64  # the first half checks the secret, the second half is the key it yields
+_TIMED_EVALUATIONS = 31  # how many evaluations at the current parameters the padding's length is the median of
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,11 @@ class SecretHasher:
     :meth:`hash_with_key`: one argon2id evaluation gives 64 bytes, of which the first half is
     stored to check the secret and the second half is the key, never stored. So checking the
     secret and deriving the key cost one evaluation, not two.
+
+    A check against a hash of other (older) parameters takes at least as long as one at the
+    current parameters, which is what an unknown name costs (:meth:`burn`): the time then left
+    over is slept (the median of the latest evaluations at the current parameters), so that the
+    accounts not signed in to since a parameter change cannot be told from names nobody has.
     """
 
     def __init__(self, config: AccountsConfig):
@@ -111,6 +121,11 @@ class SecretHasher:
             parallelism=self._parallelism,
             type=argon2.Type.ID,
         )
+        parameters = f"m={self._memory_kib},t={self._time_cost},p={self._parallelism}$"
+        self._current_kdf = _KDF_PREFIX + parameters
+        self._current = (self._current_kdf, f"$argon2id$v=19${parameters}")  # either format, these parameters
+        self._evaluations: deque[float] = deque(maxlen=_TIMED_EVALUATIONS)  # seconds, at the current parameters
+        self._evaluations_lock = threading.Lock()
 
     def hash(self, secret: str) -> str:
         return self._hasher.hash(secret)
@@ -125,9 +140,35 @@ class SecretHasher:
 
     def derive(self, stored_hash: str, secret: str) -> Derivation:
         """Check ``secret`` against ``stored_hash`` with one argon2id evaluation; a match of a
-        hash made by :meth:`hash_with_key` yields its key. An unreadable hash does not match."""
+        hash made by :meth:`hash_with_key` yields its key. An unreadable hash does not match.
+        Takes at least the time of an evaluation at the current parameters."""
+        began = time.perf_counter()
+        derived = self._derive(stored_hash, secret)
+        took = time.perf_counter() - began
+        if stored_hash.startswith(self._current):
+            with self._evaluations_lock:
+                self._evaluations.append(took)
+        else:
+            time.sleep(max(0.0, self._current_evaluation_seconds() - took))
+        return derived
+
+    def _current_evaluation_seconds(self) -> float:
+        """The median time of the latest evaluations at the current parameters (one is made, to
+        time it, when none has been)."""
+        with self._evaluations_lock:
+            timed = list(self._evaluations)
+        if not timed:
+            began = time.perf_counter()
+            self._raw(secrets.token_hex(16), secrets.token_bytes(16), self._time_cost, self._memory_kib,
+                      self._parallelism)
+            timed = [time.perf_counter() - began]
+            with self._evaluations_lock:
+                self._evaluations.append(timed[0])
+        return statistics.median(timed)
+
+    def _derive(self, stored_hash: str, secret: str) -> Derivation:
         if not stored_hash.startswith(_KDF_PREFIX):
-            return Derivation(self.verify(stored_hash, secret))
+            return Derivation(self._verify_plain(stored_hash, secret))
         try:
             parameters, salt, verifier = stored_hash[len(_KDF_PREFIX):].split("$")
             cost = dict(item.split("=") for item in parameters.split(","))
@@ -140,9 +181,12 @@ class SecretHasher:
         return Derivation(False)
 
     def verify(self, stored_hash: str, secret: str) -> bool:
-        """True when ``secret`` matches; False for a mismatch or an unreadable hash."""
-        if stored_hash.startswith(_KDF_PREFIX):
-            return self.derive(stored_hash, secret).matched
+        """True when ``secret`` matches; False for a mismatch or an unreadable hash. Takes as
+        long as :meth:`derive`."""
+        return self.derive(stored_hash, secret).matched
+
+    def _verify_plain(self, stored_hash: str, secret: str) -> bool:
+        """A hash made by :meth:`hash` (argon2's own format)."""
         try:
             return self._hasher.verify(stored_hash, secret)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -150,10 +194,7 @@ class SecretHasher:
 
     def needs_rehash(self, stored_hash: str) -> bool:
         """True for a hash made with other parameters, or one that yields no key."""
-        if not stored_hash.startswith(_KDF_PREFIX):
-            return True
-        wanted = f"m={self._memory_kib},t={self._time_cost},p={self._parallelism}$"
-        return not stored_hash[len(_KDF_PREFIX):].startswith(wanted)
+        return not stored_hash.startswith(self._current_kdf)
 
     def burn(self, secret: str) -> None:
         """Spend the time of one verification on purpose (unknown account), so timing does not
