@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from asn1crypto import core
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
@@ -122,16 +123,31 @@ def check_public_key(key) -> None:
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     """Parse a PEM or DER request and check its signature and key.
 
-    Raises: InvalidArgument: not a request, a bad signature, or a weak key.
+    Raises: InvalidArgument (``field`` "csr"): not a request, a key of an algorithm or curve
+        cryptography does not know or a key that is not valid, a bad signature, or a weak key.
     """
     try:
         request = (x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----BEGIN")
                    else x509.load_der_x509_csr(data))
     except ValueError:
-        raise InvalidArgument("the certificate request is not a PKCS#10 request (PEM or DER)") from None
-    if not request.is_signature_valid:
-        raise InvalidArgument("the certificate request's signature does not verify")
-    check_public_key(request.public_key())
+        raise InvalidArgument("the certificate request is not a PKCS#10 request (PEM or DER)", field="csr") from None
+    # The key is loaded only here (by both calls), so an unknown algorithm or a point off its
+    # curve surfaces here, as cryptography's own errors: the caller's fault, not the server's.
+    try:
+        key = request.public_key()
+        valid = request.is_signature_valid
+    except CryptographyUnsupportedAlgorithm:
+        raise InvalidArgument("the certificate request's key algorithm is not accepted; use RSA, EC "
+                              "P-256/P-384/P-521 or Ed25519", field="csr") from None
+    except ValueError:
+        raise InvalidArgument("the certificate request's public key is not valid", field="csr") from None
+    if not valid:
+        raise InvalidArgument("the certificate request's signature does not verify", field="csr")
+    try:
+        check_public_key(key)
+    except InvalidArgument as exc:
+        exc.field = "csr"  # kept its class: a weak key and an unsupported algorithm keep their reasons
+        raise
     return request
 
 
