@@ -10,7 +10,7 @@ from cryptography import x509
 
 from signserver.accounts import otp
 from signserver.accounts.model import Account, AccountKind, Application
-from signserver.cli.common import open_service
+from signserver.cli.common import check_output, open_service, write_output
 from signserver.cli.output import print_fields, print_json, print_table, to_plain
 from signserver.cli.pins import read_pin
 from signserver.config import Config
@@ -115,11 +115,16 @@ _ACCOUNT_HEADERS = ["ACCOUNT", "HOLDER", "KIND", "STATUS", "LOCKED UNTIL", "E-MA
 
 
 def _show_otp(uri: str, qr_png: Path | None) -> None:
+    """Print the OTP's QR code and URI; write the PNG to ``qr_png`` (checked before the change)
+    too.
+
+    Raises: InvalidArgument: the PNG could not be written after all (the URI is printed before).
+    """
     print("\nOTP: scan this with an authenticator app (shown once):\n")
     print(otp.qr_terminal(uri))
     print(uri)
     if qr_png:
-        qr_png.write_bytes(otp.qr_png(uri))
+        write_output(qr_png, otp.qr_png(uri))
         print(f"(QR code also written to {qr_png})")
 
 
@@ -146,6 +151,7 @@ def cmd_update(args, config: Config) -> int:
 def cmd_create(args, config: Config) -> int:
     from signserver.accounts.manager import Enrolment
 
+    check_output(args.qr_png)
     password = read_pin("password for the account", PASSWORD_ENV, None, confirm=True)
     phrase = read_pin("revocation phrase", PHRASE_ENV, None, confirm=True) if args.revocation_phrase else None
     service = open_service(args, config, with_database=True)
@@ -252,6 +258,7 @@ def cmd_enable(args, config: Config) -> int:
 
 
 def cmd_reset_otp(args, config: Config) -> int:
+    check_output(args.qr_png)
     uri = open_service(args, config, with_database=True).accounts.reset_otp(args.username, OPERATOR)
     if args.json:
         print_json({"account": args.username, "otp_uri": uri})

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from signserver.ca.profiles import HOLDER_PROFILES
-from signserver.cli.common import open_service
+from signserver.cli.common import check_output, open_service, read_input, write_output
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.config import Config
 from signserver.errors import InvalidArgument
@@ -92,38 +92,38 @@ _HEADERS = ["SERIAL", "PROFILE", "ACCOUNT", "STATUS", "EXPIRES", "PREDECESSOR"]
 
 
 def _output(issued: IssuedCertificate, args) -> int:
-    if args.out:
-        args.out.write_bytes(issued.certificate.public_bytes(Encoding.PEM))
+    """Print the certificate; write it to ``args.out`` (checked before it was issued) too.
+
+    Raises: InvalidArgument: the file could not be written after all; the message names the
+        certificate, which was issued.
+    """
     if args.json:
         print_json({k: v for k, v in issued.__dict__.items() if k != "der"})
     else:
         print_table(_HEADERS, _rows([issued]))
+    if args.out:
+        try:
+            write_output(args.out, issued.certificate.public_bytes(Encoding.PEM))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"certificate {issued.serial} was issued, but {exc}") from None
     return 0
 
 
-def _read(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
-
-
 def cmd_init(args, config: Config) -> int:
-    service = open_service(args, config, with_database=True)
     if args.issuing_cert or args.root_cert:
         if not (args.issuing_cert and args.root_cert):
             raise InvalidArgument("--issuing-cert and --root-cert go together")
-        service.ca.complete_external_root(_read(args.issuing_cert), _read(args.root_cert), OPERATOR)
+        issuing, root = read_input(args.issuing_cert), read_input(args.root_cert)
+        open_service(args, config, with_database=True).ca.complete_external_root(issuing, root, OPERATOR)
     elif args.external_root:
-        request = service.ca.begin_external_root(OPERATOR)
-        args.csr_out.write_bytes(request.public_bytes(Encoding.PEM))
+        check_output(args.csr_out)
+        request = open_service(args, config, with_database=True).ca.begin_external_root(OPERATOR)
+        write_output(args.csr_out, request.public_bytes(Encoding.PEM))
         print(f"wrote the issuing CA's request to {args.csr_out}; have the root sign it, then run\n"
               f"  signserver ca init --issuing-cert ISSUING.pem --root-cert ROOT.pem")
         return 0
     else:
-        service.ca.initialise(OPERATOR)
+        open_service(args, config, with_database=True).ca.initialise(OPERATOR)
     return cmd_show(args, config)
 
 
@@ -167,15 +167,18 @@ def _state(status: CaStatus) -> str:
 def cmd_issue(args, config: Config) -> int:
     from signserver.ca.authority import CertificateRequest
 
-    service = open_service(args, config, with_database=True)
-    request = CertificateRequest(args.profile, args.account, _read(args.csr), args.transaction_limit,
+    check_output(args.out)
+    request = CertificateRequest(args.profile, args.account, read_input(args.csr), args.transaction_limit,
                                  args.agent_qualification)
+    service = open_service(args, config, with_database=True)
     return _output(service.ca.issue(request, OPERATOR), args)
 
 
 def cmd_renew(args, config: Config) -> int:
+    check_output(args.out)
+    csr = read_input(args.csr)
     service = open_service(args, config, with_database=True)
-    return _output(service.ca.renew(args.serial, OPERATOR, csr=_read(args.csr)), args)
+    return _output(service.ca.renew(args.serial, OPERATOR, csr=csr), args)
 
 
 def cmd_revoke(args, config: Config) -> int:
@@ -193,12 +196,13 @@ def cmd_list(args, config: Config) -> int:
 
 
 def cmd_crl(args, config: Config) -> int:
+    check_output(args.out)
     service = open_service(args, config, with_database=True)
     if args.refresh:
         service.ca.publish_crls(root=args.authority == "root")
     der = service.ca.crl(args.authority)
     if args.out:
-        args.out.write_bytes(der)
+        write_output(args.out, der)
         print(f"wrote {args.out}")
     else:
         print(x509.load_der_x509_crl(der).public_bytes(Encoding.PEM).decode(), end="")
@@ -208,12 +212,17 @@ def cmd_crl(args, config: Config) -> int:
 def cmd_issue_client(args, config: Config) -> int:
     from signserver.accounts.applications import certificate_fingerprint
 
+    out = args.out_dir or config.state_dir / "clients"
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # the folder first: the certificate is issued for its files
+    except OSError as exc:
+        raise InvalidArgument(f"cannot make the folder {out}: {exc.strerror}") from None
+    for name in (f"{args.name}-key.pem", f"{args.name}.pem", "ca.pem"):
+        check_output(out / name)
     service = open_service(args, config, with_database=True)
     key = ec.generate_private_key(ec.SECP256R1())
     issued = service.ca.issue_service_certificate(f"client-{args.role}", args.name, key.public_key(), OPERATOR)
     certificate = issued.certificate
-    out = args.out_dir or config.state_dir / "clients"
-    out.mkdir(parents=True, exist_ok=True)
     write_private_key(out / f"{args.name}-key.pem", key)
     (out / f"{args.name}.pem").write_bytes(certificate.public_bytes(Encoding.PEM))
     (out / "ca.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in service.ca.chain()))

@@ -1,11 +1,18 @@
-"""What several command groups share: opening the service with the PIN from its sources."""
+"""What several command groups share: opening the service with the PIN from its sources, and
+checking numbers and files before a command does anything."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import argparse
+import errno
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from signserver.cli.pins import read_pin
 from signserver.config import USER_PIN_ENV, Config
+from signserver.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from signserver.service import SignService
@@ -25,3 +32,80 @@ def open_service(args, config: Config, with_database: bool = False) -> SignServi
     if with_database:
         service.prepare_database()
     return service
+
+
+# --- numbers: argparse ``type`` functions, so that a bad one is refused before anything is done --
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1. Raises: argparse.ArgumentTypeError."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is less than 1")
+    return value
+
+
+def seconds_up_to(most: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number of seconds from 0 to ``most``; the converter raises
+    argparse.ArgumentTypeError."""
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and 0 <= value <= most):
+            raise argparse.ArgumentTypeError(f"{text} is not a number of seconds from 0 to {most:g}")
+        return value
+    return seconds
+
+
+# --- files: checked up front, so that a command that changes something never fails at its end --
+
+def read_input(path: Path | None) -> bytes | None:
+    """The file's bytes; None for no path.
+
+    Raises: InvalidArgument: the file cannot be read.
+    """
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+
+
+def check_output(path: Path | None, new: bool = False) -> None:
+    """Refuse, before the command does anything, an output file it could not write: a folder that
+    is missing or not writable, a directory in the file's place, or (``new``) a file there.
+
+    Raises: InvalidArgument.
+    """
+    if path is None:
+        return
+    if new and (path.exists() or path.is_symlink()):
+        raise InvalidArgument(f"{path} exists: choose another file")
+    problem = None
+    if path.is_dir():
+        problem = errno.EISDIR
+    elif path.exists():
+        problem = None if os.access(path, os.W_OK) else errno.EACCES
+    else:
+        folder = path.parent
+        if not folder.exists():
+            problem = errno.ENOENT
+        elif not folder.is_dir():
+            problem = errno.ENOTDIR
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            problem = errno.EACCES
+    if problem is not None:
+        raise InvalidArgument(f"cannot write {path}: {os.strerror(problem)}")
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write (or replace) the file. Raises: InvalidArgument: it cannot be written."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write {path}: {exc.strerror}") from None

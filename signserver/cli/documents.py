@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Callable, TextIO
 
-from signserver.cli.common import open_service
+from signserver.cli.audit import PROGRESS_EVERY_SECONDS
+from signserver.cli.common import check_output, open_service, read_input
 from signserver.cli.output import print_json, print_table
 from signserver.cli.pins import read_pin
 from signserver.config import Config
@@ -17,6 +20,7 @@ PASSWORD_ENV = "SIGNSERVER_ACCOUNT_PASSWORD"
 OTP_ENV = "SIGNSERVER_ACCOUNT_OTP"
 API_KEY_ENV = "SIGNSERVER_API_KEY"
 CHUNK = 1 << 20
+MB = 1 << 20
 
 
 def add_parsers(subparsers) -> None:
@@ -53,6 +57,30 @@ def add_parsers(subparsers) -> None:
     verify.add_argument("--pin-file", type=Path, help="file holding the token's user PIN")
 
 
+class TransferProgress:
+    """Progress of a document's transfer on stderr, every few seconds, with its rate (as `audit
+    verify` reports its walk): a document of up to 200 MB takes a while each way."""
+
+    def __init__(self, what: str, total: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 stream: TextIO | None = None):
+        self._what, self._total, self._clock, self._stream = what, total, clock, stream
+        self._done = 0
+        self._began = self._shown = None
+
+    def __call__(self, size: int) -> None:
+        now = self._clock()
+        if self._began is None:  # from the first chunk: the other way's time is not this one's
+            self._began = self._shown = now
+        self._done += size
+        if now - self._shown < PROGRESS_EVERY_SECONDS:
+            return
+        self._shown = now
+        of = f" of {self._total / MB:,.1f}" if self._total is not None else ""
+        rate = self._done / MB / max(now - self._began, 1e-6)
+        print(f"sign-pdf: {self._what} {self._done / MB:,.1f}{of} MB ({rate:,.1f} MB/s)",
+              file=self._stream or sys.stderr, flush=True)
+
+
 def cmd_sign_pdf(args, config: Config) -> int:
     import grpc  # only this command is a network client
 
@@ -60,6 +88,15 @@ def cmd_sign_pdf(args, config: Config) -> int:
 
     if not args.input.is_file():
         raise InvalidArgument(f"no file at {args.input}")
+    # Every file, the output's folder included, before the server is called: a refusal then has
+    # spent nothing (no activation, no signature made and lost).
+    ca = read_input(args.ca or config.state_dir / "clients" / "ca.pem")
+    key, cert, seal = read_input(args.key), read_input(args.cert), read_input(args.seal)
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write {args.output}: {exc.strerror}") from None
+    check_output(args.output)
     box = [0.0] * 4
     if args.rect:
         try:
@@ -69,14 +106,10 @@ def cmd_sign_pdf(args, config: Config) -> int:
             raise InvalidArgument("--rect takes four numbers: x1,y1,x2,y2") from None
     password = read_pin("password", PASSWORD_ENV, None).reveal()
     otp = "" if args.no_otp else read_pin("one-time password", OTP_ENV, None).reveal()
-    clients = config.state_dir / "clients"
-    ca = (args.ca or clients / "ca.pem").read_bytes()
-    key = args.key.read_bytes() if args.key else None
-    cert = args.cert.read_bytes() if args.cert else None
     metadata = [("x-api-key", os.environ[API_KEY_ENV])] if os.environ.get(API_KEY_ENV) else []
     stamp = document_pb2.Stamp(invisible=args.invisible, caption=args.caption, time_zone=args.time_zone,
                                reason=args.reason, location=args.location, verification_url=args.qr_url,
-                               seal_image=args.seal.read_bytes() if args.seal else b"", field_name=args.field,
+                               seal_image=seal or b"", field_name=args.field,
                                page=args.page, x1=box[0], y1=box[1], x2=box[2], y2=box[3])
 
     def requests():
@@ -85,10 +118,11 @@ def cmd_sign_pdf(args, config: Config) -> int:
             stamp=stamp))
         with args.input.open("rb") as source:
             while chunk := source.read(CHUNK):
+                sent(len(chunk))
                 yield document_pb2.SignPdfRequest(chunk=chunk)
 
+    sent, received = TransferProgress("sent", args.input.stat().st_size), TransferProgress("received")
     credentials = grpc.ssl_channel_credentials(ca, private_key=key, certificate_chain=cert)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed at the end: never a half-written output.
     with tempfile.NamedTemporaryFile(dir=args.output.parent, delete=False, suffix=".part") as partial:
         try:
@@ -97,6 +131,7 @@ def cmd_sign_pdf(args, config: Config) -> int:
                 for response in stub.SignPdf(requests(), metadata=metadata, timeout=600):
                     if response.WhichOneof("part") == "chunk":
                         partial.write(response.chunk)
+                        received(len(response.chunk))
             partial.close()
             os.replace(partial.name, args.output)
         except grpc.RpcError as error:

@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from signserver.cli.common import open_service
+from signserver.cli.common import check_output, open_service, write_output
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.cli.pins import read_optional_pin, read_pin, write_pin_file
 from signserver.config import USER_PIN_ENV, Config
@@ -140,7 +140,7 @@ def _write(data: bytes, out: Path | None) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:
-        out.write_bytes(data)
+        write_output(out, data)
         print(f"wrote {out}", file=sys.stderr)
 
 
@@ -316,6 +316,7 @@ def _describe_probe(probe: dict | None) -> str:
 
 
 def cmd_public_key(args, config: Config) -> int:
+    check_output(args.out)
     service = open_service(args, config)
     key = service.find_key(args.key)
     public = service.keys.public_key(key.key_id)
@@ -369,6 +370,7 @@ def cmd_csr(args, config: Config) -> int:
         subject = x509.Name.from_rfc4514_string(args.subject)
     except ValueError as exc:
         raise InvalidArgument(f"cannot read the subject {args.subject!r}: {exc}") from None
+    check_output(args.out)
     request = open_service(args, config).certificate_request(args.key, subject, args.signature_algorithm)
     _write(request.public_bytes(Encoding.PEM), args.out)
     return 0

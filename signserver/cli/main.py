@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     configure_logging(verbose=args.verbose)  # text until the configuration says otherwise
+    config = None
     try:
         config = load_config(args.config)
         configure_logging(json_lines=config.logging.format == "json", verbose=args.verbose, calls=config.logging.calls)
@@ -78,9 +79,24 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return EXIT_ERROR
+    except OSError as exc:
+        # The last line of defence: commands check their files before they change anything, and
+        # say so as SignServerErrors. A configuration file that cannot be read is a configuration
+        # error, as a missing one is.
+        print(f"signserver: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_CONFIG if config is None else EXIT_ERROR
     except KeyboardInterrupt:
         print("signserver: interrupted", file=sys.stderr)
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """``what: why`` in one line, e.g. ``/srv/out.pem: No such file or directory``."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return why
+    what = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{what}: {why}"
 
 
 if __name__ == "__main__":

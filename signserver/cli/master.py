@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from signserver.cli.common import open_service
+from signserver.cli.common import check_output, open_service, positive_int, seconds_up_to
 from signserver.cli.output import print_json, print_table
 from signserver.cli.pins import read_pin
 from signserver.config import USER_PIN_ENV, Config
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 SO_PIN_ENV = "SIGNSERVER_HSM_SO_PIN"
 OPERATOR = "operator:cli"
 RETIRE_GRACE_SECONDS = 60.0  # MasterRotation's RETIRE_GRACE (tests/test_cli_imports.py keeps them equal)
+# The command waits the grace out in the foreground (time.sleep refuses much longer waits): a day is
+# far more than any operation begun under the old key takes.
+_grace_seconds = seconds_up_to(86_400.0)
 
 _CEREMONY = """key ceremony (copy the shared keys to another token, never in clear):
   1. on the DESTINATION token, before its server first starts:
@@ -59,7 +62,7 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
     common.add_argument("--pin-file", type=Path,
                         help=f"file holding the user PIN (else ${USER_PIN_ENV}, hsm.user_pin_file, or a prompt)")
     passes = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    passes.add_argument("--batch", type=int, default=200, help="packages re-wrapped per batch (default 200)")
+    passes.add_argument("--batch", type=positive_int, default=200, help="packages re-wrapped per batch (default 200)")
 
     def command(name, handler, help, *parents, **extra):
         parser = commands.add_parser(name, help=help, parents=[common, *parents], allow_abbrev=False, **extra)
@@ -76,7 +79,7 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
     p.add_argument("--prepare", action="store_true",
                    help="several tokens: only generate the key (pending); copy it to the other tokens with the "
                         "key ceremony, then run `activate`")
-    p.add_argument("--grace-seconds", type=float, default=RETIRE_GRACE_SECONDS,
+    p.add_argument("--grace-seconds", type=_grace_seconds, default=RETIRE_GRACE_SECONDS,
                    help="how long operations begun under the old key may still store packages before it is "
                         "destroyed (default %(default)s)")
 
@@ -84,7 +87,7 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
                                           "it)", passes)
     p.add_argument("label", help="the pending master key, e.g. signserver-master-2")
     p.add_argument("--no-wait", action="store_true", help="only activate; do not run the re-wrap pass")
-    p.add_argument("--grace-seconds", type=float, default=RETIRE_GRACE_SECONDS, help=argparse.SUPPRESS)
+    p.add_argument("--grace-seconds", type=_grace_seconds, default=RETIRE_GRACE_SECONDS, help=argparse.SUPPRESS)
 
     command("rewrap", cmd_rewrap, "re-wrap the packages of retiring master keys under the active one", passes)
     command("retire", cmd_retire, "destroy the retiring master keys no package needs any more (and retired "
@@ -121,15 +124,10 @@ def _rotation(args, config: Config, grace: float | None = None) -> tuple[SignSer
 
     service = open_service(args, config, with_database=True)
     service.packages.ensure_master()  # the token holds the active key, and no database is without one
-    extra = {} if grace is None else {"retire_grace": _grace(grace)}
+    # --grace-seconds is finite and not negative: its argparse type saw to it.
+    extra = {} if grace is None else {"retire_grace": datetime.timedelta(seconds=grace)}
     return service, MasterRotation(service.database, service.packages, service.master_keys, service.audit,
                                    service.clock, **extra)
-
-
-def _grace(seconds: float) -> datetime.timedelta:
-    if seconds < 0:
-        raise InvalidArgument("--grace-seconds is 0 or more")
-    return datetime.timedelta(seconds=seconds)
 
 
 def cmd_status(args, config: Config) -> int:
@@ -231,6 +229,7 @@ def _progress_line():
 # --- the key ceremony ---------------------------------------------------------------------
 
 def cmd_receive_begin(args, config: Config) -> int:
+    check_output(args.out, new=True)  # before the transport key is made
     service = open_service(args, config)
     transport = ceremony.begin_receiving(service.keys.session)
     _write_new(args.out, transport.public_pem)
@@ -246,6 +245,7 @@ def cmd_export(args, config: Config) -> int:
     except OSError as exc:
         raise InvalidArgument(f"cannot read {args.transport}: {exc.strerror}") from None
     ceremony.read_transport_key(transport_pem)  # refused before any PIN is asked
+    check_output(args.out, new=True)
     so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file, fallback_file=config.state_dir / "hsm" / "so-pin")
     service = open_service(args, config, with_database=args.label is None)
     sealing = SealingKey(service.keys.session)
