@@ -28,7 +28,8 @@ from signserver.pades.document import PadesLevel, SigningJob, finish_prepared, p
 from signserver.pades.pending import PendingDocument, PreparedDocuments
 from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.font import stamp_font
-from signserver.pades.stamp import StampOptions, seal_image
+from signserver.pades.signable import check_signable
+from signserver.pades.stamp import StampOptions
 from signserver.pades.tsa import InProcessTimeStamper, RemoteTimeStamper, TimeStampAuthority
 from signserver.pades.verification import DocumentVerdict, TrustMaterial, VerificationLimits, verify_stream
 from signserver.secret import Secret
@@ -108,15 +109,15 @@ class PadesService:
         credential. Returns the SHA-256 of the signed document.
 
         Raises: as HashSigner.authorize and sign_document; CredentialUnusable (no certificate);
-            InvalidArgument (a seal image that cannot be drawn, before the factors are checked).
+            InvalidArgument: the document or the stamp cannot be signed as asked, found before the
+            factors are checked (all but the stamp's text: see check_signable).
         """
         if not application.one_call_signing:
             raise PermissionDenied(f"application {application.name!r} may only use the two-step flow "
                                    "(PrepareSignature, Authorize, CompleteSignature)")
-        if stamp.visible and stamp.seal_png:
-            # Refused when the stamp is drawn, after the factors are checked, a seal that cannot be
-            # decoded would cost the holder this OTP: decode it now too (again when it is drawn).
-            seal_image(stamp.seal_png)
+        # Refused only once it is signed, after the factors are checked, a bad document or option
+        # would cost the holder this OTP.
+        check_signable(source, stamp, None, self.font(), self._clock.now())
         digest = _sha256_of(source)
         # The same checks as the two-step flow: factors, lockout, credential ownership, then the
         # activation token for this document is spent at once.

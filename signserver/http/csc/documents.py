@@ -28,10 +28,10 @@ from signserver.http.csc.auth import calling_application
 from signserver.http.csc.context import CscContext, csc_context
 from signserver.http.csc.errors import credential_lookup
 from signserver.http.csc.operations import keep_seconds, not_ready, poll_operation, start_operation
-from signserver.http.csc.signable import check_signable
 from signserver.http.csc.signatures import sign_algo_params
 from signserver.pades.document import PadesLevel
-from signserver.pades.stamp import DEFAULT_BOX, MAX_TEXT, StampOptions
+from signserver.pades.signable import check_signable
+from signserver.pades.stamp import DEFAULT_BOX, MAX_TEXT, SEAL_FIELD, StampOptions
 from signserver.secret import Secret
 
 # Request bodies are bounded for the whole app (see limits.BodyLimit): one largest document.
@@ -243,10 +243,13 @@ def _ready_documents(context: CscContext, application: Application, request: Sig
     font, now = context.service.pades.font(), context.service.clock.now()
     for index, (content, _, stamp) in enumerate(documents):
         try:
-            check_signable(content, stamp, holder_name, font, now)
+            check_signable(io.BytesIO(content), stamp, holder_name, font, now)
         except InvalidArgument as refused:
+            if refused.field == SEAL_FIELD:
+                # CSC's name for the field, in the description: CSC's error answer has no place for it.
+                refused = InvalidArgument(f"sealImage: {refused}", field="sealImage")
             if len(documents) == 1:
-                raise
+                raise refused from None
             raise InvalidArgument(f"documents[{index}]: {refused}", field="documents") from None
     return documents
 
