@@ -303,7 +303,8 @@ class _OneWorker:
     def __init__(self, state: Path, credentials: grpc.ChannelCredentials, database_url: str, name: str):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER")}
         env.update(SIGNSERVER_STATE_DIR=str(state), SIGNSERVER_DATABASE_URL=database_url,
-                   SIGNSERVER_SERVER_LISTEN="127.0.0.1:0", SIGNSERVER_HTTP_LISTEN="127.0.0.1:0")
+                   SIGNSERVER_SERVER_LISTEN="127.0.0.1:0", SIGNSERVER_HTTP_LISTEN="127.0.0.1:0",
+                   SIGNSERVER_CSC_LISTEN="127.0.0.1:0")  # two run at once: ports of their own
         self.log_path = state / f"holder-count-{name}.log"
         self.log = self.log_path.open("w+")  # a file, not a pipe: the server never blocks on it
         began = time.perf_counter()

@@ -12,7 +12,7 @@ from tests.hsm.test_pin_guard import RIGHT, WRONG, _softhsm_env, count_low, new_
 def serve(config, state, label: str, pin: str, workers: int = 3) -> subprocess.CompletedProcess:
     env = {**_softhsm_env(config), "SIGNSERVER_STATE_DIR": str(state), "SIGNSERVER_HSM_TOKEN_LABEL": label,
            "SIGNSERVER_HSM_USER_PIN": pin, "SIGNSERVER_SERVER_LISTEN": "127.0.0.1:0",
-           "SIGNSERVER_HTTP_LISTEN": "127.0.0.1:0"}
+           "SIGNSERVER_HTTP_LISTEN": "127.0.0.1:0", "SIGNSERVER_CSC_LISTEN": "127.0.0.1:0"}
     return subprocess.run([str(SIGNSERVER), "serve", "--workers", str(workers)], env=env, capture_output=True,
                           text=True, timeout=180)
 

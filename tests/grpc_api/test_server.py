@@ -111,7 +111,8 @@ def test_tls_refuses_a_plaintext_client(server):
 def test_signserver_serve_starts_answers_and_stops_on_sigterm(state_dir, tmp_path):
     """The embedded defaults: the CA is created, issues the server's certificate, and clients
     need a certificate from it (mutual TLS); the CA's HTTP endpoints answer."""
-    env = cli_env(state_dir, SIGNSERVER_SERVER_LISTEN="127.0.0.1:0", SIGNSERVER_HTTP_LISTEN="127.0.0.1:0")
+    env = cli_env(state_dir, SIGNSERVER_SERVER_LISTEN="127.0.0.1:0", SIGNSERVER_HTTP_LISTEN="127.0.0.1:0",
+                   SIGNSERVER_CSC_LISTEN="127.0.0.1:0")
     process = subprocess.Popen([str(SIGNSERVER), "serve"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         ports: dict[str, int] = {}

@@ -30,7 +30,8 @@ def unblocked_afterwards(config, state_dir):
 def test_a_wrong_pin_given_to_three_workers_and_two_commands_never_locks_the_token(
         config, state_dir, tmp_path, unblocked_afterwards):
     env = cli_env(state_dir, SIGNSERVER_HSM_USER_PIN=WRONG_PIN, SIGNSERVER_SERVER_LISTEN="127.0.0.1:0",
-                  SIGNSERVER_HTTP_LISTEN="127.0.0.1:0", SIGNSERVER_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}")
+                  SIGNSERVER_HTTP_LISTEN="127.0.0.1:0", SIGNSERVER_CSC_LISTEN="127.0.0.1:0",
+                  SIGNSERVER_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}")
     log = tmp_path / "serve.log"
     with log.open("w") as output:
         server = subprocess.Popen([str(SIGNSERVER), "serve", "--workers", "3"], env=env, stdout=output,
