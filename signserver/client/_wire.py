@@ -66,4 +66,5 @@ def _report(message: document_pb2.SignatureReport) -> SignatureReport:
         timestamp_valid=message.timestamp_valid, level=message.level, revocation=message.revocation,
         coverage=message.coverage, modified_after_signing=message.modified_after_signing,
         modification_allowed=message.modification_allowed, summary=message.summary,
-        modification_level=message.modification_level, verdict=message.verdict, reason=message.reason)
+        modification_level=message.modification_level, verdict=message.verdict, reason=message.reason,
+        contents_sha256=message.contents_sha256)

@@ -112,6 +112,7 @@ class SignatureReport:
     modification_level: str
     verdict: bool
     reason: str
+    contents_sha256: bytes = b""  # of the signature's /Contents as stored; empty from a server that does not say
 
 
 @dataclass(frozen=True)

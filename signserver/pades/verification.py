@@ -15,6 +15,7 @@ signature fields, and JavaScript are all "other" modifications.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
@@ -96,6 +97,7 @@ class SignatureReport:
     modification_level: str  # "none", "lta updates", "form filling", "other"
     verdict: bool  # the one answer: this signature holds for the document as it is now
     reason: str  # why the verdict is what it is, for people
+    contents_sha256: bytes  # of the signature's /Contents as stored: which signature this is
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ def _signature_report(reader: PdfFileReader, signature: EmbeddedPdfSignature, tr
         modification_allowed=status.docmdp_ok is True,
         summary=str(status.summary()),
         modification_level=_words(level) if level is not None else "not analysed",
-        verdict=verdict, reason=reason,
+        verdict=verdict, reason=reason, contents_sha256=hashlib.sha256(signature.pkcs7_content).digest(),
     )
 
 

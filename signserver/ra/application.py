@@ -220,9 +220,9 @@ def check_upload(signed_pdf: bytes, document_length: int, verification, roots: l
     nothing changed after it but what signing allows, and its certificate chains to ``roots``
     and names the holder.
 
-    The core's reports carry no position of their own, only the field's name and the signer: each
-    signature is paired with its report by a name no other signature field bears, and the report
-    must name the signer of the certificate checked here (see _paired_reports).
+    Each signature is paired with its report by a name no other signature field bears, and the
+    report must name the signer of the certificate checked here and the digest of the signature's
+    /Contents (see _paired_reports).
 
     Raises: ApplicationRefused (the message says which check failed).
     """
@@ -273,11 +273,12 @@ def _paired_reports(embedded: list, field_names: list[str], reports) -> dict[int
     """Each signature of the upload (a document time-stamp is not reported) with the core's report
     of it, keyed by id(signature).
 
-    A report names its signature's field only, so a name two signature fields share (the
-    earlier one's report would stand for the later, or the reverse) is refused, as is any
-    signature without exactly one report, a report of no signature, and a report whose signer
-    is not the subject of the certificate the signature carries: the report checked must be the
-    signature's own, whatever the core or the two parsers make of an odd document.
+    A report names its signature's field, and the digest of its /Contents: a name two signature
+    fields share (the earlier one's report would stand for the later, or the reverse) is refused,
+    as is any signature without exactly one report, a report of no signature, a report whose
+    signer is not the subject of the certificate the signature carries, and one of other
+    /Contents: the report checked must be the signature's own, whatever the core or the two
+    parsers make of an odd document.
 
     Raises: ApplicationRefused: "not a signed application the RA can check".
     """
@@ -303,6 +304,10 @@ def _paired_reports(embedded: list, field_names: list[str], reports) -> dict[int
             raise refuse(f"the signature in field {name!r} cannot be read") from None
         if report.signer != signer:
             raise refuse(f"the document service's report of field {name!r} is about another signer")
+        # The report names its signature by the digest of its /Contents too (a core too old to
+        # send one leaves it empty: the name and the signer then pair them).
+        if report.contents_sha256 and report.contents_sha256 != hashlib.sha256(signature.pkcs7_content).digest():
+            raise refuse(f"the document service's report of field {name!r} is about another signature")
         paired[id(signature)] = report
     return paired
 

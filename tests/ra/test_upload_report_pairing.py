@@ -3,7 +3,8 @@ never by a field name two signature fields share: `signserver ra serve` against 
 the attack of two signature fields named alike (a forged signature with the holder's certificate,
 and beside it a genuine signature of the attacker's that the core finds valid) refused with the
 ordinary refusal, the renewal not moving on, and the honest upload still accepted; and the RA's
-check of the core's real verification, one report missing, doubled or about another signer."""
+check of the core's real verification, one report missing, doubled, about another signer or about
+another signature of the same signer."""
 
 from __future__ import annotations
 
@@ -140,8 +141,9 @@ def documents(served, ra_files):
 
 
 def test_a_signature_without_exactly_its_own_report_is_refused(eid, documents, ca_clock):
-    """The core's real verification of an honest upload, then one report short, one too many, and
-    a report under the signature's name about another signer: each refused."""
+    """The core's real verification of an honest upload, then one report short, one too many, a
+    report under the signature's name about another signer, and one about another signature of the
+    same signer: each refused."""
     now = ca_clock.now()
     document = _blank_pdf()
     signed = eid.sign(document)
@@ -155,7 +157,12 @@ def test_a_signature_without_exactly_its_own_report_is_refused(eid, documents, c
         signing_key=_asn1_key(key), cert_registry=SimpleCertificateStore.from_certs([])))))
     someone_elses = dataclasses.replace(other.signatures[0], field=report.field)
     assert someone_elses.intact and someone_elses.valid
-    for reports in [(), (report, report), (someone_elses,), (report, someone_elses)]:
+    # The same signer's other signature of the same document: its report differs from the
+    # signature's own only by the digest of its /Contents.
+    [same_signer_another] = documents.verify_pdf(io.BytesIO(eid.sign(document))).signatures
+    assert (same_signer_another.field, same_signer_another.signer) == (report.field, report.signer)
+    assert same_signer_another.contents_sha256 not in (b"", report.contents_sha256)
+    for reports in [(), (report, report), (someone_elses,), (report, someone_elses), (same_signer_another,)]:
         with pytest.raises(ApplicationRefused, match="not a signed application"):
             check_upload(signed, len(document), dataclasses.replace(verification, signatures=reports), roots,
                          KUAN.name, now)
