@@ -144,13 +144,14 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
 
     Raises:
         ConfigurationError: no PIN, an address to listen on is malformed, in use (by any process,
-            another server included) or cannot be bound, or the bootstrap failed (its cause is in
-            the log).
+            another server included) or cannot be bound, the bootstrap failed (its cause is in the
+            log), or the TLS files cannot be used (see check_server_tls).
         HsmLoginFailed, HsmPinLocked: the token refused the PIN, or it was not tried (see
             :mod:`signserver.hsm.pin_guard`); no child was started.
         TokenNotFound, HsmUnavailable: the token cannot be reached.
     """
     from signserver.grpc_api.server import served_config
+    from signserver.grpc_api.tls import check_server_tls
 
     workers = workers or os.cpu_count() or 1
     raise_open_file_limit()  # before any child: they inherit it
@@ -167,6 +168,8 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
         if child.exitcode != 0:
             raise ConfigurationError("serve", "the first-start set-up failed; see the messages above")
         config = served_config(config)
+        if not config.server.plaintext:
+            check_server_tls(config.tls)  # once here: a worker would start again and again
         config = replace(config, server=replace(config.server, listen=listen),
                          http_listen=http_listen, csc=replace(config.csc, listen=csc_listen))
         if metrics is not None:

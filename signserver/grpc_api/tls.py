@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -115,15 +116,44 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     certificate from it (gRPC Python can require client certificates or not ask for them,
     nothing between); the application is then identified by its certificate, or by its API key.
 
-    Raises: ConfigurationError: a file is missing or unreadable.
+    Raises: ConfigurationError: as :func:`check_server_tls`.
     """
-    def read(path: Path, key: str) -> bytes:
+    key, chain, client_ca = check_server_tls(tls)
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
+def check_server_tls(tls: TlsConfig) -> tuple[bytes, bytes, bytes | None]:
+    """The configured key, certificate chain and client CA (None: none), each read and parsed,
+    the key checked to be the certificate's. `serve` checks them before any worker starts: gRPC
+    given a file it cannot use says only that it could not bind the address, in every worker.
+
+    Raises: ConfigurationError (naming the setting): a file is missing or unreadable, not PEM
+    certificates or an unencrypted PEM private key, or a key that is not the certificate's.
+    """
+    def read(path: Path, setting: str) -> bytes:
         try:
             return path.read_bytes()
         except OSError as exc:
-            raise ConfigurationError(key, f"cannot read {path}: {exc.strerror}") from None
+            raise ConfigurationError(setting, f"cannot read {path}: {exc.strerror}") from None
 
-    pair = (read(tls.key_file, "tls.key_file"), read(tls.cert_file, "tls.cert_file"))
-    client_ca = read(tls.client_ca_file, "tls.client_ca_file") if tls.client_ca_file else None
-    return grpc.ssl_server_credentials([pair], root_certificates=client_ca,
-                                       require_client_auth=client_ca is not None)
+    def certificates(data: bytes, path: Path, setting: str) -> list[x509.Certificate]:
+        try:
+            return x509.load_pem_x509_certificates(data)
+        except ValueError:
+            raise ConfigurationError(setting, f"{path} holds no PEM certificate") from None
+
+    key_pem, chain = read(tls.key_file, "tls.key_file"), read(tls.cert_file, "tls.cert_file")
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ConfigurationError("tls.key_file", f"{tls.key_file} is not an unencrypted PEM private key") from None
+    certificate = certificates(chain, tls.cert_file, "tls.cert_file")[0]
+    if key.public_key() != certificate.public_key():
+        raise ConfigurationError("tls.key_file", f"{tls.key_file} is not the key of the certificate in "
+                                                 f"{tls.cert_file}")
+    client_ca = None
+    if tls.client_ca_file:
+        client_ca = read(tls.client_ca_file, "tls.client_ca_file")
+        certificates(client_ca, tls.client_ca_file, "tls.client_ca_file")
+    return key_pem, chain, client_ca
