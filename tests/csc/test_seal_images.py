@@ -20,27 +20,22 @@ def assert_seal_refused(answer) -> None:
     assert body["error_description"].startswith("sealImage: the seal image cannot be decoded: "), body
 
 
-def test_an_undecodable_seal_leaves_the_sad_usable(csc_client, csc_service, csc_application, holder):
+@pytest.mark.parametrize("authorised_by", ["SAD", "authData"])
+def test_an_undecodable_seal_leaves_the_authorisation_usable(csc_client, csc_service, csc_application, holder,
+                                                            authorised_by):
     pdf = sample_pdf(1)
-    sad = sad_for(csc_service, csc_application[0], holder, pdf)
-    refused = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
-                                              "documents": [document(pdf, sealImage=b64(truncated_png()))]})
-    assert_seal_refused(refused)
-    signed = signed_pdf(csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
-                                                        "documents": [document(pdf, sealImage=b64(good_seal()))]}))
-    seal_in(signed)
+    if authorised_by == "SAD":
+        authorisation = {"SAD": sad_for(csc_service, csc_application[0], holder, pdf)}
+    else:
+        authorisation = {"authData": [{"id": "PIN", "value": holder.password}, {"id": "OTP", "value": holder.otp()}]}
 
+    def sign_doc(seal: bytes):
+        return csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, **authorisation,
+                                               "documents": [document(pdf, sealImage=b64(seal))]})
 
-def test_an_undecodable_seal_leaves_the_otp_of_auth_data_usable(csc_client, holder):
-    pdf, code = sample_pdf(1), holder.otp()
-    auth_data = [{"id": "PIN", "value": holder.password}, {"id": "OTP", "value": code}]
-    refused = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "authData": auth_data,
-                                              "documents": [document(pdf, sealImage=b64(truncated_png()))]})
-    assert_seal_refused(refused)
-    # The same OTP (each code is accepted once) signs with a good seal.
-    signed = signed_pdf(csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "authData": auth_data,
-                                                        "documents": [document(pdf, sealImage=b64(good_seal()))]}))
-    seal_in(signed)
+    assert_seal_refused(sign_doc(truncated_png()))
+    # The same SAD, or the same OTP (each code is accepted once), signs with a good seal.
+    seal_in(signed_pdf(sign_doc(good_seal())))
 
 
 @pytest.mark.parametrize("name", sorted(CONVERTIBLE))
