@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 
 from signserver.accounts.manager import AccountManager
 from signserver.accounts.model import Account, AccountKind, Credential
-from signserver.accounts.packages import PACKAGE, insert_package
+from signserver.accounts.packages import PACKAGE, account_seal, insert_package
 from signserver.accounts.passwords import check_password_rules, check_revocation_phrase
 from signserver.accounts.repository import account_row, credentials_of, insert_credential
 from signserver.audit.log import AuditLog
@@ -72,7 +72,9 @@ class CertificateRequest:
 @dataclass(frozen=True)
 class _Prepared:
     """An issuance made ready to record: its profile, account, signed certificate and, for a new
-    key, the package and algorithm (or the enrolment's credential it certifies)."""
+    key, the package and algorithm (or the enrolment's credential it certifies), and the
+    account's seal key the package was sealed to (None when sealed to a new password's, which is
+    recorded with it)."""
 
     profile: Profile
     account: Account
@@ -81,6 +83,7 @@ class _Prepared:
     reused_credential: Credential | None
     package: dict | None
     algorithm: KeyAlgorithm | None
+    sealed_to: bytes | None = None
 
 
 class Issuer:
@@ -109,6 +112,8 @@ class Issuer:
                 mismatching CSR, bad options.
             NotFound: no such account, or the CA is not initialised.
             AlreadyRenewed: ``predecessor`` has a successor that is not revoked.
+            CertificateRefused: the account's password was reset while its new key was made
+                (nothing is kept: ask again).
             HsmError.
         """
         prepared = self._prepare(request, predecessor)
@@ -139,7 +144,7 @@ class Issuer:
         subject = self.subject_for(account, request.agent_qualification)
         issuer, issuer_key = issuing_ca(self._database, self._keys)
         now = self._clock.now()
-        reused_credential = package = algorithm = None
+        reused_credential = package = algorithm = sealed_to = None
         if chosen.key_source is KeySource.HSM:
             if request.csr:
                 raise InvalidArgument(f"profile {chosen.name!r} has its key generated in the HSM; send no CSR")
@@ -148,7 +153,7 @@ class Issuer:
             if reused_credential is not None:
                 public_key = self._credential_public_key(reused_credential)
             else:
-                algorithm, package = self._new_package(account, seal_public)
+                algorithm, package, sealed_to = self._new_package(account, seal_public)
                 public_key = serialization.load_der_public_key(package["public_key"])
         else:
             public_key = self._public_key_from_csr(request.csr, subject, chosen)
@@ -157,7 +162,7 @@ class Issuer:
             serial=new_serial(self._database), not_before=now - CLOCK_SKEW,
             days=chosen.validity_days or self._config.validity_days, ca=self._config,
             email=subject.email, transaction_limit=request.transaction_limit)
-        return _Prepared(chosen, account, certificate, predecessor, reused_credential, package, algorithm)
+        return _Prepared(chosen, account, certificate, predecessor, reused_credential, package, algorithm, sealed_to)
 
     @contextmanager
     def _recording(self, predecessor: str | None) -> Iterator[Connection]:
@@ -178,10 +183,19 @@ class Issuer:
 
     def _record_in(self, conn: Connection, prepared: _Prepared, operator: str) -> IssuedCertificate:
         """Store a prepared issuance in the caller's transaction: the new package and its
-        credential, the certificate, their audit records."""
+        credential, the certificate, their audit records.
+
+        Raises: CertificateRefused: the account's seal key changed since the new key was sealed
+            to it (an operator's reset or unlock committed meanwhile): nobody could open the
+            package. Nothing of the issuance is kept; made again, it seals to the new seal key.
+        """
         now = self._clock.now()
         account, chosen, package = prepared.account, prepared.profile, prepared.package
         credential_id = prepared.reused_credential.id if prepared.reused_credential else None
+        if prepared.sealed_to is not None and account_seal(conn, account.id).seal_public_key != prepared.sealed_to:
+            raise CertificateRefused(
+                f"the seal key of {account.username!r} changed while its new key was made (its password was reset "
+                "or the account unlocked meanwhile); nothing was issued: ask again")
         if package is not None:
             insert_package(conn, package)
             credential_id = insert_credential(conn, account.id, package["key_id"], prepared.algorithm, chosen.title,
@@ -225,7 +239,8 @@ class Issuer:
                 second records its certificate (nothing of it is kept, nor of its activation).
             CertificateRefused: AC-AB-0015 when the subject data changed while the predecessor is
                 still valid (revoke it first); a CSR that reuses the predecessor's key; a new
-                password while the account holds a valid certificate.
+                password while the account holds a valid certificate; the account's password reset
+                while the new key was made.
             AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy: the holder's
                 password, as Authorize.
             InvalidArgument (PasswordRejected among them): a missing password, a password or
@@ -355,9 +370,11 @@ class Issuer:
             raise InvalidArgument("the request's e-mail address is not the account's")
         return request.public_key()
 
-    def _new_package(self, account: Account, seal_public: bytes | None = None) -> tuple[KeyAlgorithm, dict]:
+    def _new_package(self, account: Account,
+                     seal_public: bytes | None = None) -> tuple[KeyAlgorithm, dict, bytes | None]:
         """A new signing data package, of the account's key algorithm, sealed to the holder: to
-        ``seal_public`` (the seal key of a password about to be set), or else the account's.
+        ``seal_public`` (the seal key of a password about to be set), or else the account's,
+        which is returned with it (the transaction that records the package checks it still is).
 
         Raises: CertificateRefused: the account has no seal key yet (made before packages, its
             holder has not signed in since). UnsupportedAlgorithm, HsmError.
@@ -375,8 +392,9 @@ class Issuer:
                 log.warning("the new key of %s cannot be recovered with the recovery code: the account's seal key "
                             "was made after its recovery code (at its first sign-in after the upgrade to signing "
                             "data packages), so a forgotten password loses it", account.username)
-            seal_public = row.seal_public_key
-        return algorithm, self._accounts.packages.make(account.username, seal_public, algorithm)
+            return algorithm, self._accounts.packages.make(account.username, row.seal_public_key,
+                                                           algorithm), row.seal_public_key
+        return algorithm, self._accounts.packages.make(account.username, seal_public, algorithm), None
 
     def _credential_public_key(self, credential):
         """Raises: KeyNotFound, HsmError."""
