@@ -8,6 +8,10 @@ a stand-in hash made with the current parameters for an unknown name), one unsea
 in the HSM (a stand-in sealed seed for an unknown name), the same failure transaction, and one
 audit record of one shape; and each counts toward the name's lock. Each OTP time step is accepted
 at most once per account.
+
+What was typed as a name that no account has is not written to the audit trail or the log (those
+records name ``UNKNOWN_NAME``): holders type their password into the account field. The lockout
+keeps it only while its run of failures lasts.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ BUSY_RETRY_SECONDS = 0.02
 # with a letter or digit).
 _STAND_IN_CONTEXT = b"\x00no account"
 _NO_ROW = -1  # an account id no row has (ids count from 1)
+# The audit subject of an attempt on a name no account has; no account name can equal it either.
+UNKNOWN_NAME = "(unknown name)"
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,8 @@ class Authenticator:
             row, attempt = self._admit(username, now)
         except AccountLocked:
             with self._database.transaction() as conn:
-                self._audit.append(conn, now, "auth.refused", actor, username, reason=AccountLocked.__name__)
+                subject = username if account_row(conn, username) is not None else UNKNOWN_NAME
+                self._audit.append(conn, now, "auth.refused", actor, subject, reason=AccountLocked.__name__)
             raise
 
         try:
@@ -221,13 +228,16 @@ class Authenticator:
     def _record_failure(self, conn: Connection, attempt: Attempt, row, username: str, actor: str,
                         now: datetime.datetime) -> None:
         failure = self._lockout.failed(conn, attempt, now)
-        self._audit.append(conn, now, "auth.failure", actor, username, attempt=failure.count)
+        subject = username if row is not None else UNKNOWN_NAME
+        self._audit.append(conn, now, "auth.failure", actor, subject, attempt=failure.count)
         if failure.locked_until is None:
             return
         until = format_time(failure.locked_until)
-        self._audit.append(conn, now, "account.locked", actor, username, until=until)
+        self._audit.append(conn, now, "account.locked", actor, subject, until=until)
+        if row is None:
+            log.warning("an unknown name locked until %s after %d failed attempts", until, failure.count)
+            return  # and nobody to tell
         log.warning("name %s locked until %s after %d failed attempts", username, until, failure.count)
-        if row is not None:  # an unknown name has nobody to tell
-            account = get_account(conn, username, now)
-            queue_email(conn, now, account.emails, "account_locked", holder_name=account.holder_name,
-                        username=username, until=until)
+        account = get_account(conn, username, now)
+        queue_email(conn, now, account.emails, "account_locked", holder_name=account.holder_name,
+                    username=username, until=until)

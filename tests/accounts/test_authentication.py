@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from signserver.accounts import otp
 from signserver.accounts.model import AccountStatus
+from signserver.accounts.authentication import UNKNOWN_NAME
 from signserver.accounts.repository import account_row
 from signserver.audit.log import AuditLog
 from signserver.errors import AccountDisabled, AccountLocked, AuthenticationFailed
@@ -203,7 +204,7 @@ def test_an_unknown_name_locks_like_an_account_and_is_forgotten_when_the_lock_en
     with pytest.raises(AccountLocked) as caught:
         auth(fresh_service, "nobody-here", "Wrong-password-1", code="123456")
     assert caught.value.until == clock.now() + datetime.timedelta(minutes=30)
-    assert events(fresh_service, "nobody-here") == ["auth.failure"] * 5 + ["account.locked", "auth.refused"]
+    assert events(fresh_service, UNKNOWN_NAME) == ["auth.failure"] * 5 + ["account.locked", "auth.refused"]
     assert fresh_service.accounts.lock_state("nobody-here").locked_until == caught.value.until
 
     clock.advance(minutes=30)
@@ -262,7 +263,7 @@ def test_an_otp_of_non_ascii_digits_is_a_wrong_code(fresh_service, clock, code):
 def test_parallel_wrong_attempts_on_an_unknown_name_evaluate_at_most_five(racing_service):
     outcomes = parallel_wrong_attempts(racing_service, "nobody-here")
     assert outcomes.count("wrong") == 5 and outcomes.count("locked") == 15
-    assert events(racing_service, "nobody-here").count("auth.failure") == 5
+    assert events(racing_service, UNKNOWN_NAME).count("auth.failure") == 5
 
 
 def test_a_password_is_hashed_again_only_after_a_success(config, tmp_path, clock):
