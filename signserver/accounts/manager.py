@@ -22,6 +22,7 @@ from signserver.accounts.packages import (
     new_seal_key,
     open_seal_key,
     seal_columns,
+    seal_key_by_recovery,
     seal_key_values,
 )
 from signserver.accounts.passwords import (
@@ -270,6 +271,42 @@ class AccountManager:
             self._audit.append(conn, now, "password.changed", actor, username)
             queue_email(conn, now, account.emails, "password_changed", holder_name=account.holder_name,
                         username=username, time=format_time(now))
+
+    def replace_recovery_code(self, username: str, password: Secret, otp_code: str | None, otp_required: bool,
+                              actor: str) -> str:
+        """A new recovery code for a holder who gives the account's factors: the seal key, and
+        with it every package, is sealed under the new code, and the earlier code stops working.
+        For a holder who lost the code (or never saw the one an unlock made), or who chose none at
+        enrolment and wants one now. The password and packages stay as they are; the holder is
+        e-mailed. Returns the code (show it to the holder once).
+
+        The factors are checked as for Authorize, so a refusal never tells an unknown name from a
+        wrong password.
+
+        Raises:
+            AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy: as
+                Authenticator.authenticate (AuthenticationBusy also when the password or seal key
+                changed while the factors were checked: nothing was changed).
+        """
+        holder = self._authenticator.authenticate_holder(username, password, otp_code, otp_required, actor)
+        account = holder.account
+        new_code = new_recovery_code()
+        recovery_hash, recovery_key = self._hasher.hash_with_key(normalise_recovery_code(new_code))
+        public = public_half(holder.seal_key)
+        by_recovery = seal_key_by_recovery(username, holder.seal_key, recovery_key)
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            # Only over the password and seal key that were checked (a reset meanwhile wins).
+            changed = conn.execute(update(accounts).where(
+                accounts.c.id == account.id, accounts.c.password_hash == holder.password_hash,
+                accounts.c.seal_public_key == public)
+                .values(recovery_code_hash=recovery_hash, seal_key_by_recovery=by_recovery)).rowcount
+            if not changed:
+                raise AuthenticationBusy("the password changed while it was checked; nothing was changed")
+            self._audit.append(conn, now, "recovery_code.replaced", actor, username)
+            queue_email(conn, now, account.emails, "recovery_code_replaced", holder_name=account.holder_name,
+                        username=username, time=format_time(now))
+        return new_code
 
     def unlock_with_recovery_code(self, username: str, recovery_code: Secret, new_password: Secret,
                                   operator: str) -> str:

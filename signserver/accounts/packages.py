@@ -81,8 +81,13 @@ def seal_key_values(username: str, private: bytes, public: bytes, password_key: 
     """The seal key's private half locked under the password's key (and the recovery code's)."""
     return SealKey(public=public,
                    by_password=holder_seal.lock(password_key, private, _seal_context("password", username)),
-                   by_recovery=(holder_seal.lock(recovery_key, private, _seal_context("recovery", username))
+                   by_recovery=(seal_key_by_recovery(username, private, recovery_key)
                                 if recovery_key is not None else None))
+
+
+def seal_key_by_recovery(username: str, private: bytes, recovery_key: bytes) -> bytes:
+    """The seal key's private half locked under the recovery code's key."""
+    return holder_seal.lock(recovery_key, private, _seal_context("recovery", username))
 
 
 def open_seal_key(username: str, sealed: bytes, key: bytes, by: str) -> bytes:

@@ -229,6 +229,20 @@ class SignServerClient:
             account=account, current_password=current_password, new_password=new_password,
             confirm_new_password=confirmation, otp=otp))
 
+    def replace_recovery_code(self, account: str, password: str, otp: str = "") -> str:
+        """A new recovery code for the holder's signing data packages, returned once (show it to
+        the holder; it is not kept). The password (and the OTP when the application's policy
+        requires it) are checked as Authorize checks them. The earlier code stops working; the
+        password and the packages stay as they are; the holder is e-mailed.
+
+        Raises: AuthenticationRefused (an unknown account, a wrong password or OTP: one message),
+        AccountLocked (``locked_until``), AccountDisabled (only when the factors are right),
+        PermissionRefused (an account the application may not serve), ServerBusy.
+        """
+        return self._call("ReplaceRecoveryCode", self._accounts.ReplaceRecoveryCode,
+                          account_pb2.ReplaceRecoveryCodeRequest(account=account, password=password,
+                                                                 otp=otp)).recovery_code
+
     # Plumbing
 
     def _call(self, method: str, rpc: Callable[..., T], request) -> T:

@@ -1,4 +1,4 @@
-"""AccountService: password change and account status, for an application's users."""
+"""AccountService: password change, recovery code and account status, for an application's users."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             otp_code=convert.text("otp", request.otp, required=False, limit=16) or None,
             otp_required=app.otp_required, actor=f"application:{app.name}")
         return account_pb2.ChangePasswordResponse()
+
+    async def ReplaceRecoveryCode(self, request, context):
+        app = await calling_application(context, self._service, self._accounts)
+        account = convert.text("account", request.account, limit=64)
+        self._service.applications.check_may_serve(app, account)
+        code = await self._accounts.run(
+            self._service.accounts.replace_recovery_code, account,
+            password=convert.secret("password", request.password),
+            otp_code=convert.text("otp", request.otp, required=False, limit=16) or None,
+            otp_required=app.otp_required, actor=f"application:{app.name}")
+        return account_pb2.ReplaceRecoveryCodeResponse(recovery_code=code)
 
     async def GetAccountStatus(self, request, context):
         app = await calling_application(context, self._service, self._accounts)
