@@ -7,14 +7,13 @@ its PIN): an auditor's account that can read the database and the state director
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from signserver.audit.seal_key import SealKeyPin
 from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json
+from signserver.cli.progress import ProgressLine
 from signserver.clock import SystemClock, from_epoch
 from signserver.config import Config
 
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
     from signserver.store.database import Database
 
 OPERATOR = "operator:cli"
-PROGRESS_EVERY_SECONDS = 5.0
 
 
 def add_parser(subparsers) -> None:
@@ -69,21 +67,17 @@ def open_database(config: Config) -> Database:
     return database
 
 
-class ProgressLine:
-    """Progress of a long walk on stderr, every few seconds, with its rate."""
+def walk_progress(what: str) -> Callable[[Progress], None]:
+    """Reports a long walk of the chain on stderr, every few seconds, with its rate."""
+    line = ProgressLine()
+    line.due()  # the walk starts now
 
-    def __init__(self, what: str):
-        self._what = what
-        self._began = self._shown = time.monotonic()
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if now - self._shown < PROGRESS_EVERY_SECONDS:
-            return
-        self._shown = now
-        rate = progress.walked / max(now - self._began, 1e-6)
-        print(f"{self._what}: {progress.walked:,} records, at record {progress.last_seq:,} of {progress.until:,} "
-              f"({rate:,.0f} records/s)", file=sys.stderr, flush=True)
+    def report(progress: Progress) -> None:
+        elapsed = line.due()
+        if elapsed is not None:
+            line.show(f"{what}: {progress.walked:,} records, at record {progress.last_seq:,} of {progress.until:,} "
+                      f"({progress.walked / elapsed:,.0f} records/s)")
+    return report
 
 
 def cmd_verify(args, config: Config) -> int:
@@ -99,7 +93,7 @@ def cmd_verify(args, config: Config) -> int:
     clock = SystemClock()
     report = verify_audit_log(database, pin, clock.now(), allowance, expected_key=args.expect_key,
                               mark=VerifiedMark(config.state_dir, config.database_url), full=args.full,
-                              progress=ProgressLine("audit verify"))
+                              progress=walk_progress("audit verify"))
     newest = from_epoch(report.newest_seal_at).isoformat() if report.newest_seal_at is not None else None
     if args.json:
         print_json({"intact": report.intact, "records": report.records, "first_seq": report.first_seq,
@@ -185,7 +179,7 @@ def cmd_export(args, config: Config) -> int:
     database = open_database(config)
     exported = export_segment(database, AuditLog(), SealKeyPin(pin_path(config.state_dir)), args.until, args.out,
                               SystemClock().now(), max_seal_age(config.audit.seal_interval_seconds), OPERATOR,
-                              progress=ProgressLine("audit export"))
+                              progress=walk_progress("audit export"))
     if args.json:
         print_json(exported)
     else:
@@ -206,17 +200,16 @@ def cmd_prune(args, config: Config) -> int:
     pruner = AuditPruner(database, AuditLog(), clock, config.retention.audit_keep_days, config.retention.batch_rows)
     anchor = pruner.prune(args.until, OPERATOR)
     removed_records = removed_seals = 0
-    shown = time.monotonic()
+    line = ProgressLine()
+    line.due()
     while True:
         removed = pruner.remove_batch()
         removed_records += removed.records
         removed_seals += removed.seals
         if not removed.records and not removed.seals:
             break
-        if time.monotonic() - shown >= PROGRESS_EVERY_SECONDS:
-            shown = time.monotonic()
-            print(f"audit prune: {removed_records:,} records and {removed_seals:,} seals removed", file=sys.stderr,
-                  flush=True)
+        if line.due() is not None:
+            line.show(f"audit prune: {removed_records:,} records and {removed_seals:,} seals removed")
     if args.json:
         print_json({"until": anchor.seq, "seal": anchor.seal_number, "export_sha256": anchor.export_sha256,
                     "records_removed": removed_records, "seals_removed": removed_seals})

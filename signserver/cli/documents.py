@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Callable, TextIO
 
-from signserver.cli.audit import PROGRESS_EVERY_SECONDS
 from signserver.cli.common import check_output, open_service, read_input
 from signserver.cli.output import print_json, print_table
 from signserver.cli.pins import read_pin
+from signserver.cli.progress import ProgressLine
 from signserver.config import Config
 from signserver.errors import InvalidArgument
 
@@ -63,22 +63,17 @@ class TransferProgress:
 
     def __init__(self, what: str, total: int | None = None, clock: Callable[[], float] = time.monotonic,
                  stream: TextIO | None = None):
-        self._what, self._total, self._clock, self._stream = what, total, clock, stream
+        self._what, self._total = what, total
+        self._line = ProgressLine(clock, stream)  # from the first chunk: the other way's time is not this one's
         self._done = 0
-        self._began = self._shown = None
 
     def __call__(self, size: int) -> None:
-        now = self._clock()
-        if self._began is None:  # from the first chunk: the other way's time is not this one's
-            self._began = self._shown = now
         self._done += size
-        if now - self._shown < PROGRESS_EVERY_SECONDS:
+        elapsed = self._line.due()
+        if elapsed is None:
             return
-        self._shown = now
         of = f" of {self._total / MB:,.1f}" if self._total is not None else ""
-        rate = self._done / MB / max(now - self._began, 1e-6)
-        print(f"sign-pdf: {self._what} {self._done / MB:,.1f}{of} MB ({rate:,.1f} MB/s)",
-              file=self._stream or sys.stderr, flush=True)
+        self._line.show(f"sign-pdf: {self._what} {self._done / MB:,.1f}{of} MB ({self._done / MB / elapsed:,.1f} MB/s)")
 
 
 def cmd_sign_pdf(args, config: Config) -> int:

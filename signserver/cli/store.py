@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from signserver.cli.audit import PROGRESS_EVERY_SECONDS, open_database
+from signserver.cli.audit import open_database
 from signserver.cli.output import print_fields, print_json
+from signserver.cli.progress import ProgressLine
 from signserver.clock import SystemClock
 from signserver.config import Config
 
@@ -27,14 +26,15 @@ def add_parser(subparsers) -> None:
     p.set_defaults(handler=cmd_prune)
 
 
-class _Progress:
-    def __init__(self):
-        self._shown = time.monotonic()
+def prune_progress() -> Callable[[PruneCounts], None]:
+    """Reports a prune on stderr, every few seconds."""
+    line = ProgressLine()
+    line.due()  # the prune starts now
 
-    def __call__(self, counts: PruneCounts) -> None:
-        if time.monotonic() - self._shown >= PROGRESS_EVERY_SECONDS:
-            self._shown = time.monotonic()
-            print(f"store prune: {counts.total:,} rows removed so far", file=sys.stderr, flush=True)
+    def report(counts: PruneCounts) -> None:
+        if line.due() is not None:
+            line.show(f"store prune: {counts.total:,} rows removed so far")
+    return report
 
 
 def cmd_prune(args, config: Config) -> int:
@@ -43,7 +43,7 @@ def cmd_prune(args, config: Config) -> int:
     from signserver.signing.retention import store_retention
 
     retention = store_retention(open_database(config), AuditLog(), SystemClock(), config.retention)
-    counts = retention.prune_all(progress=_Progress())
+    counts = retention.prune_all(progress=prune_progress())
     if args.json:
         print_json(counts)
     else:
