@@ -149,3 +149,38 @@ def test_http_limits_defaults_file_and_environment(tmp_path, monkeypatch):
     assert config.http_listen == "127.0.0.1:8081"
     assert (config.http.tsa_rate_per_second, config.http.tsa_burst, config.http.tsa_threads) == (5, 12, 2)
     assert (config.http.threads, config.http.max_connections, config.http.request_timeout_seconds) == (8, 500, 30)
+
+
+def test_settings_whose_default_is_empty_may_be_written_empty(tmp_path):
+    """The file may say what the defaults say (README's example writes ``username = ""``)."""
+    path = write(tmp_path, '[smtp]\nusername = ""\n[csc]\npublic_url = ""\n[pades]\ntsa_url = ""\n')
+    config = load_config(path, environ={})
+    assert config.smtp.username == ""
+    assert config.csc.public_url == "" and config.csc.base_url() == "https://127.0.0.1:8443"
+    assert config.pades.tsa_url is None
+    from_environment = load_config(environ={"SIGNSERVER_SMTP_USERNAME": "", "SIGNSERVER_STATE_DIR": str(tmp_path)})
+    assert from_environment.smtp.username == ""
+
+
+@pytest.mark.parametrize("text,key", [
+    ('[server]\nlisten = "127.0.0.1:9000"\n[http]\nlisten = "127.0.0.1:9000"\n', "http.listen"),
+    ('[server]\nlisten = "127.0.0.1:9000"\n[csc]\nlisten = "0.0.0.0:9000"\n', "csc.listen"),
+    ('[http]\nlisten = "[::]:9000"\n[csc]\nlisten = "127.0.0.1:9000"\n', "csc.listen"),
+    ('[csc]\nlisten = "localhost:9000"\n[metrics]\nlisten = "127.0.0.1:9000"\n', "metrics.listen"),
+    ('[server]\nlisten = "127.0.0.1:8443"\n', "csc.listen"),  # the CSC front's default port
+])
+def test_two_fronts_on_one_address_are_refused(tmp_path, text, key):
+    """Every front binds its port with SO_REUSEPORT: two on one address would each take a share of
+    the other's connections."""
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    assert caught.value.key == key
+    assert "its own" in str(caught.value)
+
+
+def test_fronts_on_one_port_of_different_addresses_or_on_free_ports_are_accepted(tmp_path):
+    path = write(tmp_path, '[server]\nlisten = "127.0.0.1:9000"\n[http]\nlisten = "127.0.0.2:9000"\n'
+                           '[csc]\nlisten = "127.0.0.1:0"\n[metrics]\nlisten = "127.0.0.1:0"\n')
+    config = load_config(path, environ={"SIGNSERVER_CSC_LISTEN": "127.0.0.1:0"})
+    assert (config.server.listen, config.http_listen, config.csc.listen) == ("127.0.0.1:9000", "127.0.0.2:9000",
+                                                                             "127.0.0.1:0")

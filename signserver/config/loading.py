@@ -3,6 +3,7 @@ each key parsed and checked, with every section's embedded defaults."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -64,7 +65,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "smtp.host": as_str,
     "smtp.port": as_int(1, 65535),
     "smtp.security": as_choice("none", "starttls", "tls"),
-    "smtp.username": as_str,
+    "smtp.username": as_str_or_empty,
     "smtp.password_file": as_str,
     "smtp.sender": as_str,
     "audit.seal_every_records": as_int(1, 1_000_000),
@@ -94,12 +95,12 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "logging.format": as_choice("text", "json"),
     "logging.calls": as_bool,
     "csc.access_token_seconds": as_int(60, 86_400),
-    "csc.public_url": as_str,
+    "csc.public_url": as_str_or_empty,
     "pades.level": as_choice("B-B", "B-T", "B-LT", "B-LTA"),
     "pades.caption": as_str,
     "pades.time_zone": as_str,
     "pades.max_document_mb": as_int(1, 4096),
-    "pades.tsa_url": as_str,
+    "pades.tsa_url": as_str_or_empty,
     "pades.trust_roots": as_str,
     "pades.spool_dir": as_str,
     "audit.seal_interval_seconds": as_int(1, 86_400),
@@ -205,7 +206,7 @@ def load_config(
         return given if given.is_absolute() or from_env else base / given
 
     state_dir = path_of("state_dir", Path("var"))
-    return Config(
+    config = Config(
         state_dir=state_dir,
         hsm=_hsm_config(values, state_dir, path_of),
         server=_server_config(values),
@@ -249,6 +250,48 @@ def load_config(
         retention=RetentionConfig(**{item.name: values.get(f"retention.{item.name}", item.default)
                                      for item in fields(RetentionConfig)}),
     )
+    _refuse_shared_addresses(config)
+    return config
+
+
+def _refuse_shared_addresses(config: Config) -> None:
+    """Every front binds its port with SO_REUSEPORT (so that the workers share it), and so would
+    two fronts given one address: the kernel would then hand each a share of the other's
+    connections, and a gRPC client would now and then reach the HTTP server.
+
+    Raises: ConfigurationError: (naming the later setting) two fronts listen on one address; a
+    wildcard address (0.0.0.0, ::) takes its port on every address.
+    """
+    fronts = [("server.listen", config.server.listen), ("http.listen", config.http_listen),
+              ("csc.listen", config.csc.listen), ("metrics.listen", config.metrics.listen)]
+    taken: list[tuple[str, str, int]] = []
+    for setting, address in fronts:
+        if not address:
+            continue
+        host, port = split_address(address)
+        for earlier, earlier_host, earlier_port in taken:
+            if port == earlier_port and port != 0 and _overlap(host, earlier_host):
+                raise ConfigurationError(setting, f"{address} is also {earlier}'s address: each front needs "
+                                                  "an address of its own")
+        taken.append((setting, host, port))
+
+
+def _overlap(one: str, other: str) -> bool:
+    """Whether ports bound on hosts ``one`` and ``other`` take the same socket address: the same
+    host, a wildcard address and any other, or ``localhost`` and a loopback address."""
+    def parsed(host: str):
+        try:
+            return ipaddress.ip_address(host)
+        except ValueError:
+            return None  # a name, resolved when bound
+
+    first, second = parsed(one), parsed(other)
+    if one == other or (first is not None and first == second):
+        return True
+    if any(address is not None and address.is_unspecified for address in (first, second)) or "" in (one, other):
+        return True
+    return ((one == "localhost" and second is not None and second.is_loopback)
+            or (other == "localhost" and first is not None and first.is_loopback))
 
 
 def _database_url(url: str) -> str:
@@ -355,7 +398,7 @@ def _pades_config(values: dict[str, Any], path_of) -> PadesConfig:
     zone = values.get("pades.time_zone", "Asia/Macau")
     if time_zone(zone) is None:
         raise ConfigurationError("pades.time_zone", f"unknown time zone {zone!r}")
-    tsa_url = values.get("pades.tsa_url")
+    tsa_url = values.get("pades.tsa_url") or None  # empty: the built-in TSA, as when unset
     if tsa_url and not tsa_url.startswith(("http://", "https://")):
         raise ConfigurationError("pades.tsa_url", "must be an http:// or https:// address")
     roots = path_of("pades.trust_roots", Path()) if "pades.trust_roots" in values else None

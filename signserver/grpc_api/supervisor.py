@@ -6,7 +6,8 @@ tried once and not by every worker (tokens lock the PIN after a few wrong tries)
 the module; it never touches gRPC itself. The first-start bootstrap runs in a short-lived child,
 then each worker is forked before it initialises PKCS#11 or creates its gRPC server. Workers bind the same port (SO_REUSEPORT, gRPC's default on Linux); one of them also runs
 the background work (e-mail, audit seals, CRLs, expiry notices). A worker that dies is started
-again; SIGTERM or SIGINT makes every worker drain its calls in flight and stop.
+again; SIGTERM or SIGINT makes every worker drain its calls in flight and stop; a second SIGINT
+(Ctrl-C again) while they drain stops them at once.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _fork = multiprocessing.get_context("fork")
 STOP_GRACE_SECONDS = 20
+STOP_POLL_SECONDS = 0.1  # a join is not interrupted by a signal: the stop looks for a second one this often
 RESTART_PAUSE_SECONDS = 1.0
 LISTENER_PROBE_SECONDS = 2.0  # an address of this machine answers at once, or refuses
 
@@ -189,7 +191,9 @@ def _fork_with_sigterm_held(process: multiprocessing.Process) -> None:
 
 class Supervisor:
     """Starts the workers (and the metrics process, given its socket), starts again any that dies,
-    and stops them all on SIGTERM or SIGINT."""
+    and stops them all on SIGTERM or SIGINT: each drains its calls in flight, within
+    STOP_GRACE_SECONDS. A SIGINT while they drain (Ctrl-C again) stops them at once; a repeated
+    SIGTERM does not, as an orchestrator may send it more than once."""
 
     def __init__(self, config: Config, workers: int, metrics: socket.socket | None = None):
         self._config = config
@@ -198,9 +202,12 @@ class Supervisor:
         self._workers: dict[int, multiprocessing.Process] = {}
         self._metrics_process: multiprocessing.Process | None = None
         self._stopping = False
+        self._hurry = False
 
     def run(self) -> None:
         def stop(signum, _frame):
+            if self._stopping and signum == signal.SIGINT:
+                self._hurry = True
             self._stopping = True
 
         previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -217,11 +224,13 @@ class Supervisor:
                         if self._metrics is not None:
                             forget_worker(process.pid)
                         time.sleep(RESTART_PAUSE_SECONDS)  # a worker that dies at once must not spin
-                        self._start(index)
+                        if not self._stopping:  # not one more to stop, when the stop came meanwhile
+                            self._start(index)
                 if self._metrics_process is not None and not self._metrics_process.is_alive() and not self._stopping:
                     log.warning("the metrics process exited with %s; starting it again", self._metrics_process.exitcode)
                     time.sleep(RESTART_PAUSE_SECONDS)
-                    self._start_metrics()
+                    if not self._stopping:
+                        self._start_metrics()
                 time.sleep(0.2)
             self._stop_all()
         finally:
@@ -249,8 +258,13 @@ class Supervisor:
                 process.terminate()  # SIGTERM: drain, then stop
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for process in processes:
-            process.join(max(0.0, deadline - time.monotonic()))
+            while process.is_alive() and not self._hurry and time.monotonic() < deadline:
+                process.join(min(STOP_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
             if process.is_alive():
-                log.warning("worker pid %d did not stop in time; killing it", process.pid)
+                if self._hurry:
+                    log.warning("supervisor: interrupted again; stopping the workers now (pid %d killed)",
+                                process.pid)
+                else:
+                    log.warning("worker pid %d did not stop in time; killing it", process.pid)
                 process.kill()
                 process.join()

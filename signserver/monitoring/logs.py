@@ -1,9 +1,15 @@
-"""Log lines as text (the default) or as JSON lines, and the per-call line.
+r"""Log lines as text (the default) or as JSON lines, and the per-call line.
 
 A JSON line has one field each for time, level, logger, worker, message, and, on a call's line,
 method, status, latency_ms and request_id (the client's ``x-request-id`` when it sent a usable
 one, else one made here), so that a log pipeline filters without parsing sentences. Nothing here
 reads a request's content: secrets never reach a log line through it.
+
+A message may carry text a client chose (an account name, a field, a path), so each event stays one
+line whatever it carries: line breaks of every kind, other control characters and the characters
+that reorder or hide text are written as escapes (``\n``, ``\x85``, ``\u2028``; in JSON,
+``\u0085``). In text, a traceback follows its event's line with each of its lines indented, so
+that only an event starts a line at its first column.
 """
 
 from __future__ import annotations
@@ -18,6 +24,13 @@ import sys
 CALL_LOGGER = "signserver.calls"
 CALL_FIELDS = ("method", "status", "latency_ms", "request_id")
 _USABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Control characters (C0, DEL, C1), the line and paragraph separators, and the format characters
+# that hide text or change its direction on a terminal: none belongs in a log line as it is.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
+                     "\u2028-\u202e\u2060-\u206f\u3164\ufeff\ufff9-\ufffb]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TRACEBACK_INDENT = "    "
 
 _worker: str = "supervisor"
 _calls_logged = False
@@ -30,8 +43,7 @@ def configure_logging(json_lines: bool = False, verbose: bool = False, calls: bo
     """
     global _calls_logged
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLineFormatter() if json_lines
-                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonLineFormatter() if json_lines else TextLineFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -68,6 +80,37 @@ def log_call(method: str, status: str, seconds: float, request: str) -> None:
         extra={"method": method, "status": status, "latency_ms": latency_ms, "request_id": request})
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that could break or disguise a log line escaped."""
+    return text if _UNSAFE.search(text) is None else _UNSAFE.sub(_escaped, text)
+
+
+def _escaped(found: re.Match) -> str:
+    char = found.group()
+    return _NAMED_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def _indented(block: str) -> str:
+    """A traceback (or stack) under its event's line: every line of it indented and kept whole."""
+    return "\n".join(TRACEBACK_INDENT + one_line(line) for line in block.split("\n"))
+
+
+class TextLineFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, one line per event (see the module's notes)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
 class JsonLineFormatter(logging.Formatter):
     """One JSON object per line."""
 
@@ -86,4 +129,8 @@ class JsonLineFormatter(logging.Formatter):
                 entry[field] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # json escapes C0 controls only: the other unsafe characters, which only a string can hold
+        # here, become \u escapes too (a reader that splits lines at U+2028 or NEL, as Python's
+        # str.splitlines does, would break the line).
+        line = json.dumps(entry, ensure_ascii=False)
+        return _UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", line)
