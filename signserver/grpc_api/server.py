@@ -163,6 +163,11 @@ class GrpcServer:
     async def wait(self) -> None:
         await self._server.wait_for_termination()
 
+    async def stop_serving_health(self) -> None:
+        """Tell health checkers at once that this worker is going (NOT_SERVING for every
+        service), before any of its fronts drains."""
+        await self._health.stop()
+
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop accepting calls, refuse document jobs not yet started (see
         WorkerPools.stop_starting), let calls in flight finish within ``grace`` seconds."""
@@ -179,6 +184,9 @@ class GrpcServer:
 # The background work runs in one process across every node of a database: the one holding this
 # lease. A node that dies is replaced within the lease's time; one that stops cleanly at once.
 BACKGROUND_LEASE = "background-work"
+# A background task still running after this long at a stop is left to its lease: the fronts'
+# drain (SHUTDOWN_GRACE_SECONDS) and this wait stay within the supervisor's grace (20 s).
+BACKGROUND_STOP_SECONDS = 8.0
 
 
 class BackgroundWork:
@@ -199,7 +207,7 @@ class BackgroundWork:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=BACKGROUND_STOP_SECONDS)
         if self._thread.is_alive():
             # A task still runs: sealing the stop or releasing the lease now would let another
             # node start the same work beside it. The lease runs out instead.
@@ -317,10 +325,11 @@ class Worker:
                 await stopping.wait()
                 log.info("worker %d: stopping, draining calls in flight", self.index)
                 pools.stop_starting()
-                await http.stop()
-                if csc is not None:
-                    await csc.stop()
-                await server.stop()
+                # Balancers stop sending calls first; then the fronts drain side by side, so that
+                # a request still arriving on one holds neither the others nor the drain past
+                # the supervisor's grace (each front's grace after the other's would).
+                await server.stop_serving_health()
+                await asyncio.gather(http.stop(), *([csc.stop()] if csc is not None else []), server.stop())
                 pools.shutdown()
             finally:
                 if checkpoints is not None:
