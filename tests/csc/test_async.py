@@ -153,6 +153,30 @@ def test_a_malformed_asynchronous_request_is_refused_at_once(csc_client, holder)
     assert_csc_error(answer, 400, "invalid_request")
 
 
+def test_a_poll_may_name_the_operation_requestid_as_the_csc_api_does(csc_client, csc_service, csc_application, holder):
+    digest = hashlib.sha256(b"polled by requestID").digest()
+    sad = csc_service.authorize_credential(csc_application[0], holder.credential_id, Secret(holder.password),
+                                           holder.otp(), HashAlgorithm.SHA256, [digest]).token
+    response_id = started(csc_client.post("/csc/v2/signatures/signHash", json={
+        "credentialID": holder.credential_id, "SAD": sad, "hashes": [b64(digest)], "signAlgo": ECDSA_SHA256,
+        "operationMode": "A"}))
+    answer = outcome(csc_client, response_id)
+    assert answer.status_code == 200, answer.text
+    assert csc_client.post(POLL, json={"requestID": response_id}).json() == answer.json()
+    two = csc_client.post(POLL, json={"requestID": response_id, "responseID": "another"})
+    assert_csc_error(two, 400, "invalid_request")
+
+
+def test_a_notification_address_is_refused_by_sign_hash_as_by_sign_doc(csc_client, holder):
+    """No notification is ever sent: a client that asks for one is told so, not left waiting."""
+    digest = hashlib.sha256(b"notify me").digest()
+    answer = csc_client.post("/csc/v2/signatures/signHash", json={
+        "credentialID": holder.credential_id, "SAD": "x" * 43, "hashes": [b64(digest)], "signAlgo": ECDSA_SHA256,
+        "operationMode": "A", "response_uri": "https://asp.example/notify"})
+    assert_csc_error(answer, 400, "invalid_request")
+    assert "response_uri" in answer.json()["error_description"]
+
+
 def test_outcomes_expire_and_an_operation_whose_worker_stopped_fails_at_its_deadline(
         csc_server, csc_client, csc_service, csc_application, csc_clock, holder):
     pdf = sample_pdf(1)

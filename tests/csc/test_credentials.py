@@ -132,6 +132,25 @@ def test_authorize_refuses_malformed_requests(csc_client, holder, change, words)
     assert words in answer.json()["error_description"]
 
 
+@pytest.mark.parametrize("path, change, words", [
+    ("/csc/v2/credentials/authorize", {"numSignatures": True}, "numSignatures"),
+    ("/csc/v2/credentials/authorize", {"numSignatures": "1"}, "numSignatures"),
+    ("/csc/v2/credentials/authorize", {"numSignatures": 1.0}, "numSignatures"),
+    ("/csc/v1/credentials/authorize", {"numSignatures": True}, "numSignatures"),
+    ("/csc/v2/credentials/info", {"certInfo": "yes"}, "certInfo"),
+])
+def test_a_parameter_of_another_json_type_is_refused_not_converted(csc_client, holder, path, change, words):
+    """CSC: "Missing (or invalid type) integer parameter numSignatures": true or "1" is no count,
+    and no SAD is issued for it even with the right factors."""
+    digest = hashlib.sha256(b"typed").digest()
+    body = authorize_body(holder, [digest], **change)
+    if path.startswith("/csc/v1"):
+        body |= {"hash": body.pop("hashes"), "PIN": holder.password, "OTP": body.pop("authData")[1]["value"]}
+    answer = csc_client.post(path, json=body)
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request", answer.text
+    assert words in answer.json()["error_description"]
+
+
 def test_extend_transaction_is_refused_as_the_spec_allows(csc_client, holder):
     answer = csc_client.post("/csc/v2/credentials/extendTransaction",
                              json={"credentialID": holder.credential_id, "SAD": "anything"})

@@ -171,6 +171,28 @@ def test_timestamp_gives_a_token_over_the_hash_with_the_nonce(csc_client, csc_se
     assert status["intact"] and status["valid"] and status["trust_problem_indic"] is None, status
 
 
+def test_timestamp_takes_the_hash_algorithm_by_the_name_the_csc_api_gives_it(csc_client):
+    """CSC names it hashAlgo (as RFC 3161's MessageImprint.hashAlgorithm); hashAlgorithmOID, the
+    name of the other methods, is taken too."""
+    digest = hashlib.sha384(b"a signature value").digest()
+    for name in ("hashAlgo", "hashAlgorithmOID"):
+        answer = csc_client.post("/csc/v2/signatures/timestamp", json={"hash": b64(digest), name: "2.16.840.1.101.3.4.2.2"})
+        assert answer.status_code == 200, answer.text
+        info = cms.ContentInfo.load(base64.b64decode(answer.json()["timestamp"]))["content"]["encap_content_info"]
+        assert info["content"].parsed["message_imprint"]["hash_algorithm"]["algorithm"].native == "sha384"
+    neither = csc_client.post("/csc/v2/signatures/timestamp", json={"hash": b64(digest)})
+    assert_csc_error(neither, 400, "invalid_request")
+    assert "hashAlgo" in neither.json()["error_description"]
+
+
+@pytest.mark.parametrize("nonce", ["-5", "0x10", "1_0", " 10", "+a"])
+def test_timestamp_takes_a_nonce_of_hexadecimal_digits_only(csc_client, nonce):
+    answer = csc_client.post("/csc/v2/signatures/timestamp", json={
+        "hash": b64(bytes(32)), "hashAlgo": "2.16.840.1.101.3.4.2.1", "nonce": nonce})
+    assert_csc_error(answer, 400, "invalid_request")
+    assert "nonce" in answer.json()["error_description"]
+
+
 @pytest.mark.parametrize("request_body", [
     {"hash": b64(bytes(20)), "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1"},  # a SHA-1 size digest
     {"hash": b64(bytes(20)), "hashAlgorithmOID": "1.3.14.3.2.26"},  # SHA-1
@@ -220,6 +242,26 @@ def test_a_malformed_sign_doc_leaves_the_sad_usable(csc_client, csc_service, csc
     assert_csc_error(refused, 400, "invalid_request")
     signed = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
                                              "documents": [document(pdf)]})
+    assert signed.status_code == 200, signed.text
+
+
+@pytest.mark.parametrize("request_change, document_change, words", [
+    ({"returnValidationInfo": True}, {}, "returnValidationInfo"),
+    ({}, {"signed_props": [{"attribute_name": "Reason", "attribute_value": b64(b"approved")}]}, "signed_props"),
+])
+def test_what_sign_doc_does_not_make_is_refused_not_left_out_of_the_answer(
+        csc_client, csc_service, csc_application, holder, request_change, document_change, words):
+    """validationInfo (info says validationInfo false) and signed attributes of the caller's are
+    not made here: a caller that asks is told so before the SAD is spent, rather than handed an
+    answer without them."""
+    pdf = sample_pdf(1)
+    sad = sad_for(csc_service, csc_application[0], holder, pdf)
+    refused = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                              "documents": [document(pdf) | document_change]} | request_change)
+    assert_csc_error(refused, 400, "invalid_request")
+    assert words in refused.json()["error_description"]
+    signed = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                             "documents": [document(pdf)], "returnValidationInfo": False})
     assert signed.status_code == 200, signed.text
 
 

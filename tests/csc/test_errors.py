@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 
@@ -90,3 +91,64 @@ def test_openapi_document_describes_the_endpoints(csc_server):
         document = client.get("/csc/v2/openapi.json").json()
     assert {"/csc/v2/credentials/authorize", "/csc/v2/signatures/signHash", "/oauth2/token",
             "/csc/v1/credentials/info"} <= set(document["paths"])
+
+
+def _chunked_body_answer(csc_server, path: str, size: int) -> bytes:
+    """The answer to a chunked (undeclared) JSON body of ``size`` bytes, sent while it is read."""
+    import socket
+    import ssl
+
+    trust = ssl.create_default_context(cafile=str(csc_server.tls.cert_file))
+    with socket.create_connection(("127.0.0.1", csc_server.port), timeout=30) as raw, \
+            trust.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n".encode())
+        chunk, sent = b'{"credentialID": "' + b"x" * 65536, 0
+        with contextlib.suppress(OSError):  # the server may close before the whole body is sent
+            while sent < size:
+                tls.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent, chunk = sent + len(chunk), b"x" * 65536
+            tls.sendall(b"0\r\n\r\n")
+        answer = b""
+        while b"}" not in answer:
+            received = tls.recv(4096)
+            if not received:
+                break
+            answer += received
+    return answer
+
+
+def test_a_chunked_body_over_the_bound_is_answered_413_saying_so(csc_server):
+    from signserver.http.csc.limits import SMALL_BODY_BYTES
+
+    answer = _chunked_body_answer(csc_server, "/csc/v2/credentials/info", 2 * SMALL_BODY_BYTES)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["error"] == "invalid_request" and f"exceeds {SMALL_BODY_BYTES} bytes" in body["error_description"]
+
+
+def test_openapi_document_describes_the_answers_the_endpoints_give(csc_server):
+    """The refusals in CSC's shape (400, never FastAPI's 422), how each route is authenticated,
+    and the token endpoint's form."""
+    with csc_server.client() as client:
+        document = client.get("/csc/v2/openapi.json").json()
+    error = document["components"]["schemas"]["CscError"]
+    assert {"error", "error_description"} <= set(error["required"])
+    schemes = document["components"]["securitySchemes"]
+    assert (schemes["bearer"]["type"], schemes["bearer"]["scheme"], schemes["basic"]["scheme"]) == (
+        "http", "bearer", "basic")
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "422" not in responses, (path, method)
+            assert responses["400"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/CscError"}, (path, method)
+            if path in ("/csc/v2/info", "/csc/v1/info"):
+                assert "security" not in operation and "401" not in responses, path
+            elif path.endswith(("/auth/login", "/oauth2/token")):
+                assert {"basic": []} in operation["security"], path
+            else:
+                assert {"bearer": []} in operation["security"] and "401" in responses, path
+    form = document["paths"]["/oauth2/token"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
+    assert form["schema"]["properties"]["grant_type"]["enum"] == ["client_credentials"]
+    assert form["schema"]["required"] == ["grant_type"]

@@ -21,6 +21,15 @@ def test_info_needs_no_login_and_names_the_methods(csc_server):
     assert info["oauth2"] == csc_server.context.service.config.csc.base_url()
 
 
+def test_info_names_the_pades_envelope_property_sign_doc_makes(csc_server):
+    """PAdES's envelope properties are Certification and Revision; signDoc makes approval
+    signatures (Revision) only, and refuses any other."""
+    with csc_server.client() as client:
+        info = client.post("/csc/v2/info", json={}).json()
+    formats = info["signature_formats"]
+    assert formats["formats"] == ["P"] and formats["envelope_properties"] == [["Revision"]]
+
+
 def test_info_builds_its_urls_from_configuration_never_from_the_host_header(csc_server):
     with csc_server.client() as client:
         forged = client.post("/csc/v2/info", json={}, headers={"Host": "evil.example"}).json()

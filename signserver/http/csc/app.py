@@ -41,4 +41,54 @@ def create_csc_app(context: CscContext) -> FastAPI:
     app.add_middleware(BodyLimit, limit=body_limit(context.service.config.pades.max_document_mb))
     app.add_middleware(NoStore)  # every answer of those paths, whoever gives it
     app.add_middleware(CallMetrics, front="csc")  # outermost: every call, refusals at the gate included
+    app.openapi = lambda: csc_openapi(app)
     return app
+
+
+CSC_ERROR_SCHEMA = {
+    "type": "object", "title": "CscError", "required": ["error", "error_description"],
+    "properties": {
+        "error": {"type": "string", "description": "the CSC API's (OAuth 2.0's) code: invalid_request, ..."},
+        "error_description": {"type": "string", "description": "what was wrong, for people"},
+        "error_reason": {"type": "string", "description": "signserver's stable reason, e.g. ACTIVATION_REFUSED"},
+    }}
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an access token from auth/login or oauth2/token"},
+    "basic": {"type": "http", "scheme": "basic", "description": "the application's name and API key"},
+    "clientCertificate": {"type": "mutualTLS", "description": "the application's registered client certificate"},
+}
+# Every other path wants the caller's access token (or its client certificate).
+OPEN_PATHS = (f"{V2_PREFIX}/info", f"{V1_PREFIX}/info")
+LOGIN_PATHS = (f"{V2_PREFIX}/auth/login", f"{V1_PREFIX}/auth/login", login.TOKEN_PATH)
+
+
+def _error(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CscError"}}}}
+
+
+def csc_openapi(app: FastAPI) -> dict:
+    """FastAPI's document of ``app``, told what the front answers: refusals in CSC's shape with
+    400 (the error handlers never answer FastAPI's 422), 401 where a caller must be known, and
+    how each route is authenticated. Built once per app."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    document = FastAPI.openapi(app)
+    components = document.setdefault("components", {})
+    components.setdefault("schemas", {})["CscError"] = CSC_ERROR_SCHEMA
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components["schemas"].pop(unused, None)
+    components["securitySchemes"] = SECURITY_SCHEMES
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses["400"] = _error(responses.get("400", {}).get(
+                "description", "invalid_request: a parameter missing, of the wrong type or not valid"))
+            if path in LOGIN_PATHS:
+                operation["security"] = [{"basic": []}, {"clientCertificate": []}]
+                responses["401"] = _error("invalid_client: the application's credentials are not right")
+            elif path not in OPEN_PATHS:
+                operation["security"] = [{"bearer": []}, {"clientCertificate": []}]
+                responses["401"] = _error("invalid_token: no access token, or an unknown, expired or revoked one")
+    return document

@@ -38,9 +38,11 @@ EXTEND_REFUSED = ("a SAD cannot be extended: it is bound to the hashes the holde
 
 
 class CscRequest(BaseModel):
-    """Fields CSC defines that signserver does not use (lang, clientData, ...) are accepted."""
+    """Fields CSC defines that signserver does not use (lang, clientData, ...) are accepted.
+    Values are taken as the JSON types CSC gives them, never converted: true or "1" is no
+    numSignatures, "yes" no certInfo (CSC: "Missing (or invalid type) ... parameter")."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ListRequest(CscRequest):

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import io
+import string
 from typing import Literal
 
 from asn1crypto import algos, tsp
@@ -81,6 +82,7 @@ class DocumentToSign(BaseModel):
                                  description="must fit the credential's key, whose usual scheme (with SHA-256) signs")
     signAlgoParams: str | None = None
     signed_envelope_property: str | None = Field(None, description='"Certification" is not served; approval signatures only')
+    signed_props: list | None = Field(None, description="not served: the stamp's reason and location are signed")
     stamp: Stamp | None = None
 
 
@@ -95,19 +97,33 @@ class SignDocRequest(BaseModel):
     response_uri: str | None = Field(None, description="not served: poll with signatures/signPolling")
     clientData: str | None = Field(None, max_length=1024)
     signatureQualifier: str | None = None
-    returnValidationInfo: bool = False
+    returnValidationInfo: bool = Field(False, description="not served (info: validationInfo false); B-LT and "
+                                                         "B-LTA documents carry their validation data")
 
 
 class TimestampRequest(BaseModel):
     hash: str = Field(max_length=200, description="the base64 hash to time-stamp")
-    hashAlgorithmOID: str = Field(max_length=64, description="SHA-256, SHA-384 or SHA-512")
+    hashAlgo: str | None = Field(None, max_length=64, description="its algorithm's OID: SHA-256, SHA-384 or SHA-512")
+    hashAlgorithmOID: str | None = Field(None, max_length=64, description="the same, by the name the other methods use")
     nonce: str | None = Field(None, max_length=MAX_NONCE_HEX, description="hexadecimal; echoed in the token")
     clientData: str | None = Field(None, max_length=1024)
 
 
 class PollRequest(BaseModel):
-    responseID: str = Field(max_length=100)
+    responseID: str | None = Field(None, max_length=100, description="the responseID signHash or signDoc answered")
+    requestID: str | None = Field(None, max_length=100, description="the same, by the name the CSC API gives it here")
     clientData: str | None = Field(None, max_length=1024)
+
+    def operation(self) -> str:
+        """The operation polled, by either name.
+
+        Raises: InvalidArgument: neither, or two different ones.
+        """
+        named = {value for value in (self.responseID, self.requestID) if value is not None}
+        if len(named) != 1:
+            raise InvalidArgument("requestID (the responseID signHash or signDoc answered) is needed, once",
+                                  field="requestID")
+        return named.pop()
 
 
 def _base64_length(size: int) -> int:
@@ -171,8 +187,8 @@ def _documents(context: CscContext, request: SignDocRequest) -> list[tuple[str, 
     """The documents (still base64: decoding a large one takes a while, so it is left to the
     documents pool), their levels and stamps.
 
-    Raises: InvalidArgument: no documents, digests instead, a format or level not served, a
-    document too large.
+    Raises: InvalidArgument: no documents, digests instead, a format, level or option not
+    served, a document too large.
     """
     if request.documentDigests:
         raise InvalidArgument("documentDigests is not served: send whole documents (or use signatures/signHash)",
@@ -181,6 +197,10 @@ def _documents(context: CscContext, request: SignDocRequest) -> list[tuple[str, 
         raise InvalidArgument("documents is required: at least one PDF, base64", field="documents")
     if request.response_uri:
         raise InvalidArgument("response_uri is not served: poll with signatures/signPolling", field="response_uri")
+    if request.returnValidationInfo:
+        # An answer without the validationInfo asked for would look complete; say so instead.
+        raise InvalidArgument("returnValidationInfo is not served: conformance_level Ades-B-LT or Ades-B-LTA "
+                              "puts the validation data in the signed document", field="returnValidationInfo")
     limit = context.service.config.pades.max_document_mb * 1024 * 1024
     defaults = context.service.pades.default_stamp()
     parsed = []
@@ -191,6 +211,9 @@ def _documents(context: CscContext, request: SignDocRequest) -> list[tuple[str, 
         if document.signed_envelope_property not in (None, "", "Revision"):
             raise InvalidArgument("signed_envelope_property: only approval signatures (Revision) are made",
                                   field="signed_envelope_property")
+        if document.signed_props:
+            raise InvalidArgument("signed_props is not served: the stamp's reason and location are the signed "
+                                  "attributes a caller chooses", field="signed_props")
         if len(document.document) > _base64_length(limit):
             raise InvalidArgument(f"document is too large: the limit is {limit // (1024 * 1024)} MB", field="document")
         parsed.append((document.document, pades_level(document.conformance_level),
@@ -338,20 +361,28 @@ async def sign_doc(request: SignDocRequest, application: Application = Depends(c
 
 
 def _timestamp_request(request: TimestampRequest) -> tsp.TimeStampReq:
-    """Raises: InvalidArgument: an unknown algorithm, a hash of the wrong size, a bad nonce."""
-    name = algos.DigestAlgorithmId.map(request.hashAlgorithmOID.strip())
+    """The CSC API names the hash's algorithm ``hashAlgo`` here; ``hashAlgorithmOID`` (its name
+    in the other methods) is taken too.
+
+    Raises: InvalidArgument: no algorithm or two, an unknown algorithm, a hash of the wrong size,
+        a nonce that is not hexadecimal digits.
+    """
+    named = {oid.strip() for oid in (request.hashAlgo, request.hashAlgorithmOID) if oid is not None}
+    if len(named) != 1:
+        raise InvalidArgument("hashAlgo, the OID of the hash's algorithm, is needed (once)", field="hashAlgo")
+    name = algos.DigestAlgorithmId.map(named.pop())
     if name not in TIMESTAMP_DIGESTS:
-        raise InvalidArgument("hashAlgorithmOID must be SHA-256, SHA-384 or SHA-512", field="hashAlgorithmOID")
+        raise InvalidArgument("hashAlgo must be SHA-256, SHA-384 or SHA-512", field="hashAlgo")
     digest = _base64("hash", request.hash, TIMESTAMP_DIGESTS[name])
     if len(digest) != TIMESTAMP_DIGESTS[name]:
         raise InvalidArgument(f"hash must be a {name.upper()} digest ({TIMESTAMP_DIGESTS[name]} bytes)", field="hash")
     fields = {"version": "v1", "message_imprint": {"hash_algorithm": {"algorithm": name}, "hashed_message": digest},
               "cert_req": True}
     if request.nonce:
-        try:
-            fields["nonce"] = int(request.nonce, 16)
-        except ValueError:
-            raise InvalidArgument("nonce must be hexadecimal", field="nonce") from None
+        # Digits only: int() would also take a sign, a 0x prefix, underscores and spaces.
+        if not all(c in string.hexdigits for c in request.nonce):
+            raise InvalidArgument("nonce must be hexadecimal digits", field="nonce")
+        fields["nonce"] = int(request.nonce, 16)
     return tsp.TimeStampReq(fields)
 
 
@@ -376,9 +407,11 @@ async def sign_polling(request: PollRequest, application: Application = Depends(
                        context: CscContext = Depends(csc_context)) -> Response:
     """Answer the outcome of an operation this application started with ``operationMode`` "A":
     the synchronous answer once done (or its error); while it runs, the CSC API's "not yet
-    completed" error (400 invalid_request, see operations.py) with a Retry-After."""
-    outcome = await poll_operation(context, application, request.responseID)
+    completed" error (400 invalid_request, see operations.py) with a Retry-After. The operation
+    is named ``requestID`` (the CSC API's name here) or ``responseID`` (signserver's first)."""
+    response_id = request.operation()
+    outcome = await poll_operation(context, application, response_id)
     if outcome.running:
-        return not_ready(request.responseID)
+        return not_ready(response_id)
     return Response(outcome.answer, status_code=outcome.status_code, media_type="application/json")
 

@@ -50,6 +50,6 @@ async def info(request: Request, response: Response, body: InfoRequest | None = 
         "methods": V2_METHODS,
         "validationInfo": False,
         "signAlgorithms": {"algos": sorted({*algorithms.SIGNATURE_OIDS, algorithms.RSASSA_PSS}), "algoParams": []},
-        "signature_formats": {"formats": ["P"], "envelope_properties": [["Enveloped"]]},
+        "signature_formats": {"formats": ["P"], "envelope_properties": [["Revision"]]},  # approval signatures only
         "conformance_levels": ["Ades-B-B", "Ades-B-T", "Ades-B-LT", "Ades-B-LTA"],
     }

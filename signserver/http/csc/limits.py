@@ -27,7 +27,8 @@ def body_limit(max_document_mb: int) -> int:
 class BodyLimit:
     """ASGI middleware: a declared Content-Length over the limit (``limit`` for signDoc,
     SMALL_BODY_BYTES for the rest) is answered 413 at once; a body that grows past it while read
-    (chunked) fails the request with InvalidArgument (400)."""
+    (chunked) stops being read and is answered 413 too, whatever the app made of the failed read
+    (FastAPI turns any error of a body read into its own 400 "error parsing the body")."""
 
     def __init__(self, app, limit: int):
         self.app = app
@@ -39,25 +40,40 @@ class BodyLimit:
         limit = self.limit if scope.get("path") in DOCUMENT_PATHS else min(self.limit, SMALL_BODY_BYTES)
         declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            body = json.dumps({"error": "invalid_request",
-                               "error_description": f"the request body exceeds {limit} bytes"}).encode()
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await _too_large(send, limit)
             return
         received = 0
+        exceeded = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise InvalidArgument(f"the request body exceeds {limit} bytes")
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def send_or_refuse(message):
+            # Once the body went over the bound, the app's answer (whatever it made of the failed
+            # read) gives way to the 413 a declared length gets.
+            if not exceeded:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await _too_large(send, limit)
+
+        await self.app(scope, limited_receive, send_or_refuse)
+
+
+async def _too_large(send, limit: int) -> None:
+    """The 413 answer; the connection is closed after it, since the rest of the body is not read."""
+    body = json.dumps({"error": "invalid_request",
+                       "error_description": f"the request body exceeds {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 # Asynchronous operations (operationMode "A") under way in one worker: each holds its request (up

@@ -74,7 +74,19 @@ async def revoke(body: RevokeRequest, application: Application = Depends(calling
     return Response(status_code=204)
 
 
-@oauth2_router.post("/oauth2/token", summary="OAuth 2.0 client credentials grant (scope: service)")
+TOKEN_PATH = "/oauth2/token"
+# The endpoint reads its form itself (see _form): the OpenAPI document is told of it here.
+TOKEN_FORM = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+    "type": "object", "required": ["grant_type"],
+    "properties": {
+        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+        "client_id": {"type": "string", "description": "the application's name (or in HTTP Basic)"},
+        "client_secret": {"type": "string", "description": "its API key (or in HTTP Basic)"},
+        "scope": {"type": "string", "enum": [SERVICE_SCOPE], "default": SERVICE_SCOPE}}}}}}
+
+
+@oauth2_router.post(TOKEN_PATH, summary="OAuth 2.0 client credentials grant (scope: service)",
+                    openapi_extra={"requestBody": TOKEN_FORM})
 async def token(request: Request) -> Response:
     """A form (``application/x-www-form-urlencoded``) with grant_type=client_credentials, the
     application's name as client_id and its API key as client_secret (or both in HTTP Basic),

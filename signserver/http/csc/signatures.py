@@ -75,8 +75,11 @@ async def sign_hash(body: SignHashRequest, application: Application = Depends(ca
     for this credential, this application and these hashes, each signed once. With
     ``operationMode`` "A" the answer is a ``responseID`` for signatures/signPolling.
 
-    Raises: as :func:`sign_hashes`.
+    Raises: as :func:`sign_hashes`; InvalidArgument (a ``response_uri``: no notification is
+        sent, the outcome is polled).
     """
+    if body.response_uri:
+        raise InvalidArgument("response_uri is not served: poll with signatures/signPolling")
     digests = decode_hashes(body.hashes, "hashes", context.service.signer.max_signatures)
     algorithm = algorithms.signature_algorithm(body.signAlgo, body.hashAlgorithmOID,
                                                sign_algo_params(body.signAlgoParams))
