@@ -127,8 +127,9 @@ def test_a_certificate_revoked_with_its_revocation_phrase(stack, browser):
     check_accessibility(browser)
     assert stack.core.get_certificate(holder.serial).status == "valid"
 
+    assert css(browser, "#field-understood").is_selected()  # the box stays as ticked; the phrase is typed again
+    assert css(browser, "#field-revocation_phrase").get_attribute("value") == ""
     css(browser, "#field-revocation_phrase").send_keys(OLD_PHRASE)
-    css(browser, "#field-understood").click()
     submit(browser, f'form[action="{revoke}"]')
     at(browser, "/holder")
     assert stack.core.get_certificate(holder.serial).status == "revoked"

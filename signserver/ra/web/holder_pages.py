@@ -118,8 +118,11 @@ async def _own_certificate(request: Request, ctx, serial: str):
 
 
 def _revoke_page(request: Request, ctx, certificate, *, errors: dict[str, str] | None = None,
-                 status: int = 200) -> Response:
+                 status: int = 200, understood: bool = False) -> Response:
+    """The revocation form; after a refusal the box stays as the holder ticked it (the phrase, a
+    secret, is never put back)."""
     return render(request, "holder/revoke.html", status=status, certificate=certificate, errors=errors or {},
+                  understood=understood,
                   profile_label=lambda p: profile_label(request, p),
                   status_label=lambda s: status_label(request, s))
 
@@ -138,12 +141,13 @@ async def revoke(request: Request, ctx) -> Response:
     phrase = secret_field(form, "revocation_phrase", required=False)
     if not phrase:
         errors["revocation_phrase"] = gettext(request, "Enter the certificate's revocation phrase.")
-    if form.get("understood") != "yes":
+    understood = form.get("understood") == "yes"
+    if not understood:
         errors["understood"] = gettext(request, "Confirm that you understand revocation cannot be undone.")
     if certificate.status != "valid":
         errors["revocation_phrase"] = gettext(request, "Only a valid certificate can be revoked.")
     if errors:
-        return _revoke_page(request, ctx, certificate, errors=errors, status=422)
+        return _revoke_page(request, ctx, certificate, errors=errors, status=422, understood=understood)
     try:
         await run_in_threadpool(ctx.operations.revoke_by_holder, certificate.serial, session.subject, phrase,
                                 f"{HOLDER_ACTOR}:{session.subject}"[:128], "unspecified")
@@ -153,7 +157,7 @@ async def revoke(request: Request, ctx) -> Response:
         else:
             errors["revocation_phrase"] = gettext(request, "The certificate cannot be revoked: it is not valid "
                                                            "any more.")
-        return _revoke_page(request, ctx, certificate, errors=errors, status=422)
+        return _revoke_page(request, ctx, certificate, errors=errors, status=422, understood=understood)
     flash(request, gettext(request, "Certificate %(serial)s is revoked.", serial=certificate.serial), "success")
     return redirect("/holder")
 

@@ -20,9 +20,11 @@ from starlette.routing import BaseRoute
 
 from signserver.ra.errors import CoreUnavailable, OperationRefused, Refusal, StoreUnavailable
 from signserver.ra.operations import Enrolment, EnrolmentSecrets, check_enrolment
+from signserver.ra.renewal import REVOCATION_PHRASE
 from signserver.ra.web.context import WebContext
-from signserver.ra.web.operator_forms import (MAX_CSR_BYTES, help_text, holder_from_form, operator_of, read_upload,
-                                              refusal_status, refusal_text)
+from signserver.ra.web.operator_forms import (MAX_CSR_BYTES, help_text, holder_from_form, new_password_errors,
+                                              new_submission, operator_of, read_upload, refusal_status,
+                                              refusal_text, spend_submission)
 from signserver.ra.web.rendering import gettext, page_route, read_form, render, secret_field, text_field
 from signserver.ra.web.sessions import OPERATOR
 
@@ -37,9 +39,11 @@ MAX_ENROL_FORM_BYTES = MAX_CSR_BYTES + 32 * 1024
 
 async def enrol(request: Request, ctx: WebContext) -> Response:
     """GET: the enrolment form; POST: the holder's account in the core and the certificate; the
-    holder's OTP key (as a QR code) and recovery code are shown once."""
+    holder's OTP key (as a QR code) and recovery code are shown once. Each form shown carries a
+    single-use id: the same form sent again (a reload of the page of secrets, a second click) is
+    refused on the form and enrols nobody twice."""
     values = {"form": {"profile": PROFILES[0], "kind": "government", "recovery_code": True}, "errors": {},
-              "error": "", "profiles": PROFILES, "kinds": KINDS}
+              "error": "", "profiles": PROFILES, "kinds": KINDS, "submission": new_submission()}
     if request.method == "GET":
         return render(request, "operator/enrol.html", **values)
     form = await read_form(request, max_bytes=MAX_ENROL_FORM_BYTES, files=True)
@@ -50,20 +54,24 @@ async def enrol(request: Request, ctx: WebContext) -> Response:
                  existing_account=form.get("existing_account") == "yes")
     values["form"] = given
     enrolment, errors = _enrolment(request, given, await read_upload(form, "csr"))
-    if errors:
-        values["errors"] = errors
-        return render(request, "operator/enrol.html", status=400, **values)
     secrets = EnrolmentSecrets(password=secret_field(form, "password", required=False),
                                confirmation=secret_field(form, "confirmation", required=False),
                                revocation_phrase=secret_field(form, "revocation_phrase", required=False))
-    if secrets.revocation_phrase != secret_field(form, "revocation_phrase_confirmation", required=False):
-        values["errors"] = {"revocation_phrase_confirmation": gettext(
-            request, "The revocation phrase and its confirmation differ.")}
+    errors = {**_secrets_errors(request, given["existing_account"], secrets,
+                                secret_field(form, "revocation_phrase_confirmation", required=False)), **errors}
+    if enrolment is None or errors:
+        values["errors"] = errors
         return render(request, "operator/enrol.html", status=400, **values)
+    if not await spend_submission(request, form):
+        values["error"] = gettext(request, "This form was sent already (or has expired): nothing was done now. Look "
+                                           "at the holder's page before you send it again.")
+        return render(request, "operator/enrol.html", status=409, **values)
     try:
         enrolled = await run_in_threadpool(ctx.operations.enrol, enrolment, secrets, operator_of(request))
     except (Refusal, CoreUnavailable, StoreUnavailable) as exc:
-        values["error"] = refusal_text(request, exc)
+        values["error"] = refusal_text(request, exc, {"ALREADY_EXISTS": gettext(
+            request, "The account exists already: to give it another certificate, tick the box for an existing "
+                     "account and send the form again.")})
         return render(request, "operator/enrol.html", status=refusal_status(exc), **values)
     return render(request, "operator/enrolled.html", enrolled=enrolled,
                   otp_qr=_qr_data_url(enrolled.otp_uri) if enrolled.otp_uri else "",
@@ -77,6 +85,9 @@ def _enrolment(request: Request, given: dict, csr: bytes | None) -> tuple[Enrolm
         errors["profile"] = gettext(request, "Choose a certificate profile.")
     if given["kind"] not in KINDS:
         errors["kind"] = gettext(request, "Choose the kind of holder.")
+    elif given["kind"] != "personal" and not given["organisation"] and not given["existing_account"]:
+        errors["organisation"] = gettext(request, "A government or corporate holder's account needs its "
+                                                  "organisation.")  # the core's rule, said on the field
     limit = 0
     if given["transaction_limit"]:
         try:
@@ -100,6 +111,23 @@ def _enrolment(request: Request, given: dict, csr: bytes | None) -> tuple[Enrolm
         field_name = "csr" if "CSR" in str(exc) else "profile"
         return None, {field_name: refusal_text(request, exc)}
     return enrolment, {}
+
+
+def _secrets_errors(request: Request, existing_account: bool, secrets: EnrolmentSecrets,
+                    phrase_again: str) -> dict[str, str]:
+    """The errors, by field, of what the holder typed: a new account's password (the documents'
+    rules, typed twice alike) and the revocation phrase (8 to 64 letters and digits, or none)."""
+    errors: dict[str, str] = {}
+    if not existing_account:
+        errors.update({"password" if name == "new_password" else name: message for name, message in
+                       new_password_errors(request, secrets.password, secrets.confirmation).items()})
+    if secrets.revocation_phrase and not REVOCATION_PHRASE.fullmatch(secrets.revocation_phrase):
+        errors["revocation_phrase"] = gettext(request, "The revocation phrase has 8 to 64 characters, letters and "
+                                                       "digits only.")
+    elif secrets.revocation_phrase != phrase_again:
+        errors["revocation_phrase_confirmation"] = gettext(request, "The revocation phrase and its confirmation "
+                                                                    "differ.")
+    return errors
 
 
 def _qr_data_url(text: str) -> str:

@@ -5,18 +5,24 @@ holder's registered identity data read from a form."""
 from __future__ import annotations
 
 import datetime
+import re
+import secrets
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from signserver.ra.errors import CoreUnavailable, Refusal, RenewalNotFound, StoreUnavailable
-from signserver.ra.renewal import Holder
+from signserver.ra.errors import CoreUnavailable, Refusal, RenewalNotFound, StepRefused, StoreUnavailable
+from signserver.ra.renewal import Holder, check_new_password
+from signserver.ra.web.account_pages import password_rule_text
 from signserver.ra.web.forms import BadForm
 from signserver.ra.web.rendering import gettext, guidance
 from signserver.ra.web.sessions import session_of
 
 MAX_CSR_BYTES = 64 * 1024
 MAX_EMAILS = 8
+SUBMISSION_FIELD = "submission"  # a form's single-use id (new_submission)
+_SUBMISSION = re.compile(r"[A-Za-z0-9_-]{22}")
 # A holder's registered identity data (what the registry's data are compared with in a renewal).
 IDENTITY_FIELDS = ("id_type", "id_number", "name", "birth_date", "emails")
 
@@ -26,21 +32,51 @@ def operator_of(request: Request) -> str:
     return session_of(request).subject
 
 
-def refusal_text(request: Request, exc: Exception) -> str:
-    """The sentence for a refusal: the domain's own (English) sentence after a translated lead,
-    and a help code's guidance in the operator's language when it has one."""
+def refusal_text(request: Request, exc: Exception, sentences: dict[str, str] | None = None) -> str:
+    """The sentence for a refusal in the operator's language, chosen by the refusal's stable
+    reason (``sentences``: the page's own, by reason; the core's NOT_FOUND and the RA's rules for
+    passwords and revocation phrases are known everywhere); else the domain's own (English)
+    sentence after a translated lead. A help code's guidance in the operator's language follows
+    when it has one."""
     code = getattr(exc, "help_code", "") or ""
+    reason = getattr(exc, "reason", "") or ""
     if isinstance(exc, CoreUnavailable):
         text = gettext(request, "The certificate service does not answer; try again later.")
     elif isinstance(exc, StoreUnavailable):
         text = gettext(request, "The registration authority's database does not answer; try again later.")
     elif isinstance(exc, RenewalNotFound):
         text = gettext(request, "There is no such renewal.")
+    elif sentences and reason in sentences:
+        text = sentences[reason]
+    elif reason == "NOT_FOUND":
+        text = gettext(request, "The certificate service has no such account or certificate.")
     else:
         text = gettext(request, "Refused: %(reason)s", reason=str(exc))
     if code:
         text = f"{text} {help_text(request)(code)} ({code})"
     return text
+
+
+def new_submission() -> str:
+    """A single-use id for a form whose action must not be done twice (an enrolment issues a
+    certificate each time): the form carries it in SUBMISSION_FIELD, and spend_submission lets
+    it through once."""
+    return secrets.token_urlsafe(16)
+
+
+async def spend_submission(request: Request, form) -> bool:
+    """Whether the form's single-use id is one not sent before; it is then spent, in the database,
+    so that a reload of the page the form gave, a second click, or two posts racing get False.
+    False too for a form without one.
+
+    Raises: StoreUnavailable.
+    """
+    value = form.get(SUBMISSION_FIELD)
+    if not isinstance(value, str) or not _SUBMISSION.fullmatch(value):
+        return False
+    ctx = request.app.state.web_context
+    expires = ctx.sessions.now() + ctx.settings.web_session_max_seconds  # no form outlives its session
+    return await run_in_threadpool(ctx.sessions.spend_once, f"form:{value}", expires)
 
 
 def refusal_status(exc: Exception) -> int:
@@ -50,6 +86,19 @@ def refusal_status(exc: Exception) -> int:
     if isinstance(exc, RenewalNotFound):
         return 404
     return 409 if isinstance(exc, Refusal) else 400
+
+
+def new_password_errors(request: Request, password: str, confirmation: str) -> dict[str, str]:
+    """The errors, by field ("new_password", "confirmation"), of a holder's new password typed
+    twice: the documents' rules (renewal.check_new_password), in the operator's language."""
+    try:
+        check_new_password(password, confirmation)
+    except StepRefused as exc:
+        if not password:
+            return {"new_password": gettext(request, "This field is required.")}
+        field, message = password_rule_text(request, exc.reason)
+        return {field: message}
+    return {}
 
 
 def help_text(request: Request):

@@ -26,7 +26,8 @@ from signserver.ra.renewal import Holder, Renewal, State
 from signserver.ra.web.context import WebContext
 from signserver.ra.web.forms import BadForm, clean_text
 from signserver.ra.web.operator_forms import (IDENTITY_FIELDS, MAX_CSR_BYTES, help_text, holder_from_form,
-                                              operator_of, read_upload, refusal_status, refusal_text)
+                                              new_password_errors, operator_of, read_upload, refusal_status,
+                                              refusal_text)
 from signserver.ra.web.operator_sign_in import HOME
 from signserver.ra.web.rendering import (PageNotFound, flash, gettext, page_route, read_form, redirect, render,
                                         secret_field, text_field)
@@ -210,17 +211,18 @@ async def _holder_page(request: Request, ctx: WebContext, account: str, *, given
                        errors: dict | None = None) -> Response:
     operator = operator_of(request)
 
-    def gather() -> tuple[Holder | None, list, list[Renewal], str]:
+    def gather() -> tuple[Holder | None, list, list[Renewal], Exception | None]:
         found: list[HolderFound] = ctx.operations.search(account, operator)
         holder = next((f.holder for f in found if f.holder.account == account), None)
         try:
             certificates = ctx.operations.certificates(account)
-            problem = ""
+            problem = None
         except (OperationRefused, CoreUnavailable) as exc:
-            certificates, problem = [], str(exc)
+            certificates, problem = [], exc
         return holder, certificates, ctx.workflow.renewals((), account), problem
 
-    holder, certificates, renewals, problem = await run_in_threadpool(gather)
+    holder, certificates, renewals, refused = await run_in_threadpool(gather)
+    problem = refusal_text(request, refused) if refused is not None else ""
     if given is None:
         given = ({"name": holder.name, "id_type": holder.id_type, "id_number": holder.id_number,
                   "birth_date": holder.birth_date.isoformat(), "emails": " ".join(holder.emails)} if holder else {})
@@ -235,22 +237,31 @@ async def _holder_page(request: Request, ctx: WebContext, account: str, *, given
 async def unlock(request: Request, ctx: WebContext) -> Response:
     """GET: the unlock form; POST: the holder's recovery code clears the lock and sets the new
     password; the holder's new recovery code is shown once."""
-    values = {"account": "", "error": ""}
+    values = {"account": "", "error": "", "errors": {}}
     if request.method == "GET":
         return render(request, "operator/unlock.html", **values)
     form = await read_form(request)
     account = text_field(form, "account", required=False, max_length=128)
+    recovery_code, new_password, confirmation = (secret_field(form, name, required=False) for name in
+                                                 ("recovery_code", "new_password", "confirmation"))
     values["account"] = account
+    errors = {}
     if not account:
-        values["error"] = gettext(request, "Give the holder's account.")
+        errors["account"] = gettext(request, "Give the holder's account.")
+    if not recovery_code:
+        errors["recovery_code"] = gettext(request, "This field is required.")
+    errors.update(new_password_errors(request, new_password, confirmation))
+    if errors:
+        values["errors"] = errors
         return render(request, "operator/unlock.html", status=400, **values)
     try:
-        recovery_code, new_password, confirmation = (secret_field(form, name, required=False) for name in
-                                                     ("recovery_code", "new_password", "confirmation"))
         code = await run_in_threadpool(ctx.operations.unlock, account, recovery_code, new_password, confirmation,
                                        operator_of(request))
     except (Refusal, CoreUnavailable) as exc:
-        values["error"] = refusal_text(request, exc)
+        values["error"] = refusal_text(request, exc, {
+            "AUTHENTICATION_FAILED": gettext(request, "The recovery code was refused (not right, already used, or "
+                                                      "the account has none); nothing was changed."),
+            "NOT_FOUND": gettext(request, "The certificate service has no such account.")})
         return render(request, "operator/unlock.html", status=refusal_status(exc), **values)
     return render(request, "operator/unlocked.html", account=account, recovery_code=code)
 
@@ -261,7 +272,7 @@ async def revoke(request: Request, ctx: WebContext) -> Response:
     the holder's request when the holder's account and revocation phrase are given (at the counter
     or on the telephone; a wrong phrase is refused and audited)."""
     values = {"serial": _query_text(request.query_params.get("serial", ""), 64), "reason": "", "account": "",
-              "errors": {}, "error": "", "reasons": REASONS}
+              "confirmed": False, "errors": {}, "error": "", "reasons": REASONS}
     if request.method == "GET":
         return render(request, "operator/revoke.html", **values)
     form = await read_form(request)
@@ -269,7 +280,7 @@ async def revoke(request: Request, ctx: WebContext) -> Response:
     reason = str(form.get("reason", ""))
     account = text_field(form, "account", required=False, max_length=128)
     phrase = secret_field(form, "revocation_phrase", required=False)
-    values.update(serial=serial, reason=reason, account=account)
+    values.update(serial=serial, reason=reason, account=account, confirmed=form.get("confirmed") == "yes")
     errors = {}
     if not serial:
         errors["serial"] = gettext(request, "This field is required.")
@@ -290,7 +301,10 @@ async def revoke(request: Request, ctx: WebContext) -> Response:
         else:
             revoked = await run_in_threadpool(ctx.operations.revoke, serial, reason, operator)
     except (Refusal, CoreUnavailable) as exc:
-        values["error"] = refusal_text(request, exc)
+        values["error"] = refusal_text(request, exc, {
+            "PERMISSION_DENIED": gettext(request, "The revocation phrase is not right for this certificate and "
+                                                  "account."),
+            "NOT_FOUND": gettext(request, "The certificate service has no such certificate.")})
         return render(request, "operator/revoke.html", status=refusal_status(exc), **values)
     flash(request, gettext(request, "Certificate %(serial)s is revoked.", serial=revoked.serial), "success")
     return redirect(f"/operator/holders/{quote(revoked.account, safe='')}" if revoked.account else HOME)

@@ -30,7 +30,7 @@ from signserver.ra.activation import ActivationSecrets
 from signserver.ra.application import subject_parts
 from signserver.ra.help_codes import IDENTITY_DATA_CHANGED, ONLY_IN_PERSON, REVOKE_FIRST
 from signserver.ra.registry import MAX_PHOTO_BYTES
-from signserver.ra.renewal import REVOCATION_PHRASE, Renewal, State, Step, is_cloud_signature
+from signserver.ra.renewal import REVOCATION_PHRASE, Renewal, State, Step, check_new_password, is_cloud_signature
 from signserver.ra.web.account_pages import PASSWORD_RULES, locked_text, password_rule_text
 from signserver.ra.web.holder_pages import profile_label, status_label
 from signserver.ra.web.rendering import (gettext, guidance, page_route, provider_of, read_form, redirect, render,
@@ -430,6 +430,12 @@ async def activation(request: Request, ctx) -> Response:
             problems["new_password"] = gettext(request, "Enter a new cloud-signature password.")
         elif new_password != confirmation:
             problems["confirmation"] = gettext(request, "The new password and its confirmation differ.")
+        else:  # the documents' rules, said on the field (the workflow checks them again)
+            try:
+                check_new_password(new_password, confirmation)
+            except errors.StepRefused as exc:
+                field, message = password_rule_text(request, exc.reason)
+                problems[field] = message
     if not REVOCATION_PHRASE.fullmatch(phrase):
         problems["revocation_phrase"] = gettext(request, "The revocation phrase has 8 to 64 characters, letters "
                                                          "and digits only.")

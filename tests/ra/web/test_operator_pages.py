@@ -31,7 +31,7 @@ from signserver.ra.web.sessions import SessionStore
 from tests.ca.test_certificate_service import client_pair
 from tests.conftest import LOOPBACK_TLS
 from tests.ra.conftest import KUAN, opened_renewal
-from tests.ra.running import Served, card_csr, enrol
+from tests.ra.running import Served, card_csr, enrol, register
 from tests.ra.running import core, eid, inbox, ra_files, ra_process  # noqa: F401 (fixtures)
 
 OPERATOR_PASSWORD = "Operator-pass-1"
@@ -126,6 +126,11 @@ def signed_in(ra_process, operators, language: str = "en") -> tuple[Page, str]:
 def operator(ra_process, operators):
     """A browser signed in as an operator for the module (the page and the operator's name)."""
     return signed_in(ra_process, operators)
+
+
+def submission_of(form_page: httpx.Response) -> str:
+    """The single-use id of the form a page shows (an enrolment's)."""
+    return re.search(r'name="submission" value="([^"]+)"', form_page.text).group(1)
 
 
 def audit(database, action: str) -> list[dict]:
@@ -394,7 +399,7 @@ def test_the_dashboard_lists_the_certificates_due_and_confirms_a_renewal(ra_proc
     again = page.follow(page.post("/operator/renewals/confirm", {"serial": issued.serial}))
     assert "Refused:" in text_of(again)  # confirmed already: said on the dashboard, no error page
     unknown = page.follow(page.post("/operator/renewals/confirm", {"serial": "ffff0000"}))
-    assert unknown.status_code == 200 and "Refused:" in text_of(unknown)
+    assert unknown.status_code == 200 and "has no such account or certificate" in text_of(unknown)
 
 
 def test_a_renewal_at_its_limits_is_reopened(ra_process, operator, database):
@@ -449,9 +454,11 @@ def test_the_in_person_queue_completes_a_renewal_with_the_csr_of_the_card(ra_pro
 def test_a_cloud_signature_enrolment_shows_the_otp_key_and_recovery_code_once(ra_process, operator, core, database):
     page, name = operator
     account = f"web-enrol-{secrets.token_hex(3)}"
-    assert page.get("/operator/enrol").status_code == 200
+    form_page = page.get("/operator/enrol")
+    assert form_page.status_code == 200
     enrolled = page.post("/operator/enrol", {
-        "account": account, "name": KUAN.name, "id_type": KUAN.id_type, "id_number": KUAN.id_number,
+        "submission": submission_of(form_page), "account": account, "name": KUAN.name, "id_type": KUAN.id_type,
+        "id_number": KUAN.id_number,
         "birth_date": KUAN.birth_date.isoformat(), "emails": ", ".join(KUAN.emails),
         "profile": "cloud-signature-government", "kind": "government", "organisation": "DSAJ",
         "recovery_code": "yes", "password": HOLDER_PASSWORD, "confirmation": HOLDER_PASSWORD,
@@ -486,6 +493,9 @@ def test_a_cloud_signature_enrolment_shows_the_otp_key_and_recovery_code_once(ra
     ({"profile": "client-ra"}, "profile", "Choose a certificate profile."),
     ({"transaction_limit": "-5"}, "transaction_limit", "whole number"),
     ({"revocation_phrase_confirmation": "Other2026ok"}, "revocation_phrase_confirmation", "differ"),
+    ({"organisation": ""}, "organisation", "needs its organisation"),
+    ({"revocation_phrase": "no spaces!", "revocation_phrase_confirmation": "no spaces!"}, "revocation_phrase",
+     "letters and digits only"),
 ])
 def test_an_enrolment_refused_before_the_core_is_shown_on_the_form(ra_process, operator, core, changes, field,
                                                                    message):
@@ -493,7 +503,8 @@ def test_an_enrolment_refused_before_the_core_is_shown_on_the_form(ra_process, o
     account = f"web-refused-{secrets.token_hex(3)}"
     form = {"account": account, "name": KUAN.name, "id_type": KUAN.id_type, "id_number": KUAN.id_number,
             "birth_date": KUAN.birth_date.isoformat(), "emails": KUAN.emails[0],
-            "profile": "cloud-signature-government", "kind": "government", "password": HOLDER_PASSWORD,
+            "profile": "cloud-signature-government", "kind": "government", "organisation": "DSAJ",
+            "password": HOLDER_PASSWORD,
             "confirmation": HOLDER_PASSWORD, "revocation_phrase": PHRASE, "revocation_phrase_confirmation": PHRASE,
             **changes}
     refused = page.post("/operator/enrol", form, files={"csr": ("", b"")})
@@ -507,10 +518,26 @@ def test_an_enrolment_the_core_refuses_is_shown_on_the_form(ra_process, operator
     page, _ = operator
     account = f"web-weak-{secrets.token_hex(3)}"
     refused = page.post("/operator/enrol", {
-        "account": account, "name": KUAN.name, "id_type": KUAN.id_type, "id_number": KUAN.id_number,
+        "submission": submission_of(page.get("/operator/enrol")), "account": account, "name": KUAN.name,
+        "id_type": KUAN.id_type, "id_number": KUAN.id_number,
         "birth_date": KUAN.birth_date.isoformat(), "emails": KUAN.emails[0], "profile": "cloud-signature-government",
         "kind": "government", "password": "short", "confirmation": "short"}, files={"csr": ("", b"")})
-    assert refused.status_code == 409 and "Refused:" in text_of(refused)
+    assert refused.status_code == 400 and "at least 8 characters" in text_of(refused)
+    assert 'id="field-password-error"' in refused.text and "short" not in re.findall(r'value="([^"]*)"', refused.text)
+    taken = page.post("/operator/enrol", {
+        "submission": submission_of(page.get("/operator/enrol")), "account": account, "name": KUAN.name,
+        "id_type": KUAN.id_type, "id_number": KUAN.id_number, "birth_date": KUAN.birth_date.isoformat(),
+        "emails": KUAN.emails[0], "profile": "cloud-signature-government", "kind": "government",
+        "organisation": "DSAJ", "password": HOLDER_PASSWORD, "confirmation": HOLDER_PASSWORD},
+        files={"csr": ("", b"")})
+    assert taken.status_code == 200, text_of(taken)
+    again = page.post("/operator/enrol", {
+        "submission": submission_of(page.get("/operator/enrol")), "account": account, "name": KUAN.name,
+        "id_type": KUAN.id_type, "id_number": KUAN.id_number, "birth_date": KUAN.birth_date.isoformat(),
+        "emails": KUAN.emails[0], "profile": "cloud-signature-government", "kind": "government",
+        "organisation": "DSAJ", "password": HOLDER_PASSWORD, "confirmation": HOLDER_PASSWORD},
+        files={"csr": ("", b"")})
+    assert again.status_code == 409 and "The account exists already" in text_of(again)
 
 
 def test_unlock_with_the_recovery_code_gives_a_new_one(ra_process, operator, core, database):
@@ -526,7 +553,7 @@ def test_unlock_with_the_recovery_code_gives_a_new_one(ra_process, operator, cor
     assert "WRONG-CODE-0000" not in wrong.text and "Second-pass-2" not in wrong.text
     differ = page.post("/operator/unlock", {"account": account, "recovery_code": first_code,
                                             "new_password": "Second-pass-2", "confirmation": "Second-pass-3"})
-    assert differ.status_code == 409
+    assert differ.status_code == 400 and 'id="field-confirmation-error"' in differ.text
 
     unlocked = page.post("/operator/unlock", {"account": account, "recovery_code": first_code,
                                               "new_password": "Second-pass-2", "confirmation": "Second-pass-2"})
@@ -572,6 +599,8 @@ def test_a_revocation_at_the_holders_request_takes_the_revocation_phrase(ra_proc
     assert no_account.status_code == 400 and "OldPhrase2024" not in no_account.text
     wrong = page.post("/operator/revoke", {**form, "account": account, "revocation_phrase": "WrongPhrase99"})
     assert wrong.status_code == 409 and "revocation phrase is not right" in text_of(wrong)
+    assert re.search(r'id="field-confirmed" name="confirmed" value="yes"[^>]* checked', wrong.text)  # as ticked
+    assert f'value="{account}"' in wrong.text and "WrongPhrase99" not in wrong.text
     assert core.list_certificates(account)[0].status == "valid"
 
     done = page.post("/operator/revoke", {**form, "account": account, "revocation_phrase": "OldPhrase2024"})
@@ -614,7 +643,7 @@ def test_certificates_are_listed_by_account_and_status(ra_process, operator, cor
         refused = page.get(f"/operator/search?account=&expiring={digits}")
         assert refused.status_code == 400 and "number of days" in text_of(refused)
     nobody = page.get("/operator/search?account=no-such-account-here")
-    assert nobody.status_code == 400 and "Refused:" in text_of(nobody)
+    assert nobody.status_code == 400 and "has no such account or certificate" in text_of(nobody)
     assert page.get("/operator/search?q=").status_code == 400
 
 
@@ -641,3 +670,79 @@ def test_no_input_makes_an_internal_error(operator, method, path, body):
     response = page._send(method.upper(), path, content=body, headers=headers if method == "post" else {})
     assert response.status_code < 500, (response.status_code, text_of(response)[:500])
     assert response.status_code >= 400 or path.startswith("/operator/search")
+
+
+def test_an_enrolment_sent_twice_issues_one_certificate(ra_process, operator, core):
+    """The browser's reload of the page of secrets, or a second click, sends the same form again:
+    the second is refused on the form, and no second certificate is issued."""
+    from tests.ra.running import create_account
+
+    page, _ = operator
+    account = f"web-twice-{secrets.token_hex(3)}"
+    create_account(core, account)
+    form_page = page.get("/operator/enrol")
+    form = {"account": account, "name": KUAN.name, "id_type": KUAN.id_type, "id_number": KUAN.id_number,
+            "birth_date": KUAN.birth_date.isoformat(), "emails": KUAN.emails[0],
+            "profile": "cloud-signature-government", "kind": "government", "existing_account": "yes",
+            "submission": submission_of(form_page)}
+    first = page.post("/operator/enrol", form, files={"csr": ("", b"")})
+    assert first.status_code == 200, text_of(first)
+    again = page.post("/operator/enrol", form, files={"csr": ("", b"")})
+    assert again.status_code == 409 and "This form was sent already" in text_of(again)
+    assert len(core.list_certificates(account)) == 1
+    assert f'value="{account}"' in again.text  # the form keeps what was typed
+
+
+LATIN_WORDS = re.compile(r"[A-Za-z]{3,}(?: [A-Za-z]{2,}){2,}")  # three English words in a row
+
+
+def refusal_of(response: httpx.Response) -> str:
+    """The text of the page's refusal (its alert) and of its fields' errors."""
+    found = re.findall(r'<(?:div|p) class="(?:flash flash--error|field__error)"[^>]*>(.*?)</(?:div|p)>',
+                       response.text, re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", part)) for part in found).strip()
+
+
+def test_the_operators_refusals_are_in_the_operators_language(ra_process, operators, core):
+    from tests.ra.running import create_account
+
+    page, _ = signed_in(ra_process, operators, "zh-TW")
+    account = f"web-zh-{secrets.token_hex(3)}"
+    create_account(core, account)
+    issued = enrol(core, f"{account}-c", "cloud-signature-government")  # revocation phrase OldPhrase2024
+    page.get("/operator/unlock")
+    refused = {
+        "wrong recovery code": page.post("/operator/unlock", {
+            "account": account, "recovery_code": "WRONG-CODE-0000", "new_password": "Second-pass-2",
+            "confirmation": "Second-pass-2"}),
+        "no recovery code": page.post("/operator/unlock", {
+            "account": account, "new_password": "Second-pass-2", "confirmation": "Second-pass-2"}),
+        "weak password": page.post("/operator/unlock", {
+            "account": account, "recovery_code": "WRONG-CODE-0000", "new_password": "short",
+            "confirmation": "short"}),
+        "unknown account": page.post("/operator/unlock", {
+            "account": f"{account}-none", "recovery_code": "WRONG-CODE-0000", "new_password": "Second-pass-2",
+            "confirmation": "Second-pass-2"}),
+        "wrong phrase": page.post("/operator/revoke", {
+            "serial": issued.serial, "reason": "keyCompromise", "confirmed": "yes", "account": f"{account}-c",
+            "revocation_phrase": "WrongPhrase99"}),
+        "unknown certificate": page.post("/operator/revoke", {
+            "serial": "ffff0001", "reason": "superseded", "confirmed": "yes"}),
+        "account taken": page.post("/operator/enrol", {
+            "submission": submission_of(page.get("/operator/enrol")), "account": account, "name": KUAN.name,
+            "id_type": KUAN.id_type, "id_number": KUAN.id_number, "birth_date": KUAN.birth_date.isoformat(),
+            "emails": KUAN.emails[0], "profile": "cloud-signature-government", "kind": "government",
+            "organisation": "DSAJ", "password": HOLDER_PASSWORD, "confirmation": HOLDER_PASSWORD},
+            files={"csr": ("", b"")}),
+        "search for an unknown account": page.get(f"/operator/search?account={account}-none"),
+    }
+    for case, response in refused.items():
+        said = refusal_of(response)
+        assert 400 <= response.status_code < 500 and said, (case, response.status_code, text_of(response)[:300])
+        assert not LATIN_WORDS.search(said), f"{case}: English on a Chinese page: {said!r}"
+    register(ra_process, f"{account}-gone")  # registered with the RA, unknown to the core
+    gone = refusal_of(page.get(f"/operator/holders/{account}-gone"))
+    assert gone and not LATIN_WORDS.search(gone), gone
+    weak = refused["weak password"].text
+    assert 'id="field-new_password-error"' in weak and 'aria-invalid="true"' in weak  # the field that is wrong
+    assert 'id="field-recovery_code-error"' in refused["no recovery code"].text

@@ -307,6 +307,8 @@ def test_revocation_with_the_revocation_phrase(site, core):  # noqa: F811
     assert unconfirmed.status_code == 422 and "Confirm that you understand" in unconfirmed.text
     wrong = holder.post(path, {"revocation_phrase": "NotThePhrase1", "understood": "yes"})
     assert wrong.status_code == 422 and "The revocation phrase is not right." in wrong.text
+    assert re.search(r'<input type="checkbox" id="field-understood"[^>]* checked', wrong.text)  # kept as ticked
+    assert "NotThePhrase1" not in wrong.text
     assert core.get_certificate(issued.serial).status == "valid"
 
     done = holder.post(path, {"revocation_phrase": OLD_PHRASE, "understood": "yes"})
@@ -376,6 +378,12 @@ def test_progress_outcomes_and_help_codes(site, ca_clock):
         "new_password": "New-pass-2027", "confirmation": "New-pass-2028", "revocation_phrase": NEW_PHRASE,
         "revocation_phrase_again": NEW_PHRASE})
     assert differ.status_code == 422 and "The new password and its confirmation differ." in differ.text
+    assert 'id="field-confirmation-error"' in differ.text
+    weak = browser.post(f"/holder/renewals/{activating.id}/activation", {
+        "new_password": "abcdefgh", "confirmation": "abcdefgh", "revocation_phrase": NEW_PHRASE,
+        "revocation_phrase_again": NEW_PHRASE})  # the documents' rules: a letter and a non-letter
+    assert weak.status_code == 422 and "needs at least one character that is not a letter" in weak.text
+    assert 'id="field-new_password-error"' in weak.text and "abcdefgh" not in weak.text
 
     # An in-person type: AC-AB-0007 and the appointment
     in_person = opened_renewal(site.database, holder, now, profile="qualified-government", serial="5e1a02")
