@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime
 import logging
 
-from asn1crypto import keys
+from asn1crypto import core, keys
+from asn1crypto import ocsp as asn1_ocsp
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import ocsp
 from sqlalchemy import Connection, insert, select, update
@@ -22,6 +24,10 @@ from signserver.store.schema import crls
 log = logging.getLogger(__name__)
 
 MAX_NONCE_OCTETS = 128  # RFC 9654: longer nonces are refused, so a response cannot be made to carry a payload
+MAX_CERTIFICATES = 32  # in one request (RFC 6960 allows several); each costs a look-up, the signature is one
+# The CertID hash algorithms answered, by asn1crypto's name: MD5 and the unknown are malformed.
+HASHES = {"sha1": hashes.SHA1(), "sha224": hashes.SHA224(), "sha256": hashes.SHA256(), "sha384": hashes.SHA384(),
+          "sha512": hashes.SHA512()}
 REASONS = {flag.value: flag for flag in x509.ReasonFlags if flag not in (x509.ReasonFlags.remove_from_crl,)}
 
 
@@ -69,47 +75,36 @@ def stored_crl(conn: Connection, authority: str):
 
 def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate, responder: x509.Certificate,
                   responder_key, now: datetime.datetime, validity: datetime.timedelta) -> bytes:
-    """An RFC 6960 response for the certificate in the request: good, revoked or unknown, signed
-    by the delegated responder; the request's nonce is echoed. A request that cannot be parsed or
-    asks for what this responder does not do is answered ``malformedRequest``, one about another
-    issuer ``unauthorized``: client input never raises.
+    """An RFC 6960 response for the certificates in the request: for each, in the request's order,
+    good, revoked or unknown, under the CertID it was asked with; signed by the delegated
+    responder; the request's nonce echoed. A request that cannot be parsed or asks for what this
+    responder does not do is answered ``malformedRequest``, one about another issuer
+    ``unauthorized``: client input never raises.
 
     Raises: HsmError (signing the response).
     """
     parsed = parse_ocsp_request(request_der)
     if parsed is None:
         return unsuccessful_ocsp_response(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-    request, algorithm, nonce = parsed
-    issuer_name_hash = _digest(algorithm, issuer.subject.public_bytes())
-    issuer_key_hash = _key_hash(algorithm, issuer)
-    if request.issuer_name_hash != issuer_name_hash or request.issuer_key_hash != issuer_key_hash:
+    cert_ids, nonce = parsed
+    if not all(_is_of(cert_id, issuer) for cert_id in cert_ids):
         return unsuccessful_ocsp_response(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-
-    builder = ocsp.OCSPResponseBuilder()
-    try:
-        issued = get_certificate(conn, format(request.serial_number, "x"), now)
-    except NotFound:
-        issued = None
-    next_update = now + validity
-    if issued is None:
-        builder = builder.add_response_by_hash(
-            issuer_name_hash=issuer_name_hash, issuer_key_hash=issuer_key_hash, serial_number=request.serial_number,
-            algorithm=algorithm, cert_status=ocsp.OCSPCertStatus.UNKNOWN, this_update=now, next_update=next_update,
-            revocation_time=None, revocation_reason=None)
-    else:
-        revoked = issued.status == "revoked"
-        reason = parse_reason(issued.revocation_reason) if revoked and issued.revocation_reason else None
-        builder = builder.add_response(
-            cert=issued.certificate, issuer=issuer, algorithm=algorithm,
-            cert_status=ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD,
-            this_update=now, next_update=next_update,
-            revocation_time=issued.revoked_at if revoked else None, revocation_reason=reason)
-    builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, responder).certificates([responder])
+    now = now.replace(microsecond=0)  # RFC 5019 2.2.4: GeneralizedTime without fractions of a second
+    responses = [{"cert_id": cert_id, "cert_status": _status(conn, cert_id["serial_number"].native, now),
+                  "this_update": now, "next_update": now + validity} for cert_id in cert_ids]
+    data = {"responder_id": asn1_ocsp.ResponderId(name="by_key", value=_key_hash(hashes.SHA1(), responder)),
+            "produced_at": now, "responses": responses}
     if nonce is not None:
-        builder = builder.add_extension(nonce, critical=False)
+        data["response_extensions"] = [{"extn_id": "nonce", "critical": False, "extn_value": nonce}]
+    tbs = asn1_ocsp.ResponseData(data)
     # The responder key's own scheme (an HSM key presented as a ``cryptography`` key): ECDSA, or
     # PKCS#1 v1.5 for an RSA responder on a token without EC (see KeyAlgorithm.own_signature_algorithm).
-    return builder.sign(responder_key, signature_hash(responder_key)).public_bytes(Encoding.DER)
+    signature_algorithm, signature = _sign(responder_key, tbs.dump())
+    basic = asn1_ocsp.BasicOCSPResponse({
+        "tbs_response_data": tbs, "signature_algorithm": {"algorithm": signature_algorithm}, "signature": signature,
+        "certs": [asn1_x509.Certificate.load(responder.public_bytes(Encoding.DER))]})
+    return asn1_ocsp.OCSPResponse({"response_status": "successful", "response_bytes": {
+        "response_type": "basic_ocsp_response", "response": basic}}).dump()
 
 
 def unsuccessful_ocsp_response(status: ocsp.OCSPResponseStatus) -> bytes:
@@ -117,31 +112,77 @@ def unsuccessful_ocsp_response(status: ocsp.OCSPResponseStatus) -> bytes:
     return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER)
 
 
-def parse_ocsp_request(request_der: bytes) \
-        -> tuple[ocsp.OCSPRequest, hashes.HashAlgorithm, x509.OCSPNonce | None] | None:
-    """The request, its CertID hash algorithm and its nonce; None when the responder must answer
-    ``malformedRequest``: not DER of an OCSPRequest, more than one certificate asked for, a hash
-    algorithm it does not know, a negative serial number, a critical extension it does not
-    understand (RFC 6960 4.4), or a nonce that is empty or longer than 128 octets (RFC 9654)."""
+def parse_ocsp_request(request_der: bytes) -> tuple[list[asn1_ocsp.CertId], bytes | None] | None:
+    """The CertIDs asked about (in the request's order) and the request's nonce; None when the
+    responder must answer ``malformedRequest``: not DER of an OCSPRequest, no certificate or more
+    than MAX_CERTIFICATES asked for, a hash algorithm it does not know or hashes not of its size,
+    a negative serial number, a critical extension it does not understand (RFC 6960 4.4), or a
+    nonce that is empty or longer than 128 octets (RFC 9654)."""
     try:
-        request = ocsp.load_der_ocsp_request(request_der)
-        algorithm = request.hash_algorithm
-        extensions = list(request.extensions)
-    # cryptography says "cannot parse" with ValueError, "more than one request" with
-    # NotImplementedError and "unknown hash" with UnsupportedAlgorithm; all are the client's doing.
-    except (ValueError, TypeError, NotImplementedError, UnsupportedAlgorithm):
+        request = asn1_ocsp.OCSPRequest.load(request_der, strict=True)  # strict: no trailing bytes
+        request.native  # force a full parse: asn1crypto parses lazily
+    # asn1crypto reports hostile DER with ValueError, TypeError, KeyError, IndexError,
+    # AttributeError or OverflowError, depending on where the parse breaks: all mean "not an
+    # OCSPRequest", and a client must never make the responder fail.
+    except Exception:  # noqa: BLE001
         return None
-    if request.serial_number < 0:  # RFC 5280 serials are positive; a response could not carry it
+    tbs = request["tbs_request"]
+    if not 1 <= len(tbs["request_list"]) <= MAX_CERTIFICATES:
         return None
-    nonce = None
-    for extension in extensions:
-        if isinstance(extension.value, x509.OCSPNonce):
-            if not 1 <= len(extension.value.nonce) <= MAX_NONCE_OCTETS:
-                return None
-            nonce = extension.value
-        elif extension.critical:
+    cert_ids = []
+    for single in tbs["request_list"]:
+        cert_id = single["req_cert"]
+        algorithm = HASHES.get(cert_id["hash_algorithm"]["algorithm"].native)
+        if algorithm is None or cert_id["hash_algorithm"]["parameters"].native is not None:
             return None
-    return request, algorithm, nonce
+        size = algorithm.digest_size
+        if len(cert_id["issuer_name_hash"].native) != size or len(cert_id["issuer_key_hash"].native) != size:
+            return None
+        if cert_id["serial_number"].native < 0:  # RFC 5280 serials are positive
+            return None
+        if any(extension["critical"].native for extension in single["single_request_extensions"]):
+            return None  # none is understood here
+        cert_ids.append(cert_id)
+    nonce = None
+    for extension in tbs["request_extensions"]:
+        if extension["extn_id"].native == "nonce":
+            nonce = extension["extn_value"].parsed.native
+            if not 1 <= len(nonce) <= MAX_NONCE_OCTETS:
+                return None
+        elif extension["critical"].native:
+            return None
+    return cert_ids, nonce
+
+
+def _is_of(cert_id: asn1_ocsp.CertId, issuer: x509.Certificate) -> bool:
+    """Whether ``cert_id`` names a certificate of ``issuer``."""
+    algorithm = HASHES[cert_id["hash_algorithm"]["algorithm"].native]
+    return (cert_id["issuer_name_hash"].native == _digest(algorithm, issuer.subject.public_bytes())
+            and cert_id["issuer_key_hash"].native == _key_hash(algorithm, issuer))
+
+
+def _status(conn: Connection, serial: int, now: datetime.datetime) -> asn1_ocsp.CertStatus:
+    """good, revoked (with its time and reason) or unknown: what this CA knows of ``serial``."""
+    try:
+        issued = get_certificate(conn, format(serial, "x"), now)
+    except NotFound:
+        return asn1_ocsp.CertStatus(name="unknown", value=core.Null())
+    if issued.status != "revoked":
+        return asn1_ocsp.CertStatus(name="good", value=core.Null())
+    revoked = {"revocation_time": issued.revoked_at}
+    if issued.revocation_reason:
+        revoked["revocation_reason"] = parse_reason(issued.revocation_reason).name  # asn1crypto's names
+    return asn1_ocsp.CertStatus(name="revoked", value=revoked)
+
+
+def _sign(key, data: bytes) -> tuple[str, bytes]:
+    """The signature algorithm's name (asn1crypto's) and ``key``'s signature of ``data``."""
+    digest = signature_hash(key)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"{digest.name}_ecdsa", key.sign(data, ec.ECDSA(digest))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"{digest.name}_rsa", key.sign(data, padding.PKCS1v15(), digest)
+    return "ed25519", key.sign(data)
 
 
 def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime
 
+from sqlalchemy import Connection
+
 from signserver.ca import repository as repo
-from signserver.ca.issuance import issuing_ca
 from signserver.ca.revocation import build_crl, ocsp_response, stored_crl
 from signserver.ca.setup import ISSUING, OCSP, ROOT
 from signserver.clock import Clock
@@ -26,17 +27,32 @@ class RevocationStatus:
         self._config = config
 
     def publish_crls(self, root: bool = True) -> None:
-        """Sign new CRLs: the issuing CA's, and the root's when its key is ours."""
+        """Sign new CRLs: the issuing CA's, and the root's when its key is ours.
+
+        Raises: NotFound (not initialised), HsmError.
+        """
         now = self._clock.now()
         validity = datetime.timedelta(hours=self._config.crl_hours)
-        issuer, issuer_key = issuing_ca(self._database, self._keys)
         with self._database.transaction() as conn:
-            build_crl(conn, ISSUING, issuer, issuer_key, now, validity, include_revoked=True)
+            self.publish_issuing_crl(conn)
             root_authority = repo.get_authority(conn, ROOT)
         if root and root_authority and root_authority.key_id:
             root_key = hsm_private_key(self._keys, root_authority.key_id)
             with self._database.transaction() as conn:
                 build_crl(conn, ROOT, root_authority.certificate, root_key, now, validity, include_revoked=False)
+
+    def publish_issuing_crl(self, conn: Connection) -> None:
+        """Sign the issuing CA's next CRL in the caller's transaction: a revocation and the CRL that
+        lists it commit together, or neither does (a crash or an HSM failure in between would
+        otherwise leave a revocation that the CRLs omit until the next scheduled one).
+
+        Raises: NotFound (not initialised), HsmError.
+        """
+        authority = repo.get_authority(conn, ISSUING)
+        if authority is None or authority.certificate is None:
+            raise NotFound("the CA is not initialised; run `signserver ca init`")
+        build_crl(conn, ISSUING, authority.certificate, hsm_private_key(self._keys, authority.key_id),
+                  self._clock.now(), datetime.timedelta(hours=self._config.crl_hours), include_revoked=True)
 
     def refresh_crls_if_due(self) -> bool:
         """Re-sign CRLs whose next update is less than a quarter of their validity away."""

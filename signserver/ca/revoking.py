@@ -1,5 +1,5 @@
 """Revoking: by the operator's decision, or by the holder with the revocation phrase. A revoked
-certificate's key never signs again and a new CRL is published at once."""
+certificate's key never signs again; the CRL that lists it is signed in the revocation's transaction."""
 
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ class Revoker:
     def revoke(self, serial: str, reason: str, operator: str) -> IssuedCertificate:
         """Revoke a certificate (RFC 5280 reason); its credential can no longer authorise or sign.
 
-        Raises: InvalidArgument (reason), NotFound, CertificateRefused (already revoked).
+        The new CRL is signed in the same transaction: when it cannot be (HsmError), nothing is
+        revoked and the call can be repeated.
+
+        Raises: InvalidArgument (reason), NotFound, CertificateRefused (already revoked), HsmError.
         """
         try:
             parse_reason(reason)
@@ -59,8 +62,8 @@ class Revoker:
                     revoke_activation_tokens(conn, row.id)
             self._audit.append(conn, now, "certificate.revoked", operator, issued.account or "ca",
                                serial=issued.serial, reason=reason)
+            self._status.publish_issuing_crl(conn)  # with the revocation, or neither
             issued = repo.get_certificate(conn, issued.serial, now)
-        self._status.publish_crls(root=False)
         log.info("revoked certificate %s (%s)", issued.serial, reason)
         return issued
 

@@ -102,7 +102,8 @@ class CaApp:
         # The raw path: the request is base64, whose "/" and "+" a client may have percent-encoded.
         encoded = request.scope["raw_path"].decode("ascii")[len("/ocsp/"):]
         der = endpoints.ocsp_request_from_path(encoded)
-        return await self._answer(Lane.GENERAL, request, functools.partial(endpoints.ocsp, self._service, der))
+        return await self._answer(Lane.GENERAL, request,
+                                  functools.partial(endpoints.ocsp, self._service, der, cacheable=True))
 
     async def _ocsp_post(self, request: Request) -> Response:
         body = await _body(request)
@@ -139,7 +140,7 @@ class CaApp:
         except Exception:  # noqa: BLE001 - a bug must cost one answer, not the server
             self._bugs.record("HTTP %s failed unexpectedly", _quoted(request), with_traceback=True)
             return plain_answer(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)
-        return Response(document.body, media_type=document.media_type)
+        return Response(document.body, media_type=document.media_type, headers=dict(document.headers))
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

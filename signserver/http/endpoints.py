@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import email.utils
+import hashlib
 import urllib.parse
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp as x509_ocsp
 
 from signserver.service import SignService
 
@@ -29,10 +33,11 @@ CA_CERTIFICATES = ("issuing", "root")  # in the order of the CA's chain
 
 @dataclass(frozen=True)
 class Document:
-    """What to send: the bytes and their media type."""
+    """What to send: the bytes, their media type and any other header fields."""
 
     body: bytes
     media_type: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def crl(service: SignService, authority: str) -> Document:
@@ -52,12 +57,31 @@ def ca_certificate(service: SignService, which: str) -> Document:
                     "application/pkix-cert")
 
 
-def ocsp(service: SignService, request_der: bytes) -> Document:
+def ocsp(service: SignService, request_der: bytes, cacheable: bool = False) -> Document:
     """The OCSP response to ``request_der`` (a malformed request gets ``malformedRequest``).
+    ``cacheable`` (a GET): a successful response carries the HTTP caching headers of RFC 5019
+    6.2, fresh until its nextUpdate, so that HTTP caches and CDNs can serve it.
 
     Raises: NotFound: the CA is not set up; HsmError: the responder's key could not sign.
     """
-    return Document(service.ca.ocsp(request_der), "application/ocsp-response")
+    der = service.ca.ocsp(request_der)
+    return Document(der, "application/ocsp-response", _ocsp_caching(der, service.clock.now()) if cacheable else ())
+
+
+def _ocsp_caching(der: bytes, now: datetime.datetime) -> tuple[tuple[str, str], ...]:
+    """RFC 5019 6.2's header fields for a successful response; none for an error status (which
+    says nothing about a certificate and must not be kept)."""
+    response = x509_ocsp.load_der_ocsp_response(der)
+    if response.response_status is not x509_ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return ()
+    singles = list(response.responses)
+    this_update = max(single.this_update_utc for single in singles)
+    next_update = min(single.next_update_utc for single in singles)  # all carry one (ocsp_response)
+    max_age = max(0, int((next_update - now).total_seconds()))
+    return (("Last-Modified", email.utils.format_datetime(this_update, usegmt=True)),
+            ("Expires", email.utils.format_datetime(next_update, usegmt=True)),
+            ("ETag", f'"{hashlib.sha1(der).hexdigest()}"'),
+            ("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"))
 
 
 def ocsp_request_from_path(encoded: str) -> bytes:

@@ -35,6 +35,11 @@ def tsa_policy(policy_oid_arc: str) -> str:
 DIGESTS = {"sha256": 32, "sha384": 48, "sha512": 64}
 
 
+def _digest_name(algorithm: str) -> str:
+    """``sha256`` as people write it: SHA-256."""
+    return algorithm.upper().replace("SHA", "SHA-") if algorithm in DIGESTS else algorithm
+
+
 class _Rejection(core.Sequence):
     """A TimeStampResp without a token (asn1crypto's class insists on one)."""
 
@@ -96,7 +101,17 @@ class TimeStampAuthority:
                                                "content": cms.ParsableOctetString(tsp.TSTInfo(info).dump())})
         # Called from a worker thread (or the HTTP server's), which has no event loop of its own.
         token = asyncio.run(signer.async_sign_general_data(content, "sha256", detached=False, use_cades=True))
+        if not request["cert_req"].native:
+            token = _without_certificates(token)
         return tsp.TimeStampResp({"status": tsp.PKIStatusInfo({"status": "granted"}), "time_stamp_token": token})
+
+
+def _without_certificates(token: cms.ContentInfo) -> cms.ContentInfo:
+    """``token`` without its certificates: RFC 3161 2.4.1 says the field MUST NOT be present
+    when certReq is false or missing. It is not signed, so the signature stays valid."""
+    signed = token["content"]
+    return cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData({
+        name: signed[name] for name in ("version", "digest_algorithms", "encap_content_info", "signer_infos")})})
 
 
 def parse_request(request_der: bytes) -> tsp.TimeStampReq | _Rejection:
@@ -116,17 +131,25 @@ def parse_request(request_der: bytes) -> tsp.TimeStampReq | _Rejection:
 def _refusal(request: tsp.TimeStampReq, own_policy: str) -> _Rejection | None:
     """The rejection RFC 3161 asks for a request this TSA does not grant, else None."""
     if request["version"].native != "v1":
-        return _rejection("unsupported version", "bad_request")
+        return _rejection(f"version {request['version'].native} is not supported; use v1 (1)", "bad_request")
     imprint = request["message_imprint"]
     algorithm = imprint["hash_algorithm"]["algorithm"].native
-    if algorithm not in DIGESTS or len(imprint["hashed_message"].native) != DIGESTS[algorithm]:
-        return _rejection("unsupported or malformed message imprint", "bad_alg")
+    if algorithm not in DIGESTS:
+        accepted = ", ".join(_digest_name(name) for name in DIGESTS)
+        return _rejection(f"the hash algorithm {algorithm} is not accepted; use {accepted}", "bad_alg")
+    length = len(imprint["hashed_message"].native)
+    if length != DIGESTS[algorithm]:
+        # The algorithm is known; the data is not of its size (as OpenSSL's TSA answers it).
+        return _rejection(f"the message imprint has {length} octets; a {_digest_name(algorithm)} digest has "
+                          f"{DIGESTS[algorithm]}", "bad_data_format")
     policy = request["req_policy"].native
     if policy is not None and policy not in (own_policy, EARLIER_TSA_POLICY):
-        return _rejection("unaccepted policy", "unaccepted_policy")
+        return _rejection(f"the policy {policy} is not this TSA's; ask for {own_policy} or for none",
+                          "unaccepted_policy")
     # Recognised or not, critical or not: an extension this TSA does not process is refused.
     if request["extensions"].native:
-        return _rejection("unaccepted extension", "unaccepted_extensions")
+        named = ", ".join(extension["extn_id"].dotted for extension in request["extensions"])
+        return _rejection(f"this TSA accepts no extensions: {named}", "unaccepted_extensions")
     return None
 
 

@@ -139,7 +139,10 @@ def nonce_extension(length: int):
 @pytest.mark.parametrize("request_der", [
     pytest.param(ocsp_request(hash_oid="1.2.3.4"), id="unknown-hash-oid"),
     pytest.param(ocsp_request(hash_oid="1.2.840.113549.2.5"), id="md5"),
-    pytest.param(ocsp_request(certificates=2), id="two-certificates"),
+    pytest.param(ocsp_request(certificates=33), id="more-certificates-than-answered"),
+    pytest.param(ocsp_request(certificates=0), id="no-certificate"),
+    pytest.param(ocsp_request(hash_oid="2.16.840.1.101.3.4.2.1"), id="sha256-with-hashes-of-sha1-size"),
+    pytest.param(ocsp_request(certificates=2, serial=-5), id="negative-serial-among-several"),
     pytest.param(ocsp_request(extensions=[{"extn_id": "1.2.3.5", "critical": True,
                                            "extn_value": core.OctetString(b"x").dump()}]), id="critical-extension"),
     pytest.param(ocsp_request(extensions=nonce_extension(129)), id="nonce-too-long"),
@@ -152,6 +155,31 @@ def test_malformed_ocsp_requests_get_malformed_request(server, request_der):
     assert status_of(answer) == 200
     response = ocsp.load_der_ocsp_response(body_of(answer))
     assert response.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_damaged_ocsp_requests_get_an_answer_never_an_exception(ca_service):
+    # As for time-stamp queries: random damage to a good request (a fixed seed) reaches every
+    # corner of the DER parser; each answer is an OCSP response, never an exception.
+    issuing = ca_service.ca.chain()[0]
+    created, _ = holder(ca_service)
+    issued = ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "ra")
+    good = (ocsp.OCSPRequestBuilder().add_certificate(issued.certificate, issuing, hashes.SHA1())
+            .add_extension(x509.OCSPNonce(b"n" * 16), critical=False).build().public_bytes(DER))
+    generator = random.Random(6960)
+    statuses = set()
+    for _ in range(3_000):
+        damaged = bytearray(good)
+        for _ in range(generator.randint(1, 3)):
+            position = generator.randrange(len(damaged))
+            choice = generator.random()
+            if choice < 0.5:
+                damaged[position] = generator.randrange(256)
+            elif choice < 0.75:
+                del damaged[position]
+            else:
+                damaged.insert(position, generator.randrange(256))
+        statuses.add(ocsp.load_der_ocsp_response(ca_service.ca.ocsp(bytes(damaged))).response_status)
+    assert ocsp.OCSPResponseStatus.MALFORMED_REQUEST in statuses
 
 
 def test_ocsp_over_get_with_unknown_hash_algorithm(server):
