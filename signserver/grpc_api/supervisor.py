@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 _fork = multiprocessing.get_context("fork")
 STOP_GRACE_SECONDS = 20
 STOP_POLL_SECONDS = 0.1  # a join is not interrupted by a signal: the stop looks for a second one this often
-RESTART_PAUSE_SECONDS = 1.0
+RESTART_PAUSE_SECONDS = 1.0  # before a process that died is started again
+MAX_RESTART_PAUSE_SECONDS = 60.0  # the pause doubles for each death soon after a start, up to this
+STEADY_SECONDS = 60.0  # a process that ran this long before it died starts the count afresh
 LISTENER_PROBE_SECONDS = 2.0  # an address of this machine answers at once, or refuses
 
 
@@ -189,6 +191,38 @@ def _fork_with_sigterm_held(process: multiprocessing.Process) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
+class Restarts:
+    """When a process that died may be started again: RESTART_PAUSE_SECONDS after its death,
+    doubled for each death within STEADY_SECONDS of its start, up to MAX_RESTART_PAUSE_SECONDS. A
+    worker that dies at once (a fault of the machine, a token that went away) then fills the log a
+    few times a minute, not every second; one that ran a while is started again at once."""
+
+    def __init__(self):
+        self._started: dict[object, float] = {}
+        self._pause: dict[object, float] = {}
+        self._due: dict[object, float] = {}
+
+    def started(self, key, now: float) -> None:
+        self._started[key] = now
+        self._due.pop(key, None)
+
+    def died(self, key, now: float) -> float:
+        """Record the death of ``key``'s process; returns the pause before its restart."""
+        steady = now - self._started.get(key, now) >= STEADY_SECONDS
+        pause = RESTART_PAUSE_SECONDS if steady or key not in self._pause else \
+            min(2 * self._pause[key], MAX_RESTART_PAUSE_SECONDS)
+        self._pause[key] = pause
+        self._due[key] = now + pause
+        return pause
+
+    def waiting(self, key) -> bool:
+        """Whether ``key``'s death was recorded and its restart is still to come."""
+        return key in self._due
+
+    def due(self, key, now: float) -> bool:
+        return key in self._due and now >= self._due[key]
+
+
 class Supervisor:
     """Starts the workers (and the metrics process, given its socket), starts again any that dies,
     and stops them all on SIGTERM or SIGINT: each drains its calls in flight, within
@@ -203,6 +237,7 @@ class Supervisor:
         self._metrics_process: multiprocessing.Process | None = None
         self._stopping = False
         self._hurry = False
+        self._restarts = Restarts()
 
     def run(self) -> None:
         def stop(signum, _frame):
@@ -217,19 +252,25 @@ class Supervisor:
                 self._start(index)
             log.info("supervisor (pid %d): %d worker(s) on %s", os.getpid(), self._count, self._config.server.listen)
             while not self._stopping:
+                now = time.monotonic()
                 for index, process in list(self._workers.items()):
-                    if not process.is_alive() and not self._stopping:
-                        log.warning("worker %d (pid %s) exited with %s; starting it again", index, process.pid,
-                                    process.exitcode)
+                    if process.is_alive() or self._stopping:
+                        continue
+                    if not self._restarts.waiting(index):
+                        pause = self._restarts.died(index, now)
+                        log.warning("worker %d (pid %s) exited with %s; starting it again in %.0f s", index,
+                                    process.pid, process.exitcode, pause)
                         if self._metrics is not None:
                             forget_worker(process.pid)
-                        time.sleep(RESTART_PAUSE_SECONDS)  # a worker that dies at once must not spin
-                        if not self._stopping:  # not one more to stop, when the stop came meanwhile
-                            self._start(index)
-                if self._metrics_process is not None and not self._metrics_process.is_alive() and not self._stopping:
-                    log.warning("the metrics process exited with %s; starting it again", self._metrics_process.exitcode)
-                    time.sleep(RESTART_PAUSE_SECONDS)
-                    if not self._stopping:
+                    elif self._restarts.due(index, now):
+                        self._start(index)
+                metrics = self._metrics_process
+                if metrics is not None and not metrics.is_alive() and not self._stopping:
+                    if not self._restarts.waiting("metrics"):
+                        pause = self._restarts.died("metrics", now)
+                        log.warning("the metrics process exited with %s; starting it again in %.0f s",
+                                    metrics.exitcode, pause)
+                    elif self._restarts.due("metrics", now):
                         self._start_metrics()
                 time.sleep(0.2)
             self._stop_all()
@@ -241,12 +282,14 @@ class Supervisor:
         process = _fork.Process(target=_work, args=(self._config, index, self._metrics), name=f"worker-{index}")
         _fork_with_sigterm_held(process)
         self._workers[index] = process
+        self._restarts.started(index, time.monotonic())
 
     def _start_metrics(self) -> None:
         if self._metrics is None:
             return
         self._metrics_process = _fork.Process(target=_serve_metrics, args=(self._metrics,), name="metrics")
         _fork_with_sigterm_held(self._metrics_process)
+        self._restarts.started("metrics", time.monotonic())
         host, port = self._metrics.getsockname()[:2]
         log.info("metrics of this node on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
