@@ -29,6 +29,23 @@ MAX_CERTIFICATES = 32  # in one request (RFC 6960 allows several); each costs a 
 HASHES = {"sha1": hashes.SHA1(), "sha224": hashes.SHA224(), "sha256": hashes.SHA256(), "sha384": hashes.SHA384(),
           "sha512": hashes.SHA512()}
 REASONS = {flag.value: flag for flag in x509.ReasonFlags if flag not in (x509.ReasonFlags.remove_from_crl,)}
+# Reasons read in stored revocations but not given to new ones: a hold could never be released (no
+# removeFromCRL is published), and aACompromise concerns attribute authorities.
+NOT_OFFERED = {x509.ReasonFlags.certificate_hold.value: "a hold could never be released (this CA publishes no "
+                                                        "removeFromCRL): revoke with another reason",
+               x509.ReasonFlags.aa_compromise.value: "it is for attribute authorities' certificates"}
+REVOCATION_REASONS = {name: flag for name, flag in REASONS.items() if name not in NOT_OFFERED}
+
+
+def check_revocation_reason(name: str) -> None:
+    """Whether ``name`` may be given to a new revocation (REVOCATION_REASONS).
+
+    Raises: ValueError: an unknown reason, or one not offered (NOT_OFFERED says why).
+    """
+    if name in NOT_OFFERED:
+        raise ValueError(f"revocation reason {name!r} is not offered: {NOT_OFFERED[name]}; one of "
+                         f"{', '.join(REVOCATION_REASONS)}")
+    parse_reason(name)
 
 
 def parse_reason(name: str) -> x509.ReasonFlags:

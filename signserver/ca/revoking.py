@@ -13,7 +13,7 @@ from signserver.accounts.repository import account_row
 from signserver.audit.log import AuditLog
 from signserver.ca import repository as repo
 from signserver.ca.repository import IssuedCertificate
-from signserver.ca.revocation import parse_reason
+from signserver.ca.revocation import check_revocation_reason
 from signserver.ca.revocation_status import RevocationStatus
 from signserver.clock import Clock
 from signserver.errors import CertificateRefused, InvalidArgument, PermissionDenied
@@ -42,7 +42,7 @@ class Revoker:
         Raises: InvalidArgument (reason), NotFound, CertificateRefused (already revoked), HsmError.
         """
         try:
-            parse_reason(reason)
+            check_revocation_reason(reason)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
         now = self._clock.now()

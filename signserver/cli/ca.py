@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from signserver.ca.repository import IssuedCertificate
 
 OPERATOR = "operator:cli"
-# The reasons signserver.ca.revocation.REASONS accepts: every RFC 5280 reason but removeFromCRL,
-# which only a delta CRL carries (tests/test_cli_imports.py keeps the two equal).
-REVOCATION_REASONS = sorted(flag.value for flag in x509.ReasonFlags if flag is not x509.ReasonFlags.remove_from_crl)
+# The reasons signserver.ca.revocation.REVOCATION_REASONS offers: every RFC 5280 reason but
+# removeFromCRL (only a delta CRL carries it), certificateHold and aACompromise (see NOT_OFFERED
+# there); tests/test_cli_imports.py keeps the two equal. Written out: the CLI does not load the CA.
+REVOCATION_REASONS = sorted(flag.value for flag in x509.ReasonFlags
+                            if flag not in (x509.ReasonFlags.remove_from_crl, x509.ReasonFlags.certificate_hold,
+                                            x509.ReasonFlags.aa_compromise))
 
 
 def add_parser(subparsers) -> None:

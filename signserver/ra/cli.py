@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 SECRETS_FD_HELP = ("read the secrets from this file descriptor, one a line in the order the prompts ask "
                    "them, a new one once (default: prompts at the terminal)")
 REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation",
-           "certificateHold", "privilegeWithdrawn")
+           "privilegeWithdrawn")
 
 
 def _operations_commands(commands) -> None:

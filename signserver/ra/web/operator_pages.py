@@ -35,7 +35,7 @@ from signserver.ra.web.sessions import OPERATOR
 
 # RFC 5280's reason names, as `signserver ra revoke --reason` takes them.
 REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation",
-           "certificateHold", "privilegeWithdrawn")
+           "privilegeWithdrawn")
 STATUSES = ("valid", "expired", "revoked")
 
 # The renewals that have a holder working on them (a notice may be sent again, limits reopened).
