@@ -29,6 +29,7 @@ from signserver.monitoring.meter import Meter
 log = logging.getLogger(__name__)
 
 MULTIPROCESS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+METRICS_PATH = "/metrics"  # the one path the metrics endpoint answers
 
 # Latencies of a call: from a single signature (about a millisecond) to a large document.
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -93,7 +94,27 @@ def metrics_app():
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     registry.register(WorkerProcesses(os.environ[MULTIPROCESS_DIRECTORY_VARIABLE]))
-    return make_asgi_app(registry)
+    return only_scrapes(make_asgi_app(registry))
+
+
+def only_scrapes(app):
+    """``app`` (prometheus_client's, which answers any path and method with the figures) for GET
+    and HEAD of METRICS_PATH only: 404 for another path (a probe of / or of /favicon.ico is not a
+    scrape), 405 for another method."""
+    async def scrapes(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        if scope["path"] != METRICS_PATH:
+            status, headers, body = 404, [], b"not found: the metrics are at /metrics\n"
+        elif scope["method"] not in ("GET", "HEAD"):
+            status, headers, body = 405, [(b"allow", b"GET, HEAD")], b"method not allowed: GET /metrics\n"
+        else:
+            return await app(scope, receive, send)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode()), *headers]})
+        await send({"type": "http.response.body", "body": body})
+    return scrapes
 
 
 class WorkerProcesses:

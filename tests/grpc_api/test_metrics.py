@@ -116,3 +116,16 @@ def test_each_live_worker_reports_its_process_figures(served):
         with open(f"/proc/{pid}/status") as status:
             now = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
         assert abs(figures["process_resident_memory_bytes"][pid][1] - now) < 0.5 * now
+
+
+@pytest.mark.parametrize("path, method, status", [("/", "GET", 404), ("/metrics/extra", "GET", 404),
+                                                  ("/favicon.ico", "GET", 404), ("/metrics", "POST", 405)])
+def test_the_metrics_endpoint_answers_only_scrapes_of_its_path(served, path, method, status):
+    request = urllib.request.Request(f"http://127.0.0.1:{served.metrics_port}{path}", method=method, data=b"" if
+                                     method == "POST" else None)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == status
+    with urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics?name[]=signserver_worker",
+                                timeout=10) as answer:
+        assert answer.status == 200
