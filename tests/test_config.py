@@ -184,3 +184,30 @@ def test_fronts_on_one_port_of_different_addresses_or_on_free_ports_are_accepted
     config = load_config(path, environ={"SIGNSERVER_CSC_LISTEN": "127.0.0.1:0"})
     assert (config.server.listen, config.http_listen, config.csc.listen) == ("127.0.0.1:9000", "127.0.0.2:9000",
                                                                              "127.0.0.1:0")
+
+
+def test_a_mistyped_environment_variable_is_named_with_the_setting_it_is_closest_to(tmp_path, caplog):
+    config = load_config(None,
+                         environ={"SIGNSERVER_SERVER_LISTN": "0.0.0.0:9999", "SIGNSERVER_STATE_DIR": str(tmp_path),
+                                  "SIGNSERVER_HSM_USER_PIN": "1234", "SIGNSERVER_RA_LISTEN": "127.0.0.1:1",
+                                  "SIGNSERVER_NONSENSE": "secret-value"})
+    assert config.server.listen != "0.0.0.0:9999"  # ignored, as before
+    warned = [r.getMessage() for r in caplog.records if r.name == "signserver.config.loading"]
+    assert warned == [
+        "the environment variable SIGNSERVER_NONSENSE is no setting and is ignored",
+        "the environment variable SIGNSERVER_SERVER_LISTN is no setting and is ignored "
+        "(did you mean SIGNSERVER_SERVER_LISTEN?)"]
+    assert "secret-value" not in caplog.text and "1234" not in caplog.text
+
+
+def test_every_environment_variable_the_code_reads_is_known_to_the_loader():
+    """So that no variable a command reads is ever warned of as a mistake."""
+    import re
+
+    from signserver.config.loading import _KEYS, OTHER_PREFIXES, OTHER_VARIABLES, env_name
+
+    known = {env_name(key) for key in _KEYS} | OTHER_VARIABLES
+    source = Path(__file__).resolve().parents[1] / "signserver"
+    read = {name for path in source.rglob("*.py") for name in re.findall(r"\bSIGNSERVER_[A-Z0-9_]*[A-Z0-9]\b",
+                                                                         path.read_text())}
+    assert read and not sorted(n for n in read if n not in known and not n.startswith(OTHER_PREFIXES))

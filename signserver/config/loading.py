@@ -3,7 +3,9 @@ each key parsed and checked, with every section's embedded defaults."""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
 import os
 import re
 import tomllib
@@ -21,7 +23,16 @@ from signserver.config.values import (as_bool, as_choice, as_fingerprints, as_in
                                       as_str_or_empty)
 from signserver.errors import ConfigurationError
 
+log = logging.getLogger(__name__)
+
 CONFIG_ENV = "SIGNSERVER_CONFIG"
+# Variables of the prefix that are no setting: the configuration file, and the secrets commands
+# read (never settings: a setting may be printed); SIGNSERVER_RA_* are the RA's settings.
+OTHER_VARIABLES = frozenset({CONFIG_ENV, USER_PIN_ENV, "SIGNSERVER_HSM_SO_PIN", "SIGNSERVER_HSM_NEW_PIN",
+                             "SIGNSERVER_HSM_CURRENT_SO_PIN", "SIGNSERVER_ACCOUNT_PASSWORD", "SIGNSERVER_ACCOUNT_OTP",
+                             "SIGNSERVER_ACCOUNT_REVOCATION_PHRASE", "SIGNSERVER_ACCOUNT_RECOVERY_CODE",
+                             "SIGNSERVER_API_KEY"})
+OTHER_PREFIXES = ("SIGNSERVER_RA_", "SIGNSERVER_TEST_")
 DEFAULT_CONFIG_FILE = Path("signserver.toml")
 
 # Where distributions put SoftHSM's module; the first that exists is the default.
@@ -170,6 +181,18 @@ def _profile_settings(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return settings
 
 
+def _warn_of_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Say which ``SIGNSERVER_*`` variables are no setting (a mistyped name would otherwise be
+    ignored without a word), with the setting it is closest to. Only names are said: a value may
+    be a secret."""
+    known = {env_name(key) for key in _KEYS} | OTHER_VARIABLES
+    for name in sorted(environ):
+        if name.startswith("SIGNSERVER_") and name not in known and not name.startswith(OTHER_PREFIXES):
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+            log.warning("the environment variable %s is no setting and is ignored%s", name,
+                        f" (did you mean {close[0]}?)" if close else "")
+
+
 def _default_module() -> str | None:
     return next((c for c in SOFTHSM_MODULE_CANDIDATES if Path(c).is_file()), None)
 
@@ -192,6 +215,7 @@ def load_config(
     for key in _KEYS:
         if env_name(key) in environ:
             values[key] = environ[env_name(key)]
+    _warn_of_unknown_variables(environ)
     profile_settings = _profile_settings(values)
     values = {key: _KEYS[key](key, value) for key, value in values.items() if key in _KEYS}
 
