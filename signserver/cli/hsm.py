@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -159,11 +160,12 @@ def cmd_init(args, config: Config) -> int:
     else:
         so_pin = read_pin("new SO PIN", SO_PIN_ENV, args.so_pin_file, confirm=True)
         user_pin = read_pin("user PIN", USER_PIN_ENV, args.user_pin_file, confirm=True)
+    generated = ((args.so_pin_file, so_pin, "SO PIN"), (args.user_pin_file, user_pin, "user PIN"))
     status = admin.init_token(label, so_pin, user_pin, args.slot, current_so_pin=current,
-                              reinitialise=target.initialised)
-    if args.generate_pins:  # only once the token holds them: a refused initialisation leaves no PIN files
-        for path, pin, what in ((args.so_pin_file, so_pin, "SO PIN"), (args.user_pin_file, user_pin, "user PIN")):
-            write_pin_file(path, pin, what)
+                              reinitialise=target.initialised,
+                              before_init=(lambda: _keep_pins(generated)) if args.generate_pins else None)
+    if args.generate_pins:
+        for path, _, what in generated:
             print(f"stored the {what} in {path} (mode 0600)", file=sys.stderr)
     if args.json:
         print_json(status)
@@ -209,6 +211,28 @@ def _generate_pins(args, target: SlotStatus) -> tuple[Secret, Secret]:
         if path.exists() and path.stat().st_size > 0:
             raise InvalidArgument(f"{path} already holds something; a generated {what} never overwrites a file")
     return pins
+
+
+def _keep_pins(generated) -> Callable[[], None]:
+    """Write the generated PINs before the token takes them (a token initialised with PINs that
+    could not be written would be lost with them); returns what removes them again, for a token
+    that refuses them (PINs it never took would only mislead).
+
+    Raises: InvalidArgument: a file cannot be written (none is left).
+    """
+    written: list[Path] = []
+
+    def remove() -> None:
+        for path in written:
+            path.unlink(missing_ok=True)
+    try:
+        for path, pin, what in generated:
+            write_pin_file(path, pin, what)
+            written.append(path)
+    except BaseException:
+        remove()
+        raise
+    return remove
 
 
 def cmd_slots(args, config: Config) -> int:
@@ -331,7 +355,7 @@ def cmd_change_pin(args, config: Config) -> int:
     label = args.token or config.hsm.token_label
     admin = TokenAdministrator(_module(args, config))
     admin.change_user_pin(label, old, new)
-    print(f"changed the user PIN of token {label!r}")
+    _changed(args, label, "user PIN", f"changed the user PIN of token {label!r}")
     _forget_refusals(config, admin, label)
     return 0
 
@@ -341,7 +365,7 @@ def cmd_change_so_pin(args, config: Config) -> int:
     new = read_pin("new SO PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
     label = args.token or config.hsm.token_label
     TokenAdministrator(_module(args, config)).change_so_pin(label, old, new)
-    print(f"changed the SO PIN of token {label!r}")
+    _changed(args, label, "SO PIN", f"changed the SO PIN of token {label!r}")
     return 0
 
 
@@ -351,9 +375,16 @@ def cmd_unblock_pin(args, config: Config) -> int:
     label = args.token or config.hsm.token_label
     admin = TokenAdministrator(_module(args, config))
     admin.unblock_user_pin(label, so_pin, new)
-    print(f"set a new user PIN on token {label!r}")
+    _changed(args, label, "user PIN", f"set a new user PIN on token {label!r}")
     _forget_refusals(config, admin, label)
     return 0
+
+
+def _changed(args, label: str, pin: str, text: str) -> None:
+    if args.json:
+        print_json({"token": label, "pin": pin, "changed": True})
+    else:
+        print(text)
 
 
 def _forget_refusals(config: Config, admin: TokenAdministrator, label: str) -> None:

@@ -119,19 +119,40 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
 
 # --- rotation -----------------------------------------------------------------------------
 
-def _rotation(args, config: Config, grace: float | None = None) -> tuple[SignService, MasterRotation]:
+def _rotation(args, config: Config, grace: float | None = None,
+              check_token: bool = True) -> tuple[SignService, MasterRotation]:
+    """The rotation on the configured token and database; with ``check_token``, the token is
+    checked to hold the database's active master key.
+
+    No master key is made here: the server makes the first on its first start, and one made on
+    a destination token before the key ceremony would make its import refuse the source's.
+
+    Raises: ConfigurationError: the token lacks the active master key, or holds another of its
+        label. StoreUnavailable, HsmError.
+    """
     from signserver.accounts.master_rotation import MasterRotation
 
     service = open_service(args, config, with_database=True)
-    service.packages.ensure_master()  # the token holds the active key, and no database is without one
+    if check_token and _has_active_master(service):
+        service.packages.ensure_master()  # only checks: there is one
     # --grace-seconds is finite and not negative: its argparse type saw to it.
     extra = {} if grace is None else {"retire_grace": datetime.timedelta(seconds=grace)}
     return service, MasterRotation(service.database, service.packages, service.master_keys, service.audit,
                                    service.clock, **extra)
 
 
+def _has_active_master(service: SignService) -> bool:
+    with service.database.read() as conn:
+        try:
+            service.packages.active_master(conn)
+        except NotFound:
+            return False
+    return True
+
+
 def cmd_status(args, config: Config) -> int:
-    _, rotation = _rotation(args, config)
+    # Also on a token that lacks a key: saying so is what the ON THIS TOKEN column is for.
+    _, rotation = _rotation(args, config, check_token=False)
     masters = rotation.status()
     if args.json:
         print_json(masters)
@@ -258,8 +279,8 @@ def cmd_export(args, config: Config) -> int:
     trusted = ceremony.trust_transport_key(module, args.token or config.hsm.token_label, so_pin, transport_pem)
     try:
         wrapped = ceremony.export_keys(service.keys.session, service.master_keys, sealing, labels, trusted)
-    except Exception:
-        ceremony.discard_trusted_key(service.keys.session, trusted)  # never leave a trusted key behind
+    except BaseException:  # Ctrl-C included
+        ceremony.discard_trusted_key(service.keys.session)  # never leave a trusted key behind
         raise
     _write_new(args.out, wrapped.to_bytes())
     check_values = ceremony.check_values_text(wrapped.keys)

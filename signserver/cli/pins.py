@@ -68,6 +68,8 @@ def write_pin_file(path: Path, pin: Secret, what: str) -> None:
         raise InvalidArgument(f"{path} already holds something; a generated {what} never overwrites a file")
     try:
         write_private(path, (pin.reveal() + "\n").encode("utf-8"))
+    except FileExistsError:  # making the folder, where a file is
+        raise InvalidArgument(f"cannot write the {what} to {path}: {path.parent} is not a folder") from None
     except OSError as exc:
         raise InvalidArgument(f"cannot write the {what} to {path}: {exc.strerror}") from None
 

@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pkcs11
 import pkcs11.exceptions as p11
@@ -123,9 +124,15 @@ class TokenAdministrator:
                 raise translate(exc, "list the slots") from exc
 
     def init_token(self, label: str, so_pin: Secret, user_pin: Secret, slot_id: int | None = None, *,
-                   current_so_pin: Secret | None = None, reinitialise: bool = False) -> SlotStatus:
+                   current_so_pin: Secret | None = None, reinitialise: bool = False,
+                   before_init: Callable[[], Callable[[], None]] | None = None) -> SlotStatus:
         """Initialise a token in ``slot_id`` (default: the first slot whose token is not
         initialised) with ``label``, leave it with the SO PIN ``so_pin``, then set the user PIN.
+
+        ``before_init`` is called once every check passed, right before the token is changed
+        (to keep generated PINs where they will be needed: a token whose PINs nobody has is
+        lost); the function it returns is called when C_InitToken refuses, the token unchanged.
+        What it raises stops the initialisation.
 
         C_InitToken is given ``current_so_pin`` when there is one: every initialised token, and
         tokens that come with a factory SO PIN (openCryptoki: 87654321), verify it there. When it
@@ -162,8 +169,11 @@ class TokenAdministrator:
                 lengths.check(user_pin, "user PIN")
                 verified = current_so_pin or so_pin
                 doing = f"initialise the token in slot {slot.slot_id}"
+                undo = before_init() if before_init is not None else None
                 rv = raw_module(self.module).init_token(slot.slot_id, verified.reveal(), label)
                 if rv != 0:
+                    if undo is not None:
+                        undo()
                     raise _init_refused(translate_return_value(rv, doing), current_so_pin is None)
                 token = find_token(lib, label, self.module)
                 with token.open(rw=True, so_pin=verified.reveal()) as session:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,15 +36,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 
 from signserver.errors import AlreadyExists, DataCorrupted, InvalidArgument, KeyNotFound
-from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys
+from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys, encrypted_block
 from signserver.hsm.module import load_module, pkcs11_lock
-from signserver.hsm.sealing import (
-    SEALING_MAC_TEMPLATE,
-    SEALING_TEMPLATE,
-    SealingKey,
-    mac_check_value,
-    token_check_value,
-)
+from signserver.hsm.sealing import SEALING_MAC_TEMPLATE, SEALING_TEMPLATE, SealingKey
 from signserver.hsm.session import TokenSession, find_token
 from signserver.hsm.translate import translate
 from signserver.secret import Secret
@@ -51,6 +46,7 @@ from signserver.secret import Secret
 log = logging.getLogger(__name__)
 
 TRANSPORT_LABEL_PREFIX = "signserver-transport-"
+TRUSTED_LABEL = f"{TRANSPORT_LABEL_PREFIX}trusted"  # the source's copy of the transport public key
 TRANSPORT_BITS = 3072
 FILE_FORMAT = "signserver wrapped keys 2"
 _SINGLE_MASTER_FORMAT = "signserver wrapped master key 1"  # files of earlier versions: still imported
@@ -59,8 +55,18 @@ _SINGLE_MASTER_FORMAT = "signserver wrapped master key 1"  # files of earlier ve
 WRAP_MECHANISM = Mechanism.RSA_PKCS_OAEP
 WRAP_PARAMETER = (Mechanism.SHA_1, MGF.SHA1, None)
 WRAP_NAME = "rsa-oaep-sha1"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 MASTER, SEALING, SEALING_MAC = "master", "sealing", "sealing-mac"  # the kinds of shared key
+# The ceremony's check values are whole blocks: an AES key's encryption of CHECK_BLOCK, a MAC
+# key's HMAC-SHA256 of it (its first 16 bytes). Not the usual 3-byte check value (what
+# CKA_CHECK_VALUE holds, and `status` shows): one key in 2**24 matches it, and whoever alters the
+# file on its way can wrap a key of their choice under the (public) transport key. Nor of a zero
+# block: an AES-GCM key's encryption of zeros is its authentication subkey (GHASH's H), which would
+# let whoever reads it forge sealed values.
+CHECK_VALUE_BYTES = 16
+CHECK_BLOCK = b"signserver-check"
+_ZERO_BLOCK = bytes(16)
 _TEMPLATES = {MASTER: MASTER_TEMPLATE, SEALING: SEALING_TEMPLATE, SEALING_MAC: SEALING_MAC_TEMPLATE}
 _KEY_TYPES = {MASTER: KeyType.AES, SEALING: KeyType.AES, SEALING_MAC: KeyType.GENERIC_SECRET}
 
@@ -96,7 +102,7 @@ class SharedKey:
 
     label: str
     kind: str  # MASTER, SEALING or SEALING_MAC
-    check_value: str  # hex: the same key on every token has the same value
+    check_value: str  # hex, CHECK_VALUE_BYTES: the same key on every token has the same value
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,11 @@ class WrappedKeys:
             labels = [key.label for key in keys]
             if not keys or len(set(labels)) != len(labels) or any(key.kind not in _TEMPLATES for key in keys):
                 raise ValueError("keys")
-            return cls(str(fields["transport_key_sha256"]), keys)
+            transport = fields["transport_key_sha256"]
+            # The transport key pair is found by it (its CKA_ID): a SHA-256 in hex, nothing else.
+            if not isinstance(transport, str) or not _SHA256_HEX.fullmatch(transport):
+                raise ValueError("transport_key_sha256")
+            return cls(transport, keys)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise InvalidArgument("not a wrapped keys file (made by `signserver hsm master export`)") from None
 
@@ -168,7 +178,8 @@ def parse_check_values(text: str, labels: list[str]) -> dict[str, str]:
     """The check values given out of band, by label: ``label=hex,...`` naming every key of the
     file, or a bare hex value when the file holds one key.
 
-    Raises: InvalidArgument: malformed, not hex, or not naming exactly the file's keys.
+    Raises: InvalidArgument: malformed, not hex, not of CHECK_VALUE_BYTES, or not naming
+        exactly the file's keys.
     """
     given: dict[str, str] = {}
     for part in (p.strip() for p in text.split(",")):
@@ -186,6 +197,11 @@ def parse_check_values(text: str, labels: list[str]) -> dict[str, str]:
                 from None
         if not value:
             raise InvalidArgument(f"give the check value of {label!r}, read on the source token")
+        if len(value) != 2 * CHECK_VALUE_BYTES:
+            raise InvalidArgument(
+                f"the check value of {label!r} has {2 * CHECK_VALUE_BYTES} hexadecimal digits, as `signserver hsm "
+                "master export` printed it (the 6 that `status` shows are too short to prove the file is the "
+                "source's)")
         if label in given:
             raise InvalidArgument(f"two check values for {label!r}")
         given[label] = value
@@ -264,7 +280,7 @@ def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, t
                     Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA,
                     Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.TRUSTED: True,
                     Attribute.WRAP: True, Attribute.ENCRYPT: False, Attribute.VERIFY: False,
-                    Attribute.LABEL: f"{TRANSPORT_LABEL_PREFIX}trusted", Attribute.ID: bytes.fromhex(key_print),
+                    Attribute.LABEL: TRUSTED_LABEL, Attribute.ID: bytes.fromhex(key_print),
                     Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
                     Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"),
                 })
@@ -291,7 +307,7 @@ def describe_shared(session: TokenSession, masters: MasterKeys, sealing: Sealing
 def export_keys(session: TokenSession, masters: MasterKeys, sealing: SealingKey, labels: list[str],
                 transport_fingerprint: str) -> WrappedKeys:
     """Wrap the keys ``labels`` names under the trusted transport key, then destroy that key
-    (whether the wrap worked or not).
+    (whether the wrap worked or not), and any other an export that stopped left on the token.
 
     Raises: KeyNotFound: no such key, or no trusted transport key of that fingerprint.
         InvalidArgument: the sealing key cannot be copied. HsmError.
@@ -309,8 +325,7 @@ def export_keys(session: TokenSession, masters: MasterKeys, sealing: SealingKey,
                                           trusted[0].wrap_key(key, mechanism=WRAP_MECHANISM,
                                                               mechanism_param=WRAP_PARAMETER)))
         finally:
-            for key in trusted:
-                key.destroy()
+            _destroy_trusted(session, s)
         return WrappedKeys(transport_fingerprint, tuple(wrapped))
 
     exported = session.run(wrap, f"wrap {', '.join(labels)} for transport")
@@ -323,13 +338,13 @@ def _shared(s: pkcs11.Session, masters: MasterKeys, sealing: SealingKey,
     """Raises: KeyNotFound, InvalidArgument (a sealing key that cannot leave the token)."""
     if label == sealing.mac_label:
         key = sealing.mac_handle(s, create=False)
-        shared = SharedKey(label, SEALING_MAC, mac_check_value(key))
+        kind = SEALING_MAC
     elif label == sealing.label:
         key = sealing.handle(s)  # made now if the token has none yet: the destination then shares it from the start
-        shared = SharedKey(label, SEALING, token_check_value(key))
+        kind = SEALING
     else:
         key = masters.handle(s, label)
-        return SharedKey(label, MASTER, token_check_value(key)), key
+        return SharedKey(label, MASTER, _check_value(s, MASTER, key)), key
     if not key[Attribute.EXTRACTABLE]:
         raise InvalidArgument(
             f"the sealing key {label!r} on this token was made before sealing keys could be copied, or on a token "
@@ -338,16 +353,35 @@ def _shared(s: pkcs11.Session, masters: MasterKeys, sealing: SealingKey,
             "Copy the master keys alone (`signserver hsm master export signserver-master-N`, one by one); a "
             "holder's OTP seed then opens only on the token whose server sealed it (`signserver account "
             "reset-otp` seals a new one)")
-    return shared, key
+    return SharedKey(label, kind, _check_value(s, kind, key)), key
 
 
-def discard_trusted_key(session: TokenSession, transport_fingerprint: str) -> None:
-    """Destroy a trusted transport key left on the token (an export that stopped). Raises: HsmError."""
-    def discard(s: pkcs11.Session) -> None:
-        for key in session.find(s, {Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-                                    Attribute.ID: bytes.fromhex(transport_fingerprint)}):
-            key.destroy()
-    session.run(discard, "destroy the trusted transport key")
+def _check_value(s: pkcs11.Session, kind: str, key: pkcs11.SecretKey) -> str:
+    """The key's ceremony check value (CHECK_VALUE_BYTES, hex), computed in the token with what
+    the key may do: a master key only wraps, a sealing key encrypts, a MAC key computes MACs.
+
+    Raises: pkcs11.PKCS11Error.
+    """
+    if kind == SEALING_MAC:
+        block = key.sign(CHECK_BLOCK, mechanism=Mechanism.SHA256_HMAC)
+    elif kind == MASTER:
+        block = encrypted_block(s, key, CHECK_BLOCK)
+    else:
+        block = key.encrypt(CHECK_BLOCK, mechanism=Mechanism.AES_ECB)
+    return bytes(block)[:CHECK_VALUE_BYTES].hex()
+
+
+def discard_trusted_key(session: TokenSession) -> None:
+    """Destroy the trusted transport keys left on the token (an export that stopped). Raises: HsmError."""
+    session.run(lambda s: _destroy_trusted(session, s), "destroy the trusted transport key")
+
+
+def _destroy_trusted(session: TokenSession, s: pkcs11.Session) -> None:
+    """Every transport key the security officer marked trusted, whichever destination's: each
+    lets the token's user wrap the shared keys for that destination, and an export that stopped
+    (Ctrl-C, a crash) may have left one. Raises: pkcs11.PKCS11Error."""
+    for key in session.find(s, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: TRUSTED_LABEL}):
+        key.destroy()
 
 
 # --- destination: unwrap, check, destroy the transport key pair -------------------------------
@@ -374,19 +408,19 @@ def import_keys(session: TokenSession, wrapped: WrappedKeys, expected_check_valu
         if not private:
             raise KeyNotFound("this token holds no transport key for this file: it was wrapped for another token, "
                               "or its transport key was used and destroyed (start again with `receive-begin`)")
-        received = [(key, _check_value_of(private[0], key)) for key in wrapped.keys]
-        for key, check_value in received:
+        received = [(key, *_check_values_of(s, private[0], key)) for key in wrapped.keys]
+        for key, check_value, _usual in received:
             if check_value != expected[key.label]:
                 raise DataCorrupted(f"the wrapped key {key.label!r} has the check value {check_value}, not "
                                     f"{expected[key.label]}: it is not the source's {key.kind} key; nothing was "
                                     "imported")
         imported = [ImportedKey(key.label, key.kind, check_value, stored=not _held(s, session, key, check_value))
-                    for key, check_value in received]
+                    for key, check_value, _usual in received]
         stored: list[pkcs11.SecretKey] = []
         try:
-            for (key, check_value), outcome in zip(received, imported):
+            for (key, _check_value, usual), outcome in zip(received, imported):
                 if outcome.stored:
-                    stored.append(_store(private[0], key, check_value))
+                    stored.append(_store(private[0], key, usual))
         except BaseException:
             for key in stored:  # all or nothing
                 key.destroy()
@@ -411,7 +445,10 @@ def _held(s: pkcs11.Session, session: TokenSession, key: WrappedKey, check_value
     found = session.find(s, {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: key.label})
     if not found:
         return False
-    held = mac_check_value(found[0]) if key.kind == SEALING_MAC else token_check_value(found[0])
+    try:
+        held = _check_value(s, key.kind, found[0])
+    except p11.PKCS11Error:  # a key of another kind, or one that may not do what the check needs
+        held = ""
     if held and held == check_value:
         return True
     consequence = ("storing the source's would make the OTP seeds sealed here unreadable; start the "
@@ -421,23 +458,25 @@ def _held(s: pkcs11.Session, session: TokenSession, key: WrappedKey, check_value
                         f"{held or 'unknown'}): {consequence}. Nothing was imported")
 
 
-def _store(transport_private: pkcs11.PrivateKey, key: WrappedKey, check_value: str) -> pkcs11.SecretKey:
+def _store(transport_private: pkcs11.PrivateKey, key: WrappedKey,
+           usual_check_value: str | None) -> pkcs11.SecretKey:
     stored = transport_private.unwrap_key(ObjectClass.SECRET_KEY, _KEY_TYPES[key.kind], key.wrapped,
                                           label=key.label, id=os.urandom(16), mechanism=WRAP_MECHANISM,
                                           mechanism_param=WRAP_PARAMETER, store=True,
                                           template=dict(_TEMPLATES[key.kind]))
-    if key.kind != SEALING_MAC:  # a MAC key's check value is computed, never stored
+    if usual_check_value is not None:  # a MAC key's check value is computed, never stored
         # SoftHSM gives an unwrapped key no check value (and refuses one in the template): record
-        # the one the token computed, which servers and later ceremonies compare.
-        stored[Attribute.CHECK_VALUE] = bytes.fromhex(check_value)
+        # the one the token computed (the usual 3 bytes), which servers compare.
+        stored[Attribute.CHECK_VALUE] = bytes.fromhex(usual_check_value)
     return stored
 
 
-def _check_value_of(transport_private: pkcs11.PrivateKey, key: WrappedKey) -> str:
-    """The wrapped key's check value (the first 3 bytes of its AES-ECB encryption of a zero block;
-    for a MAC key, of its HMAC-SHA256 of one), computed in the token: a session copy able only to
-    encrypt (or to compute MACs) is unwrapped, used once and destroyed, since a master key itself
-    may not encrypt.
+def _check_values_of(s: pkcs11.Session, transport_private: pkcs11.PrivateKey,
+                     key: WrappedKey) -> tuple[str, str | None]:
+    """The wrapped key's ceremony check value (see CHECK_BLOCK) and, for an AES key, its usual one
+    (the first 3 bytes of its encryption of a zero block), computed in the token: a session copy
+    able only to encrypt (or to compute MACs) is unwrapped, used once and destroyed, since a master
+    key itself may not encrypt.
 
     Raises: DataCorrupted: the file does not unwrap (altered, or wrapped for another key).
     """
@@ -449,6 +488,8 @@ def _check_value_of(transport_private: pkcs11.PrivateKey, key: WrappedKey) -> st
     except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid, p11.GeneralError):
         raise DataCorrupted("a wrapped key does not unwrap: the file was altered") from None
     try:
-        return mac_check_value(probe) if is_mac else probe.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)[:3].hex()
+        ceremony = _check_value(s, SEALING_MAC if is_mac else SEALING, probe)  # the probe encrypts, as a sealing key
+        usual = None if is_mac else bytes(probe.encrypt(_ZERO_BLOCK, mechanism=Mechanism.AES_ECB))[:3].hex()
+        return ceremony, usual
     finally:
         probe.destroy()

@@ -154,12 +154,22 @@ def computed_check_value(session: pkcs11.Session, key: pkcs11.SecretKey) -> str:
 
     Raises: pkcs11.PKCS11Error.
     """
-    zero_key = session.create_object({
-        Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES, Attribute.VALUE: _ZERO_BLOCK,
+    return encrypted_block(session, key, _ZERO_BLOCK)[:3].hex()
+
+
+def encrypted_block(session: pkcs11.Session, key: pkcs11.SecretKey, block: bytes) -> bytes:
+    """The AES key's encryption of one 16-byte ``block``, computed in the token through a wrap (a
+    key made of the block, wrapped with AES-CBC under a zero IV), for a key that may wrap but not
+    encrypt (see :func:`master_check_value`).
+
+    Raises: pkcs11.PKCS11Error.
+    """
+    block_key = session.create_object({
+        Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES, Attribute.VALUE: block,
         Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
     try:
-        return bytes(key.wrap_key(zero_key, mechanism=Mechanism.AES_CBC, mechanism_param=_ZERO_BLOCK))[:3].hex()
+        return bytes(key.wrap_key(block_key, mechanism=Mechanism.AES_CBC, mechanism_param=_ZERO_BLOCK))[:16]
     finally:
-        zero_key.destroy()
+        block_key.destroy()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from dataclasses import replace
 
 import pytest
 from cryptography import x509
@@ -16,6 +17,7 @@ from sqlalchemy import select
 
 from signserver.hsm.admin import TokenAdministrator
 from signserver.secret import Secret
+from signserver.service import SignService
 from signserver.store.database import Database
 from signserver.store.schema import accounts
 from tests import cli_forkserver
@@ -233,6 +235,18 @@ def token(config) -> str:
     return label  # kept: see tests/accounts/test_master_rotation.py's token
 
 
+def first_master(config, token: str, db) -> None:
+    """The master key the server's first start makes, in the database at ``db``."""
+    own = replace(config, state_dir=db, database_url=database_url(db / "signserver.db"),
+                  hsm=replace(config.hsm, token_label=token))
+    service = SignService.from_config(own, user_pin=USER_PIN)
+    try:
+        service.prepare_database()
+        service.packages.ensure_master()
+    finally:
+        service.close()
+
+
 def master(state_dir, db, token: str, *args: str):
     return run(state_dir, db, "hsm", "master", *args, "--token", token, SIGNSERVER_HSM_USER_PIN=USER_PIN.reveal())
 
@@ -242,7 +256,8 @@ def master(state_dir, db, token: str, *args: str):
     (("--grace-seconds", "nan"), "--grace-seconds"), (("--grace-seconds", "inf"), "--grace-seconds"),
     (("--grace-seconds", "-1"), "--grace-seconds"),
     (("--grace-seconds", "1e300"), "--grace-seconds")])
-def test_rotate_with_a_bad_number_rotates_nothing(state_dir, token, tmp_path, flags, words):
+def test_rotate_with_a_bad_number_rotates_nothing(config, state_dir, token, tmp_path, flags, words):
+    first_master(config, token, tmp_path)
     before = master(state_dir, tmp_path, token, "status", "--json")
     assert before.returncode == 0, before.stderr
     refused = master(state_dir, tmp_path, token, "rotate", "--grace-seconds", "0", *flags)
@@ -258,3 +273,13 @@ def test_an_unreadable_configuration_file_is_one_line(state_dir, tmp_path):
     result = cli_forkserver.run([str(SIGNSERVER), "--config", str(tmp_path), "account", "list"],
                                 env=cli_env(state_dir), capture_output=True, text=True, timeout=120)
     assert_refused(result, EXIT_CONFIG, str(tmp_path), "Is a directory")
+
+
+@pytest.mark.parametrize("fingerprint", ["not-hex", "abc", "", None, 12])
+def test_import_of_a_file_with_a_bad_transport_fingerprint_is_refused(state_dir, token, tmp_path, fingerprint):
+    wrapped = tmp_path / "keys.wrapped"
+    wrapped.write_text(json.dumps({
+        "format": "signserver wrapped keys 2", "mechanism": "rsa-oaep-sha1", "transport_key_sha256": fingerprint,
+        "keys": [{"label": "signserver-master-1", "kind": "master", "check_value": "abcdef", "wrapped": "AAAA"}]}))
+    refused = master(state_dir, tmp_path, token, "import", "--in", str(wrapped), "--check-value", "abcdef")
+    assert_refused(refused, EXIT_ERROR, "not a wrapped keys file")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import subprocess
 import uuid
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from pkcs11 import Attribute, KeyType, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from signserver.accounts import otp
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
@@ -120,14 +121,14 @@ def test_the_ceremony_copies_the_master_key_and_the_destination_signs_with_the_s
                    str(wrapped_file), "--json", so_pin=SOURCE_SO)
     assert exported.returncode == 0, exported.stderr
     printed = json.loads(exported.stdout)
-    assert [(k["label"], k["kind"], k["check_value"]) for k in printed["keys"]] == [
-        (label, "master", info.check_value), (SEALING_LABEL, "sealing", sealing.check_value)]
-    assert printed["check_values"] == f"{label}={info.check_value},{SEALING_LABEL}={sealing.check_value}"
+    assert [(k["label"], k["kind"]) for k in printed["keys"]] == [(label, "master"), (SEALING_LABEL, "sealing")]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", k["check_value"]) for k in printed["keys"])
+    assert printed["check_values"] == ",".join(f"{k['label']}={k['check_value']}" for k in printed["keys"])
     source.keys.session.close()  # see the token as it is now
     assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True}) == []
 
     wrong = cli(destination_token, DESTINATION_USER, "import", "--in", str(wrapped_file),
-                "--check-value", f"{label}=000000,{SEALING_LABEL}={sealing.check_value}")
+                "--check-value", f"{label}={'0' * 32},{SEALING_LABEL}={printed['keys'][1]['check_value']}")
     assert wrong.returncode == 1
     assert "not the source's master key" in wrong.stderr
     incomplete = cli(destination_token, DESTINATION_USER, "import", "--in", str(wrapped_file),
@@ -166,7 +167,7 @@ def test_a_wrong_check_value_is_refused_and_nothing_is_imported(config, state_di
                so_pin=SOURCE_SO).returncode == 0
 
     refused = cli(destination_token, DESTINATION_USER, "import", label, "--in", str(wrapped_file),
-                  "--check-value", "abcdef")
+                  "--check-value", "abcdef" * 5 + "ab")
 
     assert refused.returncode == 1 and "nothing was imported" in refused.stderr
     destination = service_on(config, tmp_path / "destination", destination_token, DESTINATION_USER, clock)
@@ -182,15 +183,17 @@ def test_the_exported_file_does_not_open_without_the_transport_key(config, state
     transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "master.wrapped"
     label = master_label(1)
     assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
-    assert cli(source_token, SOURCE_USER, "export", label, "--transport", str(transport), "--out", str(wrapped_file),
-               so_pin=SOURCE_SO).returncode == 0
+    exported = cli(source_token, SOURCE_USER, "export", label, "--transport", str(transport), "--out",
+                   str(wrapped_file), "--json", so_pin=SOURCE_SO)
+    assert exported.returncode == 0, exported.stderr
+    check_values = json.loads(exported.stdout)["check_values"]
     assert cli(destination_token, DESTINATION_USER, "import", label, "--in", str(wrapped_file), "--check-value",
-               info.check_value).returncode == 0
+               check_values).returncode == 0
     destination = service_on(config, tmp_path / "destination", destination_token, DESTINATION_USER, clock)
     destination.master_keys.destroy(label)  # as on a token that never received it
 
     again = cli(destination_token, DESTINATION_USER, "import", label, "--in", str(wrapped_file),
-                "--check-value", info.check_value)
+                "--check-value", check_values)
 
     assert again.returncode == 1
     assert "holds no transport key for this file" in again.stderr
@@ -252,7 +255,7 @@ def test_a_sealing_key_made_before_it_could_be_copied_is_refused_with_what_to_do
     alone = cli(source_token, SOURCE_USER, "export", master_label(1), "--transport", str(transport), "--out",
                 str(wrapped_file), "--json", so_pin=SOURCE_SO)
     assert alone.returncode == 0, alone.stderr
-    assert json.loads(alone.stdout)["check_values"] == f"{master_label(1)}={info.check_value}"
+    assert re.fullmatch(rf"{master_label(1)}=[0-9a-f]{{32}}", json.loads(alone.stdout)["check_values"])
 
 
 def test_an_import_over_another_sealing_key_is_refused_and_nothing_is_imported(
@@ -304,3 +307,94 @@ def test_a_later_ceremony_adds_a_prepared_master_key_and_leaves_the_keys_already
     assert ceremony("second") == [(master_label(1), False), (prepared, True), (SEALING_LABEL, False)]
     destination = service_on(config, tmp_path / "destination", destination_token, DESTINATION_USER, clock)
     assert destination.master_keys.describe(prepared) == source.master_keys.describe(prepared)
+
+
+def test_status_on_a_destination_before_the_ceremony_makes_no_master_key(config, state_dir, tokens, tmp_path, clock):
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    info = source.packages.ensure_master()
+    source_cli, destination_cli = Cli(state_dir, tmp_path / "source"), Cli(state_dir, tmp_path / "destination")
+
+    # The destination's own database, before its server first starts: nothing to list.
+    empty = destination_cli(destination_token, DESTINATION_USER, "status", "--json")
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout) == []
+    # A database shared with the source: the active key is listed, and not on this token.
+    (tmp_path / "shared").mkdir()
+    copy_database(tmp_path / "source" / "signserver.db", tmp_path / "shared" / "signserver.db")
+    shared = Cli(state_dir, tmp_path / "shared")(destination_token, DESTINATION_USER, "status", "--json")
+    assert shared.returncode == 0, shared.stderr
+    assert [(m["label"], m["state"], m["on_token"]) for m in json.loads(shared.stdout)] == [
+        (master_label(1), "active", "no")]
+
+    # The ceremony then goes through: the destination holds no key of its own under the label.
+    transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "keys.wrapped"
+    assert destination_cli(destination_token, DESTINATION_USER, "receive-begin", "--out",
+                           str(transport)).returncode == 0
+    exported = source_cli(source_token, SOURCE_USER, "export", master_label(1), "--transport", str(transport),
+                          "--out", str(wrapped_file), "--json", so_pin=SOURCE_SO)
+    assert exported.returncode == 0, exported.stderr
+    imported = destination_cli(destination_token, DESTINATION_USER, "import", "--in", str(wrapped_file),
+                               "--check-value", json.loads(exported.stdout)["check_values"])
+    assert imported.returncode == 0, imported.stderr
+
+
+def test_an_export_destroys_the_trusted_key_an_export_that_stopped_left(config, state_dir, tokens, tmp_path, clock):
+    from signserver.hsm import ceremony
+
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    info = source.packages.ensure_master()
+    source.keys.session.close()
+    cli = Cli(state_dir, tmp_path / "source")
+    first, second = tmp_path / "first.pem", tmp_path / "second.pem"
+    for transport in (first, second):
+        assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
+    # An export stopped (Ctrl-C, a crash) once the security officer had marked its transport key trusted.
+    ceremony.trust_transport_key(config.hsm.module, source_token, Secret(SOURCE_SO), first.read_bytes())
+    assert len(objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True})) == 1
+    source.keys.session.close()
+
+    exported = cli(source_token, SOURCE_USER, "export", master_label(1), "--transport", str(second), "--out",
+                   str(tmp_path / "keys.wrapped"), "--json", so_pin=SOURCE_SO)
+
+    assert exported.returncode == 0, exported.stderr
+    assert re.fullmatch(rf"{master_label(1)}=[0-9a-f]{{32}}", json.loads(exported.stdout)["check_values"])
+    assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True}) == []
+
+
+def test_the_check_values_authenticate_the_file_and_short_ones_are_refused(config, state_dir, tokens, tmp_path, clock):
+    """A 3-byte check value is matched by one AES key in 2**24, which a laptop finds in a minute:
+    whoever alters the file on its way could wrap a key of their own under the (public) transport
+    key with the check value the destination expects. The ceremony's check values are whole blocks."""
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    info = source.packages.ensure_master()
+    sealing = SealingKey(source.keys.session).describe()
+    cli = Cli(state_dir, tmp_path / "source")
+    transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "keys.wrapped"
+    assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
+    exported = cli(source_token, SOURCE_USER, "export", "--transport", str(transport), "--out", str(wrapped_file),
+                   "--json", so_pin=SOURCE_SO)
+    assert exported.returncode == 0, exported.stderr
+    printed = {k["label"]: k["check_value"] for k in json.loads(exported.stdout)["keys"]}
+    assert all(len(value) == 32 for value in printed.values())
+    # None is the key's encryption of a zero block (the usual check value is its start): for the
+    # sealing key, an AES-GCM key, that block is the authentication subkey, which must not leave.
+    assert not printed[master_label(1)].startswith(info.check_value)
+    zeros = source.keys.session.run(lambda s: bytes(SealingKey(source.keys.session).handle(s).encrypt(
+        bytes(16), mechanism=Mechanism.AES_ECB)).hex(), "encrypt a zero block")
+    assert zeros.startswith(sealing.check_value) and printed[SEALING_LABEL] != zeros
+
+    short = cli(destination_token, DESTINATION_USER, "import", "--in", str(wrapped_file), "--check-value",
+                f"{master_label(1)}={info.check_value},{SEALING_LABEL}={sealing.check_value}")
+
+    assert short.returncode == 1 and "Traceback" not in short.stderr
+    assert "32 hexadecimal digits" in short.stderr
+    destination = service_on(config, tmp_path / "destination", destination_token, DESTINATION_USER, clock)
+    assert not destination.master_keys.present(master_label(1))
+    destination.keys.session.close()
+    imported = cli(destination_token, DESTINATION_USER, "import", "--in", str(wrapped_file), "--check-value",
+                   json.loads(exported.stdout)["check_values"])
+    assert imported.returncode == 0, imported.stderr
+    assert destination.master_keys.describe(master_label(1)) == info  # its CKA_CHECK_VALUE, as servers read it
