@@ -27,7 +27,7 @@ from signserver.pades.metadata import refuse_unrepairable_metadata
 from signserver.pades.placement import place_field, upright
 from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.prepared_signature import PostSignData, PreparedSignature
-from signserver.pades.stamp import StampOptions, check_text, stamp_lines, stamp_style
+from signserver.pades.stamp import StampOptions, check_text, refuse_unencodable, stamp_lines, stamp_style
 from signserver.pades.writer import SigningWriter
 
 log = logging.getLogger(__name__)
@@ -199,9 +199,11 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
     Raises:
         InvalidArgument: not a PDF, damaged (unreadable objects, a page tree that loops or nests
             past any real document's, objects nested too deeply), encrypted, field or page not
-            found, rectangle off the page, text the font cannot draw, a certification that
-            forbids further signing, or a signed document whose XMP metadata is malformed.
+            found, rectangle off the page, text the font cannot draw or no PDF can hold, a
+            certification that forbids further signing, or a signed document whose XMP metadata
+            is malformed.
     """
+    refuse_unencodable(job.stamp)
     writer = open_for_signing(source)
     writer.signed_at = job.now
     with _reading_the_document():
@@ -214,7 +216,7 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
     style = None
     if job.stamp.visible:
         subset = check_text(lines, job.font)
-        style = upright(stamp_style(lines, job.stamp, subset), placement.rotation)
+        style = upright(stamp_style(lines, job.stamp, subset), placement.rotation, placement.user_unit)
     metadata = signers.PdfSignatureMetadata(
         field_name=field_name, md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
         reason=job.stamp.reason or None, location=job.stamp.location or None, name=job.holder_name,

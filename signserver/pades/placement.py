@@ -7,7 +7,10 @@ seldom have the simple geometry that coordinates taken as-is assume: imposed, cr
 output has a MediaBox that does not start at 0,0 or a CropBox inset inside it, and a landscape
 page is often a portrait page turned by /Rotate. So the rectangle is mapped here into the page's
 own (unrotated) space, and on a turned page the appearance is turned back by its form XObject's
-/Matrix (ISO 32000-1 12.5.5) so that its text reads upright where the reader looks for it.
+/Matrix (ISO 32000-1 12.5.5) so that its text reads upright where the reader looks for it. A page
+with a /UserUnit (ISO 32000-1 14.11.2.2, used by large drawings) counts that many points to its
+unit: the rectangle is divided by it, and the stamp is laid out in points, in an appearance box
+the reader scales into the widget (ISO 32000-1 12.5.5 again), so that it shows as asked.
 """
 
 from __future__ import annotations
@@ -32,23 +35,25 @@ Box = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class PageGeometry:
-    """What a reader shows of a page: its visible box in the page's own space, and the
-    clockwise turn (0, 90, 180 or 270 degrees) the reader applies to it."""
+    """What a reader shows of a page: its visible box in the page's own space, the clockwise
+    turn (0, 90, 180 or 270 degrees) the reader applies to it, and how many points its unit is."""
 
     visible: Box
     rotation: int = 0
+    user_unit: float = 1.0
 
     @property
     def displayed_size(self) -> tuple[float, float]:
         """Width and height of the page as displayed, in points."""
         x1, y1, x2, y2 = self.visible
-        width, height = x2 - x1, y2 - y1
+        width, height = (x2 - x1) * self.user_unit, (y2 - y1) * self.user_unit
         return (height, width) if self.rotation in (90, 270) else (width, height)
 
     def to_page_space(self, rect: Box) -> Box:
         """The page-space rectangle that is displayed at ``rect`` (points from the displayed
         bottom-left corner)."""
-        corners = [self._point(u, v) for u, v in ((rect[0], rect[1]), (rect[2], rect[3]))]
+        unit = self.user_unit
+        corners = [self._point(u / unit, v / unit) for u, v in ((rect[0], rect[1]), (rect[2], rect[3]))]
         xs, ys = [c[0] for c in corners], [c[1] for c in corners]
         return min(xs), min(ys), max(xs), max(ys)
 
@@ -68,31 +73,37 @@ class PageGeometry:
 @dataclass(frozen=True)
 class FieldPlacement:
     """The field to sign, the new field to create (None for an existing field), and the
-    rotation of the page it is on (the appearance is turned to match)."""
+    rotation and unit of the page it is on (the appearance is turned and scaled to match)."""
 
     name: str
     new_field: fields.SigFieldSpec | None
     rotation: int = 0
+    user_unit: float = 1.0
 
 
 def place_field(writer: IncrementalPdfFileWriter, options: StampOptions) -> FieldPlacement:
     """The field to sign: an existing empty one by name, or a new one on a page, at a rectangle
     given in points from the bottom-left corner of the page as displayed.
 
-    Raises: InvalidArgument: the named field is already signed, the page is out of range, or the
-        rectangle is empty or not inside the page as displayed.
+    Raises: InvalidArgument: the named field is already signed or is a form field of another
+        type (or under one), the page is out of range, or the rectangle is empty or not inside the
+        page as displayed.
     """
     existing = {name: (value, ref) for name, value, ref in fields.enumerate_sig_fields(writer.prev)}
     if options.field_name and options.field_name in existing:
         value, reference = existing[options.field_name]
         if value is not None:
             raise InvalidArgument(f"the signature field {options.field_name!r} is already signed")
-        return FieldPlacement(options.field_name, None, _field_rotation(reference))
+        geometry = _field_geometry(reference)
+        return FieldPlacement(options.field_name, None, geometry.rotation, geometry.user_unit)
+    form = form_fields(writer.prev.root)
+    if options.field_name:
+        _refuse_taken_name(options.field_name, form)
     pages = int(writer.root["/Pages"]["/Count"])
     page = options.page if options.page >= 0 else pages + options.page
     if not 0 <= page < pages:
         raise InvalidArgument(f"page {options.page} is out of range: the document has {pages} page(s)")
-    name = options.field_name or f"Signature{len(existing) + 1}"
+    name = options.field_name or _free_name(form, len(existing) + 1)
     if not options.visible:
         return FieldPlacement(name, fields.SigFieldSpec(sig_field_name=name))
     x1, y1, x2, y2 = options.box
@@ -106,11 +117,91 @@ def place_field(writer: IncrementalPdfFileWriter, options: StampOptions) -> Fiel
                               f"0,0,{width:g},{height:g} (points from the bottom-left corner of the page as "
                               "displayed)")
     spec = fields.SigFieldSpec(sig_field_name=name, on_page=page, box=geometry.to_page_space((x1, y1, x2, y2)))
-    return FieldPlacement(name, spec, geometry.rotation)
+    return FieldPlacement(name, spec, geometry.rotation, geometry.user_unit)
+
+
+@dataclass(frozen=True)
+class FormField:
+    """A field of the document's form, by its fully qualified name: its type (/FT, inherited;
+    None for a group that states none) and whether it is a group (other fields hang under it)."""
+
+    field_type: object
+    group: bool = False
+
+
+_KINDS = {"/Tx": "text", "/Btn": "button", "/Ch": "choice", "/Sig": "signature"}
+
+
+def form_fields(root: generic.DictionaryObject) -> dict[str, FormField]:
+    """Every field of the form (ISO 32000-1 12.7.3), groups included, by fully qualified name.
+    A bounded walk: a field tree may loop or nest past any real form's, and a malformed entry is
+    passed over, as pyHanko passes it over."""
+    try:
+        form = root.get("/AcroForm")
+        form = form.get_object() if form is not None else None
+        top = form.get("/Fields") if isinstance(form, generic.DictionaryObject) else None
+    except (KeyError, TypeError, AttributeError):
+        return {}
+    found: dict[str, FormField] = {}
+    seen: set = set()
+    pending = [(top, "", None, 0)]
+    while pending:
+        kids, parent_name, parent_type, depth = pending.pop()
+        kids = kids.get_object() if isinstance(kids, generic.IndirectObject) else kids
+        if not isinstance(kids, generic.ArrayObject) or depth > MAX_PAGE_TREE_DEPTH:
+            continue
+        for reference in kids:
+            if not isinstance(reference, generic.IndirectObject) or reference.reference in seen:
+                continue
+            seen.add(reference.reference)
+            field = reference.get_object()
+            if not isinstance(field, generic.DictionaryObject) or "/T" not in field:
+                continue  # a widget of its parent, not a field
+            name = f"{parent_name}.{field['/T']}" if parent_name else str(field["/T"])
+            field_type = field.get("/FT", parent_type)
+            found[name] = FormField(field_type)
+            if parent_name in found:
+                found[parent_name] = FormField(found[parent_name].field_type, group=True)
+            if "/Kids" in field:
+                pending.append((field["/Kids"], name, field_type, depth + 1))
+    return found
+
+
+def _refuse_taken_name(name: str, form: dict[str, FormField]) -> None:
+    """Refuse a new signature field's name that a field of another type has, or whose parent
+    (``a`` of ``a.b``) is a field of its own rather than a group.
+
+    Raises: InvalidArgument: saying which field has the name, and of what type it is.
+    """
+    parts = name.split(".")
+    for length in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:length])
+        found = form.get(prefix)
+        if found is None:
+            continue
+        if prefix == name:
+            kind = _KINDS.get(found.field_type, "form")
+            what = "names a group of form fields" if found.group else f"is a {kind} field"
+            raise InvalidArgument(f"the form field {name!r} {what}, not a signature field: name an empty "
+                                  "signature field, or a name no field of the document has")
+        if not found.group:
+            kind = _KINDS.get(found.field_type, "form")
+            raise InvalidArgument(f"the signature field {name!r} cannot be made: {prefix!r} is a {kind} field, "
+                                  "not a group of fields; choose another name")
+
+
+def _free_name(form: dict[str, FormField], start: int) -> str:
+    """The first of SignatureN, SignatureN+1, ... that no field of the form is named (a new
+    field under a taken name would be the existing field, of whatever type)."""
+    number = start
+    while f"Signature{number}" in form:
+        number += 1
+    return f"Signature{number}"
 
 
 def page_geometry(page: generic.DictionaryObject) -> PageGeometry:
-    """The page's visible box (CropBox clipped to MediaBox, both inheritable) and rotation."""
+    """The page's visible box (CropBox clipped to MediaBox, both inheritable), rotation and
+    unit."""
     media = _box(_inherited(page, "/MediaBox")) or _LETTER
     crop = _box(_inherited(page, "/CropBox"))
     visible = media
@@ -118,7 +209,7 @@ def page_geometry(page: generic.DictionaryObject) -> PageGeometry:
         clipped = (max(media[0], crop[0]), max(media[1], crop[1]), min(media[2], crop[2]), min(media[3], crop[3]))
         # A CropBox that misses the MediaBox altogether is ignored, as readers do.
         visible = clipped if clipped[0] < clipped[2] and clipped[1] < clipped[3] else media
-    return PageGeometry(visible, _rotation(_inherited(page, "/Rotate")))
+    return PageGeometry(visible, _rotation(_inherited(page, "/Rotate")), _user_unit(page.get("/UserUnit")))
 
 
 def _inherited(page: generic.DictionaryObject, key: str):
@@ -161,38 +252,52 @@ def _rotation(value) -> int:
     return int(value) % 360
 
 
-def _field_rotation(field_ref) -> int:
-    """The rotation of the page an existing field's widget is on (0 if it does not say)."""
+def _user_unit(value) -> float:
+    """/UserUnit as a positive number of points; 1 when absent or not a positive number."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+        return 1.0
+    return float(value)
+
+
+def _field_geometry(field_ref) -> PageGeometry:
+    """The geometry of the page an existing field's widget is on (an unturned page of unit 1 if
+    it does not say)."""
     try:
         field = field_ref.get_object()
         widget = field["/Kids"][0].get_object() if "/Kids" in field else field
         page = widget["/P"] if "/P" in widget else None
     except (KeyError, IndexError, TypeError, AttributeError):
-        return 0
+        return PageGeometry(_LETTER)
     if not isinstance(page, generic.DictionaryObject):
-        return 0
-    return page_geometry(page).rotation
+        return PageGeometry(_LETTER)
+    return page_geometry(page)
 
 
-def upright(style, rotation: int):
-    """``style`` (a pyHanko stamp style), turned so that its stamp reads upright on a page the
-    reader turns clockwise by ``rotation`` degrees; ``style`` itself when the page is not turned."""
-    return _UprightStampStyle(style, rotation) if rotation else style
+def upright(style, rotation: int, user_unit: float = 1.0):
+    """``style`` (a pyHanko stamp style), laid out in points and turned so that its stamp reads
+    upright on a page the reader turns clockwise by ``rotation`` degrees and whose unit is
+    ``user_unit`` points; ``style`` itself on an unturned page of unit 1."""
+    return _UprightStampStyle(style, rotation, user_unit) if rotation or user_unit != 1 else style
 
 
 class _UprightStampStyle:
-    """A stamp style that lays out the stamp in the box as displayed (width and height swapped
-    on a quarter turn) and turns its appearance back by the page's rotation."""
+    """A stamp style that lays out the stamp in the box as displayed (in points, width and
+    height swapped on a quarter turn) and turns its appearance back by the page's rotation. The
+    reader fits the appearance's box into the widget's, in the page's units."""
 
-    def __init__(self, style, rotation: int):
+    def __init__(self, style, rotation: int, user_unit: float = 1.0):
         self._style = style
         self._rotation = rotation
+        self._user_unit = user_unit
 
     def create_stamp(self, writer, box: BoxConstraints, text_params: dict):
+        width, height = box.width * self._user_unit, box.height * self._user_unit
         if self._rotation in (90, 270):
-            box = BoxConstraints(width=box.height, height=box.width)
-        stamp = self._style.create_stamp(writer, box, text_params)
-        return None if stamp is None else _TurnedAppearance(stamp, self._rotation)
+            width, height = height, width
+        stamp = self._style.create_stamp(writer, BoxConstraints(width=width, height=height), text_params)
+        if stamp is None or not self._rotation:
+            return stamp
+        return _TurnedAppearance(stamp, self._rotation)
 
 
 # Counter-clockwise by the page's clockwise display turn: [cos a, sin a, -sin a, cos a, 0, 0].

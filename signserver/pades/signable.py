@@ -26,7 +26,8 @@ from signserver.pades.damage import is_damage
 from signserver.pades.document import open_for_signing
 from signserver.pades.metadata import refuse_unrepairable_metadata
 from signserver.pades.placement import place_field
-from signserver.pades.stamp import StampOptions, check_text, seal_image, stamp_lines, stamp_style
+from signserver.pades.stamp import (StampOptions, check_text, check_verification_url, refuse_unencodable,
+                                    seal_image, stamp_lines, stamp_style)
 from signserver.pades.stamp_layout import fit_stamp
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,12 @@ def check_signable(source: BinaryIO, stamp: StampOptions, holder_name: str | Non
 
     Raises: InvalidArgument: not a PDF, damaged or encrypted; a certification or malformed
         metadata that forbid signing; a field already signed, a page out of range, a rectangle
-        off the page or too small for the text; an unknown time zone; text the font cannot draw;
-        a seal image that is unreadable, too large or cannot be decoded (field seal_image).
+        off the page or too small for the text; an unknown time zone; text the font cannot draw
+        or no PDF can hold (a lone surrogate, field: the option);
+        a seal image that is unreadable, too large or cannot be decoded (field seal_image); a
+        verification address too long for a QR code (field verification_url).
     """
+    refuse_unencodable(stamp)
     source.seek(0)
     writer = open_for_signing(source)
     try:
@@ -63,6 +67,8 @@ def check_signable(source: BinaryIO, stamp: StampOptions, holder_name: str | Non
     if holder_name is None:
         if stamp.seal_png:
             seal_image(stamp.seal_png)
+        if stamp.verification_url:
+            check_verification_url(stamp.verification_url)
         return
     subset = check_text(lines, font)
     stamp_style(lines, stamp, subset)  # decodes the seal image

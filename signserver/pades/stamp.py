@@ -32,6 +32,7 @@ MAX_TEXT = 200
 # compresses to almost nothing, and 8000 x 8000 pixels in 200 KB cost a worker 385 MB to draw.
 MAX_SEAL_PIXELS = 4_000_000
 SEAL_FIELD = "seal_image"  # as gRPC's Stamp names it; the CSC front names it again
+URL_FIELD = "verification_url"  # likewise
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,25 @@ class StampOptions:
         if zone is None:
             raise InvalidArgument(f"unknown time zone {self.time_zone[:MAX_TEXT]!r}")
         return zone
+
+
+# The options that become text in the PDF, by the names gRPC's Stamp gives them.
+_TEXT_FIELDS = ("caption", "reason", "location", "verification_url", "field_name")
+
+
+def refuse_unencodable(options: StampOptions) -> None:
+    """Refuse stamp text that holds half of a UTF-16 surrogate pair: JSON lets a client send one
+    ("\\ud800"), but no PDF string, font or QR code can hold it.
+
+    Raises: InvalidArgument (field: the option's name).
+    """
+    for name in _TEXT_FIELDS:
+        value = getattr(options, name)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(f"the stamp's {name} is not text: it holds U+{ord(value[exc.start]):04X}, half of "
+                                  "a UTF-16 surrogate pair", field=name) from None
 
 
 def format_time(moment: datetime.datetime, zone: zoneinfo.ZoneInfo) -> str:
@@ -144,7 +164,8 @@ def stamp_style(lines: list[str], options: StampOptions, subset: Path) -> TextSt
     """A pyHanko style whose text is already final (no placeholders left to interpret), drawn
     with ``subset`` (from :func:`check_text`) at the size that fits the box it is drawn in.
 
-    Raises: InvalidArgument: the seal image is unreadable or too large (:func:`seal_image`). When
+    Raises: InvalidArgument: the seal image is unreadable or too large (:func:`seal_image`), the
+        verification address more than a QR code holds (:func:`check_verification_url`). When
         the stamp is drawn: InvalidArgument if its box is too small for the text (see
         signserver.pades.stamp_layout.fit_stamp).
     """
@@ -157,11 +178,34 @@ def stamp_style(lines: list[str], options: StampOptions, subset: Path) -> TextSt
                                  margins=layout.Margins.uniform(PADDING),
                                  inner_content_scaling=layout.InnerScaling.NO_SCALING))
     background = seal_image(options.seal_png) if options.seal_png else None
+    if options.verification_url:
+        check_verification_url(options.verification_url)
     common = dict(stamp_text=text, text_box_style=box_style, background=background, border_width=1,
                   background_opacity=0.3, lines=tuple(lines), font_file=str(subset))
     if options.verification_url:
         return _FittedQRStampStyle(**common)
     return _FittedTextStampStyle(**common)
+
+
+def check_verification_url(url: str) -> None:
+    """Refuse ``url`` if a QR code cannot hold it, as pyHanko draws one (error correction level M:
+    about 2,300 bytes of UTF-8, so a limit in characters does not bound it). pyHanko finds out
+    only when it draws the stamp, after the holder's activation token is spent.
+
+    Raises: InvalidArgument (field verification_url): too long for a QR code.
+    """
+    import qrcode
+    from qrcode.exceptions import DataOverflowError
+
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M)
+    code.add_data(url)
+    try:
+        code.best_fit()
+    except (DataOverflowError, ValueError):  # ValueError: its version search runs past the last one
+        size = len(url.encode("utf-8", "surrogatepass"))
+        raise InvalidArgument(f"the verification address is too long for a QR code: {size:,} bytes of UTF-8, "
+                              "where a QR code holds about 2,300",
+                              field=URL_FIELD) from None
 
 
 def seal_image(data: bytes) -> PdfImage:

@@ -24,6 +24,7 @@ from asn1crypto import crl as asn1_crl, x509 as asn1_x509
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign import fields
 from pyhanko.sign.diff_analysis import ModificationLevel, SuspiciousModification
 from pyhanko.sign.validation.errors import SignatureValidationError
 from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
@@ -141,6 +142,9 @@ def verify_stream(source: BinaryIO, trust: TrustMaterial, limits: VerificationLi
         _check_size(reader, limits)
         _check_page_tree(reader)
         signatures = reader.embedded_signatures
+        # Read before any signature is validated: a damaged field tree is refused as above.
+        unchecked = _unchecked_signatures(reader)
+        removed = _removed_signatures(reader)
     except Exception as exc:
         if not is_damage(exc, SignatureValidationError):
             raise
@@ -166,7 +170,7 @@ def verify_stream(source: BinaryIO, trust: TrustMaterial, limits: VerificationLi
                 raise
             raise InvalidArgument(f"the signature in field {_field(signature)!r} is damaged and cannot be checked: "
                                   f"{_brief(exc)}") from None
-    return _document_verdict(tuple(reports), timestamp_failures)
+    return _document_verdict(tuple(reports), [*removed, *unchecked, *timestamp_failures])
 
 
 def _check_size(reader: PdfFileReader, limits: VerificationLimits) -> None:
@@ -185,6 +189,41 @@ def _check_size(reader: PdfFileReader, limits: VerificationLimits) -> None:
     if objects > limits.max_objects:
         raise InvalidArgument(f"the document has {objects} objects over its revisions; verification takes "
                               f"at most {limits.max_objects}")
+
+
+def _unchecked_signatures(reader: PdfFileReader) -> list[str]:
+    """Why each signed field that verification cannot check fails the document: pyHanko leaves
+    a signature out of ``embedded_signatures`` (with a warning in the log only) when its SubFilter
+    is not one it reads, such as the old adbe.x509.rsa_sha1 and adbe.pkcs7.sha1. Left out, such a
+    signature, genuine or not, would not count in the verdict at all."""
+    readable = {subfilter.value for subfilter in fields.SigSeedSubFilter}
+    failures = []
+    for name, value, _ in fields.enumerate_sig_fields(reader, filled_status=True):
+        value = value.get_object()
+        subfilter = value.get("/SubFilter") if isinstance(value, generic.DictionaryObject) else None
+        if subfilter not in readable:
+            shown = str(subfilter)[1:][:60] if isinstance(subfilter, generic.NameObject) else "none"
+            failures.append(f"the signature in field {str(name)!r} cannot be checked: its format (SubFilter "
+                            f"{shown}) is not one verification reads (adbe.pkcs7.detached, ETSI.CAdES.detached, "
+                            "ETSI.RFC3161)")
+    return failures
+
+
+def _removed_signatures(reader: PdfFileReader) -> list[str]:
+    """Why the document fails for signed fields that an earlier revision has and the document
+    as it is now does not: a later revision took them out of the form, which no signature allows
+    and which leaves nothing to check of them (a widget left on the page still shows the stamp)."""
+    now = {str(name) for name, _, _ in fields.enumerate_sig_fields(reader, filled_status=True)}
+    removed: list[str] = []
+    for revision in range(reader.xrefs.total_revisions - 1):
+        earlier = reader.get_historical_resolver(revision)
+        removed += [str(name) for name, _, _ in fields.enumerate_sig_fields(earlier, filled_status=True)
+                    if str(name) not in now and str(name) not in removed]
+    if not removed:
+        return []
+    listed = ", ".join(repr(name) for name in removed[:5]) + (", ..." if len(removed) > 5 else "")
+    return [f"a later revision removed signed fields of an earlier one ({listed}): the signatures in them "
+            "no longer count and cannot be checked"]
 
 
 def _check_page_tree(reader: PdfFileReader) -> None:
@@ -290,16 +329,18 @@ def _document_timestamp_failure(signature: EmbeddedPdfSignature, trust: TrustMat
     return f"document time-stamp in field {field!r}: {changes}" if changes else ""
 
 
-def _document_verdict(reports: tuple[SignatureReport, ...], timestamp_failures: list[str]) -> DocumentVerdict:
-    if not reports:
+def _document_verdict(reports: tuple[SignatureReport, ...], failures: list[str]) -> DocumentVerdict:
+    """``failures``: what fails the document besides its signatures' reports (signatures removed
+    or not checked, document time-stamps that do not hold), the first said first."""
+    if not reports and not failures:
         return DocumentVerdict(reports, False, "the document has no signatures")
     failed = [r for r in reports if not r.verdict]
     if failed:
         first = failed[0]
         others = f" (and {len(failed) - 1} more signatures fail)" if len(failed) > 1 else ""
         return DocumentVerdict(reports, False, f"signature {first.field!r}: {first.reason}{others}")
-    if timestamp_failures:
-        return DocumentVerdict(reports, False, timestamp_failures[0])
+    if failures:
+        return DocumentVerdict(reports, False, failures[0])
     count = "the signature holds" if len(reports) == 1 else f"all {len(reports)} signatures hold"
     return DocumentVerdict(reports, True, f"{count}: intact, valid, trusted, and the document carries no "
                                           "change after signing that a signature does not allow")

@@ -12,6 +12,7 @@ from signserver.accounts import otp
 from signserver.pades.sample import sample_pdf
 from signserver.v1 import document_pb2
 from tests.conftest import PASSWORD
+from tests.pades.test_field_names import with_field
 from tests.pades.test_document_api import collect
 from tests.pades.test_seal_images import documents, holder  # noqa: F401 (fixtures)
 
@@ -30,6 +31,12 @@ REFUSED = {
     "an unknown time zone": (lambda: sample_pdf(1), {"time_zone": "Mars/Olympus_Mons"}, "time zone"),
     "a page the document does not have": (lambda: sample_pdf(1), {"page": 7}, "page"),
     "a rectangle off the page": (lambda: sample_pdf(1), {"x1": 5000, "y1": 5000, "x2": 5200, "y2": 5080}, "page"),
+    "a field name a text field has": (lambda: with_field("Name", "/Tx"), {"field_name": "Name"},
+                                      "'Name' is a text field"),
+    # 2,000 characters, as gRPC takes, but 6,000 bytes: more than a QR code holds.
+    "a verification address no QR code holds": (lambda: sample_pdf(1),
+                                                {"verification_url": "https://sign.example.mo/" + "驗" * 1900},
+                                                "too long for a QR code"),
 }
 
 
