@@ -4,6 +4,7 @@ before the SAD (or the holder's OTP) is spent; one of a mode pyHanko does not dr
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
@@ -50,3 +51,18 @@ def test_a_seal_of_a_mode_pyhanko_does_not_draw_is_converted_and_drawn(csc_clien
     [report] = csc_service.pades.verify_pdf(io.BytesIO(signed)).signatures
     assert report.intact and report.valid, report.summary
     assert seal_in(signed)["/ColorSpace"] in ("/DeviceRGB", "/DeviceGray")
+
+
+@pytest.mark.parametrize("option, value, named", [
+    ("verificationURL", "https://example.mo/" + "驗" * 1900, "verificationURL: "),  # too long for a QR code
+    ("reason", "\ud800", "documents.0.stamp.reason: "),  # a lone surrogate: no text
+    ("fieldName", "\ud800", "documents.0.stamp.fieldName: ")])
+def test_a_refused_stamp_option_is_named_as_the_csc_api_names_it(csc_client, csc_service, csc_application, holder,
+                                                                   option, value, named):
+    pdf = sample_pdf(1)
+    body = {"credentialID": holder.credential_id, "SAD": sad_for(csc_service, csc_application[0], holder, pdf),
+            "documents": [document(pdf, **{option: value})]}
+    # As JSON carries it: a lone surrogate escaped (\ud800), which no UTF-8 body can hold as such.
+    answer = csc_client.post(SIGN_DOC, content=json.dumps(body), headers={"content-type": "application/json"})
+    assert_csc_error(answer, 400, "invalid_request")
+    assert answer.json()["error_description"].startswith(named), answer.json()

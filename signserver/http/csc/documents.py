@@ -32,7 +32,7 @@ from signserver.http.csc.operations import keep_seconds, not_ready, poll_operati
 from signserver.http.csc.signatures import sign_algo_params
 from signserver.pades.document import PadesLevel
 from signserver.pades.signable import check_signable
-from signserver.pades.stamp import DEFAULT_BOX, MAX_TEXT, SEAL_FIELD, StampOptions
+from signserver.pades.stamp import DEFAULT_BOX, MAX_TEXT, SEAL_FIELD, URL_FIELD, StampOptions
 from signserver.secret import Secret
 
 # Request bodies are bounded for the whole app (see limits.BodyLimit): one largest document.
@@ -50,6 +50,10 @@ SHA256_OID = "2.16.840.1.101.3.4.2.1"
 PADES_ALGORITHMS = {"rsa": SignatureAlgorithm.RSA_PKCS1V15_SHA256, "ec": SignatureAlgorithm.ECDSA_SHA256}
 TIMESTAMP_DIGESTS = {"sha256": 32, "sha384": 48, "sha512": 64}
 MAX_NONCE_HEX = 64  # 256 bits
+
+
+# The stamp's options as the domain names them in a refusal, and as this API does.
+CSC_STAMP_NAMES = {SEAL_FIELD: "sealImage", URL_FIELD: "verificationURL", "field_name": "fieldName"}
 
 
 class AuthDatum(BaseModel):
@@ -268,9 +272,10 @@ def _ready_documents(context: CscContext, application: Application, request: Sig
         try:
             check_signable(io.BytesIO(content), stamp, holder_name, font, now)
         except InvalidArgument as refused:
-            if refused.field == SEAL_FIELD:
+            if refused.field in CSC_STAMP_NAMES:
                 # CSC's name for the field, in the description: CSC's error answer has no place for it.
-                refused = InvalidArgument(f"sealImage: {refused}", field="sealImage")
+                named = CSC_STAMP_NAMES[refused.field]
+                refused = InvalidArgument(f"{named}: {refused}", field=named)
             if len(documents) == 1:
                 raise refused from None
             raise InvalidArgument(f"documents[{index}]: {refused}", field="documents") from None
