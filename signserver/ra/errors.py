@@ -25,9 +25,15 @@ class Refusal(RaError):
     language without reading the message. The RA's own (lower case): "photo_mismatch",
     "identity_mismatch" (renew in person), "limit_reached" (a step tried too many times),
     "not_verified" (e-mail addresses), "revocation_phrase", the password rules "too_short",
-    "no_letter", "no_non_letter" and "confirmation_differs", "password_missing",
-    "no_cloud_credential", "authentication" (a password or OTP not right), "locked"; the core's
-    reason (upper case, e.g. "PERMISSION_DENIED") for the core's refusal; "" when none applies.
+    "no_letter", "no_non_letter" and "confirmation_differs" (and the core's "too_long",
+    "contains_account", "common", "unchanged", for a new password it refused), "password_missing",
+    "no_cloud_credential", "authentication" (a password or OTP not right), "locked"; of the
+    operators' requests: "not_a_holders_certificate", "certificate_revoked", "holder_not_registered",
+    "confirmed_already", "no_notice", "renewal_over", "not_in_person", "csr_missing",
+    "csr_not_wanted", "csr_required", "qualified_only", "negative_limit", "recovery_code_missing",
+    "revocation_phrase_missing", "bad_status", "search_empty"; "out_of_order" for a step the
+    renewal is not at (a form sent twice, an old page's); the core's reason (upper case, e.g.
+    "PERMISSION_DENIED") for the core's refusal; "" when none applies.
     A renewal keeps its last refusal's reason (Renewal.refusal_reason), with these words besides:
     "identity_changed" (AC-AB-0014), and for an activation that stopped "interrupted", "failed",
     "registry_unavailable", "core_unavailable" and "subject_changed" (AC-AB-0015)."""
@@ -129,12 +135,15 @@ def core_error(exc: Exception, refused: type[Refusal] = StepRefused, message: st
     """The RA's error for a failed call to the core (a ``signserver.client`` error, read by its
     attributes: this module imports nothing of the client): CoreUnavailable when the core did not
     answer or was busy, else ``refused`` with ``message`` (default: the core's own sentence), the
-    core's help code and its stable reason. The caller raises it ``from None``: the client error's
-    text may quote the request, never a secret, but the RA's answer is its own."""
+    core's help code and its stable reason; for a new password the core refused, the rule it broke
+    ("too_short", "common", "contains_account", ...: the client's InvalidArgument.rule) is the
+    reason, as the RA's own password rules are. The caller raises it ``from None``: the client
+    error's text may quote the request, never a secret, but the RA's answer is its own."""
     if core_unavailable(exc):
         return CoreUnavailable(f"the core does not answer ({exc.code}); try again later")
     text = message or f"the core refused: {getattr(exc, 'message', '') or exc}"
-    return refused(text, help_code=getattr(exc, "help_code", "") or "", reason=getattr(exc, "reason", "") or "")
+    reason = getattr(exc, "rule", None) or getattr(exc, "reason", "") or ""
+    return refused(text, help_code=getattr(exc, "help_code", "") or "", reason=reason)
 
 
 # --- the operators' accounts (signserver/ra/operator_accounts.py) ------------------------------

@@ -78,7 +78,8 @@ class Enrolled:
     """What an enrolment gave: the certificate, and for a new account its OTP URI (the seed of the
     holder's OTP app) and recovery code, shown to the holder once and kept nowhere by the RA.
     ``certificate`` is None when the core created the account but refused the certificate
-    (``refusal`` says why, ``help_code`` when the documents give one): issue it again with
+    (``refusal`` says why, ``refusal_reason`` in a stable word, errors.Refusal.reason, or
+    "core_unavailable"; ``help_code`` when the documents give one): issue it again with
     ``existing_account``."""
 
     account: str
@@ -89,6 +90,7 @@ class Enrolled:
     reference: str = ""
     refusal: str = ""
     help_code: str = ""
+    refusal_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,8 @@ class RaOperations:
                                                           f"reference={reference}")
             return Enrolled(account=holder.account, certificate=None, credential_id=created.credential_id,
                             otp_uri=created.otp_uri, recovery_code=created.recovery_code, reference=reference,
-                            refusal=str(exc), help_code=getattr(exc, "help_code", ""))
+                            refusal=str(exc), help_code=getattr(exc, "help_code", ""),
+                            refusal_reason=getattr(exc, "reason", "") or "core_unavailable")
         self._record(operator, "certificate_issued",
                      f"account={holder.account} serial={issued.serial} profile={issued.profile} reference={reference}")
         return Enrolled(account=holder.account, certificate=issued,
@@ -161,7 +164,7 @@ class RaOperations:
         """
         _check_password(new_password, confirmation)
         if not recovery_code:
-            raise OperationRefused("the holder's recovery code is required")
+            raise OperationRefused("the holder's recovery code is required", reason="recovery_code_missing")
         reference = uuid.uuid4().hex
         code = self._core(lambda: self._certificates.unlock_account(account, recovery_code, new_password,
                                                                     evidence=_evidence(reference, operator)),
@@ -192,7 +195,7 @@ class RaOperations:
         revoked), CoreUnavailable.
         """
         if not revocation_phrase:
-            raise OperationRefused("the holder's revocation phrase is required")
+            raise OperationRefused("the holder's revocation phrase is required", reason="revocation_phrase_missing")
         reference = uuid.uuid4().hex
         try:
             revoked = self._core(lambda: self._certificates.revoke_certificate(
@@ -216,7 +219,7 @@ class RaOperations:
         Raises: OperationRefused (no such account, a bad status), CoreUnavailable.
         """
         if status and status not in STATUSES:
-            raise OperationRefused(f"a status is one of {', '.join(STATUSES)}")
+            raise OperationRefused(f"a status is one of {', '.join(STATUSES)}", reason="bad_status")
         found = self._core(lambda: self._certificates.list_certificates(account, expiring_within_days),
                            {NotFound: f"the core has no account {account}"})
         return [c for c in found if not status or c.status == status]
@@ -229,7 +232,7 @@ class RaOperations:
         Raises: OperationRefused (empty text), CoreUnavailable, StoreUnavailable.
         """
         if not text.strip():
-            raise OperationRefused("search for part of an account, a name or an e-mail address")
+            raise OperationRefused("search for part of an account, a name or an e-mail address", reason="search_empty")
         now = self._clock.now()
         with self._database.transaction() as conn:
             holders = search_holders(conn, text)
@@ -273,27 +276,33 @@ def _evidence(reference: str, operator: str) -> Evidence:
 
 
 def _check_password(password: str, confirmation: str) -> None:
+    """Raises: OperationRefused, its reason the rule broken (renewal.check_new_password)."""
     try:
         check_new_password(password, confirmation)
     except StepRefused as exc:
-        raise OperationRefused(str(exc)) from None
+        raise OperationRefused(str(exc), reason=exc.reason) from None
 
 
 def check_enrolment(enrolment: Enrolment) -> None:
     """Checked before the holder is asked for secrets.
 
-    Raises: OperationRefused: the profile and the options given do not go together.
+    Raises: OperationRefused: the profile and the options given do not go together; its reason
+    "csr_not_wanted" (a CSR for a key made in the core), "csr_required", "qualified_only" (a
+    transaction limit or agent qualification for another profile) or "negative_limit".
     """
     profile = enrolment.profile
     if is_cloud_signature(profile):
         if enrolment.csr is not None:
-            raise OperationRefused(f"a {profile} certificate's key is made in the core: give no CSR")
+            raise OperationRefused(f"a {profile} certificate's key is made in the core: give no CSR",
+                                   reason="csr_not_wanted")
     elif enrolment.csr is None:
-        raise OperationRefused(f"a {profile} certificate's key is on the holder's card: give its CSR (--csr FILE)")
+        raise OperationRefused(f"a {profile} certificate's key is on the holder's card: give its CSR (--csr FILE)",
+                               reason="csr_required")
     if (enrolment.transaction_limit or enrolment.agent_qualification) and not profile.startswith(QUALIFIED):
-        raise OperationRefused("a transaction limit and an agent qualification belong to qualified certificates")
+        raise OperationRefused("a transaction limit and an agent qualification belong to qualified certificates",
+                               reason="qualified_only")
     if enrolment.transaction_limit < 0:
-        raise OperationRefused("a transaction limit is 0 (none) or more")
+        raise OperationRefused("a transaction limit is 0 (none) or more", reason="negative_limit")
 
 
 def _check_secrets(enrolment: Enrolment, secrets: EnrolmentSecrets) -> None:
@@ -303,7 +312,7 @@ def _check_secrets(enrolment: Enrolment, secrets: EnrolmentSecrets) -> None:
             try:
                 check_revocation_phrase(secrets.revocation_phrase)
             except StepRefused as exc:
-                raise OperationRefused(str(exc)) from None
+                raise OperationRefused(str(exc), reason=exc.reason) from None
 
 
 def certificate_view(record: CertificateRecord) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from signserver.ra.store.database import RaDatabase
 
 HOLDER = "holder"
 SYSTEM = "ra"
+OUT_OF_ORDER = "out_of_order"  # errors.Refusal.reason of a step the renewal is not at
 
 
 class Registry(Protocol):
@@ -85,7 +86,7 @@ class RenewalSteps:
         with self._database.transaction() as conn:
             holder = repository.find_holder(conn, account)
         if holder is None:
-            raise StepRefused(f"the holder {account} is not registered with the RA")
+            raise StepRefused(f"the holder {account} is not registered with the RA", reason="holder_not_registered")
         return holder
 
     def _core(self, call, *args) -> Any:
@@ -98,11 +99,12 @@ class RenewalSteps:
             raise core_error(exc) from None
 
     def _step(self, renewal_id: str, actor: str, action: str, transition, detail: str = "") -> Renewal:
-        """Load, move, save and audit in one transaction. Raises: RenewalNotFound, StepRefused."""
+        """Load, move, save and audit in one transaction. Raises: RenewalNotFound, StepRefused
+        (the transition's; "out_of_order" for one that gives no reason)."""
         now = self._clock.now()
         with self._database.transaction() as conn:
             current = repository.get_renewal(conn, renewal_id)
-            moved = transition(current, now, conn)
+            moved = _moved(transition, current, now, conn)
             saved = repository.save_renewal(conn, moved)
             repository.audit(conn, now, actor, action, renewal_id, detail or f"state={saved.state.value}")
             return saved
@@ -112,7 +114,21 @@ class RenewalSteps:
         ConcurrentUpdate when it changed since."""
         now = self._clock.now()
         with self._database.transaction() as conn:
-            moved = transition(read, now, conn)
+            moved = _moved(transition, read, now, conn)
             saved = repository.save_renewal(conn, moved)
             repository.audit(conn, now, actor, action, read.id, detail or f"state={saved.state.value}")
             return saved
+
+
+def _moved(transition, renewal: Renewal, now, conn) -> Renewal:
+    """``transition`` applied. The state machine refuses a step asked out of order (a form sent
+    twice, an old page's form) without a reason: it gets "out_of_order" here, so that a page says
+    it in its reader's language.
+
+    Raises: StepRefused."""
+    try:
+        return transition(renewal, now, conn)
+    except StepRefused as exc:
+        if exc.reason:
+            raise
+        raise StepRefused(str(exc), help_code=exc.help_code, reason=OUT_OF_ORDER) from None

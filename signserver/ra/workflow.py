@@ -15,8 +15,8 @@ from signserver.ra import codes, holder_token, messages
 from signserver.ra import renewal as machine
 from signserver.ra.activation import ActivationSecrets, ActivationSteps
 from signserver.ra.application import ApplicationSteps
-from signserver.ra.errors import (CodeRefused, ConcurrentUpdate, HolderNotAuthorised, IdentityNotFound, RaError,
-                                  RegistryUnavailable, StepRefused)
+from signserver.ra.errors import (CodeRefused, ConcurrentUpdate, HolderNotAuthorised, IdentityNotFound,
+                                  OperationRefused, RaError, RegistryUnavailable, StepRefused)
 from signserver.ra.help_codes import IDENTITY_DATA_CHANGED, help_code
 from signserver.ra.renewal import Holder, Renewal, State, Step
 from signserver.ra.steps import HOLDER, SYSTEM, Certificates, Registry
@@ -48,7 +48,8 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
     def open_renewal(self, serial: str, operator: str) -> Renewal:
         """The renewal of ``serial`` under way, else a new one from the core's record of it.
 
-        Raises: StepRefused: not a holder's certificate, revoked, or its holder is not registered;
+        Raises: StepRefused: not a holder's certificate ("not_a_holders_certificate"), revoked
+                ("certificate_revoked"), or its holder is not registered ("holder_not_registered");
                 CoreUnavailable; RaError from the client (not found, ...).
         """
         with self._database.transaction() as conn:
@@ -57,9 +58,9 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             return existing
         record = self._core(self._certificates.get_certificate, serial)
         if not record.account:
-            raise StepRefused(f"certificate {serial} is not a holder's")
+            raise StepRefused(f"certificate {serial} is not a holder's", reason="not_a_holders_certificate")
         if record.status == "revoked":
-            raise StepRefused(f"certificate {serial} is revoked")
+            raise StepRefused(f"certificate {serial} is revoked", reason="certificate_revoked")
         now = self._clock.now()
         with self._database.transaction() as conn:
             existing = repository.open_renewal_of(conn, serial)  # opened meanwhile (the core was asked)
@@ -67,7 +68,8 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
                 return existing
             holder = repository.find_holder(conn, record.account)
             if holder is None:
-                raise StepRefused(f"the holder of {serial} ({record.account}) is not registered with the RA")
+                raise StepRefused(f"the holder of {serial} ({record.account}) is not registered with the RA",
+                                  reason="holder_not_registered")
             renewal = machine.open_renewal(uuid.uuid4().hex, serial=record.serial, account=record.account,
                                            profile=record.profile, expires=record.not_after, holder=holder, now=now)
             try:
@@ -84,9 +86,13 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
         """The operator confirms the renewal of ``serial`` (opened first when need be); the notice
         goes out at once when the certificate expires within notice_days.
 
-        Raises: StepRefused, CoreUnavailable.
+        Raises: StepRefused (as open_renewal; "confirmed_already": the renewal under way was
+                confirmed before, as when the form is sent twice), CoreUnavailable.
         """
         renewal = self.open_renewal(serial, operator)
+        if renewal.state is not State.AWAITING_CONFIRMATION:
+            raise StepRefused(f"the renewal of {serial} was confirmed already (it is {renewal.state.value})",
+                              reason="confirmed_already")
         renewal = self._step(renewal.id, operator, "renewal_confirmed",
                              lambda r, now, conn: machine.confirm(r, operator, now))
         self.run_notices()
@@ -96,9 +102,12 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
         """E-mail the notice again with a new holder token (the holder lost it, or it leaked): the
         token before stops working.
 
-        Raises: RenewalNotFound; StepRefused: no notice sent yet, or the renewal is over.
+        Raises: RenewalNotFound; StepRefused ("no_notice"): no notice sent yet, or the renewal is over.
         """
         def resend(r, now, conn):
+            if r.notice_sent_at is None or r.final:
+                raise StepRefused(f"no notice of the renewal is sent again when it is {r.state.value}",
+                                  reason="no_notice")
             token, token_hash = holder_token.new_token()
             moved = machine.new_holder_token(r, token_hash, now)
             repository.queue_email(conn, now, r.emails, *messages.renewal_notice(r.id, token, r.serial, r.profile,
@@ -113,11 +122,11 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
         code_failures, registry_lookups, face_comparisons): blocked addresses are unblocked and the
         counts of codes, wrong codes, registry lookups and face comparisons start again.
 
-        Raises: RenewalNotFound; StepRefused: the renewal is over.
+        Raises: RenewalNotFound; StepRefused ("renewal_over"): the renewal is over.
         """
         def reopen(r, now, conn):
             if r.final:
-                raise StepRefused(f"the renewal is {r.state.value}: there is nothing to reopen")
+                raise StepRefused(f"the renewal is {r.state.value}: there is nothing to reopen", reason="renewal_over")
             repository.reset_holder_limits(conn, r.id)
             return r
         return self._step(renewal_id, operator, "limits_reopened", reopen)
@@ -137,7 +146,19 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
         return renewal
 
     def complete_in_person(self, renewal_id: str, operator: str, csr: bytes) -> Renewal:
-        """At the counter, with the CSR made on the holder's card. Raises: as renew_in_person."""
+        """At the counter, with the CSR made on the holder's card.
+
+        Raises: as renew_in_person, with a reason for each of the RA's refusals: StepRefused
+                ("not_in_person": completed already, as when the form is sent again, or at another
+                step); OperationRefused ("csr_missing").
+        """
+        renewal = self.get(renewal_id)
+        if renewal.state is not State.AWAITING_IN_PERSON:  # checked first: the core is not asked
+            raise StepRefused(f"the renewal is {renewal.state.value}, not awaiting in-person processing",
+                              reason="not_in_person")
+        if not csr:
+            raise OperationRefused("the certificate request (CSR) made on the holder's card is required",
+                                   reason="csr_missing")
         return self.renew_in_person(renewal_id, csr, operator)
 
     # Background passes

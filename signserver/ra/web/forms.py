@@ -23,11 +23,17 @@ URLENCODED = "application/x-www-form-urlencoded"
 
 
 class BadForm(RaError):
-    """A form that cannot be used: not a form, malformed, a field missing, too long, not text."""
+    """A form that cannot be used: not a form, malformed, a field missing, too long, not text.
+    ``field`` names the field at fault, ``reason`` says what is wrong with it, for a page to say
+    it on the field in the visitor's language: "required", "not_text" (a file, or not valid
+    Unicode), "too_long" (more than ``limit`` characters), "control_characters"; "" for the form
+    as a whole."""
 
-    def __init__(self, message: str, *, field: str = "") -> None:
+    def __init__(self, message: str, *, field: str = "", reason: str = "", limit: int = 0) -> None:
         super().__init__(message)
         self.field = field
+        self.reason = reason
+        self.limit = limit
 
 
 class FormTooLarge(BadForm):
@@ -95,14 +101,14 @@ def clean_text(value: str, *, max_length: int = 256, multiline: bool = False) ->
     """
     value = unicodedata.normalize("NFC", value.strip())
     if len(value) > max_length:
-        raise BadForm(f"longer than {max_length} characters")
+        raise BadForm(f"longer than {max_length} characters", reason="too_long", limit=max_length)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadForm("not valid Unicode text") from None
+        raise BadForm("not valid Unicode text", reason="not_text") from None
     allowed = "\n\r\t" if multiline else ""
     if any(unicodedata.category(c) in ("Cc", "Cs") and c not in allowed for c in value):
-        raise BadForm("control characters are not allowed")
+        raise BadForm("control characters are not allowed", reason="control_characters")
     return value
 
 
@@ -115,16 +121,16 @@ def text_field(form: FormData, name: str, *, required: bool = True, max_length: 
     value = form.get(name)
     if value is None or value == "":
         if required:
-            raise BadForm(f"{name} is required", field=name)
+            raise BadForm(f"{name} is required", field=name, reason="required")
         return ""
     if isinstance(value, UploadFile) or not isinstance(value, str):
-        raise BadForm(f"{name} is a text field", field=name)
+        raise BadForm(f"{name} is a text field", field=name, reason="not_text")
     try:
         cleaned = clean_text(value, max_length=max_length)
     except BadForm as exc:
-        raise BadForm(f"{name}: {exc}", field=name) from None
+        raise BadForm(f"{name}: {exc}", field=name, reason=exc.reason, limit=exc.limit) from None
     if required and not cleaned:
-        raise BadForm(f"{name} is required", field=name)
+        raise BadForm(f"{name} is required", field=name, reason="required")
     return cleaned
 
 
@@ -138,16 +144,52 @@ def secret_field(form: FormData, name: str, *, required: bool = True, max_length
     value = form.get(name)
     if value is None or value == "":
         if required:
-            raise BadForm(f"{name} is required", field=name)
+            raise BadForm(f"{name} is required", field=name, reason="required")
         return ""
     if not isinstance(value, str):
-        raise BadForm(f"{name} is a text field", field=name)
+        raise BadForm(f"{name} is a text field", field=name, reason="not_text")
     if len(value) > max_length:
-        raise BadForm(f"{name}: longer than {max_length} characters", field=name)
+        raise BadForm(f"{name}: longer than {max_length} characters", field=name, reason="too_long",
+                      limit=max_length)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadForm(f"{name}: not valid Unicode text", field=name) from None
+        raise BadForm(f"{name}: not valid Unicode text", field=name, reason="not_text") from None
     if any(unicodedata.category(c) == "Cc" for c in value):
-        raise BadForm(f"{name}: control characters are not allowed", field=name)
+        raise BadForm(f"{name}: control characters are not allowed", field=name, reason="control_characters")
     return value
+
+
+class FieldReader:
+    """A form's fields read one by one, each field's BadForm kept (``problems``, by field) rather
+    than raised: a page shows its form again with each error on its field and what was typed
+    (``typed``: a refused text field's value without its control characters; a secret is never
+    put back). A refused field reads as ""."""
+
+    def __init__(self, form: FormData) -> None:
+        self.form = form
+        self.problems: dict[str, BadForm] = {}
+        self.typed: dict[str, str] = {}
+
+    def text(self, name: str, *, max_length: int = 256) -> str:
+        """The field as text_field reads it (not required)."""
+        try:
+            return text_field(self.form, name, required=False, max_length=max_length)
+        except BadForm as exc:
+            self.problems[name] = exc
+            value = self.form.get(name)
+            self.typed[name] = printable(value) if isinstance(value, str) else ""
+            return ""
+
+    def secret(self, name: str, *, max_length: int = 256) -> str:
+        """The field as secret_field reads it (not required)."""
+        try:
+            return secret_field(self.form, name, required=False, max_length=max_length)
+        except BadForm as exc:
+            self.problems[name] = exc
+            return ""
+
+
+def printable(value: str) -> str:
+    """``value`` without control characters and lone surrogates (which no page can be encoded with)."""
+    return "".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cs")).strip()

@@ -22,10 +22,11 @@ from signserver.ra.errors import CoreUnavailable, OperationRefused, Refusal, Sto
 from signserver.ra.operations import Enrolment, EnrolmentSecrets, check_enrolment
 from signserver.ra.renewal import REVOCATION_PHRASE
 from signserver.ra.web.context import WebContext
+from signserver.ra.web.forms import BadForm, FieldReader
 from signserver.ra.web.operator_forms import (MAX_CSR_BYTES, help_text, holder_from_form, new_password_errors,
                                               new_submission, operator_of, read_upload, refusal_status,
                                               refusal_text, spend_submission)
-from signserver.ra.web.rendering import gettext, page_route, read_form, render, secret_field, text_field
+from signserver.ra.web.rendering import field_errors, gettext, page_route, read_form, render
 from signserver.ra.web.sessions import OPERATOR
 
 # The holder profiles of the core's CA (signserver/ca/profiles.py; the RA may not import it).
@@ -47,18 +48,24 @@ async def enrol(request: Request, ctx: WebContext) -> Response:
     if request.method == "GET":
         return render(request, "operator/enrol.html", **values)
     form = await read_form(request, max_bytes=MAX_ENROL_FORM_BYTES, files=True)
-    given = {name: text_field(form, name, required=False, max_length=512 if name == "emails" else 256)
-             for name in ENROL_TEXT_FIELDS}
+    fields = FieldReader(form)
+    given = {name: fields.text(name, max_length=512 if name == "emails" else 256) for name in ENROL_TEXT_FIELDS}
     given.update(profile=str(form.get("profile", "")), kind=str(form.get("kind", "")),
                  recovery_code=form.get("recovery_code") == "yes",
                  existing_account=form.get("existing_account") == "yes")
-    values["form"] = given
-    enrolment, errors = _enrolment(request, given, await read_upload(form, "csr"))
-    secrets = EnrolmentSecrets(password=secret_field(form, "password", required=False),
-                               confirmation=secret_field(form, "confirmation", required=False),
-                               revocation_phrase=secret_field(form, "revocation_phrase", required=False))
-    errors = {**_secrets_errors(request, given["existing_account"], secrets,
-                                secret_field(form, "revocation_phrase_confirmation", required=False)), **errors}
+    try:
+        csr = await read_upload(form, "csr")
+    except BadForm as exc:
+        csr, fields.problems["csr"] = b"", exc
+    secrets = EnrolmentSecrets(password=fields.secret("password"), confirmation=fields.secret("confirmation"),
+                               revocation_phrase=fields.secret("revocation_phrase"))
+    phrase_again = fields.secret("revocation_phrase_confirmation")
+    values["form"] = {**given, **fields.typed}
+    if fields.problems:  # what was typed is shown again, each error on its field (secrets not put back)
+        values["errors"] = field_errors(request, fields)
+        return render(request, "operator/enrol.html", status=400, **values)
+    enrolment, errors = _enrolment(request, given, csr)
+    errors = {**_secrets_errors(request, given["existing_account"], secrets, phrase_again), **errors}
     if enrolment is None or errors:
         values["errors"] = errors
         return render(request, "operator/enrol.html", status=400, **values)
@@ -69,11 +76,16 @@ async def enrol(request: Request, ctx: WebContext) -> Response:
     try:
         enrolled = await run_in_threadpool(ctx.operations.enrol, enrolment, secrets, operator_of(request))
     except (Refusal, CoreUnavailable, StoreUnavailable) as exc:
-        values["error"] = refusal_text(request, exc, {"ALREADY_EXISTS": gettext(
+        values["error"] = refusal_text(request, exc, {**_enrolment_refusals(request), "ALREADY_EXISTS": gettext(
             request, "The account exists already: to give it another certificate, tick the box for an existing "
                      "account and send the form again.")})
         return render(request, "operator/enrol.html", status=refusal_status(exc), **values)
-    return render(request, "operator/enrolled.html", enrolled=enrolled,
+    refusal = ""
+    if enrolled.certificate is None:  # the account was made, the certificate refused: said by its reason
+        refusal = refusal_text(request, OperationRefused(enrolled.refusal, help_code=enrolled.help_code,
+                                                          reason=enrolled.refusal_reason),
+                               _enrolment_refusals(request))
+    return render(request, "operator/enrolled.html", enrolled=enrolled, refusal=refusal,
                   otp_qr=_qr_data_url(enrolled.otp_uri) if enrolled.otp_uri else "",
                   otp_key=_otp_key(enrolled.otp_uri), help=help_text(request))
 
@@ -108,9 +120,16 @@ def _enrolment(request: Request, given: dict, csr: bytes | None) -> tuple[Enrolm
     try:
         check_enrolment(enrolment)
     except OperationRefused as exc:
-        field_name = "csr" if "CSR" in str(exc) else "profile"
+        field_name = "csr" if exc.reason in ("csr_not_wanted", "csr_required") else "profile"
         return None, {field_name: refusal_text(request, exc)}
     return enrolment, {}
+
+
+def _enrolment_refusals(request: Request) -> dict[str, str]:
+    """The core's refusals of an enrolment said more precisely than refusal_text's own."""
+    return {"INVALID_ARGUMENT": gettext(request, "The certificate service refused the enrolment's data: check "
+                                                 "that the profile suits the kind of holder, that the CSR names "
+                                                 "the holder, and the holder's data.")}
 
 
 def _secrets_errors(request: Request, existing_account: bool, secrets: EnrolmentSecrets,

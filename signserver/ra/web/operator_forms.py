@@ -14,8 +14,9 @@ from starlette.requests import Request
 
 from signserver.ra.errors import CoreUnavailable, Refusal, RenewalNotFound, StepRefused, StoreUnavailable
 from signserver.ra.renewal import Holder, check_new_password
-from signserver.ra.web.account_pages import password_rule_text
+from signserver.ra.web.account_pages import PASSWORD_RULES, password_rule_text
 from signserver.ra.web.forms import BadForm
+from signserver.ra.web.i18n import N_
 from signserver.ra.web.rendering import gettext, guidance
 from signserver.ra.web.sessions import session_of
 
@@ -26,6 +27,54 @@ _SUBMISSION = re.compile(r"[A-Za-z0-9_-]{22}")
 # A holder's registered identity data (what the registry's data are compared with in a renewal).
 IDENTITY_FIELDS = ("id_type", "id_number", "name", "birth_date", "emails")
 
+# The RA's refusals of an operator's request, by their stable reason (errors.Refusal.reason).
+RA_REFUSALS = {
+    "not_a_holders_certificate": N_("This certificate is not a holder's: it is not renewed here."),
+    "certificate_revoked": N_("This certificate is revoked: it cannot be renewed."),
+    "holder_not_registered": N_("The holder of this certificate is not registered with the registration "
+                                "authority: record the holder's identity data first (the holder's page)."),
+    "confirmed_already": N_("The renewal of this certificate was confirmed already."),
+    "no_notice": N_("No notice of this renewal was sent yet, or the renewal is over: there is no notice to send "
+                    "again."),
+    "renewal_over": N_("This renewal is over: its limits cannot be reopened."),
+    "out_of_order": N_("This renewal is not at that step (it has moved on, or it was done already): look at "
+                       "the dashboard."),
+    "not_in_person": N_("This renewal does not await in-person processing."),
+    "csr_missing": N_("Choose the certificate request (CSR) file made on the holder's card."),
+    "csr_not_wanted": N_("This profile's key is made in the certificate service: give no CSR file."),
+    "csr_required": N_("This profile's key is on the holder's card: choose the certificate request (CSR) file "
+                       "made on it."),
+    "qualified_only": N_("A transaction limit and an agent qualification belong to qualified certificates."),
+    "negative_limit": N_("A transaction limit is a whole number of patacas, 0 for none."),
+    "recovery_code_missing": N_("Give the holder's recovery code."),
+    "revocation_phrase_missing": N_("Give the holder's revocation phrase."),
+    "revocation_phrase": N_("The revocation phrase has 8 to 64 characters, letters and digits only."),
+    "bad_status": N_("Choose a status: valid, expired or revoked."),
+    "search_empty": N_("Search for part of an account, a name or an e-mail address."),
+    "core_unavailable": N_("The certificate service does not answer; try again later."),
+}
+# The core's refusals, by its stable reason (signserver/errors.py); a page may say more of its own.
+CORE_REFUSALS = {
+    "NOT_FOUND": N_("The certificate service has no such account or certificate."),
+    "INVALID_ARGUMENT": N_("The certificate service refused a value given as not valid for this request."),
+    "STORE_VALUE_REFUSED": N_("The certificate service refused a value given as not valid for this request."),
+    "UNSUPPORTED_ALGORITHM": N_("The certificate service does not accept this key algorithm."),
+    "ALREADY_EXISTS": N_("The certificate service has this already."),
+    "CERTIFICATE_REFUSED": N_("The certificate service refused this under the certificate rules."),
+    "ALREADY_RENEWED": N_("The certificate was renewed already: its successor is among the holder's "
+                          "certificates."),
+    "CREDENTIAL_UNUSABLE": N_("The certificate is revoked or expired."),
+    "PERMISSION_DENIED": N_("The certificate service does not allow this request."),
+    "AUTHENTICATION_FAILED": N_("The certificate service refused what the holder gave."),
+    "ACCOUNT_LOCKED": N_("The holder's account is locked after too many failed attempts."),
+    "ACCOUNT_DISABLED": N_("The holder's account is disabled."),
+    "RA_REQUEST_REPLAYED": N_("The certificate service took the request for a repeat of an earlier one; nothing "
+                              "was changed. Send it again."),
+    "RA_REQUEST_OUT_OF_WINDOW": N_("The certificate service refused the request as too old or too early: the "
+                                   "registration authority's clock may be off. Nothing was changed."),
+}
+CORE_REFUSED = N_("The certificate service refused the request.")
+
 
 def operator_of(request: Request) -> str:
     """The signed-in operator's name: the one recorded in the audit trail."""
@@ -34,10 +83,11 @@ def operator_of(request: Request) -> str:
 
 def refusal_text(request: Request, exc: Exception, sentences: dict[str, str] | None = None) -> str:
     """The sentence for a refusal in the operator's language, chosen by the refusal's stable
-    reason (``sentences``: the page's own, by reason; the core's NOT_FOUND and the RA's rules for
-    passwords and revocation phrases are known everywhere); else the domain's own (English)
-    sentence after a translated lead. A help code's guidance in the operator's language follows
-    when it has one."""
+    reason: ``sentences`` (the page's own, by reason), else the RA's (RA_REFUSALS, the password
+    rules) and the core's (CORE_REFUSALS; any other of the core's reasons, upper case, is said
+    as a refusal of the certificate service), known everywhere; a refusal without a reason keeps
+    the domain's own (English) sentence after a translated lead. A help code's guidance in the
+    operator's language follows when it has one."""
     code = getattr(exc, "help_code", "") or ""
     reason = getattr(exc, "reason", "") or ""
     if isinstance(exc, CoreUnavailable):
@@ -48,8 +98,12 @@ def refusal_text(request: Request, exc: Exception, sentences: dict[str, str] | N
         text = gettext(request, "There is no such renewal.")
     elif sentences and reason in sentences:
         text = sentences[reason]
-    elif reason == "NOT_FOUND":
-        text = gettext(request, "The certificate service has no such account or certificate.")
+    elif reason in RA_REFUSALS:
+        text = gettext(request, RA_REFUSALS[reason])
+    elif reason in PASSWORD_RULES:
+        text = password_rule_text(request, reason)[1]
+    elif reason and reason.isupper():
+        text = gettext(request, CORE_REFUSALS.get(reason, CORE_REFUSED))
     else:
         text = gettext(request, "Refused: %(reason)s", reason=str(exc))
     if code:
@@ -110,13 +164,13 @@ def help_text(request: Request):
 async def read_upload(form, name: str) -> bytes:
     """The bytes of an uploaded file field (b"" when none was chosen).
 
-    Raises: BadForm: the file is larger than MAX_CSR_BYTES."""
+    Raises: BadForm (reason "too_large"): the file is larger than MAX_CSR_BYTES."""
     value = form.get(name)
     if not isinstance(value, UploadFile):
         return b""
     data = await value.read(MAX_CSR_BYTES + 1)
     if len(data) > MAX_CSR_BYTES:
-        raise BadForm("the file is too large")
+        raise BadForm("the file is too large", field=name, reason="too_large", limit=MAX_CSR_BYTES)
     return data
 
 

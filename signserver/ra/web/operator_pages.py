@@ -24,13 +24,14 @@ from signserver.ra.errors import CoreUnavailable, OperationRefused, Refusal, Ren
 from signserver.ra.operations import HolderFound
 from signserver.ra.renewal import Holder, Renewal, State
 from signserver.ra.web.context import WebContext
-from signserver.ra.web.forms import BadForm, clean_text
+from signserver.ra.web.account_pages import PASSWORD_RULES, password_rule_text
+from signserver.ra.web.forms import BadForm, FieldReader, clean_text
 from signserver.ra.web.operator_forms import (IDENTITY_FIELDS, MAX_CSR_BYTES, help_text, holder_from_form,
                                               new_password_errors, operator_of, read_upload, refusal_status,
                                               refusal_text)
 from signserver.ra.web.operator_sign_in import HOME
-from signserver.ra.web.rendering import (PageNotFound, flash, gettext, page_route, read_form, redirect, render,
-                                        secret_field, text_field)
+from signserver.ra.web.rendering import (PageNotFound, field_errors, field_problem_text, flash, gettext, page_route,
+                                        read_form, redirect, render)
 from signserver.ra.web.sessions import OPERATOR
 
 # RFC 5280's reason names, as `signserver ra revoke --reason` takes them.
@@ -89,7 +90,12 @@ async def dashboard(request: Request, ctx: WebContext) -> Response:
 async def confirm(request: Request, ctx: WebContext) -> Response:
     """POST serial: the organisation confirms the renewal of that certificate."""
     form = await read_form(request)
-    serial = text_field(form, "serial", required=False, max_length=64)
+    fields = FieldReader(form)
+    serial = fields.text("serial", max_length=64)
+    if fields.problems:
+        flash(request, gettext(request, "Serial number: %(problem)s", problem=field_errors(request, fields)["serial"]),
+              "error")
+        return redirect(HOME)
     if not serial:
         flash(request, gettext(request, "Give the serial number of the certificate to renew."), "error")
         return redirect(HOME)
@@ -139,14 +145,25 @@ async def in_person(request: Request, ctx: WebContext) -> Response:
     if request.method == "GET":
         return render(request, "operator/in_person.html", **values)
     form = await read_form(request, max_bytes=MAX_IN_PERSON_FORM_BYTES, files=True)
-    csr = await read_upload(form, "csr")
+    try:
+        csr = await read_upload(form, "csr")
+    except BadForm as exc:
+        values["error"] = field_problem_text(request, exc)
+        return render(request, "operator/in_person.html", status=413, **values)
     if not csr:
         values["error"] = gettext(request, "Choose the certificate request (CSR) file made on the holder's card.")
         return render(request, "operator/in_person.html", status=400, **values)
     try:
         done = await run_in_threadpool(ctx.workflow.complete_in_person, renewal_id, operator_of(request), csr)
-    except (Refusal, RenewalNotFound) as exc:
-        values["error"] = refusal_text(request, exc)
+    except (Refusal, RenewalNotFound, CoreUnavailable, StoreUnavailable) as exc:
+        values["renewal"] = await run_in_threadpool(ctx.workflow.get, renewal_id)  # as it is now
+        values["error"] = refusal_text(request, exc, {
+            "INVALID_ARGUMENT": gettext(request, "The certificate service refused the certificate request (CSR): it "
+                                                 "must be a PKCS#10 request (PEM or DER) made on the holder's card, "
+                                                 "naming the holder, with a key it accepts."),
+            "CERTIFICATE_REFUSED": gettext(request, "The certificate service refused the renewal: it needs a CSR "
+                                                    "with a new key pair, and subject data that did not change "
+                                                    "while the old certificate is valid.")})
         return render(request, "operator/in_person.html", status=refusal_status(exc), **values)
     return render(request, "operator/in_person_done.html", renewal=done)
 
@@ -189,9 +206,11 @@ async def register_holder(request: Request, ctx: WebContext) -> Response:
     does: what the identity registry's data are compared with in a renewal."""
     account = _account_of(request)
     form = await read_form(request)
-    given = {name: text_field(form, name, required=False, max_length=512 if name == "emails" else 256)
-             for name in IDENTITY_FIELDS}
+    fields = FieldReader(form)
+    given = {name: fields.text(name, max_length=512 if name == "emails" else 256) for name in IDENTITY_FIELDS}
     holder, errors = holder_from_form(request, {**given, "account": account})
+    if fields.problems:  # what was typed, shown again with the error on its field
+        holder, errors, given = None, {**errors, **field_errors(request, fields)}, {**given, **fields.typed}
     if errors:
         return await _holder_page(request, ctx, account, given=given, errors=errors)
     await run_in_threadpool(ctx.workflow.register_holder, holder, operator_of(request))
@@ -241,16 +260,18 @@ async def unlock(request: Request, ctx: WebContext) -> Response:
     if request.method == "GET":
         return render(request, "operator/unlock.html", **values)
     form = await read_form(request)
-    account = text_field(form, "account", required=False, max_length=128)
-    recovery_code, new_password, confirmation = (secret_field(form, name, required=False) for name in
+    fields = FieldReader(form)
+    account = fields.text("account", max_length=128)
+    recovery_code, new_password, confirmation = (fields.secret(name) for name in
                                                  ("recovery_code", "new_password", "confirmation"))
-    values["account"] = account
+    values["account"] = fields.typed.get("account", account)
     errors = {}
     if not account:
         errors["account"] = gettext(request, "Give the holder's account.")
     if not recovery_code:
         errors["recovery_code"] = gettext(request, "This field is required.")
     errors.update(new_password_errors(request, new_password, confirmation))
+    errors.update(field_errors(request, fields))  # a field too long or not text: said on the field
     if errors:
         values["errors"] = errors
         return render(request, "operator/unlock.html", status=400, **values)
@@ -258,6 +279,10 @@ async def unlock(request: Request, ctx: WebContext) -> Response:
         code = await run_in_threadpool(ctx.operations.unlock, account, recovery_code, new_password, confirmation,
                                        operator_of(request))
     except (Refusal, CoreUnavailable) as exc:
+        if getattr(exc, "reason", "") in PASSWORD_RULES:  # the core's rules (a common password ...), on the field
+            field, message = password_rule_text(request, exc.reason)
+            values["errors"] = {field: message}
+            return render(request, "operator/unlock.html", status=400, **values)
         values["error"] = refusal_text(request, exc, {
             "AUTHENTICATION_FAILED": gettext(request, "The recovery code was refused (not right, already used, or "
                                                       "the account has none); nothing was changed."),
@@ -276,11 +301,13 @@ async def revoke(request: Request, ctx: WebContext) -> Response:
     if request.method == "GET":
         return render(request, "operator/revoke.html", **values)
     form = await read_form(request)
-    serial = text_field(form, "serial", required=False, max_length=64)
+    fields = FieldReader(form)
+    serial = fields.text("serial", max_length=64)
     reason = str(form.get("reason", ""))
-    account = text_field(form, "account", required=False, max_length=128)
-    phrase = secret_field(form, "revocation_phrase", required=False)
+    account = fields.text("account", max_length=128)
+    phrase = fields.secret("revocation_phrase")
     values.update(serial=serial, reason=reason, account=account, confirmed=form.get("confirmed") == "yes")
+    values.update(fields.typed)
     errors = {}
     if not serial:
         errors["serial"] = gettext(request, "This field is required.")
@@ -290,6 +317,7 @@ async def revoke(request: Request, ctx: WebContext) -> Response:
         errors["account"] = gettext(request, "Give the holder's account with the holder's revocation phrase.")
     if form.get("confirmed") != "yes":
         errors["confirmed"] = gettext(request, "Tick the box to confirm: a revocation cannot be undone.")
+    errors.update(field_errors(request, fields))  # a field too long or not text: said on the field
     if errors:
         values["errors"] = errors
         return render(request, "operator/revoke.html", status=400, **values)
@@ -304,7 +332,8 @@ async def revoke(request: Request, ctx: WebContext) -> Response:
         values["error"] = refusal_text(request, exc, {
             "PERMISSION_DENIED": gettext(request, "The revocation phrase is not right for this certificate and "
                                                   "account."),
-            "NOT_FOUND": gettext(request, "The certificate service has no such certificate.")})
+            "NOT_FOUND": gettext(request, "The certificate service has no such certificate."),
+            "CERTIFICATE_REFUSED": gettext(request, "This certificate is revoked already.")})  # a second submission
         return render(request, "operator/revoke.html", status=refusal_status(exc), **values)
     flash(request, gettext(request, "Certificate %(serial)s is revoked.", serial=revoked.serial), "success")
     return redirect(f"/operator/holders/{quote(revoked.account, safe='')}" if revoked.account else HOME)

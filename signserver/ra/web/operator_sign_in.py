@@ -20,8 +20,8 @@ from signserver.ra.errors import OperatorAuthenticationFailed, OperatorLocked
 from signserver.ra.web import client_certificate
 from signserver.ra.web.context import WebContext
 from signserver.ra.web.i18n import format_moment
-from signserver.ra.web.rendering import (gettext, local_path, page_route, read_form, redirect, render, secret_field,
-                                         text_field)
+from signserver.ra.web.forms import FieldReader
+from signserver.ra.web.rendering import field_errors, gettext, local_path, page_route, read_form, redirect, render
 from signserver.ra.web.rendering import language as rendering_language
 from signserver.ra.web.sessions import OPERATOR, sign_in
 
@@ -40,15 +40,19 @@ async def sign_in_page(request: Request, ctx: WebContext) -> Response:
     next_path = next_page(request.query_params.get("next", ""))
     certificate_name = client_certificate.operator_from_certificate(
         client_certificate.client_certificate_der(request), ctx.settings) or ""
-    values = {"next_path": next_path, "certificate_name": certificate_name, "name": "", "error": ""}
+    values = {"next_path": next_path, "certificate_name": certificate_name, "name": "", "error": "", "errors": {}}
     if request.method == "GET":
         return render(request, "operator/sign_in.html", **values)
     form = await read_form(request)
-    name = text_field(form, "name", required=False, max_length=MAX_NAME_LENGTH)
-    password = secret_field(form, "password", required=False)
-    otp = text_field(form, "otp", required=False, max_length=16)
-    values.update(name=name, next_path=next_page(str(form.get("next", ""))))
+    fields = FieldReader(form)
+    name = fields.text("name", max_length=MAX_NAME_LENGTH)
+    password = fields.secret("password")
+    otp = fields.text("otp", max_length=16)
+    values.update(name=fields.typed.get("name", name), next_path=next_page(str(form.get("next", ""))))
     ctx.limits.check(request, SIGN_IN_FORM, account=name)
+    if fields.problems:  # a field too long or not text: said on it, before any factor is checked
+        values["errors"] = field_errors(request, fields)
+        return render(request, "operator/sign_in.html", status=400, **values)
     if not (name and password and otp):
         values["error"] = gettext(request, "Give the operator name, the password and the one-time password.")
         return render(request, "operator/sign_in.html", status=400, **values)
@@ -74,7 +78,7 @@ async def certificate_sign_in(request: Request, ctx: WebContext) -> Response:
     der = client_certificate.client_certificate_der(request)
     name = client_certificate.operator_from_certificate(der, ctx.settings)
     if not name or not await run_in_threadpool(client_certificate.certificate_in_force, der, ctx.certificates):
-        values = {"next_path": next_path, "certificate_name": "", "name": "",
+        values = {"next_path": next_path, "certificate_name": "", "name": "", "errors": {},
                   "error": gettext(request, "No registration authority certificate of an operator was presented.")}
         return render(request, "operator/sign_in.html", status=403, **values)
     serial = format(x509.load_der_x509_certificate(der).serial_number, "x")

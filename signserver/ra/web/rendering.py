@@ -29,8 +29,8 @@ from signserver.ra import branding, errors
 from signserver.ra import help_codes
 from signserver.clock import epoch_seconds
 from signserver.ra.web import client_certificate, forms
-from signserver.ra.web.forms import (BadForm, FormTooLarge, read_form, secret_field,  # noqa: F401 (the pages' API)
-                                    text_field)
+from signserver.ra.web.forms import (BadForm, FieldReader, FormTooLarge, read_form,  # noqa: F401 (the pages' API)
+                                    secret_field, text_field)
 from signserver.ra.web.i18n import (DEFAULT_LANGUAGE, LANGUAGE_COOKIE, LANGUAGE_NAMES, LANGUAGES, N_, choose_language,
                                     format_moment)
 from signserver.ra.web.limits import RateLimited
@@ -124,6 +124,29 @@ def gettext(request: Request, message: str, **values: Any) -> str:
     """``message`` in the request's language, with ``%(name)s`` filled from ``values``."""
     text = _translations(request).gettext(message)
     return text % values if values else text
+
+
+# What is wrong with a form's field (forms.BadForm.reason), said on the field.
+FIELD_PROBLEMS = {
+    "required": N_("This field is required."),
+    "not_text": N_("This field takes text only."),
+    "control_characters": N_("This field may not contain control characters (such as tabs or line breaks)."),
+}
+
+
+def field_problem_text(request: Request, exc: BadForm) -> str:
+    """What is wrong with a form's field (a BadForm of text_field, secret_field or an upload's
+    reader), in the request's language."""
+    if exc.reason == "too_long":
+        return gettext(request, "At most %(most)s characters.", most=exc.limit)
+    if exc.reason == "too_large":
+        return gettext(request, "The file is too large: at most %(most)s KiB.", most=exc.limit // 1024)
+    return gettext(request, FIELD_PROBLEMS.get(exc.reason, FIELD_PROBLEMS["not_text"]))
+
+
+def field_errors(request: Request, reader: forms.FieldReader) -> dict[str, str]:
+    """The errors, by field, of the fields ``reader`` refused (field_problem_text)."""
+    return {name: field_problem_text(request, exc) for name, exc in reader.problems.items()}
 
 
 def ngettext(request: Request, singular: str, plural: str, n: int, **values: Any) -> str:
@@ -426,6 +449,6 @@ def page_route(path: str, handler: Handler, *, who: str | None = None, methods=(
 
 
 __all__ = ["page_route", "render", "brand_names", "provider_of", "redirect", "gettext", "ngettext", "flash",
-           "read_form", "text_field", "secret_field", "BadForm", "FormTooLarge", "NotAForm", "CsrfRefused",
+           "read_form", "text_field", "secret_field", "FieldReader", "field_errors", "field_problem_text", "BadForm", "FormTooLarge", "NotAForm", "CsrfRefused",
            "PageNotFound", "Templates", "language", "local_path", "error_page", "serve_page", "RouteOptions",
            "DEFAULT_LANGUAGE", "LANGUAGES"]

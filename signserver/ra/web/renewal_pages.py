@@ -33,8 +33,8 @@ from signserver.ra.registry import MAX_PHOTO_BYTES
 from signserver.ra.renewal import REVOCATION_PHRASE, Renewal, State, Step, check_new_password, is_cloud_signature
 from signserver.ra.web.account_pages import PASSWORD_RULES, locked_text, password_rule_text
 from signserver.ra.web.holder_pages import profile_label, status_label
-from signserver.ra.web.rendering import (gettext, guidance, page_route, provider_of, read_form, redirect, render,
-                                        secret_field, text_field)
+from signserver.ra.web.rendering import (FieldReader, field_errors, gettext, guidance, page_route, provider_of,
+                                        read_form, redirect, render, text_field)
 from signserver.ra.web.sessions import holder_may_act, session_of
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,8 @@ def stopped_activation_text(request: Request, renewal: Renewal) -> str:
         return gettext(request, "Your cloud-signature password is not right.")
     if reason in LOCKED_REASONS:
         return locked_text(request)
+    if reason in PASSWORD_RULES:  # the core refused the new password (errors.core_error)
+        return password_rule_text(request, reason)[1]
     if reason == "registry_unavailable":
         return gettext(request, "The identity registry does not answer now; activate again later.")
     if reason == "core_unavailable":
@@ -391,8 +393,11 @@ async def application_document(request: Request, ctx) -> Response:
 async def sign_application(request: Request, ctx) -> Response:
     renewal = await _renewal(request, ctx)
     form = await read_form(request)
-    password = secret_field(form, "password", required=False)
-    otp = text_field(form, "otp", required=False, max_length=16).replace(" ", "")
+    fields = FieldReader(form)
+    password = fields.secret("password")
+    otp = fields.text("otp", max_length=16).replace(" ", "")
+    if fields.problems:  # said on the field, on the step's page (a secret is not put back)
+        return await show_step(request, ctx, renewal, status=422, field_errors=field_errors(request, fields))
     if not password:
         return await show_step(request, ctx, renewal, status=422, field_errors={
             "password": gettext(request, "Enter the cloud-signature password.")})
@@ -415,11 +420,11 @@ async def upload_application(request: Request, ctx) -> Response:
 async def activation(request: Request, ctx) -> Response:
     renewal = await _renewal(request, ctx)
     form = await read_form(request)
-    password = secret_field(form, "password", required=False)
-    new_password = secret_field(form, "new_password", required=False)
-    confirmation = secret_field(form, "confirmation", required=False)
-    phrase = secret_field(form, "revocation_phrase", required=False)
-    phrase_again = secret_field(form, "revocation_phrase_again", required=False)
+    fields = FieldReader(form)
+    password, new_password, confirmation, phrase, phrase_again = (fields.secret(name) for name in (
+        "password", "new_password", "confirmation", "revocation_phrase", "revocation_phrase_again"))
+    if fields.problems:  # said on the field, on the step's page (a secret is not put back)
+        return await show_step(request, ctx, renewal, field_errors=field_errors(request, fields), status=422)
     holds_valid = await _account_holds_valid_certificate(ctx, renewal.account)
     problems: dict[str, str] = {}
     if holds_valid and not password:

@@ -488,6 +488,8 @@ def test_a_stopped_activation_is_told_by_its_reason_not_its_words():
         ("no answer from the core", "core_unavailable", "The certificate service does not answer now; try again "
                                                        "later."),
         ("the password is locked in the registry", "", "The activation did not complete; activate again."),
+        ("the core's own password rule", "common",
+         "The new password is too common and easy to guess; choose another."),
     ]
     for refusal, reason, text in cases:
         stopped = machine.activation_stopped(activating, refusal, START, reason=reason)
@@ -500,3 +502,29 @@ def test_a_stopped_activation_is_told_by_its_reason_not_its_words():
     assert stopped_activation_text(english, changed) == ""
     wrong = machine.activation_stopped(activating, "x", START, reason="AUTHENTICATION_FAILED")
     assert stopped_activation_text(_request("zh-TW"), wrong) == "台端之雲簽簽名密碼（存取碼）不正確。"
+
+
+def test_an_overlong_secret_is_shown_on_the_activation_step(site, ca_clock):
+    """A password or revocation phrase past its length is said on its field, on the step's page
+    (never put back), rather than on an error page that loses the step."""
+    now = ca_clock.now()
+    holder = replace(KUAN, account="web-long-1")
+    renewal = opened_renewal(site.database, holder, now, serial="5e1a11")
+    in_state(site, renewal, lambda r: machine.confirm(r, OPERATOR, now),
+             lambda r: machine.give_notice(r, now, token_hash="z"),
+             lambda r: replace(r, state=State.AWAITING_APPLICATION, consent_at=now, agreement_at=now,
+                               registry_checked_at=now, face_score=0.9))
+    application_signed_in_store(site.database, renewal.id)
+    browser = site.holder("web-long-1")
+    browser.get(f"/holder/renewals/{renewal.id}")
+    long = "Long-pass-1" + "x" * 300
+    shown = browser.post(f"/holder/renewals/{renewal.id}/activation", {
+        "new_password": long, "confirmation": long, "revocation_phrase": NEW_PHRASE,
+        "revocation_phrase_again": "P\x01" + NEW_PHRASE})
+    assert shown.status_code == 422 and f'action="/holder/renewals/{renewal.id}/activation"' in shown.text
+    assert 'id="field-new_password-error"' in shown.text and 'id="field-revocation_phrase_again-error"' in shown.text
+    assert long not in shown.text and NEW_PHRASE not in shown.text
+    signing = site.holder("web-long-1")
+    in_state(site, renewal, lambda r: replace(r, state=State.AWAITING_APPLICATION, application_sha256=""))
+    signed = signing.post(f"/holder/renewals/{renewal.id}/application/sign", {"password": long, "otp": "123456"})
+    assert signed.status_code == 422 and 'id="field-password-error"' in signed.text and long not in signed.text
