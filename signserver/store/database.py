@@ -10,7 +10,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Connection, create_engine, event, make_url, text
+from sqlalchemy import Connection, create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -34,7 +34,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Alembic's head revision, which tests/store/test_migrations.py keeps equal to the newest file
 # of migrations/versions (each named after its revision): migrate() compares it with the
 # database's without loading Alembic.
-NEWEST_MIGRATION = "0020"
+NEWEST_MIGRATION = "0021"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Held by the process that migrates a PostgreSQL database, so that workers and nodes starting
 # together upgrade it once, one after the other (a transaction-scoped advisory lock).
@@ -152,7 +152,7 @@ class Database:
                 StoreValueRefused: a value does not fit its column;
                 StoreRefused: the database refused a statement for another reason.
         """
-        with _store_errors(), self._writer_turn(), self._begun(writing=True) as connection:
+        with _store_errors(writing=True), self._writer_turn(), self._begun(writing=True) as connection:
             yield connection
 
     @contextmanager
@@ -161,7 +161,7 @@ class Database:
 
         Raises: as :meth:`transaction`.
         """
-        with _store_errors(), self._begun(writing=False) as connection:
+        with _store_errors(writing=False), self._begun(writing=False) as connection:
             yield connection
 
     @contextmanager
@@ -174,7 +174,7 @@ class Database:
         """
         if self.is_sqlite:
             raise RuntimeError("statements() is for PostgreSQL: SQLite's writers queue for its write lock")
-        with _store_errors(), self.engine.connect() as connection:
+        with _store_errors(writing=True), self.engine.connect() as connection:
             # psycopg's autocommit, a flag on the client: no round trip, reset when the connection
             # goes back to the pool.
             connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -202,27 +202,83 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent; processes starting together
-        migrate one after the other).
+        migrate one after the other). An upgrade that fails keeps nothing of itself: it runs in one
+        transaction, and may be run again.
 
-        Raises: ConfigurationError: the database cannot be reached.
+        Raises: ConfigurationError: the database cannot be reached; it is at a migration this
+            version does not know (a newer version upgraded it); it holds signserver's tables
+            without a migration version; or it refused the upgrade (the reason said).
         """
         if self.at_newest_migration():
             return
+        self._run_migrations("upgrade", "head")
+
+    def downgrade(self, revision: str) -> None:
+        """Bring the schema down to ``revision`` (the newest migration of the version to go back
+        to; "base" for none), keeping what the older schema has room for.
+
+        Raises: ConfigurationError: as :meth:`migrate`, or ``revision`` is not one of the migrations.
+        """
+        self._run_migrations("downgrade", revision)
+
+    def _run_migrations(self, direction: str, revision: str) -> None:
         # Alembic is needed only when there is something to migrate: importing it and loading its
         # scripts would cost every command of the command line a fifth of a second.
         from alembic import command
         from alembic.config import Config as AlembicConfig
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
 
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
         try:
-            with self._writer_turn(), self._begun(writing=True) as connection:
+            with self._migrating() as connection:
                 if not self.is_sqlite:
                     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                _check_migratable(connection, ScriptDirectory.from_config(config))
                 config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+                getattr(command, direction)(config, revision)
         except (OperationalError, PoolTimeout) as exc:
             raise ConfigurationError("database.url", f"cannot open the database: {_reason(exc)}") from exc
+        except DBAPIError as exc:
+            raise ConfigurationError("database.url", f"the database refused the {direction} of its schema, "
+                                                     f"which left it as it was: {_reason(exc)}") from exc
+        except CommandError as exc:  # a revision Alembic does not know
+            raise ConfigurationError("database.url", f"cannot {direction} the database's schema: {exc}") from exc
+        except RuntimeError as exc:  # a migration refused the data it found, saying what to do
+            raise ConfigurationError("database.url", f"the {direction} of the database's schema stopped, "
+                                                     f"leaving it as it was: {exc}") from exc
+
+    @contextmanager
+    def _migrating(self) -> Iterator[Connection]:
+        """A writing transaction for migrations. On SQLite, with foreign keys off while it runs,
+        as SQLite's own procedure for schema changes has it: a migration that rebuilds a table
+        drops the old one, and with them on, that drop deletes its rows first, with every row of
+        other tables that refers to them (ON DELETE CASCADE). What refers to a missing row at the
+        end, and did not before, is refused before the commit (rows an earlier hand-made change left
+        dangling are not the migration's doing)."""
+        if not self.is_sqlite:
+            with self._begun(writing=True) as connection:
+                yield connection
+            return
+        with self._writer_turn(), self.engine.connect() as connection:
+            driver = connection.connection.driver_connection
+            driver.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: set before it
+            try:
+                with connection.begin():
+                    driver.execute("BEGIN IMMEDIATE")
+                    before = _dangling_references(driver)
+                    yield connection
+                    broken = sorted(table for table, rows in _dangling_references(driver).items()
+                                    if rows > before.get(table, 0))
+                    if broken:
+                        raise RuntimeError("rows of " + ", ".join(broken) + " would refer to rows that no "
+                                           "longer exist")
+            finally:
+                try:
+                    driver.execute("PRAGMA foreign_keys=ON")
+                except _driver_errors(connection) as exc:  # never back to the pool with them off
+                    connection.invalidate(exc)
 
     def at_newest_migration(self) -> bool:
         """Whether the schema is at the newest migration this version ships, read without Alembic
@@ -280,10 +336,50 @@ class Database:
         self.engine.dispose(close=False)
 
 
+def _driver_errors(connection: Connection) -> type[Exception]:
+    """The base class of the errors of ``connection``'s driver."""
+    return connection.dialect.loaded_dbapi.Error
+
+
+def _dangling_references(driver) -> dict[str, int]:
+    """SQLite: how many rows of each table refer to a row that does not exist."""
+    counts: dict[str, int] = {}
+    for row in driver.execute("PRAGMA foreign_key_check"):
+        counts[row[0]] = counts.get(row[0], 0) + 1
+    return counts
+
+
+def _check_migratable(connection: Connection, script) -> None:
+    """Refuse a database the migrations cannot start from: one at a revision they do not know (a
+    newer version of signserver upgraded it), or one with signserver's tables but no version.
+
+    Raises: ConfigurationError.
+    """
+    from signserver.store.schema import metadata
+
+    inspector = inspect(connection)
+    tables = set(inspector.get_table_names())
+    found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() \
+        if "alembic_version" in tables else []
+    known = {migration.revision for migration in script.walk_revisions()}
+    unknown = sorted(set(found) - known)
+    if unknown:
+        raise ConfigurationError("database.url", (
+            f"the database's schema is at migration {', '.join(unknown)}, which this version of signserver "
+            f"does not know (its newest is {NEWEST_MIGRATION}): a newer version upgraded it. Run that version, "
+            f"or restore the database from before that upgrade"))
+    ours = sorted(tables & set(metadata.tables))
+    if not found and ours:
+        raise ConfigurationError("database.url", (
+            f"the database holds signserver's tables ({', '.join(ours[:3])}{', ...' if len(ours) > 3 else ''}) "
+            f"but no migration version (table alembic_version): it was not made by signserver's migrations, "
+            f"or lost its version. Use an empty database, or restore this one from a backup"))
+
+
 @contextmanager
-def _store_errors() -> Iterator[None]:
+def _store_errors(writing: bool) -> Iterator[None]:
     """SQLAlchemy's and the driver's errors as signserver's, with the database's own words but
-    never the statement's values."""
+    never the statement's values (``writing``: in a transaction that may change data)."""
     try:
         yield
     except PoolTimeout as exc:
@@ -301,6 +397,12 @@ def _store_errors() -> Iterator[None]:
     except DataError as exc:
         raise StoreValueRefused(f"the database cannot keep a value: {_reason(exc)}") from exc
     except DBAPIError as exc:
+        # PostgreSQL's read_only_sql_transaction in a writer: the server takes no changes for now
+        # (a standby after a fail-over, or one set read-only for maintenance). In a reader, the
+        # statement is at fault.
+        if writing and getattr(exc.orig, "sqlstate", None) == "25006":
+            raise StoreUnavailable(f"the database takes no changes for now (a read-only server); "
+                                   f"try again ({_reason(exc)})") from exc
         raise StoreRefused(f"the database refused a statement: {_reason(exc)}") from exc
 
 

@@ -131,3 +131,46 @@ def _rows_of_growing_tables(database: Database) -> list[list[tuple]]:
     with database.read() as conn:
         return [[tuple(row) for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2"))]
                 for table in ("activation_token_digests", "audit_log")]
+
+
+def test_the_migrated_schema_has_schema_pys_names_and_definitions_of_keys_constraints_and_indexes(tmp_path):
+    migrated = Database(empty_database_url(tmp_path / "migrated.db"))
+    declared = Database(empty_database_url(tmp_path / "declared.db"))
+    try:
+        migrated.migrate()
+        with declared.transaction() as conn:
+            metadata.create_all(conn)
+        with migrated.read() as conn:
+            found = _keys_constraints_and_indexes(conn)
+        with declared.read() as conn:
+            expected = _keys_constraints_and_indexes(conn)
+        assert found == expected
+    finally:
+        migrated.dispose()
+        declared.dispose()
+
+
+def _keys_constraints_and_indexes(conn) -> dict[str, list]:
+    """Per table of schema.py: its constraints and indexes as the database itself states them,
+    names included (what alembic's comparison leaves out: names of keys, partial indexes' conditions,
+    column defaults, SQLite's table options)."""
+    described = {}
+    for table in sorted(metadata.tables):
+        if conn.dialect.name == "postgresql":
+            described[table] = sorted(tuple(row) for row in conn.execute(text(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(:t) "
+                "UNION ALL SELECT indexname, indexdef FROM pg_indexes WHERE tablename = CAST(:t AS name) "
+                "UNION ALL SELECT column_name, column_default FROM information_schema.columns "
+                "WHERE table_name = CAST(:t AS name) AND column_default IS NOT NULL"), {"t": table}))
+        else:
+            created = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}).scalar()
+            described[table] = sorted(
+                [(" ".join(sql.split()),) for sql in conn.execute(text(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t AND sql IS NOT NULL"),
+                    {"t": table}).scalars()]
+                + [tuple(row)[1:] for row in conn.execute(text(f"PRAGMA index_list('{table}')"))
+                   if not row[1].startswith("sqlite_autoindex")]
+                + [tuple(row)[2:] for row in conn.execute(text(f"PRAGMA foreign_key_list('{table}')"))]
+                + [tuple(row)[1:6] for row in conn.execute(text(f"PRAGMA table_info('{table}')"))]
+                + [("WITHOUT ROWID", created.rstrip().upper().endswith("WITHOUT ROWID"))])
+    return described

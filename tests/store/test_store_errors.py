@@ -88,3 +88,24 @@ def test_postgresql_readers_are_read_only_and_see_one_snapshot(database):
         assert conn.execute(select(entries.c.name)).scalars().all() == before
     with database.read() as conn:
         assert "beside" in conn.execute(select(entries.c.name)).scalars().all()
+
+
+@postgresql_only
+def test_a_change_sent_to_a_read_only_server_is_unavailability_to_try_again(database):
+    # What a node meets when its PostgreSQL became a standby (a fail-over) or is put read-only
+    # for maintenance: for the time being, not a fault of the statement.
+    with database.transaction() as conn:
+        name = conn.execute(text("SELECT current_database()")).scalar()
+        conn.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+    database.engine.dispose()  # the setting applies to new sessions
+    try:
+        with pytest.raises(StoreUnavailable, match="read-only"), database.transaction() as conn:
+            conn.execute(insert(entries).values(name="while-read-only", n=1))
+    finally:
+        with database.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(text("SET default_transaction_read_only = off"))
+            conn.execute(text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'))
+        database.engine.dispose()
+    with database.transaction() as conn:
+        conn.execute(insert(entries).values(name="after", n=1))
