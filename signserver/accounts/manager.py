@@ -56,7 +56,10 @@ from signserver.store.schema import account_emails, accounts, activation_tokens,
 log = logging.getLogger(__name__)
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{2,63}$")
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+# One mailbox, nothing else: no character that would make the address a list or a display name
+# ("a@b.mo,c@d.mo", "Name <a@b.mo>"), which a mail server would take for other recipients.
+_ATOM = r'[^@\s,;:<>()\[\]\\"]'
+EMAIL = re.compile(rf"^{_ATOM}{{1,64}}@{_ATOM}+\.{_ATOM}+$")
 MAX_EMAILS = 10
 MAX_TEXT = 200
 
@@ -385,7 +388,7 @@ class AccountManager:
             revoke_activation_tokens(conn, account.id)
             disabled = disable_package_credentials(conn, account.id)
             self._audit.append(conn, now, "account.password_reset", operator, username, packages_lost=disabled)
-            queue_email(conn, now, account.emails, "account_unlocked", holder_name=account.holder_name,
+            queue_email(conn, now, account.emails, "password_reset", holder_name=account.holder_name,
                         username=username, time=format_time(now))
         return new_code
 

@@ -16,6 +16,7 @@ from signserver.cli.pins import read_pin
 from signserver.config import Config
 from signserver.errors import InvalidArgument, SignServerError
 from signserver.hsm.algorithms import KeyAlgorithm
+from signserver.secret import Secret
 
 # The account manager, the application registry and the outbox load SQLAlchemy: the commands import
 # what they need of them, so that building the parser (every command's --help) does not.
@@ -24,6 +25,37 @@ PASSWORD_ENV = "SIGNSERVER_ACCOUNT_PASSWORD"
 RECOVERY_ENV = "SIGNSERVER_ACCOUNT_RECOVERY_CODE"
 PHRASE_ENV = "SIGNSERVER_ACCOUNT_REVOCATION_PHRASE"
 OPERATOR = "operator:cli"
+
+
+def _text(text: str) -> str:
+    """An argparse ``type``: the argument as given, refused before anything is done when it is not
+    text (a byte that is not UTF-8, from a terminal in another encoding, reaches Python as a lone
+    surrogate, which no database keeps and no certificate carries).
+
+    Raises: argparse.ArgumentTypeError.
+    """
+    if not _is_text(text):
+        raise argparse.ArgumentTypeError("not valid UTF-8 text (check the terminal's encoding)")
+    return text
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read_secret(what: str, env: str, confirm: bool = False) -> Secret:
+    """``read_pin`` for the holder's secrets, refused when not text (see ``_text``).
+
+    Raises: InvalidArgument: as read_pin, or the secret is not valid UTF-8 text.
+    """
+    secret = read_pin(what, env, None, confirm=confirm)
+    if not _is_text(secret.reveal()):
+        raise InvalidArgument(f"the {what} is not valid UTF-8 text (check the terminal's encoding or ${env})")
+    return secret
 
 
 def _key_algorithm(text: str) -> KeyAlgorithm:
@@ -46,14 +78,14 @@ def add_parsers(subparsers) -> None:
         return parser
 
     p = command("create", cmd_create, "create an account with a signing key, OTP seed and recovery code")
-    p.add_argument("username")
-    p.add_argument("--name", required=True, help="the holder's name, as on the signature stamp")
+    p.add_argument("username", type=_text)
+    p.add_argument("--name", required=True, type=_text, help="the holder's name, as on the signature stamp")
     _holder_name_flags(p)
-    p.add_argument("--email", required=True, action="append", help="an e-mail address (repeat for more)")
+    p.add_argument("--email", required=True, action="append", type=_text, help="an e-mail address (repeat for more)")
     p.add_argument("--kind", choices=[k.value for k in AccountKind], default="personal")
-    p.add_argument("--organisation", default="")
-    p.add_argument("--department", default="")
-    p.add_argument("--title", default="")
+    p.add_argument("--organisation", default="", type=_text)
+    p.add_argument("--department", default="", type=_text)
+    p.add_argument("--title", default="", type=_text)
     p.add_argument("--key-algorithm", type=_key_algorithm, default=KeyAlgorithm.RSA_2048,
                    help="the signing key's algorithm (default rsa-2048)")
     p.add_argument("--qr-png", type=Path, help="also write the OTP QR code to this PNG file")
@@ -64,25 +96,25 @@ def add_parsers(subparsers) -> None:
                         "unusable for good (reset-password, and new certificates)")
 
     p = command("update", cmd_update, "change the holder's names (certificates issued later carry them)")
-    p.add_argument("username")
-    p.add_argument("--name", help="the holder's name, as on the signature stamp")
+    p.add_argument("username", type=_text)
+    p.add_argument("--name", type=_text, help="the holder's name, as on the signature stamp")
     _holder_name_flags(p)
 
     p = command("show", cmd_show, "show an account")
-    p.add_argument("username")
+    p.add_argument("username", type=_text)
     command("list", cmd_list, "list the accounts")
 
     p = command("unlock", cmd_unlock, "unlock with the holder's recovery code and set a new password")
-    p.add_argument("username")
+    p.add_argument("username", type=_text)
     p = command("reset-password", cmd_reset_password,
                 "set a new password without the recovery code; the holder's keys become unusable")
-    p.add_argument("username")
+    p.add_argument("username", type=_text)
     p = command("disable", cmd_disable, "disable an account (its activation tokens are revoked)")
-    p.add_argument("username")
+    p.add_argument("username", type=_text)
     p = command("enable", cmd_enable, "enable a disabled account")
-    p.add_argument("username")
+    p.add_argument("username", type=_text)
     p = command("reset-otp", cmd_reset_otp, "give the account a new OTP seed")
-    p.add_argument("username")
+    p.add_argument("username", type=_text)
     p.add_argument("--qr-png", type=Path, help="also write the OTP QR code to this PNG file")
 
     app = subparsers.add_parser("app", help="applications allowed to call the signing API", allow_abbrev=False)
@@ -90,9 +122,9 @@ def add_parsers(subparsers) -> None:
     p = app_commands.add_parser("create", help="register an application; prints its API key once",
                                 parents=[json_flag], allow_abbrev=False)
     p.set_defaults(handler=cmd_app_create)
-    p.add_argument("name")
+    p.add_argument("name", type=_text)
     p.add_argument("--no-otp", action="store_true", help="its users authorise without an OTP")
-    p.add_argument("--account", action="append", dest="accounts",
+    p.add_argument("--account", action="append", dest="accounts", type=_text,
                    help="an account it may serve (repeat; default: every account)")
     p.add_argument("--client-cert", type=Path, help="a client certificate (PEM) it authenticates with")
     p.add_argument("--no-api-key", action="store_true", help="authenticate with the client certificate only")
@@ -128,16 +160,38 @@ def _show_otp(uri: str, qr_png: Path | None) -> None:
         print(f"(QR code also written to {qr_png})")
 
 
+def _print_json_with_otp(answer: dict, uri: str, qr_png: Path | None) -> None:
+    """Print the --json ``answer`` with the OTP's URI, and write its QR code to ``qr_png``
+    (checked before the change) as without --json: the seed is shown only this once.
+
+    Raises: InvalidArgument: the PNG could not be written after all (the answer is printed
+        before, with ``qr_png`` null).
+    """
+    problem = None
+    if qr_png:
+        try:
+            write_output(qr_png, otp.qr_png(uri))
+        except InvalidArgument as exc:
+            problem = exc
+    print_json({**answer, "otp_uri": uri, "qr_png": str(qr_png) if qr_png and problem is None else None})
+    if problem is not None:
+        raise problem
+
+
 # --- account commands ----------------------------------------------------------------------
 
 def _holder_name_flags(parser) -> None:
-    parser.add_argument("--given-name", help="the holder's given name(s) as the identity document shows them, "
-                                             "e.g. \"Weng Sam LUZIA\" or 詠心 (with --surname)")
-    parser.add_argument("--surname", help="the holder's surname as the identity document shows it, e.g. KUAN or 關 "
-                                          "(with --given-name)")
+    parser.add_argument("--given-name", type=_text,
+                        help="the holder's given name(s) as the identity document shows them, "
+                             "e.g. \"Weng Sam LUZIA\" or 詠心 (with --surname)")
+    parser.add_argument("--surname", type=_text,
+                        help="the holder's surname as the identity document shows it, e.g. KUAN or 關 "
+                             "(with --given-name)")
 
 
 def cmd_update(args, config: Config) -> int:
+    if args.name is None and args.given_name is None and args.surname is None:
+        raise InvalidArgument("nothing to change: give --name, or --given-name with --surname")
     service = open_service(args, config, with_database=True)
     account = service.accounts.update_holder(args.username, OPERATOR, holder_name=args.name,
                                              given_name=args.given_name, surname=args.surname)
@@ -152,8 +206,8 @@ def cmd_create(args, config: Config) -> int:
     from signserver.accounts.manager import Enrolment
 
     check_output(args.qr_png)
-    password = read_pin("password for the account", PASSWORD_ENV, None, confirm=True)
-    phrase = read_pin("revocation phrase", PHRASE_ENV, None, confirm=True) if args.revocation_phrase else None
+    password = _read_secret("password for the account", PASSWORD_ENV, confirm=True)
+    phrase = _read_secret("revocation phrase", PHRASE_ENV, confirm=True) if args.revocation_phrase else None
     service = open_service(args, config, with_database=True)
     enrolment = Enrolment(username=args.username, holder_name=args.name, emails=tuple(args.email),
                           kind=AccountKind(args.kind), organisation=args.organisation,
@@ -162,8 +216,8 @@ def cmd_create(args, config: Config) -> int:
                           revocation_phrase=phrase, recovery_by_code=not args.no_recovery_code)
     created = service.accounts.create(enrolment, password, operator=OPERATOR)
     if args.json:
-        print_json({"account": created.account, "credential": created.credential, "otp_uri": created.otp_uri,
-                    "recovery_code": created.recovery_code})
+        _print_json_with_otp({"account": created.account, "credential": created.credential,
+                              "recovery_code": created.recovery_code}, created.otp_uri, args.qr_png)
         return 0
     print_table(_ACCOUNT_HEADERS, _account_rows([created.account]))
     print(f"\ncredential {created.credential.id} ({created.credential.key_algorithm.value}, key in the HSM)")
@@ -210,8 +264,8 @@ def cmd_list(args, config: Config) -> int:
 
 
 def cmd_unlock(args, config: Config) -> int:
-    code = read_pin("holder's recovery code", RECOVERY_ENV, None)
-    password = read_pin("new password for the account", PASSWORD_ENV, None, confirm=True)
+    code = _read_secret("holder's recovery code", RECOVERY_ENV)
+    password = _read_secret("new password for the account", PASSWORD_ENV, confirm=True)
     service = open_service(args, config, with_database=True)
     new_code = service.accounts.unlock_with_recovery_code(args.username, code, password, operator=OPERATOR)
     if args.json:
@@ -228,7 +282,7 @@ RESET_WARNING = ("the holder's keys (signing data packages) are sealed to the ol
 
 
 def cmd_reset_password(args, config: Config) -> int:
-    password = read_pin("new password for the account", PASSWORD_ENV, None, confirm=True)
+    password = _read_secret("new password for the account", PASSWORD_ENV, confirm=True)
     service = open_service(args, config, with_database=True)
     new_code = service.accounts.reset_password(args.username, password, operator=OPERATOR)
     if args.json:
@@ -261,7 +315,7 @@ def cmd_reset_otp(args, config: Config) -> int:
     check_output(args.qr_png)
     uri = open_service(args, config, with_database=True).accounts.reset_otp(args.username, OPERATOR)
     if args.json:
-        print_json({"account": args.username, "otp_uri": uri})
+        _print_json_with_otp({"account": args.username}, uri, args.qr_png)
     else:
         print(f"new OTP seed for {args.username}; the old codes no longer work")
         _show_otp(uri, args.qr_png)

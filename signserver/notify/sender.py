@@ -1,23 +1,29 @@
-"""OutboxSender: delivers queued e-mail over SMTP, retrying with backoff; never loses a message.
+"""OutboxSender: delivers queued e-mail over SMTP, retrying with backoff for a bounded time.
 
 Several server processes may run a sender: each claims a message for a while before sending, so
-a message goes out once even then (at least once if a process dies mid-send).
+a message goes out once even then. A message whose sending a crash left unrecorded goes out again
+after its claim, as the same message (same Message-ID and Date), which mail systems recognise as a
+copy. A message the server refuses for good (5xx for its mailbox), or cannot send within
+GIVE_UP_SECONDS of its event, is given up: its row keeps why, and the log says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import smtplib
+import socket
 import ssl
 import threading
 import time
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, parseaddr
 
 from sqlalchemy import func, or_, select, update
 
 from signserver.clock import Clock, epoch_seconds
 from signserver.config import SmtpConfig
+from signserver.errors import SignServerError
 from signserver.monitoring.meter import meter
 from signserver.store.database import Database
 from signserver.store.schema import outbox
@@ -28,7 +34,22 @@ CLAIM_SECONDS = 120
 FIRST_RETRY_SECONDS = 10
 MAX_RETRY_SECONDS = 3600
 SMTP_TIMEOUT_SECONDS = 20
+# One round's SMTP work, whatever the server does: the sender runs in the background thread,
+# between tasks that must keep the background lease (15 s), and well within a claim.
+SEND_SECONDS = 10
+# A message not sent this long after its event is given up (a notice days late misleads more than
+# it tells); mail servers keep theirs about as long before they bounce.
+GIVE_UP_SECONDS = 2 * 86_400
+GIVEN_UP = 2 ** 62  # the next_attempt_at of a message given up: never due
 BACKLOG_REPORT_SECONDS = 10  # counting the unsent is a scan of the outbox: not every poll
+
+# Refusals of one message, after which the connection carries on (smtplib sends RSET).
+_MESSAGE_REFUSED = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError,
+                    smtplib.SMTPNotSupportedError)
+
+
+class Unsendable(ValueError):
+    """A message that can never be sent as it is (its recipient is not one mailbox)."""
 
 
 def retry_delay(attempts: int) -> int:
@@ -37,20 +58,25 @@ def retry_delay(attempts: int) -> int:
 
 
 class OutboxSender:
-    def __init__(self, database: Database, smtp: SmtpConfig, clock: Clock):
+    def __init__(self, database: Database, smtp: SmtpConfig, clock: Clock, send_seconds: float = SEND_SECONDS):
         self._database = database
         self._smtp = smtp
         self._clock = clock
+        self._send_seconds = send_seconds
         self._backlog_reported = -BACKLOG_REPORT_SECONDS  # time.monotonic() of the last report
 
     def send_due(self, limit: int = 50) -> int:
-        """Send the messages that are due; return how many went out. Never raises for SMTP."""
+        """Send the messages that are due, for at most ``send_seconds`` whatever the server does;
+        return how many went out. A message the round did not reach is due again at once.
+
+        Raises: what the database raises (StoreUnavailable...); never for SMTP or its settings.
+        """
         now = epoch_seconds(self._clock.now())
         with self._database.transaction() as conn:
             if time.monotonic() - self._backlog_reported >= BACKLOG_REPORT_SECONDS:
                 self._backlog_reported = time.monotonic()
-                meter().outbox_backlog(conn.execute(select(func.count()).select_from(outbox)
-                                                    .where(outbox.c.sent_at.is_(None))).scalar_one())
+                meter().outbox_backlog(conn.execute(select(func.count()).select_from(outbox).where(
+                    outbox.c.sent_at.is_(None), outbox.c.next_attempt_at < GIVEN_UP)).scalar_one())
             is_due = (outbox.c.sent_at.is_(None), outbox.c.next_attempt_at <= now,
                       or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
             due = conn.execute(select(outbox).where(*is_due).order_by(outbox.c.id).limit(limit)).all()
@@ -66,15 +92,39 @@ class OutboxSender:
         if not claimed:
             return 0
         sent = 0
+        pending = list(claimed)  # claimed and not yet sent or failed
+        under_way = False  # pending[0] is being sent
+        watchdog = _Watchdog(time.monotonic() + self._send_seconds)
         try:
-            with self._connect() as client:
-                for row in claimed:
-                    client.send_message(self._message(row))
+            with self._connect(watchdog) as client:
+                while pending and not watchdog.expired():
+                    row = pending[0]
+                    try:
+                        message = self._message(row)
+                    except ValueError as exc:  # Unsendable among them: it never will be
+                        self._mark_failed(pending.pop(0), exc, permanent=True)
+                        continue
+                    under_way = True
+                    try:
+                        client.send_message(message, to_addrs=[row.recipient])
+                    except _MESSAGE_REFUSED as exc:
+                        under_way = False
+                        self._mark_failed(pending.pop(0), exc, permanent=_refused_for_good(exc))
+                        continue
+                    under_way = False
+                    pending.pop(0)
                     self._mark_sent(row.id)
                     sent += 1
-        except (OSError, smtplib.SMTPException) as exc:
-            for row in claimed[sent:]:
+        except (OSError, smtplib.SMTPException, SignServerError) as exc:
+            # The server, the way to it or its settings failed: all of them wait their turn; but
+            # when the round ran out of time during a message, only that one.
+            failed, pending = (pending[:1], pending[1:]) if watchdog.fired and under_way else (pending, [])
+            for row in failed:
                 self._mark_failed(row, exc)
+        finally:
+            watchdog.cancel()
+        if pending:  # the round's time ran out before them: no attempt counted
+            self._release(pending)
         return sent
 
     def run(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
@@ -86,41 +136,166 @@ class OutboxSender:
                 log.exception("outbox sender failed; trying again")
             stop.wait(poll_seconds)
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, watchdog: _Watchdog) -> smtplib.SMTP:
+        """A connection, logged in, whose socket ``watchdog`` shuts at its deadline. The server's
+        certificate and host name are checked (the system's trusted CAs) over TLS and STARTTLS.
+
+        Raises: OSError, smtplib.SMTPException, ConfigurationError (the password file).
+        """
         smtp = self._smtp
+        timeout = watchdog.timeout(SMTP_TIMEOUT_SECONDS)
         if smtp.security == "tls":
-            client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=SMTP_TIMEOUT_SECONDS,
-                                      context=ssl.create_default_context())
+            client = _WatchedSMTPSSL(watchdog, smtp.host, smtp.port, timeout=timeout,
+                                     context=ssl.create_default_context())
         else:
-            client = smtplib.SMTP(smtp.host, smtp.port, timeout=SMTP_TIMEOUT_SECONDS)
+            client = _WatchedSMTP(watchdog, smtp.host, smtp.port, timeout=timeout)
+        try:
             if smtp.security == "starttls":
                 client.starttls(context=ssl.create_default_context())
-        password = smtp.password()
-        if smtp.username and password:
-            client.login(smtp.username, password.reveal())
+                watchdog.watch(client.sock)
+            password = smtp.password()
+            if smtp.username and password:
+                client.login(smtp.username, password.reveal())
+        except BaseException:
+            client.close()
+            raise
         return client
 
     def _message(self, row) -> EmailMessage:
+        """The message of an outbox row, the same at every attempt (Date and Message-ID from the
+        row), so that a copy sent again after a crash is recognised as one.
+
+        Raises: Unsendable: the recipient is not one mailbox. ValueError: a header cannot be made.
+        """
         message = EmailMessage()
         message["From"] = self._smtp.sender
         message["To"] = row.recipient
+        # One mailbox, exactly the one recorded: never a list, a display name or a comment that
+        # would send the message elsewhere or to more.
+        if [a.addr_spec for a in message["To"].addresses] != [row.recipient]:
+            raise Unsendable(f"the recipient {row.recipient[:80]!r} is not one e-mail address")
         message["Subject"] = row.subject
         message["Date"] = formatdate(row.created_at, localtime=False)
-        message["Message-ID"] = make_msgid(idstring=f"outbox-{row.id}")
+        message["Message-ID"] = self._message_id(row)
         message.set_content(row.body)
         return message
+
+    def _message_id(self, row) -> str:
+        """``<id.created.digest@sender's domain>``: the same at every attempt; the digest of the
+        message keeps rows of two databases (a restored copy, a test) apart."""
+        try:
+            domain = parseaddr(self._smtp.sender)[1].rpartition("@")[2].encode("idna").decode("ascii")
+        except UnicodeError:
+            domain = ""
+        domain = domain or "localhost"
+        digest = hashlib.sha256(f"{row.id}\n{row.created_at}\n{row.recipient}\n{row.subject}\n{row.body}"
+                                .encode("utf-8", "surrogatepass")).hexdigest()[:20]
+        return f"<{row.id}.{row.created_at}.{digest}@{domain}>"
 
     def _mark_sent(self, message_id: int) -> None:
         with self._database.transaction() as conn:
             conn.execute(update(outbox).where(outbox.c.id == message_id)
                          .values(sent_at=epoch_seconds(self._clock.now()), claimed_until=None, last_error=None))
 
-    def _mark_failed(self, row, exc: Exception) -> None:
+    def _mark_failed(self, row, exc: Exception, permanent: bool = False) -> None:
+        """Count a failed attempt: try again after a backoff, or, refused for good or past
+        GIVE_UP_SECONDS, give the message up, saying so in the log and the row."""
         attempts = row.attempts + 1
-        delay = retry_delay(attempts)
-        log.warning("could not send e-mail %d to the SMTP server %s:%d (%s); retrying in %d s",
-                    row.id, self._smtp.host, self._smtp.port, type(exc).__name__, delay)
+        now = epoch_seconds(self._clock.now())
+        error = str(exc) or type(exc).__name__
+        if permanent or now - row.created_at >= GIVE_UP_SECONDS:
+            why = "refused for good" if permanent else f"not sent in {GIVE_UP_SECONDS // 3600} hours"
+            log.error("gave up on e-mail %d (queued %s, %d attempts): %s: %s", row.id,
+                      formatdate(row.created_at, usegmt=True), attempts, why, error)
+            values = {"next_attempt_at": GIVEN_UP, "last_error": f"gave up, {why}: {error}"[:500]}
+        else:
+            delay = retry_delay(attempts)
+            log.warning("could not send e-mail %d to the SMTP server %s:%d (%s); retrying in %d s",
+                        row.id, self._smtp.host, self._smtp.port, type(exc).__name__, delay)
+            values = {"next_attempt_at": now + delay, "last_error": error[:500]}
         with self._database.transaction() as conn:
             conn.execute(update(outbox).where(outbox.c.id == row.id).values(
-                attempts=attempts, claimed_until=None, last_error=str(exc)[:500],
-                next_attempt_at=epoch_seconds(self._clock.now()) + delay))
+                attempts=attempts, claimed_until=None, **values))
+
+    def _release(self, rows) -> None:
+        """Give back the claims of messages a round did not reach (due again at once)."""
+        with self._database.transaction() as conn:
+            conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]), outbox.c.sent_at.is_(None))
+                         .values(claimed_until=None))
+
+
+def _refused_for_good(exc: Exception) -> bool:
+    """The server refused every recipient with a permanent (5xx) reply: the mailbox does not
+    exist or never takes this mail. Other refusals (the sender, the content) may be settings being
+    fixed, and are retried."""
+    return (isinstance(exc, smtplib.SMTPRecipientsRefused) and bool(exc.recipients)
+            and all(code >= 500 for code, _ in exc.recipients.values()))
+
+
+class _Watchdog:
+    """Shuts the connection's sockets at a deadline, so that a server that stops answering, or
+    answers a byte at a time, holds the sender no longer than that."""
+
+    def __init__(self, deadline: float):
+        self._deadline = deadline
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.fired = False
+        self._timer = threading.Timer(max(deadline - time.monotonic(), 0), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def expired(self) -> bool:
+        return self.fired or time.monotonic() >= self._deadline
+
+    def timeout(self, most: float) -> float:
+        """A socket timeout: ``most``, or less to end by the deadline."""
+        return max(min(most, self._deadline - time.monotonic()), 0.1)
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            if self.fired:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    # The plain socket's shutdown, even under TLS: the blocked read in the sender's thread ends
+    # at once, and the TLS object it reads through is left to that thread to close.
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _WatchedSMTP(smtplib.SMTP):
+    def __init__(self, watchdog: _Watchdog, *args, **kwargs):
+        self._watchdog = watchdog
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        self._watchdog.watch(sock)
+        return sock
+
+
+class _WatchedSMTPSSL(smtplib.SMTP_SSL):
+    def __init__(self, watchdog: _Watchdog, *args, **kwargs):
+        self._watchdog = watchdog
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        self._watchdog.watch(sock)
+        return sock

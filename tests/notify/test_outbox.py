@@ -10,33 +10,11 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from signserver.accounts import otp
-from signserver.config import SmtpConfig
 from signserver.errors import AuthenticationFailed
 from signserver.notify.outbox import queue_email
 from signserver.secret import Secret
 from signserver.store.schema import outbox
-from tests.conftest import enrol, free_port, Inbox, PASSWORD, service_with
-
-
-@pytest.fixture
-def smtp_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def smtp_server(smtp_port):
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
-    yield inbox
-    controller.stop()
-
-
-@pytest.fixture
-def mailing_service(config, tmp_path, clock, smtp_port):
-    smtp = SmtpConfig(host="127.0.0.1", port=smtp_port, security="none", username="", password_file=None,
-                      sender="signserver@example.mo")
-    return service_with(config, tmp_path / "signserver.db", clock, smtp=smtp)
+from tests.conftest import enrol, Inbox, PASSWORD, service_with
 
 
 def change_password(service, created, seed, clock):

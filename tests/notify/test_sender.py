@@ -1,0 +1,144 @@
+"""The outbox's sender against real SMTP servers on loopback: what it does when the server refuses
+a message, never answers, answers slowly, or takes a message whose sending was never recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select, update
+
+from signserver.notify.outbox import queue_email
+from signserver.notify.sender import GIVE_UP_SECONDS, SEND_SECONDS
+from signserver.store.leases import DEFAULT_LEASE_SECONDS
+from signserver.store.schema import outbox
+from tests.conftest import Inbox
+
+
+class Mailbox(Inbox):
+    """Keeps each message with its envelope's recipients; refuses the addresses in ``refused``
+    (550, for good) and takes ``data_seconds`` over each message."""
+
+    def __init__(self, refused: tuple[str, ...] = (), data_seconds: float = 0):
+        super().__init__()
+        self.refused = refused
+        self.data_seconds = data_seconds
+        self.envelopes: list[list[str]] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refused:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(self.data_seconds)
+        self.envelopes.append(list(envelope.rcpt_tos))
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def mailbox(request, smtp_port):
+    box = Mailbox(**getattr(request, "param", {}))
+    controller = Controller(box, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+def queue(service, clock, *recipients: str) -> None:
+    with service.database.transaction() as conn:
+        queue_email(conn, clock.now(), recipients, "account_unlocked", holder_name="陳大文", username="chan.tai.man",
+                    time="2026.11.21 10:26:06 +0800")
+
+
+def rows(service) -> dict:
+    with service.database.read() as conn:
+        return {r.recipient: r for r in conn.execute(select(outbox).order_by(outbox.c.id))}
+
+
+@pytest.mark.parametrize("mailbox", [{"refused": ("gone@example.mo",)}], indirect=True)
+def test_a_refused_recipient_holds_back_no_other_message(mailing_service, mailbox, clock, caplog):
+    queue(mailing_service, clock, "gone@example.mo", "one@example.mo", "two@example.mo")
+    with caplog.at_level(logging.ERROR, logger="signserver.notify.sender"):
+        assert mailing_service.outbox.send_due() == 2
+    assert sorted(m["To"] for m in mailbox.messages) == ["one@example.mo", "two@example.mo"]
+    gone = rows(mailing_service)["gone@example.mo"]
+    # A mailbox the server says does not exist (5xx) is not tried again; the log says so.
+    assert gone.sent_at is None and gone.attempts == 1 and "gave up" in gone.last_error
+    assert any("gave up" in r.getMessage() for r in caplog.records)
+    clock.advance(days=1)
+    assert mailing_service.outbox.send_due() == 0 and rows(mailing_service)["gone@example.mo"].attempts == 1
+
+
+def test_a_message_is_given_up_after_its_bound_saying_so(mailing_service, clock, caplog):
+    queue(mailing_service, clock, "one@example.mo")  # no SMTP server listens
+    with caplog.at_level(logging.WARNING, logger="signserver.notify.sender"):
+        for _ in range(200):
+            mailing_service.outbox.send_due()
+            clock.advance(hours=1)
+    row = rows(mailing_service)["one@example.mo"]
+    assert row.sent_at is None and row.last_error.startswith("gave up")
+    # Tried with backoff for GIVE_UP_SECONDS, then left: not one try a day later.
+    tried = row.attempts
+    assert 10 < tried < 10 + GIVE_UP_SECONDS // 3600
+    clock.advance(days=1)
+    mailing_service.outbox.send_due()
+    assert rows(mailing_service)["one@example.mo"].attempts == tried
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "gave up" in errors[0].getMessage()
+
+
+def test_a_message_sent_again_after_a_crash_is_the_same_message(mailing_service, mailbox, clock):
+    queue(mailing_service, clock, "one@example.mo")
+    assert mailing_service.outbox.send_due() == 1
+    # A process that died once the server had taken the message, before it recorded the sending,
+    # left it claimed and unsent; another sends it once the claim has run out.
+    with mailing_service.database.transaction() as conn:
+        conn.execute(update(outbox).values(sent_at=None, claimed_until=rows(mailing_service)["one@example.mo"].sent_at
+                                           + 120))
+    clock.advance(seconds=121)
+    assert mailing_service.outbox.send_due() == 1
+    first, again = mailbox.messages
+    # Mail systems recognise the copy by its Message-ID.
+    assert first["Message-ID"] == again["Message-ID"] and first["Date"] == again["Date"]
+    assert first["Message-ID"].endswith("@example.mo>")
+
+
+def test_a_server_that_never_answers_holds_the_sender_less_than_the_background_lease(mailing_service, smtp_port,
+                                                                                     clock):
+    silent = socket.create_server(("127.0.0.1", smtp_port))  # connections are taken, nothing is said
+    try:
+        queue(mailing_service, clock, "one@example.mo", "two@example.mo")
+        started = time.monotonic()
+        assert mailing_service.outbox.send_due() == 0
+        assert time.monotonic() - started < DEFAULT_LEASE_SECONDS - 2
+    finally:
+        silent.close()
+    assert [(r.attempts, r.sent_at) for r in rows(mailing_service).values()] == [(1, None), (1, None)]
+
+
+@pytest.mark.parametrize("mailbox", [{"data_seconds": 2}], indirect=True)
+def test_a_slow_server_gets_what_fits_in_a_round_and_the_rest_later(mailing_service, mailbox, clock):
+    recipients = [f"holder{n}@example.mo" for n in range(12)]
+    queue(mailing_service, clock, *recipients)
+    started = time.monotonic()
+    sent = mailing_service.outbox.send_due()
+    assert time.monotonic() - started < SEND_SECONDS + 2 < DEFAULT_LEASE_SECONDS
+    assert 1 <= sent < len(recipients)
+    left = [r for r in rows(mailing_service).values() if r.sent_at is None]
+    # Those the round never reached are due again at once, with no attempt counted.
+    assert sum(r.attempts == 0 and r.claimed_until is None for r in left) >= len(left) - 1
+
+
+@pytest.mark.parametrize("address", ["x@evil.example,victim", "Victim<x@evil.example>"])
+def test_an_address_that_is_not_one_mailbox_is_given_up(mailing_service, mailbox, clock, address):
+    queue(mailing_service, clock, address, "one@example.mo")
+    assert mailing_service.outbox.send_due() == 1
+    assert mailbox.envelopes == [["one@example.mo"]]
+    row = rows(mailing_service)[address]
+    assert row.sent_at is None and "gave up" in row.last_error
