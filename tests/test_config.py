@@ -211,3 +211,18 @@ def test_every_environment_variable_the_code_reads_is_known_to_the_loader():
     read = {name for path in source.rglob("*.py") for name in re.findall(r"\bSIGNSERVER_[A-Z0-9_]*[A-Z0-9]\b",
                                                                          path.read_text())}
     assert read and not sorted(n for n in read if n not in known and not n.startswith(OTHER_PREFIXES))
+
+
+@pytest.mark.parametrize("host, security, refused", [
+    ("mail.example.mo", "none", True), ("mail.example.mo", "starttls", False), ("mail.example.mo", "tls", False),
+    ("127.0.0.1", "none", False), ("localhost", "none", False)])
+def test_an_smtp_login_in_the_clear_is_refused_off_this_machine(tmp_path, host, security, refused):
+    environ = {"SIGNSERVER_STATE_DIR": str(tmp_path), "SIGNSERVER_SMTP_HOST": host,
+               "SIGNSERVER_SMTP_SECURITY": security, "SIGNSERVER_SMTP_USERNAME": "signserver"}
+    if refused:
+        with pytest.raises(ConfigurationError, match="smtp.security.*in the clear"):
+            load_config(None, environ=environ)
+    else:
+        assert load_config(None, environ=environ).smtp.username == "signserver"
+    del environ["SIGNSERVER_SMTP_USERNAME"]  # no login: nothing secret crosses
+    assert load_config(None, environ=environ).smtp.security == security

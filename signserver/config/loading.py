@@ -275,7 +275,20 @@ def load_config(
                                      for item in fields(RetentionConfig)}),
     )
     _refuse_shared_addresses(config)
+    _refuse_password_in_the_clear(config.smtp)
     return config
+
+
+def _refuse_password_in_the_clear(smtp: SmtpConfig) -> None:
+    """Refuse an SMTP login without TLS to a server off this machine: the password would cross
+    the network in the clear (AUTH PLAIN and LOGIN are base64 only).
+
+    Raises: ConfigurationError (smtp.security).
+    """
+    if smtp.security == "none" and smtp.username and not is_loopback(smtp.host):
+        raise ConfigurationError("smtp.security", f"'none' with a username would send the SMTP password to "
+                                                  f"{smtp.host} in the clear: use starttls or tls (or a relay on "
+                                                  "this machine)")
 
 
 def _refuse_shared_addresses(config: Config) -> None:
