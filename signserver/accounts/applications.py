@@ -53,7 +53,8 @@ class ApplicationRegistry:
 
         ``accounts_served`` None means every account.
 
-        Raises: InvalidArgument, AlreadyExists, NotFound (an account to serve does not exist).
+        Raises: InvalidArgument, AlreadyExists (the name, or the client certificate of another
+            application), NotFound (an account to serve does not exist).
         """
         if not _NAME.match(name):
             raise InvalidArgument("an application name has 2 to 100 letters, digits, '.', '_' or '-'")
@@ -67,6 +68,7 @@ class ApplicationRegistry:
         with self._database.transaction() as conn:
             if conn.execute(select(applications.c.id).where(applications.c.name == name)).first():
                 raise AlreadyExists(f"an application {name!r} already exists")
+            _refuse_certificate_of_another(conn, fingerprint, None)
             app_id = conn.execute(insert(applications).values(
                 name=name, api_key_hash=_digest(api_key) if api_key else None,
                 client_certificate_sha256=fingerprint, otp_required=otp_required,
@@ -80,13 +82,14 @@ class ApplicationRegistry:
         """Register (or replace) the client certificate an application authenticates with,
         creating the application (OTP required, every account) when it does not exist.
 
-        Raises: InvalidArgument.
+        Raises: InvalidArgument; AlreadyExists: another application authenticates with it.
         """
         fingerprint = certificate_sha256.lower()
         self._cache.clear()
         with self._database.transaction() as conn:
             app_id = conn.execute(select(applications.c.id).where(applications.c.name == name)).scalar()
             if app_id is not None:
+                _refuse_certificate_of_another(conn, fingerprint, app_id)
                 conn.execute(update(applications).where(applications.c.id == app_id)
                              .values(client_certificate_sha256=fingerprint))
                 return self.get(conn, app_id)
@@ -171,3 +174,15 @@ class ApplicationRegistry:
                            has_api_key=row.api_key_hash is not None,
                            client_certificate_sha256=row.client_certificate_sha256, status=row.status,
                            one_call_signing=row.one_call_signing)
+
+
+def _refuse_certificate_of_another(conn, fingerprint: str | None, app_id: int | None) -> None:
+    """Raises: AlreadyExists: an application other than ``app_id`` authenticates with the client
+    certificate ``fingerprint`` (each certificate names one application)."""
+    if fingerprint is None:
+        return
+    other = conn.execute(select(applications.c.name).where(applications.c.client_certificate_sha256 == fingerprint,
+                                                          applications.c.id != (app_id or -1))).scalar()
+    if other is not None:
+        raise AlreadyExists(f"application {other!r} already uses this client certificate: each certificate "
+                            "names one application")
