@@ -191,12 +191,18 @@ def _finish(args, rotation: MasterRotation, label: str, since: float) -> int:
         _say(args, {"active": label}, f"{label} is active; packages move on their next use and by the server's "
                                       "background pass, and the old key goes when none needs it")
         return 0
-    counts = rotation.rewrap_pass(args.batch, _progress_line())
-    left = args.grace_seconds - (time.monotonic() - since)
-    if left > 0:
-        print(f"waiting {left:.0f} s for operations begun under the old key", file=sys.stderr)
-        time.sleep(left)
-        counts = _add(counts, rotation.rewrap_pass(args.batch, _progress_line()))
+    try:
+        counts = rotation.rewrap_pass(args.batch, _progress_line())
+        left = args.grace_seconds - (time.monotonic() - since)
+        if left > 0:
+            print(f"waiting {left:.0f} s for operations begun under the old key", file=sys.stderr)
+            time.sleep(left)
+            counts = _add(counts, rotation.rewrap_pass(args.batch, _progress_line()))
+    except KeyboardInterrupt:
+        # The rotation stands: running `rotate` again would make yet another key.
+        print(f"\n{label} stays the active master key; finish with `signserver hsm master rewrap`, then "
+              "`signserver hsm master retire` (the server's background pass finishes it too)", file=sys.stderr)
+        raise
     retired = rotation.retire_unused(OPERATOR)
     return _report(args, counts, retired, active=label)
 
