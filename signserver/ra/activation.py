@@ -182,10 +182,13 @@ class ActivationSteps(RenewalSteps):
             raise core_error(exc, message=f"the certificate service refused the renewal: {exc.message}") from None
 
     def _renewed_already(self, renewal: Renewal):
-        """The successor the core says ``renewal.serial`` has. Raises: CoreUnavailable, StepRefused."""
+        """The successor the core says ``renewal.serial`` has.
+
+        Raises: CoreUnavailable; StepRefused ("ALREADY_RENEWED", the core's word: the successor was
+                revoked meanwhile)."""
         successor = self._successor(renewal)
         if successor is None:  # revoked meanwhile: nothing of this renewal to finish with
-            raise StepRefused(f"certificate {renewal.serial} was renewed already")
+            raise StepRefused(f"certificate {renewal.serial} was renewed already", reason="ALREADY_RENEWED")
         return successor
 
     def _evidence(self, renewal: Renewal, reference: str):

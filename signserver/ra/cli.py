@@ -10,19 +10,89 @@ import getpass
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
 from signserver.ra import operator_cli
-from signserver.ra.errors import OperationRefused, RaError, SettingsError
+from signserver.ra.errors import CoreUnavailable, OperationRefused, RaError, SettingsError
 from signserver.ra.help_codes import DEFAULT_LANGUAGE, HELP_CODES, LANGUAGES
 from signserver.ra.renewal import Holder, State
+from signserver.ra.secret_input import SecretInput
 from signserver.ra.settings import load_settings
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # argparse's
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 # Run by the service or a timer rather than a person: no operator name to check.
 UNNAMED_COMMANDS = frozenset({"serve", "notices"})
+# The longest values the RA's store keeps (signserver/ra/store/schema.py): a longer one is refused
+# before anything is done, not by the database once the core has acted (an enrolment's account
+# made, and its OTP seed and recovery code lost with the refusal).
+MAX_ACCOUNT = 128
+MAX_ID_TYPE = 32
+MAX_ID_NUMBER = 64
+MAX_NAME = 256
+MAX_EMAIL = 320
+MAX_TEXT = 256
+MAX_SERIAL = 64
+MAX_RENEWAL_ID = 32
+MAX_DAYS = 2 ** 32 - 1  # the core's fields: ListCertificates' uint32 days, IssueCertificate's uint64 limit
+MAX_TRANSACTION_LIMIT = 2 ** 64 - 1
+# The holders' certificate types of the documents, each in a government and a corporate variant
+# (the core's holder profiles): one mistyped is refused before the core makes the account.
+PROFILES = tuple(f"{kind}-{variant}" for kind in ("cloud-signature", "qualified", "standard", "encryption")
+                 for variant in ("government", "corporate"))
+# One mailbox, nothing else: no character that would make the address a list or a display name
+# ("a@b.mo,c@d.mo", "Name <a@b.mo>"), which a mail server would take for other recipients.
+_ATOM = r'[^@\s,;:<>()\[\]\\"]'
+EMAIL = re.compile(rf"{_ATOM}{{1,64}}@{_ATOM}+\.{_ATOM}+")
+
+
+def text(max_length: int = MAX_TEXT, *, required: bool = True):
+    """An argparse ``type`` for a text argument: the value stripped, refused before anything is
+    done when it is empty (``required``), longer than ``max_length``, not UTF-8 text (a byte of
+    another encoding reaches Python as a lone surrogate, which no database keeps and no
+    certificate carries) or holds a control character (a line break would forge a line of the
+    audit trail's listing and of the logs). argparse checks a default given as a string the same
+    way ($SIGNSERVER_RA_OPERATOR)."""
+    def checked(value: str) -> str:
+        value = value.strip()
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise argparse.ArgumentTypeError("not valid UTF-8 text (check the terminal's encoding)") from None
+        if any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in value):
+            raise argparse.ArgumentTypeError("a control character (a line break, a tab ...) is not allowed")
+        if required and not value:
+            raise argparse.ArgumentTypeError("empty")
+        if len(value) > max_length:
+            raise argparse.ArgumentTypeError(f"longer than {max_length} characters")
+        return value
+    return checked
+
+
+def number(low: int, high: int, what: str):
+    """An argparse ``type``: a whole number from ``low`` to ``high`` (the core's field holds no
+    other: out of its range the request could not even be built, for an enrolment once the
+    account was made)."""
+    def checked(value: str) -> int:
+        try:
+            parsed = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not low <= parsed <= high:
+            raise argparse.ArgumentTypeError(f"{what} from {low} to {high}")
+        return parsed
+    return checked
+
+
+def email(value: str) -> str:
+    """An argparse ``type``: one e-mail address (as ``text``, and one mailbox, nothing else)."""
+    value = text(MAX_EMAIL)(value)
+    if not EMAIL.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not one e-mail address")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,22 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     holder = commands.add_parser("holder", help="record a holder's registered identity data (as at enrolment)")
-    holder.add_argument("account")
-    holder.add_argument("--id-type", required=True, help="e.g. MO-BIR (Macau resident identity card)")
-    holder.add_argument("--id-number", required=True)
-    holder.add_argument("--name", required=True)
-    holder.add_argument("--birth-date", required=True, type=datetime.date.fromisoformat, help="YYYY-MM-DD")
-    holder.add_argument("--email", action="append", required=True, help="an address on the certificates (repeat)")
+    _identity_arguments(holder, id_type_help="e.g. MO-BIR (Macau resident identity card)", name_help=None)
     holder.set_defaults(handler=cmd_holder)
 
     confirm = commands.add_parser("confirm-renewal",
                                   help="confirm the renewal of a certificate (the organisation's part)")
-    confirm.add_argument("serial")
+    confirm.add_argument("serial", type=text(MAX_SERIAL))
     confirm.set_defaults(handler=cmd_confirm)
 
     listing = commands.add_parser("renewals", help="list renewals")
     listing.add_argument("--state", choices=[s.value for s in State], action="append")
-    listing.add_argument("--account", default="")
+    listing.add_argument("--account", default="", type=text(MAX_ACCOUNT, required=False))
     listing.set_defaults(handler=cmd_renewals)
 
     commands.add_parser("in-person", help="the in-person queue").set_defaults(handler=cmd_in_person)
@@ -67,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Renews the certificate through the core with the key of the CSR made on the holder's card "
                     "and the evidence of the renewal's identity steps; prints the new serial. Run again after a "
                     "failure: a certificate the core issued already is recorded, not a second one.")
-    complete.add_argument("renewal_id")
+    complete.add_argument("renewal_id", type=text(MAX_RENEWAL_ID))
     complete.add_argument("--csr", type=Path, required=True,
                           help="the PKCS#10 request (PEM or DER) made on the holder's card")
     complete.set_defaults(handler=cmd_complete)
@@ -78,14 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
         "resend-notice", help="e-mail a renewal's notice again, with a new access key",
         description="The holder lost the notice, or its access key leaked: a new key is e-mailed and the one "
                     "before stops working.")
-    resend.add_argument("renewal_id")
+    resend.add_argument("renewal_id", type=text(MAX_RENEWAL_ID))
     resend.set_defaults(handler=cmd_resend_notice)
 
     reopen = commands.add_parser(
         "reopen-limits", help="let a holder go on past the renewal's limits (codes, registry, photos)",
         description="Unblocks the e-mail addresses a renewal blocked after too many codes or wrong codes, and "
                     "starts the counts of codes, registry lookups and face comparisons again.")
-    reopen.add_argument("renewal_id")
+    reopen.add_argument("renewal_id", type=text(MAX_RENEWAL_ID))
     reopen.set_defaults(handler=cmd_reopen_limits)
 
     # Served by `signserver ra registry-dev`, which the command line hands to that program directly.
@@ -96,13 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     operator_cli.add_commands(commands)
 
     trail = commands.add_parser("audit", help="the RA's audit trail, checked")
-    trail.add_argument("--renewal", default="")
+    trail.add_argument("--renewal", default="", type=text(MAX_RENEWAL_ID, required=False))
     trail.set_defaults(handler=cmd_audit)
     for command in commands.choices.values():
         command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
         command.add_argument("--lang", choices=LANGUAGES, default=argparse.SUPPRESS,
                              help="the language of a help code's guidance (default: zh-Hant)")
-        command.add_argument("--operator", default=os.environ.get("SIGNSERVER_RA_OPERATOR") or getpass.getuser(),
+        command.add_argument("--operator", default=_user(), type=text(MAX_ACCOUNT, required=False),
                              help="the operator's name in the audit trail "
                                   "(default: $SIGNSERVER_RA_OPERATOR or the user)")
     return parser
@@ -122,25 +187,23 @@ def _operations_commands(commands) -> None:
                     "first password (twice) and a revocation phrase (may be empty). A cloud-signature "
                     "certificate's key is made in the core: its OTP URI and the recovery code are printed once. "
                     "Every other profile takes the CSR made on the holder's card (--csr).")
-    enrol.add_argument("account")
-    enrol.add_argument("--profile", required=True,
-                       help="e.g. cloud-signature-government, qualified-corporate, standard-government, "
-                            "encryption-corporate")
-    enrol.add_argument("--id-type", required=True, help="e.g. BIR (Macau resident identity card), PASSPORT")
-    enrol.add_argument("--id-number", required=True)
-    enrol.add_argument("--name", required=True, help="the name as on the identity document")
-    enrol.add_argument("--birth-date", required=True, type=datetime.date.fromisoformat, help="YYYY-MM-DD")
-    enrol.add_argument("--email", action="append", required=True, help="an address on the certificates (repeat)")
+    enrol.add_argument("--profile", required=True, choices=PROFILES, metavar="PROFILE",
+                       help="one of " + ", ".join(PROFILES))
+    _identity_arguments(enrol, id_type_help="e.g. BIR (Macau resident identity card), PASSPORT",
+                        name_help="the name as on the identity document")
     enrol.add_argument("--kind", choices=("personal", "corporate", "government"), default="personal")
-    enrol.add_argument("--organisation", default="")
-    enrol.add_argument("--department", default="")
-    enrol.add_argument("--title", default="")
-    enrol.add_argument("--given-name", default="")
-    enrol.add_argument("--surname", default="")
-    enrol.add_argument("--key-algorithm", default="", help="the account key's (default: the core's, rsa-2048)")
+    optional = text(MAX_TEXT, required=False)
+    enrol.add_argument("--organisation", default="", type=optional)
+    enrol.add_argument("--department", default="", type=optional)
+    enrol.add_argument("--title", default="", type=optional)
+    enrol.add_argument("--given-name", default="", type=optional)
+    enrol.add_argument("--surname", default="", type=optional)
+    enrol.add_argument("--key-algorithm", default="", type=optional,
+                       help="the account key's (default: the core's, rsa-2048)")
     enrol.add_argument("--csr", type=Path, help="the PKCS#10 request (PEM or DER) made on the holder's card")
-    enrol.add_argument("--transaction-limit", type=int, default=0, help="qualified certificates: MOP (0: none)")
-    enrol.add_argument("--agent-qualification", default="", help="qualified certificates")
+    enrol.add_argument("--transaction-limit", type=number(0, MAX_TRANSACTION_LIMIT, "patacas"), default=0,
+                       help="qualified certificates: MOP (0: none)")
+    enrol.add_argument("--agent-qualification", default="", type=optional, help="qualified certificates")
     enrol.add_argument("--no-recovery-code", action="store_true", help="the holder chose no recovery code")
     enrol.add_argument("--existing-account", action="store_true",
                        help="the account exists: issue the certificate only (asks for no secret)")
@@ -150,59 +213,105 @@ def _operations_commands(commands) -> None:
     unlock = commands.add_parser("unlock", help="unlock an account in person with the holder's recovery code",
                                  description="Asks for the holder's recovery code and the new password (twice); "
                                              "prints the holder's new recovery code once.")
-    unlock.add_argument("account")
+    unlock.add_argument("account", type=text(MAX_ACCOUNT))
     unlock.add_argument("--secrets-fd", type=int, metavar="FD", help=SECRETS_FD_HELP)
     unlock.set_defaults(handler=cmd_unlock)
 
     revoke = commands.add_parser("revoke", help="revoke a certificate on the operator's decision")
-    revoke.add_argument("serial")
+    revoke.add_argument("serial", type=text(MAX_SERIAL))
     revoke.add_argument("--reason", required=True, choices=REASONS)
     revoke.set_defaults(handler=cmd_revoke)
 
     by_holder = commands.add_parser("revoke-by-holder", help="revoke a certificate for its holder, who gives the "
                                                              "revocation phrase (asked for)")
-    by_holder.add_argument("serial")
-    by_holder.add_argument("--account", required=True, help="the holder's account")
+    by_holder.add_argument("serial", type=text(MAX_SERIAL))
+    by_holder.add_argument("--account", required=True, type=text(MAX_ACCOUNT), help="the holder's account")
     by_holder.add_argument("--reason", default="unspecified", choices=REASONS)
     by_holder.add_argument("--secrets-fd", type=int, metavar="FD", help=SECRETS_FD_HELP)
     by_holder.set_defaults(handler=cmd_revoke_by_holder)
 
     listing = commands.add_parser("certificates", help="the core's certificates")
-    listing.add_argument("--account", default="")
-    listing.add_argument("--expiring-within", type=int, default=0, metavar="DAYS",
+    listing.add_argument("--account", default="", type=text(MAX_ACCOUNT, required=False))
+    listing.add_argument("--expiring-within", type=number(0, MAX_DAYS, "a number of days"), default=0,
+                         metavar="DAYS",
                          help="only valid certificates expiring within DAYS")
     listing.add_argument("--status", choices=("valid", "expired", "revoked"))
     listing.set_defaults(handler=cmd_certificates)
 
     search = commands.add_parser("search", help="registered holders by part of the account, name or e-mail, "
                                                 "with their certificates")
-    search.add_argument("text")
+    search.add_argument("text", type=text(MAX_TEXT))
     search.set_defaults(handler=cmd_search)
 
 
-def _workflow(settings):
+def _identity_arguments(parser, *, id_type_help: str, name_help: str | None) -> None:
+    """The holder's registered identity data, as `holder` and `enrol` take them."""
+    parser.add_argument("account", type=text(MAX_ACCOUNT))
+    parser.add_argument("--id-type", required=True, type=text(MAX_ID_TYPE), help=id_type_help)
+    parser.add_argument("--id-number", required=True, type=text(MAX_ID_NUMBER))
+    parser.add_argument("--name", required=True, type=text(MAX_NAME), help=name_help)
+    parser.add_argument("--birth-date", required=True, type=datetime.date.fromisoformat, help="YYYY-MM-DD")
+    parser.add_argument("--email", action="append", required=True, type=email,
+                        help="an address on the certificates (repeat)")
+
+
+def _user() -> str:
+    """The operator's name by default: $SIGNSERVER_RA_OPERATOR, else the user's ("" when the
+    system knows no name for the user: a command that records one then asks for --operator)."""
+    try:
+        return os.environ.get("SIGNSERVER_RA_OPERATOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+def _workflow(settings, *, core: bool = False):
+    """The renewal workflow; ``core``: for a command that asks the core, whose client files are
+    read first (SettingsError when they cannot be: the settings, not the core, are at fault).
+
+    Raises: SettingsError, StoreUnavailable."""
     from signserver.clock import SystemClock
     from signserver.ra import server
     from signserver.ra.workflow import RenewalWorkflow
 
+    certificates = server.certificate_client(settings) if core else server.CoreConnection(settings)
     database = server.open_database(settings)
     return RenewalWorkflow(database, SystemClock(), settings,
                            registry=server.CoreConnection(settings, server.registry_client),
-                           certificates=server.CoreConnection(settings))
+                           certificates=certificates)
 
 
 def _operations(settings):
+    """The operator's operations, the core's client files read first.
+
+    Raises: SettingsError, StoreUnavailable."""
     from signserver.clock import SystemClock
     from signserver.ra import server
     from signserver.ra.operations import RaOperations
 
-    return RaOperations(server.open_database(settings), SystemClock(), server.CoreConnection(settings))
+    certificates = server.certificate_client(settings)
+    return RaOperations(server.open_database(settings), SystemClock(), certificates)
+
+
+class TypedSecrets(SecretInput):
+    """SecretInput, with a secret typed at a terminal in another encoding than UTF-8 (getpass
+    raises UnicodeDecodeError) refused in one line before anything is done."""
+
+    def ask(self, what: str) -> str:
+        """Raises: OperationRefused: as SecretInput.ask, or not UTF-8 text."""
+        try:
+            return super().ask(what)
+        except UnicodeDecodeError:
+            raise OperationRefused(f"{what} is not valid UTF-8 text (check the terminal's encoding); "
+                                   "nothing was changed") from None
+
+
+def secret_input(fd: int | None) -> SecretInput:
+    """The secrets of a command: from ``fd`` (--secrets-fd), else typed at the terminal."""
+    return TypedSecrets(fd)
 
 
 def _secrets(args):
-    from signserver.ra.secret_input import SecretInput
-
-    return SecretInput(args.secrets_fd)
+    return secret_input(args.secrets_fd)
 
 
 def _print(args, value, lines) -> None:
@@ -226,16 +335,18 @@ def cmd_serve(args, settings) -> int:
 
 
 def cmd_holder(args, settings) -> int:
+    from signserver.ra.operations import holder_view
+
     holder = Holder(args.account, args.id_type, args.id_number, args.name, args.birth_date, tuple(args.email))
     _workflow(settings).register_holder(holder, args.operator)
-    _print(args, {"account": args.account, "registered": True}, [f"holder {args.account} registered"])
+    _print(args, {**holder_view(holder), "registered": True}, [f"holder {args.account} registered"])
     return 0
 
 
 def cmd_confirm(args, settings) -> int:
     from signserver.ra.workflow import view
 
-    renewal = view(_workflow(settings).confirm_renewal(args.serial, args.operator))
+    renewal = view(_workflow(settings, core=True).confirm_renewal(args.serial, args.operator))
     _print(args, renewal, [f"renewal {renewal['id']} of {renewal['serial']}: {renewal['state']}"])
     return 0
 
@@ -273,20 +384,35 @@ def cmd_in_person(args, settings) -> int:
 def cmd_complete(args, settings) -> int:
     from signserver.ra.workflow import view
 
-    renewal = view(_workflow(settings).complete_in_person(args.renewal_id, args.operator, _read_csr(args.csr)))
+    csr = _read_csr(args.csr)
+    renewal = view(_workflow(settings, core=True).complete_in_person(args.renewal_id, args.operator, csr))
     _print(args, renewal, [f"renewal {renewal['id']}: {renewal['state']}; new certificate {renewal['new_serial']}, "
                            f"valid until {renewal['new_expires'][:10]}"])
     return 0
 
 
 def _read_csr(path: Path | None) -> bytes | None:
-    """Raises: OperationRefused: the file cannot be read."""
+    """The certificate request in ``path`` (PEM or DER), checked before anything is done: a file
+    that is not one would otherwise be refused by the core only once an enrolment had made the
+    holder's account.
+
+    Raises: OperationRefused ("csr_unreadable"): the file cannot be read, or is not a PKCS#10
+            request."""
+    from cryptography import x509
+
     if path is None:
         return None
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
-        raise OperationRefused(f"cannot read the CSR {path} ({exc.strerror})") from None
+        raise OperationRefused(f"cannot read the CSR {path} ({exc.strerror})", reason="csr_unreadable") from None
+    load = x509.load_pem_x509_csr if data.lstrip().startswith(b"-----BEGIN") else x509.load_der_x509_csr
+    try:
+        load(data)
+    except ValueError:
+        raise OperationRefused(f"{path} is not a certificate request (PKCS#10, PEM or DER)",
+                               reason="csr_unreadable") from None
+    return data
 
 
 def cmd_notices(args, settings) -> int:
@@ -409,7 +535,11 @@ def cmd_audit(args, settings) -> int:
            [f"{e['id']}  {datetime.datetime.fromtimestamp(e['at'], datetime.timezone.utc):%Y-%m-%d %H:%M:%S}  "
             f"{e['actor']}  {e['action']}  {e['renewal_id']}  {e['detail']}" for e in entries]
            + ["chain intact" if broken is None else f"chain broken at entry {broken}"])
-    return 0 if broken is None else EXIT_ERROR
+    if broken is not None:
+        print(f"signserver ra: the audit trail's chain is broken at entry {broken}: an entry was changed or "
+              "removed", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
 
 
 def _guidance(code: str, language: str, provider: str = "") -> str:
@@ -420,7 +550,8 @@ def _guidance(code: str, language: str, provider: str = "") -> str:
 
 def _print_error(args, exc: RaError, provider: str = "") -> None:
     """One line on standard error, and a help code's guidance in the operator's language under it;
-    with --json, the same as a JSON object on standard output too."""
+    with --json, the same as a JSON object on standard output too, with the refusal's stable
+    reason (errors.Refusal.reason, "" when none) for a script to act on."""
     code = getattr(exc, "help_code", "") or ""
     guidance = _guidance(code, args.lang, provider)
     print(f"signserver ra: {exc}" + (f" ({code})" if code and not guidance else ""), file=sys.stderr)
@@ -428,12 +559,15 @@ def _print_error(args, exc: RaError, provider: str = "") -> None:
         print(guidance, file=sys.stderr)
     if args.json:
         name = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(exc).__name__).lstrip("_")
-        print(json.dumps({"error": name, "message": str(exc), "help_code": code, "guidance": guidance},
-                         ensure_ascii=False, indent=2))
+        print(json.dumps({"error": name, "message": str(exc), "reason": getattr(exc, "reason", "") or "",
+                          "help_code": code, "guidance": guidance}, ensure_ascii=False, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or the command line refused (argparse said why)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
@@ -445,8 +579,11 @@ def main(argv: list[str] | None = None) -> int:
             args.operator = settings.check_operator(args.operator)
         return args.handler(args, settings)
     except SettingsError as exc:
-        print(f"signserver ra: {exc}", file=sys.stderr)
+        _print_error(args, exc, provider)
         return EXIT_CONFIG
+    except CoreUnavailable as exc:  # where it was looked for: a wrong address, or a core stopped
+        _print_error(args, CoreUnavailable(f"{exc} (the core at {settings.core_address}, ra.core_address)"), provider)
+        return EXIT_ERROR
     except RaError as exc:
         _print_error(args, exc, provider)
         return EXIT_ERROR

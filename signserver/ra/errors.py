@@ -30,7 +30,8 @@ class Refusal(RaError):
     "no_cloud_credential", "authentication" (a password or OTP not right), "locked"; of the
     operators' requests: "not_a_holders_certificate", "certificate_revoked", "holder_not_registered",
     "confirmed_already", "no_notice", "renewal_over", "not_in_person", "csr_missing",
-    "csr_not_wanted", "csr_required", "qualified_only", "negative_limit", "recovery_code_missing",
+    "csr_not_wanted", "csr_required", "csr_unreadable" (a file that cannot be read, or is not a
+    PKCS#10 request), "qualified_only", "negative_limit", "recovery_code_missing",
     "revocation_phrase_missing", "bad_status", "search_empty"; "out_of_order" for a step the
     renewal is not at (a form sent twice, an old page's); the core's reason (upper case, e.g.
     "PERMISSION_DENIED") for the core's refusal; "" when none applies.

@@ -1,24 +1,61 @@
 """Sends the RA's queued e-mail over SMTP; a message leaves the outbox only once the server took it,
 so nothing is lost when the RA stops or the SMTP server is down (it is tried again later), except
-one past its use (discard_after: a code that has expired), which is dropped unsent."""
+one past its use (discard_after: a code that has expired), which is dropped unsent.
+
+A round sends what is due over one connection and lasts at most SEND_SECONDS whatever the server
+does (a server that stops answering is cut off), so a silent server never holds the RA's
+background passes. A message is claimed before it is sent (its next attempt put CLAIM_SECONDS
+ahead), so two RA processes on one database do not both send it. A message a crash left sent but
+not recorded goes out again after its claim as the same message (same Message-ID and Date), which
+mail systems recognise as a copy. A message the server refuses for good (5xx for its mailbox), that
+can never be sent (its recipient is not one mailbox), or not sent within GIVE_UP_SECONDS of its
+event, is given up: dropped from the outbox, the log saying so at ERROR."""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
+import os
 import smtplib
+import socket
+import ssl
+import stat
+import threading
+import time
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import formataddr, formatdate
+from pathlib import Path
 
-from signserver.clock import Clock
+from sqlalchemy import delete, update
+
+from signserver.clock import Clock, epoch_seconds
 from signserver.ra import messages
+from signserver.ra.errors import SettingsError
 from signserver.ra.store import repository
 from signserver.ra.store.database import RaDatabase
+from signserver.ra.store.schema import outbox
 
 log = logging.getLogger(__name__)
 
-SMTP_TIMEOUT_SECONDS = 20
+SMTP_TIMEOUT_SECONDS = 20  # one reply of the server, at most (and never past the round's end)
 MAX_RETRY_SECONDS = 3600
+CLAIM_SECONDS = 120
+# One round's SMTP work, whatever the server does: the round runs in the RA's background thread,
+# between the notices and the registry's retries, and well within a claim.
+SEND_SECONDS = 10
+# A message not sent this long after its event is given up (a notice or a code days late misleads
+# more than it tells); mail servers keep theirs about as long before they bounce.
+GIVE_UP_SECONDS = 2 * 86_400
+MAX_PASSWORD_BYTES = 4096
+
+# Refusals of one message, after which the connection carries on (smtplib sends RSET).
+_MESSAGE_REFUSED = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError,
+                    smtplib.SMTPNotSupportedError)
+
+
+class Unsendable(ValueError):
+    """A message that can never be sent as it is (its recipient is not one mailbox)."""
 
 
 def retry_delay(attempts: int) -> datetime.timedelta:
@@ -26,45 +63,297 @@ def retry_delay(attempts: int) -> datetime.timedelta:
     return datetime.timedelta(seconds=min(10 * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS))
 
 
+def read_smtp_password(path: Path) -> str:
+    """The SMTP password alone in ``path`` (surrounding whitespace stripped).
+
+    Raises: SettingsError: the file is missing, unreadable, not a regular file, empty, or may be
+    read by others than its owner (the message names the setting, never the content).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise SettingsError(f"ra.smtp_password_file: cannot read {path} ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise SettingsError(f"ra.smtp_password_file: {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise SettingsError(f"ra.smtp_password_file: {path} may be read by others than its owner "
+                                f"(mode {stat.S_IMODE(info.st_mode):04o}): run `chmod 600 {path}`")
+        raw = handle.read(MAX_PASSWORD_BYTES + 1)
+    try:
+        password = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise SettingsError(f"ra.smtp_password_file: {path} is not UTF-8 text") from None
+    if not password or len(raw) > MAX_PASSWORD_BYTES:
+        raise SettingsError(f"ra.smtp_password_file: {path} is empty or is not one password")
+    return password
+
+
 class OutboxMailer:
     def __init__(self, database: RaDatabase, clock: Clock, *, host: str, port: int, sender: str,
-                 service_name: str = ""):
+                 service_name: str = "", security: str = "none", username: str = "",
+                 password_file: Path | None = None, ca: Path | None = None,
+                 send_seconds: float = SEND_SECONDS):
         """``sender``: the From address; ``service_name``: the setting ra.service_name, the From
-        name and the sign-off of every message ("" for the languages' default names)."""
+        name and the sign-off of every message ("" for the languages' default names);
+        ``security``: "none", "starttls" or "tls"; ``username`` and ``password_file``: a login
+        (the file is read again at each connection); ``ca``: the CAs (PEM) trusted for the
+        server's certificate, else the system's.
+
+        Raises: SettingsError: an unknown ``security``; the password file or the CAs cannot be
+        read (checked here, so that the RA does not start with them broken).
+        """
+        if security not in ("none", "starttls", "tls"):
+            raise SettingsError(f"ra.smtp_security: expected none, starttls or tls, not {security!r}")
         self._service_name = service_name
         self._database = database
         self._clock = clock
         self._host = host
         self._port = port
         self._sender = sender
+        self._security = security
+        self._username = username
+        self._password_file = password_file
+        self._ca = ca
+        self._send_seconds = send_seconds
+        if password_file is not None:
+            read_smtp_password(password_file)
+        if security != "none":
+            self._tls_context()
+
+    @classmethod
+    def from_settings(cls, database: RaDatabase, clock: Clock, settings) -> "OutboxMailer":
+        """The mailer of the RA's settings (ra.smtp_* and ra.service_name).
+
+        Raises: SettingsError (as the constructor).
+        """
+        return cls(database, clock, host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_sender,
+                   service_name=settings.service_name, security=settings.smtp_security,
+                   username=settings.smtp_username, password_file=settings.smtp_password_file, ca=settings.smtp_ca)
 
     def send_due(self, limit: int = 50) -> int:
-        """Drop what is past its use, send what is due; returns how many went out. Never raises for
-        SMTP (it retries later)."""
+        """Drop what is past its use, send what is due, for at most ``send_seconds`` whatever the
+        server does; returns how many went out. A message the round did not reach is due again at
+        once.
+
+        Raises: what the database raises; never for SMTP or its settings (it retries later).
+        """
         now = self._clock.now()
         with self._database.transaction() as conn:
             discarded = repository.discard_stale_emails(conn, now)
             due = repository.due_emails(conn, now, limit)
+            claimed = []
+            for row in due:
+                # Still as read when claimed: another RA process may have sent it, or put it off.
+                taken = conn.execute(update(outbox).where(outbox.c.id == row.id,
+                                                          outbox.c.next_attempt_at == row.next_attempt_at)
+                                     .values(next_attempt_at=epoch_seconds(now) + CLAIM_SECONDS)).rowcount
+                if taken:
+                    claimed.append(row)
         if discarded:
             log.info("%d e-mail(s) dropped unsent: of no use any more (an expired code)", discarded)
+        if not claimed:
+            return 0
         sent = 0
-        for row in due:
-            message = EmailMessage()
-            message["From"] = formataddr((messages.sender_name(self._service_name), self._sender))
-            message["To"] = row.recipient
-            message["Subject"] = row.subject
-            message["Date"] = formatdate(localtime=False)
-            message["Message-ID"] = make_msgid(domain="ra.signserver")
-            message.set_content(messages.signed_off(row.body, self._service_name))
-            try:
-                with smtplib.SMTP(self._host, self._port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
-                    smtp.send_message(message)
-            except (OSError, smtplib.SMTPException) as exc:
-                log.warning("e-mail %d not sent (%s); trying again later", row.id, type(exc).__name__)
-                with self._database.transaction() as conn:
-                    repository.email_failed(conn, row.id, row.attempts + 1, now + retry_delay(row.attempts + 1))
-                continue
-            with self._database.transaction() as conn:
-                repository.email_sent(conn, row.id)
-            sent += 1
+        pending = list(claimed)  # claimed and not yet sent or failed
+        under_way = False  # pending[0] is being sent
+        watchdog = _Watchdog(time.monotonic() + self._send_seconds)
+        try:
+            with self._connect(watchdog) as client:
+                while pending and not watchdog.expired():
+                    row = pending[0]
+                    try:
+                        message = self._message(row)
+                    except ValueError as exc:  # Unsendable among them: it never will be
+                        self._mark_failed(pending.pop(0), exc, permanent=True)
+                        continue
+                    under_way = True
+                    try:
+                        client.send_message(message, to_addrs=[row.recipient])
+                    except _MESSAGE_REFUSED as exc:
+                        under_way = False
+                        self._mark_failed(pending.pop(0), exc, permanent=_refused_for_good(exc))
+                        continue
+                    under_way = False
+                    pending.pop(0)
+                    with self._database.transaction() as conn:
+                        repository.email_sent(conn, row.id)
+                    sent += 1
+        except (OSError, smtplib.SMTPException, SettingsError) as exc:
+            # The server, the way to it or its settings failed: all of them wait their turn; but
+            # when the round ran out of time during a message, only that one.
+            failed, pending = (pending[:1], pending[1:]) if watchdog.fired and under_way else (pending, [])
+            for row in failed:
+                self._mark_failed(row, exc)
+        finally:
+            watchdog.cancel()
+        if pending:  # the round's time ran out before them: no attempt counted
+            self._release(pending)
         return sent
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Checks the server's certificate and host name, against ``ca`` or the system's CAs.
+
+        Raises: SettingsError: ``ca`` cannot be read or holds no certificate.
+        """
+        try:
+            return ssl.create_default_context(cafile=str(self._ca) if self._ca is not None else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"ra.smtp_ca: cannot read CA certificates (PEM) from {self._ca}: "
+                                f"{getattr(exc, 'strerror', None) or exc}") from None
+
+    def _connect(self, watchdog: _Watchdog) -> smtplib.SMTP:
+        """A connection, logged in when a login is set, whose socket ``watchdog`` shuts at its
+        deadline.
+
+        Raises: OSError, smtplib.SMTPException, SettingsError (the password file, the CAs).
+        """
+        timeout = watchdog.timeout(SMTP_TIMEOUT_SECONDS)
+        if self._security == "tls":
+            client = _WatchedSMTPSSL(watchdog, self._host, self._port, timeout=timeout, context=self._tls_context())
+        else:
+            client = _WatchedSMTP(watchdog, self._host, self._port, timeout=timeout)
+        try:
+            if self._security == "starttls":
+                client.starttls(context=self._tls_context())
+                watchdog.watch(client.sock)
+            if self._username and self._password_file is not None:
+                client.login(self._username, read_smtp_password(self._password_file))
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def _message(self, row) -> EmailMessage:
+        """The message of an outbox row, the same at every attempt (Date and Message-ID from the
+        row), so that a copy sent again after a crash is recognised as one.
+
+        Raises: Unsendable: the recipient is not one mailbox. ValueError: a header cannot be made.
+        """
+        message = EmailMessage()
+        message["From"] = formataddr((messages.sender_name(self._service_name), self._sender))
+        message["To"] = row.recipient
+        # One mailbox, exactly the one recorded: never a list, a display name or a comment that
+        # would send the message elsewhere or to more.
+        if [a.addr_spec for a in message["To"].addresses] != [row.recipient]:
+            raise Unsendable(f"the recipient {row.recipient[:80]!r} is not one e-mail address")
+        message["Subject"] = row.subject
+        message["Date"] = formatdate(row.created_at, localtime=False)
+        message["Message-ID"] = self._message_id(row)
+        message.set_content(messages.signed_off(row.body, self._service_name))
+        return message
+
+    def _message_id(self, row) -> str:
+        """``<id.created.digest@sender's domain>``: the same at every attempt; the digest of the
+        message keeps rows of two databases (a restored copy, a test) apart."""
+        try:
+            domain = self._sender.rpartition("@")[2].strip().encode("idna").decode("ascii")
+        except UnicodeError:
+            domain = ""
+        domain = domain or "localhost"
+        digest = hashlib.sha256(f"{row.id}\n{row.created_at}\n{row.recipient}\n{row.subject}\n{row.body}"
+                                .encode("utf-8", "surrogatepass")).hexdigest()[:20]
+        return f"<{row.id}.{row.created_at}.{digest}@{domain}>"
+
+    def _mark_failed(self, row, exc: Exception, permanent: bool = False) -> None:
+        """Count a failed attempt: try again after a backoff, or, refused for good or past
+        GIVE_UP_SECONDS, give the message up (dropped from the outbox), saying so at ERROR."""
+        attempts = row.attempts + 1
+        now = self._clock.now()
+        error = (str(exc) or type(exc).__name__)[:300]
+        if permanent or epoch_seconds(now) - row.created_at >= GIVE_UP_SECONDS:
+            why = "refused for good" if permanent else f"not sent in {GIVE_UP_SECONDS // 3600} hours"
+            log.error("gave up on e-mail %d (queued %s, %d attempts), dropped from the outbox: %s: %s", row.id,
+                      formatdate(row.created_at, usegmt=True), attempts, why, error)
+            with self._database.transaction() as conn:
+                conn.execute(delete(outbox).where(outbox.c.id == row.id))
+            return
+        delay = retry_delay(attempts)
+        log.warning("could not send e-mail %d to the SMTP server %s:%d (%s); retrying in %d s", row.id,
+                    self._host, self._port, type(exc).__name__, delay.total_seconds())
+        with self._database.transaction() as conn:
+            repository.email_failed(conn, row.id, attempts, now + delay)
+
+    def _release(self, rows) -> None:
+        """Give back the claims of messages a round did not reach (due again at once)."""
+        with self._database.transaction() as conn:
+            conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                         .values(next_attempt_at=epoch_seconds(self._clock.now())))
+
+
+def _refused_for_good(exc: Exception) -> bool:
+    """The server refused every recipient with a permanent (5xx) reply: the mailbox does not
+    exist or never takes this mail. Other refusals (the sender, the content) may be settings being
+    fixed, and are retried."""
+    return (isinstance(exc, smtplib.SMTPRecipientsRefused) and bool(exc.recipients)
+            and all(code >= 500 for code, _ in exc.recipients.values()))
+
+
+class _Watchdog:
+    """Shuts the connection's sockets at a deadline, so that a server that stops answering, or
+    answers a byte at a time, holds the mailer no longer than that."""
+
+    def __init__(self, deadline: float):
+        self._deadline = deadline
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.fired = False
+        self._timer = threading.Timer(max(deadline - time.monotonic(), 0), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def expired(self) -> bool:
+        return self.fired or time.monotonic() >= self._deadline
+
+    def timeout(self, most: float) -> float:
+        """A socket timeout: ``most``, or less to end by the deadline."""
+        return max(min(most, self._deadline - time.monotonic()), 0.1)
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            if self.fired:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    # The plain socket's shutdown, even under TLS: the blocked read in the mailer's thread ends at
+    # once, and the TLS object it reads through is left to that thread to close.
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _WatchedSMTP(smtplib.SMTP):
+    def __init__(self, watchdog: _Watchdog, *args, **kwargs):
+        self._watchdog = watchdog
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        self._watchdog.watch(sock)
+        return sock
+
+
+class _WatchedSMTPSSL(smtplib.SMTP_SSL):
+    def __init__(self, watchdog: _Watchdog, *args, **kwargs):
+        self._watchdog = watchdog
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        self._watchdog.watch(sock)
+        return sock

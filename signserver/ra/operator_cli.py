@@ -20,6 +20,8 @@ SECRETS_FD_HELP = ("read the new password from this file descriptor, one line (d
 
 def add_commands(commands) -> None:
     """Add `operator ...` to the RA's commands (``commands``: its subparsers)."""
+    from signserver.ra.cli import MAX_ACCOUNT, text  # the RA's command line, which calls this
+
     operator = commands.add_parser("operator", help="the operators' accounts for the operators' pages",
                                    description="Accounts RA operators sign in to the operators' pages with: a "
                                                "name, a password and a one-time password from an authenticator "
@@ -51,7 +53,7 @@ def add_commands(commands) -> None:
         # As every RA command has them; given after the action too. SUPPRESS: absent here, the
         # value given before the action (or its default) stands.
         action.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-        action.add_argument("--operator", default=argparse.SUPPRESS,
+        action.add_argument("--operator", default=argparse.SUPPRESS, type=text(MAX_ACCOUNT, required=False),
                             help="your name in the audit trail (default: $SIGNSERVER_RA_OPERATOR or the user)")
         action.add_argument("--lang", choices=LANGUAGES, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -70,9 +72,9 @@ def _accounts(settings):
 
 def _new_password(args) -> str:
     """Raises: OperatorAccountRefused (typed twice differently), OperationRefused (cannot be read)."""
-    from signserver.ra.secret_input import SecretInput
+    from signserver.ra.cli import secret_input
 
-    password, confirmation = SecretInput(args.secrets_fd).ask_new("the operator's new password")
+    password, confirmation = secret_input(args.secrets_fd).ask_new("the operator's new password")
     if password != confirmation:
         raise OperatorAccountRefused("the password and its confirmation differ")
     return password

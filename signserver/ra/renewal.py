@@ -8,7 +8,8 @@
     refused: the registry's data refuse the renewal outright (a non-Macau identity document).
 
 Each transition takes the renewal and the time, and returns the next renewal (frozen values);
-a step out of order raises StepRefused. The caller persists the result atomically.
+a step out of order raises StepRefused with the reason "out_of_order" (a form sent twice, an old
+page's form: a page says it in its reader's language). The caller persists the result atomically.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from signserver.ra.help_codes import IDENTITY_DATA_CHANGED, ONLY_IN_PERSON
 MACAU = "MO"
 CLOUD_SIGNATURE = "cloud-signature"  # the profiles cloud-signature-government and -corporate
 REVOCATION_PHRASE = re.compile(r"[A-Za-z0-9]{8,64}")
+OUT_OF_ORDER = "out_of_order"  # errors.Refusal.reason of a step the renewal is not at
 
 
 class State(enum.StrEnum):
@@ -125,9 +127,11 @@ class ApplicationRecord:
 
 
 def _require(renewal: Renewal, action: str, *states: State) -> None:
+    """Raises: StepRefused ("out_of_order"): the renewal is in none of ``states``."""
     if renewal.state not in states:
         wanted = " or ".join(s.value for s in states)
-        raise StepRefused(f"cannot {action}: the renewal is {renewal.state.value}, not {wanted}")
+        raise StepRefused(f"cannot {action}: the renewal is {renewal.state.value}, not {wanted}",
+                          reason=OUT_OF_ORDER)
 
 
 def _moved(renewal: Renewal, now: datetime.datetime, **changes) -> Renewal:
@@ -180,11 +184,11 @@ def give_notice(renewal: Renewal, now: datetime.datetime, *, token_hash: str) ->
 def new_holder_token(renewal: Renewal, token_hash: str, now: datetime.datetime) -> Renewal:
     """The notice is sent again with a new token; the one before stops working.
 
-    Raises: StepRefused: no notice was sent yet, or the renewal is over.
+    Raises: StepRefused ("no_notice"): no notice was sent yet, or the renewal is over.
     """
     if renewal.notice_sent_at is None or renewal.final:
         raise StepRefused(f"a new notice is sent for a renewal under way after its first notice, "
-                          f"not one {renewal.state.value}")
+                          f"not one {renewal.state.value}", reason="no_notice")
     return _moved(renewal, now, holder_token_hash=token_hash, holder_token_expires=holder_token_expiry(renewal, now))
 
 
@@ -204,12 +208,14 @@ def record_consent(renewal: Renewal, reference: str, now: datetime.datetime) -> 
 
 
 def before_registry_match(renewal: Renewal) -> None:
-    """Raises: StepRefused: not awaiting identity (or waiting to match), or no consent yet."""
+    """Raises: StepRefused ("out_of_order"): not awaiting identity (or waiting to match), or no
+    consent yet."""
     _require(renewal, "check the identity registry", State.AWAITING_IDENTITY, State.WAITING_FOR_REGISTRY)
     if renewal.state is State.WAITING_FOR_REGISTRY and renewal.resume_step != Step.REGISTRY_MATCH:
-        raise StepRefused("the renewal waits to compare the photo, not to match the registry's data")
+        raise StepRefused("the renewal waits to compare the photo, not to match the registry's data",
+                          reason=OUT_OF_ORDER)
     if renewal.consent_at is None:
-        raise StepRefused("the holder's consent to fetch the ID-card data comes first")
+        raise StepRefused("the holder's consent to fetch the ID-card data comes first", reason=OUT_OF_ORDER)
 
 
 def identity_differences(record, holder: Holder, today: datetime.date) -> list[str]:
@@ -259,12 +265,12 @@ def refuse(renewal: Renewal, refusal: str, now: datetime.datetime, reason: str =
 
 
 def before_face(renewal: Renewal) -> None:
-    """Raises: StepRefused: the registry's data have not matched yet."""
+    """Raises: StepRefused ("out_of_order"): the registry's data have not matched yet."""
     _require(renewal, "compare the photo", State.AWAITING_IDENTITY, State.WAITING_FOR_REGISTRY)
     if renewal.state is State.WAITING_FOR_REGISTRY and renewal.resume_step != Step.FACE:
-        raise StepRefused("the renewal waits to match the registry's data first")
+        raise StepRefused("the renewal waits to match the registry's data first", reason=OUT_OF_ORDER)
     if renewal.registry_checked_at is None:
-        raise StepRefused("the registry's data must match before the photo is compared")
+        raise StepRefused("the registry's data must match before the photo is compared", reason=OUT_OF_ORDER)
 
 
 def face_compared(renewal: Renewal, score: float, threshold: float, now: datetime.datetime) -> Renewal:
@@ -280,13 +286,14 @@ def face_compared(renewal: Renewal, score: float, threshold: float, now: datetim
 def accept_agreement(renewal: Renewal, unverified_emails: list[str], now: datetime.datetime) -> Renewal:
     """The holder accepts the applicant/subscriber agreement: the application document is next.
 
-    Raises: StepRefused: a step before it is missing (consent, e-mail codes, registry, face).
+    Raises: StepRefused: a step before it is missing ("out_of_order": consent, registry, face;
+            "not_verified": e-mail codes).
     """
     _require(renewal, "accept the agreement", State.AWAITING_IDENTITY)
     if renewal.consent_at is None or renewal.registry_checked_at is None:
-        raise StepRefused("consent and the registry's match come before the agreement")
+        raise StepRefused("consent and the registry's match come before the agreement", reason=OUT_OF_ORDER)
     if renewal.face_score is None:
-        raise StepRefused("the photo comparison comes before the agreement")
+        raise StepRefused("the photo comparison comes before the agreement", reason=OUT_OF_ORDER)
     if unverified_emails:
         raise StepRefused("these e-mail addresses are not verified yet: " + ", ".join(unverified_emails),
                           reason="not_verified")

@@ -221,8 +221,7 @@ def serve(settings: RaSettings, demo: bool = False) -> None:
     clock = SystemClock()
     certificates = CoreConnection(settings)  # one connection for the workflow and the pages
     workflow, database = build_workflow(settings, clock, certificates=certificates)
-    mailer = OutboxMailer(database, clock, host=settings.smtp_host, port=settings.smtp_port,
-                          sender=settings.smtp_sender, service_name=settings.service_name)
+    mailer = OutboxMailer.from_settings(database, clock, settings)
     try:
         app, context = build_site(settings, clock, workflow, database, certificates)
     except Exception:

@@ -18,6 +18,7 @@ CONFIG_ENV = "SIGNSERVER_CONFIG"
 STATE_DIR_ENV = "SIGNSERVER_STATE_DIR"
 DEFAULT_CONFIG_FILE = Path("signserver.toml")
 ENV_PREFIX = "SIGNSERVER_RA_"
+SMTP_SECURITY = ("none", "starttls", "tls")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class RaSettings:
     smtp_host: str = "localhost"
     smtp_port: int = 25
     smtp_sender: str = "ra@localhost"
+    # "none", "starttls" or "tls"; over TLS the server's certificate and host name are checked
+    # (against smtp_ca, else the system's CAs). A login without TLS only to a server on this machine.
+    smtp_security: str = "none"
+    smtp_username: str = ""
+    smtp_password_file: Path | None = None  # the SMTP password alone in a file only its owner reads
+    smtp_ca: Path | None = None  # the CAs trusted for the SMTP server's certificate (PEM); default: the system's
     registry_url: str = "http://127.0.0.1:8451"
     registry_timeout_seconds: float = 10.0
     registry_attempts: int = 3
@@ -85,6 +92,24 @@ class RaSettings:
     def __post_init__(self) -> None:
         if self.secret_key_file is None:  # frozen: set once, here
             object.__setattr__(self, "secret_key_file", self.state_dir / "ra-secret.key")
+        self._check_smtp()
+
+    def _check_smtp(self) -> None:
+        """Raises: SettingsError: an unknown smtp_security; smtp_username without
+        smtp_password_file or the other way round; smtp_ca without TLS; a login without TLS to a
+        server off this machine (AUTH PLAIN and LOGIN are base64 only: the password would cross
+        the network in the clear)."""
+        if self.smtp_security not in SMTP_SECURITY:
+            raise SettingsError(f"ra.smtp_security: expected one of {', '.join(SMTP_SECURITY)}, "
+                                f"not {self.smtp_security!r}")
+        if bool(self.smtp_username) != (self.smtp_password_file is not None):
+            raise SettingsError("ra.smtp_username and ra.smtp_password_file: set both (a login) or neither")
+        if self.smtp_ca is not None and self.smtp_security == "none":
+            raise SettingsError("ra.smtp_ca: the CAs for the SMTP server's certificate take ra.smtp_security "
+                                "starttls or tls")
+        if self.smtp_security == "none" and self.smtp_username and not is_loopback(self.smtp_host):
+            raise SettingsError(f"ra.smtp_security: 'none' with ra.smtp_username would send the SMTP password to "
+                                f"{self.smtp_host} in the clear: use starttls or tls (or a relay on this machine)")
 
     @property
     def application_client_files(self) -> tuple[Path, Path]:
@@ -228,6 +253,14 @@ def _name(key: str, value: Any) -> str:
     return text
 
 
+def _choice(*choices: str) -> Callable[[str, Any], str]:
+    def parse(key: str, value: Any) -> str:
+        if value not in choices:
+            raise SettingsError(f"ra.{key}: expected one of {', '.join(choices)}, not {value!r}")
+        return value
+    return parse
+
+
 def _names(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
@@ -250,6 +283,10 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "smtp_host": _text,
     "smtp_port": _integer(1, 65535),
     "smtp_sender": _text,
+    "smtp_security": _choice(*SMTP_SECURITY),
+    "smtp_username": _text,
+    "smtp_password_file": _path,
+    "smtp_ca": _path,
     "registry_url": _url,
     "registry_timeout_seconds": _number(0.1, 300),
     "registry_attempts": _integer(1, 10),
@@ -287,7 +324,8 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
 }
 _PATHS = ("client_cert", "client_key", "ca_roots", "registry_api_key_file", "application_client_cert",
           "application_client_key", "application_font", "tls_cert", "tls_key", "registry_ca",
-          "registry_client_cert", "registry_client_key", "secret_key_file", "operator_client_ca")
+          "registry_client_cert", "registry_client_key", "secret_key_file", "operator_client_ca",
+          "smtp_password_file", "smtp_ca")
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> RaSettings:

@@ -309,3 +309,43 @@ def test_a_completion_the_core_made_before_a_failure_is_recorded_once(ra_databas
     done = workflow.complete_in_person(renewal.id, "counter-2", card_csr())
     assert done.state is State.COMPLETED_IN_PERSON and done.new_serial == first.serial
     assert [c.serial for c in successors(core, "ra-person-2", issued.serial)] == [first.serial]
+
+
+class RenewedAndRevokedMeanwhile:
+    """The real core, where another RA process's renewal of the same certificate lands, and its new
+    certificate is revoked, between this one's request and its look for the successor: the core
+    says ALREADY_RENEWED, and no successor is left to finish with."""
+
+    def __init__(self, core):
+        self._core = core
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+    def renew_certificate(self, serial, **request):
+        other = self._core.renew_certificate(serial, **request)  # the other process's request
+        try:
+            return self._core.renew_certificate(serial, **request)
+        finally:
+            self._core.revoke_certificate(other.serial, "superseded")
+
+
+def test_an_activation_renewed_and_revoked_meanwhile_stops_saying_it_was_renewed_already(
+        ra_database, ca_clock, registry_client, core):
+    workflow = make_workflow(ra_database, ca_clock, registry_client, RenewedAndRevokedMeanwhile(core))
+    renewal, issued = awaiting_activation(workflow, ra_database, core, "ra-act-12")
+    workflow.start_activation(renewal.id, ActivationSecrets(password=PASSWORD, revocation_phrase=PHRASE))
+    stopped = workflow.get(renewal.id)
+    assert stopped.state is State.AWAITING_ACTIVATION
+    assert "renewed already" in stopped.refusal and stopped.refusal_reason == "ALREADY_RENEWED"
+
+
+def test_a_completion_renewed_and_revoked_meanwhile_is_refused_saying_it_was_renewed_already(
+        ra_database, ca_clock, registry_client, core):
+    workflow = make_workflow(ra_database, ca_clock, registry_client, core)
+    renewal, issued = awaiting_activation(workflow, ra_database, core, "ra-person-3", enrolled_qualified)
+    racing = make_workflow(ra_database, ca_clock, registry_client, RenewedAndRevokedMeanwhile(core))
+    with pytest.raises(StepRefused, match="renewed already") as refused:
+        racing.complete_in_person(renewal.id, "counter-2", card_csr())
+    assert refused.value.reason == "ALREADY_RENEWED"
+    assert workflow.get(renewal.id).state is State.AWAITING_IN_PERSON

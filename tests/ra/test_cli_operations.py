@@ -265,7 +265,8 @@ def test_a_help_code_is_shown_with_its_guidance_in_the_operators_language(capsys
     captured = capsys.readouterr()
     assert captured.err.startswith("signserver ra: the subject data changed\n") and words in captured.err
     assert json.loads(captured.out) == {"error": "operation_refused", "message": "the subject data changed",
-                                        "help_code": "AC-AB-0015", "guidance": captured.err.splitlines()[1]}
+                                        "reason": "", "help_code": "AC-AB-0015",
+                                        "guidance": captured.err.splitlines()[1]}
 
 
 def test_the_default_language_of_the_guidance_is_traditional_chinese():

@@ -102,6 +102,45 @@ def test_steps_out_of_order_are_refused_clearly():
         machine.confirm(opened(), "", START)
 
 
+def _consented():
+    return machine.record_consent(machine.give_notice(machine.confirm(opened(), "op", START), START,
+                                                      token_hash=TOKEN_HASH), "c", START)
+
+
+@pytest.mark.parametrize("step", [
+    lambda: machine.give_notice(opened(), START, token_hash=TOKEN_HASH),
+    lambda: machine.record_consent(machine.confirm(opened(), "op", START), "c", START),
+    lambda: machine.confirm(machine.confirm(opened(), "op", START), "op", START),
+    lambda: machine.registry_matched(machine.give_notice(machine.confirm(opened(), "op", START), START,
+                                                         token_hash=TOKEN_HASH), START),
+    lambda: machine.before_registry_match(machine.registry_waiting(_consented(), Step.FACE, START)),
+    lambda: machine.face_compared(_consented(), 0.99, 0.8, START),
+    lambda: machine.before_face(machine.registry_waiting(_consented(), Step.REGISTRY_MATCH, START)),
+    lambda: machine.accept_agreement(_consented(), [], START),
+    lambda: machine.accept_agreement(machine.registry_matched(_consented(), START), [], START),
+    lambda: machine.start_activation(verified(), "ref", START),
+    lambda: machine.activated(agreed_and_signed(verified()), "0c2d", START, START),
+    lambda: machine.activation_stopped(agreed_and_signed(verified()), "no", START),
+    lambda: machine.complete_in_person(verified("qualified-government"), "op", START),
+    lambda: machine.application_signed(verified(), SIGNED, START),
+], ids=["notice", "consent", "confirm", "registry", "registry-while-face", "face", "face-while-registry",
+        "agreement-before-registry", "agreement-before-face", "activation", "activated", "stopped",
+        "in-person", "application"])
+def test_a_step_out_of_order_says_so_in_its_reason(step):
+    with pytest.raises(StepRefused) as refused:
+        step()
+    assert refused.value.reason == "out_of_order", refused.value
+
+
+def test_a_new_notice_before_the_first_or_after_the_end_says_there_is_none_to_send_again():
+    for renewal in (machine.confirm(opened(), "op", START),
+                    machine.activated(machine.start_activation(agreed_and_signed(verified()), "ref", START),
+                                      "0c2d", START, START)):
+        with pytest.raises(StepRefused) as refused:
+            machine.new_holder_token(renewal, TOKEN_HASH, START)
+        assert refused.value.reason == "no_notice"
+
+
 def test_the_notice_is_due_notice_days_before_expiry_once_confirmed():
     r = opened(expires_in_days=45)
     assert not machine.notice_due(r, START + 20 * DAY, 30)  # not confirmed

@@ -24,8 +24,8 @@ from signserver.client import (AccountLocked, AuthenticationRefused, InvalidArgu
 from signserver.ra.errors import CoreUnavailable, HolderNotAuthorised, SignInCodeRefused, StepRefused, core_unavailable
 from signserver.ra.holder_sign_in import HolderSignIn, NoticeSignIn, mask_address
 from signserver.ra.renewal import check_new_password
-from signserver.ra.web.rendering import (flash, gettext, local_path, page_route, provider_of, read_form, redirect,
-                                        render, secret_field, text_field)
+from signserver.ra.web.rendering import (FieldReader, field_errors, flash, gettext, local_path, page_route,
+                                        provider_of, read_form, redirect, render)
 from signserver.ra.web.sessions import HOLDER, session_of, sign_in, sign_out
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,17 @@ async def _captcha_and_account_errors(request: Request, ctx, answer: str, accoun
     return errors
 
 
+def _with_field_errors(request: Request, errors: dict[str, str], fields: FieldReader) -> dict[str, str]:
+    """``errors`` with, on each field ``fields`` refused (too long, a control character, not text),
+    what is wrong with it in its place: the page's own check of an empty field says less. An
+    account name too long is said with the core's limit, not the most the page reads."""
+    errors = {**errors, **field_errors(request, fields)}
+    problem = fields.problems.get("account")
+    if problem is not None and problem.reason == "too_long":
+        errors["account"] = gettext(request, "An account name has at most 64 characters.")
+    return errors
+
+
 # /password (document 000)
 
 def _password_page(request: Request, *, account: str = "", errors: dict | None = None, status: int = 200,
@@ -106,21 +117,24 @@ async def password(request: Request, ctx) -> Response:
     if request.method == "GET":
         return _password_page(request)
     form = await read_form(request)
-    account = text_field(form, "account", required=False, max_length=MAX_FIELD)
-    current, new, confirmation = (secret_field(form, name, required=False)
-                                  for name in ("current_password", "new_password", "confirmation"))
-    answer = text_field(form, "captcha", required=False, max_length=32)
+    fields = FieldReader(form)
+    account = fields.text("account", max_length=MAX_FIELD)
+    current, new, confirmation = (fields.secret(name) for name in ("current_password", "new_password",
+                                                                   "confirmation"))
+    answer = fields.text("captcha", max_length=32)
     ctx.limits.check(request, "password")
     errors = await _captcha_and_account_errors(request, ctx, answer, account)
     if not current:
         errors["current_password"] = gettext(request, "Enter the current password.")
-    try:
-        check_new_password(new, confirmation)
-    except StepRefused as exc:
-        field, message = password_rule_text(request, exc.reason)
-        errors[field] = message
-    if errors:
-        return _password_page(request, account=account, errors=errors, status=400)
+    if not {"new_password", "confirmation"} & fields.problems.keys():  # else said on the field at fault
+        try:
+            check_new_password(new, confirmation)
+        except StepRefused as exc:
+            field, message = password_rule_text(request, exc.reason)
+            errors[field] = message
+    errors = _with_field_errors(request, errors, fields)
+    if errors:  # the form again, each error on its field, the account as typed (never a password)
+        return _password_page(request, account=fields.typed.get("account", account), errors=errors, status=400)
     ctx.limits.check_account(request, "password", account)  # past the captcha: see the module's note
     try:
         await run_in_threadpool(ctx.certificates.change_password, account, current, new, confirmation)
@@ -166,19 +180,23 @@ async def account_sign_in(request: Request, ctx) -> Response:
     if request.method == "GET":
         return _sign_in_page(request, after=local_path(request.query_params.get("next"), HOLDER_HOME))
     form = await read_form(request)
-    account = text_field(form, "account", required=False, max_length=MAX_FIELD)
-    secret = secret_field(form, "password", required=False)
-    otp = text_field(form, "otp", required=False, max_length=16)
-    answer = text_field(form, "captcha", required=False, max_length=32)
-    after = local_path(text_field(form, "next", required=False, max_length=512), HOLDER_HOME)
+    fields = FieldReader(form)
+    account = fields.text("account", max_length=MAX_FIELD)
+    secret = fields.secret("password")
+    otp = fields.text("otp", max_length=16)
+    answer = fields.text("captcha", max_length=32)
+    after = local_path(fields.text("next", max_length=512), HOLDER_HOME)
+    fields.problems.pop("next", None)  # a hidden field, not the holder's to put right: home instead
     ctx.limits.check(request, "sign-in")
     errors = await _captcha_and_account_errors(request, ctx, answer, account)
     if not secret:
         errors["password"] = gettext(request, "Enter the password.")
     if not OTP.fullmatch(otp):
         errors["otp"] = gettext(request, "Enter the one-time password of your OTP app (6 digits).")
-    if errors:
-        return _sign_in_page(request, account=account, after=after, errors=errors, status=400)
+    errors = _with_field_errors(request, errors, fields)
+    if errors:  # the form again, each error on its field, the account as typed (never a factor)
+        return _sign_in_page(request, account=fields.typed.get("account", account), after=after, errors=errors,
+                             status=400)
     ctx.limits.check_account(request, "sign-in", account)  # past the captcha: see the module's note
     try:
         identity = await run_in_threadpool(ctx.certificates.authenticate_holder, account, secret, otp)
@@ -251,7 +269,8 @@ async def notice(request: Request, ctx) -> Response:
     if request.method == "GET":
         return _notice_page(request, pending, addresses)
     form = await read_form(request)
-    action = text_field(form, "action", required=False, max_length=16)
+    fields = FieldReader(form)
+    action = fields.text("action", max_length=16)  # a hidden field: anything but "send" verifies
     ctx.limits.check(request, "notice", pending.renewal_id)
     if action == "send":
         try:
@@ -265,7 +284,10 @@ async def notice(request: Request, ctx) -> Response:
         session.set(NOTICE_KEY, pending.to_data())
         flash(request, gettext(request, "A code was sent by e-mail. Type it below."), "success")
         return redirect("/notice")
-    code = text_field(form, "code", required=False, max_length=16)
+    code = fields.text("code", max_length=16)
+    if "code" in fields.problems:  # too long or not text: said on the field
+        return _notice_page(request, pending, addresses, status=400,
+                            errors={"code": field_errors(request, fields)["code"]})
     if not CODE.fullmatch(code):
         return _notice_page(request, pending, addresses, status=400,
                             errors={"code": gettext(request, "Enter the 6-digit code of the e-mail.")})
@@ -301,16 +323,19 @@ async def new_link(request: Request, ctx) -> Response:
     if request.method == "GET":
         return render(request, "account/new_link.html", address="", errors={})
     form = await read_form(request)
-    address = text_field(form, "address", required=False, max_length=MAX_ADDRESS)
-    answer = text_field(form, "captcha", required=False, max_length=32)
+    fields = FieldReader(form)
+    address = fields.text("address", max_length=MAX_ADDRESS)
+    answer = fields.text("captcha", max_length=32)
     ctx.limits.check(request, "new-link")
     errors: dict[str, str] = {}
     if not await run_in_threadpool(ctx.captcha.check, session_of(request), answer):
         errors["captcha"] = gettext(request, "The captcha code is not right; type the characters of the new image.")
     if "@" not in address:
         errors["address"] = gettext(request, "Enter the e-mail address the notice was sent to.")
+    errors.update(field_errors(request, fields))  # too long or not text: said on the field
     if errors:
-        return render(request, "account/new_link.html", status=400, address=address, errors=errors)
+        return render(request, "account/new_link.html", status=400, address=fields.typed.get("address", address),
+                      errors=errors)
     ctx.limits.check_account(request, "new-link", address.casefold())  # past the captcha: see the module's note
     await run_in_threadpool(_holder_sign_in(ctx).new_link, address)
     return render(request, "account/new_link_sent.html")

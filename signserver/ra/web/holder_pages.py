@@ -7,7 +7,8 @@ revocation phrase set at its activation.
 A holder signed in through a notice link sees only that link's renewal(s) and their certificates
 (sessions.holder_may_act); one signed in with the cloud-signature account sees the account's.
 The handlers raise, for page_route to render: PageNotFound (404: another account's certificate
-looks like an unknown one), RateLimited (429), BadForm (400), CoreUnavailable (503)."""
+looks like an unknown one), RateLimited (429), BadForm (400: not a form), CoreUnavailable (503); a
+field too long or with a control character is said on the form's field (422)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from starlette.responses import Response
 
 from signserver.ra.errors import CoreUnavailable, OperationRefused
 from signserver.ra.renewal import Renewal, State
-from signserver.ra.web.rendering import (PageNotFound, flash, gettext, guidance, page_route, read_form, redirect,
-                                         render, secret_field)
+from signserver.ra.web.rendering import (FieldReader, PageNotFound, field_errors, flash, gettext, guidance, page_route,
+                                         read_form, redirect, render)
 from signserver.ra.web.sessions import holder_may_act, session_of
 
 log = logging.getLogger(__name__)
@@ -137,10 +138,12 @@ async def revoke(request: Request, ctx) -> Response:
     session = session_of(request)
     ctx.limits.check(request, REVOCATION_FORM, session.subject)
     form = await read_form(request)
+    fields = FieldReader(form)
     errors: dict[str, str] = {}
-    phrase = secret_field(form, "revocation_phrase", required=False)
+    phrase = fields.secret("revocation_phrase")
     if not phrase:
         errors["revocation_phrase"] = gettext(request, "Enter the certificate's revocation phrase.")
+    errors.update(field_errors(request, fields))  # too long or not text: said on the field
     understood = form.get("understood") == "yes"
     if not understood:
         errors["understood"] = gettext(request, "Confirm that you understand revocation cannot be undone.")

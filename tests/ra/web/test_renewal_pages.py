@@ -319,6 +319,21 @@ def test_revocation_with_the_revocation_phrase(site, core):  # noqa: F811
     assert f"Certificate {issued.serial} is revoked." in home and "revoked" in home
 
 
+def test_an_overlong_revocation_phrase_is_said_on_its_field(site, core):  # noqa: F811
+    _, issued = enrolled(core, "web-revoke-long")
+    holder = site.holder("web-revoke-long", {"Accept-Language": "zh-TW"})
+    path = f"/holder/certificates/{issued.serial}/revoke"
+    holder.get(path)
+    for phrase, problem in (("p" * 300, "最多 256 個字元。"), ("Old\x07Phrase", "此欄不可包含控制字元（例如定位字元或換行）。")):
+        shown = holder.post(path, {"revocation_phrase": phrase, "understood": "yes"})
+        assert shown.status_code == 422 and f'action="{path}"' in shown.text, text_of(shown)[:300]
+        assert re.search(r'id="field-revocation_phrase-error"><span[^>]*>[^<]*</span>\s*' + re.escape(problem),
+                         shown.text), text_of(shown)[:300]
+        assert re.search(r'<input type="checkbox" id="field-understood"[^>]* checked', shown.text)  # kept
+        assert "p" * 300 not in shown.text and "Phrase" not in shown.text
+    assert core.get_certificate(issued.serial).status == "valid"
+
+
 def test_the_registry_unavailable_is_a_waiting_page(site, core, registry):  # noqa: F811
     renewal, _ = noticed_renewal(site, core, "web-wait-1")
     site.workflow.record_consent(renewal.id)
