@@ -130,9 +130,10 @@ class RaOperations:
                 given_name=enrolment.given_name, surname=enrolment.surname), evidence=evidence),
                 {AlreadyExists: f"the account {holder.account} exists already; to give it another certificate, "
                                 "enrol with --existing-account"})
-        # Recorded now: the account exists in the core whatever happens to the certificate.
-        self._record(operator, "holder_enrolled" if created else "holder_registered",
-                     f"account={holder.account} reference={reference}", holder=holder)
+        if created is not None:
+            # Recorded now: the account exists in the core whatever happens to the certificate.
+            self._record(operator, "holder_enrolled", f"account={holder.account} reference={reference}",
+                         holder=holder)
         try:
             issued = self._core(lambda: self._certificates.issue_certificate(
                 holder.account, enrolment.profile, csr=enrolment.csr, transaction_limit=enrolment.transaction_limit,
@@ -149,6 +150,11 @@ class RaOperations:
                             otp_uri=created.otp_uri, recovery_code=created.recovery_code, reference=reference,
                             refusal=str(exc), help_code=getattr(exc, "help_code", ""),
                             refusal_reason=getattr(exc, "reason", "") or "core_unavailable")
+        if created is None:
+            # An existing account is registered once the core has issued for it: a name the core
+            # does not have leaves the RA as it was.
+            self._record(operator, "holder_registered", f"account={holder.account} reference={reference}",
+                         holder=holder)
         self._record(operator, "certificate_issued",
                      f"account={holder.account} serial={issued.serial} profile={issued.profile} reference={reference}")
         return Enrolled(account=holder.account, certificate=issued,

@@ -280,3 +280,16 @@ def test_a_refusal_of_the_core_keeps_its_help_code_whoever_asked():
         assert type(error) is refused and error.help_code == "AC-AB-0015"
         assert str(error) == "the core refused: the subject data changed"
     assert str(core_error(refusal, OperationRefused, "revoke it first")) == "revoke it first"
+
+
+def test_an_existing_account_the_core_does_not_have_registers_nothing(operations, ra_database):
+    """The holder's identity data and the "holder_registered" record are kept only once the core
+    has issued for the account: a refusal leaves the RA as it was."""
+    before = trail(ra_database)
+    key, csr = card_csr()
+    with pytest.raises(OperationRefused, match="the core has no account op-nobody"):
+        operations.enrol(cloud("op-nobody", profile="encryption-government", csr=csr, existing_account=True),
+                         EnrolmentSecrets(), OPERATOR)
+    with ra_database.transaction() as conn:
+        assert repository.find_holder(conn, "op-nobody") is None
+    assert trail(ra_database) == before
