@@ -6,6 +6,7 @@ sessions."""
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from pathlib import Path
@@ -242,6 +243,11 @@ def serve(settings: RaSettings, demo: bool = False) -> None:
         database.close()
         raise SettingsError(f"ra.tls_cert / ra.tls_key: cannot use {tls[0]} and {tls[1]} "
                             f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    try:
+        listening = _listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        database.close()
+        raise SettingsError(f"ra.listen: cannot listen on {settings.listen}: {exc.strerror or exc}") from None
     server = uvicorn.Server(config)
     passes = BackgroundPasses(workflow, mailer, settings.background_seconds, sessions=context.sessions)
     passes.start()
@@ -252,8 +258,27 @@ def serve(settings: RaSettings, demo: bool = False) -> None:
     print(f"signserver RA listening on {'https' if tls else 'http'}://{settings.listen}", flush=True)
     print(f"signserver RA pages at {settings.public_url}/", flush=True)
     try:
-        server.run()
+        server.run(sockets=[listening])
     finally:
         passes.stopping.set()
         passes.join(timeout=10)
         database.close()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The RA's socket, bound and listening before anything starts or says it listens (uvicorn
+    binds only once it runs, and leaves with status 3 when the address is in use).
+
+    Raises: OSError: the address cannot be bound (in use, not this machine's).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError:
+        listening.close()
+        raise
+    listening.set_inheritable(True)
+    return listening

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -266,3 +267,15 @@ def test_an_unusable_tls_key_is_a_settings_error(tmp_path):
                                            f'tls_key = "{tmp_path / "broken-key.pem"}"')
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 78 and "ra.tls_key" in result.stderr
+
+
+def test_an_address_in_use_is_a_settings_error_said_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command, env = serve_command(tmp_path, f'listen = "127.0.0.1:{port}"')
+        result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert "ra.listen" in result.stderr and "in use" in result.stderr and "Traceback" not in result.stderr
+    assert "listening on" not in result.stdout  # never said before it was so
