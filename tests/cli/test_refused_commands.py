@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import subprocess
 import time
 import uuid
 from dataclasses import replace
@@ -289,20 +290,28 @@ def test_import_of_a_file_with_a_bad_transport_fingerprint_is_refused(state_dir,
 
 def test_a_rotation_interrupted_while_it_waits_says_how_to_finish_it(config, state_dir, token, tmp_path):
     """Ctrl-C during the grace wait: the new key stays active (running `rotate` again would make yet
-    another), and the command says which commands finish the rotation."""
+    another), and the command says which commands finish the rotation. Started with ``subprocess``
+    and SIGINT's default disposition, as from a terminal: a suite run in the background (make test's
+    PostgreSQL run) ignores SIGINT, and a child inherits that."""
     first_master(config, token, tmp_path)
     output = tmp_path / "rotate.out"
-    output.write_text("")  # there at once: the command opens it when it starts
-    rotating = cli_forkserver.popen(
-        [str(SIGNSERVER), "hsm", "master", "rotate", "--grace-seconds", "120", "--token", token],
-        env=cli_env(state_dir, SIGNSERVER_DATABASE_URL=database_url(tmp_path / "signserver.db"),
-                    SIGNSERVER_HSM_USER_PIN=USER_PIN.reveal()), output=output)
-    deadline = time.monotonic() + 120
-    while "waiting" not in output.read_text() and time.monotonic() < deadline:
-        assert rotating.poll() is None, output.read_text()
-        time.sleep(0.1)
-    rotating.send_signal(signal.SIGINT)
-    assert rotating.wait(60) != 0
+    with output.open("w") as sink:
+        rotating = subprocess.Popen(
+            [str(SIGNSERVER), "hsm", "master", "rotate", "--grace-seconds", "120", "--token", token],
+            env=cli_env(state_dir, SIGNSERVER_DATABASE_URL=database_url(tmp_path / "signserver.db"),
+                        SIGNSERVER_HSM_USER_PIN=USER_PIN.reveal()),
+            stdout=sink, stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while "for operations begun under the old key" not in output.read_text() and time.monotonic() < deadline:
+            assert rotating.poll() is None, output.read_text()
+            time.sleep(0.1)
+        rotating.send_signal(signal.SIGINT)
+        assert rotating.wait(60) != 0
+    finally:
+        if rotating.poll() is None:
+            rotating.kill()
+            rotating.wait()
     said = output.read_text()
     assert "Traceback" not in said, said
     assert "stays the active master key; finish with `signserver hsm master rewrap`" in said, said
