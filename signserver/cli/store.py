@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Callable
 
 from signserver.cli.audit import open_database
@@ -24,6 +25,18 @@ def add_parser(subparsers) -> None:
                             help="remove expired activation tokens and CSC tokens and operations, and audit records "
                                  "as [retention] says, in small transactions (what the server does in the background)")
     p.set_defaults(handler=cmd_prune)
+    p = commands.add_parser("downgrade", parents=[options], allow_abbrev=False,
+                            help="bring the schema down to an older migration, to go back to the version of "
+                                 "signserver that made it (stop every server first; take a backup first: the "
+                                 "older schema drops what it has no room for)")
+    p.add_argument("--to", required=True, metavar="REVISION",
+                   help="the newest migration of the version to go back to (the newest file of its "
+                        "signserver/store/migrations/versions)")
+    p.add_argument("--yes", action="store_true", help="do it: without it, the command only says what it would do")
+    p.set_defaults(handler=cmd_downgrade)
+    p = commands.add_parser("migration", parents=[options], allow_abbrev=False,
+                            help="the migration the database's schema is at, and the newest this version has")
+    p.set_defaults(handler=cmd_migration)
 
 
 def prune_progress() -> Callable[[PruneCounts], None]:
@@ -51,4 +64,34 @@ def cmd_prune(args, config: Config) -> int:
                       ("CSC access tokens", counts.csc_access_tokens),
                       ("CSC operations", counts.csc_operations),
                       ("audit records", f"{counts.audit_records} (and {counts.audit_seals} seals)")])
+    return 0
+
+
+def cmd_downgrade(args, config: Config) -> int:
+    from signserver.store.database import Database
+
+    database = Database(config.database_url, config.database)  # as it is: never migrated up first
+    before = database.current_migration()
+    if not args.yes:
+        print(f"the schema is at migration {before or 'none'}; `--yes` brings it down to {args.to}, dropping what "
+              "the older schema has no room for (stop every server and take a backup first)", file=sys.stderr)
+        return 1
+    database.downgrade(args.to)
+    after = database.current_migration()
+    if args.json:
+        print_json({"from": before, "to": after})
+    else:
+        print(f"the schema is now at migration {after or 'none'} (it was at {before or 'none'}); start the version "
+              "of signserver that made it")
+    return 0
+
+
+def cmd_migration(args, config: Config) -> int:
+    from signserver.store.database import NEWEST_MIGRATION, Database
+
+    current = Database(config.database_url, config.database).current_migration()
+    if args.json:
+        print_json({"migration": current, "newest": NEWEST_MIGRATION})
+    else:
+        print_fields([("migration", current or "none"), ("newest of this version", NEWEST_MIGRATION)])
     return 0

@@ -280,6 +280,21 @@ class Database:
                 except _driver_errors(connection) as exc:  # never back to the pool with them off
                     connection.invalidate(exc)
 
+    def current_migration(self) -> str | None:
+        """The migration the schema is at (None for a database without a schema yet).
+
+        Raises: ConfigurationError: the database cannot be reached.
+        """
+        try:
+            with self._begun(writing=False) as connection:
+                try:
+                    found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+                except DBAPIError:  # no version table: a new database
+                    return None
+        except (OperationalError, PoolTimeout) as exc:
+            raise ConfigurationError("database.url", f"cannot open the database: {_reason(exc)}") from exc
+        return found[0] if found else None
+
     def at_newest_migration(self) -> bool:
         """Whether the schema is at the newest migration this version ships, read without Alembic
         (False for a database without a schema yet).
@@ -287,15 +302,7 @@ class Database:
         Raises: ConfigurationError: the database cannot be reached (said at once, rather than
             after a second try from :meth:`migrate`: an unreachable host costs a connect timeout).
         """
-        try:
-            with self._begun(writing=False) as connection:
-                try:
-                    found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-                except DBAPIError:  # no version table: a new database
-                    return False
-        except (OperationalError, PoolTimeout) as exc:
-            raise ConfigurationError("database.url", f"cannot open the database: {_reason(exc)}") from exc
-        return found == [NEWEST_MIGRATION]
+        return self.current_migration() == NEWEST_MIGRATION
 
     def checkpoint_in_background(self, run_here: bool, interval: float = DEFAULT_INTERVAL_SECONDS
                                  ) -> WalCheckpoints | None:

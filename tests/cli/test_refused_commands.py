@@ -317,3 +317,25 @@ def test_a_rotation_interrupted_while_it_waits_says_how_to_finish_it(config, sta
     assert "stays the active master key; finish with `signserver hsm master rewrap`" in said, said
     states = [m["state"] for m in json.loads(master(state_dir, tmp_path, token, "status", "--json").stdout)]
     assert sorted(states) == ["active", "retiring"]
+
+
+def test_a_downgrade_is_said_first_done_with_yes_and_undone_by_the_next_start(state_dir, tmp_path):
+    import sqlite3
+
+    from signserver.store.database import NEWEST_MIGRATION
+
+    def version() -> str:
+        with sqlite3.connect(tmp_path / "signserver.db") as conn:
+            return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+    assert run(state_dir, tmp_path, "account", "list").returncode == 0  # made at the newest migration
+    shown = run(state_dir, tmp_path, "store", "migration", "--json")
+    assert json.loads(shown.stdout) == {"migration": NEWEST_MIGRATION, "newest": NEWEST_MIGRATION}
+    older = f"{int(NEWEST_MIGRATION) - 1:04d}"
+    asked = run(state_dir, tmp_path, "store", "downgrade", "--to", older)
+    assert asked.returncode == 1 and "--yes" in asked.stderr and version() == NEWEST_MIGRATION
+    done = run(state_dir, tmp_path, "store", "downgrade", "--to", older, "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"from": NEWEST_MIGRATION, "to": older} and version() == older
+    assert_refused(run(state_dir, tmp_path, "store", "downgrade", "--to", "9999", "--yes"), EXIT_CONFIG, "9999")
+    assert run(state_dir, tmp_path, "account", "list").returncode == 0 and version() == NEWEST_MIGRATION
