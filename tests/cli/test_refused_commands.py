@@ -320,13 +320,12 @@ def test_a_rotation_interrupted_while_it_waits_says_how_to_finish_it(config, sta
 
 
 def test_a_downgrade_is_said_first_done_with_yes_and_undone_by_the_next_start(state_dir, tmp_path):
-    import sqlite3
-
     from signserver.store.database import NEWEST_MIGRATION
 
-    def version() -> str:
-        with sqlite3.connect(tmp_path / "signserver.db") as conn:
-            return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    def version() -> str:  # read by the command, on SQLite or PostgreSQL alike
+        shown = run(state_dir, tmp_path, "store", "migration", "--json")
+        assert shown.returncode == 0, shown.stderr
+        return json.loads(shown.stdout)["migration"]
 
     assert run(state_dir, tmp_path, "account", "list").returncode == 0  # made at the newest migration
     shown = run(state_dir, tmp_path, "store", "migration", "--json")
