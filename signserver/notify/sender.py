@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import smtplib
-import socket
 import ssl
 import threading
 import time
@@ -25,6 +24,7 @@ from signserver.clock import Clock, epoch_seconds
 from signserver.config import SmtpConfig
 from signserver.errors import SignServerError
 from signserver.monitoring.meter import meter
+from signserver.smtp_watchdog import Watchdog, WatchedSMTP, WatchedSMTPSSL, refused_for_good
 from signserver.store.database import Database
 from signserver.store.schema import outbox
 
@@ -94,7 +94,7 @@ class OutboxSender:
         sent = 0
         pending = list(claimed)  # claimed and not yet sent or failed
         under_way = False  # pending[0] is being sent
-        watchdog = _Watchdog(time.monotonic() + self._send_seconds)
+        watchdog = Watchdog(time.monotonic() + self._send_seconds)
         try:
             with self._connect(watchdog) as client:
                 while pending and not watchdog.expired():
@@ -109,7 +109,7 @@ class OutboxSender:
                         client.send_message(message, to_addrs=[row.recipient])
                     except _MESSAGE_REFUSED as exc:
                         under_way = False
-                        self._mark_failed(pending.pop(0), exc, permanent=_refused_for_good(exc))
+                        self._mark_failed(pending.pop(0), exc, permanent=refused_for_good(exc))
                         continue
                     under_way = False
                     pending.pop(0)
@@ -136,7 +136,7 @@ class OutboxSender:
                 log.exception("outbox sender failed; trying again")
             stop.wait(poll_seconds)
 
-    def _connect(self, watchdog: _Watchdog) -> smtplib.SMTP:
+    def _connect(self, watchdog: Watchdog) -> smtplib.SMTP:
         """A connection, logged in, whose socket ``watchdog`` shuts at its deadline. The server's
         certificate and host name are checked (the system's trusted CAs) over TLS and STARTTLS.
 
@@ -145,10 +145,10 @@ class OutboxSender:
         smtp = self._smtp
         timeout = watchdog.timeout(SMTP_TIMEOUT_SECONDS)
         if smtp.security == "tls":
-            client = _WatchedSMTPSSL(watchdog, smtp.host, smtp.port, timeout=timeout,
+            client = WatchedSMTPSSL(watchdog, smtp.host, smtp.port, timeout=timeout,
                                      context=ssl.create_default_context())
         else:
-            client = _WatchedSMTP(watchdog, smtp.host, smtp.port, timeout=timeout)
+            client = WatchedSMTP(watchdog, smtp.host, smtp.port, timeout=timeout)
         try:
             if smtp.security == "starttls":
                 client.starttls(context=ssl.create_default_context())
@@ -222,80 +222,3 @@ class OutboxSender:
         with self._database.transaction() as conn:
             conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]), outbox.c.sent_at.is_(None))
                          .values(claimed_until=None))
-
-
-def _refused_for_good(exc: Exception) -> bool:
-    """The server refused every recipient with a permanent (5xx) reply: the mailbox does not
-    exist or never takes this mail. Other refusals (the sender, the content) may be settings being
-    fixed, and are retried."""
-    return (isinstance(exc, smtplib.SMTPRecipientsRefused) and bool(exc.recipients)
-            and all(code >= 500 for code, _ in exc.recipients.values()))
-
-
-class _Watchdog:
-    """Shuts the connection's sockets at a deadline, so that a server that stops answering, or
-    answers a byte at a time, holds the sender no longer than that."""
-
-    def __init__(self, deadline: float):
-        self._deadline = deadline
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self.fired = False
-        self._timer = threading.Timer(max(deadline - time.monotonic(), 0), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def expired(self) -> bool:
-        return self.fired or time.monotonic() >= self._deadline
-
-    def timeout(self, most: float) -> float:
-        """A socket timeout: ``most``, or less to end by the deadline."""
-        return max(min(most, self._deadline - time.monotonic()), 0.1)
-
-    def watch(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
-        with self._lock:
-            self._sockets.append(sock)
-            if self.fired:
-                _shut(sock)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            for sock in self._sockets:
-                _shut(sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    # The plain socket's shutdown, even under TLS: the blocked read in the sender's thread ends
-    # at once, and the TLS object it reads through is left to that thread to close.
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-class _WatchedSMTP(smtplib.SMTP):
-    def __init__(self, watchdog: _Watchdog, *args, **kwargs):
-        self._watchdog = watchdog
-        super().__init__(*args, **kwargs)
-
-    def _get_socket(self, host, port, timeout):
-        sock = super()._get_socket(host, port, timeout)
-        self._watchdog.watch(sock)
-        return sock
-
-
-class _WatchedSMTPSSL(smtplib.SMTP_SSL):
-    def __init__(self, watchdog: _Watchdog, *args, **kwargs):
-        self._watchdog = watchdog
-        super().__init__(*args, **kwargs)
-
-    def _get_socket(self, host, port, timeout):
-        sock = super()._get_socket(host, port, timeout)
-        self._watchdog.watch(sock)
-        return sock

@@ -18,10 +18,8 @@ import hashlib
 import logging
 import os
 import smtplib
-import socket
 import ssl
 import stat
-import threading
 import time
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
@@ -35,6 +33,7 @@ from signserver.ra.errors import SettingsError
 from signserver.ra.store import repository
 from signserver.ra.store.database import RaDatabase
 from signserver.ra.store.schema import outbox
+from signserver.smtp_watchdog import Watchdog, WatchedSMTP, WatchedSMTPSSL, refused_for_good
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +157,7 @@ class OutboxMailer:
         sent = 0
         pending = list(claimed)  # claimed and not yet sent or failed
         under_way = False  # pending[0] is being sent
-        watchdog = _Watchdog(time.monotonic() + self._send_seconds)
+        watchdog = Watchdog(time.monotonic() + self._send_seconds)
         try:
             with self._connect(watchdog) as client:
                 while pending and not watchdog.expired():
@@ -173,7 +172,7 @@ class OutboxMailer:
                         client.send_message(message, to_addrs=[row.recipient])
                     except _MESSAGE_REFUSED as exc:
                         under_way = False
-                        self._mark_failed(pending.pop(0), exc, permanent=_refused_for_good(exc))
+                        self._mark_failed(pending.pop(0), exc, permanent=refused_for_good(exc))
                         continue
                     under_way = False
                     pending.pop(0)
@@ -203,7 +202,7 @@ class OutboxMailer:
             raise SettingsError(f"ra.smtp_ca: cannot read CA certificates (PEM) from {self._ca}: "
                                 f"{getattr(exc, 'strerror', None) or exc}") from None
 
-    def _connect(self, watchdog: _Watchdog) -> smtplib.SMTP:
+    def _connect(self, watchdog: Watchdog) -> smtplib.SMTP:
         """A connection, logged in when a login is set, whose socket ``watchdog`` shuts at its
         deadline.
 
@@ -211,9 +210,9 @@ class OutboxMailer:
         """
         timeout = watchdog.timeout(SMTP_TIMEOUT_SECONDS)
         if self._security == "tls":
-            client = _WatchedSMTPSSL(watchdog, self._host, self._port, timeout=timeout, context=self._tls_context())
+            client = WatchedSMTPSSL(watchdog, self._host, self._port, timeout=timeout, context=self._tls_context())
         else:
-            client = _WatchedSMTP(watchdog, self._host, self._port, timeout=timeout)
+            client = WatchedSMTP(watchdog, self._host, self._port, timeout=timeout)
         try:
             if self._security == "starttls":
                 client.starttls(context=self._tls_context())
@@ -280,80 +279,3 @@ class OutboxMailer:
         with self._database.transaction() as conn:
             conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
                          .values(next_attempt_at=epoch_seconds(self._clock.now())))
-
-
-def _refused_for_good(exc: Exception) -> bool:
-    """The server refused every recipient with a permanent (5xx) reply: the mailbox does not
-    exist or never takes this mail. Other refusals (the sender, the content) may be settings being
-    fixed, and are retried."""
-    return (isinstance(exc, smtplib.SMTPRecipientsRefused) and bool(exc.recipients)
-            and all(code >= 500 for code, _ in exc.recipients.values()))
-
-
-class _Watchdog:
-    """Shuts the connection's sockets at a deadline, so that a server that stops answering, or
-    answers a byte at a time, holds the mailer no longer than that."""
-
-    def __init__(self, deadline: float):
-        self._deadline = deadline
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self.fired = False
-        self._timer = threading.Timer(max(deadline - time.monotonic(), 0), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def expired(self) -> bool:
-        return self.fired or time.monotonic() >= self._deadline
-
-    def timeout(self, most: float) -> float:
-        """A socket timeout: ``most``, or less to end by the deadline."""
-        return max(min(most, self._deadline - time.monotonic()), 0.1)
-
-    def watch(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
-        with self._lock:
-            self._sockets.append(sock)
-            if self.fired:
-                _shut(sock)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            for sock in self._sockets:
-                _shut(sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    # The plain socket's shutdown, even under TLS: the blocked read in the mailer's thread ends at
-    # once, and the TLS object it reads through is left to that thread to close.
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-class _WatchedSMTP(smtplib.SMTP):
-    def __init__(self, watchdog: _Watchdog, *args, **kwargs):
-        self._watchdog = watchdog
-        super().__init__(*args, **kwargs)
-
-    def _get_socket(self, host, port, timeout):
-        sock = super()._get_socket(host, port, timeout)
-        self._watchdog.watch(sock)
-        return sock
-
-
-class _WatchedSMTPSSL(smtplib.SMTP_SSL):
-    def __init__(self, watchdog: _Watchdog, *args, **kwargs):
-        self._watchdog = watchdog
-        super().__init__(*args, **kwargs)
-
-    def _get_socket(self, host, port, timeout):
-        sock = super()._get_socket(host, port, timeout)
-        self._watchdog.watch(sock)
-        return sock
