@@ -116,8 +116,8 @@ def _reserve(address: str, setting: str, held: ExitStack) -> str:
     except ValueError as exc:
         raise ConfigurationError(setting, str(exc)) from None
     if port != 0 and _answers(host, port):
-        raise ConfigurationError(setting, f"cannot serve on {address}: another process already listens there "
-                                          "(another server? each needs ports of its own)")
+        raise ConfigurationError(setting, f"cannot serve on {address}: address already in use, another process "
+                                          "already listens there (another server? each needs ports of its own)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     holder = socket.socket(family, socket.SOCK_STREAM)
     try:

@@ -55,7 +55,7 @@ def test_a_second_server_on_a_served_port_is_refused_and_the_first_serves_on(sta
         for variable, port in (("SIGNSERVER_SERVER_LISTEN", first.port), ("SIGNSERVER_HTTP_LISTEN", http_port)):
             result = serve(state_dir, **{variable: f"127.0.0.1:{port}"})
             assert result.returncode == CONFIGURATION_ERROR, result.stderr[-3000:]
-            assert "already listens" in result.stderr and "Traceback" not in result.stderr
+            assert "address already in use, another process already listens" in result.stderr and "Traceback" not in result.stderr
         assert first.process.poll() is None
         for _ in range(4):  # new connections, which both workers take in turn
             assert healthy(first, credentials)
