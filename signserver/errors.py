@@ -150,6 +150,11 @@ class Unauthenticated(SignServerError):
     reason = "APPLICATION_UNAUTHENTICATED"
 
 
+class NoCredentials(Unauthenticated):
+    """The calling application presented no credentials of a kind the surface takes at all (as
+    opposed to credentials that were refused): HTTP answers it with a bare challenge."""
+
+
 class PermissionDenied(SignServerError):
     """The caller is known but may not do this (another application's account, a role it lacks)."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import ssl
 
 from fastapi import Request
@@ -21,13 +22,15 @@ from signserver.accounts.model import Application
 from signserver.blocking_calls import calling_for
 from signserver.ca.client_forwarding import FORWARDED_CERTIFICATE_HEADER, balancer_certificate, caller_certificate_pem
 from signserver.ca.client_status import ClientCertificate, presented
-from signserver.errors import Unauthenticated
+from signserver.errors import InvalidArgument, NoCredentials, Unauthenticated
 from signserver.http.csc.context import CscContext, context_of
+from signserver.http.csc.errors import AUTHORIZATION, NO_CREDENTIALS
 from signserver.secret import Secret
 from signserver.service import SignService
 
-NO_CREDENTIALS = ("send a bearer access token (from auth/login or oauth2/token) in the Authorization header, "
-                  "or a registered client certificate")
+# RFC 9110 11.1's auth-scheme (a token) and RFC 6750 2.1's b64token.
+_AUTH_SCHEME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # One sentence for a wrong name or key and for a key and a certificate of two applications: it
 # must not tell whose key or certificate it is.
 BASIC_REFUSED = ("the application name and API key (and the client certificate, when one is presented) "
@@ -65,6 +68,33 @@ def _authorization(request: Request) -> tuple[str, str] | None:
     return (scheme.lower(), value.strip()) if scheme else None
 
 
+def bearer_token(request: Request) -> str | None:
+    """The access token of the request's Bearer Authorization header; None without one, or with
+    another scheme's credentials (which RFC 6750 3 answers as no credentials).
+
+    Raises: InvalidArgument (field AUTHORIZATION; RFC 6750 3.1's invalid_request): the header is
+        sent twice, its scheme is no token, or the Bearer scheme has no b64token after it.
+    """
+    if len(request.headers.getlist("authorization")) > 1:
+        raise InvalidArgument("send one Authorization header, not several", field=AUTHORIZATION)
+    found = _authorization(request)
+    if found is None:
+        return None
+    scheme, token = found
+    if not _AUTH_SCHEME.fullmatch(scheme):
+        raise InvalidArgument("the Authorization header is malformed: it starts with no authentication scheme",
+                              field=AUTHORIZATION)
+    if scheme != "bearer":
+        return None
+    if not token:
+        raise InvalidArgument("the Authorization header names the Bearer scheme but no access token",
+                              field=AUTHORIZATION)
+    if not _B64TOKEN.fullmatch(token):
+        raise InvalidArgument("the Authorization header's access token is malformed: one word of letters, "
+                              "digits and -._~+/ is expected after Bearer", field=AUTHORIZATION)
+    return token
+
+
 def basic_credentials(request: Request) -> tuple[str, Secret] | None:
     """The name and password of an HTTP Basic Authorization header, if the request has one.
 
@@ -100,18 +130,18 @@ async def _calling_application(request: Request) -> Application:
     token's state is read from the database on every request (a revocation holds at once on
     every worker).
 
-    Raises: Unauthenticated: neither, an unknown, expired or revoked token, a token bound to a
-        certificate the connection does not present, a certificate expired, revoked or
-        unregistered, or a token and a certificate of two applications.
+    Raises: Unauthenticated: neither, credentials of another scheme, an unknown, expired or
+        revoked token, a token bound to a certificate the connection does not present, a
+        certificate expired, revoked or unregistered, or a token and a certificate of two
+        applications; InvalidArgument: a malformed Authorization header (see bearer_token).
     """
     context: CscContext = context_of(request)
-    found = _authorization(request)
-    token = found[1] if found is not None and found[0] == "bearer" and found[1] else None
-    if found is not None and token is None:
-        raise Unauthenticated(NO_CREDENTIALS)
+    token = bearer_token(request)
+    if token is None and request.headers.get("authorization"):
+        raise NoCredentials(NO_CREDENTIALS)
     client = await client_certificate(request)
     if token is None and client is None:
-        raise Unauthenticated(NO_CREDENTIALS)
+        raise NoCredentials(NO_CREDENTIALS)
     by_token = None
     if token is not None:
         # One read by primary key on the prepared-statement path, here on the event loop, as a

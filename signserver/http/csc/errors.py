@@ -34,6 +34,13 @@ RETRY_AFTER_SECONDS = 1
 # CSC's description of a credentialID the server does not serve to this application, whatever the
 # reason: no such credential, another holder's, or a key gone missing.
 UNKNOWN_CREDENTIAL = "Invalid parameter credentialID: no such credential is available to this application"
+# The refusal of a request that brings no bearer token (none, or another scheme's credentials):
+# RFC 6750 3 answers it with the bare challenge, without an error code.
+NO_CREDENTIALS = ("send a bearer access token (from auth/login or oauth2/token) in the Authorization header, "
+                  "or a registered client certificate")
+# The field an InvalidArgument names when the Authorization header itself is malformed: RFC 6750
+# 3.1's invalid_request, 400, with the challenge saying so.
+AUTHORIZATION = "Authorization"
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,12 @@ def signserver_error_response(error: errors.SignServerError) -> JSONResponse:
     else:
         description = str(error)
     if mapped.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        # RFC 6750 3: a request without bearer credentials learns the scheme; a token refused
+        # (unknown, expired, revoked, bound to another certificate) learns it is invalid.
+        headers["WWW-Authenticate"] = ("Bearer" if isinstance(error, errors.NoCredentials)
+                                        else 'Bearer error="invalid_token"')
+    elif isinstance(error, errors.InvalidArgument) and error.field == AUTHORIZATION:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_request"'
     if mapped.status in (429, 503):
         headers["Retry-After"] = str(errors.retry_after_seconds(error, RETRY_AFTER_SECONDS))
     if isinstance(error, errors.AccountLocked):
