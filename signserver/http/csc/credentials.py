@@ -33,6 +33,10 @@ router = APIRouter(tags=["credentials"])
 
 MAX_ID = 64
 MAX_OTP = 16
+# The CSC API's identifier of the signatures this service makes: advanced electronic signatures
+# (the legal effect its holders' certificates give), never qualified ones (no qualified
+# certificate, no QSCD) nor seals (its credentials are natural persons').
+SIGNATURE_QUALIFIER = "eu_eidas_aes"
 EXTEND_REFUSED = ("a SAD cannot be extended: it is bound to the hashes the holder's factors authorised; "
                   "call credentials/authorize again with the PIN and OTP")
 
@@ -73,6 +77,7 @@ class AuthData(BaseModel):
 class AuthorizeRequest(CscRequest):
     credentialID: str = Field(min_length=1, max_length=MAX_ID)
     numSignatures: int = Field(ge=1)
+    signatureQualifier: str | None = Field(default=None, max_length=64)
     hashes: list[str] | None = None
     hashAlgorithmOID: str | None = Field(default=None, max_length=64)
     authData: list[AuthData] | None = Field(default=None, max_length=4)
@@ -86,6 +91,18 @@ class ExtendRequest(CscRequest):
     hashes: list[str] | None = None
     hashAlgorithmOID: str | None = None
     clientData: str | None = None
+
+
+def check_signature_qualifier(qualifier: str | None) -> None:
+    """A signatureQualifier the service meets: none, or SIGNATURE_QUALIFIER. A signature of another
+    type must not be made as an advanced one in the caller's name: it is refused instead.
+
+    Raises: InvalidArgument (field signatureQualifier): any other.
+    """
+    if qualifier is not None and qualifier != SIGNATURE_QUALIFIER:
+        raise InvalidArgument(f"Invalid parameter signatureQualifier: this service creates advanced electronic "
+                              f"signatures ({SIGNATURE_QUALIFIER}) only, not {qualifier[:64]!r}",
+                              field="signatureQualifier")
 
 
 def decode_hashes(values: list[str] | None, field: str, maximum: int) -> list[bytes]:
@@ -189,7 +206,7 @@ def info_body(service: SignService, application: Application, details: Credentia
               wanted: str, cert_info: bool, auth_info: bool) -> dict:
     credential = details.info.credential
     body = {"description": credential.description or f"signing credential of {credential.username}",
-            "key": key_body(details), "SCAL": "2", "multisign": service.signer.max_signatures, "lang": "en-US"}
+            "signatureQualifier": SIGNATURE_QUALIFIER, "key": key_body(details), "SCAL": "2", "multisign": service.signer.max_signatures, "lang": "en-US"}
     cert = certificate_body(details, status, wanted, cert_info)
     if cert is not None:
         body["cert"] = cert
@@ -293,8 +310,9 @@ async def authorize_credential(body: AuthorizeRequest, application: Application 
     """authData: PIN (the holder's password) and OTP. An unknown credential, one of an account
     the application may not serve, and a wrong factor are refused alike.
 
-    Raises: as :func:`authorize`.
+    Raises: as :func:`authorize`; InvalidArgument: a signatureQualifier the service does not meet.
     """
+    check_signature_qualifier(body.signatureQualifier)
     maximum = context.service.signer.max_signatures
     digests = decode_hashes(body.hashes, "hashes", maximum)
     hash_algorithm = (algorithms.hash_algorithm(body.hashAlgorithmOID) if body.hashAlgorithmOID

@@ -27,6 +27,7 @@ from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.http.csc import algorithms
 from signserver.http.csc.auth import calling_application
 from signserver.http.csc.context import CscContext, csc_context
+from signserver.http.csc.credentials import check_signature_qualifier
 from signserver.http.csc.errors import credential_lookup
 from signserver.http.csc.operations import keep_seconds, not_ready, poll_operation, start_operation
 from signserver.http.csc.signatures import sign_algo_params
@@ -100,7 +101,8 @@ class SignDocRequest(BaseModel):
     validity_period: int | None = Field(None, description="milliseconds an asynchronous outcome is kept (at most 600000)")
     response_uri: str | None = Field(None, description="not served: poll with signatures/signPolling")
     clientData: str | None = Field(None, max_length=1024)
-    signatureQualifier: str | None = None
+    signatureQualifier: str | None = Field(None, max_length=64, description='"eu_eidas_aes" (advanced electronic '
+                                          'signatures) or absent; any other is refused')
     returnValidationInfo: bool = Field(False, description="not served (info: validationInfo false); B-LT and "
                                                          "B-LTA documents carry their validation data")
 
@@ -352,6 +354,7 @@ async def sign_doc(request: SignDocRequest, application: Application = Depends(c
     SHA-256 digests, or by ``authData`` (PIN and OTP) for applications allowed one-call signing.
     With ``operationMode`` "A" the answer is a ``responseID`` for signatures/signPolling.
     A malformed request never spends the SAD: every check of what the client sent comes first."""
+    check_signature_qualifier(request.signatureQualifier)
     documents = _documents(context, request)  # a malformed request is refused now, not at the poll
     _authorisation(application, request)
     for document in request.documents or ():

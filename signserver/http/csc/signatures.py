@@ -18,7 +18,7 @@ from signserver.hsm.algorithms import SignatureAlgorithm
 from signserver.http.csc import algorithms
 from signserver.http.csc.auth import calling_application
 from signserver.http.csc.context import CscContext, csc_context
-from signserver.http.csc.credentials import MAX_ID, CscRequest, b64, decode_hashes
+from signserver.http.csc.credentials import MAX_ID, CscRequest, b64, check_signature_qualifier, decode_hashes
 from signserver.http.csc.errors import credential_lookup
 from signserver.http.csc.operations import keep_seconds, start_operation
 from signserver.secret import Secret
@@ -37,6 +37,7 @@ class SignHashRequest(CscRequest):
     hashAlgorithmOID: str | None = Field(default=None, max_length=64)
     signAlgo: str = Field(min_length=1, max_length=64)
     signAlgoParams: str | None = Field(default=None, max_length=1024)
+    signatureQualifier: str | None = Field(default=None, max_length=64)
     operationMode: Literal["S", "A"] = "S"
     validity_period: int | None = Field(default=None, ge=1)
     response_uri: str | None = None
@@ -76,8 +77,9 @@ async def sign_hash(body: SignHashRequest, application: Application = Depends(ca
     ``operationMode`` "A" the answer is a ``responseID`` for signatures/signPolling.
 
     Raises: as :func:`sign_hashes`; InvalidArgument (a ``response_uri``: no notification is
-        sent, the outcome is polled).
+        sent, the outcome is polled; a signatureQualifier the service does not meet).
     """
+    check_signature_qualifier(body.signatureQualifier)
     if body.response_uri:
         raise InvalidArgument("response_uri is not served: poll with signatures/signPolling")
     digests = decode_hashes(body.hashes, "hashes", context.service.signer.max_signatures)
