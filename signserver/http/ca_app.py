@@ -7,19 +7,34 @@ time-stamps on their own (``http.tsa_threads``), so a flood of time-stamps canno
 from signing. When a pool's queue is full, 503 with Retry-After. Time-stamps are limited per
 client address (``http.tsa_rate_per_second``, ``http.tsa_burst``): beyond, 429 with Retry-After.
 
+A POST's Content-Type is its endpoint's (application/ocsp-request, RFC 6960 A.1.1;
+application/timestamp-query, RFC 3161 3.4), or one that says nothing of the body: none, which
+RFC 9110 8.3 lets a recipient read as the data shows, application/octet-stream, and
+application/x-www-form-urlencoded, which curl --data-binary and Python's urllib send when the
+caller gives no type. The body is DER either way, and one that is not gets an OCSP or TSP
+refusal, so refusing those would only break scripts that work with every other responder. Any
+other type (JSON, HTML, a form, the other endpoint's) is a client's mistake: 415 naming the
+expected type, in the body and in Accept-Post.
+
 A POST takes only a body of a declared Content-Length of at most MAX_REQUEST_BODY bytes: without
 one 411 (a chunked body too), beyond it 413, and the connection is closed. A wrong method is 405
 with Allow, an unknown path 404. A failure of the service (the HSM does not answer) is 503 with
 Retry-After; a fault of the server's own is 500 and the connection closed. Both are logged at
 most once a minute (FaultLog), never with the request's body.
+
+A GET of a document that carries validators (a CRL, an OCSP response by GET) is conditional as
+RFC 7232 says: If-None-Match (weak comparison, "*") and, without it, If-Modified-Since answer
+304 with the caching header fields and no body when the client's copy is the current one.
 """
 
 from __future__ import annotations
 
+import email.utils
 import enum
 import functools
 import logging
 import math
+import re
 from http import HTTPStatus
 from typing import Awaitable, Callable
 
@@ -41,6 +56,10 @@ from signserver.service import SignService
 
 log = logging.getLogger(__name__)
 
+OCSP_REQUEST = "application/ocsp-request"
+TIME_STAMP_QUERY = "application/timestamp-query"
+# Types a client sends without meaning anything of the body (see the module's note).
+_UNDECLARED_TYPES = frozenset({"application/octet-stream", "application/x-www-form-urlencoded"})
 MAX_REQUEST_BODY = 64 * 1024  # an OCSP request or a time-stamp query is a few hundred bytes
 WAITING_PER_THREAD = 32  # requests queued per pool thread before 503: a second or so of work
 _METHOD_ORDER = ("GET", "HEAD", "POST")  # Allow lists them in this order
@@ -106,19 +125,20 @@ class CaApp:
                                   functools.partial(endpoints.ocsp, self._service, der, cacheable=True))
 
     async def _ocsp_post(self, request: Request) -> Response:
-        body = await _body(request)
+        body = await _body(request, OCSP_REQUEST)
         if isinstance(body, Response):
             return body
         return await self._answer(Lane.GENERAL, request, functools.partial(endpoints.ocsp, self._service, body))
 
     async def _time_stamp_post(self, request: Request) -> Response:
-        refusal = _body_refusal(request)
+        # Refused before a time-stamp of the client's share is taken.
+        refusal = _body_refusal(request) or _media_type_refusal(request, TIME_STAMP_QUERY)
         if refusal is not None:
             return refusal
         wait = self._time_stamp_limit.take(request.client.host if request.client else "unknown")
         if wait:
             return plain_answer(HTTPStatus.TOO_MANY_REQUESTS, ("Retry-After", str(max(1, math.ceil(wait)))))
-        body = await _body(request)
+        body = await _body(request, TIME_STAMP_QUERY)
         if isinstance(body, Response):
             return body
         return await self._answer(Lane.TIME_STAMPING, request,
@@ -140,7 +160,43 @@ class CaApp:
         except Exception:  # noqa: BLE001 - a bug must cost one answer, not the server
             self._bugs.record("HTTP %s failed unexpectedly", _quoted(request), with_traceback=True)
             return plain_answer(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)
-        return Response(document.body, media_type=document.media_type, headers=dict(document.headers))
+        headers = dict(document.headers)
+        if request.method in ("GET", "HEAD") and _not_modified(request, headers):
+            return Response(status_code=HTTPStatus.NOT_MODIFIED.value,
+                            headers={name: value for name, value in headers.items() if name in _NOT_MODIFIED_FIELDS})
+        return Response(document.body, media_type=document.media_type, headers=headers)
+
+
+# What a 304 repeats of the 200 it stands for (RFC 7232 4.1): the ETag names the copy, and the
+# caching fields refresh the cache's; Last-Modified is left out, as the ETag is there.
+_NOT_MODIFIED_FIELDS = ("ETag", "Cache-Control", "Expires")
+_ENTITY_TAG = re.compile(r'(?:W/)?"([^"]*)"')
+
+
+def _not_modified(request: Request, headers: dict[str, str]) -> bool:
+    """Whether the client's copy of the document whose header fields are ``headers`` is the
+    current one (RFC 7232 6): If-None-Match decides when sent (weak comparison, or "*");
+    otherwise If-Modified-Since, when it is a valid date not earlier than Last-Modified."""
+    etag = headers.get("ETag")
+    last_modified = headers.get("Last-Modified")
+    if etag is None and last_modified is None:
+        return False
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        if if_none_match.strip() == "*":
+            return True
+        current = _ENTITY_TAG.fullmatch(etag) if etag else None
+        return current is not None and current.group(1) in _ENTITY_TAG.findall(if_none_match)
+    if_modified_since = request.headers.get("if-modified-since")
+    if if_modified_since is None or last_modified is None:
+        return False
+    try:
+        since = email.utils.parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError):
+        return False  # an invalid date is ignored (RFC 7232 3.3)
+    if since.tzinfo is None:
+        return False  # not an HTTP-date (which is GMT)
+    return email.utils.parsedate_to_datetime(last_modified) <= since
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -169,9 +225,23 @@ def _body_refusal(request: Request) -> Response | None:
     return None
 
 
-async def _body(request: Request) -> bytes | Response:
-    """The body of a POST, or the answer that refuses it."""
-    refusal = _body_refusal(request)
+def _media_type_refusal(request: Request, expected: str) -> Response | None:
+    """The 415 answer to a POST whose Content-Type is neither ``expected`` nor one that says
+    nothing of the body (see the module's note); None when it is taken. The body is left unread,
+    so the connection closes."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return None
+    media_type = declared.split(";", 1)[0].strip().lower()
+    if media_type == expected or media_type in _UNDECLARED_TYPES:
+        return None
+    return plain_answer(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, ("Accept-Post", expected), close=True,
+                        detail=f"send the body as Content-Type: {expected}")
+
+
+async def _body(request: Request, media_type: str) -> bytes | Response:
+    """The body of a POST of ``media_type``, or the answer that refuses it."""
+    refusal = _body_refusal(request) or _media_type_refusal(request, media_type)
     if refusal is not None:
         return refusal
     try:
@@ -180,13 +250,14 @@ async def _body(request: Request) -> bytes | Response:
         return plain_answer(HTTPStatus.REQUEST_TIMEOUT, close=True)
 
 
-def plain_answer(status: HTTPStatus, *headers: tuple[str, str], close: bool = False) -> Response:
-    """A short plain-text answer that names only the status (never the request's content);
-    ``close``: the connection closes after it."""
+def plain_answer(status: HTTPStatus, *headers: tuple[str, str], close: bool = False, detail: str = "") -> Response:
+    """A short plain-text answer that names the status and, with ``detail``, what the client
+    should do (never the request's content); ``close``: the connection closes after it."""
     fields = dict(headers)
     if close:
         fields["Connection"] = "close"
-    return Response(f"{status.value} {status.phrase}\n", status_code=status.value,
+    text = f"{status.value} {status.phrase}\n" + (f"{detail}\n" if detail else "")
+    return Response(text, status_code=status.value,
                     media_type="text/plain; charset=utf-8", headers=fields)
 
 

@@ -22,6 +22,7 @@ import hashlib
 import urllib.parse
 from dataclasses import dataclass
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp as x509_ocsp
 
@@ -41,11 +42,19 @@ class Document:
 
 
 def crl(service: SignService, authority: str) -> Document:
-    """The latest CRL of ``authority`` (one of CRL_AUTHORITIES).
+    """The latest CRL of ``authority`` (one of CRL_AUTHORITIES), with the HTTP caching headers
+    RFC 5019 6.2 gives an OCSP response, from its thisUpdate and nextUpdate: a relying party, an
+    HTTP cache or a CDN keeps it until then and revalidates it by its ETag (a revocation signs a
+    new CRL at once, which a conditional GET then fetches).
 
     Raises: NotFound: none was published yet.
     """
-    return Document(service.ca.crl(authority), "application/pkix-crl")
+    der = service.ca.crl(authority)
+    published = x509.load_der_x509_crl(der)
+    next_update = published.next_update_utc
+    headers = (_caching(der, published.last_update_utc, next_update, service.clock.now())
+               if next_update is not None else ())  # this CA's CRLs always carry one
+    return Document(der, "application/pkix-crl", headers)
 
 
 def ca_certificate(service: SignService, which: str) -> Document:
@@ -77,6 +86,13 @@ def _ocsp_caching(der: bytes, now: datetime.datetime) -> tuple[tuple[str, str], 
     singles = list(response.responses)
     this_update = max(single.this_update_utc for single in singles)
     next_update = min(single.next_update_utc for single in singles)  # all carry one (ocsp_response)
+    return _caching(der, this_update, next_update, now)
+
+
+def _caching(der: bytes, this_update: datetime.datetime, next_update: datetime.datetime,
+             now: datetime.datetime) -> tuple[tuple[str, str], ...]:
+    """RFC 5019 6.2's header fields for a signed document valid from ``this_update`` to
+    ``next_update``: fresh in a cache until its nextUpdate, never after it."""
     max_age = max(0, int((next_update - now).total_seconds()))
     return (("Last-Modified", email.utils.format_datetime(this_update, usegmt=True)),
             ("Expires", email.utils.format_datetime(next_update, usegmt=True)),
