@@ -8,16 +8,20 @@ import argparse
 import datetime
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from signserver.cli.common import check_output, open_service, positive_int, seconds_up_to
 from signserver.cli.output import print_json, print_table
 from signserver.cli.pins import read_pin
+from signserver.cli.progress import ProgressLine
 from signserver.config import USER_PIN_ENV, Config
 from signserver.errors import InvalidArgument, NotFound
 from signserver.hsm import ceremony
+from signserver.hsm.master_keys import MasterKeyInfo
 from signserver.hsm.module import use_softhsm_config
+from signserver.hsm.pin_guard import PinGuard
 from signserver.hsm.sealing import SealingKey
 
 # Master rotation loads SQLAlchemy: the commands import it, so that building the parser (every
@@ -90,8 +94,13 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
     p.add_argument("--grace-seconds", type=_grace_seconds, default=RETIRE_GRACE_SECONDS, help=argparse.SUPPRESS)
 
     command("rewrap", cmd_rewrap, "re-wrap the packages of retiring master keys under the active one", passes)
-    command("retire", cmd_retire, "destroy the retiring master keys no package needs any more (and retired "
-                                  "ones this token still holds)")
+    p = command("retire", cmd_retire, "destroy the retiring master keys no package needs any more (and retired "
+                                      "ones this token still holds)")
+    p.add_argument("--orphans", action="store_true",
+                   help="also destroy the master keys on this token that the database never recorded (made by a "
+                        "rotation that stopped before recording them; `status` lists them as unrecorded); asks "
+                        "for confirmation")
+    p.add_argument("--yes", action="store_true", help="with --orphans: destroy them without asking")
 
     p = command("receive-begin", cmd_receive_begin, "ceremony, DESTINATION token: make a transport key pair and "
                                                     "write its public key")
@@ -150,25 +159,111 @@ def _has_active_master(service: SignService) -> bool:
     return True
 
 
+UNRECORDED = "unrecorded"
+
+
+@dataclass(frozen=True)
+class UnrecordedMaster:
+    """A master key on this token that the database never recorded, shaped as a MasterStatus."""
+
+    label: str
+    state: str  # UNRECORDED
+    check_value: str
+    created_at: None  # not known: a token keeps no date of a key's making, and the database no row
+    retired_at: None
+    packages: int  # 0: no package can name a key the database does not know
+    on_token: str  # "yes"
+
+
 def cmd_status(args, config: Config) -> int:
     # Also on a token that lacks a key: saying so is what the ON THIS TOKEN column is for.
-    _, rotation = _rotation(args, config, check_token=False)
+    service, rotation = _rotation(args, config, check_token=False)
     masters = rotation.status()
+    unrecorded = [UnrecordedMaster(info.label, UNRECORDED, info.check_value, None, None, 0, "yes")
+                  for info in _unrecorded(service, {m.label for m in masters})]
     if args.json:
-        print_json(masters)
+        print_json([*masters, *unrecorded])
         return 0
     print_table(["LABEL", "STATE", "CHECK VALUE", "PACKAGES", "ON THIS TOKEN", "CREATED", "RETIRED"],
-                [[m.label, m.state, m.check_value or "-", m.packages, m.on_token,
-                  m.created_at.isoformat(timespec="seconds"),
-                  m.retired_at.isoformat(timespec="seconds") if m.retired_at else ""] for m in masters],
+                [*([m.label, m.state, m.check_value or "-", m.packages, m.on_token,
+                    m.created_at.isoformat(timespec="seconds"),
+                    m.retired_at.isoformat(timespec="seconds") if m.retired_at else ""] for m in masters),
+                 *([m.label, m.state, m.check_value or "-", "-", m.on_token,
+                    "unknown", ""] for m in unrecorded)],
                 empty="no master key yet (the server makes the first on its first start)")
+    if unrecorded and masters:
+        print(f"\n{UNRECORDED}: on this token, but never recorded in the database (a rotation stopped between "
+              "making the key and recording it); no package uses it. "
+              "`signserver hsm master retire --orphans` destroys it.")
+    elif unrecorded:
+        print(f"\n{UNRECORDED}: on this token, but the database knows no master key: is this the token's "
+              "database? (A token readied by the key ceremony holds keys before its server's first start.)")
     return 0
+
+
+def _unrecorded(service: SignService, known: set[str]) -> list[MasterKeyInfo]:
+    """The master keys on this token whose labels the database does not record (``known``).
+
+    Raises: HsmError.
+    """
+    return [info for info in service.master_keys.on_token() if info.label not in known]
+
+
+def _recorded_labels(service: SignService) -> set[str]:
+    """Every master key label the database records, whatever its state. Raises: StoreUnavailable."""
+    from sqlalchemy import select
+
+    from signserver.store.schema import master_keys
+
+    with service.database.read() as conn:
+        return set(conn.execute(select(master_keys.c.label)).scalars())
+
+
+def _destroy_unrecorded(args, service: SignService) -> list[str] | None:
+    """Destroy, after confirmation, the master keys on this token the database never recorded.
+    Returns their labels, or None when the operator declined.
+
+    Each is checked against the database again just before it is destroyed: a key the database
+    records (another rotation that recorded it meanwhile) is never destroyed.
+
+    Raises: NotFound: the database records no master key at all (it cannot tell a key a rotation
+        left from one copied here by the key ceremony). InvalidArgument: no --yes and no terminal.
+        StoreUnavailable, HsmError.
+    """
+    known = _recorded_labels(service)
+    if not known:
+        raise NotFound("the database knows no master key, so it cannot tell a key a rotation left unrecorded from "
+                       "one copied here by the key ceremony: nothing destroyed (is this the token's database?)")
+    found = _unrecorded(service, known)
+    if not found:
+        return []
+    names = ", ".join(f"{info.label} (check value {info.check_value})" for info in found)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidArgument(f"destroying a master key cannot be undone: pass --yes to confirm ({names})")
+        answer = input(f"Destroy the master keys the database never recorded, {names}, for ever? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return None
+    destroyed = []
+    for info in found:
+        if info.label in _recorded_labels(service):
+            continue  # recorded meanwhile: a rotation's key after all
+        while service.master_keys.present(info.label):  # every object of that label: none is recorded
+            service.master_keys.destroy(info.label)
+        destroyed.append(info.label)
+    return destroyed
 
 
 def cmd_rotate(args, config: Config) -> int:
     _, rotation = _rotation(args, config, args.grace_seconds)
     rotated_at = time.monotonic()
-    label = rotation.rotate(OPERATOR, activate=not args.prepare)
+    try:
+        label = rotation.rotate(OPERATOR, activate=not args.prepare)
+    except KeyboardInterrupt:
+        print("\nthe rotation stopped: if it had made its key on the token but not recorded it, "
+              f"`signserver hsm master status` lists that key as {UNRECORDED} and "
+              "`signserver hsm master retire --orphans` destroys it", file=sys.stderr)
+        raise
     if args.prepare:
         _say(args, {"prepared": label}, f"generated {label} (pending): copy it to every other token with the key "
                                         f"ceremony, then run `signserver hsm master activate {label}`")
@@ -214,11 +309,22 @@ def cmd_rewrap(args, config: Config) -> int:
 
 
 def cmd_retire(args, config: Config) -> int:
-    _, rotation = _rotation(args, config)
+    service, rotation = _rotation(args, config)
+    unrecorded: list[str] = []
+    if args.orphans:  # first: a declined confirmation changes nothing
+        declined = _destroy_unrecorded(args, service)
+        if declined is None:
+            print("nothing destroyed")
+            return 1
+        unrecorded = declined
     retired = rotation.retire_unused(OPERATOR)
     destroyed = rotation.destroy_retired()
-    _say(args, {"retired": retired, "destroyed_on_this_token": destroyed},
-         f"retired: {', '.join(retired) or 'none'}; destroyed on this token: {', '.join(destroyed) or 'none'}")
+    value = {"retired": retired, "destroyed_on_this_token": destroyed}
+    text = f"retired: {', '.join(retired) or 'none'}; destroyed on this token: {', '.join(destroyed) or 'none'}"
+    if args.orphans:
+        value["destroyed_unrecorded"] = unrecorded
+        text += f"; destroyed unrecorded: {', '.join(unrecorded) or 'none'}"
+    _say(args, value, text)
     return 0
 
 
@@ -242,14 +348,16 @@ def _add(first: RewrapCounts, second: RewrapCounts) -> RewrapCounts:
                         failed=second.failed, failed_key_ids=second.failed_key_ids, remaining=second.remaining)
 
 
-def _progress_line():
-    """Progress to standard error: one line rewritten on a terminal, a line per batch elsewhere."""
-    terminal = sys.stderr.isatty()
+def _progress_line(clock: Callable[[], float] = time.monotonic, stream: TextIO | None = None):
+    """The pass's progress on standard error, every few seconds with its rate (as the other long
+    commands report theirs, signserver/cli/progress.py), on a terminal or not, and once every
+    package is re-wrapped: the pass reports each batch."""
+    line = ProgressLine(clock, stream)
+    line.due()  # the pass starts now
 
     def show(done: int, total: int, per_second: float) -> None:
-        line = f"re-wrapped {done}/{total} packages ({per_second:.0f}/s)"
-        end = "\n" if not terminal or done >= total else ""
-        print(("\r" + line) if terminal else line, end=end, file=sys.stderr, flush=True)
+        if line.due() is not None or done >= total:
+            line.show(f"re-wrapped {done}/{total} packages ({per_second:.0f}/s)")
     return show
 
 
@@ -282,7 +390,8 @@ def cmd_export(args, config: Config) -> int:
     service.keys.session.close()  # one login at a time: the security officer's comes next
     use_softhsm_config(config.hsm.softhsm2_conf)
     module = args.module or config.hsm.module
-    trusted = ceremony.trust_transport_key(module, args.token or config.hsm.token_label, so_pin, transport_pem)
+    trusted = ceremony.trust_transport_key(module, args.token or config.hsm.token_label, so_pin, transport_pem,
+                                           PinGuard.for_config(config.hsm, config.state_dir))
     try:
         wrapped = ceremony.export_keys(service.keys.session, service.master_keys, sealing, labels, trusted)
     except BaseException:  # Ctrl-C included

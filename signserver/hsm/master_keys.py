@@ -60,6 +60,12 @@ def master_label(number: int) -> str:
     return f"{MASTER_LABEL_PREFIX}{number}"
 
 
+def master_number(label: str) -> int | None:
+    """N of ``signserver-master-N``, or None for a label that is no master key's."""
+    suffix = label[len(MASTER_LABEL_PREFIX):] if label.startswith(MASTER_LABEL_PREFIX) else ""
+    return int(suffix) if suffix.isdigit() else None
+
+
 class MasterKeys:
     """Creates, finds (once per session) and destroys master keys on the token."""
 
@@ -96,6 +102,22 @@ class MasterKeys:
             except KeyNotFound:
                 return False
         return self._session.run(look, f"look for the master key {label!r}")
+
+    def on_token(self) -> list[MasterKeyInfo]:
+        """Every master key the token holds (labelled ``signserver-master-N``), by number, with
+        its check value. Searches the token's secret keys: for administrators, not for request
+        paths.
+
+        Raises: HsmError.
+        """
+        def search(session: pkcs11.Session) -> list[MasterKeyInfo]:
+            found = []
+            for key in self._session.find(session, {Attribute.CLASS: ObjectClass.SECRET_KEY}):
+                label = key.label or ""
+                if master_number(label) is not None:
+                    found.append(MasterKeyInfo(label, master_check_value(session, key)))
+            return sorted(found, key=lambda info: (master_number(info.label), info.check_value))
+        return self._session.run(search, "list the master keys on the token")
 
     def destroy(self, label: str) -> None:
         """Destroy the master key (every package it still wraps becomes unusable).
