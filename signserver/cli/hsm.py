@@ -20,7 +20,7 @@ from signserver.hsm.admin import SlotStatus, TokenAdministrator, check_signature
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import KeyInfo
 from signserver.hsm.module import use_softhsm_config
-from signserver.hsm.pin_guard import RefusedPins, refused_pins_file
+from signserver.hsm.pin_guard import PinGuard, RefusedPins, refused_pins_file
 from signserver.secret import Secret
 
 SO_PIN_ENV = "SIGNSERVER_HSM_SO_PIN"
@@ -364,7 +364,8 @@ def cmd_change_so_pin(args, config: Config) -> int:
     old = read_pin("current SO PIN", SO_PIN_ENV, args.so_pin_file)
     new = read_pin("new SO PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
     label = args.token or config.hsm.token_label
-    TokenAdministrator(_module(args, config)).change_so_pin(label, old, new)
+    TokenAdministrator(_module(args, config)).change_so_pin(label, old, new,
+                                                            PinGuard.for_config(config.hsm, config.state_dir))
     _changed(args, label, "SO PIN", f"changed the SO PIN of token {label!r}")
     return 0
 
@@ -374,7 +375,7 @@ def cmd_unblock_pin(args, config: Config) -> int:
     new = read_pin("new user PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
     label = args.token or config.hsm.token_label
     admin = TokenAdministrator(_module(args, config))
-    admin.unblock_user_pin(label, so_pin, new)
+    admin.unblock_user_pin(label, so_pin, new, PinGuard.for_config(config.hsm, config.state_dir))
     _changed(args, label, "user PIN", f"set a new user PIN on token {label!r}")
     _forget_refusals(config, admin, label)
     return 0

@@ -31,6 +31,7 @@ from signserver.errors import (
 from signserver.hsm.algorithms import SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.hsm.module import load_module, pkcs11_lock, raw_module
+from signserver.hsm.pin_guard import PinGuard
 from signserver.hsm.session import TokenSession, find_token
 from signserver.hsm.pin_rules import PinLengths, read_pin_lengths
 from signserver.hsm.translate import translate, translate_return_value
@@ -197,33 +198,38 @@ class TokenAdministrator:
                            lambda s: s.set_pin(old_pin.reveal(), new_pin.reveal()), "change the user PIN")
         log.info("changed the user PIN of token %r", token_label)
 
-    def change_so_pin(self, token_label: str, old_pin: Secret, new_pin: Secret) -> None:
+    def change_so_pin(self, token_label: str, old_pin: Secret, new_pin: Secret, guard: PinGuard | None = None) -> None:
         """Change the security officer's PIN with the current one (C_SetPIN as the SO), e.g.
-        the factory SO PIN a token came with.
+        the factory SO PIN a token came with. The SO logs in through ``guard`` where there is one
+        (see :meth:`PinGuard.login_so`).
 
-        Raises: TokenNotFound, HsmLoginFailed (wrong old SO PIN), HsmPinLocked (SO PIN locked),
-        InvalidArgument (empty, or outside the token's PIN lengths), HsmError.
+        Raises: TokenNotFound, HsmLoginFailed (wrong old SO PIN), HsmLoginWithheld (the guard did
+        not try it), HsmPinLocked (SO PIN locked), InvalidArgument (empty, or outside the token's
+        PIN lengths), ConfigurationError (the guard's refusals file), HsmError.
         """
         if not new_pin or not old_pin:
             raise InvalidArgument("the SO PINs must not be empty")
         self._with_session(token_label, None, old_pin, ("new SO PIN", new_pin),
-                           lambda s: s.set_pin(old_pin.reveal(), new_pin.reveal()), "change the SO PIN")
+                           lambda s: s.set_pin(old_pin.reveal(), new_pin.reveal()), "change the SO PIN", guard)
         log.info("changed the SO PIN of token %r", token_label)
 
-    def unblock_user_pin(self, token_label: str, so_pin: Secret, new_user_pin: Secret) -> None:
+    def unblock_user_pin(self, token_label: str, so_pin: Secret, new_user_pin: Secret,
+                         guard: PinGuard | None = None) -> None:
         """The security officer sets a new user PIN, which also unblocks a locked one (C_InitPIN).
+        The SO logs in through ``guard`` where there is one (see :meth:`PinGuard.login_so`).
 
-        Raises: TokenNotFound, HsmLoginFailed (wrong SO PIN), HsmPinLocked (SO PIN locked),
-        InvalidArgument (empty, or outside the token's PIN lengths), HsmError.
+        Raises: TokenNotFound, HsmLoginFailed (wrong SO PIN), HsmLoginWithheld (the guard did not
+        try it), HsmPinLocked (SO PIN locked), InvalidArgument (empty, or outside the token's PIN
+        lengths), ConfigurationError (the guard's refusals file), HsmError.
         """
         if not new_user_pin:
             raise InvalidArgument("the new PIN must not be empty")
         self._with_session(token_label, None, so_pin, ("new user PIN", new_user_pin),
-                           lambda s: s.init_pin(new_user_pin.reveal()), "unblock the user PIN")
+                           lambda s: s.init_pin(new_user_pin.reveal()), "unblock the user PIN", guard)
         log.info("security officer set a new user PIN on token %r", token_label)
 
     def _with_session(self, token_label, user_pin: Secret | None, so_pin: Secret | None,
-                      new_pin: tuple[str, Secret], operation, doing):
+                      new_pin: tuple[str, Secret], operation, doing, guard: PinGuard | None = None):
         with pkcs11_lock():
             lib = load_module(self.module)
             token = find_token(lib, token_label, self.module)
@@ -231,11 +237,12 @@ class TokenAdministrator:
             # Checked before the login, so that a PIN the token would refuse costs no try.
             read_pin_lengths(self.module, token.slot.slot_id).check(pin, what)
             try:
-                with token.open(
-                    rw=True,
-                    user_pin=user_pin.reveal() if user_pin else None,
-                    so_pin=so_pin.reveal() if so_pin else None,
-                ) as session:
+                if so_pin and guard is not None:
+                    opened = guard.login_so(token, so_pin)
+                else:
+                    opened = token.open(rw=True, user_pin=user_pin.reveal() if user_pin else None,
+                                        so_pin=so_pin.reveal() if so_pin else None)
+                with opened as session:
                     operation(session)
             except p11.PKCS11Error as exc:
                 raise translate(exc, doing) from exc

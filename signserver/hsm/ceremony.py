@@ -38,6 +38,7 @@ from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from signserver.errors import AlreadyExists, DataCorrupted, InvalidArgument, KeyNotFound
 from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys, encrypted_block
 from signserver.hsm.module import load_module, pkcs11_lock
+from signserver.hsm.pin_guard import PinGuard
 from signserver.hsm.sealing import SEALING_MAC_TEMPLATE, SEALING_TEMPLATE, SealingKey
 from signserver.hsm.session import TokenSession, find_token
 from signserver.hsm.translate import translate
@@ -260,14 +261,20 @@ def begin_receiving(session: TokenSession) -> TransportKey:
 
 # --- source: trust the transport key, wrap the shared keys under it ---------------------------
 
-def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, transport_pem: bytes) -> str:
+def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, transport_pem: bytes,
+                        guard: PinGuard | None = None) -> str:
     """As the security officer, store the transport public key on the source token marked
     trusted (the only key the master key may be wrapped under). Returns its fingerprint.
+
+    The SO logs in through ``guard`` (the configuration's, see signserver/hsm/pin_guard.py): a
+    wrong SO PIN is remembered and not tried again, and no SO login is tried while the token
+    reports wrong SO tries. Without one, the PIN is tried as given.
 
     Call with no user session open in this process (a token has one login at a time).
 
     Raises: InvalidArgument (not a transport key), TokenNotFound, HsmLoginFailed (SO PIN),
-        HsmPinLocked, HsmError.
+        HsmLoginWithheld (the SO PIN was refused before, or the token reports wrong SO tries),
+        HsmPinLocked (the SO PIN is locked), ConfigurationError (the refusals file), HsmError.
     """
     public = read_transport_key(transport_pem)
     key_print = fingerprint(public)
@@ -275,7 +282,9 @@ def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, t
     with pkcs11_lock():
         token = find_token(load_module(module), token_label, module)
         try:
-            with token.open(rw=True, so_pin=so_pin.reveal()) as session:
+            opened = (guard.login_so(token, so_pin) if guard is not None
+                      else token.open(rw=True, so_pin=so_pin.reveal()))
+            with opened as session:
                 session.create_object({
                     Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA,
                     Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.TRUSTED: True,

@@ -16,6 +16,11 @@ within a second. Before each login a :class:`PinGuard`
 
 Logins through guards that share a file are serialised across processes by a lock file beside
 it, so that processes started together with a wrong PIN reach the token once.
+
+The security officer's logins (the key ceremony's export, `hsm unblock-pin`, `hsm change-so-pin`)
+go through the same guard (:meth:`PinGuard.login_so`), by the same rules on the token's SO flags
+(SO_PIN_LOCKED, SO_PIN_COUNT_LOW, SO_PIN_FINAL_TRY), with SO PINs remembered apart from user PINs:
+a locked SO PIN cannot be unblocked at all, only the token re-initialised, which erases its keys.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from signserver.secret import Secret
 log = logging.getLogger(__name__)
 
 COUNT_LOW_SETTING = "hsm.login_when_pin_count_low"
+USER, SO = "user", "so"  # whose PIN: the token's user's, or its security officer's
 UNBLOCK_COMMAND = "signserver hsm unblock-pin"
 # As costly as a password hash: a refused PIN is often a near miss of the right one, and PINs are
 # short (openCryptoki: 4 to 8 characters). The cost is paid once per login, not per request. (On the
@@ -54,12 +60,16 @@ def refused_pins_file(state_dir: Path) -> Path:
     return state_dir / "hsm" / "refused-pins.json"
 
 
-def login_refusal(flags: TokenFlag, token_label: str, allow_count_low: bool) -> SignServerError | None:
-    """Why not to log in to a token reporting ``flags`` (read just before C_Login), or None.
+def login_refusal(flags: TokenFlag, token_label: str, allow_count_low: bool,
+                  role: str = USER) -> SignServerError | None:
+    """Why not to log in as ``role`` (USER or SO) to a token reporting ``flags`` (read just
+    before C_Login), or None.
 
     ``allow_count_low``: an administrator allowed logging in after wrong tries, or the PIN was
     already accepted by this token in this process.
     """
+    if role == SO:
+        return _so_login_refusal(flags, token_label, allow_count_low)
     if flags & TokenFlag.USER_PIN_LOCKED:
         return HsmPinLocked(
             f"the user PIN of token {token_label!r} is locked after too many wrong tries; the security "
@@ -82,9 +92,34 @@ def login_refusal(flags: TokenFlag, token_label: str, allow_count_low: bool) -> 
     )
 
 
+def _so_login_refusal(flags: TokenFlag, token_label: str, allow_count_low: bool) -> SignServerError | None:
+    """:func:`login_refusal` for the security officer."""
+    if flags & TokenFlag.SO_PIN_LOCKED:
+        return HsmPinLocked(
+            f"the SO PIN of token {token_label!r} is locked after too many wrong tries: nobody can act as its "
+            "security officer (the key ceremony's export, unblocking the user PIN) until the token is "
+            "initialised again, which erases its keys"
+        )
+    if allow_count_low:
+        return None
+    if flags & TokenFlag.SO_PIN_FINAL_TRY:
+        state = "that one more wrong SO PIN locks it (SO_PIN_FINAL_TRY)"
+    elif flags & TokenFlag.SO_PIN_COUNT_LOW:
+        state = "wrong SO PINs since its last successful SO login (SO_PIN_COUNT_LOW)"
+    else:
+        return None
+    return HsmLoginWithheld(
+        f"the token {token_label!r} reports {state}; signserver does not log in as its security officer, "
+        "since a wrong SO PIN could lock it, and a locked SO PIN is never unblocked. Check the SO PIN, then "
+        f"allow a login with {COUNT_LOW_SETTING} = true (or {env_name(COUNT_LOW_SETTING)}=true) for this one "
+        "command: a successful login clears the report"
+    )
+
+
 class RefusedPins:
     """PINs a token refused, remembered across processes in one JSON file (mode 0600): for each,
-    the token's serial and label and a salted argon2id hash of the PIN, never the PIN."""
+    the token's serial and label, whose PIN it was (``role``: USER or SO; entries without one are
+    user PINs) and a salted argon2id hash of the PIN, never the PIN."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -107,13 +142,14 @@ class RefusedPins:
         finally:
             os.close(fd)  # releases the lock
 
-    def refused(self, serial: str, label: str, pin: Secret) -> bool:
-        """Whether the token ``serial``/``label`` refused ``pin`` before.
+    def refused(self, serial: str, label: str, pin: Secret, role: str = USER) -> bool:
+        """Whether the token ``serial``/``label`` refused ``pin`` as ``role``'s PIN before.
 
         Raises: ConfigurationError: the file cannot be read.
         """
         for entry in self._entries():
-            if entry.get("token_serial") == serial and entry.get("token_label") == label:
+            if (entry.get("token_serial") == serial and entry.get("token_label") == label
+                    and entry.get("role", USER) == role):
                 try:
                     if _HASHER.verify(entry.get("pin_hash", ""), pin.reveal()):
                         return True
@@ -121,23 +157,31 @@ class RefusedPins:
                     continue
         return False
 
-    def remember(self, serial: str, label: str, pin: Secret) -> None:
-        """Record that the token refused ``pin``. Raises: ConfigurationError."""
+    def remember(self, serial: str, label: str, pin: Secret, role: str = USER) -> None:
+        """Record that the token refused ``pin`` as ``role``'s PIN. Raises: ConfigurationError."""
         entry = {"token_serial": serial, "token_label": label, "pin_hash": _HASHER.hash(pin.reveal())}
+        if role != USER:
+            entry["role"] = role
         self._write([*self._entries(), entry])
 
-    def forget(self, serial: str, label: str) -> bool:
-        """Drop the refusals recorded for a token; whether there were any. Raises: ConfigurationError."""
+    def forget(self, serial: str, label: str, role: str = USER) -> bool:
+        """Drop the refusals of ``role``'s PINs recorded for a token; whether there were any.
+
+        Raises: ConfigurationError.
+        """
         entries = self._entries()
-        kept = [e for e in entries if (e.get("token_serial"), e.get("token_label")) != (serial, label)]
+        kept = [e for e in entries
+                if (e.get("token_serial"), e.get("token_label"), e.get("role", USER)) != (serial, label, role)]
         if len(kept) == len(entries):
             return False
         self._write(kept)
         return True
 
-    def count(self, label: str) -> int:
-        """How many refusals are recorded for tokens labelled ``label``. Raises: ConfigurationError."""
-        return sum(1 for e in self._entries() if e.get("token_label") == label)
+    def count(self, label: str, role: str | None = None) -> int:
+        """How many refusals (of ``role``'s PINs, or anyone's) are recorded for tokens labelled
+        ``label``. Raises: ConfigurationError."""
+        return sum(1 for e in self._entries()
+                   if e.get("token_label") == label and role in (None, e.get("role", USER)))
 
     def _entries(self) -> list[dict]:
         try:
@@ -169,7 +213,7 @@ class PinGuard:
     def __init__(self, refusals: RefusedPins | None = None, login_when_pin_count_low: bool = False):
         self.refusals = refusals
         self.login_when_pin_count_low = login_when_pin_count_low
-        self._accepted: set[tuple[str, str]] = set()  # tokens that accepted the PIN in this process
+        self._accepted: set[tuple[str, str, str]] = set()  # tokens that accepted the PIN in this process, per role
 
     @classmethod
     def for_config(cls, hsm: HsmConfig, state_dir: Path) -> "PinGuard":
@@ -187,41 +231,64 @@ class PinGuard:
             ConfigurationError: the refusals file cannot be read or written.
             pkcs11.PKCS11Error: from the token (PinIncorrect when it refuses the PIN), untranslated.
         """
+        return self._guarded(token, pin, USER)
+
+    def login_so(self, token: pkcs11.Token, so_pin: Secret) -> pkcs11.Session:
+        """Open a read-write session on ``token`` logged in as its security officer with
+        ``so_pin``, if that is safe: by the rules of :meth:`login`, on the token's SO flags and
+        the SO PINs it refused.
+
+        Call with the PKCS#11 lock held and no other session of this process logged in.
+
+        Raises:
+            HsmPinLocked: the token reports the SO PIN locked.
+            HsmLoginWithheld: the SO PIN was refused before, or the token reports wrong SO tries.
+            ConfigurationError: the refusals file cannot be read or written.
+            pkcs11.PKCS11Error: from the token (PinIncorrect when it refuses the PIN), untranslated.
+        """
+        return self._guarded(token, so_pin, SO)
+
+    def _guarded(self, token: pkcs11.Token, pin: Secret, role: str) -> pkcs11.Session:
         if self.refusals is None:
-            return self._try(token, pin)
+            return self._try(token, pin, role)
         with self.refusals.exclusive():
             token = token.slot.get_token()  # fresh flags: another process may have logged in meanwhile
-            return self._try(token, pin)
+            return self._try(token, pin, role)
 
-    def _try(self, token: pkcs11.Token, pin: Secret) -> pkcs11.Session:
+    def _try(self, token: pkcs11.Token, pin: Secret, role: str) -> pkcs11.Session:
         serial = token.serial.decode("ascii", "replace").strip()
-        identity = (serial, token.label)
-        if self.refusals is not None and self.refusals.refused(serial, token.label, pin):
+        identity = (serial, token.label, role)
+        which = "the configured PIN" if role == USER else "this SO PIN"
+        if self.refusals is not None and self.refusals.refused(serial, token.label, pin, role):
             raise HsmLoginWithheld(
-                f"the token {token.label!r} refused the configured PIN before (remembered in "
-                f"{self.refusals.path}); signserver does not try it again, so that the token does not "
-                "lock it. Correct the configured PIN; if the token's PIN has since been set to this "
-                f"value, remove {self.refusals.path}"
+                f"the token {token.label!r} refused {which} before (remembered in {self.refusals.path}); "
+                "signserver does not try it again, so that the token does not lock it. "
+                f"{'Correct the configured PIN' if role == USER else 'Give the right SO PIN'}; if the token's "
+                f"{'PIN' if role == USER else 'SO PIN'} has since been set to this value, remove {self.refusals.path}"
             )
         refusal = login_refusal(token.flags, token.label,
-                                self.login_when_pin_count_low or identity in self._accepted)
+                                self.login_when_pin_count_low or identity in self._accepted, role)
         if refusal is not None:
             raise refusal
         try:
-            session = token.open(rw=True, user_pin=pin.reveal())
+            if role == SO:
+                session = token.open(rw=True, so_pin=pin.reveal())
+            else:
+                session = token.open(rw=True, user_pin=pin.reveal())
         except p11.PinIncorrect:
             if self.refusals is not None:
                 try:
-                    self.refusals.remember(serial, token.label, pin)
-                    log.warning("the token %r refused the configured PIN; remembered in %s, not tried again",
-                                token.label, self.refusals.path)
+                    self.refusals.remember(serial, token.label, pin, role)
+                    log.warning("the token %r refused %s; remembered in %s, not tried again",
+                                token.label, which, self.refusals.path)
                 except ConfigurationError as exc:
                     # The refusal itself must reach the caller, which then never tries the PIN again
                     # in this process; only other processes lose the memory of it.
-                    log.error("the token %r refused the configured PIN, which could not be remembered for "
-                              "other processes: %s", token.label, exc)
+                    log.error("the token %r refused %s, which could not be remembered for other processes: %s",
+                              token.label, which, exc)
             raise
         self._accepted.add(identity)
-        if self.refusals is not None and self.refusals.forget(serial, token.label):
-            log.info("the token %r accepted the configured PIN: its earlier refusals are forgotten", token.label)
+        if self.refusals is not None and self.refusals.forget(serial, token.label, role):
+            log.info("the token %r accepted %s: its earlier refusals are forgotten", token.label,
+                     "the configured PIN" if role == USER else "an SO PIN")
         return session
