@@ -283,7 +283,7 @@ def test_cli_rotates_rewraps_with_progress_and_retires(service, clock, state_dir
 
     rotated = cli("rotate", "--grace-seconds", "0", "--batch", "2")
     assert rotated.returncode == 0, rotated.stderr
-    assert "re-wrapped 2/3 packages (" in rotated.stderr and "re-wrapped 3/3 packages (" in rotated.stderr
+    assert "re-wrapped 3/3 packages (" in rotated.stderr and "re-wrapped 2/3 packages (" not in rotated.stderr
     assert f"retired and destroyed {old}" in rotated.stdout
 
     status = cli("status", "--json")
