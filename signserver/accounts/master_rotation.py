@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, text, update
 
 from signserver.accounts.packages import SigningPackages
 from signserver.audit.log import AuditLog
@@ -94,7 +94,7 @@ class MasterRotation:
         (once the key ceremony copied it to the other tokens). Returns its label.
 
         Raises: ConfigurationError: no master key yet (the server makes the first one).
-            HsmError.
+            KeyNotFound: the key it made was destroyed before it was recorded. HsmError.
         """
         with self._database.read() as conn:
             self._packages.active_master(conn)  # a rotation replaces a master: there must be one
@@ -109,6 +109,12 @@ class MasterRotation:
                 number += 1
         now = self._clock.now()
         with self._database.transaction() as conn:
+            lock_master_keys(conn)
+            # Recorded only while the key is there: `retire --orphans` destroys keys nobody
+            # recorded, under the same lock, and may have taken this one for such a key.
+            if not self._masters.present(label):
+                raise KeyNotFound(f"the master key {label} this rotation made is no longer on the token "
+                                  "(destroyed as unrecorded meanwhile?): nothing was rotated; rotate again")
             previous = None
             if activate:
                 previous = conn.execute(select(master_keys.c.label).where(master_keys.c.state == ACTIVE)).scalar()
@@ -308,6 +314,17 @@ class MasterRotation:
         return conn.execute(select(func.count()).select_from(signing_packages).where(
             signing_packages.c.master_label.in_(labels),
             signing_packages.c.wrapped_package_key.is_not(None))).scalar()
+
+
+def lock_master_keys(conn: Connection) -> None:
+    """Take the master-key table's lock for the rest of ``conn``'s write transaction, so that
+    recording a new key and destroying keys nobody recorded take turns (on SQLite a write
+    transaction holds the database's one write lock already).
+
+    Raises: StoreUnavailable: the lock stays held by another.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE master_keys IN SHARE ROW EXCLUSIVE MODE"))
 
 
 def _number(label: str) -> int:

@@ -223,13 +223,19 @@ def _destroy_unrecorded(args, service: SignService) -> list[str] | None:
     """Destroy, after confirmation, the master keys on this token the database never recorded.
     Returns their labels, or None when the operator declined.
 
-    Each is checked against the database again just before it is destroyed: a key the database
-    records (another rotation that recorded it meanwhile) is never destroyed.
+    Each is checked against the database again, under the lock a rotation records its key with
+    (MasterRotation.rotate checks under it that its key is still there): a key the database records
+    is never destroyed.
 
     Raises: NotFound: the database records no master key at all (it cannot tell a key a rotation
         left from one copied here by the key ceremony). InvalidArgument: no --yes and no terminal.
         StoreUnavailable, HsmError.
     """
+    from sqlalchemy import select
+
+    from signserver.accounts.master_rotation import lock_master_keys
+    from signserver.store.schema import master_keys
+
     known = _recorded_labels(service)
     if not known:
         raise NotFound("the database knows no master key, so it cannot tell a key a rotation left unrecorded from "
@@ -245,12 +251,17 @@ def _destroy_unrecorded(args, service: SignService) -> list[str] | None:
         if answer.strip().lower() not in ("y", "yes"):
             return None
     destroyed = []
-    for info in found:
-        if info.label in _recorded_labels(service):
-            continue  # recorded meanwhile: a rotation's key after all
-        while service.master_keys.present(info.label):  # every object of that label: none is recorded
-            service.master_keys.destroy(info.label)
-        destroyed.append(info.label)
+    with service.database.transaction() as conn:
+        # Under the lock a rotation records its key with, and which it records a key under only
+        # if the key is still there: a key recorded is never destroyed, nor one destroyed recorded.
+        lock_master_keys(conn)
+        recorded = set(conn.execute(select(master_keys.c.label)).scalars())
+        for info in found:
+            if info.label in recorded:
+                continue  # recorded since the list above: a rotation's key after all
+            while service.master_keys.present(info.label):  # every object of that label: none is recorded
+                service.master_keys.destroy(info.label)
+            destroyed.append(info.label)
     return destroyed
 
 

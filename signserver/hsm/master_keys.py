@@ -94,13 +94,16 @@ class MasterKeys:
                                  f"read the master key {label!r}")
 
     def present(self, label: str) -> bool:
-        """Whether the token holds the master key. Raises: HsmError."""
+        """Whether the token holds the master key now: searched, not from the cache, for another
+        process may have destroyed it. For administrators, not for request paths.
+
+        Raises: HsmError.
+        """
         def look(session: pkcs11.Session) -> bool:
-            try:
-                self.handle(session, label)
+            if self._find(session, label) is not None:
                 return True
-            except KeyNotFound:
-                return False
+            self._session.cache.pop(("master", label), None)
+            return False
         return self._session.run(look, f"look for the master key {label!r}")
 
     def on_token(self) -> list[MasterKeyInfo]:

@@ -194,3 +194,54 @@ def test_retire_orphans_on_a_database_that_knows_no_master_key_destroys_nothing(
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused
     assert "knows no master key" in refused.stderr
     assert master_labels_on_token(config, token) == on_token
+
+
+def test_retire_orphans_beside_a_rotation_never_leaves_a_recorded_key_off_the_token(config, state_dir, token,
+                                                                                    tmp_path):
+    """`retire --orphans` run while a rotation has made its key and waits to record it sees that key
+    as unrecorded. Whichever of the two then goes first, the database never records a key the token
+    no longer holds: the destruction and the recording take turns under one lock, and the rotation
+    records its key only if it is still there."""
+    first_master(config, token, tmp_path)
+    before = master_labels_on_token(config, token)
+    env = environment(state_dir, tmp_path)
+    rotate_out, retire_out = tmp_path / "rotate.out", tmp_path / "retire.out"
+    with database_writes_held(tmp_path), rotate_out.open("w") as rotate_sink, retire_out.open("w") as retire_sink:
+        rotating = subprocess.Popen(
+            [str(SIGNSERVER), "hsm", "master", "rotate", "--grace-seconds", "0", "--token", token],
+            env=env, stdout=rotate_sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        retiring = None
+        try:
+            deadline = time.monotonic() + 60
+            while master_labels_on_token(config, token) == before:
+                assert rotating.poll() is None, rotate_out.read_text()
+                assert time.monotonic() < deadline, "the rotation made no key"
+                time.sleep(0.1)
+            retiring = subprocess.Popen(
+                [str(SIGNSERVER), "hsm", "master", "retire", "--orphans", "--yes", "--json", "--token", token],
+                env=env, stdout=retire_sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # Long enough for the retirement to find the key and reach its destruction (or, without
+            # the lock, to destroy it), well within the database's wait for its lock.
+            time.sleep(6)
+        except BaseException:
+            for process in (rotating, retiring):
+                if process is not None:
+                    process.kill()
+                    process.wait()
+            raise
+    rotated, retired = rotating.wait(120), retiring.wait(120)
+    said = rotate_out.read_text() + retire_out.read_text()
+    assert "Traceback" not in said, said
+    assert retired == 0, said
+
+    on_token = set(master_labels_on_token(config, token))
+    recorded = status(state_dir, tmp_path, token)
+    in_use = [m for m in recorded if m["state"] != "retired"]  # a retired key is destroyed: rightly gone
+    assert {m["label"] for m in in_use} <= on_token, (recorded, on_token, said)
+    assert all(m["on_token"] == "yes" for m in in_use), recorded
+    if rotated == 0:  # the rotation recorded first: the retirement left its key alone
+        assert [m["state"] for m in recorded] == ["retired", "active"], recorded
+        assert json.loads(retire_out.read_text())["destroyed_unrecorded"] == [], said
+    else:  # the retirement destroyed the key first: the rotation said so and changed nothing
+        assert "no longer on the token" in said, said
+        assert [m["state"] for m in recorded] == ["active"] and on_token == set(before), (recorded, on_token)
