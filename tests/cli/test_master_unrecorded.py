@@ -80,6 +80,23 @@ def master_labels_on_token(config, token: str) -> list[str]:
     raise AssertionError(f"pkcs11-tool could not read the token: {listing.stdout}{listing.stderr}")
 
 
+def token_files(state_dir) -> int:
+    """How many object files SoftHSM's token directory holds: a key made on a token adds one. Read
+    from the file system, so that watching for it does not log in beside the command making the key
+    (SoftHSM rewrites a token's files as a process logs in, and the one generating a key may then
+    find the token briefly unusable)."""
+    return sum(1 for _ in (Path(state_dir) / "softhsm" / "tokens").glob("*/*.object"))
+
+
+def wait_for_a_new_key(state_dir, before: int, process: subprocess.Popen, output: Path) -> None:
+    """Until ``process`` has made a key on a token (see token_files)."""
+    deadline = time.monotonic() + 60
+    while token_files(state_dir) == before:
+        assert process.poll() is None, output.read_text()
+        assert time.monotonic() < deadline, "the rotation made no key"
+        time.sleep(0.05)
+
+
 @contextmanager
 def database_writes_held(db: Path):
     """Hold the database's write lock (readers go on): a rotation then makes its key on the token
@@ -109,6 +126,7 @@ def interrupted_rotation(config, state_dir, token: str, db: Path) -> tuple[str, 
     Returns the key's label and what the command said. Started with SIGINT's default
     disposition, as from a terminal (a suite run in the background ignores SIGINT)."""
     before = master_labels_on_token(config, token)
+    files = token_files(state_dir)
     output = db / "rotate.out"
     with database_writes_held(db), output.open("w") as sink:
         rotating = subprocess.Popen(
@@ -116,11 +134,7 @@ def interrupted_rotation(config, state_dir, token: str, db: Path) -> tuple[str, 
             env=environment(state_dir, db), stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
-            deadline = time.monotonic() + 60
-            while master_labels_on_token(config, token) == before:
-                assert rotating.poll() is None, output.read_text()
-                assert time.monotonic() < deadline, "the rotation made no key"
-                time.sleep(0.1)
+            wait_for_a_new_key(state_dir, files, rotating, output)
             rotating.send_signal(signal.SIGINT)
         except BaseException:
             rotating.kill()
@@ -204,6 +218,7 @@ def test_retire_orphans_beside_a_rotation_never_leaves_a_recorded_key_off_the_to
     records its key only if it is still there."""
     first_master(config, token, tmp_path)
     before = master_labels_on_token(config, token)
+    files = token_files(state_dir)
     env = environment(state_dir, tmp_path)
     rotate_out, retire_out = tmp_path / "rotate.out", tmp_path / "retire.out"
     with database_writes_held(tmp_path), rotate_out.open("w") as rotate_sink, retire_out.open("w") as retire_sink:
@@ -212,11 +227,7 @@ def test_retire_orphans_beside_a_rotation_never_leaves_a_recorded_key_off_the_to
             env=env, stdout=rotate_sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         retiring = None
         try:
-            deadline = time.monotonic() + 60
-            while master_labels_on_token(config, token) == before:
-                assert rotating.poll() is None, rotate_out.read_text()
-                assert time.monotonic() < deadline, "the rotation made no key"
-                time.sleep(0.1)
+            wait_for_a_new_key(state_dir, files, rotating, rotate_out)
             retiring = subprocess.Popen(
                 [str(SIGNSERVER), "hsm", "master", "retire", "--orphans", "--yes", "--json", "--token", token],
                 env=env, stdout=retire_sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
