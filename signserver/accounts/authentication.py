@@ -11,7 +11,7 @@ at most once per account.
 
 What was typed as a name that no account has is not written to the audit trail or the log (those
 records name ``UNKNOWN_NAME``): holders type their password into the account field. The lockout
-keeps it only while its run of failures lasts.
+keeps only its keyed hash (accounts/name_keys.py), and only while its run of failures lasts.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sqlalchemy import Connection, or_, update
 from signserver.accounts import otp
 from signserver.accounts.lockout import Attempt, LockoutPolicy, check_name_tried
 from signserver.accounts.model import Account, AccountStatus
+from signserver.accounts.name_keys import NameKeys
 from signserver.accounts.packages import new_seal_key, open_seal_key, seal_columns, seal_key_values
 from signserver.accounts.passwords import SecretHasher
 from signserver.accounts.repository import account_row, get_account
@@ -68,6 +69,7 @@ class Authenticator:
         self._hasher = hasher
         self._lockout = lockout
         self._sealing = sealing
+        self.names = NameKeys(database, sealing, clock)  # the keyed hashes the lockout keeps names by
         self._audit = audit
         self._clock = clock
         self._stand_in_lock = threading.Lock()
@@ -95,11 +97,13 @@ class Authenticator:
             AuthenticationBusy: the name's other attempts under evaluation leave no turn for now.
             InvalidArgument: a name no account can have (too long, control characters).
             HsmError, StoreUnavailable: a fault (the attempt then counts for nothing).
+            DataCorrupted: the lockout's key does not open with this token's sealing key.
         """
         check_name_tried(username)
+        name_key = self.names.key_of(username)
         now = self._clock.now()
         try:
-            row, attempt = self._admit(username, now)
+            row, attempt = self._admit(username, name_key, now)
         except AccountLocked:
             with self._database.transaction() as conn:
                 subject = username if account_row(conn, username) is not None else UNKNOWN_NAME
@@ -133,7 +137,7 @@ class Authenticator:
             elif right and holds_credential:
                 self._lockout.succeeded(conn, attempt)
                 self._audit.append(conn, now, "auth.success", actor, username, otp=otp_required)
-                account = get_account(conn, username, now)
+                account = get_account(conn, username, now, name_key)
                 refusal = None
             else:
                 self._record_failure(conn, attempt, row, username, actor, now)
@@ -179,7 +183,7 @@ class Authenticator:
             raise AuthenticationBusy("the password changed while it was checked; try again")
         return private, new_hash
 
-    def _admit(self, username: str, now: datetime.datetime):
+    def _admit(self, username: str, name_key: str, now: datetime.datetime):
         """The account's row (None for an unknown name) and an admitted attempt; waits a little
         while the name's other attempts are being evaluated.
 
@@ -190,7 +194,7 @@ class Authenticator:
             try:
                 with self._database.transaction() as conn:
                     row = account_row(conn, username)
-                    return row, self._lockout.begin_attempt(conn, username, now)
+                    return row, self._lockout.begin_attempt(conn, name_key, now)
             except AuthenticationBusy:
                 if time.monotonic() >= deadline:
                     raise

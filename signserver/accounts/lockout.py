@@ -1,7 +1,9 @@
 """LockoutPolicy: N consecutive failed authentications lock a name for M minutes.
 
 The state is kept by the name that was tried, whether an account of that name exists or not, so
-that an unknown name locks exactly like a known one and five tries cannot tell them apart. A run
+that an unknown name locks exactly like a known one and five tries cannot tell them apart; only
+as the name's keyed hash (accounts/name_keys.py), which every method here takes: holders type
+their password into the account field, and the database never holds what they typed. A run
 of failures is forgotten M minutes after its last failure (when a lock it caused ends), and the
 row that kept it is deleted then, so the table holds only the names tried in the last M minutes.
 
@@ -28,7 +30,7 @@ from signserver.store.schema import auth_attempts, name_lockouts
 from signserver.store.upsert import insert_on_conflict
 
 STALE_ATTEMPT_SECONDS = 60  # an evaluation takes milliseconds; older rows are from a dead process
-MAX_NAME_LENGTH = 64  # of name_lockouts.name: no account name is longer (accounts.manager.USERNAME)
+MAX_NAME_LENGTH = 64  # no account name is longer (accounts.manager.USERNAME)
 
 
 def check_name_tried(name: str) -> None:
@@ -46,7 +48,7 @@ class Attempt:
     """An attempt admitted for evaluation."""
 
     id: str
-    name: str
+    name_key: str
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,8 @@ class LockoutPolicy:
         self.threshold = config.lock_threshold
         self.duration = datetime.timedelta(minutes=config.lock_minutes)
 
-    def begin_attempt(self, conn: Connection, name: str, now: datetime.datetime) -> Attempt:
-        """Admit one attempt for the name (known or not) for evaluation.
+    def begin_attempt(self, conn: Connection, name_key: str, now: datetime.datetime) -> Attempt:
+        """Admit one attempt for the name (known or not; ``name_key``: NameKeys.key_of) for evaluation.
 
         Raises:
             AccountLocked: locked now (even correct factors are refused), with the time it ends.
@@ -83,24 +85,25 @@ class LockoutPolicy:
         conn.execute(delete(name_lockouts).where(name_lockouts.c.forget_at <= t))
         # The name's row, made if absent and locked in one statement: between a separate insert
         # and SELECT ... FOR UPDATE, a success elsewhere could delete the row (PostgreSQL).
-        row = conn.execute(insert_on_conflict(conn, name_lockouts).values(name=name, failed_attempts=0, forget_at=t + self._seconds)
-                           .on_conflict_do_update(index_elements=[name_lockouts.c.name],
-                                                  set_={"name": name})
+        row = conn.execute(insert_on_conflict(conn, name_lockouts).values(name_key=name_key, failed_attempts=0,
+                                                                          forget_at=t + self._seconds)
+                           .on_conflict_do_update(index_elements=[name_lockouts.c.name_key],
+                                                  set_={"name_key": name_key})
                            .returning(name_lockouts.c.failed_attempts, name_lockouts.c.locked_until)).one()
         if row.locked_until is not None and row.locked_until > t:
             raise AccountLocked(from_epoch(row.locked_until))
         in_flight = conn.execute(select(func.count()).select_from(auth_attempts).where(
-            auth_attempts.c.name == name, auth_attempts.c.started_at > t - STALE_ATTEMPT_SECONDS)).scalar()
+            auth_attempts.c.name_key == name_key, auth_attempts.c.started_at > t - STALE_ATTEMPT_SECONDS)).scalar()
         if row.failed_attempts + in_flight >= self.threshold:
             raise AuthenticationBusy("too many authentications of this account are under way; try again")
-        attempt = Attempt(secrets.token_hex(16), name)
-        conn.execute(insert(auth_attempts).values(id=attempt.id, name=name, started_at=t))
+        attempt = Attempt(secrets.token_hex(16), name_key)
+        conn.execute(insert(auth_attempts).values(id=attempt.id, name_key=name_key, started_at=t))
         return attempt
 
     def succeeded(self, conn: Connection, attempt: Attempt) -> None:
         """The factors were right: the run of failures ends and any lock is lifted."""
         conn.execute(delete(auth_attempts).where(auth_attempts.c.id == attempt.id))
-        conn.execute(delete(name_lockouts).where(name_lockouts.c.name == attempt.name))
+        conn.execute(delete(name_lockouts).where(name_lockouts.c.name_key == attempt.name_key))
 
     def failed(self, conn: Connection, attempt: Attempt, now: datetime.datetime) -> Failure:
         """Record a failure of the attempt's name; says whether it locked the name."""
@@ -108,14 +111,15 @@ class LockoutPolicy:
         t = epoch_seconds(now)
         # Another attempt may have forgotten this run meanwhile (it ran out during the evaluation,
         # or a success ended it): the failure then starts a new one. One statement either way.
-        count = conn.execute(insert_on_conflict(conn, name_lockouts).values(name=attempt.name, failed_attempts=1, forget_at=t + self._seconds)
-                             .on_conflict_do_update(index_elements=[name_lockouts.c.name], set_={
+        count = conn.execute(insert_on_conflict(conn, name_lockouts)
+                             .values(name_key=attempt.name_key, failed_attempts=1, forget_at=t + self._seconds)
+                             .on_conflict_do_update(index_elements=[name_lockouts.c.name_key], set_={
                                  "failed_attempts": name_lockouts.c.failed_attempts + 1,
                                  "forget_at": t + self._seconds})
                              .returning(name_lockouts.c.failed_attempts)).scalar_one()
         if count >= self.threshold:
             # The lock ends when the run is forgotten: then a new run of failures begins.
-            conn.execute(update(name_lockouts).where(name_lockouts.c.name == attempt.name)
+            conn.execute(update(name_lockouts).where(name_lockouts.c.name_key == attempt.name_key)
                          .values(locked_until=t + self._seconds))
             if count == self.threshold:  # attempts begun before the lock may fail after it
                 meter().account_locked()
@@ -127,15 +131,15 @@ class LockoutPolicy:
         is not a wrong guess: it counts for nothing."""
         conn.execute(delete(auth_attempts).where(auth_attempts.c.id == attempt.id))
 
-    def unlock(self, conn: Connection, name: str) -> None:
+    def unlock(self, conn: Connection, name_key: str) -> None:
         """An operator's unlock: the run of failures and any lock are forgotten."""
-        conn.execute(delete(name_lockouts).where(name_lockouts.c.name == name))
+        conn.execute(delete(name_lockouts).where(name_lockouts.c.name_key == name_key))
 
-    def state(self, conn: Connection, name: str, now: datetime.datetime) -> LockState:
+    def state(self, conn: Connection, name_key: str, now: datetime.datetime) -> LockState:
         """The name's failures in the current run and the end of its lock, if locked now."""
         t = epoch_seconds(now)
         row = conn.execute(select(name_lockouts.c.failed_attempts, name_lockouts.c.locked_until)
-                           .where(name_lockouts.c.name == name, name_lockouts.c.forget_at > t)).first()
+                           .where(name_lockouts.c.name_key == name_key, name_lockouts.c.forget_at > t)).first()
         return lock_state(row, t)
 
     def lock_end(self, now: datetime.datetime) -> datetime.datetime:

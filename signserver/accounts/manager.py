@@ -153,6 +153,7 @@ class AccountManager:
         self._hasher = hasher
         self._lockout = lockout
         self._authenticator = authenticator
+        self._names = authenticator.names
         self._audit = audit
         self._clock = clock
 
@@ -201,9 +202,10 @@ class AccountManager:
         }
         sealed_seed = self._sealing.seal(seed.encode("ascii"), enrolment.username.encode("utf-8"))
         package = self.packages.make(enrolment.username, seal.public, enrolment.key_algorithm)
+        name_key = self._names.key_of(enrolment.username)
         with self._database.transaction() as conn:
             account_id = insert_account(conn, username=enrolment.username, holder_name=holder, emails=emails,
-                                        kind=enrolment.kind, otp_seed_sealed=sealed_seed, now=now,
+                                        kind=enrolment.kind, otp_seed_sealed=sealed_seed, now=now, name_key=name_key,
                                         key_algorithm=enrolment.key_algorithm.value, **seal_columns(seal),
                                         **fields, **hashes)
             insert_package(conn, package)
@@ -221,19 +223,25 @@ class AccountManager:
                           otp_uri=otp.provisioning_uri(seed, enrolment.username), recovery_code=recovery_code)
 
     def get(self, username: str) -> Account:
-        """Raises: NotFound."""
+        """Raises: NotFound. HsmError, DataCorrupted (the lockout's key: see NameKeys)."""
+        name_key = self._names.key_of(username)
         with self._database.read() as conn:
-            return get_account(conn, username, self._clock.now())
+            return get_account(conn, username, self._clock.now(), name_key)
 
     def lock_state(self, username: str) -> LockState:
         """The name's lock, which every name has, with an account or not (so it tells nobody
-        whether the account exists)."""
+        whether the account exists).
+
+        Raises: HsmError, DataCorrupted (the lockout's key: see NameKeys)."""
+        name_key = self._names.key_of(username)
         with self._database.read() as conn:
-            return self._lockout.state(conn, username, self._clock.now())
+            return self._lockout.state(conn, name_key, self._clock.now())
 
     def list(self) -> list[Account]:
+        """Raises: HsmError, DataCorrupted (the lockout's key: see NameKeys)."""
+        key_of = self._names.hasher()
         with self._database.read() as conn:
-            return list_accounts(conn, self._clock.now())
+            return list_accounts(conn, self._clock.now(), key_of)
 
     def change_password(self, username: str, old: Secret, new: Secret, confirmation: Secret,
                         otp_code: str | None, otp_required: bool, actor: str) -> None:
@@ -348,6 +356,7 @@ class AccountManager:
             seal = seal_key_values(username, private, row.seal_public_key, password_key, recovery_key)
         values = {"password_hash": password_hash, "recovery_code_hash": recovery_hash,
                   "password_changed_at": epoch_seconds(now), **seal_columns(seal)}
+        name_key = self._names.key_of(username)
         with self._database.transaction() as conn:
             # Single use: only the hash that was checked may be replaced.
             changed = conn.execute(update(accounts).where(
@@ -355,7 +364,7 @@ class AccountManager:
                 .values(**values)).rowcount
             if not changed:
                 raise AuthenticationFailed("the recovery code was used meanwhile; nothing was changed")
-            self._lockout.unlock(conn, username)
+            self._lockout.unlock(conn, name_key)
             revoke_activation_tokens(conn, row.id)
             disabled = disable_package_credentials(conn, row.id) if lost else 0
             self._audit.append(conn, now, "account.unlocked", operator, username, packages_lost=disabled)
@@ -380,11 +389,12 @@ class AccountManager:
         password_hash, password_key = self._hasher.hash_with_key(new_password.reveal())
         recovery_hash, recovery_key = self._hasher.hash_with_key(normalise_recovery_code(new_code))
         _, seal = new_seal_key(username, password_key, recovery_key)
+        name_key = self._names.key_of(username)
         with self._database.transaction() as conn:
             account = get_account(conn, username, now)
             update_account(conn, account.id, password_hash=password_hash, recovery_code_hash=recovery_hash,
                            password_changed_at=epoch_seconds(now), **seal_columns(seal))
-            self._lockout.unlock(conn, username)
+            self._lockout.unlock(conn, name_key)
             revoke_activation_tokens(conn, account.id)
             disabled = disable_package_credentials(conn, account.id)
             self._audit.append(conn, now, "account.password_reset", operator, username, packages_lost=disabled)
@@ -411,6 +421,7 @@ class AccountManager:
                 values[name] = check_text(name, value)
         new_emails = check_emails(emails) if emails is not None else None
         now = self._clock.now()
+        name_key = self._names.key_of(username)
         with self._database.transaction() as conn:
             account = get_account(conn, username, now)
             if values:
@@ -421,18 +432,19 @@ class AccountManager:
                                                       for i, a in enumerate(new_emails)])
             self._audit.append(conn, now, "account.updated", operator, username,
                                fields=sorted([*values, *(["emails"] if new_emails is not None else [])]))
-            return get_account(conn, username, now)
+            return get_account(conn, username, now, name_key)
 
     def set_status(self, username: str, enabled: bool, operator: str) -> Account:
         """Disable (revoking activation tokens) or enable an account. Raises: NotFound."""
         now = self._clock.now()
+        name_key = self._names.key_of(username)
         with self._database.transaction() as conn:
             account = get_account(conn, username, now)
             update_account(conn, account.id, status="active" if enabled else "disabled")
             if not enabled:
                 revoke_activation_tokens(conn, account.id)
             self._audit.append(conn, now, "account.enabled" if enabled else "account.disabled", operator, username)
-            return get_account(conn, username, now)
+            return get_account(conn, username, now, name_key)
 
     def reset_otp(self, username: str, operator: str) -> str:
         """Give the account a new OTP seed; returns the new otpauth URI (show it once). Raises: NotFound."""

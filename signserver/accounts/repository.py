@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime
 import secrets
+from typing import Callable
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from signserver.accounts.lockout import lock_state
 from signserver.accounts.model import Account, AccountKind, AccountStatus, Credential
@@ -16,9 +17,9 @@ from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.store.schema import account_emails, accounts, credentials, name_lockouts
 
 
-def _account(row, emails: tuple[str, ...], now: datetime.datetime) -> Account:
-    """An Account from a row of :func:`_accounts_with_lockout`."""
-    lock = lock_state(row, epoch_seconds(now))
+def _account(row, lock_row, emails: tuple[str, ...], now: datetime.datetime) -> Account:
+    """An Account from its row and the ``name_lockouts`` row of its name (None: no run)."""
+    lock = lock_state(lock_row, epoch_seconds(now))
     locked_until = lock.locked_until
     if row.status == AccountStatus.DISABLED.value:
         status = AccountStatus.DISABLED
@@ -47,31 +48,39 @@ def account_row(conn: Connection, username: str):
     return conn.execute(select(accounts).where(accounts.c.username == username)).first()
 
 
-def _accounts_with_lockout(now: datetime.datetime):
-    """Accounts with the lockout state of their name (kept by name: see lockout.py)."""
-    current = and_(name_lockouts.c.name == accounts.c.username, name_lockouts.c.forget_at > epoch_seconds(now))
-    return (select(accounts, name_lockouts.c.failed_attempts, name_lockouts.c.locked_until)
-            .outerjoin(name_lockouts, current))
+def _current_runs(now: datetime.datetime):
+    """The runs of failures not yet forgotten (kept by the names' keyed hashes: see lockout.py)."""
+    return select(name_lockouts).where(name_lockouts.c.forget_at > epoch_seconds(now))
 
 
-def get_account(conn: Connection, username: str, now: datetime.datetime) -> Account:
-    """Raises: NotFound: no such account."""
-    row = conn.execute(_accounts_with_lockout(now).where(accounts.c.username == username)).first()
+def get_account(conn: Connection, username: str, now: datetime.datetime, name_key: str | None = None) -> Account:
+    """The account, with the lockout state of its name when ``name_key`` (NameKeys.key_of of the
+    username) is given; without it, as if no run of failures were on (status active or disabled).
+
+    Raises: NotFound: no such account."""
+    row = conn.execute(select(accounts).where(accounts.c.username == username)).first()
     if row is None:
         raise NotFound(f"no account {username!r}")
-    return _account(row, _emails(conn, row.id), now)
+    lock_row = None if name_key is None else conn.execute(
+        _current_runs(now).where(name_lockouts.c.name_key == name_key)).first()
+    return _account(row, lock_row, _emails(conn, row.id), now)
 
 
-def list_accounts(conn: Connection, now: datetime.datetime) -> list[Account]:
-    rows = conn.execute(_accounts_with_lockout(now).order_by(accounts.c.username)).all()
-    return [_account(r, _emails(conn, r.id), now) for r in rows]
+def list_accounts(conn: Connection, now: datetime.datetime, key_of: Callable[[str], str]) -> list[Account]:
+    """Every account with the lockout state of its name; ``key_of``: NameKeys.hasher()."""
+    rows = conn.execute(select(accounts).order_by(accounts.c.username)).all()
+    # The table holds only the names tried in the last lock's duration: read whole, matched here.
+    runs = {r.name_key: r for r in conn.execute(_current_runs(now))}
+    return [_account(r, runs.get(key_of(r.username)), _emails(conn, r.id), now) for r in rows]
 
 
 def insert_account(conn: Connection, *, username: str, holder_name: str, emails: tuple[str, ...],
                    kind: AccountKind, organisation: str, department: str, title: str, password_hash: str,
                    otp_seed_sealed: bytes, recovery_code_hash: str, revocation_phrase_hash: str | None,
-                   now: datetime.datetime, given_name: str = "", surname: str = "", **seal_and_keys) -> int:
-    """``seal_and_keys``: the key algorithm and the seal key's columns (see accounts.packages).
+                   now: datetime.datetime, name_key: str, given_name: str = "", surname: str = "",
+                   **seal_and_keys) -> int:
+    """``seal_and_keys``: the key algorithm and the seal key's columns (see accounts.packages);
+    ``name_key``: NameKeys.key_of the username.
 
     Raises: AlreadyExists: the username is taken."""
     if account_row(conn, username) is not None:
@@ -85,7 +94,7 @@ def insert_account(conn: Connection, *, username: str, holder_name: str, emails:
         created_at=epoch_seconds(now), **seal_and_keys))
     account_id = result.inserted_primary_key[0]
     # Failures of the name before the account existed are nobody's: the account starts afresh.
-    conn.execute(delete(name_lockouts).where(name_lockouts.c.name == username))
+    conn.execute(delete(name_lockouts).where(name_lockouts.c.name_key == name_key))
     conn.execute(insert(account_emails), [{"account_id": account_id, "position": i, "address": a}
                                           for i, a in enumerate(emails)])
     return account_id

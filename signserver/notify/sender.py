@@ -4,7 +4,8 @@ Several server processes may run a sender: each claims a message for a while bef
 a message goes out once even then. A message whose sending a crash left unrecorded goes out again
 after its claim, as the same message (same Message-ID and Date), which mail systems recognise as a
 copy. A message the server refuses for good (5xx for its mailbox), or cannot send within
-GIVE_UP_SECONDS of its event, is given up: its row keeps why, and the log says so.
+GIVE_UP_SECONDS of its event, is given up: its row keeps when (``given_up_at``) and why, and the
+log says so.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ SEND_SECONDS = 10
 # A message not sent this long after its event is given up (a notice days late misleads more than
 # it tells); mail servers keep theirs about as long before they bounce.
 GIVE_UP_SECONDS = 2 * 86_400
-GIVEN_UP = 2 ** 62  # the next_attempt_at of a message given up: never due
 BACKLOG_REPORT_SECONDS = 10  # counting the unsent is a scan of the outbox: not every poll
 
 # Refusals of one message, after which the connection carries on (smtplib sends RSET).
@@ -76,8 +76,8 @@ class OutboxSender:
             if time.monotonic() - self._backlog_reported >= BACKLOG_REPORT_SECONDS:
                 self._backlog_reported = time.monotonic()
                 meter().outbox_backlog(conn.execute(select(func.count()).select_from(outbox).where(
-                    outbox.c.sent_at.is_(None), outbox.c.next_attempt_at < GIVEN_UP)).scalar_one())
-            is_due = (outbox.c.sent_at.is_(None), outbox.c.next_attempt_at <= now,
+                    outbox.c.sent_at.is_(None), outbox.c.given_up_at.is_(None))).scalar_one())
+            is_due = (outbox.c.sent_at.is_(None), outbox.c.given_up_at.is_(None), outbox.c.next_attempt_at <= now,
                       or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
             due = conn.execute(select(outbox).where(*is_due).order_by(outbox.c.id).limit(limit)).all()
             claimed = []
@@ -207,7 +207,7 @@ class OutboxSender:
             why = "refused for good" if permanent else f"not sent in {GIVE_UP_SECONDS // 3600} hours"
             log.error("gave up on e-mail %d (queued %s, %d attempts): %s: %s", row.id,
                       formatdate(row.created_at, usegmt=True), attempts, why, error)
-            values = {"next_attempt_at": GIVEN_UP, "last_error": f"gave up, {why}: {error}"[:500]}
+            values = {"given_up_at": now, "last_error": f"gave up, {why}: {error}"[:500]}
         else:
             delay = retry_delay(attempts)
             log.warning("could not send e-mail %d to the SMTP server %s:%d (%s); retrying in %d s",

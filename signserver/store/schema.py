@@ -56,10 +56,12 @@ accounts = Table(
 
 # The lockout state of every name tried, with or without an account (so that an unknown name
 # locks exactly like a known one): a row exists while a run of failures or a lock is on. A run is
-# forgotten at forget_at (its last failure plus the lock's duration); such rows are deleted.
+# forgotten at forget_at (its last failure plus the lock's duration); such rows are deleted. A
+# name is kept only as its keyed hash (accounts/name_keys.py): holders type their password into
+# the account field, and what they typed is stored nowhere.
 name_lockouts = Table(
     "name_lockouts", metadata,
-    Column("name", String(64), primary_key=True),
+    Column("name_key", String(64), primary_key=True),  # HMAC-SHA256 of the name, hex
     Column("failed_attempts", Integer, nullable=False, server_default="0"),
     Column("locked_until", BigInteger, nullable=True),
     Column("forget_at", BigInteger, nullable=False, index=True),
@@ -71,8 +73,18 @@ name_lockouts = Table(
 auth_attempts = Table(
     "auth_attempts", metadata,
     Column("id", String(32), primary_key=True),
-    Column("name", String(64), nullable=False, index=True),
+    Column("name_key", String(64), nullable=False, index=True),  # as name_lockouts.name_key
     Column("started_at", BigInteger, nullable=False),
+)
+
+# Keys the server keeps in the database sealed by the HSM's sealing key (hsm/sealing.py), made on
+# first use and opened by every worker and node that holds that key: "name-lockout" keys the
+# hashes of the names the lockout keeps.
+sealed_keys = Table(
+    "sealed_keys", metadata,
+    Column("purpose", String(32), primary_key=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
 )
 
 account_emails = Table(
@@ -255,6 +267,8 @@ outbox = Table(
     Column("claimed_until", BigInteger, nullable=True),
     Column("sent_at", BigInteger, nullable=True),
     Column("last_error", String(500), nullable=True),
+    # When the sender gave the message up (refused for good, or not sent in time): never tried again.
+    Column("given_up_at", BigInteger, nullable=True),
 )
 
 authorities = Table(
@@ -382,7 +396,7 @@ ra_request_nonces = Table(
     Column("seen_at", BigInteger, nullable=False, index=True),
 )
 
-__all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "account_emails", "credentials", "applications", "application_accounts",
+__all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "sealed_keys", "account_emails", "credentials", "applications", "application_accounts",
            "activation_tokens", "activation_token_digests", "signing_packages", "master_keys", "audit_log", "audit_head", "audit_seals",
            "audit_exports", "audit_anchor",
            "outbox", "authorities", "pending_ca_keys", "certificates", "crls", "csc_access_tokens", "csc_operations",
