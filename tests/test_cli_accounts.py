@@ -116,7 +116,7 @@ def test_create_without_a_recovery_code_then_reset_the_password(state_dir, servi
                   SIGNSERVER_ACCOUNT_PASSWORD="Unlocked-pass-1")
     assert refused.returncode == 1 and "recovery code is not right" in refused.stderr
 
-    reset = run(state_dir, "account", "reset-password", name, SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2026")
+    reset = run(state_dir, "account", "reset-password", name, "--yes", SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2026")
     assert reset.returncode == 0, reset.stderr
     assert "Warning" in reset.stdout and "never sign" in reset.stdout and "revoke" in reset.stdout
     code = reset.stdout.split("shown once): ")[1].split()[0]
@@ -135,11 +135,11 @@ def test_reset_password_json_and_unknown_account(state_dir):
     made = run(state_dir, "account", "create", name, "--name", "Lei Ka Io", "--email", f"{name}@example.mo",
                "--key-algorithm", "ec-p256", "--json", SIGNSERVER_ACCOUNT_PASSWORD=PASSWORD)
     assert made.returncode == 0 and json.loads(made.stdout)["recovery_code"]
-    reset = run(state_dir, "account", "reset-password", name, "--json", SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2027")
+    reset = run(state_dir, "account", "reset-password", name, "--yes", "--json", SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2027")
     assert reset.returncode == 0, reset.stderr
     answer = json.loads(reset.stdout)
     assert answer["account"] == name and answer["recovery_code"] and "revoke" in answer["warning"]
-    missing = run(state_dir, "account", "reset-password", "nobody-here", SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2028")
+    missing = run(state_dir, "account", "reset-password", "nobody-here", "--yes", SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2028")
     assert missing.returncode == 1 and "no account 'nobody-here'" in missing.stderr
-    weak = run(state_dir, "account", "reset-password", name, SIGNSERVER_ACCOUNT_PASSWORD="password1")
+    weak = run(state_dir, "account", "reset-password", name, "--yes", SIGNSERVER_ACCOUNT_PASSWORD="password1")
     assert weak.returncode == 1 and "most common" in weak.stderr

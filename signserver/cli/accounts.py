@@ -4,6 +4,7 @@ that serve them."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -25,6 +26,7 @@ PASSWORD_ENV = "SIGNSERVER_ACCOUNT_PASSWORD"
 RECOVERY_ENV = "SIGNSERVER_ACCOUNT_RECOVERY_CODE"
 PHRASE_ENV = "SIGNSERVER_ACCOUNT_REVOCATION_PHRASE"
 OPERATOR = "operator:cli"
+EXIT_NOT_CONFIRMED = 64  # EX_USAGE from sysexits.h: a destructive command, off a terminal, without --yes
 
 
 def _text(text: str) -> str:
@@ -109,6 +111,8 @@ def add_parsers(subparsers) -> None:
     p = command("reset-password", cmd_reset_password,
                 "set a new password without the recovery code; the holder's keys become unusable")
     p.add_argument("username", type=_text)
+    p.add_argument("--yes", action="store_true",
+                   help="do not ask for confirmation (needed when not run from a terminal)")
     p = command("disable", cmd_disable, "disable an account (its activation tokens are revoked)")
     p.add_argument("username", type=_text)
     p = command("enable", cmd_enable, "enable a disabled account")
@@ -282,8 +286,15 @@ RESET_WARNING = ("the holder's keys (signing data packages) are sealed to the ol
 
 
 def cmd_reset_password(args, config: Config) -> int:
-    password = _read_secret("new password for the account", PASSWORD_ENV, confirm=True)
+    if not args.yes and not sys.stdin.isatty():
+        # Nobody to ask: a script must say it means it.
+        print(f"signserver: resetting the password of {args.username} without its recovery code makes the "
+              "holder's keys unusable for good; nothing was changed: pass --yes to confirm", file=sys.stderr)
+        return EXIT_NOT_CONFIRMED
     service = open_service(args, config, with_database=True)
+    if not args.yes:
+        _confirm_reset(service.accounts.get(args.username))
+    password = _read_secret("new password for the account", PASSWORD_ENV, confirm=True)
     new_code = service.accounts.reset_password(args.username, password, operator=OPERATOR)
     if args.json:
         print_json({"account": args.username, "recovery_code": new_code, "warning": RESET_WARNING})
@@ -292,6 +303,18 @@ def cmd_reset_password(args, config: Config) -> int:
         print(f"Warning: {RESET_WARNING}")
         print(f"New recovery code (give it to the holder; shown once): {new_code}")
     return 0
+
+
+def _confirm_reset(account: Account) -> None:
+    """Ask the operator at the terminal to type the account's name (on stderr: stdout may be JSON).
+
+    Raises: InvalidArgument: not confirmed (nothing was changed).
+    """
+    print(f"Resetting the password of {account.username} ({account.holder_name}) without its recovery code: "
+          f"{RESET_WARNING}", file=sys.stderr)
+    print("Type the account's name to go on: ", end="", file=sys.stderr, flush=True)
+    if input().strip() != account.username:
+        raise InvalidArgument("not confirmed: the account is unchanged")
 
 
 def _set_status(args, config: Config, enabled: bool) -> int:

@@ -114,3 +114,62 @@ def test_create_refuses_a_password_that_is_not_text(state_dir, state):
     assert_refused(refused, EXIT_ERROR, "not valid UTF-8", "SIGNSERVER_ACCOUNT_PASSWORD")
     assert "\udcff" not in refused.stderr and "Secret-" not in refused.stderr
     assert name not in listed(state_dir, state)
+
+
+# --- reset-password: the holder's keys are lost, so it is confirmed -------------------------------
+
+EXIT_NOT_CONFIRMED = 64  # EX_USAGE: a script that did not say --yes
+
+
+def run_on_terminal(state_dir, db, *args, answer: str, **env) -> tuple[int, str]:
+    """Run the command with a terminal as its standard input, typing ``answer`` at it."""
+    import os
+    import pty
+    import subprocess
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([str(SIGNSERVER), *args], stdin=terminal, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True,
+                               env=cli_env(state_dir, SIGNSERVER_DATABASE_URL=database_url(db / "signserver.db"),
+                                           **env))
+    os.close(terminal)
+    os.write(controller, answer.encode() + b"\n")
+    output, _ = process.communicate(timeout=180)
+    os.close(controller)
+    return process.returncode, output
+
+
+def credential_statuses(state_dir, state, name: str) -> list[str]:
+    shown = run(state_dir, state, "account", "show", name, "--json")
+    assert shown.returncode == 0, shown.stderr
+    return [c["status"] for c in json.loads(shown.stdout)["credentials"]]
+
+
+def test_reset_password_off_a_terminal_without_yes_is_refused_changing_nothing(state_dir, state):
+    name = new_name()
+    assert create(state_dir, state, name).returncode == 0
+    refused = run(state_dir, state, "account", "reset-password", name, SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2030")
+    assert_refused(refused, EXIT_NOT_CONFIRMED, name, "--yes", "keys")
+    assert refused.stdout == ""
+    assert credential_statuses(state_dir, state, name) == ["active"]
+
+    done = run(state_dir, state, "account", "reset-password", name, "--yes",
+               SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2030")
+    assert done.returncode == 0, done.stderr
+    assert credential_statuses(state_dir, state, name) == ["disabled"]
+
+
+def test_reset_password_on_a_terminal_asks_for_the_account_name(state_dir, state):
+    name = new_name()
+    assert create(state_dir, state, name).returncode == 0
+    command = ("account", "reset-password", name)
+    code, output = run_on_terminal(state_dir, state, *command, answer="y",
+                                   SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2031")
+    assert code == EXIT_ERROR and "never sign again" in output and "not confirmed" in output, output
+    assert credential_statuses(state_dir, state, name) == ["active"]
+
+    code, output = run_on_terminal(state_dir, state, *command, answer=name,
+                                   SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2031")
+    assert code == 0, output
+    assert "New recovery code" in output
+    assert credential_statuses(state_dir, state, name) == ["disabled"]
