@@ -53,10 +53,17 @@ def prune_progress() -> Callable[[PruneCounts], None]:
 def cmd_prune(args, config: Config) -> int:
     # Imported here: they load SQLAlchemy, which building the parser (--help) should not.
     from signserver.audit.log import AuditLog
+    from signserver.errors import DataCorrupted
     from signserver.signing.retention import store_retention
 
     retention = store_retention(open_database(config), AuditLog(), SystemClock(), config.retention)
-    counts = retention.prune_all(progress=prune_progress())
+    progress = prune_progress()
+    try:
+        counts, audit_refused = retention.prune_all(progress=progress), None
+    except DataCorrupted as exc:
+        # The audit log's part refused (an export no longer matches the live log): the expired
+        # tokens and operations owe nothing to it, and go all the same.
+        counts, audit_refused = _prune_batches(retention, progress), exc
     if args.json:
         print_json(counts)
     else:
@@ -64,7 +71,27 @@ def cmd_prune(args, config: Config) -> int:
                       ("CSC access tokens", counts.csc_access_tokens),
                       ("CSC operations", counts.csc_operations),
                       ("audit records", f"{counts.audit_records} (and {counts.audit_seals} seals)")])
+    if audit_refused is not None:
+        print(f"signserver: the audit log's retention (retention.audit_keep_days) removed no audit record: "
+              f"{audit_refused}; the rest of the store was pruned", file=sys.stderr)
+        return 1
     return 0
+
+
+def _prune_batches(retention, progress: Callable[[PruneCounts], None]) -> PruneCounts:
+    """What ``prune_all`` removes after the audit log's policy: batch after batch, until none is left.
+
+    Raises: StoreUnavailable.
+    """
+    from signserver.signing.retention import PruneCounts
+
+    counts = PruneCounts()
+    while True:
+        done = retention.batch()
+        counts.add(done)
+        progress(counts)
+        if not done.total:
+            return counts
 
 
 def cmd_downgrade(args, config: Config) -> int:
