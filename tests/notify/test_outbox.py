@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 from collections import Counter
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from signserver.accounts import otp
@@ -15,6 +16,7 @@ from signserver.notify.outbox import queue_email
 from signserver.secret import Secret
 from signserver.store.schema import outbox
 from tests.conftest import enrol, Inbox, PASSWORD, service_with
+from tests.notify.conftest import serve
 
 
 def change_password(service, created, seed, clock):
@@ -38,7 +40,7 @@ def test_password_change_and_lock_emails_arrive(mailing_service, smtp_server, cl
     assert mailing_service.outbox.send_due() == 0  # each message once
 
 
-def test_smtp_down_commits_the_change_and_mails_later(mailing_service, smtp_port, clock):
+def test_smtp_down_commits_the_change_and_mails_later(mailing_service, smtp_socket, clock):
     created, seed = enrol(mailing_service)
     change_password(mailing_service, created, seed, clock)  # no SMTP server is listening
     assert mailing_service.outbox.send_due() == 0
@@ -49,8 +51,7 @@ def test_smtp_down_commits_the_change_and_mails_later(mailing_service, smtp_port
                                                          None, False, "test")  # the change is committed
 
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
+    controller = serve(inbox, smtp_socket)  # on the port the service was given
     try:
         assert mailing_service.outbox.send_due() == 0  # not due yet: backing off
         clock.advance(seconds=10)
@@ -80,3 +81,12 @@ def test_two_nodes_sending_at_once_send_each_message_once(mailing_service, smtp_
     for node in nodes:
         node.join(120)
     assert Counter(m["To"] for m in smtp_server.messages) == Counter(recipients)
+
+
+def test_the_smtp_port_is_held_from_the_moment_it_is_chosen(smtp_port):
+    # Nobody else (another test process) can be given the port before the test's server listens on it.
+    with socket.socket() as other, pytest.raises(OSError) as refused:
+        other.bind(("127.0.0.1", smtp_port))
+    assert refused.value.errno == errno.EADDRINUSE
+    with pytest.raises(ConnectionRefusedError):  # and it refuses connections, as when no server runs
+        socket.create_connection(("127.0.0.1", smtp_port), timeout=5).close()

@@ -9,7 +9,6 @@ import socket
 import time
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
 from signserver.notify.outbox import queue_email
@@ -17,6 +16,7 @@ from signserver.notify.sender import GIVE_UP_SECONDS, SEND_SECONDS
 from signserver.store.leases import DEFAULT_LEASE_SECONDS
 from signserver.store.schema import outbox
 from tests.conftest import Inbox
+from tests.notify.conftest import serve
 
 
 class Mailbox(Inbox):
@@ -42,10 +42,9 @@ class Mailbox(Inbox):
 
 
 @pytest.fixture
-def mailbox(request, smtp_port):
+def mailbox(request, smtp_socket):
     box = Mailbox(**getattr(request, "param", {}))
-    controller = Controller(box, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
+    controller = serve(box, smtp_socket)
     yield box
     controller.stop()
 
@@ -109,16 +108,13 @@ def test_a_message_sent_again_after_a_crash_is_the_same_message(mailing_service,
     assert first["Message-ID"].endswith("@example.mo>")
 
 
-def test_a_server_that_never_answers_holds_the_sender_less_than_the_background_lease(mailing_service, smtp_port,
+def test_a_server_that_never_answers_holds_the_sender_less_than_the_background_lease(mailing_service, smtp_socket,
                                                                                      clock):
-    silent = socket.create_server(("127.0.0.1", smtp_port))  # connections are taken, nothing is said
-    try:
-        queue(mailing_service, clock, "one@example.mo", "two@example.mo")
-        started = time.monotonic()
-        assert mailing_service.outbox.send_due() == 0
-        assert time.monotonic() - started < DEFAULT_LEASE_SECONDS - 2
-    finally:
-        silent.close()
+    smtp_socket.listen()  # connections are taken, nothing is said
+    queue(mailing_service, clock, "one@example.mo", "two@example.mo")
+    started = time.monotonic()
+    assert mailing_service.outbox.send_due() == 0
+    assert time.monotonic() - started < DEFAULT_LEASE_SECONDS - 2
     assert [(r.attempts, r.sent_at) for r in rows(mailing_service).values()] == [(1, None), (1, None)]
 
 

@@ -7,7 +7,6 @@ import ipaddress
 import ssl
 
 import pytest
-from aiosmtpd.controller import Controller
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,7 +16,9 @@ from sqlalchemy import select
 from signserver.config import SmtpConfig
 from signserver.notify.outbox import queue_email
 from signserver.store.schema import outbox
-from tests.conftest import free_port, Inbox, service_with
+from tests.conftest import Inbox, service_with
+from tests.notify.conftest import bound_socket
+from tests.notify.conftest import serve as serve_on
 
 
 def certificate(folder, name: str, san: x509.GeneralName) -> tuple:
@@ -43,16 +44,18 @@ def security(request):
     return request.param
 
 
-def serve(security: str, cert_pem, key_pem, port: int):
+def serve(security: str, cert_pem, key_pem):
+    """An SMTP server over ``security`` on a port of its own; returns its inbox, its controller
+    and its port."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_pem, key_pem)
     inbox = Inbox()
+    sock = bound_socket()
     if security == "tls":
-        controller = Controller(inbox, hostname="127.0.0.1", port=port, ssl_context=context)
+        controller = serve_on(inbox, sock, ssl_context=context)
     else:
-        controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True)
-    controller.start()
-    return inbox, controller
+        controller = serve_on(inbox, sock, tls_context=context, require_starttls=True)
+    return inbox, controller, sock.getsockname()[1]
 
 
 def send_one(config, tmp_path, clock, security: str, port: int):
@@ -77,8 +80,7 @@ def test_the_server_certificate_and_name_are_checked(config, tmp_path, clock, mo
     cert_pem, key_pem = certificate(tmp_path, "smtp", san)
     if trusted:  # the system's trusted CAs, as ssl.create_default_context() reads them
         monkeypatch.setenv("SSL_CERT_FILE", str(cert_pem))
-    port = free_port()
-    inbox, controller = serve(security, cert_pem, key_pem, port)
+    inbox, controller, port = serve(security, cert_pem, key_pem)
     try:
         sent, row = send_one(config, tmp_path, clock, security, port)
     finally:
