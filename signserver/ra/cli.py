@@ -11,7 +11,10 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from signserver.ra import operator_cli
@@ -139,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("notices", help="send the due renewal notices once").set_defaults(handler=cmd_notices)
 
+    commands.add_parser(
+        "outbox", help="the e-mails not sent yet, with why the last attempt failed",
+        description="Each queued e-mail: its recipient, subject, attempts, next attempt and the last failure "
+                    "(the SMTP server's reply or the connection's error). Never a message's body."
+    ).set_defaults(handler=cmd_outbox)
+
     resend = commands.add_parser(
         "resend-notice", help="e-mail a renewal's notice again, with a new access key",
         description="The holder lost the notice, or its access key leaked: a new key is e-mailed and the one "
@@ -209,6 +218,14 @@ def _operations_commands(commands) -> None:
                        help="the account exists: issue the certificate only (asks for no secret)")
     enrol.add_argument("--secrets-fd", type=int, metavar="FD", help=SECRETS_FD_HELP)
     enrol.set_defaults(handler=cmd_enrol)
+
+    commands.add_parser(
+        "pending-enrolments", help="enrolments the RA did not finish recording (finish each with enrol "
+                                   "--existing-account)",
+        description="An enrolment is recorded as pending before the core makes the account, and finished when "
+                    "the RA has recorded the holder. One left here (the RA's database failed, the command was "
+                    "stopped) may have its account in the core: enrol --existing-account with the holder's data "
+                    "finishes it.").set_defaults(handler=cmd_pending_enrolments)
 
     unlock = commands.add_parser("unlock", help="unlock an account in person with the holder's recovery code",
                                  description="Asks for the holder's recovery code and the new password (twice); "
@@ -421,13 +438,28 @@ def cmd_notices(args, settings) -> int:
     return 0
 
 
+def cmd_outbox(args, settings) -> int:
+    from signserver.ra import server
+    from signserver.ra.store import repository
+
+    with server.open_database(settings).transaction() as conn:
+        unsent = repository.unsent_emails(conn)
+    shown = [{**m, "created_at": m["created_at"].isoformat(), "next_attempt_at": m["next_attempt_at"].isoformat()}
+             for m in unsent]
+    _print(args, shown, [f"{m['id']}  {m['recipient']}  queued {m['created_at'][:16]}  {m['attempts']} attempt(s)  "
+                         f"next {m['next_attempt_at'][:16]}  {m['subject']}"
+                         + (f"\n    last error: {m['last_error']}" if m["last_error"] else "") for m in shown]
+           or ["(none)"])
+    return 0
+
+
 def _certificate_lines(certificates) -> list[str]:
     return [f"{c['serial']}  {c['account'] or '-'}  {c['profile']}  {c['status']}  "
             f"until {(c['not_after'] or '')[:10]}  {c['subject']}" for c in certificates] or ["(none)"]
 
 
 def cmd_enrol(args, settings) -> int:
-    from signserver.ra.operations import Enrolment, EnrolmentSecrets, certificate_view, check_enrolment
+    from signserver.ra.operations import Enrolment, EnrolmentSecrets, check_enrolment
 
     csr = _read_csr(args.csr)
     enrolment = Enrolment(
@@ -445,11 +477,24 @@ def cmd_enrol(args, settings) -> int:
         if phrase and args.secrets_fd is None and asked.ask("the revocation phrase again") != phrase:
             raise OperationRefused("the revocation phrase and its confirmation differ")
         secrets = EnrolmentSecrets(password=password, confirmation=confirmation, revocation_phrase=phrase)
-    enrolled = _operations(settings).enrol(enrolment, secrets, args.operator)
+    # Ctrl-C is held from before the core makes the account until its one-time secrets are
+    # printed: interrupted in between, they would be lost with the account made.
+    with interrupts_held("signserver ra: interrupted; the enrolment finishes first, so that the holder's "
+                         "secrets are printed"):
+        enrolled = _operations(settings).enrol(enrolment, secrets, args.operator)
+        return _print_enrolled(args, settings, enrolled)
+
+
+def _print_enrolled(args, settings, enrolled) -> int:
+    from signserver.ra.operations import certificate_view
+
     certificate = certificate_view(enrolled.certificate) if enrolled.certificate else None
     if certificate:
         lines = [f"account {enrolled.account} enrolled; certificate {certificate['serial']} "
                  f"({certificate['profile']}), valid until {(certificate['not_after'] or '')[:10]}"]
+    elif enrolled.refusal_reason == "store_unavailable":
+        lines = [f"account {enrolled.account} created in the core, but the RA did not record it: "
+                 f"{enrolled.refusal}"]
     else:
         lines = [f"account {enrolled.account} created, but the certificate was refused: {enrolled.refusal}; "
                  "once that is put right, issue it with --existing-account"]
@@ -460,16 +505,53 @@ def cmd_enrol(args, settings) -> int:
     value = {"account": enrolled.account, "credential_id": enrolled.credential_id, "certificate": certificate,
              "otp_uri": enrolled.otp_uri, "recovery_code": enrolled.recovery_code, "reference": enrolled.reference}
     if not certificate:
-        value.update(error="operation_refused", message=enrolled.refusal, help_code=enrolled.help_code,
+        value.update(error="operation_refused", message=enrolled.refusal, reason=enrolled.refusal_reason,
+                     help_code=enrolled.help_code,
                      guidance=_guidance(enrolled.help_code, args.lang, settings.provider_name))
     _print(args, value, lines)
+    sys.stdout.flush()
     if not certificate:
         guidance = _guidance(enrolled.help_code, args.lang, settings.provider_name)
-        print(f"signserver ra: the certificate was refused: {enrolled.refusal}", file=sys.stderr)
+        if enrolled.refusal_reason == "store_unavailable":
+            print(f"signserver ra: {enrolled.refusal}", file=sys.stderr)
+        else:
+            print(f"signserver ra: the certificate was refused: {enrolled.refusal}", file=sys.stderr)
         if guidance:
             print(guidance, file=sys.stderr)
         return EXIT_ERROR
     return 0
+
+
+def cmd_pending_enrolments(args, settings) -> int:
+    pending = [{**p, "created_at": p["created_at"].isoformat()} for p in _operations(settings).pending_enrolments()]
+    _print(args, pending, [f"{p['account']}  {p['profile']}  since {p['created_at'][:16]}  by {p['operator']}  "
+                           f"reference {p['reference']}" for p in pending] or ["(none)"])
+    return 0
+
+
+@contextmanager
+def interrupts_held(note: str):
+    """Hold SIGINT (Ctrl-C) for the block: one that comes is acted on once the block has ended
+    (KeyboardInterrupt), ``note`` said on standard error at once. Outside the main thread, or
+    where SIGINT is ignored, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum, _frame) -> None:
+        if not caught:
+            print(note, file=sys.stderr, flush=True)
+        caught.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:  # after the block's own error, if any: that one is said instead
+        raise KeyboardInterrupt
 
 
 def cmd_unlock(args, settings) -> int:

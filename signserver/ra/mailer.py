@@ -57,6 +57,9 @@ class Unsendable(ValueError):
     """A message that can never be sent as it is (its recipient is not one mailbox)."""
 
 
+MAX_LAST_ERROR = 300  # characters of a failure kept in the outbox
+
+
 def retry_delay(attempts: int) -> datetime.timedelta:
     """10 s, 20 s, 40 s, ... up to an hour."""
     return datetime.timedelta(seconds=min(10 * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS))
@@ -272,10 +275,28 @@ class OutboxMailer:
         log.warning("could not send e-mail %d to the SMTP server %s:%d (%s); retrying in %d s", row.id,
                     self._host, self._port, type(exc).__name__, delay.total_seconds())
         with self._database.transaction() as conn:
-            repository.email_failed(conn, row.id, attempts, now + delay)
+            repository.email_failed(conn, row.id, attempts, now + delay, failure_text(exc))
 
     def _release(self, rows) -> None:
         """Give back the claims of messages a round did not reach (due again at once)."""
         with self._database.transaction() as conn:
             conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
                          .values(next_attempt_at=epoch_seconds(self._clock.now())))
+
+
+def failure_text(exc: Exception) -> str:
+    """Why an attempt failed, for the outbox's last_error: the SMTP server's reply (code and text),
+    else the error's class and text. Never the message's body: no SMTP error quotes it, and the
+    password of a login is never in one (smtplib puts only the server's reply in it)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        text = "; ".join(f"{address}: {code} {_reply(reply)}" for address, (code, reply) in exc.recipients.items())
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        text = f"{exc.smtp_code} {_reply(exc.smtp_error)}"
+    else:
+        text = str(exc)
+    return f"{type(exc).__name__}: {text}"[:MAX_LAST_ERROR] if text else type(exc).__name__
+
+
+def _reply(reply) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from signserver.client import (AlreadyExists, AuthenticationRefused, CertificateClient, CertificateRecord, Evidence,
                                NewAccount, NotFound, PermissionRefused, SignServerClientError)
 from signserver.clock import Clock
-from signserver.ra.errors import CoreUnavailable, OperationRefused, StepRefused, core_error
+from signserver.ra.errors import CoreUnavailable, OperationRefused, StepRefused, StoreUnavailable, core_error
 from signserver.ra.renewal import Holder, check_new_password, check_revocation_phrase, is_cloud_signature
 from signserver.ra.store import repository
 from signserver.ra.store.database import RaDatabase
@@ -109,11 +109,19 @@ class RaOperations:
 
     def enrol(self, enrolment: Enrolment, secrets: EnrolmentSecrets, operator: str) -> Enrolled:
         """Create the holder's account (unless ``existing_account``) and issue the certificate;
-        record the holder's identity data in the RA. A certificate refused once the account was
-        created is returned as Enrolled.refusal (the holder's OTP URI and recovery code with it).
+        record the holder's identity data in the RA. Once the core has made the account, nothing
+        is raised: the holder's OTP URI and recovery code (which the core gives once) are returned
+        whatever happens next, with Enrolled.refusal saying what did not happen (the certificate
+        refused, or the RA's database failed: refusal_reason "store_unavailable").
+
+        The enrolment is recorded as pending before the core is asked (its reference goes to the
+        core in the evidence) and the record is removed in the transaction that registers the
+        holder; a pending enrolment left by a failure or an interruption is finished by
+        ``existing_account`` (pending_enrolments lists them). The secrets are never stored.
 
         Raises: OperationRefused (the enrolment's own rules, or the core refused: a name taken, a
-        bad CSR or profile, AC-AB-0015 ...), CoreUnavailable, StoreUnavailable.
+        bad CSR or profile, AC-AB-0015 ...), CoreUnavailable, StoreUnavailable (before the core
+        was asked, or with ``existing_account``).
         """
         check_enrolment(enrolment)
         _check_secrets(enrolment, secrets)
@@ -122,18 +130,22 @@ class RaOperations:
         evidence = _evidence(reference, operator)
         created = None
         if not enrolment.existing_account:
-            created = self._core(lambda: self._certificates.create_account(NewAccount(
-                account=holder.account, holder_name=holder.name, emails=holder.emails, password=secrets.password,
-                kind=enrolment.kind, organisation=enrolment.organisation, department=enrolment.department,
-                title=enrolment.title, revocation_phrase=secrets.revocation_phrase,
-                key_algorithm=enrolment.key_algorithm, recovery_code=enrolment.recovery_code,
-                given_name=enrolment.given_name, surname=enrolment.surname), evidence=evidence),
-                {AlreadyExists: f"the account {holder.account} exists already; to give it another certificate, "
-                                "enrol with --existing-account"})
-        if created is not None:
-            # Recorded now: the account exists in the core whatever happens to the certificate.
-            self._record(operator, "holder_enrolled", f"account={holder.account} reference={reference}",
-                         holder=holder)
+            earlier = self._pend(enrolment, reference, operator)
+            created = self._create_account(enrolment, secrets, evidence, earlier)
+            try:
+                # One transaction: the holder registered, the pending record gone.
+                self._record(operator, "holder_enrolled", f"account={holder.account} reference={reference}",
+                             holder=holder, finishes=True)
+            except StoreUnavailable as exc:
+                log.error("the account %s was made in the core (reference %s) but the RA's database did not "
+                          "record it: its enrolment stays pending (finish it with enrol --existing-account)",
+                          holder.account, reference)
+                return Enrolled(account=holder.account, certificate=None, credential_id=created.credential_id,
+                                otp_uri=created.otp_uri, recovery_code=created.recovery_code, reference=reference,
+                                refusal=f"{exc}; the account was made in the core, and its enrolment stays pending "
+                                        "in the RA: once the RA's database works, finish it (and issue the "
+                                        "certificate) with enrol --existing-account",
+                                refusal_reason="store_unavailable")
         try:
             issued = self._core(lambda: self._certificates.issue_certificate(
                 holder.account, enrolment.profile, csr=enrolment.csr, transaction_limit=enrolment.transaction_limit,
@@ -144,23 +156,87 @@ class RaOperations:
                 raise
             # The account exists with its OTP seed and recovery code: the holder must still get
             # them, so the refusal is returned beside them rather than raised.
-            self._record(operator, "certificate_refused", f"account={holder.account} profile={enrolment.profile} "
-                                                          f"reference={reference}")
+            self._record_after_creation(operator, "certificate_refused",
+                                        f"account={holder.account} profile={enrolment.profile} reference={reference}")
             return Enrolled(account=holder.account, certificate=None, credential_id=created.credential_id,
                             otp_uri=created.otp_uri, recovery_code=created.recovery_code, reference=reference,
                             refusal=str(exc), help_code=getattr(exc, "help_code", ""),
                             refusal_reason=getattr(exc, "reason", "") or "core_unavailable")
         if created is None:
             # An existing account is registered once the core has issued for it: a name the core
-            # does not have leaves the RA as it was.
+            # does not have leaves the RA as it was. An enrolment left pending is finished here.
             self._record(operator, "holder_registered", f"account={holder.account} reference={reference}",
-                         holder=holder)
-        self._record(operator, "certificate_issued",
-                     f"account={holder.account} serial={issued.serial} profile={issued.profile} reference={reference}")
+                         holder=holder, finishes=True)
+            self._record(operator, "certificate_issued", f"account={holder.account} serial={issued.serial} "
+                                                         f"profile={issued.profile} reference={reference}")
+        else:
+            self._record_after_creation(operator, "certificate_issued",
+                                        f"account={holder.account} serial={issued.serial} profile={issued.profile} "
+                                        f"reference={reference}")
         return Enrolled(account=holder.account, certificate=issued,
                         credential_id=created.credential_id if created else issued.credential_id,
                         otp_uri=created.otp_uri if created else "",
                         recovery_code=created.recovery_code if created else "", reference=reference)
+
+    def pending_enrolments(self) -> list[dict]:
+        """The enrolments under way or left unfinished (the core may have made the account while
+        the RA did not record it): account, reference, profile, holder data, operator, since.
+
+        Raises: StoreUnavailable."""
+        with self._database.transaction() as conn:
+            return repository.list_pending_enrolments(conn)
+
+    def _pend(self, enrolment: Enrolment, reference: str, operator: str) -> dict | None:
+        """Record the enrolment as pending before the core is asked; returns an earlier pending
+        enrolment of the account (kept as it is: it may be the one the core made the account for).
+
+        Raises: StoreUnavailable: nothing was asked of the core."""
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            earlier = repository.add_pending_enrolment(conn, enrolment.holder, reference, enrolment.profile,
+                                                       operator, now)
+            if earlier is None:
+                repository.audit(conn, now, operator, "enrolment_pending",
+                                 detail=f"account={enrolment.holder.account} profile={enrolment.profile} "
+                                        f"reference={reference}")
+        return earlier
+
+    def _create_account(self, enrolment: Enrolment, secrets: EnrolmentSecrets, evidence: Evidence,
+                        earlier: dict | None):
+        """The core makes the account. A refusal that made nothing ends the pending record this
+        enrolment made; an account that exists already with an earlier enrolment pending is
+        said to be that one's.
+
+        Raises: OperationRefused, CoreUnavailable (the pending record is kept: the core may have
+        made the account)."""
+        holder = enrolment.holder
+        exists = (f"the account {holder.account} exists already; to give it another certificate, enrol with "
+                  "--existing-account")
+        if earlier is not None:
+            exists = (f"the account {holder.account} exists already in the core, and its enrolment of "
+                      f"{earlier['created_at']:%Y-%m-%d %H:%M} UTC by {earlier['operator']} (reference "
+                      f"{earlier['reference']}) is pending in the RA: finish it with enrol --existing-account")
+        try:
+            return self._core(lambda: self._certificates.create_account(NewAccount(
+                account=holder.account, holder_name=holder.name, emails=holder.emails, password=secrets.password,
+                kind=enrolment.kind, organisation=enrolment.organisation, department=enrolment.department,
+                title=enrolment.title, revocation_phrase=secrets.revocation_phrase,
+                key_algorithm=enrolment.key_algorithm, recovery_code=enrolment.recovery_code,
+                given_name=enrolment.given_name, surname=enrolment.surname), evidence=evidence),
+                {AlreadyExists: exists})
+        except OperationRefused:
+            if earlier is None:
+                with self._database.transaction() as conn:
+                    repository.remove_pending_enrolment(conn, holder.account)
+            raise
+
+    def _record_after_creation(self, operator: str, action: str, detail: str) -> None:
+        """An audit entry once the core has made an account: a failure of the RA's database is
+        logged, not raised, so that the holder's secrets are still returned."""
+        try:
+            self._record(operator, action, detail)
+        except StoreUnavailable:
+            log.error("the RA's database did not record %s (%s)", action, detail)
 
     def unlock(self, account: str, recovery_code: str, new_password: str, confirmation: str, operator: str) -> str:
         """In person: clear the account's lock with the holder's recovery code and set the new
@@ -256,11 +332,23 @@ class RaOperations:
         except NotFound:  # registered with the RA, not (or no longer) in the core
             return []
 
-    def _record(self, operator: str, action: str, detail: str, *, holder: Holder | None = None) -> None:
+    def _record(self, operator: str, action: str, detail: str, *, holder: Holder | None = None,
+                finishes: bool = False) -> None:
+        """An audit entry, with ``holder`` registered; ``finishes``: the account's pending
+        enrolment (if any) ends in the same transaction, and the entry says holder_enrolled.
+
+        Raises: StoreUnavailable."""
         now = self._clock.now()
         with self._database.transaction() as conn:
             if holder is not None:
                 repository.save_holder(conn, holder, now)
+            if finishes and holder is not None:
+                pending = repository.find_pending_enrolment(conn, holder.account)
+                if pending is not None:
+                    repository.remove_pending_enrolment(conn, holder.account)
+                    action = "holder_enrolled"
+                    if f"reference={pending['reference']}" not in detail:
+                        detail += f" pending_reference={pending['reference']}"
             repository.audit(conn, now, operator, action, detail=detail)
 
     def _core(self, call: Callable[[], T], refusals: dict[type[SignServerClientError], str] | None = None) -> T:

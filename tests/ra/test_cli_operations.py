@@ -107,7 +107,7 @@ def test_enrol_a_cloud_signature_holder_prints_the_otp_uri_and_recovery_code_onc
 
     entries = audit_details(ra)
     mine = [(e["actor"], e["action"]) for e in entries if "cli-cloud" in e["detail"]]
-    assert mine == [(OPERATOR, "holder_enrolled"), (OPERATOR, "certificate_issued")]
+    assert mine == [(OPERATOR, "enrolment_pending"), (OPERATOR, "holder_enrolled"), (OPERATOR, "certificate_issued")]
     secrets = (PASSWORD, PHRASE, shown["otp_uri"], shown["recovery_code"])
     assert_nowhere(secrets, json.dumps(entries), caplog.text, enrolled.err)
 

@@ -7,6 +7,7 @@ server off this machine."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import socket
 import ssl
@@ -266,3 +267,35 @@ def test_the_mailer_of_the_settings_sends_as_they_say(ra_database, ra_clock, smt
     queue(ra_database, ra_clock)
     assert OutboxMailer.from_settings(ra_database, ra_clock, settings).send_due() == 1
     assert "ra@example.mo" in smtp.messages[0]["From"] and "DSAJ" in smtp.messages[0]["From"]
+
+
+def test_an_unsent_message_keeps_its_last_error_for_the_operator(ra_database, ra_clock, tmp_path, capsys):
+    from signserver.ra import cli
+
+    controller = smtp_on_loopback(Refusing("451 4.2.1 mailbox busy, try again later"))
+    try:
+        queue(ra_database, ra_clock)
+        assert mailer_to(ra_database, ra_clock, controller.port).send_due() == 0
+    finally:
+        controller.stop()
+    [row] = rows(ra_database)
+    assert "451" in row.last_error and "mailbox busy" in row.last_error
+    assert "123456" not in row.last_error  # never the body (the code it carries)
+
+    config = tmp_path / "signserver.toml"
+    config.write_text(f'[ra]\ndatabase_url = "{ra_database.url}"\n', encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["--config", str(config), "outbox", "--json", "--operator", "counter-7"]) == 0
+    [shown] = json.loads(capsys.readouterr().out)
+    assert shown["recipient"] == "kuan@example.mo" and shown["attempts"] == 1
+    assert "451 4.2.1 mailbox busy" in shown["last_error"] and "body" not in shown
+    assert cli.main(["--config", str(config), "outbox", "--operator", "counter-7"]) == 0
+    assert "mailbox busy" in capsys.readouterr().out
+
+    with socket.socket() as closed:  # then the server is down: the newer failure replaces it
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    ra_clock.advance(seconds=3600)
+    assert mailer_to(ra_database, ra_clock, port).send_due() == 0
+    [row] = rows(ra_database)
+    assert row.attempts == 2 and "mailbox busy" not in row.last_error and "refused" in row.last_error.lower()

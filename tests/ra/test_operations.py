@@ -87,7 +87,8 @@ def test_a_cloud_signature_enrolment_gives_the_key_in_the_core_an_otp_uri_and_a_
     with ra_database.transaction() as conn:
         assert repository.find_holder(conn, "op-cloud") == replace(KUAN, account="op-cloud")
     entries = [e for e in trail(ra_database) if "op-cloud" in e["detail"]]
-    assert [(e["actor"], e["action"]) for e in entries] == [(OPERATOR, "holder_enrolled"),
+    assert [(e["actor"], e["action"]) for e in entries] == [(OPERATOR, "enrolment_pending"),
+                                                            (OPERATOR, "holder_enrolled"),
                                                             (OPERATOR, "certificate_issued")]
     seed = parse_qs(urlparse(enrolled.otp_uri).query)["secret"][0]
     assert_no_secret([e["detail"] for e in trail(ra_database)] + [caplog.text, repr(enrolled)],
@@ -249,7 +250,7 @@ def test_a_certificate_refused_after_the_account_was_made_still_gives_the_holder
     assert enrolled.otp_uri and enrolled.recovery_code
     assert core.list_certificates("op-half") == []
     actions = [e["action"] for e in trail(ra_database) if "account=op-half" in e["detail"]]
-    assert actions == ["holder_enrolled", "certificate_refused"]
+    assert actions == ["enrolment_pending", "holder_enrolled", "certificate_refused"]
 
     _, csr = card_csr()
     issued = operations.enrol(cloud("op-half", profile="qualified-government", csr=csr, existing_account=True),

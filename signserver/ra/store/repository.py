@@ -17,7 +17,7 @@ from signserver.ra.codes import CodeLimits, EmailVerification
 from signserver.ra.errors import ConcurrentUpdate, RenewalNotFound
 from signserver.ra.renewal import FINAL_STATES, ApplicationRecord, Holder, Renewal, State
 from signserver.ra.store.schema import (applications, audit_trail, code_limits, email_verifications, holders,
-                                        operator_accounts, outbox, renewals)
+                                        operator_accounts, outbox, pending_enrolments, renewals)
 
 GENESIS = "0" * 64
 AUDIT_CHAIN_LOCK = 0x5241_4155  # any constant of the RA's own
@@ -47,6 +47,45 @@ def find_holder(conn: Connection, account: str) -> Holder | None:
         return None
     return Holder(row.account, row.id_type, row.id_number, row.name, datetime.date.fromisoformat(row.birth_date),
                   tuple(json.loads(row.emails)))
+
+
+# Enrolments under way (never a secret: the holder's data, the request's reference, who and when)
+
+def _holder_json(holder: Holder) -> str:
+    return json.dumps({"id_type": holder.id_type, "id_number": holder.id_number, "name": holder.name,
+                       "birth_date": holder.birth_date.isoformat(), "emails": list(holder.emails)},
+                      ensure_ascii=False)
+
+
+def add_pending_enrolment(conn: Connection, holder: Holder, reference: str, profile: str, operator: str,
+                          now: datetime.datetime) -> dict | None:
+    """Record the enrolment of ``holder`` as under way, unless one of the account is already;
+    returns that earlier one (as pending_enrolments' items), else None."""
+    earlier = find_pending_enrolment(conn, holder.account)
+    if earlier is None:
+        conn.execute(insert(pending_enrolments).values(account=holder.account, reference=reference, profile=profile,
+                                                       holder=_holder_json(holder), operator=operator,
+                                                       created_at=epoch_seconds(now)))
+    return earlier
+
+
+def find_pending_enrolment(conn: Connection, account: str) -> dict | None:
+    row = conn.execute(select(pending_enrolments).where(pending_enrolments.c.account == account)).first()
+    return None if row is None else _pending(row)
+
+
+def remove_pending_enrolment(conn: Connection, account: str) -> bool:
+    return bool(conn.execute(delete(pending_enrolments).where(pending_enrolments.c.account == account)).rowcount)
+
+
+def list_pending_enrolments(conn: Connection) -> list[dict]:
+    return [_pending(row) for row in conn.execute(select(pending_enrolments).order_by(pending_enrolments.c.created_at,
+                                                                                      pending_enrolments.c.account))]
+
+
+def _pending(row) -> dict:
+    return {"account": row.account, "reference": row.reference, "profile": row.profile,
+            "holder": json.loads(row.holder), "operator": row.operator, "created_at": from_epoch(row.created_at)}
 
 
 # Renewals
@@ -335,9 +374,22 @@ def email_sent(conn: Connection, message_id: int) -> None:
     conn.execute(delete(outbox).where(outbox.c.id == message_id))
 
 
-def email_failed(conn: Connection, message_id: int, attempts: int, next_attempt: datetime.datetime) -> None:
+def email_failed(conn: Connection, message_id: int, attempts: int, next_attempt: datetime.datetime,
+                 last_error: str = "") -> None:
+    """Count a failed attempt; ``last_error`` says why (never the body, never a secret)."""
     conn.execute(update(outbox).where(outbox.c.id == message_id)
-                 .values(attempts=attempts, next_attempt_at=epoch_seconds(next_attempt)))
+                 .values(attempts=attempts, next_attempt_at=epoch_seconds(next_attempt), last_error=last_error))
+
+
+def unsent_emails(conn: Connection) -> list[dict]:
+    """The outbox for the operators: each message's recipient, subject, attempts, next attempt
+    and last error; never its body (a code, a holder's link)."""
+    return [{"id": row.id, "created_at": from_epoch(row.created_at), "recipient": row.recipient,
+             "subject": row.subject, "attempts": row.attempts, "next_attempt_at": from_epoch(row.next_attempt_at),
+             "last_error": row.last_error}
+            for row in conn.execute(select(outbox.c.id, outbox.c.created_at, outbox.c.recipient, outbox.c.subject,
+                                           outbox.c.attempts, outbox.c.next_attempt_at, outbox.c.last_error)
+                                    .order_by(outbox.c.id))]
 
 
 # The notice link's sign-in (signserver/ra/holder_sign_in.py)

@@ -130,6 +130,9 @@ outbox = Table(
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", BigInteger, nullable=False),
     Column("discard_after", BigInteger),
+    # Why the last attempt failed (the SMTP server's reply, or the connection's error): never the
+    # message's body, never a secret. Empty until an attempt fails.
+    Column("last_error", Text, nullable=False, server_default=""),
 )
 
 # The pages' sessions: the cookie carries a random id, the table only its SHA-256 (hex), so the
@@ -147,13 +150,14 @@ web_sessions = Table(
     Index("ix_ra_web_sessions_last_seen", "last_seen"),
 )
 
-# The captcha challenges already answered (the challenge's random id): inserting the row is what
-# spends a challenge, so that of submissions racing with one answer exactly one is checked.
-web_spent_captchas = Table(
-    "ra_web_spent_captchas", metadata,
-    Column("challenge", String(64), primary_key=True),
+# The single-use ids already spent: a captcha challenge answered, an operator's form sent (its
+# submission id). Inserting the row is what spends an id, so that of submissions racing with one
+# id exactly one goes on.
+web_spent_single_use_ids = Table(
+    "ra_web_spent_single_use_ids", metadata,
+    Column("single_use_id", String(64), primary_key=True),
     Column("expires_at", BigInteger, nullable=False),
-    Index("ix_ra_web_spent_captchas_expires_at", "expires_at"),
+    Index("ix_ra_web_spent_single_use_ids_expires_at", "expires_at"),
 )
 
 # The operators who sign in to the operators' pages with a password and a one-time password; the
@@ -178,4 +182,19 @@ operator_lockouts = Table(
     Column("locked_until", BigInteger),
     Column("forget_at", BigInteger, nullable=False),
     Index("ix_ra_operator_lockouts_forget_at", "forget_at"),
+)
+
+# An enrolment under way: recorded before the core is asked to make the holder's account (its
+# reference, the idempotency key, goes to the core in the request's evidence), deleted in the
+# transaction that records the holder. A row left here means the core may have made the account
+# while the RA did not record it (its database failed, the process stopped): `enrol
+# --existing-account` finishes it. Never the holder's secrets (OTP seed, recovery code).
+pending_enrolments = Table(
+    "ra_pending_enrolments", metadata,
+    Column("account", String(128), primary_key=True),
+    Column("reference", String(32), nullable=False),
+    Column("profile", String(64), nullable=False),
+    Column("holder", Text, nullable=False),  # JSON: the registered identity data
+    Column("operator", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
 )

@@ -129,7 +129,11 @@ def _enrolment_refusals(request: Request) -> dict[str, str]:
     """The core's refusals of an enrolment said more precisely than refusal_text's own."""
     return {"INVALID_ARGUMENT": gettext(request, "The certificate service refused the enrolment's data: check "
                                                  "that the profile suits the kind of holder, that the CSR names "
-                                                 "the holder, and the holder's data.")}
+                                                 "the holder, and the holder's data."),
+            # The core made the account, the RA's database failed: the secrets are shown all the same.
+            "store_unavailable": gettext(request, "The registration authority's database did not record the "
+                                                  "enrolment: it stays pending, and the holder's secrets below are "
+                                                  "shown this once.")}
 
 
 def _secrets_errors(request: Request, existing_account: bool, secrets: EnrolmentSecrets,

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from signserver.clock import Clock, epoch_seconds
 from signserver.ra.settings import RaSettings
 from signserver.ra.store.database import RaDatabase
-from signserver.ra.store.schema import web_sessions, web_spent_captchas
+from signserver.ra.store.schema import web_sessions, web_spent_single_use_ids
 
 COOKIE = "ra_session"
 ANONYMOUS, HOLDER, OPERATOR = "anonymous", "holder", "operator"
@@ -195,16 +195,17 @@ class SessionStore:
             return conn.execute(delete(web_sessions).where(where)).rowcount or 0
 
     def spend_once(self, challenge: str, expires_at: int) -> bool:
-        """Mark the single-use ``challenge`` (a captcha's id) spent; True for the one caller that
-        spent it, False for every other, however many race (the row's key decides). The mark is
-        kept until ``expires_at`` (the challenge is worth nothing after).
+        """Mark the single-use ``challenge`` (a captcha's id, an operator's form's id) spent; True
+        for the one caller that spent it, False for every other, however many race (the row's key
+        decides). The mark is kept until ``expires_at`` (the id is worth nothing after).
 
         Raises: StoreUnavailable.
         """
         with self._database.transaction() as conn:
             try:
                 with conn.begin_nested():
-                    conn.execute(insert(web_spent_captchas).values(challenge=challenge, expires_at=expires_at))
+                    conn.execute(insert(web_spent_single_use_ids).values(single_use_id=challenge,
+                                                                         expires_at=expires_at))
             except IntegrityError:
                 return False
         return True
@@ -220,7 +221,7 @@ class SessionStore:
             result = conn.execute(delete(web_sessions).where(
                 (web_sessions.c.last_seen <= now - self._idle)
                 | (web_sessions.c.signed_in_at.is_not(None) & (web_sessions.c.signed_in_at <= now - self._max))))
-            conn.execute(delete(web_spent_captchas).where(web_spent_captchas.c.expires_at <= now))
+            conn.execute(delete(web_spent_single_use_ids).where(web_spent_single_use_ids.c.expires_at <= now))
         return result.rowcount or 0
 
 

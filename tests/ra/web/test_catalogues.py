@@ -135,3 +135,22 @@ def test_the_documents_wording_is_kept(folder, extracted):
     for text, wording in DOCUMENT_TEXTS.items():
         if text in extracted:
             assert strings.get(text) == wording[folder]
+
+
+# One Traditional Chinese term for the revocation phrase, as the holder's pages say it: an
+# operator reading the holder's words over the telephone must find the same ones on the screen.
+REVOCATION_PHRASE_TERM = "撤銷短語"
+OTHER_REVOCATION_PHRASE_TERMS = ("撤銷密語",)
+
+
+def test_the_revocation_phrase_has_one_name_in_traditional_chinese():
+    texts = [path for path in sorted((LOCALE / "zh_Hant" / "LC_MESSAGES").glob("*.po"))]
+    texts += sorted((ROOT / WEB / "templates").rglob("*.html"))
+    texts += sorted((ROOT / "signserver" / "ra").rglob("*.py"))  # the e-mails, the help codes' guidance
+    seen, other = [], []
+    for path in texts:
+        content = path.read_text(encoding="utf-8")
+        if REVOCATION_PHRASE_TERM in content:
+            seen.append(path.name)
+        other += [f"{path.relative_to(ROOT)}: {term}" for term in OTHER_REVOCATION_PHRASE_TERMS if term in content]
+    assert seen and not other, other

@@ -695,17 +695,17 @@ def test_a_captcha_expires(client, ra_database, clock):
 
 
 def test_spent_captchas_are_forgotten_once_expired(context, clock, ra_database):
-    from signserver.ra.store.schema import web_spent_captchas
+    from signserver.ra.store.schema import web_spent_single_use_ids
 
     now = context.sessions.now()
     assert context.sessions.spend_once("c1", now + 300) and not context.sessions.spend_once("c1", now + 300)
     context.sessions.remove_expired()
     with ra_database.transaction() as conn:
-        assert len(list(conn.execute(select(web_spent_captchas)))) == 1
+        assert len(list(conn.execute(select(web_spent_single_use_ids)))) == 1
     clock.advance(seconds=300)
     context.sessions.remove_expired()
     with ra_database.transaction() as conn:
-        assert list(conn.execute(select(web_spent_captchas))) == []
+        assert list(conn.execute(select(web_spent_single_use_ids))) == []
 
 
 def test_the_captcha_macro_renders_the_image_input_and_a_new_image_link(context):
