@@ -45,27 +45,6 @@ HOLDER_ACTOR = "holder-web"  # who revoked, in the RA's audit trail (beside the 
 WRONG_PHRASE = "PERMISSION_DENIED"  # the core's reason for a revocation phrase that is not right
 
 
-def profile_label(request: Request, profile: str) -> str:
-    """The certificate type as the documents name it, in the request's language."""
-    labels = {
-        "cloud-signature-government": gettext(request, "Government cloud-signature account"),
-        "cloud-signature-corporate": gettext(request, "Corporate cloud-signature account"),
-        "qualified-government": gettext(request, "Government qualified certificate"),
-        "qualified-corporate": gettext(request, "Corporate qualified certificate"),
-        "standard-government": gettext(request, "Government standard certificate"),
-        "standard-corporate": gettext(request, "Corporate standard certificate"),
-        "encryption-government": gettext(request, "Government encryption certificate"),
-        "encryption-corporate": gettext(request, "Corporate encryption certificate"),
-    }
-    return labels.get(profile, profile)
-
-
-def status_label(request: Request, status: str) -> str:
-    labels = {"valid": gettext(request, "valid"), "expired": gettext(request, "expired"),
-              "revoked": gettext(request, "revoked")}
-    return labels.get(status, status)
-
-
 async def visible_renewals(request: Request, ctx) -> list[Renewal]:
     """The renewals of the signed-in holder this session may see, newest first."""
     session = session_of(request)
@@ -103,8 +82,6 @@ async def home(request: Request, ctx) -> Response:
     outcomes = [r for r in renewals if r.state in FINISHED][:RECENT_OUTCOMES]
     certificates = await held_certificates(request, ctx, renewals)
     return render(request, "holder/home.html", pending=pending, outcomes=outcomes, certificates=certificates,
-                  profile_label=lambda p: profile_label(request, p),
-                  status_label=lambda s: status_label(request, s),
                   guidance=lambda c: guidance(request, c))
 
 
@@ -123,9 +100,7 @@ def _revoke_page(request: Request, ctx, certificate, *, errors: dict[str, str] |
     """The revocation form; after a refusal the box stays as the holder ticked it (the phrase, a
     secret, is never put back)."""
     return render(request, "holder/revoke.html", status=status, certificate=certificate, errors=errors or {},
-                  understood=understood,
-                  profile_label=lambda p: profile_label(request, p),
-                  status_label=lambda s: status_label(request, s))
+                  understood=understood)
 
 
 async def revoke(request: Request, ctx) -> Response:

@@ -177,6 +177,32 @@ def _current_csrf_token() -> str:
     return _rendering.get().state.session.csrf_token
 
 
+# The certificate types and statuses as the documents name them (every page shows these, never
+# the profile's identifier alone).
+PROFILE_LABELS = {
+    "cloud-signature-government": N_("Government cloud-signature account"),
+    "cloud-signature-corporate": N_("Corporate cloud-signature account"),
+    "qualified-government": N_("Government qualified certificate"),
+    "qualified-corporate": N_("Corporate qualified certificate"),
+    "standard-government": N_("Government standard certificate"),
+    "standard-corporate": N_("Corporate standard certificate"),
+    "encryption-government": N_("Government encryption certificate"),
+    "encryption-corporate": N_("Corporate encryption certificate"),
+}
+STATUS_LABELS = {"valid": N_("valid"), "expired": N_("expired"), "revoked": N_("revoked")}
+
+
+def profile_label(request: Request, profile: str) -> str:
+    """The certificate type as the documents name it, in the request's language (an unknown
+    profile as it is)."""
+    return gettext(request, PROFILE_LABELS[profile]) if profile in PROFILE_LABELS else profile
+
+
+def status_label(request: Request, status: str) -> str:
+    """A certificate's status (valid, expired, revoked) in the request's language."""
+    return gettext(request, STATUS_LABELS[status]) if status in STATUS_LABELS else status
+
+
 def _current_language() -> str:
     return language(_rendering.get())
 
@@ -209,7 +235,9 @@ class Templates:
         environment.globals.update(_=_template_gettext, gettext=_template_gettext, ngettext=_template_ngettext,
                                    current_csrf_token=_current_csrf_token, current_language=_current_language,
                                    captcha_image_url=_captcha_image_url,
-                                   moment=_moment, LANGUAGE_NAMES=LANGUAGE_NAMES)
+                                   moment=_moment, LANGUAGE_NAMES=LANGUAGE_NAMES,
+                                   profile_label=lambda profile: profile_label(_rendering.get(), profile),
+                                   status_label=lambda status: status_label(_rendering.get(), status))
         return cls(environment, catalogues)
 
     def render(self, request: Request, template: str, values: dict) -> str:

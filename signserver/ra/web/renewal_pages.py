@@ -32,7 +32,6 @@ from signserver.ra.help_codes import IDENTITY_DATA_CHANGED, ONLY_IN_PERSON, REVO
 from signserver.ra.registry import MAX_PHOTO_BYTES
 from signserver.ra.renewal import REVOCATION_PHRASE, Renewal, State, Step, check_new_password, is_cloud_signature
 from signserver.ra.web.account_pages import PASSWORD_RULES, locked_text, password_rule_text
-from signserver.ra.web.holder_pages import profile_label, status_label
 from signserver.ra.web.rendering import (FieldReader, field_errors, gettext, guidance, page_route, provider_of,
                                         read_form, redirect, render, text_field)
 from signserver.ra.web.sessions import holder_may_act, session_of
@@ -242,8 +241,7 @@ async def show_step(request: Request, ctx, renewal: Renewal | None = None, *, er
     now = int(ctx.clock.now().timestamp())
     expiries = _code_expiries(request, renewal)
     values = dict(renewal=renewal, step=step, step_number=STEP_NUMBERS.get(step, 1), error=error,
-                  errors=field_errors or {}, profile_label=lambda p: profile_label(request, p),
-                  status_label=lambda s: status_label(request, s), guidance=lambda c: guidance(request, c),
+                  errors=field_errors or {}, guidance=lambda c: guidance(request, c),
                   help_code=renewal.help_code, help_text=guidance(request, renewal.help_code) if renewal.help_code
                   else "", cloud=is_cloud_signature(renewal.profile), base=f"/holder/renewals/{renewal.id}",
                   subject={})

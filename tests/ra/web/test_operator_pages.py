@@ -402,6 +402,26 @@ def test_the_dashboard_lists_the_certificates_due_and_confirms_a_renewal(ra_proc
     assert unknown.status_code == 200 and "has no such account or certificate" in text_of(unknown)
 
 
+def test_operator_pages_name_certificate_types_as_the_documents_do(operator, core, database):
+    """The enrolment form's types and the search's certificates are named in the page's language,
+    with the profile's identifier (what the command line takes) as the element's title."""
+    page, _ = operator
+    chinese = {"headers": {"Accept-Language": "zh-Hant"}}
+    form = page.get("/operator/enrol", **chinese)
+    assert form.status_code == 200
+    options = dict(re.findall(r'<option value="(cloud-signature-[a-z]+|qualified-[a-z]+)"[^>]*>([^<]+)</option>',
+                              form.text))
+    assert options["cloud-signature-government"] == "政府“雲簽”帳戶", options
+    assert options["qualified-corporate"] == "商業機構合格證書", options
+    issued = enrol(core, f"web-label-{secrets.token_hex(3)}", "cloud-signature-government")
+    with database.transaction() as conn:
+        repository.save_holder(conn, replace(KUAN, account=issued.account),
+                               datetime.datetime.now(datetime.timezone.utc))
+    found = page.get(f"/operator/search?q={issued.account}", **chinese)
+    assert found.status_code == 200
+    assert '<span title="cloud-signature-government">政府“雲簽”帳戶</span>' in found.text, text_of(found)
+
+
 def test_a_renewal_at_its_limits_is_reopened(ra_process, operator, database):
     page, name = operator
     renewal = opened_renewal(database, replace(KUAN, account=f"web-limits-{secrets.token_hex(3)}"),
