@@ -50,7 +50,8 @@ class CertificateClient:
     raises a SignServerClientError subclass (signserver.client.errors) when the server refuses the
     call or it does not complete: PermissionRefused (not an RA certificate), AuthenticationRefused
     (an expired or revoked one), NotFound, InvalidArgument, CertificateRefused (a rule of the
-    documents; ``help_code`` such as "AC-AB-0015"), RequestReplayed, ServerBusy.
+    documents; ``help_code`` such as "AC-AB-0015"), RequestReplayed, ServerBusy, ServerUnreachable
+    and ServerNotTrusted (no connection: nothing was sent), DeadlineExceeded.
     """
 
     def __init__(self, address: str, *, root_certificates: bytes, client_certificate: bytes, client_key: bytes,
@@ -63,6 +64,7 @@ class CertificateClient:
         self._stub = certificate_pb2_grpc.CertificateServiceStub(self._channel)
         self._timeout = timeout_seconds
         self._clock = clock or _SystemClock()
+        self._address, self._server_name = address, server_name
 
     def __enter__(self) -> "CertificateClient":
         return self
@@ -218,7 +220,7 @@ class CertificateClient:
         try:
             return rpc(request, timeout=self._timeout)
         except grpc.RpcError as error:
-            raise from_rpc_error(error, method) from None
+            raise from_rpc_error(error, method, address=self._address, server_name=self._server_name) from None
 
 
 def _evidence(evidence: Evidence) -> certificate_pb2.RaEvidence:

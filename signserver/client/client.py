@@ -56,7 +56,11 @@ class SignServerClient:
 
     Use it as a context manager, or call close(). Safe to share between threads.
     Every method raises a SignServerClientError subclass (signserver.client.errors) when the
-    server refuses the call or it does not complete.
+    server refuses the call or it does not complete: besides those each method names,
+    ServerUnreachable (no connection could be made: nothing was sent), ServerNotTrusted (a
+    ServerUnreachable: the server's certificate did not verify) and DeadlineExceeded (no answer
+    within ``timeout``). No call is retried: a call that spends the holder's OTP or an activation
+    token must not be sent twice, and the others are cheap to make again.
     """
 
     def __init__(self, address: str, *, root_certificates: bytes, client_certificate: bytes | None = None,
@@ -73,6 +77,7 @@ class SignServerClient:
         self._accounts = account_pb2_grpc.AccountServiceStub(self._channel)
         self._metadata = ((API_KEY_HEADER, api_key),) if api_key else ()
         self._timeout = timeout
+        self._address, self._server_name = address, server_name
 
     def __enter__(self) -> "SignServerClient":
         return self
@@ -117,8 +122,8 @@ class SignServerClient:
         Raises: AuthenticationRefused (wrong factors, never saying which), AccountLocked,
         PermissionRefused (an account the application may not serve), AccountDisabled (a
         PermissionRefused: the factors are right but the account is disabled), ServerBusy (try
-        again), InvalidArgument, SignServerClientError (FAILED_PRECONDITION: a credential that may
-        not sign).
+        again), InvalidArgument, CredentialUnusable (the factors are right, but the credential's
+        certificate is revoked or expired); ValueError (an unknown ``hash_algorithm``).
         """
         if hash_algorithm not in _wire.HASH_ALGORITHMS:
             raise ValueError(f"hash_algorithm is one of {', '.join(_wire.HASH_ALGORITHMS)}")
@@ -166,9 +171,9 @@ class SignServerClient:
         """
         first = document_pb2.SignPdfRequest(header=_wire.header(options, credential_id, account, password, otp or ""))
         with _reading(document) as source:
-            requests = _with_chunks(first, source, lambda chunk: document_pb2.SignPdfRequest(chunk=chunk))
+            requests = _Upload(_with_chunks(first, source, lambda chunk: document_pb2.SignPdfRequest(chunk=chunk)))
             return self._receive_document("SignPdf", lambda: self._documents.SignPdf(
-                requests, metadata=self._metadata, timeout=self._timeout), destination)
+                requests, metadata=self._metadata, timeout=self._timeout), destination, requests)
 
     def prepare_pdf(self, document: Document, *, credential_id: str,
                     options: PdfOptions = PdfOptions()) -> PreparedSignature:
@@ -180,8 +185,9 @@ class SignServerClient:
         """
         first = document_pb2.PrepareSignatureRequest(header=_wire.header(options, credential_id))
         with _reading(document) as source:
-            requests = _with_chunks(first, source, lambda chunk: document_pb2.PrepareSignatureRequest(chunk=chunk))
-            response = self._call("PrepareSignature", self._documents.PrepareSignature, requests)
+            requests = _Upload(_with_chunks(first, source,
+                                            lambda chunk: document_pb2.PrepareSignatureRequest(chunk=chunk)))
+            response = self._call("PrepareSignature", self._documents.PrepareSignature, requests, requests)
         return PreparedSignature(document_id=response.document_id, digest=response.digest,
                                  credential_id=credential_id,
                                  expires_at=_wire.moment(response.expires_at, response.HasField("expires_at")))
@@ -206,8 +212,8 @@ class SignServerClient:
         Raises: InvalidArgument (not a readable PDF, too large), ServerBusy; OSError reading the file.
         """
         with _reading(document) as source:
-            requests = (document_pb2.VerifyPdfRequest(chunk=chunk) for chunk in _chunks(source))
-            return _wire.verification(self._call("VerifyPdf", self._documents.VerifyPdf, requests))
+            requests = _Upload(document_pb2.VerifyPdfRequest(chunk=chunk) for chunk in _chunks(source))
+            return _wire.verification(self._call("VerifyPdf", self._documents.VerifyPdf, requests, requests))
 
     # Accounts
 
@@ -245,16 +251,25 @@ class SignServerClient:
 
     # Plumbing
 
-    def _call(self, method: str, rpc: Callable[..., T], request) -> T:
+    def _call(self, method: str, rpc: Callable[..., T], request, upload: "_Upload | None" = None) -> T:
+        """Raises: SignServerClientError (a subclass by status and reason); what reading an
+        ``upload`` raised, which ends the call."""
         try:
             return rpc(request, metadata=self._metadata, timeout=self._timeout)
         except grpc.RpcError as error:
-            raise from_rpc_error(error, method) from None
+            raise self._error(error, method, upload) from None
+
+    def _error(self, error: grpc.RpcError, method: str, upload: "_Upload | None") -> BaseException:
+        if upload is not None and upload.error is not None:
+            return upload.error
+        return from_rpc_error(error, method, address=self._address, server_name=self._server_name)
 
     def _receive_document(self, method: str, start: Callable[[], Iterator[document_pb2.SignPdfResponse]],
-                          destination: Document) -> SignedDocument:
+                          destination: Document, upload: "_Upload | None" = None) -> SignedDocument:
         """Write a signed document's chunks to ``destination`` and check them against the result
-        message that precedes them."""
+        message that precedes them.
+
+        Raises: as :meth:`_call`; SignServerClientError (DATA_LOSS)."""
         with _writing(destination) as target:
             result, size, digest = None, 0, hashlib.sha256()
             try:
@@ -266,11 +281,33 @@ class SignServerClient:
                         size += len(response.chunk)
                         digest.update(response.chunk)
             except grpc.RpcError as error:
-                raise from_rpc_error(error, method) from None
+                raise self._error(error, method, upload) from None
             if result is None or result.size != size or result.sha256 != digest.digest():
                 raise SignServerClientError("DATA_LOSS", "the signed document received does not match the "
                                             "size and SHA-256 the server announced")
         return SignedDocument(size=size, sha256=digest.digest())
+
+
+class _Upload:
+    """The requests of a streaming call. gRPC reads them in a thread of its own and ends the call
+    as UNKNOWN ("Exception iterating requests!") when reading fails: the error is kept here, so
+    that the caller gets it (an OSError reading the document) rather than a server error."""
+
+    def __init__(self, messages: Iterable[T]):
+        self._messages = iter(messages)
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> "_Upload":
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._messages)
+        except StopIteration:
+            raise
+        except Exception as exc:
+            self.error = exc
+            raise
 
 
 def _chunks(source: BinaryIO) -> Iterator[bytes]:

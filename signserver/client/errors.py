@@ -18,6 +18,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 HELP_CODE_TRAILER = "help-code"
+# gRPC's words for a call that found no connection to make, and for a server certificate that
+# did not verify (OpenSSL's, and gRPC's own host name check).
+_NOT_CONNECTED = "failed to connect to all addresses"
+_NOT_TRUSTED = re.compile(r"CERTIFICATE_VERIFY_FAILED|Hostname Verification")
+# gRPC's words for a message over the limit of the side that refused it (the server takes 4 MB).
+_TOO_LARGE = re.compile(r"message larger than max")
 # The documented message of a locked account: "the account is locked until <RFC 3339> after ...".
 _LOCKED_MESSAGE = re.compile(r"locked until (\S+?)(?: after|$)")
 
@@ -86,8 +92,33 @@ class NotFound(SignServerClientError):
 
 
 class ServerBusy(SignServerClientError):
-    """RESOURCE_EXHAUSTED or UNAVAILABLE: try again later, after ``retry_after`` seconds when the
-    server said."""
+    """RESOURCE_EXHAUSTED or UNAVAILABLE from a server that was reached (busy, stopping, or the
+    connection lost on the way): try again later, after ``retry_after`` seconds when the server
+    said. A server that could not be reached at all is ServerUnreachable instead."""
+
+
+class ServerUnreachable(SignServerClientError):
+    """UNAVAILABLE before any answer: no connection to the server could be made (nothing listens
+    at the address, the name does not resolve, the network is down, or the TLS handshake failed).
+    The call never reached the server: nothing was done, no OTP or activation token spent. Check
+    the address, or try again once the server is back."""
+
+
+class ServerNotTrusted(ServerUnreachable):
+    """The server's TLS certificate did not verify: not issued by the ``root_certificates`` given,
+    expired, or not for the name called (see ``server_name``). Nothing was sent. Trying again does
+    not help: fix the client's trust or the address."""
+
+
+class DeadlineExceeded(SignServerClientError):
+    """DEADLINE_EXCEEDED: the call did not end within the client's timeout. A call whose turn had
+    not come on the server is not started there; one already under way may have ended (an
+    Authorize may have spent the OTP, a SignHash its digests): authorise again rather than retry."""
+
+
+class CredentialUnusable(SignServerClientError):
+    """FAILED_PRECONDITION (reason "CREDENTIAL_UNUSABLE"): the holder's factors are right, but the
+    credential may not sign now (its certificate is revoked or expired, or it has none)."""
 
 
 class InvalidArgument(SignServerClientError):
@@ -131,10 +162,12 @@ _BY_CODE: dict[grpc.StatusCode, type[SignServerClientError]] = {
     grpc.StatusCode.UNAVAILABLE: ServerBusy,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 _BY_REASON: dict[str, type[SignServerClientError]] = {
     "ACCOUNT_LOCKED": AccountLocked,
     "ACCOUNT_DISABLED": AccountDisabled,
+    "CREDENTIAL_UNUSABLE": CredentialUnusable,
     "ACTIVATION_REFUSED": ActivationRefused,
     "CERTIFICATE_REFUSED": CertificateRefused,
     "ALREADY_RENEWED": AlreadyRenewed,
@@ -146,13 +179,19 @@ _BY_REASON: dict[str, type[SignServerClientError]] = {
 _ACTIVATION_METHODS = frozenset({"SignHash", "CompleteSignature"})
 
 
-def from_rpc_error(error: grpc.RpcError, method: str = "") -> SignServerClientError:
-    """The client exception for a failed call of ``method`` (its short name, e.g. "SignHash")."""
+def from_rpc_error(error: grpc.RpcError, method: str = "", *, address: str | None = None,
+                   server_name: str | None = None) -> SignServerClientError:
+    """The client exception for a failed call of ``method`` (its short name, e.g. "SignHash") to
+    the server at ``address`` (named ``server_name`` in its certificate, when given)."""
     if not isinstance(error, grpc.Call):  # raised before any call existed (e.g. a closed channel)
         return SignServerClientError("UNKNOWN", str(error))
     code = error.code() or grpc.StatusCode.UNKNOWN
     message = error.details() or ""
     reason, metadata, retry_after, violations = _details(error)
+    if reason is None:  # gRPC's own refusals, not the server's: no ErrorInfo
+        transport = _transport_error(code, message, address, server_name)
+        if transport is not None:
+            return transport
     help_code = metadata.pop("help_code", None) or _trailer(error, HELP_CODE_TRAILER)
     cls = _BY_REASON.get(reason or "") or _fallback_class(code, message, method)
     if cls is AccountLocked and "locked_until" not in metadata:
@@ -161,6 +200,25 @@ def from_rpc_error(error: grpc.RpcError, method: str = "") -> SignServerClientEr
             metadata["locked_until"] = found.group(1)
     return cls(code.name, message, reason=reason, help_code=help_code, metadata=metadata,
                retry_after=retry_after, field_violations=violations)
+
+
+def _transport_error(code: grpc.StatusCode, message: str, address: str | None,
+                     server_name: str | None) -> SignServerClientError | None:
+    """What gRPC itself refused: no connection, a server certificate that does not verify, a
+    message over the limit. None for anything else."""
+    where = f"the server at {address}" if address else "the server"
+    if code is grpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in message:
+        if _NOT_TRUSTED.search(message):
+            name = f" (checked for the name {server_name})" if server_name else ""
+            return ServerNotTrusted(code.name, f"{where} presented a TLS certificate that does not verify{name}: "
+                                    "not issued by the root_certificates given, expired, or for another name; "
+                                    f"nothing was sent ({message})")
+        return ServerUnreachable(code.name, f"cannot connect to {where}; nothing was sent ({message})")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE.search(message):
+        return InvalidArgument(code.name, f"a message of the call is larger than {where} takes in one message "
+                               "(4 MB: a document's header, seal image included, must fit in it); nothing was "
+                               f"done ({message})")
+    return None
 
 
 def _fallback_class(code: grpc.StatusCode, message: str, method: str) -> type[SignServerClientError]:

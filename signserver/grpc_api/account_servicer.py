@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from signserver.grpc_api import convert
-from signserver.grpc_api.caller import calling_application
+from signserver.grpc_api.caller import calling_application, still_waiting
 from signserver.blocking_calls import BlockingCalls
 from signserver.service import SignService
 from signserver.v1 import account_pb2, account_pb2_grpc
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
+    """A change whose client gave up before its turn in the password pool is not started: the
+    holder's OTP stays unspent, and no recovery code is replaced that nobody would see."""
+
     def __init__(self, service: SignService, accounts: BlockingCalls):
         self._service = service
         self._accounts = accounts
@@ -24,7 +27,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             new=convert.secret("new_password", request.new_password),
             confirmation=convert.secret("confirm_new_password", request.confirm_new_password),
             otp_code=convert.text("otp", request.otp, required=False, limit=16) or None,
-            otp_required=app.otp_required, actor=f"application:{app.name}")
+            otp_required=app.otp_required, actor=f"application:{app.name}", caller_check=still_waiting(context))
         return account_pb2.ChangePasswordResponse()
 
     async def ReplaceRecoveryCode(self, request, context):
@@ -35,7 +38,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             self._service.accounts.replace_recovery_code, account,
             password=convert.secret("password", request.password),
             otp_code=convert.text("otp", request.otp, required=False, limit=16) or None,
-            otp_required=app.otp_required, actor=f"application:{app.name}")
+            otp_required=app.otp_required, actor=f"application:{app.name}", caller_check=still_waiting(context))
         return account_pb2.ReplaceRecoveryCodeResponse(recovery_code=code)
 
     async def GetAccountStatus(self, request, context):

@@ -11,7 +11,7 @@ from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest, HolderActivation
 from signserver.ca.ra_requests import RaEvidence, RaRequest
 from signserver.ca.repository import IssuedCertificate
-from signserver.errors import InvalidArgument
+from signserver.errors import InvalidArgument, NoCredentials
 from signserver.grpc_api import convert
 from signserver.grpc_api.caller import check_balancer, client_certificate_pem, still_waiting
 from signserver.blocking_calls import BlockingCalls
@@ -76,8 +76,16 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
         self._accounts = accounts
 
     async def _operator(self, context) -> str:
+        """The RA operator calling, named by its client certificate.
+
+        Raises: Unauthenticated (no certificate at all: NoCredentials; an expired, revoked or
+        unreadable one), PermissionDenied (a certificate that is not an RA's).
+        """
         await check_balancer(context, self._service, self._hsm)
         pem = client_certificate_pem(context, self._service.config.tls.balancer_cert_sha256)
+        if not pem:  # nobody known, so not a permission refused (PermissionDenied: "the caller is known")
+            raise NoCredentials("no client certificate: only registration authorities may call this service, "
+                                "with a client certificate issued with `signserver ca issue-client --role ra`")
         name = await self._hsm.run(self._service.ca.identify_ra, pem)
         return f"ra:{name}"
 
@@ -114,7 +122,8 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
             recovery_by_code=not request.no_recovery_code)
         password = convert.secret("password", request.password)
         await self._admit(context, operator, "CreateAccount", enrolment.username, request)
-        created = await self._accounts.run(self._service.accounts.create, enrolment, password, operator)
+        created = await self._accounts.run(self._service.accounts.create, enrolment, password, operator,
+                                           caller_check=still_waiting(context))
         return certificate_pb2.CreateAccountResponse(account=created.account.username,
                                                      credential_id=created.credential.id,
                                                      otp_uri=created.otp_uri, recovery_code=created.recovery_code)
@@ -151,7 +160,8 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
         await self._admit(context, operator, "RevokeCertificate", serial, request)
         if request.revocation_phrase:
             issued = await self._accounts.run(self._service.ca.revoke_by_holder, serial, holder,
-                                              convert.secret("revocation_phrase", request.revocation_phrase), reason)
+                                              convert.secret("revocation_phrase", request.revocation_phrase), reason,
+                                              caller_check=still_waiting(context))
         else:
             issued = await self._hsm.run(self._service.ca.revoke, serial, reason, operator,
                                          caller_check=still_waiting(context))
@@ -173,8 +183,9 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
         recovery_code = convert.secret("recovery_code", request.recovery_code)
         new_password = convert.secret("new_password", request.new_password)
         await self._admit(context, operator, "UnlockAccount", account, request)
+        # Not started for a client that gave up: the new code it returns would reach nobody.
         code = await self._accounts.run(self._service.accounts.unlock_with_recovery_code, account, recovery_code,
-                                        new_password, operator)
+                                        new_password, operator, caller_check=still_waiting(context))
         return certificate_pb2.UnlockAccountResponse(recovery_code=code)
 
     async def AuthenticateHolder(self, request, context):

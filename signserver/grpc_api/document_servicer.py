@@ -72,15 +72,17 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
             return await self._documents.run(function, app, *args, caller_check=still_waiting(context))
 
     async def _receive(self, chunks, target: SpoolFile) -> int:
+        """Raises: InvalidArgument: nothing sent, or more than the limit (naming ``chunk``)."""
         size = 0
         async for chunk in chunks:
             size += len(chunk)
             if size > self._max:
-                raise InvalidArgument(f"the document is too large: the limit is {self._max // (1024 * 1024)} MB")
+                raise InvalidArgument(f"the document is too large: the limit is {self._max // (1024 * 1024)} MB",
+                                      field="chunk")
             if chunk:
                 await target.write_async(chunk)
         if size == 0:
-            raise InvalidArgument("no document was sent")
+            raise InvalidArgument("no document was sent", field="chunk")
         target.file().flush()
         return size
 
@@ -89,7 +91,7 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
         with self._streams.admit(app.id):
             header, chunks = await self._header_and_chunks(request_iterator)
             options = stamp_options(header.stamp, self._service.pades.default_stamp())
-            level = PadesLevel.parse(header.level) if header.level else self._service.pades.default_level()
+            level = self._level(header)
             with self._spool_file() as source, self._spool_file() as output:
                 await self._receive(chunks, source)
                 digest = await self._document_job(
@@ -109,9 +111,7 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
                 await self._receive(chunks, source)
                 pending = await self._document_job(
                     context, app, self._service.pades.prepare_pdf, convert.text("credential_id", header.credential_id, limit=64),
-                    source.file(),
-                    PadesLevel.parse(header.level) if header.level else self._service.pades.default_level(),
-                    stamp_options(header.stamp, self._service.pades.default_stamp()))
+                    source.file(), self._level(header), stamp_options(header.stamp, self._service.pades.default_stamp()))
         return document_pb2.PrepareSignatureResponse(document_id=pending.id, digest=pending.digest,
                                                      expires_at=convert.timestamp(pending.expires_at))
 
@@ -124,18 +124,30 @@ class DocumentServicer(document_pb2_grpc.DocumentServiceServicer):
             async for response in self._send(context, output.file(), digest):
                 yield response
 
+    def _level(self, header) -> PadesLevel:
+        """Raises: InvalidArgument: an unknown level (naming ``level``)."""
+        if not header.level:
+            return self._service.pades.default_level()
+        with convert.field_named("level"):
+            return PadesLevel.parse(header.level)
+
     async def _header_and_chunks(self, request_iterator):
-        """Raises: InvalidArgument: no header first, the client paused too long (before the
-        header as between chunks), or the whole upload took too long."""
+        """Raises: InvalidArgument: no header first, a second header, a later message without a
+        chunk, the client paused too long (before the header as between chunks), or the whole
+        upload took too long."""
         messages = self._within_time(request_iterator)
         first = await anext(messages, None)
         if first is None or first.WhichOneof("part") != "header":
-            raise InvalidArgument("the first message must carry the header")
+            raise InvalidArgument("the first message must carry the header", field="header")
 
         async def chunks():
             async for message in messages:
-                if message.WhichOneof("part") != "chunk":
-                    raise InvalidArgument("only the first message carries a header")
+                part = message.WhichOneof("part")
+                if part == "header":
+                    raise InvalidArgument("only the first message carries a header", field="header")
+                if part != "chunk":
+                    raise InvalidArgument("a message after the header carries no chunk: each carries a piece "
+                                          "of the document", field="chunk")
                 yield message.chunk
 
         return first.header, chunks()

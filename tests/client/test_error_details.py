@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from signserver.client import (
     AccountLocked,
     ActivationRefused,
+    CredentialUnusable,
     InvalidArgument,
     PermissionRefused,
     ServerBusy,
@@ -118,6 +119,19 @@ def test_help_code_trailer_without_details(scripted):
         authorize(client)
     assert type(refused.value) is SignServerClientError
     assert refused.value.help_code == "AC-AB-0015" and refused.value.reason is None
+
+
+def test_a_credential_that_may_not_sign_has_its_own_error(scripted):
+    server, client = scripted
+    info = error_details_pb2.ErrorInfo(reason="CREDENTIAL_UNUSABLE", domain="signserver")
+    server.answer = status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message="the certificate is revoked",
+                                      details=[packed(info)])
+    with pytest.raises(CredentialUnusable) as refused:
+        authorize(client)
+    assert (refused.value.code, refused.value.reason) == ("FAILED_PRECONDITION", "CREDENTIAL_UNUSABLE")
+    server.answer = (grpc.StatusCode.UNAVAILABLE, "the server is stopping; try again", ())
+    with pytest.raises(ServerBusy):  # the server's own UNAVAILABLE: it was reached, and asks to try again
+        authorize(client)
 
 
 def test_retry_info_on_a_busy_server(scripted):
