@@ -25,7 +25,7 @@ from pyhanko.sign import fields
 
 from signserver.errors import InvalidArgument
 from signserver.pades.page_tree import MAX_PAGE_TREE_DEPTH
-from signserver.pades.stamp import StampOptions
+from signserver.pades.stamp import BOX_FIELD, FIELD_NAME_FIELD, PAGE_FIELD, StampOptions
 
 # A page without a usable MediaBox is shown as US Letter by most readers.
 _LETTER = (0.0, 0.0, 612.0, 792.0)
@@ -93,7 +93,8 @@ def place_field(writer: IncrementalPdfFileWriter, options: StampOptions) -> Fiel
     if options.field_name and options.field_name in existing:
         value, reference = existing[options.field_name]
         if value is not None:
-            raise InvalidArgument(f"the signature field {options.field_name!r} is already signed")
+            raise InvalidArgument(f"the signature field {options.field_name!r} is already signed",
+                                  field=FIELD_NAME_FIELD)
         geometry = _field_geometry(reference)
         return FieldPlacement(options.field_name, None, geometry.rotation, geometry.user_unit)
     form = form_fields(writer.prev.root)
@@ -102,20 +103,22 @@ def place_field(writer: IncrementalPdfFileWriter, options: StampOptions) -> Fiel
     pages = int(writer.root["/Pages"]["/Count"])
     page = options.page if options.page >= 0 else pages + options.page
     if not 0 <= page < pages:
-        raise InvalidArgument(f"page {options.page} is out of range: the document has {pages} page(s)")
+        # Said as the caller numbers pages: from 1, or from -1 for the last (the options count from 0).
+        asked = options.page + 1 if options.page >= 0 else options.page
+        raise InvalidArgument(f"page {asked} is out of range: the document has {pages} page(s)", field=PAGE_FIELD)
     name = options.field_name or _free_name(form, len(existing) + 1)
     if not options.visible:
         return FieldPlacement(name, fields.SigFieldSpec(sig_field_name=name))
     x1, y1, x2, y2 = options.box
     if not (x1 < x2 and y1 < y2):
-        raise InvalidArgument("the stamp rectangle needs x1 < x2 and y1 < y2")
+        raise InvalidArgument("the stamp rectangle needs x1 < x2 and y1 < y2", field=BOX_FIELD)
     page_ref, _ = writer.find_page_for_modification(page)
     geometry = page_geometry(page_ref.get_object())
     width, height = geometry.displayed_size
     if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
         raise InvalidArgument(f"the stamp rectangle {tuple(options.box)} is off the page: it must lie within "
                               f"0,0,{width:g},{height:g} (points from the bottom-left corner of the page as "
-                              "displayed)")
+                              "displayed)", field=BOX_FIELD)
     spec = fields.SigFieldSpec(sig_field_name=name, on_page=page, box=geometry.to_page_space((x1, y1, x2, y2)))
     return FieldPlacement(name, spec, geometry.rotation, geometry.user_unit)
 
@@ -183,11 +186,11 @@ def _refuse_taken_name(name: str, form: dict[str, FormField]) -> None:
             kind = _KINDS.get(found.field_type, "form")
             what = "names a group of form fields" if found.group else f"is a {kind} field"
             raise InvalidArgument(f"the form field {name!r} {what}, not a signature field: name an empty "
-                                  "signature field, or a name no field of the document has")
+                                  "signature field, or a name no field of the document has", field=FIELD_NAME_FIELD)
         if not found.group:
             kind = _KINDS.get(found.field_type, "form")
             raise InvalidArgument(f"the signature field {name!r} cannot be made: {prefix!r} is a {kind} field, "
-                                  "not a group of fields; choose another name")
+                                  "not a group of fields; choose another name", field=FIELD_NAME_FIELD)
 
 
 def _free_name(form: dict[str, FormField], start: int) -> str:

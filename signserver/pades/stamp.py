@@ -33,6 +33,10 @@ MAX_TEXT = 200
 MAX_SEAL_PIXELS = 4_000_000
 SEAL_FIELD = "seal_image"  # as gRPC's Stamp names it; the CSC front names it again
 URL_FIELD = "verification_url"  # likewise
+PAGE_FIELD = "page"  # likewise
+FIELD_NAME_FIELD = "field_name"  # likewise
+BOX_FIELD = "x1"  # gRPC's Stamp gives the rectangle as x1, y1, x2, y2: its first names it; CSC's is "box"
+TIME_ZONE_FIELD = "time_zone"  # CSC's is "timeZone"
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class StampOptions:
         """Raises: InvalidArgument: unknown time zone."""
         zone = time_zone(self.time_zone)
         if zone is None:
-            raise InvalidArgument(f"unknown time zone {self.time_zone[:MAX_TEXT]!r}")
+            raise InvalidArgument(f"unknown time zone {self.time_zone[:MAX_TEXT]!r}", field=TIME_ZONE_FIELD)
         return zone
 
 

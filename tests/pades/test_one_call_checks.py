@@ -14,7 +14,7 @@ from signserver.v1 import document_pb2
 from tests.conftest import PASSWORD
 from tests.pades.test_field_names import with_field
 from tests.pades.test_document_api import collect
-from tests.pades.test_seal_images import documents, holder  # noqa: F401 (fixtures)
+from tests.pades.test_seal_images import documents, field_violations, holder  # noqa: F401 (fixtures)
 
 
 def sign_pdf(stub, metadata, holder, code: str, pdf: bytes, **stamp) -> bytes:  # noqa: F811
@@ -29,8 +29,10 @@ def sign_pdf(stub, metadata, holder, code: str, pdf: bytes, **stamp) -> bytes:  
 REFUSED = {
     "a document that is no PDF": (lambda: b"%PDF-1.7\nnot a document at all\n%%EOF\n", {}, "PDF"),
     "an unknown time zone": (lambda: sample_pdf(1), {"time_zone": "Mars/Olympus_Mons"}, "time zone"),
-    "a page the document does not have": (lambda: sample_pdf(1), {"page": 7}, "page"),
+    "a page the document does not have": (lambda: sample_pdf(1), {"page": 7}, "page 7 is out of range"),
+    "a page before the first": (lambda: sample_pdf(1), {"page": -3}, "page -3 is out of range"),
     "a rectangle off the page": (lambda: sample_pdf(1), {"x1": 5000, "y1": 5000, "x2": 5200, "y2": 5080}, "page"),
+    "a rectangle upside down": (lambda: sample_pdf(1), {"x1": 200, "y1": 200, "x2": 100, "y2": 100}, "x1 < x2"),
     "a field name a text field has": (lambda: with_field("Name", "/Tx"), {"field_name": "Name"},
                                       "'Name' is a text field"),
     # 2,000 characters, as gRPC takes, but 6,000 bytes: more than a QR code holds.
@@ -38,6 +40,11 @@ REFUSED = {
                                                 {"verification_url": "https://sign.example.mo/" + "驗" * 1900},
                                                 "too long for a QR code"),
 }
+
+
+FIELDS = {"an unknown time zone": "time_zone", "a page the document does not have": "page",
+          "a page before the first": "page", "a rectangle off the page": "x1", "a rectangle upside down": "x1",
+          "a field name a text field has": "field_name", "a verification address no QR code holds": "verification_url"}
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
@@ -50,4 +57,6 @@ def test_a_request_it_cannot_sign_is_refused_before_the_otp_is_spent(documents, 
         sign_pdf(stub, metadata, holder, code, pdf(), **stamp)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT and said in refused.value.details(), \
         refused.value.details()
+    if case in FIELDS:  # the stamp's option at fault, in the BadRequest detail
+        assert [field for field, _ in field_violations(refused.value)] == [FIELDS[case]]
     assert sign_pdf(stub, metadata, holder, code, sample_pdf(1)).startswith(b"%PDF")  # the same code signs

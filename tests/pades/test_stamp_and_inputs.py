@@ -80,7 +80,7 @@ def test_long_term_validation_uses_only_the_embedded_data(pades_world, level):
 @pytest.mark.parametrize("case,stamp,message", [
     ("not a pdf", StampOptions(), "not a readable PDF"),
     ("truncated", StampOptions(), "not a readable PDF"),
-    ("page out of range", StampOptions(page=7), "page 7 is out of range"),
+    ("page out of range", StampOptions(page=7), "page 8 is out of range"),  # the options count from 0, people from 1
     ("rectangle off the page", StampOptions(box=(500, 40, 900, 100)), "off the page"),
     ("text the font cannot draw", StampOptions(caption="Assinatura \U0001F600"), "cannot draw"),
     ("bad time zone", StampOptions(time_zone="Mars/Olympus"), "unknown time zone"),

@@ -33,7 +33,8 @@ from signserver.http.csc.operations import keep_seconds, not_ready, poll_operati
 from signserver.http.csc.signatures import sign_algo_params
 from signserver.pades.document import PadesLevel
 from signserver.pades.signable import check_signable
-from signserver.pades.stamp import DEFAULT_BOX, MAX_TEXT, SEAL_FIELD, URL_FIELD, StampOptions
+from signserver.pades.stamp import (BOX_FIELD, DEFAULT_BOX, FIELD_NAME_FIELD, MAX_TEXT, PAGE_FIELD, SEAL_FIELD,
+                                    TIME_ZONE_FIELD, URL_FIELD, StampOptions)
 from signserver.secret import Secret
 
 # Request bodies are bounded for the whole app (see limits.BodyLimit): one largest document.
@@ -54,7 +55,8 @@ MAX_NONCE_HEX = 64  # 256 bits
 
 
 # The stamp's options as the domain names them in a refusal, and as this API does.
-CSC_STAMP_NAMES = {SEAL_FIELD: "sealImage", URL_FIELD: "verificationURL", "field_name": "fieldName"}
+CSC_STAMP_NAMES = {SEAL_FIELD: "sealImage", URL_FIELD: "verificationURL", FIELD_NAME_FIELD: "fieldName",
+                   PAGE_FIELD: "page", BOX_FIELD: "box", TIME_ZONE_FIELD: "timeZone"}
 
 
 class AuthDatum(BaseModel):
