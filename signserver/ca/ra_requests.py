@@ -17,6 +17,7 @@ from signserver.ca.client_status import ClientCertificateStatus, presented
 from signserver.clock import Clock, epoch_seconds
 from signserver.errors import (
     InvalidArgument,
+    NoCredentials,
     PermissionDenied,
     RequestOutOfWindow,
     RequestReplayed,
@@ -107,13 +108,15 @@ class RaRequests:
         within the last few seconds).
 
         Raises:
+            NoCredentials: no certificate.
             Unauthenticated: the certificate is expired, not valid yet, revoked, or unreadable.
-            PermissionDenied: no certificate, another profile, or another issuer.
+            PermissionDenied: another profile, or another issuer.
         """
-        refusal = PermissionDenied("only registration authorities may call this service: present a client "
-                                   "certificate issued with `signserver ca issue-client --role ra`")
+        how = ("only registration authorities may call this service: present a client certificate issued with "
+               "`signserver ca issue-client --role ra`")
         if not certificate_pem:
-            raise refusal
+            raise NoCredentials(how)
+        refusal = PermissionDenied(how)
         client = presented(certificate_pem)
         # By the profile this CA recorded when it issued the certificate, not by its policy OID:
         # the OIDs follow ca.policy_oid_arc, and a changed arc must not lock out the RAs.
