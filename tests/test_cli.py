@@ -216,7 +216,13 @@ def test_change_so_pin(state_dir, tmp_path):
     assert "cli-so-pin" not in changed.stdout + changed.stderr
     old = run(state_dir, "hsm", "unblock-pin", "--token", label, "--so-pin-file", f["so"], "--new-pin-file", f["user"])
     assert old.returncode == 1 and "refused the PIN" in old.stderr
-    new = run(state_dir, "hsm", "unblock-pin", "--token", label, "--so-pin-file", f["so2"], "--new-pin-file", f["user"])
+    # The token now reports a wrong SO PIN: no SO login is tried, even with another PIN, unless
+    # the administrator allows it for one command (a locked SO PIN costs the token's keys).
+    withheld = run(state_dir, "hsm", "unblock-pin", "--token", label, "--so-pin-file", f["so2"],
+                   "--new-pin-file", f["user"])
+    assert withheld.returncode == 1 and "login_when_pin_count_low" in withheld.stderr, withheld.stderr
+    new = run(state_dir, "hsm", "unblock-pin", "--token", label, "--so-pin-file", f["so2"], "--new-pin-file", f["user"],
+              SIGNSERVER_HSM_LOGIN_WHEN_PIN_COUNT_LOW="true")
     assert new.returncode == 0, new.stderr
 
 
