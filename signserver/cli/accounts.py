@@ -26,9 +26,6 @@ PASSWORD_ENV = "SIGNSERVER_ACCOUNT_PASSWORD"
 RECOVERY_ENV = "SIGNSERVER_ACCOUNT_RECOVERY_CODE"
 PHRASE_ENV = "SIGNSERVER_ACCOUNT_REVOCATION_PHRASE"
 OPERATOR = "operator:cli"
-EXIT_NOT_CONFIRMED = 64  # EX_USAGE from sysexits.h: a destructive command, off a terminal, without --yes
-
-
 def _text(text: str) -> str:
     """An argparse ``type``: the argument as given, refused before anything is done when it is not
     text (a byte that is not UTF-8, from a terminal in another encoding, reaches Python as a lone
@@ -287,10 +284,9 @@ RESET_WARNING = ("the holder's keys (signing data packages) are sealed to the ol
 
 def cmd_reset_password(args, config: Config) -> int:
     if not args.yes and not sys.stdin.isatty():
-        # Nobody to ask: a script must say it means it.
-        print(f"signserver: resetting the password of {args.username} without its recovery code makes the "
-              "holder's keys unusable for good; nothing was changed: pass --yes to confirm", file=sys.stderr)
-        return EXIT_NOT_CONFIRMED
+        # Nobody to ask: a script must say it means it (as `hsm delete` and `hsm init` do).
+        raise InvalidArgument(f"resetting the password of {args.username} without its recovery code makes the "
+                              "holder's keys unusable for good; nothing was changed: pass --yes to confirm")
     service = open_service(args, config, with_database=True)
     if not args.yes:
         _confirm_reset(service.accounts.get(args.username))

@@ -118,7 +118,7 @@ def test_create_refuses_a_password_that_is_not_text(state_dir, state):
 
 # --- reset-password: the holder's keys are lost, so it is confirmed -------------------------------
 
-EXIT_NOT_CONFIRMED = 64  # EX_USAGE: a script that did not say --yes
+EXIT_NOT_CONFIRMED = 1  # as every refused command, `hsm delete` and `hsm init` without --yes included
 
 
 def run_on_terminal(state_dir, db, *args, answer: str, **env) -> tuple[int, str]:
