@@ -505,6 +505,55 @@ def test_a_cloud_signature_enrolment_shows_the_otp_key_and_recovery_code_once(ra
     assert holder.status_code == 200 and certificate.serial in holder.text and KUAN.id_number in holder.text
 
 
+@contextlib.contextmanager
+def holders_refused(database):
+    """The RA's database refusing to record a holder (as a full disk would), on SQLite or PostgreSQL."""
+    with database.engine.begin() as conn:
+        if database.is_sqlite:
+            conn.exec_driver_sql("CREATE TRIGGER refuse_holders BEFORE INSERT ON ra_holders "
+                                 "BEGIN SELECT RAISE(ABORT, 'the disk is full'); END")
+        else:
+            conn.exec_driver_sql("CREATE FUNCTION refuse_holders() RETURNS trigger LANGUAGE plpgsql AS "
+                                 "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$")
+            conn.exec_driver_sql("CREATE TRIGGER refuse_holders BEFORE INSERT ON ra_holders "
+                                 "FOR EACH ROW EXECUTE FUNCTION refuse_holders()")
+    try:
+        yield
+    finally:
+        with database.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse_holders" + ("" if database.is_sqlite else " ON ra_holders"))
+            if not database.is_sqlite:
+                conn.exec_driver_sql("DROP FUNCTION refuse_holders()")
+
+
+def test_an_enrolment_the_ras_database_fails_to_record_still_shows_the_secrets_once(operator, core, database):
+    """The core made the account (its OTP key and recovery code exist only in this answer): the page
+    shows them, says the enrolment stays pending, and the pending enrolment is kept without them."""
+    page, _ = operator
+    account = f"web-pending-{secrets.token_hex(3)}"
+    form_page = page.get("/operator/enrol")
+    with holders_refused(database):
+        shown = page.post("/operator/enrol", {
+            "submission": submission_of(form_page), "account": account, "name": KUAN.name,
+            "id_type": KUAN.id_type, "id_number": KUAN.id_number, "birth_date": KUAN.birth_date.isoformat(),
+            "emails": KUAN.emails[0], "profile": "cloud-signature-government", "kind": "government",
+            "organisation": "DSAJ", "recovery_code": "yes", "password": HOLDER_PASSWORD,
+            "confirmation": HOLDER_PASSWORD, "revocation_phrase": PHRASE, "revocation_phrase_confirmation": PHRASE},
+            files={"csr": ("", b"")})
+    assert "did not record the enrolment" in text_of(shown), text_of(shown)
+    recovery_code = re.search(r'id="recovery-code">([^<]+)<', shown.text).group(1)
+    otp_key = re.search(r'id="otp-key">([^<]+)<', shown.text).group(1).replace(" ", "")
+    assert recovery_code and len(otp_key) >= 16
+    assert "no-store" in shown.headers["cache-control"]
+    assert core.list_certificates(account) == []  # the account is made; its certificate comes as it is finished
+    with database.transaction() as conn:
+        pending = repository.find_pending_enrolment(conn, account)
+        assert repository.find_holder(conn, account) is None
+    assert pending is not None and pending["holder"]["id_number"] == KUAN.id_number
+    for secret in (HOLDER_PASSWORD, PHRASE, recovery_code, otp_key):
+        assert secret not in str(pending)
+
+
 @pytest.mark.parametrize("changes, field, message", [
     ({"profile": "qualified-government"}, "csr", "CSR"),
     ({"account": ""}, "account", "This field is required."),
