@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import io
 import uuid
-from dataclasses import replace
 
 from signserver.cli.master import _progress_line
 from signserver.cli.progress import PROGRESS_EVERY_SECONDS
 from signserver.hsm.admin import TokenAdministrator
 from signserver.secret import Secret
-from signserver.service import SignService
 from tests import cli_forkserver
+from tests.cli.masters import service_with_first_master
 from tests.conftest import SIGNSERVER, cli_env, database_url, enrol
 
 USER_PIN = Secret("user-pin-for-progress-tests")
@@ -34,16 +33,9 @@ def test_progress_is_a_line_every_few_seconds_with_the_pass_s_rate():
 def test_a_rotation_off_a_terminal_prints_no_line_per_batch(config, state_dir, tmp_path):
     token = f"progress-{uuid.uuid4().hex[:8]}"
     TokenAdministrator(config.hsm.module).init_token(token, Secret("so-pin-for-progress-tests"), USER_PIN)
-    own = replace(config, state_dir=tmp_path, database_url=database_url(tmp_path / "signserver.db"),
-                  hsm=replace(config.hsm, token_label=token))
-    service = SignService.from_config(own, user_pin=USER_PIN)
-    try:
-        service.prepare_database()
-        service.packages.ensure_master()
+    with service_with_first_master(config, token, tmp_path, USER_PIN) as service:
         for _ in range(3):
             enrol(service)
-    finally:
-        service.close()
 
     rotated = cli_forkserver.run(
         [str(SIGNSERVER), "hsm", "master", "rotate", "--grace-seconds", "0", "--batch", "1", "--token", token],

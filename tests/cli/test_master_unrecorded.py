@@ -11,7 +11,6 @@ import subprocess
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,8 @@ from sqlalchemy import create_engine, text
 
 from signserver.hsm.admin import TokenAdministrator
 from signserver.secret import Secret
-from signserver.service import SignService
 from tests import cli_forkserver
+from tests.cli.masters import first_master
 from tests.conftest import SIGNSERVER, cli_env, database_url
 
 USER_PIN = Secret("user-pin-for-unrecorded-tests")
@@ -34,18 +33,6 @@ def token(config) -> str:
     label = f"unrecorded-{uuid.uuid4().hex[:8]}"
     TokenAdministrator(config.hsm.module).init_token(label, Secret("so-pin-for-unrecorded-tests"), USER_PIN)
     return label
-
-
-def first_master(config, token: str, db: Path) -> None:
-    """The master key the server's first start makes, in the database at ``db``."""
-    own = replace(config, state_dir=db, database_url=database_url(db / "signserver.db"),
-                  hsm=replace(config.hsm, token_label=token))
-    service = SignService.from_config(own, user_pin=USER_PIN)
-    try:
-        service.prepare_database()
-        service.packages.ensure_master()
-    finally:
-        service.close()
 
 
 def environment(state_dir, db: Path) -> dict[str, str]:
@@ -153,7 +140,7 @@ def interrupted_rotation(config, state_dir, token: str, db: Path) -> tuple[str, 
 
 def test_an_interrupted_rotation_leaves_a_key_status_lists_and_retire_orphans_removes(
         config, state_dir, token, tmp_path):
-    first_master(config, token, tmp_path)
+    first_master(config, token, tmp_path, USER_PIN)
     known = status(state_dir, tmp_path, token)
     assert [m["state"] for m in known] == ["active"]
 
@@ -185,7 +172,7 @@ def test_an_interrupted_rotation_leaves_a_key_status_lists_and_retire_orphans_re
 
 def test_retire_orphans_never_destroys_a_key_the_database_knows(config, state_dir, token, tmp_path):
     """Keys of every state the database records stay, whatever --orphans finds."""
-    first_master(config, token, tmp_path)
+    first_master(config, token, tmp_path, USER_PIN)
     prepared = master(state_dir, tmp_path, token, "rotate", "--prepare")
     assert prepared.returncode == 0, prepared.stderr
     before = status(state_dir, tmp_path, token)
@@ -201,7 +188,7 @@ def test_retire_orphans_on_a_database_that_knows_no_master_key_destroys_nothing(
                                                                                tmp_path):
     """A database that knows no master key (the wrong database, or a token readied by the key
     ceremony before its server first starts) cannot tell an unrecorded key from a copied one."""
-    first_master(config, token, tmp_path / "own")
+    first_master(config, token, tmp_path / "own", USER_PIN)
     on_token = master_labels_on_token(config, token)
     assert on_token == ["signserver-master-1"]
     refused = master(state_dir, tmp_path / "other", token, "retire", "--orphans", "--yes")
@@ -216,7 +203,7 @@ def test_retire_orphans_beside_a_rotation_never_leaves_a_recorded_key_off_the_to
     as unrecorded. Whichever of the two then goes first, the database never records a key the token
     no longer holds: the destruction and the recording take turns under one lock, and the rotation
     records its key only if it is still there."""
-    first_master(config, token, tmp_path)
+    first_master(config, token, tmp_path, USER_PIN)
     before = master_labels_on_token(config, token)
     files = token_files(state_dir)
     env = environment(state_dir, tmp_path)

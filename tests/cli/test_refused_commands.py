@@ -9,7 +9,6 @@ import signal
 import subprocess
 import time
 import uuid
-from dataclasses import replace
 
 import pytest
 from cryptography import x509
@@ -20,10 +19,10 @@ from sqlalchemy import select
 
 from signserver.hsm.admin import TokenAdministrator
 from signserver.secret import Secret
-from signserver.service import SignService
 from signserver.store.database import Database
 from signserver.store.schema import accounts
 from tests import cli_forkserver
+from tests.cli.masters import first_master
 from tests.conftest import PASSWORD, SIGNSERVER, cli_env, database_url
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CONFIG = 1, 2, 78
@@ -238,18 +237,6 @@ def token(config) -> str:
     return label  # kept: see tests/accounts/test_master_rotation.py's token
 
 
-def first_master(config, token: str, db) -> None:
-    """The master key the server's first start makes, in the database at ``db``."""
-    own = replace(config, state_dir=db, database_url=database_url(db / "signserver.db"),
-                  hsm=replace(config.hsm, token_label=token))
-    service = SignService.from_config(own, user_pin=USER_PIN)
-    try:
-        service.prepare_database()
-        service.packages.ensure_master()
-    finally:
-        service.close()
-
-
 def master(state_dir, db, token: str, *args: str):
     return run(state_dir, db, "hsm", "master", *args, "--token", token, SIGNSERVER_HSM_USER_PIN=USER_PIN.reveal())
 
@@ -260,7 +247,7 @@ def master(state_dir, db, token: str, *args: str):
     (("--grace-seconds", "-1"), "--grace-seconds"),
     (("--grace-seconds", "1e300"), "--grace-seconds")])
 def test_rotate_with_a_bad_number_rotates_nothing(config, state_dir, token, tmp_path, flags, words):
-    first_master(config, token, tmp_path)
+    first_master(config, token, tmp_path, USER_PIN)
     before = master(state_dir, tmp_path, token, "status", "--json")
     assert before.returncode == 0, before.stderr
     refused = master(state_dir, tmp_path, token, "rotate", "--grace-seconds", "0", *flags)
@@ -293,7 +280,7 @@ def test_a_rotation_interrupted_while_it_waits_says_how_to_finish_it(config, sta
     another), and the command says which commands finish the rotation. Started with ``subprocess``
     and SIGINT's default disposition, as from a terminal: a suite run in the background (make test's
     PostgreSQL run) ignores SIGINT, and a child inherits that."""
-    first_master(config, token, tmp_path)
+    first_master(config, token, tmp_path, USER_PIN)
     output = tmp_path / "rotate.out"
     with output.open("w") as sink:
         rotating = subprocess.Popen(
