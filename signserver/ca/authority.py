@@ -161,7 +161,8 @@ class CertificateAuthority:
         return self._issuer.issue(request, operator, predecessor)
 
     def renew(self, serial: str, operator: str, csr: bytes | None = None, transaction_limit: int | None = None,
-              agent_qualification: str = "", activation: HolderActivation = HolderActivation()) -> IssuedCertificate:
+              agent_qualification: str | None = None,
+              activation: HolderActivation = HolderActivation()) -> IssuedCertificate:
         """A successor with a new key pair, with or without the holder's activation.
 
         Raises: as :meth:`Issuer.renew` (CertificateRefused with AC-AB-0015 among them).

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
+import unicodedata
 from dataclasses import dataclass
 
 from asn1crypto import core
@@ -29,6 +31,14 @@ MIN_RSA_BITS = 2048
 ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 
+# RFC 5280 Appendix A's upper bounds (ub-common-name, ub-organization-name, ub-title, ...): a longer
+# value makes a certificate that decoders refuse. The role has none there; it gets the same 64.
+_UPPER_BOUND = 64
+_UPPER_BOUND_NAME = 32768  # ub-name: givenName, surname
+_PRINTABLE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]+")  # X.680 PrintableString
+SMTP_UTF8_MAILBOX = ObjectIdentifier("1.3.6.1.5.5.7.8.9")  # RFC 9598 id-on-SmtpUTF8Mailbox
+
+
 @dataclass(frozen=True)
 class SubjectData:
     """Who a certificate names, as the documents list it."""
@@ -46,15 +56,81 @@ class SubjectData:
     surname: str = ""
 
     def name(self) -> x509.Name:
+        """The subject's distinguished name.
+
+        Raises: InvalidArgument: a value longer than its X.509 upper bound or with control
+            characters (naming the value), an account name a serialNumber (PrintableString) cannot
+            hold, an e-mail address whose domain is not a valid internationalised domain name.
+        """
+        self.check()
+        email = ascii_mailbox(self.email)  # IA5String: left out when the local part is not ASCII
         attributes = [(NameOID.COUNTRY_NAME, self.country), (NameOID.ORGANIZATION_NAME, self.organisation),
                       (NameOID.ORGANIZATIONAL_UNIT_NAME, self.department), (NameOID.TITLE, self.title),
                       (ROLE, self.agent_qualification), (NameOID.GIVEN_NAME, self.given_name),
                       (NameOID.SURNAME, self.surname), (NameOID.COMMON_NAME, self.common_name),
-                      (NameOID.SERIAL_NUMBER, self.serial_number), (NameOID.EMAIL_ADDRESS, self.email)]
+                      (NameOID.SERIAL_NUMBER, self.serial_number), (NameOID.EMAIL_ADDRESS, email)]
         try:
             return x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes if value])
         except ValueError as exc:
             raise InvalidArgument(f"the subject is not valid: {exc}") from None
+
+    def check(self) -> None:
+        """Raises: InvalidArgument: as :meth:`name`."""
+        for label, value, bound in (("the holder's name", self.common_name, _UPPER_BOUND),
+                                    ("the organisation", self.organisation, _UPPER_BOUND),
+                                    ("the department", self.department, _UPPER_BOUND),
+                                    ("the title", self.title, _UPPER_BOUND),
+                                    ("the agent qualification", self.agent_qualification, _UPPER_BOUND),
+                                    ("the given name", self.given_name, _UPPER_BOUND_NAME),
+                                    ("the surname", self.surname, _UPPER_BOUND_NAME)):
+            if len(value) > bound:
+                raise InvalidArgument(f"{label} has at most {bound} characters in a certificate; it has {len(value)}")
+            if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+                raise InvalidArgument(f"{label} must not contain control characters")
+        if self.serial_number and (len(self.serial_number) > _UPPER_BOUND
+                                   or not _PRINTABLE.fullmatch(self.serial_number)):
+            raise InvalidArgument(
+                f"the account name {self.serial_number!r} cannot be a certificate's serialNumber, a PrintableString "
+                "of letters, digits, spaces and '()+,-./:=? ('_' and '@' are not among them)")
+
+
+def _split_mailbox(address: str) -> tuple[str, str]:
+    """The local part and the domain in A-labels (IDNA).
+
+    Raises: InvalidArgument: the domain is not a valid internationalised domain name.
+    """
+    local, _, domain = address.rpartition("@")
+    try:
+        return local, domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidArgument(f"the e-mail address {address!r} has a domain that is not a valid domain name") from None
+
+
+def ascii_mailbox(address: str) -> str:
+    """The address as an rfc822Name and the subject's emailAddress hold it (IA5String, the domain
+    in A-labels), or "" when its local part is not ASCII (only an SmtpUTF8Mailbox can name it).
+
+    Raises: InvalidArgument: as :func:`_split_mailbox`.
+    """
+    if not address:
+        return ""
+    local, domain = _split_mailbox(address)
+    return f"{local}@{domain}" if local.isascii() else ""
+
+
+def mailbox_name(address: str) -> x509.GeneralName:
+    """The subjectAltName entry for an e-mail address: an rfc822Name, or, for a local part that is
+    not ASCII, RFC 9598's SmtpUTF8Mailbox (a UTF8String; the domain in lower-case A-labels, as
+    section 3 asks).
+
+    Raises: InvalidArgument: as :func:`_split_mailbox`.
+    """
+    ascii_form = ascii_mailbox(address)
+    if ascii_form:
+        return x509.RFC822Name(ascii_form)
+    local, domain = _split_mailbox(address)
+    mailbox = f"{unicodedata.normalize('NFC', local)}@{domain.lower()}"
+    return x509.OtherName(SMTP_UTF8_MAILBOX, core.UTF8String(mailbox).dump())
 
 
 class _MonetaryValue(core.Sequence):
@@ -120,6 +196,14 @@ def check_public_key(key) -> None:
         raise InvalidArgument("the key type is not accepted; use RSA, EC P-256/P-384/P-521 or Ed25519")
 
 
+def check_key_for_profile(profile: Profile, key) -> None:
+    """Raises: InvalidArgument (``field`` "csr"): an encryption profile's key that cannot encipher
+    nor agree on keys (Ed25519 signs only: RFC 8410 forbids it keyEncipherment)."""
+    if "encipherment" in profile.key_usage and isinstance(key, ed25519.Ed25519PublicKey):
+        raise InvalidArgument(f"profile {profile.name!r} certifies a key for encryption; an Ed25519 key only "
+                              "signs: use RSA or EC P-256/P-384/P-521", field="csr")
+
+
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     """Parse a PEM or DER request and check its signature and key.
 
@@ -164,7 +248,14 @@ def end_entity_certificate(*, profile: Profile, subject: x509.Name, public_key, 
                            issuer_key, serial: int, not_before: datetime.datetime, days: int, ca: CaConfig,
                            email: str = "", dns_names: tuple[str, ...] = (), ip_addresses: tuple[str, ...] = (),
                            transaction_limit: int | None = None) -> x509.Certificate:
-    """Build and sign (in the HSM, through ``issuer_key``) a certificate of ``profile``."""
+    """Build and sign (in the HSM, through ``issuer_key``) a certificate of ``profile``, valid
+    ``days`` from ``not_before`` or until its issuer's end if that comes first (a certificate its
+    issuer does not outlive).
+
+    Raises: InvalidArgument: a key the profile cannot use (see :func:`check_key_for_profile`),
+        an e-mail address whose domain is not a domain name.
+    """
+    check_key_for_profile(profile, public_key)
     usage = set(profile.key_usage)
     if "encipherment" in usage:
         usage.discard("encipherment")
@@ -174,11 +265,12 @@ def end_entity_certificate(*, profile: Profile, subject: x509.Name, public_key, 
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(issuer.subject).public_key(public_key).serial_number(serial)
-        .not_valid_before(not_before).not_valid_after(not_before + datetime.timedelta(days=days))
+        .not_valid_before(not_before)
+        .not_valid_after(min(not_before + datetime.timedelta(days=days), issuer.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(**flags, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()), critical=False)
+        .add_extension(authority_key_identifier(issuer), critical=False)
         .add_extension(x509.CertificatePolicies([x509.PolicyInformation(profile.policy,
                                                                         [profile.cps_uri or ca.cps_uri])]),
                        critical=False)
@@ -194,7 +286,7 @@ def end_entity_certificate(*, profile: Profile, subject: x509.Name, public_key, 
         # RFC 3161 wants the time-stamping usage alone and critical.
         critical = profile.extended_key_usage == (x509.oid.ExtendedKeyUsageOID.TIME_STAMPING,)
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usage)), critical=critical)
-    alternative = [x509.RFC822Name(email)] if email else []
+    alternative = [mailbox_name(email)] if email else []
     alternative += [x509.DNSName(n) for n in dns_names]
     alternative += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     if alternative:
@@ -204,6 +296,17 @@ def end_entity_certificate(*, profile: Profile, subject: x509.Name, public_key, 
     if profile.name == "ocsp-responder":
         builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
     return builder.sign(issuer_key, signature_hash(issuer_key))
+
+
+def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The issuer's own subject key identifier (RFC 5280 4.2.1.1: the AKI is the issuer's SKI), which
+    an external root may have computed otherwise than from the key's SHA-1; computed so only for
+    an issuer without one."""
+    try:
+        identifier = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(identifier)
 
 
 def ca_certificate(*, subject: x509.Name, public_key, issuer_name: x509.Name, issuer_key, issuer_public_key,

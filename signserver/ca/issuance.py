@@ -21,10 +21,13 @@ from signserver.accounts.repository import account_row, credentials_of, insert_c
 from signserver.audit.log import AuditLog
 from signserver.ca import repository as repo
 from signserver.ca.builder import (
+    ROLE,
     SubjectData,
+    ascii_mailbox,
     check_public_key,
     end_entity_certificate,
     load_csr,
+    transaction_limit_of,
 )
 from signserver.ca.profiles import KeySource, Profile
 from signserver.ca.repository import IssuedCertificate
@@ -219,9 +222,11 @@ class Issuer:
         return issued
 
     def renew(self, serial: str, operator: str, csr: bytes | None = None, transaction_limit: int | None = None,
-              agent_qualification: str = "", activation: HolderActivation = HolderActivation()) -> IssuedCertificate:
+              agent_qualification: str | None = None,
+              activation: HolderActivation = HolderActivation()) -> IssuedCertificate:
         """A successor with a new key pair and serial, linked to its predecessor, which may be valid,
-        expired or revoked.
+        expired or revoked. A qualified certificate's successor keeps the predecessor's transaction
+        limit and agent qualification unless others are given (``None``: the predecessor's).
 
         With the holder's ``activation`` (see :class:`HolderActivation`): while the account holds
         a valid cloud-signature certificate the current password is required; a new password only
@@ -254,6 +259,11 @@ class Issuer:
             raise InvalidArgument(f"certificate {old.serial} was not issued to a holder")
         self._refuse_if_renewed(old.serial)
         account = self._accounts.get(old.account)
+        if agent_qualification is None:
+            roles = old.certificate.subject.get_attributes_for_oid(ROLE)
+            agent_qualification = roles[0].value if roles else ""
+        if transaction_limit is None:
+            transaction_limit = transaction_limit_of(old.certificate)
         wanted = self.subject_for(account, agent_qualification).name()
         if old.status == "valid" and wanted != old.certificate.subject:
             raise CertificateRefused(
@@ -366,7 +376,7 @@ class Issuer:
                 f"the request's subject {request.subject.rfc4514_string()!r} does not name the account's holder "
                 f"{subject.common_name!r}")
         emails = request.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
-        if emails and emails[0].value != subject.email:
+        if emails and emails[0].value not in (subject.email, ascii_mailbox(subject.email)):
             raise InvalidArgument("the request's e-mail address is not the account's")
         return request.public_key()
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import ocsp
 from sqlalchemy import Connection, insert, select, update
 
-from signserver.ca.builder import signature_hash
+from signserver.ca.builder import authority_key_identifier, signature_hash
 from signserver.ca.repository import get_certificate, revoked_entries
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import NotFound
@@ -67,8 +67,7 @@ def build_crl(conn: Connection, authority: str, issuer: x509.Certificate, issuer
     builder = (x509.CertificateRevocationListBuilder()
                .issuer_name(issuer.subject).last_update(now).next_update(now + validity)
                .add_extension(x509.CRLNumber(number), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()),
-                              critical=False))
+               .add_extension(authority_key_identifier(issuer), critical=False))
     for entry in (revoked_entries(conn) if include_revoked else ()):
         revoked = (x509.RevokedCertificateBuilder().serial_number(int(entry.serial, 16))
                    .revocation_date(from_epoch(entry.revoked_at)))

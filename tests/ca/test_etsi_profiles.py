@@ -82,6 +82,23 @@ def etsi_findings(certificate: x509.Certificate, certificate_type: CertificateTy
     return _findings(results)
 
 
+def chain_findings(issuer: x509.Certificate, subject: x509.Certificate) -> list[tuple[str, str, str]]:
+    """What pkilint's issuer/subject linter (lint_pkix_signer_signee_cert_chain) reports as ERROR or
+    FATAL: the subject's issuer name and authority key identifier are the issuer's subject and
+    subject key identifier, their policies chain and the issuer's key verifies the signature."""
+    from pkilint.bin import lint_pkix_signer_signee_cert_chain as chain
+
+    documents = {}
+    for role, certificate in (("issuer", issuer), ("subject", subject)):
+        documents[role] = loader.RFC5280CertificateDocumentLoader().load_der_document(
+            certificate.public_bytes(serialization.Encoding.DER), role, role, documents)
+    decoding = chain.create_decoder_validation_container()
+    results = decoding.validate(documents["issuer"].root) + decoding.validate(documents["subject"].root)
+    results += chain.create_issuer_validation_container().validate(documents["issuer"].root)
+    results += chain.create_subject_validation_container().validate(documents["subject"].root)
+    return _findings(results)
+
+
 def unjustified(findings):
     return [f for f in findings if not (f[1] in JUSTIFIED and JUSTIFIED[f[1]] in f[2])]
 
@@ -123,6 +140,58 @@ def test_the_ca_certificates_pass_the_rfc5280_linter(ca_service):
     issuing, root = ca_service.ca.chain()
     assert unjustified(rfc5280_findings(root)) == []
     assert unjustified(rfc5280_findings(issuing)) == []
+
+
+@pytest.fixture(scope="module", params=["test-keys", "default-keys"])
+def any_ca(request, config, tmp_path_factory, ca_clock):
+    """The CA on the tests' P-256 keys and on the defaults' RSA-3072 keys."""
+    from tests.conftest import production_costs, service_with_ca
+
+    if request.param == "default-keys":
+        config = production_costs(config)
+    return service_with_ca(config, tmp_path_factory.mktemp("any-ca") / "signserver.db", ca_clock)
+
+
+@pytest.mark.parametrize("profile_name", [p.name for p in all_profiles()] + ["issuing", "root"])
+def test_every_certificate_passes_the_linters_with_its_issuer(any_ca, profile_name):
+    issuing, root = any_ca.ca.chain()
+    if profile_name in ("issuing", "root"):
+        certificate, issuer = (issuing, root) if profile_name == "issuing" else (root, root)
+    elif any(p.name == profile_name for p in HOLDER_PROFILES):
+        certificate, issuer = issue(any_ca, profile_name), issuing
+    else:
+        certificate, issuer = service_certificate(any_ca, profile_name), issuing
+    assert unjustified(rfc5280_findings(certificate)) == []
+    assert chain_findings(issuer, certificate) == []
+    assert certificate.not_valid_after_utc <= issuer.not_valid_after_utc
+
+
+@pytest.mark.parametrize("profile_name", ["cloud-signature-corporate", "qualified-government", "standard-corporate",
+                                          "encryption-government"])
+def test_renewed_certificates_pass_the_linters(ca_service, profile_name):
+    first = issue(ca_service, profile_name)
+    serial = format(first.serial_number, "x")
+    csr = None
+    if profile(profile_name).key_source is KeySource.CSR:
+        csr, _ = csr_for("Weng Sam LUZIA KUAN", first.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)[0].value)
+    renewed = ca_service.ca.renew(serial, "ra:test", csr=csr).certificate
+    def content(certificate):  # everything but the new key's identifier
+        return [e for e in certificate.extensions if e.oid != x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER]
+
+    assert renewed.subject == first.subject and content(renewed) == content(first)
+    certificate_type = etsi.determine_certificate_type(_document(renewed))
+    assert certificate_type is etsi.determine_certificate_type(_document(first))
+    assert unjustified(rfc5280_findings(renewed)) == []
+    assert unjustified(etsi_findings(renewed, certificate_type)) == []
+    assert chain_findings(ca_service.ca.chain()[0], renewed) == []
+
+
+@pytest.mark.parametrize("profile_name", [p.name for p in HOLDER_PROFILES if p.name.startswith("encryption")])
+def test_encryption_profiles_pass_the_etsi_natural_person_linter(ca_service, profile_name):
+    certificate = issue(ca_service, profile_name)
+    certificate_type = etsi.determine_certificate_type(_document(certificate))
+    assert certificate_type is CertificateType.NCP_NATURAL_PERSON_CERTIFICATE
+    assert unjustified(etsi_findings(certificate, certificate_type)) == []
 
 
 @pytest.mark.parametrize("profile_name", SIGNING_PROFILES)
