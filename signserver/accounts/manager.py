@@ -55,28 +55,35 @@ from signserver.store.schema import account_emails, accounts, activation_tokens,
 
 log = logging.getLogger(__name__)
 
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{2,63}$")
+# A certificate carries the account name as its subject's serialNumber, a PrintableString: no
+# '_' or '@' (accounts made before this rule keep theirs, and the CA refuses them a certificate).
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{2,63}$")
 # One mailbox, nothing else: no character that would make the address a list or a display name
 # ("a@b.mo,c@d.mo", "Name <a@b.mo>"), which a mail server would take for other recipients.
 _ATOM = r'[^@\s,;:<>()\[\]\\"]'
 EMAIL = re.compile(rf"^{_ATOM}{{1,64}}@{_ATOM}+\.{_ATOM}+$")
 MAX_EMAILS = 10
 MAX_TEXT = 200
+# What a certificate's subject holds of the holder's name, organisation, department and title
+# (X.520's upper bound for each): an account with more could never get a certificate.
+MAX_SUBJECT_TEXT = 64
 
 
 def check_username(username: str) -> None:
-    """Raises: InvalidArgument: not 3 to 64 letters, digits, '.', '_', '@', '-', starting alphanumeric."""
+    """Raises: InvalidArgument: not 3 to 64 letters, digits, '.', '-', starting alphanumeric."""
     if not USERNAME.match(username):
-        raise InvalidArgument("an account name has 3 to 64 characters: letters, digits, '.', '_', '@', '-'")
+        raise InvalidArgument("an account name has 3 to 64 characters: ASCII letters, digits, '.' and '-', the "
+                              "first a letter or digit (a certificate carries it, and no other character fits)",
+                              field="account")
 
 
-def check_text(field: str, value: str, required: bool = False) -> str:
-    """Raises: InvalidArgument: empty when required, too long, or with control characters."""
+def check_text(field: str, value: str, required: bool = False, limit: int = MAX_TEXT) -> str:
+    """Raises: InvalidArgument: empty when required, longer than ``limit``, or with control characters."""
     value = value.strip()
     if required and not value:
         raise InvalidArgument(f"{field} is required")
-    if len(value) > MAX_TEXT:
-        raise InvalidArgument(f"{field} has at most {MAX_TEXT} characters")
+    if len(value) > limit:
+        raise InvalidArgument(f"{field} has at most {limit} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise InvalidArgument(f"{field} must not contain control characters")
     return value
@@ -172,9 +179,9 @@ class AccountManager:
             HsmError: the key could not be generated.
         """
         check_username(enrolment.username)
-        holder = check_text("the holder's name", enrolment.holder_name, required=True)
+        holder = check_text("the holder's name", enrolment.holder_name, required=True, limit=MAX_SUBJECT_TEXT)
         emails = check_emails(enrolment.emails)
-        fields = {name: check_text(name, getattr(enrolment, name))
+        fields = {name: check_text(name, getattr(enrolment, name), limit=MAX_SUBJECT_TEXT)
                   for name in ("organisation", "department", "title")}
         fields.update(holder_names(enrolment.given_name, enrolment.surname))
         if enrolment.kind is not AccountKind.PERSONAL and not fields["organisation"]:
@@ -413,12 +420,13 @@ class AccountManager:
         """
         values = {}
         if holder_name is not None:
-            values["holder_name"] = check_text("the holder's name", holder_name, required=True)
+            values["holder_name"] = check_text("the holder's name", holder_name, required=True,
+                                               limit=MAX_SUBJECT_TEXT)
         if given_name is not None or surname is not None:
             values.update(holder_names(given_name or "", surname or ""))
         for name, value in (("organisation", organisation), ("department", department), ("title", title)):
             if value is not None:
-                values[name] = check_text(name, value)
+                values[name] = check_text(name, value, limit=MAX_SUBJECT_TEXT)
         new_emails = check_emails(emails) if emails is not None else None
         now = self._clock.now()
         name_key = self._names.key_of(username)

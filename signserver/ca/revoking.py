@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 
 from signserver.accounts.manager import AccountManager, revoke_activation_tokens
 from signserver.accounts.packages import PACKAGE
+from signserver.accounts.authentication import UNKNOWN_NAME
 from signserver.accounts.repository import account_row
 from signserver.audit.log import AuditLog
 from signserver.ca import repository as repo
@@ -77,7 +78,10 @@ class Revoker:
             issued = repo.get_certificate(conn, serial, self._clock.now())
         if issued.account != username or not self._accounts.check_revocation_phrase(username, phrase):
             with self._database.transaction() as conn:
-                self._audit.append(conn, self._clock.now(), "certificate.revocation_refused", f"holder:{username}",
-                                   username, serial=issued.serial)
+                # A name no account has is not kept as typed (it may be a password typed in the
+                # wrong field), as the sign-in's records do not keep one.
+                subject = username if account_row(conn, username) is not None else UNKNOWN_NAME
+                self._audit.append(conn, self._clock.now(), "certificate.revocation_refused", f"holder:{subject}",
+                                   subject, serial=issued.serial)
             raise PermissionDenied("the revocation phrase is not right for this certificate")
         return self.revoke(serial, reason, operator=f"holder:{username}")

@@ -179,11 +179,12 @@ def test_profile_variant_must_match_the_account(ca_service):
 
 
 def test_a_subject_of_the_longest_fields_is_kept_whole(ca_service):
-    # Every field at its own limit, with characters RFC 4514 escapes: the subject passes 1,000
-    # characters, which PostgreSQL's VARCHAR(1000) refused where SQLite kept it.
-    created, _ = holder(ca_service, holder_name="L" * 64, organisation="Org, Lda+" * 22,
-                        department="Dept; A" * 28, title="T=1" * 66, given_name="Ana, " * 40,
-                        surname="Sá+" * 66, emails=(f"{'e' * 64}@{'d' * 60}.example.mo",))
+    # Every field at its own limit (X.509's upper bounds, the account's for the names), with
+    # characters RFC 4514 escapes: the subject passes 1,000 characters, which PostgreSQL's
+    # VARCHAR(1000) refused where SQLite kept it.
+    created, _ = holder(ca_service, holder_name="L" * 64, organisation=("Org, Lda+" * 8)[:64],
+                        department=("Dept; A" * 10)[:64], title=("T=1" * 22)[:64], given_name="Ana, " * 40,
+                        surname="Sá+" * 66 + "Sá", emails=(f"{'e' * 64}@{'d' * 60}.example.mo",))
     issued = ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "ra:test")
     assert len(issued.subject) > 1000
     stored = ca_service.ca.get(issued.serial)
@@ -323,6 +324,26 @@ def test_holder_revocation_with_the_phrase(ca_service):
     assert account.failed_attempts == 0 and account.status.value == "active"  # counts toward nothing
     revoked = ca_service.ca.revoke_by_holder(issued.serial, name, Secret("Phrase2026ok"), "keyCompromise")
     assert revoked.status == "revoked" and revoked.revocation_reason == "keyCompromise"
+
+
+def test_a_holder_revocation_under_a_name_no_account_has_keeps_nothing_typed(ca_service):
+    """The name typed for a holder's revocation is audited as the sign-in's are: an existing
+    account by its name, a name nobody has as "(unknown name)" (it may be a password)."""
+    from signserver.audit.log import AuditLog
+
+    created, _ = holder(ca_service)
+    name = created.account.username
+    issued = ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", name), "ra:test")
+    typed = "Typed-Passw0rd-As-Name"
+    for who in (typed, name):
+        with pytest.raises(PermissionDenied, match="revocation phrase is not right"):
+            ca_service.ca.revoke_by_holder(issued.serial, who, Secret("WrongPhrase1"))
+    with ca_service.database.transaction() as conn:
+        refused = [r for r in AuditLog.records(conn) if r.event == "certificate.revocation_refused"]
+    assert [(r.actor, r.subject) for r in refused[-2:]] == [("holder:(unknown name)", "(unknown name)"),
+                                                           (f"holder:{name}", name)]
+    with ca_service.database.transaction() as conn:
+        assert typed not in str(list(AuditLog.records(conn)))
 
 
 def test_crl_lists_revocations_with_increasing_numbers(ca_service, tmp_path):
