@@ -71,7 +71,10 @@ class Anchor:
 
 
 def read_anchor(conn: Connection) -> Anchor | None:
-    """The anchor of the live chain, or None when no record was ever removed."""
+    """The anchor of the live chain, or None when no record was ever removed.
+
+    Raises: nothing of its own; the database's errors end the caller's transaction (StoreUnavailable).
+    """
     row = conn.execute(select(audit_anchor).where(audit_anchor.c.id == ANCHOR_ROW)).first()
     if row is None:
         return None

@@ -243,7 +243,10 @@ class ChainCheck:
         report = self._report
         expected = self._last_seq + 1
         prev_hash = self._last_hash
-        if record.seq != expected:
+        if record.seq < expected:  # only a file can hold it: the database keeps one record per seq
+            report.problem(f"record {record.seq} comes after record {self._last_seq}: repeated or reordered")
+            prev_hash = record.prev_hash
+        elif record.seq != expected:
             report.problem(f"records {expected} to {record.seq - 1} are missing")
             prev_hash = record.prev_hash  # go on checking from here
         if record.prev_hash != prev_hash:

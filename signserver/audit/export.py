@@ -55,6 +55,7 @@ def export_segment(database: Database, audit: AuditLog, pin: SealKeyPin, until: 
         ConfigurationError: no seal key is pinned.
         DataCorrupted: the range does not verify (nothing is written).
         StoreUnavailable: also when a prune removed the range meanwhile.
+        StoreUnavailable, StoreRefused: the export could not be recorded (the file is then removed).
     """
     if out.exists():
         raise InvalidArgument(f"{out} exists: a segment file is never overwritten")
@@ -111,14 +112,20 @@ def export_segment(database: Database, audit: AuditLog, pin: SealKeyPin, until: 
     finally:
         partial.unlink(missing_ok=True)
     lifecycle = check.lifecycle
-    with database.transaction() as conn:
-        conn.execute(insert(audit_exports).values(
-            first_seq=header.first_seq, last_seq=last_seq, last_hash=last_hash, seal_number=end_seal.number,
-            seal_digest=end_seal.digest(), lifecycle_seq=lifecycle.seq if lifecycle else None,
-            lifecycle_event=lifecycle.event if lifecycle else None, file_sha256=sha256, file_name=str(out)[:1000],
-            exported_at=epoch_seconds(now)))
-        audit.append(conn, now, EXPORTED_EVENT, actor, "audit", first_seq=header.first_seq, last_seq=last_seq,
-                     seal=end_seal.number, records=report.walked, file_sha256=sha256)
+    try:
+        with database.transaction() as conn:
+            conn.execute(insert(audit_exports).values(
+                first_seq=header.first_seq, last_seq=last_seq, last_hash=last_hash, seal_number=end_seal.number,
+                seal_digest=end_seal.digest(), lifecycle_seq=lifecycle.seq if lifecycle else None,
+                lifecycle_event=lifecycle.event if lifecycle else None, file_sha256=sha256, file_name=str(out)[:1000],
+                exported_at=epoch_seconds(now)))
+            audit.append(conn, now, EXPORTED_EVENT, actor, "audit", first_seq=header.first_seq, last_seq=last_seq,
+                         seal=end_seal.number, records=report.walked, file_sha256=sha256)
+    except BaseException:
+        # An export the log does not record is no export: its file could never be pruned, and
+        # would only take the name of the next attempt.
+        out.unlink(missing_ok=True)
+        raise
     return ExportedSegment(path=out, first_seq=header.first_seq, last_seq=last_seq, records=report.walked,
                            seals=report.seals, seal_number=end_seal.number, sha256=sha256)
 

@@ -94,13 +94,20 @@ class AuditLog:
 
     def append(self, conn: Connection, now: datetime.datetime, event: str, actor: str, subject: str,
                **detail: Any) -> int:
-        """Append one record in the caller's transaction and return its sequence number."""
+        """Append one record in the caller's transaction and return its sequence number.
+
+        Raises: nothing of its own; the database's errors end the caller's transaction, which
+        turns them into StoreUnavailable, StoreConflict, StoreValueRefused or StoreRefused.
+        """
         return self.append_many(conn, now, event, actor, subject, [detail])
 
     def append_many(self, conn: Connection, now: datetime.datetime, event: str, actor: str, subject: str,
                     details: list[dict[str, Any]]) -> int:
         """Append one record per ``details`` entry (same event, actor and subject), in order, with
-        one lock of the head; returns the last sequence number."""
+        one lock of the head; returns the last sequence number.
+
+        Raises: as :meth:`append`.
+        """
         if len(details) == 1 and conn.dialect.name == "postgresql":
             return self._append_one_on_postgresql(conn, epoch_seconds(now), event, actor, subject, details[0])
         head = _LOCK_HEAD.execute(conn).one()
@@ -136,6 +143,11 @@ class AuditLog:
 
     @staticmethod
     def records(conn: Connection, after: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        """The records after ``after``, in seq order, at most ``limit`` (all of them in memory: a
+        long log is walked with :class:`signserver.audit.live_log.LiveLogReader`).
+
+        Raises: as :meth:`append`.
+        """
         query = select(audit_log).where(audit_log.c.seq > after).order_by(audit_log.c.seq)
         if limit:
             query = query.limit(limit)

@@ -47,10 +47,13 @@ class AuditPruner:
         and seals before it go with :meth:`remove_batch`.
 
         Raises:
-            InvalidArgument: already removed; not exported; younger than ``audit_keep_days``.
+            InvalidArgument: no such record number; already removed; not exported; younger than
+                ``audit_keep_days``.
             DataCorrupted: the record or seal the export ended at is no longer as exported.
             StoreUnavailable.
         """
+        if until < 1:
+            raise InvalidArgument(f"records are numbered from 1: there is no record {until}")
         now = self._clock.now()
         with self._database.transaction() as conn:
             # The head's lock orders prunes with each other and with every record appended.

@@ -12,13 +12,17 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from signserver.audit.chain_check import RECORD, AuditReport, ChainCheck, ChainStart, PinnedKeys, StartSeal, \
     allowance_seconds, note_keys
+from signserver.audit.live_log import Progress
 from signserver.audit.seal_format import CHAINED_FORMAT
 from signserver.audit.segment_file import SegmentEnd, SegmentHeader, SealRow, lines, open_segment, read_entry, \
     read_header
 from signserver.errors import DataCorrupted
+
+PROGRESS_EVERY = 5000  # records between two reports of progress
 
 
 @dataclass(frozen=True)
@@ -47,13 +51,16 @@ class _Ending:
 
 
 def verify_segment_files(paths: list[Path], max_seal_age: datetime.timedelta, pinned: PinnedKeys | None = None,
-                         expected_key: str | None = None) -> SegmentReport:
+                         expected_key: str | None = None, progress: Callable[[Progress], None] | None = None,
+                         every: int = PROGRESS_EVERY) -> SegmentReport:
     """Check each file, and that each follows the one before. Unreadable or damaged files are
-    problems of the report, never exceptions."""
+    problems of the report, never exceptions. ``progress``: called after every ``every`` records
+    read (``until``: the last record the file being read names)."""
     result = SegmentReport(AuditReport(), keys_from_files_only=pinned is None and expected_key is None)
     before: _Ending | None = None
     for path in paths:
-        before = _check_file(path, result, before, allowance_seconds(max_seal_age), pinned, expected_key)
+        before = _check_file(path, result, before, allowance_seconds(max_seal_age), pinned, expected_key,
+                             progress, every)
     if result.files:
         result.report.first_seq = result.files[0].first_seq
     result.report.close()
@@ -61,7 +68,8 @@ def verify_segment_files(paths: list[Path], max_seal_age: datetime.timedelta, pi
 
 
 def _check_file(path: Path, result: SegmentReport, before: _Ending | None, allowance: int,
-                pinned: PinnedKeys | None, expected_key: str | None) -> _Ending | None:
+                pinned: PinnedKeys | None, expected_key: str | None, progress: Callable[[Progress], None] | None,
+                every: int) -> _Ending | None:
     report = result.report
     try:
         with open_segment(path) as handle:
@@ -71,6 +79,9 @@ def _check_file(path: Path, result: SegmentReport, before: _Ending | None, allow
                 raise DataCorrupted("the file is empty")
             header = read_header(first)
             keys = _file_keys(header, report, pinned, expected_key, path)
+            if header.first_seq != header.start.seq + 1:
+                report.problem(f"{path.name} says it starts at record {header.first_seq}, but it starts after record "
+                               f"{header.start.seq}: its header was altered")
             if before is not None and not _follows(header, before):
                 report.problem(f"{path.name} does not start where the file before it ends (record {before.seq} "
                                "and its seal): a segment is missing between them, or was altered")
@@ -85,6 +96,8 @@ def _check_file(path: Path, result: SegmentReport, before: _Ending | None, allow
                 kind, entry = read_entry(line)
                 if kind == RECORD:
                     check.record(entry)
+                    if progress is not None and report.walked % every == 0:  # the files' records so far
+                        progress(Progress(report.walked, entry.seq, header.last_seq))
                 elif kind == "seal":
                     check.seal(entry)
                     last_seal = entry
@@ -102,7 +115,7 @@ def _check_file(path: Path, result: SegmentReport, before: _Ending | None, allow
         return None
     records, seals = report.walked - records_before, report.seals - seals_before
     _check_end(path, header, end, check, last_seal, records, seals, report)
-    result.files.append(CheckedFile(path, header.first_seq, header.last_seq, records, seals))
+    result.files.append(CheckedFile(path, header.start.seq + 1, header.last_seq, records, seals))
     last_seq, last_hash = check.last
     return _Ending(last_seq, last_hash, last_seal.digest()) if last_seal is not None else None
 

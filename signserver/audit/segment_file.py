@@ -152,9 +152,26 @@ class SegmentWriter:
         self._out.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n")
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def open_segment(path: Path) -> IO[bytes]:
-    """The file's lines, decompressed when its name ends in ``.gz``. Raises: OSError."""
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+    """The file's lines, decompressed when it is gzip-compressed: told by its first bytes, not
+    its name, which a transfer that decompressed it (or dropped the ``.gz``) leaves behind.
+
+    Raises: OSError.
+    """
+    raw = path.open("rb")
+    try:
+        compressed = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+        raw.seek(0)
+    except BaseException:
+        raw.close()
+        raise
+    if not compressed:
+        return raw
+    raw.close()
+    return gzip.open(path, "rb")
 
 
 def read_header(line: bytes) -> SegmentHeader:

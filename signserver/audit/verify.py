@@ -58,8 +58,9 @@ def verify_audit_log(database: Database, pin: SealKeyPin, now: datetime.datetime
 
     ``max_seal_age``: how long a server leaves a record unsealed, or the newest seal unrenewed,
     at most. ``expected_key``: the SHA-256 fingerprint the pinned seal key must have. ``mark``:
-    read to start from, and moved on when the walk finds the chain intact. ``progress``: called
-    after each batch of records read.
+    its seal must still be in the log as it was (with ``full`` too: a log rolled back or emptied
+    past it is reported); the walk starts from it unless ``full``, and moves it on when the
+    chain is intact. ``progress``: called after each batch of records read.
 
     Raises: StoreUnavailable (also when prunes kept removing records ahead of the walk).
     """
@@ -82,9 +83,14 @@ def _verify(database: Database, pin: SealKeyPin, now: datetime.datetime, max_sea
         newest_seq = conn.execute(_NEWEST_SEQ).scalar() or 0
         newest_seal = conn.execute(_NEWEST_SEAL).scalar() or 0
         anchor = read_anchor(conn)
-        checkpoint = mark.load(pinned) if mark is not None and not full else None
+        # A full walk does not start from the mark, but checks it all the same: a log rolled back
+        # (or emptied) past the last seal an earlier run found intact is otherwise a clean log,
+        # and the walk would then move the mark back with it.
+        checkpoint = mark.load(pinned) if mark is not None else None
         if checkpoint is not None:
             checkpoint = _still_there(conn, checkpoint, anchor, report)
+        if full:
+            checkpoint = None
         if pinned is None and newest_seal:
             seals = conn.execute(select(func.count()).select_from(audit_seals)).scalar()
             report.problem(f"no seal key is pinned at {pin.path}: the {seals} seals cannot be checked (the server "

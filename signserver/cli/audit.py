@@ -7,6 +7,7 @@ its PIN): an auditor's account that can read the database and the state director
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -16,6 +17,7 @@ from signserver.cli.output import print_fields, print_json
 from signserver.cli.progress import ProgressLine
 from signserver.clock import SystemClock, from_epoch
 from signserver.config import Config
+from signserver.errors import ConfigurationError, InvalidArgument
 
 # The audit modules load SQLAlchemy: each command imports what it needs, so that building the
 # parser (every command's --help) does not.
@@ -35,7 +37,7 @@ def add_parser(subparsers) -> None:
     options.add_argument("--pin-file", type=Path, help="file holding the token's user PIN")
     p = commands.add_parser("verify", help="report modified, deleted, reordered or cut-off records and "
                             "forged, removed or missing seals", parents=[options], allow_abbrev=False)
-    p.add_argument("--expect-key", metavar="SHA256HEX",
+    p.add_argument("--expect-key", metavar="SHA256HEX", type=_fingerprint,
                    help="fail unless the pinned seal key has this SHA-256 fingerprint (keep it apart from the server)")
     p.add_argument("--full", action="store_true",
                    help="walk the whole live log, not only what came after the last seal an earlier run found intact")
@@ -46,22 +48,59 @@ def add_parser(subparsers) -> None:
     p.set_defaults(handler=cmd_seal)
     p = commands.add_parser("export", help="write the records up to a seal, and their seals, to a file that "
                             "`audit verify --file` checks alone", parents=[options], allow_abbrev=False)
-    p.add_argument("--until", type=int, required=True, metavar="SEQ",
+    p.add_argument("--until", type=_seq, required=True, metavar="SEQ",
                    help="the last record: the segment ends at the newest seal at or before it")
     p.add_argument("--out", type=Path, required=True, metavar="FILE",
                    help="the segment file (never overwritten; gzip-compressed when it ends in .gz)")
     p.set_defaults(handler=cmd_export)
     p = commands.add_parser("prune", help="remove exported records up to SEQ from the database",
                             parents=[options], allow_abbrev=False)
-    p.add_argument("--until", type=int, required=True, metavar="SEQ",
+    p.add_argument("--until", type=_seq, required=True, metavar="SEQ",
                    help="the last record of an export (`audit export` prints it)")
     p.set_defaults(handler=cmd_prune)
 
 
+def _seq(text: str) -> int:
+    """A record's sequence number (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a record's number is a whole number from 1, not {text!r}")
+    return value
+
+
+def _fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint: 64 hexadecimal digits, ``AB:CD:...`` accepted (argparse type)."""
+    from signserver.audit.seal_key import normalise_fingerprint
+
+    value = normalise_fingerprint(text)
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise argparse.ArgumentTypeError("a SHA-256 fingerprint is 64 hexadecimal digits (as `audit verify` "
+                                         f"prints it), not {text!r}")
+    return value
+
+
 def open_database(config: Config) -> Database:
-    """The configured database, its schema brought up to date. Raises: ConfigurationError."""
+    """The configured database, its schema brought up to date.
+
+    Raises: ConfigurationError: it cannot be opened; a SQLite file that does not exist (a
+        mistyped URL or state directory) is not made: an empty log there would verify as intact.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     from signserver.store.database import Database
 
+    if config.database_url.startswith("sqlite"):
+        try:
+            path = make_url(config.database_url).database
+        except ArgumentError as exc:
+            raise ConfigurationError("database.url", f"not a database URL: {exc}") from None
+        if path and path != ":memory:" and not Path(path).exists():
+            raise ConfigurationError("database.url", f"no database at {path}: check the URL (or the state "
+                                                     "directory); the server makes it when it first starts")
     database = Database(config.database_url, config.database)
     database.migrate()
     return database
@@ -126,9 +165,15 @@ def cmd_verify(args, config: Config) -> int:
 def _verify_files(args, pin: SealKeyPin, allowance) -> int:
     from signserver.audit.segment_check import verify_segment_files
 
-    local = _local_pins(pin)
-    checked = verify_segment_files(args.file, allowance, pinned=local, expected_key=args.expect_key)
+    for path in args.file:
+        _check_readable(path)
+    local, pin_problems = _local_pins(pin)
+    checked = verify_segment_files(args.file, allowance, pinned=local, expected_key=args.expect_key,
+                                   progress=walk_progress("audit verify --file"))
     report = checked.report
+    for problem in pin_problems:  # a pin that cannot be read checks nothing: never silently
+        report.problem(problem)
+    checked.keys_from_files_only = checked.keys_from_files_only and not pin_problems
     if args.json:
         print_json({"intact": report.intact, "files": [{"path": str(f.path), "first_seq": f.first_seq,
                                                          "last_seq": f.last_seq, "records": f.records,
@@ -151,13 +196,25 @@ def _verify_files(args, pin: SealKeyPin, allowance) -> int:
     return 0 if report.intact else 1
 
 
-def _local_pins(pin: SealKeyPin) -> PinnedKeys | None:
-    """The state directory's pins, when there are any to compare a file's keys with."""
+def _check_readable(path: Path) -> None:
+    """Raises: InvalidArgument: ``path`` is no file this user can read (not a damaged segment:
+    nothing to check)."""
+    if not path.exists():
+        raise InvalidArgument(f"{path}: no such file")
+    if not path.is_file():
+        raise InvalidArgument(f"{path}: not a file")
+    if not os.access(path, os.R_OK):
+        raise InvalidArgument(f"{path}: cannot be read (permission denied)")
+
+
+def _local_pins(pin: SealKeyPin) -> tuple[PinnedKeys | None, list[str]]:
+    """The state directory's pins, when there are any to compare a file's keys with, and what
+    is wrong with them (an unreadable pin file)."""
     from signserver.audit.chain_check import AuditReport, pinned_keys
 
     found = AuditReport()
     keys = pinned_keys(pin, None, found)
-    return keys if not found.problems else None
+    return (keys if not found.problems else None), found.problems
 
 
 def _print_problems(report: AuditReport) -> None:
