@@ -158,6 +158,26 @@ def pin_files(tmp_path, **pins):
     return {name: str(path) for name, path in files.items()}
 
 
+def test_a_pin_file_on_the_command_line_wins_over_the_environment(state_dir, tmp_path):
+    """What the administrator names on the command line is what is used: a PIN left in the
+    environment (of a shell, of a script) is not tried instead, which would count a wrong PIN."""
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    f = pin_files(tmp_path, so="cli-so-pin", user="cli-user-pin", new="cli-new-pin")
+    assert run(state_dir, "hsm", "init", "--label", label, "--so-pin-file", f["so"],
+               "--user-pin-file", f["user"]).returncode == 0
+    listed = run(state_dir, "hsm", "list", "--token", label, "--pin-file", f["user"],
+                 SIGNSERVER_HSM_USER_PIN="a-pin-left-in-the-shell")
+    assert listed.returncode == 0, listed.stderr
+    changed = run(state_dir, "hsm", "change-pin", "--token", label, "--pin-file", f["user"],
+                  "--new-pin-file", f["new"], SIGNSERVER_HSM_USER_PIN="a-pin-left-in-the-shell",
+                  SIGNSERVER_HSM_NEW_PIN="another-left-there")
+    assert changed.returncode == 0, changed.stderr
+    assert run(state_dir, "hsm", "list", "--token", label, "--pin-file", f["new"]).returncode == 0
+    unblocked = run(state_dir, "hsm", "unblock-pin", "--token", label, "--so-pin-file", f["so"],
+                    "--new-pin-file", f["user"], SIGNSERVER_HSM_SO_PIN="an-so-pin-left-there")
+    assert unblocked.returncode == 0, unblocked.stderr
+
+
 def slot_of(state_dir, label) -> int:
     slots = json.loads(run(state_dir, "hsm", "slots", "--json").stdout)
     return next(s["slot_id"] for s in slots if s["token_label"] == label)

@@ -15,21 +15,21 @@ from signserver.secret import Secret
 
 def read_pin(what: str, env: str | None, file: Path | None, confirm: bool = False,
              fallback_file: Path | None = None) -> Secret:
-    """Return a PIN from ``$env``, else ``file``, else ``fallback_file`` when it exists, else a
-    prompt on the terminal (asked twice when ``confirm``).
+    """Return a PIN from ``file`` (named on the command line: it wins), else ``$env``, else
+    ``fallback_file`` when it exists, else a prompt on the terminal (asked twice when ``confirm``).
 
     Raises:
         ConfigurationError: the configured fallback file is unreadable, empty or readable by others.
         InvalidArgument: so is ``file``; or no source and no terminal to prompt on, or the two
             entries differ.
     """
-    if env and os.environ.get(env):
-        return Secret(os.environ[env])
     if file is not None:
         try:
             return read_secret_file(file, "")
         except ConfigurationError as exc:
             raise InvalidArgument(f"cannot read the {what}: {exc.reason}") from None
+    if env and os.environ.get(env):
+        return Secret(os.environ[env])
     if fallback_file is not None and fallback_file.is_file():
         return read_secret_file(fallback_file, "hsm.user_pin_file")
     if not sys.stdin.isatty():
@@ -42,7 +42,7 @@ def read_pin(what: str, env: str | None, file: Path | None, confirm: bool = Fals
 
 
 def read_optional_pin(what: str, env: str, file: Path | None, hint: str) -> Secret | None:
-    """Return a PIN from ``$env`` or ``file`` when either is given, else ask on the terminal,
+    """Return a PIN from ``file`` or ``$env`` when either is given (the file first), else ask on the terminal,
     where an empty answer means none; None without a terminal. ``hint`` tells when to leave the
     prompt empty.
 

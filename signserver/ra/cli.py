@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     holder = commands.add_parser("holder", help="record a holder's registered identity data (as at enrolment)")
-    _identity_arguments(holder, id_type_help="e.g. MO-BIR (Macau resident identity card)", name_help=None)
+    _identity_arguments(holder, id_type_help="e.g. BIR (Macau resident identity card)", name_help=None)
     holder.set_defaults(handler=cmd_holder)
 
     confirm = commands.add_parser("confirm-renewal",

@@ -7,10 +7,11 @@ request_timeout_seconds`` to send a whole request (408 and closed after; a quiet
 connection is closed), at most MAX_CONNECTIONS connections are served at once, and a connection
 arriving while the descriptor reserve is short is answered 503.
 
-Client certificates, as gRPC asks for them: with ``tls.mutual`` on and a client CA, every client
-presents a certificate from it, or the TLS handshake fails; with ``tls.mutual`` off, one is
-optional and, when presented, must chain to the client CA; without a client CA none is asked
-for. A verified certificate reaches the app as ``request.state.client_certificate_der``.
+Client certificates: with ``tls.mutual`` on and a client CA, every client presents a certificate
+from it, or the TLS handshake fails, as on gRPC; with ``tls.mutual`` off, one is optional and,
+when presented, must chain to the client CA (gRPC Python cannot ask for an optional certificate:
+with a client CA, gRPC requires one whatever ``tls.mutual`` says); without a client CA none is
+asked for. A verified certificate reaches the app as ``request.state.client_certificate_der``.
 """
 
 from __future__ import annotations
