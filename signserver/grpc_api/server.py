@@ -27,6 +27,7 @@ from signserver.grpc_api.signing_servicer import SigningServicer
 from signserver.grpc_api.stream_limits import DocumentLimits
 from signserver.grpc_api.tls import client_ca_config, ensure_server_certificate, server_credentials, with_client_ca
 from signserver.hsm.module import pkcs11_lock_is_free
+from signserver.monitoring.meter import meter
 from signserver.http.csc.context import CscContext
 from signserver.http.csc.serving import CscFront
 from signserver.http.ca_front import CaHttpFront
@@ -218,6 +219,7 @@ class BackgroundWork:
                 return  # another process does the background work, and seals
             self._service.sealer.server_stopping()  # a clean stop, sealed: no heartbeat is due after it
             self.lease.release()  # after the stop's seal: the next holder's start follows it
+            meter().background_lease(False)
         except SignServerError as exc:
             log.warning("could not seal the audit log and release the background lease on the way out: %s", exc)
 
@@ -227,7 +229,9 @@ class BackgroundWork:
             held = self.lease.keep(renew)
         except SignServerError as exc:
             log.warning("background work paused: the lease %s cannot be renewed: %s", BACKGROUND_LEASE, exc)
+            meter().background_lease(False)
             return False
+        meter().background_lease(held)
         if held and self.lease.began:
             log.info("background work runs here (pid %d) from now on", os.getpid())
             try:

@@ -10,6 +10,10 @@ line whatever it carries: line breaks of every kind, other control characters an
 that reorder or hide text are written as escapes (``\n``, ``\x85``, ``\u2028``; in JSON,
 ``\u0085``). In text, a traceback follows its event's line with each of its lines indented, so
 that only an event starts a line at its first column.
+
+Every line at WARNING or above is also counted by the meter, by level and logger (the logger is a
+module's name, never text a client chose), so that an operator sees from the figures how often an
+e-mail was given up or the HSM stopped answering, without reading the logs.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import logging
 import re
 import secrets
 import sys
+
+from signserver.monitoring.meter import meter
 
 CALL_LOGGER = "signserver.calls"
 CALL_FIELDS = ("method", "status", "latency_ms", "request_id")
@@ -48,6 +54,7 @@ def configure_logging(json_lines: bool = False, verbose: bool = False, calls: bo
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    root.addHandler(CountingHandler())
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for chatty in ("alembic", "fontTools"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
@@ -93,6 +100,17 @@ def _escaped(found: re.Match) -> str:
 def _indented(block: str) -> str:
     """A traceback (or stack) under its event's line: every line of it indented and kept whole."""
     return "\n".join(TRACEBACK_INDENT + one_line(line) for line in block.split("\n"))
+
+
+class CountingHandler(logging.Handler):
+    """Counts each line at WARNING or above with the process's meter (the one installed when the
+    line is logged: a worker's, once it has one)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meter().message_logged(record.levelname.lower(), record.name)
 
 
 class TextLineFormatter(logging.Formatter):

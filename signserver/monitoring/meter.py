@@ -37,6 +37,12 @@ class Meter:
     def outbox_backlog(self, messages: int) -> None:
         """``messages`` e-mails wait in the outbox."""
 
+    def message_logged(self, level: str, logger: str) -> None:
+        """A line was logged at ``level`` ("warning", "error", "critical") by the logger ``logger``."""
+
+    def background_lease(self, held: bool) -> None:
+        """This process holds (or no longer holds) the lease of the background work."""
+
 
 _current = Meter()
 

@@ -4,7 +4,9 @@ Every worker of a node writes its figures to files in one directory (``PROMETHEU
 which the supervisor empties and sets before it starts a worker: prometheus_client chooses its
 storage when it is first imported); one scrape of the supervisor's ``[metrics] listen`` reads them
 all, so the figures are the node's, whichever worker served what. Gauges are summed over the live
-workers, except those only the background worker knows (CRL age, outbox backlog).
+workers, except those only the background work reports (CRL age, outbox backlog): the newest
+report is served, and only while it is recent (:class:`NodeFigures`). A worker that is creating
+its files as the scrape reads them is left out of that scrape, rather than failing it.
 
 prometheus_client's process figures (``process_resident_memory_bytes``, ``process_open_fds``, ...)
 describe the process that answers the scrape, and its multiprocess mode has none: here each worker
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 from signserver.addresses import split_address
@@ -31,11 +35,25 @@ log = logging.getLogger(__name__)
 MULTIPROCESS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_PATH = "/metrics"  # the one path the metrics endpoint answers
 
-# Latencies of a call: from a single signature (about a millisecond) to a large document.
-CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Latencies of a call: from a single signature (1 to 10 ms) to a large document. Finer from 50 ms
+# to a second, where an Authorize (25 to 150 ms: argon2, then the HSM) and a SignPdf (70 to 500 ms)
+# answer: an Authorize past 150 ms, or a SignPdf past 500 ms, falls in a bucket of its own. Every
+# earlier bound is kept, for the queries that name one.
+CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75,
+                1.0, 2.5, 5.0, 10.0, 30.0)
 # Waits and holds of the PKCS#11 lock: one signature holds it about 0.6 ms (RSA-2048), a key
 # generation seconds.
 LOCK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
+# The background work reports its figures every round (CRL age) or every 10 s (outbox backlog)
+# while it holds the 15-s background lease. One older than this comes from a process that lost the
+# lease (another node works now) or whose work is stuck: served, it would read as current forever.
+BACKGROUND_FIGURES_STALE_SECONDS = 60.0
+# Background figures that are ages: each is served as its age at the scrape, not at its report.
+AGES = frozenset({"signserver_crl_age_seconds"})
+# The header of a figures file (its used length, then padding): a file shorter than this is one
+# prometheus_client has created and not yet sized, as a worker starts.
+_FILE_HEADER_BYTES = 8
+_BACKGROUND_FILES = "gauge_livemostrecent_"
 
 
 def prepare_multiprocess_directory(directory: Path) -> None:
@@ -78,23 +96,86 @@ def metrics_socket(address: str) -> socket.socket:
     return sock
 
 
-def serve_metrics(sock: socket.socket) -> None:
-    """Answer scrapes on ``sock`` until SIGTERM (run in a process of its own)."""
+def serve_metrics(sock: socket.socket, stale_after: float = BACKGROUND_FIGURES_STALE_SECONDS) -> None:
+    """Answer scrapes on ``sock`` until SIGTERM (run in a process of its own); background figures
+    older than ``stale_after`` seconds are left out (see :class:`NodeFigures`)."""
     import uvicorn
 
-    config = uvicorn.Config(metrics_app(), lifespan="off", log_config=None, access_log=False, server_header=False,
-                            timeout_keep_alive=30, limit_concurrency=64)
+    config = uvicorn.Config(metrics_app(stale_after), lifespan="off", log_config=None, access_log=False,
+                            server_header=False, timeout_keep_alive=30, limit_concurrency=64)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def metrics_app():
+def metrics_app(stale_after: float = BACKGROUND_FIGURES_STALE_SECONDS):
     """The ASGI app answering a scrape with the figures of every worker of this node."""
-    from prometheus_client import CollectorRegistry, make_asgi_app, multiprocess
+    from prometheus_client import CollectorRegistry, make_asgi_app
 
+    directory = os.environ[MULTIPROCESS_DIRECTORY_VARIABLE]
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    registry.register(WorkerProcesses(os.environ[MULTIPROCESS_DIRECTORY_VARIABLE]))
+    registry.register(NodeFigures(directory, stale_after))
+    registry.register(WorkerProcesses(directory))
     return only_scrapes(make_asgi_app(registry))
+
+
+def _sized_files(pattern: str) -> list[str]:
+    """The figures files matching ``pattern`` that their worker has finished creating."""
+    sized = []
+    for path in glob.glob(pattern):
+        try:
+            if os.path.getsize(path) >= _FILE_HEADER_BYTES:
+                sized.append(path)
+        except OSError:  # gone since the glob: a live gauge's file of a worker that ended
+            pass
+    return sized
+
+
+class NodeFigures:
+    """A collector of every worker's figures in ``directory``: prometheus_client's multiprocess
+    merge (counters and histograms summed over every worker that ever ran since the start, live
+    gauges over the live ones), except for the background figures (the ``livemostrecent`` gauges).
+
+    Only the process holding the background lease reports those, and it stays a live worker when
+    the lease goes to another node: its last report would be served for ever, as current. So the
+    newest report of each is served only when it is at most ``stale_after`` seconds old, and an age
+    (AGES) is advanced to the scrape. A file a worker has not finished creating is skipped (read,
+    it would fail the whole scrape)."""
+
+    def __init__(self, directory: str | Path, stale_after: float = BACKGROUND_FIGURES_STALE_SECONDS):
+        self._directory = str(directory)
+        self._stale_after = stale_after
+
+    def collect(self):
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = _sized_files(os.path.join(self._directory, "*.db"))
+        background = {path for path in files if os.path.basename(path).startswith(_BACKGROUND_FILES)}
+        yield from MultiProcessCollector.merge([path for path in files if path not in background])
+        yield from self._background(sorted(background), time.time())
+
+    def _background(self, files: list[str], now: float):
+        from prometheus_client.metrics_core import GaugeMetricFamily
+        from prometheus_client.mmap_dict import MmapedDict
+
+        newest: dict[tuple[str, tuple], tuple[float, float]] = {}  # (name, labels) -> (reported, value)
+        helps: dict[str, str] = {}
+        for path in files:
+            try:
+                values = list(MmapedDict.read_all_values_from_file(path))
+            except FileNotFoundError:  # its worker ended since the glob
+                continue
+            for key, value, reported, _position in values:
+                name, _sample, labels, help_text = json.loads(key)
+                if now - reported > self._stale_after:
+                    continue  # 0 for a figure created and never reported
+                helps[name] = help_text
+                found = (name, tuple(sorted(labels.items())))
+                if found not in newest or newest[found][0] < reported:
+                    newest[found] = (reported, value + (now - reported if name in AGES else 0.0))
+        families: dict[str, GaugeMetricFamily] = {}
+        for (name, labels), (_reported, value) in sorted(newest.items()):
+            family = families.setdefault(name, GaugeMetricFamily(name, helps[name], labels=[k for k, _ in labels]))
+            family.add_metric([v for _, v in labels], value)
+        return list(families.values())
 
 
 def only_scrapes(app):
@@ -132,7 +213,7 @@ class WorkerProcesses:
         from prometheus_client.metrics_core import Metric
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        live = MultiProcessCollector.merge(glob.glob(self._pattern), accumulate=False)
+        live = MultiProcessCollector.merge(_sized_files(self._pattern), accumulate=False)
         workers = sorted({(sample.labels["pid"], sample.labels.get("worker", ""))
                           for metric in live if metric.name == WORKER_GAUGE for sample in metric.samples
                           if sample.labels.get("pid", "").isdigit()}, key=lambda found: int(found[0]))
@@ -196,6 +277,13 @@ class PrometheusMeter(Meter):
                               multiprocess_mode="livemostrecent")
         self._outbox = Gauge("signserver_outbox_backlog", "E-mails waiting in the outbox",
                              multiprocess_mode="livemostrecent")
+        # livemax: 1 on the node whose worker holds the lease, 0 on the others; a worker that dies
+        # holding it leaves the figure with it (its lease runs out: another node takes the work).
+        self._lease = Gauge("signserver_background_lease_held",
+                            "1 while a worker of this node holds the lease of the background work",
+                            multiprocess_mode="livemax")
+        self._logged = Counter("signserver_log_messages", "Lines logged at warning level or above, by level and logger",
+                               ("level", "logger"))
         self._known_pools: set[str] = set()
 
     @_never_raising
@@ -234,3 +322,11 @@ class PrometheusMeter(Meter):
     @_never_raising
     def outbox_backlog(self, messages: int) -> None:
         self._outbox.set(messages)
+
+    @_never_raising
+    def message_logged(self, level: str, logger: str) -> None:
+        self._logged.labels(level, logger).inc()
+
+    @_never_raising
+    def background_lease(self, held: bool) -> None:
+        self._lease.set(1 if held else 0)

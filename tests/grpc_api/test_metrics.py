@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -129,3 +130,12 @@ def test_the_metrics_endpoint_answers_only_scrapes_of_its_path(served, path, met
     with urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics?name[]=signserver_worker",
                                 timeout=10) as answer:
         assert answer.status == 200
+
+
+def test_the_node_whose_worker_holds_the_background_lease_says_so(served):
+    """One worker of the node takes the background work's lease (nobody else uses this database):
+    the node's figure is 1, so an operator sees which node of several does the background work."""
+    deadline = time.monotonic() + 30
+    while scrape(served).get(("signserver_background_lease_held", ())) != 1.0:
+        assert time.monotonic() < deadline, "no worker reported the lease"
+        time.sleep(0.2)
