@@ -70,6 +70,7 @@ def cmd_prune(args, config: Config) -> int:
         print_fields([("activation tokens", f"{counts.activation_tokens} (and {counts.activation_digests} digests)"),
                       ("CSC access tokens", counts.csc_access_tokens),
                       ("CSC operations", counts.csc_operations),
+                      ("e-mails sent or given up", counts.outbox_messages),
                       ("audit records", f"{counts.audit_records} (and {counts.audit_seals} seals)")])
     if audit_refused is not None:
         print(f"signserver: the audit log's retention (retention.audit_keep_days) removed no audit record: "

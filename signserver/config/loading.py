@@ -118,6 +118,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "retention.activation_grace_seconds": as_int(0, 31_622_400),
     "retention.audit_keep_days": as_int(1, 36_600),
     "retention.batch_rows": as_int(10, 100_000),
+    "retention.outbox_keep_days": as_int(1, 36_600),
 }
 
 # Keys that must never be written in the file, with where they belong instead.

@@ -128,6 +128,8 @@ class RetentionConfig:
     audit_keep_days: int | None = None
     # Rows removed per transaction: each holds the write lock only that long.
     batch_rows: int = 1000
+    # E-mails sent or given up this long ago leave the outbox (with their bodies).
+    outbox_keep_days: int = 30
 
 
 # Where the CA's policy identifiers hang (ca.policy_oid_arc): each profile's is this arc and the

@@ -10,6 +10,7 @@ it, are held only moments):
   unknown, never accepted again);
 - expired CSC access tokens and CSC operations past their keep time, which their own tables
   erase only when the next one is issued;
+- e-mails sent or given up more than ``outbox_keep_days`` ago (their bodies with them);
 - audit records and seals before the anchor of an exported, pruned segment, and, with
   ``audit_keep_days`` set, the prune of exported segments older than that
   (:class:`signserver.audit.pruning.AuditPruner`).
@@ -25,7 +26,7 @@ import logging
 from dataclasses import dataclass, fields
 from typing import Callable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
 from signserver.audit.pruning import AuditPruner
 from signserver.clock import Clock, epoch_seconds
@@ -33,7 +34,7 @@ from signserver.config import RetentionConfig
 from signserver.errors import SignServerError
 from signserver.signing import activation
 from signserver.store.database import Database
-from signserver.store.schema import csc_access_tokens, csc_operations
+from signserver.store.schema import csc_access_tokens, csc_operations, outbox
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class PruneCounts:
     activation_digests: int = 0
     csc_access_tokens: int = 0
     csc_operations: int = 0
+    outbox_messages: int = 0
     audit_records: int = 0
     audit_seals: int = 0
 
@@ -85,6 +87,9 @@ class StoreRetention:
         with self._database.transaction() as conn:
             counts.csc_operations = _remove_expired(conn, csc_operations, csc_operations.c.id_hash,
                                                     epoch_seconds(now), limit)
+        with self._database.transaction() as conn:
+            counts.outbox_messages = _remove_done_messages(
+                conn, epoch_seconds(now - datetime.timedelta(days=self._settings.outbox_keep_days)), limit)
         removed = self._audit.remove_batch()
         counts.audit_records, counts.audit_seals = removed.records, removed.seals
         return counts
@@ -138,6 +143,14 @@ def _remove_expired(conn, table, key, now: int, limit: int) -> int:
     """Remove at most ``limit`` rows of ``table`` whose ``expires_at`` has passed."""
     oldest = select(key).where(table.c.expires_at <= now).order_by(table.c.expires_at).limit(limit)
     return conn.execute(delete(table).where(key.in_(oldest.scalar_subquery()))).rowcount
+
+
+def _remove_done_messages(conn, before: int, limit: int) -> int:
+    """Remove at most ``limit`` e-mails sent or given up before ``before`` (epoch seconds); one
+    still waiting stays, however old."""
+    done = or_(outbox.c.sent_at <= before, outbox.c.given_up_at <= before)
+    oldest = select(outbox.c.id).where(done).order_by(outbox.c.id).limit(limit)
+    return conn.execute(delete(outbox).where(outbox.c.id.in_(oldest.scalar_subquery()))).rowcount
 
 
 def store_retention(database: Database, audit_log, clock: Clock, settings: RetentionConfig) -> StoreRetention:

@@ -16,7 +16,8 @@ from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.secret import Secret
 from signserver.signing import activation
 from signserver.signing.retention import IDLE_SECONDS, store_retention
-from signserver.store.schema import activation_token_digests, activation_tokens, csc_access_tokens, csc_operations
+from signserver.store.schema import (activation_token_digests, activation_tokens, csc_access_tokens, csc_operations,
+                                     outbox)
 from tests import cli_forkserver
 from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol
 
@@ -122,6 +123,24 @@ def test_expired_csc_tokens_and_operations_go(holder):
         assert conn.execute(select(csc_operations.c.id_hash)).scalars().all() == [f"{1:064x}"]
 
 
+def test_e_mails_sent_or_given_up_long_ago_go_and_waiting_ones_stay(holder):
+    service, _, _ = holder
+    now = int(service.clock.now().timestamp())
+    day = 86_400
+    rows = {"sent 31 days ago": {"sent_at": now - 31 * day}, "sent 29 days ago": {"sent_at": now - 29 * day},
+            "given up 31 days ago": {"given_up_at": now - 31 * day},
+            "given up 29 days ago": {"given_up_at": now - 29 * day}, "waiting for 40 days": {}}
+    with service.database.transaction() as conn:
+        for subject, done in rows.items():
+            conn.execute(insert(outbox).values(created_at=now - 40 * day, recipient="holder@example.mo",
+                                               subject=subject, body="...", next_attempt_at=now, **done))
+    done = retention(service, outbox_keep_days=30).prune_all()
+    assert done.outbox_messages == 2
+    with service.database.read() as conn:
+        assert sorted(conn.execute(select(outbox.c.subject)).scalars()) == [
+            "given up 29 days ago", "sent 29 days ago", "waiting for 40 days"]
+
+
 def test_the_background_round_rests_after_finding_nothing(holder):
     service, app, created = holder
     store = retention(service)
@@ -138,8 +157,12 @@ def test_the_background_round_rests_after_finding_nothing(holder):
 def test_the_retention_settings(tmp_path):
     path = tmp_path / "signserver.toml"
     path.write_text("[retention]\nactivation_grace_seconds = 600\naudit_keep_days = 90\nbatch_rows = 500\n")
-    assert load_config(path, environ={}).retention == RetentionConfig(600, 90, 500)
-    assert load_config(None, environ={}).retention == RetentionConfig(86_400, None, 1000)
+    assert load_config(path, environ={}).retention == RetentionConfig(600, 90, 500, 30)
+    assert load_config(None, environ={}).retention == RetentionConfig(86_400, None, 1000, 30)
+    path.write_text("[retention]\noutbox_keep_days = 7\n")
+    assert load_config(path, environ={}).retention.outbox_keep_days == 7
+    with pytest.raises(ConfigurationError, match="retention.outbox_keep_days"):
+        load_config(None, environ={"SIGNSERVER_RETENTION_OUTBOX_KEEP_DAYS": "0"})
     with pytest.raises(ConfigurationError, match="retention.batch_rows"):
         load_config(None, environ={"SIGNSERVER_RETENTION_BATCH_ROWS": "1"})
 
