@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -83,10 +84,15 @@ def export_segment(database: Database, audit: AuditLog, pin: SealKeyPin, until: 
                          lifecycle=anchor.lifecycle if anchor else None, anchor=anchor)
     header = SegmentHeader(first_seq=start_seq + 1, last_seq=end.seq, start=start, seal_keys=pinned.all,
                            exported_at=epoch_seconds(now))
-    partial = out.with_name(f".{out.name}.partial")
+    # A name of its own beside ``out``: another export to the same name may be writing its own.
+    # (mkstemp's mode, 0600, stays the file's: a segment holds who signed what.)
     try:
-        partial.unlink(missing_ok=True)  # left by an export that was interrupted
-        with partial.open("xb") as raw:
+        handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write {out}: {exc.strerror or exc}") from None
+    partial = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as raw:
             writer = SegmentWriter(raw, compress=out.name.endswith(".gz"))
             writer.header(header)
             check = _write_records(database, writer, header, pinned, end, allowance_seconds(max_seal_age), report,

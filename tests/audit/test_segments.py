@@ -93,6 +93,22 @@ def test_export_verify_prune_then_the_live_log_still_verifies(log_of_500, tmp_pa
     assert live(service).intact
 
 
+def test_an_export_leaves_another_exports_unfinished_file_alone(log_of_500, tmp_path):
+    """Two exports to one name at once each write a file of their own until one of them takes the
+    name: neither removes or writes into the other's."""
+    service = log_of_500
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    out = folder / "segment.jsonl"
+    others = folder / ".segment.jsonl.partial"
+    others.write_bytes(b"another export's records so far\n")
+    segment = export(service, 333, out)
+    assert others.read_bytes() == b"another export's records so far\n"
+    assert check_files(service, segment.path).intact
+    assert sorted(p.name for p in folder.iterdir()) == [".segment.jsonl.partial", "segment.jsonl"]
+    assert out.stat().st_mode & 0o077 == 0  # a segment holds who signed what
+
+
 def test_only_exported_records_are_pruned(log_of_500, tmp_path):
     service = log_of_500
     with pytest.raises(InvalidArgument, match="were not exported"):
