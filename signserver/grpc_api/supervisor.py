@@ -29,7 +29,7 @@ from signserver.descriptors import raise_open_file_limit
 from signserver.errors import ConfigurationError
 from signserver.monitoring.logs import set_worker
 from signserver.monitoring.meter import install_meter
-from signserver.monitoring.prometheus import (PrometheusMeter, forget_worker, metrics_socket,
+from signserver.monitoring.prometheus import (PrometheusMeter, count_worker_exit, forget_worker, metrics_socket,
                                               prepare_multiprocess_directory, serve_metrics)
 
 log = logging.getLogger(__name__)
@@ -262,6 +262,7 @@ class Supervisor:
                                     process.pid, process.exitcode, pause)
                         if self._metrics is not None:
                             forget_worker(process.pid)
+                            count_worker_exit(index)
                     elif self._restarts.due(index, now):
                         self._start(index)
                 metrics = self._metrics_process
@@ -270,6 +271,7 @@ class Supervisor:
                         pause = self._restarts.died("metrics", now)
                         log.warning("the metrics process exited with %s; starting it again in %.0f s",
                                     metrics.exitcode, pause)
+                        count_worker_exit("metrics")
                     elif self._restarts.due("metrics", now):
                         self._start_metrics()
                 time.sleep(0.2)

@@ -65,6 +65,21 @@ def prepare_multiprocess_directory(directory: Path) -> None:
     os.environ[MULTIPROCESS_DIRECTORY_VARIABLE] = str(directory)
 
 
+_worker_exits = None  # the supervisor's counter, made at the first exit (after the workers are forked)
+
+
+def count_worker_exit(worker: int | str) -> None:
+    """The supervisor saw a worker (its index) or the metrics process ("metrics") exit: counted
+    under ``signserver_worker_exits_total``, which the supervisor reports from its own process."""
+    global _worker_exits
+    from prometheus_client import Counter
+
+    if _worker_exits is None:
+        _worker_exits = Counter("signserver_worker_exits", "Worker processes that exited and were started again, "
+                                "by worker index (or metrics)", ("worker",))
+    _worker_exits.labels(str(worker)).inc()
+
+
 def forget_worker(pid: int) -> None:
     """A worker ended: its live gauges no longer count (its counters stay, as Prometheus expects)."""
     from prometheus_client import multiprocess

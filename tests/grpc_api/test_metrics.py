@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -139,3 +141,22 @@ def test_the_node_whose_worker_holds_the_background_lease_says_so(served):
     while scrape(served).get(("signserver_background_lease_held", ())) != 1.0:
         assert time.monotonic() < deadline, "no worker reported the lease"
         time.sleep(0.2)
+
+
+def test_a_worker_that_died_is_counted_once_it_is_started_again(served):
+    """Restarts are what an operator alerts on: the supervisor counts each exit by the worker's index."""
+    workers = {dict(labels)["pid"]: dict(labels)["worker"] for (name, labels), _ in scrape(served).items()
+               if name == "signserver_worker"}
+    victim = served.worker_pids()[0]
+    index = workers[str(victim)]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        samples = scrape(served)
+        exits = samples.get(("signserver_worker_exits_total", (("worker", index),)))
+        alive = {dict(labels)["worker"] for (name, labels), _ in samples.items() if name == "signserver_worker"}
+        if exits == 1.0 and alive == {"0", "1"}:
+            break
+        assert time.monotonic() < deadline, (exits, alive)
+        time.sleep(0.2)
+    assert ("signserver_worker_exits_total", (("worker", "1" if index == "0" else "0"),)) not in samples
