@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, replace
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -296,6 +297,24 @@ def served_config(config: Config) -> Config:
     return replace(config, tls=client_ca_config(config.tls, config.state_dir))
 
 
+def report_certificate_expiries(service: SignService, config: Config) -> None:
+    """Tell the meter when the certificates this worker serves with end: the TLS server
+    certificate and the CA's (an operator alerts on them well before). Never raises: the worker
+    serves whether or not they can be read."""
+    ends: dict[str, x509.Certificate | None] = {}
+    try:
+        if not config.server.plaintext:
+            ends["tls"] = x509.load_pem_x509_certificate(config.tls.cert_file.read_bytes())
+        status = service.ca.status()
+        ends.update({"root-ca": status.root, "issuing-ca": status.issuing, "ocsp": status.ocsp_responder,
+                     "tsa": status.tsa})
+    except (OSError, ValueError, SignServerError) as exc:
+        log.warning("the certificates' expiry is not reported: %s", exc)
+    for name, certificate in ends.items():
+        if certificate is not None:
+            meter().certificate_expiry(name, certificate.not_valid_after_utc.timestamp())
+
+
 class Worker:
     """One serving process: its own HSM session, gRPC server and HTTP endpoints."""
 
@@ -326,6 +345,7 @@ class Worker:
                 csc = await self._start_csc(service, pools)
                 http = CaHttpFront(service, self.config.http_listen)
                 await http.start()
+                report_certificate_expiries(service, self.config)
                 await stopping.wait()
                 log.info("worker %d: stopping, draining calls in flight", self.index)
                 pools.stop_starting()

@@ -43,6 +43,10 @@ class Meter:
     def background_lease(self, held: bool) -> None:
         """This process holds (or no longer holds) the lease of the background work."""
 
+    def certificate_expiry(self, certificate: str, not_after: float) -> None:
+        """The certificate ``certificate`` ("tls", "root-ca", "issuing-ca", "ocsp", "tsa") this
+        process serves with ends at ``not_after`` (seconds since the epoch)."""
+
 
 _current = Meter()
 

@@ -294,6 +294,9 @@ class PrometheusMeter(Meter):
                              multiprocess_mode="livemostrecent")
         # livemax: 1 on the node whose worker holds the lease, 0 on the others; a worker that dies
         # holding it leaves the figure with it (its lease runs out: another node takes the work).
+        self._expiries = Gauge("signserver_certificate_expiry_timestamp_seconds",
+                               "When a certificate the node serves with ends (seconds since the epoch)",
+                               ("certificate",), multiprocess_mode="livemax")
         self._lease = Gauge("signserver_background_lease_held",
                             "1 while a worker of this node holds the lease of the background work",
                             multiprocess_mode="livemax")
@@ -345,3 +348,7 @@ class PrometheusMeter(Meter):
     @_never_raising
     def background_lease(self, held: bool) -> None:
         self._lease.set(1 if held else 0)
+
+    @_never_raising
+    def certificate_expiry(self, certificate: str, not_after: float) -> None:
+        self._expiries.labels(certificate).set(not_after)

@@ -10,6 +10,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -160,3 +161,21 @@ def test_a_worker_that_died_is_counted_once_it_is_started_again(served):
         assert time.monotonic() < deadline, (exits, alive)
         time.sleep(0.2)
     assert ("signserver_worker_exits_total", (("worker", "1" if index == "0" else "0"),)) not in samples
+
+
+def test_the_certificates_a_node_serves_with_say_when_they_end(served):
+    """An operator alerts on these well before they end: the TLS certificate and the CA's."""
+    from cryptography import x509
+
+    deadline = time.monotonic() + 30
+    wanted = {"tls", "root-ca", "issuing-ca", "ocsp", "tsa"}
+    while True:
+        ends = {dict(labels)["certificate"]: value for (name, labels), value in scrape(served).items()
+                if name == "signserver_certificate_expiry_timestamp_seconds"}
+        if set(ends) == wanted:
+            break
+        assert time.monotonic() < deadline, ends
+        time.sleep(0.2)
+    tls = x509.load_pem_x509_certificate((Path(served.env["SIGNSERVER_STATE_DIR"]) / "tls" / "server.pem").read_bytes())
+    assert ends["tls"] == tls.not_valid_after_utc.timestamp()
+    assert ends["issuing-ca"] < ends["root-ca"] and time.time() < ends["ocsp"] <= ends["issuing-ca"]
