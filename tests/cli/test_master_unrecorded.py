@@ -207,8 +207,9 @@ def test_retire_orphans_beside_a_rotation_never_leaves_a_recorded_key_off_the_to
     before = master_labels_on_token(config, token)
     files = token_files(state_dir)
     env = environment(state_dir, tmp_path)
-    rotate_out, retire_out = tmp_path / "rotate.out", tmp_path / "retire.out"
-    with database_writes_held(tmp_path), rotate_out.open("w") as rotate_sink, retire_out.open("w") as retire_sink:
+    rotate_out, retire_out, retire_err = tmp_path / "rotate.out", tmp_path / "retire.out", tmp_path / "retire.err"
+    with database_writes_held(tmp_path), rotate_out.open("w") as rotate_sink, retire_out.open("w") as retire_sink, \
+            retire_err.open("w") as retire_said:
         rotating = subprocess.Popen(
             [str(SIGNSERVER), "hsm", "master", "rotate", "--grace-seconds", "0", "--token", token],
             env=env, stdout=rotate_sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -217,7 +218,7 @@ def test_retire_orphans_beside_a_rotation_never_leaves_a_recorded_key_off_the_to
             wait_for_a_new_key(state_dir, files, rotating, rotate_out)
             retiring = subprocess.Popen(
                 [str(SIGNSERVER), "hsm", "master", "retire", "--orphans", "--yes", "--json", "--token", token],
-                env=env, stdout=retire_sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                env=env, stdout=retire_sink, stderr=retire_said, stdin=subprocess.DEVNULL)
             # Long enough for the retirement to find the key and reach its destruction (or, without
             # the lock, to destroy it), well within the database's wait for its lock.
             time.sleep(6)
@@ -228,7 +229,8 @@ def test_retire_orphans_beside_a_rotation_never_leaves_a_recorded_key_off_the_to
                     process.wait()
             raise
     rotated, retired = rotating.wait(120), retiring.wait(120)
-    said = rotate_out.read_text() + retire_out.read_text()
+    # Its JSON on standard output; what it logs (a wait for the lock, say) on standard error.
+    said = rotate_out.read_text() + retire_out.read_text() + retire_err.read_text()
     assert "Traceback" not in said, said
     assert retired == 0, said
 
