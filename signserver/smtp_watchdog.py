@@ -1,7 +1,7 @@
 """SMTP sending bounded in time, shared by the core's e-mail sender and the RA's mailer: a
 watchdog that shuts a connection's sockets at a deadline (a server that stops answering, or answers
-a byte at a time, holds a sending round no longer than that), the SMTP classes it watches, and which
-refusals are for good."""
+a byte at a time, holds a sending round no longer than that), the SMTP classes it watches, which
+refusals are for good, and the sending round itself over one connection (:class:`SendingRound`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import smtplib
 import socket
 import threading
 import time
+from email.message import EmailMessage
+
+# Refusals of one message, after which the connection carries on (smtplib sends RSET).
+MESSAGE_REFUSED = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError,
+                   smtplib.SMTPNotSupportedError)
 
 
 def refused_for_good(exc: Exception) -> bool:
@@ -85,3 +90,74 @@ class WatchedSMTP(_Watched, smtplib.SMTP):
 
 class WatchedSMTPSSL(_Watched, smtplib.SMTP_SSL):
     pass
+
+
+class SendingRound:
+    """The round of an outbox over one SMTP connection, for an outbox that keeps its own rows: it
+    gives :meth:`send_claimed` the messages it claimed, and implements how to connect, to build a
+    message, and to record each outcome. ``_send_seconds`` bounds the round; ``_SETTING_ERRORS``
+    are its settings' errors, which fail the round as a connection's would."""
+
+    _send_seconds: float
+    _SETTING_ERRORS: tuple[type[Exception], ...] = ()
+
+    def send_claimed(self, claimed: list) -> int:
+        """Send ``claimed`` (rows with a ``recipient``) in order over one connection, within
+        ``_send_seconds``; returns how many were sent. A message the server refuses is recorded
+        failed (for good when :func:`refused_for_good`) and the round goes on; a failed connection
+        fails every message not yet sent, or, when the round's time ran out during one, that one;
+        the messages the round had no time for are released with no attempt counted.
+
+        Raises: what recording an outcome raises (the outbox's database).
+        """
+        sent = 0
+        pending = list(claimed)  # claimed and not yet sent or failed
+        under_way = False  # pending[0] is being sent
+        watchdog = Watchdog(time.monotonic() + self._send_seconds)
+        try:
+            with self._connect(watchdog) as client:
+                while pending and not watchdog.expired():
+                    row = pending[0]
+                    try:
+                        message = self._message(row)
+                    except ValueError as exc:  # Unsendable among them: it never will be
+                        self._mark_failed(pending.pop(0), exc, permanent=True)
+                        continue
+                    under_way = True
+                    try:
+                        client.send_message(message, to_addrs=[row.recipient])
+                    except MESSAGE_REFUSED as exc:
+                        under_way = False
+                        self._mark_failed(pending.pop(0), exc, permanent=refused_for_good(exc))
+                        continue
+                    under_way = False
+                    pending.pop(0)
+                    self._mark_sent(row)
+                    sent += 1
+        except (OSError, smtplib.SMTPException, *self._SETTING_ERRORS) as exc:
+            # The server, the way to it or its settings failed: all of them wait their turn; but
+            # when the round ran out of time during a message, only that one.
+            failed, pending = (pending[:1], pending[1:]) if watchdog.fired and under_way else (pending, [])
+            for row in failed:
+                self._mark_failed(row, exc)
+        finally:
+            watchdog.cancel()
+        if pending:  # the round's time ran out before them: no attempt counted
+            self._release(pending)
+        return sent
+
+    def _connect(self, watchdog: Watchdog) -> smtplib.SMTP:
+        raise NotImplementedError
+
+    def _message(self, row) -> EmailMessage:
+        """Raises: ValueError: the message can never be sent as it is."""
+        raise NotImplementedError
+
+    def _mark_sent(self, row) -> None:
+        raise NotImplementedError
+
+    def _mark_failed(self, row, exc: Exception, permanent: bool = False) -> None:
+        raise NotImplementedError
+
+    def _release(self, rows: list) -> None:
+        raise NotImplementedError

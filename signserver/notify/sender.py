@@ -25,7 +25,7 @@ from signserver.clock import Clock, epoch_seconds
 from signserver.config import SmtpConfig
 from signserver.errors import SignServerError
 from signserver.monitoring.meter import meter
-from signserver.smtp_watchdog import Watchdog, WatchedSMTP, WatchedSMTPSSL, refused_for_good
+from signserver.smtp_watchdog import SendingRound, Watchdog, WatchedSMTP, WatchedSMTPSSL
 from signserver.store.database import Database
 from signserver.store.schema import outbox
 
@@ -43,11 +43,6 @@ SEND_SECONDS = 10
 GIVE_UP_SECONDS = 2 * 86_400
 BACKLOG_REPORT_SECONDS = 10  # counting the unsent is a scan of the outbox: not every poll
 
-# Refusals of one message, after which the connection carries on (smtplib sends RSET).
-_MESSAGE_REFUSED = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError,
-                    smtplib.SMTPNotSupportedError)
-
-
 class Unsendable(ValueError):
     """A message that can never be sent as it is (its recipient is not one mailbox)."""
 
@@ -57,7 +52,9 @@ def retry_delay(attempts: int) -> int:
     return min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS)
 
 
-class OutboxSender:
+class OutboxSender(SendingRound):
+    _SETTING_ERRORS = (SignServerError,)
+
     def __init__(self, database: Database, smtp: SmtpConfig, clock: Clock, send_seconds: float = SEND_SECONDS):
         self._database = database
         self._smtp = smtp
@@ -91,41 +88,7 @@ class OutboxSender:
                     claimed.append(row)
         if not claimed:
             return 0
-        sent = 0
-        pending = list(claimed)  # claimed and not yet sent or failed
-        under_way = False  # pending[0] is being sent
-        watchdog = Watchdog(time.monotonic() + self._send_seconds)
-        try:
-            with self._connect(watchdog) as client:
-                while pending and not watchdog.expired():
-                    row = pending[0]
-                    try:
-                        message = self._message(row)
-                    except ValueError as exc:  # Unsendable among them: it never will be
-                        self._mark_failed(pending.pop(0), exc, permanent=True)
-                        continue
-                    under_way = True
-                    try:
-                        client.send_message(message, to_addrs=[row.recipient])
-                    except _MESSAGE_REFUSED as exc:
-                        under_way = False
-                        self._mark_failed(pending.pop(0), exc, permanent=refused_for_good(exc))
-                        continue
-                    under_way = False
-                    pending.pop(0)
-                    self._mark_sent(row.id)
-                    sent += 1
-        except (OSError, smtplib.SMTPException, SignServerError) as exc:
-            # The server, the way to it or its settings failed: all of them wait their turn; but
-            # when the round ran out of time during a message, only that one.
-            failed, pending = (pending[:1], pending[1:]) if watchdog.fired and under_way else (pending, [])
-            for row in failed:
-                self._mark_failed(row, exc)
-        finally:
-            watchdog.cancel()
-        if pending:  # the round's time ran out before them: no attempt counted
-            self._release(pending)
-        return sent
+        return self.send_claimed(claimed)
 
     def run(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
         """Send until ``stop`` is set (the server's background thread)."""
@@ -192,9 +155,9 @@ class OutboxSender:
                                 .encode("utf-8", "surrogatepass")).hexdigest()[:20]
         return f"<{row.id}.{row.created_at}.{digest}@{domain}>"
 
-    def _mark_sent(self, message_id: int) -> None:
+    def _mark_sent(self, row) -> None:
         with self._database.transaction() as conn:
-            conn.execute(update(outbox).where(outbox.c.id == message_id)
+            conn.execute(update(outbox).where(outbox.c.id == row.id)
                          .values(sent_at=epoch_seconds(self._clock.now()), claimed_until=None, last_error=None))
 
     def _mark_failed(self, row, exc: Exception, permanent: bool = False) -> None:

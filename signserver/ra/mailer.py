@@ -20,7 +20,6 @@ import os
 import smtplib
 import ssl
 import stat
-import time
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from pathlib import Path
@@ -33,7 +32,7 @@ from signserver.ra.errors import SettingsError
 from signserver.ra.store import repository
 from signserver.ra.store.database import RaDatabase
 from signserver.ra.store.schema import outbox
-from signserver.smtp_watchdog import Watchdog, WatchedSMTP, WatchedSMTPSSL, refused_for_good
+from signserver.smtp_watchdog import SendingRound, Watchdog, WatchedSMTP, WatchedSMTPSSL
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +46,6 @@ SEND_SECONDS = 10
 # more than it tells); mail servers keep theirs about as long before they bounce.
 GIVE_UP_SECONDS = 2 * 86_400
 MAX_PASSWORD_BYTES = 4096
-
-# Refusals of one message, after which the connection carries on (smtplib sends RSET).
-_MESSAGE_REFUSED = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError,
-                    smtplib.SMTPNotSupportedError)
-
 
 class Unsendable(ValueError):
     """A message that can never be sent as it is (its recipient is not one mailbox)."""
@@ -92,7 +86,9 @@ def read_smtp_password(path: Path) -> str:
     return password
 
 
-class OutboxMailer:
+class OutboxMailer(SendingRound):
+    _SETTING_ERRORS = (SettingsError,)
+
     def __init__(self, database: RaDatabase, clock: Clock, *, host: str, port: int, sender: str,
                  service_name: str = "", security: str = "none", username: str = "",
                  password_file: Path | None = None, ca: Path | None = None,
@@ -157,42 +153,7 @@ class OutboxMailer:
             log.info("%d e-mail(s) dropped unsent: of no use any more (an expired code)", discarded)
         if not claimed:
             return 0
-        sent = 0
-        pending = list(claimed)  # claimed and not yet sent or failed
-        under_way = False  # pending[0] is being sent
-        watchdog = Watchdog(time.monotonic() + self._send_seconds)
-        try:
-            with self._connect(watchdog) as client:
-                while pending and not watchdog.expired():
-                    row = pending[0]
-                    try:
-                        message = self._message(row)
-                    except ValueError as exc:  # Unsendable among them: it never will be
-                        self._mark_failed(pending.pop(0), exc, permanent=True)
-                        continue
-                    under_way = True
-                    try:
-                        client.send_message(message, to_addrs=[row.recipient])
-                    except _MESSAGE_REFUSED as exc:
-                        under_way = False
-                        self._mark_failed(pending.pop(0), exc, permanent=refused_for_good(exc))
-                        continue
-                    under_way = False
-                    pending.pop(0)
-                    with self._database.transaction() as conn:
-                        repository.email_sent(conn, row.id)
-                    sent += 1
-        except (OSError, smtplib.SMTPException, SettingsError) as exc:
-            # The server, the way to it or its settings failed: all of them wait their turn; but
-            # when the round ran out of time during a message, only that one.
-            failed, pending = (pending[:1], pending[1:]) if watchdog.fired and under_way else (pending, [])
-            for row in failed:
-                self._mark_failed(row, exc)
-        finally:
-            watchdog.cancel()
-        if pending:  # the round's time ran out before them: no attempt counted
-            self._release(pending)
-        return sent
+        return self.send_claimed(claimed)
 
     def _tls_context(self) -> ssl.SSLContext:
         """Checks the server's certificate and host name, against ``ca`` or the system's CAs.
@@ -276,6 +237,10 @@ class OutboxMailer:
                     self._host, self._port, type(exc).__name__, delay.total_seconds())
         with self._database.transaction() as conn:
             repository.email_failed(conn, row.id, attempts, now + delay, failure_text(exc))
+
+    def _mark_sent(self, row) -> None:
+        with self._database.transaction() as conn:
+            repository.email_sent(conn, row.id)
 
     def _release(self, rows) -> None:
         """Give back the claims of messages a round did not reach (due again at once)."""
