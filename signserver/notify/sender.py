@@ -10,14 +10,13 @@ log says so.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import smtplib
 import ssl
 import threading
 import time
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import formatdate
 
 from sqlalchemy import func, or_, select, update
 
@@ -25,7 +24,7 @@ from signserver.clock import Clock, epoch_seconds
 from signserver.config import SmtpConfig
 from signserver.errors import SignServerError
 from signserver.monitoring.meter import meter
-from signserver.smtp_watchdog import SendingRound, Watchdog, WatchedSMTP, WatchedSMTPSSL
+from signserver.smtp_sending import SendingRound, Watchdog, connect, outbox_message
 from signserver.store.database import Database
 from signserver.store.schema import outbox
 
@@ -34,7 +33,6 @@ log = logging.getLogger(__name__)
 CLAIM_SECONDS = 120
 FIRST_RETRY_SECONDS = 10
 MAX_RETRY_SECONDS = 3600
-SMTP_TIMEOUT_SECONDS = 20
 # One round's SMTP work, whatever the server does: the sender runs in the background thread,
 # between tasks that must keep the background lease (15 s), and well within a claim.
 SEND_SECONDS = 10
@@ -42,9 +40,6 @@ SEND_SECONDS = 10
 # it tells); mail servers keep theirs about as long before they bounce.
 GIVE_UP_SECONDS = 2 * 86_400
 BACKLOG_REPORT_SECONDS = 10  # counting the unsent is a scan of the outbox: not every poll
-
-class Unsendable(ValueError):
-    """A message that can never be sent as it is (its recipient is not one mailbox)."""
 
 
 def retry_delay(attempts: int) -> int:
@@ -106,54 +101,15 @@ class OutboxSender(SendingRound):
         Raises: OSError, smtplib.SMTPException, ConfigurationError (the password file).
         """
         smtp = self._smtp
-        timeout = watchdog.timeout(SMTP_TIMEOUT_SECONDS)
-        if smtp.security == "tls":
-            client = WatchedSMTPSSL(watchdog, smtp.host, smtp.port, timeout=timeout,
-                                     context=ssl.create_default_context())
-        else:
-            client = WatchedSMTP(watchdog, smtp.host, smtp.port, timeout=timeout)
-        try:
-            if smtp.security == "starttls":
-                client.starttls(context=ssl.create_default_context())
-                watchdog.watch(client.sock)
+
+        def login() -> tuple[str, str] | None:
             password = smtp.password()
-            if smtp.username and password:
-                client.login(smtp.username, password.reveal())
-        except BaseException:
-            client.close()
-            raise
-        return client
+            return (smtp.username, password.reveal()) if smtp.username and password else None
+        return connect(watchdog, smtp.host, smtp.port, smtp.security, ssl.create_default_context, login)
 
     def _message(self, row) -> EmailMessage:
-        """The message of an outbox row, the same at every attempt (Date and Message-ID from the
-        row), so that a copy sent again after a crash is recognised as one.
-
-        Raises: Unsendable: the recipient is not one mailbox. ValueError: a header cannot be made.
-        """
-        message = EmailMessage()
-        message["From"] = self._smtp.sender
-        message["To"] = row.recipient
-        # One mailbox, exactly the one recorded: never a list, a display name or a comment that
-        # would send the message elsewhere or to more.
-        if [a.addr_spec for a in message["To"].addresses] != [row.recipient]:
-            raise Unsendable(f"the recipient {row.recipient[:80]!r} is not one e-mail address")
-        message["Subject"] = row.subject
-        message["Date"] = formatdate(row.created_at, localtime=False)
-        message["Message-ID"] = self._message_id(row)
-        message.set_content(row.body)
-        return message
-
-    def _message_id(self, row) -> str:
-        """``<id.created.digest@sender's domain>``: the same at every attempt; the digest of the
-        message keeps rows of two databases (a restored copy, a test) apart."""
-        try:
-            domain = parseaddr(self._smtp.sender)[1].rpartition("@")[2].encode("idna").decode("ascii")
-        except UnicodeError:
-            domain = ""
-        domain = domain or "localhost"
-        digest = hashlib.sha256(f"{row.id}\n{row.created_at}\n{row.recipient}\n{row.subject}\n{row.body}"
-                                .encode("utf-8", "surrogatepass")).hexdigest()[:20]
-        return f"<{row.id}.{row.created_at}.{digest}@{domain}>"
+        """Raises: Unsendable, ValueError (see outbox_message)."""
+        return outbox_message(row, self._smtp.sender, row.body)
 
     def _mark_sent(self, row) -> None:
         with self._database.transaction() as conn:

@@ -14,7 +14,6 @@ event, is given up: dropped from the outbox, the log saying so at ERROR."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import os
 import smtplib
@@ -32,11 +31,10 @@ from signserver.ra.errors import SettingsError
 from signserver.ra.store import repository
 from signserver.ra.store.database import RaDatabase
 from signserver.ra.store.schema import outbox
-from signserver.smtp_watchdog import SendingRound, Watchdog, WatchedSMTP, WatchedSMTPSSL
+from signserver.smtp_sending import SendingRound, Watchdog, connect, outbox_message
 
 log = logging.getLogger(__name__)
 
-SMTP_TIMEOUT_SECONDS = 20  # one reply of the server, at most (and never past the round's end)
 MAX_RETRY_SECONDS = 3600
 CLAIM_SECONDS = 120
 # One round's SMTP work, whatever the server does: the round runs in the RA's background thread,
@@ -46,11 +44,6 @@ SEND_SECONDS = 10
 # more than it tells); mail servers keep theirs about as long before they bounce.
 GIVE_UP_SECONDS = 2 * 86_400
 MAX_PASSWORD_BYTES = 4096
-
-class Unsendable(ValueError):
-    """A message that can never be sent as it is (its recipient is not one mailbox)."""
-
-
 MAX_LAST_ERROR = 300  # characters of a failure kept in the outbox
 
 
@@ -172,52 +165,16 @@ class OutboxMailer(SendingRound):
 
         Raises: OSError, smtplib.SMTPException, SettingsError (the password file, the CAs).
         """
-        timeout = watchdog.timeout(SMTP_TIMEOUT_SECONDS)
-        if self._security == "tls":
-            client = WatchedSMTPSSL(watchdog, self._host, self._port, timeout=timeout, context=self._tls_context())
-        else:
-            client = WatchedSMTP(watchdog, self._host, self._port, timeout=timeout)
-        try:
-            if self._security == "starttls":
-                client.starttls(context=self._tls_context())
-                watchdog.watch(client.sock)
+        def login() -> tuple[str, str] | None:
             if self._username and self._password_file is not None:
-                client.login(self._username, read_smtp_password(self._password_file))
-        except BaseException:
-            client.close()
-            raise
-        return client
+                return self._username, read_smtp_password(self._password_file)
+            return None
+        return connect(watchdog, self._host, self._port, self._security, self._tls_context, login)
 
     def _message(self, row) -> EmailMessage:
-        """The message of an outbox row, the same at every attempt (Date and Message-ID from the
-        row), so that a copy sent again after a crash is recognised as one.
-
-        Raises: Unsendable: the recipient is not one mailbox. ValueError: a header cannot be made.
-        """
-        message = EmailMessage()
-        message["From"] = formataddr((messages.sender_name(self._service_name), self._sender))
-        message["To"] = row.recipient
-        # One mailbox, exactly the one recorded: never a list, a display name or a comment that
-        # would send the message elsewhere or to more.
-        if [a.addr_spec for a in message["To"].addresses] != [row.recipient]:
-            raise Unsendable(f"the recipient {row.recipient[:80]!r} is not one e-mail address")
-        message["Subject"] = row.subject
-        message["Date"] = formatdate(row.created_at, localtime=False)
-        message["Message-ID"] = self._message_id(row)
-        message.set_content(messages.signed_off(row.body, self._service_name))
-        return message
-
-    def _message_id(self, row) -> str:
-        """``<id.created.digest@sender's domain>``: the same at every attempt; the digest of the
-        message keeps rows of two databases (a restored copy, a test) apart."""
-        try:
-            domain = self._sender.rpartition("@")[2].strip().encode("idna").decode("ascii")
-        except UnicodeError:
-            domain = ""
-        domain = domain or "localhost"
-        digest = hashlib.sha256(f"{row.id}\n{row.created_at}\n{row.recipient}\n{row.subject}\n{row.body}"
-                                .encode("utf-8", "surrogatepass")).hexdigest()[:20]
-        return f"<{row.id}.{row.created_at}.{digest}@{domain}>"
+        """Raises: Unsendable, ValueError (see outbox_message)."""
+        return outbox_message(row, formataddr((messages.sender_name(self._service_name), self._sender)),
+                              messages.signed_off(row.body, self._service_name))
 
     def _mark_failed(self, row, exc: Exception, permanent: bool = False) -> None:
         """Count a failed attempt: try again after a backoff, or, refused for good or past

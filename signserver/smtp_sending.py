@@ -1,15 +1,22 @@
-"""SMTP sending bounded in time, shared by the core's e-mail sender and the RA's mailer: a
-watchdog that shuts a connection's sockets at a deadline (a server that stops answering, or answers
-a byte at a time, holds a sending round no longer than that), the SMTP classes it watches, which
-refusals are for good, and the sending round itself over one connection (:class:`SendingRound`)."""
+"""Sending an outbox's e-mail over SMTP, shared by the core's sender and the RA's mailer: the
+sending round over one connection (:class:`SendingRound`), bounded in time by a watchdog that
+shuts the connection's sockets at a deadline (a server that stops answering, or answers a byte at
+a time, holds a round no longer than that); the connection (:func:`connect`); an outbox row's
+message, the same at every attempt (:func:`outbox_message`); and which refusals are for good."""
 
 from __future__ import annotations
 
+import hashlib
 import smtplib
 import socket
+import ssl
 import threading
 import time
 from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Callable
+
+SMTP_TIMEOUT_SECONDS = 20  # one reply of the server, at most (and never past the round's end)
 
 # Refusals of one message, after which the connection carries on (smtplib sends RSET).
 MESSAGE_REFUSED = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError,
@@ -161,3 +168,67 @@ class SendingRound:
 
     def _release(self, rows: list) -> None:
         raise NotImplementedError
+
+
+class Unsendable(ValueError):
+    """A message that can never be sent as it is (its recipient is not one mailbox)."""
+
+
+def outbox_message(row, sender: str, body: str) -> EmailMessage:
+    """The message of an outbox row (``id``, ``created_at``, ``recipient``, ``subject``, ``body``),
+    the same at every attempt (Date and Message-ID from the row), so that a copy sent again after
+    a crash is recognised as one. ``sender``: the From header; ``body``: the text to send.
+
+    Raises: Unsendable: the recipient is not one mailbox. ValueError: a header cannot be made.
+    """
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = row.recipient
+    # One mailbox, exactly the one recorded: never a list, a display name or a comment that
+    # would send the message elsewhere or to more.
+    if [a.addr_spec for a in message["To"].addresses] != [row.recipient]:
+        raise Unsendable(f"the recipient {row.recipient[:80]!r} is not one e-mail address")
+    message["Subject"] = row.subject
+    message["Date"] = formatdate(row.created_at, localtime=False)
+    message["Message-ID"] = _message_id(row, sender)
+    message.set_content(body)
+    return message
+
+
+def _message_id(row, sender: str) -> str:
+    """``<id.created.digest@sender's domain>``: the same at every attempt; the digest of the
+    message keeps rows of two databases (a restored copy, a test) apart."""
+    try:
+        domain = parseaddr(sender)[1].rpartition("@")[2].strip().encode("idna").decode("ascii")
+    except UnicodeError:
+        domain = ""
+    domain = domain or "localhost"
+    digest = hashlib.sha256(f"{row.id}\n{row.created_at}\n{row.recipient}\n{row.subject}\n{row.body}"
+                            .encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    return f"<{row.id}.{row.created_at}.{digest}@{domain}>"
+
+
+def connect(watchdog: Watchdog, host: str, port: int, security: str, tls_context: Callable[[], ssl.SSLContext],
+            login: Callable[[], tuple[str, str] | None]) -> smtplib.SMTP:
+    """A connection to ``host``:``port`` (``security``: "none", "starttls" or "tls"), logged in
+    when ``login()`` gives a name and password, whose sockets ``watchdog`` shuts at its deadline.
+    ``tls_context()`` checks the server's certificate and host name.
+
+    Raises: OSError, smtplib.SMTPException, and what ``tls_context`` and ``login`` raise.
+    """
+    timeout = watchdog.timeout(SMTP_TIMEOUT_SECONDS)
+    if security == "tls":
+        client = WatchedSMTPSSL(watchdog, host, port, timeout=timeout, context=tls_context())
+    else:
+        client = WatchedSMTP(watchdog, host, port, timeout=timeout)
+    try:
+        if security == "starttls":
+            client.starttls(context=tls_context())
+            watchdog.watch(client.sock)
+        credentials = login()
+        if credentials is not None:
+            client.login(*credentials)
+    except BaseException:
+        client.close()
+        raise
+    return client
