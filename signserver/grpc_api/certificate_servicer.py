@@ -11,7 +11,7 @@ from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest, HolderActivation
 from signserver.ca.ra_requests import RaEvidence, RaRequest
 from signserver.ca.repository import IssuedCertificate
-from signserver.errors import InvalidArgument, NoCredentials
+from signserver.errors import InvalidArgument
 from signserver.grpc_api import convert
 from signserver.grpc_api.caller import check_balancer, client_certificate_pem, still_waiting
 from signserver.blocking_calls import BlockingCalls
@@ -78,14 +78,11 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
     async def _operator(self, context) -> str:
         """The RA operator calling, named by its client certificate.
 
-        Raises: Unauthenticated (no certificate at all: NoCredentials; an expired, revoked or
-        unreadable one), PermissionDenied (a certificate that is not an RA's).
+        Raises: as RaRequests.identify: Unauthenticated (no certificate at all: NoCredentials; an
+        expired, revoked or unreadable one), PermissionDenied (a certificate that is not an RA's).
         """
         await check_balancer(context, self._service, self._hsm)
         pem = client_certificate_pem(context, self._service.config.tls.balancer_cert_sha256)
-        if not pem:  # nobody known, so not a permission refused (PermissionDenied: "the caller is known")
-            raise NoCredentials("no client certificate: only registration authorities may call this service, "
-                                "with a client certificate issued with `signserver ca issue-client --role ra`")
         name = await self._hsm.run(self._service.ca.identify_ra, pem)
         return f"ra:{name}"
 
