@@ -219,7 +219,9 @@ def test_init_reads_the_current_so_pin_from_the_environment_and_translates_a_ref
     wrong = run(state_dir, *again, SIGNSERVER_HSM_CURRENT_SO_PIN="87654321")
     assert wrong.returncode == 1 and "refused the PIN" in wrong.stderr
     assert "CKR" not in wrong.stderr and "87654321" not in wrong.stderr
-    done = run(state_dir, *again, SIGNSERVER_HSM_CURRENT_SO_PIN="cli-so-pin")
+    # The token now reports the wrong try: the right PIN goes in only with the operator's leave.
+    done = run(state_dir, *again, SIGNSERVER_HSM_CURRENT_SO_PIN="cli-so-pin",
+               SIGNSERVER_HSM_LOGIN_WHEN_PIN_COUNT_LOW="true")
     assert done.returncode == 0, done.stderr
     new = run(state_dir, "hsm", "unblock-pin", "--token", label, "--so-pin-file", f["so2"], "--new-pin-file", f["user"])
     assert new.returncode == 0, new.stderr

@@ -226,3 +226,13 @@ def test_an_smtp_login_in_the_clear_is_refused_off_this_machine(tmp_path, host, 
         assert load_config(None, environ=environ).smtp.username == "signserver"
     del environ["SIGNSERVER_SMTP_USERNAME"]  # no login: nothing secret crosses
     assert load_config(None, environ=environ).smtp.security == security
+
+
+def test_a_pin_file_that_is_not_text_is_refused_without_quoting_it(tmp_path):
+    pin_file = tmp_path / "pin"
+    pin_file.write_bytes(b"12\xff4-secret")
+    pin_file.chmod(0o600)
+    config = load_config(write(tmp_path, f'[hsm]\nuser_pin_file = "{pin_file}"\n'), environ={})
+    with pytest.raises(ConfigurationError, match="not UTF-8 text") as refused:
+        config.hsm.user_pin(environ={})
+    assert "0xff" not in str(refused.value) and "position" not in str(refused.value)

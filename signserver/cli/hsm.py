@@ -163,7 +163,9 @@ def cmd_init(args, config: Config) -> int:
     generated = ((args.so_pin_file, so_pin, "SO PIN"), (args.user_pin_file, user_pin, "user PIN"))
     status = admin.init_token(label, so_pin, user_pin, args.slot, current_so_pin=current,
                               reinitialise=target.initialised,
-                              before_init=(lambda: _keep_pins(generated)) if args.generate_pins else None)
+                              before_init=(lambda: _keep_pins(generated)) if args.generate_pins else None,
+                              guard=PinGuard.for_config(config.hsm, config.state_dir))
+    _forget_refusals(config, status.token_serial, status.token_label)
     if args.generate_pins:
         for path, _, what in generated:
             print(f"stored the {what} in {path} (mode 0600)", file=sys.stderr)
@@ -181,10 +183,19 @@ def _confirm_reinitialise(target: SlotStatus, yes: bool) -> None:
     what = f"slot {target.slot_id} holds the initialised token {target.token_label!r}"
     if not sys.stdin.isatty():
         raise InvalidArgument(f"{what}; initialising it again destroys every key on it: pass --yes to confirm")
-    answer = input(f"{what}. Initialising it again destroys every key on it.\n"
-                   f"Type the token's label to go on: ")
-    if answer.strip() != target.token_label:
+    answer = _ask(f"{what}. Initialising it again destroys every key on it.\n"
+                  f"Type the token's label to go on: ")
+    if answer is None or answer.strip() != target.token_label:
         raise InvalidArgument("not confirmed: the token is unchanged")
+
+
+def _ask(question: str) -> str | None:
+    """The administrator's answer on the terminal; None when the input ended (Ctrl-D) instead."""
+    try:
+        return input(question)
+    except EOFError:
+        print(file=sys.stderr)  # the question's line was left open
+        return None
 
 
 def _current_so_pin(args, target: SlotStatus, so_pin_prompted: bool) -> Secret | None:
@@ -271,8 +282,8 @@ def cmd_delete(args, config: Config) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise InvalidArgument("deleting a key cannot be undone: pass --yes to confirm")
-        answer = input(f"Delete key {key.label!r} ({key.key_id}) for ever? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
+        answer = _ask(f"Delete key {key.label!r} ({key.key_id}) for ever? [y/N] ")
+        if answer is None or answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
     service.delete_key(key.key_id)
@@ -354,9 +365,9 @@ def cmd_change_pin(args, config: Config) -> int:
     new = read_pin("new user PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
     label = args.token or config.hsm.token_label
     admin = TokenAdministrator(_module(args, config))
-    admin.change_user_pin(label, old, new)
+    admin.change_user_pin(label, old, new, PinGuard.for_config(config.hsm, config.state_dir))
     _changed(args, label, "user PIN", f"changed the user PIN of token {label!r}")
-    _forget_refusals(config, admin, label)
+    _forget_refusals_of(config, admin, label)
     return 0
 
 
@@ -377,7 +388,7 @@ def cmd_unblock_pin(args, config: Config) -> int:
     admin = TokenAdministrator(_module(args, config))
     admin.unblock_user_pin(label, so_pin, new, PinGuard.for_config(config.hsm, config.state_dir))
     _changed(args, label, "user PIN", f"set a new user PIN on token {label!r}")
-    _forget_refusals(config, admin, label)
+    _forget_refusals_of(config, admin, label)
     return 0
 
 
@@ -388,11 +399,17 @@ def _changed(args, label: str, pin: str, text: str) -> None:
         print(text)
 
 
-def _forget_refusals(config: Config, admin: TokenAdministrator, label: str) -> None:
+def _forget_refusals_of(config: Config, admin: TokenAdministrator, label: str) -> None:
+    """:func:`_forget_refusals` for the token labelled ``label``."""
+    slot = next((s for s in admin.slots() if s.token_label == label), None)
+    if slot is not None:
+        _forget_refusals(config, slot.token_serial, label)
+
+
+def _forget_refusals(config: Config, serial: str, label: str) -> None:
     """The token's user PIN was just set: a PIN it refused before may be the new one, so the
     refusals remembered for it (signserver/hsm/pin_guard.py) no longer hold."""
-    slot = next((s for s in admin.slots() if s.token_label == label), None)
-    if slot is not None and RefusedPins(refused_pins_file(config.state_dir)).forget(slot.token_serial, label):
+    if RefusedPins(refused_pins_file(config.state_dir)).forget(serial, label):
         print(f"forgot the PINs token {label!r} refused before ({refused_pins_file(config.state_dir)})",
               file=sys.stderr)
 

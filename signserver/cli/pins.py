@@ -75,7 +75,12 @@ def write_pin_file(path: Path, pin: Secret, what: str) -> None:
 
 
 def _prompt(what: str, confirm: bool) -> str:
-    pin = getpass.getpass(f"{what}: ")
-    if confirm and getpass.getpass(f"{what} (again): ") != pin:
-        raise InvalidArgument(f"the two {what}s differ")
+    """Raises: InvalidArgument: the entries differ, or the input ended (Ctrl-D) instead."""
+    try:
+        pin = getpass.getpass(f"{what}: ")
+        if confirm and getpass.getpass(f"{what} (again): ") != pin:
+            raise InvalidArgument(f"the two {what}s differ")
+    except EOFError:
+        print(file=sys.stderr)  # the prompt's line was left open
+        raise InvalidArgument(f"no {what} given: the input ended") from None
     return pin

@@ -28,7 +28,10 @@ def read_secret_file(path: Path, key: str) -> Secret:
         value = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         raise ConfigurationError(key, f"no file at {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        # Not the decoder's message: it quotes a byte of the secret and where it stands.
+        raise ConfigurationError(key, f"cannot read {path}: not UTF-8 text") from None
+    except OSError as exc:
         raise ConfigurationError(key, f"cannot read {path}: {exc}") from None
     if mode & 0o077:
         raise ConfigurationError(key, f"{path} is readable by other users; chmod 600 it")

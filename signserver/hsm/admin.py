@@ -31,10 +31,10 @@ from signserver.errors import (
 from signserver.hsm.algorithms import SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.hsm.module import load_module, pkcs11_lock, raw_module
-from signserver.hsm.pin_guard import PinGuard
+from signserver.hsm.pin_guard import SO, PinGuard
 from signserver.hsm.session import TokenSession, find_token
 from signserver.hsm.pin_rules import PinLengths, read_pin_lengths
-from signserver.hsm.translate import translate, translate_return_value
+from signserver.hsm.translate import error_for_return_value, translate, translate_return_value
 from signserver.secret import Secret
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,8 @@ class TokenAdministrator:
 
     def init_token(self, label: str, so_pin: Secret, user_pin: Secret, slot_id: int | None = None, *,
                    current_so_pin: Secret | None = None, reinitialise: bool = False,
-                   before_init: Callable[[], Callable[[], None]] | None = None) -> SlotStatus:
+                   before_init: Callable[[], Callable[[], None]] | None = None,
+                   guard: PinGuard | None = None) -> SlotStatus:
         """Initialise a token in ``slot_id`` (default: the first slot whose token is not
         initialised) with ``label``, leave it with the SO PIN ``so_pin``, then set the user PIN.
 
@@ -138,7 +139,9 @@ class TokenAdministrator:
         C_InitToken is given ``current_so_pin`` when there is one: every initialised token, and
         tokens that come with a factory SO PIN (openCryptoki: 87654321), verify it there. When it
         differs from ``so_pin``, the SO PIN is changed right after (C_SetPIN as the SO). A token
-        that takes the new SO PIN directly (SoftHSM's free slot) needs no current one.
+        that takes the new SO PIN directly (SoftHSM's free slot) needs no current one. The PIN
+        C_InitToken verifies is presented through ``guard`` where there is one, as an SO login
+        would be (see :meth:`PinGuard.login_so`): a token that verifies it counts a wrong one.
 
         Raises:
             InvalidArgument: empty PIN, label too long, a PIN outside the token's lengths,
@@ -146,6 +149,8 @@ class TokenAdministrator:
             AlreadyExists: another token already has that label.
             TokenNotFound: no uninitialised token (or no such slot).
             HsmLoginFailed, HsmPinLocked: the token refused the current SO PIN.
+            HsmLoginWithheld: the guard did not try it (refused before, or wrong SO tries reported).
+            ConfigurationError: the guard's refusals file.
             HsmError: the token refused otherwise.
         """
         if not so_pin or not user_pin or (current_so_pin is not None and not current_so_pin):
@@ -170,12 +175,27 @@ class TokenAdministrator:
                 lengths.check(user_pin, "user PIN")
                 verified = current_so_pin or so_pin
                 doing = f"initialise the token in slot {slot.slot_id}"
-                undo = before_init() if before_init is not None else None
-                rv = raw_module(self.module).init_token(slot.slot_id, verified.reveal(), label)
-                if rv != 0:
-                    if undo is not None:
-                        undo()
-                    raise _init_refused(translate_return_value(rv, doing), current_so_pin is None)
+                refused: list[int] = []  # C_InitToken's return value when it refused
+
+                def initialise(_token: pkcs11.Token) -> None:
+                    # The guard's checks passed: only now may generated PINs be written.
+                    undo = before_init() if before_init is not None else None
+                    rv = raw_module(self.module).init_token(slot.slot_id, verified.reveal(), label)
+                    if rv != 0:
+                        if undo is not None:
+                            undo()
+                        refused.append(rv)
+                        raise error_for_return_value(rv)  # PinIncorrect is what the guard remembers
+
+                try:
+                    if guard is not None:
+                        guard.present(slot.get_token(), verified, SO, initialise)
+                    else:
+                        initialise(slot.get_token())
+                except p11.PKCS11Error:
+                    if not refused:
+                        raise
+                    raise _init_refused(translate_return_value(refused[0], doing), current_so_pin is None) from None
                 token = find_token(lib, label, self.module)
                 with token.open(rw=True, so_pin=verified.reveal()) as session:
                     if verified.reveal() != so_pin.reveal():
@@ -186,16 +206,18 @@ class TokenAdministrator:
             except p11.PKCS11Error as exc:
                 raise translate(exc, f"initialise token {label!r}") from exc
 
-    def change_user_pin(self, token_label: str, old_pin: Secret, new_pin: Secret) -> None:
-        """Change the user PIN with the current one (C_SetPIN as the user).
+    def change_user_pin(self, token_label: str, old_pin: Secret, new_pin: Secret, guard: PinGuard | None = None) -> None:
+        """Change the user PIN with the current one (C_SetPIN as the user). The user logs in
+        through ``guard`` where there is one (see :meth:`PinGuard.login`).
 
-        Raises: TokenNotFound, HsmLoginFailed (wrong old PIN), HsmPinLocked, InvalidArgument
-        (empty, or outside the token's PIN lengths), HsmError.
+        Raises: TokenNotFound, HsmLoginFailed (wrong old PIN), HsmLoginWithheld (the guard did not
+        try it), HsmPinLocked, InvalidArgument (empty, or outside the token's PIN lengths),
+        ConfigurationError (the guard's refusals file), HsmError.
         """
-        if not new_pin:
-            raise InvalidArgument("the new PIN must not be empty")
+        if not new_pin or not old_pin:
+            raise InvalidArgument("the PINs must not be empty")
         self._with_session(token_label, old_pin, None, ("new user PIN", new_pin),
-                           lambda s: s.set_pin(old_pin.reveal(), new_pin.reveal()), "change the user PIN")
+                           lambda s: s.set_pin(old_pin.reveal(), new_pin.reveal()), "change the user PIN", guard)
         log.info("changed the user PIN of token %r", token_label)
 
     def change_so_pin(self, token_label: str, old_pin: Secret, new_pin: Secret, guard: PinGuard | None = None) -> None:
@@ -237,8 +259,10 @@ class TokenAdministrator:
             # Checked before the login, so that a PIN the token would refuse costs no try.
             read_pin_lengths(self.module, token.slot.slot_id).check(pin, what)
             try:
-                if so_pin and guard is not None:
+                if guard is not None and so_pin:
                     opened = guard.login_so(token, so_pin)
+                elif guard is not None:
+                    opened = guard.login(token, user_pin)
                 else:
                     opened = token.open(rw=True, user_pin=user_pin.reveal() if user_pin else None,
                                         so_pin=so_pin.reveal() if so_pin else None)

@@ -21,6 +21,8 @@ The security officer's logins (the key ceremony's export, `hsm unblock-pin`, `hs
 go through the same guard (:meth:`PinGuard.login_so`), by the same rules on the token's SO flags
 (SO_PIN_LOCKED, SO_PIN_COUNT_LOW, SO_PIN_FINAL_TRY), with SO PINs remembered apart from user PINs:
 a locked SO PIN cannot be unblocked at all, only the token re-initialised, which erases its keys.
+A PIN the token verifies otherwise than at a login (the current SO PIN C_InitToken checks before
+it initialises a token again) goes through :meth:`PinGuard.present`, by the same rules.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import pkcs11
 import pkcs11.exceptions as p11
@@ -45,6 +47,7 @@ from signserver.files import write_private
 from signserver.secret import Secret
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COUNT_LOW_SETTING = "hsm.login_when_pin_count_low"
 USER, SO = "user", "so"  # whose PIN: the token's user's, or its security officer's
@@ -94,7 +97,9 @@ def login_refusal(flags: TokenFlag, token_label: str, allow_count_low: bool,
 
 def _so_login_refusal(flags: TokenFlag, token_label: str, allow_count_low: bool) -> SignServerError | None:
     """:func:`login_refusal` for the security officer."""
-    if flags & TokenFlag.SO_PIN_LOCKED:
+    # An uninitialised token has no SO PIN of its own to lock: SoftHSM's free slot reports
+    # SO_PIN_LOCKED all the same, and takes any SO PIN at C_InitToken.
+    if flags & TokenFlag.SO_PIN_LOCKED and flags & TokenFlag.TOKEN_INITIALIZED:
         return HsmPinLocked(
             f"the SO PIN of token {token_label!r} is locked after too many wrong tries: nobody can act as its "
             "security officer (the key ceremony's export, unblocking the user PIN) until the token is "
@@ -192,8 +197,12 @@ class RefusedPins:
             raise ConfigurationError(
                 "state_dir", f"cannot read the refused PINs in {self.path} ({exc}); remove the file"
             ) from None
-        entries = data.get("refused", []) if isinstance(data, dict) else []
-        return [e for e in entries if isinstance(e, dict)]
+        entries = data.get("refused", []) if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise ConfigurationError(
+                "state_dir", f"cannot read the refused PINs in {self.path} (not a list of refusals); remove the file")
+        # An entry edited by hand into another shape is left out rather than failing every login.
+        return [e for e in entries if isinstance(e, dict) and isinstance(e.get("pin_hash", ""), str)]
 
     def _write(self, entries: list[dict]) -> None:
         temporary = self.path.with_suffix(".tmp")
@@ -248,14 +257,31 @@ class PinGuard:
         """
         return self._guarded(token, so_pin, SO)
 
-    def _guarded(self, token: pkcs11.Token, pin: Secret, role: str) -> pkcs11.Session:
+    def present(self, token: pkcs11.Token, pin: Secret, role: str, attempt: Callable[[pkcs11.Token], T]) -> T:
+        """Run ``attempt(token)``, which presents ``pin`` to ``token`` as ``role``'s (USER or SO)
+        PIN and raises pkcs11's PinIncorrect when the token refuses it, if that is safe: by the
+        rules of :meth:`login`. ``attempt`` gets the token with the flags read just before.
+
+        Call with the PKCS#11 lock held.
+
+        Raises:
+            HsmPinLocked, HsmLoginWithheld, ConfigurationError: as :meth:`login`.
+            pkcs11.PKCS11Error: from ``attempt``, untranslated.
+        """
+        return self._guarded(token, pin, role, attempt)
+
+    def _guarded(self, token: pkcs11.Token, pin: Secret, role: str,
+                 attempt: Callable[[pkcs11.Token], T] | None = None) -> T:
+        if attempt is None:
+            attempt = (lambda t: t.open(rw=True, so_pin=pin.reveal())) if role == SO else \
+                (lambda t: t.open(rw=True, user_pin=pin.reveal()))
         if self.refusals is None:
-            return self._try(token, pin, role)
+            return self._try(token, pin, role, attempt)
         with self.refusals.exclusive():
             token = token.slot.get_token()  # fresh flags: another process may have logged in meanwhile
-            return self._try(token, pin, role)
+            return self._try(token, pin, role, attempt)
 
-    def _try(self, token: pkcs11.Token, pin: Secret, role: str) -> pkcs11.Session:
+    def _try(self, token: pkcs11.Token, pin: Secret, role: str, attempt: Callable[[pkcs11.Token], T]) -> T:
         serial = token.serial.decode("ascii", "replace").strip()
         identity = (serial, token.label, role)
         which = "the configured PIN" if role == USER else "this SO PIN"
@@ -271,10 +297,7 @@ class PinGuard:
         if refusal is not None:
             raise refusal
         try:
-            if role == SO:
-                session = token.open(rw=True, so_pin=pin.reveal())
-            else:
-                session = token.open(rw=True, user_pin=pin.reveal())
+            result = attempt(token)
         except p11.PinIncorrect:
             if self.refusals is not None:
                 try:
@@ -291,4 +314,4 @@ class PinGuard:
         if self.refusals is not None and self.refusals.forget(serial, token.label, role):
             log.info("the token %r accepted %s: its earlier refusals are forgotten", token.label,
                      "the configured PIN" if role == USER else "an SO PIN")
-        return session
+        return result

@@ -23,6 +23,9 @@ from signserver.secret import Secret
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 LOGIN_ATTEMPTS = 3
+# What a handle kept from an earlier call raises once its object is gone (within a session that is
+# still current: a re-initialised module or a fork is noticed before any call, see _open).
+STALE_HANDLE = (p11.KeyHandleInvalid, p11.ObjectHandleInvalid)
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,15 @@ class TokenSession:
         except p11.PKCS11Error as exc:
             if not is_session_lost(exc):
                 raise translate(exc, doing) from exc
-            log.warning("HSM session lost (%s) while trying to %s; opening it again",
-                        type(exc).__name__, doing)
+            if isinstance(exc, STALE_HANDLE):
+                # The session is fine: an object whose handle this process kept (in :attr:`cache`)
+                # was destroyed through another session, e.g. by another process's `hsm master`
+                # command. Expected; reopening clears the cache, so the object is looked up again.
+                log.info("a key handle this process kept is no longer valid (%s: destroyed, e.g. by another "
+                         "process) while trying to %s; looked up again", type(exc).__name__, doing)
+            else:
+                log.warning("HSM session lost (%s) while trying to %s; opening it again",
+                            type(exc).__name__, doing)
             self._drop(reinitialise="not initialized" in str(exc))
             meter().hsm_session_reopened()
         try:

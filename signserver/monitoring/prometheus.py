@@ -287,7 +287,7 @@ class PrometheusMeter(Meter):
         self._tokens = Counter("signserver_activation_tokens", "Activation tokens issued, spent, or expired unspent",
                                ("event",))
         self._lockouts = Counter("signserver_lockouts", "Names locked after too many wrong attempts")
-        self._reopenings = Counter("signserver_hsm_session_reopenings", "HSM sessions lost and opened again")
+        self._reopenings = Counter("signserver_hsm_session_reopenings", "HSM sessions opened again: lost, or a key handle kept went stale")
         self._crl_age = Gauge("signserver_crl_age_seconds", "Age of the newest CRL of an issuer", ("issuer",),
                               multiprocess_mode="livemostrecent")
         self._outbox = Gauge("signserver_outbox_backlog", "E-mails waiting in the outbox",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pkcs11 import TokenFlag
 
-from signserver.errors import HsmLoginFailed, HsmLoginWithheld, HsmPinLocked
+from signserver.errors import ConfigurationError, HsmLoginFailed, HsmLoginWithheld, HsmPinLocked
 from signserver.hsm.pin_guard import PinGuard, RefusedPins, login_refusal, refused_pins_file
 from signserver.hsm.session import TokenSession
 from signserver.secret import Secret
@@ -227,3 +227,20 @@ def test_setting_the_user_pin_with_unblock_pin_forgets_the_refusals(config, tmp_
     assert unblocked.returncode == 0, unblocked.stderr
     assert RefusedPins(refused_pins_file(tmp_path)).count(label) == 0
     assert signserver(config, tmp_path, label, WRONG).returncode == 0
+
+
+@pytest.mark.parametrize("text", ['{"refused": null}', '{"refused": 5}', '{"refused": {"pin_hash": "x"}}'])
+def test_a_refusals_file_of_another_shape_is_named_with_what_to_do(tmp_path, text):
+    path = tmp_path / "refused-pins.json"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError, match=r"refused PINs in .*remove the file"):
+        RefusedPins(path).refused("serial", "label", Secret(RIGHT))
+
+
+def test_a_hand_edited_refusal_of_another_shape_is_left_out(tmp_path):
+    path = tmp_path / "refused-pins.json"
+    path.write_text(json.dumps({"refused": [{"token_serial": "s", "token_label": "l", "pin_hash": 5}, "text"]}))
+    refusals = RefusedPins(path)
+    assert refusals.refused("s", "l", Secret(RIGHT)) is False
+    refusals.remember("s", "l", Secret(RIGHT))
+    assert refusals.refused("s", "l", Secret(RIGHT)) is True

@@ -133,9 +133,16 @@ def test_a_wrong_so_pin_at_unblock_pin_is_remembered_as_at_export(config, state_
 
 def test_a_locked_so_pin_is_said_as_such():
     for allowed in (False, True):
-        refusal = login_refusal(TokenFlag.SO_PIN_LOCKED | TokenFlag.LOGIN_REQUIRED, "tok", allowed, SO)
+        refusal = login_refusal(TokenFlag.SO_PIN_LOCKED | TokenFlag.LOGIN_REQUIRED | TokenFlag.TOKEN_INITIALIZED,
+                                "tok", allowed, SO)
         assert isinstance(refusal, HsmPinLocked)
         assert "SO PIN" in str(refusal) and "'tok'" in str(refusal)
+
+
+def test_an_uninitialised_token_has_no_so_pin_to_be_locked():
+    # SoftHSM's free slot, which takes any SO PIN at C_InitToken, reports these flags.
+    free_slot = TokenFlag.RNG | TokenFlag.LOGIN_REQUIRED | TokenFlag.SO_PIN_LOCKED | TokenFlag.SO_PIN_TO_BE_CHANGED
+    assert login_refusal(free_slot, "", False, SO) is None
 
 
 @pytest.mark.parametrize("flag, words", [(TokenFlag.SO_PIN_COUNT_LOW, "SO_PIN_COUNT_LOW"),
