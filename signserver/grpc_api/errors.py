@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from signserver import errors
-from signserver.grpc_api.call_report import aborted_status, method_name, report_call
+from signserver.grpc_api.call_report import aborted_status, method_name, report_call, unknown_method_handler
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def status_for(error: errors.SignServerError) -> grpc.StatusCode:
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Turns signserver errors into their status codes, and anything unexpected into INTERNAL
-    with a generic message (the traceback goes to the log, never to the caller)."""
+    with a generic message (the traceback goes to the log, never to the caller); answers and
+    reports a call to a method no service implements (call_report.unknown_method_handler)."""
 
     def __init__(self):
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per method: wrapped once, not per call
@@ -89,7 +90,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is None:
             handler = await continuation(handler_call_details)
             if handler is None:
-                return None
+                return unknown_method_handler(method)
             wrapped = self._wrapped[method] = _wrapped(handler, method)
         return wrapped
 

@@ -9,12 +9,15 @@ from grpc_health.v1 import health
 from grpc_health.v1 import health_pb2
 
 from signserver.blocking_calls import BlockingCalls
+from signserver.errors import ServerBusy
 from signserver.service import SignService
 
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# What the last probe found: the HSM answered, it did not, or the probe itself failed.
+_SERVING, _HSM_DOWN, _PROBE_FAILED = "serving", "hsm-down", "probe-failed"
 
 
 class HsmHealthReporter:
@@ -28,6 +31,7 @@ class HsmHealthReporter:
         self._names = ["", *service_names]
         self._interval = interval
         self._serving: bool | None = None
+        self._state: str | None = None  # _SERVING, _HSM_DOWN or _PROBE_FAILED: what was last logged
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -38,17 +42,34 @@ class HsmHealthReporter:
         self._task = asyncio.create_task(self._loop(), name="hsm-health")
 
     async def probe(self) -> bool:
-        """Probe the HSM now and publish the result."""
-        result = await self._hsm.run(self._service.health)
-        if result.serving != self._serving:
-            if result.serving:
-                log.info("HSM answers: SERVING")
-            else:
-                log.warning("HSM does not answer: NOT_SERVING (%s)", result.detail)
-            self._serving = result.serving
-        for name in self._names:
-            await self.servicer.set(name, SERVING if result.serving else NOT_SERVING)
+        """Probe the HSM now and publish the result: NOT_SERVING when the HSM does not answer,
+        and also when the probe itself fails in a way nobody foresaw (the worker cannot tell
+        whether its HSM answers). Each change is logged once, not at every probe.
+
+        Raises: asyncio.CancelledError only.
+        """
+        try:
+            result = await self._hsm.run(self._service.health)
+        except ServerBusy as exc:
+            # The HSM's pool is full: the HSM is busy, not gone. The last status stands.
+            log.info("health probe not run: %s", exc)
+            return bool(self._serving)
+        except Exception:  # the reporter must outlive any single failed probe
+            if self._state != _PROBE_FAILED:
+                log.exception("health probe failed unexpectedly: NOT_SERVING until a probe passes")
+            await self._publish(_PROBE_FAILED, False)
+            return False
+        if result.serving and self._state != _SERVING:
+            log.info("HSM answers: SERVING")
+        elif not result.serving and self._state != _HSM_DOWN:
+            log.warning("HSM does not answer: NOT_SERVING (%s)", result.detail)
+        await self._publish(_SERVING if result.serving else _HSM_DOWN, result.serving)
         return result.serving
+
+    async def _publish(self, state: str, serving: bool) -> None:
+        self._state, self._serving = state, serving
+        for name in self._names:
+            await self.servicer.set(name, SERVING if serving else NOT_SERVING)
 
     async def stop(self) -> None:
         if self._task:
@@ -58,7 +79,4 @@ class HsmHealthReporter:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            try:
-                await self.probe()
-            except Exception:  # the reporter must outlive any single failed probe
-                log.exception("health probe failed")
+            await self.probe()

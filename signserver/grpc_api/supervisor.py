@@ -157,6 +157,7 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
     from signserver.grpc_api.server import served_config
     from signserver.grpc_api.tls import check_server_tls
 
+    set_worker("supervisor")
     workers = workers or os.cpu_count() or 1
     raise_open_file_limit()  # before any child: they inherit it
     _check_pin(config)

@@ -1,9 +1,11 @@
 r"""Log lines as text (the default) or as JSON lines, and the per-call line.
 
-A JSON line has one field each for time, level, logger, worker, message, and, on a call's line,
-method, status, latency_ms and request_id (the client's ``x-request-id`` when it sent a usable
-one, else one made here), so that a log pipeline filters without parsing sentences. Nothing here
-reads a request's content: secrets never reach a log line through it.
+A text line reads ``time LEVEL [worker] logger: message`` (``[worker 0]``, ``[supervisor]``,
+``[metrics]``; no brackets in a command's lines). A JSON line has one field each for time, level,
+logger, worker (in the server's processes), message, and, on a call's line, method, status,
+latency_ms and request_id (the client's ``x-request-id`` when it sent a usable one, else one made
+here), so that a log pipeline filters without parsing sentences. Nothing here reads a request's content: secrets
+never reach a log line through it.
 
 A message may carry text a client chose (an account name, a field, a path), so each event stays one
 line whatever it carries: line breaks of every kind, other control characters and the characters
@@ -35,10 +37,11 @@ _USABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
                      "\u2028-\u202e\u2060-\u206f\u3164\ufeff\ufff9-\ufffb]")
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The worker (see _worker_in_text) stands between the level and the logger, as the JSON lines' "worker".
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(worker)s%(name)s: %(message)s"
 TRACEBACK_INDENT = "    "
 
-_worker: str = "supervisor"
+_worker: str | None = None  # set by `signserver serve`'s processes: their lines say which
 _calls_logged = False
 
 
@@ -62,7 +65,8 @@ def configure_logging(json_lines: bool = False, verbose: bool = False, calls: bo
 
 
 def set_worker(name: int | str) -> None:
-    """Name the worker this process is (its index, or "metrics"), for every line it logs from now on."""
+    """Name the server's process this is (a worker's index, "supervisor" or "metrics"), for every
+    line it logs from now on. Other commands' lines name none."""
     global _worker
     _worker = str(name)
 
@@ -113,14 +117,23 @@ class CountingHandler(logging.Handler):
         meter().message_logged(record.levelname.lower(), record.name)
 
 
+def _worker_in_text() -> str:
+    """The process's name in a text line: "[worker 0] " for a worker's index, "[supervisor] ", or
+    nothing in a process that is no server's."""
+    if _worker is None:
+        return ""
+    return f"[worker {_worker}] " if _worker.isdigit() else f"[{_worker}] "
+
+
 class TextLineFormatter(logging.Formatter):
-    """``time LEVEL logger: message``, one line per event (see the module's notes)."""
+    """``time LEVEL [worker] logger: message``, one line per event (see the module's notes)."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return one_line(super().formatMessage(record))
+        # The record is shared with the other handlers: the worker goes into the format's values only.
+        return one_line(TEXT_FORMAT % {**record.__dict__, "worker": _worker_in_text()})
 
     def formatException(self, ei) -> str:
         return _indented(super().formatException(ei))
@@ -138,9 +151,10 @@ class JsonLineFormatter(logging.Formatter):
             .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "worker": _worker,
             "message": record.getMessage(),
         }
+        if _worker is not None:
+            entry["worker"] = _worker
         for field in CALL_FIELDS:
             value = getattr(record, field, None)
             if value is not None:

@@ -179,3 +179,33 @@ def test_the_certificates_a_node_serves_with_say_when_they_end(served):
     tls = x509.load_pem_x509_certificate((Path(served.env["SIGNSERVER_STATE_DIR"]) / "tls" / "server.pem").read_bytes())
     assert ends["tls"] == tls.not_valid_after_utc.timestamp()
     assert ends["issuing-ca"] < ends["root-ca"] and time.time() < ends["ocsp"] <= ends["issuing-ca"]
+
+
+def test_calls_to_methods_the_server_does_not_implement_are_counted_under_one_label(served):
+    """A client calling a misspelt method, or one an old client still knows, is visible in the
+    figures; the method it named is not a label, or a client could grow the series without end."""
+    credentials = application(served, "unknown-methods-app")
+    called = ["/signserver.v1.SigningService/SignHashh", "/made.up.Service/First", "/made.up.Service/Second",
+              "/signserver.v1.NoSuchService/SignHash"]
+    codes = []
+    with grpc.secure_channel(f"localhost:{served.port}", credentials) as channel:
+        for method in called:
+            try:
+                channel.unary_unary(method)(b"", timeout=10)
+            except grpc.RpcError as error:
+                codes.append(error.code())
+                assert method in error.details()  # the refusal names what the server was asked for
+        try:  # a client streaming requests to an unknown method is answered and counted the same way
+            list(channel.stream_stream("/made.up.Service/Streaming")(iter([b"a", b"b"]), timeout=10))
+        except grpc.RpcError as error:
+            codes.append(error.code())
+    assert codes == [grpc.StatusCode.UNIMPLEMENTED] * 5
+
+    samples = scrape(served)
+    assert calls(samples, "unknown", "UNIMPLEMENTED") == 5
+    assert samples[("signserver_call_seconds_count", (("front", "grpc"), ("method", "unknown")))] == 5
+    named = {dict(labels).get("method", "") for (_name, labels) in samples}
+    assert not any("SignHashh" in method or "made.up" in method or "NoSuchService" in method for method in named)
+    lines = [json.loads(line) for line in served.text().splitlines() if line.startswith("{")]
+    assert sum(1 for line in lines if line["logger"] == "signserver.calls" and line.get("method") == "unknown"
+               and line["status"] == "UNIMPLEMENTED") == 5

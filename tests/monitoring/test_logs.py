@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -60,3 +61,22 @@ def test_a_traceback_carrying_a_client_chosen_text_starts_no_line_of_its_own(log
         assert lines[0].endswith("call failed") and len(lines) > 2
         assert all(line.startswith(" ") for line in lines[1:]), lines
         assert not any(FORGED in line and not line.startswith(" ") for line in lines)
+
+
+def test_a_text_line_says_which_worker_logged_it(state_dir, tmp_path):
+    """With several workers, an operator reading the text log (the default) tells them apart, as
+    the JSON lines' "worker" field does; the supervisor's lines say it is the supervisor."""
+    from tests.grpc_api.serve_process import ServeProcess
+
+    server = ServeProcess(state_dir, tmp_path, workers=2).start()
+    try:
+        lines = server.text().splitlines()
+    finally:
+        server.stop()
+    serving = [re.match(r"\S+ \S+ INFO \[worker (\d+)\] signserver\.grpc_api\.server: worker (\d+) \(pid \d+\) serving on",
+                        line) for line in lines if ") serving on " in line]
+    assert len(serving) == 2 and all(serving), [line for line in lines if ") serving on " in line]
+    assert {found.group(1) for found in serving} == {"0", "1"}
+    assert all(found.group(1) == found.group(2) for found in serving)
+    started = [line for line in lines if "signserver.grpc_api.supervisor:" in line]
+    assert started and all(" [supervisor] signserver.grpc_api.supervisor: " in line for line in started), started
