@@ -6,6 +6,7 @@ issuance (issuance.py), revoking (revoking.py), revocation status: CRLs and OCSP
 from __future__ import annotations
 
 import datetime
+import logging
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -54,6 +55,8 @@ from signserver.store.database import Database
 from signserver.store.schema import certificates
 
 OCSP_DAYS = 365
+
+log = logging.getLogger(__name__)
 
 
 class CertificateAuthority:
@@ -113,7 +116,8 @@ class CertificateAuthority:
         """Install the issuing CA certificate signed by an external root and finish the set-up.
 
         Raises:
-            InvalidArgument: not certificates, not for our key, not signed by that root, not a CA.
+            InvalidArgument: not certificates, not for our key, not signed by that root, not a CA,
+                a key usage without keyCertSign and cRLSign, ended or not yet begun.
             NotFound: no external-root request is pending.
         """
         return self._setup.complete_external_root(issuing_der, root_der, operator, checkpoint)
@@ -123,12 +127,13 @@ class CertificateAuthority:
         or the time-stamping authority (``tsa``), of the algorithm ``ca.ocsp_key_algorithm`` or
         ``ca.tsa_key_algorithm`` chooses on this token.
 
-        Raises: NotFound, ConfigurationError (the token cannot use the algorithm set), HsmError."""
+        Raises: NotFound, ConfigurationError (the token cannot use the algorithm set),
+            CertificateRefused (the issuing CA's certificate has ended), HsmError."""
         profile_name, title = {OCSP: (OCSP, "OCSP Responder"), TSA: ("timestamping", "Time-Stamping Authority")}[role]
         algorithm = service_key_algorithm(role, self.config, self._keys.session.capabilities())
-        issuer, issuer_key = issuing_ca(self._database, self._keys)
-        key_id = self._new_key(algorithm, f"ca-{role}")
         now = self._clock.now()
+        issuer, issuer_key = issuing_ca(self._database, self._keys, now)
+        key_id = self._new_key(algorithm, f"ca-{role}")
         certificate = end_entity_certificate(
             profile=self.profile(profile_name), subject=self._ca_name(title),
             public_key=self._keys.public_key(key_id), issuer=issuer, issuer_key=issuer_key,
@@ -140,6 +145,35 @@ class CertificateAuthority:
             self._audit.append(conn, now, "certificate.issued", operator, role,
                                serial=format(certificate.serial_number, "x"), profile=profile_name)
         return certificate
+
+    def renew_service_keys_if_due(self, operator: str = "ca") -> list[str]:
+        """Renew the OCSP responder's and the TSA's certificates (with new keys) once less than a
+        quarter of their validity is left, so that OCSP responses and time-stamps are never signed
+        under an ended certificate; returns the roles renewed. A certificate that already ends
+        with the issuing CA is left as it is: a new one could last no longer.
+
+        Raises: ConfigurationError, HsmError: as :meth:`renew_service_key`.
+        """
+        now = self._clock.now()
+        with self._database.read() as conn:
+            issuing = repo.get_authority(conn, ISSUING)
+            current = {role: repo.get_authority(conn, role) for role in (OCSP, TSA)}
+        if issuing is None or issuing.certificate is None:
+            return []
+        renewed = []
+        for role, authority in current.items():
+            if authority is None or authority.certificate is None:
+                continue  # the set-up makes it
+            certificate = authority.certificate
+            left = certificate.not_valid_after_utc - now
+            lasting = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+            if left < lasting / 4 and certificate.not_valid_after_utc < issuing.certificate.not_valid_after_utc \
+                    and now < issuing.certificate.not_valid_after_utc:
+                self.renew_service_key(role, operator)
+                log.info("renewed the %s certificate %x, which ends on %s", role, certificate.serial_number,
+                         certificate.not_valid_after_utc.date())
+                renewed.append(role)
+        return renewed
 
     def service_key(self, role: str, operator: str = "ca") -> tuple[str, x509.Certificate]:
         """The HSM key id and certificate of ``ocsp-responder`` or ``tsa``, made when missing.

@@ -311,8 +311,11 @@ def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdent
 
 def ca_certificate(*, subject: x509.Name, public_key, issuer_name: x509.Name, issuer_key, issuer_public_key,
                    serial: int, not_before: datetime.datetime, days: int, path_length: int | None,
-                   crl_url: str | None, ca: CaConfig) -> x509.Certificate:
-    """A root (self-signed) or issuing CA certificate."""
+                   crl_url: str | None, ca: CaConfig, ca_issuers_url: str | None = None) -> x509.Certificate:
+    """A root (self-signed) or issuing CA certificate. ``ca_issuers_url``, for an issuing CA: where
+    its issuer's certificate is published (authority information access, caIssuers only: the
+    OCSP responder answers for the issuing CA's certificates, not for the CA itself, whose status
+    is on its issuer's CRL at ``crl_url``). A self-signed root gets neither."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(issuer_name).public_key(public_key).serial_number(serial)
@@ -330,4 +333,8 @@ def ca_certificate(*, subject: x509.Name, public_key, issuer_name: x509.Name, is
                        [x509.UniformResourceIdentifier(crl_url)], None, None, None)]), critical=False)
                    .add_extension(x509.CertificatePolicies([x509.PolicyInformation(
                        ObjectIdentifier("2.5.29.32.0"), [ca.cps_uri])]), critical=False))
+    if ca_issuers_url:
+        builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ca_issuers_url))]),
+            critical=False)
     return builder.sign(issuer_key, signature_hash(issuer_key))

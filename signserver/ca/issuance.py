@@ -3,6 +3,7 @@ service certificates, signed by the issuing CA whose key is in the HSM."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -116,7 +117,7 @@ class Issuer:
             NotFound: no such account, or the CA is not initialised.
             AlreadyRenewed: ``predecessor`` has a successor that is not revoked.
             CertificateRefused: the account's password was reset while its new key was made
-                (nothing is kept: ask again).
+                (nothing is kept: ask again); the issuing CA's certificate has ended.
             HsmError.
         """
         prepared = self._prepare(request, predecessor)
@@ -145,8 +146,8 @@ class Issuer:
             raise InvalidArgument(f"profile {chosen.name!r} is for {chosen.variant} accounts; "
                                   f"{account.username!r} is {account.kind.value}")
         subject = self.subject_for(account, request.agent_qualification)
-        issuer, issuer_key = issuing_ca(self._database, self._keys)
         now = self._clock.now()
+        issuer, issuer_key = issuing_ca(self._database, self._keys, now)
         reused_credential = package = algorithm = sealed_to = None
         if chosen.key_source is KeySource.HSM:
             if request.csr:
@@ -334,7 +335,8 @@ class Issuer:
         """A certificate for the server itself (``tls-server``) or for a client application or RA
         (``client-asp``, ``client-ra``), whose key the caller holds.
 
-        Raises: InvalidArgument (profile, name, key), NotFound (CA not initialised), HsmError.
+        Raises: InvalidArgument (profile, name, key), NotFound (CA not initialised),
+            CertificateRefused (the issuing CA's certificate has ended), HsmError.
         """
         chosen = self._profile(profile_name)
         if chosen.holder or chosen.key_source is KeySource.HSM:
@@ -346,8 +348,8 @@ class Issuer:
                                  x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         except ValueError as exc:
             raise InvalidArgument(f"the name {common_name!r} is not valid: {exc}") from None
-        issuer, issuer_key = issuing_ca(self._database, self._keys)
         now = self._clock.now()
+        issuer, issuer_key = issuing_ca(self._database, self._keys, now)
         certificate = end_entity_certificate(
             profile=chosen, subject=subject, public_key=public_key, issuer=issuer, issuer_key=issuer_key,
             serial=new_serial(self._database), not_before=now - CLOCK_SKEW, days=days, ca=self._config,
@@ -422,12 +424,20 @@ class Issuer:
         return None
 
 
-def issuing_ca(database: Database, keys: HsmKeyStore):
-    """The issuing CA's certificate and its HSM key. Raises: NotFound (not initialised), HsmError."""
+def issuing_ca(database: Database, keys: HsmKeyStore, now: datetime.datetime):
+    """The issuing CA's certificate and its HSM key, to issue a certificate at ``now``.
+
+    Raises: NotFound (not initialised); CertificateRefused: the issuing CA's certificate has ended
+        (what it signed would be valid only before its own signing); HsmError.
+    """
     with database.read() as conn:
         authority = repo.get_authority(conn, ISSUING)
     if authority is None or authority.certificate is None:
         raise NotFound("the CA is not initialised; run `signserver ca init`")
+    ended = authority.certificate.not_valid_after_utc
+    if now >= ended:
+        raise CertificateRefused(f"the issuing CA's certificate ended on {ended:%Y-%m-%d %H:%M} UTC: no certificate "
+                                 "can be issued under it any more")
     return authority.certificate, hsm_private_key(keys, authority.key_id)
 
 

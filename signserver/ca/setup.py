@@ -191,7 +191,8 @@ class CaSetup:
         it finishes what is missing.
 
         Raises:
-            InvalidArgument: not certificates, not for our key, not signed by that root, not a CA.
+            InvalidArgument: not certificates, not for our key, not signed by that root, not a CA,
+                a key usage without keyCertSign and cRLSign, ended or not yet begun.
             NotFound: no external-root request is pending (nor installed with these certificates).
             HsmError, StoreUnavailable.
         """
@@ -213,9 +214,8 @@ class CaSetup:
                 issuing.verify_directly_issued_by(root)
             except Exception as exc:  # cryptography raises several kinds here
                 raise InvalidArgument(f"the issuing certificate is not signed by that root: {exc}") from None
-            if not issuing.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-                raise InvalidArgument("the issuing certificate is not a CA certificate")
             now = self._clock.now()
+            _check_issuing_certificate(issuing, now)
             with self._database.transaction() as conn:
                 repo.put_authority(conn, ROOT, "", root.public_bytes(Encoding.DER), now)  # key outside
                 repo.put_authority(conn, ISSUING, issuing_authority.key_id, issuing.public_bytes(Encoding.DER), now)
@@ -308,7 +308,8 @@ class CaSetup:
                                  issuer_name=root.subject, issuer_key=root_private,
                                  issuer_public_key=root.public_key(), serial=x509.random_serial_number(),
                                  not_before=now, days=ISSUING_DAYS, path_length=0,
-                                 crl_url=self._config.url("crl/root.crl"), ca=self._config)
+                                 crl_url=self._config.url("crl/root.crl"), ca=self._config,
+                                 ca_issuers_url=self._config.url("ca/root.crt"))
         with self._database.transaction() as conn:
             made_meanwhile = repo.get_authority(conn, ISSUING)
             if made_meanwhile is None:
@@ -354,6 +355,32 @@ class CaSetup:
             yield
         finally:
             self._checkpoint = _no_checkpoint
+
+
+def _check_issuing_certificate(issuing: x509.Certificate, now: datetime.datetime) -> None:
+    """Whether the issuing CA can work with this certificate: a CA's (basicConstraints cA), whose
+    key may sign certificates and CRLs (when it has a key usage), valid now.
+
+    Raises: InvalidArgument: what is wrong with it.
+    """
+    try:
+        constraints = issuing.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise InvalidArgument("the issuing certificate is not a CA certificate: its basicConstraints must say cA")
+    try:
+        usage = issuing.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None  # unrestricted
+    if usage is not None and not (usage.key_cert_sign and usage.crl_sign):
+        raise InvalidArgument("the issuing certificate's key usage must allow keyCertSign and cRLSign: the issuing "
+                              "CA signs the certificates it issues and its CRLs")
+    if now >= issuing.not_valid_after_utc:
+        raise InvalidArgument(f"the issuing certificate ended on {issuing.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    if issuing.not_valid_before_utc > now + CLOCK_SKEW:
+        raise InvalidArgument(f"the issuing certificate begins on {issuing.not_valid_before_utc:%Y-%m-%d %H:%M} UTC: "
+                              "install it once it has begun")
 
 
 def _load_certificates(issuing_der: bytes, root_der: bytes) -> tuple[x509.Certificate, x509.Certificate]:

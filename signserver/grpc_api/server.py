@@ -248,7 +248,8 @@ class BackgroundWork:
             self._run_task(self._service.pades.remove_expired_documents)
             if self._holds_lease(renew=True):
                 for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due,
-                             self._service.ca.refresh_crls_if_due, self._service.ca.send_expiry_notices,
+                             self._service.ca.refresh_crls_if_due, self._service.ca.renew_service_keys_if_due,
+                             self._service.ca.send_expiry_notices,
                              self._service.master_rotation.background_round,
                              self._service.signer.forget_expired_tokens, self._retention.background_round):
                     if self._stop.is_set() or not self._holds_lease(renew=False):

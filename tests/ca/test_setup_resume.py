@@ -185,11 +185,11 @@ def test_the_servers_first_start_finishes_an_interrupted_set_up(config, make_ser
     assert_complete_and_working(again, before)
 
 
-def external_root(request: x509.CertificateSigningRequest) -> tuple[bytes, bytes]:
-    """An outside root's certificate and the issuing CA certificate it signs for ``request`` (PEM)."""
+def external_root(request: x509.CertificateSigningRequest, now: datetime.datetime) -> tuple[bytes, bytes]:
+    """An outside root's certificate and the issuing CA certificate it signs for ``request`` (PEM),
+    both valid from ``now`` (the service's clock)."""
     root_key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "External Root")])
-    now = datetime.datetime.now(datetime.timezone.utc)
     root = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(root_key.public_key())
             .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
@@ -214,7 +214,7 @@ def test_an_interrupted_external_root_request_is_asked_again_for_the_same_key(ma
     assert again.public_key() == request.public_key()
     assert len(ca_keys(first, before)["ca-issuing"]) == 1
 
-    issuing, root = external_root(request)
+    issuing, root = external_root(request, first.clock.now())
     status = make_service().ca.complete_external_root(issuing, root, "operator:test")
     assert status.ready and status.root_key_outside
     assert {p: len(k) for p, k in ca_keys(first, before).items()} == {
@@ -225,7 +225,7 @@ def test_an_interrupted_external_root_request_is_asked_again_for_the_same_key(ma
 def test_an_interrupted_external_root_installation_is_finished(make_service, point):
     first = make_service()
     before = key_ids(first)
-    issuing, root = external_root(first.ca.begin_external_root("operator:test"))
+    issuing, root = external_root(first.ca.begin_external_root("operator:test"), first.clock.now())
     with pytest.raises(Crash):
         first.ca.complete_external_root(issuing, root, "operator:test", checkpoint=crash_at(point))
     assert not first.ca.status().ready and not first.ca.status().awaiting_external_root
@@ -243,7 +243,7 @@ def test_an_interrupted_external_root_installation_is_finished(make_service, poi
 
 def test_initialise_finishes_an_interrupted_external_root_installation(make_service):
     first = make_service()
-    issuing, root = external_root(first.ca.begin_external_root("operator:test"))
+    issuing, root = external_root(first.ca.begin_external_root("operator:test"), first.clock.now())
     with pytest.raises(Crash):
         first.ca.complete_external_root(issuing, root, "operator:test", checkpoint=crash_at(ISSUING))
     status = make_service().ca.initialise("server:bootstrap")
