@@ -143,9 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("notices", help="send the due renewal notices once").set_defaults(handler=cmd_notices)
 
     commands.add_parser(
-        "outbox", help="the e-mails not sent yet, with why the last attempt failed",
-        description="Each queued e-mail: its recipient, subject, attempts, next attempt and the last failure "
-                    "(the SMTP server's reply or the connection's error). Never a message's body."
+        "outbox", help="the e-mails not sent yet and those given up, with why the last attempt failed",
+        description="Each queued e-mail: its recipient, subject, attempts, next attempt (or when it was given "
+                    "up: those stay listed 30 days) and the last failure (the SMTP server's reply or the "
+                    "connection's error). Never a message's body."
     ).set_defaults(handler=cmd_outbox)
 
     resend = commands.add_parser(
@@ -444,10 +445,11 @@ def cmd_outbox(args, settings) -> int:
 
     with server.open_database(settings).transaction() as conn:
         unsent = repository.unsent_emails(conn)
-    shown = [{**m, "created_at": m["created_at"].isoformat(), "next_attempt_at": m["next_attempt_at"].isoformat()}
+    shown = [{**m, **{key: m[key] and m[key].isoformat() for key in ("created_at", "next_attempt_at", "given_up_at")}}
              for m in unsent]
     _print(args, shown, [f"{m['id']}  {m['recipient']}  queued {m['created_at'][:16]}  {m['attempts']} attempt(s)  "
-                         f"next {m['next_attempt_at'][:16]}  {m['subject']}"
+                         + (f"given up {m['given_up_at'][:16]}" if m["given_up_at"] else
+                            f"next {m['next_attempt_at'][:16]}") + f"  {m['subject']}"
                          + (f"\n    last error: {m['last_error']}" if m["last_error"] else "") for m in shown]
            or ["(none)"])
     return 0

@@ -9,13 +9,17 @@ ahead), so two RA processes on one database do not both send it. A message a cra
 not recorded goes out again after its claim as the same message (same Message-ID and Date), which
 mail systems recognise as a copy. A message the server refuses for good (5xx for its mailbox), that
 can never be sent (its recipient is not one mailbox), or not sent within GIVE_UP_SECONDS of its
-event, is given up: dropped from the outbox, the log saying so at ERROR."""
+event, is given up, the log saying so at ERROR: never tried again, its body (a code, a holder's
+link) erased, it stays listed for the operators (recipient, subject, why) for
+repository.GIVEN_UP_KEPT_SECONDS. Why an attempt failed is kept without any secret of the message,
+even where the server's reply quotes it."""
 
 from __future__ import annotations
 
 import datetime
 import logging
 import os
+import re
 import smtplib
 import ssl
 import stat
@@ -23,7 +27,7 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from pathlib import Path
 
-from sqlalchemy import delete, update
+from sqlalchemy import update
 
 from signserver.clock import Clock, epoch_seconds
 from signserver.ra import messages
@@ -178,22 +182,23 @@ class OutboxMailer(SendingRound):
 
     def _mark_failed(self, row, exc: Exception, permanent: bool = False) -> None:
         """Count a failed attempt: try again after a backoff, or, refused for good or past
-        GIVE_UP_SECONDS, give the message up (dropped from the outbox), saying so at ERROR."""
+        GIVE_UP_SECONDS, give the message up (kept for the operators without its body), saying so
+        at ERROR."""
         attempts = row.attempts + 1
         now = self._clock.now()
-        error = (str(exc) or type(exc).__name__)[:300]
+        error = without_secrets_of(row.body, failure_text(exc))
         if permanent or epoch_seconds(now) - row.created_at >= GIVE_UP_SECONDS:
             why = "refused for good" if permanent else f"not sent in {GIVE_UP_SECONDS // 3600} hours"
-            log.error("gave up on e-mail %d (queued %s, %d attempts), dropped from the outbox: %s: %s", row.id,
+            log.error("gave up on e-mail %d (queued %s, %d attempts), never tried again: %s: %s", row.id,
                       formatdate(row.created_at, usegmt=True), attempts, why, error)
             with self._database.transaction() as conn:
-                conn.execute(delete(outbox).where(outbox.c.id == row.id))
+                repository.email_given_up(conn, row.id, attempts, now, error)
             return
         delay = retry_delay(attempts)
         log.warning("could not send e-mail %d to the SMTP server %s:%d (%s); retrying in %d s", row.id,
                     self._host, self._port, type(exc).__name__, delay.total_seconds())
         with self._database.transaction() as conn:
-            repository.email_failed(conn, row.id, attempts, now + delay, failure_text(exc))
+            repository.email_failed(conn, row.id, attempts, now + delay, error)
 
     def _mark_sent(self, row) -> None:
         with self._database.transaction() as conn:
@@ -217,6 +222,23 @@ def failure_text(exc: Exception) -> str:
     else:
         text = str(exc)
     return f"{type(exc).__name__}: {text}"[:MAX_LAST_ERROR] if text else type(exc).__name__
+
+
+# A word of a message that may be a secret it carries: a code, a holder token, an OTP URI's seed,
+# a recovery code (a run of 6 characters or more with a digit, or of 16 or more of any kind).
+_WORD = re.compile(r"[^\s/?&=:;,()（）：；，。]{6,}")
+_SECRET_LIKE = re.compile(r"\d|.{16}")
+MASK = "[…]"
+
+
+def without_secrets_of(body: str, text: str) -> str:
+    """``text`` (why sending ``body`` failed) with every word of ``body`` that may be a secret
+    masked: a content filter's reply may quote the message, and what is kept of a failure is shown
+    to the operators and logged."""
+    words = {word for word in _WORD.findall(body) if _SECRET_LIKE.search(word)}
+    for word in sorted(words, key=len, reverse=True):
+        text = text.replace(word, MASK)
+    return text
 
 
 def _reply(reply) -> str:

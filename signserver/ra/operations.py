@@ -326,6 +326,16 @@ class RaOperations:
             found.append(HolderFound(holder, tuple(self._core(lambda: self._held(holder.account)))))
         return found
 
+    def outbox(self) -> dict:
+        """The e-mails not sent: how many wait (and how many of them failed), when the oldest was
+        queued, how many were given up, and the latest given up with their recipient and why
+        (repository.outbox_state); never a message's body.
+
+        Raises: StoreUnavailable.
+        """
+        with self._database.transaction() as conn:
+            return repository.outbox_state(conn)
+
     def _held(self, account: str) -> list[CertificateRecord]:
         try:
             return self._certificates.list_certificates(account)

@@ -219,6 +219,20 @@ def serve(settings: RaSettings, demo: bool = False) -> None:
     """
     tls = settings.api_tls  # checked before anything starts
     options, protocol = _tls_options(settings)
+    try:
+        listening = _listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        raise SettingsError(f"ra.listen: cannot listen on {settings.listen}: {exc.strerror or exc}") from None
+    if settings.port == 0:  # any free port: the one bound is in the address printed and in the links
+        settings = settings.listening_on(listening.getsockname()[1])
+    try:
+        _serve(settings, listening, tls, options, protocol, demo)
+    finally:
+        listening.close()
+
+
+def _serve(settings: RaSettings, listening: socket.socket, tls, options: dict, protocol, demo: bool) -> None:
+    """Raises: SettingsError, StoreUnavailable (as serve)."""
     clock = SystemClock()
     certificates = CoreConnection(settings)  # one connection for the workflow and the pages
     workflow, database = build_workflow(settings, clock, certificates=certificates)
@@ -243,11 +257,6 @@ def serve(settings: RaSettings, demo: bool = False) -> None:
         database.close()
         raise SettingsError(f"ra.tls_cert / ra.tls_key: cannot use {tls[0]} and {tls[1]} "
                             f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
-    try:
-        listening = _listening_socket(settings.host, settings.port)
-    except OSError as exc:
-        database.close()
-        raise SettingsError(f"ra.listen: cannot listen on {settings.listen}: {exc.strerror or exc}") from None
     server = uvicorn.Server(config)
     passes = BackgroundPasses(workflow, mailer, settings.background_seconds, sessions=context.sessions)
     passes.start()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -71,7 +71,8 @@ class RaSettings:
     application_font: Path | None = None  # a CJK OpenType face; default: the system's Noto Sans CJK TC
     # The pages (signserver/ra/web): the address people reach them at (links in e-mails), the
     # sessions' expiry, the attempts a form allows per client address and per account in 10 minutes.
-    public_url: str = "http://localhost:8450"
+    # Empty: http://localhost:PORT (https with tls_cert) of the port listened on.
+    public_url: str = ""
     web_session_idle_seconds: int = 900  # since the session's last use
     web_session_max_seconds: int = 28800  # since signing in
     web_attempts_per_address: int = 20
@@ -92,7 +93,25 @@ class RaSettings:
     def __post_init__(self) -> None:
         if self.secret_key_file is None:  # frozen: set once, here
             object.__setattr__(self, "secret_key_file", self.state_dir / "ra-secret.key")
+        if not self.public_url:
+            # The address listened on; with port 0 (any free port) known only once bound: listening_on.
+            try:
+                port = self.port
+            except ValueError:
+                port = 0
+            if port:
+                object.__setattr__(self, "public_url", self._own_url(port))
         self._check_smtp()
+
+    def _own_url(self, port: int) -> str:
+        return f"{'https' if self.tls_cert is not None else 'http'}://localhost:{port}"
+
+    def listening_on(self, port: int) -> "RaSettings":
+        """These settings once ``port`` is bound for a listen on port 0 (any free port): ``listen``
+        names it, and so does ``public_url`` when it was not set."""
+        host = self.host
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return replace(self, listen=listen, public_url=self.public_url or self._own_url(port))
 
     def _check_smtp(self) -> None:
         """Raises: SettingsError: an unknown smtp_security; smtp_username without
@@ -187,6 +206,16 @@ def _text(key: str, value: Any) -> str:
     return value
 
 
+def _listen(key: str, value: Any) -> str:
+    """HOST:PORT, port 0 for any free port (the one bound is printed at start)."""
+    text = _text(key, value)
+    try:
+        split_address(text)
+    except ValueError as exc:
+        raise SettingsError(f"ra.{key}: {exc}") from None
+    return text
+
+
 def _address(key: str, value: Any) -> str:
     text = _text(key, value)
     try:
@@ -270,7 +299,7 @@ def _names(key: str, value: Any) -> tuple[str, ...]:
 
 
 _KEYS: dict[str, Callable[[str, Any], Any]] = {
-    "listen": _address,
+    "listen": _listen,
     "tls_cert": _path,
     "tls_key": _path,
     "database_url": _database,

@@ -35,7 +35,7 @@ from signserver.client import CertificateClient, NewAccount
 from tests import cli_forkserver
 from tests import conftest
 from tests.ca.test_certificate_service import client_pair
-from tests.conftest import empty_database_url, LOOPBACK_TLS, on_a_free_port, smtp_on_loopback
+from tests.conftest import empty_database_url, LOOPBACK_TLS, smtp_on_loopback
 from tests.ra.conftest import KUAN, photo
 from tests.ra.test_application import ExternalEid, otp_now
 
@@ -187,26 +187,60 @@ def wait_until_answering(process: subprocess.Popen | cli_forkserver.ForkedProces
         time.sleep(0.1)
 
 
+LISTENING = re.compile(r"signserver RA listening on https?://\S+:(\d+)$", re.MULTILINE)
+
+
+def bound_port(process: subprocess.Popen | cli_forkserver.ForkedProcess, log: Path, timeout: float = 60) -> int:
+    """The port a `signserver ra serve` started with ``listen = "HOST:0"`` says it listens on
+    (its line "signserver RA listening on URL", in ``log``).
+
+    Raises: AssertionError: it exited or said nothing within ``timeout`` seconds (it is then
+    killed; its output is in the message)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = LISTENING.search(log.read_text() if log.exists() else "")
+        if found:
+            return int(found.group(1))
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("the RA did not say where it listens: " + (log.read_text() if log.exists() else ""))
+        time.sleep(0.05)
+
+
 def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = "") -> cli_forkserver.ForkedProcess:
-    """`signserver ra serve` on a free port, once it answers; its own database (``database``, else a
-    new one for ``folder``). The process carries ``base`` (http://127.0.0.1:PORT), ``public_url``
-    (http://localhost:PORT: a browser keeps Secure cookies on plain HTTP for localhost), ``config``,
-    ``env``, ``database`` and ``log`` (the process's output).
+    """`signserver ra serve` on a port it binds itself (listen port 0), once it answers; its own
+    database (``database``, else a new one for ``folder``). The process carries ``base``
+    (http://127.0.0.1:PORT), ``public_url`` (http://localhost:PORT, the RA's own default for the
+    port it bound: a browser keeps Secure cookies on plain HTTP for localhost), ``config``, ``env``,
+    ``database`` and ``log`` (the process's output). Once the port is known, ``config`` names it
+    (listen and public_url), so that the `signserver ra` commands run with it write the links the
+    RA serves.
 
     Raises: AssertionError: the RA did not answer within 60 seconds (its output is in the message).
     """
     database = database or empty_database_url(folder / "ra.sqlite")
-    # The RA stops at once on a port taken since free_port looked: another is tried.
-    return on_a_free_port(lambda port: _start_ra_on(port, folder, served, ra_files, registry, inbox, database))
-
-
-def _start_ra_on(port: int, folder: Path, served, ra_files, registry, inbox, database: str):
     config = folder / "signserver.toml"
-    config.write_text(f"""
+    settings = _ra_settings(served, ra_files, registry, inbox, database)
+    config.write_text(f'{settings}listen = "127.0.0.1:0"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER_")}
+    env["SIGNSERVER_RA_OPERATOR"] = OPERATOR
+    log = folder / f"ra-{time.monotonic_ns()}.log"  # a file, not a pipe: nobody reads a pipe while the tests run
+    process = cli_forkserver.popen([str(SIGNSERVER), "--config", str(config), "ra", "serve"], env=env, cwd=folder,
+                                   output=log)
+    port = bound_port(process, log)
+    base, public_url = f"http://127.0.0.1:{port}", f"http://localhost:{port}"
+    wait_until_answering(process, base, LOOPBACK_TLS, log)
+    config.write_text(f'{settings}listen = "127.0.0.1:{port}"\npublic_url = "{public_url}"\n', encoding="utf-8")
+    process.base, process.config, process.env, process.database = base, config, env, database
+    process.public_url, process.log = public_url, log
+    return process
+
+
+def _ra_settings(served, ra_files, registry, inbox, database: str) -> str:
+    """The RA's settings file but its listen address and public_url (the [ra] section ends it)."""
+    return f"""
 state_dir = "state"
 [ra]
-listen = "127.0.0.1:{port}"
-public_url = "http://localhost:{port}"
 database_url = "{database}"
 core_address = "localhost:{served.port}"
 client_cert = "{ra_files / 'ra.pem'}"
@@ -225,17 +259,7 @@ core_timeout_seconds = 10
 face_threshold = 0.8
 notice_days = 3650
 background_seconds = 0.2
-""", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER_")}
-    env["SIGNSERVER_RA_OPERATOR"] = OPERATOR
-    log = folder / f"ra-{port}.log"  # a file, not a pipe: nobody reads a pipe while the tests run
-    process = cli_forkserver.popen([str(SIGNSERVER), "--config", str(config), "ra", "serve"], env=env, cwd=folder,
-                                   output=log)
-    base = f"http://127.0.0.1:{port}"
-    wait_until_answering(process, base, LOOPBACK_TLS, log)
-    process.base, process.config, process.env, process.database = base, config, env, database
-    process.public_url, process.log = f"http://localhost:{port}", log
-    return process
+"""
 
 
 def stop(process: subprocess.Popen) -> None:

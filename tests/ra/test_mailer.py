@@ -43,6 +43,11 @@ def rows(database) -> list:
         return list(conn.execute(select(outbox).order_by(outbox.c.id)))
 
 
+def waiting(database) -> list:
+    """The messages still to be sent (those given up stay listed for the operators)."""
+    return [row for row in rows(database) if row.given_up_at is None]
+
+
 class PeerInbox(Inbox):
     """An Inbox that keeps, for each message, the client's address and port (its connection)."""
 
@@ -117,7 +122,7 @@ def test_a_message_not_sent_in_48_hours_is_given_up_saying_so(ra_database, ra_cl
     ra_clock.advance(seconds=120)
     with caplog.at_level(logging.WARNING, logger="signserver.ra.mailer"):
         mailer.send_due()
-    assert rows(ra_database) == []
+    assert waiting(ra_database) == [] and rows(ra_database)[0].body == ""
     [given_up] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "gave up on e-mail" in given_up.getMessage() and "48 hours" in given_up.getMessage()
 
@@ -131,7 +136,7 @@ def test_a_refusal_for_good_gives_up_at_once_and_a_passing_one_is_retried(ra_dat
                 assert mailer_to(ra_database, ra_clock, controller.port).send_due() == 0
         finally:
             controller.stop()
-        assert bool(rows(ra_database)) is kept, reply
+        assert bool(waiting(ra_database)) is kept, reply
         assert any(r.levelno == logging.ERROR for r in caplog.records) is not kept, reply
         caplog.clear()
 
@@ -139,7 +144,7 @@ def test_a_refusal_for_good_gives_up_at_once_and_a_passing_one_is_retried(ra_dat
 def test_an_address_that_is_not_one_mailbox_is_never_sent_to(ra_database, ra_clock, smtp):
     queue(ra_database, ra_clock, "a@example.mo, b@example.mo", "c@example.mo")
     assert mailer_to(ra_database, ra_clock, smtp.port).send_due() == 1
-    assert [m["To"] for m in smtp.messages] == ["c@example.mo"] and rows(ra_database) == []
+    assert [m["To"] for m in smtp.messages] == ["c@example.mo"] and waiting(ra_database) == []
 
 
 def test_a_silent_server_holds_a_round_no_longer_than_its_bound(ra_database, ra_clock):
@@ -299,3 +304,57 @@ def test_an_unsent_message_keeps_its_last_error_for_the_operator(ra_database, ra
     assert mailer_to(ra_database, ra_clock, port).send_due() == 0
     [row] = rows(ra_database)
     assert row.attempts == 2 and "mailbox busy" not in row.last_error and "refused" in row.last_error.lower()
+
+
+class QuotingRefusal:
+    """Takes the recipients, then refuses the message, its reply quoting a line of it (as a content
+    filter's may)."""
+
+    async def handle_DATA(self, server, session, envelope):
+        import email
+        from email import policy
+
+        text = email.message_from_bytes(envelope.content, policy=policy.default).get_content()
+        line = next(line for line in text.splitlines() if "code" in line)
+        return f"554 5.7.1 refused: {line}"
+
+
+def test_a_message_given_up_stays_listed_for_the_operators_without_its_body(ra_database, ra_clock, tmp_path,
+                                                                            capsys):
+    from signserver.ra import cli
+
+    controller = smtp_on_loopback(Refusing("550 5.1.1 no such mailbox"))
+    try:
+        queue(ra_database, ra_clock)
+        assert mailer_to(ra_database, ra_clock, controller.port).send_due() == 0
+        ra_clock.advance(seconds=7200)
+        assert mailer_to(ra_database, ra_clock, controller.port).send_due() == 0
+    finally:
+        controller.stop()
+    [row] = rows(ra_database)
+    assert row.given_up_at == int(ra_clock.now().timestamp()) - 7200 and row.attempts == 1  # never tried again
+    assert row.body == "" and "550 5.1.1 no such mailbox" in row.last_error  # the code it carried is gone
+
+    config = tmp_path / "signserver.toml"
+    config.write_text(f'[ra]\ndatabase_url = "{ra_database.url}"\n', encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["--config", str(config), "outbox", "--json", "--operator", "counter-7"]) == 0
+    [shown] = json.loads(capsys.readouterr().out)
+    assert shown["recipient"] == "kuan@example.mo" and shown["given_up_at"] and "body" not in shown
+    assert cli.main(["--config", str(config), "outbox", "--operator", "counter-7"]) == 0
+    assert "given up" in capsys.readouterr().out
+
+
+def test_a_refusal_that_quotes_the_message_keeps_none_of_its_secrets(ra_database, ra_clock, caplog):
+    controller = smtp_on_loopback(QuotingRefusal())
+    try:
+        queue(ra_database, ra_clock)
+        with caplog.at_level(logging.INFO, logger="signserver.ra.mailer"):
+            assert mailer_to(ra_database, ra_clock, controller.port).send_due() == 0
+            ra_clock.advance(seconds=GIVE_UP_SECONDS)
+            assert mailer_to(ra_database, ra_clock, controller.port).send_due() == 0
+    finally:
+        controller.stop()
+    [row] = rows(ra_database)
+    assert row.given_up_at and "554 5.7.1 refused" in row.last_error
+    assert "123456" not in row.last_error and "123456" not in caplog.text

@@ -24,9 +24,9 @@ from cryptography.x509.oid import NameOID
 
 from signserver.ra.server import SHUTDOWN_GRACE_SECONDS
 from tests import cli_forkserver
-from tests.conftest import empty_database_url, free_port, LOOPBACK_TLS, on_a_free_port
+from tests.conftest import empty_database_url, LOOPBACK_TLS
 from tests.ra.conftest import KUAN
-from tests.ra.running import (PASSWORD, SIGNSERVER, application_document, card_csr, confirm, enrol, get, post,
+from tests.ra.running import (PASSWORD, SIGNSERVER, application_document, bound_port, card_csr, confirm, enrol, get, post,
                               ra_command, register, sign_application, start_ra, stop, verify_identity,
                               wait_until_answering)
 from tests.ra.running import core, eid, inbox, ra_files, ra_process  # noqa: F401 (fixtures)
@@ -207,27 +207,24 @@ def serve_command(folder: Path, settings: str) -> tuple[list[str], dict]:
 
 @pytest.mark.parametrize("listen", ["0.0.0.0", "[::]"])
 def test_a_listen_beyond_loopback_without_tls_is_refused_at_start(tmp_path, listen):
-    command, env = serve_command(tmp_path, f'listen = "{listen}:{free_port()}"')
+    command, env = serve_command(tmp_path, f'listen = "{listen}:0"')
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 78 and "ra.listen" in result.stderr and "ra.tls_cert" in result.stderr
 
 
 def start_over_tls(folder: Path) -> tuple[subprocess.Popen, str, ssl.SSLContext]:
-    """`signserver ra serve` over TLS with a self-signed certificate, once it answers: the process,
-    its https address and a context that trusts it."""
+    """`signserver ra serve` over TLS with a self-signed certificate on a port it binds itself,
+    once it answers: the process, its https address and a context that trusts it."""
     certificate, key = self_signed(folder)
     trusted = ssl.create_default_context(cafile=str(certificate))
-
-    def start_on(port: int) -> tuple[subprocess.Popen, str, ssl.SSLContext]:
-        command, env = serve_command(folder, f'listen = "127.0.0.1:{port}"\ntls_cert = "{certificate}"\n'
-                                             f'tls_key = "{key}"')
-        log = folder / "ra.log"
-        with log.open("w") as output:
-            process = subprocess.Popen(command, env=env, cwd=folder, stdout=output, stderr=subprocess.STDOUT)
-        process.log = log
-        wait_until_answering(process, f"https://127.0.0.1:{port}", trusted, log)
-        return process, f"https://127.0.0.1:{port}", trusted
-    return on_a_free_port(start_on)
+    command, env = serve_command(folder, f'listen = "127.0.0.1:0"\ntls_cert = "{certificate}"\ntls_key = "{key}"')
+    log = folder / "ra.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=env, cwd=folder, stdout=output, stderr=subprocess.STDOUT)
+    process.log = log
+    address = f"https://127.0.0.1:{bound_port(process, log)}"
+    wait_until_answering(process, address, trusted, log)
+    return process, address, trusted
 
 
 def test_the_api_is_served_over_tls(tmp_path):
@@ -263,7 +260,7 @@ def test_a_client_that_keeps_its_connection_does_not_hold_the_stop(tmp_path):
 def test_an_unusable_tls_key_is_a_settings_error(tmp_path):
     certificate, _ = self_signed(tmp_path)
     (tmp_path / "broken-key.pem").write_text("not a key", encoding="utf-8")
-    command, env = serve_command(tmp_path, f'listen = "127.0.0.1:{free_port()}"\ntls_cert = "{certificate}"\n'
+    command, env = serve_command(tmp_path, f'listen = "127.0.0.1:0"\ntls_cert = "{certificate}"\n'
                                            f'tls_key = "{tmp_path / "broken-key.pem"}"')
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 78 and "ra.tls_key" in result.stderr
@@ -279,3 +276,17 @@ def test_an_address_in_use_is_a_settings_error_said_before_anything_starts(tmp_p
     assert result.returncode == 78, result.stderr
     assert "ra.listen" in result.stderr and "in use" in result.stderr and "Traceback" not in result.stderr
     assert "listening on" not in result.stdout  # never said before it was so
+
+
+def test_a_listen_on_port_0_serves_on_a_free_port_and_says_which(tmp_path):
+    command, env = serve_command(tmp_path, 'listen = "127.0.0.1:0"')
+    log = tmp_path / "ra.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        port = bound_port(process, log)
+        assert port != 0
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}
+        assert f"pages at http://localhost:{port}/" in log.read_text()  # public_url unset: the address bound
+    finally:
+        stop(process)

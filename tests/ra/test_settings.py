@@ -126,3 +126,24 @@ def test_the_core_timeout(tmp_path):
     assert load_settings(path, environ={}).core_timeout_seconds == 12.5
     with pytest.raises(SettingsError, match=r"ra\.core_timeout_seconds"):
         load_settings(path, environ={"SIGNSERVER_RA_CORE_TIMEOUT_SECONDS": "0"})
+
+
+@pytest.mark.parametrize("listen, tls, public_url", [
+    ("127.0.0.1:8450", "", "http://localhost:8450"),
+    ("127.0.0.1:9000", "", "http://localhost:9000"),  # the e-mails' links reach the port listened on
+    ("0.0.0.0:9443", 'tls_cert = "api.pem"\ntls_key = "api-key.pem"\n', "https://localhost:9443"),
+])
+def test_public_url_follows_the_address_listened_on_unless_set(tmp_path, listen, tls, public_url):
+    settings = load_settings(write(tmp_path, f'[ra]\nlisten = "{listen}"\n{tls}'), environ={})
+    assert settings.public_url == public_url
+    assert load_settings(write(tmp_path, f'[ra]\nlisten = "{listen}"\npublic_url = "https://ra.example.mo"\n'),
+                         environ={}).public_url == "https://ra.example.mo"
+
+
+def test_a_listen_on_port_0_learns_its_port_once_bound(tmp_path):
+    settings = load_settings(write(tmp_path, '[ra]\nlisten = "127.0.0.1:0"\n'), environ={})
+    assert settings.port == 0 and settings.public_url == ""  # not known before the port is bound
+    bound = settings.listening_on(43210)
+    assert bound.listen == "127.0.0.1:43210" and bound.public_url == "http://localhost:43210"
+    assert load_settings(write(tmp_path, '[ra]\nlisten = "[::1]:0"\n'), environ={}).listening_on(43210).listen == \
+        "[::1]:43210"

@@ -9,7 +9,7 @@ import hashlib
 import json
 from typing import Iterable
 
-from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy import Connection, case, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from signserver.clock import epoch_seconds, from_epoch
@@ -360,14 +360,32 @@ def queue_email(conn: Connection, now: datetime.datetime, recipients: Iterable[s
 
 
 def due_emails(conn: Connection, now: datetime.datetime, limit: int = 50) -> list:
-    return list(conn.execute(select(outbox).where(outbox.c.next_attempt_at <= epoch_seconds(now))
+    return list(conn.execute(select(outbox).where(outbox.c.given_up_at.is_(None),
+                                                  outbox.c.next_attempt_at <= epoch_seconds(now))
                              .order_by(outbox.c.id).limit(limit)))
 
 
-def discard_stale_emails(conn: Connection, now: datetime.datetime) -> int:
-    """Delete the messages past their ``discard_after``; returns how many."""
-    return conn.execute(delete(outbox).where(outbox.c.discard_after.is_not(None),
-                                             outbox.c.discard_after <= epoch_seconds(now))).rowcount
+# A message given up stays listed this long for the operators (the dashboard, `signserver ra outbox`).
+GIVEN_UP_KEPT_SECONDS = 30 * 86_400
+
+
+def discard_stale_emails(conn: Connection, now: datetime.datetime,
+                         given_up_kept_seconds: int = GIVEN_UP_KEPT_SECONDS) -> int:
+    """Delete the messages still waiting past their ``discard_after``, and those given up more
+    than ``given_up_kept_seconds`` ago; returns how many."""
+    moment = epoch_seconds(now)
+    stale = conn.execute(delete(outbox).where(outbox.c.given_up_at.is_(None), outbox.c.discard_after.is_not(None),
+                                              outbox.c.discard_after <= moment)).rowcount
+    conn.execute(delete(outbox).where(outbox.c.given_up_at <= moment - given_up_kept_seconds))
+    return stale
+
+
+def email_given_up(conn: Connection, message_id: int, attempts: int, now: datetime.datetime,
+                   last_error: str) -> None:
+    """The message will not be sent: it stays listed for the operators with why (never the body,
+    never a secret), and its body, which may carry a code or a holder's link, is erased."""
+    conn.execute(update(outbox).where(outbox.c.id == message_id)
+                 .values(attempts=attempts, given_up_at=epoch_seconds(now), last_error=last_error, body=""))
 
 
 def email_sent(conn: Connection, message_id: int) -> None:
@@ -381,15 +399,41 @@ def email_failed(conn: Connection, message_id: int, attempts: int, next_attempt:
                  .values(attempts=attempts, next_attempt_at=epoch_seconds(next_attempt), last_error=last_error))
 
 
+_LISTED = (outbox.c.id, outbox.c.created_at, outbox.c.recipient, outbox.c.subject, outbox.c.attempts,
+           outbox.c.next_attempt_at, outbox.c.last_error, outbox.c.given_up_at)
+
+
+def _unsent(row) -> dict:
+    given_up = row.given_up_at is not None
+    return {"id": row.id, "created_at": from_epoch(row.created_at), "recipient": row.recipient,
+            "subject": row.subject, "attempts": row.attempts,
+            "next_attempt_at": None if given_up else from_epoch(row.next_attempt_at),
+            "last_error": row.last_error, "given_up_at": _moment(row.given_up_at)}
+
+
 def unsent_emails(conn: Connection) -> list[dict]:
     """The outbox for the operators: each message's recipient, subject, attempts, next attempt
-    and last error; never its body (a code, a holder's link)."""
-    return [{"id": row.id, "created_at": from_epoch(row.created_at), "recipient": row.recipient,
-             "subject": row.subject, "attempts": row.attempts, "next_attempt_at": from_epoch(row.next_attempt_at),
-             "last_error": row.last_error}
-            for row in conn.execute(select(outbox.c.id, outbox.c.created_at, outbox.c.recipient, outbox.c.subject,
-                                           outbox.c.attempts, outbox.c.next_attempt_at, outbox.c.last_error)
-                                    .order_by(outbox.c.id))]
+    (None once given up), last error and when it was given up (None while it waits); never its
+    body (a code, a holder's link)."""
+    return [_unsent(row) for row in conn.execute(select(*_LISTED).order_by(outbox.c.id))]
+
+
+def outbox_state(conn: Connection, given_up_shown: int = 20) -> dict:
+    """The outbox at a glance, for the operators' dashboard: ``waiting`` (messages still to be
+    sent), ``failing`` (of those, the ones an attempt failed for), ``oldest_waiting`` (when the
+    oldest waiting message was queued, or None), ``given_up`` (how many were given up) and
+    ``given_up_recent`` (the latest ``given_up_shown`` of them, as unsent_emails lists them)."""
+    waiting_rows = outbox.c.given_up_at.is_(None)
+    waiting, failing, oldest = conn.execute(
+        select(func.count(), func.coalesce(func.sum(case((outbox.c.attempts > 0, 1), else_=0)), 0),
+               func.min(outbox.c.created_at))
+        .where(waiting_rows)).one()
+    given_up = conn.execute(select(func.count()).where(outbox.c.given_up_at.is_not(None))).scalar_one()
+    recent = [_unsent(row) for row in conn.execute(select(*_LISTED).where(outbox.c.given_up_at.is_not(None))
+                                                   .order_by(outbox.c.given_up_at.desc(), outbox.c.id.desc())
+                                                   .limit(given_up_shown))]
+    return {"waiting": waiting, "failing": failing, "oldest_waiting": _moment(oldest), "given_up": given_up,
+            "given_up_recent": recent}
 
 
 # The notice link's sign-in (signserver/ra/holder_sign_in.py)

@@ -119,7 +119,9 @@ audit_trail = Table(
 
 # Queued in the transaction of the event it tells about; the background sender deletes a message
 # once the SMTP server has taken it, so a code's e-mail does not outlive its delivery; and one
-# that has outlived its use (a code past its expiry: discard_after) is deleted unsent.
+# that has outlived its use (a code past its expiry: discard_after) is deleted unsent. A message
+# given up (given_up_at) stays for the operators to see, its body (a code, a holder's link) erased,
+# for GIVEN_UP_KEPT_SECONDS (repository.py).
 outbox = Table(
     "ra_outbox", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -133,6 +135,7 @@ outbox = Table(
     # Why the last attempt failed (the SMTP server's reply, or the connection's error): never the
     # message's body, never a secret. Empty until an attempt fails.
     Column("last_error", Text, nullable=False, server_default=""),
+    Column("given_up_at", BigInteger),
 )
 
 # The pages' sessions: the cookie carries a random id, the table only its SHA-256 (hex), so the

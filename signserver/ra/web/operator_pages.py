@@ -1,5 +1,6 @@
 """The RA operators' pages (the sign-in is operator_sign_in.py, enrolment operator_enrolment.py):
-the dashboard (renewals to confirm, renewals under way, the in-person queue), search of holders
+the dashboard (renewals to confirm, renewals under way, the in-person queue, the e-mails not
+sent), search of holders
 and certificates, a holder's detail, and the forms of unlock and revocation.
 
 Every page does what a `signserver ra` command does, through the same RaOperations and
@@ -60,12 +61,13 @@ class Dashboard:
     in_person: list[Renewal] = field(default_factory=list)
     at_limits: set[str] = field(default_factory=set)  # renewal ids
     unavailable: str = ""  # the core did not answer: the certificates due are not shown
+    outbox: dict = field(default_factory=dict)  # the e-mails not sent (RaOperations.outbox)
 
 
 def _dashboard(ctx: WebContext) -> Dashboard:
     workflow, settings = ctx.workflow, ctx.settings
     board = Dashboard(to_confirm=workflow.renewals((State.AWAITING_CONFIRMATION,)),
-                      in_person=workflow.renewals((State.AWAITING_IN_PERSON,)))
+                      in_person=workflow.renewals((State.AWAITING_IN_PERSON,)), outbox=ctx.operations.outbox())
     board.under_way = [r for r in workflow.renewals(UNDER_WAY) if r.state is not State.AWAITING_IN_PERSON]
     open_serials = {r.serial for r in workflow.renewals() if not r.final}
     try:
