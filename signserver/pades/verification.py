@@ -33,8 +33,11 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 
 from signserver.errors import InvalidArgument
+from signserver.pades import xref_bounds
 from signserver.pades.damage import is_damage, refuse_without_end_marker
 from signserver.pades.page_tree import MAX_PAGE_TREE_DEPTH
+
+xref_bounds.install()  # before any document is read here: see signserver.pades.xref_bounds
 
 # Generous for real documents (a contract rarely carries more than a dozen signatures and a few
 # dozen revisions), far below what makes verification run for minutes: the difference analysis

@@ -6,8 +6,11 @@ import datetime
 
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 
+from signserver.pades import xref_bounds
 from signserver.pades.metadata import record_signing
 from signserver.pades.page_tree import walk_page_tree
+
+xref_bounds.install()  # before any document is read here: see signserver.pades.xref_bounds
 
 
 class SigningWriter(IncrementalPdfFileWriter):

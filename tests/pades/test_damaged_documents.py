@@ -1,5 +1,6 @@
 """Damaged documents (a page tree that loops, one nested past any real document, objects nested
-100,000 deep, a stream filter no reader knows) are the caller's fault: INVALID_ARGUMENT that says the document is damaged, never
+100,000 deep, a stream filter no reader knows, a cross-reference stream declaring more objects
+than the document could hold) are the caller's fault: INVALID_ARGUMENT that says the document is damaged, never
 INTERNAL, from every call that reads a document. And a day count too large for a date is refused."""
 
 from __future__ import annotations
@@ -114,7 +115,19 @@ def unknown_stream_filter() -> bytes:
     return object_stream_pdf().replace(b"/FlateDecode", b"/FlateDecoee")
 
 
+def xref_stream_declaring(entries: int, widths: str = "1 8 2") -> bytes:
+    """A document of 1.5 kB whose cross-reference stream declares ``entries`` objects, its entries
+    ``widths`` bytes wide. A lenient reader takes the entries past the stream's data as default
+    ones: 300 million of them held pyHanko's reader 28 s of CPU until it failed at 3 GB."""
+    data = object_stream_pdf()
+    assert data.count(b"/Index [ 0 1 1 12 ]") == 1 and data.count(b"/W [ 1 8 2 ]") == 1
+    return data.replace(b"/Index [ 0 1 1 12 ]", f"/Index [ 0 1 1 {entries - 1} ]".encode()).replace(
+        b"/W [ 1 8 2 ]", f"/W [ {widths} ]".encode())
+
+
 DAMAGED = {
+    "300 million objects declared by 1.5 kB": lambda: xref_stream_declaring(300_000_000),
+    "300 million objects of no bytes": lambda: xref_stream_declaring(300_000_000, "0 0 0"),
     "page tree looping through a second node": looping_page_tree,
     "a stream filter no reader knows": unknown_stream_filter,
     "startxref before the start of the file": negative_startxref,
@@ -199,6 +212,15 @@ def test_the_page_tree_walk_says_what_is_wrong(make, page, fragment):
     writer = open_for_signing(io.BytesIO(make()))
     with pytest.raises(PdfReadError, match=fragment):
         writer.find_page_for_modification(page)
+
+
+def test_a_cross_reference_stream_within_the_bound_is_read_as_pyhanko_reads_it():
+    from signserver.pades.xref_bounds import MIN_ENTRIES
+
+    writer = open_for_signing(io.BytesIO(xref_stream_declaring(MIN_ENTRIES)))  # past its data: defaults
+    assert writer.prev.xrefs.total_revisions == 1
+    with pytest.raises(InvalidArgument, match=f"declare {MIN_ENTRIES + 1:,} objects, more than a document"):
+        open_for_signing(io.BytesIO(xref_stream_declaring(MIN_ENTRIES + 1)))
 
 
 def test_the_server_still_signs_after_damaged_documents(documents):
