@@ -342,6 +342,9 @@ class Issuer:
         if chosen.holder or chosen.key_source is KeySource.HSM:
             raise InvalidArgument(f"profile {chosen.name!r} is not a service profile")
         check_public_key(public_key)
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in common_name):
+            # A line break in a certificate's name would forge a line wherever the name is printed.
+            raise InvalidArgument(f"the name {common_name!r} must not contain control characters")
         try:
             subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, self._config.country),
                                  x509.NameAttribute(NameOID.ORGANIZATION_NAME, self._config.organisation),

@@ -46,8 +46,9 @@ def serial_hex(serial: int) -> str:
 
 
 def normalise_serial(serial: str) -> str:
-    """Lowercase hex without leading zeros or separators, as stored."""
-    return serial.strip().lower().replace(":", "").lstrip("0") or "0"
+    """Lowercase hex without a 0x prefix, leading zeros or separators, as stored."""
+    text = serial.strip().lower().replace(":", "")
+    return text.removeprefix("0x").lstrip("0") or "0"
 
 
 def _issued(row, now: datetime.datetime) -> IssuedCertificate:

@@ -248,7 +248,7 @@ class BackgroundWork:
             self._run_task(self._service.pades.remove_expired_documents)
             if self._holds_lease(renew=True):
                 for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due,
-                             self._service.ca.refresh_crls_if_due, self._service.ca.renew_service_keys_if_due,
+                             self._service.ca.refresh_crls_if_due, self._renew_service_keys,
                              self._service.ca.send_expiry_notices,
                              self._service.master_rotation.background_round,
                              self._service.signer.forget_expired_tokens, self._retention.background_round):
@@ -256,6 +256,12 @@ class BackgroundWork:
                         break
                     self._run_task(task)
             self._stop.wait(self._poll)
+
+    def _renew_service_keys(self) -> None:
+        """The OCSP responder's and TSA's certificates renewed when due, and their new ends
+        reported at once (the other workers report theirs at start; the scrape keeps the latest)."""
+        if self._service.ca.renew_service_keys_if_due():
+            report_certificate_expiries(self._service, self._service.config)
 
     @staticmethod
     def _run_task(task) -> None:
@@ -303,14 +309,18 @@ def report_certificate_expiries(service: SignService, config: Config) -> None:
     certificate and the CA's (an operator alerts on them well before). Never raises: the worker
     serves whether or not they can be read."""
     ends: dict[str, x509.Certificate | None] = {}
+    # Each read on its own: a TLS file that cannot be read leaves the CA's certificates reported.
     try:
         if not config.server.plaintext:
             ends["tls"] = x509.load_pem_x509_certificate(config.tls.cert_file.read_bytes())
+    except (OSError, ValueError) as exc:
+        log.warning("the TLS certificate's expiry is not reported: %s", exc)
+    try:
         status = service.ca.status()
         ends.update({"root-ca": status.root, "issuing-ca": status.issuing, "ocsp": status.ocsp_responder,
                      "tsa": status.tsa})
-    except (OSError, ValueError, SignServerError) as exc:
-        log.warning("the certificates' expiry is not reported: %s", exc)
+    except SignServerError as exc:
+        log.warning("the CA certificates' expiry is not reported: %s", exc)
     for name, certificate in ends.items():
         if certificate is not None:
             meter().certificate_expiry(name, certificate.not_valid_after_utc.timestamp())

@@ -253,12 +253,23 @@ def test_the_servers_background_work_renews_the_responders_and_tsas_certificates
 
     from signserver.clock import ManualClock
     from signserver.grpc_api.server import BackgroundWork
+    from signserver.monitoring.meter import Meter, install_meter, meter
     from tests.conftest import service_with_ca
 
     clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
     service = service_with_ca(config, tmp_path / "background.db", clock)
     first_responder, first_tsa = service.ca.status().ocsp_responder, service.ca.service_key("tsa")[1]
     clock.advance(days=300)
+
+    class Expiries(Meter):
+        """The meter's seam: what the background work reports of the certificates' ends."""
+        def __init__(self):
+            self.reported = {}
+
+        def certificate_expiry(self, certificate: str, not_after: float) -> None:
+            self.reported[certificate] = not_after
+    expiries, kept = Expiries(), meter()
+    install_meter(expiries)
     work = BackgroundWork(service, poll_seconds=0.05)
     work.start()
     try:
@@ -267,5 +278,35 @@ def test_the_servers_background_work_renews_the_responders_and_tsas_certificates
             time.sleep(0.1)
     finally:
         work.stop()
-    assert service.ca.service_key("tsa")[1].not_valid_after_utc > first_tsa.not_valid_after_utc
-    assert service.ca.status().ocsp_responder.not_valid_after_utc > first_responder.not_valid_after_utc
+        install_meter(kept)
+    tsa, responder = service.ca.service_key("tsa")[1], service.ca.status().ocsp_responder
+    assert tsa.not_valid_after_utc > first_tsa.not_valid_after_utc
+    assert responder.not_valid_after_utc > first_responder.not_valid_after_utc
+    # Reported at once: an alert on the old end would otherwise fire until the workers restart.
+    assert expiries.reported["tsa"] == tsa.not_valid_after_utc.timestamp()
+    assert expiries.reported["ocsp"] == responder.not_valid_after_utc.timestamp()
+
+
+def test_a_service_certificates_name_with_a_control_character_is_refused(config, tmp_path):
+    from signserver.clock import ManualClock
+    from signserver.errors import InvalidArgument
+    from tests.ca.test_authority import csr_for
+    from tests.conftest import service_with_ca
+
+    service = service_with_ca(config, tmp_path / "names.db", ManualClock(datetime.datetime.now(datetime.timezone.utc)))
+    for name in ("portal\nCN=forged", "portal\x85", "tab\there"):
+        with pytest.raises(InvalidArgument, match="control characters"):
+            service.ca.issue_service_certificate("client-asp", name, csr_for("x")[1].public_key(), "operator:test")
+
+
+def test_a_serial_is_found_however_it_is_written(config, tmp_path):
+    from signserver.clock import ManualClock
+    from tests.ca.test_authority import csr_for
+    from tests.conftest import service_with_ca
+
+    service = service_with_ca(config, tmp_path / "serials.db", ManualClock(datetime.datetime.now(datetime.timezone.utc)))
+    issued = service.ca.issue_service_certificate("client-asp", "portal", csr_for("x")[1].public_key(), "operator:test")
+    written = [issued.serial.upper(), "0x" + issued.serial, "0X" + issued.serial.upper(),
+               ":".join(issued.serial[i:i + 2] for i in range(0, len(issued.serial), 2)), "00" + issued.serial]
+    for serial in written:
+        assert service.ca.get(serial).serial == issued.serial, serial
