@@ -86,21 +86,9 @@ _cluster: PostgresCluster | None = None  # the run's PostgreSQL cluster, on Post
 _on_sqlite_only_test = False  # a test marked sqlite_only is running: its databases are SQLite files
 
 
-# Memory a test process (each of xdist's workers, and what it starts) may allocate: several times
-# what the suite's largest needs, far below the machine's. A test that runs away then fails with
-# MemoryError where it allocates, instead of the kernel's OOM killer ending the worker, which
-# leaves the run waiting for it.
-TEST_PROCESS_DATA_BYTES = 8 << 30
-
-
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: about SQLite itself (its files, locks or old "
                                        "databases): its databases are SQLite files whatever the test store")
-    import resource
-
-    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    if hard == resource.RLIM_INFINITY or hard > TEST_PROCESS_DATA_BYTES:
-        resource.setrlimit(resource.RLIMIT_DATA, (TEST_PROCESS_DATA_BYTES, hard))
 
 
 @pytest.hookimpl(tryfirst=True)
