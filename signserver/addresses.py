@@ -23,6 +23,11 @@ def split_address(address: str) -> tuple[str, int]:
     return host, port
 
 
+def join_address(host: str, port: int) -> str:
+    """``host:port``, ``[v6]:port`` for an IPv6 host: what :func:`split_address` splits."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and addresses in 127.0.0.0/8 or ::1."""
     if host == "localhost":

@@ -30,8 +30,7 @@ class HsmHealthReporter:
         self._hsm = hsm
         self._names = ["", *service_names]
         self._interval = interval
-        self._serving: bool | None = None
-        self._state: str | None = None  # _SERVING, _HSM_DOWN or _PROBE_FAILED: what was last logged
+        self._state: str | None = None  # _SERVING, _HSM_DOWN or _PROBE_FAILED: what was last published
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -53,23 +52,23 @@ class HsmHealthReporter:
         except ServerBusy as exc:
             # The HSM's pool is full: the HSM is busy, not gone. The last status stands.
             log.info("health probe not run: %s", exc)
-            return bool(self._serving)
+            return self._state == _SERVING
         except Exception:  # the reporter must outlive any single failed probe
             if self._state != _PROBE_FAILED:
                 log.exception("health probe failed unexpectedly: NOT_SERVING until a probe passes")
-            await self._publish(_PROBE_FAILED, False)
+            await self._publish(_PROBE_FAILED)
             return False
         if result.serving and self._state != _SERVING:
             log.info("HSM answers: SERVING")
         elif not result.serving and self._state != _HSM_DOWN:
             log.warning("HSM does not answer: NOT_SERVING (%s)", result.detail)
-        await self._publish(_SERVING if result.serving else _HSM_DOWN, result.serving)
+        await self._publish(_SERVING if result.serving else _HSM_DOWN)
         return result.serving
 
-    async def _publish(self, state: str, serving: bool) -> None:
-        self._state, self._serving = state, serving
+    async def _publish(self, state: str) -> None:
+        self._state = state
         for name in self._names:
-            await self.servicer.set(name, SERVING if serving else NOT_SERVING)
+            await self.servicer.set(name, SERVING if state == _SERVING else NOT_SERVING)
 
     async def stop(self) -> None:
         if self._task:

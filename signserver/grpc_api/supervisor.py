@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from signserver.allocator import return_large_blocks_promptly
-from signserver.addresses import split_address
+from signserver.addresses import join_address, split_address
 from signserver.config import Config
 from signserver.cpu_scheduling import schedule_as_batch_work
 from signserver.descriptors import raise_open_file_limit
@@ -129,7 +129,7 @@ def _reserve(address: str, setting: str, held: ExitStack) -> str:
         raise ConfigurationError(setting, f"cannot bind {address}: {exc.strerror or exc}") from None
     held.enter_context(holder)
     port = holder.getsockname()[1]
-    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    return join_address(host, port)
 
 
 def _answers(host: str, port: int) -> bool:
@@ -294,7 +294,7 @@ class Supervisor:
         _fork_with_sigterm_held(self._metrics_process)
         self._restarts.started("metrics", time.monotonic())
         host, port = self._metrics.getsockname()[:2]
-        log.info("metrics of this node on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        log.info("metrics of this node on http://%s/metrics", join_address(host, port))
 
     def _stop_all(self) -> None:
         log.info("supervisor: stopping %d worker(s)", len(self._workers))

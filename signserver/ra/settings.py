@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from signserver.addresses import is_loopback, split_address
+from signserver.addresses import is_loopback, join_address, split_address
 from signserver.ra.errors import SettingsError
 
 CONFIG_ENV = "SIGNSERVER_CONFIG"
@@ -109,9 +109,7 @@ class RaSettings:
     def listening_on(self, port: int) -> "RaSettings":
         """These settings once ``port`` is bound for a listen on port 0 (any free port): ``listen``
         names it, and so does ``public_url`` when it was not set."""
-        host = self.host
-        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return replace(self, listen=listen, public_url=self.public_url or self._own_url(port))
+        return replace(self, listen=join_address(self.host, port), public_url=self.public_url or self._own_url(port))
 
     def _check_smtp(self) -> None:
         """Raises: SettingsError: an unknown smtp_security; smtp_username without
@@ -217,12 +215,9 @@ def _listen(key: str, value: Any) -> str:
 
 
 def _address(key: str, value: Any) -> str:
-    text = _text(key, value)
-    try:
-        _, port = split_address(text)
-    except ValueError as exc:
-        raise SettingsError(f"ra.{key}: {exc}") from None
-    if port == 0:
+    """HOST:PORT with a port of its own (not 0)."""
+    text = _listen(key, value)
+    if split_address(text)[1] == 0:
         raise SettingsError(f"ra.{key}: expected HOST:PORT with a port 1-65535, for example 127.0.0.1:8450")
     return text
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from signserver.hsm.pin_guard import SO, USER, RefusedPins, refused_pins_file
 from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env, requires_softhsm
+from tests.hsm import test_so_pin_guard as so_guard_tests
 
 pytestmark = [requires_softhsm("tokens of its own, made in SoftHSM's free slot, given wrong PINs"),
               pytest.mark.sqlite_only]
@@ -30,17 +30,10 @@ NEW_PIN = "a-new-user-pin-3"
 
 
 def new_token(prefix: str) -> str:
-    label = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", SO_RIGHT,
-                    "--pin", USER_RIGHT], check=True, capture_output=True)
-    return label
+    return so_guard_tests.new_token(prefix, SO_RIGHT, USER_RIGHT)
 
 
-def flags(config, label: str) -> str:
-    """The token's flags as pkcs11-tool lists them."""
-    listing = subprocess.run(["pkcs11-tool", "--module", str(config.hsm.module), "-L"], check=True,
-                             capture_output=True, text=True, env=cli_env(config.state_dir)).stdout
-    return listing.split(f"token label        : {label}\n")[1].split("Slot ")[0]
+flags = so_guard_tests.token_flags
 
 
 def signserver(state_dir, state: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

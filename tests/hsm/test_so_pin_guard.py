@@ -39,12 +39,16 @@ def new_token(prefix: str, so_pin: str = SO_RIGHT, user_pin: str = USER) -> str:
     return label
 
 
-def so_count_low(config, label: str) -> bool:
-    """Whether the token reports a wrong SO PIN since its last SO login (read by pkcs11-tool)."""
+def token_flags(config, label: str) -> str:
+    """The token's flags as pkcs11-tool lists them."""
     listing = subprocess.run(["pkcs11-tool", "--module", str(config.hsm.module), "-L"], check=True,
                              capture_output=True, text=True, env=cli_env(config.state_dir)).stdout
-    block = listing.split(f"token label        : {label}\n")[1].split("Slot ")[0]
-    return "SO PIN count low" in block
+    return listing.split(f"token label        : {label}\n")[1].split("Slot ")[0]
+
+
+def so_count_low(config, label: str) -> bool:
+    """Whether the token reports a wrong SO PIN since its last SO login (read by pkcs11-tool)."""
+    return "SO PIN count low" in token_flags(config, label)
 
 
 def signserver(state_dir, state: Path, token: str, user_pin: str, *args: str, **env: str):
