@@ -247,6 +247,14 @@ class ServerBusy(SignServerError):
         self.retry_seconds = retry_seconds
 
 
+class MemoryExhausted(ServerBusy):
+    """The request needs more memory than a worker may take (``server.worker_memory_mb``), or the
+    worker is too near its bound to take it on now: another try may fit once the calls under way
+    end, a smaller document may fit at once."""
+
+    reason = "MEMORY_EXHAUSTED"
+
+
 def retry_after_seconds(error: SignServerError, default: int) -> int:
     """The whole seconds a refused caller should wait: the error's own ``retry_seconds`` where it
     says (ServerBusy), else ``default``, the front's."""

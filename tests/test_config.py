@@ -236,3 +236,34 @@ def test_a_pin_file_that_is_not_text_is_refused_without_quoting_it(tmp_path):
     with pytest.raises(ConfigurationError, match="not UTF-8 text") as refused:
         config.hsm.user_pin(environ={})
     assert "0xff" not in str(refused.value) and "position" not in str(refused.value)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "auto"), ("auto", "auto"), ("none", 0), ("0", 0), (0, 0),
+                                             ("1024", 1024), (4096, 4096)])
+def test_worker_memory_bound_auto_none_or_mib(tmp_path, given, expected):
+    environ = {} if given is None else {"SIGNSERVER_SERVER_WORKER_MEMORY_MB": str(given)}
+    assert load_config(environ=environ).server.worker_memory_mb == expected
+    if given is not None and not isinstance(given, str):
+        path = write(tmp_path, f"[server]\nworker_memory_mb = {given}\n")
+        assert load_config(path, environ={}).server.worker_memory_mb == expected
+
+
+@pytest.mark.parametrize("given", ["100", "-1", "lots", "1.5", "true", "99999999999"])
+def test_a_worker_memory_bound_that_is_no_bound_is_refused_saying_what_is(given):
+    with pytest.raises(ConfigurationError) as refused:
+        load_config(environ={"SIGNSERVER_SERVER_WORKER_MEMORY_MB": given})
+    assert "server.worker_memory_mb" in str(refused.value)
+    assert '"auto"' in str(refused.value) and '"none"' in str(refused.value) and "MiB" in str(refused.value)
+
+
+def test_the_automatic_worker_memory_bound_follows_documents_and_the_machine(tmp_path):
+    from signserver.grpc_api.worker_memory import worker_memory_bound
+
+    config = load_config(environ={"SIGNSERVER_PADES_MAX_DOCUMENT_MB": "200"})
+    assert worker_memory_bound(config, 2, machine_bytes=24 << 30) == (512 + 2 * 2 * 200) << 20
+    assert worker_memory_bound(config, 8, machine_bytes=4 << 30) == 512 << 20  # the machine's share
+    assert worker_memory_bound(config, 64, machine_bytes=4 << 30) == 256 << 20  # never below a worker's start
+    none = load_config(environ={"SIGNSERVER_SERVER_WORKER_MEMORY_MB": "none"})
+    assert worker_memory_bound(none, 2, machine_bytes=24 << 30) is None
+    fixed = load_config(environ={"SIGNSERVER_SERVER_WORKER_MEMORY_MB": "700"})
+    assert worker_memory_bound(fixed, 2, machine_bytes=1 << 30) == 700 << 20  # said, and kept (a warning)

@@ -19,8 +19,8 @@ from signserver.config.sections import (DEFAULT_POLICY_OID_ARC, USER_PIN_ENV, Ac
                                         AuthorizationConfig, CaConfig, Config, CscConfig, DatabaseConfig,
                                         HsmConfig, HttpConfig, LoggingConfig, MetricsConfig, PadesConfig,
                                         RetentionConfig, ServerConfig, SmtpConfig, TlsConfig)
-from signserver.config.values import (as_bool, as_choice, as_fingerprints, as_int, as_oid, as_str,
-                                      as_str_or_empty)
+from signserver.config.values import (as_bool, as_choice, as_fingerprints, as_int, as_memory_bound_mb, as_oid,
+                                      as_str, as_str_or_empty)
 from signserver.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "server.listen": as_str,
     "server.plaintext": as_bool,
     "server.batch_scheduling": as_bool,
+    "server.worker_memory_mb": as_memory_bound_mb,
     "tls.cert_file": as_str,
     "tls.key_file": as_str,
     "tls.client_ca_file": as_str,
@@ -462,7 +463,8 @@ def _server_config(values: dict[str, Any]) -> ServerConfig:
             "configure TLS for other addresses",
         )
     return ServerConfig(listen=listen, plaintext=plaintext,
-                        batch_scheduling=values.get("server.batch_scheduling", True))
+                        batch_scheduling=values.get("server.batch_scheduling", True),
+                        worker_memory_mb=values.get("server.worker_memory_mb", ServerConfig.worker_memory_mb))
 
 
 def _tls_config(values: dict[str, Any], state_dir: Path, path_of) -> TlsConfig:

@@ -40,12 +40,15 @@ class HsmConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Where the gRPC server listens, whether it may go without TLS, and how the kernel schedules
-    its workers (``batch_scheduling``: SCHED_BATCH, see signserver/cpu_scheduling.py)."""
+    """Where the gRPC server listens, whether it may go without TLS, how the kernel schedules its
+    workers (``batch_scheduling``: SCHED_BATCH, see signserver/cpu_scheduling.py), and how much
+    memory each worker may take (``worker_memory_mb``: MiB of data, RLIMIT_DATA; "auto": derived
+    at start, see signserver/grpc_api/supervisor.py; 0: no bound)."""
 
     listen: str
     plaintext: bool
     batch_scheduling: bool = True
+    worker_memory_mb: int | str = "auto"
 
     @property
     def host(self) -> str:

@@ -107,6 +107,31 @@ def as_int(low: int, high: int) -> Callable[[str, Any], int]:
     return parse
 
 
+# server.worker_memory_mb: below this a worker cannot start (one at rest holds about 200 MB of data).
+MIN_WORKER_MEMORY_MB = 256
+MAX_WORKER_MEMORY_MB = 16 * 1024 * 1024  # 16 TiB: more than any machine this runs on
+
+
+def as_memory_bound_mb(key: str, value: Any) -> int | str:
+    """A memory bound in MiB (at least MIN_WORKER_MEMORY_MB), ``"auto"`` (the server derives it),
+    or ``0`` / ``"none"`` for no bound; returns the number, ``"auto"``, or 0.
+
+    Raises: ConfigurationError: none of these."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "none"):
+        return "auto" if value.strip().lower() == "auto" else 0
+    expected = (f'must be a number of MiB from {MIN_WORKER_MEMORY_MB} to {MAX_WORKER_MEMORY_MB}, "auto" '
+                f'(derived from the machine and pades.max_document_mb) or "none" (0: no bound), not {value!r}')
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigurationError(key, expected)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(key, expected) from None
+    if number != 0 and not MIN_WORKER_MEMORY_MB <= number <= MAX_WORKER_MEMORY_MB:
+        raise ConfigurationError(key, expected)
+    return number
+
+
 def as_choice(*choices: str) -> Callable[[str, Any], str]:
     def parse(key: str, value: Any) -> str:
         if value not in choices:

@@ -6,6 +6,9 @@ an ``ErrorInfo`` whose reason is the error class's stable ``reason`` (domain "si
 "help_code", for a locked account "locked_until" in RFC 3339 UTC, and for a refused new password
 "rule", the rule it broke); a ``BadRequest`` naming the field at fault for INVALID_ARGUMENT when it
 is known; a ``RetryInfo`` for RESOURCE_EXHAUSTED.
+
+A call that reaches the worker's memory bound (a MemoryError) is refused as MemoryExhausted, and
+so is each message of a stream while the worker is near it (signserver/grpc_api/worker_memory.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from grpc_status import rpc_status
 
 from signserver import errors
 from signserver.grpc_api.call_report import aborted_status, method_name, report_call, unknown_method_handler
+from signserver.grpc_api.worker_memory import check_memory, memory_refusal, out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,8 @@ def _wrapped(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
 
 
 async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:
+    if out_of_memory(exc):
+        exc = memory_refusal(method, exc)  # a MemoryExhausted, logged there at ERROR
     if isinstance(exc, errors.SignServerError):
         code = status_for(exc)
         if code is grpc.StatusCode.INTERNAL:
@@ -183,6 +189,7 @@ def _decoder(deserializer):
 
 async def _decoded_stream(requests, decode):
     async for raw in requests:
+        check_memory()  # per message: a stream's messages are what grows with a client's sending
         yield decode(raw)
 
 
@@ -240,6 +247,8 @@ def _wrap_stream(behaviour, method: str, deserializer, streaming_request: bool):
 
 
 def _status_name(exc: Exception) -> str:
+    if out_of_memory(exc):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED.name
     return status_for(exc).name if isinstance(exc, errors.SignServerError) else grpc.StatusCode.INTERNAL.name
 
 

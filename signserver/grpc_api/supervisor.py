@@ -7,7 +7,9 @@ the module; it never touches gRPC itself. The first-start bootstrap runs in a sh
 then each worker is forked before it initialises PKCS#11 or creates its gRPC server. Workers bind the same port (SO_REUSEPORT, gRPC's default on Linux); one of them also runs
 the background work (e-mail, audit seals, CRLs, expiry notices). A worker that dies is started
 again; SIGTERM or SIGINT makes every worker drain its calls in flight and stop; a second SIGINT
-(Ctrl-C again) while they drain stops them at once.
+(Ctrl-C again) while they drain stops them at once. Each worker's memory is bounded
+(``server.worker_memory_mb``, see :func:`worker_memory_bound`): a request that would take more is
+refused, and one client cannot take the node's memory from the other workers and the database.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from signserver.config import Config
 from signserver.cpu_scheduling import schedule_as_batch_work
 from signserver.descriptors import raise_open_file_limit
 from signserver.errors import ConfigurationError
+from signserver.grpc_api.worker_memory import apply_bound, worker_memory_bound
 from signserver.monitoring.logs import set_worker
 from signserver.monitoring.meter import install_meter
 from signserver.monitoring.prometheus import (PrometheusMeter, count_worker_exit, forget_worker, metrics_socket,
@@ -41,8 +44,6 @@ RESTART_PAUSE_SECONDS = 1.0  # before a process that died is started again
 MAX_RESTART_PAUSE_SECONDS = 60.0  # the pause doubles for each death soon after a start, up to this
 STEADY_SECONDS = 60.0  # a process that ran this long before it died starts the count afresh
 LISTENER_PROBE_SECONDS = 2.0  # an address of this machine answers at once, or refuses
-
-
 def _bootstrap(config: Config, demo: bool) -> None:
     from signserver.grpc_api.server import bootstrap
     from signserver.service import SignService
@@ -71,7 +72,7 @@ def _check_pin(config: Config) -> None:
                  PinGuard.for_config(config.hsm, config.state_dir)).check_login()
 
 
-def _work(config: Config, index: int, metrics: socket.socket | None) -> None:
+def _work(config: Config, index: int, metrics: socket.socket | None, memory_bound: int | None = None) -> None:
     from signserver.grpc_api.server import Worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops a worker
@@ -84,6 +85,7 @@ def _work(config: Config, index: int, metrics: socket.socket | None) -> None:
     if config.server.batch_scheduling:
         schedule_as_batch_work()  # before any thread starts: they take it from this one
     set_worker(index)
+    apply_bound(index, memory_bound, config.server.worker_memory_mb)  # before the HSM's and gRPC's threads
     if metrics is not None:
         metrics.close()  # the metrics process's; a worker must not keep the port when the node stops
         install_meter(PrometheusMeter(worker=index))
@@ -233,6 +235,7 @@ class Supervisor:
     def __init__(self, config: Config, workers: int, metrics: socket.socket | None = None):
         self._config = config
         self._count = workers
+        self._memory_bound = worker_memory_bound(config, workers)
         self._metrics = metrics
         self._workers: dict[int, multiprocessing.Process] = {}
         self._metrics_process: multiprocessing.Process | None = None
@@ -282,7 +285,8 @@ class Supervisor:
                 signal.signal(signum, handler)
 
     def _start(self, index: int) -> None:
-        process = _fork.Process(target=_work, args=(self._config, index, self._metrics), name=f"worker-{index}")
+        process = _fork.Process(target=_work, args=(self._config, index, self._metrics, self._memory_bound),
+                                name=f"worker-{index}")
         _fork_with_sigterm_held(process)
         self._workers[index] = process
         self._restarts.started(index, time.monotonic())

@@ -1,0 +1,207 @@
+"""Each worker's bound on its memory (``server.worker_memory_mb``), so that one client's request
+cannot take the node's memory from the other workers and the database.
+
+The supervisor derives the bound (:func:`worker_memory_bound`) and each worker sets it on itself
+after the fork (:func:`apply_bound`, RLIMIT_DATA). gRPC's C core aborts the whole process when one
+of its allocations fails, so the worker keeps from reaching its bound where it can: a stream's
+next message is refused once its data comes within a headroom of the bound (:func:`check_memory`),
+and a call whose own allocation failed is refused (:func:`memory_refusal`); both as
+MemoryExhausted (RESOURCE_EXHAUSTED). A worker that still holds that much a little later is
+replaced by the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+
+from signserver.config import Config
+from signserver.config.values import MIN_WORKER_MEMORY_MB
+from signserver.errors import MemoryExhausted
+from signserver.grpc_api.stream_limits import DocumentLimits
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+# What server.worker_memory_mb = "auto" gives a worker, in MiB of data (RLIMIT_DATA, the kernel's
+# VmData: private writable memory; see worker_memory_bound). Measured on a worker of one CPU's
+# share: 186-236 MiB at rest and after calls (94-382 MB resident with 100-10,000 credentials on
+# the token), so the rest of it is kept for password checks (4 x 19 MiB), streams and the HTTP
+# fronts; a PrepareSignature of a 186 MB document added 108 MiB, twice that is kept for each
+# document being signed at once.
+WORKER_BASE_MB = 512
+DOCUMENT_COPIES = 2
+# /proc and cgroup files that cap this machine's memory below its physical size (containers).
+CGROUP_MEMORY_FILES = ("/sys/fs/cgroup{path}/memory.max", "/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+
+
+def machine_memory_bytes() -> int | None:
+    """This machine's memory as this process may use it: the physical memory, or the memory limit
+    of its control group (cgroup v2 or v1, as a container has) when lower. None: unknown."""
+    try:
+        found = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        found = None
+    try:
+        with open("/proc/self/cgroup") as cgroups:
+            paths = {line.split(":", 2)[2].strip() for line in cgroups
+                     if line.split(":", 2)[1] in ("", "memory")}
+    except (OSError, IndexError):
+        paths = set()
+    for path in paths | {""}:
+        for pattern in CGROUP_MEMORY_FILES:
+            try:
+                with open(pattern.format(path=path.rstrip("/"))) as limit:
+                    text = limit.read().strip()
+            except OSError:
+                continue
+            if text.isdigit() and (found is None or int(text) < found):
+                found = int(text)
+    return found
+
+
+def worker_memory_bound(config: Config, workers: int, machine_bytes: int | None = None) -> int | None:
+    """The bytes of data (RLIMIT_DATA) each of ``workers`` workers may take; None: no bound.
+
+    ``server.worker_memory_mb`` in MiB, or on "auto" what a worker needs: WORKER_BASE_MB, and
+    DOCUMENT_COPIES times ``pades.max_document_mb`` for each document it signs at once; but no
+    more than the machine's memory (``machine_bytes``, by default :func:`machine_memory_bytes`)
+    shared among the workers, and no less than a worker needs to start. Warns when the bound the
+    workers have between them is more than the machine has, or less than a worker may need.
+    """
+    setting = config.server.worker_memory_mb
+    if setting == 0:
+        return None
+    machine = machine_memory_bytes() if machine_bytes is None else machine_bytes
+    need = (WORKER_BASE_MB + DOCUMENT_COPIES * DocumentLimits.document_threads * config.pades.max_document_mb) * MIB
+    share = machine // max(workers, 1) if machine else None
+    if setting != "auto":
+        bound = setting * MIB
+        if share is not None and bound > share:
+            log.warning("server.worker_memory_mb = %d for %d worker(s) is more than this machine's %d MiB: "
+                        "the workers together may still exhaust it", setting, workers, machine // MIB)
+        return bound
+    if share is None or share >= need:
+        return need
+    bound = max(share, MIN_WORKER_MEMORY_MB * MIB)
+    log.warning("this machine's %d MiB shared among %d worker(s) is %d MiB each, less than the %d MiB a worker may "
+                "need for documents of pades.max_document_mb = %d: larger documents may be refused (fewer workers, "
+                "or a lower pades.max_document_mb, fit this machine)", machine // MIB, workers, bound // MIB,
+                need // MIB, config.pades.max_document_mb)
+    return bound
+
+
+def apply_bound(index: int, bound: int | None, setting: int | str) -> None:
+    """Set this worker's RLIMIT_DATA to ``bound`` bytes (none: left as inherited) and log the
+    bound in effect.
+
+    RLIMIT_DATA and not RLIMIT_AS: a worker at rest maps about 900 MiB (shared libraries, the
+    font, each thread's malloc arena reserved whole, 64 MiB each) but writes only about 190 MiB of
+    it; its mapped size grows with every thread that allocates, its data with what it keeps.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if bound is not None:
+        if hard != resource.RLIM_INFINITY and hard < bound:
+            bound = hard  # the hard limit it was started with stays the ceiling
+        resource.setrlimit(resource.RLIMIT_DATA, (bound, bound))
+        soft = bound
+    if soft == resource.RLIM_INFINITY:
+        log.info("worker %d (pid %d): no memory bound (server.worker_memory_mb = %s)", index, os.getpid(), setting)
+    else:
+        log.info("worker %d (pid %d): memory bound %d MiB of data (RLIMIT_DATA; server.worker_memory_mb = %s)",
+                 index, os.getpid(), soft // MIB, setting)
+
+
+# A stream's next message is refused once the worker's data is within this much of its bound (the
+# larger of the two): it is left for the calls under way, and for gRPC's own allocations, whose
+# failure would end the worker with every call it serves. Not a share of the bound alone: a worker
+# keeps the thread stacks and malloc arenas its busiest moment made (measured: 186 MiB of data at
+# rest, 259 MiB after four 186 MB documents at once), and a low bound would then refuse every stream.
+MEMORY_HEADROOM_BYTES = 48 << 20
+MEMORY_HEADROOM_SHARE = 0.1
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_bound() -> int | None:
+    """This process's bound on its data (RLIMIT_DATA's soft limit) in bytes; None: none."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def data_bytes() -> int:
+    """The data this process holds now as the kernel counts it for RLIMIT_DATA (statm's data
+    field: private writable memory, thread stacks included, as reserved, not as touched)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[5]) * _PAGE_SIZE
+
+
+def _near(bound: int) -> bool:
+    """Whether this worker's data is within the headroom (MEMORY_HEADROOM_*) of ``bound``."""
+    return data_bytes() > bound - max(MEMORY_HEADROOM_BYTES, int(bound * MEMORY_HEADROOM_SHARE))
+
+
+def check_memory() -> None:
+    """Raises: MemoryExhausted: this worker's data is within the headroom of its bound."""
+    bound = memory_bound()
+    if bound is not None and _near(bound):
+        log.error("a stream was refused with RESOURCE_EXHAUSTED: the worker's data (%d MiB) is near its memory bound "
+                  "(%d MiB)", data_bytes() >> 20, bound >> 20)
+        _recheck_memory_later()
+        raise MemoryExhausted(f"the server's worker is near its memory bound ({bound >> 20} MiB) with the work "
+                              "under way; this request is refused: try again shortly, or with a smaller document")
+
+
+def out_of_memory(exc: Exception) -> bool:
+    """Whether ``exc`` is the worker's memory bound reached in this call: an allocation failed, or
+    a thread could not be started (its stack counts in the bound)."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"
+                                            and memory_bound() is not None)
+
+
+def memory_refusal(method: str, exc: Exception) -> MemoryExhausted:
+    """Log once, at ERROR, that ``method`` reached the worker's memory bound (where, not with what:
+    no request content); return the refusal to send, and look again in MEMORY_RECHECK_SECONDS."""
+    bound = memory_bound()
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame is not None else "?"
+    exc.__traceback__ = None  # the frames, and what they hold, go now
+    limit = f"{bound >> 20} MiB" if bound is not None else "none set"
+    log.error("%s reached the worker's memory bound (%s; %s at %s); refused with RESOURCE_EXHAUSTED", method, limit,
+              type(exc).__name__, where)
+    _recheck_memory_later()
+    return MemoryExhausted(f"the request needs more memory than the server's worker may take ({limit}); it is "
+                           "refused: try again with a smaller document, or later if the server is busy")
+
+
+# After a refusal for memory, the worker's data is looked at again this much later, once the calls
+# under way have had time to release theirs.
+MEMORY_RECHECK_SECONDS = 5.0
+_recheck: asyncio.TimerHandle | None = None
+_replacing = False
+
+
+def _recheck_memory_later() -> None:
+    global _recheck
+    if _recheck is None and memory_bound() is not None:
+        _recheck = asyncio.get_running_loop().call_later(MEMORY_RECHECK_SECONDS, _replace_if_memory_kept)
+
+
+def _replace_if_memory_kept() -> None:
+    """Stop this worker (SIGTERM: it finishes its calls) when its data is still within the headroom
+    of its bound: the supervisor starts a fresh one. A worker keeps the malloc arenas and thread
+    stacks of its busiest moment (measured: 186 MiB at rest, 275 MiB after refusals under a 320 MiB
+    bound), and one that stays near its bound would refuse every stream from then on."""
+    global _recheck, _replacing
+    _recheck = None
+    bound = memory_bound()
+    if _replacing or bound is None or not _near(bound):
+        return
+    _replacing = True
+    log.error("worker (pid %d) keeps %d MiB of data, within the headroom of its %d MiB bound, after refusing a "
+              "request for memory: it finishes its calls and is replaced", os.getpid(), data_bytes() >> 20, bound >> 20)
+    os.kill(os.getpid(), signal.SIGTERM)
