@@ -30,6 +30,7 @@ from signserver.ca.issuance import (  # noqa: F401 (the requests are part of thi
 from signserver.ca.profiles import Profile, all_profiles, check_settings
 from signserver.ca.profiles import profile as find_profile
 from signserver.ca.ra_requests import RaRequests
+from signserver.ca.recertification import IssuingRecertification
 from signserver.ca.repository import IssuedCertificate
 from signserver.ca.revocation_status import RevocationStatus
 from signserver.ca.revoking import Revoker
@@ -47,7 +48,7 @@ from signserver.ca.setup import (  # noqa: F401 (CaStatus and the role names are
 )
 from signserver.clock import Clock
 from signserver.config import CaConfig
-from signserver.errors import NotFound
+from signserver.errors import KeyNotFound, NotFound, SignServerError
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.secret import Secret
@@ -55,6 +56,10 @@ from signserver.store.database import Database
 from signserver.store.schema import certificates
 
 OCSP_DAYS = 365
+# How long a renewed OCSP responder's or TSA's old key stays on the token: a request on any node
+# that read the old key just before the renewal committed may still sign with it (OCSP and TSA
+# requests last seconds, bounded by http.request_timeout_seconds); after this, nothing names it.
+SUPERSEDED_KEY_GRACE = datetime.timedelta(hours=1)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,7 @@ class CertificateAuthority:
         # Who an RA is, and its requests admitted once each with their evidence.
         self.ra_requests = RaRequests(database, audit, clock, self.client_status)
         self._setup = CaSetup(database, keys, audit, clock, config, service_steps=self)
+        self._recertification = IssuingRecertification(database, keys, audit, clock, config)
         self._issuer = Issuer(database, keys, accounts, audit, clock, config, self.profile)
         self._revocation_status = RevocationStatus(database, keys, clock, config)
         self._revoker = Revoker(database, accounts, audit, clock, self._revocation_status)
@@ -122,6 +128,21 @@ class CertificateAuthority:
         """
         return self._setup.complete_external_root(issuing_der, root_der, operator, checkpoint)
 
+    def recertify_issuing(self, operator: str, issuing_der: bytes | None = None) -> x509.Certificate:
+        """A new certificate for the issuing CA's same key and subject, signed by this CA's root or,
+        under an external root, given (``issuing_der``) and checked; returns it.
+
+        Raises: as :meth:`IssuingRecertification.recertify`.
+        """
+        return self._recertification.recertify(operator, issuing_der)
+
+    def issuing_request(self) -> x509.CertificateSigningRequest:
+        """A request for the issuing CA's key and subject, for an external root to certify again.
+
+        Raises: NotFound (not set up), HsmError.
+        """
+        return self._recertification.request()
+
     def renew_service_key(self, role: str, operator: str) -> x509.Certificate:
         """A new key in the HSM and certificate for the delegated OCSP responder (``ocsp-responder``)
         or the time-stamping authority (``tsa``), of the algorithm ``ca.ocsp_key_algorithm`` or
@@ -139,8 +160,13 @@ class CertificateAuthority:
             public_key=self._keys.public_key(key_id), issuer=issuer, issuer_key=issuer_key,
             serial=new_serial(self._database), not_before=now - CLOCK_SKEW, days=OCSP_DAYS, ca=self.config)
         with self._database.transaction() as conn:
+            previous = repo.get_authority(conn, role)
             repo.insert_certificate(conn, certificate, profile_name, None, None, None, now)
             repo.put_authority(conn, role, key_id, certificate.public_bytes(Encoding.DER), now)
+            if previous is not None and previous.key_id and previous.key_id != key_id:
+                # Replaced in the same commit: the old key leaves the token after the grace
+                # (remove_superseded_keys), and no crash can leave it there unremembered.
+                repo.put_superseded_key(conn, previous, now)
             repo.delete_pending_key(conn, f"ca-{role}")  # the key is the authority's now
             self._audit.append(conn, now, "certificate.issued", operator, role,
                                serial=format(certificate.serial_number, "x"), profile=profile_name)
@@ -149,8 +175,11 @@ class CertificateAuthority:
     def renew_service_keys_if_due(self, operator: str = "ca") -> list[str]:
         """Renew the OCSP responder's and the TSA's certificates (with new keys) once less than a
         quarter of their validity is left, so that OCSP responses and time-stamps are never signed
-        under an ended certificate; returns the roles renewed. A certificate that already ends
-        with the issuing CA is left as it is: a new one could last no longer.
+        under an ended certificate, and at once when their key is not on the token (a database
+        restored from a backup older than the last renewal names a key since removed); returns the
+        roles renewed. A certificate that already ends with the issuing CA is left as it is: a new
+        one could last no longer. Then removes the keys that renewals replaced once their grace has
+        passed (:meth:`remove_superseded_keys`).
 
         Raises: ConfigurationError, HsmError: as :meth:`renew_service_key`.
         """
@@ -167,13 +196,69 @@ class CertificateAuthority:
             certificate = authority.certificate
             left = certificate.not_valid_after_utc - now
             lasting = certificate.not_valid_after_utc - certificate.not_valid_before_utc
-            if left < lasting / 4 and certificate.not_valid_after_utc < issuing.certificate.not_valid_after_utc \
-                    and now < issuing.certificate.not_valid_after_utc:
-                self.renew_service_key(role, operator)
-                log.info("renewed the %s certificate %x, which ends on %s", role, certificate.serial_number,
-                         certificate.not_valid_after_utc.date())
-                renewed.append(role)
+            if now >= issuing.certificate.not_valid_after_utc:
+                continue  # nothing can be issued under it (a recertified issuing CA can again)
+            if not self._on_token(authority.key_id):
+                log.warning("the %s's key %s is not on the token (a database restored from an older backup?): "
+                            "renewing its certificate %x with a new key", role, authority.key_id,
+                            certificate.serial_number)
+            elif not (left < lasting / 4 and certificate.not_valid_after_utc < issuing.certificate.not_valid_after_utc):
+                continue
+            self.renew_service_key(role, operator)
+            log.info("renewed the %s certificate %x, which ends on %s", role, certificate.serial_number,
+                     certificate.not_valid_after_utc.date())
+            renewed.append(role)
+        self.remove_superseded_keys(operator)
         return renewed
+
+    def _on_token(self, key_id: str) -> bool:
+        """Whether the key is on the token. Raises: HsmError (the token cannot tell)."""
+        try:
+            self._keys.get(key_id)
+        except KeyNotFound:
+            return False
+        return True
+
+    def remove_superseded_keys(self, operator: str = "ca") -> list[str]:
+        """Destroy on the token (private key, public key, certificate object) the OCSP responder's
+        and TSA's keys that renewals replaced, once SUPERSEDED_KEY_GRACE has passed since: until
+        then a request that read the old key may still sign with it. A key is forgotten only after
+        the token has destroyed it, so a removal interrupted in between is finished by the next
+        pass, which finds it gone; a key an authority signs with now is never destroyed. Other nodes
+        keep no use for the old key's handles: they read the current key from the database for
+        every response. Returns the key ids removed. A key the token fails to destroy is logged and
+        tried again on the next pass.
+
+        Raises: StoreUnavailable.
+        """
+        now = self._clock.now()
+        with self._database.read() as conn:
+            due = [key for key in repo.superseded_keys(conn) if key.superseded_at + SUPERSEDED_KEY_GRACE <= now]
+            in_use = repo.current_authority_key_ids(conn) if due else set()
+        removed = []
+        for key in due:
+            serial = format(key.certificate.serial_number, "x") if key.certificate is not None else ""
+            if key.key_id in in_use:
+                log.warning("superseded key %s is an authority's current key: it stays on the token", key.key_id)
+            else:
+                try:
+                    self._keys.delete(key.key_id)
+                except KeyNotFound:
+                    pass  # destroyed by a pass that stopped before forgetting it
+                except SignServerError as exc:
+                    log.warning("could not remove superseded key %s (certificate %s) from the token, tried again "
+                                "on the next pass: %s", key.key_id, serial, exc)
+                    continue
+                removed.append(key.key_id)
+            with self._database.transaction() as conn:
+                repo.delete_superseded_key(conn, key.key_id)
+                if key.key_id not in in_use:
+                    self._audit.append(conn, now, "ca.superseded_key_removed", operator, key.role,
+                                       key=key.key_id, serial=serial)
+            if key.key_id not in in_use:
+                log.info("removed the %s's superseded key %s (certificate %s, replaced on %s) from the token",
+                         key.role, key.key_id, serial, key.superseded_at.date())
+        return removed
 
     def service_key(self, role: str, operator: str = "ca") -> tuple[str, x509.Certificate]:
         """The HSM key id and certificate of ``ocsp-responder`` or ``tsa``, made when missing.

@@ -311,15 +311,18 @@ def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdent
 
 def ca_certificate(*, subject: x509.Name, public_key, issuer_name: x509.Name, issuer_key, issuer_public_key,
                    serial: int, not_before: datetime.datetime, days: int, path_length: int | None,
-                   crl_url: str | None, ca: CaConfig, ca_issuers_url: str | None = None) -> x509.Certificate:
-    """A root (self-signed) or issuing CA certificate. ``ca_issuers_url``, for an issuing CA: where
+                   crl_url: str | None, ca: CaConfig, ca_issuers_url: str | None = None,
+                   until: datetime.datetime | None = None) -> x509.Certificate:
+    """A root (self-signed) or issuing CA certificate, valid ``days`` from ``not_before`` or until
+    ``until`` if that comes first (its issuer's end). ``ca_issuers_url``, for an issuing CA: where
     its issuer's certificate is published (authority information access, caIssuers only: the
     OCSP responder answers for the issuing CA's certificates, not for the CA itself, whose status
     is on its issuer's CRL at ``crl_url``). A self-signed root gets neither."""
+    not_after = not_before + datetime.timedelta(days=days)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(issuer_name).public_key(public_key).serial_number(serial)
-        .not_valid_before(not_before).not_valid_after(not_before + datetime.timedelta(days=days))
+        .not_valid_before(not_before).not_valid_after(min(not_after, until) if until is not None else not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import NotFound
-from signserver.store.schema import accounts, authorities, certificates, crls, pending_ca_keys
+from signserver.store.schema import accounts, authorities, certificates, crls, pending_ca_keys, superseded_ca_keys
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,48 @@ def put_authority(conn: Connection, name: str, key_id: str, certificate_der: byt
 
 
 def authority_key_ids(conn: Connection) -> set[str]:
-    """The HSM keys the CA's authorities use (an external root has none)."""
+    """The HSM keys the CA's authorities use (an external root has none), and the superseded keys
+    not yet removed from the token."""
+    current = {row.key_id for row in conn.execute(select(authorities.c.key_id)) if row.key_id}
+    return current | set(conn.execute(select(superseded_ca_keys.c.key_id)).scalars())
+
+
+def current_authority_key_ids(conn: Connection) -> set[str]:
+    """The HSM keys the CA's authorities sign with now (superseded keys not included)."""
     return {row.key_id for row in conn.execute(select(authorities.c.key_id)) if row.key_id}
+
+
+@dataclass(frozen=True)
+class SupersededKey:
+    """A service key (the OCSP responder's, the TSA's) that a renewal replaced, not yet removed
+    from the token."""
+
+    key_id: str
+    role: str
+    certificate: x509.Certificate | None
+    superseded_at: datetime.datetime
+
+
+def put_superseded_key(conn: Connection, authority: Authority, now: datetime.datetime) -> None:
+    """Record that ``authority``'s key was replaced ``now`` (once: recorded again, it keeps its time)."""
+    if conn.execute(select(superseded_ca_keys.c.key_id)
+                    .where(superseded_ca_keys.c.key_id == authority.key_id)).first() is None:
+        der = authority.certificate.public_bytes(Encoding.DER) if authority.certificate is not None else None
+        conn.execute(insert(superseded_ca_keys).values(key_id=authority.key_id, role=authority.name,
+                                                       certificate=der, superseded_at=epoch_seconds(now)))
+
+
+def superseded_keys(conn: Connection) -> list[SupersededKey]:
+    """The replaced service keys not yet removed from the token, oldest first."""
+    rows = conn.execute(select(superseded_ca_keys)
+                        .order_by(superseded_ca_keys.c.superseded_at, superseded_ca_keys.c.key_id))
+    return [SupersededKey(key_id=row.key_id, role=row.role, superseded_at=from_epoch(row.superseded_at),
+                          certificate=x509.load_der_x509_certificate(row.certificate) if row.certificate else None)
+            for row in rows]
+
+
+def delete_superseded_key(conn: Connection, key_id: str) -> None:
+    conn.execute(delete(superseded_ca_keys).where(superseded_ca_keys.c.key_id == key_id))
 
 
 def crl_authorities(conn: Connection) -> set[str]:

@@ -179,10 +179,7 @@ class CaSetup:
                     repo.delete_pending_key(conn, "ca-issuing")
                     issuing = repo.get_authority(conn, ISSUING)
                 self._checkpoint("external-root-requested")
-        private = hsm_private_key(self._keys, issuing.key_id)
-        return (x509.CertificateSigningRequestBuilder().subject_name(ca_name(self._config, "Issuing CA"))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .sign(private, signature_hash(private)))
+        return issuing_csr(hsm_private_key(self._keys, issuing.key_id), ca_name(self._config, "Issuing CA"))
 
     def complete_external_root(self, issuing_der: bytes, root_der: bytes, operator: str,
                                checkpoint: Checkpoint | None = None) -> CaStatus:
@@ -215,7 +212,7 @@ class CaSetup:
             except Exception as exc:  # cryptography raises several kinds here
                 raise InvalidArgument(f"the issuing certificate is not signed by that root: {exc}") from None
             now = self._clock.now()
-            _check_issuing_certificate(issuing, now)
+            check_issuing_certificate(issuing, now)
             with self._database.transaction() as conn:
                 repo.put_authority(conn, ROOT, "", root.public_bytes(Encoding.DER), now)  # key outside
                 repo.put_authority(conn, ISSUING, issuing_authority.key_id, issuing.public_bytes(Encoding.DER), now)
@@ -304,12 +301,8 @@ class CaSetup:
             root_authority = repo.get_authority(conn, ROOT)
         root, root_private = root_authority.certificate, hsm_private_key(self._keys, root_authority.key_id)
         key_id = self.new_key(KeyAlgorithm(self._config.issuing_key_algorithm), "ca-issuing")
-        issuing = ca_certificate(subject=ca_name(self._config, "Issuing CA"), public_key=self._keys.public_key(key_id),
-                                 issuer_name=root.subject, issuer_key=root_private,
-                                 issuer_public_key=root.public_key(), serial=x509.random_serial_number(),
-                                 not_before=now, days=ISSUING_DAYS, path_length=0,
-                                 crl_url=self._config.url("crl/root.crl"), ca=self._config,
-                                 ca_issuers_url=self._config.url("ca/root.crt"))
+        issuing = issuing_certificate(self._config, ca_name(self._config, "Issuing CA"), self._keys.public_key(key_id),
+                                      root, root_private, x509.random_serial_number(), now)
         with self._database.transaction() as conn:
             made_meanwhile = repo.get_authority(conn, ISSUING)
             if made_meanwhile is None:
@@ -357,7 +350,25 @@ class CaSetup:
             self._checkpoint = _no_checkpoint
 
 
-def _check_issuing_certificate(issuing: x509.Certificate, now: datetime.datetime) -> None:
+def issuing_csr(private, subject: x509.Name) -> x509.CertificateSigningRequest:
+    """The issuing CA's request for an external root to sign, by its key on the token (``private``)."""
+    return (x509.CertificateSigningRequestBuilder().subject_name(subject)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(private, signature_hash(private)))
+
+
+def issuing_certificate(config: CaConfig, subject: x509.Name, public_key, root: x509.Certificate, root_private,
+                        serial: int, not_before: datetime.datetime) -> x509.Certificate:
+    """The issuing CA's certificate as this CA's own root signs it: ISSUING_DAYS from
+    ``not_before``, never beyond the root's end; its status on the root's CRL, the root's
+    certificate named by authority information access (caIssuers)."""
+    return ca_certificate(subject=subject, public_key=public_key, issuer_name=root.subject, issuer_key=root_private,
+                          issuer_public_key=root.public_key(), serial=serial, not_before=not_before,
+                          days=ISSUING_DAYS, path_length=0, crl_url=config.url("crl/root.crl"), ca=config,
+                          ca_issuers_url=config.url("ca/root.crt"), until=root.not_valid_after_utc)
+
+
+def check_issuing_certificate(issuing: x509.Certificate, now: datetime.datetime) -> None:
     """Whether the issuing CA can work with this certificate: a CA's (basicConstraints cA), whose
     key may sign certificates and CRLs (when it has a key usage), valid now.
 
@@ -386,8 +397,11 @@ def _check_issuing_certificate(issuing: x509.Certificate, now: datetime.datetime
 def _load_certificates(issuing_der: bytes, root_der: bytes) -> tuple[x509.Certificate, x509.Certificate]:
     """Raises: InvalidArgument: either is not an X.509 certificate (PEM or DER)."""
     try:
-        issuing, root = (x509.load_pem_x509_certificate(d) if b"-----BEGIN" in d else x509.load_der_x509_certificate(d)
-                         for d in (issuing_der, root_der))
+        return load_certificate(issuing_der), load_certificate(root_der)
     except ValueError:
         raise InvalidArgument("the issuing and root certificates must be X.509 (PEM or DER)") from None
-    return issuing, root
+
+
+def load_certificate(data: bytes) -> x509.Certificate:
+    """A certificate in PEM or DER. Raises: ValueError: neither."""
+    return x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)

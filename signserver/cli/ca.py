@@ -52,6 +52,11 @@ def add_parser(subparsers) -> None:
 
     command("show", cmd_show, "the CA's certificates and state")
 
+    p = command("recertify-issuing", cmd_recertify_issuing,
+                "a new certificate for the issuing CA's same key and subject (signed by the root)")
+    p.add_argument("--issuing-cert", type=Path, help="under an external root: the new certificate the root signed")
+    p.add_argument("--csr-out", type=Path, help="write the issuing CA's request for an external root here, and stop")
+
     p = command("issue", cmd_issue, "issue a holder certificate for an account")
     p.add_argument("account")
     p.add_argument("--profile", required=True, choices=[p.name for p in HOLDER_PROFILES])
@@ -152,6 +157,43 @@ def cmd_show(args, config: Config) -> int:
                       ("root", describe(status.root)), ("issuing", describe(status.issuing)),
                       ("OCSP responder", describe(status.ocsp_responder)), ("TSA", describe(status.tsa)),
                       ("CRL", config.ca.url("crl/issuing.crl")), ("OCSP", config.ca.url("ocsp"))])
+    return 0
+
+
+def cmd_recertify_issuing(args, config: Config) -> int:
+    from signserver.notify.outbox import format_time
+
+    if args.csr_out and args.issuing_cert:
+        raise InvalidArgument("--csr-out writes the request the root signs; --issuing-cert installs the certificate "
+                              "it signed: one at a time")
+    if args.csr_out:
+        check_output(args.csr_out)
+        request = open_service(args, config, with_database=True).ca.issuing_request()
+        write_output(args.csr_out, request.public_bytes(Encoding.PEM))
+        print(f"wrote the issuing CA's request to {args.csr_out}; have the root sign it, then run\n"
+              f"  signserver ca recertify-issuing --issuing-cert ISSUING.pem")
+        return 0
+    issuing_der = read_input(args.issuing_cert)
+    service = open_service(args, config, with_database=True)
+    previous = service.ca.status().issuing
+    new = service.ca.recertify_issuing(OPERATOR, issuing_der)
+    if args.json:
+        print_json({"serial": format(new.serial_number, "x"), "subject": new.subject.rfc4514_string(),
+                    "not_before": new.not_valid_before_utc, "not_after": new.not_valid_after_utc,
+                    "previous_serial": format(previous.serial_number, "x") if previous else None,
+                    "certificate": new.public_bytes(Encoding.PEM).decode()})
+        return 0
+    if previous == new:
+        print(f"the issuing CA's certificate is already {new.serial_number:x}; nothing changed")
+        return 0
+    print_fields([("issuing", new.subject.rfc4514_string()),
+                  ("new certificate", f"serial {new.serial_number:x}, from {format_time(new.not_valid_before_utc)} "
+                                      f"until {format_time(new.not_valid_after_utc)}"),
+                  ("replaced", f"serial {previous.serial_number:x}, until {format_time(previous.not_valid_after_utc)}"
+                   if previous else "-"),
+                  ("published at", config.ca.url("ca/issuing.crt"))])
+    print("the same key and subject: certificates, CRLs and OCSP responses signed before still verify; give relying "
+          "parties the new certificate (`signserver ca show --json`)")
     return 0
 
 

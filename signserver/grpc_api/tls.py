@@ -53,6 +53,16 @@ def _issued_by(path: Path, issuer: x509.Certificate) -> bool:
         return False
 
 
+def _follow_issuing_certificate(path: Path, issuing: list[x509.Certificate]) -> None:
+    """Send the issuing CA's certificate in force after the server's own: one re-certified for the
+    same key (``ca recertify-issuing``) still issued the server's certificate, but the old one
+    in the chain would fail clients once it ended."""
+    server, *chain = x509.load_pem_x509_certificates(path.read_bytes())
+    if chain != issuing:
+        path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [server, *issuing]))
+        log.info("the server's TLS chain in %s now carries the issuing CA's certificate in force", path)
+
+
 def ensure_server_certificate(tls: TlsConfig, host: str, ca: CertificateAuthority | None = None) -> None:
     """Make the server's certificate at the default paths when needed: issued by ``ca`` when it is
     ready, else self-signed. Configured (explicit) paths are never written to.
@@ -61,6 +71,8 @@ def ensure_server_certificate(tls: TlsConfig, host: str, ca: CertificateAuthorit
         return
     issuing = ca.status().issuing if ca is not None else None
     if tls.cert_file.exists() and tls.key_file.exists() and (issuing is None or _issued_by(tls.cert_file, issuing)):
+        if issuing is not None:
+            _follow_issuing_certificate(tls.cert_file, ca.chain()[:1])
         return
     key = ec.generate_private_key(ec.SECP256R1())
     dns, addresses = _names_for(host)

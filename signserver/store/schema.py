@@ -279,6 +279,17 @@ authorities = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+# The OCSP responder's and TSA's keys that renewals replaced, kept until the background work
+# removes them from the token (signserver/ca/authority.py, remove_superseded_keys): recorded in the
+# renewal's own transaction, so that no crash leaves a replaced key on the token that nothing names.
+superseded_ca_keys = Table(
+    "superseded_ca_keys", metadata,
+    Column("key_id", String(128), primary_key=True),  # the key in the HSM (CKA_ID, hex)
+    Column("role", String(32), nullable=False),  # ocsp-responder | tsa: the authority it served
+    Column("certificate", LargeBinary, nullable=True),  # the certificate it served under, DER
+    Column("superseded_at", BigInteger, nullable=False),
+)
+
 # The label a CA set-up step (or a service key renewal) is about to generate, written before the
 # token is asked: a step interrupted after generating finds its key again instead of leaving it behind.
 pending_ca_keys = Table(
@@ -399,5 +410,5 @@ ra_request_nonces = Table(
 __all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "sealed_keys", "account_emails", "credentials", "applications", "application_accounts",
            "activation_tokens", "activation_token_digests", "signing_packages", "master_keys", "audit_log", "audit_head", "audit_seals",
            "audit_exports", "audit_anchor",
-           "outbox", "authorities", "pending_ca_keys", "certificates", "crls", "csc_access_tokens", "csc_operations",
-           "prepared_documents", "leases", "ra_request_nonces"]
+           "outbox", "authorities", "superseded_ca_keys", "pending_ca_keys", "certificates", "crls",
+           "csc_access_tokens", "csc_operations", "prepared_documents", "leases", "ra_request_nonces"]

@@ -8,7 +8,7 @@ import secrets
 import pytest
 
 from signserver.clock import ManualClock
-from tests.conftest import service_with_ca
+from tests.conftest import service_with, service_with_ca
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +20,15 @@ def ca_clock() -> ManualClock:
 @pytest.fixture(scope="module")
 def ca_service(config, tmp_path_factory, ca_clock):
     return service_with_ca(config, tmp_path_factory.mktemp("ca") / "signserver.db", ca_clock)
+
+
+def own_ca(config, database, clock):
+    """A service whose CA is set up on keys of its own. service_with_ca's copies share their CA's
+    token keys, as a restored backup would: a test whose CA removes a key it superseded (the OCSP
+    responder's or the TSA's, once their grace has passed) would take it from the other copies."""
+    service = service_with(config, database, clock)
+    service.ca.initialise("operator:test")
+    return service
 
 
 MUTATING_CALLS = frozenset({"CreateAccount", "IssueCertificate", "RenewCertificate", "RevokeCertificate",

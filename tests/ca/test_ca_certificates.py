@@ -235,10 +235,10 @@ def _verify_arguments(responder: x509.Certificate, response) -> tuple:
 
 def test_service_certificates_that_already_end_with_the_issuing_ca_are_not_renewed(config, tmp_path):
     from signserver.clock import ManualClock
-    from tests.conftest import service_with_ca
+    from tests.ca.conftest import own_ca
 
     clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
-    service = service_with_ca(config, tmp_path / "late.db", clock)
+    service = own_ca(config, tmp_path / "late.db", clock)  # its renewals' old keys leave the token
     issuing = service.ca.chain()[0]
     clock.advance(days=(issuing.not_valid_after_utc - clock.now()).days - 100)
     assert service.ca.renew_service_keys_if_due() == ["ocsp-responder", "tsa"]  # these now end with it
@@ -254,10 +254,10 @@ def test_the_servers_background_work_renews_the_responders_and_tsas_certificates
     from signserver.clock import ManualClock
     from signserver.grpc_api.server import BackgroundWork
     from signserver.monitoring.meter import Meter, install_meter, meter
-    from tests.conftest import service_with_ca
+    from tests.ca.conftest import own_ca
 
     clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
-    service = service_with_ca(config, tmp_path / "background.db", clock)
+    service = own_ca(config, tmp_path / "background.db", clock)  # its renewals' old keys leave the token
     first_responder, first_tsa = service.ca.status().ocsp_responder, service.ca.service_key("tsa")[1]
     clock.advance(days=300)
 
