@@ -220,7 +220,8 @@ class ActivationSteps(RenewalSteps):
     def _finish_activation(self, renewal_id: str, successor) -> Renewal:
         def finish(r, now, conn):
             repository.queue_email(conn, now, r.emails, *messages.activated(r.serial, r.expires, successor.serial,
-                                                                           successor.not_after))
+                                                                           successor.not_after),
+                                   renewal_id=r.id)
             return machine.activated(r, successor.serial, successor.not_after, now)
         return self._step(renewal_id, SYSTEM, "activated", finish, detail=f"new_serial={successor.serial}")
 
@@ -261,7 +262,8 @@ class ActivationSteps(RenewalSteps):
 
         def complete(r, now, conn):
             repository.queue_email(conn, now, r.emails, *messages.activated(r.serial, r.expires, successor.serial,
-                                                                           successor.not_after))
+                                                                           successor.not_after),
+                                   renewal_id=r.id)
             return replace(machine.complete_in_person(r, operator, now), new_serial=successor.serial,
                            new_expires=successor.not_after)
         return self._step(renewal_id, operator, "completed_in_person", complete,

@@ -40,6 +40,7 @@ MAX_EMAIL = 320
 MAX_TEXT = 256
 MAX_SERIAL = 64
 MAX_RENEWAL_ID = 32
+MAX_OUTBOX_ID = 2 ** 31 - 1  # the outbox's ids (signserver/ra/store/repository.py)
 MAX_DAYS = 2 ** 32 - 1  # the core's fields: ListCertificates' uint32 days, IssueCertificate's uint64 limit
 MAX_TRANSACTION_LIMIT = 2 ** 64 - 1
 # The holders' certificate types of the documents, each in a government and a corporate variant
@@ -142,12 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("notices", help="send the due renewal notices once").set_defaults(handler=cmd_notices)
 
-    commands.add_parser(
+    mail = commands.add_parser(
         "outbox", help="the e-mails not sent yet and those given up, with why the last attempt failed",
         description="Each queued e-mail: its recipient, subject, attempts, next attempt (or when it was given "
-                    "up: those stay listed 30 days) and the last failure (the SMTP server's reply or the "
-                    "connection's error). Never a message's body."
-    ).set_defaults(handler=cmd_outbox)
+                    "up: those stay listed 30 days), the last failure (the SMTP server's reply or the "
+                    "connection's error), the renewal and account it is about, and who marked it dealt with. "
+                    "Never a message's body.")
+    mail.add_argument("--dismiss", type=number(1, MAX_OUTBOX_ID, "an e-mail's number"), metavar="ID",
+                      help="mark the e-mail given up ID dealt with (the holder was reached another way): it no "
+                           "longer counts on the operators' dashboard")
+    mail.set_defaults(handler=cmd_outbox)
 
     resend = commands.add_parser(
         "resend-notice", help="e-mail a renewal's notice again, with a new access key",
@@ -439,18 +444,34 @@ def cmd_notices(args, settings) -> int:
     return 0
 
 
+def _outbox_view(message: dict) -> dict:
+    return {**message, **{key: message[key] and message[key].isoformat()
+                          for key in ("created_at", "next_attempt_at", "given_up_at", "dismissed_at")}}
+
+
 def cmd_outbox(args, settings) -> int:
+    from signserver.clock import SystemClock
     from signserver.ra import server
+    from signserver.ra.operations import RaOperations
     from signserver.ra.store import repository
 
-    with server.open_database(settings).transaction() as conn:
+    database = server.open_database(settings)
+    if args.dismiss is not None:
+        done = _outbox_view(RaOperations(database, SystemClock(), server.CoreConnection(settings))
+                            .dismiss_email(args.dismiss, args.operator))
+        _print(args, done, [f"e-mail {done['id']} to {done['recipient']}: marked dealt with; it no longer counts "
+                            "on the dashboard"])
+        return 0
+    with database.transaction() as conn:
         unsent = repository.unsent_emails(conn)
-    shown = [{**m, **{key: m[key] and m[key].isoformat() for key in ("created_at", "next_attempt_at", "given_up_at")}}
-             for m in unsent]
+    shown = [_outbox_view(m) for m in unsent]
     _print(args, shown, [f"{m['id']}  {m['recipient']}  queued {m['created_at'][:16]}  {m['attempts']} attempt(s)  "
                          + (f"given up {m['given_up_at'][:16]}" if m["given_up_at"] else
                             f"next {m['next_attempt_at'][:16]}") + f"  {m['subject']}"
-                         + (f"\n    last error: {m['last_error']}" if m["last_error"] else "") for m in shown]
+                         + (f"\n    renewal {m['renewal_id']} of {m['account'] or '-'}" if m["renewal_id"] else "")
+                         + (f"\n    last error: {m['last_error']}" if m["last_error"] else "")
+                         + (f"\n    dealt with by {m['dismissed_by']} at {m['dismissed_at'][:16]}"
+                            if m["dismissed_at"] else "") for m in shown]
            or ["(none)"])
     return 0
 

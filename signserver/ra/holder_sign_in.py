@@ -129,7 +129,7 @@ class HolderSignIn:
             verification, code = codes.issue(renewal.id, SIGN_IN_LIMITS, now, self._settings.code_seconds)
             repository.queue_email(conn, now, renewal.emails,
                                    *messages.sign_in_code(code, max(self._settings.code_seconds // 60, 1)),
-                                   discard_after=verification.expires_at)
+                                   discard_after=verification.expires_at, renewal_id=renewal.id)
             repository.audit(conn, now, HOLDER, "sign_in_code_sent", renewal.id,
                              f"addresses={len(renewal.emails)}")
         return replace(pending, code=verification)
@@ -171,11 +171,13 @@ class HolderSignIn:
         each renewal under way, past its first notice, that lists it; returns how many (the page
         answers the same whatever it is).
 
-        Raises: StoreUnavailable.
+        Raises: StoreUnavailable; SettingsError: the pages' address, for the link, is not known
+                (RaSettings.pages_url; known wherever the pages are served).
         """
         wanted = address.strip().casefold()
         if "@" not in wanted:
             return 0
+        pages = self._settings.pages_url()
         now = self._clock.now()
         sent = 0
         with self._database.transaction() as conn:
@@ -189,8 +191,8 @@ class HolderSignIn:
                 repository.save_renewal(conn, moved)
                 repository.queue_email(conn, now, [listed],
                                        *messages.renewal_notice(renewal.id, token, renewal.serial, renewal.profile,
-                                                                renewal.expires, public_url=self._settings.public_url),
-                                       discard_after=moved.holder_token_expires)
+                                                                renewal.expires, public_url=pages),
+                                       discard_after=moved.holder_token_expires, renewal_id=renewal.id)
                 repository.audit(conn, now, HOLDER, "notice_link_renewed", renewal.id, "asked by e-mail address")
                 sent += 1
         return sent

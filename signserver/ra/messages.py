@@ -25,13 +25,13 @@ def day(moment: datetime.datetime | None) -> str:
 
 
 def renewal_notice(renewal_id: str, token: str, serial: str, profile: str,
-                   expires: datetime.datetime, *, public_url: str = "") -> tuple[str, str]:
+                   expires: datetime.datetime, *, public_url: str) -> tuple[str, str]:
     """The notice, with the holder's token: the key of the holder's renewal steps (keep it to
-    yourself), as the link to the RA's pages (``public_url``: their address; a single-use link,
-    with an e-mail code) and as the access key of the RA's JSON API."""
+    yourself), as the link to the RA's pages (``public_url``: their address, RaSettings.pages_url;
+    a single-use link, with an e-mail code) and as the access key of the RA's JSON API."""
     subject = "電子證書續期通知 Aviso de renovação do certificado Certificate renewal notice"
     link = (f"請透過以下連結登入 / Entre pela ligação / Sign in through this link:\n"
-            f"{public_url.rstrip('/')}/notice/{renewal_id}/{token}\n") if public_url else ""
+            f"{public_url.rstrip('/')}/notice/{renewal_id}/{token}\n")
     body = (link +
             f"續期編號 / Número da renovação / Renewal: {renewal_id}\n"
             f"存取密鑰 / Chave de acesso / Access key: {token}\n"

@@ -336,6 +336,30 @@ class RaOperations:
         with self._database.transaction() as conn:
             return repository.outbox_state(conn)
 
+    def dismiss_email(self, message_id: int, operator: str) -> dict:
+        """Mark the e-mail given up ``message_id`` dealt with (the operator reached the holder
+        another way, or corrected the addresses): it no longer counts on the dashboard and stays
+        listed by `signserver ra outbox` until it leaves the outbox. Recorded in the audit trail
+        with the renewal it is about. Returns the message as repository.unsent_emails lists it.
+
+        Raises: OperationRefused ("email_not_given_up": no such message, or one still waiting;
+        "email_dismissed_already"), StoreUnavailable.
+        """
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            found = repository.find_email(conn, message_id)
+            if found is not None and found["dismissed_at"] is None and found["given_up_at"] is not None:
+                if repository.dismiss_email(conn, message_id, operator, now):
+                    repository.audit(conn, now, operator, "email_dismissed", found["renewal_id"] or "",
+                                     f"email={message_id} recipient={found['recipient']}")
+                    return repository.find_email(conn, message_id)
+                found = repository.find_email(conn, message_id)  # marked meanwhile
+        if found is not None and found["dismissed_at"] is not None:
+            raise OperationRefused(f"e-mail {message_id} was marked dealt with already (by {found['dismissed_by']})",
+                                   reason="email_dismissed_already")
+        raise OperationRefused(f"no e-mail given up has the number {message_id} (sent, gone from the outbox, or "
+                               "still tried)", reason="email_not_given_up")
+
     def _held(self, account: str) -> list[CertificateRecord]:
         try:
             return self._certificates.list_certificates(account)

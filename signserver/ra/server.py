@@ -6,9 +6,11 @@ sessions."""
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import ssl
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
@@ -17,6 +19,7 @@ from signserver.clock import Clock, SystemClock
 from signserver.ra.api import build_app
 from signserver.ra.errors import CoreUnavailable, RaError, SettingsError
 from signserver.ra.mailer import OutboxMailer
+from signserver.ra.serving_address import recorded
 from signserver.ra.settings import RaSettings
 from signserver.ra.store.database import RaDatabase
 from signserver.ra.workflow import RenewalWorkflow
@@ -215,7 +218,8 @@ def serve(settings: RaSettings, demo: bool = False) -> None:
     """Run the RA until interrupted; ``demo``: with the demonstration's holder, operator and
     renewal (signserver/ra/demo.py).
 
-    Raises: SettingsError (a listen beyond loopback without TLS among others), StoreUnavailable.
+    Raises: SettingsError (a listen beyond loopback without TLS among others; with listen port 0,
+    the state directory not writable), StoreUnavailable.
     """
     tls = settings.api_tls  # checked before anything starts
     options, protocol = _tls_options(settings)
@@ -223,12 +227,45 @@ def serve(settings: RaSettings, demo: bool = False) -> None:
         listening = _listening_socket(settings.host, settings.port)
     except OSError as exc:
         raise SettingsError(f"ra.listen: cannot listen on {settings.listen}: {exc.strerror or exc}") from None
-    if settings.port == 0:  # any free port: the one bound is in the address printed and in the links
-        settings = settings.listening_on(listening.getsockname()[1])
     try:
-        _serve(settings, listening, tls, options, protocol, demo)
+        with _terminated_after_cleanup():
+            if settings.port == 0:  # any free port: the one bound is in the address printed and in the links
+                settings = settings.listening_on(listening.getsockname()[1])
+                # The commands, other processes, link their notices to it (signserver/ra/serving_address.py).
+                with recorded(settings.state_dir, settings.listen, settings.public_url):
+                    _serve(settings, listening, tls, options, protocol, demo)
+            else:
+                _serve(settings, listening, tls, options, protocol, demo)
     finally:
         listening.close()
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived (uvicorn raises it again once it stopped serving)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
+@contextmanager
+def _terminated_after_cleanup():
+    """SIGTERM unwinds the block, so that its cleanup runs (the background passes stopped, the
+    database closed, the recorded address removed), and is then raised again for the handler
+    before it (by default: the process ends by it). uvicorn, once it stopped serving, raises the
+    signal it stopped for again, which with the default handler ended the process at once."""
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.SIG_DFL if previous is None else previous
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, previous)
+        signal.raise_signal(signal.SIGTERM)  # as it would have been without this block
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _serve(settings: RaSettings, listening: socket.socket, tls, options: dict, protocol, demo: bool) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 from signserver.addresses import is_loopback, join_address, split_address
 from signserver.ra.errors import SettingsError
+from signserver.ra.serving_address import running_pages_url, serving_file
 
 CONFIG_ENV = "SIGNSERVER_CONFIG"
 STATE_DIR_ENV = "SIGNSERVER_STATE_DIR"
@@ -110,6 +111,25 @@ class RaSettings:
         """These settings once ``port`` is bound for a listen on port 0 (any free port): ``listen``
         names it, and so does ``public_url`` when it was not set."""
         return replace(self, listen=join_address(self.host, port), public_url=self.public_url or self._own_url(port))
+
+    def pages_url(self) -> str:
+        """The pages' address for the links of the e-mails: ``public_url`` (by default that of the
+        port listened on); with ``listen`` on port 0 and no public_url, the address the running
+        `signserver ra serve` recorded (signserver/ra/serving_address.py).
+
+        Raises: SettingsError: neither is known (no RA of this state directory runs): a notice
+        without its link would leave the holder no way to the pages.
+        """
+        if self.public_url:
+            return self.public_url
+        recorded = running_pages_url(self.state_dir)
+        if not recorded:
+            raise SettingsError(f"ra.public_url: not set, and no `signserver ra serve` of this state directory "
+                                f"runs to say which port it took for ra.listen {self.listen} "
+                                f"({serving_file(self.state_dir)}): start the RA, or set ra.public_url to the "
+                                "address holders reach its pages at. Nothing was done: a notice without its "
+                                "link would leave the holder no way to the pages")
+        return recorded
 
     def _check_smtp(self) -> None:
         """Raises: SettingsError: an unknown smtp_security; smtp_username without

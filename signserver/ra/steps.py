@@ -78,7 +78,8 @@ class RenewalSteps:
     def _identity_changed(self, renewal: Renewal, actor: str, differences: list[str]) -> Renewal:
         """AC-AB-0014: the identity steps start over and the holder is e-mailed."""
         def changed(r, now, conn):
-            repository.queue_email(conn, now, r.emails, *messages.verify_again(r.serial, r.profile, r.expires))
+            repository.queue_email(conn, now, r.emails, *messages.verify_again(r.serial, r.profile, r.expires),
+                                   renewal_id=r.id)
             return machine.identity_changed(r, differences, now)
         return self._step(renewal.id, actor, "identity_changed", changed, detail=", ".join(differences))
 

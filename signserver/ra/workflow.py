@@ -10,6 +10,7 @@ import datetime
 import logging
 import secrets
 import uuid
+from dataclasses import replace
 
 from signserver.ra import codes, holder_token, messages
 from signserver.ra import renewal as machine
@@ -87,12 +88,16 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
         goes out at once when the certificate expires within notice_days.
 
         Raises: StepRefused (as open_renewal; "confirmed_already": the renewal under way was
-                confirmed before, as when the form is sent twice), CoreUnavailable.
+                confirmed before, as when the form is sent twice), CoreUnavailable; SettingsError:
+                the notice would be due and the pages' address is not known (RaSettings.pages_url),
+                before the confirmation is made.
         """
         renewal = self.open_renewal(serial, operator)
         if renewal.state is not State.AWAITING_CONFIRMATION:
             raise StepRefused(f"the renewal of {serial} was confirmed already (it is {renewal.state.value})",
                               reason="confirmed_already")
+        if machine.notice_due(replace(renewal, state=State.CONFIRMED), self._clock.now(), self._settings.notice_days):
+            self._settings.pages_url()  # the notice goes out at once: refused now rather than without its link
         renewal = self._step(renewal.id, operator, "renewal_confirmed",
                              lambda r, now, conn: machine.confirm(r, operator, now))
         self.run_notices()
@@ -102,8 +107,11 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
         """E-mail the notice again with a new holder token (the holder lost it, or it leaked): the
         token before stops working.
 
-        Raises: RenewalNotFound; StepRefused ("no_notice"): no notice sent yet, or the renewal is over.
+        Raises: RenewalNotFound; StepRefused ("no_notice"): no notice sent yet, or the renewal is over;
+                SettingsError: the pages' address, for the notice's link, is not known (RaSettings.pages_url).
         """
+        pages = self._settings.pages_url()
+
         def resend(r, now, conn):
             if r.notice_sent_at is None or r.final:
                 raise StepRefused(f"no notice of the renewal is sent again when it is {r.state.value}",
@@ -111,9 +119,8 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             token, token_hash = holder_token.new_token()
             moved = machine.new_holder_token(r, token_hash, now)
             repository.queue_email(conn, now, r.emails, *messages.renewal_notice(r.id, token, r.serial, r.profile,
-                                                                                 r.expires,
-                                                                                 public_url=self._settings.public_url),
-                                   discard_after=moved.holder_token_expires)
+                                                                                 r.expires, public_url=pages),
+                                   discard_after=moved.holder_token_expires, renewal_id=r.id)
             return moved
         return self._step(renewal_id, operator, "notice_resent", resend)
 
@@ -164,25 +171,31 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
     # Background passes
 
     def run_notices(self) -> int:
-        """E-mail the holders of confirmed renewals that are within notice_days of expiry."""
+        """E-mail the holders of confirmed renewals that are within notice_days of expiry.
+
+        Raises: SettingsError: a notice is due and the pages' address, for its link, is not known
+                (RaSettings.pages_url); none is sent.
+        """
         now = self._clock.now()
         sent = 0
-        for renewal in self.renewals((State.CONFIRMED,)):
-            if machine.notice_due(renewal, now, self._settings.notice_days):
-                def notice(r, now, conn):
-                    token, token_hash = holder_token.new_token()
-                    # first: refused if another pass gave it meanwhile
-                    moved = machine.give_notice(r, now, token_hash=token_hash)
-                    repository.queue_email(conn, now, r.emails,
-                                           *messages.renewal_notice(r.id, token, r.serial, r.profile, r.expires,
-                                                                    public_url=self._settings.public_url),
-                                           discard_after=moved.holder_token_expires)  # the token's end
-                    return moved
-                try:
-                    self._step(renewal.id, SYSTEM, "notice_sent", notice)
-                except (StepRefused, ConcurrentUpdate):
-                    continue  # another process (`signserver ra notices`, the server) was first
-                sent += 1
+        due = [r for r in self.renewals((State.CONFIRMED,)) if machine.notice_due(r, now, self._settings.notice_days)]
+        pages = self._settings.pages_url() if due else ""
+        for renewal in due:
+            def notice(r, now, conn):
+                token, token_hash = holder_token.new_token()
+                # first: refused if another pass gave it meanwhile
+                moved = machine.give_notice(r, now, token_hash=token_hash)
+                repository.queue_email(conn, now, r.emails,
+                                       *messages.renewal_notice(r.id, token, r.serial, r.profile, r.expires,
+                                                                public_url=pages),
+                                       discard_after=moved.holder_token_expires,  # the token's end
+                                       renewal_id=r.id)
+                return moved
+            try:
+                self._step(renewal.id, SYSTEM, "notice_sent", notice)
+            except (StepRefused, ConcurrentUpdate):
+                continue  # another process (`signserver ra notices`, the server) was first
+            sent += 1
         return sent
 
     def retry_registry(self) -> int:
@@ -235,7 +248,7 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             repository.add_verification(conn, verification)
             repository.queue_email(conn, now, [address],
                                    *messages.verification_code(code, max(self._settings.code_seconds // 60, 1)),
-                                   discard_after=verification.expires_at)
+                                   discard_after=verification.expires_at, renewal_id=renewal_id)
             repository.audit(conn, now, HOLDER, "code_sent", renewal_id, f"address={address}")
         return True
 

@@ -212,9 +212,8 @@ def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = ""
     database (``database``, else a new one for ``folder``). The process carries ``base``
     (http://127.0.0.1:PORT), ``public_url`` (http://localhost:PORT, the RA's own default for the
     port it bound: a browser keeps Secure cookies on plain HTTP for localhost), ``config``, ``env``,
-    ``database`` and ``log`` (the process's output). Once the port is known, ``config`` names it
-    (listen and public_url), so that the `signserver ra` commands run with it write the links the
-    RA serves.
+    ``database`` and ``log`` (the process's output). ``config`` keeps port 0 and no public_url: the
+    `signserver ra` commands run with it link their notices to the port the running RA recorded.
 
     Raises: AssertionError: the RA did not answer within 60 seconds (its output is in the message).
     """
@@ -230,7 +229,6 @@ def start_ra(folder: Path, served, ra_files, registry, inbox, database: str = ""
     port = bound_port(process, log)
     base, public_url = f"http://127.0.0.1:{port}", f"http://localhost:{port}"
     wait_until_answering(process, base, LOOPBACK_TLS, log)
-    config.write_text(f'{settings}listen = "127.0.0.1:{port}"\npublic_url = "{public_url}"\n', encoding="utf-8")
     process.base, process.config, process.env, process.database = base, config, env, database
     process.public_url, process.log = public_url, log
     return process

@@ -358,3 +358,52 @@ def test_a_refusal_that_quotes_the_message_keeps_none_of_its_secrets(ra_database
     [row] = rows(ra_database)
     assert row.given_up_at and "554 5.7.1 refused" in row.last_error
     assert "123456" not in row.last_error and "123456" not in caplog.text
+
+
+def test_an_operator_marks_a_message_given_up_as_dealt_with(ra_database, ra_clock, tmp_path, capsys):
+    from signserver.ra import cli
+    from tests.ra.conftest import KUAN, opened_renewal
+
+    renewal = opened_renewal(ra_database, KUAN, ra_clock.now())
+    with ra_database.transaction() as conn:
+        repository.queue_email(conn, ra_clock.now(), ["kuan@example.mo"], "Renewal notice", "Access key: 123456",
+                               renewal_id=renewal.id)
+    controller = smtp_on_loopback(Refusing("550 5.1.1 no such mailbox"))
+    try:
+        assert mailer_to(ra_database, ra_clock, controller.port).send_due() == 0
+    finally:
+        controller.stop()
+    queue(ra_database, ra_clock, "later@example.mo")  # still waiting: nothing to mark
+    given_up, waiting = rows(ra_database)
+    assert given_up.given_up_at and given_up.renewal_id == renewal.id and waiting.given_up_at is None
+
+    config = tmp_path / "signserver.toml"
+    config.write_text(f'[ra]\ndatabase_url = "{ra_database.url}"\n', encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["--config", str(config), "outbox", "--json", "--operator", "counter-7"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown[0]["renewal_id"] == renewal.id and shown[0]["account"] == KUAN.account
+    assert shown[1]["renewal_id"] is None and shown[1]["dismissed_at"] is None
+
+    assert cli.main(["--config", str(config), "outbox", "--dismiss", str(given_up.id), "--json",
+                     "--operator", "counter-7"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["id"] == given_up.id and done["dismissed_by"] == "counter-7" and done["dismissed_at"]
+    assert "123456" not in json.dumps(done)
+    with ra_database.transaction() as conn:
+        state = repository.outbox_state(conn)
+        [entry] = [e for e in repository.audit_entries(conn) if e["action"] == "email_dismissed"]
+    assert state["given_up"] == 0 and state["dismissed"] == 1 and state["given_up_recent"] == []
+    assert entry["actor"] == "counter-7" and entry["renewal_id"] == renewal.id
+    assert f"email={given_up.id}" in entry["detail"] and "kuan@example.mo" in entry["detail"]
+
+    assert cli.main(["--config", str(config), "outbox", "--operator", "counter-7"]) == 0
+    assert "dealt with by counter-7" in capsys.readouterr().out
+    for number, reason in ((given_up.id, "email_dismissed_already"), (waiting.id, "email_not_given_up"),
+                           (given_up.id + 100, "email_not_given_up")):
+        assert cli.main(["--config", str(config), "outbox", "--dismiss", str(number), "--json",
+                         "--operator", "counter-7"]) == 1
+        out, err = capsys.readouterr()
+        assert json.loads(out)["reason"] == reason and len(err.strip().splitlines()) == 1
+    assert cli.main(["--config", str(config), "outbox", "--dismiss", "9" * 40, "--operator", "counter-7"]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -147,3 +147,24 @@ def test_a_listen_on_port_0_learns_its_port_once_bound(tmp_path):
     assert bound.listen == "127.0.0.1:43210" and bound.public_url == "http://localhost:43210"
     assert load_settings(write(tmp_path, '[ra]\nlisten = "[::1]:0"\n'), environ={}).listening_on(43210).listen == \
         "[::1]:43210"
+
+
+def test_with_port_0_the_links_take_the_address_the_running_ra_recorded(tmp_path):
+    from signserver.ra.serving_address import recorded
+
+    settings = load_settings(write(tmp_path, 'state_dir = "state"\n[ra]\nlisten = "127.0.0.1:0"\n'), environ={})
+    with pytest.raises(SettingsError, match=r"ra\.public_url: not set") as refused:
+        settings.pages_url()  # no RA runs: its port is not known
+    assert "serving.json" in str(refused.value) and "Nothing was done" in str(refused.value)
+    bound = settings.listening_on(43210)
+    with recorded(settings.state_dir, bound.listen, bound.public_url) as path:
+        assert settings.pages_url() == "http://localhost:43210"
+        assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+        path.chmod(0o622)  # writable by others: whoever wrote it could send holders elsewhere
+        with pytest.raises(SettingsError, match=r"ra\.public_url"):
+            settings.pages_url()
+        path.chmod(0o600)
+    assert not path.exists()  # removed when the RA stops
+    assert load_settings(write(tmp_path, 'state_dir = "state"\n[ra]\nlisten = "127.0.0.1:0"\n'
+                                         'public_url = "https://ra.example.mo"\n'), environ={}).pages_url() == \
+        "https://ra.example.mo"

@@ -55,3 +55,25 @@ def test_the_outbox_s_messages_gain_an_empty_last_error(ra_database):
     with ra_database.transaction() as conn:
         row = conn.execute(text("SELECT recipient, attempts, last_error FROM ra_outbox")).one()
         assert tuple(row) == ("kuan@example.mo", 2, "")
+
+
+def test_the_outbox_s_older_messages_name_no_renewal_and_are_not_dismissed(ra_database):
+    with ra_database.transaction() as conn:
+        command.downgrade(_alembic(conn), "ra0009")
+    with ra_database.transaction() as conn:
+        columns = [c["name"] for c in inspect(conn).get_columns("ra_outbox")]
+        assert "renewal_id" not in columns and "dismissed_at" not in columns
+        conn.execute(text("INSERT INTO ra_outbox (created_at, recipient, subject, body, attempts, next_attempt_at, "
+                          "last_error, given_up_at) VALUES (1, 'kuan@example.mo', 'Subject', '', 2, 5, '550', 9)"))
+    ra_database.migrate()
+    with ra_database.transaction() as conn:
+        row = conn.execute(text("SELECT recipient, given_up_at, renewal_id, dismissed_at, dismissed_by "
+                                "FROM ra_outbox")).one()
+        assert tuple(row) == ("kuan@example.mo", 9, None, None, None)
+        assert compare_metadata(MigrationContext.configure(conn, opts={"version_table": "ra_alembic_version"}),
+                                metadata) == []
+        command.downgrade(_alembic(conn), "ra0009")
+    with ra_database.transaction() as conn:
+        assert "renewal_id" not in [c["name"] for c in inspect(conn).get_columns("ra_outbox")]
+        conn.execute(text("DELETE FROM ra_outbox"))
+    ra_database.migrate()

@@ -350,10 +350,13 @@ def verify_trail(conn: Connection) -> int | None:
 # Outbox
 
 def queue_email(conn: Connection, now: datetime.datetime, recipients: Iterable[str], subject: str, body: str,
-                discard_after: datetime.datetime | None = None) -> int:
-    """``discard_after``: the message is of no use after then (a code's expiry): deleted unsent."""
+                discard_after: datetime.datetime | None = None, *, renewal_id: str = "") -> int:
+    """``discard_after``: the message is of no use after then (a code's expiry): deleted unsent.
+    ``renewal_id``: the renewal the message is about (the operators reach its holder from a
+    message given up)."""
     rows = [{"created_at": epoch_seconds(now), "recipient": r, "subject": subject, "body": body, "attempts": 0,
-             "next_attempt_at": epoch_seconds(now), "discard_after": _instant(discard_after)} for r in recipients]
+             "next_attempt_at": epoch_seconds(now), "discard_after": _instant(discard_after),
+             "renewal_id": renewal_id or None} for r in recipients]
     if rows:
         conn.execute(insert(outbox), rows)
     return len(rows)
@@ -400,7 +403,16 @@ def email_failed(conn: Connection, message_id: int, attempts: int, next_attempt:
 
 
 _LISTED = (outbox.c.id, outbox.c.created_at, outbox.c.recipient, outbox.c.subject, outbox.c.attempts,
-           outbox.c.next_attempt_at, outbox.c.last_error, outbox.c.given_up_at)
+           outbox.c.next_attempt_at, outbox.c.last_error, outbox.c.given_up_at, outbox.c.renewal_id,
+           outbox.c.dismissed_at, outbox.c.dismissed_by, renewals.c.account)
+# The ids of the outbox (an Integer column): a larger number names no message, and is never put to
+# the database (SQLite cannot bind it, PostgreSQL refuses it).
+MAX_OUTBOX_ID = 2 ** 31 - 1
+
+
+def _listed():
+    """The listed columns, with the account of the message's renewal (None when it names none)."""
+    return select(*_LISTED).select_from(outbox.outerjoin(renewals, renewals.c.id == outbox.c.renewal_id))
 
 
 def _unsent(row) -> dict:
@@ -408,32 +420,57 @@ def _unsent(row) -> dict:
     return {"id": row.id, "created_at": from_epoch(row.created_at), "recipient": row.recipient,
             "subject": row.subject, "attempts": row.attempts,
             "next_attempt_at": None if given_up else from_epoch(row.next_attempt_at),
-            "last_error": row.last_error, "given_up_at": _moment(row.given_up_at)}
+            "last_error": row.last_error, "given_up_at": _moment(row.given_up_at), "renewal_id": row.renewal_id,
+            "account": row.account, "dismissed_at": _moment(row.dismissed_at), "dismissed_by": row.dismissed_by}
 
 
 def unsent_emails(conn: Connection) -> list[dict]:
     """The outbox for the operators: each message's recipient, subject, attempts, next attempt
-    (None once given up), last error and when it was given up (None while it waits); never its
-    body (a code, a holder's link)."""
-    return [_unsent(row) for row in conn.execute(select(*_LISTED).order_by(outbox.c.id))]
+    (None once given up), last error, when it was given up (None while it waits), the renewal it
+    is about and that renewal's account (None when unknown), and when and by whom a message given
+    up was marked dealt with (None until then); never its body (a code, a holder's link)."""
+    return [_unsent(row) for row in conn.execute(_listed().order_by(outbox.c.id))]
 
 
 def outbox_state(conn: Connection, given_up_shown: int = 20) -> dict:
     """The outbox at a glance, for the operators' dashboard: ``waiting`` (messages still to be
     sent), ``failing`` (of those, the ones an attempt failed for), ``oldest_waiting`` (when the
-    oldest waiting message was queued, or None), ``given_up`` (how many were given up) and
-    ``given_up_recent`` (the latest ``given_up_shown`` of them, as unsent_emails lists them)."""
+    oldest waiting message was queued, or None), ``given_up`` (how many were given up and not yet
+    marked dealt with), ``dismissed`` (how many given up were marked dealt with) and
+    ``given_up_recent`` (the latest ``given_up_shown`` of those not dealt with, as unsent_emails
+    lists them)."""
     waiting_rows = outbox.c.given_up_at.is_(None)
     waiting, failing, oldest = conn.execute(
         select(func.count(), func.coalesce(func.sum(case((outbox.c.attempts > 0, 1), else_=0)), 0),
                func.min(outbox.c.created_at))
         .where(waiting_rows)).one()
-    given_up = conn.execute(select(func.count()).where(outbox.c.given_up_at.is_not(None))).scalar_one()
-    recent = [_unsent(row) for row in conn.execute(select(*_LISTED).where(outbox.c.given_up_at.is_not(None))
+    open_rows = outbox.c.given_up_at.is_not(None) & outbox.c.dismissed_at.is_(None)
+    given_up = conn.execute(select(func.count()).where(open_rows)).scalar_one()
+    dismissed = conn.execute(select(func.count()).where(outbox.c.dismissed_at.is_not(None))).scalar_one()
+    recent = [_unsent(row) for row in conn.execute(_listed().where(open_rows)
                                                    .order_by(outbox.c.given_up_at.desc(), outbox.c.id.desc())
                                                    .limit(given_up_shown))]
     return {"waiting": waiting, "failing": failing, "oldest_waiting": _moment(oldest), "given_up": given_up,
-            "given_up_recent": recent}
+            "dismissed": dismissed, "given_up_recent": recent}
+
+
+def find_email(conn: Connection, message_id: int) -> dict | None:
+    """The message ``message_id`` as unsent_emails lists it, or None (no such message)."""
+    if not 0 < message_id <= MAX_OUTBOX_ID:
+        return None
+    row = conn.execute(_listed().where(outbox.c.id == message_id)).first()
+    return None if row is None else _unsent(row)
+
+
+def dismiss_email(conn: Connection, message_id: int, operator: str, now: datetime.datetime) -> bool:
+    """Mark the message given up ``message_id`` dealt with by ``operator``: False, changing
+    nothing, when there is no such message, it was not given up, or it was marked already (one
+    UPDATE, so of two operators marking it at once one does)."""
+    if not 0 < message_id <= MAX_OUTBOX_ID:
+        return False
+    return conn.execute(update(outbox).where(outbox.c.id == message_id, outbox.c.given_up_at.is_not(None),
+                                             outbox.c.dismissed_at.is_(None))
+                        .values(dismissed_at=epoch_seconds(now), dismissed_by=operator)).rowcount == 1
 
 
 # The notice link's sign-in (signserver/ra/holder_sign_in.py)

@@ -121,7 +121,10 @@ audit_trail = Table(
 # once the SMTP server has taken it, so a code's e-mail does not outlive its delivery; and one
 # that has outlived its use (a code past its expiry: discard_after) is deleted unsent. A message
 # given up (given_up_at) stays for the operators to see, its body (a code, a holder's link) erased,
-# for GIVEN_UP_KEPT_SECONDS (repository.py).
+# for GIVEN_UP_KEPT_SECONDS (repository.py), until an operator marks it dealt with (dismissed_at,
+# dismissed_by: it then counts no more on the dashboard, and stays listed by `signserver ra outbox`).
+# renewal_id: the renewal the message is about (the operators reach its holder from it); NULL for
+# messages queued before it was recorded.
 outbox = Table(
     "ra_outbox", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -136,6 +139,9 @@ outbox = Table(
     # message's body, never a secret. Empty until an attempt fails.
     Column("last_error", Text, nullable=False, server_default=""),
     Column("given_up_at", BigInteger),
+    Column("renewal_id", String(32)),
+    Column("dismissed_at", BigInteger),
+    Column("dismissed_by", String(128)),
 )
 
 # The pages' sessions: the cookie carries a random id, the table only its SHA-256 (hex), so the

@@ -52,6 +52,9 @@ RA_REFUSALS = {
     "bad_status": N_("Choose a status: valid, expired or revoked."),
     "search_empty": N_("Search for part of an account, a name or an e-mail address."),
     "core_unavailable": N_("The certificate service does not answer; try again later."),
+    "email_not_given_up": N_("There is no e-mail given up with this number: it was sent, it has left the outbox, "
+                             "or it is still being tried."),
+    "email_dismissed_already": N_("This e-mail was marked as dealt with already."),
 }
 # The core's refusals, by its stable reason (signserver/errors.py); a page may say more of its own.
 CORE_REFUSALS = {

@@ -1,6 +1,6 @@
 """The RA operators' pages (the sign-in is operator_sign_in.py, enrolment operator_enrolment.py):
 the dashboard (renewals to confirm, renewals under way, the in-person queue, the e-mails not
-sent), search of holders
+sent, an e-mail given up marked dealt with), search of holders
 and certificates, a holder's detail, and the forms of unlock and revocation.
 
 Every page does what a `signserver ra` command does, through the same RaOperations and
@@ -133,6 +133,21 @@ async def _act_on_renewal(request: Request, act, done) -> Response:
         flash(request, refusal_text(request, exc), "error")
         return redirect(HOME)
     flash(request, done(renewal), "success")
+    return redirect(HOME)
+
+
+async def dismiss_email(request: Request, ctx: WebContext) -> Response:
+    """POST: mark the e-mail given up of the path's number dealt with (the operator reached the
+    holder another way): it no longer counts on the dashboard; back to the dashboard."""
+    await read_form(request)
+    try:
+        done = await run_in_threadpool(ctx.operations.dismiss_email, request.path_params["message_id"],
+                                       operator_of(request))
+    except Refusal as exc:
+        flash(request, refusal_text(request, exc), "error")
+        return redirect(HOME)
+    flash(request, gettext(request, "The e-mail to %(recipient)s is marked as dealt with: it no longer counts here.",
+                           recipient=done["recipient"]), "success")
     return redirect(HOME)
 
 
@@ -371,6 +386,8 @@ def routes() -> list[BaseRoute]:
                    methods=("POST",), name="operator_resend_notice"),
         page_route("/operator/renewals/{renewal_id:str}/reopen-limits", reopen_limits, who=OPERATOR,
                    methods=("POST",), name="operator_reopen_limits"),
+        page_route("/operator/outbox/{message_id:int}/dismiss", dismiss_email, who=OPERATOR, methods=("POST",),
+                   name="operator_dismiss_email"),
         page_route("/operator/renewals/{renewal_id:str}/in-person", in_person, who=OPERATOR, methods=both,
                    name="operator_in_person", files=True, max_bytes=MAX_IN_PERSON_FORM_BYTES),
         page_route("/operator/search", search, who=OPERATOR, name="operator_search"),
