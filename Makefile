@@ -61,6 +61,18 @@ PYTEST := env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest
 # store at a time.
 SQLITE_WORKERS ?= 2
 POSTGRESQL_WORKERS ?= 2
+# A run still going after TEST_RUN_LIMIT (ALONE_RUN_LIMIT for the tests alone; GNU timeout's
+# durations) is stuck: it is interrupted as Ctrl-C would (pytest then says which test each of its
+# processes was in), killed a minute later if it has not ended, and said to have been stopped. The
+# slowest whole `make test` met took 25 minutes; CI allows 90. (A test process killed outright, by
+# the kernel's OOM killer say, ends its run at once, naming its test: tests/worker_reaper.py.)
+TEST_RUN_LIMIT ?= 45m
+ALONE_RUN_LIMIT ?= 10m
+within = timeout --foreground --signal=INT --kill-after=60 $(1)
+# $(call stopped,WHAT,LIMIT): after a command run $(call within,LIMIT), says whether it was stopped;
+# leaves its status in $$status.
+stopped = status=$$?; if [ $$status -eq 124 ] || [ $$status -eq 137 ]; then \
+	echo "== make: $(1) did not end within $(2) and were stopped (TEST_RUN_LIMIT, ALONE_RUN_LIMIT) =="; fi
 test: install
 	@$(PYTEST) --collect-only -q > /dev/null || true  # a failure to collect is reported by the runs below
 	@mkdir -p out; rm -f out/test-postgresql.status out/test-opencryptoki.status; \
@@ -68,7 +80,8 @@ test: install
 	  echo $$? > out/test-postgresql.status ) & \
 	( $(MAKE) --no-print-directory test-opencryptoki > out/test-opencryptoki.log 2>&1; \
 	  echo $$? > out/test-opencryptoki.status ) & \
-	$(PYTEST) -n $(SQLITE_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS); sqlite=$$?; wait; \
+	$(call within,$(TEST_RUN_LIMIT)) $(PYTEST) -n $(SQLITE_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS); \
+	$(call stopped,the tests on SQLite,$(TEST_RUN_LIMIT)); sqlite=$$status; wait; \
 	echo "== the tests on PostgreSQL (out/test-postgresql.log) =="; tail -n 40 out/test-postgresql.log; \
 	echo "== the tests on openCryptoki (out/test-opencryptoki.log) =="; tail -n 15 out/test-opencryptoki.log; \
 	[ $$sqlite -eq 0 ] && [ "$$(cat out/test-postgresql.status)" = 0 ] \
@@ -82,23 +95,27 @@ test: install
 # document, the same on either store, and the SQLite run tries the full count.
 PG_FUZZ_SCALE ?= 0.5
 test-postgresql: install
-	SIGNSERVER_TEST_STORE=postgresql FUZZ_SCALE=$(PG_FUZZ_SCALE) $(PYTEST) -n $(POSTGRESQL_WORKERS) \
-		--dist loadfile -m "not sqlite_only and not alone" $(POSTGRESQL_TESTS) $(PG_PYTEST_ARGS)
+	SIGNSERVER_TEST_STORE=postgresql FUZZ_SCALE=$(PG_FUZZ_SCALE) $(call within,$(TEST_RUN_LIMIT)) $(PYTEST) \
+		-n $(POSTGRESQL_WORKERS) --dist loadfile -m "not sqlite_only and not alone" $(POSTGRESQL_TESTS) $(PG_PYTEST_ARGS); \
+		$(call stopped,the tests on PostgreSQL,$(TEST_RUN_LIMIT)); exit $$status
 
 # The tests marked `alone`, on each store, with nothing else running (pytest's status 5: the
 # arguments chose none of them). Only the files that mark some are collected: the whole suite's
 # collection took longer than the tests themselves, with the cores otherwise idle.
 ALONE_TESTS = $(shell grep -rlE --include='*.py' 'mark\.alone' tests)
 test-alone: install
-	$(PYTEST) -m alone $(ALONE_TESTS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	SIGNSERVER_TEST_STORE=postgresql $(PYTEST) -m "alone and not sqlite_only" $(ALONE_TESTS) $(PG_PYTEST_ARGS) \
-		|| [ $$? -eq 5 ]
+	$(call within,$(ALONE_RUN_LIMIT)) $(PYTEST) -m alone $(ALONE_TESTS) $(PYTEST_ARGS); \
+		$(call stopped,the tests alone on SQLite,$(ALONE_RUN_LIMIT)); [ $$status -eq 0 ] || [ $$status -eq 5 ]
+	SIGNSERVER_TEST_STORE=postgresql $(call within,$(ALONE_RUN_LIMIT)) $(PYTEST) -m "alone and not sqlite_only" \
+		$(ALONE_TESTS) $(PG_PYTEST_ARGS); \
+		$(call stopped,the tests alone on PostgreSQL,$(ALONE_RUN_LIMIT)); [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 # The HSM layer's tests and an end-to-end flow again, on openCryptoki's soft token (tests/conftest.py
 # reads SIGNSERVER_TEST_TOKEN). opencryptoki-setup erases and initialises the system's soft token
 # and starts its daemon pkcsslotd, so this needs root (as in CI).
 test-opencryptoki: install
-	SIGNSERVER_TEST_TOKEN=opencryptoki $(PYTEST) tests/hsm tests/opencryptoki $(OCK_PYTEST_ARGS)
+	SIGNSERVER_TEST_TOKEN=opencryptoki $(call within,$(TEST_RUN_LIMIT)) $(PYTEST) tests/hsm tests/opencryptoki \
+		$(OCK_PYTEST_ARGS); $(call stopped,the tests on openCryptoki,$(TEST_RUN_LIMIT)); exit $$status
 
 bench: install
 	$(VENV_PY) -m benchmarks

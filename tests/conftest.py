@@ -13,7 +13,9 @@ import datetime
 import email
 import errno
 import os
+import shlex
 import shutil
+import signal
 import socket
 import sqlite3
 import ssl
@@ -86,9 +88,93 @@ _cluster: PostgresCluster | None = None  # the run's PostgreSQL cluster, on Post
 _on_sqlite_only_test = False  # a test marked sqlite_only is running: its databases are SQLite files
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which makes the run's workers from these options
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: about SQLite itself (its files, locks or old "
                                        "databases): its databases are SQLite files whatever the test store")
+    _workers_under_reapers(config)
+
+
+def _workers_under_reapers(config) -> None:
+    """In a pytest-xdist run's controller: each worker runs as the child of tests/worker_reaper.py,
+    which stops what a worker started should it be killed, and a worker that ends abruptly is not
+    replaced (unless --max-worker-restart says otherwise): xdist would run the test it died in
+    again, and a test that exhausted the memory once does again. The run then ends with the
+    worker's tests, naming the test it died in, and the others' current test files."""
+    if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
+        return
+    specs = getattr(config.option, "tx", None) or []
+    if not specs or config.getoption("collectonly"):
+        return
+    reaper = f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests' / 'worker_reaper.py'))}"
+    config.option.tx = [f"popen//python={reaper}" if spec == "popen" else spec for spec in specs]
+    if config.option.maxworkerrestart is None:
+        config.option.maxworkerrestart = "0"
+    config.pluginmanager.register(_WorkerEnds(config), "signserver-worker-ends")
+
+
+class _WorkerEnds:
+    """Says, as soon as the controller knows, which worker ended abruptly, how, and in which test."""
+
+    def __init__(self, config):
+        self._config = config
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node, error):
+        if error is None:  # a worker that finished its tests
+            return
+        terminal = self._config.pluginmanager.getplugin("terminalreporter")
+        if terminal is None:
+            return
+        running = _running_on(self._config, node)
+        status = _exit_status(node)
+        how = (f"killed by {signal.Signals(-status).name}" if status is not None and status < 0
+               else f"ended with status {status}" if status is not None else "ended abruptly")
+        where = f"while running {running}" if running else "between tests"
+        then = ("the run ends once the other workers finish their current test files"
+                if str(self._config.option.maxworkerrestart) == "0" else "a new worker takes its place")
+        terminal.write_line(f"\nworker {node.gateway.id} {how} {where}; {then}", red=True)
+
+    @pytest.hookimpl
+    def pytest_keyboard_interrupt(self, excinfo):
+        """Ctrl-C, or `make test`'s limit on a run's time: which test each worker was in."""
+        terminal = self._config.pluginmanager.getplugin("terminalreporter")
+        scheduler = getattr(self._config.pluginmanager.getplugin("dsession"), "sched", None)
+        if terminal is None or scheduler is None:
+            return
+        running = [f"{node.gateway.id}: {_running_on(self._config, node) or 'between tests'}"
+                   for node in scheduler.nodes]
+        if running:
+            terminal.write_line("\ninterrupted while running " + "; ".join(running), red=True)
+
+
+def _running_on(config, node) -> str | None:
+    """The first test not done of those the scheduler gave ``node`` (xdist's loadfile/loadscope
+    and load schedulers), or None."""
+    dsession = config.pluginmanager.getplugin("dsession")
+    scheduler = getattr(dsession, "sched", None)
+    assigned = getattr(scheduler, "assigned_work", {}).get(node)
+    if assigned is not None:
+        for unit in assigned.values():
+            for nodeid, done in unit.items():
+                if not done:
+                    return nodeid
+        return None
+    pending = getattr(scheduler, "node2pending", {}).get(node)
+    if pending:
+        return scheduler.collection[pending[0]]
+    return None
+
+
+def _exit_status(node) -> int | None:
+    """The worker's exit status as Popen gives it (negative: the signal), when execnet tells it."""
+    popen = getattr(getattr(node.gateway, "_io", None), "popen", None)
+    if popen is None:
+        return None
+    try:
+        return popen.wait(timeout=10)  # the reaper ends once it has stopped what the worker started
+    except subprocess.TimeoutExpired:
+        return None
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -25,6 +25,7 @@ import psycopg
 
 from signserver.store.database import Database
 
+SPARED_BY_REAPER = "SIGNSERVER_TESTS_REAPER_SPARES"  # tests/worker_reaper.py
 ADMIN_USER = "signserver"  # the cluster's superuser; trust authentication on its own socket only
 TEMPLATE = "signserver_template"
 # Every fresh service keeps a small pool open until it is collected; the suite makes hundreds.
@@ -222,9 +223,12 @@ class PostgresCluster:
         stop = shlex.join(self._command("pg_ctl", "stop", "-D", str(self._data), "-m", "immediate"))
         script = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
                   f"{stop} >/dev/null 2>&1; rm -rf {shlex.quote(str(self.directory))}")
+        # Spared by the worker's reaper (tests/worker_reaper.py), which stops the rest of what a
+        # killed worker started: this stops the cluster and removes its directory after it.
         self._watchdog = subprocess.Popen(["sh", "-c", script], cwd="/", start_new_session=True,
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL)
+                                          stderr=subprocess.DEVNULL,
+                                          env={**os.environ, SPARED_BY_REAPER: "1"})
 
     def _command(self, tool: str, *args: str) -> list[str]:
         command = [str(self._bindir / tool), *args]
