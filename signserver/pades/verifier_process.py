@@ -167,7 +167,7 @@ def _outcome(result: Path, exitcode: int | None) -> "DocumentVerdict":
 def _verify_in_child(document: str, result: str, trust, limits, nice: int, memory_bytes: int) -> None:
     """The child's work: verify, then leave the outcome in ``result`` (written with mode 0600)."""
     os.nice(nice)
-    _limit_memory(memory_bytes)
+    memory_bytes = _limit_memory(memory_bytes)
     try:
         # Linux's idle class: any waking thread of the worker preempts this child at once,
         # where a niced child may still finish its time slice first.
@@ -192,13 +192,20 @@ def _verify_in_child(document: str, result: str, trust, limits, nice: int, memor
         pickle.dump(outcome, out)
 
 
-def _limit_memory(memory_bytes: int) -> None:
+def _limit_memory(memory_bytes: int) -> int:
     """Cap the child's address space at what it has mapped now plus ``memory_bytes``: beyond it,
-    allocations fail with MemoryError."""
+    allocations fail with MemoryError. Returns what the child may allocate: less than
+    ``memory_bytes`` when the data bound it inherited (the worker's, ``server.worker_memory_mb``)
+    leaves less, so that a refusal names the bound that was reached."""
     try:
         with open("/proc/self/statm") as statm:
-            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):  # no /proc: the budget alone
-        mapped = 0
+            fields = statm.read().split()
+        mapped, data = (int(fields[i]) * os.sysconf("SC_PAGE_SIZE") for i in (0, 5))
+    except (OSError, ValueError, IndexError):  # no /proc: the budget alone
+        mapped = data = 0
     limit = mapped + memory_bytes
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    data_bound, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    if data_bound != resource.RLIM_INFINITY:
+        memory_bytes = min(memory_bytes, max(data_bound - data, 0))
+    return memory_bytes

@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import io
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -327,3 +328,33 @@ def test_sign_hash_p99_stays_under_20_ms_while_four_clients_verify_worst_case_do
     assert min(children_seen) >= 1 and max(children_seen) >= 2, children_seen  # verifying all along
     assert set(outcomes) <= {"OK", "cancelled", "RESOURCE_EXHAUSTED", "INVALID_ARGUMENT"}, outcomes
     assert p99s[-1] < P99_LIMIT_SECONDS, f"SignHash p99 of each try: {[f'{p * 1000:.1f} ms' for p in p99s]}"
+
+
+def test_a_verifier_childs_refusal_names_the_workers_data_bound_when_that_is_lower(tmp_path):
+    # In a process of its own: the data bound a worker sets on itself (server.worker_memory_mb) is
+    # inherited by its verifier children, and may leave them less than their own budget.
+    document = tmp_path / "bomb.pdf"
+    document.write_bytes(compression_bomb(60))  # 2 MB that inflate to 60 MiB
+    script = f"""
+import asyncio, resource
+from pathlib import Path
+from signserver.errors import InvalidArgument
+from signserver.pades.verification import TrustMaterial, VerificationLimits
+from signserver.pades.verifier_process import VerifierProcesses, start_forkserver
+# As a worker's bound might leave its children: 32 MiB beyond what this process (which has imported
+# what the forkserver imports) holds.
+with open("/proc/self/statm") as statm:
+    bound = int(statm.read().split()[5]) * resource.getpagesize() + (32 << 20)
+resource.setrlimit(resource.RLIMIT_DATA, (bound, bound))
+start_forkserver()
+try:
+    asyncio.run(VerifierProcesses().verify(Path({str(document)!r}), TrustMaterial(roots=(), intermediates=(), crls=()),
+                                           VerificationLimits(), 120))
+except InvalidArgument as exc:
+    print(exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = re.search(r"verification needs more memory than (\d+) MiB", done.stdout)
+    assert found, done.stdout + done.stderr[-3000:]
+    assert 0 < int(found.group(1)) <= 48  # the worker's bound, less what the child held: not 1024 MiB
