@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import email
 import errno
+import logging
 import os
 import shlex
 import shutil
@@ -39,6 +40,7 @@ from signserver.clock import ManualClock
 from signserver.config import Config, env_name, load_config
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.capabilities import TokenCapabilities, key_algorithm_mechanisms
+from signserver.monitoring.logs import CountingHandler
 from signserver.secret import Secret
 from signserver.service import SignService
 from tests.postgres_cluster import PostgresCluster, migrate_core
@@ -280,6 +282,21 @@ def empty_database_url(path: Path) -> str:
     if not ON_POSTGRESQL or _on_sqlite_only_test:
         return f"sqlite:///{path}"
     return _run_cluster().empty_url(str(path))
+
+
+@pytest.fixture(autouse=True)
+def _no_log_stream_outlives_its_test():
+    """A test that configures logging as a command does (signserver.monitoring.logs) points the
+    root logger at the stderr pytest captures for that test alone: threads that outlive the test
+    (the SMTP server's, a server's background work) would then write to a closed stream, and
+    logging would print its "--- Logging error ---" traceback into the run's output."""
+    root = logging.getLogger()
+    before = set(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        # pytest's own handlers (its capture's subclasses) come and go with each phase of a test.
+        if handler not in before and type(handler) in (logging.StreamHandler, CountingHandler):
+            root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
