@@ -27,6 +27,7 @@ from signserver.ca.issuance import (  # noqa: F401 (the requests are part of thi
     issuing_ca,
     new_serial,
 )
+from signserver.ca.leftover_keys import LeftoverServiceKeys
 from signserver.ca.profiles import Profile, all_profiles, check_settings
 from signserver.ca.profiles import profile as find_profile
 from signserver.ca.ra_requests import RaRequests
@@ -79,6 +80,8 @@ class CertificateAuthority:
         self.ra_requests = RaRequests(database, audit, clock, self.client_status)
         self._setup = CaSetup(database, keys, audit, clock, config, service_steps=self)
         self._recertification = IssuingRecertification(database, keys, audit, clock, config)
+        # Service keys that renewals of earlier versions left on the token unrecorded.
+        self._leftover_keys = LeftoverServiceKeys(database, keys, clock)
         self._issuer = Issuer(database, keys, accounts, audit, clock, config, self.profile)
         self._revocation_status = RevocationStatus(database, keys, clock, config)
         self._revoker = Revoker(database, accounts, audit, clock, self._revocation_status)
@@ -178,8 +181,10 @@ class CertificateAuthority:
         under an ended certificate, and at once when their key is not on the token (a database
         restored from a backup older than the last renewal names a key since removed); returns the
         roles renewed. A certificate that already ends with the issuing CA is left as it is: a new
-        one could last no longer. Then removes the keys that renewals replaced once their grace has
-        passed (:meth:`remove_superseded_keys`).
+        one could last no longer. Then, on a process's first pass, records as superseded the keys
+        that renewals of earlier versions left on the token unrecorded
+        (:meth:`LeftoverServiceKeys.record_once`), and removes the keys that renewals replaced once
+        their grace has passed (:meth:`remove_superseded_keys`).
 
         Raises: ConfigurationError, HsmError: as :meth:`renew_service_key`.
         """
@@ -208,6 +213,11 @@ class CertificateAuthority:
             log.info("renewed the %s certificate %x, which ends on %s", role, certificate.serial_number,
                      certificate.not_valid_after_utc.date())
             renewed.append(role)
+        try:
+            self._leftover_keys.record_once()
+        except SignServerError as exc:  # the removals due go on; the search is tried again next pass
+            log.warning("could not look for service keys left on the token by earlier renewals, tried again on "
+                        "the next pass: %s", exc)
         self.remove_superseded_keys(operator)
         return renewed
 

@@ -186,6 +186,14 @@ def delete_superseded_key(conn: Connection, key_id: str) -> None:
     conn.execute(delete(superseded_ca_keys).where(superseded_ca_keys.c.key_id == key_id))
 
 
+def certificates_of_profiles(conn: Connection, profiles: tuple[str, ...]) -> list[tuple[str, x509.Certificate]]:
+    """The certificates this CA issued under ``profiles``, with their profile, newest first."""
+    rows = conn.execute(select(certificates.c.profile, certificates.c.der)
+                        .where(certificates.c.profile.in_(profiles))
+                        .order_by(certificates.c.issued_at.desc(), certificates.c.serial))
+    return [(row.profile, x509.load_der_x509_certificate(row.der)) for row in rows]
+
+
 def crl_authorities(conn: Connection) -> set[str]:
     """The authorities that have published a CRL."""
     return set(conn.execute(select(crls.c.authority)).scalars())
@@ -201,6 +209,11 @@ class PendingKey:
 def get_pending_key(conn: Connection, purpose: str) -> PendingKey | None:
     row = conn.execute(select(pending_ca_keys).where(pending_ca_keys.c.purpose == purpose)).first()
     return PendingKey(row.purpose, row.label, row.algorithm) if row is not None else None
+
+
+def pending_key_labels(conn: Connection) -> set[str]:
+    """The labels recorded for keys about to be generated (whether the token made them or not)."""
+    return set(conn.execute(select(pending_ca_keys.c.label)).scalars())
 
 
 def put_pending_key(conn: Connection, purpose: str, label: str, algorithm: str, now: datetime.datetime) -> None:
