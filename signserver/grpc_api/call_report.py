@@ -1,5 +1,6 @@
-"""What every gRPC call reports when it ends: its status and latency to the meter, and, when
-``[logging] calls`` is on, its line in the log (with the request id)."""
+"""What every gRPC call reports when it ends: its status and latency to the meter, a refusal's
+stable reason (its ErrorInfo's: several reasons share a status code), and, when ``[logging] calls``
+is on, its line in the log (with the request id)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 import grpc
 
+from signserver.errors import SignServerError
 from signserver.monitoring.calls import call_answered
 
 FRONT = "grpc"
@@ -32,14 +34,16 @@ def aborted_status(context: grpc.aio.ServicerContext) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
-def report_call(method: str, status: str, started: float, context: grpc.aio.ServicerContext) -> None:
+def report_call(method: str, status: str, started: float, context: grpc.aio.ServicerContext,
+                refused_with: type[SignServerError] | None = None) -> None:
     """Report one call ended with ``status`` (a StatusCode's name) after starting at ``started``
-    (time.perf_counter)."""
+    (time.perf_counter); ``refused_with``: for a refusal, the error class whose ``reason`` its
+    ErrorInfo carries."""
     def offered() -> str | None:
         return next((value for key, value in context.invocation_metadata() or ()
                      if key == REQUEST_ID_KEY and isinstance(value, str)), None)
 
-    call_answered(FRONT, method, status, time.perf_counter() - started, offered)
+    call_answered(FRONT, method, status, time.perf_counter() - started, offered, refused_with)
 
 
 def unknown_method_handler(method: str) -> grpc.RpcMethodHandler:

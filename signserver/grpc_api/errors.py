@@ -213,7 +213,8 @@ def _wrap_unary(behaviour: Callable[..., Awaitable[Any]], method: str, deseriali
             raise
         except Exception as exc:
             status, reported = _status_name(exc), True
-            report_call(name, status, started, context)  # counted before its refusal leaves (_abort sends it)
+            # counted before its refusal leaves (_abort sends it)
+            report_call(name, status, started, context, _refused_with(exc))
             await _abort(context, method, exc)
         finally:
             if not reported:
@@ -238,7 +239,8 @@ def _wrap_stream(behaviour, method: str, deserializer, streaming_request: bool):
             raise
         except Exception as exc:
             status, reported = _status_name(exc), True
-            report_call(name, status, started, context)  # counted before its refusal leaves (_abort sends it)
+            # counted before its refusal leaves (_abort sends it)
+            report_call(name, status, started, context, _refused_with(exc))
             await _abort(context, method, exc)
         finally:
             if not reported:
@@ -251,6 +253,12 @@ def _status_name(exc: Exception) -> str:
         return grpc.StatusCode.RESOURCE_EXHAUSTED.name
     return status_for(exc).name if isinstance(exc, errors.SignServerError) else grpc.StatusCode.INTERNAL.name
 
+
+def _refused_with(exc: Exception) -> type[errors.SignServerError]:
+    """The error class whose reason the refusal of ``exc`` carries in its ErrorInfo (see _abort)."""
+    if out_of_memory(exc):
+        return errors.MemoryExhausted
+    return type(exc) if isinstance(exc, errors.SignServerError) else errors.SignServerError
 
 
 # Each kind of RPC handler, how to rebuild it, and which wrapper fits its response side.

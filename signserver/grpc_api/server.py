@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import os
 import signal
@@ -189,11 +190,15 @@ BACKGROUND_LEASE = "background-work"
 # A background task still running after this long at a stop is left to its lease: the fronts'
 # drain (SHUTDOWN_GRACE_SECONDS) and this wait stay within the supervisor's grace (20 s).
 BACKGROUND_STOP_SECONDS = 8.0
+# Every node reports its certificates' ends this often: a renewal or a re-certification made by the
+# node holding the lease is otherwise seen by the others' metrics only when their workers restart.
+EXPIRY_REPORT_SECONDS = 300
 
 
 class BackgroundWork:
     """The server's background thread: sends queued e-mail and seals the audit log when due,
-    while it holds the database lease ``BACKGROUND_LEASE`` (renewed each round)."""
+    while it holds the database lease ``BACKGROUND_LEASE`` (renewed each round); on every node,
+    removes its expired spooled documents and reports its certificates' ends."""
 
     def __init__(self, service: SignService, poll_seconds: float = 1.0, lease_seconds: int = DEFAULT_LEASE_SECONDS):
         self._service = service
@@ -203,6 +208,7 @@ class BackgroundWork:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="background", daemon=True)
         self._retention = store_retention(service.database, service.audit, service.clock, service.config.retention)
+        self._expiries_reported: datetime.datetime | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -246,6 +252,7 @@ class BackgroundWork:
             # Every node sweeps its own spool directory (it may not be shared); removing a row
             # twice is harmless, only the remover deletes the file.
             self._run_task(self._service.pades.remove_expired_documents)
+            self._run_task(self._report_expiries_if_due)
             if self._holds_lease(renew=True):
                 for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due,
                              self._service.ca.refresh_crls_if_due, self._renew_service_keys,
@@ -256,6 +263,16 @@ class BackgroundWork:
                         break
                     self._run_task(task)
             self._stop.wait(self._poll)
+
+    def _report_expiries_if_due(self) -> None:
+        """This node's certificates' ends, reported every EXPIRY_REPORT_SECONDS whether or not it
+        holds the lease."""
+        now = self._service.clock.now()
+        reported = self._expiries_reported
+        if reported is not None and now - reported < datetime.timedelta(seconds=EXPIRY_REPORT_SECONDS):
+            return
+        self._expiries_reported = now
+        report_certificate_expiries(self._service, self._service.config)
 
     def _renew_service_keys(self) -> None:
         """The OCSP responder's and TSA's certificates renewed when due, and their new ends

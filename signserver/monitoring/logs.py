@@ -2,10 +2,11 @@ r"""Log lines as text (the default) or as JSON lines, and the per-call line.
 
 A text line reads ``time LEVEL [worker] logger: message`` (``[worker 0]``, ``[supervisor]``,
 ``[metrics]``; no brackets in a command's lines). A JSON line has one field each for time, level,
-logger, worker (in the server's processes), message, and, on a call's line, method, status,
-latency_ms and request_id (the client's ``x-request-id`` when it sent a usable one, else one made
-here), so that a log pipeline filters without parsing sentences. Nothing here reads a request's content: secrets
-never reach a log line through it.
+logger, worker (in the server's processes), message, and, on a call's line, method, status, for a
+refusal reason (the stable reason its answer carries), latency_ms and request_id (the client's
+``x-request-id`` when it sent a usable one, else one made here), so that a log pipeline filters
+without parsing sentences. Nothing here reads a request's content: secrets never reach a log line
+through it.
 
 A message may carry text a client chose (an account name, a field, a path), so each event stays one
 line whatever it carries: line breaks of every kind, other control characters and the characters
@@ -30,7 +31,7 @@ import sys
 from signserver.monitoring.meter import meter
 
 CALL_LOGGER = "signserver.calls"
-CALL_FIELDS = ("method", "status", "latency_ms", "request_id")
+CALL_FIELDS = ("method", "status", "reason", "latency_ms", "request_id")
 _USABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Control characters (C0, DEL, C1), the line and paragraph separators, and the format characters
 # that hide text or change its direction on a terminal: none belongs in a log line as it is.
@@ -83,12 +84,14 @@ def request_id(offered: str | None) -> str:
     return secrets.token_hex(8)
 
 
-def log_call(method: str, status: str, seconds: float, request: str) -> None:
-    """The line of one call answered."""
+def log_call(method: str, status: str, seconds: float, request: str, reason: str | None = None) -> None:
+    """The line of one call answered; ``reason``: a refusal's stable reason (after its status)."""
     latency_ms = round(seconds * 1000, 3)
+    outcome = f"{status} {reason}" if reason else status
     logging.getLogger(CALL_LOGGER).info(
-        "%s %s %.3f ms [%s]", method, status, latency_ms, request,
-        extra={"method": method, "status": status, "latency_ms": latency_ms, "request_id": request})
+        "%s %s %.3f ms [%s]", method, outcome, latency_ms, request,
+        extra={"method": method, "status": status, "reason": reason, "latency_ms": latency_ms,
+               "request_id": request})
 
 
 def one_line(text: str) -> str:

@@ -13,8 +13,10 @@ from __future__ import annotations
 class Meter:
     """Every report a server makes; this base records nothing."""
 
-    def call_finished(self, front: str, method: str, status: str, seconds: float) -> None:
-        """A call of ``front`` ("grpc", "csc") to ``method`` ended with ``status`` after ``seconds``."""
+    def call_finished(self, front: str, method: str, status: str, seconds: float, reason: str | None = None) -> None:
+        """A call of ``front`` ("grpc", "csc") to ``method`` ended with ``status`` after ``seconds``;
+        ``reason``, for a refusal, is the stable reason its answer carries (an error class's
+        ``reason``, e.g. ACCOUNT_LOCKED: several share one status), None for a call not refused."""
 
     def hsm_lock_released(self, waited: float, held: float) -> None:
         """The PKCS#11 lock was waited for ``waited`` seconds, then held ``held`` seconds."""

@@ -5,7 +5,8 @@ which the supervisor empties and sets before it starts a worker: prometheus_clie
 storage when it is first imported); one scrape of the supervisor's ``[metrics] listen`` reads them
 all, so the figures are the node's, whichever worker served what. Gauges are summed over the live
 workers, except those only the background work reports (CRL age, outbox backlog): the newest
-report is served, and only while it is recent (:class:`NodeFigures`). A worker that is creating
+report is served, and only while it is recent (:class:`NodeFigures`); a certificate's end is the
+latest reading of any worker, the background lease the largest. A worker that is creating
 its files as the scrape reads them is left out of that scrape, rather than failing it.
 
 prometheus_client's process figures (``process_resident_memory_bytes``, ``process_open_fds``, ...)
@@ -273,6 +274,10 @@ class PrometheusMeter(Meter):
 
         self._calls = Counter("signserver_calls", "Calls answered, by front, method and status",
                               ("front", "method", "status"))
+        # Apart from the calls: a label more there would split every series of the calls answered.
+        self._refusals = Counter("signserver_refusals",
+                                 "Calls refused, by front, method and the stable reason their answer carries",
+                                 ("front", "method", "reason"))
         self._call_seconds = Histogram("signserver_call_seconds", "Time to answer a call",
                                        ("front", "method"), buckets=CALL_BUCKETS)
         self._lock_wait = Histogram("signserver_hsm_lock_wait_seconds",
@@ -292,11 +297,15 @@ class PrometheusMeter(Meter):
                               multiprocess_mode="livemostrecent")
         self._outbox = Gauge("signserver_outbox_backlog", "E-mails waiting in the outbox",
                              multiprocess_mode="livemostrecent")
-        # livemax: 1 on the node whose worker holds the lease, 0 on the others; a worker that dies
-        # holding it leaves the figure with it (its lease runs out: another node takes the work).
+        # mostrecent: the latest reading of any worker, which reads the certificates as they are
+        # now, even when a certificate was replaced by one that ends sooner (the largest would hide
+        # it behind the end a worker started earlier read); a worker that ended leaves its reading,
+        # true when it was made, until a newer one.
         self._expiries = Gauge("signserver_certificate_expiry_timestamp_seconds",
                                "When a certificate the node serves with ends (seconds since the epoch)",
-                               ("certificate",), multiprocess_mode="livemax")
+                               ("certificate",), multiprocess_mode="mostrecent")
+        # livemax: 1 on the node whose worker holds the lease, 0 on the others; a worker that dies
+        # holding it leaves the figure with it (its lease runs out: another node takes the work).
         self._lease = Gauge("signserver_background_lease_held",
                             "1 while a worker of this node holds the lease of the background work",
                             multiprocess_mode="livemax")
@@ -305,8 +314,10 @@ class PrometheusMeter(Meter):
         self._known_pools: set[str] = set()
 
     @_never_raising
-    def call_finished(self, front: str, method: str, status: str, seconds: float) -> None:
+    def call_finished(self, front: str, method: str, status: str, seconds: float, reason: str | None = None) -> None:
         self._calls.labels(front, method, status).inc()
+        if reason is not None:
+            self._refusals.labels(front, method, reason).inc()
         self._call_seconds.labels(front, method).observe(seconds)
 
     @_never_raising

@@ -310,3 +310,46 @@ def test_a_serial_is_found_however_it_is_written(config, tmp_path):
                ":".join(issued.serial[i:i + 2] for i in range(0, len(issued.serial), 2)), "00" + issued.serial]
     for serial in written:
         assert service.ca.get(serial).serial == issued.serial, serial
+
+
+def test_a_node_without_the_background_lease_reports_certificate_ends_the_lease_holder_changed(config, tmp_path):
+    import time
+
+    from signserver.clock import ManualClock
+    from signserver.grpc_api.server import BACKGROUND_LEASE, EXPIRY_REPORT_SECONDS, BackgroundWork
+    from signserver.monitoring.meter import Meter, install_meter, meter
+    from signserver.store.leases import Lease, LeaseKeeper
+    from tests.ca.conftest import own_ca
+
+    clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
+    service = own_ca(config, tmp_path / "other-node.db", clock)
+    # Another node holds the background work's lease: this one never runs the CA's passes.
+    assert LeaseKeeper(Lease(service.database, clock, BACKGROUND_LEASE, 3600), clock).keep(True)
+
+    class Expiries(Meter):
+        def __init__(self):
+            self.reported = {}
+
+        def certificate_expiry(self, certificate: str, not_after: float) -> None:
+            self.reported[certificate] = not_after
+    expiries, kept = Expiries(), meter()
+    install_meter(expiries)
+    work = BackgroundWork(service, poll_seconds=0.05)
+    work.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "issuing-ca" not in expiries.reported and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = expiries.reported["issuing-ca"]
+        clock.advance(days=30)
+        issuing = service.ca.recertify_issuing("operator:test")  # as the lease holder's operator would
+        assert issuing.not_valid_after_utc.timestamp() > first
+        clock.advance(seconds=EXPIRY_REPORT_SECONDS)
+        deadline = time.monotonic() + 30
+        while expiries.reported["issuing-ca"] == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        work.stop()
+        install_meter(kept)
+    # Reported by this node too: an alert on the old end would otherwise fire here till a restart.
+    assert expiries.reported["issuing-ca"] == issuing.not_valid_after_utc.timestamp()

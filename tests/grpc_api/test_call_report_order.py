@@ -13,9 +13,9 @@ def test_a_refused_call_is_reported_before_its_answer_leaves(config, tmp_path, c
     steps = []
     report_call, abort = errors.report_call, errors._abort
 
-    def reporting(method, status, started, context):
-        steps.append(("reported", method, status))
-        report_call(method, status, started, context)
+    def reporting(method, status, started, context, refused_with=None):
+        steps.append(("reported", method, status, refused_with.reason if refused_with else None))
+        report_call(method, status, started, context, refused_with)
 
     async def answering(context, method, exc):
         steps.append(("answered", method))
@@ -30,4 +30,4 @@ def test_a_refused_call_is_reported_before_its_answer_leaves(config, tmp_path, c
         assert refused.code().name == "UNAUTHENTICATED"
         listing = [step for step in steps if "ListCredentials" in step[1]]
     assert [step[0] for step in listing] == ["reported", "answered"]
-    assert listing[0][2] == "UNAUTHENTICATED"
+    assert listing[0][2:] == ("UNAUTHENTICATED", "APPLICATION_UNAUTHENTICATED")

@@ -209,3 +209,61 @@ def test_calls_to_methods_the_server_does_not_implement_are_counted_under_one_la
     lines = [json.loads(line) for line in served.text().splitlines() if line.startswith("{")]
     assert sum(1 for line in lines if line["logger"] == "signserver.calls" and line.get("method") == "unknown"
                and line["status"] == "UNIMPLEMENTED") == 5
+
+
+def refusals(samples, method: str, reason: str) -> float:
+    return samples.get(("signserver_refusals_total",
+                        (("front", "grpc"), ("method", method), ("reason", reason))), 0.0)
+
+
+def test_refusals_are_counted_by_the_reason_their_answer_carries(served):
+    """Several reasons share a status code (a wrong password and an unknown application are both
+    UNAUTHENTICATED; a locked and a disabled account both FAILED_PRECONDITION): an operator alerts on
+    accounts being locked, not on the wrong passwords before, from the reason each refusal carries."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    credentials = application(served, "reasons-app")
+    credential = holder(served, "reasons.holder")
+    disabled = holder(served, "reasons.disabled")
+    assert served.cli("account", "disable", "reasons.disabled").returncode == 0
+    digest = hashlib.sha256(b"reasons").digest()
+    answers = []
+
+    def refused(call, *args, **kwargs) -> None:
+        with pytest.raises(grpc.RpcError) as error:
+            call(*args, timeout=30, **kwargs)
+        info = error_details_pb2.ErrorInfo()
+        rpc_status.from_call(error.value).details[0].Unpack(info)
+        answers.append((error.value.code().name, info.reason))
+
+    def authorize(account: str, password: str, credential_id: str) -> signing_pb2.AuthorizeRequest:
+        return signing_pb2.AuthorizeRequest(account=account, password=password, credential_id=credential_id,
+                                            hash_algorithm=signing_pb2.HASH_ALGORITHM_SHA256, digests=[digest])
+
+    for attempt in range(6):  # several channels, so that both workers refuse some of the calls
+        with grpc.secure_channel(f"localhost:{served.port}", credentials) as channel:
+            stub = signing_pb2_grpc.SigningServiceStub(channel)
+            refused(stub.Authorize, authorize("reasons.holder", "Wrong-password-1", credential))
+    with grpc.secure_channel(f"localhost:{served.port}", credentials) as channel:
+        stub = signing_pb2_grpc.SigningServiceStub(channel)
+        refused(stub.Authorize, authorize("reasons.disabled", PASSWORD, disabled))
+        refused(stub.ListCredentials, signing_pb2.ListCredentialsRequest(account="reasons.holder"),
+                metadata=(("x-api-key", "ssk_not-a-real-key"),))
+    assert answers == [("UNAUTHENTICATED", "AUTHENTICATION_FAILED")] * 5 + [
+        ("FAILED_PRECONDITION", "ACCOUNT_LOCKED"), ("FAILED_PRECONDITION", "ACCOUNT_DISABLED"),
+        ("UNAUTHENTICATED", "APPLICATION_UNAUTHENTICATED")]
+
+    samples = scrape(served)
+    assert calls(samples, "SigningService/Authorize", "UNAUTHENTICATED") == 5
+    assert calls(samples, "SigningService/Authorize", "FAILED_PRECONDITION") == 2
+    assert refusals(samples, "SigningService/Authorize", "AUTHENTICATION_FAILED") == 5
+    assert refusals(samples, "SigningService/Authorize", "ACCOUNT_LOCKED") == 1
+    assert refusals(samples, "SigningService/Authorize", "ACCOUNT_DISABLED") == 1
+    assert refusals(samples, "SigningService/ListCredentials", "APPLICATION_UNAUTHENTICATED") == 1
+    assert sum(value for (name, _labels), value in samples.items() if name == "signserver_refusals_total") == 8
+    # The call log says the same, line by line.
+    lines = [json.loads(line) for line in served.text().splitlines() if line.startswith("{")]
+    logged = [(line["status"], line.get("reason")) for line in lines if line["logger"] == "signserver.calls"
+              and line["method"] in ("SigningService/Authorize", "SigningService/ListCredentials")]
+    assert sorted(logged) == sorted(answers)

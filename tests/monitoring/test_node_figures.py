@@ -167,3 +167,35 @@ def test_the_call_histogram_tells_apart_the_latencies_an_operator_watches(node, 
     node.serve_metrics()
     buckets = [value for (name, labels), value in node.scrape().items() if name == "signserver_call_seconds_bucket"]
     assert 1 in buckets, f"{faster} s and {slower} s fall in the same bucket"
+
+
+def test_refusals_are_summed_over_the_workers_by_their_reason(node):
+    """Two reasons under one status are two series, whichever worker refused; a call answered is
+    no refusal, and the figure says what it counts."""
+    node.worker(0, "meter.call_finished('grpc', 'SigningService/Authorize', 'UNAUTHENTICATED', 0.03, "
+                   "'AUTHENTICATION_FAILED')",
+                "meter.call_finished('grpc', 'SigningService/Authorize', 'OK', 0.03)")
+    node.worker(1, "meter.call_finished('grpc', 'SigningService/Authorize', 'UNAUTHENTICATED', 0.03, "
+                   "'AUTHENTICATION_FAILED')",
+                "meter.call_finished('grpc', 'SigningService/SignHash', 'UNAUTHENTICATED', 0.001, "
+                "'APPLICATION_UNAUTHENTICATED')")
+    node.serve_metrics()
+    refused = {labels: value for (name, labels), value in node.scrape().items()
+               if name == "signserver_refusals_total"}
+    grpc = ("front", "grpc")
+    assert refused == {(grpc, ("method", "SigningService/Authorize"), ("reason", "AUTHENTICATION_FAILED")): 2,
+                       (grpc, ("method", "SigningService/SignHash"), ("reason", "APPLICATION_UNAUTHENTICATED")): 1}, refused
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.port}/metrics", timeout=10) as answer:
+        assert "# HELP signserver_refusals_total Calls refused, by front, method and the stable reason" in \
+            answer.read().decode()
+
+
+def test_the_latest_reading_of_a_certificate_end_is_served(node):
+    """A certificate replaced by one that ends sooner (an issuing CA recertified, a new TLS
+    certificate), read by a worker started since, is not hidden behind the end that a worker
+    started earlier read: an alert on the end must see the sooner one."""
+    node.worker(0, "meter.certificate_expiry('issuing-ca', 1900000000.0)")
+    node.worker(1, "meter.certificate_expiry('issuing-ca', 1800000000.0)")
+    node.serve_metrics()
+    assert node.scrape()[("signserver_certificate_expiry_timestamp_seconds",
+                          (("certificate", "issuing-ca"),))] == 1800000000.0
