@@ -44,7 +44,9 @@ class AuditPruner:
 
     def prune(self, until: int, actor: str) -> Anchor:
         """Start the live log after record ``until``, the last record of an export; the records
-        and seals before it go with :meth:`remove_batch`.
+        and seals before it go with :meth:`remove_batch`. Asked again for the record where the
+        log starts while records or seals before it are still there (a removal that was
+        interrupted), it changes nothing and returns that anchor, for :meth:`remove_batch` to finish.
 
         Raises:
             InvalidArgument: no such record number; already removed; not exported; younger than
@@ -60,6 +62,8 @@ class AuditPruner:
             conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
             anchor = read_anchor(conn)
             start = anchor.seq if anchor else 0
+            if until == start and _left_before(conn, anchor):
+                return anchor  # the removal was interrupted: the caller's batches finish it
             if until <= start:
                 raise InvalidArgument(f"records up to {start} were removed already")
             export = conn.execute(select(audit_exports).where(audit_exports.c.last_seq == until,
@@ -130,3 +134,10 @@ class AuditPruner:
                     audit_seals.c.number >= first_seal,
                     audit_seals.c.number < min(first_seal + self._batch, anchor.seal_number))).rowcount
         return Removed(records, seals)
+
+
+def _left_before(conn, anchor: Anchor) -> bool:
+    """Whether records or seals that a prune to ``anchor`` removes are still there."""
+    first = conn.execute(select(func.min(audit_log.c.seq))).scalar()
+    first_seal = conn.execute(select(func.min(audit_seals.c.number))).scalar()
+    return (first is not None and first <= anchor.seq) or (first_seal is not None and first_seal < anchor.seal_number)

@@ -10,6 +10,9 @@ server running (a sealed ``server.started`` not followed by a sealed ``server.st
 seal older than the heartbeat would leave it; and, along the chain, two consecutive seals further
 apart than that, or a seal covering records older than that, unless the log had recorded a clean
 stop (seals removed while the server ran, and the rewritten head sealed by its next heartbeat).
+A log cut off from its end, or emptied, is told by what the database still holds of it: the head,
+the seals, the anchor, the newest recorded export (whose records stay until a prune); a database
+where all of that went too, by the seal key pinned beside an empty log.
 
 The walk runs beside the server: in bounded memory (:mod:`signserver.audit.chain_check`), in
 batches of short read transactions that never take the writer lock (:mod:`signserver.audit.live_log`),
@@ -33,10 +36,10 @@ from signserver.audit.live_log import BATCH, AnchorMoved, LiveLogReader, Progres
 from signserver.audit.seal_format import SealContent
 from signserver.audit.seal_key import SealKeyPin
 from signserver.audit.verified_mark import VerifiedMark
-from signserver.clock import epoch_seconds
+from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import StoreUnavailable
 from signserver.store.database import Database
-from signserver.store.schema import audit_head, audit_log, audit_seals
+from signserver.store.schema import audit_exports, audit_head, audit_log, audit_seals
 
 __all__ = ["AuditReport", "Progress", "verify_audit_log"]
 
@@ -47,6 +50,8 @@ RESTARTS = 3  # walks started over because a prune removed records ahead of them
 _HEAD = select(audit_head.c.seq, audit_head.c.hash)
 _NEWEST_SEQ = select(func.max(audit_log.c.seq))
 _NEWEST_SEAL = select(func.max(audit_seals.c.number))
+_NEWEST_EXPORT = (select(audit_exports.c.last_seq, audit_exports.c.file_sha256, audit_exports.c.exported_at)
+                  .order_by(audit_exports.c.last_seq.desc()).limit(1))
 
 
 def verify_audit_log(database: Database, pin: SealKeyPin, now: datetime.datetime,
@@ -79,9 +84,10 @@ def _verify(database: Database, pin: SealKeyPin, now: datetime.datetime, max_sea
     report = AuditReport()
     pinned = pinned_keys(pin, expected_key, report)
     with database.read() as conn:  # where the walk starts and ends: one snapshot
-        head = conn.execute(_HEAD).one()
+        head = conn.execute(_HEAD).first()
         newest_seq = conn.execute(_NEWEST_SEQ).scalar() or 0
         newest_seal = conn.execute(_NEWEST_SEAL).scalar() or 0
+        newest_export = conn.execute(_NEWEST_EXPORT).first()
         anchor = read_anchor(conn)
         # A full walk does not start from the mark, but checks it all the same: a log rolled back
         # (or emptied) past the last seal an earlier run found intact is otherwise a clean log,
@@ -95,6 +101,10 @@ def _verify(database: Database, pin: SealKeyPin, now: datetime.datetime, max_sea
             seals = conn.execute(select(func.count()).select_from(audit_seals)).scalar()
             report.problem(f"no seal key is pinned at {pin.path}: the {seals} seals cannot be checked (the server "
                            "pins the token's seal key when it first seals)")
+    if head is None:  # every migration makes its one row, and appends only ever update it
+        report.problem("the log's head (the row of audit_head) is gone: it was deleted, with what it said of the "
+                       "newest record")
+    head_seq = head.seq if head is not None else newest_seq
     report.first_seq = anchor.seq + 1 if anchor else 1
     start = ChainStart.after(anchor)
     if checkpoint is not None:
@@ -103,21 +113,38 @@ def _verify(database: Database, pin: SealKeyPin, now: datetime.datetime, max_sea
     check: ChainCheck
     reader = LiveLogReader(database, anchor.seq if anchor else 0, lambda: check.last[0], batch, progress)
     check = ChainCheck(pinned, allowance_seconds(max_seal_age), start, report, reader.hash_of_record)
-    for kind, item in merged(reader.records(start.seq, head.seq),
+    for kind, item in merged(reader.records(start.seq, head_seq),
                              reader.seals(start.seal.number if start.seal else 1, newest_seal)):
         if kind is RECORD:
             check.record(item)
         else:
             check.seal(item)
     check.check_start_seal_seen()
-    check.check_head(head.seq, head.hash, newest_seq)
+    if head is not None:
+        check.check_head(head.seq, head.hash, newest_seq)
     check.check_anchor_recorded(anchor)
+    _check_exports_held(report, check.last[0], newest_export)
+    if pinned is not None and not newest_seal and anchor is None and not head_seq and not newest_seq:
+        report.problem(f"the log holds no record and no seal, yet a seal key is pinned at {pin.path}, which a "
+                       "server writes when it first seals: its records and seals were removed, or this is not "
+                       "the database it sealed")
     if pinned is not None or not newest_seal:
         check.check_freshness(epoch_seconds(now))
     report.close()
     if mark is not None and report.intact and check.checkpoint is not None:
         mark.save(check.checkpoint, pinned, epoch_seconds(now))
     return report
+
+
+def _check_exports_held(report: AuditReport, last_seq: int, newest_export) -> None:
+    """Records an export wrote to a file stay in the live log until a prune removes them from its
+    start: a log that ends before the newest export's last record was cut off, or emptied."""
+    if newest_export is None or newest_export.last_seq <= last_seq:
+        return
+    ends = f"ends at record {last_seq}" if last_seq else "holds no record"
+    report.problem(f"records were exported up to record {newest_export.last_seq} (to a file of SHA-256 "
+                   f"{newest_export.file_sha256}, at {from_epoch(newest_export.exported_at).isoformat()}), but the "
+                   f"log {ends}: records were cut off from its end, or it was emptied")
 
 
 def _still_there(conn, checkpoint: Checkpoint, anchor: Anchor | None, report: AuditReport) -> Checkpoint | None:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from signserver.store.database import Database
 
 OPERATOR = "operator:cli"
+# The first migration from which the audit tables (records, head, seals, exports, anchor) have
+# the columns this version reads: `audit verify` reads a database at it or later as it is.
+AUDIT_TABLES_SINCE = "0014"
 
 
 def add_parser(subparsers) -> None:
@@ -82,11 +85,13 @@ def _fingerprint(text: str) -> str:
     return value
 
 
-def open_database(config: Config) -> Database:
-    """The configured database, its schema brought up to date.
+def open_database(config: Config, upgrade: bool = True) -> Database:
+    """The configured database, its schema brought up to date; without ``upgrade``, as it is
+    (see :func:`check_schema_readable`).
 
     Raises: ConfigurationError: it cannot be opened; a SQLite file that does not exist (a
-        mistyped URL or state directory) is not made: an empty log there would verify as intact.
+        mistyped URL or state directory) is not made: an empty log there would verify as intact;
+        without ``upgrade``, its schema is one whose audit log this version cannot read.
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -102,8 +107,40 @@ def open_database(config: Config) -> Database:
             raise ConfigurationError("database.url", f"no database at {path}: check the URL (or the state "
                                                      "directory); the server makes it when it first starts")
     database = Database(config.database_url, config.database)
-    database.migrate()
+    if upgrade:
+        database.migrate()
+    else:
+        check_schema_readable(database)
     return database
+
+
+def check_schema_readable(database: Database) -> None:
+    """Whether this version can read the audit log of ``database`` as it is, without upgrading it:
+    an auditor checks a production database, or a copy or backup that must stay as it was, and an
+    upgrade would rewrite it (migration 0020 copies every audit record on SQLite). The audit tables
+    have their present columns from migration AUDIT_TABLES_SINCE on.
+
+    Raises: ConfigurationError: no schema, one older than that, or one a newer version made.
+    """
+    from signserver.store.database import NEWEST_MIGRATION
+
+    found = database.current_migration()
+    if found == NEWEST_MIGRATION:
+        return
+    known = found is not None and found.isdigit() and len(found) == len(NEWEST_MIGRATION)
+    if known and AUDIT_TABLES_SINCE <= found < NEWEST_MIGRATION:
+        return
+    if found is None:
+        why = "holds no signserver schema (no migration version)"
+    elif known and found > NEWEST_MIGRATION:
+        why = (f"is at migration {found}, which a newer version of signserver made (this one knows up to "
+               f"{NEWEST_MIGRATION}): check it with that version")
+    else:
+        why = (f"is at migration {found}, older than {AUDIT_TABLES_SINCE}, whose audit log this version (schema "
+               f"{NEWEST_MIGRATION}) cannot read: check it with the signserver version that wrote it, or upgrade "
+               "it with this one first (`signserver serve` upgrades the schema when it starts)")
+    raise ConfigurationError("database.url", f"the database {why}; `audit verify` checks a database as it is and "
+                                             "never upgrades it")
 
 
 def walk_progress(what: str) -> Callable[[Progress], None]:
@@ -128,7 +165,7 @@ def cmd_verify(args, config: Config) -> int:
     allowance = max_seal_age(config.audit.seal_interval_seconds)
     if args.file:
         return _verify_files(args, pin, allowance)
-    database = open_database(config)
+    database = open_database(config, upgrade=False)  # checked as it is: never written
     clock = SystemClock()
     report = verify_audit_log(database, pin, clock.now(), allowance, expected_key=args.expect_key,
                               mark=VerifiedMark(config.state_dir, config.database_url), full=args.full,
