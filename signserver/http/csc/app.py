@@ -14,7 +14,7 @@ from signserver import __version__
 from signserver.http.call_metrics import CallMetrics
 from signserver.http.csc import credentials, documents, info, login, signatures, v1
 from signserver.http.csc.context import CscContext
-from signserver.http.csc.errors import install_error_handlers
+from signserver.http.csc.errors import UNEXPECTED, install_error_handlers
 from signserver.http.csc.limits import BodyLimit, body_limit
 from signserver.http.csc.no_store import NoStore
 
@@ -40,7 +40,9 @@ def create_csc_app(context: CscContext) -> FastAPI:
     app.include_router(v1.router, prefix=V1_PREFIX)
     app.add_middleware(BodyLimit, limit=body_limit(context.service.config.pades.max_document_mb))
     app.add_middleware(NoStore)  # every answer of those paths, whoever gives it
-    app.add_middleware(CallMetrics, front="csc")  # outermost: every call, refusals at the gate included
+    # Outermost: every call, refusals at the gate included; a refusal by the reason its answer
+    # carries, a fault no handler answered by the reason the answer to it carries.
+    app.add_middleware(CallMetrics, front="csc", faults_refused_with=UNEXPECTED)
     app.openapi = lambda: csc_openapi(app)
     return app
 

@@ -2,8 +2,10 @@
 
 CSC's shape is OAuth 2.0's: ``{"error": ..., "error_description": ...}`` with an HTTP status.
 The ``error`` codes are the ones the CSC API names; signserver's own stable reason, where the
-error carries one, travels beside them as ``error_reason``. Anything unexpected becomes a 500
-with a generic description: the traceback goes to the log, never to the client.
+error carries one, travels beside them as ``error_reason``, and is the reason the call is counted
+by in ``signserver_refusals_total`` (see :class:`CscErrorResponse`). Anything unexpected becomes a
+500 with a generic description and the reason INTERNAL: the traceback goes to the log, never to the
+client.
 
 What the client named and the server does not have (a credential, a responseID) is, as the CSC
 API answers it, 400 ``invalid_request`` with a description ("Invalid parameter credentialID"),
@@ -25,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from signserver import errors
+from signserver.http.call_metrics import note_refusal
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ CSC_ERROR_BY_CLASS: dict[type[errors.SignServerError], CscError] = {
     errors.SignServerError: CscError(500, "server_error"),
 }
 MAX_DESCRIPTION_CHARACTERS = 1000  # a message quoting the caller's input stays readable
+# The error class whose reason (INTERNAL) the answer to an unexpected fault carries.
+UNEXPECTED = errors.SignServerError
 
 
 def csc_error_for(error: errors.SignServerError) -> CscError:
@@ -88,17 +93,34 @@ def csc_error_for(error: errors.SignServerError) -> CscError:
     return CscError(500, "server_error")
 
 
-def error_response(status: int, error: str, description: str, reason: str | None = None,
-                   headers: dict[str, str] | None = None, **extra) -> JSONResponse:
-    """A CSC error answer."""
+class CscErrorResponse(JSONResponse):
+    """A CSC error answer; ``refused_with``, the error class whose stable reason it carries, is
+    noted on the request's scope as it is sent, so the call is counted by that reason (see
+    signserver.http.call_metrics), whoever sends it: a handler, an endpoint or a middleware."""
+
+    refused_with: type[errors.SignServerError] | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.refused_with is not None:
+            note_refusal(scope, self.refused_with)
+        await super().__call__(scope, receive, send)
+
+
+def error_response(status: int, error: str, description: str,
+                   refused_with: type[errors.SignServerError] | None = None,
+                   headers: dict[str, str] | None = None, **extra) -> CscErrorResponse:
+    """A CSC error answer; ``refused_with``: the signserver error class whose stable reason it
+    carries as ``error_reason`` (and is counted by), None for an answer that carries none."""
     body = {"error": error, "error_description": description[:MAX_DESCRIPTION_CHARACTERS]}
-    if reason:
-        body["error_reason"] = reason
+    if refused_with is not None:
+        body["error_reason"] = refused_with.reason
     body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers)
+    response = CscErrorResponse(body, status_code=status, headers=headers)
+    response.refused_with = refused_with
+    return response
 
 
-def signserver_error_response(error: errors.SignServerError) -> JSONResponse:
+def signserver_error_response(error: errors.SignServerError) -> CscErrorResponse:
     """The CSC answer for a signserver error: its status, CSC code, message and stable reason."""
     mapped = csc_error_for(error)
     headers: dict[str, str] = {}
@@ -124,8 +146,7 @@ def signserver_error_response(error: errors.SignServerError) -> JSONResponse:
     if isinstance(error, errors.AccountLocked):
         extra["locked_until"] = error.until.isoformat(timespec="seconds")
         headers["Retry-After"] = format_datetime(error.until, usegmt=True)  # an HTTP-date: no clock needed here
-    return error_response(mapped.status, mapped.error, description, getattr(error, "reason", None),
-                          headers or None, **extra)
+    return error_response(mapped.status, mapped.error, description, type(error), headers or None, **extra)
 
 
 @contextlib.contextmanager
@@ -157,19 +178,25 @@ async def _on_validation_error(request: Request, error: RequestValidationError) 
         where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
         problems.append(f"{where or 'the request'}: {problem.get('msg', 'is not valid')}")
     return error_response(400, "invalid_request", "; ".join(problems) or "the request is not valid",
-                          getattr(errors.InvalidArgument, "reason", None))
+                          errors.InvalidArgument)
 
 
 async def _on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     code = {401: "invalid_token", 403: "access_denied", 404: "invalid_request",
             405: "invalid_request"}.get(error.status_code, "invalid_request" if error.status_code < 500 else "server_error")
     description = error.detail if isinstance(error.detail, str) else "the request is not valid"
-    return error_response(error.status_code, code, description, headers=getattr(error, "headers", None))
+    # A 400 of the framework is a body it could not read (not UTF-8, ...): the caller's input, as
+    # the validation errors are. A path or method that does not exist is no refusal of a request
+    # the API knows: it carries no reason, as an unknown gRPC method counts none.
+    refused_with = errors.InvalidArgument if error.status_code == 400 else None
+    return error_response(error.status_code, code, description, refused_with,
+                          headers=getattr(error, "headers", None))
 
 
 async def _on_unexpected(request: Request, error: Exception) -> JSONResponse:
     log.exception("CSC request %s failed unexpectedly", request.url.path, exc_info=error)
-    return error_response(500, "server_error", GENERIC_SERVER_ERROR)
+    # The reason CallMetrics counts it by (it answers outside the middleware, see app.py).
+    return error_response(500, "server_error", GENERIC_SERVER_ERROR, UNEXPECTED)
 
 
 def install_error_handlers(app: FastAPI) -> None:

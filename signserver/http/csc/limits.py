@@ -4,9 +4,8 @@ under way in a worker (each holds its documents until it ends)."""
 
 from __future__ import annotations
 
-import json
-
 from signserver.errors import InvalidArgument
+from signserver.http.csc.errors import error_response
 
 # JSON around the base64 documents of a signDoc request (base64 is 4/3 of the bytes).
 ENVELOPE_BYTES = 1024 * 1024
@@ -40,7 +39,7 @@ class BodyLimit:
         limit = self.limit if scope.get("path") in DOCUMENT_PATHS else min(self.limit, SMALL_BODY_BYTES)
         declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send, limit)
+            await _too_large(scope, receive, send, limit)
             return
         received = 0
         exceeded = False
@@ -61,19 +60,16 @@ class BodyLimit:
             if not exceeded:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await _too_large(send, limit)
+                await _too_large(scope, receive, send, limit)
 
         await self.app(scope, limited_receive, send_or_refuse)
 
 
-async def _too_large(send, limit: int) -> None:
-    """The 413 answer; the connection is closed after it, since the rest of the body is not read."""
-    body = json.dumps({"error": "invalid_request",
-                       "error_description": f"the request body exceeds {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+async def _too_large(scope, receive, send, limit: int) -> None:
+    """The 413 answer, a refusal of the caller's input (INVALID_ARGUMENT, as any CSC error answer
+    carries its reason); the connection is closed after it, since the rest of the body is not read."""
+    await error_response(413, "invalid_request", f"the request body exceeds {limit} bytes", InvalidArgument,
+                         headers={"connection": "close"})(scope, receive, send)
 
 
 # Asynchronous operations (operationMode "A") under way in one worker: each holds its request (up

@@ -95,10 +95,11 @@ async def token(request: Request) -> Response:
     form = await _form(request)
     grant = form.get("grant_type")
     if grant != "client_credentials":
-        return error_response(400, "unsupported_grant_type", "only grant_type=client_credentials is supported")
+        return error_response(400, "unsupported_grant_type", "only grant_type=client_credentials is supported",
+                              InvalidArgument)
     scope = form.get("scope") or SERVICE_SCOPE
     if scope != SERVICE_SCOPE:
-        return error_response(400, "invalid_scope", f"the only scope is {SERVICE_SCOPE!r}")
+        return error_response(400, "invalid_scope", f"the only scope is {SERVICE_SCOPE!r}", InvalidArgument)
     key = None
     if form.get("client_id") is not None:
         key = (str(form.get("client_id")), Secret(str(form.get("client_secret") or "")))
@@ -114,7 +115,7 @@ async def token(request: Request) -> Response:
 
 def _client_refused(refused: Unauthenticated) -> Response:
     """RFC 6749, 5.2: the client failed to authenticate."""
-    return error_response(401, "invalid_client", str(refused), getattr(refused, "reason", None),
+    return error_response(401, "invalid_client", str(refused), type(refused),
                           headers={"WWW-Authenticate": 'Basic realm="signserver"'})
 
 
