@@ -56,7 +56,8 @@ from signserver.store.schema import account_emails, accounts, activation_tokens,
 log = logging.getLogger(__name__)
 
 # A certificate carries the account name as its subject's serialNumber, a PrintableString: no
-# '_' or '@' (accounts made before this rule keep theirs, and the CA refuses them a certificate).
+# '_' or '@' (accounts made before this rule keep theirs; their certificates carry ':' and '/' in
+# those places, see signserver.ca.issuance.certified_account_name).
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{2,63}$")
 # One mailbox, nothing else: no character that would make the address a list or a display name
 # ("a@b.mo,c@d.mo", "Name <a@b.mo>"), which a mail server would take for other recipients.

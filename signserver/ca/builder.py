@@ -91,7 +91,7 @@ class SubjectData:
                                    or not _PRINTABLE.fullmatch(self.serial_number)):
             raise InvalidArgument(
                 f"the account name {self.serial_number!r} cannot be a certificate's serialNumber, a PrintableString "
-                "of letters, digits, spaces and '()+,-./:=? ('_' and '@' are not among them)")
+                "of letters, digits, spaces and '()+,-./:=?")
 
 
 def _split_mailbox(address: str) -> tuple[str, str]:

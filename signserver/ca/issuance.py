@@ -45,6 +45,17 @@ from signserver.store.schema import certificates
 
 log = logging.getLogger(__name__)
 
+# Account names made under the first rule may hold '_' and '@', which the subject's serialNumber,
+# a PrintableString, cannot: a certificate carries ':' and '/' in their place, characters no
+# account name has, so an account keeps its name and no two accounts share a serialNumber.
+_EARLIER_NAME_CHARACTERS = str.maketrans({"_": ":", "@": "/"})
+
+
+def certified_account_name(username: str) -> str:
+    """The account name as a certificate's subject carries it (its serialNumber): the name itself,
+    or for a name made under the first rule, with ':' for '_' and '/' for '@'."""
+    return username.translate(_EARLIER_NAME_CHARACTERS)
+
 
 @dataclass(frozen=True)
 class HolderActivation:
@@ -364,10 +375,12 @@ class Issuer:
             return repo.get_certificate(conn, serial, now)
 
     def subject_for(self, account: Account, agent_qualification: str = "") -> SubjectData:
+        """The subject data a certificate of the account carries (see :func:`certified_account_name`)."""
         return SubjectData(
             common_name=account.holder_name, email=account.emails[0] if account.emails else "",
             organisation=account.organisation if account.kind is not AccountKind.PERSONAL else "",
-            department=account.department, title=account.title, serial_number=account.username,
+            department=account.department, title=account.title,
+            serial_number=certified_account_name(account.username),
             country=self._config.country, agent_qualification=agent_qualification,
             given_name=account.given_name, surname=account.surname)
 

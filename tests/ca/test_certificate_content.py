@@ -70,20 +70,6 @@ def test_a_renewal_may_change_the_qualification_once_the_predecessor_is_revoked(
 
 # --- subject values -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("username", ["ab_c1234", "kuan@dsaj.mo"])
-def test_an_account_name_a_serial_number_cannot_hold_is_refused_by_name(ca_service, username):
-    """Such names are refused for new accounts (tests/accounts/test_input_limits.py); an account
-    made before that rule keeps its name, and gets no certificate."""
-    made = f"made-{username.replace('_', '-').replace('@', '-')}"
-    holder(ca_service, username=made, emails=("kuan.ws@example.mo",))
-    with ca_service.database.transaction() as conn:
-        conn.execute(update(accounts).where(accounts.c.username == made).values(username=username))
-    with pytest.raises(InvalidArgument) as refused:
-        ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", username), "ra:test")
-    assert "serialNumber" in str(refused.value) and username in str(refused.value)
-    assert ca_service.ca.list(username) == []
-
-
 @pytest.mark.parametrize("field, words", [("organisation", "organisation"), ("department", "department"),
                                           ("title", "title"), ("holder_name", "holder's name")])
 def test_subject_values_over_their_x509_bounds_are_refused_by_name(ca_service, field, words):
