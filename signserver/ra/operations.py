@@ -120,8 +120,9 @@ class RaOperations:
         ``existing_account`` (pending_enrolments lists them). The secrets are never stored.
 
         Raises: OperationRefused (the enrolment's own rules, or the core refused: a name taken, a
-        bad CSR or profile, AC-AB-0015 ...), CoreUnavailable, StoreUnavailable (before the core
-        was asked, or with ``existing_account``).
+        bad CSR or profile, AC-AB-0015 ...; reason "enrolment_pending" when the core has the
+        account of an earlier enrolment still pending here), CoreUnavailable, StoreUnavailable
+        (before the core was asked, or with ``existing_account``).
         """
         check_enrolment(enrolment)
         _check_secrets(enrolment, secrets)
@@ -207,15 +208,25 @@ class RaOperations:
         enrolment made; an account that exists already with an earlier enrolment pending is
         said to be that one's.
 
-        Raises: OperationRefused, CoreUnavailable (the pending record is kept: the core may have
-        made the account)."""
+        Raises: OperationRefused (its reason "enrolment_pending" for an account the core has
+        already with an earlier enrolment pending: the sentence says how to finish it and, when
+        the holder's secrets were lost, how to make them anew), CoreUnavailable (the pending
+        record is kept: the core may have made the account)."""
         holder = enrolment.holder
         exists = (f"the account {holder.account} exists already; to give it another certificate, enrol with "
                   "--existing-account")
         if earlier is not None:
+            # The core's answer to that enrolment, the holder's OTP key and recovery code, may never
+            # have been shown (the RA stopped before): the RA keeps neither, so say how to make them anew.
             exists = (f"the account {holder.account} exists already in the core, and its enrolment of "
                       f"{earlier['created_at']:%Y-%m-%d %H:%M} UTC by {earlier['operator']} (reference "
-                      f"{earlier['reference']}) is pending in the RA: finish it with enrol --existing-account")
+                      f"{earlier['reference']}) is pending in the RA. If the holder was shown the account's OTP "
+                      "key and recovery code then, finish it with enrol --existing-account. If not (the RA "
+                      "stopped before it showed them, and they are kept nowhere), an HSM administrator makes "
+                      f"them anew with the holder: `signserver account reset-otp {holder.account}` (a new OTP "
+                      f"key) and `signserver account reset-password {holder.account}` (a new password and "
+                      "recovery code; the account's key, not yet certified, is made anew with its certificate); "
+                      "then finish it with enrol --existing-account")
         try:
             return self._core(lambda: self._certificates.create_account(NewAccount(
                 account=holder.account, holder_name=holder.name, emails=holder.emails, password=secrets.password,
@@ -224,10 +235,13 @@ class RaOperations:
                 key_algorithm=enrolment.key_algorithm, recovery_code=enrolment.recovery_code,
                 given_name=enrolment.given_name, surname=enrolment.surname), evidence=evidence),
                 {AlreadyExists: exists})
-        except OperationRefused:
+        except OperationRefused as exc:
             if earlier is None:
                 with self._database.transaction() as conn:
                     repository.remove_pending_enrolment(conn, holder.account)
+            elif exc.reason == "ALREADY_EXISTS":
+                # Not a name taken by someone else: this RA's own enrolment, left unfinished.
+                raise OperationRefused(str(exc), help_code=exc.help_code, reason="enrolment_pending") from None
             raise
 
     def _record_after_creation(self, operator: str, action: str, detail: str) -> None:

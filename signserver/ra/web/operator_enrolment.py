@@ -133,7 +133,11 @@ def _enrolment_refusals(request: Request) -> dict[str, str]:
             # The core made the account, the RA's database failed: the secrets are shown all the same.
             "store_unavailable": gettext(request, "The registration authority's database did not record the "
                                                   "enrolment: it stays pending, and the holder's secrets below are "
-                                                  "shown this once.")}
+                                                  "shown this once."),
+            "enrolment_pending": gettext(request, "This account's enrolment is pending (the registration authority "
+                                                  "stopped before it finished): see \"Enrolments not finished\" on "
+                                                  "the dashboard for how to finish it, and how to give the holder a "
+                                                  "new OTP key and recovery code if they were not shown.")}
 
 
 def _secrets_errors(request: Request, existing_account: bool, secrets: EnrolmentSecrets,

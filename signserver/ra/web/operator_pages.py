@@ -1,6 +1,6 @@
 """The RA operators' pages (the sign-in is operator_sign_in.py, enrolment operator_enrolment.py):
 the dashboard (renewals to confirm, renewals under way, the in-person queue, the e-mails not
-sent, an e-mail given up marked dealt with), search of holders
+sent, an e-mail given up marked dealt with, the enrolments not finished), search of holders
 and certificates, a holder's detail, and the forms of unlock and revocation.
 
 Every page does what a `signserver ra` command does, through the same RaOperations and
@@ -62,12 +62,16 @@ class Dashboard:
     at_limits: set[str] = field(default_factory=set)  # renewal ids
     unavailable: str = ""  # the core did not answer: the certificates due are not shown
     outbox: dict = field(default_factory=dict)  # the e-mails not sent (RaOperations.outbox)
+    # Enrolments the RA did not finish recording (RaOperations.pending_enrolments): the core may
+    # have made the account, and the holder's OTP key and recovery code may never have been shown.
+    pending_enrolments: list[dict] = field(default_factory=list)
 
 
 def _dashboard(ctx: WebContext) -> Dashboard:
     workflow, settings = ctx.workflow, ctx.settings
     board = Dashboard(to_confirm=workflow.renewals((State.AWAITING_CONFIRMATION,)),
-                      in_person=workflow.renewals((State.AWAITING_IN_PERSON,)), outbox=ctx.operations.outbox())
+                      in_person=workflow.renewals((State.AWAITING_IN_PERSON,)), outbox=ctx.operations.outbox(),
+                      pending_enrolments=ctx.operations.pending_enrolments())
     board.under_way = [r for r in workflow.renewals(UNDER_WAY) if r.state is not State.AWAITING_IN_PERSON]
     open_serials = {r.serial for r in workflow.renewals() if not r.final}
     try:
