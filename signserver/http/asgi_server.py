@@ -24,6 +24,12 @@ than 1.x (505), a head of more than MAX_HEAD_BYTES or MAX_HEADERS fields (431), 
 neither a path nor an absolute http(s) URL (400); an absolute URL is served by its path (RFC 9112
 3.2.2). Those answers close the connection too.
 
+:class:`FaultAfterAnswer` keeps a connection whose app failed after its answer went out whole
+(Starlette answers a fault with its 500, then raises it again for the server to log): uvicorn
+closed such a connection without its answer saying ``Connection: close`` (RFC 9112 9.6), and a
+client reusing it (keep-alive, as httpx and browsers do) met a reset on its next request. The
+fault is logged as uvicorn logs it; a fault that cuts an answer short still closes the connection.
+
 A TLS handshake is bounded by asyncio's own timeout (60 s); the request timeout starts once it is
 done.
 
@@ -300,6 +306,37 @@ class RequestHeadCheck:
         await self.app(checked, receive, send)
 
 
+class FaultAfterAnswer:
+    """ASGI middleware: a fault an app raises once its answer has gone out whole is logged to
+    ``server_log`` (as uvicorn logs an app's fault: at most once a minute, with its traceback) and
+    goes no further, so the connection serves the client's next request; uvicorn would close it
+    without a word. A fault before the answer is whole still reaches uvicorn, which answers 500
+    with ``Connection: close`` or, an answer begun, closes the connection."""
+
+    def __init__(self, app: Any, server_log: ServerLog):
+        self.app = app
+        self._log = server_log
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        async def noting_send(message: dict) -> None:
+            nonlocal answered
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+
+        try:
+            await self.app(scope, receive, noting_send)
+        except Exception:
+            if not answered:
+                raise
+            self._log.error("Exception in ASGI application after its answer was sent", exc_info=True)
+
+
 def _checked_head(scope: dict) -> dict | HTTPStatus:
     """``scope``, with the path of an absolute-form target; or the status to refuse it with."""
     if scope.get("http_version") not in ("1.0", "1.1"):
@@ -375,12 +412,12 @@ class AsgiServer:
         """
         sock = listening_socket(self._address, self._setting)
         self.port = sock.getsockname()[1]
-        protocol = functools.partial(LimitedHttpProtocol, limits=self._limits,
-                                     server_log=ServerLog(self._logger, self._clock))
+        server_log = ServerLog(self._logger, self._clock)
+        protocol = functools.partial(LimitedHttpProtocol, limits=self._limits, server_log=server_log)
         tls = self._tls
         config = uvicorn.Config(
-            RequestHeadCheck(self._app), http=protocol, ws="none", lifespan="off", log_config=None,
-            access_log=False, proxy_headers=False, server_header=False,
+            RequestHeadCheck(FaultAfterAnswer(self._app, server_log)), http=protocol, ws="none", lifespan="off",
+            log_config=None, access_log=False, proxy_headers=False, server_header=False,
             timeout_keep_alive=self._limits.request_timeout_seconds, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
             h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             ssl_certfile=tls.cert_file if tls else None, ssl_keyfile=tls.key_file if tls else None,

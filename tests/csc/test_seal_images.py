@@ -55,8 +55,8 @@ def test_a_seal_of_a_mode_pyhanko_does_not_draw_is_converted_and_drawn(csc_clien
 
 @pytest.mark.parametrize("option, value, named", [
     ("verificationURL", "https://example.mo/" + "驗" * 1900, "verificationURL: "),  # too long for a QR code
-    ("reason", "\ud800", "documents.0.stamp.reason: "),  # a lone surrogate: no text
-    ("fieldName", "\ud800", "documents.0.stamp.fieldName: ")])
+    ("reason", "\ud800", "documents[0].stamp.reason should be a valid string"),  # a lone surrogate: no text
+    ("fieldName", "\ud800", "documents[0].stamp.fieldName should be a valid string")])
 def test_a_refused_stamp_option_is_named_as_the_csc_api_names_it(csc_client, csc_service, csc_application, holder,
                                                                    option, value, named):
     pdf = sample_pdf(1)

@@ -11,12 +11,19 @@ What the client named and the server does not have (a credential, a responseID) 
 API answers it, 400 ``invalid_request`` with a description ("Invalid parameter credentialID"),
 not 404: 404 stays for paths that do not exist. An unknown credential, another holder's, and one
 whose key is missing get one answer, which names no key.
+
+A request whose body FastAPI cannot take (no JSON, no JSON object, a field missing or of the wrong
+type) is 400 ``invalid_request`` whose description says so as a sentence: where a body that is
+not JSON went wrong (line, column), each field by its path (``authData[0].id``), never the values
+sent (:func:`validation_problem`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Iterator
@@ -81,6 +88,17 @@ CSC_ERROR_BY_CLASS: dict[type[errors.SignServerError], CscError] = {
     errors.SignServerError: CscError(500, "server_error"),
 }
 MAX_DESCRIPTION_CHARACTERS = 1000  # a message quoting the caller's input stays readable
+# A request FastAPI's validation refuses: the problems told in its description (the rest counted).
+MAX_VALIDATION_PROBLEMS = 5
+JSON_TYPE = "application/json"
+# The first word pydantic's messages name the value by.
+_PYDANTIC_SUBJECTS = frozenset({"Input", "String", "List", "Tuple", "Set", "Dictionary", "Object", "Data",
+                                "Value", "Decimal", "Number"})
+# A part of a field's path shown as it is; any other (a key the client chose) is shown quoted,
+# escaped and cut to MAX_KEY_EXCERPT characters.
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_KEY_EXCERPT = 32
+_PLACES = {"query": "query parameter", "header": "header", "path": "path parameter", "cookie": "cookie"}
 # The error class whose reason (INTERNAL) the answer to an unexpected fault carries.
 UNEXPECTED = errors.SignServerError
 
@@ -171,12 +189,77 @@ async def _on_signserver_error(request: Request, error: errors.SignServerError) 
     return signserver_error_response(error)
 
 
+def validation_problem(problem: dict, body: object = None) -> str:
+    """One problem FastAPI's validation found (an item of ``RequestValidationError.errors()``), as a
+    sentence that names the field by its path (``authData[0].id should be a valid string``) and
+    never quotes the value sent. ``body``: the request's text, for where a body that is not JSON
+    went wrong (FastAPI gives only the character's offset)."""
+    kind = problem.get("type")
+    location = tuple(problem.get("loc", ()))
+    where = location[1:] if location[:1] == ("body",) else location
+    if kind == "json_invalid":
+        # FastAPI puts the offset where the path goes ("1: JSON decode error").
+        reason = str((problem.get("ctx") or {}).get("error", "")).strip() or "it cannot be decoded"
+        reason = reason[0].lower() + reason[1:]
+        offset = where[0] if len(where) == 1 and isinstance(where[0], int) else None
+        if offset is None:
+            return f"the request body is not valid JSON: {reason}"
+        return f"the request body is not valid JSON: {reason} at {_position(body, offset)}"
+    if not where and location[:1] == ("body",):
+        if kind == "missing":
+            return "the request has no body: send a JSON object"
+        if isinstance(problem.get("input"), (bytes, bytearray)):
+            # Bytes: FastAPI read no JSON, the body's Content-Type is not JSON's (or there is none).
+            return f"the request body is read as JSON only with Content-Type: {JSON_TYPE}"
+    path = _field_path(where, location[:1])
+    if kind == "missing":
+        return f"{path} is required"
+    if kind in ("model_attributes_type", "model_type", "dict_type", "mapping_type"):
+        return f"{path} should be a JSON object"
+    message = str(problem.get("msg") or "is not valid")
+    # pydantic's sentences name the value by its kind ("Input should be a valid string", "String
+    # should have at most 64 characters"): the path takes its place.
+    subject, _, rest = message.partition(" ")
+    if subject in _PYDANTIC_SUBJECTS and rest.startswith("should "):
+        return f"{path} {rest}"
+    return f"{path}: {message}"
+
+
+def _field_path(parts: tuple, place: tuple) -> str:
+    """``authData[0].id``; ``the request body`` for the body itself; a query parameter or a
+    header named as such."""
+    shown = ""
+    for part in parts:
+        if isinstance(part, int):
+            shown += f"[{part}]"
+        elif isinstance(part, str) and _PLAIN_NAME.fullmatch(part):
+            shown += f".{part}" if shown else part
+        else:
+            text = str(part)
+            excerpt = text[:MAX_KEY_EXCERPT] + ("..." if len(text) > MAX_KEY_EXCERPT else "")
+            shown += f"[{json.dumps(excerpt)}]"
+    if not shown:
+        return "the request body"
+    if place and place[0] in _PLACES:
+        return f"the {_PLACES[place[0]]} {shown}"
+    return shown
+
+
+def _position(text: object, offset: int) -> str:
+    """Where ``offset`` of ``text`` is, as an editor shows it (line and column from 1)."""
+    if not isinstance(text, str) or not 0 <= offset <= len(text):
+        return f"character {offset + 1}"
+    line = text.count("\n", 0, offset) + 1
+    column = offset - text.rfind("\n", 0, offset)  # rfind: -1 on the first line
+    return f"line {line}, column {column}"
+
+
 async def _on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     # FastAPI answers 422 with its own shape; CSC speaks of invalid_request and 400.
-    problems = []
-    for problem in error.errors()[:5]:
-        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
-        problems.append(f"{where or 'the request'}: {problem.get('msg', 'is not valid')}")
+    found = error.errors()
+    problems = [validation_problem(problem, error.body) for problem in found[:MAX_VALIDATION_PROBLEMS]]
+    if len(found) > MAX_VALIDATION_PROBLEMS:
+        problems.append(f"and {len(found) - MAX_VALIDATION_PROBLEMS} more")
     return error_response(400, "invalid_request", "; ".join(problems) or "the request is not valid",
                           errors.InvalidArgument)
 
