@@ -87,7 +87,10 @@ def _fingerprint(text: str) -> str:
 
 def open_database(config: Config, upgrade: bool = True) -> Database:
     """The configured database, its schema brought up to date; without ``upgrade``, as it is
-    (see :func:`check_schema_readable`).
+    (see :func:`check_schema_readable`) and opened read-only: no row of either store changes,
+    nor a SQLite file's bytes, mode or journal mode (SQLite reads a file in WAL mode only through
+    its -wal and -shm files, and makes them beside it when they are not there: see
+    :class:`~signserver.store.database.Database`).
 
     Raises: ConfigurationError: it cannot be opened; a SQLite file that does not exist (a
         mistyped URL or state directory) is not made: an empty log there would verify as intact;
@@ -106,7 +109,7 @@ def open_database(config: Config, upgrade: bool = True) -> Database:
         if path and path != ":memory:" and not Path(path).exists():
             raise ConfigurationError("database.url", f"no database at {path}: check the URL (or the state "
                                                      "directory); the server makes it when it first starts")
-    database = Database(config.database_url, config.database)
+    database = Database(config.database_url, config.database, read_only=not upgrade)
     if upgrade:
         database.migrate()
     else:

@@ -117,7 +117,8 @@ def cmd_downgrade(args, config: Config) -> int:
 def cmd_migration(args, config: Config) -> int:
     from signserver.store.database import NEWEST_MIGRATION, Database
 
-    current = Database(config.database_url, config.database).current_migration()
+    # Read-only: a report, which must neither create a mistyped database nor change an existing one.
+    current = Database(config.database_url, config.database, read_only=True).current_migration()
     if args.json:
         print_json({"migration": current, "newest": NEWEST_MIGRATION})
     else:

@@ -9,6 +9,7 @@ import weakref
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 from sqlalchemy import Connection, create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Engine
@@ -51,6 +52,48 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_read_only(path: Path):
+    """How a connection to a database checked as it is is made (see Database's ``read_only``):
+    opened read-only, with isolation and the wait for a writer only. No journal mode (setting WAL
+    rewrites the header of a file in rollback-journal mode), no synchronous setting, no foreign
+    keys (nothing is written).
+
+    Its first read is made here, so that a file SQLite cannot read without writing beside it is
+    said at once, and plainly (the driver says "attempt to write a readonly database")."""
+    def connect(dialect, _record, cargs, cparams):
+        driver = dialect.loaded_dbapi
+        try:
+            connection = driver.connect(*cargs, **cparams)
+            try:
+                connection.isolation_level = None  # transactions are begun explicitly (Database._begun)
+                connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            except driver.Error:
+                connection.close()
+                raise
+        except driver.OperationalError as exc:
+            raise driver.OperationalError(_unreadable(path, exc)) from exc
+        return connection
+    return connect
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why SQLite cannot read ``path`` read-only, said for the person who asked it to."""
+    if not path.exists():
+        return f"no database at {path}"
+    if not os.access(path, os.R_OK):
+        return f"{path} cannot be read by this user (permission denied)"
+    missing = [f"{path.name}{suffix}" for suffix in ("-wal", "-shm") if not Path(f"{path}{suffix}").exists()]
+    if f"{path.name}-shm" in missing and not os.access(path.parent, os.W_OK):
+        # SQLite reads a database in WAL mode through its -wal file and the index of it in -shm,
+        # which must be there or be made beside it, even to read.
+        return (f"{path} is in WAL mode: SQLite reads it only with its -wal and -shm files beside it, and "
+                f"{' and '.join(missing)} cannot be made in {path.parent} (not writable by this user): copy the "
+                f"database (with its -wal file, if there is one) to a directory this user can write to, and check "
+                f"the copy ({exc})")
+    return f"{path} cannot be read: {exc}"
 
 
 def _checkpoint_only_past_fallback(dbapi_connection, _record) -> None:
@@ -107,10 +150,21 @@ class Database:
     statements as on SQLite.
     """
 
-    def __init__(self, url: str, settings: DatabaseConfig | None = None):
+    def __init__(self, url: str, settings: DatabaseConfig | None = None, read_only: bool = False):
+        """``read_only``: the database is read as it is and never changed, not even by opening it
+        (an auditor checks a production database, or a backup that must stay as it was): on
+        SQLite, the file is opened read-only (``mode=ro``) with none of the set-up a server does
+        (WAL mode, the file's mode, its directory, the writer lock), and must exist; a file in WAL
+        mode is read through its -wal and -shm files, which SQLite makes beside it (empty, with the
+        file's mode) when they are not there, and without which it cannot read it; on PostgreSQL,
+        every transaction is read-only (``default_transaction_read_only``), which the server
+        enforces. :meth:`transaction`, :meth:`statements` and an upgrade are then refused.
+
+        Raises: ConfigurationError: ``read_only`` with a SQLite database in memory."""
         settings = settings or DatabaseConfig()
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.read_only = read_only
         self._writers: WriterLock | None = None
         self._path: Path | None = None  # SQLite's file
         self._leaves_checkpoints = False  # to WalCheckpoints (checkpoint_in_background)
@@ -124,7 +178,19 @@ class Database:
         pool = dict(pool_size=settings.pool_size, max_overflow=settings.max_overflow,
                     pool_timeout=settings.pool_timeout_seconds, pool_use_lifo=True,
                     hide_parameters=True)  # errors in logs never show the values (hashes, sealed keys)
-        if self.is_sqlite:
+        if self.is_sqlite and read_only:
+            parsed = make_url(url)
+            if not parsed.database or parsed.database == ":memory:":
+                raise ConfigurationError("database.url", "a database in memory cannot be opened read-only: "
+                                                         "it holds nothing to read")
+            self._path = Path(parsed.database)
+            # SQLite's URI filename: mode=ro never creates the file, its directory or anything
+            # else, and refuses every write (SQLITE_OPEN_READONLY).
+            read_only_url = parsed.set(database=f"file:{quote(parsed.database)}").update_query_dict(
+                {"mode": "ro", "uri": "true"})
+            self.engine = create_engine(read_only_url, **pool)
+            event.listen(self.engine, "do_connect", _sqlite_read_only(self._path))
+        elif self.is_sqlite:
             path = make_url(url).database  # without a query string's options
             if path and path != ":memory:":
                 self._path = Path(path)
@@ -137,6 +203,12 @@ class Database:
             # A connection the server, a restart or a firewall closed while it sat in the pool is
             # replaced at checkout instead of failing the call that drew it (see README,
             # "PostgreSQL"), at the cost of a round trip, paid only after an idle spell.
+            if read_only:
+                # Set by the server for each of this engine's sessions: a write fails there
+                # (read_only_sql_transaction), whatever a statement or a transaction asks.
+                options = make_url(url).query.get("options")
+                options = f"{options} " if isinstance(options, str) else ""
+                pool["connect_args"] = {"options": options + "-c default_transaction_read_only=on"}
             self.engine = create_engine(url, **pool)
             check_idle_connections(self.engine, settings.ping_after_idle_ms / 1000)
             event.listen(self.engine, "connect", send_text_arrays_in_binary)
@@ -150,8 +222,10 @@ class Database:
                     transaction up in a conflict with another (a deadlock, a serialization failure);
                 StoreConflict: a unique value is already taken (another change came first);
                 StoreValueRefused: a value does not fit its column;
-                StoreRefused: the database refused a statement for another reason.
+                StoreRefused: the database refused a statement for another reason;
+                ConfigurationError: the database was opened read-only.
         """
+        self._refuse_if_read_only()
         with _store_errors(writing=True), self._writer_turn(), self._begun(writing=True) as connection:
             yield connection
 
@@ -172,6 +246,7 @@ class Database:
 
         Raises: as :meth:`transaction`.
         """
+        self._refuse_if_read_only()
         if self.is_sqlite:
             raise RuntimeError("statements() is for PostgreSQL: SQLite's writers queue for its write lock")
         with _store_errors(writing=True), self.engine.connect() as connection:
@@ -179,6 +254,12 @@ class Database:
             # goes back to the pool.
             connection.execution_options(isolation_level="AUTOCOMMIT")
             yield connection
+
+    def _refuse_if_read_only(self) -> None:
+        """Raises: ConfigurationError: the database was opened read-only."""
+        if self.read_only:
+            raise ConfigurationError("database.url", "the database was opened read-only, to be read as it is: "
+                                                     "it takes no change from this process")
 
     def _writer_turn(self):
         return self._writers.held() if self._writers is not None else nullcontext()
@@ -207,10 +288,12 @@ class Database:
 
         Raises: ConfigurationError: the database cannot be reached; it is at a migration this
             version does not know (a newer version upgraded it); it holds signserver's tables
-            without a migration version; or it refused the upgrade (the reason said).
+            without a migration version; it refused the upgrade (the reason said); or it was
+            opened read-only and is not at the newest migration.
         """
         if self.at_newest_migration():
             return
+        self._refuse_if_read_only()
         self._run_migrations("upgrade", "head")
 
     def downgrade(self, revision: str) -> None:
@@ -219,6 +302,7 @@ class Database:
 
         Raises: ConfigurationError: as :meth:`migrate`, or ``revision`` is not one of the migrations.
         """
+        self._refuse_if_read_only()
         self._run_migrations("downgrade", revision)
 
     def _run_migrations(self, direction: str, revision: str) -> None:
@@ -314,12 +398,12 @@ class Database:
         seconds, and stops it on the way out (a thread per process would take the writer lock as
         many times more often).
 
-        Returns the running thread's handle; None where it runs elsewhere, and on PostgreSQL (no
-        log to copy).
+        Returns the running thread's handle; None where it runs elsewhere, on PostgreSQL (no
+        log to copy), and on a database opened read-only (nothing to copy from here).
 
         Raises: RuntimeError: called twice.
         """
-        if self._path is None:
+        if self._path is None or self.read_only:
             return None
         if self._leaves_checkpoints:
             raise RuntimeError("checkpoint_in_background is called once per process")

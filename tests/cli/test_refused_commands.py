@@ -325,3 +325,13 @@ def test_a_downgrade_is_said_first_done_with_yes_and_undone_by_the_next_start(st
     assert json.loads(done.stdout) == {"from": NEWEST_MIGRATION, "to": older} and version() == older
     assert_refused(run(state_dir, tmp_path, "store", "downgrade", "--to", "9999", "--yes"), EXIT_CONFIG, "9999")
     assert run(state_dir, tmp_path, "account", "list").returncode == 0 and version() == NEWEST_MIGRATION
+
+
+@pytest.mark.sqlite_only
+def test_store_migration_reads_a_database_and_makes_none(state_dir, tmp_path):
+    # Only a report: a mistyped path must not leave an empty database (and its folder) behind.
+    missing = tmp_path / "typo" / "signserver.db"
+    shown = cli_forkserver.run([str(SIGNSERVER), "store", "migration"], capture_output=True, text=True, timeout=180,
+                               env=cli_env(state_dir, SIGNSERVER_DATABASE_URL=f"sqlite:///{missing}"))
+    assert_refused(shown, EXIT_CONFIG, str(missing))
+    assert not missing.parent.exists()
