@@ -98,12 +98,13 @@ def _prune_batches(retention, progress: Callable[[PruneCounts], None]) -> PruneC
 def cmd_downgrade(args, config: Config) -> int:
     from signserver.store.database import Database
 
-    database = Database(config.database_url, config.database)  # as it is: never migrated up first
-    before = database.current_migration()
+    # Read first, read-only: a refused run (no --yes, a mistyped path) changes and creates nothing.
+    before = Database(config.database_url, config.database, read_only=True).current_migration()
     if not args.yes:
         print(f"the schema is at migration {before or 'none'}; `--yes` brings it down to {args.to}, dropping what "
               "the older schema has no room for (stop every server and take a backup first)", file=sys.stderr)
         return 1
+    database = Database(config.database_url, config.database)  # as it is: never migrated up first
     database.downgrade(args.to)
     after = database.current_migration()
     if args.json:

@@ -335,3 +335,28 @@ def test_store_migration_reads_a_database_and_makes_none(state_dir, tmp_path):
                                env=cli_env(state_dir, SIGNSERVER_DATABASE_URL=f"sqlite:///{missing}"))
     assert_refused(shown, EXIT_CONFIG, str(missing))
     assert not missing.parent.exists()
+
+
+@pytest.mark.sqlite_only
+def test_a_downgrade_without_yes_leaves_the_database_file_as_it_was(state_dir, tmp_path):
+    import hashlib
+    import sqlite3
+
+    copy = tmp_path / "copy" / "signserver.db"
+    copy.parent.mkdir()
+    with sqlite3.connect(copy) as made:  # a backup in rollback-journal mode, as a copy may be
+        made.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        made.execute("INSERT INTO alembic_version VALUES ('0023')")
+    before = hashlib.sha256(copy.read_bytes()).hexdigest()
+
+    def downgrade(database):
+        return cli_forkserver.run([str(SIGNSERVER), "store", "downgrade", "--to", "0022"], capture_output=True,
+                                  text=True, timeout=180,
+                                  env=cli_env(state_dir, SIGNSERVER_DATABASE_URL=f"sqlite:///{database}"))
+    asked = downgrade(copy)
+    assert asked.returncode == 1 and "--yes" in asked.stderr and "0023" in asked.stderr, asked.stderr
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["signserver.db"]
+    missing = tmp_path / "typo" / "signserver.db"
+    assert_refused(downgrade(missing), EXIT_CONFIG, str(missing))
+    assert not missing.parent.exists()
