@@ -24,11 +24,12 @@ than 1.x (505), a head of more than MAX_HEAD_BYTES or MAX_HEADERS fields (431), 
 neither a path nor an absolute http(s) URL (400); an absolute URL is served by its path (RFC 9112
 3.2.2). Those answers close the connection too.
 
-:class:`FaultAfterAnswer` keeps a connection whose app failed after its answer went out whole
-(Starlette answers a fault with its 500, then raises it again for the server to log): uvicorn
-closed such a connection without its answer saying ``Connection: close`` (RFC 9112 9.6), and a
-client reusing it (keep-alive, as httpx and browsers do) met a reset on its next request. The
-fault is logged as uvicorn logs it; a fault that cuts an answer short still closes the connection.
+:class:`~signserver.asgi_faults.FaultAfterAnswer` (the RA's server uses it too) keeps a
+connection whose app failed after its answer went out whole (Starlette answers a fault with its
+500, then raises it again for the server to log): uvicorn closed such a connection without its
+answer saying ``Connection: close`` (RFC 9112 9.6), and a client reusing it (keep-alive, as httpx
+and browsers do) met a reset on its next request. The fault is logged through the server's log, as
+uvicorn's are; a fault that cuts an answer short still closes the connection.
 
 A TLS handshake is bounded by asyncio's own timeout (60 s); the request timeout starts once it is
 done.
@@ -58,6 +59,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from signserver.clock import Clock
 from signserver.addresses import split_address
+from signserver.asgi_faults import FaultAfterAnswer
 from signserver.descriptors import DescriptorReserve
 from signserver.errors import ConfigurationError
 from signserver.http.fault_log import FaultLog
@@ -304,37 +306,6 @@ class RequestHeadCheck:
             await send_plain_answer(send, checked, close=True)
             return
         await self.app(checked, receive, send)
-
-
-class FaultAfterAnswer:
-    """ASGI middleware: a fault an app raises once its answer has gone out whole is logged to
-    ``server_log`` (as uvicorn logs an app's fault: at most once a minute, with its traceback) and
-    goes no further, so the connection serves the client's next request; uvicorn would close it
-    without a word. A fault before the answer is whole still reaches uvicorn, which answers 500
-    with ``Connection: close`` or, an answer begun, closes the connection."""
-
-    def __init__(self, app: Any, server_log: ServerLog):
-        self.app = app
-        self._log = server_log
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        answered = False
-
-        async def noting_send(message: dict) -> None:
-            nonlocal answered
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                answered = True
-
-        try:
-            await self.app(scope, receive, noting_send)
-        except Exception:
-            if not answered:
-                raise
-            self._log.error("Exception in ASGI application after its answer was sent", exc_info=True)
 
 
 def _checked_head(scope: dict) -> dict | HTTPStatus:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
+from signserver.asgi_faults import FaultAfterAnswer
 from signserver.clock import Clock, SystemClock
 from signserver.ra.api import build_app
 from signserver.ra.errors import CoreUnavailable, RaError, SettingsError
@@ -177,6 +178,23 @@ def build_site(settings: RaSettings, clock: Clock, workflow: RenewalWorkflow, da
     return assemble(context, api_routes=build_app(workflow, settings.provider_name).routes), context
 
 
+class _LoggedByTheSite:
+    """Where a fault raised after its answer went out goes: the site's handler of ``Exception``
+    (signserver/ra/web/app.py) answered it and logged it with its traceback when it was the RA's
+    fault (error_page), so here it is noted at DEBUG only, not logged twice."""
+
+    def error(self, message: str, *args: object, exc_info=None, **_) -> None:
+        log.debug(message, *args, exc_info=exc_info)
+
+
+def served_app(app):
+    """``app`` as uvicorn serves it: a fault raised once its answer went out whole (Starlette raises
+    it again after its handler answered) leaves the connection open for the client's next request;
+    uvicorn closed it without the answer saying ``Connection: close``, and a browser or client
+    reusing it met a reset (signserver/asgi_faults.py)."""
+    return FaultAfterAnswer(app, _LoggedByTheSite())
+
+
 def _tls_options(settings: RaSettings) -> tuple[dict, object]:
     """uvicorn's TLS options and HTTP protocol (the operators' client certificates, when set).
 
@@ -286,7 +304,7 @@ def _serve(settings: RaSettings, listening: socket.socket, tls, options: dict, p
         # address, and a client behind a terminator on the same host that passes the header through
         # would pick the address the rate limits count (signserver/ra/web/limits.py). The RA has no
         # trusted-proxy setting: it is reached directly.
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+        config = uvicorn.Config(served_app(app), host=settings.host, port=settings.port, log_level="warning",
                                 access_log=False, lifespan="off", http=protocol, proxy_headers=False,
                                 timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **options)
         config.load()  # reads the certificate and key now, so that a bad one is a settings error

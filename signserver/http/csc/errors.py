@@ -5,7 +5,8 @@ The ``error`` codes are the ones the CSC API names; signserver's own stable reas
 error carries one, travels beside them as ``error_reason``, and is the reason the call is counted
 by in ``signserver_refusals_total`` (see :class:`CscErrorResponse`). Anything unexpected becomes a
 500 with a generic description and the reason INTERNAL: the traceback goes to the log, never to the
-client.
+client. A fault any client may repeat would flood the log: the first is logged with its traceback,
+then at most one line a minute saying how many were left out (FaultLog), as on the other fronts.
 
 What the client named and the server does not have (a credential, a responseID) is, as the CSC
 API answers it, 400 ``invalid_request`` with a description ("Invalid parameter credentialID"),
@@ -24,6 +25,7 @@ import contextlib
 import json
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Iterator
@@ -34,7 +36,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from signserver import errors
+from signserver.clock import Clock, SystemClock
 from signserver.http.call_metrics import note_refusal
+from signserver.http.fault_log import FaultLog
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,10 @@ MAX_KEY_EXCERPT = 32
 _PLACES = {"query": "query parameter", "header": "header", "path": "path parameter", "cookie": "cookie"}
 # The error class whose reason (INTERNAL) the answer to an unexpected fault carries.
 UNEXPECTED = errors.SignServerError
+# The server's own faults (500s), which a client may trigger again and again: logged with their
+# traceback at most once a minute, the others counted (FaultLog). An app's own log is set by
+# install_error_handlers; this one serves the answers made outside a request's handlers.
+_FAULTS = FaultLog(log, SystemClock())
 
 
 def csc_error_for(error: errors.SignServerError) -> CscError:
@@ -138,13 +146,15 @@ def error_response(status: int, error: str, description: str,
     return response
 
 
-def signserver_error_response(error: errors.SignServerError) -> CscErrorResponse:
-    """The CSC answer for a signserver error: its status, CSC code, message and stable reason."""
+def signserver_error_response(error: errors.SignServerError, faults: FaultLog | None = None) -> CscErrorResponse:
+    """The CSC answer for a signserver error: its status, CSC code, message and stable reason. A
+    fault of the server (500) is logged to ``faults`` (by default the module's), throttled."""
     mapped = csc_error_for(error)
     headers: dict[str, str] = {}
     extra = {}
     if mapped.status == 500:
-        log.error("CSC request failed: %s", error, exc_info=error)
+        # The traceback is the exception being handled, when it is this one (FaultLog logs that).
+        (faults or _FAULTS).record("CSC request failed: %s", error, with_traceback=sys.exc_info()[1] is error)
         description = GENERIC_SERVER_ERROR
     elif isinstance(error, errors.KeyNotFound):
         # Its message names a key id or label: the log keeps it, the client hears of its credential.
@@ -185,8 +195,13 @@ def credential_lookup() -> Iterator[None]:
         raise errors.NotFound(UNKNOWN_CREDENTIAL) from None
 
 
+def _faults_of(request: Request) -> FaultLog:
+    """The fault log install_error_handlers gave the request's app (the module's if none)."""
+    return getattr(request.app.state, "csc_fault_log", None) or _FAULTS
+
+
 async def _on_signserver_error(request: Request, error: errors.SignServerError) -> JSONResponse:
-    return signserver_error_response(error)
+    return signserver_error_response(error, _faults_of(request))
 
 
 def validation_problem(problem: dict, body: object = None) -> str:
@@ -277,14 +292,17 @@ async def _on_http_error(request: Request, error: StarletteHTTPException) -> JSO
 
 
 async def _on_unexpected(request: Request, error: Exception) -> JSONResponse:
-    log.exception("CSC request %s failed unexpectedly", request.url.path, exc_info=error)
+    _faults_of(request).record("CSC request %s failed unexpectedly", request.url.path,
+                               with_traceback=sys.exc_info()[1] is error)
     # The reason CallMetrics counts it by (it answers outside the middleware, see app.py).
     return error_response(500, "server_error", GENERIC_SERVER_ERROR, UNEXPECTED)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, clock: Clock | None = None) -> None:
     """Register the mapping on ``app``: signserver errors, FastAPI's validation errors (400,
-    never 422), HTTP errors (unknown paths, methods) and anything unexpected (500)."""
+    never 422), HTTP errors (unknown paths, methods) and anything unexpected (500). The server's
+    faults are logged in full at most once a minute of ``clock`` (the system's by default)."""
+    app.state.csc_fault_log = FaultLog(log, clock or SystemClock())
     app.add_exception_handler(errors.SignServerError, _on_signserver_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
