@@ -5,6 +5,7 @@ pkilint's linters, its CA/Browser Forum CA linters among them."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import urllib.parse
 
@@ -17,6 +18,7 @@ from pkilint.cabf.serverauth.serverauth_constants import CertificateType as Serv
 from pkilint.pkix import certificate as pkix_certificate
 
 from signserver.http.ca_front import CaHttpFront
+from signserver.monitoring.meter import Meter, install_meter, meter
 from tests.ca.test_etsi_profiles import _document, _findings, chain_findings, rfc5280_findings, unjustified
 from tests.ca.test_http import fetch
 from tests.ca.test_http_hardening import FrontThread
@@ -248,12 +250,32 @@ def test_service_certificates_that_already_end_with_the_issuing_ca_are_not_renew
     assert service.ca.renew_service_keys_if_due() == []
 
 
+class _Expiries(Meter):
+    """The meter's seam: what the background work reports of the certificates' ends."""
+
+    def __init__(self):
+        self.reported: dict[str, float] = {}
+
+    def certificate_expiry(self, certificate: str, not_after: float) -> None:
+        self.reported[certificate] = not_after
+
+
+@contextlib.contextmanager
+def expiries_reported():
+    """The certificates' ends reported to the meter while the block runs, by certificate."""
+    expiries, kept = _Expiries(), meter()
+    install_meter(expiries)
+    try:
+        yield expiries.reported
+    finally:
+        install_meter(kept)
+
+
 def test_the_servers_background_work_renews_the_responders_and_tsas_certificates(config, tmp_path):
     import time
 
     from signserver.clock import ManualClock
     from signserver.grpc_api.server import BackgroundWork
-    from signserver.monitoring.meter import Meter, install_meter, meter
     from tests.ca.conftest import own_ca
 
     clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
@@ -261,30 +283,21 @@ def test_the_servers_background_work_renews_the_responders_and_tsas_certificates
     first_responder, first_tsa = service.ca.status().ocsp_responder, service.ca.service_key("tsa")[1]
     clock.advance(days=300)
 
-    class Expiries(Meter):
-        """The meter's seam: what the background work reports of the certificates' ends."""
-        def __init__(self):
-            self.reported = {}
-
-        def certificate_expiry(self, certificate: str, not_after: float) -> None:
-            self.reported[certificate] = not_after
-    expiries, kept = Expiries(), meter()
-    install_meter(expiries)
-    work = BackgroundWork(service, poll_seconds=0.05)
-    work.start()
-    try:
-        deadline = time.monotonic() + 60
-        while service.ca.service_key("tsa")[1] == first_tsa and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        work.stop()
-        install_meter(kept)
+    with expiries_reported() as reported:
+        work = BackgroundWork(service, poll_seconds=0.05)
+        work.start()
+        try:
+            deadline = time.monotonic() + 60
+            while service.ca.service_key("tsa")[1] == first_tsa and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            work.stop()
     tsa, responder = service.ca.service_key("tsa")[1], service.ca.status().ocsp_responder
     assert tsa.not_valid_after_utc > first_tsa.not_valid_after_utc
     assert responder.not_valid_after_utc > first_responder.not_valid_after_utc
     # Reported at once: an alert on the old end would otherwise fire until the workers restart.
-    assert expiries.reported["tsa"] == tsa.not_valid_after_utc.timestamp()
-    assert expiries.reported["ocsp"] == responder.not_valid_after_utc.timestamp()
+    assert reported["tsa"] == tsa.not_valid_after_utc.timestamp()
+    assert reported["ocsp"] == responder.not_valid_after_utc.timestamp()
 
 
 def test_a_service_certificates_name_with_a_control_character_is_refused(config, tmp_path):
@@ -317,7 +330,6 @@ def test_a_node_without_the_background_lease_reports_certificate_ends_the_lease_
 
     from signserver.clock import ManualClock
     from signserver.grpc_api.server import BACKGROUND_LEASE, EXPIRY_REPORT_SECONDS, BackgroundWork
-    from signserver.monitoring.meter import Meter, install_meter, meter
     from signserver.store.leases import Lease, LeaseKeeper
     from tests.ca.conftest import own_ca
 
@@ -326,30 +338,22 @@ def test_a_node_without_the_background_lease_reports_certificate_ends_the_lease_
     # Another node holds the background work's lease: this one never runs the CA's passes.
     assert LeaseKeeper(Lease(service.database, clock, BACKGROUND_LEASE, 3600), clock).keep(True)
 
-    class Expiries(Meter):
-        def __init__(self):
-            self.reported = {}
-
-        def certificate_expiry(self, certificate: str, not_after: float) -> None:
-            self.reported[certificate] = not_after
-    expiries, kept = Expiries(), meter()
-    install_meter(expiries)
-    work = BackgroundWork(service, poll_seconds=0.05)
-    work.start()
-    try:
-        deadline = time.monotonic() + 30
-        while "issuing-ca" not in expiries.reported and time.monotonic() < deadline:
-            time.sleep(0.05)
-        first = expiries.reported["issuing-ca"]
-        clock.advance(days=30)
-        issuing = service.ca.recertify_issuing("operator:test")  # as the lease holder's operator would
-        assert issuing.not_valid_after_utc.timestamp() > first
-        clock.advance(seconds=EXPIRY_REPORT_SECONDS)
-        deadline = time.monotonic() + 30
-        while expiries.reported["issuing-ca"] == first and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        work.stop()
-        install_meter(kept)
+    with expiries_reported() as reported:
+        work = BackgroundWork(service, poll_seconds=0.05)
+        work.start()
+        try:
+            deadline = time.monotonic() + 30
+            while "issuing-ca" not in reported and time.monotonic() < deadline:
+                time.sleep(0.05)
+            first = reported["issuing-ca"]
+            clock.advance(days=30)
+            issuing = service.ca.recertify_issuing("operator:test")  # as the lease holder's operator would
+            assert issuing.not_valid_after_utc.timestamp() > first
+            clock.advance(seconds=EXPIRY_REPORT_SECONDS)
+            deadline = time.monotonic() + 30
+            while reported["issuing-ca"] == first and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            work.stop()
     # Reported by this node too: an alert on the old end would otherwise fire here till a restart.
-    assert expiries.reported["issuing-ca"] == issuing.not_valid_after_utc.timestamp()
+    assert reported["issuing-ca"] == issuing.not_valid_after_utc.timestamp()

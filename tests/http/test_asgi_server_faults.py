@@ -23,6 +23,7 @@ from signserver.clock import SystemClock
 from signserver.descriptors import DescriptorReserve
 from signserver.http.asgi_server import AsgiServer, ConnectionLimits
 from signserver.http.csc.errors import install_error_handlers
+from tests.raw_http import read_answer
 
 
 async def _fault(request: Request) -> PlainTextResponse:
@@ -95,35 +96,16 @@ def served(request, server_log):
     loop.close()
 
 
-def _read_answer(connection: socket.socket) -> bytes:
-    """One whole answer (head and a Content-Length body), or what came before the connection ended."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = connection.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    while len(body) < length:
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return head + b"\r\n\r\n" + body
-
-
 def test_a_connection_serves_the_next_request_after_a_500_answered_whole(served):
     _, port, _ = served
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(b"POST /fault HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
-        fault = _read_answer(connection)
+        fault = read_answer(connection)
         assert fault.startswith(b"HTTP/1.1 500 ")
         assert b"a fault of the server" not in fault
         connection.sendall(b"GET /fine HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         try:
-            following = _read_answer(connection)
+            following = read_answer(connection)
         except ConnectionResetError:
             following = b"(connection reset)"
     # Had the connection been closed, the 500 would have had to say Connection: close (RFC 9112 9.6).

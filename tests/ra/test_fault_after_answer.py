@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
 from signserver.ra.server import served_app
+from tests.raw_http import read_answer
 
 
 async def _fault(request: Request) -> PlainTextResponse:
@@ -72,33 +73,14 @@ def port(request):
     listening.close()
 
 
-def _read_answer(connection: socket.socket) -> bytes:
-    """One whole answer (head and a Content-Length body), or what came before the connection ended."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = connection.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    while len(body) < length:
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return head + b"\r\n\r\n" + body
-
-
 def test_the_ra_serves_the_next_request_on_a_connection_after_its_500(port):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(b"POST /fault HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
-        fault = _read_answer(connection)
+        fault = read_answer(connection)
         assert fault.startswith(b"HTTP/1.1 500 ") and b"a fault of the RA" not in fault
         connection.sendall(b"GET /fine HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         try:
-            following = _read_answer(connection)
+            following = read_answer(connection)
         except ConnectionResetError:
             following = b"(connection reset)"
     # Had the connection been closed, the 500 would have had to say Connection: close (RFC 9112 9.6).
