@@ -526,6 +526,40 @@ def label() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture
+def damaged_key():
+    """``damaged_key(keys, label)`` puts on the token of ``keys`` (an HsmKeyStore) a key pair whose
+    curve and point are empty, as a key generation cut short by a crash leaves its objects (or
+    another application a bad one), and returns its key id; the objects are destroyed after the
+    test. Skips the test on a token that refuses to make such objects."""
+    import pkcs11
+    from pkcs11 import Attribute, KeyType, ObjectClass
+
+    made = []
+
+    def make(keys, label: str) -> str:
+        key_id = uuid.uuid4().bytes
+        common = {Attribute.KEY_TYPE: KeyType.EC, Attribute.TOKEN: True, Attribute.ID: key_id,
+                  Attribute.LABEL: label, Attribute.EC_PARAMS: b""}
+        try:
+            keys.session.run(lambda s: s.create_object(
+                {**common, Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.PRIVATE: True,
+                 Attribute.SENSITIVE: True, Attribute.SIGN: True, Attribute.VALUE: b"\x01"}),
+                "make a damaged private key")
+            made.append((keys, key_id))
+            keys.session.run(lambda s: s.create_object(
+                {**common, Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.PRIVATE: False,
+                 Attribute.VERIFY: True, Attribute.EC_POINT: b""}), "make a damaged public key")
+        except pkcs11.PKCS11Error as exc:
+            pytest.skip(f"the token refuses a key with an empty curve: {exc!r}")
+        return key_id.hex()
+
+    yield make
+    for keys, key_id in made:
+        keys.session.run(lambda s: [o.destroy() for o in s.get_objects({Attribute.ID: key_id})],
+                                 "destroy a damaged key")
+
+
 def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment for running the `signserver` command against the test token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER_")}

@@ -341,17 +341,23 @@ def _generate_pair(session: pkcs11.Session, algorithm: KeyAlgorithm, key_id: byt
 
 
 def _algorithm_of(key: pkcs11.Key) -> KeyAlgorithm | None:
+    """The key's algorithm; None for a kind signserver does not use, and for a key whose curve
+    cannot be read: a key generation cut short by a crash leaves such objects on a token, and
+    listing the token's keys must still work with them there."""
     if key.key_type == KeyType.RSA:
         return KeyAlgorithm.from_rsa_bits(len(key[Attribute.MODULUS]) * 8)
     if key.key_type not in (KeyType.EC, KeyType.EC_EDWARDS):
         return None
     params = key[Attribute.EC_PARAMS]
-    if params[:1] == b"\x13":
-        # SoftHSM stores Edwards curves by name, as a PrintableString ("edwards25519").
-        name = PrintableString.load(params).native
-        return KeyAlgorithm.ED25519 if name == "edwards25519" else None
-    parsed = ECDomainParameters.load(params)
-    return KeyAlgorithm.from_curve_oid(parsed.chosen.dotted) if parsed.name == "named" else None
+    try:
+        if params[:1] == b"\x13":
+            # SoftHSM stores Edwards curves by name, as a PrintableString ("edwards25519").
+            name = PrintableString.load(params).native
+            return KeyAlgorithm.ED25519 if name == "edwards25519" else None
+        parsed = ECDomainParameters.load(params)
+        return KeyAlgorithm.from_curve_oid(parsed.chosen.dotted) if parsed.name == "named" else None
+    except ValueError:
+        return None
 
 
 def _describe(key: pkcs11.PrivateKey) -> KeyInfo:
@@ -377,23 +383,29 @@ def _describe(key: pkcs11.PrivateKey) -> KeyInfo:
 
 
 def _public_key(key: pkcs11.PublicKey, algorithm: KeyAlgorithm | None) -> PublicKey:
+    """The public-key object's key as a ``cryptography`` object.
+
+    Raises: UnsupportedAlgorithm: a kind of key signserver does not use, or an object whose
+        numbers or point are not a key of its algorithm (damaged, as a crash can leave it).
+    """
     if algorithm is None:
         raise UnsupportedAlgorithm("the key is of a type signserver does not use")
-    if algorithm.family == "rsa":
-        numbers = rsa.RSAPublicNumbers(
-            int.from_bytes(key[Attribute.PUBLIC_EXPONENT], "big"),
-            int.from_bytes(key[Attribute.MODULUS], "big"),
-        )
-        return numbers.public_key()
-    point = key[Attribute.EC_POINT]
-    # CKA_EC_POINT is a DER OCTET STRING; a few tokens store the raw point instead.
     try:
-        point = OctetString.load(point).native
+        if algorithm.family == "rsa":
+            return rsa.RSAPublicNumbers(int.from_bytes(key[Attribute.PUBLIC_EXPONENT], "big"),
+                                        int.from_bytes(key[Attribute.MODULUS], "big")).public_key()
+        point = key[Attribute.EC_POINT]
+        # CKA_EC_POINT is a DER OCTET STRING; a few tokens store the raw point instead.
+        try:
+            point = OctetString.load(point).native
+        except ValueError:
+            pass
+        if algorithm.family == "ec":
+            return ec.EllipticCurvePublicKey.from_encoded_point(algorithm.ec_curve, point)
+        return ed25519.Ed25519PublicKey.from_public_bytes(point)
     except ValueError:
-        pass
-    if algorithm.family == "ec":
-        return ec.EllipticCurvePublicKey.from_encoded_point(algorithm.ec_curve, point)
-    return ed25519.Ed25519PublicKey.from_public_bytes(point)
+        raise UnsupportedAlgorithm(f"the public key object is not a {algorithm.value} key: "
+                                   "the object is damaged") from None
 
 
 def _certificate_template(key_id: bytes, label: str, certificate) -> dict:

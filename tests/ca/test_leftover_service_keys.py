@@ -98,3 +98,23 @@ def test_the_token_is_searched_for_leftovers_once_per_start(config, tmp_path):
     clock.advance(seconds=SUPERSEDED_KEY_GRACE.total_seconds() + 1)
     assert sorted(restarted.ca.remove_superseded_keys()) == sorted([first, second])
     assert not on_token(restarted, first) and not on_token(restarted, second)
+
+
+def test_a_key_on_the_token_that_cannot_be_described_stops_neither_the_search_nor_the_removals(
+        config, tmp_path, damaged_key):
+    """A private key whose curve cannot be read (a generation cut short by a crash leaves one, as
+    does another application's bad object), labelled as this CA labels its keys or not: the pass
+    records this CA's leftover and removes it as before, and leaves the damaged object alone."""
+    clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
+    service = own_ca(config, tmp_path / "damaged.db", clock)
+    clock.advance(seconds=RENEWAL_DUE.total_seconds())
+    left, replaced = renew_as_before(service, OCSP), service_keys(service)[TSA]
+    damaged = [damaged_key(service.keys, "ca-ocsp-responder-20261205000000-123456"), damaged_key(service.keys, "not-ours")]
+
+    assert service.ca.renew_service_keys_if_due() == [TSA]
+    assert superseded(service) == {left: OCSP, replaced: TSA}
+    clock.advance(seconds=SUPERSEDED_KEY_GRACE.total_seconds() + 1)
+    assert service.ca.renew_service_keys_if_due() == []
+    assert not on_token(service, left) and not on_token(service, replaced) and superseded(service) == {}
+    assert all(on_token(service, key_id) for key_id in damaged)
+    check_ocsp(service.ca.ocsp(_any_ocsp_request(service)), clock.now())

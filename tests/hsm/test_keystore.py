@@ -185,3 +185,14 @@ def test_unsupported_hash_through_cryptography_interface(keystore, keys):
     private = hsm_private_key(keystore, keys[KeyAlgorithm.RSA_2048].key_id)
     with pytest.raises(UnsupportedAlgorithm, match="sha1"):
         private.sign(MESSAGE, padding.PKCS1v15(), hashes.SHA1())
+
+
+def test_a_key_whose_curve_cannot_be_read_is_listed_as_of_no_algorithm_and_refused_for_use(keystore, damaged_key):
+    key_id = damaged_key(keystore, "damaged-by-a-crash")
+    [listed] = [key for key in keystore.list() if key.key_id == key_id]
+    assert (listed.label, listed.algorithm, listed.size) == ("damaged-by-a-crash", None, None)
+    assert keystore.get(key_id).algorithm is None
+    with pytest.raises(UnsupportedAlgorithm):
+        keystore.public_key(key_id)
+    with pytest.raises(UnsupportedAlgorithm):
+        keystore.sign_digest(key_id, hashlib.sha256(MESSAGE).digest(), SignatureAlgorithm.ECDSA_SHA256)
