@@ -16,6 +16,18 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+# Set on a fault its app has logged already (with its traceback) as it answered it: not logged again.
+_LOGGED = "_logged_by_its_app"
+
+
+def mark_logged(fault: BaseException) -> None:
+    """Note that ``fault``'s app logged it as it answered it, so that FaultAfterAnswer, to which
+    Starlette raises it again, does not log it a second time."""
+    try:
+        setattr(fault, _LOGGED, True)
+    except AttributeError:  # an exception type without attributes: logged twice, as before
+        pass
+
 
 class ErrorLog(Protocol):
     """What a fault is logged to: a logging.Logger, or anything with its ``error``."""
@@ -26,7 +38,8 @@ class ErrorLog(Protocol):
 
 class FaultAfterAnswer:
     """ASGI middleware: a fault an app raises once its answer has gone out whole is logged to
-    ``fault_log`` (``error``, with its traceback) and goes no further, so the connection serves
+    ``fault_log`` (``error``, with its traceback) unless the app logged it (:func:`mark_logged`),
+    and goes no further, so the connection serves
     the client's next request. A fault before the answer is whole still reaches the server, which
     answers 500 with ``Connection: close`` or, an answer begun, closes the connection."""
 
@@ -48,7 +61,8 @@ class FaultAfterAnswer:
 
         try:
             await self.app(scope, receive, noting_send)
-        except Exception:
+        except Exception as fault:
             if not answered:
                 raise
-            self._log.error("Exception in ASGI application after its answer was sent", exc_info=True)
+            if not getattr(fault, _LOGGED, False):
+                self._log.error("Exception in ASGI application after its answer was sent", exc_info=True)

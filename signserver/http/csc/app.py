@@ -30,7 +30,7 @@ def create_csc_app(context: CscContext) -> FastAPI:
                               "paths of CSC 1.0.4 that existing clients speak.",
                   openapi_url=OPENAPI_PATH, docs_url=None, redoc_url=None)
     app.state.csc = context
-    install_error_handlers(app)
+    install_error_handlers(app, faults=context.faults)
     app.include_router(info.router, prefix=V2_PREFIX)
     app.include_router(login.router, prefix=V2_PREFIX)
     app.include_router(login.oauth2_router)

@@ -8,6 +8,8 @@ from starlette.requests import Request
 
 from signserver.admission import ConcurrencyLimit
 from signserver.blocking_calls import BlockingCalls, FairShares
+from signserver.http.csc.errors import new_fault_log
+from signserver.http.fault_log import FaultLog
 from signserver.http.csc.limits import (DOCUMENT_JOBS_PER_APPLICATION, OPERATIONS_PER_APPLICATION,
                                         OPERATIONS_PER_WORKER)
 from signserver.service import SignService
@@ -28,6 +30,12 @@ class CscContext:
         next_step="poll them with signatures/signPolling, then try again"))
     # Each application's turn at the documents pool: one application's documents cannot take every thread.
     document_shares: FairShares = field(default_factory=lambda: FairShares(DOCUMENT_JOBS_PER_APPLICATION))
+    # The worker's log of its own faults (throttled), for the requests' handlers and for the
+    # asynchronous operations' work, which goes on after its request has been answered.
+    faults: FaultLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "faults", new_fault_log(self.service.clock))  # frozen: set once, here
 
 
 def context_of(request: Request) -> CscContext:

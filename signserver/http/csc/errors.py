@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from signserver import errors
+from signserver.asgi_faults import mark_logged
 from signserver.clock import Clock, SystemClock
 from signserver.http.call_metrics import note_refusal
 from signserver.http.fault_log import FaultLog
@@ -294,15 +295,22 @@ async def _on_http_error(request: Request, error: StarletteHTTPException) -> JSO
 async def _on_unexpected(request: Request, error: Exception) -> JSONResponse:
     _faults_of(request).record("CSC request %s failed unexpectedly", request.url.path,
                                with_traceback=sys.exc_info()[1] is error)
+    mark_logged(error)  # Starlette raises it again for the server, which need not log it twice
     # The reason CallMetrics counts it by (it answers outside the middleware, see app.py).
     return error_response(500, "server_error", GENERIC_SERVER_ERROR, UNEXPECTED)
 
 
-def install_error_handlers(app: FastAPI, clock: Clock | None = None) -> None:
+def new_fault_log(clock: Clock) -> FaultLog:
+    """A log of the CSC front's own faults: in full at most once a minute of ``clock``."""
+    return FaultLog(log, clock)
+
+
+def install_error_handlers(app: FastAPI, clock: Clock | None = None, faults: FaultLog | None = None) -> None:
     """Register the mapping on ``app``: signserver errors, FastAPI's validation errors (400,
     never 422), HTTP errors (unknown paths, methods) and anything unexpected (500). The server's
-    faults are logged in full at most once a minute of ``clock`` (the system's by default)."""
-    app.state.csc_fault_log = FaultLog(log, clock or SystemClock())
+    faults are logged to ``faults`` (by default a new_fault_log of ``clock``, the system's when
+    None)."""
+    app.state.csc_fault_log = faults or new_fault_log(clock or SystemClock())
     app.add_exception_handler(errors.SignServerError, _on_signserver_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -40,7 +39,6 @@ from signserver.http.csc.errors import GENERIC_SERVER_ERROR, error_response, sig
 from signserver.store.database import Database
 from signserver.store.schema import csc_operations
 
-log = logging.getLogger(__name__)
 
 # Longer than any signing job takes (a large document at B-LTA): past it, a running operation
 # has failed.
@@ -186,13 +184,15 @@ async def _carry_out(context: CscContext, store: OperationStore, response_id: st
         response = error_response(500, "server_error", STOPPED)
         state, status_code, body = FAILED, response.status_code, response.body
     except Exception:  # noqa: BLE001 - a fault of ours still ends the operation, as a 500
-        log.exception("asynchronous CSC operation failed unexpectedly")
+        # Throttled as a synchronous call's fault is: a client may start operations again and again.
+        context.faults.record("asynchronous CSC operation failed unexpectedly", with_traceback=True)
         response = error_response(500, "server_error", GENERIC_SERVER_ERROR)
         state, status_code, body = FAILED, response.status_code, response.body
     try:
         await context.accounts.run(store.finish, response_id, state, status_code, body)
     except Exception:  # noqa: BLE001 - nobody awaits this task: its poll fails at the deadline
-        log.exception("the outcome of an asynchronous CSC operation could not be recorded")
+        context.faults.record("the outcome of an asynchronous CSC operation could not be recorded",
+                              with_traceback=True)
 
 
 async def poll_operation(context: CscContext, application: Application, response_id: str) -> Outcome:
