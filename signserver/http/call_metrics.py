@@ -33,6 +33,13 @@ def note_refusal(scope, refused_with: type[SignServerError]) -> None:
     scope[REFUSED_WITH] = refused_with
 
 
+def method_label(scope) -> str:
+    """The method a call of ``scope`` is counted under: its HTTP method (or "OTHER") and
+    :func:`served_route` (``POST /csc/v2/signatures/signHash``)."""
+    verb = scope.get("method")
+    return f"{verb if verb in KNOWN_VERBS else 'OTHER'} {served_route(scope)}"
+
+
 def served_route(scope) -> str:
     """The path of the route that answered, as the app serves it (``/csc/v2/credentials/info``),
     or UNMATCHED. FastAPI puts on the scope the route as its router declares it, without the prefix
@@ -93,8 +100,7 @@ class CallMetrics:
             report()  # an answer never finished (a fault, a client gone) is counted all the same
 
     def _report(self, scope, status: int, seconds: float) -> None:
-        verb = scope.get("method")
-        method = f"{verb if verb in KNOWN_VERBS else 'OTHER'} {served_route(scope)}"
+        method = method_label(scope)
         refused_with = scope.get(REFUSED_WITH)
         if not (status >= 400 and isinstance(refused_with, type) and issubclass(refused_with, SignServerError)):
             refused_with = None  # an answer that is no refusal counts no reason, whatever was noted

@@ -18,6 +18,11 @@ class Meter:
         ``reason``, for a refusal, is the stable reason its answer carries (an error class's
         ``reason``, e.g. ACCOUNT_LOCKED: several share one status), None for a call not refused."""
 
+    def refused_later(self, front: str, method: str, reason: str) -> None:
+        """A request to ``method`` whose call was answered before its work ended (an asynchronous
+        operation's start) was refused when the work ended, with the stable ``reason`` its outcome
+        carries: counted once, as a refusal of the call would have been."""
+
     def hsm_lock_released(self, waited: float, held: float) -> None:
         """The PKCS#11 lock was waited for ``waited`` seconds, then held ``held`` seconds."""
 

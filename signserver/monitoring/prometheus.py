@@ -321,6 +321,10 @@ class PrometheusMeter(Meter):
         self._call_seconds.labels(front, method).observe(seconds)
 
     @_never_raising
+    def refused_later(self, front: str, method: str, reason: str) -> None:
+        self._refusals.labels(front, method, reason).inc()
+
+    @_never_raising
     def hsm_lock_released(self, waited: float, held: float) -> None:
         self._lock_wait.observe(waited)
         self._lock_hold.observe(held)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 import urllib.request
 
 import httpx
@@ -134,3 +135,28 @@ def test_csc_refusals_are_counted_by_the_reason_their_answer_carries(served):
               if line["logger"] == "signserver.calls" and not line["method"].startswith(("SigningService/",
                                                                                          "GET /ca/"))]
     assert sorted(logged, key=repr) == sorted(answers, key=repr)
+
+
+def test_an_asynchronous_operation_refused_is_counted_once_by_its_reason_however_often_it_is_polled(served):
+    """operationMode "A": the start is answered 200, and the refusal (a SAD never issued) is known
+    only when the work ends; it is counted then, under the method that started it, once."""
+    sign_hash, poll = "/csc/v2/signatures/signHash", "/csc/v2/signatures/signPolling"
+    before = csc_refusals(scrape(served))
+    digest = base64.b64encode(hashlib.sha256(b"asynchronous").digest()).decode()
+    with httpx.Client(base_url=f"https://127.0.0.1:{served.csc_port}", verify=tls_context(served),
+                      timeout=60) as client:
+        started = client.post(sign_hash, json={
+            "credentialID": served.credential_id, "SAD": "a-sad-never-issued", "hashes": [digest],
+            "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1", "signAlgo": "1.2.840.10045.4.3.2", "operationMode": "A"})
+        assert started.status_code == 200, started.text
+        response_id = started.json()["responseID"]
+        deadline = time.monotonic() + 60
+        while (answer := client.post(poll, json={"responseID": response_id})).json().get("responseID") == response_id:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.05)
+        reason = answer.json()["error_reason"]
+        for _ in range(3):  # polled again: the same outcome, counted no more
+            assert client.post(poll, json={"responseID": response_id}).json() == answer.json()
+    counted = csc_refusals(scrape(served))
+    new = {key: value - before.get(key, 0) for key, value in counted.items() if value != before.get(key, 0)}
+    assert answer.status_code >= 400 and new == {(f"POST {sign_hash}", reason): 1}, (answer.text, new)

@@ -17,13 +17,14 @@ import string
 from typing import Literal
 
 from asn1crypto import algos, tsp
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from signserver.accounts.model import Application, Credential
 from signserver.errors import InvalidArgument, PermissionDenied, UnsupportedAlgorithm
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
+from signserver.http.call_metrics import method_label
 from signserver.http.csc import algorithms
 from signserver.http.csc.auth import calling_application
 from signserver.http.csc.context import CscContext, csc_context
@@ -349,7 +350,8 @@ async def sign_documents(context: CscContext, application: Application, request:
 
 @router.post("/signatures/signDoc", summary="Sign whole PDF documents (PAdES)", responses={
     200: {"description": 'DocumentWithSignature: the signed PDFs, base64; with operationMode "A", responseID'}})
-async def sign_doc(request: SignDocRequest, application: Application = Depends(calling_application),
+async def sign_doc(request: SignDocRequest, http: Request,
+                   application: Application = Depends(calling_application),
                    context: CscContext = Depends(csc_context)) -> dict:
     """Sign each document (PDF, base64) with the credential at its conformance level, with a
     visible stamp unless ``stamp.visible`` is false; authorised by a SAD for the documents'
@@ -364,7 +366,7 @@ async def sign_doc(request: SignDocRequest, application: Application = Depends(c
     if request.operationMode == "A":
         return await start_operation(context, application,
                                      lambda: sign_documents(context, application, request, documents),
-                                     keep_seconds(request.validity_period))
+                                     keep_seconds(request.validity_period), method_label(http.scope))
     if request.validity_period is not None:
         raise InvalidArgument('validity_period applies to operationMode "A" only', field="validity_period")
     return await sign_documents(context, application, request, documents)

@@ -35,7 +35,8 @@ from signserver import errors
 from signserver.accounts.model import Application
 from signserver.clock import Clock, epoch_seconds
 from signserver.http.csc.context import CscContext
-from signserver.http.csc.errors import GENERIC_SERVER_ERROR, error_response, signserver_error_response
+from signserver.http.csc.errors import GENERIC_SERVER_ERROR, UNEXPECTED, error_response, signserver_error_response
+from signserver.monitoring.meter import meter
 from signserver.store.database import Database
 from signserver.store.schema import csc_operations
 
@@ -141,9 +142,12 @@ def operation_store(context: CscContext) -> OperationStore:
 
 
 async def start_operation(context: CscContext, application: Application,
-                          run: Callable[[], Awaitable[dict[str, Any]]], keep: int = RESULT_SECONDS) -> dict:
+                          run: Callable[[], Awaitable[dict[str, Any]]], keep: int = RESULT_SECONDS,
+                          method: str = "") -> dict:
     """Record the operation, start ``run`` (the synchronous answer's work) in this worker and
-    answer its responseID at once.
+    answer its responseID at once. ``method``: the call's label in the figures
+    (:func:`~signserver.http.call_metrics.method_label`), under which a refusal its work ends
+    with is counted once, when it ends (the start was answered, and counted, before).
 
     The operations' rows are read and written in the accounts pool, where the caller's
     authentication looks up its token too: a start or a poll answers while the HSM and documents
@@ -159,17 +163,19 @@ async def start_operation(context: CscContext, application: Application,
     except BaseException:
         context.operations.give_back(application.id)
         raise
-    task = asyncio.get_running_loop().create_task(_carry_out(context, store, response_id, run, application.id))
+    task = asyncio.get_running_loop().create_task(_carry_out(context, store, response_id, run, application.id,
+                                                             method))
     _under_way.add(task)
     task.add_done_callback(_under_way.discard)
     return {"responseID": response_id}
 
 
 async def _carry_out(context: CscContext, store: OperationStore, response_id: str,
-                     run: Callable[[], Awaitable[dict[str, Any]]], application_id: int) -> None:
-    """Run the operation and record its outcome as the synchronous call would have answered it.
-    The application's place is given back once the work ends, before the outcome is recorded: a
-    client that polled the outcome may start another at once."""
+                     run: Callable[[], Awaitable[dict[str, Any]]], application_id: int, method: str) -> None:
+    """Run the operation and record its outcome as the synchronous call would have answered it,
+    and count a refusal by its reason, as the synchronous call's would have been (once: polls
+    only read it). The application's place is given back once the work ends, before the outcome
+    is recorded: a client that polled the outcome may start another at once."""
     try:
         try:
             async with asyncio.timeout(OPERATION_SECONDS):
@@ -178,16 +184,18 @@ async def _carry_out(context: CscContext, store: OperationStore, response_id: st
             context.operations.give_back(application_id)
         state, status_code, body = DONE, 200, json.dumps(answer).encode("utf-8")
     except errors.SignServerError as error:
-        response = signserver_error_response(error)
+        response = signserver_error_response(error, context.faults)
         state, status_code, body = FAILED, response.status_code, response.body
+        meter().refused_later("csc", method, error.reason)
     except TimeoutError:
         response = error_response(500, "server_error", STOPPED)
         state, status_code, body = FAILED, response.status_code, response.body
     except Exception:  # noqa: BLE001 - a fault of ours still ends the operation, as a 500
         # Throttled as a synchronous call's fault is: a client may start operations again and again.
         context.faults.record("asynchronous CSC operation failed unexpectedly", with_traceback=True)
-        response = error_response(500, "server_error", GENERIC_SERVER_ERROR)
+        response = error_response(500, "server_error", GENERIC_SERVER_ERROR, UNEXPECTED)
         state, status_code, body = FAILED, response.status_code, response.body
+        meter().refused_later("csc", method, UNEXPECTED.reason)
     try:
         await context.accounts.run(store.finish, response_id, state, status_code, body)
     except Exception:  # noqa: BLE001 - nobody awaits this task: its poll fails at the deadline

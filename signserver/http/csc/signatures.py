@@ -9,12 +9,13 @@ import base64
 import binascii
 from typing import Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from signserver.accounts.model import Application
 from signserver.errors import InvalidArgument
 from signserver.hsm.algorithms import SignatureAlgorithm
+from signserver.http.call_metrics import method_label
 from signserver.http.csc import algorithms
 from signserver.http.csc.auth import calling_application
 from signserver.http.csc.context import CscContext, csc_context
@@ -69,7 +70,8 @@ async def sign_hashes(context: CscContext, application: Application, credential_
 
 
 @router.post("/signatures/signHash", summary="Sign hashes with a credential and its SAD")
-async def sign_hash(body: SignHashRequest, application: Application = Depends(calling_application),
+async def sign_hash(body: SignHashRequest, http: Request,
+                    application: Application = Depends(calling_application),
                     context: CscContext = Depends(csc_context)) -> dict:
     """signAlgo (with hashAlgorithmOID where it names only the key's algorithm, and
     signAlgoParams for RSASSA-PSS) chooses the signature algorithm; the SAD must have been issued
@@ -91,7 +93,8 @@ async def sign_hash(body: SignHashRequest, application: Application = Depends(ca
                                                 digests)}
 
     if body.operationMode == "A":
-        return await start_operation(context, application, signed, keep_seconds(body.validity_period))
+        return await start_operation(context, application, signed, keep_seconds(body.validity_period),
+                                     method_label(http.scope))
     if body.validity_period is not None:
         raise InvalidArgument('validity_period applies to operationMode "A" only')
     return await signed()
