@@ -213,6 +213,11 @@ class SignService:
         self.keys.delete(key.key_id)
         return key
 
+    def delete_unnamed_keys(self) -> int:
+        """Destroy the key objects a generation left half-made (HsmKeyStore.delete_unnamed); returns
+        how many. Raises: HsmError."""
+        return self.keys.delete_unnamed()
+
     def certificate_request(self, reference: str, subject: x509.Name,
                             signature_algorithm: SignatureAlgorithm | None = None) -> x509.CertificateSigningRequest:
         """A PKCS#10 request for the key, signed inside the HSM.

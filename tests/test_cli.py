@@ -337,3 +337,47 @@ def test_init_of_an_initialised_token_asks_for_its_label_on_a_terminal(state_dir
     code, output = run_on_terminal(state_dir, *again, answer=label)
     assert code == 0, output
     assert run(state_dir, "hsm", "list", "--token", label, "--pin-file", f["user2"]).returncode == 0
+
+
+def _unnamed_half_made_pair(keystore) -> None:
+    """A private and a public key object with no label, no id and no curve: what SoftHSM leaves when
+    another process's search interrupts a key-pair generation (see the README, `hsm list`)."""
+    from pkcs11 import Attribute, KeyType, ObjectClass
+
+    def make(session) -> None:
+        session.create_object({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.KEY_TYPE: KeyType.EC,
+                               Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                               Attribute.EC_PARAMS: b"", Attribute.VALUE: b"\x01"})
+        session.create_object({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.EC,
+                               Attribute.TOKEN: True, Attribute.EC_PARAMS: b"", Attribute.EC_POINT: b""})
+    keystore.session.run(make, "make a half-made key pair")
+
+
+def _objects(state_dir) -> int:
+    """The token's objects, counted by a process of its own: this process's SoftHSM may not have
+    read yet what other processes wrote to the token."""
+    health = run(state_dir, "hsm", "health", "--count-objects", "--json")
+    assert health.returncode == 0, health.stderr
+    return json.loads(health.stdout)["objects"]
+
+
+def test_delete_unnamed_destroys_only_the_keys_a_generation_left_half_made(state_dir, keystore, damaged_key):
+    kept = f"cli-{uuid.uuid4().hex[:8]}"
+    assert run(state_dir, "hsm", "keygen", "--algorithm", "ec-p256", "--label", kept).returncode == 0
+    labelled_damaged = damaged_key(keystore, f"cli-damaged-{uuid.uuid4().hex[:8]}")  # named: not this command's
+    _unnamed_half_made_pair(keystore)
+    before = _objects(state_dir)
+
+    refused = run(state_dir, "hsm", "delete", "--unnamed", input="")
+    assert refused.returncode == 1 and "--yes" in refused.stderr and _objects(state_dir) == before
+    done = run(state_dir, "hsm", "delete", "--unnamed", "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"deleted_unnamed_objects": 2}
+    assert _objects(state_dir) == before - 2
+    assert keystore.find_by_label(kept).algorithm is not None and keystore.get(labelled_damaged).algorithm is None
+    again = run(state_dir, "hsm", "delete", "--unnamed", "--yes")
+    assert again.returncode == 0 and "no unnamed key objects" in again.stdout
+
+    for wrong in (("hsm", "delete"), ("hsm", "delete", kept, "--unnamed", "--yes")):
+        usage = run(state_dir, *wrong)
+        assert usage.returncode == 2 and "--unnamed" in usage.stderr, usage.stderr

@@ -81,7 +81,11 @@ def add_parser(subparsers) -> None:
     command("list", cmd_list, "list the private keys on the token")
 
     p = command("delete", cmd_delete, "delete a key pair and its certificate")
-    p.add_argument("key", help="key label or id")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("key", nargs="?", help="key label or id")
+    which.add_argument("--unnamed", action="store_true",
+                   help="instead, delete the key objects with no label and no id whose kind cannot be read: "
+                        "what a key generation another process interrupted left half-made")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     p = command("health", cmd_health, "check that the module, token and login answer, and sign with the "
@@ -277,6 +281,8 @@ def cmd_list(args, config: Config) -> int:
 
 
 def cmd_delete(args, config: Config) -> int:
+    if args.unnamed:
+        return _delete_unnamed(args, config)
     service = open_service(args, config)
     key = service.find_key(args.key)
     if not args.yes:
@@ -291,6 +297,23 @@ def cmd_delete(args, config: Config) -> int:
         print_json({"deleted": key})
     else:
         print(f"deleted key {key.label!r} ({key.key_id})")
+    return 0
+
+
+def _delete_unnamed(args, config: Config) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidArgument("deleting key objects cannot be undone: pass --yes to confirm")
+        answer = _ask("Delete every key object with no label and no id whose kind cannot be read? No key "
+                      "generation may be under way on this token meanwhile. [y/N] ")
+        if answer is None or answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    deleted = open_service(args, config).delete_unnamed_keys()
+    if args.json:
+        print_json({"deleted_unnamed_objects": deleted})
+    else:
+        print(f"deleted {deleted} unnamed key objects" if deleted else "no unnamed key objects on the token")
     return 0
 
 

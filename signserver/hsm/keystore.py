@@ -188,6 +188,28 @@ class HsmKeyStore:
         self._session.run(delete, f"delete key {key_id}")
         log.info("deleted key %s from the HSM", key_id)
 
+    def delete_unnamed(self) -> int:
+        """Destroy the token's key objects that have neither a label nor an id and whose kind cannot
+        be read (no curve, no modulus): what SoftHSM leaves of a key pair whose generation another
+        process's search interrupted. signserver names every key it makes, so none of its keys is
+        among them; a generation under way at this moment may be, and then fails (its command can
+        be run again). Returns how many objects were destroyed.
+
+        Raises: HsmError.
+        """
+        def delete(session: pkcs11.Session) -> int:
+            found = [key for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
+                     for key in self._session.find(session, {Attribute.CLASS: object_class, Attribute.TOKEN: True})
+                     if _unnamed_and_unreadable(key)]
+            for key in found:
+                key.destroy()
+            return len(found)
+
+        destroyed = self._session.run(delete, "delete the unnamed key objects")
+        if destroyed:
+            log.warning("destroyed %d unnamed key objects that a key generation left half-made", destroyed)
+        return destroyed
+
     def public_key(self, key_id: str) -> PublicKey:
         """The public key as a ``cryptography`` object (``public_bytes`` gives SPKI DER/PEM).
 
@@ -358,6 +380,13 @@ def _algorithm_of(key: pkcs11.Key) -> KeyAlgorithm | None:
         return KeyAlgorithm.from_curve_oid(parsed.chosen.dotted) if parsed.name == "named" else None
     except ValueError:
         return None
+
+
+def _unnamed_and_unreadable(key: pkcs11.Key) -> bool:
+    """Whether the key object has no label, no id and a kind that cannot be read (see
+    HsmKeyStore.delete_unnamed)."""
+    attrs = key.get_attributes([Attribute.ID, Attribute.LABEL])
+    return not attrs.get(Attribute.ID) and not attrs.get(Attribute.LABEL) and _algorithm_of(key) is None
 
 
 def _describe(key: pkcs11.PrivateKey) -> KeyInfo:
