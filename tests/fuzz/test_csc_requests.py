@@ -141,7 +141,8 @@ def csc_world(csc_server, csc_service, csc_clock):  # noqa: F811
 
 def _openapi() -> dict:
     """The API's OpenAPI document, from its app (which reads only the document size limit)."""
-    context = SimpleNamespace(service=SimpleNamespace(config=SimpleNamespace(pades=SimpleNamespace(max_document_mb=1))))
+    context = SimpleNamespace(service=SimpleNamespace(config=SimpleNamespace(pades=SimpleNamespace(max_document_mb=1))),
+                              faults=None)  # the app's own fault log (no requests are served)
     return create_csc_app(context).openapi()
 
 
