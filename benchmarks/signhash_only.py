@@ -62,6 +62,11 @@ def health_checker(channel, target, name):
 CALLER = {"health": lambda: health_checker}.get(os.environ.get("CALLER", ""), lambda: load.hash_signer(1))
 
 
+class NoCallCompleted(RuntimeError):
+    """No call completed within a load's window: the clients' connections were not ready in time
+    (a server still starting, a machine busy with something else)."""
+
+
 def client_cpu_process(target, caller, threads, start_at, seconds, queue, share, taken):
     """load._client_process, plus this process's CPU over the window."""
     results, lock = [], threading.Lock()
@@ -114,6 +119,8 @@ def run_load(target, server_pid, concurrency, seconds, max_processes=int(os.envi
     for c in clients:
         c.join()
     calls = sum(g[0] for g in gathered)
+    if calls == 0:
+        raise NoCallCompleted(f"no SignHash completed within the {seconds:g} s window")
     server_cpu = sum(after[w] - before[w] for w in workers)
     client_cpu = sum(g[1] for g in gathered)
     if os.environ.get("THREADS"):
@@ -126,6 +133,18 @@ def run_load(target, server_pid, concurrency, seconds, max_processes=int(os.envi
     foreign = (busy_after - busy_before - server_cpu - client_cpu) / seconds
     run_load.foreign = foreign
     return calls / seconds, server_cpu / calls * 1e6, client_cpu / calls * 1e6
+
+
+def warm_up(target, server_pid, tries: int = 3) -> None:
+    """A short load before the measured runs; tried again when its window ended before the
+    clients' connections were ready (the workers' first TLS handshakes)."""
+    for attempt in range(1, tries + 1):
+        try:
+            run_load(target, server_pid, 8, 1.0)
+            return
+        except NoCallCompleted as exc:
+            print(f"warm-up {attempt} of {tries}: {exc}; trying again", file=sys.stderr)
+    raise NoCallCompleted(f"no SignHash completed in {tries} warm-ups: is the server serving?")
 
 
 def run_native(target, server_pid, concurrency, seconds, raw):
@@ -163,7 +182,7 @@ def main() -> None:
             if args.profile:
                 profile(target, server, args.profile, spy)
                 return
-            run_load(target, server.process.pid, 8, 1.0)  # warm-up
+            warm_up(target, server.process.pid)
             found = {kind: {"ratios": [], "servers": [], "clients": [], "cores": []} for kind in kinds}
             raw_probe = hsm_rate.raw_probe(service, 1.0)
 
