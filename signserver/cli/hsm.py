@@ -313,7 +313,8 @@ def _delete_unnamed(args, config: Config) -> int:
     if args.json:
         print_json({"deleted_unnamed_objects": deleted})
     else:
-        print(f"deleted {deleted} unnamed key objects" if deleted else "no unnamed key objects on the token")
+        print(f"deleted {deleted} unnamed key object{'' if deleted == 1 else 's'}" if deleted
+              else "no unnamed key objects on the token")
     return 0
 
 
