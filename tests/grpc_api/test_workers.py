@@ -8,8 +8,10 @@ import io
 import json
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 
@@ -161,7 +163,8 @@ def test_sigterm_during_signing_leaves_nothing_half_done(served):
                 with lock:
                     outcomes.append((error.code().name, None))
 
-    threads = [threading.Thread(target=sign, args=(i,)) for i in range(8)]
+    # Daemons: a client left waiting must not keep the test process from ending.
+    threads = [threading.Thread(target=sign, args=(i,), daemon=True) for i in range(8)]
     for thread in threads:
         thread.start()
     started.wait()
@@ -169,6 +172,9 @@ def test_sigterm_during_signing_leaves_nothing_half_done(served):
     for thread in threads:
         thread.join(180)
     assert served.process.wait(60) == 0
+    stuck = [thread for thread in threads if thread.is_alive()]
+    assert not stuck, "clients still waiting 180 s after the SIGTERM, at:\n" + "\n".join(
+        "".join(traceback.format_stack(sys._current_frames()[thread.ident])) for thread in stuck)
     assert len(outcomes) == 8
     assert all(kind in ("signed", "UNAVAILABLE", "CANCELLED") for kind, _ in outcomes), outcomes
 
