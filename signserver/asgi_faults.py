@@ -39,9 +39,9 @@ class ErrorLog(Protocol):
 class FaultAfterAnswer:
     """ASGI middleware: a fault an app raises once its answer has gone out whole is logged to
     ``fault_log`` (``error``, with its traceback) unless the app logged it (:func:`mark_logged`),
-    and goes no further, so the connection serves
-    the client's next request. A fault before the answer is whole still reaches the server, which
-    answers 500 with ``Connection: close`` or, an answer begun, closes the connection."""
+    and goes no further, so the connection serves the client's next request. A fault before the
+    answer is whole still reaches the server, which answers 500 with ``Connection: close`` or, an
+    answer begun, closes the connection."""
 
     def __init__(self, app: Any, fault_log: ErrorLog):
         self.app = app

@@ -106,7 +106,8 @@ def test_a_fault_of_an_asynchronous_operation_is_logged_in_full_once_then_counte
     async def run_three() -> list:
         outcomes = []
         for _ in range(3):
-            response_id = (await start_operation(context, application, failing))["responseID"]
+            response_id = (await start_operation(context, application, failing,
+                                                 method="POST /csc/v2/signatures/signHash"))["responseID"]
             deadline = time.monotonic() + 30
             while (outcome := await context.accounts.run(operation_store(context).outcome, application.id,
                                                          response_id)).running:

@@ -9,9 +9,9 @@ from starlette.requests import Request
 from signserver.admission import ConcurrencyLimit
 from signserver.blocking_calls import BlockingCalls, FairShares
 from signserver.http.csc.errors import new_fault_log
-from signserver.http.fault_log import FaultLog
 from signserver.http.csc.limits import (DOCUMENT_JOBS_PER_APPLICATION, OPERATIONS_PER_APPLICATION,
                                         OPERATIONS_PER_WORKER)
+from signserver.http.fault_log import FaultLog
 from signserver.service import SignService
 
 

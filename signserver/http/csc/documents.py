@@ -366,7 +366,7 @@ async def sign_doc(request: SignDocRequest, http: Request,
     if request.operationMode == "A":
         return await start_operation(context, application,
                                      lambda: sign_documents(context, application, request, documents),
-                                     keep_seconds(request.validity_period), method_label(http.scope))
+                                     keep_seconds(request.validity_period), method=method_label(http.scope))
     if request.validity_period is not None:
         raise InvalidArgument('validity_period applies to operationMode "A" only', field="validity_period")
     return await sign_documents(context, application, request, documents)

@@ -142,8 +142,8 @@ def operation_store(context: CscContext) -> OperationStore:
 
 
 async def start_operation(context: CscContext, application: Application,
-                          run: Callable[[], Awaitable[dict[str, Any]]], keep: int = RESULT_SECONDS,
-                          method: str = "") -> dict:
+                          run: Callable[[], Awaitable[dict[str, Any]]], keep: int = RESULT_SECONDS, *,
+                          method: str) -> dict:
     """Record the operation, start ``run`` (the synchronous answer's work) in this worker and
     answer its responseID at once. ``method``: the call's label in the figures
     (:func:`~signserver.http.call_metrics.method_label`), under which a refusal its work ends

@@ -94,7 +94,7 @@ async def sign_hash(body: SignHashRequest, http: Request,
 
     if body.operationMode == "A":
         return await start_operation(context, application, signed, keep_seconds(body.validity_period),
-                                     method_label(http.scope))
+                                     method=method_label(http.scope))
     if body.validity_period is not None:
         raise InvalidArgument('validity_period applies to operationMode "A" only')
     return await signed()
