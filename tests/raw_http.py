@@ -1,8 +1,27 @@
-"""HTTP/1.1 spoken on a bare socket, for tests of what a server does with one connection."""
+"""HTTP/1.1 spoken on a bare socket, for tests of what a server does with one connection, and the
+ASGI endpoints those tests serve."""
 
 from __future__ import annotations
 
 import socket
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+
+
+async def fine(request: Request) -> PlainTextResponse:
+    """An endpoint that answers "fine"."""
+    return PlainTextResponse("fine")
+
+
+class CutShort:
+    """An ASGI endpoint: an answer begun, then a fault before its end."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"100")]})
+        await send({"type": "http.response.body", "body": b"begun", "more_body": True})
+        raise RuntimeError("a fault half-way through an answer")
 
 
 def read_answer(connection: socket.socket) -> bytes:

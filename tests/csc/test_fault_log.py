@@ -17,7 +17,7 @@ from signserver import errors
 from signserver.clock import ManualClock, SystemClock
 from signserver.descriptors import DescriptorReserve
 from signserver.http.asgi_server import AsgiServer, ConnectionLimits
-from signserver.http.csc.errors import install_error_handlers
+from signserver.http.csc.errors import install_error_handlers, new_fault_log
 
 CSC_LOG = "signserver.http.csc.errors"
 
@@ -38,7 +38,7 @@ def clock():
 @pytest.fixture
 def url(clock):
     app = FastAPI()
-    install_error_handlers(app, clock)
+    install_error_handlers(app, new_fault_log(clock))
     app.add_api_route("/unexpected", _unexpected, methods=["POST"])
     app.add_api_route("/hsm-fault", _hsm_fault, methods=["POST"])
     loop = asyncio.new_event_loop()

@@ -23,25 +23,11 @@ from signserver.clock import SystemClock
 from signserver.descriptors import DescriptorReserve
 from signserver.http.asgi_server import AsgiServer, ConnectionLimits
 from signserver.http.csc.errors import install_error_handlers
-from tests.raw_http import read_answer
+from tests.raw_http import CutShort, fine, read_answer
 
 
 async def _fault(request: Request) -> PlainTextResponse:
     raise RuntimeError("a fault of the server")
-
-
-async def _fine(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("fine")
-
-
-class CutShort:
-    """An ASGI endpoint: an answer begun, then a fault before its end."""
-
-    async def __call__(self, scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"100")]})
-        await send({"type": "http.response.body", "body": b"begun", "more_body": True})
-        raise RuntimeError("a fault half-way through an answer")
 
 
 def csc_like_app() -> FastAPI:
@@ -49,14 +35,14 @@ def csc_like_app() -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
     app.add_api_route("/fault", _fault, methods=["POST"])
-    app.add_api_route("/fine", _fine, methods=["GET"])
+    app.add_api_route("/fine", fine, methods=["GET"])
     app.router.routes.append(Route("/cut-short", CutShort(), methods=["GET"]))
     return app
 
 
 def bare_app() -> Starlette:
     """No handler of its own: Starlette's plain 500."""
-    return Starlette(routes=[Route("/fault", _fault, methods=["POST"]), Route("/fine", _fine, methods=["GET"]),
+    return Starlette(routes=[Route("/fault", _fault, methods=["POST"]), Route("/fine", fine, methods=["GET"]),
                              Route("/cut-short", CutShort(), methods=["GET"])])
 
 

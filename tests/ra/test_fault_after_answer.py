@@ -23,32 +23,18 @@ from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
 from signserver.ra.server import served_app
-from tests.raw_http import read_answer
+from tests.raw_http import CutShort, fine, read_answer
 
 
 async def _fault(request: Request) -> PlainTextResponse:
     raise RuntimeError("a fault of the RA")
 
 
-async def _fine(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("fine")
-
-
-class CutShort:
-    """An ASGI endpoint: an answer begun, then a fault before its end."""
-
-    async def __call__(self, scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"100")]})
-        await send({"type": "http.response.body", "body": b"begun", "more_body": True})
-        raise RuntimeError("a fault half-way through an answer")
-
-
 async def _error_page(request: Request, exc: Exception) -> HTMLResponse:
     return HTMLResponse("<!doctype html><title>500</title><p>500</p>", status_code=500)
 
 
-ROUTES = [Route("/fault", _fault, methods=["POST"]), Route("/fine", _fine), Route("/cut-short", CutShort())]
+ROUTES = [Route("/fault", _fault, methods=["POST"]), Route("/fine", fine), Route("/cut-short", CutShort())]
 APPS = {"starlette-default": lambda: Starlette(routes=ROUTES),
         "error-page-handler": lambda: Starlette(routes=ROUTES, exception_handlers={Exception: _error_page})}
 

@@ -305,12 +305,11 @@ def new_fault_log(clock: Clock) -> FaultLog:
     return FaultLog(log, clock)
 
 
-def install_error_handlers(app: FastAPI, clock: Clock | None = None, faults: FaultLog | None = None) -> None:
+def install_error_handlers(app: FastAPI, faults: FaultLog | None = None) -> None:
     """Register the mapping on ``app``: signserver errors, FastAPI's validation errors (400,
     never 422), HTTP errors (unknown paths, methods) and anything unexpected (500). The server's
-    faults are logged to ``faults`` (by default a new_fault_log of ``clock``, the system's when
-    None)."""
-    app.state.csc_fault_log = faults or new_fault_log(clock or SystemClock())
+    faults are logged to ``faults`` (by default a new_fault_log of the system's clock)."""
+    app.state.csc_fault_log = faults or new_fault_log(SystemClock())
     app.add_exception_handler(errors.SignServerError, _on_signserver_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
