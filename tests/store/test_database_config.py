@@ -10,7 +10,7 @@ from sqlalchemy import event
 from signserver.config import DatabaseConfig, load_config
 from signserver.errors import ConfigurationError
 from signserver.store.database import Database
-from tests.conftest import database_url
+from tests.conftest import ON_POSTGRESQL, database_url
 
 
 def loaded(tmp_path, **settings: str):
@@ -75,12 +75,16 @@ def test_calls_one_at_a_time_are_served_by_the_connection_returned_last(tmp_path
         with database.read() as first, database.read() as second, database.read() as third:
             held = {id(conn.connection.driver_connection) for conn in (first, second, third)}
         assert len(held) == 3 and database.engine.pool.checkedin() == 3
-        served = []
+        reads, writes = [], []
         for _ in range(6):
             with database.transaction() as conn:
-                served.append(id(conn.connection.driver_connection))
+                writes.append(id(conn.connection.driver_connection))
             with database.read() as conn:
-                served.append(id(conn.connection.driver_connection))
-        assert served[0] in held and set(served) == {served[0]}
+                reads.append(id(conn.connection.driver_connection))
+        assert reads[0] in held and set(reads) == {reads[0]}
+        if ON_POSTGRESQL:
+            assert set(writes) == {reads[0]}
+        else:  # SQLite's writers take turns on one connection of the process's own
+            assert set(writes) == {writes[0]} and writes[0] != reads[0]
     finally:
         database.dispose()
