@@ -84,17 +84,25 @@ class ForkedProcess:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None and select.select([self._connection], [], [], 0)[0]:
+        if self.returncode is None and self._answered(0):
             self._ended()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         """Raises: subprocess.TimeoutExpired."""
         if self.returncode is None:
-            if not select.select([self._connection], [], [], timeout)[0]:
+            if not self._answered(timeout):
                 raise subprocess.TimeoutExpired(self.args, timeout)
             self._ended()
         return self.returncode
+
+    def _answered(self, timeout: float | None) -> bool:
+        """Whether the handler's next answer (or its end) is there, within ``timeout`` seconds. By
+        poll(), not select(), which takes no descriptor from 1024 up: a test process that holds
+        that many must still wait for its commands and stop its servers."""
+        poller = select.poll()
+        poller.register(self._connection, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:  # as Popen: never a signal to a pid that may have been reused

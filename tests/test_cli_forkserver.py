@@ -70,3 +70,18 @@ def test_a_fork_server_whose_test_process_died_ends_too(tmp_path):
         assert time.monotonic() < deadline, "the fork server outlived its test process"
         time.sleep(0.1)
     assert not Path(folder).exists(), "the fork server left its socket's folder behind"
+
+
+def test_a_command_runs_and_is_waited_for_in_a_test_process_holding_past_1024_descriptors(state_dir, tmp_path):
+    # select() takes no descriptor from 1024 up: a test process that holds that many (a leak the
+    # suite should show as the leak's own failure) must still run commands, and stop its servers.
+    held = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        answered = cli_forkserver.run([str(SIGNSERVER), "--help"], env=cli_env(state_dir), cwd=tmp_path,
+                                      capture_output=True, text=True, timeout=120)
+        assert answered.returncode == 0 and "usage" in answered.stdout
+    finally:
+        for fd in held:
+            os.close(fd)
