@@ -456,14 +456,15 @@ class Database:
 
 class _WriterConnection:
     """SQLite: the one connection through which a process writes (Database._writing), opened
-    on first use and again after it was closed, invalidated or inherited across fork."""
+    on first use and again after it was closed or invalidated. A forked child's engines are
+    disposed of as it starts (_forget_inherited_connections), which forgets the parent's here."""
 
     def __init__(self):
         self._connection: Connection | None = None
         self._pid = 0  # the process that opened it
 
     def connection(self, engine: Engine) -> Connection:
-        if self._connection is not None and (self._connection.invalidated or self._pid != os.getpid()):
+        if self._connection is not None and self._connection.invalidated:
             self.close()
         if self._connection is None:
             self._connection, self._pid = engine.connect(), os.getpid()
@@ -493,11 +494,11 @@ def _begin_at_driver(connection: Connection, statement: str) -> None:
     Raises: sqlalchemy.exc.DBAPIError (OperationalError: the write lock stayed with another
         program past the busy timeout), as from ``Connection.execute``.
     """
+    driver_errors = _driver_errors(connection)
     try:
         connection.connection.driver_connection.execute(statement)
-    except _driver_errors(connection) as exc:
-        raise DBAPIError.instance(statement, None, exc, _driver_errors(connection),
-                                  dialect=connection.dialect) from exc
+    except driver_errors as exc:
+        raise DBAPIError.instance(statement, None, exc, driver_errors, dialect=connection.dialect) from exc
 
 
 def _dangling_references(driver) -> dict[str, int]:
