@@ -9,7 +9,7 @@ work, 1.3 times. A thread of SCHED_BATCH, woken, waits for the running one to bl
 its time slice; it still gets its fair share of the CPU (the policy has no priority of its own, and
 the worker's nice value stands). Measured on a 2-core machine: about 5 % more single-digest calls
 against a server of the ordinary policy measured alternately, 5 to 14 % in whole runs, with 70 to
-180 µs less of the workers' CPU per call and the same p99 (README, "Workers as batch work").
+180 µs less of the workers' CPU per call and the same p99 (docs/performance.md, "Workers as batch work").
 """
 
 from __future__ import annotations
