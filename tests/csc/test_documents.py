@@ -335,3 +335,84 @@ def test_an_unknown_credential_is_refused_as_the_csc_api_says(csc_client):
                                              "documents": [document(sample_pdf(1))]})
     assert_csc_error(answer, 400, "invalid_request")
     assert answer.json()["error_description"].startswith("Invalid parameter credentialID")
+
+
+def _stand_in(credential_id: str) -> str:
+    """The name an unknown credential's attempts are counted under (SignService.authorize_credential)."""
+    return "csc~" + hashlib.sha256(credential_id.encode("utf-8")).hexdigest()[:48]
+
+
+def test_auth_data_for_an_unknown_existing_or_revoked_credential_is_refused_alike_and_counted(
+        csc_client, csc_service, csc_clock):
+    """With wrong factors, signDoc tells nothing of the credential: an unknown one, one that
+    exists and a revoked one get credentials/authorize's one answer, after the factors' check,
+    each attempt counted toward the name's lock as credentials/authorize counts it."""
+    from tests.csc.conftest import certified_holder
+
+    existing, revoked = certified_holder(csc_service, csc_clock), certified_holder(csc_service, csc_clock)
+    csc_service.ca.revoke(format(revoked.certificate.serial_number, "x"), "superseded", "ra:test")
+    unknown = "no-such-credential-" + secrets.token_hex(4)
+    pdf = sample_pdf(1)
+    wrong = [{"id": "PIN", "value": "Wrong-password-9"}, {"id": "OTP", "value": "000000"}]
+    cases = {"unknown": (unknown, _stand_in(unknown)), "existing": (existing.credential_id, existing.username),
+             "revoked": (revoked.credential_id, revoked.username)}
+    answers = []
+    for credential_id, counted_as in cases.values():
+        assert csc_service.accounts.lock_state(counted_as).failed_attempts == 0
+        authorized = csc_client.post("/csc/v2/credentials/authorize", json={
+            "credentialID": credential_id, "numSignatures": 1, "hashes": [b64(hashlib.sha256(pdf).digest())],
+            "authData": wrong})
+        assert csc_service.accounts.lock_state(counted_as).failed_attempts == 1
+        signed = csc_client.post(SIGN_DOC, json={"credentialID": credential_id, "authData": wrong,
+                                                 "documents": [document(pdf)]})
+        assert csc_service.accounts.lock_state(counted_as).failed_attempts == 2  # counted as authorize counts
+        assert signed.json() == authorized.json()
+        answers.append((signed.status_code, signed.json()))
+    assert answers[0] == answers[1] == answers[2]
+    status, body = answers[0]
+    assert status == 400 and body["error_reason"] == "AUTHENTICATION_FAILED", body
+    assert body["error_description"] == str(AuthenticationFailed())
+
+
+def test_auth_data_with_a_signalgo_of_another_key_is_refused_only_after_the_factors(csc_client, holder):
+    """Which algorithm fits the credential's key tells of the credential: said only to whoever
+    has the holder's factors."""
+    entry = document(sample_pdf(1)) | {"signAlgo": "1.2.840.113549.1.1.11"}  # RSA: the holder's key is EC
+    wrong = csc_client.post(SIGN_DOC, json={
+        "credentialID": holder.credential_id, "documents": [entry],
+        "authData": [{"id": "PIN", "value": holder.password + "x"}, {"id": "OTP", "value": holder.otp()}]})
+    assert_csc_error(wrong, 400, "invalid_request")
+    assert wrong.json()["error_reason"] == "AUTHENTICATION_FAILED"
+    right = csc_client.post(SIGN_DOC, json={
+        "credentialID": holder.credential_id, "documents": [entry],
+        "authData": [{"id": "PIN", "value": holder.password}, {"id": "OTP", "value": holder.otp()}]})
+    assert_csc_error(right, 400, "invalid_request")
+    assert "signAlgo" in right.json()["error_description"]
+
+
+def test_auth_data_for_a_revoked_credential_says_so_to_the_holder(csc_client, csc_service, holder):
+    csc_service.ca.revoke(format(holder.certificate.serial_number, "x"), "superseded", "ra:test")
+    answer = csc_client.post(SIGN_DOC, json={
+        "credentialID": holder.credential_id, "documents": [document(sample_pdf(1))],
+        "authData": [{"id": "PIN", "value": holder.password}, {"id": "OTP", "value": holder.otp()}]})
+    assert answer.status_code == 400 and answer.json()["error_reason"] == "CREDENTIAL_UNUSABLE", answer.text
+
+
+@pytest.mark.parametrize("change", [
+    {"stamp": {"page": 9}},  # the document has one page
+    {"stamp": {"sealImage": b64(b"not an image")}},
+    {"signAlgo": "1.2.840.10045.4.3.3"},  # ECDSA with SHA-384: signDoc signs with SHA-256
+    {"signAlgo": "1.2.840.113549.1.1.10"},  # RSASSA-PSS
+])
+def test_a_malformed_sign_doc_with_auth_data_costs_no_otp_and_counts_nothing(csc_client, csc_service, holder,
+                                                                              change):
+    """What needs no credential is still checked before the factors."""
+    pdf, code = sample_pdf(1), holder.otp()
+    factors = [{"id": "PIN", "value": holder.password}, {"id": "OTP", "value": code}]
+    refused = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "authData": factors,
+                                              "documents": [document(pdf) | change]})
+    assert_csc_error(refused, 400, "invalid_request")
+    assert csc_service.accounts.lock_state(holder.username).failed_attempts == 0
+    signed = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "authData": factors,
+                                             "documents": [document(pdf)]})
+    assert signed.status_code == 200, signed.text  # the same OTP: it was not spent

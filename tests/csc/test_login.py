@@ -66,6 +66,22 @@ def test_login_refuses_a_wrong_key_or_name_alike(csc_server, csc_application):
     assert wrong_key.json() == wrong_name.json()
 
 
+@pytest.mark.parametrize("credentials", [b"\xe9\xe9\xe9\xe9", b"not base64!", b"//79/Q==", b"bm8tY29sb24="],
+                         ids=["not-ascii", "not-base64", "not-utf8", "no-colon"])
+@pytest.mark.parametrize("path", ["/csc/v2/auth/login", "/csc/v1/auth/login", "/oauth2/token"])
+def test_login_refuses_malformed_basic_credentials_as_a_wrong_key(csc_server, path, credentials):
+    """Basic credentials that are no base64 of UTF-8 name:key, even of bytes no ASCII (a header
+    is read as Latin-1), are a client that failed to authenticate, never a server error."""
+    form = path == "/oauth2/token"
+    with csc_server.client() as client:
+        answer = client.post(path, headers={"Authorization": b"Basic " + credentials,
+                                            **({"Content-Type": "application/x-www-form-urlencoded"} if form else {})},
+                             **({"content": b"grant_type=client_credentials"} if form else {"json": {}}))
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"] == "invalid_client"
+    assert answer.headers["www-authenticate"].startswith("Basic")
+
+
 def test_requests_without_a_valid_token_are_refused(csc_server):
     with csc_server.client() as client:
         for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Token x"}):

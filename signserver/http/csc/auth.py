@@ -12,7 +12,6 @@ login that presents both an API key and a certificate must name one application 
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import ssl
 
@@ -105,7 +104,7 @@ def basic_credentials(request: Request) -> tuple[str, Secret] | None:
         return None
     try:
         decoded = base64.b64decode(found[1], validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and b64decode's own for non-ASCII text
         raise Unauthenticated("the Basic credentials are not base64 of name:key") from None
     name, colon, key = decoded.partition(":")
     if not colon:

@@ -230,6 +230,31 @@ def _documents(context: CscContext, request: SignDocRequest) -> list[tuple[str, 
     return parsed
 
 
+def _asked_algorithms(documents: list[DocumentToSign]) -> list[tuple[str, SignatureAlgorithm]]:
+    """Each ``signAlgo`` asked (with its ``signAlgoParams``), as the algorithm it names.
+
+    Raises: UnsupportedAlgorithm, InvalidArgument (signAlgoParams not base64).
+    """
+    return [(document.signAlgo, algorithms.signature_algorithm(document.signAlgo, SHA256_OID,
+                                                                sign_algo_params(document.signAlgoParams)))
+            for document in documents if document.signAlgo]
+
+
+def _check_sign_algo_served(documents: list[DocumentToSign]) -> None:
+    """Refuse a ``signAlgo`` no credential's PAdES signature is made with (RSASSA-PSS, another
+    digest than SHA-256): said of the request alone, nothing of any credential.
+
+    Raises: UnsupportedAlgorithm, InvalidArgument (signAlgoParams not base64).
+    """
+    served = {oid: a for oid, a in algorithms.SIGNATURE_OIDS.items() if a in PADES_ALGORITHMS.values()}
+    for sign_algo, asked in _asked_algorithms(documents):
+        if asked not in served.values():
+            raise UnsupportedAlgorithm(
+                f"signAlgo {sign_algo} is not how signDoc signs: PAdES documents are signed with the scheme of "
+                f"the credential's key with SHA-256 ({', '.join(served)}); sign hashes with signatures/signHash "
+                "for other algorithms")
+
+
 def _check_sign_algo(context: CscContext, application: Application, credential_id: str,
                      documents: list[DocumentToSign]) -> Credential:
     """The credential, once every ``signAlgo`` asked (with its ``signAlgoParams``) is the very
@@ -242,26 +267,21 @@ def _check_sign_algo(context: CscContext, application: Application, credential_i
     """
     credential = context.service.credentials.credential(application, credential_id)
     made_with = PADES_ALGORITHMS.get(credential.key_algorithm.family)
-    for document in documents:
-        if not document.signAlgo:
-            continue
-        asked = algorithms.signature_algorithm(document.signAlgo, SHA256_OID, sign_algo_params(document.signAlgoParams))
+    for sign_algo, asked in _asked_algorithms(documents):
         if asked is not made_with:
             served = next((oid for oid, a in algorithms.SIGNATURE_OIDS.items() if a is made_with), None)
             raise UnsupportedAlgorithm(
-                f"signAlgo {document.signAlgo} is not how signDoc signs with this credential: its "
+                f"signAlgo {sign_algo} is not how signDoc signs with this credential: its "
                 f"{credential.key_algorithm.family} key signs PAdES documents with {served or 'no algorithm'} "
                 "(sign hashes with signatures/signHash for other algorithms)")
     return credential
 
 
-def _ready_documents(context: CscContext, application: Application, request: SignDocRequest,
-                     encoded: list[tuple[str, PadesLevel, StampOptions]]) -> list[tuple[bytes, PadesLevel, StampOptions]]:
-    """The documents decoded and checked signable as asked (blocking: the documents pool), before
-    any SAD is spent or issued: see signable.py.
+def _decoded_documents(context: CscContext, encoded: list[tuple[str, PadesLevel, StampOptions]],
+                       ) -> list[tuple[bytes, PadesLevel, StampOptions]]:
+    """The documents decoded (blocking: the documents pool).
 
-    Raises: InvalidArgument (a document not base64, empty, twice in the request, or not
-        signable as asked), UnsupportedAlgorithm, NotFound, CredentialUnusable.
+    Raises: InvalidArgument: a document not base64, empty, too large or twice in the request.
     """
     limit = context.service.config.pades.max_document_mb * 1024 * 1024
     documents = [(_base64("document", content, limit), level, stamp) for content, level, stamp in encoded]
@@ -270,8 +290,16 @@ def _ready_documents(context: CscContext, application: Application, request: Sig
         if digest in digests[:index]:
             raise InvalidArgument(f"documents[{index}] is documents[{digests.index(digest)}] again: a SAD "
                                   "authorises each document once", field="documents")
-    credential = _check_sign_algo(context, application, request.credentialID, request.documents or [])
-    holder_name = context.service.credentials.holder_name(credential)
+    return documents
+
+
+def _check_signable(context: CscContext, documents: list[tuple[bytes, PadesLevel, StampOptions]],
+                    holder_name: str | None) -> None:
+    """Each document signable with its stamp (see check_signable: with ``holder_name`` None, all
+    but the stamp's text, which names the holder).
+
+    Raises: InvalidArgument.
+    """
     font, now = context.service.pades.font(), context.service.clock.now()
     for index, (content, _, stamp) in enumerate(documents):
         try:
@@ -284,7 +312,49 @@ def _ready_documents(context: CscContext, application: Application, request: Sig
             if len(documents) == 1:
                 raise refused from None
             raise InvalidArgument(f"documents[{index}]: {refused}", field="documents") from None
+
+
+def _ready_documents(context: CscContext, application: Application, request: SignDocRequest,
+                     encoded: list[tuple[str, PadesLevel, StampOptions]]) -> list[tuple[bytes, PadesLevel, StampOptions]]:
+    """The documents decoded and checked signable as asked (blocking: the documents pool), before
+    any SAD is spent: see signable.py.
+
+    Raises: InvalidArgument (a document not base64, empty, twice in the request, or not
+        signable as asked), UnsupportedAlgorithm, NotFound, CredentialUnusable.
+    """
+    documents = _decoded_documents(context, encoded)
+    credential = _check_sign_algo(context, application, request.credentialID, request.documents or [])
+    _check_signable(context, documents, context.service.credentials.holder_name(credential))
     return documents
+
+
+def _ready_before_factors(context: CscContext, request: SignDocRequest,
+                          encoded: list[tuple[str, PadesLevel, StampOptions]],
+                          ) -> list[tuple[bytes, PadesLevel, StampOptions]]:
+    """With authData: the documents decoded and checked as far as they can be without the
+    credential (blocking: the documents pool), so that a bad one does not cost the holder an OTP;
+    nothing here looks the credential up, so nothing tells whether it exists, or its state,
+    before the factors are checked.
+
+    Raises: InvalidArgument, UnsupportedAlgorithm (a signAlgo no PAdES signature is made with).
+    """
+    documents = _decoded_documents(context, encoded)
+    _check_sign_algo_served(request.documents or [])
+    _check_signable(context, documents, None)
+    return documents
+
+
+def _ready_after_factors(context: CscContext, application: Application, request: SignDocRequest,
+                         documents: list[tuple[bytes, PadesLevel, StampOptions]]) -> None:
+    """With authData, once the factors are right: what depends on the credential, the signAlgo
+    of its key and the stamp's text, which names its holder (blocking: the documents pool).
+
+    Raises: InvalidArgument, UnsupportedAlgorithm, NotFound, CredentialUnusable.
+    """
+    credential = _check_sign_algo(context, application, request.credentialID, request.documents or [])
+    stamped = [document for document in documents if document[2].visible]  # the rest was checked whole
+    if stamped:
+        _check_signable(context, stamped, context.service.credentials.holder_name(credential))
 
 
 def _sign_all(context: CscContext, application: Application, credential_id: str, token: Secret,
@@ -297,6 +367,14 @@ def _sign_all(context: CscContext, application: Application, credential_id: str,
         [(io.BytesIO(content), destination, level, stamp)
          for (content, level, stamp), destination in zip(documents, destinations)])
     return [base64.b64encode(destination.getvalue()).decode("ascii") for destination in destinations]
+
+
+def _check_and_sign_all(context: CscContext, application: Application, request: SignDocRequest, token: Secret,
+                        documents: list[tuple[bytes, PadesLevel, StampOptions]]) -> list[str]:
+    """With authData, once the factors were right: what depends on the credential (see
+    _ready_after_factors), then :func:`_sign_all` (blocking: the documents pool)."""
+    _ready_after_factors(context, application, request, documents)
+    return _sign_all(context, application, request.credentialID, token, documents)
 
 
 def _authorisation(application: Application, request: SignDocRequest) -> tuple[Secret, str | None] | None:
@@ -323,28 +401,41 @@ def _authorisation(application: Application, request: SignDocRequest) -> tuple[S
 async def sign_documents(context: CscContext, application: Application, request: SignDocRequest,
                          encoded: list[tuple[str, PadesLevel, StampOptions]]) -> dict:
     """The synchronous answer of signDoc, for the request's documents (see _documents). Every
-    check of what the client sent runs before the SAD is spent (or the holder's factors are
-    checked); the documents work takes the application's turn at the documents pool.
+    check of what the client sent runs before the SAD is spent. With authData, those that need
+    no credential run before the holder's factors are checked (a bad document costs no OTP), and
+    those that depend on the credential (its key's signAlgo, the stamp's text naming its holder)
+    only after: the credential is looked up first by the factors' check, which refuses an
+    unknown one like a wrong factor, counted alike (as credentials/authorize). The documents
+    work takes the application's turn at the documents pool.
 
     Raises: InvalidArgument, PermissionDenied (authData by an application not allowed one-call
         signing), AuthenticationFailed, AccountLocked, ActivationRefused, CredentialUnusable,
-        NotFound, ServerBusy, HsmError.
+        NotFound (with a SAD), UnsupportedAlgorithm, ServerBusy, HsmError.
     """
     factors = _authorisation(application, request)
     async with context.document_shares.turn(application.id):
-        with credential_lookup():
-            documents = await context.documents.run(_ready_documents, context, application, request, encoded)
         if factors is None:
+            with credential_lookup():
+                documents = await context.documents.run(_ready_documents, context, application, request, encoded)
             token = Secret(request.SAD or "")
         else:
+            # The factors first, through credentials/authorize's path and counted as it counts:
+            # an unknown credential, one of an account the application may not serve, and a wrong
+            # factor are refused alike, and the credential's state is told only to whoever has
+            # its holder's factors. Only what needs no credential is checked before.
+            documents = await context.documents.run(_ready_before_factors, context, request, encoded)
             digests = [hashlib.sha256(content).digest() for content, _, _ in documents]
             authorization = await context.accounts.run(
                 context.service.authorize_credential, application, request.credentialID, *factors,
                 HashAlgorithm.SHA256, digests)
             token = Secret(authorization.token)
         with credential_lookup():
-            signed = await context.documents.run(_sign_all, context, application, request.credentialID, token,
-                                                 documents, continues_work=factors is not None)
+            if factors is None:
+                signed = await context.documents.run(_sign_all, context, application, request.credentialID, token,
+                                                     documents)
+            else:
+                signed = await context.documents.run(_check_and_sign_all, context, application, request, token,
+                                                     documents, continues_work=True)
     return {"DocumentWithSignature": signed}
 
 
