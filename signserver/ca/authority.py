@@ -18,6 +18,8 @@ from signserver.accounts.repository import get_account
 from signserver.audit.log import AuditLog
 from signserver.ca import repository as repo
 from signserver.ca.builder import SubjectData, end_entity_certificate
+from signserver.ca.certificate_pages import CertificateListing, CertificatePage
+from signserver.ca.certificate_pages import page_size as page_size_of
 from signserver.ca.client_status import ClientCertificateStatus
 from signserver.ca.expiry_notices import ExpiryNotices
 from signserver.ca.issuance import (  # noqa: F401 (the requests are part of this module's API)
@@ -348,6 +350,24 @@ class CertificateAuthority:
             account_id = get_account(conn, username, now).id if username else None
             before = now + datetime.timedelta(days=expiring_within_days) if expiring_within_days is not None else None
             return repo.list_certificates(conn, now, account_id=account_id, expiring_before=before)
+
+    def list_page(self, username: str | None = None, expiring_within_days: int | None = None, page_size: int = 0,
+                  page_token: str = "") -> CertificatePage:
+        """One page of :meth:`list`'s certificates, in its order: ``page_size`` of them (0: the
+        default, at most the maximum: certificate_pages.py), from where ``page_token`` (an earlier
+        page's ``next_page_token`` with the same filters; empty for the first page) says.
+
+        Raises: InvalidArgument (page_token: not one of this listing's), NotFound (account).
+        """
+        listing = CertificateListing(username or "", expiring_within_days or 0)
+        after = listing.position(page_token)
+        now = self._clock.now()
+        with self._database.read() as conn:
+            account_id = get_account(conn, username, now).id if username else None
+            before = now + datetime.timedelta(days=expiring_within_days) if expiring_within_days else None
+            found, last = repo.certificate_page(conn, now, page_size_of(page_size), after, account_id=account_id,
+                                                expiring_before=before)
+        return CertificatePage(found, listing.token(last) if last else "")
 
     def chain(self) -> list[x509.Certificate]:
         """Issuing CA certificate, then the root. Raises: NotFound (not initialised)."""

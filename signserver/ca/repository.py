@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import NotFound
@@ -77,15 +77,45 @@ def get_certificate(conn: Connection, serial: str, now: datetime.datetime) -> Is
     return _issued(row, now)
 
 
-def list_certificates(conn: Connection, now: datetime.datetime, account_id: int | None = None,
-                      expiring_before: datetime.datetime | None = None) -> list[IssuedCertificate]:
+@dataclass(frozen=True)
+class PagePosition:
+    """A certificate's place in the listings' order: issued_at, then serial (an index serves it)."""
+
+    issued_at: int  # epoch seconds
+    serial: str
+
+
+def _listed(now: datetime.datetime, account_id: int | None, expiring_before: datetime.datetime | None):
     query = _query().order_by(certificates.c.issued_at, certificates.c.serial)
     if account_id is not None:
         query = query.where(certificates.c.account_id == account_id)
     if expiring_before is not None:
         query = query.where(certificates.c.status == "valid", certificates.c.not_after > epoch_seconds(now),
                             certificates.c.not_after <= epoch_seconds(expiring_before))
-    return [_issued(r, now) for r in conn.execute(query)]
+    return query
+
+
+def list_certificates(conn: Connection, now: datetime.datetime, account_id: int | None = None,
+                      expiring_before: datetime.datetime | None = None) -> list[IssuedCertificate]:
+    return [_issued(r, now) for r in conn.execute(_listed(now, account_id, expiring_before))]
+
+
+def certificate_page(conn: Connection, now: datetime.datetime, size: int, after: PagePosition | None = None,
+                     account_id: int | None = None, expiring_before: datetime.datetime | None = None
+                     ) -> tuple[list[IssuedCertificate], PagePosition | None]:
+    """Up to ``size`` certificates listed after ``after``, and the position of the last of them when
+    more follow (None on the last page)."""
+    query = _listed(now, account_id, expiring_before)
+    if after is not None:
+        # The first condition alone is what the index on (issued_at, serial) seeks to, so the
+        # thousandth page costs what the first does; the second skips the rows of that second
+        # already listed.
+        query = query.where(certificates.c.issued_at >= after.issued_at,
+                            or_(certificates.c.issued_at > after.issued_at, certificates.c.serial > after.serial))
+    # One row more than the page tells whether another page follows, so the last page's token is empty.
+    rows = conn.execute(query.limit(size + 1)).all()
+    last = PagePosition(rows[size - 1].issued_at, rows[size - 1].serial) if len(rows) > size else None
+    return [_issued(r, now) for r in rows[:size]], last
 
 
 def insert_certificate(conn: Connection, certificate: x509.Certificate, profile: str, account_id: int | None,

@@ -324,6 +324,9 @@ certificates = Table(
 LIVE_SUCCESSOR = "status = 'valid' AND predecessor_serial IS NOT NULL"
 Index("uq_certificates_live_successor", certificates.c.predecessor_serial, unique=True,
       sqlite_where=text(LIVE_SUCCESSOR), postgresql_where=text(LIVE_SUCCESSOR))
+# The listings' order (signserver/ca/repository.py certificate_page): a page starts where the
+# previous one ended without reading the rows before it.
+Index("ix_certificates_issued_at_serial", certificates.c.issued_at, certificates.c.serial)
 
 crls = Table(
     "crls", metadata,

@@ -1,0 +1,164 @@
+"""CertificateService.ListCertificates in pages: every certificate once, in the order issued, with
+the request's filters; a page token that is not the server's, or not for those filters, refused;
+and a listing of every account that fits gRPC's default message limit however many there are."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from sqlalchemy import insert, select
+
+from signserver.clock import epoch_seconds
+from signserver.store.schema import accounts, certificates
+from signserver.v1 import certificate_pb2, certificate_pb2_grpc
+from tests.ca.test_certificate_service import channel_for, client_pair, served  # noqa: F401 (a fixture)
+from tests.conftest import enrol
+
+ACCOUNT = "pages-holder-a"
+OTHER = "pages-holder-b"
+
+
+def copies(template: dict, count: int, first: int, account_id, issued_at, not_after) -> list[dict]:
+    """``count`` rows like ``template``, numbered from ``first``; their times from the functions given."""
+    return [dict(template, serial=f"{i:040x}", account_id=account_id, credential_id=None, predecessor_serial=None,
+                 status="valid", issued_at=issued_at(i), not_after=not_after(i)) for i in range(first, first + count)]
+
+
+@pytest.fixture(scope="module")
+def stored(ca_service, ca_clock):
+    """1,250 certificate rows besides those the CA made for itself: 300 of ACCOUNT (a tenth expiring
+    within 10 days), 200 of OTHER, 750 of no account. Ten rows share each issue time, so the serial
+    orders them; the rows of the accounts interleave with the others."""
+    enrol(ca_service, ACCOUNT)
+    enrol(ca_service, OTHER)
+    now = epoch_seconds(ca_clock.now())
+    with ca_service.database.transaction() as conn:
+        template = dict(conn.execute(select(certificates).limit(1)).mappings().first())
+        ids = dict(conn.execute(select(accounts.c.username, accounts.c.id)
+                                .where(accounts.c.username.in_((ACCOUNT, OTHER)))).all())
+        year = now + 365 * 86400
+        rows = (copies(template, 300, 10_000, ids[ACCOUNT], lambda i: now - 100_000 + i // 10,
+                       lambda i: now + 5 * 86400 if i % 10 == 0 else year)
+                + copies(template, 200, 20_000, ids[OTHER], lambda i: now - 100_000 + (i - 10_000) // 10,
+                         lambda i: year)
+                + copies(template, 750, 30_000, None, lambda i: now - 100_000 + (i - 30_000) // 10,
+                         lambda i: year))
+        conn.execute(insert(certificates), rows)
+    return ca_service
+
+
+@pytest.fixture(scope="module")
+def stub(served, stored):  # noqa: F811
+    _, certificate, key = client_pair(stored, "client-ra", "ra-pages")
+    with channel_for(served, certificate, key) as channel:
+        yield certificate_pb2_grpc.CertificateServiceStub(channel)
+
+
+def expected(service, username: str | None = None, expiring_days: int = 0) -> list[str]:
+    """The serials the listing names, in its order: by issue time, then serial."""
+    return [c.serial for c in service.ca.list(username, expiring_days or None)]
+
+
+def all_pages(stub, **fields) -> list[certificate_pb2.ListCertificatesResponse]:
+    pages = [stub.ListCertificates(certificate_pb2.ListCertificatesRequest(**fields), timeout=60)]
+    while pages[-1].next_page_token:
+        pages.append(stub.ListCertificates(certificate_pb2.ListCertificatesRequest(
+            **fields, page_token=pages[-1].next_page_token), timeout=60))
+    return pages
+
+
+def serials(pages) -> list[str]:
+    return [c.serial for page in pages for c in page.certificates]
+
+
+def refusal(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as refused:
+        call()
+    return refused.value
+
+
+def violated_fields(error: grpc.RpcError) -> list[str]:
+    for detail in rpc_status.from_call(error).details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            return [v.field for v in bad.field_violations]
+    return []
+
+
+def test_every_certificate_comes_once_in_pages_of_a_hundred_in_the_order_issued(stub, stored):
+    pages = all_pages(stub)
+    assert [len(p.certificates) for p in pages[:-1]] == [100] * (len(pages) - 1)
+    assert 0 < len(pages[-1].certificates) <= 100 and pages[-1].next_page_token == ""
+    assert serials(pages) == expected(stored) and len(set(serials(pages))) > 1250
+
+
+def test_the_pages_of_one_account_hold_only_its_certificates(stub, stored):
+    pages = all_pages(stub, account=ACCOUNT, page_size=7)
+    assert {len(p.certificates) for p in pages[:-1]} == {7}
+    assert serials(pages) == expected(stored, ACCOUNT) and len(serials(pages)) == 300
+    assert {c.account for p in pages for c in p.certificates} == {ACCOUNT}
+
+
+def test_the_pages_of_certificates_expiring_soon_hold_only_those(stub, stored):
+    pages = all_pages(stub, expiring_within_days=10, page_size=4)
+    assert serials(pages) == expected(stored, None, 10)
+    assert {s for s in serials(pages) if s.startswith("0" * 30)} == \
+        {f"{i:040x}" for i in range(10_000, 10_300, 10)}
+
+
+def test_a_page_exactly_full_at_the_end_is_the_last(stub, stored):
+    pages = all_pages(stub, account=OTHER, page_size=100)
+    assert [len(p.certificates) for p in pages] == [100, 100] and pages[-1].next_page_token == ""
+
+
+def test_a_page_size_above_a_thousand_is_a_thousand(stub, stored):
+    first = stub.ListCertificates(certificate_pb2.ListCertificatesRequest(page_size=5000), timeout=60)
+    assert len(first.certificates) == 1000 and first.next_page_token
+    assert [c.serial for c in first.certificates] == expected(stored)[:1000]
+
+
+def test_a_page_token_that_is_not_the_servers_is_refused_naming_the_field(stub):
+    token = stub.ListCertificates(certificate_pb2.ListCertificatesRequest(account=ACCOUNT, page_size=3),
+                                  timeout=60).next_page_token
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[len(raw) // 2] ^= 0x01
+    tampered = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+    for bad in ("not a token", "AAAA", tampered, token[:-2], token + "x" * 600):
+        refused = refusal(lambda: stub.ListCertificates(certificate_pb2.ListCertificatesRequest(
+            account=ACCOUNT, page_size=3, page_token=bad), timeout=60))
+        assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT, bad
+        assert violated_fields(refused) == ["page_token"], bad
+
+
+def test_a_page_token_is_refused_with_other_filters(stub):
+    token = stub.ListCertificates(certificate_pb2.ListCertificatesRequest(account=ACCOUNT, page_size=3),
+                                  timeout=60).next_page_token
+    for others in ({"account": OTHER}, {"account": ""}, {"account": ACCOUNT, "expiring_within_days": 10}):
+        refused = refusal(lambda: stub.ListCertificates(certificate_pb2.ListCertificatesRequest(
+            **others, page_token=token), timeout=60))
+        assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "page_token" in refused.details(), others
+        assert violated_fields(refused) == ["page_token"]
+    # The size may change from one page to the next.
+    assert stub.ListCertificates(certificate_pb2.ListCertificatesRequest(account=ACCOUNT, page_size=50,
+                                                                         page_token=token), timeout=60).certificates
+
+
+def test_twelve_thousand_certificates_are_listed_on_a_channel_of_grpcs_default_limit(served, stored):  # noqa: F811
+    """About 900 bytes a certificate: every account's at once was 10 MiB, over any client's 4 MiB."""
+    with stored.database.transaction() as conn:
+        template = dict(conn.execute(select(certificates).limit(1)).mappings().first())
+        now = epoch_seconds(datetime.datetime.now(datetime.timezone.utc))
+        conn.execute(insert(certificates), copies(template, 12_000, 100_000, None, lambda i: now + i,
+                                                  lambda i: now + 86400))
+    _, certificate, key = client_pair(stored, "client-ra", "ra-pages-default-limit")
+    with channel_for(served, certificate, key) as channel:  # gRPC's default 4 MiB receive limit
+        stub = certificate_pb2_grpc.CertificateServiceStub(channel)
+        pages = all_pages(stub, page_size=1000)
+    assert len(serials(pages)) == len(set(serials(pages))) == len(expected(stored)) > 13_000
+    assert max(p.ByteSize() for p in pages) < 4 * 1024 * 1024
