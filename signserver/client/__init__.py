@@ -34,6 +34,7 @@ from signserver.client.errors import (
 )
 from signserver.client.models import (
     Authorization,
+    CertificatePage,
     CertificateRecord,
     Credential,
     CredentialInfo,
@@ -56,7 +57,7 @@ __all__ = [
     "NotFound", "ServerBusy", "InvalidArgument", "FieldViolation", "AlreadyExists", "CertificateRefused",
     "AlreadyRenewed", "RequestReplayed", "ServerUnreachable", "ServerNotTrusted", "DeadlineExceeded",
     "CredentialUnusable",
-    "CertificateRecord", "Evidence", "HolderIdentity", "NewAccount", "NewAccountResult",
+    "CertificatePage", "CertificateRecord", "Evidence", "HolderIdentity", "NewAccount", "NewAccountResult",
     "Authorization", "Credential", "CredentialInfo", "PdfOptions", "PreparedSignature", "SignatureReport",
     "SignedDocument", "Stamp", "Verification",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol, TypeVar
 
 import grpc
@@ -18,7 +18,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from signserver.client import _wire
 from signserver.client.errors import from_rpc_error
-from signserver.client.models import CertificateRecord, Evidence, HolderIdentity, NewAccount, NewAccountResult
+from signserver.client.models import (
+    CertificatePage,
+    CertificateRecord,
+    Evidence,
+    HolderIdentity,
+    NewAccount,
+    NewAccountResult,
+)
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -198,14 +205,40 @@ class CertificateClient:
                                   certificate_pb2.GetCertificateRequest(serial=serial)))
 
     def list_certificates(self, account: str = "", expiring_within_days: int = 0) -> list[CertificateRecord]:
-        """The account's certificates (every account's when empty); with ``expiring_within_days``,
-        only valid ones expiring within that many days.
+        """The account's certificates (every account's when empty) in the order issued; with
+        ``expiring_within_days``, only valid ones expiring within that many days. Every page is
+        read: for every account's, :meth:`certificate_pages` keeps one page in memory at a time.
 
         Raises: NotFound (account), InvalidArgument.
         """
+        return [c for page in self.certificate_pages(account, expiring_within_days) for c in page]
+
+    def certificate_pages(self, account: str = "", expiring_within_days: int = 0, *,
+                          page_size: int = 0) -> Iterator[list[CertificateRecord]]:
+        """:meth:`list_certificates`' certificates a page at a time, each asked for when the one
+        before has been taken (``page_size``: as :meth:`list_certificate_page`).
+
+        Raises: as :meth:`list_certificates`, from the page it reads.
+        """
+        token = ""
+        while True:
+            page = self.list_certificate_page(account, expiring_within_days, page_size=page_size, page_token=token)
+            yield page.certificates
+            token = page.next_page_token
+            if not token:
+                return
+
+    def list_certificate_page(self, account: str = "", expiring_within_days: int = 0, *, page_size: int = 0,
+                              page_token: str = "") -> CertificatePage:
+        """One page of :meth:`list_certificates`' certificates: ``page_size`` of them (0: the
+        server's default, 100; at most 1,000), from the page ``page_token`` names (an earlier
+        page's ``next_page_token``, asked with the same account and days; empty: the first).
+
+        Raises: NotFound (account), InvalidArgument (a token not of this listing, a window too long).
+        """
         response = self._call("ListCertificates", self._stub.ListCertificates, certificate_pb2.ListCertificatesRequest(
-            account=account, expiring_within_days=expiring_within_days))
-        return [_record(c) for c in response.certificates]
+            account=account, expiring_within_days=expiring_within_days, page_size=page_size, page_token=page_token))
+        return CertificatePage([_record(c) for c in response.certificates], response.next_page_token)
 
     # Plumbing
 

@@ -204,3 +204,11 @@ class CertificateRecord:
     revocation_reason: str
     predecessor_serial: str
     certificate_der: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CertificatePage:
+    """One page of a certificate listing; ``next_page_token`` reads the next ("" on the last)."""
+
+    certificates: list[CertificateRecord]
+    next_page_token: str
