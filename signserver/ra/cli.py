@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -610,9 +611,21 @@ def cmd_revoke_by_holder(args, settings) -> int:
 def cmd_certificates(args, settings) -> int:
     from signserver.ra.operations import certificate_view
 
-    found = _operations(settings).certificates(args.account, args.expiring_within, args.status or "")
-    certificates = [certificate_view(c) for c in found]
-    _print(args, certificates, _certificate_lines(certificates))
+    pages = _operations(settings).certificate_pages(args.account, args.expiring_within, args.status or "")
+    # Printed as the core's pages come (every account's certificates may be a million), in the
+    # form _print gives a list.
+    printed = 0
+    for certificate in (certificate_view(c) for page in pages for c in page):
+        if args.json:
+            item = textwrap.indent(json.dumps(certificate, ensure_ascii=False, indent=2), "  ")
+            print(("[\n" if not printed else ",\n") + item, end="")
+        else:
+            print(_certificate_lines([certificate])[0])
+        printed += 1
+    if args.json:
+        print("\n]" if printed else "[]")
+    elif not printed:
+        print("(none)")
     return 0
 
 

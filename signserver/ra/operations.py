@@ -14,7 +14,7 @@ import datetime
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -314,11 +314,23 @@ class RaOperations:
 
         Raises: OperationRefused (no such account, a bad status), CoreUnavailable.
         """
-        if status and status not in STATUSES:
-            raise OperationRefused(f"a status is one of {', '.join(STATUSES)}", reason="bad_status")
+        _check_status(status)
         found = self._core(lambda: self._certificates.list_certificates(account, expiring_within_days),
                            {NotFound: f"the core has no account {account}"})
         return [c for c in found if not status or c.status == status]
+
+    def certificate_pages(self, account: str = "", expiring_within_days: int = 0,
+                          status: str = "") -> Iterator[list[CertificateRecord]]:
+        """:meth:`certificates` a page of the core's at a time, each asked for when the one before
+        has been taken: every account's certificates are never in memory at once.
+
+        Raises: as :meth:`certificates`, from the page it reads.
+        """
+        _check_status(status)
+        pages = self._certificates.certificate_pages(account, expiring_within_days)
+        while (page := self._core(lambda: next(pages, None), {NotFound: f"the core has no account {account}"})) \
+                is not None:
+            yield [c for c in page if not status or c.status == status]
 
     def search(self, text: str, operator: str) -> list[HolderFound]:
         """The registered holders whose account, name or e-mail address contains ``text``, each
@@ -408,6 +420,12 @@ class RaOperations:
             log.debug("the core refused: %s %s", exc.code, exc.reason or "")
             message = next((text for kind, text in (refusals or {}).items() if isinstance(exc, kind)), exc.message)
             raise core_error(exc, OperationRefused, message) from None
+
+
+def _check_status(status: str) -> None:
+    """Raises: OperationRefused (bad_status): not a certificate's status."""
+    if status and status not in STATUSES:
+        raise OperationRefused(f"a status is one of {', '.join(STATUSES)}", reason="bad_status")
 
 
 def _evidence(reference: str, operator: str) -> Evidence:
