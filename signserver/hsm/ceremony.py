@@ -4,7 +4,9 @@ and the sealing key (which seals the holders' OTP seeds), with its MAC key on a 
 without AES-GCM: a token lacking any of them cannot serve the holders of a database it shares.
 
 1. On the destination token, :func:`begin_receiving` generates a transport key pair (RSA-3072):
-   the private half stays on the token, sensitive, never extractable, able only to unwrap; the
+   the private half stays on the token, sensitive, never extractable, able only to unwrap, and
+   only into keys that are sensitive and extractable only under a trusted key
+   (CKA_UNWRAP_TEMPLATE), its attributes fixed when it is made (CKA_MODIFIABLE false); the
    public half is handed out (PEM) to the source token's administrators.
 2. On the source token, the security officer marks that public key trusted
    (:func:`trust_transport_key`: only the SO may set CKA_TRUSTED), and a user session wraps the
@@ -35,7 +37,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 
-from signserver.errors import AlreadyExists, DataCorrupted, InvalidArgument, KeyNotFound
+from signserver.errors import AlreadyExists, DataCorrupted, HsmOperationFailed, InvalidArgument, KeyNotFound
+from signserver.hsm.array_attributes import ArrayAttributeMapper
 from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys, encrypted_block
 from signserver.hsm.module import load_module, pkcs11_lock
 from signserver.hsm.pin_guard import PinGuard
@@ -75,13 +78,22 @@ _TRANSPORT_PUBLIC = {  # on the destination token, only until the ceremony ends
     Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.ENCRYPT: False, Attribute.VERIFY: False,
     Attribute.WRAP: True, Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01",
 }
+# What every key the transport private key unwraps must be: whoever holds the destination's user
+# PIN and the file could otherwise unwrap its keys readable. SoftHSM 2.6.1 refuses an unwrap whose
+# template leaves out any of these or gives another value (CKR_TEMPLATE_INCONSISTENT), so each of
+# the ceremony's own unwrap templates sets them all.
+_UNWRAPPED = {Attribute.SENSITIVE: True, Attribute.WRAP_WITH_TRUSTED: True}
 _TRANSPORT_PRIVATE = {  # unwraps the keys it is sent, and nothing else
     Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
-    Attribute.UNWRAP: True, Attribute.DECRYPT: False, Attribute.SIGN: False,
+    Attribute.UNWRAP: True, Attribute.DECRYPT: False, Attribute.SIGN: False, Attribute.SIGN_RECOVER: False,
+    Attribute.UNWRAP_TEMPLATE: _UNWRAPPED,
+    # Fixed once made: allowed to decrypt (or to sign, a raw RSA decryption), it would open the
+    # file's keys in clear; a copy of a key that may not be modified may not be changed either.
+    Attribute.MODIFIABLE: False,
 }
 
 _CHECK_PROBE = {  # a moment's session copy of a received key, to compute its check value
-    Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+    Attribute.TOKEN: False, Attribute.PRIVATE: True, **_UNWRAPPED, Attribute.EXTRACTABLE: False,
     Attribute.ENCRYPT: True, Attribute.DECRYPT: False, Attribute.WRAP: False, Attribute.UNWRAP: False,
     Attribute.SIGN: False, Attribute.VERIFY: False, Attribute.DERIVE: False,
 }
@@ -234,7 +246,7 @@ def begin_receiving(session: TokenSession) -> TransportKey:
     """Generate a transport key pair on the destination token, labelled
     ``signserver-transport-<n>`` (the next free n), and return its public half.
 
-    Raises: HsmError.
+    Raises: HsmOperationFailed: the token does not know CKA_UNWRAP_TEMPLATE. HsmError.
     """
     def generate(s: pkcs11.Session) -> TransportKey:
         taken = {str(o[Attribute.LABEL]) for o in session.find(s, {Attribute.CLASS: ObjectClass.PRIVATE_KEY,
@@ -243,20 +255,40 @@ def begin_receiving(session: TokenSession) -> TransportKey:
         while f"{TRANSPORT_LABEL_PREFIX}{number}" in taken:
             number += 1
         label = f"{TRANSPORT_LABEL_PREFIX}{number}"
-        public, private = s.generate_keypair(KeyType.RSA, TRANSPORT_BITS, label=label, id=os.urandom(16), store=True,
-                                             public_template=dict(_TRANSPORT_PUBLIC),
-                                             private_template=dict(_TRANSPORT_PRIVATE))
+        public = _generate_transport_pair(s, label)
         key = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
                                    int.from_bytes(public[Attribute.MODULUS], "big")).public_key()
         key_print = fingerprint(key)
-        # Known by its fingerprint: the export names it, and the import finds it by it.
-        for half in (public, private):
-            half[Attribute.ID] = bytes.fromhex(key_print)
+        # Known by its fingerprint: the export names it, and the import finds the public half by
+        # it (and the private half, which may not be modified, by its modulus).
+        public[Attribute.ID] = bytes.fromhex(key_print)
         return TransportKey(label, key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo), key_print)
 
     transport = session.run(generate, "generate a transport key pair")
     log.info("generated the transport key pair %s (SHA-256 %s)", transport.label, transport.fingerprint)
     return transport
+
+
+def _generate_transport_pair(s: pkcs11.Session, label: str) -> pkcs11.PublicKey:
+    """The transport key pair, generated through a session of its own that can set
+    CKA_UNWRAP_TEMPLATE (the user's login is the application's, so it is logged in too); returns
+    the public half, as ``s`` sees it.
+
+    Raises: HsmOperationFailed: the token does not know CKA_UNWRAP_TEMPLATE. pkcs11.PKCS11Error.
+    """
+    key_id = os.urandom(16)
+    with s.token.open(rw=True, attribute_mapper=ArrayAttributeMapper()) as own:
+        try:
+            own.generate_keypair(KeyType.RSA, TRANSPORT_BITS, label=label, id=key_id, store=True,
+                                 public_template=dict(_TRANSPORT_PUBLIC), private_template=dict(_TRANSPORT_PRIVATE))
+        except p11.AttributeTypeInvalid:
+            # Without the template the transport key would unwrap the file's keys readable; such a
+            # token (openCryptoki 3.8's soft token) keeps no shared key copyable either.
+            raise HsmOperationFailed(
+                "cannot generate a transport key pair: the token does not know CKA_UNWRAP_TEMPLATE, so it cannot "
+                "force the keys its transport key unwraps to stay sensitive; the key ceremony cannot copy keys "
+                "to it") from None
+    return next(s.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: key_id}))
 
 
 # --- source: trust the transport key, wrap the shared keys under it ---------------------------
@@ -412,12 +444,8 @@ def import_keys(session: TokenSession, wrapped: WrappedKeys, expected_check_valu
     expected = parse_check_values(expected_check_values, wrapped.labels)
 
     def unwrap(s: pkcs11.Session) -> list[ImportedKey]:
-        pair = session.find(s, {Attribute.ID: bytes.fromhex(wrapped.transport_fingerprint)})
-        private = [o for o in pair if o[Attribute.CLASS] == ObjectClass.PRIVATE_KEY]
-        if not private:
-            raise KeyNotFound("this token holds no transport key for this file: it was wrapped for another token, "
-                              "or its transport key was used and destroyed (start again with `receive-begin`)")
-        received = [(key, *_check_values_of(s, private[0], key)) for key in wrapped.keys]
+        private, pair = _transport_pair(session, s, wrapped.transport_fingerprint)
+        received = [(key, *_check_values_of(s, private, key)) for key in wrapped.keys]
         for key, check_value, _usual in received:
             if check_value != expected[key.label]:
                 raise DataCorrupted(f"the wrapped key {key.label!r} has the check value {check_value}, not "
@@ -429,7 +457,7 @@ def import_keys(session: TokenSession, wrapped: WrappedKeys, expected_check_valu
         try:
             for (key, _check_value, usual), outcome in zip(received, imported):
                 if outcome.stored:
-                    stored.append(_store(private[0], key, usual))
+                    stored.append(_store(private, key, usual))
         except BaseException:
             for key in stored:  # all or nothing
                 key.destroy()
@@ -444,6 +472,24 @@ def import_keys(session: TokenSession, wrapped: WrappedKeys, expected_check_valu
                  key.label, key.check_value)
     log.info("the transport key pair %s is destroyed", wrapped.transport_fingerprint)
     return imported
+
+
+def _transport_pair(session: TokenSession, s: pkcs11.Session,
+                    transport_fingerprint: str) -> tuple[pkcs11.PrivateKey, list[pkcs11.Object]]:
+    """The transport private key of that fingerprint, and both halves of its pair. The public
+    half carries the fingerprint as its CKA_ID; the private half is found by its modulus (pairs
+    made by earlier versions carry the fingerprint as CKA_ID too).
+
+    Raises: KeyNotFound: no such pair on this token. pkcs11.PKCS11Error.
+    """
+    for public in session.find(s, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA,
+                                   Attribute.ID: bytes.fromhex(transport_fingerprint)}):
+        private = session.find(s, {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.KEY_TYPE: KeyType.RSA,
+                                   Attribute.MODULUS: public[Attribute.MODULUS]})
+        if private:
+            return private[0], [public, *private]
+    raise KeyNotFound("this token holds no transport key for this file: it was wrapped for another token, "
+                      "or its transport key was used and destroyed (start again with `receive-begin`)")
 
 
 def _held(s: pkcs11.Session, session: TokenSession, key: WrappedKey, check_value: str) -> bool:

@@ -13,13 +13,16 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
+import pkcs11.exceptions as p11
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from signserver.accounts import otp
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
-from signserver.hsm.ceremony import TRANSPORT_LABEL_PREFIX
+from signserver.hsm.array_attributes import ArrayAttributeMapper
+from signserver.hsm.ceremony import (TRANSPORT_LABEL_PREFIX, WRAP_MECHANISM, WRAP_PARAMETER, WrappedKeys,
+                                      check_values_text)
 from signserver.hsm.master_keys import master_label
 from signserver.hsm.sealing import SEALING_LABEL, SealingKey
 from signserver.secret import Secret
@@ -398,3 +401,90 @@ def test_the_check_values_authenticate_the_file_and_short_ones_are_refused(confi
                    json.loads(exported.stdout)["check_values"])
     assert imported.returncode == 0, imported.stderr
     assert destination.master_keys.describe(master_label(1)) == info  # its CKA_CHECK_VALUE, as servers read it
+
+
+def exported_file(config, state_dir, tokens, tmp_path, clock) -> WrappedKeys:
+    """A destination that ran receive-begin, and the source's export of its master and sealing keys."""
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    source.packages.ensure_master()
+    source.keys.session.close()
+    cli = Cli(state_dir, tmp_path / "source")
+    transport, wrapped_file = tmp_path / "transport.pem", tmp_path / "keys.wrapped"
+    assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
+    exported = cli(source_token, SOURCE_USER, "export", "--transport", str(transport), "--out", str(wrapped_file),
+                   "--json", so_pin=SOURCE_SO)
+    assert exported.returncode == 0, exported.stderr
+    return WrappedKeys.from_bytes(wrapped_file.read_bytes())
+
+
+def transport_private_key(session, s):
+    [private] = session.find(s, {Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                                 Attribute.LABEL: f"{TRANSPORT_LABEL_PREFIX}1"})
+    return private
+
+
+def test_the_transport_key_unwraps_the_file_only_into_sensitive_keys(config, state_dir, tokens, tmp_path, clock):
+    """Whoever holds the destination's user PIN and the file cannot ask the transport key for a
+    copy of a shared key they could read."""
+    wrapped = exported_file(config, state_dir, tokens, tmp_path, clock)
+    destination = service_on(config, tmp_path / "destination", tokens[1], DESTINATION_USER, clock)
+    session = destination.keys.session
+
+    def unwrap_readable(s) -> list[str]:
+        private, outcomes = transport_private_key(session, s), []
+        for key in wrapped.keys:
+            try:
+                copy = private.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, key.wrapped, mechanism=WRAP_MECHANISM,
+                                          mechanism_param=WRAP_PARAMETER, store=False,
+                                          template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
+            except p11.PKCS11Error as exc:
+                outcomes.append(type(exc).__name__)
+                continue
+            try:
+                outcomes.append(f"read in clear: {bytes(copy[Attribute.VALUE]).hex()}")
+            finally:
+                copy.destroy()
+        return outcomes
+
+    assert session.run(unwrap_readable, "unwrap the file's keys readable") == ["TemplateInconsistent"] * 2
+    session.close()
+    imported = Cli(state_dir, tmp_path / "source")(tokens[1], DESTINATION_USER, "import", "--in",
+                                                   str(tmp_path / "keys.wrapped"), "--check-value",
+                                                   check_values_text(wrapped.keys))
+    assert imported.returncode == 0, imported.stderr
+
+
+def test_the_transport_private_key_cannot_be_changed_to_decrypt_the_file(config, state_dir, tokens, tmp_path, clock):
+    """Its attributes are fixed when it is made: allowed to decrypt (or sign, a raw RSA
+    decryption), or given another unwrap template, it would open the file's keys in clear."""
+    wrapped = exported_file(config, state_dir, tokens, tmp_path, clock)
+    destination = service_on(config, tmp_path / "destination", tokens[1], DESTINATION_USER, clock)
+    session = destination.keys.session
+
+    def change(s) -> list[str]:
+        private, outcomes = transport_private_key(session, s), []
+        for attribute in (Attribute.DECRYPT, Attribute.SIGN):
+            try:
+                private[attribute] = True
+                outcomes.append(f"{attribute.name} set")
+            except p11.PKCS11Error:  # CKR_ACTION_PROHIBITED
+                outcomes.append("refused")
+            try:
+                private.copy({attribute: True}).destroy()
+                outcomes.append(f"copied with {attribute.name}")
+            except p11.AttributeReadOnly:
+                outcomes.append("refused")
+        with s.token.open(rw=True, attribute_mapper=ArrayAttributeMapper()) as own:  # can set the template
+            try:
+                transport_private_key(session, own)[Attribute.UNWRAP_TEMPLATE] = {Attribute.SENSITIVE: False}
+                outcomes.append("UNWRAP_TEMPLATE set")
+            except p11.PKCS11Error:
+                outcomes.append("refused")
+        private = transport_private_key(session, s)  # python-pkcs11 gives it methods by what it may do now
+        if private[Attribute.DECRYPT]:
+            plain = private.decrypt(wrapped.keys[0].wrapped, mechanism=WRAP_MECHANISM, mechanism_param=WRAP_PARAMETER)
+            outcomes.append(f"decrypted in clear: {bytes(plain).hex()}")
+        return outcomes
+
+    assert session.run(change, "change the transport private key") == ["refused"] * 5
