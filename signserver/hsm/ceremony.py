@@ -420,8 +420,10 @@ def discard_trusted_key(session: TokenSession) -> None:
 def _destroy_trusted(session: TokenSession, s: pkcs11.Session) -> None:
     """Every transport key the security officer marked trusted, whichever destination's: each
     lets the token's user wrap the shared keys for that destination, and an export that stopped
-    (Ctrl-C, a crash) may have left one. Raises: pkcs11.PKCS11Error."""
-    for key in session.find(s, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: TRUSTED_LABEL}):
+    (Ctrl-C, a crash) may have left one. A key only labelled so is not one (the user may give a
+    key pair of their own any label). Raises: pkcs11.PKCS11Error."""
+    for key in session.find(s, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: TRUSTED_LABEL,
+                                Attribute.TRUSTED: True}):
         key.destroy()
 
 

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from signserver.accounts import otp
-from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
+from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.array_attributes import ArrayAttributeMapper
-from signserver.hsm.ceremony import (TRANSPORT_LABEL_PREFIX, WRAP_MECHANISM, WRAP_PARAMETER, WrappedKeys,
-                                      check_values_text)
+from signserver.hsm.ceremony import (TRANSPORT_LABEL_PREFIX, TRUSTED_LABEL, WRAP_MECHANISM, WRAP_PARAMETER,
+                                      WrappedKeys, check_values_text)
 from signserver.hsm.master_keys import master_label
 from signserver.hsm.sealing import SEALING_LABEL, SealingKey
 from signserver.secret import Secret
@@ -488,3 +488,26 @@ def test_the_transport_private_key_cannot_be_changed_to_decrypt_the_file(config,
         return outcomes
 
     assert session.run(change, "change the transport private key") == ["refused"] * 5
+
+
+
+def test_an_export_leaves_an_untrusted_key_that_bears_the_trusted_label(config, state_dir, tokens, tmp_path, clock):
+    """Only a key the security officer marked trusted is the ceremony's to destroy: the token's
+    user may give a key pair of their own that label (`hsm keygen`)."""
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    source.packages.ensure_master()
+    own = source.keys.generate(KeyAlgorithm.EC_P256, TRUSTED_LABEL)
+    source.keys.session.close()
+    cli = Cli(state_dir, tmp_path / "source")
+    transport = tmp_path / "transport.pem"
+    assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
+
+    exported = cli(source_token, SOURCE_USER, "export", master_label(1), "--transport", str(transport), "--out",
+                   str(tmp_path / "keys.wrapped"), so_pin=SOURCE_SO)
+
+    assert exported.returncode == 0, exported.stderr
+    assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True}) == []
+    assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: TRUSTED_LABEL}) == [
+        TRUSTED_LABEL]
+    source.keys.public_key(own.key_id)
