@@ -401,9 +401,10 @@ def cmd_export(args, config: Config) -> int:
     service.keys.session.close()  # one login at a time: the security officer's comes next
     use_softhsm_config(config.hsm.softhsm2_conf)
     module = args.module or config.hsm.module
-    trusted = ceremony.trust_transport_key(module, args.token or config.hsm.token_label, so_pin, transport_pem,
-                                           PinGuard.for_config(config.hsm, config.state_dir))
     try:
+        # In the try: a Ctrl-C just after the security officer stored the trusted key must remove it too.
+        trusted = ceremony.trust_transport_key(module, args.token or config.hsm.token_label, so_pin, transport_pem,
+                                               PinGuard.for_config(config.hsm, config.state_dir))
         wrapped = ceremony.export_keys(service.keys.session, service.master_keys, sealing, labels, trusted)
     except BaseException:  # Ctrl-C included
         ceremony.discard_trusted_key(service.keys.session)  # never leave a trusted key behind
