@@ -378,7 +378,11 @@ def cmd_receive_begin(args, config: Config) -> int:
     check_output(args.out, new=True)  # before the transport key is made
     service = open_service(args, config)
     transport = ceremony.begin_receiving(service.keys.session)
-    _write_new(args.out, transport.public_pem)
+    try:
+        _write_new(args.out, transport.public_pem)
+    except BaseException:  # Ctrl-C included: a pair whose public half nobody has only clutters the token
+        ceremony.discard_transport_pair(service.keys.session, transport.fingerprint)
+        raise
     _say(args, {"transport_key": transport.label, "sha256": transport.fingerprint, "out": str(args.out)},
          f"wrote the transport public key {transport.label} to {args.out} (SHA-256 {transport.fingerprint});\n"
          "give it to the source token's administrators, and compare this fingerprint with theirs by phone")

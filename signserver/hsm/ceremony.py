@@ -269,6 +269,19 @@ def begin_receiving(session: TokenSession) -> TransportKey:
     return transport
 
 
+def discard_transport_pair(session: TokenSession, transport_fingerprint: str) -> None:
+    """Destroy the transport key pair of that fingerprint (its public half was never handed out).
+
+    Raises: KeyNotFound: no such pair on this token. HsmError.
+    """
+    def destroy(s: pkcs11.Session) -> None:
+        for half in _transport_pair(session, s, transport_fingerprint)[1]:
+            half.destroy()
+
+    session.run(destroy, "destroy the transport key pair")
+    log.info("destroyed the transport key pair %s", transport_fingerprint)
+
+
 def _generate_transport_pair(s: pkcs11.Session, label: str) -> pkcs11.PublicKey:
     """The transport key pair, generated through a session of its own that can set
     CKA_UNWRAP_TEMPLATE (the user's login is the application's, so it is logged in too); returns

@@ -511,3 +511,16 @@ def test_an_export_leaves_an_untrusted_key_that_bears_the_trusted_label(config, 
     assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: TRUSTED_LABEL}) == [
         TRUSTED_LABEL]
     source.keys.public_key(own.key_id)
+
+
+def test_a_transport_key_pair_whose_public_half_was_not_handed_out_is_destroyed(config, tokens, tmp_path, clock):
+    """What `receive-begin` does when it cannot write the public half: the pair is of no use."""
+    from signserver.hsm import ceremony
+
+    destination = service_on(config, tmp_path / "destination", tokens[1], DESTINATION_USER, clock)
+    transport = ceremony.begin_receiving(destination.keys.session)
+
+    ceremony.discard_transport_pair(destination.keys.session, transport.fingerprint)
+
+    assert objects(destination, {Attribute.CLASS: ObjectClass.PRIVATE_KEY}) == []
+    assert objects(destination, {Attribute.CLASS: ObjectClass.PUBLIC_KEY}) == []
