@@ -145,9 +145,13 @@ class ApplicationRegistry:
             return self.get(conn, row.id)
 
     def check_may_serve(self, application: Application, username: str) -> None:
-        """Raises: PermissionDenied: the application's policy does not cover this account."""
+        """Raises: PermissionDenied: the application's policy does not cover this account.
+
+        The refusal does not quote ``username``: it is what was typed as the account's name, and
+        holders type their password there (authentication.py); the refusal reaches the log.
+        """
         if not application.all_accounts and username not in application.accounts:
-            raise PermissionDenied(f"application {application.name!r} may not serve account {username!r}")
+            raise PermissionDenied(f"the policy of application {application.name!r} does not cover this account")
 
     def list(self) -> list[Application]:
         with self._database.read() as conn:

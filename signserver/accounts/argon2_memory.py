@@ -9,10 +9,16 @@ evaluations keep coming and unmaps each once it has lain unused for ``idle_secon
 wipes an area before it hands it back, so what is kept holds nothing of a secret.
 
 Areas are private anonymous mappings, and a forked child starts with none of its parent's.
+
+An evaluation that finds no memory for its area (a worker near its RLIMIT_DATA bound,
+signserver/grpc_api/worker_memory.py) or cannot start its threads is a fault of the server, not an
+answer about the secret: it raises MemoryExhausted (ServerBusy for the threads), never a
+HashingError that a caller could take for a hash that does not match.
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import threading
@@ -21,6 +27,10 @@ import weakref
 
 from argon2.exceptions import HashingError
 from argon2.low_level import Type, core, error_to_str, ffi, lib
+
+from signserver.errors import MemoryExhausted, ServerBusy
+
+log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 2.0  # an area unused this long goes back to the system
 MOST_KEPT = 8  # areas kept unused at most: about one per password-checking thread
@@ -71,6 +81,13 @@ class WorkAreas:
                 self._sweep = _daemon_timer(self._idle_seconds, self._sweep_idle)
             _unmap(surplus)
 
+    def release_unused(self) -> None:
+        """Unmap every area kept unused now, as the sweep does once they lie idle (a process about
+        to lower its bound on its memory; tests)."""
+        with self._lock:
+            unused, self._unused = self._unused, []
+            _unmap(unused)
+
     def kept(self) -> int:
         """How many areas are kept unused now: an area leaves the count once it is unmapped."""
         with self._lock:
@@ -118,7 +135,7 @@ ARGON2_MEMORY_ALLOCATION_ERROR = lib.ARGON2_MEMORY_ALLOCATION_ERROR
 def _allocate(memory, size):
     try:
         memory[0] = _AREAS.lend(size)
-    except OSError:
+    except (OSError, MemoryError):
         return ARGON2_MEMORY_ALLOCATION_ERROR
     return lib.ARGON2_OK
 
@@ -133,7 +150,10 @@ def argon2id_raw(secret: bytes, salt: bytes, *, time_cost: int, memory_kib: int,
     """The raw argon2id output, as ``argon2.low_level.hash_secret_raw`` computes it, in memory
     lent by the process's :class:`WorkAreas`.
 
-    Raises: argon2.exceptions.HashingError: parameters libargon2 refuses, or no memory.
+    Raises:
+        argon2.exceptions.HashingError: parameters libargon2 refuses (a malformed stored hash's).
+        MemoryExhausted: no memory for the work area (ENOMEM, as near the worker's RLIMIT_DATA).
+        ServerBusy: libargon2 could not start its threads (``parallelism`` above 1).
     """
     out = ffi.new("uint8_t[]", hash_len)
     secret_buffer, salt_buffer = ffi.new("uint8_t[]", secret), ffi.new("uint8_t[]", salt)
@@ -145,8 +165,34 @@ def argon2id_raw(secret: bytes, salt: bytes, *, time_cost: int, memory_kib: int,
         allocate_cbk=_allocate, free_cbk=_free, flags=lib.ARGON2_DEFAULT_FLAGS))
     result = core(context, Type.ID.value)  # libargon2 checks every parameter itself
     if result != lib.ARGON2_OK:
-        raise HashingError(error_to_str(result))
+        raise resource_fault(result, memory_kib) or HashingError(error_to_str(result))
     return bytes(ffi.buffer(out, hash_len))
+
+
+def resource_fault(result: int, memory_kib: int | None = None) -> ServerBusy | None:
+    """The refusal for a libargon2 ``result`` that says the process lacked a resource (memory, a
+    thread), logged at WARNING; None for any other result (parameters it refuses, a mismatch)."""
+    if result == lib.ARGON2_MEMORY_ALLOCATION_ERROR:
+        area = f"its {memory_kib} KiB work area" if memory_kib else "its work area"
+        log.warning("an argon2id evaluation found no memory for %s (the worker near its memory bound?): "
+                    "refused with MemoryExhausted, not as a wrong secret", area)
+        return MemoryExhausted("the server has no memory left to check or hash a password now; the request is "
+                               "refused and counts against no account: try again shortly")
+    if result == lib.ARGON2_THREAD_FAIL:
+        log.warning("an argon2id evaluation could not start its threads: refused with ServerBusy, not as a wrong "
+                    "secret")
+        return ServerBusy("the server cannot start the threads to check or hash a password now; the request is "
+                          "refused and counts against no account: try again shortly")
+    return None
+
+
+def resource_fault_of(message: str) -> ServerBusy | None:
+    """:func:`resource_fault` for an argon2-cffi error (HashingError, VerificationError) of its own
+    functions, which carries only the message libargon2 gives its result."""
+    for result in (lib.ARGON2_MEMORY_ALLOCATION_ERROR, lib.ARGON2_THREAD_FAIL):
+        if message == error_to_str(result):
+            return resource_fault(result)
+    return None
 
 
 def work_areas() -> WorkAreas:

@@ -33,7 +33,8 @@ from signserver.accounts.passwords import SecretHasher
 from signserver.accounts.repository import account_row, get_account
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock
-from signserver.errors import AccountDisabled, AccountLocked, AuthenticationBusy, AuthenticationFailed, DataCorrupted
+from signserver.errors import (AccountDisabled, AccountLocked, AuthenticationBusy, AuthenticationFailed, DataCorrupted,
+                               ServerBusy)
 from signserver.hsm.sealing import SealingKey
 from signserver.notify.outbox import format_time, queue_email
 from signserver.secret import Secret
@@ -97,6 +98,9 @@ class Authenticator:
             AuthenticationBusy: the name's other attempts under evaluation leave no turn for now.
             InvalidArgument: a name no account can have (too long, control characters).
             HsmError, StoreUnavailable: a fault (the attempt then counts for nothing).
+            MemoryExhausted, ServerBusy: the argon2id evaluation found no memory (a worker near its
+                bound) or threads: a fault too, counted for nothing, whether the password is right
+                or not.
             DataCorrupted: the lockout's key does not open with this token's sealing key.
         """
         check_name_tried(username)
@@ -154,10 +158,16 @@ class Authenticator:
         as soon as the password matched would cost time whenever the password is right, telling
         it apart from a wrong OTP.
 
+        The success is recorded (and an OTP spent) by then, so a hash made again only for other
+        parameters waits for a later success when the evaluation faults (MemoryExhausted): the
+        holder, whose seal key opened, is not refused for it.
+
         Raises:
             DataCorrupted: the stored seal key does not open with the password's key, or the
                 account has a seal key but its password hash yields no key.
             AuthenticationBusy: the password changed while this attempt was checked.
+            MemoryExhausted, ServerBusy: no memory for the seal key's first hash (an account older
+                than packages).
         """
         private = None
         if row.seal_key_by_password is not None:
@@ -166,7 +176,14 @@ class Authenticator:
             private = open_seal_key(username, row.seal_key_by_password, password_key, "password")
             if not self._hasher.needs_rehash(row.password_hash):
                 return private, row.password_hash
-        new_hash, new_key = self._hasher.hash_with_key(password.reveal())
+        try:
+            new_hash, new_key = self._hasher.hash_with_key(password.reveal())
+        except ServerBusy:  # MemoryExhausted too
+            if private is None:
+                raise
+            log.warning("a password hash of older parameters is kept until a later sign-in: no memory to make it "
+                        "again now")
+            return private, row.password_hash
         values = {"password_hash": new_hash}
         if private is None:  # an account older than packages: its seal key starts now
             private, seal = new_seal_key(username, new_key, None)

@@ -15,9 +15,9 @@ from collections import deque
 from dataclasses import dataclass
 
 import argon2
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import HashingError, InvalidHashError, VerificationError, VerifyMismatchError
 
-from signserver.accounts.argon2_memory import argon2id_raw
+from signserver.accounts.argon2_memory import argon2id_raw, resource_fault_of
 from signserver.config import AccountsConfig
 from signserver.errors import InvalidArgument
 
@@ -109,6 +109,11 @@ class SecretHasher:
     current parameters, which is what an unknown name costs (:meth:`burn`): the time then left
     over is slept (the median of the latest evaluations at the current parameters), so that the
     accounts not signed in to since a parameter change cannot be told from names nobody has.
+
+    An evaluation the process lacks the memory (or threads) for raises MemoryExhausted (ServerBusy),
+    whichever method made it: it says nothing of the secret, so it must never count as a mismatch
+    (a right password refused, and counted toward the lock). Only a malformed stored hash does not
+    match for a reason other than the secret.
     """
 
     def __init__(self, config: AccountsConfig):
@@ -128,10 +133,17 @@ class SecretHasher:
         self._evaluations_lock = threading.Lock()
 
     def hash(self, secret: str) -> str:
-        return self._hasher.hash(secret)
+        """Raises: MemoryExhausted, ServerBusy: no memory or threads for the evaluation."""
+        try:
+            return self._hasher.hash(secret)
+        except HashingError as error:
+            raise resource_fault_of(str(error)) or error from None
 
     def hash_with_key(self, secret: str) -> tuple[str, bytes]:
-        """A stored hash of ``secret`` and the 32-byte key derived with it."""
+        """A stored hash of ``secret`` and the 32-byte key derived with it.
+
+        Raises: MemoryExhausted, ServerBusy: no memory or threads for the evaluation.
+        """
         salt = secrets.token_bytes(16)
         raw = self._raw(secret, salt, self._time_cost, self._memory_kib, self._parallelism)
         stored = (f"{_KDF_PREFIX}m={self._memory_kib},t={self._time_cost},p={self._parallelism}"
@@ -141,7 +153,11 @@ class SecretHasher:
     def derive(self, stored_hash: str, secret: str) -> Derivation:
         """Check ``secret`` against ``stored_hash`` with one argon2id evaluation; a match of a
         hash made by :meth:`hash_with_key` yields its key. An unreadable hash does not match.
-        Takes at least the time of an evaluation at the current parameters."""
+        Takes at least the time of an evaluation at the current parameters.
+
+        Raises: MemoryExhausted, ServerBusy: no memory or threads for the evaluation (neither a
+            match nor a mismatch: the caller must not count it).
+        """
         began = time.perf_counter()
         derived = self._derive(stored_hash, secret)
         took = time.perf_counter() - began
@@ -174,7 +190,7 @@ class SecretHasher:
             cost = dict(item.split("=") for item in parameters.split(","))
             raw = self._raw(secret, _unb64(salt), int(cost["t"]), int(cost["m"]), int(cost["p"]))
             expected = _unb64(verifier)
-        except (ValueError, KeyError, binascii.Error, argon2.exceptions.HashingError):
+        except (ValueError, KeyError, binascii.Error, HashingError):  # a malformed hash (parameters libargon2 refuses)
             return Derivation(False)
         if hmac.compare_digest(raw[:32], expected):
             return Derivation(True, raw[32:])
@@ -182,14 +198,19 @@ class SecretHasher:
 
     def verify(self, stored_hash: str, secret: str) -> bool:
         """True when ``secret`` matches; False for a mismatch or an unreadable hash. Takes as
-        long as :meth:`derive`."""
+        long as :meth:`derive`. Raises: as :meth:`derive`."""
         return self.derive(stored_hash, secret).matched
 
     def _verify_plain(self, stored_hash: str, secret: str) -> bool:
-        """A hash made by :meth:`hash` (argon2's own format)."""
+        """A hash made by :meth:`hash` (argon2's own format). Raises: MemoryExhausted, ServerBusy."""
         try:
             return self._hasher.verify(stored_hash, secret)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+        except (VerifyMismatchError, InvalidHashError):
+            return False
+        except VerificationError as error:  # a malformed hash, unless libargon2 lacked memory or threads
+            fault = resource_fault_of(str(error))
+            if fault is not None:
+                raise fault from None
             return False
 
     def needs_rehash(self, stored_hash: str) -> bool:
@@ -198,7 +219,8 @@ class SecretHasher:
 
     def burn(self, secret: str) -> None:
         """Spend the time of one verification on purpose (unknown account), so timing does not
-        tell whether an account exists."""
+        tell whether an account exists. Raises: as :meth:`derive` (the stand-in hash is made on
+        first use: its evaluation may fault the same way)."""
         self.derive(self._dummy_hash, secret)
 
     @functools.cached_property
@@ -207,8 +229,12 @@ class SecretHasher:
 
     @staticmethod
     def _raw(secret: str, salt: bytes, time_cost: int, memory_kib: int, parallelism: int) -> bytes:
-        return argon2id_raw(secret.encode("utf-8"), salt, time_cost=time_cost, memory_kib=memory_kib,
-                            parallelism=parallelism, hash_len=_KDF_BYTES)
+        """Raises: HashingError: parameters libargon2 refuses. MemoryExhausted, ServerBusy."""
+        try:
+            return argon2id_raw(secret.encode("utf-8"), salt, time_cost=time_cost, memory_kib=memory_kib,
+                                parallelism=parallelism, hash_len=_KDF_BYTES)
+        except HashingError as error:  # argon2id_raw raises the faults itself; this for any other way they come
+            raise resource_fault_of(str(error)) or error from None
 
 
 def _b64(data: bytes) -> str:
