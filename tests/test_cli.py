@@ -106,6 +106,75 @@ def test_errors_are_one_readable_line(state_dir, args, message):
     assert "Traceback" not in result.stderr
 
 
+# What a byte that is not UTF-8 on the command line (a terminal in another encoding) reaches Python as.
+NOT_TEXT = "\udcff"
+
+
+@pytest.mark.parametrize("args", [
+    ("hsm", "keygen", "--algorithm", "ec-p256", "--label", NOT_TEXT),
+    ("hsm", "delete", NOT_TEXT, "--yes"),
+    ("hsm", "public-key", NOT_TEXT),
+    ("hsm", "csr", NOT_TEXT, "--subject", "CN=x"),
+    ("hsm", "import-cert", NOT_TEXT, "certificate.pem"),
+    ("hsm", "init", "--label", NOT_TEXT),
+    ("hsm", "list", "--token", NOT_TEXT),
+    ("hsm", "master", "export", NOT_TEXT, "--transport", "transport.pem", "--out", "keys.wrapped"),
+    ("hsm", "master", "activate", NOT_TEXT),
+], ids=lambda args: " ".join(a for a in args if a != NOT_TEXT))
+def test_a_label_or_key_reference_that_is_not_text_is_a_usage_error(state_dir, args):
+    """Refused before anything reaches PKCS#11: python-pkcs11 died of a segmentation fault (exit
+    139, no message) on such a label."""
+    result = run(state_dir, *args)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "not valid UTF-8 text" in errors[0], result.stderr
+
+
+def test_a_user_pin_in_the_environment_that_is_not_text_is_refused_in_one_line(state_dir):
+    result = run(state_dir, "hsm", "list", SIGNSERVER_HSM_USER_PIN="\udcff\udcfe1234")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "signserver: the user PIN in $SIGNSERVER_HSM_USER_PIN is not valid UTF-8 text (check the encoding it was "
+        "written in)"]
+
+
+def test_a_pin_file_that_cannot_be_used_is_reported_with_its_problem(state_dir, tmp_path):
+    missing = run(state_dir, "hsm", "list", "--pin-file", str(tmp_path / "missing"))
+    assert missing.returncode == 1 and missing.stderr.strip() == \
+        f"signserver: cannot read the user PIN: no file at {tmp_path / 'missing'}"
+    shared = tmp_path / "shared"
+    shared.write_text("cli-so-pin\n")
+    shared.chmod(0o644)
+    for args, what in [(("hsm", "change-pin", "--new-pin-file", str(shared)), "new user PIN"),
+                       (("hsm", "unblock-pin", "--so-pin-file", str(shared)), "SO PIN")]:
+        refused = run(state_dir, *args)
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.strip() == \
+            f"signserver: cannot read the {what}: {shared} is readable by other users; chmod 600 it"
+
+
+def test_the_state_directorys_so_pin_file_is_named_as_itself(state_dir, tmp_path):
+    """`hsm master export` falls back on the state directory's hsm/so-pin: a problem with that file
+    names the state directory, not the user PIN's setting."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    (tmp_path / "hsm").mkdir()
+    so_pin = tmp_path / "hsm" / "so-pin"
+    so_pin.write_text("cli-so-pin\n")
+    so_pin.chmod(0o644)
+    transport = tmp_path / "transport.pem"
+    transport.write_bytes(rsa.generate_private_key(65537, 3072).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    refused = run(state_dir, "hsm", "master", "export", "--transport", str(transport), "--out",
+                  str(tmp_path / "keys.wrapped"), SIGNSERVER_STATE_DIR=str(tmp_path))
+    assert refused.returncode == 78, refused.stderr
+    assert refused.stderr.strip() == (f"signserver: configuration state_dir: cannot read the SO PIN: {so_pin} is "
+                                      "readable by other users; chmod 600 it")
+    assert not (tmp_path / "keys.wrapped").exists()
+
+
 def test_wrong_pin_is_reported_without_the_pin(state_dir, tmp_path):
     pin_file = tmp_path / "pin"
     pin_file.write_text("definitely-wrong-pin\n")
@@ -273,6 +342,24 @@ def test_init_generates_pins_within_the_tokens_lengths(state_dir, tmp_path):
     assert again.returncode == 1 and "never overwrites" in again.stderr
 
 
+def test_generated_pins_replace_empty_files_others_could_read(state_dir, tmp_path):
+    """An empty file, readable by others, where a PIN is to go: the PIN goes into a new file of mode
+    0600 that takes its place, never into the old one (whose mode a write would keep)."""
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    so, user = tmp_path / "so-pin", tmp_path / "user-pin"
+    for path in (so, user):
+        path.touch()
+        path.chmod(0o644)
+    result = run(state_dir, "hsm", "init", "--label", label, "--generate-pins", "--so-pin-file", str(so),
+                 "--user-pin-file", str(user))
+    assert result.returncode == 0, result.stderr
+    assert f"stored the user PIN in {user} (mode 0600)" in result.stderr
+    for path in (so, user):
+        assert path.stat().st_mode & 0o777 == 0o600 and len(path.read_text().strip()) == 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["so-pin", "user-pin"]  # no temporary file left
+    assert run(state_dir, "hsm", "list", "--token", label, "--pin-file", str(user)).returncode == 0
+
+
 def test_generated_pins_are_written_only_once_the_token_holds_them(state_dir, tmp_path):
     label = f"cli-{uuid.uuid4().hex[:8]}"
     f = pin_files(tmp_path, so="cli-so-pin", user="cli-user-pin")
@@ -381,3 +468,51 @@ def test_delete_unnamed_destroys_only_the_keys_a_generation_left_half_made(state
     for wrong in (("hsm", "delete"), ("hsm", "delete", kept, "--unnamed", "--yes")):
         usage = run(state_dir, *wrong)
         assert usage.returncode == 2 and "--unnamed" in usage.stderr, usage.stderr
+
+
+def _unnamed_complete_pairs(keystore) -> list[dict]:
+    """An RSA-1024 and a secp256k1 key pair with no label and no id, as another application using
+    the token may keep them: complete keys, of kinds signserver does not use. Returns a search
+    template for each pair's objects. Skips the test on a token that cannot make them."""
+    from pkcs11 import Attribute, KeyType
+    from pkcs11.util.ec import encode_named_curve_parameters
+
+    from signserver.errors import SignServerError
+
+    secp256k1 = encode_named_curve_parameters("secp256k1")
+
+    def make(session) -> list[dict]:
+        rsa_public, _ = session.generate_keypair(KeyType.RSA, 1024, store=True)
+        curve = session.create_domain_parameters(KeyType.EC, {Attribute.EC_PARAMS: secp256k1}, local=True)
+        curve.generate_keypair(store=True)
+        return [{Attribute.KEY_TYPE: KeyType.RSA, Attribute.MODULUS: rsa_public[Attribute.MODULUS]},
+                {Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: secp256k1}]
+    try:
+        return keystore.session.run(make, "make unnamed RSA-1024 and secp256k1 key pairs")
+    except SignServerError as exc:
+        pytest.skip(f"the token cannot make RSA-1024 and secp256k1 key pairs: {exc}")
+
+
+def test_delete_unnamed_leaves_the_complete_keys_of_other_applications(state_dir, keystore):
+    """A key of a kind signserver does not use is still a whole key: only the public material a
+    generation left unwritten (no curve, point or modulus) makes an unnamed object half-made."""
+    from pkcs11 import Attribute
+
+    templates = _unnamed_complete_pairs(keystore)
+    _unnamed_half_made_pair(keystore)
+    before = _objects(state_dir)
+    done = run(state_dir, "hsm", "delete", "--unnamed", "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"deleted_unnamed_objects": 2}  # the half-made pair only
+    assert _objects(state_dir) == before - 2
+
+    def destroy(session) -> list[int]:
+        found = []
+        for template in templates:
+            pair = [o for o in keystore.session.find(session, template)
+                    if not o[Attribute.LABEL] and not o[Attribute.ID]]
+            found.append(len(pair))
+            for obj in pair:
+                obj.destroy()
+        return found
+    assert keystore.session.run(destroy, "destroy the unnamed key pairs") == [2, 2]  # both halves of each

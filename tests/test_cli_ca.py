@@ -77,6 +77,56 @@ def test_ca_commands(state_dir, state, tmp_path):
     assert files["sha256"]
 
 
+def usage_error(result) -> str:
+    """The one ``error:`` line of a command refused as a usage error (exit 2), after argparse's usage."""
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("args", [
+    ("ca", "issue", "\udcff", "--profile", "cloud-signature-corporate"),
+    ("ca", "issue", "someone", "--profile", "qualified-corporate", "--agent-qualification", "\udcff"),
+    ("ca", "renew", "\udcff"),
+    ("ca", "revoke", "\udcff"),
+    ("ca", "list", "--account", "\udcff"),
+    ("ca", "issue-client", "--role", "ra", "\udcff"),
+], ids=["issue", "agent-qualification", "renew", "revoke", "list", "issue-client"])
+def test_an_argument_that_is_not_text_is_a_usage_error(state_dir, state, args):
+    """A byte that is not UTF-8 on the command line (a terminal in another encoding) reaches Python
+    as a lone surrogate, which the database cannot take: refused before anything is done."""
+    assert "not valid UTF-8 text" in usage_error(run(state_dir, state, *args))
+
+
+@pytest.mark.parametrize("days", ["99999999999999", "36501", "-1", "a year"])
+def test_expiring_within_takes_a_number_of_days_up_to_a_century(state_dir, state, days):
+    assert "--expiring-within" in usage_error(run(state_dir, state, "ca", "list", "--expiring-within", days))
+
+
+def test_issue_client_replaces_a_key_file_others_could_read(state_dir, state, tmp_path):
+    """The private key goes into a new file of mode 0600 that takes the old one's place: written
+    into a file that was there, it kept that file's mode (0644, readable by every user), and a
+    symbolic link there was followed."""
+    assert run(state_dir, state, "ca", "init").returncode in (0, 1)  # 1: initialised by another test already
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    (clients / "perm-key.pem").write_text("an old key\n")
+    (clients / "perm-key.pem").chmod(0o644)
+    elsewhere = tmp_path / "elsewhere.pem"
+    (clients / "linked-key.pem").symlink_to(elsewhere)
+    for name in ("perm", "linked"):
+        issued = run(state_dir, state, "ca", "issue-client", "--role", "ra", name, "--out-dir", str(clients))
+        assert issued.returncode == 0, issued.stderr
+        assert f"{clients / f'{name}-key.pem'} (mode 0600)" in issued.stdout
+        key = clients / f"{name}-key.pem"
+        assert not key.is_symlink() and key.stat().st_mode & 0o777 == 0o600
+        serialization.load_pem_private_key(key.read_bytes(), password=None)
+    assert not elsewhere.exists()
+    assert sorted(p.name for p in clients.iterdir()) == ["ca.pem", "linked-key.pem", "linked.pem", "perm-key.pem",
+                                                         "perm.pem"]
+
+
 def test_external_root_flow(state_dir, tmp_path_factory, tmp_path):
     db = tmp_path_factory.mktemp("external")
     begun = run(state_dir, db, "ca", "init", "--external-root", "--csr-out", str(tmp_path / "issuing.csr"))

@@ -13,7 +13,7 @@ import pytest
 
 from signserver.accounts.master_rotation import RETIRE_GRACE
 from signserver.ca.revocation import REVOCATION_REASONS as OFFERED
-from signserver.cli.ca import REVOCATION_REASONS
+from signserver.cli.ca import MAX_EXPIRY_WINDOW_DAYS, REVOCATION_REASONS
 from signserver.cli.master import RETIRE_GRACE_SECONDS
 from tests.conftest import cli_env
 
@@ -57,6 +57,12 @@ def test_a_command_on_a_database_at_the_newest_migration_loads_no_alembic(state_
 
 def test_the_parser_offers_the_revocation_reasons_the_authority_accepts():
     assert REVOCATION_REASONS == sorted(OFFERED)
+
+
+def test_the_parser_bounds_the_expiry_window_as_the_api_does():
+    from signserver.grpc_api.certificate_servicer import MAX_EXPIRY_WINDOW_DAYS as API
+
+    assert MAX_EXPIRY_WINDOW_DAYS == API
 
 
 def test_the_parser_default_grace_is_the_rotation_default():

@@ -121,6 +121,15 @@ def test_user_pin_from_environment_or_private_file(tmp_path):
         config.hsm.user_pin(environ={})
 
 
+def test_a_user_pin_in_the_environment_that_is_not_text_is_a_configuration_error(tmp_path):
+    """A byte in another encoding reaches Python as a lone surrogate, which python-pkcs11 fails to
+    encode at the login (`signserver serve` ended with a traceback)."""
+    config = load_config(write(tmp_path, ""), environ={})
+    with pytest.raises(ConfigurationError, match="SIGNSERVER_HSM_USER_PIN: not valid UTF-8") as refused:
+        config.hsm.user_pin(environ={"SIGNSERVER_HSM_USER_PIN": "\udcff1234"})
+    assert "1234" not in str(refused.value)
+
+
 def test_secrets_never_show_in_repr():
     secret = Secret("1234-pin")
     assert "1234" not in repr(secret) and "1234" not in str(secret) and "1234" not in f"{secret}"

@@ -14,10 +14,10 @@ from signserver.accounts.model import Account, AccountKind, Application
 from signserver.cli.common import check_output, open_service, write_output
 from signserver.cli.output import print_fields, print_json, print_table, to_plain
 from signserver.cli.pins import read_pin
+from signserver.cli.text import ask, text_argument
 from signserver.config import Config
 from signserver.errors import InvalidArgument, SignServerError
 from signserver.hsm.algorithms import KeyAlgorithm
-from signserver.secret import Secret
 
 # The account manager, the application registry and the outbox load SQLAlchemy: the commands import
 # what they need of them, so that building the parser (every command's --help) does not.
@@ -26,35 +26,6 @@ PASSWORD_ENV = "SIGNSERVER_ACCOUNT_PASSWORD"
 RECOVERY_ENV = "SIGNSERVER_ACCOUNT_RECOVERY_CODE"
 PHRASE_ENV = "SIGNSERVER_ACCOUNT_REVOCATION_PHRASE"
 OPERATOR = "operator:cli"
-def _text(text: str) -> str:
-    """An argparse ``type``: the argument as given, refused before anything is done when it is not
-    text (a byte that is not UTF-8, from a terminal in another encoding, reaches Python as a lone
-    surrogate, which no database keeps and no certificate carries).
-
-    Raises: argparse.ArgumentTypeError.
-    """
-    if not _is_text(text):
-        raise argparse.ArgumentTypeError("not valid UTF-8 text (check the terminal's encoding)")
-    return text
-
-
-def _is_text(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _read_secret(what: str, env: str, confirm: bool = False) -> Secret:
-    """``read_pin`` for the holder's secrets, refused when not text (see ``_text``).
-
-    Raises: InvalidArgument: as read_pin, or the secret is not valid UTF-8 text.
-    """
-    secret = read_pin(what, env, None, confirm=confirm)
-    if not _is_text(secret.reveal()):
-        raise InvalidArgument(f"the {what} is not valid UTF-8 text (check the terminal's encoding or ${env})")
-    return secret
 
 
 def _key_algorithm(text: str) -> KeyAlgorithm:
@@ -77,14 +48,15 @@ def add_parsers(subparsers) -> None:
         return parser
 
     p = command("create", cmd_create, "create an account with a signing key, OTP seed and recovery code")
-    p.add_argument("username", type=_text)
-    p.add_argument("--name", required=True, type=_text, help="the holder's name, as on the signature stamp")
+    p.add_argument("username", type=text_argument)
+    p.add_argument("--name", required=True, type=text_argument, help="the holder's name, as on the signature stamp")
     _holder_name_flags(p)
-    p.add_argument("--email", required=True, action="append", type=_text, help="an e-mail address (repeat for more)")
+    p.add_argument("--email", required=True, action="append", type=text_argument,
+                   help="an e-mail address (repeat for more)")
     p.add_argument("--kind", choices=[k.value for k in AccountKind], default="personal")
-    p.add_argument("--organisation", default="", type=_text)
-    p.add_argument("--department", default="", type=_text)
-    p.add_argument("--title", default="", type=_text)
+    p.add_argument("--organisation", default="", type=text_argument)
+    p.add_argument("--department", default="", type=text_argument)
+    p.add_argument("--title", default="", type=text_argument)
     p.add_argument("--key-algorithm", type=_key_algorithm, default=KeyAlgorithm.RSA_2048,
                    help="the signing key's algorithm (default rsa-2048)")
     p.add_argument("--qr-png", type=Path, help="also write the OTP QR code to this PNG file")
@@ -95,27 +67,27 @@ def add_parsers(subparsers) -> None:
                         "unusable for good (reset-password, and new certificates)")
 
     p = command("update", cmd_update, "change the holder's names (certificates issued later carry them)")
-    p.add_argument("username", type=_text)
-    p.add_argument("--name", type=_text, help="the holder's name, as on the signature stamp")
+    p.add_argument("username", type=text_argument)
+    p.add_argument("--name", type=text_argument, help="the holder's name, as on the signature stamp")
     _holder_name_flags(p)
 
     p = command("show", cmd_show, "show an account")
-    p.add_argument("username", type=_text)
+    p.add_argument("username", type=text_argument)
     command("list", cmd_list, "list the accounts")
 
     p = command("unlock", cmd_unlock, "unlock with the holder's recovery code and set a new password")
-    p.add_argument("username", type=_text)
+    p.add_argument("username", type=text_argument)
     p = command("reset-password", cmd_reset_password,
                 "set a new password without the recovery code; the holder's keys become unusable")
-    p.add_argument("username", type=_text)
+    p.add_argument("username", type=text_argument)
     p.add_argument("--yes", action="store_true",
                    help="do not ask for confirmation (needed when not run from a terminal)")
     p = command("disable", cmd_disable, "disable an account (its activation tokens are revoked)")
-    p.add_argument("username", type=_text)
+    p.add_argument("username", type=text_argument)
     p = command("enable", cmd_enable, "enable a disabled account")
-    p.add_argument("username", type=_text)
+    p.add_argument("username", type=text_argument)
     p = command("reset-otp", cmd_reset_otp, "give the account a new OTP seed")
-    p.add_argument("username", type=_text)
+    p.add_argument("username", type=text_argument)
     p.add_argument("--qr-png", type=Path, help="also write the OTP QR code to this PNG file")
 
     app = subparsers.add_parser("app", help="applications allowed to call the signing API", allow_abbrev=False)
@@ -123,9 +95,9 @@ def add_parsers(subparsers) -> None:
     p = app_commands.add_parser("create", help="register an application; prints its API key once",
                                 parents=[json_flag], allow_abbrev=False)
     p.set_defaults(handler=cmd_app_create)
-    p.add_argument("name", type=_text)
+    p.add_argument("name", type=text_argument)
     p.add_argument("--no-otp", action="store_true", help="its users authorise without an OTP")
-    p.add_argument("--account", action="append", dest="accounts", type=_text,
+    p.add_argument("--account", action="append", dest="accounts", type=text_argument,
                    help="an account it may serve (repeat; default: every account)")
     p.add_argument("--client-cert", type=Path, help="a client certificate (PEM) it authenticates with")
     p.add_argument("--no-api-key", action="store_true", help="authenticate with the client certificate only")
@@ -182,10 +154,10 @@ def _print_json_with_otp(answer: dict, uri: str, qr_png: Path | None) -> None:
 # --- account commands ----------------------------------------------------------------------
 
 def _holder_name_flags(parser) -> None:
-    parser.add_argument("--given-name", type=_text,
+    parser.add_argument("--given-name", type=text_argument,
                         help="the holder's given name(s) as the identity document shows them, "
                              "e.g. \"Weng Sam LUZIA\" or 詠心 (with --surname)")
-    parser.add_argument("--surname", type=_text,
+    parser.add_argument("--surname", type=text_argument,
                         help="the holder's surname as the identity document shows it, e.g. KUAN or 關 "
                              "(with --given-name)")
 
@@ -207,8 +179,8 @@ def cmd_create(args, config: Config) -> int:
     from signserver.accounts.manager import Enrolment
 
     check_output(args.qr_png)
-    password = _read_secret("password for the account", PASSWORD_ENV, confirm=True)
-    phrase = _read_secret("revocation phrase", PHRASE_ENV, confirm=True) if args.revocation_phrase else None
+    password = read_pin("password for the account", PASSWORD_ENV, None, confirm=True)
+    phrase = read_pin("revocation phrase", PHRASE_ENV, None, confirm=True) if args.revocation_phrase else None
     service = open_service(args, config, with_database=True)
     enrolment = Enrolment(username=args.username, holder_name=args.name, emails=tuple(args.email),
                           kind=AccountKind(args.kind), organisation=args.organisation,
@@ -265,8 +237,8 @@ def cmd_list(args, config: Config) -> int:
 
 
 def cmd_unlock(args, config: Config) -> int:
-    code = _read_secret("holder's recovery code", RECOVERY_ENV)
-    password = _read_secret("new password for the account", PASSWORD_ENV, confirm=True)
+    code = read_pin("holder's recovery code", RECOVERY_ENV, None)
+    password = read_pin("new password for the account", PASSWORD_ENV, None, confirm=True)
     service = open_service(args, config, with_database=True)
     new_code = service.accounts.unlock_with_recovery_code(args.username, code, password, operator=OPERATOR)
     if args.json:
@@ -290,7 +262,7 @@ def cmd_reset_password(args, config: Config) -> int:
     service = open_service(args, config, with_database=True)
     if not args.yes:
         _confirm_reset(service.accounts.get(args.username))
-    password = _read_secret("new password for the account", PASSWORD_ENV, confirm=True)
+    password = read_pin("new password for the account", PASSWORD_ENV, None, confirm=True)
     new_code = service.accounts.reset_password(args.username, password, operator=OPERATOR)
     if args.json:
         print_json({"account": args.username, "recovery_code": new_code, "warning": RESET_WARNING})
@@ -308,8 +280,8 @@ def _confirm_reset(account: Account) -> None:
     """
     print(f"Resetting the password of {account.username} ({account.holder_name}) without its recovery code: "
           f"{RESET_WARNING}", file=sys.stderr)
-    print("Type the account's name to go on: ", end="", file=sys.stderr, flush=True)
-    if input().strip() != account.username:
+    answer = ask("Type the account's name to go on: ")
+    if answer is None or answer.strip() != account.username:
         raise InvalidArgument("not confirmed: the account is unchanged")
 
 

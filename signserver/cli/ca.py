@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from signserver.ca.profiles import HOLDER_PROFILES
-from signserver.cli.common import check_output, open_service, read_input, write_output
+from signserver.cli.common import check_output, open_service, read_input, whole_number_from_to, write_output
 from signserver.cli.output import print_fields, print_json, print_table
+from signserver.cli.text import text_argument
 from signserver.config import Config
 from signserver.errors import InvalidArgument
 from signserver.files import write_private_key
@@ -30,6 +31,10 @@ OPERATOR = "operator:cli"
 REVOCATION_REASONS = sorted(flag.value for flag in x509.ReasonFlags
                             if flag not in (x509.ReasonFlags.remove_from_crl, x509.ReasonFlags.certificate_hold,
                                             x509.ReasonFlags.aa_compromise))
+# The longest --expiring-within, a century (longer than any certificate lives; a date that far is
+# still a date): the gRPC API's MAX_EXPIRY_WINDOW_DAYS, written out since the CLI does not load
+# gRPC; tests/test_cli_imports.py keeps the two equal.
+MAX_EXPIRY_WINDOW_DAYS = 36_500
 
 
 def add_parser(subparsers) -> None:
@@ -58,25 +63,27 @@ def add_parser(subparsers) -> None:
     p.add_argument("--csr-out", type=Path, help="write the issuing CA's request for an external root here, and stop")
 
     p = command("issue", cmd_issue, "issue a holder certificate for an account")
-    p.add_argument("account")
+    p.add_argument("account", type=text_argument)
     p.add_argument("--profile", required=True, choices=[p.name for p in HOLDER_PROFILES])
     p.add_argument("--csr", type=Path, help="the holder's PKCS#10 request (profiles with the key outside)")
     p.add_argument("--transaction-limit", type=int, help="qualified certificates: limit in MOP")
-    p.add_argument("--agent-qualification", default="", help="qualified certificates: the agent's qualification")
+    p.add_argument("--agent-qualification", default="", type=text_argument,
+                   help="qualified certificates: the agent's qualification")
     p.add_argument("--out", type=Path, help="write the certificate (PEM) here")
 
     p = command("renew", cmd_renew, "issue a successor with a new key pair")
-    p.add_argument("serial")
+    p.add_argument("serial", type=text_argument)
     p.add_argument("--csr", type=Path, help="a request with the new key (profiles with the key outside)")
     p.add_argument("--out", type=Path, help="write the certificate (PEM) here")
 
     p = command("revoke", cmd_revoke, "revoke a certificate")
-    p.add_argument("serial")
+    p.add_argument("serial", type=text_argument)
     p.add_argument("--reason", default="unspecified", choices=REVOCATION_REASONS)
 
     p = command("list", cmd_list, "list certificates")
-    p.add_argument("--account", help="only this account's")
-    p.add_argument("--expiring-within", type=int, metavar="DAYS", help="only valid ones expiring within DAYS")
+    p.add_argument("--account", type=text_argument, help="only this account's")
+    p.add_argument("--expiring-within", type=whole_number_from_to(0, MAX_EXPIRY_WINDOW_DAYS, "days"), metavar="DAYS",
+                   help=f"only valid ones expiring within DAYS (0 to {MAX_EXPIRY_WINDOW_DAYS})")
 
     p = command("crl", cmd_crl, "write the current CRL (or sign a new one with --refresh)")
     p.add_argument("--authority", choices=["issuing", "root"], default="issuing")
@@ -84,7 +91,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, help="write DER here (default: PEM on standard output)")
 
     p = command("issue-client", cmd_issue_client, "a client certificate for an application (asp) or an RA")
-    p.add_argument("name", help="the application's or RA operator's name (the certificate's CN)")
+    p.add_argument("name", type=text_argument,
+                   help="the application's or RA operator's name (the certificate's CN)")
     p.add_argument("--role", required=True, choices=["asp", "ra"])
     p.add_argument("--out-dir", type=Path, help="where to write NAME.pem, NAME-key.pem, ca.pem (default STATE_DIR/clients)")
 
@@ -263,7 +271,7 @@ def cmd_issue_client(args, config: Config) -> int:
     except OSError as exc:
         raise InvalidArgument(f"cannot make the folder {out}: {exc.strerror}") from None
     for name in (f"{args.name}-key.pem", f"{args.name}.pem", "ca.pem"):
-        check_output(out / name)
+        check_output(out / name, private=name.endswith("-key.pem"))
     service = open_service(args, config, with_database=True)
     key = ec.generate_private_key(ec.SECP256R1())
     issued = service.ca.issue_service_certificate(f"client-{args.role}", args.name, key.public_key(), OPERATOR)

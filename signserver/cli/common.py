@@ -26,7 +26,8 @@ def open_service(args, config: Config, with_database: bool = False) -> SignServi
     """
     from signserver.service import SignService  # the whole domain: not for --help or `hsm init`
 
-    pin = read_pin("user PIN", USER_PIN_ENV, getattr(args, "pin_file", None), fallback_file=config.hsm.user_pin_file)
+    pin = read_pin("user PIN", USER_PIN_ENV, getattr(args, "pin_file", None), fallback_file=config.hsm.user_pin_file,
+                   fallback_setting="hsm.user_pin_file")
     service = SignService.from_config(config, user_pin=pin, module=getattr(args, "module", None),
                                       token_label=getattr(args, "token", None))
     if with_database:
@@ -45,6 +46,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is less than 1")
     return value
+
+
+def whole_number_from_to(least: int, most: int, unit: str) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from ``least`` to ``most`` (of ``unit``, for the
+    message); the converter raises argparse.ArgumentTypeError."""
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not least <= value <= most:
+            raise argparse.ArgumentTypeError(f"{text} is not a number of {unit} from {least} to {most}")
+        return value
+    return whole_number
 
 
 def seconds_up_to(most: float) -> Callable[[str], float]:
@@ -76,9 +91,11 @@ def read_input(path: Path | None) -> bytes | None:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
 
 
-def check_output(path: Path | None, new: bool = False) -> None:
+def check_output(path: Path | None, new: bool = False, private: bool = False) -> None:
     """Refuse, before the command does anything, an output file it could not write: a folder that
-    is missing or not writable, a directory in the file's place, or (``new``) a file there.
+    is missing or not writable, a directory in the file's place, or (``new``) a file there. A
+    ``private`` file (signserver.files.write_private) replaces the one there, so its folder must be
+    writable even when the file is.
 
     Raises: InvalidArgument.
     """
@@ -89,7 +106,7 @@ def check_output(path: Path | None, new: bool = False) -> None:
     problem = None
     if path.is_dir():
         problem = errno.EISDIR
-    elif path.exists():
+    elif path.exists() and not private:
         problem = None if os.access(path, os.W_OK) else errno.EACCES
     else:
         folder = path.parent

@@ -13,6 +13,7 @@ from signserver.cli.common import check_output, open_service, read_input
 from signserver.cli.output import print_json, print_table
 from signserver.cli.pins import read_pin
 from signserver.cli.progress import ProgressLine
+from signserver.cli.text import text_argument
 from signserver.config import Config
 from signserver.errors import InvalidArgument
 
@@ -28,22 +29,25 @@ def add_parsers(subparsers) -> None:
     sign.set_defaults(handler=cmd_sign_pdf)
     sign.add_argument("input", type=Path)
     sign.add_argument("output", type=Path)
-    sign.add_argument("--address", default="localhost:50051")
+    sign.add_argument("--address", default="localhost:50051", type=text_argument)
     sign.add_argument("--ca", type=Path, help="CA certificates to trust for the server (default: STATE_DIR/clients/ca.pem)")
     sign.add_argument("--cert", type=Path, help="the application's client certificate (PEM)")
     sign.add_argument("--key", type=Path, help="its private key (PEM)")
-    sign.add_argument("--account", required=True)
-    sign.add_argument("--credential", required=True)
-    sign.add_argument("--level", default="B-LT", help="B-B, B-T, B-LT (default) or B-LTA")
-    sign.add_argument("--caption", default="", help='e.g. "數碼簽署" (default "Assinatura digital")')
-    sign.add_argument("--time-zone", default="")
-    sign.add_argument("--reason", default="")
-    sign.add_argument("--location", default="")
-    sign.add_argument("--qr-url", default="", help="add a QR code to this verification address")
+    # Text the request carries: a byte that is not UTF-8 is refused here, not by the gRPC encoder.
+    sign.add_argument("--account", required=True, type=text_argument)
+    sign.add_argument("--credential", required=True, type=text_argument)
+    sign.add_argument("--level", default="B-LT", type=text_argument, help="B-B, B-T, B-LT (default) or B-LTA")
+    sign.add_argument("--caption", default="", type=text_argument,
+                      help='e.g. "數碼簽署" (default "Assinatura digital")')
+    sign.add_argument("--time-zone", default="", type=text_argument)
+    sign.add_argument("--reason", default="", type=text_argument)
+    sign.add_argument("--location", default="", type=text_argument)
+    sign.add_argument("--qr-url", default="", type=text_argument, help="add a QR code to this verification address")
     sign.add_argument("--seal", type=Path, help="a seal image (PNG/JPEG) behind the stamp text")
-    sign.add_argument("--field", default="", help="an existing empty signature field, or the new field's name")
+    sign.add_argument("--field", default="", type=text_argument,
+                      help="an existing empty signature field, or the new field's name")
     sign.add_argument("--page", type=int, default=0, help="1-based; 0 or -1: the last page")
-    sign.add_argument("--rect", default="", help="x1,y1,x2,y2: points, from the bottom-left corner of the "
+    sign.add_argument("--rect", default="", type=text_argument, help="x1,y1,x2,y2: points, from the bottom-left corner of the "
                       "page as displayed (its CropBox, rotation applied)")
     sign.add_argument("--invisible", action="store_true")
     sign.add_argument("--no-otp", action="store_true", help="do not ask for an OTP (the application does not require one)")

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from signserver.cli.common import check_output, open_service, write_output
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.cli.pins import read_optional_pin, read_pin, write_pin_file
+from signserver.cli.text import ask, text_argument
 from signserver.config import USER_PIN_ENV, Config
 from signserver.errors import InvalidArgument, SignServerError
 from signserver.hsm.admin import SlotStatus, TokenAdministrator, check_signature, count_objects
@@ -44,7 +45,7 @@ def add_parser(subparsers) -> None:
 
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--module", type=Path, help="PKCS#11 module (default: hsm.module, SoftHSM's)")
-    common.add_argument("--token", help="token label (default: hsm.token_label)")
+    common.add_argument("--token", type=text_argument, help="token label (default: hsm.token_label)")
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     user = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     user.add_argument("--pin-file", type=Path,
@@ -56,7 +57,7 @@ def add_parser(subparsers) -> None:
         return parser
 
     p = command("init", cmd_init, "initialise a token: label, SO PIN, user PIN", parents=(common,))
-    p.add_argument("--label", help="token label (default: hsm.token_label)")
+    p.add_argument("--label", type=text_argument, help="token label (default: hsm.token_label)")
     p.add_argument("--slot", type=int, help="slot id (default: the first uninitialised token)")
     p.add_argument("--so-pin-file", type=Path,
                    help=f"file holding the SO PIN the token gets (else ${SO_PIN_ENV} or a prompt)")
@@ -76,16 +77,17 @@ def add_parser(subparsers) -> None:
     p = command("keygen", cmd_keygen, "generate a key pair inside the HSM")
     p.add_argument("--algorithm", required=True, type=_argument(KeyAlgorithm.parse),
                    help="one of " + ", ".join(a.value for a in KeyAlgorithm))
-    p.add_argument("--label", required=True, help="a label unique on the token")
+    p.add_argument("--label", required=True, type=text_argument, help="a label unique on the token")
 
     command("list", cmd_list, "list the private keys on the token")
 
     p = command("delete", cmd_delete, "delete a key pair and its certificate")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("key", nargs="?", help="key label or id")
+    which.add_argument("key", nargs="?", type=text_argument, help="key label or id")
     which.add_argument("--unnamed", action="store_true",
-                   help="instead, delete the key objects with no label and no id whose kind cannot be read: "
-                        "what a key generation another process interrupted left half-made")
+                   help="instead, delete the key objects with no label and no id whose kind cannot be read (their "
+                        "modulus, curve or point is missing or unreadable): what a key generation another process "
+                        "interrupted left half-made; other applications' keys of other kinds stay")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     p = command("health", cmd_health, "check that the module, token and login answer, and sign with the "
@@ -94,7 +96,7 @@ def add_parser(subparsers) -> None:
                    help="also count the objects on the token (walks every object: slow on a full token)")
 
     p = command("public-key", cmd_public_key, "export a public key (SubjectPublicKeyInfo)")
-    p.add_argument("key", help="key label or id")
+    p.add_argument("key", type=text_argument, help="key label or id")
     p.add_argument("--der", action="store_true", help="DER instead of PEM")
     p.add_argument("--out", type=Path, help="write to this file instead of standard output")
 
@@ -112,14 +114,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--new-pin-file", type=Path, help=f"file holding the new user PIN (else ${NEW_PIN_ENV} or a prompt)")
 
     p = command("csr", cmd_csr, "make a PKCS#10 request signed by a key on the token")
-    p.add_argument("key", help="key label or id")
-    p.add_argument("--subject", required=True, help='RFC 4514 subject, e.g. "CN=Chan Tai Man,O=Example,C=MO"')
+    p.add_argument("key", type=text_argument, help="key label or id")
+    p.add_argument("--subject", required=True, type=text_argument,
+                   help='RFC 4514 subject, e.g. "CN=Chan Tai Man,O=Example,C=MO"')
     p.add_argument("--signature-algorithm", type=_argument(SignatureAlgorithm.parse),
                    help="e.g. rsa-pkcs1v15-sha256 (default: SHA-256, SHA-384 for P-384 keys)")
     p.add_argument("--out", type=Path, help="write the PEM request here instead of standard output")
 
     p = command("import-cert", cmd_import_cert, "store a certificate on the token beside its key")
-    p.add_argument("key", help="key label or id")
+    p.add_argument("key", type=text_argument, help="key label or id")
     p.add_argument("certificate", type=Path, help="the certificate, PEM or DER")
 
 
@@ -187,19 +190,10 @@ def _confirm_reinitialise(target: SlotStatus, yes: bool) -> None:
     what = f"slot {target.slot_id} holds the initialised token {target.token_label!r}"
     if not sys.stdin.isatty():
         raise InvalidArgument(f"{what}; initialising it again destroys every key on it: pass --yes to confirm")
-    answer = _ask(f"{what}. Initialising it again destroys every key on it.\n"
-                  f"Type the token's label to go on: ")
+    answer = ask(f"{what}. Initialising it again destroys every key on it.\n"
+                 f"Type the token's label to go on: ")
     if answer is None or answer.strip() != target.token_label:
         raise InvalidArgument("not confirmed: the token is unchanged")
-
-
-def _ask(question: str) -> str | None:
-    """The administrator's answer on the terminal; None when the input ended (Ctrl-D) instead."""
-    try:
-        return input(question)
-    except EOFError:
-        print(file=sys.stderr)  # the question's line was left open
-        return None
 
 
 def _current_so_pin(args, target: SlotStatus, so_pin_prompted: bool) -> Secret | None:
@@ -288,7 +282,7 @@ def cmd_delete(args, config: Config) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise InvalidArgument("deleting a key cannot be undone: pass --yes to confirm")
-        answer = _ask(f"Delete key {key.label!r} ({key.key_id}) for ever? [y/N] ")
+        answer = ask(f"Delete key {key.label!r} ({key.key_id}) for ever? [y/N] ")
         if answer is None or answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
@@ -304,8 +298,8 @@ def _delete_unnamed(args, config: Config) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise InvalidArgument("deleting key objects cannot be undone: pass --yes to confirm")
-        answer = _ask("Delete every key object with no label and no id whose kind cannot be read? No key "
-                      "generation may be under way on this token meanwhile. [y/N] ")
+        answer = ask("Delete every key object with no label and no id whose kind cannot be read? No key "
+                     "generation may be under way on this token meanwhile. [y/N] ")
         if answer is None or answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
@@ -385,7 +379,8 @@ def cmd_public_key(args, config: Config) -> int:
 
 
 def cmd_change_pin(args, config: Config) -> int:
-    old = read_pin("current user PIN", USER_PIN_ENV, args.pin_file, fallback_file=config.hsm.user_pin_file)
+    old = read_pin("current user PIN", USER_PIN_ENV, args.pin_file, fallback_file=config.hsm.user_pin_file,
+                   fallback_setting="hsm.user_pin_file")
     new = read_pin("new user PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
     label = args.token or config.hsm.token_label
     admin = TokenAdministrator(_module(args, config))

@@ -16,6 +16,7 @@ from signserver.cli.common import check_output, open_service, positive_int, seco
 from signserver.cli.output import print_json, print_table
 from signserver.cli.pins import read_pin
 from signserver.cli.progress import ProgressLine
+from signserver.cli.text import ask, text_argument
 from signserver.config import USER_PIN_ENV, Config
 from signserver.errors import InvalidArgument, NotFound
 from signserver.hsm import ceremony
@@ -61,7 +62,7 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
 
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--module", type=Path, help="PKCS#11 module (default: hsm.module, SoftHSM's)")
-    common.add_argument("--token", help="token label (default: hsm.token_label)")
+    common.add_argument("--token", type=text_argument, help="token label (default: hsm.token_label)")
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
     common.add_argument("--pin-file", type=Path,
                         help=f"file holding the user PIN (else ${USER_PIN_ENV}, hsm.user_pin_file, or a prompt)")
@@ -89,7 +90,7 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
 
     p = command("activate", cmd_activate, "make a pending master key the active one (every token must hold "
                                           "it)", passes)
-    p.add_argument("label", help="the pending master key, e.g. signserver-master-2")
+    p.add_argument("label", type=text_argument, help="the pending master key, e.g. signserver-master-2")
     p.add_argument("--no-wait", action="store_true", help="only activate; do not run the re-wrap pass")
     p.add_argument("--grace-seconds", type=_grace_seconds, default=RETIRE_GRACE_SECONDS, help=argparse.SUPPRESS)
 
@@ -109,7 +110,7 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
     p = command("export", cmd_export, "ceremony, SOURCE token (SO PIN): wrap the shared keys under a "
                                       "destination's transport key", epilog="The file is useless without the "
                                       "destination token's transport key, which never leaves that token.")
-    p.add_argument("label", nargs="?",
+    p.add_argument("label", nargs="?", type=text_argument,
                    help="one key to copy, e.g. signserver-master-2 (default: every master key not retired, and "
                         "the OTP sealing key, with its MAC key where it has one)")
     p.add_argument("--transport", type=Path, required=True, help="the destination's transport public key (PEM)")
@@ -119,9 +120,10 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
 
     p = command("import", cmd_import, "ceremony, DESTINATION token: unwrap the shared keys with the transport "
                                       "key, check them, destroy the transport key")
-    p.add_argument("label", nargs="?", help="a key the file must hold (every key of the file is imported)")
+    p.add_argument("label", nargs="?", type=text_argument,
+                   help="a key the file must hold (every key of the file is imported)")
     p.add_argument("--in", dest="infile", type=Path, required=True, help="the wrapped keys file")
-    p.add_argument("--check-value", required=True,
+    p.add_argument("--check-value", required=True, type=text_argument,
                    help="the check values as the source printed them, LABEL=HEX,LABEL=HEX (a bare HEX for a file "
                         "of one key); take them over another channel than the file")
 
@@ -247,8 +249,8 @@ def _destroy_unrecorded(args, service: SignService) -> list[str] | None:
     if not args.yes:
         if not sys.stdin.isatty():
             raise InvalidArgument(f"destroying a master key cannot be undone: pass --yes to confirm ({names})")
-        answer = input(f"Destroy the master keys the database never recorded, {names}, for ever? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
+        answer = ask(f"Destroy the master keys the database never recorded, {names}, for ever? [y/N] ")
+        if answer is None or answer.strip().lower() not in ("y", "yes"):
             return None
     destroyed = []
     with service.database.transaction() as conn:
@@ -396,7 +398,8 @@ def cmd_export(args, config: Config) -> int:
         raise InvalidArgument(f"cannot read {args.transport}: {exc.strerror}") from None
     ceremony.read_transport_key(transport_pem)  # refused before any PIN is asked
     check_output(args.out, new=True)
-    so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file, fallback_file=config.state_dir / "hsm" / "so-pin")
+    so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file, fallback_file=config.state_dir / "hsm" / "so-pin",
+                      fallback_setting="state_dir")  # the state directory's hsm/so-pin
     service = open_service(args, config, with_database=args.label is None)
     sealing = SealingKey(service.keys.session)
     labels = [args.label] if args.label else _shared_labels(service, sealing)

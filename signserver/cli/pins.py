@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from signserver.cli.text import is_text
 from signserver.config import read_secret_file
 from signserver.errors import ConfigurationError, InvalidArgument
 from signserver.files import write_private
@@ -14,24 +15,35 @@ from signserver.secret import Secret
 
 
 def read_pin(what: str, env: str | None, file: Path | None, confirm: bool = False,
-             fallback_file: Path | None = None) -> Secret:
+             fallback_file: Path | None = None, fallback_setting: str | None = None) -> Secret:
     """Return a PIN from ``file`` (named on the command line: it wins), else ``$env``, else
     ``fallback_file`` when it exists, else a prompt on the terminal (asked twice when ``confirm``).
+    ``fallback_setting`` names the setting ``fallback_file`` comes from, which its errors name.
 
     Raises:
-        ConfigurationError: the configured fallback file is unreadable, empty or readable by others.
-        InvalidArgument: so is ``file``; or no source and no terminal to prompt on, or the two
-            entries differ.
+        ConfigurationError: the configured fallback file is unreadable, not text, empty or readable
+            by others (InvalidArgument without ``fallback_setting``).
+        InvalidArgument: so is ``file``; ``$env`` or the entry at the prompt is not text; or no
+            source and no terminal to prompt on, or the two entries differ.
     """
     if file is not None:
         try:
             return read_secret_file(file, "")
         except ConfigurationError as exc:
-            raise InvalidArgument(f"cannot read the {what}: {exc.reason}") from None
+            raise InvalidArgument(f"cannot read the {what}: {exc.problem}") from None
     if env and os.environ.get(env):
-        return Secret(os.environ[env])
+        pin = os.environ[env]
+        if not is_text(pin):  # as a file's PIN must be; never quoted
+            raise InvalidArgument(f"the {what} in ${env} is not valid UTF-8 text (check the encoding it was "
+                                  "written in)")
+        return Secret(pin)
     if fallback_file is not None and fallback_file.is_file():
-        return read_secret_file(fallback_file, "hsm.user_pin_file")
+        try:
+            return read_secret_file(fallback_file, fallback_setting or "")
+        except ConfigurationError as exc:
+            if fallback_setting is None:
+                raise InvalidArgument(f"cannot read the {what}: {exc.problem}") from None
+            raise ConfigurationError(fallback_setting, f"cannot read the {what}: {exc.problem}") from None
     if not sys.stdin.isatty():
         hint = f"set {env} or " if env else ""
         raise InvalidArgument(f"no {what} given: {hint}pass a file with the PIN, or run on a terminal")
@@ -47,7 +59,7 @@ def read_optional_pin(what: str, env: str, file: Path | None, hint: str) -> Secr
     prompt empty.
 
     Raises:
-        InvalidArgument: ``file`` is unreadable, empty or readable by others.
+        InvalidArgument: ``file`` is unreadable, empty or readable by others; the PIN is not text.
     """
     if os.environ.get(env) or file is not None:
         return read_pin(what, env, file)
@@ -75,7 +87,8 @@ def write_pin_file(path: Path, pin: Secret, what: str) -> None:
 
 
 def _prompt(what: str, confirm: bool) -> str:
-    """Raises: InvalidArgument: the entries differ, or the input ended (Ctrl-D) instead."""
+    """Raises: InvalidArgument: the entries differ or are not text, or the input ended (Ctrl-D)
+    instead."""
     try:
         pin = getpass.getpass(f"{what}: ")
         if confirm and getpass.getpass(f"{what} (again): ") != pin:
@@ -83,4 +96,9 @@ def _prompt(what: str, confirm: bool) -> str:
     except EOFError:
         print(file=sys.stderr)  # the prompt's line was left open
         raise InvalidArgument(f"no {what} given: the input ended") from None
+    except UnicodeDecodeError:  # a byte the terminal's encoding has not
+        print(file=sys.stderr)  # the prompt's line was left open
+        pin = None
+    if pin is None or not is_text(pin):
+        raise InvalidArgument(f"the {what} is not valid UTF-8 text (check the terminal's encoding)")
     return pin

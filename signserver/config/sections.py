@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from signserver.addresses import split_address
 from signserver.config.values import read_secret_file
+from signserver.errors import ConfigurationError
 from signserver.secret import Secret
 
 USER_PIN_ENV = "SIGNSERVER_HSM_USER_PIN"
@@ -30,11 +31,19 @@ class HsmConfig:
         """Return the token's user PIN from the environment, else from ``user_pin_file``.
 
         Raises:
-            ConfigurationError: neither source holds a PIN.
+            ConfigurationError: neither source holds a PIN, or the environment's is not text (as a
+                file's must be: a byte in another encoding reaches Python as a lone surrogate,
+                which no token takes).
         """
         environ = os.environ if environ is None else environ
         if environ.get(USER_PIN_ENV):
-            return Secret(environ[USER_PIN_ENV])
+            pin = environ[USER_PIN_ENV]
+            try:
+                pin.encode("utf-8")
+            except UnicodeEncodeError:  # never quoted
+                raise ConfigurationError(USER_PIN_ENV, "not valid UTF-8 text (check the encoding it was written "
+                                                       "in)") from None
+            return Secret(pin)
         return read_secret_file(self.user_pin_file, "hsm.user_pin_file")
 
 

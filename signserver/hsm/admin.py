@@ -144,7 +144,7 @@ class TokenAdministrator:
         would be (see :meth:`PinGuard.login_so`): a token that verifies it counts a wrong one.
 
         Raises:
-            InvalidArgument: empty PIN, label too long, a PIN outside the token's lengths,
+            InvalidArgument: empty PIN, label too long or not text, a PIN outside the token's lengths,
                 an initialised token without ``reinitialise`` or without its current SO PIN.
             AlreadyExists: another token already has that label.
             TokenNotFound: no uninitialised token (or no such slot).
@@ -155,7 +155,11 @@ class TokenAdministrator:
         """
         if not so_pin or not user_pin or (current_so_pin is not None and not current_so_pin):
             raise InvalidArgument("the SO PIN and the user PIN must not be empty")
-        if not label or len(label.encode("utf-8")) > 32:
+        try:
+            encoded = label.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: a byte of another encoding
+            raise InvalidArgument("a token label must be valid UTF-8 text") from None
+        if not encoded or len(encoded) > 32:
             raise InvalidArgument("a token label has 1 to 32 bytes")
         with pkcs11_lock():
             lib = load_module(self.module)

@@ -40,14 +40,28 @@ class KeyInfo:
 
 
 def check_label(label: str) -> str:
-    """Raises: InvalidArgument: the label is empty, too long or has control characters."""
+    """Raises: InvalidArgument: the label is empty, too long, not text or has control characters."""
     if not label or not label.strip():
         raise InvalidArgument("a key label must not be empty")
+    check_text(label, "a key label")
     if len(label) > _LABEL_MAX:
         raise InvalidArgument(f"a key label has at most {_LABEL_MAX} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in label):
         raise InvalidArgument("a key label must not contain control characters")
     return label
+
+
+def check_text(value: str, what: str) -> str:
+    """Refuse what a PKCS#11 call cannot take as a label: a string that is not UTF-8 text (a
+    byte in another encoding reaches Python as a lone surrogate).
+
+    Raises: InvalidArgument.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what} must be valid UTF-8 text") from None
+    return value
 
 
 def check_key_id(key_id: str) -> bytes:
@@ -138,7 +152,9 @@ class HsmKeyStore:
         return self._session.run(read, f"read the label of key {key_id}")
 
     def find_by_label(self, label: str) -> KeyInfo:
-        """Raises: KeyNotFound: no key has that label. HsmError."""
+        """Raises: KeyNotFound: no key has that label. InvalidArgument: the label is not text. HsmError."""
+        check_text(label, "a key label")
+
         def find(session: pkcs11.Session) -> KeyInfo:
             key = self._find_private(session, label=label)
             if key is None:
@@ -152,8 +168,9 @@ class HsmKeyStore:
     def resolve(self, reference: str) -> KeyInfo:
         """Find a key by label, or by id when no label matches (for people typing commands).
 
-        Raises: KeyNotFound, HsmError.
+        Raises: KeyNotFound, InvalidArgument (the reference is not text), HsmError.
         """
+        check_text(reference, "a key label or id")
         try:
             return self.find_by_label(reference)
         except KeyNotFound:
@@ -190,10 +207,12 @@ class HsmKeyStore:
 
     def delete_unnamed(self) -> int:
         """Destroy the token's key objects that have neither a label nor an id and whose kind cannot
-        be read (no curve, no modulus): what SoftHSM leaves of a key pair whose generation another
-        process's search interrupted. signserver names every key it makes, so none of its keys is
-        among them; a generation under way at this moment may be, and then fails (its command can
-        be run again). Returns how many objects were destroyed.
+        be read (their modulus, curve or point missing or unreadable): what SoftHSM leaves of a key
+        pair whose generation another process's search interrupted. signserver names every key it
+        makes, so none of its keys is among them; a generation under way at this moment may be, and
+        then fails (its command can be run again). Complete keys of kinds signserver does not use
+        (RSA-1024, secp256k1, DSA, ...), which other applications may keep unnamed on the same
+        token, are never among them. Returns how many objects were destroyed.
 
         Raises: HsmError.
         """
@@ -386,7 +405,55 @@ def _unnamed_and_unreadable(key: pkcs11.Key) -> bool:
     """Whether the key object has no label, no id and a kind that cannot be read (see
     HsmKeyStore.delete_unnamed)."""
     attrs = key.get_attributes([Attribute.ID, Attribute.LABEL])
-    return not attrs.get(Attribute.ID) and not attrs.get(Attribute.LABEL) and _algorithm_of(key) is None
+    return not attrs.get(Attribute.ID) and not attrs.get(Attribute.LABEL) and _half_made(key)
+
+
+def _half_made(key: pkcs11.Key) -> bool:
+    """Whether the key object lacks the public material every key of its type has, or holds some
+    that cannot be read: an RSA key's modulus; an EC or Edwards key's curve, and a public key's
+    point. Not whether signserver uses its kind: a complete key of another kind (RSA-1024,
+    secp256k1) is not half-made, nor is a key of a type whose material is not checked here.
+
+    Raises: pkcs11.PKCS11Error: the token failed otherwise than lacking the attribute.
+    """
+    try:
+        if key.key_type == KeyType.RSA:
+            return not key[Attribute.MODULUS]
+        if key.key_type not in (KeyType.EC, KeyType.EC_EDWARDS):
+            return False
+        if not _curve_readable(key[Attribute.EC_PARAMS]):
+            return True
+        return isinstance(key, pkcs11.PublicKey) and not _point(key[Attribute.EC_POINT])
+    except pkcs11.AttributeTypeInvalid:  # the object has no such attribute
+        return True
+
+
+def _curve_readable(params: bytes | None) -> bool:
+    """Whether CKA_EC_PARAMS names, specifies or inherits a curve, whichever: a curve signserver
+    does not use is still a curve."""
+    if not params:
+        return False
+    try:
+        if params[:1] == b"\x13":  # a curve's name, as SoftHSM stores Edwards curves
+            return bool(PrintableString.load(params).native)
+        parsed = ECDomainParameters.load(params)
+        if parsed.name == "named":
+            return bool(parsed.chosen.dotted)
+        parsed.native  # parses the whole value: a curve specified by its numbers
+    except ValueError:
+        return False
+    return True
+
+
+def _point(value: bytes | None) -> bytes:
+    """CKA_EC_POINT's point: a DER OCTET STRING, or the raw point a few tokens store (whose first
+    byte, 04 for an uncompressed point, may read as the start of one: only a whole one counts)."""
+    if not value:
+        return b""
+    try:
+        return OctetString.load(value, strict=True).native or b""
+    except ValueError:
+        return value
 
 
 def _describe(key: pkcs11.PrivateKey) -> KeyInfo:

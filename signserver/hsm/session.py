@@ -12,7 +12,7 @@ from typing import Any, Callable, TypeVar
 import pkcs11
 import pkcs11.exceptions as p11
 
-from signserver.errors import HsmLoginFailed, TokenNotFound
+from signserver.errors import HsmLoginFailed, InvalidArgument, TokenNotFound
 from signserver.hsm.capabilities import TokenCapabilities
 from signserver.hsm.module import load_module, module_generation, pkcs11_lock, reinitialise_module, release_module
 from signserver.hsm.pin_guard import PinGuard
@@ -147,8 +147,16 @@ class TokenSession:
         objects. Request paths find their keys once per session and keep the handles in
         :attr:`cache`.
 
-        Raises: pkcs11.PKCS11Error, which :meth:`run` translates.
+        Raises: pkcs11.PKCS11Error, which :meth:`run` translates. InvalidArgument: a string of
+            ``template`` is not UTF-8 text, which python-pkcs11 fails to encode part way through
+            starting the search, and the process then dies of a segmentation fault: refused first.
         """
+        for value in template.values():
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidArgument("cannot search the token for a label that is not valid UTF-8 text") from None
         self.searches += 1
         return list(session.get_objects(template))
 

@@ -173,3 +173,14 @@ def test_reset_password_on_a_terminal_asks_for_the_account_name(state_dir, state
     assert code == 0, output
     assert "New recovery code" in output
     assert credential_statuses(state_dir, state, name) == ["disabled"]
+
+
+def test_reset_password_ended_at_the_question_is_one_line_and_changes_nothing(state_dir, state):
+    name = new_name()
+    assert create(state_dir, state, name).returncode == 0
+    code, output = run_on_terminal(state_dir, state, "account", "reset-password", name, answer="\x04",  # Ctrl-D
+                                   SIGNSERVER_ACCOUNT_PASSWORD="Reset-pass-2032")
+    assert code == EXIT_NOT_CONFIRMED, output
+    assert "Traceback" not in output and "EOFError" not in output
+    assert output.strip().splitlines()[-1] == "signserver: not confirmed: the account is unchanged"
+    assert credential_statuses(state_dir, state, name) == ["active"]

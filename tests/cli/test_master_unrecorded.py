@@ -170,6 +170,22 @@ def test_an_interrupted_rotation_leaves_a_key_status_lists_and_retire_orphans_re
     assert status(state_dir, tmp_path, token) == known
 
 
+def test_retire_orphans_ended_at_the_question_destroys_nothing(config, state_dir, token, tmp_path):
+    """Ctrl-D at the confirmation: one line and exit code 1, as at every question of `hsm`."""
+    from tests.cli.masters import service_with_first_master
+    from tests.cli.test_account_commands import run_on_terminal
+
+    with service_with_first_master(config, token, tmp_path, USER_PIN) as service:
+        service.master_keys.create("signserver-master-7")  # made on the token, never recorded
+    code, output = run_on_terminal(state_dir, tmp_path, "hsm", "master", "retire", "--orphans", "--token", token,
+                                   answer="\x04", SIGNSERVER_HSM_USER_PIN=USER_PIN.reveal())  # Ctrl-D
+    assert code == 1, output
+    assert "Traceback" not in output and "EOFError" not in output
+    assert "Destroy the master keys the database never recorded, signserver-master-7" in output
+    assert output.strip().splitlines()[-1] == "nothing destroyed"
+    assert master_labels_on_token(config, token) == ["signserver-master-1", "signserver-master-7"]
+
+
 def test_retire_orphans_never_destroys_a_key_the_database_knows(config, state_dir, token, tmp_path):
     """Keys of every state the database records stay, whatever --orphans finds."""
     first_master(config, token, tmp_path, USER_PIN)

@@ -196,6 +196,20 @@ def test_sign_pdf_with_a_missing_file_is_refused(documents, flags, missing):
     assert not (documents / "out.pdf").exists() and not list(documents.glob("*.part"))
 
 
+@pytest.mark.parametrize("flag", ["--account", "--credential", "--reason", "--caption"])
+def test_sign_pdf_with_an_argument_that_is_not_text_is_a_usage_error(documents, flag):
+    """A byte that is not UTF-8 (a terminal in another encoding) becomes a lone surrogate, which the
+    request cannot carry: refused before anything is read or sent, not by the gRPC encoder."""
+    values = {"--account": "someone", "--credential": "c-1", flag: "x\udcff"}
+    result = cli_forkserver.run(
+        [str(SIGNSERVER), "sign-pdf", str(documents / "in.pdf"), str(documents / "out.pdf"), "--no-otp",
+         "--address", "localhost:9", "--ca", str(documents / "ca.pem"), *[x for kv in values.items() for x in kv]],
+        env=cli_env(documents / "state", SIGNSERVER_ACCOUNT_PASSWORD=PASSWORD), capture_output=True, text=True,
+        timeout=120)
+    assert_refused(result, EXIT_USAGE, flag, "not valid UTF-8 text")
+    assert not (documents / "out.pdf").exists()
+
+
 def test_sign_pdf_into_a_folder_it_cannot_make_is_refused(documents):
     (documents / "a-file").write_bytes(b"")
     result = cli_forkserver.run(

@@ -148,6 +148,36 @@ def test_bad_labels_are_refused(keystore, bad):
         keystore.generate(KeyAlgorithm.EC_P256, bad)
 
 
+def test_a_label_or_reference_that_is_not_text_is_refused_before_the_token_is_searched(keystore):
+    """A byte that is not UTF-8 (from a terminal in another encoding) reaches Python as a lone
+    surrogate, which python-pkcs11 fails to encode part way through starting a search: the process
+    died of a segmentation fault. Refused first, wherever a label or key reference comes in."""
+    searches = keystore.session.searches
+    with pytest.raises(InvalidArgument, match="UTF-8"):
+        keystore.generate(KeyAlgorithm.EC_P256, "\udcff")
+    for look_up in (keystore.find_by_label, keystore.resolve):
+        with pytest.raises(InvalidArgument, match="UTF-8"):
+            look_up("label-\udcff")
+    assert keystore.session.searches == searches
+
+
+def test_the_token_session_refuses_to_search_for_a_string_that_is_not_text():
+    """The last line of defence, for any caller (master keys, the ceremony's labels): checked
+    before python-pkcs11 sees the template, without a token."""
+    from pkcs11 import Attribute, ObjectClass
+
+    from signserver.hsm.session import TokenSession
+    from signserver.secret import Secret
+
+    class NeverSearched:
+        def get_objects(self, template):
+            raise AssertionError("the search reached python-pkcs11")
+
+    session = TokenSession(None, "no-token", Secret("1234"))
+    with pytest.raises(InvalidArgument, match="UTF-8"):
+        session.find(NeverSearched(), {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: "master-\udcff"})
+
+
 def test_unknown_key_is_reported(keystore):
     with pytest.raises(KeyNotFound, match="00112233"):
         keystore.sign_digest("00112233", bytes(32), SignatureAlgorithm.ECDSA_SHA256)
