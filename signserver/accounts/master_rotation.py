@@ -13,22 +13,34 @@ With several tokens that do not share their storage (a second site, a second nod
 a rotation is prepared first (the key made, not yet used), copied to every other token with the
 key ceremony (signserver/hsm/ceremony.py), and only then activated: a package re-wrapped under a
 key that some token lacks cannot be used through that token.
+
+Whoever makes a master key (a rotation, the server's first start making the first) holds the
+database's master-key creation lock from choosing its label to recording it (see
+:func:`creating_master_key`): processes on one token and one database take turns, so two never make
+two keys under one label. A process that stops with its key made but not recorded leaves a key the
+database never recorded, which `signserver hsm master status` lists as unrecorded and
+`retire --orphans` destroys; the next rotation takes the label after it.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import logging
+import os
+import threading
 import time
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, func, insert, make_url, select, text, update
 
 from signserver.accounts.packages import SigningPackages
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock, epoch_seconds, from_epoch
-from signserver.errors import AlreadyExists, DataCorrupted, InvalidArgument, KeyNotFound, NotFound
+from signserver.errors import AlreadyExists, DataCorrupted, InvalidArgument, KeyNotFound, NotFound, StoreUnavailable
 from signserver.hsm.master_keys import MASTER_LABEL_PREFIX, MasterKeys, master_label
 from signserver.store.database import Database
 from signserver.store.schema import master_keys, signing_packages
@@ -46,6 +58,14 @@ BACKGROUND_ROUND = 100  # packages a background round re-wraps: each holds the P
 MAX_REPORTED_FAILURES = 20  # key ids kept in a pass's counts; the rest are only counted
 
 Progress = Callable[[int, int, float], None]  # (re-wrapped so far, packages to re-wrap, per second)
+
+# The master-key creation lock (creating_master_key): PostgreSQL's transaction-scoped advisory lock
+# of this key (any constant of this application's own, not the migrations'), or on SQLite an flock
+# on a file beside the database.
+MASTER_KEY_CREATION_LOCK = 0x5167_4D4B
+# How long a maker of a master key waits for another's turn to end: that one makes a key on the
+# token and records it, waiting for the database's write lock at most its busy timeout (30 s).
+CREATION_WAIT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -94,36 +114,42 @@ class MasterRotation:
         (once the key ceremony copied it to the other tokens). Returns its label.
 
         Raises: ConfigurationError: no master key yet (the server makes the first one).
-            KeyNotFound: the key it made was destroyed before it was recorded. HsmError.
+            KeyNotFound: the key it made was destroyed before it was recorded. StoreUnavailable:
+            another process went on making a master key for CREATION_WAIT_SECONDS (nothing made
+            here). HsmError.
         """
-        with self._database.read() as conn:
-            self._packages.active_master(conn)  # a rotation replaces a master: there must be one
-            labels = list(conn.execute(select(master_keys.c.label)).scalars())
-        number = 1 + max((_number(label) for label in labels), default=0)
-        while True:
-            label = master_label(number)
-            try:
-                info = self._masters.create(label)
-                break
-            except AlreadyExists:  # left by a rotation that stopped before recording it: never reuse a key
-                number += 1
-        now = self._clock.now()
-        with self._database.transaction() as conn:
-            lock_master_keys(conn)
-            # Recorded only while the key is there: `retire --orphans` destroys keys nobody
-            # recorded, under the same lock, and may have taken this one for such a key.
-            if not self._masters.present(label):
-                raise KeyNotFound(f"the master key {label} this rotation made is no longer on the token "
-                                  "(destroyed as unrecorded meanwhile?): nothing was rotated; rotate again")
-            previous = None
-            if activate:
-                previous = conn.execute(select(master_keys.c.label).where(master_keys.c.state == ACTIVE)).scalar()
-                conn.execute(update(master_keys).where(master_keys.c.state == ACTIVE).values(state=RETIRING))
-            conn.execute(insert(master_keys).values(label=label, check_value=info.check_value,
-                                                    state=ACTIVE if activate else PENDING,
-                                                    created_at=epoch_seconds(now)))
-            self._audit.append(conn, now, "master_key.rotated" if activate else "master_key.prepared", operator,
-                               label, check_value=info.check_value, replaces=previous)
+        # From choosing the label to recording the key, one maker of master keys at a time: two
+        # rotations at once would both find the same label free and both make a key under it.
+        with creating_master_key(self._database) as creation:
+            with creation.reading() as conn:
+                self._packages.active_master(conn)  # a rotation replaces a master: there must be one
+                labels = list(conn.execute(select(master_keys.c.label)).scalars())
+            number = 1 + max((_number(label) for label in labels), default=0)
+            while True:
+                label = master_label(number)
+                try:
+                    info = self._masters.create(label)
+                    break
+                except AlreadyExists:  # left by a rotation that stopped before recording it: never reuse a key
+                    number += 1
+            now = self._clock.now()
+            with creation.recording() as conn:
+                lock_master_keys(conn)
+                # Recorded only while the key is there: `retire --orphans` destroys keys nobody
+                # recorded, under the same lock, and may have taken this one for such a key.
+                if not self._masters.present(label):
+                    raise KeyNotFound(f"the master key {label} this rotation made is no longer on the token "
+                                      "(destroyed as unrecorded meanwhile?): nothing was rotated; rotate again")
+                previous = None
+                if activate:
+                    previous = conn.execute(select(master_keys.c.label)
+                                            .where(master_keys.c.state == ACTIVE)).scalar()
+                    conn.execute(update(master_keys).where(master_keys.c.state == ACTIVE).values(state=RETIRING))
+                conn.execute(insert(master_keys).values(label=label, check_value=info.check_value,
+                                                        state=ACTIVE if activate else PENDING,
+                                                        created_at=epoch_seconds(now)))
+                self._audit.append(conn, now, "master_key.rotated" if activate else "master_key.prepared",
+                                   operator, label, check_value=info.check_value, replaces=previous)
         log.info("master key %s %s (check value %s)", label, "active" if activate else "prepared", info.check_value)
         return label
 
@@ -325,6 +351,88 @@ def lock_master_keys(conn: Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.execute(text("LOCK TABLE master_keys IN SHARE ROW EXCLUSIVE MODE"))
+
+
+class MasterKeyCreation:
+    """A turn at making a master key (see :func:`creating_master_key`): where its maker reads which
+    labels are taken, and where it records the key it made. Record last: on PostgreSQL both are the
+    turn's own transaction, committed when the turn ends."""
+
+    def __init__(self, database: Database, connection: Connection | None):
+        self._database = database
+        self._connection = connection  # PostgreSQL's: the transaction holding the lock
+
+    def reading(self) -> AbstractContextManager[Connection]:
+        """A connection to read the master keys recorded, as the previous turn left them."""
+        return nullcontext(self._connection) if self._connection is not None else self._database.read()
+
+    def recording(self) -> AbstractContextManager[Connection]:
+        """A connection in a write transaction to record the key in (take :func:`lock_master_keys`
+        in it first)."""
+        return nullcontext(self._connection) if self._connection is not None else self._database.transaction()
+
+
+_IN_PROCESS = threading.Lock()  # the turns of a database that only this process opens (SQLite in memory)
+
+
+@contextmanager
+def creating_master_key(database: Database) -> Iterator[MasterKeyCreation]:
+    """Hold the master-key creation lock of ``database``: between choosing a master key's label
+    and recording the key made under it, so that no other process (a rotation, a first start making
+    the first key) of the same database makes a key meanwhile. A maker that waits for its turn has
+    made nothing yet; it then finds the label the previous one recorded, or on the token the key a
+    maker that stopped before recording left (which it never reuses).
+
+    PostgreSQL: a transaction-scoped advisory lock, in the transaction the turn reads and records
+    in. SQLite: an flock on a file beside the database (``signserver.db-master-keys.lock``),
+    reading and recording in transactions of their own, so that the database's write lock is not
+    held while the token makes the key. Either is released when the turn ends, or its process does.
+
+    Raises: StoreUnavailable: another maker kept its turn CREATION_WAIT_SECONDS, or the lock's file
+        cannot be opened; the database's errors.
+    """
+    if not database.is_sqlite:
+        with database.transaction() as conn:
+            _wait_for_turn(lambda: bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"),
+                                                     {"key": MASTER_KEY_CREATION_LOCK}).scalar()))
+            yield MasterKeyCreation(database, conn)
+        return
+    path = make_url(database.url).database
+    if not path or path == ":memory:" or database.read_only:  # no other process writes it
+        with _IN_PROCESS:
+            yield MasterKeyCreation(database, None)
+        return
+    lock_file = Path(f"{path}-master-keys.lock")
+    try:
+        # Opened for each turn: an flock is the open file's, so threads of one process take turns too.
+        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot open the master-key creation lock {lock_file}: {exc.strerror}") from None
+    try:
+        _wait_for_turn(lambda: _flocked(descriptor))
+        yield MasterKeyCreation(database, None)
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _flocked(descriptor: int) -> bool:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _wait_for_turn(take: Callable[[], bool]) -> None:
+    """Try ``take`` until it takes the lock. Raises: StoreUnavailable: not within CREATION_WAIT_SECONDS."""
+    deadline = time.monotonic() + CREATION_WAIT_SECONDS
+    pause = 0.01
+    while not take():
+        if time.monotonic() >= deadline:
+            raise StoreUnavailable(f"another process has been making a master key for {CREATION_WAIT_SECONDS:.0f} s "
+                                   "(a rotation, or a first start making the first key): try again once it ended")
+        time.sleep(pause)
+        pause = min(2 * pause, 0.2)
 
 
 def _number(label: str) -> int:

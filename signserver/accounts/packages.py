@@ -143,16 +143,31 @@ class SigningPackages:
         return label
 
     def _first_master(self) -> MasterKeyInfo:
+        # That module imports this one: imported here.
+        from signserver.accounts.master_rotation import creating_master_key, lock_master_keys
+
         label = master_label(1)
-        try:
-            info = self._masters.create(label)
-        except AlreadyExists:  # an earlier start stopped before recording it, or another process made it
-            info = self._masters.describe(label)
-        with self._database.transaction() as conn:
-            if conn.execute(select(func.count()).select_from(master_keys)).scalar() == 0:
-                conn.execute(insert(master_keys).values(label=label, check_value=info.check_value, state="active",
-                                                        created_at=epoch_seconds(self._clock.now())))
-        return info
+        # Under the lock every maker of a master key holds (rotations too): two processes starting
+        # at once on a new database would both find no key and both make one labelled 1.
+        with creating_master_key(self._database) as creation:
+            with creation.reading() as conn:
+                active = conn.execute(select(master_keys.c.label).where(master_keys.c.state == "active")).scalar()
+                recorded = conn.execute(select(func.count()).select_from(master_keys)).scalar()
+            if active is None and recorded:
+                raise ConfigurationError("database.url", "the database records master keys but none is active: "
+                                         "see `signserver hsm master status`")
+            if active is None:
+                try:
+                    info = self._masters.create(label)
+                except AlreadyExists:  # an earlier start stopped before recording it (or the key ceremony copied it)
+                    info = self._masters.describe(label)
+                with creation.recording() as conn:
+                    lock_master_keys(conn)
+                    conn.execute(insert(master_keys).values(label=label, check_value=info.check_value,
+                                                            state="active",
+                                                            created_at=epoch_seconds(self._clock.now())))
+                return info
+        return self.ensure_master()  # another process made it meanwhile: checked on this token as on a start
 
     # --- packages -----------------------------------------------------------------------
 

@@ -75,6 +75,13 @@ class MasterKeys:
     def create(self, label: str) -> MasterKeyInfo:
         """Generate a new master key on the token.
 
+        The search for the label and the generation are two steps, and the PKCS#11 lock that keeps
+        them together is this process's: processes that make master keys on one token take turns
+        under the database's master-key creation lock (creating_master_key in
+        signserver/accounts/master_rotation.py), or two could both find the label free and both make
+        a key under it. (Searching again after the generation would not tell: a token such as
+        SoftHSM may not show a process the key another made a moment before.)
+
         Raises: AlreadyExists: a key with that label is on the token. UnsupportedAlgorithm, HsmError.
         """
         def generate(session: pkcs11.Session) -> MasterKeyInfo:
