@@ -26,7 +26,8 @@ from grpc_status import rpc_status
 
 from signserver import errors
 from signserver.grpc_api.call_report import aborted_status, method_name, report_call, unknown_method_handler
-from signserver.grpc_api.worker_memory import check_memory, memory_refusal, out_of_memory
+from signserver.grpc_api.worker_memory import check_memory, memory_refusal
+from signserver.memory_bound import out_of_memory
 
 log = logging.getLogger(__name__)
 

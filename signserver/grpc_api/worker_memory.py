@@ -22,18 +22,17 @@ from signserver.config import Config
 from signserver.config.values import MIN_WORKER_MEMORY_MB
 from signserver.errors import MemoryExhausted
 from signserver.grpc_api.stream_limits import DocumentLimits
+from signserver.memory_bound import DOCUMENT_COPIES, MIB, data_bytes, memory_bound, near_bound
 
 log = logging.getLogger(__name__)
 
-MIB = 1 << 20
 # What server.worker_memory_mb = "auto" gives a worker, in MiB of data (RLIMIT_DATA, the kernel's
 # VmData: private writable memory; see worker_memory_bound). Measured on a worker of one CPU's
 # share: 186-236 MiB at rest and after calls (94-382 MB resident with 100-10,000 credentials on
 # the token), so the rest of it is kept for password checks (4 x 19 MiB), streams and the HTTP
 # fronts; a PrepareSignature of a 186 MB document added 108 MiB, twice that is kept for each
-# document being signed at once.
+# document being signed at once (DOCUMENT_COPIES).
 WORKER_BASE_MB = 512
-DOCUMENT_COPIES = 2
 # /proc and cgroup files that cap this machine's memory below its physical size (containers).
 CGROUP_MEMORY_FILES = ("/sys/fs/cgroup{path}/memory.max", "/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
 
@@ -115,50 +114,15 @@ def apply_bound(index: int, bound: int | None, setting: int | str) -> None:
                  index, os.getpid(), soft // MIB, setting)
 
 
-# A stream's next message is refused once the worker's data is within this much of its bound (the
-# larger of the two): it is left for the calls under way, and for gRPC's own allocations, whose
-# failure would end the worker with every call it serves. Not a share of the bound alone: a worker
-# keeps the thread stacks and malloc arenas its busiest moment made (measured: 186 MiB of data at
-# rest, 259 MiB after four 186 MB documents at once), and a low bound would then refuse every stream.
-MEMORY_HEADROOM_BYTES = 48 << 20
-MEMORY_HEADROOM_SHARE = 0.1
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def memory_bound() -> int | None:
-    """This process's bound on its data (RLIMIT_DATA's soft limit) in bytes; None: none."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
-    return None if soft == resource.RLIM_INFINITY else soft
-
-
-def data_bytes() -> int:
-    """The data this process holds now as the kernel counts it for RLIMIT_DATA (statm's data
-    field: private writable memory, thread stacks included, as reserved, not as touched)."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[5]) * _PAGE_SIZE
-
-
-def _near(bound: int) -> bool:
-    """Whether this worker's data is within the headroom (MEMORY_HEADROOM_*) of ``bound``."""
-    return data_bytes() > bound - max(MEMORY_HEADROOM_BYTES, int(bound * MEMORY_HEADROOM_SHARE))
-
-
 def check_memory() -> None:
     """Raises: MemoryExhausted: this worker's data is within the headroom of its bound."""
     bound = memory_bound()
-    if bound is not None and _near(bound):
+    if bound is not None and near_bound(bound):
         log.error("a stream was refused with RESOURCE_EXHAUSTED: the worker's data (%d MiB) is near its memory bound "
                   "(%d MiB)", data_bytes() >> 20, bound >> 20)
         _recheck_memory_later()
         raise MemoryExhausted(f"the server's worker is near its memory bound ({bound >> 20} MiB) with the work "
                               "under way; this request is refused: try again shortly, or with a smaller document")
-
-
-def out_of_memory(exc: Exception) -> bool:
-    """Whether ``exc`` is the worker's memory bound reached in this call: an allocation failed, or
-    a thread could not be started (its stack counts in the bound)."""
-    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"
-                                            and memory_bound() is not None)
 
 
 def memory_refusal(method: str, exc: Exception) -> MemoryExhausted:
@@ -199,7 +163,7 @@ def _replace_if_memory_kept() -> None:
     global _recheck, _replacing
     _recheck = None
     bound = memory_bound()
-    if _replacing or bound is None or not _near(bound):
+    if _replacing or bound is None or not near_bound(bound):
         return
     _replacing = True
     log.error("worker (pid %d) keeps %d MiB of data, within the headroom of its %d MiB bound, after refusing a "

@@ -1,0 +1,52 @@
+"""This process's bound on its memory as the fronts weigh their work against it: the bound
+(RLIMIT_DATA, set on each worker by signserver.grpc_api.worker_memory), the data held now, the
+headroom kept below the bound, and what a document costs a worker. Shared by gRPC's streams and
+the CSC API's request bodies, so that the two fronts weigh alike."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+MIB = 1 << 20
+# A document being signed is held about twice (measured: a PrepareSignature of a 186 MB document
+# added 108 MiB; the CSC API holds a request's bytes and their decoded text).
+DOCUMENT_COPIES = 2
+# Work is refused once the worker's data is within this much of its bound (the larger of the
+# two): it is left for the calls under way, and for gRPC's own allocations, whose failure would
+# end the worker with every call it serves. Not a share of the bound alone: a worker keeps the
+# thread stacks and malloc arenas its busiest moment made (measured: 186 MiB of data at rest,
+# 259 MiB after four 186 MB documents at once), and a low bound would then refuse everything.
+MEMORY_HEADROOM_BYTES = 48 << 20
+MEMORY_HEADROOM_SHARE = 0.1
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_bound() -> int | None:
+    """This process's bound on its data (RLIMIT_DATA's soft limit) in bytes; None: none."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def data_bytes() -> int:
+    """The data this process holds now as the kernel counts it for RLIMIT_DATA (statm's data
+    field: private writable memory, thread stacks included, as reserved, not as touched)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[5]) * _PAGE_SIZE
+
+
+def headroom(bound: int) -> int:
+    """The bytes kept free below ``bound`` (see MEMORY_HEADROOM_*)."""
+    return max(MEMORY_HEADROOM_BYTES, int(bound * MEMORY_HEADROOM_SHARE))
+
+
+def near_bound(bound: int) -> bool:
+    """Whether this process's data is within the headroom of ``bound``."""
+    return data_bytes() > bound - headroom(bound)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the process's memory bound reached: an allocation failed, or a thread
+    could not be started (its stack counts in the bound)."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"
+                                            and memory_bound() is not None)
