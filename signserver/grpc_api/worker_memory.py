@@ -12,17 +12,15 @@ replaced by the supervisor.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import resource
-import signal
 
 from signserver.config import Config
 from signserver.config.values import MIN_WORKER_MEMORY_MB
 from signserver.errors import MemoryExhausted
 from signserver.grpc_api.stream_limits import DocumentLimits
-from signserver.memory_bound import DOCUMENT_COPIES, MIB, data_bytes, memory_bound, near_bound
+from signserver.memory_bound import DOCUMENT_COPIES, MIB, data_bytes, memory_bound, near_bound, recheck_memory_later
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +118,7 @@ def check_memory() -> None:
     if bound is not None and near_bound(bound):
         log.error("a stream was refused with RESOURCE_EXHAUSTED: the worker's data (%d MiB) is near its memory bound "
                   "(%d MiB)", data_bytes() >> 20, bound >> 20)
-        _recheck_memory_later()
+        recheck_memory_later()
         raise MemoryExhausted(f"the server's worker is near its memory bound ({bound >> 20} MiB) with the work "
                               "under way; this request is refused: try again shortly, or with a smaller document")
 
@@ -137,35 +135,6 @@ def memory_refusal(method: str, exc: Exception) -> MemoryExhausted:
     limit = f"{bound >> 20} MiB" if bound is not None else "none set"
     log.error("%s reached the worker's memory bound (%s; %s at %s); refused with RESOURCE_EXHAUSTED", method, limit,
               type(exc).__name__, where)
-    _recheck_memory_later()
+    recheck_memory_later()
     return MemoryExhausted(f"the request needs more memory than the server's worker may take ({limit}); it is "
                            "refused: try again with a smaller document, or later if the server is busy")
-
-
-# After a refusal for memory, the worker's data is looked at again this much later, once the calls
-# under way have had time to release theirs.
-MEMORY_RECHECK_SECONDS = 5.0
-_recheck: asyncio.TimerHandle | None = None
-_replacing = False
-
-
-def _recheck_memory_later() -> None:
-    global _recheck
-    if _recheck is None and memory_bound() is not None:
-        _recheck = asyncio.get_running_loop().call_later(MEMORY_RECHECK_SECONDS, _replace_if_memory_kept)
-
-
-def _replace_if_memory_kept() -> None:
-    """Stop this worker (SIGTERM: it finishes its calls) when its data is still within the headroom
-    of its bound: the supervisor starts a fresh one. A worker keeps the malloc arenas and thread
-    stacks of its busiest moment (measured: 186 MiB at rest, 275 MiB after refusals under a 320 MiB
-    bound), and one that stays near its bound would refuse every stream from then on."""
-    global _recheck, _replacing
-    _recheck = None
-    bound = memory_bound()
-    if _replacing or bound is None or not near_bound(bound):
-        return
-    _replacing = True
-    log.error("worker (pid %d) keeps %d MiB of data, within the headroom of its %d MiB bound, after refusing a "
-              "request for memory: it finishes its calls and is replaced", os.getpid(), data_bytes() >> 20, bound >> 20)
-    os.kill(os.getpid(), signal.SIGTERM)
