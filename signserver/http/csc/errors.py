@@ -17,6 +17,11 @@ A request whose body FastAPI cannot take (no JSON, no JSON object, a field missi
 type) is 400 ``invalid_request`` whose description says so as a sentence: where a body that is
 not JSON went wrong (line, column), each field by its path (``authData[0].id``), never the values
 sent (:func:`validation_problem`).
+
+A request that reaches the worker's memory bound (a MemoryError while its body is read or parsed,
+or in its handler) is 429 ``too_many_requests`` with the reason MEMORY_EXHAUSTED and a
+Retry-After, as gRPC answers it RESOURCE_EXHAUSTED: never a 400 of the framework's body parsing,
+nor a 500 (:func:`memory_refusal`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from signserver.asgi_faults import mark_logged
 from signserver.clock import Clock, SystemClock
 from signserver.http.call_metrics import note_refusal
 from signserver.http.fault_log import FaultLog
+from signserver.memory_bound import MIB, memory_bound, recheck_memory_later
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +202,27 @@ def credential_lookup() -> Iterator[None]:
         raise errors.NotFound(UNKNOWN_CREDENTIAL) from None
 
 
+def memory_refusal(what: str, exc: MemoryError) -> errors.MemoryExhausted:
+    """Log once, at ERROR, that ``what`` (a path) reached the worker's memory bound: where, never
+    with what (no request content); the refusal to answer (429 MEMORY_EXHAUSTED)."""
+    bound = memory_bound()
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame is not None else "?"
+    exc.__traceback__ = None  # the frames, and what they hold, go now
+    limit = f"{bound // MIB} MiB" if bound is not None else "none set"
+    log.error("CSC %s reached the worker's memory bound (%s; MemoryError at %s); refused with 429 MEMORY_EXHAUSTED",
+              what, limit, where)
+    recheck_memory_later()  # a worker that keeps its data near the bound is replaced
+    return errors.MemoryExhausted(f"the request needs more memory than the server's worker may take ({limit}) with "
+                                  "the work under way; it is refused: try again shortly, or with smaller documents")
+
+
+async def _on_memory_error(request: Request, error: MemoryError) -> JSONResponse:
+    return signserver_error_response(memory_refusal(request.url.path, error))
+
+
 def _faults_of(request: Request) -> FaultLog:
     """The fault log install_error_handlers gave the request's app (the module's if none)."""
     return getattr(request.app.state, "csc_fault_log", None) or _FAULTS
@@ -281,6 +308,10 @@ async def _on_validation_error(request: Request, error: RequestValidationError) 
 
 
 async def _on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    if isinstance(error.__cause__, MemoryError):
+        # FastAPI answers any failure to read or parse a body "400 There was an error parsing
+        # the body", the worker's memory bound reached included: that is no fault of the caller's.
+        return await _on_memory_error(request, error.__cause__)
     code = {401: "invalid_token", 403: "access_denied", 404: "invalid_request",
             405: "invalid_request"}.get(error.status_code, "invalid_request" if error.status_code < 500 else "server_error")
     description = error.detail if isinstance(error.detail, str) else "the request is not valid"
@@ -307,10 +338,12 @@ def new_fault_log(clock: Clock) -> FaultLog:
 
 def install_error_handlers(app: FastAPI, faults: FaultLog | None = None) -> None:
     """Register the mapping on ``app``: signserver errors, FastAPI's validation errors (400,
-    never 422), HTTP errors (unknown paths, methods) and anything unexpected (500). The server's
+    never 422), HTTP errors (unknown paths, methods), the worker's memory bound reached (429)
+    and anything unexpected (500). The server's
     faults are logged to ``faults`` (by default a new_fault_log of the system's clock)."""
     app.state.csc_fault_log = faults or new_fault_log(SystemClock())
     app.add_exception_handler(errors.SignServerError, _on_signserver_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(MemoryError, _on_memory_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
