@@ -23,6 +23,11 @@ go through the same guard (:meth:`PinGuard.login_so`), by the same rules on the 
 a locked SO PIN cannot be unblocked at all, only the token re-initialised, which erases its keys.
 A PIN the token verifies otherwise than at a login (the current SO PIN C_InitToken checks before
 it initialises a token again) goes through :meth:`PinGuard.present`, by the same rules.
+
+An argon2id evaluation of the refusals that finds no memory (a worker near its RLIMIT_DATA bound)
+or cannot start its threads says nothing of the PIN: the login is refused with MemoryExhausted
+(ServerBusy), the PIN not tried, rather than taken for a PIN the token never refused and tried
+(a wrong try the token counts toward its lock).
 """
 
 from __future__ import annotations
@@ -38,11 +43,13 @@ from typing import Callable, Iterator, TypeVar
 import pkcs11
 import pkcs11.exceptions as p11
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.exceptions import HashingError, InvalidHashError, VerificationError
+from argon2.low_level import error_to_str, lib
 from pkcs11 import TokenFlag
 
 from signserver.config import HsmConfig, env_name
-from signserver.errors import ConfigurationError, HsmLoginWithheld, HsmPinLocked, SignServerError
+from signserver.errors import (ConfigurationError, HsmLoginWithheld, HsmPinLocked, MemoryExhausted, ServerBusy,
+                               SignServerError)
 from signserver.files import write_private
 from signserver.secret import Secret
 
@@ -150,21 +157,28 @@ class RefusedPins:
     def refused(self, serial: str, label: str, pin: Secret, role: str = USER) -> bool:
         """Whether the token ``serial``/``label`` refused ``pin`` as ``role``'s PIN before.
 
-        Raises: ConfigurationError: the file cannot be read.
+        Raises:
+            ConfigurationError: the file cannot be read.
+            MemoryExhausted, ServerBusy: no memory or threads to check the PIN against a refusal
+                (neither refused nor not: the PIN must not be tried).
         """
         for entry in self._entries():
             if (entry.get("token_serial") == serial and entry.get("token_label") == label
                     and entry.get("role", USER) == role):
-                try:
-                    if _HASHER.verify(entry.get("pin_hash", ""), pin.reveal()):
-                        return True
-                except (VerificationError, InvalidHashError):
-                    continue
+                if _matches(entry.get("pin_hash", ""), pin):
+                    return True
         return False
 
     def remember(self, serial: str, label: str, pin: Secret, role: str = USER) -> None:
-        """Record that the token refused ``pin`` as ``role``'s PIN. Raises: ConfigurationError."""
-        entry = {"token_serial": serial, "token_label": label, "pin_hash": _HASHER.hash(pin.reveal())}
+        """Record that the token refused ``pin`` as ``role``'s PIN.
+
+        Raises: ConfigurationError. MemoryExhausted, ServerBusy: no memory or threads to hash the PIN.
+        """
+        try:
+            pin_hash = _HASHER.hash(pin.reveal())
+        except HashingError as error:
+            raise _argon2_fault(error, "hash the PIN the token refused, to remember it") or error from None
+        entry = {"token_serial": serial, "token_label": label, "pin_hash": pin_hash}
         if role != USER:
             entry["role"] = role
         self._write([*self._entries(), entry])
@@ -213,6 +227,38 @@ class RefusedPins:
             raise ConfigurationError("state_dir", f"cannot write {self.path}: {exc.strerror}") from None
 
 
+def _matches(pin_hash: str, pin: Secret) -> bool:
+    """Whether ``pin`` is the one ``pin_hash`` was made of; a hash that is not one does not match.
+
+    Raises: MemoryExhausted, ServerBusy: no memory or threads for the evaluation.
+    """
+    try:
+        return _HASHER.verify(pin_hash, pin.reveal())
+    except InvalidHashError:
+        return False
+    except VerificationError as error:  # a mismatch or a malformed hash, unless libargon2 lacked a resource
+        fault = _argon2_fault(error, "check the PIN against those the token refused before; it is not tried")
+        if fault is not None:
+            raise fault from None
+        return False
+
+
+def _argon2_fault(error: Exception, doing: str) -> ServerBusy | None:
+    """The refusal for an argon2-cffi error that says this process lacked memory or a thread to
+    ``doing`` (completes "to ..."), logged at WARNING; None for any other (a mismatch, a malformed
+    hash). argon2-cffi tells a resource fault only by libargon2's message for it; signserver.accounts,
+    which makes the same test, lies above this layer."""
+    if str(error) == error_to_str(lib.ARGON2_MEMORY_ALLOCATION_ERROR):
+        log.warning("an argon2id evaluation of the PIN guard found no memory (the worker near its memory bound?) "
+                    "to %s: refused with MemoryExhausted", doing)
+        return MemoryExhausted(f"the server has no memory left to {doing}: try again shortly")
+    if str(error) == error_to_str(lib.ARGON2_THREAD_FAIL):
+        log.warning("an argon2id evaluation of the PIN guard could not start its threads to %s: refused with "
+                    "ServerBusy", doing)
+        return ServerBusy(f"the server cannot start the threads to {doing}: try again shortly")
+    return None
+
+
 class PinGuard:
     """Decides, just before each C_Login of one PIN, whether to try it, and records the outcome.
 
@@ -238,6 +284,8 @@ class PinGuard:
             HsmPinLocked: the token reports the user PIN locked.
             HsmLoginWithheld: the PIN was refused before, or the token reports wrong tries.
             ConfigurationError: the refusals file cannot be read or written.
+            MemoryExhausted, ServerBusy: no memory or threads to check the PIN against the refused
+                ones: the PIN is not tried.
             pkcs11.PKCS11Error: from the token (PinIncorrect when it refuses the PIN), untranslated.
         """
         return self._guarded(token, pin, USER)
@@ -253,6 +301,8 @@ class PinGuard:
             HsmPinLocked: the token reports the SO PIN locked.
             HsmLoginWithheld: the SO PIN was refused before, or the token reports wrong SO tries.
             ConfigurationError: the refusals file cannot be read or written.
+            MemoryExhausted, ServerBusy: no memory or threads to check the PIN against the refused
+                ones: the PIN is not tried.
             pkcs11.PKCS11Error: from the token (PinIncorrect when it refuses the PIN), untranslated.
         """
         return self._guarded(token, so_pin, SO)
@@ -265,7 +315,8 @@ class PinGuard:
         Call with the PKCS#11 lock held.
 
         Raises:
-            HsmPinLocked, HsmLoginWithheld, ConfigurationError: as :meth:`login`.
+            HsmPinLocked, HsmLoginWithheld, ConfigurationError, MemoryExhausted, ServerBusy: as
+                :meth:`login`.
             pkcs11.PKCS11Error: from ``attempt``, untranslated.
         """
         return self._guarded(token, pin, role, attempt)
@@ -304,7 +355,7 @@ class PinGuard:
                     self.refusals.remember(serial, token.label, pin, role)
                     log.warning("the token %r refused %s; remembered in %s, not tried again",
                                 token.label, which, self.refusals.path)
-                except ConfigurationError as exc:
+                except (ConfigurationError, ServerBusy) as exc:
                     # The refusal itself must reach the caller, which then never tries the PIN again
                     # in this process; only other processes lose the memory of it.
                     log.error("the token %r refused %s, which could not be remembered for other processes: %s",
