@@ -7,9 +7,11 @@ another operator's row does not open. A sign-in is refused with one error whatev
 unknown name, the password, the one-time password or its reuse), after the same work on every
 path, the path of a locked name included; each TOTP step is accepted once. Five failures lock a
 name for 30 minutes whether or not an operator has it (signserver/ra/operator_lockout.py), so a
-lock tells no more than a refusal. Disabling an account or resetting its password ends the
-operator's sessions on the pages. Every change, sign-in and refusal of a known operator goes to
-the RA's audit trail; never a secret."""
+lock tells no more than a refusal. An argon2id evaluation the RA has no memory or threads for
+says nothing of the password: the sign-in is refused with OperatorCheckBusy and counts toward no
+lock. Disabling an account or resetting its password ends the operator's sessions on the pages.
+Every change, sign-in and refusal of a known operator goes to the RA's audit trail; never a
+secret."""
 
 from __future__ import annotations
 
@@ -22,13 +24,14 @@ from dataclasses import dataclass
 
 import argon2
 import pyotp
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import HashingError, InvalidHashError, VerificationError
+from argon2.low_level import error_to_str, lib
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from signserver.clock import Clock, epoch_seconds, from_epoch
 from signserver.ra.errors import (OperatorAccountRefused, OperatorAuthenticationFailed, OperatorDisabled,
-                                  OperatorLocked, SettingsError, StepRefused)
+                                  OperatorLocked, SettingsError, StepRefused, StoreUnavailable)
 from signserver.ra.operator_lockout import LOCK_SECONDS, OperatorLockout  # noqa: F401 (the lock's length)
 from signserver.ra.renewal import check_new_password
 from signserver.ra.store import repository
@@ -55,6 +58,13 @@ def password_hasher(memory_kib: int = 19 * 1024, time_cost: int = 2) -> argon2.P
 
 DEFAULT_HASHER = password_hasher()
 REFUSED = "the operator name, password or one-time password is not right"
+
+
+class OperatorCheckBusy(StoreUnavailable):
+    """The RA had no memory (or could not start a thread) for an argon2id evaluation of an
+    operator's password: a fault of the RA, not an answer about the password, so it counts toward
+    no lock. A StoreUnavailable, so that the pages, the API and the commands answer it as the RA's
+    other refusals of what it cannot do now (503: try again later)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,7 @@ class OperatorAccounts:
         self._lockout = OperatorLockout(secret_key)
         self._sessions = sessions
         # Spent on a name that has no account, so that its refusal costs what a known name's does.
-        self._dummy_hash = hasher.hash(secrets.token_urlsafe(16))
+        self._dummy_hash = self._hash(secrets.token_urlsafe(16))
         self._dummy_sealed = self._seal("", pyotp.random_base32(32))
 
     @classmethod
@@ -113,12 +123,13 @@ class OperatorAccounts:
         app (shown once: only the sealed seed is kept).
 
         Raises: OperatorAccountRefused (a name malformed, outside ra.operators or taken; a password
-        that breaks the rules: 8 characters or more, a letter and a non-letter), StoreUnavailable.
+        that breaks the rules: 8 characters or more, a letter and a non-letter), StoreUnavailable
+        (OperatorCheckBusy: no memory or threads to hash the password).
         """
         self._check_name(name)
         _check_password(password)
         seed = pyotp.random_base32(32)
-        values = {"name": name, "password_hash": self._hasher.hash(password), "otp_seed_sealed": self._seal(name, seed),
+        values = {"name": name, "password_hash": self._hash(password), "otp_seed_sealed": self._seal(name, seed),
                   "last_otp_step": None, "disabled_at": None,
                   "created_at": epoch_seconds(self._clock.now()), "created_by": actor}
         with self._database.transaction() as conn:
@@ -136,11 +147,11 @@ class OperatorAccounts:
         otpauth:// URI, shown once.
 
         Raises: OperatorAccountRefused (no such operator, a disabled one, a password that breaks
-        the rules), StoreUnavailable.
+        the rules), StoreUnavailable (OperatorCheckBusy: no memory or threads to hash the password).
         """
         _check_password(password)
         seed = pyotp.random_base32(32)
-        password_hash = self._hasher.hash(password)
+        password_hash = self._hash(password)
         with self._database.transaction() as conn:
             row = repository.find_operator(conn, name, for_update=True)
             if row is not None and row.disabled_at is None:
@@ -214,6 +225,8 @@ class OperatorAccounts:
             OperatorLocked: too many failures with this name, known or not: locked until
                 ``locked_until`` (also raised by the failure that locks it).
             SettingsError: the RA's secret key is not the one that sealed the seed.
+            OperatorCheckBusy: no memory or threads to check the password (with any name and any
+                password: it counts toward no lock).
             StoreUnavailable.
         """
         now = self._clock.now()
@@ -232,7 +245,7 @@ class OperatorAccounts:
             password_right = self._verify(stored_hash, password)
             seed = (self._unseal(name, evaluated.otp_seed_sealed) if evaluated is not None
                     else self._unseal("", self._dummy_sealed))
-        except SettingsError:
+        except (SettingsError, OperatorCheckBusy):  # not a wrong guess: counts for nothing
             if admission.locked_until is None:
                 self._abandon(name)
             raise
@@ -247,8 +260,9 @@ class OperatorAccounts:
             signed_in = factors_right and active and repository.operator_signed_in(conn, name, step)
             if signed_in:
                 self._lockout.succeeded(conn, name)
-                if self._hasher.check_needs_rehash(row.password_hash):
-                    repository.update_operator(conn, name, password_hash=self._hasher.hash(password))
+                rehashed = self._rehashed(row.password_hash, password)
+                if rehashed is not None:
+                    repository.update_operator(conn, name, password_hash=rehashed)
                 repository.audit(conn, now, name, "operator_signed_in", detail="with=password+otp")
             elif factors_right and not active:
                 self._lockout.abandon(conn, name)  # not a wrong guess
@@ -301,11 +315,38 @@ class OperatorAccounts:
         return nonce + self._aead.encrypt(nonce, seed.encode("ascii"), name.encode("utf-8"))
 
     def _verify(self, password_hash: str, password: str) -> bool:
+        """Whether ``password`` matches; a hash that is not one does not match.
+
+        Raises: OperatorCheckBusy: no memory or threads for the evaluation.
+        """
         too_long = len(password) > MAX_PASSWORD_LENGTH  # no password is: refused after the same work
         try:
             return self._hasher.verify(password_hash, password[:MAX_PASSWORD_LENGTH]) and not too_long
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+        except InvalidHashError:
             return False
+        except VerificationError as error:  # a mismatch or a malformed hash, unless libargon2 lacked a resource
+            fault = _argon2_fault(error, "check an operator's password")
+            if fault is not None:
+                raise fault from None
+            return False
+
+    def _hash(self, password: str) -> str:
+        """Raises: OperatorCheckBusy: no memory or threads for the evaluation."""
+        try:
+            return self._hasher.hash(password)
+        except HashingError as error:
+            raise _argon2_fault(error, "hash an operator's password") or error from None
+
+    def _rehashed(self, password_hash: str, password: str) -> str | None:
+        """A new hash of ``password`` when ``password_hash`` was made at other costs, else None.
+        None too when the RA lacks the memory for it: the factors were right and the code is
+        spent, so the sign-in goes on, and the hash is made again at a later one."""
+        if not self._hasher.check_needs_rehash(password_hash):
+            return None
+        try:
+            return self._hash(password)
+        except OperatorCheckBusy:
+            return None
 
     def _unseal(self, name: str, sealed: bytes) -> str:
         try:
@@ -322,6 +363,22 @@ def _check_password(password: str) -> None:
         check_new_password(password, password)
     except StepRefused as exc:
         raise OperatorAccountRefused(str(exc)) from None
+
+
+def _argon2_fault(error: Exception, doing: str) -> OperatorCheckBusy | None:
+    """The refusal for an argon2-cffi error that says this process lacked memory or a thread to
+    ``doing`` (completes "to ..."), logged at WARNING; None for any other (a mismatch, a malformed
+    hash). argon2-cffi tells a resource fault only by libargon2's message for it (the core's
+    signserver.accounts makes the same test, but the RA imports nothing of the core)."""
+    if str(error) == error_to_str(lib.ARGON2_MEMORY_ALLOCATION_ERROR):
+        log.warning("an argon2id evaluation found no memory to %s: refused as busy, not as a wrong password", doing)
+        return OperatorCheckBusy(f"the RA has no memory left to {doing} now; nothing is counted: try again shortly")
+    if str(error) == error_to_str(lib.ARGON2_THREAD_FAIL):
+        log.warning("an argon2id evaluation could not start its threads to %s: refused as busy, not as a wrong "
+                    "password", doing)
+        return OperatorCheckBusy(f"the RA cannot start the threads to {doing} now; nothing is counted: try again "
+                                 "shortly")
+    return None
 
 
 def _matching_step(seed: str, code: str, now: int) -> int | None:
