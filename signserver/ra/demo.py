@@ -7,7 +7,7 @@ Made once and kept, so that every later start finds it again:
   identity holds them (signserver/registry_dev/fixtures/registry.toml), so that the registry step
   matches, and the sample's reference photo for the photo step;
 - an operator account, ``demo.operator``, its password and OTP seed in STATE_DIR/demo
-  (operator-password, operator-otp-seed; mode 0600);
+  (operator-password, operator-otp-seed; mode 0600, a file there before replaced whatever its mode);
 - the demo holder's renewal, opened and confirmed by that operator, so that it appears in the
   holder's lists. The core may still be starting: a background thread asks it until it answers,
   and the pages are served meanwhile.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import secrets
 import sys
 import threading
@@ -29,6 +28,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pyotp
 
+from signserver.files import write_private
 from signserver.ra.errors import OperatorAccountRefused, RaError, SettingsError
 from signserver.ra.operator_accounts import OTP_ISSUER
 from signserver.ra.renewal import Holder, State, is_cloud_signature
@@ -117,11 +117,13 @@ def ensure_demo_operator(operators, folder: Path) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """``text`` and a newline into ``path``, mode 0600 (its folder 0700 when it has to be made)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(text + "\n")
+    """``text`` and a newline in ``path``: a new file of mode 0600 that takes the place of any
+    there before (its folder 0700 when it has to be made). Opening the file there with mode 0600
+    would leave one already there, readable by others, as it was while it took the secret.
+
+    Raises: OSError: the folder cannot be made or written.
+    """
+    write_private(path, (text + "\n").encode("ascii"))
 
 
 def _shown(path: Path) -> str:

@@ -103,6 +103,25 @@ def test_an_operator_whose_files_are_gone_gets_a_new_password_and_seed(ra_databa
     assert operators.authenticate(demo.DEMO_OPERATOR, password, code) == demo.DEMO_OPERATOR
 
 
+def test_a_file_of_the_demo_readable_by_others_is_replaced_by_one_of_mode_0600(ra_database, ca_clock, settings,
+                                                                               operators):
+    """The OTP seed file left 0644 (restored from a copy, say) while the password's is gone: the
+    new seed is never written into it, readable by others, but into a new file of mode 0600."""
+    folder = settings.state_dir / "demo"
+    demo.ensure_demo_operator(operators, folder)
+    password_file, seed_file = folder / demo.OPERATOR_PASSWORD_FILE, folder / demo.OPERATOR_OTP_SEED_FILE
+    old_seed = seed_file.read_text()
+    password_file.unlink()
+    seed_file.chmod(0o644)
+
+    demo.ensure_demo_operator(operators, folder)
+    assert stat.S_IMODE(seed_file.stat().st_mode) == 0o600
+    assert seed_file.read_text() != old_seed
+    assert sorted(p.name for p in folder.iterdir()) == sorted([password_file.name, seed_file.name])
+    code = pyotp.TOTP(seed_file.read_text().strip()).at(ca_clock.now())
+    assert operators.authenticate(demo.DEMO_OPERATOR, password_file.read_text().strip(), code) == demo.DEMO_OPERATOR
+
+
 def test_no_demo_operator_where_ra_operators_names_others_only(ra_database, ca_clock, settings):
     named = OperatorAccounts(ra_database, ca_clock, os.urandom(32), operators=("dsaj-operator",),
                              hasher=operator_hasher())
