@@ -28,6 +28,7 @@ import weakref
 from argon2.exceptions import HashingError
 from argon2.low_level import Type, core, error_to_str, ffi, lib
 
+from signserver.argon2_faults import MEMORY, THREADS, fault_of_result
 from signserver.errors import MemoryExhausted, ServerBusy
 
 log = logging.getLogger(__name__)
@@ -165,33 +166,24 @@ def argon2id_raw(secret: bytes, salt: bytes, *, time_cost: int, memory_kib: int,
         allocate_cbk=_allocate, free_cbk=_free, flags=lib.ARGON2_DEFAULT_FLAGS))
     result = core(context, Type.ID.value)  # libargon2 checks every parameter itself
     if result != lib.ARGON2_OK:
-        raise resource_fault(result, memory_kib) or HashingError(error_to_str(result))
+        raise resource_fault(fault_of_result(result), memory_kib) or HashingError(error_to_str(result))
     return bytes(ffi.buffer(out, hash_len))
 
 
-def resource_fault(result: int, memory_kib: int | None = None) -> ServerBusy | None:
-    """The refusal for a libargon2 ``result`` that says the process lacked a resource (memory, a
-    thread), logged at WARNING; None for any other result (parameters it refuses, a mismatch)."""
-    if result == lib.ARGON2_MEMORY_ALLOCATION_ERROR:
+def resource_fault(fault: str | None, memory_kib: int | None = None) -> ServerBusy | None:
+    """The refusal for a ``fault`` of signserver.argon2_faults (the process lacked memory or a
+    thread), logged at WARNING; None for no fault (parameters libargon2 refuses, a mismatch)."""
+    if fault == MEMORY:
         area = f"its {memory_kib} KiB work area" if memory_kib else "its work area"
         log.warning("an argon2id evaluation found no memory for %s (the worker near its memory bound?): "
                     "refused with MemoryExhausted, not as a wrong secret", area)
         return MemoryExhausted("the server has no memory left to check or hash a password now; the request is "
                                "refused and counts against no account: try again shortly")
-    if result == lib.ARGON2_THREAD_FAIL:
+    if fault == THREADS:
         log.warning("an argon2id evaluation could not start its threads: refused with ServerBusy, not as a wrong "
                     "secret")
         return ServerBusy("the server cannot start the threads to check or hash a password now; the request is "
                           "refused and counts against no account: try again shortly")
-    return None
-
-
-def resource_fault_of(message: str) -> ServerBusy | None:
-    """:func:`resource_fault` for an argon2-cffi error (HashingError, VerificationError) of its own
-    functions, which carries only the message libargon2 gives its result."""
-    for result in (lib.ARGON2_MEMORY_ALLOCATION_ERROR, lib.ARGON2_THREAD_FAIL):
-        if message == error_to_str(result):
-            return resource_fault(result)
     return None
 
 

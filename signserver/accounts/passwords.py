@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import argon2
 from argon2.exceptions import HashingError, InvalidHashError, VerificationError, VerifyMismatchError
 
-from signserver.accounts.argon2_memory import argon2id_raw, resource_fault_of
+from signserver.accounts.argon2_memory import argon2id_raw, resource_fault
+from signserver.argon2_faults import fault_of
 from signserver.config import AccountsConfig
 from signserver.errors import InvalidArgument
 
@@ -137,7 +138,7 @@ class SecretHasher:
         try:
             return self._hasher.hash(secret)
         except HashingError as error:
-            raise resource_fault_of(str(error)) or error from None
+            raise resource_fault(fault_of(error)) or error from None
 
     def hash_with_key(self, secret: str) -> tuple[str, bytes]:
         """A stored hash of ``secret`` and the 32-byte key derived with it.
@@ -208,7 +209,7 @@ class SecretHasher:
         except (VerifyMismatchError, InvalidHashError):
             return False
         except VerificationError as error:  # a malformed hash, unless libargon2 lacked memory or threads
-            fault = resource_fault_of(str(error))
+            fault = resource_fault(fault_of(error))
             if fault is not None:
                 raise fault from None
             return False
@@ -234,7 +235,7 @@ class SecretHasher:
             return argon2id_raw(secret.encode("utf-8"), salt, time_cost=time_cost, memory_kib=memory_kib,
                                 parallelism=parallelism, hash_len=_KDF_BYTES)
         except HashingError as error:  # argon2id_raw raises the faults itself; this for any other way they come
-            raise resource_fault_of(str(error)) or error from None
+            raise resource_fault(fault_of(error)) or error from None
 
 
 def _b64(data: bytes) -> str:

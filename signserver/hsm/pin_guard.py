@@ -44,9 +44,9 @@ import pkcs11
 import pkcs11.exceptions as p11
 from argon2 import PasswordHasher
 from argon2.exceptions import HashingError, InvalidHashError, VerificationError
-from argon2.low_level import error_to_str, lib
 from pkcs11 import TokenFlag
 
+from signserver.argon2_faults import MEMORY, THREADS, fault_of
 from signserver.config import HsmConfig, env_name
 from signserver.errors import (ConfigurationError, HsmLoginWithheld, HsmPinLocked, MemoryExhausted, ServerBusy,
                                SignServerError)
@@ -245,14 +245,14 @@ def _matches(pin_hash: str, pin: Secret) -> bool:
 
 def _argon2_fault(error: Exception, doing: str) -> ServerBusy | None:
     """The refusal for an argon2-cffi error that says this process lacked memory or a thread to
-    ``doing`` (completes "to ..."), logged at WARNING; None for any other (a mismatch, a malformed
-    hash). argon2-cffi tells a resource fault only by libargon2's message for it; signserver.accounts,
-    which makes the same test, lies above this layer."""
-    if str(error) == error_to_str(lib.ARGON2_MEMORY_ALLOCATION_ERROR):
+    ``doing`` (completes "to ..."; signserver.argon2_faults), logged at WARNING; None for any other
+    (a mismatch, a malformed hash)."""
+    fault = fault_of(error)
+    if fault == MEMORY:
         log.warning("an argon2id evaluation of the PIN guard found no memory (the worker near its memory bound?) "
                     "to %s: refused with MemoryExhausted", doing)
         return MemoryExhausted(f"the server has no memory left to {doing}: try again shortly")
-    if str(error) == error_to_str(lib.ARGON2_THREAD_FAIL):
+    if fault == THREADS:
         log.warning("an argon2id evaluation of the PIN guard could not start its threads to %s: refused with "
                     "ServerBusy", doing)
         return ServerBusy(f"the server cannot start the threads to {doing}: try again shortly")

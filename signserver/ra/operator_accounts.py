@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import argon2
 import pyotp
 from argon2.exceptions import HashingError, InvalidHashError, VerificationError
-from argon2.low_level import error_to_str, lib
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from signserver.argon2_faults import MEMORY, THREADS, fault_of
 from signserver.clock import Clock, epoch_seconds, from_epoch
 from signserver.ra.errors import (OperatorAccountRefused, OperatorAuthenticationFailed, OperatorDisabled,
                                   OperatorLocked, SettingsError, StepRefused, StoreUnavailable)
@@ -367,13 +367,13 @@ def _check_password(password: str) -> None:
 
 def _argon2_fault(error: Exception, doing: str) -> OperatorCheckBusy | None:
     """The refusal for an argon2-cffi error that says this process lacked memory or a thread to
-    ``doing`` (completes "to ..."), logged at WARNING; None for any other (a mismatch, a malformed
-    hash). argon2-cffi tells a resource fault only by libargon2's message for it (the core's
-    signserver.accounts makes the same test, but the RA imports nothing of the core)."""
-    if str(error) == error_to_str(lib.ARGON2_MEMORY_ALLOCATION_ERROR):
+    ``doing`` (completes "to ..."; signserver.argon2_faults), logged at WARNING; None for any other
+    (a mismatch, a malformed hash)."""
+    fault = fault_of(error)
+    if fault == MEMORY:
         log.warning("an argon2id evaluation found no memory to %s: refused as busy, not as a wrong password", doing)
         return OperatorCheckBusy(f"the RA has no memory left to {doing} now; nothing is counted: try again shortly")
-    if str(error) == error_to_str(lib.ARGON2_THREAD_FAIL):
+    if fault == THREADS:
         log.warning("an argon2id evaluation could not start its threads to %s: refused as busy, not as a wrong "
                     "password", doing)
         return OperatorCheckBusy(f"the RA cannot start the threads to {doing} now; nothing is counted: try again "

@@ -14,13 +14,14 @@ import sys
 
 import grpc
 import pytest
-from argon2.exceptions import HashingError
+from argon2.exceptions import HashingError, VerificationError
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from signserver.accounts import argon2_memory, otp, passwords
 from signserver.accounts.passwords import SecretHasher
 from signserver.accounts.repository import account_row
+from signserver.argon2_faults import MEMORY, THREADS, fault_of, fault_of_result
 from signserver.audit.log import AuditLog
 from signserver.errors import AuthenticationFailed, MemoryExhausted, ServerBusy
 from signserver.secret import Secret
@@ -159,11 +160,14 @@ def test_a_refused_work_area_is_memory_exhausted_and_logged(monkeypatch, caplog)
 
 def test_argon2s_resource_results_are_faults_and_its_parameter_results_are_not():
     lib = argon2_memory.lib
-    assert isinstance(argon2_memory.resource_fault(lib.ARGON2_MEMORY_ALLOCATION_ERROR), MemoryExhausted)
-    assert type(argon2_memory.resource_fault(lib.ARGON2_THREAD_FAIL)) is ServerBusy
-    assert argon2_memory.resource_fault(lib.ARGON2_SALT_TOO_SHORT) is None
-    assert isinstance(argon2_memory.resource_fault_of("Memory allocation error"), MemoryExhausted)
-    assert argon2_memory.resource_fault_of("Salt is too short") is None
+    assert fault_of_result(lib.ARGON2_MEMORY_ALLOCATION_ERROR) == MEMORY
+    assert fault_of_result(lib.ARGON2_THREAD_FAIL) == THREADS
+    assert fault_of_result(lib.ARGON2_SALT_TOO_SHORT) is None
+    assert fault_of(HashingError("Memory allocation error")) == MEMORY
+    assert fault_of(VerificationError("Salt is too short")) is None
+    assert isinstance(argon2_memory.resource_fault(MEMORY), MemoryExhausted)
+    assert type(argon2_memory.resource_fault(THREADS)) is ServerBusy
+    assert argon2_memory.resource_fault(None) is None
 
 
 def test_a_hashing_error_for_memory_from_anywhere_is_memory_exhausted(config, monkeypatch):
