@@ -22,9 +22,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, or_, update
+from sqlalchemy import Connection, or_, select, update
 
 from signserver.accounts import otp
+from signserver.accounts.holder_seal import public_half
 from signserver.accounts.lockout import Attempt, LockoutPolicy, check_name_tried
 from signserver.accounts.model import Account, AccountStatus
 from signserver.accounts.name_keys import NameKeys
@@ -34,7 +35,7 @@ from signserver.accounts.repository import account_row, get_account
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock
 from signserver.errors import (AccountDisabled, AccountLocked, AuthenticationBusy, AuthenticationFailed, DataCorrupted,
-                               ServerBusy)
+                               ServerBusy, SignServerError)
 from signserver.hsm.sealing import SealingKey
 from signserver.notify.outbox import format_time, queue_email
 from signserver.secret import Secret
@@ -61,6 +62,7 @@ class Authenticated:
     account: Account
     seal_key: bytes = field(repr=False)
     password_hash: str = field(repr=False)  # as checked: a change is made only over it
+    otp_seed_sealed: bytes = field(repr=False)  # as checked (whether or not a code was asked)
 
 
 class Authenticator:
@@ -149,7 +151,44 @@ class Authenticator:
         if refusal is not None:
             raise refusal
         seal_key, password_hash = self._seal_key(row, username, password, password_key)
-        return Authenticated(account, seal_key, password_hash)
+        return Authenticated(account, seal_key, password_hash, row.otp_seed_sealed)
+
+    @staticmethod
+    def changed_since_checked(conn: Connection, holder: Authenticated) -> SignServerError | None:
+        """In the caller's transaction, before it writes what the holder's factors allow (an
+        activation token): the refusal to give if the account changed since its factors were
+        checked, else None. The factors were checked against the row read when the attempt was
+        admitted; meanwhile another request may have disabled the account, or changed what the
+        factors are checked against (password, seal key, OTP seed: a password change, an unlock,
+        a reset, an OTP reset), each of which revokes the account's activation tokens, but only
+        those that exist when it commits.
+
+        The row is read again under a share lock on PostgreSQL (SQLite's writers run one at a
+        time): a change of the account waits for the caller's transaction to commit, so its
+        revocation then finds what the caller wrote; a change that committed first is seen here.
+
+        Returns:
+            AccountDisabled: disabled meanwhile (the answer the factors' check gives a disabled
+                account, to whoever gives its right factors).
+            AuthenticationBusy: the password, seal key or OTP seed changed meanwhile (or the
+                account went); not counted toward the lock. Not AuthenticationFailed, which would
+                tell a caller whose factors were right when checked that they were wrong: "try
+                again" is what a caller can act on, and the answer the check itself gives when the
+                password changes while it is checked (see _seal_key). The next attempt is checked
+                against the account as it is now, and refused (and counted) if the factors no
+                longer fit.
+        """
+        row = conn.execute(select(accounts.c.status, accounts.c.password_hash, accounts.c.seal_public_key,
+                                  accounts.c.otp_seed_sealed)
+                           .where(accounts.c.id == holder.account.id).with_for_update(read=True)).first()
+        if row is not None and row.status == AccountStatus.DISABLED.value:
+            return AccountDisabled("the account is disabled; an operator must enable it")
+        if (row is None or row.status != AccountStatus.ACTIVE.value or row.password_hash != holder.password_hash
+                or row.seal_public_key != public_half(holder.seal_key)
+                or row.otp_seed_sealed != holder.otp_seed_sealed):
+            return AuthenticationBusy("the account's password, seal key or OTP changed while its factors were "
+                                      "checked; try again")
+        return None
 
     def _seal_key(self, row, username: str, password: Secret, password_key: bytes) -> tuple[bytes, str]:
         """The account's seal key, unlocked with the password's key, and the password's hash. A

@@ -4,7 +4,7 @@
 application, one digest algorithm and an explicit list of digests, each signable once, and it
 expires after a few minutes. Only its SHA-256 is stored. ``consume`` marks the requested digests
 used in one transaction, so a token can never authorise more than it was issued for, even under
-concurrent calls.
+concurrent calls, and only while the token's account is active: a token never outlives a disable.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import ActivationRefused, InvalidArgument
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.store.prepared import PreparedStatement
-from signserver.store.schema import activation_token_digests, activation_tokens
+from signserver.store.schema import accounts, activation_token_digests, activation_tokens
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,12 @@ def issue(conn: Connection, *, credential_id: str, account_id: int, application_
 _UPDATE_CHUNK = 500  # digests per UPDATE: well under every database's limit on parameters
 # Built once: spending a token is on the way to every signature. The digests are taken only
 # while the token itself holds: unrevoked, unexpired, for this credential, application and
-# digest algorithm; so the way to a signature costs one statement per chunk.
+# digest algorithm, and its account active (a disable revokes the account's tokens; this holds
+# even for one issued as it committed); so the way to a signature costs one statement per chunk.
 _TOKEN_HOLDS = (select(activation_tokens.c.token_hash)
+                .join(accounts, accounts.c.id == activation_tokens.c.account_id)
                 .where(activation_tokens.c.token_hash == bindparam("of_token"),
+                       accounts.c.status == "active",
                        activation_tokens.c.revoked.is_(False),
                        activation_tokens.c.expires_at > bindparam("now"),
                        activation_tokens.c.credential_id == bindparam("credential_id"),
@@ -101,9 +104,14 @@ def consume(conn: Connection, *, token: str, credential_id: str, application_id:
     roll back whatever was taken.
 
     Raises:
-        ActivationRefused: unknown, expired or revoked token; another credential, application or
-            digest algorithm; a digest not authorised, already signed, or beyond the token's count.
+        ActivationRefused: unknown, expired or revoked token; its account disabled; another
+            credential, application or digest algorithm; a digest not authorised, already signed,
+            or beyond the token's count.
+        InvalidArgument: no digest (none would be taken, and none wanted: "spent" without a
+            look at the token).
     """
+    if not digests:
+        raise InvalidArgument("at least one digest is needed")
     hashed = token_hash(token)
     wanted = [d.hex() for d in digests]  # distinct: check_digests refuses repeats
     token_holds = {"of_token": hashed, "now": epoch_seconds(now), "credential_id": credential_id,
@@ -184,6 +192,8 @@ def explain_refusal(conn: Connection, token_hash: str, credential_id: str, appli
         raise ActivationRefused("the activation token was revoked")
     if epoch_seconds(now) >= row.expires_at:
         raise ActivationRefused("the activation token has expired; authorise again")
+    if conn.execute(select(accounts.c.status).where(accounts.c.id == row.account_id)).scalar() != "active":
+        raise ActivationRefused("the activation token's account is disabled")
     if row.credential_id != credential_id:
         raise ActivationRefused("the activation token was issued for another credential")
     if row.application_id != application_id:

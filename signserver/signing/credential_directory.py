@@ -217,7 +217,7 @@ def _check_credential_id(credential_id: str) -> None:
 # Built once: this lookup is on the way to every signature. The credential comes with its
 # newest certificate's serial, status and expiry (all None before its first certificate).
 _issued = certificates.alias("issued")
-# Newest by issue time, then serial: the same order as spend_activation_token's (migration 0019).
+# Newest by issue time, then serial: the same order as spend_activation_token's (migrations 0019, 0026).
 _NEWEST_SERIAL = (select(_issued.c.serial).where(_issued.c.credential_id == credentials.c.id)
                   .order_by(_issued.c.issued_at.desc(), _issued.c.serial.desc()).limit(1).correlate(credentials)
                   .scalar_subquery())
@@ -236,14 +236,15 @@ _ACTIVE_CREDENTIALS_WITH_CERTIFICATE = (
 def _token_proves_factors(conn, token: Secret, application: Application, username: str,
                           now: datetime.datetime) -> bool:
     """Whether ``token`` is an unexpired, unrevoked activation token issued to this application
-    after the factors of the account of that name were checked. One lookup by the token,
-    whatever the name."""
+    after the factors of the account of that name were checked, and that account is active (as
+    spending a token requires: see activation.consume). One lookup by the token, whatever the
+    name."""
     row = conn.execute(select(activation_tokens.c.application_id, activation_tokens.c.expires_at,
-                              activation_tokens.c.revoked, accounts.c.username)
+                              activation_tokens.c.revoked, accounts.c.username, accounts.c.status)
                        .join(accounts, accounts.c.id == activation_tokens.c.account_id)
                        .where(activation_tokens.c.token_hash == activation.token_hash(token.reveal()))).first()
     return (row is not None and not row.revoked and row.expires_at > epoch_seconds(now)
-            and row.application_id == application.id and row.username == username)
+            and row.application_id == application.id and row.username == username and row.status == "active")
 
 
 def _credential_with_certificate(conn, credential_id: str):

@@ -101,7 +101,9 @@ class HashSigner:
             InvalidArgument: bad digests or credential id. PermissionDenied: the application may
                 not serve the account.
             AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy: the factors
-                (see Authenticator.authenticate).
+                (see Authenticator.authenticate); AccountDisabled and AuthenticationBusy also when
+                the account was disabled, or its password, seal key or OTP changed, while they were
+                checked (see Authenticator.changed_since_checked): no token is issued.
             CredentialUnusable: the factors are right, but the credential (or, none named, every
                 active credential of the account) may not sign now.
         """
@@ -112,8 +114,9 @@ class HashSigner:
         # Read before the factors, by its id only: the same work whoever the name is.
         named = self._credentials.named(credential_id) if credential_id else None
         holds = not credential_id or (named is not None and named[0].username == username)
+        actor = f"application:{application.name}"
         holder = self._authenticator.authenticate_holder(username, password, otp_code, application.otp_required,
-                                                         actor=f"application:{application.name}", holds_credential=holds)
+                                                         actor=actor, holds_credential=holds)
         account = holder.account
         now = self._clock.now()
         chosen = named if named is not None else self._credentials.signing_credential(account.id, now)
@@ -127,12 +130,22 @@ class HashSigner:
                 wrapped_private = self._packages.open(conn, credential.key_id, username, holder.seal_key)
             seal_for_token = functools.partial(self._packages.seal_for_token, wrapped_private)
         with self._database.transaction() as conn:
-            issued = activation.issue(conn, credential_id=credential.id, account_id=account.id,
-                                      application_id=application.id, algorithm=hash_algorithm,
-                                      digests=digests, now=now, lifetime=self._lifetime, seal_key=seal_for_token)
-            self._audit.append(conn, now, "authorization.issued", f"application:{application.name}", username,
-                               credential=credential.id, digests=len(digests),
-                               digests_sha256=hashlib.sha256(b"".join(digests)).hexdigest())
+            # The factors were checked against the account as read when the attempt was admitted.
+            # A disable, or a change of password, seal key or OTP, that committed since revoked the
+            # tokens there were, not this one: the account is read again here (locked against such
+            # a change until this commits, on PostgreSQL) and no token is issued across a change.
+            refusal = self._authenticator.changed_since_checked(conn, holder)
+            if refusal is None:
+                issued = activation.issue(conn, credential_id=credential.id, account_id=account.id,
+                                          application_id=application.id, algorithm=hash_algorithm,
+                                          digests=digests, now=now, lifetime=self._lifetime, seal_key=seal_for_token)
+                self._audit.append(conn, now, "authorization.issued", actor, username, credential=credential.id,
+                                   digests=len(digests), digests_sha256=hashlib.sha256(b"".join(digests)).hexdigest())
+            else:
+                self._audit.append(conn, now, "authorization.refused", actor, username, credential=credential.id,
+                                   reason=type(refusal).__name__)
+        if refusal is not None:
+            raise refusal
         meter().activation_tokens("issued")
         return Authorization(token=issued.token, expires_at=issued.expires_at, digests=issued.digests,
                              credential_id=credential.id)
@@ -330,8 +343,11 @@ class HashSigner:
         stays open here for the signatures the spending allows (:meth:`sign_spent`, or
         :meth:`signing`, which gives up those it was not asked for).
 
-        Raises: ActivationRefused, NotFound, CredentialUnusable, UnsupportedAlgorithm (key_check).
+        Raises: InvalidArgument (no digest, a digest twice, too many, or of the wrong length: as
+            :meth:`authorize`, so that nothing is ever spent of no digest), ActivationRefused,
+            NotFound, CredentialUnusable, UnsupportedAlgorithm (key_check).
         """
+        activation.check_digests(digests, hash_algorithm, self.max_signatures)
         now = self._clock.now()
 
         def spend() -> Spent:

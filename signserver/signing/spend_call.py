@@ -1,7 +1,8 @@
 """On PostgreSQL, a SignHash's writes in one round trip: the database function
-``spend_activation_token`` (migration 0019) checks that the credential is still as the worker
-found it usable, takes the digests, reads what opening the package takes, counts the token down
-and appends the audit records, as one transaction of its own.
+``spend_activation_token`` (migration 0019, as 0026 replaced it) checks that the credential is
+still as the worker found it usable, takes the digests (only while the token holds and its account
+is active), reads what opening the package takes, counts the token down and appends the audit
+records, as one transaction of its own.
 
 A transaction of statements took six round trips (BEGIN, four statements, COMMIT), each the
 worker's driver's work and a message for PostgreSQL, and the audit chain's head, which every
@@ -22,13 +23,13 @@ from sqlalchemy.exc import DBAPIError
 from signserver.accounts.packages import PACKAGE_NOT_AVAILABLE
 from signserver.audit.log import canonical_detail, record_tail
 from signserver.clock import epoch_seconds
-from signserver.errors import CredentialUnusable
+from signserver.errors import CredentialUnusable, InvalidArgument
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.store.arrays import TextArray
 from signserver.store.prepared import PreparedStatement
 
 # The function's SQLSTATEs; each leaves everything as it was.
-NOT_TAKEN = "SSA01"  # not every digest was there to take
+NOT_TAKEN = "SSA01"  # not every digest was there to take (or none was asked)
 NO_PACKAGE = "SSA02"  # the token carries no package to open
 CREDENTIAL_CHANGED = "SSA03"  # the credential is no longer as the caller checked it
 
@@ -74,9 +75,11 @@ def spend_and_record(conn: Connection, *, token_hash: str, credential_id: str, k
     Returns a row: ``last_seq`` and, with ``open_key``, the columns ``key_to_open_from`` reads.
 
     Raises: CredentialChanged; DigestsNotTaken; CredentialUnusable: ``open_key`` and the token
-        carries no package; sqlalchemy.exc.DBAPIError: the database failed (for Database's
-        error mapping).
+        carries no package; InvalidArgument: no digest (the function would refuse it too);
+        sqlalchemy.exc.DBAPIError: the database failed (for Database's error mapping).
     """
+    if not digests:
+        raise InvalidArgument("at least one digest is needed")
     at = epoch_seconds(now)
     details = [canonical_detail(detail) for detail in record.details]
     try:
