@@ -64,11 +64,6 @@ class BlockingCalls:
         self._drained = asyncio.Event()  # set while nothing is pending
         self._drained.set()
 
-    @property
-    def threads(self) -> int:
-        """The threads the pool runs its calls in."""
-        return self._threads
-
     async def run(self, function: Callable[..., T], *args, caller_check: CallerCheck | None = None,
                   continues_work: bool = False, **kwargs) -> T:
         """Run ``function`` in the pool.

@@ -8,31 +8,23 @@ pyHanko's CSCSigner speaks under ``/csc/v1``, and the OAuth 2.0 token endpoint a
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI
 
 from signserver import __version__
 from signserver.http.call_metrics import CallMetrics
 from signserver.http.csc import credentials, documents, info, login, signatures, v1
-from signserver.http.csc.body_budget import BodyBudget
 from signserver.http.csc.context import CscContext
-from signserver.http.csc.document_admission import DocumentAdmission
 from signserver.http.csc.errors import UNEXPECTED, install_error_handlers
 from signserver.http.csc.limits import BodyLimit, body_limit
 from signserver.http.csc.no_store import NoStore
-
-log = logging.getLogger(__name__)
 
 V2_PREFIX = "/csc/v2"
 V1_PREFIX = "/csc/v1"
 OPENAPI_PATH = f"{V2_PREFIX}/openapi.json"
 
 
-def create_csc_app(context: CscContext, body_budget: BodyBudget | None = None) -> FastAPI:
-    """The app for one worker; ``context`` is kept in ``app.state.csc`` for the endpoints.
-    ``body_budget``: what signDoc bodies may hold of the worker's memory (by default derived from
-    this process's bound, see body_budget.py)."""
+def create_csc_app(context: CscContext) -> FastAPI:
+    """The app for one worker; ``context`` is kept in ``app.state.csc`` for the endpoints."""
     app = FastAPI(title="signserver: Cloud Signature Consortium API", version=__version__,
                   description="The remote-signing API of the Cloud Signature Consortium (v2), and the v1 "
                               "paths of CSC 1.0.4 that existing clients speak.",
@@ -46,10 +38,6 @@ def create_csc_app(context: CscContext, body_budget: BodyBudget | None = None) -
     app.include_router(signatures.router, prefix=V2_PREFIX)
     app.include_router(documents.router, prefix=V2_PREFIX)
     app.include_router(v1.router, prefix=V1_PREFIX)
-    # Inside BodyLimit: a body over the limit is refused (413) before it is weighed.
-    budget = body_budget or BodyBudget.of_worker(context.documents.threads)
-    log.info("CSC API: %s", budget)
-    app.add_middleware(DocumentAdmission, budget=budget)
     app.add_middleware(BodyLimit, limit=body_limit(context.service.config.pades.max_document_mb))
     app.add_middleware(NoStore)  # every answer of those paths, whoever gives it
     # Outermost: every call, refusals at the gate included; a refusal by the reason its answer

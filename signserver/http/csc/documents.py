@@ -29,7 +29,6 @@ from signserver.http.csc import algorithms
 from signserver.http.csc.auth import calling_application
 from signserver.http.csc.context import CscContext, csc_context
 from signserver.http.csc.credentials import check_signature_qualifier
-from signserver.http.csc.document_admission import body_reservation
 from signserver.http.csc.errors import credential_lookup
 from signserver.http.csc.operations import keep_seconds, not_ready, poll_operation, start_operation
 from signserver.http.csc.signatures import sign_algo_params
@@ -458,8 +457,7 @@ async def sign_doc(request: SignDocRequest, http: Request,
     if request.operationMode == "A":
         return await start_operation(context, application,
                                      lambda: sign_documents(context, application, request, documents),
-                                     keep_seconds(request.validity_period), method=method_label(http.scope),
-                                     holding=body_reservation(http))
+                                     keep_seconds(request.validity_period), method=method_label(http.scope))
     if request.validity_period is not None:
         raise InvalidArgument('validity_period applies to operationMode "A" only', field="validity_period")
     return await sign_documents(context, application, request, documents)

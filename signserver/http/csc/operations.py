@@ -35,9 +35,7 @@ from signserver import errors
 from signserver.accounts.model import Application
 from signserver.clock import Clock, epoch_seconds
 from signserver.http.csc.context import CscContext
-from signserver.http.csc.body_budget import BodyReservation
-from signserver.http.csc.errors import (GENERIC_SERVER_ERROR, UNEXPECTED, error_response, memory_refusal,
-                                        signserver_error_response)
+from signserver.http.csc.errors import GENERIC_SERVER_ERROR, UNEXPECTED, error_response, signserver_error_response
 from signserver.monitoring.meter import meter
 from signserver.store.database import Database
 from signserver.store.schema import csc_operations
@@ -145,13 +143,11 @@ def operation_store(context: CscContext) -> OperationStore:
 
 async def start_operation(context: CscContext, application: Application,
                           run: Callable[[], Awaitable[dict[str, Any]]], keep: int = RESULT_SECONDS, *,
-                          method: str, holding: BodyReservation | None = None) -> dict:
+                          method: str) -> dict:
     """Record the operation, start ``run`` (the synchronous answer's work) in this worker and
     answer its responseID at once. ``method``: the call's label in the figures
     (:func:`~signserver.http.call_metrics.method_label`), under which a refusal its work ends
     with is counted once, when it ends (the start was answered, and counted, before).
-    ``holding``: what the request's body holds of the worker's memory, which ``run`` keeps (its
-    documents) until it ends, and is given back then.
 
     The operations' rows are read and written in the accounts pool, where the caller's
     authentication looks up its token too: a start or a poll answers while the HSM and documents
@@ -167,18 +163,15 @@ async def start_operation(context: CscContext, application: Application,
     except BaseException:
         context.operations.give_back(application.id)
         raise
-    if holding is not None:
-        holding.keep()
     task = asyncio.get_running_loop().create_task(_carry_out(context, store, response_id, run, application.id,
-                                                             method, holding))
+                                                             method))
     _under_way.add(task)
     task.add_done_callback(_under_way.discard)
     return {"responseID": response_id}
 
 
 async def _carry_out(context: CscContext, store: OperationStore, response_id: str,
-                     run: Callable[[], Awaitable[dict[str, Any]]], application_id: int, method: str,
-                     holding: BodyReservation | None = None) -> None:
+                     run: Callable[[], Awaitable[dict[str, Any]]], application_id: int, method: str) -> None:
     """Run the operation and record its outcome as the synchronous call would have answered it,
     and count a refusal by its reason, as the synchronous call's would have been (once: polls
     only read it). The application's place is given back once the work ends, before the outcome
@@ -189,8 +182,6 @@ async def _carry_out(context: CscContext, store: OperationStore, response_id: st
                 answer = await run()
         finally:
             context.operations.give_back(application_id)
-            if holding is not None:
-                holding.release()
         state, status_code, body = DONE, 200, json.dumps(answer).encode("utf-8")
     except errors.SignServerError as error:
         response = signserver_error_response(error, context.faults)
@@ -199,11 +190,6 @@ async def _carry_out(context: CscContext, store: OperationStore, response_id: st
     except TimeoutError:
         response = error_response(500, "server_error", STOPPED)
         state, status_code, body = FAILED, response.status_code, response.body
-    except MemoryError as error:
-        # The worker's memory bound reached: a refusal to try again (429), as a synchronous call's.
-        response = signserver_error_response(memory_refusal(method, error), context.faults)
-        state, status_code, body = FAILED, response.status_code, response.body
-        meter().refused_later("csc", method, errors.MemoryExhausted.reason)
     except Exception:  # noqa: BLE001 - a fault of ours still ends the operation, as a 500
         # Throttled as a synchronous call's fault is: a client may start operations again and again.
         context.faults.record("asynchronous CSC operation failed unexpectedly", with_traceback=True)
