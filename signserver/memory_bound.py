@@ -57,6 +57,16 @@ def out_of_memory(exc: BaseException) -> bool:
                                             and memory_bound() is not None)
 
 
+def where_raised(exc: BaseException) -> str:
+    """The file and line where ``exc`` was raised, for the log; its traceback is dropped, so that
+    the frames, and what they hold (a request's content), go now rather than with ``exc``."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    exc.__traceback__ = None
+    return f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame is not None else "?"
+
+
 # After a refusal for memory, the worker's data is looked at again this much later, once the calls
 # under way have had time to release theirs.
 MEMORY_RECHECK_SECONDS = 5.0

@@ -20,7 +20,8 @@ from signserver.config import Config
 from signserver.config.values import MIN_WORKER_MEMORY_MB
 from signserver.errors import MemoryExhausted
 from signserver.grpc_api.stream_limits import DocumentLimits
-from signserver.memory_bound import DOCUMENT_COPIES, MIB, data_bytes, memory_bound, near_bound, recheck_memory_later
+from signserver.memory_bound import (DOCUMENT_COPIES, MIB, data_bytes, memory_bound, near_bound, recheck_memory_later,
+                                     where_raised)
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,7 @@ def memory_refusal(method: str, exc: Exception) -> MemoryExhausted:
     """Log once, at ERROR, that ``method`` reached the worker's memory bound (where, not with what:
     no request content); return the refusal to send, and look again in MEMORY_RECHECK_SECONDS."""
     bound = memory_bound()
-    frame = exc.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame is not None else "?"
-    exc.__traceback__ = None  # the frames, and what they hold, go now
+    where = where_raised(exc)
     limit = f"{bound >> 20} MiB" if bound is not None else "none set"
     log.error("%s reached the worker's memory bound (%s; %s at %s); refused with RESOURCE_EXHAUSTED", method, limit,
               type(exc).__name__, where)

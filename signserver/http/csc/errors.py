@@ -45,7 +45,7 @@ from signserver.asgi_faults import mark_logged
 from signserver.clock import Clock, SystemClock
 from signserver.http.call_metrics import note_refusal
 from signserver.http.fault_log import FaultLog
-from signserver.memory_bound import MIB, memory_bound, recheck_memory_later
+from signserver.memory_bound import MIB, memory_bound, recheck_memory_later, where_raised
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +206,7 @@ def memory_refusal(what: str, exc: MemoryError) -> errors.MemoryExhausted:
     """Log once, at ERROR, that ``what`` (a path) reached the worker's memory bound: where, never
     with what (no request content); the refusal to answer (429 MEMORY_EXHAUSTED)."""
     bound = memory_bound()
-    frame = exc.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame is not None else "?"
-    exc.__traceback__ = None  # the frames, and what they hold, go now
+    where = where_raised(exc)
     limit = f"{bound // MIB} MiB" if bound is not None else "none set"
     log.error("CSC %s reached the worker's memory bound (%s; MemoryError at %s); refused with 429 MEMORY_EXHAUSTED",
               what, limit, where)
