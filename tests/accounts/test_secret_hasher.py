@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from signserver.accounts.passwords import SecretHasher
 from signserver.config.sections import AccountsConfig
 
@@ -13,6 +15,7 @@ def _hasher(memory_kib: int, time_cost: int) -> SecretHasher:
                                        argon2_time_cost=time_cost, argon2_parallelism=1))
 
 
+@pytest.mark.alone  # CPU time against wall time: other test processes on the cores take the CPU away
 def test_a_check_against_older_parameters_keeps_its_thread_busy_as_an_evaluation_at_the_current_ones_does():
     """A sleep would let the CPU idle, and on a virtual machine the next evaluation may then run
     slower (measured: 38.8 against 28.3 ms after a 30 ms sleep), which tells the padded check from a
