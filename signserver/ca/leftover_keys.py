@@ -25,9 +25,9 @@ from signserver.store.database import Database
 
 log = logging.getLogger(__name__)
 
-# How the CA labels a service key (CaSetup.new_key: the purpose, the time, six random digits);
-# the first versions labelled the responder's key ``ca-ocsp-...``.
-_LABEL = re.compile(r"ca-(ocsp-responder|ocsp|tsa)-\d{14}-\d{6}")
+# How the CA labels a service key (CaSetup.new_key: the purpose, the time, twelve random digits,
+# six before); the first versions labelled the responder's key ``ca-ocsp-...``.
+_LABEL = re.compile(r"ca-(ocsp-responder|ocsp|tsa)-\d{14}-(?:\d{6}|\d{12})")
 _LABEL_ROLES = {"ocsp-responder": OCSP, "ocsp": OCSP, "tsa": TSA}
 # The profile each service's certificates are issued under (CertificateAuthority.renew_service_key).
 _PROFILE_ROLES = {OCSP: OCSP, "timestamping": TSA}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
@@ -244,7 +245,9 @@ class CaSetup:
             log.info("destroying key %r, generated for %s by an interrupted step, as %s is wanted now",
                      left.label, purpose, algorithm.value)
             self._keys.delete(left.key_id)
-        label = f"{purpose}-{self._clock.now():%Y%m%d%H%M%S}-{x509.random_serial_number() % 10**6:06d}"
+        # Twelve random digits: servers that share a token, and processes whose clocks stand still
+        # (a test clock), label keys in the same second; six gave one clash in a few thousand keys.
+        label = f"{purpose}-{self._clock.now():%Y%m%d%H%M%S}-{secrets.randbelow(10**12):012d}"
         with self._database.transaction() as conn:
             repo.put_pending_key(conn, purpose, label, algorithm.value, self._clock.now())
         key_id = self._keys.generate(algorithm, label).key_id

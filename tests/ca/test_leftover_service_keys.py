@@ -38,6 +38,17 @@ def renew_as_before(service, role: str) -> str:
     return old
 
 
+def relabel(service, key_id: str, label: str) -> None:
+    """Label the key pair ``key_id`` as ``label`` on the token."""
+    from pkcs11 import Attribute
+
+    def change(session) -> None:
+        for found in session.get_objects({Attribute.ID: bytes.fromhex(key_id)}):
+            found[Attribute.LABEL] = label
+
+    service.keys.session.run(change, "relabel a key")
+
+
 def superseded(service) -> dict[str, str]:
     with service.database.read() as conn:
         return {key.key_id: key.role for key in repo.superseded_keys(conn)}
@@ -91,7 +102,8 @@ def test_the_token_is_searched_for_leftovers_once_per_start(config, tmp_path):
     second = renew_as_before(service, TSA)
     assert service.ca.renew_service_keys_if_due() == []
     assert superseded(service) == {first: OCSP}
-    # ...but by the next start's.
+    # ...but by the next start's, under the label of today's versions as under the earlier one.
+    relabel(service, second, "ca-tsa-20261205000000-123456")
     restarted = service_with(config, service.database.url, clock)
     assert restarted.ca.renew_service_keys_if_due() == []
     assert superseded(restarted) == {first: OCSP, second: TSA}
