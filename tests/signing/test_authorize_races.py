@@ -4,21 +4,29 @@ nothing is spent of no digest.
 
 Authorize checks the factors against the account as read when the attempt is admitted, and issues
 the token in a later transaction. The competing request runs from inside Authorize, at the point
-under test: a function Authorize calls is wrapped to run the real change (nothing of the HSM, the
-database or the network is mocked), so each interleaving is the same on every run. On both stores
+under test: the HashSigner is built with a collaborator (its signing packages, or its audit log)
+that runs the real change after doing its own work (nothing of the HSM, the database or the
+network is replaced), so each interleaving is the same on every run. On both stores
 (`make test-postgresql POSTGRESQL_TESTS=tests/signing/test_authorize_races.py`).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
+from typing import Callable
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
 from signserver.accounts import otp
+from signserver.accounts.authentication import Authenticator
+from signserver.accounts.lockout import LockoutPolicy
+from signserver.accounts.packages import SigningPackages
+from signserver.accounts.passwords import SecretHasher
+from signserver.audit.log import AuditLog
 from signserver.clock import epoch_seconds
 from signserver.errors import (
     AccountDisabled,
@@ -31,6 +39,7 @@ from signserver.errors import (
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.secret import Secret
 from signserver.signing import activation, spend_call
+from signserver.signing.hash_signer import HashSigner
 from signserver.store.arrays import TextArray
 from signserver.store.schema import accounts, activation_tokens, audit_log
 from tests.conftest import ON_POSTGRESQL, PASSWORD, enrol
@@ -53,17 +62,55 @@ def _changes(service, holder) -> dict:
     }
 
 
-def _after_the_factors(service, monkeypatch, change) -> None:
-    """Run ``change()`` once, in Authorize, after the factors were checked and the holder's package
-    opened with them, before the transaction that issues the token."""
-    original = service.packages.open
+class PackagesThatChangeOnOpen(SigningPackages):
+    """The service's signing packages, but the first package opened (in Authorize: after the
+    factors were checked, with the seal key they gave) is followed by ``change()``."""
 
-    def open_then_change(*args):
-        opened = original(*args)
-        monkeypatch.setattr(service.packages, "open", original)
-        change()
+    def __init__(self, service, change: Callable[[], None]):
+        super().__init__(service.database, service.package_keys, service.master_keys, service.clock)
+        self._change = change
+
+    def open(self, *args):
+        opened = super().open(*args)
+        change, self._change = self._change, None
+        if change is not None:
+            change()
         return opened
-    monkeypatch.setattr(service.packages, "open", open_then_change)
+
+
+class AuditThatRunsOnIssue(AuditLog):
+    """An audit log that, once it has appended ``authorization.issued`` (in the transaction that
+    issues the token), runs ``during_issue()`` before that transaction commits."""
+
+    def __init__(self, during_issue: Callable[[], None]):
+        self._during_issue = during_issue
+
+    def append(self, conn, now, event, actor, subject, **detail) -> int:
+        appended = super().append(conn, now, event, actor, subject, **detail)
+        if event == "authorization.issued":
+            self._during_issue()
+        return appended
+
+
+def signer_with(service, packages: SigningPackages | None = None, audit: AuditLog | None = None) -> HashSigner:
+    """A HashSigner of the service's database, token and settings, with these collaborators."""
+    config, audit = service.config, audit or service.audit
+    authenticator = Authenticator(service.database, SecretHasher(config.accounts), LockoutPolicy(config.accounts),
+                                  service.sealing, audit, service.clock)
+    return HashSigner(service.database, service.keys, packages or service.packages, service.package_keys,
+                      service.applications, service.credentials, authenticator, audit, service.clock,
+                      datetime.timedelta(seconds=config.authorization.token_lifetime_seconds),
+                      config.authorization.max_signatures)
+
+
+def _after_the_factors(service, change: Callable[[], None]) -> HashSigner:
+    """A HashSigner whose Authorize runs ``change()`` once, after the factors were checked and the
+    holder's package opened with them, before the transaction that issues the token."""
+    return signer_with(service, packages=PackagesThatChangeOnOpen(service, change))
+
+
+def _authorize(signer: HashSigner, app, username: str, credential_id: str, wanted: list[bytes]):
+    return signer.authorize(app, username, Secret(PASSWORD), None, credential_id, HashAlgorithm.SHA256, wanted)
 
 
 def _tokens_of(service, account_id: int) -> list:
@@ -78,29 +125,28 @@ def _records(service, username: str, event: str) -> list[dict]:
             select(audit_log.c.detail).where(audit_log.c.subject == username, audit_log.c.event == event)).scalars()]
 
 
-def test_an_account_disabled_while_authorize_checks_its_factors_gets_no_token(fresh_service, monkeypatch):
+def test_an_account_disabled_while_authorize_checks_its_factors_gets_no_token(fresh_service):
     service = fresh_service
     holder = new_holder(service)
     app = no_otp_application(service)
-    _after_the_factors(service, monkeypatch, _changes(service, holder)["disable"])
+    signer = _after_the_factors(service, _changes(service, holder)["disable"])
 
     with pytest.raises(AccountDisabled):  # as the factors' check answers a disabled account
-        authorize(service, app, holder.account.username, holder.credential.id, digests("doc"))
+        _authorize(signer, app, holder.account.username, holder.credential.id, digests("doc"))
     assert _tokens_of(service, holder.account.id) == []
     assert [r["reason"] for r in _records(service, holder.account.username, "authorization.refused")] == \
         ["AccountDisabled"]
 
 
 @pytest.mark.parametrize("change", ["change_password", "unlock_with_recovery_code", "reset_password", "reset_otp"])
-def test_a_change_of_what_the_factors_are_checked_against_during_authorize_issues_no_token(fresh_service,
-                                                                                           monkeypatch, change):
+def test_a_change_of_what_the_factors_are_checked_against_during_authorize_issues_no_token(fresh_service, change):
     service = fresh_service
     holder = new_holder(service)
     app = no_otp_application(service)
-    _after_the_factors(service, monkeypatch, _changes(service, holder)[change])
+    signer = _after_the_factors(service, _changes(service, holder)[change])
 
     with pytest.raises(AuthenticationBusy, match="try again"):
-        authorize(service, app, holder.account.username, holder.credential.id, digests("doc"))
+        _authorize(signer, app, holder.account.username, holder.credential.id, digests("doc"))
     assert _tokens_of(service, holder.account.id) == []
     assert [r["reason"] for r in _records(service, holder.account.username, "authorization.refused")] == \
         ["AuthenticationBusy"]
@@ -110,50 +156,46 @@ def test_a_change_of_what_the_factors_are_checked_against_during_authorize_issue
             authorize(service, app, holder.account.username, holder.credential.id, digests("doc"))
 
 
-def test_after_a_password_change_during_authorize_the_new_password_signs(fresh_service, monkeypatch):
+def test_after_a_password_change_during_authorize_the_new_password_signs(fresh_service):
     service = fresh_service
     holder = new_holder(service)
     app = no_otp_application(service)
-    _after_the_factors(service, monkeypatch, _changes(service, holder)["change_password"])
+    signer = _after_the_factors(service, _changes(service, holder)["change_password"])
     with pytest.raises(AuthenticationBusy):
-        authorize(service, app, holder.account.username, holder.credential.id, digests("doc"))
+        _authorize(signer, app, holder.account.username, holder.credential.id, digests("doc"))
 
     token = authorize(service, app, holder.account.username, holder.credential.id, digests("doc"), NEW_PASSWORD)
     assert len(sign(service, app, token.credential_id, token.token, digests("doc"))) == 1
 
 
-def test_an_otp_reset_during_authorize_refuses_the_code_checked_against_the_old_seed(fresh_service, clock,
-                                                                                     monkeypatch):
+def test_an_otp_reset_during_authorize_refuses_the_code_checked_against_the_old_seed(fresh_service, clock):
     service = fresh_service
     holder, seed = enrol(service)
     app, _ = service.applications.create("otp-app")  # an OTP is required
-    _after_the_factors(service, monkeypatch, _changes(service, holder)["reset_otp"])
+    signer = _after_the_factors(service, _changes(service, holder)["reset_otp"])
 
     with pytest.raises(AuthenticationBusy):
-        service.signer.authorize(app, holder.account.username, Secret(PASSWORD), otp.code_at(seed, clock.now()),
-                                 holder.credential.id, HashAlgorithm.SHA256, digests("doc"))
+        signer.authorize(app, holder.account.username, Secret(PASSWORD), otp.code_at(seed, clock.now()),
+                         holder.credential.id, HashAlgorithm.SHA256, digests("doc"))
     assert _tokens_of(service, holder.account.id) == []
 
 
-def test_a_disable_that_comes_while_the_token_is_issued_waits_and_revokes_it(fresh_service, monkeypatch):
+def test_a_disable_that_comes_while_the_token_is_issued_waits_and_revokes_it(fresh_service):
     """Once the issuing transaction has read the account again, a disable waits for it to commit
     (PostgreSQL: the row's share lock; SQLite: one writer at a time), then revokes the new token."""
     service = fresh_service
     holder = new_holder(service)
     app = no_otp_application(service)
-    original = activation.issue
     disable = threading.Thread(target=_changes(service, holder)["disable"])
     waited = []
 
-    def issue_beside_a_disable(*args, **kwargs):
-        issued = original(*args, **kwargs)
+    def disable_beside_the_issue() -> None:
         disable.start()
         disable.join(timeout=1.0)
-        waited.append(disable.is_alive())  # still waiting for this transaction
-        return issued
-    monkeypatch.setattr(activation, "issue", issue_beside_a_disable)
+        waited.append(disable.is_alive())  # still waiting for the issuing transaction
+    signer = signer_with(service, audit=AuditThatRunsOnIssue(disable_beside_the_issue))
 
-    token = authorize(service, app, holder.account.username, holder.credential.id, digests("doc"))
+    token = _authorize(signer, app, holder.account.username, holder.credential.id, digests("doc"))
     disable.join(timeout=30)
     assert waited == [True] and not disable.is_alive()
     assert service.accounts.get(holder.account.username).status.value == "disabled"
