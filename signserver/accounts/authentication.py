@@ -154,6 +154,18 @@ class Authenticator:
         return Authenticated(account, seal_key, password_hash, row.otp_seed_sealed)
 
     @staticmethod
+    def as_checked(holder: Authenticated) -> tuple:
+        """Conditions on ``accounts`` that hold while the holder's account is as its factors were
+        checked against: active, with the same password hash, seal key and OTP seed. For an UPDATE
+        that writes what the factors allow (a new password, a new recovery code) only over that
+        account, in one statement; when it changes no row, :meth:`changed_since_checked` tells the
+        refusal."""
+        return (accounts.c.id == holder.account.id, accounts.c.status == AccountStatus.ACTIVE.value,
+                accounts.c.password_hash == holder.password_hash,
+                accounts.c.seal_public_key == public_half(holder.seal_key),
+                accounts.c.otp_seed_sealed == holder.otp_seed_sealed)
+
+    @staticmethod
     def changed_since_checked(conn: Connection, holder: Authenticated) -> SignServerError | None:
         """In the caller's transaction, before it writes what the holder's factors allow (an
         activation token): the refusal to give if the account changed since its factors were

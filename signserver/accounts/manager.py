@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, insert, update
 
 from signserver.accounts import otp
-from signserver.accounts.authentication import Authenticator
+from signserver.accounts.authentication import Authenticated, Authenticator
 from signserver.accounts.lockout import LockState, LockoutPolicy
 from signserver.accounts.model import Account, AccountKind, NewAccount
-from signserver.accounts.holder_seal import public_half
 from signserver.accounts.packages import (
     PACKAGE,
     SealKey,
@@ -45,7 +44,14 @@ from signserver.accounts.repository import (
 )
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock, epoch_seconds
-from signserver.errors import AlreadyExists, AuthenticationBusy, AuthenticationFailed, InvalidArgument, NotFound
+from signserver.errors import (
+    AlreadyExists,
+    AuthenticationBusy,
+    AuthenticationFailed,
+    InvalidArgument,
+    NotFound,
+    SignServerError,
+)
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.sealing import SealingKey
 from signserver.notify.outbox import format_time, queue_email
@@ -263,7 +269,9 @@ class AccountManager:
             PasswordRejected (an InvalidArgument): the confirmation differs, or the new password
                 breaks a rule (``rule`` names it).
             AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy: as
-                Authenticator.authenticate.
+                Authenticator.authenticate; AccountDisabled and AuthenticationBusy also when the
+                account was disabled, or its password, seal key or OTP changed, while they were
+                checked (nothing was changed).
         """
         if new.reveal() != confirmation.reveal():
             raise PasswordRejected("the new password and its confirmation differ", "confirmation_differs")
@@ -276,16 +284,15 @@ class AccountManager:
         now = self._clock.now()
         with self._database.transaction() as conn:
             seal = account_seal(conn, account.id)
-            # The seal key, and with it every package, follows the password; only over the
-            # password and seal key that were checked (a reset meanwhile wins).
+            # The seal key, and with it every package, follows the password.
             by_password = seal_key_values(username, holder.seal_key, seal.seal_public_key, new_key, None).by_password
-            changed = conn.execute(update(accounts).where(
-                accounts.c.id == account.id, accounts.c.password_hash == holder.password_hash,
-                accounts.c.seal_public_key == public_half(holder.seal_key))
-                .values(password_hash=new_hash, password_changed_at=epoch_seconds(now),
-                        seal_key_by_password=by_password)).rowcount
+            # Only over the account as its factors were checked: a disable, reset or unlock
+            # meanwhile wins.
+            changed = conn.execute(update(accounts).where(*Authenticator.as_checked(holder))
+                                   .values(password_hash=new_hash, password_changed_at=epoch_seconds(now),
+                                           seal_key_by_password=by_password)).rowcount
             if not changed:
-                raise AuthenticationBusy("the password changed while it was checked; nothing was changed")
+                raise self._refusal_after_change(conn, holder)
             revoke_activation_tokens(conn, account.id)
             self._audit.append(conn, now, "password.changed", actor, username)
             queue_email(conn, now, account.emails, "password_changed", holder_name=account.holder_name,
@@ -304,28 +311,34 @@ class AccountManager:
 
         Raises:
             AuthenticationFailed, AccountLocked, AccountDisabled, AuthenticationBusy: as
-                Authenticator.authenticate (AuthenticationBusy also when the password or seal key
-                changed while the factors were checked: nothing was changed).
+                Authenticator.authenticate; AccountDisabled and AuthenticationBusy also when the
+                account was disabled, or its password, seal key or OTP changed, while they were
+                checked (nothing was changed).
         """
         holder = self._authenticator.authenticate_holder(username, password, otp_code, otp_required, actor)
         account = holder.account
         new_code = new_recovery_code()
         recovery_hash, recovery_key = self._hasher.hash_with_key(normalise_recovery_code(new_code))
-        public = public_half(holder.seal_key)
         by_recovery = seal_key_by_recovery(username, holder.seal_key, recovery_key)
         now = self._clock.now()
         with self._database.transaction() as conn:
-            # Only over the password and seal key that were checked (a reset meanwhile wins).
-            changed = conn.execute(update(accounts).where(
-                accounts.c.id == account.id, accounts.c.password_hash == holder.password_hash,
-                accounts.c.seal_public_key == public)
-                .values(recovery_code_hash=recovery_hash, seal_key_by_recovery=by_recovery)).rowcount
+            # Only over the account as its factors were checked: a disable, reset or unlock
+            # meanwhile wins.
+            changed = conn.execute(update(accounts).where(*Authenticator.as_checked(holder))
+                                   .values(recovery_code_hash=recovery_hash, seal_key_by_recovery=by_recovery)).rowcount
             if not changed:
-                raise AuthenticationBusy("the password changed while it was checked; nothing was changed")
+                raise self._refusal_after_change(conn, holder)
             self._audit.append(conn, now, "recovery_code.replaced", actor, username)
             queue_email(conn, now, account.emails, "recovery_code_replaced", holder_name=account.holder_name,
                         username=username, time=format_time(now))
         return new_code
+
+    @staticmethod
+    def _refusal_after_change(conn: Connection, holder: Authenticated) -> SignServerError:
+        """Why a write made only over the account as the holder's factors were checked
+        (Authenticator.as_checked) found no such account: disabled, or changed, meanwhile."""
+        return Authenticator.changed_since_checked(conn, holder) or AuthenticationBusy(
+            "the account changed while its factors were checked; nothing was changed; try again")
 
     def unlock_with_recovery_code(self, username: str, recovery_code: Secret, new_password: Secret,
                                   operator: str) -> str:
