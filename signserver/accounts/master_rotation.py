@@ -271,6 +271,13 @@ class MasterRotation:
         retired = []
         for label in retiring:
             with self._database.transaction() as conn:
+                # The key's row is locked before its packages are counted (PostgreSQL): a package
+                # being stored under it (insert_package) is either committed, and counted, or
+                # waits for this retirement and is refused.
+                if conn.execute(select(master_keys.c.label).where(master_keys.c.label == label,
+                                                                  master_keys.c.state == RETIRING)
+                                .with_for_update()).first() is None:
+                    continue
                 if self._needing(conn, [label]):
                     continue
                 if conn.execute(update(master_keys).where(master_keys.c.label == label,

@@ -268,7 +268,11 @@ def insert_package(conn: Connection, row: dict) -> None:
     Raises: HsmOperationFailed: its master key was retired meanwhile (a rotation finished while
         it was made): nothing is stored; make it again.
     """
-    state = conn.execute(select(master_keys.c.state).where(master_keys.c.label == row["master_label"])).scalar()
+    # Read under a share lock (PostgreSQL): a retirement of the key, which locks its row before it
+    # counts the packages that need it, waits for this to commit and then counts it, or commits
+    # first and is seen here.
+    state = conn.execute(select(master_keys.c.state).where(master_keys.c.label == row["master_label"])
+                         .with_for_update(read=True)).scalar()
     if state == "retired":
         raise HsmOperationFailed(f"the master key {row['master_label']!r} was retired while a key was made under "
                                  "it; try again")

@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import json
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -21,12 +22,13 @@ from sqlalchemy import select
 
 from signserver.accounts import otp
 from signserver.accounts.master_rotation import MasterRotation
+from signserver.accounts.packages import account_seal, insert_package
 from signserver.audit.log import AuditLog
 from signserver.clock import ManualClock
 from signserver.errors import KeyNotFound
 from signserver.grpc_api.server import BackgroundWork
 from signserver.hsm.admin import TokenAdministrator
-from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
+from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.secret import Secret
 from signserver.service import SignService
 from signserver.store.schema import master_keys, signing_packages
@@ -317,3 +319,36 @@ def test_cli_rotate_no_wait_leaves_the_packages_to_the_pass(service, clock, stat
     assert master_of(service, holder) != old
 
 
+
+
+def test_a_package_stored_while_its_master_key_is_retired_keeps_the_key(service, clock):
+    """A package made under a master key that became retiring meanwhile (a rotation during an
+    enrolment that stalled past the grace) and is being stored when the retirement runs: the
+    retirement waits for the store to commit and then sees it, or the store waits and is refused;
+    never a package under a master key destroyed."""
+    holders = Holders(service, clock)
+    holder = holders.enrol()
+    old = master_of(service, holder)
+    with service.database.read() as conn:
+        seal_public = account_seal(conn, holder[0].account.id).seal_public_key
+    made = service.packages.make(holder[0].account.username, seal_public, KeyAlgorithm.EC_P256)
+    assert made["master_label"] == old
+    rotation = MasterRotation(service.database, service.packages, service.master_keys, service.audit, clock,
+                              retire_grace=GRACE)
+    rotation.rotate("operator:test")
+    rotation.rewrap_pass()  # the enrolled holder's package moves: nothing stored names the old key
+    clock.advance(seconds=GRACE.total_seconds() + 1)
+    retired, waited = [], []
+    retirement = threading.Thread(target=lambda: retired.append(rotation.retire_unused("operator:test")))
+
+    with service.database.transaction() as conn:
+        insert_package(conn, made)
+        retirement.start()
+        retirement.join(timeout=1.0)
+        waited.append(retirement.is_alive())
+    retirement.join(timeout=60)
+
+    assert waited == [True] and retired == [[]]
+    assert states(service)[old] == "retiring" and service.master_keys.present(old)
+    rotation.rewrap_pass()  # the late package moves too; then the old key goes
+    assert rotation.retire_unused("operator:test") == [old]
