@@ -33,7 +33,7 @@ from signserver.ca.service_keys import SERVICE_KEY_SETTINGS, service_key_algorit
 from signserver.clock import Clock, SystemClock
 from signserver.config import Config
 from signserver.accounts.repository import get_credential
-from signserver.errors import NotFound, SignServerError
+from signserver.errors import InvalidArgument, NotFound, SignServerError
 from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.certificate_requests import build_certificate_request
 from signserver.hsm.crypto_keys import hsm_private_key
@@ -249,9 +249,10 @@ class SignService:
     def sign_pdfs_with_activation(self, application: Application, credential_id: str, token: Secret,
                                   documents: list[tuple[BinaryIO, BinaryIO, PadesLevel, StampOptions]]) -> list[bytes]:
         """Sign whole documents (source, destination, level, stamp) with an activation token the
-        holder had issued (Authorize) for the SHA-256 of each: the token is spent on all their
-        digests at once (one it does not cover refuses them all, and none is spent), then each is
-        signed. Returns the SHA-256 of each signed document.
+        holder had issued (Authorize) for the SHA-256 of each: each is prepared (a document or
+        option that signing refuses is refused, and nothing is spent), then the token is spent on
+        all their digests at once (one it does not cover refuses them all, and none is spent), then
+        each is signed. Returns the SHA-256 of each signed document.
 
         Raises: ActivationRefused (a token reused, expired, for another credential or another
             document), NotFound, CredentialUnusable, InvalidArgument (not a PDF one can sign),
@@ -264,12 +265,22 @@ class SignService:
             for chunk in iter(lambda: source.read(1 << 20), b""):
                 digest.update(chunk)
             digests.append(digest.digest())
+        # Every document prepared first: a document or option signing would refuse is refused
+        # with the token whole, not after it was spent on all of them.
+        ready = []
+        for index, (source, destination, level, stamp) in enumerate(documents):
+            try:
+                ready.append(self.pades.prepare_signing(application, credential_id, source, destination, level,
+                                                        stamp))
+            except InvalidArgument as refused:
+                if len(documents) == 1:
+                    raise
+                raise InvalidArgument(f"documents[{index}]: {refused}", field="documents") from None
         spent = self.signer.spend(application, credential_id, token, HashAlgorithm.SHA256, digests)
         # The same signing as the one-call flow once its own token is spent.
         with self.signer.signing(spent) as sign:
-            return [self.pades.sign_spent(application, spent.credential.id, sign, source, destination, level, stamp,
-                                          document_digest=digest)
-                for (source, destination, level, stamp), digest in zip(documents, digests)]
+            return [self.pades.finish_signing(application, prepared, sign, document_digest=digest)
+                    for prepared, digest in zip(ready, digests)]
 
     def authorize_credential(self, application: Application, credential_id: str, password: Secret,
                              otp_code: str | None, hash_algorithm: HashAlgorithm, digests: list[bytes]) -> Authorization:

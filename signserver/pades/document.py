@@ -99,8 +99,12 @@ def _reading_the_document():
 
 
 def _describe(exc: Exception) -> str:
-    detail = exc.msg if isinstance(exc, PdfError) else f"{type(exc).__name__} {exc}"
-    detail = " ".join(str(detail).split())
+    """What the client is told of a damaged document: pyHanko's own account of it; of another
+    error (an object of the wrong kind where pyHanko reads one), no more than that, since its text
+    names pyHanko's classes, not the document's (the log keeps it)."""
+    if not isinstance(exc, PdfError):
+        return "an object is not of the kind the PDF format requires there"
+    detail = " ".join(str(exc.msg).split())
     return detail if len(detail) <= 200 else detail[:200] + "..."
 
 

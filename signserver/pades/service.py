@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pyhanko.sign.timestamps.api import TimeStamper
 from pyhanko_certvalidator import ValidationContext
 
-from signserver.accounts.model import Application
+from signserver.accounts.model import Application, Credential
 from signserver.audit.log import AuditLog
 from signserver.ca.authority import CertificateAuthority
 from signserver.ca.revocation import stored_crl
@@ -24,7 +25,7 @@ from signserver.errors import CredentialUnusable, PermissionDenied
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.pades.cms_signer import HsmCmsSigner, SignDigest, to_asn1
-from signserver.pades.document import PadesLevel, SigningJob, finish_prepared, prepare_document, sign_document
+from signserver.pades.document import PadesLevel, PreparedDocument, SigningJob, finish_prepared, prepare_document
 from signserver.pades.pending import PendingDocument, PreparedDocuments
 from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.font import stamp_font
@@ -40,6 +41,18 @@ from signserver.store.database import Database
 log = logging.getLogger(__name__)
 
 DEFAULT_STAMP = StampOptions()  # frozen, so one shared default is safe
+
+
+@dataclass(frozen=True)
+class ReadyToSign:
+    """A document prepared for signing (PadesService.prepare_signing), waiting for its token."""
+
+    credential: Credential
+    job: SigningJob
+    prepared: PreparedDocument
+    destination: BinaryIO
+    start: int  # where the document begins in ``destination``
+    level: PadesLevel
 
 
 class PadesService:
@@ -108,7 +121,7 @@ class PadesService:
         """The one-call flow: check the holder's factors for this document, then sign it with the
         credential. Returns the SHA-256 of the signed document.
 
-        Raises: as HashSigner.authorize and sign_document; CredentialUnusable (no certificate);
+        Raises: as HashSigner.authorize and prepare_document; CredentialUnusable (no certificate);
             InvalidArgument: the document or the stamp cannot be signed as asked, found before the
             factors are checked (all but the stamp's text: see check_signable).
         """
@@ -119,27 +132,42 @@ class PadesService:
         # would cost the holder this OTP.
         check_signable(source, stamp, None, self.font(), self._clock.now())
         digest = _sha256_of(source)
-        # The same checks as the two-step flow: factors, lockout, credential ownership, then the
-        # activation token for this document is spent at once.
+        # The same checks as the two-step flow: factors, lockout, credential ownership; then the
+        # document is prepared, and only then the activation token for it spent.
         authorization = self._hash_signer.authorize(application, username, password, otp_code, credential_id,
                                                     HashAlgorithm.SHA256, [digest])
+        ready = self.prepare_signing(application, authorization.credential_id, source, destination, level, stamp)
         spent = self._hash_signer.spend(application, authorization.credential_id, Secret(authorization.token),
                                         HashAlgorithm.SHA256, [digest])
         with self._hash_signer.signing(spent) as sign:
-            return self.sign_spent(application, spent.credential.id, sign, source, destination, level, stamp,
-                                   document_digest=digest)
+            return self.finish_signing(application, ready, sign, document_digest=digest)
 
-    def sign_spent(self, application: Application, credential_id: str, sign: SignDigest,
-                   source: BinaryIO, destination: BinaryIO, level: PadesLevel, stamp: StampOptions,
-                   document_digest: bytes) -> bytes:
-        """Sign once the token was spent on the document, with ``sign`` (of HashSigner.signing).
-        Raises: CredentialUnusable, InvalidArgument, HsmError."""
+    def prepare_signing(self, application: Application, credential_id: str, source: BinaryIO,
+                        destination: BinaryIO, level: PadesLevel, stamp: StampOptions) -> ReadyToSign:
+        """Write ``source`` to ``destination`` with the signature's place (and the stamp) and its
+        digest computed, before an activation token is spent on the document: whatever of the
+        client's input signing refuses (the document, the field, the stamp's text and box) is
+        refused here, with nothing spent. :meth:`finish_signing` signs it.
+
+        Raises: NotFound, CredentialUnusable, InvalidArgument (as prepare_document).
+        """
         credential, job = self._job(application, credential_id, level, stamp)
-        job.signer.bind(sign)
         source.seek(0)
         start = destination.tell()
-        sign_document(source, destination, job)
-        return self._finish_audit(application, credential, destination, start, document_digest, level)
+        return ReadyToSign(credential, job, prepare_document(source, destination, job), destination, start, level)
+
+    def finish_signing(self, application: Application, ready: ReadyToSign, sign: SignDigest,
+                       document_digest: bytes) -> bytes:
+        """Sign a document :meth:`prepare_signing` prepared, once the token was spent on its SHA-256
+        (``document_digest``), with ``sign`` (of HashSigner.signing). Returns the SHA-256 of the
+        signed document.
+
+        Raises: InvalidArgument (a pyHanko refusal), HsmError, StoreUnavailable.
+        """
+        ready.job.signer.bind(sign)
+        ready.prepared.finish()
+        return self._finish_audit(application, ready.credential, ready.destination, ready.start, document_digest,
+                                  ready.level)
 
     # --- the two-step flow: prepare, the holder authorises the digest, complete ---------------
 

@@ -103,7 +103,9 @@ def check_text(lines: list[str], font: Path) -> Path:
     subset = font_for_text(font, lines)
     drawable = characters(subset)  # the subset keeps exactly the characters the face can draw
     for line in lines:
-        missing = sorted({c for c in line if ord(c) not in drawable and not c.isspace()})
+        # Only the space is left to the layout; any other blank (a tab, a form feed, U+0085)
+        # is a character the face must draw, or signing fails on it.
+        missing = sorted({c for c in line if ord(c) not in drawable and c != " "})
         if missing:
             shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:5])
             raise InvalidArgument(f"the stamp font cannot draw {shown}")

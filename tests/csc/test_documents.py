@@ -245,6 +245,64 @@ def test_a_malformed_sign_doc_leaves_the_sad_usable(csc_client, csc_service, csc
     assert signed.status_code == 200, signed.text
 
 
+def _pdf_with_signature_field(box: tuple[int, int, int, int]) -> bytes:
+    """A one-page PDF with an empty signature field "Tiny" of ``box`` on its page."""
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.sign import fields
+
+    writer = IncrementalPdfFileWriter(io.BytesIO(sample_pdf(1)))
+    fields.append_signature_field(writer, fields.SigFieldSpec("Tiny", on_page=0, box=box))
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _pdf_changed(change) -> bytes:
+    """A two-page PDF with ``change(pdf)`` made to it (a pikepdf.Pdf)."""
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(sample_pdf(2))) as pdf:
+        change(pdf)
+        out = io.BytesIO()
+        pdf.save(out)
+    return out.getvalue()
+
+
+def _set(name: str, value):
+    return lambda pdf: pdf.pages[1].obj.__setitem__(name, value)
+
+
+@pytest.mark.parametrize("make, stamp, words", [
+    # A blank other than the space that the font cannot draw: drawn as a glyph it lacks.
+    (lambda: sample_pdf(1), {"caption": "Signed\tdigitally"}, "font cannot draw"),
+    (lambda: sample_pdf(1), {"reason": "approved\x0c"}, "font cannot draw"),
+    (lambda: sample_pdf(1), {"location": "Lisboa\x85"}, "font cannot draw"),
+    # An existing field whose rectangle is too small for the stamp's text.
+    (lambda: _pdf_with_signature_field((36, 36, 76, 46)), {"fieldName": "Tiny"}, "documents[1]: the stamp box"),
+    # Damage found only when the signature is placed on the page.
+    (lambda: _pdf_changed(_set("/Annots", 5)), {"page": 2}, "documents[1]: the document is damaged"),
+    (lambda: _pdf_changed(lambda pdf: pdf.Root.__setitem__("/AcroForm", {"/Fields": 5})), {"page": 2},
+     "documents[1]: the document is damaged"),
+    (lambda: _pdf_changed(lambda pdf: pdf.Root.__setitem__("/Perms", 5)), {"page": 2},
+     "documents[1]: the document is damaged"),
+], ids=["tab", "form-feed", "next-line", "small-field", "annots-number", "fields-number", "perms-number"])
+def test_what_signing_refuses_is_refused_before_the_sad_is_spent(csc_client, csc_service, csc_application, holder,
+                                                                  make, stamp, words):
+    """Every document is prepared (its field, stamp and digest) before the SAD is spent: what
+    only the preparation finds refuses the request with the SAD whole, the good document sent with
+    the bad one included."""
+    bad, good = make(), sample_pdf(3)
+    sad = sad_for(csc_service, csc_application[0], holder, good, bad)
+    refused = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                              "documents": [document(good), document(bad, **stamp)]})
+    assert_csc_error(refused, 400, "invalid_request")
+    assert words in refused.json()["error_description"]
+    assert "Object" not in refused.json()["error_description"]  # nothing of pyHanko's classes
+    signed = csc_client.post(SIGN_DOC, json={"credentialID": holder.credential_id, "SAD": sad,
+                                             "documents": [document(good)]})
+    assert signed.status_code == 200, signed.text
+
+
 @pytest.mark.parametrize("request_change, document_change, words", [
     ({"returnValidationInfo": True}, {}, "returnValidationInfo"),
     ({}, {"signed_props": [{"attribute_name": "Reason", "attribute_value": b64(b"approved")}]}, "signed_props"),

@@ -1,5 +1,5 @@
-"""The holder key a documents call opens closes once its token is spent, even when a document
-fails before its signature."""
+"""A documents call refused by a document's preparation leaves its token whole and no holder key
+open."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import io
 import pytest
 
 from signserver.errors import InvalidArgument
-from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
+from signserver.hsm.algorithms import HashAlgorithm
 from signserver.pades.document import PadesLevel
 from signserver.pades.sample import sample_pdf
 from signserver.pades.stamp import StampOptions
@@ -23,18 +23,20 @@ def authorised(service, app, created, digests: list[bytes]) -> str:
                                     HashAlgorithm.SHA256, digests).token
 
 
-def test_a_key_whose_document_failed_before_its_signature_closes_at_the_next_signature(pades_world):
+def test_a_document_refused_by_its_preparation_spends_nothing_and_opens_no_key(pades_world):
+    """Every document of a call is prepared before the token is spent: a damaged one refuses the
+    call before any key is opened or any digest spent (a failure after a signature, the key open,
+    closes it at the next signature: tests/signing/test_package_tokens.py)."""
     service, app, created, _ = pades_world
     good, damaged = sample_pdf(1), b"%PDF-1.7\nthis is no document\n"
     token = authorised(service, app, created, [hashlib.sha256(good).digest(), hashlib.sha256(damaged).digest()])
     documents = [(io.BytesIO(good), io.BytesIO(), PadesLevel.B_B, StampOptions(visible=False)),
                  (io.BytesIO(damaged), io.BytesIO(), PadesLevel.B_B, StampOptions(visible=False))]
-    with pytest.raises(InvalidArgument):  # the first signed, opening the key; the second never reached the HSM
+    with pytest.raises(InvalidArgument, match=r"documents\[1\]: the document is not a readable PDF"):
         service.sign_pdfs_with_activation(app, created.credential.id, Secret(token), documents)
-    token_hash = activation.token_hash(token)
-    assert service.package_keys.is_open(token_hash, service.clock.now())
+    assert not service.package_keys.is_open(activation.token_hash(token), service.clock.now())
 
-    other = [hashlib.sha256(b"another signature").digest()]
-    service.signer.sign_hashes(app, created.credential.id, Secret(authorised(service, app, created, other)),
-                               SignatureAlgorithm.ECDSA_SHA256, other)
-    assert not service.package_keys.is_open(token_hash, service.clock.now())
+    signed = io.BytesIO()
+    service.sign_pdfs_with_activation(app, created.credential.id, Secret(token),
+                                      [(io.BytesIO(good), signed, PadesLevel.B_B, StampOptions(visible=False))])
+    assert signed.getvalue().startswith(good) and len(signed.getvalue()) > len(good)
