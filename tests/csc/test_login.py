@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 
 import httpx
@@ -101,6 +102,22 @@ def test_a_revoked_token_is_refused_at_once(csc_server, csc_application):
         assert revoked.status_code == 204 and revoked.content == b""
         again = client.post("/csc/v2/credentials/list", headers=bearer, json={"userID": "x"})
     assert again.status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/csc/v2/auth/revoke", "/csc/v1/auth/revoke"])
+def test_revoking_what_is_no_token_leaves_the_callers_token_and_answers_as_for_an_unknown_one(
+        csc_server, csc_application, path):
+    """RFC 7009 2.2: a token the server never issued is answered as a revoked one; text no token
+    has the form of (a lone surrogate, no UTF-8 can hold; spaces) included."""
+    application, api_key = csc_application
+    with csc_server.client() as client:
+        token = client.post("/csc/v2/auth/login", headers=basic(application.name, api_key)).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        for text in ("\ud800", "not a token", "", token + "x"):
+            answer = client.post(path, headers=bearer | {"Content-Type": "application/json"},
+                                 content=json.dumps({"token": text}).encode("ascii"))  # a surrogate as \ud800
+            assert answer.status_code == 204, (text, answer.text)
+        assert client.post("/csc/v2/credentials/list", headers=bearer, json={"userID": "x"}).status_code != 401
 
 
 def test_a_token_is_stored_only_hashed(csc_service, access_token):

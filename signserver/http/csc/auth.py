@@ -94,6 +94,12 @@ def bearer_token(request: Request) -> str | None:
     return token
 
 
+def has_token_form(text: str) -> bool:
+    """Whether ``text`` has the form of an access token (RFC 6750's b64token): what has not was
+    never issued here (and may hold what no UTF-8 encodes)."""
+    return _B64TOKEN.fullmatch(text) is not None
+
+
 def basic_credentials(request: Request) -> tuple[str, Secret] | None:
     """The name and password of an HTTP Basic Authorization header, if the request has one.
 

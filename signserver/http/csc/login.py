@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from signserver.accounts.access_tokens import SERVICE_SCOPE
 from signserver.accounts.model import Application
 from signserver.errors import InvalidArgument, Unauthenticated
-from signserver.http.csc.auth import calling_application, logging_in_application
+from signserver.http.csc.auth import calling_application, has_token_form, logging_in_application
 from signserver.http.csc.context import CscContext, csc_context, context_of
 from signserver.http.csc.errors import error_response
 from signserver.secret import Secret
@@ -70,7 +70,8 @@ async def revoke(body: RevokeRequest, application: Application = Depends(calling
     """
     if body.token_type_hint not in (None, "access_token"):
         raise InvalidArgument("only access tokens are issued here, so only they are revoked")
-    await context.accounts.run(context.service.access_tokens.revoke, application, body.token)
+    if has_token_form(body.token):  # anything else was never issued: answered as an unknown token is
+        await context.accounts.run(context.service.access_tokens.revoke, application, body.token)
     return Response(status_code=204)
 
 
