@@ -203,6 +203,14 @@ def test_timestamp_refuses_malformed_requests_in_csc_shape(csc_client, request_b
     assert_csc_error(csc_client.post("/csc/v2/signatures/timestamp", json=request_body), 400, "invalid_request")
 
 
+@pytest.mark.parametrize("size", [20, 33, 64, 65, 150])
+def test_a_timestamp_hash_of_the_wrong_size_is_told_the_size_wanted(csc_client, size):
+    answer = csc_client.post("/csc/v2/signatures/timestamp", json={
+        "hash": b64(bytes(size)), "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1"})
+    assert_csc_error(answer, 400, "invalid_request")
+    assert answer.json()["error_description"] == "hash must be a SHA256 digest (32 bytes)", answer.text
+
+
 def test_a_sign_algo_of_another_key_family_is_refused_before_the_sad_is_spent(csc_client, csc_service,
                                                                               csc_application, holder):
     pdf = sample_pdf(1)

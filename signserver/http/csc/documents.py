@@ -52,6 +52,7 @@ SHA256_OID = "2.16.840.1.101.3.4.2.1"
 # signserver.pades.cms_signer): the only signAlgo signDoc serves for it.
 PADES_ALGORITHMS = {"rsa": SignatureAlgorithm.RSA_PKCS1V15_SHA256, "ec": SignatureAlgorithm.ECDSA_SHA256}
 TIMESTAMP_DIGESTS = {"sha256": 32, "sha384": 48, "sha512": 64}
+MAX_TIMESTAMP_HASH_TEXT = 200  # characters of base64: more than the largest digest takes
 MAX_NONCE_HEX = 64  # 256 bits
 
 
@@ -111,7 +112,7 @@ class SignDocRequest(BaseModel):
 
 
 class TimestampRequest(BaseModel):
-    hash: str = Field(max_length=200, description="the base64 hash to time-stamp")
+    hash: str = Field(max_length=MAX_TIMESTAMP_HASH_TEXT, description="the base64 hash to time-stamp")
     hashAlgo: str | None = Field(None, max_length=64, description="its algorithm's OID: SHA-256, SHA-384 or SHA-512")
     hashAlgorithmOID: str | None = Field(None, max_length=64, description="the same, by the name the other methods use")
     nonce: str | None = Field(None, max_length=MAX_NONCE_HEX, description="hexadecimal; echoed in the token")
@@ -140,10 +141,14 @@ def _base64_length(size: int) -> int:
     return 4 * ((size + 2) // 3)
 
 
+def _size(limit: int) -> str:
+    return f"{limit // (1024 * 1024)} MB" if limit >= 1024 * 1024 else f"{limit} bytes"
+
+
 def _base64(field: str, value: str, limit: int) -> bytes:
     """Raises: InvalidArgument: not base64, empty or over ``limit`` bytes."""
     if len(value) > _base64_length(limit):
-        raise InvalidArgument(f"{field} is too large: the limit is {limit // (1024 * 1024) or 1} MB", field=field)
+        raise InvalidArgument(f"{field} is too large: the limit is {_size(limit)}", field=field)
     try:
         decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -151,7 +156,7 @@ def _base64(field: str, value: str, limit: int) -> bytes:
     if not decoded:
         raise InvalidArgument(f"{field} is empty", field=field)
     if len(decoded) > limit:
-        raise InvalidArgument(f"{field} is too large: the limit is {limit // (1024 * 1024) or 1} MB", field=field)
+        raise InvalidArgument(f"{field} is too large: the limit is {_size(limit)}", field=field)
     return decoded
 
 
@@ -476,7 +481,9 @@ def _timestamp_request(request: TimestampRequest) -> tsp.TimeStampReq:
     name = algos.DigestAlgorithmId.map(named.pop())
     if name not in TIMESTAMP_DIGESTS:
         raise InvalidArgument("hashAlgo must be SHA-256, SHA-384 or SHA-512", field="hashAlgo")
-    digest = _base64("hash", request.hash, TIMESTAMP_DIGESTS[name])
+    # Decoded whatever its size within the field's length, so that a digest of another size is
+    # told the size wanted.
+    digest = _base64("hash", request.hash, MAX_TIMESTAMP_HASH_TEXT)
     if len(digest) != TIMESTAMP_DIGESTS[name]:
         raise InvalidArgument(f"hash must be a {name.upper()} digest ({TIMESTAMP_DIGESTS[name]} bytes)", field="hash")
     fields = {"version": "v1", "message_imprint": {"hash_algorithm": {"algorithm": name}, "hashed_message": digest},
