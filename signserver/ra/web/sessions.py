@@ -11,7 +11,6 @@ carries it, and a POST without the session's token is refused (rendering.page_ro
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -24,18 +23,16 @@ from starlette.requests import Request
 
 from signserver.clock import Clock, epoch_seconds
 from signserver.ra.settings import RaSettings
+from signserver.ra.store import sessions as rows
 from signserver.ra.store.database import RaDatabase
 from signserver.ra.store.schema import web_sessions, web_spent_single_use_ids
+from signserver.ra.store.sessions import ANONYMOUS, HOLDER, OPERATOR
+from signserver.ra.store.sessions import id_hash as _hash
 
 COOKIE = "ra_session"
-ANONYMOUS, HOLDER, OPERATOR = "anonymous", "holder", "operator"
 KINDS = (ANONYMOUS, HOLDER, OPERATOR)
 MAX_COOKIE_LENGTH = 128
 MAX_DATA_BYTES = 16 * 1024  # small JSON: ids, a challenge, a few flags; never a document
-
-
-def _hash(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode("ascii")).hexdigest()
 
 
 @dataclass
@@ -69,6 +66,12 @@ class WebSession:
         """Whether ``token`` is this session's token (in constant time; never for an empty one)."""
         return bool(self._csrf_token) and hmac.compare_digest(self._csrf_token.encode(), token.encode("utf-8",
                                                                                                     "replace"))
+
+    @property
+    def id_hash(self) -> str:
+        """The key of the session's row (the SHA-256 of its id): how work outside the pages that
+        ends the other sessions of its subject names this one to keep."""
+        return _hash(self.session_id) if self.session_id else ""
 
     @property
     def signed_in(self) -> bool:
@@ -188,11 +191,8 @@ class SessionStore:
 
         Raises: StoreUnavailable.
         """
-        where = (web_sessions.c.kind == kind) & (web_sessions.c.subject == subject)
-        if keep is not None and keep.session_id:
-            where &= web_sessions.c.id_hash != _hash(keep.session_id)
         with self._database.transaction() as conn:
-            return conn.execute(delete(web_sessions).where(where)).rowcount or 0
+            return rows.end_sessions(conn, kind, subject, keep_hash=keep.id_hash if keep is not None else "")
 
     def spend_once(self, challenge: str, expires_at: int) -> bool:
         """Mark the single-use ``challenge`` (a captcha's id, an operator's form's id) spent; True
