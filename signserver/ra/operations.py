@@ -24,6 +24,7 @@ from signserver.clock import Clock
 from signserver.ra.errors import CoreUnavailable, OperationRefused, StepRefused, StoreUnavailable, core_error
 from signserver.ra.renewal import Holder, check_new_password, check_revocation_phrase, is_cloud_signature
 from signserver.ra.store import repository
+from signserver.ra.store import sessions as session_rows
 from signserver.ra.store.database import RaDatabase
 from signserver.ra.store.holder_search import search_holders
 
@@ -254,9 +255,12 @@ class RaOperations:
 
     def unlock(self, account: str, recovery_code: str, new_password: str, confirmation: str, operator: str) -> str:
         """In person: clear the account's lock with the holder's recovery code and set the new
-        password; returns the holder's new recovery code (the old one is spent).
+        password; every session of the holder on the RA's pages ends with the old password (as a
+        change on the holder's /password page ends them). Returns the holder's new recovery code
+        (the old one is spent).
 
-        Raises: OperationRefused (the code refused, the password's rules), CoreUnavailable.
+        Raises: OperationRefused (the code refused, the password's rules), CoreUnavailable,
+                StoreUnavailable.
         """
         _check_password(new_password, confirmation)
         if not recovery_code:
@@ -267,7 +271,12 @@ class RaOperations:
                           {AuthenticationRefused: "the recovery code was refused (not right, already used, or the "
                                                   "account has none); nothing was changed",
                            NotFound: f"the core has no account {account}"})
-        self._record(operator, "account_unlocked", f"account={account} reference={reference}")
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            # Whoever signed in with the old password (a thief, say) is signed out with it.
+            ended = session_rows.end_sessions(conn, session_rows.HOLDER, account)
+            repository.audit(conn, now, operator, "account_unlocked",
+                             detail=f"account={account} reference={reference} sessions_ended={ended}")
         return code
 
     def revoke(self, serial: str, reason: str, operator: str) -> CertificateRecord:

@@ -28,7 +28,7 @@ from signserver.ra.settings import RaSettings
 from signserver.ra.store.schema import web_sessions
 from tests.conftest import LOOPBACK_TLS
 from tests.ra.conftest import KUAN
-from tests.ra.running import PASSWORD, confirm_with_notice, create_account, enrol, register
+from tests.ra.running import PASSWORD, confirm_with_notice, create_account, enrol, ra_command, register
 from tests.ra.running import core, eid, inbox, ra_files, ra_process  # noqa: F401 (fixtures)
 from tests.ra.test_application import otp_now
 
@@ -205,6 +205,20 @@ def test_a_password_change_ends_the_account_s_holder_sessions(ra_process, core, 
     for visitor in (thief, holder):
         ended = visitor.get("/holder")
         assert ended.status_code == 303 and ended.headers["location"].startswith("/sign-in")
+
+
+def test_an_unlock_at_the_counter_ends_the_account_s_holder_sessions(ra_process, core, ca_service, ca_clock):
+    created = create_account(core, "p1-unlocked")
+    thief = Visitor(ra_process)
+    ca_clock.advance(seconds=30)
+    assert sign_in(thief, "p1-unlocked", PASSWORD, otp_now(ca_service, ca_clock, "p1-unlocked")).status_code == 303
+    assert thief.get("/holder").status_code == 200
+    # The holder resets the password at the counter (`signserver ra unlock`, the recovery code).
+    unlocked = ra_command(ra_process, "unlock", "p1-unlocked", "--secrets-fd", "0",
+                          input=f"{created.recovery_code}\n{NEW_PASSWORD}\n")
+    assert unlocked["unlocked"]
+    ended = thief.get("/holder")
+    assert ended.status_code == 303 and ended.headers["location"].startswith("/sign-in")
 
 
 def test_junk_naming_an_account_does_not_block_its_holder(ra_process, core, ca_service, ca_clock):

@@ -339,12 +339,12 @@ OPERATOR_PAGES = ["/operator", "/operator/search?q=kuan", "/operator/holders/kua
                   "/operator/unlock", "/operator/revoke", "/operator/renewals/0123/in-person"]
 
 
-def holder_session(settings, database) -> str:
+def holder_session(settings, database, account: str = "kuan-ws") -> str:
     """A holder's signed-in session, written as the holder's sign-in page writes it; its cookie."""
     store = SessionStore(database, SystemClock(), settings)
     session = store.new()
     now = epoch_seconds(SystemClock().now())
-    session.kind, session.subject, session.data, session.signed_in_at = "holder", "kuan-ws", {"via": "account"}, now
+    session.kind, session.subject, session.data, session.signed_in_at = "holder", account, {"via": "account"}, now
     session.wanted = True
     store.save(session)
     return session.session_id
@@ -630,6 +630,24 @@ def test_unlock_with_the_recovery_code_gives_a_new_one(ra_process, operator, cor
     new_code = re.search(r'id="recovery-code">([^<]+)<', unlocked.text).group(1)
     assert new_code and new_code != first_code and "no-store" in unlocked.headers["cache-control"]
     assert any(e["actor"] == name and account in e["detail"] for e in audit(database, "account_unlocked"))
+
+
+def test_an_unlock_ends_the_holder_s_sessions(ra_process, operator, core, settings, database):
+    page, _ = operator
+    account = f"web-unlock-{secrets.token_hex(3)}"
+    from tests.ra.running import create_account
+
+    code = create_account(core, account).recovery_code
+    with Page(ra_process.base) as holder:
+        holder.cookie = holder_session(settings, database, account)  # a thief's, signed in with the old password
+        assert holder.get("/holder").status_code == 200
+        page.get("/operator/unlock")
+        unlocked = page.post("/operator/unlock", {"account": account, "recovery_code": code,
+                                                  "new_password": "Second-pass-2", "confirmation": "Second-pass-2"})
+        assert unlocked.status_code == 200, text_of(unlocked)
+        ended = holder.get("/holder")
+        assert ended.status_code == 303 and ended.headers["location"].startswith("/sign-in")
+    assert page.get("/operator/search").status_code == 200  # the operator's own session goes on
 
 
 def test_revocation_asks_for_the_reason_and_a_confirmation(ra_process, operator, core, database):
