@@ -21,6 +21,7 @@ from signserver.ra.registry import MAX_BACKOFF_SECONDS
 from signserver.ra.renewal import Renewal, State
 from signserver.ra.steps import HOLDER, SYSTEM, RenewalSteps
 from signserver.ra.store import repository
+from signserver.ra.store import sessions as session_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class ActivationSecrets:
     password: str = field(default="", repr=False)  # the current cloud-signature password
     new_password: str = field(default="", repr=False)  # when the account holds no valid certificate
     revocation_phrase: str = field(default="", repr=False)
+    # The holder's session on the pages that asked for the activation (ra_web_sessions.id_hash):
+    # it stays signed in, to follow the activation, when a new password ends the others.
+    asking_session: str = field(default="", repr=False)
 
 
 class ActivationSteps(RenewalSteps):
@@ -62,7 +66,7 @@ class ActivationSteps(RenewalSteps):
             try:
                 successor = self._successor(renewal)
                 if successor is not None:
-                    self._finish_activation(renewal.id, successor)
+                    self._finish_activation(renewal.id, successor, None)
                 else:
                     self._stop_activation(renewal.id, "the activation was interrupted; activate again",
                                           reason="interrupted")
@@ -163,7 +167,7 @@ class ActivationSteps(RenewalSteps):
                                              reason="core_unavailable")
         except StepRefused as exc:
             return self._stop_activation(renewal_id, str(exc), help_code=exc.help_code, reason=exc.reason)
-        return self._finish_activation(renewal_id, successor)
+        return self._finish_activation(renewal_id, successor, given)
 
     def _renew(self, renewal: Renewal, given: ActivationSecrets):
         """Raises: CoreUnavailable; StepRefused: the core refused (its help code with it)."""
@@ -217,11 +221,20 @@ class ActivationSteps(RenewalSteps):
         except CoreUnavailable:
             return None
 
-    def _finish_activation(self, renewal_id: str, successor) -> Renewal:
+    def _finish_activation(self, renewal_id: str, successor, given: ActivationSecrets | None) -> Renewal:
+        """Record the activation done and e-mail the holder. When it set a new password, every
+        session of the holder on the pages but the asking one ends with the old password (as a
+        change on the holder's /password page ends them); ``given`` None: it is not known whether
+        it did (resumed after a restart), and the sessions end as if it had.
+
+        Raises: RenewalNotFound, StepRefused, StoreUnavailable."""
         def finish(r, now, conn):
             repository.queue_email(conn, now, r.emails, *messages.activated(r.serial, r.expires, successor.serial,
                                                                            successor.not_after),
                                    renewal_id=r.id)
+            if given is None or given.new_password:
+                session_rows.end_sessions(conn, session_rows.HOLDER, r.account,
+                                          keep_hash=given.asking_session if given is not None else "")
             return machine.activated(r, successor.serial, successor.not_after, now)
         return self._step(renewal_id, SYSTEM, "activated", finish, detail=f"new_serial={successor.serial}")
 

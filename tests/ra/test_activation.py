@@ -10,12 +10,15 @@ import json
 from dataclasses import replace
 
 import pytest
+from sqlalchemy import func, select
 
 from signserver.client import CertificateClient, Evidence, NewAccount, NotFound
 from signserver.ra.errors import OperationRefused, StepRefused
 from signserver.ra.renewal import State
 from signserver.ra.settings import RaSettings
 from signserver.ra.store import repository
+from signserver.ra.store.schema import web_sessions
+from signserver.ra.web.sessions import SessionStore
 from signserver.ra.workflow import ActivationSecrets, RenewalWorkflow
 from tests.ca.test_certificate_service import client_pair
 from tests.ra.conftest import KUAN, InlineExecutor, application_signed_in_store, photo
@@ -133,6 +136,40 @@ def test_stopped_after_the_core_renewed_resumes_without_a_second_certificate(ra_
     done = restarted.get(renewal.id)
     [new] = successors(core, "ra-act-5", issued.serial)
     assert done.state is State.ACTIVATED and done.new_serial == new.serial
+
+
+def holder_sessions(ra_database, account: str) -> int:
+    """How many pages' sessions the holder of ``account`` is signed in to."""
+    with ra_database.transaction() as conn:
+        return conn.execute(select(func.count()).select_from(web_sessions).where(
+            web_sessions.c.kind == "holder", web_sessions.c.subject == account)).scalar_one()
+
+
+def test_an_activation_resumed_after_the_core_set_a_new_password_ends_the_holder_s_sessions(
+        ra_database, ca_clock, registry_client, core):
+    held = InlineExecutor(hold=True)
+    workflow = make_workflow(ra_database, ca_clock, registry_client, core, held)
+    renewal, issued = awaiting_activation(workflow, ra_database, core, "ra-act-13")
+    core.revoke_certificate(issued.serial, "superseded", revocation_phrase="OldPhrase2024", account="ra-act-13")
+    started = workflow.start_activation(renewal.id, ActivationSecrets(new_password="Brand-new-2",
+                                                                      revocation_phrase=PHRASE),
+                                        confirmation="Brand-new-2")
+    sessions = SessionStore(ra_database, ca_clock, RaSettings())
+    signed_in = sessions.new()  # a thief's, say, signed in with the old password
+    signed_in.kind, signed_in.subject, signed_in.signed_in_at = "holder", "ra-act-13", sessions.now()
+    signed_in.set("via", "account")
+    sessions.save(signed_in)
+    assert holder_sessions(ra_database, "ra-act-13") == 1
+    # The stopped process had sent its request, and the core set the new password, before the RA
+    # recorded it: restarted, the RA does not know whether a new password was set, and ends the
+    # sessions as if one was.
+    core.renew_certificate(issued.serial, evidence=Evidence(reference=started.activation_reference),
+                           new_password="Brand-new-2", revocation_phrase=PHRASE)
+    restarted = make_workflow(ra_database, ca_clock, registry_client, core)
+    ca_clock.advance(seconds=restarted.activation_lifetime().total_seconds())
+    assert restarted.resume_activations() == 1
+    assert restarted.get(renewal.id).state is State.ACTIVATED
+    assert holder_sessions(ra_database, "ra-act-13") == 0
 
 
 def test_stopped_before_the_core_was_asked_activates_again_once(ra_database, ca_clock, registry_client, core):

@@ -448,7 +448,7 @@ async def activation(request: Request, ctx) -> Response:
         return await show_step(request, ctx, renewal, field_errors=problems, status=422)
     ctx.limits.check(request, "renewal-activation", renewal.account)
     given = ActivationSecrets(password=password, new_password="" if holds_valid else new_password,
-                              revocation_phrase=phrase)
+                              revocation_phrase=phrase, asking_session=session_of(request).id_hash)
     return await _act(request, ctx, renewal, ctx.workflow.start_activation, renewal.id, given,
                       "" if holds_valid else confirmation)
 

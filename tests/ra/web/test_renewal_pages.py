@@ -257,6 +257,25 @@ def test_an_in_person_renewal_with_the_application_signed_by_an_eid(site, core, 
     assert "Certificates awaiting in-person processing (1)" in text_of(holder.get("/holder"))
 
 
+def test_an_activation_that_sets_a_new_password_ends_the_holder_s_other_sessions(site, core):  # noqa: F811
+    renewal, issued = noticed_renewal(site, core, "web-new-pass-1")
+    holder, elsewhere = site.holder("web-new-pass-1"), site.holder("web-new-pass-1")  # a thief's, say
+    base = identity_verified_through_pages(site, holder, renewal)
+    application_signed_in_store(site.database, renewal.id)
+    core.revoke_certificate(issued.serial, "superseded", revocation_phrase=OLD_PHRASE, account="web-new-pass-1")
+    assert 'name="new_password"' in holder.get(base).text  # the account holds no valid certificate
+    assert elsewhere.get("/holder").status_code == 200
+    page_to(holder.post(base + "/activation", {"new_password": "New-pass-2027", "confirmation": "New-pass-2027",
+                                               "revocation_phrase": NEW_PHRASE,
+                                               "revocation_phrase_again": NEW_PHRASE}), renewal.id)
+    done = site.workflow.get(renewal.id)
+    assert done.state is State.ACTIVATED, done.refusal
+    ended = elsewhere.get("/holder")
+    assert ended.status_code == 303 and ended.headers["location"].startswith("/sign-in")
+    outcome = holder.get(base)  # the session that set the password follows the activation to its end
+    assert outcome.status_code == 200 and "Activated successfully" in outcome.text
+
+
 def test_another_holder_renewal_is_not_found(site, core, ca_clock):  # noqa: F811
     renewal, issued = noticed_renewal(site, core, "web-own-1")
     other = site.holder("web-own-2")
