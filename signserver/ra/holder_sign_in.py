@@ -11,10 +11,14 @@ renewal alone. A lost or spent link is replaced by asking for a new one by e-mai
 Limits: each code allows code_attempts guesses and lives code_seconds; per renewal at most
 code_sends codes and code_failures wrong codes in all (kept in ra_code_limits under the key
 SIGN_IN_LIMITS, apart from the addresses' identity codes; an operator's reopen-limits resets them),
-so guessing does not go on by following the link again in a fresh session.
+so guessing does not go on by following the link again in a fresh session. A code is kept in
+ra_email_verifications under the same key, its attempts counted there, and the session keeps only
+its id: guesses sent at once in one session, each reading the session before any writes it back,
+cannot each count from the same copy.
 
 The token and the code exist in the e-mails only: the session keeps the token's SHA-256 (plain: the
-token is 32 random bytes, beyond guessing) and the code's salted hash, the audit trail neither."""
+token is 32 random bytes, beyond guessing), the database the code's salted hash, the audit trail
+neither."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import datetime
 import hmac
 from dataclasses import dataclass, replace
 
-from signserver.clock import Clock, epoch_seconds, from_epoch
+from signserver.clock import Clock
 from signserver.ra import codes, holder_token, messages
 from signserver.ra import renewal as machine
 from signserver.ra.codes import EmailVerification
@@ -39,39 +43,46 @@ RESEND_AFTER = datetime.timedelta(seconds=60)
 LINK_NOT_VALID = "the link is not valid (any more); ask for a new one"
 BLOCKED = ("too many sign-in codes were asked or typed wrong for this renewal; "
            "ask the registration authority to reopen it")
+NO_CODE = "no code was sent yet; ask for one"
+MAX_CODE_ID = 2 ** 31 - 1  # ra_email_verifications.id is an Integer: a larger one names no code
 
 
 @dataclass
 class NoticeSignIn:
     """What the anonymous session keeps between the notice link and the code: the renewal, the
-    link's token by its SHA-256, and the code sent last (salted hash, expiry, attempts)."""
+    link's token by its SHA-256, and the id of the code sent last (ra_email_verifications.id)."""
 
     renewal_id: str
     link_hash: str
-    code: EmailVerification | None = None
+    code_id: int | None = None
 
     def to_data(self) -> dict:
         """A JSON value for the session's data."""
         data = {"renewal": self.renewal_id, "link": self.link_hash}
-        if self.code is not None:
-            data["code"] = {"hash": self.code.code_hash.hex(), "salt": self.code.salt.hex(),
-                            "sent": epoch_seconds(self.code.created_at),
-                            "expires": epoch_seconds(self.code.expires_at), "attempts": self.code.attempts}
+        if self.code_id is not None:
+            data["code"] = self.code_id
         return data
 
     @classmethod
     def from_data(cls, data) -> "NoticeSignIn | None":
-        """The value to_data made, or None for anything else (no link followed in this session)."""
+        """The value to_data made, or None for anything else (no link followed in this session;
+        a session an older RA kept the whole code in follows the link again)."""
         try:
-            code = None
-            if data.get("code"):
-                kept = data["code"]
-                code = EmailVerification(None, str(data["renewal"]), SIGN_IN_LIMITS, bytes.fromhex(kept["hash"]),
-                                         bytes.fromhex(kept["salt"]), from_epoch(int(kept["sent"])),
-                                         from_epoch(int(kept["expires"])), int(kept["attempts"]))
-            return cls(str(data["renewal"]), str(data["link"]), code)
+            code_id = data.get("code")
+            if code_id is not None and (type(code_id) is not int or not 0 < code_id <= MAX_CODE_ID):
+                return None
+            return cls(str(data["renewal"]), str(data["link"]), code_id)
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
+
+
+@dataclass(frozen=True)
+class NoticeShown:
+    """What the notice page shows: the addresses a code goes to (the notice's), and when the code
+    the session asked for expires (None: none asked)."""
+
+    addresses: tuple[str, ...]
+    code_expires: datetime.datetime | None
 
 
 def mask_address(address: str) -> str:
@@ -101,12 +112,16 @@ class HolderSignIn:
         self._require_link(renewal, holder_token.token_hash(token))
         return NoticeSignIn(renewal.id, holder_token.token_hash(token))
 
-    def addresses(self, pending: NoticeSignIn) -> tuple[str, ...]:
-        """The addresses a code goes to (the notice's).
+    def shown(self, pending: NoticeSignIn) -> NoticeShown:
+        """What the notice page shows for ``pending``.
 
         Raises: HolderNotAuthorised: the link no longer holds.
         """
-        return self._renewal(pending).emails
+        with self._database.transaction() as conn:
+            renewal = repository.find_renewal(conn, pending.renewal_id)
+            self._require_link(renewal, pending.link_hash)
+            sent = self._code(conn, pending)
+        return NoticeShown(renewal.emails, sent.expires_at if sent is not None else None)
 
     def send_code(self, pending: NoticeSignIn) -> NoticeSignIn:
         """E-mail a new code to the renewal's addresses; returns what the session keeps now.
@@ -116,45 +131,51 @@ class HolderSignIn:
                 code_failures wrong).
         """
         now = self._clock.now()
-        if pending.code is not None and now - pending.code.created_at < RESEND_AFTER:
-            raise SignInCodeRefused(f"a code was sent less than {RESEND_AFTER.seconds} seconds ago; use it or wait",
-                                    "too_soon")
         with self._database.transaction() as conn:
             renewal = repository.find_renewal(conn, pending.renewal_id, for_update=True)  # senders take turns
             self._require_link(renewal, pending.link_hash)
+            earlier = self._code(conn, pending)
+            if earlier is not None and now - earlier.created_at < RESEND_AFTER:
+                raise SignInCodeRefused(f"a code was sent less than {RESEND_AFTER.seconds} seconds ago; use it or "
+                                        "wait", "too_soon")
             if repository.code_limits_of(conn, renewal.id, SIGN_IN_LIMITS).blocked:
                 raise SignInCodeRefused(BLOCKED, "blocked")
             if not repository.count_code_sent(conn, renewal.id, SIGN_IN_LIMITS, self._settings.code_sends):
                 raise SignInCodeRefused(BLOCKED, "blocked")
             verification, code = codes.issue(renewal.id, SIGN_IN_LIMITS, now, self._settings.code_seconds)
+            code_id = repository.add_verification(conn, verification)
             repository.queue_email(conn, now, renewal.emails,
                                    *messages.sign_in_code(code, max(self._settings.code_seconds // 60, 1)),
                                    discard_after=verification.expires_at, renewal_id=renewal.id)
             repository.audit(conn, now, HOLDER, "sign_in_code_sent", renewal.id,
                              f"addresses={len(renewal.emails)}")
-        return replace(pending, code=verification)
+        return replace(pending, code_id=code_id)
 
     def verify(self, pending: NoticeSignIn, code: str) -> Renewal:
         """The renewal signed in to, when ``code`` is the one sent: the link is spent (the renewal's
-        holder token stops working). The attempt is counted in ``pending`` whatever the outcome:
-        keep it in the session.
+        holder token stops working). The attempt is counted in the database whatever the outcome.
 
         Raises: HolderNotAuthorised: the link no longer holds; SignInCodeRefused: no code sent, wrong,
                 expired, its attempts used up, or the renewal's sign-in codes are used up.
         """
         now = self._clock.now()
-        if pending.code is None:
-            raise SignInCodeRefused("no code was sent yet; ask for one", "none")
+        if pending.code_id is None:
+            raise SignInCodeRefused(NO_CODE, "none")
         with self._database.transaction() as conn:
             renewal = repository.find_renewal(conn, pending.renewal_id, for_update=True)  # guesses take turns
             self._require_link(renewal, pending.link_hash)
             if repository.code_limits_of(conn, renewal.id, SIGN_IN_LIMITS).blocked:
                 raise SignInCodeRefused(BLOCKED, "blocked")
+            sent = self._code(conn, pending)
+            if sent is None:
+                raise SignInCodeRefused(NO_CODE, "none")
             try:
-                counted, matched = codes.attempt(pending.code, code, now, self._settings.code_attempts)
+                counted, matched = codes.attempt(sent, code, now, self._settings.code_attempts)
             except CodeRefused as exc:
                 raise SignInCodeRefused(str(exc), exc.reason) from None
-            pending.code = counted
+            # Counted by the database (attempts + 1, below the limit), never written from the row read.
+            if not repository.record_attempt(conn, counted, self._settings.code_attempts):
+                raise SignInCodeRefused("too many wrong codes; ask for a new one", "used_up")
             if matched:
                 spent = repository.save_renewal(conn, replace(renewal, holder_token_hash="", updated_at=now))
                 repository.audit(conn, now, HOLDER, "notice_link_spent", renewal.id, "signed in with an e-mail code")
@@ -199,11 +220,12 @@ class HolderSignIn:
 
     # Helpers
 
-    def _renewal(self, pending: NoticeSignIn) -> Renewal:
-        with self._database.transaction() as conn:
-            renewal = repository.find_renewal(conn, pending.renewal_id)
-        self._require_link(renewal, pending.link_hash)
-        return renewal
+    def _code(self, conn, pending: NoticeSignIn) -> EmailVerification | None:
+        """The code the session asked for last, if it is one of the renewal's sign-in codes."""
+        sent = repository.find_verification(conn, pending.code_id) if pending.code_id is not None else None
+        if sent is None or sent.renewal_id != pending.renewal_id or sent.address != SIGN_IN_LIMITS:
+            return None
+        return sent
 
     def _require_link(self, renewal: Renewal | None, link_hash: str) -> None:
         """Raises: HolderNotAuthorised: no such renewal, another token (spent or replaced), expired,

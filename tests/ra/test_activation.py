@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 
 from signserver.client import CertificateClient, Evidence, NewAccount, NotFound
 from signserver.ra.errors import OperationRefused, StepRefused
+from signserver.ra.holder_sign_in import HolderSignIn
 from signserver.ra.renewal import State
 from signserver.ra.settings import RaSettings
 from signserver.ra.store import repository
@@ -336,6 +338,24 @@ def test_completion_in_person_renews_through_the_core_with_the_evidence(ra_datab
     with pytest.raises(StepRefused):
         workflow.complete_in_person(renewal.id, "counter-2", card_csr())
     assert len(successors(core, "ra-person-1", issued.serial)) == 1
+
+
+def test_a_notice_sign_in_code_verifies_no_address_in_the_evidence(ra_database, ca_clock, registry_client, core,
+                                                                   ca_service):
+    workflow = make_workflow(ra_database, ca_clock, registry_client, core)
+    renewal, issued = awaiting_activation(workflow, ra_database, core, "ra-act-14")
+    # The holder signs in with the notice's link and the code e-mailed to every address at once.
+    [token] = {re.search(r"Access key: (\S+)", body).group(1) for _, _, body in outbox(ra_database)
+               if "Access key:" in body}
+    sign_in = HolderSignIn(ra_database, ca_clock, RaSettings())
+    pending = sign_in.send_code(sign_in.follow_link(renewal.id, token))
+    [code] = {re.search(r"Sign-in code: (\d{6})", body).group(1) for _, _, body in outbox(ra_database)
+              if "Sign-in code:" in body}
+    assert sign_in.verify(pending, code).id == renewal.id
+    workflow.start_activation(renewal.id, ActivationSecrets(password=PASSWORD, revocation_phrase=PHRASE))
+    assert workflow.get(renewal.id).state is State.ACTIVATED
+    [evidence] = core_evidence(ca_service, issued.serial)
+    assert sorted(address for address, _ in evidence["email_verifications"]) == sorted(KUAN.emails)
 
 
 def test_a_completion_the_core_made_before_a_failure_is_recorded_once(ra_database, ca_clock, registry_client, core):

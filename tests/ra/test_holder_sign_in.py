@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import datetime
 import re
+from dataclasses import replace
 
 import pytest
 
 from signserver.ra import renewal as machine
 from signserver.ra.errors import CodeRefused, HolderNotAuthorised
-from signserver.ra.holder_sign_in import HolderSignIn, NoticeSignIn, mask_address
+from signserver.ra.holder_sign_in import SIGN_IN_LIMITS, HolderSignIn, NoticeSignIn, mask_address
 from signserver.ra.settings import RaSettings
 from signserver.ra.store import repository
 from signserver.ra.workflow import RenewalWorkflow
@@ -121,7 +122,9 @@ def test_wrong_codes_are_counted_per_renewal_across_sessions(workflow, sign_in, 
     for _ in range(2):
         with pytest.raises(CodeRefused, match="not the one sent"):
             sign_in.verify(pending, wrong)
-    assert pending.code.attempts == 2
+    with ra_database.transaction() as conn:  # counted in the database, the session keeps the code's id alone
+        assert repository.verifications(conn, renewal_id, SIGN_IN_LIMITS)[0].attempts == 2
+    assert type(pending.to_data()["code"]) is int
     ra_clock.advance(seconds=61)
     fresh = sign_in.send_code(sign_in.follow_link(renewal_id, token))  # a new session: its own code
     with pytest.raises(CodeRefused, match="not the one sent"):
@@ -139,6 +142,24 @@ def test_wrong_codes_are_counted_per_renewal_across_sessions(workflow, sign_in, 
     ra_clock.advance(seconds=61)
     again = sign_in.send_code(fresh)
     assert sign_in.verify(again, last_code(ra_database)).id == renewal_id
+
+
+def test_a_code_s_attempts_are_counted_once_for_requests_that_read_the_session_together(workflow, ra_database,
+                                                                                       ra_clock, settings):
+    sign_in = HolderSignIn(ra_database, ra_clock, replace(settings, code_attempts=3))  # below code_failures (4)
+    renewal_id, token = noticed(workflow, ra_database, ra_clock)
+    data = sign_in.send_code(sign_in.follow_link(renewal_id, token)).to_data()
+    code = last_code(ra_database)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    # Requests of one session sent at once each read the session before any of them writes it back.
+    first, second = NoticeSignIn.from_data(data), NoticeSignIn.from_data(data)
+    for pending in (first, first, second):
+        with pytest.raises(CodeRefused, match="not the one sent"):
+            sign_in.verify(pending, wrong)
+    for pending in (second, first, NoticeSignIn.from_data(data)):
+        with pytest.raises(CodeRefused, match="too many wrong codes") as used_up:  # even the right code
+            sign_in.verify(pending, code)
+        assert used_up.value.reason == "used_up"
 
 
 def test_codes_expire_and_are_not_sent_twice_a_minute(workflow, sign_in, ra_database, ra_clock, settings):
@@ -184,5 +205,7 @@ def test_addresses_are_masked():
 
 
 def test_session_data_that_is_not_ours_is_ignored():
-    for data in (None, {}, {"renewal": "r"}, {"renewal": "r", "link": "l", "code": {"hash": "zz"}}, "text"):
+    for data in (None, {}, {"renewal": "r"}, {"renewal": "r", "link": "l", "code": {"hash": "zz"}}, "text",
+                 {"renewal": "r", "link": "l", "code": "1"}, {"renewal": "r", "link": "l", "code": True},
+                 {"renewal": "r", "link": "l", "code": 2 ** 31}):
         assert NoticeSignIn.from_data(data) is None

@@ -233,12 +233,18 @@ def _verification(row) -> EmailVerification:
                              from_epoch(row.expires_at), row.attempts, _moment(row.verified_at))
 
 
-def add_verification(conn: Connection, verification: EmailVerification) -> None:
-    conn.execute(insert(email_verifications).values(
+def add_verification(conn: Connection, verification: EmailVerification) -> int:
+    """Returns the new verification's id."""
+    return conn.execute(insert(email_verifications).values(
         renewal_id=verification.renewal_id, address=verification.address, code_hash=verification.code_hash,
         salt=verification.salt, created_at=epoch_seconds(verification.created_at),
         expires_at=epoch_seconds(verification.expires_at), attempts=verification.attempts,
-        verified_at=_instant(verification.verified_at)))
+        verified_at=_instant(verification.verified_at))).inserted_primary_key[0]
+
+
+def find_verification(conn: Connection, verification_id: int) -> EmailVerification | None:
+    row = conn.execute(select(email_verifications).where(email_verifications.c.id == verification_id)).first()
+    return None if row is None else _verification(row)
 
 
 def record_attempt(conn: Connection, verification: EmailVerification, max_attempts: int) -> bool:

@@ -62,6 +62,9 @@ renewals = Table(
           postgresql_where=OPEN_RENEWAL),
 )
 
+# The codes e-mailed for a renewal: one to each address to verify it, and the notice sign-in's to
+# all of them at once (address holder_sign_in.SIGN_IN_LIMITS, which verifies none). Attempts are
+# counted here by an atomic increment only, so that guesses sent at once are all counted.
 email_verifications = Table(
     "ra_email_verifications", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),

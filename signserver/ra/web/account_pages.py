@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute
 from signserver.client import (AccountLocked, AuthenticationRefused, InvalidArgument, PermissionRefused, ServerBusy,
                                SignServerClientError)
 from signserver.ra.errors import CoreUnavailable, HolderNotAuthorised, SignInCodeRefused, StepRefused, core_unavailable
-from signserver.ra.holder_sign_in import HolderSignIn, NoticeSignIn, mask_address
+from signserver.ra.holder_sign_in import HolderSignIn, NoticeShown, NoticeSignIn, mask_address
 from signserver.ra.renewal import check_new_password
 from signserver.ra.web.rendering import (FieldReader, field_errors, flash, gettext, local_path, page_route,
                                         provider_of, read_form, redirect, render)
@@ -244,12 +244,10 @@ async def follow_link(request: Request, ctx) -> Response:
     return redirect("/notice")
 
 
-def _notice_page(request: Request, pending: NoticeSignIn, addresses, *, errors: dict | None = None,
-                 status: int = 200) -> Response:
-    return render(request, "account/notice.html", status=status, addresses=[mask_address(a) for a in addresses],
-                  code_sent=pending.code is not None,
-                  code_expires=pending.code.expires_at if pending.code is not None else None,
-                  errors=errors or {})
+def _notice_page(request: Request, shown: NoticeShown, *, errors: dict | None = None, status: int = 200) -> Response:
+    return render(request, "account/notice.html", status=status,
+                  addresses=[mask_address(a) for a in shown.addresses], code_sent=shown.code_expires is not None,
+                  code_expires=shown.code_expires, errors=errors or {})
 
 
 async def notice(request: Request, ctx) -> Response:
@@ -262,12 +260,12 @@ async def notice(request: Request, ctx) -> Response:
         return render(request, "account/notice_none.html", status=400)
     service = _holder_sign_in(ctx)
     try:
-        addresses = await run_in_threadpool(service.addresses, pending)
+        shown = await run_in_threadpool(service.shown, pending)
     except HolderNotAuthorised:
         session.pop(NOTICE_KEY)
         return _link_not_valid(request)
     if request.method == "GET":
-        return _notice_page(request, pending, addresses)
+        return _notice_page(request, shown)
     form = await read_form(request)
     fields = FieldReader(form)
     action = fields.text("action", max_length=16)  # a hidden field: anything but "send" verifies
@@ -276,8 +274,7 @@ async def notice(request: Request, ctx) -> Response:
         try:
             pending = await run_in_threadpool(service.send_code, pending)
         except SignInCodeRefused as exc:
-            return _notice_page(request, pending, addresses, status=400,
-                                errors={"code": _code_refusal(request, exc)})
+            return _notice_page(request, shown, status=400, errors={"code": _code_refusal(request, exc)})
         except HolderNotAuthorised:
             session.pop(NOTICE_KEY)
             return _link_not_valid(request)
@@ -286,17 +283,14 @@ async def notice(request: Request, ctx) -> Response:
         return redirect("/notice")
     code = fields.text("code", max_length=16)
     if "code" in fields.problems:  # too long or not text: said on the field
-        return _notice_page(request, pending, addresses, status=400,
-                            errors={"code": field_errors(request, fields)["code"]})
+        return _notice_page(request, shown, status=400, errors={"code": field_errors(request, fields)["code"]})
     if not CODE.fullmatch(code):
-        return _notice_page(request, pending, addresses, status=400,
+        return _notice_page(request, shown, status=400,
                             errors={"code": gettext(request, "Enter the 6-digit code of the e-mail.")})
     try:
         renewal = await run_in_threadpool(service.verify, pending, code)
-    except SignInCodeRefused as exc:
-        session.set(NOTICE_KEY, pending.to_data())  # the attempt counted
-        return _notice_page(request, pending, addresses, status=400,
-                            errors={"code": _code_refusal(request, exc)})
+    except SignInCodeRefused as exc:  # the attempt is counted in the database
+        return _notice_page(request, shown, status=400, errors={"code": _code_refusal(request, exc)})
     except HolderNotAuthorised:
         session.pop(NOTICE_KEY)
         return _link_not_valid(request)

@@ -7,6 +7,7 @@ in the RA's log)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import itertools
@@ -363,6 +364,28 @@ def test_the_notice_link_and_an_e_mail_code_sign_the_holder_in_once(ra_process, 
     log = ra_process.log.read_text()
     assert f"GET /notice/{renewal_id}/" in log  # the requests are logged, the token masked
     assert token not in log and code not in log
+
+
+def test_guesses_sent_at_once_get_no_more_than_a_code_s_attempts(ra_process, inbox, core):
+    _, link, _ = noticed(ra_process, inbox, core, "p1-guesses")
+    visitor = Visitor(ra_process)
+    assert visitor.get(link).status_code == 303
+    visitor.get("/notice")
+    seen = len(inbox.messages)
+    assert visitor.post("/notice", {"action": "send"}).status_code == 303
+    code = SIGN_IN_CODE.search(inbox.wait_for(KUAN.emails[0], "Sign-in code", seen).get_content()).group(1)
+    visitor.get("/notice")
+    # 8 wrong guesses at once in one session (code_attempts is 5, code_failures 10): each request
+    # reads the session before any other writes it back.
+    wrongs = [f"{(int(code) + k) % 1_000_000:06d}" for k in range(1, 9)]
+    with concurrent.futures.ThreadPoolExecutor(len(wrongs)) as pool:
+        answers = list(pool.map(lambda guess: visitor.post("/notice", {"action": "verify", "code": guess}), wrongs))
+    assert {answer.status_code for answer in answers} == {400}
+    weighed = sum("The code is not the one sent." in answer.text for answer in answers)
+    used_up = sum("Too many wrong codes; ask for a new one." in answer.text for answer in answers)
+    assert (weighed, used_up) == (5, 3)
+    right = visitor.post("/notice", {"action": "verify", "code": code})  # the code is used up, even right
+    assert right.status_code == 400 and "Too many wrong codes; ask for a new one." in right.text
 
 
 def test_a_new_link_by_e_mail_address(ra_process, inbox, core):
