@@ -352,21 +352,23 @@ class CertificateAuthority:
             return repo.list_certificates(conn, now, account_id=account_id, expiring_before=before)
 
     def list_page(self, username: str | None = None, expiring_within_days: int | None = None, page_size: int = 0,
-                  page_token: str = "") -> CertificatePage:
+                  page_token: str = "", status: str = "") -> CertificatePage:
         """One page of :meth:`list`'s certificates, in its order: ``page_size`` of them (0: the
         default, at most the maximum: certificate_pages.py), from where ``page_token`` (an earlier
-        page's ``next_page_token`` with the same filters; empty for the first page) says.
+        page's ``next_page_token`` with the same filters; empty for the first page) says; only
+        those of ``status`` ("valid", "expired", "revoked") when given, chosen by the database.
 
-        Raises: InvalidArgument (page_token: not one of this listing's), NotFound (account).
+        Raises: InvalidArgument (status: not a status; page_token: not one of this listing's),
+        NotFound (account).
         """
-        listing = CertificateListing(username or "", expiring_within_days or 0)
+        listing = CertificateListing(username or "", expiring_within_days or 0, status)
         after = listing.position(page_token)
         now = self._clock.now()
         with self._database.read() as conn:
             account_id = get_account(conn, username, now).id if username else None
             before = now + datetime.timedelta(days=expiring_within_days) if expiring_within_days else None
             found, last = repo.certificate_page(conn, now, page_size_of(page_size), after, account_id=account_id,
-                                                expiring_before=before)
+                                                expiring_before=before, status=status)
         return CertificatePage(found, listing.token(last) if last else "")
 
     def chain(self) -> list[x509.Certificate]:

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from signserver.ca.repository import IssuedCertificate, PagePosition
+from signserver.ca.repository import LISTED_STATUSES, IssuedCertificate, PagePosition
 from signserver.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 100
@@ -37,10 +37,19 @@ def page_size(asked: int) -> int:
 @dataclass(frozen=True)
 class CertificateListing:
     """One listing's filters, which its page tokens are bound to: a token read with other filters
-    would start a page at a place that listing never reached."""
+    would start a page at a place that listing never reached. ``status``: "" (any) or one of
+    LISTED_STATUSES.
+
+    Raises: InvalidArgument (field status): another status.
+    """
 
     username: str
     expiring_within_days: int
+    status: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status and self.status not in LISTED_STATUSES:
+            raise InvalidArgument(f"status is {', '.join(LISTED_STATUSES)} or empty (any status)", field="status")
 
     def token(self, last: PagePosition) -> str:
         """The token of the page after the one that ended at ``last``."""
@@ -64,7 +73,7 @@ class CertificateListing:
             found = None
         if found is None:
             raise InvalidArgument("page_token is not the next_page_token of an earlier page of this listing (the "
-                                  "same account and expiring_within_days)", field="page_token")
+                                  "same account, expiring_within_days and status)", field="page_token")
         return found
 
     def _read(self, token: str) -> PagePosition | None:
@@ -80,5 +89,8 @@ class CertificateListing:
         return PagePosition(issued_at, serial)
 
     def _check(self, payload: list) -> str:
-        bound = json.dumps([self.username, self.expiring_within_days, *payload]).encode()
+        # The status only when there is one: a listing of any status binds its tokens as before the
+        # status was a filter, so that a token of a node not yet upgraded is read by one that is.
+        filters = [self.username, self.expiring_within_days] + ([self.status] if self.status else [])
+        bound = json.dumps([*filters, *payload]).encode()
         return hashlib.sha256(bound).digest()[:_CHECK_BYTES].hex()

@@ -14,6 +14,11 @@ from signserver.errors import NotFound
 from signserver.store.schema import accounts, authorities, certificates, crls, pending_ca_keys, superseded_ca_keys
 
 
+# A certificate's status as listed: the database keeps "valid" or "revoked"; a valid one whose
+# not_after has passed is shown "expired" (_issued).
+LISTED_STATUSES = ("valid", "expired", "revoked")
+
+
 @dataclass(frozen=True)
 class IssuedCertificate:
     serial: str  # hex, lowercase
@@ -85,13 +90,23 @@ class PagePosition:
     serial: str
 
 
-def _listed(now: datetime.datetime, account_id: int | None, expiring_before: datetime.datetime | None):
+def _listed(now: datetime.datetime, account_id: int | None, expiring_before: datetime.datetime | None,
+            status: str = ""):
     query = _query().order_by(certificates.c.issued_at, certificates.c.serial)
     if account_id is not None:
         query = query.where(certificates.c.account_id == account_id)
     if expiring_before is not None:
         query = query.where(certificates.c.status == "valid", certificates.c.not_after > epoch_seconds(now),
                             certificates.c.not_after <= epoch_seconds(expiring_before))
+    # The status as _issued shows it: the stored "valid" is "expired" once not_after has passed.
+    if status == "revoked":
+        query = query.where(certificates.c.status == "revoked")
+    elif status == "valid":
+        query = query.where(certificates.c.status == "valid", certificates.c.not_after > epoch_seconds(now))
+    elif status == "expired":
+        query = query.where(certificates.c.status == "valid", certificates.c.not_after <= epoch_seconds(now))
+    elif status:
+        raise ValueError(f"not a status: {status!r}")
     return query
 
 
@@ -100,20 +115,31 @@ def list_certificates(conn: Connection, now: datetime.datetime, account_id: int 
     return [_issued(r, now) for r in conn.execute(_listed(now, account_id, expiring_before))]
 
 
-def certificate_page(conn: Connection, now: datetime.datetime, size: int, after: PagePosition | None = None,
-                     account_id: int | None = None, expiring_before: datetime.datetime | None = None
-                     ) -> tuple[list[IssuedCertificate], PagePosition | None]:
-    """Up to ``size`` certificates listed after ``after``, and the position of the last of them when
-    more follow (None on the last page)."""
-    query = _listed(now, account_id, expiring_before)
+def page_query(now: datetime.datetime, size: int, after: PagePosition | None = None, account_id: int | None = None,
+               expiring_before: datetime.datetime | None = None, status: str = ""):
+    """The query of :func:`certificate_page`: one row more than ``size``.
+
+    Raises: ValueError: ``status`` is not one of LISTED_STATUSES (nor "")."""
+    query = _listed(now, account_id, expiring_before, status)
     if after is not None:
-        # The first condition alone is what the index on (issued_at, serial) seeks to, so the
-        # thousandth page costs what the first does; the second skips the rows of that second
-        # already listed.
+        # The first condition alone is what the index on (issued_at, serial) seeks to, or with a
+        # status the one on (status, issued_at, serial), so the thousandth page costs what the
+        # first does; the second skips the rows of that second already listed.
         query = query.where(certificates.c.issued_at >= after.issued_at,
                             or_(certificates.c.issued_at > after.issued_at, certificates.c.serial > after.serial))
     # One row more than the page tells whether another page follows, so the last page's token is empty.
-    rows = conn.execute(query.limit(size + 1)).all()
+    return query.limit(size + 1)
+
+
+def certificate_page(conn: Connection, now: datetime.datetime, size: int, after: PagePosition | None = None,
+                     account_id: int | None = None, expiring_before: datetime.datetime | None = None,
+                     status: str = "") -> tuple[list[IssuedCertificate], PagePosition | None]:
+    """Up to ``size`` certificates listed after ``after`` (of ``status`` as :class:`IssuedCertificate`
+    shows it, when given), and the position of the last of them when more follow (None on the
+    last page).
+
+    Raises: ValueError: ``status`` is not one of LISTED_STATUSES (nor "")."""
+    rows = conn.execute(page_query(now, size, after, account_id, expiring_before, status)).all()
     last = PagePosition(rows[size - 1].issued_at, rows[size - 1].serial) if len(rows) > size else None
     return [_issued(r, now) for r in rows[:size]], last
 

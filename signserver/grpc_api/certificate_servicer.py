@@ -173,7 +173,7 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
         # The database alone: the HSM's few threads stay free for signing.
         page = await self._accounts.run(self._service.ca.list_page, request.account or None,
                                         _expiry_window(request.expiring_within_days), request.page_size,
-                                        request.page_token, caller_check=still_waiting(context))
+                                        request.page_token, request.status, caller_check=still_waiting(context))
         return certificate_pb2.ListCertificatesResponse(certificates=[_certificate(c) for c in page.certificates],
                                                         next_page_token=page.next_page_token)
 

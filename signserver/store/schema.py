@@ -327,6 +327,10 @@ Index("uq_certificates_live_successor", certificates.c.predecessor_serial, uniqu
 # The listings' order (signserver/ca/repository.py certificate_page): a page starts where the
 # previous one ended without reading the rows before it.
 Index("ix_certificates_issued_at_serial", certificates.c.issued_at, certificates.c.serial)
+# The listings of one status in that order: the few revoked among a million are found without
+# reading the others.
+Index("ix_certificates_status_issued_at_serial", certificates.c.status, certificates.c.issued_at,
+      certificates.c.serial)
 
 crls = Table(
     "crls", metadata,

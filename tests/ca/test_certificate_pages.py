@@ -1,6 +1,7 @@
 """CertificateService.ListCertificates in pages: every certificate once, in the order issued, with
-the request's filters; a page token that is not the server's, or not for those filters, refused;
-and a listing of every account that fits gRPC's default message limit however many there are."""
+the request's filters (the status too, read by the database: pages full of that status alone); a
+page token that is not the server's, or not for those filters, refused; and a listing of every
+account that fits gRPC's default message limit however many there are."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import insert, select
 
+from signserver.ca import repository
+from signserver.ca.repository import PagePosition
 from signserver.clock import epoch_seconds
 from signserver.store.schema import accounts, certificates
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc
@@ -32,8 +35,9 @@ def copies(template: dict, count: int, first: int, account_id, issued_at, not_af
 @pytest.fixture(scope="module")
 def stored(ca_service, ca_clock):
     """1,250 certificate rows besides those the CA made for itself: 300 of ACCOUNT (a tenth expiring
-    within 10 days), 200 of OTHER, 750 of no account. Ten rows share each issue time, so the serial
-    orders them; the rows of the accounts interleave with the others."""
+    within 10 days, another tenth revoked), 200 of OTHER, 750 of no account (one in 25 revoked, one
+    in 25 expired). Ten rows share each issue time, so the serial orders them; the rows of the
+    accounts interleave with the others."""
     enrol(ca_service, ACCOUNT)
     enrol(ca_service, OTHER)
     now = epoch_seconds(ca_clock.now())
@@ -47,7 +51,11 @@ def stored(ca_service, ca_clock):
                 + copies(template, 200, 20_000, ids[OTHER], lambda i: now - 100_000 + (i - 10_000) // 10,
                          lambda i: year)
                 + copies(template, 750, 30_000, None, lambda i: now - 100_000 + (i - 30_000) // 10,
-                         lambda i: year))
+                         lambda i: now - 86400 if i % 25 == 1 else year))
+        for row in rows:
+            if (row["account_id"] == ids[ACCOUNT] and int(row["serial"], 16) % 10 == 5
+                    or row["account_id"] is None and int(row["serial"], 16) % 25 == 0):
+                row.update(status="revoked", revoked_at=now - 3600, revocation_reason="superseded")
         conn.execute(insert(certificates), rows)
     return ca_service
 
@@ -59,9 +67,10 @@ def stub(served, stored):  # noqa: F811
         yield certificate_pb2_grpc.CertificateServiceStub(channel)
 
 
-def expected(service, username: str | None = None, expiring_days: int = 0) -> list[str]:
-    """The serials the listing names, in its order: by issue time, then serial."""
-    return [c.serial for c in service.ca.list(username, expiring_days or None)]
+def expected(service, username: str | None = None, expiring_days: int = 0, status: str = "") -> list[str]:
+    """The serials the listing names, in its order: by issue time, then serial; of ``status`` as
+    each certificate shows it."""
+    return [c.serial for c in service.ca.list(username, expiring_days or None) if not status or c.status == status]
 
 
 def all_pages(stub, **fields) -> list[certificate_pb2.ListCertificatesResponse]:
@@ -112,6 +121,56 @@ def test_the_pages_of_certificates_expiring_soon_hold_only_those(stub, stored):
         {f"{i:040x}" for i in range(10_000, 10_300, 10)}
 
 
+@pytest.mark.parametrize("status", ["valid", "expired", "revoked"])
+def test_the_pages_of_one_status_are_full_of_it_alone(stub, stored, status):
+    pages = all_pages(stub, status=status, page_size=7)
+    # Full pages but the last: the database keeps the status, not the server after reading the page.
+    assert {len(p.certificates) for p in pages[:-1]} <= {7} and pages[-1].next_page_token == ""
+    assert serials(pages) == expected(stored, status=status) and len(serials(pages)) >= 30
+    assert {c.status for p in pages for c in p.certificates} == {status}
+
+
+def test_one_status_of_one_account(stub, stored):
+    pages = all_pages(stub, account=ACCOUNT, status="revoked", page_size=4)
+    assert serials(pages) == expected(stored, ACCOUNT, status="revoked") and len(serials(pages)) == 30
+    assert all_pages(stub, account=OTHER, status="revoked")[0].certificates == []
+    # Expiring soon means valid: no revoked certificate is among them.
+    assert serials(all_pages(stub, expiring_within_days=10, status="valid")) == expected(stored, None, 10)
+    assert serials(all_pages(stub, expiring_within_days=10, status="revoked")) == []
+
+
+def test_a_status_that_is_not_a_certificates_is_refused_naming_the_field(stub):
+    for bad in ("Revoked", "active", " valid", "valid,revoked", "x" * 200):
+        refused = refusal(lambda: stub.ListCertificates(certificate_pb2.ListCertificatesRequest(status=bad),
+                                                        timeout=60))
+        assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT, bad
+        assert violated_fields(refused) == ["status"], bad
+
+
+def query_plan(conn, query) -> str:
+    """How the database would run ``query``. PostgreSQL is told to avoid sorts and reading the
+    whole table where it can: what is asked is whether an index gives the page in its order (on
+    a table this small, the planner might rightly prefer reading it all)."""
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    if conn.dialect.name == "sqlite":
+        return "\n".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    conn.exec_driver_sql("SET LOCAL enable_sort = off")
+    return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql))
+
+
+@pytest.mark.parametrize("status, index", [("", "ix_certificates_issued_at_serial"),
+                                           ("valid", "ix_certificates_status_issued_at_serial"),
+                                           ("expired", "ix_certificates_status_issued_at_serial"),
+                                           ("revoked", "ix_certificates_status_issued_at_serial")])
+def test_a_later_page_is_read_through_an_index_in_the_listings_order(stored, ca_clock, status, index):
+    now = ca_clock.now()
+    after = PagePosition(epoch_seconds(now) - 50_000, "0" * 40)
+    with stored.database.read() as conn:
+        plan = query_plan(conn, repository.page_query(now, 100, after, status=status))
+    assert index in plan and "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+
 def test_a_page_exactly_full_at_the_end_is_the_last(stub, stored):
     pages = all_pages(stub, account=OTHER, page_size=100)
     assert [len(p.certificates) for p in pages] == [100, 100] and pages[-1].next_page_token == ""
@@ -139,9 +198,14 @@ def test_a_page_token_that_is_not_the_servers_is_refused_naming_the_field(stub):
 def test_a_page_token_is_refused_with_other_filters(stub):
     token = stub.ListCertificates(certificate_pb2.ListCertificatesRequest(account=ACCOUNT, page_size=3),
                                   timeout=60).next_page_token
-    for others in ({"account": OTHER}, {"account": ""}, {"account": ACCOUNT, "expiring_within_days": 10}):
+    revoked = stub.ListCertificates(certificate_pb2.ListCertificatesRequest(status="revoked", page_size=3),
+                                    timeout=60).next_page_token
+    for others, used in (({"account": OTHER}, token), ({"account": ""}, token),
+                         ({"account": ACCOUNT, "expiring_within_days": 10}, token),
+                         ({"account": ACCOUNT, "status": "valid"}, token), ({}, revoked),
+                         ({"status": "expired"}, revoked)):
         refused = refusal(lambda: stub.ListCertificates(certificate_pb2.ListCertificatesRequest(
-            **others, page_token=token), timeout=60))
+            **others, page_token=used), timeout=60))
         assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "page_token" in refused.details(), others
         assert violated_fields(refused) == ["page_token"]
     # The size may change from one page to the next.

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from tests.ca.conftest import ca_clock, ca_service  # noqa: F401 (fixtures)
-from tests.ca.test_certificate_pages import ACCOUNT, expected, stored  # noqa: F401 (a fixture)
+from tests.ca.test_certificate_pages import ACCOUNT, OTHER, expected, stored  # noqa: F401 (a fixture)
 from tests.ca.test_certificate_service import served  # noqa: F401 (a fixture)
 from tests.ra.running import ra_in_process
 from tests.ra.test_cli_operations import OPERATOR, config  # noqa: F401 (a fixture)
@@ -34,5 +34,5 @@ def test_one_accounts_certificates_as_lines(ra, stored):  # noqa: F811
 
 
 def test_no_certificate_of_a_status(ra):
-    assert ra("certificates", "--status", "revoked").out == "(none)\n"
-    assert ra("certificates", "--status", "revoked", "--json").json == []
+    assert ra("certificates", "--account", OTHER, "--status", "revoked").out == "(none)\n"
+    assert ra("certificates", "--account", OTHER, "--status", "revoked", "--json").json == []
