@@ -324,22 +324,22 @@ class RaOperations:
         Raises: OperationRefused (no such account, a bad status), CoreUnavailable.
         """
         _check_status(status)
-        found = self._core(lambda: self._certificates.list_certificates(account, expiring_within_days),
-                           {NotFound: f"the core has no account {account}"})
-        return [c for c in found if not status or c.status == status]
+        return self._core(lambda: self._certificates.list_certificates(account, expiring_within_days, status),
+                          {NotFound: f"the core has no account {account}"})
 
     def certificate_pages(self, account: str = "", expiring_within_days: int = 0,
                           status: str = "") -> Iterator[list[CertificateRecord]]:
         """:meth:`certificates` a page of the core's at a time, each asked for when the one before
-        has been taken: every account's certificates are never in memory at once.
+        has been taken: every account's certificates are never in memory at once. The core keeps
+        the status: a listing of the few revoked reads those alone.
 
         Raises: as :meth:`certificates`, from the page it reads.
         """
         _check_status(status)
-        pages = self._certificates.certificate_pages(account, expiring_within_days)
+        pages = self._certificates.certificate_pages(account, expiring_within_days, status)
         while (page := self._core(lambda: next(pages, None), {NotFound: f"the core has no account {account}"})) \
                 is not None:
-            yield [c for c in page if not status or c.status == status]
+            yield page
 
     def search(self, text: str, operator: str) -> list[HolderFound]:
         """The registered holders whose account, name or e-mail address contains ``text``, each

@@ -1,5 +1,5 @@
 """CertificateClient over the core's pages: list_certificates gathers every page, certificates
-yields them as they come, list_certificate_page reads one."""
+yields them as they come, list_certificate_page reads one; each of them of one status when asked."""
 
 from __future__ import annotations
 
@@ -39,3 +39,14 @@ def test_one_page_and_the_next(ra, stored):  # noqa: F811
     assert second.next_page_token == ""
     with pytest.raises(InvalidArgument):
         ra.list_certificate_page(OTHER, page_token=first.next_page_token)
+
+
+def test_the_certificates_of_a_status(ra, stored):  # noqa: F811
+    assert [c.serial for c in ra.list_certificates(status="expired")] == expected(stored, status="expired")
+    pages = list(ra.certificate_pages(ACCOUNT, status="revoked", page_size=20))
+    assert [len(p) for p in pages] == [20, 10] and {c.status for p in pages for c in p} == {"revoked"}
+    first = ra.list_certificate_page(status="revoked", page_size=50)
+    with pytest.raises(InvalidArgument):
+        ra.list_certificate_page(status="valid", page_token=first.next_page_token)
+    with pytest.raises(InvalidArgument):
+        ra.list_certificate_page(status="active")
