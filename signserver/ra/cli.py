@@ -13,11 +13,11 @@ import os
 import re
 import signal
 import sys
-import textwrap
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from signserver.json_array import JsonArrayWriter
 from signserver.ra import operator_cli
 from signserver.ra.errors import CoreUnavailable, OperationRefused, RaError, SettingsError
 from signserver.ra.help_codes import DEFAULT_LANGUAGE, HELP_CODES, LANGUAGES
@@ -614,18 +614,28 @@ def cmd_certificates(args, settings) -> int:
     pages = _operations(settings).certificate_pages(args.account, args.expiring_within, args.status or "")
     # Printed as the core's pages come (every account's certificates may be a million), in the
     # form _print gives a list.
-    printed = 0
-    for certificate in (certificate_view(c) for page in pages for c in page):
-        if args.json:
-            item = textwrap.indent(json.dumps(certificate, ensure_ascii=False, indent=2), "  ")
-            print(("[\n" if not printed else ",\n") + item, end="")
-        else:
+    certificates = (certificate_view(c) for page in pages for c in page)
+    if not args.json:
+        printed = False
+        for certificate in certificates:
             print(_certificate_lines([certificate])[0])
-        printed += 1
-    if args.json:
-        print("\n]" if printed else "[]")
-    elif not printed:
-        print("(none)")
+            printed = True
+        if not printed:
+            print("(none)")
+        return 0
+    array = JsonArrayWriter(sys.stdout)
+    try:
+        for certificate in certificates:
+            array.add(certificate)
+    except BaseException:
+        if array.started:
+            # A later page failed (the core stopped, Ctrl-C): standard output stays one JSON value,
+            # the certificates printed in their closed array; the failure is told on standard
+            # error and by the exit status.
+            array.close()
+            args.json_printed = True
+        raise
+    array.close()
     return 0
 
 
@@ -669,13 +679,15 @@ def _guidance(code: str, language: str, provider: str = "") -> str:
 def _print_error(args, exc: RaError, provider: str = "") -> None:
     """One line on standard error, and a help code's guidance in the operator's language under it;
     with --json, the same as a JSON object on standard output too, with the refusal's stable
-    reason (errors.Refusal.reason, "" when none) for a script to act on."""
+    reason (errors.Refusal.reason, "" when none) for a script to act on; not when the command
+    printed its JSON value before it failed (``args.json_printed``): a second value would make
+    standard output no JSON at all."""
     code = getattr(exc, "help_code", "") or ""
     guidance = _guidance(code, args.lang, provider)
     print(f"signserver ra: {exc}" + (f" ({code})" if code and not guidance else ""), file=sys.stderr)
     if guidance:
         print(guidance, file=sys.stderr)
-    if args.json:
+    if args.json and not getattr(args, "json_printed", False):  # set by cmd_certificates
         name = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(exc).__name__).lstrip("_")
         print(json.dumps({"error": name, "message": str(exc), "reason": getattr(exc, "reason", "") or "",
                           "help_code": code, "guidance": guidance}, ensure_ascii=False, indent=2))

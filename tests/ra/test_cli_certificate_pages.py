@@ -1,11 +1,15 @@
 """`signserver ra certificates` over the core's pages: every certificate once, in the order issued,
 in the same JSON and lines as a list printed whole; of one status, only that status's certificates
-read from the core."""
+read from the core; and with --json, one JSON array on standard output even when the core stops
+between pages."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import subprocess
 
 import pytest
 
@@ -14,6 +18,8 @@ from signserver.ra.operations import RaOperations
 from tests.ca.conftest import ca_clock, ca_service  # noqa: F401 (fixtures)
 from tests.ca.test_certificate_pages import ACCOUNT, OTHER, expected, stored  # noqa: F401 (a fixture)
 from tests.ca.test_certificate_service import served  # noqa: F401 (a fixture)
+from tests.conftest import SIGNSERVER
+from tests.grpc_api.conftest import ServerThread
 from tests.ra.running import ra_in_process
 from tests.ra.test_cli_operations import OPERATOR, config  # noqa: F401 (a fixture)
 
@@ -63,3 +69,36 @@ def test_no_certificate_of_a_status(ra):
     assert ra("certificates", "--account", OTHER, "--status", "revoked").out == "(none)\n"
     assert ra("certificates", "--account", OTHER, "--status", "revoked", "--json").json == []
 
+
+def test_the_json_array_is_closed_when_the_core_stops_between_pages(served, ca_service, stored, config,  # noqa: F811
+                                                                     tmp_path):
+    """The core stopped while the operator's listing is under way: what was printed stays one JSON
+    array, the error goes to standard error and the exit status says the listing failed."""
+    with contextlib.ExitStack() as running:
+        core = running.enter_context(ServerThread(served.config, ca_service))  # served's CA, stopped below
+        settings = config.parent / f"stopping-core-{core.port}.toml"  # beside the RA's files it names
+        settings.write_text(config.read_text().replace(f"localhost:{served.port}", f"localhost:{core.port}"),
+                            encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER_")}
+        env["SIGNSERVER_RA_OPERATOR"] = OPERATOR
+        errors = tmp_path / "stderr"
+        with errors.open("wb") as stderr:
+            listing = subprocess.Popen([str(SIGNSERVER), "--config", str(settings), "ra", "certificates", "--json"],
+                                       stdout=subprocess.PIPE, stderr=stderr, env=env)
+        try:
+            # Once these bytes are read the listing is under way. The command waits for the pipe to
+            # be read before it asks for a page more than the pipe holds: far from the last page.
+            started = listing.stdout.read(4096)
+            running.close()  # the core stops
+            rest = listing.stdout.read()
+            code = listing.wait(60)
+        finally:
+            if listing.poll() is None:
+                listing.kill()
+                listing.wait(30)
+            listing.stdout.close()
+    listed = json.loads((started + rest).decode())  # one JSON value, the array closed
+    every = expected(stored)
+    assert code == 1, errors.read_text()
+    assert 0 < len(listed) < len(every) and [c["serial"] for c in listed] == every[:len(listed)]
+    assert "core" in errors.read_text()
