@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -362,14 +363,40 @@ class CertificateAuthority:
         NotFound (account).
         """
         listing = CertificateListing(username or "", expiring_within_days or 0, status)
-        after = listing.position(page_token)
+        found, last = self._page(username, expiring_within_days or None, page_size, listing.position(page_token),
+                                 status)
+        return CertificatePage(found, listing.token(last) if last else "")
+
+    def list_pages(self, username: str | None = None, expiring_within_days: int | None = None,
+                   page_size: int = 0) -> Iterator[list[IssuedCertificate]]:
+        """:meth:`list`'s certificates, in its order and with its filters, a page at a time
+        (``page_size``: as :meth:`list_page`): each page read in a transaction of its own once the
+        one before has been taken. Memory holds a page, however many certificates there are, and
+        no transaction stays open while a page is printed.
+
+        Raises: NotFound (account), from the page it reads.
+        """
+        after = None
+        while True:
+            found, after = self._page(username, expiring_within_days, page_size, after)
+            yield found
+            if after is None:
+                return
+
+    def _page(self, username: str | None, expiring_within_days: int | None, page_size: int,
+              after: repo.PagePosition | None, status: str = ""
+              ) -> tuple[list[IssuedCertificate], repo.PagePosition | None]:
+        """The page after ``after`` (None: the first) and the position of its last certificate when
+        more follow; ``expiring_within_days`` None: no window.
+
+        Raises: NotFound (account).
+        """
         now = self._clock.now()
         with self._database.read() as conn:
             account_id = get_account(conn, username, now).id if username else None
-            before = now + datetime.timedelta(days=expiring_within_days) if expiring_within_days else None
-            found, last = repo.certificate_page(conn, now, page_size_of(page_size), after, account_id=account_id,
-                                                expiring_before=before, status=status)
-        return CertificatePage(found, listing.token(last) if last else "")
+            before = now + datetime.timedelta(days=expiring_within_days) if expiring_within_days is not None else None
+            return repo.certificate_page(conn, now, page_size_of(page_size), after, account_id=account_id,
+                                         expiring_before=before, status=status)
 
     def chain(self) -> list[x509.Certificate]:
         """Issuing CA certificate, then the root. Raises: NotFound (not initialised)."""

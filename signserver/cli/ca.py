@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from signserver.ca.profiles import HOLDER_PROFILES
 from signserver.cli.common import check_output, open_service, read_input, whole_number_from_to, write_output
-from signserver.cli.output import print_fields, print_json, print_table
+from signserver.cli.output import print_fields, print_json, print_json_array, print_table, print_table_pages
 from signserver.cli.text import text_argument
 from signserver.config import Config
 from signserver.errors import InvalidArgument
@@ -240,11 +240,12 @@ def cmd_revoke(args, config: Config) -> int:
 
 
 def cmd_list(args, config: Config) -> int:
-    certificates = open_service(args, config, with_database=True).ca.list(args.account, args.expiring_within)
+    # A page of the database at a time, printed as it comes: a CA's certificates may be a million.
+    pages = open_service(args, config, with_database=True).ca.list_pages(args.account, args.expiring_within)
     if args.json:
-        print_json([{k: v for k, v in c.__dict__.items() if k != "der"} for c in certificates])
+        print_json_array({k: v for k, v in c.__dict__.items() if k != "der"} for page in pages for c in page)
     else:
-        print_table(_HEADERS, _rows(certificates), empty="no certificates")
+        print_table_pages(_HEADERS, (_rows(page) for page in pages), empty="no certificates")
     return 0
 
 

@@ -6,7 +6,9 @@ import dataclasses
 import enum
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
+
+from signserver.json_array import JsonArrayWriter
 
 
 def to_plain(value: Any) -> Any:
@@ -31,17 +33,58 @@ def print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
+def print_json_array(items: Iterable[Any]) -> None:
+    """``print_json(list(items))``, an item at a time as ``items`` yields them: a listing's items
+    are never all in memory.
+
+    Raises: what ``items`` raises; after the first item, once the array is closed: standard
+    output stays one JSON array, of the items before the failure, which the caller reports on
+    standard error.
+    """
+    array = JsonArrayWriter(sys.stdout)
+    try:
+        for item in items:
+            array.add(to_plain(item))
+    except BaseException:
+        if array.started:
+            array.close()
+        raise
+    array.close()
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "(none)") -> None:
     """Columns padded to their widest cell; ``empty`` when there are no rows."""
-    if not rows:
-        print(empty)
-        return
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for index, row in enumerate(cells):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if index == 0:
+    print_table_pages(headers, [rows], empty)
+
+
+def print_table_pages(headers: Sequence[str], pages: Iterable[Sequence[Sequence[Any]]], empty: str = "(none)") -> None:
+    """:func:`print_table`'s table, a page of rows at a time as ``pages`` yields them: a listing's
+    rows are never all in memory. The headers come with the first page; a column is as wide as its
+    widest cell so far, so a later page with a wider cell widens its column from there on.
+    ``empty`` when there are no rows.
+
+    Raises: what ``pages`` raises, after the rows before it are printed.
+    """
+    widths: list[int] | None = None
+    for page in pages:
+        cells = [["" if c is None else str(c) for c in row] for row in page]
+        if not cells:
+            continue
+        if widths is None:
+            names = [str(h) for h in headers]
+            widths = [max(len(row[i]) for row in [names, *cells]) for i in range(len(headers))]
+            _print_row(names, widths)
             print("  ".join("-" * width for width in widths))
+        else:
+            widths = [max(width, *(len(row[i]) for row in cells)) for i, width in enumerate(widths)]
+        for row in cells:
+            _print_row(row, widths)
+    if widths is None:
+        print(empty)
+
+
+def _print_row(cells: Sequence[str], widths: Sequence[int]) -> None:
+    print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
 
 
 def print_fields(pairs: Sequence[tuple[str, Any]]) -> None:
