@@ -70,6 +70,11 @@ def _expiry_window(days: int) -> int | None:
 
 
 class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
+    """The RA's calls. What only reads or writes the database (who the caller is, the request's
+    admission, a certificate or a page of them, a holder's revocation) runs on the accounts pool:
+    the HSM's threads are for what needs the HSM (issuing, renewing, an operator's revocation), so
+    an RA's reads never wait behind signatures."""
+
     def __init__(self, service: SignService, hsm: BlockingCalls, accounts: BlockingCalls):
         self._service = service
         self._hsm = hsm
@@ -81,9 +86,9 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
         Raises: as RaRequests.identify: Unauthenticated (no certificate at all: NoCredentials; an
         expired, revoked or unreadable one), PermissionDenied (a certificate that is not an RA's).
         """
-        await check_balancer(context, self._service, self._hsm)
+        await check_balancer(context, self._service, self._accounts)
         pem = client_certificate_pem(context, self._service.config.tls.balancer_cert_sha256)
-        name = await self._hsm.run(self._service.ca.identify_ra, pem)
+        name = await self._accounts.run(self._service.ca.identify_ra, pem)
         return f"ra:{name}"
 
     async def _admit(self, context, operator: str, method: str, subject: str, request) -> None:
@@ -98,7 +103,7 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
                              nonce=convert.text("nonce", request.nonce, limit=128),
                              requested_at=_moment(request.requested_at, "requested_at"),
                              evidence=_evidence(request.evidence))
-        await self._hsm.run(self._service.ca.ra_requests.admit, admitted, caller_check=still_waiting(context))
+        await self._accounts.run(self._service.ca.ra_requests.admit, admitted, caller_check=still_waiting(context))
 
     async def CreateAccount(self, request, context):
         operator = await self._operator(context)
@@ -166,11 +171,11 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
 
     async def GetCertificate(self, request, context):
         await self._operator(context)
-        return _certificate(await self._hsm.run(self._service.ca.get, convert.text("serial", request.serial, limit=64)))
+        serial = convert.text("serial", request.serial, limit=64)
+        return _certificate(await self._accounts.run(self._service.ca.get, serial, caller_check=still_waiting(context)))
 
     async def ListCertificates(self, request, context):
         await self._operator(context)
-        # The database alone: the HSM's few threads stay free for signing.
         page = await self._accounts.run(self._service.ca.list_page, request.account or None,
                                         _expiry_window(request.expiring_within_days), request.page_size,
                                         request.page_token, request.status, caller_check=still_waiting(context))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import hashlib
+import threading
 from dataclasses import replace
 
 import grpc
@@ -97,6 +100,44 @@ def test_ra_lifecycle(ra, ca_service):
     with ca_service.database.read() as conn:
         actors = {r.actor for r in conn.execute(select(audit_log.c.actor).where(audit_log.c.subject == "ra-holder-1"))}
     assert "ra:ra-operator-1" in actors
+
+
+@contextlib.contextmanager
+def hsm_threads_held(server: ServerThread):
+    """Every thread of the server's HSM pool busy (as under a signing load) until the block ends."""
+    pool = server._server.pools.hsm
+    started, release = threading.Semaphore(0), threading.Event()
+
+    def hold():
+        started.release()
+        release.wait(60)
+
+    calls = [asyncio.run_coroutine_threadsafe(pool.run(hold), server._loop) for _ in range(pool._threads)]
+    try:
+        for _ in calls:
+            assert started.acquire(timeout=30)
+        yield
+    finally:
+        release.set()
+        for call in calls:
+            call.result(30)
+
+
+def test_the_ras_reads_and_a_holders_revocation_do_not_wait_for_the_hsms_threads(served, ra):
+    """They read and write the database only: an RA listing certificates while the HSM's threads
+    sign is answered without waiting for a signature."""
+    create(ra, "ra-holder-pools")
+    issued = ra.IssueCertificate(certificate_pb2.IssueCertificateRequest(
+        account="ra-holder-pools", profile="cloud-signature-government"), timeout=60)
+    with hsm_threads_held(served):
+        assert ra.GetCertificate(certificate_pb2.GetCertificateRequest(serial=issued.serial), timeout=20).serial \
+            == issued.serial
+        listed = ra.ListCertificates(certificate_pb2.ListCertificatesRequest(account="ra-holder-pools"), timeout=20)
+        assert [c.serial for c in listed.certificates] == [issued.serial]
+        revoked = ra.RevokeCertificate(certificate_pb2.RevokeCertificateRequest(
+            serial=issued.serial, account="ra-holder-pools", revocation_phrase="Phrase2026ok",
+            reason="keyCompromise"), timeout=20)
+        assert revoked.status == "revoked"
 
 
 def test_unlock_account(ra, ca_service):
