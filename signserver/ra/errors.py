@@ -32,11 +32,12 @@ class Refusal(RaError):
     "confirmed_already", "no_notice", "renewal_over", "not_in_person", "csr_missing",
     "csr_not_wanted", "csr_required", "csr_unreadable" (a file that cannot be read, or is not a
     PKCS#10 request), "qualified_only", "negative_limit", "recovery_code_missing",
-    "revocation_phrase_missing", "bad_status", "search_empty", "email_not_given_up" (no e-mail given
-    up of that number), "email_dismissed_already" (marked dealt with already), "enrolment_pending" (an
-    enrolment the RA did not finish: the account exists in the core); "out_of_order" for a step the
-    renewal is not at (a form sent twice, an old page's); the core's reason (upper case, e.g.
-    "PERMISSION_DENIED") for the core's refusal; "" when none applies.
+    "revocation_phrase_missing", "bad_status", "search_empty", "page_token_not_valid" (a page of a
+    listing asked for with a token the core did not give for its filters), "email_not_given_up" (no
+    e-mail given up of that number), "email_dismissed_already" (marked dealt with already),
+    "enrolment_pending" (an enrolment the RA did not finish: the account exists in the core);
+    "out_of_order" for a step the renewal is not at (a form sent twice, an old page's); the core's
+    reason (upper case, e.g. "PERMISSION_DENIED") for the core's refusal; "" when none applies.
     A renewal keeps its last refusal's reason (Renewal.refusal_reason), with these words besides:
     "identity_changed" (AC-AB-0014), and for an activation that stopped "interrupted", "failed",
     "registry_unavailable", "core_unavailable" and "subject_changed" (AC-AB-0015)."""

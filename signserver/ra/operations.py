@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from signserver.client import (AlreadyExists, AuthenticationRefused, CertificateClient, CertificateRecord, Evidence,
-                               NewAccount, NotFound, PermissionRefused, SignServerClientError)
+from signserver.client import (AlreadyExists, AuthenticationRefused, CertificateClient, CertificatePage,
+                               CertificateRecord, Evidence, InvalidArgument, NewAccount, NotFound, PermissionRefused,
+                               SignServerClientError)
 from signserver.clock import Clock
 from signserver.ra.errors import CoreUnavailable, OperationRefused, StepRefused, StoreUnavailable, core_error
 from signserver.ra.renewal import Holder, check_new_password, check_revocation_phrase, is_cloud_signature
@@ -320,12 +321,39 @@ class RaOperations:
                      status: str = "") -> list[CertificateRecord]:
         """The core's certificates: the account's (everyone's when empty), only the valid ones
         expiring within ``expiring_within_days`` when given, only those of ``status`` when given.
+        Every page of the core's is read into one list: every account's certificates, which may
+        be a million, are read with :meth:`certificate_page` or :meth:`certificate_pages`.
 
         Raises: OperationRefused (no such account, a bad status), CoreUnavailable.
         """
         _check_status(status)
         return self._core(lambda: self._certificates.list_certificates(account, expiring_within_days, status),
                           {NotFound: f"the core has no account {account}"})
+
+    def certificate_page(self, account: str = "", expiring_within_days: int = 0, status: str = "", *,
+                         page_token: str = "", page_size: int = 0) -> CertificatePage:
+        """One page of the core's of :meth:`certificates`: ``page_size`` certificates (0: the
+        core's default), from where ``page_token`` (an earlier page's ``next_page_token``, asked
+        with the same account, days and status; empty: the first page) says.
+
+        Raises: OperationRefused (no such account, a bad status; reason "page_token_not_valid": a
+        token that is not the core's for a page of this listing, changed or made for other
+        filters), CoreUnavailable.
+        """
+        _check_status(status)
+
+        def page() -> CertificatePage:
+            try:
+                return self._certificates.list_certificate_page(account, expiring_within_days, status,
+                                                                page_token=page_token, page_size=page_size)
+            except InvalidArgument as exc:
+                # The token is the one value here that the operator did not choose, so its refusal
+                # has a reason of its own: list again from the first page.
+                if page_token and any(v.field == "page_token" for v in exc.field_violations):
+                    raise OperationRefused("the page token is not the core's for a page of this listing (changed, "
+                                           "or made for other filters)", reason="page_token_not_valid") from None
+                raise
+        return self._core(page, {NotFound: f"the core has no account {account}"})
 
     def certificate_pages(self, account: str = "", expiring_within_days: int = 0,
                           status: str = "") -> Iterator[list[CertificateRecord]]:

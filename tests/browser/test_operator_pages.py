@@ -1,8 +1,9 @@
 """The operators' pages in a real Chromium against the running stack: an operator signs in with an
 operator account and its one-time password, confirms a renewal from the dashboard, enrols a holder
-(the OTP key's QR code and the recovery code shown once), searches holders, and completes a
-renewal of the in-person queue with the CSR of the holder's card. Each page passes the
-accessibility check; screenshots go to out/screenshots/operator-*.png."""
+(the OTP key's QR code and the recovery code shown once), searches holders, completes a renewal
+of the in-person queue with the CSR of the holder's card, and goes through the pages of the
+certificates listed. Each page passes the accessibility check; screenshots go to
+out/screenshots/operator-*.png."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from dataclasses import replace
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select
+
+from signserver.ra.web.listing_pages import PAGE_SIZE
 
 from tests.browser.conftest import check_accessibility, press_and_wait, screenshot, wait_until
 from tests.ra.conftest import KUAN
-from tests.ra.running import card_csr
+from tests.ra.running import card_csr, create_account, issue
 from tests.ra.test_cli_operations import awaiting_in_person
 
 HOLDER_PASSWORD = "First-pass-1"
@@ -155,3 +159,25 @@ def test_the_unlock_and_revocation_forms_and_their_refusals_are_accessible(stack
     submit(browser, "form[action='/operator/revoke']")
     assert holder.serial in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
     assert stack.core.list_certificates(holder.account)[0].status == "revoked"
+
+
+def test_the_certificates_listed_are_shown_a_page_at_a_time(stack, browser):
+    """More valid certificates than a page holds: the search's listing links to its next page, and
+    from it back to the first."""
+    for _ in range(PAGE_SIZE + 1):
+        account = f"web-paged-{uuid.uuid4().hex[:8]}"
+        create_account(stack.core, account)
+        issue(stack.core, account, "cloud-signature-government")
+    sign_in(stack, browser, "/operator/search")
+    Select(browser.find_element(By.ID, "field-status")).select_by_value("valid")
+    submit(browser, "form[aria-labelledby=search-certificates]")
+    found = browser.find_element(By.ID, "certificates-found").find_element(By.XPATH, "..")
+    assert len(found.find_elements(By.CSS_SELECTOR, "td.serial")) == PAGE_SIZE
+    check_accessibility(browser)
+    screenshot(browser, "operator-certificates-page")
+    found.find_element(By.CSS_SELECTOR, "nav.pager a[rel=next]").click()
+    wait_until(browser, EC.url_contains("page="))
+    pager = browser.find_element(By.CSS_SELECTOR, "nav.pager")
+    assert pager.find_element(By.LINK_TEXT, "第一頁").get_attribute("href") == \
+        stack.url("/operator/search?account=&status=valid&expiring=")
+    check_accessibility(browser)

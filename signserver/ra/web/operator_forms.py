@@ -51,6 +51,8 @@ RA_REFUSALS = {
     "revocation_phrase": N_("The revocation phrase has 8 to 64 characters, letters and digits only."),
     "bad_status": N_("Choose a status: valid, expired or revoked."),
     "search_empty": N_("Search for part of an account, a name or an e-mail address."),
+    "page_token_not_valid": N_("This page of the listing cannot be shown: its link was changed, or made for other "
+                               "filters. List the certificates again from the first page."),
     "core_unavailable": N_("The certificate service does not answer; try again later."),
     "email_not_given_up": N_("There is no e-mail given up with this number: it was sent, it has left the outbox, "
                              "or it is still being tried."),

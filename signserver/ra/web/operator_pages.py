@@ -27,6 +27,7 @@ from signserver.ra.renewal import Holder, Renewal, State
 from signserver.ra.web.context import WebContext
 from signserver.ra.web.account_pages import PASSWORD_RULES, password_rule_text
 from signserver.ra.web.forms import BadForm, FieldReader, clean_text
+from signserver.ra.web.listing_pages import PAGE_PARAMETER, PAGE_SIZE, page_link, page_token
 from signserver.ra.web.operator_forms import (IDENTITY_FIELDS, MAX_CSR_BYTES, help_text, holder_from_form,
                                               new_password_errors, operator_of, read_upload, refusal_status,
                                               refusal_text)
@@ -193,12 +194,13 @@ async def in_person(request: Request, ctx: WebContext) -> Response:
 
 async def search(request: Request, ctx: WebContext) -> Response:
     """GET q: the registered holders by part of the account, name or e-mail address; or GET
-    account / status / expiring: the core's certificates."""
+    account / status / expiring (and page, the core's token of a page after the first): one page
+    of the core's certificates, with the links to the next and the first."""
     query = request.query_params
     values = {"q": _query_text(query.get("q", "")), "account": _query_text(query.get("account", "")),
               "chosen_status": query.get("status", "") if query.get("status", "") in STATUSES else "",
               "expiring": _query_text(query.get("expiring", ""), 16), "holders": None, "certificates": None,
-              "error": "", "statuses": STATUSES}
+              "next_page": "", "first_page": "", "error": "", "statuses": STATUSES}
     operator = operator_of(request)
     try:
         if "q" in query:
@@ -209,8 +211,17 @@ async def search(request: Request, ctx: WebContext) -> Response:
                 values["error"] = gettext(request, "Expiring within is a number of days (0 to %(most)s).",
                                           most=MAX_EXPIRING_DAYS)
             else:
-                values["certificates"] = await run_in_threadpool(ctx.operations.certificates, values["account"],
-                                                                 days, values["chosen_status"])
+                token = page_token(query.get(PAGE_PARAMETER, ""))
+                page = await run_in_threadpool(lambda: ctx.operations.certificate_page(
+                    values["account"], days, values["chosen_status"], page_token=token, page_size=PAGE_SIZE))
+                # The links carry the filters as read here: the core's token is bound to them.
+                filters = {"account": values["account"], "status": values["chosen_status"],
+                           "expiring": values["expiring"]}
+                values["certificates"] = page.certificates
+                if page.next_page_token:
+                    values["next_page"] = page_link("/operator/search", filters, page.next_page_token)
+                if token:
+                    values["first_page"] = page_link("/operator/search", filters)
     except (Refusal, CoreUnavailable, StoreUnavailable) as exc:
         values["error"] = refusal_text(request, exc)
     return render(request, "operator/search.html", status=400 if values["error"] else 200, **values)
