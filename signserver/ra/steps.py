@@ -5,6 +5,7 @@ that changed meanwhile is not overwritten (optimistic concurrency, ConcurrentUpd
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -69,11 +70,17 @@ class RenewalSteps:
         with self._database.transaction() as conn:
             return repository.list_renewals(conn, states=states, account=account)
 
-    def renewals_with_blocked_addresses(self) -> set[str]:
-        """The ids of the renewals with an e-mail address blocked after too many codes or wrong
+    def renewals_with_blocked_addresses(self, renewal_ids: Iterable[str]) -> set[str]:
+        """Those of ``renewal_ids`` with an e-mail address blocked after too many codes or wrong
         codes (an operator may reopen them). Raises: StoreUnavailable."""
         with self._database.transaction() as conn:
-            return repository.renewals_with_blocked_addresses(conn)
+            return repository.renewals_with_blocked_addresses(conn, renewal_ids)
+
+    def serials_under_renewal(self, serials: Iterable[str]) -> set[str]:
+        """Those of ``serials`` whose certificate has a renewal under way, read from the open
+        renewals alone (however many finished ones the RA keeps). Raises: StoreUnavailable."""
+        with self._database.transaction() as conn:
+            return repository.serials_with_open_renewal(conn, serials)
 
     def _identity_changed(self, renewal: Renewal, actor: str, differences: list[str]) -> Renewal:
         """AC-AB-0014: the identity steps start over and the holder is e-mailed."""

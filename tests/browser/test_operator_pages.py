@@ -162,8 +162,8 @@ def test_the_unlock_and_revocation_forms_and_their_refusals_are_accessible(stack
 
 
 def test_the_certificates_listed_are_shown_a_page_at_a_time(stack, browser):
-    """More valid certificates than a page holds: the search's listing links to its next page, and
-    from it back to the first."""
+    """More valid certificates than a page holds: the search's listing and the dashboard's
+    certificates due link to their next page, and from it back to the first."""
     for _ in range(PAGE_SIZE + 1):
         account = f"web-paged-{uuid.uuid4().hex[:8]}"
         create_account(stack.core, account)
@@ -180,4 +180,11 @@ def test_the_certificates_listed_are_shown_a_page_at_a_time(stack, browser):
     pager = browser.find_element(By.CSS_SELECTOR, "nav.pager")
     assert pager.find_element(By.LINK_TEXT, "第一頁").get_attribute("href") == \
         stack.url("/operator/search?account=&status=valid&expiring=")
+    check_accessibility(browser)
+
+    browser.get(stack.url("/operator"))
+    due = browser.find_element(By.ID, "to-confirm").find_element(By.XPATH, "..")
+    due.find_element(By.LINK_TEXT, "更多需續期的證書").click()
+    wait_until(browser, EC.url_contains("page="))
+    assert browser.find_element(By.LINK_TEXT, "返回首批需續期的證書")
     check_accessibility(browser)

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, select, text, update
+from sqlalchemy import event, inspect, select, text, update
 
 from signserver.ra import codes
 from signserver.ra import renewal as machine
@@ -83,6 +83,33 @@ def test_one_open_renewal_per_certificate_however_many_final_ones(ra_database):
         repository.save_renewal(conn, machine.refuse(second, "renew in person", START))
         assert repository.open_renewal_of(conn, first.serial) is None
     assert opened_renewal(ra_database, KUAN, START, serial="another").state is State.AWAITING_CONFIRMATION
+
+
+def test_the_certificates_under_renewal_are_read_from_the_open_renewals_alone(ra_database):
+    """What the operators' dashboard asks of the certificates it lists: the finished renewals,
+    which the RA keeps for good, are not read (on SQLite, the plan searches the index of the open
+    renewals)."""
+    finished = opened_renewal(ra_database, KUAN, START, serial="f1")
+    with ra_database.transaction() as conn:
+        repository.save_renewal(conn, machine.refuse(finished, "renew in person", START))
+    opened_renewal(ra_database, KUAN, START, serial="0a")
+    opened_renewal(ra_database, KUAN, START, serial="f1")  # the same certificate's renewal, again
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+    event.listen(ra_database.engine, "before_cursor_execute", seen)
+    try:
+        with ra_database.transaction() as conn:
+            assert repository.serials_with_open_renewal(conn, ["f1", "0a", "b2", "0a"]) == {"f1", "0a"}
+            assert repository.serials_with_open_renewal(conn, []) == set()
+    finally:
+        event.remove(ra_database.engine, "before_cursor_execute", seen)
+    [(statement, parameters)] = [(s, p) for s, p in statements if "ra_renewals" in s]
+    if ra_database.is_sqlite:
+        with ra_database.transaction() as conn:
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()
+        assert [row[-1] for row in plan] == ["SEARCH ra_renewals USING INDEX ux_ra_renewals_open_serial (serial=?)"]
 
 
 def test_a_renewal_round_trips(ra_database):

@@ -16,8 +16,8 @@ from signserver.clock import epoch_seconds, from_epoch
 from signserver.ra.codes import CodeLimits, EmailVerification
 from signserver.ra.errors import ConcurrentUpdate, RenewalNotFound
 from signserver.ra.renewal import FINAL_STATES, ApplicationRecord, Holder, Renewal, State
-from signserver.ra.store.schema import (applications, audit_trail, code_limits, email_verifications, holders,
-                                        operator_accounts, outbox, pending_enrolments, renewals)
+from signserver.ra.store.schema import (OPEN_RENEWAL, applications, audit_trail, code_limits, email_verifications,
+                                        holders, operator_accounts, outbox, pending_enrolments, renewals)
 
 GENESIS = "0" * 64
 AUDIT_CHAIN_LOCK = 0x5241_4155  # any constant of the RA's own
@@ -535,8 +535,23 @@ def operator_signed_in(conn: Connection, name: str, otp_step: int) -> bool:
 
 # The operators' dashboard (signserver/ra/web/operator_pages.py)
 
-def renewals_with_blocked_addresses(conn: Connection) -> set[str]:
-    """The ids of the renewals with an e-mail address blocked after too many codes or wrong codes
-    (an operator may reopen them)."""
-    return set(conn.execute(select(code_limits.c.renewal_id).where(code_limits.c.blocked_at.is_not(None))
+def renewals_with_blocked_addresses(conn: Connection, renewal_ids: Iterable[str]) -> set[str]:
+    """Those of ``renewal_ids`` with an e-mail address blocked after too many codes or wrong codes
+    (an operator may reopen them): asked of the renewals listed, by the table's key, since the
+    blocked addresses of every renewal ever made grow with the RA's history."""
+    wanted = sorted(set(renewal_ids))
+    if not wanted:
+        return set()
+    return set(conn.execute(select(code_limits.c.renewal_id)
+                            .where(code_limits.c.renewal_id.in_(wanted), code_limits.c.blocked_at.is_not(None))
                             .distinct()).scalars())
+
+
+def serials_with_open_renewal(conn: Connection, serials: Iterable[str]) -> set[str]:
+    """Those of ``serials`` whose certificate has a renewal under way (not finished). Read through
+    the index of the open renewals (its condition is the query's), never from the finished ones,
+    which the RA keeps for good: a national RA's history grows by hundreds of thousands a year."""
+    wanted = sorted(set(serials))
+    if not wanted:
+        return set()
+    return set(conn.execute(select(renewals.c.serial).where(renewals.c.serial.in_(wanted), OPEN_RENEWAL)).scalars())

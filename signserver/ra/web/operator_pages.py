@@ -47,6 +47,7 @@ UNDER_WAY = (State.CONFIRMED, State.AWAITING_IDENTITY, State.WAITING_FOR_REGISTR
 # Certificates are listed for confirmation this long before the notice is due: the organisation
 # confirms first, and the holder is e-mailed notice_days before expiry.
 CONFIRMATION_LEAD_DAYS = 30
+DUE_SECTION = "to-confirm"  # the dashboard's section of the certificates due (its links' fragment)
 
 MAX_IN_PERSON_FORM_BYTES = MAX_CSR_BYTES + 8 * 1024
 MAX_EXPIRING_DAYS = 3660
@@ -58,6 +59,10 @@ MAX_EXPIRING_DAYS = 3660
 class Dashboard:
     to_confirm: list[Renewal] = field(default_factory=list)
     due: list = field(default_factory=list)  # CertificateRecord: valid, expiring soon, no renewal open
+    # The certificates due are shown a page of the core's at a time: the token of the next page
+    # ("" on the last), and whether the page's link was not one of the core's (nothing listed).
+    due_next: str = ""
+    due_link_refused: bool = False
     under_way: list[Renewal] = field(default_factory=list)
     in_person: list[Renewal] = field(default_factory=list)
     at_limits: set[str] = field(default_factory=set)  # renewal ids
@@ -68,30 +73,48 @@ class Dashboard:
     pending_enrolments: list[dict] = field(default_factory=list)
 
 
-def _dashboard(ctx: WebContext) -> Dashboard:
+def _dashboard(ctx: WebContext, due_page: str) -> Dashboard:
+    """The dashboard, with the page of the certificates due that ``due_page`` (the link's page
+    token, "" for the first) names. Nothing here reads a finished renewal: the RA keeps them for
+    good, and the dashboard would slow down with its history."""
     workflow, settings = ctx.workflow, ctx.settings
-    board = Dashboard(to_confirm=workflow.renewals((State.AWAITING_CONFIRMATION,)),
-                      in_person=workflow.renewals((State.AWAITING_IN_PERSON,)), outbox=ctx.operations.outbox(),
+    board = Dashboard(in_person=workflow.renewals((State.AWAITING_IN_PERSON,)), outbox=ctx.operations.outbox(),
                       pending_enrolments=ctx.operations.pending_enrolments())
+    if not due_page:  # the renewals to confirm head the first page of the certificates due only
+        board.to_confirm = workflow.renewals((State.AWAITING_CONFIRMATION,))
     board.under_way = [r for r in workflow.renewals(UNDER_WAY) if r.state is not State.AWAITING_IN_PERSON]
-    open_serials = {r.serial for r in workflow.renewals() if not r.final}
     try:
-        expiring = ctx.operations.certificates("", settings.notice_days + CONFIRMATION_LEAD_DAYS, "valid")
-    except (CoreUnavailable, OperationRefused) as exc:
+        expiring = ctx.operations.certificate_page("", settings.notice_days + CONFIRMATION_LEAD_DAYS, "valid",
+                                                   page_token=page_token(due_page), page_size=PAGE_SIZE)
+    except OperationRefused as exc:
+        if exc.reason == "page_token_not_valid":
+            board.due_link_refused = True
+        else:
+            board.unavailable = str(exc)
+    except CoreUnavailable as exc:
         board.unavailable = str(exc)
     else:
-        board.due = sorted((c for c in expiring if c.account and c.serial not in open_serials),
+        held = [c for c in expiring.certificates if c.account]
+        renewing = workflow.serials_under_renewal(c.serial for c in held)
+        board.due = sorted((c for c in held if c.serial not in renewing),
                            key=lambda c: c.not_after or datetime.datetime.max.replace(tzinfo=datetime.timezone.utc))
-    blocked = workflow.renewals_with_blocked_addresses()
-    board.at_limits = {r.id for r in board.under_way + board.in_person
-                       if r.id in blocked or r.registry_lookups >= settings.registry_lookups
+        board.due_next = expiring.next_page_token
+    listed = board.under_way + board.in_person
+    blocked = workflow.renewals_with_blocked_addresses(r.id for r in listed)
+    board.at_limits = {r.id for r in listed if r.id in blocked or r.registry_lookups >= settings.registry_lookups
                        or r.face_comparisons >= settings.face_comparisons}
     return board
 
 
 async def dashboard(request: Request, ctx: WebContext) -> Response:
-    board = await run_in_threadpool(_dashboard, ctx)
-    return render(request, "operator/dashboard.html", board=board, help=help_text(request))
+    """GET (page: the core's token of a page of the certificates due after the first)."""
+    due_page = request.query_params.get(PAGE_PARAMETER, "")
+    board = await run_in_threadpool(_dashboard, ctx, due_page)
+    # The page's links name the section they page: the rest of the dashboard is the same on each.
+    next_due = page_link(HOME, {}, board.due_next, DUE_SECTION) if board.due_next else ""
+    first_due = page_link(HOME, {}, "", DUE_SECTION) if due_page else ""
+    return render(request, "operator/dashboard.html", status=400 if board.due_link_refused else 200, board=board,
+                  next_due=next_due, first_due=first_due, help=help_text(request))
 
 
 async def confirm(request: Request, ctx: WebContext) -> Response:

@@ -1,17 +1,26 @@
 """The operators' listings of the core's certificates at a national scale, on a running `signserver
 ra serve` driven over HTTP (a real served core, the RA's own database): the search's listing of
-every account's certificates shows one page of the core's at a time, with a link to the next that
-keeps the filters, never the whole listing."""
+every account's certificates and the dashboard's certificates due for renewal show one page of the
+core's at a time, with a link to the next that keeps the filters, never the whole listing; the
+dashboard learns which certificates have a renewal under way from the open renewals alone, never
+from the RA's history of finished ones."""
 
 from __future__ import annotations
 
+import datetime
 import html
 import re
 import secrets
+import uuid
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from sqlalchemy import update
 
+from signserver.ra import renewal as machine
+from signserver.ra.store import repository
+from signserver.ra.store.schema import renewals
+from tests.ra.conftest import KUAN
 from tests.ra.running import create_account, issue
 from tests.ra.running import core, eid, inbox, ra_files, ra_process  # noqa: F401 (fixtures)
 from tests.ra.web.test_operator_pages import database, operator, operators, settings, text_of  # noqa: F401
@@ -37,6 +46,11 @@ def many_certificates(core) -> list[str]:
 def listed_serials(response) -> list[str]:
     """The serial numbers of the certificate rows of a search page."""
     return re.findall(r'<td class="serial">([0-9a-f]+)</td>', response.text)
+
+
+def due_serials(response) -> list[str]:
+    """The serial numbers the dashboard offers to confirm (a button for each)."""
+    return re.findall(r'<input type="hidden" name="serial" value="([0-9a-f]+)">', response.text)
 
 
 def next_link(response) -> str:
@@ -93,3 +107,59 @@ def test_a_page_link_changed_or_used_with_other_filters_is_refused_on_the_page(o
         assert refused.status_code == 400, (changed, refused.status_code, text_of(refused)[:300])
         assert "List the certificates again from the first page" in text_of(refused)
         assert not listed_serials(refused)
+
+
+def test_the_dashboard_lists_one_page_of_the_certificates_due_and_links_the_next(operator, many_certificates):
+    page, _ = operator
+    pages, links = walk(page, "/operator", due_serials)
+    assert len(pages) > 1 and all(len(rows) <= MOST_ON_A_PAGE for rows in pages), [len(r) for r in pages]
+    due = [serial for rows in pages for serial in rows]
+    assert len(due) == len(set(due)) and set(many_certificates) - {many_certificates[7]} <= set(due)
+    assert all(urlparse(link).path == "/operator" and urlparse(link).fragment == "to-confirm" for link in links)
+    later = page.get(links[0])
+    assert '<a href="/operator#to-confirm">Back to the first certificates due</a>' in later.text
+
+    changed = page.get(links[0].replace("page=", "page=AAAA"))
+    assert changed.status_code == 400 and not due_serials(changed)
+    assert "Start again from the first page" in text_of(changed)
+
+
+def test_the_dashboard_reads_open_renewals_only(operator, core, database):
+    """A certificate whose renewal is under way is not offered for confirmation, one whose only
+    renewal is finished is: and the dashboard learns it without reading a finished renewal. The
+    RA's history holds every renewal ever made (a national RA adds hundreds of thousands a year);
+    one here that the RA cannot even read (its e-mail addresses are not JSON) stands for it."""
+    page, _ = operator
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificates = {}
+    for kind in ("open", "finished", "none"):
+        account = f"board-{kind}-{secrets.token_hex(3)}"
+        create_account(core, account)
+        certificates[kind] = issue(core, account, "cloud-signature-government")
+    with database.transaction() as conn:
+        for kind in ("open", "finished"):
+            record = certificates[kind]
+            holder = machine.Holder(record.account, KUAN.id_type, KUAN.id_number, KUAN.name, KUAN.birth_date,
+                                    KUAN.emails)
+            repository.save_holder(conn, holder, now)
+            opened = machine.open_renewal(uuid.uuid4().hex, serial=record.serial, account=record.account,
+                                          profile=record.profile, expires=record.not_after, holder=holder, now=now)
+            if kind == "open":
+                opened = machine.confirm(opened, "counter", now)
+            else:
+                opened = machine.refuse(opened, "the holder's data did not match", now)
+            repository.insert_renewal(conn, opened)
+        unreadable = machine.refuse(machine.open_renewal(
+            uuid.uuid4().hex, serial=secrets.token_hex(8), account=f"board-history-{secrets.token_hex(3)}",
+            profile="cloud-signature-government", expires=now - datetime.timedelta(days=400), holder=KUAN, now=now),
+            "long ago", now)
+        repository.insert_renewal(conn, unreadable)
+        conn.execute(update(renewals).where(renewals.c.id == unreadable.id).values(emails="not JSON"))
+    try:
+        pages, _ = walk(page, "/operator", due_serials)
+    finally:
+        with database.transaction() as conn:
+            conn.execute(update(renewals).where(renewals.c.id == unreadable.id).values(emails="[]"))
+    due = {serial for rows in pages for serial in rows}
+    assert certificates["finished"].serial in due and certificates["none"].serial in due
+    assert certificates["open"].serial not in due
