@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import hashlib
-import threading
 from dataclasses import replace
 
 import grpc
@@ -22,6 +19,7 @@ from signserver.store.schema import audit_log
 from signserver.v1 import account_pb2, account_pb2_grpc, certificate_pb2, certificate_pb2_grpc
 from tests.ca.conftest import StampedStub
 from tests.grpc_api.conftest import ServerThread
+from tests.held_pools import threads_held
 
 PEM = serialization.Encoding.PEM
 
@@ -102,25 +100,10 @@ def test_ra_lifecycle(ra, ca_service):
     assert "ra:ra-operator-1" in actors
 
 
-@contextlib.contextmanager
 def hsm_threads_held(server: ServerThread):
     """Every thread of the server's HSM pool busy (as under a signing load) until the block ends."""
     pool = server._server.pools.hsm
-    started, release = threading.Semaphore(0), threading.Event()
-
-    def hold():
-        started.release()
-        release.wait(60)
-
-    calls = [asyncio.run_coroutine_threadsafe(pool.run(hold), server._loop) for _ in range(pool._threads)]
-    try:
-        for _ in calls:
-            assert started.acquire(timeout=30)
-        yield
-    finally:
-        release.set()
-        for call in calls:
-            call.result(30)
+    return threads_held(server._loop, pool, pool._threads)
 
 
 def test_the_ras_reads_and_a_holders_revocation_do_not_wait_for_the_hsms_threads(served, ra):

@@ -7,12 +7,9 @@ so a poll sees the operation running, then its outcome once the pool is let go.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import io
-import threading
 import time
 
 import pytest
@@ -25,6 +22,7 @@ from signserver.http.csc.operations import NOT_READY, OPERATION_SECONDS, RESULT_
 from signserver.pades.sample import sample_pdf
 from signserver.secret import Secret
 from tests.csc.conftest import CscServerThread, b64, basic
+from tests.held_pools import threads_held
 from tests.csc.test_documents import assert_csc_error, document, sad_for
 
 POLL = "/csc/v2/signatures/signPolling"
@@ -32,24 +30,9 @@ ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 SHA256 = "2.16.840.1.101.3.4.2.1"
 
 
-@contextlib.contextmanager
 def held(server: CscServerThread, pool, threads: int = 2):
     """Every thread of ``pool`` (a BlockingCalls of the server) busy until the block ends."""
-    started, release = threading.Semaphore(0), threading.Event()
-
-    def hold():
-        started.release()
-        release.wait(60)
-
-    calls = [asyncio.run_coroutine_threadsafe(pool.run(hold), server._loop) for _ in range(threads)]
-    try:
-        for _ in range(threads):
-            assert started.acquire(timeout=30)
-        yield
-    finally:
-        release.set()
-        for call in calls:
-            call.result(30)
+    return threads_held(server._loop, pool, threads)
 
 
 def running(answer) -> bool:
