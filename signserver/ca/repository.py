@@ -115,6 +115,22 @@ def list_certificates(conn: Connection, now: datetime.datetime, account_id: int 
     return [_issued(r, now) for r in conn.execute(_listed(now, account_id, expiring_before))]
 
 
+def due_expiry_notices_query(now: datetime.datetime, before: datetime.datetime, limit: int):
+    """The query of :func:`due_expiry_notices`: read through the index of the certificates not
+    noticed yet (schema.py, ix_certificates_due_expiry_notice), in its order."""
+    return (_query().where(certificates.c.status == "valid", certificates.c.expiry_notice_at.is_(None),
+                           certificates.c.account_id.is_not(None), certificates.c.not_after > epoch_seconds(now),
+                           certificates.c.not_after <= epoch_seconds(before))
+            .order_by(certificates.c.not_after, certificates.c.serial).limit(limit))
+
+
+def due_expiry_notices(conn: Connection, now: datetime.datetime, before: datetime.datetime,
+                       limit: int) -> list[IssuedCertificate]:
+    """Up to ``limit`` valid certificates of an account that end after ``now`` and by ``before``
+    and have had no expiry notice, soonest first: those noticed already are not read again."""
+    return [_issued(r, now) for r in conn.execute(due_expiry_notices_query(now, before, limit))]
+
+
 def page_query(now: datetime.datetime, size: int, after: PagePosition | None = None, account_id: int | None = None,
                expiring_before: datetime.datetime | None = None, status: str = ""):
     """The query of :func:`certificate_page`: one row more than ``size``.

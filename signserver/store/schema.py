@@ -331,6 +331,12 @@ Index("ix_certificates_issued_at_serial", certificates.c.issued_at, certificates
 # reading the others.
 Index("ix_certificates_status_issued_at_serial", certificates.c.status, certificates.c.issued_at,
       certificates.c.serial)
+# The expiry notices' pass (signserver/ca/expiry_notices.py): the valid certificates still due a
+# notice, soonest first, without the ones noticed already. The status leads, as an equality the
+# query states: SQLite, without statistics, would otherwise prefer the index on status above.
+NOT_NOTICED = "expiry_notice_at IS NULL"
+Index("ix_certificates_due_expiry_notice", certificates.c.status, certificates.c.not_after, certificates.c.serial,
+      sqlite_where=text(NOT_NOTICED), postgresql_where=text(NOT_NOTICED))
 
 crls = Table(
     "crls", metadata,
