@@ -45,7 +45,7 @@ def many_certificates(core) -> list[str]:
 
 def listed_serials(response) -> list[str]:
     """The serial numbers of the certificate rows of a search page."""
-    return re.findall(r'<td class="serial">([0-9a-f]+)</td>', response.text)
+    return re.findall(r'<td class="serial[^"]*">([0-9a-f]+)</td>', response.text)
 
 
 def due_serials(response) -> list[str]:
