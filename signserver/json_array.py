@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from typing import Any, TextIO
+from typing import Any, Iterable, TextIO
 
 INDENT = 2
 
@@ -14,8 +14,8 @@ INDENT = 2
 class JsonArrayWriter:
     """Writes ``[`` with the first item, each item as it comes, and ``]`` at :meth:`close`.
 
-    A listing that fails after its first item is closed all the same (:meth:`close` in the
-    caller's error path): a reader then holds a valid array of the items before the failure,
+    A listing that fails after its first item is closed all the same (:meth:`write_all`): a
+    reader then holds a valid array of the items before the failure,
     and learns of the failure from the error output and the exit status. Before the first item
     nothing is written, so a listing that fails at once leaves the output to its error report.
     """
@@ -36,3 +36,18 @@ class JsonArrayWriter:
         if not self._closed:
             self._closed = True
             self._stream.write("\n]\n" if self.started else "[]\n")
+
+    def write_all(self, items: Iterable[Any]) -> None:
+        """Write each item as ``items`` yields it, then the array's end.
+
+        Raises: what ``items`` raises; after the first item, once the array is closed, so that
+        the output stays one JSON array of the items before the failure (:attr:`started` tells).
+        """
+        try:
+            for item in items:
+                self.add(item)
+        except BaseException:
+            if self.started:
+                self.close()
+            raise
+        self.close()

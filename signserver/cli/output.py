@@ -41,15 +41,7 @@ def print_json_array(items: Iterable[Any]) -> None:
     output stays one JSON array, of the items before the failure, which the caller reports on
     standard error.
     """
-    array = JsonArrayWriter(sys.stdout)
-    try:
-        for item in items:
-            array.add(to_plain(item))
-    except BaseException:
-        if array.started:
-            array.close()
-        raise
-    array.close()
+    JsonArrayWriter(sys.stdout).write_all(to_plain(item) for item in items)
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "(none)") -> None:

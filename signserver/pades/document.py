@@ -249,12 +249,3 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
 
     with _reading_the_document():
         return _run(prepare())
-
-
-def sign_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -> None:
-    """Sign ``source`` into ``destination`` in one go (an incremental update; earlier signatures
-    stay valid).
-
-    Raises: as :func:`prepare_document` and :meth:`PreparedDocument.finish`.
-    """
-    prepare_document(source, destination, job).finish()

@@ -625,17 +625,13 @@ def cmd_certificates(args, settings) -> int:
         return 0
     array = JsonArrayWriter(sys.stdout)
     try:
-        for certificate in certificates:
-            array.add(certificate)
+        array.write_all(certificates)
     except BaseException:
-        if array.started:
-            # A later page failed (the core stopped, Ctrl-C): standard output stays one JSON value,
-            # the certificates printed in their closed array; the failure is told on standard
-            # error and by the exit status.
-            array.close()
-            args.json_printed = True
+        # A later page failed (the core stopped, Ctrl-C): standard output stays one JSON value,
+        # the certificates printed in their closed array; the failure is told on standard error
+        # and by the exit status.
+        args.json_printed = array.started
         raise
-    array.close()
     return 0
 
 
