@@ -106,9 +106,12 @@ class PadesService:
             return [row.der for name in ("issuing", "root") if (row := stored_crl(conn, name)) is not None]
 
     def _validation_context(self, crls: list[bytes], chain: list[x509.Certificate]) -> ValidationContext:
+        """For the revocation data a long-term signature embeds: checked at the service's time,
+        at which the CA issued its certificates and CRLs."""
         issuing, root = chain
         roots = [to_asn1(root), *self._extra_roots()]
-        return ValidationContext(trust_roots=roots, other_certs=[to_asn1(issuing)], crls=crls, allow_fetching=False)
+        return ValidationContext(trust_roots=roots, other_certs=[to_asn1(issuing)], crls=crls, allow_fetching=False,
+                                 moment=self._clock.now())
 
     def _extra_roots(self) -> list:
         if self.config.trust_roots is None:
@@ -258,10 +261,12 @@ class PadesService:
 
     def trust_material(self) -> TrustMaterial:
         """What verification trusts, as plain bytes a child process can take: this CA's root (and
-        the configured extra roots), its issuing certificate, and its stored CRLs."""
+        the configured extra roots), its issuing certificate, and its stored CRLs; verified at the
+        service's time."""
         issuing, root = self._ca.chain()
         return TrustMaterial(roots=(root.public_bytes(Encoding.DER), *(c.dump() for c in self._extra_roots())),
-                             intermediates=(issuing.public_bytes(Encoding.DER),), crls=tuple(self._crls()))
+                             intermediates=(issuing.public_bytes(Encoding.DER),), crls=tuple(self._crls()),
+                             moment=self._clock.now())
 
     def verification_limits(self) -> VerificationLimits:
         """How much work verifying one document may take (the defaults, generous for real documents)."""

@@ -15,6 +15,7 @@ signature fields, and JavaScript are all "other" modifications.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import time
 from dataclasses import dataclass
@@ -58,18 +59,20 @@ REASON_LIMIT = 300  # characters of pyHanko's own explanation kept in a reason
 @dataclass(frozen=True)
 class TrustMaterial:
     """What verification trusts, as DER: root certificates, other (intermediate) certificates,
-    CRLs. Nothing is fetched from the network."""
+    CRLs; and the time it is done at, the service's (None: the machine's). Nothing is fetched
+    from the network."""
 
     roots: tuple[bytes, ...]
     intermediates: tuple[bytes, ...] = ()
     crls: tuple[bytes, ...] = ()
+    moment: datetime.datetime | None = None
 
     def validation_context(self) -> ValidationContext:
         """A fresh pyHanko context (it caches what it validated, so one per signature)."""
         return ValidationContext(trust_roots=[asn1_x509.Certificate.load(der) for der in self.roots],
                                  other_certs=[asn1_x509.Certificate.load(der) for der in self.intermediates],
                                  crls=[asn1_crl.CertificateList.load(der) for der in self.crls],
-                                 allow_fetching=False)
+                                 allow_fetching=False, moment=self.moment)
 
 
 @dataclass(frozen=True)
