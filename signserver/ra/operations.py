@@ -389,6 +389,20 @@ class RaOperations:
             found.append(HolderFound(holder, tuple(self._core(lambda: self._held(holder.account)))))
         return found
 
+    def holder(self, account: str, operator: str) -> Holder | None:
+        """The holder registered under ``account`` (None: none is). Recorded in the audit trail:
+        it shows personal data.
+
+        Raises: StoreUnavailable.
+        """
+        now = self._clock.now()
+        with self._database.transaction() as conn:
+            holder = repository.find_holder(conn, account)
+            repository.audit(conn, now, operator, "holder_viewed",
+                             detail=json.dumps({"account": account, "registered": holder is not None},
+                                               ensure_ascii=False))
+        return holder
+
     def outbox(self) -> dict:
         """The e-mails not sent: how many wait (and how many of them failed), when the oldest was
         queued, how many were given up, and the latest given up with their recipient and why

@@ -22,7 +22,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from signserver.ra.errors import CoreUnavailable, OperationRefused, Refusal, RenewalNotFound, StoreUnavailable
-from signserver.ra.operations import HolderFound
 from signserver.ra.renewal import Holder, Renewal, State
 from signserver.ra.web.context import WebContext
 from signserver.ra.web.account_pages import PASSWORD_RULES, password_rule_text
@@ -286,8 +285,7 @@ async def _holder_page(request: Request, ctx: WebContext, account: str, *, given
     operator = operator_of(request)
 
     def gather() -> tuple[Holder | None, list, list[Renewal], Exception | None]:
-        found: list[HolderFound] = ctx.operations.search(account, operator)
-        holder = next((f.holder for f in found if f.holder.account == account), None)
+        holder = ctx.operations.holder(account, operator)
         try:
             certificates = ctx.operations.certificates(account)
             problem = None

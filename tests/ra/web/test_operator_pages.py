@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import html
+import json
 import re
 import secrets
 import ssl
@@ -836,3 +837,27 @@ def test_the_operators_refusals_are_in_the_operators_language(ra_process, operat
     weak = refused["weak password"].text
     assert 'id="field-new_password-error"' in weak and 'aria-invalid="true"' in weak  # the field that is wrong
     assert 'id="field-recovery_code-error"' in refused["no recovery code"].text
+
+
+def test_a_holders_page_reads_that_holder_alone(operator, core, database):
+    """Not every holder whose account contains the name, each with the core's certificates: the
+    page shows one holder, and the audit trail says which."""
+    page, name = operator
+    account = f"web-one-{secrets.token_hex(3)}"
+    for suffix in ("", "-2", "-3"):
+        with database.transaction() as conn:
+            repository.save_holder(conn, replace(KUAN, account=account + suffix),
+                                   datetime.datetime.now(datetime.timezone.utc))
+    issued = enrol(core, account, "cloud-signature-government")
+
+    shown = page.get(f"/operator/holders/{account}")
+    assert shown.status_code == 200 and issued.serial in shown.text and KUAN.id_number in shown.text
+    assert f"{account}-2" not in shown.text
+    viewed = [json.loads(e["detail"]) for e in audit(database, "holder_viewed") if e["actor"] == name]
+    assert {"account": account, "registered": True} in viewed
+    assert not [e for e in audit(database, "holders_searched") if account in e["detail"]]
+
+    unregistered = page.get(f"/operator/holders/{account}-none")
+    assert unregistered.status_code == 404
+    assert {"account": f"{account}-none", "registered": False} in [
+        json.loads(e["detail"]) for e in audit(database, "holder_viewed")]
