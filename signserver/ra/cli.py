@@ -582,11 +582,15 @@ def cmd_unlock(args, settings) -> int:
     asked = _secrets(args)
     recovery_code = asked.ask("the holder's recovery code")
     password, confirmation = asked.ask_new("the holder's new password")
-    code = _operations(settings).unlock(args.account, recovery_code, password, confirmation, args.operator)
+    unlocked = _operations(settings).unlock(args.account, recovery_code, password, confirmation, args.operator)
     lines = [f"account {args.account} unlocked, with the new password"]
-    if code:
-        lines.append(f"new recovery code, shown once (for the holder only): {code}")
-    _print(args, {"account": args.account, "unlocked": True, "recovery_code": code}, lines)
+    if unlocked.recovery_code:
+        lines.append(f"new recovery code, shown once (for the holder only): {unlocked.recovery_code}")
+    if unlocked.not_recorded:
+        lines.append(f"the RA's database did not record the unlock: the core's audit log has it, reference "
+                     f"{unlocked.reference}")
+    _print(args, {"account": args.account, "unlocked": True, "recovery_code": unlocked.recovery_code,
+                  "recorded": not unlocked.not_recorded, "reference": unlocked.reference}, lines)
     return 0
 
 

@@ -96,6 +96,17 @@ class Enrolled:
 
 
 @dataclass(frozen=True)
+class Unlocked:
+    """What an unlock gave: the holder's new recovery code (empty when the account has none), and
+    ``not_recorded`` true when the RA's database failed once the core had unlocked: the code is
+    still shown, the unlock is in the core's audit log under its reference, not in the RA's."""
+
+    recovery_code: str
+    reference: str
+    not_recorded: bool = False
+
+
+@dataclass(frozen=True)
 class HolderFound:
     holder: Holder
     certificates: tuple[CertificateRecord, ...]
@@ -254,31 +265,49 @@ class RaOperations:
         except StoreUnavailable:
             log.error("the RA's database did not record %s (%s)", action, detail)
 
-    def unlock(self, account: str, recovery_code: str, new_password: str, confirmation: str, operator: str) -> str:
+    def unlock(self, account: str, recovery_code: str, new_password: str, confirmation: str,
+               operator: str) -> Unlocked:
         """In person: clear the account's lock with the holder's recovery code and set the new
         password; every session of the holder on the RA's pages ends with the old password (as a
         change on the holder's /password page ends them). Returns the holder's new recovery code
         (the old one is spent).
 
+        The sessions end, and the request is recorded (``unlock_requested``), before the core is
+        asked: the core spends the old code and gives the new one once, so that nothing the RA's
+        database does afterwards may keep a thief signed in or lose the new code. Those signed in
+        meanwhile end with the ``account_unlocked`` record; should that transaction fail, the code
+        is still returned, with ``not_recorded``.
+
         Raises: OperationRefused (the code refused, the password's rules), CoreUnavailable,
-                StoreUnavailable.
+                StoreUnavailable (nothing was asked of the core).
         """
         _check_password(new_password, confirmation)
         if not recovery_code:
             raise OperationRefused("the holder's recovery code is required", reason="recovery_code_missing")
         reference = uuid.uuid4().hex
+        ended = self._end_holder_sessions(account, operator, "unlock_requested", f"reference={reference}")
         code = self._core(lambda: self._certificates.unlock_account(account, recovery_code, new_password,
                                                                     evidence=_evidence(reference, operator)),
                           {AuthenticationRefused: "the recovery code was refused (not right, already used, or the "
                                                   "account has none); nothing was changed",
                            NotFound: f"the core has no account {account}"})
+        try:
+            ended += self._end_holder_sessions(account, operator, "account_unlocked", f"reference={reference}")
+        except StoreUnavailable:
+            log.error("the account %s was unlocked in the core (reference %s) but the RA's database did not record "
+                      "it", account, reference)
+            return Unlocked(code, reference, not_recorded=True)
+        return Unlocked(code, reference)
+
+    def _end_holder_sessions(self, account: str, operator: str, action: str, detail: str) -> int:
+        """End every session of the holder on the RA's pages, recorded as ``action`` in the same
+        transaction. Returns how many ended. Raises: StoreUnavailable."""
         now = self._clock.now()
         with self._database.transaction() as conn:
             # Whoever signed in with the old password (a thief, say) is signed out with it.
             ended = session_rows.end_sessions(conn, session_rows.HOLDER, account)
-            repository.audit(conn, now, operator, "account_unlocked",
-                             detail=f"account={account} reference={reference} sessions_ended={ended}")
-        return code
+            repository.audit(conn, now, operator, action, detail=f"account={account} {detail} sessions_ended={ended}")
+        return ended
 
     def revoke(self, serial: str, reason: str, operator: str) -> CertificateRecord:
         """Revoke on the operator's decision (an RFC 5280 reason name, e.g. keyCompromise).

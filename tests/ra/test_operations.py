@@ -154,7 +154,8 @@ def test_unlock_with_the_recovery_code_gives_a_new_one_and_spends_the_old(operat
 
     with pytest.raises(OperationRefused, match="differ"):
         operations.unlock("op-unlock", enrolled.recovery_code, new_password, "Second-pass-3", OPERATOR)
-    new_code = operations.unlock("op-unlock", enrolled.recovery_code, new_password, new_password, OPERATOR)
+    new_code = operations.unlock("op-unlock", enrolled.recovery_code, new_password, new_password,
+                                 OPERATOR).recovery_code
     assert new_code and new_code != enrolled.recovery_code
     with pytest.raises(OperationRefused, match="recovery code was refused"):
         operations.unlock("op-unlock", enrolled.recovery_code, "Third-pass-3", "Third-pass-3", OPERATOR)

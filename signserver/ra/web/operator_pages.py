@@ -329,8 +329,8 @@ async def unlock(request: Request, ctx: WebContext) -> Response:
         values["errors"] = errors
         return render(request, "operator/unlock.html", status=400, **values)
     try:
-        code = await run_in_threadpool(ctx.operations.unlock, account, recovery_code, new_password, confirmation,
-                                       operator_of(request))
+        unlocked = await run_in_threadpool(ctx.operations.unlock, account, recovery_code, new_password,
+                                           confirmation, operator_of(request))
     except (Refusal, CoreUnavailable) as exc:
         if getattr(exc, "reason", "") in PASSWORD_RULES:  # the core's rules (a common password ...), on the field
             field, message = password_rule_text(request, exc.reason)
@@ -341,7 +341,8 @@ async def unlock(request: Request, ctx: WebContext) -> Response:
                                                       "the account has none); nothing was changed."),
             "NOT_FOUND": gettext(request, "The certificate service has no such account.")})
         return render(request, "operator/unlock.html", status=refusal_status(exc), **values)
-    return render(request, "operator/unlocked.html", account=account, recovery_code=code)
+    return render(request, "operator/unlocked.html", account=account, recovery_code=unlocked.recovery_code,
+                  not_recorded=unlocked.not_recorded, reference=unlocked.reference)
 
 
 async def revoke(request: Request, ctx: WebContext) -> Response:

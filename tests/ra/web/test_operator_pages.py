@@ -651,6 +651,57 @@ def test_an_unlock_ends_the_holder_s_sessions(ra_process, operator, core, settin
     assert page.get("/operator/search").status_code == 200  # the operator's own session goes on
 
 
+@contextlib.contextmanager
+def audit_refused(database, action: str):
+    """The RA's database refusing to record ``action`` in its audit trail (as a full disk would)."""
+    with database.engine.begin() as conn:
+        if database.is_sqlite:
+            conn.exec_driver_sql(f"CREATE TRIGGER refuse_action BEFORE INSERT ON ra_audit_trail "
+                                 f"WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'the disk is full'); END")
+        else:
+            conn.exec_driver_sql("CREATE FUNCTION refuse_action() RETURNS trigger LANGUAGE plpgsql AS "
+                                 "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$")
+            conn.exec_driver_sql(f"CREATE TRIGGER refuse_action BEFORE INSERT ON ra_audit_trail FOR EACH ROW "
+                                 f"WHEN (NEW.action = '{action}') EXECUTE FUNCTION refuse_action()")
+    try:
+        yield
+    finally:
+        with database.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse_action" + ("" if database.is_sqlite else " ON ra_audit_trail"))
+            if not database.is_sqlite:
+                conn.exec_driver_sql("DROP FUNCTION refuse_action()")
+
+
+def test_an_unlock_the_ras_database_fails_to_record_still_shows_the_new_code_and_ends_the_sessions(
+        ra_process, operator, core, settings, database):
+    """The core spent the old recovery code and gave the new one once: the page shows it, and the
+    sessions signed in with the old password ended before the core was asked."""
+    page, _ = operator
+    account = f"web-unlock-{secrets.token_hex(3)}"
+    from tests.ra.running import create_account
+
+    code = create_account(core, account).recovery_code
+    with Page(ra_process.base) as holder:
+        holder.cookie = holder_session(settings, database, account)  # a thief's, signed in with the old password
+        assert holder.get("/holder").status_code == 200
+        page.get("/operator/unlock")
+        with audit_refused(database, "account_unlocked"):
+            unlocked = page.post("/operator/unlock", {"account": account, "recovery_code": code,
+                                                      "new_password": "Second-pass-2", "confirmation": "Second-pass-2"})
+        assert unlocked.status_code == 200, text_of(unlocked)
+        assert "did not record the unlock" in text_of(unlocked)
+        new_code = re.search(r'id="recovery-code">([^<]+)<', unlocked.text).group(1)
+        assert new_code and new_code != code and "no-store" in unlocked.headers["cache-control"]
+        ended = holder.get("/holder")
+        assert ended.status_code == 303 and ended.headers["location"].startswith("/sign-in")
+    assert [e for e in audit(database, "unlock_requested") if f"account={account} " in e["detail"]]
+    assert not [e for e in audit(database, "account_unlocked") if f"account={account} " in e["detail"]]
+
+    again = page.post("/operator/unlock", {"account": account, "recovery_code": new_code,
+                                           "new_password": "Third-pass-3", "confirmation": "Third-pass-3"})
+    assert again.status_code == 200, text_of(again)  # the code shown is the one the core keeps
+
+
 def test_revocation_asks_for_the_reason_and_a_confirmation(ra_process, operator, core, database):
     page, name = operator
     account = f"web-revoke-{secrets.token_hex(3)}"
