@@ -18,6 +18,7 @@ from sqlalchemy import Connection, insert, select, update
 from signserver.ca.builder import authority_key_identifier, signature_hash
 from signserver.ca.repository import get_certificate, revoked_entries
 from signserver.clock import epoch_seconds, from_epoch
+from signserver.der_encoding import echoed_in_der
 from signserver.errors import NotFound
 from signserver.store.schema import crls
 
@@ -158,7 +159,7 @@ def parse_ocsp_request(request_der: bytes) -> tuple[list[asn1_ocsp.CertId], byte
             return None
         if any(extension["critical"].native for extension in single["single_request_extensions"]):
             return None  # none is understood here
-        cert_ids.append(cert_id)
+        cert_ids.append(echoed_in_der(cert_id))
     nonce = None
     for extension in tbs["request_extensions"]:
         if extension["extn_id"].native == "nonce":

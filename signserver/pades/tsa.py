@@ -17,6 +17,7 @@ from cryptography import x509
 from pyhanko.sign.timestamps.api import TimeStamper
 
 from signserver.clock import Clock
+from signserver.der_encoding import echoed_in_der
 from signserver.errors import UpstreamUnavailable
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
@@ -87,7 +88,7 @@ class TimeStampAuthority:
         refusal = _refusal(request, self.policy)
         if refusal is not None:
             return refusal
-        imprint = request["message_imprint"]
+        imprint = echoed_in_der(request["message_imprint"])
         signer = self._signer()
         info = {
             # RFC 3161 2.4.2: a token states the policy the request asked for (one _refusal accepted).
@@ -96,7 +97,7 @@ class TimeStampAuthority:
             "tsa": asn1_x509.GeneralName(name="directory_name", value=signer.signing_cert.subject),
         }
         if request["nonce"].native is not None:
-            info["nonce"] = request["nonce"]
+            info["nonce"] = request["nonce"].native  # its value, encoded anew (see echoed_in_der)
         content = cms.EncapsulatedContentInfo({"content_type": "tst_info",
                                                "content": cms.ParsableOctetString(tsp.TSTInfo(info).dump())})
         # Called from a worker thread (or the HTTP server's), which has no event loop of its own.
@@ -130,8 +131,11 @@ def parse_request(request_der: bytes) -> tsp.TimeStampReq | _Rejection:
 
 def _refusal(request: tsp.TimeStampReq, own_policy: str) -> _Rejection | None:
     """The rejection RFC 3161 asks for a request this TSA does not grant, else None."""
-    if request["version"].native != "v1":
-        return _rejection(f"version {request['version'].native} is not supported; use v1 (1)", "bad_request")
+    version = request["version"].native
+    if version != "v1":
+        # Named when short: a version of thousands of digits is more than Python turns into text.
+        named = f"version {version}" if isinstance(version, str) or version.bit_length() <= 64 else "its version"
+        return _rejection(f"{named} is not supported; use v1 (1)", "bad_request")
     imprint = request["message_imprint"]
     algorithm = imprint["hash_algorithm"]["algorithm"].native
     if algorithm not in DIGESTS:
