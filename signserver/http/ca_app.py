@@ -192,7 +192,7 @@ def _not_modified(request: Request, headers: dict[str, str]) -> bool:
         return False
     try:
         since = email.utils.parsedate_to_datetime(if_modified_since)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a year beyond any date
         return False  # an invalid date is ignored (RFC 7232 3.3)
     if since.tzinfo is None:
         return False  # not an HTTP-date (which is GMT)
