@@ -80,8 +80,12 @@ class CaApp:
         self._service = service
         self._time_stamp_limit = TokenBuckets(settings.tsa_rate_per_second, settings.tsa_burst, service.clock)
         threads, tsa_threads = settings.threads, settings.tsa_threads
+        # The time-stamps' waiting room holds at least two bursts: one client's, which its rate
+        # limit lets through at once, fills at most half of it, and another client still waits
+        # its turn instead of being refused.
         self._pools = {Lane.GENERAL: BoundedPool("http", threads, threads * WAITING_PER_THREAD),
-                       Lane.TIME_STAMPING: BoundedPool("http-tsa", tsa_threads, tsa_threads * WAITING_PER_THREAD)}
+                       Lane.TIME_STAMPING: BoundedPool("http-tsa", tsa_threads,
+                                                       max(tsa_threads * WAITING_PER_THREAD, 2 * settings.tsa_burst))}
         # Every client can repeat what made a request fail: one line a minute, not one a request.
         self._failures = FaultLog(log, service.clock)
         self._bugs = FaultLog(log, service.clock)

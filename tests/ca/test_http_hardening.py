@@ -28,6 +28,7 @@ from signserver.clock import ManualClock
 from signserver.config import HttpConfig
 from signserver.descriptors import DescriptorReserve
 from signserver.errors import ServerBusy
+from signserver.hsm.module import pkcs11_lock
 from signserver.http.ca_front import CaHttpFront
 from signserver.http.fault_log import FaultLog
 from signserver.http.pools import BoundedPool
@@ -537,6 +538,32 @@ def test_time_stamps_run_on_their_own_bounded_pool(ca_service):
         time_stamping, general = thread_counts()
         assert time_stamping == time_stamping_before + 1  # 24 time-stamps, one at a time
         assert general == general_before  # the other endpoints' pool was not needed
+
+
+def test_one_clients_time_stamp_burst_within_its_limit_leaves_room_for_another(ca_service):
+    """A client may send ``tsa_burst`` queries at once; while the HSM is busy they wait, and the
+    waiting room keeps a place for another client's query."""
+    burst = HttpConfig().tsa_burst
+    with serving(ca_service) as running:  # the default [http] settings
+        answers: list[int] = []
+        with pkcs11_lock():  # the time-stamping thread waits for the HSM: the queries queue behind it
+            senders = [threading.Thread(target=lambda: answers.append(status_of(
+                post(running.port, "/tsa", time_stamp_query())))) for _ in range(burst)]
+            for thread in senders:
+                thread.start()
+            wait_for(lambda: running.open_connections + len(answers) >= burst)
+            time.sleep(0.5)  # each read and queued (or refused at once)
+            other: list[int] = []
+            another = threading.Thread(target=lambda: other.append(status_of(
+                post(running.port, "/tsa", time_stamp_query(), source="127.0.0.2"))))
+            another.start()
+            another.join(2)  # refused at once, or queued (answered once the HSM is free)
+            refused_at_once = list(other)
+        another.join(60)
+        for thread in senders:
+            thread.join(60)
+    assert refused_at_once == [] and other == [200]
+    assert answers == [200] * burst
 
 
 @pytest.mark.parametrize("query,failure", [
