@@ -16,6 +16,7 @@ from cryptography.x509 import ocsp
 from sqlalchemy import Connection, insert, select, update
 
 from signserver.ca.builder import authority_key_identifier, signature_hash
+from signserver.ca.ocsp_answers import OcspAnswers
 from signserver.ca.repository import get_certificate, revoked_entries
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.der_encoding import echoed_in_der
@@ -91,12 +92,14 @@ def stored_crl(conn: Connection, authority: str):
 
 
 def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate, responder: x509.Certificate,
-                  responder_key, now: datetime.datetime, validity: datetime.timedelta) -> bytes:
+                  responder_key, now: datetime.datetime, validity: datetime.timedelta,
+                  answers: OcspAnswers | None = None) -> bytes:
     """An RFC 6960 response for the certificates in the request: for each, in the request's order,
     good, revoked or unknown, under the CertID it was asked with; signed by the delegated
     responder; the request's nonce echoed. A request that cannot be parsed or asks for what this
     responder does not do is answered ``malformedRequest``, one about another issuer
-    ``unauthorized``: client input never raises.
+    ``unauthorized``: client input never raises. Without a nonce, an answer ``answers`` kept for
+    the same CertIDs with the same statuses is given again (see signserver/ca/ocsp_answers.py).
 
     Raises: HsmError (signing the response).
     """
@@ -107,8 +110,16 @@ def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate
     if not all(_is_of(cert_id, issuer) for cert_id in cert_ids):
         return unsuccessful_ocsp_response(ocsp.OCSPResponseStatus.UNAUTHORIZED)
     now = now.replace(microsecond=0)  # RFC 5019 2.2.4: GeneralizedTime without fractions of a second
-    responses = [{"cert_id": cert_id, "cert_status": _status(conn, cert_id["serial_number"].native, now),
-                  "this_update": now, "next_update": now + validity} for cert_id in cert_ids]
+    statuses = [_status(conn, cert_id["serial_number"].native, now) for cert_id in cert_ids]
+    question = None
+    if nonce is None and answers is not None:
+        question = (responder.fingerprint(hashes.SHA256()),
+                    *((cert_id.dump(), status.dump()) for cert_id, status in zip(cert_ids, statuses)))
+        kept = answers.find(question, now)
+        if kept is not None:
+            return kept
+    responses = [{"cert_id": cert_id, "cert_status": status, "this_update": now, "next_update": now + validity}
+                 for cert_id, status in zip(cert_ids, statuses)]
     data = {"responder_id": asn1_ocsp.ResponderId(name="by_key", value=_key_hash(hashes.SHA1(), responder)),
             "produced_at": now, "responses": responses}
     if nonce is not None:
@@ -120,8 +131,11 @@ def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate
     basic = asn1_ocsp.BasicOCSPResponse({
         "tbs_response_data": tbs, "signature_algorithm": {"algorithm": signature_algorithm}, "signature": signature,
         "certs": [asn1_x509.Certificate.load(responder.public_bytes(Encoding.DER))]})
-    return asn1_ocsp.OCSPResponse({"response_status": "successful", "response_bytes": {
+    answer = asn1_ocsp.OCSPResponse({"response_status": "successful", "response_bytes": {
         "response_type": "basic_ocsp_response", "response": basic}}).dump()
+    if question is not None:
+        answers.keep(question, answer, now)
+    return answer
 
 
 def unsuccessful_ocsp_response(status: ocsp.OCSPResponseStatus) -> bytes:

@@ -8,6 +8,7 @@ import datetime
 from sqlalchemy import Connection
 
 from signserver.ca import repository as repo
+from signserver.ca.ocsp_answers import OcspAnswers
 from signserver.ca.revocation import build_crl, ocsp_response, stored_crl
 from signserver.ca.setup import ISSUING, OCSP, ROOT
 from signserver.clock import Clock
@@ -25,6 +26,7 @@ class RevocationStatus:
         self._keys = keys
         self._clock = clock
         self._config = config
+        self._ocsp_answers = OcspAnswers()
 
     def publish_crls(self, root: bool = True) -> None:
         """Sign new CRLs: the issuing CA's, and the root's when its key is ours.
@@ -84,4 +86,5 @@ class RevocationStatus:
         responder_key = hsm_private_key(self._keys, responder.key_id)
         with self._database.read() as conn:
             return ocsp_response(conn, request_der, issuing.certificate, responder.certificate, responder_key,
-                                 self._clock.now(), datetime.timedelta(hours=self._config.crl_hours))
+                                 self._clock.now(), datetime.timedelta(hours=self._config.crl_hours),
+                                 self._ocsp_answers)
