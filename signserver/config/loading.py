@@ -98,6 +98,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "http.listen": as_str,
     "http.threads": as_int(1, 256),
     "http.max_connections": as_int(1, 1_000_000),
+    "http.max_connections_per_address": as_int(1, 1_000_000),
     "http.request_timeout_seconds": as_int(1, 3600),
     "http.tsa_threads": as_int(1, 64),
     "http.tsa_rate_per_second": as_int(1, 100_000),

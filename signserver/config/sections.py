@@ -196,6 +196,7 @@ class HttpConfig:
 
     threads: int = 4  # handler threads for CRLs, certificates and OCSP
     max_connections: int = 2048  # open connections, idle ones included; beyond, 503 at once
+    max_connections_per_address: int = 256  # ... of those from one client address (an IPv6 /64)
     request_timeout_seconds: int = 10  # to receive a whole request, and again to send its answer
     tsa_threads: int = 1  # HSM time-stamps in flight at once, apart from the other endpoints' threads
     tsa_rate_per_second: int = 20  # time-stamp requests per client address (an IPv6 /64), sustained

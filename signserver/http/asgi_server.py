@@ -13,7 +13,8 @@ the process's signals left to the worker. :class:`LimitedHttpProtocol` adds, per
   of a connection being closed, before the connection is cut.
 - a bound on connections, and the descriptor reserve: a connection beyond ``max_connections``,
   or one arriving while fewer descriptors than the process's reserve are free, is answered 503
-  (Retry-After) at once and closed.
+  (Retry-After) at once and closed; so is one beyond ``per_address`` open from the same client
+  address (an IPv6 /64), where a front sets it, so that one client cannot take every connection.
 - the client certificate TLS verified on the connection, handed to each request of it in
   ``request.state.client_certificate_der`` (ASGI has no standard place for it).
 - what h11 refuses (a malformed request line, header field or Content-Length) is answered with
@@ -42,6 +43,7 @@ The client's address is the connection's peer: X-Forwarded-For and the like are 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -49,7 +51,7 @@ import resource
 import socket
 import ssl
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Iterator
 
@@ -63,6 +65,7 @@ from signserver.asgi_faults import FaultAfterAnswer
 from signserver.descriptors import DescriptorReserve
 from signserver.errors import ConfigurationError
 from signserver.http.fault_log import FaultLog
+from signserver.http.rate_limit import client_key
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,16 @@ SHUTDOWN_GRACE_SECONDS = 10
 @dataclass(frozen=True)
 class ConnectionLimits:
     """What one front of a worker takes: ``max_connections`` open at once (idle ones included),
-    ``request_timeout_seconds`` to send a whole request, and new connections only while
-    ``reserve`` says enough descriptors are free."""
+    ``request_timeout_seconds`` to send a whole request, new connections only while ``reserve``
+    says enough descriptors are free, and, unless ``per_address`` is None, at most that many open
+    from one client address (an IPv6 /64), so that one client cannot hold every connection."""
 
     request_timeout_seconds: float
     max_connections: int
     reserve: DescriptorReserve
+    per_address: int | None = None
+    # The connections open from each client address: the server's protocols share it, on its loop.
+    open_by_address: collections.Counter = field(default_factory=collections.Counter, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,15 @@ class _RefusalKeepingConnection(h11.Connection):
             raise
 
 
+def _client_address(transport: asyncio.BaseTransport) -> str | None:
+    """The key the connection's peer is counted under (see rate_limit.client_key); None when the
+    transport has no IP peer (a Unix socket)."""
+    peer = transport.get_extra_info("peername")
+    if not isinstance(peer, tuple) or not peer:
+        return None
+    return client_key(str(peer[0]))
+
+
 class LimitedHttpProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with the request timeout, the connection bound, the
     descriptor reserve and the client certificate hand-over (see the module's docstring).
@@ -186,14 +202,21 @@ class LimitedHttpProtocol(H11Protocol):
         self._limits = limits
         self._request_deadline: asyncio.TimerHandle | None = None  # to receive a whole request
         self._send_deadline: asyncio.TimerHandle | None = None  # for the client to take what was written
+        self._counted_as: str | None = None  # the client address this connection is counted under
 
     # --- the connection -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if len(self.connections) >= self._limits.max_connections or not self._limits.reserve.available():
+        limits = self._limits
+        address = _client_address(transport) if limits.per_address is not None else None
+        if (len(self.connections) >= limits.max_connections or not limits.reserve.available()
+                or (address is not None and limits.open_by_address[address] >= limits.per_address)):
             self.transport = transport  # uvicorn's connection_lost closes it
             self._answer_and_close(HTTPStatus.SERVICE_UNAVAILABLE, (b"retry-after", b"1"))
             return
+        if address is not None:
+            limits.open_by_address[address] += 1
+            self._counted_as = address
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
@@ -207,6 +230,12 @@ class LimitedHttpProtocol(H11Protocol):
             if deadline is not None:
                 deadline.cancel()
         self._request_deadline = self._send_deadline = None
+        if self._counted_as is not None:
+            counts = self._limits.open_by_address
+            counts[self._counted_as] -= 1
+            if counts[self._counted_as] <= 0:
+                del counts[self._counted_as]
+            self._counted_as = None
         super().connection_lost(exc)
 
     # --- the request timeout ------------------------------------------------------------

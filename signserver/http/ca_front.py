@@ -38,7 +38,7 @@ class CaHttpFront:
         self._listen = listen
         self._app = CaApp(service, settings)
         limits = ConnectionLimits(settings.request_timeout_seconds, connection_bound(settings.max_connections),
-                                  reserve or DescriptorReserve())
+                                  reserve or DescriptorReserve(), per_address=settings.max_connections_per_address)
         self._server = AsgiServer(self._app.asgi, listen, "http.listen", limits, service.clock, logger=log)
 
     @property

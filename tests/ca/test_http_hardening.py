@@ -419,7 +419,8 @@ def wait_for(condition, seconds: float = 60.0) -> None:
 def test_many_idle_connections_take_no_threads_and_lock_nobody_out(ca_service):
     raise_descriptor_limit(4 * 1500 + 256)
     threads_before = threading.active_count()
-    settings = dict(threads=4, tsa_threads=1, max_connections=4000, request_timeout_seconds=120)
+    settings = dict(threads=4, tsa_threads=1, max_connections=4000, max_connections_per_address=4000,
+                    request_timeout_seconds=120)  # from one address here
     with serving(ca_service, **settings) as busy, contextlib.ExitStack() as sockets:
         for index in range(1500):
             sock = sockets.enter_context(socket.create_connection(("127.0.0.1", busy.port), timeout=10))
@@ -446,6 +447,25 @@ def test_connections_beyond_the_bound_are_answered_503_at_once(ca_service):
         wait_for(lambda: small.open_connections == 0)
         with urllib.request.urlopen(f"http://127.0.0.1:{small.port}/ca/root.crt", timeout=10) as response:
             assert response.status == 200
+
+
+def test_one_address_holds_at_most_its_share_of_the_connections(ca_service):
+    with serving(ca_service, max_connections=20, max_connections_per_address=4, request_timeout_seconds=120) \
+            as small, contextlib.ExitStack() as sockets:
+        held = [sockets.enter_context(socket.create_connection(("127.0.0.1", small.port), timeout=10))
+                for _ in range(4)]
+        wait_for(lambda: small.open_connections == 4)
+        with socket.create_connection(("127.0.0.1", small.port), timeout=10) as extra:
+            answer = read_to_end(extra)
+        assert status_of(answer) == 503 and header_of(answer, "Retry-After") == "1"
+        # Another client is served meanwhile.
+        other = exchange(small.port, b"GET /ca/root.crt HTTP/1.1\r\nHost: ca\r\nConnection: close\r\n\r\n",
+                         source="127.0.0.2")
+        assert status_of(other) == 200
+        held[0].close()  # the address's share frees as its connections close
+        wait_for(lambda: small.open_connections == 3)
+        again = exchange(small.port, b"GET /ca/root.crt HTTP/1.1\r\nHost: ca\r\nConnection: close\r\n\r\n")
+        assert status_of(again) == 200
 
 
 def test_connections_while_the_descriptor_reserve_is_short_are_answered_503(ca_service):
