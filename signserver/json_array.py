@@ -4,9 +4,10 @@ in memory at once; what a reader gets stays one JSON value however the listing e
 
 from __future__ import annotations
 
-import json
 import textwrap
 from typing import Any, Iterable, TextIO
+
+from signserver.terminal_text import json_text
 
 INDENT = 2
 
@@ -27,7 +28,7 @@ class JsonArrayWriter:
 
     def add(self, item: Any) -> None:
         """Write one item (JSON values only)."""
-        text = textwrap.indent(json.dumps(item, ensure_ascii=False, indent=INDENT), " " * INDENT)
+        text = textwrap.indent(json_text(item, indent=INDENT), " " * INDENT)
         self._stream.write((",\n" if self.started else "[\n") + text)
         self.started = True
 

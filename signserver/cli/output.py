@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import sys
 from typing import Any, Iterable, Sequence
 
 from signserver.json_array import JsonArrayWriter
+from signserver.terminal_text import json_text, shown
 
 
 def to_plain(value: Any) -> Any:
@@ -29,8 +29,7 @@ def to_plain(value: Any) -> Any:
 
 
 def print_json(value: Any) -> None:
-    json.dump(to_plain(value), sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    sys.stdout.write(json_text(to_plain(value), indent=2) + "\n")
 
 
 def print_json_array(items: Iterable[Any]) -> None:
@@ -59,7 +58,7 @@ def print_table_pages(headers: Sequence[str], pages: Iterable[Sequence[Sequence[
     """
     widths: list[int] | None = None
     for page in pages:
-        cells = [["" if c is None else str(c) for c in row] for row in page]
+        cells = [["" if c is None else shown(str(c)) for c in row] for row in page]
         if not cells:
             continue
         if widths is None:
@@ -83,4 +82,4 @@ def print_fields(pairs: Sequence[tuple[str, Any]]) -> None:
     """``name: value`` lines, names aligned."""
     width = max(len(name) for name, _ in pairs)
     for name, value in pairs:
-        print(f"{name + ':':<{width + 1}} {value}")
+        print(f"{name + ':':<{width + 1}} {shown(str(value))}")

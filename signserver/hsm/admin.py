@@ -30,6 +30,7 @@ from signserver.errors import (
 )
 from signserver.hsm.algorithms import SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
+from signserver.hsm.label_text import LabelTextMapper
 from signserver.hsm.module import load_module, pkcs11_lock, raw_module
 from signserver.hsm.pin_guard import SO, PinGuard
 from signserver.hsm.session import TokenSession, find_token
@@ -201,7 +202,7 @@ class TokenAdministrator:
                         raise
                     raise _init_refused(translate_return_value(refused[0], doing), current_so_pin is None) from None
                 token = find_token(lib, label, self.module)
-                with token.open(rw=True, so_pin=verified.reveal()) as session:
+                with token.open(rw=True, so_pin=verified.reveal(), attribute_mapper=LabelTextMapper()) as session:
                     if verified.reveal() != so_pin.reveal():
                         session.set_pin(verified.reveal(), so_pin.reveal())
                     session.init_pin(user_pin.reveal())
@@ -269,7 +270,8 @@ class TokenAdministrator:
                     opened = guard.login(token, user_pin)
                 else:
                     opened = token.open(rw=True, user_pin=user_pin.reveal() if user_pin else None,
-                                        so_pin=so_pin.reveal() if so_pin else None)
+                                        so_pin=so_pin.reveal() if so_pin else None,
+                                        attribute_mapper=LabelTextMapper())
                 with opened as session:
                     operation(session)
             except p11.PKCS11Error as exc:

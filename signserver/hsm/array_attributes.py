@@ -18,7 +18,8 @@ import ctypes
 from typing import Any
 
 from pkcs11 import Attribute
-from pkcs11.attributes import AttributeMapper
+
+from signserver.hsm.label_text import LabelTextMapper
 
 
 class _CkAttribute(ctypes.Structure):
@@ -32,8 +33,8 @@ def _unreadable(_value: bytes) -> Any:
                               "array_attributes)")
 
 
-class ArrayAttributeMapper(AttributeMapper):
-    """python-pkcs11's mapper, able also to set CKA_UNWRAP_TEMPLATE (a dict of attributes to
+class ArrayAttributeMapper(LabelTextMapper):
+    """signserver's mapper (LabelTextMapper), able also to set CKA_UNWRAP_TEMPLATE (a dict of attributes to
     values, each packed as python-pkcs11 packs it). Use one per session, opened for the calls
     that set the attribute (``token.open(rw=True, attribute_mapper=ArrayAttributeMapper())``)."""
 

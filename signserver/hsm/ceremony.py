@@ -39,6 +39,7 @@ from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 
 from signserver.errors import AlreadyExists, DataCorrupted, HsmOperationFailed, InvalidArgument, KeyNotFound
 from signserver.hsm.array_attributes import ArrayAttributeMapper
+from signserver.hsm.label_text import LabelTextMapper
 from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys, encrypted_block
 from signserver.hsm.module import load_module, pkcs11_lock
 from signserver.hsm.pin_guard import PinGuard
@@ -328,7 +329,7 @@ def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, t
         token = find_token(load_module(module), token_label, module)
         try:
             opened = (guard.login_so(token, so_pin) if guard is not None
-                      else token.open(rw=True, so_pin=so_pin.reveal()))
+                      else token.open(rw=True, so_pin=so_pin.reveal(), attribute_mapper=LabelTextMapper()))
             with opened as session:
                 session.create_object({
                     Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import pkcs11
@@ -40,14 +41,17 @@ class KeyInfo:
 
 
 def check_label(label: str) -> str:
-    """Raises: InvalidArgument: the label is empty, too long, not text or has control characters."""
+    """Raises: InvalidArgument: the label is empty, too long, not text or has control or formatting
+    characters."""
     if not label or not label.strip():
         raise InvalidArgument("a key label must not be empty")
     check_text(label, "a key label")
     if len(label) > _LABEL_MAX:
         raise InvalidArgument(f"a key label has at most {_LABEL_MAX} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in label):
-        raise InvalidArgument("a key label must not contain control characters")
+    # Cc and Cf: C0 and C1 controls, DEL, and the formatting characters (a bidirectional override
+    # would reverse the rest of a listing's line).
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in label):
+        raise InvalidArgument("a key label must not contain control or formatting characters")
     return label
 
 

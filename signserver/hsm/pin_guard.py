@@ -52,6 +52,7 @@ from signserver.errors import (ConfigurationError, HsmLoginWithheld, HsmPinLocke
                                SignServerError)
 from signserver.files import write_private
 from signserver.secret import Secret
+from signserver.hsm.label_text import LabelTextMapper
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -324,8 +325,8 @@ class PinGuard:
     def _guarded(self, token: pkcs11.Token, pin: Secret, role: str,
                  attempt: Callable[[pkcs11.Token], T] | None = None) -> T:
         if attempt is None:
-            attempt = (lambda t: t.open(rw=True, so_pin=pin.reveal())) if role == SO else \
-                (lambda t: t.open(rw=True, user_pin=pin.reveal()))
+            secret = {"so_pin": pin.reveal()} if role == SO else {"user_pin": pin.reveal()}
+            attempt = lambda t: t.open(rw=True, attribute_mapper=LabelTextMapper(), **secret)  # noqa: E731
         if self.refusals is None:
             return self._try(token, pin, role, attempt)
         with self.refusals.exclusive():

@@ -14,6 +14,7 @@ import pkcs11.exceptions as p11
 
 from signserver.errors import HsmLoginFailed, InvalidArgument, TokenNotFound
 from signserver.hsm.capabilities import TokenCapabilities
+from signserver.hsm.label_text import LabelTextMapper
 from signserver.hsm.module import load_module, module_generation, pkcs11_lock, reinitialise_module, release_module
 from signserver.hsm.pin_guard import PinGuard
 from signserver.hsm.translate import is_session_lost, translate
@@ -230,13 +231,13 @@ class TokenSession:
         try:
             if self._guard is not None:
                 return self._guard.login(token, self._user_pin)
-            return token.open(rw=True, user_pin=self._user_pin.reveal())
+            return token.open(rw=True, user_pin=self._user_pin.reveal(), attribute_mapper=LabelTextMapper())
         except p11.PinIncorrect:
             self._pin_refused = True
             raise
         except p11.UserAlreadyLoggedIn:
             # PKCS#11 logins belong to the application: another session of ours is logged in.
-            return token.open(rw=True)
+            return token.open(rw=True, attribute_mapper=LabelTextMapper())
 
     def _current(self) -> bool:
         """Whether the session's handle still belongs to this process's module state."""

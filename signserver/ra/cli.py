@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import getpass
-import json
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ from signserver.ra.help_codes import DEFAULT_LANGUAGE, HELP_CODES, LANGUAGES
 from signserver.ra.renewal import Holder, State
 from signserver.ra.secret_input import SecretInput
 from signserver.ra.settings import load_settings
+from signserver.terminal_text import json_text
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # argparse's
@@ -340,7 +340,7 @@ def _secrets(args):
 
 def _print(args, value, lines) -> None:
     if args.json:
-        print(json.dumps(value, ensure_ascii=False, indent=2))
+        print(json_text(value, indent=2))
     else:
         for line in lines:
             print(line)
@@ -689,8 +689,8 @@ def _print_error(args, exc: RaError, provider: str = "") -> None:
         print(guidance, file=sys.stderr)
     if args.json and not getattr(args, "json_printed", False):  # set by cmd_certificates
         name = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(exc).__name__).lstrip("_")
-        print(json.dumps({"error": name, "message": str(exc), "reason": getattr(exc, "reason", "") or "",
-                          "help_code": code, "guidance": guidance}, ensure_ascii=False, indent=2))
+        print(json_text({"error": name, "message": str(exc), "reason": getattr(exc, "reason", "") or "",
+                          "help_code": code, "guidance": guidance}, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

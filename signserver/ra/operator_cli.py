@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 
 from signserver.ra.errors import OperatorAccountRefused
 from signserver.ra.help_codes import LANGUAGES
+from signserver.terminal_text import json_text
 
 SECRETS_FD_HELP = ("read the new password from this file descriptor, one line (default: typed twice at "
                    "the terminal)")
@@ -82,7 +82,7 @@ def _new_password(args) -> str:
 
 def _print(args, value, lines) -> None:
     if args.json:
-        print(json.dumps(value, ensure_ascii=False, indent=2))
+        print(json_text(value, indent=2))
     else:
         for line in lines:
             print(line)
