@@ -129,7 +129,7 @@ def _show_otp(uri: str, qr_png: Path | None) -> None:
     print(otp.qr_terminal(uri))
     print(uri)
     if qr_png:
-        write_output(qr_png, otp.qr_png(uri))
+        write_output(qr_png, otp.qr_png(uri), private=True)  # the QR code holds the OTP seed
         print(f"(QR code also written to {qr_png})")
 
 
@@ -143,7 +143,7 @@ def _print_json_with_otp(answer: dict, uri: str, qr_png: Path | None) -> None:
     problem = None
     if qr_png:
         try:
-            write_output(qr_png, otp.qr_png(uri))
+            write_output(qr_png, otp.qr_png(uri), private=True)  # the QR code holds the OTP seed
         except InvalidArgument as exc:
             problem = exc
     print_json({**answer, "otp_uri": uri, "qr_png": str(qr_png) if qr_png and problem is None else None})
@@ -178,7 +178,7 @@ def cmd_update(args, config: Config) -> int:
 def cmd_create(args, config: Config) -> int:
     from signserver.accounts.manager import Enrolment
 
-    check_output(args.qr_png)
+    check_output(args.qr_png, private=True)
     password = read_pin("password for the account", PASSWORD_ENV, None, confirm=True)
     phrase = read_pin("revocation phrase", PHRASE_ENV, None, confirm=True) if args.revocation_phrase else None
     service = open_service(args, config, with_database=True)
@@ -303,7 +303,7 @@ def cmd_enable(args, config: Config) -> int:
 
 
 def cmd_reset_otp(args, config: Config) -> int:
-    check_output(args.qr_png)
+    check_output(args.qr_png, private=True)
     uri = open_service(args, config, with_database=True).accounts.reset_otp(args.username, OPERATOR)
     if args.json:
         _print_json_with_otp({"account": args.username}, uri, args.qr_png)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 from signserver.cli.pins import read_pin
 from signserver.config import USER_PIN_ENV, Config
 from signserver.errors import InvalidArgument
+from signserver.files import write_private
 
 if TYPE_CHECKING:
     from signserver.service import SignService
@@ -120,9 +121,13 @@ def check_output(path: Path | None, new: bool = False, private: bool = False) ->
         raise InvalidArgument(f"cannot write {path}: {os.strerror(problem)}")
 
 
-def write_output(path: Path, data: bytes) -> None:
-    """Write (or replace) the file. Raises: InvalidArgument: it cannot be written."""
+def write_output(path: Path, data: bytes, private: bool = False) -> None:
+    """Write (or replace) the file; a ``private`` one (a secret, such as an OTP seed's QR code)
+    with mode 0600 (signserver.files.write_private). Raises: InvalidArgument: it cannot be written."""
     try:
-        path.write_bytes(data)
+        if private:
+            write_private(path, data)
+        else:
+            path.write_bytes(data)
     except OSError as exc:
         raise InvalidArgument(f"cannot write {path}: {exc.strerror}") from None

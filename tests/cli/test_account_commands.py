@@ -65,6 +65,7 @@ def test_create_with_json_writes_the_qr_png_too(state_dir, state, tmp_path):
     answer = json.loads(made.stdout)
     assert answer["otp_uri"].startswith(f"otpauth://totp/signserver:{name}")
     assert png.read_bytes().startswith(b"\x89PNG")  # the seed is shown once: the file asked for is written
+    assert png.stat().st_mode & 0o777 == 0o600  # the QR code holds the OTP seed
 
 
 def test_reset_otp_with_json_writes_the_qr_png_too(state_dir, state, tmp_path):
@@ -73,7 +74,7 @@ def test_reset_otp_with_json_writes_the_qr_png_too(state_dir, state, tmp_path):
     reset = run(state_dir, state, "account", "reset-otp", name, "--json", "--qr-png", str(png))
     assert reset.returncode == 0, reset.stderr
     assert json.loads(reset.stdout)["otp_uri"].startswith(f"otpauth://totp/signserver:{name}")
-    assert png.read_bytes().startswith(b"\x89PNG")
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_mode & 0o777 == 0o600
 
 
 # --- input the command cannot use -----------------------------------------------------------------
