@@ -192,7 +192,8 @@ def read_header(line: bytes) -> SegmentHeader:
             seal_keys=tuple(_pinned_key(key) for key in data["seal_keys"]), exported_at=_int(data["exported_at"]))
     except DataCorrupted:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    # RecursionError: JSON nested deeper than Python's reader goes.
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise DataCorrupted(f"the header is not that of a {FORMAT} file ({type(exc).__name__})") from None
 
 
@@ -216,7 +217,7 @@ def read_entry(line: bytes) -> tuple[str, AuditRecord | SealRow | SegmentEnd]:
             return "end", SegmentEnd(records=_int(fields["records"]), seals=_int(fields["seals"]),
                                      last_seq=_int(fields["last_seq"]), last_hash=_str(fields["last_hash"]),
                                      seal=_int(fields["seal"]), seal_digest=_str(fields["seal_digest"]))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # RecursionError: nested too deep
         pass
     raise DataCorrupted("a line is neither a record, a seal nor the end")
 

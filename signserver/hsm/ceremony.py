@@ -179,7 +179,7 @@ class WrappedKeys:
             if not isinstance(transport, str) or not _SHA256_HEX.fullmatch(transport):
                 raise ValueError("transport_key_sha256")
             return cls(transport, keys)
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # RecursionError: nested too deep
             raise InvalidArgument("not a wrapped keys file (made by `signserver hsm master export`)") from None
 
 

@@ -72,3 +72,18 @@ def test_a_renamed_file_is_read_by_its_content(segment, tmp_path):
     for renamed in (compressed, plain):
         result = check(service, renamed)
         assert result.report.intact, (renamed.name, result.report.problems)
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # deeper than Python's JSON reader goes
+
+
+@pytest.mark.parametrize("where", ["header", "record"])
+def test_a_line_nested_too_deep_to_read_is_a_problem_of_the_file(segment, tmp_path, where):
+    """A damaged file is what verification exists to catch: reported, never an exception."""
+    service, path = segment
+    lines = path.read_bytes().split(b"\n")
+    lines[0 if where == "header" else 2] = b'{"record": ' + DEEP + b"}"
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_bytes(b"\n".join(lines))
+    report = check(service, damaged).report
+    assert not report.intact and report.problems

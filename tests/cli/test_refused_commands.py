@@ -289,6 +289,13 @@ def test_import_of_a_file_with_a_bad_transport_fingerprint_is_refused(state_dir,
     assert_refused(refused, EXIT_ERROR, "not a wrapped keys file")
 
 
+def test_import_of_a_file_nested_too_deep_to_read_is_refused(state_dir, token, tmp_path):
+    wrapped = tmp_path / "keys.wrapped"
+    wrapped.write_text("[" * 100_000 + "]" * 100_000)  # deeper than Python's JSON reader goes
+    refused = master(state_dir, tmp_path, token, "import", "--in", str(wrapped), "--check-value", "abcdef")
+    assert_refused(refused, EXIT_ERROR, "not a wrapped keys file")
+
+
 def test_a_rotation_interrupted_while_it_waits_says_how_to_finish_it(config, state_dir, token, tmp_path):
     """Ctrl-C during the grace wait: the new key stays active (running `rotate` again would make yet
     another), and the command says which commands finish the rotation. Started with ``subprocess``
