@@ -99,7 +99,8 @@ def test_app_create_and_list(state_dir, created):
 def test_audit_verify_on_the_shared_log(state_dir, created):
     # Other tests write to this log with no server sealing it: left unsealed for minutes, their
     # records would be reported, as seals removed would be.
-    assert run(state_dir, "audit", "seal").returncode == 0
+    sealed = run(state_dir, "audit", "seal", "--json")
+    assert sealed.returncode == 0 and isinstance(json.loads(sealed.stdout)["sealed_seq"], int), sealed.stdout
     result = run(state_dir, "audit", "verify", "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["intact"] and report["records"] >= 2

@@ -264,7 +264,10 @@ def _print_problems(report: AuditReport) -> None:
 
 def cmd_seal(args, config: Config) -> int:
     sealed = open_service(args, config, with_database=True).sealer.seal()
-    print(f"sealed the log at record {sealed}" if sealed else "nothing new to seal")
+    if args.json:
+        print_json({"sealed_seq": sealed})  # null: nothing new to seal
+    else:
+        print(f"sealed the log at record {sealed}" if sealed else "nothing new to seal")
     return 0
 
 

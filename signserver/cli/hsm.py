@@ -284,7 +284,7 @@ def cmd_delete(args, config: Config) -> int:
             raise InvalidArgument("deleting a key cannot be undone: pass --yes to confirm")
         answer = ask(f"Delete key {key.label!r} ({key.key_id}) for ever? [y/N] ")
         if answer is None or answer.strip().lower() not in ("y", "yes"):
-            print("nothing deleted")
+            print("nothing deleted", file=sys.stderr)  # beside the question: stdout may be JSON
             return 1
     service.delete_key(key.key_id)
     if args.json:
@@ -301,7 +301,7 @@ def _delete_unnamed(args, config: Config) -> int:
         answer = ask("Delete every key object with no label and no id whose kind cannot be read? No key "
                      "generation may be under way on this token meanwhile. [y/N] ")
         if answer is None or answer.strip().lower() not in ("y", "yes"):
-            print("nothing deleted")
+            print("nothing deleted", file=sys.stderr)  # beside the question: stdout may be JSON
             return 1
     deleted = open_service(args, config).delete_unnamed_keys()
     if args.json:

@@ -327,7 +327,7 @@ def cmd_retire(args, config: Config) -> int:
     if args.orphans:  # first: a declined confirmation changes nothing
         declined = _destroy_unrecorded(args, service)
         if declined is None:
-            print("nothing destroyed")
+            print("nothing destroyed", file=sys.stderr)  # beside the question: stdout may be JSON
             return 1
         unrecorded = declined
     retired = rotation.retire_unused(OPERATOR)

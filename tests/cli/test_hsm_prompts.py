@@ -67,3 +67,39 @@ def test_input_ended_at_the_reinitialisation_question_changes_nothing(config, st
                             env={**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(tmp_path),
                                  "SIGNSERVER_HSM_USER_PIN": USER_RIGHT}, timeout=120)
     assert listed.returncode == 0, listed.stderr
+
+
+def answer_on_terminal(state_dir, state, answer: bytes, *args: str, **env: str) -> tuple[int, str, str]:
+    """Run ``signserver hsm ARGS`` with a terminal as its standard input, and type ``answer`` once
+    it asks its question (on standard error). Returns the exit code, standard output and error."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([str(SIGNSERVER), "hsm", *args], stdin=terminal, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True,
+                               env={**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(state), **env})
+    os.close(terminal)
+    asked = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"[y/N]" not in asked and time.monotonic() < deadline:
+            if select.select([process.stderr], [], [], 0.2)[0]:
+                chunk = os.read(process.stderr.fileno(), 4096)
+                if not chunk:
+                    break
+                asked += chunk
+        os.write(controller, answer)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        os.close(controller)
+    return process.returncode, out.decode(errors="replace"), (asked + err).decode(errors="replace")
+
+
+def test_a_declined_deletion_with_json_prints_nothing_but_json_on_standard_output(state_dir, tmp_path):
+    token = new_token("prompt-delete")
+    environment = {**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(tmp_path), "SIGNSERVER_HSM_USER_PIN": USER_RIGHT}
+    made = subprocess.run([str(SIGNSERVER), "hsm", "keygen", "--algorithm", "ec-p256", "--label", "kept",
+                           "--token", token], capture_output=True, text=True, env=environment, timeout=120)
+    assert made.returncode == 0, made.stderr
+    code, out, err = answer_on_terminal(state_dir, tmp_path, b"n\n", "delete", "kept", "--token", token, "--json",
+                                        SIGNSERVER_HSM_USER_PIN=USER_RIGHT)
+    assert code == 1 and out == "" and "nothing deleted" in err, (out, err)
