@@ -23,6 +23,7 @@ token and is destroyed once used: a copied or intercepted file is useless.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -256,18 +257,25 @@ def begin_receiving(session: TokenSession) -> TransportKey:
         while f"{TRANSPORT_LABEL_PREFIX}{number}" in taken:
             number += 1
         label = f"{TRANSPORT_LABEL_PREFIX}{number}"
-        public = _generate_transport_pair(s, label)
-        key = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
-                                   int.from_bytes(public[Attribute.MODULUS], "big")).public_key()
-        key_print = fingerprint(key)
-        # Known by its fingerprint: the export names it, and the import finds the public half by
-        # it (and the private half, which may not be modified, by its modulus).
-        public[Attribute.ID] = bytes.fromhex(key_print)
+        try:
+            public = _generate_transport_pair(s, label)
+            key = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
+                                       int.from_bytes(public[Attribute.MODULUS], "big")).public_key()
+            key_print = fingerprint(key)
+            # Known by its fingerprint: the export names it, and the import finds the public half by
+            # it (and the private half, which may not be modified, by its modulus).
+            public[Attribute.ID] = bytes.fromhex(key_print)
+            log.info("generated the transport key pair %s (SHA-256 %s)", label, key_print)
+        except BaseException:
+            # Ctrl-C included, which arrives once the token's generation returns: a pair whose
+            # public half nobody has only clutters the token (the caller discards it from there on).
+            with contextlib.suppress(p11.PKCS11Error):
+                for half in session.find(s, {Attribute.LABEL: label}):
+                    half.destroy()
+            raise
         return TransportKey(label, key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo), key_print)
 
-    transport = session.run(generate, "generate a transport key pair")
-    log.info("generated the transport key pair %s (SHA-256 %s)", transport.label, transport.fingerprint)
-    return transport
+    return session.run(generate, "generate a transport key pair")
 
 
 def discard_transport_pair(session: TokenSession, transport_fingerprint: str) -> None:

@@ -261,3 +261,38 @@ def test_retire_orphans_beside_a_rotation_never_leaves_a_recorded_key_off_the_to
     else:  # the retirement destroyed the key first: the rotation said so and changed nothing
         assert "no longer on the token" in said, said
         assert [m["state"] for m in recorded] == ["active"] and on_token == set(before), (recorded, on_token)
+
+
+def transport_labels_on_token(config, token: str) -> list[str]:
+    listing = subprocess.run(
+        ["pkcs11-tool", "--module", str(config.hsm.module), "--token-label", token, "--login",
+         "--pin", USER_PIN.reveal(), "--list-objects", "--type", "privkey"],
+        capture_output=True, text=True, env=cli_env(config.state_dir), timeout=60)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    return sorted(line.split(":", 1)[1].strip() for line in listing.stdout.splitlines()
+                  if line.strip().startswith("label:") and "signserver-transport-" in line)
+
+
+def test_a_transport_key_interrupted_as_it_is_made_is_not_left_on_the_token(config, state_dir, token, tmp_path):
+    """Ctrl-C once the pair is on the token and before its public half is written: a pair whose
+    public half nobody has is destroyed; each run leaves a pair exactly when it wrote its file."""
+    for attempt in range(3):
+        before = transport_labels_on_token(config, token)
+        out, said = tmp_path / f"transport-{attempt}.pem", tmp_path / f"begin-{attempt}.out"
+        files = token_files(state_dir)
+        with said.open("w") as sink:
+            begun = subprocess.Popen(
+                [str(SIGNSERVER), "hsm", "master", "receive-begin", "--out", str(out), "--token", token],
+                env=environment(state_dir, tmp_path), stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            try:
+                wait_for_a_new_key(state_dir, files, begun, said)
+                begun.send_signal(signal.SIGINT)
+                begun.wait(60)
+            finally:
+                if begun.poll() is None:
+                    begun.kill()
+                    begun.wait()
+        made = sorted(set(transport_labels_on_token(config, token)) - set(before))
+        assert "Traceback" not in said.read_text(), said.read_text()
+        assert (len(made) == 1) == out.exists() and len(made) <= 1, (made, said.read_text())
