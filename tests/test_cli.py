@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -516,3 +517,20 @@ def test_delete_unnamed_leaves_the_complete_keys_of_other_applications(state_dir
                 obj.destroy()
         return found
     assert keystore.session.run(destroy, "destroy the unnamed key pairs") == [2, 2]  # both halves of each
+
+
+def test_a_pin_change_says_when_the_servers_pin_file_still_holds_the_old_pin(state_dir, tmp_path):
+    """The server logs in with hsm.user_pin_file: left with the old PIN, the token would refuse it
+    and count it toward its lockout."""
+    label = f"cli-{uuid.uuid4().hex[:8]}"
+    f = pin_files(tmp_path, so="cli-so-pin", user="cli-user-pin", new="cli-new-pin")
+    assert run(state_dir, "hsm", "init", "--label", label, "--so-pin-file", f["so"],
+               "--user-pin-file", f["user"]).returncode == 0
+    server_file = {"SIGNSERVER_HSM_TOKEN_LABEL": label, "SIGNSERVER_HSM_USER_PIN_FILE": f["user"]}
+    changed = run(state_dir, "hsm", "change-pin", "--new-pin-file", f["new"], **server_file)
+    assert changed.returncode == 0, changed.stderr
+    assert "does not hold the new PIN" in changed.stderr and f["user"] in changed.stderr
+    Path(f["user"]).write_text("cli-new-pin")  # as the administrator is told to
+    unblocked = run(state_dir, "hsm", "unblock-pin", "--so-pin-file", f["so"], "--new-pin-file", f["user"],
+                    **server_file)
+    assert unblocked.returncode == 0 and "does not hold" not in unblocked.stderr, unblocked.stderr

@@ -15,8 +15,8 @@ from signserver.cli.common import check_output, open_service, write_output
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.cli.pins import read_optional_pin, read_pin, write_pin_file
 from signserver.cli.text import ask, text_argument
-from signserver.config import USER_PIN_ENV, Config
-from signserver.errors import InvalidArgument, SignServerError
+from signserver.config import USER_PIN_ENV, Config, read_secret_file
+from signserver.errors import ConfigurationError, InvalidArgument, SignServerError
 from signserver.hsm.admin import SlotStatus, TokenAdministrator, check_signature, count_objects
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import KeyInfo
@@ -387,6 +387,7 @@ def cmd_change_pin(args, config: Config) -> int:
     admin.change_user_pin(label, old, new, PinGuard.for_config(config.hsm, config.state_dir))
     _changed(args, label, "user PIN", f"changed the user PIN of token {label!r}")
     _forget_refusals_of(config, admin, label)
+    _warn_if_pin_file_stale(config, label, new)
     return 0
 
 
@@ -408,7 +409,26 @@ def cmd_unblock_pin(args, config: Config) -> int:
     admin.unblock_user_pin(label, so_pin, new, PinGuard.for_config(config.hsm, config.state_dir))
     _changed(args, label, "user PIN", f"set a new user PIN on token {label!r}")
     _forget_refusals_of(config, admin, label)
+    _warn_if_pin_file_stale(config, label, new)
     return 0
+
+
+def _warn_if_pin_file_stale(config: Config, label: str, new: Secret) -> None:
+    """Say on standard error when the server's PIN file (``hsm.user_pin_file``, for the
+    configured token) does not hold the PIN just set: the server would log in with the old one,
+    which the token refuses and counts toward its lockout. The file is not written: a PIN file is
+    the administrator's, as `hsm init --generate-pins` never overwrites one either."""
+    path = config.hsm.user_pin_file
+    if label != config.hsm.token_label or path is None or not path.is_file():
+        return
+    try:
+        current = read_secret_file(path, "hsm.user_pin_file").reveal()
+    except ConfigurationError:
+        current = None
+    if current != new.reveal():
+        print(f"signserver: note: {path} (hsm.user_pin_file) does not hold the new PIN: write it there before "
+              "the server next starts, which would otherwise log in with a PIN the token refuses and counts",
+              file=sys.stderr)
 
 
 def _changed(args, label: str, pin: str, text: str) -> None:
