@@ -9,9 +9,10 @@ renewal's holder token stops working, for the JSON API too) and signs the holder
 renewal alone. A lost or spent link is replaced by asking for a new one by e-mail address.
 
 Limits: each code allows code_attempts guesses and lives code_seconds; per renewal at most
-code_sends codes and code_failures wrong codes in all (kept in ra_code_limits under the key
-SIGN_IN_LIMITS, apart from the addresses' identity codes; an operator's reopen-limits resets them),
-so guessing does not go on by following the link again in a fresh session. A code is kept in
+code_sends codes between two sign-ins (a sign-in with the right code starts their count again) and
+code_failures wrong codes in all (kept in ra_code_limits under the key SIGN_IN_LIMITS, apart from
+the addresses' identity codes; an operator's reopen-limits resets them), so guessing does not go on
+by following the link again in a fresh session. A code is kept in
 ra_email_verifications under the same key, its attempts counted there, and the session keeps only
 its id: guesses sent at once in one session, each reading the session before any writes it back,
 cannot each count from the same copy.
@@ -127,8 +128,8 @@ class HolderSignIn:
         """E-mail a new code to the renewal's addresses; returns what the session keeps now.
 
         Raises: HolderNotAuthorised: the link no longer holds; SignInCodeRefused: a code went out less
-                than a minute ago, or the renewal's sign-in codes are used up (code_sends sent or
-                code_failures wrong).
+                than a minute ago, or the renewal's sign-in codes are used up (code_sends sent since the
+                last sign-in, or code_failures wrong).
         """
         now = self._clock.now()
         with self._database.transaction() as conn:
@@ -153,7 +154,8 @@ class HolderSignIn:
 
     def verify(self, pending: NoticeSignIn, code: str) -> Renewal:
         """The renewal signed in to, when ``code`` is the one sent: the link is spent (the renewal's
-        holder token stops working). The attempt is counted in the database whatever the outcome.
+        holder token stops working) and the count of sign-in codes sent starts again. The attempt
+        is counted in the database whatever the outcome.
 
         Raises: HolderNotAuthorised: the link no longer holds; SignInCodeRefused: no code sent, wrong,
                 expired, its attempts used up, or the renewal's sign-in codes are used up.
@@ -178,6 +180,9 @@ class HolderSignIn:
                 raise SignInCodeRefused("too many wrong codes; ask for a new one", "used_up")
             if matched:
                 spent = repository.save_renewal(conn, replace(renewal, holder_token_hash="", updated_at=now))
+                # code_sends bounds the codes asked between two sign-ins, not the holder's visits: a
+                # code used is no guess, and the wrong ones stay counted toward code_failures.
+                repository.reset_codes_sent(conn, renewal.id, SIGN_IN_LIMITS)
                 repository.audit(conn, now, HOLDER, "notice_link_spent", renewal.id, "signed in with an e-mail code")
                 return spent
             repository.audit(conn, now, HOLDER, "sign_in_code_wrong", renewal.id)

@@ -144,6 +144,25 @@ def test_wrong_codes_are_counted_per_renewal_across_sessions(workflow, sign_in, 
     assert sign_in.verify(again, last_code(ra_database)).id == renewal_id
 
 
+def test_each_sign_in_with_the_right_code_starts_the_count_of_codes_again(workflow, sign_in, ra_database, ra_clock,
+                                                                          settings):
+    """A holder who comes back through a new link each time is never blocked by codes used to sign
+    in; codes asked and never used still count toward code_sends."""
+    renewal_id, token = noticed(workflow, ra_database, ra_clock)
+    for _ in range(settings.code_sends + 1):
+        pending = sign_in.send_code(sign_in.follow_link(renewal_id, token))
+        assert sign_in.verify(pending, last_code(ra_database)).id == renewal_id
+        ra_clock.advance(seconds=1800)  # the holder comes back later, through a new link (this one is spent)
+        assert sign_in.new_link(KUAN.emails[0]) == 1
+        _, token = LINK.search(outbox(ra_database)[-1][1]).groups()
+    for _ in range(settings.code_sends):  # asked, never typed
+        sign_in.send_code(sign_in.follow_link(renewal_id, token))
+        ra_clock.advance(seconds=61)
+    with pytest.raises(CodeRefused, match="too many") as blocked:
+        sign_in.send_code(sign_in.follow_link(renewal_id, token))
+    assert blocked.value.reason == "blocked"
+
+
 def test_a_code_s_attempts_are_counted_once_for_requests_that_read_the_session_together(workflow, ra_database,
                                                                                        ra_clock, settings):
     sign_in = HolderSignIn(ra_database, ra_clock, replace(settings, code_attempts=3))  # below code_failures (4)

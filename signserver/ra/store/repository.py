@@ -287,6 +287,12 @@ def count_code_sent(conn: Connection, renewal_id: str, address: str, limit: int)
                         .values(codes_sent=code_limits.c.codes_sent + 1)).rowcount == 1
 
 
+def reset_codes_sent(conn: Connection, renewal_id: str, address: str) -> None:
+    """The codes sent to ``address`` start counting again (a code was used to sign in); the wrong
+    codes typed, and a block, stay."""
+    conn.execute(update(code_limits).where(_code_limits_where(renewal_id, address)).values(codes_sent=0))
+
+
 def count_code_failure(conn: Connection, renewal_id: str, address: str, limit: int,
                        now: datetime.datetime) -> CodeLimits:
     """Count one more wrong code for ``address``; the address is blocked at the ``limit``-th.
