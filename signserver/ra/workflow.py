@@ -298,11 +298,12 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
         """Fetch the holder's ID-card data (with the recorded consent) and compare them with the
         registered data.
 
-        Raises: StepRefused: out of order, or the holder asked registry_lookups times already;
-                AC-AB-0014 when the data differ or the document expired
+        Raises: StepRefused: out of order, or the registry answered registry_lookups of the
+                holder's lookups already; AC-AB-0014 when the data differ or the document expired
                 (identity verification starts again, an e-mail is sent); refused outright for a
                 non-Macau document that does not match. When the registry does not answer the
-                renewal waits (waiting_for_registry) and is returned.
+                renewal waits (waiting_for_registry) and is returned, the holder's lookup not
+                counted.
         """
         renewal = self.get(renewal_id)
         machine.before_registry_match(renewal)
@@ -315,6 +316,8 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             record = registry.fetch_identity(holder.id_type, holder.id_number,
                                              consent_reference=renewal.consent_reference)
         except RegistryUnavailable:
+            if actor == HOLDER:  # no lookup was made: "Try again" while the registry is down costs none
+                self._give_back_holder_request(renewal_id, "registry_lookups")
             if renewal.state is State.WAITING_FOR_REGISTRY:
                 return renewal  # still waiting: nothing new to record
             return self._save(renewal, actor, "registry_unavailable",
@@ -376,6 +379,12 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             repository.audit(conn, now, HOLDER, "limit_reached", renewal_id, counter)
         raise StepRefused(f"{what} {limit} times for this renewal: ask the registration authority to reopen it, "
                           f"or renew in person", reason="limit_reached")
+
+    def _give_back_holder_request(self, renewal_id: str, counter: str) -> None:
+        """The registry did not answer a request _count_holder_request counted: it counts no more.
+        (Counted before the call, so that requests sent at once cannot all pass the limit.)"""
+        with self._database.transaction() as conn:
+            repository.give_back_holder_request(conn, renewal_id, counter)
 
     def _require_identity_phase(self, renewal: Renewal, address: str) -> None:
         if renewal.state not in (State.AWAITING_IDENTITY, State.WAITING_FOR_REGISTRY):

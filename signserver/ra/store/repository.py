@@ -178,6 +178,13 @@ def count_holder_request(conn: Connection, renewal_id: str, counter: str, limit:
                         .values({column: column + 1})).rowcount == 1
 
 
+def give_back_holder_request(conn: Connection, renewal_id: str, counter: str) -> None:
+    """One of the holder's requests counted in ``counter`` got no answer from the registry: it
+    counts no more (never below 0, as after an operator reopened the limits meanwhile)."""
+    column = renewals.c[counter]
+    conn.execute(update(renewals).where(renewals.c.id == renewal_id, column > 0).values({column: column - 1}))
+
+
 def reset_holder_limits(conn: Connection, renewal_id: str) -> None:
     """An operator reopened the renewal: its counters and its blocked addresses start again."""
     conn.execute(update(renewals).where(renewals.c.id == renewal_id).values(registry_lookups=0, face_comparisons=0))

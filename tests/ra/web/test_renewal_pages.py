@@ -372,6 +372,26 @@ def test_the_registry_unavailable_is_a_waiting_page(site, core, registry):  # no
     assert "Upload a recent photo" in holder.get(f"/holder/renewals/{renewal.id}").text
 
 
+def test_try_again_while_the_registry_is_down_uses_up_no_lookup(site, core, registry):  # noqa: F811
+    renewal, _ = noticed_renewal(site, core, "web-wait-2")
+    site.workflow.record_consent(renewal.id)
+    for address in renewal.emails:
+        site.workflow.send_code(renewal.id, address)
+        site.workflow.verify_code(renewal.id, address, code_sent_to(site.database, address))
+    holder = site.holder("web-wait-2")
+    base = f"/holder/renewals/{renewal.id}"
+    registry.state.faults.set(Fault(status=503))
+    try:
+        for _ in range(site.ctx.settings.registry_lookups):  # the check, then "Try again" on the waiting page
+            page_to(holder.post(base + "/registry"), renewal.id)
+            assert "Waiting for the identity registry to answer" in holder.get(base).text
+    finally:
+        registry.state.faults.clear()
+    page_to(holder.post(base + "/registry"), renewal.id)  # the registry answers: the holder goes on
+    assert "Upload a recent photo" in holder.get(base).text
+    assert site.workflow.get(renewal.id).registry_lookups == 1  # the one lookup answered
+
+
 def in_state(site: Site, renewal, *moves):
     with site.database.transaction() as conn:
         current = repository.get_renewal(conn, renewal.id)
