@@ -84,6 +84,22 @@ def photo_media_type(photo: bytes) -> str:
     raise PhotoRefused("the photo is not a JPEG, PNG or TIFF image")
 
 
+def checked_photo_type(photo: bytes, media_type: str) -> str:
+    """The contract's name of ``media_type`` when ``photo`` is a photo the registry takes and
+    ``media_type`` (image/jpeg, image/jpg, image/png, image/tiff...) is what its bytes are.
+
+    Raises: PhotoRefused: another media type, a content that is not the media type, an empty photo
+    or one above MAX_PHOTO_BYTES.
+    """
+    declared = MEDIA_TYPES.get(media_type.strip().lower())
+    if declared is None:
+        raise PhotoRefused(f"media type {media_type[:64]!r} is not JPEG, PNG or TIFF")
+    actual = photo_media_type(photo)
+    if actual != declared:
+        raise PhotoRefused(f"the photo's content is {actual}, not {declared}")
+    return declared
+
+
 def read_api_key(path: Path) -> str:
     """The API key in ``path``: its first line that is neither blank nor a # comment.
 
@@ -209,17 +225,13 @@ class RegistryClient:
 
         Raises: ValueError: id_type or id_number is empty. PhotoRefused: another media type, a
         content that is not the media type, an empty photo or one above 10 MiB (checked before
-        sending), or the registry's 422. IdentityNotFound: the registry holds no such document.
-        RegistryRejected: the registry refused the RA. RegistryUnavailable: no useful answer
-        after the attempts, or an answer outside the contract.
+        sending: :func:`checked_photo_type`), or the registry's 422. IdentityNotFound: the
+        registry holds no such document. RegistryRejected: the registry refused the RA.
+        RegistryUnavailable: no useful answer after the attempts, or an answer outside the
+        contract.
         """
         _require_text(id_type=id_type, id_number=id_number)
-        declared = MEDIA_TYPES.get(media_type.strip().lower())
-        if declared is None:
-            raise PhotoRefused(f"media type {media_type[:64]!r} is not JPEG, PNG or TIFF")
-        actual = photo_media_type(photo)
-        if actual != declared:
-            raise PhotoRefused(f"the photo's content is {actual}, not {declared}")
+        declared = checked_photo_type(photo, media_type)
         body = {"id_type": id_type, "id_number": id_number, "media_type": declared,
                 "photo": base64.b64encode(photo).decode("ascii")}
         response = self._post(COMPARE_PATH, body, what=f"the face comparison for {id_type} {mask_id_number(id_number)}")

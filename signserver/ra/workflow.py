@@ -19,6 +19,7 @@ from signserver.ra.application import ApplicationSteps
 from signserver.ra.errors import (CodeRefused, ConcurrentUpdate, HolderNotAuthorised, IdentityNotFound,
                                   OperationRefused, RaError, RegistryUnavailable, StepRefused)
 from signserver.ra.help_codes import IDENTITY_DATA_CHANGED, help_code
+from signserver.ra.registry import checked_photo_type
 from signserver.ra.renewal import Holder, Renewal, State, Step
 from signserver.ra.steps import HOLDER, SYSTEM, Certificates, Registry
 from signserver.ra.store import repository
@@ -340,16 +341,20 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
                           help_code=IDENTITY_DATA_CHANGED)
 
     def compare_face(self, renewal_id: str, photo: bytes, media_type: str) -> Renewal:
-        """Raises: StepRefused (out of order, a score below face_threshold, or face_comparisons
-        photos compared already); PhotoRefused. When the registry does not answer the renewal waits
-        and is returned; the holder sends the photo again."""
+        """Raises: StepRefused (out of order, a score below face_threshold, or the registry
+        compared face_comparisons photos already); PhotoRefused (a photo refused here, before
+        anything is counted: not JPEG, PNG or TIFF, not ``media_type``, empty or too large; or
+        refused by the registry). When the registry does not answer the renewal waits and is
+        returned, the comparison not counted; the holder sends the photo again."""
         renewal = self.get(renewal_id)
         machine.before_face(renewal)
         holder = self._holder(renewal.account)
+        checked_photo_type(photo, media_type)  # a file the registry would not take uses up no comparison
         self._count_holder_request(renewal_id, "face_comparisons", "photos were compared")
         try:
             score = self._holder_registry.compare_face(holder.id_type, holder.id_number, photo, media_type)
         except RegistryUnavailable:
+            self._give_back_holder_request(renewal_id, "face_comparisons")  # none was made
             return self._save(renewal, HOLDER, "registry_unavailable",
                               lambda r, now, conn: machine.registry_waiting(r, Step.FACE, now))
         threshold = self._settings.face_threshold

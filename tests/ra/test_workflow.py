@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from signserver.ra.errors import CodeRefused, HolderNotAuthorised, StepRefused
+from signserver.ra.errors import CodeRefused, HolderNotAuthorised, PhotoRefused, StepRefused
 from signserver.ra.renewal import State
 from signserver.ra.store import repository
 from signserver.ra.workflow import ActivationSecrets, RenewalWorkflow
@@ -364,6 +364,25 @@ def test_face_comparisons_and_registry_lookups_are_limited_per_renewal(workflow,
         workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"), "image/png")
     workflow.reopen_limits(renewal.id, "dsaj-operator")
     assert workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"), "image/png").face_score > 0.9
+
+
+def test_only_the_comparisons_the_registry_answered_are_counted(workflow, ra_database, ra_clock, registry):
+    renewal = noticed(workflow, ra_database, ra_clock)
+    workflow.record_consent(renewal.id)
+    workflow.check_registry(renewal.id)
+    me = photo("kuan-weng-sam.png")
+    for content, declared in ((b"GIF89a" + b"\x00" * 64, "image/gif"), (me, "image/jpeg"), (b"", "image/png"),
+                              (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/png"), (me, "image/webp")):
+        with pytest.raises(PhotoRefused):  # as the JSON API sends them, refused before the registry is asked
+            workflow.compare_face(renewal.id, content, declared)
+    registry.state.faults.set(Fault(status=502))
+    try:
+        for _ in range(2):  # sent, then sent again while the renewal waits
+            assert workflow.compare_face(renewal.id, me, "image/png").state is State.WAITING_FOR_REGISTRY
+    finally:
+        registry.state.faults.clear()
+    assert workflow.get(renewal.id).face_comparisons == 0
+    assert workflow.compare_face(renewal.id, me, "image/png").face_comparisons == 1
 
 
 def test_the_holder_s_registry_call_is_tried_once_and_the_background_pass_retries(

@@ -29,7 +29,7 @@ from signserver.ra import errors
 from signserver.ra.activation import ActivationSecrets
 from signserver.ra.application import subject_parts
 from signserver.ra.help_codes import IDENTITY_DATA_CHANGED, ONLY_IN_PERSON, REVOKE_FIRST
-from signserver.ra.registry import MAX_PHOTO_BYTES
+from signserver.ra.registry import MAX_PHOTO_BYTES, photo_media_type
 from signserver.ra.renewal import REVOCATION_PHRASE, Renewal, State, Step, check_new_password, is_cloud_signature
 from signserver.ra.web.account_pages import PASSWORD_RULES, locked_text, password_rule_text
 from signserver.ra.web.rendering import (FieldReader, field_errors, gettext, guidance, page_route, provider_of,
@@ -42,8 +42,6 @@ MAX_PDF_BYTES = 20 * 1024 * 1024  # as the JSON API: a one-page application with
 MULTIPART_OVERHEAD = 64 * 1024
 PHOTO_FORM_BYTES = MAX_PHOTO_BYTES + MULTIPART_OVERHEAD
 APPLICATION_FORM_BYTES = MAX_PDF_BYTES + MULTIPART_OVERHEAD
-PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".tif": "image/tiff",
-               ".tiff": "image/tiff"}
 CODE_EXPIRIES = "code_expires"  # session data: {renewal id: {address: epoch seconds}} of the codes sent
 PROGRESS_REFRESH_SECONDS = 3
 WAITING_REFRESH_SECONDS = 30
@@ -352,14 +350,6 @@ async def registry(request: Request, ctx) -> Response:
     return await _act(request, ctx, renewal, ctx.workflow.check_registry, renewal.id)
 
 
-def _photo_type(upload: UploadFile) -> str:
-    declared = (upload.content_type or "").split(";")[0].strip().lower()
-    if declared.startswith("image/"):
-        return declared
-    name = (upload.filename or "").lower()
-    return next((kind for ending, kind in PHOTO_TYPES.items() if name.endswith(ending)), declared)
-
-
 async def photo(request: Request, ctx) -> Response:
     renewal = await _renewal(request, ctx)
     form = await read_form(request, max_bytes=PHOTO_FORM_BYTES, files=True)
@@ -368,8 +358,15 @@ async def photo(request: Request, ctx) -> Response:
     if not content:
         return await show_step(request, ctx, renewal, status=422, field_errors={
             "photo": gettext(request, "Choose a photo of yourself (JPG, JPEG, PNG or TIFF).")})
+    # Told by its bytes: the file's name and the type the browser declares are not evidence (a
+    # phone's PNG named photo.jpg is a PNG). A file the registry would not take is refused here,
+    # before any limit counts it.
+    try:
+        media_type = photo_media_type(content)
+    except errors.PhotoRefused as exc:
+        return await show_step(request, ctx, renewal, error=refusal_text(request, exc), status=422)
     ctx.limits.check(request, "renewal-photo", renewal.account)
-    return await _act(request, ctx, renewal, ctx.workflow.compare_face, renewal.id, content, _photo_type(upload))
+    return await _act(request, ctx, renewal, ctx.workflow.compare_face, renewal.id, content, media_type)
 
 
 async def agreement(request: Request, ctx) -> Response:

@@ -392,6 +392,52 @@ def test_try_again_while_the_registry_is_down_uses_up_no_lookup(site, core, regi
     assert site.workflow.get(renewal.id).registry_lookups == 1  # the one lookup answered
 
 
+def webp_image() -> bytes:
+    import io
+
+    from PIL import Image
+
+    made = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(made, "WEBP")
+    return made.getvalue()
+
+
+HEIC_START = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"  # an iPhone photo's first box
+
+
+def test_a_photo_is_told_by_its_content_and_none_checked_uses_up_a_comparison(site, core, registry):  # noqa: F811
+    renewal, _ = noticed_renewal(site, core, "web-photo-1")
+    site.workflow.record_consent(renewal.id)
+    for address in renewal.emails:
+        site.workflow.send_code(renewal.id, address)
+        site.workflow.verify_code(renewal.id, address, code_sent_to(site.database, address))
+    site.workflow.check_registry(renewal.id)
+    holder = site.holder("web-photo-1")
+    base = f"/holder/renewals/{renewal.id}"
+    me = photo("kuan-weng-sam.png")
+    not_taken = [("IMG_0001.HEIC", HEIC_START + b"\x00" * 64, "image/heic"), ("photo.webp", webp_image(), "image/webp"),
+                 ("photo.jpg", b"not a photo at all " * 20, "image/jpeg"), ("photo.png", b"\x89PN", "image/png"),
+                 ("photo.webp", webp_image(), "image/jpeg")]
+    assert len(not_taken) == site.ctx.settings.face_comparisons
+    for name, content, declared in not_taken:
+        refused = holder.post(base + "/photo", files={"photo": (name, content, declared)})
+        assert refused.status_code == 422 and "The photo cannot be used: choose a JPG, JPEG, PNG or TIFF file" in \
+            text_of(refused), name
+        assert site.workflow.get(renewal.id).face_comparisons == 0, name
+    registry.state.faults.set(Fault(status=502))
+    try:  # the face service does not answer: the renewal waits, and the photo is sent again
+        page_to(holder.post(base + "/photo", files={"photo": ("me.png", me, "image/png")}), renewal.id)
+        assert "did not answer when your photo was sent" in holder.get(base).text
+    finally:
+        registry.state.faults.clear()
+    assert site.workflow.get(renewal.id).face_comparisons == 0
+    # A PNG a phone names photo.jpg, and a browser declares image/jpeg, is a PNG
+    page_to(holder.post(base + "/photo", files={"photo": ("photo.jpg", me, "image/jpeg")}), renewal.id)
+    done = site.workflow.get(renewal.id)
+    assert done.face_score > 0.9 and done.face_comparisons == 1
+    assert "Applicant/subscriber agreement and declaration" in holder.get(base).text
+
+
 def in_state(site: Site, renewal, *moves):
     with site.database.transaction() as conn:
         current = repository.get_renewal(conn, renewal.id)
