@@ -26,7 +26,8 @@ from pathlib import Path
 
 from signserver.ra import renewal as machine
 from signserver.ra.application_document import ApplicationData, FontSource, render
-from signserver.ra.errors import ApplicationRefused, CoreUnavailable, SettingsError, StepRefused, core_error
+from signserver.ra.errors import (ApplicationRefused, ConcurrentUpdate, CoreUnavailable, RaError, SettingsError,
+                                  StepRefused, core_error)
 from signserver.ra.renewal import CLOUD_SIGNATURE, ApplicationRecord, Renewal
 from signserver.ra.steps import HOLDER, RenewalSteps
 from signserver.ra.store import repository
@@ -35,6 +36,12 @@ log = logging.getLogger(__name__)
 
 UPLOAD = "upload"  # how the application was signed: with an external eID, or with CLOUD_SIGNATURE
 DOCUMENT_TIMESTAMP = "/DocTimeStamp"  # a signature dictionary's /Type the core verifies without a report
+# How long the core may take to sign the application: the bound signserver.ra.server.document_client
+# puts on each call to the core's DocumentService. A signing claimed in the RA's database holds that
+# long and a margin to record its result; one left by a process that stopped then lapses, and the
+# holder can sign again.
+CORE_SIGNING_SECONDS = 120.0
+SIGNING_CLAIM = datetime.timedelta(seconds=CORE_SIGNING_SECONDS + 60)
 
 
 class ApplicationSteps(RenewalSteps):
@@ -86,15 +93,17 @@ class ApplicationSteps(RenewalSteps):
 
     def sign_application(self, renewal_id: str, password: str, otp: str = "") -> Renewal:
         """Sign the application with the holder's current cloud-signature credential (the core's
-        SignPdf, the RA as an application of the core).
+        SignPdf, the RA as an application of the core). One signing of a renewal's application is
+        under way at a time, in any RA process: it is claimed in the RA's database before the core
+        is asked, so that a second one sent meanwhile (a double click) neither sends the holder's
+        one-time password again nor counts as a wrong password in the core.
 
-        Raises: RenewalNotFound; StepRefused: out of order, or a certificate without a cloud
+        Raises: RenewalNotFound; StepRefused: out of order (signed meanwhile too), a signing of the
+                application under way ("application_signing"), or a certificate without a cloud
                 credential (upload a document signed with an eID instead); ApplicationRefused: the
                 password or OTP is not right, or the account is locked; CoreUnavailable: the core
                 does not answer, or the RA is not set up as its application.
         """
-        from signserver.client import AccountLocked, AuthenticationRefused, PermissionRefused, SignServerClientError
-
         renewal = self.get(renewal_id)
         machine.before_application(renewal)
         if not password:
@@ -106,10 +115,26 @@ class ApplicationSteps(RenewalSteps):
             raise StepRefused("this certificate holds no cloud-signature credential: upload the application "
                               "signed with your electronic ID", reason="no_cloud_credential")
         documents = self._require_documents()
+        claimed = self._claim_signing(renewal_id)
+        try:
+            signed_bytes = self._signed_by_core(documents, claimed, document, password, otp, certificate.credential_id)
+            return self._application_signed(claimed, document, signed_bytes, CLOUD_SIGNATURE, certificate.subject)
+        except Exception:
+            self._signing_ended(claimed)  # refused, or no signature: the holder may sign again
+            raise
+
+    def _signed_by_core(self, documents, renewal: Renewal, document: ApplicationRecord, password: str, otp: str,
+                        credential_id: str) -> bytes:
+        """The application document as the core signed it with the holder's credential.
+
+        Raises: as sign_application.
+        """
+        from signserver.client import AccountLocked, AuthenticationRefused, PermissionRefused, SignServerClientError
+
         signed = io.BytesIO()
         try:
             documents.sign_pdf(io.BytesIO(document.document), signed, account=renewal.account, password=password,
-                               otp=otp or None, credential_id=certificate.credential_id)
+                               otp=otp or None, credential_id=credential_id)
         except AuthenticationRefused:
             self._audit(renewal.id, "application_signing_refused", "authentication")
             raise ApplicationRefused("the password or one-time password is not right",
@@ -125,20 +150,54 @@ class ApplicationSteps(RenewalSteps):
         signed_bytes = signed.getvalue()
         if not signed_bytes.startswith(document.document):  # the core appends its signature, never rewrites
             raise StepRefused("the signed document is not the application document")
-        return self._application_signed(renewal, document, signed_bytes, CLOUD_SIGNATURE, certificate.subject)
+        return signed_bytes
+
+    def _claim_signing(self, renewal_id: str) -> Renewal:
+        """The renewal with its application's signing claimed for this request (SIGNING_CLAIM),
+        written through the renewal's version: of requests sent at once, whatever the RA process,
+        one claims it and the others find it claimed.
+
+        Raises: RenewalNotFound; StepRefused: a signing is under way ("application_signing"), or
+                the renewal no longer awaits its application ("out_of_order").
+        """
+        def claim(r, now, conn):
+            return machine.start_application_signing(r, now + SIGNING_CLAIM, now)
+        try:
+            return self._step(renewal_id, HOLDER, "application_signing_started", claim)
+        except ConcurrentUpdate:  # written meanwhile (PostgreSQL: another claim, say): read it again
+            return self._step(renewal_id, HOLDER, "application_signing_started", claim)
+
+    def _signing_ended(self, claimed: Renewal) -> None:
+        """Give back the claim ``claimed`` holds; left alone when it lapsed and another request
+        claimed the signing since, or the renewal moved on. Raises nothing: the holder is told why
+        the signing failed, and a claim the RA's database did not take back lapses at its time."""
+        now = self._clock.now()
+        try:
+            with self._database.transaction() as conn:
+                current = repository.get_renewal(conn, claimed.id, for_update=True)
+                if current.application_signing_until == claimed.application_signing_until:
+                    repository.save_renewal(conn, machine.application_signing_ended(current, now))
+                    repository.audit(conn, now, HOLDER, "application_signing_ended", claimed.id,
+                                     "no signature recorded")
+        except RaError as exc:
+            log.warning("a renewal's application signing was not given back (%s); it lapses at %s",
+                        type(exc).__name__, claimed.application_signing_until.isoformat())
 
     def upload_application(self, renewal_id: str, signed_pdf: bytes) -> Renewal:
         """Accept the application signed with an external eID.
 
-        Raises: RenewalNotFound; StepRefused: out of order; ApplicationRefused: not the RA's
-                document, a signature that is not intact and valid or does not cover it, changed
-                after signing, a signer not under a configured trust root or not the holder;
-                CoreUnavailable.
+        Raises: RenewalNotFound; StepRefused: out of order, or a signing through the core under way
+                ("application_signing"); ApplicationRefused: not the RA's document, a signature that
+                is not intact and valid or does not cover it, changed after signing, a signer not
+                under a configured trust root or not the holder; CoreUnavailable.
         """
         from signserver.client import InvalidArgument, SignServerClientError
 
         renewal = self.get(renewal_id)
         machine.before_application(renewal)
+        if machine.application_signing(renewal, self._clock.now()):  # through the core: one signature at a time
+            raise StepRefused("the application is being signed with the cloud-signature credential",
+                              reason=machine.APPLICATION_SIGNING)
         document = self.application_document(renewal_id)
         roots = self._trust_roots()
         if not signed_pdf.startswith(document.document) or len(signed_pdf) == len(document.document):

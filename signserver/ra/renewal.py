@@ -26,6 +26,7 @@ MACAU = "MO"
 CLOUD_SIGNATURE = "cloud-signature"  # the profiles cloud-signature-government and -corporate
 REVOCATION_PHRASE = re.compile(r"[A-Za-z0-9]{8,64}")
 OUT_OF_ORDER = "out_of_order"  # errors.Refusal.reason of a step the renewal is not at
+APPLICATION_SIGNING = "application_signing"  # errors.Refusal.reason: a signing of the application is under way
 
 
 class State(enum.StrEnum):
@@ -99,6 +100,7 @@ class Renewal:
     holder_token_expires: datetime.datetime | None = None
     registry_lookups: int = 0  # the holder's registry lookups and face comparisons so far (limited)
     face_comparisons: int = 0
+    application_signing_until: datetime.datetime | None = None  # a signing through the core under way until then
 
     @property
     def in_person(self) -> bool:
@@ -305,9 +307,36 @@ def before_application(renewal: Renewal) -> None:
     _require(renewal, "sign the application", State.AWAITING_APPLICATION)
 
 
+def application_signing(renewal: Renewal, now: datetime.datetime) -> bool:
+    """Whether a signing of the application through the core is under way at ``now`` (claimed, and
+    not lapsed)."""
+    return renewal.application_signing_until is not None and now < renewal.application_signing_until
+
+
+def start_application_signing(renewal: Renewal, until: datetime.datetime, now: datetime.datetime) -> Renewal:
+    """A signing of the application through the core begins: claimed until ``until``, when it
+    lapses (the process that signs may stop before it records anything).
+
+    Raises: StepRefused: not awaiting the application ("out_of_order"), or a signing of it is
+            under way ("application_signing").
+    """
+    before_application(renewal)
+    if application_signing(renewal, now):
+        raise StepRefused("the application is being signed already; look at the renewal again in a moment",
+                          reason=APPLICATION_SIGNING)
+    return _moved(renewal, now, application_signing_until=until)
+
+
+def application_signing_ended(renewal: Renewal, now: datetime.datetime) -> Renewal:
+    """The signing under way ended without a signature (the core refused, or gave none): the
+    holder may sign again."""
+    return _moved(renewal, now, application_signing_until=None)
+
+
 def application_signed(renewal: Renewal, sha256_hex: str, now: datetime.datetime) -> Renewal:
     """The holder signed the application document: identity verification is complete; to
-    awaiting_activation (cloud-signature) or awaiting_in_person (help code AC-AB-0007).
+    awaiting_activation (cloud-signature) or awaiting_in_person (help code AC-AB-0007). A signing
+    claimed for it ends.
 
     Raises: StepRefused: not awaiting the application, or no digest.
     """
@@ -316,8 +345,9 @@ def application_signed(renewal: Renewal, sha256_hex: str, now: datetime.datetime
         raise StepRefused("a signed application is recorded with its SHA-256")
     if renewal.in_person:
         return _moved(renewal, now, state=State.AWAITING_IN_PERSON, application_sha256=sha256_hex,
-                      help_code=ONLY_IN_PERSON)
-    return _moved(renewal, now, state=State.AWAITING_ACTIVATION, application_sha256=sha256_hex, help_code="")
+                      help_code=ONLY_IN_PERSON, application_signing_until=None)
+    return _moved(renewal, now, state=State.AWAITING_ACTIVATION, application_sha256=sha256_hex, help_code="",
+                  application_signing_until=None)
 
 
 def before_activation(renewal: Renewal) -> None:

@@ -18,6 +18,7 @@ import uvicorn
 from signserver.asgi_faults import FaultAfterAnswer
 from signserver.clock import Clock, SystemClock
 from signserver.ra.api import build_app
+from signserver.ra.application import CORE_SIGNING_SECONDS
 from signserver.ra.errors import CoreUnavailable, RaError, SettingsError
 from signserver.ra.mailer import OutboxMailer
 from signserver.ra.serving_address import recorded
@@ -68,7 +69,8 @@ def document_client(settings: RaSettings):
     return SignServerClient(settings.core_address, root_certificates=_read(roots, "ca_roots"),
                             client_certificate=_read(cert, "application_client_cert"),
                             client_key=_read(key, "application_client_key"),
-                            server_name=settings.core_server_name or None)
+                            server_name=settings.core_server_name or None,
+                            timeout=CORE_SIGNING_SECONDS)  # a signing's claim outlasts it (SIGNING_CLAIM)
 
 
 class CoreConnection:

@@ -30,6 +30,8 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from sqlalchemy import select
 
 from signserver.client import CertificateClient, NewAccount, SignServerClient
+from signserver.ra import renewal as machine
+from signserver.ra.application import SIGNING_CLAIM
 from signserver.ra.errors import ApplicationRefused, StepRefused
 from signserver.ra.renewal import State
 from signserver.ra.settings import RaSettings
@@ -218,8 +220,30 @@ def test_a_wrong_password_is_refused_and_counts_toward_the_lockout(ra_database, 
     assert ca_service.accounts.lock_state("ra-app-2").failed_attempts == before + 1
     still = workflow.get(renewal.id)
     assert still.state is State.AWAITING_APPLICATION and not still.application_sha256
+    assert still.application_signing_until is None  # the refused signing is over: the holder signs again
     assert workflow.sign_application(renewal.id, PASSWORD, otp_now(ca_service, ca_clock, "ra-app-2")).state is \
         State.AWAITING_ACTIVATION
+
+
+def test_a_signing_under_way_is_not_sent_again_and_one_left_by_a_stopped_process_lapses(
+        ra_database, ca_clock, registry_client, core, documents, ra_state_dir, ca_service):
+    workflow = make_workflow(ra_database, ca_clock, registry_client, core, documents, ra_state_dir)
+    renewal, _ = awaiting_application(workflow, ra_database, core, "ra-app-6")
+    now = ca_clock.now()
+    with ra_database.transaction() as conn:  # claimed by an RA process that stopped before the core answered
+        claimed = machine.start_application_signing(repository.get_renewal(conn, renewal.id), now + SIGNING_CLAIM, now)
+        repository.save_renewal(conn, claimed)
+    failed = ca_service.accounts.lock_state("ra-app-6").failed_attempts
+    document = workflow.application_document(renewal.id).document
+    for sign in (lambda: workflow.sign_application(renewal.id, PASSWORD, otp_now(ca_service, ca_clock, "ra-app-6")),
+                 lambda: workflow.upload_application(renewal.id, document + b"%%EOF\n")):
+        with pytest.raises(StepRefused) as refused:
+            sign()
+        assert refused.value.reason == "application_signing"
+    ca_clock.advance(seconds=SIGNING_CLAIM.total_seconds())
+    signed = workflow.sign_application(renewal.id, PASSWORD, otp_now(ca_service, ca_clock, "ra-app-6"))
+    assert signed.state is State.AWAITING_ACTIVATION and signed.application_signing_until is None
+    assert ca_service.accounts.lock_state("ra-app-6").failed_attempts == failed
 
 
 def test_an_upload_signed_by_a_trusted_external_eid_is_accepted(ra_database, ca_clock, registry_client, core,

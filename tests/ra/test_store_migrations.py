@@ -1,6 +1,7 @@
 """The RA's migrations from an older schema with rows in it (SQLite, or PostgreSQL with
 SIGNSERVER_TEST_STORE=postgresql): the spent single-use ids keep being spent across the rename of
-their table, the outbox's messages gain an empty last error, and each goes down again."""
+their table, the outbox's messages gain an empty last error, renewals have no application signing
+under way, and each goes down again."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from alembic.migration import MigrationContext
 from alembic.autogenerate import compare_metadata
 from sqlalchemy import inspect, text
 
+from signserver.ra.store import repository
 from signserver.ra.store.database import MIGRATIONS
 from signserver.ra.store.schema import metadata
+from tests.ra.conftest import KUAN, START, opened_renewal
 
 
 def _alembic(conn) -> AlembicConfig:
@@ -77,3 +80,17 @@ def test_the_outbox_s_older_messages_name_no_renewal_and_are_not_dismissed(ra_da
         assert "renewal_id" not in [c["name"] for c in inspect(conn).get_columns("ra_outbox")]
         conn.execute(text("DELETE FROM ra_outbox"))
     ra_database.migrate()
+
+
+def test_renewals_made_before_have_no_application_signing_under_way(ra_database):
+    renewal = opened_renewal(ra_database, KUAN, START)
+    with ra_database.transaction() as conn:
+        command.downgrade(_alembic(conn), "ra0010")
+    with ra_database.transaction() as conn:
+        assert "application_signing_until" not in [c["name"] for c in inspect(conn).get_columns("ra_renewals")]
+    ra_database.migrate()
+    with ra_database.transaction() as conn:
+        again = repository.get_renewal(conn, renewal.id)
+        assert again.application_signing_until is None and again.version == renewal.version
+        assert compare_metadata(MigrationContext.configure(conn, opts={"version_table": "ra_alembic_version"}),
+                                metadata) == []

@@ -106,6 +106,7 @@ def _renewal_values(renewal: Renewal) -> dict:
         "created_at": epoch_seconds(renewal.created_at),
         "updated_at": epoch_seconds(renewal.updated_at), "holder_token_hash": renewal.holder_token_hash,
         "holder_token_expires": _instant(renewal.holder_token_expires),
+        "application_signing_until": _instant(renewal.application_signing_until),
         # registry_lookups and face_comparisons: never written back (count_holder_request)
     }
 
@@ -124,7 +125,8 @@ def _renewal(row) -> Renewal:
         new_expires=_moment(row.new_expires), help_code=row.help_code, refusal=row.refusal,
         refusal_reason=row.refusal_reason,
         holder_token_hash=row.holder_token_hash, holder_token_expires=_moment(row.holder_token_expires),
-        registry_lookups=row.registry_lookups, face_comparisons=row.face_comparisons)
+        registry_lookups=row.registry_lookups, face_comparisons=row.face_comparisons,
+        application_signing_until=_moment(row.application_signing_until))
 
 
 def insert_renewal(conn: Connection, renewal: Renewal) -> Renewal:

@@ -56,6 +56,9 @@ renewals = Table(
     # Counted by an atomic increment only (never written back from a renewal that was read).
     Column("registry_lookups", Integer, nullable=False, server_default="0"),
     Column("face_comparisons", Integer, nullable=False, server_default="0"),
+    # Until when a signing of the application through the core is under way (NULL: none): claimed
+    # before the core is asked, so that a second one sent meanwhile asks it nothing.
+    Column("application_signing_until", BigInteger),
     Index("ix_ra_renewals_serial", "serial"),
     Index("ix_ra_renewals_state", "state"),
     Index("ux_ra_renewals_open_serial", "serial", unique=True, sqlite_where=OPEN_RENEWAL,

@@ -30,7 +30,8 @@ from signserver.ra.activation import ActivationSecrets
 from signserver.ra.application import subject_parts
 from signserver.ra.help_codes import IDENTITY_DATA_CHANGED, ONLY_IN_PERSON, REVOKE_FIRST
 from signserver.ra.registry import MAX_PHOTO_BYTES, photo_media_type
-from signserver.ra.renewal import REVOCATION_PHRASE, Renewal, State, Step, check_new_password, is_cloud_signature
+from signserver.ra.renewal import (APPLICATION_SIGNING, REVOCATION_PHRASE, Renewal, State, Step, check_new_password,
+                                   is_cloud_signature)
 from signserver.ra.web.account_pages import PASSWORD_RULES, locked_text, password_rule_text
 from signserver.ra.web.rendering import (FieldReader, field_errors, gettext, guidance, page_route, provider_of,
                                         read_form, redirect, render, text_field)
@@ -114,6 +115,8 @@ def _step_refusal_text(request: Request, reason: str) -> str:
         "no_cloud_credential": gettext(request, "This certificate has no cloud-signature credential: upload the "
                                                 "application signed with your electronic ID."),
         "password_missing": gettext(request, "Enter the cloud-signature password."),
+        APPLICATION_SIGNING: gettext(request, "The application document is being signed: wait a moment, then look "
+                                              "at the page again."),
         "not_verified": gettext(request, "Verify every e-mail address first."),
     }
     return texts.get(reason) or gettext(request, "This step cannot be done now: the page shows where the renewal "

@@ -237,6 +237,51 @@ def identity_verified_through_pages(site: Site, holder: "Browser", renewal) -> s
     return base
 
 
+def pdf_signatures(ca_service, account: str) -> int:
+    """How many PDFs the core signed for ``account`` (its audit trail's signature.pdf events)."""
+    from sqlalchemy import func, select
+
+    from signserver.store.schema import audit_log
+
+    with ca_service.database.read() as conn:
+        return conn.execute(select(func.count()).select_from(audit_log).where(
+            audit_log.c.event == "signature.pdf", audit_log.c.subject == account)).scalar_one()
+
+
+def test_a_double_clicked_sign_signs_once_and_counts_no_wrong_password(site, core, ca_service,  # noqa: F811
+                                                                       ca_clock):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    renewal, _ = noticed_renewal(site, core, "web-sign-twice")
+    holder = site.holder("web-sign-twice")
+    twin = Browser(site.base, holder.session_id, holder.csrf_token, ENGLISH)  # the same page's second click
+    base = identity_verified_through_pages(site, holder, renewal)
+    assert holder.get(base + "/application.pdf").status_code == 200
+    otp = otp_now(ca_service, ca_clock, "web-sign-twice")
+    failed_before = ca_service.accounts.lock_state("web-sign-twice").failed_attempts
+    together = threading.Barrier(2)
+
+    def click(browser: Browser) -> httpx.Response:
+        together.wait()
+        return browser.post(base + "/application/sign", {"password": PASSWORD, "otp": otp})
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(click, (holder, twin)))
+    assert sorted(a.status_code for a in answers) == [303, 422], [text_of(a)[:300] for a in answers]
+    second = next(a for a in answers if a.status_code == 422)
+    assert "not right" not in second.text
+    assert ("The application document is being signed" in text_of(second)
+            or "This step cannot be done now" in text_of(second)), text_of(second)[:500]  # or signed already
+    assert pdf_signatures(ca_service, "web-sign-twice") == 1
+    assert ca_service.accounts.lock_state("web-sign-twice").failed_attempts == failed_before
+    signed = site.workflow.get(renewal.id)
+    assert signed.state is State.AWAITING_ACTIVATION and signed.application_signing_until is None
+    with site.database.transaction() as conn:
+        actions = [e["action"] for e in repository.audit_entries(conn, renewal.id)]
+    assert actions.count("application_signed") == 1 and "application_signing_refused" not in actions
+
+
 def test_an_in_person_renewal_with_the_application_signed_by_an_eid(site, core, eid):  # noqa: F811
     renewal, issued = noticed_renewal(site, core, "web-eid-1", profile="qualified-government")
     holder = site.holder("web-eid-1")
