@@ -18,14 +18,22 @@ from tests.conftest import SIGNSERVER, cli_env, requires_softhsm
 pytestmark = [requires_softhsm("tokens of its own, made in SoftHSM's free slot"), pytest.mark.sqlite_only]
 
 
+def on_terminal(state_dir, state, args: tuple[str, ...], env: dict[str, str],
+                stderr: int) -> tuple[subprocess.Popen, int]:
+    """``signserver hsm ARGS`` started with a terminal as its standard input; the process and the
+    terminal's controlling end, to type on."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([str(SIGNSERVER), "hsm", *args], stdin=terminal, stdout=subprocess.PIPE,
+                               stderr=stderr, start_new_session=True,
+                               env={**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(state), **env})
+    os.close(terminal)
+    return process, controller
+
+
 def end_input_on_terminal(state_dir, state, *args: str, **env: str) -> tuple[int, str]:
     """Run ``signserver hsm ARGS`` with a terminal as its standard input and end the input there
     (Ctrl-D) once it asks something (getpass flushes what was typed before it asks)."""
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen([str(SIGNSERVER), "hsm", *args], stdin=terminal, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(state), **env})
-    os.close(terminal)
+    process, controller = on_terminal(state_dir, state, args, env, subprocess.STDOUT)
     output = b""
     deadline = time.monotonic() + 60
     try:
@@ -72,11 +80,7 @@ def test_input_ended_at_the_reinitialisation_question_changes_nothing(config, st
 def answer_on_terminal(state_dir, state, answer: bytes, *args: str, **env: str) -> tuple[int, str, str]:
     """Run ``signserver hsm ARGS`` with a terminal as its standard input, and type ``answer`` once
     it asks its question (on standard error). Returns the exit code, standard output and error."""
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen([str(SIGNSERVER), "hsm", *args], stdin=terminal, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, start_new_session=True,
-                               env={**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(state), **env})
-    os.close(terminal)
+    process, controller = on_terminal(state_dir, state, args, env, subprocess.PIPE)
     asked = b""
     try:
         deadline = time.monotonic() + 60

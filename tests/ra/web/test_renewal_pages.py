@@ -398,12 +398,17 @@ def test_an_overlong_revocation_phrase_is_said_on_its_field(site, core):  # noqa
     assert core.get_certificate(issued.serial).status == "valid"
 
 
-def test_the_registry_unavailable_is_a_waiting_page(site, core, registry):  # noqa: F811
-    renewal, _ = noticed_renewal(site, core, "web-wait-1")
+def consented_and_verified(site, renewal) -> None:
+    """The renewal's consent recorded and each of its addresses verified, as the holder would."""
     site.workflow.record_consent(renewal.id)
     for address in renewal.emails:
         site.workflow.send_code(renewal.id, address)
         site.workflow.verify_code(renewal.id, address, code_sent_to(site.database, address))
+
+
+def test_the_registry_unavailable_is_a_waiting_page(site, core, registry):  # noqa: F811
+    renewal, _ = noticed_renewal(site, core, "web-wait-1")
+    consented_and_verified(site, renewal)
     holder = site.holder("web-wait-1")
     registry.state.faults.set(Fault(status=503))
     try:
@@ -419,10 +424,7 @@ def test_the_registry_unavailable_is_a_waiting_page(site, core, registry):  # no
 
 def test_try_again_while_the_registry_is_down_uses_up_no_lookup(site, core, registry):  # noqa: F811
     renewal, _ = noticed_renewal(site, core, "web-wait-2")
-    site.workflow.record_consent(renewal.id)
-    for address in renewal.emails:
-        site.workflow.send_code(renewal.id, address)
-        site.workflow.verify_code(renewal.id, address, code_sent_to(site.database, address))
+    consented_and_verified(site, renewal)
     holder = site.holder("web-wait-2")
     base = f"/holder/renewals/{renewal.id}"
     registry.state.faults.set(Fault(status=503))
@@ -452,10 +454,7 @@ HEIC_START = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"  # an iPhone ph
 
 def test_a_photo_is_told_by_its_content_and_none_checked_uses_up_a_comparison(site, core, registry):  # noqa: F811
     renewal, _ = noticed_renewal(site, core, "web-photo-1")
-    site.workflow.record_consent(renewal.id)
-    for address in renewal.emails:
-        site.workflow.send_code(renewal.id, address)
-        site.workflow.verify_code(renewal.id, address, code_sent_to(site.database, address))
+    consented_and_verified(site, renewal)
     site.workflow.check_registry(renewal.id)
     holder = site.holder("web-photo-1")
     base = f"/holder/renewals/{renewal.id}"
