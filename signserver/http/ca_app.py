@@ -51,7 +51,7 @@ from signserver.http.call_metrics import CallMetrics
 from signserver.http.endpoints import Document
 from signserver.http.fault_log import FaultLog
 from signserver.http.pools import BoundedPool
-from signserver.http.rate_limit import TokenBuckets
+from signserver.http.rate_limit import TokenBuckets, client_key
 from signserver.service import SignService
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,11 @@ class CaApp:
         # The time-stamps' waiting room holds at least two bursts: one client's, which its rate
         # limit lets through at once, fills at most half of it, and another client still waits
         # its turn instead of being refused.
+        # A client has a quarter of the general pool, and of the time-stamps' one a burst.
         self._pools = {Lane.GENERAL: BoundedPool("http", threads, threads * WAITING_PER_THREAD),
                        Lane.TIME_STAMPING: BoundedPool("http-tsa", tsa_threads,
-                                                       max(tsa_threads * WAITING_PER_THREAD, 2 * settings.tsa_burst))}
+                                                       max(tsa_threads * WAITING_PER_THREAD, 2 * settings.tsa_burst),
+                                                       per_client=settings.tsa_burst)}
         # Every client can repeat what made a request fail: one line a minute, not one a request.
         self._failures = FaultLog(log, service.clock)
         self._bugs = FaultLog(log, service.clock)
@@ -153,7 +155,8 @@ class CaApp:
     async def _answer(self, lane: Lane, request: Request, answer: Callable[[], Document]) -> Response:
         """``answer``'s document, computed on ``lane``'s pool; or the status of its failure."""
         try:
-            document = await self._pools[lane].run(answer)
+            client = client_key(request.client.host) if request.client else None
+            document = await self._pools[lane].run(answer, client)
         except ServerBusy:
             return plain_answer(HTTPStatus.SERVICE_UNAVAILABLE, ("Retry-After", "1"))
         except NotFound:

@@ -586,6 +586,43 @@ def test_one_clients_time_stamp_burst_within_its_limit_leaves_room_for_another(c
     assert answers == [200] * burst
 
 
+def test_one_clients_ocsp_flood_leaves_room_for_another_clients_crl(ca_service):
+    """Requests with a nonce are each signed anew: one client sending more at once than the pool
+    lets wait takes at most its share of the waiting room, and another client's CRL still waits its
+    turn instead of being refused."""
+    issued = ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", holder(ca_service)[0].account.username),
+                                 "ra:test").certificate
+    issuing = ca_service.ca.chain()[0]
+    settings = HttpConfig()
+    flood = settings.threads * (1 + 32) + 8  # more than the pool's threads and waiting room together
+    with serving(ca_service) as running:
+        answers: list[int] = []
+
+        def ask(index: int) -> None:
+            request = (ocsp.OCSPRequestBuilder().add_certificate(issued, issuing, hashes.SHA1())
+                       .add_extension(x509.OCSPNonce(index.to_bytes(16, "big")), critical=False).build())
+            answers.append(status_of(post(running.port, "/ocsp", request.public_bytes(serialization.Encoding.DER))))
+
+        with pkcs11_lock():  # the pool's threads wait for the HSM: the requests queue behind them
+            senders = [threading.Thread(target=ask, args=(index,)) for index in range(flood)]
+            for thread in senders:
+                thread.start()
+            wait_for(lambda: running.open_connections + len(answers) >= flood)
+            time.sleep(0.5)  # each read and queued (or refused at once)
+            other: list[int] = []
+            another = threading.Thread(target=lambda: other.append(status_of(exchange(
+                running.port, b"GET /crl/issuing.crl HTTP/1.1\r\nHost: ca\r\nConnection: close\r\n\r\n",
+                source="127.0.0.2"))))
+            another.start()
+            another.join(2)  # refused at once, or queued (answered once the HSM is free)
+            refused_at_once = list(other)
+        another.join(60)
+        for thread in senders:
+            thread.join(60)
+    assert refused_at_once == [] and other == [200]
+    assert set(answers) <= {200, 503} and answers.count(503) >= 8
+
+
 @pytest.mark.parametrize("query,failure", [
     (time_stamp_query(extensions=[{"extn_id": "1.2.3.4", "critical": False,
                                    "extn_value": core.OctetString(b"x").dump()}]), "unaccepted_extensions"),
