@@ -119,9 +119,11 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
                                   reason="no_notice")
             token, token_hash = holder_token.new_token()
             moved = machine.new_holder_token(r, token_hash, now)
-            repository.queue_email(conn, now, r.emails, *messages.renewal_notice(r.id, token, r.serial, r.profile,
-                                                                                 r.expires, public_url=pages),
-                                   discard_after=moved.holder_token_expires, renewal_id=r.id)
+            subject, body = messages.renewal_notice(r.id, token, r.serial, r.profile, r.expires, public_url=pages)
+            # A notice still waiting carries the token that stops working here: it is not sent after this one.
+            repository.discard_waiting_emails(conn, r.id, subject)
+            repository.queue_email(conn, now, r.emails, subject, body, discard_after=moved.holder_token_expires,
+                                   renewal_id=r.id)
             return moved
         return self._step(renewal_id, operator, "notice_resent", resend)
 

@@ -346,6 +346,10 @@ def test_a_notice_sent_again_replaces_the_token(workflow, ra_database, ra_clock)
     assert second != first and workflow.check_holder(renewal.id, second).id == renewal.id
     with pytest.raises(HolderNotAuthorised):
         workflow.check_holder(renewal.id, first)
+    # The notice not sent yet, whose link no longer works, does not go out after the new one.
+    waiting = [body for _, _, body in outbox(ra_database)]
+    assert not any(first in body for body in waiting)
+    assert sum(second in body for body in waiting) == len(renewal.emails)
 
 
 # Limits on registry lookups and face comparisons; one registry attempt on the holder's path

@@ -383,6 +383,13 @@ def queue_email(conn: Connection, now: datetime.datetime, recipients: Iterable[s
     return len(rows)
 
 
+def discard_waiting_emails(conn: Connection, renewal_id: str, subject: str) -> int:
+    """Delete the messages about ``renewal_id`` with that ``subject`` not sent yet, and not given
+    up (those stay for the operators). Returns how many."""
+    return conn.execute(delete(outbox).where(outbox.c.renewal_id == renewal_id, outbox.c.subject == subject,
+                                             outbox.c.given_up_at.is_(None))).rowcount
+
+
 def due_emails(conn: Connection, now: datetime.datetime, limit: int = 50) -> list:
     return list(conn.execute(select(outbox).where(outbox.c.given_up_at.is_(None),
                                                   outbox.c.next_attempt_at <= epoch_seconds(now))
