@@ -25,10 +25,25 @@ MESSAGE_REFUSED = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smt
 
 def refused_for_good(exc: Exception) -> bool:
     """The server refused every recipient with a permanent (5xx) reply: the mailbox does not
-    exist or never takes this mail. Other refusals (the sender, the content) may be settings being
-    fixed, and are retried."""
+    exist or never takes this mail; or the mailbox's name is not ASCII and the server does not
+    take SMTPUTF8 (RFC 6531), which no attempt changes. Other refusals (the sender, the content)
+    may be settings being fixed, and are retried."""
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return True
     return (isinstance(exc, smtplib.SMTPRecipientsRefused) and bool(exc.recipients)
             and all(code >= 500 for code, _ in exc.recipients.values()))
+
+
+def ascii_address(address: str) -> str:
+    """``address`` with its domain in IDNA's ASCII form (``kuan@xn--bcher-kva.mo``) when only the
+    domain is not ASCII, so that a server without SMTPUTF8 takes it too; else as it is."""
+    local, _, domain = address.rpartition("@")
+    if domain.isascii() or not local.isascii():
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:  # not a domain IDNA can write: sent as it is, for the server to judge
+        return address
 
 
 class Watchdog:
@@ -132,7 +147,7 @@ class SendingRound:
                         continue
                     under_way = True
                     try:
-                        client.send_message(message, to_addrs=[row.recipient])
+                        client.send_message(message, to_addrs=[ascii_address(row.recipient)])
                     except MESSAGE_REFUSED as exc:
                         under_way = False
                         self._mark_failed(pending.pop(0), exc, permanent=refused_for_good(exc))
@@ -183,10 +198,11 @@ def outbox_message(row, sender: str, body: str) -> EmailMessage:
     """
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = row.recipient
+    recipient = ascii_address(row.recipient)
+    message["To"] = recipient
     # One mailbox, exactly the one recorded: never a list, a display name or a comment that
     # would send the message elsewhere or to more.
-    if [a.addr_spec for a in message["To"].addresses] != [row.recipient]:
+    if [a.addr_spec for a in message["To"].addresses] != [recipient]:
         raise Unsendable(f"the recipient {row.recipient[:80]!r} is not one e-mail address")
     message["Subject"] = row.subject
     message["Date"] = formatdate(row.created_at, localtime=False)

@@ -138,3 +138,22 @@ def test_an_address_that_is_not_one_mailbox_is_given_up(mailing_service, mailbox
     assert mailbox.envelopes == [["one@example.mo"]]
     row = rows(mailing_service)[address]
     assert row.sent_at is None and "gave up" in row.last_error
+
+
+def test_an_internationalised_address_reaches_a_server_without_smtputf8(mailing_service, smtp_socket, clock):
+    """A domain that is not ASCII goes in its ASCII form (IDNA, RFC 5890), which every server takes;
+    a mailbox name that is not ASCII needs SMTPUTF8 (RFC 6531): to a server without it, the message
+    is given up at once rather than tried again for two days."""
+    box = Mailbox()
+    controller = serve(box, smtp_socket, enable_SMTPUTF8=False)
+    try:
+        queue(mailing_service, clock, "kuan@bücher.mo", "關@example.mo", "one@example.mo")
+        assert mailing_service.outbox.send_due() == 2
+    finally:
+        controller.stop()
+    assert sorted(address for envelope in box.envelopes for address in envelope) == [
+        "kuan@xn--bcher-kva.mo", "one@example.mo"]
+    assert "kuan@xn--bcher-kva.mo" in [m["To"] for m in box.messages]
+    kept = rows(mailing_service)
+    assert kept["kuan@bücher.mo"].sent_at is not None and kept["one@example.mo"].sent_at is not None
+    assert kept["關@example.mo"].sent_at is None and kept["關@example.mo"].given_up_at is not None
