@@ -317,9 +317,10 @@ class CertificateAuthority:
 
     # --- revoking (revoking.py) -----------------------------------------------------------
 
-    def revoke(self, serial: str, reason: str, operator: str) -> IssuedCertificate:
-        """Revoke a certificate (RFC 5280 reason). Raises: as :meth:`Revoker.revoke`."""
-        return self._revoker.revoke(serial, reason, operator)
+    def revoke(self, serial: str, reason: str, operator: str, holders_only: bool = False) -> IssuedCertificate:
+        """Revoke a certificate (RFC 5280 reason); ``holders_only``: an RA's revocation, of a
+        holder's certificate only. Raises: as :meth:`Revoker.revoke`."""
+        return self._revoker.revoke(serial, reason, operator, holders_only)
 
     def revoke_by_holder(self, serial: str, username: str, phrase: Secret, reason: str = "unspecified") -> IssuedCertificate:
         """The holder revokes with the revocation phrase. Raises: as :meth:`Revoker.revoke_by_holder`."""

@@ -34,13 +34,17 @@ class Revoker:
         self._clock = clock
         self._status = status
 
-    def revoke(self, serial: str, reason: str, operator: str) -> IssuedCertificate:
+    def revoke(self, serial: str, reason: str, operator: str, holders_only: bool = False) -> IssuedCertificate:
         """Revoke a certificate (RFC 5280 reason); its credential can no longer authorise or sign.
+        ``holders_only``: a certificate not issued to a holder (an application's or an RA's client
+        certificate, a service certificate of the CA) is refused, as an RA may revoke holders'
+        certificates only; the CA's operator revokes the others.
 
         The new CRL is signed in the same transaction: when it cannot be (HsmError), nothing is
         revoked and the call can be repeated.
 
-        Raises: InvalidArgument (reason), NotFound, CertificateRefused (already revoked), HsmError.
+        Raises: InvalidArgument (reason; not a holder's with ``holders_only``), NotFound,
+            CertificateRefused (already revoked), HsmError.
         """
         try:
             check_revocation_reason(reason)
@@ -49,6 +53,9 @@ class Revoker:
         now = self._clock.now()
         with self._database.transaction() as conn:
             issued = repo.get_certificate(conn, serial, now)
+            if holders_only and issued.account is None:
+                raise InvalidArgument(f"certificate {issued.serial} was not issued to a holder: the CA's operator "
+                                      "revokes it (`signserver ca revoke`)")
             if not repo.mark_revoked(conn, issued.serial, reason, now):
                 raise CertificateRefused(f"certificate {issued.serial} is already revoked")
             if issued.credential_id:

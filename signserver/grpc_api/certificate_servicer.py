@@ -5,6 +5,7 @@ runs (signserver/ca/ra_requests.py)."""
 from __future__ import annotations
 
 import datetime
+import functools
 
 from signserver.accounts.manager import Enrolment
 from signserver.accounts.model import AccountKind
@@ -165,8 +166,8 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
                                               convert.secret("revocation_phrase", request.revocation_phrase), reason,
                                               caller_check=still_waiting(context))
         else:
-            issued = await self._hsm.run(self._service.ca.revoke, serial, reason, operator,
-                                         caller_check=still_waiting(context))
+            issued = await self._hsm.run(functools.partial(self._service.ca.revoke, holders_only=True), serial, reason,
+                                         operator, caller_check=still_waiting(context))
         return _certificate(issued)
 
     async def GetCertificate(self, request, context):

@@ -5,6 +5,7 @@ beside a certificate must be the same application's."""
 from __future__ import annotations
 
 import datetime
+import secrets
 import threading
 import time
 import uuid
@@ -23,7 +24,8 @@ from signserver.clock import ManualClock
 from signserver.config import Config, ServerConfig, TlsConfig
 from signserver.grpc_api.server import bootstrap, served_config
 from signserver.service import SignService
-from signserver.v1 import account_pb2, account_pb2_grpc, certificate_pb2, certificate_pb2_grpc, signing_pb2, signing_pb2_grpc
+from signserver.v1 import (account_pb2, account_pb2_grpc, certificate_pb2, certificate_pb2_grpc, info_pb2, info_pb2_grpc,
+                           signing_pb2, signing_pb2_grpc)
 from tests.conftest import enrol, service_with
 from tests.grpc_api.conftest import ServerThread
 
@@ -209,6 +211,41 @@ def test_a_revoked_ra_certificate_stops_working_on_an_open_connection(world):
         assert "revoked" in refused_within(lambda: list_certificates(channel, world.holder)).details()
     with channel_for(world.server, certificate, key) as fresh:
         assert refusal(lambda: list_certificates(fresh, world.holder)).code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def ra_request(request, clock):
+    """``request`` as an RA sends it: a fresh nonce, and the time it was made."""
+    request.nonce = secrets.token_urlsafe(24)
+    request.requested_at.FromDatetime(clock.now().astimezone(datetime.timezone.utc).replace(tzinfo=None))
+    return request
+
+
+def test_an_ra_revokes_holders_certificates_only(world):
+    """Applications' and RAs' client certificates and the CA's service certificates are revoked
+    by the CA's operator (`signserver ca revoke`), never through the RA's CertificateService:
+    an RA could otherwise lock out every application, or another RA."""
+    application, app_certificate, app_key, _ = application_pair(world.service)
+    _, ra_certificate, ra_key = client_pair(world.service, "client-ra")
+    other_ra, _, _ = client_pair(world.service, "client-ra")
+    tsa = format(world.service.pades.tsa.certificate().serial_number, "x")
+    with channel_for(world.server, ra_certificate, ra_key) as channel:
+        revoke = certificate_pb2_grpc.CertificateServiceStub(channel).RevokeCertificate
+        for serial in (application.serial, other_ra.serial, tsa):
+            refused = refusal(lambda: revoke(ra_request(certificate_pb2.RevokeCertificateRequest(
+                serial=serial, reason="keyCompromise"), world.clock), timeout=30))
+            assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "not issued to a holder" in refused.details()
+            assert world.service.ca.get(serial).status == "valid"
+    with channel_for(world.server, app_certificate, app_key) as channel:
+        assert account_status(channel, world.holder).status
+
+
+def test_a_revoked_certificate_gets_no_server_information(world):
+    issued, certificate, key, _ = application_pair(world.service)
+    with channel_for(world.server, certificate, key) as channel:
+        server_info = info_pb2_grpc.InfoServiceStub(channel).ServerInfo
+        assert server_info(info_pb2.ServerInfoRequest(), timeout=30).version
+        world.service.ca.revoke(issued.serial, "keyCompromise", "operator:test")
+        assert "revoked" in refused_within(lambda: server_info(info_pb2.ServerInfoRequest(), timeout=30)).details()
 
 
 def test_an_expired_ra_certificate_is_refused_at_once(world):
