@@ -55,6 +55,20 @@ async def check_balancer(context: grpc.aio.ServicerContext, service: SignService
         await calls.run(service.ca.client_status.check, balancer)
 
 
+async def check_client_certificate(context: grpc.aio.ServicerContext, service: SignService,
+                                   calls: BlockingCalls) -> None:
+    """For a call open to any client of this CA (InfoService): the client certificate, and the
+    balancer's that forwarded it, must be valid now (dates, and not revoked by this CA), as for
+    the calls of applications and RAs.
+
+    Raises: Unauthenticated: either is expired or revoked, or cannot be read.
+    """
+    await check_balancer(context, service, calls)
+    client = client_certificate(context, service.config.tls.balancer_cert_sha256)
+    if client is not None and not service.ca.client_status.known_valid(client):
+        await calls.run(service.ca.client_status.check, client)
+
+
 def still_waiting(context: grpc.aio.ServicerContext) -> CallerCheck:
     """A check, for BlockingCalls, that the client of this call still waits for its answer.
 

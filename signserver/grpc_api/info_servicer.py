@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from signserver.blocking_calls import BlockingCalls
+from signserver.grpc_api.caller import check_client_certificate
 from signserver.service import SignService
 from signserver.v1 import info_pb2, info_pb2_grpc
 
@@ -14,6 +15,7 @@ class InfoServicer(info_pb2_grpc.InfoServiceServicer):
         self._worker = worker
 
     async def ServerInfo(self, request, context):
+        await check_client_certificate(context, self._service, self._hsm)
         info = await self._hsm.run(self._service.server_info)
         return info_pb2.ServerInfoResponse(
             version=info.version,
