@@ -181,8 +181,9 @@ class CertificateAuthority:
     def renew_service_keys_if_due(self, operator: str = "ca") -> list[str]:
         """Renew the OCSP responder's and the TSA's certificates (with new keys) once less than a
         quarter of their validity is left, so that OCSP responses and time-stamps are never signed
-        under an ended certificate, and at once when their key is not on the token (a database
-        restored from a backup older than the last renewal names a key since removed); returns the
+        under an ended certificate; and at once when their key is not on the token (a database
+        restored from a backup older than the last renewal names a key since removed) or their
+        certificate was revoked (`signserver ca revoke`: its key compromised, say); returns the
         roles renewed. A certificate that already ends with the issuing CA is left as it is: a new
         one could last no longer. Then, on a process's first pass, records as superseded the keys
         that renewals of earlier versions left on the token unrecorded
@@ -195,6 +196,9 @@ class CertificateAuthority:
         with self._database.read() as conn:
             issuing = repo.get_authority(conn, ISSUING)
             current = {role: repo.get_authority(conn, role) for role in (OCSP, TSA)}
+            revoked = {role for role, authority in current.items()
+                       if authority is not None and authority.certificate is not None
+                       and repo.is_revoked(conn, authority.certificate.serial_number)}
         if issuing is None or issuing.certificate is None:
             return []
         renewed = []
@@ -206,7 +210,10 @@ class CertificateAuthority:
             lasting = certificate.not_valid_after_utc - certificate.not_valid_before_utc
             if now >= issuing.certificate.not_valid_after_utc:
                 continue  # nothing can be issued under it (a recertified issuing CA can again)
-            if not self._on_token(authority.key_id):
+            if role in revoked:
+                log.warning("the %s's certificate %x is revoked: renewing it with a new key", role,
+                            certificate.serial_number)
+            elif not self._on_token(authority.key_id):
                 log.warning("the %s's key %s is not on the token (a database restored from an older backup?): "
                             "renewing its certificate %x with a new key", role, authority.key_id,
                             certificate.serial_number)

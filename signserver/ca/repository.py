@@ -190,6 +190,12 @@ def mark_revoked(conn: Connection, serial: str, reason: str, now: datetime.datet
                         .values(status="revoked", revoked_at=epoch_seconds(now), revocation_reason=reason)).rowcount == 1
 
 
+def is_revoked(conn: Connection, serial: int) -> bool:
+    """Whether this CA revoked the certificate of that serial (False: valid, or not in its records)."""
+    return conn.execute(select(certificates.c.status).where(certificates.c.serial == serial_hex(serial))).scalar() \
+        == "revoked"
+
+
 def revoked_entries(conn: Connection) -> list:
     return conn.execute(select(certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason)
                         .where(certificates.c.status == "revoked").order_by(certificates.c.revoked_at)).all()

@@ -265,3 +265,22 @@ def test_a_service_key_missing_from_the_token_is_renewed_by_the_next_pass(config
     service.ca.remove_superseded_keys()  # gone already: forgotten
     with service.database.read() as conn:
         assert repo.superseded_keys(conn) == []
+
+
+@pytest.mark.parametrize("role", [OCSP, TSA])
+def test_a_service_certificate_the_operator_revoked_is_replaced_by_the_next_pass(config, tmp_path, role):
+    """Revoked (its key compromised, say): the next background pass gives the role a new key and
+    certificate at once, and nothing is signed under the revoked one from then on."""
+    clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
+    service = own_ca(config, tmp_path / f"revoked-{role}.db", clock)
+    old_key, old_certificate = service.ca.service_key(role)
+    service.ca.revoke(format(old_certificate.serial_number, "x"), "keyCompromise", "operator:test")
+    assert service.ca.renew_service_keys_if_due() == [role]
+    key, certificate = service.ca.service_key(role)
+    assert key != old_key and certificate.serial_number != old_certificate.serial_number
+    if role == OCSP:
+        assert check_ocsp(service.ca.ocsp(_any_ocsp_request(service)), clock.now()) == certificate
+    else:
+        check_time_stamp(service, service.pades.tsa.respond(tsa_query().dump()), clock.now(), tmp_path)
+        assert service.pades.tsa.certificate() == certificate
+    assert service.ca.renew_service_keys_if_due() == []
