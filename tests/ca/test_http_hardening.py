@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import http.client
 import logging
@@ -15,6 +16,7 @@ import socket
 import threading
 import time
 import urllib.request
+from typing import Callable
 
 import pytest
 from asn1crypto import core, tsp
@@ -560,29 +562,40 @@ def test_time_stamps_run_on_their_own_bounded_pool(ca_service):
         assert general == general_before  # the other endpoints' pool was not needed
 
 
+def flood_while_the_hsm_waits(running, flood: int, send: Callable[[int], int],
+                              another: Callable[[], int]) -> tuple[list[int], list[int], list[int]]:
+    """``send(i)`` for each i below ``flood``, all at once from one client while the HSM is held
+    (the pools' threads wait for it: the requests queue behind them), then ``another()`` from
+    another client once those are queued or refused. Returns the statuses the flood got, what the
+    other got at once (within 2 s: a refusal, since a queued request waits for the HSM), and what it
+    got in the end."""
+    answers: list[int] = []
+    other: list[int] = []
+    with pkcs11_lock():
+        senders = [threading.Thread(target=lambda index=index: answers.append(send(index))) for index in range(flood)]
+        for thread in senders:
+            thread.start()
+        wait_for(lambda: running.open_connections + len(answers) >= flood)
+        time.sleep(0.5)  # each read and queued (or refused at once)
+        asking = threading.Thread(target=lambda: other.append(another()))
+        asking.start()
+        asking.join(2)
+        at_once = list(other)
+    asking.join(60)
+    for thread in senders:
+        thread.join(60)
+    return answers, at_once, other
+
+
 def test_one_clients_time_stamp_burst_within_its_limit_leaves_room_for_another(ca_service):
     """A client may send ``tsa_burst`` queries at once; while the HSM is busy they wait, and the
     waiting room keeps a place for another client's query."""
     burst = HttpConfig().tsa_burst
     with serving(ca_service) as running:  # the default [http] settings
-        answers: list[int] = []
-        with pkcs11_lock():  # the time-stamping thread waits for the HSM: the queries queue behind it
-            senders = [threading.Thread(target=lambda: answers.append(status_of(
-                post(running.port, "/tsa", time_stamp_query())))) for _ in range(burst)]
-            for thread in senders:
-                thread.start()
-            wait_for(lambda: running.open_connections + len(answers) >= burst)
-            time.sleep(0.5)  # each read and queued (or refused at once)
-            other: list[int] = []
-            another = threading.Thread(target=lambda: other.append(status_of(
-                post(running.port, "/tsa", time_stamp_query(), source="127.0.0.2"))))
-            another.start()
-            another.join(2)  # refused at once, or queued (answered once the HSM is free)
-            refused_at_once = list(other)
-        another.join(60)
-        for thread in senders:
-            thread.join(60)
-    assert refused_at_once == [] and other == [200]
+        answers, at_once, other = flood_while_the_hsm_waits(
+            running, burst, lambda _: status_of(post(running.port, "/tsa", time_stamp_query())),
+            lambda: status_of(post(running.port, "/tsa", time_stamp_query(), source="127.0.0.2")))
+    assert at_once == [] and other == [200]
     assert answers == [200] * burst
 
 
@@ -593,33 +606,19 @@ def test_one_clients_ocsp_flood_leaves_room_for_another_clients_crl(ca_service):
     issued = ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", holder(ca_service)[0].account.username),
                                  "ra:test").certificate
     issuing = ca_service.ca.chain()[0]
-    settings = HttpConfig()
-    flood = settings.threads * (1 + 32) + 8  # more than the pool's threads and waiting room together
+    flood = HttpConfig().threads * (1 + 32) + 8  # more than the pool's threads and waiting room together
+
+    def ask(running, index: int) -> int:
+        request = (ocsp.OCSPRequestBuilder().add_certificate(issued, issuing, hashes.SHA1())
+                   .add_extension(x509.OCSPNonce(index.to_bytes(16, "big")), critical=False).build())
+        return status_of(post(running.port, "/ocsp", request.public_bytes(serialization.Encoding.DER)))
+
     with serving(ca_service) as running:
-        answers: list[int] = []
-
-        def ask(index: int) -> None:
-            request = (ocsp.OCSPRequestBuilder().add_certificate(issued, issuing, hashes.SHA1())
-                       .add_extension(x509.OCSPNonce(index.to_bytes(16, "big")), critical=False).build())
-            answers.append(status_of(post(running.port, "/ocsp", request.public_bytes(serialization.Encoding.DER))))
-
-        with pkcs11_lock():  # the pool's threads wait for the HSM: the requests queue behind them
-            senders = [threading.Thread(target=ask, args=(index,)) for index in range(flood)]
-            for thread in senders:
-                thread.start()
-            wait_for(lambda: running.open_connections + len(answers) >= flood)
-            time.sleep(0.5)  # each read and queued (or refused at once)
-            other: list[int] = []
-            another = threading.Thread(target=lambda: other.append(status_of(exchange(
-                running.port, b"GET /crl/issuing.crl HTTP/1.1\r\nHost: ca\r\nConnection: close\r\n\r\n",
-                source="127.0.0.2"))))
-            another.start()
-            another.join(2)  # refused at once, or queued (answered once the HSM is free)
-            refused_at_once = list(other)
-        another.join(60)
-        for thread in senders:
-            thread.join(60)
-    assert refused_at_once == [] and other == [200]
+        answers, at_once, other = flood_while_the_hsm_waits(
+            running, flood, functools.partial(ask, running),
+            lambda: status_of(exchange(running.port, b"GET /crl/issuing.crl HTTP/1.1\r\nHost: ca\r\n"
+                                                     b"Connection: close\r\n\r\n", source="127.0.0.2")))
+    assert at_once == [] and other == [200]
     assert set(answers) <= {200, 503} and answers.count(503) >= 8
 
 
