@@ -9,13 +9,14 @@ from signserver.v1 import info_pb2, info_pb2_grpc
 
 
 class InfoServicer(info_pb2_grpc.InfoServiceServicer):
-    def __init__(self, service: SignService, hsm: BlockingCalls, worker: int = 0):
+    def __init__(self, service: SignService, hsm: BlockingCalls, accounts: BlockingCalls, worker: int = 0):
         self._service = service
         self._hsm = hsm
+        self._accounts = accounts  # the database's reads, such as a certificate's status
         self._worker = worker
 
     async def ServerInfo(self, request, context):
-        await check_client_certificate(context, self._service, self._hsm)
+        await check_client_certificate(context, self._service, self._accounts)
         info = await self._hsm.run(self._service.server_info)
         return info_pb2.ServerInfoResponse(
             version=info.version,

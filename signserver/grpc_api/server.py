@@ -128,7 +128,8 @@ class GrpcServer:
                                  options=[("grpc.max_receive_message_length", 4 * 1024 * 1024),
                                           ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
                                           ("grpc.max_connection_idle_ms", self._connection_idle_ms)])
-        info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(self._service, self._hsm, self._worker), server)
+        info_pb2_grpc.add_InfoServiceServicer_to_server(
+            InfoServicer(self._service, self._hsm, self._accounts, self._worker), server)
         signing_pb2_grpc.add_SigningServiceServicer_to_server(
             SigningServicer(self._service, self._hsm, self._accounts), server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(self._service, self._accounts), server)

@@ -51,7 +51,7 @@ from signserver.http.call_metrics import CallMetrics
 from signserver.http.endpoints import Document
 from signserver.http.fault_log import FaultLog
 from signserver.http.pools import BoundedPool
-from signserver.http.rate_limit import TokenBuckets, client_key
+from signserver.http.rate_limit import TokenBuckets
 from signserver.service import SignService
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,9 @@ class CaApp:
         self._service = service
         self._time_stamp_limit = TokenBuckets(settings.tsa_rate_per_second, settings.tsa_burst, service.clock)
         threads, tsa_threads = settings.threads, settings.tsa_threads
-        # The time-stamps' waiting room holds at least two bursts: one client's, which its rate
-        # limit lets through at once, fills at most half of it, and another client still waits
-        # its turn instead of being refused.
-        # A client has a quarter of the general pool, and of the time-stamps' one a burst.
+        # A client has a quarter of the general pool, and of the time-stamps' one the burst its
+        # rate limit lets through at once; that one lets two bursts wait, so that another
+        # client's query still waits its turn instead of being refused.
         self._pools = {Lane.GENERAL: BoundedPool("http", threads, threads * WAITING_PER_THREAD),
                        Lane.TIME_STAMPING: BoundedPool("http-tsa", tsa_threads,
                                                        max(tsa_threads * WAITING_PER_THREAD, 2 * settings.tsa_burst),
@@ -155,8 +154,7 @@ class CaApp:
     async def _answer(self, lane: Lane, request: Request, answer: Callable[[], Document]) -> Response:
         """``answer``'s document, computed on ``lane``'s pool; or the status of its failure."""
         try:
-            client = client_key(request.client.host) if request.client else None
-            document = await self._pools[lane].run(answer, client)
+            document = await self._pools[lane].run(answer, request.client.host if request.client else None)
         except ServerBusy:
             return plain_answer(HTTPStatus.SERVICE_UNAVAILABLE, ("Retry-After", "1"))
         except NotFound:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 from signserver.errors import ServerBusy
+from signserver.http.rate_limit import client_key
 
 T = TypeVar("T")
 
@@ -28,12 +29,13 @@ class BoundedPool:
         self._by_client: collections.Counter[str] = collections.Counter()
 
     async def run(self, function: Callable[[], T], client: str | None = None) -> T:
-        """Run ``function`` in one of the pool's threads, for ``client`` (its key: see
-        rate_limit.client_key; None: counted in the whole only).
+        """Run ``function`` in one of the pool's threads, for ``client`` (an IP address, counted
+        under rate_limit.client_key, as TokenBuckets counts it; None: in the whole only).
 
         Raises: ServerBusy: the pool's threads are busy and its queue is full, or the client has
         its share of them; what ``function`` raises.
         """
+        client = client_key(client) if client is not None else None
         if self._pending >= self._limit or (client is not None and self._by_client[client] >= self._per_client):
             raise ServerBusy(f"the server is busy ({self._name}); try again shortly")
         self._pending += 1
