@@ -255,6 +255,16 @@ class MemoryExhausted(ServerBusy):
     reason = "MEMORY_EXHAUSTED"
 
 
+class RateLimited(ServerBusy):
+    """The caller asked for more costly work (HSM signatures made for anyone who asks) than its
+    rate allows; nothing was done, and it may ask again after ``retry_seconds``."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_seconds: float):
+        super().__init__(message, retry_seconds)
+
+
 def retry_after_seconds(error: SignServerError, default: int) -> int:
     """The whole seconds a refused caller should wait: the error's own ``retry_seconds`` where it
     says (ServerBusy), else ``default``, the front's."""

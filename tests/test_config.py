@@ -75,6 +75,8 @@ def test_config_file_from_environment(tmp_path):
     ('state_dir = [1, 2]\n', "state_dir", "string"),
     ('[http]\ntsa_rate_per_second = 0\n', "http.tsa_rate_per_second", "between 1 and"),
     ('[http]\ntsa_burst = "many"\n', "http.tsa_burst", "whole number"),
+    ('[http]\nocsp_rate_per_second = 0\n', "http.ocsp_rate_per_second", "between 1 and"),
+    ('[http]\nocsp_burst = 1.5\n', "http.ocsp_burst", "whole number"),
     ('[http]\nmax_connections = 0\n', "http.max_connections", "between 1 and"),
     ('[http]\nrequest_timeout_seconds = 0\n', "http.request_timeout_seconds", "between 1 and"),
     ('[http]\nthreads = 1000\n', "http.threads", "between 1 and"),
@@ -151,10 +153,13 @@ def test_http_limits_defaults_file_and_environment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     defaults = load_config(environ={}).http
     assert (defaults.threads, defaults.tsa_threads, defaults.tsa_rate_per_second, defaults.tsa_burst) == (4, 1, 20, 40)
+    assert (defaults.ocsp_rate_per_second, defaults.ocsp_burst) == (10, 30)
     assert defaults.max_connections == 2048 and defaults.request_timeout_seconds == 10
     path = write(tmp_path, '[http]\nlisten = "127.0.0.1:8081"\ntsa_rate_per_second = 5\ntsa_burst = 10\n'
-                           'tsa_threads = 2\nthreads = 8\nmax_connections = 500\nrequest_timeout_seconds = 30\n')
-    config = load_config(path, environ={"SIGNSERVER_HTTP_TSA_BURST": "12"})
+                           'tsa_threads = 2\nthreads = 8\nmax_connections = 500\nrequest_timeout_seconds = 30\n'
+                           'ocsp_rate_per_second = 3\nocsp_burst = 6\n')
+    config = load_config(path, environ={"SIGNSERVER_HTTP_TSA_BURST": "12", "SIGNSERVER_HTTP_OCSP_BURST": "7"})
+    assert (config.http.ocsp_rate_per_second, config.http.ocsp_burst) == (3, 7)
     assert config.http_listen == "127.0.0.1:8081"
     assert (config.http.tsa_rate_per_second, config.http.tsa_burst, config.http.tsa_threads) == (5, 12, 2)
     assert (config.http.threads, config.http.max_connections, config.http.request_timeout_seconds) == (8, 500, 30)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -438,9 +438,11 @@ class CertificateAuthority:
         """The latest CRL (DER). Raises: NotFound."""
         return self._revocation_status.crl(authority)
 
-    def ocsp(self, request_der: bytes) -> bytes:
-        """An OCSP response (DER) for a DER request. Raises: NotFound (not initialised), HsmError."""
-        return self._revocation_status.ocsp(request_der)
+    def ocsp(self, request_der: bytes, take_signature: Callable[[], float] | None = None) -> bytes:
+        """An OCSP response (DER) for a DER request; ``take_signature`` is asked before each new
+        signature (see revocation.ocsp_response). Raises: NotFound (not initialised), RateLimited,
+        HsmError."""
+        return self._revocation_status.ocsp(request_der, take_signature)
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ revalidate it with a 304 (its ETag and Last-Modified stay). The status is still 
 request, and is part of what an answer is found by: a revocation is in the next answer, whatever
 was signed before. A minute keeps thisUpdate close to the time of asking, as validators that want
 revocation data from after a signature's time expect.
+
+A client beyond its limit of new signatures (``http.ocsp_rate_per_second``) is given the kept
+answer to its question even when it sent a nonce, which that answer does not carry (see
+revocation.ocsp_response; the HTTP front says why).
 """
 
 from __future__ import annotations

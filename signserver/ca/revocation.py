@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from typing import Callable
 
 from asn1crypto import core, keys
 from asn1crypto import ocsp as asn1_ocsp
@@ -20,7 +21,7 @@ from signserver.ca.ocsp_answers import OcspAnswers
 from signserver.ca.repository import get_certificate, revoked_entries
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.der_encoding import echoed_in_der
-from signserver.errors import NotFound
+from signserver.errors import NotFound, RateLimited
 from signserver.store.schema import crls
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def stored_crl(conn: Connection, authority: str):
 
 def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate, responder: x509.Certificate,
                   responder_key, now: datetime.datetime, validity: datetime.timedelta,
-                  answers: OcspAnswers | None = None) -> bytes:
+                  answers: OcspAnswers | None = None, take_signature: Callable[[], float] | None = None) -> bytes:
     """An RFC 6960 response for the certificates in the request: for each, in the request's order,
     good, revoked or unknown, under the CertID it was asked with; signed by the delegated
     responder; the request's nonce echoed. A request that cannot be parsed or asks for what this
@@ -101,7 +102,15 @@ def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate
     ``unauthorized``: client input never raises. Without a nonce, an answer ``answers`` kept for
     the same CertIDs with the same statuses is given again (see signserver/ca/ocsp_answers.py).
 
-    Raises: HsmError (signing the response).
+    ``take_signature`` is asked before each new signature (never for a kept answer or an
+    unsigned refusal): 0.0 to sign, else the seconds until the client may have one (as
+    TokenBuckets.take). Refused, a request with a nonce gets the answer kept for its question,
+    which carries none, when there is one: RFC 5019 2.2.1 has a responder that cannot answer a
+    nonce give "the most complete response it can", without it, and RFC 5019 4 has clients
+    judge such an answer by its time instead of refusing it.
+
+    Raises: RateLimited (``take_signature`` refused, and no answer is kept); HsmError (signing
+    the response).
     """
     parsed = parse_ocsp_request(request_der)
     if parsed is None:
@@ -111,13 +120,21 @@ def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate
         return unsuccessful_ocsp_response(ocsp.OCSPResponseStatus.UNAUTHORIZED)
     now = now.replace(microsecond=0)  # RFC 5019 2.2.4: GeneralizedTime without fractions of a second
     statuses = [_status(conn, cert_id["serial_number"].native, now) for cert_id in cert_ids]
-    question = None
+    question = (responder.fingerprint(hashes.SHA256()),
+                *((cert_id.dump(), status.dump()) for cert_id, status in zip(cert_ids, statuses)))
     if nonce is None and answers is not None:
-        question = (responder.fingerprint(hashes.SHA256()),
-                    *((cert_id.dump(), status.dump()) for cert_id, status in zip(cert_ids, statuses)))
         kept = answers.find(question, now)
         if kept is not None:
             return kept
+    wait = take_signature() if take_signature is not None else 0.0
+    if wait:
+        # A client that insists on its nonce fails on this answer as it would on a refusal; every
+        # other one (most relying parties) is better served by a current answer than by none.
+        kept = answers.find(question, now) if answers is not None else None
+        if kept is not None:
+            return kept
+        raise RateLimited("too many OCSP requests that need a new signature from this client; try again shortly",
+                          retry_seconds=wait)
     responses = [{"cert_id": cert_id, "cert_status": status, "this_update": now, "next_update": now + validity}
                  for cert_id, status in zip(cert_ids, statuses)]
     data = {"responder_id": asn1_ocsp.ResponderId(name="by_key", value=_key_hash(hashes.SHA1(), responder)),
@@ -133,7 +150,7 @@ def ocsp_response(conn: Connection, request_der: bytes, issuer: x509.Certificate
         "certs": [asn1_x509.Certificate.load(responder.public_bytes(Encoding.DER))]})
     answer = asn1_ocsp.OCSPResponse({"response_status": "successful", "response_bytes": {
         "response_type": "basic_ocsp_response", "response": basic}}).dump()
-    if question is not None:
+    if nonce is None and answers is not None:
         answers.keep(question, answer, now)
     return answer
 

@@ -4,6 +4,7 @@ issuing CA and the root."""
 from __future__ import annotations
 
 import datetime
+from typing import Callable
 
 from sqlalchemy import Connection
 
@@ -77,8 +78,9 @@ class RevocationStatus:
             raise NotFound(f"no CRL for {authority!r}")
         return row.der
 
-    def ocsp(self, request_der: bytes) -> bytes:
-        """An OCSP response (DER) for a DER request. Raises: NotFound (not initialised), HsmError."""
+    def ocsp(self, request_der: bytes, take_signature: Callable[[], float] | None = None) -> bytes:
+        """An OCSP response (DER) for a DER request; ``take_signature`` as ocsp_response takes it.
+        Raises: NotFound (not initialised), RateLimited, HsmError."""
         with self._database.read() as conn:
             issuing, responder = repo.get_authority(conn, ISSUING), repo.get_authority(conn, OCSP)
         if not issuing or not issuing.certificate or not responder:
@@ -87,4 +89,4 @@ class RevocationStatus:
         with self._database.read() as conn:
             return ocsp_response(conn, request_der, issuing.certificate, responder.certificate, responder_key,
                                  self._clock.now(), datetime.timedelta(hours=self._config.crl_hours),
-                                 self._ocsp_answers)
+                                 self._ocsp_answers, take_signature)

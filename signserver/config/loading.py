@@ -103,6 +103,8 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "http.tsa_threads": as_int(1, 64),
     "http.tsa_rate_per_second": as_int(1, 100_000),
     "http.tsa_burst": as_int(1, 1_000_000),
+    "http.ocsp_rate_per_second": as_int(1, 100_000),
+    "http.ocsp_burst": as_int(1, 1_000_000),
     "csc.listen": as_str_or_empty,
     "metrics.listen": as_str_or_empty,
     "logging.format": as_choice("text", "json"),

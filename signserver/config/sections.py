@@ -201,6 +201,15 @@ class HttpConfig:
     tsa_threads: int = 1  # HSM time-stamps in flight at once, apart from the other endpoints' threads
     tsa_rate_per_second: int = 20  # time-stamp requests per client address (an IPv6 /64), sustained
     tsa_burst: int = 40  # ... and at once after a quiet spell
+    # OCSP answers that cost an HSM signature (to a request with a nonce, or to a question none of
+    # the minute's kept answers answers) per client address; kept answers are not counted. Relying
+    # parties seldom send a nonce and ask about one or two certificates per signature checked, so
+    # 10 a second is far beyond one person or office behind one address, and lets an application
+    # checking documents in batches go on at 36,000 an hour; the burst fits within a client's share
+    # of the requests' pool (a quarter of 4 threads and their waiting room: 33), so that a burst
+    # the limit lets through is not refused 503 there.
+    ocsp_rate_per_second: int = 10
+    ocsp_burst: int = 30
 
 
 @dataclass(frozen=True)

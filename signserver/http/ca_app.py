@@ -7,6 +7,20 @@ time-stamps on their own (``http.tsa_threads``), so a flood of time-stamps canno
 from signing. When a pool's queue is full, 503 with Retry-After. Time-stamps are limited per
 client address (``http.tsa_rate_per_second``, ``http.tsa_burst``): beyond, 429 with Retry-After.
 
+So are the OCSP answers that cost an HSM signature (``http.ocsp_rate_per_second``,
+``http.ocsp_burst``): one to a request with a nonce, or to a question none of the minute's kept
+answers answers (signserver/ca/ocsp_answers.py); a kept answer costs nothing and is never counted,
+nor is an unsigned refusal (malformedRequest, unauthorized). The limit is taken when the signature
+is due, in the pool's thread, since only the statuses read there tell whether an answer is kept.
+Beyond it, a request with a nonce whose question has a kept answer gets that answer, without the
+nonce: RFC 5019 2.2.1 has a responder that cannot answer a nonce give the most complete response
+it can, without it, and RFC 5019 4 has clients that sent one judge such an answer by its time
+rather than refuse it (OpenSSL warns and takes it). A client that insists on its nonce fails on it
+as it would on a refusal, and every other one gets a current, signed answer instead of none. Any
+other request beyond the limit gets 429 with Retry-After, as a time-stamp does: plain HTTP, which
+an OCSP client takes as the failure it is, a caller's script can wait on, and no HTTP cache keeps;
+the OCSP status tryLater (RFC 6960 2.3) would fail the same clients without saying for how long.
+
 A POST's Content-Type is its endpoint's (application/ocsp-request, RFC 6960 A.1.1;
 application/timestamp-query, RFC 3161 3.4), or one that says nothing of the body: none, which
 RFC 9110 8.3 lets a recipient read as the data shows, application/octet-stream, and
@@ -45,7 +59,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from signserver.config import HttpConfig
-from signserver.errors import NotFound, ServerBusy, SignServerError
+from signserver.errors import NotFound, RateLimited, ServerBusy, SignServerError
 from signserver.http import endpoints
 from signserver.http.call_metrics import CallMetrics
 from signserver.http.endpoints import Document
@@ -79,6 +93,7 @@ class CaApp:
     def __init__(self, service: SignService, settings: HttpConfig):
         self._service = service
         self._time_stamp_limit = TokenBuckets(settings.tsa_rate_per_second, settings.tsa_burst, service.clock)
+        self._ocsp_signature_limit = TokenBuckets(settings.ocsp_rate_per_second, settings.ocsp_burst, service.clock)
         threads, tsa_threads = settings.threads, settings.tsa_threads
         # A client has a quarter of the general pool, and of the time-stamps' one the burst its
         # rate limit lets through at once; that one lets two bursts wait, so that another
@@ -126,23 +141,29 @@ class CaApp:
         # The raw path: the request is base64, whose "/" and "+" a client may have percent-encoded.
         encoded = request.scope["raw_path"].decode("ascii")[len("/ocsp/"):]
         der = endpoints.ocsp_request_from_path(encoded)
-        return await self._answer(Lane.GENERAL, request,
-                                  functools.partial(endpoints.ocsp, self._service, der, cacheable=True))
+        return await self._answer(Lane.GENERAL, request, self._ocsp_answer(request, der, cacheable=True))
 
     async def _ocsp_post(self, request: Request) -> Response:
         body = await _body(request, OCSP_REQUEST)
         if isinstance(body, Response):
             return body
-        return await self._answer(Lane.GENERAL, request, functools.partial(endpoints.ocsp, self._service, body))
+        return await self._answer(Lane.GENERAL, request, self._ocsp_answer(request, body))
+
+    def _ocsp_answer(self, request: Request, der: bytes, cacheable: bool = False) -> Callable[[], Document]:
+        """The work of answering the OCSP request ``der``: each new signature is taken from the
+        client's allowance, when it is due (see the module's note)."""
+        take_signature = functools.partial(self._ocsp_signature_limit.take, _address(request))
+        return functools.partial(endpoints.ocsp, self._service, der, cacheable=cacheable,
+                                 take_signature=take_signature)
 
     async def _time_stamp_post(self, request: Request) -> Response:
         # Refused before a time-stamp of the client's share is taken.
         refusal = _body_refusal(request) or _media_type_refusal(request, TIME_STAMP_QUERY)
         if refusal is not None:
             return refusal
-        wait = self._time_stamp_limit.take(request.client.host if request.client else "unknown")
+        wait = self._time_stamp_limit.take(_address(request))
         if wait:
-            return plain_answer(HTTPStatus.TOO_MANY_REQUESTS, ("Retry-After", str(max(1, math.ceil(wait)))))
+            return _too_many_requests(wait)
         body = await _body(request, TIME_STAMP_QUERY)
         if isinstance(body, Response):
             return body
@@ -155,6 +176,8 @@ class CaApp:
         """``answer``'s document, computed on ``lane``'s pool; or the status of its failure."""
         try:
             document = await self._pools[lane].run(answer, request.client.host if request.client else None)
+        except RateLimited as exc:  # before ServerBusy, which it is
+            return _too_many_requests(exc.retry_seconds or 1)
         except ServerBusy:
             return plain_answer(HTTPStatus.SERVICE_UNAVAILABLE, ("Retry-After", "1"))
         except NotFound:
@@ -253,6 +276,16 @@ async def _body(request: Request, media_type: str) -> bytes | Response:
         return await request.body()
     except ClientDisconnect:  # gone, or cut off by the request timeout: this answer is never sent
         return plain_answer(HTTPStatus.REQUEST_TIMEOUT, close=True)
+
+
+def _address(request: Request) -> str:
+    """The client's address, which its rate limits are kept under (a test client may have none)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _too_many_requests(wait: float) -> Response:
+    """429 for a client beyond its rate, with the whole seconds until it may ask again."""
+    return plain_answer(HTTPStatus.TOO_MANY_REQUESTS, ("Retry-After", str(max(1, math.ceil(wait)))))
 
 
 def plain_answer(status: HTTPStatus, *headers: tuple[str, str], close: bool = False, detail: str = "") -> Response:

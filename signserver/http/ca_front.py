@@ -10,7 +10,8 @@ in the configuration, per worker process):
   than the process's reserve are free (the HSM's token files and the database need them more).
 - ``request_timeout_seconds``: the time a client has to send a whole request (and to take an
   answer); a half-sent request is answered 408 and closed, a quiet kept-alive one closed.
-- ``threads`` / ``tsa_threads``, ``tsa_rate_per_second`` / ``tsa_burst``: see ca_app.
+- ``threads`` / ``tsa_threads``, ``tsa_rate_per_second`` / ``tsa_burst``, ``ocsp_rate_per_second`` /
+  ``ocsp_burst``: see ca_app.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import email.utils
 import hashlib
 import urllib.parse
 from dataclasses import dataclass
+from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -66,14 +67,17 @@ def ca_certificate(service: SignService, which: str) -> Document:
                     "application/pkix-cert")
 
 
-def ocsp(service: SignService, request_der: bytes, cacheable: bool = False) -> Document:
+def ocsp(service: SignService, request_der: bytes, cacheable: bool = False,
+         take_signature: Callable[[], float] | None = None) -> Document:
     """The OCSP response to ``request_der`` (a malformed request gets ``malformedRequest``).
     ``cacheable`` (a GET): a successful response carries the HTTP caching headers of RFC 5019
     6.2, fresh until its nextUpdate, so that HTTP caches and CDNs can serve it.
+    ``take_signature``: the client's allowance of new signatures (see revocation.ocsp_response).
 
-    Raises: NotFound: the CA is not set up; HsmError: the responder's key could not sign.
+    Raises: NotFound: the CA is not set up; RateLimited: the client has no signature left and
+    no answer is kept for its question; HsmError: the responder's key could not sign.
     """
-    der = service.ca.ocsp(request_der)
+    der = service.ca.ocsp(request_der, take_signature)
     return Document(der, "application/ocsp-response", _ocsp_caching(der, service.clock.now()) if cacheable else ())
 
 

@@ -1,9 +1,11 @@
 """The CA's HTTP endpoints answer every request, shed what they cannot take, and keep the
-time-stamping authority from taking the HSM from signing. Over a real server on a free port."""
+time-stamping authority and the OCSP responder from taking the HSM from signing. Over a real
+server on a free port."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import hashlib
@@ -15,6 +17,7 @@ import select
 import socket
 import threading
 import time
+import urllib.parse
 import urllib.request
 from typing import Callable
 
@@ -186,8 +189,6 @@ def test_damaged_ocsp_requests_get_an_answer_never_an_exception(ca_service):
 
 
 def test_ocsp_over_get_with_unknown_hash_algorithm(server):
-    import base64
-
     encoded = base64.urlsafe_b64encode(ocsp_request(hash_oid="1.2.3.4")).decode()
     answer = exchange(server.port, f"GET /ocsp/{encoded} HTTP/1.1\r\nHost: ca\r\nConnection: close\r\n\r\n".encode())
     response = ocsp.load_der_ocsp_response(body_of(answer))
@@ -206,6 +207,106 @@ def test_ocsp_for_another_issuer_is_unauthorized_and_a_fitting_nonce_is_echoed(s
     assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
     assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
     assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"k" * 32
+
+
+# --- OCSP: the fresh signatures one client may ask for ----------------------------------
+
+def status_request(issuing: x509.Certificate, serial: int, nonce: bytes | None = None) -> bytes:
+    """A request about ``serial`` under the issuing CA, with ``nonce`` when given. A serial the CA
+    never issued is answered "unknown", signed as any other answer: each new one is a question the
+    minute's kept answers cannot answer."""
+    name_hash = hashlib.sha1(issuing.subject.public_bytes()).digest()
+    key_hash = x509.SubjectKeyIdentifier.from_public_key(issuing.public_key()).digest  # SHA-1 of the key's bits
+    builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(name_hash, key_hash, serial, hashes.SHA1())
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(DER)
+
+
+def signed_answer(answer: bytes) -> ocsp.OCSPResponse:
+    """The successful OCSP response an HTTP ``answer`` carries."""
+    assert status_of(answer) == 200, answer[:200]
+    response = ocsp.load_der_ocsp_response(body_of(answer))
+    assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+    return response
+
+
+def nonce_of(response: ocsp.OCSPResponse) -> bytes | None:
+    try:
+        return response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    except x509.ExtensionNotFound:
+        return None
+
+
+def get_ocsp(port: int, request_der: bytes, source: str = "127.0.0.1") -> bytes:
+    encoded = urllib.parse.quote(base64.b64encode(request_der).decode(), safe="")
+    return exchange(port, f"GET /ocsp/{encoded} HTTP/1.1\r\nHost: ca\r\nConnection: close\r\n\r\n".encode(),
+                    source=source)
+
+
+def test_ocsp_signatures_one_address_asks_for_beyond_its_rate_get_429_while_others_are_served(ca_service, ca_clock):
+    """Each request with a nonce costs an HSM signature: one client address (an IPv6 /64) may ask
+    for ``http.ocsp_rate_per_second`` of them with bursts of ``http.ocsp_burst``, by POST or GET."""
+    issuing = ca_service.ca.chain()[0]
+    serial = 0x6960_0001  # asked about by this test alone: no answer to it is kept
+    with serving(ca_service, ocsp_rate_per_second=1, ocsp_burst=3) as running:
+        # Refusals are not signed, so not counted: malformed, and about another issuer's certificate.
+        for unsigned in (b"garbage", ocsp_request(extensions=nonce_extension(16))) * 3:
+            assert ocsp.load_der_ocsp_response(body_of(post(running.port, "/ocsp", unsigned))).response_status \
+                in (ocsp.OCSPResponseStatus.MALFORMED_REQUEST, ocsp.OCSPResponseStatus.UNAUTHORIZED)
+        for index in range(3):
+            nonce = bytes([index + 1]) * 16
+            assert nonce_of(signed_answer(post(running.port, "/ocsp", status_request(issuing, serial, nonce)))) == nonce
+        refused = post(running.port, "/ocsp", status_request(issuing, serial, b"\x09" * 16))
+        assert status_of(refused) == 429 and header_of(refused, "Retry-After") == "1"
+        refused = get_ocsp(running.port, status_request(issuing, serial, b"\x0a" * 16))
+        assert status_of(refused) == 429 and header_of(refused, "Retry-After") == "1"
+        other = post(running.port, "/ocsp", status_request(issuing, serial, b"\x0b" * 16), source="127.0.0.2")
+        assert nonce_of(signed_answer(other)) == b"\x0b" * 16
+        ca_clock.advance(seconds=1)  # one more within the rate
+        answer = get_ocsp(running.port, status_request(issuing, serial, b"\x0c" * 16))
+        assert nonce_of(signed_answer(answer)) == b"\x0c" * 16
+        assert status_of(post(running.port, "/ocsp", status_request(issuing, serial, b"\x0d" * 16))) == 429
+
+
+def test_ocsp_answers_kept_from_the_last_minute_are_not_counted_but_new_questions_are(ca_service):
+    """An answer given again from the minute's kept ones costs no signature, so any number of them
+    is served; a question none answers (a serial never asked about) costs one and is counted."""
+    issuing = ca_service.ca.chain()[0]
+    first = 0x6960_0101
+    with serving(ca_service, ocsp_rate_per_second=1, ocsp_burst=3) as running:
+        kept = post(running.port, "/ocsp", status_request(issuing, first))  # signed, and kept for a minute
+        signed_answer(kept)
+        for _ in range(10):
+            assert body_of(post(running.port, "/ocsp", status_request(issuing, first))) == body_of(kept)
+            assert body_of(get_ocsp(running.port, status_request(issuing, first))) == body_of(kept)
+        signed = {serial: post(running.port, "/ocsp", status_request(issuing, serial))
+                  for serial in (first + 1, first + 2)}  # each a signature: the burst's second and third
+        assert all(signed_answer(answer).certificate_status is ocsp.OCSPCertStatus.UNKNOWN
+                   for answer in signed.values())
+        refused = post(running.port, "/ocsp", status_request(issuing, first + 3))
+        assert status_of(refused) == 429 and header_of(refused, "Retry-After") == "1"
+        # The kept answers are still given while the client is limited.
+        signed[first] = kept
+        for serial, answer in signed.items():
+            assert body_of(post(running.port, "/ocsp", status_request(issuing, serial))) == body_of(answer)
+
+
+def test_a_nonce_beyond_the_limit_gets_the_answer_kept_for_its_question_without_the_nonce(ca_service):
+    """RFC 5019 (2.2.1, 4) lets a responder that cannot answer a nonce answer without it: beyond
+    the limit, a question whose answer was signed within the minute gets that answer, current and
+    signed, instead of a refusal; one whose answer is not kept gets 429."""
+    issuing = ca_service.ca.chain()[0]
+    serial = 0x6960_0201
+    with serving(ca_service, ocsp_rate_per_second=1, ocsp_burst=2) as running:
+        kept = post(running.port, "/ocsp", status_request(issuing, serial))
+        assert nonce_of(signed_answer(kept)) is None
+        assert nonce_of(signed_answer(post(running.port, "/ocsp", status_request(issuing, serial, b"a" * 32)))) \
+            == b"a" * 32
+        beyond = post(running.port, "/ocsp", status_request(issuing, serial, b"b" * 32))
+        assert nonce_of(signed_answer(beyond)) is None and body_of(beyond) == body_of(kept)
+        refused = post(running.port, "/ocsp", status_request(issuing, serial + 1, b"c" * 32))
+        assert status_of(refused) == 429 and header_of(refused, "Retry-After") == "1"
 
 
 # --- HTTP framing: malformed requests get a 4xx, not silence -----------------------------
@@ -613,7 +714,8 @@ def test_one_clients_ocsp_flood_leaves_room_for_another_clients_crl(ca_service):
                    .add_extension(x509.OCSPNonce(index.to_bytes(16, "big")), critical=False).build())
         return status_of(post(running.port, "/ocsp", request.public_bytes(serialization.Encoding.DER)))
 
-    with serving(ca_service) as running:
+    # A limit on signatures that lets the whole flood through: this is about the pool's share.
+    with serving(ca_service, ocsp_rate_per_second=1000, ocsp_burst=1000) as running:
         answers, at_once, other = flood_while_the_hsm_waits(
             running, flood, functools.partial(ask, running),
             lambda: status_of(exchange(running.port, b"GET /crl/issuing.crl HTTP/1.1\r\nHost: ca\r\n"

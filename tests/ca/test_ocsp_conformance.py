@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from signserver.ca.authority import CertificateRequest
+from signserver.config import HttpConfig
 from signserver.http.ca_front import CaHttpFront
 from tests.ca.test_authority import holder
 from tests.ca.test_http_hardening import FrontThread
@@ -98,6 +99,31 @@ def test_several_certificates_in_one_request_are_answered_each_by_openssl(http, 
     assert f"{tmp_path / 'good.pem'}: good" in out
     assert f"{tmp_path / 'revoked.pem'}: revoked" in out and "Reason: superseded" in out
     assert "0x1234: unknown" in out
+
+
+def test_openssl_takes_the_kept_answer_to_a_nonce_beyond_the_limit(ca_service, tmp_path):
+    """Beyond a client's limit of fresh signatures, a request with a nonce whose question was
+    answered within the minute gets that answer without the nonce (RFC 5019 2.2.1): OpenSSL warns
+    of the missing nonce and takes the answer, as RFC 5019 4 asks of clients."""
+    issuing, root = ca_service.ca.chain()
+    certificate = issued_certificate(ca_service)
+    (tmp_path / "issuing.pem").write_bytes(issuing.public_bytes(PEM))
+    (tmp_path / "chain.pem").write_bytes(issuing.public_bytes(PEM) + root.public_bytes(PEM))
+    (tmp_path / "holder.pem").write_bytes(certificate.public_bytes(PEM))
+    settings = HttpConfig(ocsp_rate_per_second=1, ocsp_burst=1)
+    with FrontThread(CaHttpFront(ca_service, "127.0.0.1:0", settings)) as server:
+        def ask(*options: str) -> str:
+            result = subprocess.run(["openssl", "ocsp", "-url", f"http://127.0.0.1:{server.port}/ocsp",
+                                     "-issuer", str(tmp_path / "issuing.pem"), "-cert", str(tmp_path / "holder.pem"),
+                                     "-CAfile", str(tmp_path / "chain.pem"), *options],
+                                    capture_output=True, text=True, timeout=60)
+            return result.stdout + result.stderr
+
+        without_nonce = ask("-no_nonce")  # signed (the client's one signature) and kept for a minute
+        assert "Response verify OK" in without_nonce and f"{tmp_path / 'holder.pem'}: good" in without_nonce
+        beyond = ask("-nonce")
+    assert "WARNING: no nonce in response" in beyond, beyond
+    assert "Response verify OK" in beyond and f"{tmp_path / 'holder.pem'}: good" in beyond
 
 
 def test_responses_pass_pkilint(http, ca_service, tmp_path):
