@@ -157,11 +157,10 @@ def build_app(workflow: RenewalWorkflow, provider: str = "") -> Starlette:
         return await show(renewal_id)
 
     async def face(request, renewal_id):
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        # The Content-Type is not read: the workflow tells the photo by its bytes, as for the pages
+        # (a phone's PNG sent as image/jpeg is a PNG), and refuses an empty one.
         photo = await _read(request, MAX_PHOTO_BYTES)
-        if not photo:
-            raise BadRequest("send the photo as the body, with its Content-Type")
-        await run_in_threadpool(workflow.compare_face, renewal_id, photo, media_type)
+        await run_in_threadpool(workflow.compare_face, renewal_id, photo)
         return await show(renewal_id)
 
     async def agreement(request, renewal_id):

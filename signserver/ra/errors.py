@@ -79,7 +79,8 @@ class RegistryUnavailable(RaError):
 class RegistryRejected(RegistryUnavailable):
     """The registry refused the RA itself (401/403: the API key or client certificate; 400: a
     request it calls malformed). Not retried: an operator has to act. A RegistryUnavailable, so a
-    renewal waits rather than fails."""
+    renewal waits rather than fails, and the holder's lookup or comparison is not counted: the
+    fault is the RA's, not the holder's."""
 
 
 class IdentityNotFound(RaError):

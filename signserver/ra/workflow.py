@@ -19,7 +19,7 @@ from signserver.ra.application import ApplicationSteps
 from signserver.ra.errors import (CodeRefused, ConcurrentUpdate, HolderNotAuthorised, IdentityNotFound,
                                   OperationRefused, RaError, RegistryUnavailable, StepRefused)
 from signserver.ra.help_codes import IDENTITY_DATA_CHANGED, help_code
-from signserver.ra.registry import checked_photo_type
+from signserver.ra.registry import photo_media_type
 from signserver.ra.renewal import Holder, Renewal, State, Step
 from signserver.ra.steps import HOLDER, SYSTEM, Certificates, Registry
 from signserver.ra.store import repository
@@ -304,9 +304,9 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
         Raises: StepRefused: out of order, or the registry answered registry_lookups of the
                 holder's lookups already; AC-AB-0014 when the data differ or the document expired
                 (identity verification starts again, an e-mail is sent); refused outright for a
-                non-Macau document that does not match. When the registry does not answer the
-                renewal waits (waiting_for_registry) and is returned, the holder's lookup not
-                counted.
+                non-Macau document that does not match. When the registry does not answer, or
+                refuses the RA itself (RegistryRejected: its credentials), the renewal waits
+                (waiting_for_registry) and is returned, the holder's lookup not counted.
         """
         renewal = self.get(renewal_id)
         machine.before_registry_match(renewal)
@@ -319,7 +319,9 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
             record = registry.fetch_identity(holder.id_type, holder.id_number,
                                              consent_reference=renewal.consent_reference)
         except RegistryUnavailable:
-            if actor == HOLDER:  # no lookup was made: "Try again" while the registry is down costs none
+            # No lookup was answered: "Try again" while the registry is down, or refuses the RA's
+            # own credentials (an operator's fault, logged by the client), costs the holder none.
+            if actor == HOLDER:
                 self._give_back_holder_request(renewal_id, "registry_lookups")
             if renewal.state is State.WAITING_FOR_REGISTRY:
                 return renewal  # still waiting: nothing new to record
@@ -342,21 +344,27 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
         raise StepRefused("the identity document's data changed or it expired: verify your identity again",
                           help_code=IDENTITY_DATA_CHANGED)
 
-    def compare_face(self, renewal_id: str, photo: bytes, media_type: str) -> Renewal:
-        """Raises: StepRefused (out of order, a score below face_threshold, or the registry
+    def compare_face(self, renewal_id: str, photo: bytes) -> Renewal:
+        """Compare ``photo``, told JPEG, PNG or TIFF by its bytes, with the registry's photo of the
+        holder's document.
+
+        Raises: StepRefused (out of order, a score below face_threshold, or the registry
         compared face_comparisons photos already); PhotoRefused (a photo refused here, before
-        anything is counted: not JPEG, PNG or TIFF, not ``media_type``, empty or too large; or
-        refused by the registry). When the registry does not answer the renewal waits and is
-        returned, the comparison not counted; the holder sends the photo again."""
+        anything is counted: not JPEG, PNG or TIFF, empty or too large; or refused by the
+        registry). When the registry does not answer, or refuses the RA itself, the renewal waits
+        and is returned, the comparison not counted; the holder sends the photo again."""
         renewal = self.get(renewal_id)
         machine.before_face(renewal)
         holder = self._holder(renewal.account)
-        checked_photo_type(photo, media_type)  # a file the registry would not take uses up no comparison
+        # Told by its bytes, for the pages and the JSON API alike: a file's name and its declared
+        # type are not evidence (a phone's PNG named photo.jpg is a PNG). A file the registry would
+        # not take uses up no comparison.
+        media_type = photo_media_type(photo)
         self._count_holder_request(renewal_id, "face_comparisons", "photos were compared")
         try:
             score = self._holder_registry.compare_face(holder.id_type, holder.id_number, photo, media_type)
         except RegistryUnavailable:
-            self._give_back_holder_request(renewal_id, "face_comparisons")  # none was made
+            self._give_back_holder_request(renewal_id, "face_comparisons")  # none answered, as for a lookup
             return self._save(renewal, HOLDER, "registry_unavailable",
                               lambda r, now, conn: machine.registry_waiting(r, Step.FACE, now))
         threshold = self._settings.face_threshold
@@ -388,8 +396,9 @@ class RenewalWorkflow(ApplicationSteps, ActivationSteps):
                           f"or renew in person", reason="limit_reached")
 
     def _give_back_holder_request(self, renewal_id: str, counter: str) -> None:
-        """The registry did not answer a request _count_holder_request counted: it counts no more.
-        (Counted before the call, so that requests sent at once cannot all pass the limit.)"""
+        """The registry did not answer a request _count_holder_request counted, or refused the RA
+        itself: it counts no more. (Counted before the call, so that requests sent at once cannot
+        all pass the limit.)"""
         with self._database.transaction() as conn:
             repository.give_back_holder_request(conn, renewal_id, counter)
 

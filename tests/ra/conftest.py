@@ -65,6 +65,28 @@ def photo(name: str) -> bytes:
     return (PHOTOS / name).read_bytes()
 
 
+HEIC_START = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"  # an iPhone photo's first box
+
+
+def webp_image() -> bytes:
+    import io
+
+    from PIL import Image
+
+    made = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(made, "WEBP")
+    return made.getvalue()
+
+
+def files_not_taken() -> list[tuple[str, bytes, str]]:
+    """Files a holder may send as a photo that the registry would not take, as (file name, content,
+    declared type): an iPhone's HEIC, a WebP (declared as itself, and as a JPEG), text named
+    photo.jpg, a PNG cut off after three bytes."""
+    return [("IMG_0001.HEIC", HEIC_START + b"\x00" * 64, "image/heic"), ("photo.webp", webp_image(), "image/webp"),
+            ("photo.jpg", b"not a photo at all " * 20, "image/jpeg"), ("photo.png", b"\x89PN", "image/png"),
+            ("photo.webp", webp_image(), "image/jpeg")]
+
+
 def opened_renewal(database: RaDatabase, holder: Holder, now: datetime.datetime, *,
                    profile: str = "cloud-signature-government", serial: str = "5e1a",
                    expires: datetime.datetime | None = None):

@@ -63,7 +63,7 @@ def awaiting_activation(workflow, ra_database, core, name: str, issued_with=enro
     workflow.record_consent(renewal.id)
     verify_emails(workflow, ra_database, renewal)
     workflow.check_registry(renewal.id)
-    workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"), "image/png")
+    workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"))
     assert workflow.accept_agreement(renewal.id).state is State.AWAITING_APPLICATION
     application_signed_in_store(ra_database, renewal.id)  # signed for real in test_application
     return renewal, issued

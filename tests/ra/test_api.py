@@ -1,11 +1,13 @@
 """The holder's JSON API served by uvicorn on a free loopback port over the RA's real database and
 the reference registry: the holder token on every call, bodies it cannot parse, help codes it does
-not know, and one registry attempt on the holder's path."""
+not know, one registry attempt on the holder's path, a photo told by its bytes, and a registry that
+refuses the RA's own credentials."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 import re
 
 import httpx
@@ -14,13 +16,17 @@ import pytest
 from signserver.ra import errors
 from signserver.ra import renewal as machine
 from signserver.ra.api import _error_response, build_app
+from signserver.ra.registry import photo_media_type
 from signserver.ra.server import build_workflow
 from signserver.ra.settings import RaSettings
 from signserver.ra.store import repository
 from signserver.ra.workflow import RenewalWorkflow
+from signserver.registry_dev.app import RegistryState
 from signserver.registry_dev.faults import Fault
+from signserver.registry_dev.identities import load_identities
+from signserver.registry_dev.server import SAMPLE_FIXTURES, RunningRegistry
 from tests.conftest import empty_database_url
-from tests.ra.conftest import KUAN, opened_renewal
+from tests.ra.conftest import KUAN, files_not_taken, opened_renewal, photo
 from tests.ra.running import Served
 
 TOKEN_LINE = re.compile(r"Access key:\s*([A-Za-z0-9_\-]{20,})")  # the notice's holder token
@@ -173,3 +179,79 @@ def test_after_its_end_only_the_renewal_itself_is_read(api, served_workflow, ra_
     assert shown.status_code == 200 and shown.json()["state"] == "refused"
     for path in ("/application", "/application/signed"):
         assert httpx.get(f"{api.url}/renewals/{renewal_id}{path}", headers=bearer(token), timeout=30).status_code == 401
+
+
+def test_a_photo_is_told_by_its_bytes_whatever_its_content_type(api, noticed, workflow, registry):
+    renewal_id, token = noticed
+    base = f"{api.url}/renewals/{renewal_id}"
+    for step in ("/consent", "/registry"):
+        assert httpx.post(base + step, headers=bearer(token), timeout=60).status_code == 200
+    registry.state.forget_requests()
+    for name, content, declared in files_not_taken():
+        with pytest.raises(errors.PhotoRefused) as told:  # as the pages tell it
+            photo_media_type(content)
+        refused = httpx.post(base + "/face", headers={**bearer(token), "Content-Type": declared}, content=content,
+                             timeout=30)
+        assert (refused.status_code, refused.json()) == (422, {"error": "photo_refused", "message": str(told.value)}), \
+            name
+    assert workflow.get(renewal_id).face_comparisons == 0 and registry.state.requests("compare") == []
+    # A phone's PNG, sent as image/jpeg, is a PNG
+    compared = httpx.post(base + "/face", headers={**bearer(token), "Content-Type": "image/jpeg"},
+                          content=photo("kuan-weng-sam.png"), timeout=60)
+    assert compared.status_code == 200 and compared.json()["steps"]["face"] is True, compared.text
+    assert workflow.get(renewal_id).face_comparisons == 1
+
+
+OTHER_CLIENT_KEY = "registry-key-of-another-client"
+RA_KEY = "registry-key-of-this-ra-not-enrolled"
+
+
+@pytest.fixture
+def keyed_registry():
+    """The reference registry wanting an API key; the RA's (RA_KEY) is not among its keys."""
+    with RunningRegistry(RegistryState(load_identities(SAMPLE_FIXTURES), api_keys=(OTHER_CLIENT_KEY,))) as running:
+        yield running
+
+
+def test_a_registry_refusing_the_ra_s_credentials_uses_up_none_of_the_holder_s_tries(tmp_path, ra_clock,
+                                                                                     keyed_registry, caplog):
+    key_file = tmp_path / "registry-api-key"
+    key_file.write_text(RA_KEY + "\n", encoding="utf-8")
+    settings = RaSettings(state_dir=tmp_path, database_url=empty_database_url(tmp_path / "ra-keyed.sqlite"),
+                          registry_url=keyed_registry.url, registry_api_key_file=key_file, notice_days=60)
+    workflow, database = build_workflow(settings, ra_clock)
+    try:
+        renewal_id, token = noticed_renewal(workflow, database, ra_clock)
+        with Served(build_app(workflow)) as api:
+            base = f"{api.url}/renewals/{renewal_id}"
+
+            def post(step: str, **sent) -> dict:
+                answer = httpx.post(base + step, **{"headers": bearer(token), **sent}, timeout=60)
+                assert answer.status_code == 200, answer.text
+                return answer.json()
+
+            me = {"content": photo("kuan-weng-sam.png"), "headers": {**bearer(token), "Content-Type": "image/png"}}
+            post("/consent")
+            for _ in range(settings.registry_lookups + 1):  # past the limit: none of them counted
+                waiting = post("/registry")
+                assert (waiting["state"], waiting["waiting_for"]) == ("waiting_for_registry", "registry_match")
+            assert workflow.get(renewal_id).registry_lookups == 0
+            keyed_registry.state.api_keys = (OTHER_CLIENT_KEY, RA_KEY)  # the registry's operator enrols the RA
+            assert post("/registry")["steps"]["registry_match"] is True
+            keyed_registry.state.api_keys = (OTHER_CLIENT_KEY,)  # and takes it off again
+            for _ in range(settings.face_comparisons + 1):
+                waiting = post("/face", **me)
+                assert (waiting["state"], waiting["waiting_for"]) == ("waiting_for_registry", "face")
+            assert workflow.get(renewal_id).face_comparisons == 0
+            keyed_registry.state.api_keys = (OTHER_CLIENT_KEY, RA_KEY)
+            assert post("/face", **me)["steps"]["face"] is True
+        counted = workflow.get(renewal_id)
+        assert (counted.registry_lookups, counted.face_comparisons) == (1, 1)
+    finally:
+        database.close()
+    refusals = [r.status for r in keyed_registry.state.requests()]
+    assert refusals.count(401) == settings.registry_lookups + settings.face_comparisons + 2
+    told = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sum("check the RA's API key or client certificate" in line for line in told) == refusals.count(401)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert RA_KEY not in logged and KUAN.id_number not in logged

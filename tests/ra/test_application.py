@@ -158,7 +158,7 @@ def awaiting_application(workflow, ra_database, core, name: str, profile: str = 
     workflow.record_consent(renewal.id)
     verify_emails(workflow, ra_database, renewal)
     workflow.check_registry(renewal.id)
-    workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"), "image/png")
+    workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"))
     agreed = workflow.accept_agreement(renewal.id)
     assert agreed.state is State.AWAITING_APPLICATION and not agreed.application_sha256
     with pytest.raises(StepRefused):

@@ -15,7 +15,7 @@ from signserver.ra.store import repository
 from signserver.ra.workflow import ActivationSecrets, RenewalWorkflow
 from signserver.registry_dev.faults import Fault
 from tests.ra.conftest import (CHAN_EXPIRED, KUAN, SILVA_PASSPORT, NoCore, application_signed_in_store,
-                               opened_renewal, photo)
+                               files_not_taken, opened_renewal, photo)
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def identity_verified(workflow, database, renewal, face: str = "kuan-weng-sam.pn
     workflow.record_consent(renewal.id)
     verify_emails(workflow, database, renewal)
     workflow.check_registry(renewal.id)
-    workflow.compare_face(renewal.id, photo(face), "image/png")
+    workflow.compare_face(renewal.id, photo(face))
     assert workflow.accept_agreement(renewal.id).state is State.AWAITING_APPLICATION
     return application_signed_in_store(database, renewal.id)
 
@@ -92,7 +92,7 @@ def test_every_address_must_be_verified_before_the_agreement(workflow, ra_databa
     renewal = noticed(workflow, ra_database, ra_clock)
     workflow.record_consent(renewal.id)
     workflow.check_registry(renewal.id)
-    workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"), "image/png")
+    workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"))
     workflow.send_code(renewal.id, KUAN.emails[0])
     workflow.verify_code(renewal.id, KUAN.emails[0], code_sent_to(ra_database, KUAN.emails[0]))
     with pytest.raises(StepRefused, match=re.escape(KUAN.emails[1])):
@@ -155,10 +155,10 @@ def test_the_face_service_down_then_the_photo_sent_again(workflow, ra_database, 
     workflow.record_consent(renewal.id)
     workflow.check_registry(renewal.id)
     registry.state.faults.set(Fault(status=502))
-    assert workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"), "image/png").state is \
+    assert workflow.compare_face(renewal.id, photo("kuan-weng-sam.png")).state is \
         State.WAITING_FOR_REGISTRY
     registry.state.faults.clear()
-    assert workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"), "image/png").state is State.AWAITING_IDENTITY
+    assert workflow.compare_face(renewal.id, photo("kuan-weng-sam.png")).state is State.AWAITING_IDENTITY
 
 
 def test_a_face_score_below_the_threshold(workflow, ra_database, ra_clock):
@@ -166,7 +166,7 @@ def test_a_face_score_below_the_threshold(workflow, ra_database, ra_clock):
     workflow.record_consent(renewal.id)
     workflow.check_registry(renewal.id)
     with pytest.raises(StepRefused, match="photo does not match"):
-        workflow.compare_face(renewal.id, photo("chan-tai-man.jpg"), "image/jpeg")
+        workflow.compare_face(renewal.id, photo("chan-tai-man.jpg"))
     assert workflow.get(renewal.id).face_score is None
     with ra_database.transaction() as conn:
         assert "face_below_threshold" in [e["action"] for e in repository.audit_entries(conn, renewal.id)]
@@ -363,11 +363,11 @@ def test_face_comparisons_and_registry_lookups_are_limited_per_renewal(workflow,
         workflow.check_registry(renewal.id)
     for _ in range(5):
         with pytest.raises(StepRefused, match="photo does not match"):
-            workflow.compare_face(renewal.id, photo("chan-tai-man.jpg"), "image/jpeg")
+            workflow.compare_face(renewal.id, photo("chan-tai-man.jpg"))
     with pytest.raises(StepRefused, match="compared 5 times"):
-        workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"), "image/png")
+        workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"))
     workflow.reopen_limits(renewal.id, "dsaj-operator")
-    assert workflow.compare_face(renewal.id, photo("kuan-weng-sam.png"), "image/png").face_score > 0.9
+    assert workflow.compare_face(renewal.id, photo("kuan-weng-sam.png")).face_score > 0.9
 
 
 def test_only_the_comparisons_the_registry_answered_are_counted(workflow, ra_database, ra_clock, registry):
@@ -375,18 +375,43 @@ def test_only_the_comparisons_the_registry_answered_are_counted(workflow, ra_dat
     workflow.record_consent(renewal.id)
     workflow.check_registry(renewal.id)
     me = photo("kuan-weng-sam.png")
-    for content, declared in ((b"GIF89a" + b"\x00" * 64, "image/gif"), (me, "image/jpeg"), (b"", "image/png"),
-                              (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/png"), (me, "image/webp")):
-        with pytest.raises(PhotoRefused):  # as the JSON API sends them, refused before the registry is asked
-            workflow.compare_face(renewal.id, content, declared)
+    for _, content, _ in files_not_taken():
+        with pytest.raises(PhotoRefused):  # told by its bytes, refused before the registry is asked
+            workflow.compare_face(renewal.id, content)
     registry.state.faults.set(Fault(status=502))
     try:
         for _ in range(2):  # sent, then sent again while the renewal waits
-            assert workflow.compare_face(renewal.id, me, "image/png").state is State.WAITING_FOR_REGISTRY
+            assert workflow.compare_face(renewal.id, me).state is State.WAITING_FOR_REGISTRY
     finally:
         registry.state.faults.clear()
     assert workflow.get(renewal.id).face_comparisons == 0
-    assert workflow.compare_face(renewal.id, me, "image/png").face_comparisons == 1
+    assert workflow.compare_face(renewal.id, me).face_comparisons == 1
+
+
+# Not the holder's doing: the registry refusing the RA itself (its API key or client certificate,
+# a request it calls malformed), or busy, or down.
+@pytest.mark.parametrize("status", [400, 401, 403, 429, 500, 502, 503, 504])
+def test_a_registry_answer_that_is_not_about_the_holder_uses_up_none_of_the_tries(
+        ra_database, ra_clock, ra_settings, registry, registry_client, status):
+    from signserver.ra.registry import RegistryClient
+
+    with RegistryClient(registry.url, timeout_seconds=10, attempts=1) as once:  # as on the holder's path
+        workflow = RenewalWorkflow(ra_database, ra_clock, ra_settings, registry=registry_client, certificates=NoCore(),
+                                   holder_registry=once)
+        renewal = noticed(workflow, ra_database, ra_clock)
+        workflow.record_consent(renewal.id)
+        me = photo("kuan-weng-sam.png")
+        for step, tries in ((lambda: workflow.check_registry(renewal.id), ra_settings.registry_lookups),
+                            (lambda: workflow.compare_face(renewal.id, me), ra_settings.face_comparisons)):
+            registry.state.faults.set(Fault(status=status))
+            try:
+                for _ in range(tries + 1):  # past the limit: none counted
+                    assert step().state is State.WAITING_FOR_REGISTRY
+            finally:
+                registry.state.faults.clear()
+            assert step().state is State.AWAITING_IDENTITY
+        answered = workflow.get(renewal.id)
+        assert (answered.registry_lookups, answered.face_comparisons) == (1, 1) and answered.face_score > 0.9
 
 
 def test_the_holder_s_registry_call_is_tried_once_and_the_background_pass_retries(

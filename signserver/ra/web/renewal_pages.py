@@ -361,15 +361,14 @@ async def photo(request: Request, ctx) -> Response:
     if not content:
         return await show_step(request, ctx, renewal, status=422, field_errors={
             "photo": gettext(request, "Choose a photo of yourself (JPG, JPEG, PNG or TIFF).")})
-    # Told by its bytes: the file's name and the type the browser declares are not evidence (a
-    # phone's PNG named photo.jpg is a PNG). A file the registry would not take is refused here,
-    # before any limit counts it.
+    # The workflow tells the photo by its bytes; a file the registry would not take is refused here
+    # already, by the same check, so that the form's rate limit does not count it either.
     try:
-        media_type = photo_media_type(content)
+        photo_media_type(content)
     except errors.PhotoRefused as exc:
         return await show_step(request, ctx, renewal, error=refusal_text(request, exc), status=422)
     ctx.limits.check(request, "renewal-photo", renewal.account)
-    return await _act(request, ctx, renewal, ctx.workflow.compare_face, renewal.id, content, media_type)
+    return await _act(request, ctx, renewal, ctx.workflow.compare_face, renewal.id, content)
 
 
 async def agreement(request: Request, ctx) -> Response:

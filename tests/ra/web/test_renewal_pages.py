@@ -29,7 +29,8 @@ from signserver.ra.web.sessions import HOLDER, SessionStore
 from signserver.ra.workflow import RenewalWorkflow
 from signserver.registry_dev.faults import Fault
 from tests.conftest import LOOPBACK_TLS
-from tests.ra.conftest import KUAN, START, InlineExecutor, application_signed_in_store, opened_renewal, photo
+from tests.ra.conftest import (KUAN, START, InlineExecutor, application_signed_in_store, files_not_taken,
+                               opened_renewal, photo)
 from tests.ra.test_application import (PASSWORD, ExternalEid, core, documents, enrolled, otp_now,  # noqa: F401
                                       ra_state_dir, roots)
 from tests.ra.running import Served
@@ -439,19 +440,6 @@ def test_try_again_while_the_registry_is_down_uses_up_no_lookup(site, core, regi
     assert site.workflow.get(renewal.id).registry_lookups == 1  # the one lookup answered
 
 
-def webp_image() -> bytes:
-    import io
-
-    from PIL import Image
-
-    made = io.BytesIO()
-    Image.new("RGB", (8, 8), "white").save(made, "WEBP")
-    return made.getvalue()
-
-
-HEIC_START = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"  # an iPhone photo's first box
-
-
 def test_a_photo_is_told_by_its_content_and_none_checked_uses_up_a_comparison(site, core, registry):  # noqa: F811
     renewal, _ = noticed_renewal(site, core, "web-photo-1")
     consented_and_verified(site, renewal)
@@ -459,9 +447,7 @@ def test_a_photo_is_told_by_its_content_and_none_checked_uses_up_a_comparison(si
     holder = site.holder("web-photo-1")
     base = f"/holder/renewals/{renewal.id}"
     me = photo("kuan-weng-sam.png")
-    not_taken = [("IMG_0001.HEIC", HEIC_START + b"\x00" * 64, "image/heic"), ("photo.webp", webp_image(), "image/webp"),
-                 ("photo.jpg", b"not a photo at all " * 20, "image/jpeg"), ("photo.png", b"\x89PN", "image/png"),
-                 ("photo.webp", webp_image(), "image/jpeg")]
+    not_taken = files_not_taken()
     assert len(not_taken) == site.ctx.settings.face_comparisons
     for name, content, declared in not_taken:
         refused = holder.post(base + "/photo", files={"photo": (name, content, declared)})
