@@ -33,7 +33,7 @@ from signserver.ca.issuance import (  # noqa: F401 (the requests are part of thi
 from signserver.ca.leftover_keys import LeftoverServiceKeys
 from signserver.ca.profiles import Profile, all_profiles, check_settings
 from signserver.ca.profiles import profile as find_profile
-from signserver.ca.ra_requests import RaRequests
+from signserver.ca.ra_requests import RA_PROFILE, RaRequests
 from signserver.ca.recertification import IssuingRecertification
 from signserver.ca.repository import IssuedCertificate
 from signserver.ca.revocation_status import RevocationStatus
@@ -64,6 +64,10 @@ OCSP_DAYS = 365
 # that read the old key just before the renewal committed may still sign with it (OCSP and TSA
 # requests last seconds, bounded by http.request_timeout_seconds); after this, nothing names it.
 SUPERSEDED_KEY_GRACE = datetime.timedelta(hours=1)
+# What an RA is shown besides holders' certificates (get's for_ra): the RAs' client certificates,
+# which an RA checks an operator's sign-in with an RA certificate against (revoked, still valid).
+# Applications' client certificates and the CA's service certificates are none of its business.
+RA_SHOWN_PROFILES = (RA_PROFILE,)
 
 log = logging.getLogger(__name__)
 
@@ -344,10 +348,14 @@ class CertificateAuthority:
 
     # --- queries --------------------------------------------------------------------------
 
-    def get(self, serial: str) -> IssuedCertificate:
-        """Raises: NotFound."""
+    def get(self, serial: str, for_ra: bool = False) -> IssuedCertificate:
+        """The certificate of ``serial``. ``for_ra``: an RA's view, a holder's certificate or an
+        RA's client certificate (RA_SHOWN_PROFILES) only: an application's client certificate or
+        a service certificate of the CA is NotFound, as a serial never issued is.
+
+        Raises: NotFound."""
         with self._database.read() as conn:
-            return repo.get_certificate(conn, serial, self._clock.now())
+            return repo.get_certificate(conn, serial, self._clock.now(), RA_SHOWN_PROFILES if for_ra else None)
 
     def list(self, username: str | None = None, expiring_within_days: int | None = None) -> list[IssuedCertificate]:
         """Certificates of an account (or all), optionally only valid ones expiring within N days.
@@ -361,18 +369,22 @@ class CertificateAuthority:
             return repo.list_certificates(conn, now, account_id=account_id, expiring_before=before)
 
     def list_page(self, username: str | None = None, expiring_within_days: int | None = None, page_size: int = 0,
-                  page_token: str = "", status: str = "") -> CertificatePage:
+                  page_token: str = "", status: str = "", holders_only: bool = False) -> CertificatePage:
         """One page of :meth:`list`'s certificates, in its order: ``page_size`` of them (0: the
         default, at most the maximum: certificate_pages.py), from where ``page_token`` (an earlier
         page's ``next_page_token`` with the same filters; empty for the first page) says; only
-        those of ``status`` ("valid", "expired", "revoked") when given, chosen by the database.
+        those of ``status`` ("valid", "expired", "revoked") when given, and only holders'
+        certificates with ``holders_only`` (an RA's listing), both chosen by the database.
+
+        ``holders_only`` is not bound into the tokens: an RA lists that way alone, and a token
+        from a listing of every certificate names a place in this one too.
 
         Raises: InvalidArgument (status: not a status; page_token: not one of this listing's),
         NotFound (account).
         """
         listing = CertificateListing(username or "", expiring_within_days or 0, status)
         found, last = self._page(username, expiring_within_days or None, page_size, listing.position(page_token),
-                                 status)
+                                 status, holders_only)
         return CertificatePage(found, listing.token(last) if last else "")
 
     def list_pages(self, username: str | None = None, expiring_within_days: int | None = None,
@@ -392,7 +404,7 @@ class CertificateAuthority:
                 return
 
     def _page(self, username: str | None, expiring_within_days: int | None, page_size: int,
-              after: repo.PagePosition | None, status: str = ""
+              after: repo.PagePosition | None, status: str = "", holders_only: bool = False
               ) -> tuple[list[IssuedCertificate], repo.PagePosition | None]:
         """The page after ``after`` (None: the first) and the position of its last certificate when
         more follow; ``expiring_within_days`` None: no window.
@@ -404,7 +416,7 @@ class CertificateAuthority:
             account_id = get_account(conn, username, now).id if username else None
             before = now + datetime.timedelta(days=expiring_within_days) if expiring_within_days is not None else None
             return repo.certificate_page(conn, now, page_size_of(page_size), after, account_id=account_id,
-                                         expiring_before=before, status=status)
+                                         expiring_before=before, status=status, holders_only=holders_only)
 
     def chain(self) -> list[x509.Certificate]:
         """Issuing CA certificate, then the root. Raises: NotFound (not initialised)."""

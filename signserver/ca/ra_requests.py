@@ -37,6 +37,7 @@ MAX_MATCH = 64
 MAX_REFERENCE = 128
 MAX_ADDRESS = 254
 PRUNE_BATCH = 500  # nonces removed per request at most, so that no request carries a long delete
+RA_PROFILE = "client-ra"  # the profile of the RAs' client certificates
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class RaRequests:
         client = presented(certificate_pem)
         # By the profile this CA recorded when it issued the certificate, not by its policy OID:
         # the OIDs follow ca.policy_oid_arc, and a changed arc must not lock out the RAs.
-        if self._client_status.issued_profile(client) != "client-ra":
+        if self._client_status.issued_profile(client) != RA_PROFILE:
             raise refusal
         return client.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
 

@@ -74,9 +74,16 @@ def _query():
     return select(*_COLUMNS).outerjoin(accounts, certificates.c.account_id == accounts.c.id)
 
 
-def get_certificate(conn: Connection, serial: str, now: datetime.datetime) -> IssuedCertificate:
-    """Raises: NotFound."""
-    row = conn.execute(_query().where(certificates.c.serial == normalise_serial(serial))).first()
+def get_certificate(conn: Connection, serial: str, now: datetime.datetime,
+                    shown_profiles: tuple[str, ...] | None = None) -> IssuedCertificate:
+    """The certificate of ``serial``; with ``shown_profiles``, a holder's or one of those profiles
+    only, any other being as unknown as a serial never issued.
+
+    Raises: NotFound."""
+    query = _query().where(certificates.c.serial == normalise_serial(serial))
+    if shown_profiles is not None:
+        query = query.where(or_(certificates.c.account_id.is_not(None), certificates.c.profile.in_(shown_profiles)))
+    row = conn.execute(query).first()
     if row is None:
         raise NotFound(f"no certificate with serial {serial}")
     return _issued(row, now)
@@ -91,10 +98,15 @@ class PagePosition:
 
 
 def _listed(now: datetime.datetime, account_id: int | None, expiring_before: datetime.datetime | None,
-            status: str = ""):
+            status: str = "", holders_only: bool = False):
     query = _query().order_by(certificates.c.issued_at, certificates.c.serial)
     if account_id is not None:
         query = query.where(certificates.c.account_id == account_id)
+    elif holders_only:
+        # Read through the index of the listing's order like every other row: the certificates of
+        # no holder (the CA's own, applications' and RAs') are a few hundred beside a million, so
+        # the rows skipped are few and an index of holders' rows alone would cost every issuance.
+        query = query.where(certificates.c.account_id.is_not(None))
     if expiring_before is not None:
         query = query.where(certificates.c.status == "valid", certificates.c.not_after > epoch_seconds(now),
                             certificates.c.not_after <= epoch_seconds(expiring_before))
@@ -132,11 +144,11 @@ def due_expiry_notices(conn: Connection, now: datetime.datetime, before: datetim
 
 
 def page_query(now: datetime.datetime, size: int, after: PagePosition | None = None, account_id: int | None = None,
-               expiring_before: datetime.datetime | None = None, status: str = ""):
+               expiring_before: datetime.datetime | None = None, status: str = "", holders_only: bool = False):
     """The query of :func:`certificate_page`: one row more than ``size``.
 
     Raises: ValueError: ``status`` is not one of LISTED_STATUSES (nor "")."""
-    query = _listed(now, account_id, expiring_before, status)
+    query = _listed(now, account_id, expiring_before, status, holders_only)
     if after is not None:
         # The first condition alone is what the index on (issued_at, serial) seeks to, or with a
         # status the one on (status, issued_at, serial), so the thousandth page costs what the
@@ -149,13 +161,14 @@ def page_query(now: datetime.datetime, size: int, after: PagePosition | None = N
 
 def certificate_page(conn: Connection, now: datetime.datetime, size: int, after: PagePosition | None = None,
                      account_id: int | None = None, expiring_before: datetime.datetime | None = None,
-                     status: str = "") -> tuple[list[IssuedCertificate], PagePosition | None]:
+                     status: str = "", holders_only: bool = False
+                     ) -> tuple[list[IssuedCertificate], PagePosition | None]:
     """Up to ``size`` certificates listed after ``after`` (of ``status`` as :class:`IssuedCertificate`
-    shows it, when given), and the position of the last of them when more follow (None on the
-    last page).
+    shows it, when given; of an account only with ``holders_only``), and the position of the last
+    of them when more follow (None on the last page).
 
     Raises: ValueError: ``status`` is not one of LISTED_STATUSES (nor "")."""
-    rows = conn.execute(page_query(now, size, after, account_id, expiring_before, status)).all()
+    rows = conn.execute(page_query(now, size, after, account_id, expiring_before, status, holders_only)).all()
     last = PagePosition(rows[size - 1].issued_at, rows[size - 1].serial) if len(rows) > size else None
     return [_issued(r, now) for r in rows[:size]], last
 

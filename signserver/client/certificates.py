@@ -200,13 +200,16 @@ class CertificateClient:
                                       account=account, **self._origin(evidence))))
 
     def get_certificate(self, serial: str) -> CertificateRecord:
-        """Raises: NotFound, InvalidArgument."""
+        """A holder's certificate or an RA's client certificate: the core shows an RA no other.
+
+        Raises: NotFound (no such serial, or another's: an application's, the CA's own),
+        InvalidArgument."""
         return _record(self._call("GetCertificate", self._stub.GetCertificate,
                                   certificate_pb2.GetCertificateRequest(serial=serial)))
 
     def list_certificates(self, account: str = "", expiring_within_days: int = 0,
                           status: str = "") -> list[CertificateRecord]:
-        """The account's certificates (every account's when empty) in the order issued; with
+        """The account's certificates (every holder's when empty) in the order issued; with
         ``expiring_within_days``, only valid ones expiring within that many days; with ``status``
         ("valid", "expired", "revoked"), only those of that status. Every page is read: for every
         account's, :meth:`certificate_pages` keeps one page in memory at a time.

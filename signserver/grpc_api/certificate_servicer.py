@@ -173,13 +173,18 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
     async def GetCertificate(self, request, context):
         await self._operator(context)
         serial = convert.text("serial", request.serial, limit=64)
-        return _certificate(await self._accounts.run(self._service.ca.get, serial, caller_check=still_waiting(context)))
+        # An RA's view: holders' certificates and RAs' (authority.RA_SHOWN_PROFILES); any other is
+        # NOT_FOUND, as an unknown serial.
+        return _certificate(await self._accounts.run(functools.partial(self._service.ca.get, for_ra=True), serial,
+                                                     caller_check=still_waiting(context)))
 
     async def ListCertificates(self, request, context):
         await self._operator(context)
-        page = await self._accounts.run(self._service.ca.list_page, request.account or None,
-                                        _expiry_window(request.expiring_within_days), request.page_size,
-                                        request.page_token, request.status, caller_check=still_waiting(context))
+        # Holders' certificates only, as an RA revokes: its operators' pages and searches are of holders.
+        page = await self._accounts.run(functools.partial(self._service.ca.list_page, holders_only=True),
+                                        request.account or None, _expiry_window(request.expiring_within_days),
+                                        request.page_size, request.page_token, request.status,
+                                        caller_check=still_waiting(context))
         return certificate_pb2.ListCertificatesResponse(certificates=[_certificate(c) for c in page.certificates],
                                                         next_page_token=page.next_page_token)
 

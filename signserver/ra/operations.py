@@ -348,7 +348,7 @@ class RaOperations:
 
     def certificates(self, account: str = "", expiring_within_days: int = 0,
                      status: str = "") -> list[CertificateRecord]:
-        """The core's certificates: the account's (everyone's when empty), only the valid ones
+        """The core's certificates: the account's (every holder's when empty), only the valid ones
         expiring within ``expiring_within_days`` when given, only those of ``status`` when given.
         Every page of the core's is read into one list: every account's certificates, which may
         be a million, are read with :meth:`certificate_page` or :meth:`certificate_pages`.

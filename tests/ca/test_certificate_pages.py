@@ -1,7 +1,8 @@
-"""CertificateService.ListCertificates in pages: every certificate once, in the order issued, with
-the request's filters (the status too, read by the database: pages full of that status alone); a
-page token that is not the server's, or not for those filters, refused; and a listing of every
-account that fits gRPC's default message limit however many there are."""
+"""CertificateService.ListCertificates in pages: every holder's certificate once, in the order
+issued, with the request's filters (the status too, read by the database: pages full of that status
+alone), and no certificate of no holder (the CA's own, applications' and RAs'); a page token that is
+not the server's, or not for those filters, refused; and a listing of every account that fits
+gRPC's default message limit however many there are."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.conftest import enrol
 
 ACCOUNT = "pages-holder-a"
 OTHER = "pages-holder-b"
+THIRD = "pages-holder-c"
 
 
 def copies(template: dict, count: int, first: int, account_id, issued_at, not_after) -> list[dict]:
@@ -34,27 +36,32 @@ def copies(template: dict, count: int, first: int, account_id, issued_at, not_af
 
 @pytest.fixture(scope="module")
 def stored(ca_service, ca_clock):
-    """1,250 certificate rows besides those the CA made for itself: 300 of ACCOUNT (a tenth expiring
-    within 10 days, another tenth revoked), 200 of OTHER, 750 of no account (one in 25 revoked, one
-    in 25 expired). Ten rows share each issue time, so the serial orders them; the rows of the
-    accounts interleave with the others."""
+    """1,250 holders' certificate rows: 300 of ACCOUNT (a tenth expiring within 10 days, another
+    tenth revoked), 200 of OTHER, 750 of THIRD (one in 25 revoked, one in 25 expired). Ten rows share
+    each issue time, so the serial orders them; the rows of the accounts interleave with the others.
+    Besides those the CA made for itself, 750 rows of no holder, as applications' and RAs' client
+    certificates are, each issue time of THIRD's holding ten of them too (one in 25 revoked, one in
+    25 expired, one in 10 expiring within 10 days)."""
     enrol(ca_service, ACCOUNT)
     enrol(ca_service, OTHER)
+    enrol(ca_service, THIRD)
     now = epoch_seconds(ca_clock.now())
     with ca_service.database.transaction() as conn:
         template = dict(conn.execute(select(certificates).limit(1)).mappings().first())
         ids = dict(conn.execute(select(accounts.c.username, accounts.c.id)
-                                .where(accounts.c.username.in_((ACCOUNT, OTHER)))).all())
+                                .where(accounts.c.username.in_((ACCOUNT, OTHER, THIRD)))).all())
         year = now + 365 * 86400
         rows = (copies(template, 300, 10_000, ids[ACCOUNT], lambda i: now - 100_000 + i // 10,
                        lambda i: now + 5 * 86400 if i % 10 == 0 else year)
                 + copies(template, 200, 20_000, ids[OTHER], lambda i: now - 100_000 + (i - 10_000) // 10,
                          lambda i: year)
-                + copies(template, 750, 30_000, None, lambda i: now - 100_000 + (i - 30_000) // 10,
-                         lambda i: now - 86400 if i % 25 == 1 else year))
+                + copies(template, 750, 30_000, ids[THIRD], lambda i: now - 100_000 + (i - 30_000) // 10,
+                         lambda i: now - 86400 if i % 25 == 1 else year)
+                + copies(template, 750, 40_000, None, lambda i: now - 100_000 + (i - 40_000) // 10,
+                         lambda i: now - 86400 if i % 25 == 1 else now + 5 * 86400 if i % 10 == 2 else year))
         for row in rows:
             if (row["account_id"] == ids[ACCOUNT] and int(row["serial"], 16) % 10 == 5
-                    or row["account_id"] is None and int(row["serial"], 16) % 25 == 0):
+                    or row["account_id"] in (ids[THIRD], None) and int(row["serial"], 16) % 25 == 0):
                 row.update(status="revoked", revoked_at=now - 3600, revocation_reason="superseded")
         conn.execute(insert(certificates), rows)
     return ca_service
@@ -68,9 +75,10 @@ def stub(served, stored):  # noqa: F811
 
 
 def expected(service, username: str | None = None, expiring_days: int = 0, status: str = "") -> list[str]:
-    """The serials the listing names, in its order: by issue time, then serial; of ``status`` as
-    each certificate shows it."""
-    return [c.serial for c in service.ca.list(username, expiring_days or None) if not status or c.status == status]
+    """The serials an RA's listing names, in its order: by issue time, then serial; holders'
+    certificates alone; of ``status`` as each certificate shows it."""
+    return [c.serial for c in service.ca.list(username, expiring_days or None)
+            if c.account and (not status or c.status == status)]
 
 
 def all_pages(stub, **fields) -> list[certificate_pb2.ListCertificatesResponse]:
@@ -104,7 +112,7 @@ def test_every_certificate_comes_once_in_pages_of_a_hundred_in_the_order_issued(
     pages = all_pages(stub)
     assert [len(p.certificates) for p in pages[:-1]] == [100] * (len(pages) - 1)
     assert 0 < len(pages[-1].certificates) <= 100 and pages[-1].next_page_token == ""
-    assert serials(pages) == expected(stored) and len(set(serials(pages))) > 1250
+    assert serials(pages) == expected(stored) and len(set(serials(pages))) == 1250
 
 
 def test_the_pages_of_one_account_hold_only_its_certificates(stub, stored):
@@ -159,16 +167,34 @@ def query_plan(conn, query) -> str:
     return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql))
 
 
+@pytest.mark.parametrize("holders_only", [False, True], ids=["every", "holders"])
 @pytest.mark.parametrize("status, index", [("", "ix_certificates_issued_at_serial"),
                                            ("valid", "ix_certificates_status_issued_at_serial"),
                                            ("expired", "ix_certificates_status_issued_at_serial"),
                                            ("revoked", "ix_certificates_status_issued_at_serial")])
-def test_a_later_page_is_read_through_an_index_in_the_listings_order(stored, ca_clock, status, index):
+def test_a_later_page_is_read_through_an_index_in_the_listings_order(stored, ca_clock, status, index, holders_only):
     now = ca_clock.now()
     after = PagePosition(epoch_seconds(now) - 50_000, "0" * 40)
     with stored.database.read() as conn:
-        plan = query_plan(conn, repository.page_query(now, 100, after, status=status))
+        plan = query_plan(conn, repository.page_query(now, 100, after, status=status, holders_only=holders_only))
     assert index in plan and "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+
+def test_the_pages_hold_no_certificate_of_no_holder(stub, stored):
+    """The CA's own certificates and applications' and RAs' client certificates are left out by the
+    database, as an RA revokes holders' certificates only: the pages are full however many of them
+    lie between, in every status and in the certificates expiring soon. The CA's operator
+    (`signserver ca list`) lists them all."""
+    for filters in ({}, {"status": "valid"}, {"status": "expired"}, {"status": "revoked"},
+                    {"expiring_within_days": 10}):
+        pages = all_pages(stub, page_size=7, **filters)
+        assert {len(p.certificates) for p in pages[:-1]} <= {7}, filters
+        assert all(c.account for p in pages for c in p.certificates), filters
+    everything = [c.serial for page in stored.ca.list_pages() for c in page]
+    of_no_holder = {c.serial for c in stored.ca.list() if not c.account}
+    assert {f"{i:040x}" for i in range(40_000, 40_750)} < of_no_holder < set(everything)
+    assert {"client-ra", "ocsp-responder", "timestamping", "tls-server"} <= \
+        {c.profile for c in stored.ca.list() if c.serial in of_no_holder}
 
 
 def test_a_page_exactly_full_at_the_end_is_the_last(stub, stored):
@@ -215,10 +241,11 @@ def test_a_page_token_is_refused_with_other_filters(stub):
 
 def test_twelve_thousand_certificates_are_listed_on_a_channel_of_grpcs_default_limit(served, stored):  # noqa: F811
     """About 900 bytes a certificate: every account's at once was 10 MiB, over any client's 4 MiB."""
+    created, _ = enrol(stored, "pages-holder-many")
     with stored.database.transaction() as conn:
         template = dict(conn.execute(select(certificates).limit(1)).mappings().first())
         now = epoch_seconds(datetime.datetime.now(datetime.timezone.utc))
-        conn.execute(insert(certificates), copies(template, 12_000, 100_000, None, lambda i: now + i,
+        conn.execute(insert(certificates), copies(template, 12_000, 100_000, created.account.id, lambda i: now + i,
                                                   lambda i: now + 86400))
     _, certificate, key = client_pair(stored, "client-ra", "ra-pages-default-limit")
     with channel_for(served, certificate, key) as channel:  # gRPC's default 4 MiB receive limit

@@ -123,6 +123,37 @@ def test_the_ras_reads_and_a_holders_revocation_do_not_wait_for_the_hsms_threads
         assert revoked.status == "revoked"
 
 
+def test_an_ra_is_shown_holders_and_ras_certificates_only(ra, served, ca_service):
+    """GetCertificate shows an RA holders' certificates, and RAs' client certificates (the RA checks
+    an operator's sign-in with an RA certificate against them); an application's client
+    certificate and the CA's service certificates are as unknown to it as a serial never issued.
+    The CA's operator reads them all."""
+    from cryptography import x509
+
+    create(ra, "ra-holder-shown")
+    holders = ra.IssueCertificate(certificate_pb2.IssueCertificateRequest(
+        account="ra-holder-shown", profile="cloud-signature-government"), timeout=60)
+    other_ra, _, _ = client_pair(ca_service, "client-ra", "ra-operator-shown")
+    application, _, _ = client_pair(ca_service, "client-asp", "portal-hidden")
+    server = x509.load_pem_x509_certificate(served.config.tls.cert_file.read_bytes())
+    hidden = [application.serial] + [format(c.serial_number, "x") for c in (
+        ca_service.ca.status().ocsp_responder, ca_service.pades.tsa.certificate(), server)]
+
+    def get(serial: str):
+        return ra.GetCertificate(certificate_pb2.GetCertificateRequest(serial=serial), timeout=30)
+
+    assert get(holders.serial).account == "ra-holder-shown"
+    assert get(other_ra.serial).profile == "client-ra" and get(other_ra.serial).account == ""
+    with pytest.raises(grpc.RpcError) as unknown:
+        get("7f" * 8)
+    for serial in hidden:
+        with pytest.raises(grpc.RpcError) as refused:
+            get(serial.upper())
+        assert refused.value.code() is unknown.value.code() is grpc.StatusCode.NOT_FOUND
+        assert refused.value.details() == unknown.value.details().replace("7f" * 8, serial.upper())
+        assert ca_service.ca.get(serial).serial == serial
+
+
 def test_unlock_account(ra, ca_service):
     from signserver.errors import AuthenticationFailed
     from signserver.secret import Secret
