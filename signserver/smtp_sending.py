@@ -7,6 +7,7 @@ message, the same at every attempt (:func:`outbox_message`); and which refusals 
 from __future__ import annotations
 
 import hashlib
+import logging
 import smtplib
 import socket
 import ssl
@@ -15,6 +16,8 @@ import time
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from typing import Callable
+
+log = logging.getLogger(__name__)
 
 SMTP_TIMEOUT_SECONDS = 20  # one reply of the server, at most (and never past the round's end)
 
@@ -114,59 +117,113 @@ class WatchedSMTPSSL(_Watched, smtplib.SMTP_SSL):
     pass
 
 
+class _NotRecorded(Exception):
+    """Recording an outcome failed (its cause: what the outbox's database raised): the round ends."""
+
+
 class SendingRound:
     """The round of an outbox over one SMTP connection, for an outbox that keeps its own rows: it
     gives :meth:`send_claimed` the messages it claimed, and implements how to connect, to build a
     message, and to record each outcome. ``_send_seconds`` bounds the round; ``_SETTING_ERRORS``
-    are its settings' errors, which fail the round as a connection's would."""
+    are its settings' errors, which fail the round as a connection's would.
+
+    A message the server took but whose sending the database then failed to record is kept here
+    and recorded by :meth:`_record_earlier_sendings`, which the outbox calls before it claims
+    anything: it is not sent again while this process lives, though its claim runs out. Only a
+    process that ends first (its claim then runs out for another) leaves it to be sent twice, as
+    the same message (same Message-ID and Date), which mail systems recognise as a copy."""
 
     _send_seconds: float
     _SETTING_ERRORS: tuple[type[Exception], ...] = ()
+
+    def __init__(self) -> None:
+        self._sent_unrecorded: list = []  # rows the server took, oldest first, not recorded sent yet
+
+    def _record_earlier_sendings(self) -> None:
+        """Record as sent the messages that earlier rounds sent and could not record.
+
+        Raises: what recording raises (the outbox's database); those not recorded are kept, and
+        the caller claims nothing: sending more that may not be recorded would only add copies.
+        """
+        while self._sent_unrecorded:
+            self._mark_sent(self._sent_unrecorded[0])
+            row = self._sent_unrecorded.pop(0)
+            log.info("e-mail %d, sent earlier, is recorded sent now", row.id)
 
     def send_claimed(self, claimed: list) -> int:
         """Send ``claimed`` (rows with a ``recipient``) in order over one connection, within
         ``_send_seconds``; returns how many were sent. A message the server refuses is recorded
         failed (for good when :func:`refused_for_good`) and the round goes on; a failed connection
         fails every message not yet sent, or, when the round's time ran out during one, that one;
-        the messages the round had no time for are released with no attempt counted.
+        the messages the round had no time for are released with no attempt counted. When the
+        database fails to record an outcome, the round ends there: the messages not tried yet are
+        released with no attempt counted (or, when the database refuses that too, due again once
+        their claim runs out), and a message sent is kept for :meth:`_record_earlier_sendings`.
 
         Raises: what recording an outcome raises (the outbox's database).
         """
         sent = 0
         pending = list(claimed)  # claimed and not yet sent or failed
         under_way = False  # pending[0] is being sent
+        not_recorded: Exception | None = None
         watchdog = Watchdog(time.monotonic() + self._send_seconds)
         try:
-            with self._connect(watchdog) as client:
-                while pending and not watchdog.expired():
-                    row = pending[0]
-                    try:
-                        message = self._message(row)
-                    except ValueError as exc:  # Unsendable among them: it never will be
-                        self._mark_failed(pending.pop(0), exc, permanent=True)
-                        continue
-                    under_way = True
-                    try:
-                        client.send_message(message, to_addrs=[ascii_address(row.recipient)])
-                    except MESSAGE_REFUSED as exc:
+            try:
+                with self._connect(watchdog) as client:
+                    while pending and not watchdog.expired():
+                        row = pending[0]
+                        try:
+                            message = self._message(row)
+                        except ValueError as exc:  # Unsendable among them: it never will be
+                            self._record_failed(pending.pop(0), exc, permanent=True)
+                            continue
+                        under_way = True
+                        try:
+                            client.send_message(message, to_addrs=[ascii_address(row.recipient)])
+                        except MESSAGE_REFUSED as exc:
+                            under_way = False
+                            self._record_failed(pending.pop(0), exc, permanent=refused_for_good(exc))
+                            continue
                         under_way = False
-                        self._mark_failed(pending.pop(0), exc, permanent=refused_for_good(exc))
-                        continue
-                    under_way = False
-                    pending.pop(0)
-                    self._mark_sent(row)
-                    sent += 1
-        except (OSError, smtplib.SMTPException, *self._SETTING_ERRORS) as exc:
-            # The server, the way to it or its settings failed: all of them wait their turn; but
-            # when the round ran out of time during a message, only that one.
-            failed, pending = (pending[:1], pending[1:]) if watchdog.fired and under_way else (pending, [])
-            for row in failed:
-                self._mark_failed(row, exc)
+                        pending.pop(0)
+                        self._record_sent(row)
+                        sent += 1
+            except (OSError, smtplib.SMTPException, *self._SETTING_ERRORS) as exc:
+                # The server, the way to it or its settings failed: all of them wait their turn;
+                # but when the round ran out of time during a message, only that one.
+                failed, pending = (pending[:1], pending[1:]) if watchdog.fired and under_way else (pending, [])
+                for row in failed:
+                    self._record_failed(row, exc)
+        except _NotRecorded as stop:
+            not_recorded = stop.__cause__
         finally:
             watchdog.cancel()
-        if pending:  # the round's time ran out before them: no attempt counted
-            self._release(pending)
+        try:
+            if pending:  # the round's time ran out before them, or the database failed: no attempt counted
+                self._release(pending)
+        finally:
+            if not_recorded is not None:
+                # What the caller hears, rather than the release's failure (of the same cause).
+                raise not_recorded
         return sent
+
+    def _record_sent(self, row) -> None:
+        """Raises: _NotRecorded (the row kept for :meth:`_record_earlier_sendings`)."""
+        try:
+            self._mark_sent(row)
+        except Exception as exc:  # whatever the outbox's database raises; raised again by send_claimed
+            self._sent_unrecorded.append(row)
+            log.warning("e-mail %d was sent but not recorded sent (%s): it is recorded before any other is sent, "
+                        "and this process does not send it again", row.id, type(exc).__name__)
+            raise _NotRecorded from exc
+
+    def _record_failed(self, row, exc: Exception, permanent: bool = False) -> None:
+        """Raises: _NotRecorded (the attempt is not counted; the message is due again once its
+        claim runs out)."""
+        try:
+            self._mark_failed(row, exc, permanent)
+        except Exception as error:  # whatever the outbox's database raises; raised again by send_claimed
+            raise _NotRecorded from error
 
     def _connect(self, watchdog: Watchdog) -> smtplib.SMTP:
         raise NotImplementedError

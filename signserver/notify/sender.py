@@ -1,11 +1,13 @@
 """OutboxSender: delivers queued e-mail over SMTP, retrying with backoff for a bounded time.
 
 Several server processes may run a sender: each claims a message for a while before sending, so
-a message goes out once even then. A message whose sending a crash left unrecorded goes out again
-after its claim, as the same message (same Message-ID and Date), which mail systems recognise as a
-copy. A message the server refuses for good (5xx for its mailbox), or cannot send within
-GIVE_UP_SECONDS of its event, is given up: its row keeps when (``given_up_at``) and why, and the
-log says so.
+a message goes out once even then. A message whose sending the database failed to record ends the
+round (the messages after it are not tried, and no attempt of theirs is counted) and is recorded
+before the next round sends anything, so it does not go out again; one whose sending a crash left
+unrecorded goes out again after its claim, as the same message (same Message-ID and Date), which
+mail systems recognise as a copy. A message the server refuses for good (5xx for its mailbox), or
+cannot send within GIVE_UP_SECONDS of its event, is given up: its row keeps when
+(``given_up_at``) and why, and the log says so.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class OutboxSender(SendingRound):
     _SETTING_ERRORS = (SignServerError,)
 
     def __init__(self, database: Database, smtp: SmtpConfig, clock: Clock, send_seconds: float = SEND_SECONDS):
+        super().__init__()
         self._database = database
         self._smtp = smtp
         self._clock = clock
@@ -59,10 +62,12 @@ class OutboxSender(SendingRound):
 
     def send_due(self, limit: int = 50) -> int:
         """Send the messages that are due, for at most ``send_seconds`` whatever the server does;
-        return how many went out. A message the round did not reach is due again at once.
+        return how many went out. A message the round did not reach is due again at once. What an
+        earlier round sent and could not record is recorded first (SendingRound).
 
         Raises: what the database raises (StoreUnavailable...); never for SMTP or its settings.
         """
+        self._record_earlier_sendings()
         now = epoch_seconds(self._clock.now())
         with self._database.transaction() as conn:
             if time.monotonic() - self._backlog_reported >= BACKLOG_REPORT_SECONDS:

@@ -5,13 +5,14 @@ one past its use (discard_after: a code that has expired), which is dropped unse
 A round sends what is due over one connection and lasts at most SEND_SECONDS whatever the server
 does (a server that stops answering is cut off), so a silent server never holds the RA's
 background passes. A message is claimed before it is sent (its next attempt put CLAIM_SECONDS
-ahead), so two RA processes on one database do not both send it. A message a crash left sent but
-not recorded goes out again after its claim as the same message (same Message-ID and Date), which
-mail systems recognise as a copy. A message the server refuses for good (5xx for its mailbox), that
-can never be sent (its recipient is not one mailbox), or not sent within GIVE_UP_SECONDS of its
-event, is given up, the log saying so at ERROR: never tried again, its body (a code, a holder's
-link) erased, it stays listed for the operators (recipient, subject, why) for
-repository.GIVEN_UP_KEPT_SECONDS. Why an attempt failed is kept without any secret of the message,
+ahead), so two RA processes on one database do not both send it. A message whose sending the
+database failed to record ends the round and is recorded before the next round sends anything; one
+a crash left sent but not recorded goes out again after its claim as the same message (same
+Message-ID and Date), which mail systems recognise as a copy. A message the server refuses for good
+(5xx for its mailbox), that can never be sent (its recipient is not one mailbox), or not sent
+within GIVE_UP_SECONDS of its event, is given up, the log saying so at ERROR: never tried again,
+its body (a code, a holder's link) erased, it stays listed for the operators (recipient, subject,
+why) for repository.GIVEN_UP_KEPT_SECONDS. Why an attempt failed is kept without any secret of the message,
 even where the server's reply quotes it."""
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class OutboxMailer(SendingRound):
         """
         if security not in ("none", "starttls", "tls"):
             raise SettingsError(f"ra.smtp_security: expected none, starttls or tls, not {security!r}")
+        super().__init__()
         self._service_name = service_name
         self._database = database
         self._clock = clock
@@ -130,10 +132,11 @@ class OutboxMailer(SendingRound):
     def send_due(self, limit: int = 50) -> int:
         """Drop what is past its use, send what is due, for at most ``send_seconds`` whatever the
         server does; returns how many went out. A message the round did not reach is due again at
-        once.
+        once. What an earlier round sent and could not record is recorded first (SendingRound).
 
         Raises: what the database raises; never for SMTP or its settings (it retries later).
         """
+        self._record_earlier_sendings()
         now = self._clock.now()
         with self._database.transaction() as conn:
             discarded = repository.discard_stale_emails(conn, now)

@@ -1,5 +1,6 @@
 """The outbox's sender against real SMTP servers on loopback: what it does when the server refuses
-a message, never answers, answers slowly, or takes a message whose sending was never recorded."""
+a message, never answers, answers slowly, or takes a message whose sending was never recorded (a
+crash, or the database refusing the record)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pytest
 from sqlalchemy import select, update
 
 from signserver.notify.outbox import queue_email
-from signserver.notify.sender import GIVE_UP_SECONDS, SEND_SECONDS
+from signserver.errors import StoreRefused
+from signserver.notify.sender import CLAIM_SECONDS, GIVE_UP_SECONDS, SEND_SECONDS
 from signserver.store.leases import DEFAULT_LEASE_SECONDS
 from signserver.store.schema import outbox
 from tests.conftest import Inbox
 from tests.notify.conftest import serve
+from tests.refused_writes import writes_refused
 
 
 class Mailbox(Inbox):
@@ -106,6 +109,33 @@ def test_a_message_sent_again_after_a_crash_is_the_same_message(mailing_service,
     # Mail systems recognise the copy by its Message-ID.
     assert first["Message-ID"] == again["Message-ID"] and first["Date"] == again["Date"]
     assert first["Message-ID"].endswith("@example.mo>")
+
+
+def test_a_sending_the_database_fails_to_record_ends_the_round_and_is_not_sent_again(mailing_service, mailbox,
+                                                                                    clock, caplog):
+    """The server took the second message; the database refused to record it. The round ends
+    there: the third, never tried, is due again with no attempt counted. The second is recorded
+    before anything else is claimed, not sent again after its claim has run out; while the database
+    still refuses, nothing more is sent."""
+    queue(mailing_service, clock, "one@example.mo", "two@example.mo", "three@example.mo")
+    with writes_refused(mailing_service.database, "UPDATE", "outbox",
+                        "NEW.sent_at IS NOT NULL AND NEW.recipient = 'two@example.mo'"):
+        with caplog.at_level(logging.WARNING, logger="signserver"), pytest.raises(StoreRefused):
+            mailing_service.outbox.send_due()
+        assert [m["To"] for m in mailbox.messages] == ["one@example.mo", "two@example.mo"]
+        left = rows(mailing_service)
+        assert left["one@example.mo"].sent_at is not None and left["two@example.mo"].sent_at is None
+        third = left["three@example.mo"]
+        assert (third.attempts, third.claimed_until, third.last_error) == (0, None, None)
+        assert any("e-mail" in r.getMessage() and "not recorded" in r.getMessage() for r in caplog.records)
+        clock.advance(seconds=CLAIM_SECONDS + 1)
+        with pytest.raises(StoreRefused):
+            mailing_service.outbox.send_due()
+        assert len(mailbox.messages) == 2 and rows(mailing_service)["three@example.mo"].attempts == 0
+    clock.advance(seconds=CLAIM_SECONDS + 1)
+    assert mailing_service.outbox.send_due() == 1
+    assert [m["To"] for m in mailbox.messages] == ["one@example.mo", "two@example.mo", "three@example.mo"]
+    assert all(r.sent_at is not None and r.attempts == 0 for r in rows(mailing_service).values())
 
 
 def test_a_server_that_never_answers_holds_the_sender_less_than_the_background_lease(mailing_service, smtp_socket,

@@ -20,13 +20,15 @@ from aiosmtpd.smtp import AuthResult
 from cryptography import x509
 from sqlalchemy import insert, select
 
-from signserver.ra.errors import SettingsError
-from signserver.ra.mailer import OutboxMailer
+from signserver.clock import epoch_seconds
+from signserver.ra.errors import SettingsError, StoreUnavailable
+from signserver.ra.mailer import CLAIM_SECONDS, OutboxMailer
 from signserver.ra.settings import RaSettings, load_settings
 from signserver.ra.store import repository
 from signserver.ra.store.schema import outbox
 from tests.conftest import Inbox, on_a_free_port, smtp_on_loopback
 from tests.notify.test_smtp_tls import certificate
+from tests.refused_writes import writes_refused
 
 GIVE_UP_SECONDS = 48 * 3600  # a message not sent in 48 hours of its event is given up
 ROUND_SECONDS = 10  # a round's SMTP work at most, whatever the server does
@@ -108,6 +110,26 @@ def test_a_copy_sent_again_after_a_crash_is_the_same_message(ra_database, ra_clo
     other.send_due()
     assert smtp.messages[2]["Message-ID"] != first["Message-ID"]  # another message, another id
     assert first["Message-ID"].endswith("@example.mo>")
+
+
+def test_a_sending_the_database_fails_to_record_ends_the_round_and_is_not_sent_again(ra_database, ra_clock, smtp):
+    """The server took the second message and the database refused to record it: the third is not
+    tried, no attempt of it counted, and the second is recorded at the next round, not sent again
+    once its claim has run out."""
+    queue(ra_database, ra_clock, "one@example.mo", "two@example.mo", "three@example.mo")
+    mailer = mailer_to(ra_database, ra_clock, smtp.port)
+    with writes_refused(ra_database, "DELETE", "ra_outbox", "OLD.recipient = 'two@example.mo'"):
+        with pytest.raises(StoreUnavailable):
+            mailer.send_due()
+        assert [m["To"] for m in smtp.messages] == ["one@example.mo", "two@example.mo"]
+        left = rows(ra_database)
+        assert [(r.recipient, r.attempts, r.last_error) for r in left] == [("two@example.mo", 0, ""),
+                                                                            ("three@example.mo", 0, "")]
+        assert left[1].next_attempt_at <= epoch_seconds(ra_clock.now())  # due again at once
+    ra_clock.advance(seconds=CLAIM_SECONDS + 1)
+    assert mailer.send_due() == 1
+    assert [m["To"] for m in smtp.messages] == ["one@example.mo", "two@example.mo", "three@example.mo"]
+    assert rows(ra_database) == []
 
 
 def test_a_message_not_sent_in_48_hours_is_given_up_saying_so(ra_database, ra_clock, caplog):

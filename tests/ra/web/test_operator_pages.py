@@ -34,6 +34,7 @@ from tests.conftest import LOOPBACK_TLS
 from tests.ra.conftest import KUAN, opened_renewal
 from tests.ra.running import Served, card_csr, enrol, register
 from tests.ra.running import core, eid, inbox, ra_files, ra_process  # noqa: F401 (fixtures)
+from tests.refused_writes import writes_refused
 
 OPERATOR_PASSWORD = "Operator-pass-1"
 HOLDER_PASSWORD = "First-pass-1"
@@ -506,35 +507,13 @@ def test_a_cloud_signature_enrolment_shows_the_otp_key_and_recovery_code_once(ra
     assert holder.status_code == 200 and certificate.serial in holder.text and KUAN.id_number in holder.text
 
 
-@contextlib.contextmanager
-def inserts_refused(database, table: str, condition: str = "TRUE"):
-    """The RA's database refusing to insert into ``table`` the rows meeting ``condition`` (SQL on
-    NEW), as a full disk would, on SQLite or PostgreSQL."""
-    with database.engine.begin() as conn:
-        if database.is_sqlite:
-            conn.exec_driver_sql(f"CREATE TRIGGER refuse_inserts BEFORE INSERT ON {table} WHEN {condition} "
-                                 "BEGIN SELECT RAISE(ABORT, 'the disk is full'); END")
-        else:
-            conn.exec_driver_sql("CREATE FUNCTION refuse_inserts() RETURNS trigger LANGUAGE plpgsql AS "
-                                 "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$")
-            conn.exec_driver_sql(f"CREATE TRIGGER refuse_inserts BEFORE INSERT ON {table} FOR EACH ROW "
-                                 f"WHEN ({condition}) EXECUTE FUNCTION refuse_inserts()")
-    try:
-        yield
-    finally:
-        with database.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TRIGGER refuse_inserts" + ("" if database.is_sqlite else f" ON {table}"))
-            if not database.is_sqlite:
-                conn.exec_driver_sql("DROP FUNCTION refuse_inserts()")
-
-
 def test_an_enrolment_the_ras_database_fails_to_record_still_shows_the_secrets_once(operator, core, database):
     """The core made the account (its OTP key and recovery code exist only in this answer): the page
     shows them, says the enrolment stays pending, and the pending enrolment is kept without them."""
     page, _ = operator
     account = f"web-pending-{secrets.token_hex(3)}"
     form_page = page.get("/operator/enrol")
-    with inserts_refused(database, "ra_holders"):
+    with writes_refused(database, "INSERT", "ra_holders"):
         shown = page.post("/operator/enrol", {
             "submission": submission_of(form_page), "account": account, "name": KUAN.name,
             "id_type": KUAN.id_type, "id_number": KUAN.id_number, "birth_date": KUAN.birth_date.isoformat(),
@@ -650,7 +629,8 @@ def test_an_unlock_ends_the_holder_s_sessions(ra_process, operator, core, settin
         page.get("/operator/unlock")
         with contextlib.ExitStack() as failing:
             if not recorded:
-                failing.enter_context(inserts_refused(database, "ra_audit_trail", "NEW.action = 'account_unlocked'"))
+                failing.enter_context(writes_refused(database, "INSERT", "ra_audit_trail",
+                                                     "NEW.action = 'account_unlocked'"))
             unlocked = page.post("/operator/unlock", {"account": account, "recovery_code": code,
                                                       "new_password": "Second-pass-2", "confirmation": "Second-pass-2"})
         assert unlocked.status_code == 200, text_of(unlocked)
