@@ -16,9 +16,10 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 from pyhanko.sign.signers.pdf_signer import PdfTBSDocument
+from pyhanko.sign.timestamps import TimestampRequestError
 from pyhanko_certvalidator import ValidationContext
 
-from signserver.errors import InvalidArgument
+from signserver.errors import InvalidArgument, UpstreamUnavailable
 from signserver.pades.certification import keep_certification
 from signserver.pades.damage import is_damage, refuse_without_end_marker
 from signserver.pades.cms_signer import HsmCmsSigner
@@ -27,6 +28,7 @@ from signserver.pades.metadata import refuse_unrepairable_metadata
 from signserver.pades.placement import place_field, upright
 from signserver.pades.preparation import PreparationCache, PreparationKey
 from signserver.pades.prepared_signature import PostSignData, PreparedSignature
+from signserver.pades.seed_values import ServicePdfSigner, field_seed_values, refuse_unmet_seed_values
 from signserver.pades.stamp import StampOptions, check_text, refuse_unencodable, stamp_lines, stamp_style
 from signserver.pades.writer import SigningWriter
 
@@ -140,7 +142,8 @@ class PreparedDocument:
     def finish(self) -> None:
         """Sign in the HSM, embed the CMS, then time-stamp and add validation data as the level asks.
 
-        Raises: InvalidArgument (a pyHanko refusal), HsmError.
+        Raises: InvalidArgument (a pyHanko refusal), UpstreamUnavailable (the time-stamping
+            authority refuses or answers wrongly), HsmError.
         """
         async def complete() -> None:
             post = await self._tbs.perform_signature(
@@ -169,7 +172,8 @@ def finish_prepared(output: BinaryIO, prepared: PreparedSignature, signer: HsmCm
     signing), in a revision that records ``now``. ``timestamper`` is the TSA for B-T and above
     (None for B-B), ``validation_context`` the CA's for B-LT and above.
 
-    Raises: InvalidArgument (a pyHanko refusal), HsmError.
+    Raises: InvalidArgument (a pyHanko refusal), UpstreamUnavailable (the time-stamping authority
+        refuses or answers wrongly), HsmError.
     """
     async def finish() -> None:
         signature = await signer.async_sign(
@@ -187,6 +191,10 @@ def finish_prepared(output: BinaryIO, prepared: PreparedSignature, signer: HsmCm
 def _run(coroutine):
     try:
         return asyncio.run(coroutine)
+    except TimestampRequestError as exc:
+        # pyHanko's word for a time-stamping authority's refusal or wrong answer (a nonce not
+        # ours): the configured TSA's fault, never the client's, nor the server's own.
+        raise UpstreamUnavailable(f"the time-stamping authority did not grant a time-stamp: {exc}") from None
     except SigningError as exc:
         raise InvalidArgument(f"the document cannot be signed: {exc}") from None
     except PdfError as exc:
@@ -204,8 +212,10 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
         InvalidArgument: not a PDF, damaged (unreadable objects, a page tree that loops or nests
             past any real document's, objects nested too deeply), encrypted, field or page not
             found, rectangle off the page, text the font cannot draw or no PDF can hold, a
-            certification that forbids further signing, or a signed document whose XMP metadata
+            certification that forbids further signing, a field whose seed values the signature
+            would break (a time-stamp required at B-B), or a signed document whose XMP metadata
             is malformed.
+        UpstreamUnavailable: the time-stamping authority refuses or answers wrongly (B-T and above).
     """
     refuse_unencodable(job.stamp)
     writer = open_for_signing(source)
@@ -215,6 +225,9 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
         # A certified document is signed only as its certification allows (in the field it left).
         job = replace(job, stamp=keep_certification(writer, job.stamp))
         placement = place_field(writer, job.stamp)
+        if placement.new_field is None:
+            refuse_unmet_seed_values(field_seed_values(writer, placement.name), placement.name,
+                                     timestamped=job.level.timestamped)
     field_name, new_field = placement.name, placement.new_field
     lines = stamp_lines(job.holder_name, job.stamp, job.now)
     style = None
@@ -226,8 +239,9 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
         reason=job.stamp.reason or None, location=job.stamp.location or None, name=job.holder_name,
         embed_validation_info=job.level.long_term, use_pades_lta=job.level is PadesLevel.B_LTA,
         validation_context=job.validation_context if job.level.long_term else None)
-    pdf_signer = signers.PdfSigner(metadata, job.signer, timestamper=job.timestamper if job.level.timestamped else None,
-                                   stamp_style=style, new_field_spec=new_field)
+    # Time-stamped by the configured authority alone, never by one a field's seed value names.
+    pdf_signer = ServicePdfSigner(metadata, job.signer, timestamper=job.timestamper if job.level.timestamped else None,
+                                  stamp_style=style, new_field_spec=new_field)
     params = {"url": job.stamp.verification_url} if job.stamp.verification_url else None
 
     async def prepare() -> PreparedDocument:

@@ -184,9 +184,40 @@ class RemoteTimeStamper(TimeStamper):
                                          headers={"Content-Type": "application/timestamp-query"})
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                return tsp.TimeStampResp.load(response.read(MAX_REPLY))
+                body = response.read(MAX_REPLY)
         except (OSError, ValueError) as exc:
             raise UpstreamUnavailable(f"the time-stamping authority {self.url} does not answer: {exc}") from None
+        return _response(body, self.url, req["nonce"].native)
+
+
+def _response(body: bytes, url: str, nonce: int | None) -> tsp.TimeStampResp:
+    """The TimeStampResp ``body`` to a request with ``nonce``, parsed and checked as far as
+    pyHanko would read it; a TSA's refusal, or any other answer, is the TSA's fault.
+
+    asn1crypto's TimeStampResp insists on a token: a refusal (RFC 3161 2.4.2: a status without
+    one) fails to parse, and would otherwise fail later, wherever pyHanko first reads it; and
+    pyHanko's own check of the nonce fails on its message.
+
+    Raises: UpstreamUnavailable: the TSA refused, or its answer is no TimeStampResp, or grants
+        a time-stamp to another request.
+    """
+    try:
+        response = tsp.TimeStampResp.load(body)
+        response.native  # noqa: B018 (a full parse: asn1crypto parses lazily)
+        parsed = response["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed
+    except Exception:  # noqa: BLE001 (asn1crypto reports bad DER in many types, as parse_request says)
+        pass
+    else:
+        if parsed["nonce"].native != nonce:
+            raise UpstreamUnavailable(f"the time-stamping authority {url} granted no time-stamp: its token "
+                                      "answers another request (its nonce is not ours)")
+        return response
+    try:
+        status = _Rejection.load(body)["status"]
+        said = "; ".join(status["status_string"].native or []) or status["status"].native
+    except Exception:  # noqa: BLE001
+        raise UpstreamUnavailable(f"the time-stamping authority {url} answered with no time-stamp response") from None
+    raise UpstreamUnavailable(f"the time-stamping authority {url} granted no time-stamp: {str(said)[:200]}")
 
 
 MAX_REPLY = 1 << 20
