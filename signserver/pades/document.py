@@ -22,6 +22,7 @@ from pyhanko_certvalidator import ValidationContext
 from signserver.errors import InvalidArgument, UpstreamUnavailable
 from signserver.pades.certification import keep_certification
 from signserver.pades.damage import is_damage, refuse_without_end_marker
+from signserver.pades.field_locks import refuse_broken_locks
 from signserver.pades.cms_signer import HsmCmsSigner
 from signserver.pades.long_term import append_long_term_data
 from signserver.pades.metadata import refuse_unrepairable_metadata
@@ -212,7 +213,7 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
         InvalidArgument: not a PDF, damaged (unreadable objects, a page tree that loops or nests
             past any real document's, objects nested too deeply), encrypted, field or page not
             found, rectangle off the page, text the font cannot draw or no PDF can hold, a
-            certification that forbids further signing, a field whose seed values the signature
+            certification or an earlier signature's lock that forbids the signature, a field whose seed values the signature
             would break (a time-stamp required at B-B), or a signed document whose XMP metadata
             is malformed.
         UpstreamUnavailable: the time-stamping authority refuses or answers wrongly (B-T and above).
@@ -225,6 +226,7 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
         # A certified document is signed only as its certification allows (in the field it left).
         job = replace(job, stamp=keep_certification(writer, job.stamp))
         placement = place_field(writer, job.stamp)
+        refuse_broken_locks(writer, placement.name)
         if placement.new_field is None:
             refuse_unmet_seed_values(field_seed_values(writer, placement.name), placement.name,
                                      timestamped=job.level.timestamped)

@@ -5,7 +5,7 @@ An activation authorises the SHA-256 of each document, each once: a document or 
 signing would refuse only after spending it would cost the holder a new authorisation (password
 and OTP) for a request that was malformed from the start. So every check that the client's input
 decides runs first, with signserver.pades's own rules: the PDF opens (not damaged, not encrypted),
-its metadata and certification allow another signature, the field, page and rectangle exist, the
+its metadata, its certification and its earlier signatures' locks allow another signature, the field, page and rectangle exist, the
 time zone is known, the font draws the stamp's text and the text fits the box, the seal image
 decodes. What only the server decides (the HSM, the time-stamping authority) can still fail
 afterwards. The CSC API's signDoc checks before it spends a SAD; gRPC's one-call SignPdf before it
@@ -24,6 +24,7 @@ from signserver.errors import InvalidArgument, SignServerError
 from signserver.pades.certification import keep_certification
 from signserver.pades.damage import is_damage
 from signserver.pades.document import open_for_signing
+from signserver.pades.field_locks import refuse_broken_locks
 from signserver.pades.metadata import refuse_unrepairable_metadata
 from signserver.pades.placement import place_field
 from signserver.pades.stamp import (StampOptions, check_text, check_verification_url, refuse_unencodable,
@@ -38,8 +39,8 @@ def check_signable(source: BinaryIO, stamp: StampOptions, holder_name: str | Non
     """Refuse what signing the document ``source`` with ``stamp`` would refuse of the client's
     input; with ``holder_name`` None, all but the stamp's text (which names the holder).
 
-    Raises: InvalidArgument: not a PDF, damaged or encrypted; a certification or malformed
-        metadata that forbid signing; a field already signed, a page out of range, a rectangle
+    Raises: InvalidArgument: not a PDF, damaged or encrypted; a certification, an earlier
+        signature's lock or malformed metadata that forbid signing; a field already signed, a page out of range, a rectangle
         off the page or too small for the text; an unknown time zone; text the font cannot draw
         or no PDF can hold (a lone surrogate, field: the option);
         a seal image that is unreadable, too large or cannot be decoded (field seal_image); a
@@ -52,6 +53,7 @@ def check_signable(source: BinaryIO, stamp: StampOptions, holder_name: str | Non
         refuse_unrepairable_metadata(writer)
         stamp = keep_certification(writer, stamp)
         placement = place_field(writer, stamp)
+        refuse_broken_locks(writer, placement.name)
     except SignServerError:
         raise
     except Exception as exc:
