@@ -213,8 +213,9 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
         InvalidArgument: not a PDF, damaged (unreadable objects, a page tree that loops or nests
             past any real document's, objects nested too deeply), encrypted, field or page not
             found, rectangle off the page, text the font cannot draw or no PDF can hold, a
-            certification or an earlier signature's lock that forbids the signature, a field whose seed values the signature
-            would break (a time-stamp required at B-B), or a signed document whose XMP metadata
+            certification or an earlier signature's lock that forbids the signature, a field
+            whose seed values the signature would break (another digest or encoding, a reason
+            not listed, a time-stamp required at B-B), or a signed document whose XMP metadata
             is malformed.
         UpstreamUnavailable: the time-stamping authority refuses or answers wrongly (B-T and above).
     """
@@ -229,7 +230,8 @@ def prepare_document(source: BinaryIO, destination: BinaryIO, job: SigningJob) -
         refuse_broken_locks(writer, placement.name)
         if placement.new_field is None:
             refuse_unmet_seed_values(field_seed_values(writer, placement.name), placement.name,
-                                     timestamped=job.level.timestamped)
+                                     reason=job.stamp.reason or None, timestamped=job.level.timestamped,
+                                     long_term=job.level.long_term)
     field_name, new_field = placement.name, placement.new_field
     lines = stamp_lines(job.holder_name, job.stamp, job.now)
     style = None
