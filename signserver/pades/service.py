@@ -133,7 +133,7 @@ class PadesService:
                                    "(PrepareSignature, Authorize, CompleteSignature)")
         # Refused only once it is signed, after the factors are checked, a bad document or option
         # would cost the holder this OTP.
-        check_signable(source, stamp, None, self.font(), self._clock.now())
+        check_signable(source, stamp, None, self.font(), self._clock.now(), level)
         digest = _sha256_of(source)
         # The same checks as the two-step flow: factors, lockout, credential ownership; then the
         # document is prepared, and only then the activation token for it spent.

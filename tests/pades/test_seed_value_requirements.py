@@ -59,10 +59,23 @@ def test_one_call_signing_refuses_such_a_field_before_the_holders_password_is_ch
                                io.BytesIO(), PadesLevel.B_B, IN_THE_FIELD)
 
 
-@pytest.mark.parametrize(("seed_values", "level", "refusal"), [
+LEVEL_DECIDES = pytest.mark.parametrize(("seed_values", "level", "refusal"), [
     (b"/TimeStamp << /Ff 1 >>", PadesLevel.B_B, "requires a time-stamp"),
     (b"/AddRevInfo false /Ff 32", PadesLevel.B_LT, "forbids revocation data"),
 ], ids=["time-stamp", "no-revocation-data"])
+
+
+@LEVEL_DECIDES
+def test_one_call_signing_refuses_what_its_level_decides_before_the_holders_password_is_checked(
+        pades_world, seed_values, level, refusal):
+    service, app, created, _ = pades_world
+    with pytest.raises(InvalidArgument, match=refusal):
+        service.pades.sign_pdf(app, created.account.username, Secret("not the password"), None,
+                               created.credential.id, io.BytesIO(with_empty_field(seed_values)),
+                               io.BytesIO(), level, IN_THE_FIELD)
+
+
+@LEVEL_DECIDES
 def test_what_the_level_decides_is_refused_once_the_level_is_known(pades_world, seed_values, level, refusal):
     data = with_empty_field(seed_values)
     _check(pades_world, data, IN_THE_FIELD)  # the level not given: left to signing

@@ -306,9 +306,9 @@ def _check_signable(context: CscContext, documents: list[tuple[bytes, PadesLevel
     Raises: InvalidArgument.
     """
     font, now = context.service.pades.font(), context.service.clock.now()
-    for index, (content, _, stamp) in enumerate(documents):
+    for index, (content, level, stamp) in enumerate(documents):
         try:
-            check_signable(io.BytesIO(content), stamp, holder_name, font, now)
+            check_signable(io.BytesIO(content), stamp, holder_name, font, now, level)
         except InvalidArgument as refused:
             if refused.field in CSC_STAMP_NAMES:
                 # CSC's name for the field, in the description: CSC's error answer has no place for it.
