@@ -6,11 +6,12 @@ import datetime
 
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 
-from signserver.pades import xref_bounds
+from signserver.pades import real_numbers, xref_bounds
 from signserver.pades.metadata import record_signing
 from signserver.pades.page_tree import walk_page_tree
 
 xref_bounds.install()  # before any document is read here: see signserver.pades.xref_bounds
+real_numbers.install()  # before any revision is written here: see signserver.pades.real_numbers
 
 
 class SigningWriter(IncrementalPdfFileWriter):
