@@ -15,6 +15,8 @@ the reader scales into the widget (ISO 32000-1 12.5.5 again), so that it shows a
 
 from __future__ import annotations
 
+import decimal
+import numbers
 from dataclasses import dataclass
 
 from pyhanko.pdf_utils import generic
@@ -250,16 +252,23 @@ def _box(value) -> Box | None:
 def _rotation(value) -> int:
     """/Rotate as 0, 90, 180 or 270; a value that is not a multiple of 90 is ignored, as
     poppler and MuPDF do."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value % 90:
+    if not _is_number(value) or value % 90:
         return 0
     return int(value) % 360
 
 
 def _user_unit(value) -> float:
     """/UserUnit as a positive number of points; 1 when absent or not a positive number."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+    if not _is_number(value) or not 0 < value < float("inf"):
         return 1.0
     return float(value)
+
+
+def _is_number(value) -> bool:
+    """Whether ``value`` is a number: an integer, or a real as pyHanko reads one (a Decimal, which
+    is no numbers.Real) or as Python computes one; a bool is none."""
+    return isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, bool) and not (
+        isinstance(value, decimal.Decimal) and not value.is_finite())
 
 
 def _field_geometry(field_ref) -> PageGeometry:
