@@ -96,3 +96,46 @@ def _page_count(node: generic.DictionaryObject) -> int:
     if not isinstance(count, int) or isinstance(count, bool):
         raise PdfReadError("a page tree node has no valid /Count")
     return int(count)
+
+
+def page_holding(root: generic.DictionaryObject, annotation: generic.IndirectObject):
+    """The page whose /Annots lists ``annotation`` (a reference), for a widget that does not name
+    its page (/P is optional, ISO 32000-1 12.5.2); None if no page does or the tree cannot be
+    read. A walk that passes each node once and goes no deeper than MAX_PAGE_TREE_DEPTH; a
+    malformed node or /Annots is passed over, as readers pass it over."""
+    wanted = annotation.reference
+    try:
+        top = root.raw_get("/Pages")
+    except (KeyError, TypeError, AttributeError):
+        return None
+    passed: set = set()
+    pending = [(top, 0)]
+    while pending:
+        node_ref, depth = pending.pop()
+        if not isinstance(node_ref, generic.IndirectObject) or node_ref.reference in passed:
+            continue
+        passed.add(node_ref.reference)
+        try:
+            node = node_ref.get_object()
+            if not isinstance(node, generic.DictionaryObject):
+                continue
+            kind = _entry(node, "/Type")
+            if kind == "/Page" or (kind != "/Pages" and "/Kids" not in node):
+                if _lists(_entry(node, "/Annots"), wanted):
+                    return node
+                continue
+            kids = _entry(node, "/Kids")
+        except (PdfError, KeyError, TypeError, ValueError):
+            continue
+        if isinstance(kids, generic.ArrayObject) and depth < MAX_PAGE_TREE_DEPTH:
+            # Reversed onto the stack: the pages are looked at in their order.
+            pending.extend((kids.raw_get(i), depth + 1) for i in reversed(range(len(kids))))
+    return None
+
+
+def _lists(annots, wanted) -> bool:
+    """Whether ``annots`` is an array holding a reference to the object ``wanted``."""
+    if not isinstance(annots, generic.ArrayObject):
+        return False
+    return any(isinstance(item, generic.IndirectObject) and item.reference == wanted
+               for item in (annots.raw_get(i) for i in range(len(annots))))

@@ -23,10 +23,11 @@ from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.content import AnnotAppearances
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.layout import BoxConstraints
+from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign import fields
 
 from signserver.errors import InvalidArgument
-from signserver.pades.page_tree import MAX_PAGE_TREE_DEPTH
+from signserver.pades.page_tree import MAX_PAGE_TREE_DEPTH, page_holding
 from signserver.pades.stamp import BOX_FIELD, FIELD_NAME_FIELD, PAGE_FIELD, StampOptions
 
 # A page without a usable MediaBox is shown as US Letter by most readers.
@@ -97,7 +98,7 @@ def place_field(writer: IncrementalPdfFileWriter, options: StampOptions) -> Fiel
         if value is not None:
             raise InvalidArgument(f"the signature field {options.field_name!r} is already signed",
                                   field=FIELD_NAME_FIELD)
-        geometry = _field_geometry(reference)
+        geometry = _field_geometry(writer.prev.root, reference)
         return FieldPlacement(options.field_name, None, geometry.rotation, geometry.user_unit)
     form = form_fields(writer.prev.root)
     if options.field_name:
@@ -271,14 +272,18 @@ def _is_number(value) -> bool:
         isinstance(value, decimal.Decimal) and not value.is_finite())
 
 
-def _field_geometry(field_ref) -> PageGeometry:
-    """The geometry of the page an existing field's widget is on (an unturned page of unit 1 if
-    it does not say)."""
+def _field_geometry(root: generic.DictionaryObject, field_ref) -> PageGeometry:
+    """The geometry of the page an existing field's widget is on: the page its /P names, else
+    the page whose /Annots lists it (/P is optional); an unturned Letter page of unit 1 if no
+    page holds it."""
     try:
         field = field_ref.get_object()
-        widget = field["/Kids"][0].get_object() if "/Kids" in field else field
+        widget_ref = field["/Kids"].raw_get(0) if "/Kids" in field else field_ref
+        widget = widget_ref.get_object()
         page = widget["/P"] if "/P" in widget else None
-    except (KeyError, IndexError, TypeError, AttributeError):
+        if not isinstance(page, generic.DictionaryObject) and isinstance(widget_ref, generic.IndirectObject):
+            page = page_holding(root, widget_ref)
+    except (PdfError, KeyError, IndexError, TypeError, AttributeError):
         return PageGeometry(_LETTER)
     if not isinstance(page, generic.DictionaryObject):
         return PageGeometry(_LETTER)
