@@ -88,11 +88,18 @@ def place_field(writer: IncrementalPdfFileWriter, options: StampOptions) -> Fiel
     """The field to sign: an existing empty one by name, or a new one on a page, at a rectangle
     given in points from the bottom-left corner of the page as displayed.
 
-    Raises: InvalidArgument: the named field is already signed or is a form field of another
-        type (or under one), the page is out of range, or the rectangle is empty or not inside the
-        page as displayed.
+    Raises: InvalidArgument: a signature field's value is no signature dictionary (the document
+        is damaged), the named field is already signed or is a form field of another type (or
+        under one), the page is out of range, or the rectangle is empty or not inside the page as
+        displayed.
     """
     existing = {name: (value, ref) for name, value, ref in fields.enumerate_sig_fields(writer.prev)}
+    # pyHanko takes a field whose /V is set (not null, 0 or empty) as signed, and reading the
+    # signature of one that is no dictionary fails: verification refuses the document as damaged.
+    for value, _ in existing.values():
+        value = value.get_object() if isinstance(value, generic.IndirectObject) else value
+        if value and not isinstance(value, generic.DictionaryObject):
+            raise InvalidArgument("the document is damaged: a signature field's value is not a signature dictionary")
     if options.field_name and options.field_name in existing:
         value, reference = existing[options.field_name]
         if value is not None:
