@@ -26,10 +26,12 @@ from signserver.blocking_calls import BlockingCalls
 from signserver.grpc_api.health import HsmHealthReporter
 from signserver.grpc_api.info_servicer import InfoServicer
 from signserver.grpc_api.signing_servicer import SigningServicer
+from signserver.grpc_api.spool import sweep
 from signserver.grpc_api.stream_limits import DocumentLimits
 from signserver.grpc_api.tls import client_ca_config, ensure_server_certificate, server_credentials, with_client_ca
 from signserver.hsm.module import pkcs11_lock_is_free
 from signserver.monitoring.meter import meter
+from signserver.outlasting import off_the_loop
 from signserver.http.csc.context import CscContext
 from signserver.http.csc.serving import CscFront
 from signserver.http.ca_front import CaHttpFront
@@ -155,6 +157,8 @@ class GrpcServer:
             transport = "TLS" + (" with client certificates" if self._config.tls.client_ca_file else "")
         if not bound:
             raise ConfigurationError("server.listen", f"cannot bind {listen}")
+        # Files of a worker that was killed (and is being started again now) go: see spool.sweep.
+        await off_the_loop(sweep, self._config.state_dir / "spool")
         await self._health.start()
         if self._background:
             self._background.start()
