@@ -20,19 +20,15 @@ def test_sign_doc_with_a_made_up_sad_never_calls_the_address_a_field_names(csc_c
     assert posted == []
 
 
-def test_sign_doc_refuses_a_field_the_signature_would_break_before_the_holders_factors(csc_client, holder):
+@pytest.mark.parametrize(("seed_values", "refusal"), [
+    (b"/DigestMethod [/SHA512] /Ff 64", "requires the digest algorithm SHA512"),
+    (b"/TimeStamp << /Ff 1 >>", "requires a time-stamp"),  # what the level decides, B-B here
+], ids=["digest", "time-stamp"])
+def test_sign_doc_refuses_a_field_the_signature_would_break_before_the_holders_factors(csc_client, holder,
+                                                                                       seed_values, refusal):
     answer = csc_client.post(SIGN_DOC, json={
         "credentialID": holder.credential_id,
         "authData": [{"id": "PIN", "value": "not the PIN"}, {"id": "OTP", "value": "000000"}],
-        "documents": [document(with_empty_field(b"/DigestMethod [/SHA512] /Ff 64"), "Ades-B-B", fieldName="Sig1")]})
+        "documents": [document(with_empty_field(seed_values), "Ades-B-B", fieldName="Sig1")]})
     assert answer.status_code == 400, answer.text
-    assert "requires the digest algorithm SHA512" in answer.json()["error_description"]
-
-
-def test_sign_doc_refuses_what_its_level_decides_of_a_field_before_the_holders_factors(csc_client, holder):
-    answer = csc_client.post(SIGN_DOC, json={
-        "credentialID": holder.credential_id,
-        "authData": [{"id": "PIN", "value": "not the PIN"}, {"id": "OTP", "value": "000000"}],
-        "documents": [document(with_empty_field(b"/TimeStamp << /Ff 1 >>"), "Ades-B-B", fieldName="Sig1")]})
-    assert answer.status_code == 400, answer.text
-    assert "requires a time-stamp" in answer.json()["error_description"]
+    assert refusal in answer.json()["error_description"]
