@@ -63,6 +63,9 @@ class Authenticated:
     seal_key: bytes = field(repr=False)
     password_hash: str = field(repr=False)  # as checked: a change is made only over it
     otp_seed_sealed: bytes = field(repr=False)  # as checked (whether or not a code was asked)
+    # The key the password yields with ``password_hash``: what locks a new seal key under the
+    # same password (a replaced recovery code's).
+    password_key: bytes = field(repr=False, default=b"")
 
 
 class Authenticator:
@@ -150,8 +153,8 @@ class Authenticator:
                 refusal = AuthenticationFailed()
         if refusal is not None:
             raise refusal
-        seal_key, password_hash = self._seal_key(row, username, password, password_key)
-        return Authenticated(account, seal_key, password_hash, row.otp_seed_sealed)
+        seal_key, password_hash, password_key = self._seal_key(row, username, password, password_key)
+        return Authenticated(account, seal_key, password_hash, row.otp_seed_sealed, password_key)
 
     @staticmethod
     def as_checked(holder: Authenticated) -> tuple:
@@ -202,8 +205,9 @@ class Authenticator:
                                       "checked; try again")
         return None
 
-    def _seal_key(self, row, username: str, password: Secret, password_key: bytes) -> tuple[bytes, str]:
-        """The account's seal key, unlocked with the password's key, and the password's hash. A
+    def _seal_key(self, row, username: str, password: Secret, password_key: bytes) -> tuple[bytes, str, bytes]:
+        """The account's seal key, unlocked with the password's key, the password's hash and the
+        key it yields. A
         hash made with other parameters, or one older than packages (which yields no key), is made
         again, and a seal key made for an account that has none; only after a success: work done
         as soon as the password matched would cost time whenever the password is right, telling
@@ -226,7 +230,7 @@ class Authenticator:
                 raise DataCorrupted(f"the account {username!r} has a seal key but an older password hash")
             private = open_seal_key(username, row.seal_key_by_password, password_key, "password")
             if not self._hasher.needs_rehash(row.password_hash):
-                return private, row.password_hash
+                return private, row.password_hash, password_key
         try:
             new_hash, new_key = self._hasher.hash_with_key(password.reveal())
         except ServerBusy:  # MemoryExhausted too
@@ -234,7 +238,7 @@ class Authenticator:
                 raise
             log.warning("a password hash of older parameters is kept until a later sign-in: no memory to make it "
                         "again now")
-            return private, row.password_hash
+            return private, row.password_hash, password_key
         values = {"password_hash": new_hash}
         if private is None:  # an account older than packages: its seal key starts now
             private, seal = new_seal_key(username, new_key, None)
@@ -249,7 +253,7 @@ class Authenticator:
                                   .values(**values)).rowcount == 1
         if not stored:
             raise AuthenticationBusy("the password changed while it was checked; try again")
-        return private, new_hash
+        return private, new_hash, new_key
 
     def _admit(self, username: str, name_key: str, now: datetime.datetime):
         """The account's row (None for an unknown name) and an admitted attempt; waits a little

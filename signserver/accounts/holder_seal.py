@@ -2,10 +2,14 @@
 
 Each account has an X25519 key pair. Packages are sealed to its public half (so that the CA can
 make a package at renewal without the holder), and its private half is stored only encrypted,
-under a key derived from the holder's password and, when the holder chose recovery by code, under
+under a key derived from the holder's password and, when the holder chose recovery by code, for
 one derived from the recovery code (both derived by SecretHasher.derive, in the same argon2id
-evaluation that checks the secret). Each sealed value is bound to a context naming what it is and
-whose, so a value copied to another row or account does not open there.
+evaluation that checks the secret). The password's key locks it (AES-256-GCM); the recovery code's
+key stands for an X25519 key pair (:func:`key_pair_from`) whose public half is stored, and the
+seal key is sealed to that, so that a new seal key can be sealed for the recovery code at a
+password change, when the server has the password but not the code (see
+signserver/accounts/seal_rotation.py). Each sealed value is bound to a context naming what it is
+and whose, so a value copied to another row or account does not open there.
 
 Between Authorize and the signatures, the opened package travels sealed under a key derived from
 the activation token, which the server stores only as a hash.
@@ -38,6 +42,13 @@ def new_seal_key() -> tuple[bytes, bytes]:
 def public_half(private_raw: bytes) -> bytes:
     """The raw public key of an X25519 private key."""
     return X25519PrivateKey.from_private_bytes(private_raw).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def key_pair_from(secret_key: bytes) -> tuple[bytes, bytes]:
+    """The X25519 key pair, as (private, public) raw bytes, that a key derived from a secret stands
+    for: the same secret gives the same pair, and only the secret gives its private half."""
+    private = HKDF(hashes.SHA256(), 32, salt=None, info=b"signserver secret's seal key pair").derive(secret_key)
+    return private, public_half(private)
 
 
 def lock(key: bytes, plaintext: bytes, context: bytes) -> bytes:

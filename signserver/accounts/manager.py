@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, insert, update
 
-from signserver.accounts import otp
+from signserver.accounts import holder_seal, otp
 from signserver.accounts.authentication import Authenticated, Authenticator
 from signserver.accounts.lockout import LockState, LockoutPolicy
 from signserver.accounts.model import Account, AccountKind, NewAccount
@@ -21,7 +21,7 @@ from signserver.accounts.packages import (
     new_seal_key,
     open_seal_key,
     seal_columns,
-    seal_key_by_recovery,
+    seal_key_for_same_code,
     seal_key_values,
 )
 from signserver.accounts.passwords import (
@@ -32,6 +32,7 @@ from signserver.accounts.passwords import (
     new_recovery_code,
     normalise_recovery_code,
 )
+from signserver.accounts.seal_rotation import reseal_packages
 from signserver.accounts.repository import (
     account_row,
     delete_account_emails,
@@ -261,7 +262,11 @@ class AccountManager:
                         otp_code: str | None, otp_required: bool, actor: str) -> None:
         """Change the password after checking the current one (which counts toward the lockout).
 
-        Outstanding activation tokens are revoked and the holder is e-mailed. The checks made
+        The account gets a new seal key, locked under the new password (and sealed for the
+        recovery code as the old one was, where its form allows: see
+        signserver/accounts/seal_rotation.py), and its packages are re-sealed to it, so the old
+        password opens nothing current even with an older copy of the database. Outstanding
+        activation tokens are revoked and the holder is e-mailed. The checks made
         before the factors depend only on the request, and the factors are checked as for
         Authorize, so a refusal never tells an unknown name from a wrong password.
 
@@ -281,28 +286,34 @@ class AccountManager:
         holder = self._authenticator.authenticate_holder(username, old, otp_code, otp_required, actor)
         account = holder.account
         new_hash, new_key = self._hasher.hash_with_key(new.reveal())
+        private, public = holder_seal.new_seal_key()
         now = self._clock.now()
         with self._database.transaction() as conn:
-            seal = account_seal(conn, account.id)
-            # The seal key, and with it every package, follows the password.
-            by_password = seal_key_values(username, holder.seal_key, seal.seal_public_key, new_key, None).by_password
-            # Only over the account as its factors were checked: a disable, reset or unlock
-            # meanwhile wins.
-            changed = conn.execute(update(accounts).where(*Authenticator.as_checked(holder))
+            by_recovery = account_seal(conn, account.id).seal_key_by_recovery
+            seal = seal_key_values(username, private, public, new_key, None)
+            values = {**seal_columns(seal), "seal_key_by_recovery": seal_key_for_same_code(username, private,
+                                                                                            by_recovery)}
+            # Only over the account as its factors were checked (and its recovery code's value as
+            # read): a disable, reset, unlock or new recovery code meanwhile wins.
+            changed = conn.execute(update(accounts).where(*Authenticator.as_checked(holder),
+                                                          _same(accounts.c.seal_key_by_recovery, by_recovery))
                                    .values(password_hash=new_hash, password_changed_at=epoch_seconds(now),
-                                           seal_key_by_password=by_password)).rowcount
+                                           **values)).rowcount
             if not changed:
                 raise self._refusal_after_change(conn, holder)
+            resealed = reseal_packages(conn, account.id, username, holder.seal_key, public)
             revoke_activation_tokens(conn, account.id)
-            self._audit.append(conn, now, "password.changed", actor, username)
+            self._audit.append(conn, now, "password.changed", actor, username, packages_resealed=resealed,
+                               recovery_code_opens_keys=values["seal_key_by_recovery"] is not None)
             queue_email(conn, now, account.emails, "password_changed", holder_name=account.holder_name,
                         username=username, time=format_time(now))
 
     def replace_recovery_code(self, username: str, password: Secret, otp_code: str | None, otp_required: bool,
                               actor: str) -> str:
-        """A new recovery code for a holder who gives the account's factors: the seal key, and
-        with it every package, is sealed under the new code, and the earlier code stops working.
-        For a holder who lost the code (or never saw the one an unlock made), or who chose none at
+        """A new recovery code for a holder who gives the account's factors: a new seal key,
+        locked under the password and sealed for the new code, to which every package is
+        re-sealed, so the earlier code stops working, even against an older copy of the database
+        (see signserver/accounts/seal_rotation.py). For a holder who lost the code (or never saw the one an unlock made), or who chose none at
         enrolment and wants one now. The password and packages stay as they are; the holder is
         e-mailed. Returns the code (show it to the holder once).
 
@@ -319,16 +330,18 @@ class AccountManager:
         account = holder.account
         new_code = new_recovery_code()
         recovery_hash, recovery_key = self._hasher.hash_with_key(normalise_recovery_code(new_code))
-        by_recovery = seal_key_by_recovery(username, holder.seal_key, recovery_key)
+        private, public = holder_seal.new_seal_key()
+        seal = seal_key_values(username, private, public, holder.password_key, recovery_key)
         now = self._clock.now()
         with self._database.transaction() as conn:
             # Only over the account as its factors were checked: a disable, reset or unlock
             # meanwhile wins.
             changed = conn.execute(update(accounts).where(*Authenticator.as_checked(holder))
-                                   .values(recovery_code_hash=recovery_hash, seal_key_by_recovery=by_recovery)).rowcount
+                                   .values(recovery_code_hash=recovery_hash, **seal_columns(seal))).rowcount
             if not changed:
                 raise self._refusal_after_change(conn, holder)
-            self._audit.append(conn, now, "recovery_code.replaced", actor, username)
+            resealed = reseal_packages(conn, account.id, username, holder.seal_key, public)
+            self._audit.append(conn, now, "recovery_code.replaced", actor, username, packages_resealed=resealed)
             queue_email(conn, now, account.emails, "recovery_code_replaced", holder_name=account.holder_name,
                         username=username, time=format_time(now))
         return new_code
@@ -343,7 +356,10 @@ class AccountManager:
     def unlock_with_recovery_code(self, username: str, recovery_code: Secret, new_password: Secret,
                                   operator: str) -> str:
         """An operator's unlock: the holder's recovery code clears the lock, sets a new password,
-        and re-seals the holder's signing data packages under it and a new recovery code.
+        and gives the account a new seal key, locked under it and sealed for a new recovery code,
+        to which the holder's signing data packages are re-sealed (so the spent code opens nothing
+        current, even against an older copy of the database: see
+        signserver/accounts/seal_rotation.py).
 
         The code is single-use: a new one is returned (show it to the holder once).
 
@@ -367,14 +383,15 @@ class AccountManager:
         private = None
         if row.seal_key_by_recovery is not None and derived.key:
             private = open_seal_key(username, row.seal_key_by_recovery, derived.key, "recovery")
+            if holder_seal.public_half(private) != row.seal_public_key:
+                private = None  # a seal key the account no longer has: it opens no package of now
         new_code = new_recovery_code()
         password_hash, password_key = self._hasher.hash_with_key(new_password.reveal())
         recovery_hash, recovery_key = self._hasher.hash_with_key(normalise_recovery_code(new_code))
+        # Lost: an account whose seal key was made after its recovery code (or replaced by a
+        # password set without the old one, or changed while the code had its earlier form).
         lost = private is None
-        if lost:  # an account whose seal key predates its recovery code: a new one
-            private, seal = new_seal_key(username, password_key, recovery_key)
-        else:
-            seal = seal_key_values(username, private, row.seal_public_key, password_key, recovery_key)
+        _, seal = new_seal_key(username, password_key, recovery_key)
         values = {"password_hash": password_hash, "recovery_code_hash": recovery_hash,
                   "password_changed_at": epoch_seconds(now), **seal_columns(seal)}
         name_key = self._names.key_of(username)
@@ -388,7 +405,9 @@ class AccountManager:
             self._lockout.unlock(conn, name_key)
             revoke_activation_tokens(conn, row.id)
             disabled = disable_package_credentials(conn, row.id) if lost else 0
-            self._audit.append(conn, now, "account.unlocked", operator, username, packages_lost=disabled)
+            resealed = 0 if lost else reseal_packages(conn, row.id, username, private, seal.public)
+            self._audit.append(conn, now, "account.unlocked", operator, username, packages_lost=disabled,
+                               packages_resealed=resealed)
             account = get_account(conn, username, now)
             queue_email(conn, now, account.emails, "account_unlocked", holder_name=account.holder_name,
                         username=username, time=format_time(now))
@@ -569,6 +588,11 @@ class AccountManager:
         if row is None:
             raise NotFound(f"no account {username!r}")
         return bool(row.revocation_phrase_hash) and self._hasher.verify(row.revocation_phrase_hash, phrase.reveal())
+
+
+def _same(column, value):
+    """``column`` holds ``value`` (NULL too)."""
+    return column.is_(None) if value is None else column == value
 
 
 def disable_package_credentials(conn: Connection, account_id: int) -> int:

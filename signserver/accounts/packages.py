@@ -85,9 +85,29 @@ def seal_key_values(username: str, private: bytes, public: bytes, password_key: 
                                 if recovery_key is not None else None))
 
 
+# seal_key_by_recovery as made now: this byte, the recovery code's public key (holder_seal.key_pair_from),
+# and the seal key's private half sealed to it. Values made before start with holder_seal's lock
+# version (0x01): the private half locked under the code's key itself, which only the code renews.
+_SEALED_FOR_CODE = b"\x02"
+
+
 def seal_key_by_recovery(username: str, private: bytes, recovery_key: bytes) -> bytes:
-    """The seal key's private half locked under the recovery code's key."""
-    return holder_seal.lock(recovery_key, private, _seal_context("recovery", username))
+    """The seal key's private half sealed for the recovery code (to the key pair its key stands for)."""
+    return _sealed_for_code(username, private, holder_seal.key_pair_from(recovery_key)[1])
+
+
+def seal_key_for_same_code(username: str, private: bytes, by_recovery: bytes | None) -> bytes | None:
+    """A new seal key's private half sealed for the recovery code that ``by_recovery`` (the
+    account's value) was sealed for, without the code; None when the account has no such value
+    (no code, or one whose value was made before codes had a public key: only the code renews it)."""
+    if by_recovery is None or by_recovery[:1] != _SEALED_FOR_CODE:
+        return None
+    return _sealed_for_code(username, private, by_recovery[1:33])
+
+
+def _sealed_for_code(username: str, private: bytes, code_public: bytes) -> bytes:
+    return _SEALED_FOR_CODE + code_public + holder_seal.seal_to(code_public, private,
+                                                                _seal_context("recovery", username))
 
 
 def open_seal_key(username: str, sealed: bytes, key: bytes, by: str) -> bytes:
@@ -96,7 +116,13 @@ def open_seal_key(username: str, sealed: bytes, key: bytes, by: str) -> bytes:
 
     Raises: DataCorrupted: the value does not open with that key, or belongs to another account.
     """
-    return holder_seal.unlock(key, sealed, _seal_context(by, username))
+    context = _seal_context(by, username)
+    if by == "recovery" and sealed[:1] == _SEALED_FOR_CODE:
+        code_private, code_public = holder_seal.key_pair_from(key)
+        if sealed[1:33] != code_public:
+            raise DataCorrupted("a sealed value does not open with this key")
+        return holder_seal.open_sealed(code_private, sealed[33:], context)
+    return holder_seal.unlock(key, sealed, context)
 
 
 def seal_columns(seal: SealKey) -> dict:
@@ -186,7 +212,7 @@ class SigningPackages:
                 "master_label": wrapped.master_label, "mechanism": wrapped.mechanism,
                 "wrapped_package_key": wrapped.wrapped_package_key,
                 "sealed_private_key": holder_seal.seal_to(seal_public, wrapped.wrapped_private,
-                                                          _package_context(key_id, username)),
+                                                          package_context(key_id, username)),
                 "created_at": epoch_seconds(self._clock.now())}
 
     def public_key_der(self, key_id: str) -> bytes:
@@ -209,7 +235,7 @@ class SigningPackages:
         if row is None or row.sealed_private_key is None:
             raise CredentialUnusable("the credential's signing data package was destroyed; it can no longer sign")
         try:
-            return holder_seal.open_sealed(seal_private, row.sealed_private_key, _package_context(key_id, username))
+            return holder_seal.open_sealed(seal_private, row.sealed_private_key, package_context(key_id, username))
         except DataCorrupted:
             log.warning("the signing data package %s does not open with the seal key of %s", key_id, username)
             raise CredentialUnusable("the credential's signing data package does not open with the holder's "
@@ -279,7 +305,8 @@ def insert_package(conn: Connection, row: dict) -> None:
     conn.execute(insert(signing_packages).values(**row))
 
 
-def _package_context(key_id: str, username: str) -> bytes:
+def package_context(key_id: str, username: str) -> bytes:
+    """What a package's sealed private key is bound to: the package and its holder's account."""
     return f"signing data package|{key_id}|{username}".encode("utf-8")
 
 
@@ -287,7 +314,13 @@ def _seal_context(by: str, username: str) -> bytes:
     return f"seal key|{by}|{username}".encode("utf-8")
 
 
-def account_seal(conn: Connection, account_id: int):
-    """The account's seal key columns (public, by_password, by_recovery), or None."""
-    return conn.execute(select(accounts.c.seal_public_key, accounts.c.seal_key_by_password,
-                               accounts.c.seal_key_by_recovery).where(accounts.c.id == account_id)).first()
+def account_seal(conn: Connection, account_id: int, for_share: bool = False):
+    """The account's seal key columns (public, by_password, by_recovery), or None.
+
+    ``for_share``: read under a share lock (PostgreSQL; SQLite's writers run one at a time), for a
+    transaction that stores what was sealed to the key read: a change of the seal key (which locks
+    the row first, then re-seals the account's packages) waits for it to commit and then finds its
+    package, or committed first and is seen here."""
+    query = select(accounts.c.seal_public_key, accounts.c.seal_key_by_password,
+                   accounts.c.seal_key_by_recovery).where(accounts.c.id == account_id)
+    return conn.execute(query.with_for_update(read=True) if for_share else query).first()

@@ -201,16 +201,18 @@ class Issuer:
         credential, the certificate, their audit records.
 
         Raises: CertificateRefused: the account's seal key changed since the new key was sealed
-            to it (an operator's reset or unlock committed meanwhile): nobody could open the
-            package. Nothing of the issuance is kept; made again, it seals to the new seal key.
+            to it (a reset, unlock, password change or new recovery code committed meanwhile):
+            nobody could open the package. Nothing of the issuance is kept; made again, it seals to the new seal key.
         """
         now = self._clock.now()
         account, chosen, package = prepared.account, prepared.profile, prepared.package
         credential_id = prepared.reused_credential.id if prepared.reused_credential else None
-        if prepared.sealed_to is not None and account_seal(conn, account.id).seal_public_key != prepared.sealed_to:
+        if prepared.sealed_to is not None and (account_seal(conn, account.id, for_share=True).seal_public_key
+                                           != prepared.sealed_to):
             raise CertificateRefused(
                 f"the seal key of {account.username!r} changed while its new key was made (its password was reset "
-                "or the account unlocked meanwhile); nothing was issued: ask again")
+                "or changed, its recovery code replaced, or the account unlocked meanwhile); nothing was issued: "
+                "ask again")
         if package is not None:
             insert_package(conn, package)
             credential_id = insert_credential(conn, account.id, package["key_id"], prepared.algorithm, chosen.title,
@@ -419,7 +421,9 @@ class Issuer:
             if row.recovery_code_hash and row.seal_key_by_recovery is None:
                 log.warning("the new key of %s cannot be recovered with the recovery code: the account's seal key "
                             "was made after its recovery code (at its first sign-in after the upgrade to signing "
-                            "data packages), so a forgotten password loses it", account.username)
+                            "data packages, by a password set without the old one, or by a password change while "
+                            "the code had its earlier form), so a forgotten password loses it until the holder "
+                            "replaces the code", account.username)
             return algorithm, self._accounts.packages.make(account.username, row.seal_public_key,
                                                            algorithm), row.seal_public_key
         return algorithm, self._accounts.packages.make(account.username, seal_public, algorithm), None

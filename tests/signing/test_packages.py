@@ -15,7 +15,7 @@ from pkcs11.exceptions import KeyUnextractable
 from sqlalchemy import insert, select, update
 
 from signserver.accounts import holder_seal
-from signserver.accounts.packages import _package_context
+from signserver.accounts.packages import package_context
 from signserver.errors import (
     ActivationRefused,
     CredentialUnusable,
@@ -149,7 +149,7 @@ def seal_key_of(service, holder, password: str = PASSWORD) -> bytes:
 def test_the_sealed_private_key_opens_with_nothing_but_the_holders_seal_key(two_holders):
     service, app, alice, bob = two_holders
     row = package_row(service, alice.credential.key_id)
-    context = _package_context(row.key_id, alice.account.username)
+    context = package_context(row.key_id, alice.account.username)
     bob_seal = seal_key_of(service, bob)
     authorization = authorize(service, app, bob.account.username, bob.credential.id, digests("b"))
     for wrong in (bob_seal, holder_seal.new_seal_key()[0], bytes(32), holder_seal.token_key(authorization.token)):
