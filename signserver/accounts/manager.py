@@ -6,7 +6,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, insert, select, update
 
 from signserver.accounts import holder_seal, otp
 from signserver.accounts.authentication import Authenticated, Authenticator
@@ -365,8 +365,10 @@ class AccountManager:
 
         Raises:
             NotFound: no such account.
-            AuthenticationFailed: the recovery code is not right, or the account has none (nothing
-                changes).
+            AuthenticationFailed: the recovery code is not right, or the account has none, or it was
+                used meanwhile (nothing changes).
+            AuthenticationBusy: the account's password or seal key changed while the code was
+                checked (nothing changes; the code is not spent).
             PasswordRejected: the new password breaks a rule.
         """
         check_password_rules(new_password.reveal(), username)
@@ -396,12 +398,21 @@ class AccountManager:
                   "password_changed_at": epoch_seconds(now), **seal_columns(seal)}
         name_key = self._names.key_of(username)
         with self._database.transaction() as conn:
-            # Single use: only the hash that was checked may be replaced.
+            # Single use: only the hash that was checked may be replaced. And only over the seal key
+            # that was opened and the password it was locked under: a password set or changed
+            # meanwhile (a renewal's activation, the holder's change) sealed packages to a seal key
+            # this unlock would replace without re-sealing them.
             changed = conn.execute(update(accounts).where(
-                accounts.c.id == row.id, accounts.c.recovery_code_hash == row.recovery_code_hash)
+                accounts.c.id == row.id, accounts.c.recovery_code_hash == row.recovery_code_hash,
+                accounts.c.password_hash == row.password_hash, _same(accounts.c.seal_public_key, row.seal_public_key),
+                _same(accounts.c.seal_key_by_recovery, row.seal_key_by_recovery))
                 .values(**values)).rowcount
             if not changed:
-                raise AuthenticationFailed("the recovery code was used meanwhile; nothing was changed")
+                now_hash = conn.execute(select(accounts.c.recovery_code_hash).where(accounts.c.id == row.id)).scalar()
+                if now_hash != row.recovery_code_hash:
+                    raise AuthenticationFailed("the recovery code was used meanwhile; nothing was changed")
+                raise AuthenticationBusy("the account's password or seal key changed while the recovery code was "
+                                         "checked; nothing was changed; try again")
             self._lockout.unlock(conn, name_key)
             revoke_activation_tokens(conn, row.id)
             disabled = disable_package_credentials(conn, row.id) if lost else 0
