@@ -18,7 +18,7 @@ from signserver.accounts.manager import AccountManager
 from signserver.accounts.model import Account, AccountKind, Credential
 from signserver.accounts.packages import PACKAGE, account_seal, insert_package
 from signserver.accounts.passwords import check_password_rules, check_revocation_phrase
-from signserver.accounts.repository import account_row, credentials_of, insert_credential
+from signserver.accounts.repository import account_row, credentials_of, get_credential, insert_credential
 from signserver.audit.log import AuditLog
 from signserver.ca import repository as repo
 from signserver.ca.builder import (
@@ -167,6 +167,8 @@ class Issuer:
             reused_credential = None if predecessor else self._uncertified_credential(account)
             if reused_credential is not None:
                 public_key = self._credential_public_key(reused_credential)
+                if reused_credential.is_package:  # sealed to the account's seal key: checked when recorded
+                    sealed_to = self._seal_public(account)
             else:
                 algorithm, package, sealed_to = self._new_package(account, seal_public)
                 public_key = serialization.load_der_public_key(package["public_key"])
@@ -202,17 +204,25 @@ class Issuer:
 
         Raises: CertificateRefused: the account's seal key changed since the new key was sealed
             to it (a reset, unlock, password change or new recovery code committed meanwhile):
-            nobody could open the package. Nothing of the issuance is kept; made again, it seals to the new seal key.
+            nobody could open the package; or the enrolment's credential that the certificate is
+            for was disabled, or its account's seal key changed, meanwhile (a reset). Nothing of
+            the issuance is kept; made again, it seals to the new seal key.
         """
         now = self._clock.now()
         account, chosen, package = prepared.account, prepared.profile, prepared.package
         credential_id = prepared.reused_credential.id if prepared.reused_credential else None
         if prepared.sealed_to is not None and (account_seal(conn, account.id, for_share=True).seal_public_key
                                            != prepared.sealed_to):
+            made = "new key" if package is not None else "certificate"
             raise CertificateRefused(
-                f"the seal key of {account.username!r} changed while its new key was made (its password was reset "
+                f"the seal key of {account.username!r} changed while its {made} was made (its password was reset "
                 "or changed, its recovery code replaced, or the account unlocked meanwhile); nothing was issued: "
                 "ask again")
+        reused = prepared.reused_credential
+        if reused is not None and get_credential(conn, reused.id).status != "active":
+            raise CertificateRefused(
+                f"the key of {account.username!r} that its first certificate was made for was disabled meanwhile (its "
+                "password was reset); nothing was issued: ask again")
         if package is not None:
             insert_package(conn, package)
             credential_id = insert_credential(conn, account.id, package["key_id"], prepared.algorithm, chosen.title,
@@ -433,6 +443,10 @@ class Issuer:
         if credential.is_package:
             return serialization.load_der_public_key(self._accounts.packages.public_key_der(credential.key_id))
         return self._keys.public_key(credential.key_id)
+
+    def _seal_public(self, account: Account) -> bytes | None:
+        with self._database.read() as conn:
+            return account_seal(conn, account.id).seal_public_key
 
     def _uncertified_credential(self, account: Account):
         with self._database.read() as conn:
