@@ -140,12 +140,14 @@ _COUNT_SPENT = PreparedStatement(
     .returning(activation_tokens.c.unspent))
 
 
-def forget_sealed_keys(conn: Connection, expired_after: datetime.datetime, now: datetime.datetime) -> int:
-    """Erase the sealed keys of tokens that expired in (``expired_after``, ``now``]; returns how many."""
-    return conn.execute(update(activation_tokens).where(
-        activation_tokens.c.expires_at > epoch_seconds(expired_after),
-        activation_tokens.c.expires_at <= epoch_seconds(now),
-        activation_tokens.c.sealed_key.is_not(None)).values(sealed_key=None)).rowcount
+def forget_sealed_keys(conn: Connection, now: datetime.datetime, limit: int) -> int:
+    """Erase the sealed keys of at most ``limit`` tokens expired by ``now`` that still carry one,
+    however long ago they expired; returns how many."""
+    expired = (select(activation_tokens.c.token_hash)
+               .where(activation_tokens.c.expires_at <= epoch_seconds(now), activation_tokens.c.sealed_key.is_not(None))
+               .limit(limit))
+    return conn.execute(update(activation_tokens).where(activation_tokens.c.token_hash.in_(expired))
+                        .values(sealed_key=None)).rowcount
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,9 @@ class Spent:
     last: bool = False  # the token's last digest was among them
 
 
+FORGET_BATCH = 500  # expired tokens' keys erased in one transaction
+
+
 class HashSigner:
     """Authorize (the holder's factors, once, for an activation token) and the spending of that
     token on signatures, for digests (SignHash) and for the documents' flows (:meth:`spend` and
@@ -79,7 +82,6 @@ class HashSigner:
         self._clock = clock
         self._lifetime = token_lifetime
         self.max_signatures = max_signatures
-        self._expired_until: datetime.datetime | None = None
         self._recent = RecentCredentials()  # PostgreSQL's way to a signature: see _spend_in_one_call
 
     @property
@@ -376,13 +378,20 @@ class HashSigner:
         return Spent(credential, hashed, to_open, len(digests), last=unspent <= 0)
 
     def forget_expired_tokens(self) -> int:
-        """Erase the keys sealed to activation tokens that expired since the last call (the first
-        call of a process looks back one day). Returns how many."""
+        """Erase the keys sealed to every activation token expired by now that still carries one,
+        in transactions of at most FORGET_BATCH tokens (the write lock held only moments). Nothing
+        is remembered between calls: a token a failed call left (or a process that stopped) is
+        erased by the next. Returns how many.
+
+        Raises: StoreUnavailable, StoreConflict (the batches committed before stay erased)."""
         now = self._clock.now()
-        since, self._expired_until = self._expired_until or now - datetime.timedelta(days=1), now
-        with self._database.transaction() as conn:
-            expired = activation.forget_sealed_keys(conn, since, now)
-        if expired:
-            meter().activation_tokens("expired", expired)
-        return expired
+        erased = 0
+        while True:
+            with self._database.transaction() as conn:
+                batch = activation.forget_sealed_keys(conn, now, FORGET_BATCH)
+            erased += batch
+            if batch:
+                meter().activation_tokens("expired", batch)
+            if batch < FORGET_BATCH:
+                return erased
 
