@@ -16,14 +16,10 @@ from signserver.ca.authority import CertificateRequest
 from signserver.errors import CertificateRefused
 from signserver.secret import Secret
 from signserver.store.schema import certificates
-from tests.ca.test_reset_during_issuance import OPERATOR, RESET_PASSWORD, key_id_of, live_records
-from tests.conftest import enrol, service_with_ca
+from tests.ca.test_reset_during_issuance import (OPERATOR, RESET_PASSWORD, key_id_of, live_records,  # noqa: F401
+                                                 service)
+from tests.conftest import enrol
 from tests.signing.holders import CLOUD_SIGNATURE, assert_signed_by, authorize_and_sign, digests, no_otp_application
-
-
-@pytest.fixture
-def service(config, tmp_path, clock):
-    return service_with_ca(config, tmp_path / "signserver.db", clock)
 
 
 def reset_once_the_enrolment_key_is_read(service, username: str) -> None:

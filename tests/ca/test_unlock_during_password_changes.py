@@ -19,19 +19,14 @@ from signserver.accounts.model import AccountKind
 from signserver.ca.authority import CertificateRequest, HolderActivation
 from signserver.errors import AuthenticationBusy
 from signserver.secret import Secret
-from signserver.store.schema import accounts, credentials
+from signserver.store.schema import accounts
 from tests.accounts.test_factor_change_races import manager_with
-from tests.conftest import PASSWORD, enrol, service_with_ca
+from tests.ca.test_reset_during_issuance import OPERATOR, key_id_of, service  # noqa: F401 - the fixture
+from tests.conftest import PASSWORD, enrol
 from tests.signing.holders import CLOUD_SIGNATURE, assert_signed_by, authorize_and_sign, digests, no_otp_application
 
-OPERATOR = "ra:test"
 ACTIVATION_PASSWORD = "Activation-pass-9"
 UNLOCKED_PASSWORD = "Unlocked-pass-7"
-
-
-@pytest.fixture
-def service(config, tmp_path, clock):
-    return service_with_ca(config, tmp_path / "signserver.db", clock)
 
 
 def recovery_code_hash(service, name: str) -> str:
@@ -42,9 +37,7 @@ def recovery_code_hash(service, name: str) -> str:
 def signs(service, name: str, credential_id: str, password: str) -> None:
     wanted = digests("after the unlock was refused")
     signatures = authorize_and_sign(service, no_otp_application(service), name, credential_id, wanted, password)
-    with service.database.read() as conn:
-        key_id = conn.execute(select(credentials.c.key_id).where(credentials.c.id == credential_id)).scalar()
-    assert_signed_by(service.packages.public_key_der(key_id), signatures, wanted)
+    assert_signed_by(service.packages.public_key_der(key_id_of(service, credential_id)), signatures, wanted)
 
 
 def test_an_unlock_that_races_a_renewal_with_a_new_password_is_refused_and_the_renewed_key_signs(service):
