@@ -54,7 +54,7 @@ from signserver.clock import Clock
 from signserver.config import CaConfig
 from signserver.errors import KeyNotFound, NotFound, SignServerError
 from signserver.hsm.algorithms import KeyAlgorithm
-from signserver.hsm.keystore import HsmKeyStore
+from signserver.hsm.keystore import HsmKeyStore, KeyInfo
 from signserver.secret import Secret
 from signserver.store.database import Database
 from signserver.store.schema import certificates
@@ -156,31 +156,79 @@ class CertificateAuthority:
     def renew_service_key(self, role: str, operator: str) -> x509.Certificate:
         """A new key in the HSM and certificate for the delegated OCSP responder (``ocsp-responder``)
         or the time-stamping authority (``tsa``), of the algorithm ``ca.ocsp_key_algorithm`` or
-        ``ca.tsa_key_algorithm`` chooses on this token.
+        ``ca.tsa_key_algorithm`` chooses on this token; returns the certificate. When another
+        node's renewal of the role commits first, that one's certificate is returned, and the key
+        made here destroyed.
 
         Raises: NotFound, ConfigurationError (the token cannot use the algorithm set),
             CertificateRefused (the issuing CA's certificate has ended), HsmError."""
+        with self._database.read() as conn:
+            current = repo.get_authority(conn, role)
+        certificate = self._replace_service_key(role, current.key_id if current is not None else None, operator)
+        if certificate is None:
+            with self._database.read() as conn:
+                certificate = repo.get_authority(conn, role).certificate
+        return certificate
+
+    def _replace_service_key(self, role: str, replacing: str | None, operator: str) -> x509.Certificate | None:
+        """:meth:`renew_service_key`'s renewal of the key ``replacing`` (None: the role has none
+        yet), or None when the role's key is no longer that one as the renewal commits: another
+        node renewed it meanwhile (two nodes' background passes overlapping), and the key generated
+        here is destroyed. Raises: as :meth:`renew_service_key`."""
         profile_name, title = {OCSP: (OCSP, "OCSP Responder"), TSA: ("timestamping", "Time-Stamping Authority")}[role]
+        purpose = f"ca-{role}"
         algorithm = service_key_algorithm(role, self.config, self._keys.session.capabilities())
         now = self._clock.now()
         issuer, issuer_key = issuing_ca(self._database, self._keys, now)
-        key_id = self._new_key(algorithm, f"ca-{role}")
-        certificate = end_entity_certificate(
-            profile=self.profile(profile_name), subject=self._ca_name(title),
-            public_key=self._keys.public_key(key_id), issuer=issuer, issuer_key=issuer_key,
-            serial=new_serial(self._database), not_before=now - CLOCK_SKEW, days=OCSP_DAYS, ca=self.config)
+        # Generated outside the transaction: a key takes seconds, and SQLite's writers would wait.
+        key = self._new_key(algorithm, purpose)
+        public_key = self._keys.public_key(key.key_id)
+        serial = new_serial(self._database)
         with self._database.transaction() as conn:
-            previous = repo.get_authority(conn, role)
-            repo.insert_certificate(conn, certificate, profile_name, None, None, None, now)
-            repo.put_authority(conn, role, key_id, certificate.public_bytes(Encoding.DER), now)
-            if previous is not None and previous.key_id and previous.key_id != key_id:
-                # Replaced in the same commit: the old key leaves the token after the grace
-                # (remove_superseded_keys), and no crash can leave it there unremembered.
-                repo.put_superseded_key(conn, previous, now)
-            repo.delete_pending_key(conn, f"ca-{role}")  # the key is the authority's now
-            self._audit.append(conn, now, "certificate.issued", operator, role,
-                               serial=format(certificate.serial_number, "x"), profile=profile_name)
-        return certificate
+            # The role's row locked, and its key compared with the one this renewal replaces: of two
+            # renewals at once, one changes it, and the other, finding it changed, changes nothing.
+            previous = repo.get_authority(conn, role, for_update=True)
+            if previous is None and replacing is None:
+                replaces = repo.add_authority(conn, role, key.key_id, None, now)  # its certificate follows
+            else:
+                replaces = previous is not None and previous.key_id == replacing
+            if replaces:
+                # Signed here, once the renewal is known to stand: a certificate the CA signs is
+                # always recorded (one HSM signature, as a revocation's CRL is signed in its own).
+                certificate = end_entity_certificate(
+                    profile=self.profile(profile_name), subject=self._ca_name(title), public_key=public_key,
+                    issuer=issuer, issuer_key=issuer_key, serial=serial, not_before=now - CLOCK_SKEW,
+                    days=OCSP_DAYS, ca=self.config)
+                repo.insert_certificate(conn, certificate, profile_name, None, None, None, now)
+                repo.put_authority(conn, role, key.key_id, certificate.public_bytes(Encoding.DER), now)
+                if previous is not None and previous.key_id and previous.key_id != key.key_id:
+                    # Replaced in the same commit: the old key leaves the token after the grace
+                    # (remove_superseded_keys), and no crash can leave it there unremembered.
+                    repo.put_superseded_key(conn, previous, now)
+                repo.delete_pending_key(conn, purpose, key.label)  # the key is the authority's now
+                self._audit.append(conn, now, "certificate.issued", operator, role,
+                                   serial=format(certificate.serial_number, "x"), profile=profile_name)
+        if replaces:
+            return certificate
+        log.info("the %s's key was renewed by another node meanwhile: the key generated here is not used", role)
+        self._discard_unused_key(purpose, key)
+        return None
+
+    def _discard_unused_key(self, purpose: str, key: KeyInfo) -> None:
+        """Destroy a key a renewal generated and did not use, unless an authority uses it: another
+        node's renewal may have found it on the token, labelled as pending, and used it. Its label
+        is forgotten once it is gone; a key the token fails to destroy stays recorded, and the next
+        renewal of the role uses it (CaSetup.new_key_info). Raises: HsmError, StoreUnavailable."""
+        with self._database.read() as conn:
+            in_use = repo.authority_key_ids(conn)
+        if key.key_id in in_use:
+            return
+        try:
+            self._keys.delete(key.key_id)
+        except KeyNotFound:
+            pass  # destroyed by the other node, which found it too and lost as well
+        with self._database.transaction() as conn:
+            repo.delete_pending_key(conn, purpose, key.label)
 
     def renew_service_keys_if_due(self, operator: str = "ca") -> list[str]:
         """Renew the OCSP responder's and the TSA's certificates (with new keys) once less than a
@@ -189,10 +237,11 @@ class CertificateAuthority:
         restored from a backup older than the last renewal names a key since removed) or their
         certificate was revoked (`signserver ca revoke`: its key compromised, say); returns the
         roles renewed. A certificate that already ends with the issuing CA is left as it is: a new
-        one could last no longer. Then, on a process's first pass, records as superseded the keys
-        that renewals of earlier versions left on the token unrecorded
-        (:meth:`LeftoverServiceKeys.record_once`), and removes the keys that renewals replaced once
-        their grace has passed (:meth:`remove_superseded_keys`).
+        one could last no longer. A role another node's pass renews meanwhile is left to it (see
+        :meth:`_replace_service_key`), so that it is renewed once. Then, on a process's first pass,
+        records as superseded the keys that renewals of earlier versions left on the token
+        unrecorded (:meth:`LeftoverServiceKeys.record_once`), and removes the keys that renewals
+        replaced once their grace has passed (:meth:`remove_superseded_keys`).
 
         Raises: ConfigurationError, HsmError: as :meth:`renew_service_key`.
         """
@@ -223,7 +272,8 @@ class CertificateAuthority:
                             certificate.serial_number)
             elif not (left < lasting / 4 and certificate.not_valid_after_utc < issuing.certificate.not_valid_after_utc):
                 continue
-            self.renew_service_key(role, operator)
+            if self._replace_service_key(role, authority.key_id, operator) is None:
+                continue  # another node's pass renewed it meanwhile
             log.info("renewed the %s certificate %x, which ends on %s", role, certificate.serial_number,
                      certificate.not_valid_after_utc.date())
             renewed.append(role)
@@ -292,7 +342,7 @@ class CertificateAuthority:
         with self._database.read() as conn:
             authority = repo.get_authority(conn, role)
         if authority is None or authority.certificate is None:
-            self.renew_service_key(role, operator)
+            self.renew_service_key(role, operator)  # or another node made it meanwhile
             with self._database.read() as conn:
                 authority = repo.get_authority(conn, role)
         return authority.key_id, authority.certificate
@@ -458,10 +508,10 @@ class CertificateAuthority:
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _new_key(self, algorithm: KeyAlgorithm, purpose: str) -> str:
+    def _new_key(self, algorithm: KeyAlgorithm, purpose: str) -> KeyInfo:
         """A key for a CA key ``purpose``; one an interrupted attempt generated is found again
-        (see :meth:`CaSetup.new_key`). Raises: UnsupportedAlgorithm, HsmError."""
-        return self._setup.new_key(algorithm, purpose)
+        (see :meth:`CaSetup.new_key_info`). Raises: UnsupportedAlgorithm, HsmError."""
+        return self._setup.new_key_info(algorithm, purpose)
 
     def _ca_name(self, role: str) -> x509.Name:
         return ca_name(self.config, role)

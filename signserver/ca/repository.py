@@ -12,6 +12,7 @@ from sqlalchemy import Connection, delete, insert, or_, select, update
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.errors import NotFound
 from signserver.store.schema import accounts, authorities, certificates, crls, pending_ca_keys, superseded_ca_keys
+from signserver.store.upsert import insert_on_conflict
 
 
 # A certificate's status as listed: the database keeps "valid" or "revoked"; a valid one whose
@@ -214,8 +215,12 @@ def revoked_entries(conn: Connection) -> list:
                         .where(certificates.c.status == "revoked").order_by(certificates.c.revoked_at)).all()
 
 
-def get_authority(conn: Connection, name: str) -> Authority | None:
-    row = conn.execute(select(authorities).where(authorities.c.name == name)).first()
+def get_authority(conn: Connection, name: str, for_update: bool = False) -> Authority | None:
+    """``for_update``: the row is locked until the transaction ends (PostgreSQL; SQLite's writers
+    hold the whole database's write lock), so that a change decided on what it says is made by
+    one node at a time."""
+    query = select(authorities).where(authorities.c.name == name)
+    row = conn.execute(query.with_for_update() if for_update else query).first()
     if row is None:
         return None
     certificate = x509.load_der_x509_certificate(row.certificate) if row.certificate else None
@@ -224,12 +229,22 @@ def get_authority(conn: Connection, name: str) -> Authority | None:
 
 def put_authority(conn: Connection, name: str, key_id: str, certificate_der: bytes | None,
                   now: datetime.datetime) -> None:
-    if conn.execute(select(authorities.c.name).where(authorities.c.name == name)).first():
-        conn.execute(update(authorities).where(authorities.c.name == name)
-                     .values(key_id=key_id, certificate=certificate_der))
-    else:
-        conn.execute(insert(authorities).values(name=name, key_id=key_id, certificate=certificate_der,
-                                                created_at=epoch_seconds(now)))
+    """Set ``name``'s key and certificate, whether it has a row or not: one statement, which two
+    nodes may run at once without either failing on the other's new row."""
+    statement = insert_on_conflict(conn, authorities).values(name=name, key_id=key_id, certificate=certificate_der,
+                                                             created_at=epoch_seconds(now))
+    conn.execute(statement.on_conflict_do_update(index_elements=[authorities.c.name], set_={
+        "key_id": statement.excluded.key_id, "certificate": statement.excluded.certificate}))
+
+
+def add_authority(conn: Connection, name: str, key_id: str, certificate_der: bytes | None,
+                  now: datetime.datetime) -> bool:
+    """Make ``name``'s row unless it has one; True when this call made it. On PostgreSQL, a row
+    another transaction is making is waited for, and then said to exist (False)."""
+    return conn.execute(insert_on_conflict(conn, authorities)
+                        .values(name=name, key_id=key_id, certificate=certificate_der, created_at=epoch_seconds(now))
+                        .on_conflict_do_nothing(index_elements=[authorities.c.name])
+                        .returning(authorities.c.name)).first() is not None
 
 
 def authority_key_ids(conn: Connection) -> set[str]:
@@ -256,12 +271,13 @@ class SupersededKey:
 
 
 def put_superseded_key(conn: Connection, authority: Authority, now: datetime.datetime) -> None:
-    """Record that ``authority``'s key was replaced ``now`` (once: recorded again, it keeps its time)."""
-    if conn.execute(select(superseded_ca_keys.c.key_id)
-                    .where(superseded_ca_keys.c.key_id == authority.key_id)).first() is None:
-        der = authority.certificate.public_bytes(Encoding.DER) if authority.certificate is not None else None
-        conn.execute(insert(superseded_ca_keys).values(key_id=authority.key_id, role=authority.name,
-                                                       certificate=der, superseded_at=epoch_seconds(now)))
+    """Record that ``authority``'s key was replaced ``now`` (once: recorded again, by this node or
+    another at the same time, it keeps its time)."""
+    der = authority.certificate.public_bytes(Encoding.DER) if authority.certificate is not None else None
+    conn.execute(insert_on_conflict(conn, superseded_ca_keys)
+                 .values(key_id=authority.key_id, role=authority.name, certificate=der,
+                         superseded_at=epoch_seconds(now))
+                 .on_conflict_do_nothing(index_elements=[superseded_ca_keys.c.key_id]))
 
 
 def superseded_keys(conn: Connection) -> list[SupersededKey]:
@@ -308,11 +324,19 @@ def pending_key_labels(conn: Connection) -> set[str]:
 
 
 def put_pending_key(conn: Connection, purpose: str, label: str, algorithm: str, now: datetime.datetime) -> None:
-    """Record the label about to be generated for ``purpose``, replacing the one before."""
-    conn.execute(delete(pending_ca_keys).where(pending_ca_keys.c.purpose == purpose))
-    conn.execute(insert(pending_ca_keys).values(purpose=purpose, label=label, algorithm=algorithm,
-                                                created_at=epoch_seconds(now)))
+    """Record the label about to be generated for ``purpose``, replacing the one before: one
+    statement, which two nodes may run at once without either failing on the other's row."""
+    statement = insert_on_conflict(conn, pending_ca_keys).values(purpose=purpose, label=label, algorithm=algorithm,
+                                                                 created_at=epoch_seconds(now))
+    conn.execute(statement.on_conflict_do_update(index_elements=[pending_ca_keys.c.purpose], set_={
+        "label": statement.excluded.label, "algorithm": statement.excluded.algorithm,
+        "created_at": statement.excluded.created_at}))
 
 
-def delete_pending_key(conn: Connection, purpose: str) -> None:
-    conn.execute(delete(pending_ca_keys).where(pending_ca_keys.c.purpose == purpose))
+def delete_pending_key(conn: Connection, purpose: str, label: str | None = None) -> None:
+    """Forget the key being generated for ``purpose``; with ``label``, only if it is that one (the
+    label another node recorded since stays)."""
+    condition = pending_ca_keys.c.purpose == purpose
+    if label is not None:
+        condition = condition & (pending_ca_keys.c.label == label)
+    conn.execute(delete(pending_ca_keys).where(condition))

@@ -174,8 +174,7 @@ class CaSetup:
                 self.discard_leftover_key("ca-root")  # a root of our own was begun and abandoned
                 key_id = self.new_key(KeyAlgorithm(self._config.issuing_key_algorithm), "ca-issuing")
                 with self._database.transaction() as conn:
-                    if repo.get_authority(conn, ISSUING) is None:
-                        repo.put_authority(conn, ISSUING, key_id, None, self._clock.now())
+                    if repo.add_authority(conn, ISSUING, key_id, None, self._clock.now()):
                         self._audit.append(conn, self._clock.now(), "ca.external_root_requested", operator, "ca")
                     repo.delete_pending_key(conn, "ca-issuing")
                     issuing = repo.get_authority(conn, ISSUING)
@@ -230,10 +229,16 @@ class CaSetup:
     # --- keys made for a step -----------------------------------------------------------
 
     def new_key(self, algorithm: KeyAlgorithm, purpose: str) -> str:
-        """The key id for a step that needs a new key for ``purpose`` (``ca-root``, ``ca-tsa``, ...):
+        """The key id of :meth:`new_key_info`'s key. Raises: as it."""
+        return self.new_key_info(algorithm, purpose).key_id
+
+    def new_key_info(self, algorithm: KeyAlgorithm, purpose: str) -> KeyInfo:
+        """The key for a step that needs a new key for ``purpose`` (``ca-root``, ``ca-tsa``, ...):
         the key generated for it by an attempt that did not commit, when it is still on the token,
         of this algorithm, and used by no authority; otherwise a newly generated one, whose label
-        is recorded first.
+        is recorded first. The key found may be one another node is generating for the same step
+        at the same time: whichever of the two commits first uses it, and the other, finding it in
+        use, leaves it on the token.
 
         Raises: UnsupportedAlgorithm, HsmError, StoreUnavailable.
         """
@@ -241,7 +246,7 @@ class CaSetup:
         if left is not None:
             if left.algorithm is algorithm:
                 log.info("using key %r, generated for %s by a set-up step that was interrupted", left.label, purpose)
-                return left.key_id
+                return left
             log.info("destroying key %r, generated for %s by an interrupted step, as %s is wanted now",
                      left.label, purpose, algorithm.value)
             self._keys.delete(left.key_id)
@@ -250,9 +255,9 @@ class CaSetup:
         label = f"{purpose}-{self._clock.now():%Y%m%d%H%M%S}-{secrets.randbelow(10**12):012d}"
         with self._database.transaction() as conn:
             repo.put_pending_key(conn, purpose, label, algorithm.value, self._clock.now())
-        key_id = self._keys.generate(algorithm, label).key_id
+        key = self._keys.generate(algorithm, label)
         self._checkpoint(f"key:{purpose}")
-        return key_id
+        return key
 
     def discard_leftover_key(self, purpose: str) -> None:
         """Destroy the key an interrupted step generated for ``purpose``, when no authority uses it.
@@ -289,9 +294,10 @@ class CaSetup:
                               issuer_public_key=private.public_key(), serial=x509.random_serial_number(),
                               not_before=now, days=ROOT_DAYS, path_length=1, crl_url=None, ca=self._config)
         with self._database.transaction() as conn:
-            made_meanwhile = repo.get_authority(conn, ROOT)
+            # Made unless another set-up made it first, even one committing at this moment.
+            made_meanwhile = None if repo.add_authority(conn, ROOT, key_id, root.public_bytes(Encoding.DER), now) \
+                else repo.get_authority(conn, ROOT)
             if made_meanwhile is None:
-                repo.put_authority(conn, ROOT, key_id, root.public_bytes(Encoding.DER), now)
                 repo.delete_pending_key(conn, "ca-root")
                 self._audit.append(conn, self._clock.now(), "ca.root_created", operator, "ca",
                                    root=format(root.serial_number, "x"))
@@ -307,9 +313,9 @@ class CaSetup:
         issuing = issuing_certificate(self._config, ca_name(self._config, "Issuing CA"), self._keys.public_key(key_id),
                                       root, root_private, x509.random_serial_number(), now)
         with self._database.transaction() as conn:
-            made_meanwhile = repo.get_authority(conn, ISSUING)
+            made_meanwhile = None if repo.add_authority(conn, ISSUING, key_id, issuing.public_bytes(Encoding.DER),
+                                                        now) else repo.get_authority(conn, ISSUING)
             if made_meanwhile is None:
-                repo.put_authority(conn, ISSUING, key_id, issuing.public_bytes(Encoding.DER), now)
                 repo.delete_pending_key(conn, "ca-issuing")
                 self._audit.append(conn, self._clock.now(), "ca.initialised", operator, "ca",
                                    root=format(root.serial_number, "x"), issuing=format(issuing.serial_number, "x"))

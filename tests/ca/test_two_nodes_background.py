@@ -1,0 +1,126 @@
+"""Two nodes (two services on one database and one token) running the same background pass at
+once, as a pass that outlasts its lease overlaps the next holder's (signserver/store/leases.py):
+each pass's work is done once, whichever node does it, and neither node's pass fails for the
+other's."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+from sqlalchemy import func, select
+
+from signserver.ca import repository as repo
+from signserver.ca.authority import OCSP, TSA
+from signserver.clock import ManualClock
+from signserver.store.schema import audit_log, certificates, pending_ca_keys, superseded_ca_keys
+from tests.ca.test_service_key_removal import RENEWAL_DUE
+from tests.conftest import service_with, service_with_ca
+
+
+def at_once(*calls, meeting: threading.Barrier | None = None) -> list:
+    """Run the calls in threads started together; returns what each returned or raised. A call that
+    raises breaks ``meeting``, so that the others do not wait at it for a node that never comes."""
+    start = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(index, call):
+        start.wait()
+        try:
+            results[index] = call()
+        except Exception as exc:  # noqa: BLE001 -- what each node's pass ended with
+            results[index] = exc
+            if meeting is not None:
+                meeting.abort()
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def meeting_after(meeting: threading.Barrier, call):
+    """``call``, after which each node waits until the other has made the same call: both passes
+    have then read what they act on before either commits what it did."""
+    def met(*args, **kwargs):
+        try:
+            return call(*args, **kwargs)
+        finally:
+            try:
+                meeting.wait()
+            except threading.BrokenBarrierError:
+                pass  # the other node's pass ended before coming here
+    return met
+
+
+def failures(results: list) -> list:
+    return [result for result in results if isinstance(result, Exception)]
+
+
+def audited(service, event: str) -> int:
+    with service.database.read() as conn:
+        return conn.execute(select(func.count()).select_from(audit_log).where(audit_log.c.event == event)).scalar()
+
+
+def test_two_nodes_renewing_the_service_certificates_at_once_renew_each_once(config, tmp_path):
+    clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
+    a = service_with_ca(config, tmp_path / "shared.db", clock)
+    b = service_with(config, a.database.url, clock)
+    with a.database.read() as conn:
+        before = {role: repo.get_authority(conn, role).key_id for role in (OCSP, TSA)}
+        issued_before = conn.execute(select(func.count()).select_from(certificates)).scalar()
+    audited_before = audited(a, "certificate.issued")
+    keys_before = {key.key_id for key in a.keys.list()}
+    meeting = threading.Barrier(2)
+    for node in (a, b):  # both have generated a new key for the role before either records it
+        node.ca._new_key = meeting_after(meeting, node.ca._new_key)
+    clock.advance(seconds=RENEWAL_DUE.total_seconds())
+
+    results = at_once(a.ca.renew_service_keys_if_due, b.ca.renew_service_keys_if_due, meeting=meeting)
+
+    assert not failures(results), results
+    assert sorted(role for renewed in results for role in renewed) == [OCSP, TSA]  # one node each, or one both
+    with a.database.read() as conn:
+        after = {role: repo.get_authority(conn, role).key_id for role in (OCSP, TSA)}
+        issued = conn.execute(select(func.count()).select_from(certificates)).scalar() - issued_before
+        superseded = set(conn.execute(select(superseded_ca_keys.c.key_id)).scalars())
+        pending = conn.execute(select(func.count()).select_from(pending_ca_keys)).scalar()
+    assert issued == 2 and audited(a, "certificate.issued") - audited_before == 2
+    assert superseded == set(before.values())  # the keys replaced, not the other node's new ones
+    assert pending == 0
+    # The key the node that lost generated is gone from the token: the only new keys are those in use.
+    assert {key.key_id for key in a.keys.list()} - keys_before == set(after.values())
+    for node in (a, b):  # both sign with the new keys
+        assert node.ca.service_key(OCSP)[0] == after[OCSP] and node.ca.service_key(TSA)[0] == after[TSA]
+
+
+def test_a_key_one_node_is_generating_that_another_node_renews_with_is_kept_and_certified_once(config, tmp_path):
+    """The other node finds the key labelled as being generated for the role (as it finds one an
+    interrupted renewal left: CaSetup.new_key_info) and commits first, with it."""
+    clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
+    a = service_with_ca(config, tmp_path / "shared.db", clock)
+    b = service_with(config, a.database.url, clock)
+    with a.database.read() as conn:
+        replaced = repo.get_authority(conn, OCSP).key_id
+        issued_before = conn.execute(select(func.count()).select_from(certificates)).scalar()
+    keys_before = {key.key_id for key in a.keys.list()}
+    renewed_by_b = []
+    generate = a.ca._new_key
+
+    def generate_then_b_renews(*args):
+        key = generate(*args)
+        renewed_by_b.append(b.ca.renew_service_key(OCSP, "ca"))
+        return key
+    a.ca._new_key = generate_then_b_renews
+
+    renewed_by_a = a.ca.renew_service_key(OCSP, "ca")
+
+    with a.database.read() as conn:
+        current = repo.get_authority(conn, OCSP)
+        issued = conn.execute(select(func.count()).select_from(certificates)).scalar() - issued_before
+        superseded = set(conn.execute(select(superseded_ca_keys.c.key_id)).scalars())
+        pending = conn.execute(select(func.count()).select_from(pending_ca_keys)).scalar()
+    assert renewed_by_a == renewed_by_b[0] == current.certificate and issued == 1
+    assert {key.key_id for key in a.keys.list()} - keys_before == {current.key_id}  # on the token, and alone
+    assert superseded == {replaced} and pending == 0
