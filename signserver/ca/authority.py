@@ -301,7 +301,8 @@ class CertificateAuthority:
         pass, which finds it gone; a key an authority signs with now is never destroyed. Other nodes
         keep no use for the old key's handles: they read the current key from the database for
         every response. Returns the key ids removed. A key the token fails to destroy is logged and
-        tried again on the next pass.
+        tried again on the next pass. Two nodes' passes at once (one outlasting its lease) may both
+        destroy a key; the one that forgets it records and returns its removal, the other neither.
 
         Raises: StoreUnavailable.
         """
@@ -323,13 +324,15 @@ class CertificateAuthority:
                     log.warning("could not remove superseded key %s (certificate %s) from the token, tried again "
                                 "on the next pass: %s", key.key_id, serial, exc)
                     continue
-                removed.append(key.key_id)
             with self._database.transaction() as conn:
-                repo.delete_superseded_key(conn, key.key_id)
-                if key.key_id not in in_use:
+                # Recorded by the pass whose DELETE forgot it: another node's pass may have read it
+                # as due too, and destroyed or forgotten it first.
+                removal = repo.delete_superseded_key(conn, key.key_id) and key.key_id not in in_use
+                if removal:
                     self._audit.append(conn, now, "ca.superseded_key_removed", operator, key.role,
                                        key=key.key_id, serial=serial)
-            if key.key_id not in in_use:
+            if removal:
+                removed.append(key.key_id)
                 log.info("removed the %s's superseded key %s (certificate %s, replaced on %s) from the token",
                          key.role, key.key_id, serial, key.superseded_at.date())
         return removed

@@ -289,8 +289,9 @@ def superseded_keys(conn: Connection) -> list[SupersededKey]:
             for row in rows]
 
 
-def delete_superseded_key(conn: Connection, key_id: str) -> None:
-    conn.execute(delete(superseded_ca_keys).where(superseded_ca_keys.c.key_id == key_id))
+def delete_superseded_key(conn: Connection, key_id: str) -> bool:
+    """Forget a superseded key; True when this call did (False: forgotten already, by another node)."""
+    return conn.execute(delete(superseded_ca_keys).where(superseded_ca_keys.c.key_id == key_id)).rowcount == 1
 
 
 def certificates_of_profiles(conn: Connection, profiles: tuple[str, ...]) -> list[tuple[str, x509.Certificate]]:

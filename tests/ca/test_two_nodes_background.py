@@ -11,9 +11,10 @@ import threading
 from sqlalchemy import func, select
 
 from signserver.ca import repository as repo
-from signserver.ca.authority import OCSP, TSA
+from signserver.ca.authority import OCSP, SUPERSEDED_KEY_GRACE, TSA
 from signserver.clock import ManualClock
 from signserver.store.schema import audit_log, certificates, pending_ca_keys, superseded_ca_keys
+from tests.ca.conftest import own_ca
 from tests.ca.test_service_key_removal import RENEWAL_DUE
 from tests.conftest import service_with, service_with_ca
 
@@ -124,3 +125,25 @@ def test_a_key_one_node_is_generating_that_another_node_renews_with_is_kept_and_
     assert renewed_by_a == renewed_by_b[0] == current.certificate and issued == 1
     assert {key.key_id for key in a.keys.list()} - keys_before == {current.key_id}  # on the token, and alone
     assert superseded == {replaced} and pending == 0
+
+
+def test_two_nodes_removing_superseded_keys_at_once_record_each_removal_once(config, tmp_path):
+    clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
+    a = own_ca(config, tmp_path / "shared.db", clock)  # its keys leave the token
+    b = service_with(config, a.database.url, clock)
+    clock.advance(seconds=RENEWAL_DUE.total_seconds())
+    assert a.ca.renew_service_keys_if_due() == [OCSP, TSA]  # two keys superseded
+    with a.database.read() as conn:
+        superseded = sorted(key.key_id for key in repo.superseded_keys(conn))
+    meeting = threading.Barrier(2)
+    for node in (a, b):  # both have read the keys due and asked the token to destroy one before either forgets it
+        node.ca._keys.delete = meeting_after(meeting, node.ca._keys.delete)
+    clock.advance(seconds=SUPERSEDED_KEY_GRACE.total_seconds() + 1)
+
+    results = at_once(a.ca.remove_superseded_keys, b.ca.remove_superseded_keys, meeting=meeting)
+
+    assert not failures(results), results
+    assert audited(a, "ca.superseded_key_removed") == 2
+    assert sorted(key for removed in results for key in removed) == superseded  # each reported by one node
+    with a.database.read() as conn:
+        assert repo.superseded_keys(conn) == []
