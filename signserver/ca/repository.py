@@ -130,18 +130,33 @@ def list_certificates(conn: Connection, now: datetime.datetime, account_id: int 
 
 def due_expiry_notices_query(now: datetime.datetime, before: datetime.datetime, limit: int):
     """The query of :func:`due_expiry_notices`: read through the index of the certificates not
-    noticed yet (schema.py, ix_certificates_due_expiry_notice), in its order."""
+    noticed yet (schema.py, ix_certificates_due_expiry_notice), in its order; the rows it reads
+    locked, those another transaction holds passed over (PostgreSQL; SQLite's writers hold the
+    whole database)."""
     return (_query().where(certificates.c.status == "valid", certificates.c.expiry_notice_at.is_(None),
                            certificates.c.account_id.is_not(None), certificates.c.not_after > epoch_seconds(now),
                            certificates.c.not_after <= epoch_seconds(before))
-            .order_by(certificates.c.not_after, certificates.c.serial).limit(limit))
+            .order_by(certificates.c.not_after, certificates.c.serial).limit(limit)
+            .with_for_update(of=certificates, skip_locked=True))
 
 
 def due_expiry_notices(conn: Connection, now: datetime.datetime, before: datetime.datetime,
                        limit: int) -> list[IssuedCertificate]:
     """Up to ``limit`` valid certificates of an account that end after ``now`` and by ``before``
-    and have had no expiry notice, soonest first: those noticed already are not read again."""
+    and have had no expiry notice, soonest first: those noticed already are not read again. Their
+    rows stay locked until the transaction ends; a row another transaction has locked (a
+    revocation's, another node's expiry pass's) is left out, not waited for."""
     return [_issued(r, now) for r in conn.execute(due_expiry_notices_query(now, before, limit))]
+
+
+def mark_expiry_noticed(conn: Connection, serials: list[str], now: datetime.datetime) -> set[str]:
+    """Record that the certificates of ``serials`` were noticed ``now``, those not noticed yet, in
+    one statement; returns the serials this call marked."""
+    if not serials:
+        return set()
+    return set(conn.execute(update(certificates)
+                            .where(certificates.c.serial.in_(serials), certificates.c.expiry_notice_at.is_(None))
+                            .values(expiry_notice_at=epoch_seconds(now)).returning(certificates.c.serial)).scalars())
 
 
 def page_query(now: datetime.datetime, size: int, after: PagePosition | None = None, account_id: int | None = None,

@@ -8,15 +8,16 @@ from __future__ import annotations
 import datetime
 import threading
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, insert, select
 
 from signserver.ca import repository as repo
 from signserver.ca.authority import OCSP, SUPERSEDED_KEY_GRACE, TSA
-from signserver.clock import ManualClock
+from signserver.clock import ManualClock, epoch_seconds
 from signserver.store.schema import audit_log, certificates, pending_ca_keys, superseded_ca_keys
 from tests.ca.conftest import own_ca
 from tests.ca.test_service_key_removal import RENEWAL_DUE
-from tests.conftest import service_with, service_with_ca
+from tests.conftest import ON_POSTGRESQL, enrol, service_with, service_with_ca
 
 
 def at_once(*calls, meeting: threading.Barrier | None = None) -> list:
@@ -147,3 +148,84 @@ def test_two_nodes_removing_superseded_keys_at_once_record_each_removal_once(con
     assert sorted(key for removed in results for key in removed) == superseded  # each reported by one node
     with a.database.read() as conn:
         assert repo.superseded_keys(conn) == []
+
+
+def due_certificates(config, tmp_path) -> tuple:
+    """Two nodes on a database with 250 certificates due for their expiry notice (three batches of
+    the pass), soonest first."""
+    clock = ManualClock(datetime.datetime(2026, 11, 21, tzinfo=datetime.timezone.utc))
+    a = service_with(config, tmp_path / "notices.db", clock)
+    a.ca.initialise("operator:test")
+    created, _ = enrol(a, "notice-holder")
+    now = epoch_seconds(clock.now())
+    due = [f"{i:x}" for i in range(0x10000, 0x10000 + 250)]
+    with a.database.transaction() as conn:
+        template = dict(conn.execute(select(certificates).limit(1)).mappings().first())
+        conn.execute(insert(certificates), [
+            dict(template, serial=serial, account_id=created.account.id, credential_id=None, predecessor_serial=None,
+                 status="valid", issued_at=now - 1000, not_after=now + 86400 + i) for i, serial in enumerate(due)])
+    return a, service_with(config, a.database.url, clock), due
+
+
+def check_noticed_once(service, due: list[str], revoked: list[str], sent: int) -> None:
+    """A certificate revoked before the pass came to it is not noticed; every other one is, once."""
+    with service.database.read() as conn:
+        noticed = set(conn.execute(select(certificates.c.serial).where(
+            certificates.c.expiry_notice_at.is_not(None))).scalars())
+    assert noticed | set(revoked) == set(due)
+    assert sent == len(noticed) == audited(service, "certificate.expiry_notice")
+
+
+def test_an_expiry_pass_on_one_node_and_revocations_on_another_do_not_fail_each_other(config, tmp_path):
+    a, b, due = due_certificates(config, tmp_path)
+    # Certificates the pass reaches late in its first batch, and in the later ones: it has
+    # appended audit records for the ones before when it comes to them.
+    revoked = due[60:100:8] + due[160:200:8]
+
+    results = at_once(a.ca.send_expiry_notices,
+                      *[lambda serial=serial: b.ca.revoke(serial, "superseded", "ra:test") for serial in revoked])
+
+    assert not failures(results), failures(results)
+    check_noticed_once(a, due, revoked, results[0])
+
+
+def _outcome(call, *args):
+    try:
+        return call(*args)
+    except Exception as exc:  # noqa: BLE001 -- what the call ended with
+        return exc
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="row locks are PostgreSQL's: SQLite's writers take turns, whole")
+def test_a_revocation_holding_its_certificate_while_an_expiry_pass_holds_the_audit_chain_does_not_deadlock(
+        config, tmp_path):
+    """The revocation has locked its certificate's row and appends its audit record once the pass
+    has appended its first one (and holds ``audit_head``); the certificate being revoked is the
+    pass's second."""
+    a, b, due = due_certificates(config, tmp_path)
+    row_locked, chain_held = threading.Event(), threading.Event()
+    append_revocation, append_notice = b.audit.append, a.audit.append
+
+    def revocation_appends(*args, **kwargs):
+        row_locked.set()  # the revocation's UPDATE came before
+        assert chain_held.wait(60), "the expiry pass never appended a record"  # a guard, not a timing
+        return append_revocation(*args, **kwargs)
+
+    def pass_appends(*args, **kwargs):
+        record = append_notice(*args, **kwargs)
+        chain_held.set()
+        return record
+    b.audit.append, a.audit.append = revocation_appends, pass_appends
+    revoked = due[1]
+    revocation: list = []
+    revoking = threading.Thread(target=lambda: revocation.append(
+        _outcome(b.ca.revoke, revoked, "superseded", "ra:test")))
+    revoking.start()
+    assert row_locked.wait(60), "the revocation never came to its audit record"
+
+    sent = _outcome(a.ca.send_expiry_notices)
+    chain_held.set()  # should the pass have failed before its first record
+    revoking.join()
+
+    assert not failures([sent, *revocation]), failures([sent, *revocation])
+    check_noticed_once(a, due, [revoked], sent)
