@@ -170,6 +170,20 @@ class CertificateAuthority:
                 certificate = repo.get_authority(conn, role).certificate
         return certificate
 
+    def make_service_key(self, role: str, operator: str) -> x509.Certificate:
+        """The certificate of ``ocsp-responder`` or ``tsa``, made with a new key as
+        :meth:`renew_service_key` makes one when the role has none; one that another node's set-up
+        makes meanwhile is returned, and not replaced. Raises: as :meth:`renew_service_key`."""
+        with self._database.read() as conn:
+            current = repo.get_authority(conn, role)
+        if current is None or current.certificate is None:
+            made = self._replace_service_key(role, None, operator)
+            if made is not None:
+                return made
+            with self._database.read() as conn:
+                current = repo.get_authority(conn, role)
+        return current.certificate
+
     def _replace_service_key(self, role: str, replacing: str | None, operator: str) -> x509.Certificate | None:
         """:meth:`renew_service_key`'s renewal of the key ``replacing`` (None: the role has none
         yet), or None when the role's key is no longer that one as the renewal commits: another
@@ -345,7 +359,7 @@ class CertificateAuthority:
         with self._database.read() as conn:
             authority = repo.get_authority(conn, role)
         if authority is None or authority.certificate is None:
-            self.renew_service_key(role, operator)  # or another node made it meanwhile
+            self.make_service_key(role, operator)  # or another node made it meanwhile
             with self._database.read() as conn:
                 authority = repo.get_authority(conn, role)
         return authority.key_id, authority.certificate

@@ -90,7 +90,7 @@ class CaStatus:
 class ServiceSteps(Protocol):
     """The authority's own operations that the last set-up steps are."""
 
-    def renew_service_key(self, role: str, operator: str) -> x509.Certificate: ...
+    def make_service_key(self, role: str, operator: str) -> x509.Certificate: ...
 
     def publish_crls(self, root: bool = True) -> None: ...
 
@@ -334,7 +334,7 @@ class CaSetup:
         status = self.status()
         for role, done in ((OCSP, status.ocsp_responder), (TSA, status.tsa)):
             if done is None:
-                self._service_steps.renew_service_key(role, operator)
+                self._service_steps.make_service_key(role, operator)  # unless another set-up made it meanwhile
                 self._checkpoint(role)
         if not status.steps[CRLS]:
             self._service_steps.publish_crls()

@@ -128,6 +128,49 @@ def test_a_key_one_node_is_generating_that_another_node_renews_with_is_kept_and_
     assert superseded == {replaced} and pending == 0
 
 
+def test_a_set_up_resumed_on_two_nodes_at_once_makes_the_missing_service_key_once(config, tmp_path):
+    """A set-up stopped before the TSA, resumed by two nodes starting: the other node makes the
+    TSA's key and certificate after this node found them missing, before it makes them."""
+    clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
+    a = service_with(config, tmp_path / "shared.db", clock)
+    with pytest.raises(Interrupted):
+        a.ca.initialise("operator:test", checkpoint=interrupted_at(OCSP))
+    b = service_with(config, a.database.url, clock)
+    keys_before = {key.key_id for key in a.keys.list()}
+    read_status, reads = b.ca._setup.status, []
+
+    def status_then_the_other_node_resumes():
+        status = read_status()
+        reads.append(status)
+        if len(reads) == 2:  # the one the set-up's last steps are chosen by
+            a.ca.initialise("operator:test")
+        return status
+    b.ca._setup.status = status_then_the_other_node_resumes
+
+    b.ca.initialise("operator:test")
+
+    assert reads[1].missing == [TSA, "crls"]
+    with a.database.read() as conn:
+        tsa = repo.get_authority(conn, TSA)
+        superseded = repo.superseded_keys(conn)
+        tsa_certificates = conn.execute(select(func.count()).select_from(certificates)
+                                        .where(certificates.c.profile == "timestamping")).scalar()
+    assert tsa_certificates == 1 and superseded == []
+    assert {key.key_id for key in a.keys.list()} - keys_before == {tsa.key_id}
+    assert b.ca.service_key(TSA) == (tsa.key_id, tsa.certificate)
+
+
+class Interrupted(Exception):
+    """Stands for the process stopping at a set-up's checkpoint."""
+
+
+def interrupted_at(point: str):
+    def checkpoint(step: str) -> None:
+        if step == point:
+            raise Interrupted(step)
+    return checkpoint
+
+
 def test_two_nodes_removing_superseded_keys_at_once_record_each_removal_once(config, tmp_path):
     clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
     a = own_ca(config, tmp_path / "shared.db", clock)  # its keys leave the token
