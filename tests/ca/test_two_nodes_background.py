@@ -17,6 +17,7 @@ from signserver.clock import ManualClock, epoch_seconds
 from signserver.store.schema import audit_log, certificates, pending_ca_keys, superseded_ca_keys
 from tests.ca.conftest import own_ca
 from tests.ca.test_service_key_removal import RENEWAL_DUE
+from tests.ca.test_setup_resume import Crash, crash_at
 from tests.conftest import ON_POSTGRESQL, enrol, service_with, service_with_ca
 
 
@@ -133,8 +134,8 @@ def test_a_set_up_resumed_on_two_nodes_at_once_makes_the_missing_service_key_onc
     TSA's key and certificate after this node found them missing, before it makes them."""
     clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
     a = service_with(config, tmp_path / "shared.db", clock)
-    with pytest.raises(Interrupted):
-        a.ca.initialise("operator:test", checkpoint=interrupted_at(OCSP))
+    with pytest.raises(Crash):
+        a.ca.initialise("operator:test", checkpoint=crash_at(OCSP))
     b = service_with(config, a.database.url, clock)
     keys_before = {key.key_id for key in a.keys.list()}
     read_status, reads = b.ca._setup.status, []
@@ -158,17 +159,6 @@ def test_a_set_up_resumed_on_two_nodes_at_once_makes_the_missing_service_key_onc
     assert tsa_certificates == 1 and superseded == []
     assert {key.key_id for key in a.keys.list()} - keys_before == {tsa.key_id}
     assert b.ca.service_key(TSA) == (tsa.key_id, tsa.certificate)
-
-
-class Interrupted(Exception):
-    """Stands for the process stopping at a set-up's checkpoint."""
-
-
-def interrupted_at(point: str):
-    def checkpoint(step: str) -> None:
-        if step == point:
-            raise Interrupted(step)
-    return checkpoint
 
 
 def test_two_nodes_removing_superseded_keys_at_once_record_each_removal_once(config, tmp_path):
