@@ -121,11 +121,13 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
     p = command("import", cmd_import, "ceremony, DESTINATION token: unwrap the shared keys with the transport "
                                       "key, check them, destroy the transport key")
     p.add_argument("label", nargs="?", type=text_argument,
-                   help="a key the file must hold (every key of the file is imported)")
+                   help="a key the file must hold (every key of the file is imported); names the key of a bare "
+                        "--check-value HEX")
     p.add_argument("--in", dest="infile", type=Path, required=True, help="the wrapped keys file")
     p.add_argument("--check-value", required=True, type=text_argument,
-                   help="the check values as the source printed them, LABEL=HEX,LABEL=HEX (a bare HEX for a file "
-                        "of one key); take them over another channel than the file")
+                   help="the check values as the source printed them, LABEL=HEX,LABEL=HEX (for a file of one key, "
+                        "a bare HEX with the key's label before --in); take them over another channel than the "
+                        "file")
 
 
 # --- rotation -----------------------------------------------------------------------------
@@ -450,7 +452,7 @@ def cmd_import(args, config: Config) -> int:
     if args.label and args.label not in wrapped.labels:
         raise InvalidArgument(f"{args.infile} holds {', '.join(wrapped.labels)}, not {args.label!r}")
     service = open_service(args, config)
-    imported = ceremony.import_keys(service.keys.session, wrapped, args.check_value)
+    imported = ceremony.import_keys(service.keys.session, wrapped, args.check_value, args.label)
     _say(args, {"keys": [{"label": key.label, "kind": key.kind, "check_value": key.check_value,
                           "stored": key.stored} for key in imported]},
          "\n".join(f"{'imported' if key.stored else 'already held'} {key.label} (check value {key.check_value})"

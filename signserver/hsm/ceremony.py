@@ -16,6 +16,10 @@ without AES-GCM: a token lacking any of them cannot serve the holders of a datab
    transport private key, compares it with the one the source read out (given out of band),
    stores the keys it lacks with their attributes, and destroys the transport key pair.
 
+A check value covers the key's label and kind as well as the key (see :func:`check_block`), and
+the kind, which sets what the stored key may do, follows from the label: a file whose label or
+kind was altered on its way matches no check value the source printed.
+
 The wrapped file opens only with that one transport key, which never leaves the destination
 token and is destroyed once used: a copied or intercepted file is useless.
 """
@@ -41,10 +45,10 @@ from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from signserver.errors import AlreadyExists, DataCorrupted, HsmOperationFailed, InvalidArgument, KeyNotFound
 from signserver.hsm.array_attributes import ArrayAttributeMapper
 from signserver.hsm.label_text import LabelTextMapper
-from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys, encrypted_block
+from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys, encrypted_block, master_number
 from signserver.hsm.module import load_module, pkcs11_lock
 from signserver.hsm.pin_guard import PinGuard
-from signserver.hsm.sealing import SEALING_MAC_TEMPLATE, SEALING_TEMPLATE, SealingKey
+from signserver.hsm.sealing import MAC_LABEL_SUFFIX, SEALING_LABEL, SEALING_MAC_TEMPLATE, SEALING_TEMPLATE, SealingKey
 from signserver.hsm.session import TokenSession, find_token
 from signserver.hsm.translate import translate
 from signserver.secret import Secret
@@ -54,8 +58,9 @@ log = logging.getLogger(__name__)
 TRANSPORT_LABEL_PREFIX = "signserver-transport-"
 TRUSTED_LABEL = f"{TRANSPORT_LABEL_PREFIX}trusted"  # the source's copy of the transport public key
 TRANSPORT_BITS = 3072
-FILE_FORMAT = "signserver wrapped keys 2"
-_SINGLE_MASTER_FORMAT = "signserver wrapped master key 1"  # files of earlier versions: still imported
+FILE_FORMAT = "signserver wrapped keys 3"
+# Files of earlier versions, refused: their check values cover the key alone, not its label and kind.
+_EARLIER_FORMATS = ("signserver wrapped keys 2", "signserver wrapped master key 1")
 # SoftHSM 2.6.1 wraps under RSA only with OAEP over SHA-1 and MGF1-SHA-1 (measured). OAEP's
 # security does not rest on SHA-1's collision resistance.
 WRAP_MECHANISM = Mechanism.RSA_PKCS_OAEP
@@ -64,14 +69,14 @@ WRAP_NAME = "rsa-oaep-sha1"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 MASTER, SEALING, SEALING_MAC = "master", "sealing", "sealing-mac"  # the kinds of shared key
-# The ceremony's check values are whole blocks: an AES key's encryption of CHECK_BLOCK, a MAC
-# key's HMAC-SHA256 of it (its first 16 bytes). Not the usual 3-byte check value (what
-# CKA_CHECK_VALUE holds, and `status` shows): one key in 2**24 matches it, and whoever alters the
-# file on its way can wrap a key of their choice under the (public) transport key. Nor of a zero
-# block: an AES-GCM key's encryption of zeros is its authentication subkey (GHASH's H), which would
-# let whoever reads it forge sealed values.
+# The ceremony's check values are whole blocks: an AES key's encryption of the key's check block
+# (:func:`check_block`), a MAC key's HMAC-SHA256 of it (its first 16 bytes). Not the usual 3-byte
+# check value (what CKA_CHECK_VALUE holds, and `status` shows): one key in 2**24 matches it, and
+# whoever alters the file on its way can wrap a key of their choice under the (public) transport
+# key. Nor of a zero block: an AES-GCM key's encryption of zeros is its authentication subkey
+# (GHASH's H), which would let whoever reads it forge sealed values.
 CHECK_VALUE_BYTES = 16
-CHECK_BLOCK = b"signserver-check"
+_CHECK_CONTEXT = b"signserver-check"
 _ZERO_BLOCK = bytes(16)
 _TEMPLATES = {MASTER: MASTER_TEMPLATE, SEALING: SEALING_TEMPLATE, SEALING_MAC: SEALING_MAC_TEMPLATE}
 _KEY_TYPES = {MASTER: KeyType.AES, SEALING: KeyType.AES, SEALING_MAC: KeyType.GENERIC_SECRET}
@@ -100,6 +105,37 @@ _CHECK_PROBE = {  # a moment's session copy of a received key, to compute its ch
     Attribute.SIGN: False, Attribute.VERIFY: False, Attribute.DERIVE: False,
 }
 _MAC_CHECK_PROBE = {**_CHECK_PROBE, Attribute.ENCRYPT: False, Attribute.SIGN: True}  # a MAC key only computes MACs
+
+
+def kind_of(label: str) -> str | None:
+    """The kind of shared key ``label`` names (``signserver-master-N``, the sealing key's, its MAC
+    key's), or None for a label no shared key bears."""
+    try:
+        if master_number(label) is not None:
+            return MASTER
+    except ValueError:  # digits int() does not read, such as superscripts: no master key's label
+        return None
+    return {SEALING_LABEL: SEALING, SEALING_LABEL + MAC_LABEL_SUFFIX: SEALING_MAC}.get(label)
+
+
+def check_kind(label: str, kind: str) -> None:
+    """Raises: InvalidArgument: ``label`` names no shared key, or a key of another kind."""
+    named = kind_of(label)
+    if named is None:
+        raise InvalidArgument(f"{label!r} names no key the tokens share (signserver-master-N, {SEALING_LABEL}, "
+                              f"{SEALING_LABEL + MAC_LABEL_SUFFIX})")
+    if named != kind:
+        raise InvalidArgument(f"the file says {label!r} is a {kind} key, but {label!r} is a {named} key: the file "
+                              "was altered; nothing was imported")
+
+
+def check_block(kind: str, label: str) -> bytes:
+    """The block a key's ceremony check value is computed over: derived from its kind and label,
+    so that the same key under another label or kind has another check value (a master key
+    stored as the sealing key, or as a key that may encrypt, matches nothing the source printed).
+    Not a zero block (see CHECK_VALUE_BYTES)."""
+    return hashlib.sha256(b"\0".join([_CHECK_CONTEXT, kind.encode(), label.encode("utf-8", "surrogatepass")])
+                          ).digest()[:16]
 
 
 @dataclass(frozen=True)
@@ -158,30 +194,35 @@ class WrappedKeys:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "WrappedKeys":
-        """Raises: InvalidArgument: not a wrapped keys file."""
+        """Raises: InvalidArgument: not a wrapped keys file, one of an earlier version, or one that
+        gives a key a kind its label does not name (see :func:`kind_of`)."""
         try:
             fields = json.loads(data)
             if fields.get("mechanism") != WRAP_NAME:
                 raise ValueError("mechanism")
-            if fields.get("format") == _SINGLE_MASTER_FORMAT:
-                entries = [dict(fields, kind=MASTER)]
-            elif fields.get("format") == FILE_FORMAT:
-                entries = fields["keys"]
-            else:
+            if fields.get("format") in _EARLIER_FORMATS:
+                raise InvalidArgument(
+                    "the wrapped keys file was made by an earlier version of signserver, whose check values do not "
+                    "cover each key's label and kind: export again with this version (the transport key pair "
+                    "stays on this token for it); nothing was imported")
+            if fields.get("format") != FILE_FORMAT:
                 raise ValueError("format")
             keys = tuple(WrappedKey(label=str(entry["label"]), kind=str(entry["kind"]),
                                     check_value=str(entry["check_value"]),
-                                    wrapped=base64.b64decode(entry["wrapped"], validate=True)) for entry in entries)
+                                    wrapped=base64.b64decode(entry["wrapped"], validate=True))
+                         for entry in fields["keys"])
             labels = [key.label for key in keys]
-            if not keys or len(set(labels)) != len(labels) or any(key.kind not in _TEMPLATES for key in keys):
+            if not keys or len(set(labels)) != len(labels) or any(kind_of(label) is None for label in labels):
                 raise ValueError("keys")
             transport = fields["transport_key_sha256"]
             # The transport key pair is found by it (its CKA_ID): a SHA-256 in hex, nothing else.
             if not isinstance(transport, str) or not _SHA256_HEX.fullmatch(transport):
                 raise ValueError("transport_key_sha256")
-            return cls(transport, keys)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # RecursionError: nested too deep
             raise InvalidArgument("not a wrapped keys file (made by `signserver hsm master export`)") from None
+        for key in keys:
+            check_kind(key.label, key.kind)
+        return cls(transport, keys)
 
 
 def check_values_text(keys: list[SharedKey] | tuple[WrappedKey, ...]) -> str:
@@ -189,12 +230,14 @@ def check_values_text(keys: list[SharedKey] | tuple[WrappedKey, ...]) -> str:
     return ",".join(f"{key.label}={key.check_value}" for key in keys)
 
 
-def parse_check_values(text: str, labels: list[str]) -> dict[str, str]:
+def parse_check_values(text: str, labels: list[str], named: str | None = None) -> dict[str, str]:
     """The check values given out of band, by label: ``label=hex,...`` naming every key of the
-    file, or a bare hex value when the file holds one key.
+    file, or a bare hex value when the file holds one key and ``named`` is its label (the
+    administrator says which key they expect: a check value covers its key's label, and the
+    file's label alone would say which key that is).
 
-    Raises: InvalidArgument: malformed, not hex, not of CHECK_VALUE_BYTES, or not naming
-        exactly the file's keys.
+    Raises: InvalidArgument: malformed, not hex, not of CHECK_VALUE_BYTES, not naming exactly the
+        file's keys, or a bare value without ``named`` or for another key than ``named``.
     """
     given: dict[str, str] = {}
     for part in (p.strip() for p in text.split(",")):
@@ -203,7 +246,10 @@ def parse_check_values(text: str, labels: list[str]) -> dict[str, str]:
             if len(labels) != 1 or len(text.split(",")) != 1:
                 raise InvalidArgument(f"give a check value for each key of the file, as `label=hex,...`: "
                                       f"{', '.join(labels)}")
-            label = labels[0]
+            if named is None:
+                raise InvalidArgument(f"name the key the check value is for: `import {labels[0]} --check-value HEX`, "
+                                      f"or `--check-value {labels[0]}=HEX`, as the source printed it")
+            label = named
         label, value = label.strip(), value.strip().lower()
         try:
             bytes.fromhex(value)
@@ -398,16 +444,19 @@ def export_keys(session: TokenSession, masters: MasterKeys, sealing: SealingKey,
 
 def _shared(s: pkcs11.Session, masters: MasterKeys, sealing: SealingKey,
             label: str) -> tuple[SharedKey, pkcs11.SecretKey]:
-    """Raises: KeyNotFound, InvalidArgument (a sealing key that cannot leave the token)."""
-    if label == sealing.mac_label:
+    """Raises: KeyNotFound, InvalidArgument (no shared key's label, or a sealing key that cannot
+    leave the token)."""
+    kind = kind_of(label)
+    if kind is None or (kind != MASTER and label not in (sealing.label, sealing.mac_label)):
+        raise InvalidArgument(f"{label!r} is no key the tokens share: name a master key (signserver-master-N), "
+                              f"{sealing.label} or {sealing.mac_label}")
+    if kind == SEALING_MAC:
         key = sealing.mac_handle(s, create=False)
-        kind = SEALING_MAC
-    elif label == sealing.label:
+    elif kind == SEALING:
         key = sealing.handle(s)  # made now if the token has none yet: the destination then shares it from the start
-        kind = SEALING
     else:
         key = masters.handle(s, label)
-        return SharedKey(label, MASTER, _check_value(s, MASTER, key)), key
+        return SharedKey(label, MASTER, _check_value(s, MASTER, label, key)), key
     if not key[Attribute.EXTRACTABLE]:
         raise InvalidArgument(
             f"the sealing key {label!r} on this token was made before sealing keys could be copied, or on a token "
@@ -416,22 +465,25 @@ def _shared(s: pkcs11.Session, masters: MasterKeys, sealing: SealingKey,
             "Copy the master keys alone (`signserver hsm master export signserver-master-N`, one by one); a "
             "holder's OTP seed then opens only on the token whose server sealed it (`signserver account "
             "reset-otp` seals a new one)")
-    return SharedKey(label, kind, _check_value(s, kind, key)), key
+    return SharedKey(label, kind, _check_value(s, kind, label, key)), key
 
 
-def _check_value(s: pkcs11.Session, kind: str, key: pkcs11.SecretKey) -> str:
-    """The key's ceremony check value (CHECK_VALUE_BYTES, hex), computed in the token with what
-    the key may do: a master key only wraps, a sealing key encrypts, a MAC key computes MACs.
+def _check_value(s: pkcs11.Session, kind: str, label: str, key: pkcs11.SecretKey, probe: bool = False) -> str:
+    """The ceremony check value (CHECK_VALUE_BYTES, hex) of ``key`` as the ``kind`` key ``label``,
+    computed in the token with what the key may do: a master key only wraps, a sealing key
+    encrypts, a MAC key computes MACs; a ``probe`` (see :func:`_check_values_of`) of an AES key
+    encrypts, whatever its kind.
 
     Raises: pkcs11.PKCS11Error.
     """
+    block = check_block(kind, label)
     if kind == SEALING_MAC:
-        block = key.sign(CHECK_BLOCK, mechanism=Mechanism.SHA256_HMAC)
-    elif kind == MASTER:
-        block = encrypted_block(s, key, CHECK_BLOCK)
+        value = key.sign(block, mechanism=Mechanism.SHA256_HMAC)
+    elif kind == MASTER and not probe:
+        value = encrypted_block(s, key, block)
     else:
-        block = key.encrypt(CHECK_BLOCK, mechanism=Mechanism.AES_ECB)
-    return bytes(block)[:CHECK_VALUE_BYTES].hex()
+        value = key.encrypt(block, mechanism=Mechanism.AES_ECB)
+    return bytes(value)[:CHECK_VALUE_BYTES].hex()
 
 
 def discard_trusted_key(session: TokenSession) -> None:
@@ -451,21 +503,28 @@ def _destroy_trusted(session: TokenSession, s: pkcs11.Session) -> None:
 
 # --- destination: unwrap, check, destroy the transport key pair -------------------------------
 
-def import_keys(session: TokenSession, wrapped: WrappedKeys, expected_check_values: str) -> list[ImportedKey]:
-    """Check every key of the file against the check value the source read out, store the ones
+def import_keys(session: TokenSession, wrapped: WrappedKeys, expected_check_values: str,
+                named: str | None = None) -> list[ImportedKey]:
+    """Check every key of the file against the check value the source read out (which covers its
+    label and kind, the kind following from the label), store the ones
     the token lacks (a key it already holds with that check value is left as it is), and destroy
     the transport key pair. All or nothing: any key whose check value differs, or whose label the
     token holds for another key, and nothing is stored (and the transport key pair stays, for a
     new export).
 
+    ``named``: the key a bare check value is for (see :func:`parse_check_values`).
+
     Raises:
-        InvalidArgument: the check values are malformed or do not name the file's keys.
+        InvalidArgument: the check values are malformed or do not name the file's keys; a key's
+            kind is not the one its label names.
         KeyNotFound: the transport key pair is not on this token (another token's file, or used).
         DataCorrupted: the file does not unwrap, or a key's check value differs.
         AlreadyExists: the token holds another key under one of the labels.
         HsmError.
     """
-    expected = parse_check_values(expected_check_values, wrapped.labels)
+    for key in wrapped.keys:  # a file read by WrappedKeys.from_bytes is checked already
+        check_kind(key.label, key.kind)
+    expected = parse_check_values(expected_check_values, wrapped.labels, named)
 
     def unwrap(s: pkcs11.Session) -> list[ImportedKey]:
         private, pair = _transport_pair(session, s, wrapped.transport_fingerprint)
@@ -525,14 +584,17 @@ def _held(s: pkcs11.Session, session: TokenSession, key: WrappedKey, check_value
     if not found:
         return False
     try:
-        held = _check_value(s, key.kind, found[0])
+        held = _check_value(s, key.kind, key.label, found[0])
     except p11.PKCS11Error:  # a key of another kind, or one that may not do what the check needs
         held = ""
     if held and held == check_value:
         return True
     consequence = ("storing the source's would make the OTP seeds sealed here unreadable; start the "
                    "destination's server only after the key ceremony" if key.kind in (SEALING, SEALING_MAC)
-                   else "it is not the source's key")
+                   else "it is not the source's key. A key a rotation on this token left, one the database never "
+                   "recorded or records with another check value (`signserver hsm master status` shows it as "
+                   "unrecorded, or as a different key), is destroyed by `signserver hsm master retire --orphans` "
+                   "run on this token")
     raise AlreadyExists(f"the token already holds another key labelled {key.label!r} (check value "
                         f"{held or 'unknown'}): {consequence}. Nothing was imported")
 
@@ -552,7 +614,7 @@ def _store(transport_private: pkcs11.PrivateKey, key: WrappedKey,
 
 def _check_values_of(s: pkcs11.Session, transport_private: pkcs11.PrivateKey,
                      key: WrappedKey) -> tuple[str, str | None]:
-    """The wrapped key's ceremony check value (see CHECK_BLOCK) and, for an AES key, its usual one
+    """The wrapped key's ceremony check value (see :func:`check_block`) and, for an AES key, its usual one
     (the first 3 bytes of its encryption of a zero block), computed in the token: a session copy
     able only to encrypt (or to compute MACs) is unwrapped, used once and destroyed, since a master
     key itself may not encrypt.
@@ -567,7 +629,7 @@ def _check_values_of(s: pkcs11.Session, transport_private: pkcs11.PrivateKey,
     except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid, p11.GeneralError):
         raise DataCorrupted("a wrapped key does not unwrap: the file was altered") from None
     try:
-        ceremony = _check_value(s, SEALING_MAC if is_mac else SEALING, probe)  # the probe encrypts, as a sealing key
+        ceremony = _check_value(s, key.kind, key.label, probe, probe=True)
         usual = None if is_mac else bytes(probe.encrypt(_ZERO_BLOCK, mechanism=Mechanism.AES_ECB))[:3].hex()
         return ceremony, usual
     finally:

@@ -283,7 +283,7 @@ def test_an_unreadable_configuration_file_is_one_line(state_dir, tmp_path):
 def test_import_of_a_file_with_a_bad_transport_fingerprint_is_refused(state_dir, token, tmp_path, fingerprint):
     wrapped = tmp_path / "keys.wrapped"
     wrapped.write_text(json.dumps({
-        "format": "signserver wrapped keys 2", "mechanism": "rsa-oaep-sha1", "transport_key_sha256": fingerprint,
+        "format": "signserver wrapped keys 3", "mechanism": "rsa-oaep-sha1", "transport_key_sha256": fingerprint,
         "keys": [{"label": "signserver-master-1", "kind": "master", "check_value": "abcdef", "wrapped": "AAAA"}]}))
     refused = master(state_dir, tmp_path, token, "import", "--in", str(wrapped), "--check-value", "abcdef")
     assert_refused(refused, EXIT_ERROR, "not a wrapped keys file")
