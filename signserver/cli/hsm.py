@@ -16,7 +16,7 @@ from signserver.cli.output import print_fields, print_json, print_table
 from signserver.cli.pins import read_optional_pin, read_pin, write_pin_file
 from signserver.cli.text import ask, text_argument
 from signserver.config import USER_PIN_ENV, Config, read_secret_file
-from signserver.errors import ConfigurationError, InvalidArgument, SignServerError
+from signserver.errors import ConfigurationError, InvalidArgument, KeyNotFound, SignServerError
 from signserver.hsm.admin import SlotStatus, TokenAdministrator, check_signature, count_objects
 from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import KeyInfo
@@ -278,7 +278,11 @@ def cmd_delete(args, config: Config) -> int:
     if args.unnamed:
         return _delete_unnamed(args, config)
     service = open_service(args, config)
-    key = service.find_key(args.key)
+    try:
+        key = service.find_key(args.key)
+    except KeyNotFound:
+        _refuse_shared_key(args.key)
+        raise
     if not args.yes:
         if not sys.stdin.isatty():
             raise InvalidArgument("deleting a key cannot be undone: pass --yes to confirm")
@@ -292,6 +296,24 @@ def cmd_delete(args, config: Config) -> int:
     else:
         print(f"deleted key {key.label!r} ({key.key_id})")
     return 0
+
+
+def _refuse_shared_key(label: str) -> None:
+    """`delete` deletes key pairs: a key the tokens share (a master key, an OTP sealing key) is a
+    secret key it does not see, and says where such a key goes.
+
+    Raises: KeyNotFound: ``label`` is a shared key's.
+    """
+    from signserver.hsm.ceremony import MASTER, kind_of
+
+    kind = kind_of(label)
+    if kind == MASTER:
+        raise KeyNotFound(f"no key pair labelled {label!r} on the token: {label!r} is a master key, which `signserver "
+                          "hsm master retire` destroys once no package needs it; one the database never recorded, "
+                          "or records with another check value, `signserver hsm master retire --orphans`") from None
+    if kind is not None:
+        raise KeyNotFound(f"no key pair labelled {label!r} on the token: {label!r} is an OTP sealing key, which no "
+                          "command deletes (the OTP seeds sealed under it would not open again)") from None
 
 
 def _delete_unnamed(args, config: Config) -> int:

@@ -99,8 +99,9 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
                                       "ones this token still holds)")
     p.add_argument("--orphans", action="store_true",
                    help="also destroy the master keys on this token that the database never recorded (made by a "
-                        "rotation that stopped before recording them; `status` lists them as unrecorded); asks "
-                        "for confirmation")
+                        "rotation that stopped before recording them; `status` lists them as unrecorded), and "
+                        "the keys under a label it records whose check value is not the recorded one (`status`: "
+                        "different key); asks for confirmation")
     p.add_argument("--yes", action="store_true", help="with --orphans: destroy them without asking")
 
     p = command("receive-begin", cmd_receive_begin, "ceremony, DESTINATION token: make a transport key pair and "
@@ -195,6 +196,11 @@ def cmd_status(args, config: Config) -> int:
                  *([m.label, m.state, m.check_value or "-", "-", m.on_token,
                     "unknown", ""] for m in unrecorded)],
                 empty="no master key yet (the server makes the first on its first start)")
+    if any(m.on_token == "different key" for m in masters):
+        print("\ndifferent key: this token holds another key than the database records under that label (a rotation "
+              "on this token stopped before recording its key, and one on another token took the label); no "
+              "package uses it. `signserver hsm master retire --orphans` destroys it; then copy the recorded key "
+              "here with the key ceremony.")
     if unrecorded and masters:
         print(f"\n{UNRECORDED}: on this token, but never recorded in the database (a rotation stopped between "
               "making the key and recording it); no package uses it. "
@@ -213,19 +219,21 @@ def _unrecorded(service: SignService, known: set[str]) -> list[MasterKeyInfo]:
     return [info for info in service.master_keys.on_token() if info.label not in known]
 
 
-def _recorded_labels(service: SignService) -> set[str]:
-    """Every master key label the database records, whatever its state. Raises: StoreUnavailable."""
+def _recorded(conn) -> dict[str, str]:
+    """Every master key the database records, whatever its state: its check value by label.
+    Raises: StoreUnavailable."""
     from sqlalchemy import select
 
     from signserver.store.schema import master_keys
 
-    with service.database.read() as conn:
-        return set(conn.execute(select(master_keys.c.label)).scalars())
+    return dict(conn.execute(select(master_keys.c.label, master_keys.c.check_value)).all())
 
 
-def _destroy_unrecorded(args, service: SignService) -> list[str] | None:
-    """Destroy, after confirmation, the master keys on this token the database never recorded.
-    Returns their labels, or None when the operator declined.
+def _destroy_unrecorded(args, service: SignService) -> tuple[list[str], list[str]] | None:
+    """Destroy, after confirmation, the master keys on this token the database never recorded,
+    and the keys under a label it records whose check value is not the recorded one (a rotation
+    on this token left one under a label a rotation on another token took later: `status` shows
+    it as a different key). Returns the labels of either, or None when the operator declined.
 
     Each is checked against the database again, under the lock a rotation records its key with
     (MasterRotation.rotate checks under it that its key is still there): a key the database records
@@ -235,38 +243,51 @@ def _destroy_unrecorded(args, service: SignService) -> list[str] | None:
         left from one copied here by the key ceremony). InvalidArgument: no --yes and no terminal.
         StoreUnavailable, HsmError.
     """
-    from sqlalchemy import select
-
     from signserver.accounts.master_rotation import lock_master_keys
-    from signserver.store.schema import master_keys
+    from signserver.hsm.master_keys import master_number
+    from signserver.hsm.master_strays import destroy_unlike
 
-    known = _recorded_labels(service)
+    with service.database.read() as conn:
+        known = _recorded(conn)
     if not known:
         raise NotFound("the database knows no master key, so it cannot tell a key a rotation left unrecorded from "
                        "one copied here by the key ceremony: nothing destroyed (is this the token's database?)")
-    found = _unrecorded(service, known)
+    found = [info for info in service.master_keys.on_token()
+             if info.label not in known or known[info.label] != info.check_value]
     if not found:
-        return []
-    names = ", ".join(f"{info.label} (check value {info.check_value})" for info in found)
+        return [], []
+    names = ", ".join(f"{info.label} (check value {info.check_value}"
+                      + (f", recorded {known[info.label]})" if info.label in known else ", unrecorded)")
+                      for info in found)
     if not args.yes:
         if not sys.stdin.isatty():
             raise InvalidArgument(f"destroying a master key cannot be undone: pass --yes to confirm ({names})")
-        answer = ask(f"Destroy the master keys the database never recorded, {names}, for ever? [y/N] ")
+        answer = ask(f"Destroy the master keys {_strays_are(found, known)}, {names}, for ever? [y/N] ")
         if answer is None or answer.strip().lower() not in ("y", "yes"):
             return None
-    destroyed = []
+    unrecorded, different = [], []
     with service.database.transaction() as conn:
         # Under the lock a rotation records its key with, and which it records a key under only
         # if the key is still there: a key recorded is never destroyed, nor one destroyed recorded.
         lock_master_keys(conn)
-        recorded = set(conn.execute(select(master_keys.c.label)).scalars())
-        for info in found:
-            if info.label in recorded:
-                continue  # recorded since the list above: a rotation's key after all
-            while service.master_keys.present(info.label):  # every object of that label: none is recorded
-                service.master_keys.destroy(info.label)
-            destroyed.append(info.label)
-    return destroyed
+        recorded = _recorded(conn)
+        for label in sorted({info.label for info in found}, key=master_number):
+            if label not in recorded:
+                while service.master_keys.present(label):  # every object of that label: none is recorded
+                    service.master_keys.destroy(label)
+                unrecorded.append(label)
+            # Recorded (maybe since the list above: then a rotation's key, which has the recorded
+            # check value and stays): only the keys of another check value go.
+            elif destroy_unlike(service.keys.session, label, recorded[label]):
+                different.append(label)
+    return unrecorded, different
+
+
+def _strays_are(found: list[MasterKeyInfo], known: dict[str, str]) -> str:
+    kinds = {info.label in known for info in found}
+    return " or ".join(words for recorded, words in ((False, "the database never recorded"),
+                                                      (True, "the database records with another check value"))
+                       if recorded in kinds)
 
 
 def cmd_rotate(args, config: Config) -> int:
@@ -326,19 +347,22 @@ def cmd_rewrap(args, config: Config) -> int:
 def cmd_retire(args, config: Config) -> int:
     service, rotation = _rotation(args, config)
     unrecorded: list[str] = []
+    different: list[str] = []
     if args.orphans:  # first: a declined confirmation changes nothing
         declined = _destroy_unrecorded(args, service)
         if declined is None:
             print("nothing destroyed", file=sys.stderr)  # beside the question: stdout may be JSON
             return 1
-        unrecorded = declined
+        unrecorded, different = declined
     retired = rotation.retire_unused(OPERATOR)
     destroyed = rotation.destroy_retired()
     value = {"retired": retired, "destroyed_on_this_token": destroyed}
     text = f"retired: {', '.join(retired) or 'none'}; destroyed on this token: {', '.join(destroyed) or 'none'}"
     if args.orphans:
         value["destroyed_unrecorded"] = unrecorded
-        text += f"; destroyed unrecorded: {', '.join(unrecorded) or 'none'}"
+        value["destroyed_different"] = different
+        text += (f"; destroyed unrecorded: {', '.join(unrecorded) or 'none'}; destroyed other keys under recorded "
+                 f"labels: {', '.join(different) or 'none'}")
     _say(args, value, text)
     return 0
 
