@@ -7,7 +7,11 @@ re-wraps a stale package, see SigningPackages.rewrap_if_stale) and by the re-wra
 server's background work runs a batch at a time and an administrator can run to the end. Only
 the 40-byte package key is re-wrapped: the private key stays sealed to its holder, so the pass
 needs no holder's secret. A retiring master no package needs any more is retired: its row says
-so and its key is destroyed on the token.
+so and its key is destroyed on the token. Not before its grace has passed: the rotation (or the
+activation) that made it retiring records on its row when the grace it was given ends
+(``retire_after``), and every process's retirement honours that, as well as its own grace from
+the activation of the active key: a server's background work beside `rotate --grace-seconds 600`
+waits the 600 s too.
 
 With several tokens that do not share their storage (a second site, a second node's own token),
 a rotation is prepared first (the key made, not yet used), copied to every other token with the
@@ -27,6 +31,7 @@ from __future__ import annotations
 import datetime
 import fcntl
 import logging
+import math
 import os
 import threading
 import time
@@ -144,7 +149,8 @@ class MasterRotation:
                 if activate:
                     previous = conn.execute(select(master_keys.c.label)
                                             .where(master_keys.c.state == ACTIVE)).scalar()
-                    conn.execute(update(master_keys).where(master_keys.c.state == ACTIVE).values(state=RETIRING))
+                    conn.execute(update(master_keys).where(master_keys.c.state == ACTIVE)
+                                 .values(state=RETIRING, retire_after=self._grace_end(now)))
                 conn.execute(insert(master_keys).values(label=label, check_value=info.check_value,
                                                         state=ACTIVE if activate else PENDING,
                                                         created_at=epoch_seconds(now)))
@@ -171,10 +177,15 @@ class MasterRotation:
                             .values(state=ACTIVE, created_at=epoch_seconds(now))).rowcount != 1:
                 raise NotFound(f"the master key {label!r} is no longer pending")
             conn.execute(update(master_keys).where(master_keys.c.state == ACTIVE, master_keys.c.label != label)
-                         .values(state=RETIRING))
+                         .values(state=RETIRING, retire_after=self._grace_end(now)))
             self._audit.append(conn, now, "master_key.rotated", operator, label, check_value=row.check_value,
                                replaces=previous)
         log.info("master key %s active", label)
+
+    def _grace_end(self, now: datetime.datetime) -> int:
+        """When the grace this rotation was given ends, as recorded on the key it makes retiring:
+        rounded up, so that the key is never retired before then."""
+        return math.ceil((now + self._retire_grace).timestamp())
 
     # --- the re-wrap pass -----------------------------------------------------------------
 
@@ -257,6 +268,11 @@ class MasterRotation:
         """Retire every retiring master key that no package needs, once the grace after the
         rotation has passed, and destroy it on this token. Returns the labels retired.
 
+        The grace is the later of this object's own, from the active key's activation, and the
+        one recorded on the retiring key's row by the rotation that made it retiring (its
+        ``retire_after``, which the rotating command's ``--grace-seconds`` set): a process whose
+        grace is shorter than the rotation's waits for the rotation's.
+
         Checked and recorded in one transaction: a master key that a package still names (one
         that failed to re-wrap, or was stored late) is never retired.
 
@@ -274,9 +290,10 @@ class MasterRotation:
                 # The key's row is locked before its packages are counted (PostgreSQL): a package
                 # being stored under it (insert_package) is either committed, and counted, or
                 # waits for this retirement and is refused.
-                if conn.execute(select(master_keys.c.label).where(master_keys.c.label == label,
-                                                                  master_keys.c.state == RETIRING)
-                                .with_for_update()).first() is None:
+                row = conn.execute(select(master_keys.c.retire_after).where(master_keys.c.label == label,
+                                                                          master_keys.c.state == RETIRING)
+                                   .with_for_update()).first()
+                if row is None or (row.retire_after is not None and now < from_epoch(row.retire_after)):
                     continue
                 if self._needing(conn, [label]):
                     continue
@@ -288,6 +305,25 @@ class MasterRotation:
             retired.append(label)
             self._destroy_on_token(label)
         return retired
+
+    def grace_left(self) -> datetime.timedelta:
+        """How long until the grace of every master key retiring now has passed (the later of this
+        object's own after the active key's activation and each key's ``retire_after``); zero when
+        it has, or none is retiring. A key a package still needs stays even then.
+
+        Raises: StoreUnavailable.
+        """
+        with self._database.read() as conn:
+            active_since = conn.execute(select(master_keys.c.created_at).where(master_keys.c.state == ACTIVE)).scalar()
+            ends = list(conn.execute(select(master_keys.c.retire_after)
+                                     .where(master_keys.c.state == RETIRING)).scalars())
+        if not ends:
+            return datetime.timedelta(0)
+        now = self._clock.now()
+        ends_at = [from_epoch(end) for end in ends if end is not None]
+        if active_since is not None:
+            ends_at.append(from_epoch(active_since) + self._retire_grace)
+        return max([datetime.timedelta(0), *(end - now for end in ends_at)])
 
     def destroy_retired(self) -> list[str]:
         """Destroy on this token every retired master key it still holds (a token of another site,

@@ -86,7 +86,8 @@ def add_parser(hsm_parser: argparse.ArgumentParser) -> None:
                         "key ceremony, then run `activate`")
     p.add_argument("--grace-seconds", type=_grace_seconds, default=RETIRE_GRACE_SECONDS,
                    help="how long operations begun under the old key may still store packages before it is "
-                        "destroyed (default %(default)s)")
+                        "destroyed (default %(default)s); recorded with the key, so that a server's background "
+                        "work honours it too")
 
     p = command("activate", cmd_activate, "make a pending master key the active one (every token must hold "
                                           "it)", passes)
@@ -292,7 +293,6 @@ def _strays_are(found: list[MasterKeyInfo], known: dict[str, str]) -> str:
 
 def cmd_rotate(args, config: Config) -> int:
     _, rotation = _rotation(args, config, args.grace_seconds)
-    rotated_at = time.monotonic()
     try:
         label = rotation.rotate(OPERATOR, activate=not args.prepare)
     except KeyboardInterrupt:
@@ -305,26 +305,29 @@ def cmd_rotate(args, config: Config) -> int:
                                         f"ceremony, then run `signserver hsm master activate {label}`")
         return 0
     print(f"{label} is the active master key", file=sys.stderr)
-    return _finish(args, rotation, label, rotated_at)
+    return _finish(args, rotation, label)
 
 
 def cmd_activate(args, config: Config) -> int:
     _, rotation = _rotation(args, config, args.grace_seconds)
-    activated_at = time.monotonic()
     rotation.activate(args.label, OPERATOR)
     print(f"{args.label} is the active master key", file=sys.stderr)
-    return _finish(args, rotation, args.label, activated_at)
+    return _finish(args, rotation, args.label)
 
 
-def _finish(args, rotation: MasterRotation, label: str, since: float) -> int:
-    """Unless --no-wait: the pass to the end, the grace waited out, a last pass, retirement."""
+def _finish(args, rotation: MasterRotation, label: str) -> int:
+    """Unless --no-wait: the pass to the end, the grace waited out, a last pass, retirement.
+
+    The grace is waited out as the database records it (MasterRotation.grace_left), which every
+    process's retirement reads, not as a span of this process's own: the retirement that follows
+    then finds it over."""
     if args.no_wait:
         _say(args, {"active": label}, f"{label} is active; packages move on their next use and by the server's "
                                       "background pass, and the old key goes when none needs it")
         return 0
     try:
         counts = rotation.rewrap_pass(args.batch, _progress_line())
-        left = args.grace_seconds - (time.monotonic() - since)
+        left = rotation.grace_left().total_seconds()
         if left > 0:
             print(f"waiting {left:.0f} s for operations begun under the old key", file=sys.stderr)
             time.sleep(left)

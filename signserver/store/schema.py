@@ -181,6 +181,8 @@ master_keys = Table(
     Column("state", String(16), nullable=False),  # active | retiring | retired
     Column("created_at", BigInteger, nullable=False),
     Column("retired_at", BigInteger, nullable=True),
+    # Not retired before then: the end of the grace its rotation was given (migration 0029).
+    Column("retire_after", BigInteger, nullable=True),
 )
 
 audit_log = Table(
