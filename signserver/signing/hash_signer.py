@@ -26,7 +26,14 @@ from signserver.accounts.model import Application, Credential
 from signserver.accounts.packages import SigningPackages, key_to_open_from
 from signserver.audit.log import AuditLog
 from signserver.clock import Clock
-from signserver.errors import CredentialUnusable, InvalidArgument, SignServerError, UnsupportedAlgorithm
+from signserver.errors import (
+    CredentialUnusable,
+    HsmUnavailable,
+    InvalidArgument,
+    KeyNotFound,
+    SignServerError,
+    UnsupportedAlgorithm,
+)
 from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.hsm.packages import KeyNotOpen, KeyToOpen, PackageKeys
@@ -35,6 +42,7 @@ from signserver.secret import Secret
 from signserver.signing import activation, spend_call
 from signserver.signing.activation import IssuedToken
 from signserver.signing.credential_directory import CredentialDirectory, NewestCertificate, check_usable
+from signserver.signing.moved_package import as_wrapped_now
 from signserver.signing.recent_credentials import RecentCredentials
 from signserver.store.database import Database
 
@@ -61,6 +69,10 @@ class Spent:
 
 
 FORGET_BATCH = 500  # expired tokens' keys erased in one transaction
+# What a caller hears when this server cannot open a holder's package because the token lacks its
+# master key: the key's label, the token's and the remedy (the key ceremony) are the log's.
+MASTER_KEY_MISSING = ("the holder's key cannot be opened on this server at the moment; try again with a new "
+                      "authorisation")
 
 
 class HashSigner:
@@ -297,23 +309,45 @@ class HashSigner:
         """Sign the digests a token was spent on (:meth:`spend`) with the credential's key: a
         package is unwrapped in the HSM from what the token carried, or found open in this process.
 
+        A package that moved under another master key since the token was spent (the re-wrap
+        pass, then the old key's retirement) is opened as it is wrapped now.
+
         Raises: CredentialUnusable (also: the key closed here between the spending and the
-            signature, a rare race: authorise again), UnsupportedAlgorithm, KeyNotFound,
-            DataCorrupted, HsmError. The signatures not made are then no longer expected of the
-            key (see :meth:`spend`).
+            signature, a rare race: authorise again), UnsupportedAlgorithm, KeyNotFound (a key
+            that is not a package), HsmUnavailable (MASTER_KEY_MISSING: this token lacks the
+            package's master key; logged with its label), DataCorrupted, HsmError. The signatures
+            not made are then no longer expected of the key (see :meth:`spend`).
         """
         if not spent.credential.is_package:
             self._credentials.refuse_infrastructure_key(spent.credential)
             return [self._keys.sign_digest(spent.credential.key_id, d, algorithm) for d in digests]
         try:
-            return self._package_keys.sign(spent.token_hash, digests, algorithm, self._clock.now(), spent.to_open,
-                                           last=spent.last)
+            return self._sign_package(spent, digests, algorithm)
         except BaseException as failure:
             self._package_keys.cancel(spent.token_hash, len(digests), last=spent.last)
             if isinstance(failure, KeyNotOpen):
                 raise CredentialUnusable("the holder's key closed in this process before it signed; authorise "
                                          "again") from None
+            if isinstance(failure, KeyNotFound):
+                log.warning("signing with package %s of credential %s failed: %s", spent.credential.key_id,
+                            spent.credential.id, failure)
+                raise HsmUnavailable(MASTER_KEY_MISSING) from None
             raise
+
+    def _sign_package(self, spent: Spent, digests: list[bytes], algorithm: SignatureAlgorithm) -> list[bytes]:
+        """:meth:`sign_spent` for a package; once more as it is wrapped now when the master key read
+        at the spending is not on the token. Raises: as :meth:`sign_spent`, KeyNotFound (the master
+        key) and KeyNotOpen untranslated."""
+        try:
+            return self._package_keys.sign(spent.token_hash, digests, algorithm, self._clock.now(), spent.to_open,
+                                           last=spent.last)
+        except KeyNotFound:
+            # Only a master key is looked up here; the key is not open (it would need none).
+            moved = as_wrapped_now(self._database, spent.credential.key_id, spent.to_open) if spent.to_open else None
+            if moved is None:
+                raise
+        return self._package_keys.sign(spent.token_hash, digests, algorithm, self._clock.now(), moved,
+                                       last=spent.last)
 
     @contextlib.contextmanager
     def signing(self, spent: Spent) -> Iterator[Callable[[bytes, SignatureAlgorithm], bytes]]:

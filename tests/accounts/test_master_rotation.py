@@ -25,12 +25,13 @@ from signserver.accounts.master_rotation import MasterRotation
 from signserver.accounts.packages import account_seal, insert_package
 from signserver.audit.log import AuditLog
 from signserver.clock import ManualClock
-from signserver.errors import KeyNotFound
+from signserver.errors import HsmUnavailable, KeyNotFound
 from signserver.grpc_api.server import BackgroundWork
 from signserver.hsm.admin import TokenAdministrator
 from signserver.hsm.algorithms import HashAlgorithm, KeyAlgorithm, SignatureAlgorithm
 from signserver.secret import Secret
 from signserver.service import SignService
+from signserver.signing.hash_signer import MASTER_KEY_MISSING
 from signserver.store.schema import master_keys, signing_packages
 from tests import cli_forkserver
 from tests.conftest import PASSWORD, SIGNSERVER, cli_env, database_url, enrol
@@ -105,6 +106,14 @@ def master_of(service: SignService, holder) -> str:
 def states(service: SignService) -> dict[str, str]:
     with service.database.read() as conn:
         return dict(conn.execute(select(master_keys.c.label, master_keys.c.state)).all())
+
+
+def master_cli(service: SignService, state_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """``signserver hsm master ARGS`` on the service's token and database."""
+    env = {**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(service.config.state_dir),
+           "SIGNSERVER_DATABASE_URL": service.database.url, "SIGNSERVER_HSM_USER_PIN": USER_PIN.reveal()}
+    return cli_forkserver.run([str(SIGNSERVER), "hsm", "master", *args, "--token", service.keys.session.token_label],
+                              env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_holders_sign_before_and_after_rotation_and_the_pass(service, clock):
@@ -208,8 +217,11 @@ def test_a_package_whose_master_is_gone_cannot_sign_and_keeps_its_master_named(s
     clock.advance(hours=1)
     assert rotation.retire_unused("operator:test") == []
     assert states(service)[old] == "retiring"
-    with pytest.raises(KeyNotFound, match="key ceremony"):
+    # The caller hears that the server cannot sign now, nothing of master keys, tokens or the key
+    # ceremony: those are the log's.
+    with pytest.raises(HsmUnavailable) as refused:
         holders.sign(orphan)
+    assert str(refused.value) == MASTER_KEY_MISSING
     holders.sign(other, "still signs")
 
 
@@ -275,20 +287,13 @@ def test_cli_rotates_rewraps_with_progress_and_retires(service, clock, state_dir
     holders = Holders(service, clock)
     enrolled = [holders.enrol() for _ in range(3)]
     old = master_of(service, enrolled[0])
-    env = {**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(service.config.state_dir),
-           "SIGNSERVER_DATABASE_URL": service.database.url, "SIGNSERVER_HSM_USER_PIN": USER_PIN.reveal()}
-    token = service.keys.session.token_label
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return cli_forkserver.run([str(SIGNSERVER), "hsm", "master", *args, "--token", token], env=env,
-                                  capture_output=True, text=True, timeout=120)
-
-    rotated = cli("rotate", "--grace-seconds", "0", "--batch", "2")
+    rotated = master_cli(service, state_dir, "rotate", "--grace-seconds", "0", "--batch", "2")
     assert rotated.returncode == 0, rotated.stderr
     assert "re-wrapped 3/3 packages (" in rotated.stderr and "re-wrapped 2/3 packages (" not in rotated.stderr
     assert f"retired and destroyed {old}" in rotated.stdout
 
-    status = cli("status", "--json")
+    status = master_cli(service, state_dir, "status", "--json")
     assert status.returncode == 0, status.stderr
     masters = {m["label"]: m for m in json.loads(status.stdout)}
     new = next(label for label, m in masters.items() if m["state"] == "active")
@@ -303,17 +308,12 @@ def test_cli_rotate_no_wait_leaves_the_packages_to_the_pass(service, clock, stat
     holders = Holders(service, clock)
     holder = holders.enrol()
     old = master_of(service, holder)
-    env = {**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(service.config.state_dir),
-           "SIGNSERVER_DATABASE_URL": service.database.url, "SIGNSERVER_HSM_USER_PIN": USER_PIN.reveal()}
-    token = service.keys.session.token_label
 
-    rotated = cli_forkserver.run([str(SIGNSERVER), "hsm", "master", "rotate", "--no-wait", "--token", token], env=env,
-                                 capture_output=True, text=True, timeout=120)
+    rotated = master_cli(service, state_dir, "rotate", "--no-wait")
 
     assert rotated.returncode == 0, rotated.stderr
     assert master_of(service, holder) == old and states(service)[old] == "retiring"
-    rewrapped = cli_forkserver.run([str(SIGNSERVER), "hsm", "master", "rewrap", "--token", token], env=env,
-                                   capture_output=True, text=True, timeout=120)
+    rewrapped = master_cli(service, state_dir, "rewrap")
     assert rewrapped.returncode == 0, rewrapped.stderr
     assert "re-wrapped 1/1 packages" in rewrapped.stderr
     assert master_of(service, holder) != old

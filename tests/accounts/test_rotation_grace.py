@@ -13,17 +13,15 @@ from sqlalchemy import select
 
 from signserver.accounts.master_rotation import MasterRotation
 from signserver.store.schema import master_keys
-from tests import cli_forkserver
 from tests.accounts.test_master_rotation import (  # noqa: F401 (fixtures)
-    USER_PIN,
     Holders,
+    master_cli,
     master_of,
     rotation_of,
     service,
     states,
     token,
 )
-from tests.conftest import SIGNSERVER, cli_env
 
 LONG_GRACE = datetime.timedelta(seconds=600)
 
@@ -113,13 +111,9 @@ def test_the_grace_given_to_the_rotate_command_is_recorded_for_the_server(servic
     holders = Holders(service, clock)
     holder = holders.enrol()
     old = master_of(service, holder)
-    env = {**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(service.config.state_dir),
-           "SIGNSERVER_DATABASE_URL": service.database.url, "SIGNSERVER_HSM_USER_PIN": USER_PIN.reveal()}
     before = datetime.datetime.now(datetime.timezone.utc)
 
-    rotated = cli_forkserver.run([str(SIGNSERVER), "hsm", "master", "rotate", "--no-wait", "--grace-seconds", "600",
-                                  "--token", service.keys.session.token_label], env=env, capture_output=True,
-                                 text=True, timeout=120)
+    rotated = master_cli(service, state_dir, "rotate", "--no-wait", "--grace-seconds", "600")
 
     assert rotated.returncode == 0, rotated.stderr
     after = datetime.datetime.now(datetime.timezone.utc)
