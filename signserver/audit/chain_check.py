@@ -19,11 +19,11 @@ from typing import Callable, Iterable, Iterator
 
 from signserver.audit.anchor import LIFECYCLE_EVENTS, PRUNED_EVENT, Anchor, Lifecycle
 from signserver.audit.log import GENESIS_HASH, AuditRecord, record_hash
+from signserver.audit.record_time import is_date, time_text
 from signserver.audit.seal import SERVER_STARTED
 from signserver.audit.seal_format import CHAINED_FORMAT, LEGACY_FORMAT, NO_PREVIOUS_SEAL, SealContent, \
     signature_is_valid
 from signserver.audit.seal_key import PinnedKey, SealKeyPin, normalise_fingerprint
-from signserver.clock import from_epoch
 from signserver.errors import DataCorrupted
 
 # A report lists this many problems at most, then counts the rest: a log rewritten throughout
@@ -256,6 +256,8 @@ class ChainCheck:
                                record.subject, record.detail)
         if computed != record.hash:
             report.problem(f"record {record.seq} was modified")
+        if not is_date(record.at):
+            report.problem(f"record {record.seq} has a time no date can be ({time_text(record.at)}): it was altered")
         if record.event in LIFECYCLE_EVENTS:
             self._lifecycle = Lifecycle(record.seq, record.event)
         elif record.event == PRUNED_EVENT:
@@ -360,7 +362,7 @@ class ChainCheck:
             seq, at = self._uncovered
             if checked and content.at - at > self._allowance:
                 report.problem(
-                    f"record {seq} ({from_epoch(at).isoformat()}) was first sealed by seal {content.number}, "
+                    f"record {seq} ({time_text(at)}) was first sealed by seal {content.number}, "
                     f"more than {self._allowance} s later while the log shows no clean stop: seals were removed "
                     "and records rewritten")
             self._uncovered = None
@@ -425,7 +427,7 @@ class ChainCheck:
         allowance = self._allowance
         if self._first_unsealed is not None and now - self._first_unsealed[1] > allowance:
             seq, at = self._first_unsealed
-            since = from_epoch(at).isoformat()
+            since = time_text(at)
             if self._previous_genuine is None and self._start.seal is None:
                 report.problem(f"no seal covers the log, whose records go back to {since}: seals were "
                                "removed, or no server has sealed it (`signserver audit seal` seals it)")
@@ -438,7 +440,7 @@ class ChainCheck:
         report.server_running = lifecycle is not None and lifecycle.event == SERVER_STARTED
         if report.server_running and report.newest_seal_at is not None and now - report.newest_seal_at > allowance:
             report.problem(
-                f"the newest seal ({from_epoch(report.newest_seal_at).isoformat()}) is more than {allowance} s old "
+                f"the newest seal ({time_text(report.newest_seal_at)}) is more than {allowance} s old "
                 f"while the log shows a server running (started at record {lifecycle.seq}, no stop recorded): later "
                 "seals were removed, or the server stopped without recording it")
 

@@ -33,10 +33,11 @@ from signserver.audit.anchor import Anchor, read_anchor
 from signserver.audit.chain_check import (RECORD, AuditReport, ChainCheck, ChainStart, Checkpoint,
                                           allowance_seconds, merged, pinned_keys)
 from signserver.audit.live_log import BATCH, AnchorMoved, LiveLogReader, Progress
+from signserver.audit.record_time import time_text
 from signserver.audit.seal_format import SealContent
 from signserver.audit.seal_key import SealKeyPin
 from signserver.audit.verified_mark import VerifiedMark
-from signserver.clock import epoch_seconds, from_epoch
+from signserver.clock import epoch_seconds
 from signserver.errors import StoreUnavailable
 from signserver.store.database import Database
 from signserver.store.schema import audit_exports, audit_head, audit_log, audit_seals
@@ -143,7 +144,7 @@ def _check_exports_held(report: AuditReport, last_seq: int, newest_export) -> No
         return
     ends = f"ends at record {last_seq}" if last_seq else "holds no record"
     report.problem(f"records were exported up to record {newest_export.last_seq} (to a file of SHA-256 "
-                   f"{newest_export.file_sha256}, at {from_epoch(newest_export.exported_at).isoformat()}), but the "
+                   f"{newest_export.file_sha256}, at {time_text(newest_export.exported_at)}), but the "
                    f"log {ends}: records were cut off from its end, or it was emptied")
 
 

@@ -11,11 +11,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from signserver.audit.record_time import time_text
 from signserver.audit.seal_key import SealKeyPin
 from signserver.cli.common import open_service
 from signserver.cli.output import print_fields, print_json
 from signserver.cli.progress import ProgressLine
-from signserver.clock import SystemClock, from_epoch
+from signserver.clock import SystemClock
 from signserver.config import Config
 from signserver.errors import ConfigurationError, InvalidArgument
 
@@ -173,7 +174,7 @@ def cmd_verify(args, config: Config) -> int:
     report = verify_audit_log(database, pin, clock.now(), allowance, expected_key=args.expect_key,
                               mark=VerifiedMark(config.state_dir, config.database_url), full=args.full,
                               progress=walk_progress("audit verify"))
-    newest = from_epoch(report.newest_seal_at).isoformat() if report.newest_seal_at is not None else None
+    newest = time_text(report.newest_seal_at) if report.newest_seal_at is not None else None
     if args.json:
         print_json({"intact": report.intact, "records": report.records, "first_seq": report.first_seq,
                     "last_seq": report.last_seq, "walked": report.walked,
