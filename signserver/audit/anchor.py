@@ -70,6 +70,24 @@ class Anchor:
             raise ValueError("not the detail of an audit.pruned record") from exc
 
 
+def start_problem(anchor: Anchor | None, pruned: Anchor | None) -> str | None:
+    """What is wrong with where the live chain starts (``anchor``, the row; None: the genesis),
+    given the newest ``audit.pruned`` record of the chain (``pruned``; None: there is none), or
+    None when they agree."""
+    if anchor is None:
+        if pruned is not None:
+            return (f"the log says records up to {pruned.seq} were removed, but it starts at the first record: "
+                    "where it starts was altered")
+        return None
+    if pruned is None:
+        return (f"the log starts after record {anchor.seq} but no {PRUNED_EVENT} record says those were removed: "
+                "records were removed behind its back")
+    if pruned != anchor:
+        return (f"the newest {PRUNED_EVENT} record says records up to {pruned.seq} were removed, but the log starts "
+                f"after record {anchor.seq}: where it starts was altered")
+    return None
+
+
 def read_anchor(conn: Connection) -> Anchor | None:
     """The anchor of the live chain, or None when no record was ever removed.
 

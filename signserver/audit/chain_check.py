@@ -17,7 +17,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from signserver.audit.anchor import LIFECYCLE_EVENTS, PRUNED_EVENT, Anchor, Lifecycle
+from signserver.audit.anchor import LIFECYCLE_EVENTS, PRUNED_EVENT, Anchor, Lifecycle, start_problem
 from signserver.audit.log import GENESIS_HASH, AuditRecord, record_hash
 from signserver.audit.record_time import is_date, time_text
 from signserver.audit.seal import SERVER_STARTED
@@ -408,18 +408,9 @@ class ChainCheck:
 
     def check_anchor_recorded(self, anchor: Anchor | None) -> None:
         """The newest audit.pruned record must describe where the live chain starts."""
-        if anchor is None:
-            if self._pruned is not None:
-                self._report.problem(f"the log says records up to {self._pruned.seq} were removed, but it starts at "
-                                     "the first record: where it starts was altered")
-            return
-        if self._pruned is None:
-            self._report.problem(f"the log starts after record {anchor.seq} but no {PRUNED_EVENT} record says those "
-                                 "were removed: records were removed behind its back")
-        elif self._pruned != anchor:
-            self._report.problem(f"the newest {PRUNED_EVENT} record says records up to {self._pruned.seq} were "
-                                 "removed, "
-                                 f"but the log starts after record {anchor.seq}: where it starts was altered")
+        problem = start_problem(anchor, self._pruned)
+        if problem is not None:
+            self._report.problem(problem)
 
     def check_freshness(self, now: int) -> None:
         """Report records left unsealed too long, and a newest seal too old while a server runs."""

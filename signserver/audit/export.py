@@ -3,9 +3,10 @@
 
 A segment starts where the live log starts (the genesis, or a prune's anchor) and ends at a seal:
 the newest seal of a record at or before the seq asked for. It is checked as it is written (the
-same checks as ``audit verify``): a range that does not verify is not exported, so that it is
-never pruned either. The export is recorded in ``audit_exports`` and as an ``audit.exported``
-record of the chain; only exported records can be pruned (:mod:`signserver.audit.pruning`).
+same checks as ``audit verify``, and first that the newest ``audit.pruned`` record names where
+the live log starts: :mod:`signserver.audit.start_check`): a range that does not verify is not
+exported, so that it is never pruned either. The export is recorded in ``audit_exports`` and as
+an ``audit.exported`` record of the chain; only exported records can be pruned (:mod:`signserver.audit.pruning`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from signserver.audit.log import GENESIS_HASH, AuditLog
 from signserver.audit.seal_format import CHAINED_FORMAT
 from signserver.audit.seal_key import SealKeyPin
 from signserver.audit.segment_file import SealRow, SegmentEnd, SegmentHeader, SegmentStart, SegmentWriter
+from signserver.audit.start_check import check_live_start
 from signserver.clock import epoch_seconds
 from signserver.errors import ConfigurationError, DataCorrupted, InvalidArgument, StoreUnavailable
 from signserver.store.database import Database
@@ -54,7 +56,8 @@ def export_segment(database: Database, audit: AuditLog, pin: SealKeyPin, until: 
         InvalidArgument: ``out`` exists or cannot be written; no seal covers a record after the
             start up to ``until``.
         ConfigurationError: no seal key is pinned.
-        DataCorrupted: the range does not verify (nothing is written).
+        DataCorrupted: the range does not verify, or the live log's start is not the one its
+            newest ``audit.pruned`` record names (nothing is written).
         StoreUnavailable: also when a prune removed the range meanwhile.
         StoreUnavailable, StoreRefused: the export could not be recorded (the file is then removed).
     """
@@ -80,6 +83,12 @@ def export_segment(database: Database, audit: AuditLog, pin: SealKeyPin, until: 
                 raise DataCorrupted(f"seal {anchor.seal_number}, where the live log starts, is missing: "
                                     "run `signserver audit verify`")
             start_seal = SealRow.of(row)
+    # Records removed from the start behind the log's back would otherwise be left out of the
+    # segment unnoticed, and a prune after it would hide that they ever were.
+    try:
+        check_live_start(database, anchor)
+    except DataCorrupted as exc:
+        raise DataCorrupted(f"records from {start_seq + 1} on are not exported: {exc}") from None
     start = SegmentStart(seq=start_seq, hash=anchor.hash if anchor else GENESIS_HASH, seal=start_seal,
                          lifecycle=anchor.lifecycle if anchor else None, anchor=anchor)
     header = SegmentHeader(first_seq=start_seq + 1, last_seq=end.seq, start=start, seal_keys=pinned.all,

@@ -20,12 +20,14 @@ from sqlalchemy import delete, func, insert, select, update
 from signserver.audit.anchor import ANCHOR_ROW, PRUNED_EVENT, Anchor, Lifecycle, read_anchor
 from signserver.audit.log import AuditLog
 from signserver.audit.seal_format import SealContent
+from signserver.audit.start_check import check_live_start
 from signserver.clock import Clock, epoch_seconds
-from signserver.errors import DataCorrupted, InvalidArgument
+from signserver.errors import DataCorrupted, InvalidArgument, StoreUnavailable
 from signserver.store.database import Database
 from signserver.store.schema import audit_anchor, audit_exports, audit_head, audit_log, audit_seals
 
 SERVER_ACTOR = "server:retention"
+RETRIES = 3  # prunes started over because another prune moved the start meanwhile
 
 
 @dataclass(frozen=True)
@@ -51,16 +53,35 @@ class AuditPruner:
         Raises:
             InvalidArgument: no such record number; already removed; not exported; younger than
                 ``audit_keep_days``.
-            DataCorrupted: the record or seal the export ended at is no longer as exported.
-            StoreUnavailable.
+            DataCorrupted: the record or seal the export ended at is no longer as exported; the
+                live log's start is not the one its newest ``audit.pruned`` record names.
+            StoreUnavailable: also when other prunes kept moving the start meanwhile.
         """
         if until < 1:
             raise InvalidArgument(f"records are numbered from 1: there is no record {until}")
+        for _ in range(RETRIES):
+            # Checked before the head's lock is taken: the check reads back through the log,
+            # and every signature waits on that lock. The start must then be the one checked.
+            with self._database.read() as conn:
+                checked = read_anchor(conn)
+            try:
+                check_live_start(self._database, checked)
+            except DataCorrupted as exc:
+                raise DataCorrupted(f"nothing is removed: {exc}") from None
+            anchor = self._prune(until, actor, checked)
+            if anchor is not None:
+                return anchor
+        raise StoreUnavailable("other prunes kept moving the start of the live log: run the command again")
+
+    def _prune(self, until: int, actor: str, checked: Anchor | None) -> Anchor | None:
+        """:meth:`prune`, if the live log still starts at ``checked``; None otherwise."""
         now = self._clock.now()
         with self._database.transaction() as conn:
             # The head's lock orders prunes with each other and with every record appended.
             conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()).one()
             anchor = read_anchor(conn)
+            if anchor != checked:
+                return None
             start = anchor.seq if anchor else 0
             if until == start and _left_before(conn, anchor):
                 return anchor  # the removal was interrupted: the caller's batches finish it
