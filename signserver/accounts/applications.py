@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Connection, delete, insert, select, update
 
 from signserver.accounts.model import Application
+from signserver.audit.log import AuditLog
 from signserver.clock import Clock, epoch_seconds
 from signserver.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from signserver.store.database import Database
@@ -24,6 +25,7 @@ from signserver.store.schema import accounts, application_accounts, applications
 
 API_KEY_PREFIX = "ssk_"
 CACHE_SECONDS = 5.0
+OPERATOR = "operator:cli"  # who registers an application when the caller names nobody (the demo's setup)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,99}$")
 
 
@@ -41,15 +43,17 @@ def _digest(value: str) -> str:
 
 
 class ApplicationRegistry:
-    def __init__(self, database: Database, clock: Clock):
+    def __init__(self, database: Database, clock: Clock, audit: AuditLog | None = None):
         self._database = database
         self._clock = clock
+        self._audit = audit or AuditLog()  # it keeps no state: one of its own appends to the same chain
         self._cache: dict[tuple, tuple[float, Application]] = {}
 
     def create(self, name: str, otp_required: bool = True, accounts_served: tuple[str, ...] | None = None,
                client_certificate_sha256: str | None = None, with_api_key: bool = True,
-               one_call_signing: bool = True) -> tuple[Application, str | None]:
-        """Register an application; returns it and its API key (shown once, stored hashed).
+               one_call_signing: bool = True, operator: str = OPERATOR) -> tuple[Application, str | None]:
+        """Register an application; returns it and its API key (shown once, stored hashed). The
+        registration is audited (``application.created``) by ``operator``, with its policy.
 
         ``accounts_served`` None means every account.
 
@@ -76,24 +80,33 @@ class ApplicationRegistry:
                 created_at=epoch_seconds(self._clock.now()))).inserted_primary_key[0]
             for username in accounts_served or ():
                 self._serve(conn, app_id, username)
-            return self.get(conn, app_id), api_key
+            application = self.get(conn, app_id)
+            self._audit.append(conn, self._clock.now(), "application.created", operator, name,
+                               **_policy(application))
+            return application, api_key
 
-    def set_client_certificate(self, name: str, certificate_sha256: str) -> Application:
+    def set_client_certificate(self, name: str, certificate_sha256: str, operator: str = OPERATOR) -> Application:
         """Register (or replace) the client certificate an application authenticates with,
-        creating the application (OTP required, every account) when it does not exist.
+        creating the application (OTP required, every account) when it does not exist. Audited as
+        ``application.certificate_set`` (with the certificate it replaces), or as
+        ``application.created``.
 
         Raises: InvalidArgument; AlreadyExists: another application authenticates with it.
         """
         fingerprint = certificate_sha256.lower()
         self._cache.clear()
         with self._database.transaction() as conn:
-            app_id = conn.execute(select(applications.c.id).where(applications.c.name == name)).scalar()
-            if app_id is not None:
-                _refuse_certificate_of_another(conn, fingerprint, app_id)
-                conn.execute(update(applications).where(applications.c.id == app_id)
+            row = conn.execute(select(applications.c.id, applications.c.client_certificate_sha256)
+                               .where(applications.c.name == name)).first()
+            if row is not None:
+                _refuse_certificate_of_another(conn, fingerprint, row.id)
+                conn.execute(update(applications).where(applications.c.id == row.id)
                              .values(client_certificate_sha256=fingerprint))
-                return self.get(conn, app_id)
-        return self.create(name, client_certificate_sha256=fingerprint, with_api_key=False)[0]
+                self._audit.append(conn, self._clock.now(), "application.certificate_set", operator, name,
+                                   client_certificate_sha256=fingerprint,
+                                   replaced_sha256=row.client_certificate_sha256)
+                return self.get(conn, row.id)
+        return self.create(name, client_certificate_sha256=fingerprint, with_api_key=False, operator=operator)[0]
 
     def authenticate(self, api_key: str | None = None, certificate_sha256: str | None = None) -> Application:
         """The application behind an API key or a client certificate fingerprint; when both are
@@ -178,6 +191,16 @@ class ApplicationRegistry:
                            has_api_key=row.api_key_hash is not None,
                            client_certificate_sha256=row.client_certificate_sha256, status=row.status,
                            one_call_signing=row.one_call_signing)
+
+
+def _policy(application: Application) -> dict:
+    """What an audit record says of an application's policy: whether it needs an OTP, the accounts
+    it serves, how it authenticates (whether it has an API key: never the key nor its digest) and
+    whether it signs documents in two steps only."""
+    return {"otp_required": application.otp_required,
+            "accounts": "all" if application.all_accounts else list(application.accounts),
+            "client_certificate_sha256": application.client_certificate_sha256,
+            "api_key": application.has_api_key, "two_step_only": not application.one_call_signing}
 
 
 def _refuse_certificate_of_another(conn, fingerprint: str | None, app_id: int | None) -> None:

@@ -332,7 +332,7 @@ def cmd_app_create(args, config: Config) -> int:
         args.name, otp_required=not args.no_otp,
         accounts_served=tuple(args.accounts) if args.accounts else None,
         client_certificate_sha256=fingerprint, with_api_key=not args.no_api_key,
-        one_call_signing=not args.two_step_only)
+        one_call_signing=not args.two_step_only, operator=OPERATOR)
     if args.json:
         print_json({"application": app, "api_key": api_key})
         return 0
