@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Callable
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from signserver.cli.common import check_output, open_service, write_output
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.cli.pins import read_optional_pin, read_pin, write_pin_file
 from signserver.cli.text import ask, text_argument
+from signserver.cli.token_records import (CERTIFICATE_STORED, KEY_DELETED, KEY_GENERATED, UNNAMED_KEYS_DELETED,
+                                          UNRECORDED, open_recording_service, record)
 from signserver.config import USER_PIN_ENV, Config, read_secret_file
 from signserver.errors import ConfigurationError, InvalidArgument, KeyNotFound, SignServerError
 from signserver.hsm.admin import SlotStatus, TokenAdministrator, check_signature, count_objects
@@ -256,13 +259,22 @@ def cmd_slots(args, config: Config) -> int:
     return 0
 
 
+def _key_detail(key: KeyInfo) -> dict:
+    """What an audit record says of a key on the token."""
+    return {"key_id": key.key_id, "algorithm": key.algorithm.value if key.algorithm else None, "bits": key.size}
+
+
 def cmd_keygen(args, config: Config) -> int:
-    key = open_service(args, config).generate_key(args.algorithm, args.label)
+    service = open_recording_service(args, config)
+    key = service.generate_key(args.algorithm, args.label)
+    # Recorded once the key exists (token_records.py: a failed append is told, and exits 1).
+    recorded = record(service, KEY_GENERATED, key.label, f"key {key.label!r} ({key.key_id}) was generated",
+                      **_key_detail(key))
     if args.json:
         print_json(key)
     else:
         print_table(_KEY_HEADERS, [_key_row(key)])
-    return 0
+    return 0 if recorded else UNRECORDED
 
 
 def cmd_list(args, config: Config) -> int:
@@ -277,7 +289,7 @@ def cmd_list(args, config: Config) -> int:
 def cmd_delete(args, config: Config) -> int:
     if args.unnamed:
         return _delete_unnamed(args, config)
-    service = open_service(args, config)
+    service = open_recording_service(args, config)
     try:
         key = service.find_key(args.key)
     except KeyNotFound:
@@ -291,11 +303,14 @@ def cmd_delete(args, config: Config) -> int:
             print("nothing deleted", file=sys.stderr)  # beside the question: stdout may be JSON
             return 1
     service.delete_key(key.key_id)
+    # Recorded once the key is gone (token_records.py: a failed append is told, and exits 1).
+    recorded = record(service, KEY_DELETED, key.label, f"key {key.label!r} ({key.key_id}) was deleted",
+                      **_key_detail(key))
     if args.json:
         print_json({"deleted": key})
     else:
         print(f"deleted key {key.label!r} ({key.key_id})")
-    return 0
+    return 0 if recorded else UNRECORDED
 
 
 def _refuse_shared_key(label: str) -> None:
@@ -325,13 +340,17 @@ def _delete_unnamed(args, config: Config) -> int:
         if answer is None or answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted", file=sys.stderr)  # beside the question: stdout may be JSON
             return 1
-    deleted = open_service(args, config).delete_unnamed_keys()
+    service = open_recording_service(args, config)
+    deleted = service.delete_unnamed_keys()
+    token = service.keys.session.token_label
+    recorded = not deleted or record(service, UNNAMED_KEYS_DELETED, token, f"{deleted} unnamed key objects were "
+                                     "deleted", objects=deleted)
     if args.json:
         print_json({"deleted_unnamed_objects": deleted})
     else:
         print(f"deleted {deleted} unnamed key object{'' if deleted == 1 else 's'}" if deleted
               else "no unnamed key objects on the token")
-    return 0
+    return 0 if recorded else UNRECORDED
 
 
 def cmd_health(args, config: Config) -> int:
@@ -496,9 +515,16 @@ def cmd_import_cert(args, config: Config) -> int:
                        else x509.load_der_x509_certificate(data))
     except ValueError:
         raise InvalidArgument(f"{args.certificate} is not an X.509 certificate (PEM or DER)") from None
-    key = open_service(args, config).import_certificate(args.key, certificate)
+    service = open_recording_service(args, config)
+    key = service.import_certificate(args.key, certificate)
+    serial = format(certificate.serial_number, "x")
+    # Recorded once the certificate is stored (token_records.py: a failed append is told, and exits 1).
+    recorded = record(service, CERTIFICATE_STORED, key.label, f"certificate {serial} was stored beside key "
+                      f"{key.label!r}", key_id=key.key_id, serial=serial,
+                      certificate_subject=certificate.subject.rfc4514_string(),
+                      sha256=certificate.fingerprint(hashes.SHA256()).hex())
     if args.json:
-        print_json({"key": key, "certificate_serial": format(certificate.serial_number, "x")})
+        print_json({"key": key, "certificate_serial": serial})
     else:
-        print(f"stored certificate {certificate.serial_number:x} beside key {key.label!r}")
-    return 0
+        print(f"stored certificate {serial} beside key {key.label!r}")
+    return 0 if recorded else UNRECORDED

@@ -17,6 +17,7 @@ from signserver.cli.output import print_json, print_table
 from signserver.cli.pins import read_pin
 from signserver.cli.progress import ProgressLine
 from signserver.cli.text import ask, text_argument
+from signserver.cli.token_records import KEYS_EXPORTED, KEYS_IMPORTED, UNRECORDED, open_recording_service, record
 from signserver.config import USER_PIN_ENV, Config
 from signserver.errors import InvalidArgument, NotFound
 from signserver.hsm import ceremony
@@ -429,7 +430,7 @@ def cmd_export(args, config: Config) -> int:
     check_output(args.out, new=True)
     so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file, fallback_file=config.state_dir / "hsm" / "so-pin",
                       fallback_setting="state_dir")  # the state directory's hsm/so-pin
-    service = open_service(args, config, with_database=args.label is None)
+    service = open_recording_service(args, config)
     sealing = SealingKey(service.keys.session)
     labels = [args.label] if args.label else _shared_labels(service, sealing)
     # The user PIN and the keys (present, and copyable), checked before the SO acts.
@@ -447,13 +448,18 @@ def cmd_export(args, config: Config) -> int:
         raise
     _write_new(args.out, wrapped.to_bytes())
     check_values = ceremony.check_values_text(wrapped.keys)
+    # Recorded once the file is written (token_records.py: a failed append is told, and exits 1).
+    recorded = record(service, KEYS_EXPORTED, ",".join(wrapped.labels), f"{', '.join(wrapped.labels)} were "
+                      f"exported to {args.out}", transport_sha256=trusted,
+                      keys=[{"label": key.label, "kind": key.kind, "check_value": key.check_value}
+                            for key in wrapped.keys])
     _say(args, {"keys": [{"label": key.label, "kind": key.kind, "check_value": key.check_value}
                          for key in wrapped.keys],
                 "check_values": check_values, "transport_sha256": trusted, "out": str(args.out)},
          f"wrote {', '.join(wrapped.labels)} wrapped for the transport key {trusted} to {args.out};\n"
          f"check values {check_values}: give them to the destination over another channel "
          "(`import --check-value`)")
-    return 0
+    return 0 if recorded else UNRECORDED
 
 
 def _shared_labels(service: SignService, sealing: SealingKey) -> list[str]:
@@ -478,13 +484,18 @@ def cmd_import(args, config: Config) -> int:
         raise InvalidArgument(f"cannot read {args.infile}: {exc.strerror}") from None
     if args.label and args.label not in wrapped.labels:
         raise InvalidArgument(f"{args.infile} holds {', '.join(wrapped.labels)}, not {args.label!r}")
-    service = open_service(args, config)
+    service = open_recording_service(args, config)
     imported = ceremony.import_keys(service.keys.session, wrapped, args.check_value, args.label)
+    # Recorded once the keys are stored (token_records.py: a failed append is told, and exits 1).
+    recorded = record(service, KEYS_IMPORTED, ",".join(key.label for key in imported),
+                      f"{', '.join(key.label for key in imported)} were imported",
+                      keys=[{"label": key.label, "kind": key.kind, "check_value": key.check_value,
+                             "stored": key.stored} for key in imported])
     _say(args, {"keys": [{"label": key.label, "kind": key.kind, "check_value": key.check_value,
                           "stored": key.stored} for key in imported]},
          "\n".join(f"{'imported' if key.stored else 'already held'} {key.label} (check value {key.check_value})"
                    for key in imported) + "\nthe transport key pair is destroyed")
-    return 0
+    return 0 if recorded else UNRECORDED
 
 
 def _write_new(path: Path, data: bytes) -> None:
