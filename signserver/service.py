@@ -104,6 +104,7 @@ class SignService:
         self.packages = SigningPackages(self.database, self.package_keys, self.master_keys, self.clock)
         self.master_rotation = MasterRotation(self.database, self.packages, self.master_keys, self.audit, self.clock)
         authenticator = Authenticator(self.database, hasher, lockout, sealing, self.audit, self.clock)
+        self.lock_notices = authenticator.lock_notices
         self.accounts = AccountManager(self.database, self.packages, sealing, hasher, lockout, authenticator,
                                        self.audit, self.clock)
         self.applications = ApplicationRegistry(self.database, self.clock)

@@ -6,8 +6,9 @@ refusal (unknown name, wrong password, wrong OTP, a credential the account does 
 the same work in the same order: the same admission transaction, one argon2 verification (against
 a stand-in hash made with the current parameters for an unknown name), one unsealing of an OTP seed
 in the HSM (a stand-in sealed seed for an unknown name), the same failure transaction, and one
-audit record of one shape; and each counts toward the name's lock. Each OTP time step is accepted
-at most once per account.
+audit record of one shape; and each counts toward the name's lock. The failure that locks the name
+writes the same rows too: the holder's e-mail is queued by the background work (lock_notices.py).
+Each OTP time step is accepted at most once per account.
 
 What was typed as a name that no account has is not written to the audit trail or the log (those
 records name ``UNKNOWN_NAME``): holders type their password into the account field. The lockout
@@ -26,6 +27,7 @@ from sqlalchemy import Connection, or_, select, update
 
 from signserver.accounts import otp
 from signserver.accounts.holder_seal import public_half
+from signserver.accounts.lock_notices import LockNotices
 from signserver.accounts.lockout import Attempt, LockoutPolicy, check_name_tried
 from signserver.accounts.model import Account, AccountStatus
 from signserver.accounts.name_keys import NameKeys
@@ -37,7 +39,7 @@ from signserver.clock import Clock
 from signserver.errors import (AccountDisabled, AccountLocked, AuthenticationBusy, AuthenticationFailed, DataCorrupted,
                                ServerBusy, SignServerError)
 from signserver.hsm.sealing import SealingKey
-from signserver.notify.outbox import format_time, queue_email
+from signserver.notify.outbox import format_time
 from signserver.secret import Secret
 from signserver.store.database import Database
 from signserver.store.schema import accounts
@@ -76,6 +78,7 @@ class Authenticator:
         self._lockout = lockout
         self._sealing = sealing
         self.names = NameKeys(database, sealing, clock)  # the keyed hashes the lockout keeps names by
+        self.lock_notices = LockNotices(database, self.names, clock)  # whose e-mail the background work queues
         self._audit = audit
         self._clock = clock
         self._stand_in_lock = threading.Lock()
@@ -310,10 +313,12 @@ class Authenticator:
             return
         until = format_time(failure.locked_until)
         self._audit.append(conn, now, "account.locked", actor, subject, until=until)
+        # The same row whether or not an account has the name; the background work queues the
+        # holder's e-mail from it. Reading the account and queueing the e-mail here, for an
+        # account only, would make this attempt slower when the name is an account's.
+        self.lock_notices.record(conn, attempt.name_key, row.id if row is not None else None, failure.locked_until,
+                                 now)
         if row is None:
             log.warning("an unknown name locked until %s after %d failed attempts", until, failure.count)
-            return  # and nobody to tell
-        log.warning("name %s locked until %s after %d failed attempts", username, until, failure.count)
-        account = get_account(conn, username, now)
-        queue_email(conn, now, account.emails, "account_locked", holder_name=account.holder_name,
-                    username=username, until=until)
+        else:
+            log.warning("name %s locked until %s after %d failed attempts", username, until, failure.count)

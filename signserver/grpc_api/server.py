@@ -201,9 +201,9 @@ EXPIRY_REPORT_SECONDS = 300
 
 
 class BackgroundWork:
-    """The server's background thread: sends queued e-mail and seals the audit log when due,
-    while it holds the database lease ``BACKGROUND_LEASE`` (renewed each round); on every node,
-    removes its expired spooled documents and reports its certificates' ends."""
+    """The server's background thread: queues the locks' e-mail, sends queued e-mail and seals
+    the audit log when due, while it holds the database lease ``BACKGROUND_LEASE`` (renewed each
+    round); on every node, removes its expired spooled documents and reports its certificates' ends."""
 
     def __init__(self, service: SignService, poll_seconds: float = 1.0, lease_seconds: int = DEFAULT_LEASE_SECONDS):
         self._service = service
@@ -259,7 +259,9 @@ class BackgroundWork:
             self._run_task(self._service.pades.remove_expired_documents)
             self._run_task(self._report_expiries_if_due)
             if self._holds_lease(renew=True):
-                for task in (self._service.outbox.send_due, self._service.sealer.seal_if_due,
+                # The locks' notices first: their e-mail goes out in the same round.
+                for task in (self._service.lock_notices.queue_due, self._service.outbox.send_due,
+                             self._service.sealer.seal_if_due,
                              self._service.ca.refresh_crls_if_due, self._renew_service_keys,
                              self._service.ca.send_expiry_notices,
                              self._service.master_rotation.background_round,

@@ -77,6 +77,20 @@ auth_attempts = Table(
     Column("started_at", BigInteger, nullable=False),
 )
 
+# The locks whose "account locked" e-mail the background work is still to queue
+# (accounts/lock_notices.py): the failure that locks a name writes one row of this shape whether
+# or not an account has the name, and the background work turns it into the e-mail, or drops it,
+# and deletes it. ``account_id`` is the account that had the name when it locked (None: none
+# had); no foreign key, whose check would run for an account only.
+lock_notices = Table(
+    "lock_notices", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name_key", String(64), nullable=False),  # as name_lockouts.name_key
+    Column("account_id", Integer, nullable=True),
+    Column("locked_until", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
 # Keys the server keeps in the database sealed by the HSM's sealing key (hsm/sealing.py), made on
 # first use and opened by every worker and node that holds that key: "name-lockout" keys the
 # hashes of the names the lockout keeps.
@@ -422,7 +436,7 @@ ra_request_nonces = Table(
     Column("seen_at", BigInteger, nullable=False, index=True),
 )
 
-__all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "sealed_keys", "account_emails", "credentials", "applications", "application_accounts",
+__all__ = ["metadata", "accounts", "name_lockouts", "auth_attempts", "lock_notices", "sealed_keys", "account_emails", "credentials", "applications", "application_accounts",
            "activation_tokens", "activation_token_digests", "signing_packages", "master_keys", "audit_log", "audit_head", "audit_seals",
            "audit_exports", "audit_anchor",
            "outbox", "authorities", "superseded_ca_keys", "pending_ca_keys", "certificates", "crls",

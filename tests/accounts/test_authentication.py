@@ -7,7 +7,7 @@ import datetime
 import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from signserver.accounts import otp
 from signserver.accounts.model import AccountStatus
@@ -200,6 +200,32 @@ def lockout_rows(service) -> dict[str, tuple[int, int | None]]:
 
 def name_key(service, name: str) -> str:
     return service.accounts._authenticator.names.key_of(name)
+
+
+def row_counts(service) -> dict[str, int]:
+    """How many rows each table holds."""
+    from signserver.store.schema import metadata
+
+    with service.database.transaction() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in metadata.sorted_tables}
+
+
+def test_the_failure_that_locks_writes_the_same_rows_for_an_account_and_an_unknown_name(fresh_service):
+    created, _ = enrol(fresh_service, emails=("one@example.mo", "two@example.mo"))
+    written = {}
+    for name in (created.account.username, "nobody-here"):
+        for _ in range(4):
+            with pytest.raises(AuthenticationFailed):
+                auth(fresh_service, name, "Wrong-password-1", otp_required=False)
+        before = row_counts(fresh_service)
+        with pytest.raises(AuthenticationFailed):  # the fifth: it locks the name
+            auth(fresh_service, name, "Wrong-password-1", otp_required=False)
+        after = row_counts(fresh_service)
+        written[name] = {table: after[table] - before[table] for table in after if after[table] != before[table]}
+    assert written[created.account.username] == written["nobody-here"]
+    assert written["nobody-here"]["audit_log"] == 2  # auth.failure and account.locked, as ever
+    assert events(fresh_service, created.account.username)[-2:] == ["auth.failure", "account.locked"]
 
 
 def test_an_unknown_name_locks_like_an_account_and_is_forgotten_when_the_lock_ends(fresh_service, clock):

@@ -31,6 +31,7 @@ def test_password_change_and_lock_emails_arrive(mailing_service, smtp_server, cl
         with pytest.raises(AuthenticationFailed):
             mailing_service.accounts._authenticator.authenticate(created.account.username, Secret("Wrong-pass-1"),
                                                                  None, False, "test")
+    assert mailing_service.lock_notices.queue_due() == 1  # the background round, ahead of the sender
     assert mailing_service.outbox.send_due() == 4
     received = [(m["To"], m["Subject"]) for m in smtp_server.messages]
     assert ("one@example.mo", "簽署服務密碼已更改 / Palavra-passe alterada / Password changed") in received

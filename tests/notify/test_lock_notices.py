@@ -1,0 +1,71 @@
+"""The "account locked" e-mail, queued by the background work from the notice the locking failure
+writes alike for every name, to a real SMTP server on loopback (aiosmtpd)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from signserver.errors import AuthenticationFailed
+from signserver.grpc_api.server import BackgroundWork
+from signserver.secret import Secret
+from signserver.store.schema import lock_notices, outbox
+from tests.conftest import enrol, service_with
+
+LOCKED = "簽署服務帳戶已鎖定 / Conta bloqueada / Account locked"
+
+
+def lock(service, username: str) -> None:
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            service.accounts._authenticator.authenticate(username, Secret("Wrong-pass-1"), None, False, "test")
+
+
+def count(service, table) -> int:
+    with service.database.transaction() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_the_locked_email_arrives_once_and_none_for_an_unknown_name(mailing_service, smtp_server, clock):
+    created, _ = enrol(mailing_service, emails=("one@example.mo", "two@example.mo"))
+    lock(mailing_service, created.account.username)
+    lock(mailing_service, "nobody-has-this-name")
+    assert count(mailing_service, lock_notices) == 2 and count(mailing_service, outbox) == 0
+
+    assert mailing_service.lock_notices.queue_due() == 1  # the unknown name's notice is dropped
+    assert mailing_service.lock_notices.queue_due() == 0  # each notice once
+    assert count(mailing_service, lock_notices) == 0
+    assert mailing_service.outbox.send_due() == 2
+    assert sorted((m["To"], m["Subject"]) for m in smtp_server.messages) == [
+        ("one@example.mo", LOCKED), ("two@example.mo", LOCKED)]
+    body = smtp_server.messages[0].get_content()
+    assert created.account.username in body and "2026.11.21 10:56:06 +0800" in body  # the lock's end
+    assert mailing_service.outbox.send_due() == 0
+
+
+def test_a_notice_outlives_the_process_that_wrote_it(mailing_service, smtp_server, config, clock):
+    created, _ = enrol(mailing_service, emails=("one@example.mo",))
+    lock(mailing_service, created.account.username)
+    # Another process on the same database, as after a crash before any background round.
+    restarted = service_with(config, mailing_service.database.url, clock, smtp=mailing_service.config.smtp)
+    assert restarted.lock_notices.queue_due() == 1
+    assert restarted.outbox.send_due() == 1
+    assert [(m["To"], m["Subject"]) for m in smtp_server.messages] == [("one@example.mo", LOCKED)]
+
+
+def test_the_server_background_round_sends_the_locked_email(mailing_service, smtp_server, clock):
+    created, _ = enrol(mailing_service, emails=("one@example.mo",))
+    lock(mailing_service, created.account.username)
+    lock(mailing_service, "nobody-has-this-name")
+    work = BackgroundWork(mailing_service, poll_seconds=0.05)
+    work.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not smtp_server.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        work.stop()
+    assert [(m["To"], m["Subject"]) for m in smtp_server.messages] == [("one@example.mo", LOCKED)]
+    assert count(mailing_service, lock_notices) == 0
