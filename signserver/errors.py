@@ -117,6 +117,14 @@ class StoreUnavailable(SignServerError):
     reason = "STORE_UNAVAILABLE"
 
 
+class SpoolUnavailable(StoreUnavailable):
+    """The state directory's file system refuses the files a document passes through (it is full,
+    over its quota, read-only or not writable by the server): nothing was kept, nothing signed.
+    The caller tries again later; the operator's log says what the file system answered."""
+
+    reason = "SPOOL_UNAVAILABLE"
+
+
 class StoreConflict(AlreadyExists):
     """The database already holds a record the change conflicts with (another change wrote the same
     unique value first)."""

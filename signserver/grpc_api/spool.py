@@ -11,11 +11,16 @@ keeps it: a forked child closes its copy, and the verification's children come f
 forkserver started afresh, which inherits none. :func:`sweep` removes every folder whose lock it
 can take, never a live process's; each worker sweeps as it starts, which includes every restart
 of a worker that died.
+
+A file system that refuses a spool file (full, over its quota, read-only, not writable by the
+server) refuses the call with SpoolUnavailable (UNAVAILABLE), said in the log once a minute (see
+signserver.pades.pending.refused_write); the file is closed and removed at once.
 """
 
 from __future__ import annotations
 
 import fcntl
+import io
 import logging
 import os
 import shutil
@@ -25,9 +30,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from signserver.descriptors import DescriptorReserve
-from signserver.errors import ServerBusy
+from signserver.errors import ServerBusy, SignServerError, SpoolUnavailable
 from signserver.grpc_api.stream_limits import check_descriptors
 from signserver.outlasting import off_the_loop
+from signserver.pades.pending import refused_write
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +72,17 @@ def process_folder(spool: Path) -> Path:
     """This process's folder under ``spool``, made and locked at its first use (and again if it
     went away, or after a fork: a forked child's folder is its own).
 
-    Raises: ServerBusy: the folder could not be made (sweeps kept taking it as it was made).
+    Raises: ServerBusy: the folder could not be made (sweeps kept taking it as it was made);
+        SpoolUnavailable: the file system refused it.
     """
+    try:
+        return _process_folder(spool)
+    except OSError as exc:
+        raise refused_write(exc, spool) from exc
+
+
+def _process_folder(spool: Path) -> Path:
+    """As :func:`process_folder`. Raises: ServerBusy; OSError."""
     with _holding:
         pid = os.getpid()
         held = _held.get(spool)
@@ -141,32 +156,78 @@ def _remove_if_unheld(path: str) -> int:
         os.close(descriptor)
 
 
+class _SpoolStream(io.BufferedRandom):
+    """A spool file's buffered stream, whose writes the file system refuses (a full disk, say:
+    the buffer may meet it at any write, flush or close, also within pyHanko's own writes) raise
+    SpoolUnavailable rather than OSError. A named one is removed when closed."""
+
+    def __init__(self, raw: io.FileIO, spool: Path, path: Path | None):
+        super().__init__(raw)
+        self._spool = spool
+        self._path = path
+
+    def write(self, data) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            raise refused_write(exc, self._spool) from exc
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            raise refused_write(exc, self._spool) from exc
+
+    def close(self) -> None:
+        try:
+            super().close()  # the descriptor is closed even when its last flush fails
+        finally:
+            if self._path is not None:
+                try:
+                    self._path.unlink(missing_ok=True)
+                except OSError as exc:  # the next sweep removes the folder with it
+                    log.warning("could not remove the spool file %s: %s", self._path, exc)
+
+
 class SpoolFile:
     """A temporary file in the process's folder of the spool directory (see
     :func:`process_folder`), created at its first use and removed when closed.
 
     A stream that sends its header and then nothing holds no descriptor. ``named``: the file has
     a path another process can open (a verification in a child process); otherwise it has no
-    name at all once created.
+    name at all once created. A write the file system refuses closes (and so removes) the file.
     """
 
     def __init__(self, directory: Path, reserve: DescriptorReserve, named: bool = False):
         self._directory = directory
         self._reserve = reserve
         self._named = named
-        self._file = None
+        self._file: _SpoolStream | None = None
 
     def file(self) -> BinaryIO:
         """The open file, created now if need be.
 
         Raises: ServerBusy: too few descriptors are free to open another file, or the process's
-            folder cannot be made.
+            folder cannot be made; SpoolUnavailable: the file system refused the file.
         """
         if self._file is None:
             check_descriptors(self._reserve)
             folder = process_folder(self._directory)
-            self._file = (tempfile.NamedTemporaryFile(dir=folder, prefix=LOOSE_PREFIX) if self._named
-                          else tempfile.TemporaryFile(dir=folder))
+            try:
+                # mkstemp: mode 0600, a name no one else has.
+                descriptor, name = tempfile.mkstemp(dir=folder, prefix=LOOSE_PREFIX)
+            except OSError as exc:
+                raise refused_write(exc, self._directory) from exc
+            path = Path(name)
+            if not self._named:
+                try:
+                    path.unlink()  # no name at all from here: the file goes with its process, however it ends
+                except OSError as exc:
+                    os.close(descriptor)
+                    raise refused_write(exc, self._directory) from exc
+            raw = io.FileIO(descriptor, "r+")
+            raw.name = name  # the path the verification's child process opens
+            self._file = _SpoolStream(raw, self._directory, path if self._named else None)
         return self._file
 
     @property
@@ -179,26 +240,41 @@ class SpoolFile:
         return Path(self.file().name)
 
     def write(self, data: bytes) -> None:
-        """Raises: ServerBusy (see :meth:`file`)."""
-        self.file().write(data)
+        """Raises: ServerBusy, SpoolUnavailable (see :meth:`file`); SpoolUnavailable: the file
+        system refused the data (the file is closed and removed then)."""
+        target = self.file()
+        try:
+            target.write(data)
+        except SpoolUnavailable:
+            self.close()
+            raise
 
     async def write_async(self, data: bytes) -> None:
         """As :meth:`write`, a large piece in a thread: writing 1 MiB to the state directory's
         file system was measured here at about 2.3 ms (4 MiB, the largest message: about 10 ms),
         time every other call on the event loop would wait.
 
-        Raises: ServerBusy (see :meth:`file`).
+        Raises: as :meth:`write`.
         """
         target = self.file()
-        if len(data) < OFF_THE_LOOP_BYTES:
-            target.write(data)
-        else:
-            await off_the_loop(target.write, data)
+        try:
+            if len(data) < OFF_THE_LOOP_BYTES:
+                target.write(data)
+            else:
+                await off_the_loop(target.write, data)
+        except SpoolUnavailable:
+            self.close()
+            raise
 
     def close(self) -> None:
+        """Close and remove the file. Never raises for the file system: the file is discarded,
+        and a write it refused was refused to the caller already."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except (OSError, SignServerError):
+                pass
 
     def __enter__(self) -> "SpoolFile":
         return self

@@ -21,11 +21,14 @@ using it.
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import logging
 import os
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -33,7 +36,7 @@ from typing import BinaryIO, Callable
 from sqlalchemy import delete, func, insert, select
 
 from signserver.clock import Clock, epoch_seconds, from_epoch
-from signserver.errors import DataCorrupted, NotFound
+from signserver.errors import DataCorrupted, NotFound, SpoolUnavailable
 from signserver.pades.document import PadesLevel
 from signserver.pades.prepared_signature import PostSignData, PreparedSignature
 from signserver.store.database import Database
@@ -50,6 +53,33 @@ COMPLETION_GRACE = datetime.timedelta(minutes=15)
 FILE_SWEEP_EVERY = datetime.timedelta(seconds=60)
 UNKNOWN = "no prepared document with that id: it expired, was completed, or is being completed"
 _FILE_NAME = re.compile(r"(\d{1,12})-[0-9a-f]{32}(\.pdf|\.part)")
+# A full or read-only file system refuses every document until the operator acts: said once a
+# minute per process, not once per call (a client could repeat the call to fill the log).
+REFUSED_WRITE_LOG_SECONDS = 60.0
+REFUSED_WRITE = "the server cannot keep the document now: try again later"
+_refusals_logged = threading.Lock()
+_refusal_logged_at: float | None = None
+_refusals_unlogged = 0
+
+
+def refused_write(exc: OSError, directory: Path) -> SpoolUnavailable:
+    """The refusal of a document whose file in ``directory`` the file system would not make or
+    write (``exc``: ENOSPC, EDQUOT, EROFS, EACCES or any other). The operator's log says what
+    the file system answered, at most once per REFUSED_WRITE_LOG_SECONDS in each process (the
+    calls in between counted); it names the directory and the error, nothing of the caller's.
+    """
+    global _refusal_logged_at, _refusals_unlogged
+    now = time.monotonic()
+    with _refusals_logged:
+        if _refusal_logged_at is not None and now - _refusal_logged_at < REFUSED_WRITE_LOG_SECONDS:
+            _refusals_unlogged += 1
+            return SpoolUnavailable(REFUSED_WRITE)
+        unlogged, _refusals_unlogged, _refusal_logged_at = _refusals_unlogged, 0, now
+    code = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno is not None else type(exc).__name__
+    log.error("the spool directory %s refuses a document's file (%s: %s): documents are refused as "
+              "UNAVAILABLE until it takes them again (free space, or make it writable)%s", directory, code,
+              exc.strerror or exc, f" (and {unlogged} times since this was last logged)" if unlogged else "")
+    return SpoolUnavailable(REFUSED_WRITE)
 
 
 @dataclass(frozen=True)
@@ -95,19 +125,22 @@ class PreparedDocuments:
         writable; it returns the signature's data) and record it. The application's expired
         documents go, and its oldest when it has ``max_per_application``.
 
-        Raises: what ``write`` raises (nothing is kept then); StoreUnavailable; OSError: the spool
-        directory is not writable.
+        Raises: what ``write`` raises (nothing is kept then); StoreUnavailable; SpoolUnavailable:
+        the spool directory refused the file (full, read-only, not writable: see refused_write).
         """
         now = self._clock.now()
         name = f"{epoch_seconds(now)}-{secrets.token_hex(16)}"
         path, part = self.spool_dir / f"{name}.pdf", self.spool_dir / f"{name}.part"
-        self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            with os.fdopen(os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "w+b") as file:
-                signature = write(file)
-                file.flush()
-                os.fsync(file.fileno())  # the row names a whole file, on every node, after a crash too
-            os.replace(part, path)
+            try:
+                self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                with os.fdopen(os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "w+b") as file:
+                    signature = write(file)
+                    file.flush()
+                    os.fsync(file.fileno())  # the row names a whole file, on every node, after a crash too
+                os.replace(part, path)
+            except OSError as exc:
+                raise refused_write(exc, self.spool_dir) from exc
             document_id = secrets.token_urlsafe(16)
             expires_at = now + self._lifetime
             with self._database.transaction() as conn:
@@ -120,8 +153,7 @@ class PreparedDocuments:
                     post_sign=signature.post_sign.to_json() if signature.post_sign else None, file_name=path.name,
                     created_at=epoch_seconds(now), expires_at=epoch_seconds(expires_at)))
         except BaseException:
-            part.unlink(missing_ok=True)
-            path.unlink(missing_ok=True)
+            self._remove_files([part.name, path.name])
             raise
         self._remove_files(dropped)
         return PendingDocument(document_id, signature.document_digest, from_epoch(epoch_seconds(expires_at)))

@@ -11,7 +11,7 @@ from typing import IO
 import grpc
 
 from tests import cli_forkserver
-from tests.conftest import SIGNSERVER, cli_env, database_url
+from tests.conftest import ROOT, SIGNSERVER, cli_env, database_url, share_stamp_fonts
 
 
 class ServeProcess:
@@ -73,3 +73,14 @@ class ServeProcess:
         if self.log is not None:
             self.log.close()
         return self.process.returncode
+
+
+def with_own_token(state: Path, folder: Path, font_cache: Path, **env: str) -> ServeProcess:
+    """A one-worker server (not started) on a state directory of its own, made at ``state`` with
+    a SoftHSM token of its own (``state``/softhsm) and a SQLite database in it: for tests that do
+    to its files what no other test may see (fill their disk, move the token away)."""
+    subprocess.run([str(ROOT / "softhsm-setup" / "softhsm-setup"), str(state)],
+                   env={"SIGNSERVER": str(SIGNSERVER), "PATH": "/usr/bin:/bin"}, check=True, capture_output=True)
+    share_stamp_fonts(state, font_cache)
+    folder.mkdir(exist_ok=True)
+    return ServeProcess(state, folder, workers=1, SIGNSERVER_DATABASE_URL=f"sqlite:///{state / 'signserver.db'}", **env)
