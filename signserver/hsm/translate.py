@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pkcs11.exceptions as p11
 
 from signserver.errors import (
@@ -16,7 +18,12 @@ from signserver.errors import (
     UnsupportedAlgorithm,
 )
 
-# Errors after which the session (or the module) must be opened again; retried once.
+log = logging.getLogger(__name__)
+
+# Errors after which the session (or the module) must be opened again; retried once. Every
+# handle python-pkcs11 has an error for is here: a handle kept from a session or a token that
+# went away (SoftHSM's token files removed, a device unplugged) is refused as invalid by the next
+# call that passes it, as the key that unwraps a holder's package (UnwrappingKeyHandleInvalid).
 SESSION_LOST = (
     p11.SessionHandleInvalid,
     p11.SessionClosed,
@@ -25,6 +32,8 @@ SESSION_LOST = (
     p11.TokenNotPresent,
     p11.KeyHandleInvalid,
     p11.ObjectHandleInvalid,
+    p11.UnwrappingKeyHandleInvalid,
+    p11.WrappingKeyHandleInvalid,
 )
 
 
@@ -72,7 +81,9 @@ def translate(exc: p11.PKCS11Error, doing: str) -> SignServerError:
     if isinstance(exc, (p11.UserPinNotInitialized,)):
         return HsmUnavailable(f"cannot {doing}: the token's user PIN is not initialised")
     if is_session_lost(exc) or isinstance(exc, (p11.DeviceError, p11.DeviceMemory, p11.GeneralError)):
-        return HsmUnavailable(f"cannot {doing}: the token does not answer ({name})")
+        # The caller learns that the token does not answer; what it answered is the operator's.
+        log.warning("cannot %s: the token does not answer (it reported %s)", doing, name)
+        return HsmUnavailable(f"cannot {doing}: the token does not answer; try again later")
     return HsmError(f"cannot {doing}: the token reported {name}")
 
 
