@@ -4,6 +4,8 @@ state directory). The RA reads nothing else of the file; the core ignores the se
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 import tomllib
@@ -15,10 +17,15 @@ from signserver.addresses import is_loopback, join_address, split_address
 from signserver.ra.errors import SettingsError
 from signserver.ra.serving_address import running_pages_url, serving_file
 
+log = logging.getLogger(__name__)
+
 CONFIG_ENV = "SIGNSERVER_CONFIG"
 STATE_DIR_ENV = "SIGNSERVER_STATE_DIR"
 DEFAULT_CONFIG_FILE = Path("signserver.toml")
 ENV_PREFIX = "SIGNSERVER_RA_"
+# Read by the RA's commands rather than its settings (the operator a command acts as).
+OTHER_VARIABLES = frozenset({"SIGNSERVER_RA_OPERATOR"})
+
 SMTP_SECURITY = ("none", "starttls", "tls")
 
 
@@ -409,6 +416,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     for key, parse in _KEYS.items():
         if ENV_PREFIX + key.upper() in environ:
             values[key] = parse(key, environ[ENV_PREFIX + key.upper()])
+    _warn_of_unknown_variables(environ)
     state_dir = Path("var")  # as the core: relative to the working directory unless the file says
     if "state_dir" in raw:
         state_dir = Path(str(raw["state_dir"])).expanduser()
@@ -416,3 +424,14 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     if environ.get(STATE_DIR_ENV):
         state_dir = Path(environ[STATE_DIR_ENV])
     return RaSettings(state_dir=state_dir, **values)
+
+
+def _warn_of_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Say which ``SIGNSERVER_RA_*`` variables are no setting (a mistyped name would otherwise be
+    ignored without a word; the core leaves these names to the RA), with the setting it is
+    closest to. Only names are said: a value may be a secret."""
+    known = sorted({ENV_PREFIX + key.upper() for key in _KEYS} | OTHER_VARIABLES)
+    for name in sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        log.warning("the environment variable %s is no setting of the registration authority and is ignored%s",
+                    name, f" (did you mean {close[0]}?)" if close else "")
