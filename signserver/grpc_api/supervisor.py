@@ -6,8 +6,10 @@ tried once and not by every worker (tokens lock the PIN after a few wrong tries)
 the module; it never touches gRPC itself. The first-start bootstrap runs in a short-lived child,
 then each worker is forked before it initialises PKCS#11 or creates its gRPC server. Workers bind the same port (SO_REUSEPORT, gRPC's default on Linux); one of them also runs
 the background work (e-mail, audit seals, CRLs, expiry notices). A worker that dies is started
-again; SIGTERM or SIGINT makes every worker drain its calls in flight and stop; a second SIGINT
-(Ctrl-C again) while they drain stops them at once. Each worker's memory is bounded
+again; SIGTERM, SIGINT or SIGHUP makes every worker drain its calls in flight and stop; a second
+SIGINT (Ctrl-C again) while they drain stops them at once. Every child ends with the supervisor
+(:mod:`signserver.grpc_api.parent_death`): one killed (SIGKILL, the OOM killer) leaves no worker
+behind serving the port. Each worker's memory is bounded
 (``server.worker_memory_mb``, see :func:`worker_memory_bound`): a request that would take more is
 refused, and one client cannot take the node's memory from the other workers and the database.
 """
@@ -29,6 +31,7 @@ from signserver.config import Config
 from signserver.cpu_scheduling import schedule_as_batch_work
 from signserver.descriptors import raise_open_file_limit
 from signserver.errors import ConfigurationError
+from signserver.grpc_api.parent_death import end_with_parent
 from signserver.grpc_api.worker_memory import apply_bound, worker_memory_bound
 from signserver.monitoring.logs import set_worker
 from signserver.monitoring.meter import install_meter
@@ -44,7 +47,11 @@ RESTART_PAUSE_SECONDS = 1.0  # before a process that died is started again
 MAX_RESTART_PAUSE_SECONDS = 60.0  # the pause doubles for each death soon after a start, up to this
 STEADY_SECONDS = 60.0  # a process that ran this long before it died starts the count afresh
 LISTENER_PROBE_SECONDS = 2.0  # an address of this machine answers at once, or refuses
-def _bootstrap(config: Config, demo: bool) -> None:
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _bootstrap(config: Config, demo: bool, supervisor: int) -> None:
+    end_with_parent(supervisor)
     from signserver.grpc_api.server import bootstrap
     from signserver.service import SignService
 
@@ -72,15 +79,11 @@ def _check_pin(config: Config) -> None:
                  PinGuard.for_config(config.hsm, config.state_dir)).check_login()
 
 
-def _work(config: Config, index: int, metrics: socket.socket | None, memory_bound: int | None = None) -> None:
+def _work(config: Config, index: int, metrics: socket.socket | None, memory_bound: int | None,
+          supervisor: int) -> None:
     from signserver.grpc_api.server import Worker
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops a worker
-    # Not the supervisor's own handler, inherited with the fork: it would swallow a SIGTERM that
-    # comes before the worker's loop takes the signal over (a worker stopped as it starts). The
-    # supervisor forks with SIGTERM blocked, so one sent before this line waits for it.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    _take_signals(supervisor)
     return_large_blocks_promptly()  # before any thread starts
     if config.server.batch_scheduling:
         schedule_as_batch_work()  # before any thread starts: they take it from this one
@@ -92,12 +95,26 @@ def _work(config: Config, index: int, metrics: socket.socket | None, memory_boun
     Worker(config, index, background=index == 0).run()
 
 
-def _serve_metrics(metrics: socket.socket) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # SIGTERM from the supervisor stops it
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until uvicorn takes it (as in _work)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+def _serve_metrics(metrics: socket.socket, supervisor: int) -> None:
+    _take_signals(supervisor)  # SIGTERM until uvicorn takes it, as in a worker
     set_worker("metrics")
     serve_metrics(metrics)
+
+
+def _take_signals(supervisor: int) -> None:
+    """A child's signals, first thing after its fork: SIGHUP ignored, and SIGINT until the child's
+    own loop takes it (the supervisor decides; a terminal's hang-up or Ctrl-C reaches the whole
+    process group); SIGTERM stops the child, and comes too when the supervisor dies. Exits
+    (SystemExit) if the supervisor ``supervisor`` (its pid) is gone already."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Not the supervisor's own handler, inherited with the fork: it would swallow a SIGTERM that
+    # comes before the worker's loop takes the signal over (a worker stopped as it starts). The
+    # supervisor forks with SIGTERM blocked, so one sent before this line waits for it, as does
+    # one the kernel sends for the supervisor's death from here on.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    end_with_parent(supervisor)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _reserve(address: str, setting: str, held: ExitStack) -> str:
@@ -146,7 +163,8 @@ def _answers(host: str, port: int) -> bool:
 
 
 def serve(config: Config, demo: bool = False, workers: int | None = None) -> None:
-    """Bootstrap, then run ``workers`` processes (default: one per CPU) until SIGTERM or SIGINT.
+    """Bootstrap, then run ``workers`` processes (default: one per CPU) until SIGTERM, SIGINT or
+    SIGHUP.
 
     Raises:
         ConfigurationError: no PIN, an address to listen on is malformed, in use (by any process,
@@ -169,7 +187,7 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
         http_listen = _reserve(config.http_listen, "http.listen", held)
         csc_listen = _reserve(config.csc.listen, "csc.listen", held) if config.csc.listen else ""
         metrics = held.enter_context(metrics_socket(config.metrics.listen)) if config.metrics.listen else None
-        child = _fork.Process(target=_bootstrap, args=(config, demo), name="bootstrap")
+        child = _fork.Process(target=_bootstrap, args=(config, demo, os.getpid()), name="bootstrap")
         child.start()
         child.join()
         if child.exitcode != 0:
@@ -228,9 +246,11 @@ class Restarts:
 
 class Supervisor:
     """Starts the workers (and the metrics process, given its socket), starts again any that dies,
-    and stops them all on SIGTERM or SIGINT: each drains its calls in flight, within
+    and stops them all on SIGTERM, SIGINT or SIGHUP: each drains its calls in flight, within
     STOP_GRACE_SECONDS. A SIGINT while they drain (Ctrl-C again) stops them at once; a repeated
-    SIGTERM does not, as an orchestrator may send it more than once."""
+    SIGTERM does not, as an orchestrator may send it more than once. SIGHUP stops as SIGTERM does:
+    the server reads its configuration and TLS files only at start, so there is nothing to reload,
+    and a hang-up of the terminal it was started from ends it, drained."""
 
     def __init__(self, config: Config, workers: int, metrics: socket.socket | None = None):
         self._config = config
@@ -242,14 +262,17 @@ class Supervisor:
         self._stopping = False
         self._hurry = False
         self._restarts = Restarts()
+        self._pid = os.getpid()  # the children's parent, which they check as they start
+        self._stopped_by: int | None = None
 
     def run(self) -> None:
         def stop(signum, _frame):
             if self._stopping and signum == signal.SIGINT:
                 self._hurry = True
             self._stopping = True
+            self._stopped_by = self._stopped_by or signum
 
-        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
         try:
             self._start_metrics()
             for index in range(self._count):
@@ -279,14 +302,16 @@ class Supervisor:
                     elif self._restarts.due("metrics", now):
                         self._start_metrics()
                 time.sleep(0.2)
+            if self._stopped_by == signal.SIGHUP:  # logged here, not in the handler
+                log.info("supervisor: hang-up (SIGHUP); stopping as on SIGTERM")
             self._stop_all()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
     def _start(self, index: int) -> None:
-        process = _fork.Process(target=_work, args=(self._config, index, self._metrics, self._memory_bound),
-                                name=f"worker-{index}")
+        process = _fork.Process(target=_work, args=(self._config, index, self._metrics, self._memory_bound,
+                                                    self._pid), name=f"worker-{index}")
         _fork_with_sigterm_held(process)
         self._workers[index] = process
         self._restarts.started(index, time.monotonic())
@@ -294,7 +319,8 @@ class Supervisor:
     def _start_metrics(self) -> None:
         if self._metrics is None:
             return
-        self._metrics_process = _fork.Process(target=_serve_metrics, args=(self._metrics,), name="metrics")
+        self._metrics_process = _fork.Process(target=_serve_metrics, args=(self._metrics, self._pid),
+                                              name="metrics")
         _fork_with_sigterm_held(self._metrics_process)
         self._restarts.started("metrics", time.monotonic())
         host, port = self._metrics.getsockname()[:2]
