@@ -32,6 +32,7 @@ from signserver.cpu_scheduling import schedule_as_batch_work
 from signserver.descriptors import raise_open_file_limit
 from signserver.errors import ConfigurationError
 from signserver.grpc_api.parent_death import end_with_parent
+from signserver.grpc_api.state_dirs import check_writable_dirs
 from signserver.grpc_api.worker_memory import apply_bound, worker_memory_bound
 from signserver.monitoring.logs import set_worker
 from signserver.monitoring.meter import install_meter
@@ -168,7 +169,8 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
 
     Raises:
         ConfigurationError: no PIN, an address to listen on is malformed, in use (by any process,
-            another server included) or cannot be bound, the bootstrap failed (its cause is in the
+            another server included) or cannot be bound, a directory the server writes cannot be
+            made or written (see check_writable_dirs), the bootstrap failed (its cause is in the
             log), or the TLS files cannot be used (see check_server_tls).
         HsmLoginFailed, HsmPinLocked: the token refused the PIN, or it was not tried (see
             :mod:`signserver.hsm.pin_guard`); no child was started.
@@ -187,6 +189,8 @@ def serve(config: Config, demo: bool = False, workers: int | None = None) -> Non
         http_listen = _reserve(config.http_listen, "http.listen", held)
         csc_listen = _reserve(config.csc.listen, "csc.listen", held) if config.csc.listen else ""
         metrics = held.enter_context(metrics_socket(config.metrics.listen)) if config.metrics.listen else None
+        # Before any child: a directory the workers could not write would fail calls, not the start.
+        check_writable_dirs(config)
         child = _fork.Process(target=_bootstrap, args=(config, demo, os.getpid()), name="bootstrap")
         child.start()
         child.join()
