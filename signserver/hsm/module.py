@@ -10,6 +10,7 @@ re-initialises the module before its first use (PKCS#11 state does not survive a
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import pkcs11
 
 from signserver.errors import ConfigurationError, HsmUnavailable
+
+log = logging.getLogger(__name__)
 
 _lock = threading.RLock()
 _initialised_in: dict[str, int] = {}  # module path -> pid that initialised it
@@ -126,7 +129,10 @@ def reinitialise_module(path: Path) -> None:
         try:
             _reinitialise(str(path), pkcs11.lib(str(path)))
         except pkcs11.PKCS11Error as exc:
-            raise HsmUnavailable(f"cannot re-initialise the PKCS#11 module {path}: {exc!r}") from exc
+            # Reached from a call under way: its caller learns that the token does not answer;
+            # which module, and what it answered, are the operator's.
+            log.warning("cannot re-initialise the PKCS#11 module %s: %r", path, exc)
+            raise HsmUnavailable("the token does not answer; try again later") from exc
 
 
 def release_module(path: Path | None) -> None:
