@@ -10,11 +10,14 @@ from pkcs11 import Attribute, ObjectClass
 
 from signserver.hsm.master_keys import master_label
 from signserver.hsm.sealing import SEALING_LABEL
+from tests.conftest import requires_softhsm
 from tests.hsm.test_ceremony import (DESTINATION_USER, SOURCE_SO, SOURCE_USER, TRANSPORT_LABEL_PREFIX, Cli,
                                      objects, service_on, tokens)
 
 __all__ = ["tokens"]  # the fixture, used by name
-pytestmark = pytest.mark.sqlite_only
+pytestmark = [requires_softhsm("one soft token per system, and the ceremony needs a source and a destination "
+                               "token"),
+              pytest.mark.sqlite_only]
 
 
 def export(config, state_dir, tokens, tmp_path, clock, *labels: str) -> tuple[Cli, dict]:

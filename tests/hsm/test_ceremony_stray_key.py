@@ -10,11 +10,13 @@ import pytest
 
 from signserver.hsm.master_keys import master_label
 from tests import cli_forkserver
-from tests.conftest import SIGNSERVER
+from tests.conftest import SIGNSERVER, requires_softhsm
 from tests.hsm.test_ceremony import DESTINATION_USER, SOURCE_SO, SOURCE_USER, Cli, service_on, tokens
 
 __all__ = ["tokens"]  # the fixture, used by name
-pytestmark = pytest.mark.sqlite_only
+pytestmark = [requires_softhsm("one soft token per system, and the ceremony needs a source and a destination "
+                               "token"),
+              pytest.mark.sqlite_only]
 
 
 def ceremony(cli: Cli, tokens, tmp_path, name: str, *labels: str) -> tuple[str, str]:
