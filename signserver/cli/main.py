@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -99,5 +100,17 @@ def _os_error(exc: OSError) -> str:
     return f"{what}: {why}"
 
 
+def command() -> None:
+    """The ``signserver`` console command: :func:`main`, then exit with its status. A Ctrl-C once
+    the command has ended has nothing left to stop; left to Python, one that lands while the
+    interpreter tears down (its exit handlers run) is printed as a traceback. Not in main() itself:
+    a test process that calls main() keeps its own Ctrl-C."""
+    try:
+        status = main()
+    finally:  # argparse's --help and --version end main() with SystemExit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()
