@@ -140,13 +140,20 @@ _COUNT_SPENT = PreparedStatement(
     .returning(activation_tokens.c.unspent))
 
 
+def still_sealed_expired(now: datetime.datetime, limit: int):
+    """The query of at most ``limit`` tokens expired by ``now`` that still carry a sealed key, read
+    through the partial index of those (ix_activation_tokens_sealed_expiry): not through every
+    expired token retention keeps."""
+    return (select(activation_tokens.c.token_hash)
+            .where(activation_tokens.c.expires_at <= epoch_seconds(now), activation_tokens.c.sealed_key.is_not(None))
+            .limit(limit))
+
+
 def forget_sealed_keys(conn: Connection, now: datetime.datetime, limit: int) -> int:
     """Erase the sealed keys of at most ``limit`` tokens expired by ``now`` that still carry one,
     however long ago they expired; returns how many."""
-    expired = (select(activation_tokens.c.token_hash)
-               .where(activation_tokens.c.expires_at <= epoch_seconds(now), activation_tokens.c.sealed_key.is_not(None))
-               .limit(limit))
-    return conn.execute(update(activation_tokens).where(activation_tokens.c.token_hash.in_(expired))
+    return conn.execute(update(activation_tokens)
+                        .where(activation_tokens.c.token_hash.in_(still_sealed_expired(now, limit)))
                         .values(sealed_key=None)).rowcount
 
 

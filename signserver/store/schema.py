@@ -354,6 +354,12 @@ NOT_NOTICED = "expiry_notice_at IS NULL"
 Index("ix_certificates_due_expiry_notice", certificates.c.status, certificates.c.not_after, certificates.c.serial,
       sqlite_where=text(NOT_NOTICED), postgresql_where=text(NOT_NOTICED))
 
+# The erasure of expired tokens' sealed keys (signserver/signing/activation.py forget_sealed_keys):
+# the expired ones that still carry a key, without the day of erased ones retention keeps.
+STILL_SEALED = "sealed_key IS NOT NULL"
+Index("ix_activation_tokens_sealed_expiry", activation_tokens.c.expires_at,
+      sqlite_where=text(STILL_SEALED), postgresql_where=text(STILL_SEALED))
+
 crls = Table(
     "crls", metadata,
     Column("authority", String(32), primary_key=True),

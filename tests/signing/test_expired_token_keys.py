@@ -10,6 +10,8 @@ import pytest
 
 from signserver.errors import SignServerError
 from signserver.signing import hash_signer
+from signserver.signing.activation import still_sealed_expired
+from tests.ca.test_certificate_pages import query_plan
 from tests.signing.holders import authorize, digests, new_holder, no_otp_application
 from tests.signing.test_package_tokens import opens
 
@@ -69,3 +71,11 @@ def test_a_round_erases_every_expired_key_a_batch_at_a_time(fresh_service, clock
     assert service.signer.forget_expired_tokens() == 3
     assert not any(opens(service, token) for token in expiring)
     assert opens(service, live)
+
+
+def test_the_round_reads_only_the_tokens_that_still_carry_a_key(fresh_service, clock):
+    """Retention keeps a day of expired tokens, erased: the round finds the few still sealed through
+    an index of those alone, not by reading every expired one."""
+    with fresh_service.database.read() as conn:
+        plan = query_plan(conn, still_sealed_expired(clock.now(), 500))
+    assert "ix_activation_tokens_sealed_expiry" in plan, plan
