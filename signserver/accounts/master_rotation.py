@@ -84,6 +84,7 @@ class MasterStatus:
     retired_at: datetime.datetime | None
     packages: int  # packages it wraps (destroyed packages not counted)
     on_token: str  # "yes", "no", or "different key" (same label, another check value)
+    retire_after: datetime.datetime | None = None  # a retiring key: when its rotation's grace ends
 
 
 @dataclass
@@ -361,7 +362,8 @@ class MasterRotation:
         return [MasterStatus(label=row.label, state=row.state, check_value=row.check_value,
                              created_at=from_epoch(row.created_at),
                              retired_at=from_epoch(row.retired_at) if row.retired_at is not None else None,
-                             packages=counts.get(row.label, 0), on_token=self._on_token(row.label, row.check_value))
+                             packages=counts.get(row.label, 0), on_token=self._on_token(row.label, row.check_value),
+                             retire_after=from_epoch(row.retire_after) if row.retire_after is not None else None)
                 for row in rows]
 
     def _on_token(self, label: str, check_value: str) -> str:

@@ -29,7 +29,7 @@ from signserver.hsm.sealing import SealingKey
 # Master rotation loads SQLAlchemy: the commands import it, so that building the parser (every
 # command's --help) does not.
 if TYPE_CHECKING:
-    from signserver.accounts.master_rotation import MasterRotation, RewrapCounts
+    from signserver.accounts.master_rotation import MasterRotation, MasterStatus, RewrapCounts
     from signserver.service import SignService
 
 SO_PIN_ENV = "SIGNSERVER_HSM_SO_PIN"
@@ -180,21 +180,23 @@ class UnrecordedMaster:
     retired_at: None
     packages: int  # 0: no package can name a key the database does not know
     on_token: str  # "yes"
+    retire_after: None
 
 
 def cmd_status(args, config: Config) -> int:
     # Also on a token that lacks a key: saying so is what the ON THIS TOKEN column is for.
     service, rotation = _rotation(args, config, check_token=False)
     masters = rotation.status()
-    unrecorded = [UnrecordedMaster(info.label, UNRECORDED, info.check_value, None, None, 0, "yes")
+    unrecorded = [UnrecordedMaster(info.label, UNRECORDED, info.check_value, None, None, 0, "yes", None)
                   for info in _unrecorded(service, {m.label for m in masters})]
     if args.json:
         print_json([*masters, *unrecorded])
         return 0
+    # RETIRED: when a retired key went; for a retiring one, the earliest it may go (its rotation's
+    # grace), the retirement waiting besides for every package to leave it.
     print_table(["LABEL", "STATE", "CHECK VALUE", "PACKAGES", "ON THIS TOKEN", "CREATED", "RETIRED"],
                 [*([m.label, m.state, m.check_value or "-", m.packages, m.on_token,
-                    m.created_at.isoformat(timespec="seconds"),
-                    m.retired_at.isoformat(timespec="seconds") if m.retired_at else ""] for m in masters),
+                    m.created_at.isoformat(timespec="seconds"), _retirement(m)] for m in masters),
                  *([m.label, m.state, m.check_value or "-", "-", m.on_token,
                     "unknown", ""] for m in unrecorded)],
                 empty="no master key yet (the server makes the first on its first start)")
@@ -211,6 +213,14 @@ def cmd_status(args, config: Config) -> int:
         print(f"\n{UNRECORDED}: on this token, but the database knows no master key: is this the token's "
               "database? (A token readied by the key ceremony holds keys before its server's first start.)")
     return 0
+
+
+def _retirement(master: MasterStatus) -> str:
+    if master.retired_at is not None:
+        return master.retired_at.isoformat(timespec="seconds")
+    if master.retire_after is not None:
+        return f"not before {master.retire_after.isoformat(timespec='seconds')}"
+    return ""
 
 
 def _unrecorded(service: SignService, known: set[str]) -> list[MasterKeyInfo]:

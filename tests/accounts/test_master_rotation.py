@@ -309,10 +309,17 @@ def test_cli_rotate_no_wait_leaves_the_packages_to_the_pass(service, clock, stat
     holder = holders.enrol()
     old = master_of(service, holder)
 
-    rotated = master_cli(service, state_dir, "rotate", "--no-wait")
+    rotated = master_cli(service, state_dir, "rotate", "--no-wait", "--grace-seconds", "3600")
 
     assert rotated.returncode == 0, rotated.stderr
     assert master_of(service, holder) == old and states(service)[old] == "retiring"
+    # The grace the rotation gave is shown: the old key goes not before it ends, whichever server retires it.
+    status = master_cli(service, state_dir, "status", "--json")
+    retiring = next(m for m in json.loads(status.stdout) if m["label"] == old)
+    grace_end = datetime.datetime.fromisoformat(retiring["retire_after"])
+    assert 3590 <= (grace_end - datetime.datetime.now(datetime.timezone.utc)).total_seconds() <= 3601
+    table = master_cli(service, state_dir, "status")
+    assert f"not before {grace_end.isoformat(timespec='seconds')}" in table.stdout
     rewrapped = master_cli(service, state_dir, "rewrap")
     assert rewrapped.returncode == 0, rewrapped.stderr
     assert "re-wrapped 1/1 packages" in rewrapped.stderr
