@@ -96,9 +96,17 @@ def load_module(path: Path | None) -> pkcs11.lib:
         if _initialised_in.get(key, os.getpid()) != os.getpid():
             _reinitialise(key, lib)
     except pkcs11.PKCS11Error as exc:
-        raise HsmUnavailable(f"cannot initialise the PKCS#11 module {path}: {exc!r}") from exc
+        raise _not_answering("initialise", path, exc) from exc
     _initialised_in[key] = os.getpid()
     return lib
+
+
+def _not_answering(action: str, path: Path, exc: pkcs11.PKCS11Error) -> HsmUnavailable:
+    """The error for a module that cannot be (re-)initialised, which may be reached from a call
+    under way: its caller learns that the token does not answer; which module, and what it
+    answered, are the operator's (logged)."""
+    log.warning("cannot %s the PKCS#11 module %s: %r", action, path, exc)
+    return HsmUnavailable("the token does not answer; try again later")
 
 
 def module_generation(path: Path) -> int:
@@ -129,10 +137,7 @@ def reinitialise_module(path: Path) -> None:
         try:
             _reinitialise(str(path), pkcs11.lib(str(path)))
         except pkcs11.PKCS11Error as exc:
-            # Reached from a call under way: its caller learns that the token does not answer;
-            # which module, and what it answered, are the operator's.
-            log.warning("cannot re-initialise the PKCS#11 module %s: %r", path, exc)
-            raise HsmUnavailable("the token does not answer; try again later") from exc
+            raise _not_answering("re-initialise", path, exc) from exc
 
 
 def release_module(path: Path | None) -> None:
