@@ -4,8 +4,9 @@ recorded as superseded, so that the background work removes them like any key a 
 
 A key is taken for one of this CA's only when its public key is that of an OCSP responder's or a
 TSA's certificate this CA issued (its ``certificates`` table): other CAs whose keys share the
-token, labelled alike, are never touched. Finding them lists the token's keys, so it is done by
-the background work only, and once per process: a renewal made since records its old key itself.
+token, labelled alike, are never touched. Finding them lists the token's keys and reads their
+public keys, two searches of the whole token, so it is done by the background work only, and once
+per process: a renewal made since records its old key itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from signserver.ca import repository as repo
 from signserver.ca.setup import OCSP, TSA
 from signserver.clock import Clock
-from signserver.errors import KeyNotFound, UnsupportedAlgorithm
 from signserver.hsm.keystore import HsmKeyStore, KeyInfo
 from signserver.store.database import Database
 
@@ -89,15 +89,14 @@ class LeftoverServiceKeys:
         certified: dict[bytes, tuple[str, x509.Certificate]] = {}
         for profile, certificate in issued:  # newest first: a key certified twice is named by its last
             certified.setdefault(_spki(certificate.public_key()), (_PROFILE_ROLES[profile], certificate))
+        candidates = [(key, role) for key, role in labelled if key.key_id not in known and key.label not in pending]
+        # Read in one search: a search per key would walk the whole token for each. A key without a
+        # public half to compare is left out: not provably this CA's.
+        public_keys = self._keys.public_keys(key for key, _ in candidates)
         found = []
-        for key, role in labelled:
-            if key.key_id in known or key.label in pending:
-                continue
-            try:
-                public = _spki(self._keys.public_key(key.key_id))
-            except (KeyNotFound, UnsupportedAlgorithm):
-                continue  # no public half to compare: not provably this CA's
-            match = certified.get(public)
+        for key, role in candidates:
+            public = public_keys.get(key.key_id)
+            match = certified.get(_spki(public)) if public is not None else None
             if match is not None and match[0] == role:
                 found.append((key, role, match[1]))
         return found

@@ -7,6 +7,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Iterable
 
 import pkcs11
 from asn1crypto.core import Integer, OctetString, PrintableString
@@ -252,6 +253,35 @@ class HsmKeyStore:
             return self._session.cache[cache_key]
 
         return self._session.run(read, f"read the public key of {key_id}")
+
+    def public_keys(self, keys: Iterable[KeyInfo]) -> dict[str, PublicKey]:
+        """The public keys of ``keys`` (private keys as :meth:`list` describes them), by key id,
+        read in one search of the token however many they are: a search walks every object of the
+        token, so one search per key would cost the token's size for each. A key whose public half
+        is not on the token, is of a kind signserver does not use, or is damaged, is left out.
+
+        Raises: HsmError.
+        """
+        wanted = {bytes.fromhex(key.key_id): key.algorithm for key in keys if key.key_id}
+
+        def read(session: pkcs11.Session) -> dict[str, PublicKey]:
+            found: dict[str, PublicKey] = {}
+            if not wanted:
+                return found
+            for public in self._session.find(session, {Attribute.CLASS: ObjectClass.PUBLIC_KEY}):
+                try:
+                    raw_id = public[Attribute.ID]
+                except pkcs11.exceptions.AttributeTypeInvalid:
+                    continue  # not one of signserver's keys, which all have an id
+                if raw_id not in wanted or raw_id.hex() in found:
+                    continue
+                try:
+                    found[raw_id.hex()] = _public_key(public, wanted[raw_id])
+                except UnsupportedAlgorithm:
+                    continue
+            return found
+
+        return self._session.run(read, "read the public keys")
 
     def store_certificate(self, key_id: str, certificate: x509.Certificate) -> None:
         """Store ``certificate`` on the token beside its key (same CKA_ID and label),

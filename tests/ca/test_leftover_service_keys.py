@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from signserver.ca import repository as repo
 from signserver.ca.authority import OCSP, SUPERSEDED_KEY_GRACE, TSA
+from signserver.ca.leftover_keys import LeftoverServiceKeys
 from signserver.clock import ManualClock
 from tests.ca.conftest import own_ca
 from tests.ca.test_service_key_removal import (
@@ -130,3 +131,22 @@ def test_a_key_on_the_token_that_cannot_be_described_stops_neither_the_search_no
     assert not on_token(service, left) and not on_token(service, replaced) and superseded(service) == {}
     assert all(on_token(service, key_id) for key_id in damaged)
     check_ocsp(service.ca.ocsp(_any_ocsp_request(service)), clock.now())
+
+
+def test_the_search_for_leftovers_costs_two_searches_of_the_token_however_many_keys_are_labelled(config, tmp_path):
+    """Each search walks every object of the token: one per labelled key made the first pass of a
+    process cost the token's size for every service key of every CA sharing it."""
+    clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
+    service = own_ca(config, tmp_path / "counted.db", clock)
+    left = renew_as_before(service, OCSP)
+    others = [own_ca(config, tmp_path / f"other-{n}.db", clock) for n in range(3)]  # their keys labelled alike
+    for other in others:
+        renew_as_before(other, TSA)
+    labelled = [key for key in service.keys.list() if key.label.startswith("ca-")]
+    assert len(labelled) >= 2 * 4 + 4  # each CA's two service keys, and the four that renewals left
+
+    restarted = service_with(config, service.database.url, clock)  # a session of its own: nothing read yet
+    before = restarted.keys.session.searches
+    assert LeftoverServiceKeys(restarted.database, restarted.keys, clock).record_once() == [left]
+    assert restarted.keys.session.searches - before == 2  # the private keys, then the public keys
+    assert superseded(restarted) == {left: OCSP}
