@@ -424,20 +424,10 @@ class CertificateAuthority:
         with self._database.read() as conn:
             return repo.get_certificate(conn, serial, self._clock.now(), RA_SHOWN_PROFILES if for_ra else None)
 
-    def list(self, username: str | None = None, expiring_within_days: int | None = None) -> list[IssuedCertificate]:
-        """Certificates of an account (or all), optionally only valid ones expiring within N days.
-
-        Raises: NotFound (account).
-        """
-        now = self._clock.now()
-        with self._database.read() as conn:
-            account_id = get_account(conn, username, now).id if username else None
-            before = now + datetime.timedelta(days=expiring_within_days) if expiring_within_days is not None else None
-            return repo.list_certificates(conn, now, account_id=account_id, expiring_before=before)
-
     def list_page(self, username: str | None = None, expiring_within_days: int | None = None, page_size: int = 0,
                   page_token: str = "", status: str = "", holders_only: bool = False) -> CertificatePage:
-        """One page of :meth:`list`'s certificates, in its order: ``page_size`` of them (0: the
+        """One page of the certificates of an account (or all; only valid ones expiring within
+        ``expiring_within_days`` when given) in the order of their issue: ``page_size`` of them (0: the
         default, at most the maximum: certificate_pages.py), from where ``page_token`` (an earlier
         page's ``next_page_token`` with the same filters; empty for the first page) says; only
         those of ``status`` ("valid", "expired", "revoked") when given, and only holders'
@@ -456,7 +446,7 @@ class CertificateAuthority:
 
     def list_pages(self, username: str | None = None, expiring_within_days: int | None = None,
                    page_size: int = 0) -> Iterator[list[IssuedCertificate]]:
-        """:meth:`list`'s certificates, in its order and with its filters, a page at a time
+        """:meth:`list_page`'s certificates, in its order and with its filters, a page at a time
         (``page_size``: as :meth:`list_page`): each page read in a transaction of its own once the
         one before has been taken. Memory holds a page, however many certificates there are, and
         no transaction stays open while a page is printed.

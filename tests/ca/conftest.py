@@ -7,8 +7,23 @@ import secrets
 
 import pytest
 
+from signserver.accounts.repository import get_account
+from signserver.ca import repository as repo
+from signserver.ca.repository import IssuedCertificate
 from signserver.clock import ManualClock
 from tests.conftest import service_with, service_with_ca
+
+
+def certificates_of(service, username: str | None = None, expiring_within_days: int | None = None
+                    ) -> list[IssuedCertificate]:
+    """The certificates of an account (or all), optionally only valid ones expiring within N days,
+    as the repository reads them in one query: what a listing's pages must add up to, read
+    otherwise than they are."""
+    now = service.clock.now()
+    with service.database.read() as conn:
+        account_id = get_account(conn, username, now).id if username else None
+        before = now + datetime.timedelta(days=expiring_within_days) if expiring_within_days is not None else None
+        return repo.list_certificates(conn, now, account_id=account_id, expiring_before=before)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from signserver.accounts import manager
 from signserver.ca.authority import CertificateRequest
 from signserver.errors import CertificateRefused, InvalidArgument
 from signserver.store.schema import accounts
+from tests.ca.conftest import certificates_of
 from tests.ca.test_authority import csr_for, holder
 from tests.ca.test_certificate_content import NAMES, linted
 
@@ -43,7 +44,7 @@ def test_an_account_named_under_the_earlier_rule_gets_its_first_certificate(ca_s
     assert issued.account == username
     assert serial_number_of(issued.certificate) == username.replace("_", ":").replace("@", "/")
     assert linted(issued.certificate) == []
-    assert [c.serial for c in ca_service.ca.list(username)] == [issued.serial]
+    assert [c.serial for c in certificates_of(ca_service, username)] == [issued.serial]
 
 
 def test_an_account_named_under_the_earlier_rule_gets_a_certificate_from_a_csr(ca_service, monkeypatch):

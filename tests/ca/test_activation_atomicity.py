@@ -23,6 +23,7 @@ from signserver.ca.authority import CertificateRequest, HolderActivation
 from signserver.errors import AlreadyRenewed, PermissionDenied
 from signserver.secret import Secret
 from signserver.store.schema import credentials, outbox
+from tests.ca.conftest import certificates_of
 from tests.conftest import PASSWORD, enrol, service_with_ca
 from tests.signing.holders import CLOUD_SIGNATURE, assert_signed_by, authorize_and_sign, digests, no_otp_application
 
@@ -84,7 +85,7 @@ def service(config, tmp_path, clock):
 
 def successor_of(h: Holder):
     """The certificate renewing ``h.first`` that is not revoked, or None."""
-    live = [c for c in h.service.ca.list(h.username)
+    live = [c for c in certificates_of(h.service, h.username)
             if c.predecessor_serial == h.first.serial and c.status != "revoked"]
     assert len(live) <= 1
     return live[0] if live else None

@@ -29,6 +29,7 @@ from signserver.errors import (
 from signserver.hsm.algorithms import HashAlgorithm
 from signserver.secret import Secret
 from signserver.store.schema import certificates
+from tests.ca.conftest import certificates_of
 from tests.conftest import PASSWORD, enrol, production_costs, service_with_ca
 
 PEM = serialization.Encoding.PEM
@@ -410,7 +411,7 @@ def test_expiry_notice_is_sent_once(ca_service, ca_clock, config, tmp_path):
     clock.advance(days=1095 - 31)
     assert service.ca.send_expiry_notices() == 0
     clock.advance(days=2)
-    assert [c.account for c in service.ca.list(expiring_within_days=30)] == [created.account.username]
+    assert [c.account for c in certificates_of(service, expiring_within_days=30)] == [created.account.username]
     assert service.ca.send_expiry_notices() == 1
     assert service.ca.send_expiry_notices() == 0
     with service.database.read() as conn:

@@ -19,6 +19,7 @@ from pkilint.pkix import certificate as pkix_certificate
 
 from signserver.http.ca_front import CaHttpFront
 from signserver.monitoring.meter import Meter, install_meter, meter
+from tests.ca.conftest import certificates_of
 from tests.ca.test_etsi_profiles import _document, _findings, chain_findings, rfc5280_findings, unjustified
 from tests.ca.test_http import fetch
 from tests.ca.test_http_hardening import FrontThread
@@ -185,7 +186,7 @@ def test_nothing_is_issued_once_the_issuing_ca_has_ended_and_the_refusal_says_so
         service.ca.issue_service_certificate("client-ra", "late ra", csr_for("x")[1].public_key(), "operator:test")
     with pytest.raises(CertificateRefused):
         service.ca.renew_service_key("ocsp-responder", "operator:test")
-    assert service.ca.list(created.account.username) == []
+    assert certificates_of(service, created.account.username) == []
 
 
 # --- the OCSP responder's and the TSA's certificates ----------------------------------

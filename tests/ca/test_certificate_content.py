@@ -20,6 +20,7 @@ from signserver.ca.builder import ROLE, transaction_limit_of
 from signserver.clock import ManualClock
 from signserver.errors import InvalidArgument
 from signserver.store.schema import accounts
+from tests.ca.conftest import certificates_of
 from tests.ca.test_authority import csr_for, holder, openssl_verify
 from tests.ca.test_etsi_profiles import etsi_findings, rfc5280_findings, unjustified
 from tests.conftest import service_with_ca
@@ -82,7 +83,7 @@ def test_subject_values_over_their_x509_bounds_are_refused_by_name(ca_service, f
     with pytest.raises(InvalidArgument) as refused:
         ca_service.ca.issue(CertificateRequest("cloud-signature-corporate", created.account.username), "ra:test")
     assert words in str(refused.value) and "64" in str(refused.value)
-    assert ca_service.ca.list(created.account.username) == []
+    assert certificates_of(ca_service, created.account.username) == []
 
 
 def test_subject_values_at_their_x509_bounds_pass_the_linters(ca_service):
@@ -104,7 +105,7 @@ def test_an_agent_qualification_that_cannot_be_certified_is_refused(ca_service, 
         ca_service.ca.issue(CertificateRequest("qualified-corporate", created.account.username, csr,
                                                agent_qualification=qualification), "ra:test")
     assert words in str(refused.value) and "agent qualification" in str(refused.value)
-    assert ca_service.ca.list(created.account.username) == []
+    assert certificates_of(ca_service, created.account.username) == []
 
 
 class _Utf8Mailbox(core.UTF8String):
@@ -149,7 +150,7 @@ def test_an_encryption_certificate_is_refused_for_a_key_that_cannot_encipher(ca_
     with pytest.raises(InvalidArgument) as refused:
         ca_service.ca.issue(CertificateRequest("encryption-corporate", created.account.username, csr), "ra:test")
     assert "Ed25519" in str(refused.value) and refused.value.field == "csr"
-    assert ca_service.ca.list(created.account.username) == []
+    assert certificates_of(ca_service, created.account.username) == []
 
 
 # --- validity -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from signserver.ca.repository import PagePosition
 from signserver.clock import epoch_seconds
 from signserver.store.schema import accounts, certificates
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc
+from tests.ca.conftest import certificates_of
 from tests.ca.test_certificate_service import channel_for, client_pair, served  # noqa: F401 (a fixture)
 from tests.conftest import enrol
 
@@ -77,7 +78,7 @@ def stub(served, stored):  # noqa: F811
 def expected(service, username: str | None = None, expiring_days: int = 0, status: str = "") -> list[str]:
     """The serials an RA's listing names, in its order: by issue time, then serial; holders'
     certificates alone; of ``status`` as each certificate shows it."""
-    return [c.serial for c in service.ca.list(username, expiring_days or None)
+    return [c.serial for c in certificates_of(service, username, expiring_days or None)
             if c.account and (not status or c.status == status)]
 
 
@@ -191,10 +192,10 @@ def test_the_pages_hold_no_certificate_of_no_holder(stub, stored):
         assert {len(p.certificates) for p in pages[:-1]} <= {7}, filters
         assert all(c.account for p in pages for c in p.certificates), filters
     everything = [c.serial for page in stored.ca.list_pages() for c in page]
-    of_no_holder = {c.serial for c in stored.ca.list() if not c.account}
+    of_no_holder = {c.serial for c in certificates_of(stored) if not c.account}
     assert {f"{i:040x}" for i in range(40_000, 40_750)} < of_no_holder < set(everything)
     assert {"client-ra", "ocsp-responder", "timestamping", "tls-server"} <= \
-        {c.profile for c in stored.ca.list() if c.serial in of_no_holder}
+        {c.profile for c in certificates_of(stored) if c.serial in of_no_holder}
 
 
 def test_a_page_exactly_full_at_the_end_is_the_last(stub, stored):

@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 from signserver.ca.builder import load_csr
 from signserver.errors import InvalidArgument
 from signserver.v1 import certificate_pb2
+from tests.ca.conftest import certificates_of
 from tests.ca.test_certificate_service import create, ra, served  # noqa: F401 (fixtures)
 
 ID_EC_PUBLIC_KEY = bytes.fromhex("06072a8648ce3d0201")  # OID 1.2.840.10045.2.1
@@ -76,7 +77,7 @@ def test_issue_refuses_a_csr_of_an_unknown_key_algorithm_and_issues_nothing(ra, 
     code, message, fields = refusal_of(refused.value)
     assert code is grpc.StatusCode.INVALID_ARGUMENT and "key algorithm is not accepted" in message
     assert fields == ["csr"]
-    assert ca_service.ca.list("csr-holder-1") == []
+    assert certificates_of(ca_service, "csr-holder-1") == []
 
 
 def test_renew_refuses_a_csr_of_an_unknown_key_algorithm_and_changes_nothing(ra, ca_service):  # noqa: F811
@@ -89,4 +90,4 @@ def test_renew_refuses_a_csr_of_an_unknown_key_algorithm_and_changes_nothing(ra,
     code, message, fields = refusal_of(refused.value)
     assert code is grpc.StatusCode.INVALID_ARGUMENT and "key algorithm is not accepted" in message
     assert fields == ["csr"]
-    assert [(c.serial, c.status) for c in ca_service.ca.list("csr-holder-2")] == [(issued.serial, "valid")]
+    assert [(c.serial, c.status) for c in certificates_of(ca_service, "csr-holder-2")] == [(issued.serial, "valid")]

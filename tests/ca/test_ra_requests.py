@@ -22,7 +22,7 @@ from signserver.hsm.algorithms import HashAlgorithm, SignatureAlgorithm
 from signserver.secret import Secret
 from signserver.store.schema import audit_log, ra_request_nonces
 from signserver.v1 import certificate_pb2, certificate_pb2_grpc
-from tests.ca.conftest import StampedStub, stamp
+from tests.ca.conftest import StampedStub, certificates_of, stamp
 from tests.ca.test_certificate_service import channel_for, client_pair, create, served  # noqa: F401 (a fixture)
 
 
@@ -63,7 +63,7 @@ def test_the_same_nonce_twice_is_refused_and_changes_nothing(raw, ra, ca_service
         raw.IssueCertificate(request, timeout=60)
     assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(refused.value)[0] == "RA_REQUEST_REPLAYED"
-    assert len(ca_service.ca.list("nonce-holder-1")) == 1
+    assert len(certificates_of(ca_service, "nonce-holder-1")) == 1
     # The nonce is the request's, not the call's: another call with it is a replay too.
     with pytest.raises(grpc.RpcError) as other:
         raw.UnlockAccount(certificate_pb2.UnlockAccountRequest(
@@ -81,7 +81,7 @@ def test_an_old_request_is_refused(raw, ra, ca_service, ca_clock):
         raw.IssueCertificate(request, timeout=60)
     assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(refused.value)[0] == "RA_REQUEST_OUT_OF_WINDOW"
-    assert ca_service.ca.list("nonce-holder-2") == []
+    assert certificates_of(ca_service, "nonce-holder-2") == []
 
 
 @pytest.mark.parametrize("missing", ["nonce", "requested_at"])
@@ -198,7 +198,7 @@ def test_activation_needs_the_password_while_a_cloud_certificate_is_valid(ra, ca
     with pytest.raises(grpc.RpcError) as new_one:
         renew(ra, issued.serial, new_password="Another-2027", revocation_phrase="NewPhrase2027")
     assert new_one.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert len(ca_service.ca.list("activation-holder-2")) == 1
+    assert len(certificates_of(ca_service, "activation-holder-2")) == 1
 
 
 def test_a_wrong_holder_password_counts_toward_the_lockout_and_says_nothing_more(ra, ca_service):
@@ -215,7 +215,7 @@ def test_a_wrong_holder_password_counts_toward_the_lockout_and_says_nothing_more
     with pytest.raises(grpc.RpcError) as locked:
         renew(ra, issued.serial, holder_password="Ra-created-1", revocation_phrase="NewPhrase2027")
     assert reason_of(locked.value)[0] == "ACCOUNT_LOCKED"
-    assert len(ca_service.ca.list("activation-holder-3")) == 1
+    assert len(certificates_of(ca_service, "activation-holder-3")) == 1
 
 
 def test_a_new_password_when_no_certificate_is_valid(ra, ca_service):
