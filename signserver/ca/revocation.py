@@ -22,7 +22,7 @@ from signserver.ca.repository import get_certificate, revoked_entries
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.der_encoding import echoed_in_der
 from signserver.errors import NotFound, RateLimited
-from signserver.store.schema import crls
+from signserver.store.schema import authorities, crls
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ def parse_reason(name: str) -> x509.ReasonFlags:
 def build_crl(conn: Connection, authority: str, issuer: x509.Certificate, issuer_key, now: datetime.datetime,
               validity: datetime.timedelta, include_revoked: bool) -> bytes:
     """Sign the next CRL of ``authority`` (its number one above the last) and store it."""
-    # Locked until the caller commits: two nodes revoking at once must not both sign number N+1.
+    # Locked until the caller commits: two nodes revoking at once must not both sign number N+1,
+    # nor two nodes setting the CA up both sign number 1, when there is no CRL row yet to lock:
+    # the authority's own row, which is there before its first CRL, is locked first.
+    conn.execute(select(authorities.c.name).where(authorities.c.name == authority).with_for_update())
     last = conn.execute(select(crls.c.number).where(crls.c.authority == authority).with_for_update()).scalar()
     number = (last or 0) + 1
     builder = (x509.CertificateRevocationListBuilder()

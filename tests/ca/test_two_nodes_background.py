@@ -9,10 +9,12 @@ import datetime
 import threading
 
 import pytest
+from cryptography import x509
 from sqlalchemy import func, insert, select
 
 from signserver.ca import repository as repo
-from signserver.ca.authority import OCSP, SUPERSEDED_KEY_GRACE, TSA
+from signserver.ca import revocation
+from signserver.ca.authority import ISSUING, OCSP, SUPERSEDED_KEY_GRACE, TSA
 from signserver.clock import ManualClock, epoch_seconds
 from signserver.store.schema import audit_log, certificates, pending_ca_keys, superseded_ca_keys
 from tests.ca.conftest import own_ca
@@ -159,6 +161,34 @@ def test_a_set_up_resumed_on_two_nodes_at_once_makes_the_missing_service_key_onc
     assert tsa_certificates == 1 and superseded == []
     assert {key.key_id for key in a.keys.list()} - keys_before == {tsa.key_id}
     assert b.ca.service_key(TSA) == (tsa.key_id, tsa.certificate)
+
+
+def test_two_nodes_setting_up_the_ca_at_once_both_end_set_up(config, tmp_path, monkeypatch):
+    """Two nodes started at once on a new database each set the CA up. Each has read that the
+    issuing CA has no CRL yet (so no row to lock) when it signs the first: the second to store it
+    used to fail on the first's (PostgreSQL: a duplicate key; the node's start failed)."""
+    clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
+    a = service_with(config, tmp_path / "shared.db", clock)
+    b = service_with(config, a.database.url, clock)
+    # Both have read the last CRL's number before either stores its own; a node that cannot come
+    # (held behind the other's lock) breaks the meeting after a while.
+    meeting = threading.Barrier(2, timeout=3)
+    monkeypatch.setattr(revocation, "revoked_entries", meeting_after(meeting, revocation.revoked_entries))
+    keys_before = {key.key_id for key in a.keys.list()}
+
+    results = at_once(lambda: a.ca.initialise("server:bootstrap"), lambda: b.ca.initialise("server:bootstrap"))
+
+    assert not failures(results), results
+    assert all(status.ready for status in results)
+    with a.database.read() as conn:
+        made = dict(conn.execute(select(certificates.c.profile, func.count()).group_by(certificates.c.profile)).all())
+        in_use = repo.current_authority_key_ids(conn)
+        issuing_crl = revocation.stored_crl(conn, ISSUING)
+    assert made == {"ocsp-responder": 1, "timestamping": 1}, made  # the service certificates, made once
+    # One key each for the root, the issuing CA, the responder and the TSA, every one of them in use.
+    assert {key.key_id for key in a.keys.list()} - keys_before == in_use and len(in_use) == 4
+    assert issuing_crl.number == 2  # each node signed one, numbered one after the other
+    assert x509.load_der_x509_crl(issuing_crl.der).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
 
 
 def test_two_nodes_removing_superseded_keys_at_once_record_each_removal_once(config, tmp_path):
