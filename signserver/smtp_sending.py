@@ -164,6 +164,8 @@ class SendingRound:
         """
         sent = 0
         pending = list(claimed)  # claimed and not yet sent or failed
+        held_back = []  # behind a message to the same address that failed in this round
+        refused_addresses: set[str] = set()
         under_way = False  # pending[0] is being sent
         not_recorded: Exception | None = None
         watchdog = Watchdog(time.monotonic() + self._send_seconds)
@@ -172,9 +174,15 @@ class SendingRound:
                 with self._connect(watchdog) as client:
                     while pending and not watchdog.expired():
                         row = pending[0]
+                        if row.recipient in refused_addresses:
+                            # Its address reads its messages in the order they were written: the
+                            # one refused goes first, in a later round.
+                            held_back.append(pending.pop(0))
+                            continue
                         try:
                             message = self._message(row)
                         except ValueError as exc:  # Unsendable among them: it never will be
+                            refused_addresses.add(row.recipient)
                             self._record_failed(pending.pop(0), exc, permanent=True)
                             continue
                         under_way = True
@@ -182,6 +190,7 @@ class SendingRound:
                             client.send_message(message, to_addrs=[ascii_address(row.recipient)])
                         except MESSAGE_REFUSED as exc:
                             under_way = False
+                            refused_addresses.add(row.recipient)
                             self._record_failed(pending.pop(0), exc, permanent=refused_for_good(exc))
                             continue
                         under_way = False
@@ -199,8 +208,10 @@ class SendingRound:
         finally:
             watchdog.cancel()
         try:
-            if pending:  # the round's time ran out before them, or the database failed: no attempt counted
-                self._release(pending)
+            # The round's time ran out before them, the database failed, or they were held back:
+            # no attempt counted.
+            if pending or held_back:
+                self._release(pending + held_back)
         finally:
             if not_recorded is not None:
                 # What the caller hears, rather than the release's failure (of the same cause).

@@ -19,6 +19,7 @@ import datetime
 
 from sqlalchemy import Connection, delete, insert, select
 
+from signserver.accounts.model import Account
 from signserver.accounts.name_keys import NameKeys
 from signserver.accounts.repository import get_account
 from signserver.clock import Clock, epoch_seconds, from_epoch
@@ -67,13 +68,27 @@ class LockNotices:
                     username = self._holder(conn, notice, key_of)
                     if username is None:
                         continue  # no account had the name, or it has gone since: nobody to tell
-                    account = get_account(conn, username, self._clock.now())
-                    queue_email(conn, from_epoch(notice.created_at), account.emails, "account_locked",
-                                holder_name=account.holder_name, username=username,
-                                until=format_time(from_epoch(notice.locked_until)))
+                    _queue_locked_email(conn, notice, get_account(conn, username, self._clock.now()))
                     queued += 1
             if len(notices) < NOTICE_BATCH:
                 return queued
+
+    @staticmethod
+    def queue_before_lifting(conn: Connection, account: Account, name_key: str) -> int:
+        """In the transaction that lifts the lock on ``account`` (``name_key``: its name's), before
+        that queues its own e-mail: queue the "account locked" e-mail of the account's notices the
+        background work has not taken yet, and delete them. The holder then hears of the lock
+        before of its end, never after. Returns how many notices became e-mail."""
+        notices = conn.execute(select(lock_notices).where(
+            lock_notices.c.account_id == account.id, lock_notices.c.name_key == name_key)
+            .order_by(lock_notices.c.id)).all()
+        queued = 0
+        for notice in notices:
+            # Taken once, as by queue_due: another node's round may be taking it now.
+            if conn.execute(delete(lock_notices).where(lock_notices.c.id == notice.id)).rowcount == 1:
+                _queue_locked_email(conn, notice, account)
+                queued += 1
+        return queued
 
     @staticmethod
     def _holder(conn: Connection, notice, key_of) -> str | None:
@@ -83,3 +98,10 @@ class LockNotices:
             return None
         username = conn.execute(select(accounts.c.username).where(accounts.c.id == notice.account_id)).scalar()
         return username if username is not None and key_of(username) == notice.name_key else None
+
+
+def _queue_locked_email(conn: Connection, notice, account: Account) -> None:
+    """The "account locked" e-mail of ``notice``, dated when the lock began."""
+    queue_email(conn, from_epoch(notice.created_at), account.emails, "account_locked",
+                holder_name=account.holder_name, username=account.username,
+                until=format_time(from_epoch(notice.locked_until)))

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from signserver.accounts import holder_seal, otp
 from signserver.accounts.authentication import Authenticated, Authenticator
+from signserver.accounts.lock_notices import LockNotices
 from signserver.accounts.lockout import LockState, LockoutPolicy
 from signserver.accounts.model import Account, AccountKind, NewAccount
 from signserver.accounts.packages import (
@@ -420,6 +421,7 @@ class AccountManager:
             self._audit.append(conn, now, "account.unlocked", operator, username, packages_lost=disabled,
                                packages_resealed=resealed)
             account = get_account(conn, username, now)
+            LockNotices.queue_before_lifting(conn, account, name_key)
             queue_email(conn, now, account.emails, "account_unlocked", holder_name=account.holder_name,
                         username=username, time=format_time(now))
         return new_code
@@ -449,6 +451,7 @@ class AccountManager:
             revoke_activation_tokens(conn, account.id)
             disabled = disable_package_credentials(conn, account.id)
             self._audit.append(conn, now, "account.password_reset", operator, username, packages_lost=disabled)
+            LockNotices.queue_before_lifting(conn, account, name_key)
             queue_email(conn, now, account.emails, "password_reset", holder_name=account.holder_name,
                         username=username, time=format_time(now))
         return new_code

@@ -20,7 +20,7 @@ import time
 from email.message import EmailMessage
 from email.utils import formatdate
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 
 from signserver.clock import Clock, epoch_seconds
 from signserver.config import SmtpConfig
@@ -76,7 +76,16 @@ class OutboxSender(SendingRound):
                     outbox.c.sent_at.is_(None), outbox.c.given_up_at.is_(None))).scalar_one())
             is_due = (outbox.c.sent_at.is_(None), outbox.c.given_up_at.is_(None), outbox.c.next_attempt_at <= now,
                       or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
-            due = conn.execute(select(outbox).where(*is_due).order_by(outbox.c.id).limit(limit)).all()
+            # A message waits while an earlier one to its address is still to go and not due now
+            # (put off after a failure, or being sent by another node), so that a holder reads
+            # them in the order they were written: a lock's e-mail before its unlock's. Those due
+            # together go in this round in that order (send_claimed holds back the ones behind a
+            # refusal).
+            earlier = outbox.alias("earlier")
+            in_turn = ~exists().where(earlier.c.recipient == outbox.c.recipient, earlier.c.id < outbox.c.id,
+                                      earlier.c.sent_at.is_(None), earlier.c.given_up_at.is_(None),
+                                      or_(earlier.c.next_attempt_at > now, earlier.c.claimed_until >= now))
+            due = conn.execute(select(outbox).where(*is_due, in_turn).order_by(outbox.c.id).limit(limit)).all()
             claimed = []
             for row in due:
                 # Still due when claimed: on PostgreSQL another node may have sent the message, or

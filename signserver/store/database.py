@@ -35,7 +35,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Alembic's head revision, which tests/store/test_migrations.py keeps equal to the newest file
 # of migrations/versions (each named after its revision): migrate() compares it with the
 # database's without loading Alembic.
-NEWEST_MIGRATION = "0031"
+NEWEST_MIGRATION = "0032"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Held by the process that migrates a PostgreSQL database, so that workers and nodes starting
 # together upgrade it once, one after the other (a transaction-scoped advisory lock).

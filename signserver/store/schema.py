@@ -354,6 +354,12 @@ NOT_NOTICED = "expiry_notice_at IS NULL"
 Index("ix_certificates_due_expiry_notice", certificates.c.status, certificates.c.not_after, certificates.c.serial,
       sqlite_where=text(NOT_NOTICED), postgresql_where=text(NOT_NOTICED))
 
+# The outbox's sender (signserver/notify/sender.py): the messages still to go to an address, which
+# a later message to it waits for, without the sent ones retention keeps.
+UNSENT = "sent_at IS NULL AND given_up_at IS NULL"
+Index("ix_outbox_unsent_recipient", outbox.c.recipient, outbox.c.id,
+      sqlite_where=text(UNSENT), postgresql_where=text(UNSENT))
+
 # The erasure of expired tokens' sealed keys (signserver/signing/activation.py forget_sealed_keys):
 # the expired ones that still carry a key, without the day of erased ones retention keeps.
 STILL_SEALED = "sealed_key IS NOT NULL"

@@ -69,3 +69,25 @@ def test_the_server_background_round_sends_the_locked_email(mailing_service, smt
         work.stop()
     assert [(m["To"], m["Subject"]) for m in smtp_server.messages] == [("one@example.mo", LOCKED)]
     assert count(mailing_service, lock_notices) == 0
+
+
+UNLOCKED = "簽署服務帳戶已解鎖 / Conta desbloqueada / Account unlocked"
+RESET = "簽署服務密碼已重設 / Palavra-passe redefinida / Password reset"
+
+
+@pytest.mark.parametrize("lifted_by", ["recovery code", "password reset"])
+def test_a_lock_lifted_before_the_background_round_tells_of_the_lock_first(mailing_service, smtp_server, lifted_by):
+    """The locked e-mail is queued by the background work, the unlocked one at the unlock: an
+    unlock in between (an operator at the counter at once) used to reach the holder first."""
+    created, _ = enrol(mailing_service, emails=("one@example.mo",))
+    username = created.account.username
+    lock(mailing_service, username)
+    if lifted_by == "recovery code":
+        mailing_service.accounts.unlock_with_recovery_code(username, Secret(created.recovery_code),
+                                                           Secret("Unlocked-pass-2"), "operator:test")
+    else:
+        mailing_service.accounts.reset_password(username, Secret("Unlocked-pass-2"), "operator:test")
+
+    assert count(mailing_service, lock_notices) == 0 and mailing_service.lock_notices.queue_due() == 0  # told once
+    assert mailing_service.outbox.send_due() == 2
+    assert [m["Subject"] for m in smtp_server.messages] == [LOCKED, UNLOCKED if lifted_by == "recovery code" else RESET]

@@ -14,27 +14,32 @@ from sqlalchemy import select, update
 
 from signserver.notify.outbox import queue_email
 from signserver.errors import StoreRefused
-from signserver.notify.sender import CLAIM_SECONDS, GIVE_UP_SECONDS, SEND_SECONDS
+from signserver.notify.sender import CLAIM_SECONDS, GIVE_UP_SECONDS, SEND_SECONDS, retry_delay
 from signserver.store.leases import DEFAULT_LEASE_SECONDS
 from signserver.store.schema import outbox
 from tests.conftest import Inbox
+from tests.notify.test_lock_notices import LOCKED, UNLOCKED
 from tests.notify.conftest import serve
 from tests.refused_writes import writes_refused
 
 
 class Mailbox(Inbox):
     """Keeps each message with its envelope's recipients; refuses the addresses in ``refused``
-    (550, for good) and takes ``data_seconds`` over each message."""
+    (550, for good) and puts off those in ``busy`` (450, try later); takes ``data_seconds`` over
+    each message."""
 
     def __init__(self, refused: tuple[str, ...] = (), data_seconds: float = 0):
         super().__init__()
         self.refused = refused
+        self.busy: set[str] = set()
         self.data_seconds = data_seconds
         self.envelopes: list[list[str]] = []
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refused:
             return "550 5.1.1 no such mailbox"
+        if address in self.busy:
+            return "450 4.2.1 mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -187,3 +192,45 @@ def test_an_internationalised_address_reaches_a_server_without_smtputf8(mailing_
     kept = rows(mailing_service)
     assert kept["kuan@bücher.mo"].sent_at is not None and kept["one@example.mo"].sent_at is not None
     assert kept["關@example.mo"].sent_at is None and kept["關@example.mo"].given_up_at is not None
+
+
+def test_a_message_put_off_holds_back_the_later_ones_to_its_address_alone(mailing_service, mailbox, clock):
+    """A holder reads a lock's e-mail before its unlock's: a message the server put off (4xx) is
+    tried again after a while, and the later messages to the same address wait for it. Messages
+    to other addresses do not."""
+    def queue_notice(template: str, *recipients: str) -> None:
+        with mailing_service.database.transaction() as conn:
+            queue_email(conn, clock.now(), recipients, template, holder_name="陳大文", username="chan.tai.man",
+                        time="2026.11.21 10:26:06 +0800", until="2026.11.21 10:56:06 +0800")
+
+    mailbox.busy = {"one@example.mo"}
+    queue_notice("account_locked", "one@example.mo")
+    assert mailing_service.outbox.send_due() == 0  # put off
+    mailbox.busy = set()
+    queue_notice("account_unlocked", "one@example.mo", "two@example.mo")
+    assert mailing_service.outbox.send_due() == 1
+    assert [(m["To"], m["Subject"]) for m in mailbox.messages] == [("two@example.mo", UNLOCKED)]
+    assert mailing_service.outbox.send_due() == 0  # the lock's e-mail waits out its retry delay, the unlock's behind it
+
+    clock.advance(seconds=retry_delay(1))
+    while mailing_service.outbox.send_due():
+        pass
+    assert [(m["To"], m["Subject"]) for m in mailbox.messages[1:]] == [("one@example.mo", LOCKED),
+                                                                     ("one@example.mo", UNLOCKED)]
+
+
+def test_the_messages_behind_one_refused_in_a_round_wait_for_it_uncounted(mailing_service, mailbox, clock):
+    mailbox.busy = {"one@example.mo"}
+    for template in ("account_locked", "account_unlocked"):
+        with mailing_service.database.transaction() as conn:
+            queue_email(conn, clock.now(), ("one@example.mo",), template, holder_name="陳大文",
+                        username="chan.tai.man", time="2026.11.21 10:26:06 +0800", until="2026.11.21 10:56:06 +0800")
+    assert mailing_service.outbox.send_due() == 0
+    with mailing_service.database.read() as conn:
+        attempts = [row.attempts for row in conn.execute(select(outbox).order_by(outbox.c.id))]
+    assert attempts == [1, 0]  # the second was not tried: it would have gone first had the server taken it
+
+    mailbox.busy = set()
+    clock.advance(seconds=retry_delay(1))
+    assert mailing_service.outbox.send_due() == 2
+    assert [m["Subject"] for m in mailbox.messages] == [LOCKED, UNLOCKED]
