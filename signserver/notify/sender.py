@@ -20,7 +20,7 @@ import time
 from email.message import EmailMessage
 from email.utils import formatdate
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import bindparam, exists, func, or_, select, update
 
 from signserver.clock import Clock, epoch_seconds
 from signserver.config import SmtpConfig
@@ -49,6 +49,26 @@ def retry_delay(attempts: int) -> int:
     return min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS)
 
 
+_NOW = bindparam("now")
+_IS_DUE = (outbox.c.sent_at.is_(None), outbox.c.given_up_at.is_(None), outbox.c.next_attempt_at <= _NOW,
+           or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < _NOW))
+# A message waits while an earlier one to its address is still to go and not due now (put off after
+# a failure, or being sent by another node), so that a holder reads them in the order they were
+# written: a lock's e-mail before its unlock's. Those due together go in one round in that order
+# (send_claimed holds back the ones behind a refusal).
+_EARLIER = outbox.alias("earlier")
+_IN_TURN = ~exists().where(_EARLIER.c.recipient == outbox.c.recipient, _EARLIER.c.id < outbox.c.id,
+                           _EARLIER.c.sent_at.is_(None), _EARLIER.c.given_up_at.is_(None),
+                           or_(_EARLIER.c.next_attempt_at > _NOW, _EARLIER.c.claimed_until >= _NOW))
+# Built once: every background round runs them, and building them cost more than running them on
+# an empty outbox.
+_DUE = select(outbox).where(*_IS_DUE, _IN_TURN).order_by(outbox.c.id).limit(bindparam("most"))
+# Still due when claimed: on PostgreSQL another node may have sent the message, or put it off,
+# since it was read (the update waits for that node's commit and checks the row as that node left it).
+_CLAIM = (update(outbox).where(outbox.c.id == bindparam("message"), *_IS_DUE)
+          .values(claimed_until=bindparam("claim_end")))
+
+
 class OutboxSender(SendingRound):
     _SETTING_ERRORS = (SignServerError,)
 
@@ -74,25 +94,11 @@ class OutboxSender(SendingRound):
                 self._backlog_reported = time.monotonic()
                 meter().outbox_backlog(conn.execute(select(func.count()).select_from(outbox).where(
                     outbox.c.sent_at.is_(None), outbox.c.given_up_at.is_(None))).scalar_one())
-            is_due = (outbox.c.sent_at.is_(None), outbox.c.given_up_at.is_(None), outbox.c.next_attempt_at <= now,
-                      or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
-            # A message waits while an earlier one to its address is still to go and not due now
-            # (put off after a failure, or being sent by another node), so that a holder reads
-            # them in the order they were written: a lock's e-mail before its unlock's. Those due
-            # together go in this round in that order (send_claimed holds back the ones behind a
-            # refusal).
-            earlier = outbox.alias("earlier")
-            in_turn = ~exists().where(earlier.c.recipient == outbox.c.recipient, earlier.c.id < outbox.c.id,
-                                      earlier.c.sent_at.is_(None), earlier.c.given_up_at.is_(None),
-                                      or_(earlier.c.next_attempt_at > now, earlier.c.claimed_until >= now))
-            due = conn.execute(select(outbox).where(*is_due, in_turn).order_by(outbox.c.id).limit(limit)).all()
+            due = conn.execute(_DUE, {"now": now, "most": limit}).all()
             claimed = []
             for row in due:
-                # Still due when claimed: on PostgreSQL another node may have sent the message, or
-                # put it off, since it was read (the update waits for that node's commit and
-                # checks the row as that node left it).
-                taken = conn.execute(update(outbox).where(outbox.c.id == row.id, *is_due)
-                                     .values(claimed_until=now + CLAIM_SECONDS)).rowcount
+                taken = conn.execute(_CLAIM, {"now": now, "message": row.id,
+                                              "claim_end": now + CLAIM_SECONDS}).rowcount
                 if taken:
                     claimed.append(row)
         if not claimed:
