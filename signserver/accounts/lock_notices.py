@@ -78,7 +78,7 @@ class LockNotices:
         """In the transaction that lifts the lock on ``account`` (``name_key``: its name's), before
         that queues its own e-mail: queue the "account locked" e-mail of the account's notices the
         background work has not taken yet, and delete them. The holder then hears of the lock
-        before of its end, never after. Returns how many notices became e-mail."""
+        before its end, never after. Returns how many notices became e-mail."""
         notices = conn.execute(select(lock_notices).where(
             lock_notices.c.account_id == account.id, lock_notices.c.name_key == name_key)
             .order_by(lock_notices.c.id)).all()

@@ -263,11 +263,11 @@ class HsmKeyStore:
         Raises: HsmError.
         """
         wanted = {bytes.fromhex(key.key_id): key.algorithm for key in keys if key.key_id}
+        if not wanted:
+            return {}
 
         def read(session: pkcs11.Session) -> dict[str, PublicKey]:
             found: dict[str, PublicKey] = {}
-            if not wanted:
-                return found
             for public in self._session.find(session, {Attribute.CLASS: ObjectClass.PUBLIC_KEY}):
                 try:
                     raw_id = public[Attribute.ID]
