@@ -97,25 +97,37 @@ def open_database(config: Config, upgrade: bool = True) -> Database:
         mistyped URL or state directory) is not made: an empty log there would verify as intact;
         without ``upgrade``, its schema is one whose audit log this version cannot read.
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     from signserver.store.database import Database
 
-    if config.database_url.startswith("sqlite"):
-        try:
-            path = make_url(config.database_url).database
-        except ArgumentError as exc:
-            raise ConfigurationError("database.url", f"not a database URL: {exc}") from None
-        if path and path != ":memory:" and not Path(path).exists():
-            raise ConfigurationError("database.url", f"no database at {path}: check the URL (or the state "
-                                                     "directory); the server makes it when it first starts")
+    missing = sqlite_file_not_made(config)
+    if missing is not None:
+        raise ConfigurationError("database.url", f"no database at {missing}: check the URL (or the state "
+                                                 "directory); the server makes it when it first starts")
     database = Database(config.database_url, config.database, read_only=not upgrade)
     if upgrade:
         database.migrate()
     else:
         check_schema_readable(database)
     return database
+
+
+def sqlite_file_not_made(config: Config) -> Path | None:
+    """The configured SQLite file when it does not exist (yet): None for one that does, and for
+    PostgreSQL.
+
+    Raises: ConfigurationError: the URL is not one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not config.database_url.startswith("sqlite"):
+        return None
+    try:
+        path = make_url(config.database_url).database
+    except ArgumentError as exc:
+        raise ConfigurationError("database.url", f"not a database URL: {exc}") from None
+    if path and path != ":memory:" and not Path(path).exists():
+        return Path(path)
+    return None
 
 
 def check_schema_readable(database: Database) -> None:

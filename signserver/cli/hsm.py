@@ -16,8 +16,9 @@ from signserver.cli.common import check_output, open_service, write_output
 from signserver.cli.output import print_fields, print_json, print_table
 from signserver.cli.pins import read_optional_pin, read_pin, write_pin_file
 from signserver.cli.text import ask, text_argument
-from signserver.cli.token_records import (CERTIFICATE_STORED, KEY_DELETED, KEY_GENERATED, UNNAMED_KEYS_DELETED,
-                                          UNRECORDED, open_recording_service, record)
+from signserver.cli.token_records import (CERTIFICATE_STORED, KEY_DELETED, KEY_GENERATED, SO_PIN_CHANGED,
+                                          TOKEN_INITIALISED, UNNAMED_KEYS_DELETED, UNRECORDED, USER_PIN_CHANGED,
+                                          USER_PIN_UNBLOCKED, open_recording_service, record, record_without_login)
 from signserver.config import USER_PIN_ENV, Config, read_secret_file
 from signserver.errors import ConfigurationError, InvalidArgument, KeyNotFound, SignServerError
 from signserver.hsm.admin import SlotStatus, TokenAdministrator, check_signature, count_objects
@@ -179,11 +180,14 @@ def cmd_init(args, config: Config) -> int:
     if args.generate_pins:
         for path, _, what in generated:
             print(f"stored the {what} in {path} (mode 0600)", file=sys.stderr)
+    recorded = record_without_login(config, TOKEN_INITIALISED, status.token_label,
+                                    f"token {status.token_label!r} was initialised", serial=status.token_serial,
+                                    slot=status.slot_id, reinitialised=target.initialised)
     if args.json:
         print_json(status)
     else:
         print(f"initialised token {status.token_label!r} in slot {status.slot_id}")
-    return 0
+    return 0 if recorded else UNRECORDED
 
 
 def _confirm_reinitialise(target: SlotStatus, yes: bool) -> None:
@@ -427,19 +431,23 @@ def cmd_change_pin(args, config: Config) -> int:
     admin = TokenAdministrator(_module(args, config))
     admin.change_user_pin(label, old, new, PinGuard.for_config(config.hsm, config.state_dir))
     _changed(args, label, "user PIN", f"changed the user PIN of token {label!r}")
-    _forget_refusals_of(config, admin, label)
+    serial = _forget_refusals_of(config, admin, label)
     _warn_if_pin_file_stale(config, label, new)
-    return 0
+    recorded = record_without_login(config, USER_PIN_CHANGED, label, f"the user PIN of token {label!r} was changed",
+                                    serial=serial)
+    return 0 if recorded else UNRECORDED
 
 
 def cmd_change_so_pin(args, config: Config) -> int:
     old = read_pin("current SO PIN", SO_PIN_ENV, args.so_pin_file)
     new = read_pin("new SO PIN", NEW_PIN_ENV, args.new_pin_file, confirm=True)
     label = args.token or config.hsm.token_label
-    TokenAdministrator(_module(args, config)).change_so_pin(label, old, new,
-                                                            PinGuard.for_config(config.hsm, config.state_dir))
+    admin = TokenAdministrator(_module(args, config))
+    admin.change_so_pin(label, old, new, PinGuard.for_config(config.hsm, config.state_dir))
     _changed(args, label, "SO PIN", f"changed the SO PIN of token {label!r}")
-    return 0
+    recorded = record_without_login(config, SO_PIN_CHANGED, label, f"the SO PIN of token {label!r} was changed",
+                                    serial=_serial_of(admin, label))
+    return 0 if recorded else UNRECORDED
 
 
 def cmd_unblock_pin(args, config: Config) -> int:
@@ -449,9 +457,11 @@ def cmd_unblock_pin(args, config: Config) -> int:
     admin = TokenAdministrator(_module(args, config))
     admin.unblock_user_pin(label, so_pin, new, PinGuard.for_config(config.hsm, config.state_dir))
     _changed(args, label, "user PIN", f"set a new user PIN on token {label!r}")
-    _forget_refusals_of(config, admin, label)
+    serial = _forget_refusals_of(config, admin, label)
     _warn_if_pin_file_stale(config, label, new)
-    return 0
+    recorded = record_without_login(config, USER_PIN_UNBLOCKED, label,
+                                    f"the security officer set a new user PIN on token {label!r}", serial=serial)
+    return 0 if recorded else UNRECORDED
 
 
 def _warn_if_pin_file_stale(config: Config, label: str, new: Secret) -> None:
@@ -479,11 +489,17 @@ def _changed(args, label: str, pin: str, text: str) -> None:
         print(text)
 
 
-def _forget_refusals_of(config: Config, admin: TokenAdministrator, label: str) -> None:
-    """:func:`_forget_refusals` for the token labelled ``label``."""
-    slot = next((s for s in admin.slots() if s.token_label == label), None)
-    if slot is not None:
-        _forget_refusals(config, slot.token_serial, label)
+def _forget_refusals_of(config: Config, admin: TokenAdministrator, label: str) -> str | None:
+    """:func:`_forget_refusals` for the token labelled ``label``; returns its serial number."""
+    serial = _serial_of(admin, label)
+    if serial is not None:
+        _forget_refusals(config, serial, label)
+    return serial
+
+
+def _serial_of(admin: TokenAdministrator, label: str) -> str | None:
+    """The serial number of the token labelled ``label``, or None when no slot holds it."""
+    return next((s.token_serial for s in admin.slots() if s.token_label == label), None)
 
 
 def _forget_refusals(config: Config, serial: str, label: str) -> None:

@@ -17,7 +17,8 @@ from signserver.cli.output import print_json, print_table
 from signserver.cli.pins import read_pin
 from signserver.cli.progress import ProgressLine
 from signserver.cli.text import ask, text_argument
-from signserver.cli.token_records import KEYS_EXPORTED, KEYS_IMPORTED, UNRECORDED, open_recording_service, record
+from signserver.cli.token_records import (KEYS_EXPORTED, KEYS_IMPORTED, TRANSPORT_KEY_GENERATED, UNRECORDED,
+                                          open_recording_service, record)
 from signserver.config import USER_PIN_ENV, Config
 from signserver.errors import InvalidArgument, NotFound
 from signserver.hsm import ceremony
@@ -418,17 +419,20 @@ def _progress_line(clock: Callable[[], float] = time.monotonic, stream: TextIO |
 
 def cmd_receive_begin(args, config: Config) -> int:
     check_output(args.out, new=True)  # before the transport key is made
-    service = open_service(args, config)
+    service = open_recording_service(args, config)
     transport = ceremony.begin_receiving(service.keys.session)
     try:
         _write_new(args.out, transport.public_pem)
     except BaseException:  # Ctrl-C included: a pair whose public half nobody has only clutters the token
         ceremony.discard_transport_pair(service.keys.session, transport.fingerprint)
         raise
+    # Recorded once its public half is out: a pair discarded above was never offered to anyone.
+    recorded = record(service, TRANSPORT_KEY_GENERATED, transport.label,
+                      f"the transport key pair {transport.label} was generated", sha256=transport.fingerprint)
     _say(args, {"transport_key": transport.label, "sha256": transport.fingerprint, "out": str(args.out)},
          f"wrote the transport public key {transport.label} to {args.out} (SHA-256 {transport.fingerprint});\n"
          "give it to the source token's administrators, and compare this fingerprint with theirs by phone")
-    return 0
+    return 0 if recorded else UNRECORDED
 
 
 def cmd_export(args, config: Config) -> int:
