@@ -22,7 +22,7 @@ from sqlalchemy import insert, select
 
 from signserver.clock import epoch_seconds
 from signserver.ra.errors import SettingsError, StoreUnavailable
-from signserver.ra.mailer import CLAIM_SECONDS, OutboxMailer
+from signserver.ra.mailer import CLAIM_SECONDS, OutboxMailer, retry_delay
 from signserver.ra.settings import RaSettings, load_settings
 from signserver.ra.store import repository
 from signserver.ra.store.schema import outbox
@@ -429,3 +429,49 @@ def test_an_operator_marks_a_message_given_up_as_dealt_with(ra_database, ra_cloc
         assert json.loads(out)["reason"] == reason and len(err.strip().splitlines()) == 1
     assert cli.main(["--config", str(config), "outbox", "--dismiss", "9" * 40, "--operator", "counter-7"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+class BusyFor(PeerInbox):
+    """Puts off (450, try later) the recipients in ``busy``; takes the others."""
+
+    def __init__(self):
+        super().__init__()
+        self.busy: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.busy:
+            return "450 4.2.1 mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_a_message_put_off_holds_back_the_later_ones_to_its_address_alone(ra_database, ra_clock):
+    """A holder reads the RA's messages in the order they were written: a message the server put
+    off is tried again after a while, and the later messages to the same address wait for it, in
+    later rounds too. Messages to other addresses do not."""
+    inbox = BusyFor()
+    controller = smtp_on_loopback(inbox)
+    try:
+        mailer = mailer_to(ra_database, ra_clock, controller.port)
+
+        def queue_one(body: str, *recipients: str) -> None:
+            with ra_database.transaction() as conn:
+                repository.queue_email(conn, ra_clock.now(), recipients, "續期通知 Renewal notice", body)
+
+        inbox.busy = {"one@example.mo"}
+        queue_one("first", "one@example.mo")
+        assert mailer.send_due() == 0  # put off
+        inbox.busy = set()
+        queue_one("second", "one@example.mo")
+        queue_one("to another", "two@example.mo")
+        assert mailer.send_due() == 1
+        assert [(m["To"], m.get_content().split("\n")[0]) for m in inbox.messages] == [("two@example.mo", "to another")]
+        assert mailer.send_due() == 0  # the first waits out its retry delay, the second behind it
+
+        ra_clock.advance(seconds=retry_delay(1).total_seconds())
+        while mailer.send_due():
+            pass
+        assert [(m["To"], m.get_content().split("\n")[0]) for m in inbox.messages[1:]] == [
+            ("one@example.mo", "first"), ("one@example.mo", "second")]
+    finally:
+        controller.stop()

@@ -148,6 +148,10 @@ outbox = Table(
     Column("renewal_id", String(32)),
     Column("dismissed_at", BigInteger),
     Column("dismissed_by", String(128)),
+    # The mailer (signserver/ra/mailer.py): the messages still to go to an address, which a later
+    # message to it waits for, without the given-up ones kept for the operators.
+    Index("ix_ra_outbox_unsent_recipient", "recipient", "id", sqlite_where=text("given_up_at IS NULL"),
+          postgresql_where=text("given_up_at IS NULL")),
 )
 
 # The pages' sessions: the cookie carries a random id, the table only its SHA-256 (hex), so the
