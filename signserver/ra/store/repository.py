@@ -9,7 +9,7 @@ import hashlib
 import json
 from typing import Iterable
 
-from sqlalchemy import Connection, case, delete, exists, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, case, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from signserver.clock import epoch_seconds, from_epoch
@@ -390,20 +390,22 @@ def discard_waiting_emails(conn: Connection, renewal_id: str, subject: str) -> i
                                              outbox.c.given_up_at.is_(None))).rowcount
 
 
+# A message waits while an earlier one to its address is still to go and not due now (put off after
+# a failure, or being sent by another RA process). Built once, as the core's sender's: every
+# background round runs it.
+_EARLIER = outbox.alias("earlier")
+_IN_TURN = ~exists().where(_EARLIER.c.recipient == outbox.c.recipient, _EARLIER.c.id < outbox.c.id,
+                           _EARLIER.c.given_up_at.is_(None), _EARLIER.c.next_attempt_at > bindparam("now"))
+_DUE = (select(outbox).where(outbox.c.given_up_at.is_(None), outbox.c.next_attempt_at <= bindparam("now"), _IN_TURN)
+        .order_by(outbox.c.id).limit(bindparam("most")))
+
+
 def due_emails(conn: Connection, now: datetime.datetime, limit: int = 50) -> list:
-    """At most ``limit`` messages due at ``now``, oldest first. A message waits while an earlier one
-    to its address is still to go and not due now (put off after a failure, or being sent by
-    another RA process), so that a holder reads them in the order they were written; those due
-    together go in one round in that order (SendingRound.send_claimed holds back the ones behind a
-    refusal). A sent message is deleted, one past its use dropped, one given up no longer waited for.
-    """
-    moment = epoch_seconds(now)
-    earlier = outbox.alias("earlier")
-    in_turn = ~exists().where(earlier.c.recipient == outbox.c.recipient, earlier.c.id < outbox.c.id,
-                              earlier.c.given_up_at.is_(None), earlier.c.next_attempt_at > moment)
-    return list(conn.execute(select(outbox).where(outbox.c.given_up_at.is_(None), outbox.c.next_attempt_at <= moment,
-                                                  in_turn)
-                             .order_by(outbox.c.id).limit(limit)))
+    """At most ``limit`` messages due at ``now``, oldest first, each in its address's turn (above),
+    so that a holder reads them in the order they were written; those due together go in one round
+    in that order (SendingRound.send_claimed holds back the ones behind a refusal). A sent message
+    is deleted, one past its use dropped, one given up no longer waited for."""
+    return list(conn.execute(_DUE, {"now": epoch_seconds(now), "most": limit}))
 
 
 # A message given up stays listed this long for the operators (the dashboard, `signserver ra outbox`).
