@@ -40,6 +40,7 @@ from signserver.client.models import (
     CredentialInfo,
     Evidence,
     HolderIdentity,
+    HolderStanding,
     NewAccount,
     NewAccountResult,
     PdfOptions,
@@ -57,7 +58,7 @@ __all__ = [
     "NotFound", "ServerBusy", "InvalidArgument", "FieldViolation", "AlreadyExists", "CertificateRefused",
     "AlreadyRenewed", "RequestReplayed", "ServerUnreachable", "ServerNotTrusted", "DeadlineExceeded",
     "CredentialUnusable",
-    "CertificatePage", "CertificateRecord", "Evidence", "HolderIdentity", "NewAccount", "NewAccountResult",
+    "CertificatePage", "CertificateRecord", "Evidence", "HolderIdentity", "HolderStanding", "NewAccount", "NewAccountResult",
     "Authorization", "Credential", "CredentialInfo", "PdfOptions", "PreparedSignature", "SignatureReport",
     "SignedDocument", "Stamp", "Verification",
 ]

@@ -23,6 +23,7 @@ from signserver.client.models import (
     CertificateRecord,
     Evidence,
     HolderIdentity,
+    HolderStanding,
     NewAccount,
     NewAccountResult,
 )
@@ -127,7 +128,21 @@ class CertificateClient:
         response = self._call("AuthenticateHolder", self._stub.AuthenticateHolder,
                               certificate_pb2.AuthenticateHolderRequest(account=account, password=password, otp=otp))
         return HolderIdentity(account=response.account, holder_name=response.holder_name,
-                              given_name=response.given_name, surname=response.surname, emails=tuple(response.emails))
+                              given_name=response.given_name, surname=response.surname, emails=tuple(response.emails),
+                              password_changed_at=_wire.moment(response.password_changed_at,
+                                                               response.HasField("password_changed_at")))
+
+    def holder_standing(self, account: str) -> HolderStanding:
+        """Whether a holder's sign-in still stands: when the account's password was last set (by
+        whatever route) and whether the account is disabled. Checks no factor, counts nothing.
+
+        Raises: NotFound (no such account), InvalidArgument, PermissionRefused (not an RA
+        certificate)."""
+        response = self._call("GetHolderStanding", self._stub.GetHolderStanding,
+                              certificate_pb2.GetHolderStandingRequest(account=account))
+        return HolderStanding(account=response.account, disabled=response.disabled,
+                              password_changed_at=_wire.moment(response.password_changed_at,
+                                                               response.HasField("password_changed_at")))
 
     def change_password(self, account: str, current_password: str, new_password: str, confirmation: str) -> None:
         """Change a holder's password on the holder's behalf (the RA's password page, which asks

@@ -179,13 +179,26 @@ class NewAccountResult:
 @dataclass(frozen=True)
 class HolderIdentity:
     """A holder whose account, password and OTP the core accepted (CertificateClient.authenticate_holder):
-    the account as it records it. ``given_name`` and ``surname`` are empty when not recorded."""
+    the account as it records it. ``given_name`` and ``surname`` are empty when not recorded;
+    ``password_changed_at`` is when the password just checked was set (HolderStanding tells later
+    whether it still is)."""
 
     account: str
     holder_name: str
     given_name: str
     surname: str
     emails: tuple[str, ...]
+    password_changed_at: datetime.datetime | None = None
+
+
+@dataclass(frozen=True)
+class HolderStanding:
+    """Whether a holder's sign-in still stands (CertificateClient.holder_standing): when the
+    account's password was last set, by whatever route, and whether the account is disabled."""
+
+    account: str
+    password_changed_at: datetime.datetime | None
+    disabled: bool
 
 
 @dataclass(frozen=True)

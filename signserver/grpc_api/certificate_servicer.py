@@ -8,7 +8,7 @@ import datetime
 import functools
 
 from signserver.accounts.manager import Enrolment
-from signserver.accounts.model import AccountKind
+from signserver.accounts.model import AccountKind, AccountStatus
 from signserver.ca.authority import CertificateRequest, HolderActivation
 from signserver.ca.ra_requests import RaEvidence, RaRequest
 from signserver.ca.repository import IssuedCertificate
@@ -209,7 +209,17 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
             caller_check=still_waiting(context))
         return certificate_pb2.HolderIdentity(account=account.username, holder_name=account.holder_name,
                                               given_name=account.given_name, surname=account.surname,
-                                              emails=list(account.emails))
+                                              emails=list(account.emails),
+                                              password_changed_at=convert.timestamp(account.password_changed_at))
+
+    async def GetHolderStanding(self, request, context):
+        await self._operator(context)
+        account = await self._accounts.run(self._service.accounts.get,
+                                           convert.text("account", request.account, limit=64),
+                                           caller_check=still_waiting(context))
+        return certificate_pb2.HolderStanding(account=account.username,
+                                              password_changed_at=convert.timestamp(account.password_changed_at),
+                                              disabled=account.status is AccountStatus.DISABLED)
 
     async def ChangeHolderPassword(self, request, context):
         operator = await self._operator(context)

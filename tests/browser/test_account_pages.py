@@ -77,7 +77,9 @@ def test_a_holder_signs_in_with_the_account_and_otp(stack, browser):
     submit(browser)
     assert browser.current_url == stack.url("/holder")
     session = stack.web_session(browser)
-    assert (session["kind"], session["subject"], session["data"]) == ("holder", holder.account, {"via": "account"})
+    password_set = int(stack.core.holder_standing(holder.account).password_changed_at.timestamp())
+    assert (session["kind"], session["subject"], session["data"]) == (
+        "holder", holder.account, {"via": "account", "password_set": password_set})
 
 
 def test_a_holder_signs_in_with_the_notice_link_and_an_e_mail_code(stack, browser):

@@ -457,7 +457,7 @@ def test_change_holder_password_says_disabled_only_to_the_right_password(ra, ca_
     assert disabled.code() is grpc.StatusCode.FAILED_PRECONDITION and error_info(disabled).reason == "ACCOUNT_DISABLED"
 
 
-def test_change_holder_password_refuses_an_application_certificate(served, ca_service, ra):
+def test_change_holder_password_and_holder_standing_refuse_an_application_certificate(served, ca_service, ra):
     holder_with_otp(ra, "ra-change-5")
     issued, certificate, key = client_pair(ca_service, "client-asp", "portal-change")
     ca_service.applications.create("portal-change", otp_required=False, with_api_key=False,
@@ -465,5 +465,55 @@ def test_change_holder_password_refuses_an_application_certificate(served, ca_se
     with channel_for(served, certificate, key) as channel:
         stub = certificate_pb2_grpc.CertificateServiceStub(channel)
         denied = change_refusal(stub, "ra-change-5", "Ra-created-1", "Changed-pass-2")
-    assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetHolderStanding(certificate_pb2.GetHolderStandingRequest(account="ra-change-5"), timeout=60)
+    assert denied.code() is refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert ca_service.accounts.lock_state("ra-change-5").failed_attempts == 0
+
+
+# GetHolderStanding: whether a holder's sign-in to the RA's pages still stands.
+
+
+def standing(stub, account: str):
+    return stub.GetHolderStanding(certificate_pb2.GetHolderStandingRequest(account=account), timeout=60)
+
+
+def test_holder_standing_follows_the_password_by_every_route_and_the_account_s_status(ra, ca_service, ca_clock):
+    from signserver.accounts.otp import code_at
+    from signserver.secret import Secret
+
+    seed = holder_with_otp(ra, "ra-standing-1")
+    ca_clock.advance(seconds=30)
+    signed_in = authenticate(ra, "ra-standing-1", "Ra-created-1", code_at(seed, ca_clock.now()))
+    first = standing(ra, "ra-standing-1")
+    assert signed_in.HasField("password_changed_at") and first.HasField("password_changed_at")
+    assert (first.account, first.password_changed_at, first.disabled) == (
+        "ra-standing-1", signed_in.password_changed_at, False)
+
+    ca_clock.advance(seconds=30)
+    change(ra, "ra-standing-1", "Ra-created-1", "Changed-pass-2")  # the RA's password page
+    second = standing(ra, "ra-standing-1").password_changed_at
+    ca_clock.advance(seconds=30)  # an application's AccountService.ChangePassword makes this change
+    ca_service.accounts.change_password("ra-standing-1", Secret("Changed-pass-2"), Secret("Changed-pass-3"),
+                                        Secret("Changed-pass-3"), otp_code=None, otp_required=False,
+                                        actor="application:portal")
+    third = standing(ra, "ra-standing-1").password_changed_at
+    assert first.password_changed_at.seconds < second.seconds < third.seconds
+    assert third.seconds == int(ca_clock.now().timestamp())
+    assert not standing(ra, "ra-standing-1").disabled
+
+    ca_service.accounts.set_status("ra-standing-1", False, "operator:test")
+    assert standing(ra, "ra-standing-1").disabled
+    ca_service.accounts.set_status("ra-standing-1", True, "operator:test")
+    assert not standing(ra, "ra-standing-1").disabled
+    # It checks no factor: nothing counted toward the lock.
+    assert ca_service.accounts.lock_state("ra-standing-1").failed_attempts == 0
+
+
+def test_holder_standing_of_an_unknown_account_is_not_found(ra):
+    with pytest.raises(grpc.RpcError) as refused:
+        standing(ra, "ra-nobody-stands-here")
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as refused:
+        standing(ra, "")
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -18,6 +18,7 @@ from signserver.client import (
     CertificateRefused,
     Evidence,
     HolderIdentity,
+    HolderStanding,
     InvalidArgument,
     NewAccount,
     NotFound,
@@ -160,7 +161,22 @@ def test_authenticate_holder_in_typed_values(ra, ca_clock):
     seed = holder(ra, "client-signer-1")
     identity = ra.authenticate_holder("client-signer-1", "Ra-created-1", code_at(seed, ca_clock.now()))
     assert identity == HolderIdentity(account="client-signer-1", holder_name="Weng Sam LUZIA KUAN",
-                                      given_name="Weng Sam LUZIA", surname="KUAN", emails=("client-signer-1@example.mo",))
+                                      given_name="Weng Sam LUZIA", surname="KUAN", emails=("client-signer-1@example.mo",),
+                                      password_changed_at=ca_clock.now())  # the clock stood still since
+
+
+def test_holder_standing_in_typed_values(ra, ca_service, ca_clock):
+    holder(ra, "client-standing-1")
+    created_at = ca_clock.now()
+    assert ra.holder_standing("client-standing-1") == HolderStanding(
+        account="client-standing-1", password_changed_at=created_at, disabled=False)
+    ca_clock.advance(seconds=30)
+    ra.change_password("client-standing-1", "Ra-created-1", "Changed-pass-2", "Changed-pass-2")
+    assert ra.holder_standing("client-standing-1").password_changed_at == ca_clock.now() > created_at
+    ca_service.accounts.set_status("client-standing-1", False, "operator:test")
+    assert ra.holder_standing("client-standing-1").disabled
+    with pytest.raises(NotFound):
+        ra.holder_standing("client-nobody-stands")
 
 
 def test_authenticate_holder_refusals_in_typed_errors(ra, ca_service, ca_clock):

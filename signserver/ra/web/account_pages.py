@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute
 
 from signserver.client import (AccountLocked, AuthenticationRefused, InvalidArgument, PermissionRefused, ServerBusy,
                                SignServerClientError)
+from signserver.clock import epoch_seconds
 from signserver.ra.errors import CoreUnavailable, HolderNotAuthorised, SignInCodeRefused, StepRefused, core_unavailable
 from signserver.ra.holder_sign_in import HolderSignIn, NoticeShown, NoticeSignIn, mask_address
 from signserver.ra.renewal import check_new_password
@@ -215,7 +216,9 @@ async def account_sign_in(request: Request, ctx) -> Response:
             return _unavailable(request)
         log.info("a holder sign-in was refused by the core: %s", type(exc).__name__)
         return _sign_in_page(request, account=account, after=after, status=400, alert=_refused(request))
-    sign_in(request, "holder", identity.account, via="account")
+    # The password signed in with: every later page asks the core whether it is still the account's.
+    password_set = epoch_seconds(identity.password_changed_at) if identity.password_changed_at else None
+    sign_in(request, "holder", identity.account, via="account", password_set=password_set)
     return redirect(after)
 
 

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from signserver.ra import branding, errors
 from signserver.ra import help_codes
+from signserver.client import NotFound
 from signserver.clock import epoch_seconds
 from signserver.ra.web import client_certificate, forms
 from signserver.ra.web.forms import (BadForm, FieldReader, FormTooLarge, read_form,  # noqa: F401 (the pages' API)
@@ -413,11 +414,31 @@ async def _operator_standing(request: Request, ctx, session: WebSession) -> str:
     return "active"
 
 
+async def _holder_stands(ctx, session: WebSession) -> bool:
+    """Whether the holder signed in to ``session`` with the account's password may go on, asked
+    of the core on every request: not once the password has been set again (by whatever route:
+    this RA's password page, an application, the unlock with the recovery code, an administrator)
+    or the account disabled or gone. A session opened with a notice link rests on its e-mailed
+    code, not on the password, and on the renewal it opened: it stands.
+
+    Raises: the client's errors (CoreUnavailable, ServerBusy, ...) but NotFound.
+    """
+    if session.get("via") == "notice":
+        return True
+    try:
+        standing = await run_in_threadpool(ctx.certificates.holder_standing, session.subject)
+    except NotFound:
+        return False
+    signed_in_with = session.get("password_set")  # account_sign_in's: epoch seconds
+    return (not standing.disabled and standing.password_changed_at is not None
+            and isinstance(signed_in_with, int) and epoch_seconds(standing.password_changed_at) == signed_in_with)
+
+
 async def serve_page(request: Request, handler: Handler, who: str | None = None,
                      options: RouteOptions | None = None) -> Response:
-    """Run ``handler`` as a page: load the session, check who may see it (an operator's standing
-    on every request) and, for a POST, the CSRF token; turn its errors into pages; keep the
-    session and send its cookie."""
+    """Run ``handler`` as a page: load the session, check who may see it (an operator's or a
+    holder's standing on every request) and, for a POST, the CSRF token; turn its errors into
+    pages; keep the session and send its cookie."""
     options = options or RouteOptions(who=who)
     who = options.who
     ctx = request.app.state.web_context
@@ -436,6 +457,9 @@ async def serve_page(request: Request, handler: Handler, who: str | None = None,
             elif standing == "revoked":
                 await run_in_threadpool(ctx.sessions.delete, session)
             session = request.state.session = ctx.sessions.new()  # this request: nobody signed in
+        if session.kind == HOLDER and not await _holder_stands(ctx, session):
+            await run_in_threadpool(ctx.sessions.delete, session)
+            session = request.state.session = ctx.sessions.new()
         if who is not None and session.kind != who:
             target = request.url.path if request.method == "GET" else "/"
             response = redirect(f"{SIGN_IN[who]}?next={quote(target, safe='/')}")

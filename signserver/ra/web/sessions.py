@@ -38,7 +38,8 @@ MAX_DATA_BYTES = 16 * 1024  # small JSON: ids, a challenge, a few flags; never a
 @dataclass
 class WebSession:
     """One browser's session. ``data`` is a small JSON object; the holder's keys are "via"
-    ("account" or "notice") and "renewals" (the renewal ids a notice link opened)."""
+    ("account" or "notice"), "renewals" (the renewal ids a notice link opened) and, signed in with
+    the account's password, "password_set" (when that password was set, in epoch seconds)."""
 
     kind: str = ANONYMOUS
     subject: str = ""

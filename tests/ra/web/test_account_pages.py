@@ -27,6 +27,8 @@ from signserver.clock import SystemClock
 from signserver.ra.settings import RaSettings
 
 from signserver.ra.store.schema import web_sessions
+from signserver.ra.web.sessions import SessionStore
+from signserver.secret import Secret
 from tests.conftest import LOOPBACK_TLS
 from tests.ra.conftest import KUAN
 from tests.ra.running import PASSWORD, confirm_with_notice, create_account, enrol, ra_command, register
@@ -222,6 +224,42 @@ def test_an_unlock_at_the_counter_ends_the_account_s_holder_sessions(ra_process,
     assert ended.status_code == 303 and ended.headers["location"].startswith("/sign-in")
 
 
+def test_a_password_set_elsewhere_ends_the_sessions_signed_in_with_the_old_one(ra_process, core, ca_service,
+                                                                               ca_clock):
+    create_account(core, "p1-elsewhere")
+    thief = Visitor(ra_process)
+    ca_clock.advance(seconds=30)
+    assert sign_in(thief, "p1-elsewhere", PASSWORD, otp_now(ca_service, ca_clock, "p1-elsewhere")).status_code == 303
+    assert thief.get("/holder").status_code == 200
+    # The holder changes the password through an application (AccountService.ChangePassword's
+    # change), not on the RA's page: the RA learns it from the core at the thief's next page.
+    ca_clock.advance(seconds=30)
+    ca_service.accounts.change_password("p1-elsewhere", Secret(PASSWORD), Secret(NEW_PASSWORD), Secret(NEW_PASSWORD),
+                                        otp_code=None, otp_required=False, actor="application:portal")
+    ended = thief.get("/holder")
+    assert ended.status_code == 303 and ended.headers["location"].startswith("/sign-in")
+    assert thief.session_row() is None  # its row is gone: the cookie opens nothing again
+    # A session signed in with the new password stands, page after page.
+    holder = Visitor(ra_process)
+    ca_clock.advance(seconds=30)
+    assert sign_in(holder, "p1-elsewhere", NEW_PASSWORD,
+                   otp_now(ca_service, ca_clock, "p1-elsewhere")).status_code == 303
+    assert [holder.get("/holder").status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_a_disabled_account_s_sessions_end_and_stay_ended(ra_process, core, ca_service, ca_clock):
+    create_account(core, "p1-disabled")
+    visitor = Visitor(ra_process)
+    ca_clock.advance(seconds=30)
+    assert sign_in(visitor, "p1-disabled", PASSWORD, otp_now(ca_service, ca_clock, "p1-disabled")).status_code == 303
+    assert visitor.get("/holder").status_code == 200
+    ca_service.accounts.set_status("p1-disabled", False, "operator:test")
+    ended = visitor.get("/holder")
+    assert ended.status_code == 303 and ended.headers["location"].startswith("/sign-in")
+    ca_service.accounts.set_status("p1-disabled", True, "operator:test")
+    assert visitor.get("/holder").status_code == 303  # enabled again: the ended session stays ended
+
+
 def test_junk_naming_an_account_does_not_block_its_holder(ra_process, core, ca_service, ca_clock):
     create_account(core, "p1-victim")
     for path in ("/sign-in", "/password"):
@@ -272,7 +310,9 @@ def test_a_holder_signs_in_with_the_account(ra_process, core, ca_service, ca_clo
     assert signed.status_code == 303 and signed.headers["location"] == "/holder/renewals/abc"
     assert visitor.cookies["ra_session"] != before  # a new id at sign-in
     row = visitor.session_row()
-    assert (row.kind, row.subject, json.loads(row.data)) == ("holder", "p1-sign-in", {"via": "account"})
+    standing = core.holder_standing("p1-sign-in")
+    assert (row.kind, row.subject, json.loads(row.data)) == (
+        "holder", "p1-sign-in", {"via": "account", "password_set": int(standing.password_changed_at.timestamp())})
 
     elsewhere = Visitor(ra_process)
     ca_clock.advance(seconds=30)
@@ -459,5 +499,16 @@ def test_the_core_away_gets_a_page_that_says_try_later(tmp_path):
             assert changed.status_code == 503 and "Please try again later." in changed.text
             signed = sign_in(visitor, "p1-away", PASSWORD, "123456")
             assert signed.status_code == 503 and "Please try again later." in signed.text
+            # A holder signed in before the core went away: its standing cannot be asked, so the
+            # page says so and the session is kept (an outage signs nobody out).
+            store = SessionStore(database, SystemClock(), settings)
+            session = store.new()
+            session.kind, session.subject, session.signed_in_at = "holder", "p1-away", store.now()
+            session.data, session.wanted = {"via": "account", "password_set": 1_800_000_000}, True
+            store.save(session)
+            visitor.cookies["ra_session"] = session.session_id
+            away = visitor.get("/holder")
+            assert away.status_code == 503 and "Please try again later." in away.text
+            assert visitor.session_row().kind == "holder"
     finally:
         database.close()

@@ -46,7 +46,8 @@ START = datetime.datetime(2026, 12, 1, 9, 0, tzinfo=datetime.timezone.utc)
 
 async def signing_in(request, ctx):
     form = await read_form(request)
-    sign_in(request, text_field(form, "kind"), text_field(form, "subject"), via="account")
+    # As a notice link signs a holder in: a session the core is not asked about (no core here).
+    sign_in(request, text_field(form, "kind"), text_field(form, "subject"), via="notice")
     return redirect("/")
 
 

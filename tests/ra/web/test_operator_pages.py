@@ -341,21 +341,33 @@ OPERATOR_PAGES = ["/operator", "/operator/search?q=kuan", "/operator/holders/kua
                   "/operator/unlock", "/operator/revoke", "/operator/renewals/0123/in-person"]
 
 
-def holder_session(settings, database, account: str = "kuan-ws") -> str:
-    """A holder's signed-in session, written as the holder's sign-in page writes it; its cookie."""
+def holder_session(settings, database, core, account: str = "kuan-ws") -> str:
+    """A holder's signed-in session, written as the holder's sign-in page writes it (with the
+    password the core holds for ``account`` now, its account made first when the core has none);
+    its cookie."""
+    from signserver.client import NotFound
+    from tests.ra.running import create_account
+
+    try:
+        standing = core.holder_standing(account)
+    except NotFound:
+        create_account(core, account)
+        standing = core.holder_standing(account)
     store = SessionStore(database, SystemClock(), settings)
     session = store.new()
     now = epoch_seconds(SystemClock().now())
-    session.kind, session.subject, session.data, session.signed_in_at = "holder", account, {"via": "account"}, now
+    session.kind, session.subject, session.signed_in_at = "holder", account, now
+    session.data = {"via": "account", "password_set": int(standing.password_changed_at.timestamp())}
     session.wanted = True
     store.save(session)
     return session.session_id
 
 
 @pytest.mark.parametrize("path", OPERATOR_PAGES)
-def test_a_holders_session_does_not_open_an_operator_page(ra_process, settings, database, path):
+def test_a_holders_session_does_not_open_an_operator_page(ra_process, core, settings, database, path):
     page = Page(ra_process.base)
-    page.cookie = holder_session(settings, database)
+    page.cookie = holder_session(settings, database, core)
+    assert page.get("/holder").status_code == 200  # a holder's session that stands
     shown = page.get(path)
     assert shown.status_code == 303 and shown.headers["location"].startswith("/operator/sign-in?next=")
 
@@ -624,7 +636,7 @@ def test_an_unlock_ends_the_holder_s_sessions(ra_process, operator, core, settin
 
     code = create_account(core, account).recovery_code
     with Page(ra_process.base) as holder:
-        holder.cookie = holder_session(settings, database, account)  # a thief's, signed in with the old password
+        holder.cookie = holder_session(settings, database, core, account)  # a thief's, signed in with the old password
         assert holder.get("/holder").status_code == 200
         page.get("/operator/unlock")
         with contextlib.ExitStack() as failing:

@@ -212,8 +212,8 @@ def test_only_a_signed_in_operator_in_good_standing_may_dismiss(stack):
             refused = anonymous.post(path)
             assert refused.status_code == 303 and refused.headers["location"].startswith("/operator/sign-in")
         with Page(stack.ra_url) as holder_page:  # a holder signed in
-            holder_page.cookie = holder_session(settings, database)
-            holder_page.get("/")
+            holder_page.cookie = holder_session(settings, database, stack.core)
+            assert holder_page.get("/holder").status_code == 200  # a holder's session that stands
             refused = holder_page.post(path)
             assert refused.status_code == 303 and refused.headers["location"].startswith("/operator/sign-in")
         operators = OperatorAccounts.from_settings(settings, database, SystemClock())

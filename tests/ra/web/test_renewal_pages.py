@@ -13,6 +13,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
+from signserver.client import NotFound
 from signserver.ra import renewal as machine
 from signserver.ra.help_codes import REVOKE_FIRST
 from signserver.ra.operations import RaOperations
@@ -33,7 +34,7 @@ from tests.ra.conftest import (KUAN, START, InlineExecutor, application_signed_i
                                opened_renewal, photo)
 from tests.ra.test_application import (PASSWORD, ExternalEid, core, documents, enrolled, otp_now,  # noqa: F401
                                       ra_state_dir, roots)
-from tests.ra.running import Served
+from tests.ra.running import Served, create_account
 from tests.ra.test_workflow import clear_outbox, code_sent_to
 
 OPERATOR = "dsaj-operator"
@@ -52,11 +53,20 @@ class Site:
         self.database = database
 
     def holder(self, account: str, language: dict | None = None, **data) -> "Browser":
-        """A client signed in as the holder of ``account`` (via the account unless ``data`` says)."""
+        """A client signed in as the holder of ``account`` (via the account unless ``data`` says),
+        as the sign-in page signs one in: with the password the core holds for it now (the core's
+        account is made first when the core has none, as only an account can sign in)."""
         store = self.ctx.sessions
         session = store.new()
         session.kind, session.subject, session.signed_in_at = HOLDER, account, store.now()
         session.data = {"via": "account", **data}
+        if session.data["via"] == "account":
+            try:
+                standing = self.ctx.certificates.holder_standing(account)
+            except NotFound:
+                create_account(self.ctx.certificates, account)
+                standing = self.ctx.certificates.holder_standing(account)
+            session.data.setdefault("password_set", int(standing.password_changed_at.timestamp()))
         token = session.csrf_token
         store.save(session)
         return Browser(self.base, session.session_id, token, language or ENGLISH)
