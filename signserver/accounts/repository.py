@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
+from collections.abc import Collection
 from typing import Callable
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
@@ -64,6 +65,11 @@ def get_account(conn: Connection, username: str, now: datetime.datetime, name_ke
     lock_row = None if name_key is None else conn.execute(
         _current_runs(now).where(name_lockouts.c.name_key == name_key)).first()
     return _account(row, lock_row, _emails(conn, row.id), now)
+
+
+def account_ids(conn: Connection, usernames: Collection[str]) -> tuple[int, ...]:
+    """The ids of the accounts of these names; a name with no account is passed over."""
+    return tuple(conn.execute(select(accounts.c.id).where(accounts.c.username.in_(list(usernames)))).scalars())
 
 
 def list_accounts(conn: Connection, now: datetime.datetime, key_of: Callable[[str], str]) -> list[Account]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from signserver.accounts.manager import AccountManager
 from signserver.accounts.model import Account
-from signserver.accounts.repository import get_account
+from signserver.accounts.repository import account_ids, get_account
 from signserver.audit.log import AuditLog
 from signserver.ca import repository as repo
 from signserver.ca.builder import SubjectData, end_entity_certificate
@@ -425,7 +425,8 @@ class CertificateAuthority:
             return repo.get_certificate(conn, serial, self._clock.now(), RA_SHOWN_PROFILES if for_ra else None)
 
     def list_page(self, username: str | None = None, expiring_within_days: int | None = None, page_size: int = 0,
-                  page_token: str = "", status: str = "", holders_only: bool = False) -> CertificatePage:
+                  page_token: str = "", status: str = "", holders_only: bool = False,
+                  usernames: Collection[str] = ()) -> CertificatePage:
         """One page of the certificates of an account (or all; only valid ones expiring within
         ``expiring_within_days`` when given) in the order of their issue: ``page_size`` of them (0: the
         default, at most the maximum: certificate_pages.py), from where ``page_token`` (an earlier
@@ -433,15 +434,19 @@ class CertificateAuthority:
         those of ``status`` ("valid", "expired", "revoked") when given, and only holders'
         certificates with ``holders_only`` (an RA's listing), both chosen by the database.
 
+        ``usernames`` instead of ``username``: the certificates of those accounts in one listing
+        (an RA's search shows the holders it found with theirs); a name with no account is passed
+        over.
+
         ``holders_only`` is not bound into the tokens: an RA lists that way alone, and a token
         from a listing of every certificate names a place in this one too.
 
-        Raises: InvalidArgument (status: not a status; page_token: not one of this listing's),
-        NotFound (account).
+        Raises: InvalidArgument (status: not a status; page_token: not one of this listing's;
+        accounts: both ``username`` and ``usernames``, or too many), NotFound (account).
         """
-        listing = CertificateListing(username or "", expiring_within_days or 0, status)
+        listing = CertificateListing(username or "", expiring_within_days or 0, status, frozenset(usernames))
         found, last = self._page(username, expiring_within_days or None, page_size, listing.position(page_token),
-                                 status, holders_only)
+                                 status, holders_only, listing.usernames)
         return CertificatePage(found, listing.token(last) if last else "")
 
     def list_pages(self, username: str | None = None, expiring_within_days: int | None = None,
@@ -461,8 +466,8 @@ class CertificateAuthority:
                 return
 
     def _page(self, username: str | None, expiring_within_days: int | None, page_size: int,
-              after: repo.PagePosition | None, status: str = "", holders_only: bool = False
-              ) -> tuple[list[IssuedCertificate], repo.PagePosition | None]:
+              after: repo.PagePosition | None, status: str = "", holders_only: bool = False,
+              usernames: Collection[str] = ()) -> tuple[list[IssuedCertificate], repo.PagePosition | None]:
         """The page after ``after`` (None: the first) and the position of its last certificate when
         more follow; ``expiring_within_days`` None: no window.
 
@@ -471,9 +476,11 @@ class CertificateAuthority:
         now = self._clock.now()
         with self._database.read() as conn:
             account_id = get_account(conn, username, now).id if username else None
+            among = account_ids(conn, usernames) if usernames else None
             before = now + datetime.timedelta(days=expiring_within_days) if expiring_within_days is not None else None
             return repo.certificate_page(conn, now, page_size_of(page_size), after, account_id=account_id,
-                                         expiring_before=before, status=status, holders_only=holders_only)
+                                         expiring_before=before, status=status, holders_only=holders_only,
+                                         account_ids=among)
 
     def chain(self) -> list[x509.Certificate]:
         """Issuing CA certificate, then the root. Raises: NotFound (not initialised)."""

@@ -34,20 +34,30 @@ def page_size(asked: int) -> int:
     return min(asked or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+MOST_LISTED_ACCOUNTS = 100  # the accounts one listing may name: an RA's search shows at most as many holders
+
+
 @dataclass(frozen=True)
 class CertificateListing:
     """One listing's filters, which its page tokens are bound to: a token read with other filters
     would start a page at a place that listing never reached. ``status``: "" (any) or one of
     LISTED_STATUSES.
 
-    Raises: InvalidArgument (field status): another status.
+    Raises: InvalidArgument (field status): another status; (field accounts): both an account and
+            a set of them, or a set of more than MOST_LISTED_ACCOUNTS.
     """
 
     username: str
     expiring_within_days: int
     status: str = ""
+    usernames: frozenset[str] = frozenset()  # a listing of several accounts' (username then "")
 
     def __post_init__(self) -> None:
+        if self.usernames and self.username:
+            raise InvalidArgument("accounts lists several accounts instead of account: name one or the other",
+                                  field="accounts")
+        if len(self.usernames) > MOST_LISTED_ACCOUNTS:
+            raise InvalidArgument(f"accounts names at most {MOST_LISTED_ACCOUNTS} accounts", field="accounts")
         if self.status and self.status not in LISTED_STATUSES:
             raise InvalidArgument(f"status is {', '.join(LISTED_STATUSES)} or empty (any status)", field="status")
 
@@ -91,6 +101,8 @@ class CertificateListing:
     def _check(self, payload: list) -> str:
         # The status only when there is one: a listing of any status binds its tokens as before the
         # status was a filter, so that a token of a node not yet upgraded is read by one that is.
-        filters = [self.username, self.expiring_within_days] + ([self.status] if self.status else [])
+        # Likewise the set of accounts only when there is one.
+        filters = [self.username, self.expiring_within_days] + ([self.status] if self.status else []) + (
+            [sorted(self.usernames)] if self.usernames else [])
         bound = json.dumps([*filters, *payload]).encode()
         return hashlib.sha256(bound).digest()[:_CHECK_BYTES].hex()

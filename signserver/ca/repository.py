@@ -99,10 +99,12 @@ class PagePosition:
 
 
 def _listed(now: datetime.datetime, account_id: int | None, expiring_before: datetime.datetime | None,
-            status: str = "", holders_only: bool = False):
+            status: str = "", holders_only: bool = False, account_ids: tuple[int, ...] | None = None):
     query = _query().order_by(certificates.c.issued_at, certificates.c.serial)
     if account_id is not None:
         query = query.where(certificates.c.account_id == account_id)
+    elif account_ids is not None:  # read through the index on account_id, then sorted: a few rows
+        query = query.where(certificates.c.account_id.in_(account_ids))
     elif holders_only:
         # Read through the index of the listing's order like every other row: the certificates of
         # no holder (the CA's own, applications' and RAs') are a few hundred beside a million, so
@@ -160,11 +162,12 @@ def mark_expiry_noticed(conn: Connection, serials: list[str], now: datetime.date
 
 
 def page_query(now: datetime.datetime, size: int, after: PagePosition | None = None, account_id: int | None = None,
-               expiring_before: datetime.datetime | None = None, status: str = "", holders_only: bool = False):
+               expiring_before: datetime.datetime | None = None, status: str = "", holders_only: bool = False,
+               account_ids: tuple[int, ...] | None = None):
     """The query of :func:`certificate_page`: one row more than ``size``.
 
     Raises: ValueError: ``status`` is not one of LISTED_STATUSES (nor "")."""
-    query = _listed(now, account_id, expiring_before, status, holders_only)
+    query = _listed(now, account_id, expiring_before, status, holders_only, account_ids)
     if after is not None:
         # The first condition alone is what the index on (issued_at, serial) seeks to, or with a
         # status the one on (status, issued_at, serial), so the thousandth page costs what the
@@ -177,14 +180,15 @@ def page_query(now: datetime.datetime, size: int, after: PagePosition | None = N
 
 def certificate_page(conn: Connection, now: datetime.datetime, size: int, after: PagePosition | None = None,
                      account_id: int | None = None, expiring_before: datetime.datetime | None = None,
-                     status: str = "", holders_only: bool = False
+                     status: str = "", holders_only: bool = False, account_ids: tuple[int, ...] | None = None
                      ) -> tuple[list[IssuedCertificate], PagePosition | None]:
     """Up to ``size`` certificates listed after ``after`` (of ``status`` as :class:`IssuedCertificate`
-    shows it, when given; of an account only with ``holders_only``), and the position of the last
-    of them when more follow (None on the last page).
+    shows it, when given; of an account only with ``holders_only``; of ``account_ids`` only, when
+    given), and the position of the last of them when more follow (None on the last page).
 
     Raises: ValueError: ``status`` is not one of LISTED_STATUSES (nor "")."""
-    rows = conn.execute(page_query(now, size, after, account_id, expiring_before, status, holders_only)).all()
+    rows = conn.execute(page_query(now, size, after, account_id, expiring_before, status, holders_only,
+                                   account_ids)).all()
     last = PagePosition(rows[size - 1].issued_at, rows[size - 1].serial) if len(rows) > size else None
     return [_issued(r, now) for r in rows[:size]], last
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 import grpc
@@ -223,18 +223,22 @@ class CertificateClient:
                                   certificate_pb2.GetCertificateRequest(serial=serial)))
 
     def list_certificates(self, account: str = "", expiring_within_days: int = 0,
-                          status: str = "") -> list[CertificateRecord]:
+                          status: str = "", *, accounts: Sequence[str] = ()) -> list[CertificateRecord]:
         """The account's certificates (every holder's when empty) in the order issued; with
         ``expiring_within_days``, only valid ones expiring within that many days; with ``status``
         ("valid", "expired", "revoked"), only those of that status. Every page is read: for every
-        account's, :meth:`certificate_pages` keeps one page in memory at a time.
+        account's, :meth:`certificate_pages` keeps one page in memory at a time. ``accounts``
+        instead of ``account``: the certificates of those accounts (at most 100) in one listing,
+        each record naming its account; a name with no account is passed over.
 
-        Raises: NotFound (account), InvalidArgument (a status not of a certificate).
+        Raises: NotFound (account), InvalidArgument (a status not of a certificate; both account
+        and accounts, or more than 100 accounts).
         """
-        return [c for page in self.certificate_pages(account, expiring_within_days, status) for c in page]
+        return [c for page in self.certificate_pages(account, expiring_within_days, status, accounts=accounts)
+                for c in page]
 
     def certificate_pages(self, account: str = "", expiring_within_days: int = 0, status: str = "", *,
-                          page_size: int = 0) -> Iterator[list[CertificateRecord]]:
+                          page_size: int = 0, accounts: Sequence[str] = ()) -> Iterator[list[CertificateRecord]]:
         """:meth:`list_certificates`' certificates a page at a time, each asked for when the one
         before has been taken (``page_size``: as :meth:`list_certificate_page`).
 
@@ -243,14 +247,15 @@ class CertificateClient:
         token = ""
         while True:
             page = self.list_certificate_page(account, expiring_within_days, status, page_size=page_size,
-                                              page_token=token)
+                                              page_token=token, accounts=accounts)
             yield page.certificates
             token = page.next_page_token
             if not token:
                 return
 
     def list_certificate_page(self, account: str = "", expiring_within_days: int = 0, status: str = "", *,
-                              page_size: int = 0, page_token: str = "") -> CertificatePage:
+                              page_size: int = 0, page_token: str = "", accounts: Sequence[str] = ()
+                              ) -> CertificatePage:
         """One page of :meth:`list_certificates`' certificates: ``page_size`` of them (0: the
         server's default, 100; at most 1,000), from the page ``page_token`` names (an earlier
         page's ``next_page_token``, asked with the same account, days and status; empty: the
@@ -261,10 +266,13 @@ class CertificateClient:
         """
         response = self._call("ListCertificates", self._stub.ListCertificates, certificate_pb2.ListCertificatesRequest(
             account=account, expiring_within_days=expiring_within_days, page_size=page_size, page_token=page_token,
-            status=status))
-        # A server older than the status filter ignores the field (as protobuf does any it does not
-        # know) and answers every status: the certificates of another are left out here.
-        return CertificatePage([_record(c) for c in response.certificates if not status or c.status == status],
+            status=status, accounts=list(accounts)))
+        # A server older than the status or the accounts filter ignores the field (as protobuf does
+        # any it does not know) and answers every status or every account: the others are left out
+        # here.
+        asked = set(accounts)
+        return CertificatePage([_record(c) for c in response.certificates
+                                if (not status or c.status == status) and (not asked or c.account in asked)],
                                response.next_page_token)
 
     # Plumbing

@@ -181,7 +181,9 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
     async def ListCertificates(self, request, context):
         await self._operator(context)
         # Holders' certificates only, as an RA revokes: its operators' pages and searches are of holders.
-        page = await self._accounts.run(functools.partial(self._service.ca.list_page, holders_only=True),
+        usernames = [convert.text("accounts", name, limit=64) for name in request.accounts]
+        page = await self._accounts.run(functools.partial(self._service.ca.list_page, holders_only=True,
+                                                          usernames=usernames),
                                         request.account or None, _expiry_window(request.expiring_within_days),
                                         request.page_size, request.page_token, request.status,
                                         caller_check=still_waiting(context))

@@ -413,10 +413,15 @@ class RaOperations:
             repository.audit(conn, now, operator, "holders_searched",
                              detail=json.dumps({"text": text.strip(), "found": [h.account for h in holders]},
                                                ensure_ascii=False))
-        found = []
-        for holder in holders:
-            found.append(HolderFound(holder, tuple(self._core(lambda: self._held(holder.account)))))
-        return found
+        if not holders:
+            return []
+        # One listing for every holder found (at most holder_search.MAX_RESULTS, as many as one
+        # listing may name), not a call per holder; a holder registered with the RA and not (or
+        # no longer) in the core has none.
+        held: dict[str, list[CertificateRecord]] = {holder.account: [] for holder in holders}
+        for record in self._core(lambda: self._certificates.list_certificates(accounts=list(held))):
+            held[record.account].append(record)
+        return [HolderFound(holder, tuple(held[holder.account])) for holder in holders]
 
     def holder(self, account: str, operator: str) -> Holder | None:
         """The holder registered under ``account`` (None: none is). Recorded in the audit trail:
@@ -465,12 +470,6 @@ class RaOperations:
                                    reason="email_dismissed_already")
         raise OperationRefused(f"no e-mail given up has the number {message_id} (sent, gone from the outbox, or "
                                "still tried)", reason="email_not_given_up")
-
-    def _held(self, account: str) -> list[CertificateRecord]:
-        try:
-            return self._certificates.list_certificates(account)
-        except NotFound:  # registered with the RA, not (or no longer) in the core
-            return []
 
     def _record(self, operator: str, action: str, detail: str, *, holder: Holder | None = None,
                 finishes: bool = False) -> None:

@@ -222,6 +222,36 @@ def test_a_page_token_that_is_not_the_servers_is_refused_naming_the_field(stub):
         assert violated_fields(refused) == ["page_token"], bad
 
 
+def test_the_pages_of_several_accounts_hold_theirs_in_the_order_issued(stub, stored):
+    pages = all_pages(stub, accounts=[OTHER, ACCOUNT, "nobody-has-this-name"], page_size=40)
+    assert {len(p.certificates) for p in pages[:-1]} == {40}
+    # Both accounts' rows, interleaved by issue time as in the listing of every account.
+    assert serials(pages) == [serial for serial in expected(stored) if serial in
+                              set(expected(stored, ACCOUNT)) | set(expected(stored, OTHER))]
+    assert len(serials(pages)) == 500 and {c.account for p in pages for c in p.certificates} == {ACCOUNT, OTHER}
+    # A token is bound to the set of names, not to their order.
+    token = pages[0].next_page_token
+    again = stub.ListCertificates(certificate_pb2.ListCertificatesRequest(
+        accounts=["nobody-has-this-name", ACCOUNT, OTHER], page_size=40, page_token=token), timeout=60)
+    assert [c.serial for c in again.certificates] == [c.serial for c in pages[1].certificates]
+    for others in ({"accounts": [ACCOUNT]}, {"accounts": [ACCOUNT, OTHER]}, {"account": ACCOUNT}, {}):
+        refused = refusal(lambda: stub.ListCertificates(certificate_pb2.ListCertificatesRequest(
+            **others, page_token=token), timeout=60))
+        assert violated_fields(refused) == ["page_token"], others
+    nobody = stub.ListCertificates(certificate_pb2.ListCertificatesRequest(accounts=["nobody-has-this-name"]),
+                                   timeout=60)
+    assert (list(nobody.certificates), nobody.next_page_token) == ([], "")
+
+
+@pytest.mark.parametrize("fields", [{"account": ACCOUNT, "accounts": [OTHER]},
+                                    {"accounts": [f"name-{i}" for i in range(101)]},
+                                    {"accounts": [ACCOUNT, ""]}],
+                         ids=["both", "101 names", "an empty name"])
+def test_a_set_of_accounts_with_an_account_too_many_or_empty_is_refused_naming_the_field(stub, fields):
+    refused = refusal(lambda: stub.ListCertificates(certificate_pb2.ListCertificatesRequest(**fields), timeout=60))
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and violated_fields(refused) == ["accounts"]
+
+
 def test_a_page_token_is_refused_with_other_filters(stub):
     token = stub.ListCertificates(certificate_pb2.ListCertificatesRequest(account=ACCOUNT, page_size=3),
                                   timeout=60).next_page_token

@@ -25,6 +25,15 @@ def test_list_certificates_gathers_every_page(ra, stored):  # noqa: F811
     assert [c.serial for c in ra.list_certificates(expiring_within_days=10)] == expected(stored, None, 10)
 
 
+def test_list_certificates_of_several_accounts_in_one_listing(ra, stored):  # noqa: F811
+    both = set(expected(stored, ACCOUNT)) | set(expected(stored, OTHER))
+    listed = ra.list_certificates(accounts=[ACCOUNT, OTHER, "nobody-has-this-name"])
+    assert [c.serial for c in listed] == [serial for serial in expected(stored) if serial in both]
+    assert {c.account for c in listed} == {ACCOUNT, OTHER} and len(listed) == 500
+    with pytest.raises(InvalidArgument):
+        ra.list_certificates(ACCOUNT, accounts=[OTHER])
+
+
 def test_certificates_yields_the_pages_as_they_come(ra, stored):  # noqa: F811
     pages = list(ra.certificate_pages(OTHER, page_size=60))
     assert [len(p) for p in pages] == [60, 60, 60, 20]

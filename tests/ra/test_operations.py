@@ -236,11 +236,20 @@ def test_search_finds_holders_by_account_name_or_email_with_their_certificates(o
         assert found.holder.account == "op-found" and [c.serial for c in found.certificates] == [serial]
     assert {f.holder.account for f in operations.search("leong", OPERATOR)} == {"op-found", "op-only-registered"}
     assert [f.certificates for f in operations.search("only-registered", OPERATOR)] == [()]
+    # Several holders found: each with its own certificates (the core lists them all at once).
+    other = operations.enrol(Enrolment(holder=replace(KUAN, account="op-found-too", name="LEONG KA WAI",
+                                                      emails=("leong.kawai@dsaj.example.mo",)),
+                                       profile="cloud-signature-corporate", kind="corporate",
+                                       organisation="DSAJ", key_algorithm="ec-p256"),
+                             SECRETS, OPERATOR).certificate.serial
+    assert {f.holder.account: [c.serial for c in f.certificates] for f in operations.search("leong", OPERATOR)} == {
+        "op-found": [serial], "op-found-too": [other], "op-only-registered": []}
     assert operations.search("1_0%", OPERATOR) == [] and operations.search("nobody-at-all", OPERATOR) == []
     with pytest.raises(OperationRefused):
         operations.search("  ", OPERATOR)
     searched = [json.loads(e["detail"]) for e in trail(ra_database) if e["action"] == "holders_searched"]
     assert {"text": "leong", "found": ["op-found", "op-only-registered"]} in searched
+    assert {"text": "leong", "found": ["op-found", "op-found-too", "op-only-registered"]} in searched
 
 
 def test_a_certificate_refused_after_the_account_was_made_still_gives_the_holder_the_account_secrets(
