@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from signserver.cli.common import open_service
 from signserver.config import Config
 from signserver.errors import ConfigurationError, SignServerError
+from signserver.interrupts import interrupts_held
 
 if TYPE_CHECKING:
     from signserver.service import SignService
@@ -41,6 +42,7 @@ USER_PIN_CHANGED = "hsm.user_pin_changed"
 SO_PIN_CHANGED = "hsm.so_pin_changed"
 USER_PIN_UNBLOCKED = "hsm.user_pin_unblocked"  # the security officer set a new user PIN
 UNRECORDED = 1  # the exit status of a command whose token change no audit record says
+HOLDING_NOTE = "signserver: interrupted; the audit record of what the token did is written first"
 
 
 def open_recording_service(args, config: Config) -> SignService:
@@ -64,10 +66,12 @@ def record(service: SignService, event: str, subject: str, done: str, /, **detai
     returns whether it was recorded. A failed append is told on standard error, never raised: the
     change is made and the command's output must still say what it made.
 
-    Raises: nothing.
+    Raises: KeyboardInterrupt: Ctrl-C came while the record was written (once it is).
     """
     try:
-        with service.database.transaction() as conn:
+        # A Ctrl-C here would leave the change unrecorded and the database's connection mid-command:
+        # it is acted on once the record is written.
+        with interrupts_held(HOLDING_NOTE), service.database.transaction() as conn:
             # The token is named: a cluster's tokens share one log, and a key is one token's.
             service.audit.append(conn, service.clock.now(), event, OPERATOR, subject,
                                  token=service.keys.session.token_label, **detail)
@@ -82,7 +86,7 @@ def record_without_login(config: Config, event: str, token: str, done: str, /, *
     record's subject is the token's label. Returns whether the command may exit 0: recorded, or
     no SQLite file made yet to record in (said on standard error).
 
-    Raises: nothing.
+    Raises: KeyboardInterrupt: Ctrl-C came while the record was written (once it is).
     """
     from signserver.audit.log import AuditLog  # the database's libraries: not before the change is made
     from signserver.cli.audit import open_database, sqlite_file_not_made
@@ -98,7 +102,7 @@ def record_without_login(config: Config, event: str, token: str, done: str, /, *
     except SignServerError as exc:
         return _unrecorded(done, event, exc)
     try:
-        with database.transaction() as conn:
+        with interrupts_held(HOLDING_NOTE), database.transaction() as conn:
             AuditLog().append(conn, SystemClock().now(), event, OPERATOR, token, token=token, **detail)
     except SignServerError as exc:
         return _unrecorded(done, event, exc)

@@ -16,6 +16,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from signserver.interrupts import interrupts_held
 from signserver.json_array import JsonArrayWriter
 from signserver.ra import operator_cli
 from signserver.ra.errors import CoreUnavailable, OperationRefused, RaError, SettingsError
@@ -551,31 +552,6 @@ def cmd_pending_enrolments(args, settings) -> int:
     _print(args, pending, [f"{p['account']}  {p['profile']}  since {p['created_at'][:16]}  by {p['operator']}  "
                            f"reference {p['reference']}" for p in pending] or ["(none)"])
     return 0
-
-
-@contextmanager
-def interrupts_held(note: str):
-    """Hold SIGINT (Ctrl-C) for the block: one that comes is acted on once the block has ended
-    (KeyboardInterrupt), ``note`` said on standard error at once. Outside the main thread, or
-    where SIGINT is ignored, the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield
-        return
-    caught: list[int] = []
-
-    def hold(signum, _frame) -> None:
-        if not caught:
-            print(note, file=sys.stderr, flush=True)
-        caught.append(signum)
-
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:  # after the block's own error, if any: that one is said instead
-        raise KeyboardInterrupt
 
 
 def cmd_unlock(args, settings) -> int:
