@@ -10,10 +10,7 @@ import getpass
 import logging
 import os
 import re
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 from signserver.interrupts import interrupts_held

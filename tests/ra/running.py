@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from signserver.client import CertificateClient, NewAccount
+from signserver.client import CertificateClient, NewAccount, NotFound
 from tests import cli_forkserver
 from tests import conftest
 from tests.ca.test_certificate_service import client_pair
@@ -304,6 +304,18 @@ def create_account(core, account: str, password: str = PASSWORD, emails: tuple[s
                                           password=password, kind="government", organisation="DSAJ",
                                           department="Legal", revocation_phrase="OldPhrase2024",
                                           key_algorithm="ec-p256"))
+
+
+def password_set(core, account: str) -> int:
+    """When the password the core holds for ``account`` was set (epoch seconds), as the RA's
+    sign-in page keeps it in a holder's session; the account is made first when the core has none,
+    as only an account can sign in."""
+    try:
+        standing = core.holder_standing(account)
+    except NotFound:
+        create_account(core, account)
+        standing = core.holder_standing(account)
+    return int(standing.password_changed_at.timestamp())
 
 
 def issue(core, account: str, profile: str):

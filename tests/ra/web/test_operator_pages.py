@@ -32,7 +32,7 @@ from signserver.ra.web.sessions import SessionStore
 from tests.ca.test_certificate_service import client_pair
 from tests.conftest import LOOPBACK_TLS
 from tests.ra.conftest import KUAN, opened_renewal
-from tests.ra.running import Served, card_csr, enrol, register
+from tests.ra.running import Served, card_csr, enrol, password_set, register
 from tests.ra.running import core, eid, inbox, ra_files, ra_process  # noqa: F401 (fixtures)
 from tests.refused_writes import writes_refused
 
@@ -345,19 +345,11 @@ def holder_session(settings, database, core, account: str = "kuan-ws") -> str:
     """A holder's signed-in session, written as the holder's sign-in page writes it (with the
     password the core holds for ``account`` now, its account made first when the core has none);
     its cookie."""
-    from signserver.client import NotFound
-    from tests.ra.running import create_account
-
-    try:
-        standing = core.holder_standing(account)
-    except NotFound:
-        create_account(core, account)
-        standing = core.holder_standing(account)
     store = SessionStore(database, SystemClock(), settings)
     session = store.new()
     now = epoch_seconds(SystemClock().now())
     session.kind, session.subject, session.signed_in_at = "holder", account, now
-    session.data = {"via": "account", "password_set": int(standing.password_changed_at.timestamp())}
+    session.data = {"via": "account", "password_set": password_set(core, account)}
     session.wanted = True
     store.save(session)
     return session.session_id

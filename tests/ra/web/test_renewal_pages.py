@@ -13,7 +13,6 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from signserver.client import NotFound
 from signserver.ra import renewal as machine
 from signserver.ra.help_codes import REVOKE_FIRST
 from signserver.ra.operations import RaOperations
@@ -34,7 +33,7 @@ from tests.ra.conftest import (KUAN, START, InlineExecutor, application_signed_i
                                opened_renewal, photo)
 from tests.ra.test_application import (PASSWORD, ExternalEid, core, documents, enrolled, otp_now,  # noqa: F401
                                       ra_state_dir, roots)
-from tests.ra.running import Served, create_account
+from tests.ra.running import Served, password_set
 from tests.ra.test_workflow import clear_outbox, code_sent_to
 
 OPERATOR = "dsaj-operator"
@@ -61,12 +60,7 @@ class Site:
         session.kind, session.subject, session.signed_in_at = HOLDER, account, store.now()
         session.data = {"via": "account", **data}
         if session.data["via"] == "account":
-            try:
-                standing = self.ctx.certificates.holder_standing(account)
-            except NotFound:
-                create_account(self.ctx.certificates, account)
-                standing = self.ctx.certificates.holder_standing(account)
-            session.data.setdefault("password_set", int(standing.password_changed_at.timestamp()))
+            session.data.setdefault("password_set", password_set(self.ctx.certificates, account))
         token = session.csrf_token
         store.save(session)
         return Browser(self.base, session.session_id, token, language or ENGLISH)
