@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select
 
 from signserver.ca import repository as repo
 from signserver.ca import revocation
-from signserver.ca.authority import ISSUING, OCSP, SUPERSEDED_KEY_GRACE, TSA
+from signserver.ca.authority import ISSUING, OCSP, SUPERSEDED_KEY_GRACE, TSA, CertificateAuthority
 from signserver.clock import ManualClock, epoch_seconds
 from signserver.store.schema import audit_log, certificates, pending_ca_keys, superseded_ca_keys
 from tests.ca.conftest import own_ca
@@ -170,6 +170,18 @@ def test_two_nodes_setting_up_the_ca_at_once_both_end_set_up(config, tmp_path, m
     clock = ManualClock(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))
     a = service_with(config, tmp_path / "shared.db", clock)
     b = service_with(config, a.database.url, clock)
+    # Neither publishes before both have found no CRL and come to publish one: otherwise a node
+    # slower than the other (a busy machine) finds the first's CRL and rightly signs none.
+    decided = threading.Barrier(2, timeout=60)
+    publish = CertificateAuthority.publish_crls
+
+    def publish_once_both_decided(authority, *args, **kwargs):
+        try:
+            decided.wait()
+        except threading.BrokenBarrierError:
+            raise AssertionError("the other node never came to publish its CRLs") from None
+        return publish(authority, *args, **kwargs)
+    monkeypatch.setattr(CertificateAuthority, "publish_crls", publish_once_both_decided)
     # Both have read the last CRL's number before either stores its own; a node that cannot come
     # (held behind the other's lock) breaks the meeting after a while.
     meeting = threading.Barrier(2, timeout=3)
