@@ -64,7 +64,7 @@ from signserver.addresses import split_address
 from signserver.asgi_faults import FaultAfterAnswer
 from signserver.descriptors import DescriptorReserve
 from signserver.errors import ConfigurationError
-from signserver.http.fault_log import FaultLog
+from signserver.monitoring.fault_log import FaultLog
 from signserver.http.rate_limit import client_key
 
 log = logging.getLogger(__name__)

@@ -27,16 +27,15 @@ import logging
 import os
 import re
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from sqlalchemy import delete, func, insert, select
 
-from signserver.clock import Clock, epoch_seconds, from_epoch
+from signserver.clock import Clock, SystemClock, epoch_seconds, from_epoch
 from signserver.errors import DataCorrupted, NotFound, SpoolUnavailable
+from signserver.monitoring.fault_log import FaultLog
 from signserver.pades.document import PadesLevel
 from signserver.pades.prepared_signature import PostSignData, PreparedSignature
 from signserver.store.database import Database
@@ -57,9 +56,7 @@ _FILE_NAME = re.compile(r"(\d{1,12})-[0-9a-f]{32}(\.pdf|\.part)")
 # minute per process, not once per call (a client could repeat the call to fill the log).
 REFUSED_WRITE_LOG_SECONDS = 60.0
 REFUSED_WRITE = "the server cannot keep the document now: try again later"
-_refusals_logged = threading.Lock()
-_refusal_logged_at: float | None = None
-_refusals_unlogged = 0
+_refusals = FaultLog(log, SystemClock(), interval=REFUSED_WRITE_LOG_SECONDS)
 
 
 def refused_write(exc: OSError, directory: Path) -> SpoolUnavailable:
@@ -68,17 +65,10 @@ def refused_write(exc: OSError, directory: Path) -> SpoolUnavailable:
     the file system answered, at most once per REFUSED_WRITE_LOG_SECONDS in each process (the
     calls in between counted); it names the directory and the error, nothing of the caller's.
     """
-    global _refusal_logged_at, _refusals_unlogged
-    now = time.monotonic()
-    with _refusals_logged:
-        if _refusal_logged_at is not None and now - _refusal_logged_at < REFUSED_WRITE_LOG_SECONDS:
-            _refusals_unlogged += 1
-            return SpoolUnavailable(REFUSED_WRITE)
-        unlogged, _refusals_unlogged, _refusal_logged_at = _refusals_unlogged, 0, now
     code = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno is not None else type(exc).__name__
-    log.error("the spool directory %s refuses a document's file (%s: %s): documents are refused as "
-              "UNAVAILABLE until it takes them again (free space, or make it writable)%s", directory, code,
-              exc.strerror or exc, f" (and {unlogged} times since this was last logged)" if unlogged else "")
+    _refusals.record("the spool directory %s refuses a document's file (%s: %s): documents are refused as "
+                     "UNAVAILABLE until it takes them again (free space, or make it writable)", directory, code,
+                     exc.strerror or exc)
     return SpoolUnavailable(REFUSED_WRITE)
 
 

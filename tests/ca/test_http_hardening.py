@@ -35,7 +35,7 @@ from signserver.descriptors import DescriptorReserve
 from signserver.errors import ServerBusy
 from signserver.hsm.module import pkcs11_lock
 from signserver.http.ca_front import CaHttpFront
-from signserver.http.fault_log import FaultLog
+from signserver.monitoring.fault_log import FaultLog
 from signserver.http.pools import BoundedPool
 from signserver.http.rate_limit import TokenBuckets
 from signserver.pades.tsa import EARLIER_TSA_POLICY, parse_request

@@ -1,6 +1,6 @@
 """The CSC front's log of its own faults, over real HTTP (AsgiServer on a free loopback port): a
 fault any client can repeat is logged with its traceback once, then at most one line a minute that
-says how many were left out, as the other fronts log theirs (signserver/http/fault_log.py)."""
+says how many were left out, as the other fronts log theirs (signserver/monitoring/fault_log.py)."""
 
 from __future__ import annotations
 

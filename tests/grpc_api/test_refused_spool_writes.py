@@ -14,9 +14,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from signserver.clock import SystemClock
 from signserver.descriptors import DescriptorReserve
 from signserver.errors import SpoolUnavailable
 from signserver.grpc_api.spool import SpoolFile, process_folder
+from signserver.monitoring.fault_log import FaultLog
 from signserver.pades import pending
 from signserver.pades.sample import sample_pdf
 from signserver.v1 import document_pb2, document_pb2_grpc
@@ -48,8 +50,7 @@ def small_disk(tmp_path):
 def logged_anew(monkeypatch):
     """The refusals' log line as if none had been written in this process yet, and none written
     again within the test however long it takes."""
-    monkeypatch.setattr(pending, "_refusal_logged_at", None)
-    monkeypatch.setattr(pending, "REFUSED_WRITE_LOG_SECONDS", float("inf"))
+    monkeypatch.setattr(pending, "_refusals", FaultLog(pending.log, SystemClock(), interval=float("inf")))
 
 
 def fill(folder: Path) -> Path:

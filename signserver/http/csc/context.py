@@ -11,7 +11,7 @@ from signserver.blocking_calls import BlockingCalls, FairShares
 from signserver.http.csc.errors import new_fault_log
 from signserver.http.csc.limits import (DOCUMENT_JOBS_PER_APPLICATION, OPERATIONS_PER_APPLICATION,
                                         OPERATIONS_PER_WORKER)
-from signserver.http.fault_log import FaultLog
+from signserver.monitoring.fault_log import FaultLog
 from signserver.service import SignService
 
 

@@ -44,7 +44,7 @@ from signserver import errors
 from signserver.asgi_faults import mark_logged
 from signserver.clock import Clock, SystemClock
 from signserver.http.call_metrics import note_refusal
-from signserver.http.fault_log import FaultLog
+from signserver.monitoring.fault_log import FaultLog
 from signserver.memory_bound import MIB, memory_bound, recheck_memory_later, where_raised
 
 log = logging.getLogger(__name__)
