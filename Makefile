@@ -90,13 +90,15 @@ test: install
 
 # tests/conftest.py reads SIGNSERVER_TEST_STORE: it starts a throw-away PostgreSQL cluster for the
 # run (as an unprivileged user when run as root) and removes it afterwards. Tests about SQLite
-# itself (marked sqlite_only) ran in the SQLite run. The fuzz tests (tests/fuzz) try half as many
+# itself (marked sqlite_only) ran in the SQLite run, as did those whose subject does not depend on
+# the store (marked one_store: what Chromium shows of the RA's pages, listening sockets, the test
+# runner; about 190 s of this run's time). The fuzz tests (tests/fuzz) try half as many
 # random inputs here (PG_FUZZ_SCALE): what they search is how the server parses a request or a
 # document, the same on either store, and the SQLite run tries the full count.
 PG_FUZZ_SCALE ?= 0.5
 test-postgresql: install
 	SIGNSERVER_TEST_STORE=postgresql FUZZ_SCALE=$(PG_FUZZ_SCALE) $(call within,$(TEST_RUN_LIMIT)) $(PYTEST) \
-		-n $(POSTGRESQL_WORKERS) --dist loadfile -m "not sqlite_only and not alone" $(POSTGRESQL_TESTS) $(PG_PYTEST_ARGS); \
+		-n $(POSTGRESQL_WORKERS) --dist loadfile -m "not sqlite_only and not one_store and not alone" $(POSTGRESQL_TESTS) $(PG_PYTEST_ARGS); \
 		$(call stopped,the tests on PostgreSQL,$(TEST_RUN_LIMIT)); exit $$status
 
 # The tests marked `alone`, on each store, with nothing else running (pytest's status 5: the

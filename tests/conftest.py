@@ -94,6 +94,9 @@ _on_sqlite_only_test = False  # a test marked sqlite_only is running: its databa
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: about SQLite itself (its files, locks or old "
                                        "databases): its databases are SQLite files whatever the test store")
+    config.addinivalue_line("markers", "one_store: what it tests does not depend on the store (a browser's "
+                                       "rendering, listening sockets, the test runner): `make test` runs it "
+                                       "in the SQLite run only")
     _workers_under_reapers(config)
 
 

@@ -16,6 +16,9 @@ from signserver.store.schema import activation_token_digests
 from tests.grpc_api.serve_process import ServeProcess
 from tests.grpc_api.test_workers import PASSWORD, application, holder
 
+# What the load generator counts does not depend on the server's store.
+pytestmark = pytest.mark.one_store
+
 CALLERS = 3
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from tests.conftest import free_port, have, on_a_free_port, ROOT
 
-pytestmark = pytest.mark.skipif(not (have("pdfsig") and have("pdftoppm")), reason="needs poppler-utils")
+# The demo script talks to a server through the command line: the store is not what it tests.
+pytestmark = [pytest.mark.one_store,
+              pytest.mark.skipif(not (have("pdfsig") and have("pdftoppm")), reason="needs poppler-utils")]
 
 
 def test_demo_uses_the_configured_address_and_token(tmp_path):

@@ -6,7 +6,12 @@ import os
 import stat
 import subprocess
 
+import pytest
+
 from tests.conftest import ROOT, SIGNSERVER
+
+# About the token's set-up script: it opens no database.
+pytestmark = pytest.mark.one_store
 
 SCRIPT = ROOT / "softhsm-setup" / "softhsm-setup"
 

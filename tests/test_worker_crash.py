@@ -15,7 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
+
+# About the test runner itself.
+pytestmark = pytest.mark.one_store
 
 DYING = '''
 import os, signal, time

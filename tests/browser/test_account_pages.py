@@ -5,9 +5,14 @@ e-mail code. Every page passes the accessibility check and is kept as a screensh
 
 from __future__ import annotations
 
+import pytest
 from selenium.webdriver.common.by import By
 
 from tests.browser.conftest import captcha_answer, check_accessibility, press_and_wait, screenshot, wait_until
+
+# What Chromium shows of the RA's pages does not depend on the store: the pages' behaviour on
+# each store is tested over HTTP (tests/ra/web), on both.
+pytestmark = pytest.mark.one_store
 
 NEW_PASSWORD = "Brand-new-pass-2"
 LOCKED_ZH = "已嘗試超過 5 次，請於 30 分鐘後再試。"

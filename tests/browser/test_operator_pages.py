@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select
@@ -20,6 +21,10 @@ from tests.browser.conftest import check_accessibility, press_and_wait, screensh
 from tests.ra.conftest import KUAN
 from tests.ra.running import card_csr, create_account, issue
 from tests.ra.test_cli_operations import awaiting_in_person
+
+# What Chromium shows of the RA's pages does not depend on the store: the pages' behaviour on
+# each store is tested over HTTP (tests/ra/web), on both.
+pytestmark = pytest.mark.one_store
 
 HOLDER_PASSWORD = "First-pass-1"
 

@@ -7,10 +7,15 @@ screenshot."""
 
 from __future__ import annotations
 
+import pytest
 from selenium.webdriver.common.by import By
 
 from signserver.registry_dev.server import SAMPLE_FIXTURES
 from tests.browser.conftest import captcha_answer, check_accessibility, press_and_wait, screenshot, wait_until
+
+# What Chromium shows of the RA's pages does not depend on the store: the pages' behaviour on
+# each store is tested over HTTP (tests/ra/web), on both.
+pytestmark = pytest.mark.one_store
 
 PHOTO = SAMPLE_FIXTURES.parent / "photos" / "kuan-weng-sam.png"
 OLD_PHRASE = "OldPhrase2024"  # the revocation phrase tests/ra/running.py's create_account sets

@@ -18,6 +18,9 @@ from tests.browser.axe import accessibility_violations, axe_version
 from tests.browser.conftest import (captcha_answer, check_accessibility, chromium, close_chromium, screenshot,
                                     wait_until)
 
+# The browser harness itself does not depend on the store.
+pytestmark = pytest.mark.one_store
+
 UNLABELLED_FORM = """<!doctype html><html lang="en"><head><title>Unlabelled</title></head><body><main>
 <h1>A form without labels</h1><form><input type="text" name="account"><button type="submit"></button></form>
 </main></body></html>"""

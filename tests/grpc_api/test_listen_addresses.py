@@ -13,6 +13,9 @@ from tests.conftest import SIGNSERVER, cli_env
 from tests.grpc_api.serve_process import ServeProcess
 from tests.grpc_api.test_workers import application, healthy
 
+# Which addresses a server may listen on does not depend on the store.
+pytestmark = pytest.mark.one_store
+
 CONFIGURATION_ERROR = 78  # EX_CONFIG, the command's status for a configuration it cannot serve
 
 
