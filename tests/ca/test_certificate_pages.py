@@ -226,8 +226,8 @@ def test_the_pages_of_several_accounts_hold_theirs_in_the_order_issued(stub, sto
     pages = all_pages(stub, accounts=[OTHER, ACCOUNT, "nobody-has-this-name"], page_size=40)
     assert {len(p.certificates) for p in pages[:-1]} == {40}
     # Both accounts' rows, interleaved by issue time as in the listing of every account.
-    assert serials(pages) == [serial for serial in expected(stored) if serial in
-                              set(expected(stored, ACCOUNT)) | set(expected(stored, OTHER))]
+    theirs = set(expected(stored, ACCOUNT)) | set(expected(stored, OTHER))
+    assert serials(pages) == [serial for serial in expected(stored) if serial in theirs]
     assert len(serials(pages)) == 500 and {c.account for p in pages for c in p.certificates} == {ACCOUNT, OTHER}
     # A token is bound to the set of names, not to their order.
     token = pages[0].next_page_token
