@@ -6,6 +6,7 @@ refuses the RA's own credentials."""
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import re
@@ -25,9 +26,13 @@ from signserver.registry_dev.app import RegistryState
 from signserver.registry_dev.faults import Fault
 from signserver.registry_dev.identities import load_identities
 from signserver.registry_dev.server import SAMPLE_FIXTURES, RunningRegistry
-from tests.conftest import empty_database_url
+from tests.conftest import LOOPBACK_TLS, empty_database_url
 from tests.ra.conftest import KUAN, files_not_taken, opened_renewal, photo
 from tests.ra.running import Served
+
+# The calls share one TLS context (see LOOPBACK_TLS) though they speak plain HTTP.
+http_get, http_post, http_request = (functools.partial(call, verify=LOOPBACK_TLS)
+                                     for call in (httpx.get, httpx.post, httpx.request))
 
 TOKEN_LINE = re.compile(r"Access key:\s*([A-Za-z0-9_\-]{20,})")  # the notice's holder token
 
@@ -81,9 +86,9 @@ def bearer(token: str) -> dict[str, str]:
 
 def test_the_holder_token_opens_the_renewal(api, noticed):
     renewal_id, token = noticed
-    shown = httpx.get(f"{api.url}/renewals/{renewal_id}", headers=bearer(token), timeout=30)
+    shown = http_get(f"{api.url}/renewals/{renewal_id}", headers=bearer(token), timeout=30)
     assert shown.status_code == 200 and shown.json()["state"] == "awaiting_identity"
-    consented = httpx.post(f"{api.url}/renewals/{renewal_id}/consent", headers={"authorization": f"bearer {token}"},
+    consented = http_post(f"{api.url}/renewals/{renewal_id}/consent", headers={"authorization": f"bearer {token}"},
                            timeout=30)
     assert consented.status_code == 200 and consented.json()["steps"]["consent"] is True
 
@@ -96,7 +101,7 @@ def test_the_holder_token_opens_the_renewal(api, noticed):
 def test_every_holder_call_wants_the_token(api, noticed, method, path):
     renewal_id, token = noticed
     for headers in ({}, bearer("x" * 43), {"Authorization": f"Basic {token}"}, {"Authorization": token}):
-        refused = httpx.request(method, f"{api.url}/renewals/{renewal_id}{path}", headers=headers,
+        refused = http_request(method, f"{api.url}/renewals/{renewal_id}{path}", headers=headers,
                                 content=b'{"address": "kuan@example.mo"}', timeout=30)
         assert refused.status_code == 401, (headers, refused.text)
         assert refused.headers["www-authenticate"].startswith("Bearer")
@@ -105,8 +110,8 @@ def test_every_holder_call_wants_the_token(api, noticed, method, path):
 
 def test_no_such_renewal_and_a_wrong_token_are_one_answer(api, noticed):
     renewal_id, token = noticed
-    wrong = httpx.get(f"{api.url}/renewals/{renewal_id}", headers=bearer(token[::-1]), timeout=30)
-    absent = httpx.get(f"{api.url}/renewals/{'0' * 32}", headers=bearer(token), timeout=30)
+    wrong = http_get(f"{api.url}/renewals/{renewal_id}", headers=bearer(token[::-1]), timeout=30)
+    absent = http_get(f"{api.url}/renewals/{'0' * 32}", headers=bearer(token), timeout=30)
     assert (wrong.status_code, wrong.json(), wrong.headers["www-authenticate"]) == \
         (absent.status_code, absent.json(), absent.headers["www-authenticate"])
 
@@ -117,17 +122,17 @@ def test_the_token_never_opens_another_renewal(api, served_workflow, ra_clock, n
         other = repository.insert_renewal(conn, machine.open_renewal(
             "f" * 32, serial="5e1b", account=KUAN.account, profile="cloud-signature-government",
             expires=ra_clock.now() + datetime.timedelta(days=45), holder=KUAN, now=ra_clock.now()))
-    assert httpx.get(f"{api.url}/renewals/{other.id}", headers=bearer(token), timeout=30).status_code == 401
+    assert http_get(f"{api.url}/renewals/{other.id}", headers=bearer(token), timeout=30).status_code == 401
 
 
 def test_healthz_needs_no_token(api):
-    assert httpx.get(f"{api.url}/healthz", timeout=30).json() == {"status": "ok"}
+    assert http_get(f"{api.url}/healthz", timeout=30).json() == {"status": "ok"}
 
 
 @pytest.mark.parametrize("body", [b"[" * 60_000, b'{"a":' * 60_000, b"9" * 5_000, b"\xff\xfe{}", b"{\"a\": 1"])
 def test_a_body_that_cannot_be_parsed_is_a_bad_request(api, noticed, body):
     renewal_id, token = noticed
-    answer = httpx.post(f"{api.url}/renewals/{renewal_id}/codes", headers=bearer(token), content=body, timeout=30)
+    answer = http_post(f"{api.url}/renewals/{renewal_id}/codes", headers=bearer(token), content=body, timeout=30)
     assert answer.status_code == 400 and answer.json()["error"] == "bad_request"
 
 
@@ -146,11 +151,11 @@ def test_a_help_code_s_guidance_names_the_configured_provider():
 
 def test_the_holder_waits_for_one_registry_attempt_only(api, noticed, workflow, registry):
     renewal_id, token = noticed
-    assert httpx.post(f"{api.url}/renewals/{renewal_id}/consent", headers=bearer(token), timeout=30).status_code == 200
+    assert http_post(f"{api.url}/renewals/{renewal_id}/consent", headers=bearer(token), timeout=30).status_code == 200
     registry.state.faults.set(Fault(status=503))
     registry.state.forget_requests()
     try:
-        waiting = httpx.post(f"{api.url}/renewals/{renewal_id}/registry", headers=bearer(token), timeout=60)
+        waiting = http_post(f"{api.url}/renewals/{renewal_id}/registry", headers=bearer(token), timeout=60)
         assert waiting.status_code == 200 and waiting.json()["state"] == "waiting_for_registry"
         assert len(registry.state.requests()) == 1  # asked once: the holder is not kept waiting
         workflow.retry_registry()
@@ -165,7 +170,7 @@ def test_text_that_is_not_unicode_is_a_bad_request(api, noticed, path, field):
     renewal_id, token = noticed
     body = {"password": "Abcdefg1", "otp": "123456", "address": "kuan@example.mo"}
     raw = json.dumps(body).replace(json.dumps(body[field]), '"\\ud800"').encode()  # a lone surrogate
-    answer = httpx.post(f"{api.url}/renewals/{renewal_id}{path}", headers=bearer(token), content=raw, timeout=30)
+    answer = http_post(f"{api.url}/renewals/{renewal_id}{path}", headers=bearer(token), content=raw, timeout=30)
     assert answer.status_code == 400 and answer.json()["error"] == "bad_request", answer.text
 
 
@@ -175,28 +180,28 @@ def test_after_its_end_only_the_renewal_itself_is_read(api, served_workflow, ra_
     with database.transaction() as conn:
         renewal = repository.get_renewal(conn, renewal_id)
         repository.save_renewal(conn, machine.refuse(renewal, "renew in person", ra_clock.now()))
-    shown = httpx.get(f"{api.url}/renewals/{renewal_id}", headers=bearer(token), timeout=30)
+    shown = http_get(f"{api.url}/renewals/{renewal_id}", headers=bearer(token), timeout=30)
     assert shown.status_code == 200 and shown.json()["state"] == "refused"
     for path in ("/application", "/application/signed"):
-        assert httpx.get(f"{api.url}/renewals/{renewal_id}{path}", headers=bearer(token), timeout=30).status_code == 401
+        assert http_get(f"{api.url}/renewals/{renewal_id}{path}", headers=bearer(token), timeout=30).status_code == 401
 
 
 def test_a_photo_is_told_by_its_bytes_whatever_its_content_type(api, noticed, workflow, registry):
     renewal_id, token = noticed
     base = f"{api.url}/renewals/{renewal_id}"
     for step in ("/consent", "/registry"):
-        assert httpx.post(base + step, headers=bearer(token), timeout=60).status_code == 200
+        assert http_post(base + step, headers=bearer(token), timeout=60).status_code == 200
     registry.state.forget_requests()
     for name, content, declared in files_not_taken():
         with pytest.raises(errors.PhotoRefused) as told:  # as the pages tell it
             photo_media_type(content)
-        refused = httpx.post(base + "/face", headers={**bearer(token), "Content-Type": declared}, content=content,
+        refused = http_post(base + "/face", headers={**bearer(token), "Content-Type": declared}, content=content,
                              timeout=30)
         assert (refused.status_code, refused.json()) == (422, {"error": "photo_refused", "message": str(told.value)}), \
             name
     assert workflow.get(renewal_id).face_comparisons == 0 and registry.state.requests("compare") == []
     # A phone's PNG, sent as image/jpeg, is a PNG
-    compared = httpx.post(base + "/face", headers={**bearer(token), "Content-Type": "image/jpeg"},
+    compared = http_post(base + "/face", headers={**bearer(token), "Content-Type": "image/jpeg"},
                           content=photo("kuan-weng-sam.png"), timeout=60)
     assert compared.status_code == 200 and compared.json()["steps"]["face"] is True, compared.text
     assert workflow.get(renewal_id).face_comparisons == 1
@@ -226,7 +231,7 @@ def test_a_registry_refusing_the_ra_s_credentials_uses_up_none_of_the_holder_s_t
             base = f"{api.url}/renewals/{renewal_id}"
 
             def post(step: str, **sent) -> dict:
-                answer = httpx.post(base + step, **{"headers": bearer(token), **sent}, timeout=60)
+                answer = http_post(base + step, **{"headers": bearer(token), **sent}, timeout=60)
                 assert answer.status_code == 200, answer.text
                 return answer.json()
 

@@ -21,6 +21,7 @@ from signserver.registry_dev.faces import PhotoRejected, face_signature, similar
 from signserver.registry_dev.identities import FixtureError, load_identities
 from signserver.registry_dev.sample_photos import main as draw_sample_photos
 from signserver.registry_dev.server import SAMPLE_FIXTURES, RunningRegistry, StartError, read_api_keys
+from tests.conftest import LOOPBACK_TLS
 
 PHOTOS = SAMPLE_FIXTURES.parent / "photos"
 KUAN = {"id_type": "BIR", "id_number": "1234567(8)"}
@@ -36,7 +37,8 @@ def registry():
 @pytest.fixture
 def http(registry):
     registry.state.faults.clear()
-    with httpx.Client(base_url=registry.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as made:
+    with httpx.Client(base_url=registry.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+                      verify=LOOPBACK_TLS) as made:
         yield made
     registry.state.faults.clear()
 

@@ -134,7 +134,7 @@ TEST_PAGES = [
 class Client:
     """httpx with the cookies carried by hand (Secure cookies over plain HTTP on loopback)."""
 
-    def __init__(self, base: str, verify=True, **headers: str):
+    def __init__(self, base: str, verify=LOOPBACK_TLS, **headers: str):
         self.http = httpx.Client(base_url=base, follow_redirects=False, timeout=30, verify=verify,
                                  headers={"accept-language": "zh-TW", **headers})
         self.cookies: dict[str, str] = {}
