@@ -18,9 +18,6 @@ from signserver.v1 import document_pb2, document_pb2_grpc, info_pb2, info_pb2_gr
 from tests.grpc_api.serve_process import ServeProcess
 from tests.grpc_api.test_workers import application, holder
 
-# A worker's memory bound and a document's cost in it do not depend on the store.
-pytestmark = pytest.mark.one_store
-
 BOUND_MB = 320  # a worker at rest holds about 190-240 MiB of data
 # A PrepareSignature of this many pages (a 186 MB document, within the default 200 MB) adds about
 # 110 MiB to a worker's data; several at once need more than BOUND_MB.
