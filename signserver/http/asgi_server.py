@@ -64,8 +64,8 @@ from signserver.addresses import split_address
 from signserver.asgi_faults import FaultAfterAnswer
 from signserver.descriptors import DescriptorReserve
 from signserver.errors import ConfigurationError
-from signserver.monitoring.fault_log import FaultLog
 from signserver.http.rate_limit import client_key
+from signserver.monitoring.fault_log import FaultLog
 
 log = logging.getLogger(__name__)
 

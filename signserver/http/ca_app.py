@@ -63,9 +63,9 @@ from signserver.errors import NotFound, RateLimited, ServerBusy, SignServerError
 from signserver.http import endpoints
 from signserver.http.call_metrics import CallMetrics
 from signserver.http.endpoints import Document
-from signserver.monitoring.fault_log import FaultLog
 from signserver.http.pools import BoundedPool
 from signserver.http.rate_limit import TokenBuckets
+from signserver.monitoring.fault_log import FaultLog
 from signserver.service import SignService
 
 log = logging.getLogger(__name__)

@@ -44,8 +44,8 @@ from signserver import errors
 from signserver.asgi_faults import mark_logged
 from signserver.clock import Clock, SystemClock
 from signserver.http.call_metrics import note_refusal
-from signserver.monitoring.fault_log import FaultLog
 from signserver.memory_bound import MIB, memory_bound, recheck_memory_later, where_raised
+from signserver.monitoring.fault_log import FaultLog
 
 log = logging.getLogger(__name__)
 
