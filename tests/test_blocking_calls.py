@@ -14,6 +14,8 @@ from signserver.blocking_calls import BlockingCalls, calling_for
 from signserver.errors import DeadlineExceeded, ServerBusy, ServerStopping
 from signserver.hsm.module import pkcs11_lock, pkcs11_lock_is_free
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 
 def run_on_loop(scenario, drain_wait: float = 10.0) -> tuple[int, int]:
     """Run ``scenario(calls)`` on a fresh event loop; returns (loop thread, thread the call ran on)."""

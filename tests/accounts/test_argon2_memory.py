@@ -19,6 +19,8 @@ from argon2.low_level import Type, hash_secret_raw
 from signserver.accounts import argon2_memory
 from signserver.accounts.argon2_memory import IDLE_SECONDS, argon2id_raw
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 
 @pytest.mark.parametrize("time_cost, memory_kib, parallelism, hash_len",
                          [(1, 8, 1, 32), (2, 19_456, 1, 64), (1, 64, 4, 64), (3, 256, 2, 16)])

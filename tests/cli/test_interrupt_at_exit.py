@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 # An exit handler that interrupts the process as a Ctrl-C would, and gives the interrupt time to land.
 INTERRUPTED_AT_EXIT = textwrap.dedent("""
     import atexit, os, signal, sys, time

@@ -13,7 +13,8 @@ import pytest
 from tests.cluster.conftest import cluster_script, nginx_missing
 from tests.ra.test_ra_process import self_signed
 
-pytestmark = pytest.mark.skipif(nginx_missing(), reason="nginx is not installed: `make` installs it")
+pytestmark = [pytest.mark.skipif(nginx_missing(), reason="nginx is not installed: `make` installs it"),
+              pytest.mark.one_store]  # touches no store
 
 
 def _port(address: str) -> int:

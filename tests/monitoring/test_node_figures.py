@@ -22,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from signserver.monitoring.prometheus import MULTIPROCESS_DIRECTORY_VARIABLE
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 # A worker of the node: reports through the Prometheus meter as a worker of `serve` does, says so,
 # then stays alive (its "live" figures stay on the scrape) until its standard input closes.
 WORKER = """

@@ -21,6 +21,8 @@ from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes, Signer
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.pades.cms_signer import HsmCmsSigner, to_asn1
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
 
 

@@ -14,6 +14,8 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from signserver.ra.application_document import ApplicationData, FontSource, profile_names, render
 from signserver.ra.errors import SettingsError
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 UTC = datetime.timezone.utc
 DATA = ApplicationData(reference="4f1c", holder_name="KUAN WENG SAM LUZIA", account="kuan-ws", id_type="BIR",
                        id_number="1234567(8)", profile="cloud-signature-government",

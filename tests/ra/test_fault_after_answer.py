@@ -25,6 +25,8 @@ from starlette.routing import Route
 from signserver.ra.server import served_app
 from tests.raw_http import CutShort, fine, read_answer
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 
 async def _fault(request: Request) -> PlainTextResponse:
     raise RuntimeError("a fault of the RA")

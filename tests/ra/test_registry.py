@@ -31,6 +31,8 @@ from signserver.registry_dev.faults import Fault
 from signserver.registry_dev.identities import load_identities
 from signserver.registry_dev.server import SAMPLE_FIXTURES, RunningRegistry, TlsFiles
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 API_KEY = "test-registry-key-4f1c"
 PHOTOS = SAMPLE_FIXTURES.parent / "photos"
 KUAN = ("BIR", "1234567(8)")

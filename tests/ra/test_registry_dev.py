@@ -23,6 +23,8 @@ from signserver.registry_dev.sample_photos import main as draw_sample_photos
 from signserver.registry_dev.server import SAMPLE_FIXTURES, RunningRegistry, StartError, read_api_keys
 from tests.conftest import LOOPBACK_TLS
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 PHOTOS = SAMPLE_FIXTURES.parent / "photos"
 KUAN = {"id_type": "BIR", "id_number": "1234567(8)"}
 KEY = "dev-key-91"
