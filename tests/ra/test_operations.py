@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 from signserver.client import CertificateClient, NotFound
 from signserver.ra.errors import OperationRefused
 from signserver.ra.operations import Enrolment, EnrolmentSecrets, RaOperations
-from signserver.ra.store import repository
+from signserver.ra.store import holder_search, repository
 from tests.ca.test_certificate_service import client_pair
 from tests.ra.conftest import KUAN, SILVA_PASSPORT
 
@@ -250,6 +250,22 @@ def test_search_finds_holders_by_account_name_or_email_with_their_certificates(o
     searched = [json.loads(e["detail"]) for e in trail(ra_database) if e["action"] == "holders_searched"]
     assert {"text": "leong", "found": ["op-found", "op-only-registered"]} in searched
     assert {"text": "leong", "found": ["op-found", "op-found-too", "op-only-registered"]} in searched
+
+
+def test_a_search_that_finds_as_many_holders_as_it_shows_has_them_listed_by_the_core(operations, ra_database):
+    # The RA shows at most holder_search.MAX_RESULTS holders and asks the core for all their
+    # certificates in one listing, which names at most as many accounts as the core allows: a cap
+    # raised on one side alone would fail here.
+    now = datetime.datetime.now(datetime.timezone.utc)
+    with ra_database.transaction() as conn:
+        for number in range(holder_search.MAX_RESULTS + 5):
+            repository.save_holder(conn, replace(KUAN, account=f"op-many-{number:03}", name=f"CHAN MANY {number}",
+                                                 emails=(f"many.{number}@example.mo",)), now)
+
+    found = operations.search("op-many-", OPERATOR)
+
+    assert len(found) == holder_search.MAX_RESULTS
+    assert all(f.holder.account.startswith("op-many-") and f.certificates == () for f in found)
 
 
 def test_a_certificate_refused_after_the_account_was_made_still_gives_the_holder_the_account_secrets(

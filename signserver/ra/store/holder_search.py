@@ -11,6 +11,8 @@ from sqlalchemy import Connection, or_, select
 from signserver.ra.renewal import Holder
 from signserver.ra.store.schema import holders
 
+# At most as many as one of the core's certificate listings may name (the search lists all the
+# holders' certificates in one): tests/ra/test_operations.py fails should the two part.
 MAX_RESULTS = 100
 _ESCAPE = "\\"
 
