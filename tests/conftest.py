@@ -424,28 +424,16 @@ def service(config: Config) -> SignService:
 # set-up adds four key pairs to the one token of the test process, and SoftHSM walks every object
 # of a token for every search and reads them all whenever a process opens it (each command and
 # server the tests start), so that a token left to grow to hundreds of CA keys cost every later
-# test its share (a search 14 ms at 730 objects against 1.6 ms at 70). Kept: the keys there when
-# the module began (None while no module keeps count: openCryptoki's run), those of broader
-# fixtures set up meanwhile, and those of the set-ups service_with_ca keeps for copying.
-_kept_ca_keys: set[tuple[int, str]] | None = None
-_set_up_ca_keys: set[tuple[int, str]] = set()
-_released_ca_keys: set[tuple[int, str]] = set()  # a replaced set-up's: removed as the module ends
+# test its share (a search 14 ms at 730 objects against 1.6 ms at 70). Kept, by key id: the keys
+# there when the module began (None while no module keeps count: openCryptoki's run), those of
+# broader fixtures set up meanwhile, and those of the set-ups service_with_ca keeps for copying.
+_kept_ca_keys: set[str] | None = None
 _token_keeper: SignService | None = None
 
 
-def _ca_keys(service: SignService) -> dict[tuple[int, str], object]:
-    """The CA's key objects on the run's token, by class and label (each CA key's label is unique)."""
-    from pkcs11 import Attribute
-
-    def read(session) -> dict[tuple[int, str], object]:
-        found = {}
-        for item in service.keys.session.find(session, {Attribute.TOKEN: True}):
-            label = item[Attribute.LABEL]
-            if label.startswith("ca-"):
-                found[(int(item[Attribute.CLASS]), label)] = item
-        return found
-
-    return service.keys.session.run(read, "list the CA keys on the test token")
+def _ca_key_ids(service: SignService) -> set[str]:
+    """The ids of the CA's keys on the run's token (their labels begin with "ca-")."""
+    return {key.key_id for key in service.keys.list() if key.label.startswith("ca-")}
 
 
 @pytest.fixture(scope="session")
@@ -465,15 +453,12 @@ def _ca_keys_end_with_their_module(request):
         yield
         return
     _token_keeper = request.getfixturevalue("_run_token_keys")
-    _kept_ca_keys = set(_ca_keys(_token_keeper))
+    _kept_ca_keys = _ca_key_ids(_token_keeper)
     yield
-    kept = (_kept_ca_keys | _set_up_ca_keys) - _released_ca_keys
+    kept = _kept_ca_keys.union(*(set_up[2] for set_up in _set_up_cas.values()))
     _kept_ca_keys = None
-    _released_ca_keys.clear()
-    made = [item for identity, item in _ca_keys(_token_keeper).items() if identity not in kept]
-    if made:
-        _token_keeper.keys.session.run(lambda session: [item.destroy() for item in made],
-                                       "remove a test module's CA keys")
+    for key_id in _ca_key_ids(_token_keeper) - kept:
+        _token_keeper.keys.delete(key_id)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -481,7 +466,7 @@ def pytest_fixture_setup(fixturedef, request):
     yield
     # A fixture that outlives the module may keep a CA of its own: its keys stay.
     if _kept_ca_keys is not None and fixturedef.scope in ("package", "session"):
-        _kept_ca_keys.update(_ca_keys(_token_keeper))
+        _kept_ca_keys.update(_ca_key_ids(_token_keeper))
 
 
 @pytest.fixture(scope="session")
@@ -520,8 +505,8 @@ def service_with(config: Config, database: Path | str, clock, **changes) -> Sign
 
 
 # Set-up CAs made in this process, to copy: (the CA's configuration, its operator, the store) ->
-# (the clock's time at the set-up, the database's path, its keys on the token).
-_set_up_cas: dict[tuple, tuple[datetime.datetime, Path, frozenset[tuple[int, str]]]] = {}
+# (the clock's time at the set-up, the database's path, its keys' ids on the token).
+_set_up_cas: dict[tuple, tuple[datetime.datetime, Path, frozenset[str]]] = {}
 CA_COPY_WINDOW = datetime.timedelta(minutes=15)
 
 
@@ -545,14 +530,12 @@ def service_with_ca(config: Config, database: Path, clock, operator: str = "oper
         owner = os.getpid()
         atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
         original = service_with(config, folder / "ca.db", clock)
-        before = _ca_keys(original)
+        before = _ca_key_ids(original)
         original.ca.initialise(operator=operator)
         original.database.engine.dispose()  # closed: PostgreSQL copies only a database nobody is connected to
-        if made is not None:  # replaced: its keys go with the module running now
-            _set_up_ca_keys.difference_update(made[2])
-            _released_ca_keys.update(made[2])
-        made = _set_up_cas[key] = (now, folder / "ca.db", frozenset(_ca_keys(original).keys() - before.keys()))
-        _set_up_ca_keys.update(made[2])
+        if made is not None and _kept_ca_keys is not None:  # replaced: its keys go with the module running now
+            _kept_ca_keys.difference_update(made[2])
+        made = _set_up_cas[key] = (now, folder / "ca.db", frozenset(_ca_key_ids(original) - before))
     if key[2]:
         return service_with(config, _run_cluster().copy_url(str(database), str(made[1])), clock)
     database.parent.mkdir(parents=True, exist_ok=True)
