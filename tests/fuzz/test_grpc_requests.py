@@ -7,6 +7,7 @@ server must still answer Health after each."""
 from __future__ import annotations
 
 import collections
+import functools
 import importlib
 import pkgutil
 
@@ -99,23 +100,74 @@ def scalar_values(field: FieldDescriptor, small: bool) -> st.SearchStrategy:
     return st.one_of(st.sampled_from([v for v in INTEGER_EDGES if low <= v <= high]), st.integers(low, high))
 
 
-def seeded(name: str, generic: st.SearchStrategy, seeds: dict, realistic: bool) -> st.SearchStrategy:
-    """The field's realistic values (the real account, password, credential...), and unless
-    ``realistic`` anything else too."""
-    if name not in seeds:
-        return generic
-    values = seeds[name]
-    known = values if isinstance(values, st.SearchStrategy) else st.sampled_from(values)
-    return known if realistic else st.one_of(known, generic)
+class RequestStrategies:
+    """The strategies for the requests of one module's ``seeds``, each made once and kept:
+    Hypothesis validates a strategy when it first draws from it, which cost more than the draws
+    themselves when the strategies of a message's fields were made again for every example."""
+
+    def __init__(self, seeds: dict):
+        self.seeds = seeds
+
+    @functools.cache
+    def seeded(self, field: FieldDescriptor, realistic: bool) -> st.SearchStrategy:
+        """The field's realistic values (the real account, password, credential...), and unless
+        ``realistic`` anything else too."""
+        generic = scalar_values(field, small=False)
+        if field.name not in self.seeds:
+            return generic
+        values = self.seeds[field.name]
+        known = values if isinstance(values, st.SearchStrategy) else st.sampled_from(values)
+        return known if realistic else st.one_of(known, generic)
+
+    @functools.cache
+    def message(self, descriptor: Descriptor, depth: int = 0, oneof_choice: str | None = None,
+                realistic: bool = False) -> st.SearchStrategy:
+        """A message of ``descriptor`` with any subset of its fields set to any values; in each
+        oneof none or one member set (``oneof_choice`` "first" or "last" forces that member). A
+        ``realistic`` message has every field with a realistic value set to one, so that it gets
+        past authentication and into the code behind it; its other fields are as arbitrary as ever."""
+        return _messages(self, descriptor, depth, oneof_choice, realistic)
+
+    @functools.cache
+    def oneof_member(self, oneof) -> st.SearchStrategy:
+        return st.sampled_from([None, *oneof.fields])
+
+    @functools.cache
+    def field_values(self, field: FieldDescriptor, depth: int, realistic: bool) -> st.SearchStrategy | None:
+        """What a field is set to: a value, or for a repeated field a list of them (None: a
+        message field past MAX_DEPTH, left unset)."""
+        realistic_here = realistic and field.name in self.seeds
+        if field.type == F.TYPE_MESSAGE:
+            if depth >= MAX_DEPTH:
+                return None
+            values = self.message(field.message_type, depth + 1, realistic=realistic)
+            return st.lists(values, max_size=3) if field.is_repeated else values
+        if field.is_repeated:
+            few = st.lists(self.seeded(field, realistic),
+                           min_size=1 if realistic_here else 0, max_size=3)
+            many = st.lists(scalar_values(field, small=True), min_size=100, max_size=130)  # past the limits
+            return few if realistic_here else st.one_of(few, many)
+        return self.seeded(field, realistic)
+
+    def requests(self, method: MethodDescriptor) -> st.SearchStrategy:
+        """Serialized requests for the method: one for a unary request, a list for a streaming
+        one. A stream is arbitrary, or shaped as the service expects (its first message's oneof
+        on the first member, a header; the rest on the last, chunks), so that it reaches past the
+        first check."""
+        def serialized(**options) -> st.SearchStrategy[bytes]:
+            either = st.one_of(*(self.message(method.input_type, realistic=realistic, **options)
+                                 for realistic in (False, True)))
+            return either.map(lambda m: m.SerializeToString())
+
+        if not method.client_streaming:
+            return serialized()
+        shaped = st.tuples(serialized(oneof_choice="first"), st.lists(serialized(oneof_choice="last"), max_size=3))
+        return st.one_of(st.lists(serialized(), max_size=4), shaped.map(lambda t: [t[0], *t[1]]))
 
 
 @st.composite
-def messages(draw, descriptor: Descriptor, seeds: dict, depth: int = 0, oneof_choice: str | None = None,
-             realistic: bool = False):
-    """A message of ``descriptor`` with any subset of its fields set to any values; in each oneof
-    none or one member set (``oneof_choice`` "first" or "last" forces that member). A
-    ``realistic`` message has every field with a realistic value set to one, so that it gets past
-    authentication and into the code behind it; its other fields are as arbitrary as ever."""
+def _messages(draw, strategies: RequestStrategies, descriptor: Descriptor, depth: int, oneof_choice: str | None,
+              realistic: bool):
     message = message_factory.GetMessageClass(descriptor)()
     for oneof in descriptor.oneofs:
         if oneof_choice == "first":
@@ -123,47 +175,28 @@ def messages(draw, descriptor: Descriptor, seeds: dict, depth: int = 0, oneof_ch
         elif oneof_choice == "last":
             member = oneof.fields[-1]
         else:
-            member = draw(st.sampled_from([None, *oneof.fields]))
+            member = draw(strategies.oneof_member(oneof))
         if member is not None:
-            _set(draw, message, member, seeds, depth, realistic)
+            _set(draw, message, member, strategies, depth, realistic)
     for field in descriptor.fields:
-        if field.containing_oneof is None and (realistic and field.name in seeds or draw(st.booleans())):
-            _set(draw, message, field, seeds, depth, realistic)
+        if field.containing_oneof is None and (realistic and field.name in strategies.seeds or draw(st.booleans())):
+            _set(draw, message, field, strategies, depth, realistic)
     return message
 
 
-def _set(draw, message, field: FieldDescriptor, seeds: dict, depth: int, realistic: bool) -> None:
-    if field.type == F.TYPE_MESSAGE:
-        if depth >= MAX_DEPTH:
-            return
-        values = messages(field.message_type, seeds, depth + 1, realistic=realistic)
-        if field.is_repeated:
-            for value in draw(st.lists(values, max_size=3)):
-                getattr(message, field.name).add().CopyFrom(value)
-        else:
-            getattr(message, field.name).CopyFrom(draw(values))
+def _set(draw, message, field: FieldDescriptor, strategies: RequestStrategies, depth: int, realistic: bool) -> None:
+    values = strategies.field_values(field, depth, realistic)
+    if values is None:
         return
-    if field.is_repeated:
-        few = st.lists(seeded(field.name, scalar_values(field, small=False), seeds, realistic),
-                       min_size=1 if realistic and field.name in seeds else 0, max_size=3)
-        many = st.lists(scalar_values(field, small=True), min_size=100, max_size=130)  # past the limits
-        getattr(message, field.name).extend(draw(few if realistic and field.name in seeds else st.one_of(few, many)))
+    if field.type == F.TYPE_MESSAGE and field.is_repeated:
+        for value in draw(values):
+            getattr(message, field.name).add().CopyFrom(value)
+    elif field.type == F.TYPE_MESSAGE:
+        getattr(message, field.name).CopyFrom(draw(values))
+    elif field.is_repeated:
+        getattr(message, field.name).extend(draw(values))
     else:
-        setattr(message, field.name, draw(seeded(field.name, scalar_values(field, small=False), seeds, realistic)))
-
-
-def requests(method: MethodDescriptor, seeds: dict) -> st.SearchStrategy:
-    """Serialized requests for the method: one for a unary request, a list for a streaming one.
-    A stream is arbitrary, or shaped as the service expects (its first message's oneof on the
-    first member, a header; the rest on the last, chunks), so that it reaches past the first check."""
-    def serialized(**options) -> st.SearchStrategy[bytes]:
-        return st.booleans().flatmap(lambda realistic: messages(method.input_type, seeds, realistic=realistic,
-                                                                **options)).map(lambda m: m.SerializeToString())
-
-    if not method.client_streaming:
-        return serialized()
-    shaped = st.tuples(serialized(oneof_choice="first"), st.lists(serialized(oneof_choice="last"), max_size=3))
-    return st.one_of(st.lists(serialized(), max_size=4), shaped.map(lambda t: [t[0], *t[1]]))
+        setattr(message, field.name, draw(values))
 
 
 def raw_requests(method: MethodDescriptor) -> st.SearchStrategy:
@@ -213,22 +246,23 @@ def check(world: FuzzWorld, method: MethodDescriptor, caller, request) -> grpc.S
 
 
 @pytest.fixture(scope="module")
-def seeds(fuzz_world):
+def strategies(fuzz_world) -> RequestStrategies:
     values = dict(fuzz_world.seeds)
     otp_seed = fuzz_world.otp_seed
     values["otp"] = st.builds(lambda: pyotp.TOTP(otp_seed).now())
-    return values
+    return RequestStrategies(values)
 
 
 @pytest.mark.parametrize("method", every_rpc(), ids=lambda m: m.full_name.removeprefix("signserver.v1."))
-def test_generated_messages_never_fail_the_server(fuzz_world, seeds, method):
+def test_generated_messages_never_fail_the_server(fuzz_world, strategies, method):
     codes = collections.Counter()
+    requests = strategies.requests(method)
 
     @fuzz_settings(MESSAGE_EXAMPLES)
     @given(data=st.data())
     def run(data):
         caller = data.draw(callers(fuzz_world, method), label="caller")
-        codes[check(fuzz_world, method, caller, data.draw(requests(method, seeds), label="request"))] += 1
+        codes[check(fuzz_world, method, caller, data.draw(requests, label="request"))] += 1
 
     run()
     assert set(codes) - AT_THE_DOOR, f"no call got past authentication: {codes}"
