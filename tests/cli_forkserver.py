@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRELOADED = ("signserver.cli.main", "signserver.cli.common", "signserver.cli.hsm", "signserver.cli.ca",
              "signserver.cli.accounts", "signserver.cli.audit", "signserver.cli.master", "signserver.cli.store",
              "signserver.cli.documents", "signserver.cli.ra", "signserver.service")
-# And, at the first server it starts (popen), the servers' own: about 1.7 s of CPU for the core's,
+# And, at the first server it starts (popen, or run given `serve`), the servers' own: about 1.7 s of CPU for the core's,
 # 0.7 s for the RA's, which most test processes never start.
 PRELOADED_SERVERS = ("signserver.grpc_api.server", "signserver.ra.server")
 _SAME_AS_STDOUT = "&1"  # a command's stderr: where its stdout goes
@@ -47,19 +47,21 @@ _SAME_AS_STDOUT = "&1"  # a command's stderr: where its stdout goes
 def run(args, *, input=None, capture_output=False, text=False, env=None, cwd=None, timeout=None, check=False,
         stdout=None, stderr=None, **others) -> subprocess.CompletedProcess:
     """``subprocess.run(args, ...)``; a ``signserver`` command (``args[0]`` the console script)
-    runs in a child of the fork server, anything else as ``subprocess.run`` runs it.
+    runs in a child of the fork server, anything else as ``subprocess.run`` runs it. A server
+    (`serve`, for a test of a start that ends by itself) gets the servers' modules imported
+    beforehand, as :func:`popen`'s do.
 
     Raises: subprocess.TimeoutExpired, subprocess.CalledProcessError (with ``check``), as
     ``subprocess.run`` does.
     """
-    if (others or str(args[0]) != str(SIGNSERVER) or "serve" in args  # a server forks workers of its own
-            or not _forkable_streams(stdout, stderr, capture_output)):
+    if others or str(args[0]) != str(SIGNSERVER) or not _forkable_streams(stdout, stderr, capture_output):
         return subprocess.run(args, input=input, capture_output=capture_output, text=text, env=env, cwd=cwd,
                               timeout=timeout, check=check, stdout=stdout, stderr=stderr, **others)
     return _server().run([str(a) for a in args], input=input, capture_output=capture_output, text=text,
                          env=dict(os.environ if env is None else env), cwd=str(cwd or os.getcwd()),
                          timeout=timeout, check=check,
-                         silenced=(stdout == subprocess.DEVNULL, stderr == subprocess.DEVNULL))
+                         silenced=(stdout == subprocess.DEVNULL, stderr == subprocess.DEVNULL),
+                         preload=PRELOADED_SERVERS if "serve" in args else ())
 
 
 def popen(args, *, env: dict, output: Path, cwd=None) -> "ForkedProcess":
@@ -174,7 +176,8 @@ class _ForkServer:
             raise
 
     def run(self, args: list[str], *, input, capture_output: bool, text: bool, env: dict, cwd: str, timeout,
-            check: bool, silenced: tuple[bool, bool] = (False, False)) -> subprocess.CompletedProcess:
+            check: bool, silenced: tuple[bool, bool] = (False, False),
+            preload: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         streams = Path(tempfile.mkdtemp(dir=self._folder))
         try:
             stdin = None
@@ -184,7 +187,8 @@ class _ForkServer:
             out, err = (streams / "stdout", streams / "stderr") if capture_output else (None, None)
             process = self.start(args, env=env, cwd=cwd, stdin=str(stdin) if stdin else None,
                                  stdout=str(out) if out else (os.devnull if silenced[0] else None),
-                                 stderr=str(err) if err else (os.devnull if silenced[1] else None))
+                                 stderr=str(err) if err else (os.devnull if silenced[1] else None),
+                                 preload=preload)
             try:
                 returncode = process.wait(timeout)
             except subprocess.TimeoutExpired as expired:

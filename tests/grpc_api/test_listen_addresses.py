@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env
 from tests.grpc_api.serve_process import ServeProcess
 from tests.grpc_api.test_workers import application, healthy
@@ -25,8 +26,8 @@ def serve(state_dir, **settings: str) -> subprocess.CompletedProcess:
                                 "SIGNSERVER_CSC_LISTEN": "127.0.0.1:0", **settings})
     # Before the change, a server that could not bind started its workers again and again: the
     # timeout ends such a run, and the test fails on it.
-    return subprocess.run([str(SIGNSERVER), "serve", "--workers", "2"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return cli_forkserver.run([str(SIGNSERVER), "serve", "--workers", "2"], env=env, capture_output=True, text=True,
+                              timeout=60)
 
 
 @pytest.fixture

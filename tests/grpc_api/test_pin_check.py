@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from signserver.hsm.pin_guard import RefusedPins, refused_pins_file
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER
 from tests.hsm.test_pin_guard import RIGHT, WRONG, _softhsm_env, count_low, new_token, wrong_try
 
@@ -13,8 +14,8 @@ def serve(config, state, label: str, pin: str, workers: int = 3) -> subprocess.C
     env = {**_softhsm_env(config), "SIGNSERVER_STATE_DIR": str(state), "SIGNSERVER_HSM_TOKEN_LABEL": label,
            "SIGNSERVER_HSM_USER_PIN": pin, "SIGNSERVER_SERVER_LISTEN": "127.0.0.1:0",
            "SIGNSERVER_HTTP_LISTEN": "127.0.0.1:0", "SIGNSERVER_CSC_LISTEN": "127.0.0.1:0"}
-    return subprocess.run([str(SIGNSERVER), "serve", "--workers", str(workers)], env=env, capture_output=True,
-                          text=True, timeout=180)
+    return cli_forkserver.run([str(SIGNSERVER), "serve", "--workers", str(workers)], env=env, capture_output=True,
+                              text=True, timeout=180)
 
 
 def test_a_wrong_pin_stops_serve_with_one_clear_error_and_one_try(config, tmp_path):

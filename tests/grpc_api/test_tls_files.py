@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests import cli_forkserver
 from tests.conftest import SIGNSERVER, cli_env
 
 CONFIGURATION_ERROR = 78
@@ -23,8 +24,8 @@ def serve(state_dir, cert, key) -> subprocess.CompletedProcess:
                   SIGNSERVER_CSC_LISTEN="127.0.0.1:0", SIGNSERVER_TLS_CERT_FILE=str(cert),
                   SIGNSERVER_TLS_KEY_FILE=str(key))
     # Before the change the workers started over and over: the timeout ends such a run, and fails the test.
-    return subprocess.run([str(SIGNSERVER), "serve", "--workers", "2"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return cli_forkserver.run([str(SIGNSERVER), "serve", "--workers", "2"], env=env, capture_output=True, text=True,
+                              timeout=60)
 
 
 def pem_key(key) -> bytes:
