@@ -21,7 +21,7 @@ from signserver.ca.ocsp_answers import OcspAnswers
 from signserver.ca.repository import get_certificate, revoked_entries
 from signserver.clock import epoch_seconds, from_epoch
 from signserver.der_encoding import echoed_in_der
-from signserver.errors import NotFound, RateLimited
+from signserver.errors import InvalidArgument, NotFound, RateLimited
 from signserver.store.schema import authorities, crls
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,9 @@ def parse_ocsp_request(request_der: bytes) -> tuple[list[asn1_ocsp.CertId], byte
     """The CertIDs asked about (in the request's order) and the request's nonce; None when the
     responder must answer ``malformedRequest``: not DER of an OCSPRequest, no certificate or more
     than MAX_CERTIFICATES asked for, a hash algorithm it does not know or hashes not of its size,
-    a negative serial number, a critical extension it does not understand (RFC 6960 4.4), or a
-    nonce that is empty or longer than 128 octets (RFC 9654)."""
+    a negative serial number, a CertID holding an element it does not define, a critical
+    extension it does not understand (RFC 6960 4.4), or a nonce that is empty or longer than 128
+    octets (RFC 9654)."""
     try:
         request = asn1_ocsp.OCSPRequest.load(request_der, strict=True)  # strict: no trailing bytes
         request.native  # force a full parse: asn1crypto parses lazily
@@ -193,7 +194,10 @@ def parse_ocsp_request(request_der: bytes) -> tuple[list[asn1_ocsp.CertId], byte
             return None
         if any(extension["critical"].native for extension in single["single_request_extensions"]):
             return None  # none is understood here
-        cert_ids.append(echoed_in_der(cert_id))
+        try:
+            cert_ids.append(echoed_in_der(cert_id))
+        except InvalidArgument:  # an element CertID does not define
+            return None
     nonce = None
     for extension in tbs["request_extensions"]:
         if extension["extn_id"].native == "nonce":

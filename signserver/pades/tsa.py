@@ -18,7 +18,7 @@ from pyhanko.sign.timestamps.api import TimeStamper
 
 from signserver.clock import Clock
 from signserver.der_encoding import echoed_in_der
-from signserver.errors import UpstreamUnavailable
+from signserver.errors import InvalidArgument, UpstreamUnavailable
 from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.pades.cms_signer import HsmCmsSigner
@@ -88,7 +88,10 @@ class TimeStampAuthority:
         refusal = _refusal(request, self.policy)
         if refusal is not None:
             return refusal
-        imprint = echoed_in_der(request["message_imprint"])
+        try:
+            imprint = echoed_in_der(request["message_imprint"])
+        except InvalidArgument as refused:
+            return _rejection(str(refused), "bad_data_format")
         signer = self._signer()
         info = {
             # RFC 3161 2.4.2: a token states the policy the request asked for (one _refusal accepted).

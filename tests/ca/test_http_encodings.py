@@ -50,15 +50,18 @@ def tlv(tag: int, body: bytes, long_form: bool = False) -> bytes:
 
 
 def ocsp_request_of(certificate, issuing, *, serial: bytes | None = None, long_lengths: bool = False,
-                    parameters: bytes = b"\x05\x00") -> bytes:
-    """An OCSPRequest for ``certificate`` written by hand, with the BER forms asked for."""
+                    parameters: bytes = b"\x05\x00", beyond_cert_id: bytes = b"",
+                    beyond_algorithm: bytes = b"") -> bytes:
+    """An OCSPRequest for ``certificate`` written by hand, with the BER forms asked for (and
+    elements after the last one CertID, or its AlgorithmIdentifier, defines)."""
     name_hash = hashlib.sha1(issuing.subject.public_bytes()).digest()
     spki = asn1_keys.PublicKeyInfo.load(issuing.public_key().public_bytes(
         DER, serialization.PublicFormat.SubjectPublicKeyInfo))
     key_hash = hashlib.sha1(spki["public_key"].contents[1:]).digest()
-    algorithm = tlv(0x30, tlv(0x06, SHA1) + parameters)
+    algorithm = tlv(0x30, tlv(0x06, SHA1) + parameters + beyond_algorithm)
     serial = serial or core.Integer(certificate.serial_number).dump()
-    cert_id = tlv(0x30, algorithm + tlv(0x04, name_hash, long_lengths) + tlv(0x04, key_hash) + serial, long_lengths)
+    cert_id = tlv(0x30, algorithm + tlv(0x04, name_hash, long_lengths) + tlv(0x04, key_hash) + serial + beyond_cert_id,
+                  long_lengths)
     return tlv(0x30, tlv(0x30, tlv(0x30, tlv(0x30, cert_id))))
 
 
@@ -92,6 +95,21 @@ def test_an_ocsp_request_in_ber_gets_a_der_answer_by_post_and_get(server, ca_ser
         assert response.serial_number == certificate.serial_number
 
 
+# An element that the structure it is in does not define, after the last one it does: BER or
+# not, such a request is malformed, and asn1crypto reads it all the same.
+UNDEFINED = {"an INTEGER": b"\x02\x01\x05", "a PrintableString": tlv(0x13, b"odd"), "a SEQUENCE": tlv(0x30, b"\x05\x00")}
+
+
+@pytest.mark.parametrize("where", ["beyond_cert_id", "beyond_algorithm"])
+@pytest.mark.parametrize("element", UNDEFINED.values(), ids=UNDEFINED.keys())
+def test_an_ocsp_request_with_an_element_its_cert_id_does_not_define_is_malformed(server, ca_service, certificate,
+                                                                                   where, element):
+    request = ocsp_request_of(certificate, ca_service.ca.chain()[0], **{where: element})
+    answer = post(server.port, "/ocsp", request)
+    assert status_of(answer) == 200, answer[:200]
+    assert ocsp.load_der_ocsp_response(body_of(answer)).response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
 TSA_IMPRINT = tlv(0x30, tlv(0x06, SHA256) + b"\x05\x00")
 DIGEST = hashlib.sha256(b"a document").digest()
 TSA_BER_FORMS = {
@@ -117,6 +135,16 @@ def test_a_time_stamp_request_in_ber_gets_a_token_openssl_verifies(server, ca_se
                                "-in", str(tmp_path / "reply.tsr"), "-CAfile", str(tmp_path / "root.pem"),
                                "-untrusted", str(tmp_path / "issuing.pem")], capture_output=True, text=True, timeout=60)
     assert "Verification: OK" in verified.stdout, verified.stdout + verified.stderr
+
+
+@pytest.mark.parametrize("where", ["imprint", "algorithm"])
+@pytest.mark.parametrize("element", UNDEFINED.values(), ids=UNDEFINED.keys())
+def test_a_time_stamp_request_with_an_element_its_imprint_does_not_define_is_bad_data_format(server, where, element):
+    algorithm = tlv(0x30, tlv(0x06, SHA256) + b"\x05\x00" + (element if where == "algorithm" else b""))
+    imprint = tlv(0x30, algorithm + tlv(0x04, DIGEST) + (element if where == "imprint" else b""))
+    answer = post(server.port, "/tsa", tlv(0x30, b"\x02\x01\x01" + imprint + b"\x02\x01\x05" + b"\x01\x01\xff"))
+    assert status_of(answer) == 200, answer[:200]
+    assert reply_status(body_of(answer)) == ("rejection", {"bad_data_format"})
 
 
 def test_a_time_stamp_request_of_a_huge_version_is_rejected(server):
