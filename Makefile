@@ -141,7 +141,8 @@ $(VENV_PY):
 
 # The virtual environment's pip is the one its Python bundles (23.x on Debian 12's Python 3.11),
 # which spends about 20 s of CPU more than a current one choosing among the files of the indexes'
-# pages: a fresh `make install` took 51 s with it, 32 s with this one (installed first, 1.4 s).
+# pages: `make install` in a fresh clone took 49 s with it, 32 to 38 s with this one (its own
+# installation, first, takes 1.4 s).
 # Twice quiet: it would pass on setuptools' notice about editable installs as a warning; errors
 # (a failed download, conflicting requirements) are still shown.
 PIP_VERSION := 26.3
