@@ -97,7 +97,8 @@ def test_an_ocsp_request_in_ber_gets_a_der_answer_by_post_and_get(server, ca_ser
 
 # An element that the structure it is in does not define, after the last one it does: BER or
 # not, such a request is malformed, and asn1crypto reads it all the same.
-UNDEFINED = {"an INTEGER": b"\x02\x01\x05", "a PrintableString": tlv(0x13, b"odd"), "a SEQUENCE": tlv(0x30, b"\x05\x00")}
+UNDEFINED = {"an INTEGER": b"\x02\x01\x05", "a PrintableString": tlv(0x13, b"odd"),
+             "a SEQUENCE": tlv(0x30, b"\x05\x00")}
 
 
 @pytest.mark.parametrize("where", ["beyond_cert_id", "beyond_algorithm"])
@@ -112,13 +113,19 @@ def test_an_ocsp_request_with_an_element_its_cert_id_does_not_define_is_malforme
 
 TSA_IMPRINT = tlv(0x30, tlv(0x06, SHA256) + b"\x05\x00")
 DIGEST = hashlib.sha256(b"a document").digest()
+
+
+def time_stamp_query_of(imprint: bytes, nonce: bytes = b"\x02\x01\x05") -> bytes:
+    """A TimeStampReq written by hand: version 1, ``imprint`` (a MessageImprint's encoding),
+    ``nonce`` (an INTEGER's) and certReq true."""
+    return tlv(0x30, b"\x02\x01\x01" + imprint + nonce + b"\x01\x01\xff")
+
+
 TSA_BER_FORMS = {
-    "nonce with a leading zero": tlv(0x30, b"\x02\x01\x01" + tlv(0x30, TSA_IMPRINT + tlv(0x04, DIGEST))
-                                     + b"\x02\x02\x00\x05" + b"\x01\x01\xff"),
-    "imprint in long form": tlv(0x30, b"\x02\x01\x01" + tlv(0x30, TSA_IMPRINT + tlv(0x04, DIGEST, True), True)
-                                + b"\x02\x01\x05" + b"\x01\x01\xff"),
-    "NULL in long form": tlv(0x30, b"\x02\x01\x01" + tlv(0x30, tlv(0x30, tlv(0x06, SHA256) + b"\x05\x81\x00")
-                                                       + tlv(0x04, DIGEST)) + b"\x02\x01\x05" + b"\x01\x01\xff"),
+    "nonce with a leading zero": time_stamp_query_of(tlv(0x30, TSA_IMPRINT + tlv(0x04, DIGEST)), b"\x02\x02\x00\x05"),
+    "imprint in long form": time_stamp_query_of(tlv(0x30, TSA_IMPRINT + tlv(0x04, DIGEST, True), True)),
+    "NULL in long form": time_stamp_query_of(tlv(0x30, tlv(0x30, tlv(0x06, SHA256) + b"\x05\x81\x00")
+                                                 + tlv(0x04, DIGEST))),
 }
 
 
@@ -142,7 +149,7 @@ def test_a_time_stamp_request_in_ber_gets_a_token_openssl_verifies(server, ca_se
 def test_a_time_stamp_request_with_an_element_its_imprint_does_not_define_is_bad_data_format(server, where, element):
     algorithm = tlv(0x30, tlv(0x06, SHA256) + b"\x05\x00" + (element if where == "algorithm" else b""))
     imprint = tlv(0x30, algorithm + tlv(0x04, DIGEST) + (element if where == "imprint" else b""))
-    answer = post(server.port, "/tsa", tlv(0x30, b"\x02\x01\x01" + imprint + b"\x02\x01\x05" + b"\x01\x01\xff"))
+    answer = post(server.port, "/tsa", time_stamp_query_of(imprint))
     assert status_of(answer) == 200, answer[:200]
     assert reply_status(body_of(answer)) == ("rejection", {"bad_data_format"})
 
