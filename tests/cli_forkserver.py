@@ -34,10 +34,15 @@ from pathlib import Path
 SIGNSERVER = Path(sys.executable).parent / "signserver"
 ROOT = Path(__file__).resolve().parent.parent
 
-# What the fork server imports before it forks: the tool and what opening the service needs.
+# What the fork server imports before it forks: the tool, what opening the service needs, and what
+# the commands import only when they run (the RA's commands and their client of the core, `audit
+# verify`, the password list and QR codes of `account create`): each of those cost a command 10 to
+# 60 ms of its own, the commands average about 100.
 PRELOADED = ("signserver.cli.main", "signserver.cli.common", "signserver.cli.hsm", "signserver.cli.ca",
              "signserver.cli.accounts", "signserver.cli.audit", "signserver.cli.master", "signserver.cli.store",
-             "signserver.cli.documents", "signserver.cli.ra", "signserver.service")
+             "signserver.cli.documents", "signserver.cli.ra", "signserver.service", "signserver.ra.cli",
+             "signserver.ra.operator_cli", "signserver.client", "signserver.audit.verify", "zxcvbn.frequency_lists",
+             "qrcode", "qrcode.image.pure")
 # And, at the first server it starts (popen, or run given `serve`), the servers' own: about 1.7 s
 # of CPU for the core's, 0.7 s for the RA's, which most test processes never start.
 PRELOADED_SERVERS = ("signserver.grpc_api.server", "signserver.ra.server")
