@@ -41,8 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRELOADED = ("signserver.cli.main", "signserver.cli.common", "signserver.cli.hsm", "signserver.cli.ca",
              "signserver.cli.accounts", "signserver.cli.audit", "signserver.cli.master", "signserver.cli.store",
              "signserver.cli.documents", "signserver.cli.ra", "signserver.service", "signserver.ra.cli",
-             "signserver.ra.operator_cli", "signserver.client", "signserver.audit.verify", "zxcvbn.frequency_lists",
-             "qrcode", "qrcode.image.pure")
+             "signserver.client", "signserver.audit.verify", "zxcvbn.frequency_lists", "qrcode.image.pure")
 # And, at the first server it starts (popen, or run given `serve`), the servers' own: about 1.7 s
 # of CPU for the core's, 0.7 s for the RA's, which most test processes never start.
 PRELOADED_SERVERS = ("signserver.grpc_api.server", "signserver.ra.server")
