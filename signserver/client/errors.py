@@ -24,6 +24,10 @@ _NOT_CONNECTED = "failed to connect to all addresses"
 _NOT_TRUSTED = re.compile(r"CERTIFICATE_VERIFY_FAILED|Hostname Verification")
 # gRPC's words for a message over the limit of the side that refused it (the server takes 4 MB).
 _TOO_LARGE = re.compile(r"message larger than max")
+# gRPC's status for a call that reached a server as it stopped and that no handler had taken up:
+# the server's core cancels it (grpc/grpc#41785), though nothing of it ran. The client's own
+# cancellations read otherwise ("Locally cancelled by application!", "Channel closed!").
+_STOPPED_BEFORE_START = "CANCELLED"
 # The documented message of a locked account: "the account is locked until <RFC 3339> after ...".
 _LOCKED_MESSAGE = re.compile(r"locked until (\S+?)(?: after|$)")
 
@@ -93,8 +97,9 @@ class NotFound(SignServerClientError):
 
 class ServerBusy(SignServerClientError):
     """RESOURCE_EXHAUSTED or UNAVAILABLE from a server that was reached (busy, stopping, or the
-    connection lost on the way): try again later, after ``retry_after`` seconds when the server
-    said. A server that could not be reached at all is ServerUnreachable instead."""
+    connection lost on the way), or CANCELLED by a server that stopped before it started the call:
+    try again later, after ``retry_after`` seconds when the server said. A server that could not be
+    reached at all is ServerUnreachable instead."""
 
 
 class ServerUnreachable(SignServerClientError):
@@ -205,7 +210,7 @@ def from_rpc_error(error: grpc.RpcError, method: str = "", *, address: str | Non
 def _transport_error(code: grpc.StatusCode, message: str, address: str | None,
                      server_name: str | None) -> SignServerClientError | None:
     """What gRPC itself refused: no connection, a server certificate that does not verify, a
-    message over the limit. None for anything else."""
+    call a stopping server never started, a message over the limit. None for anything else."""
     where = f"the server at {address}" if address else "the server"
     if code is grpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in message:
         if _NOT_TRUSTED.search(message):
@@ -214,6 +219,9 @@ def _transport_error(code: grpc.StatusCode, message: str, address: str | None,
                                     "not issued by the root_certificates given, expired, or for another name; "
                                     f"nothing was sent ({message})")
         return ServerUnreachable(code.name, f"cannot connect to {where}; nothing was sent ({message})")
+    if code is grpc.StatusCode.CANCELLED and message == _STOPPED_BEFORE_START:
+        return ServerBusy(code.name, f"{where} ended the call as it stopped (CANCELLED, with no reason given): "
+                          "try again")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE.search(message):
         return InvalidArgument(code.name, f"a message of the call is larger than {where} takes in one message "
                                "(4 MB: a document's header, seal image included, must fit in it); nothing was "

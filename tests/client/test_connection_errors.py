@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import socket
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -17,10 +19,16 @@ from signserver.client import (
     ServerNotTrusted,
     ServerUnreachable,
     SignServerClient,
+    SignServerClientError,
     Stamp,
 )
 from signserver.pades.sample import sample_pdf
 from tests.conftest import PASSWORD
+from tests.grpc_api.conftest import ServerThread
+
+# Calls sent while a stopping server's loop is busy: gRPC's core takes up one or two of them before
+# the stop, and cancels the others.
+CALLS_AS_IT_STOPS = 6
 
 
 def unused_port() -> int:
@@ -91,3 +99,39 @@ def test_a_request_over_the_message_limit_is_refused_as_such_not_as_busy(world, 
     with pytest.raises(InvalidArgument) as refused:
         client.prepare_pdf(io.BytesIO(sample_pdf()), credential_id=world.holder.credential.id, options=options)
     assert not isinstance(refused.value, ServerBusy) and "larger than" in refused.value.message
+
+
+def test_a_call_that_reaches_a_stopping_server_before_it_is_started_is_busy(config, world):
+    """gRPC's core cancels the calls a stopping server has not yet taken up (CANCELLED, and no
+    reason: grpc/grpc#41785): the application is told to try again, as for UNAVAILABLE."""
+    server = ServerThread(config, world.service).__enter__()
+    outcomes: list[object] = []
+    try:
+        clients = [SignServerClient(f"127.0.0.1:{server.port}", root_certificates=world.root_certificates,
+                                    api_key=world.api_key, timeout=30) for _ in range(CALLS_AS_IT_STOPS)]
+        for client in clients:  # connected, and served
+            assert client.credential_info(world.holder.credential.id).credential.id == world.holder.credential.id
+
+        def call(client: SignServerClient) -> None:
+            try:
+                outcomes.append(client.credential_info(world.holder.credential.id))
+            except SignServerClientError as exc:
+                outcomes.append(exc)
+
+        server.hold_loop(1.0)
+        threads = [threading.Thread(target=call, args=(client,)) for client in clients]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # the calls have reached the server's core, which holds them
+        server.begin_stop(grace=5).result(30)
+        for thread in threads:
+            thread.join(30)
+        for client in clients:
+            client.close()
+    finally:
+        server.__exit__(None, None, None)
+
+    refused = [o for o in outcomes if isinstance(o, SignServerClientError)]
+    assert len(outcomes) == CALLS_AS_IT_STOPS
+    assert all(isinstance(o, ServerBusy) for o in refused), [(type(o).__name__, o.code, o.message) for o in refused]
+    assert any(o.code == "CANCELLED" for o in refused), "no call was held as the server stopped: nothing was tested"

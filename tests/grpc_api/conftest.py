@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import replace
 
@@ -38,6 +39,11 @@ class ServerThread:
         stopping = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
         asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._loop).result(10)
         return stopping
+
+    def hold_loop(self, seconds: float) -> None:
+        """Keep the server's event loop busy for ``seconds`` from now (as a long step of a handler
+        would): the calls that arrive meanwhile wait in gRPC's core, not yet taken up."""
+        self._loop.call_soon_threadsafe(time.sleep, seconds)
 
     def __exit__(self, *exc) -> None:
         asyncio.run_coroutine_threadsafe(self._server.stop(grace=1), self._loop).result(30)
