@@ -402,9 +402,16 @@ def check_accessibility(browser, context: str | None = None) -> None:
 
 
 def screenshot(browser, name: str) -> Path:
-    """The whole page (its full height) as out/screenshots/NAME.png; returns the path."""
-    metrics = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})
-    size = metrics.get("cssContentSize") or metrics["contentSize"]
+    """The whole page (its full height) as out/screenshots/NAME.png; returns the path.
+
+    Raises: selenium.common.TimeoutException: the page has no height after 10 s."""
+    def content_size(_):
+        # Chromium may report a page it has just loaded as 0 high until its first layout, and
+        # refuses to capture that.
+        metrics = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})
+        size = metrics.get("cssContentSize") or metrics["contentSize"]
+        return size if size["height"] > 0 else None
+    size = WebDriverWait(browser, 10, poll_frequency=0.05).until(content_size, f"{name}: the page has no height")
     shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "png", "captureBeyondViewport": True,
         "clip": {"x": 0, "y": 0, "width": max(size["width"], WINDOW[0]), "height": size["height"], "scale": 1}})
