@@ -22,13 +22,17 @@ from signserver.errors import StoreUnavailable
 
 
 class WriterLock:
+    """The lock on one database's writers. Its file is opened on first use and closed when the
+    object goes: a process that opens and drops databases (a command, a test) keeps no descriptor
+    of the ones it dropped."""
+
     def __init__(self, path: Path):
         self._path = path
         self._threads = threading.RLock()  # flock is per open file: threads queue here first
         self._depth = 0
         self._fd: int | None = None
-        myself = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (lock := myself()) is not None and lock._after_fork_in_child())
+        self._closer: weakref.finalize | None = None  # closes _fd once this object is collected
+        _LOCKS.add(self)
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -53,9 +57,9 @@ class WriterLock:
         each other). Closing the inherited copy leaves the parent's lock as it is."""
         self._threads = threading.RLock()
         self._depth = 0
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._closer is not None:
+            self._closer()
+        self._fd = self._closer = None
 
     def _descriptor(self) -> int:
         if self._fd is None:
@@ -63,4 +67,18 @@ class WriterLock:
                 self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
                 raise StoreUnavailable(f"cannot open the database's writer lock {self._path}: {exc}") from None
+            self._closer = weakref.finalize(self, os.close, self._fd)
         return self._fd
+
+
+# Every lock of this process, for the one hook that starts them afresh in a forked child (a hook
+# per lock would outlive its lock: os.register_at_fork keeps what it is given for good).
+_LOCKS: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_LOCKS):
+        lock._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
