@@ -13,7 +13,6 @@ import http.client
 import logging
 import random
 import resource
-import select
 import socket
 import threading
 import time
@@ -40,6 +39,7 @@ from signserver.http.pools import BoundedPool
 from signserver.http.rate_limit import TokenBuckets
 from signserver.pades.tsa import EARLIER_TSA_POLICY, parse_request
 from tests.ca.test_authority import holder
+from tests.readable import readable
 
 DER = serialization.Encoding.DER
 
@@ -582,7 +582,7 @@ def test_connections_while_the_descriptor_reserve_is_short_are_answered_503(ca_s
             # Silent connections (a request sent to a refusing server may reset the connection
             # before its 503 is read): each is either served (counted open) or answered at once.
             sock = sockets.enter_context(socket.create_connection(("127.0.0.1", server.port), timeout=10))
-            wait_for(lambda: server.open_connections > held or select.select([sock], [], [], 0.01)[0])
+            wait_for(lambda: server.open_connections > held or readable(sock, 0.01))
             if server.open_connections == held:
                 refusal = read_to_end(sock)
                 break
@@ -593,7 +593,7 @@ def test_connections_while_the_descriptor_reserve_is_short_are_answered_503(ca_s
 
         def served() -> bool:
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-                wait_for(lambda: server.open_connections == 1 or select.select([sock], [], [], 0.01)[0])
+                wait_for(lambda: server.open_connections == 1 or readable(sock, 0.01))
                 return server.open_connections == 1
 
         wait_for(served)

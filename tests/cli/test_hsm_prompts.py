@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import subprocess
 import time
 
@@ -14,6 +13,7 @@ import pytest
 
 from tests.cli.test_guarded_pin_commands import USER_RIGHT, flags, new_token, slot_of
 from tests.conftest import SIGNSERVER, cli_env, requires_softhsm
+from tests.readable import readable
 
 pytestmark = [requires_softhsm("tokens of its own, made in SoftHSM's free slot"), pytest.mark.sqlite_only]
 
@@ -38,7 +38,7 @@ def end_input_on_terminal(state_dir, state, *args: str, **env: str) -> tuple[int
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
-            if select.select([process.stdout], [], [], 0.2)[0]:
+            if readable(process.stdout, 0.2):
                 chunk = os.read(process.stdout.fileno(), 4096)
                 if not chunk:
                     break
@@ -85,7 +85,7 @@ def answer_on_terminal(state_dir, state, answer: bytes, *args: str, **env: str) 
     try:
         deadline = time.monotonic() + 60
         while b"[y/N]" not in asked and time.monotonic() < deadline:
-            if select.select([process.stderr], [], [], 0.2)[0]:
+            if readable(process.stderr, 0.2):
                 chunk = os.read(process.stderr.fileno(), 4096)
                 if not chunk:
                     break

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import pty
-import select
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from tests.ca.test_certificate_service import client_pair
 from tests.conftest import empty_database_url
 from tests.ra.conftest import KUAN
 from tests.ra.running import ra_in_process
+from tests.readable import readable
 
 SIGNSERVER = Path(sys.executable).parent / "signserver"
 PASSWORD = "First-pass-1"
@@ -288,8 +288,7 @@ def _answer_prompts(command: list[str], answers: dict[str, str], env: dict[str, 
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
+            if readable(master, 0.5):
                 try:
                     chunk = os.read(master, 4096)
                 except OSError:  # the child closed the terminal

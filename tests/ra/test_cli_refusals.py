@@ -10,7 +10,6 @@ import datetime
 import json
 import os
 import pty
-import select
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from signserver.ra.store.database import RaDatabase
 from tests.conftest import empty_database_url
 from tests.ra.conftest import KUAN
 from tests.ra.running import ra_in_process
+from tests.readable import readable
 
 SIGNSERVER = Path(sys.executable).parent / "signserver"
 OPERATOR = "counter-9"
@@ -268,8 +268,7 @@ def _type_at_terminal(command: list[str], answer: bytes, env: dict[str, str], ti
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
+            if readable(master, 0.5):
                 try:
                     chunk = os.read(master, 4096)
                 except OSError:
