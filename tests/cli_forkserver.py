@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -30,6 +29,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from tests.readable import readable
 
 SIGNSERVER = Path(sys.executable).parent / "signserver"
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,12 +104,10 @@ class ForkedProcess:
         return self.returncode
 
     def _answered(self, timeout: float | None) -> bool:
-        """Whether the handler's next answer (or its end) is there, within ``timeout`` seconds. By
-        poll(), not select(), which takes no descriptor from 1024 up: a test process that holds
-        that many must still wait for its commands and stop its servers."""
-        poller = select.poll()
-        poller.register(self._connection, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else timeout * 1000))
+        """Whether the handler's next answer (or its end) is there, within ``timeout`` seconds
+        (see tests.readable: a test process that holds 1,024 descriptors must still wait for its
+        commands and stop its servers)."""
+        return readable(self._connection, timeout)
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:  # as Popen: never a signal to a pid that may have been reused
@@ -128,7 +127,7 @@ class ForkedProcess:
 
     def _line(self) -> bytes:
         """One answer, read a byte at a time: nothing beyond it may wait in a buffer, where
-        ``select`` on the connection would not see the exit status that follows the pid."""
+        a wait for the connection to be readable would not see the exit status that follows the pid."""
         line = b""
         while not line.endswith(b"\n"):
             byte = self._connection.recv(1)

@@ -7,9 +7,9 @@ import select
 from typing import IO
 
 
-def readable(source: int | IO, timeout: float) -> bool:
+def readable(source: int | IO, timeout: float | None) -> bool:
     """Whether ``source`` (a descriptor, or an object with ``fileno()``) can be read without
-    waiting, or has ended, within ``timeout`` seconds."""
+    waiting, or has ended, within ``timeout`` seconds (None: however long it takes)."""
     poller = select.poll()
     poller.register(source, select.POLLIN)
-    return bool(poller.poll(timeout * 1000))
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
