@@ -48,6 +48,13 @@ def test_environment_overrides_the_file(tmp_path):
     assert config.state_dir == Path("/srv/signserver")
 
 
+def test_the_transport_key_size_is_3072_bits_unless_set(tmp_path):
+    assert load_config(environ={"SIGNSERVER_STATE_DIR": str(tmp_path)}).hsm.transport_key_bits == 3072
+    path = write(tmp_path, '[hsm]\ntransport_key_bits = 4096\n')
+    assert load_config(path, environ={}).hsm.transport_key_bits == 4096
+    assert load_config(path, environ={"SIGNSERVER_HSM_TRANSPORT_KEY_BITS": "2048"}).hsm.transport_key_bits == 2048
+
+
 def test_workers_keep_the_default_scheduling_when_told(tmp_path):
     config = load_config(environ={"SIGNSERVER_SERVER_BATCH_SCHEDULING": "false", "SIGNSERVER_STATE_DIR": str(tmp_path)})
     assert config.server.batch_scheduling is False
@@ -69,6 +76,8 @@ def test_config_file_from_environment(tmp_path):
     ('[hsm]\ntoken_label = "' + "x" * 33 + '"\n', "hsm.token_label", "32 bytes"),
     ('[hsm]\nuser_pin = "1234"\n', "hsm.user_pin", "secrets do not belong"),
     ('[hsm]\ntoken_lable = "typo"\n', "hsm.token_lable", "unknown key"),
+    ('[hsm]\ntransport_key_bits = 1024\n', "hsm.transport_key_bits", "one of 2048, 3072, 4096, not 1024"),
+    ('[hsm]\ntransport_key_bits = "large"\n', "hsm.transport_key_bits", "whole number"),
     ('[tls]\ncert_file = "/nowhere/cert.pem"\n', "tls.key_file", "go together"),
     ('[tls]\ncert_file = "c.pem"\nkey_file = "k.pem"\n', "tls.cert_file", "no file"),
     ('[tls]\nclient_ca_file = "ca.pem"\n', "tls.client_ca_file", "no file"),

@@ -420,7 +420,7 @@ def _progress_line(clock: Callable[[], float] = time.monotonic, stream: TextIO |
 def cmd_receive_begin(args, config: Config) -> int:
     check_output(args.out, new=True)  # before the transport key is made
     service = open_recording_service(args, config)
-    transport = ceremony.begin_receiving(service.keys.session)
+    transport = ceremony.begin_receiving(service.keys.session, config.hsm.transport_key_bits)
     try:
         _write_new(args.out, transport.public_pem)
     except BaseException:  # Ctrl-C included: a pair whose public half nobody has only clutters the token
@@ -440,7 +440,7 @@ def cmd_export(args, config: Config) -> int:
         transport_pem = args.transport.read_bytes()
     except OSError as exc:
         raise InvalidArgument(f"cannot read {args.transport}: {exc.strerror}") from None
-    ceremony.read_transport_key(transport_pem)  # refused before any PIN is asked
+    ceremony.read_transport_key(transport_pem, config.hsm.transport_key_bits)  # refused before any PIN is asked
     check_output(args.out, new=True)
     so_pin = read_pin("SO PIN", SO_PIN_ENV, args.so_pin_file, fallback_file=config.state_dir / "hsm" / "so-pin",
                       fallback_setting="state_dir")  # the state directory's hsm/so-pin
@@ -455,6 +455,7 @@ def cmd_export(args, config: Config) -> int:
     try:
         # In the try: a Ctrl-C just after the security officer stored the trusted key must remove it too.
         trusted = ceremony.trust_transport_key(module, args.token or config.hsm.token_label, so_pin, transport_pem,
+                                               config.hsm.transport_key_bits,
                                                PinGuard.for_config(config.hsm, config.state_dir))
         wrapped = ceremony.export_keys(service.keys.session, service.master_keys, sealing, labels, trusted)
     except BaseException:  # Ctrl-C included

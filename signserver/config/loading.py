@@ -19,8 +19,8 @@ from signserver.config.sections import (DEFAULT_POLICY_OID_ARC, USER_PIN_ENV, Ac
                                         AuthorizationConfig, CaConfig, Config, CscConfig, DatabaseConfig,
                                         HsmConfig, HttpConfig, LoggingConfig, MetricsConfig, PadesConfig,
                                         RetentionConfig, ServerConfig, SmtpConfig, TlsConfig)
-from signserver.config.values import (as_bool, as_choice, as_fingerprints, as_int, as_memory_bound_mb, as_oid,
-                                      as_str, as_str_or_empty)
+from signserver.config.values import (as_bool, as_choice, as_fingerprints, as_int, as_int_choice, as_memory_bound_mb,
+                                      as_oid, as_str, as_str_or_empty)
 from signserver.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "hsm.user_pin_file": as_str,
     "hsm.softhsm2_conf": as_str,
     "hsm.login_when_pin_count_low": as_bool,
+    "hsm.transport_key_bits": as_int_choice(2048, 3072, 4096),
     "server.listen": as_str,
     "server.plaintext": as_bool,
     "server.batch_scheduling": as_bool,
@@ -397,6 +398,7 @@ def _hsm_config(values: dict[str, Any], state_dir: Path, path_of) -> HsmConfig:
         user_pin_file=path_of("hsm.user_pin_file", state_dir / "hsm" / "user-pin"),
         softhsm2_conf=path_of("hsm.softhsm2_conf", state_dir / "softhsm" / "softhsm2.conf"),
         login_when_pin_count_low=values.get("hsm.login_when_pin_count_low", False),
+        transport_key_bits=values.get("hsm.transport_key_bits", 3072),
     )
 
 

@@ -26,6 +26,9 @@ class HsmConfig:
     # Log in even while the token reports wrong PIN tries since its last login (USER_PIN_COUNT_LOW
     # or USER_PIN_FINAL_TRY): one more wrong PIN may then lock it. An administrator's decision.
     login_when_pin_count_low: bool = False
+    # The key ceremony's transport key (`signserver hsm master receive-begin`): RSA of this many
+    # bits; a source token's `export` takes a transport key of at least this size.
+    transport_key_bits: int = 3072
 
     def user_pin(self, environ: Mapping[str, str] | None = None) -> Secret:
         """Return the token's user PIN from the environment, else from ``user_pin_file``.

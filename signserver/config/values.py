@@ -95,16 +95,30 @@ def as_bool(key: str, value: Any) -> bool:
 
 def as_int(low: int, high: int) -> Callable[[str, Any], int]:
     def parse(key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ConfigurationError(key, f"must be a whole number, not {value!r}")
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigurationError(key, f"must be a whole number, not {value!r}") from None
+        number = _whole_number(key, value)
         if not low <= number <= high:
             raise ConfigurationError(key, f"must be between {low} and {high}, not {number}")
         return number
     return parse
+
+
+def as_int_choice(*choices: int) -> Callable[[str, Any], int]:
+    def parse(key: str, value: Any) -> int:
+        number = _whole_number(key, value)
+        if number not in choices:
+            raise ConfigurationError(key, f"must be one of {', '.join(map(str, choices))}, not {number}")
+        return number
+    return parse
+
+
+def _whole_number(key: str, value: Any) -> int:
+    """Raises: ConfigurationError: ``value`` is neither an integer nor a string of one."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigurationError(key, f"must be a whole number, not {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigurationError(key, f"must be a whole number, not {value!r}") from None
 
 
 # server.worker_memory_mb: below this a worker cannot start (one at rest holds about 200 MB of data).

@@ -3,7 +3,8 @@ another, never in clear. They are the master keys (which wrap the holders' signi
 and the sealing key (which seals the holders' OTP seeds), with its MAC key on a token that seals
 without AES-GCM: a token lacking any of them cannot serve the holders of a database it shares.
 
-1. On the destination token, :func:`begin_receiving` generates a transport key pair (RSA-3072):
+1. On the destination token, :func:`begin_receiving` generates a transport key pair (RSA, of
+   ``hsm.transport_key_bits``: 3072 by default):
    the private half stays on the token, sensitive, never extractable, able only to unwrap, and
    only into keys that are sensitive and extractable only under a trusted key
    (CKA_UNWRAP_TEMPLATE), its attributes fixed when it is made (CKA_MODIFIABLE false); the
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 
 TRANSPORT_LABEL_PREFIX = "signserver-transport-"
 TRUSTED_LABEL = f"{TRANSPORT_LABEL_PREFIX}trusted"  # the source's copy of the transport public key
-TRANSPORT_BITS = 3072
 FILE_FORMAT = "signserver wrapped keys 3"
 # Files of earlier versions, refused: their check values cover the key alone, not its label and kind.
 _EARLIER_FORMATS = ("signserver wrapped keys 2", "signserver wrapped master key 1")
@@ -276,22 +276,24 @@ def fingerprint(public: rsa.RSAPublicKey) -> str:
     return hashlib.sha256(public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
 
 
-def read_transport_key(pem: bytes) -> rsa.RSAPublicKey:
-    """Raises: InvalidArgument: not an RSA public key of the transport key's size."""
+def read_transport_key(pem: bytes, min_bits: int) -> rsa.RSAPublicKey:
+    """The transport public key in ``pem``.
+
+    Raises: InvalidArgument: not an RSA public key of at least ``min_bits`` bits."""
     try:
         public = load_pem_public_key(pem)
     except ValueError:
         raise InvalidArgument("the transport key is not a PEM public key (made by `signserver hsm master "
                               "receive-begin`)") from None
-    if not isinstance(public, rsa.RSAPublicKey) or public.key_size < TRANSPORT_BITS:
-        raise InvalidArgument(f"a transport key is an RSA key of at least {TRANSPORT_BITS} bits")
+    if not isinstance(public, rsa.RSAPublicKey) or public.key_size < min_bits:
+        raise InvalidArgument(f"a transport key is an RSA key of at least {min_bits} bits (hsm.transport_key_bits)")
     return public
 
 
 # --- destination: the transport key pair -------------------------------------------------------
 
-def begin_receiving(session: TokenSession) -> TransportKey:
-    """Generate a transport key pair on the destination token, labelled
+def begin_receiving(session: TokenSession, bits: int) -> TransportKey:
+    """Generate a transport key pair of ``bits`` bits on the destination token, labelled
     ``signserver-transport-<n>`` (the next free n), and return its public half.
 
     Raises: HsmOperationFailed: the token does not know CKA_UNWRAP_TEMPLATE. HsmError.
@@ -304,7 +306,7 @@ def begin_receiving(session: TokenSession) -> TransportKey:
             number += 1
         label = f"{TRANSPORT_LABEL_PREFIX}{number}"
         try:
-            public = _generate_transport_pair(s, label)
+            public = _generate_transport_pair(s, label, bits)
             key = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
                                        int.from_bytes(public[Attribute.MODULUS], "big")).public_key()
             key_print = fingerprint(key)
@@ -337,7 +339,7 @@ def discard_transport_pair(session: TokenSession, transport_fingerprint: str) ->
     log.info("destroyed the transport key pair %s", transport_fingerprint)
 
 
-def _generate_transport_pair(s: pkcs11.Session, label: str) -> pkcs11.PublicKey:
+def _generate_transport_pair(s: pkcs11.Session, label: str, bits: int) -> pkcs11.PublicKey:
     """The transport key pair, generated through a session of its own that can set
     CKA_UNWRAP_TEMPLATE (the user's login is the application's, so it is logged in too); returns
     the public half, as ``s`` sees it.
@@ -347,7 +349,7 @@ def _generate_transport_pair(s: pkcs11.Session, label: str) -> pkcs11.PublicKey:
     key_id = os.urandom(16)
     with s.token.open(rw=True, attribute_mapper=ArrayAttributeMapper()) as own:
         try:
-            own.generate_keypair(KeyType.RSA, TRANSPORT_BITS, label=label, id=key_id, store=True,
+            own.generate_keypair(KeyType.RSA, bits, label=label, id=key_id, store=True,
                                  public_template=dict(_TRANSPORT_PUBLIC), private_template=dict(_TRANSPORT_PRIVATE))
         except p11.AttributeTypeInvalid:
             # Without the template the transport key would unwrap the file's keys readable; such a
@@ -362,9 +364,10 @@ def _generate_transport_pair(s: pkcs11.Session, label: str) -> pkcs11.PublicKey:
 # --- source: trust the transport key, wrap the shared keys under it ---------------------------
 
 def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, transport_pem: bytes,
-                        guard: PinGuard | None = None) -> str:
-    """As the security officer, store the transport public key on the source token marked
-    trusted (the only key the master key may be wrapped under). Returns its fingerprint.
+                        min_bits: int, guard: PinGuard | None = None) -> str:
+    """As the security officer, store the transport public key (RSA of at least ``min_bits``
+    bits) on the source token marked trusted (the only key the master key may be wrapped under).
+    Returns its fingerprint.
 
     The SO logs in through ``guard`` (the configuration's, see signserver/hsm/pin_guard.py): a
     wrong SO PIN is remembered and not tried again, and no SO login is tried while the token
@@ -376,7 +379,7 @@ def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, t
         HsmLoginWithheld (the SO PIN was refused before, or the token reports wrong SO tries),
         HsmPinLocked (the SO PIN is locked), ConfigurationError (the refusals file), HsmError.
     """
-    public = read_transport_key(transport_pem)
+    public = read_transport_key(transport_pem, min_bits)
     key_print = fingerprint(public)
     numbers = public.public_numbers()
     with pkcs11_lock():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pkcs11.exceptions as p11
 import pytest
-from cryptography.hazmat.primitives.serialization import load_der_public_key
+from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from signserver.accounts import otp
@@ -28,7 +28,7 @@ from signserver.hsm.sealing import SEALING_LABEL, SealingKey
 from signserver.secret import Secret
 from signserver.service import SignService
 from tests import cli_forkserver
-from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol, requires_softhsm
+from tests.conftest import PASSWORD, SIGNSERVER, cli_env, enrol, production_environ, requires_softhsm
 from tests.hsm.test_keystore import verify
 
 pytestmark = [requires_softhsm("one soft token per system, and the ceremony needs a source and a destination "
@@ -68,8 +68,8 @@ def service_on(config, state: Path, token: str, pin: str, clock) -> SignService:
 
 
 class Cli:
-    def __init__(self, state_dir: Path, own_state: Path):
-        self.env = {**cli_env(state_dir), "SIGNSERVER_STATE_DIR": str(own_state)}
+    def __init__(self, state_dir: Path, own_state: Path, **extra: str):
+        self.env = {**cli_env(state_dir, **extra), "SIGNSERVER_STATE_DIR": str(own_state)}
 
     def __call__(self, token: str, user_pin: str, *args: str, so_pin: str | None = None):
         env = {**self.env, "SIGNSERVER_HSM_USER_PIN": user_pin}
@@ -354,7 +354,8 @@ def test_an_export_destroys_the_trusted_key_an_export_that_stopped_left(config, 
     for transport in (first, second):
         assert cli(destination_token, DESTINATION_USER, "receive-begin", "--out", str(transport)).returncode == 0
     # An export stopped (Ctrl-C, a crash) once the security officer had marked its transport key trusted.
-    ceremony.trust_transport_key(config.hsm.module, source_token, Secret(SOURCE_SO), first.read_bytes())
+    ceremony.trust_transport_key(config.hsm.module, source_token, Secret(SOURCE_SO), first.read_bytes(),
+                                 config.hsm.transport_key_bits)
     assert len(objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True})) == 1
     source.keys.session.close()
 
@@ -513,12 +514,38 @@ def test_an_export_leaves_an_untrusted_key_that_bears_the_trusted_label(config, 
     source.keys.public_key(own.key_id)
 
 
+def test_the_transport_key_has_the_configured_size_and_a_source_takes_none_smaller(config, state_dir, tokens, tmp_path,
+                                                                                  clock):
+    """hsm.transport_key_bits: the size receive-begin generates, and the least export takes (the
+    default 3072 at both ends here; the other tests run at TEST_COSTS' 2048)."""
+    source_token, destination_token = tokens
+    source = service_on(config, tmp_path / "source", source_token, SOURCE_USER, clock)
+    source.packages.ensure_master()
+    source.keys.session.close()
+    cheap, default = Cli(state_dir, tmp_path / "source"), Cli(state_dir, tmp_path / "source", **production_environ())
+    small, large = tmp_path / "small.pem", tmp_path / "large.pem"
+    assert cheap(destination_token, DESTINATION_USER, "receive-begin", "--out", str(small)).returncode == 0
+    assert default(destination_token, DESTINATION_USER, "receive-begin", "--out", str(large)).returncode == 0
+    assert [load_pem_public_key(p.read_bytes()).key_size for p in (small, large)] == [2048, 3072]
+
+    refused = default(source_token, SOURCE_USER, "export", master_label(1), "--transport", str(small), "--out",
+                      str(tmp_path / "refused.wrapped"), so_pin=SOURCE_SO)
+    assert refused.returncode != 0 and "at least 3072 bits" in refused.stderr, refused.stderr
+    assert not (tmp_path / "refused.wrapped").exists()
+    assert objects(source, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True}) == []
+    source.keys.session.close()
+
+    taken = cheap(source_token, SOURCE_USER, "export", master_label(1), "--transport", str(large), "--out",
+                  str(tmp_path / "keys.wrapped"), so_pin=SOURCE_SO)
+    assert taken.returncode == 0, taken.stderr  # a larger key than the least asked for
+
+
 def test_a_transport_key_pair_whose_public_half_was_not_handed_out_is_destroyed(config, tokens, tmp_path, clock):
     """What `receive-begin` does when it cannot write the public half: the pair is of no use."""
     from signserver.hsm import ceremony
 
     destination = service_on(config, tmp_path / "destination", tokens[1], DESTINATION_USER, clock)
-    transport = ceremony.begin_receiving(destination.keys.session)
+    transport = ceremony.begin_receiving(destination.keys.session, config.hsm.transport_key_bits)
 
     ceremony.discard_transport_pair(destination.keys.session, transport.fingerprint)
 
