@@ -440,8 +440,19 @@ _token_keeper: SignService | None = None
 
 
 def _ca_key_ids(service: SignService) -> set[str]:
-    """The ids of the CA's keys on the run's token (their labels begin with "ca-")."""
-    return {key.key_id for key in service.keys.list() if key.label.startswith("ca-")}
+    """The ids of the CA's keys on the run's token (their labels begin with "ca-"). Read with one
+    attribute call per key, where HsmKeyStore.list describes each key in four (kind, size, flags):
+    this runs at every module's start and end and every wider fixture's set-up."""
+    from pkcs11 import Attribute, ObjectClass
+
+    session = service.keys.session
+
+    def read(s) -> set[str]:
+        found = (o.get_attributes([Attribute.ID, Attribute.LABEL])
+                 for o in session.find(s, {Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+        return {bytes(a.get(Attribute.ID) or b"").hex() for a in found if (a.get(Attribute.LABEL) or "").startswith("ca-")}
+
+    return session.run(read, "list the CA's keys")
 
 
 @pytest.fixture(scope="session")
