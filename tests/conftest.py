@@ -99,7 +99,7 @@ def pytest_configure(config):
                                        "databases): its databases are SQLite files whatever the test store")
     config.addinivalue_line("markers", "one_store: what it tests does not depend on the store, or it uses "
                                        "none (a browser's rendering, listening sockets, the test runner, the "
-                                       "registry's client): `make test` runs it in the SQLite run only")
+                                       "registry's client, the HSM layer): `make test` runs it in the SQLite run only")
     _workers_under_reapers(config)
     # A test process holds about 450,000 objects, most of them the 2,200 modules it has imported,
     # and each full collection walks them all (0.4 s). Over tests/ca, ra, grpc_api and hsm, with

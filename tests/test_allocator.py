@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 SCRIPT = """
 import sys, threading
 from argon2 import PasswordHasher

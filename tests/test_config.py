@@ -10,6 +10,8 @@ from signserver.config import load_config
 from signserver.errors import ConfigurationError
 from signserver.secret import Secret
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "signserver.toml"

@@ -11,6 +11,8 @@ from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from tests.conftest import require_key_algorithm
 from tests.hsm.test_keystore import verify
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 THREADS = 16
 SIGNATURES_PER_THREAD = 200
 

@@ -16,6 +16,8 @@ from signserver.hsm.algorithms import KeyAlgorithm
 from signserver.hsm.crypto_keys import hsm_private_key
 from tests.conftest import require_key_algorithm
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 NOW = datetime.datetime(2026, 11, 21, 12, 0, tzinfo=datetime.timezone.utc)
 
 

@@ -17,6 +17,8 @@ from signserver.hsm.algorithms import KeyAlgorithm, SignatureAlgorithm
 from signserver.hsm.module import load_module, pkcs11_lock
 from tests.conftest import require_key_algorithm
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 MESSAGE = b"the document a holder signs"
 
 

@@ -12,6 +12,8 @@ from signserver.hsm.pin_rules import PinLengths, read_pin_lengths
 from signserver.secret import Secret
 from tests.conftest import requires_softhsm
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 
 @requires_softhsm("SoftHSM's PIN lengths")
 def test_softhsm_advertises_4_to_255(config):

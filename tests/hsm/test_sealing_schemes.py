@@ -44,6 +44,8 @@ from tests.hsm.test_ceremony import (
 from tests.hsm.opencryptoki_like import OPENCRYPTOKI_SOFT_TOKEN as OPENCRYPTOKI_MECHANISMS
 from tests.hsm.test_keystore import verify
 
+pytestmark = pytest.mark.one_store  # its services' databases are SQLite files of their own
+
 RSA_ONLY = TokenCapabilities(frozenset({Mechanism.RSA_PKCS_KEY_PAIR_GEN, Mechanism.RSA_PKCS,
                                         Mechanism.AES_KEY_GEN, Mechanism.AES_CBC_PAD}))
 SEED, CONTEXT = b"JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", b"user-of-the-seed"

@@ -15,6 +15,8 @@ from signserver.hsm.module import load_module, pkcs11_lock
 from signserver.hsm.session import find_token
 from tests.hsm.test_fork_and_recovery import SCHEMES, sign_and_check
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 
 @pytest.fixture
 def key(keystore, label, token_key_algorithm):

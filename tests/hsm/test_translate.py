@@ -14,6 +14,8 @@ from signserver.hsm.translate import translate, translate_return_value
 from signserver.secret import Secret
 from tests.conftest import requires_softhsm
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 
 @pytest.mark.parametrize("rv,exception,expected", [
     (0xA0, p11.PinIncorrect, HsmLoginFailed),

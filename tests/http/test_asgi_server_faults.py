@@ -25,6 +25,8 @@ from signserver.http.asgi_server import AsgiServer, ConnectionLimits
 from signserver.http.csc.errors import install_error_handlers
 from tests.raw_http import CutShort, fine, read_answer
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 
 async def _fault(request: Request) -> PlainTextResponse:
     raise RuntimeError("a fault of the server")

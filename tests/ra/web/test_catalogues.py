@@ -14,6 +14,8 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
+pytestmark = pytest.mark.one_store  # touches no store
+
 ROOT = Path(__file__).resolve().parents[3]
 WEB = "signserver/ra/web"
 LOCALE = ROOT / WEB / "locale"
