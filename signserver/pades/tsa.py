@@ -201,12 +201,15 @@ def _response(body: bytes, url: str, nonce: int | None) -> tsp.TimeStampResp:
     one) fails to parse, and would otherwise fail later, wherever pyHanko first reads it; and
     pyHanko's own check of the nonce fails on its message.
 
+    The full parse runs on a copy: asn1crypto's native view of a token leaves it to be encoded
+    again at every later read, which cost a B-T signature 2.9 s of CPU instead of 0.09 s.
+
     Raises: UpstreamUnavailable: the TSA refused, or its answer is no TimeStampResp, or grants
         a time-stamp to another request.
     """
     try:
+        tsp.TimeStampResp.load(body).native  # noqa: B018 (a full parse: asn1crypto parses lazily)
         response = tsp.TimeStampResp.load(body)
-        response.native  # noqa: B018 (a full parse: asn1crypto parses lazily)
         parsed = response["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed
     except Exception:  # noqa: BLE001 (asn1crypto reports bad DER in many types, as parse_request says)
         pass
