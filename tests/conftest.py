@@ -336,10 +336,13 @@ def requires_softhsm(what: str):
 @pytest.fixture(scope="session")
 def font_cache(tmp_path_factory) -> Path:
     """One folder for the stamp font's face and the subsets cut from it, for every state directory of
-    the run (and every pytest-xdist process of it): each would otherwise extract the same 16 MB face
-    and cut the same subsets again (signserver/pades/font.py writes both atomically, so several
-    processes may share the folder)."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    the run (and every pytest-xdist process of it, and under `make test` every run of it:
+    SIGNSERVER_TEST_FONT_CACHE): each would otherwise extract the same 16 MB face and cut the same
+    subsets again (signserver/pades/font.py writes both atomically, so several processes may share
+    the folder)."""
+    if os.environ.get("SIGNSERVER_TEST_FONT_CACHE"):
+        folder = Path(os.environ["SIGNSERVER_TEST_FONT_CACHE"])
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
         folder = tmp_path_factory.getbasetemp().parent / "stamp-fonts"  # the run's folder, above the workers'
     else:
         folder = tmp_path_factory.getbasetemp() / "stamp-fonts"
