@@ -159,7 +159,9 @@ def _subset(face: Path, text: str) -> tuple[bytes, frozenset[str]]:
     from fontTools import subset
 
     options = subset.Options()
-    options.layout_features = ["*"]
+    # fontTools' default layout features are those shapers apply unasked (HarfBuzz, as pyHanko
+    # calls it, applies no other): the face's others (vertical forms, proportional CJK widths) only
+    # cost the cut, 0.37 s instead of 0.57 s of CPU for a document.
     options.name_IDs = ["*"]
     font = subset.load_font(str(face), options, lazy=True)
     mapped = font.getBestCmap()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pyhanko.pdf_utils.reader import PdfFileReader
 
-from signserver.ra.application_document import ApplicationData, FontSource, profile_names, render
+from signserver.ra.application_document import TITLE, ApplicationData, FontSource, _subset, profile_names, render
 from signserver.ra.errors import SettingsError
 
 pytestmark = pytest.mark.one_store  # touches no store
@@ -55,6 +55,28 @@ def test_the_document_is_in_chinese_portuguese_and_english(face):
 
 def test_a_character_the_font_lacks_does_not_break_the_document(face):
     assert render(replace(DATA, holder_name="KUAN \U0001F600 LUZIA"), face).startswith(b"%PDF-")
+
+
+def shaped(font_bytes: bytes, text: str) -> list[tuple[int, int, int, int]]:
+    """``text`` as HarfBuzz shapes it with its default features, as pyHanko calls it: each glyph's
+    cluster, advance and offsets."""
+    import uharfbuzz as hb
+
+    font = hb.Font(hb.Face(hb.Blob(font_bytes)))
+    buffer = hb.Buffer()
+    buffer.add_str(text)
+    buffer.guess_segment_properties()
+    hb.shape(font, buffer)
+    return [(info.cluster, position.x_advance, position.x_offset, position.y_offset)
+            for info, position in zip(buffer.glyph_infos, buffer.glyph_positions)]
+
+
+def test_the_cut_face_sets_the_text_as_the_whole_face_does(face):
+    # Kerning (AV, To), ligatures (fi, ffl), accents and the title's Chinese.
+    text = "".join(TITLE) + " AVATAR To Tô fi ffl coração Direcção 關詠心 " + DATA.holder_name
+    cut, present = _subset(face, text)
+    assert set(text) - {" "} <= present | {" "}
+    assert shaped(cut, text) == shaped(face.read_bytes(), text)
 
 
 def test_a_configured_font_that_is_missing_is_a_settings_error(tmp_path):
