@@ -77,7 +77,7 @@ stopped = status=$$?; if [ $$status -eq 124 ] || [ $$status -eq 137 ]; then \
 	echo "== make: $(1) did not end within $(2) and were stopped (TEST_RUN_LIMIT, ALONE_RUN_LIMIT) =="; fi
 # The store runs share one folder of stamp fonts (SIGNSERVER_TEST_FONT_CACHE, tests/conftest.py's
 # font_cache), removed when they end: each would otherwise cut the same subsets of the 16 MB face
-# again, 0.8 s of CPU each.
+# again, a process of about half a second of CPU each.
 test: install
 	@mkdir -p out; rm -f out/test-postgresql.status out/test-opencryptoki.status; \
 	fonts=$$(mktemp -d); trap 'rm -rf "$$fonts"' EXIT; export SIGNSERVER_TEST_FONT_CACHE="$$fonts"; \
