@@ -453,7 +453,8 @@ def _ca_key_ids(service: SignService) -> set[str]:
     def read(s) -> set[str]:
         found = (o.get_attributes([Attribute.ID, Attribute.LABEL])
                  for o in session.find(s, {Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
-        return {bytes(a.get(Attribute.ID) or b"").hex() for a in found if (a.get(Attribute.LABEL) or "").startswith("ca-")}
+        return {bytes(a.get(Attribute.ID) or b"").hex() for a in found
+                if (a.get(Attribute.LABEL) or "").startswith("ca-")}
 
     return session.run(read, "list the CA's keys")
 
