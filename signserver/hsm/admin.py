@@ -31,7 +31,7 @@ from signserver.errors import (
 from signserver.hsm.algorithms import SignatureAlgorithm
 from signserver.hsm.keystore import HsmKeyStore
 from signserver.hsm.label_text import LabelTextMapper
-from signserver.hsm.module import load_module, pkcs11_lock, raw_module
+from signserver.hsm.module import load_module, pkcs11_calls, raw_module
 from signserver.hsm.pin_guard import SO, PinGuard
 from signserver.hsm.session import TokenSession, find_token
 from signserver.hsm.pin_rules import PinLengths, read_pin_lengths
@@ -105,7 +105,7 @@ class TokenAdministrator:
 
         Raises: ConfigurationError, HsmUnavailable, HsmError.
         """
-        with pkcs11_lock():
+        with pkcs11_calls():
             lib = load_module(self.module)
             try:
                 return [self._status(slot) for slot in lib.get_slots()]
@@ -118,7 +118,7 @@ class TokenAdministrator:
 
         Raises: AlreadyExists (another slot's token has the label), TokenNotFound, HsmError.
         """
-        with pkcs11_lock():
+        with pkcs11_calls():
             lib = load_module(self.module)
             try:
                 return self._status(self._target_slot(lib, label, slot_id))
@@ -162,7 +162,7 @@ class TokenAdministrator:
             raise InvalidArgument("a token label must be valid UTF-8 text") from None
         if not encoded or len(encoded) > 32:
             raise InvalidArgument("a token label has 1 to 32 bytes")
-        with pkcs11_lock():
+        with pkcs11_calls():
             lib = load_module(self.module)
             try:
                 slot = self._target_slot(lib, label, slot_id)
@@ -257,7 +257,7 @@ class TokenAdministrator:
 
     def _with_session(self, token_label, user_pin: Secret | None, so_pin: Secret | None,
                       new_pin: tuple[str, Secret], operation, doing, guard: PinGuard | None = None):
-        with pkcs11_lock():
+        with pkcs11_calls():
             lib = load_module(self.module)
             token = find_token(lib, token_label, self.module)
             what, pin = new_pin

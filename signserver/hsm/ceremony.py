@@ -43,11 +43,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 
-from signserver.errors import AlreadyExists, DataCorrupted, HsmOperationFailed, InvalidArgument, KeyNotFound
+from signserver.errors import (AlreadyExists, DataCorrupted, HsmOperationFailed, InvalidArgument, KeyNotFound,
+                               SignServerError)
 from signserver.hsm.array_attributes import ArrayAttributeMapper
 from signserver.hsm.label_text import LabelTextMapper
 from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys, encrypted_block, master_number
-from signserver.hsm.module import load_module, pkcs11_lock
+from signserver.hsm.module import load_module, pkcs11_calls
 from signserver.hsm.pin_guard import PinGuard
 from signserver.hsm.sealing import MAC_LABEL_SUFFIX, SEALING_LABEL, SEALING_MAC_TEMPLATE, SEALING_TEMPLATE, SealingKey
 from signserver.hsm.session import TokenSession, find_token
@@ -298,6 +299,8 @@ def begin_receiving(session: TokenSession, bits: int) -> TransportKey:
 
     Raises: HsmOperationFailed: the token does not know CKA_UNWRAP_TEMPLATE. HsmError.
     """
+    made: list[str] = []
+
     def generate(s: pkcs11.Session) -> TransportKey:
         taken = {str(o[Attribute.LABEL]) for o in session.find(s, {Attribute.CLASS: ObjectClass.PRIVATE_KEY,
                                                                   Attribute.KEY_TYPE: KeyType.RSA})}
@@ -305,25 +308,29 @@ def begin_receiving(session: TokenSession, bits: int) -> TransportKey:
         while f"{TRANSPORT_LABEL_PREFIX}{number}" in taken:
             number += 1
         label = f"{TRANSPORT_LABEL_PREFIX}{number}"
-        try:
-            public = _generate_transport_pair(s, label, bits)
-            key = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
-                                       int.from_bytes(public[Attribute.MODULUS], "big")).public_key()
-            key_print = fingerprint(key)
-            # Known by its fingerprint: the export names it, and the import finds the public half by
-            # it (and the private half, which may not be modified, by its modulus).
-            public[Attribute.ID] = bytes.fromhex(key_print)
-            log.info("generated the transport key pair %s (SHA-256 %s)", label, key_print)
-        except BaseException:
-            # Ctrl-C included, which arrives once the token's generation returns: a pair whose
-            # public half nobody has only clutters the token (the caller discards it from there on).
-            with contextlib.suppress(p11.PKCS11Error):
-                for half in session.find(s, {Attribute.LABEL: label}):
-                    half.destroy()
-            raise
+        made.append(label)
+        public = _generate_transport_pair(s, label, bits)
+        key = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
+                                   int.from_bytes(public[Attribute.MODULUS], "big")).public_key()
+        key_print = fingerprint(key)
+        # Known by its fingerprint: the export names it, and the import finds the public half by
+        # it (and the private half, which may not be modified, by its modulus).
+        public[Attribute.ID] = bytes.fromhex(key_print)
+        log.info("generated the transport key pair %s (SHA-256 %s)", label, key_print)
         return TransportKey(label, key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo), key_print)
 
-    return session.run(generate, "generate a transport key pair")
+    try:
+        return session.run(generate, "generate a transport key pair")
+    except BaseException:
+        # Ctrl-C included, which comes once the token's work has ended: a pair whose public half
+        # nobody has only clutters the token (the caller discards it from there on).
+        def destroy(s: pkcs11.Session) -> None:
+            for label in made:  # one per try: run() tries again on a session it lost
+                for half in session.find(s, {Attribute.LABEL: label}):
+                    half.destroy()
+        with contextlib.suppress(SignServerError):  # the error that came first is the one to tell
+            session.run(destroy, "destroy the transport key pair")
+        raise
 
 
 def discard_transport_pair(session: TokenSession, transport_fingerprint: str) -> None:
@@ -382,7 +389,7 @@ def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, t
     public = read_transport_key(transport_pem, min_bits)
     key_print = fingerprint(public)
     numbers = public.public_numbers()
-    with pkcs11_lock():
+    with pkcs11_calls():
         token = find_token(load_module(module), token_label, module)
         try:
             opened = (guard.login_so(token, so_pin) if guard is not None

@@ -2,7 +2,9 @@
 
 python-pkcs11 initialises modules with ``C_Initialize(NULL)`` and releases the GIL during calls,
 so SoftHSM runs without internal locking: two threads inside PKCS#11 at once crash the process.
-Every call into a module therefore goes through :func:`pkcs11_lock`. The lock is held across
+Every call into a module therefore goes through :func:`pkcs11_calls`, which holds the lock (and
+Ctrl-C until the calls have ended: python-pkcs11 raising KeyboardInterrupt within a call can leave
+its memory corrupt, see :func:`pkcs11_calls`). The lock is held across
 ``fork()`` so that a child never inherits a module caught in the middle of a call, and a child
 re-initialises the module before its first use (PKCS#11 state does not survive a fork).
 """
@@ -13,11 +15,14 @@ import ctypes
 import logging
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pkcs11
 
 from signserver.errors import ConfigurationError, HsmUnavailable
+from signserver.interrupts import interrupts_held
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,21 @@ _generations: dict[str, int] = {}
 def pkcs11_lock() -> threading.RLock:
     """The process-wide lock to hold around every PKCS#11 call, key lookups included."""
     return _lock
+
+
+@contextmanager
+def pkcs11_calls() -> Iterator[None]:
+    """Hold the PKCS#11 lock for the block, and Ctrl-C until the block's end.
+
+    python-pkcs11 (0.10.1) packs a template into an array it allocates without clearing and, when
+    packing an attribute raises, frees the entries it never set: a KeyboardInterrupt landing in
+    the Python code that packs one makes the process abort ("free(): invalid pointer") or go on
+    with its memory corrupt. Held, the Ctrl-C is acted on once the calls have ended.
+
+    Raises: KeyboardInterrupt: Ctrl-C came during the block (raised once it has ended).
+    """
+    with interrupts_held(), _lock:
+        yield
 
 
 def pkcs11_lock_is_free() -> bool:
@@ -74,7 +94,7 @@ def use_softhsm_config(conf: Path) -> None:
 
 
 def load_module(path: Path | None) -> pkcs11.lib:
-    """Return the initialised module at ``path``; call with :func:`pkcs11_lock` held.
+    """Return the initialised module at ``path``; call with :func:`pkcs11_calls` held.
 
     In a forked child the module is finalised and initialised again on first use.
 
@@ -112,7 +132,7 @@ def _not_answering(action: str, path: Path, exc: pkcs11.PKCS11Error) -> HsmUnava
 def module_generation(path: Path) -> int:
     """How many times this process has initialised the module again (fork included); a session
     or object handle is valid only in the generation it was obtained in. Call with
-    :func:`pkcs11_lock` held."""
+    :func:`pkcs11_calls` held."""
     return _generations.get(str(path), 0) if _initialised_in.get(str(path)) == os.getpid() else -1
 
 
@@ -133,7 +153,7 @@ def reinitialise_module(path: Path) -> None:
     Raises:
         HsmUnavailable: the module cannot be initialised again.
     """
-    with pkcs11_lock():
+    with pkcs11_calls():
         try:
             _reinitialise(str(path), pkcs11.lib(str(path)))
         except pkcs11.PKCS11Error as exc:
@@ -148,7 +168,7 @@ def release_module(path: Path | None) -> None:
     if path is None:
         return
     key = str(path)
-    with pkcs11_lock():
+    with pkcs11_calls():
         if _initialised_in.pop(key, None) is None:
             return
         _generations[key] = _generations.get(key, 0) + 1
@@ -187,5 +207,5 @@ class _RawModule:
 
 def raw_module(path: Path) -> _RawModule:
     """Calls that python-pkcs11 lacks (``C_InitToken``, ``C_CloseAllSessions``); call them with
-    :func:`pkcs11_lock` held, after :func:`load_module`."""
+    :func:`pkcs11_calls` held, after :func:`load_module`."""
     return _RawModule(path)

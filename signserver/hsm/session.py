@@ -15,7 +15,7 @@ import pkcs11.exceptions as p11
 from signserver.errors import HsmLoginFailed, InvalidArgument, TokenNotFound
 from signserver.hsm.capabilities import TokenCapabilities
 from signserver.hsm.label_text import LabelTextMapper
-from signserver.hsm.module import load_module, module_generation, pkcs11_lock, reinitialise_module, release_module
+from signserver.hsm.module import load_module, module_generation, pkcs11_calls, reinitialise_module, release_module
 from signserver.hsm.pin_guard import PinGuard
 from signserver.hsm.translate import is_session_lost, translate
 from signserver.monitoring.meter import meter
@@ -103,10 +103,11 @@ class TokenSession:
             HsmUnavailable: the module or token does not answer, even after reopening.
             TokenNotFound: the configured token is not present.
             SignServerError: the operation's own errors, translated.
+            KeyboardInterrupt: Ctrl-C came during the call (raised once it has ended).
         """
         asked = time.perf_counter()
         try:
-            with pkcs11_lock():
+            with pkcs11_calls():
                 taken = time.perf_counter()
                 try:
                     return self._run_locked(operation, doing)
@@ -187,7 +188,7 @@ class TokenSession:
 
     def close(self) -> None:
         """Log out and close the session (a later :meth:`run` opens a new one)."""
-        with pkcs11_lock():
+        with pkcs11_calls():
             self._drop(reinitialise=False)
 
     def check_login(self) -> None:
