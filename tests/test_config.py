@@ -281,6 +281,16 @@ def test_a_worker_memory_bound_that_is_no_bound_is_refused_saying_what_is(given)
     assert '"auto"' in str(refused.value) and '"none"' in str(refused.value) and "MiB" in str(refused.value)
 
 
+def test_a_streams_idle_time_is_30_s_or_as_set_within_an_uploads_time(tmp_path):
+    assert load_config(environ={}).server.stream_idle_seconds == 30
+    assert load_config(write(tmp_path, "[server]\nstream_idle_seconds = 90\n"), environ={}).server.stream_idle_seconds == 90
+    assert load_config(environ={"SIGNSERVER_SERVER_STREAM_IDLE_SECONDS": "5"}).server.stream_idle_seconds == 5
+    for given in ("0", "601", "soon", "1.5"):
+        with pytest.raises(ConfigurationError) as refused:
+            load_config(environ={"SIGNSERVER_SERVER_STREAM_IDLE_SECONDS": given})
+        assert "server.stream_idle_seconds" in str(refused.value), given
+
+
 def test_the_automatic_worker_memory_bound_follows_documents_and_the_machine(tmp_path):
     from signserver.grpc_api.worker_memory import worker_memory_bound
 

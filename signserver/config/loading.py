@@ -58,6 +58,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "server.plaintext": as_bool,
     "server.batch_scheduling": as_bool,
     "server.worker_memory_mb": as_memory_bound_mb,
+    "server.stream_idle_seconds": as_int(1, 600),  # at most an upload's whole time (UPLOAD_SECONDS)
     "tls.cert_file": as_str,
     "tls.key_file": as_str,
     "tls.client_ca_file": as_str,
@@ -469,7 +470,8 @@ def _server_config(values: dict[str, Any]) -> ServerConfig:
         )
     return ServerConfig(listen=listen, plaintext=plaintext,
                         batch_scheduling=values.get("server.batch_scheduling", True),
-                        worker_memory_mb=values.get("server.worker_memory_mb", ServerConfig.worker_memory_mb))
+                        worker_memory_mb=values.get("server.worker_memory_mb", ServerConfig.worker_memory_mb),
+                        stream_idle_seconds=values.get("server.stream_idle_seconds", ServerConfig.stream_idle_seconds))
 
 
 def _tls_config(values: dict[str, Any], state_dir: Path, path_of) -> TlsConfig:

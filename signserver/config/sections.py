@@ -53,14 +53,16 @@ class HsmConfig:
 @dataclass(frozen=True)
 class ServerConfig:
     """Where the gRPC server listens, whether it may go without TLS, how the kernel schedules its
-    workers (``batch_scheduling``: SCHED_BATCH, see signserver/cpu_scheduling.py), and how much
+    workers (``batch_scheduling``: SCHED_BATCH, see signserver/cpu_scheduling.py), how much
     memory each worker may take (``worker_memory_mb``: MiB of data, RLIMIT_DATA; "auto": derived
-    at start, see signserver/grpc_api/supervisor.py; 0: no bound)."""
+    at start, see signserver/grpc_api/supervisor.py; 0: no bound), and how long a document stream
+    may send nothing, or read nothing of its answer, before it is closed (``stream_idle_seconds``)."""
 
     listen: str
     plaintext: bool
     batch_scheduling: bool = True
     worker_memory_mb: int | str = "auto"
+    stream_idle_seconds: int = 30
 
     @property
     def host(self) -> str:

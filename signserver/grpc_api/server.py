@@ -375,6 +375,7 @@ class Worker:
             try:
                 pools = WorkerPools.create()
                 server = GrpcServer(self.config, service, background=self.background, worker=self.index,
+                                    document_limits=DocumentLimits(idle_seconds=self.config.server.stream_idle_seconds),
                                     pools=pools)
                 await server.start()
                 csc = await self._start_csc(service, pools)

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Hashable, Iterator, TypeVar
 
 from signserver.admission import ConcurrencyLimit
+from signserver.config import ServerConfig
 from signserver.descriptors import DEFAULT_RESERVE, DescriptorReserve
 from signserver.errors import InvalidArgument, ServerBusy
 
 T = TypeVar("T")
 
-# A client that sends nothing for this long while streaming a document has stalled or gone.
-IDLE_STREAM_SECONDS = 30.0
 # However steadily it trickles, an upload (a document of at most max_document_mb) ends within
 # this: a client sending one byte every 29 s would otherwise hold its stream without end.
 UPLOAD_SECONDS = 600.0
@@ -40,7 +39,7 @@ class DocumentLimits:
 
     streams_per_worker: int = 64
     streams_per_application: int = 16
-    idle_seconds: float = IDLE_STREAM_SECONDS
+    idle_seconds: float = ServerConfig.stream_idle_seconds  # then a client has stalled or gone
     upload_seconds: float = UPLOAD_SECONDS
     verifications_per_worker: int = 2
     verifications_per_application: int = 1

@@ -190,8 +190,8 @@ def test_streams_are_refused_while_descriptors_run_short(limited):
 class LimitedServeProcess(ServeProcess):
     """`signserver serve` started under the RLIMIT_NOFILE given (soft and hard)."""
 
-    def __init__(self, state_dir: Path, folder: Path, workers: int, soft: int, hard: int):
-        super().__init__(state_dir, folder, workers)
+    def __init__(self, state_dir: Path, folder: Path, workers: int, soft: int, hard: int, **env: str):
+        super().__init__(state_dir, folder, workers, **env)
         self.limits = soft, hard
 
     def start(self) -> "LimitedServeProcess":
@@ -234,8 +234,14 @@ def bystander_is_served(server: ServeProcess, credentials, account: str, credent
         assert len(signed.signatures) == 1
 
 
+# The stalled streams' idle time here: long enough for the bystander's calls to go in while every
+# admitted stream is still held (checked below), short enough not to wait out the default's 30 s.
+STALLED_IDLE_SECONDS = 8
+
+
 def test_two_thousand_stalled_streams_under_1024_descriptors_leave_a_bystander_served(state_dir, tmp_path):
-    server = LimitedServeProcess(state_dir, tmp_path, workers=1, soft=DESCRIPTOR_LIMIT, hard=DESCRIPTOR_LIMIT).start()
+    server = LimitedServeProcess(state_dir, tmp_path, workers=1, soft=DESCRIPTOR_LIMIT, hard=DESCRIPTOR_LIMIT,
+                                 SIGNSERVER_SERVER_STREAM_IDLE_SECONDS=str(STALLED_IDLE_SECONDS)).start()
     try:
         assert server.worker_open_file_limits() == [str(DESCRIPTOR_LIMIT)] * 2
         application(server, "flooding-app")
@@ -243,6 +249,7 @@ def test_two_thousand_stalled_streams_under_1024_descriptors_leave_a_bystander_s
         bystander = application(server, "bystander-app")
         credential = holder(server, "bystander.holder")
 
+        started = time.monotonic()
         client = subprocess.Popen(
             [sys.executable, str(ROOT / "tests" / "grpc_api" / "stalled_streams_client.py"), str(server.port),
              str(server.folder / "ca.pem"), str(flooder_cert), str(flooder_key), "2000", "4"],
@@ -251,6 +258,8 @@ def test_two_thousand_stalled_streams_under_1024_descriptors_leave_a_bystander_s
             assert client.stdout.readline().strip() == "stalled"
             for _ in range(3):
                 bystander_is_served(server, bystander, "bystander.holder", credential)
+            # Served while the streams the server admitted were all held: none can end sooner.
+            assert time.monotonic() - started < STALLED_IDLE_SECONDS
             outcomes = json.loads(client.stdout.readline())
         finally:
             client.kill() if client.poll() is None else None
@@ -259,7 +268,8 @@ def test_two_thousand_stalled_streams_under_1024_descriptors_leave_a_bystander_s
         # At most the application's share of streams was held, each until its idle time ran out;
         # every other stream was refused at once, holding nothing.
         log = server.text()
-        closed_idle = log.count("SignPdf refused with INVALID_ARGUMENT: nothing arrived on the stream for 30 s")
+        closed_idle = log.count("SignPdf refused with INVALID_ARGUMENT: nothing arrived on the stream for "
+                                f"{STALLED_IDLE_SECONDS} s")
         assert closed_idle == outcomes.get("INVALID_ARGUMENT") <= DocumentLimits().streams_per_application
         refused = log.count("SignPdf refused with RESOURCE_EXHAUSTED")
         # Every other stream ended at once: refused by the server, or ended by gRPC's client itself
