@@ -281,7 +281,18 @@ class CaSetup:
             found = self._keys.find_by_label(pending.label)
         except KeyNotFound:
             return None  # the attempt stopped before the token made it
-        return None if found.key_id in in_use else found
+        if found.key_id in in_use:
+            return None
+        try:
+            self._keys.public_key(found.key_id)
+        except KeyNotFound:
+            # The token lost its public half as it was made (signserver/hsm/new_objects.py), in a
+            # version that did not check: no certificate can be made for it.
+            log.warning("destroying key %r, generated for %s by an interrupted step: its public half is not on "
+                        "the token", found.label, purpose)
+            self._keys.delete(found.key_id)
+            return None
+        return found
 
     # --- the steps ----------------------------------------------------------------------
 

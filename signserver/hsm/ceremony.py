@@ -49,6 +49,7 @@ from signserver.hsm.array_attributes import ArrayAttributeMapper
 from signserver.hsm.label_text import LabelTextMapper
 from signserver.hsm.master_keys import MASTER_TEMPLATE, MasterKeys, encrypted_block, master_number
 from signserver.hsm.module import load_module, pkcs11_calls
+from signserver.hsm.new_objects import make_intact
 from signserver.hsm.pin_guard import PinGuard
 from signserver.hsm.sealing import MAC_LABEL_SUFFIX, SEALING_LABEL, SEALING_MAC_TEMPLATE, SEALING_TEMPLATE, SealingKey
 from signserver.hsm.session import TokenSession, find_token
@@ -351,13 +352,16 @@ def _generate_transport_pair(s: pkcs11.Session, label: str, bits: int) -> pkcs11
     CKA_UNWRAP_TEMPLATE (the user's login is the application's, so it is logged in too); returns
     the public half, as ``s`` sees it.
 
-    Raises: HsmOperationFailed: the token does not know CKA_UNWRAP_TEMPLATE. pkcs11.PKCS11Error.
+    Raises: HsmOperationFailed: the token does not know CKA_UNWRAP_TEMPLATE, or lost the pair's id
+        and label in each attempt (see signserver/hsm/new_objects.py). pkcs11.PKCS11Error.
     """
     key_id = os.urandom(16)
     with s.token.open(rw=True, attribute_mapper=ArrayAttributeMapper()) as own:
         try:
-            own.generate_keypair(KeyType.RSA, bits, label=label, id=key_id, store=True,
-                                 public_template=dict(_TRANSPORT_PUBLIC), private_template=dict(_TRANSPORT_PRIVATE))
+            make_intact(lambda: own.generate_keypair(KeyType.RSA, bits, label=label, id=key_id, store=True,
+                                                     public_template=dict(_TRANSPORT_PUBLIC),
+                                                     private_template=dict(_TRANSPORT_PRIVATE)),
+                        key_id, label, "the transport key pair")
         except p11.AttributeTypeInvalid:
             # Without the template the transport key would unwrap the file's keys readable; such a
             # token (openCryptoki 3.8's soft token) keeps no shared key copyable either.
@@ -395,14 +399,14 @@ def trust_transport_key(module: Path | None, token_label: str, so_pin: Secret, t
             opened = (guard.login_so(token, so_pin) if guard is not None
                       else token.open(rw=True, so_pin=so_pin.reveal(), attribute_mapper=LabelTextMapper()))
             with opened as session:
-                session.create_object({
+                make_intact(lambda: (session.create_object({
                     Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA,
                     Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.TRUSTED: True,
                     Attribute.WRAP: True, Attribute.ENCRYPT: False, Attribute.VERIFY: False,
                     Attribute.LABEL: TRUSTED_LABEL, Attribute.ID: bytes.fromhex(key_print),
                     Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
                     Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"),
-                })
+                }),), bytes.fromhex(key_print), TRUSTED_LABEL, "the trusted transport key")
         except p11.PKCS11Error as exc:
             raise translate(exc, "store the trusted transport key") from exc
     log.info("the security officer marked the transport key %s trusted on token %r", key_print, token_label)
@@ -611,10 +615,13 @@ def _held(s: pkcs11.Session, session: TokenSession, key: WrappedKey, check_value
 
 def _store(transport_private: pkcs11.PrivateKey, key: WrappedKey,
            usual_check_value: str | None) -> pkcs11.SecretKey:
-    stored = transport_private.unwrap_key(ObjectClass.SECRET_KEY, _KEY_TYPES[key.kind], key.wrapped,
-                                          label=key.label, id=os.urandom(16), mechanism=WRAP_MECHANISM,
-                                          mechanism_param=WRAP_PARAMETER, store=True,
-                                          template=dict(_TEMPLATES[key.kind]))
+    key_id = os.urandom(16)
+    stored, = make_intact(
+        lambda: (transport_private.unwrap_key(ObjectClass.SECRET_KEY, _KEY_TYPES[key.kind], key.wrapped,
+                                              label=key.label, id=key_id, mechanism=WRAP_MECHANISM,
+                                              mechanism_param=WRAP_PARAMETER, store=True,
+                                              template=dict(_TEMPLATES[key.kind])),),
+        key_id, key.label, f"the imported {key.kind} key")
     if usual_check_value is not None:  # a MAC key's check value is computed, never stored
         # SoftHSM gives an unwrapped key no check value (and refuses one in the template): record
         # the one the token computed (the usual 3 bytes), which servers compare.

@@ -20,6 +20,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from signserver.errors import AlreadyExists, InvalidArgument, KeyNotFound, UnsupportedAlgorithm
 from signserver.hsm.algorithms import KeyAlgorithm, KeyAttributes, SignatureAlgorithm
+from signserver.hsm.new_objects import make_intact
 from signserver.hsm.session import TokenDescription, TokenSession
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class HsmKeyStore:
             InvalidArgument: the label is invalid.
             AlreadyExists: a key with that label exists.
             UnsupportedAlgorithm: the token cannot generate that kind of key.
+            HsmOperationFailed: the token lost the pair's id and label in each attempt (see
+                signserver/hsm/new_objects.py).
             HsmError: the token failed.
         """
         check_label(label)
@@ -128,7 +131,8 @@ class HsmKeyStore:
         def generate(session: pkcs11.Session) -> KeyInfo:
             if self._find_private(session, label=label) is not None:
                 raise AlreadyExists(f"a key labelled {label!r} already exists on the token")
-            _, private = _generate_pair(session, algorithm, key_id, label)
+            _, private = make_intact(lambda: _generate_pair(session, algorithm, key_id, label), key_id, label,
+                                     f"the {algorithm.value} key pair")
             return _describe(private)
 
         info = self._session.run(generate, f"generate a {algorithm.value} key {label!r}")
@@ -300,7 +304,8 @@ class HsmKeyStore:
         def store(session: pkcs11.Session) -> None:
             for old in self._session.find(session, {Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: raw_id}):
                 old.destroy()
-            session.create_object(_certificate_template(raw_id, label, certificate))
+            make_intact(lambda: (session.create_object(_certificate_template(raw_id, label, certificate)),), raw_id,
+                        label, "the certificate")
 
         self._session.run(store, f"store a certificate for key {key_id}")
         log.info("stored certificate serial %x beside key %s", certificate.serial_number, key_id)

@@ -22,11 +22,13 @@ from typing import Iterator
 import pkcs11
 
 from signserver.errors import ConfigurationError, HsmUnavailable
+from signserver.hsm.token_files import let_go_of_token_files, lock_softhsm_tokens
 from signserver.interrupts import interrupts_held
 
 log = logging.getLogger(__name__)
 
 _lock = threading.RLock()
+_depth = 0  # pkcs11_calls blocks open in the thread holding _lock
 _initialised_in: dict[str, int] = {}  # module path -> pid that initialised it
 # module path -> how many times this process initialised it. Handles of one initialisation mean
 # nothing in the next: SoftHSM numbers sessions and objects afresh, so an old handle may name a
@@ -46,12 +48,21 @@ def pkcs11_calls() -> Iterator[None]:
     python-pkcs11 (0.10.1) packs a template into an array it allocates without clearing and, when
     packing an attribute raises, frees the entries it never set: a KeyboardInterrupt landing in
     the Python code that packs one makes the process abort ("free(): invalid pointer") or go on
-    with its memory corrupt. Held, the Ctrl-C is acted on once the calls have ended.
+    with its memory corrupt. Held, the Ctrl-C is acted on once the calls have ended. The token
+    files' lock, taken within the block by a search or as an object is made, is let go as the
+    outermost block ends (see signserver/hsm/token_files.py).
 
     Raises: KeyboardInterrupt: Ctrl-C came during the block (raised once it has ended).
     """
+    global _depth
     with interrupts_held(), _lock:
-        yield
+        _depth += 1
+        try:
+            yield
+        finally:
+            _depth -= 1
+            if not _depth:
+                let_go_of_token_files()
 
 
 def pkcs11_lock_is_free() -> bool:
@@ -73,8 +84,9 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock
+    global _lock, _depth
     _lock = threading.RLock()
+    _depth = 0
 
 
 os.register_at_fork(
@@ -115,6 +127,8 @@ def load_module(path: Path | None) -> pkcs11.lib:
         lib = pkcs11.lib(key)
         if _initialised_in.get(key, os.getpid()) != os.getpid():
             _reinitialise(key, lib)
+        if _initialised_in.get(key) != os.getpid() and lib.manufacturer_id == "SoftHSM":
+            lock_softhsm_tokens()
     except pkcs11.PKCS11Error as exc:
         raise _not_answering("initialise", path, exc) from exc
     _initialised_in[key] = os.getpid()

@@ -17,6 +17,7 @@ from signserver.hsm.capabilities import TokenCapabilities
 from signserver.hsm.label_text import LabelTextMapper
 from signserver.hsm.module import load_module, module_generation, pkcs11_calls, reinitialise_module, release_module
 from signserver.hsm.pin_guard import PinGuard
+from signserver.hsm.token_files import hold_token_files
 from signserver.hsm.translate import is_session_lost, translate
 from signserver.monitoring.meter import meter
 from signserver.secret import Secret
@@ -160,6 +161,7 @@ class TokenSession:
                 except UnicodeEncodeError:
                     raise InvalidArgument("cannot search the token for a label that is not valid UTF-8 text") from None
         self.searches += 1
+        hold_token_files()  # until the end of the call: what was found is read there
         return list(session.get_objects(template))
 
     def describe(self) -> TokenDescription:

@@ -17,6 +17,8 @@ import pkcs11
 import pkcs11.exceptions as p11
 from pkcs11 import Attribute, KeyType, Mechanism
 
+from signserver.hsm.new_objects import make_intact
+
 log = logging.getLogger(__name__)
 
 _warned: set[str] = set()
@@ -35,15 +37,22 @@ def generate_shared_key(session: pkcs11.Session, key_type: KeyType, bits: int, l
     know that attribute, the same key not extractable at all. ``what`` names the keys in the log
     ("master keys").
 
-    Raises: pkcs11.PKCS11Error, which :meth:`TokenSession.run` translates.
+    Raises: HsmOperationFailed: the token lost the key's id and label in each attempt (see
+        signserver/hsm/new_objects.py). pkcs11.PKCS11Error, which :meth:`TokenSession.run` translates.
     """
-    try:
-        return session.generate_key(key_type, bits, label=label, id=os.urandom(16), store=True,
-                                    template=dict(template), mechanism=mechanism)
-    except p11.AttributeTypeInvalid:
-        warn_once(f"the token does not know CKA_WRAP_WITH_TRUSTED, so it cannot restrict a key's export to keys "
-                  f"its security officer trusts: {what} made on it are not extractable at all, and the key "
-                  "ceremony cannot copy them to another token")
-    kept = {a: v for a, v in template.items() if a is not Attribute.WRAP_WITH_TRUSTED}
-    return session.generate_key(key_type, bits, label=label, id=os.urandom(16), store=True,
-                                template={**kept, Attribute.EXTRACTABLE: False}, mechanism=mechanism)
+    key_id = os.urandom(16)
+
+    def make() -> tuple[pkcs11.SecretKey]:
+        try:
+            return (session.generate_key(key_type, bits, label=label, id=key_id, store=True,
+                                         template=dict(template), mechanism=mechanism),)
+        except p11.AttributeTypeInvalid:
+            warn_once(f"the token does not know CKA_WRAP_WITH_TRUSTED, so it cannot restrict a key's export to keys "
+                      f"its security officer trusts: {what} made on it are not extractable at all, and the key "
+                      "ceremony cannot copy them to another token")
+        kept = {a: v for a, v in template.items() if a is not Attribute.WRAP_WITH_TRUSTED}
+        return (session.generate_key(key_type, bits, label=label, id=key_id, store=True,
+                                     template={**kept, Attribute.EXTRACTABLE: False}, mechanism=mechanism),)
+
+    key, = make_intact(make, key_id, label, f"the {key_type.name} key")
+    return key

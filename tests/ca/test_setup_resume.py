@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
+from pkcs11 import Attribute, ObjectClass
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -169,6 +170,24 @@ def test_a_left_key_of_another_algorithm_is_destroyed(make_service):
     assert left.key_id not in key_ids(again)
     assert isinstance(status.root.public_key(), ec.EllipticCurvePublicKey)
     assert status.root.public_key().curve.name == "secp384r1"
+    assert_complete_and_working(again, before)
+
+
+def test_a_left_key_whose_public_half_is_gone_is_destroyed_and_made_again(make_service):
+    """What a version that did not check its keys as they were made could leave: a pair whose
+    public half another process's search spoiled (signserver/hsm/new_objects.py)."""
+    first = make_service()
+    before = key_ids(first)
+    with pytest.raises(Crash):
+        first.ca.initialise("operator:test", checkpoint=crash_at("key:ca-tsa"))
+    [left] = ca_keys(first, before)["ca-tsa"]
+    raw_id = bytes.fromhex(left.key_id)
+    first.keys.session.run(lambda s: [public.destroy() for public in first.keys.session.find(
+        s, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: raw_id})], "spoil the TSA key")
+
+    again = make_service()
+    again.ca.initialise("operator:test")
+    assert left.key_id not in key_ids(again)
     assert_complete_and_working(again, before)
 
 
