@@ -13,7 +13,16 @@ from signserver.cli.token_records import TRANSPORT_KEY_GENERATED, record
 from signserver.store.schema import audit_log
 
 
-def test_a_ctrl_c_during_the_record_comes_after_it(fresh_service, capsys, monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raising KeyboardInterrupt, as in a command run at a terminal, whatever the test
+    process was given: a job run in the background starts with SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_during_the_record_comes_after_it(fresh_service, capsys, monkeypatch, ctrl_c_raises):
     append = fresh_service.audit.append
     interrupted = []
 

@@ -8,6 +8,7 @@ aborted with its transport key left on the token."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -47,7 +48,9 @@ print("searched again", flush=True)
 
 
 def test_a_ctrl_c_while_a_template_is_packed_interrupts_once_the_call_has_ended(state_dir, config):
+    # SIGINT's default disposition, as from a terminal: a suite run in the background ignores SIGINT,
+    # and a child inherits that.
     run = subprocess.run([sys.executable, "-c", INTERRUPTED_SEARCH], capture_output=True, text=True, timeout=120,
-                         env=cli_env(state_dir))
+                         env=cli_env(state_dir), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert (run.returncode, run.stdout) == (0, "interrupted after the search: True\nsearched again\n"), \
         (run.returncode, run.stdout, run.stderr)
