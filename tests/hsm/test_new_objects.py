@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import uuid
@@ -33,6 +34,7 @@ softhsm_only = requires_softhsm("SoftHSM's file token is the one whose readers w
 # Another signserver process searching the token without pause and reading what it finds, as the
 # CA's background pass (LeftoverServiceKeys) and `hsm list` or `hsm master status` do.
 SEARCHER = """
+import signal
 from signserver.config import load_config
 from signserver.errors import SignServerError
 from signserver.hsm.keystore import HsmKeyStore
@@ -42,8 +44,10 @@ from signserver.hsm.session import TokenSession
 config = load_config()
 keys = HsmKeyStore(TokenSession(config.hsm.module, config.hsm.token_label, config.hsm.user_pin()))
 masters = MasterKeys(keys.session)
+stopping = []
+signal.signal(signal.SIGUSR1, lambda *_: stopping.append(True))
 print("searching", flush=True)
-while True:
+while not stopping:
     try:
         keys.public_keys(keys.list())
         masters.on_token()
@@ -64,8 +68,21 @@ def searcher(state_dir):
         assert process.stdout.readline() == "searching\n"
         yield process
     finally:
-        process.kill()
-        process.wait()
+        stop(process, signal.SIGUSR1)
+
+
+def stop(process: subprocess.Popen, asked_by: int | None = None) -> None:
+    """Let the process end where it chooses to (between two searches), and kill it only if it does
+    not: a process killed while it logs in leaves SoftHSM's token file empty (a login rewrites it,
+    and a stale handle makes the session log in again), and every later process finds no token."""
+    if asked_by is not None and process.poll() is None:
+        process.send_signal(asked_by)
+    try:
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @softhsm_only
@@ -194,8 +211,7 @@ def test_a_search_waits_while_another_signserver_process_searches(keystore, stat
         assert select.select([holder.stdout], [], [], 0)[0] == [holder.stdout]
         assert holder.stdout.readline() == "done\n"
     finally:
-        holder.kill()
-        holder.wait()
+        stop(holder)
 
 
 @pytest.mark.parametrize(("conf", "expected"), [
