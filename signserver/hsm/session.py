@@ -28,6 +28,7 @@ LOGIN_ATTEMPTS = 3
 # What a handle kept from an earlier call raises once its object is gone (within a session that is
 # still current: a re-initialised module or a fork is noticed before any call, see _open).
 STALE_HANDLE = (p11.KeyHandleInvalid, p11.ObjectHandleInvalid)
+SEARCH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ class TokenSession:
         every object of the token for each one (two file reads per object), holding the
         process-wide PKCS#11 lock meanwhile, so a search costs in proportion to the token's
         objects. Request paths find their keys once per session and keep the handles in
-        :attr:`cache`.
+        :attr:`cache`. A search that finds an object another process destroys before it is read
+        is made again (up to :data:`SEARCH_ATTEMPTS` times), in the same session.
 
         Raises: pkcs11.PKCS11Error, which :meth:`run` translates. InvalidArgument: a string of
             ``template`` is not UTF-8 text, which python-pkcs11 fails to encode part way through
@@ -160,8 +162,17 @@ class TokenSession:
                     value.encode("utf-8")
                 except UnicodeEncodeError:
                     raise InvalidArgument("cannot search the token for a label that is not valid UTF-8 text") from None
-        self.searches += 1
         hold_token_files()  # until the end of the call: what was found is read there
+        for _ in range(1, SEARCH_ATTEMPTS):
+            self.searches += 1
+            try:
+                return list(session.get_objects(template))
+            except STALE_HANDLE:
+                # An object another process destroyed between the search's finding it and reading
+                # it: the session is fine. Opening it again (run's answer to a stale handle) would
+                # log in again, and each login rewrites SoftHSM's token file (see the README).
+                pass
+        self.searches += 1
         return list(session.get_objects(template))
 
     def describe(self) -> TokenDescription:
