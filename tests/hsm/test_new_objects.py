@@ -56,7 +56,7 @@ while not stopping:
 """
 
 # The searches met about 3 % of the P-256 pairs and 8 % of the AES keys made beside them on the
-# code before (measured on this machine class): each test below failed there in each of 3 runs.
+# code before (measured on this machine class): each test below failed there in each of 8 runs.
 MADE = 150
 
 
@@ -74,7 +74,8 @@ def searcher(state_dir):
 def stop(process: subprocess.Popen, asked_by: int | None = None) -> None:
     """Let the process end where it chooses to (between two searches), and kill it only if it does
     not: a process killed while it logs in leaves SoftHSM's token file empty (a login rewrites it,
-    and a stale handle makes the session log in again), and every later process finds no token."""
+    and a session logs in again when a key whose handle it kept is destroyed), and every later
+    process finds no token."""
     if asked_by is not None and process.poll() is None:
         process.send_signal(asked_by)
     try:
