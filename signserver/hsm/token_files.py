@@ -80,8 +80,11 @@ def lock_path_of(conf: Path) -> Path | None:
         text = conf.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    settings = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.lstrip().startswith("#"))
-    settings = {name.strip(): value.strip() for name, value in settings.items()}
+    settings = {}
+    for line in text.splitlines():
+        name, equals, value = line.partition("=")
+        if equals and not name.lstrip().startswith("#"):
+            settings[name.strip()] = value.strip()
     if settings.get("objectstore.backend", "file") != "file" or not settings.get("directories.tokendir"):
         return None
     return Path(settings["directories.tokendir"]) / LOCK_NAME

@@ -18,6 +18,7 @@ from signserver.hsm.module import load_module, pkcs11_lock
 from signserver.hsm.session import find_token
 from tests.conftest import cli_env, requires_softhsm
 from tests.hsm.test_fork_and_recovery import SCHEMES, sign_and_check
+from tests.hsm.test_new_objects import stop
 
 pytestmark = pytest.mark.one_store  # touches no store
 
@@ -99,8 +100,7 @@ def test_a_search_that_meets_a_key_destroyed_meanwhile_searches_again_without_lo
         searched = subprocess.run([sys.executable, "-c", SEARCHER], capture_output=True, text=True, timeout=300,
                                   env=cli_env(state_dir))
     finally:
-        maker.send_signal(signal.SIGUSR1)  # stops between two keys: none is left half written
-        maker.wait(timeout=60)
+        stop(maker, signal.SIGUSR1)  # between two keys: none is left half written
     assert searched.returncode == 0, searched.stderr
     asked, searched_again = map(int, searched.stdout.split())
     assert searched_again >= 3, f"{asked} searches met no destroyed key: nothing was tested"
