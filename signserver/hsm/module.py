@@ -3,8 +3,9 @@
 python-pkcs11 initialises modules with ``C_Initialize(NULL)`` and releases the GIL during calls,
 so SoftHSM runs without internal locking: two threads inside PKCS#11 at once crash the process.
 Every call into a module therefore goes through :func:`pkcs11_calls`, which holds the lock (and
-Ctrl-C until the calls have ended: python-pkcs11 raising KeyboardInterrupt within a call can leave
-its memory corrupt, see :func:`pkcs11_calls`). The lock is held across
+Ctrl-C, SIGTERM and SIGHUP until the calls have ended: python-pkcs11 raising KeyboardInterrupt
+within a call can leave its memory corrupt, and a process ended while it logs in to a SoftHSM token
+leaves the token unreadable, see :func:`pkcs11_calls`). The lock is held across
 ``fork()`` so that a child never inherits a module caught in the middle of a call, and a child
 re-initialises the module before its first use (PKCS#11 state does not survive a fork).
 """
@@ -43,14 +44,18 @@ def pkcs11_lock() -> threading.RLock:
 
 @contextmanager
 def pkcs11_calls() -> Iterator[None]:
-    """Hold the PKCS#11 lock for the block, and Ctrl-C until the block's end.
+    """Hold the PKCS#11 lock for the block, and Ctrl-C, SIGTERM and SIGHUP until the block's end
+    (see signserver/interrupts.py).
 
     python-pkcs11 (0.10.1) packs a template into an array it allocates without clearing and, when
     packing an attribute raises, frees the entries it never set: a KeyboardInterrupt landing in
     the Python code that packs one makes the process abort ("free(): invalid pointer") or go on
-    with its memory corrupt. Held, the Ctrl-C is acted on once the calls have ended. The token
-    files' lock, taken within the block by a search or as an object is made, is let go as the
-    outermost block ends (see signserver/hsm/token_files.py).
+    with its memory corrupt. Held, the Ctrl-C is acted on once the calls have ended. SoftHSM 2.6.1
+    empties a token's file and writes it again at every login: a SIGTERM or SIGHUP that ended the
+    process in between (a third of those sent to a process logging in again and again, measured
+    here) left the token unreadable to every process; held, it ends the process once the calls
+    have ended. The token files' lock, taken within the block by a search or as an object is made,
+    is let go as the outermost block ends (see signserver/hsm/token_files.py).
 
     Raises: KeyboardInterrupt: Ctrl-C came during the block (raised once it has ended).
     """

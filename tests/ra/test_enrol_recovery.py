@@ -116,31 +116,33 @@ def test_a_failed_write_after_the_core_made_the_account_still_prints_the_secrets
     assert not any(s.decode() in caplog.text for s in secrets)
 
 
-def test_ctrl_c_after_the_core_made_the_account_waits_for_the_secrets(files):
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)],
+                         ids=["Ctrl-C", "SIGTERM"])
+def test_a_stop_after_the_core_made_the_account_waits_for_the_secrets(files, signum, status):
     alter(files["database"], *SLOW)
     reader, writer = os.pipe()
     os.write(writer, f"{PASSWORD}\n{PHRASE}\n".encode())
     os.close(writer)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNSERVER_")}
     command = [str(SIGNSERVER), "--config", str(files["config"]), "ra", "enrol",
-               *registered("rec-sigint", "--profile", "cloud-signature-government"), "--json",
+               *registered(f"rec-{signum.name.lower()}", "--profile", "cloud-signature-government"), "--json",
                "--secrets-fd", str(reader), "--operator", OPERATOR]
-    # A terminal's Ctrl-C: SIGINT's default disposition (a background test run ignores it).
+    # The signal's default disposition, as at a terminal (a background test run ignores SIGINT).
     child = subprocess.Popen(command, env=env, pass_fds=(reader,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                             preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL))
     os.close(reader)
     try:
         deadline = time.monotonic() + 60
-        while not in_core(files["core"], "rec-sigint"):
+        while not in_core(files["core"], f"rec-{signum.name.lower()}"):
             assert child.poll() is None and time.monotonic() < deadline, "the account was never made"
             time.sleep(0.02)
-        child.send_signal(signal.SIGINT)  # the core has answered; the RA is writing its record
+        child.send_signal(signum)  # the core has answered; the RA is writing its record
         out, err = child.communicate(timeout=120)
     finally:
         if child.poll() is None:
             child.kill()
     text = out.decode()
-    assert child.returncode == 130, err.decode()
+    assert child.returncode == status, err.decode()
     assert "interrupted" in err.decode()
     shown = json.loads(text)
     assert shown["otp_uri"].startswith("otpauth://totp/") and shown["recovery_code"], text
