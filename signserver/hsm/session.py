@@ -11,6 +11,9 @@ from typing import Any, Callable, TypeVar
 
 import pkcs11
 import pkcs11.exceptions as p11
+# The search that Session.get_objects wraps (python-pkcs11 0.10.1, pinned): run here with a batch of
+# one object, so that an object destroyed meanwhile ends no more than its own batch (see find).
+from pkcs11._pkcs11 import SearchIter
 
 from signserver.errors import HsmLoginFailed, InvalidArgument, TokenNotFound
 from signserver.hsm.capabilities import TokenCapabilities
@@ -28,7 +31,6 @@ LOGIN_ATTEMPTS = 3
 # What a handle kept from an earlier call raises once its object is gone (within a session that is
 # still current: a re-initialised module or a fork is noticed before any call, see _open).
 STALE_HANDLE = (p11.KeyHandleInvalid, p11.ObjectHandleInvalid)
-SEARCH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class TokenSession:
         # Object searches (C_FindObjectsInit) made through :meth:`find` since this object was
         # made, across reopened sessions: tests read it to prove a path never searches.
         self.searches = 0
+        # Objects those searches found and another process destroyed before they were read.
+        self.vanished = 0
         self._capabilities: TokenCapabilities | None = None
 
     def run(self, operation: Callable[[pkcs11.Session], T], doing: str) -> T:
@@ -149,8 +153,8 @@ class TokenSession:
         every object of the token for each one (two file reads per object), holding the
         process-wide PKCS#11 lock meanwhile, so a search costs in proportion to the token's
         objects. Request paths find their keys once per session and keep the handles in
-        :attr:`cache`. A search that finds an object another process destroys before it is read
-        is made again (up to :data:`SEARCH_ATTEMPTS` times), in the same session.
+        :attr:`cache`. An object the search found and another process destroyed before it was
+        read is left out, as a search made a moment later would: the session is fine.
 
         Raises: pkcs11.PKCS11Error, which :meth:`run` translates. InvalidArgument: a string of
             ``template`` is not UTF-8 text, which python-pkcs11 fails to encode part way through
@@ -163,17 +167,21 @@ class TokenSession:
                 except UnicodeEncodeError:
                     raise InvalidArgument("cannot search the token for a label that is not valid UTF-8 text") from None
         hold_token_files()  # until the end of the call: what was found is read there
-        for _ in range(1, SEARCH_ATTEMPTS):
-            self.searches += 1
-            try:
-                return list(session.get_objects(template))
-            except STALE_HANDLE:
-                # An object another process destroyed between the search's finding it and reading
-                # it: the session is fine. Opening it again (run's answer to a stale handle) would
-                # log in again, and each login rewrites SoftHSM's token file (see the README).
-                pass
         self.searches += 1
-        return list(session.get_objects(template))
+        found: list[pkcs11.Object] = []
+        # python-pkcs11 reads each object as it hands it over. One that another process destroyed
+        # since the search found it raises there and ends its batch: get_objects' batches of ten
+        # ended the whole search, which a stale handle then sent to run (a new session, so a new
+        # login, and each login rewrites SoftHSM's token file: see the README), or, made again,
+        # met the next destroyed object under another process making and destroying keys. A
+        # batch of one ends with its object alone: one more C_FindObjects call per object found.
+        with SearchIter(session, template, 1) as search:
+            for batch in search:
+                try:
+                    found.extend(batch)
+                except STALE_HANDLE:
+                    self.vanished += 1
+        return found
 
     def describe(self) -> TokenDescription:
         """Return the token's label, model, manufacturer, serial and mechanisms.
