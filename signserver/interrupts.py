@@ -34,12 +34,11 @@ def interrupts_held(note: str = "") -> Iterator[None]:
     Raises: KeyboardInterrupt: a Ctrl-C came during the block (after the block's own error, if
             any: that one is raised instead). A SIGTERM or SIGHUP held ends the process, even then.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = [signum for signum in ENDING_SIGNALS if _handler_of(signum) == signal.SIG_DFL]
-    if _handler_of(_SIGINT) is signal.default_int_handler:
-        held.append(_SIGINT)
+    held = []
+    if threading.current_thread() is threading.main_thread():
+        held = [signum for signum in ENDING_SIGNALS if _handler_of(signum) == signal.SIG_DFL]
+        if _handler_of(_SIGINT) is signal.default_int_handler:
+            held.append(_SIGINT)
     if not held:
         yield
         return

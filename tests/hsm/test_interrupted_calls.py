@@ -20,6 +20,7 @@ import time
 import pytest
 
 from tests.conftest import cli_env, requires_softhsm
+from tests.hsm.test_new_objects import stop
 
 pytestmark = pytest.mark.one_store  # the token's calls; no store
 
@@ -143,18 +144,18 @@ def test_a_process_stopped_as_it_logs_in_leaves_the_token_readable(config, tmp_p
     forker = subprocess.Popen([sys.executable, "-c", STOPPED_LOGINS, str(config.hsm.module), "user-pin-0"], env=env,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        for stop in range(STOPS):
+        for tried in range(STOPS):
             forker.stdin.write("log in\n")
             forker.stdin.flush()
             pid = forker.stdout.readline()
-            assert pid.strip().isdigit(), f"stop {stop}: the process could not log in ({pid!r})"
+            assert pid.strip().isdigit(), f"stop {tried}: the process could not log in ({pid!r})"
             time.sleep(random.uniform(0.005, 0.05))
             os.kill(int(pid), signal.SIGTERM)
             assert forker.stdout.readline() == f"{-signal.SIGTERM}\n"
-            assert token_file.stat().st_size > 0, f"stop {stop} left the token's file empty"
+            assert token_file.stat().st_size > 0, f"stop {tried} left the token's file empty"
     finally:
-        forker.stdin.close()
-        forker.wait(timeout=60)
+        forker.stdin.close()  # its loop ends; killed if it does not (a child it waits for, stuck)
+        stop(forker)
         forker.stdout.close()
     listed = subprocess.run(["softhsm2-util", "--show-slots"], capture_output=True, text=True, env=env, check=True)
     assert "Label:            stopped" in listed.stdout
